@@ -1,0 +1,120 @@
+//! One module per Kafka API, named after it, and the dispatch that routes a
+//! decoded request to its handler.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod incremental_alter_configs;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod offset_for_leader_epoch;
+mod produce;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::{Broker, RequestContext};
+
+/// The APIs and versions this broker serves, as advertised in ApiVersions.
+/// A handler must serve every version listed for it.
+pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
+    std::sync::LazyLock::new(|| {
+        vec![
+            (ApiKey::Produce, ApiKey::Produce.valid_versions()),
+            (ApiKey::Fetch, ApiKey::Fetch.valid_versions()),
+            (ApiKey::ListOffsets, ApiKey::ListOffsets.valid_versions()),
+            (ApiKey::Metadata, ApiKey::Metadata.valid_versions()),
+            (ApiKey::ApiVersions, ApiKey::ApiVersions.valid_versions()),
+            (ApiKey::CreateTopics, ApiKey::CreateTopics.valid_versions()),
+            (ApiKey::DeleteTopics, ApiKey::DeleteTopics.valid_versions()),
+            (
+                ApiKey::DeleteRecords,
+                ApiKey::DeleteRecords.valid_versions(),
+            ),
+            (
+                ApiKey::InitProducerId,
+                ApiKey::InitProducerId.valid_versions(),
+            ),
+            (
+                ApiKey::OffsetForLeaderEpoch,
+                ApiKey::OffsetForLeaderEpoch.valid_versions(),
+            ),
+            (
+                ApiKey::DescribeConfigs,
+                ApiKey::DescribeConfigs.valid_versions(),
+            ),
+            (
+                ApiKey::CreatePartitions,
+                ApiKey::CreatePartitions.valid_versions(),
+            ),
+            (
+                ApiKey::IncrementalAlterConfigs,
+                ApiKey::IncrementalAlterConfigs.valid_versions(),
+            ),
+            (
+                ApiKey::DescribeCluster,
+                ApiKey::DescribeCluster.valid_versions(),
+            ),
+        ]
+    });
+
+/// Route a request to its handler. `None` means no response is sent
+/// (a produce with acks=0).
+pub(crate) async fn dispatch(
+    broker: &Broker,
+    ctx: &RequestContext,
+    body: RequestKind,
+) -> Result<Option<ResponseKind>, crate::HandlerError> {
+    let response = match body {
+        RequestKind::Produce(req) => {
+            return Ok(produce::handle(broker, ctx, req)
+                .await?
+                .map(ResponseKind::Produce));
+        }
+        RequestKind::Fetch(req) => ResponseKind::Fetch(fetch::handle(broker, ctx, req).await?),
+        RequestKind::ListOffsets(req) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, ctx, req).await?)
+        }
+        RequestKind::Metadata(req) => {
+            ResponseKind::Metadata(metadata::handle(broker, ctx, req).await?)
+        }
+        RequestKind::ApiVersions(req) => {
+            ResponseKind::ApiVersions(api_versions::handle(broker, ctx, req).await?)
+        }
+        RequestKind::CreateTopics(req) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, ctx, req).await?)
+        }
+        RequestKind::DeleteTopics(req) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, ctx, req).await?)
+        }
+        RequestKind::DeleteRecords(req) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, ctx, req).await?)
+        }
+        RequestKind::InitProducerId(req) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, ctx, req).await?)
+        }
+        RequestKind::OffsetForLeaderEpoch(req) => ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(broker, ctx, req).await?,
+        ),
+        RequestKind::DescribeConfigs(req) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, ctx, req).await?)
+        }
+        RequestKind::CreatePartitions(req) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, ctx, req).await?)
+        }
+        RequestKind::IncrementalAlterConfigs(req) => ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(broker, ctx, req).await?,
+        ),
+        RequestKind::DescribeCluster(req) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, ctx, req).await?)
+        }
+        _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
+    };
+    Ok(Some(response))
+}

@@ -1,0 +1,41 @@
+//! Broker-wide settings, with Kafka's names where Kafka has one.
+
+/// Settings the broker's handlers need. The `weir` binary builds this from
+/// flags, environment variables and an optional TOML file.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// Host advertised to clients in Metadata.
+    pub advertised_host: String,
+    /// Port advertised to clients in Metadata.
+    pub advertised_port: i32,
+    /// `num.partitions`: partitions of an auto-created topic or one created with -1.
+    pub default_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `socket.request.max.bytes`.
+    pub max_request_bytes: usize,
+    /// `fetch.max.bytes`: upper bound of one fetch response.
+    pub fetch_max_bytes: usize,
+    /// Broker-level default for the `flush.messages` topic config (`log.flush.interval.messages`).
+    pub flush_messages: u64,
+    /// Broker-level default for the `flush.ms` topic config (`log.flush.interval.ms`).
+    pub flush_ms: Option<u64>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            default_partitions: 4,
+            auto_create_topics: true,
+            max_request_bytes: 100 * 1024 * 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            flush_messages: 1,
+            flush_ms: None,
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The broker: everything a Kafka request means.
+//!
+//! [`Broker::handle`] takes a decoded request (from `weir-protocol`) and
+//! returns its response. Handlers live one per Kafka API in `api/`; they read
+//! and change topics through the [`MetadataStore`](weir_metadata::MetadataStore)
+//! and records through the [`CommitLog`](weir_storage::CommitLog). The broker
+//! owns no sockets: `weir-server` does.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseKind};
+use kafka_protocol::protocol::VersionRange;
+use weir_metadata::MetadataStore;
+use weir_protocol::Request;
+use weir_storage::{Clock, CommitLog};
+
+mod api;
+mod config;
+
+pub use config::BrokerConfig;
+
+/// Why a request got no response; the server closes the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The API is decoded but not served.
+    #[error("{0:?} is not served")]
+    Unsupported(ApiKey),
+    /// The request is well-formed but violates the protocol in a way Kafka
+    /// answers by closing the connection.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+/// What a handler knows about the request besides its body.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// The API.
+    pub api_key: ApiKey,
+    /// The API version of the request.
+    pub version: i16,
+    /// The request header (client id, correlation id).
+    pub header: RequestHeader,
+}
+
+/// The broker. Shared by every connection.
+pub struct Broker {
+    config: BrokerConfig,
+    log: CommitLog,
+    metadata: Arc<dyn MetadataStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Build a broker over an opened log and metadata store.
+    pub fn new(
+        config: BrokerConfig,
+        log: CommitLog,
+        metadata: Arc<dyn MetadataStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            log,
+            metadata,
+            clock,
+        }
+    }
+
+    /// The APIs and version ranges served, as advertised in ApiVersions.
+    pub fn served_apis() -> &'static [(ApiKey, VersionRange)] {
+        &api::SERVED
+    }
+
+    /// The version range served for one API, if it is served.
+    pub fn served_versions(api: ApiKey) -> Option<VersionRange> {
+        api::SERVED
+            .iter()
+            .find(|(key, _)| *key == api)
+            .map(|(_, range)| *range)
+    }
+
+    /// Handle one request. `Ok(None)` means no response is sent.
+    pub async fn handle(&self, request: Request) -> Result<Option<ResponseKind>, HandlerError> {
+        let ctx = RequestContext {
+            api_key: request.api_key,
+            version: request.version,
+            header: request.header,
+        };
+        api::dispatch(self, &ctx, request.body).await
+    }
+
+    /// The broker's configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The commit log.
+    pub fn log(&self) -> &CommitLog {
+        &self.log
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.metadata
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}

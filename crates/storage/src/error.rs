@@ -1,0 +1,90 @@
+//! Storage errors, one enum per operation family.
+
+use std::sync::Arc;
+
+/// A failure of the log itself (I/O, corruption found on disk, poisoned log).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: Arc<std::io::Error>,
+    },
+    /// A previous write or fsync failed; the log refuses writes until restart.
+    #[error("commit log refuses writes after an earlier failure: {reason}")]
+    Poisoned {
+        /// The original failure.
+        reason: Arc<str>,
+    },
+    /// Data on disk does not match its checksum or format where it must.
+    #[error("corrupt {file}: {detail}")]
+    Corrupt {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// The batch's CRC32C does not match (Kafka's CORRUPT_MESSAGE).
+    #[error("record batch CRC mismatch")]
+    CorruptBatch,
+    /// Not a well-formed RecordBatch v2 (Kafka's INVALID_RECORD / CORRUPT_MESSAGE).
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(&'static str),
+    /// The batch exceeds `max.message.bytes` (MESSAGE_TOO_LARGE).
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge {
+        /// Batch size.
+        size: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Idempotent producer sequence gap (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The next sequence the partition expects.
+        expected: i32,
+        /// The sequence received.
+        got: i32,
+    },
+    /// An older epoch of a producer id that has a newer one (INVALID_PRODUCER_EPOCH).
+    #[error("producer {producer_id} epoch {got} is older than {current}")]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the partition knows.
+        current: i16,
+        /// The epoch received.
+        got: i16,
+    },
+    /// The log failed (KAFKA_STORAGE_ERROR).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a read was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// The offset is below the log start or past the log end (OFFSET_OUT_OF_RANGE).
+    #[error("offset {offset} is outside [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: i64,
+        /// The partition's log-start offset.
+        log_start: i64,
+        /// The partition's high watermark.
+        log_end: i64,
+    },
+    /// The log failed (KAFKA_STORAGE_ERROR).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

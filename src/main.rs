@@ -1,0 +1,34 @@
+//! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
+//! Kafka-compatible broker (`weir bench`, and more to come).
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Weir: a message queue that speaks the Apache Kafka protocol.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
