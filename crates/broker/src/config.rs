@@ -1,5 +1,7 @@
 //! Broker-wide settings, with Kafka's names where Kafka has one.
 
+use std::collections::BTreeMap;
+
 /// Settings the broker's handlers need. The `weir` binary builds this from
 /// flags, environment variables and an optional TOML file.
 #[derive(Debug, Clone)]
@@ -18,10 +20,10 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// `fetch.max.bytes`: upper bound of one fetch response.
     pub fetch_max_bytes: usize,
-    /// Broker-level default for the `flush.messages` topic config (`log.flush.interval.messages`).
-    pub flush_messages: u64,
-    /// Broker-level default for the `flush.ms` topic config (`log.flush.interval.ms`).
-    pub flush_ms: Option<u64>,
+    /// Static broker-level topic defaults by Kafka's broker config name
+    /// (`log.retention.ms`, `log.flush.interval.messages`, ...), from flags or
+    /// the config file. Runtime overrides in the metadata store win over these.
+    pub log_defaults: BTreeMap<String, String>,
 }
 
 impl Default for BrokerConfig {
@@ -34,8 +36,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             max_request_bytes: 100 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
-            flush_messages: 1,
-            flush_ms: None,
+            log_defaults: BTreeMap::new(),
         }
     }
 }

@@ -16,8 +16,12 @@ use weir_storage::{Clock, CommitLog};
 
 mod api;
 mod config;
+mod error;
+mod topic_config;
+mod topics;
 
 pub use config::BrokerConfig;
+pub use error::ApiError;
 
 /// Why a request got no response; the server closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,7 @@ pub struct Broker {
     log: CommitLog,
     metadata: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
+    topics: topics::Topics,
 }
 
 impl std::fmt::Debug for Broker {
@@ -59,19 +64,23 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Build a broker over an opened log and metadata store.
+    /// Build a broker over an opened log and metadata store, opening the
+    /// partitions of every known topic.
     pub fn new(
         config: BrokerConfig,
         log: CommitLog,
         metadata: Arc<dyn MetadataStore>,
         clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ApiError> {
+        let broker = Self {
             config,
             log,
             metadata,
             clock,
-        }
+            topics: topics::Topics::default(),
+        };
+        broker.load_topics()?;
+        Ok(broker)
     }
 
     /// The APIs and version ranges served, as advertised in ApiVersions.

@@ -1,0 +1,90 @@
+//! Kafka error codes: every failure a handler can report, mapped to its code
+//! in one place.
+
+use kafka_protocol::ResponseError;
+use weir_metadata::MetadataError;
+use weir_storage::{AppendError, ReadError, StorageError};
+
+/// A failure reported to the client as a Kafka error code plus a message
+/// (for the versions that carry one).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The Kafka error.
+    pub code: ResponseError,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The numeric Kafka error code.
+    pub fn code(&self) -> i16 {
+        self.code.code()
+    }
+
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn unknown_topic(topic: &str) -> Self {
+        Self::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{topic}' does not exist"),
+        )
+    }
+
+    /// UNKNOWN_TOPIC_OR_PARTITION for a partition index out of range.
+    pub fn unknown_partition(topic: &str, partition: i32) -> Self {
+        Self::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("partition {partition} of topic '{topic}' does not exist"),
+        )
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        Self::new(ResponseError::KafkaStorageError, err.to_string())
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(err: AppendError) -> Self {
+        let code = match &err {
+            AppendError::CorruptBatch => ResponseError::CorruptMessage,
+            AppendError::InvalidBatch(_) => ResponseError::InvalidRecord,
+            AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::Storage(_) => ResponseError::KafkaStorageError,
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(err: ReadError) -> Self {
+        let code = match &err {
+            ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            ReadError::Storage(_) => ResponseError::KafkaStorageError,
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+impl From<MetadataError> for ApiError {
+    fn from(err: MetadataError) -> Self {
+        let code = match &err {
+            MetadataError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            MetadataError::Storage(_) => ResponseError::KafkaStorageError,
+        };
+        Self::new(code, err.to_string())
+    }
+}
