@@ -1,6 +1,7 @@
 //! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
 //! Kafka-compatible broker (`weir bench`, and more to come).
 
+mod bench;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +18,16 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(serve::ServeArgs),
+    /// Measure a Kafka-compatible broker with librdkafka.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

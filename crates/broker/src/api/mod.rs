@@ -1,6 +1,7 @@
 //! One module per Kafka API, named after it, and the dispatch that routes a
 //! decoded request to its handler.
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -102,6 +103,9 @@ pub(crate) async fn dispatch(
         RequestKind::OffsetForLeaderEpoch(req) => ResponseKind::OffsetForLeaderEpoch(
             offset_for_leader_epoch::handle(broker, ctx, req).await?,
         ),
+        RequestKind::AlterConfigs(req) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(broker, ctx, req).await?)
+        }
         RequestKind::DescribeConfigs(req) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, ctx, req).await?)
         }
