@@ -1,10 +1,454 @@
-//! `weir serve`: configuration (flags, environment, TOML file) and start-up.
+//! `weir serve`: resolves the broker's settings (flags, then `WEIR_*`
+//! environment variables, then an optional TOML file, then defaults), opens
+//! the data folder, and runs the Kafka listener until SIGINT or SIGTERM.
 
-/// Arguments of `weir serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use weir_broker::{Broker, BrokerConfig};
+use weir_metadata::LocalMetadataStore;
+use weir_server::ServerLimits;
+use weir_storage::{CommitLog, LogConfig, SystemClock};
+
+/// Kafka's default for how often retention is applied (`log.retention.check.interval.ms`).
+const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+
+/// Run a broker. With no flags it listens on 127.0.0.1:9092 and keeps its
+/// data in ./weir-data.
+///
+/// Every setting can come from a flag, from the environment variable named
+/// beside it, or from the TOML file given with --config, in that order of
+/// precedence. Broker configs with Kafka's names (log.retention.ms,
+/// log.flush.interval.messages, ...) go in the file's [broker] table or in
+/// --set.
+#[derive(Debug, Default, clap::Args)]
+#[command(after_help = "Examples:
+  weir serve
+  weir serve --listen 127.0.0.1:0 --data-dir /tmp/weir
+  weir serve --set log.retention.ms=3600000 --set num.partitions=8
+  WEIR_DATA_DIR=/var/lib/weir weir serve --config /etc/weir.toml
+
+The TOML file takes the same names as the flags, with underscores
+(listen, advertised, data_dir, default_partitions, auto_create_topics,
+max_request_bytes, flush_messages, flush_ms, segment_bytes, log_level),
+plus a [broker] table of Kafka broker configs.")]
+pub struct ServeArgs {
+    /// Address the Kafka listener binds. Port 0 picks a free port; the bound
+    /// address is printed on stdout as `listening on HOST:PORT`. [default: 127.0.0.1:9092]
+    #[arg(long, env = "WEIR_LISTEN", value_name = "HOST:PORT")]
+    listen: Option<String>,
+
+    /// Address clients are told to connect to (Kafka's advertised.listeners).
+    /// [default: the bound address]
+    #[arg(long, env = "WEIR_ADVERTISED", value_name = "HOST:PORT")]
+    advertised: Option<String>,
+
+    /// Folder holding the commit log, indexes and metadata. Created if missing.
+    /// [default: ./weir-data]
+    #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// TOML file with settings; flags and environment variables win over it.
+    #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Partitions of a topic created without a count, or auto-created
+    /// (Kafka's num.partitions). [default: 4]
+    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS", value_name = "N")]
+    default_partitions: Option<i32>,
+
+    /// Create a topic when a client produces to it or asks for its metadata
+    /// (Kafka's auto.create.topics.enable). [default: true]
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS", value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+
+    /// Largest request accepted, in bytes; a larger frame closes the connection
+    /// (Kafka's socket.request.max.bytes). [default: 104857600]
+    #[arg(long, env = "WEIR_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    max_request_bytes: Option<usize>,
+
+    /// Default flush policy (Kafka's log.flush.interval.messages): 1 answers
+    /// acks=1 and acks=all only once the batch is fdatasync'd; N syncs in the
+    /// background every N batches. Topics override it with flush.messages. [default: 1]
+    #[arg(long, env = "WEIR_FLUSH_MESSAGES", value_name = "N")]
+    flush_messages: Option<u64>,
+
+    /// Longest a batch stays unsynced when the flush policy is relaxed
+    /// (Kafka's log.flush.interval.ms). Topics override it with flush.ms.
+    #[arg(long, env = "WEIR_FLUSH_MS", value_name = "MS")]
+    flush_ms: Option<u64>,
+
+    /// Size at which the commit log rolls to a new segment file
+    /// (Kafka's log.segment.bytes). [default: 1073741824]
+    #[arg(long, env = "WEIR_SEGMENT_BYTES", value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+
+    /// Log filter for stderr: error, warn, info, debug, trace, or a tracing
+    /// directive such as `info,weir_server=debug`. [default: info]
+    #[arg(long, env = "WEIR_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    /// A broker config by its Kafka name, e.g. log.retention.ms=3600000.
+    /// Repeatable; wins over the config file's [broker] table.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// The optional TOML file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertised: Option<String>,
+    data_dir: Option<PathBuf>,
+    default_partitions: Option<i32>,
+    auto_create_topics: Option<bool>,
+    max_request_bytes: Option<usize>,
+    flush_messages: Option<u64>,
+    flush_ms: Option<u64>,
+    segment_bytes: Option<u64>,
+    log_level: Option<String>,
+    #[serde(default)]
+    broker: BTreeMap<String, toml::Value>,
+}
+
+/// Every setting, resolved.
+#[derive(Debug)]
+struct Settings {
+    listen: String,
+    advertised: Option<String>,
+    data_dir: PathBuf,
+    log_level: String,
+    node_id: i32,
+    default_partitions: i32,
+    auto_create_topics: bool,
+    max_request_bytes: usize,
+    segment_bytes: u64,
+    segment_ms: u64,
+    retention_check_interval_ms: u64,
+    /// Broker-level topic defaults by Kafka name (log.retention.ms, ...).
+    log_defaults: BTreeMap<String, String>,
+}
+
+impl Settings {
+    fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        // Kafka-named broker configs: the file's [broker] table, then --set, then the
+        // dedicated flags (which are the most specific).
+        let mut kafka: BTreeMap<String, String> = BTreeMap::new();
+        for (key, value) in file.broker {
+            let value = match value {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            kafka.insert(key, value);
+        }
+        for pair in &args.set {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
+            kafka.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        let mut named = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                kafka.insert(key.to_string(), value);
+            }
+        };
+        named("num.partitions", pick(args.default_partitions, file.default_partitions));
+        named("auto.create.topics.enable", pick(args.auto_create_topics, file.auto_create_topics));
+        named("socket.request.max.bytes", pick(args.max_request_bytes, file.max_request_bytes));
+        named("log.flush.interval.messages", pick(args.flush_messages, file.flush_messages));
+        named("log.flush.interval.ms", pick(args.flush_ms, file.flush_ms));
+        named("log.segment.bytes", pick(args.segment_bytes, file.segment_bytes));
+
+        let mut settings = Settings {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".into()),
+            advertised: args.advertised.or(file.advertised),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
+            log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            node_id: 0,
+            default_partitions: 4,
+            auto_create_topics: true,
+            max_request_bytes: 100 * 1024 * 1024,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            log_defaults: BTreeMap::new(),
+        };
+        for (key, value) in kafka {
+            settings.apply(&key, &value)?;
+        }
+        Ok(settings)
+    }
+
+    /// Apply one Kafka-named broker config.
+    fn apply(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let bad = || format!("broker config {key}={value}");
+        match key {
+            "node.id" | "broker.id" => self.node_id = value.parse().with_context(bad)?,
+            "num.partitions" => {
+                self.default_partitions = value.parse().with_context(bad)?;
+                if self.default_partitions < 1 {
+                    bail!("{}: must be at least 1", bad());
+                }
+            }
+            "auto.create.topics.enable" => self.auto_create_topics = value.parse().with_context(bad)?,
+            "socket.request.max.bytes" => {
+                self.max_request_bytes = value.parse().with_context(bad)?;
+                if self.max_request_bytes < 1024 {
+                    bail!("{}: must be at least 1024", bad());
+                }
+            }
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = value.parse().with_context(bad)?;
+                if self.retention_check_interval_ms == 0 {
+                    bail!("{}: must be positive", bad());
+                }
+            }
+            "log.segment.bytes" | "log.roll.ms" => {
+                let parsed: u64 = value.parse().with_context(bad)?;
+                if key == "log.segment.bytes" {
+                    if parsed < 1024 {
+                        bail!("{}: must be at least 1024", bad());
+                    }
+                    self.segment_bytes = parsed;
+                } else {
+                    self.segment_ms = parsed.max(1);
+                }
+                self.log_defaults.insert(key.to_string(), value.to_string());
+            }
+            _ => {
+                weir_broker::validate_log_default(key, value)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", bad(), e.message))?;
+                self.log_defaults.insert(key.to_string(), value.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pick<T: ToString>(flag: Option<T>, file: Option<T>) -> Option<String> {
+    flag.or(file).map(|v| v.to_string())
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log-level '{filter}'"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
 
 /// Run the broker until SIGINT or SIGTERM.
-pub fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args)?;
+    init_logging(&settings.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weir-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!("cannot create data folder {}", settings.data_dir.display())
+    })?;
+    let clock = Arc::new(SystemClock);
+    let log_config = LogConfig {
+        segment_bytes: settings.segment_bytes,
+        segment_ms: settings.segment_ms,
+        ..LogConfig::default()
+    };
+    let (log, recovery) = CommitLog::open(&settings.data_dir, log_config, clock.clone())
+        .with_context(|| format!("cannot open the commit log in {}", settings.data_dir.display()))?;
+    tracing::info!(
+        partitions = recovery.partitions,
+        scanned_bytes = recovery.bytes_scanned,
+        truncated_bytes = recovery.bytes_truncated,
+        rebuilt_index_entries = recovery.index_entries_rebuilt,
+        elapsed_ms = recovery.elapsed_ms,
+        "opened commit log"
+    );
+    let metadata = Arc::new(
+        LocalMetadataStore::open(&settings.data_dir)
+            .with_context(|| format!("cannot open metadata in {}", settings.data_dir.display()))?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let bound = listener.local_addr().context("cannot read the bound address")?;
+    let (advertised_host, advertised_port) = advertised(&settings, bound)?;
+
+    let config = BrokerConfig {
+        node_id: settings.node_id,
+        advertised_host,
+        advertised_port,
+        default_partitions: settings.default_partitions,
+        auto_create_topics: settings.auto_create_topics,
+        max_request_bytes: settings.max_request_bytes,
+        log_defaults: settings.log_defaults.clone(),
+        ..BrokerConfig::default()
+    };
+    let broker = Arc::new(
+        Broker::new(config, log.clone(), metadata, clock)
+            .map_err(|e| anyhow::anyhow!("cannot load topics: {e}"))?,
+    );
+    let limits = ServerLimits { max_request_bytes: settings.max_request_bytes, ..ServerLimits::default() };
+
+    // Scripts and tests read this line to learn the port.
+    println!("listening on {bound}");
+    tracing::info!(
+        listen = %bound,
+        data_dir = %settings.data_dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "broker ready"
+    );
+
+    let maintenance = tokio::spawn(maintenance_loop(
+        log.clone(),
+        Duration::from_millis(settings.retention_check_interval_ms),
+    ));
+    let served = weir_server::serve(listener, broker, limits, shutdown_signal()).await;
+    maintenance.abort();
+    tracing::info!("listener closed; flushing the commit log");
+    let closed = log.shutdown();
+    served.context("listener failed")?;
+    closed.context("could not flush the commit log on shutdown")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// The host and port clients are told to use.
+fn advertised(settings: &Settings, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+    if let Some(adv) = &settings.advertised {
+        let (host, port) = adv
+            .rsplit_once(':')
+            .with_context(|| format!("--advertised {adv}: expected HOST:PORT"))?;
+        let port: u16 = port.parse().with_context(|| format!("--advertised {adv}: bad port"))?;
+        return Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)));
+    }
+    let host = if bound.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on {bound} without --advertised; telling clients to use 127.0.0.1. \
+             Set --advertised to an address clients can reach."
+        );
+        "127.0.0.1".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    Ok((host, i32::from(bound.port())))
+}
+
+/// Apply retention and reclaim space every `interval`, off the async workers.
+async fn maintenance_loop(log: CommitLog, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.run_maintenance()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "log maintenance failed; retention is not applied until it succeeds"),
+            Err(err) => tracing::error!(error = %err, "log maintenance task failed"),
+        }
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: ServeArgs) -> Settings {
+        Settings::resolve(args).expect("settings resolve")
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = resolve(ServeArgs::default());
+        assert_eq!(s.listen, "127.0.0.1:9092");
+        assert_eq!(s.data_dir, PathBuf::from("weir-data"));
+        assert_eq!(s.default_partitions, 4);
+        assert!(s.auto_create_topics);
+        assert!(s.log_defaults.is_empty());
+    }
+
+    #[test]
+    fn flags_win_over_set_which_wins_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:19092\"\ndefault_partitions = 2\n[broker]\n\"log.retention.ms\" = 1000\n\"num.partitions\" = 3\n",
+        )
+        .expect("write config");
+        let s = resolve(ServeArgs {
+            config: Some(path.clone()),
+            set: vec!["log.retention.ms=2000".into()],
+            ..ServeArgs::default()
+        });
+        assert_eq!(s.listen, "127.0.0.1:19092");
+        assert_eq!(s.default_partitions, 2, "the dedicated key beats [broker] num.partitions");
+        assert_eq!(s.log_defaults.get("log.retention.ms").map(String::as_str), Some("2000"));
+        let s = resolve(ServeArgs {
+            config: Some(path),
+            default_partitions: Some(7),
+            ..ServeArgs::default()
+        });
+        assert_eq!(s.default_partitions, 7);
+    }
+
+    #[test]
+    fn unknown_or_invalid_configs_are_refused() {
+        for set in ["no.such.config=1", "log.retention.ms=forever", "num.partitions=0", "oops"] {
+            let err = Settings::resolve(ServeArgs { set: vec![set.into()], ..ServeArgs::default() });
+            assert!(err.is_err(), "{set} should be refused");
+        }
+    }
 }

@@ -14,9 +14,11 @@ use weir_metadata::MetadataStore;
 use weir_protocol::Request;
 use weir_storage::{Clock, CommitLog};
 
+mod admin;
 mod api;
 mod config;
 mod error;
+mod producer_ids;
 mod topic_config;
 mod topics;
 
@@ -125,4 +127,16 @@ impl Broker {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+}
+
+/// Check a broker-level topic default by its Kafka broker config name
+/// (`log.retention.ms`, `log.flush.interval.messages`, ...), as set at start-up.
+pub fn validate_log_default(key: &str, value: &str) -> Result<(), ApiError> {
+    let def = topic_config::definition_by_broker_name(key).ok_or_else(|| {
+        ApiError::new(
+            kafka_protocol::ResponseError::InvalidConfig,
+            format!("'{key}' is not a broker config Weir knows"),
+        )
+    })?;
+    topic_config::validate_value(def, value)
 }

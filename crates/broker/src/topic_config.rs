@@ -218,12 +218,92 @@ pub(crate) fn validate_value(def: &ConfigDef, value: &str) -> Result<(), ApiErro
 /// Where an effective value comes from (DescribeConfigs' config source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ConfigSource {
-    /// Set on the topic (DYNAMIC_TOPIC_CONFIG, 1).
+    /// Set on the topic (TOPIC_CONFIG, 1).
     Topic,
-    /// Set as a broker-wide default at runtime (DYNAMIC_DEFAULT_BROKER_CONFIG, 4).
+    /// Set as a broker-wide default at runtime (DYNAMIC_DEFAULT_BROKER_CONFIG, 3).
+    /// [`effective`] sees start-up and runtime broker values merged, and
+    /// reports both as this.
     BrokerDefault,
+    /// Set at start-up by a flag or the config file (STATIC_BROKER_CONFIG, 4).
+    StaticBroker,
     /// Weir's default (DEFAULT_CONFIG, 5).
     Default,
+}
+
+impl ConfigSource {
+    /// Kafka's number for the source in DescribeConfigs and CreateTopics responses.
+    pub(crate) fn kafka_id(self) -> i8 {
+        match self {
+            Self::Topic => 1,
+            Self::BrokerDefault => 3,
+            Self::StaticBroker => 4,
+            Self::Default => 5,
+        }
+    }
+}
+
+impl ConfigKind {
+    /// Kafka's config type number (DescribeConfigs v3+): BOOLEAN 1, STRING 2,
+    /// INT 3, LONG 5, LIST 7.
+    pub(crate) fn kafka_type(self) -> i8 {
+        match self {
+            Self::Bool => 1,
+            Self::Choice { .. } => 2,
+            Self::Int { .. } => 3,
+            Self::Long { .. } => 5,
+            Self::List { .. } => 7,
+        }
+    }
+}
+
+/// One level that sets a config, under the name it has at that level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Synonym {
+    /// The topic-level name for [`ConfigSource::Topic`], else the broker-level one.
+    pub name: &'static str,
+    /// The value set there.
+    pub value: String,
+    /// The level.
+    pub source: ConfigSource,
+}
+
+/// Every level that sets `def`, most specific first and ending with Weir's
+/// default, so the first entry is the effective value. `topic` is `None`
+/// when describing the broker itself. `dynamic_broker` holds the runtime
+/// overrides (metadata store), `static_broker` the start-up values.
+pub(crate) fn synonyms(
+    def: &'static ConfigDef,
+    topic: Option<&BTreeMap<String, String>>,
+    dynamic_broker: &BTreeMap<String, String>,
+    static_broker: &BTreeMap<String, String>,
+) -> Vec<Synonym> {
+    let mut chain = Vec::with_capacity(4);
+    if let Some(value) = topic.and_then(|t| t.get(def.name)) {
+        chain.push(Synonym {
+            name: def.name,
+            value: value.clone(),
+            source: ConfigSource::Topic,
+        });
+    }
+    let broker_levels = [
+        (dynamic_broker, ConfigSource::BrokerDefault),
+        (static_broker, ConfigSource::StaticBroker),
+    ];
+    for (level, source) in broker_levels {
+        if let Some(value) = level.get(def.broker_synonym) {
+            chain.push(Synonym {
+                name: def.broker_synonym,
+                value: value.clone(),
+                source,
+            });
+        }
+    }
+    chain.push(Synonym {
+        name: def.broker_synonym,
+        value: def.default.to_string(),
+        source: ConfigSource::Default,
+    });
+    chain
 }
 
 /// The effective value of one topic config.
@@ -289,6 +369,31 @@ mod tests {
         assert!(validate("cleanup.policy", "forever").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("max.message.bytes", "99999999999").is_err());
+    }
+
+    #[test]
+    fn synonyms_run_from_topic_to_runtime_to_startup_to_default() {
+        let def = definition("retention.ms").unwrap();
+        let topic = BTreeMap::from([("retention.ms".to_string(), "1".to_string())]);
+        let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "2".to_string())]);
+        let fixed = BTreeMap::from([("log.retention.ms".to_string(), "3".to_string())]);
+        let chain = synonyms(def, Some(&topic), &dynamic, &fixed);
+        let seen: Vec<(&str, &str, i8)> = chain
+            .iter()
+            .map(|s| (s.name, s.value.as_str(), s.source.kafka_id()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("retention.ms", "1", 1),
+                ("log.retention.ms", "2", 3),
+                ("log.retention.ms", "3", 4),
+                ("log.retention.ms", "604800000", 5),
+            ]
+        );
+        let chain = synonyms(def, None, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].source, ConfigSource::Default);
     }
 
     #[test]

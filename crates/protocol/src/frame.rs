@@ -7,6 +7,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Buffer reserved up front for a frame; larger frames grow as their bytes arrive.
+const FRAME_CHUNK_BYTES: usize = 64 * 1024;
+
 /// Why a frame could not be read; the connection must be closed.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -46,20 +49,28 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         got += n;
     }
     let size = i32::from_be_bytes(prefix);
-    if size < 0 || size as usize > max_bytes {
-        return Err(FrameError::TooLarge {
-            size: size.into(),
-            max: max_bytes,
-        });
+    let size = match usize::try_from(size) {
+        Ok(size) if size <= max_bytes => size,
+        _ => {
+            return Err(FrameError::TooLarge {
+                size: size.into(),
+                max: max_bytes,
+            });
+        }
+    };
+    // The buffer grows with the bytes that actually arrive, so a peer that
+    // announces a large frame and then stalls holds at most what it sent.
+    let mut frame = BytesMut::with_capacity(size.min(FRAME_CHUNK_BYTES));
+    let mut body = reader.take(size as u64);
+    while frame.len() < size {
+        if frame.len() == frame.capacity() {
+            let grow = frame.len().max(FRAME_CHUNK_BYTES).min(size - frame.len());
+            frame.reserve(grow);
+        }
+        if body.read_buf(&mut frame).await? == 0 {
+            return Err(FrameError::Truncated);
+        }
     }
-    let mut frame = BytesMut::zeroed(size as usize);
-    reader
-        .read_exact(&mut frame)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(e),
-        })?;
     Ok(Some(frame.freeze()))
 }
 
@@ -77,6 +88,9 @@ pub struct Request {
 }
 
 /// What a frame turned out to be.
+// A request is moved once, straight into its handler; boxing it would add an
+// allocation per request to save a few bytes on the rare ApiVersions fallback.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decoded {
     /// A request the broker serves.
@@ -206,4 +220,259 @@ pub fn encode_response(
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, RequestKind};
+
+    use super::*;
+
+    const LIMIT: usize = 1024;
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A request frame body (header and body, no size prefix).
+    fn request_bytes(api: ApiKey, version: i16, correlation_id: i32, body: &RequestKind) -> Bytes {
+        let mut out = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, api.request_header_version(version))
+            .expect("header encodes");
+        body.encode(&mut out, version).expect("body encodes");
+        out.freeze()
+    }
+
+    fn serves_only_api_versions_and_metadata(api: ApiKey) -> Option<VersionRange> {
+        match api {
+            ApiKey::ApiVersions => Some(VersionRange { min: 0, max: 3 }),
+            ApiKey::Metadata => Some(VersionRange { min: 1, max: 12 }),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_frame_is_read_and_the_next_one_waits() {
+        let mut wire = framed(b"first");
+        wire.extend(framed(b"second"));
+        let mut reader = wire.as_slice();
+        let first = read_frame(&mut reader, LIMIT)
+            .await
+            .expect("read")
+            .expect("frame");
+        assert_eq!(first.as_ref(), b"first");
+        let second = read_frame(&mut reader, LIMIT)
+            .await
+            .expect("read")
+            .expect("frame");
+        assert_eq!(second.as_ref(), b"second");
+        assert!(
+            read_frame(&mut reader, LIMIT)
+                .await
+                .expect("clean close")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn frame_arriving_in_pieces_is_reassembled() {
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let wire = framed(&body);
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for piece in wire.chunks(777) {
+                client.write_all(piece).await.expect("write");
+            }
+        });
+        let frame = read_frame(&mut server, 1 << 20)
+            .await
+            .expect("read")
+            .expect("frame");
+        assert_eq!(frame.as_ref(), body.as_slice());
+        writer.await.expect("writer");
+    }
+
+    #[tokio::test]
+    async fn frame_over_the_limit_is_refused_without_reading_it() {
+        let wire = framed(&vec![0u8; LIMIT + 1]);
+        let err = read_frame(&mut wire.as_slice(), LIMIT).await.unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooLarge { size, max } if size == LIMIT as i64 + 1 && max == LIMIT)
+        );
+        // A peer announcing 2 GiB and sending nothing more is refused at once.
+        let err = read_frame(&mut &i32::MAX.to_be_bytes()[..], LIMIT)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }));
+    }
+
+    #[tokio::test]
+    async fn negative_size_is_refused() {
+        let err = read_frame(&mut &(-1i32).to_be_bytes()[..], LIMIT)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { size: -1, .. }));
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error_not_a_clean_close() {
+        let wire = framed(b"0123456789");
+        let err = read_frame(&mut &wire[..8], LIMIT).await.unwrap_err();
+        assert!(matches!(err, FrameError::Truncated));
+        let err = read_frame(&mut &wire[..2], LIMIT).await.unwrap_err();
+        assert!(matches!(err, FrameError::Truncated));
+    }
+
+    #[test]
+    fn served_request_decodes_with_its_header() {
+        let body = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+        let frame = request_bytes(ApiKey::Metadata, 9, 77, &body);
+        let Decoded::Request(req) =
+            decode_request(frame, serves_only_api_versions_and_metadata).expect("decodes")
+        else {
+            panic!("expected a request");
+        };
+        assert_eq!((req.api_key, req.version), (ApiKey::Metadata, 9));
+        assert_eq!(req.header.correlation_id, 77);
+        assert!(matches!(req.body, RequestKind::Metadata(m) if m.topics.is_none()));
+    }
+
+    #[test]
+    fn unknown_or_unserved_api_keys_are_refused() {
+        let mut frame = BytesMut::new();
+        frame.put_i16(999);
+        frame.put_i16(0);
+        frame.put_i32(1);
+        frame.put_i16(-1);
+        let err = decode_request(frame.freeze(), serves_only_api_versions_and_metadata);
+        assert!(matches!(err, Err(DecodeError::UnknownApi(999))));
+        let produce = request_bytes(
+            ApiKey::Produce,
+            9,
+            1,
+            &RequestKind::Produce(Default::default()),
+        );
+        let err = decode_request(produce, serves_only_api_versions_and_metadata);
+        assert!(matches!(err, Err(DecodeError::UnknownApi(0))));
+    }
+
+    #[test]
+    fn versions_outside_the_served_range_are_refused() {
+        let body = RequestKind::Metadata(MetadataRequest::default());
+        for version in [0, 13] {
+            let frame = request_bytes(ApiKey::Metadata, version, 1, &body);
+            let err = decode_request(frame, serves_only_api_versions_and_metadata);
+            assert!(
+                matches!(err, Err(DecodeError::UnsupportedVersion { api: ApiKey::Metadata, version: v }) if v == version),
+                "v{version}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn newer_api_versions_request_gets_the_kip_511_answer() {
+        // The body of a version the broker does not know cannot be parsed, so
+        // only the fixed header fields are read.
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::ApiVersions as i16);
+        frame.put_i16(4);
+        frame.put_i32(4242);
+        frame.put_slice(b"\x00\x07unknown future layout");
+        let decoded = decode_request(frame.freeze(), serves_only_api_versions_and_metadata);
+        assert!(matches!(
+            decoded,
+            Ok(Decoded::UnsupportedApiVersions {
+                correlation_id: 4242
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_or_short_frames_are_refused() {
+        let err = decode_request(
+            Bytes::from_static(b"\x00\x03\x00"),
+            serves_only_api_versions_and_metadata,
+        );
+        assert!(matches!(err, Err(DecodeError::TooShort(3))));
+        let mut whole = BytesMut::from(
+            request_bytes(
+                ApiKey::ApiVersions,
+                3,
+                5,
+                &RequestKind::ApiVersions(
+                    ApiVersionsRequest::default()
+                        .with_client_software_name("kcat".into())
+                        .with_client_software_version("1.7".into()),
+                ),
+            )
+            .as_ref(),
+        );
+        whole.truncate(whole.len() - 4);
+        let err = decode_request(whole.freeze(), serves_only_api_versions_and_metadata);
+        assert!(
+            matches!(
+                err,
+                Err(DecodeError::Malformed {
+                    api: ApiKey::ApiVersions,
+                    version: 3,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unsupported_api_versions_answer_is_a_v0_body_with_error_35() {
+        let served = [
+            (ApiKey::ApiVersions, VersionRange { min: 0, max: 3 }),
+            (ApiKey::Metadata, VersionRange { min: 1, max: 12 }),
+        ];
+        let mut frame = api_versions_unsupported_response(4242, &served).expect("encodes");
+        let size = frame.get_i32();
+        assert_eq!(size as usize, frame.len());
+        assert_eq!(
+            frame.get_i32(),
+            4242,
+            "correlation id, in a v0 response header"
+        );
+        let body = ApiVersionsResponse::decode(&mut frame, 0).expect("v0 body");
+        assert!(frame.is_empty(), "nothing after the v0 body");
+        assert_eq!(body.error_code, 35);
+        let listed: Vec<(i16, i16, i16)> = body
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        assert_eq!(listed, [(18, 0, 3), (3, 1, 12)]);
+    }
+
+    #[test]
+    fn flexible_response_gets_a_tagged_header_except_api_versions() {
+        let body = ResponseKind::Metadata(Default::default());
+        let mut v9 = encode_response(ApiKey::Metadata, 9, 8, &body).expect("encodes");
+        let mut v8 = encode_response(ApiKey::Metadata, 8, 8, &body).expect("encodes");
+        assert_eq!(v9.get_i32() as usize, v9.len());
+        assert_eq!(v8.get_i32() as usize, v8.len());
+        assert_eq!(
+            (v9.get_i32(), v9.get_u8()),
+            (8, 0),
+            "v9 header ends with empty tagged fields"
+        );
+        assert_eq!(v8.get_i32(), 8);
+        let api = ResponseKind::ApiVersions(Default::default());
+        let mut v3 = encode_response(ApiKey::ApiVersions, 3, 9, &api).expect("encodes");
+        v3.get_i32();
+        assert_eq!(v3.get_i32(), 9);
+        let decoded =
+            ApiVersionsResponse::decode(&mut v3, 3).expect("v3 body right after a v0 header");
+        assert_eq!(decoded.error_code, 0);
+    }
 }

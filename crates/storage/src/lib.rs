@@ -16,9 +16,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use uuid::Uuid;
 
+mod batch;
 mod error;
+mod format;
+mod io;
+mod log;
+mod maintenance;
+mod partition;
+mod producer;
+mod recovery;
+#[cfg(test)]
+mod tests;
 
 pub use error::{AppendError, ReadError, StorageError};
+
+use crate::log::{LogInner, lock, read, write};
+use crate::partition::PartitionInner;
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 ///
@@ -167,14 +180,55 @@ pub struct AppendOutcome {
 /// A wait for the commit log to make a position durable.
 #[derive(Debug)]
 pub struct DurableWait {
-    _private: (),
+    state: WaitState,
+}
+
+#[derive(Debug)]
+enum WaitState {
+    Ready,
+    Pending {
+        rx: tokio::sync::watch::Receiver<log::Durable>,
+        position: u64,
+    },
 }
 
 impl DurableWait {
+    fn ready() -> Self {
+        Self {
+            state: WaitState::Ready,
+        }
+    }
+
+    fn pending(rx: tokio::sync::watch::Receiver<log::Durable>, position: u64) -> Self {
+        Self {
+            state: WaitState::Pending { rx, position },
+        }
+    }
+
+    /// True when nothing is left to wait for (the append's policy needs no fsync,
+    /// or the fsync already happened).
+    pub fn is_ready(&self) -> bool {
+        match &self.state {
+            WaitState::Ready => true,
+            WaitState::Pending { rx, position } => rx.borrow().position >= *position,
+        }
+    }
+
     /// Wait until the append is durable, or fail if the log was poisoned by an
     /// fsync or write error.
     pub async fn wait(self) -> Result<(), StorageError> {
-        todo!()
+        let WaitState::Pending { mut rx, position } = self.state else {
+            return Ok(());
+        };
+        let outcome = match rx
+            .wait_for(|d| d.position >= position || d.poisoned.is_some())
+            .await
+        {
+            Ok(d) if d.position >= position => Ok(()),
+            Ok(d) => Err(d.poisoned.clone().unwrap_or_else(|| Arc::from("unknown failure"))),
+            Err(_) => Err(Arc::from("the commit log was closed before the append was durable")),
+        };
+        outcome.map_err(|reason| StorageError::Poisoned { reason })
     }
 }
 
@@ -190,7 +244,7 @@ pub struct ReadOutcome {
 /// The broker's commit log. Cheap to clone; all clones share one log.
 #[derive(Clone)]
 pub struct CommitLog {
-    _inner: Arc<()>,
+    inner: Arc<LogInner>,
 }
 
 impl std::fmt::Debug for CommitLog {
@@ -202,59 +256,132 @@ impl std::fmt::Debug for CommitLog {
 impl CommitLog {
     /// Open (or create) the log under `dir`, recovering from a crash if needed.
     pub fn open(
-        _dir: &Path,
-        _config: LogConfig,
-        _clock: Arc<dyn Clock>,
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<(CommitLog, RecoveryReport), StorageError> {
-        todo!()
+        Self::open_with_io(dir, config, clock, Arc::new(io::OsIo))
+    }
+
+    fn open_with_io(
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        io: Arc<dyn io::FileIo>,
+    ) -> Result<(CommitLog, RecoveryReport), StorageError> {
+        let (inner, report) = recovery::open(dir, config, clock, io)?;
+        Ok((CommitLog { inner }, report))
+    }
+
+    fn handle(&self, inner: Arc<PartitionInner>) -> Partition {
+        Partition {
+            inner,
+            log: self.inner.clone(),
+        }
     }
 
     /// Register a partition (idempotent: an existing one is returned with the new config).
     pub fn create_partition(
         &self,
-        _id: PartitionId,
-        _config: PartitionConfig,
+        id: PartitionId,
+        config: PartitionConfig,
     ) -> Result<Partition, StorageError> {
-        todo!()
+        let mut registry = write(&self.inner.registry);
+        if let Some(existing) = registry.get(&id) {
+            let p = self.handle(existing.clone());
+            drop(registry);
+            p.set_config(config);
+            return Ok(p);
+        }
+        let path = recovery::index_path(&self.inner.index_dir, id);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| log::io_err(format!("creating {}", path.display()), e))?;
+        // The index file must survive a crash before any of the partition's
+        // batches can count as durable: recovery finds partitions by it.
+        self.inner
+            .io
+            .write_all_at(&file, &format::index_header(id), 0)
+            .and_then(|()| self.inner.io.sync_data(&file))
+            .and_then(|()| log::sync_dir(&self.inner.index_dir))
+            .map_err(|e| log::io_err(format!("creating {}", path.display()), e))?;
+        let state = recovery::new_state(file, path, config);
+        let inner = Arc::new(PartitionInner {
+            id,
+            state: std::sync::Mutex::new(state),
+        });
+        registry.insert(id, inner.clone());
+        self.inner
+            .checkpoint_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.handle(inner))
     }
 
     /// A partition registered earlier (before or after a restart).
-    pub fn partition(&self, _id: PartitionId) -> Option<Partition> {
-        todo!()
+    pub fn partition(&self, id: PartitionId) -> Option<Partition> {
+        read(&self.inner.registry)
+            .get(&id)
+            .map(|p| self.handle(p.clone()))
     }
 
     /// Every registered partition.
     pub fn partitions(&self) -> Vec<PartitionId> {
-        todo!()
+        let mut ids: Vec<PartitionId> = read(&self.inner.registry).keys().copied().collect();
+        ids.sort();
+        ids
     }
 
     /// Forget a partition and its index; its log space is reclaimed later.
-    pub fn remove_partition(&self, _id: PartitionId) -> Result<(), StorageError> {
-        todo!()
+    pub fn remove_partition(&self, id: PartitionId) -> Result<(), StorageError> {
+        let Some(p) = write(&self.inner.registry).remove(&id) else {
+            return Ok(());
+        };
+        let path = {
+            let mut st = lock(&p.state);
+            st.removed = true;
+            st.index_path.clone()
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(log::io_err(format!("removing {}", path.display()), e)),
+        }
+        log::sync_dir(&self.inner.index_dir)
+            .map_err(|e| log::io_err(format!("fsync of {}", self.inner.index_dir.display()), e))?;
+        self.inner
+            .checkpoint_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.bump_progress();
+        Ok(())
     }
 
     /// A counter that changes whenever any partition's high watermark or
     /// log-start offset moves. Long-polling fetches wait on it.
     pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
-        todo!()
+        self.inner.progress_tx.subscribe()
     }
 
     /// Apply retention, delete segments with no live data, and relocate the few
     /// live batches that pin old segments. The broker calls it periodically.
     pub fn run_maintenance(&self) -> Result<(), StorageError> {
-        todo!()
+        maintenance::run(&self.inner)
     }
 
     /// Make everything durable, write a checkpoint, and stop background threads.
     pub fn shutdown(&self) -> Result<(), StorageError> {
-        todo!()
+        self.inner.shutdown()
     }
 }
 
 /// One partition's view of the commit log. Cheap to clone.
 #[derive(Clone)]
 pub struct Partition {
-    _inner: Arc<()>,
+    inner: Arc<PartitionInner>,
+    log: Arc<LogInner>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -266,46 +393,88 @@ impl std::fmt::Debug for Partition {
 impl Partition {
     /// The partition's identity.
     pub fn id(&self) -> PartitionId {
-        todo!()
+        self.inner.id
     }
 
     /// Validate and append one produce payload (one or more RecordBatch v2),
     /// assigning offsets. Idempotent producers are checked per producer id,
     /// epoch and sequence against the last five batches.
-    pub fn append(&self, _batches: Bytes) -> Result<AppendOutcome, AppendError> {
-        todo!()
+    pub fn append(&self, batches: Bytes) -> Result<AppendOutcome, AppendError> {
+        partition::append(&self.log, &self.inner, batches)
     }
 
     /// Read whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` (always at least one batch when any is available), never
     /// past the high watermark.
-    pub fn read(&self, _offset: i64, _max_bytes: usize) -> Result<ReadOutcome, ReadError> {
-        todo!()
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
+        partition::read_from(&self.log, &self.inner, offset, max_bytes)
     }
 
     /// Current offsets.
     pub fn offsets(&self) -> PartitionOffsets {
-        todo!()
+        lock(&self.inner.state).offsets()
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`,
     /// with that record's timestamp; `None` when every record is older.
-    pub fn offset_for_timestamp(&self, _timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
-        todo!()
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        partition::offset_for_timestamp(&self.log, &self.inner, timestamp)
     }
 
     /// The offset and timestamp of the record with the largest timestamp.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, ReadError> {
-        todo!()
+        partition::max_timestamp(&self.log, &self.inner)
     }
 
     /// Advance the log-start offset to `offset` (DeleteRecords); durable on return.
-    pub fn delete_records_before(&self, _offset: i64) -> Result<i64, ReadError> {
-        todo!()
+    /// `-1` means the high watermark. Returns the new log-start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, ReadError> {
+        let log_start = {
+            let mut st = lock(&self.inner.state);
+            if st.removed {
+                return Err(ReadError::Storage(partition::removed_error(self.inner.id)));
+            }
+            let target = if offset == -1 { st.hw } else { offset };
+            if target < 0 || target > st.hw {
+                return Err(ReadError::OffsetOutOfRange {
+                    offset,
+                    log_start: st.log_start,
+                    log_end: st.hw,
+                });
+            }
+            if st.advance_log_start(target) {
+                self.log
+                    .checkpoint_dirty
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            st.log_start
+        };
+        // The checkpoint records log-start offsets: writing it makes the move durable.
+        self.log.sync_now()?;
+        self.log.write_checkpoint()?;
+        self.log.bump_progress();
+        Ok(log_start)
     }
 
     /// Replace the partition's config (an altered topic config).
-    pub fn set_config(&self, _config: PartitionConfig) {
-        todo!()
+    pub fn set_config(&self, config: PartitionConfig) {
+        let mut st = lock(&self.inner.state);
+        let relaxed = config.flush_messages > 1;
+        st.config = config;
+        if relaxed && st.hw < st.log_end {
+            st.hw = st.log_end;
+            drop(st);
+            self.log.bump_progress();
+        }
+    }
+
+    /// The partition's config.
+    pub fn config(&self) -> PartitionConfig {
+        lock(&self.inner.state).config.clone()
+    }
+
+    /// Set the leader epoch stamped into appended batches (`partitionLeaderEpoch`).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        lock(&self.inner.state).leader_epoch = epoch;
     }
 }

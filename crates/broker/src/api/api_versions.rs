@@ -1,5 +1,9 @@
-//! ApiVersions: not served yet (stub).
+//! ApiVersions: the APIs and version ranges this broker serves.
+//!
+//! A client asking at a version newer than served never reaches this
+//! handler: `weir-protocol` answers it with a v0 body (KIP-511).
 
+use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
 use crate::{Broker, HandlerError, RequestContext};
@@ -9,5 +13,121 @@ pub(crate) async fn handle(
     _ctx: &RequestContext,
     _req: ApiVersionsRequest,
 ) -> Result<ApiVersionsResponse, HandlerError> {
-    Ok(ApiVersionsResponse::default())
+    Ok(response())
+}
+
+/// The same for every version: the fields a version lacks are left at
+/// their defaults and not encoded. Weir finalizes no feature flags.
+fn response() -> ApiVersionsResponse {
+    let api_keys = Broker::served_apis()
+        .iter()
+        .map(|(key, range)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(range.min)
+                .with_max_version(range.max)
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(0)
+        .with_throttle_time_ms(0)
+        .with_api_keys(api_keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    use super::*;
+
+    #[test]
+    fn every_served_api_is_listed_at_every_version() {
+        for version in 0..=4 {
+            let mut buf = BytesMut::new();
+            response().encode(&mut buf, version).expect("encodes");
+            let decoded = ApiVersionsResponse::decode(&mut buf.freeze(), version).expect("decodes");
+            assert_eq!(decoded.error_code, 0);
+            assert_eq!(
+                decoded.api_keys.len(),
+                Broker::served_apis().len(),
+                "v{version}"
+            );
+            for (key, range) in Broker::served_apis() {
+                let listed = decoded
+                    .api_keys
+                    .iter()
+                    .find(|k| k.api_key == *key as i16)
+                    .expect("listed");
+                assert_eq!(
+                    (listed.min_version, listed.max_version),
+                    (range.min, range.max)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_data_path_apis_are_advertised() {
+        for key in [
+            ApiKey::ApiVersions,
+            ApiKey::Metadata,
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::ListOffsets,
+            ApiKey::InitProducerId,
+            ApiKey::OffsetForLeaderEpoch,
+        ] {
+            assert!(Broker::served_versions(key).is_some(), "{key:?}");
+        }
+    }
+
+    /// Every advertised version must be decodable, or a client choosing it
+    /// would have its connection closed.
+    #[test]
+    fn every_advertised_version_of_every_api_decodes() {
+        use kafka_protocol::messages::RequestKind;
+        let mut undecodable = Vec::new();
+        for (key, range) in Broker::served_apis() {
+            for version in range.min..=range.max {
+                let mut buf = BytesMut::new();
+                let Ok(empty) = default_request(*key) else {
+                    undecodable.push((*key, version));
+                    continue;
+                };
+                if empty.encode(&mut buf, version).is_err()
+                    || RequestKind::decode(*key, &mut buf.freeze(), version).is_err()
+                {
+                    undecodable.push((*key, version));
+                }
+            }
+        }
+        assert!(
+            undecodable.is_empty(),
+            "advertised but not decodable: {undecodable:?}"
+        );
+    }
+
+    fn default_request(key: ApiKey) -> Result<kafka_protocol::messages::RequestKind, ()> {
+        use kafka_protocol::messages::RequestKind as R;
+        Ok(match key {
+            ApiKey::Produce => R::Produce(Default::default()),
+            ApiKey::Fetch => R::Fetch(Default::default()),
+            ApiKey::ListOffsets => R::ListOffsets(Default::default()),
+            ApiKey::Metadata => R::Metadata(Default::default()),
+            ApiKey::ApiVersions => R::ApiVersions(Default::default()),
+            ApiKey::CreateTopics => R::CreateTopics(Default::default()),
+            ApiKey::DeleteTopics => R::DeleteTopics(Default::default()),
+            ApiKey::DeleteRecords => R::DeleteRecords(Default::default()),
+            ApiKey::InitProducerId => R::InitProducerId(Default::default()),
+            ApiKey::OffsetForLeaderEpoch => R::OffsetForLeaderEpoch(Default::default()),
+            ApiKey::DescribeConfigs => R::DescribeConfigs(Default::default()),
+            ApiKey::AlterConfigs => R::AlterConfigs(Default::default()),
+            ApiKey::CreatePartitions => R::CreatePartitions(Default::default()),
+            ApiKey::IncrementalAlterConfigs => R::IncrementalAlterConfigs(Default::default()),
+            ApiKey::DescribeCluster => R::DescribeCluster(Default::default()),
+            _ => return Err(()),
+        })
+    }
 }

@@ -1,13 +1,207 @@
-//! DeleteRecords: not served yet (stub).
+//! DeleteRecords (API key 21): advance partitions' log-start offsets, so
+//! records below the given offset are no longer readable (offset -1 means
+//! the high watermark). Each partition answers with its new low watermark.
 
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
+/// The offset that means "up to the high watermark".
+const OFFSET_HIGH_WATERMARK: i64 = -1;
+
 pub(crate) async fn handle(
-    _broker: &Broker,
+    broker: &Broker,
     _ctx: &RequestContext,
-    _req: DeleteRecordsRequest,
+    req: DeleteRecordsRequest,
 ) -> Result<DeleteRecordsResponse, HandlerError> {
-    Ok(DeleteRecordsResponse::default())
+    // Deletion is durable when `delete_records_before` returns, so there is
+    // nothing for `timeout_ms` to bound.
+    let topics = req
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let outcome = delete(broker, topic.name.0.as_str(), p.partition_index, p.offset);
+                    let (low_watermark, error_code) = match outcome {
+                        Ok(low) => (low, 0),
+                        Err(err) => {
+                            tracing::debug!(topic = %topic.name.0, partition = p.partition_index, error = %err, "delete records refused");
+                            (-1, err.code())
+                        }
+                    };
+                    DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(low_watermark)
+                        .with_error_code(error_code)
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    Ok(DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// Delete the records of one partition below `offset`; returns the new log-start offset.
+fn delete(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<i64, ApiError> {
+    let handle = broker.partition(topic, partition)?;
+    let high_watermark = handle.offsets().high_watermark;
+    let target = if offset == OFFSET_HIGH_WATERMARK {
+        high_watermark
+    } else {
+        offset
+    };
+    if !(0..=high_watermark).contains(&target) {
+        return Err(ApiError::new(
+            ResponseError::OffsetOutOfRange,
+            format!(
+                "cannot delete records of {topic}-{partition} before offset {offset}: \
+                 the high watermark is {high_watermark}"
+            ),
+        ));
+    }
+    Ok(handle.delete_records_before(target)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{ApiKey, TopicName};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+    use crate::admin::str_bytes;
+    use crate::admin::testing::{self, call};
+
+    /// One RecordBatch v2 of `count` records, as a producer sends it.
+    fn batch(count: i64) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: -1,
+                timestamp: 1_700_000_000_000 + i,
+                key: None,
+                value: Some(Bytes::from(format!("record {i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        buf.freeze()
+    }
+
+    /// A topic whose one partition holds `count` durable records.
+    async fn filled(t: &testing::TestBroker, topic: &str, count: i64) {
+        t.broker
+            .create_topic(topic, 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let partition = t.broker.partition(topic, 0).unwrap();
+        let outcome = partition.append(batch(count)).unwrap();
+        outcome.durable.wait().await.unwrap();
+        assert_eq!(partition.offsets().high_watermark, count);
+    }
+
+    fn request(topic: &str, offsets: &[(i32, i64)]) -> DeleteRecordsRequest {
+        DeleteRecordsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partitions(
+                        offsets
+                            .iter()
+                            .map(|&(partition, offset)| {
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(partition)
+                                    .with_offset(offset)
+                            })
+                            .collect(),
+                    ),
+            ])
+    }
+
+    #[tokio::test]
+    async fn every_version_advances_the_log_start_to_the_given_offset() {
+        let t = testing::broker();
+        for version in testing::versions(ApiKey::DeleteRecords) {
+            let topic = format!("trimmed-v{version}");
+            filled(&t, &topic, 10).await;
+            let resp = call(&t.broker, version, request(&topic, &[(0, 4)])).await;
+            let result = &resp.topics[0].partitions[0];
+            assert_eq!(
+                (result.error_code, result.low_watermark),
+                (0, 4),
+                "v{version}"
+            );
+            assert_eq!(
+                t.broker.partition(&topic, 0).unwrap().offsets().log_start,
+                4
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn minus_one_deletes_up_to_the_high_watermark() {
+        let t = testing::broker();
+        filled(&t, "emptied", 5).await;
+        let resp = call(&t.broker, 2, request("emptied", &[(0, -1)])).await;
+        let result = &resp.topics[0].partitions[0];
+        assert_eq!((result.error_code, result.low_watermark), (0, 5));
+    }
+
+    #[tokio::test]
+    async fn beyond_the_high_watermark_is_out_of_range_and_unknown_is_unknown() {
+        let t = testing::broker();
+        filled(&t, "short", 3).await;
+        let resp = call(&t.broker, 2, request("short", &[(0, 4), (0, -7), (5, 1)])).await;
+        let codes: Vec<(i16, i64)> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.low_watermark))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (ResponseError::OffsetOutOfRange.code(), -1),
+                (ResponseError::OffsetOutOfRange.code(), -1),
+                (ResponseError::UnknownTopicOrPartition.code(), -1),
+            ]
+        );
+        let resp = call(&t.broker, 2, request("nowhere", &[(0, 1)])).await;
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(
+            t.broker.partition("short", 0).unwrap().offsets().log_start,
+            0
+        );
+    }
 }

@@ -1,13 +1,111 @@
-//! DescribeCluster: not served yet (stub).
+//! DescribeCluster (API key 60): the cluster id, the controller (this node,
+//! while Weir runs as one node that is both broker and controller), and the
+//! one broker with its advertised address.
 
-use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
+use crate::admin::str_bytes;
 use crate::{Broker, HandlerError, RequestContext};
 
+/// Endpoint type asking for brokers (v1+); the other, 2, asks for controllers.
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Operations on the cluster resource, as Kafka's bit field (bit n = ACL
+/// operation n): CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12. Weir has no
+/// authorizer yet, so every client may do all of them.
+const CLUSTER_OPERATIONS_ALL: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+
 pub(crate) async fn handle(
-    _broker: &Broker,
+    broker: &Broker,
     _ctx: &RequestContext,
-    _req: DescribeClusterRequest,
+    req: DescribeClusterRequest,
 ) -> Result<DescribeClusterResponse, HandlerError> {
-    Ok(DescribeClusterResponse::default())
+    let config = broker.config();
+    let response = DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(str_bytes(broker.metadata().cluster_id()))
+        .with_controller_id(BrokerId(config.node_id))
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS_ALL
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        });
+    if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        // Kafka's brokers answer this way; controllers are reached on their own listener.
+        return Ok(response
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(str_bytes(format!(
+                "endpoint type {} is not served; this listener describes brokers (1)",
+                req.endpoint_type
+            ))))
+            .with_controller_id(BrokerId(-1)));
+    }
+    let me = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(config.node_id))
+        .with_host(str_bytes(config.advertised_host.clone()))
+        .with_port(config.advertised_port)
+        .with_rack(None)
+        .with_is_fenced(false);
+    Ok(response.with_brokers(vec![me]))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::BrokerConfig;
+    use crate::admin::testing::{self, call};
+
+    #[tokio::test]
+    async fn every_version_names_the_cluster_and_this_broker_as_controller() {
+        let t = testing::broker_with(BrokerConfig {
+            node_id: 5,
+            advertised_host: "broker.local".into(),
+            advertised_port: 29092,
+            ..BrokerConfig::default()
+        });
+        let cluster_id = t.broker.metadata().cluster_id();
+        for version in testing::versions(ApiKey::DescribeCluster) {
+            let resp = call(&t.broker, version, DescribeClusterRequest::default()).await;
+            assert_eq!(resp.error_code, 0, "v{version}");
+            assert_eq!(resp.cluster_id.as_str(), cluster_id);
+            assert_eq!(resp.controller_id, BrokerId(5));
+            assert_eq!(resp.cluster_authorized_operations, i32::MIN);
+            let brokers: Vec<(i32, &str, i32)> = resp
+                .brokers
+                .iter()
+                .map(|b| (b.broker_id.0, b.host.as_str(), b.port))
+                .collect();
+            assert_eq!(brokers, [(5, "broker.local", 29092)]);
+            if version >= 1 {
+                assert_eq!(resp.endpoint_type, 1);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn authorized_operations_are_listed_only_when_asked() {
+        let t = testing::broker();
+        let req =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+        let resp = call(&t.broker, 2, req).await;
+        assert_eq!(resp.cluster_authorized_operations, CLUSTER_OPERATIONS_ALL);
+    }
+
+    #[tokio::test]
+    async fn controller_endpoints_are_unsupported_on_the_broker_listener() {
+        let t = testing::broker();
+        let req = DescribeClusterRequest::default().with_endpoint_type(2);
+        let resp = call(&t.broker, 1, req).await;
+        assert_eq!(
+            resp.error_code,
+            ResponseError::UnsupportedEndpointType.code()
+        );
+        assert!(resp.brokers.is_empty());
+    }
 }

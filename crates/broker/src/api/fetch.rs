@@ -1,13 +1,402 @@
-//! Fetch: not served yet (stub).
+//! Fetch: read stored batches for each requested partition, and long-poll
+//! until `min_bytes` are ready or `max_wait_ms` has passed.
+//!
+//! No fetch sessions (KIP-227) are created: every response carries session
+//! id 0, which tells clients to keep sending full fetches, and a request
+//! naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client falls back
+//! to a full one. Every requested partition appears in the response, with or
+//! without data, because clients (kafka-python among them) check that a full
+//! fetch answers exactly the partitions it asked for.
 
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use tokio::time::{Duration, Instant};
+use uuid::Uuid;
+use weir_storage::{Partition, PartitionOffsets};
 
+use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
+/// Longest a fetch may wait for data, whatever the client asks.
+const FETCH_WAIT_MS_MAX: i32 = 30_000;
+/// First version with fetch sessions.
+const SESSION_VERSION: i16 = 7;
+/// First version that carries the client's view of the leader epoch.
+const LEADER_EPOCH_VERSION: i16 = 9;
+/// First version that addresses topics by ID instead of name.
+const TOPIC_ID_VERSION: i16 = 13;
+/// Session id meaning "no session".
+const NO_SESSION_ID: i32 = 0;
+/// Session epochs of a full fetch: 0 asks for a new session, -1 for none.
+const FULL_FETCH_EPOCHS: [i32; 2] = [0, -1];
+/// `isolation_level` of read_committed.
+const READ_COMMITTED: i8 = 1;
+/// The only leader epoch a single broker has.
+const LEADER_EPOCH: i32 = 0;
+
+/// One requested partition, resolved once for every read of a long poll.
+struct Target {
+    index: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    partition: Result<Partition, ApiError>,
+}
+
+struct TopicTarget {
+    name: TopicName,
+    id: Uuid,
+    partitions: Vec<Target>,
+}
+
+/// What one pass over the requested partitions found.
+struct Round {
+    topics: Vec<FetchableTopicResponse>,
+    bytes: usize,
+    any_error: bool,
+    /// Offsets seen per partition, in request order, to tell whether a later
+    /// change in the log concerns this fetch.
+    seen: Vec<Option<PartitionOffsets>>,
+}
+
 pub(crate) async fn handle(
-    _broker: &Broker,
-    _ctx: &RequestContext,
-    _req: FetchRequest,
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: FetchRequest,
 ) -> Result<FetchResponse, HandlerError> {
-    Ok(FetchResponse::default())
+    let version = ctx.version;
+    if version >= SESSION_VERSION {
+        if req.session_id != NO_SESSION_ID {
+            return Ok(session_error(ResponseError::FetchSessionIdNotFound));
+        }
+        if !FULL_FETCH_EPOCHS.contains(&req.session_epoch) {
+            return Ok(session_error(ResponseError::InvalidFetchSessionEpoch));
+        }
+    }
+    let targets: Vec<TopicTarget> = req
+        .topics
+        .into_iter()
+        .map(|topic| resolve(broker, version, topic))
+        .collect();
+    let read_committed = req.isolation_level == READ_COMMITTED;
+    let max_bytes = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config().fetch_max_bytes);
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + wait;
+
+    // Subscribed before the first read, so an append landing between the
+    // read and the wait still wakes this fetch.
+    let mut progress = broker.log().progress();
+    let round = loop {
+        progress.borrow_and_update();
+        let round = read_all(&targets, max_bytes, read_committed);
+        if round.bytes >= min_bytes || round.any_error || wait.is_zero() {
+            break round;
+        }
+        if !wait_for_change(&mut progress, deadline, &targets, &round.seen).await {
+            break round;
+        }
+    };
+    Ok(FetchResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(0)
+        .with_session_id(NO_SESSION_ID)
+        .with_responses(round.topics))
+}
+
+/// Wait until a requested partition's offsets move. False when the deadline
+/// passed or the log stopped publishing progress.
+async fn wait_for_change(
+    progress: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: Instant,
+    targets: &[TopicTarget],
+    seen: &[Option<PartitionOffsets>],
+) -> bool {
+    loop {
+        match tokio::time::timeout_at(deadline, progress.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return false,
+        }
+        progress.borrow_and_update();
+        let moved = partitions(targets).zip(seen).any(|(target, before)| {
+            match (&target.partition, before) {
+                (Ok(partition), Some(before)) => partition.offsets() != *before,
+                _ => false,
+            }
+        });
+        if moved {
+            return true;
+        }
+    }
+}
+
+fn partitions(targets: &[TopicTarget]) -> impl Iterator<Item = &Target> {
+    targets.iter().flat_map(|t| t.partitions.iter())
+}
+
+fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
+    let state = if version >= TOPIC_ID_VERSION {
+        broker.topic_by_id(topic.topic_id).ok_or_else(|| {
+            ApiError::new(
+                ResponseError::UnknownTopicId,
+                format!("no topic has id {}", topic.topic_id),
+            )
+        })
+    } else {
+        broker
+            .topic(&topic.topic)
+            .ok_or_else(|| ApiError::unknown_topic(&topic.topic))
+    };
+    let partitions = topic
+        .partitions
+        .into_iter()
+        .map(|p| {
+            let partition = state.as_ref().map_err(Clone::clone).and_then(|state| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| state.partitions.get(i).cloned())
+                    .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, p.partition))
+            });
+            let partition = partition.and_then(|partition| {
+                if version >= LEADER_EPOCH_VERSION {
+                    check_current_leader_epoch(p.current_leader_epoch)?;
+                }
+                Ok(partition)
+            });
+            Target {
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                partition,
+            }
+        })
+        .collect();
+    TopicTarget {
+        name: topic.topic,
+        id: topic.topic_id,
+        partitions,
+    }
+}
+
+/// The client's idea of the leader epoch against ours, as Kafka checks it:
+/// -1 skips the check, a newer one than ours is UNKNOWN_LEADER_EPOCH, an older
+/// one FENCED_LEADER_EPOCH.
+pub(crate) fn check_current_leader_epoch(current: i32) -> Result<(), ApiError> {
+    if current == -1 || current == LEADER_EPOCH {
+        return Ok(());
+    }
+    if current > LEADER_EPOCH {
+        Err(ApiError::new(
+            ResponseError::UnknownLeaderEpoch,
+            format!("leader epoch {current} is newer than the broker's {LEADER_EPOCH}"),
+        ))
+    } else {
+        Err(ApiError::new(
+            ResponseError::FencedLeaderEpoch,
+            format!("leader epoch {current} is older than the broker's {LEADER_EPOCH}"),
+        ))
+    }
+}
+
+/// Read every requested partition once, within `max_bytes` overall. The first
+/// partition with data returns at least one whole batch even when it is larger
+/// than the limits (KIP-74), so a big batch never stalls a consumer; later
+/// partitions return nothing that would overflow.
+fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> Round {
+    let mut remaining = max_bytes;
+    let mut bytes = 0;
+    let mut any_error = false;
+    let mut seen = Vec::new();
+    let topics = targets
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|target| {
+                    let partition = match &target.partition {
+                        Ok(partition) => partition,
+                        Err(err) => {
+                            any_error = true;
+                            seen.push(None);
+                            return errored(target.index, err, read_committed);
+                        }
+                    };
+                    let first = bytes == 0;
+                    let limit = target.partition_max_bytes.min(remaining);
+                    match read_one(partition, target.fetch_offset, limit, first) {
+                        Ok((records, offsets)) => {
+                            bytes += records.len();
+                            remaining = remaining.saturating_sub(records.len());
+                            seen.push(Some(offsets));
+                            answered(target.index, records, offsets, read_committed)
+                        }
+                        Err(err) => {
+                            any_error = true;
+                            seen.push(Some(partition.offsets()));
+                            errored(target.index, &err, read_committed)
+                        }
+                    }
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(topic.name.clone())
+                .with_topic_id(topic.id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    Round {
+        topics,
+        bytes,
+        any_error,
+        seen,
+    }
+}
+
+/// Read one partition from `offset`, up to `limit` bytes unless `first`.
+fn read_one(
+    partition: &Partition,
+    offset: i64,
+    limit: usize,
+    first: bool,
+) -> Result<(bytes::Bytes, PartitionOffsets), ApiError> {
+    let offsets = partition.offsets();
+    if offset < offsets.log_start || offset > offsets.high_watermark {
+        return Err(ApiError::new(
+            ResponseError::OffsetOutOfRange,
+            format!(
+                "offset {offset} is outside [{}, {}]",
+                offsets.log_start, offsets.high_watermark
+            ),
+        ));
+    }
+    // The log never returns data past the high watermark, which is also the
+    // last stable offset until transactions exist, so read_committed needs
+    // no further bound yet.
+    if offset == offsets.high_watermark || (!first && limit == 0) {
+        return Ok((bytes::Bytes::new(), offsets));
+    }
+    let read = partition.read(offset, limit)?;
+    if !first && read.records.len() > limit {
+        return Ok((bytes::Bytes::new(), read.offsets));
+    }
+    Ok((read.records, read.offsets))
+}
+
+fn answered(
+    index: i32,
+    records: bytes::Bytes,
+    offsets: PartitionOffsets,
+    read_committed: bool,
+) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(0)
+        .with_high_watermark(offsets.high_watermark)
+        .with_last_stable_offset(offsets.last_stable)
+        .with_log_start_offset(offsets.log_start)
+        .with_aborted_transactions(aborted_transactions(read_committed))
+        .with_preferred_read_replica((-1).into())
+        .with_records(Some(records))
+}
+
+fn errored(index: i32, err: &ApiError, read_committed: bool) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(err.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_aborted_transactions(aborted_transactions(read_committed))
+        .with_preferred_read_replica((-1).into())
+        .with_records(Some(bytes::Bytes::new()))
+}
+
+/// Kafka sends an empty list to read_committed consumers and null otherwise.
+fn aborted_transactions(
+    read_committed: bool,
+) -> Option<Vec<kafka_protocol::messages::fetch_response::AbortedTransaction>> {
+    read_committed.then(Vec::new)
+}
+
+fn session_error(code: ResponseError) -> FetchResponse {
+    FetchResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(code.code())
+        .with_session_id(NO_SESSION_ID)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    use super::*;
+
+    #[test]
+    fn leader_epoch_checks_follow_kafka() {
+        assert!(check_current_leader_epoch(-1).is_ok());
+        assert!(check_current_leader_epoch(0).is_ok());
+        assert_eq!(
+            check_current_leader_epoch(1).unwrap_err().code,
+            ResponseError::UnknownLeaderEpoch
+        );
+        assert_eq!(
+            check_current_leader_epoch(-3).unwrap_err().code,
+            ResponseError::FencedLeaderEpoch
+        );
+    }
+
+    #[test]
+    fn partition_answers_encode_at_every_version() {
+        let offsets = PartitionOffsets {
+            log_start: 3,
+            high_watermark: 10,
+            last_stable: 10,
+            log_end: 10,
+        };
+        let err = ApiError::unknown_topic("t");
+        for version in 4..=18 {
+            for read_committed in [false, true] {
+                let topic = FetchableTopicResponse::default()
+                    .with_topic(TopicName("t".into()))
+                    .with_topic_id(Uuid::from_u128(7))
+                    .with_partitions(vec![
+                        answered(
+                            0,
+                            bytes::Bytes::from_static(b"batch"),
+                            offsets,
+                            read_committed,
+                        ),
+                        errored(1, &err, read_committed),
+                    ]);
+                let response = FetchResponse::default()
+                    .with_session_id(NO_SESSION_ID)
+                    .with_responses(vec![topic]);
+                let mut buf = BytesMut::new();
+                response.encode(&mut buf, version).expect("encodes");
+                let back = FetchResponse::decode(&mut buf.freeze(), version).expect("decodes");
+                let partitions = &back.responses[0].partitions;
+                assert_eq!(partitions[0].high_watermark, 10, "v{version}");
+                assert_eq!(partitions[0].records.as_deref(), Some(&b"batch"[..]));
+                assert_eq!(partitions[1].error_code, 3);
+            }
+        }
+    }
+
+    #[test]
+    fn session_errors_encode_from_v7() {
+        for version in 7..=18 {
+            let mut buf = BytesMut::new();
+            session_error(ResponseError::FetchSessionIdNotFound)
+                .encode(&mut buf, version)
+                .expect("encodes");
+            let back = FetchResponse::decode(&mut buf.freeze(), version).expect("decodes");
+            assert_eq!(back.error_code, 70);
+            assert_eq!(back.session_id, 0);
+        }
+    }
 }

@@ -1,13 +1,176 @@
-//! ListOffsets: not served yet (stub).
+//! ListOffsets: a partition's earliest and latest offsets, the offset of its
+//! largest timestamp, and the first offset at or after a timestamp (how
+//! consumers reset and rewind by time).
 
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use weir_storage::Partition;
 
+use crate::api::fetch::check_current_leader_epoch;
+use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
+/// Kafka's special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+/// `isolation_level` of read_committed.
+const READ_COMMITTED: i8 = 1;
+/// First version whose request carries the client's leader epoch (and whose
+/// response carries one).
+const LEADER_EPOCH_VERSION: i16 = 4;
+/// The only leader epoch a single broker has.
+const LEADER_EPOCH: i32 = 0;
+
+/// An offset found, with its record's timestamp (-1 when the lookup has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Found {
+    offset: i64,
+    timestamp: i64,
+}
+
+/// No offset matches: Kafka answers offset -1 and timestamp -1.
+const NOT_FOUND: Found = Found {
+    offset: -1,
+    timestamp: -1,
+};
+
 pub(crate) async fn handle(
-    _broker: &Broker,
-    _ctx: &RequestContext,
-    _req: ListOffsetsRequest,
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, HandlerError> {
-    Ok(ListOffsetsResponse::default())
+    let version = ctx.version;
+    let read_committed = version >= 2 && req.isolation_level == READ_COMMITTED;
+    let topics =
+        req.topics
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let found = broker.partition(&topic.name, p.partition_index).and_then(
+                            |partition| {
+                                if version >= LEADER_EPOCH_VERSION {
+                                    check_current_leader_epoch(p.current_leader_epoch)?;
+                                }
+                                lookup(&partition, p.timestamp, read_committed)
+                            },
+                        );
+                        answer(version, p.partition_index, found)
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(topic.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+    Ok(ListOffsetsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(topics))
+}
+
+fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Found, ApiError> {
+    let offsets = partition.offsets();
+    let at = |offset| Found {
+        offset,
+        timestamp: -1,
+    };
+    let found = match timestamp {
+        LATEST if read_committed => at(offsets.last_stable),
+        LATEST => at(offsets.high_watermark),
+        // Without tiered storage the whole log is local.
+        EARLIEST | EARLIEST_LOCAL => at(offsets.log_start),
+        // KIP-1005: with tiered storage off, nothing is tiered, so no offset.
+        LATEST_TIERED => NOT_FOUND,
+        MAX_TIMESTAMP => partition
+            .max_timestamp()?
+            .map_or(NOT_FOUND, |(offset, timestamp)| Found { offset, timestamp }),
+        // Any other value, including unknown negative ones, is a time to search
+        // from, as Kafka treats it.
+        timestamp => partition
+            .offset_for_timestamp(timestamp)?
+            .map_or(NOT_FOUND, |(offset, timestamp)| Found { offset, timestamp }),
+    };
+    Ok(found)
+}
+
+fn answer(
+    version: i16,
+    index: i32,
+    found: Result<Found, ApiError>,
+) -> ListOffsetsPartitionResponse {
+    let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
+    match found {
+        Ok(found) => {
+            let epoch = if version >= LEADER_EPOCH_VERSION && found != NOT_FOUND {
+                LEADER_EPOCH
+            } else {
+                -1
+            };
+            response
+                .with_error_code(0)
+                .with_offset(found.offset)
+                .with_timestamp(found.timestamp)
+                .with_leader_epoch(epoch)
+        }
+        Err(err) => {
+            if err.code == ResponseError::KafkaStorageError {
+                tracing::warn!(error = %err, "offset lookup failed");
+            }
+            response
+                .with_error_code(err.code())
+                .with_offset(-1)
+                .with_timestamp(-1)
+                .with_leader_epoch(-1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    use super::*;
+
+    #[test]
+    fn answers_encode_at_every_version() {
+        for version in 1..=10 {
+            let partitions = vec![
+                answer(
+                    version,
+                    0,
+                    Ok(Found {
+                        offset: 42,
+                        timestamp: 1_700_000_000_000,
+                    }),
+                ),
+                answer(version, 1, Ok(NOT_FOUND)),
+                answer(version, 2, Err(ApiError::unknown_topic("t"))),
+            ];
+            let response = ListOffsetsResponse::default().with_topics(vec![
+                ListOffsetsTopicResponse::default()
+                    .with_name(kafka_protocol::messages::TopicName("t".into()))
+                    .with_partitions(partitions),
+            ]);
+            let mut buf = BytesMut::new();
+            response.encode(&mut buf, version).expect("encodes");
+            let back = ListOffsetsResponse::decode(&mut buf.freeze(), version).expect("decodes");
+            let p = &back.topics[0].partitions;
+            assert_eq!(
+                (p[0].offset, p[0].timestamp),
+                (42, 1_700_000_000_000),
+                "v{version}"
+            );
+            assert_eq!((p[1].offset, p[1].timestamp), (-1, -1));
+            assert_eq!(p[2].error_code, 3);
+        }
+    }
 }

@@ -1,13 +1,223 @@
-//! Metadata: not served yet (stub).
+//! Metadata: the one broker, the cluster id, and the requested topics with
+//! their partitions, auto-creating a missing topic when the request and the
+//! broker both allow it.
 
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
+use crate::error::ApiError;
+use crate::topics::{TopicState, validate_topic_name};
 use crate::{Broker, HandlerError, RequestContext};
 
+/// What Kafka sends when authorized operations were not asked for.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// Kafka ACL operation codes, as bit positions of the authorized-operations field.
+mod acl_operation {
+    pub const READ: u32 = 3;
+    pub const WRITE: u32 = 4;
+    pub const CREATE: u32 = 5;
+    pub const DELETE: u32 = 6;
+    pub const ALTER: u32 = 7;
+    pub const DESCRIBE: u32 = 8;
+    pub const DESCRIBE_CONFIGS: u32 = 10;
+    pub const ALTER_CONFIGS: u32 = 11;
+    pub const IDEMPOTENT_WRITE: u32 = 12;
+}
+
+/// Weir has no authorization yet, so every client may do on a topic what the
+/// broker serves: produce, fetch, create, delete, add partitions, describe,
+/// and describe or alter configs.
+const TOPIC_OPERATIONS: i32 = bits(&[
+    acl_operation::READ,
+    acl_operation::WRITE,
+    acl_operation::CREATE,
+    acl_operation::DELETE,
+    acl_operation::ALTER,
+    acl_operation::DESCRIBE,
+    acl_operation::DESCRIBE_CONFIGS,
+    acl_operation::ALTER_CONFIGS,
+]);
+
+/// On the cluster: create topics, describe it, its configs, and idempotent
+/// produce. ALTER (ACL changes) and CLUSTER_ACTION (inter-broker calls) are
+/// not served, so they are not claimed.
+const CLUSTER_OPERATIONS: i32 = bits(&[
+    acl_operation::CREATE,
+    acl_operation::DESCRIBE,
+    acl_operation::DESCRIBE_CONFIGS,
+    acl_operation::ALTER_CONFIGS,
+    acl_operation::IDEMPOTENT_WRITE,
+]);
+
+const fn bits(operations: &[u32]) -> i32 {
+    let mut out = 0i32;
+    let mut i = 0;
+    while i < operations.len() {
+        out |= 1 << operations[i];
+        i += 1;
+    }
+    out
+}
+
 pub(crate) async fn handle(
-    _broker: &Broker,
-    _ctx: &RequestContext,
-    _req: MetadataRequest,
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: MetadataRequest,
 ) -> Result<MetadataResponse, HandlerError> {
-    Ok(MetadataResponse::default())
+    let version = ctx.version;
+    let config = broker.config();
+    let node = BrokerId(config.node_id);
+    // Below v4 there is no flag: Kafka treats those requests as allowing it.
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let topic_operations = if version >= 8 && req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+
+    let topics = match req.topics {
+        // v0 has no null list: an empty one means every topic.
+        Some(requested) if !(version == 0 && requested.is_empty()) => requested
+            .into_iter()
+            .map(|t| match t.name {
+                Some(name) => by_name(broker, &name, allow_create),
+                None => by_id(broker, t.topic_id),
+            })
+            .collect::<Vec<_>>(),
+        _ => broker
+            .topic_list()
+            .into_iter()
+            .map(Lookup::Found)
+            .collect(),
+    };
+
+    let topics = topics
+        .into_iter()
+        .map(|lookup| match lookup {
+            Lookup::Found(state) => describe(&state, node, topic_operations),
+            Lookup::Failed { name, id, error } => MetadataResponseTopic::default()
+                .with_error_code(error.code())
+                .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+                .with_topic_id(id)
+                .with_topic_authorized_operations(topic_operations),
+        })
+        .collect();
+
+    let cluster_operations =
+        if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
+    Ok(MetadataResponse::default()
+        .with_throttle_time_ms(0)
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(StrBytes::from_string(config.advertised_host.clone()))
+                .with_port(config.advertised_port)
+                .with_rack(None),
+        ])
+        .with_cluster_id(Some(StrBytes::from_string(broker.metadata().cluster_id())))
+        .with_controller_id(node)
+        .with_topics(topics)
+        .with_cluster_authorized_operations(cluster_operations)
+        .with_error_code(0))
+}
+
+enum Lookup {
+    Found(std::sync::Arc<TopicState>),
+    Failed {
+        name: Option<String>,
+        id: Uuid,
+        error: ApiError,
+    },
+}
+
+fn by_name(broker: &Broker, name: &str, allow_create: bool) -> Lookup {
+    if let Some(state) = broker.topic(name) {
+        return Lookup::Found(state);
+    }
+    let failed = |error| Lookup::Failed {
+        name: Some(name.to_string()),
+        id: Uuid::nil(),
+        error,
+    };
+    if let Err(error) = validate_topic_name(name) {
+        return failed(error);
+    }
+    if !allow_create {
+        return failed(ApiError::unknown_topic(name));
+    }
+    match broker.topic_or_auto_create(name) {
+        Ok(state) => Lookup::Found(state),
+        Err(error) => {
+            if error.code == ResponseError::KafkaStorageError {
+                tracing::error!(topic = %name, error = %error, "cannot auto-create topic");
+            }
+            failed(error)
+        }
+    }
+}
+
+fn by_id(broker: &Broker, id: Uuid) -> Lookup {
+    match broker.topic_by_id(id) {
+        Some(state) => Lookup::Found(state),
+        None => Lookup::Failed {
+            name: None,
+            id,
+            error: ApiError::new(
+                ResponseError::UnknownTopicId,
+                format!("no topic has id {id}"),
+            ),
+        },
+    }
+}
+
+fn describe(state: &TopicState, node: BrokerId, topic_operations: i32) -> MetadataResponseTopic {
+    let partitions = (0..state.meta.partitions)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_error_code(0)
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+                .with_offline_replicas(Vec::new())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(0)
+        .with_name(Some(TopicName(StrBytes::from_string(
+            state.meta.name.clone(),
+        ))))
+        .with_topic_id(state.meta.id)
+        .with_is_internal(is_internal(&state.meta.name))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(topic_operations)
+}
+
+/// Kafka's internal topics, which clients skip when subscribing by pattern.
+fn is_internal(name: &str) -> bool {
+    matches!(name, "__consumer_offsets" | "__transaction_state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorized_operation_bits_match_kafka_acl_codes() {
+        // READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+        assert_eq!(TOPIC_OPERATIONS, 0b1101_1111_1000);
+        // CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+        assert_eq!(CLUSTER_OPERATIONS, 0b1_1101_0010_0000);
+    }
 }

@@ -23,46 +23,30 @@ use kafka_protocol::protocol::VersionRange;
 use crate::{Broker, RequestContext};
 
 /// The APIs and versions this broker serves, as advertised in ApiVersions.
-/// A handler must serve every version listed for it.
+/// A handler must serve every version listed for it: the whole range the
+/// kafka-protocol crate decodes, unless narrowed here with a reason.
 pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
     std::sync::LazyLock::new(|| {
-        vec![
-            (ApiKey::Produce, ApiKey::Produce.valid_versions()),
-            (ApiKey::Fetch, ApiKey::Fetch.valid_versions()),
-            (ApiKey::ListOffsets, ApiKey::ListOffsets.valid_versions()),
-            (ApiKey::Metadata, ApiKey::Metadata.valid_versions()),
-            (ApiKey::ApiVersions, ApiKey::ApiVersions.valid_versions()),
-            (ApiKey::CreateTopics, ApiKey::CreateTopics.valid_versions()),
-            (ApiKey::DeleteTopics, ApiKey::DeleteTopics.valid_versions()),
-            (
-                ApiKey::DeleteRecords,
-                ApiKey::DeleteRecords.valid_versions(),
-            ),
-            (
-                ApiKey::InitProducerId,
-                ApiKey::InitProducerId.valid_versions(),
-            ),
-            (
-                ApiKey::OffsetForLeaderEpoch,
-                ApiKey::OffsetForLeaderEpoch.valid_versions(),
-            ),
-            (
-                ApiKey::DescribeConfigs,
-                ApiKey::DescribeConfigs.valid_versions(),
-            ),
-            (
-                ApiKey::CreatePartitions,
-                ApiKey::CreatePartitions.valid_versions(),
-            ),
-            (
-                ApiKey::IncrementalAlterConfigs,
-                ApiKey::IncrementalAlterConfigs.valid_versions(),
-            ),
-            (
-                ApiKey::DescribeCluster,
-                ApiKey::DescribeCluster.valid_versions(),
-            ),
+        [
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::ListOffsets,
+            ApiKey::Metadata,
+            ApiKey::ApiVersions,
+            ApiKey::CreateTopics,
+            ApiKey::DeleteTopics,
+            ApiKey::DeleteRecords,
+            ApiKey::InitProducerId,
+            ApiKey::OffsetForLeaderEpoch,
+            ApiKey::DescribeConfigs,
+            ApiKey::AlterConfigs,
+            ApiKey::CreatePartitions,
+            ApiKey::IncrementalAlterConfigs,
+            ApiKey::DescribeCluster,
         ]
+        .into_iter()
+        .map(|key| (key, key.valid_versions()))
+        .collect()
     });
 
 /// Route a request to its handler. `None` means no response is sent

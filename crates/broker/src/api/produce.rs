@@ -1,13 +1,255 @@
-//! Produce: not served yet (stub).
+//! Produce: append each partition's record batches to the commit log and,
+//! for acks=1 and acks=-1, answer only once every batch is durable under its
+//! partition's flush policy.
+//!
+//! Appends run in request order; the durability waits overlap, so a request
+//! touching many partitions costs one group commit, not one per partition.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use weir_storage::{AppendError, AppendOutcome, DurableWait, StorageError};
 
+use crate::error::ApiError;
+use crate::topics::TopicState;
 use crate::{Broker, HandlerError, RequestContext};
 
+/// First Produce version that addresses topics by ID instead of name.
+const TOPIC_ID_VERSION: i16 = 13;
+
+/// RecordBatch v2 layout: base offset (8 bytes), then the batch length
+/// (4 bytes) counting everything after it.
+const BATCH_LENGTH_AT: usize = 8;
+/// Bytes before the part the batch length counts.
+const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
+/// Where the 16-bit attributes sit: after base offset, length, leader epoch, magic and CRC.
+const BATCH_ATTRIBUTES_AT: usize = 21;
+/// Attribute bit of a batch written inside a Kafka transaction.
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+
 pub(crate) async fn handle(
-    _broker: &Broker,
-    _ctx: &RequestContext,
-    _req: ProduceRequest,
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ProduceRequest,
 ) -> Result<Option<ProduceResponse>, HandlerError> {
-    Ok(Some(ProduceResponse::default()))
+    let by_id = ctx.version >= TOPIC_ID_VERSION;
+    let acks_error = (!matches!(req.acks, -1..=1)).then(|| {
+        ApiError::new(
+            ResponseError::InvalidRequiredAcks,
+            format!("acks must be 0, 1 or -1, not {}", req.acks),
+        )
+    });
+
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut waits = Vec::new();
+    for topic in req.topic_data {
+        let state = match &acks_error {
+            Some(err) => Err(err.clone()),
+            None if by_id => broker.topic_by_id(topic.topic_id).ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicId,
+                    format!("no topic has id {}", topic.topic_id),
+                )
+            }),
+            None => broker.topic_or_auto_create(&topic.name),
+        };
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let appended = state
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|state| append(state, data.index, data.records));
+            let response = match appended {
+                Ok(outcome) => {
+                    waits.push(((topics.len(), partitions.len()), outcome.durable));
+                    PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_error_code(0)
+                        .with_base_offset(outcome.base_offset)
+                        .with_log_append_time_ms(outcome.log_append_time)
+                        .with_log_start_offset(outcome.log_start_offset)
+                }
+                Err(err) => failed(data.index, &err),
+            };
+            partitions.push(response);
+        }
+        let mut response = TopicProduceResponse::default().with_partition_responses(partitions);
+        if by_id {
+            response.topic_id = topic.topic_id;
+        } else {
+            response.name = topic.name;
+        }
+        topics.push(response);
+    }
+
+    if req.acks == 0 && acks_error.is_none() {
+        return Ok(None);
+    }
+    for ((topic, partition), result) in wait_all(waits).await {
+        if let Err(err) = result {
+            report_storage_failure(&err);
+            if let Some(slot) = topics
+                .get_mut(topic)
+                .and_then(|t| t.partition_responses.get_mut(partition))
+            {
+                *slot = failed(slot.index, &ApiError::from(err));
+            }
+        }
+    }
+    Ok(Some(
+        ProduceResponse::default()
+            .with_responses(topics)
+            .with_throttle_time_ms(0),
+    ))
+}
+
+/// Append one partition's payload, after the checks the log does not make.
+fn append(
+    state: &Arc<TopicState>,
+    index: i32,
+    records: Option<Bytes>,
+) -> Result<AppendOutcome, ApiError> {
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|i| state.partitions.get(i))
+        .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, index))?;
+    let records = records
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::new(ResponseError::InvalidRecord, "no record batch to append"))?;
+    if has_transactional_batch(&records) {
+        return Err(ApiError::new(
+            ResponseError::InvalidTxnState,
+            "transactional produce is not supported by this broker yet",
+        ));
+    }
+    partition.append(records).map_err(|err| {
+        if let AppendError::Storage(storage) = &err {
+            report_storage_failure(storage);
+        }
+        ApiError::from(err)
+    })
+}
+
+fn failed(index: i32, err: &ApiError) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(err.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(StrBytes::from_string(err.message.clone())))
+}
+
+/// Whether any batch in a produce payload is marked transactional. A payload
+/// too short to tell is left to the log, which refuses malformed batches.
+fn has_transactional_batch(mut records: &[u8]) -> bool {
+    while let (Some(length), Some(attributes)) = (
+        records.get(BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES),
+        records.get(BATCH_ATTRIBUTES_AT..BATCH_ATTRIBUTES_AT + 2),
+    ) {
+        let attributes = i16::from_be_bytes([attributes[0], attributes[1]]);
+        if attributes & ATTRIBUTE_TRANSACTIONAL != 0 {
+            return true;
+        }
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let Some(next) = usize::try_from(length)
+            .ok()
+            .and_then(|l| l.checked_add(BATCH_LOG_OVERHEAD_BYTES))
+            .and_then(|end| records.get(end..))
+        else {
+            return false;
+        };
+        records = next;
+    }
+    false
+}
+
+type Wait = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
+
+/// Await every durability wait at once and return each result with its key.
+async fn wait_all<K>(waits: Vec<(K, DurableWait)>) -> Vec<(K, Result<(), StorageError>)> {
+    let mut pending: Vec<Option<(K, Wait)>> = waits
+        .into_iter()
+        .map(|(key, wait)| Some((key, Box::pin(wait.wait()) as Wait)))
+        .collect();
+    let mut done = Vec::with_capacity(pending.len());
+    std::future::poll_fn(|cx| {
+        for slot in pending.iter_mut() {
+            let ready = match slot {
+                Some((_, wait)) => wait.as_mut().poll(cx),
+                None => continue,
+            };
+            if let Poll::Ready(result) = ready {
+                if let Some((key, _)) = slot.take() {
+                    done.push((key, result));
+                }
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done
+}
+
+/// Log a storage failure at error level the first time it is seen. Once the
+/// log is poisoned every produce fails the same way; one line says why, and
+/// the repeats go to debug.
+fn report_storage_failure(err: &StorageError) {
+    static LAST: Mutex<Option<String>> = Mutex::new(None);
+    let text = err.to_string();
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.as_deref() == Some(text.as_str()) {
+        tracing::debug!(error = %text, "produce failed: commit log unavailable");
+    } else {
+        tracing::error!(error = %text, "produce failed: commit log unavailable");
+        *last = Some(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch header with the given attributes and `payload` bytes after it.
+    fn batch(attributes: i16, payload: usize) -> Vec<u8> {
+        let mut out = vec![0u8; 61 + payload];
+        let length = (out.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
+        out[BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES].copy_from_slice(&length.to_be_bytes());
+        out[16] = 2;
+        out[BATCH_ATTRIBUTES_AT..BATCH_ATTRIBUTES_AT + 2]
+            .copy_from_slice(&attributes.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn transactional_batch_is_found_behind_plain_ones() {
+        let mut payload = batch(0, 10);
+        payload.extend(batch(0x04, 3));
+        assert!(!has_transactional_batch(&payload));
+        payload.extend(batch(ATTRIBUTE_TRANSACTIONAL, 0));
+        assert!(has_transactional_batch(&payload));
+    }
+
+    #[test]
+    fn malformed_payload_is_left_to_the_log_without_panicking() {
+        assert!(!has_transactional_batch(&[]));
+        assert!(!has_transactional_batch(&[0xff; 22]));
+        let mut negative = batch(0, 0);
+        negative[BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(!has_transactional_batch(&negative));
+        let mut huge = batch(0, 0);
+        huge[BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(!has_transactional_batch(&huge));
+    }
 }

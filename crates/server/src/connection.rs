@@ -1,0 +1,195 @@
+//! One client connection: a reader that decodes requests and starts each as
+//! its own task, and a writer that sends the responses back in request order.
+//!
+//! The two meet in a bounded queue of in-flight requests, so a client that
+//! pipelines has at most `max_in_flight_requests` handled at once, and a
+//! produce waiting for its fsync does not stop the next request from being
+//! read. Anything Kafka answers by closing the connection (a bad frame, an
+//! unknown API or version, a handler refusing the request) ends the reader;
+//! the writer still sends the responses of the requests read before it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use weir_broker::Broker;
+use weir_protocol::{
+    Decoded, Request, api_versions_unsupported_response, decode_request, encode_response,
+    read_frame,
+};
+
+use crate::ServerLimits;
+
+/// Socket buffer on each side; many small pipelined requests or responses
+/// then cost one system call instead of one each.
+const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Why a response cannot be sent; the connection is closed.
+#[derive(Debug)]
+enum Close {
+    /// The broker refused the request in a way Kafka answers by closing.
+    Refused(weir_broker::HandlerError),
+    /// The response could not be encoded: a broker bug, logged as an error.
+    Encode(weir_protocol::EncodeError),
+}
+
+/// A response frame, or nothing (a produce with acks=0), or a reason to close.
+type Outcome = Result<Option<Bytes>, Close>;
+
+/// A handler task that is aborted if its response will never be written, so
+/// no task outlives the connection that started it.
+struct InFlight(JoinHandle<Outcome>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serve one connection until the peer closes it, it breaks the protocol, or
+/// `stop` turns true; then write what is still owed and close.
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    limits: &ServerLimits,
+    stop: watch::Receiver<bool>,
+) {
+    tracing::trace!(%peer, "connection opened");
+    let (read_half, write_half) = stream.into_split();
+    let (queue, in_flight) = mpsc::channel(limits.max_in_flight_requests);
+    let reader = read_requests(
+        read_half,
+        peer,
+        broker,
+        limits.max_request_bytes,
+        queue,
+        stop,
+    );
+    let writer = write_responses(write_half, peer, in_flight);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        // The reader is done: its end of the queue is gone, so the writer
+        // sends what is owed and then returns.
+        () = &mut reader => writer.await,
+        // The writer gave up (peer gone or a request refused); reading on
+        // would only start work whose answer cannot be sent.
+        () = &mut writer => {}
+    }
+    tracing::trace!(%peer, "connection closed");
+}
+
+async fn read_requests(
+    read_half: OwnedReadHalf,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    max_request_bytes: usize,
+    queue: mpsc::Sender<InFlight>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut socket = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read_half);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => return,
+            frame = read_frame(&mut socket, max_request_bytes) => frame,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::debug!(%peer, reason = %err, "closing connection: bad frame");
+                return;
+            }
+        };
+        let task = match decode_request(frame, Broker::served_versions) {
+            Ok(Decoded::Request(request)) => tokio::spawn(handle(broker.clone(), request)),
+            Ok(Decoded::UnsupportedApiVersions { correlation_id }) => tokio::spawn(async move {
+                api_versions_unsupported_response(correlation_id, Broker::served_apis())
+                    .map(Some)
+                    .map_err(Close::Encode)
+            }),
+            Err(err) => {
+                tracing::debug!(%peer, reason = %err, "closing connection: undecodable request");
+                return;
+            }
+        };
+        if queue.send(InFlight(task)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Handle one request and encode its response, off the writer's path so
+/// large responses are encoded in parallel.
+async fn handle(broker: Arc<Broker>, request: Request) -> Outcome {
+    let api = request.api_key;
+    let version = request.version;
+    let correlation_id = request.header.correlation_id;
+    match broker.handle(request).await {
+        Ok(Some(body)) => encode_response(api, version, correlation_id, &body)
+            .map(Some)
+            .map_err(Close::Encode),
+        Ok(None) => Ok(None),
+        Err(err) => Err(Close::Refused(err)),
+    }
+}
+
+async fn write_responses(
+    write_half: OwnedWriteHalf,
+    peer: SocketAddr,
+    mut in_flight: mpsc::Receiver<InFlight>,
+) {
+    let mut socket = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, write_half);
+    loop {
+        let mut next = match in_flight.try_recv() {
+            Ok(next) => next,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing else is ready: send what is buffered before waiting.
+                if let Err(err) = socket.flush().await {
+                    tracing::debug!(%peer, error = %err, "closing connection: write failed");
+                    return;
+                }
+                match in_flight.recv().await {
+                    Some(next) => next,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        if !next.0.is_finished() {
+            if let Err(err) = socket.flush().await {
+                tracing::debug!(%peer, error = %err, "closing connection: write failed");
+                return;
+            }
+        }
+        let frame = match (&mut next.0).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => continue,
+            Ok(Err(Close::Refused(err))) => {
+                tracing::debug!(%peer, reason = %err, "closing connection: request refused");
+                break;
+            }
+            Ok(Err(Close::Encode(err))) => {
+                tracing::error!(%peer, error = %err, "closing connection: response cannot be encoded");
+                break;
+            }
+            Err(err) => {
+                tracing::error!(%peer, error = %err, "closing connection: request handler failed");
+                break;
+            }
+        };
+        if let Err(err) = socket.write_all(&frame).await {
+            tracing::debug!(%peer, error = %err, "closing connection: write failed");
+            return;
+        }
+    }
+    if let Err(err) = socket.shutdown().await {
+        tracing::debug!(%peer, error = %err, "connection did not close cleanly");
+    }
+}

@@ -1,0 +1,400 @@
+//! Byte layouts of every file the storage engine writes: segment file header,
+//! commit-log entry header, index file header and entry, checkpoint file.
+//!
+//! `docs/format.md` draws the same layouts; keep the two in step. All integers
+//! are big-endian, as in Kafka's own formats.
+
+use uuid::Uuid;
+
+use crate::PartitionId;
+
+/// Magic at the start of every segment file.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"WEIRSEG\0";
+/// Version of the segment file layout.
+pub(crate) const SEGMENT_VERSION: u32 = 1;
+/// Bytes of the segment file header; entries follow it.
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 16;
+
+/// Bytes of the header in front of every commit-log entry.
+pub(crate) const ENTRY_HEADER_BYTES: usize = 40;
+/// Bytes at the start of an entry that the entry CRC does not cover (length and CRC).
+pub(crate) const ENTRY_PREFIX_BYTES: usize = 8;
+/// The largest batch an entry may carry; a longer length read from disk is corruption.
+pub(crate) const ENTRY_BATCH_BYTES_MAX: usize = 128 << 20;
+
+/// Magic at the start of every index file.
+pub(crate) const INDEX_MAGIC: [u8; 8] = *b"WEIRIDX\0";
+/// Version of the index file layout.
+pub(crate) const INDEX_VERSION: u32 = 1;
+/// Bytes of the index file header.
+pub(crate) const INDEX_HEADER_BYTES: u64 = 64;
+/// Bytes of one index entry.
+pub(crate) const INDEX_ENTRY_BYTES: usize = 64;
+
+/// Magic at the start of the checkpoint file.
+pub(crate) const CHECKPOINT_MAGIC: [u8; 8] = *b"WEIRCKP\0";
+/// Version of the checkpoint layout.
+pub(crate) const CHECKPOINT_VERSION: u32 = 1;
+/// Bytes of the checkpoint header (magic, version, partition count, position).
+const CHECKPOINT_HEADER_BYTES: usize = 24;
+/// Bytes of one partition record in the checkpoint.
+const CHECKPOINT_PARTITION_BYTES: usize = 40;
+/// The largest checkpoint file read back; a longer one is corruption.
+pub(crate) const CHECKPOINT_BYTES_MAX: u64 = 256 << 20;
+
+/// What a commit-log entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A batch appended by a producer: adds offsets to its partition.
+    Batch = 1,
+    /// A copy of an existing batch moved by the cleaner: adds no offsets, only
+    /// moves the index entry of the batch with the same base offset.
+    Relocated = 2,
+}
+
+impl EntryKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Batch),
+            2 => Some(Self::Relocated),
+            _ => None,
+        }
+    }
+}
+
+/// The decoded header of a commit-log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryHeader {
+    /// Bytes after the length and CRC fields (the rest of the header plus the batch).
+    pub body_len: u32,
+    /// CRC32C over the body.
+    pub crc: u32,
+    pub kind: EntryKind,
+    pub partition: PartitionId,
+    /// Base offset of the batch the entry carries.
+    pub base_offset: i64,
+}
+
+impl EntryHeader {
+    /// Bytes of the batch after the header.
+    pub fn batch_len(&self) -> usize {
+        (self.body_len as usize).saturating_sub(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES)
+    }
+}
+
+/// Append an entry (header then `batch`) to `out`, computing its CRC.
+pub(crate) fn put_entry(
+    out: &mut Vec<u8>,
+    kind: EntryKind,
+    partition: PartitionId,
+    base_offset: i64,
+    batch: &[u8],
+) {
+    let start = out.len();
+    let body_len = (ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES + batch.len()) as u32;
+    out.extend_from_slice(&body_len.to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(kind as u8);
+    out.extend_from_slice(&[0; 3]);
+    out.extend_from_slice(partition.topic_id.as_bytes());
+    out.extend_from_slice(&partition.partition.to_be_bytes());
+    out.extend_from_slice(&base_offset.to_be_bytes());
+    out.extend_from_slice(batch);
+    let crc = crc32c::crc32c(out.get(start + ENTRY_PREFIX_BYTES..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start + 4..start + 8) {
+        slot.copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// Decode the length and CRC prefix of an entry.
+pub(crate) fn entry_prefix(bytes: &[u8]) -> Option<(u32, u32)> {
+    Some((be_u32(bytes, 0)?, be_u32(bytes, 4)?))
+}
+
+/// Decode an entry header from the first [`ENTRY_HEADER_BYTES`] of `bytes`.
+/// `None` when the bytes are short or the kind is unknown.
+pub(crate) fn decode_entry_header(bytes: &[u8]) -> Option<EntryHeader> {
+    let (body_len, crc) = entry_prefix(bytes)?;
+    let kind = EntryKind::from_u8(*bytes.get(8)?)?;
+    let topic = Uuid::from_slice(bytes.get(12..28)?).ok()?;
+    Some(EntryHeader {
+        body_len,
+        crc,
+        kind,
+        partition: PartitionId {
+            topic_id: topic,
+            partition: be_i32(bytes, 28)?,
+        },
+        base_offset: be_i64(bytes, 32)?,
+    })
+}
+
+/// The segment file header.
+pub(crate) fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+    h[..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+    h
+}
+
+/// Whether `bytes` is a segment header this version reads.
+pub(crate) fn check_segment_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.get(..8) != Some(&SEGMENT_MAGIC[..]) {
+        return Err("bad segment magic".into());
+    }
+    match be_u32(bytes, 8) {
+        Some(SEGMENT_VERSION) => Ok(()),
+        v => Err(format!("unsupported segment version {v:?}")),
+    }
+}
+
+/// One batch as the per-partition queue index records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub base_offset: i64,
+    pub last_offset_delta: i32,
+    /// Bytes of the stored batch (without the entry header).
+    pub size: u32,
+    /// Global commit-log position of the entry header.
+    pub position: u64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub attributes: i16,
+    pub base_sequence: i32,
+}
+
+impl IndexEntry {
+    /// Offset of the batch's last record.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// Global commit-log position just past the entry.
+    pub fn end_position(&self) -> u64 {
+        self.position + ENTRY_HEADER_BYTES as u64 + u64::from(self.size)
+    }
+
+    pub fn encode(&self) -> [u8; INDEX_ENTRY_BYTES] {
+        let mut b = [0u8; INDEX_ENTRY_BYTES];
+        b[0..8].copy_from_slice(&self.base_offset.to_be_bytes());
+        b[8..12].copy_from_slice(&self.last_offset_delta.to_be_bytes());
+        b[12..16].copy_from_slice(&self.size.to_be_bytes());
+        b[16..24].copy_from_slice(&self.position.to_be_bytes());
+        b[24..32].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        b[32..40].copy_from_slice(&self.producer_id.to_be_bytes());
+        b[40..42].copy_from_slice(&self.producer_epoch.to_be_bytes());
+        b[42..44].copy_from_slice(&self.attributes.to_be_bytes());
+        b[44..48].copy_from_slice(&self.base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// `None` when the bytes are short or their CRC does not match.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let body = b.get(..60)?;
+        if crc32c::crc32c(body) != be_u32(b, 60)? {
+            return None;
+        }
+        Some(Self {
+            base_offset: be_i64(b, 0)?,
+            last_offset_delta: be_i32(b, 8)?,
+            size: be_u32(b, 12)?,
+            position: be_u64(b, 16)?,
+            max_timestamp: be_i64(b, 24)?,
+            producer_id: be_i64(b, 32)?,
+            producer_epoch: be_i16(b, 40)?,
+            attributes: be_i16(b, 42)?,
+            base_sequence: be_i32(b, 44)?,
+        })
+    }
+}
+
+/// The index file header for `id`.
+pub(crate) fn index_header(id: PartitionId) -> [u8; INDEX_HEADER_BYTES as usize] {
+    let mut h = [0u8; INDEX_HEADER_BYTES as usize];
+    h[..8].copy_from_slice(&INDEX_MAGIC);
+    h[8..12].copy_from_slice(&INDEX_VERSION.to_be_bytes());
+    h[16..32].copy_from_slice(id.topic_id.as_bytes());
+    h[32..36].copy_from_slice(&id.partition.to_be_bytes());
+    h
+}
+
+/// Whether `bytes` is the index header of `id` in a version this code reads.
+pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<(), String> {
+    if bytes.get(..8) != Some(&INDEX_MAGIC[..]) {
+        return Err("bad index magic".into());
+    }
+    if be_u32(bytes, 8) != Some(INDEX_VERSION) {
+        return Err(format!("unsupported index version {:?}", be_u32(bytes, 8)));
+    }
+    if bytes.get(16..32) != Some(&id.topic_id.as_bytes()[..]) || be_i32(bytes, 32) != Some(id.partition)
+    {
+        return Err("index header names another partition".into());
+    }
+    Ok(())
+}
+
+/// One partition's line in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointPartition {
+    pub id: PartitionId,
+    /// Every index entry with a base offset below this is durable in the index file.
+    pub index_end_offset: i64,
+    pub log_start: i64,
+}
+
+/// The recovery checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Commit-log position up to which every index file was durable.
+    pub position: u64,
+    pub partitions: Vec<CheckpointPartition>,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            CHECKPOINT_HEADER_BYTES + self.partitions.len() * CHECKPOINT_PARTITION_BYTES + 4,
+        );
+        b.extend_from_slice(&CHECKPOINT_MAGIC);
+        b.extend_from_slice(&CHECKPOINT_VERSION.to_be_bytes());
+        b.extend_from_slice(&(self.partitions.len() as u32).to_be_bytes());
+        b.extend_from_slice(&self.position.to_be_bytes());
+        for p in &self.partitions {
+            b.extend_from_slice(p.id.topic_id.as_bytes());
+            b.extend_from_slice(&p.id.partition.to_be_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&p.index_end_offset.to_be_bytes());
+            b.extend_from_slice(&p.log_start.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, String> {
+        if b.get(..8) != Some(&CHECKPOINT_MAGIC[..]) {
+            return Err("bad checkpoint magic".into());
+        }
+        if be_u32(b, 8) != Some(CHECKPOINT_VERSION) {
+            return Err(format!("unsupported checkpoint version {:?}", be_u32(b, 8)));
+        }
+        let count = be_u32(b, 12).ok_or("short checkpoint")? as usize;
+        let body_len = count
+            .checked_mul(CHECKPOINT_PARTITION_BYTES)
+            .and_then(|n| n.checked_add(CHECKPOINT_HEADER_BYTES))
+            .ok_or("checkpoint partition count overflows")?;
+        if b.len() != body_len + 4 {
+            return Err(format!("checkpoint of {} bytes announces {count} partitions", b.len()));
+        }
+        if crc32c::crc32c(b.get(..body_len).unwrap_or_default()) != be_u32(b, body_len).unwrap_or(0) {
+            return Err("checkpoint CRC mismatch".into());
+        }
+        let position = be_u64(b, 16).ok_or("short checkpoint")?;
+        let mut partitions = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = CHECKPOINT_HEADER_BYTES + i * CHECKPOINT_PARTITION_BYTES;
+            let topic = b
+                .get(at..at + 16)
+                .and_then(|s| Uuid::from_slice(s).ok())
+                .ok_or("short checkpoint")?;
+            partitions.push(CheckpointPartition {
+                id: PartitionId {
+                    topic_id: topic,
+                    partition: be_i32(b, at + 16).ok_or("short checkpoint")?,
+                },
+                index_end_offset: be_i64(b, at + 24).ok_or("short checkpoint")?,
+                log_start: be_i64(b, at + 32).ok_or("short checkpoint")?,
+            });
+        }
+        Ok(Self {
+            position,
+            partitions,
+        })
+    }
+}
+
+/// Read a big-endian integer at `at`, `None` when out of bounds.
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// See [`be_u32`].
+pub(crate) fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// See [`be_u32`].
+pub(crate) fn be_i16(b: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// See [`be_u32`].
+pub(crate) fn be_i32(b: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// See [`be_u32`].
+pub(crate) fn be_i64(b: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid() -> PartitionId {
+        PartitionId {
+            topic_id: Uuid::from_u128(0x1234),
+            partition: 7,
+        }
+    }
+
+    #[test]
+    fn entry_header_round_trips_and_crc_covers_body() {
+        let mut out = Vec::new();
+        put_entry(&mut out, EntryKind::Relocated, pid(), 42, b"batch-bytes");
+        let h = decode_entry_header(&out).unwrap();
+        assert_eq!(h.kind, EntryKind::Relocated);
+        assert_eq!(h.partition, pid());
+        assert_eq!(h.base_offset, 42);
+        assert_eq!(h.batch_len(), 11);
+        assert_eq!(h.crc, crc32c::crc32c(&out[ENTRY_PREFIX_BYTES..]));
+    }
+
+    #[test]
+    fn index_entry_round_trips_and_detects_damage() {
+        let e = IndexEntry {
+            base_offset: 10,
+            last_offset_delta: 3,
+            size: 100,
+            position: 4096,
+            max_timestamp: 99,
+            producer_id: 5,
+            producer_epoch: 1,
+            attributes: 2,
+            base_sequence: 9,
+        };
+        let mut b = e.encode();
+        assert_eq!(IndexEntry::decode(&b), Some(e));
+        b[3] ^= 1;
+        assert_eq!(IndexEntry::decode(&b), None);
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_rejects_truncation() {
+        let c = Checkpoint {
+            position: 77,
+            partitions: vec![CheckpointPartition {
+                id: pid(),
+                index_end_offset: 5,
+                log_start: 2,
+            }],
+        };
+        let b = c.encode();
+        assert_eq!(Checkpoint::decode(&b).unwrap(), c);
+        assert!(Checkpoint::decode(&b[..b.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,516 @@
+//! The shared commit log: segment files, the writer that appends entries
+//! under one lock, the flusher thread that group-commits with fdatasync, the
+//! durable position and the poisoning that follows a failed write or sync,
+//! and the recovery checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::error::StorageError;
+use crate::format::{self, Checkpoint, CheckpointPartition, SEGMENT_HEADER_BYTES};
+use crate::io::FileIo;
+use crate::partition::PartitionInner;
+use crate::{Clock, LogConfig, PartitionId};
+
+/// The longest the flusher sleeps before it re-checks its deadlines and
+/// whether the log was dropped.
+const FLUSHER_IDLE_WAIT_MS: u64 = 100;
+/// Name of the recovery checkpoint under the data directory.
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
+/// Temporary name the checkpoint is written under before its rename.
+pub(crate) const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
+
+/// Lock a mutex; a panic elsewhere while holding it does not make the data unusable here.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Read-lock an RwLock (see [`lock`]).
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write-lock an RwLock (see [`lock`]).
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An I/O error with what was being done.
+pub(crate) fn io_err(context: impl Into<String>, e: std::io::Error) -> StorageError {
+    StorageError::Io {
+        context: context.into(),
+        source: Arc::new(e),
+    }
+}
+
+/// One segment file of the commit log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Global position of the segment's first entry.
+    pub base: u64,
+    pub file: File,
+    pub path: PathBuf,
+}
+
+impl Segment {
+    /// File offset of a global position inside this segment.
+    pub fn file_offset(&self, position: u64) -> u64 {
+        SEGMENT_HEADER_BYTES + position.saturating_sub(self.base)
+    }
+}
+
+/// The segment file name for a base position.
+pub(crate) fn segment_file_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+/// The durable position of the log, watched by [`crate::DurableWait`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Durable {
+    /// Every entry ending at or before this global position is on disk.
+    pub position: u64,
+    /// Set once a write or fsync failed.
+    pub poisoned: Option<Arc<str>>,
+}
+
+/// Unsynced appends of one partition since the last sync round.
+pub(crate) struct Marker {
+    pub partition: Arc<PartitionInner>,
+    /// Offset after the partition's last written batch.
+    pub end_offset: i64,
+    /// The partition waits for fsync before acknowledging (`flush.messages` = 1).
+    pub strict: bool,
+    pub appends: u64,
+    pub flush_messages: u64,
+    pub flush_ms: u64,
+    pub first_at: Instant,
+}
+
+/// What an append tells the flusher.
+pub(crate) struct MarkerUpdate {
+    pub partition: Arc<PartitionInner>,
+    pub end_offset: i64,
+    pub flush_messages: u64,
+    pub flush_ms: u64,
+}
+
+/// State behind the writer lock.
+pub(crate) struct Writer {
+    pub active: Arc<Segment>,
+    pub active_created_ms: i64,
+    /// Global position where the next entry goes.
+    pub write_pos: u64,
+    /// Position covered by the last successful sync round.
+    pub synced_pos: u64,
+    pub pending: HashMap<PartitionId, Marker>,
+    pub strict_pending: bool,
+    /// Segments rolled since the last sync round; they need one more fdatasync.
+    pub rolled: Vec<Arc<Segment>>,
+    /// A segment file was created or deleted since the last directory sync.
+    pub dir_dirty: bool,
+    pub poisoned: Option<Arc<str>>,
+    pub sync_requested: bool,
+    pub closed: bool,
+}
+
+/// The commit log shared by every handle.
+pub(crate) struct LogInner {
+    pub dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub index_dir: PathBuf,
+    pub config: LogConfig,
+    pub clock: Arc<dyn Clock>,
+    pub io: Arc<dyn FileIo>,
+    pub writer: Mutex<Writer>,
+    pub flush_cv: Condvar,
+    /// Every segment by base position; readers clone the files they need.
+    pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// Serializes sync rounds so the durable position only moves forward.
+    flush_lock: Mutex<()>,
+    /// Serializes checkpoint writes; holds the time of the last one.
+    checkpoint_lock: Mutex<Instant>,
+    /// Something a checkpoint records changed since the last one.
+    pub checkpoint_dirty: AtomicBool,
+    pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
+    pub durable_tx: watch::Sender<Durable>,
+    pub progress_tx: watch::Sender<u64>,
+    pub flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The pieces [`LogInner::new`] needs from recovery.
+pub(crate) struct LogParts {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub clock: Arc<dyn Clock>,
+    pub io: Arc<dyn FileIo>,
+    pub segments: BTreeMap<u64, Arc<Segment>>,
+    pub active: Arc<Segment>,
+    pub write_pos: u64,
+    pub partitions: HashMap<PartitionId, Arc<PartitionInner>>,
+}
+
+impl LogInner {
+    pub fn new(p: LogParts) -> Self {
+        let now = p.clock.now_ms();
+        let (durable_tx, _) = watch::channel(Durable {
+            position: p.write_pos,
+            poisoned: None,
+        });
+        let (progress_tx, _) = watch::channel(0u64);
+        Self {
+            log_dir: p.dir.join("log"),
+            index_dir: p.dir.join("index"),
+            dir: p.dir,
+            config: p.config,
+            clock: p.clock,
+            io: p.io,
+            writer: Mutex::new(Writer {
+                active: p.active,
+                active_created_ms: now,
+                write_pos: p.write_pos,
+                synced_pos: p.write_pos,
+                pending: HashMap::new(),
+                strict_pending: false,
+                rolled: Vec::new(),
+                dir_dirty: false,
+                poisoned: None,
+                sync_requested: false,
+                closed: false,
+            }),
+            flush_cv: Condvar::new(),
+            segments: RwLock::new(p.segments),
+            flush_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(Instant::now()),
+            checkpoint_dirty: AtomicBool::new(true),
+            registry: RwLock::new(p.partitions),
+            durable_tx,
+            progress_tx,
+            flusher: Mutex::new(None),
+        }
+    }
+
+    /// Start the flusher thread.
+    pub fn start_flusher(self: &Arc<Self>) -> Result<(), StorageError> {
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("weir-flusher".into())
+            .spawn(move || flusher_main(weak))
+            .map_err(|e| io_err("spawning the flusher thread", e))?;
+        *lock(&self.flusher) = Some(handle);
+        Ok(())
+    }
+
+    /// Tell waiters that the log moved (high watermark or log start).
+    pub fn bump_progress(&self) {
+        self.progress_tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The error every write gets once the log is poisoned.
+    pub fn poisoned_error(reason: &Arc<str>) -> StorageError {
+        StorageError::Poisoned {
+            reason: reason.clone(),
+        }
+    }
+
+    /// Record a write or sync failure: refuse every later write, fail every
+    /// pending durable wait, and say what to do. Never retried: after a
+    /// failed fsync the kernel may have dropped the dirty pages.
+    pub fn poison(&self, what: String) -> StorageError {
+        let reason: Arc<str> = {
+            let mut w = lock(&self.writer);
+            w.poisoned.get_or_insert_with(|| Arc::from(what.as_str())).clone()
+        };
+        self.announce_poison(&reason);
+        Self::poisoned_error(&reason)
+    }
+
+    fn announce_poison(&self, reason: &Arc<str>) {
+        let mut first = false;
+        self.durable_tx.send_modify(|d| {
+            if d.poisoned.is_none() {
+                d.poisoned = Some(reason.clone());
+                first = true;
+            }
+        });
+        if first {
+            tracing::error!(
+                dir = %self.dir.display(),
+                %reason,
+                "commit log poisoned: writes are refused until restart; check the disk \
+                 (dmesg, free space), then restart the broker to recover from the last durable point"
+            );
+        }
+        self.flush_cv.notify_all();
+    }
+
+    /// Append `buf` (whole entries) at the log head, rolling the segment first
+    /// when it is full or old. Returns the global position of `buf`'s first byte.
+    pub fn write_entries(&self, buf: &[u8], marker: Option<MarkerUpdate>) -> Result<u64, StorageError> {
+        let mut w = lock(&self.writer);
+        if let Some(r) = &w.poisoned {
+            return Err(Self::poisoned_error(r));
+        }
+        if w.closed {
+            return Err(StorageError::Poisoned {
+                reason: Arc::from("the commit log is shut down"),
+            });
+        }
+        let now_ms = self.clock.now_ms();
+        let used = w.write_pos - w.active.base;
+        let full = used + buf.len() as u64 > self.config.segment_bytes;
+        let old = now_ms.saturating_sub(w.active_created_ms) >= self.config.segment_ms as i64;
+        if used > 0 && (full || old) {
+            self.roll(&mut w, now_ms)?;
+        }
+        let position = w.write_pos;
+        let offset = w.active.file_offset(position);
+        if let Err(e) = self.io.write_all_at(&w.active.file, buf, offset) {
+            let reason: Arc<str> = Arc::from(format!(
+                "write of {} bytes to {} failed: {e}",
+                buf.len(),
+                w.active.path.display()
+            ));
+            w.poisoned = Some(reason.clone());
+            drop(w);
+            self.announce_poison(&reason);
+            return Err(Self::poisoned_error(&reason));
+        }
+        w.write_pos += buf.len() as u64;
+        if let Some(m) = marker {
+            let strict = m.flush_messages <= 1;
+            w.strict_pending |= strict;
+            let id = m.partition.id;
+            let entry = w.pending.entry(id).or_insert_with(|| Marker {
+                partition: m.partition.clone(),
+                end_offset: m.end_offset,
+                strict,
+                appends: 0,
+                flush_messages: m.flush_messages,
+                flush_ms: m.flush_ms,
+                first_at: Instant::now(),
+            });
+            entry.end_offset = entry.end_offset.max(m.end_offset);
+            entry.strict |= strict;
+            entry.appends += 1;
+            entry.flush_messages = m.flush_messages;
+            entry.flush_ms = m.flush_ms;
+            if strict || entry.appends >= entry.flush_messages || entry.appends == 1 {
+                self.flush_cv.notify_one();
+            }
+        }
+        Ok(position)
+    }
+
+    fn roll(&self, w: &mut Writer, now_ms: i64) -> Result<(), StorageError> {
+        let base = w.write_pos;
+        let path = self.log_dir.join(segment_file_name(base));
+        let made = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|f| self.io.write_all_at(&f, &format::segment_header(), 0).map(|()| f));
+        let file = match made {
+            Ok(f) => f,
+            Err(e) => {
+                let reason: Arc<str> =
+                    Arc::from(format!("creating segment {} failed: {e}", path.display()));
+                w.poisoned = Some(reason.clone());
+                self.announce_poison(&reason);
+                return Err(Self::poisoned_error(&reason));
+            }
+        };
+        let seg = Arc::new(Segment { base, file, path });
+        write(&self.segments).insert(base, seg.clone());
+        let old = std::mem::replace(&mut w.active, seg);
+        w.rolled.push(old);
+        w.active_created_ms = now_ms;
+        w.dir_dirty = true;
+        tracing::debug!(base, "rolled commit-log segment");
+        Ok(())
+    }
+
+    /// One group commit: fdatasync everything written so far (from every
+    /// partition), then advance the durable position and the partitions'
+    /// high watermarks. Returns the durable position.
+    pub fn flush_round(&self) -> Result<u64, StorageError> {
+        let _round = lock(&self.flush_lock);
+        let (target, markers, files, dir_dirty) = {
+            let mut w = lock(&self.writer);
+            if let Some(r) = &w.poisoned {
+                return Err(Self::poisoned_error(r));
+            }
+            if w.write_pos == w.synced_pos && w.rolled.is_empty() && !w.dir_dirty {
+                return Ok(w.synced_pos);
+            }
+            let markers = std::mem::take(&mut w.pending);
+            w.strict_pending = false;
+            let mut files = std::mem::take(&mut w.rolled);
+            files.push(w.active.clone());
+            let dir_dirty = std::mem::take(&mut w.dir_dirty);
+            (w.write_pos, markers, files, dir_dirty)
+        };
+        for seg in &files {
+            if let Err(e) = self.io.sync_data(&seg.file) {
+                return Err(self.poison(format!("fdatasync of {} failed: {e}", seg.path.display())));
+            }
+        }
+        if dir_dirty {
+            if let Err(e) = sync_dir(&self.log_dir) {
+                return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
+            }
+        }
+        lock(&self.writer).synced_pos = target;
+        let mut moved = false;
+        for m in markers.values() {
+            moved |= m.partition.mark_durable(m.end_offset);
+        }
+        if moved {
+            self.bump_progress();
+        }
+        self.durable_tx.send_modify(|d| d.position = d.position.max(target));
+        Ok(target)
+    }
+
+    /// Wait for the flusher to cover everything written so far, or do the
+    /// round here; used where durability is needed on return.
+    pub fn sync_now(&self) -> Result<u64, StorageError> {
+        self.flush_round()
+    }
+
+    /// Write the recovery checkpoint: fsync every index file that changed,
+    /// then atomically replace the checkpoint file. Returns the log position
+    /// it records.
+    pub fn write_checkpoint(&self) -> Result<u64, StorageError> {
+        let mut last = lock(&self.checkpoint_lock);
+        if let Some(r) = &lock(&self.writer).poisoned {
+            return Err(Self::poisoned_error(r));
+        }
+        self.checkpoint_dirty.store(false, Ordering::SeqCst);
+        let position = self.durable_tx.borrow().position;
+        let parts: Vec<Arc<PartitionInner>> = read(&self.registry).values().cloned().collect();
+        let mut cp = Checkpoint {
+            position,
+            partitions: Vec::with_capacity(parts.len()),
+        };
+        let mut to_sync = Vec::new();
+        for p in &parts {
+            let mut st = lock(&p.state);
+            if st.removed {
+                continue;
+            }
+            cp.partitions.push(CheckpointPartition {
+                id: p.id,
+                index_end_offset: st.durable_end,
+                log_start: st.log_start,
+            });
+            if std::mem::take(&mut st.index_dirty) {
+                to_sync.push((st.index_file.clone(), st.index_path.clone()));
+            }
+        }
+        for (file, path) in &to_sync {
+            if let Err(e) = self.io.sync_data(file) {
+                return Err(self.poison(format!("fdatasync of {} failed: {e}", path.display())));
+            }
+        }
+        let bytes = cp.encode();
+        let tmp = self.dir.join(CHECKPOINT_TMP_FILE);
+        let done = File::create(&tmp)
+            .and_then(|f| {
+                self.io.write_all_at(&f, &bytes, 0)?;
+                self.io.sync_data(&f)
+            })
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE)))
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = done {
+            return Err(self.poison(format!("writing the checkpoint in {} failed: {e}", self.dir.display())));
+        }
+        *last = Instant::now();
+        Ok(position)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoint_dirty.load(Ordering::SeqCst)
+            && lock(&self.checkpoint_lock).elapsed()
+                >= Duration::from_millis(self.config.index_checkpoint_interval_ms)
+    }
+
+    /// Stop accepting appends, sync, checkpoint, and stop the flusher.
+    pub fn shutdown(&self) -> Result<(), StorageError> {
+        let synced = self.flush_round();
+        {
+            let mut w = lock(&self.writer);
+            w.closed = true;
+        }
+        self.flush_cv.notify_all();
+        let handle = lock(&self.flusher).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!("the flusher thread panicked");
+            }
+        }
+        synced?;
+        self.write_checkpoint().map(|_| ())
+    }
+}
+
+/// Decide whether a sync round is due now, and otherwise how long to sleep.
+fn sync_due(w: &Writer, now: Instant) -> (bool, Duration) {
+    if w.sync_requested || w.strict_pending {
+        return (true, Duration::ZERO);
+    }
+    let mut wait = Duration::from_millis(FLUSHER_IDLE_WAIT_MS);
+    for m in w.pending.values() {
+        if m.appends >= m.flush_messages.max(1) {
+            return (true, Duration::ZERO);
+        }
+        let deadline = m.first_at.checked_add(Duration::from_millis(m.flush_ms));
+        match deadline {
+            Some(d) if d <= now => return (true, Duration::ZERO),
+            Some(d) => wait = wait.min(d - now),
+            None => {}
+        }
+    }
+    (false, wait)
+}
+
+fn flusher_main(weak: Weak<LogInner>) {
+    loop {
+        let Some(log) = weak.upgrade() else { return };
+        {
+            let w = lock(&log.writer);
+            if w.closed {
+                return;
+            }
+            let (due, wait) = if w.poisoned.is_some() {
+                (false, Duration::from_millis(FLUSHER_IDLE_WAIT_MS))
+            } else {
+                sync_due(&w, Instant::now())
+            };
+            if !due {
+                let checkpoint = w.poisoned.is_none() && log.checkpoint_due();
+                if !checkpoint {
+                    let _ = log.flush_cv.wait_timeout(w, wait).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+            }
+        }
+        // Errors poison the log and are reported there; waiters see them.
+        let _ = log.flush_round();
+        if log.checkpoint_due() {
+            let _ = log.write_checkpoint();
+        }
+    }
+}
+
+/// fsync a directory so created, renamed or deleted entries in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}

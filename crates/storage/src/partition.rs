@@ -1,0 +1,544 @@
+//! One partition's queue index and its operations on the shared log:
+//! append (validation, idempotent-producer checks, offset assignment), read,
+//! offset and time look-ups, and log-start moves.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::batch::{self, BatchInfo};
+use crate::error::{AppendError, ReadError, StorageError};
+use crate::format::{
+    self, ENTRY_HEADER_BYTES, EntryKind, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry,
+};
+use crate::log::{LogInner, MarkerUpdate, Segment, io_err, lock, read};
+use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch};
+use crate::{
+    AppendOutcome, DurableWait, PartitionConfig, PartitionId, PartitionOffsets, ReadOutcome,
+    TimestampType,
+};
+
+/// One batch in the in-memory queue index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemEntry {
+    pub entry: IndexEntry,
+    /// Entry number in the index file.
+    pub slot: u64,
+    /// The largest max timestamp of this and every earlier live entry, so the
+    /// time look-up can binary-search even when timestamps go backwards.
+    pub running_max_ts: i64,
+}
+
+/// Everything about a partition that changes, behind one lock.
+pub(crate) struct PartitionState {
+    pub config: PartitionConfig,
+    pub leader_epoch: i32,
+    /// Live batches in offset order (the first may start below `log_start`).
+    pub entries: VecDeque<MemEntry>,
+    pub log_start: i64,
+    pub log_end: i64,
+    pub hw: i64,
+    /// Offset after the last batch known to be fdatasync'd.
+    pub durable_end: i64,
+    /// Bytes of live batches, for `retention.bytes`.
+    pub live_bytes: u64,
+    pub index_file: Arc<File>,
+    pub index_path: PathBuf,
+    pub next_slot: u64,
+    /// The index file has writes not yet fsync'd by a checkpoint.
+    pub index_dirty: bool,
+    pub producers: ProducerTable,
+    pub removed: bool,
+}
+
+impl PartitionState {
+    pub fn offsets(&self) -> PartitionOffsets {
+        PartitionOffsets {
+            log_start: self.log_start,
+            high_watermark: self.hw,
+            last_stable: self.hw,
+            log_end: self.log_end,
+        }
+    }
+
+    /// Position in `entries` of the batch holding `offset`.
+    pub fn find(&self, offset: i64) -> Option<usize> {
+        let i = self.entries.partition_point(|e| e.entry.base_offset <= offset);
+        let i = i.checked_sub(1)?;
+        (self.entries.get(i)?.entry.last_offset() >= offset).then_some(i)
+    }
+
+    pub fn push_entry(&mut self, entry: IndexEntry, slot: u64) {
+        let prev = self.entries.back().map_or(i64::MIN, |e| e.running_max_ts);
+        self.live_bytes += u64::from(entry.size);
+        self.entries.push_back(MemEntry {
+            entry,
+            slot,
+            running_max_ts: prev.max(entry.max_timestamp),
+        });
+    }
+
+    /// Drop batches that end below the log start.
+    pub fn trim(&mut self) {
+        let mut dropped = false;
+        while let Some(front) = self.entries.front() {
+            if front.entry.last_offset() >= self.log_start {
+                break;
+            }
+            self.live_bytes = self.live_bytes.saturating_sub(u64::from(front.entry.size));
+            self.entries.pop_front();
+            dropped = true;
+        }
+        if dropped {
+            let mut running = i64::MIN;
+            for e in &mut self.entries {
+                running = running.max(e.entry.max_timestamp);
+                e.running_max_ts = running;
+            }
+        }
+    }
+
+    /// Move the log start forward (never backwards, never past the high watermark).
+    pub fn advance_log_start(&mut self, offset: i64) -> bool {
+        let offset = offset.min(self.hw);
+        if offset <= self.log_start {
+            return false;
+        }
+        self.log_start = offset;
+        self.trim();
+        true
+    }
+
+    /// Rebuild idempotent-producer state from the index.
+    pub fn rebuild_producers(&mut self) {
+        let mut table = ProducerTable::default();
+        let mut states: HashMap<i64, ProducerState> = HashMap::new();
+        for e in &self.entries {
+            let e = e.entry;
+            if e.producer_id < 0 {
+                continue;
+            }
+            let state = states.entry(e.producer_id).or_default();
+            state.record(
+                e.producer_epoch,
+                SequencedBatch {
+                    first_seq: e.base_sequence,
+                    last_seq: batch::increment_sequence(e.base_sequence, e.last_offset_delta),
+                    base_offset: e.base_offset,
+                    last_offset: e.last_offset(),
+                },
+            );
+        }
+        for (id, s) in states {
+            table.put(id, s);
+        }
+        self.producers = table;
+    }
+
+    /// Write index entries to the index file at their slots (no fsync).
+    pub fn write_index(&mut self, first_slot: u64, bytes: &[u8], log: &LogInner) -> Result<(), StorageError> {
+        let at = INDEX_HEADER_BYTES + first_slot * INDEX_ENTRY_BYTES as u64;
+        if let Err(e) = log.io.write_all_at(&self.index_file, bytes, at) {
+            return Err(log.poison(format!("write to {} failed: {e}", self.index_path.display())));
+        }
+        self.index_dirty = true;
+        log.checkpoint_dirty.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A partition's identity and state.
+pub(crate) struct PartitionInner {
+    pub id: PartitionId,
+    pub state: Mutex<PartitionState>,
+}
+
+impl PartitionInner {
+    /// The flusher made everything up to `end_offset` durable. Returns whether
+    /// the high watermark moved.
+    pub fn mark_durable(&self, end_offset: i64) -> bool {
+        let mut st = lock(&self.state);
+        st.durable_end = st.durable_end.max(end_offset.min(st.log_end));
+        let hw = st.hw.max(st.durable_end);
+        let moved = hw != st.hw;
+        st.hw = hw;
+        moved
+    }
+}
+
+/// Validate, sequence-check, patch and append one produce payload.
+pub(crate) fn append(
+    log: &LogInner,
+    part: &Arc<PartitionInner>,
+    payload: Bytes,
+) -> Result<AppendOutcome, AppendError> {
+    let mut st = lock(&part.state);
+    if st.removed {
+        return Err(AppendError::Storage(removed_error(part.id)));
+    }
+    let infos = batch::parse_payload(&payload, st.config.max_message_bytes)?;
+    let now_ms = log.clock.now_ms();
+
+    // Sequence checks, against a scratch copy so a refused payload changes nothing.
+    let mut scratch: HashMap<i64, ProducerState> = HashMap::new();
+    let mut duplicates = Vec::new();
+    let mut next = st.log_end;
+    for info in &infos {
+        let count = i64::from(info.last_offset_delta) + 1;
+        if info.producer_id >= 0 {
+            let state = scratch
+                .get(&info.producer_id)
+                .or_else(|| st.producers.get(info.producer_id));
+            let check = ProducerState::check(
+                state,
+                info.producer_id,
+                info.producer_epoch,
+                info.base_sequence,
+                info.last_sequence(),
+            )?;
+            match check {
+                SequenceCheck::Duplicate(d) => {
+                    duplicates.push(d);
+                    continue;
+                }
+                SequenceCheck::Accept => {
+                    let mut s = state.cloned().unwrap_or_default();
+                    s.record(
+                        info.producer_epoch,
+                        SequencedBatch {
+                            first_seq: info.base_sequence,
+                            last_seq: info.last_sequence(),
+                            base_offset: next,
+                            last_offset: next + count - 1,
+                        },
+                    );
+                    scratch.insert(info.producer_id, s);
+                }
+            }
+        }
+        next += count;
+    }
+    if !duplicates.is_empty() {
+        if duplicates.len() != infos.len() {
+            return Err(AppendError::InvalidBatch(
+                "a payload mixes retried duplicate batches with new ones",
+            ));
+        }
+        return Ok(duplicate_outcome(log, &st, &duplicates));
+    }
+
+    // Build the entries: header + batch with broker-owned fields patched.
+    let total: usize = infos.iter().map(|i| i.len + ENTRY_HEADER_BYTES).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut entries = Vec::with_capacity(infos.len());
+    let mut scratch_batch = Vec::new();
+    let mut offset = st.log_end;
+    let log_append = st.config.timestamp_type == TimestampType::LogAppendTime;
+    for info in &infos {
+        let src = payload.get(info.start..info.start + info.len).unwrap_or_default();
+        scratch_batch.clear();
+        scratch_batch.extend_from_slice(src);
+        batch::patch_offsets(&mut scratch_batch, offset, st.leader_epoch);
+        let mut info = *info;
+        if log_append {
+            info.attributes = batch::stamp_log_append_time(&mut scratch_batch, now_ms);
+            info.max_timestamp = now_ms;
+        }
+        let position_in_buf = out.len() as u64;
+        format::put_entry(&mut out, EntryKind::Batch, part.id, offset, &scratch_batch);
+        entries.push((position_in_buf, index_entry(&info, offset)));
+        offset += i64::from(info.last_offset_delta) + 1;
+    }
+    let end_offset = offset;
+    let base_offset = st.log_end;
+    let marker = MarkerUpdate {
+        partition: part.clone(),
+        end_offset,
+        flush_messages: st.config.flush_messages,
+        flush_ms: st.config.flush_ms,
+    };
+    let start = log.write_entries(&out, Some(marker))?;
+    let end_position = start + out.len() as u64;
+
+    // Index entries, in memory and in the index file (fsync'd by the checkpoint).
+    let first_slot = st.next_slot;
+    let mut index_bytes = Vec::with_capacity(entries.len() * INDEX_ENTRY_BYTES);
+    for (i, (rel, mut e)) in entries.into_iter().enumerate() {
+        e.position = start + rel;
+        index_bytes.extend_from_slice(&e.encode());
+        st.push_entry(e, first_slot + i as u64);
+    }
+    st.next_slot += (index_bytes.len() / INDEX_ENTRY_BYTES) as u64;
+    st.write_index(first_slot, &index_bytes, log)?;
+    for (id, s) in scratch {
+        st.producers.put(id, s);
+    }
+    st.log_end = end_offset;
+    let strict = st.config.flush_messages <= 1;
+    if !strict {
+        st.hw = end_offset;
+        log.bump_progress();
+    }
+    Ok(AppendOutcome {
+        base_offset,
+        last_offset: end_offset - 1,
+        log_append_time: if log_append { now_ms } else { -1 },
+        log_start_offset: st.log_start,
+        duplicate: false,
+        durable: if strict {
+            DurableWait::pending(log.durable_tx.subscribe(), end_position)
+        } else {
+            DurableWait::ready()
+        },
+    })
+}
+
+fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
+    IndexEntry {
+        base_offset,
+        last_offset_delta: info.last_offset_delta,
+        size: info.len as u32,
+        position: 0,
+        max_timestamp: info.max_timestamp,
+        producer_id: info.producer_id,
+        producer_epoch: info.producer_epoch,
+        attributes: info.attributes,
+        base_sequence: info.base_sequence,
+    }
+}
+
+fn duplicate_outcome(log: &LogInner, st: &PartitionState, dups: &[SequencedBatch]) -> AppendOutcome {
+    let base_offset = dups.first().map_or(-1, |d| d.base_offset);
+    let last_offset = dups.last().map_or(-1, |d| d.last_offset);
+    let strict = st.config.flush_messages <= 1;
+    let durable = if !strict || last_offset < st.durable_end {
+        DurableWait::ready()
+    } else {
+        // The original is written but not yet durable: wait for its end.
+        let end = st
+            .find(last_offset)
+            .and_then(|i| st.entries.get(i))
+            .map_or(0, |e| e.entry.end_position());
+        DurableWait::pending(log.durable_tx.subscribe(), end)
+    };
+    AppendOutcome {
+        base_offset,
+        last_offset,
+        log_append_time: -1,
+        log_start_offset: st.log_start,
+        duplicate: true,
+        durable,
+    }
+}
+
+pub(crate) fn removed_error(id: PartitionId) -> StorageError {
+    StorageError::Poisoned {
+        reason: Arc::from(format!("partition {}-{} was removed", id.topic_id, id.partition)),
+    }
+}
+
+/// One stored batch to read: where it is and what it must be.
+pub(crate) struct Located {
+    pub entry: IndexEntry,
+    pub segment: Arc<Segment>,
+}
+
+/// Locate the batches in `st.entries[from..]` (below the high watermark) for a read
+/// of up to `limit` bytes, at least one.
+fn locate(log: &LogInner, st: &PartitionState, from: usize, limit: usize) -> Result<Vec<Located>, StorageError> {
+    let segments = read(&log.segments);
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for e in st.entries.iter().skip(from) {
+        let e = e.entry;
+        if e.base_offset >= st.hw {
+            break;
+        }
+        if !out.is_empty() && total + e.size as usize > limit {
+            break;
+        }
+        let segment = segments
+            .range(..=e.position)
+            .next_back()
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| StorageError::Corrupt {
+                file: "commit log".into(),
+                detail: format!("no segment holds position {}", e.position),
+            })?;
+        total += e.size as usize;
+        out.push(Located { entry: e, segment });
+        if total >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Read located batches: each run of batches adjacent in one segment with one
+/// pread, then the entry headers between them cut out.
+pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u8>, StorageError> {
+    let total: usize = items.iter().map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut i = 0;
+    while i < items.len() {
+        let first = &items[i];
+        let mut j = i + 1;
+        while let Some(next) = items.get(j) {
+            let prev = &items[j - 1];
+            if !Arc::ptr_eq(&next.segment, &first.segment) || next.entry.position != prev.entry.end_position() {
+                break;
+            }
+            j += 1;
+        }
+        let run = &items[i..j];
+        let run_len = (run[run.len() - 1].entry.end_position() - first.entry.position) as usize;
+        let at = out.len();
+        out.resize(at + run_len, 0);
+        let file_offset = first.segment.file_offset(first.entry.position);
+        let buf = out.get_mut(at..).unwrap_or_default();
+        first
+            .segment
+            .file
+            .read_exact_at(buf, file_offset)
+            .map_err(|e| io_err(format!("reading {}", first.segment.path.display()), e))?;
+        // Cut the headers out in place, checking each one names this batch.
+        let mut dst = at;
+        let mut src = at;
+        for l in run {
+            let header = out.get(src..src + ENTRY_HEADER_BYTES).and_then(format::decode_entry_header);
+            let ok = header.is_some_and(|h| {
+                h.partition == part && h.base_offset == l.entry.base_offset && h.batch_len() == l.entry.size as usize
+            });
+            if !ok {
+                return Err(StorageError::Corrupt {
+                    file: first.segment.path.display().to_string(),
+                    detail: format!(
+                        "entry at position {} is not batch {} of {}-{}",
+                        l.entry.position, l.entry.base_offset, part.topic_id, part.partition
+                    ),
+                });
+            }
+            let body = src + ENTRY_HEADER_BYTES;
+            out.copy_within(body..body + l.entry.size as usize, dst);
+            dst += l.entry.size as usize;
+            src = body + l.entry.size as usize;
+        }
+        out.truncate(dst);
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Read whole batches from `offset`, at most `max_bytes` (at least one batch).
+pub(crate) fn read_from(
+    log: &LogInner,
+    part: &PartitionInner,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<ReadOutcome, ReadError> {
+    let (items, offsets) = {
+        let st = lock(&part.state);
+        let offsets = st.offsets();
+        if offset < st.log_start || offset > st.hw {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start,
+                log_end: st.hw,
+            });
+        }
+        if offset == st.hw {
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                offsets,
+            });
+        }
+        let Some(from) = st.find(offset) else {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start,
+                log_end: st.hw,
+            });
+        };
+        let limit = max_bytes.min(log.config.read_bytes_max);
+        (locate(log, &st, from, limit)?, offsets)
+    };
+    let records = read_located(part.id, &items)?;
+    Ok(ReadOutcome {
+        records: Bytes::from(records),
+        offsets,
+    })
+}
+
+/// First record at or after `timestamp`, as (offset, timestamp).
+pub(crate) fn offset_for_timestamp(
+    log: &LogInner,
+    part: &PartitionInner,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    loop_candidates(log, part, |st| {
+        let i = st.entries.partition_point(|e| e.running_max_ts < timestamp);
+        (i, timestamp)
+    })
+}
+
+/// The record with the largest timestamp (the first one, if several share it).
+pub(crate) fn max_timestamp(log: &LogInner, part: &PartitionInner) -> Result<Option<(i64, i64)>, ReadError> {
+    loop_candidates(log, part, |st| {
+        let visible = st.entries.partition_point(|e| e.entry.base_offset < st.hw);
+        let max = visible
+            .checked_sub(1)
+            .and_then(|i| st.entries.get(i))
+            .map_or(i64::MAX, |e| e.running_max_ts);
+        let i = st.entries.partition_point(|e| e.running_max_ts < max);
+        (i, max)
+    })
+}
+
+/// Scan visible batches from the index `pick` chooses for the first record at
+/// or after the timestamp it returns.
+fn loop_candidates(
+    log: &LogInner,
+    part: &PartitionInner,
+    pick: impl Fn(&PartitionState) -> (usize, i64),
+) -> Result<Option<(i64, i64)>, ReadError> {
+    let (candidates, log_start, timestamp) = {
+        let st = lock(&part.state);
+        let (from, timestamp) = pick(&st);
+        let mut items = Vec::new();
+        for e in st.entries.iter().skip(from) {
+            if e.entry.base_offset >= st.hw {
+                break;
+            }
+            if e.entry.max_timestamp >= timestamp {
+                items.push(e.entry);
+                // A batch's records may all sit below the log start; keep a few more.
+                if items.len() >= 4 {
+                    break;
+                }
+            }
+        }
+        let segs = read(&log.segments);
+        let mut located = Vec::with_capacity(items.len());
+        for e in items {
+            if let Some((_, s)) = segs.range(..=e.position).next_back() {
+                located.push(Located {
+                    entry: e,
+                    segment: s.clone(),
+                });
+            }
+        }
+        (located, st.log_start, timestamp)
+    };
+    for l in &candidates {
+        let bytes = Bytes::from(read_located(part.id, std::slice::from_ref(l))?);
+        if let Some(found) = batch::find_record_at_or_after(&bytes, log_start, timestamp) {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}

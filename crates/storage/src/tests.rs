@@ -1,0 +1,632 @@
+//! Unit tests of the whole engine through its public API, with injected
+//! clocks and file I/O.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+use uuid::Uuid;
+
+use crate::batch::test_batches::{batch, batch_with};
+use crate::io::FileIo;
+use crate::*;
+
+/// A clock the test moves by hand.
+#[derive(Default)]
+pub(crate) struct ManualClock(pub AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// File I/O whose fdatasync can be held back or made to fail.
+#[derive(Default)]
+struct GatedIo {
+    fail_sync: AtomicBool,
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl GatedIo {
+    fn hold(&self) {
+        *self.held.lock().unwrap() = true;
+    }
+    fn release(&self) {
+        *self.held.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+}
+
+impl FileIo for GatedIo {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        let mut held = self.held.lock().unwrap();
+        while *held {
+            held = self.released.wait(held).unwrap();
+        }
+        drop(held);
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc_eio()));
+        }
+        file.sync_data()
+    }
+}
+
+fn libc_eio() -> i32 {
+    5 // EIO
+}
+
+pub(crate) fn pid(n: i32) -> PartitionId {
+    PartitionId {
+        topic_id: Uuid::from_u128(0xfeed),
+        partition: n,
+    }
+}
+
+pub(crate) fn open_log(dir: &Path, config: LogConfig) -> CommitLog {
+    CommitLog::open(dir, config, Arc::new(ManualClock::default())).unwrap().0
+}
+
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The batch as the log stores it: base offset and leader epoch patched.
+pub(crate) fn stored(b: &Bytes, base_offset: i64) -> Vec<u8> {
+    let mut v = b.to_vec();
+    crate::batch::patch_offsets(&mut v, base_offset, 0);
+    v
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2_000,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn appended_batches_read_back_byte_for_byte_across_segment_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), small_segments());
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40usize {
+        let b = batch(1 + i % 4, 20 + i * 7);
+        let out = p.append(b.clone()).unwrap();
+        block_on(out.durable.wait()).unwrap();
+        expected.push((out.base_offset, out.last_offset, stored(&b, out.base_offset)));
+    }
+    let segments = std::fs::read_dir(dir.path().join("log")).unwrap().count();
+    assert!(segments > 3, "only {segments} segments");
+    for (base, last, bytes) in &expected {
+        for offset in *base..=*last {
+            let r = p.read(offset, 1).unwrap();
+            assert_eq!(&r.records[..], &bytes[..], "offset {offset}");
+        }
+    }
+    // A large read returns consecutive batches, stitched across segments.
+    let all: Vec<u8> = expected.iter().flat_map(|(_, _, b)| b.clone()).collect();
+    let r = p.read(0, 1 << 20).unwrap();
+    assert_eq!(&r.records[..], &all[..]);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn read_limits_and_ranges_follow_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let a = batch(3, 100);
+    let b = batch(2, 100);
+    let oa = p.append(a.clone()).unwrap();
+    block_on(oa.durable.wait()).unwrap();
+    let ob = p.append(b.clone()).unwrap();
+    block_on(ob.durable.wait()).unwrap();
+    assert_eq!((oa.base_offset, oa.last_offset, ob.base_offset, ob.last_offset), (0, 2, 3, 4));
+    // max_bytes smaller than one batch still returns that batch (KIP-74).
+    assert_eq!(p.read(1, 10).unwrap().records.len(), a.len());
+    // Room for both batches returns both.
+    assert_eq!(p.read(0, a.len() + b.len()).unwrap().records.len(), a.len() + b.len());
+    // The end of the log reads empty; past it is out of range.
+    let r = p.read(5, 1000).unwrap();
+    assert!(r.records.is_empty());
+    assert_eq!(r.offsets.high_watermark, 5);
+    assert!(matches!(p.read(6, 1000), Err(ReadError::OffsetOutOfRange { .. })));
+    assert!(matches!(p.read(-1, 1000), Err(ReadError::OffsetOutOfRange { .. })));
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn refused_payload_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let mut payload = batch(2, 10).to_vec();
+    let mut bad = batch(2, 10).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    payload.extend_from_slice(&bad);
+    assert!(matches!(p.append(Bytes::from(payload)), Err(AppendError::CorruptBatch)));
+    assert_eq!(p.offsets().log_end, 0);
+    let too_big = PartitionConfig {
+        max_message_bytes: 50,
+        ..PartitionConfig::default()
+    };
+    p.set_config(too_big);
+    assert!(matches!(p.append(batch(2, 10)), Err(AppendError::MessageTooLarge { .. })));
+    assert_eq!(p.offsets().log_end, 0);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn time_lookup_finds_records_inside_plain_and_compressed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    for (n, c) in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd, Compression::Snappy]
+        .into_iter()
+        .enumerate()
+    {
+        let p = log.create_partition(pid(n as i32), PartitionConfig::default()).unwrap();
+        // Timestamps go backwards between batches: the running max keeps the search sound.
+        for ts in [[100, 110, 120], [90, 95, 130], [200, 150, 250]] {
+            let out = p.append(batch_with(3, 5, &ts, c, None)).unwrap();
+            block_on(out.durable.wait()).unwrap();
+        }
+        assert_eq!(p.offset_for_timestamp(0).unwrap(), Some((0, 100)), "{c:?}");
+        assert_eq!(p.offset_for_timestamp(111).unwrap(), Some((2, 120)), "{c:?}");
+        assert_eq!(p.offset_for_timestamp(121).unwrap(), Some((5, 130)), "{c:?}");
+        assert_eq!(p.offset_for_timestamp(140).unwrap(), Some((6, 200)), "{c:?}");
+        assert_eq!(p.offset_for_timestamp(201).unwrap(), Some((8, 250)), "{c:?}");
+        assert_eq!(p.offset_for_timestamp(251).unwrap(), None, "{c:?}");
+        assert_eq!(p.max_timestamp().unwrap(), Some((8, 250)), "{c:?}");
+    }
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn log_append_time_stamps_the_batch_and_its_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(7_000)));
+    let log = CommitLog::open(dir.path(), LogConfig::default(), clock).unwrap().0;
+    let config = PartitionConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..PartitionConfig::default()
+    };
+    let p = log.create_partition(pid(0), config).unwrap();
+    let out = p.append(batch_with(2, 5, &[1, 2], Compression::None, None)).unwrap();
+    assert_eq!(out.log_append_time, 7_000);
+    block_on(out.durable.wait()).unwrap();
+    let r = p.read(0, 1000).unwrap();
+    // The stored batch still passes its CRC, with the append time as max timestamp.
+    let infos = crate::batch::parse_payload(&r.records, u32::MAX).unwrap();
+    assert_eq!(infos[0].max_timestamp, 7_000);
+    assert_eq!(p.offset_for_timestamp(5).unwrap(), Some((0, 7_000)));
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn idempotent_producer_duplicates_gaps_and_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let b0 = batch_with(3, 5, &[], Compression::None, Some((42, 0, 0)));
+    let b1 = batch_with(2, 5, &[], Compression::None, Some((42, 0, 3)));
+    let first = p.append(b0.clone()).unwrap();
+    assert!(!first.duplicate);
+    let second = p.append(b1.clone()).unwrap();
+    assert_eq!((second.base_offset, second.last_offset), (3, 4));
+    // A retry of the first batch is answered with its original offsets and writes nothing.
+    let retry = p.append(b0.clone()).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+    block_on(retry.durable.wait()).unwrap();
+    assert_eq!(p.offsets().log_end, 5);
+    // A gap is refused.
+    let gap = batch_with(1, 5, &[], Compression::None, Some((42, 0, 9)));
+    assert!(matches!(
+        p.append(gap),
+        Err(AppendError::OutOfOrderSequence { expected: 5, got: 9, .. })
+    ));
+    // A new epoch must start at sequence 0; an older one is fenced.
+    let new_epoch_bad = batch_with(1, 5, &[], Compression::None, Some((42, 1, 5)));
+    assert!(matches!(p.append(new_epoch_bad), Err(AppendError::OutOfOrderSequence { expected: 0, .. })));
+    p.append(batch_with(1, 5, &[], Compression::None, Some((42, 1, 0)))).unwrap();
+    let old_epoch = batch_with(1, 5, &[], Compression::None, Some((42, 0, 5)));
+    assert!(matches!(p.append(old_epoch), Err(AppendError::InvalidProducerEpoch { current: 1, got: 0, .. })));
+    // An unknown producer may start anywhere.
+    p.append(batch_with(1, 5, &[], Compression::None, Some((77, 0, 1000)))).unwrap();
+    log.shutdown().unwrap();
+
+    // The state survives a restart: the retry is still a duplicate.
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let retry = p.append(batch_with(1, 5, &[], Compression::None, Some((42, 1, 0)))).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 5);
+    let next = batch_with(1, 5, &[], Compression::None, Some((77, 0, 1001)));
+    assert!(!p.append(next).unwrap().duplicate);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn high_watermark_moves_only_after_the_fsync_when_flush_messages_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(GatedIo::default());
+    let (log, _) = CommitLog::open_with_io(
+        dir.path(),
+        LogConfig::default(),
+        Arc::new(ManualClock::default()),
+        io.clone(),
+    )
+    .unwrap();
+    let strict = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let relaxed_config = PartitionConfig {
+        flush_messages: 1_000,
+        ..PartitionConfig::default()
+    };
+    let relaxed = log.create_partition(pid(1), relaxed_config).unwrap();
+    io.hold();
+    let out = strict.append(batch(2, 10)).unwrap();
+    assert!(!out.durable.is_ready());
+    let o = strict.offsets();
+    assert_eq!((o.high_watermark, o.log_end), (0, 2));
+    assert!(strict.read(0, 100).unwrap().records.is_empty());
+    // A relaxed partition exposes its records at once.
+    let rel = relaxed.append(batch(3, 10)).unwrap();
+    assert!(rel.durable.is_ready());
+    assert_eq!(relaxed.offsets().high_watermark, 3);
+    io.release();
+    block_on(out.durable.wait()).unwrap();
+    assert_eq!(strict.offsets().high_watermark, 2);
+    assert_eq!(strict.read(0, 100).unwrap().records.len(), batch(2, 10).len());
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn failed_fsync_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(GatedIo::default());
+    let (log, _) = CommitLog::open_with_io(
+        dir.path(),
+        LogConfig::default(),
+        Arc::new(ManualClock::default()),
+        io.clone(),
+    )
+    .unwrap();
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let ok = p.append(batch(1, 10)).unwrap();
+    block_on(ok.durable.wait()).unwrap();
+    io.fail_sync.store(true, Ordering::SeqCst);
+    let pending = p.append(batch(1, 10)).unwrap();
+    let err = block_on(pending.durable.wait()).unwrap_err();
+    assert!(matches!(err, StorageError::Poisoned { .. }), "{err}");
+    // Not retried: later appends are refused even once the disk "recovers".
+    io.fail_sync.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        p.append(batch(1, 10)),
+        Err(AppendError::Storage(StorageError::Poisoned { .. }))
+    ));
+    // The record that never became durable was never exposed.
+    assert_eq!(p.offsets().high_watermark, 1);
+}
+
+#[test]
+fn progress_changes_when_the_high_watermark_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let mut progress = log.progress();
+    let before = *progress.borrow_and_update();
+    let out = p.append(batch(1, 10)).unwrap();
+    block_on(out.durable.wait()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while *progress.borrow() == before {
+        assert!(Instant::now() < deadline, "progress never moved");
+        std::thread::yield_now();
+    }
+    log.shutdown().unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for ent in std::fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let target = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_dir(&ent.path(), &target);
+        } else {
+            std::fs::copy(ent.path(), &target).unwrap();
+        }
+    }
+}
+
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.pop().unwrap()
+}
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("log")).unwrap().count()
+}
+
+fn no_checkpoints() -> LogConfig {
+    LogConfig {
+        index_checkpoint_interval_ms: 3_600_000,
+        ..LogConfig::default()
+    }
+}
+
+/// Append `n` batches to partition `p` of a fresh log, waiting for each to be durable.
+fn fill(p: &Partition, n: usize, value_len: usize) -> Vec<(i64, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let b = batch(1 + i % 3, value_len + i);
+            let out = p.append(b.clone()).unwrap();
+            block_on(out.durable.wait()).unwrap();
+            (out.base_offset, stored(&b, out.base_offset))
+        })
+        .collect()
+}
+
+fn assert_reads(p: &Partition, expected: &[(i64, Vec<u8>)]) {
+    for (base, bytes) in expected {
+        let r = p.read(*base, 1).unwrap();
+        assert_eq!(&r.records[..], &bytes[..], "batch at {base}");
+    }
+}
+
+#[test]
+fn a_torn_last_entry_is_cut_at_every_byte_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = tempfile::tempdir().unwrap();
+    let (earlier, last_len, last_base) = {
+        let log = open_log(dir.path(), no_checkpoints());
+        let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        let earlier = fill(&p, 5, 30);
+        log.shutdown().unwrap();
+        // Reopen so the checkpoint lies before the last entry, then "crash" after it.
+        let log = open_log(dir.path(), no_checkpoints());
+        let p = log.partition(pid(0)).unwrap();
+        let mut earlier = earlier;
+        earlier.extend(fill(&p, 2, 40));
+        let b = batch(2, 50);
+        let out = p.append(b.clone()).unwrap();
+        block_on(out.durable.wait()).unwrap();
+        copy_dir(dir.path(), snapshot.path());
+        (earlier, b.len() + crate::format::ENTRY_HEADER_BYTES, out.base_offset)
+    };
+    let seg = last_segment(snapshot.path());
+    let full = std::fs::metadata(&seg).unwrap().len();
+    for keep in 0..last_len as u64 {
+        let trial = tempfile::tempdir().unwrap();
+        copy_dir(snapshot.path(), trial.path());
+        let seg = trial.path().join("log").join(seg.file_name().unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(full - last_len as u64 + keep)
+            .unwrap();
+        let (log, report) =
+            CommitLog::open(trial.path(), no_checkpoints(), Arc::new(ManualClock::default())).unwrap();
+        assert_eq!(report.bytes_truncated, keep, "cut at {keep}");
+        let p = log.partition(pid(0)).unwrap();
+        assert_eq!(p.offsets().log_end, last_base, "cut at {keep}");
+        assert_eq!(p.offsets().high_watermark, last_base, "cut at {keep}");
+        assert_reads(&p, &earlier);
+        let again = p.append(batch(1, 10)).unwrap();
+        assert_eq!(again.base_offset, last_base, "cut at {keep}");
+        block_on(again.durable.wait()).unwrap();
+        log.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn garbage_after_the_last_entry_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let log = open_log(dir.path(), no_checkpoints());
+        let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        let e = fill(&p, 4, 30);
+        log.shutdown().unwrap();
+        e
+    };
+    // Without a checkpoint the whole log is scanned.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let seg = last_segment(dir.path());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &[0xab; 333]).unwrap();
+    drop(f);
+    let (log, report) = CommitLog::open(dir.path(), no_checkpoints(), Arc::new(ManualClock::default())).unwrap();
+    assert_eq!(report.bytes_truncated, 333);
+    assert_eq!(report.index_entries_rebuilt, 4);
+    let p = log.partition(pid(0)).unwrap();
+    assert_reads(&p, &expected);
+    assert_eq!(p.append(batch(1, 1)).unwrap().base_offset, expected.last().unwrap().0 + 1);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn entries_of_removed_partitions_are_skipped_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_log(dir.path(), no_checkpoints());
+        let a = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        let b = log.create_partition(pid(1), PartitionConfig::default()).unwrap();
+        fill(&a, 2, 10);
+        fill(&b, 2, 10);
+        log.remove_partition(pid(1)).unwrap();
+        log.shutdown().unwrap();
+    }
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    assert_eq!(log.partitions(), vec![pid(0)]);
+    assert_eq!(log.partition(pid(0)).unwrap().offsets().log_end, 3);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn retention_by_time_advances_the_log_start_and_deletes_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let log = CommitLog::open(dir.path(), small_segments(), clock.clone()).unwrap().0;
+    let config = PartitionConfig {
+        retention_ms: Some(10_000),
+        ..PartitionConfig::default()
+    };
+    let p = log.create_partition(pid(0), config).unwrap();
+    // Old batches (timestamps around 1_000), then new ones (around 100_000).
+    for i in 0..20i64 {
+        let ts = if i < 15 { 1_000 + i } else { 100_000 + i };
+        let out = p.append(batch_with(2, 200, &[ts, ts], Compression::None, None)).unwrap();
+        block_on(out.durable.wait()).unwrap();
+    }
+    let before = segment_count(dir.path());
+    clock.0.store(105_000, Ordering::SeqCst);
+    log.run_maintenance().unwrap();
+    assert_eq!(p.offsets().log_start, 30);
+    assert!(matches!(p.read(29, 100), Err(ReadError::OffsetOutOfRange { .. })));
+    assert_eq!(p.read(30, 1).unwrap().records.len(), batch(2, 200).len());
+    let after = segment_count(dir.path());
+    assert!(after < before, "segments {before} -> {after}");
+    log.shutdown().unwrap();
+    // The log start survives a restart.
+    let log = open_log(dir.path(), small_segments());
+    assert_eq!(log.partition(pid(0)).unwrap().offsets().log_start, 30);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn retention_by_size_keeps_the_newest_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), small_segments());
+    let one = batch(1, 100).len() as i64;
+    let config = PartitionConfig {
+        retention_bytes: Some(3 * one),
+        retention_ms: None,
+        ..PartitionConfig::default()
+    };
+    let p = log.create_partition(pid(0), config).unwrap();
+    for _ in 0..10 {
+        let out = p.append(batch(1, 100)).unwrap();
+        block_on(out.durable.wait()).unwrap();
+    }
+    log.run_maintenance().unwrap();
+    assert_eq!(p.offsets().log_start, 7);
+    assert_eq!(p.read(7, 1 << 20).unwrap().records.len() as i64, 3 * one);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn delete_records_moves_the_log_start_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_log(dir.path(), no_checkpoints());
+        let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        fill(&p, 6, 20); // offsets 0..=11
+        assert_eq!(p.delete_records_before(4).unwrap(), 4);
+        assert!(matches!(p.read(3, 100), Err(ReadError::OffsetOutOfRange { .. })));
+        // Mid-batch start: the batch holding offset 4 is still returned whole.
+        assert!(!p.read(4, 1).unwrap().records.is_empty());
+        assert!(matches!(p.delete_records_before(100), Err(ReadError::OffsetOutOfRange { .. })));
+        // Crash: no shutdown, no periodic checkpoint.
+    }
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log.partition(pid(0)).unwrap();
+    assert_eq!(p.offsets().log_start, 4);
+    assert_eq!(p.delete_records_before(-1).unwrap(), p.offsets().high_watermark);
+    assert!(p.read(p.offsets().high_watermark, 10).unwrap().records.is_empty());
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn cleaner_frees_segments_pinned_by_a_long_retention_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let config = LogConfig {
+        segment_bytes: 8_192,
+        ..no_checkpoints()
+    };
+    let log = CommitLog::open(dir.path(), config.clone(), clock.clone()).unwrap().0;
+    let keep = log
+        .create_partition(pid(0), PartitionConfig { retention_ms: None, ..PartitionConfig::default() })
+        .unwrap();
+    let short_config = PartitionConfig {
+        retention_ms: Some(1_000),
+        ..PartitionConfig::default()
+    };
+    let short: Vec<Partition> = (1..4).map(|n| log.create_partition(pid(n), short_config.clone()).unwrap()).collect();
+    let mut kept = Vec::new();
+    for round in 0..60 {
+        let b = batch(1, 30 + round);
+        let out = keep.append(b.clone()).unwrap();
+        kept.push((out.base_offset, stored(&b, out.base_offset)));
+        for s in &short {
+            s.append(batch(2, 300)).unwrap();
+        }
+    }
+    let wait = keep.append(batch(1, 1)).unwrap();
+    block_on(wait.durable.wait()).unwrap();
+    let before = segment_count(dir.path());
+    assert!(before > 10, "{before} segments");
+    clock.0.store(1_000_000, Ordering::SeqCst);
+    log.run_maintenance().unwrap();
+    let after = segment_count(dir.path());
+    assert!(after <= 2, "segments {before} -> {after}");
+    assert_reads(&keep, &kept);
+    log.shutdown().unwrap();
+
+    let log = CommitLog::open(dir.path(), config, clock).unwrap().0;
+    assert_reads(&log.partition(pid(0)).unwrap(), &kept);
+    assert_eq!(log.partition(pid(1)).unwrap().offsets().log_start, 120);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn relocated_entries_past_the_checkpoint_are_replayed_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let config = LogConfig {
+        segment_bytes: 4_096,
+        ..no_checkpoints()
+    };
+    let kept = {
+        let log = CommitLog::open(dir.path(), config.clone(), clock.clone()).unwrap().0;
+        let keep = log
+            .create_partition(pid(0), PartitionConfig { retention_ms: None, ..PartitionConfig::default() })
+            .unwrap();
+        let short = log
+            .create_partition(pid(1), PartitionConfig { retention_ms: Some(1), ..PartitionConfig::default() })
+            .unwrap();
+        let mut kept = Vec::new();
+        for i in 0..20 {
+            let b = batch(1, 20 + i);
+            let out = keep.append(b.clone()).unwrap();
+            kept.push((out.base_offset, stored(&b, out.base_offset)));
+            let out = short.append(batch(3, 400)).unwrap();
+            block_on(out.durable.wait()).unwrap();
+        }
+        clock.0.store(1_000_000, Ordering::SeqCst);
+        log.run_maintenance().unwrap();
+        kept
+        // Crash: the relocated entries were checkpointed by maintenance; appends after are not.
+    };
+    let log = CommitLog::open(dir.path(), config, clock).unwrap().0;
+    let keep = log.partition(pid(0)).unwrap();
+    assert_reads(&keep, &kept);
+    assert_eq!(keep.append(batch(1, 5)).unwrap().base_offset, 20);
+    log.shutdown().unwrap();
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The test command: `bash scripts/test.sh`.
+#
+# On a fresh Debian machine with Rust, Python and Node, it installs what the
+# tests need (kcat from Debian, a Python venv at .venv for the client suites
+# to come), runs every Rust test of the workspace (unit, property, crash and
+# end-to-end tests with librdkafka built by cargo) and the kcat smoke test,
+# then prints one `N passed, M failed` line per suite and a total. Exits
+# non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt-get install, running apt-get update first when the package lists are
+# missing or the install fails on a stale list.
+apt_install() {
+    if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+        as_root apt-get update -qq
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" ||
+        { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; }
+}
+
+if ! command -v kcat >/dev/null; then
+    echo "== installing kcat"
+    apt_install kcat >/dev/null || echo "warning: could not install kcat; its suite will fail"
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating the Python venv at .venv"
+    python3 -m venv .venv 2>/dev/null || { apt_install python3-venv >/dev/null && python3 -m venv .venv; } ||
+        echo "warning: could not create .venv"
+fi
+
+log_dir=$(mktemp -d -t weir-test-XXXXXX)
+summary=()
+total_passed=0
+total_failed=0
+
+# record SUITE PASSED FAILED
+record() {
+    summary+=("$1: $2 passed, $3 failed")
+    total_passed=$((total_passed + $2))
+    total_failed=$((total_failed + $3))
+}
+
+echo "== cargo test --workspace"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log_dir/cargo.log"
+cargo_status=${PIPESTATUS[0]}
+read -r cargo_passed cargo_failed < <(
+    sed -n 's/^test result: .*\. \([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed;.*/\1 \2/p' "$log_dir/cargo.log" |
+        awk '{p += $1; f += $2} END {print p + 0, f + 0}'
+)
+if [ "$cargo_status" -ne 0 ] && [ "$cargo_failed" -eq 0 ]; then
+    # A build failure or a crashed test binary: no per-test count says so.
+    cargo_failed=1
+fi
+record cargo "$cargo_passed" "$cargo_failed"
+
+echo "== kcat smoke test"
+bash tests/compat/kcat_smoke.sh 2>&1 | tee "$log_dir/kcat.log"
+kcat_status=${PIPESTATUS[0]}
+read -r kcat_passed kcat_failed < <(
+    sed -n 's/^kcat: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' "$log_dir/kcat.log" | tail -n 1
+)
+kcat_passed=${kcat_passed:-0}
+kcat_failed=${kcat_failed:-0}
+if [ "$kcat_status" -ne 0 ] && [ "$kcat_failed" -eq 0 ]; then
+    kcat_failed=1
+fi
+record kcat "$kcat_passed" "$kcat_failed"
+
+rm -rf "$log_dir"
+echo
+echo "== summary"
+for line in "${summary[@]}"; do
+    echo "$line"
+done
+echo "total: $total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]

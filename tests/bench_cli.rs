@@ -1,0 +1,175 @@
+//! `weir bench` as a script uses it: runs against a real `weir serve` child
+//! process, its `--json` report, and its exit code when the broker is
+//! unreachable.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use serde_json::Value;
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+/// How long the broker may take to print its address.
+const BROKER_START_TIMEOUT_S: u64 = 60;
+/// The bench promises a clear failure within about 10 s; allow for a slow CI.
+const UNREACHABLE_EXIT_S_MAX: u64 = 15;
+
+/// A `weir serve` child on a free port, killed when dropped.
+struct Broker {
+    child: Child,
+    address: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> anyhow::Result<Broker> {
+        let data_dir = tempfile::tempdir()?;
+        let mut child = Command::new(WEIR)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start weir serve")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (lines, address) = mpsc::channel();
+        // Keeps reading after the address line so the broker never blocks
+        // on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.trim().strip_prefix("listening on ") {
+                    let _ = lines.send(address.to_owned());
+                }
+            }
+        });
+        let mut broker = Broker {
+            child,
+            address: String::new(),
+            _data_dir: data_dir,
+        };
+        // Dropping `broker` on the error path kills the child.
+        broker.address = address
+            .recv_timeout(Duration::from_secs(BROKER_START_TIMEOUT_S))
+            .context("weir serve printed no `listening on` line")?;
+        Ok(broker)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bench(args: &[&str]) -> anyhow::Result<Output> {
+    Command::new(WEIR)
+        .arg("bench")
+        .args(args)
+        .env_remove("WEIR_BROKERS")
+        .output()
+        .context("cannot run weir bench")
+}
+
+/// Runs a bench mode with `--json` and returns its report, failing unless it
+/// exited 0.
+fn bench_json(args: &[&str]) -> anyhow::Result<Value> {
+    let output = bench(args)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "weir bench {args:?} failed ({}): {stderr}",
+        output.status
+    );
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "stdout is not one JSON object: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn check_report(report: &Value, mode: &str, records: u64, size: u64) {
+    assert_eq!(report["mode"], mode, "{report}");
+    assert_eq!(report["records"], records, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["bytes"], records * size, "{report}");
+    for field in ["elapsed_s", "msgs_per_sec", "mb_per_sec"] {
+        let value = report[field].as_f64().unwrap_or(-1.0);
+        assert!(value > 0.0, "{field} = {value} in {report}");
+    }
+    assert!(report["config"].is_object(), "{report}");
+}
+
+#[test]
+fn produce_then_consume_reports_every_record_as_json() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    let brokers = broker.address.as_str();
+    let report = bench_json(&[
+        "produce",
+        "--brokers",
+        brokers,
+        "--topic",
+        "bench-cli",
+        "--json",
+        "--count",
+        "20000",
+        "--size",
+        "100",
+        "--partitions",
+        "2",
+    ])?;
+    check_report(&report, "produce", 20_000, 100);
+    let latency = &report["latency_ms"];
+    for field in ["p50", "p99", "p999", "max"] {
+        assert!(
+            latency[field].as_f64().is_some(),
+            "latency_ms.{field} in {report}"
+        );
+    }
+    assert!(
+        latency["p50"].as_f64() <= latency["max"].as_f64(),
+        "{report}"
+    );
+    assert_eq!(report["config"]["partitions"], 2, "{report}");
+
+    let report = bench_json(&[
+        "consume",
+        "--brokers",
+        brokers,
+        "--topic",
+        "bench-cli",
+        "--json",
+        "--count",
+        "20000",
+    ])?;
+    check_report(&report, "consume", 20_000, 100);
+    Ok(())
+}
+
+#[test]
+fn unreachable_broker_exits_1_with_a_clear_message() -> anyhow::Result<()> {
+    // A port that was just free and is no longer listened on.
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let brokers = format!("127.0.0.1:{port}");
+    for mode in ["produce", "consume", "e2e"] {
+        let started = Instant::now();
+        let output = bench(&[mode, "--brokers", &brokers, "--count", "10", "--json"])?;
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{mode}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot reach broker at {brokers}: ")),
+            "{mode}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{mode} printed a report");
+        assert!(
+            elapsed < Duration::from_secs(UNREACHABLE_EXIT_S_MAX),
+            "{mode} took {elapsed:?}"
+        );
+    }
+    Ok(())
+}

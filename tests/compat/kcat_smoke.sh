@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Smoke test of Debian's kcat (librdkafka 2.0.2, an older client than the
+# rdkafka crate's) against a real `weir serve`: metadata (-L, -J), produce with
+# keys, headers and every codec, consume from the beginning, and consume from
+# a timestamp (-o s@TS). Prints one line per check and a closing
+# `kcat: N passed, M failed`; exits non-zero on any failure.
+#
+# WEIR_BIN picks the binary (default: target/debug/weir, built if missing).
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+weir=${WEIR_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/weir}
+start_timeout_s=30
+# Bounds every kcat call, so a broker that never answers fails the check instead of hanging.
+kcat_timeout_s=30
+
+if ! command -v kcat >/dev/null; then
+    echo "kcat is not installed (scripts/test.sh installs it)"
+    echo "kcat: 0 passed, 1 failed"
+    exit 1
+fi
+if [ ! -x "$weir" ]; then
+    (cd "$root" && cargo build --quiet --bin weir) || { echo "kcat: 0 passed, 1 failed"; exit 1; }
+fi
+
+work=$(mktemp -d -t weir-kcat-XXXXXX)
+broker_pid=""
+cleanup() {
+    if [ -n "$broker_pid" ]; then kill -KILL "$broker_pid" 2>/dev/null; wait "$broker_pid" 2>/dev/null; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$weir" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/broker.out" 2>"$work/broker.err" &
+broker_pid=$!
+bootstrap=""
+for _ in $(seq 1 $((start_timeout_s * 10))); do
+    bootstrap=$(sed -n 's/^listening on //p' "$work/broker.out" | head -n 1)
+    [ -n "$bootstrap" ] && break
+    kill -0 "$broker_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$bootstrap" ]; then
+    echo "weir serve did not print its address within ${start_timeout_s}s:"
+    tail -n 50 "$work/broker.err"
+    echo "kcat: 0 passed, 1 failed"
+    exit 1
+fi
+
+passed=0
+failed=0
+# check NAME EXPECTED_FILE ACTUAL_FILE
+check() {
+    if cmp -s "$2" "$3"; then
+        passed=$((passed + 1))
+        echo "ok   $1"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $1"
+        diff -u "$2" "$3" | head -n 40 | sed 's/^/     /'
+        tail -n 5 "$work/kcat.err" 2>/dev/null | sed 's/^/     kcat: /'
+    fi
+}
+# ok NAME COMMAND...: passes when the command succeeds.
+ok() {
+    local name=$1
+    shift
+    if "$@" >"$work/ok.out" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok   $name"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name"
+        tail -n 20 "$work/ok.out" | sed 's/^/     /'
+    fi
+}
+k() { timeout "$kcat_timeout_s" kcat -b "$bootstrap" "$@" 2>>"$work/kcat.err"; }
+now_ms() { date +%s%3N; }
+
+# Metadata: plain and JSON.
+ok "kcat -L lists the broker" bash -c "timeout $kcat_timeout_s kcat -b $bootstrap -L | grep -q '1 brokers:'"
+ok "kcat -L -J is JSON with one broker" bash -c "timeout $kcat_timeout_s kcat -b $bootstrap -L -J |
+    python3 -c 'import json,sys; m=json.load(sys.stdin); assert len(m[\"brokers\"]) == 1, m'"
+
+# Keys, duplicate headers, every codec.
+printf 'k1=v1|h=one,h=two,tag=x\nk2=v2|h=one,h=two,tag=x\nk3=|h=one,h=two,tag=x\n' >"$work/expected.keyed"
+for codec in none gzip snappy lz4 zstd; do
+    topic="smoke-$codec"
+    printf 'k1:v1\nk2:v2\nk3:\n' | k -P -t "$topic" -p 0 -K: -z "$codec" -H h=one -H h=two -H tag=x
+    k -C -t "$topic" -p 0 -o beginning -e -q -f '%k=%s|%h\n' >"$work/actual.keyed"
+    check "produce and consume with keys and headers, compression $codec" "$work/expected.keyed" "$work/actual.keyed"
+done
+
+# Consume from a timestamp: only records created after it come back.
+seq 1 5 | sed 's/^/before-/' | k -P -t smoke-time -p 0
+boundary=$(( $(now_ms) + 1 ))
+while [ "$(now_ms)" -le "$boundary" ]; do :; done
+seq 1 5 | sed 's/^/after-/' | k -P -t smoke-time -p 0
+seq 1 5 | sed 's/^/after-/' >"$work/expected.time"
+k -C -t smoke-time -p 0 -o "s@$boundary" -e -q -f '%s\n' >"$work/actual.time"
+check "consume from a timestamp (-o s@TS)" "$work/expected.time" "$work/actual.time"
+seq 1 5 | sed 's/^/before-/' >"$work/expected.all"
+cat "$work/expected.time" >>"$work/expected.all"
+k -C -t smoke-time -p 0 -o beginning -e -q -f '%s\n' >"$work/actual.all"
+check "consume everything from the beginning" "$work/expected.all" "$work/actual.all"
+
+if ! kill -0 "$broker_pid" 2>/dev/null; then
+    failed=$((failed + 1))
+    echo "FAIL the broker is still running"
+    tail -n 50 "$work/broker.err"
+fi
+if [ "$failed" -gt 0 ]; then
+    echo "----- broker stderr (last 50 lines) -----"
+    tail -n 50 "$work/broker.err"
+fi
+echo "kcat: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
