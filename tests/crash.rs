@@ -27,6 +27,8 @@ const KILLS_DEFAULT: usize = 20;
 const SEED_DEFAULT: u64 = 0x00c0_ffee;
 /// Most new acknowledgements awaited before the next kill.
 const ACKS_PER_LIFE_MAX: u64 = 1500;
+/// Longest random wait between reaching the acknowledgement target and the kill.
+const KILL_DELAY_MS_MAX: u64 = 300;
 /// How long one broker life may take to acknowledge its share.
 const LIFE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long reading everything back may take.
@@ -203,6 +205,14 @@ fn acknowledged_records_survive_sigkill_exactly_once() -> anyhow::Result<()> {
                     );
                 }
                 producer.poll(Duration::from_millis(5));
+                ledger.absorb(&producer)?;
+            }
+            // Acknowledgements arrive in bursts; a random moment after the
+            // burst puts the kill anywhere in the next write and fsync.
+            let kill_at =
+                Instant::now() + Duration::from_millis(rng.random_range(0..=KILL_DELAY_MS_MAX));
+            while Instant::now() < kill_at {
+                producer.poll(Duration::from_millis(1));
                 ledger.absorb(&producer)?;
             }
             broker.sigkill()?;

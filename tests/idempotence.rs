@@ -168,6 +168,10 @@ fn retried_batches_after_a_cut_connection_are_stored_exactly_once() -> anyhow::R
         stats.produce_requests.load(Ordering::SeqCst)
     );
 
+    eprintln!(
+        "proxy: {cuts} connections cut after {} produce requests",
+        stats.produce_requests.load(Ordering::SeqCst)
+    );
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let read =
         common::read_to_high_watermark(&proxy_addr, topic, &partitions, Duration::from_secs(120))?;

@@ -24,6 +24,8 @@ pub struct BrokerConfig {
     /// (`log.retention.ms`, `log.flush.interval.messages`, ...), from flags or
     /// the config file. Runtime overrides in the metadata store win over these.
     pub log_defaults: BTreeMap<String, String>,
+    /// Consumer group coordinator settings (`group.*`, `offsets.*`).
+    pub group: GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -37,6 +39,55 @@ impl Default for BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
             log_defaults: BTreeMap::new(),
+            group: GroupConfig::default(),
+        }
+    }
+}
+
+/// The group coordinator's settings, with Kafka's broker config names and defaults.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an
+    /// empty group waits for more members before completing.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`: the shortest session a member may ask for.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`: the longest session a member may ask for.
+    pub max_session_timeout_ms: i32,
+    /// `group.max.size`: members one group may hold.
+    pub max_size: usize,
+    /// `group.consumer.heartbeat.interval.ms`: the heartbeat interval given to
+    /// KIP-848 consumers.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms`: the session of KIP-848 consumers.
+    pub consumer_session_timeout_ms: i32,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when
+    /// it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`: how long the offsets of an empty group are
+    /// kept after its last commit.
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`: the largest metadata string of a commit.
+    pub offset_metadata_max_bytes: usize,
+    /// Largest protocol metadata one member may send in JoinGroup, and
+    /// largest assignment the leader may give one member in SyncGroup. Kafka
+    /// has no such bound; the coordinator keeps both in memory per member.
+    pub protocol_metadata_bytes_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            initial_rebalance_delay_ms: 3_000,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            max_size: i32::MAX as usize,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_session_timeout_ms: 45_000,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 10_080,
+            offset_metadata_max_bytes: 4_096,
+            protocol_metadata_bytes_max: 1024 * 1024,
         }
     }
 }

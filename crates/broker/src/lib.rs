@@ -55,6 +55,7 @@ pub struct Broker {
     metadata: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
     topics: topics::Topics,
+    producer_ids: producer_ids::ProducerIds,
 }
 
 impl std::fmt::Debug for Broker {
@@ -80,6 +81,7 @@ impl Broker {
             metadata,
             clock,
             topics: topics::Topics::default(),
+            producer_ids: producer_ids::ProducerIds::default(),
         };
         broker.load_topics()?;
         Ok(broker)

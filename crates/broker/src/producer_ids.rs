@@ -4,7 +4,7 @@
 //! reused: the store only moves forward.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Mutex, PoisonError};
 
 use weir_metadata::{MetadataError, MetadataStore};
 
@@ -31,27 +31,6 @@ impl ProducerIds {
         block.start += 1;
         Ok(id)
     }
-}
-
-/// The allocator serving `store`.
-///
-/// `Broker` does not hold one yet (its fields belong to `lib.rs`), so the
-/// allocators live here, one per metadata store, and go with their store.
-pub(crate) fn for_store(store: &Arc<dyn MetadataStore>) -> Arc<ProducerIds> {
-    type Registry = Vec<(Weak<dyn MetadataStore>, Arc<ProducerIds>)>;
-    static REGISTRY: Mutex<Registry> = Mutex::new(Vec::new());
-    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    registry.retain(|(owner, _)| owner.strong_count() > 0);
-    let key = Arc::as_ptr(store);
-    if let Some((_, ids)) = registry
-        .iter()
-        .find(|(owner, _)| std::ptr::addr_eq(owner.as_ptr(), key))
-    {
-        return ids.clone();
-    }
-    let ids = Arc::new(ProducerIds::default());
-    registry.push((Arc::downgrade(store), ids.clone()));
-    ids
 }
 
 #[cfg(test)]
@@ -81,17 +60,5 @@ mod tests {
         let store = LocalMetadataStore::open(dir.path()).expect("store");
         let second = ProducerIds::default().next(&store).expect("id");
         assert!(second > first, "{second} after {first}");
-    }
-
-    #[test]
-    fn each_store_has_its_own_allocator() {
-        let a_dir = tempfile::tempdir().expect("tempdir");
-        let b_dir = tempfile::tempdir().expect("tempdir");
-        let a: Arc<dyn MetadataStore> =
-            Arc::new(LocalMetadataStore::open(a_dir.path()).expect("store"));
-        let b: Arc<dyn MetadataStore> =
-            Arc::new(LocalMetadataStore::open(b_dir.path()).expect("store"));
-        assert!(Arc::ptr_eq(&for_store(&a), &for_store(&a)));
-        assert!(!Arc::ptr_eq(&for_store(&a), &for_store(&b)));
     }
 }

@@ -2,6 +2,9 @@
 //! frames closing only their own connection, long-polling fetches, and
 //! graceful shutdown.
 
+// Helpers encode fixed, valid requests; a failure there is a bug in the test.
+#![allow(clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
     RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -148,9 +151,9 @@ async fn recv(
 fn metadata_for(topic: &str) -> RequestKind {
     RequestKind::Metadata(
         MetadataRequest::default()
-            .with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(TopicName(topic.into()))),
-            ]))
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+                TopicName(StrBytes::from_string(topic.to_string())),
+            ))]))
             .with_allow_auto_topic_creation(true),
     )
 }
@@ -165,7 +168,7 @@ fn fetch_from(topic: &str, offset: i64, max_wait_ms: i32) -> RequestKind {
             .with_session_epoch(-1)
             .with_topics(vec![
                 FetchTopic::default()
-                    .with_topic(TopicName(topic.into()))
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
                     .with_partitions(vec![
                         FetchPartition::default()
                             .with_partition(0)
@@ -212,7 +215,7 @@ fn produce_to(topic: &str, values: &[&str]) -> RequestKind {
             .with_timeout_ms(10_000)
             .with_topic_data(vec![
                 TopicProduceData::default()
-                    .with_name(TopicName(topic.into()))
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                     .with_partition_data(vec![
                         PartitionProduceData::default()
                             .with_index(0)
@@ -239,11 +242,9 @@ fn fetched_values(response: &ResponseKind) -> anyhow::Result<Vec<String>> {
     let mut records = partition.records.clone().unwrap_or_default();
     let mut values = Vec::new();
     while records.has_remaining() {
-        for batch in RecordBatchDecoder::decode(&mut records)?.batches {
-            for record in batch.records {
-                let value = record.value.unwrap_or_default();
-                values.push(String::from_utf8(value.to_vec())?);
-            }
+        for record in RecordBatchDecoder::decode(&mut records)?.records {
+            let value = record.value.unwrap_or_default();
+            values.push(String::from_utf8(value.to_vec())?);
         }
     }
     Ok(values)
@@ -418,6 +419,8 @@ async fn shutdown_answers_in_flight_requests_before_returning() -> anyhow::Resul
     let idle = harness.connect().await?;
 
     // A long poll on an empty partition is in flight when shutdown starts.
+    // The request after it auto-creates a topic, which another connection
+    // can see: once it exists, the broker has read the fetch too.
     send(
         &mut client,
         ApiKey::Fetch,
@@ -426,16 +429,32 @@ async fn shutdown_answers_in_flight_requests_before_returning() -> anyhow::Resul
         fetch_from("quiet", 0, 1_000),
     )
     .await?;
-    // Make sure the broker read it (a request sent after it is answered after it).
-    send(
-        &mut client,
-        ApiKey::ApiVersions,
-        0,
-        3,
-        RequestKind::ApiVersions(Default::default()),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut client, ApiKey::Metadata, 12, 3, metadata_for("marker")).await?;
+    let mut observer = harness.connect().await?;
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    let probe = RequestKind::Metadata(
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("marker")))),
+            ]))
+            .with_allow_auto_topic_creation(false),
+    );
+    loop {
+        send(&mut observer, ApiKey::Metadata, 12, 1, probe.clone()).await?;
+        let (_, seen) = recv(&mut observer, ApiKey::Metadata, 12).await?;
+        let ResponseKind::Metadata(seen) = seen else {
+            bail!("not metadata");
+        };
+        if seen.topics.first().map(|t| t.error_code) == Some(0) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "marker topic never appeared"
+        );
+        tokio::task::yield_now().await;
+    }
     harness.shutdown().await?;
 
     let (correlation_id, fetched) = recv(&mut client, ApiKey::Fetch, 12).await?;

@@ -47,7 +47,10 @@ pub(crate) fn increment_sequence(seq: i32, delta: i32) -> i32 {
 }
 
 /// Walk a produce payload batch by batch and validate each header.
-pub(crate) fn parse_payload(payload: &[u8], max_message_bytes: u32) -> Result<Vec<BatchInfo>, AppendError> {
+pub(crate) fn parse_payload(
+    payload: &[u8],
+    max_message_bytes: u32,
+) -> Result<Vec<BatchInfo>, AppendError> {
     if payload.is_empty() {
         return Err(AppendError::InvalidBatch("empty record set"));
     }
@@ -55,7 +58,9 @@ pub(crate) fn parse_payload(payload: &[u8], max_message_bytes: u32) -> Result<Ve
     let mut at = 0usize;
     while at < payload.len() {
         let rest = payload.get(at..).unwrap_or_default();
-        let header = rest.get(..BATCH_HEADER_BYTES).ok_or(AppendError::CorruptBatch)?;
+        let header = rest
+            .get(..BATCH_HEADER_BYTES)
+            .ok_or(AppendError::CorruptBatch)?;
         let batch_length = be_i32(header, 8).ok_or(AppendError::CorruptBatch)?;
         let len = usize::try_from(batch_length)
             .ok()
@@ -83,7 +88,9 @@ pub(crate) fn parse_payload(payload: &[u8], max_message_bytes: u32) -> Result<Ve
             return Err(AppendError::InvalidBatch("batch holds no records"));
         }
         if info.last_offset_delta.checked_add(1) != Some(count) {
-            return Err(AppendError::InvalidBatch("lastOffsetDelta does not match the record count"));
+            return Err(AppendError::InvalidBatch(
+                "lastOffsetDelta does not match the record count",
+            ));
         }
         out.push(info);
         at += len;
@@ -230,7 +237,11 @@ pub(crate) mod test_batches {
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // The encoder groups records whose offset - sequence is constant.
-                sequence: if seq < 0 { i as i32 - 1 } else { seq + i as i32 },
+                sequence: if seq < 0 {
+                    i as i32 - 1
+                } else {
+                    seq + i as i32
+                },
                 timestamp: timestamps.get(i).copied().unwrap_or(1_000 + i as i64),
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![b'v'; value_len])),
@@ -275,7 +286,13 @@ mod tests {
         let mut p = batch(2, 5).to_vec();
         p.extend_from_slice(&batch(4, 5));
         let infos = parse_payload(&p, 1 << 20).unwrap();
-        assert_eq!(infos.iter().map(|i| i.last_offset_delta).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            infos
+                .iter()
+                .map(|i| i.last_offset_delta)
+                .collect::<Vec<_>>(),
+            vec![1, 3]
+        );
     }
 
     #[test]
@@ -283,7 +300,10 @@ mod tests {
         let mut b = batch(2, 5).to_vec();
         let last = b.len() - 1;
         b[last] ^= 0x40;
-        assert!(matches!(parse_payload(&b, 1 << 20), Err(AppendError::CorruptBatch)));
+        assert!(matches!(
+            parse_payload(&b, 1 << 20),
+            Err(AppendError::CorruptBatch)
+        ));
     }
 
     #[test]
@@ -291,7 +311,13 @@ mod tests {
         let b = batch(2, 5);
         for cut in [0usize, 10, 60, b.len() - 1] {
             let r = parse_payload(&b[..cut], 1 << 20);
-            assert!(matches!(r, Err(AppendError::CorruptBatch | AppendError::InvalidBatch(_))), "{cut}");
+            assert!(
+                matches!(
+                    r,
+                    Err(AppendError::CorruptBatch | AppendError::InvalidBatch(_))
+                ),
+                "{cut}"
+            );
         }
     }
 
@@ -324,13 +350,23 @@ mod tests {
 
     #[test]
     fn record_timestamps_are_found_in_plain_and_compressed_batches() {
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let mut b = batch_with(4, 8, &[10, 30, 20, 40], c, None).to_vec();
             patch_offsets(&mut b, 100, 0);
             let b = Bytes::from(b);
             assert_eq!(find_record_at_or_after(&b, 0, 15), Some((101, 30)), "{c:?}");
             assert_eq!(find_record_at_or_after(&b, 0, 35), Some((103, 40)), "{c:?}");
-            assert_eq!(find_record_at_or_after(&b, 102, 0), Some((102, 20)), "{c:?}");
+            assert_eq!(
+                find_record_at_or_after(&b, 102, 0),
+                Some((102, 20)),
+                "{c:?}"
+            );
             assert_eq!(find_record_at_or_after(&b, 0, 41), None, "{c:?}");
         }
     }

@@ -229,7 +229,8 @@ pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<(), St
     if be_u32(bytes, 8) != Some(INDEX_VERSION) {
         return Err(format!("unsupported index version {:?}", be_u32(bytes, 8)));
     }
-    if bytes.get(16..32) != Some(&id.topic_id.as_bytes()[..]) || be_i32(bytes, 32) != Some(id.partition)
+    if bytes.get(16..32) != Some(&id.topic_id.as_bytes()[..])
+        || be_i32(bytes, 32) != Some(id.partition)
     {
         return Err("index header names another partition".into());
     }
@@ -287,9 +288,13 @@ impl Checkpoint {
             .and_then(|n| n.checked_add(CHECKPOINT_HEADER_BYTES))
             .ok_or("checkpoint partition count overflows")?;
         if b.len() != body_len + 4 {
-            return Err(format!("checkpoint of {} bytes announces {count} partitions", b.len()));
+            return Err(format!(
+                "checkpoint of {} bytes announces {count} partitions",
+                b.len()
+            ));
         }
-        if crc32c::crc32c(b.get(..body_len).unwrap_or_default()) != be_u32(b, body_len).unwrap_or(0) {
+        if crc32c::crc32c(b.get(..body_len).unwrap_or_default()) != be_u32(b, body_len).unwrap_or(0)
+        {
             return Err("checkpoint CRC mismatch".into());
         }
         let position = be_u64(b, 16).ok_or("short checkpoint")?;

@@ -225,8 +225,13 @@ impl DurableWait {
             .await
         {
             Ok(d) if d.position >= position => Ok(()),
-            Ok(d) => Err(d.poisoned.clone().unwrap_or_else(|| Arc::from("unknown failure"))),
-            Err(_) => Err(Arc::from("the commit log was closed before the append was durable")),
+            Ok(d) => Err(d
+                .poisoned
+                .clone()
+                .unwrap_or_else(|| Arc::from("unknown failure"))),
+            Err(_) => Err(Arc::from(
+                "the commit log was closed before the append was durable",
+            )),
         };
         outcome.map_err(|reason| StorageError::Poisoned { reason })
     }

@@ -224,7 +224,9 @@ impl LogInner {
     pub fn poison(&self, what: String) -> StorageError {
         let reason: Arc<str> = {
             let mut w = lock(&self.writer);
-            w.poisoned.get_or_insert_with(|| Arc::from(what.as_str())).clone()
+            w.poisoned
+                .get_or_insert_with(|| Arc::from(what.as_str()))
+                .clone()
         };
         self.announce_poison(&reason);
         Self::poisoned_error(&reason)
@@ -251,7 +253,11 @@ impl LogInner {
 
     /// Append `buf` (whole entries) at the log head, rolling the segment first
     /// when it is full or old. Returns the global position of `buf`'s first byte.
-    pub fn write_entries(&self, buf: &[u8], marker: Option<MarkerUpdate>) -> Result<u64, StorageError> {
+    pub fn write_entries(
+        &self,
+        buf: &[u8],
+        marker: Option<MarkerUpdate>,
+    ) -> Result<u64, StorageError> {
         let mut w = lock(&self.writer);
         if let Some(r) = &w.poisoned {
             return Err(Self::poisoned_error(r));
@@ -316,7 +322,11 @@ impl LogInner {
             .create(true)
             .truncate(true)
             .open(&path)
-            .and_then(|f| self.io.write_all_at(&f, &format::segment_header(), 0).map(|()| f));
+            .and_then(|f| {
+                self.io
+                    .write_all_at(&f, &format::segment_header(), 0)
+                    .map(|()| f)
+            });
         let file = match made {
             Ok(f) => f,
             Err(e) => {
@@ -375,7 +385,8 @@ impl LogInner {
         if moved {
             self.bump_progress();
         }
-        self.durable_tx.send_modify(|d| d.position = d.position.max(target));
+        self.durable_tx
+            .send_modify(|d| d.position = d.position.max(target));
         Ok(target)
     }
 
@@ -430,7 +441,10 @@ impl LogInner {
             .and_then(|()| std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE)))
             .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = done {
-            return Err(self.poison(format!("writing the checkpoint in {} failed: {e}", self.dir.display())));
+            return Err(self.poison(format!(
+                "writing the checkpoint in {} failed: {e}",
+                self.dir.display()
+            )));
         }
         *last = Instant::now();
         Ok(position)
@@ -497,7 +511,10 @@ fn flusher_main(weak: Weak<LogInner>) {
             if !due {
                 let checkpoint = w.poisoned.is_none() && log.checkpoint_due();
                 if !checkpoint {
-                    let _ = log.flush_cv.wait_timeout(w, wait).unwrap_or_else(|e| e.into_inner());
+                    let _ = log
+                        .flush_cv
+                        .wait_timeout(w, wait)
+                        .unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
             }

@@ -124,7 +124,11 @@ fn live_by_segment(log: &LogInner, parts: &[Arc<PartitionInner>]) -> BTreeMap<u6
 }
 
 /// Closed segments without live data that end at or before `durable_limit`.
-fn deletable_segments(log: &LogInner, parts: &[Arc<PartitionInner>], durable_limit: u64) -> Vec<u64> {
+fn deletable_segments(
+    log: &LogInner,
+    parts: &[Arc<PartitionInner>],
+    durable_limit: u64,
+) -> Vec<u64> {
     let live = live_by_segment(log, parts);
     closed_segments(log)
         .into_iter()
@@ -141,7 +145,8 @@ fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), StorageError> {
         let Some(seg) = write(&log.segments).remove(base) else {
             continue;
         };
-        std::fs::remove_file(&seg.path).map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
+        std::fs::remove_file(&seg.path)
+            .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
         tracing::info!(segment = %seg.path.display(), "deleted a commit-log segment with no live data");
     }
     sync_dir(&log.log_dir).map_err(|e| io_err(format!("fsync of {}", log.log_dir.display()), e))
@@ -199,7 +204,13 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
         for l in located {
             let batch = read_located(p.id, std::slice::from_ref(&l))?;
             let rel = buf.len() as u64;
-            format::put_entry(&mut buf, EntryKind::Relocated, p.id, l.entry.base_offset, &batch);
+            format::put_entry(
+                &mut buf,
+                EntryKind::Relocated,
+                p.id,
+                l.entry.base_offset,
+                &batch,
+            );
             pending.push((p.clone(), l.entry.base_offset, l.entry.position, rel));
             if buf.len() >= CLEANER_WRITE_CHUNK_BYTES {
                 flush_chunk(log, &mut buf, &mut pending, &mut moved)?;
@@ -212,8 +223,12 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     let mut count = 0;
     for m in &moved {
         let mut st = lock(&m.partition.state);
-        let Some(i) = st.find(m.base_offset) else { continue };
-        let Some(e) = st.entries.get_mut(i) else { continue };
+        let Some(i) = st.find(m.base_offset) else {
+            continue;
+        };
+        let Some(e) = st.entries.get_mut(i) else {
+            continue;
+        };
         if e.entry.base_offset != m.base_offset || e.entry.position != m.old_position {
             continue;
         }
@@ -223,7 +238,11 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
         st.write_index(slot, &bytes, log)?;
         count += 1;
     }
-    tracing::info!(batches = count, segments = targets.len(), "cleaner relocated live batches");
+    tracing::info!(
+        batches = count,
+        segments = targets.len(),
+        "cleaner relocated live batches"
+    );
     Ok(count)
 }
 

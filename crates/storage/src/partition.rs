@@ -68,7 +68,9 @@ impl PartitionState {
 
     /// Position in `entries` of the batch holding `offset`.
     pub fn find(&self, offset: i64) -> Option<usize> {
-        let i = self.entries.partition_point(|e| e.entry.base_offset <= offset);
+        let i = self
+            .entries
+            .partition_point(|e| e.entry.base_offset <= offset);
         let i = i.checked_sub(1)?;
         (self.entries.get(i)?.entry.last_offset() >= offset).then_some(i)
     }
@@ -141,10 +143,18 @@ impl PartitionState {
     }
 
     /// Write index entries to the index file at their slots (no fsync).
-    pub fn write_index(&mut self, first_slot: u64, bytes: &[u8], log: &LogInner) -> Result<(), StorageError> {
+    pub fn write_index(
+        &mut self,
+        first_slot: u64,
+        bytes: &[u8],
+        log: &LogInner,
+    ) -> Result<(), StorageError> {
         let at = INDEX_HEADER_BYTES + first_slot * INDEX_ENTRY_BYTES as u64;
         if let Err(e) = log.io.write_all_at(&self.index_file, bytes, at) {
-            return Err(log.poison(format!("write to {} failed: {e}", self.index_path.display())));
+            return Err(log.poison(format!(
+                "write to {} failed: {e}",
+                self.index_path.display()
+            )));
         }
         self.index_dirty = true;
         log.checkpoint_dirty.store(true, Ordering::SeqCst);
@@ -240,7 +250,9 @@ pub(crate) fn append(
     let mut offset = st.log_end;
     let log_append = st.config.timestamp_type == TimestampType::LogAppendTime;
     for info in &infos {
-        let src = payload.get(info.start..info.start + info.len).unwrap_or_default();
+        let src = payload
+            .get(info.start..info.start + info.len)
+            .unwrap_or_default();
         scratch_batch.clear();
         scratch_batch.extend_from_slice(src);
         batch::patch_offsets(&mut scratch_batch, offset, st.leader_epoch);
@@ -312,7 +324,11 @@ fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
     }
 }
 
-fn duplicate_outcome(log: &LogInner, st: &PartitionState, dups: &[SequencedBatch]) -> AppendOutcome {
+fn duplicate_outcome(
+    log: &LogInner,
+    st: &PartitionState,
+    dups: &[SequencedBatch],
+) -> AppendOutcome {
     let base_offset = dups.first().map_or(-1, |d| d.base_offset);
     let last_offset = dups.last().map_or(-1, |d| d.last_offset);
     let strict = st.config.flush_messages <= 1;
@@ -338,7 +354,10 @@ fn duplicate_outcome(log: &LogInner, st: &PartitionState, dups: &[SequencedBatch
 
 pub(crate) fn removed_error(id: PartitionId) -> StorageError {
     StorageError::Poisoned {
-        reason: Arc::from(format!("partition {}-{} was removed", id.topic_id, id.partition)),
+        reason: Arc::from(format!(
+            "partition {}-{} was removed",
+            id.topic_id, id.partition
+        )),
     }
 }
 
@@ -350,7 +369,12 @@ pub(crate) struct Located {
 
 /// Locate the batches in `st.entries[from..]` (below the high watermark) for a read
 /// of up to `limit` bytes, at least one.
-fn locate(log: &LogInner, st: &PartitionState, from: usize, limit: usize) -> Result<Vec<Located>, StorageError> {
+fn locate(
+    log: &LogInner,
+    st: &PartitionState,
+    from: usize,
+    limit: usize,
+) -> Result<Vec<Located>, StorageError> {
     let segments = read(&log.segments);
     let mut out = Vec::new();
     let mut total = 0usize;
@@ -382,7 +406,10 @@ fn locate(log: &LogInner, st: &PartitionState, from: usize, limit: usize) -> Res
 /// Read located batches: each run of batches adjacent in one segment with one
 /// pread, then the entry headers between them cut out.
 pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u8>, StorageError> {
-    let total: usize = items.iter().map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES).sum();
+    let total: usize = items
+        .iter()
+        .map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES)
+        .sum();
     let mut out = Vec::with_capacity(total);
     let mut i = 0;
     while i < items.len() {
@@ -390,7 +417,9 @@ pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u
         let mut j = i + 1;
         while let Some(next) = items.get(j) {
             let prev = &items[j - 1];
-            if !Arc::ptr_eq(&next.segment, &first.segment) || next.entry.position != prev.entry.end_position() {
+            if !Arc::ptr_eq(&next.segment, &first.segment)
+                || next.entry.position != prev.entry.end_position()
+            {
                 break;
             }
             j += 1;
@@ -410,9 +439,13 @@ pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u
         let mut dst = at;
         let mut src = at;
         for l in run {
-            let header = out.get(src..src + ENTRY_HEADER_BYTES).and_then(format::decode_entry_header);
+            let header = out
+                .get(src..src + ENTRY_HEADER_BYTES)
+                .and_then(format::decode_entry_header);
             let ok = header.is_some_and(|h| {
-                h.partition == part && h.base_offset == l.entry.base_offset && h.batch_len() == l.entry.size as usize
+                h.partition == part
+                    && h.base_offset == l.entry.base_offset
+                    && h.batch_len() == l.entry.size as usize
             });
             if !ok {
                 return Err(StorageError::Corrupt {
@@ -487,7 +520,10 @@ pub(crate) fn offset_for_timestamp(
 }
 
 /// The record with the largest timestamp (the first one, if several share it).
-pub(crate) fn max_timestamp(log: &LogInner, part: &PartitionInner) -> Result<Option<(i64, i64)>, ReadError> {
+pub(crate) fn max_timestamp(
+    log: &LogInner,
+    part: &PartitionInner,
+) -> Result<Option<(i64, i64)>, ReadError> {
     loop_candidates(log, part, |st| {
         let visible = st.entries.partition_point(|e| e.entry.base_offset < st.hw);
         let max = visible

@@ -151,7 +151,10 @@ mod tests {
 
     #[test]
     fn unknown_producer_is_accepted_at_any_sequence() {
-        assert_eq!(ProducerState::check(None, 1, 0, 77, 80).unwrap(), SequenceCheck::Accept);
+        assert_eq!(
+            ProducerState::check(None, 1, 0, 77, 80).unwrap(),
+            SequenceCheck::Accept
+        );
     }
 
     #[test]
@@ -179,10 +182,17 @@ mod tests {
             ProducerState::check(Some(&s), 1, 4, 5, 6),
             Err(AppendError::OutOfOrderSequence { expected: 0, .. })
         ));
-        assert_eq!(ProducerState::check(Some(&s), 1, 4, 0, 1).unwrap(), SequenceCheck::Accept);
+        assert_eq!(
+            ProducerState::check(Some(&s), 1, 4, 0, 1).unwrap(),
+            SequenceCheck::Accept
+        );
         assert!(matches!(
             ProducerState::check(Some(&s), 1, 2, 5, 6),
-            Err(AppendError::InvalidProducerEpoch { current: 3, got: 2, .. })
+            Err(AppendError::InvalidProducerEpoch {
+                current: 3,
+                got: 2,
+                ..
+            })
         ));
     }
 
@@ -190,7 +200,10 @@ mod tests {
     fn sequence_after_i32_max_is_zero() {
         let mut s = ProducerState::default();
         s.record(0, b(i32::MAX - 1, i32::MAX, 0));
-        assert_eq!(ProducerState::check(Some(&s), 1, 0, 0, 3).unwrap(), SequenceCheck::Accept);
+        assert_eq!(
+            ProducerState::check(Some(&s), 1, 0, 0, 3).unwrap(),
+            SequenceCheck::Accept
+        );
     }
 
     #[test]

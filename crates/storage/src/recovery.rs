@@ -17,7 +17,8 @@ use crate::format::{
 };
 use crate::io::FileIo;
 use crate::log::{
-    CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, LogInner, LogParts, Segment, io_err, segment_file_name, sync_dir,
+    CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, LogInner, LogParts, Segment, io_err, segment_file_name,
+    sync_dir,
 };
 use crate::partition::{PartitionInner, PartitionState};
 use crate::producer::ProducerTable;
@@ -50,7 +51,11 @@ pub(crate) fn open(
     let checkpoint = load_checkpoint(&dir.join(CHECKPOINT_FILE))?;
     let mut report = RecoveryReport::default();
 
-    let mut segments = load_segments(&log_dir, checkpoint.as_ref().map_or(0, |c| c.position), &mut report)?;
+    let mut segments = load_segments(
+        &log_dir,
+        checkpoint.as_ref().map_or(0, |c| c.position),
+        &mut report,
+    )?;
     if segments.is_empty() {
         let base = checkpoint.as_ref().map_or(0, |c| c.position);
         let seg = create_segment(&log_dir, base, io.as_ref())?;
@@ -62,14 +67,30 @@ pub(crate) fn open(
     report.partitions = partitions.len();
 
     // Scan the tail past the checkpoint.
-    let scan_from = checkpoint.as_ref().map_or(first_base, |c| c.position).max(first_base);
-    let write_pos = scan_tail(&mut segments, scan_from, &mut partitions, io.as_ref(), &mut report)?;
+    let scan_from = checkpoint
+        .as_ref()
+        .map_or(first_base, |c| c.position)
+        .max(first_base);
+    let write_pos = scan_tail(
+        &mut segments,
+        scan_from,
+        &mut partitions,
+        io.as_ref(),
+        &mut report,
+    )?;
 
     // Finish each partition: forget dead batches, rebuild producers.
     let mut registry = HashMap::new();
     for (id, mut st) in partitions {
-        if let Some(first_live) = st.entries.iter().position(|e| e.entry.position >= first_base) {
-            let base = st.entries.get(first_live).map_or(st.log_start, |e| e.entry.base_offset);
+        if let Some(first_live) = st
+            .entries
+            .iter()
+            .position(|e| e.entry.position >= first_base)
+        {
+            let base = st
+                .entries
+                .get(first_live)
+                .map_or(st.log_start, |e| e.entry.base_offset);
             if first_live > 0 {
                 st.log_start = st.log_start.max(base);
             }
@@ -83,11 +104,20 @@ pub(crate) fn open(
         st.durable_end = st.log_end;
         st.index_dirty = true;
         st.rebuild_producers();
-        registry.insert(id, Arc::new(PartitionInner { id, state: Mutex::new(st) }));
+        registry.insert(
+            id,
+            Arc::new(PartitionInner {
+                id,
+                state: Mutex::new(st),
+            }),
+        );
     }
 
     // Make what recovery kept durable before anything is acknowledged on top of it.
-    let scan_segment = segments.range(..=scan_from).next_back().map_or(0, |(b, _)| *b);
+    let scan_segment = segments
+        .range(..=scan_from)
+        .next_back()
+        .map_or(0, |(b, _)| *b);
     for seg in segments.range(scan_segment..).map(|(_, s)| s) {
         io.sync_data(&seg.file)
             .map_err(|e| io_err(format!("fdatasync of {}", seg.path.display()), e))?;
@@ -131,8 +161,11 @@ fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
     if meta.len() > format::CHECKPOINT_BYTES_MAX {
         return Err(corrupt(path, format!("checkpoint of {} bytes", meta.len())));
     }
-    let bytes = std::fs::read(path).map_err(|e| io_err(format!("reading {}", path.display()), e))?;
-    Checkpoint::decode(&bytes).map(Some).map_err(|d| corrupt(path, d))
+    let bytes =
+        std::fs::read(path).map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+    Checkpoint::decode(&bytes)
+        .map(Some)
+        .map_err(|d| corrupt(path, d))
 }
 
 fn create_segment(log_dir: &Path, base: u64, io: &dyn FileIo) -> Result<Segment, StorageError> {
@@ -158,7 +191,8 @@ fn load_segments(
     report: &mut RecoveryReport,
 ) -> Result<BTreeMap<u64, Arc<Segment>>, StorageError> {
     let mut found = BTreeMap::new();
-    let rd = std::fs::read_dir(log_dir).map_err(|e| io_err(format!("listing {}", log_dir.display()), e))?;
+    let rd = std::fs::read_dir(log_dir)
+        .map_err(|e| io_err(format!("listing {}", log_dir.display()), e))?;
     for ent in rd {
         let ent = ent.map_err(|e| io_err(format!("listing {}", log_dir.display()), e))?;
         let name = ent.file_name();
@@ -177,7 +211,8 @@ fn load_segments(
     for (base, path) in found {
         if drop_rest {
             report.bytes_truncated += std::fs::metadata(&path).map_or(0, |m| m.len());
-            std::fs::remove_file(&path).map_err(|e| io_err(format!("removing {}", path.display()), e))?;
+            std::fs::remove_file(&path)
+                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
             continue;
         }
         let file = OpenOptions::new()
@@ -186,14 +221,16 @@ fn load_segments(
             .open(&path)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        let ok = file.read_exact_at(&mut header, 0).is_ok() && format::check_segment_header(&header).is_ok();
+        let ok = file.read_exact_at(&mut header, 0).is_ok()
+            && format::check_segment_header(&header).is_ok();
         if !ok {
             if base < checkpoint_pos {
                 return Err(corrupt(&path, "bad segment header below the checkpoint"));
             }
             report.bytes_truncated += file.metadata().map_or(0, |m| m.len());
             drop(file);
-            std::fs::remove_file(&path).map_err(|e| io_err(format!("removing {}", path.display()), e))?;
+            std::fs::remove_file(&path)
+                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
             drop_rest = true;
             continue;
         }
@@ -251,7 +288,8 @@ fn load_indexes(
         })
         .unwrap_or_default();
     let mut out = HashMap::new();
-    let rd = std::fs::read_dir(index_dir).map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
+    let rd = std::fs::read_dir(index_dir)
+        .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
     for ent in rd {
         let ent = ent.map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
         let Some(id) = ent.file_name().to_str().and_then(parse_index_name) else {
@@ -263,13 +301,17 @@ fn load_indexes(
             .write(true)
             .open(&path)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
-        let len = file.metadata().map_err(|e| io_err(format!("stat {}", path.display()), e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| io_err(format!("stat {}", path.display()), e))?
+            .len();
         if len > INDEX_FILE_BYTES_MAX {
             return Err(corrupt(&path, format!("index file of {len} bytes")));
         }
         if len < INDEX_HEADER_BYTES {
             // Created at the crash, before its header was written: nothing in it.
-            file.set_len(0).map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
+            file.set_len(0)
+                .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
             file.write_all_at(&format::index_header(id), 0)
                 .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
         }
@@ -294,7 +336,10 @@ fn load_indexes(
                 break;
             }
             if next.is_some_and(|n| n != e.base_offset) {
-                return Err(corrupt(&path, format!("index entry {slot} does not follow its predecessor")));
+                return Err(corrupt(
+                    &path,
+                    format!("index entry {slot} does not follow its predecessor"),
+                ));
             }
             next = Some(e.last_offset() + 1);
             st.push_entry(e, slot as u64);
@@ -319,18 +364,25 @@ fn scan_tail(
     io: &dyn FileIo,
     report: &mut RecoveryReport,
 ) -> Result<u64, StorageError> {
-    let bases: Vec<u64> = segments.range(..=from).next_back().map(|(b, _)| *b).into_iter()
+    let bases: Vec<u64> = segments
+        .range(..=from)
+        .next_back()
+        .map(|(b, _)| *b)
+        .into_iter()
         .chain(segments.range(from.saturating_add(1)..).map(|(b, _)| *b))
         .collect();
     let mut body = Vec::new();
     let mut end = from;
     let mut cut = false;
     for base in bases {
-        let Some(seg) = segments.get(&base).cloned() else { continue };
+        let Some(seg) = segments.get(&base).cloned() else {
+            continue;
+        };
         if cut {
             report.bytes_truncated += seg.file.metadata().map_or(0, |m| m.len());
             segments.remove(&base);
-            std::fs::remove_file(&seg.path).map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
+            std::fs::remove_file(&seg.path)
+                .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
             continue;
         }
         if base > end && end != from {
@@ -338,10 +390,15 @@ fn scan_tail(
             cut = true;
             report.bytes_truncated += seg.file.metadata().map_or(0, |m| m.len());
             segments.remove(&base);
-            std::fs::remove_file(&seg.path).map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
+            std::fs::remove_file(&seg.path)
+                .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
             continue;
         }
-        let file_len = seg.file.metadata().map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?.len();
+        let file_len = seg
+            .file
+            .metadata()
+            .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?
+            .len();
         let mut pos = from.max(base);
         loop {
             let at = seg.file_offset(pos);
@@ -353,7 +410,9 @@ fn scan_tail(
                 Some(header) => {
                     let len = (ENTRY_PREFIX_BYTES + header.body_len as usize) as u64;
                     report.bytes_scanned += len;
-                    let batch = body.get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..).unwrap_or_default();
+                    let batch = body
+                        .get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)
+                        .unwrap_or_default();
                     apply_entry(header, batch, pos, partitions, io, report)?;
                     pos += len;
                 }
@@ -380,26 +439,34 @@ fn scan_tail(
 
 /// Read and check the entry at file offset `at`; `None` when torn or corrupt.
 /// `body` receives everything after the length and CRC.
-fn read_entry(seg: &Segment, at: u64, remaining: u64, body: &mut Vec<u8>) -> Option<format::EntryHeader> {
+fn read_entry(
+    seg: &Segment,
+    at: u64,
+    remaining: u64,
+    body: &mut Vec<u8>,
+) -> Option<format::EntryHeader> {
     let mut prefix = [0u8; ENTRY_PREFIX_BYTES];
     seg.file.read_exact_at(&mut prefix, at).ok()?;
     let (body_len, crc) = format::entry_prefix(&prefix)?;
     let body_len = body_len as usize;
-    let fits = body_len >= ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES + crate::batch::BATCH_HEADER_BYTES
-        && body_len <= ENTRY_BATCH_BYTES_MAX + ENTRY_HEADER_BYTES
+    let body_min = ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES + crate::batch::BATCH_HEADER_BYTES;
+    let fits = (body_min..=ENTRY_BATCH_BYTES_MAX + ENTRY_HEADER_BYTES).contains(&body_len)
         && (ENTRY_PREFIX_BYTES + body_len) as u64 <= remaining;
     if !fits {
         return None;
     }
     body.clear();
     body.resize(body_len, 0);
-    seg.file.read_exact_at(body, at + ENTRY_PREFIX_BYTES as u64).ok()?;
+    seg.file
+        .read_exact_at(body, at + ENTRY_PREFIX_BYTES as u64)
+        .ok()?;
     if crc32c::crc32c(body) != crc {
         return None;
     }
     let mut header_bytes = [0u8; ENTRY_HEADER_BYTES];
     header_bytes[..ENTRY_PREFIX_BYTES].copy_from_slice(&prefix);
-    header_bytes[ENTRY_PREFIX_BYTES..].copy_from_slice(body.get(..ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES)?);
+    header_bytes[ENTRY_PREFIX_BYTES..]
+        .copy_from_slice(body.get(..ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES)?);
     let header = format::decode_entry_header(&header_bytes)?;
     let batch = body.get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)?;
     // The batch inside must agree with its own length field.
@@ -450,8 +517,12 @@ fn apply_entry(
             (slot, entry)
         }
         EntryKind::Relocated => {
-            let Some(i) = st.find(entry.base_offset) else { return Ok(()) };
-            let Some(e) = st.entries.get_mut(i) else { return Ok(()) };
+            let Some(i) = st.find(entry.base_offset) else {
+                return Ok(());
+            };
+            let Some(e) = st.entries.get_mut(i) else {
+                return Ok(());
+            };
             if e.entry.base_offset != entry.base_offset || e.entry.size != entry.size {
                 return Ok(());
             }

@@ -69,7 +69,9 @@ pub(crate) fn pid(n: i32) -> PartitionId {
 }
 
 pub(crate) fn open_log(dir: &Path, config: LogConfig) -> CommitLog {
-    CommitLog::open(dir, config, Arc::new(ManualClock::default())).unwrap().0
+    CommitLog::open(dir, config, Arc::new(ManualClock::default()))
+        .unwrap()
+        .0
 }
 
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -97,13 +99,19 @@ fn small_segments() -> LogConfig {
 fn appended_batches_read_back_byte_for_byte_across_segment_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), small_segments());
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let mut expected = Vec::new();
     for i in 0..40usize {
         let b = batch(1 + i % 4, 20 + i * 7);
         let out = p.append(b.clone()).unwrap();
         block_on(out.durable.wait()).unwrap();
-        expected.push((out.base_offset, out.last_offset, stored(&b, out.base_offset)));
+        expected.push((
+            out.base_offset,
+            out.last_offset,
+            stored(&b, out.base_offset),
+        ));
     }
     let segments = std::fs::read_dir(dir.path().join("log")).unwrap().count();
     assert!(segments > 3, "only {segments} segments");
@@ -124,24 +132,43 @@ fn appended_batches_read_back_byte_for_byte_across_segment_rolls() {
 fn read_limits_and_ranges_follow_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), LogConfig::default());
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let a = batch(3, 100);
     let b = batch(2, 100);
     let oa = p.append(a.clone()).unwrap();
     block_on(oa.durable.wait()).unwrap();
     let ob = p.append(b.clone()).unwrap();
     block_on(ob.durable.wait()).unwrap();
-    assert_eq!((oa.base_offset, oa.last_offset, ob.base_offset, ob.last_offset), (0, 2, 3, 4));
+    assert_eq!(
+        (
+            oa.base_offset,
+            oa.last_offset,
+            ob.base_offset,
+            ob.last_offset
+        ),
+        (0, 2, 3, 4)
+    );
     // max_bytes smaller than one batch still returns that batch (KIP-74).
     assert_eq!(p.read(1, 10).unwrap().records.len(), a.len());
     // Room for both batches returns both.
-    assert_eq!(p.read(0, a.len() + b.len()).unwrap().records.len(), a.len() + b.len());
+    assert_eq!(
+        p.read(0, a.len() + b.len()).unwrap().records.len(),
+        a.len() + b.len()
+    );
     // The end of the log reads empty; past it is out of range.
     let r = p.read(5, 1000).unwrap();
     assert!(r.records.is_empty());
     assert_eq!(r.offsets.high_watermark, 5);
-    assert!(matches!(p.read(6, 1000), Err(ReadError::OffsetOutOfRange { .. })));
-    assert!(matches!(p.read(-1, 1000), Err(ReadError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        p.read(6, 1000),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        p.read(-1, 1000),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
     log.shutdown().unwrap();
 }
 
@@ -149,20 +176,28 @@ fn read_limits_and_ranges_follow_kafka() {
 fn refused_payload_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), LogConfig::default());
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let mut payload = batch(2, 10).to_vec();
     let mut bad = batch(2, 10).to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 1;
     payload.extend_from_slice(&bad);
-    assert!(matches!(p.append(Bytes::from(payload)), Err(AppendError::CorruptBatch)));
+    assert!(matches!(
+        p.append(Bytes::from(payload)),
+        Err(AppendError::CorruptBatch)
+    ));
     assert_eq!(p.offsets().log_end, 0);
     let too_big = PartitionConfig {
         max_message_bytes: 50,
         ..PartitionConfig::default()
     };
     p.set_config(too_big);
-    assert!(matches!(p.append(batch(2, 10)), Err(AppendError::MessageTooLarge { .. })));
+    assert!(matches!(
+        p.append(batch(2, 10)),
+        Err(AppendError::MessageTooLarge { .. })
+    ));
     assert_eq!(p.offsets().log_end, 0);
     log.shutdown().unwrap();
 }
@@ -171,21 +206,45 @@ fn refused_payload_appends_nothing() {
 fn time_lookup_finds_records_inside_plain_and_compressed_batches() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), LogConfig::default());
-    for (n, c) in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd, Compression::Snappy]
-        .into_iter()
-        .enumerate()
+    for (n, c) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Lz4,
+        Compression::Zstd,
+        Compression::Snappy,
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let p = log.create_partition(pid(n as i32), PartitionConfig::default()).unwrap();
+        let p = log
+            .create_partition(pid(n as i32), PartitionConfig::default())
+            .unwrap();
         // Timestamps go backwards between batches: the running max keeps the search sound.
         for ts in [[100, 110, 120], [90, 95, 130], [200, 150, 250]] {
             let out = p.append(batch_with(3, 5, &ts, c, None)).unwrap();
             block_on(out.durable.wait()).unwrap();
         }
         assert_eq!(p.offset_for_timestamp(0).unwrap(), Some((0, 100)), "{c:?}");
-        assert_eq!(p.offset_for_timestamp(111).unwrap(), Some((2, 120)), "{c:?}");
-        assert_eq!(p.offset_for_timestamp(121).unwrap(), Some((5, 130)), "{c:?}");
-        assert_eq!(p.offset_for_timestamp(140).unwrap(), Some((6, 200)), "{c:?}");
-        assert_eq!(p.offset_for_timestamp(201).unwrap(), Some((8, 250)), "{c:?}");
+        assert_eq!(
+            p.offset_for_timestamp(111).unwrap(),
+            Some((2, 120)),
+            "{c:?}"
+        );
+        assert_eq!(
+            p.offset_for_timestamp(121).unwrap(),
+            Some((5, 130)),
+            "{c:?}"
+        );
+        assert_eq!(
+            p.offset_for_timestamp(140).unwrap(),
+            Some((6, 200)),
+            "{c:?}"
+        );
+        assert_eq!(
+            p.offset_for_timestamp(201).unwrap(),
+            Some((8, 250)),
+            "{c:?}"
+        );
         assert_eq!(p.offset_for_timestamp(251).unwrap(), None, "{c:?}");
         assert_eq!(p.max_timestamp().unwrap(), Some((8, 250)), "{c:?}");
     }
@@ -196,13 +255,17 @@ fn time_lookup_finds_records_inside_plain_and_compressed_batches() {
 fn log_append_time_stamps_the_batch_and_its_lookups() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock(AtomicI64::new(7_000)));
-    let log = CommitLog::open(dir.path(), LogConfig::default(), clock).unwrap().0;
+    let log = CommitLog::open(dir.path(), LogConfig::default(), clock)
+        .unwrap()
+        .0;
     let config = PartitionConfig {
         timestamp_type: TimestampType::LogAppendTime,
         ..PartitionConfig::default()
     };
     let p = log.create_partition(pid(0), config).unwrap();
-    let out = p.append(batch_with(2, 5, &[1, 2], Compression::None, None)).unwrap();
+    let out = p
+        .append(batch_with(2, 5, &[1, 2], Compression::None, None))
+        .unwrap();
     assert_eq!(out.log_append_time, 7_000);
     block_on(out.durable.wait()).unwrap();
     let r = p.read(0, 1000).unwrap();
@@ -217,7 +280,9 @@ fn log_append_time_stamps_the_batch_and_its_lookups() {
 fn idempotent_producer_duplicates_gaps_and_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), LogConfig::default());
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let b0 = batch_with(3, 5, &[], Compression::None, Some((42, 0, 0)));
     let b1 = batch_with(2, 5, &[], Compression::None, Some((42, 0, 3)));
     let first = p.append(b0.clone()).unwrap();
@@ -234,22 +299,48 @@ fn idempotent_producer_duplicates_gaps_and_epochs() {
     let gap = batch_with(1, 5, &[], Compression::None, Some((42, 0, 9)));
     assert!(matches!(
         p.append(gap),
-        Err(AppendError::OutOfOrderSequence { expected: 5, got: 9, .. })
+        Err(AppendError::OutOfOrderSequence {
+            expected: 5,
+            got: 9,
+            ..
+        })
     ));
     // A new epoch must start at sequence 0; an older one is fenced.
     let new_epoch_bad = batch_with(1, 5, &[], Compression::None, Some((42, 1, 5)));
-    assert!(matches!(p.append(new_epoch_bad), Err(AppendError::OutOfOrderSequence { expected: 0, .. })));
-    p.append(batch_with(1, 5, &[], Compression::None, Some((42, 1, 0)))).unwrap();
+    assert!(matches!(
+        p.append(new_epoch_bad),
+        Err(AppendError::OutOfOrderSequence { expected: 0, .. })
+    ));
+    p.append(batch_with(1, 5, &[], Compression::None, Some((42, 1, 0))))
+        .unwrap();
     let old_epoch = batch_with(1, 5, &[], Compression::None, Some((42, 0, 5)));
-    assert!(matches!(p.append(old_epoch), Err(AppendError::InvalidProducerEpoch { current: 1, got: 0, .. })));
+    assert!(matches!(
+        p.append(old_epoch),
+        Err(AppendError::InvalidProducerEpoch {
+            current: 1,
+            got: 0,
+            ..
+        })
+    ));
     // An unknown producer may start anywhere.
-    p.append(batch_with(1, 5, &[], Compression::None, Some((77, 0, 1000)))).unwrap();
+    p.append(batch_with(
+        1,
+        5,
+        &[],
+        Compression::None,
+        Some((77, 0, 1000)),
+    ))
+    .unwrap();
     log.shutdown().unwrap();
 
     // The state survives a restart: the retry is still a duplicate.
     let log = open_log(dir.path(), LogConfig::default());
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
-    let retry = p.append(batch_with(1, 5, &[], Compression::None, Some((42, 1, 0)))).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    let retry = p
+        .append(batch_with(1, 5, &[], Compression::None, Some((42, 1, 0))))
+        .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.base_offset, 5);
     let next = batch_with(1, 5, &[], Compression::None, Some((77, 0, 1001)));
@@ -268,7 +359,9 @@ fn high_watermark_moves_only_after_the_fsync_when_flush_messages_is_one() {
         io.clone(),
     )
     .unwrap();
-    let strict = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let strict = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let relaxed_config = PartitionConfig {
         flush_messages: 1_000,
         ..PartitionConfig::default()
@@ -287,7 +380,10 @@ fn high_watermark_moves_only_after_the_fsync_when_flush_messages_is_one() {
     io.release();
     block_on(out.durable.wait()).unwrap();
     assert_eq!(strict.offsets().high_watermark, 2);
-    assert_eq!(strict.read(0, 100).unwrap().records.len(), batch(2, 10).len());
+    assert_eq!(
+        strict.read(0, 100).unwrap().records.len(),
+        batch(2, 10).len()
+    );
     log.shutdown().unwrap();
 }
 
@@ -302,7 +398,9 @@ fn failed_fsync_poisons_the_log() {
         io.clone(),
     )
     .unwrap();
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let ok = p.append(batch(1, 10)).unwrap();
     block_on(ok.durable.wait()).unwrap();
     io.fail_sync.store(true, Ordering::SeqCst);
@@ -323,7 +421,9 @@ fn failed_fsync_poisons_the_log() {
 fn progress_changes_when_the_high_watermark_moves() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path(), LogConfig::default());
-    let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
     let mut progress = log.progress();
     let before = *progress.borrow_and_update();
     let out = p.append(batch(1, 10)).unwrap();
@@ -394,7 +494,9 @@ fn a_torn_last_entry_is_cut_at_every_byte_and_appends_continue() {
     let snapshot = tempfile::tempdir().unwrap();
     let (earlier, last_len, last_base) = {
         let log = open_log(dir.path(), no_checkpoints());
-        let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        let p = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
         let earlier = fill(&p, 5, 30);
         log.shutdown().unwrap();
         // Reopen so the checkpoint lies before the last entry, then "crash" after it.
@@ -406,7 +508,11 @@ fn a_torn_last_entry_is_cut_at_every_byte_and_appends_continue() {
         let out = p.append(b.clone()).unwrap();
         block_on(out.durable.wait()).unwrap();
         copy_dir(dir.path(), snapshot.path());
-        (earlier, b.len() + crate::format::ENTRY_HEADER_BYTES, out.base_offset)
+        (
+            earlier,
+            b.len() + crate::format::ENTRY_HEADER_BYTES,
+            out.base_offset,
+        )
     };
     let seg = last_segment(snapshot.path());
     let full = std::fs::metadata(&seg).unwrap().len();
@@ -420,8 +526,12 @@ fn a_torn_last_entry_is_cut_at_every_byte_and_appends_continue() {
             .unwrap()
             .set_len(full - last_len as u64 + keep)
             .unwrap();
-        let (log, report) =
-            CommitLog::open(trial.path(), no_checkpoints(), Arc::new(ManualClock::default())).unwrap();
+        let (log, report) = CommitLog::open(
+            trial.path(),
+            no_checkpoints(),
+            Arc::new(ManualClock::default()),
+        )
+        .unwrap();
         assert_eq!(report.bytes_truncated, keep, "cut at {keep}");
         let p = log.partition(pid(0)).unwrap();
         assert_eq!(p.offsets().log_end, last_base, "cut at {keep}");
@@ -439,7 +549,9 @@ fn garbage_after_the_last_entry_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let expected = {
         let log = open_log(dir.path(), no_checkpoints());
-        let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        let p = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
         let e = fill(&p, 4, 30);
         log.shutdown().unwrap();
         e
@@ -450,12 +562,20 @@ fn garbage_after_the_last_entry_is_cut() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     std::io::Write::write_all(&mut f, &[0xab; 333]).unwrap();
     drop(f);
-    let (log, report) = CommitLog::open(dir.path(), no_checkpoints(), Arc::new(ManualClock::default())).unwrap();
+    let (log, report) = CommitLog::open(
+        dir.path(),
+        no_checkpoints(),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
     assert_eq!(report.bytes_truncated, 333);
     assert_eq!(report.index_entries_rebuilt, 4);
     let p = log.partition(pid(0)).unwrap();
     assert_reads(&p, &expected);
-    assert_eq!(p.append(batch(1, 1)).unwrap().base_offset, expected.last().unwrap().0 + 1);
+    assert_eq!(
+        p.append(batch(1, 1)).unwrap().base_offset,
+        expected.last().unwrap().0 + 1
+    );
     log.shutdown().unwrap();
 }
 
@@ -464,8 +584,12 @@ fn entries_of_removed_partitions_are_skipped_on_recovery() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open_log(dir.path(), no_checkpoints());
-        let a = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
-        let b = log.create_partition(pid(1), PartitionConfig::default()).unwrap();
+        let a = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
+        let b = log
+            .create_partition(pid(1), PartitionConfig::default())
+            .unwrap();
         fill(&a, 2, 10);
         fill(&b, 2, 10);
         log.remove_partition(pid(1)).unwrap();
@@ -482,7 +606,9 @@ fn entries_of_removed_partitions_are_skipped_on_recovery() {
 fn retention_by_time_advances_the_log_start_and_deletes_segments() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());
-    let log = CommitLog::open(dir.path(), small_segments(), clock.clone()).unwrap().0;
+    let log = CommitLog::open(dir.path(), small_segments(), clock.clone())
+        .unwrap()
+        .0;
     let config = PartitionConfig {
         retention_ms: Some(10_000),
         ..PartitionConfig::default()
@@ -491,14 +617,19 @@ fn retention_by_time_advances_the_log_start_and_deletes_segments() {
     // Old batches (timestamps around 1_000), then new ones (around 100_000).
     for i in 0..20i64 {
         let ts = if i < 15 { 1_000 + i } else { 100_000 + i };
-        let out = p.append(batch_with(2, 200, &[ts, ts], Compression::None, None)).unwrap();
+        let out = p
+            .append(batch_with(2, 200, &[ts, ts], Compression::None, None))
+            .unwrap();
         block_on(out.durable.wait()).unwrap();
     }
     let before = segment_count(dir.path());
     clock.0.store(105_000, Ordering::SeqCst);
     log.run_maintenance().unwrap();
     assert_eq!(p.offsets().log_start, 30);
-    assert!(matches!(p.read(29, 100), Err(ReadError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        p.read(29, 100),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(p.read(30, 1).unwrap().records.len(), batch(2, 200).len());
     let after = segment_count(dir.path());
     assert!(after < before, "segments {before} -> {after}");
@@ -535,20 +666,36 @@ fn delete_records_moves_the_log_start_durably() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open_log(dir.path(), no_checkpoints());
-        let p = log.create_partition(pid(0), PartitionConfig::default()).unwrap();
+        let p = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
         fill(&p, 6, 20); // offsets 0..=11
         assert_eq!(p.delete_records_before(4).unwrap(), 4);
-        assert!(matches!(p.read(3, 100), Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            p.read(3, 100),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
         // Mid-batch start: the batch holding offset 4 is still returned whole.
         assert!(!p.read(4, 1).unwrap().records.is_empty());
-        assert!(matches!(p.delete_records_before(100), Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            p.delete_records_before(100),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
         // Crash: no shutdown, no periodic checkpoint.
     }
     let log = open_log(dir.path(), no_checkpoints());
     let p = log.partition(pid(0)).unwrap();
     assert_eq!(p.offsets().log_start, 4);
-    assert_eq!(p.delete_records_before(-1).unwrap(), p.offsets().high_watermark);
-    assert!(p.read(p.offsets().high_watermark, 10).unwrap().records.is_empty());
+    assert_eq!(
+        p.delete_records_before(-1).unwrap(),
+        p.offsets().high_watermark
+    );
+    assert!(
+        p.read(p.offsets().high_watermark, 10)
+            .unwrap()
+            .records
+            .is_empty()
+    );
     log.shutdown().unwrap();
 }
 
@@ -560,15 +707,25 @@ fn cleaner_frees_segments_pinned_by_a_long_retention_partition() {
         segment_bytes: 8_192,
         ..no_checkpoints()
     };
-    let log = CommitLog::open(dir.path(), config.clone(), clock.clone()).unwrap().0;
+    let log = CommitLog::open(dir.path(), config.clone(), clock.clone())
+        .unwrap()
+        .0;
     let keep = log
-        .create_partition(pid(0), PartitionConfig { retention_ms: None, ..PartitionConfig::default() })
+        .create_partition(
+            pid(0),
+            PartitionConfig {
+                retention_ms: None,
+                ..PartitionConfig::default()
+            },
+        )
         .unwrap();
     let short_config = PartitionConfig {
         retention_ms: Some(1_000),
         ..PartitionConfig::default()
     };
-    let short: Vec<Partition> = (1..4).map(|n| log.create_partition(pid(n), short_config.clone()).unwrap()).collect();
+    let short: Vec<Partition> = (1..4)
+        .map(|n| log.create_partition(pid(n), short_config.clone()).unwrap())
+        .collect();
     let mut kept = Vec::new();
     for round in 0..60 {
         let b = batch(1, 30 + round);
@@ -604,12 +761,26 @@ fn relocated_entries_past_the_checkpoint_are_replayed_on_recovery() {
         ..no_checkpoints()
     };
     let kept = {
-        let log = CommitLog::open(dir.path(), config.clone(), clock.clone()).unwrap().0;
+        let log = CommitLog::open(dir.path(), config.clone(), clock.clone())
+            .unwrap()
+            .0;
         let keep = log
-            .create_partition(pid(0), PartitionConfig { retention_ms: None, ..PartitionConfig::default() })
+            .create_partition(
+                pid(0),
+                PartitionConfig {
+                    retention_ms: None,
+                    ..PartitionConfig::default()
+                },
+            )
             .unwrap();
         let short = log
-            .create_partition(pid(1), PartitionConfig { retention_ms: Some(1), ..PartitionConfig::default() })
+            .create_partition(
+                pid(1),
+                PartitionConfig {
+                    retention_ms: Some(1),
+                    ..PartitionConfig::default()
+                },
+            )
             .unwrap();
         let mut kept = Vec::new();
         for i in 0..20 {

@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use crate::error::ApiError;
-use crate::{Broker, HandlerError, RequestContext, producer_ids};
+use crate::{Broker, HandlerError, RequestContext};
 
 /// "No producer id" and "no epoch" on the wire.
 const NO_PRODUCER_ID: i64 = -1;
@@ -67,6 +67,6 @@ fn assign(broker: &Broker, req: &InitProducerIdRequest) -> Result<(i64, i16), Ap
             ));
         }
     }
-    let id = producer_ids::for_store(broker.metadata()).next(broker.metadata().as_ref())?;
+    let id = broker.producer_ids.next(broker.metadata().as_ref())?;
     Ok((id, 0))
 }

@@ -90,11 +90,7 @@ pub(crate) async fn handle(
                 None => by_id(broker, t.topic_id),
             })
             .collect::<Vec<_>>(),
-        _ => broker
-            .topic_list()
-            .into_iter()
-            .map(Lookup::Found)
-            .collect(),
+        _ => broker.topic_list().into_iter().map(Lookup::Found).collect(),
     };
 
     let topics = topics
