@@ -133,8 +133,13 @@ pub(crate) struct LogInner {
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// Serializes sync rounds so the durable position only moves forward.
     flush_lock: Mutex<()>,
-    /// Serializes checkpoint writes; holds the time of the last one.
-    checkpoint_lock: Mutex<Instant>,
+    /// Serializes checkpoint writes.
+    checkpoint_lock: Mutex<()>,
+    /// When the last checkpoint was written. A leaf lock: nothing else is
+    /// taken while it is held, because the flusher reads it under the writer
+    /// lock while a checkpoint takes partition locks (which appends hold
+    /// while they take the writer lock).
+    last_checkpoint: Mutex<Instant>,
     /// Something a checkpoint records changed since the last one.
     pub checkpoint_dirty: AtomicBool,
     pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
@@ -186,7 +191,8 @@ impl LogInner {
             flush_cv: Condvar::new(),
             segments: RwLock::new(p.segments),
             flush_lock: Mutex::new(()),
-            checkpoint_lock: Mutex::new(Instant::now()),
+            checkpoint_lock: Mutex::new(()),
+            last_checkpoint: Mutex::new(Instant::now()),
             checkpoint_dirty: AtomicBool::new(true),
             registry: RwLock::new(p.partitions),
             durable_tx,
@@ -400,7 +406,7 @@ impl LogInner {
     /// then atomically replace the checkpoint file. Returns the log position
     /// it records.
     pub fn write_checkpoint(&self) -> Result<u64, StorageError> {
-        let mut last = lock(&self.checkpoint_lock);
+        let _serial = lock(&self.checkpoint_lock);
         if let Some(r) = &lock(&self.writer).poisoned {
             return Err(Self::poisoned_error(r));
         }
@@ -446,13 +452,13 @@ impl LogInner {
                 self.dir.display()
             )));
         }
-        *last = Instant::now();
+        *lock(&self.last_checkpoint) = Instant::now();
         Ok(position)
     }
 
     fn checkpoint_due(&self) -> bool {
         self.checkpoint_dirty.load(Ordering::SeqCst)
-            && lock(&self.checkpoint_lock).elapsed()
+            && lock(&self.last_checkpoint).elapsed()
                 >= Duration::from_millis(self.config.index_checkpoint_interval_ms)
     }
 
