@@ -25,10 +25,11 @@ const PARTITIONS: i32 = 4;
 const TOPIC: &str = "crash";
 const KILLS_DEFAULT: usize = 20;
 const SEED_DEFAULT: u64 = 0x00c0_ffee;
-/// Most new acknowledgements awaited before the next kill.
-const ACKS_PER_LIFE_MAX: u64 = 1500;
+/// Fewest and most records produced in one broker life (bounds the run's size).
+const RECORDS_PER_LIFE_MIN: u64 = 500;
+const RECORDS_PER_LIFE_MAX: u64 = 4000;
 /// Longest random wait between reaching the acknowledgement target and the kill.
-const KILL_DELAY_MS_MAX: u64 = 300;
+const KILL_DELAY_MS_MAX: u64 = 20;
 /// How long one broker life may take to acknowledge its share.
 const LIFE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long reading everything back may take.
@@ -127,14 +128,20 @@ fn verify(bootstrap: &str, acked: &HashSet<u64>, when: &str) -> anyhow::Result<u
     Ok(seen.len())
 }
 
-/// Send records with increasing ids until told to stop.
+/// Send records with increasing ids below `send_limit` until told to stop.
 fn produce_until_stopped(
     producer: &TrackedProducer,
     next_id: &AtomicU64,
+    send_limit: &AtomicU64,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     while !stop.load(Ordering::SeqCst) {
         let id = next_id.load(Ordering::SeqCst);
+        if id >= send_limit.load(Ordering::SeqCst) {
+            // This life's budget is spent; serve callbacks until the next one.
+            producer.poll(Duration::from_millis(10));
+            continue;
+        }
         let partition = i32::try_from(id % PARTITIONS as u64)?;
         let value = payload(id);
         let mut record: BaseRecord<'_, [u8], [u8], Box<u64>> =
@@ -184,16 +191,26 @@ fn acknowledged_records_survive_sigkill_exactly_once() -> anyhow::Result<()> {
         .set("message.timeout.ms", "120000");
     let producer = Arc::new(common::tracked_producer(&config)?);
     let next_id = Arc::new(AtomicU64::new(0));
+    let send_limit = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (producer, next_id, stop) = (producer.clone(), next_id.clone(), stop.clone());
-        std::thread::spawn(move || produce_until_stopped(&producer, &next_id, &stop))
+        let (producer, next_id, send_limit, stop) = (
+            producer.clone(),
+            next_id.clone(),
+            send_limit.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || produce_until_stopped(&producer, &next_id, &send_limit, &stop))
     };
 
     let mut ledger = Ledger::default();
     let result = (|| -> anyhow::Result<()> {
         for kill in 0..kills {
-            let target = ledger.acked.len() as u64 + rng.random_range(1..=ACKS_PER_LIFE_MAX);
+            // Each life gets a budget of new records and is killed once a
+            // random part of it is acknowledged, so writes are in flight.
+            let budget = rng.random_range(RECORDS_PER_LIFE_MIN..=RECORDS_PER_LIFE_MAX);
+            send_limit.store(next_id.load(Ordering::SeqCst) + budget, Ordering::SeqCst);
+            let target = ledger.acked.len() as u64 + rng.random_range(1..=budget / 2);
             let deadline = Instant::now() + LIFE_TIMEOUT;
             while (ledger.acked.len() as u64) < target {
                 if Instant::now() > deadline || sender.is_finished() {
@@ -207,8 +224,8 @@ fn acknowledged_records_survive_sigkill_exactly_once() -> anyhow::Result<()> {
                 producer.poll(Duration::from_millis(5));
                 ledger.absorb(&producer)?;
             }
-            // Acknowledgements arrive in bursts; a random moment after the
-            // burst puts the kill anywhere in the next write and fsync.
+            // Acknowledgements arrive in bursts; a random moment after one
+            // puts the kill anywhere in the next write and fsync.
             let kill_at =
                 Instant::now() + Duration::from_millis(rng.random_range(0..=KILL_DELAY_MS_MAX));
             while Instant::now() < kill_at {

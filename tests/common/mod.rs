@@ -40,7 +40,7 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 const STDERR_TAIL_BYTES_MAX: u64 = 64 * 1024;
 
 /// A `weir serve` child process. Killed on drop; its stderr is shown when the
-/// test panics.
+/// test fails.
 pub struct Broker {
     child: Option<Child>,
     dir: TempDir,
@@ -189,6 +189,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&self.extra_args)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -202,7 +203,10 @@ impl Broker {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
+                if sent {
+                    continue;
+                }
+                if let Some(addr) = line.strip_prefix("listening on ") {
                     let _ = tx.send(addr.trim().to_string());
                     sent = true;
                 }
@@ -233,9 +237,9 @@ impl Drop for Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if std::thread::panicking() {
-            eprintln!("{}", self.stderr_tail());
-        }
+        // libtest captures this and shows it only for a failing test, whether
+        // it panicked or returned an error.
+        eprintln!("{}", self.stderr_tail());
     }
 }
 
