@@ -1,15 +1,22 @@
 //! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
-//! Kafka-compatible broker (`weir bench`, and more to come).
+//! Kafka-compatible broker (`weir bench`, `topic`, `produce`, `consume`,
+//! `cluster`, `group`).
 
 mod bench;
+mod cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
 
 /// Weir: a message queue that speaks the Apache Kafka protocol.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about, long_about = None)]
+#[command(name = "weir", version, about, long_about = None, after_help = cli::EXIT_CODES_HELP)]
 struct Cli {
+    /// Bootstrap brokers, comma-separated host:port, for every command that
+    /// talks to a broker (`weir serve` ignores it).
+    #[arg(long, global = true, env = "WEIR_BROKERS", default_value = cli::BROKERS_DEFAULT,
+          value_name = "HOST:PORT[,...]")]
+    brokers: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,6 +28,19 @@ enum Command {
     /// Measure a Kafka-compatible broker with librdkafka.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Send records, one per line of stdin or a file.
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records as text or JSON.
+    Consume(cli::consume::ConsumeArgs),
+    /// Show the state of the cluster.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,12 +48,17 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Topic(cmd) => cli::topic::run(&cli.brokers, cmd),
+        Command::Produce(args) => cli::produce::run(&cli.brokers, args),
+        Command::Consume(args) => cli::consume::run(&cli.brokers, args),
+        Command::Cluster(cmd) => cli::cluster::run(&cli.brokers, cmd),
+        Command::Group(cmd) => cli::group::run(&cli.brokers, cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            cli::exit_code(&err)
         }
     }
 }

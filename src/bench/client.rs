@@ -195,7 +195,11 @@ fn connect(common: &CommonArgs) -> anyhow::Result<BaseProducer<ProbeContext>> {
                         .ok()
                         .and_then(|cause| cause.clone())
                         .unwrap_or_else(|| err.to_string());
-                    bail!("{}: {cause}", cannot_reach());
+                    return Err(crate::cli::Unreachable {
+                        brokers: common.brokers.clone(),
+                        cause,
+                    }
+                    .into());
                 }
             }
         }

@@ -41,7 +41,7 @@ send to delivery report. At an unlimited rate each producer keeps up to
 --rate below the broker's capacity to see service latency.
 
 MB is 10^6 bytes; bytes count record values only.
-Exit status: 0 on success; 1 if any record failed or no broker answered
+Exit status: 0 on success; 1 if any record failed; 3 if no broker answered
 within 10 s.";
 
 const CONSUME_EXAMPLES: &str = "\
@@ -55,8 +55,8 @@ committed. The run ends at --count records, after --duration, or when no record
 has arrived for --idle-timeout.
 
 MB is 10^6 bytes; bytes count record keys and values.
-Exit status: 0 on success; 1 if a fetch failed or no broker answered within
-10 s.";
+Exit status: 0 on success; 1 if a fetch failed; 3 if no broker answered
+within 10 s.";
 
 const E2E_EXAMPLES: &str = "\
 Examples:
@@ -69,7 +69,7 @@ at least 16, and records from other runs are ignored. A record acknowledged but
 not received within --idle-timeout of the last send counts as an error.
 
 MB is 10^6 bytes; bytes count record values only.
-Exit status: 0 on success; 1 if any record failed or went missing, or no
+Exit status: 0 on success; 1 if any record failed or went missing; 3 if no
 broker answered within 10 s.";
 
 /// The bench modes.
@@ -256,8 +256,8 @@ fn parse_record_size(arg: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-/// Run a benchmark. Fails (exit code 1) when the broker cannot be reached or
-/// any record failed; the summary is printed first in the latter case.
+/// Run a benchmark. Fails when the broker cannot be reached (exit code 3) or
+/// any record failed (1); the summary is printed first in the latter case.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let report = measure(&cmd)?;
     report.print()?;

@@ -21,7 +21,9 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse,
     RequestHeader, ResponseHeader, TopicName, metadata_request::MetadataRequestTopic,
 };
-use kafka_protocol::protocol::{Decodable as _, Encodable as _, HeaderVersion as _, Request, StrBytes};
+use kafka_protocol::protocol::{
+    Decodable as _, Encodable as _, HeaderVersion as _, Request, StrBytes,
+};
 
 use super::Unreachable;
 
@@ -225,7 +227,11 @@ impl Client {
 
     /// Sends `request` to the bootstrap broker. `version_max` is the newest
     /// version whose fields the caller set.
-    pub fn send<R: Request>(&mut self, request: &R, version_max: i16) -> anyhow::Result<R::Response> {
+    pub fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version_max: i16,
+    ) -> anyhow::Result<R::Response> {
         self.bootstrap.send(request, version_max)
     }
 
@@ -292,11 +298,6 @@ pub fn check(code: i16, what: impl FnOnce() -> String) -> anyhow::Result<()> {
 /// A topic or group name as the wire types hold it.
 pub fn str_bytes(name: &str) -> StrBytes {
     StrBytes::from_string(name.to_owned())
-}
-
-/// A broker id from metadata as a plain number.
-pub fn node(id: BrokerId) -> i32 {
-    id.0
 }
 
 /// ListOffsets' timestamp for a partition's log-start offset.
@@ -376,5 +377,48 @@ impl Client {
             }
         }
         Ok(offsets)
+    }
+}
+
+/// How long finding a group's coordinator keeps retrying while the broker
+/// says it is not ready (still loading the offsets topic, electing).
+const COORDINATOR_WAIT_MS: u64 = 15_000;
+/// The pause between those retries.
+const COORDINATOR_RETRY_MS: u64 = 200;
+
+impl Client {
+    /// The node id of `group`'s coordinator, which then takes
+    /// [`Client::send_to`].
+    pub fn coordinator(&mut self, group: &str) -> anyhow::Result<i32> {
+        use kafka_protocol::messages::FindCoordinatorRequest;
+
+        let request = FindCoordinatorRequest::default().with_key(str_bytes(group));
+        let deadline = std::time::Instant::now() + Duration::from_millis(COORDINATOR_WAIT_MS);
+        loop {
+            // v3 is the newest with one key per request.
+            let response = self.send(&request, 3)?;
+            match ResponseError::try_from_code(response.error_code) {
+                None => {
+                    let node = response.node_id.0;
+                    self.addresses.insert(
+                        node,
+                        format!("{}:{}", response.host.as_str(), response.port),
+                    );
+                    return Ok(node);
+                }
+                Some(err) if err.is_retriable() && std::time::Instant::now() < deadline => {
+                    // The broker has no "tell me when ready"; this paces the retries.
+                    std::thread::sleep(Duration::from_millis(COORDINATOR_RETRY_MS));
+                }
+                Some(err) => bail!(
+                    "cannot find the coordinator of group {group}: {err}{}",
+                    response
+                        .error_message
+                        .as_ref()
+                        .map(|m| format!(" ({})", m.as_str()))
+                        .unwrap_or_default()
+                ),
+            }
+        }
     }
 }

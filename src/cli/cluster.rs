@@ -1,0 +1,129 @@
+//! `weir cluster status`: the brokers, the controller, and how many
+//! partitions are online, under-replicated or offline, from DescribeCluster
+//! and Metadata.
+
+use clap::Subcommand;
+use kafka_protocol::messages::DescribeClusterRequest;
+
+use super::kafka::{self, Client};
+
+/// `weir cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the brokers, the controller, and the partition count by state.
+    #[command(after_help = "\
+Examples:
+  weir cluster status
+  WEIR_BROKERS=10.0.0.1:9092,10.0.0.2:9092 weir cluster status
+
+Partition states: online (a leader, every replica in sync), under-replicated
+(a leader, some replica out of sync), offline (no leader).")]
+    Status,
+}
+
+/// A broker as the status lists it.
+struct BrokerRow {
+    id: i32,
+    address: String,
+    rack: String,
+    fenced: bool,
+}
+
+/// Runs a `weir cluster` command against `brokers`.
+pub fn run(brokers: &str, command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status => status(brokers),
+    }
+}
+
+fn status(brokers: &str) -> anyhow::Result<()> {
+    let mut client = Client::connect(brokers)?;
+    let metadata = client.metadata(None)?;
+    let mut cluster_id = metadata
+        .cluster_id
+        .as_ref()
+        .map(|id| id.as_str().to_owned());
+    let mut controller = metadata.controller_id.0;
+    let mut rows: Vec<BrokerRow> = metadata
+        .brokers
+        .iter()
+        .map(|b| BrokerRow {
+            id: b.node_id.0,
+            address: format!("{}:{}", b.host.as_str(), b.port),
+            rack: b.rack.as_ref().map_or("-", |r| r.as_str()).to_owned(),
+            fenced: false,
+        })
+        .collect();
+    // DescribeCluster also names fenced brokers; a broker without it still
+    // gets a status from Metadata alone.
+    if let Ok(described) = client.send(
+        &DescribeClusterRequest::default().with_include_fenced_brokers(false),
+        0,
+    ) {
+        kafka::check(described.error_code, || "DescribeCluster".to_owned())?;
+        cluster_id = Some(described.cluster_id.as_str().to_owned());
+        controller = described.controller_id.0;
+        rows = described
+            .brokers
+            .iter()
+            .map(|b| BrokerRow {
+                id: b.broker_id.0,
+                address: format!("{}:{}", b.host.as_str(), b.port),
+                rack: b.rack.as_ref().map_or("-", |r| r.as_str()).to_owned(),
+                fenced: b.is_fenced,
+            })
+            .collect();
+    }
+    rows.sort_by_key(|row| row.id);
+
+    let (mut online, mut under_replicated, mut offline) = (0usize, 0usize, 0usize);
+    for topic in &metadata.topics {
+        for partition in &topic.partitions {
+            if partition.leader_id.0 < 0 {
+                offline += 1;
+            } else if partition.isr_nodes.len() < partition.replica_nodes.len() {
+                under_replicated += 1;
+            } else {
+                online += 1;
+            }
+        }
+    }
+
+    let mut out = format!(
+        "cluster: {}\ncontroller: {}\n\nbrokers: {}\n",
+        cluster_id.as_deref().unwrap_or("-"),
+        if controller >= 0 {
+            controller.to_string()
+        } else {
+            "none".to_owned()
+        },
+        rows.len()
+    );
+    let mut table = vec![
+        ["ID", "ADDRESS", "RACK", "STATE"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for row in &rows {
+        table.push(vec![
+            row.id.to_string(),
+            row.address.clone(),
+            row.rack.clone(),
+            if row.fenced { "fenced" } else { "active" }.to_owned(),
+        ]);
+    }
+    out.push_str(&super::table(&table));
+    out.push_str(&format!(
+        "\ntopics: {}\npartitions: {}\n",
+        metadata.topics.len(),
+        online + under_replicated + offline
+    ));
+    out.push_str(&super::table(&[
+        vec!["STATE".to_owned(), "COUNT".to_owned()],
+        vec!["online".to_owned(), online.to_string()],
+        vec!["under-replicated".to_owned(), under_replicated.to_string()],
+        vec!["offline".to_owned(), offline.to_string()],
+    ]));
+    super::print_out(&out)?;
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! `weir consume`: prints a topic's records as text or JSON lines, read by a
+//! librdkafka consumer. Without a group it assigns the partitions itself at
+//! the asked position; with `--group` it subscribes and commits what it
+//! printed. Without `--follow` it stops at the end of its partitions (the
+//! high watermark when it gets there), so scripts can read a topic and go on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Printed;
+use super::kafka::{self, Client, Led};
+
+/// How long `--group` waits for the group to assign partitions before
+/// giving up (without `--follow`).
+const GROUP_JOIN_TIMEOUT_MS: u64 = 30_000;
+/// How long one poll of the consumer waits.
+const POLL_MS: u64 = 200;
+/// How long the final commit of a `--group` run may take.
+const COMMIT_TIMEOUT_MS: u64 = 10_000;
+/// The group id librdkafka requires even when partitions are assigned
+/// directly; nothing is ever committed under it.
+const UNUSED_GROUP_ID: &str = "weir-cli-consume";
+
+const CONSUME_EXAMPLES: &str = "\
+Examples:
+  weir consume orders --from-beginning
+  weir consume orders --from-beginning -n 10 --format json
+  weir consume orders --offset 42 --partition 0
+  weir consume orders --from-datetime 2026-11-24T08:00:00Z
+  weir consume orders --group billing --follow
+
+Without --from-beginning, --offset or --from-datetime, only records produced
+from now on are read (with --group: from the group's committed offsets).
+Without --follow the command exits once it has reached the end of every
+partition it reads, or after -n records.
+
+--format json prints one object a line: topic, partition, offset, timestamp
+(ms since the epoch), key, value and headers. A key, value or header value
+that is not UTF-8 prints as {\"base64\": \"...\"}; a missing one as null.";
+
+/// `weir consume`.
+#[derive(Debug, Args)]
+#[command(after_help = CONSUME_EXAMPLES)]
+pub struct ConsumeArgs {
+    /// The topic.
+    topic: String,
+    /// Start at the first record still kept (log-start offset).
+    #[arg(long, conflicts_with_all = ["offset", "from_datetime"])]
+    from_beginning: bool,
+    /// Start at this offset (in every partition read; see --partition).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..),
+          conflicts_with = "from_datetime")]
+    offset: Option<i64>,
+    /// Start at the first record at or after this UTC time, e.g. 2026-11-24T08:00:00Z.
+    #[arg(long, value_name = "TIME", value_parser = super::parse_datetime_ms)]
+    from_datetime: Option<i64>,
+    /// Read only this partition.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+    partition: Option<i32>,
+    /// Consume as a member of this consumer group and commit the offsets
+    /// printed; the group decides the partitions and the start.
+    #[arg(long, conflicts_with_all = ["offset", "from_datetime", "partition"])]
+    group: Option<String>,
+    /// Stop after this many records.
+    #[arg(short = 'n', long = "count", value_name = "COUNT",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Keep waiting for new records instead of exiting at the end.
+    #[arg(long)]
+    follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// How records are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The value, one a line (bytes that are not UTF-8 shown as U+FFFD).
+    Text,
+    /// One JSON object a line with key, value, headers, partition, offset and timestamp.
+    Json,
+}
+
+/// Runs `weir consume` against `brokers`.
+pub fn run(brokers: &str, args: ConsumeArgs) -> anyhow::Result<()> {
+    let mut client = Client::connect(brokers)?;
+    let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)))?;
+    let Some(topic) = metadata.topics.first() else {
+        bail!("the broker returned no metadata for topic {}", args.topic);
+    };
+    kafka::check(topic.error_code, || format!("topic {}", args.topic))?;
+
+    let mut config = super::rdkafka_config(brokers);
+    config
+        .set("group.id", args.group.as_deref().unwrap_or(UNUSED_GROUP_ID))
+        .set("enable.partition.eof", "true")
+        .set(
+            "auto.offset.reset",
+            if args.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        );
+    if args.group.is_some() {
+        // Offsets are stored only after a record is printed, and committed
+        // in the background and once more at the end.
+        config
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false");
+    } else {
+        config.set("enable.auto.commit", "false");
+    }
+    let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
+
+    if args.group.is_some() {
+        consumer
+            .subscribe(&[&args.topic])
+            .with_context(|| format!("cannot subscribe to {}", args.topic))?;
+    } else {
+        let mut partitions: Vec<Led> = topic
+            .partitions
+            .iter()
+            .map(|p| Led {
+                topic: args.topic.clone(),
+                partition: p.partition_index,
+                leader: p.leader_id.0,
+            })
+            .collect();
+        if let Some(wanted) = args.partition {
+            partitions.retain(|p| p.partition == wanted);
+            if partitions.is_empty() {
+                bail!("topic {} has no partition {wanted}", args.topic);
+            }
+        }
+        let assignment = start_positions(&mut client, &args, &partitions)?;
+        consumer
+            .assign(&assignment)
+            .context("cannot assign the partitions")?;
+    }
+    let stop = stop_on_signal()?;
+    let result = read(&consumer, &args, &stop);
+    if args.group.is_some() {
+        commit(&consumer)?;
+    }
+    // Dropping the consumer closes it, which leaves the group at once, so a
+    // stopped `--group --follow` does not hold its partitions until the
+    // session times out.
+    drop(consumer);
+    result
+}
+
+/// A flag raised by SIGINT or SIGTERM, so that Ctrl-C ends a `--follow`
+/// with the group's offsets committed rather than killing the process.
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = super::runtime()?;
+    let (mut interrupt, mut terminate) = runtime
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })
+        .context("cannot install the signal handlers")?;
+    let raised = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        });
+        raised.store(true, Ordering::SeqCst);
+    });
+    Ok(stop)
+}
+
+/// Where each partition starts when no group decides it.
+fn start_positions(
+    client: &mut Client,
+    args: &ConsumeArgs,
+    partitions: &[Led],
+) -> anyhow::Result<TopicPartitionList> {
+    let mut assignment = TopicPartitionList::new();
+    let by_time = match args.from_datetime {
+        Some(ms) => {
+            let leaderless: Vec<i32> = partitions
+                .iter()
+                .filter(|p| p.leader < 0)
+                .map(|p| p.partition)
+                .collect();
+            if !leaderless.is_empty() {
+                bail!(
+                    "partitions {leaderless:?} of {} have no leader; cannot look up offsets by time",
+                    args.topic
+                );
+            }
+            Some(client.list_offsets(partitions, ms)?)
+        }
+        None => None,
+    };
+    for p in partitions {
+        let offset = if args.from_beginning {
+            Offset::Beginning
+        } else if let Some(offset) = args.offset {
+            Offset::Offset(offset)
+        } else if let Some(by_time) = &by_time {
+            match by_time
+                .get(&(p.topic.clone(), p.partition))
+                .copied()
+                .flatten()
+            {
+                Some(offset) => Offset::Offset(offset),
+                // No record that recent: start at the end.
+                None => Offset::End,
+            }
+        } else {
+            Offset::End
+        };
+        assignment
+            .add_partition_offset(&args.topic, p.partition, offset)
+            .with_context(|| format!("cannot assign {}/{}", args.topic, p.partition))?;
+    }
+    Ok(assignment)
+}
+
+/// Polls and prints until -n records, the end of every partition (without
+/// --follow), a closed stdout, or SIGINT / SIGTERM.
+fn read(consumer: &BaseConsumer, args: &ConsumeArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut printed = 0u64;
+    let mut at_end: HashSet<i32> = HashSet::new();
+    loop {
+        if stop.load(Ordering::SeqCst) || args.count.is_some_and(|count| printed >= count) {
+            return Ok(());
+        }
+        let assigned = assigned_partitions(consumer)?;
+        if !args.follow {
+            if !assigned.is_empty() && assigned.iter().all(|p| at_end.contains(p)) {
+                return Ok(());
+            }
+            if assigned.is_empty()
+                && args.group.is_some()
+                && started.elapsed() > Duration::from_millis(GROUP_JOIN_TIMEOUT_MS)
+            {
+                bail!(
+                    "group {} assigned no partition of {} to this consumer within {GROUP_JOIN_TIMEOUT_MS} ms",
+                    args.group.as_deref().unwrap_or_default(),
+                    args.topic
+                );
+            }
+        }
+        match consumer.poll(Duration::from_millis(POLL_MS)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(err)) => return Err(err).context("consuming failed"),
+            Some(Ok(message)) => {
+                at_end.remove(&message.partition());
+                let line = match args.format {
+                    Format::Text => text_line(&message),
+                    Format::Json => json_line(&message)?,
+                };
+                if super::print_out(&line)? == Printed::ReaderGone {
+                    return Ok(());
+                }
+                printed += 1;
+                if args.group.is_some() {
+                    consumer
+                        .store_offset_from_message(&message)
+                        .context("cannot store the consumed offset")?;
+                }
+            }
+        }
+    }
+}
+
+fn assigned_partitions(consumer: &BaseConsumer) -> anyhow::Result<Vec<i32>> {
+    Ok(consumer
+        .assignment()
+        .context("cannot read the consumer's assignment")?
+        .elements()
+        .iter()
+        .map(|element| element.partition())
+        .collect())
+}
+
+fn commit(consumer: &BaseConsumer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
+    loop {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => return Ok(()),
+            // Nothing was consumed, so there is nothing to commit.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
+                return Ok(());
+            }
+            Err(err) if Instant::now() >= deadline => {
+                return Err(err).context("cannot commit the group's offsets");
+            }
+            Err(_) => {
+                consumer.poll(Duration::from_millis(POLL_MS));
+            }
+        }
+    }
+}
+
+fn text_line(message: &BorrowedMessage<'_>) -> String {
+    let mut line = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+    line.push('\n');
+    line
+}
+
+fn json_line(message: &BorrowedMessage<'_>) -> anyhow::Result<String> {
+    let optional = |bytes: Option<&[u8]>| bytes.map_or(serde_json::Value::Null, super::bytes_json);
+    let headers: Vec<serde_json::Value> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| {
+                    serde_json::json!({
+                        "key": header.key,
+                        "value": optional(header.value),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let record = serde_json::json!({
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp": message.timestamp().to_millis(),
+        "key": optional(message.key()),
+        "value": optional(message.payload()),
+        "headers": headers,
+    });
+    let mut line = serde_json::to_string(&record).context("cannot format a record as JSON")?;
+    line.push('\n');
+    Ok(line)
+}

@@ -1,0 +1,318 @@
+//! `weir consume --group` and `weir group` against a real `weir serve`: a
+//! group's committed offsets and lag, resetting them (each target, the
+//! dry run, the refusal while members are active), and deleting the group.
+//! Group states are awaited by polling `weir group describe` against a
+//! deadline.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, ensure};
+use common::Broker;
+
+/// How long a consumer may take to join its group and get partitions.
+const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The broker starts a group's first rebalance at once, as tests want.
+const BROKER_ARGS: &[&str] = &["--set", "group.initial.rebalance.delay.ms=0"];
+
+fn command(broker: &Broker, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.args(args).env("WEIR_BROKERS", broker.bootstrap());
+    command
+}
+
+/// Runs `weir ARGS` with `stdin` as input.
+fn weir(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<Output> {
+    let mut child = command(broker, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run weir")?;
+    let written = child.stdin.take().context("no stdin")?.write_all(stdin);
+    // A command that fails before reading its input closes the pipe early.
+    if let Err(err) = written
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(err).context("cannot write weir's stdin");
+    }
+    child.wait_with_output().context("weir did not finish")
+}
+
+/// Runs `weir ARGS`, fails unless it exits 0, and returns its stdout.
+fn weir_ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<String> {
+    let output = weir(broker, args, stdin)?;
+    ensure!(
+        output.status.success(),
+        "weir {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The cells of the offsets table line for `topic`/`partition`.
+fn offsets_row(describe: &str, topic: &str, partition: i32) -> Option<Vec<String>> {
+    describe.lines().find_map(|line| {
+        let cells: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        (cells.first().map(String::as_str) == Some(topic)
+            && cells.get(1) == Some(&partition.to_string()))
+        .then_some(cells)
+    })
+}
+
+/// COMMITTED, LOG-END and LAG of a partition, as printed.
+fn committed_end_lag(describe: &str, topic: &str, partition: i32) -> Vec<String> {
+    offsets_row(describe, topic, partition)
+        .and_then(|row| row.get(2..5).map(<[String]>::to_vec))
+        .unwrap_or_default()
+}
+
+fn strings(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|cell| (*cell).to_owned()).collect()
+}
+
+/// A `weir consume --group --follow` child, stopped with SIGTERM as Ctrl-C
+/// would, and killed if the test ends first.
+struct Follower(Child);
+
+impl Follower {
+    fn stop(mut self) -> anyhow::Result<()> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .context("cannot run kill(1)")?;
+        ensure!(sent.success(), "kill -TERM failed");
+        let status = self.0.wait().context("cannot wait for the consumer")?;
+        ensure!(status.success(), "the consumer exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_group_commits_what_it_printed_and_reset_offsets_rewinds_it() -> anyhow::Result<()> {
+    let broker = Broker::start(BROKER_ARGS)?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "2"], b"")?;
+    weir_ok(
+        &broker,
+        &["produce", "t", "--partition", "0"],
+        b"a\nb\nc\nd\n",
+    )?;
+    weir_ok(&broker, &["produce", "t", "--partition", "1"], b"e\n")?;
+    let first_ms = now_ms()?;
+    // The next records must be stamped after `first_ms`.
+    common::wait_until(Duration::from_secs(5), "the clock to tick", || {
+        Ok(now_ms()? > first_ms)
+    })?;
+    weir_ok(&broker, &["produce", "t", "--partition", "1"], b"f\n")?;
+
+    let mut consumed: Vec<String> = weir_ok(
+        &broker,
+        &["consume", "t", "--group", "g", "--from-beginning"],
+        b"",
+    )?
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    consumed.sort();
+    assert_eq!(consumed, ["a", "b", "c", "d", "e", "f"]);
+
+    let listed = weir_ok(&broker, &["group", "list"], b"")?;
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some("g")),
+        "{listed}"
+    );
+    let described = weir_ok(&broker, &["group", "describe", "g"], b"")?;
+    assert!(described.contains("members: 0"), "{described}");
+    assert_eq!(
+        committed_end_lag(&described, "t", 0),
+        strings(&["4", "4", "0"]),
+        "{described}"
+    );
+    assert_eq!(
+        committed_end_lag(&described, "t", 1),
+        strings(&["2", "2", "0"]),
+        "{described}"
+    );
+
+    // A dry run shows the plan and changes nothing.
+    let plan = weir_ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--dry-run",
+        ],
+        b"",
+    )?;
+    assert_eq!(
+        offsets_row(&plan, "t", 0).and_then(|r| r.get(2..).map(<[String]>::to_vec)),
+        Some(strings(&["4", "0"])),
+        "{plan}"
+    );
+    assert!(plan.contains("dry run"), "{plan}");
+    let described = weir_ok(&broker, &["group", "describe", "g"], b"")?;
+    assert_eq!(
+        committed_end_lag(&described, "t", 0),
+        strings(&["4", "4", "0"])
+    );
+
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--shift-by",
+            "-1",
+        ],
+        b"",
+    )?;
+    let described = weir_ok(&broker, &["group", "describe", "g"], b"")?;
+    assert_eq!(
+        committed_end_lag(&described, "t", 0),
+        strings(&["3", "4", "1"]),
+        "{described}"
+    );
+    assert_eq!(
+        committed_end_lag(&described, "t", 1),
+        strings(&["1", "2", "1"]),
+        "{described}"
+    );
+    let mut resumed: Vec<String> = weir_ok(&broker, &["consume", "t", "--group", "g"], b"")?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    resumed.sort();
+    assert_eq!(resumed, ["d", "f"]);
+
+    for (target, expected) in [
+        (&["--to-offset", "2"][..], ["2", "2"]),
+        (&["--to-latest"], ["4", "2"]),
+        (&["--to-earliest"], ["0", "0"]),
+    ] {
+        let mut args = vec!["group", "reset-offsets", "g", "--topic", "t"];
+        args.extend_from_slice(target);
+        weir_ok(&broker, &args, b"")?;
+        let described = weir_ok(&broker, &["group", "describe", "g"], b"")?;
+        for (partition, committed) in expected.into_iter().enumerate() {
+            let row = committed_end_lag(&described, "t", partition as i32);
+            assert_eq!(
+                row.first().map(String::as_str),
+                Some(committed),
+                "{target:?}: {described}"
+            );
+        }
+    }
+
+    // Records stamped at or after the time: none in partition 0 (its end),
+    // the second record of partition 1.
+    let after = humantime::format_rfc3339_millis(
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(first_ms)? + 1),
+    )
+    .to_string();
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-datetime",
+            &after,
+        ],
+        b"",
+    )?;
+    let again = weir_ok(&broker, &["consume", "t", "--group", "g"], b"")?;
+    assert_eq!(again, "f\n");
+
+    let deleted = weir_ok(&broker, &["group", "delete", "g"], b"")?;
+    assert_eq!(deleted.trim(), "deleted group g");
+    let missing = weir(&broker, &["group", "describe", "g"], b"")?;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("group g does not exist"));
+    Ok(())
+}
+
+#[test]
+fn reset_offsets_refuses_while_the_group_has_members() -> anyhow::Result<()> {
+    let broker = Broker::start(BROKER_ARGS)?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+    let follower = Follower(
+        command(&broker, &["consume", "t", "--group", "busy", "--follow"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the consumer")?,
+    );
+    common::wait_until(GROUP_JOIN_TIMEOUT, "the consumer to join", || {
+        let described = weir(&broker, &["group", "describe", "busy"], b"")?;
+        let text = String::from_utf8_lossy(&described.stdout);
+        Ok(text.contains("state: Stable") && text.contains("members: 1"))
+    })?;
+
+    let refused = weir(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "busy",
+            "--topic",
+            "t",
+            "--to-earliest",
+        ],
+        b"",
+    )?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("group busy has 1 active members"),
+        "{stderr}"
+    );
+    let refused = weir(&broker, &["group", "delete", "busy"], b"")?;
+    assert_eq!(refused.status.code(), Some(1));
+
+    // Ctrl-C (SIGTERM here) makes the consumer leave at once, not after its
+    // session timeout, so the reset works right after.
+    follower.stop()?;
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "busy",
+            "--topic",
+            "t",
+            "--to-earliest",
+        ],
+        b"",
+    )?;
+    Ok(())
+}
+
+fn now_ms() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
+    )?)
+}

@@ -1,0 +1,228 @@
+//! `weir produce` and `weir consume` as scripts use them, against a real
+//! `weir serve`: lines in, JSON lines out (keys, headers, tag and delay
+//! headers, bytes that are not UTF-8), where consuming starts and stops, and
+//! the exit code when a record fails.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, ensure};
+use common::Broker;
+use serde_json::{Value, json};
+
+/// Runs `weir ARGS` against `broker` with `stdin` as input.
+fn weir(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env("WEIR_BROKERS", broker.bootstrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run weir")?;
+    let written = child.stdin.take().context("no stdin")?.write_all(stdin);
+    // A command that fails before reading its input closes the pipe early.
+    if let Err(err) = written
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(err).context("cannot write weir's stdin");
+    }
+    child.wait_with_output().context("weir did not finish")
+}
+
+/// Runs `weir ARGS`, fails unless it exits 0, and returns its stdout.
+fn weir_ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<String> {
+    let output = weir(broker, args, stdin)?;
+    ensure!(
+        output.status.success(),
+        "weir {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// `weir consume ARGS --format json`, parsed line by line.
+fn consume_json(broker: &Broker, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut argv = vec!["consume"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--format", "json"]);
+    weir_ok(broker, &argv, b"")?
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
+        .collect()
+}
+
+fn values(records: &[Value]) -> Vec<&str> {
+    records
+        .iter()
+        .filter_map(|record| record["value"].as_str())
+        .collect()
+}
+
+#[test]
+fn produced_lines_come_back_as_json_with_key_headers_tag_and_delay() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+    let produced = weir(
+        &broker,
+        &[
+            "produce",
+            "t",
+            "--key-separator",
+            "::",
+            "--header",
+            "source=test",
+            "--header",
+            "source=again",
+            "--tag",
+            "VIP",
+            "--delay",
+            "30s",
+            "--acks",
+            "all",
+            "--compression",
+            "zstd",
+            "--idempotent",
+        ],
+        b"k1::v1\nk2::v::2\n",
+    )?;
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(produced.status.success(), "{stderr}");
+    assert!(stderr.contains("sent 2 records, 0 failed"), "{stderr}");
+
+    let records = consume_json(&broker, &["t", "--from-beginning", "-n", "2"])?;
+    let headers = json!([
+        {"key": "source", "value": "test"},
+        {"key": "source", "value": "again"},
+        {"key": "weir.tag", "value": "VIP"},
+        {"key": "weir.delay-ms", "value": "30000"},
+    ]);
+    assert_eq!(records.len(), 2, "{records:?}");
+    for (offset, (key, value)) in [("k1", "v1"), ("k2", "v::2")].into_iter().enumerate() {
+        let record = &records[offset];
+        assert_eq!(record["key"], json!(key));
+        assert_eq!(record["value"], json!(value));
+        assert_eq!(record["headers"], headers);
+        assert_eq!(record["partition"], json!(0));
+        assert_eq!(record["offset"], json!(offset));
+        assert!(
+            record["timestamp"].as_i64().is_some_and(|ts| ts > 0),
+            "{record}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn bytes_that_are_not_utf8_print_as_base64() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    weir_ok(
+        &broker,
+        &["topic", "create", "bin", "--partitions", "1"],
+        b"",
+    )?;
+    weir_ok(
+        &broker,
+        &["produce", "bin", "--key-separator", "\t"],
+        b"\xff\xfe\tplain\nplain\t\x00\x80\n",
+    )?;
+    let records = consume_json(&broker, &["bin", "--from-beginning"])?;
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["key"], json!({"base64": "//4="}));
+    assert_eq!(records[0]["value"], json!("plain"));
+    assert_eq!(records[1]["key"], json!("plain"));
+    assert_eq!(records[1]["value"], json!({"base64": "AIA="}));
+    Ok(())
+}
+
+#[test]
+fn consume_starts_where_asked_and_exits_at_the_end() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "2"], b"")?;
+    weir_ok(&broker, &["produce", "t", "--partition", "0"], b"a\nb\nc\n")?;
+    let first_batch = consume_json(&broker, &["t", "--from-beginning"])?;
+    let last_ms = first_batch
+        .iter()
+        .filter_map(|record| record["timestamp"].as_i64())
+        .max()
+        .context("no timestamps")?;
+    // Records of the second batch must be stamped after the first: wait for
+    // the clock to pass it rather than for a fixed time.
+    common::wait_until(Duration::from_secs(5), "the clock to tick", || {
+        Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() > last_ms as u128)
+    })?;
+    weir_ok(&broker, &["produce", "t", "--partition", "1"], b"d\ne\n")?;
+
+    // Without --follow the command ends at the end of both partitions.
+    let all = consume_json(&broker, &["t", "--from-beginning"])?;
+    let mut all_values = values(&all);
+    all_values.sort_unstable();
+    assert_eq!(all_values, ["a", "b", "c", "d", "e"]);
+
+    let counted = weir_ok(
+        &broker,
+        &[
+            "consume",
+            "t",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "-n",
+            "2",
+        ],
+        b"",
+    )?;
+    assert_eq!(counted, "a\nb\n");
+
+    let from_offset = consume_json(&broker, &["t", "--partition", "0", "--offset", "1"])?;
+    assert_eq!(values(&from_offset), ["b", "c"]);
+
+    let second_batch = consume_json(&broker, &["t", "--partition", "1", "--from-beginning"])?;
+    let second_ms = second_batch
+        .iter()
+        .filter_map(|record| record["timestamp"].as_u64())
+        .min()
+        .context("no timestamps")?;
+    let second_time =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(second_ms)).to_string();
+    let by_time = consume_json(&broker, &["t", "--from-datetime", &second_time])?;
+    assert_eq!(values(&by_time), ["d", "e"], "from {second_time}");
+    let by_old_time = consume_json(&broker, &["t", "--from-datetime", "2020-01-01T00:00:00Z"])?;
+    assert_eq!(by_old_time.len(), 5);
+
+    // The default start is the end: nothing new, so nothing printed.
+    let latest = weir_ok(&broker, &["consume", "t"], b"")?;
+    assert_eq!(latest, "");
+    Ok(())
+}
+
+#[test]
+fn failed_records_are_counted_and_exit_1() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+
+    let missing_separator = weir(
+        &broker,
+        &["produce", "t", "--key-separator", ":"],
+        b"k:v\nnokey\n",
+    )?;
+    let stderr = String::from_utf8_lossy(&missing_separator.stderr);
+    assert_eq!(missing_separator.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sent 1 records, 1 failed"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    let no_such_partition = weir(&broker, &["produce", "t", "--partition", "7"], b"x\n")?;
+    let stderr = String::from_utf8_lossy(&no_such_partition.stderr);
+    assert_eq!(no_such_partition.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sent 0 records, 1 failed"), "{stderr}");
+
+    let bad_delay = weir(&broker, &["produce", "t", "--delay", "30"], b"x\n")?;
+    assert_eq!(bad_delay.status.code(), Some(2));
+    let missing_topic = weir(&broker, &["consume", "absent"], b"")?;
+    assert_eq!(missing_topic.status.code(), Some(1));
+    Ok(())
+}
