@@ -7,8 +7,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Buffer reserved up front for a frame; larger frames grow as their bytes arrive.
+/// Step by which a frame larger than [`FRAME_PREALLOC_BYTES_MAX`] grows as
+/// its bytes arrive.
 const FRAME_CHUNK_BYTES: usize = 64 * 1024;
+/// A frame up to this size gets its whole buffer at once. Growing it in
+/// steps instead cost a reallocation copy of every produced byte (measured
+/// in docs/benchmarks.md); above it, growth follows the bytes that arrive.
+const FRAME_PREALLOC_BYTES_MAX: usize = 1024 * 1024;
 
 /// Why a frame could not be read; the connection must be closed.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +63,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             });
         }
     };
-    // The buffer grows with the bytes that actually arrive, so a peer that
-    // announces a large frame and then stalls holds at most what it sent.
-    let mut frame = BytesMut::with_capacity(size.min(FRAME_CHUNK_BYTES));
+    // Past FRAME_PREALLOC_BYTES_MAX the buffer grows with the bytes that
+    // actually arrive, so a peer that announces a large frame and then stalls
+    // holds at most that much or what it sent.
+    let first = if size <= FRAME_PREALLOC_BYTES_MAX {
+        size
+    } else {
+        FRAME_CHUNK_BYTES
+    };
+    let mut frame = BytesMut::with_capacity(first);
     let mut body = reader.take(size as u64);
     while frame.len() < size {
         if frame.len() == frame.capacity() {

@@ -264,6 +264,16 @@ impl LogInner {
         buf: &[u8],
         marker: Option<MarkerUpdate>,
     ) -> Result<u64, StorageError> {
+        self.write_entries_marked(buf, marker)
+    }
+
+    /// [`Self::write_entries`] for entries of several partitions at once:
+    /// one write to the log, and one marker per partition for the flusher.
+    pub fn write_entries_marked(
+        &self,
+        buf: &[u8],
+        markers: impl IntoIterator<Item = MarkerUpdate>,
+    ) -> Result<u64, StorageError> {
         let mut w = lock(&self.writer);
         if let Some(r) = &w.poisoned {
             return Err(Self::poisoned_error(r));
@@ -294,7 +304,8 @@ impl LogInner {
             return Err(Self::poisoned_error(&reason));
         }
         w.write_pos += buf.len() as u64;
-        if let Some(m) = marker {
+        let mut wake = false;
+        for m in markers {
             let strict = m.flush_messages <= 1;
             w.strict_pending |= strict;
             let id = m.partition.id;
@@ -312,9 +323,10 @@ impl LogInner {
             entry.appends += 1;
             entry.flush_messages = m.flush_messages;
             entry.flush_ms = m.flush_ms;
-            if strict || entry.appends >= entry.flush_messages || entry.appends == 1 {
-                self.flush_cv.notify_one();
-            }
+            wake |= strict || entry.appends >= entry.flush_messages || entry.appends == 1;
+        }
+        if wake {
+            self.flush_cv.notify_one();
         }
         Ok(position)
     }
@@ -422,6 +434,12 @@ impl LogInner {
             let mut st = lock(&p.state);
             if st.removed {
                 continue;
+            }
+            // The checkpoint vouches for the index up to durable_end: its
+            // buffered entries go to the file before the fsync below.
+            if let Err(e) = st.flush_index(self) {
+                drop(st);
+                return Err(e);
             }
             cp.partitions.push(CheckpointPartition {
                 id: p.id,

@@ -23,6 +23,11 @@ use crate::{
     TimestampType,
 };
 
+/// Buffered index entries of one partition are written out at this size,
+/// even before the next checkpoint (128 entries), which bounds the memory
+/// many busy partitions hold between checkpoints.
+const INDEX_PENDING_BYTES_MAX: usize = 8 * 1024;
+
 /// One batch in the in-memory queue index.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MemEntry {
@@ -52,6 +57,12 @@ pub(crate) struct PartitionState {
     pub next_slot: u64,
     /// The index file has writes not yet fsync'd by a checkpoint.
     pub index_dirty: bool,
+    /// Index entries for slots from `index_pending_slot` on, not yet written
+    /// to the index file. Only the checkpoint needs them on disk (recovery
+    /// rebuilds everything past it from the log), so appends buffer them and
+    /// the checkpoint writes them in one call instead of one per append.
+    pub index_pending: Vec<u8>,
+    pub index_pending_slot: u64,
     pub producers: ProducerTable,
     pub removed: bool,
 }
@@ -142,22 +153,46 @@ impl PartitionState {
         self.producers = table;
     }
 
-    /// Write index entries to the index file at their slots (no fsync).
+    /// Write index entries at their slots (no fsync): appended entries are
+    /// buffered until [`Self::flush_index`]; any other write first flushes
+    /// the buffer, so slots reach the file in the order they were written.
     pub fn write_index(
         &mut self,
         first_slot: u64,
         bytes: &[u8],
         log: &LogInner,
     ) -> Result<(), StorageError> {
-        let at = INDEX_HEADER_BYTES + first_slot * INDEX_ENTRY_BYTES as u64;
-        if let Err(e) = log.io.write_all_at(&self.index_file, bytes, at) {
+        let pending_end =
+            self.index_pending_slot + (self.index_pending.len() / INDEX_ENTRY_BYTES) as u64;
+        if !self.index_pending.is_empty() && first_slot != pending_end {
+            self.flush_index(log)?;
+        }
+        if self.index_pending.is_empty() {
+            self.index_pending_slot = first_slot;
+        }
+        self.index_pending.extend_from_slice(bytes);
+        self.index_dirty = true;
+        log.checkpoint_dirty.store(true, Ordering::SeqCst);
+        if self.index_pending.len() >= INDEX_PENDING_BYTES_MAX {
+            self.flush_index(log)?;
+        }
+        Ok(())
+    }
+
+    /// Write the buffered index entries to the index file (no fsync) and
+    /// give the buffer's memory back.
+    pub fn flush_index(&mut self, log: &LogInner) -> Result<(), StorageError> {
+        if self.index_pending.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.index_pending);
+        let at = INDEX_HEADER_BYTES + self.index_pending_slot * INDEX_ENTRY_BYTES as u64;
+        if let Err(e) = log.io.write_all_at(&self.index_file, &bytes, at) {
             return Err(log.poison(format!(
                 "write to {} failed: {e}",
                 self.index_path.display()
             )));
         }
-        self.index_dirty = true;
-        log.checkpoint_dirty.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -188,10 +223,133 @@ pub(crate) fn append(
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
     let mut st = lock(&part.state);
-    if st.removed {
-        return Err(AppendError::Storage(removed_error(part.id)));
+    let mut out = Vec::with_capacity(payload.len() + ENTRY_HEADER_BYTES);
+    match prepare(log, part.id, &st, &payload, &mut out)? {
+        Prepare::Duplicate(outcome) => Ok(outcome),
+        Prepare::Write(p) => {
+            let start = log.write_entries(&out, Some(marker(part, &st, p.end_offset)))?;
+            commit(log, &mut st, p, start)
+        }
     }
-    let infos = batch::parse_payload(&payload, st.config.max_message_bytes)?;
+}
+
+/// Append one payload to each of several partitions with a single write to
+/// the log. Each partition is locked (in id order, so concurrent callers
+/// cannot deadlock) from the offset assignment until its entries are written,
+/// so entries of one partition reach the log in offset order. Results come
+/// back in the order of `items`.
+pub(crate) fn append_many(
+    log: &LogInner,
+    items: &[(Arc<PartitionInner>, Bytes)],
+) -> Vec<Result<AppendOutcome, AppendError>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items.get(i).map(|(p, _)| p.id));
+    let ids = |i: &usize| items.get(*i).map(|(p, _)| p.id);
+    if order.windows(2).any(|w| ids(&w[0]) == ids(&w[1])) {
+        // A partition named twice would be locked twice: append one by one.
+        return items
+            .iter()
+            .map(|(part, payload)| append(log, part, payload.clone()))
+            .collect();
+    }
+    let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
+        items.iter().map(|_| None).collect();
+    let mut guards = Vec::with_capacity(items.len());
+    for (i, (part, payload)) in order.iter().filter_map(|&i| Some((i, items.get(i)?))) {
+        guards.push((i, part, payload, lock(&part.state)));
+    }
+    let total: usize = items
+        .iter()
+        .map(|(_, payload)| payload.len() + ENTRY_HEADER_BYTES)
+        .sum();
+    let mut out = Vec::with_capacity(total);
+    let mut prepared = Vec::new();
+    let mut markers = Vec::new();
+    for (g, (i, part, payload, st)) in guards.iter().enumerate() {
+        let result = match prepare(log, part.id, st, payload, &mut out) {
+            Ok(Prepare::Write(p)) => {
+                markers.push(marker(part, st, p.end_offset));
+                prepared.push((g, p));
+                continue;
+            }
+            Ok(Prepare::Duplicate(outcome)) => Ok(outcome),
+            Err(e) => Err(e),
+        };
+        if let Some(slot) = results.get_mut(*i) {
+            *slot = Some(result);
+        }
+    }
+    if !prepared.is_empty() {
+        let written = log.write_entries_marked(&out, markers);
+        for (g, p) in prepared {
+            let Some((i, _, _, st)) = guards.get_mut(g) else {
+                continue;
+            };
+            let result = match &written {
+                Ok(start) => commit(log, st, p, *start),
+                Err(e) => Err(AppendError::Storage(e.clone())),
+            };
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(result);
+            }
+        }
+    }
+    drop(guards);
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(AppendError::InvalidBatch(
+                    "the payload was not appended (a partition appears twice)",
+                ))
+            })
+        })
+        .collect()
+}
+
+/// What checking a payload decided.
+enum Prepare {
+    /// Encoded into the shared buffer; write it, then [`commit`].
+    Write(Prepared),
+    /// A retried duplicate: answered with the original offsets, nothing written.
+    Duplicate(AppendOutcome),
+}
+
+/// A checked payload whose entries sit in the shared write buffer.
+struct Prepared {
+    /// Each index entry with the position of its log entry in the buffer.
+    entries: Vec<(u64, IndexEntry)>,
+    /// End of this payload's entries in the buffer.
+    buf_end: u64,
+    producers: HashMap<i64, ProducerState>,
+    base_offset: i64,
+    end_offset: i64,
+    log_append_time: i64,
+}
+
+/// What an append tells the flusher about its partition.
+fn marker(part: &Arc<PartitionInner>, st: &PartitionState, end_offset: i64) -> MarkerUpdate {
+    MarkerUpdate {
+        partition: part.clone(),
+        end_offset,
+        flush_messages: st.config.flush_messages,
+        flush_ms: st.config.flush_ms,
+    }
+}
+
+/// Validate and sequence-check a payload, then encode its entries (broker
+/// fields patched) at the end of `out`. Changes nothing in the partition.
+fn prepare(
+    log: &LogInner,
+    id: PartitionId,
+    st: &PartitionState,
+    payload: &Bytes,
+    out: &mut Vec<u8>,
+) -> Result<Prepare, AppendError> {
+    if st.removed {
+        return Err(AppendError::Storage(removed_error(id)));
+    }
+    let infos = batch::parse_payload(payload, st.config.max_message_bytes)?;
     let now_ms = log.clock.now_ms();
 
     // Sequence checks, against a scratch copy so a refused payload changes nothing.
@@ -239,71 +397,75 @@ pub(crate) fn append(
                 "a payload mixes retried duplicate batches with new ones",
             ));
         }
-        return Ok(duplicate_outcome(log, &st, &duplicates));
+        return Ok(Prepare::Duplicate(duplicate_outcome(log, st, &duplicates)));
     }
 
     // Build the entries: header + batch with broker-owned fields patched.
-    let total: usize = infos.iter().map(|i| i.len + ENTRY_HEADER_BYTES).sum();
-    let mut out = Vec::with_capacity(total);
     let mut entries = Vec::with_capacity(infos.len());
-    let mut scratch_batch = Vec::new();
     let mut offset = st.log_end;
+    let leader_epoch = st.leader_epoch;
     let log_append = st.config.timestamp_type == TimestampType::LogAppendTime;
     for info in &infos {
         let src = payload
             .get(info.start..info.start + info.len)
             .unwrap_or_default();
-        scratch_batch.clear();
-        scratch_batch.extend_from_slice(src);
-        batch::patch_offsets(&mut scratch_batch, offset, st.leader_epoch);
         let mut info = *info;
-        if log_append {
-            info.attributes = batch::stamp_log_append_time(&mut scratch_batch, now_ms);
-            info.max_timestamp = now_ms;
-        }
         let position_in_buf = out.len() as u64;
-        format::put_entry(&mut out, EntryKind::Batch, part.id, offset, &scratch_batch);
+        format::put_patched_entry(out, EntryKind::Batch, id, offset, src, |b| {
+            batch::patch_offsets(b, offset, leader_epoch);
+            if log_append {
+                info.attributes = batch::stamp_log_append_time(b, now_ms);
+                info.max_timestamp = now_ms;
+            }
+        });
         entries.push((position_in_buf, index_entry(&info, offset)));
         offset += i64::from(info.last_offset_delta) + 1;
     }
-    let end_offset = offset;
-    let base_offset = st.log_end;
-    let marker = MarkerUpdate {
-        partition: part.clone(),
-        end_offset,
-        flush_messages: st.config.flush_messages,
-        flush_ms: st.config.flush_ms,
-    };
-    let start = log.write_entries(&out, Some(marker))?;
-    let end_position = start + out.len() as u64;
+    Ok(Prepare::Write(Prepared {
+        entries,
+        buf_end: out.len() as u64,
+        producers: scratch,
+        base_offset: st.log_end,
+        end_offset: offset,
+        log_append_time: if log_append { now_ms } else { -1 },
+    }))
+}
 
-    // Index entries, in memory and in the index file (fsync'd by the checkpoint).
+/// Record a written payload in the partition: index entries (in memory, and
+/// buffered for the index file, which the checkpoint fsyncs), producer
+/// state and log end. `start` is the log position of the buffer's first byte.
+fn commit(
+    log: &LogInner,
+    st: &mut PartitionState,
+    p: Prepared,
+    start: u64,
+) -> Result<AppendOutcome, AppendError> {
     let first_slot = st.next_slot;
-    let mut index_bytes = Vec::with_capacity(entries.len() * INDEX_ENTRY_BYTES);
-    for (i, (rel, mut e)) in entries.into_iter().enumerate() {
+    let mut index_bytes = Vec::with_capacity(p.entries.len() * INDEX_ENTRY_BYTES);
+    for (i, (rel, mut e)) in p.entries.into_iter().enumerate() {
         e.position = start + rel;
         index_bytes.extend_from_slice(&e.encode());
         st.push_entry(e, first_slot + i as u64);
     }
     st.next_slot += (index_bytes.len() / INDEX_ENTRY_BYTES) as u64;
     st.write_index(first_slot, &index_bytes, log)?;
-    for (id, s) in scratch {
+    for (id, s) in p.producers {
         st.producers.put(id, s);
     }
-    st.log_end = end_offset;
+    st.log_end = p.end_offset;
     let strict = st.config.flush_messages <= 1;
     if !strict {
-        st.hw = end_offset;
+        st.hw = p.end_offset;
         log.bump_progress();
     }
     Ok(AppendOutcome {
-        base_offset,
-        last_offset: end_offset - 1,
-        log_append_time: if log_append { now_ms } else { -1 },
+        base_offset: p.base_offset,
+        last_offset: p.end_offset - 1,
+        log_append_time: p.log_append_time,
         log_start_offset: st.log_start,
         duplicate: false,
         durable: if strict {
-            DurableWait::pending(log.durable_tx.subscribe(), end_position)
+            DurableWait::pending(log.durable_tx.subscribe(), start + p.buf_end)
         } else {
             DurableWait::ready()
         },

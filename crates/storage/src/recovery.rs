@@ -269,6 +269,8 @@ pub(crate) fn new_state(file: File, path: PathBuf, config: PartitionConfig) -> P
         index_path: path,
         next_slot: 0,
         index_dirty: false,
+        index_pending: Vec::new(),
+        index_pending_slot: 0,
         producers: ProducerTable::default(),
         removed: false,
     }

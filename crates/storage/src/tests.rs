@@ -801,3 +801,68 @@ fn relocated_entries_past_the_checkpoint_are_replayed_on_recovery() {
     assert_eq!(keep.append(batch(1, 5)).unwrap().base_offset, 20);
     log.shutdown().unwrap();
 }
+
+#[test]
+fn append_many_writes_every_partition_once_and_reads_back_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let parts: Vec<Partition> = (0..5)
+        .map(|n| {
+            log.create_partition(pid(n), PartitionConfig::default())
+                .unwrap()
+        })
+        .collect();
+    let mut expected: Vec<Vec<u8>> = vec![Vec::new(); parts.len()];
+    for round in 0..3usize {
+        // Reverse order, a refused payload in the middle, and one partition twice.
+        let mut items: Vec<(Partition, Bytes)> = parts
+            .iter()
+            .rev()
+            .map(|p| (p.clone(), batch(1 + round, 10 + p.id().partition as usize)))
+            .collect();
+        items.insert(2, (parts[1].clone(), Bytes::from_static(b"not a batch")));
+        let outcomes = log.append_many(&items);
+        assert_eq!(outcomes.len(), items.len());
+        assert!(matches!(outcomes[2], Err(AppendError::CorruptBatch)));
+        for ((p, b), out) in items.iter().zip(outcomes) {
+            let Ok(out) = out else { continue };
+            block_on(out.durable.wait()).unwrap();
+            expected[p.id().partition as usize].extend(stored(b, out.base_offset));
+        }
+    }
+    log.shutdown().unwrap();
+    drop(parts);
+
+    let log = open_log(dir.path(), LogConfig::default());
+    for (n, bytes) in expected.iter().enumerate() {
+        let p = log.partition(pid(n as i32)).unwrap();
+        assert_eq!(p.offsets().high_watermark, 6, "partition {n}");
+        let r = p.read(0, 1 << 20).unwrap();
+        assert_eq!(&r.records[..], &bytes[..], "partition {n}");
+    }
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn a_partition_named_twice_in_append_many_gets_both_payloads_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    let (a, b) = (batch(2, 5), batch(3, 5));
+    let outcomes = log.append_many(&[(p.clone(), a.clone()), (p.clone(), b.clone())]);
+    let offsets: Vec<i64> = outcomes
+        .into_iter()
+        .map(|o| {
+            let o = o.unwrap();
+            block_on(o.durable.wait()).unwrap();
+            o.base_offset
+        })
+        .collect();
+    assert_eq!(offsets, vec![0, 2]);
+    let mut all = stored(&a, 0);
+    all.extend(stored(&b, 2));
+    assert_eq!(&p.read(0, 1 << 20).unwrap().records[..], &all[..]);
+    log.shutdown().unwrap();
+}

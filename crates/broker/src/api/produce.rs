@@ -2,8 +2,10 @@
 //! for acks=1 and acks=-1, answer only once every batch is durable under its
 //! partition's flush policy.
 //!
-//! Appends run in request order; the durability waits overlap, so a request
-//! touching many partitions costs one group commit, not one per partition.
+//! Every partition's payload in a request goes to the log in one write
+//! (`CommitLog::append_many`), and the durability waits overlap, so a request
+//! touching many partitions costs one system call and one group commit, not
+//! one of each per partition.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +17,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_storage::{AppendError, AppendOutcome, DurableWait, StorageError};
+use weir_storage::{AppendError, DurableWait, Partition, StorageError};
 
 use crate::error::ApiError;
 use crate::topics::TopicState;
@@ -48,7 +50,10 @@ pub(crate) async fn handle(
     });
 
     let mut topics = Vec::with_capacity(req.topic_data.len());
-    let mut waits = Vec::new();
+    // Every partition's payload is appended in one go after the checks, so
+    // the log takes one write for the whole request.
+    let mut appends = Vec::new();
+    let mut slots = Vec::new();
     for topic in req.topic_data {
         let state = match &acks_error {
             Some(err) => Err(err.clone()),
@@ -62,23 +67,19 @@ pub(crate) async fn handle(
         };
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
-            let appended = state
+            let checked = state
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|state| append(state, data.index, data.records));
-            let response = match appended {
-                Ok(outcome) => {
-                    waits.push(((topics.len(), partitions.len()), outcome.durable));
-                    PartitionProduceResponse::default()
-                        .with_index(data.index)
-                        .with_error_code(0)
-                        .with_base_offset(outcome.base_offset)
-                        .with_log_append_time_ms(outcome.log_append_time)
-                        .with_log_start_offset(outcome.log_start_offset)
+                .and_then(|state| check(state, data.index, data.records));
+            match checked {
+                Ok(item) => {
+                    appends.push(item);
+                    slots.push((topics.len(), partitions.len()));
+                    // Filled in once the appends below are done.
+                    partitions.push(PartitionProduceResponse::default().with_index(data.index));
                 }
-                Err(err) => failed(data.index, &err),
-            };
-            partitions.push(response);
+                Err(err) => partitions.push(failed(data.index, &err)),
+            }
         }
         let mut response = TopicProduceResponse::default().with_partition_responses(partitions);
         if by_id {
@@ -87,6 +88,32 @@ pub(crate) async fn handle(
             response.name = topic.name;
         }
         topics.push(response);
+    }
+
+    let mut waits = Vec::with_capacity(appends.len());
+    let outcomes = broker.log().append_many(&appends);
+    for ((topic, partition), outcome) in slots.into_iter().zip(outcomes) {
+        let Some(slot) = topics
+            .get_mut(topic)
+            .and_then(|t| t.partition_responses.get_mut(partition))
+        else {
+            continue;
+        };
+        match outcome {
+            Ok(outcome) => {
+                waits.push(((topic, partition), outcome.durable));
+                slot.error_code = 0;
+                slot.base_offset = outcome.base_offset;
+                slot.log_append_time_ms = outcome.log_append_time;
+                slot.log_start_offset = outcome.log_start_offset;
+            }
+            Err(err) => {
+                if let AppendError::Storage(storage) = &err {
+                    report_storage_failure(storage);
+                }
+                *slot = failed(slot.index, &ApiError::from(err));
+            }
+        }
     }
 
     if req.acks == 0 && acks_error.is_none() {
@@ -110,12 +137,12 @@ pub(crate) async fn handle(
     ))
 }
 
-/// Append one partition's payload, after the checks the log does not make.
-fn append(
+/// The partition and payload to append, after the checks the log does not make.
+fn check(
     state: &Arc<TopicState>,
     index: i32,
     records: Option<Bytes>,
-) -> Result<AppendOutcome, ApiError> {
+) -> Result<(Partition, Bytes), ApiError> {
     let partition = usize::try_from(index)
         .ok()
         .and_then(|i| state.partitions.get(i))
@@ -129,12 +156,7 @@ fn append(
             "transactional produce is not supported by this broker yet",
         ));
     }
-    partition.append(records).map_err(|err| {
-        if let AppendError::Storage(storage) = &err {
-            report_storage_failure(storage);
-        }
-        ApiError::from(err)
-    })
+    Ok((partition.clone(), records))
 }
 
 fn failed(index: i32, err: &ApiError) -> PartitionProduceResponse {
