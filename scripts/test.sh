@@ -2,11 +2,13 @@
 # The test command: `bash scripts/test.sh`.
 #
 # On a fresh Debian machine with Rust, Python and Node, it installs what the
-# tests need (kcat from Debian, a Python venv at .venv for the client suites
-# to come), runs every Rust test of the workspace (unit, property, crash and
-# end-to-end tests with librdkafka built by cargo) and the kcat smoke test,
-# then prints one `N passed, M failed` line per suite and a total. Exits
-# non-zero if anything failed.
+# tests need (kcat from Debian, a Python venv at .venv with kafka-python, npm
+# packages for kafkajs), runs every Rust test of the workspace (unit, property,
+# crash and end-to-end tests with librdkafka built by cargo), then the client
+# suites that share no code with librdkafka's Rust binding: Debian's kcat,
+# kafka-python's own integration tests, and kafkajs. It prints one
+# `N passed, M failed` line per suite and a total, and exits non-zero if
+# anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,18 +61,27 @@ if [ "$cargo_status" -ne 0 ] && [ "$cargo_failed" -eq 0 ]; then
 fi
 record cargo "$cargo_passed" "$cargo_failed"
 
-echo "== kcat smoke test"
-bash tests/compat/kcat_smoke.sh 2>&1 | tee "$log_dir/kcat.log"
-kcat_status=${PIPESTATUS[0]}
-read -r kcat_passed kcat_failed < <(
-    sed -n 's/^kcat: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' "$log_dir/kcat.log" | tail -n 1
-)
-kcat_passed=${kcat_passed:-0}
-kcat_failed=${kcat_failed:-0}
-if [ "$kcat_status" -ne 0 ] && [ "$kcat_failed" -eq 0 ]; then
-    kcat_failed=1
-fi
-record kcat "$kcat_passed" "$kcat_failed"
+# run_suite NAME SCRIPT: run a client suite whose last summary line is
+# `NAME: N passed, M failed`; a non-zero exit without a failure count counts as one failure.
+run_suite() {
+    local name=$1 script=$2 status passed failed
+    echo "== $name"
+    bash "$script" 2>&1 | tee "$log_dir/$name.log"
+    status=${PIPESTATUS[0]}
+    read -r passed failed < <(
+        sed -n "s/^$name: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed\$/\1 \2/p" "$log_dir/$name.log" | tail -n 1
+    )
+    passed=${passed:-0}
+    failed=${failed:-0}
+    if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        failed=1
+    fi
+    record "$name" "$passed" "$failed"
+}
+
+run_suite kcat tests/compat/kcat_smoke.sh
+run_suite kafka-python tests/compat/kafka_python.sh
+run_suite kafkajs tests/compat/kafkajs.sh
 
 rm -rf "$log_dir"
 echo
