@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use weir_broker::{Broker, BrokerConfig};
+use weir_broker::{Broker, BrokerConfig, GroupConfig};
 use weir_metadata::LocalMetadataStore;
 use weir_server::ServerLimits;
 use weir_storage::{CommitLog, LogConfig, SystemClock};
@@ -132,6 +132,8 @@ struct Settings {
     retention_check_interval_ms: u64,
     /// Broker-level topic defaults by Kafka name (log.retention.ms, ...).
     log_defaults: BTreeMap<String, String>,
+    /// Group coordinator settings (group.*, offsets.*).
+    group: GroupConfig,
 }
 
 impl Settings {
@@ -161,18 +163,42 @@ impl Settings {
                 kafka.insert(key.to_string(), value);
             }
         };
-        named("num.partitions", pick(args.default_partitions, file.default_partitions));
-        named("auto.create.topics.enable", pick(args.auto_create_topics, file.auto_create_topics));
-        named("socket.request.max.bytes", pick(args.max_request_bytes, file.max_request_bytes));
-        named("log.flush.interval.messages", pick(args.flush_messages, file.flush_messages));
+        named(
+            "num.partitions",
+            pick(args.default_partitions, file.default_partitions),
+        );
+        named(
+            "auto.create.topics.enable",
+            pick(args.auto_create_topics, file.auto_create_topics),
+        );
+        named(
+            "socket.request.max.bytes",
+            pick(args.max_request_bytes, file.max_request_bytes),
+        );
+        named(
+            "log.flush.interval.messages",
+            pick(args.flush_messages, file.flush_messages),
+        );
         named("log.flush.interval.ms", pick(args.flush_ms, file.flush_ms));
-        named("log.segment.bytes", pick(args.segment_bytes, file.segment_bytes));
+        named(
+            "log.segment.bytes",
+            pick(args.segment_bytes, file.segment_bytes),
+        );
 
         let mut settings = Settings {
-            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
             advertised: args.advertised.or(file.advertised),
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
-            log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("weir-data")),
+            log_level: args
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
             node_id: 0,
             default_partitions: 4,
             auto_create_topics: true,
@@ -181,6 +207,7 @@ impl Settings {
             segment_ms: 7 * 24 * 3600 * 1000,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             log_defaults: BTreeMap::new(),
+            group: GroupConfig::default(),
         };
         for (key, value) in kafka {
             settings.apply(&key, &value)?;
@@ -199,7 +226,9 @@ impl Settings {
                     bail!("{}: must be at least 1", bad());
                 }
             }
-            "auto.create.topics.enable" => self.auto_create_topics = value.parse().with_context(bad)?,
+            "auto.create.topics.enable" => {
+                self.auto_create_topics = value.parse().with_context(bad)?
+            }
             "socket.request.max.bytes" => {
                 self.max_request_bytes = value.parse().with_context(bad)?;
                 if self.max_request_bytes < 1024 {
@@ -211,6 +240,31 @@ impl Settings {
                 if self.retention_check_interval_ms == 0 {
                     bail!("{}: must be positive", bad());
                 }
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group.initial_rebalance_delay_ms = at_least(value, 0, bad)?;
+            }
+            "group.min.session.timeout.ms" => {
+                self.group.min_session_timeout_ms = at_least(value, 1, bad)?;
+            }
+            "group.max.session.timeout.ms" => {
+                self.group.max_session_timeout_ms = at_least(value, 1, bad)?;
+            }
+            "group.max.size" => self.group.max_size = at_least(value, 1, bad)?,
+            "group.consumer.heartbeat.interval.ms" => {
+                self.group.consumer_heartbeat_interval_ms = at_least(value, 1, bad)?;
+            }
+            "group.consumer.session.timeout.ms" => {
+                self.group.consumer_session_timeout_ms = at_least(value, 1, bad)?;
+            }
+            "offsets.topic.num.partitions" => {
+                self.group.offsets_topic_num_partitions = at_least(value, 1, bad)?;
+            }
+            "offsets.retention.minutes" => {
+                self.group.offsets_retention_minutes = at_least(value, 1, bad)?;
+            }
+            "offset.metadata.max.bytes" => {
+                self.group.offset_metadata_max_bytes = at_least(value, 0, bad)?;
             }
             "log.segment.bytes" | "log.roll.ms" => {
                 let parsed: u64 = value.parse().with_context(bad)?;
@@ -232,6 +286,19 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Parse a numeric broker config that must be at least `min`.
+fn at_least<T>(value: &str, min: T, bad: impl Fn() -> String) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let parsed: T = value.parse().with_context(&bad)?;
+    if parsed < min {
+        bail!("{}: must be at least {min}", bad());
+    }
+    Ok(parsed)
 }
 
 fn pick<T: ToString>(flag: Option<T>, file: Option<T>) -> Option<String> {
@@ -270,9 +337,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!("cannot create data folder {}", settings.data_dir.display())
-    })?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data folder {}", settings.data_dir.display()))?;
     let clock = Arc::new(SystemClock);
     let log_config = LogConfig {
         segment_bytes: settings.segment_bytes,
@@ -280,7 +346,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         ..LogConfig::default()
     };
     let (log, recovery) = CommitLog::open(&settings.data_dir, log_config, clock.clone())
-        .with_context(|| format!("cannot open the commit log in {}", settings.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the commit log in {}",
+                settings.data_dir.display()
+            )
+        })?;
     tracing::info!(
         partitions = recovery.partitions,
         scanned_bytes = recovery.bytes_scanned,
@@ -297,7 +368,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let bound = listener.local_addr().context("cannot read the bound address")?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     let (advertised_host, advertised_port) = advertised(&settings, bound)?;
 
     let config = BrokerConfig {
@@ -308,13 +381,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         auto_create_topics: settings.auto_create_topics,
         max_request_bytes: settings.max_request_bytes,
         log_defaults: settings.log_defaults.clone(),
+        group: settings.group.clone(),
         ..BrokerConfig::default()
     };
     let broker = Arc::new(
         Broker::new(config, log.clone(), metadata, clock)
             .map_err(|e| anyhow::anyhow!("cannot load topics: {e}"))?,
     );
-    let limits = ServerLimits { max_request_bytes: settings.max_request_bytes, ..ServerLimits::default() };
+    let limits = ServerLimits {
+        max_request_bytes: settings.max_request_bytes,
+        ..ServerLimits::default()
+    };
 
     // Scripts and tests read this line to learn the port.
     println!("listening on {bound}");
@@ -345,7 +422,9 @@ fn advertised(settings: &Settings, bound: SocketAddr) -> anyhow::Result<(String,
         let (host, port) = adv
             .rsplit_once(':')
             .with_context(|| format!("--advertised {adv}: expected HOST:PORT"))?;
-        let port: u16 = port.parse().with_context(|| format!("--advertised {adv}: bad port"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("--advertised {adv}: bad port"))?;
         return Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)));
     }
     let host = if bound.ip().is_unspecified() {
@@ -370,7 +449,9 @@ async fn maintenance_loop(log: CommitLog, interval: Duration) {
         let log = log.clone();
         match tokio::task::spawn_blocking(move || log.run_maintenance()).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "log maintenance failed; retention is not applied until it succeeds"),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "log maintenance failed; retention is not applied until it succeeds")
+            }
             Err(err) => tracing::error!(error = %err, "log maintenance task failed"),
         }
     }
@@ -434,8 +515,14 @@ mod tests {
             ..ServeArgs::default()
         });
         assert_eq!(s.listen, "127.0.0.1:19092");
-        assert_eq!(s.default_partitions, 2, "the dedicated key beats [broker] num.partitions");
-        assert_eq!(s.log_defaults.get("log.retention.ms").map(String::as_str), Some("2000"));
+        assert_eq!(
+            s.default_partitions, 2,
+            "the dedicated key beats [broker] num.partitions"
+        );
+        assert_eq!(
+            s.log_defaults.get("log.retention.ms").map(String::as_str),
+            Some("2000")
+        );
         let s = resolve(ServeArgs {
             config: Some(path),
             default_partitions: Some(7),
@@ -446,8 +533,16 @@ mod tests {
 
     #[test]
     fn unknown_or_invalid_configs_are_refused() {
-        for set in ["no.such.config=1", "log.retention.ms=forever", "num.partitions=0", "oops"] {
-            let err = Settings::resolve(ServeArgs { set: vec![set.into()], ..ServeArgs::default() });
+        for set in [
+            "no.such.config=1",
+            "log.retention.ms=forever",
+            "num.partitions=0",
+            "oops",
+        ] {
+            let err = Settings::resolve(ServeArgs {
+                set: vec![set.into()],
+                ..ServeArgs::default()
+            });
             assert!(err.is_err(), "{set} should be refused");
         }
     }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of Debian's kcat (librdkafka 2.0.2, an older client than the
 # rdkafka crate's) against a real `weir serve`: metadata (-L, -J), produce with
-# keys, headers and every codec, consume from the beginning, and consume from
-# a timestamp (-o s@TS). Prints one line per check and a closing
+# keys, headers and every codec, consume from the beginning and from a
+# timestamp (-o s@TS), an idempotent producer, and a consumer group (-G) that
+# commits and resumes. Prints one line per check and a closing
 # `kcat: N passed, M failed`; exits non-zero on any failure.
 #
 # WEIR_BIN picks the binary (default: target/debug/weir, built if missing).
@@ -31,7 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$weir" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/broker.out" 2>"$work/broker.err" &
+"$weir" serve --listen 127.0.0.1:0 --data-dir "$work/data" \
+    --set group.initial.rebalance.delay.ms=0 >"$work/broker.out" 2>"$work/broker.err" &
 broker_pid=$!
 bootstrap=""
 for _ in $(seq 1 $((start_timeout_s * 10))); do
@@ -103,6 +105,27 @@ seq 1 5 | sed 's/^/before-/' >"$work/expected.all"
 cat "$work/expected.time" >>"$work/expected.all"
 k -C -t smoke-time -p 0 -o beginning -e -q -f '%s\n' >"$work/actual.all"
 check "consume everything from the beginning" "$work/expected.all" "$work/actual.all"
+
+# An idempotent producer: every record once, in order.
+seq 1 200 | sed 's/^/idem-/' >"$work/expected.idem"
+k -P -t smoke-idem -p 0 -X enable.idempotence=true <"$work/expected.idem"
+k -C -t smoke-idem -p 0 -o beginning -e -q -f '%s\n' >"$work/actual.idem"
+check "idempotent producer (enable.idempotence=true)" "$work/expected.idem" "$work/actual.idem"
+
+# A consumer group (-G): the first run reads everything and commits on exit;
+# the second resumes after the committed offsets and reads only what is new.
+group_consume() {
+    k -G smoke-group -X auto.offset.reset=earliest -X enable.auto.commit=true \
+        -e -q -f '%s\n' smoke-grouped
+}
+seq 1 10 | sed 's/^/first-/' >"$work/expected.group1"
+k -P -t smoke-grouped -p 0 <"$work/expected.group1"
+group_consume >"$work/actual.group1"
+check "consumer group (-G) reads from the beginning" "$work/expected.group1" "$work/actual.group1"
+seq 1 10 | sed 's/^/second-/' >"$work/expected.group2"
+k -P -t smoke-grouped -p 0 <"$work/expected.group2"
+group_consume >"$work/actual.group2"
+check "consumer group (-G) resumes after its committed offsets" "$work/expected.group2" "$work/actual.group2"
 
 if ! kill -0 "$broker_pid" 2>/dev/null; then
     failed=$((failed + 1))

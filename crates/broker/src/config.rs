@@ -73,6 +73,10 @@ pub struct GroupConfig {
     /// largest assignment the leader may give one member in SyncGroup. Kafka
     /// has no such bound; the coordinator keeps both in memory per member.
     pub protocol_metadata_bytes_max: usize,
+    /// Most groups the coordinator keeps: group ids come from clients, so
+    /// the map of groups is bounded. Past it, requests that would create a
+    /// group are answered COORDINATOR_NOT_AVAILABLE (retriable).
+    pub groups_max: usize,
 }
 
 impl Default for GroupConfig {
@@ -88,6 +92,7 @@ impl Default for GroupConfig {
             offsets_retention_minutes: 10_080,
             offset_metadata_max_bytes: 4_096,
             protocol_metadata_bytes_max: 1024 * 1024,
+            groups_max: 100_000,
         }
     }
 }

@@ -18,11 +18,12 @@ mod admin;
 mod api;
 mod config;
 mod error;
+mod group;
 mod producer_ids;
 mod topic_config;
 mod topics;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, GroupConfig};
 pub use error::ApiError;
 
 /// Why a request got no response; the server closes the connection.
@@ -35,6 +36,28 @@ pub enum HandlerError {
     /// answers by closing the connection.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+}
+
+/// The rest of a request that may complete out of request order.
+pub type Pending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<ResponseKind>, HandlerError>> + Send>,
+>;
+
+/// What [`Broker::begin`] hands back.
+pub enum Reply {
+    /// The response, or `None` when none is sent (a produce with acks=0).
+    Ready(Option<Box<ResponseKind>>),
+    /// The ordered part is done; this completes the response.
+    Later(Pending),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Ready(body) => f.debug_tuple("Ready").field(body).finish(),
+            Reply::Later(_) => f.write_str("Later(..)"),
+        }
+    }
 }
 
 /// What a handler knows about the request besides its body.
@@ -56,6 +79,7 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     topics: topics::Topics,
     producer_ids: producer_ids::ProducerIds,
+    groups: Arc<group::GroupCoordinator>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -75,6 +99,8 @@ impl Broker {
         metadata: Arc<dyn MetadataStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ApiError> {
+        let config_groups = config.group.clone();
+        let clock_groups = clock.clone();
         let broker = Self {
             config,
             log,
@@ -82,8 +108,10 @@ impl Broker {
             clock,
             topics: topics::Topics::default(),
             producer_ids: producer_ids::ProducerIds::default(),
+            groups: Arc::new(group::GroupCoordinator::new(config_groups, clock_groups)),
         };
         broker.load_topics()?;
+        broker.load_groups()?;
         Ok(broker)
     }
 
@@ -100,7 +128,7 @@ impl Broker {
             .map(|(_, range)| *range)
     }
 
-    /// Handle one request. `Ok(None)` means no response is sent.
+    /// Handle one request to the end. `Ok(None)` means no response is sent.
     pub async fn handle(&self, request: Request) -> Result<Option<ResponseKind>, HandlerError> {
         let ctx = RequestContext {
             api_key: request.api_key,
@@ -108,6 +136,38 @@ impl Broker {
             header: request.header,
         };
         api::dispatch(self, &ctx, request.body).await
+    }
+
+    /// Handle one request as far as request order matters, and hand back
+    /// what may finish out of order.
+    ///
+    /// Kafka processes the requests of one connection in order: a client
+    /// pipelining produce requests relies on their batches reaching the log
+    /// in the order sent. The server awaits `begin` for each request in turn.
+    /// A produce appends its batches here and returns [`Reply::Later`] for
+    /// the wait on its fsync, so the next request is read meanwhile; a fetch
+    /// (which changes nothing) is deferred whole, so its long poll does not
+    /// hold up the connection. Everything else completes here.
+    pub async fn begin(self: &Arc<Self>, request: Request) -> Result<Reply, HandlerError> {
+        let ctx = RequestContext {
+            api_key: request.api_key,
+            version: request.version,
+            header: request.header,
+        };
+        match request.body {
+            kafka_protocol::messages::RequestKind::Produce(req) => {
+                api::produce::begin(self, &ctx, req)
+            }
+            body @ kafka_protocol::messages::RequestKind::Fetch(_) => {
+                let broker = self.clone();
+                Ok(Reply::Later(Box::pin(async move {
+                    api::dispatch(&broker, &ctx, body).await
+                })))
+            }
+            body => api::dispatch(self, &ctx, body)
+                .await
+                .map(|response| Reply::Ready(response.map(Box::new))),
+        }
     }
 
     /// The broker's configuration.

@@ -1,10 +1,13 @@
-//! One client connection: a reader that decodes requests and starts each as
-//! its own task, and a writer that sends the responses back in request order.
+//! One client connection: a reader that decodes requests and begins each in
+//! request order, and a writer that sends the responses back in that order.
 //!
-//! The two meet in a bounded queue of in-flight requests, so a client that
-//! pipelines has at most `max_in_flight_requests` handled at once, and a
-//! produce waiting for its fsync does not stop the next request from being
-//! read. Anything Kafka answers by closing the connection (a bad frame, an
+//! The reader awaits [`Broker::begin`] for each request before reading the
+//! next, as Kafka processes a connection's requests in order; what a request
+//! leaves to finish later (a produce's wait for its fsync, a fetch's long
+//! poll) runs as its own task. The two loops meet in a bounded queue of
+//! in-flight requests, so a client that pipelines has at most
+//! `max_in_flight_requests` outstanding, and a produce waiting for its fsync
+//! does not stop the next request from being read. Anything Kafka answers by closing the connection (a bad frame, an
 //! unknown API or version, a handler refusing the request) ends the reader;
 //! the writer still sends the responses of the requests read before it.
 
@@ -12,15 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use weir_broker::Broker;
+use weir_broker::{Broker, HandlerError, Reply};
 use weir_protocol::{
-    Decoded, Request, api_versions_unsupported_response, decode_request, encode_response,
-    read_frame,
+    Decoded, api_versions_unsupported_response, decode_request, encode_response, read_frame,
 };
 
 use crate::ServerLimits;
@@ -108,7 +111,16 @@ async fn read_requests(
             }
         };
         let task = match decode_request(frame, Broker::served_versions) {
-            Ok(Decoded::Request(request)) => tokio::spawn(handle(broker.clone(), request)),
+            Ok(Decoded::Request(request)) => {
+                let api = request.api_key;
+                let version = request.version;
+                let correlation_id = request.header.correlation_id;
+                // Awaited here, one request at a time: what must happen in
+                // request order (a produce's appends) is done before the next
+                // frame is read. Only the rest runs beside later requests.
+                let begun = broker.begin(request).await;
+                tokio::spawn(finish(begun, api, version, correlation_id))
+            }
             Ok(Decoded::UnsupportedApiVersions { correlation_id }) => tokio::spawn(async move {
                 api_versions_unsupported_response(correlation_id, Broker::served_apis())
                     .map(Some)
@@ -125,13 +137,20 @@ async fn read_requests(
     }
 }
 
-/// Handle one request and encode its response, off the writer's path so
-/// large responses are encoded in parallel.
-async fn handle(broker: Arc<Broker>, request: Request) -> Outcome {
-    let api = request.api_key;
-    let version = request.version;
-    let correlation_id = request.header.correlation_id;
-    match broker.handle(request).await {
+/// Complete a begun request and encode its response, off the writer's path
+/// so large responses are encoded in parallel.
+async fn finish(
+    begun: Result<Reply, HandlerError>,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> Outcome {
+    let body = match begun {
+        Ok(Reply::Ready(body)) => Ok(body.map(|body| *body)),
+        Ok(Reply::Later(pending)) => pending.await,
+        Err(err) => Err(err),
+    };
+    match body {
         Ok(Some(body)) => encode_response(api, version, correlation_id, &body)
             .map(Some)
             .map_err(Close::Encode),

@@ -276,6 +276,61 @@ async fn pipelined_requests_are_answered_in_request_order() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_produces_reach_the_log_in_request_order() -> anyhow::Result<()> {
+    // A non-idempotent producer with several requests in flight relies on
+    // Kafka processing one connection's requests in order: the batches of
+    // one partition must get offsets in the order they were sent.
+    const REQUESTS: i32 = 200;
+    let harness = Harness::start().await?;
+    let mut client = harness.connect().await?;
+    send(
+        &mut client,
+        ApiKey::Metadata,
+        12,
+        1,
+        metadata_for("ordered"),
+    )
+    .await?;
+    recv(&mut client, ApiKey::Metadata, 12).await?;
+    let mut wire = BytesMut::new();
+    let values: Vec<String> = (0..REQUESTS).map(|i| format!("record-{i}")).collect();
+    for (i, value) in values.iter().enumerate() {
+        let body = produce_to("ordered", &[value.as_str()]);
+        wire.extend_from_slice(&frame(ApiKey::Produce, 9, 100 + i as i32, &body));
+    }
+    client.write_all(&wire).await?;
+    for i in 0..REQUESTS {
+        let (correlation_id, response) = recv(&mut client, ApiKey::Produce, 9).await?;
+        assert_eq!(correlation_id, 100 + i);
+        let ResponseKind::Produce(produce) = response else {
+            bail!("not a produce response");
+        };
+        let partition = produce
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .context("no partition in the produce response")?;
+        assert_eq!(partition.error_code, 0);
+        assert_eq!(
+            partition.base_offset,
+            i64::from(i),
+            "request {i} was appended out of order"
+        );
+    }
+    send(
+        &mut client,
+        ApiKey::Fetch,
+        12,
+        2,
+        fetch_from("ordered", 0, 0),
+    )
+    .await?;
+    let (_, fetched) = recv(&mut client, ApiKey::Fetch, 12).await?;
+    assert_eq!(fetched_values(&fetched)?, values);
+    harness.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_api_versions_request_gets_error_35_and_the_served_list() -> anyhow::Result<()> {
     let harness = Harness::start().await?;
     let mut client = harness.connect().await?;

@@ -3,19 +3,32 @@
 
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
-mod produce;
+pub(crate) mod produce;
+mod sync_group;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::VersionRange;
@@ -43,12 +56,29 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::CreatePartitions,
             ApiKey::IncrementalAlterConfigs,
             ApiKey::DescribeCluster,
+            ApiKey::FindCoordinator,
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::Heartbeat,
+            ApiKey::LeaveGroup,
+            ApiKey::OffsetCommit,
+            ApiKey::OffsetFetch,
+            ApiKey::DescribeGroups,
+            ApiKey::ListGroups,
+            ApiKey::DeleteGroups,
+            ApiKey::OffsetDelete,
+            ApiKey::ConsumerGroupHeartbeat,
+            ApiKey::ConsumerGroupDescribe,
         ]
         .into_iter()
         .map(|key| match key {
             // The crate's range comes from the response schema; its request
             // decoder stops at v5 (v6 is KIP-939's two-phase commit).
             ApiKey::InitProducerId => (key, VersionRange { min: 0, max: 5 }),
+            // The same for the group APIs whose response schema is ahead of
+            // the request decoder (v10 addresses topics by id).
+            ApiKey::OffsetCommit => (key, VersionRange { min: 2, max: 9 }),
+            ApiKey::OffsetFetch => (key, VersionRange { min: 1, max: 9 }),
             _ => (key, key.valid_versions()),
         })
         .collect()
@@ -107,6 +137,45 @@ pub(crate) async fn dispatch(
         RequestKind::DescribeCluster(req) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, ctx, req).await?)
         }
+        RequestKind::FindCoordinator(req) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, ctx, req).await?)
+        }
+        RequestKind::JoinGroup(req) => {
+            ResponseKind::JoinGroup(join_group::handle(broker, ctx, req).await?)
+        }
+        RequestKind::SyncGroup(req) => {
+            ResponseKind::SyncGroup(sync_group::handle(broker, ctx, req).await?)
+        }
+        RequestKind::Heartbeat(req) => {
+            ResponseKind::Heartbeat(heartbeat::handle(broker, ctx, req).await?)
+        }
+        RequestKind::LeaveGroup(req) => {
+            ResponseKind::LeaveGroup(leave_group::handle(broker, ctx, req).await?)
+        }
+        RequestKind::OffsetCommit(req) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, ctx, req).await?)
+        }
+        RequestKind::OffsetFetch(req) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeGroups(req) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, ctx, req).await?)
+        }
+        RequestKind::ListGroups(req) => {
+            ResponseKind::ListGroups(list_groups::handle(broker, ctx, req).await?)
+        }
+        RequestKind::DeleteGroups(req) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, ctx, req).await?)
+        }
+        RequestKind::OffsetDelete(req) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, ctx, req).await?)
+        }
+        RequestKind::ConsumerGroupHeartbeat(req) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group_heartbeat::handle(broker, ctx, req).await?,
+        ),
+        RequestKind::ConsumerGroupDescribe(req) => ResponseKind::ConsumerGroupDescribe(
+            consumer_group_describe::handle(broker, ctx, req).await?,
+        ),
         _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
     };
     Ok(Some(response))

@@ -21,7 +21,9 @@ use weir_storage::{AppendError, DurableWait, Partition, StorageError};
 
 use crate::error::ApiError;
 use crate::topics::TopicState;
-use crate::{Broker, HandlerError, RequestContext};
+use kafka_protocol::messages::ResponseKind;
+
+use crate::{Broker, HandlerError, Reply, RequestContext};
 
 /// First Produce version that addresses topics by ID instead of name.
 const TOPIC_ID_VERSION: i16 = 13;
@@ -36,11 +38,63 @@ const BATCH_ATTRIBUTES_AT: usize = 21;
 /// Attribute bit of a batch written inside a Kafka transaction.
 const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 
+/// Handle a produce to the end: append, then wait for durability.
 pub(crate) async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     req: ProduceRequest,
 ) -> Result<Option<ProduceResponse>, HandlerError> {
+    match append(broker, ctx, req) {
+        Some(appended) => Ok(Some(appended.finish().await)),
+        None => Ok(None),
+    }
+}
+
+/// Append now, in request order, and defer only the wait for durability
+/// (see [`Broker::begin`]).
+pub(crate) fn begin(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+) -> Result<Reply, HandlerError> {
+    Ok(match append(broker, ctx, req) {
+        Some(appended) => Reply::Later(Box::pin(async move {
+            Ok(Some(ResponseKind::Produce(appended.finish().await)))
+        })),
+        None => Reply::Ready(None),
+    })
+}
+
+/// A produce whose batches are in the log, waiting to be answered.
+struct Appended {
+    topics: Vec<TopicProduceResponse>,
+    waits: Vec<((usize, usize), DurableWait)>,
+}
+
+impl Appended {
+    /// Wait until every appended batch is durable and build the response.
+    async fn finish(mut self) -> ProduceResponse {
+        for ((topic, partition), result) in wait_all(self.waits).await {
+            if let Err(err) = result {
+                report_storage_failure(&err);
+                if let Some(slot) = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partition_responses.get_mut(partition))
+                {
+                    *slot = failed(slot.index, &ApiError::from(err));
+                }
+            }
+        }
+        ProduceResponse::default()
+            .with_responses(self.topics)
+            .with_throttle_time_ms(0)
+    }
+}
+
+/// Check and append every partition's batches. `None` when no response is
+/// owed (acks=0).
+fn append(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Option<Appended> {
     let by_id = ctx.version >= TOPIC_ID_VERSION;
     let acks_error = (!matches!(req.acks, -1..=1)).then(|| {
         ApiError::new(
@@ -117,24 +171,9 @@ pub(crate) async fn handle(
     }
 
     if req.acks == 0 && acks_error.is_none() {
-        return Ok(None);
+        return None;
     }
-    for ((topic, partition), result) in wait_all(waits).await {
-        if let Err(err) = result {
-            report_storage_failure(&err);
-            if let Some(slot) = topics
-                .get_mut(topic)
-                .and_then(|t| t.partition_responses.get_mut(partition))
-            {
-                *slot = failed(slot.index, &ApiError::from(err));
-            }
-        }
-    }
-    Ok(Some(
-        ProduceResponse::default()
-            .with_responses(topics)
-            .with_throttle_time_ms(0),
-    ))
+    Some(Appended { topics, waits })
 }
 
 /// The partition and payload to append, after the checks the log does not make.

@@ -1,0 +1,85 @@
+//! DescribeGroups: each classic group's state, protocol and members, with
+//! their metadata and assignment once the group is stable.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::{Broker, HandlerError, RequestContext};
+
+/// What Kafka sends when authorized operations were not asked for.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// READ (3), DELETE (6) and DESCRIBE (8): what anyone may do to a group
+/// while Weir has no authorization.
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// First version answering an unknown group with GROUP_ID_NOT_FOUND
+/// instead of an empty "Dead" group.
+const NOT_FOUND_VERSION: i16 = 6;
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: DescribeGroupsRequest,
+) -> Result<DescribeGroupsResponse, HandlerError> {
+    let operations = if req.include_authorized_operations {
+        GROUP_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let text = StrBytes::from_string;
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|id| {
+            let described = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(operations);
+            match broker.groups().describe(&id) {
+                Some(g) => described
+                    .with_error_code(0)
+                    .with_group_state(StrBytes::from_static_str(g.state))
+                    .with_protocol_type(text(g.protocol_type))
+                    .with_protocol_data(text(g.protocol_name))
+                    .with_members(
+                        g.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(text(m.member_id))
+                                    .with_group_instance_id(m.instance_id.map(text))
+                                    .with_client_id(text(m.client_id))
+                                    .with_client_host(text(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+                None => {
+                    let (code, message) = if id.is_empty() {
+                        (
+                            ResponseError::InvalidGroupId.code(),
+                            "the group id is empty",
+                        )
+                    } else if ctx.version >= NOT_FOUND_VERSION {
+                        (
+                            ResponseError::GroupIdNotFound.code(),
+                            "the group does not exist",
+                        )
+                    } else {
+                        (0, "")
+                    };
+                    let message = (code != 0 && ctx.version >= NOT_FOUND_VERSION)
+                        .then(|| StrBytes::from_static_str(message));
+                    described
+                        .with_error_code(code)
+                        .with_error_message(message)
+                        .with_group_state(StrBytes::from_static_str("Dead"))
+                }
+            }
+        })
+        .collect();
+    Ok(DescribeGroupsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_groups(groups))
+}

@@ -1,0 +1,168 @@
+//! OffsetFetch: a group's committed offsets, for the partitions asked or
+//! all of them; v8+ asks for several groups at once.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::group::Committed;
+use crate::{Broker, HandlerError, RequestContext};
+
+/// First version asking for several groups.
+const MULTI_GROUP_VERSION: i16 = 8;
+/// First version carrying the committed leader epoch.
+const LEADER_EPOCH_VERSION: i16 = 5;
+
+/// One partition's answer: (topic, partition, committed offset or none).
+type Found = (String, i32, Option<Committed>);
+/// One topic's answers: the topic and (partition, committed offset or none).
+type TopicFound = (String, Vec<(i32, Option<Committed>)>);
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: OffsetFetchRequest,
+) -> Result<OffsetFetchResponse, HandlerError> {
+    let response = OffsetFetchResponse::default().with_throttle_time_ms(0);
+    if ctx.version >= MULTI_GROUP_VERSION {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let asked = g.topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                // v9: a KIP-848 member proves it is still in the group.
+                if let Some(member) = g.member_id.as_ref().filter(|_| g.member_epoch >= 0) {
+                    if let Err(error) =
+                        broker
+                            .groups()
+                            .check_member_epoch(&g.group_id, member, g.member_epoch)
+                    {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(error.code());
+                    }
+                }
+                let found = lookup(broker, &g.group_id, asked);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_error_code(0)
+                    .with_topics(
+                        by_topic(found)
+                            .into_iter()
+                            .map(|(topic, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(topic)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, c)| {
+                                                let (offset, epoch, metadata) = fields(c);
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(metadata))
+                                                    .with_error_code(0)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return Ok(response.with_groups(groups));
+    }
+    let asked = req.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let found = lookup(broker, &req.group_id, asked);
+    let topics = by_topic(found)
+        .into_iter()
+        .map(|(topic, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, c)| {
+                            let (offset, epoch, metadata) = fields(c);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(
+                                    if ctx.version >= LEADER_EPOCH_VERSION {
+                                        epoch
+                                    } else {
+                                        -1
+                                    },
+                                )
+                                .with_metadata(Some(metadata))
+                                .with_error_code(0)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Ok(response.with_error_code(0).with_topics(topics))
+}
+
+/// The committed offsets asked for; `None` asks for all of the group's.
+fn lookup(broker: &Broker, group: &str, asked: Option<Vec<(String, Vec<i32>)>>) -> Vec<Found> {
+    let groups = broker.groups();
+    match asked {
+        None => groups
+            .all_committed(group)
+            .into_iter()
+            .map(|(t, p, c)| (t, p, Some(c)))
+            .collect(),
+        Some(topics) => topics
+            .into_iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .into_iter()
+                    .map(|p| (topic.clone(), p, groups.committed(group, &topic, p)))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+    }
+}
+
+/// Group answers by topic, keeping the order they came in.
+fn by_topic(found: Vec<Found>) -> Vec<TopicFound> {
+    let mut out: Vec<TopicFound> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (topic, partition, committed) in found {
+        match index.get(&topic).and_then(|i| out.get_mut(*i)) {
+            Some((_, parts)) => parts.push((partition, committed)),
+            None => {
+                index.insert(topic.clone(), out.len());
+                out.push((topic, vec![(partition, committed)]));
+            }
+        }
+    }
+    out
+}
+
+/// Offset, leader epoch and metadata; a partition with no commit is -1, -1, "".
+fn fields(c: Option<Committed>) -> (i64, i32, StrBytes) {
+    match c {
+        Some(c) => (
+            c.offset,
+            c.leader_epoch,
+            StrBytes::from_string(c.metadata.unwrap_or_default()),
+        ),
+        None => (-1, -1, StrBytes::default()),
+    }
+}

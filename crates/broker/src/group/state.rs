@@ -1,0 +1,651 @@
+//! Every group the coordinator owns, with its committed offsets: the
+//! group-level rules of each API (which group a request may create, which
+//! commits are accepted, what deletes are allowed) and the replay of
+//! `__consumer_offsets` at start-up. Pure: the caller passes the time and
+//! carries out the [`Effects`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+
+use super::assignor::TopicShape;
+use super::classic::{
+    ClassicGroup, Effects, JoinParams, JoinResult, Reply, State, SyncParams, SyncResult, Token,
+};
+use super::consumer::{ConsumerGroup, HeartbeatParams, HeartbeatResult, JOIN_EPOCH};
+use super::records::{ConsumerGroupValue, Entry, Key, OffsetValue};
+use crate::config::GroupConfig;
+
+/// A committed offset in memory.
+pub(crate) type Committed = OffsetValue;
+
+/// A group: its membership (classic or KIP-848, never both at once) and
+/// its committed offsets.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub classic: ClassicGroup,
+    pub consumer: ConsumerGroup,
+    /// The consumer group as last written, to write only changes.
+    consumer_stored: Option<ConsumerGroupValue>,
+    pub offsets: BTreeMap<(String, i32), Committed>,
+}
+
+impl Group {
+    fn new(id: &str, now_ms: i64) -> Self {
+        Self {
+            classic: ClassicGroup::new(id, now_ms),
+            consumer: ConsumerGroup::default(),
+            consumer_stored: None,
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    /// Write the consumer group if it changed since it was last written.
+    fn persist_consumer(&mut self, fx: &mut Effects) {
+        if self.consumer.group_epoch == 0 {
+            return;
+        }
+        let value = self.consumer.to_value();
+        if self.consumer_stored.as_ref() != Some(&value) {
+            fx.records.push((
+                Key::ConsumerGroup {
+                    group: self.classic.id.clone(),
+                },
+                Some(value.encode()),
+            ));
+            self.consumer_stored = Some(value);
+        }
+    }
+
+    /// Whether KIP-848 members drive the group now.
+    fn is_consumer(&self) -> bool {
+        !self.consumer.members.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.classic.state == State::Empty && !self.is_consumer()
+    }
+
+    /// The type ListGroups reports.
+    fn group_type(&self) -> &'static str {
+        if self.is_consumer()
+            || (self.consumer.group_epoch > 0 && self.classic.state == State::Empty)
+        {
+            CONSUMER_TYPE
+        } else {
+            CLASSIC_TYPE
+        }
+    }
+}
+
+/// The type of a group driven by JoinGroup and SyncGroup.
+pub(crate) const CLASSIC_TYPE: &str = "classic";
+/// The type of a group driven by ConsumerGroupHeartbeat (KIP-848).
+pub(crate) const CONSUMER_TYPE: &str = "consumer";
+
+/// One partition of an OffsetCommit, already checked against the topics.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// A group as DescribeGroups and ListGroups show it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupSummary {
+    pub group_id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub group_type: &'static str,
+    pub members: Vec<MemberSummary>,
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// All groups.
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    groups: HashMap<String, Group>,
+}
+
+impl Groups {
+    /// Whether no more groups may be created.
+    fn full(&self, cfg: &GroupConfig) -> bool {
+        let full = self.groups.len() >= cfg.groups_max;
+        if full {
+            tracing::warn!(
+                groups_max = cfg.groups_max,
+                "refusing to create a group: groups_max reached"
+            );
+        }
+        full
+    }
+
+    /// Replay one record of `__consumer_offsets` (start-up).
+    pub(crate) fn replay(&mut self, entry: Entry, now_ms: i64, cfg: &GroupConfig) {
+        match entry {
+            Entry::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => match value {
+                Some(v) => {
+                    self.groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms))
+                        .offsets
+                        .insert((topic, partition), v);
+                }
+                None => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            },
+            Entry::Group { group, value } => match value {
+                Some(v) => {
+                    let classic = ClassicGroup::from_value(&group, v, now_ms);
+                    self.groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms))
+                        .classic = classic;
+                }
+                None => {
+                    self.groups.remove(&group);
+                }
+            },
+            Entry::ConsumerGroup { group, value } => match value {
+                Some(v) => {
+                    let g = self
+                        .groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms));
+                    g.consumer = ConsumerGroup::from_value(v.clone(), now_ms, cfg);
+                    g.consumer_stored = Some(v);
+                }
+                None => {
+                    self.groups.remove(&group);
+                }
+            },
+        }
+    }
+
+    /// A JoinGroup, creating the group for a member without an id.
+    pub(crate) fn join(
+        &mut self,
+        p: JoinParams,
+        token: Token,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) {
+        let fail = |fx: &mut Effects, error, member: &str| {
+            fx.replies
+                .push(Reply::Join(token, JoinResult::error(error, member)));
+        };
+        if p.group_id.is_empty() {
+            return fail(fx, ResponseError::InvalidGroupId, &p.member_id);
+        }
+        if p.session_timeout_ms < cfg.min_session_timeout_ms
+            || p.session_timeout_ms > cfg.max_session_timeout_ms
+        {
+            return fail(fx, ResponseError::InvalidSessionTimeout, &p.member_id);
+        }
+        if p.protocols
+            .iter()
+            .any(|(_, m)| m.len() > cfg.protocol_metadata_bytes_max)
+        {
+            return fail(fx, ResponseError::InvalidRequest, &p.member_id);
+        }
+        if !self.groups.contains_key(&p.group_id) {
+            if !p.member_id.is_empty() {
+                return fail(fx, ResponseError::UnknownMemberId, &p.member_id);
+            }
+            if self.full(cfg) {
+                return fail(fx, ResponseError::CoordinatorNotAvailable, &p.member_id);
+            }
+            self.groups
+                .insert(p.group_id.clone(), Group::new(&p.group_id, now_ms));
+        }
+        if let Some(g) = self.groups.get_mut(&p.group_id) {
+            if g.is_consumer() {
+                return fail(fx, ResponseError::InconsistentGroupProtocol, &p.member_id);
+            }
+            g.classic.join(p, token, now_ms, cfg, fx);
+        }
+    }
+
+    /// A SyncGroup.
+    pub(crate) fn sync(
+        &mut self,
+        p: SyncParams,
+        token: Token,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) {
+        match self.groups.get_mut(&p.group_id) {
+            Some(g) => g.classic.sync(p, token, now_ms, cfg, fx),
+            None => fx.replies.push(Reply::Sync(
+                token,
+                SyncResult::error(ResponseError::UnknownMemberId),
+            )),
+        }
+    }
+
+    /// A Heartbeat.
+    pub(crate) fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> Option<ResponseError> {
+        match self.groups.get_mut(group_id) {
+            Some(g) => g
+                .classic
+                .heartbeat(member_id, instance_id, generation, now_ms),
+            None => Some(ResponseError::UnknownMemberId),
+        }
+    }
+
+    /// A LeaveGroup of several members; one result per member.
+    pub(crate) fn leave(
+        &mut self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) -> Vec<Option<ResponseError>> {
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return vec![Some(ResponseError::UnknownMemberId); members.len()];
+        };
+        members
+            .iter()
+            .map(|(member, instance)| {
+                g.classic
+                    .leave(member, instance.as_deref(), now_ms, cfg, fx)
+            })
+            .collect()
+    }
+
+    /// Validate an OffsetCommit's member, creating the group for a commit
+    /// from outside group management (generation -1).
+    pub(crate) fn check_commit(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+        groups_max: usize,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        match self.groups.get_mut(group_id) {
+            Some(g) if g.is_consumer() => match g.consumer.accepts_epoch(member_id, generation) {
+                None => Err(ResponseError::UnknownMemberId),
+                Some(false) => Err(ResponseError::StaleMemberEpoch),
+                Some(true) => Ok(()),
+            },
+            Some(g) => g
+                .classic
+                .check_commit(member_id, instance_id, generation, now_ms),
+            None if generation < 0 => {
+                if self.groups.len() >= groups_max {
+                    tracing::warn!(groups_max, "refusing to create a group: groups_max reached");
+                    return Err(ResponseError::CoordinatorNotAvailable);
+                }
+                self.groups
+                    .insert(group_id.to_string(), Group::new(group_id, now_ms));
+                Ok(())
+            }
+            // A member of a generation this coordinator never saw.
+            None => Err(ResponseError::IllegalGeneration),
+        }
+    }
+
+    /// Apply accepted commits and return the records that make them durable.
+    pub(crate) fn commit(
+        &mut self,
+        group_id: &str,
+        partitions: Vec<CommitPartition>,
+        now_ms: i64,
+        fx: &mut Effects,
+    ) {
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        for p in partitions {
+            let value = OffsetValue {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                commit_timestamp_ms: now_ms,
+                metadata: p.metadata,
+            };
+            fx.records.push((
+                Key::Offset {
+                    group: group_id.to_string(),
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                },
+                Some(value.encode()),
+            ));
+            g.offsets.insert((p.topic, p.partition), value);
+        }
+    }
+
+    /// A group's committed offset of one partition.
+    pub(crate) fn committed(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<&Committed> {
+        self.groups
+            .get(group_id)?
+            .offsets
+            .get(&(topic.to_string(), partition))
+    }
+
+    /// Every committed offset of a group, by topic then partition.
+    pub(crate) fn all_committed(&self, group_id: &str) -> Vec<(String, i32, Committed)> {
+        self.groups
+            .get(group_id)
+            .map(|g| {
+                g.offsets
+                    .iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A group's description; `None` if it does not exist.
+    pub(crate) fn describe(&self, group_id: &str) -> Option<GroupSummary> {
+        let group = self.groups.get(group_id)?;
+        let group_type = group.group_type();
+        if group.is_consumer() {
+            return Some(GroupSummary {
+                group_id: group_id.to_string(),
+                state: group.consumer.state(),
+                protocol_type: "consumer".into(),
+                protocol_name: group.consumer.assignor.clone(),
+                group_type,
+                members: group
+                    .consumer
+                    .members
+                    .values()
+                    .map(|m| MemberSummary {
+                        member_id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: Bytes::new(),
+                        assignment: Bytes::new(),
+                    })
+                    .collect(),
+            });
+        }
+        let g = &group.classic;
+        let stable = g.state == State::Stable;
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        let mut members: Vec<_> = g.members.values().collect();
+        members.sort_by_key(|m| m.joined_seq);
+        Some(GroupSummary {
+            group_id: group_id.to_string(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol_name: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            group_type,
+            members: members
+                .into_iter()
+                .map(|m| MemberSummary {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    // Kafka shows metadata and assignment only once stable.
+                    metadata: if stable {
+                        m.protocols
+                            .iter()
+                            .find(|(n, _)| *n == protocol)
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default()
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    /// Every group, sorted by id.
+    pub(crate) fn list(&self) -> Vec<GroupSummary> {
+        let mut ids: Vec<&String> = self.groups.keys().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|id| self.describe(id)).collect()
+    }
+
+    /// Delete an empty group and its offsets.
+    pub(crate) fn delete(&mut self, group_id: &str, fx: &mut Effects) -> Option<ResponseError> {
+        let Some(g) = self.groups.get(group_id) else {
+            return Some(ResponseError::GroupIdNotFound);
+        };
+        if !g.is_empty() {
+            return Some(ResponseError::NonEmptyGroup);
+        }
+        for (topic, partition) in g.offsets.keys() {
+            fx.records.push((
+                Key::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                None,
+            ));
+        }
+        if g.consumer_stored.is_some() {
+            fx.records.push((
+                Key::ConsumerGroup {
+                    group: group_id.to_string(),
+                },
+                None,
+            ));
+        }
+        fx.records.push((
+            Key::Group {
+                group: group_id.to_string(),
+            },
+            None,
+        ));
+        self.groups.remove(group_id);
+        None
+    }
+
+    /// Delete committed offsets of a group (OffsetDelete). `subscribed`
+    /// says whether an active member still consumes a topic; those offsets
+    /// stay. Returns one error per partition.
+    pub(crate) fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed: impl Fn(&ClassicGroup, &str) -> bool,
+        fx: &mut Effects,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let g = self
+            .groups
+            .get_mut(group_id)
+            .ok_or(ResponseError::GroupIdNotFound)?;
+        let active = g.classic.state != State::Empty;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let in_use = (active && subscribed(&g.classic, topic))
+                    || g.consumer
+                        .members
+                        .values()
+                        .any(|m| m.subscribed.contains(topic));
+                if in_use {
+                    return Some(ResponseError::GroupSubscribedToTopic);
+                }
+                if g.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                    fx.records.push((
+                        Key::Offset {
+                            group: group_id.to_string(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        },
+                        None,
+                    ));
+                }
+                None
+            })
+            .collect())
+    }
+
+    /// Advance time: expire sessions, finish due rebalances, and drop the
+    /// offsets of groups empty for longer than `offsets.retention.minutes`.
+    pub(crate) fn tick(&mut self, now_ms: i64, cfg: &GroupConfig, fx: &mut Effects) {
+        let retention_ms = cfg.offsets_retention_minutes.saturating_mul(60_000);
+        let mut gone = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            g.classic.tick(now_ms, cfg, fx);
+            let had_members = g.is_consumer();
+            g.consumer.tick(now_ms);
+            if had_members && !g.is_consumer() {
+                g.classic.state_since_ms = now_ms;
+            }
+            g.persist_consumer(fx);
+            if !g.is_empty() {
+                continue;
+            }
+            let since = g.classic.state_since_ms;
+            let expired: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, c)| {
+                    now_ms.saturating_sub(c.commit_timestamp_ms.max(since)) > retention_ms
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (topic, partition) in expired {
+                g.offsets.remove(&(topic.clone(), partition));
+                fx.records.push((
+                    Key::Offset {
+                        group: id.clone(),
+                        topic,
+                        partition,
+                    },
+                    None,
+                ));
+            }
+            if g.offsets.is_empty() && now_ms.saturating_sub(since) > retention_ms {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            if self
+                .groups
+                .get(&id)
+                .is_some_and(|g| g.consumer_stored.is_some())
+            {
+                fx.records
+                    .push((Key::ConsumerGroup { group: id.clone() }, None));
+            }
+            fx.records.push((Key::Group { group: id.clone() }, None));
+            self.groups.remove(&id);
+        }
+    }
+    /// A ConsumerGroupHeartbeat (KIP-848), creating the group for a joining member.
+    pub(crate) fn consumer_heartbeat(
+        &mut self,
+        group_id: &str,
+        p: HeartbeatParams,
+        shape: &dyn Fn(&str) -> Option<TopicShape>,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) -> HeartbeatResult {
+        let fail = |error: ResponseError, message: &str| HeartbeatResult {
+            error: Some((error, message.to_string())),
+            member_id: p.member_id.clone(),
+            member_epoch: -1,
+            ..HeartbeatResult::default()
+        };
+        if group_id.is_empty() {
+            return fail(ResponseError::InvalidGroupId, "the group id is empty");
+        }
+        if !self.groups.contains_key(group_id) {
+            if p.member_epoch != JOIN_EPOCH {
+                return fail(ResponseError::UnknownMemberId, "the group does not exist");
+            }
+            if self.full(cfg) {
+                return fail(
+                    ResponseError::CoordinatorNotAvailable,
+                    "the coordinator holds groups_max groups",
+                );
+            }
+            self.groups
+                .insert(group_id.to_string(), Group::new(group_id, now_ms));
+        }
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return fail(ResponseError::GroupIdNotFound, "the group does not exist");
+        };
+        if g.classic.state != State::Empty {
+            return fail(
+                ResponseError::GroupIdNotFound,
+                "the group is a classic group with active members",
+            );
+        }
+        let was_empty = g.consumer.members.is_empty();
+        let result = g.consumer.heartbeat(p, shape, now_ms, cfg);
+        tracing::debug!(group = %group_id, ?result, "consumer group heartbeat answered");
+        if was_empty != g.consumer.members.is_empty() {
+            g.classic.state_since_ms = now_ms;
+        }
+        g.persist_consumer(fx);
+        result
+    }
+
+    /// A KIP-848 group, for ConsumerGroupDescribe: `Err` when the group is
+    /// missing or is a classic group.
+    pub(crate) fn consumer_group(&self, group_id: &str) -> Result<&ConsumerGroup, ResponseError> {
+        let g = self
+            .groups
+            .get(group_id)
+            .ok_or(ResponseError::GroupIdNotFound)?;
+        if g.group_type() == CONSUMER_TYPE {
+            Ok(&g.consumer)
+        } else {
+            Err(ResponseError::GroupIdNotFound)
+        }
+    }
+}
