@@ -1149,3 +1149,60 @@ fn kip848_static_member_restart_keeps_its_partitions_without_a_rebalance() -> an
     assert_eq!(c1.context().events(), events, "host-1 saw a rebalance");
     Ok(())
 }
+
+#[test]
+fn compacted_offsets_topic_keeps_the_newest_commit_across_a_restart() -> anyhow::Result<()> {
+    // One offsets partition and frequent maintenance, so compaction of
+    // `__consumer_offsets` runs within the test.
+    let mut broker = Broker::start(&[
+        "--set",
+        "offsets.topic.num.partitions=1",
+        "--set",
+        "log.retention.check.interval.ms=100",
+    ])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "compacted-commits", 1, &[])?;
+    const COMMITS: i64 = 200;
+    {
+        let mut config = common::consumer_config(&bootstrap);
+        config.set("group.id", "compacting");
+        let consumer: BaseConsumer = config.create()?;
+        for offset in 1..=COMMITS {
+            let mut position = rdkafka::TopicPartitionList::new();
+            position.add_partition_offset(
+                "compacted-commits",
+                0,
+                rdkafka::Offset::Offset(offset),
+            )?;
+            consumer.commit(&position, CommitMode::Sync)?;
+        }
+    }
+    // Every commit was one record; compaction leaves the newest per key.
+    let stored = || -> anyhow::Result<usize> {
+        let read = common::read_to_high_watermark(
+            &bootstrap,
+            "__consumer_offsets",
+            &[0],
+            Duration::from_secs(30),
+        )?;
+        Ok(read.get(&0).map_or(0, Vec::len))
+    };
+    common::wait_until(
+        Duration::from_secs(60),
+        "compaction of __consumer_offsets",
+        || Ok(stored()? < COMMITS as usize / 2),
+    )?;
+    broker.restart()?;
+    let bootstrap = broker.bootstrap();
+    let mut config = common::consumer_config(&bootstrap);
+    config.set("group.id", "compacting");
+    let consumer: BaseConsumer = config.create()?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    wanted.add_partition("compacted-commits", 0);
+    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    let offset = committed
+        .find_partition("compacted-commits", 0)
+        .map(|p| p.offset());
+    assert_eq!(offset, Some(rdkafka::Offset::Offset(COMMITS)));
+    Ok(())
+}

@@ -333,9 +333,18 @@ pub(crate) fn partition_config(
     };
     let long = |name: &str, fallback: i64| value(name).trim().parse::<i64>().unwrap_or(fallback);
     let positive = |v: i64| (v >= 0).then_some(v);
+    let deletes = value("cleanup.policy")
+        .split(',')
+        .any(|p| p.trim() == "delete");
     PartitionConfig {
-        retention_ms: positive(long("retention.ms", -1)),
-        retention_bytes: positive(long("retention.bytes", -1)),
+        // A compact-only topic keeps every key's newest value forever: retention
+        // applies only when the policy includes `delete`.
+        retention_ms: deletes
+            .then(|| positive(long("retention.ms", -1)))
+            .flatten(),
+        retention_bytes: deletes
+            .then(|| positive(long("retention.bytes", -1)))
+            .flatten(),
         flush_messages: long("flush.messages", 1).max(1) as u64,
         flush_ms: long("flush.ms", i64::MAX).max(0) as u64,
         max_message_bytes: long("max.message.bytes", 1_048_588).clamp(0, i64::from(i32::MAX))
@@ -349,6 +358,16 @@ pub(crate) fn partition_config(
             .split(',')
             .any(|p| p.trim() == "compact"),
     }
+}
+
+/// The effective `delete.retention.ms`: how long compaction keeps a tombstone.
+pub(crate) fn delete_retention_ms(
+    topic: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> Option<i64> {
+    definition("delete.retention.ms")
+        .and_then(|def| effective(def, topic, broker).0.trim().parse::<i64>().ok())
+        .filter(|ms| *ms >= 0)
 }
 
 #[cfg(test)]
@@ -394,6 +413,20 @@ mod tests {
         let chain = synonyms(def, None, &BTreeMap::new(), &BTreeMap::new());
         assert_eq!(chain.len(), 1);
         assert_eq!(chain[0].source, ConfigSource::Default);
+    }
+
+    #[test]
+    fn compact_only_topics_keep_data_past_retention() {
+        let broker = BTreeMap::new();
+        let mut topic = BTreeMap::new();
+        topic.insert("cleanup.policy".to_string(), "compact".to_string());
+        topic.insert("retention.ms".to_string(), "1000".to_string());
+        let config = partition_config(&topic, &broker);
+        assert!(config.compact);
+        assert_eq!(config.retention_ms, None);
+        topic.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        assert_eq!(partition_config(&topic, &broker).retention_ms, Some(1000));
+        assert_eq!(delete_retention_ms(&topic, &broker), Some(86_400_000));
     }
 
     #[test]

@@ -85,18 +85,22 @@ impl Broker {
     }
 
     fn install_topic(&self, meta: TopicMeta) -> Result<Arc<TopicState>, ApiError> {
-        let config = topic_config::partition_config(&meta.configs, &self.broker_topic_defaults());
+        let defaults = self.broker_topic_defaults();
+        let config = topic_config::partition_config(&meta.configs, &defaults);
+        let delete_retention_ms = topic_config::delete_retention_ms(&meta.configs, &defaults);
         let partitions = (0..meta.partitions)
             .map(|partition| {
-                self.log.create_partition(
+                let opened = self.log.create_partition(
                     PartitionId {
                         topic_id: meta.id,
                         partition,
                     },
                     config.clone(),
-                )
+                )?;
+                opened.set_delete_retention_ms(delete_retention_ms);
+                Ok(opened)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, weir_storage::StorageError>>()?;
         let state = Arc::new(TopicState { meta, partitions });
         write(&self.topics.by_name).insert(state.meta.name.clone(), state.clone());
         write(&self.topics.by_id).insert(state.meta.id, state.clone());
@@ -306,8 +310,11 @@ impl Broker {
         let defaults = self.broker_topic_defaults();
         for state in self.topic_list() {
             let config = topic_config::partition_config(&state.meta.configs, &defaults);
+            let delete_retention_ms =
+                topic_config::delete_retention_ms(&state.meta.configs, &defaults);
             for partition in &state.partitions {
                 partition.set_config(config.clone());
+                partition.set_delete_retention_ms(delete_retention_ms);
             }
         }
     }

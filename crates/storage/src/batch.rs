@@ -194,7 +194,7 @@ fn walk_uncompressed(batch: &[u8], min_offset: i64, timestamp: i64) -> Option<(i
 }
 
 /// A zigzag varint (up to 64 bits) and the bytes it took.
-fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let byte = *b.get(i)?;

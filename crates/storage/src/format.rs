@@ -50,6 +50,10 @@ pub(crate) enum EntryKind {
     /// A copy of an existing batch moved by the cleaner: adds no offsets, only
     /// moves the index entry of the batch with the same base offset.
     Relocated = 2,
+    /// A compacted rewrite of an existing batch: same base offset and offset
+    /// range, fewer records. Recovery never applies it from the log; the
+    /// partition's index file (replaced atomically) is what points at it.
+    Compacted = 3,
 }
 
 impl EntryKind {
@@ -57,6 +61,7 @@ impl EntryKind {
         match v {
             1 => Some(Self::Batch),
             2 => Some(Self::Relocated),
+            3 => Some(Self::Compacted),
             _ => None,
         }
     }

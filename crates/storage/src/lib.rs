@@ -17,6 +17,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 mod batch;
+mod compaction;
 mod error;
 mod format;
 mod io;
@@ -391,8 +392,10 @@ impl CommitLog {
         self.inner.progress_tx.subscribe()
     }
 
-    /// Apply retention, delete segments with no live data, and relocate the few
-    /// live batches that pin old segments. The broker calls it periodically.
+    /// Apply retention, compact partitions with `compact` set (newest value
+    /// per key below the cleanable point; see `docs/format.md`), delete
+    /// segments with no live data, and relocate the few live batches that
+    /// pin old segments. The broker calls it periodically.
     pub fn run_maintenance(&self) -> Result<(), StorageError> {
         maintenance::run(&self.inner)
     }
@@ -497,6 +500,18 @@ impl Partition {
     /// The partition's config.
     pub fn config(&self) -> PartitionConfig {
         lock(&self.inner.state).config.clone()
+    }
+
+    /// Set `delete.retention.ms`: how long compaction keeps a tombstone
+    /// (counted from the tombstone's timestamp). `None` keeps tombstones
+    /// forever; the default is Kafka's, 24 hours.
+    pub fn set_delete_retention_ms(&self, ms: Option<i64>) {
+        lock(&self.inner.state).delete_retention_ms = ms;
+    }
+
+    /// The partition's `delete.retention.ms`.
+    pub fn delete_retention_ms(&self) -> Option<i64> {
+        lock(&self.inner.state).delete_retention_ms
     }
 
     /// Set the leader epoch stamped into appended batches (`partitionLeaderEpoch`).

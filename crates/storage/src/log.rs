@@ -135,6 +135,9 @@ pub(crate) struct LogInner {
     flush_lock: Mutex<()>,
     /// Serializes checkpoint writes.
     checkpoint_lock: Mutex<()>,
+    /// Serializes maintenance runs: retention, compaction and the cleaner
+    /// each assume no other run moves index entries under them.
+    pub maintenance_lock: Mutex<()>,
     /// When the last checkpoint was written. A leaf lock: nothing else is
     /// taken while it is held, because the flusher reads it under the writer
     /// lock while a checkpoint takes partition locks (which appends hold
@@ -192,6 +195,7 @@ impl LogInner {
             segments: RwLock::new(p.segments),
             flush_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
+            maintenance_lock: Mutex::new(()),
             last_checkpoint: Mutex::new(Instant::now()),
             checkpoint_dirty: AtomicBool::new(true),
             registry: RwLock::new(p.partitions),

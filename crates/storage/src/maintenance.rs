@@ -1,4 +1,4 @@
-//! Retention, the cleaner and segment deletion, run by
+//! Retention, compaction (see `compaction.rs`), the cleaner and segment deletion, run by
 //! [`crate::CommitLog::run_maintenance`].
 //!
 //! Retention moves each partition's log-start offset past whole batches that
@@ -34,14 +34,20 @@ const CLEANER_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Apply retention, relocate live batches out of mostly dead segments, and
 /// delete segments that hold no live data.
 pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
+    let _one_run = lock(&log.maintenance_lock);
     let parts: Vec<Arc<PartitionInner>> = read(&log.registry).values().cloned().collect();
     if apply_retention(log, &parts) {
         log.checkpoint_dirty.store(true, Ordering::SeqCst);
         log.bump_progress();
     }
+    let compacted = crate::compaction::run(log, &parts)?;
     let relocated = relocate(log, &parts)?;
     let deletable = deletable_segments(log, &parts, u64::MAX);
-    if deletable.is_empty() && relocated == 0 && !log.checkpoint_dirty.load(Ordering::SeqCst) {
+    if deletable.is_empty()
+        && relocated == 0
+        && compacted == 0
+        && !log.checkpoint_dirty.load(Ordering::SeqCst)
+    {
         return Ok(());
     }
     log.sync_now()?;

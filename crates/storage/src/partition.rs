@@ -65,6 +65,15 @@ pub(crate) struct PartitionState {
     pub index_pending_slot: u64,
     pub producers: ProducerTable,
     pub removed: bool,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone; `None`
+    /// keeps tombstones forever.
+    pub delete_retention_ms: Option<i64>,
+    /// Offset up to which the last compaction built its key map: batches
+    /// from here on are the "dirty" part that decides when to compact again.
+    pub compacted_end: i64,
+    /// Earliest time (ms) at which a tombstone kept by the last compaction
+    /// may be removed; `i64::MAX` when none is waiting.
+    pub tombstone_due_ms: i64,
 }
 
 impl PartitionState {
@@ -84,6 +93,15 @@ impl PartitionState {
             .partition_point(|e| e.entry.base_offset <= offset);
         let i = i.checked_sub(1)?;
         (self.entries.get(i)?.entry.last_offset() >= offset).then_some(i)
+    }
+
+    /// Position in `entries` of the first batch ending at or after `offset`:
+    /// the batch holding it, or the next one when compaction removed it.
+    pub fn find_from(&self, offset: i64) -> Option<usize> {
+        let i = self
+            .entries
+            .partition_point(|e| e.entry.last_offset() < offset);
+        (i < self.entries.len()).then_some(i)
     }
 
     pub fn push_entry(&mut self, entry: IndexEntry, slot: u64) {
@@ -652,11 +670,11 @@ pub(crate) fn read_from(
                 offsets,
             });
         }
-        let Some(from) = st.find(offset) else {
-            return Err(ReadError::OffsetOutOfRange {
-                offset,
-                log_start: st.log_start,
-                log_end: st.hw,
+        // A compacted partition has gaps: a removed offset reads from the next kept batch.
+        let Some(from) = st.find_from(offset) else {
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                offsets,
             });
         };
         let limit = max_bytes.min(log.config.read_bytes_max);

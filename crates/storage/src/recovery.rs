@@ -273,6 +273,9 @@ pub(crate) fn new_state(file: File, path: PathBuf, config: PartitionConfig) -> P
         index_pending_slot: 0,
         producers: ProducerTable::default(),
         removed: false,
+        delete_retention_ms: Some(crate::compaction::DELETE_RETENTION_MS_DEFAULT),
+        compacted_end: i64::MIN,
+        tombstone_due_ms: i64::MAX,
     }
 }
 
@@ -294,7 +297,18 @@ fn load_indexes(
         .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
     for ent in rd {
         let ent = ent.map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
-        let Some(id) = ent.file_name().to_str().and_then(parse_index_name) else {
+        let name = ent.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.ends_with(crate::compaction::INDEX_TMP_SUFFIX))
+        {
+            // A compaction's new index that was never renamed into place.
+            let path = ent.path();
+            std::fs::remove_file(&path)
+                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
+            continue;
+        }
+        let Some(id) = name.to_str().and_then(parse_index_name) else {
             continue;
         };
         let path = ent.path();
@@ -337,7 +351,8 @@ fn load_indexes(
             if e.base_offset >= index_end {
                 break;
             }
-            if next.is_some_and(|n| n != e.base_offset) {
+            // Gaps are allowed: compaction removes whole batches.
+            if next.is_some_and(|n| n > e.base_offset) {
                 return Err(corrupt(
                     &path,
                     format!("index entry {slot} does not follow its predecessor"),
@@ -347,7 +362,9 @@ fn load_indexes(
             st.push_entry(e, slot as u64);
         }
         st.next_slot = st.entries.len() as u64;
-        st.log_end = next.unwrap_or(log_start).max(log_start);
+        // Compaction may have removed the last batches below the vouched end;
+        // the log still reaches it, so the tail scan must not re-add them.
+        st.log_end = next.unwrap_or(log_start).max(log_start).max(index_end);
         let keep = INDEX_HEADER_BYTES + st.next_slot * INDEX_ENTRY_BYTES as u64;
         st.index_file
             .set_len(keep)
@@ -499,6 +516,9 @@ fn apply_entry(
         base_sequence: format::be_i32(batch, 53).unwrap_or(-1),
     };
     let stored = match header.kind {
+        // The atomically replaced index file decides whether a compacted copy
+        // is live: before the rename the original is, after it the copy is.
+        EntryKind::Compacted => return Ok(()),
         EntryKind::Batch => {
             if entry.base_offset < st.log_end {
                 return Ok(()); // indexed before the checkpoint was taken
@@ -525,7 +545,12 @@ fn apply_entry(
             let Some(e) = st.entries.get_mut(i) else {
                 return Ok(());
             };
-            if e.entry.base_offset != entry.base_offset || e.entry.size != entry.size {
+            // A relocation always copies forward to the log head; a copy behind
+            // the current position is of a version compaction has replaced.
+            if e.entry.base_offset != entry.base_offset
+                || e.entry.size != entry.size
+                || position <= e.entry.position
+            {
                 return Ok(());
             }
             e.entry.position = position;

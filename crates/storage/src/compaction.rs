@@ -1,0 +1,933 @@
+//! Log compaction (`cleanup.policy=compact`), run by
+//! [`crate::CommitLog::run_maintenance`]: keep only the newest record per
+//! key below a partition's cleanable point, and drop tombstones once they
+//! are older than `delete.retention.ms`.
+//!
+//! A batch that loses records is rewritten by copying the raw bytes of the
+//! records it keeps (their varint framing is parsed here; headers are never
+//! decoded, so duplicate header keys survive byte for byte). Compressed
+//! batches are decompressed and recompressed with their own codec. The base
+//! offset, `lastOffsetDelta` and each kept record's offset delta stay, so
+//! every kept record keeps its offset; the record count, batch length, max
+//! timestamp and CRC32C are recomputed.
+//!
+//! The cleanable point: only batches wholly below both the high watermark
+//! and the partition's durable end are considered, and the partition's
+//! newest batch is never rewritten (Kafka never cleans the active segment).
+//! The key map covers that newest batch too, so a value it supersedes goes.
+//!
+//! Crash safety: the rewritten batches are appended at the log head as
+//! `Compacted` entries and fdatasync'd; then the partition's whole index is
+//! written to a new file, fdatasync'd and renamed over the old one (the
+//! commit point), and the directory fsync'd. Before the rename the old index
+//! points at the old batches, whose segments cannot be deleted yet; after it
+//! the new index points at durable copies. Recovery never applies a
+//! `Compacted` entry from the log, so each batch reads back in exactly one
+//! version. Segment deletion (after the next checkpoint) and the cleaner
+//! reclaim the space of the old copies.
+//!
+//! Idempotent-producer state comes from the index: a batch that keeps no
+//! record but is its producer's last one stays as an empty batch (header
+//! only, record count 0), as Kafka does, so a restart still knows the
+//! producer's last sequence.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+
+use crate::batch::{BATCH_HEADER_BYTES, read_varint};
+use crate::error::StorageError;
+use crate::format::{
+    self, EntryKind, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry, be_i16, be_i32, be_i64,
+};
+use crate::log::{LogInner, io_err, lock, read, sync_dir};
+use crate::partition::{Located, PartitionInner, read_located};
+
+/// Kafka's default `delete.retention.ms`: a tombstone lives a day after it was written.
+pub(crate) const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 3600 * 1000;
+/// Suffix of a compaction's new index file before it is renamed into place.
+pub(crate) const INDEX_TMP_SUFFIX: &str = ".idx.tmp";
+/// The largest records section a compressed batch may decompress to; a
+/// batch that decompresses to more is left as it is.
+const COMPACTION_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+/// Memory the key map of one partition may use (key bytes plus a per-key
+/// overhead); past it, only the batches the map covers are compacted this run.
+const COMPACTION_KEY_MAP_BYTES_MAX: usize = 128 << 20;
+/// What one key map entry costs beyond its key bytes (hash slot, offset, allocation).
+const KEY_MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// Compacted entries are written in chunks of about this size.
+const COMPACTION_WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Compact once the bytes appended since the last compaction reach 1/N of
+/// the cleanable bytes (Kafka's `min.cleanable.dirty.ratio`, 0.5).
+const DIRTY_RATIO_DIVISOR: u64 = 2;
+
+/// Attribute bits selecting the compression codec.
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit: timestamps are the broker's append time.
+const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Attribute bit: a control batch (transaction markers): never compacted.
+const ATTR_CONTROL: i16 = 0x20;
+
+/// Compact every partition whose config asks for it and that is due.
+/// Returns how many batches were rewritten or removed.
+pub(crate) fn run(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
+    let mut changed = 0;
+    for p in parts {
+        changed += compact_partition(log, p)?;
+    }
+    Ok(changed)
+}
+
+/// One record's framing inside a (decompressed) records section.
+#[derive(Debug, Clone)]
+struct RawRecord {
+    /// Bytes of the whole record, length varint included.
+    start: usize,
+    end: usize,
+    timestamp_delta: i64,
+    offset_delta: i64,
+    /// Byte range of the key; `None` for a null key.
+    key: Option<(usize, usize)>,
+    /// The value is null.
+    tombstone: bool,
+}
+
+/// A batch's records, ready to be filtered.
+struct ParsedBatch {
+    records: Bytes,
+    list: Vec<RawRecord>,
+}
+
+/// Why a batch cannot be compacted; the whole partition is then left alone
+/// this run, since a key hidden in it could be the newest one.
+#[derive(Debug)]
+struct Unparseable(&'static str);
+
+/// Walk `count` records of a records section, reading only their framing.
+fn parse_records(buf: &[u8], count: usize) -> Result<Vec<RawRecord>, Unparseable> {
+    let mut out = Vec::with_capacity(count.min(buf.len()));
+    let mut at = 0usize;
+    for _ in 0..count {
+        let (len, n) = read_varint(buf.get(at..).ok_or(bad_())?).ok_or(bad_())?;
+        let len = usize::try_from(len).map_err(|_| bad_())?;
+        let body_start = at + n;
+        let body_end = body_start.checked_add(len).ok_or(bad_())?;
+        let body = buf.get(body_start..body_end).ok_or(bad_())?;
+        // attributes (1 byte), timestampDelta, offsetDelta, key, value, headers.
+        let mut p = 1usize;
+        let (timestamp_delta, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
+        p += n;
+        let (offset_delta, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
+        p += n;
+        let (key_len, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
+        p += n;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k = usize::try_from(key_len).map_err(|_| bad_())?;
+            body.get(p..p + k).ok_or(bad_())?;
+            let range = (body_start + p, body_start + p + k);
+            p += k;
+            Some(range)
+        };
+        let (value_len, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
+        p += n;
+        if value_len >= 0 {
+            let v = usize::try_from(value_len).map_err(|_| bad_())?;
+            body.get(p..p + v).ok_or(bad_())?;
+        }
+        out.push(RawRecord {
+            start: at,
+            end: body_end,
+            timestamp_delta,
+            offset_delta,
+            key,
+            tombstone: value_len < 0,
+        });
+        at = body_end;
+    }
+    if at != buf.len() {
+        return Err(bad_());
+    }
+    Ok(out)
+}
+
+fn bad_() -> Unparseable {
+    Unparseable("malformed record framing")
+}
+
+/// The records of a stored batch; `None` for a control batch (left alone).
+fn parse_batch(batch: &[u8]) -> Result<Option<ParsedBatch>, Unparseable> {
+    let short = || Unparseable("short batch header");
+    let attributes = be_i16(batch, 21).ok_or_else(short)?;
+    if attributes & ATTR_CONTROL != 0 {
+        return Ok(None);
+    }
+    let count = be_i32(batch, 57).ok_or_else(short)?;
+    let count = usize::try_from(count).map_err(|_| Unparseable("negative record count"))?;
+    let section = batch.get(BATCH_HEADER_BYTES..).ok_or_else(short)?;
+    let records = decompress(attributes & ATTR_COMPRESSION_MASK, section)?;
+    let list = parse_records(&records, count)?;
+    Ok(Some(ParsedBatch { records, list }))
+}
+
+/// Decompress a records section with the batch's codec, within
+/// [`COMPACTION_DECOMPRESSED_BYTES_MAX`].
+fn decompress(codec: i16, section: &[u8]) -> Result<Bytes, Unparseable> {
+    let mut src = Bytes::copy_from_slice(section);
+    let take = |b: &mut Bytes| Ok(b.clone());
+    let out = match codec {
+        0 => return Ok(src),
+        1 => Gzip::decompress(&mut src, take),
+        2 => Snappy::decompress(&mut src, take),
+        3 => Lz4::decompress(&mut src, take),
+        4 => Zstd::decompress(&mut src, take),
+        _ => return Err(Unparseable("unknown compression codec")),
+    }
+    .map_err(|_| Unparseable("records do not decompress"))?;
+    if out.len() > COMPACTION_DECOMPRESSED_BYTES_MAX {
+        return Err(Unparseable("records decompress past the compaction limit"));
+    }
+    Ok(out)
+}
+
+/// Compress records with `codec` (one of Kafka's codec numbers 1..=4).
+fn compress(codec: i16, raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = BytesMut::new();
+    let fill = |tmp: &mut BytesMut| {
+        tmp.extend_from_slice(raw);
+        Ok(())
+    };
+    let done = match codec {
+        1 => Gzip::compress(&mut out, fill),
+        2 => Snappy::compress(&mut out, fill),
+        3 => Lz4::compress(&mut out, fill),
+        4 => Zstd::compress(&mut out, fill),
+        _ => return None,
+    };
+    done.ok().map(|()| out.to_vec())
+}
+
+/// The timestamp of a record of `batch`.
+fn record_timestamp(batch: &[u8], r: &RawRecord) -> i64 {
+    let attributes = be_i16(batch, 21).unwrap_or(0);
+    if attributes & ATTR_LOG_APPEND_TIME != 0 {
+        return be_i64(batch, 35).unwrap_or(i64::MIN);
+    }
+    be_i64(batch, 27)
+        .unwrap_or(i64::MIN)
+        .saturating_add(r.timestamp_delta)
+}
+
+/// A stored batch rebuilt with only the records `kept` (indexes into
+/// `parsed.list`): same header fields except record count, batch length,
+/// max timestamp (`CreateTime`), attributes (codec none when empty) and CRC.
+fn rebuild(batch: &[u8], parsed: &ParsedBatch, kept: &[usize]) -> Option<Vec<u8>> {
+    let attributes = be_i16(batch, 21)?;
+    let codec = attributes & ATTR_COMPRESSION_MASK;
+    let mut raw = Vec::new();
+    let mut max_ts = i64::MIN;
+    for &k in kept {
+        let r = parsed.list.get(k)?;
+        raw.extend_from_slice(parsed.records.get(r.start..r.end)?);
+        max_ts = max_ts.max(record_timestamp(batch, r));
+    }
+    let (attributes, section) = if kept.is_empty() {
+        (attributes & !ATTR_COMPRESSION_MASK, Vec::new())
+    } else if codec == 0 {
+        (attributes, raw)
+    } else {
+        (attributes, compress(codec, &raw)?)
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + section.len());
+    out.extend_from_slice(batch.get(..BATCH_HEADER_BYTES)?);
+    out.extend_from_slice(&section);
+    let batch_length = i32::try_from(out.len() - 12).ok()?;
+    out.get_mut(8..12)?
+        .copy_from_slice(&batch_length.to_be_bytes());
+    out.get_mut(21..23)?
+        .copy_from_slice(&attributes.to_be_bytes());
+    if attributes & ATTR_LOG_APPEND_TIME == 0 && !kept.is_empty() {
+        out.get_mut(35..43)?.copy_from_slice(&max_ts.to_be_bytes());
+    }
+    let count = i32::try_from(kept.len()).ok()?;
+    out.get_mut(57..61)?.copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(out.get(21..)?);
+    out.get_mut(17..21)?.copy_from_slice(&crc.to_be_bytes());
+    Some(out)
+}
+
+/// What one partition's compaction starts from.
+struct Plan {
+    /// Batches the key map covers, in offset order.
+    covered: Vec<Located>,
+    /// How many of the first `covered` batches may be rewritten.
+    rewritable: usize,
+    /// Last base offset of each producer id among all the partition's batches.
+    producer_last: HashMap<i64, i64>,
+    delete_retention_ms: Option<i64>,
+    now_ms: i64,
+}
+
+fn plan(log: &LogInner, part: &PartitionInner) -> Option<Plan> {
+    let st = lock(&part.state);
+    if st.removed || !st.config.compact {
+        return None;
+    }
+    let now_ms = log.clock.now_ms();
+    let end = st.hw.min(st.durable_end);
+    let covered = st.entries.partition_point(|e| e.entry.last_offset() < end);
+    let rewritable = covered.min(st.entries.len().saturating_sub(1));
+    if rewritable == 0 {
+        return None;
+    }
+    let (mut dirty, mut total) = (0u64, 0u64);
+    for e in st.entries.iter().take(covered) {
+        total += u64::from(e.entry.size);
+        if e.entry.base_offset >= st.compacted_end {
+            dirty += u64::from(e.entry.size);
+        }
+    }
+    let due = (dirty > 0 && dirty * DIRTY_RATIO_DIVISOR >= total) || now_ms >= st.tombstone_due_ms;
+    if !due {
+        return None;
+    }
+    let segs = read(&log.segments);
+    let mut located = Vec::with_capacity(covered);
+    for e in st.entries.iter().take(covered) {
+        let seg = segs.range(..=e.entry.position).next_back()?.1.clone();
+        located.push(Located {
+            entry: e.entry,
+            segment: seg,
+        });
+    }
+    let mut producer_last = HashMap::new();
+    for e in &st.entries {
+        if e.entry.producer_id >= 0 {
+            producer_last.insert(e.entry.producer_id, e.entry.base_offset);
+        }
+    }
+    Some(Plan {
+        covered: located,
+        rewritable,
+        producer_last,
+        delete_retention_ms: st.delete_retention_ms,
+        now_ms,
+    })
+}
+
+/// The new version of one batch.
+struct Rewrite {
+    old: IndexEntry,
+    /// `None` when the batch is removed.
+    new: Option<IndexEntry>,
+}
+
+fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize, StorageError> {
+    let Some(mut plan) = plan(log, part) else {
+        return Ok(0);
+    };
+    // Pass 1: the newest offset of every key.
+    let mut newest: HashMap<Bytes, i64> = HashMap::new();
+    let mut map_bytes = 0usize;
+    let mut map_end = plan.covered.first().map_or(0, |l| l.entry.base_offset);
+    for (i, l) in plan.covered.iter().enumerate() {
+        let batch = read_located(part.id, std::slice::from_ref(l))?;
+        let parsed = match parse_batch(&batch) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(Unparseable(why)) => {
+                tracing::warn!(partition = ?part.id, base_offset = l.entry.base_offset, why, "batch cannot be compacted; compaction of the partition skipped");
+                return Ok(0);
+            }
+        };
+        if map_bytes > COMPACTION_KEY_MAP_BYTES_MAX {
+            // The map is full: compact only what it covers.
+            plan.covered.truncate(i);
+            plan.rewritable = plan.rewritable.min(i);
+            break;
+        }
+        for r in &parsed.list {
+            let Some((ks, ke)) = r.key else { continue };
+            let key = parsed.records.slice(ks..ke);
+            let offset = l.entry.base_offset + r.offset_delta;
+            if let Some(o) = newest.get_mut(&key) {
+                *o = (*o).max(offset);
+            } else {
+                map_bytes += key.len() + KEY_MAP_ENTRY_OVERHEAD_BYTES;
+                newest.insert(key, offset);
+            }
+        }
+        map_end = l.entry.last_offset() + 1;
+    }
+
+    // Pass 2: rewrite the batches that lose records.
+    let cutoff = plan
+        .delete_retention_ms
+        .map(|ms| plan.now_ms.saturating_sub(ms));
+    let mut tombstone_due = i64::MAX;
+    let mut rewrites: Vec<Rewrite> = Vec::new();
+    let mut buf = Vec::with_capacity(COMPACTION_WRITE_CHUNK_BYTES);
+    let mut pending: Vec<(usize, u64)> = Vec::new();
+    for l in plan.covered.iter().take(plan.rewritable) {
+        let batch = read_located(part.id, std::slice::from_ref(l))?;
+        let Ok(Some(parsed)) = parse_batch(&batch) else {
+            continue;
+        };
+        let mut kept = Vec::with_capacity(parsed.list.len());
+        for (k, r) in parsed.list.iter().enumerate() {
+            let Some((ks, ke)) = r.key else {
+                kept.push(k); // a null key has no newer value to lose it to
+                continue;
+            };
+            let offset = l.entry.base_offset + r.offset_delta;
+            let key = parsed.records.get(ks..ke).unwrap_or_default();
+            if newest.get(key).is_some_and(|n| *n > offset) {
+                continue;
+            }
+            if r.tombstone {
+                let ts = record_timestamp(&batch, r);
+                match (cutoff, plan.delete_retention_ms) {
+                    (Some(c), _) if ts <= c => continue,
+                    (_, Some(ms)) => tombstone_due = tombstone_due.min(ts.saturating_add(ms)),
+                    _ => {}
+                }
+            }
+            kept.push(k);
+        }
+        if kept.len() == parsed.list.len() {
+            continue;
+        }
+        let producers_last = l.entry.producer_id >= 0
+            && plan.producer_last.get(&l.entry.producer_id) == Some(&l.entry.base_offset);
+        if kept.is_empty() && !producers_last {
+            rewrites.push(Rewrite {
+                old: l.entry,
+                new: None,
+            });
+            continue;
+        }
+        let Some(new_batch) = rebuild(&batch, &parsed, &kept) else {
+            continue;
+        };
+        let mut new = l.entry;
+        new.size = new_batch.len() as u32;
+        new.max_timestamp = be_i64(&new_batch, 35).unwrap_or(new.max_timestamp);
+        new.attributes = be_i16(&new_batch, 21).unwrap_or(new.attributes);
+        pending.push((rewrites.len(), buf.len() as u64));
+        rewrites.push(Rewrite {
+            old: l.entry,
+            new: Some(new),
+        });
+        format::put_entry(
+            &mut buf,
+            EntryKind::Compacted,
+            part.id,
+            l.entry.base_offset,
+            &new_batch,
+        );
+        if buf.len() >= COMPACTION_WRITE_CHUNK_BYTES {
+            write_chunk(log, &mut buf, &mut pending, &mut rewrites)?;
+        }
+    }
+    write_chunk(log, &mut buf, &mut pending, &mut rewrites)?;
+    if rewrites.is_empty() {
+        let mut st = lock(&part.state);
+        st.compacted_end = map_end;
+        st.tombstone_due_ms = tombstone_due;
+        return Ok(0);
+    }
+    // The copies must be durable before the index points at them.
+    log.sync_now()?;
+    let changed = install(log, part, &rewrites)?;
+    let mut st = lock(&part.state);
+    st.compacted_end = map_end;
+    st.tombstone_due_ms = tombstone_due;
+    drop(st);
+    tracing::info!(partition = ?part.id, batches = changed, "compacted");
+    Ok(changed)
+}
+
+/// Write the buffered compacted entries at the log head and record where
+/// each landed.
+fn write_chunk(
+    log: &LogInner,
+    buf: &mut Vec<u8>,
+    pending: &mut Vec<(usize, u64)>,
+    rewrites: &mut [Rewrite],
+) -> Result<(), StorageError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let start = log.write_entries(buf, None)?;
+    for (i, rel) in pending.drain(..) {
+        if let Some(new) = rewrites.get_mut(i).and_then(|r| r.new.as_mut()) {
+            new.position = start + rel;
+        }
+    }
+    buf.clear();
+    Ok(())
+}
+
+/// Point the partition's index at the rewritten batches: a new index file
+/// is written, fdatasync'd and renamed over the old one, then the in-memory
+/// index follows. Returns how many batches changed.
+fn install(
+    log: &LogInner,
+    part: &PartitionInner,
+    rewrites: &[Rewrite],
+) -> Result<usize, StorageError> {
+    let by_base: HashMap<i64, &Rewrite> = rewrites.iter().map(|r| (r.old.base_offset, r)).collect();
+    let mut st = lock(&part.state);
+    if st.removed {
+        return Ok(0);
+    }
+    let mut entries: Vec<IndexEntry> = Vec::with_capacity(st.entries.len());
+    let mut changed = 0;
+    for e in &st.entries {
+        // Only a batch still where compaction read it is replaced; the
+        // maintenance lock keeps the cleaner away, so this always holds.
+        match by_base.get(&e.entry.base_offset) {
+            Some(r) if r.old.position == e.entry.position && r.old.size == e.entry.size => {
+                changed += 1;
+                if let Some(new) = r.new {
+                    entries.push(new);
+                }
+            }
+            _ => entries.push(e.entry),
+        }
+    }
+    let mut bytes =
+        Vec::with_capacity(INDEX_HEADER_BYTES as usize + entries.len() * INDEX_ENTRY_BYTES);
+    bytes.extend_from_slice(&format::index_header(part.id));
+    for e in &entries {
+        bytes.extend_from_slice(&e.encode());
+    }
+    let path = st.index_path.clone();
+    let mut tmp_name = path.clone().into_os_string();
+    tmp_name.push(INDEX_TMP_SUFFIX.trim_start_matches(".idx"));
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
+    log.io
+        .write_all_at(&file, &bytes, 0)
+        .and_then(|()| log.io.sync_data(&file))
+        .map_err(|e| io_err(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))?;
+    if let Err(e) = sync_dir(&log.index_dir) {
+        // Which index a restart finds is now unknown: stop writing.
+        drop(st);
+        return Err(log.poison(format!(
+            "fsync of {} failed after compaction: {e}",
+            log.index_dir.display()
+        )));
+    }
+    st.index_file = Arc::new(file);
+    st.index_pending.clear();
+    st.entries.clear();
+    st.live_bytes = 0;
+    for (slot, e) in entries.into_iter().enumerate() {
+        st.push_entry(e, slot as u64);
+    }
+    st.next_slot = st.entries.len() as u64;
+    st.index_pending_slot = st.next_slot;
+    st.index_dirty = true;
+    drop(st);
+    log.checkpoint_dirty.store(true, Ordering::SeqCst);
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    use super::*;
+    use crate::tests::{ManualClock, block_on, pid};
+    use crate::{CommitLog, LogConfig, Partition, PartitionConfig};
+
+    /// One record to encode: key, value, headers (duplicates allowed), timestamp.
+    struct Rec<'a> {
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        headers: &'a [(&'a [u8], &'a [u8])],
+        ts: i64,
+    }
+
+    fn rec<'a>(key: &'a str, value: Option<&'a str>, ts: i64) -> Rec<'a> {
+        Rec {
+            key: Some(key.as_bytes()),
+            value: value.map(str::as_bytes),
+            headers: &[],
+            ts,
+        }
+    }
+
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+
+    fn bytes_field(out: &mut Vec<u8>, b: Option<&[u8]>) {
+        match b {
+            None => varint(out, -1),
+            Some(b) => {
+                varint(out, b.len() as i64);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+
+    /// A record's bytes exactly as Kafka frames it (length varint first).
+    fn encode_record(offset_delta: i64, ts_delta: i64, r: &Rec) -> Vec<u8> {
+        let mut body = vec![0u8];
+        varint(&mut body, ts_delta);
+        varint(&mut body, offset_delta);
+        bytes_field(&mut body, r.key);
+        bytes_field(&mut body, r.value);
+        varint(&mut body, r.headers.len() as i64);
+        for (k, v) in r.headers {
+            bytes_field(&mut body, Some(k));
+            bytes_field(&mut body, Some(v));
+        }
+        let mut out = Vec::new();
+        varint(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A RecordBatch v2 of `recs` compressed with `codec`, written by hand so
+    /// records may carry duplicate header keys.
+    fn make_batch(recs: &[Rec], codec: i16) -> Bytes {
+        let first_ts = recs.first().map_or(0, |r| r.ts);
+        let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(0);
+        let mut raw = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            raw.extend_from_slice(&encode_record(i as i64, r.ts - first_ts, r));
+        }
+        let section = if codec == 0 {
+            raw
+        } else {
+            compress(codec, &raw).unwrap()
+        };
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((49 + section.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(&(recs.len() as i32 - 1).to_be_bytes());
+        b.extend_from_slice(&first_ts.to_be_bytes());
+        b.extend_from_slice(&max_ts.to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&(recs.len() as i32).to_be_bytes());
+        b.extend_from_slice(&section);
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    struct Fixture {
+        log: CommitLog,
+        clock: Arc<ManualClock>,
+        p: Partition,
+    }
+
+    fn compacted_config() -> PartitionConfig {
+        PartitionConfig {
+            retention_ms: None,
+            compact: true,
+            ..PartitionConfig::default()
+        }
+    }
+
+    fn open(dir: &Path, now_ms: i64) -> Fixture {
+        let clock = Arc::new(ManualClock::default());
+        clock.0.store(now_ms, Ordering::SeqCst);
+        let (log, _) = CommitLog::open(dir, LogConfig::default(), clock.clone()).unwrap();
+        let p = log.create_partition(pid(0), compacted_config()).unwrap();
+        Fixture { log, clock, p }
+    }
+
+    fn append(p: &Partition, batch: Bytes) -> i64 {
+        let out = p.append(batch).unwrap();
+        block_on(out.durable.wait()).unwrap();
+        out.base_offset
+    }
+
+    /// (offset, key, value) of every record readable from `from`.
+    fn read_all(p: &Partition, from: i64) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+        let mut bytes = p.read(from, usize::MAX).unwrap().records;
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+            for r in set.records {
+                out.push((r.offset, r.key, r.value));
+            }
+        }
+        out
+    }
+
+    fn b(s: &str) -> Option<Bytes> {
+        Some(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn a_key_written_many_times_keeps_only_its_newest_value_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), 10_000);
+        for i in 0..10 {
+            let v = format!("v{i}");
+            append(&f.p, make_batch(&[rec("a", Some(&v), 1_000 + i)], 0));
+        }
+        append(&f.p, make_batch(&[rec("b", Some("only"), 2_000)], 0));
+        f.log.run_maintenance().unwrap();
+        let expected = vec![(9, b("a"), b("v9")), (10, b("b"), b("only"))];
+        assert_eq!(read_all(&f.p, 0), expected);
+        // A restart reads the compacted index back.
+        f.log.shutdown().unwrap();
+        drop(f);
+        let f = open(dir.path(), 10_000);
+        assert_eq!(read_all(&f.p, 0), expected);
+        assert_eq!(f.p.offsets().log_end, 11);
+    }
+
+    #[test]
+    fn reading_from_a_removed_offset_returns_the_next_kept_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), 10_000);
+        append(
+            &f.p,
+            make_batch(
+                &[
+                    rec("a", Some("old"), 1),
+                    rec("b", Some("b1"), 2),
+                    rec("a", Some("mid"), 3),
+                ],
+                0,
+            ),
+        );
+        append(&f.p, make_batch(&[rec("c", Some("c1"), 4)], 0));
+        append(&f.p, make_batch(&[rec("c", Some("c2"), 5)], 0));
+        append(&f.p, make_batch(&[rec("z", Some("z"), 6)], 0));
+        f.log.run_maintenance().unwrap();
+        // Offset 0 ("a" old) is gone: the read starts at "b" (1).
+        let from0 = read_all(&f.p, 0);
+        assert_eq!(from0.first(), Some(&(1, b("b"), b("b1"))));
+        // Offset 3 ("c" c1, a whole batch) is gone: the read starts at 4.
+        assert_eq!(read_all(&f.p, 3).first(), Some(&(4, b("c"), b("c2"))));
+        assert_eq!(
+            from0.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![1, 2, 4, 5]
+        );
+    }
+
+    #[test]
+    fn duplicate_header_keys_survive_compaction_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), 10_000);
+        let headers: &[(&[u8], &[u8])] = &[(b"h", b"1"), (b"h", b"2"), (b"h", b"1")];
+        let kept = Rec {
+            key: Some(b"k"),
+            value: Some(b"v"),
+            headers,
+            ts: 7,
+        };
+        let first = make_batch(
+            &[
+                rec("gone", Some("x"), 5),
+                Rec {
+                    key: None,
+                    value: Some(b"nokey"),
+                    headers,
+                    ts: 6,
+                },
+                kept,
+            ],
+            0,
+        );
+        append(&f.p, first);
+        append(&f.p, make_batch(&[rec("gone", Some("y"), 8)], 0));
+        append(&f.p, make_batch(&[rec("z", Some("z"), 9)], 0));
+        f.log.run_maintenance().unwrap();
+        let stored = f.p.read(0, 1).unwrap().records;
+        let parsed = parse_batch(&stored).unwrap().unwrap();
+        let raw: Vec<&[u8]> = parsed
+            .list
+            .iter()
+            .map(|r| &parsed.records[r.start..r.end])
+            .collect();
+        let kept = Rec {
+            key: Some(b"k"),
+            value: Some(b"v"),
+            headers,
+            ts: 7,
+        };
+        let nokey = Rec {
+            key: None,
+            value: Some(b"nokey"),
+            headers,
+            ts: 6,
+        };
+        assert_eq!(
+            raw,
+            vec![
+                &encode_record(1, 1, &nokey)[..],
+                &encode_record(2, 2, &kept)[..]
+            ]
+        );
+    }
+
+    #[test]
+    fn records_with_null_keys_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), 10_000);
+        let nokey = |v: &'static str| Rec {
+            key: None,
+            value: Some(v.as_bytes()),
+            headers: &[],
+            ts: 1,
+        };
+        append(&f.p, make_batch(&[nokey("n1"), rec("a", Some("a1"), 1)], 0));
+        append(&f.p, make_batch(&[nokey("n2"), rec("a", Some("a2"), 1)], 0));
+        append(&f.p, make_batch(&[nokey("n3")], 0));
+        f.log.run_maintenance().unwrap();
+        assert_eq!(
+            read_all(&f.p, 0),
+            vec![
+                (0, None, b("n1")),
+                (2, None, b("n2")),
+                (3, b("a"), b("a2")),
+                (4, None, b("n3")),
+            ]
+        );
+    }
+
+    #[test]
+    fn tombstones_are_removed_only_after_delete_retention_ms() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), 1_000);
+        f.p.set_delete_retention_ms(Some(60_000));
+        append(&f.p, make_batch(&[rec("a", Some("a1"), 1_000)], 0));
+        append(&f.p, make_batch(&[rec("a", None, 1_000)], 0));
+        append(&f.p, make_batch(&[rec("z", Some("z"), 1_000)], 0));
+        f.log.run_maintenance().unwrap();
+        // The value is gone; the tombstone stays for consumers to see.
+        assert_eq!(
+            read_all(&f.p, 0),
+            vec![(1, b("a"), None), (2, b("z"), b("z"))]
+        );
+        f.clock.0.store(1_000 + 59_999, Ordering::SeqCst);
+        f.log.run_maintenance().unwrap();
+        assert_eq!(read_all(&f.p, 0).len(), 2);
+        f.clock.0.store(1_000 + 60_000, Ordering::SeqCst);
+        f.log.run_maintenance().unwrap();
+        assert_eq!(read_all(&f.p, 0), vec![(2, b("z"), b("z"))]);
+    }
+
+    #[test]
+    fn every_codec_round_trips_through_compaction() {
+        for codec in [1i16, 2, 3, 4] {
+            let dir = tempfile::tempdir().unwrap();
+            let f = open(dir.path(), 10_000);
+            append(
+                &f.p,
+                make_batch(
+                    &[
+                        rec("k1", Some("old"), 10),
+                        rec("k2", Some("two"), 30),
+                        rec("k1", Some("new"), 20),
+                    ],
+                    codec,
+                ),
+            );
+            append(&f.p, make_batch(&[rec("z", Some("z"), 40)], codec));
+            f.log.run_maintenance().unwrap();
+            assert_eq!(
+                read_all(&f.p, 0),
+                vec![
+                    (1, b("k2"), b("two")),
+                    (2, b("k1"), b("new")),
+                    (3, b("z"), b("z")),
+                ],
+                "codec {codec}"
+            );
+            let stored = f.p.read(0, 1).unwrap().records;
+            assert_eq!(be_i16(&stored, 21).unwrap() & ATTR_COMPRESSION_MASK, codec);
+            assert_eq!(be_i32(&stored, 23), Some(2), "lastOffsetDelta stays");
+            assert_eq!(
+                be_i64(&stored, 35),
+                Some(30),
+                "max timestamp of kept records"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_holding_only_superseded_values_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let config = LogConfig {
+            segment_bytes: 2_000,
+            ..LogConfig::default()
+        };
+        let (log, _) = CommitLog::open(dir.path(), config, clock).unwrap();
+        let p = log.create_partition(pid(0), compacted_config()).unwrap();
+        let value = "v".repeat(200);
+        for i in 0..60 {
+            let keyed = [rec("a", Some(&value), i), rec("b", Some(&value), i)];
+            append(&p, make_batch(&keyed, 0));
+        }
+        let segments = || std::fs::read_dir(dir.path().join("log")).unwrap().count();
+        let before = segments();
+        assert!(before > 10, "only {before} segments");
+        log.run_maintenance().unwrap();
+        assert!(segments() <= 2, "{} of {before} segments left", segments());
+        let last = read_all(&p, 0);
+        assert_eq!(last.iter().map(|r| r.0).collect::<Vec<_>>(), vec![118, 119]);
+    }
+
+    #[test]
+    fn a_producers_last_batch_stays_as_an_empty_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), 10_000);
+        let mut idem = make_batch(&[rec("a", Some("a1"), 1)], 0).to_vec();
+        idem[43..51].copy_from_slice(&7i64.to_be_bytes());
+        idem[51..53].copy_from_slice(&0i16.to_be_bytes());
+        idem[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = crc32c::crc32c(&idem[21..]);
+        idem[17..21].copy_from_slice(&crc.to_be_bytes());
+        let idem = Bytes::from(idem);
+        append(&f.p, idem.clone());
+        append(&f.p, make_batch(&[rec("a", Some("a2"), 2)], 0));
+        append(&f.p, make_batch(&[rec("z", Some("z"), 3)], 0));
+        f.log.run_maintenance().unwrap();
+        let stored = f.p.read(0, 1).unwrap().records;
+        assert_eq!(be_i32(&stored, 57), Some(0), "an empty batch");
+        assert_eq!(be_i64(&stored, 43), Some(7));
+        // A retry of that batch is still recognised as a duplicate.
+        let out = f.p.append(idem).unwrap();
+        assert!(out.duplicate);
+        assert_eq!(out.base_offset, 0);
+    }
+}
