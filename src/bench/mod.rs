@@ -9,8 +9,10 @@
 //! broker it measures.
 
 mod client;
+mod commit;
 mod consume;
 mod e2e;
+mod group;
 mod produce;
 mod report;
 
@@ -84,6 +86,12 @@ pub enum BenchCommand {
     /// Produce at a steady rate and measure latency from send to receipt by a consumer.
     #[command(after_help = E2E_EXAMPLES)]
     E2e(E2eArgs),
+    /// Time a consumer group takes to assign every partition once its members subscribed.
+    #[command(after_help = group::GROUP_JOIN_EXAMPLES)]
+    GroupJoin(group::GroupJoinArgs),
+    /// Commit offsets as fast as one group member can; commits/s and commit latency.
+    #[command(after_help = commit::COMMIT_EXAMPLES)]
+    Commit(commit::CommitArgs),
 }
 
 /// Options every mode takes.
@@ -259,6 +267,12 @@ fn parse_record_size(arg: &str) -> Result<usize, String> {
 /// Run a benchmark. Fails when the broker cannot be reached (exit code 3) or
 /// any record failed (1); the summary is printed first in the latter case.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    // The group modes time a group, not records, and print their own report.
+    match &cmd {
+        BenchCommand::GroupJoin(args) => return group::run(args),
+        BenchCommand::Commit(args) => return commit::run(args),
+        BenchCommand::Produce(_) | BenchCommand::Consume(_) | BenchCommand::E2e(_) => {}
+    }
     let report = measure(&cmd)?;
     report.print()?;
     if report.errors > 0 {
@@ -273,6 +287,9 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
         BenchCommand::E2e(args) => e2e::run(args),
+        BenchCommand::GroupJoin(_) | BenchCommand::Commit(_) => {
+            anyhow::bail!("the group modes print their own report; see run")
+        }
     }
 }
 
