@@ -2,68 +2,19 @@
 //! process, its `--json` report, and its exit code when the broker is
 //! unreachable.
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
+use common::Broker;
 use serde_json::Value;
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-/// How long the broker may take to print its address.
-const BROKER_START_TIMEOUT_S: u64 = 60;
 /// The bench promises a clear failure within about 10 s; allow for a slow CI.
 const UNREACHABLE_EXIT_S_MAX: u64 = 15;
-
-/// A `weir serve` child on a free port, killed when dropped.
-struct Broker {
-    child: Child,
-    address: String,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> anyhow::Result<Broker> {
-        let data_dir = tempfile::tempdir()?;
-        let mut child = Command::new(WEIR)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start weir serve")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (lines, address) = mpsc::channel();
-        // Keeps reading after the address line so the broker never blocks
-        // on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.trim().strip_prefix("listening on ") {
-                    let _ = lines.send(address.to_owned());
-                }
-            }
-        });
-        let mut broker = Broker {
-            child,
-            address: String::new(),
-            _data_dir: data_dir,
-        };
-        // Dropping `broker` on the error path kills the child.
-        broker.address = address
-            .recv_timeout(Duration::from_secs(BROKER_START_TIMEOUT_S))
-            .context("weir serve printed no `listening on` line")?;
-        Ok(broker)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn bench(args: &[&str]) -> anyhow::Result<Output> {
     Command::new(WEIR)
@@ -106,8 +57,9 @@ fn check_report(report: &Value, mode: &str, records: u64, size: u64) {
 
 #[test]
 fn produce_then_consume_reports_every_record_as_json() -> anyhow::Result<()> {
-    let broker = Broker::start()?;
-    let brokers = broker.address.as_str();
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    let brokers = bootstrap.as_str();
     let report = bench_json(&[
         "produce",
         "--brokers",

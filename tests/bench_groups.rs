@@ -2,71 +2,28 @@
 //! serve` child process, with both group protocols: the run completes and
 //! its `--json` report has the fields scripts and docs/benchmarks.md read.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
+
+use std::process::Command;
 
 use anyhow::{Context as _, ensure};
+use common::Broker;
 use serde_json::Value;
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-/// How long the broker may take to print its address.
-const BROKER_START_TIMEOUT_S: u64 = 60;
 /// Members learn of a rebalance by heartbeat; short intervals keep the test
 /// quick without changing what it checks.
 const HEARTBEAT_INTERVAL_MS: u32 = 200;
 
-/// A `weir serve` child on a free port, killed when dropped.
-struct Broker {
-    child: Child,
-    address: String,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> anyhow::Result<Broker> {
-        let data_dir = tempfile::tempdir()?;
-        let mut child = Command::new(WEIR)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--set", "group.initial.rebalance.delay.ms=0", "--set"])
-            .arg(format!(
-                "group.consumer.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"
-            ))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start weir serve")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (lines, address) = mpsc::channel();
-        // Keeps reading after the address line so the broker never blocks
-        // on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.trim().strip_prefix("listening on ") {
-                    let _ = lines.send(address.to_owned());
-                }
-            }
-        });
-        let mut broker = Broker {
-            child,
-            address: String::new(),
-            _data_dir: data_dir,
-        };
-        // Dropping `broker` on the error path kills the child.
-        broker.address = address
-            .recv_timeout(Duration::from_secs(BROKER_START_TIMEOUT_S))
-            .context("weir serve printed no `listening on` line")?;
-        Ok(broker)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A broker with no initial rebalance delay and short KIP-848 heartbeats.
+fn start() -> anyhow::Result<Broker> {
+    let heartbeat = format!("group.consumer.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}");
+    Broker::start(&[
+        "--set",
+        "group.initial.rebalance.delay.ms=0",
+        "--set",
+        &heartbeat,
+    ])
 }
 
 /// Runs a bench mode with `--json` and returns its report, failing unless it
@@ -104,13 +61,14 @@ fn positive(report: &Value, pointer: &str) -> f64 {
 
 #[test]
 fn group_join_reports_settle_times_for_both_protocols() -> anyhow::Result<()> {
-    let broker = Broker::start()?;
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
     let heartbeat = format!("heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}");
     for protocol in ["classic", "consumer"] {
         let mut args = vec![
             "group-join",
             "--brokers",
-            &broker.address,
+            &bootstrap,
             "--topic",
             "join",
             "--members",
@@ -148,13 +106,14 @@ fn group_join_reports_settle_times_for_both_protocols() -> anyhow::Result<()> {
 
 #[test]
 fn commit_reports_throughput_and_latency_for_both_protocols() -> anyhow::Result<()> {
-    let broker = Broker::start()?;
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
     for protocol in ["classic", "consumer"] {
         let topic = format!("commit-{protocol}");
         let report = bench_json(&[
             "commit",
             "--brokers",
-            &broker.address,
+            &bootstrap,
             "--topic",
             &topic,
             "--partitions",

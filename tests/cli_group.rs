@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
@@ -19,41 +18,7 @@ const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The broker starts a group's first rebalance at once, as tests want.
 const BROKER_ARGS: &[&str] = &["--set", "group.initial.rebalance.delay.ms=0"];
 
-fn command(broker: &Broker, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
-    command.args(args).env("WEIR_BROKERS", broker.bootstrap());
-    command
-}
-
-/// Runs `weir ARGS` with `stdin` as input.
-fn weir(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<Output> {
-    let mut child = command(broker, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run weir")?;
-    let written = child.stdin.take().context("no stdin")?.write_all(stdin);
-    // A command that fails before reading its input closes the pipe early.
-    if let Err(err) = written
-        && err.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(err).context("cannot write weir's stdin");
-    }
-    child.wait_with_output().context("weir did not finish")
-}
-
-/// Runs `weir ARGS`, fails unless it exits 0, and returns its stdout.
-fn weir_ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<String> {
-    let output = weir(broker, args, stdin)?;
-    ensure!(
-        output.status.success(),
-        "weir {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
+use common::cli::{command, weir, weir_ok};
 
 /// The cells of the offsets table line for `topic`/`partition`.
 fn offsets_row(describe: &str, topic: &str, partition: i32) -> Option<Vec<String>> {

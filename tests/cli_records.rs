@@ -5,45 +5,13 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, ensure};
+use anyhow::Context as _;
 use common::Broker;
 use serde_json::{Value, json};
 
-/// Runs `weir ARGS` against `broker` with `stdin` as input.
-fn weir(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .env("WEIR_BROKERS", broker.bootstrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run weir")?;
-    let written = child.stdin.take().context("no stdin")?.write_all(stdin);
-    // A command that fails before reading its input closes the pipe early.
-    if let Err(err) = written
-        && err.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(err).context("cannot write weir's stdin");
-    }
-    child.wait_with_output().context("weir did not finish")
-}
-
-/// Runs `weir ARGS`, fails unless it exits 0, and returns its stdout.
-fn weir_ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<String> {
-    let output = weir(broker, args, stdin)?;
-    ensure!(
-        output.status.success(),
-        "weir {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
+use common::cli::{weir, weir_ok};
 
 /// `weir consume ARGS --format json`, parsed line by line.
 fn consume_json(broker: &Broker, args: &[&str]) -> anyhow::Result<Vec<Value>> {

@@ -2,12 +2,13 @@
 //! free port in its own temporary data folder, and librdkafka client configs
 //! that need nothing Weir-specific.
 //!
-//! Consumer groups do not exist yet, so consumers here always `assign`
-//! partitions at explicit offsets; the group id is set only because
-//! librdkafka refuses to build a consumer without one.
+//! The consumers built here `assign` partitions at explicit offsets and never
+//! commit; the group id is set only because librdkafka refuses to build a
+//! consumer without one. Group tests (tests/groups.rs) build their own.
 
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
+pub mod cli;
 pub mod raw;
 
 use std::collections::HashMap;
