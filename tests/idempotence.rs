@@ -78,7 +78,7 @@ async fn relay(client: TcpStream, upstream: String, stats: Arc<ProxyStats>) {
                     let n = stats.produce_requests.fetch_add(1, Ordering::SeqCst) + 1;
                     let mut cut = cut_at.lock().await;
                     if stats.cutting.load(Ordering::SeqCst)
-                        && n % CUT_EVERY_PRODUCE_REQUESTS == 0
+                        && n.is_multiple_of(CUT_EVERY_PRODUCE_REQUESTS)
                         && cut.is_none()
                         && stats.cuts.load(Ordering::SeqCst) < CUTS_MAX
                     {

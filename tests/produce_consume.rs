@@ -28,10 +28,10 @@ fn record(i: u64) -> Plain {
         ("k".to_string(), Some(format!("second-{i}").into_bytes())),
         ("id".to_string(), Some(i.to_be_bytes().to_vec())),
     ];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         headers.push(("nothing".to_string(), None));
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         headers.push(("k".to_string(), Some(Vec::new())));
     }
     Plain {

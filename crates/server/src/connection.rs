@@ -181,11 +181,11 @@ async fn write_responses(
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        if !next.0.is_finished() {
-            if let Err(err) = socket.flush().await {
-                tracing::debug!(%peer, error = %err, "closing connection: write failed");
-                return;
-            }
+        if !next.0.is_finished()
+            && let Err(err) = socket.flush().await
+        {
+            tracing::debug!(%peer, error = %err, "closing connection: write failed");
+            return;
         }
         let frame = match (&mut next.0).await {
             Ok(Ok(Some(frame))) => frame,

@@ -394,10 +394,8 @@ impl LogInner {
                 return Err(self.poison(format!("fdatasync of {} failed: {e}", seg.path.display())));
             }
         }
-        if dir_dirty {
-            if let Err(e) = sync_dir(&self.log_dir) {
-                return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
-            }
+        if dir_dirty && let Err(e) = sync_dir(&self.log_dir) {
+            return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
         }
         lock(&self.writer).synced_pos = target;
         let mut moved = false;
@@ -493,10 +491,10 @@ impl LogInner {
         }
         self.flush_cv.notify_all();
         let handle = lock(&self.flusher).take();
-        if let Some(h) = handle {
-            if h.join().is_err() {
-                tracing::error!("the flusher thread panicked");
-            }
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!("the flusher thread panicked");
         }
         synced?;
         self.write_checkpoint().map(|_| ())

@@ -141,7 +141,7 @@ fn child(dir: &Path) -> ! {
             println!("durable {} {} {}", base + j as i64, key, value);
         }
         i += 1;
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             log.run_maintenance().unwrap();
         }
     }

@@ -95,7 +95,7 @@ fn child(dir: &Path) -> ! {
             String::from_utf8_lossy(&value)
         );
         i += 1;
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             log.run_maintenance().unwrap();
         }
     }

@@ -39,16 +39,15 @@ pub(crate) async fn handle(
                         .collect()
                 });
                 // v9: a KIP-848 member proves it is still in the group.
-                if let Some(member) = g.member_id.as_ref().filter(|_| g.member_epoch >= 0) {
-                    if let Err(error) =
+                if let Some(member) = g.member_id.as_ref().filter(|_| g.member_epoch >= 0)
+                    && let Err(error) =
                         broker
                             .groups()
                             .check_member_epoch(&g.group_id, member, g.member_epoch)
-                    {
-                        return OffsetFetchResponseGroup::default()
-                            .with_group_id(g.group_id)
-                            .with_error_code(error.code());
-                    }
+                {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(error.code());
                 }
                 let found = lookup(broker, &g.group_id, asked);
                 OffsetFetchResponseGroup::default()

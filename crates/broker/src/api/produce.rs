@@ -247,10 +247,10 @@ async fn wait_all<K>(waits: Vec<(K, DurableWait)>) -> Vec<(K, Result<(), Storage
                 Some((_, wait)) => wait.as_mut().poll(cx),
                 None => continue,
             };
-            if let Poll::Ready(result) = ready {
-                if let Some((key, _)) = slot.take() {
-                    done.push((key, result));
-                }
+            if let Poll::Ready(result) = ready
+                && let Some((key, _)) = slot.take()
+            {
+                done.push((key, result));
             }
         }
         if pending.iter().all(Option::is_none) {

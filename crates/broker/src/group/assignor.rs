@@ -66,10 +66,10 @@ fn range(
         let mut next = 0;
         for (i, member) in (0..).zip(subscribers) {
             let count = base + i32::from(i < extra);
-            if count > 0 {
-                if let Some(slot) = out.get_mut(member) {
-                    slot.entry(shape.id).or_default().extend(next..next + count);
-                }
+            if count > 0
+                && let Some(slot) = out.get_mut(member)
+            {
+                slot.entry(shape.id).or_default().extend(next..next + count);
             }
             next += count;
         }
@@ -144,11 +144,11 @@ fn uniform(
                 .min_by_key(|(m, mine)| (mine.len(), (*m).clone()))
                 .map(|(m, _)| m.clone())
         };
-        if let Some(member) = pick(true).or_else(|| pick(false)) {
-            if let Some(mine) = held.get_mut(&member) {
-                mine.push(partition);
-                taken.insert(partition);
-            }
+        if let Some(member) = pick(true).or_else(|| pick(false))
+            && let Some(mine) = held.get_mut(&member)
+        {
+            mine.push(partition);
+            taken.insert(partition);
         }
     }
     held.into_iter()

@@ -688,10 +688,10 @@ impl ClassicGroup {
                 SyncResult::error(ResponseError::UnknownMemberId),
             ));
         }
-        if let Some(i) = &m.instance_id {
-            if self.static_members.get(i).map(String::as_str) == Some(id) {
-                self.static_members.remove(i);
-            }
+        if let Some(i) = &m.instance_id
+            && self.static_members.get(i).map(String::as_str) == Some(id)
+        {
+            self.static_members.remove(i);
         }
         if self.leader.as_deref() == Some(id) {
             self.leader = None;

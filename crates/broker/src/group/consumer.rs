@@ -164,14 +164,14 @@ impl ConsumerGroup {
                 ..HeartbeatResult::default()
             };
         }
-        if let Some(name) = p.server_assignor.as_deref() {
-            if !assignor::is_known(name) {
-                return HeartbeatResult::error(
-                    ResponseError::UnsupportedAssignor,
-                    format!("assignor '{name}' is not served; use uniform or range"),
-                    &p.member_id,
-                );
-            }
+        if let Some(name) = p.server_assignor.as_deref()
+            && !assignor::is_known(name)
+        {
+            return HeartbeatResult::error(
+                ResponseError::UnsupportedAssignor,
+                format!("assignor '{name}' is not served; use uniform or range"),
+                &p.member_id,
+            );
         }
         let member_id = if p.member_id.is_empty() {
             p.fresh_member_id.clone()
