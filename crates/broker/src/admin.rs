@@ -49,6 +49,34 @@ pub(crate) fn duplicates<K: Ord + Clone>(keys: impl IntoIterator<Item = K>) -> B
     twice
 }
 
+/// Apply `apply` to each config resource of a request, in order. A resource
+/// named more than once is answered once, with INVALID_REQUEST, and not
+/// applied at all, as Kafka does.
+pub(crate) fn each_resource<R>(
+    resources: &[R],
+    key: impl Fn(&R) -> (i8, String),
+    mut apply: impl FnMut(&R) -> Result<(), ApiError>,
+) -> Vec<(&R, Result<(), ApiError>)> {
+    let repeated = duplicates(resources.iter().map(&key));
+    let mut answered = BTreeSet::new();
+    let mut outcomes = Vec::with_capacity(resources.len());
+    for resource in resources {
+        let name = key(resource);
+        let outcome = if repeated.contains(&name) {
+            if !answered.insert(name) {
+                continue;
+            }
+            Err(invalid_request(
+                "the resource appears more than once in the request",
+            ))
+        } else {
+            apply(resource)
+        };
+        outcomes.push((resource, outcome));
+    }
+    outcomes
+}
+
 /// With one broker, a partition's replica list must be exactly this node.
 pub(crate) fn check_replicas(
     broker: &Broker,

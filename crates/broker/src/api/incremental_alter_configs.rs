@@ -30,34 +30,22 @@ pub(crate) async fn handle(
     _ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> Result<IncrementalAlterConfigsResponse, HandlerError> {
-    let repeated = admin::duplicates(
-        req.resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.to_string())),
+    let outcomes = admin::each_resource(
+        &req.resources,
+        |r| (r.resource_type, r.resource_name.to_string()),
+        |resource| alter(broker, resource, req.validate_only),
     );
-    let mut answered = std::collections::BTreeSet::new();
-    let mut responses = Vec::with_capacity(req.resources.len());
-    for resource in &req.resources {
-        let key = (resource.resource_type, resource.resource_name.to_string());
-        let outcome = if repeated.contains(&key) {
-            if !answered.insert(key) {
-                continue;
-            }
-            Err(admin::invalid_request(
-                "the resource appears more than once in the request",
-            ))
-        } else {
-            alter(broker, resource, req.validate_only)
-        };
-        let (error_code, error_message) = admin::outcome(&outcome);
-        responses.push(
+    let responses = outcomes
+        .into_iter()
+        .map(|(resource, outcome)| {
+            let (error_code, error_message) = admin::outcome(&outcome);
             AlterConfigsResourceResponse::default()
                 .with_error_code(error_code)
                 .with_error_message(error_message)
                 .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone()),
-        );
-    }
+                .with_resource_name(resource.resource_name.clone())
+        })
+        .collect();
     Ok(IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 
