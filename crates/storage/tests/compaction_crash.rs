@@ -11,12 +11,11 @@
 // Test code: a failed step should panic and fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -177,43 +176,15 @@ fn sigkill_during_compaction_keeps_every_keys_newest_durable_value() {
     let mut kills = 0;
     let mut compacted_seen = false;
     while kills < KILLS && Instant::now() < deadline {
-        let mut proc = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = proc.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let kill_after = rng.random_range(1..150);
-        let mut seen = 0;
-        while seen < kill_after && Instant::now() < deadline {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if note(&line, &mut newest) {
-                        seen += 1;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the child exited on its own"),
-            }
-        }
-        // std's Child::kill sends SIGKILL on Unix.
-        proc.kill().unwrap();
-        proc.wait().unwrap();
-        reader.join().unwrap();
-        while let Ok(line) = rx.try_recv() {
-            note(&line, &mut newest);
-        }
+        common::run_child_until_killed(
+            TEST_NAME,
+            CHILD_ENV,
+            dir.path(),
+            kill_after,
+            deadline,
+            |line| note(line, &mut newest),
+        );
         kills += 1;
         compacted_seen |= verify(dir.path(), &newest);
     }

@@ -12,11 +12,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -112,54 +109,23 @@ fn sigkill_during_appends_and_cleaning_loses_no_durable_append() {
     let mut rng = rand::rng();
     let mut kills = 0;
     while kills < KILLS && Instant::now() < deadline {
-        let mut proc = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigkill_during_appends_and_cleaning_loses_no_durable_append",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = proc.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         // Kill after a random number of durable appends: anywhere in the child's work.
         let kill_after = rng.random_range(1..80);
-        let mut seen = 0;
-        while seen < kill_after && Instant::now() < deadline {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("durable ") {
-                        let (offset, value) = rest.split_once(' ').unwrap();
-                        durable.insert(offset.parse().unwrap(), Bytes::from(value.to_string()));
-                        seen += 1;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the child exited on its own"),
-            }
-        }
-        // std's Child::kill sends SIGKILL on Unix (the workspace forbids unsafe libc calls).
-        proc.kill().unwrap();
-        proc.wait().unwrap();
-        // Lines the child printed before it died still count.
-        reader.join().unwrap();
-        while let Ok(line) = rx.try_recv() {
-            if let Some(rest) = line.strip_prefix("durable ") {
+        common::run_child_until_killed(
+            "sigkill_during_appends_and_cleaning_loses_no_durable_append",
+            CHILD_ENV,
+            dir.path(),
+            kill_after,
+            deadline,
+            |line| {
+                let Some(rest) = line.strip_prefix("durable ") else {
+                    return false;
+                };
                 let (offset, value) = rest.split_once(' ').unwrap();
                 durable.insert(offset.parse().unwrap(), Bytes::from(value.to_string()));
-            }
-        }
+                true
+            },
+        );
         kills += 1;
         verify(dir.path(), &durable);
     }

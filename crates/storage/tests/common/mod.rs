@@ -71,3 +71,59 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// One life of a crash-test child: run this test binary's `test_name` again
+/// as a child process with `child_env` naming `dir`, hand each line it prints
+/// to `on_line`, and SIGKILL it once `on_line` has returned true `kill_after`
+/// times (or at `deadline`). Lines the child printed before it died are
+/// handed over too. Panics if the child exits on its own.
+pub fn run_child_until_killed(
+    test_name: &str,
+    child_env: &str,
+    dir: &std::path::Path,
+    kill_after: usize,
+    deadline: std::time::Instant,
+    mut on_line: impl FnMut(&str) -> bool,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let mut proc = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test_name, "--nocapture"])
+        .env(child_env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = proc.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = 0;
+    while seen < kill_after && Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if on_line(&line) {
+                    seen += 1;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the child exited on its own"),
+        }
+    }
+    // std's Child::kill sends SIGKILL on Unix (the workspace forbids unsafe libc calls).
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    reader.join().unwrap();
+    while let Ok(line) = rx.try_recv() {
+        on_line(&line);
+    }
+}
