@@ -29,18 +29,15 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Create, list, describe, alter and delete topics.
-    #[command(subcommand)]
-    Topic(cli::topic::TopicCommand),
+    Topic(cli::topic::TopicArgs),
     /// Send records, one per line of stdin or a file.
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's records as text or JSON.
     Consume(cli::consume::ConsumeArgs),
     /// Show the state of the cluster.
-    #[command(subcommand)]
-    Cluster(cli::cluster::ClusterCommand),
+    Cluster(cli::cluster::ClusterArgs),
     /// List, describe, reset the offsets of, and delete consumer groups.
-    #[command(subcommand)]
-    Group(cli::group::GroupCommand),
+    Group(cli::group::GroupArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,11 +45,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Topic(cmd) => cli::topic::run(&cli.brokers, cmd),
+        Command::Topic(args) => cli::topic::run(&cli.brokers, args),
         Command::Produce(args) => cli::produce::run(&cli.brokers, args),
         Command::Consume(args) => cli::consume::run(&cli.brokers, args),
-        Command::Cluster(cmd) => cli::cluster::run(&cli.brokers, cmd),
-        Command::Group(cmd) => cli::group::run(&cli.brokers, cmd),
+        Command::Cluster(args) => cli::cluster::run(&cli.brokers, args),
+        Command::Group(args) => cli::group::run(&cli.brokers, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,10 @@
 //! `weir serve`: resolves the broker's settings (flags, then `WEIR_*`
-//! environment variables, then an optional TOML file, then defaults), opens
-//! the data folder, and runs the Kafka listener until SIGINT or SIGTERM.
+//! environment variables, then an optional TOML file, then defaults), binds
+//! the listener, locks and opens the data folder, and runs the Kafka
+//! listener until SIGINT or SIGTERM. A setting that cannot be used is a
+//! usage error (exit code 2), found before anything is bound or opened.
+
+mod data_dir_lock;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tracing_subscriber::EnvFilter;
 use weir_broker::{Broker, BrokerConfig, GroupConfig};
 use weir_metadata::LocalMetadataStore;
 use weir_server::ServerLimits;
@@ -30,21 +35,30 @@ const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
   weir serve
   weir serve --listen 127.0.0.1:0 --data-dir /tmp/weir
   weir serve --set log.retention.ms=3600000 --set num.partitions=8
-  WEIR_DATA_DIR=/var/lib/weir weir serve --config /etc/weir.toml
+  WEIR_DATA_DIR=/var/lib/weir weir serve --config weir.example.toml
+  weir serve --log-level info,weir_server=debug
 
 The TOML file takes the same names as the flags, with underscores
 (listen, advertised, data_dir, default_partitions, auto_create_topics,
 max_request_bytes, flush_messages, flush_ms, segment_bytes, log_level),
-plus a [broker] table of Kafka broker configs.")]
+plus a [broker] table of Kafka broker configs, written either way:
+  [broker]
+  log.retention.ms = 3600000
+  \"num.partitions\" = 8
+weir.example.toml in the repository shows every setting.
+
+One broker per data folder: the broker locks <data-dir>/.lock (holding its
+PID) before reading anything, and a second one on the same folder exits
+with code 1, naming the holder's PID.")]
 pub struct ServeArgs {
     /// Address the Kafka listener binds. Port 0 picks a free port; the bound
     /// address is printed on stdout as `listening on HOST:PORT`. [default: 127.0.0.1:9092]
-    #[arg(long, env = "WEIR_LISTEN", value_name = "HOST:PORT")]
+    #[arg(long, env = "WEIR_LISTEN", value_name = "HOST:PORT", value_parser = parse_host_port)]
     listen: Option<String>,
 
     /// Address clients are told to connect to (Kafka's advertised.listeners).
     /// [default: the bound address]
-    #[arg(long, env = "WEIR_ADVERTISED", value_name = "HOST:PORT")]
+    #[arg(long, env = "WEIR_ADVERTISED", value_name = "HOST:PORT", value_parser = parse_host_port)]
     advertised: Option<String>,
 
     /// Folder holding the commit log, indexes and metadata. Created if missing.
@@ -58,7 +72,8 @@ pub struct ServeArgs {
 
     /// Partitions of a topic created without a count, or auto-created
     /// (Kafka's num.partitions). [default: 4]
-    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS", value_name = "N")]
+    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS", value_name = "N",
+          value_parser = clap::value_parser!(i32).range(1..))]
     default_partitions: Option<i32>,
 
     /// Create a topic when a client produces to it or asks for its metadata
@@ -87,15 +102,16 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_SEGMENT_BYTES", value_name = "BYTES")]
     segment_bytes: Option<u64>,
 
-    /// Log filter for stderr: error, warn, info, debug, trace, or a tracing
-    /// directive such as `info,weir_server=debug`. [default: info]
-    #[arg(long, env = "WEIR_LOG_LEVEL", value_name = "LEVEL")]
+    /// Log filter for stderr: off, error, warn, info, debug or trace, or
+    /// comma-separated directives such as `info,weir_server=debug`
+    /// (TARGET=LEVEL). Anything else is refused. [default: info]
+    #[arg(long, env = "WEIR_LOG_LEVEL", value_name = "LEVEL", value_parser = parse_log_filter)]
     log_level: Option<String>,
 
     /// A broker config by its Kafka name, e.g. log.retention.ms=3600000.
     /// Repeatable; wins over the config file's [broker] table.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::cli::parse_key_value)]
+    set: Vec<(String, String)>,
 }
 
 /// The optional TOML file.
@@ -145,19 +161,21 @@ impl Settings {
         // Kafka-named broker configs: the file's [broker] table, then --set, then the
         // dedicated flags (which are the most specific).
         let mut kafka: BTreeMap<String, String> = BTreeMap::new();
-        for (key, value) in file.broker {
-            let value = match value {
-                toml::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            kafka.insert(key, value);
-        }
-        for pair in &args.set {
-            let (key, value) = pair
-                .split_once('=')
-                .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
+        flatten_broker_table("", file.broker, &mut kafka)?;
+        for (key, value) in &args.set {
             kafka.insert(key.trim().to_string(), value.trim().to_string());
         }
+        // The file's values get the checks clap gives the flags.
+        let checked = |name: &str,
+                       value: Option<String>,
+                       parse: fn(&str) -> Result<String, String>| {
+            value
+                .map(|v| parse(&v).map_err(|e| anyhow::anyhow!("config file {name} = {v:?}: {e}")))
+                .transpose()
+        };
+        let file_listen = checked("listen", file.listen, parse_host_port)?;
+        let file_advertised = checked("advertised", file.advertised, parse_host_port)?;
+        let file_log_level = checked("log_level", file.log_level, parse_log_filter)?;
         let mut named = |key: &str, value: Option<String>| {
             if let Some(value) = value {
                 kafka.insert(key.to_string(), value);
@@ -188,16 +206,16 @@ impl Settings {
         let mut settings = Settings {
             listen: args
                 .listen
-                .or(file.listen)
+                .or(file_listen)
                 .unwrap_or_else(|| "127.0.0.1:9092".into()),
-            advertised: args.advertised.or(file.advertised),
+            advertised: args.advertised.or(file_advertised),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("weir-data")),
             log_level: args
                 .log_level
-                .or(file.log_level)
+                .or(file_log_level)
                 .unwrap_or_else(|| "info".into()),
             node_id: 0,
             default_partitions: 4,
@@ -301,6 +319,87 @@ where
     Ok(parsed)
 }
 
+/// Kafka config names from the file's `[broker]` table. TOML reads a bare
+/// dotted key (`log.retention.ms = 5`) as nested tables and a quoted one
+/// (`"log.retention.ms" = 5`) as one key; both give the name
+/// `log.retention.ms`. A name given both ways is refused.
+fn flatten_broker_table(
+    prefix: &str,
+    table: BTreeMap<String, toml::Value>,
+    out: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let value = match value {
+            toml::Value::Table(inner) => {
+                flatten_broker_table(&name, inner.into_iter().collect(), out)?;
+                continue;
+            }
+            toml::Value::String(text) => text,
+            toml::Value::Array(_) => {
+                bail!("[broker] {name}: a list is not a config value; write \"a,b\" as Kafka does")
+            }
+            other => other.to_string(),
+        };
+        if out.insert(name.clone(), value).is_some() {
+            bail!("[broker] {name} is given twice (once quoted, once dotted?)");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `HOST:PORT` (an IPv6 host in brackets), as `--listen` and
+/// `--advertised` take it. The host is resolved only when bound.
+fn parse_host_port(arg: &str) -> Result<String, String> {
+    let expected =
+        || format!("{arg:?} is not HOST:PORT (e.g. 127.0.0.1:9092, [::1]:9092, localhost:0)");
+    let (host, port) = arg.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(expected());
+    }
+    Ok(arg.to_owned())
+}
+
+/// The levels a log filter names.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `--log-level` filter: a level, or comma-separated directives
+/// whose every level is one of [`LOG_LEVELS`]. tracing's own parser takes a
+/// bare word such as `verbose` as a target name, which would switch every
+/// log off without a word; a bare word must therefore be a level.
+fn parse_log_filter(arg: &str) -> Result<String, String> {
+    let valid = || {
+        format!(
+            "give a level ({}) or directives such as info,weir_server=debug",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    if arg.trim().is_empty() {
+        return Err(format!("the log filter is empty; {}", valid()));
+    }
+    for directive in arg.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, _)) if target.trim().is_empty() => {
+                return Err(format!("{directive:?} names no target; {}", valid()));
+            }
+            Some((_, level)) => level,
+            None => directive,
+        };
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("{level:?} is not a log level; {}", valid()));
+        }
+    }
+    EnvFilter::try_new(arg).map_err(|err| format!("{err}; {}", valid()))?;
+    Ok(arg.to_owned())
+}
+
 fn pick<T: ToString>(flag: Option<T>, file: Option<T>) -> Option<String> {
     flag.or(file).map(|v| v.to_string())
 }
@@ -312,8 +411,8 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("invalid --log-level '{filter}'"))?;
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("invalid --log-level '{filter}'"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -325,7 +424,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 /// Run the broker until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(args)?;
+    let settings = Settings::resolve(args).map_err(|err| crate::cli::usage(format!("{err:#}")))?;
     init_logging(&settings.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -337,8 +436,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Bind first, lock the data folder next: a start that cannot serve (the
+    // port is taken, another broker holds the folder) fails before anything
+    // in the folder is read, recovered or written.
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data folder {}", settings.data_dir.display()))?;
+    let lock = data_dir_lock::DataDirLock::acquire(&settings.data_dir)?;
+    tracing::debug!(lock = %lock.path().display(), "locked the data folder");
     let clock = Arc::new(SystemClock);
     let log_config = LogConfig {
         segment_bytes: settings.segment_bytes,
@@ -365,12 +475,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open metadata in {}", settings.data_dir.display()))?,
     );
 
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let bound = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
     let (advertised_host, advertised_port) = advertised(&settings, bound)?;
 
     let config = BrokerConfig {
@@ -412,6 +516,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let closed = log.shutdown();
     served.context("listener failed")?;
     closed.context("could not flush the commit log on shutdown")?;
+    // Released only once the log is closed: no other broker may open it earlier.
+    drop(lock);
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -511,7 +617,7 @@ mod tests {
         .expect("write config");
         let s = resolve(ServeArgs {
             config: Some(path.clone()),
-            set: vec!["log.retention.ms=2000".into()],
+            set: vec![("log.retention.ms".into(), "2000".into())],
             ..ServeArgs::default()
         });
         assert_eq!(s.listen, "127.0.0.1:19092");
@@ -533,17 +639,96 @@ mod tests {
 
     #[test]
     fn unknown_or_invalid_configs_are_refused() {
-        for set in [
-            "no.such.config=1",
-            "log.retention.ms=forever",
-            "num.partitions=0",
-            "oops",
+        for (key, value) in [
+            ("no.such.config", "1"),
+            ("log.retention.ms", "forever"),
+            ("num.partitions", "0"),
         ] {
             let err = Settings::resolve(ServeArgs {
-                set: vec![set.into()],
+                set: vec![(key.into(), value.into())],
                 ..ServeArgs::default()
             });
-            assert!(err.is_err(), "{set} should be refused");
+            assert!(err.is_err(), "{key}={value} should be refused");
+        }
+    }
+
+    fn resolve_file(text: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, text)?;
+        Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+    }
+
+    #[test]
+    fn broker_configs_take_dotted_names_bare_or_quoted() {
+        let s = resolve_file(
+            "[broker]\nlog.retention.ms = 5\n\"log.retention.bytes\" = 1000\n\
+             group.initial.rebalance.delay.ms = 0\n",
+        )
+        .expect("dotted names resolve");
+        assert_eq!(
+            s.log_defaults.get("log.retention.ms").map(String::as_str),
+            Some("5")
+        );
+        assert_eq!(
+            s.log_defaults
+                .get("log.retention.bytes")
+                .map(String::as_str),
+            Some("1000")
+        );
+        assert_eq!(s.group.initial_rebalance_delay_ms, 0);
+        let twice = resolve_file("[broker]\nlog.retention.ms = 5\n\"log.retention.ms\" = 6\n");
+        assert!(twice.is_err(), "a name given twice must be refused");
+    }
+
+    #[test]
+    fn the_shipped_example_file_resolves_as_it_is() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weir.example.toml");
+        Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .expect("weir.example.toml resolves");
+    }
+
+    #[test]
+    fn log_filters_must_name_known_levels() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,weir_server=debug",
+            "weir_storage=trace",
+        ] {
+            assert!(parse_log_filter(good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            "verbose",
+            "",
+            "info,weir_server=loud",
+            "=debug",
+            "weir_server",
+        ] {
+            assert!(parse_log_filter(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_must_be_host_and_port() {
+        for good in ["127.0.0.1:9092", "[::1]:0", "localhost:9092", "0.0.0.0:0"] {
+            assert!(parse_host_port(good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            "notanaddr",
+            ":9092",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            "::1:9092",
+        ] {
+            assert!(parse_host_port(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -132,6 +132,18 @@ fn usage_errors_exit_2() -> anyhow::Result<()> {
             "--to-latest",
         ],
         &["cluster", "status", "--bogus"],
+        // Found after parsing, by the command itself: still usage errors.
+        &["produce", "t", "--acks", "0", "--idempotent"],
+        &["produce", "t", "--acks", "1", "--idempotent"],
+        &["produce", "t", "--key-separator", ""],
+        &["produce", "t", "--delay", "30s"],
+        &["produce", "t", "--tag", "VIP"],
+        &[
+            "consume",
+            "t",
+            "--from-datetime",
+            "2026-11-24T08:00:00+2:00",
+        ],
     ] {
         let output = weir(args, Some("127.0.0.1:1"))?;
         assert_eq!(
@@ -211,5 +223,33 @@ fn cluster_status_names_brokers_controller_and_partition_states() -> anyhow::Res
             );
         }
     }
+    Ok(())
+}
+
+#[test]
+fn cluster_status_json_has_the_documented_fields() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    let created = weir(
+        &["topic", "create", "t", "--partitions", "3"],
+        Some(&bootstrap),
+    )?;
+    assert!(created.status.success(), "{created:?}");
+    let output = weir(&["cluster", "status", "--json"], Some(&bootstrap))?;
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))?;
+    assert!(status["cluster_id"].is_string(), "{status}");
+    assert_eq!(status["controller"], 0, "{status}");
+    assert_eq!(
+        status["brokers"],
+        serde_json::json!([{"id": 0, "address": bootstrap, "rack": null, "state": "active"}])
+    );
+    let topics = status["topics"].as_u64().context("topics")?;
+    assert!(topics >= 1, "{status}");
+    let online = status["partitions"]["online"].as_u64().context("online")?;
+    assert!(online >= 3, "{status}");
+    assert_eq!(status["partitions"]["under_replicated"], 0);
+    assert_eq!(status["partitions"]["offline"], 0);
     Ok(())
 }

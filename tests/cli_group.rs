@@ -281,3 +281,170 @@ fn now_ms() -> anyhow::Result<i64> {
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis(),
     )?)
 }
+
+/// `weir group ARGS --json`, parsed.
+fn group_json(broker: &Broker, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut argv = vec!["group"];
+    argv.extend_from_slice(args);
+    argv.push("--json");
+    let out = weir_ok(broker, &argv, b"")?;
+    serde_json::from_str(&out).with_context(|| format!("{argv:?} printed no JSON document: {out}"))
+}
+
+#[test]
+fn a_kip_848_groups_members_show_their_assignment_and_host() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use serde_json::json;
+
+    let broker = Broker::start(&[
+        "--set",
+        "group.initial.rebalance.delay.ms=0",
+        "--set",
+        "group.consumer.heartbeat.interval.ms=200",
+    ])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "2"], b"")?;
+    let mut config = common::consumer_config(&broker.bootstrap());
+    config
+        .set("group.id", "g848")
+        .set("group.protocol", "consumer")
+        .set("client.id", "member-one");
+    let consumer: BaseConsumer = config.create()?;
+    consumer.subscribe(&["t"])?;
+
+    let mut described = json!(null);
+    common::wait_until(
+        GROUP_JOIN_TIMEOUT,
+        "the member to own both partitions",
+        || {
+            // Polling serves the consumer's rebalance; heartbeats run in the background.
+            let _ = consumer.poll(Duration::from_millis(100));
+            // The group does not exist until the member's first heartbeat.
+            let output = weir(&broker, &["group", "describe", "g848", "--json"], b"")?;
+            if !output.status.success() {
+                return Ok(false);
+            }
+            described = serde_json::from_slice(&output.stdout)?;
+            Ok(described["members"][0]["assignment"]
+                .as_array()
+                .map(Vec::len)
+                == Some(2))
+        },
+    )?;
+    assert_eq!(described["group"], "g848");
+    assert_eq!(described["group_protocol"], "consumer", "{described}");
+    assert_eq!(described["state"], "Stable", "{described}");
+    let member = &described["members"][0];
+    assert_eq!(member["client_id"], "member-one", "{described}");
+    assert!(member["host"].is_string(), "{described}");
+    assert_eq!(
+        member["assignment"],
+        json!([{"topic": "t", "partition": 0}, {"topic": "t", "partition": 1}])
+    );
+    let member_id = member["member_id"]
+        .as_str()
+        .context("member_id")?
+        .to_owned();
+    assert_eq!(
+        described["partitions"][1]["member_id"], member_id,
+        "{described}"
+    );
+
+    // The text table: HOST column, and the assignment instead of `-`.
+    let text = weir_ok(&broker, &["group", "describe", "g848"], b"")?;
+    assert!(text.contains("group protocol: consumer"), "{text}");
+    let header = text
+        .lines()
+        .find(|line| line.starts_with("MEMBER"))
+        .with_context(|| format!("no member table in\n{text}"))?;
+    assert!(
+        header
+            .split_whitespace()
+            .eq(["MEMBER", "CLIENT-ID", "HOST", "ASSIGNMENT"]),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|line| line.starts_with(&member_id))
+        .with_context(|| format!("no row for {member_id} in\n{text}"))?;
+    assert_eq!(row.split_whitespace().last(), Some("t/0,t/1"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn group_subcommands_print_json_with_the_documented_fields() -> anyhow::Result<()> {
+    use serde_json::json;
+
+    let broker = Broker::start(BROKER_ARGS)?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+    weir_ok(&broker, &["produce", "t"], b"a\nb\nc\n")?;
+    weir_ok(
+        &broker,
+        &["consume", "t", "--group", "g", "--from-beginning"],
+        b"",
+    )?;
+
+    let listed = group_json(&broker, &["list"])?;
+    let listed_g = listed["groups"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|g| g["group"] == "g"))
+        .with_context(|| format!("no group g in {listed}"))?;
+    assert_eq!(listed_g["state"], "Empty", "{listed}");
+    assert!(listed_g.get("protocol_type").is_some(), "{listed}");
+    let described = group_json(&broker, &["describe", "g"])?;
+    assert_eq!(described["group"], "g");
+    assert_eq!(described["state"], "Empty");
+    assert_eq!(described["group_protocol"], "classic");
+    assert_eq!(described["members"], json!([]));
+    assert_eq!(
+        described["partitions"],
+        json!([{"topic": "t", "partition": 0, "committed_offset": 3, "log_end_offset": 3,
+                "lag": 0, "member_id": null}])
+    );
+
+    let plan = group_json(
+        &broker,
+        &[
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-offset",
+            "1",
+            "--dry-run",
+        ],
+    )?;
+    assert_eq!(
+        plan,
+        json!({"group": "g", "dry_run": true, "committed": false,
+               "plan": [{"topic": "t", "partition": 0, "current_offset": 3, "new_offset": 1}]})
+    );
+
+    // A classic member with an assignment, while it runs.
+    let follower = Follower(
+        command(&broker, &["consume", "t", "--group", "g", "--follow"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the consumer")?,
+    );
+    let mut described = json!(null);
+    common::wait_until(
+        GROUP_JOIN_TIMEOUT,
+        "the classic member's assignment",
+        || {
+            described = group_json(&broker, &["describe", "g"])?;
+            Ok(described["state"] == "Stable"
+                && described["members"][0]["assignment"] == json!([{"topic": "t", "partition": 0}]))
+        },
+    )?;
+    assert_eq!(described["protocol_type"], "consumer", "{described}");
+    assert!(described["members"][0]["host"].is_string(), "{described}");
+    follower.stop()?;
+
+    assert_eq!(
+        group_json(&broker, &["delete", "g"])?,
+        json!({"group": "g", "deleted": true})
+    );
+    Ok(())
+}

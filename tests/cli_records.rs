@@ -1,7 +1,8 @@
 //! `weir produce` and `weir consume` as scripts use them, against a real
-//! `weir serve`: lines in, JSON lines out (keys, headers, tag and delay
-//! headers, bytes that are not UTF-8), where consuming starts and stops, and
-//! the exit code when a record fails.
+//! `weir serve`: lines in, JSON lines out (keys, headers, bytes that are
+//! not UTF-8), where consuming starts and stops (times with and without a
+//! zone), the exit code when a record fails, and the refusal of the flags
+//! the broker does not serve yet (`--tag`, `--delay`).
 
 mod common;
 
@@ -32,7 +33,7 @@ fn values(records: &[Value]) -> Vec<&str> {
 }
 
 #[test]
-fn produced_lines_come_back_as_json_with_key_headers_tag_and_delay() -> anyhow::Result<()> {
+fn produced_lines_come_back_as_json_with_key_and_headers() -> anyhow::Result<()> {
     let broker = Broker::start(&[])?;
     weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
     let produced = weir(
@@ -46,10 +47,6 @@ fn produced_lines_come_back_as_json_with_key_headers_tag_and_delay() -> anyhow::
             "source=test",
             "--header",
             "source=again",
-            "--tag",
-            "VIP",
-            "--delay",
-            "30s",
             "--acks",
             "all",
             "--compression",
@@ -66,8 +63,6 @@ fn produced_lines_come_back_as_json_with_key_headers_tag_and_delay() -> anyhow::
     let headers = json!([
         {"key": "source", "value": "test"},
         {"key": "source", "value": "again"},
-        {"key": "weir.tag", "value": "VIP"},
-        {"key": "weir.delay-ms", "value": "30000"},
     ]);
     assert_eq!(records.len(), 2, "{records:?}");
     for (offset, (key, value)) in [("k1", "v1"), ("k2", "v::2")].into_iter().enumerate() {
@@ -159,6 +154,17 @@ fn consume_starts_where_asked_and_exits_at_the_end() -> anyhow::Result<()> {
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(second_ms)).to_string();
     let by_time = consume_json(&broker, &["t", "--from-datetime", &second_time])?;
     assert_eq!(values(&by_time), ["d", "e"], "from {second_time}");
+    // The same instant written with a +02:00 offset, and without a zone (UTC).
+    let plus_two_hours = humantime::format_rfc3339_millis(
+        UNIX_EPOCH + Duration::from_millis(second_ms + 2 * 3_600_000),
+    )
+    .to_string();
+    let with_offset = format!("{}+02:00", plus_two_hours.trim_end_matches('Z'));
+    let by_offset_time = consume_json(&broker, &["t", "--from-datetime", &with_offset])?;
+    assert_eq!(values(&by_offset_time), ["d", "e"], "from {with_offset}");
+    let zoneless = second_time.trim_end_matches('Z');
+    let by_zoneless_time = consume_json(&broker, &["t", "--from-datetime", zoneless])?;
+    assert_eq!(values(&by_zoneless_time), ["d", "e"], "from {zoneless}");
     let by_old_time = consume_json(&broker, &["t", "--from-datetime", "2020-01-01T00:00:00Z"])?;
     assert_eq!(by_old_time.len(), 5);
 
@@ -188,9 +194,30 @@ fn failed_records_are_counted_and_exit_1() -> anyhow::Result<()> {
     assert_eq!(no_such_partition.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("sent 0 records, 1 failed"), "{stderr}");
 
-    let bad_delay = weir(&broker, &["produce", "t", "--delay", "30"], b"x\n")?;
-    assert_eq!(bad_delay.status.code(), Some(2));
     let missing_topic = weir(&broker, &["consume", "absent"], b"")?;
     assert_eq!(missing_topic.status.code(), Some(1));
+    Ok(())
+}
+
+#[test]
+fn tag_and_delay_are_refused_until_the_broker_serves_them() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+    for (flag, value, says) in [
+        ("--delay", "30s", "delayed messages"),
+        ("--tag", "VIP", "tags"),
+    ] {
+        let refused = weir(&broker, &["produce", "t", flag, value], b"x\n")?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+        assert!(stderr.contains("does not serve"), "{flag}: {stderr}");
+    }
+    // Nothing was sent.
+    assert!(consume_json(&broker, &["t", "--from-beginning"])?.is_empty());
+    let help = weir_ok(&broker, &["produce", "--help"], b"")?;
+    for promise in ["--delay", "--tag", "weir.delay-ms", "weir.tag"] {
+        assert!(!help.contains(promise), "help mentions {promise}:\n{help}");
+    }
     Ok(())
 }

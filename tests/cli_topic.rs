@@ -173,3 +173,96 @@ fn failed_topic_operations_exit_1_with_the_reason() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn refusals_show_the_brokers_error_message() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let refused = weir(
+        &broker,
+        &["topic", "create", "t", "--config", "retention.ms=abc"],
+        b"",
+    )?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    // The error name, and the broker's message naming the value and the config.
+    assert!(stderr.contains("InvalidConfig"), "{stderr}");
+    assert!(stderr.contains("'abc'"), "{stderr}");
+    assert!(stderr.contains("retention.ms"), "{stderr}");
+    Ok(())
+}
+
+fn json(broker: &Broker, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut argv = args.to_vec();
+    argv.push("--json");
+    let out = weir_ok(broker, &argv)?;
+    serde_json::from_str(&out).with_context(|| format!("{argv:?} printed no JSON document: {out}"))
+}
+
+#[test]
+fn every_topic_subcommand_prints_json_with_the_documented_fields() -> anyhow::Result<()> {
+    use serde_json::json;
+    let broker = Broker::start(&[])?;
+    assert_eq!(
+        json(&broker, &["topic", "create", "orders", "--partitions", "2"])?,
+        json!({"topic": "orders", "created": true})
+    );
+    let listed = json(&broker, &["topic", "list"])?;
+    assert!(
+        listed["topics"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("orders"))),
+        "{listed}"
+    );
+    common::cli::weir_ok(
+        &broker,
+        &["produce", "orders", "--partition", "1"],
+        b"a\nb\n",
+    )?;
+    let described = json(&broker, &["topic", "describe", "orders"])?;
+    assert_eq!(described["topic"], "orders");
+    assert_eq!(
+        described["partitions"],
+        json!([
+            {"partition": 0, "leader": 0, "replicas": [0], "isr": [0],
+             "log_start_offset": 0, "log_end_offset": 0},
+            {"partition": 1, "leader": 0, "replicas": [0], "isr": [0],
+             "log_start_offset": 0, "log_end_offset": 2},
+        ])
+    );
+    assert!(
+        described["configs"]
+            .as_array()
+            .is_some_and(|configs| configs
+                .iter()
+                .any(|c| c
+                    == &json!({"name": "cleanup.policy", "value": "delete", "source": "default"}))),
+        "{described}"
+    );
+    assert_eq!(
+        json(
+            &broker,
+            &[
+                "topic",
+                "alter-config",
+                "orders",
+                "--config",
+                "retention.ms=1000",
+                "--delete-config",
+                "retention.bytes"
+            ]
+        )?,
+        json!({"topic": "orders", "set": ["retention.ms"], "deleted": ["retention.bytes"]})
+    );
+    assert_eq!(
+        json(
+            &broker,
+            &["topic", "add-partitions", "orders", "--total", "3"]
+        )?,
+        json!({"topic": "orders", "partitions": 3})
+    );
+    assert_eq!(
+        json(&broker, &["topic", "delete", "orders"])?,
+        json!({"topic": "orders", "deleted": true})
+    );
+    Ok(())
+}

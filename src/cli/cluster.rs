@@ -1,11 +1,22 @@
 //! `weir cluster status`: the brokers, the controller, and how many
 //! partitions are online, under-replicated or offline, from DescribeCluster
-//! and Metadata.
+//! and Metadata, as text or (`--json`) one JSON document.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use kafka_protocol::messages::DescribeClusterRequest;
+use serde_json::json;
 
 use super::kafka::{self, Client};
+
+/// `weir cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+    /// Print the result as one JSON document (schema in docs/cli.md).
+    #[arg(long, global = true)]
+    json: bool,
+}
 
 /// `weir cluster` subcommands.
 #[derive(Debug, Subcommand)]
@@ -14,6 +25,7 @@ pub enum ClusterCommand {
     #[command(after_help = "\
 Examples:
   weir cluster status
+  weir cluster status --json
   WEIR_BROKERS=10.0.0.1:9092,10.0.0.2:9092 weir cluster status
 
 Partition states: online (a leader, every replica in sync), under-replicated
@@ -25,18 +37,18 @@ Partition states: online (a leader, every replica in sync), under-replicated
 struct BrokerRow {
     id: i32,
     address: String,
-    rack: String,
+    rack: Option<String>,
     fenced: bool,
 }
 
 /// Runs a `weir cluster` command against `brokers`.
-pub fn run(brokers: &str, command: ClusterCommand) -> anyhow::Result<()> {
-    match command {
-        ClusterCommand::Status => status(brokers),
+pub fn run(brokers: &str, args: ClusterArgs) -> anyhow::Result<()> {
+    match args.command {
+        ClusterCommand::Status => status(brokers, args.json),
     }
 }
 
-fn status(brokers: &str) -> anyhow::Result<()> {
+fn status(brokers: &str, json: bool) -> anyhow::Result<()> {
     let mut client = Client::connect(brokers)?;
     let metadata = client.metadata(None)?;
     let mut cluster_id = metadata
@@ -50,7 +62,7 @@ fn status(brokers: &str) -> anyhow::Result<()> {
         .map(|b| BrokerRow {
             id: b.node_id.0,
             address: format!("{}:{}", b.host.as_str(), b.port),
-            rack: b.rack.as_ref().map_or("-", |r| r.as_str()).to_owned(),
+            rack: b.rack.as_ref().map(|r| r.as_str().to_owned()),
             fenced: false,
         })
         .collect();
@@ -60,7 +72,11 @@ fn status(brokers: &str) -> anyhow::Result<()> {
         &DescribeClusterRequest::default().with_include_fenced_brokers(false),
         0,
     ) {
-        kafka::check(described.error_code, || "DescribeCluster".to_owned())?;
+        kafka::check_message(
+            described.error_code,
+            described.error_message.as_ref(),
+            || "DescribeCluster".to_owned(),
+        )?;
         cluster_id = Some(described.cluster_id.as_str().to_owned());
         controller = described.controller_id.0;
         rows = described
@@ -69,7 +85,7 @@ fn status(brokers: &str) -> anyhow::Result<()> {
             .map(|b| BrokerRow {
                 id: b.broker_id.0,
                 address: format!("{}:{}", b.host.as_str(), b.port),
-                rack: b.rack.as_ref().map_or("-", |r| r.as_str()).to_owned(),
+                rack: b.rack.as_ref().map(|r| r.as_str().to_owned()),
                 fenced: b.is_fenced,
             })
             .collect();
@@ -89,6 +105,26 @@ fn status(brokers: &str) -> anyhow::Result<()> {
         }
     }
 
+    if json {
+        let document = json!({
+            "cluster_id": cluster_id,
+            "controller": (controller >= 0).then_some(controller),
+            "brokers": rows.iter().map(|row| json!({
+                "id": row.id,
+                "address": row.address,
+                "rack": row.rack,
+                "state": if row.fenced { "fenced" } else { "active" },
+            })).collect::<Vec<_>>(),
+            "topics": metadata.topics.len(),
+            "partitions": {
+                "online": online,
+                "under_replicated": under_replicated,
+                "offline": offline,
+            },
+        });
+        super::print_out(&format!("{document}\n"))?;
+        return Ok(());
+    }
     let mut out = format!(
         "cluster: {}\ncontroller: {}\n\nbrokers: {}\n",
         cluster_id.as_deref().unwrap_or("-"),
@@ -108,7 +144,7 @@ fn status(brokers: &str) -> anyhow::Result<()> {
         table.push(vec![
             row.id.to_string(),
             row.address.clone(),
-            row.rack.clone(),
+            row.rack.clone().unwrap_or_else(|| "-".to_owned()),
             if row.fenced { "fenced" } else { "active" }.to_owned(),
         ]);
     }

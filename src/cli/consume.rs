@@ -36,7 +36,11 @@ Examples:
   weir consume orders --from-beginning -n 10 --format json
   weir consume orders --offset 42 --partition 0
   weir consume orders --from-datetime 2026-11-24T08:00:00Z
+  weir consume orders --from-datetime 2026-11-24T10:00:00+02:00
   weir consume orders --group billing --follow
+
+--from-datetime takes an RFC 3339 time with Z or a +HH:MM/-HH:MM offset; a
+time without a zone (2026-11-24T08:00:00) is UTC, not the local zone.
 
 Without --from-beginning, --offset or --from-datetime, only records produced
 from now on are read (with --group: from the group's committed offsets).
@@ -60,7 +64,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..),
           conflicts_with = "from_datetime")]
     offset: Option<i64>,
-    /// Start at the first record at or after this UTC time, e.g. 2026-11-24T08:00:00Z.
+    /// Start at the first record at or after this time: RFC 3339 with Z or an
+    /// offset (2026-11-24T10:00:00+02:00); a time without a zone is UTC.
     #[arg(long, value_name = "TIME", value_parser = super::parse_datetime_ms)]
     from_datetime: Option<i64>,
     /// Read only this partition.

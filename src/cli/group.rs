@@ -1,23 +1,25 @@
 //! `weir group`: list, describe, reset-offsets and delete consumer groups,
-//! through the group APIs every Kafka broker serves (ListGroups,
-//! DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups), sent to the
-//! group's coordinator.
+//! through the group APIs (ListGroups, ConsumerGroupDescribe for KIP-848
+//! groups and DescribeGroups for classic ones, OffsetFetch, OffsetCommit,
+//! DeleteGroups), sent to the group's coordinator. With `--json` each
+//! prints one JSON document (docs/cli.md gives the schema).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, bail};
 use bytes::Buf as _;
 use clap::{ArgGroup, Args, Subcommand};
-use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, DeleteGroupsRequest,
+    DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::Decodable as _;
+use serde_json::json;
 
 use super::kafka::{self, Client, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Led};
 
@@ -32,24 +34,43 @@ Examples:
   weir group describe billing
   weir group reset-offsets billing --topic orders --to-datetime 2026-11-24T08:00:00Z --dry-run
   weir group reset-offsets billing --topic orders --to-earliest
-  weir group delete billing";
+  weir group delete billing
+  weir group describe billing --json | jq '.partitions[] | select(.lag > 0)'
+
+With --json every subcommand prints one JSON document on stdout instead of
+text; docs/cli.md gives each one's fields.";
+
+/// `weir group`.
+#[derive(Debug, Args)]
+#[command(after_help = GROUP_EXAMPLES)]
+pub struct GroupArgs {
+    #[command(subcommand)]
+    command: GroupCommand,
+    /// Print the result as one JSON document (schema in docs/cli.md).
+    #[arg(long, global = true)]
+    json: bool,
+}
 
 /// `weir group` subcommands.
 #[derive(Debug, Subcommand)]
-#[command(after_help = GROUP_EXAMPLES)]
 pub enum GroupCommand {
     /// List the consumer groups of every broker, with their state.
     #[command(after_help = "\
 Examples:
-  weir group list")]
+  weir group list
+  weir group list --json")]
     List,
     /// Show a group's members and assignment, and per partition the committed
     /// offset, the log-end offset and the lag.
     #[command(after_help = "\
 Examples:
   weir group describe billing
+  weir group describe billing --json
 
-LAG is LOG-END minus COMMITTED; `-` where the group has committed nothing.")]
+Members of KIP-848 groups (group.protocol=consumer) are described with
+ConsumerGroupDescribe, classic ones with DescribeGroups; both show each
+member's HOST and ASSIGNMENT. LAG is LOG-END minus COMMITTED; `-` where the
+group has committed nothing.")]
     Describe {
         /// The group.
         group: String,
@@ -62,8 +83,10 @@ Examples:
   weir group reset-offsets billing --topic orders --to-offset 1000 --dry-run
   weir group reset-offsets billing --topic orders --shift-by -50
   weir group reset-offsets billing --topic orders --to-datetime 2026-11-24T08:00:00Z
+  weir group reset-offsets billing --topic orders --to-datetime 2026-11-24T10:00:00+02:00
 
-Offsets are kept between each partition's log-start and log-end offsets.
+--to-datetime takes an RFC 3339 time with Z or a +HH:MM/-HH:MM offset; a time
+without a zone is UTC. Offsets are kept between each partition's log-start and log-end offsets.
 --to-datetime moves to the first record at or after the time (the log end if
 none is that recent). --dry-run prints the plan and commits nothing.")]
     ResetOffsets(ResetArgs),
@@ -99,7 +122,8 @@ pub struct ResetArgs {
     /// By this many records from the committed offset (negative: back).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     shift_by: Option<i64>,
-    /// To the first record at or after this UTC time, e.g. 2026-11-24T08:00:00Z.
+    /// To the first record at or after this time: RFC 3339 with Z or an
+    /// offset (2026-11-24T10:00:00+02:00); a time without a zone is UTC.
     #[arg(long, value_name = "TIME", value_parser = super::parse_datetime_ms)]
     to_datetime: Option<i64>,
     /// Print the plan and commit nothing.
@@ -108,23 +132,36 @@ pub struct ResetArgs {
 }
 
 /// Runs a `weir group` command against `brokers`.
-pub fn run(brokers: &str, command: GroupCommand) -> anyhow::Result<()> {
+pub fn run(brokers: &str, args: GroupArgs) -> anyhow::Result<()> {
     let mut client = Client::connect(brokers)?;
-    match command {
-        GroupCommand::List => list(&mut client),
-        GroupCommand::Describe { group } => describe(&mut client, &group),
-        GroupCommand::ResetOffsets(args) => reset_offsets(&mut client, &args),
-        GroupCommand::Delete { group } => delete(&mut client, &group),
+    let json = args.json;
+    match args.command {
+        GroupCommand::List => list(&mut client, json),
+        GroupCommand::Describe { group } => describe(&mut client, &group, json),
+        GroupCommand::ResetOffsets(args) => reset_offsets(&mut client, &args, json),
+        GroupCommand::Delete { group } => delete(&mut client, &group, json),
     }
+}
+
+/// Prints `value` as one JSON document on a line.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    super::print_out(&format!("{value}\n"))?;
+    Ok(())
+}
+
+/// `None` for an empty string, as the JSON documents show absent values.
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
 }
 
 fn group_id(group: &str) -> GroupId {
     GroupId(kafka::str_bytes(group))
 }
 
-fn list(client: &mut Client) -> anyhow::Result<()> {
+fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
     let metadata = client.metadata(Some(&[]))?;
-    let mut groups = BTreeMap::new();
+    // Group id -> (state, protocol type); an empty string is "not given".
+    let mut groups: BTreeMap<String, (String, String)> = BTreeMap::new();
     for broker in &metadata.brokers {
         // v4 is the newest without the group type filter.
         let response = client.send_to(broker.node_id.0, &ListGroupsRequest::default(), 4)?;
@@ -132,38 +169,153 @@ fn list(client: &mut Client) -> anyhow::Result<()> {
             format!("ListGroups at broker {}", broker.node_id.0)
         })?;
         for group in response.groups {
-            let state = if group.group_state.is_empty() {
-                "-".to_owned()
-            } else {
-                group.group_state.as_str().to_owned()
-            };
-            let protocol_type = if group.protocol_type.is_empty() {
-                "-".to_owned()
-            } else {
-                group.protocol_type.as_str().to_owned()
-            };
-            groups.insert(group.group_id.0.as_str().to_owned(), (state, protocol_type));
+            groups.insert(
+                group.group_id.0.as_str().to_owned(),
+                (
+                    group.group_state.as_str().to_owned(),
+                    group.protocol_type.as_str().to_owned(),
+                ),
+            );
         }
     }
+    if json {
+        return print_json(&json!({
+            "groups": groups.iter().map(|(group, (state, protocol_type))| json!({
+                "group": group,
+                "state": non_empty(state),
+                "protocol_type": non_empty(protocol_type),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let dash = |text: &str| non_empty(text).unwrap_or("-").to_owned();
     let mut rows = vec![
         ["GROUP", "STATE", "PROTOCOL-TYPE"]
             .map(str::to_owned)
             .to_vec(),
     ];
-    for (group, (state, protocol_type)) in groups {
-        rows.push(vec![group, state, protocol_type]);
+    for (group, (state, protocol_type)) in &groups {
+        rows.push(vec![group.clone(), dash(state), dash(protocol_type)]);
     }
     super::print_out(&super::table(&rows))?;
     Ok(())
 }
 
+/// Which rebalance protocol a group uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupProtocol {
+    /// JoinGroup/SyncGroup, described by DescribeGroups.
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`), described by ConsumerGroupDescribe.
+    Consumer,
+}
+
+impl GroupProtocol {
+    fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+/// A group as its coordinator describes it, whatever its protocol.
+struct Described {
+    group_protocol: GroupProtocol,
+    state: String,
+    /// The classic protocol type (`consumer`, `connect`, ...); empty when none.
+    protocol_type: String,
+    /// The classic protocol (the assignor, once stable) or the KIP-848
+    /// server-side assignor; empty when none.
+    assignor: String,
+    members: Vec<Member>,
+}
+
+/// A group member.
+struct Member {
+    member_id: String,
+    client_id: String,
+    /// The address the member connected from, as the broker saw it.
+    host: String,
+    /// Its partitions, sorted.
+    assignment: Vec<(String, i32)>,
+}
+
 /// The group as its coordinator describes it, or `None` when it does not
-/// exist.
+/// exist. KIP-848 groups are asked with ConsumerGroupDescribe, which carries
+/// their assignment; a coordinator that answers GROUP_ID_NOT_FOUND there (a
+/// classic group, as Kafka answers) or does not serve it is asked with
+/// DescribeGroups.
 fn describe_group(
     client: &mut Client,
     coordinator: i32,
     group: &str,
-) -> anyhow::Result<Option<DescribedGroup>> {
+) -> anyhow::Result<Option<Described>> {
+    if client.serves::<ConsumerGroupDescribeRequest>(coordinator)?
+        && let Some(described) = describe_consumer_group(client, coordinator, group)?
+    {
+        return Ok(Some(described));
+    }
+    describe_classic_group(client, coordinator, group)
+}
+
+/// A KIP-848 group, or `None` when the coordinator has no consumer group
+/// of that id.
+fn describe_consumer_group(
+    client: &mut Client,
+    coordinator: i32,
+    group: &str,
+) -> anyhow::Result<Option<Described>> {
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+    // v1 is the newest; it only adds response fields.
+    let response = client.send_to(coordinator, &request, 1)?;
+    let Some(described) = response.groups.into_iter().next() else {
+        bail!("ConsumerGroupDescribe answered nothing for group {group}");
+    };
+    if described.error_code == GROUP_ID_NOT_FOUND {
+        return Ok(None);
+    }
+    kafka::check_message(
+        described.error_code,
+        described.error_message.as_ref(),
+        || format!("group {group}"),
+    )?;
+    let members = described
+        .members
+        .iter()
+        .map(|m| {
+            let mut assignment: Vec<(String, i32)> = m
+                .assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|topic| {
+                    let name = topic.topic_name.0.as_str().to_owned();
+                    topic.partitions.iter().map(move |p| (name.clone(), *p))
+                })
+                .collect();
+            assignment.sort();
+            Member {
+                member_id: m.member_id.as_str().to_owned(),
+                client_id: m.client_id.as_str().to_owned(),
+                host: m.client_host.as_str().to_owned(),
+                assignment,
+            }
+        })
+        .collect();
+    Ok(Some(Described {
+        group_protocol: GroupProtocol::Consumer,
+        state: described.group_state.as_str().to_owned(),
+        protocol_type: "consumer".to_owned(),
+        assignor: described.assignor_name.as_str().to_owned(),
+        members,
+    }))
+}
+
+/// A classic group, or `None` when it does not exist.
+fn describe_classic_group(
+    client: &mut Client,
+    coordinator: i32,
+    group: &str,
+) -> anyhow::Result<Option<Described>> {
     let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
     let response = client.send_to(coordinator, &request, 6)?;
     let Some(described) = response.groups.into_iter().next() else {
@@ -172,8 +324,33 @@ fn describe_group(
     if described.error_code == GROUP_ID_NOT_FOUND || described.group_state.as_str() == "Dead" {
         return Ok(None);
     }
-    kafka::check(described.error_code, || format!("group {group}"))?;
-    Ok(Some(described))
+    kafka::check_message(
+        described.error_code,
+        described.error_message.as_ref(),
+        || format!("group {group}"),
+    )?;
+    let protocol_type = described.protocol_type.as_str().to_owned();
+    let members = described
+        .members
+        .iter()
+        .map(|m| {
+            let mut assignment = assignment(&protocol_type, &m.member_assignment);
+            assignment.sort();
+            Member {
+                member_id: m.member_id.as_str().to_owned(),
+                client_id: m.client_id.as_str().to_owned(),
+                host: m.client_host.as_str().to_owned(),
+                assignment,
+            }
+        })
+        .collect();
+    Ok(Some(Described {
+        group_protocol: GroupProtocol::Classic,
+        state: described.group_state.as_str().to_owned(),
+        protocol_type,
+        assignor: described.protocol_data.as_str().to_owned(),
+        members,
+    }))
 }
 
 /// The group's committed offsets: of the given partitions by topic, or of
@@ -267,42 +444,29 @@ fn assignment(protocol_type: &str, bytes: &[u8]) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
+fn describe(client: &mut Client, group: &str, json: bool) -> anyhow::Result<()> {
     let coordinator = client.coordinator(group)?;
     let described = describe_group(client, coordinator, group)?;
     let offsets = committed(client, coordinator, group, None)?;
     let Some(described) = described.or_else(|| {
         // A group without members may still hold committed offsets.
-        (!offsets.is_empty()).then(DescribedGroup::default)
+        (!offsets.is_empty()).then(|| Described {
+            group_protocol: GroupProtocol::Classic,
+            state: "Empty".to_owned(),
+            protocol_type: String::new(),
+            assignor: String::new(),
+            members: Vec::new(),
+        })
     }) else {
         bail!("group {group} does not exist");
     };
 
-    let protocol_type = described.protocol_type.as_str();
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-    let mut members = vec![
-        ["MEMBER", "CLIENT-ID", "HOST", "ASSIGNMENT"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
     for member in &described.members {
-        let assigned = assignment(protocol_type, &member.member_assignment);
-        let shown: Vec<String> = assigned.iter().map(|(t, p)| format!("{t}/{p}")).collect();
-        for key in assigned {
-            owner.insert(key, member.member_id.as_str().to_owned());
+        for key in &member.assignment {
+            owner.insert(key.clone(), member.member_id.clone());
         }
-        members.push(vec![
-            member.member_id.as_str().to_owned(),
-            member.client_id.as_str().to_owned(),
-            member.client_host.as_str().to_owned(),
-            if shown.is_empty() {
-                "-".to_owned()
-            } else {
-                shown.join(",")
-            },
-        ]);
     }
-
     let topics: BTreeSet<String> = offsets
         .keys()
         .chain(owner.keys())
@@ -311,22 +475,59 @@ fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
     let topics: Vec<String> = topics.into_iter().collect();
     let led = partitions_of(client, &topics)?;
     let ends = client.list_offsets(&led, LATEST_TIMESTAMP)?;
+    let partitions: Vec<Lag> = led
+        .iter()
+        .map(|p| {
+            let key = (p.topic.clone(), p.partition);
+            let committed = offsets.get(&key).copied();
+            let log_end = ends.get(&key).copied().flatten();
+            Lag {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                committed,
+                log_end,
+                lag: committed.zip(log_end).map(|(c, e)| (e - c).max(0)),
+                member: owner.get(&key).cloned(),
+            }
+        })
+        .collect();
+    let state = non_empty(&described.state).unwrap_or("Empty");
+    if json {
+        return print_json(&describe_json(group, state, &described, &partitions));
+    }
 
-    let state = if described.group_state.is_empty() {
-        "Empty"
-    } else {
-        described.group_state.as_str()
-    };
     let mut out = format!(
-        "group: {group}\nstate: {state}\nprotocol: {}\nmembers: {}\n",
-        if described.protocol_data.is_empty() {
-            "-".to_owned()
-        } else {
-            format!("{protocol_type}/{}", described.protocol_data.as_str())
+        "group: {group}\nstate: {state}\ngroup protocol: {}\nprotocol: {}\nmembers: {}\n",
+        described.group_protocol.name(),
+        match non_empty(&described.assignor) {
+            Some(assignor) => format!("{}/{assignor}", described.protocol_type),
+            None => "-".to_owned(),
         },
         described.members.len()
     );
     if !described.members.is_empty() {
+        let mut members = vec![
+            ["MEMBER", "CLIENT-ID", "HOST", "ASSIGNMENT"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for member in &described.members {
+            let shown: Vec<String> = member
+                .assignment
+                .iter()
+                .map(|(t, p)| format!("{t}/{p}"))
+                .collect();
+            members.push(vec![
+                member.member_id.clone(),
+                non_empty(&member.client_id).unwrap_or("-").to_owned(),
+                non_empty(&member.host).unwrap_or("-").to_owned(),
+                if shown.is_empty() {
+                    "-".to_owned()
+                } else {
+                    shown.join(",")
+                },
+            ]);
+        }
         out.push('\n');
         out.push_str(&super::table(&members));
     }
@@ -343,27 +544,62 @@ fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
         .map(str::to_owned)
         .to_vec(),
     ];
-    for p in &led {
-        let key = (p.topic.clone(), p.partition);
-        let committed = offsets.get(&key).copied();
-        let end = ends.get(&key).copied().flatten();
-        let show = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
-        let lag = match (committed, end) {
-            (Some(committed), Some(end)) => Some((end - committed).max(0)),
-            _ => None,
-        };
+    let show = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+    for p in &partitions {
         rows.push(vec![
             p.topic.clone(),
             p.partition.to_string(),
-            show(committed),
-            show(end),
-            show(lag),
-            owner.get(&key).cloned().unwrap_or_else(|| "-".to_owned()),
+            show(p.committed),
+            show(p.log_end),
+            show(p.lag),
+            p.member.clone().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
     out.push_str(&super::table(&rows));
     super::print_out(&out)?;
     Ok(())
+}
+
+/// A partition's committed offset and lag, as `describe` shows them.
+struct Lag {
+    topic: String,
+    partition: i32,
+    committed: Option<i64>,
+    log_end: Option<i64>,
+    lag: Option<i64>,
+    member: Option<String>,
+}
+
+fn describe_json(
+    group: &str,
+    state: &str,
+    described: &Described,
+    partitions: &[Lag],
+) -> serde_json::Value {
+    json!({
+        "group": group,
+        "state": state,
+        "group_protocol": described.group_protocol.name(),
+        "protocol_type": non_empty(&described.protocol_type),
+        "assignor": non_empty(&described.assignor),
+        "members": described.members.iter().map(|m| json!({
+            "member_id": m.member_id,
+            "client_id": m.client_id,
+            "host": m.host,
+            "assignment": m.assignment.iter().map(|(topic, partition)| json!({
+                "topic": topic,
+                "partition": partition,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "partitions": partitions.iter().map(|p| json!({
+            "topic": p.topic,
+            "partition": p.partition,
+            "committed_offset": p.committed,
+            "log_end_offset": p.log_end,
+            "lag": p.lag,
+            "member_id": p.member,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// One line of a reset plan.
@@ -374,9 +610,9 @@ struct Planned {
     new: i64,
 }
 
-fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<()> {
+fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> anyhow::Result<()> {
     if args.topic.len() > TOPICS_MAX {
-        bail!("at most {TOPICS_MAX} --topic flags");
+        return Err(super::usage(format!("at most {TOPICS_MAX} --topic flags")));
     }
     let group = args.group.as_str();
     let coordinator = client.coordinator(group)?;
@@ -387,7 +623,7 @@ fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<()> {
             "group {group} has {} active members (state {}); stop its consumers before \
              resetting its offsets",
             described.members.len(),
-            described.group_state.as_str()
+            described.state
         );
     }
     let led = partitions_of(client, &args.topic)?;
@@ -439,6 +675,19 @@ fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<()> {
 
     if !args.dry_run {
         commit(client, coordinator, group, &plan)?;
+    }
+    if json {
+        return print_json(&json!({
+            "group": group,
+            "dry_run": args.dry_run,
+            "committed": !args.dry_run,
+            "plan": plan.iter().map(|line| json!({
+                "topic": line.topic,
+                "partition": line.partition,
+                "current_offset": line.current,
+                "new_offset": line.new,
+            })).collect::<Vec<_>>(),
+        }));
     }
     let mut rows = vec![
         ["TOPIC", "PARTITION", "CURRENT", "NEW"]
@@ -507,7 +756,7 @@ fn commit(
     Ok(())
 }
 
-fn delete(client: &mut Client, group: &str) -> anyhow::Result<()> {
+fn delete(client: &mut Client, group: &str, json: bool) -> anyhow::Result<()> {
     let coordinator = client.coordinator(group)?;
     let request = DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]);
     let response = client.send_to(coordinator, &request, 2)?;
@@ -515,6 +764,9 @@ fn delete(client: &mut Client, group: &str) -> anyhow::Result<()> {
         kafka::check(result.error_code, || {
             format!("cannot delete group {}", result.group_id.0.as_str())
         })?;
+    }
+    if json {
+        return print_json(&json!({ "group": group, "deleted": true }));
     }
     println!("deleted group {group}");
     Ok(())

@@ -1,7 +1,9 @@
-//! A small blocking Kafka client for the requests librdkafka has no call
-//! for: IncrementalAlterConfigs, DescribeCluster, ListOffsets in batches
-//! (log-start and log-end offsets of many partitions at once), and the group
-//! APIs the `weir group` commands need.
+//! A small blocking Kafka client for the admin requests whose answers the
+//! commands must show in full (librdkafka's admin calls keep the error code
+//! but drop the broker's error message): the topic APIs, the config APIs,
+//! DescribeCluster, ListOffsets in batches (log-start and log-end offsets of
+//! many partitions at once), and the group APIs the `weir group` commands
+//! need.
 //!
 //! It owns the connections (one per broker, opened with a timeout, every
 //! read and write bounded), the API version each request is sent at (the
@@ -243,6 +245,16 @@ impl Client {
         request: &R,
         version_max: i16,
     ) -> anyhow::Result<R::Response> {
+        self.node(node)?.send(request, version_max)
+    }
+
+    /// Whether broker `node` serves `R` at a version this client speaks.
+    pub fn serves<R: Request>(&mut self, node: i32) -> anyhow::Result<bool> {
+        Ok(self.node(node)?.version::<R>(R::VERSIONS.max).is_ok())
+    }
+
+    /// The connection to broker `node`, opened on first use.
+    fn node(&mut self, node: i32) -> anyhow::Result<&mut Connection> {
         if !self.nodes.contains_key(&node) {
             let address = self
                 .addresses
@@ -255,10 +267,9 @@ impl Client {
                 .with_context(|| format!("cannot reach broker {node} at {address}"))?;
             self.nodes.insert(node, connection);
         }
-        match self.nodes.get_mut(&node) {
-            Some(connection) => connection.send(request, version_max),
-            None => bail!("no connection to broker {node}"),
-        }
+        self.nodes
+            .get_mut(&node)
+            .ok_or_else(|| anyhow!("no connection to broker {node}"))
     }
 
     /// Metadata of `topics` (all topics when `None`), and remembers where
@@ -285,13 +296,54 @@ impl Client {
         }
         Ok(response)
     }
+
+    /// The controller's node id, for the requests only it serves
+    /// (CreateTopics, DeleteTopics, CreatePartitions); the bootstrap broker
+    /// when the cluster names none.
+    pub fn controller(&mut self) -> anyhow::Result<Option<i32>> {
+        let metadata = self.metadata(Some(&[]))?;
+        Ok((metadata.controller_id.0 >= 0).then_some(metadata.controller_id.0))
+    }
+
+    /// Sends `request` to the controller (see [`Client::controller`]).
+    pub fn send_to_controller<R: Request>(
+        &mut self,
+        request: &R,
+        version_max: i16,
+    ) -> anyhow::Result<R::Response> {
+        match self.controller()? {
+            Some(node) => self.send_to(node, request, version_max),
+            None => self.send(request, version_max),
+        }
+    }
 }
 
 /// A Kafka error code as a readable error, or `Ok` for 0.
 pub fn check(code: i16, what: impl FnOnce() -> String) -> anyhow::Result<()> {
+    check_message(code, None, what)
+}
+
+/// A Kafka error code as a readable error with the broker's own message
+/// (the `error_message` field), or `Ok` for 0. The message says what was
+/// wrong (`invalid value 'abc' for retention.ms: not an integer`); the
+/// error name alone rarely does.
+pub fn check_message(
+    code: i16,
+    message: Option<&StrBytes>,
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match ResponseError::try_from_code(code) {
         None => Ok(()),
-        Some(err) => bail!("{}: {err} (error code {code})", what()),
+        Some(err) => Err(failure(&what(), err, message)),
+    }
+}
+
+/// `what` failed with `err`, and the broker's message when it sent one.
+fn failure(what: &str, err: ResponseError, message: Option<&StrBytes>) -> anyhow::Error {
+    let code = err.code();
+    match message.map(|m| m.as_str().trim()).filter(|m| !m.is_empty()) {
+        Some(message) => anyhow!("{what}: {err} (error code {code}): {message}"),
+        None => anyhow!("{what}: {err} (error code {code})"),
     }
 }
 
@@ -410,14 +462,13 @@ impl Client {
                     // The broker has no "tell me when ready"; this paces the retries.
                     std::thread::sleep(Duration::from_millis(COORDINATOR_RETRY_MS));
                 }
-                Some(err) => bail!(
-                    "cannot find the coordinator of group {group}: {err}{}",
-                    response
-                        .error_message
-                        .as_ref()
-                        .map(|m| format!(" ({})", m.as_str()))
-                        .unwrap_or_default()
-                ),
+                Some(err) => {
+                    return Err(failure(
+                        &format!("cannot find the coordinator of group {group}"),
+                        err,
+                        response.error_message.as_ref(),
+                    ));
+                }
             }
         }
     }

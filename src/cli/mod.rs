@@ -2,10 +2,10 @@
 //! Kafka-compatible broker: `topic`, `produce`, `consume`, `cluster` and
 //! `group`.
 //!
-//! This module owns what they share: the exit codes, the error that means
-//! "no broker answered", the parsers of their common argument forms
-//! (`k=v`, durations with a unit, RFC 3339 instants), the librdkafka
-//! configuration, and the JSON spelling of bytes. Each command family lives
+//! This module owns what they share: the exit codes, the errors that mean
+//! "no broker answered" and "the command line is wrong", the parsers of
+//! their common argument forms (`k=v`, non-empty text, RFC 3339 instants),
+//! the librdkafka configuration, and the JSON spelling of bytes. Each command family lives
 //! in its own submodule; `kafka` is the small wire client for the requests
 //! librdkafka cannot send.
 
@@ -17,7 +17,7 @@ pub mod produce;
 pub mod topic;
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
@@ -39,12 +39,10 @@ Every command that talks to a broker takes --brokers HOST:PORT[,HOST:PORT...]
 
 /// Exit code of a failed operation.
 const EXIT_FAILED: u8 = 1;
+/// Exit code of a command line that cannot be run as written.
+const EXIT_USAGE: u8 = 2;
 /// Exit code when no broker answered.
 const EXIT_UNREACHABLE: u8 = 3;
-
-/// Time each command allows for every operation against the brokers that
-/// has no timeout of its own (an admin request, a metadata request).
-const OPERATION_TIMEOUT_MS: u64 = 30_000;
 
 /// No broker in `--brokers` could be reached: the command did nothing.
 /// `main` turns it into exit code 3, whatever context was added on the way.
@@ -68,14 +66,35 @@ impl fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+/// A command line that cannot be run as written: a value no parser could
+/// check alone, or flags that do not go together. `main` turns it into exit
+/// code 2, as clap does for the errors it finds itself.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A [`Usage`] error as an `anyhow::Error`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
+}
+
 /// The process exit code for an error returned by any command.
 pub fn exit_code(err: &anyhow::Error) -> std::process::ExitCode {
-    let unreachable = err.chain().any(|cause| cause.is::<Unreachable>());
-    std::process::ExitCode::from(if unreachable {
+    let code = if err.chain().any(|cause| cause.is::<Unreachable>()) {
         EXIT_UNREACHABLE
+    } else if err.chain().any(|cause| cause.is::<Usage>()) {
+        EXIT_USAGE
     } else {
         EXIT_FAILED
-    })
+    };
+    std::process::ExitCode::from(code)
 }
 
 /// The librdkafka settings every CLI client shares. librdkafka's own logs
@@ -100,14 +119,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Admin options bounding every admin request by [`OPERATION_TIMEOUT_MS`].
-fn admin_options() -> rdkafka::admin::AdminOptions {
-    let timeout = Duration::from_millis(OPERATION_TIMEOUT_MS);
-    rdkafka::admin::AdminOptions::new()
-        .request_timeout(Some(timeout))
-        .operation_timeout(Some(timeout))
-}
-
 /// Parses `KEY=VALUE`; the value may itself hold `=`.
 pub fn parse_key_value(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
@@ -118,45 +129,75 @@ pub fn parse_key_value(arg: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The longest `--delay` accepted: one year. The broker applies its own
-/// limit too; this one catches a typo before anything is sent.
-const DELAY_MS_MAX: u64 = 365 * 24 * 3_600_000;
-
-/// Parses a duration as a whole number followed by one unit: `ms`, `s`, `m`,
-/// `h` or `d` (`30s`, `1500ms`, `2h`), into milliseconds.
-pub fn parse_delay_ms(arg: &str) -> Result<u64, String> {
-    let digits_end = arg
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{arg:?} has no unit; write e.g. 30s (units: ms, s, m, h, d)"))?;
-    let (number, unit) = arg.split_at(digits_end);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{arg:?} does not start with a whole number"))?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("unknown unit {unit:?} (units: ms, s, m, h, d)")),
-    };
-    match number.checked_mul(unit_ms) {
-        Some(ms) if ms <= DELAY_MS_MAX => Ok(ms),
-        _ => Err(format!("{arg:?} is longer than the limit of 365d")),
+/// Parses text that must not be empty (a separator, a name).
+pub fn parse_non_empty(arg: &str) -> Result<String, String> {
+    if arg.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(arg.to_owned())
     }
 }
 
-/// Parses an RFC 3339 instant in UTC (`2026-11-24T08:00:00Z`, fractions of a
-/// second allowed) into milliseconds since the Unix epoch, as Kafka's
-/// timestamps count.
+/// What `--from-datetime` and `--to-datetime` accept, for their help and errors.
+pub const DATETIME_FORMS: &str = "an RFC 3339 time such as 2026-11-24T08:00:00Z or \
+2026-11-24T10:00:00+02:00; a time without a zone (2026-11-24T08:00:00) is UTC";
+
+/// Parses an RFC 3339 instant into milliseconds since the Unix epoch, as
+/// Kafka's timestamps count. The zone is `Z`, a `+HH:MM` / `-HH:MM` offset,
+/// or absent, which means UTC (never the local zone: a script then gets the
+/// same instant on every machine). Fractions of a second are allowed.
 pub fn parse_datetime_ms(arg: &str) -> Result<i64, String> {
-    let instant = humantime::parse_rfc3339_weak(arg).map_err(|err| {
-        format!("{arg:?} is not an RFC 3339 UTC time like 2026-11-24T08:00:00Z ({err})")
-    })?;
+    let bad = |why: String| format!("{arg:?} is not {DATETIME_FORMS} ({why})");
+    let (local, offset_ms) = split_utc_offset(arg).map_err(bad)?;
+    let instant = humantime::parse_rfc3339_weak(local).map_err(|err| bad(err.to_string()))?;
     let since_epoch = instant
         .duration_since(UNIX_EPOCH)
         .map_err(|_| format!("{arg:?} is before 1970"))?;
-    i64::try_from(since_epoch.as_millis()).map_err(|_| format!("{arg:?} is too far ahead"))
+    let local_ms =
+        i64::try_from(since_epoch.as_millis()).map_err(|_| format!("{arg:?} is too far ahead"))?;
+    // 10:00+02:00 is 08:00 UTC: the offset is subtracted.
+    local_ms
+        .checked_sub(offset_ms)
+        .filter(|ms| *ms >= 0)
+        .ok_or_else(|| format!("{arg:?} is before 1970"))
+}
+
+/// The largest hour of a UTC offset RFC 3339 can write (+23:59).
+const UTC_OFFSET_HOURS_MAX: i64 = 23;
+
+/// Splits a trailing `+HH:MM` / `-HH:MM` offset off an RFC 3339 time: the
+/// time without it, and the offset in milliseconds (0 when there is none).
+fn split_utc_offset(arg: &str) -> Result<(&str, i64), String> {
+    // An offset is the last six characters, after the time of day (so the
+    // dashes of the date are never taken for one).
+    let Some(split) = arg.len().checked_sub(6) else {
+        return Ok((arg, 0));
+    };
+    let (Some(local), Some(offset)) = (arg.get(..split), arg.get(split..)) else {
+        return Ok((arg, 0));
+    };
+    let sign = match offset.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Ok((arg, 0)),
+    };
+    if !local.contains(['T', 't', ' ']) {
+        return Ok((arg, 0));
+    }
+    let bad = || format!("bad UTC offset {offset:?} (write +HH:MM or -HH:MM)");
+    let field = |range: std::ops::Range<usize>, max: i64| -> Result<i64, String> {
+        offset
+            .get(range)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<i64>().ok())
+            .filter(|n| *n <= max)
+            .ok_or_else(bad)
+    };
+    if offset.as_bytes().get(3) != Some(&b':') {
+        return Err(bad());
+    }
+    let minutes = field(1..3, UTC_OFFSET_HOURS_MAX)? * 60 + field(4..6, 59)?;
+    Ok((local, sign * minutes * 60_000))
 }
 
 /// Bytes as JSON: a string when they are UTF-8, else `{"base64": "..."}`,
@@ -227,32 +268,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_take_each_documented_unit() {
-        assert_eq!(parse_delay_ms("30s"), Ok(30_000));
-        assert_eq!(parse_delay_ms("1500ms"), Ok(1_500));
-        assert_eq!(parse_delay_ms("5m"), Ok(300_000));
-        assert_eq!(parse_delay_ms("2h"), Ok(7_200_000));
-        assert_eq!(parse_delay_ms("1d"), Ok(86_400_000));
-        assert_eq!(parse_delay_ms("0s"), Ok(0));
-    }
-
-    #[test]
-    fn delays_without_a_known_unit_or_too_long_are_refused() {
-        for bad in [
-            "30",
-            "s",
-            "10x",
-            "1.5s",
-            "-1s",
-            "366d",
-            "99999999999999999999d",
-            "",
-        ] {
-            assert!(parse_delay_ms(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
     fn datetimes_are_utc_milliseconds() {
         assert_eq!(parse_datetime_ms("1970-01-01T00:00:01Z"), Ok(1_000));
         assert_eq!(
@@ -264,6 +279,29 @@ mod tests {
             Ok(1_795_507_200_250)
         );
         assert!(parse_datetime_ms("yesterday").is_err());
+    }
+
+    #[test]
+    fn datetimes_take_an_offset_and_zoneless_ones_are_utc() {
+        let utc = parse_datetime_ms("2026-11-24T08:00:00Z");
+        assert_eq!(parse_datetime_ms("2026-11-24T10:00:00+02:00"), utc);
+        assert_eq!(parse_datetime_ms("2026-11-24T03:30:00-04:30"), utc);
+        assert_eq!(parse_datetime_ms("2026-11-24T08:00:00+00:00"), utc);
+        assert_eq!(parse_datetime_ms("2026-11-24T08:00:00"), utc);
+        assert_eq!(
+            parse_datetime_ms("2026-11-24T10:00:00.250+02:00"),
+            Ok(1_795_507_200_250)
+        );
+        for bad in [
+            "2026-11-24T08:00:00+2:00",
+            "2026-11-24T08:00:00+24:00",
+            "2026-11-24T08:00:00+02:60",
+            "2026-11-24T08:00:00+0200",
+            "2026-11-24",
+            "1970-01-01T00:00:00+00:01",
+        ] {
+            assert!(parse_datetime_ms(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

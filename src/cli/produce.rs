@@ -1,6 +1,5 @@
 //! `weir produce`: one record per line of stdin (or a file), sent by a
-//! librdkafka producer, with the same key, headers, tag and delay on every
-//! record. It waits for every delivery report, then says how many records
+//! librdkafka producer, with the same headers on every record. It waits for every delivery report, then says how many records
 //! were sent and how many failed.
 
 use std::fs::File;
@@ -29,22 +28,20 @@ const HEADERS_MAX: usize = 1_000;
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 /// How long the final flush waits beyond the message timeout.
 const FLUSH_MARGIN_MS: u64 = 10_000;
-/// Record header naming the record's tag (RocketMQ's tags).
-const TAG_HEADER: &str = "weir.tag";
-/// Record header asking the broker to deliver the record later, in ms.
-const DELAY_HEADER: &str = "weir.delay-ms";
+/// Why `--tag` and `--delay` are refused: a flag the broker would ignore
+/// must not look as if it worked.
+const NOT_SERVED_YET: &str = "which the broker does not serve yet; the flag is refused rather \
+than ignored, so that no record is sent believing it is tagged or delayed";
 
 const PRODUCE_EXAMPLES: &str = "\
 Examples:
   echo hello | weir produce orders
   printf 'k1:v1\\nk2:v2\\n' | weir produce orders --key-separator :
   weir produce orders --file records.txt --header source=import --acks 1 --compression zstd
-  weir produce orders --tag VIP --delay 30s < records.txt
   weir produce orders --idempotent --partition 0 < records.txt
 
 Each line is one record (the line break is not part of it; an empty line is
-an empty record). --tag sets the header weir.tag; --delay sets the header
-weir.delay-ms to the delay in milliseconds (units: ms, s, m, h, d).
+an empty record).
 
 At the end, `sent N records, M failed` goes to stderr. Exit code 1 if any
 record failed, 3 if no broker answered.";
@@ -58,9 +55,9 @@ pub struct ProduceArgs {
     /// Read records from this file instead of stdin.
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
-    /// Split each line at the first occurrence of this text into key and
-    /// value; a line without it fails.
-    #[arg(long, value_name = "TEXT")]
+    /// Split each line at the first occurrence of this text (not empty)
+    /// into key and value; a line without it fails.
+    #[arg(long, value_name = "TEXT", value_parser = super::parse_non_empty)]
     key_separator: Option<String>,
     /// A header on every record (repeatable), e.g. --header source=import.
     #[arg(long, value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
@@ -74,13 +71,13 @@ pub struct ProduceArgs {
     /// Compression codec of record batches.
     #[arg(long, value_enum, default_value_t = Compression::None)]
     compression: Compression,
-    /// Tag every record (sets the header weir.tag).
-    #[arg(long)]
+    /// Refused: tags come with the broker's tag support. Kept, hidden, to
+    /// say so instead of "unexpected argument".
+    #[arg(long, hide = true, value_name = "TAG")]
     tag: Option<String>,
-    /// Deliver every record after this delay (sets the header weir.delay-ms),
-    /// e.g. 30s, 1500ms, 5m, 2h, 1d.
-    #[arg(long, value_name = "DURATION", value_parser = super::parse_delay_ms)]
-    delay: Option<u64>,
+    /// Refused: delays come with the broker's delayed messages.
+    #[arg(long, hide = true, value_name = "DURATION")]
+    delay: Option<String>,
     /// Idempotent producer: retries never write a record twice (needs --acks all).
     #[arg(long)]
     idempotent: bool,
@@ -144,12 +141,7 @@ impl ProducerContext for Deliveries {
 
 /// Runs `weir produce` against `brokers`.
 pub fn run(brokers: &str, args: ProduceArgs) -> anyhow::Result<()> {
-    if args.header.len() > HEADERS_MAX {
-        bail!("at most {HEADERS_MAX} --header flags");
-    }
-    if args.idempotent && args.acks != Acks::All {
-        bail!("--idempotent needs --acks all");
-    }
+    check_usage(&args)?;
     let input: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(BufReader::new(
             File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
@@ -226,6 +218,29 @@ pub fn run(brokers: &str, args: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The checks of the command line that clap cannot make alone.
+fn check_usage(args: &ProduceArgs) -> anyhow::Result<()> {
+    if args.tag.is_some() {
+        return Err(super::usage(format!("--tag needs tags, {NOT_SERVED_YET}")));
+    }
+    if args.delay.is_some() {
+        return Err(super::usage(format!(
+            "--delay needs delayed messages, {NOT_SERVED_YET}"
+        )));
+    }
+    if args.header.len() > HEADERS_MAX {
+        return Err(super::usage(format!(
+            "at most {HEADERS_MAX} --header flags"
+        )));
+    }
+    if args.idempotent && args.acks != Acks::All {
+        return Err(super::usage(
+            "--idempotent needs --acks all (an idempotent producer waits for every in-sync replica)",
+        ));
+    }
+    Ok(())
+}
+
 fn producer(brokers: &str, args: &ProduceArgs) -> anyhow::Result<BaseProducer<Deliveries>> {
     let mut config = super::rdkafka_config(brokers);
     config
@@ -256,20 +271,8 @@ fn producer(brokers: &str, args: &ProduceArgs) -> anyhow::Result<BaseProducer<De
 }
 
 fn headers(args: &ProduceArgs) -> OwnedHeaders {
-    let delay = args.delay.map(|ms| ms.to_string());
-    let mut pairs: Vec<(&str, &str)> = args
-        .header
-        .iter()
-        .map(|(key, value)| (key.as_str(), value.as_str()))
-        .collect();
-    if let Some(tag) = &args.tag {
-        pairs.push((TAG_HEADER, tag));
-    }
-    if let Some(delay) = &delay {
-        pairs.push((DELAY_HEADER, delay));
-    }
-    let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
-    for (key, value) in pairs {
+    let mut headers = OwnedHeaders::new_with_capacity(args.header.len());
+    for (key, value) in &args.header {
         headers = headers.insert(Header {
             key,
             value: Some(value),

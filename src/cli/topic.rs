@@ -1,21 +1,25 @@
 //! `weir topic`: create, list, describe, delete, alter-config and
-//! add-partitions. librdkafka's admin client does what it can (create,
-//! delete, partitions, describing configs); the wire client in `kafka` does
-//! the rest (metadata with replicas and ISR, log-start and log-end offsets,
-//! incremental config changes).
+//! add-partitions, each sent by the wire client in `kafka` (CreateTopics,
+//! Metadata, ListOffsets, DescribeConfigs, DeleteTopics,
+//! IncrementalAlterConfigs, CreatePartitions), so that a refusal shows the
+//! broker's own error message. With `--json` each prints one JSON document
+//! (docs/cli.md gives the schema).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use rdkafka::admin::{
-    AdminClient, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
-use rdkafka::client::DefaultClientContext;
+use serde_json::json;
 
 use super::kafka::{self, Client, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Led};
 
@@ -28,6 +32,9 @@ const RESOURCE_TYPE_TOPIC: i8 = 2;
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+/// How long the broker may take to create or delete topics or partitions
+/// before it answers (the requests' `timeout_ms`).
+const ADMIN_TIMEOUT_MS: i32 = 30_000;
 
 const TOPIC_EXAMPLES: &str = "\
 Examples:
@@ -36,11 +43,25 @@ Examples:
   weir topic describe orders
   weir topic alter-config orders --config retention.ms=3600000 --delete-config cleanup.policy
   weir topic add-partitions orders --total 12
-  weir topic delete orders";
+  weir topic delete orders
+  weir topic describe orders --json | jq '.partitions[].log_end_offset'
+
+With --json every subcommand prints one JSON document on stdout instead of
+text; docs/cli.md gives each one's fields.";
+
+/// `weir topic`.
+#[derive(Debug, Args)]
+#[command(after_help = TOPIC_EXAMPLES)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    command: TopicCommand,
+    /// Print the result as one JSON document (schema in docs/cli.md).
+    #[arg(long, global = true)]
+    json: bool,
+}
 
 /// `weir topic` subcommands.
 #[derive(Debug, Subcommand)]
-#[command(after_help = TOPIC_EXAMPLES)]
 pub enum TopicCommand {
     /// Create a topic.
     #[command(after_help = "\
@@ -49,19 +70,23 @@ Examples:
   weir topic create orders --partitions 6 --replication-factor 3
   weir topic create events --config retention.ms=86400000 --config cleanup.policy=delete
 
-Without --partitions or --replication-factor the broker's defaults apply.")]
+Without --partitions or --replication-factor the broker's defaults apply. A
+refusal prints the broker's reason, e.g. `InvalidConfig ...: invalid value
+'abc' for retention.ms: not an integer`.")]
     Create(CreateArgs),
     /// List topic names, one a line.
     #[command(after_help = "\
 Examples:
   weir topic list
-  weir topic list --brokers 10.0.0.1:9092")]
+  weir topic list --brokers 10.0.0.1:9092
+  weir topic list --json")]
     List,
     /// Show a topic's partitions (leader, replicas, ISR, log-start and
     /// log-end offsets) and its configs.
     #[command(after_help = "\
 Examples:
   weir topic describe orders
+  weir topic describe orders --json
 
 Configs marked `default` are not set on the topic; `topic` ones are.")]
     Describe {
@@ -132,48 +157,71 @@ pub struct AlterConfigArgs {
 }
 
 /// Runs a `weir topic` command against `brokers`.
-pub fn run(brokers: &str, command: TopicCommand) -> anyhow::Result<()> {
-    // Every command first checks that a broker answers, so that an
-    // unreachable cluster fails fast with exit code 3.
+pub fn run(brokers: &str, args: TopicArgs) -> anyhow::Result<()> {
+    // Connecting first fails fast, with exit code 3, when no broker answers.
     let mut client = Client::connect(brokers)?;
-    match command {
-        TopicCommand::Create(args) => create(brokers, args),
-        TopicCommand::List => list(&mut client),
-        TopicCommand::Describe { topic } => describe(brokers, &mut client, &topic),
-        TopicCommand::Delete { topic } => delete(brokers, &topic),
-        TopicCommand::AlterConfig(args) => alter_config(&mut client, args),
-        TopicCommand::AddPartitions { topic, total } => add_partitions(brokers, &topic, total),
-    }
-}
-
-fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    super::rdkafka_config(brokers)
-        .create()
-        .context("cannot create the admin client")
-}
-
-fn create(brokers: &str, args: CreateArgs) -> anyhow::Result<()> {
-    if args.config.len() > CONFIGS_MAX {
-        bail!("at most {CONFIGS_MAX} --config flags");
-    }
-    let replication = TopicReplication::Fixed(args.replication_factor.unwrap_or(-1));
-    let mut topic = NewTopic::new(&args.topic, args.partitions.unwrap_or(-1), replication);
-    for (key, value) in &args.config {
-        topic = topic.set(key, value);
-    }
-    let results = super::runtime()?
-        .block_on(admin(brokers)?.create_topics([&topic], &super::admin_options()))
-        .with_context(|| format!("cannot create topic {}", args.topic))?;
-    for result in results {
-        if let Err((name, code)) = result {
-            bail!("cannot create topic {name}: {code}");
+    let json = args.json;
+    match args.command {
+        TopicCommand::Create(args) => create(&mut client, args, json),
+        TopicCommand::List => list(&mut client, json),
+        TopicCommand::Describe { topic } => describe(&mut client, &topic, json),
+        TopicCommand::Delete { topic } => delete(&mut client, &topic, json),
+        TopicCommand::AlterConfig(args) => alter_config(&mut client, args, json),
+        TopicCommand::AddPartitions { topic, total } => {
+            add_partitions(&mut client, &topic, total, json)
         }
     }
-    println!("created topic {}", args.topic);
+}
+
+/// Prints `value` as one JSON document on a line.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    super::print_out(&format!("{value}\n"))?;
     Ok(())
 }
 
-fn list(client: &mut Client) -> anyhow::Result<()> {
+fn create(client: &mut Client, args: CreateArgs, json: bool) -> anyhow::Result<()> {
+    if args.config.len() > CONFIGS_MAX {
+        return Err(super::usage(format!(
+            "at most {CONFIGS_MAX} --config flags"
+        )));
+    }
+    let replication_factor = match args.replication_factor {
+        Some(factor) => i16::try_from(factor).context("--replication-factor")?,
+        None => -1,
+    };
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(kafka::str_bytes(&args.topic)))
+        .with_num_partitions(args.partitions.unwrap_or(-1))
+        .with_replication_factor(replication_factor)
+        .with_configs(
+            args.config
+                .iter()
+                .map(|(key, value)| {
+                    CreatableTopicConfig::default()
+                        .with_name(kafka::str_bytes(key))
+                        .with_value(Some(kafka::str_bytes(value)))
+                })
+                .collect(),
+        );
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS);
+    // v7 is the newest; every request field is set above.
+    let response = client.send_to_controller(&request, 7)?;
+    for result in &response.topics {
+        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+            format!("cannot create topic {}", result.name.0.as_str())
+        })?;
+    }
+    if json {
+        print_json(&json!({ "topic": args.topic, "created": true }))
+    } else {
+        println!("created topic {}", args.topic);
+        Ok(())
+    }
+}
+
+fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
     let metadata = client.metadata(None)?;
     let mut names: Vec<String> = metadata
         .topics
@@ -181,6 +229,9 @@ fn list(client: &mut Client) -> anyhow::Result<()> {
         .filter_map(|topic| topic.name.as_ref().map(|name| name.0.as_str().to_owned()))
         .collect();
     names.sort();
+    if json {
+        return print_json(&json!({ "topics": names }));
+    }
     let mut out = String::new();
     for name in names {
         out.push_str(&name);
@@ -190,7 +241,17 @@ fn list(client: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(brokers: &str, client: &mut Client, topic: &str) -> anyhow::Result<()> {
+/// One partition as `describe` shows it.
+struct PartitionRow {
+    partition: i32,
+    leader: Option<i32>,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    log_start: Option<i64>,
+    log_end: Option<i64>,
+}
+
+fn describe(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> {
     let metadata = client.metadata(Some(&[topic.to_owned()]))?;
     let Some(found) = metadata.topics.first() else {
         bail!("the broker returned no metadata for topic {topic}");
@@ -209,24 +270,37 @@ fn describe(brokers: &str, client: &mut Client, topic: &str) -> anyhow::Result<(
         .collect();
     let starts = client.list_offsets(&led, EARLIEST_TIMESTAMP)?;
     let ends = client.list_offsets(&led, LATEST_TIMESTAMP)?;
-    let configs = describe_configs(brokers, topic)?;
+    let configs = describe_configs(client, topic)?;
 
-    let ids = |nodes: &[kafka_protocol::messages::BrokerId]| {
+    let ids = |nodes: &[BrokerId]| nodes.iter().map(|id| id.0).collect::<Vec<i32>>();
+    let offset = |offsets: &HashMap<(String, i32), Option<i64>>, p: i32| {
+        offsets.get(&(topic.to_owned(), p)).copied().flatten()
+    };
+    let rows: Vec<PartitionRow> = partitions
+        .iter()
+        .map(|p| PartitionRow {
+            partition: p.partition_index,
+            leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
+            replicas: ids(&p.replica_nodes),
+            isr: ids(&p.isr_nodes),
+            log_start: offset(&starts, p.partition_index),
+            log_end: offset(&ends, p.partition_index),
+        })
+        .collect();
+    if json {
+        return print_json(&describe_json(topic, &rows, &configs));
+    }
+
+    let joined = |nodes: &[i32]| {
         nodes
             .iter()
-            .map(|id| id.0.to_string())
+            .map(i32::to_string)
             .collect::<Vec<_>>()
             .join(",")
     };
-    let offset = |offsets: &std::collections::HashMap<(String, i32), Option<i64>>, p: i32| {
-        offsets
-            .get(&(topic.to_owned(), p))
-            .copied()
-            .flatten()
-            .map_or_else(|| "-".to_owned(), |o| o.to_string())
-    };
-    let mut out = format!("topic: {topic}\npartitions: {}\n\n", partitions.len());
-    let mut rows = vec![
+    let show = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+    let mut out = format!("topic: {topic}\npartitions: {}\n\n", rows.len());
+    let mut table = vec![
         [
             "PARTITION",
             "LEADER",
@@ -238,85 +312,123 @@ fn describe(brokers: &str, client: &mut Client, topic: &str) -> anyhow::Result<(
         .map(str::to_owned)
         .to_vec(),
     ];
-    for p in &partitions {
-        let index = p.partition_index;
-        rows.push(vec![
-            index.to_string(),
-            if p.leader_id.0 >= 0 {
-                p.leader_id.0.to_string()
-            } else {
-                "none".to_owned()
-            },
-            ids(&p.replica_nodes),
-            ids(&p.isr_nodes),
-            offset(&starts, index),
-            offset(&ends, index),
+    for row in &rows {
+        table.push(vec![
+            row.partition.to_string(),
+            row.leader
+                .map_or_else(|| "none".to_owned(), |l| l.to_string()),
+            joined(&row.replicas),
+            joined(&row.isr),
+            show(row.log_start),
+            show(row.log_end),
         ]);
     }
-    out.push_str(&super::table(&rows));
+    out.push_str(&super::table(&table));
     out.push_str("\nconfigs:\n");
-    let mut rows = vec![["NAME", "VALUE", "SOURCE"].map(str::to_owned).to_vec()];
-    for (name, (value, source)) in configs {
-        rows.push(vec![name, value, source.to_owned()]);
+    let mut table = vec![["NAME", "VALUE", "SOURCE"].map(str::to_owned).to_vec()];
+    for (name, config) in configs {
+        table.push(vec![
+            name,
+            config.value.unwrap_or_else(|| "-".to_owned()),
+            config.source.to_owned(),
+        ]);
     }
-    out.push_str(&super::table(&rows));
+    out.push_str(&super::table(&table));
     super::print_out(&out)?;
     Ok(())
 }
 
-/// The topic's configs by name: value (`-` when unset or sensitive) and
-/// where it comes from.
-fn describe_configs(
-    brokers: &str,
+fn describe_json(
     topic: &str,
-) -> anyhow::Result<BTreeMap<String, (String, &'static str)>> {
-    let results = super::runtime()?
-        .block_on(
-            admin(brokers)?
-                .describe_configs([&ResourceSpecifier::Topic(topic)], &super::admin_options()),
-        )
-        .with_context(|| format!("cannot describe the configs of topic {topic}"))?;
+    rows: &[PartitionRow],
+    configs: &BTreeMap<String, Config>,
+) -> serde_json::Value {
+    json!({
+        "topic": topic,
+        "partitions": rows.iter().map(|row| json!({
+            "partition": row.partition,
+            "leader": row.leader,
+            "replicas": row.replicas,
+            "isr": row.isr,
+            "log_start_offset": row.log_start,
+            "log_end_offset": row.log_end,
+        })).collect::<Vec<_>>(),
+        "configs": configs.iter().map(|(name, config)| json!({
+            "name": name,
+            "value": config.value,
+            "source": config.source,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A topic config as `describe` shows it.
+struct Config {
+    /// `None` when unset or sensitive.
+    value: Option<String>,
+    /// `topic`, `broker`, `default` or `unknown`.
+    source: &'static str,
+}
+
+/// The topic's configs by name (DescribeConfigs).
+fn describe_configs(client: &mut Client, topic: &str) -> anyhow::Result<BTreeMap<String, Config>> {
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(kafka::str_bytes(topic))
+            .with_configuration_keys(None),
+    ]);
+    // v4 is the newest; its request fields are all set above.
+    let response = client.send(&request, 4)?;
     let mut configs = BTreeMap::new();
-    for result in results {
-        let resource = match result {
-            Ok(resource) => resource,
-            Err(code) => bail!("cannot describe the configs of topic {topic}: {code}"),
-        };
-        for entry in resource.entries {
-            let source = match entry.source {
-                ConfigSource::DynamicTopic => "topic",
-                ConfigSource::DynamicBroker
-                | ConfigSource::DynamicDefaultBroker
-                | ConfigSource::StaticBroker => "broker",
-                ConfigSource::Default => "default",
-                ConfigSource::Unknown => "unknown",
+    for result in response.results {
+        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+            format!("cannot describe the configs of topic {topic}")
+        })?;
+        for entry in result.configs {
+            // Kafka's ConfigSource numbering (DescribeConfigs v1+).
+            let source = match entry.config_source {
+                1 => "topic",
+                2..=4 => "broker",
+                5 => "default",
+                _ => "unknown",
             };
-            let value = match entry.value {
-                Some(value) if !entry.is_sensitive => value,
-                _ => "-".to_owned(),
-            };
-            configs.insert(entry.name, (value, source));
+            let value = entry
+                .value
+                .filter(|_| !entry.is_sensitive)
+                .map(|v| v.as_str().to_owned());
+            configs.insert(entry.name.as_str().to_owned(), Config { value, source });
         }
     }
     Ok(configs)
 }
 
-fn delete(brokers: &str, topic: &str) -> anyhow::Result<()> {
-    let results = super::runtime()?
-        .block_on(admin(brokers)?.delete_topics(&[topic], &super::admin_options()))
-        .with_context(|| format!("cannot delete topic {topic}"))?;
-    for result in results {
-        if let Err((name, code)) = result {
-            bail!("cannot delete topic {name}: {code}");
-        }
+fn delete(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> {
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(kafka::str_bytes(topic))])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS);
+    // v5 is the newest that names topics in `topic_names`.
+    let response = client.send_to_controller(&request, 5)?;
+    for result in &response.responses {
+        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+            format!(
+                "cannot delete topic {}",
+                result.name.as_ref().map_or(topic, |n| n.0.as_str())
+            )
+        })?;
     }
-    println!("deleted topic {topic}");
-    Ok(())
+    if json {
+        print_json(&json!({ "topic": topic, "deleted": true }))
+    } else {
+        println!("deleted topic {topic}");
+        Ok(())
+    }
 }
 
-fn alter_config(client: &mut Client, args: AlterConfigArgs) -> anyhow::Result<()> {
+fn alter_config(client: &mut Client, args: AlterConfigArgs, json: bool) -> anyhow::Result<()> {
     if args.config.len() + args.delete_config.len() > CONFIGS_MAX {
-        bail!("at most {CONFIGS_MAX} --config and --delete-config flags");
+        return Err(super::usage(format!(
+            "at most {CONFIGS_MAX} --config and --delete-config flags"
+        )));
     }
     let mut changes: Vec<AlterableConfig> = args
         .config
@@ -342,17 +454,20 @@ fn alter_config(client: &mut Client, args: AlterConfigArgs) -> anyhow::Result<()
     ]);
     let response = client.send(&request, 1)?;
     for result in &response.responses {
-        let detail = result
-            .error_message
-            .as_ref()
-            .map(|m| format!(" ({})", m.as_str()))
-            .unwrap_or_default();
-        kafka::check(result.error_code, || {
+        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
             format!(
-                "cannot alter the configs of topic {}{detail}",
+                "cannot alter the configs of topic {}",
                 result.resource_name.as_str()
             )
         })?;
+    }
+    if json {
+        let set: Vec<&str> = args.config.iter().map(|(key, _)| key.as_str()).collect();
+        return print_json(&json!({
+            "topic": args.topic,
+            "set": set,
+            "deleted": args.delete_config,
+        }));
     }
     println!(
         "altered topic {}: {} set, {} deleted",
@@ -363,17 +478,29 @@ fn alter_config(client: &mut Client, args: AlterConfigArgs) -> anyhow::Result<()
     Ok(())
 }
 
-fn add_partitions(brokers: &str, topic: &str, total: i32) -> anyhow::Result<()> {
-    let total_usize = usize::try_from(total).context("--total")?;
-    let partitions = NewPartitions::new(topic, total_usize);
-    let results = super::runtime()?
-        .block_on(admin(brokers)?.create_partitions([&partitions], &super::admin_options()))
-        .with_context(|| format!("cannot add partitions to topic {topic}"))?;
-    for result in results {
-        if let Err((name, code)) = result {
-            bail!("cannot grow topic {name} to {total} partitions: {code}");
-        }
+fn add_partitions(client: &mut Client, topic: &str, total: i32, json: bool) -> anyhow::Result<()> {
+    let request = CreatePartitionsRequest::default()
+        .with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(TopicName(kafka::str_bytes(topic)))
+                .with_count(total)
+                .with_assignments(None),
+        ])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS);
+    // v3 is the newest; its request fields are all set above.
+    let response = client.send_to_controller(&request, 3)?;
+    for result in &response.results {
+        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+            format!(
+                "cannot grow topic {} to {total} partitions",
+                result.name.0.as_str()
+            )
+        })?;
     }
-    println!("topic {topic} now has {total} partitions");
-    Ok(())
+    if json {
+        print_json(&json!({ "topic": topic, "partitions": total }))
+    } else {
+        println!("topic {topic} now has {total} partitions");
+        Ok(())
+    }
 }

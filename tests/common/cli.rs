@@ -43,3 +43,42 @@ pub fn weir_ok(broker: &Broker, args: &[&str], stdin: &[u8]) -> anyhow::Result<S
     );
     Ok(String::from_utf8(output.stdout)?)
 }
+
+/// How long a `weir serve` that must refuse to start may run before the
+/// test counts it as started (a refusal takes milliseconds).
+pub const REFUSED_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `weir serve ARGS` with the extra environment `envs`, expecting it to
+/// exit by itself (a refused start). Fails, after killing it, when it is
+/// still running after [`REFUSED_START_TIMEOUT`].
+pub fn serve_expecting_exit(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("serve")
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run weir serve")?;
+    let deadline = std::time::Instant::now() + REFUSED_START_TIMEOUT;
+    while child
+        .try_wait()
+        .context("cannot wait for weir serve")?
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().context("cannot reap weir serve")?;
+            anyhow::bail!(
+                "weir serve {args:?} was still running after {REFUSED_START_TIMEOUT:?}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .context("cannot read weir serve's output")
+}
