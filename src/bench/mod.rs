@@ -1,9 +1,10 @@
 //! `weir bench`: load generators that measure any Kafka-compatible broker
 //! through librdkafka.
 //!
-//! This module owns the command line of the three modes (`produce`, `consume`,
-//! `e2e`); the client set-up, the workers and the report live in the
-//! submodules. The figures in docs/benchmarks.md come from here, so the
+//! This module owns the command line of the modes (`produce`, `consume`,
+//! `e2e`, `group-join`, `commit`, and `limits`, which measures the machine
+//! rather than a broker); the client set-up, the workers and the report live
+//! in the submodules. The figures in docs/benchmarks.md come from here, so the
 //! workers lean on librdkafka's own batching and delivery callbacks rather
 //! than awaiting each record: the client shares the machine's cores with the
 //! broker it measures.
@@ -13,6 +14,7 @@ mod commit;
 mod consume;
 mod e2e;
 mod group;
+mod limits;
 mod produce;
 mod report;
 
@@ -92,6 +94,9 @@ pub enum BenchCommand {
     /// Commit offsets as fast as one group member can; commits/s and commit latency.
     #[command(after_help = commit::COMMIT_EXAMPLES)]
     Commit(commit::CommitArgs),
+    /// Measure this machine's disk (write, fdatasync) and loopback TCP limits; no broker needed.
+    #[command(after_help = limits::LIMITS_EXAMPLES)]
+    Limits(limits::LimitsArgs),
 }
 
 /// Options every mode takes.
@@ -271,6 +276,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match &cmd {
         BenchCommand::GroupJoin(args) => return group::run(args),
         BenchCommand::Commit(args) => return commit::run(args),
+        BenchCommand::Limits(args) => return limits::run(args),
         BenchCommand::Produce(_) | BenchCommand::Consume(_) | BenchCommand::E2e(_) => {}
     }
     let report = measure(&cmd)?;
@@ -287,8 +293,8 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
         BenchCommand::E2e(args) => e2e::run(args),
-        BenchCommand::GroupJoin(_) | BenchCommand::Commit(_) => {
-            anyhow::bail!("the group modes print their own report; see run")
+        BenchCommand::GroupJoin(_) | BenchCommand::Commit(_) | BenchCommand::Limits(_) => {
+            anyhow::bail!("the group and limits modes print their own report; see run")
         }
     }
 }
