@@ -1,6 +1,9 @@
 //! `weir bench limits`, the project's own measurement of the machine's disk
 //! and loopback limits (docs/benchmarks.md): it runs with nothing installed,
-//! prints every figure, and leaves no test file behind.
+//! prints every figure, and leaves no test file behind. Also what a new
+//! user reads first: the README says how to get the binary and what the
+//! test command needs, and docs/benchmarks.md refers only to files inside
+//! the repository.
 
 use std::process::Command;
 
@@ -77,5 +80,52 @@ fn limits_measures_disk_and_loopback_and_cleans_up() -> anyhow::Result<()> {
         .args(["bench", "limits", "--dir", "/no/such/folder"])
         .output()?;
     assert_eq!(missing.status.code(), Some(1));
+    Ok(())
+}
+
+fn repo_file(path: &str) -> anyhow::Result<String> {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).with_context(|| format!("cannot read {}", full.display()))
+}
+
+#[test]
+fn the_docs_say_how_to_get_weir_and_name_only_files_in_the_repository() -> anyhow::Result<()> {
+    let readme = repo_file("README.md")?;
+    let tools = readme
+        .split("## Tools")
+        .nth(1)
+        .context("README.md has no Tools section")?;
+    for needed in [
+        "cargo install --path .",
+        "cargo build --release",
+        "target/release/weir",
+    ] {
+        assert!(
+            tools.contains(needed),
+            "the Tools section does not say {needed:?}"
+        );
+    }
+    for need in [
+        "Node.js and npm",
+        "root or `sudo`",
+        "registries",
+        "10–15 minutes",
+    ] {
+        assert!(readme.contains(need), "README.md does not list {need:?}");
+    }
+    let benchmarks = repo_file("docs/benchmarks.md")?;
+    for outside in ["../shared", "PEERS.md"] {
+        assert!(
+            !benchmarks.contains(outside),
+            "docs/benchmarks.md refers to {outside}"
+        );
+    }
+    for inside in ["scripts/machine-limits.sh", "weir bench limits", "## Peers"] {
+        assert!(
+            benchmarks.contains(inside),
+            "docs/benchmarks.md lacks {inside:?}"
+        );
+    }
+    repo_file("scripts/machine-limits.sh")?;
     Ok(())
 }

@@ -41,7 +41,9 @@ Examples:
   weir bench limits --dir . --size-mb 256 --syncs 1000 --seconds 1
 
 --dir must be on the disk the broker's data folder uses (a tmpfs /tmp measures
-memory, not the disk). The test file, .weir-limits-PID, is removed at the end.
+memory, not the disk). Every write appends to a new file, as the commit log
+does. The test file, .weir-limits-PID, is removed at the end. No broker is
+needed (--brokers is ignored).
 
 Figures:
   disk sequential write      --size-mb MiB in 1 MiB writes, one fdatasync at the end
