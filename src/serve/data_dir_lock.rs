@@ -58,11 +58,21 @@ impl DataDirLock {
                     .with_context(|| format!("cannot lock the data folder ({})", path.display()));
             }
         }
-        file.set_len(0)
+        // The PID only helps a refused start name the holder; the flock is
+        // what protects the folder. On a full disk the write can fail, and
+        // the broker must still start (read-only, or to say what to remove).
+        let written = file
+            .set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
             .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("cannot write the lock file {}", path.display()))?;
+            .and_then(|()| file.sync_data());
+        if let Err(err) = written {
+            tracing::warn!(
+                lock = %path.display(),
+                %err,
+                "locked the data folder but could not write this broker's PID into the lock file"
+            );
+        }
         Ok(DataDirLock { _file: file, path })
     }
 
