@@ -145,6 +145,11 @@ impl Broker {
         }
     }
 
+    /// The broker process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the broker process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

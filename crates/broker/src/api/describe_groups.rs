@@ -1,8 +1,6 @@
 //! DescribeGroups: each classic group's state, protocol and members, with
 //! their metadata and assignment once the group is stable.
 
-use std::collections::HashSet;
-
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
@@ -19,18 +17,6 @@ const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// instead of an empty "Dead" group.
 const NOT_FOUND_VERSION: i16 = 6;
 
-/// The requested group ids, each once, in the order first named. Kafka
-/// answers every repetition, but one description per id is all a client can
-/// use, and answering repetitions would let a small request build a response
-/// as many times larger as it repeats a large group.
-fn distinct(requested: Vec<GroupId>) -> Vec<GroupId> {
-    let mut seen = HashSet::with_capacity(requested.len());
-    requested
-        .into_iter()
-        .filter(|id| seen.insert(id.clone()))
-        .collect()
-}
-
 pub(crate) async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
@@ -42,7 +28,9 @@ pub(crate) async fn handle(
         AUTHORIZED_OPERATIONS_OMITTED
     };
     let text = StrBytes::from_string;
-    let groups = distinct(req.groups)
+    // Kafka answers every repetition of an id; one answer per id is what a
+    // client can use, and repetitions would multiply a large group's answer.
+    let groups = super::first_of_each(req.groups, GroupId::clone)
         .into_iter()
         .map(|id| {
             let described = DescribedGroup::default()
@@ -95,18 +83,4 @@ pub(crate) async fn handle(
     Ok(DescribeGroupsResponse::default()
         .with_throttle_time_ms(0)
         .with_groups(groups))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_group_named_twice_is_answered_once() {
-        let id = |s: &'static str| GroupId(StrBytes::from_static_str(s));
-        assert_eq!(
-            distinct(vec![id("g"), id("h"), id("g"), id("g"), id("")]),
-            [id("g"), id("h"), id("")]
-        );
-    }
 }
