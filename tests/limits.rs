@@ -49,7 +49,7 @@ const INVALID_REQUEST: i16 = 42;
 
 fn decode<R: Decodable + HeaderVersion>(mut frame: Bytes, version: i16) -> anyhow::Result<R> {
     ResponseHeader::decode(&mut frame, R::header_version(version))?;
-    Ok(R::decode(&mut frame, version)?)
+    R::decode(&mut frame, version)
 }
 
 fn name(s: &str) -> StrBytes {
