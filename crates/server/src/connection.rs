@@ -160,15 +160,17 @@ async fn read_requests(
         };
         let task = match decode_request(frame, Broker::served_versions) {
             Ok(Decoded::Request(request)) => {
-                let busy = activity.busy();
                 // Reserved before the request is begun: a connection whose
-                // responses are not being read stops being read itself.
+                // responses are not being read stops being read itself. The
+                // wait does not count as work for the peer, so a connection
+                // stuck on its own unread responses still becomes idle.
                 let wanted = reservation(&request.body, fetch_max_bytes);
                 let reserved = tokio::select! {
                     biased;
                     _ = stop.wait_for(|stopping| *stopping) => return,
                     reserved = budget.reserve(wanted) => reserved,
                 };
+                let busy = activity.busy();
                 let api = request.api_key;
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;

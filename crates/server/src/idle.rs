@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// When a connection last moved a byte, and whether the broker is working
-/// for it (a handler it waits on, a reservation it waits for).
+/// for it (a request being begun, or a handler the writer waits on).
 #[derive(Debug)]
 pub(crate) struct Activity {
     origin: Instant,
