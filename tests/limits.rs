@@ -143,20 +143,63 @@ fn fetch_request(topic: &str, max_bytes: usize) -> anyhow::Result<FetchRequest> 
         ]))
 }
 
+/// Create `topic` with one partition holding `bytes` of records.
+fn fill(bootstrap: &str, topic: &str, bytes: usize) -> anyhow::Result<()> {
+    common::create_topic_blocking(bootstrap, topic, 1, &[])?;
+    let mut loader = RawClient::connect(bootstrap)?;
+    let value = vec![b'x'; RECORD_BYTES];
+    for _ in 0..bytes / RECORD_BYTES {
+        let batch = raw::record_batch(&[&value])?;
+        let response = loader.call(&raw::produce_request(topic, 0, batch), 9)?;
+        ensure!(raw::produce_error(&response)? == 0, "{response:?}");
+    }
+    Ok(())
+}
+
+/// Connect and get an ApiVersions answer, retrying until `CLOSE_TIMEOUT`
+/// while the broker has not yet seen an earlier connection close.
+fn served_before_timeout(bootstrap: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    loop {
+        let answered = RawClient::connect(bootstrap)
+            .and_then(|mut c| c.call(&ApiVersionsRequest::default(), 2));
+        match answered {
+            Ok(_) => return Ok(()),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(err) => return Err(err.context("no connection served")),
+        }
+    }
+}
+
+#[test]
+fn a_connection_that_never_reads_its_fetches_is_closed_when_idle() -> anyhow::Result<()> {
+    // One connection slot: a new client is served only once the stuck one is closed.
+    let broker = Broker::start(&[
+        "--set",
+        "max.connections=1",
+        "--set",
+        "connections.max.idle.ms=1000",
+    ])?;
+    let bootstrap = broker.bootstrap();
+    fill(&bootstrap, "big", 2 * FETCH_BYTES)?;
+    served_before_timeout(&bootstrap)?;
+    let mut stuck = RawClient::connect(&bootstrap)?;
+    let fetch = fetch_request("big", FETCH_BYTES)?;
+    for correlation_id in 0..PIPELINED_FETCHES {
+        stuck.send_frame(&RawClient::encode(&fetch, 11, correlation_id)?)?;
+    }
+    // The stuck connection is never read from here on.
+    served_before_timeout(&bootstrap)?;
+    drop(stuck);
+    Ok(())
+}
+
 #[test]
 fn pipelined_fetches_never_read_do_not_pin_memory_and_others_are_served() -> anyhow::Result<()> {
     let broker = Broker::start(&[])?;
     let bootstrap = broker.bootstrap();
-    common::create_topic_blocking(&bootstrap, "big", 1, &[])?;
+    fill(&bootstrap, "big", STORED_BYTES)?;
     common::create_topic_blocking(&bootstrap, "small", 1, &[])?;
-    let mut loader = RawClient::connect(&bootstrap)?;
-    let value = vec![b'x'; RECORD_BYTES];
-    for _ in 0..STORED_BYTES / RECORD_BYTES {
-        let batch = raw::record_batch(&[&value])?;
-        let response = loader.call(&raw::produce_request("big", 0, batch), 9)?;
-        ensure!(raw::produce_error(&response)? == 0, "{response:?}");
-    }
-    drop(loader);
 
     // Count the peak from here on (5 resets VmHWM to the current RSS).
     let pid = broker.pid().context("the broker is not running")?;
@@ -225,16 +268,7 @@ fn a_connection_past_max_connections_is_closed() -> anyhow::Result<()> {
     // Once one closes, a new connection is served (after the broker has
     // seen the close, which it learns asynchronously).
     drop(first);
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    loop {
-        let answered = RawClient::connect(&bootstrap)
-            .and_then(|mut c| c.call(&ApiVersionsRequest::default(), 2));
-        match answered {
-            Ok(_) => return Ok(()),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(err) => return Err(err.context("no connection served after one closed")),
-        }
-    }
+    served_before_timeout(&bootstrap)
 }
 
 fn init_producer_id(
