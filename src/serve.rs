@@ -150,6 +150,9 @@ struct Settings {
     log_defaults: BTreeMap<String, String>,
     /// Group coordinator settings (group.*, offsets.*).
     group: GroupConfig,
+    /// The network edge's limits (max.connections, connections.max.idle.ms,
+    /// queued.max.response.bytes).
+    server: ServerLimits,
 }
 
 impl Settings {
@@ -226,6 +229,7 @@ impl Settings {
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             log_defaults: BTreeMap::new(),
             group: GroupConfig::default(),
+            server: ServerLimits::default(),
         };
         for (key, value) in kafka {
             settings.apply(&key, &value)?;
@@ -283,6 +287,13 @@ impl Settings {
             }
             "offset.metadata.max.bytes" => {
                 self.group.offset_metadata_max_bytes = at_least(value, 0, bad)?;
+            }
+            "max.connections" => self.server.max_connections = at_least(value, 1, bad)?,
+            "connections.max.idle.ms" => {
+                self.server.connections_max_idle_ms = at_least(value, 1, bad)?;
+            }
+            "queued.max.response.bytes" => {
+                self.server.queued_max_response_bytes = at_least(value, 1024, bad)?;
             }
             "log.segment.bytes" | "log.roll.ms" => {
                 let parsed: u64 = value.parse().with_context(bad)?;
@@ -494,7 +505,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
-        ..ServerLimits::default()
+        ..settings.server.clone()
     };
 
     // Scripts and tests read this line to learn the port.
@@ -638,11 +649,31 @@ mod tests {
     }
 
     #[test]
+    fn network_limits_take_kafka_names() {
+        let s = resolve(ServeArgs {
+            set: vec![
+                ("max.connections".into(), "7".into()),
+                ("connections.max.idle.ms".into(), "1500".into()),
+                ("queued.max.response.bytes".into(), "33554432".into()),
+            ],
+            ..ServeArgs::default()
+        });
+        assert_eq!(s.server.max_connections, 7);
+        assert_eq!(s.server.connections_max_idle_ms, 1500);
+        assert_eq!(s.server.queued_max_response_bytes, 32 << 20);
+        let d = resolve(ServeArgs::default());
+        assert_eq!(d.server.connections_max_idle_ms, 600_000);
+        assert_eq!(d.server.max_connections, 10_000);
+    }
+
+    #[test]
     fn unknown_or_invalid_configs_are_refused() {
         for (key, value) in [
             ("no.such.config", "1"),
             ("log.retention.ms", "forever"),
             ("num.partitions", "0"),
+            ("max.connections", "0"),
+            ("connections.max.idle.ms", "0"),
         ] {
             let err = Settings::resolve(ServeArgs {
                 set: vec![(key.into(), value.into())],

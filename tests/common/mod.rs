@@ -145,7 +145,7 @@ impl Broker {
         }
     }
 
-    /// The running broker's process id.
+    /// The broker process's id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

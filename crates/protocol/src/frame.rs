@@ -143,10 +143,26 @@ pub enum DecodeError {
     },
 }
 
-/// A response could not be encoded (a field does not fit the version); a broker bug.
+/// Largest response frame body (everything after the size prefix) that the
+/// prefix, an `int32`, can announce.
+pub const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
+
+/// A response could not be encoded; the connection is closed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode response: {0}")]
-pub struct EncodeError(pub String);
+pub enum EncodeError {
+    /// A field does not fit the version: a broker bug.
+    #[error("cannot encode response: {0}")]
+    Malformed(String),
+    /// The response is larger than the limit, or than an `int32` size
+    /// prefix can announce.
+    #[error("response of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The encoded size, without the size prefix.
+        size: usize,
+        /// The limit it exceeds.
+        max: usize,
+    },
+}
 
 /// Decode a frame. `served` gives the versions the broker serves per API, or
 /// `None` for an API it does not serve.
@@ -212,12 +228,25 @@ pub fn api_versions_unsupported_response(
 }
 
 /// Encode a response frame: size prefix, response header of the right
-/// version, then the body.
+/// version, then the body. The frame may be as large as an `int32` prefix allows.
 pub fn encode_response(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
+) -> Result<Bytes, EncodeError> {
+    encode_response_within(api, version, correlation_id, body, RESPONSE_BYTES_MAX)
+}
+
+/// Encode a response frame whose body (header included) is at most
+/// `max_bytes`; a larger one is [`EncodeError::TooLarge`], never a frame
+/// with a wrong or negative size prefix.
+pub fn encode_response_within(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+    max_bytes: usize,
 ) -> Result<Bytes, EncodeError> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
@@ -225,17 +254,28 @@ pub fn encode_response(
         kafka_protocol::messages::ResponseHeader::default().with_correlation_id(correlation_id);
     header
         .encode(&mut out, api.response_header_version(version))
-        .map_err(|e| EncodeError(e.to_string()))?;
+        .map_err(|e| EncodeError::Malformed(e.to_string()))?;
     body.encode(&mut out, version)
-        .map_err(|e| EncodeError(e.to_string()))?;
-    let size = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&size.to_be_bytes());
+        .map_err(|e| EncodeError::Malformed(e.to_string()))?;
+    let prefix = size_prefix(out.len() - 4, max_bytes)?;
+    out[..4].copy_from_slice(&prefix.to_be_bytes());
     Ok(out.freeze())
+}
+
+/// The size prefix announcing `size` bytes, if `size` is within `max_bytes`
+/// and fits an `int32`.
+fn size_prefix(size: usize, max_bytes: usize) -> Result<i32, EncodeError> {
+    let max = max_bytes.min(RESPONSE_BYTES_MAX);
+    match i32::try_from(size) {
+        Ok(prefix) if size <= max => Ok(prefix),
+        _ => Err(EncodeError::TooLarge { size, max }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, RequestKind};
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, RequestKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
 
     use super::*;
 
@@ -463,6 +503,49 @@ mod tests {
             .map(|k| (k.api_key, k.min_version, k.max_version))
             .collect();
         assert_eq!(listed, [(18, 0, 3), (3, 1, 12)]);
+    }
+
+    #[test]
+    fn a_size_that_overflows_an_int32_prefix_is_refused() {
+        assert_eq!(size_prefix(10, usize::MAX).expect("fits"), 10);
+        assert_eq!(
+            size_prefix(RESPONSE_BYTES_MAX, usize::MAX).expect("fits"),
+            i32::MAX
+        );
+        for size in [RESPONSE_BYTES_MAX + 1, u32::MAX as usize + 5, usize::MAX] {
+            assert!(
+                matches!(
+                    size_prefix(size, usize::MAX),
+                    Err(EncodeError::TooLarge {
+                        max: RESPONSE_BYTES_MAX,
+                        ..
+                    })
+                ),
+                "{size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_response_over_the_limit_is_an_error_not_a_frame() {
+        use kafka_protocol::messages::MetadataResponse;
+        use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+        let topics = (0..100)
+            .map(|i| {
+                MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(format!("topic-{i}")))))
+            })
+            .collect();
+        let body = ResponseKind::Metadata(MetadataResponse::default().with_topics(topics));
+        let whole = encode_response(ApiKey::Metadata, 12, 1, &body).expect("encodes");
+        let size = whole.len() - 4;
+        let exact = encode_response_within(ApiKey::Metadata, 12, 1, &body, size).expect("fits");
+        assert_eq!(exact, whole);
+        let err = encode_response_within(ApiKey::Metadata, 12, 1, &body, size - 1).unwrap_err();
+        assert!(
+            matches!(err, EncodeError::TooLarge { size: s, max } if s == size && max == size - 1),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 mod frame;
 
 pub use frame::{
-    DecodeError, Decoded, EncodeError, FrameError, Request, api_versions_unsupported_response,
-    decode_request, encode_response, read_frame,
+    DecodeError, Decoded, EncodeError, FrameError, RESPONSE_BYTES_MAX, Request,
+    api_versions_unsupported_response, decode_request, encode_response, encode_response_within,
+    read_frame,
 };
 pub use kafka_protocol;

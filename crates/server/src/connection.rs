@@ -10,23 +10,31 @@
 //! does not stop the next request from being read. Anything Kafka answers by closing the connection (a bad frame, an
 //! unknown API or version, a handler refusing the request) ends the reader;
 //! the writer still sends the responses of the requests read before it.
+//!
+//! Before a request is begun, its response's bytes are reserved from the
+//! [`Budget`]; the reservation travels with the response and is given back
+//! once it is written. A connection on which nothing moves for
+//! `connections.max.idle.ms` is closed ([`Activity`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use weir_broker::{Broker, HandlerError, Reply};
 use weir_protocol::{
-    Decoded, api_versions_unsupported_response, decode_request, encode_response, read_frame,
+    Decoded, api_versions_unsupported_response, decode_request, encode_response_within, read_frame,
 };
 
 use crate::ServerLimits;
+use crate::budget::{Budget, RESERVATION_BYTES_MIN, Reserved, reservation};
+use crate::idle::{Activity, Tracked};
 
 /// Socket buffer on each side; many small pipelined requests or responses
 /// then cost one system call instead of one each.
@@ -41,8 +49,9 @@ enum Close {
     Encode(weir_protocol::EncodeError),
 }
 
-/// A response frame, or nothing (a produce with acks=0), or a reason to close.
-type Outcome = Result<Option<Bytes>, Close>;
+/// A response frame with the budget it holds until written, or nothing (a
+/// produce with acks=0), or a reason to close.
+type Outcome = Result<Option<(Bytes, Reserved)>, Close>;
 
 /// A handler task that is aborted if its response will never be written, so
 /// no task outlives the connection that started it.
@@ -54,47 +63,86 @@ impl Drop for InFlight {
     }
 }
 
-/// Serve one connection until the peer closes it, it breaks the protocol, or
-/// `stop` turns true; then write what is still owed and close.
+/// Serve one connection until the peer closes it, it breaks the protocol, it
+/// stays idle too long, or `stop` turns true; then write what is still owed and close.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
     limits: &ServerLimits,
+    response_bytes: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 ) {
     tracing::trace!(%peer, "connection opened");
     let (read_half, write_half) = stream.into_split();
+    let activity = Activity::new();
+    let budget = Arc::new(Budget::new(
+        response_bytes,
+        limits.queued_max_response_bytes,
+        limits.connection_response_bytes_max,
+    ));
     let (queue, in_flight) = mpsc::channel(limits.max_in_flight_requests);
     let reader = read_requests(
-        read_half,
+        Tracked::new(read_half, activity.clone()),
         peer,
-        broker,
+        Peer {
+            broker,
+            budget,
+            activity: activity.clone(),
+        },
         limits.max_request_bytes,
         queue,
         stop,
     );
-    let writer = write_responses(write_half, peer, in_flight);
-    tokio::pin!(reader, writer);
+    let writer = write_responses(
+        Tracked::new(write_half, activity.clone()),
+        peer,
+        in_flight,
+        &activity,
+    );
+    let served = async {
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            // The reader is done: its end of the queue is gone, so the writer
+            // sends what is owed and then returns.
+            () = &mut reader => writer.await,
+            // The writer gave up (peer gone or a request refused); reading on
+            // would only start work whose answer cannot be sent.
+            () = &mut writer => {}
+        }
+    };
+    let max_idle = Duration::from_millis(limits.connections_max_idle_ms);
     tokio::select! {
-        // The reader is done: its end of the queue is gone, so the writer
-        // sends what is owed and then returns.
-        () = &mut reader => writer.await,
-        // The writer gave up (peer gone or a request refused); reading on
-        // would only start work whose answer cannot be sent.
-        () = &mut writer => {}
+        () = served => {}
+        () = activity.idle_for(max_idle) => {
+            tracing::debug!(%peer, idle_ms = limits.connections_max_idle_ms,
+                "closing connection: idle for connections.max.idle.ms");
+        }
     }
     tracing::trace!(%peer, "connection closed");
 }
 
-async fn read_requests(
-    read_half: OwnedReadHalf,
-    peer: SocketAddr,
+/// What the reader needs besides the socket.
+struct Peer {
     broker: Arc<Broker>,
+    budget: Arc<Budget>,
+    activity: Arc<Activity>,
+}
+
+async fn read_requests(
+    read_half: Tracked<OwnedReadHalf>,
+    peer: SocketAddr,
+    ctx: Peer,
     max_request_bytes: usize,
     queue: mpsc::Sender<InFlight>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Peer {
+        broker,
+        budget,
+        activity,
+    } = ctx;
+    let fetch_max_bytes = broker.config().fetch_max_bytes;
     let mut socket = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read_half);
     loop {
         let frame = tokio::select! {
@@ -112,6 +160,17 @@ async fn read_requests(
         };
         let task = match decode_request(frame, Broker::served_versions) {
             Ok(Decoded::Request(request)) => {
+                // Reserved before the request is begun: a connection whose
+                // responses are not being read stops being read itself. The
+                // wait does not count as work for the peer, so a connection
+                // stuck on its own unread responses still becomes idle.
+                let wanted = reservation(&request.body, fetch_max_bytes);
+                let reserved = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                    reserved = budget.reserve(wanted) => reserved,
+                };
+                let busy = activity.busy();
                 let api = request.api_key;
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
@@ -119,13 +178,24 @@ async fn read_requests(
                 // request order (a produce's appends) is done before the next
                 // frame is read. Only the rest runs beside later requests.
                 let begun = broker.begin(request).await;
-                tokio::spawn(finish(begun, api, version, correlation_id))
+                drop(busy);
+                let respond = Respond {
+                    api,
+                    version,
+                    correlation_id,
+                    budget: budget.clone(),
+                    reserved,
+                };
+                tokio::spawn(finish(begun, respond))
             }
-            Ok(Decoded::UnsupportedApiVersions { correlation_id }) => tokio::spawn(async move {
-                api_versions_unsupported_response(correlation_id, Broker::served_apis())
-                    .map(Some)
-                    .map_err(Close::Encode)
-            }),
+            Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
+                let reserved = budget.reserve(RESERVATION_BYTES_MIN).await;
+                tokio::spawn(async move {
+                    api_versions_unsupported_response(correlation_id, Broker::served_apis())
+                        .map(|frame| Some((frame, reserved)))
+                        .map_err(Close::Encode)
+                })
+            }
             Err(err) => {
                 tracing::debug!(%peer, reason = %err, "closing connection: undecodable request");
                 return;
@@ -137,32 +207,54 @@ async fn read_requests(
     }
 }
 
-/// Complete a begun request and encode its response, off the writer's path
-/// so large responses are encoded in parallel.
-async fn finish(
-    begun: Result<Reply, HandlerError>,
+/// How to answer a begun request, and the bytes reserved for the answer.
+struct Respond {
     api: ApiKey,
     version: i16,
     correlation_id: i32,
-) -> Outcome {
+    budget: Arc<Budget>,
+    reserved: Reserved,
+}
+
+/// Complete a begun request and encode its response, off the writer's path
+/// so large responses are encoded in parallel.
+async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome {
+    let Respond {
+        api,
+        version,
+        correlation_id,
+        budget,
+        mut reserved,
+    } = respond;
     let body = match begun {
         Ok(Reply::Ready(body)) => Ok(body.map(|body| *body)),
         Ok(Reply::Later(pending)) => pending.await,
         Err(err) => Err(err),
     };
     match body {
-        Ok(Some(body)) => encode_response(api, version, correlation_id, &body)
-            .map(Some)
-            .map_err(Close::Encode),
+        Ok(Some(body)) => {
+            let frame = encode_response_within(
+                api,
+                version,
+                correlation_id,
+                &body,
+                weir_protocol::RESPONSE_BYTES_MAX,
+            )
+            .map_err(Close::Encode)?;
+            drop(body);
+            budget.settle(&mut reserved, frame.len());
+            Ok(Some((frame, reserved)))
+        }
         Ok(None) => Ok(None),
         Err(err) => Err(Close::Refused(err)),
     }
 }
 
 async fn write_responses(
-    write_half: OwnedWriteHalf,
+    write_half: Tracked<OwnedWriteHalf>,
     peer: SocketAddr,
     mut in_flight: mpsc::Receiver<InFlight>,
+    activity: &Arc<Activity>,
 ) {
     let mut socket = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, write_half);
     loop {
@@ -187,8 +279,14 @@ async fn write_responses(
             tracing::debug!(%peer, error = %err, "closing connection: write failed");
             return;
         }
-        let frame = match (&mut next.0).await {
-            Ok(Ok(Some(frame))) => frame,
+        // A handler still running (a long poll) is work owed to the peer,
+        // not idleness.
+        let busy = activity.busy();
+        let joined = (&mut next.0).await;
+        drop(busy);
+        // The reservation is held until the frame is written.
+        let (frame, _reserved) = match joined {
+            Ok(Ok(Some(answer))) => answer,
             Ok(Ok(None)) => continue,
             Ok(Err(Close::Refused(err))) => {
                 tracing::debug!(%peer, reason = %err, "closing connection: request refused");

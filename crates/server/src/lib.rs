@@ -4,7 +4,8 @@
 //! being read (pipelining).
 //!
 //! [`serve`] owns the accept loop and graceful shutdown; `connection` owns
-//! one client's reader and writer.
+//! one client's reader and writer; `budget` bounds the response bytes held
+//! across all connections; `idle` closes connections that stay idle.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,11 +16,17 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use weir_broker::Broker;
 
+mod budget;
 mod connection;
+mod idle;
 
 /// How long the accept loop pauses after a failed accept (for example when
 /// the process is out of file descriptors), so it does not spin.
 const ACCEPT_RETRY_MS: u64 = 100;
+
+/// How often at most the accept loop logs that it closed a connection
+/// because `max.connections` are open, so a flood does not flood the log.
+const REFUSED_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// Limits of the network edge, each bounding what a client can make the broker hold.
 #[derive(Debug, Clone)]
@@ -28,8 +35,21 @@ pub struct ServerLimits {
     pub max_request_bytes: usize,
     /// Requests one connection may have in flight before the broker stops reading from it.
     pub max_in_flight_requests: usize,
-    /// Connections served at once; further ones wait in the accept queue.
+    /// `max.connections`: connections served at once; a connection accepted
+    /// past it is closed at once.
     pub max_connections: usize,
+    /// `connections.max.idle.ms`: a connection that reads and writes nothing
+    /// for this long, while no request of it is being handled, is closed.
+    pub connections_max_idle_ms: u64,
+    /// `queued.max.response.bytes`: response bytes being built or waiting to
+    /// be written, across all connections. A request whose response does not
+    /// fit waits, and its connection is not read meanwhile.
+    pub queued_max_response_bytes: usize,
+    /// The share of `queued_max_response_bytes` one connection may hold, so
+    /// a client that pipelines requests and never reads the answers cannot
+    /// take the whole budget. At least `fetch.max.bytes`, so that one
+    /// largest fetch fits.
+    pub connection_response_bytes_max: usize,
 }
 
 impl Default for ServerLimits {
@@ -38,6 +58,9 @@ impl Default for ServerLimits {
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_requests: 64,
             max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
+            queued_max_response_bytes: 1024 * 1024 * 1024,
+            connection_response_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -56,30 +79,27 @@ pub async fn serve(
     let limits = Arc::new(ServerLimits {
         max_in_flight_requests: limits.max_in_flight_requests.max(1),
         max_connections: limits.max_connections.max(1),
+        connections_max_idle_ms: limits.connections_max_idle_ms.max(1),
+        queued_max_response_bytes: limits.queued_max_response_bytes.max(1),
+        connection_response_bytes_max: limits.connection_response_bytes_max.max(1),
         ..limits
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let response_bytes = Arc::new(Semaphore::new(
+        limits.queued_max_response_bytes.min(Semaphore::MAX_PERMITS),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut refused_logged: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
-        // A slot is taken before accepting, so a full broker leaves further
-        // connections in the kernel's accept queue instead of holding them.
-        let permit = tokio::select! {
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
                 log_join_error(joined);
                 continue;
             }
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -95,14 +115,29 @@ pub async fn serve(
                 return Err(err);
             }
         };
+        // Past max.connections the connection is closed at once, so the
+        // client learns it and tries again, instead of waiting unanswered.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let now = tokio::time::Instant::now();
+            if refused_logged
+                .is_none_or(|at| now >= at + Duration::from_millis(REFUSED_LOG_INTERVAL_MS))
+            {
+                refused_logged = Some(now);
+                tracing::warn!(%peer, max_connections = limits.max_connections,
+                    "closing new connection: max.connections are open (set max.connections to change it)");
+            }
+            drop(stream);
+            continue;
+        };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
         let broker = broker.clone();
         let limits = limits.clone();
+        let response_bytes = response_bytes.clone();
         let stop = stop_rx.clone();
         connections.spawn(async move {
-            connection::serve_connection(stream, peer, broker, &limits, stop).await;
+            connection::serve_connection(stream, peer, broker, &limits, response_bytes, stop).await;
             drop(permit);
         });
     }

@@ -31,8 +31,7 @@ pub(crate) async fn handle(
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let groups = req
-        .group_ids
+    let groups = super::first_of_each(req.group_ids, Clone::clone)
         .into_iter()
         .map(|id| {
             let described = DescribedGroup::default()

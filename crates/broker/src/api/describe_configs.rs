@@ -40,10 +40,13 @@ struct Entry {
 pub(crate) async fn handle(
     broker: &Broker,
     _ctx: &RequestContext,
-    req: DescribeConfigsRequest,
+    mut req: DescribeConfigsRequest,
 ) -> Result<DescribeConfigsResponse, HandlerError> {
-    let results = req
-        .resources
+    // One answer per resource, however often it is named.
+    let resources = super::first_of_each(std::mem::take(&mut req.resources), |r| {
+        (r.resource_type, r.resource_name.clone())
+    });
+    let results = resources
         .iter()
         .map(|resource| describe(broker, &req, resource))
         .collect();

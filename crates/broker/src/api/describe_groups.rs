@@ -3,7 +3,7 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::{Broker, HandlerError, RequestContext};
@@ -28,8 +28,9 @@ pub(crate) async fn handle(
         AUTHORIZED_OPERATIONS_OMITTED
     };
     let text = StrBytes::from_string;
-    let groups = req
-        .groups
+    // Kafka answers every repetition of an id; one answer per id is what a
+    // client can use, and repetitions would multiply a large group's answer.
+    let groups = super::first_of_each(req.groups, GroupId::clone)
         .into_iter()
         .map(|id| {
             let described = DescribedGroup::default()

@@ -1,6 +1,11 @@
-//! InitProducerId: a producer id and epoch for an idempotent producer, or,
-//! when the producer presents the id and epoch it has (KIP-360, v3+), the
-//! same id with the next epoch so it can reset its sequence numbers.
+//! InitProducerId: a producer id and epoch for an idempotent producer.
+//!
+//! As in Kafka, an idempotent producer (no transactional id) always gets a
+//! fresh producer id at epoch 0, also when it presents the id and epoch it
+//! has (KIP-360, v3+): it bumps its epoch itself and only asks the broker
+//! when it needs a new id, so the broker never bumps an id a client names.
+//! The rules for a producer whose id and epoch are kept (a transactional
+//! id) are in [`next_epochs`], which the transactional path will share.
 //!
 //! Transactional producers are not served yet: a transactional id gets
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal and
@@ -10,31 +15,37 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use crate::error::ApiError;
+use crate::producer_ids::{
+    InitError, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, ProducerIdAndEpoch, next_epochs,
+};
 use crate::{Broker, HandlerError, RequestContext};
 
-/// "No producer id" and "no epoch" on the wire.
-const NO_PRODUCER_ID: i64 = -1;
-const NO_PRODUCER_EPOCH: i16 = -1;
-/// Past this epoch a producer gets a fresh id instead of a bump, as in Kafka,
-/// so the epoch never wraps to a value a partition has already seen.
-const PRODUCER_EPOCH_MAX: i16 = i16::MAX - 1;
+/// First version that answers a fenced producer with PRODUCER_FENCED;
+/// older ones get INVALID_PRODUCER_EPOCH (KIP-588).
+const PRODUCER_FENCED_VERSION: i16 = 4;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> Result<InitProducerIdResponse, HandlerError> {
     let answer = match assign(broker, &req) {
-        Ok((id, epoch)) => InitProducerIdResponse::default()
+        Ok(assigned) => InitProducerIdResponse::default()
             .with_error_code(0)
-            .with_producer_id(ProducerId(id))
-            .with_producer_epoch(epoch),
+            .with_producer_id(ProducerId(assigned.producer_id))
+            .with_producer_epoch(assigned.epoch),
         Err(err) => {
             if err.code == ResponseError::KafkaStorageError {
                 tracing::error!(error = %err, "cannot reserve producer ids");
             }
+            let code = match err.code {
+                ResponseError::ProducerFenced if ctx.version < PRODUCER_FENCED_VERSION => {
+                    ResponseError::InvalidProducerEpoch.code()
+                }
+                _ => err.code(),
+            };
             InitProducerIdResponse::default()
-                .with_error_code(err.code())
+                .with_error_code(code)
                 .with_producer_id(ProducerId(NO_PRODUCER_ID))
                 .with_producer_epoch(NO_PRODUCER_EPOCH)
         }
@@ -42,7 +53,8 @@ pub(crate) async fn handle(
     Ok(answer.with_throttle_time_ms(0))
 }
 
-fn assign(broker: &Broker, req: &InitProducerIdRequest) -> Result<(i64, i16), ApiError> {
+fn assign(broker: &Broker, req: &InitProducerIdRequest) -> Result<ProducerIdAndEpoch, ApiError> {
+    let expected = presented(req)?;
     if let Some(transactional_id) = &req.transactional_id {
         tracing::info!(
             transactional_id = %transactional_id.as_str(),
@@ -53,20 +65,30 @@ fn assign(broker: &Broker, req: &InitProducerIdRequest) -> Result<(i64, i16), Ap
             "transactions are not supported yet",
         ));
     }
-    let (id, epoch) = (req.producer_id.0, req.producer_epoch);
-    match (id == NO_PRODUCER_ID, epoch == NO_PRODUCER_EPOCH) {
-        (true, true) => {}
-        (false, false) if id >= 0 && (0..PRODUCER_EPOCH_MAX).contains(&epoch) => {
-            return Ok((id, epoch + 1));
-        }
-        (false, false) if id >= 0 && epoch >= PRODUCER_EPOCH_MAX => {}
-        _ => {
-            return Err(ApiError::new(
-                ResponseError::InvalidRequest,
-                format!("producer id {id} and epoch {epoch} must both be set or both be -1"),
-            ));
-        }
+    // Nothing is kept for an idempotent producer.
+    let next = next_epochs(None, expected, || {
+        broker.producer_ids.next(broker.metadata().as_ref())
+    })
+    .map_err(init_error)?;
+    Ok(next.current)
+}
+
+/// The id and epoch the producer presents (v3+): both or neither, as Kafka checks.
+fn presented(req: &InitProducerIdRequest) -> Result<Option<ProducerIdAndEpoch>, ApiError> {
+    let (producer_id, epoch) = (req.producer_id.0, req.producer_epoch);
+    match (producer_id == NO_PRODUCER_ID, epoch == NO_PRODUCER_EPOCH) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(ProducerIdAndEpoch { producer_id, epoch })),
+        _ => Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("producer id {producer_id} and epoch {epoch} must both be set or both be -1"),
+        )),
     }
-    let id = broker.producer_ids.next(broker.metadata().as_ref())?;
-    Ok((id, 0))
+}
+
+fn init_error(err: InitError) -> ApiError {
+    match err {
+        InitError::Fenced { .. } => ApiError::new(ResponseError::ProducerFenced, err.to_string()),
+        InitError::Store(err) => err.into(),
+    }
 }

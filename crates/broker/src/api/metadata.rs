@@ -2,7 +2,10 @@
 //! their partitions, auto-creating a missing topic when the request and the
 //! broker both allow it.
 
+use std::collections::HashSet;
+
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -83,11 +86,11 @@ pub(crate) async fn handle(
 
     let topics = match req.topics {
         // v0 has no null list: an empty one means every topic.
-        Some(requested) if !(version == 0 && requested.is_empty()) => requested
+        Some(requested) if !(version == 0 && requested.is_empty()) => distinct(requested)
             .into_iter()
-            .map(|t| match t.name {
-                Some(name) => by_name(broker, &name, allow_create),
-                None => by_id(broker, t.topic_id),
+            .map(|t| match t {
+                Requested::Name(name) => by_name(broker, &name, allow_create),
+                Requested::Id(id) => by_id(broker, id),
             })
             .collect::<Vec<_>>(),
         _ => broker.topic_list().into_iter().map(Lookup::Found).collect(),
@@ -125,6 +128,32 @@ pub(crate) async fn handle(
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations)
         .with_error_code(0))
+}
+
+/// A topic a request names, by name or (v10+) by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Requested {
+    Name(String),
+    Id(Uuid),
+}
+
+/// The requested topics, each once, in the order first named. Kafka reads
+/// the list as a set; answering every repetition would let a small request
+/// build a response as many times larger as it repeats a large topic.
+fn distinct(requested: Vec<MetadataRequestTopic>) -> Vec<Requested> {
+    let mut seen = HashSet::with_capacity(requested.len());
+    let mut topics = Vec::with_capacity(requested.len());
+    for topic in requested {
+        let key = match topic.name {
+            Some(name) => Requested::Name(name.0.to_string()),
+            None => Requested::Id(topic.topic_id),
+        };
+        if !seen.contains(&key) {
+            seen.insert(key.clone());
+            topics.push(key);
+        }
+    }
+    topics
 }
 
 enum Lookup {
@@ -208,6 +237,35 @@ fn is_internal(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topic_named_twice_is_answered_once() {
+        let named = |name: &str| {
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        };
+        let by_id = |id: u128| {
+            MetadataRequestTopic::default()
+                .with_name(None)
+                .with_topic_id(Uuid::from_u128(id))
+        };
+        let requested = vec![
+            named("b"),
+            named("a"),
+            named("b"),
+            by_id(7),
+            by_id(7),
+            named("a"),
+        ];
+        assert_eq!(
+            distinct(requested),
+            [
+                Requested::Name("b".into()),
+                Requested::Name("a".into()),
+                Requested::Id(Uuid::from_u128(7)),
+            ]
+        );
+    }
 
     #[test]
     fn authorized_operation_bits_match_kafka_acl_codes() {

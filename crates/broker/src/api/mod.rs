@@ -84,6 +84,21 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
         .collect()
     });
 
+/// `items` in the order first seen, each once by `key`. Handlers that
+/// answer a list of names use it, so a request repeating a name cannot make a
+/// response as many times larger as it repeats it: one answer per name is
+/// all a client can use.
+pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items
+        .into_iter()
+        .filter(|item| seen.insert(key(item)))
+        .collect()
+}
+
 /// Route a request to its handler. `None` means no response is sent
 /// (a produce with acks=0).
 pub(crate) async fn dispatch(
@@ -179,4 +194,16 @@ pub(crate) async fn dispatch(
         _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
     };
     Ok(Some(response))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_of_each_keeps_the_first_of_each_key_in_order() {
+        let items = vec![("b", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)];
+        assert_eq!(
+            super::first_of_each(items, |(name, _)| *name),
+            [("b", 1), ("a", 2), ("c", 4)]
+        );
+    }
 }

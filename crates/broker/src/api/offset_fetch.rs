@@ -28,8 +28,7 @@ pub(crate) async fn handle(
 ) -> Result<OffsetFetchResponse, HandlerError> {
     let response = OffsetFetchResponse::default().with_throttle_time_ms(0);
     if ctx.version >= MULTI_GROUP_VERSION {
-        let groups = req
-            .groups
+        let groups = super::first_of_each(req.groups, |g| g.group_id.clone())
             .into_iter()
             .map(|g| {
                 let asked = g.topics.map(|topics| {
