@@ -55,7 +55,8 @@ pub(crate) enum LoadError {
         partition: i32,
         source: weir_storage::ReadError,
     },
-    /// A batch or record could not be decoded.
+    /// The storage handed back bytes that are not framed as batches (a
+    /// storage fault: undecodable batches and records are skipped instead).
     #[error("{OFFSETS_TOPIC}-{partition} at offset {offset}: {detail}")]
     Corrupt {
         partition: i32,
@@ -596,19 +597,31 @@ fn replay_partition(
                 .filter(|l| *l <= rest.len())
                 .ok_or_else(|| corrupt(base, format!("batch length {length} out of range")))?;
             let mut batch = rest.split_to(batch_len);
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| corrupt(base, format!("undecodable batch: {e}")))?;
-            for record in set.records {
+            // A batch or record that is not Weir's (a client produced it, or
+            // a newer Weir wrote it) is skipped with a warning: one foreign
+            // record must not keep every group from loading.
+            let records = match RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => set.records,
+                Err(e) => {
+                    skipped(index, base, &format!("undecodable batch: {e}"));
+                    Vec::new()
+                }
+            };
+            for record in records {
                 if record.offset < next || record.control {
                     continue;
                 }
                 let Some(key) = record.key.as_deref() else {
+                    skipped(index, record.offset, "record without a key");
                     continue;
                 };
-                let entry = records::decode(key, record.value.as_deref())
-                    .map_err(|e| corrupt(record.offset, e.to_string()))?;
-                groups.replay(entry, now_ms, cfg);
-                applied += 1;
+                match records::decode(key, record.value.as_deref()) {
+                    Ok(entry) => {
+                        groups.replay(entry, now_ms, cfg);
+                        applied += 1;
+                    }
+                    Err(e) => skipped(index, record.offset, &e.to_string()),
+                }
             }
             next = next.max(base + i64::from(delta) + 1);
         }
@@ -617,6 +630,17 @@ fn replay_partition(
         }
     }
     Ok(applied)
+}
+
+/// Log a record of `__consumer_offsets` that loading skips.
+fn skipped(partition: i32, offset: i64, reason: &str) {
+    tracing::warn!(
+        topic = OFFSETS_TOPIC,
+        partition,
+        offset,
+        reason,
+        "skipping a record the group coordinator cannot read"
+    );
 }
 
 /// The driver: advance time every tick until the coordinator is gone.

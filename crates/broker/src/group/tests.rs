@@ -1049,3 +1049,106 @@ fn a_consumer_group_replayed_from_its_record_keeps_epochs_and_assignments() {
         Some(("Stable", "consumer"))
     );
 }
+
+/// Loading `__consumer_offsets` at start-up, over a real log in a temp dir.
+mod load {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use crate::admin::testing::{broker_with, call, open};
+    use crate::config::BrokerConfig;
+    use crate::group::{OFFSETS_TOPIC, records};
+
+    /// A batch of one record as a client producing to the topic would write it.
+    fn foreign_batch(key: &[u8], value: &[u8]) -> Bytes {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: Some(Bytes::copy_from_slice(key)),
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [record].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    async fn commit(b: &crate::Broker, group: &str, offset: i64) -> i16 {
+        let r = call(
+            b,
+            8,
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("t")))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(offset),
+                        ]),
+                ]),
+        )
+        .await;
+        r.topics[0].partitions[0].error_code
+    }
+
+    #[tokio::test]
+    async fn a_record_the_loader_cannot_decode_is_skipped_and_the_rest_loads() {
+        let config = BrokerConfig::default();
+        let t = broker_with(config.clone());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        let count = t.broker.groups().config().offsets_topic_num_partitions;
+        let home = records::partition_for("g", count);
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        // What `kcat -P -t __consumer_offsets -k zzz` wrote before produce
+        // to internal topics was refused, and a batch that is no record batch.
+        for batch in [
+            foreign_batch(b"zzz", b"garbage\n"),
+            foreign_batch(&[0, 0], b"\x00"),
+        ] {
+            partition
+                .append(batch)
+                .unwrap()
+                .durable
+                .wait()
+                .await
+                .unwrap();
+        }
+        // A commit after the garbage still counts.
+        assert_eq!(commit(&t.broker, "g", 7).await, 0);
+        drop(t.broker);
+
+        let again = open(t.dir.path(), config);
+        let committed = again.groups().committed("g", "t", 0).map(|c| c.offset);
+        assert_eq!(committed, Some(7));
+        assert_eq!(commit(&again, "g", 9).await, 0);
+    }
+}
