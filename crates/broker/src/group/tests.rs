@@ -422,7 +422,7 @@ fn groups_and_offsets_replayed_from_records_are_as_they_were() {
         Ok(())
     );
     let mut fx = Effects::default();
-    w.groups.commit(
+    let pending = w.groups.commit(
         "g",
         vec![CommitPartition {
             topic: "t".into(),
@@ -435,6 +435,13 @@ fn groups_and_offsets_replayed_from_records_are_as_they_were() {
         &mut fx,
     );
     w.absorb(fx);
+    assert_eq!(
+        w.groups.committed("g", "t", 0),
+        None,
+        "not applied before it is durable"
+    );
+    w.groups.apply_commit(pending.unwrap());
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(42));
     let mut again = Groups::default();
     for entry in w.records.clone() {
         again.replay(entry, w.now, &w.cfg);
@@ -461,7 +468,7 @@ fn offsets_of_a_group_empty_past_retention_expire() {
         Ok(())
     );
     let mut fx = Effects::default();
-    w.groups.commit(
+    let pending = w.groups.commit(
         "g",
         vec![CommitPartition {
             topic: "t".into(),
@@ -473,6 +480,10 @@ fn offsets_of_a_group_empty_past_retention_expire() {
         w.now,
         &mut fx,
     );
+    w.groups.apply_commit(pending.unwrap());
+    // The coordinator ticks the group when its deadline passes: not before.
+    let due = w.groups.next_deadline_ms("g", &w.cfg).unwrap();
+    assert_eq!(due, w.now + 60_000 + 1);
     w.advance(30_000);
     assert!(w.groups.committed("g", "t", 0).is_some());
     w.advance(31_000);
@@ -970,6 +981,45 @@ mod wire {
 }
 
 #[test]
+fn a_commit_overtaken_by_a_later_one_or_a_delete_is_not_applied_when_durable() {
+    let mut w = World::new(cfg());
+    assert_eq!(
+        w.groups.check_commit("g", "", None, -1, w.now, usize::MAX),
+        Ok(())
+    );
+    let commit = |w: &mut World, offset: i64| {
+        let mut fx = Effects::default();
+        let p = CommitPartition {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        w.groups.commit("g", vec![p], w.now, &mut fx).unwrap()
+    };
+    let first = commit(&mut w, 1);
+    let second = commit(&mut w, 2);
+    // Both are durable; their tasks apply them in the other order.
+    w.groups.apply_commit(second);
+    w.groups.apply_commit(first);
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(2));
+    let third = commit(&mut w, 3);
+    let mut fx = Effects::default();
+    let deleted = w
+        .groups
+        .delete_offsets("g", &[("t".into(), 0)], |_, _| false, &mut fx)
+        .unwrap();
+    assert_eq!(deleted, vec![None]);
+    w.groups.apply_commit(third);
+    assert_eq!(
+        w.groups.committed("g", "t", 0),
+        None,
+        "the delete came last"
+    );
+}
+
+#[test]
 fn groups_past_groups_max_are_not_created() {
     let mut w = World::new(GroupConfig {
         groups_max: 1,
@@ -1150,5 +1200,104 @@ mod load {
         let committed = again.groups().committed("g", "t", 0).map(|c| c.offset);
         assert_eq!(committed, Some(7));
         assert_eq!(commit(&again, "g", 9).await, 0);
+    }
+
+    #[tokio::test]
+    async fn an_unloaded_shard_refuses_its_groups_and_loading_it_again_restores_them() {
+        use kafka_protocol::ResponseError;
+
+        use crate::group::JoinParams;
+        let t = broker_with(BrokerConfig::default());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        let groups = t.broker.groups().clone();
+        let home = records::partition_for("g", groups.config().offsets_topic_num_partitions);
+        // A member parked in a join (the initial rebalance delay holds it).
+        let join = JoinParams {
+            group_id: "g".into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            fresh_member_id: "m".into(),
+        };
+        let parked = tokio::spawn({
+            let groups = groups.clone();
+            async move { groups.join(join).await }
+        });
+        while groups.describe("g").is_none_or(|g| g.members.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        groups.unload_shard(home);
+        assert_eq!(
+            parked.await.unwrap().error,
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            groups.heartbeat("g", "m", None, 1),
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(groups.committed("g", "t", 0), None);
+        assert_ne!(commit(&t.broker, "g", 6).await, 0);
+        // Another group, on another shard, is not affected.
+        let other = (0..)
+            .map(|i| format!("other-{i}"))
+            .find(|g| {
+                records::partition_for(g, groups.config().offsets_topic_num_partitions) != home
+            })
+            .unwrap();
+        assert_eq!(commit(&t.broker, &other, 1).await, 0);
+
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        groups.load_shard(home, partition).unwrap();
+        assert_eq!(groups.committed("g", "t", 0).map(|c| c.offset), Some(5));
+        assert_eq!(commit(&t.broker, "g", 6).await, 0);
+    }
+
+    #[tokio::test]
+    async fn offsets_are_flushed_before_commits_are_answered_whatever_the_flush_policy() {
+        let relaxed = BrokerConfig {
+            log_defaults: [(
+                "log.flush.interval.messages".to_string(),
+                "1000".to_string(),
+            )]
+            .into(),
+            ..BrokerConfig::default()
+        };
+        let t = broker_with(relaxed);
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        let home =
+            records::partition_for("g", t.broker.groups().config().offsets_topic_num_partitions);
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        assert_eq!(
+            t.broker.partition("t", 0).unwrap().config().flush_messages,
+            1000
+        );
+        assert_eq!(partition.config().flush_messages, 1, "created strict");
+        // Relaxed later (an old data dir, or an altered topic config): the
+        // coordinator puts it back before it writes.
+        t.broker
+            .alter_topic_configs(
+                OFFSETS_TOPIC,
+                &[weir_metadata::ConfigChange::Set(
+                    "flush.messages".into(),
+                    "1000".into(),
+                )],
+                false,
+            )
+            .unwrap();
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        assert_eq!(partition.config().flush_messages, 1000);
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        assert_eq!(partition.config().flush_messages, 1, "strict again");
     }
 }
