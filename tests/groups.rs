@@ -1363,3 +1363,82 @@ fn group_members_report_the_host_they_connect_from_in_both_protocols() -> anyhow
     assert_eq!(hosts, ["/127.0.0.1"]);
     Ok(())
 }
+
+#[test]
+fn a_group_migrates_between_protocols_while_both_kinds_of_member_consume() -> anyhow::Result<()> {
+    let broker = start(&[
+        "--set",
+        "group.consumer.heartbeat.interval.ms=200",
+        "--set",
+        "group.consumer.session.timeout.ms=3000",
+    ])?;
+    let bootstrap = broker.bootstrap();
+    let (topic, group, partitions) = ("migrating", "migrating", 4);
+    common::create_topic_blocking(&bootstrap, topic, partitions, &[])?;
+    let mut ledger = Ledger::new();
+    let mut expected: HashMap<i32, i64> = HashMap::new();
+    let wave = |n: u32, expected: &mut HashMap<i32, i64>| -> anyhow::Result<()> {
+        produce_wave(&bootstrap, topic, partitions, n, 10)?;
+        for p in 0..partitions {
+            *expected.entry(p).or_default() += 10;
+        }
+        Ok(())
+    };
+
+    // A classic group, stable, with committed offsets.
+    let classic = recorded_consumer(&consumer_config(&bootstrap, group, "range"))?;
+    classic.subscribe(&[topic])?;
+    settle(&bootstrap, group, &[&classic], 1, partitions, &mut ledger)?;
+    wave(0, &mut expected)?;
+    drain(&[&classic], &mut ledger, &expected)?;
+
+    // A consumer-protocol member joins: the group is upgraded, and both
+    // members end up owning partitions, never the same one.
+    let kip848 = kip848_consumer(&bootstrap, group)?;
+    kip848.subscribe(&[topic])?;
+    let all: BTreeSet<i32> = (0..partitions).collect();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        pump(&[&classic, &kip848], &mut ledger)?;
+        let local = owned(&[&classic, &kip848])?;
+        let union: BTreeSet<i32> = local.iter().flatten().copied().collect();
+        let sum: usize = local.iter().map(BTreeSet::len).sum();
+        if local.iter().all(|o| !o.is_empty()) && union == all && sum == union.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the upgraded group did not share its partitions: {local:?}");
+        }
+    }
+    let group_type = || -> anyhow::Result<String> {
+        let mut raw = RawClient::connect(&bootstrap)?;
+        let listed = raw.call(&ListGroupsRequest::default(), 5)?;
+        let g = listed.groups.iter().find(|g| g.group_id.as_str() == group);
+        Ok(g.context("group not listed")?.group_type.to_string())
+    };
+    assert_eq!(group_type()?, "consumer", "upgraded");
+    assert_eq!(describe(&bootstrap, group)?.members.len(), 2);
+    wave(1, &mut expected)?;
+    drain(&[&classic, &kip848], &mut ledger, &expected)?;
+
+    // The consumer-protocol member leaves: the group is a classic group again.
+    kip848.unsubscribe();
+    drop(kip848);
+    settle(&bootstrap, group, &[&classic], 1, partitions, &mut ledger)?;
+    assert_eq!(group_type()?, "classic", "downgraded");
+    wave(2, &mut expected)?;
+    drain(&[&classic], &mut ledger, &expected)?;
+
+    let duplicates: Vec<_> = ledger.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "consumed twice: {duplicates:?}");
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        wanted.add_partition(topic, p);
+    }
+    let committed = classic.committed_offsets(wanted, Duration::from_secs(10))?;
+    for p in 0..partitions {
+        let offset = committed.find_partition(topic, p).map(|e| e.offset());
+        assert_eq!(offset, Some(rdkafka::Offset::Offset(30)), "partition {p}");
+    }
+    Ok(())
+}

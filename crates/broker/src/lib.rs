@@ -23,7 +23,7 @@ mod producer_ids;
 mod topic_config;
 mod topics;
 
-pub use config::{BrokerConfig, GroupConfig};
+pub use config::{BrokerConfig, GroupConfig, MigrationPolicy};
 pub use error::ApiError;
 
 /// Why a request got no response; the server closes the connection.

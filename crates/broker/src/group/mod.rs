@@ -14,6 +14,7 @@
 pub(crate) mod assignor;
 pub(crate) mod classic;
 pub(crate) mod consumer;
+mod migration;
 pub(crate) mod records;
 mod shard;
 pub(crate) mod state;

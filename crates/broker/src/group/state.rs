@@ -27,7 +27,7 @@ pub(crate) struct Group {
     pub classic: ClassicGroup,
     pub consumer: ConsumerGroup,
     /// The consumer group as last written, to write only changes.
-    consumer_stored: Option<ConsumerGroupValue>,
+    pub(super) consumer_stored: Option<ConsumerGroupValue>,
     pub offsets: BTreeMap<(String, i32), Committed>,
     /// Commits appended but not yet durable: the sequence of the newest per
     /// partition. A commit is applied once durable only if it is still the
@@ -91,7 +91,7 @@ impl Group {
     }
 
     /// Write the consumer group if it changed since it was last written.
-    fn persist_consumer(&mut self, fx: &mut Effects) {
+    pub(super) fn persist_consumer(&mut self, fx: &mut Effects) {
         if self.consumer.group_epoch == 0 {
             return;
         }
@@ -108,7 +108,7 @@ impl Group {
     }
 
     /// Whether KIP-848 members drive the group now.
-    fn is_consumer(&self) -> bool {
+    pub(super) fn is_consumer(&self) -> bool {
         !self.consumer.members.is_empty()
     }
 
@@ -284,7 +284,8 @@ impl Groups {
         }
         if let Some(g) = self.groups.get_mut(&p.group_id) {
             if g.is_consumer() {
-                return fail(fx, ResponseError::InconsistentGroupProtocol, &p.member_id);
+                // A classic member of a group on the consumer protocol.
+                return g.classic_join(p, token, now_ms, cfg, fx);
             }
             g.classic.join(p, token, now_ms, cfg, fx);
         }
@@ -300,6 +301,7 @@ impl Groups {
         fx: &mut Effects,
     ) {
         match self.groups.get_mut(&p.group_id) {
+            Some(g) if g.is_consumer() => g.classic_sync(p, token, fx),
             Some(g) => g.classic.sync(p, token, now_ms, cfg, fx),
             None => fx.replies.push(Reply::Sync(
                 token,
@@ -318,6 +320,7 @@ impl Groups {
         now_ms: i64,
     ) -> Option<ResponseError> {
         match self.groups.get_mut(group_id) {
+            Some(g) if g.is_consumer() => g.classic_heartbeat(member_id, generation, now_ms),
             Some(g) => g
                 .classic
                 .heartbeat(member_id, instance_id, generation, now_ms),
@@ -337,6 +340,15 @@ impl Groups {
         let Some(g) = self.groups.get_mut(group_id) else {
             return vec![Some(ResponseError::UnknownMemberId); members.len()];
         };
+        if g.is_consumer() {
+            let results = members
+                .iter()
+                .map(|(member, _)| g.classic_leave(member))
+                .collect();
+            g.maybe_downgrade(now_ms, cfg, fx);
+            g.persist_consumer(fx);
+            return results;
+        }
         members
             .iter()
             .map(|(member, instance)| {
@@ -655,6 +667,7 @@ impl Groups {
             if had_members && !g.is_consumer() {
                 g.classic.state_since_ms = now_ms;
             }
+            g.maybe_downgrade(now_ms, cfg, fx);
             g.persist_consumer(fx);
             if !g.is_empty() {
                 return;
@@ -732,10 +745,13 @@ impl Groups {
             return fail(ResponseError::GroupIdNotFound, "the group does not exist");
         };
         if g.classic.state != State::Empty {
-            return fail(
-                ResponseError::GroupIdNotFound,
-                "the group is a classic group with active members",
-            );
+            // Kafka's online upgrade: the classic members become members of
+            // a consumer group, keeping their partitions; when it cannot
+            // happen the member is told the group is not a consumer group.
+            if let Err(why) = g.upgrade(shape, now_ms, cfg, fx) {
+                return fail(ResponseError::GroupIdNotFound, why);
+            }
+            tracing::info!(group = %group_id, "upgraded a classic group to the consumer protocol");
         }
         let was_empty = g.consumer.members.is_empty();
         let result = g.consumer.heartbeat(p, shape, now_ms, cfg);
@@ -743,6 +759,7 @@ impl Groups {
         if was_empty != g.consumer.members.is_empty() {
             g.classic.state_since_ms = now_ms;
         }
+        g.maybe_downgrade(now_ms, cfg, fx);
         g.persist_consumer(fx);
         result
     }

@@ -1301,3 +1301,75 @@ mod load {
         assert_eq!(partition.config().flush_messages, 1, "strict again");
     }
 }
+
+#[test]
+fn a_consumer_protocol_member_is_refused_a_classic_group_when_the_policy_forbids_upgrades() {
+    use super::assignor::TopicShape;
+    use super::consumer::HeartbeatParams;
+    use crate::config::MigrationPolicy;
+
+    for (policy, upgraded) in [
+        (MigrationPolicy::Disabled, false),
+        (MigrationPolicy::Downgrade, false),
+        (MigrationPolicy::Upgrade, true),
+        (MigrationPolicy::Bidirectional, true),
+    ] {
+        let mut w = World::new(GroupConfig {
+            consumer_migration_policy: policy,
+            ..cfg()
+        });
+        let topic = uuid::Uuid::from_u128(3);
+        let shape = |name: &str| {
+            (name == "t").then_some(TopicShape {
+                id: topic,
+                partitions: 2,
+            })
+        };
+        // A stable classic group whose member's metadata is a real subscription.
+        let mut subscription = bytes::BytesMut::from(&0i16.to_be_bytes()[..]);
+        kafka_protocol::protocol::Encodable::encode(
+            &kafka_protocol::messages::ConsumerProtocolSubscription::default().with_topics(vec![
+                kafka_protocol::protocol::StrBytes::from_static_str("t"),
+            ]),
+            &mut subscription,
+            0,
+        )
+        .unwrap();
+        let metadata = subscription.freeze();
+        let (t, r) = w.join(w.join_params("", "a", &[("range", &metadata)]));
+        let generation = join_answer(&r, t).unwrap().generation;
+        w.sync("a", generation, &[("a", b"")]);
+        assert_eq!(w.state(), "Stable");
+        let mut fx = Effects::default();
+        let joined = w.groups.consumer_heartbeat(
+            "g",
+            HeartbeatParams {
+                member_id: "k".into(),
+                member_epoch: 0,
+                instance_id: None,
+                rack_id: None,
+                rebalance_timeout_ms: 5_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                server_assignor: None,
+                owned: Some(Default::default()),
+                client_id: "c".into(),
+                client_host: String::new(),
+                fresh_member_id: "unused".into(),
+            },
+            &shape,
+            w.now,
+            &w.cfg,
+            &mut fx,
+        );
+        let refused = joined.error.map(|e| e.0);
+        if upgraded {
+            assert_eq!(refused, None, "{policy:?}");
+            let g = w.groups.consumer_group("g").unwrap();
+            assert_eq!(g.members.len(), 2, "{policy:?}");
+            assert!(g.members["a"].classic.is_some(), "a stays a classic member");
+        } else {
+            assert_eq!(refused, Some(ResponseError::GroupIdNotFound), "{policy:?}");
+            assert_eq!(w.state(), "Stable", "{policy:?}");
+        }
+    }
+}
