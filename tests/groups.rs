@@ -1366,6 +1366,19 @@ fn group_members_report_the_host_they_connect_from_in_both_protocols() -> anyhow
 
 #[test]
 fn a_group_migrates_between_protocols_while_both_kinds_of_member_consume() -> anyhow::Result<()> {
+    migrate_and_back("range", "migrating")
+}
+
+#[test]
+fn a_cooperative_classic_member_gives_up_partitions_incrementally_in_a_migrated_group()
+-> anyhow::Result<()> {
+    migrate_and_back("cooperative-sticky", "migrating-coop")
+}
+
+/// A classic member (eager or cooperative, by `assignor`) and a KIP-848
+/// member in one group: upgrade, both consume, downgrade; every record is
+/// consumed once and the committed offsets carry across both migrations.
+fn migrate_and_back(assignor: &str, group: &str) -> anyhow::Result<()> {
     let broker = start(&[
         "--set",
         "group.consumer.heartbeat.interval.ms=200",
@@ -1373,7 +1386,7 @@ fn a_group_migrates_between_protocols_while_both_kinds_of_member_consume() -> an
         "group.consumer.session.timeout.ms=3000",
     ])?;
     let bootstrap = broker.bootstrap();
-    let (topic, group, partitions) = ("migrating", "migrating", 4);
+    let (topic, partitions) = (group, 4);
     common::create_topic_blocking(&bootstrap, topic, partitions, &[])?;
     let mut ledger = Ledger::new();
     let mut expected: HashMap<i32, i64> = HashMap::new();
@@ -1386,7 +1399,7 @@ fn a_group_migrates_between_protocols_while_both_kinds_of_member_consume() -> an
     };
 
     // A classic group, stable, with committed offsets.
-    let classic = recorded_consumer(&consumer_config(&bootstrap, group, "range"))?;
+    let classic = recorded_consumer(&consumer_config(&bootstrap, group, assignor))?;
     classic.subscribe(&[topic])?;
     settle(&bootstrap, group, &[&classic], 1, partitions, &mut ledger)?;
     wave(0, &mut expected)?;
@@ -1394,6 +1407,7 @@ fn a_group_migrates_between_protocols_while_both_kinds_of_member_consume() -> an
 
     // A consumer-protocol member joins: the group is upgraded, and both
     // members end up owning partitions, never the same one.
+    let revoked_before = classic.context().revoked().len();
     let kip848 = kip848_consumer(&bootstrap, group)?;
     kip848.subscribe(&[topic])?;
     let all: BTreeSet<i32> = (0..partitions).collect();
@@ -1417,6 +1431,17 @@ fn a_group_migrates_between_protocols_while_both_kinds_of_member_consume() -> an
         Ok(g.context("group not listed")?.group_type.to_string())
     };
     assert_eq!(group_type()?, "consumer", "upgraded");
+    if assignor == "cooperative-sticky" {
+        let kept = owned(&[&classic])?.remove(0);
+        let revoked: BTreeSet<i32> = classic
+            .context()
+            .revoked()
+            .into_iter()
+            .skip(revoked_before)
+            .collect();
+        let moved: BTreeSet<i32> = all.difference(&kept).copied().collect();
+        assert_eq!(revoked, moved, "the classic member revoked only what moved");
+    }
     assert_eq!(describe(&bootstrap, group)?.members.len(), 2);
     wave(1, &mut expected)?;
     drain(&[&classic, &kip848], &mut ledger, &expected)?;
