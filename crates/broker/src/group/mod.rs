@@ -16,7 +16,7 @@ pub(crate) mod classic;
 pub(crate) mod consumer;
 mod migration;
 pub(crate) mod records;
-mod shard;
+pub(crate) mod shard;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;

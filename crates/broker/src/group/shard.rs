@@ -229,7 +229,7 @@ impl Shard {
         }
     }
 
-    fn earliest_deadline_ms(&self) -> Option<i64> {
+    pub(crate) fn earliest_deadline_ms(&self) -> Option<i64> {
         self.lock().deadlines.earliest()
     }
 

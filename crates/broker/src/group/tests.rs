@@ -1261,6 +1261,78 @@ mod load {
         assert_eq!(commit(&t.broker, "g", 6).await, 0);
     }
 
+    /// A clock the test moves by hand.
+    #[derive(Default)]
+    struct ManualClock(std::sync::atomic::AtomicI64);
+
+    impl weir_storage::Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shard_times_out_only_the_groups_whose_deadline_passed() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        use crate::config::GroupConfig;
+        use crate::group::JoinParams;
+        use crate::group::shard::Shard;
+        let t = broker_with(BrokerConfig::default());
+        let clock = Arc::new(ManualClock::default());
+        clock.0.store(1_000_000, Ordering::SeqCst);
+        let cfg = GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        };
+        let shard = Arc::new(Shard::new(0, cfg, clock.clone()));
+        shard
+            .load(t.broker.partition(OFFSETS_TOPIC, 0).unwrap())
+            .unwrap();
+        assert_eq!(shard.earliest_deadline_ms(), None, "nothing to wait for");
+        let join = |group: &str, session_timeout_ms: i32| JoinParams {
+            group_id: group.into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            fresh_member_id: format!("{group}-member"),
+        };
+        for (group, session) in [("short", 6_000), ("long", 60_000)] {
+            let joined = shard.join(join(group, session)).await;
+            assert_eq!(joined.error, None);
+            let synced = shard
+                .sync(crate::group::SyncParams {
+                    group_id: group.into(),
+                    generation: joined.generation,
+                    member_id: joined.member_id.clone(),
+                    instance_id: None,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignments: Vec::new(),
+                })
+                .await;
+            assert_eq!(synced.error, None);
+        }
+        assert_eq!(shard.earliest_deadline_ms(), Some(1_000_000 + 6_000));
+        // Not yet due: nothing changes.
+        clock.0.store(1_000_000 + 5_999, Ordering::SeqCst);
+        shard.tick();
+        assert_eq!(shard.describe("short").unwrap().members.len(), 1);
+        // Due: only the short session ends; the queue moves on to the next.
+        clock.0.store(1_000_000 + 6_000, Ordering::SeqCst);
+        shard.tick();
+        assert_eq!(shard.describe("short").unwrap().state, "Empty");
+        assert_eq!(shard.describe("long").unwrap().state, "Stable");
+        assert_eq!(shard.earliest_deadline_ms(), Some(1_000_000 + 60_000));
+    }
+
     #[tokio::test]
     async fn offsets_are_flushed_before_commits_are_answered_whatever_the_flush_policy() {
         let relaxed = BrokerConfig {
