@@ -75,7 +75,9 @@ pub struct GroupConfig {
     pub protocol_metadata_bytes_max: usize,
     /// Most groups the coordinator keeps: group ids come from clients, so
     /// the map of groups is bounded. Past it, requests that would create a
-    /// group are answered COORDINATOR_NOT_AVAILABLE (retriable).
+    /// group are answered COORDINATOR_NOT_AVAILABLE (retriable). Each
+    /// coordinator shard (one per `__consumer_offsets` partition) holds an
+    /// even share, rounded up.
     pub groups_max: usize,
     /// `group.consumer.migration.policy`: which online migrations between
     /// the classic and the consumer (KIP-848) protocol a group may make.
