@@ -22,6 +22,7 @@ pub(crate) mod state;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -72,6 +73,7 @@ pub(crate) struct GroupCoordinator {
     clock: Arc<dyn Clock>,
     /// One shard per partition of `__consumer_offsets`, set once at start-up.
     shards: OnceLock<Vec<Arc<shard::Shard>>>,
+    drivers_started: AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -86,6 +88,7 @@ impl GroupCoordinator {
             config,
             clock,
             shards: OnceLock::new(),
+            drivers_started: AtomicBool::new(false),
         }
     }
 
@@ -148,6 +151,17 @@ impl GroupCoordinator {
             .shards
             .get()
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if !self.drivers_started.load(Ordering::Relaxed)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            // Loaded outside the runtime: every shard's driver starts with
+            // the first request, so restored groups time out even on shards
+            // that see no request.
+            self.drivers_started.store(true, Ordering::Relaxed);
+            for shard in shards {
+                shard.ensure_driver();
+            }
+        }
         let count = i32::try_from(shards.len()).unwrap_or(i32::MAX);
         let index = records::partition_for(group_id, count);
         usize::try_from(index)

@@ -180,7 +180,7 @@ impl Shard {
 
     /// Start the timer task on first use (it needs the async runtime, which
     /// `Broker::new` may run outside of).
-    fn ensure_driver(self: &Arc<Self>) {
+    pub(crate) fn ensure_driver(self: &Arc<Self>) {
         if self.driver_started.swap(true, Ordering::SeqCst) {
             return;
         }
