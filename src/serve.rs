@@ -273,6 +273,10 @@ impl Settings {
                 self.group.max_session_timeout_ms = at_least(value, 1, bad)?;
             }
             "group.max.size" => self.group.max_size = at_least(value, 1, bad)?,
+            "group.consumer.migration.policy" => {
+                self.group.consumer_migration_policy =
+                    weir_broker::MigrationPolicy::parse(value).with_context(bad)?;
+            }
             "group.consumer.heartbeat.interval.ms" => {
                 self.group.consumer_heartbeat_interval_ms = at_least(value, 1, bad)?;
             }

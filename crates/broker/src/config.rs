@@ -75,8 +75,50 @@ pub struct GroupConfig {
     pub protocol_metadata_bytes_max: usize,
     /// Most groups the coordinator keeps: group ids come from clients, so
     /// the map of groups is bounded. Past it, requests that would create a
-    /// group are answered COORDINATOR_NOT_AVAILABLE (retriable).
+    /// group are answered COORDINATOR_NOT_AVAILABLE (retriable). Each
+    /// coordinator shard (one per `__consumer_offsets` partition) holds an
+    /// even share, rounded up.
     pub groups_max: usize,
+    /// `group.consumer.migration.policy`: which online migrations between
+    /// the classic and the consumer (KIP-848) protocol a group may make.
+    pub consumer_migration_policy: MigrationPolicy,
+}
+
+/// `group.consumer.migration.policy`, with Kafka's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationPolicy {
+    /// Both directions (Kafka's default).
+    #[default]
+    Bidirectional,
+    /// Classic to consumer only.
+    Upgrade,
+    /// Consumer to classic only.
+    Downgrade,
+    /// Neither: a group keeps the protocol it has while it has members.
+    Disabled,
+}
+
+impl MigrationPolicy {
+    /// Parse Kafka's value, ignoring case.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "bidirectional" => Some(Self::Bidirectional),
+            "upgrade" => Some(Self::Upgrade),
+            "downgrade" => Some(Self::Downgrade),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+
+    /// Whether a classic group may become a consumer group.
+    pub fn upgrades(self) -> bool {
+        matches!(self, Self::Bidirectional | Self::Upgrade)
+    }
+
+    /// Whether a consumer group may become a classic group.
+    pub fn downgrades(self) -> bool {
+        matches!(self, Self::Bidirectional | Self::Downgrade)
+    }
 }
 
 impl Default for GroupConfig {
@@ -93,6 +135,7 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4_096,
             protocol_metadata_bytes_max: 1024 * 1024,
             groups_max: 100_000,
+            consumer_migration_policy: MigrationPolicy::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ mod producer_ids;
 mod topic_config;
 mod topics;
 
-pub use config::{BrokerConfig, GroupConfig};
+pub use config::{BrokerConfig, GroupConfig, MigrationPolicy};
 pub use error::ApiError;
 
 /// Why a request got no response; the server closes the connection.
@@ -69,6 +69,18 @@ pub struct RequestContext {
     pub version: i16,
     /// The request header (client id, correlation id).
     pub header: RequestHeader,
+    /// The client's address, when the request came over a connection.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+impl RequestContext {
+    /// The client's host as Kafka reports it in group descriptions
+    /// (`/127.0.0.1`); empty when unknown.
+    pub fn client_host(&self) -> String {
+        self.peer
+            .map(|peer| format!("/{}", peer.ip()))
+            .unwrap_or_default()
+    }
 }
 
 /// The broker. Shared by every connection.
@@ -134,6 +146,7 @@ impl Broker {
             api_key: request.api_key,
             version: request.version,
             header: request.header,
+            peer: None,
         };
         api::dispatch(self, &ctx, request.body).await
     }
@@ -148,11 +161,17 @@ impl Broker {
     /// the wait on its fsync, so the next request is read meanwhile; a fetch
     /// (which changes nothing) is deferred whole, so its long poll does not
     /// hold up the connection. Everything else completes here.
-    pub async fn begin(self: &Arc<Self>, request: Request) -> Result<Reply, HandlerError> {
+    /// `peer` is the client's address (group members report it as their host).
+    pub async fn begin(
+        self: &Arc<Self>,
+        request: Request,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Reply, HandlerError> {
         let ctx = RequestContext {
             api_key: request.api_key,
             version: request.version,
             header: request.header,
+            peer,
         };
         match request.body {
             kafka_protocol::messages::RequestKind::Produce(req) => {

@@ -177,7 +177,7 @@ async fn read_requests(
                 // Awaited here, one request at a time: what must happen in
                 // request order (a produce's appends) is done before the next
                 // frame is read. Only the rest runs beside later requests.
-                let begun = broker.begin(request).await;
+                let begun = broker.begin(request, Some(peer)).await;
                 drop(busy);
                 let respond = Respond {
                     api,

@@ -20,6 +20,8 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// `member_type` of a member using the consumer protocol (v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+/// `member_type` of a classic member of a group being migrated (v1).
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -99,7 +101,11 @@ fn describe(described: DescribedGroup, g: &ConsumerGroup) -> DescribedGroup {
                 .with_target_assignment(assignment(
                     g.target.get(&m.id).unwrap_or(&Default::default()),
                 ))
-                .with_member_type(MEMBER_TYPE_CONSUMER)
+                .with_member_type(if m.classic.is_some() {
+                    MEMBER_TYPE_CLASSIC
+                } else {
+                    MEMBER_TYPE_CONSUMER
+                })
         })
         .collect();
     described

@@ -41,7 +41,7 @@ pub(crate) async fn handle(
             .as_deref()
             .unwrap_or_default()
             .to_string(),
-        client_host: String::new(),
+        client_host: ctx.client_host(),
         fresh_member_id: uuid::Uuid::new_v4().to_string(),
     };
     let shape = |name: &str| {

@@ -43,7 +43,7 @@ pub(crate) async fn handle(
             member_id,
             instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
             client_id,
-            client_host: String::new(),
+            client_host: ctx.client_host(),
             session_timeout_ms: req.session_timeout_ms,
             rebalance_timeout_ms: if version >= REBALANCE_TIMEOUT_VERSION {
                 req.rebalance_timeout_ms

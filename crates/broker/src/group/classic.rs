@@ -166,6 +166,21 @@ impl Member {
     }
 }
 
+/// A classic member of a consumer group, as it becomes a member of the
+/// classic group the consumer group is downgraded to.
+#[derive(Debug, Clone)]
+pub(crate) struct DowngradedMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    pub session_deadline_ms: i64,
+}
+
 /// A classic group's membership and rebalance state.
 #[derive(Debug, Clone)]
 pub(crate) struct ClassicGroup {
@@ -975,7 +990,51 @@ impl ClassicGroup {
         g
     }
 
-    fn persist(&self, now_ms: i64, fx: &mut Effects) {
+    /// A group downgraded from the consumer protocol: its remaining members
+    /// (all classic) keep their assignments, and a rebalance starts at once
+    /// so they agree on a classic generation, as Kafka does.
+    pub(crate) fn downgraded(
+        id: &str,
+        generation: i32,
+        members: Vec<DowngradedMember>,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) -> Self {
+        let mut g = Self::new(id, now_ms);
+        g.generation = generation;
+        g.protocol_type = Some("consumer".into());
+        for m in members {
+            g.next_seq += 1;
+            if let Some(i) = &m.instance_id {
+                g.static_members.insert(i.clone(), m.id.clone());
+            }
+            g.members.insert(
+                m.id.clone(),
+                Member {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: m.protocols,
+                    assignment: m.assignment,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    session_deadline_ms: m.session_deadline_ms,
+                    joined_seq: g.next_seq,
+                },
+            );
+        }
+        g.protocol_name = g.select_protocol();
+        g.leader = g.members.values().next().map(|m| m.id.clone());
+        g.state = State::Stable;
+        g.prepare_rebalance(now_ms, cfg, fx);
+        g
+    }
+
+    pub(crate) fn persist(&self, now_ms: i64, fx: &mut Effects) {
         fx.records.push((
             Key::Group {
                 group: self.id.clone(),

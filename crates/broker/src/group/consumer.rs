@@ -93,6 +93,54 @@ pub(crate) struct ConsumerMember {
     pub static_left: bool,
     /// The assignment last sent, to send only changes.
     last_sent: Option<TopicPartitions>,
+    /// Set for a member still on the classic protocol (JoinGroup, SyncGroup,
+    /// Heartbeat) in a group being migrated between protocols.
+    pub classic: Option<ClassicProtocol>,
+}
+
+impl ConsumerMember {
+    /// A member of a classic group that is upgraded: it keeps its epoch
+    /// (the classic generation) and the partitions it was assigned.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn upgraded(
+        id: String,
+        instance_id: Option<String>,
+        client_id: String,
+        client_host: String,
+        epoch: i32,
+        subscribed: BTreeSet<String>,
+        rebalance_timeout_ms: i32,
+        session_deadline_ms: i64,
+        assigned: TopicPartitions,
+        classic: ClassicProtocol,
+    ) -> Self {
+        Self {
+            id,
+            instance_id,
+            rack_id: None,
+            client_id,
+            client_host,
+            epoch,
+            previous_epoch: epoch,
+            subscribed,
+            assignor: None,
+            rebalance_timeout_ms,
+            session_deadline_ms,
+            last_sent: Some(assigned.clone()),
+            assigned,
+            revoke_deadline_ms: None,
+            static_left: false,
+            classic: Some(classic),
+        }
+    }
+}
+
+/// What a classic member of a consumer group sent in its JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClassicProtocol {
+    pub session_timeout_ms: i32,
+    /// Its protocols (assignor names) with their metadata, in preference order.
+    pub protocols: Vec<(String, bytes::Bytes)>,
 }
 
 /// A consumer group's membership and assignment.
@@ -252,6 +300,7 @@ impl ConsumerGroup {
                     revoke_deadline_ms: None,
                     static_left: false,
                     last_sent: None,
+                    classic: None,
                 },
             );
             self.bump();
@@ -312,6 +361,51 @@ impl ConsumerGroup {
             member_epoch: m.epoch,
             heartbeat_interval_ms: cfg.consumer_heartbeat_interval_ms,
             assignment,
+        }
+    }
+
+    /// What a member holds and keeps now: its assignment as sent to it.
+    pub(crate) fn current_assignment(&self, member_id: &str) -> Option<TopicPartitions> {
+        let m = self.members.get(member_id)?;
+        Some(giving(m, self.target.get(member_id)))
+    }
+
+    /// Whether a classic member must join again: it has partitions to give
+    /// up or to take, or has not reached the group's assignment epoch.
+    pub(crate) fn needs_rejoin(&mut self, member_id: &str) -> bool {
+        let topics = self.topics.clone();
+        self.refresh_target(&|name| topics.get(name).copied());
+        let held_by_others: BTreeSet<(uuid::Uuid, i32)> = self
+            .members
+            .values()
+            .filter(|m| m.id != member_id)
+            .flat_map(|m| flatten(&m.assigned))
+            .collect();
+        let Some(m) = self.members.get(member_id) else {
+            return true;
+        };
+        let empty = TopicPartitions::new();
+        let target = self.target.get(member_id).unwrap_or(&empty);
+        m.epoch != self.assignment_epoch
+            || flatten(&m.assigned).any(|tp| !contains(target, &tp))
+            || flatten(target)
+                .any(|tp| !contains(&m.assigned, &tp) && !held_by_others.contains(&tp))
+    }
+
+    /// Remove a member (it left or its classic session ended).
+    pub(crate) fn remove_member(&mut self, member_id: &str) -> bool {
+        let removed = self.members.remove(member_id).is_some();
+        if removed {
+            self.target.remove(member_id);
+            self.bump();
+        }
+        removed
+    }
+
+    /// Mark the assignment as sent to a member.
+    pub(crate) fn sent(&mut self, member_id: &str, assignment: TopicPartitions) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.last_sent = Some(assignment);
         }
     }
 
@@ -533,6 +627,7 @@ impl ConsumerGroup {
                     revoke_deadline_ms: None,
                     static_left: false,
                     last_sent: None,
+                    classic: None,
                 },
             );
         }

@@ -2,44 +2,42 @@
 //!
 //! The decisions live in a state machine ([`state::Groups`] over
 //! [`classic::ClassicGroup`]) that takes requests and the time and returns
-//! [`classic::Effects`]. This module carries those out: it parks JoinGroup
-//! and SyncGroup requests until their answer is decided, appends records to
-//! the internal topic `__consumer_offsets` (a group lives in partition
-//! `abs(javaStringHashCode(group)) % partitions`, as in Kafka), and runs the
-//! small driver task that advances time for session and rebalance timeouts.
-//! At start-up the groups and offsets are rebuilt by replaying that topic.
+//! [`classic::Effects`]. [`shard::Shard`] carries those out for the groups
+//! of one partition of the internal topic `__consumer_offsets` (a group
+//! lives in partition `abs(javaStringHashCode(group)) % partitions`, as in
+//! Kafka): it parks JoinGroup and SyncGroup requests until their answer is
+//! decided, appends records, and runs a driver that wakes at the earliest
+//! session or rebalance deadline. This module routes each request to its
+//! group's shard, and rebuilds every shard at start-up by replaying its
+//! partition.
 
 pub(crate) mod assignor;
 pub(crate) mod classic;
 pub(crate) mod consumer;
+mod migration;
 pub(crate) mod records;
+pub(crate) mod shard;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tokio::sync::oneshot;
-use weir_storage::{Clock, DurableWait, Partition};
+use weir_storage::{Clock, Partition};
 
 use crate::config::GroupConfig;
-use classic::{Effects, Reply, Token};
 pub(crate) use classic::{JoinParams, JoinResult, SyncParams, SyncResult};
 pub(crate) use state::{CommitPartition, Committed, GroupSummary};
 
 /// The internal topic holding offsets and group metadata.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// How often the driver advances time. Session and rebalance deadlines are
-/// met within this much.
-const TICK_INTERVAL_MS: u64 = 50;
 /// Largest batch of records written at once; a commit of many partitions is
 /// split so no batch nears the topic's `max.message.bytes`.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
@@ -55,7 +53,11 @@ pub(crate) enum LoadError {
         partition: i32,
         source: weir_storage::ReadError,
     },
-    /// A batch or record could not be decoded.
+    /// The partition has no shard (it is past the topic's partition count).
+    #[error("{OFFSETS_TOPIC} has no partition {partition}")]
+    NoShard { partition: i32 },
+    /// The storage handed back bytes that are not framed as batches (a
+    /// storage fault: undecodable batches and records are skipped instead).
     #[error("{OFFSETS_TOPIC}-{partition} at offset {offset}: {detail}")]
     Corrupt {
         partition: i32,
@@ -64,25 +66,14 @@ pub(crate) enum LoadError {
     },
 }
 
-enum Waiter {
-    Join(oneshot::Sender<JoinResult>),
-    Sync(oneshot::Sender<SyncResult>),
-}
-
-struct Inner {
-    groups: state::Groups,
-    waiters: HashMap<Token, Waiter>,
-    next_token: Token,
-}
-
-/// The coordinator of every group on this broker.
+/// The coordinator of every group on this broker: one [`shard::Shard`] per
+/// partition of `__consumer_offsets`, each owning the groups that live there.
 pub(crate) struct GroupCoordinator {
     config: GroupConfig,
     clock: Arc<dyn Clock>,
-    inner: Mutex<Inner>,
-    /// Partitions of `__consumer_offsets`, set once at start-up.
-    partitions: OnceLock<Vec<Partition>>,
-    driver_started: AtomicBool,
+    /// One shard per partition of `__consumer_offsets`, set once at start-up.
+    shards: OnceLock<Vec<Arc<shard::Shard>>>,
+    drivers_started: AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -96,13 +87,8 @@ impl GroupCoordinator {
         Self {
             config,
             clock,
-            inner: Mutex::new(Inner {
-                groups: state::Groups::default(),
-                waiters: HashMap::new(),
-                next_token: 0,
-            }),
-            partitions: OnceLock::new(),
-            driver_started: AtomicBool::new(false),
+            shards: OnceLock::new(),
+            drivers_started: AtomicBool::new(false),
         }
     }
 
@@ -110,190 +96,157 @@ impl GroupCoordinator {
         &self.config
     }
 
-    /// Take the partitions of `__consumer_offsets` and rebuild every group
-    /// and committed offset from them.
+    /// Make one shard per partition of `__consumer_offsets` and load each
+    /// from its partition.
     pub(crate) fn load(&self, partitions: Vec<Partition>) -> Result<(), LoadError> {
-        let now_ms = self.clock.now_ms();
-        let mut inner = self.lock();
+        let count = partitions.len().max(1);
+        // `groups_max` bounds the whole coordinator; each shard holds its share.
+        let shard_config = GroupConfig {
+            groups_max: self.config.groups_max.div_ceil(count),
+            ..self.config.clone()
+        };
+        let mut shards = Vec::with_capacity(partitions.len());
         let mut loaded = 0u64;
-        for (index, partition) in partitions.iter().enumerate() {
+        for (index, partition) in partitions.into_iter().enumerate() {
             let index = i32::try_from(index).unwrap_or(i32::MAX);
-            loaded += replay_partition(index, partition, &mut inner.groups, now_ms, &self.config)?;
+            let shard = Arc::new(shard::Shard::new(
+                index,
+                shard_config.clone(),
+                self.clock.clone(),
+            ));
+            loaded += shard.load(partition)?;
+            shards.push(shard);
         }
-        drop(inner);
         if loaded > 0 {
             tracing::info!(records = loaded, "loaded consumer groups and offsets");
         }
-        let _ = self.partitions.set(partitions);
+        let _ = self.shards.set(shards);
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the groups as the last
-        // complete operation left them; serving on is better than failing all.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Stop coordinating the groups of one partition (its leadership moved).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn unload_shard(&self, index: i32) {
+        if let Some(shard) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.shards().get(i))
+        {
+            shard.unload();
+        }
     }
 
-    /// Start the timer task on first use (it needs the async runtime, which
-    /// `Broker::new` may run outside of).
-    fn ensure_driver(self: &Arc<Self>) {
-        if self.driver_started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(drive(weak));
+    /// Coordinate the groups of one partition again, replaying it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn load_shard(&self, index: i32, partition: Partition) -> Result<(), LoadError> {
+        let shard = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.shards().get(i))
+            .ok_or(LoadError::NoShard { partition: index })?;
+        shard.load(partition).map(|_| ())
+    }
+
+    /// The shard owning `group_id`.
+    fn shard(&self, group_id: &str) -> Result<&Arc<shard::Shard>, ResponseError> {
+        let shards = self
+            .shards
+            .get()
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if !self.drivers_started.load(Ordering::Relaxed)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            // Loaded outside the runtime: every shard's driver starts with
+            // the first request, so restored groups time out even on shards
+            // that see no request.
+            self.drivers_started.store(true, Ordering::Relaxed);
+            for shard in shards {
+                shard.ensure_driver();
             }
-            Err(_) => self.driver_started.store(false, Ordering::SeqCst),
         }
+        let count = i32::try_from(shards.len()).unwrap_or(i32::MAX);
+        let index = records::partition_for(group_id, count);
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| shards.get(i))
+            .ok_or(ResponseError::CoordinatorNotAvailable)
     }
 
-    /// Advance time by hand: what the driver does every tick.
-    pub(crate) fn tick(&self) {
-        let now_ms = self.clock.now_ms();
-        let mut inner = self.lock();
-        let mut fx = Effects::default();
-        inner.groups.tick(now_ms, &self.config, &mut fx);
-        if let Err(err) = self.carry_out(&mut inner, fx) {
-            tracing::warn!(error = %err, "cannot store group changes after a timeout");
-        }
+    fn shards(&self) -> &[Arc<shard::Shard>] {
+        self.shards.get().map_or(&[], Vec::as_slice)
     }
 
     /// JoinGroup: answers once the rebalance it belongs to completes.
-    pub(crate) async fn join(self: &Arc<Self>, p: JoinParams) -> JoinResult {
-        self.ensure_driver();
-        let member_id = p.member_id.clone();
-        let (tx, rx) = oneshot::channel();
-        {
-            let now_ms = self.clock.now_ms();
-            let mut inner = self.lock();
-            let token = inner.token(Waiter::Join(tx));
-            let mut fx = Effects::default();
-            inner.groups.join(p, token, now_ms, &self.config, &mut fx);
-            if let Err(err) = self.carry_out(&mut inner, fx) {
-                tracing::warn!(error = %err, "cannot store group metadata");
-            }
+    pub(crate) async fn join(&self, p: JoinParams) -> JoinResult {
+        match self.shard(&p.group_id) {
+            Ok(shard) => shard.join(p).await,
+            Err(error) => JoinResult::error(error, &p.member_id),
         }
-        rx.await.unwrap_or_else(|_| {
-            JoinResult::error(ResponseError::CoordinatorNotAvailable, &member_id)
-        })
     }
 
     /// SyncGroup: answers once the leader has sent the assignment.
-    pub(crate) async fn sync(self: &Arc<Self>, p: SyncParams) -> SyncResult {
-        self.ensure_driver();
-        let (tx, rx) = oneshot::channel();
-        {
-            let now_ms = self.clock.now_ms();
-            let mut inner = self.lock();
-            let token = inner.token(Waiter::Sync(tx));
-            let mut fx = Effects::default();
-            inner.groups.sync(p, token, now_ms, &self.config, &mut fx);
-            if let Err(err) = self.carry_out(&mut inner, fx) {
-                tracing::warn!(error = %err, "cannot store group metadata");
-            }
+    pub(crate) async fn sync(&self, p: SyncParams) -> SyncResult {
+        match self.shard(&p.group_id) {
+            Ok(shard) => shard.sync(p).await,
+            Err(error) => SyncResult::error(error),
         }
-        rx.await
-            .unwrap_or_else(|_| SyncResult::error(ResponseError::CoordinatorNotAvailable))
     }
 
     /// Heartbeat.
     pub(crate) fn heartbeat(
-        self: &Arc<Self>,
+        &self,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
     ) -> Option<ResponseError> {
-        self.ensure_driver();
-        let now_ms = self.clock.now_ms();
-        self.lock()
-            .groups
-            .heartbeat(group_id, member_id, instance_id, generation, now_ms)
+        match self.shard(group_id) {
+            Ok(shard) => shard.heartbeat(group_id, member_id, instance_id, generation),
+            Err(error) => Some(error),
+        }
     }
 
     /// LeaveGroup of several members: one result per member.
     pub(crate) fn leave(
-        self: &Arc<Self>,
+        &self,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<Option<ResponseError>> {
-        self.ensure_driver();
-        let now_ms = self.clock.now_ms();
-        let mut inner = self.lock();
-        let mut fx = Effects::default();
-        let results = inner
-            .groups
-            .leave(group_id, members, now_ms, &self.config, &mut fx);
-        if let Err(err) = self.carry_out(&mut inner, fx) {
-            tracing::warn!(error = %err, "cannot store group metadata");
+        match self.shard(group_id) {
+            Ok(shard) => shard.leave(group_id, members),
+            Err(error) => vec![Some(error); members.len()],
         }
-        results
     }
 
-    /// OffsetCommit: validate the member, store the offsets, and return once
-    /// they are durable. The error applies to every partition.
+    /// OffsetCommit: validate the member, append the offsets, wait until
+    /// they are durable, then apply them. The error applies to every partition.
     pub(crate) async fn commit(
-        self: &Arc<Self>,
+        &self,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
         partitions: Vec<CommitPartition>,
     ) -> Result<(), ResponseError> {
-        self.ensure_driver();
-        let waits = {
-            let now_ms = self.clock.now_ms();
-            let mut inner = self.lock();
-            inner
-                .groups
-                .check_commit(
-                    group_id,
-                    member_id,
-                    instance_id,
-                    generation,
-                    now_ms,
-                    self.config.groups_max,
-                )
-                .inspect_err(|error| {
-                    tracing::debug!(group = %group_id, member = %member_id, generation, %error, "commit refused");
-                })?;
-            let mut fx = Effects::default();
-            inner.groups.commit(group_id, partitions, now_ms, &mut fx);
-            self.carry_out(&mut inner, fx).map_err(|err| {
-                tracing::error!(group = %group_id, error = %err, "cannot store committed offsets");
-                ResponseError::NotCoordinator
-            })?
-        };
-        for wait in waits {
-            wait.wait().await.map_err(|err| {
-                tracing::error!(group = %group_id, error = %err, "committed offsets are not durable");
-                ResponseError::NotCoordinator
-            })?;
-        }
-        Ok(())
+        self.shard(group_id)?
+            .commit(group_id, member_id, instance_id, generation, partitions)
+            .await
     }
 
     /// ConsumerGroupHeartbeat (KIP-848): answered at once.
     pub(crate) fn consumer_heartbeat(
-        self: &Arc<Self>,
+        &self,
         group_id: &str,
         p: consumer::HeartbeatParams,
         shape: &dyn Fn(&str) -> Option<assignor::TopicShape>,
     ) -> consumer::HeartbeatResult {
-        self.ensure_driver();
-        let now_ms = self.clock.now_ms();
-        let mut inner = self.lock();
-        let mut fx = Effects::default();
-        let result =
-            inner
-                .groups
-                .consumer_heartbeat(group_id, p, shape, now_ms, &self.config, &mut fx);
-        if let Err(err) = self.carry_out(&mut inner, fx) {
-            tracing::warn!(group = %group_id, error = %err, "cannot store consumer group metadata");
+        match self.shard(group_id) {
+            Ok(shard) => shard.consumer_heartbeat(group_id, p, shape),
+            Err(error) => consumer::HeartbeatResult {
+                error: Some((error, "the group coordinator is not loaded".into())),
+                member_id: p.member_id,
+                member_epoch: -1,
+                ..consumer::HeartbeatResult::default()
+            },
         }
-        result
     }
 
     /// A KIP-848 group as it is now, for ConsumerGroupDescribe.
@@ -301,7 +254,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
     ) -> Result<consumer::ConsumerGroup, ResponseError> {
-        self.lock().groups.consumer_group(group_id).cloned()
+        self.shard(group_id)?.consumer_group(group_id)
     }
 
     /// OffsetFetch v9: a consumer group member's id and epoch must be current.
@@ -312,63 +265,47 @@ impl GroupCoordinator {
         member_id: &str,
         epoch: i32,
     ) -> Result<(), ResponseError> {
-        match self.lock().groups.consumer_group(group_id) {
-            Ok(g) if !g.members.is_empty() => match g.accepts_epoch(member_id, epoch) {
-                None => Err(ResponseError::UnknownMemberId),
-                Some(false) => Err(ResponseError::StaleMemberEpoch),
-                Some(true) => Ok(()),
-            },
-            _ => Ok(()),
-        }
+        self.shard(group_id)?
+            .check_member_epoch(group_id, member_id, epoch)
     }
 
-    /// A committed offset.
+    /// A committed offset (only ever one that is durable).
     pub(crate) fn committed(
         &self,
         group_id: &str,
         topic: &str,
         partition: i32,
     ) -> Option<Committed> {
-        self.lock()
-            .groups
+        self.shard(group_id)
+            .ok()?
             .committed(group_id, topic, partition)
-            .cloned()
     }
 
     /// Every committed offset of a group.
     pub(crate) fn all_committed(&self, group_id: &str) -> Vec<(String, i32, Committed)> {
-        self.lock().groups.all_committed(group_id)
+        self.shard(group_id)
+            .map(|s| s.all_committed(group_id))
+            .unwrap_or_default()
     }
 
     /// A group's description.
     pub(crate) fn describe(&self, group_id: &str) -> Option<GroupSummary> {
-        self.lock().groups.describe(group_id)
+        self.shard(group_id).ok()?.describe(group_id)
     }
 
-    /// Every group.
+    /// Every group, sorted by id.
     pub(crate) fn list(&self) -> Vec<GroupSummary> {
-        self.lock().groups.list()
+        let mut all: Vec<GroupSummary> = self.shards().iter().flat_map(|s| s.list()).collect();
+        all.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        all
     }
 
     /// DeleteGroups of one group.
     pub(crate) async fn delete(&self, group_id: &str) -> Option<ResponseError> {
-        let waits = {
-            let mut inner = self.lock();
-            let mut fx = Effects::default();
-            if let Some(err) = inner.groups.delete(group_id, &mut fx) {
-                return Some(err);
-            }
-            match self.carry_out(&mut inner, fx) {
-                Ok(waits) => waits,
-                Err(_) => return Some(ResponseError::NotCoordinator),
-            }
-        };
-        for wait in waits {
-            if wait.wait().await.is_err() {
-                return Some(ResponseError::NotCoordinator);
-            }
+        match self.shard(group_id) {
+            Ok(shard) => shard.delete(group_id).await,
+            Err(error) => Some(error),
         }
-        None
     }
 
     /// OffsetDelete: per-partition errors, or a group-level one.
@@ -377,97 +314,14 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        let (results, waits) = {
-            let mut inner = self.lock();
-            let mut fx = Effects::default();
-            let results =
-                inner
-                    .groups
-                    .delete_offsets(group_id, partitions, subscribes_to, &mut fx)?;
-            let waits = self
-                .carry_out(&mut inner, fx)
-                .map_err(|_| ResponseError::NotCoordinator)?;
-            (results, waits)
-        };
-        for wait in waits {
-            wait.wait()
-                .await
-                .map_err(|_| ResponseError::NotCoordinator)?;
-        }
-        Ok(results)
-    }
-
-    /// Answer parked requests and append records. Appends happen under the
-    /// state lock so the log holds changes in the order they were made.
-    fn carry_out(&self, inner: &mut Inner, fx: Effects) -> Result<Vec<DurableWait>, String> {
-        for reply in fx.replies {
-            match reply {
-                Reply::Join(token, result) => {
-                    if let Some(Waiter::Join(tx)) = inner.waiters.remove(&token) {
-                        let _ = tx.send(result);
-                    }
-                }
-                Reply::Sync(token, result) => {
-                    if let Some(Waiter::Sync(tx)) = inner.waiters.remove(&token) {
-                        let _ = tx.send(result);
-                    }
-                }
-            }
-        }
-        if fx.records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Some(partitions) = self.partitions.get() else {
-            return Err(format!("{OFFSETS_TOPIC} is not loaded"));
-        };
-        let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
-        let mut by_partition: BTreeMap<i32, Vec<(Bytes, Option<Bytes>)>> = BTreeMap::new();
-        for (key, value) in fx.records {
-            let index = records::partition_for(key.group(), count);
-            by_partition
-                .entry(index)
-                .or_default()
-                .push((key.encode(), value));
-        }
-        let now_ms = self.clock.now_ms();
-        let mut waits = Vec::new();
-        for (index, entries) in by_partition {
-            let partition = usize::try_from(index)
-                .ok()
-                .and_then(|i| partitions.get(i))
-                .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition {index}"))?;
-            for payload in encode_batches(&entries, now_ms)? {
-                let outcome = partition
-                    .append(payload)
-                    .map_err(|e| format!("append to {OFFSETS_TOPIC}-{index}: {e}"))?;
-                waits.push(outcome.durable);
-            }
-        }
-        Ok(waits)
-    }
-}
-
-impl Inner {
-    fn token(&mut self, waiter: Waiter) -> Token {
-        self.next_token = self.next_token.wrapping_add(1);
-        let token = self.next_token;
-        self.waiters.insert(token, waiter);
-        token
-    }
-}
-
-impl records::Key {
-    fn group(&self) -> &str {
-        match self {
-            records::Key::Offset { group, .. }
-            | records::Key::Group { group }
-            | records::Key::ConsumerGroup { group } => group,
-        }
+        self.shard(group_id)?
+            .delete_offsets(group_id, partitions)
+            .await
     }
 }
 
 /// Whether any member of a consumer-protocol group subscribes to `topic`.
-fn subscribes_to(group: &classic::ClassicGroup, topic: &str) -> bool {
+pub(super) fn subscribes_to(group: &classic::ClassicGroup, topic: &str) -> bool {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::Decodable;
     if group.protocol_type.as_deref() != Some("consumer") {
@@ -492,7 +346,10 @@ fn subscribes_to(group: &classic::ClassicGroup, topic: &str) -> bool {
 }
 
 /// Encode records into as few batches as fit [`WRITE_BATCH_BYTES_MAX`].
-fn encode_batches(entries: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<Vec<Bytes>, String> {
+pub(super) fn encode_batches(
+    entries: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+) -> Result<Vec<Bytes>, String> {
     let mut out = Vec::new();
     let mut chunk: Vec<Record> = Vec::new();
     let mut chunk_bytes = 0usize;
@@ -548,7 +405,7 @@ const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
 
 /// Replay one partition from its log start to its high watermark. Returns
 /// the number of records applied.
-fn replay_partition(
+pub(super) fn replay_partition(
     index: i32,
     partition: &Partition,
     groups: &mut state::Groups,
@@ -596,19 +453,31 @@ fn replay_partition(
                 .filter(|l| *l <= rest.len())
                 .ok_or_else(|| corrupt(base, format!("batch length {length} out of range")))?;
             let mut batch = rest.split_to(batch_len);
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| corrupt(base, format!("undecodable batch: {e}")))?;
-            for record in set.records {
+            // A batch or record that is not Weir's (a client produced it, or
+            // a newer Weir wrote it) is skipped with a warning: one foreign
+            // record must not keep every group from loading.
+            let records = match RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => set.records,
+                Err(e) => {
+                    skipped(index, base, &format!("undecodable batch: {e}"));
+                    Vec::new()
+                }
+            };
+            for record in records {
                 if record.offset < next || record.control {
                     continue;
                 }
                 let Some(key) = record.key.as_deref() else {
+                    skipped(index, record.offset, "record without a key");
                     continue;
                 };
-                let entry = records::decode(key, record.value.as_deref())
-                    .map_err(|e| corrupt(record.offset, e.to_string()))?;
-                groups.replay(entry, now_ms, cfg);
-                applied += 1;
+                match records::decode(key, record.value.as_deref()) {
+                    Ok(entry) => {
+                        groups.replay(entry, now_ms, cfg);
+                        applied += 1;
+                    }
+                    Err(e) => skipped(index, record.offset, &e.to_string()),
+                }
             }
             next = next.max(base + i64::from(delta) + 1);
         }
@@ -619,17 +488,15 @@ fn replay_partition(
     Ok(applied)
 }
 
-/// The driver: advance time every tick until the coordinator is gone.
-async fn drive(coordinator: Weak<GroupCoordinator>) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(coordinator) = coordinator.upgrade() else {
-            return;
-        };
-        coordinator.tick();
-    }
+/// Log a record of `__consumer_offsets` that loading skips.
+fn skipped(partition: i32, offset: i64, reason: &str) {
+    tracing::warn!(
+        topic = OFFSETS_TOPIC,
+        partition,
+        offset,
+        reason,
+        "skipping a record the group coordinator cannot read"
+    );
 }
 
 impl crate::Broker {
@@ -639,8 +506,12 @@ impl crate::Broker {
         let state = match self.topic(OFFSETS_TOPIC) {
             Some(state) => state,
             None => {
-                let configs =
-                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                // Commits are answered once durable whatever the broker's
+                // flush policy: the topic never inherits a relaxed one.
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("flush.messages".to_string(), "1".to_string()),
+                ]);
                 let partitions = self.groups.config().offsets_topic_num_partitions;
                 self.create_topic(OFFSETS_TOPIC, partitions, -1, configs, false)?;
                 self.topic(OFFSETS_TOPIC)

@@ -27,8 +27,12 @@ pub(crate) struct Group {
     pub classic: ClassicGroup,
     pub consumer: ConsumerGroup,
     /// The consumer group as last written, to write only changes.
-    consumer_stored: Option<ConsumerGroupValue>,
+    pub(super) consumer_stored: Option<ConsumerGroupValue>,
     pub offsets: BTreeMap<(String, i32), Committed>,
+    /// Commits appended but not yet durable: the sequence of the newest per
+    /// partition. A commit is applied once durable only if it is still the
+    /// newest, so memory ends with the value the log ends with.
+    offsets_pending: HashMap<(String, i32), u64>,
 }
 
 impl Group {
@@ -38,11 +42,56 @@ impl Group {
             consumer: ConsumerGroup::default(),
             consumer_stored: None,
             offsets: BTreeMap::new(),
+            offsets_pending: HashMap::new(),
         }
     }
 
+    /// Forget a committed offset, and any commit of it still on its way.
+    fn remove_offset(&mut self, key: &(String, i32)) -> bool {
+        self.offsets_pending.remove(key);
+        self.offsets.remove(key).is_some()
+    }
+
+    /// The earliest time at which [`Groups::tick_group`] has something to do.
+    fn next_deadline_ms(&self, cfg: &GroupConfig) -> Option<i64> {
+        let classic = &self.classic;
+        let sessions = classic
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none())
+            .map(|m| m.session_deadline_ms);
+        let pending = classic.pending.values().copied();
+        let rebalance =
+            (classic.state == State::PreparingRebalance).then_some(classic.rebalance_deadline_ms);
+        let consumers = self
+            .consumer
+            .members
+            .values()
+            .flat_map(|m| std::iter::once(m.session_deadline_ms).chain(m.revoke_deadline_ms));
+        let mut next = sessions
+            .chain(pending)
+            .chain(rebalance)
+            .chain(consumers)
+            .min();
+        if self.is_empty() {
+            // Offsets expire once `offsets.retention.minutes` has passed
+            // since the later of their commit and the group emptying.
+            let retention_ms = cfg.offsets_retention_minutes.saturating_mul(60_000);
+            let since = classic.state_since_ms;
+            let offsets = self
+                .offsets
+                .values()
+                .map(|c| c.commit_timestamp_ms.max(since))
+                .min()
+                .unwrap_or(since);
+            let expiry = offsets.saturating_add(retention_ms).saturating_add(1);
+            next = Some(next.map_or(expiry, |n| n.min(expiry)));
+        }
+        next
+    }
+
     /// Write the consumer group if it changed since it was last written.
-    fn persist_consumer(&mut self, fx: &mut Effects) {
+    pub(super) fn persist_consumer(&mut self, fx: &mut Effects) {
         if self.consumer.group_epoch == 0 {
             return;
         }
@@ -59,7 +108,7 @@ impl Group {
     }
 
     /// Whether KIP-848 members drive the group now.
-    fn is_consumer(&self) -> bool {
+    pub(super) fn is_consumer(&self) -> bool {
         !self.consumer.members.is_empty()
     }
 
@@ -116,10 +165,21 @@ pub(crate) struct MemberSummary {
     pub assignment: Bytes,
 }
 
+/// Commits of one OffsetCommit appended to the log, to apply to memory once
+/// they are durable ([`Groups::apply_commit`]).
+#[derive(Debug)]
+pub(crate) struct PendingCommit {
+    group: String,
+    sequence: u64,
+    values: Vec<((String, i32), OffsetValue)>,
+}
+
 /// All groups.
 #[derive(Debug, Default)]
 pub(crate) struct Groups {
     groups: HashMap<String, Group>,
+    /// Numbers each OffsetCommit (see `Group::offsets_pending`).
+    commit_sequence: u64,
 }
 
 impl Groups {
@@ -153,7 +213,7 @@ impl Groups {
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(&group) {
-                        g.offsets.remove(&(topic, partition));
+                        g.remove_offset(&(topic, partition));
                     }
                 }
             },
@@ -224,7 +284,8 @@ impl Groups {
         }
         if let Some(g) = self.groups.get_mut(&p.group_id) {
             if g.is_consumer() {
-                return fail(fx, ResponseError::InconsistentGroupProtocol, &p.member_id);
+                // A classic member of a group on the consumer protocol.
+                return g.classic_join(p, token, now_ms, cfg, fx);
             }
             g.classic.join(p, token, now_ms, cfg, fx);
         }
@@ -240,6 +301,7 @@ impl Groups {
         fx: &mut Effects,
     ) {
         match self.groups.get_mut(&p.group_id) {
+            Some(g) if g.is_consumer() => g.classic_sync(p, token, fx),
             Some(g) => g.classic.sync(p, token, now_ms, cfg, fx),
             None => fx.replies.push(Reply::Sync(
                 token,
@@ -258,6 +320,7 @@ impl Groups {
         now_ms: i64,
     ) -> Option<ResponseError> {
         match self.groups.get_mut(group_id) {
+            Some(g) if g.is_consumer() => g.classic_heartbeat(member_id, generation, now_ms),
             Some(g) => g
                 .classic
                 .heartbeat(member_id, instance_id, generation, now_ms),
@@ -277,6 +340,15 @@ impl Groups {
         let Some(g) = self.groups.get_mut(group_id) else {
             return vec![Some(ResponseError::UnknownMemberId); members.len()];
         };
+        if g.is_consumer() {
+            let results = members
+                .iter()
+                .map(|(member, _)| g.classic_leave(member))
+                .collect();
+            g.maybe_downgrade(now_ms, cfg, fx);
+            g.persist_consumer(fx);
+            return results;
+        }
         members
             .iter()
             .map(|(member, instance)| {
@@ -323,16 +395,22 @@ impl Groups {
         }
     }
 
-    /// Apply accepted commits and return the records that make them durable.
+    /// Push the records of accepted commits; they are applied to memory by
+    /// [`Groups::apply_commit`] once durable, so OffsetFetch never returns
+    /// an offset a crash could lose.
     pub(crate) fn commit(
         &mut self,
         group_id: &str,
         partitions: Vec<CommitPartition>,
         now_ms: i64,
         fx: &mut Effects,
-    ) {
-        let Some(g) = self.groups.get_mut(group_id) else {
-            return;
+    ) -> Option<PendingCommit> {
+        let g = self.groups.get_mut(group_id)?;
+        self.commit_sequence += 1;
+        let mut pending = PendingCommit {
+            group: group_id.to_string(),
+            sequence: self.commit_sequence,
+            values: Vec::with_capacity(partitions.len()),
         };
         for p in partitions {
             let value = OffsetValue {
@@ -349,7 +427,24 @@ impl Groups {
                 },
                 Some(value.encode()),
             ));
-            g.offsets.insert((p.topic, p.partition), value);
+            let key = (p.topic, p.partition);
+            g.offsets_pending.insert(key.clone(), pending.sequence);
+            pending.values.push((key, value));
+        }
+        Some(pending)
+    }
+
+    /// Apply durable commits, except those a later commit or a deletion of
+    /// the same partition overtook.
+    pub(crate) fn apply_commit(&mut self, pending: PendingCommit) {
+        let Some(g) = self.groups.get_mut(&pending.group) else {
+            return;
+        };
+        for (key, value) in pending.values {
+            if g.offsets_pending.get(&key) == Some(&pending.sequence) {
+                g.offsets_pending.remove(&key);
+                g.offsets.insert(key, value);
+            }
         }
     }
 
@@ -516,7 +611,7 @@ impl Groups {
                 if in_use {
                     return Some(ResponseError::GroupSubscribedToTopic);
                 }
-                if g.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                if g.remove_offset(&(topic.clone(), *partition)) {
                     fx.records.push((
                         Key::Offset {
                             group: group_id.to_string(),
@@ -531,21 +626,51 @@ impl Groups {
             .collect())
     }
 
-    /// Advance time: expire sessions, finish due rebalances, and drop the
-    /// offsets of groups empty for longer than `offsets.retention.minutes`.
+    /// Advance time for every group (the coordinator advances only the
+    /// groups whose deadline passed, with [`Groups::tick_group`]).
+    #[cfg(test)]
     pub(crate) fn tick(&mut self, now_ms: i64, cfg: &GroupConfig, fx: &mut Effects) {
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            self.tick_group(&id, now_ms, cfg, fx);
+        }
+    }
+
+    /// Every group's id.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// When `group_id` next needs [`Groups::tick_group`]; `None` when it
+    /// does not exist or waits for nothing.
+    pub(crate) fn next_deadline_ms(&self, group_id: &str, cfg: &GroupConfig) -> Option<i64> {
+        self.groups.get(group_id)?.next_deadline_ms(cfg)
+    }
+
+    /// Advance time for one group: expire sessions, finish a due rebalance,
+    /// and drop offsets (then the group) empty for longer than
+    /// `offsets.retention.minutes`.
+    pub(crate) fn tick_group(
+        &mut self,
+        group_id: &str,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) {
         let retention_ms = cfg.offsets_retention_minutes.saturating_mul(60_000);
         let mut gone = Vec::new();
-        for (id, g) in self.groups.iter_mut() {
+        if let Some(g) = self.groups.get_mut(group_id) {
+            let id = group_id.to_string();
             g.classic.tick(now_ms, cfg, fx);
             let had_members = g.is_consumer();
             g.consumer.tick(now_ms);
             if had_members && !g.is_consumer() {
                 g.classic.state_since_ms = now_ms;
             }
+            g.maybe_downgrade(now_ms, cfg, fx);
             g.persist_consumer(fx);
             if !g.is_empty() {
-                continue;
+                return;
             }
             let since = g.classic.state_since_ms;
             let expired: Vec<(String, i32)> = g
@@ -557,7 +682,7 @@ impl Groups {
                 .map(|(k, _)| k.clone())
                 .collect();
             for (topic, partition) in expired {
-                g.offsets.remove(&(topic.clone(), partition));
+                g.remove_offset(&(topic.clone(), partition));
                 fx.records.push((
                     Key::Offset {
                         group: id.clone(),
@@ -568,7 +693,7 @@ impl Groups {
                 ));
             }
             if g.offsets.is_empty() && now_ms.saturating_sub(since) > retention_ms {
-                gone.push(id.clone());
+                gone.push(id);
             }
         }
         for id in gone {
@@ -620,10 +745,13 @@ impl Groups {
             return fail(ResponseError::GroupIdNotFound, "the group does not exist");
         };
         if g.classic.state != State::Empty {
-            return fail(
-                ResponseError::GroupIdNotFound,
-                "the group is a classic group with active members",
-            );
+            // Kafka's online upgrade: the classic members become members of
+            // a consumer group, keeping their partitions; when it cannot
+            // happen the member is told the group is not a consumer group.
+            if let Err(why) = g.upgrade(shape, now_ms, cfg, fx) {
+                return fail(ResponseError::GroupIdNotFound, why);
+            }
+            tracing::info!(group = %group_id, "upgraded a classic group to the consumer protocol");
         }
         let was_empty = g.consumer.members.is_empty();
         let result = g.consumer.heartbeat(p, shape, now_ms, cfg);
@@ -631,6 +759,7 @@ impl Groups {
         if was_empty != g.consumer.members.is_empty() {
             g.classic.state_since_ms = now_ms;
         }
+        g.maybe_downgrade(now_ms, cfg, fx);
         g.persist_consumer(fx);
         result
     }

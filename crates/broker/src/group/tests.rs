@@ -422,7 +422,7 @@ fn groups_and_offsets_replayed_from_records_are_as_they_were() {
         Ok(())
     );
     let mut fx = Effects::default();
-    w.groups.commit(
+    let pending = w.groups.commit(
         "g",
         vec![CommitPartition {
             topic: "t".into(),
@@ -435,6 +435,13 @@ fn groups_and_offsets_replayed_from_records_are_as_they_were() {
         &mut fx,
     );
     w.absorb(fx);
+    assert_eq!(
+        w.groups.committed("g", "t", 0),
+        None,
+        "not applied before it is durable"
+    );
+    w.groups.apply_commit(pending.unwrap());
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(42));
     let mut again = Groups::default();
     for entry in w.records.clone() {
         again.replay(entry, w.now, &w.cfg);
@@ -461,7 +468,7 @@ fn offsets_of_a_group_empty_past_retention_expire() {
         Ok(())
     );
     let mut fx = Effects::default();
-    w.groups.commit(
+    let pending = w.groups.commit(
         "g",
         vec![CommitPartition {
             topic: "t".into(),
@@ -473,6 +480,10 @@ fn offsets_of_a_group_empty_past_retention_expire() {
         w.now,
         &mut fx,
     );
+    w.groups.apply_commit(pending.unwrap());
+    // The coordinator ticks the group when its deadline passes: not before.
+    let due = w.groups.next_deadline_ms("g", &w.cfg).unwrap();
+    assert_eq!(due, w.now + 60_000 + 1);
     w.advance(30_000);
     assert!(w.groups.committed("g", "t", 0).is_some());
     w.advance(31_000);
@@ -970,6 +981,45 @@ mod wire {
 }
 
 #[test]
+fn a_commit_overtaken_by_a_later_one_or_a_delete_is_not_applied_when_durable() {
+    let mut w = World::new(cfg());
+    assert_eq!(
+        w.groups.check_commit("g", "", None, -1, w.now, usize::MAX),
+        Ok(())
+    );
+    let commit = |w: &mut World, offset: i64| {
+        let mut fx = Effects::default();
+        let p = CommitPartition {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        w.groups.commit("g", vec![p], w.now, &mut fx).unwrap()
+    };
+    let first = commit(&mut w, 1);
+    let second = commit(&mut w, 2);
+    // Both are durable; their tasks apply them in the other order.
+    w.groups.apply_commit(second);
+    w.groups.apply_commit(first);
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(2));
+    let third = commit(&mut w, 3);
+    let mut fx = Effects::default();
+    let deleted = w
+        .groups
+        .delete_offsets("g", &[("t".into(), 0)], |_, _| false, &mut fx)
+        .unwrap();
+    assert_eq!(deleted, vec![None]);
+    w.groups.apply_commit(third);
+    assert_eq!(
+        w.groups.committed("g", "t", 0),
+        None,
+        "the delete came last"
+    );
+}
+
+#[test]
 fn groups_past_groups_max_are_not_created() {
     let mut w = World::new(GroupConfig {
         groups_max: 1,
@@ -1048,4 +1098,350 @@ fn a_consumer_group_replayed_from_its_record_keeps_epochs_and_assignments() {
         again.describe("cg").map(|g| (g.state, g.group_type)),
         Some(("Stable", "consumer"))
     );
+}
+
+/// Loading `__consumer_offsets` at start-up, over a real log in a temp dir.
+mod load {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use crate::admin::testing::{broker_with, call, open};
+    use crate::config::BrokerConfig;
+    use crate::group::{OFFSETS_TOPIC, records};
+
+    /// A batch of one record as a client producing to the topic would write it.
+    fn foreign_batch(key: &[u8], value: &[u8]) -> Bytes {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: Some(Bytes::copy_from_slice(key)),
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [record].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    async fn commit(b: &crate::Broker, group: &str, offset: i64) -> i16 {
+        let r = call(
+            b,
+            8,
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("t")))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(offset),
+                        ]),
+                ]),
+        )
+        .await;
+        r.topics[0].partitions[0].error_code
+    }
+
+    #[tokio::test]
+    async fn a_record_the_loader_cannot_decode_is_skipped_and_the_rest_loads() {
+        let config = BrokerConfig::default();
+        let t = broker_with(config.clone());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        let count = t.broker.groups().config().offsets_topic_num_partitions;
+        let home = records::partition_for("g", count);
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        // What `kcat -P -t __consumer_offsets -k zzz` wrote before produce
+        // to internal topics was refused, and a batch that is no record batch.
+        for batch in [
+            foreign_batch(b"zzz", b"garbage\n"),
+            foreign_batch(&[0, 0], b"\x00"),
+        ] {
+            partition
+                .append(batch)
+                .unwrap()
+                .durable
+                .wait()
+                .await
+                .unwrap();
+        }
+        // A commit after the garbage still counts.
+        assert_eq!(commit(&t.broker, "g", 7).await, 0);
+        drop(t.broker);
+
+        let again = open(t.dir.path(), config);
+        let committed = again.groups().committed("g", "t", 0).map(|c| c.offset);
+        assert_eq!(committed, Some(7));
+        assert_eq!(commit(&again, "g", 9).await, 0);
+    }
+
+    #[tokio::test]
+    async fn an_unloaded_shard_refuses_its_groups_and_loading_it_again_restores_them() {
+        use kafka_protocol::ResponseError;
+
+        use crate::group::JoinParams;
+        let t = broker_with(BrokerConfig::default());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        let groups = t.broker.groups().clone();
+        let home = records::partition_for("g", groups.config().offsets_topic_num_partitions);
+        // A member parked in a join (the initial rebalance delay holds it).
+        let join = JoinParams {
+            group_id: "g".into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            fresh_member_id: "m".into(),
+        };
+        let parked = tokio::spawn({
+            let groups = groups.clone();
+            async move { groups.join(join).await }
+        });
+        while groups.describe("g").is_none_or(|g| g.members.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        groups.unload_shard(home);
+        assert_eq!(
+            parked.await.unwrap().error,
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            groups.heartbeat("g", "m", None, 1),
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(groups.committed("g", "t", 0), None);
+        assert_ne!(commit(&t.broker, "g", 6).await, 0);
+        // Another group, on another shard, is not affected.
+        let other = (0..)
+            .map(|i| format!("other-{i}"))
+            .find(|g| {
+                records::partition_for(g, groups.config().offsets_topic_num_partitions) != home
+            })
+            .unwrap();
+        assert_eq!(commit(&t.broker, &other, 1).await, 0);
+
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        groups.load_shard(home, partition).unwrap();
+        assert_eq!(groups.committed("g", "t", 0).map(|c| c.offset), Some(5));
+        assert_eq!(commit(&t.broker, "g", 6).await, 0);
+    }
+
+    /// A clock the test moves by hand.
+    #[derive(Default)]
+    struct ManualClock(std::sync::atomic::AtomicI64);
+
+    impl weir_storage::Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shard_times_out_only_the_groups_whose_deadline_passed() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+
+        use crate::config::GroupConfig;
+        use crate::group::JoinParams;
+        use crate::group::shard::Shard;
+        let t = broker_with(BrokerConfig::default());
+        let clock = Arc::new(ManualClock::default());
+        clock.0.store(1_000_000, Ordering::SeqCst);
+        let cfg = GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        };
+        let shard = Arc::new(Shard::new(0, cfg, clock.clone()));
+        shard
+            .load(t.broker.partition(OFFSETS_TOPIC, 0).unwrap())
+            .unwrap();
+        assert_eq!(shard.earliest_deadline_ms(), None, "nothing to wait for");
+        let join = |group: &str, session_timeout_ms: i32| JoinParams {
+            group_id: group.into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+            fresh_member_id: format!("{group}-member"),
+        };
+        for (group, session) in [("short", 6_000), ("long", 60_000)] {
+            let joined = shard.join(join(group, session)).await;
+            assert_eq!(joined.error, None);
+            let synced = shard
+                .sync(crate::group::SyncParams {
+                    group_id: group.into(),
+                    generation: joined.generation,
+                    member_id: joined.member_id.clone(),
+                    instance_id: None,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignments: Vec::new(),
+                })
+                .await;
+            assert_eq!(synced.error, None);
+        }
+        assert_eq!(shard.earliest_deadline_ms(), Some(1_000_000 + 6_000));
+        // Not yet due: nothing changes.
+        clock.0.store(1_000_000 + 5_999, Ordering::SeqCst);
+        shard.tick();
+        assert_eq!(shard.describe("short").unwrap().members.len(), 1);
+        // Due: only the short session ends; the queue moves on to the next.
+        clock.0.store(1_000_000 + 6_000, Ordering::SeqCst);
+        shard.tick();
+        assert_eq!(shard.describe("short").unwrap().state, "Empty");
+        assert_eq!(shard.describe("long").unwrap().state, "Stable");
+        assert_eq!(shard.earliest_deadline_ms(), Some(1_000_000 + 60_000));
+    }
+
+    #[tokio::test]
+    async fn offsets_are_flushed_before_commits_are_answered_whatever_the_flush_policy() {
+        let relaxed = BrokerConfig {
+            log_defaults: [(
+                "log.flush.interval.messages".to_string(),
+                "1000".to_string(),
+            )]
+            .into(),
+            ..BrokerConfig::default()
+        };
+        let t = broker_with(relaxed);
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        let home =
+            records::partition_for("g", t.broker.groups().config().offsets_topic_num_partitions);
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        assert_eq!(
+            t.broker.partition("t", 0).unwrap().config().flush_messages,
+            1000
+        );
+        assert_eq!(partition.config().flush_messages, 1, "created strict");
+        // Relaxed later (an old data dir, or an altered topic config): the
+        // coordinator puts it back before it writes.
+        t.broker
+            .alter_topic_configs(
+                OFFSETS_TOPIC,
+                &[weir_metadata::ConfigChange::Set(
+                    "flush.messages".into(),
+                    "1000".into(),
+                )],
+                false,
+            )
+            .unwrap();
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        assert_eq!(partition.config().flush_messages, 1000);
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        assert_eq!(partition.config().flush_messages, 1, "strict again");
+    }
+}
+
+#[test]
+fn a_consumer_protocol_member_is_refused_a_classic_group_when_the_policy_forbids_upgrades() {
+    use super::assignor::TopicShape;
+    use super::consumer::HeartbeatParams;
+    use crate::config::MigrationPolicy;
+
+    for (policy, upgraded) in [
+        (MigrationPolicy::Disabled, false),
+        (MigrationPolicy::Downgrade, false),
+        (MigrationPolicy::Upgrade, true),
+        (MigrationPolicy::Bidirectional, true),
+    ] {
+        let mut w = World::new(GroupConfig {
+            consumer_migration_policy: policy,
+            ..cfg()
+        });
+        let topic = uuid::Uuid::from_u128(3);
+        let shape = |name: &str| {
+            (name == "t").then_some(TopicShape {
+                id: topic,
+                partitions: 2,
+            })
+        };
+        // A stable classic group whose member's metadata is a real subscription.
+        let mut subscription = bytes::BytesMut::from(&0i16.to_be_bytes()[..]);
+        kafka_protocol::protocol::Encodable::encode(
+            &kafka_protocol::messages::ConsumerProtocolSubscription::default().with_topics(vec![
+                kafka_protocol::protocol::StrBytes::from_static_str("t"),
+            ]),
+            &mut subscription,
+            0,
+        )
+        .unwrap();
+        let metadata = subscription.freeze();
+        let (t, r) = w.join(w.join_params("", "a", &[("range", &metadata)]));
+        let generation = join_answer(&r, t).unwrap().generation;
+        w.sync("a", generation, &[("a", b"")]);
+        assert_eq!(w.state(), "Stable");
+        let mut fx = Effects::default();
+        let joined = w.groups.consumer_heartbeat(
+            "g",
+            HeartbeatParams {
+                member_id: "k".into(),
+                member_epoch: 0,
+                instance_id: None,
+                rack_id: None,
+                rebalance_timeout_ms: 5_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                server_assignor: None,
+                owned: Some(Default::default()),
+                client_id: "c".into(),
+                client_host: String::new(),
+                fresh_member_id: "unused".into(),
+            },
+            &shape,
+            w.now,
+            &w.cfg,
+            &mut fx,
+        );
+        let refused = joined.error.map(|e| e.0);
+        if upgraded {
+            assert_eq!(refused, None, "{policy:?}");
+            let g = w.groups.consumer_group("g").unwrap();
+            assert_eq!(g.members.len(), 2, "{policy:?}");
+            assert!(g.members["a"].classic.is_some(), "a stays a classic member");
+        } else {
+            assert_eq!(refused, Some(ResponseError::GroupIdNotFound), "{policy:?}");
+            assert_eq!(w.state(), "Stable", "{policy:?}");
+        }
+    }
 }
