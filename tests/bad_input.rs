@@ -33,6 +33,8 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+const INVALID_RECORD: i16 = 87;
 
 fn start(extra: &[&str]) -> anyhow::Result<Broker> {
     let limit = MAX_REQUEST_BYTES.to_string();
@@ -263,6 +265,53 @@ fn batch_with_a_wrong_crc_is_refused_with_corrupt_message() -> anyhow::Result<()
     let response = client.call(&raw::produce_request("crc", 0, batch), PRODUCE_VERSION)?;
     assert_eq!(raw::produce_error(&response)?, 0);
     assert_eq!(high_watermark(&bootstrap, "crc")?, 2);
+    assert_healthy(&mut broker)
+}
+
+/// `batch` with `edit` applied and its CRC32C recomputed (bytes 21.. are covered).
+fn forged(batch: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> bytes::Bytes {
+    let mut v = batch.to_vec();
+    edit(&mut v);
+    let crc = crc32c::crc32c(v.get(21..).unwrap_or_default());
+    if let Some(field) = v.get_mut(17..21) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+    v.into()
+}
+
+#[test]
+fn batch_lying_about_its_contents_is_refused_and_moves_no_offset() -> anyhow::Result<()> {
+    let mut broker = start(&[])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "lies", 1, &[])?;
+    let good = raw::record_batch(&[b"first", b"second"])?;
+    // A bare 61-byte header (batch length 49) claiming i32::MAX records.
+    let header_only = forged(good.get(..61).context("short batch")?, |v| {
+        v[8..12].copy_from_slice(&49i32.to_be_bytes());
+        v[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    });
+    let codec_seven = forged(&good, |v| v[22] |= 0x07);
+    let control = forged(&good, |v| v[22] |= 0x20);
+    let mut client = RawClient::connect(&bootstrap)?;
+    for (batch, code) in [
+        (header_only, INVALID_RECORD),
+        (codec_seven, UNSUPPORTED_COMPRESSION_TYPE),
+        (control, INVALID_RECORD),
+    ] {
+        let response = client.call(&raw::produce_request("lies", 0, batch), PRODUCE_VERSION)?;
+        assert_eq!(raw::produce_error(&response)?, code);
+    }
+    // The log end did not move: the next good batch starts at offset 0.
+    let response = client.call(&raw::produce_request("lies", 0, good), PRODUCE_VERSION)?;
+    assert_eq!(raw::produce_error(&response)?, 0);
+    let base = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .map(|p| p.base_offset);
+    assert_eq!(base, Some(0));
+    assert_eq!(high_watermark(&bootstrap, "lies")?, 2);
     assert_healthy(&mut broker)
 }
 
