@@ -461,7 +461,9 @@ mod tests {
     #[test]
     fn a_compressed_count_over_the_batch_limit_is_refused() {
         let b = batch_with(3, 8, &[], Compression::Zstd, None);
-        let over = edited(&b, |v| set_count(v, BATCH_RECORDS_MAX + 1, BATCH_RECORDS_MAX));
+        let over = edited(&b, |v| {
+            set_count(v, BATCH_RECORDS_MAX + 1, BATCH_RECORDS_MAX)
+        });
         assert!(matches!(
             parse_payload(&over, 1 << 20),
             Err(AppendError::InvalidRecordCount { .. })

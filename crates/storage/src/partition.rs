@@ -180,6 +180,15 @@ impl PartitionState {
         bytes: &[u8],
         log: &LogInner,
     ) -> Result<(), StorageError> {
+        let count = (bytes.len() / INDEX_ENTRY_BYTES) as u64;
+        log.check(first_slot + count <= self.next_slot, || {
+            format!(
+                "index slots {first_slot}..{} lie below the next slot {} of {:?}",
+                first_slot + count,
+                self.next_slot,
+                self.index_path
+            )
+        })?;
         let pending_end =
             self.index_pending_slot + (self.index_pending.len() / INDEX_ENTRY_BYTES) as u64;
         if !self.index_pending.is_empty() && first_slot != pending_end {
@@ -224,13 +233,13 @@ pub(crate) struct PartitionInner {
 impl PartitionInner {
     /// The flusher made everything up to `end_offset` durable. Returns whether
     /// the high watermark moved.
-    pub fn mark_durable(&self, end_offset: i64) -> bool {
-        let mut st = lock(&self.state);
+    pub fn mark_durable(&self, end_offset: i64) -> Result<bool, StorageError> {
+        let mut st = lock(&self.state)?;
         st.durable_end = st.durable_end.max(end_offset.min(st.log_end));
         let hw = st.hw.max(st.durable_end);
         let moved = hw != st.hw;
         st.hw = hw;
-        moved
+        Ok(moved)
     }
 }
 
@@ -240,7 +249,8 @@ pub(crate) fn append(
     part: &Arc<PartitionInner>,
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
-    let mut st = lock(&part.state);
+    let _panic = log.panic_guard("an append");
+    let mut st = lock(&part.state)?;
     let mut out = Vec::with_capacity(payload.len() + ENTRY_HEADER_BYTES);
     match prepare(log, part.id, &st, &payload, &mut out)? {
         Prepare::Duplicate(outcome) => Ok(outcome),
@@ -270,11 +280,19 @@ pub(crate) fn append_many(
             .map(|(part, payload)| append(log, part, payload.clone()))
             .collect();
     }
+    let _panic = log.panic_guard("an append");
     let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
         items.iter().map(|_| None).collect();
     let mut guards = Vec::with_capacity(items.len());
     for (i, (part, payload)) in order.iter().filter_map(|&i| Some((i, items.get(i)?))) {
-        guards.push((i, part, payload, lock(&part.state)));
+        match lock(&part.state) {
+            Ok(st) => guards.push((i, part, payload, st)),
+            Err(e) => {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(e.into()));
+                }
+            }
+        }
     }
     let total: usize = items
         .iter()
@@ -458,10 +476,27 @@ fn commit(
     p: Prepared,
     start: u64,
 ) -> Result<AppendOutcome, AppendError> {
+    // Paired with `prepare`, which numbered the batches from the log end
+    // under this same lock: offsets stay contiguous.
+    log.check(p.base_offset == st.log_end, || {
+        format!(
+            "a batch's base offset {} is the log end {} of {:?}",
+            p.base_offset, st.log_end, st.index_path
+        )
+    })?;
     let first_slot = st.next_slot;
     let mut index_bytes = Vec::with_capacity(p.entries.len() * INDEX_ENTRY_BYTES);
+    let mut expected = p.base_offset;
     for (i, (rel, mut e)) in p.entries.into_iter().enumerate() {
         e.position = start + rel;
+        let inside = rel + (ENTRY_HEADER_BYTES as u64) + u64::from(e.size) <= p.buf_end;
+        log.check(e.base_offset == expected && inside, || {
+            format!(
+                "batch {} (expected {expected}) at position {} lies inside what was written",
+                e.base_offset, e.position
+            )
+        })?;
+        expected = e.last_offset() + 1;
         index_bytes.extend_from_slice(&e.encode());
         st.push_entry(e, first_slot + i as u64);
     }
@@ -555,9 +590,10 @@ fn locate(
     from: usize,
     limit: usize,
 ) -> Result<Vec<Located>, StorageError> {
-    let segments = read(&log.segments);
+    let segments = read(&log.segments)?;
     let mut out = Vec::new();
     let mut total = 0usize;
+    let mut prev_last = i64::MIN;
     for e in st.entries.iter().skip(from) {
         let e = e.entry;
         if e.base_offset >= st.hw {
@@ -566,6 +602,13 @@ fn locate(
         if !out.is_empty() && total + e.size as usize > limit {
             break;
         }
+        log.check(e.base_offset > prev_last, || {
+            format!(
+                "index entry {} of {:?} follows offset {prev_last}",
+                e.base_offset, st.index_path
+            )
+        })?;
+        prev_last = e.last_offset();
         let segment = segments
             .range(..=e.position)
             .next_back()
@@ -574,6 +617,19 @@ fn locate(
                 file: "commit log".into(),
                 detail: format!("no segment holds position {}", e.position),
             })?;
+        let next_base = segments.range(segment.base + 1..).next().map(|(b, _)| *b);
+        log.check(
+            next_base.is_none_or(|next| e.end_position() <= next),
+            || {
+                format!(
+                    "batch {} at positions {}..{} runs past its segment {}",
+                    e.base_offset,
+                    e.position,
+                    e.end_position(),
+                    segment.path.display()
+                )
+            },
+        )?;
         total += e.size as usize;
         out.push(Located { entry: e, segment });
         if total >= limit {
@@ -585,7 +641,11 @@ fn locate(
 
 /// Read located batches: each run of batches adjacent in one segment with one
 /// pread, then the entry headers between them cut out.
-pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn read_located(
+    log: &LogInner,
+    part: PartitionId,
+    items: &[Located],
+) -> Result<Vec<u8>, StorageError> {
     let total: usize = items
         .iter()
         .map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES)
@@ -622,20 +682,23 @@ pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u
             let header = out
                 .get(src..src + ENTRY_HEADER_BYTES)
                 .and_then(format::decode_entry_header);
+            // Paired with the write side: the entry the index points at names
+            // the batch the index expects there.
             let ok = header.is_some_and(|h| {
                 h.partition == part
                     && h.base_offset == l.entry.base_offset
                     && h.batch_len() == l.entry.size as usize
             });
-            if !ok {
-                return Err(StorageError::Corrupt {
-                    file: first.segment.path.display().to_string(),
-                    detail: format!(
-                        "entry at position {} is not batch {} of {}-{}",
-                        l.entry.position, l.entry.base_offset, part.topic_id, part.partition
-                    ),
-                });
-            }
+            log.check(ok, || {
+                format!(
+                    "the entry read at position {} of {} is batch {} of {}-{}",
+                    l.entry.position,
+                    first.segment.path.display(),
+                    l.entry.base_offset,
+                    part.topic_id,
+                    part.partition
+                )
+            })?;
             let body = src + ENTRY_HEADER_BYTES;
             out.copy_within(body..body + l.entry.size as usize, dst);
             dst += l.entry.size as usize;
@@ -655,7 +718,7 @@ pub(crate) fn read_from(
     max_bytes: usize,
 ) -> Result<ReadOutcome, ReadError> {
     let (items, offsets) = {
-        let st = lock(&part.state);
+        let st = lock(&part.state)?;
         let offsets = st.offsets();
         if offset < st.log_start || offset > st.hw {
             return Err(ReadError::OffsetOutOfRange {
@@ -680,7 +743,7 @@ pub(crate) fn read_from(
         let limit = max_bytes.min(log.config.read_bytes_max);
         (locate(log, &st, from, limit)?, offsets)
     };
-    let records = read_located(part.id, &items)?;
+    let records = read_located(log, part.id, &items)?;
     Ok(ReadOutcome {
         records: Bytes::from(records),
         offsets,
@@ -723,7 +786,7 @@ fn loop_candidates(
     pick: impl Fn(&PartitionState) -> (usize, i64),
 ) -> Result<Option<(i64, i64)>, ReadError> {
     let (candidates, log_start, timestamp) = {
-        let st = lock(&part.state);
+        let st = lock(&part.state)?;
         let (from, timestamp) = pick(&st);
         let mut items = Vec::new();
         for e in st.entries.iter().skip(from) {
@@ -738,7 +801,7 @@ fn loop_candidates(
                 }
             }
         }
-        let segs = read(&log.segments);
+        let segs = read(&log.segments)?;
         let mut located = Vec::with_capacity(items.len());
         for e in items {
             if let Some((_, s)) = segs.range(..=e.position).next_back() {
@@ -751,7 +814,7 @@ fn loop_candidates(
         (located, st.log_start, timestamp)
     };
     for l in &candidates {
-        let bytes = Bytes::from(read_located(part.id, std::slice::from_ref(l))?);
+        let bytes = Bytes::from(read_located(log, part.id, std::slice::from_ref(l))?);
         if let Some(found) = batch::find_record_at_or_after(&bytes, log_start, timestamp) {
             return Ok(Some(found));
         }

@@ -866,3 +866,198 @@ fn a_partition_named_twice_in_append_many_gets_both_payloads_in_order() {
     assert_eq!(&p.read(0, 1 << 20).unwrap().records[..], &all[..]);
     log.shutdown().unwrap();
 }
+
+/// Wait for a durable wait on another thread. The timeout only keeps a
+/// broken build from hanging the suite; the test asserts the outcome.
+fn wait_unless_hung(w: DurableWait) -> Result<(), StorageError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(block_on(w.wait()));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the durable wait never resolved")
+}
+
+/// File I/O that panics in fdatasync or in a write on the thread named.
+#[derive(Default)]
+struct PanicIo {
+    sync_on_thread: Mutex<Option<&'static str>>,
+    panic_writes: AtomicBool,
+}
+
+impl PanicIo {
+    fn on_named_thread(&self) -> bool {
+        let target = *self.sync_on_thread.lock().unwrap();
+        target.is_some() && std::thread::current().name() == target
+    }
+}
+
+impl FileIo for PanicIo {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        if self.on_named_thread() {
+            panic!("injected fdatasync panic");
+        }
+        file.sync_data()
+    }
+
+    fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if self.panic_writes.load(Ordering::SeqCst) {
+            panic!("injected write panic");
+        }
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+}
+
+fn open_with(dir: &Path, config: LogConfig, io: Arc<dyn FileIo>) -> CommitLog {
+    CommitLog::open_with_io(dir, config, Arc::new(ManualClock::default()), io)
+        .unwrap()
+        .0
+}
+
+#[test]
+fn a_flusher_panic_poisons_the_log_and_fails_every_waiting_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PanicIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    *io.sync_on_thread.lock().unwrap() = Some("weir-flusher");
+    let pending = p.append(batch(1, 10)).unwrap();
+    let err = wait_unless_hung(pending.durable).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the weir-flusher thread panicked: injected fdatasync panic"),
+        "{err}"
+    );
+    assert!(matches!(
+        p.append(batch(1, 10)),
+        Err(AppendError::Storage(StorageError::Poisoned { .. }))
+    ));
+    assert_eq!(p.offsets().high_watermark, 1);
+}
+
+#[test]
+fn a_panic_inside_an_append_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PanicIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let a = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    let b = log
+        .create_partition(pid(1), PartitionConfig::default())
+        .unwrap();
+    io.panic_writes.store(true, Ordering::SeqCst);
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.append(batch(1, 10))));
+    assert!(panicked.is_err());
+    io.panic_writes.store(false, Ordering::SeqCst);
+    // Not only the partition whose lock the panic poisoned: the whole log.
+    for p in [&a, &b] {
+        let err = p.append(batch(1, 10)).unwrap_err();
+        assert!(
+            matches!(&err, AppendError::Storage(StorageError::Poisoned { .. })),
+            "{err}"
+        );
+    }
+}
+
+/// File I/O that holds back the fsyncs a checkpoint makes (index files and
+/// the checkpoint file), whichever thread makes them, and says when one is
+/// waiting.
+#[derive(Default)]
+struct CheckpointGate {
+    state: Mutex<(bool, bool)>, // (held, a checkpoint fsync is waiting)
+    changed: Condvar,
+}
+
+impl CheckpointGate {
+    fn set_held(&self, held: bool) {
+        self.state.lock().unwrap().0 = held;
+        self.changed.notify_all();
+    }
+
+    fn wait_until_blocked(&self) {
+        let st = self.state.lock().unwrap();
+        let (st, timeout) = self
+            .changed
+            .wait_timeout_while(st, Duration::from_secs(60), |s| !s.1)
+            .unwrap();
+        assert!(
+            !timeout.timed_out() && st.1,
+            "no checkpoint fsync ever started"
+        );
+    }
+}
+
+impl FileIo for CheckpointGate {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        if is_checkpoint_file(file) {
+            let mut st = self.state.lock().unwrap();
+            st.1 = true;
+            self.changed.notify_all();
+            while st.0 {
+                st = self.changed.wait(st).unwrap();
+            }
+        }
+        file.sync_data()
+    }
+}
+
+/// An index file or the checkpoint file, by the name its descriptor points at.
+fn is_checkpoint_file(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    path.is_ok_and(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.ends_with(".idx") || name == crate::log::CHECKPOINT_TMP_FILE
+    })
+}
+
+#[test]
+fn a_produce_is_acknowledged_while_a_checkpoint_fsync_is_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(CheckpointGate::default());
+    let config = LogConfig {
+        index_checkpoint_interval_ms: 1,
+        ..LogConfig::default()
+    };
+    let log = open_with(dir.path(), config, io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    io.set_held(true);
+    // The first append makes a checkpoint due; its fsync then hangs.
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    io.wait_until_blocked();
+    let out = p.append(batch(2, 10)).unwrap();
+    wait_unless_hung(out.durable).unwrap();
+    assert_eq!(p.offsets().high_watermark, 3);
+    io.set_held(false);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn an_index_entry_that_names_the_wrong_batch_poisons_the_log_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    fill(&p, 2, 10); // batches at offsets 0 and 1
+    {
+        // Memory and disk disagree: batch 1's entry points at batch 0.
+        let mut st = p.inner.state.lock().unwrap();
+        let first = st.entries[0].entry.position;
+        st.entries[1].entry.position = first;
+    }
+    let err = p.read(1, 1).unwrap_err();
+    assert!(err.to_string().contains("invariant broken"), "{err}");
+    // Reads found it; writes stop.
+    assert!(matches!(
+        p.append(batch(1, 10)),
+        Err(AppendError::Storage(StorageError::Poisoned { .. }))
+    ));
+}
