@@ -568,6 +568,7 @@ impl LogInner {
             partitions: Vec::with_capacity(parts.len()),
         };
         let mut to_sync = Vec::new();
+        let mut recorded = Vec::with_capacity(parts.len());
         for p in &parts {
             let mut st = lock(&p.state)?;
             if st.removed {
@@ -584,6 +585,7 @@ impl LogInner {
                 index_end_offset: st.durable_end,
                 log_start: st.log_start,
             });
+            recorded.push((p, st.log_start));
             if std::mem::take(&mut st.index_dirty) {
                 to_sync.push((st.index_file.clone(), st.index_path.clone()));
             }
@@ -607,6 +609,11 @@ impl LogInner {
                 "writing the checkpoint in {} failed: {e}",
                 self.dir.display()
             )));
+        }
+        // Only now, with the checkpoint durable, may segment deletion rely
+        // on the log starts it recorded.
+        for (p, log_start) in recorded {
+            lock(&p.state)?.recorded_log_start(log_start);
         }
         let now_ms = self.opened.elapsed().as_millis() as u64;
         self.last_checkpoint_ms.store(now_ms, Ordering::SeqCst);

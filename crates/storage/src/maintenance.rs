@@ -110,10 +110,19 @@ fn closed_segments(log: &LogInner) -> Result<BTreeMap<u64, u64>, StorageError> {
     Ok(out)
 }
 
-/// Live bytes (entries of live batches) per segment base.
+/// What keeps a segment: live batches only (what the cleaner copies), or
+/// also dead ones no checkpoint has recorded as dead (what deletion keeps).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pinned {
+    Live,
+    LiveOrUnrecorded,
+}
+
+/// Bytes of the entries that keep each segment (see [`Pinned`]), per segment base.
 fn live_by_segment(
     log: &LogInner,
     parts: &[Arc<PartitionInner>],
+    pinned: Pinned,
 ) -> Result<BTreeMap<u64, u64>, StorageError> {
     let bases: Vec<u64> = read(&log.segments)?.keys().copied().collect();
     let mut live = BTreeMap::new();
@@ -122,10 +131,17 @@ fn live_by_segment(
         if st.removed {
             continue;
         }
-        for e in &st.entries {
-            let i = bases.partition_point(|b| *b <= e.entry.position);
+        // Decided from the log starts a checkpoint recorded, not the ones in
+        // memory: a DeleteRecords whose checkpoint is not yet written must
+        // not lose segments that a restart would look for.
+        let unrecorded = match pinned {
+            Pinned::Live => &[][..],
+            Pinned::LiveOrUnrecorded => &st.dead_unrecorded[..],
+        };
+        for e in st.entries.iter().map(|e| &e.entry).chain(unrecorded) {
+            let i = bases.partition_point(|b| *b <= e.position);
             if let Some(base) = i.checked_sub(1).and_then(|i| bases.get(i)) {
-                *live.entry(*base).or_insert(0) += e.entry.end_position() - e.entry.position;
+                *live.entry(*base).or_insert(0) += e.end_position() - e.position;
             }
         }
     }
@@ -138,7 +154,7 @@ fn deletable_segments(
     parts: &[Arc<PartitionInner>],
     durable_limit: u64,
 ) -> Result<Vec<u64>, StorageError> {
-    let live = live_by_segment(log, parts)?;
+    let live = live_by_segment(log, parts, Pinned::LiveOrUnrecorded)?;
     Ok(closed_segments(log)?
         .into_iter()
         .filter(|(base, end)| *end <= durable_limit && live.get(base).copied().unwrap_or(0) == 0)
@@ -172,7 +188,7 @@ struct Moved {
 /// Copy the live batches of mostly dead closed segments to the log head.
 /// Returns how many batches moved.
 fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
-    let live = live_by_segment(log, parts)?;
+    let live = live_by_segment(log, parts, Pinned::Live)?;
     let mut budget = CLEANER_BYTES_PER_RUN_MAX;
     let mut targets: Vec<(u64, u64)> = Vec::new();
     for (base, end) in closed_segments(log)? {

@@ -46,6 +46,13 @@ pub(crate) struct PartitionState {
     /// Live batches in offset order (the first may start below `log_start`).
     pub entries: VecDeque<MemEntry>,
     pub log_start: i64,
+    /// The log-start offset the last durable checkpoint recorded: a restart
+    /// starts from it, whatever the in-memory `log_start` says.
+    pub checkpointed_log_start: i64,
+    /// Batches trimmed below `log_start` that are not below
+    /// `checkpointed_log_start`: a crash would bring them back, so segment
+    /// deletion counts them as live until a checkpoint records their end.
+    pub dead_unrecorded: Vec<IndexEntry>,
     pub log_end: i64,
     pub hw: i64,
     /// Offset after the last batch known to be fdatasync'd.
@@ -122,6 +129,9 @@ impl PartitionState {
                 break;
             }
             self.live_bytes = self.live_bytes.saturating_sub(u64::from(front.entry.size));
+            if front.entry.last_offset() >= self.checkpointed_log_start {
+                self.dead_unrecorded.push(front.entry);
+            }
             self.entries.pop_front();
             dropped = true;
         }
@@ -132,6 +142,14 @@ impl PartitionState {
                 e.running_max_ts = running;
             }
         }
+    }
+
+    /// A durable checkpoint recorded `log_start`: batches below it are dead
+    /// after a restart too, and their segments may go.
+    pub fn recorded_log_start(&mut self, log_start: i64) {
+        self.checkpointed_log_start = self.checkpointed_log_start.max(log_start);
+        let recorded = self.checkpointed_log_start;
+        self.dead_unrecorded.retain(|e| e.last_offset() >= recorded);
     }
 
     /// Move the log start forward (never backwards, never past the high watermark).

@@ -261,6 +261,8 @@ pub(crate) fn new_state(file: File, path: PathBuf, config: PartitionConfig) -> P
         leader_epoch: 0,
         entries: VecDeque::new(),
         log_start: 0,
+        checkpointed_log_start: i64::MIN,
+        dead_unrecorded: Vec::new(),
         log_end: 0,
         hw: 0,
         durable_end: 0,

@@ -1061,3 +1061,68 @@ fn an_index_entry_that_names_the_wrong_batch_poisons_the_log_on_read() {
         Err(AppendError::Storage(StorageError::Poisoned { .. }))
     ));
 }
+
+/// File I/O that runs a hook once, when the checkpoint file is fdatasync'd
+/// (the checkpoint has read every partition and is about to be renamed).
+#[derive(Default)]
+struct CheckpointHook {
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl FileIo for CheckpointHook {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let name = path.ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
+        if name.is_some_and(|n| n == crate::log::CHECKPOINT_TMP_FILE) {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        file.sync_data()
+    }
+}
+
+#[test]
+fn segments_stay_until_a_checkpoint_records_the_log_start_that_freed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(CheckpointHook::default());
+    let log = open_with(dir.path(), small_segments_no_checkpoints(), io.clone());
+    let keep = PartitionConfig {
+        retention_ms: None,
+        ..PartitionConfig::default()
+    };
+    let p = log.create_partition(pid(0), keep).unwrap();
+    let expected = fill(&p, 30, 100);
+    let before = segment_count(dir.path());
+    assert!(before > 3, "{before} segments");
+    // DeleteRecords moves the log start in memory while maintenance's
+    // checkpoint is being written, and has not written its own yet.
+    let racing = p.clone();
+    *io.hook.lock().unwrap() = Some(Box::new(move || {
+        let mut st = racing.inner.state.lock().unwrap();
+        let hw = st.hw;
+        st.advance_log_start(hw);
+    }));
+    log.run_maintenance().unwrap();
+    assert_eq!(segment_count(dir.path()), before, "segments deleted early");
+    drop((log, p)); // crash: the move was never recorded
+
+    let log = open_log(dir.path(), small_segments_no_checkpoints());
+    let p = log.partition(pid(0)).unwrap();
+    assert_eq!(p.offsets().log_start, 0);
+    assert_reads(&p, &expected);
+    // Once a checkpoint records a move, the next run frees the segments.
+    p.delete_records_before(-1).unwrap();
+    log.run_maintenance().unwrap();
+    assert!(segment_count(dir.path()) < before);
+    log.shutdown().unwrap();
+}
+
+fn small_segments_no_checkpoints() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2_000,
+        ..no_checkpoints()
+    }
+}
