@@ -535,7 +535,10 @@ fn install(
             log.index_dir.display()
         )));
     }
-    st.index_file = Arc::new(file);
+    // The old file's unsynced writes no longer matter: the renamed copy,
+    // synced above, replaced it. The next write reopens the path.
+    drop(file);
+    log.index_files.forget(&path)?;
     st.index_pending.clear();
     st.entries.clear();
     st.live_bytes = 0;
@@ -544,7 +547,6 @@ fn install(
     }
     st.next_slot = st.entries.len() as u64;
     st.index_pending_slot = st.next_slot;
-    st.index_dirty = true;
     drop(st);
     log.checkpoint_dirty.store(true, Ordering::SeqCst);
     Ok(changed)

@@ -75,6 +75,9 @@ pub struct LogConfig {
     pub index_checkpoint_interval_ms: u64,
     /// Upper bound on the bytes one [`Partition::read`] returns, whatever the caller asks.
     pub read_bytes_max: usize,
+    /// The most partition index files held open at once; the least recently
+    /// used is fsync'd and closed to open another.
+    pub index_open_files_max: usize,
 }
 
 impl Default for LogConfig {
@@ -84,6 +87,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             index_checkpoint_interval_ms: 5_000,
             read_bytes_max: 64 << 20,
+            index_open_files_max: 1024,
         }
     }
 }
@@ -316,7 +320,8 @@ impl CommitLog {
             .and_then(|()| self.inner.io.sync_data(&file))
             .and_then(|()| log::sync_dir(&self.inner.index_dir))
             .map_err(|e| log::io_err(format!("creating {}", path.display()), e))?;
-        let state = recovery::new_state(file, path, config);
+        drop(file); // reopened by the index-file set when first written
+        let state = recovery::new_state(path, config);
         let inner = Arc::new(PartitionInner {
             id,
             state: std::sync::Mutex::new(state),
@@ -377,6 +382,8 @@ impl CommitLog {
             st.removed = true;
             st.index_path.clone()
         };
+        // Its unsynced writes no longer matter: the file is deleted.
+        self.inner.index_files.forget(&path)?;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, CheckpointPartition, SEGMENT_HEADER_BYTES};
-use crate::io::FileIo;
+use crate::io::{FileIo, IndexFiles};
 use crate::partition::PartitionInner;
 use crate::{Clock, LogConfig, PartitionId};
 
@@ -200,6 +200,8 @@ pub(crate) struct LogInner {
     /// Something a checkpoint records changed since the last one.
     pub checkpoint_dirty: AtomicBool,
     pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
+    /// The partitions' index files, a bounded set held open.
+    pub index_files: IndexFiles,
     pub durable_tx: watch::Sender<Durable>,
     pub progress_tx: watch::Sender<u64>,
     /// The background threads (flusher, checkpoint), joined on shutdown.
@@ -216,6 +218,7 @@ pub(crate) struct LogParts {
     pub active: Arc<Segment>,
     pub write_pos: u64,
     pub partitions: HashMap<PartitionId, Arc<PartitionInner>>,
+    pub index_files: IndexFiles,
 }
 
 impl LogInner {
@@ -256,6 +259,7 @@ impl LogInner {
             checkpoint_cv: Condvar::new(),
             checkpoint_dirty: AtomicBool::new(true),
             registry: RwLock::new(p.partitions),
+            index_files: p.index_files,
             durable_tx,
             progress_tx,
             threads: Mutex::new(Vec::new()),
@@ -567,7 +571,6 @@ impl LogInner {
             position,
             partitions: Vec::with_capacity(parts.len()),
         };
-        let mut to_sync = Vec::new();
         let mut recorded = Vec::with_capacity(parts.len());
         for p in &parts {
             let mut st = lock(&p.state)?;
@@ -586,14 +589,10 @@ impl LogInner {
                 log_start: st.log_start,
             });
             recorded.push((p, st.log_start));
-            if std::mem::take(&mut st.index_dirty) {
-                to_sync.push((st.index_file.clone(), st.index_path.clone()));
-            }
         }
-        for (file, path) in &to_sync {
-            if let Err(e) = self.io.sync_data(file) {
-                return Err(self.poison(format!("fdatasync of {} failed: {e}", path.display())));
-            }
+        // Index files closed since their last write were synced when closed.
+        if let Err(e) = self.index_files.sync_dirty(self.io.as_ref()) {
+            return Err(self.poison(e.to_string()));
         }
         let bytes = cp.encode();
         let tmp = self.dir.join(CHECKPOINT_TMP_FILE);

@@ -3,7 +3,6 @@
 //! offset and time look-ups, and log-start moves.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -59,11 +58,9 @@ pub(crate) struct PartitionState {
     pub durable_end: i64,
     /// Bytes of live batches, for `retention.bytes`.
     pub live_bytes: u64,
-    pub index_file: Arc<File>,
+    /// The index file, opened when written through [`LogInner::index_files`].
     pub index_path: PathBuf,
     pub next_slot: u64,
-    /// The index file has writes not yet fsync'd by a checkpoint.
-    pub index_dirty: bool,
     /// Index entries for slots from `index_pending_slot` on, not yet written
     /// to the index file. Only the checkpoint needs them on disk (recovery
     /// rebuilds everything past it from the log), so appends buffer them and
@@ -216,7 +213,6 @@ impl PartitionState {
             self.index_pending_slot = first_slot;
         }
         self.index_pending.extend_from_slice(bytes);
-        self.index_dirty = true;
         log.checkpoint_dirty.store(true, Ordering::SeqCst);
         if self.index_pending.len() >= INDEX_PENDING_BYTES_MAX {
             self.flush_index(log)?;
@@ -232,11 +228,11 @@ impl PartitionState {
         }
         let bytes = std::mem::take(&mut self.index_pending);
         let at = INDEX_HEADER_BYTES + self.index_pending_slot * INDEX_ENTRY_BYTES as u64;
-        if let Err(e) = log.io.write_all_at(&self.index_file, &bytes, at) {
-            return Err(log.poison(format!(
-                "write to {} failed: {e}",
-                self.index_path.display()
-            )));
+        let written = log
+            .index_files
+            .write_at(log.io.as_ref(), &self.index_path, &bytes, at);
+        if let Err(e) = written {
+            return Err(log.poison(e.to_string()));
         }
         Ok(())
     }

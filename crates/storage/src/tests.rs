@@ -1126,3 +1126,69 @@ fn small_segments_no_checkpoints() -> LogConfig {
         ..no_checkpoints()
     }
 }
+
+/// Descriptors of this process open on `.idx` files under `dir`.
+fn open_index_descriptors(dir: &Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&dir) && p.extension().is_some_and(|x| x == "idx"))
+        .count()
+}
+
+#[test]
+fn index_descriptors_stay_under_the_cap_across_writes_restarts_and_recovery() {
+    const CAP: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_open_files_max: CAP,
+        ..no_checkpoints()
+    };
+    let check = |when: &str| {
+        let open = open_index_descriptors(dir.path());
+        assert!(open <= CAP, "{open} index files open {when}");
+    };
+    let log = open_log(dir.path(), config.clone());
+    let parts: Vec<Partition> = (0..200)
+        .map(|n| {
+            log.create_partition(pid(n), PartitionConfig::default())
+                .unwrap()
+        })
+        .collect();
+    check("after creating 200 partitions");
+    let mut expected: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); parts.len()];
+    let append_round = |expected: &mut Vec<Vec<(i64, Vec<u8>)>>, parts: &[Partition]| {
+        for (n, p) in parts.iter().enumerate() {
+            expected[n].extend(fill(p, 1, 10 + n % 7));
+        }
+    };
+    append_round(&mut expected, &parts);
+    check("after appends");
+    log.run_maintenance().unwrap(); // a checkpoint writes every index file
+    check("after a checkpoint");
+    append_round(&mut expected, &parts);
+    log.shutdown().unwrap();
+    drop((log, parts));
+
+    let log = open_log(dir.path(), config.clone());
+    check("after a clean restart");
+    let parts: Vec<Partition> = (0..200).map(|n| log.partition(pid(n)).unwrap()).collect();
+    for (p, e) in parts.iter().zip(&expected) {
+        assert_reads(p, e);
+    }
+    // Entries past the checkpoint are re-indexed by recovery, through the cap too.
+    append_round(&mut expected, &parts);
+    drop((log, parts)); // crash
+
+    let log = open_log(dir.path(), config);
+    check("after recovery");
+    for (n, e) in expected.iter().enumerate() {
+        let p = log.partition(pid(n as i32)).unwrap();
+        assert_reads(&p, e);
+        assert_eq!(p.offsets().log_end, e.last().unwrap().0 + 1);
+    }
+    log.run_maintenance().unwrap();
+    check("after recovery's checkpoint");
+    log.shutdown().unwrap();
+}
