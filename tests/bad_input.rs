@@ -268,11 +268,16 @@ fn batch_with_a_wrong_crc_is_refused_with_corrupt_message() -> anyhow::Result<()
     assert_healthy(&mut broker)
 }
 
-/// `batch` with `edit` applied and its CRC32C recomputed (bytes 21.. are covered).
-fn forged(batch: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> bytes::Bytes {
-    let mut v = batch.to_vec();
+/// `records` with `edit` applied and the CRC32C of its first batch
+/// recomputed (bytes 21 to the end of the batch are covered).
+fn forged(records: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> bytes::Bytes {
+    let mut v = records.to_vec();
     edit(&mut v);
-    let crc = crc32c::crc32c(v.get(21..).unwrap_or_default());
+    let length = v
+        .get(8..12)
+        .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let end = usize::try_from(length).unwrap_or(0) + 12;
+    let crc = crc32c::crc32c(v.get(21..end).unwrap_or_default());
     if let Some(field) = v.get_mut(17..21) {
         field.copy_from_slice(&crc.to_be_bytes());
     }
@@ -300,7 +305,12 @@ fn batch_lying_about_its_contents_is_refused_and_moves_no_offset() -> anyhow::Re
         (control, INVALID_RECORD),
     ] {
         let response = client.call(&raw::produce_request("lies", 0, batch), PRODUCE_VERSION)?;
-        assert_eq!(raw::produce_error(&response)?, code);
+        let message = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .and_then(|p| p.error_message.clone());
+        assert_eq!(raw::produce_error(&response)?, code, "{message:?}");
     }
     // The log end did not move: the next good batch starts at offset 0.
     let response = client.call(&raw::produce_request("lies", 0, good), PRODUCE_VERSION)?;

@@ -195,8 +195,10 @@ pub(crate) struct LogInner {
     /// a checkpoint takes partition locks (which appends hold while they take
     /// the writer lock), so a lock here would be one more order to keep.
     last_checkpoint_ms: AtomicU64,
-    /// Wakes the checkpoint thread (shutdown); waited on with the writer lock.
-    checkpoint_cv: Condvar,
+    /// Wakes the checkpoint thread (shutdown, poison). Not waited on with a
+    /// lock of the log, so that thread holds no reference to the log while
+    /// it waits (see [`checkpoint_main`]).
+    checkpoint_wake: Arc<(Mutex<()>, Condvar)>,
     /// Something a checkpoint records changed since the last one.
     pub checkpoint_dirty: AtomicBool,
     pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
@@ -256,7 +258,7 @@ impl LogInner {
             maintenance_lock: Mutex::new(()),
             opened: Instant::now(),
             last_checkpoint_ms: AtomicU64::new(0),
-            checkpoint_cv: Condvar::new(),
+            checkpoint_wake: Arc::new((Mutex::new(()), Condvar::new())),
             checkpoint_dirty: AtomicBool::new(true),
             registry: RwLock::new(p.partitions),
             index_files: p.index_files,
@@ -393,7 +395,7 @@ impl LogInner {
             );
         }
         self.flush_cv.notify_all();
-        self.checkpoint_cv.notify_all();
+        self.checkpoint_wake.1.notify_all();
     }
 
     /// Append `buf` (whole entries) at the log head, rolling the segment first
@@ -638,7 +640,7 @@ impl LogInner {
         let synced = self.flush_round();
         lock(&self.writer)?.closed = true;
         self.flush_cv.notify_all();
-        self.checkpoint_cv.notify_all();
+        self.checkpoint_wake.1.notify_all();
         let handles = std::mem::take(&mut *lock(&self.threads)?);
         for h in handles {
             // A panic was caught in the thread and poisoned the log there.
@@ -697,28 +699,44 @@ fn flusher_main(weak: &Weak<LogInner>) {
 /// something changed, fsync the index files and write the checkpoint. It
 /// shares no lock with the flusher across an fsync, so a checkpoint never
 /// delays the fdatasync that acknowledges a produce.
+///
+/// It holds the log only while it decides or checkpoints, never while it
+/// waits: the flusher holds it while it waits, and two threads taking turns
+/// would keep a dropped log alive for ever.
 fn checkpoint_main(weak: &Weak<LogInner>) {
+    let Some(wake) = weak.upgrade().map(|log| log.checkpoint_wake.clone()) else {
+        return;
+    };
     loop {
-        let Some(log) = weak.upgrade() else { return };
-        {
-            let Ok(w) = lock(&log.writer) else { return };
-            if w.closed {
+        let wait = {
+            let Some(log) = weak.upgrade() else { return };
+            let Some(wait) = checkpoint_next_wait(&log) else {
                 return;
-            }
-            let idle = Duration::from_millis(FLUSHER_IDLE_WAIT_MS);
-            let wait = match log.checkpoint_wait() {
-                _ if w.poisoned.is_some() => idle,
-                Some(wait) => wait.min(idle),
-                None => idle,
             };
-            if !wait.is_zero() {
-                let _ = log.checkpoint_cv.wait_timeout(w, wait);
+            if wait.is_zero() {
+                // Errors poison the log and are reported there.
+                let _ = log.write_checkpoint();
                 continue;
             }
-        }
-        // Errors poison the log and are reported there.
-        let _ = log.write_checkpoint();
+            wait
+        };
+        let Ok(guard) = wake.0.lock() else { return };
+        let _ = wake.1.wait_timeout(guard, wait);
     }
+}
+
+/// How long the checkpoint thread may sleep; `None` once the log is closed.
+fn checkpoint_next_wait(log: &LogInner) -> Option<Duration> {
+    let w = lock(&log.writer).ok()?;
+    if w.closed {
+        return None;
+    }
+    let idle = Duration::from_millis(FLUSHER_IDLE_WAIT_MS);
+    Some(match log.checkpoint_wait() {
+        _ if w.poisoned.is_some() => idle,
+        Some(wait) => wait.min(idle),
+        None => idle,
+    })
 }
 
 /// fsync a directory so created, renamed or deleted entries in it are durable.

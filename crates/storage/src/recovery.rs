@@ -255,7 +255,7 @@ pub(crate) fn index_path(index_dir: &Path, id: PartitionId) -> PathBuf {
     index_dir.join(format!("{}-{}.idx", id.topic_id.hyphenated(), id.partition))
 }
 
-/// A fresh partition state around an open index file.
+/// A fresh partition state for the index file at `path` (opened when written).
 pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionState {
     PartitionState {
         config,

@@ -1192,3 +1192,21 @@ fn index_descriptors_stay_under_the_cap_across_writes_restarts_and_recovery() {
     check("after recovery's checkpoint");
     log.shutdown().unwrap();
 }
+
+#[test]
+fn dropping_every_handle_ends_the_background_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    let weak = Arc::downgrade(&log.inner);
+    drop((log, p));
+    // The flusher and the checkpoint thread let go of the log in turn.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while weak.upgrade().is_some() {
+        assert!(Instant::now() < deadline, "the log was never dropped");
+        std::thread::yield_now();
+    }
+}
