@@ -2,7 +2,7 @@
 //! append (validation, idempotent-producer checks, offset assignment), read,
 //! offset and time look-ups, and log-start moves.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -605,6 +605,29 @@ fn locate(
     limit: usize,
 ) -> Result<Vec<Located>, StorageError> {
     let segments = read(&log.segments)?;
+    let found = locate_in(&segments, st, from, limit);
+    // Poisoning takes the writer lock, which comes before `segments`.
+    drop(segments);
+    found.map_err(|broken| match broken {
+        Broken::Invariant(what) => log.poison(format!("invariant broken: {what}")),
+        Broken::Error(e) => e,
+    })
+}
+
+/// Why [`locate_in`] stopped.
+enum Broken {
+    Invariant(String),
+    Error(StorageError),
+}
+
+/// [`locate`] under the segments lock, checking what the write side
+/// promised: offsets ascending, each batch inside its segment.
+fn locate_in(
+    segments: &BTreeMap<u64, Arc<Segment>>,
+    st: &PartitionState,
+    from: usize,
+    limit: usize,
+) -> Result<Vec<Located>, Broken> {
     let mut out = Vec::new();
     let mut total = 0usize;
     let mut prev_last = i64::MIN;
@@ -616,34 +639,33 @@ fn locate(
         if !out.is_empty() && total + e.size as usize > limit {
             break;
         }
-        log.check(e.base_offset > prev_last, || {
-            format!(
+        if e.base_offset <= prev_last {
+            return Err(Broken::Invariant(format!(
                 "index entry {} of {:?} follows offset {prev_last}",
                 e.base_offset, st.index_path
-            )
-        })?;
+            )));
+        }
         prev_last = e.last_offset();
         let segment = segments
             .range(..=e.position)
             .next_back()
             .map(|(_, s)| s.clone())
-            .ok_or_else(|| StorageError::Corrupt {
-                file: "commit log".into(),
-                detail: format!("no segment holds position {}", e.position),
+            .ok_or_else(|| {
+                Broken::Error(StorageError::Corrupt {
+                    file: "commit log".into(),
+                    detail: format!("no segment holds position {}", e.position),
+                })
             })?;
         let next_base = segments.range(segment.base + 1..).next().map(|(b, _)| *b);
-        log.check(
-            next_base.is_none_or(|next| e.end_position() <= next),
-            || {
-                format!(
-                    "batch {} at positions {}..{} runs past its segment {}",
-                    e.base_offset,
-                    e.position,
-                    e.end_position(),
-                    segment.path.display()
-                )
-            },
-        )?;
+        if next_base.is_some_and(|next| e.end_position() > next) {
+            return Err(Broken::Invariant(format!(
+                "batch {} at positions {}..{} runs past its segment {}",
+                e.base_offset,
+                e.position,
+                e.end_position(),
+                segment.path.display()
+            )));
+        }
         total += e.size as usize;
         out.push(Located { entry: e, segment });
         if total >= limit {

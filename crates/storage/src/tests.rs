@@ -1210,3 +1210,37 @@ fn dropping_every_handle_ends_the_background_threads() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn a_checkpoint_thread_panic_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PanicIo::default());
+    let config = LogConfig {
+        index_checkpoint_interval_ms: 1,
+        ..LogConfig::default()
+    };
+    let log = open_with(dir.path(), config, io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    *io.sync_on_thread.lock().unwrap() = Some("weir-checkpoint");
+    // Appends make checkpoints due; the first one panics in its fsync.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the panic never poisoned the log"
+        );
+        match p.append(batch(1, 10)) {
+            Ok(out) => {
+                let _ = wait_unless_hung(out.durable);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        err.to_string()
+            .contains("the weir-checkpoint thread panicked: injected fdatasync panic"),
+        "{err}"
+    );
+}
