@@ -440,3 +440,49 @@ fn array_count_of_two_billion_in_a_tiny_frame_closes_the_connection() -> anyhow:
     }
     Ok(())
 }
+
+/// The soft and hard "Max open files" limits of a process, from /proc.
+fn open_files_limits(pid: u32) -> anyhow::Result<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open files limit")?;
+    let mut fields = line.split_whitespace().skip(3);
+    let soft = fields.next().context("no soft limit")?.to_string();
+    let hard = fields.next().context("no hard limit")?.to_string();
+    Ok((soft, hard))
+}
+
+#[test]
+fn serve_raises_its_open_files_soft_limit_to_the_hard_limit() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    // Started with a soft limit far below the hard one, as on many systems.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1" --log-level info"#)
+        .arg(env!("CARGO_BIN_EXE_weir"))
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    // The limit is raised before the commit log is opened.
+    let mut opened = false;
+    for line in std::io::BufReader::new(stderr).lines() {
+        if line?.contains("opened commit log") {
+            opened = true;
+            break;
+        }
+    }
+    let limits = open_files_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(opened, "the broker exited before it opened its log");
+    let (soft, hard) = limits?;
+    assert_eq!(soft, hard, "soft limit {soft}, hard limit {hard}");
+    Ok(())
+}

@@ -40,6 +40,9 @@ impl FileIo for OsIo {}
 /// checkpoint would then vouch for index entries that never reached the
 /// disk. Writes and the fsync of an evicted file happen under the set's
 /// lock, so no write can land on a file between its fsync and its close.
+/// The cost: when more partitions are written between two checkpoints than
+/// `open_max`, an index write (under its partition's lock) may wait for one
+/// index fsync; keep `open_max` above the number of busy partitions.
 pub(crate) struct IndexFiles {
     open_max: usize,
     set: Mutex<OpenSet>,

@@ -7,8 +7,11 @@
 //! Lock order (a thread holding one may take only those after it):
 //! `maintenance_lock`, `checkpoint_lock`, `flush_lock`, `registry`, a
 //! partition's `state` (several only in partition-id order), `writer`,
-//! `segments`, the index-file cache (`IndexFiles`). `flusher` and `threads` are taken alone.
-//! A std lock that a panic poisoned is an error ([`lock`]), never read past.
+//! `segments`, the index-file set (`IndexFiles`). `threads` and the
+//! checkpoint thread's wake-up lock are taken alone. Poisoning takes
+//! `writer`, so code that checks an invariant under `segments` lets go of it
+//! first. A std lock that a panic poisoned is an error ([`lock`]), never
+//! read past.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
