@@ -437,10 +437,32 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raise the soft limit on open files to the hard limit: the broker holds
+/// a descriptor per connection, per commit-log segment and per open index
+/// file, and a soft limit of 1024 is the default on many systems. A failure
+/// only costs headroom, so it is logged, not fatal.
+fn raise_open_files_limit() {
+    let raised = rlimit::Resource::NOFILE.get().and_then(|(soft, hard)| {
+        if soft < hard {
+            rlimit::Resource::NOFILE.set(hard, hard)?;
+        }
+        Ok((soft, hard))
+    });
+    match raised {
+        Ok((was, hard)) => tracing::info!(
+            soft_was = was,
+            limit = hard,
+            "open files limit (RLIMIT_NOFILE) set to the hard limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit (RLIMIT_NOFILE)"),
+    }
+}
+
 /// Run the broker until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args).map_err(|err| crate::cli::usage(format!("{err:#}")))?;
     init_logging(&settings.log_level)?;
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir-worker")

@@ -33,6 +33,8 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+const INVALID_RECORD: i16 = 87;
 
 fn start(extra: &[&str]) -> anyhow::Result<Broker> {
     let limit = MAX_REQUEST_BYTES.to_string();
@@ -266,6 +268,63 @@ fn batch_with_a_wrong_crc_is_refused_with_corrupt_message() -> anyhow::Result<()
     assert_healthy(&mut broker)
 }
 
+/// `records` with `edit` applied and the CRC32C of its first batch
+/// recomputed (bytes 21 to the end of the batch are covered).
+fn forged(records: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> bytes::Bytes {
+    let mut v = records.to_vec();
+    edit(&mut v);
+    let length = v
+        .get(8..12)
+        .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let end = usize::try_from(length).unwrap_or(0) + 12;
+    let crc = crc32c::crc32c(v.get(21..end).unwrap_or_default());
+    if let Some(field) = v.get_mut(17..21) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+    v.into()
+}
+
+#[test]
+fn batch_lying_about_its_contents_is_refused_and_moves_no_offset() -> anyhow::Result<()> {
+    let mut broker = start(&[])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "lies", 1, &[])?;
+    let good = raw::record_batch(&[b"first", b"second"])?;
+    // A bare 61-byte header (batch length 49) claiming i32::MAX records.
+    let header_only = forged(good.get(..61).context("short batch")?, |v| {
+        v[8..12].copy_from_slice(&49i32.to_be_bytes());
+        v[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    });
+    let codec_seven = forged(&good, |v| v[22] |= 0x07);
+    let control = forged(&good, |v| v[22] |= 0x20);
+    let mut client = RawClient::connect(&bootstrap)?;
+    for (batch, code) in [
+        (header_only, INVALID_RECORD),
+        (codec_seven, UNSUPPORTED_COMPRESSION_TYPE),
+        (control, INVALID_RECORD),
+    ] {
+        let response = client.call(&raw::produce_request("lies", 0, batch), PRODUCE_VERSION)?;
+        let message = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .and_then(|p| p.error_message.clone());
+        assert_eq!(raw::produce_error(&response)?, code, "{message:?}");
+    }
+    // The log end did not move: the next good batch starts at offset 0.
+    let response = client.call(&raw::produce_request("lies", 0, good), PRODUCE_VERSION)?;
+    assert_eq!(raw::produce_error(&response)?, 0);
+    let base = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .map(|p| p.base_offset);
+    assert_eq!(base, Some(0));
+    assert_eq!(high_watermark(&bootstrap, "lies")?, 2);
+    assert_healthy(&mut broker)
+}
+
 #[test]
 fn batch_over_max_message_bytes_is_refused_with_message_too_large() -> anyhow::Result<()> {
     let mut broker = start(&[])?;
@@ -379,5 +438,51 @@ fn array_count_of_two_billion_in_a_tiny_frame_closes_the_connection() -> anyhow:
         );
         assert_healthy(&mut broker)?;
     }
+    Ok(())
+}
+
+/// The soft and hard "Max open files" limits of a process, from /proc.
+fn open_files_limits(pid: u32) -> anyhow::Result<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open files limit")?;
+    let mut fields = line.split_whitespace().skip(3);
+    let soft = fields.next().context("no soft limit")?.to_string();
+    let hard = fields.next().context("no hard limit")?.to_string();
+    Ok((soft, hard))
+}
+
+#[test]
+fn serve_raises_its_open_files_soft_limit_to_the_hard_limit() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    // Started with a soft limit far below the hard one, as on many systems.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1" --log-level info"#)
+        .arg(env!("CARGO_BIN_EXE_weir"))
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    // The limit is raised before the commit log is opened.
+    let mut opened = false;
+    for line in std::io::BufReader::new(stderr).lines() {
+        if line?.contains("opened commit log") {
+            opened = true;
+            break;
+        }
+    }
+    let limits = open_files_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(opened, "the broker exited before it opened its log");
+    let (soft, hard) = limits?;
+    assert_eq!(soft, hard, "soft limit {soft}, hard limit {hard}");
     Ok(())
 }

@@ -57,7 +57,10 @@ impl From<AppendError> for ApiError {
     fn from(err: AppendError) -> Self {
         let code = match &err {
             AppendError::CorruptBatch => ResponseError::CorruptMessage,
-            AppendError::InvalidBatch(_) => ResponseError::InvalidRecord,
+            AppendError::InvalidBatch(_) | AppendError::InvalidRecordCount { .. } => {
+                ResponseError::InvalidRecord
+            }
+            AppendError::UnsupportedCompression { .. } => ResponseError::UnsupportedCompressionType,
             AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,

@@ -17,8 +17,21 @@ const CRC_START: usize = 21;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 /// Attribute bits selecting the compression codec.
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-/// The most records one batch may announce for a time look-up walk.
-const BATCH_RECORDS_MAX: i32 = 1 << 24;
+/// Attribute bit: a control batch (transaction markers), which only the
+/// broker itself may write.
+const ATTR_CONTROL: i16 = 0x20;
+/// The highest codec id Kafka defines (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+const CODEC_ID_MAX: i16 = 4;
+/// The most records one batch may announce. An uncompressed batch is also
+/// bounded by its length (see [`RECORD_BYTES_MIN`]); a compressed one cannot
+/// be checked that way without decompressing it, so this bound is what keeps
+/// a small batch from moving the log end far (librdkafka's largest
+/// `batch.num.messages` is 1,000,000).
+pub(crate) const BATCH_RECORDS_MAX: i32 = 1 << 20;
+/// The fewest bytes one record takes in an uncompressed batch: a 1-byte
+/// length varint, then attributes (1), timestampDelta (1), offsetDelta (1),
+/// key length (1, for a null key), value length (1) and header count (1).
+const RECORD_BYTES_MIN: usize = 7;
 
 /// The header fields of one validated batch inside a payload.
 #[derive(Debug, Clone, Copy)]
@@ -83,19 +96,48 @@ pub(crate) fn parse_payload(
             return Err(AppendError::CorruptBatch);
         }
         let info = read_header(batch, at, len).ok_or(AppendError::CorruptBatch)?;
-        let count = be_i32(batch, 57).ok_or(AppendError::CorruptBatch)?;
-        if count <= 0 {
-            return Err(AppendError::InvalidBatch("batch holds no records"));
-        }
-        if info.last_offset_delta.checked_add(1) != Some(count) {
-            return Err(AppendError::InvalidBatch(
-                "lastOffsetDelta does not match the record count",
-            ));
-        }
+        check_contents(&info, batch)?;
         out.push(info);
         at += len;
     }
     Ok(out)
+}
+
+/// Check what a client may not put in a batch whose CRC is valid: an
+/// unknown codec, the control bit, and a record count its length or
+/// `lastOffsetDelta` cannot back (it decides how far offsets move).
+fn check_contents(info: &BatchInfo, batch: &[u8]) -> Result<(), AppendError> {
+    let codec = info.attributes & ATTR_COMPRESSION_MASK;
+    if codec > CODEC_ID_MAX {
+        return Err(AppendError::UnsupportedCompression { codec });
+    }
+    if info.attributes & ATTR_CONTROL != 0 {
+        return Err(AppendError::InvalidBatch(
+            "clients are not allowed to write control records",
+        ));
+    }
+    let count = be_i32(batch, 57).ok_or(AppendError::CorruptBatch)?;
+    if count <= 0 {
+        return Err(AppendError::InvalidBatch("batch holds no records"));
+    }
+    let records_bytes = batch.len().saturating_sub(BATCH_HEADER_BYTES);
+    let backed = if codec == 0 {
+        records_bytes / RECORD_BYTES_MIN
+    } else {
+        usize::from(records_bytes > 0) * BATCH_RECORDS_MAX as usize
+    };
+    if count > BATCH_RECORDS_MAX || count as usize > backed {
+        return Err(AppendError::InvalidRecordCount {
+            count,
+            bytes: batch.len(),
+        });
+    }
+    if info.last_offset_delta.checked_add(1) != Some(count) {
+        return Err(AppendError::InvalidBatch(
+            "lastOffsetDelta does not match the record count",
+        ));
+    }
+    Ok(())
 }
 
 fn read_header(batch: &[u8], start: usize, len: usize) -> Option<BatchInfo> {
@@ -369,6 +411,107 @@ mod tests {
             );
             assert_eq!(find_record_at_or_after(&b, 0, 41), None, "{c:?}");
         }
+    }
+
+    /// `b` with `edit` applied to its bytes and the CRC recomputed, so only
+    /// the edited field is wrong.
+    fn edited(b: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = b.to_vec();
+        edit(&mut v);
+        let crc = crc32c::crc32c(&v[CRC_START..]);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        v
+    }
+
+    fn set_count(v: &mut [u8], count: i32, last_offset_delta: i32) {
+        v[57..61].copy_from_slice(&count.to_be_bytes());
+        v[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    }
+
+    #[test]
+    fn a_header_only_batch_claiming_two_billion_records_is_refused() {
+        let b = batch(1, 0);
+        let mut header = b[..BATCH_HEADER_BYTES].to_vec();
+        header[8..12].copy_from_slice(&((BATCH_HEADER_BYTES - 12) as i32).to_be_bytes());
+        let forged = edited(&header, |v| set_count(v, i32::MAX, i32::MAX - 1));
+        assert_eq!(forged.len(), BATCH_HEADER_BYTES);
+        assert!(matches!(
+            parse_payload(&forged, 1 << 20),
+            Err(AppendError::InvalidRecordCount {
+                count: i32::MAX,
+                bytes: BATCH_HEADER_BYTES
+            })
+        ));
+    }
+
+    #[test]
+    fn an_uncompressed_count_its_bytes_cannot_hold_is_refused() {
+        let b = batch(3, 0);
+        // Each record here is at least the minimum size; one more than the
+        // bytes allow is refused, the true count is accepted.
+        let room = ((b.len() - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN) as i32;
+        let over = edited(&b, |v| set_count(v, room + 1, room));
+        assert!(matches!(
+            parse_payload(&over, 1 << 20),
+            Err(AppendError::InvalidRecordCount { .. })
+        ));
+        assert!(parse_payload(&b, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_compressed_count_over_the_batch_limit_is_refused() {
+        let b = batch_with(3, 8, &[], Compression::Zstd, None);
+        let over = edited(&b, |v| {
+            set_count(v, BATCH_RECORDS_MAX + 1, BATCH_RECORDS_MAX)
+        });
+        assert!(matches!(
+            parse_payload(&over, 1 << 20),
+            Err(AppendError::InvalidRecordCount { .. })
+        ));
+        // A compressed count is not checked against its bytes, only bounded.
+        let many = edited(&b, |v| set_count(v, 1000, 999));
+        assert!(parse_payload(&many, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_count_that_disagrees_with_last_offset_delta_is_refused() {
+        let b = batch(3, 0);
+        let wrong = edited(&b, |v| set_count(v, 3, 5));
+        assert!(matches!(
+            parse_payload(&wrong, 1 << 20),
+            Err(AppendError::InvalidBatch(_))
+        ));
+    }
+
+    #[test]
+    fn codecs_five_to_seven_are_unsupported() {
+        let b = batch(2, 5);
+        for codec in 5i16..=7 {
+            let v = edited(&b, |v| {
+                let attrs = (be_i16(v, 21).unwrap() & !ATTR_COMPRESSION_MASK) | codec;
+                v[21..23].copy_from_slice(&attrs.to_be_bytes());
+            });
+            assert!(
+                matches!(
+                    parse_payload(&v, 1 << 20),
+                    Err(AppendError::UnsupportedCompression { codec: c }) if c == codec
+                ),
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_control_batch_is_an_invalid_record() {
+        let b = batch(1, 5);
+        let v = edited(&b, |v| {
+            let attrs = be_i16(v, 21).unwrap() | ATTR_CONTROL;
+            v[21..23].copy_from_slice(&attrs.to_be_bytes());
+        });
+        assert!(matches!(
+            parse_payload(&v, 1 << 20),
+            Err(AppendError::InvalidBatch(_))
+        ));
     }
 
     #[test]

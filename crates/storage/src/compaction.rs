@@ -273,17 +273,17 @@ struct Plan {
     now_ms: i64,
 }
 
-fn plan(log: &LogInner, part: &PartitionInner) -> Option<Plan> {
-    let st = lock(&part.state);
+fn plan(log: &LogInner, part: &PartitionInner) -> Result<Option<Plan>, StorageError> {
+    let st = lock(&part.state)?;
     if st.removed || !st.config.compact {
-        return None;
+        return Ok(None);
     }
     let now_ms = log.clock.now_ms();
     let end = st.hw.min(st.durable_end);
     let covered = st.entries.partition_point(|e| e.entry.last_offset() < end);
     let rewritable = covered.min(st.entries.len().saturating_sub(1));
     if rewritable == 0 {
-        return None;
+        return Ok(None);
     }
     let (mut dirty, mut total) = (0u64, 0u64);
     for e in st.entries.iter().take(covered) {
@@ -294,12 +294,15 @@ fn plan(log: &LogInner, part: &PartitionInner) -> Option<Plan> {
     }
     let due = (dirty > 0 && dirty * DIRTY_RATIO_DIVISOR >= total) || now_ms >= st.tombstone_due_ms;
     if !due {
-        return None;
+        return Ok(None);
     }
-    let segs = read(&log.segments);
+    let segs = read(&log.segments)?;
     let mut located = Vec::with_capacity(covered);
     for e in st.entries.iter().take(covered) {
-        let seg = segs.range(..=e.entry.position).next_back()?.1.clone();
+        let Some((_, seg)) = segs.range(..=e.entry.position).next_back() else {
+            return Ok(None);
+        };
+        let seg = seg.clone();
         located.push(Located {
             entry: e.entry,
             segment: seg,
@@ -311,13 +314,13 @@ fn plan(log: &LogInner, part: &PartitionInner) -> Option<Plan> {
             producer_last.insert(e.entry.producer_id, e.entry.base_offset);
         }
     }
-    Some(Plan {
+    Ok(Some(Plan {
         covered: located,
         rewritable,
         producer_last,
         delete_retention_ms: st.delete_retention_ms,
         now_ms,
-    })
+    }))
 }
 
 /// The new version of one batch.
@@ -328,7 +331,7 @@ struct Rewrite {
 }
 
 fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize, StorageError> {
-    let Some(mut plan) = plan(log, part) else {
+    let Some(mut plan) = plan(log, part)? else {
         return Ok(0);
     };
     // Pass 1: the newest offset of every key.
@@ -336,7 +339,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     let mut map_bytes = 0usize;
     let mut map_end = plan.covered.first().map_or(0, |l| l.entry.base_offset);
     for (i, l) in plan.covered.iter().enumerate() {
-        let batch = read_located(part.id, std::slice::from_ref(l))?;
+        let batch = read_located(log, part.id, std::slice::from_ref(l))?;
         let parsed = match parse_batch(&batch) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
@@ -374,7 +377,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     let mut buf = Vec::with_capacity(COMPACTION_WRITE_CHUNK_BYTES);
     let mut pending: Vec<(usize, u64)> = Vec::new();
     for l in plan.covered.iter().take(plan.rewritable) {
-        let batch = read_located(part.id, std::slice::from_ref(l))?;
+        let batch = read_located(log, part.id, std::slice::from_ref(l))?;
         let Ok(Some(parsed)) = parse_batch(&batch) else {
             continue;
         };
@@ -436,7 +439,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     }
     write_chunk(log, &mut buf, &mut pending, &mut rewrites)?;
     if rewrites.is_empty() {
-        let mut st = lock(&part.state);
+        let mut st = lock(&part.state)?;
         st.compacted_end = map_end;
         st.tombstone_due_ms = tombstone_due;
         return Ok(0);
@@ -444,7 +447,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     // The copies must be durable before the index points at them.
     log.sync_now()?;
     let changed = install(log, part, &rewrites)?;
-    let mut st = lock(&part.state);
+    let mut st = lock(&part.state)?;
     st.compacted_end = map_end;
     st.tombstone_due_ms = tombstone_due;
     drop(st);
@@ -482,7 +485,7 @@ fn install(
     rewrites: &[Rewrite],
 ) -> Result<usize, StorageError> {
     let by_base: HashMap<i64, &Rewrite> = rewrites.iter().map(|r| (r.old.base_offset, r)).collect();
-    let mut st = lock(&part.state);
+    let mut st = lock(&part.state)?;
     if st.removed {
         return Ok(0);
     }
@@ -532,7 +535,10 @@ fn install(
             log.index_dir.display()
         )));
     }
-    st.index_file = Arc::new(file);
+    // The old file's unsynced writes no longer matter: the renamed copy,
+    // synced above, replaced it. The next write reopens the path.
+    drop(file);
+    log.index_files.forget(&path)?;
     st.index_pending.clear();
     st.entries.clear();
     st.live_bytes = 0;
@@ -541,7 +547,6 @@ fn install(
     }
     st.next_slot = st.entries.len() as u64;
     st.index_pending_slot = st.next_slot;
-    st.index_dirty = true;
     drop(st);
     log.checkpoint_dirty.store(true, Ordering::SeqCst);
     Ok(changed)

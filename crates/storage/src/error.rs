@@ -38,6 +38,22 @@ pub enum AppendError {
     /// Not a well-formed RecordBatch v2 (Kafka's INVALID_RECORD / CORRUPT_MESSAGE).
     #[error("invalid record batch: {0}")]
     InvalidBatch(&'static str),
+    /// The batch names a compression codec Kafka does not define (ids 5-7:
+    /// UNSUPPORTED_COMPRESSION_TYPE).
+    #[error("unknown compression codec {codec} in the batch attributes")]
+    UnsupportedCompression {
+        /// The codec id (attributes & 7).
+        codec: i16,
+    },
+    /// The batch announces more records than its bytes can hold, or more
+    /// than one batch may (INVALID_RECORD).
+    #[error("a batch of {bytes} bytes cannot hold the {count} records it announces")]
+    InvalidRecordCount {
+        /// The record count in the header.
+        count: i32,
+        /// The batch length.
+        bytes: usize,
+    },
     /// The batch exceeds `max.message.bytes` (MESSAGE_TOO_LARGE).
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge {

@@ -1,9 +1,16 @@
 //! The file operations whose failure matters for durability (writes and
-//! fdatasync), behind a trait so tests can inject failures.
+//! fdatasync), behind a trait so tests can inject failures, and the bounded
+//! set of open index files.
 
-use std::fs::File;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::StorageError;
+use crate::log::{io_err, lock};
 
 /// Positional writes and syncs of commit-log, index and checkpoint files.
 pub(crate) trait FileIo: Send + Sync + 'static {
@@ -23,3 +30,204 @@ pub(crate) trait FileIo: Send + Sync + 'static {
 pub(crate) struct OsIo;
 
 impl FileIo for OsIo {}
+
+/// The index files held open: at most `open_max`, the least recently used
+/// closed first, so a broker with many partitions does not hold a
+/// descriptor per partition.
+///
+/// A file is closed only once its writes are fdatasync'd. After a close, a
+/// failed writeback of its pages could be reported on no descriptor, and a
+/// checkpoint would then vouch for index entries that never reached the
+/// disk. Writes and the fsync of an evicted file happen under the set's
+/// lock, so no write can land on a file between its fsync and its close.
+/// The cost: when more partitions are written between two checkpoints than
+/// `open_max`, an index write (under its partition's lock) may wait for one
+/// index fsync; keep `open_max` above the number of busy partitions.
+pub(crate) struct IndexFiles {
+    open_max: usize,
+    set: Mutex<OpenSet>,
+}
+
+#[derive(Default)]
+struct OpenSet {
+    files: HashMap<PathBuf, OpenIndex>,
+    /// Use stamp to partition, oldest first.
+    by_use: BTreeMap<u64, PathBuf>,
+    next_stamp: u64,
+}
+
+struct OpenIndex {
+    file: Arc<File>,
+    path: PathBuf,
+    stamp: u64,
+    /// Written since its last fdatasync.
+    dirty: bool,
+}
+
+impl IndexFiles {
+    /// An empty set that keeps at most `open_max` files open (at least one).
+    pub fn new(open_max: usize) -> Self {
+        Self {
+            open_max: open_max.max(1),
+            set: Mutex::new(OpenSet::default()),
+        }
+    }
+
+    /// Write `buf` at `offset` of a partition's index file (no fsync),
+    /// opening it first if needed.
+    pub fn write_at(
+        &self,
+        io: &dyn FileIo,
+        path: &Path,
+        buf: &[u8],
+        offset: u64,
+    ) -> Result<(), StorageError> {
+        let mut set = lock(&self.set)?;
+        let file = set.open(self.open_max, io, path)?;
+        io.write_all_at(&file, buf, offset)
+            .map_err(|e| io_err(format!("write to {}", path.display()), e))?;
+        if let Some(f) = set.files.get_mut(path) {
+            f.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// fdatasync every open file written since its last sync. A file the
+    /// set closed was synced when it was closed.
+    pub fn sync_dirty(&self, io: &dyn FileIo) -> Result<(), StorageError> {
+        let dirty: Vec<(Arc<File>, PathBuf)> = {
+            let mut set = lock(&self.set)?;
+            set.files
+                .values_mut()
+                .filter_map(|f| {
+                    std::mem::take(&mut f.dirty).then(|| (f.file.clone(), f.path.clone()))
+                })
+                .collect()
+        };
+        // Outside the lock: a write after the flag was cleared marks the
+        // file dirty again, for the next sync or the close.
+        for (file, path) in dirty {
+            io.sync_data(&file)
+                .map_err(|e| io_err(format!("fdatasync of {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Close a partition's file without syncing it: it was replaced by a
+    /// synced copy (compaction) or deleted with its partition.
+    pub fn forget(&self, path: &Path) -> Result<(), StorageError> {
+        let mut set = lock(&self.set)?;
+        if let Some(f) = set.files.remove(path) {
+            set.by_use.remove(&f.stamp);
+        }
+        Ok(())
+    }
+
+    /// How many index files are open (for tests and logs).
+    #[cfg(test)]
+    pub fn open_count(&self) -> usize {
+        self.set.lock().map_or(0, |s| s.files.len())
+    }
+}
+
+impl OpenSet {
+    /// The open file at `path`, marked most recently used; opened (after
+    /// closing the least recently used file when full) if it was not.
+    fn open(
+        &mut self,
+        open_max: usize,
+        io: &dyn FileIo,
+        path: &Path,
+    ) -> Result<Arc<File>, StorageError> {
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        if let Some(f) = self.files.get_mut(path) {
+            self.by_use.remove(&f.stamp);
+            f.stamp = stamp;
+            self.by_use.insert(stamp, path.to_path_buf());
+            return Ok(f.file.clone());
+        }
+        while self.files.len() >= open_max {
+            self.close_oldest(io)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(Arc::new)
+            .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        self.by_use.insert(stamp, path.to_path_buf());
+        self.files.insert(
+            path.to_path_buf(),
+            OpenIndex {
+                file: file.clone(),
+                path: path.to_path_buf(),
+                stamp,
+                dirty: false,
+            },
+        );
+        Ok(file)
+    }
+
+    fn close_oldest(&mut self, io: &dyn FileIo) -> Result<(), StorageError> {
+        let Some((_, key)) = self.by_use.pop_first() else {
+            return Ok(());
+        };
+        let Some(f) = self.files.remove(&key) else {
+            return Ok(());
+        };
+        if f.dirty
+            && let Err(e) = io.sync_data(&f.file)
+        {
+            // Keep it: the caller poisons the log, and a later checkpoint
+            // must not take the file for clean.
+            let path = f.path.clone();
+            self.by_use.insert(f.stamp, key.clone());
+            self.files.insert(key, f);
+            return Err(io_err(format!("fdatasync of {}", path.display()), e));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts fdatasync calls.
+    #[derive(Default)]
+    struct CountingIo(AtomicUsize);
+
+    impl FileIo for CountingIo {
+        fn sync_data(&self, file: &File) -> io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            file.sync_data()
+        }
+    }
+
+    #[test]
+    fn a_written_index_file_is_synced_before_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.idx"), dir.path().join("b.idx"));
+        for p in [&a, &b] {
+            File::create(p).unwrap();
+        }
+        let io = CountingIo::default();
+        let files = IndexFiles::new(1);
+        files.write_at(&io, &a, b"entry", 0).unwrap();
+        assert_eq!(io.0.load(Ordering::SeqCst), 0, "no fsync on a write");
+        // Opening b closes a, which was written: it is synced first.
+        files.write_at(&io, &b, b"entry", 0).unwrap();
+        assert_eq!(io.0.load(Ordering::SeqCst), 1);
+        assert_eq!(files.open_count(), 1);
+        // The checkpoint syncs only what is open and dirty (b), once.
+        files.sync_dirty(&io).unwrap();
+        files.sync_dirty(&io).unwrap();
+        assert_eq!(io.0.load(Ordering::SeqCst), 2);
+        // A clean file is closed without another fsync.
+        files.write_at(&io, &a, b"entry", 64).unwrap();
+        assert_eq!(io.0.load(Ordering::SeqCst), 2);
+    }
+}

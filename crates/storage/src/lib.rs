@@ -31,7 +31,7 @@ mod tests;
 
 pub use error::{AppendError, ReadError, StorageError};
 
-use crate::log::{LogInner, lock, read, write};
+use crate::log::{LogInner, lock, write};
 use crate::partition::PartitionInner;
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
@@ -75,6 +75,9 @@ pub struct LogConfig {
     pub index_checkpoint_interval_ms: u64,
     /// Upper bound on the bytes one [`Partition::read`] returns, whatever the caller asks.
     pub read_bytes_max: usize,
+    /// The most partition index files held open at once; the least recently
+    /// used is fsync'd and closed to open another.
+    pub index_open_files_max: usize,
 }
 
 impl Default for LogConfig {
@@ -84,6 +87,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             index_checkpoint_interval_ms: 5_000,
             read_bytes_max: 64 << 20,
+            index_open_files_max: 1024,
         }
     }
 }
@@ -292,7 +296,8 @@ impl CommitLog {
         id: PartitionId,
         config: PartitionConfig,
     ) -> Result<Partition, StorageError> {
-        let mut registry = write(&self.inner.registry);
+        let _panic = self.inner.panic_guard("creating a partition");
+        let mut registry = write(&self.inner.registry)?;
         if let Some(existing) = registry.get(&id) {
             let p = self.handle(existing.clone());
             drop(registry);
@@ -315,7 +320,8 @@ impl CommitLog {
             .and_then(|()| self.inner.io.sync_data(&file))
             .and_then(|()| log::sync_dir(&self.inner.index_dir))
             .map_err(|e| log::io_err(format!("creating {}", path.display()), e))?;
-        let state = recovery::new_state(file, path, config);
+        drop(file); // reopened by the index-file set when first written
+        let state = recovery::new_state(path, config);
         let inner = Arc::new(PartitionInner {
             id,
             state: std::sync::Mutex::new(state),
@@ -350,28 +356,34 @@ impl CommitLog {
 
     /// A partition registered earlier (before or after a restart).
     pub fn partition(&self, id: PartitionId) -> Option<Partition> {
-        read(&self.inner.registry)
+        self.inner
+            .read_frozen(&self.inner.registry)
             .get(&id)
             .map(|p| self.handle(p.clone()))
     }
 
     /// Every registered partition.
     pub fn partitions(&self) -> Vec<PartitionId> {
-        let mut ids: Vec<PartitionId> = read(&self.inner.registry).keys().copied().collect();
+        let registry = self.inner.read_frozen(&self.inner.registry);
+        let mut ids: Vec<PartitionId> = registry.keys().copied().collect();
+        drop(registry);
         ids.sort();
         ids
     }
 
     /// Forget a partition and its index; its log space is reclaimed later.
     pub fn remove_partition(&self, id: PartitionId) -> Result<(), StorageError> {
-        let Some(p) = write(&self.inner.registry).remove(&id) else {
+        let _panic = self.inner.panic_guard("removing a partition");
+        let Some(p) = write(&self.inner.registry)?.remove(&id) else {
             return Ok(());
         };
         let path = {
-            let mut st = lock(&p.state);
+            let mut st = lock(&p.state)?;
             st.removed = true;
             st.index_path.clone()
         };
+        // Its unsynced writes no longer matter: the file is deleted.
+        self.inner.index_files.forget(&path)?;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -397,6 +409,7 @@ impl CommitLog {
     /// segments with no live data, and relocate the few live batches that
     /// pin old segments. The broker calls it periodically.
     pub fn run_maintenance(&self) -> Result<(), StorageError> {
+        let _panic = self.inner.panic_guard("maintenance");
         maintenance::run(&self.inner)
     }
 
@@ -441,7 +454,7 @@ impl Partition {
 
     /// Current offsets.
     pub fn offsets(&self) -> PartitionOffsets {
-        lock(&self.inner.state).offsets()
+        self.log.lock_frozen(&self.inner.state).offsets()
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`,
@@ -458,8 +471,9 @@ impl Partition {
     /// Advance the log-start offset to `offset` (DeleteRecords); durable on return.
     /// `-1` means the high watermark. Returns the new log-start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, ReadError> {
+        let _panic = self.log.panic_guard("DeleteRecords");
         let log_start = {
-            let mut st = lock(&self.inner.state);
+            let mut st = lock(&self.inner.state)?;
             if st.removed {
                 return Err(ReadError::Storage(partition::removed_error(self.inner.id)));
             }
@@ -487,7 +501,7 @@ impl Partition {
 
     /// Replace the partition's config (an altered topic config).
     pub fn set_config(&self, config: PartitionConfig) {
-        let mut st = lock(&self.inner.state);
+        let mut st = self.log.lock_frozen(&self.inner.state);
         let relaxed = config.flush_messages > 1;
         st.config = config;
         if relaxed && st.hw < st.log_end {
@@ -499,23 +513,23 @@ impl Partition {
 
     /// The partition's config.
     pub fn config(&self) -> PartitionConfig {
-        lock(&self.inner.state).config.clone()
+        self.log.lock_frozen(&self.inner.state).config.clone()
     }
 
     /// Set `delete.retention.ms`: how long compaction keeps a tombstone
     /// (counted from the tombstone's timestamp). `None` keeps tombstones
     /// forever; the default is Kafka's, 24 hours.
     pub fn set_delete_retention_ms(&self, ms: Option<i64>) {
-        lock(&self.inner.state).delete_retention_ms = ms;
+        self.log.lock_frozen(&self.inner.state).delete_retention_ms = ms;
     }
 
     /// The partition's `delete.retention.ms`.
     pub fn delete_retention_ms(&self) -> Option<i64> {
-        lock(&self.inner.state).delete_retention_ms
+        self.log.lock_frozen(&self.inner.state).delete_retention_ms
     }
 
     /// Set the leader epoch stamped into appended batches (`partitionLeaderEpoch`).
     pub fn set_leader_epoch(&self, epoch: i32) {
-        lock(&self.inner.state).leader_epoch = epoch;
+        self.log.lock_frozen(&self.inner.state).leader_epoch = epoch;
     }
 }

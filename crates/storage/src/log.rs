@@ -1,12 +1,22 @@
 //! The shared commit log: segment files, the writer that appends entries
 //! under one lock, the flusher thread that group-commits with fdatasync, the
-//! durable position and the poisoning that follows a failed write or sync,
-//! and the recovery checkpoint.
+//! checkpoint thread that makes index files durable and writes the recovery
+//! checkpoint, the durable position, and the poisoning that follows a failed
+//! write or sync, a panic, or a broken invariant.
+//!
+//! Lock order (a thread holding one may take only those after it):
+//! `maintenance_lock`, `checkpoint_lock`, `flush_lock`, `registry`, a
+//! partition's `state` (several only in partition-id order), `writer`,
+//! `segments`, the index-file set (`IndexFiles`). `threads` and the
+//! checkpoint thread's wake-up lock are taken alone. Poisoning takes
+//! `writer`, so code that checks an invariant under `segments` lets go of it
+//! first. A std lock that a panic poisoned is an error ([`lock`]), never
+//! read past.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, CheckpointPartition, SEGMENT_HEADER_BYTES};
-use crate::io::FileIo;
+use crate::io::{FileIo, IndexFiles};
 use crate::partition::PartitionInner;
 use crate::{Clock, LogConfig, PartitionId};
 
@@ -26,19 +36,62 @@ pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 /// Temporary name the checkpoint is written under before its rename.
 pub(crate) const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
 
-/// Lock a mutex; a panic elsewhere while holding it does not make the data unusable here.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Lock a mutex. A panic while it was held may have left its data half
+/// updated, so a poisoned lock is an error that callers propagate (and the
+/// panic itself poisoned the log: see [`PanicGuard`]).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
+    m.lock().map_err(|_| lock_poisoned::<T>())
 }
 
 /// Read-lock an RwLock (see [`lock`]).
-pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
+pub(crate) fn read<T>(m: &RwLock<T>) -> Result<RwLockReadGuard<'_, T>, StorageError> {
+    m.read().map_err(|_| lock_poisoned::<T>())
 }
 
 /// Write-lock an RwLock (see [`lock`]).
-pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
+pub(crate) fn write<T>(m: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>, StorageError> {
+    m.write().map_err(|_| lock_poisoned::<T>())
+}
+
+fn lock_poisoned<T>() -> StorageError {
+    StorageError::Poisoned {
+        reason: Arc::from(lock_poisoned_reason::<T>()),
+    }
+}
+
+fn lock_poisoned_reason<T>() -> String {
+    format!(
+        "a thread panicked while holding the lock on {}",
+        std::any::type_name::<T>()
+    )
+}
+
+/// Poisons the log when its thread unwinds out of the scope it guards: a
+/// panic in the middle of an append, a sync or maintenance may have left
+/// state half updated, and nothing may be written on top of it.
+pub(crate) struct PanicGuard<'a> {
+    log: &'a LogInner,
+    what: &'static str,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.log.poison(format!(
+                "a panic in {} (its message is on stderr)",
+                self.what
+            ));
+        }
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// An I/O error with what was being done.
@@ -138,17 +191,26 @@ pub(crate) struct LogInner {
     /// Serializes maintenance runs: retention, compaction and the cleaner
     /// each assume no other run moves index entries under them.
     pub maintenance_lock: Mutex<()>,
-    /// When the last checkpoint was written. A leaf lock: nothing else is
-    /// taken while it is held, because the flusher reads it under the writer
-    /// lock while a checkpoint takes partition locks (which appends hold
-    /// while they take the writer lock).
-    last_checkpoint: Mutex<Instant>,
+    /// When the log was opened; `last_checkpoint_ms` counts from it.
+    opened: Instant,
+    /// When the last checkpoint was written, in ms since `opened`. An atomic,
+    /// not a lock: the checkpoint thread reads it under the writer lock while
+    /// a checkpoint takes partition locks (which appends hold while they take
+    /// the writer lock), so a lock here would be one more order to keep.
+    last_checkpoint_ms: AtomicU64,
+    /// Wakes the checkpoint thread (shutdown, poison). Not waited on with a
+    /// lock of the log, so that thread holds no reference to the log while
+    /// it waits (see [`checkpoint_main`]).
+    checkpoint_wake: Arc<(Mutex<()>, Condvar)>,
     /// Something a checkpoint records changed since the last one.
     pub checkpoint_dirty: AtomicBool,
     pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
+    /// The partitions' index files, a bounded set held open.
+    pub index_files: IndexFiles,
     pub durable_tx: watch::Sender<Durable>,
     pub progress_tx: watch::Sender<u64>,
-    pub flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The background threads (flusher, checkpoint), joined on shutdown.
+    pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// The pieces [`LogInner::new`] needs from recovery.
@@ -161,6 +223,7 @@ pub(crate) struct LogParts {
     pub active: Arc<Segment>,
     pub write_pos: u64,
     pub partitions: HashMap<PartitionId, Arc<PartitionInner>>,
+    pub index_files: IndexFiles,
 }
 
 impl LogInner {
@@ -196,24 +259,86 @@ impl LogInner {
             flush_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
             maintenance_lock: Mutex::new(()),
-            last_checkpoint: Mutex::new(Instant::now()),
+            opened: Instant::now(),
+            last_checkpoint_ms: AtomicU64::new(0),
+            checkpoint_wake: Arc::new((Mutex::new(()), Condvar::new())),
             checkpoint_dirty: AtomicBool::new(true),
             registry: RwLock::new(p.partitions),
+            index_files: p.index_files,
             durable_tx,
             progress_tx,
-            flusher: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
         }
     }
 
-    /// Start the flusher thread.
+    /// Start the background threads: the flusher (group commit) and the
+    /// checkpoint thread, apart so that index fsyncs never delay an fdatasync
+    /// that producers wait for.
     pub fn start_flusher(self: &Arc<Self>) -> Result<(), StorageError> {
-        let weak = Arc::downgrade(self);
-        let handle = std::thread::Builder::new()
-            .name("weir-flusher".into())
-            .spawn(move || flusher_main(weak))
-            .map_err(|e| io_err("spawning the flusher thread", e))?;
-        *lock(&self.flusher) = Some(handle);
+        let flusher = self.spawn_guarded("weir-flusher", flusher_main)?;
+        let checkpoint = self.spawn_guarded("weir-checkpoint", checkpoint_main)?;
+        lock(&self.threads)?.extend([flusher, checkpoint]);
         Ok(())
+    }
+
+    /// Spawn a background thread whose panic poisons the log, with the
+    /// panic's message, instead of leaving the log half alive.
+    fn spawn_guarded(
+        self: &Arc<Self>,
+        name: &'static str,
+        body: fn(&Weak<LogInner>),
+    ) -> Result<std::thread::JoinHandle<()>, StorageError> {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| body(&weak));
+                if let Err(payload) = std::panic::catch_unwind(run)
+                    && let Some(log) = weak.upgrade()
+                {
+                    let message = panic_message(payload.as_ref());
+                    log.poison(format!("the {name} thread panicked: {message}"));
+                }
+            })
+            .map_err(|e| io_err(format!("spawning the {name} thread"), e))
+    }
+
+    /// A guard that poisons the log if `what` panics before it is dropped.
+    pub fn panic_guard(&self, what: &'static str) -> PanicGuard<'_> {
+        PanicGuard { log: self, what }
+    }
+
+    /// Lock a partition state for a report or setting that cannot fail
+    /// (offsets, configs). A lock a panic poisoned poisons the log first, so
+    /// nothing is written on top of the half-updated state, and the values
+    /// as the panic left them are used (they no longer move).
+    pub fn lock_frozen<'a, T>(&self, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+        m.lock().unwrap_or_else(|e| {
+            self.poison(lock_poisoned_reason::<T>());
+            e.into_inner()
+        })
+    }
+
+    /// [`Self::lock_frozen`] for the partition registry.
+    pub fn read_frozen<'a, T>(&self, m: &'a RwLock<T>) -> RwLockReadGuard<'a, T> {
+        m.read().unwrap_or_else(|e| {
+            self.poison(lock_poisoned_reason::<T>());
+            e.into_inner()
+        })
+    }
+
+    /// Check an invariant of what is written or read back. A broken one
+    /// means memory and disk disagree: the log stops taking writes, naming
+    /// the invariant, rather than carry on and spread the damage.
+    pub fn check(
+        &self,
+        holds: bool,
+        invariant: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        if holds {
+            return Ok(());
+        }
+        Err(self.poison(format!("invariant broken: {}", invariant())))
     }
 
     /// Tell waiters that the log moved (high watermark or log start).
@@ -232,12 +357,26 @@ impl LogInner {
     /// pending durable wait, and say what to do. Never retried: after a
     /// failed fsync the kernel may have dropped the dirty pages.
     pub fn poison(&self, what: String) -> StorageError {
-        let reason: Arc<str> = {
-            let mut w = lock(&self.writer);
-            w.poisoned
+        let reason: Arc<str> = match self.writer.lock() {
+            Ok(mut w) => w
+                .poisoned
                 .get_or_insert_with(|| Arc::from(what.as_str()))
-                .clone()
+                .clone(),
+            // A panic poisoned the writer lock itself: every write already
+            // fails on it, so only waiters are left to tell.
+            Err(_) => Arc::from(what.as_str()),
         };
+        self.announce_poison(&reason);
+        Self::poisoned_error(&reason)
+    }
+
+    /// [`Self::poison`] for a caller that holds the writer lock.
+    fn poison_locked(&self, mut w: MutexGuard<'_, Writer>, what: String) -> StorageError {
+        let reason = w
+            .poisoned
+            .get_or_insert_with(|| Arc::from(what.as_str()))
+            .clone();
+        drop(w);
         self.announce_poison(&reason);
         Self::poisoned_error(&reason)
     }
@@ -259,6 +398,7 @@ impl LogInner {
             );
         }
         self.flush_cv.notify_all();
+        self.checkpoint_wake.1.notify_all();
     }
 
     /// Append `buf` (whole entries) at the log head, rolling the segment first
@@ -278,7 +418,7 @@ impl LogInner {
         buf: &[u8],
         markers: impl IntoIterator<Item = MarkerUpdate>,
     ) -> Result<u64, StorageError> {
-        let mut w = lock(&self.writer);
+        let mut w = lock(&self.writer)?;
         if let Some(r) = &w.poisoned {
             return Err(Self::poisoned_error(r));
         }
@@ -295,17 +435,22 @@ impl LogInner {
             self.roll(&mut w, now_ms)?;
         }
         let position = w.write_pos;
+        // Paired with the readers' check that a batch lies inside its segment.
+        if position < w.active.base {
+            let reason = format!(
+                "invariant broken: write position {position} lies before the active segment {}",
+                w.active.path.display()
+            );
+            return Err(self.poison_locked(w, reason));
+        }
         let offset = w.active.file_offset(position);
         if let Err(e) = self.io.write_all_at(&w.active.file, buf, offset) {
-            let reason: Arc<str> = Arc::from(format!(
+            let reason = format!(
                 "write of {} bytes to {} failed: {e}",
                 buf.len(),
                 w.active.path.display()
-            ));
-            w.poisoned = Some(reason.clone());
-            drop(w);
-            self.announce_poison(&reason);
-            return Err(Self::poisoned_error(&reason));
+            );
+            return Err(self.poison_locked(w, reason));
         }
         w.write_pos += buf.len() as u64;
         let mut wake = false;
@@ -360,7 +505,7 @@ impl LogInner {
             }
         };
         let seg = Arc::new(Segment { base, file, path });
-        write(&self.segments).insert(base, seg.clone());
+        write(&self.segments)?.insert(base, seg.clone());
         let old = std::mem::replace(&mut w.active, seg);
         w.rolled.push(old);
         w.active_created_ms = now_ms;
@@ -373,9 +518,9 @@ impl LogInner {
     /// partition), then advance the durable position and the partitions'
     /// high watermarks. Returns the durable position.
     pub fn flush_round(&self) -> Result<u64, StorageError> {
-        let _round = lock(&self.flush_lock);
+        let _round = lock(&self.flush_lock)?;
         let (target, markers, files, dir_dirty) = {
-            let mut w = lock(&self.writer);
+            let mut w = lock(&self.writer)?;
             if let Some(r) = &w.poisoned {
                 return Err(Self::poisoned_error(r));
             }
@@ -397,10 +542,10 @@ impl LogInner {
         if dir_dirty && let Err(e) = sync_dir(&self.log_dir) {
             return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
         }
-        lock(&self.writer).synced_pos = target;
+        lock(&self.writer)?.synced_pos = target;
         let mut moved = false;
         for m in markers.values() {
-            moved |= m.partition.mark_durable(m.end_offset);
+            moved |= m.partition.mark_durable(m.end_offset)?;
         }
         if moved {
             self.bump_progress();
@@ -420,20 +565,20 @@ impl LogInner {
     /// then atomically replace the checkpoint file. Returns the log position
     /// it records.
     pub fn write_checkpoint(&self) -> Result<u64, StorageError> {
-        let _serial = lock(&self.checkpoint_lock);
-        if let Some(r) = &lock(&self.writer).poisoned {
+        let _serial = lock(&self.checkpoint_lock)?;
+        if let Some(r) = &lock(&self.writer)?.poisoned {
             return Err(Self::poisoned_error(r));
         }
         self.checkpoint_dirty.store(false, Ordering::SeqCst);
         let position = self.durable_tx.borrow().position;
-        let parts: Vec<Arc<PartitionInner>> = read(&self.registry).values().cloned().collect();
+        let parts: Vec<Arc<PartitionInner>> = read(&self.registry)?.values().cloned().collect();
         let mut cp = Checkpoint {
             position,
             partitions: Vec::with_capacity(parts.len()),
         };
-        let mut to_sync = Vec::new();
+        let mut recorded = Vec::with_capacity(parts.len());
         for p in &parts {
-            let mut st = lock(&p.state);
+            let mut st = lock(&p.state)?;
             if st.removed {
                 continue;
             }
@@ -448,14 +593,11 @@ impl LogInner {
                 index_end_offset: st.durable_end,
                 log_start: st.log_start,
             });
-            if std::mem::take(&mut st.index_dirty) {
-                to_sync.push((st.index_file.clone(), st.index_path.clone()));
-            }
+            recorded.push((p, st.log_start));
         }
-        for (file, path) in &to_sync {
-            if let Err(e) = self.io.sync_data(file) {
-                return Err(self.poison(format!("fdatasync of {} failed: {e}", path.display())));
-            }
+        // Index files closed since their last write were synced when closed.
+        if let Err(e) = self.index_files.sync_dirty(self.io.as_ref()) {
+            return Err(self.poison(e.to_string()));
         }
         let bytes = cp.encode();
         let tmp = self.dir.join(CHECKPOINT_TMP_FILE);
@@ -472,29 +614,40 @@ impl LogInner {
                 self.dir.display()
             )));
         }
-        *lock(&self.last_checkpoint) = Instant::now();
+        // Only now, with the checkpoint durable, may segment deletion rely
+        // on the log starts it recorded.
+        for (p, log_start) in recorded {
+            lock(&p.state)?.recorded_log_start(log_start);
+        }
+        let now_ms = self.opened.elapsed().as_millis() as u64;
+        self.last_checkpoint_ms.store(now_ms, Ordering::SeqCst);
         Ok(position)
     }
 
-    fn checkpoint_due(&self) -> bool {
-        self.checkpoint_dirty.load(Ordering::SeqCst)
-            && lock(&self.last_checkpoint).elapsed()
-                >= Duration::from_millis(self.config.index_checkpoint_interval_ms)
+    /// How long until a checkpoint is due; `None` when nothing changed.
+    fn checkpoint_wait(&self) -> Option<Duration> {
+        if !self.checkpoint_dirty.load(Ordering::SeqCst) {
+            return None;
+        }
+        let since = (self.opened.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_checkpoint_ms.load(Ordering::SeqCst));
+        Some(Duration::from_millis(
+            self.config
+                .index_checkpoint_interval_ms
+                .saturating_sub(since),
+        ))
     }
 
-    /// Stop accepting appends, sync, checkpoint, and stop the flusher.
+    /// Stop accepting appends, sync, checkpoint, and stop the background threads.
     pub fn shutdown(&self) -> Result<(), StorageError> {
         let synced = self.flush_round();
-        {
-            let mut w = lock(&self.writer);
-            w.closed = true;
-        }
+        lock(&self.writer)?.closed = true;
         self.flush_cv.notify_all();
-        let handle = lock(&self.flusher).take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            tracing::error!("the flusher thread panicked");
+        self.checkpoint_wake.1.notify_all();
+        let handles = std::mem::take(&mut *lock(&self.threads)?);
+        for h in handles {
+            // A panic was caught in the thread and poisoned the log there.
+            let _ = h.join();
         }
         synced?;
         self.write_checkpoint().map(|_| ())
@@ -521,11 +674,11 @@ fn sync_due(w: &Writer, now: Instant) -> (bool, Duration) {
     (false, wait)
 }
 
-fn flusher_main(weak: Weak<LogInner>) {
+fn flusher_main(weak: &Weak<LogInner>) {
     loop {
         let Some(log) = weak.upgrade() else { return };
         {
-            let w = lock(&log.writer);
+            let Ok(w) = lock(&log.writer) else { return };
             if w.closed {
                 return;
             }
@@ -535,22 +688,58 @@ fn flusher_main(weak: Weak<LogInner>) {
                 sync_due(&w, Instant::now())
             };
             if !due {
-                let checkpoint = w.poisoned.is_none() && log.checkpoint_due();
-                if !checkpoint {
-                    let _ = log
-                        .flush_cv
-                        .wait_timeout(w, wait)
-                        .unwrap_or_else(|e| e.into_inner());
-                    continue;
-                }
+                // A poisoned writer lock ends the thread at the next turn.
+                let _ = log.flush_cv.wait_timeout(w, wait);
+                continue;
             }
         }
         // Errors poison the log and are reported there; waiters see them.
         let _ = log.flush_round();
-        if log.checkpoint_due() {
-            let _ = log.write_checkpoint();
-        }
     }
+}
+
+/// The checkpoint thread: every `index_checkpoint_interval_ms` while
+/// something changed, fsync the index files and write the checkpoint. It
+/// shares no lock with the flusher across an fsync, so a checkpoint never
+/// delays the fdatasync that acknowledges a produce.
+///
+/// It holds the log only while it decides or checkpoints, never while it
+/// waits: the flusher holds it while it waits, and two threads taking turns
+/// would keep a dropped log alive for ever.
+fn checkpoint_main(weak: &Weak<LogInner>) {
+    let Some(wake) = weak.upgrade().map(|log| log.checkpoint_wake.clone()) else {
+        return;
+    };
+    loop {
+        let wait = {
+            let Some(log) = weak.upgrade() else { return };
+            let Some(wait) = checkpoint_next_wait(&log) else {
+                return;
+            };
+            if wait.is_zero() {
+                // Errors poison the log and are reported there.
+                let _ = log.write_checkpoint();
+                continue;
+            }
+            wait
+        };
+        let Ok(guard) = wake.0.lock() else { return };
+        let _ = wake.1.wait_timeout(guard, wait);
+    }
+}
+
+/// How long the checkpoint thread may sleep; `None` once the log is closed.
+fn checkpoint_next_wait(log: &LogInner) -> Option<Duration> {
+    let w = lock(&log.writer).ok()?;
+    if w.closed {
+        return None;
+    }
+    let idle = Duration::from_millis(FLUSHER_IDLE_WAIT_MS);
+    Some(match log.checkpoint_wait() {
+        _ if w.poisoned.is_some() => idle,
+        Some(wait) => wait.min(idle),
+        None => idle,
+    })
 }
 
 /// fsync a directory so created, renamed or deleted entries in it are durable.

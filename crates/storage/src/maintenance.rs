@@ -34,15 +34,15 @@ const CLEANER_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Apply retention, relocate live batches out of mostly dead segments, and
 /// delete segments that hold no live data.
 pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
-    let _one_run = lock(&log.maintenance_lock);
-    let parts: Vec<Arc<PartitionInner>> = read(&log.registry).values().cloned().collect();
-    if apply_retention(log, &parts) {
+    let _one_run = lock(&log.maintenance_lock)?;
+    let parts: Vec<Arc<PartitionInner>> = read(&log.registry)?.values().cloned().collect();
+    if apply_retention(log, &parts)? {
         log.checkpoint_dirty.store(true, Ordering::SeqCst);
         log.bump_progress();
     }
     let compacted = crate::compaction::run(log, &parts)?;
     let relocated = relocate(log, &parts)?;
-    let deletable = deletable_segments(log, &parts, u64::MAX);
+    let deletable = deletable_segments(log, &parts, u64::MAX)?;
     if deletable.is_empty()
         && relocated == 0
         && compacted == 0
@@ -52,16 +52,16 @@ pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
     }
     log.sync_now()?;
     let checkpoint_pos = log.write_checkpoint()?;
-    let deletable = deletable_segments(log, &parts, checkpoint_pos);
+    let deletable = deletable_segments(log, &parts, checkpoint_pos)?;
     delete_segments(log, &deletable)
 }
 
 /// Advance log-start offsets by time and size. Returns whether any moved.
-fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> bool {
+fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool, StorageError> {
     let now = log.clock.now_ms();
     let mut moved = false;
     for p in parts {
-        let mut st = lock(&p.state);
+        let mut st = lock(&p.state)?;
         if st.removed {
             continue;
         }
@@ -90,13 +90,13 @@ fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> bool {
             moved = true;
         }
     }
-    moved
+    Ok(moved)
 }
 
 /// Segments by base, with their end position; the active one is left out.
-fn closed_segments(log: &LogInner) -> BTreeMap<u64, u64> {
-    let active = lock(&log.writer).active.base;
-    let segs = read(&log.segments);
+fn closed_segments(log: &LogInner) -> Result<BTreeMap<u64, u64>, StorageError> {
+    let active = lock(&log.writer)?.active.base;
+    let segs = read(&log.segments)?;
     let bases: Vec<u64> = segs.keys().copied().collect();
     let mut out = BTreeMap::new();
     for (i, base) in bases.iter().enumerate() {
@@ -107,26 +107,45 @@ fn closed_segments(log: &LogInner) -> BTreeMap<u64, u64> {
             out.insert(*base, *end);
         }
     }
-    out
+    Ok(out)
 }
 
-/// Live bytes (entries of live batches) per segment base.
-fn live_by_segment(log: &LogInner, parts: &[Arc<PartitionInner>]) -> BTreeMap<u64, u64> {
-    let bases: Vec<u64> = read(&log.segments).keys().copied().collect();
+/// What keeps a segment: live batches only (what the cleaner copies), or
+/// also dead ones no checkpoint has recorded as dead (what deletion keeps).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pinned {
+    Live,
+    LiveOrUnrecorded,
+}
+
+/// Bytes of the entries that keep each segment (see [`Pinned`]), per segment base.
+fn live_by_segment(
+    log: &LogInner,
+    parts: &[Arc<PartitionInner>],
+    pinned: Pinned,
+) -> Result<BTreeMap<u64, u64>, StorageError> {
+    let bases: Vec<u64> = read(&log.segments)?.keys().copied().collect();
     let mut live = BTreeMap::new();
     for p in parts {
-        let st = lock(&p.state);
+        let st = lock(&p.state)?;
         if st.removed {
             continue;
         }
-        for e in &st.entries {
-            let i = bases.partition_point(|b| *b <= e.entry.position);
+        // Decided from the log starts a checkpoint recorded, not the ones in
+        // memory: a DeleteRecords whose checkpoint is not yet written must
+        // not lose segments that a restart would look for.
+        let unrecorded = match pinned {
+            Pinned::Live => &[][..],
+            Pinned::LiveOrUnrecorded => &st.dead_unrecorded[..],
+        };
+        for e in st.entries.iter().map(|e| &e.entry).chain(unrecorded) {
+            let i = bases.partition_point(|b| *b <= e.position);
             if let Some(base) = i.checked_sub(1).and_then(|i| bases.get(i)) {
-                *live.entry(*base).or_insert(0) += e.entry.end_position() - e.entry.position;
+                *live.entry(*base).or_insert(0) += e.end_position() - e.position;
             }
         }
     }
-    live
+    Ok(live)
 }
 
 /// Closed segments without live data that end at or before `durable_limit`.
@@ -134,13 +153,13 @@ fn deletable_segments(
     log: &LogInner,
     parts: &[Arc<PartitionInner>],
     durable_limit: u64,
-) -> Vec<u64> {
-    let live = live_by_segment(log, parts);
-    closed_segments(log)
+) -> Result<Vec<u64>, StorageError> {
+    let live = live_by_segment(log, parts, Pinned::LiveOrUnrecorded)?;
+    Ok(closed_segments(log)?
         .into_iter()
         .filter(|(base, end)| *end <= durable_limit && live.get(base).copied().unwrap_or(0) == 0)
         .map(|(base, _)| base)
-        .collect()
+        .collect())
 }
 
 fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), StorageError> {
@@ -148,7 +167,7 @@ fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), StorageError> {
         return Ok(());
     }
     for base in bases {
-        let Some(seg) = write(&log.segments).remove(base) else {
+        let Some(seg) = write(&log.segments)?.remove(base) else {
             continue;
         };
         std::fs::remove_file(&seg.path)
@@ -169,10 +188,10 @@ struct Moved {
 /// Copy the live batches of mostly dead closed segments to the log head.
 /// Returns how many batches moved.
 fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
-    let live = live_by_segment(log, parts);
+    let live = live_by_segment(log, parts, Pinned::Live)?;
     let mut budget = CLEANER_BYTES_PER_RUN_MAX;
     let mut targets: Vec<(u64, u64)> = Vec::new();
-    for (base, end) in closed_segments(log) {
+    for (base, end) in closed_segments(log)? {
         let l = live.get(&base).copied().unwrap_or(0);
         if l == 0 || l * CLEANER_LIVE_FRACTION_DIVISOR >= end - base || l > budget {
             continue;
@@ -190,11 +209,11 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     let mut pending: Vec<(Arc<PartitionInner>, i64, u64, u64)> = Vec::new();
     for p in parts {
         let located: Vec<Located> = {
-            let st = lock(&p.state);
+            let st = lock(&p.state)?;
             if st.removed {
                 continue;
             }
-            let segs = read(&log.segments);
+            let segs = read(&log.segments)?;
             st.entries
                 .iter()
                 .filter(|e| in_target(e.entry.position))
@@ -208,7 +227,7 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
                 .collect()
         };
         for l in located {
-            let batch = read_located(p.id, std::slice::from_ref(&l))?;
+            let batch = read_located(log, p.id, std::slice::from_ref(&l))?;
             let rel = buf.len() as u64;
             format::put_entry(
                 &mut buf,
@@ -228,7 +247,7 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     log.sync_now()?;
     let mut count = 0;
     for m in &moved {
-        let mut st = lock(&m.partition.state);
+        let mut st = lock(&m.partition.state)?;
         let Some(i) = st.find(m.base_offset) else {
             continue;
         };

@@ -2,8 +2,7 @@
 //! append (validation, idempotent-producer checks, offset assignment), read,
 //! offset and time look-ups, and log-start moves.
 
-use std::collections::{HashMap, VecDeque};
-use std::fs::File;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -46,17 +45,22 @@ pub(crate) struct PartitionState {
     /// Live batches in offset order (the first may start below `log_start`).
     pub entries: VecDeque<MemEntry>,
     pub log_start: i64,
+    /// The log-start offset the last durable checkpoint recorded: a restart
+    /// starts from it, whatever the in-memory `log_start` says.
+    pub checkpointed_log_start: i64,
+    /// Batches trimmed below `log_start` that are not below
+    /// `checkpointed_log_start`: a crash would bring them back, so segment
+    /// deletion counts them as live until a checkpoint records their end.
+    pub dead_unrecorded: Vec<IndexEntry>,
     pub log_end: i64,
     pub hw: i64,
     /// Offset after the last batch known to be fdatasync'd.
     pub durable_end: i64,
     /// Bytes of live batches, for `retention.bytes`.
     pub live_bytes: u64,
-    pub index_file: Arc<File>,
+    /// The index file, opened when written through [`LogInner::index_files`].
     pub index_path: PathBuf,
     pub next_slot: u64,
-    /// The index file has writes not yet fsync'd by a checkpoint.
-    pub index_dirty: bool,
     /// Index entries for slots from `index_pending_slot` on, not yet written
     /// to the index file. Only the checkpoint needs them on disk (recovery
     /// rebuilds everything past it from the log), so appends buffer them and
@@ -122,6 +126,9 @@ impl PartitionState {
                 break;
             }
             self.live_bytes = self.live_bytes.saturating_sub(u64::from(front.entry.size));
+            if front.entry.last_offset() >= self.checkpointed_log_start {
+                self.dead_unrecorded.push(front.entry);
+            }
             self.entries.pop_front();
             dropped = true;
         }
@@ -132,6 +139,14 @@ impl PartitionState {
                 e.running_max_ts = running;
             }
         }
+    }
+
+    /// A durable checkpoint recorded `log_start`: batches below it are dead
+    /// after a restart too, and their segments may go.
+    pub fn recorded_log_start(&mut self, log_start: i64) {
+        self.checkpointed_log_start = self.checkpointed_log_start.max(log_start);
+        let recorded = self.checkpointed_log_start;
+        self.dead_unrecorded.retain(|e| e.last_offset() >= recorded);
     }
 
     /// Move the log start forward (never backwards, never past the high watermark).
@@ -180,6 +195,15 @@ impl PartitionState {
         bytes: &[u8],
         log: &LogInner,
     ) -> Result<(), StorageError> {
+        let count = (bytes.len() / INDEX_ENTRY_BYTES) as u64;
+        log.check(first_slot + count <= self.next_slot, || {
+            format!(
+                "index slots {first_slot}..{} lie below the next slot {} of {:?}",
+                first_slot + count,
+                self.next_slot,
+                self.index_path
+            )
+        })?;
         let pending_end =
             self.index_pending_slot + (self.index_pending.len() / INDEX_ENTRY_BYTES) as u64;
         if !self.index_pending.is_empty() && first_slot != pending_end {
@@ -189,7 +213,6 @@ impl PartitionState {
             self.index_pending_slot = first_slot;
         }
         self.index_pending.extend_from_slice(bytes);
-        self.index_dirty = true;
         log.checkpoint_dirty.store(true, Ordering::SeqCst);
         if self.index_pending.len() >= INDEX_PENDING_BYTES_MAX {
             self.flush_index(log)?;
@@ -205,11 +228,11 @@ impl PartitionState {
         }
         let bytes = std::mem::take(&mut self.index_pending);
         let at = INDEX_HEADER_BYTES + self.index_pending_slot * INDEX_ENTRY_BYTES as u64;
-        if let Err(e) = log.io.write_all_at(&self.index_file, &bytes, at) {
-            return Err(log.poison(format!(
-                "write to {} failed: {e}",
-                self.index_path.display()
-            )));
+        let written = log
+            .index_files
+            .write_at(log.io.as_ref(), &self.index_path, &bytes, at);
+        if let Err(e) = written {
+            return Err(log.poison(e.to_string()));
         }
         Ok(())
     }
@@ -224,13 +247,13 @@ pub(crate) struct PartitionInner {
 impl PartitionInner {
     /// The flusher made everything up to `end_offset` durable. Returns whether
     /// the high watermark moved.
-    pub fn mark_durable(&self, end_offset: i64) -> bool {
-        let mut st = lock(&self.state);
+    pub fn mark_durable(&self, end_offset: i64) -> Result<bool, StorageError> {
+        let mut st = lock(&self.state)?;
         st.durable_end = st.durable_end.max(end_offset.min(st.log_end));
         let hw = st.hw.max(st.durable_end);
         let moved = hw != st.hw;
         st.hw = hw;
-        moved
+        Ok(moved)
     }
 }
 
@@ -240,7 +263,8 @@ pub(crate) fn append(
     part: &Arc<PartitionInner>,
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
-    let mut st = lock(&part.state);
+    let _panic = log.panic_guard("an append");
+    let mut st = lock(&part.state)?;
     let mut out = Vec::with_capacity(payload.len() + ENTRY_HEADER_BYTES);
     match prepare(log, part.id, &st, &payload, &mut out)? {
         Prepare::Duplicate(outcome) => Ok(outcome),
@@ -270,11 +294,19 @@ pub(crate) fn append_many(
             .map(|(part, payload)| append(log, part, payload.clone()))
             .collect();
     }
+    let _panic = log.panic_guard("an append");
     let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
         items.iter().map(|_| None).collect();
     let mut guards = Vec::with_capacity(items.len());
     for (i, (part, payload)) in order.iter().filter_map(|&i| Some((i, items.get(i)?))) {
-        guards.push((i, part, payload, lock(&part.state)));
+        match lock(&part.state) {
+            Ok(st) => guards.push((i, part, payload, st)),
+            Err(e) => {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(e.into()));
+                }
+            }
+        }
     }
     let total: usize = items
         .iter()
@@ -458,10 +490,27 @@ fn commit(
     p: Prepared,
     start: u64,
 ) -> Result<AppendOutcome, AppendError> {
+    // Paired with `prepare`, which numbered the batches from the log end
+    // under this same lock: offsets stay contiguous.
+    log.check(p.base_offset == st.log_end, || {
+        format!(
+            "a batch's base offset {} is the log end {} of {:?}",
+            p.base_offset, st.log_end, st.index_path
+        )
+    })?;
     let first_slot = st.next_slot;
     let mut index_bytes = Vec::with_capacity(p.entries.len() * INDEX_ENTRY_BYTES);
+    let mut expected = p.base_offset;
     for (i, (rel, mut e)) in p.entries.into_iter().enumerate() {
         e.position = start + rel;
+        let inside = rel + (ENTRY_HEADER_BYTES as u64) + u64::from(e.size) <= p.buf_end;
+        log.check(e.base_offset == expected && inside, || {
+            format!(
+                "batch {} (expected {expected}) at position {} lies inside what was written",
+                e.base_offset, e.position
+            )
+        })?;
+        expected = e.last_offset() + 1;
         index_bytes.extend_from_slice(&e.encode());
         st.push_entry(e, first_slot + i as u64);
     }
@@ -555,9 +604,33 @@ fn locate(
     from: usize,
     limit: usize,
 ) -> Result<Vec<Located>, StorageError> {
-    let segments = read(&log.segments);
+    let segments = read(&log.segments)?;
+    let found = locate_in(&segments, st, from, limit);
+    // Poisoning takes the writer lock, which comes before `segments`.
+    drop(segments);
+    found.map_err(|broken| match broken {
+        Broken::Invariant(what) => log.poison(format!("invariant broken: {what}")),
+        Broken::Error(e) => e,
+    })
+}
+
+/// Why [`locate_in`] stopped.
+enum Broken {
+    Invariant(String),
+    Error(StorageError),
+}
+
+/// [`locate`] under the segments lock, checking what the write side
+/// promised: offsets ascending, each batch inside its segment.
+fn locate_in(
+    segments: &BTreeMap<u64, Arc<Segment>>,
+    st: &PartitionState,
+    from: usize,
+    limit: usize,
+) -> Result<Vec<Located>, Broken> {
     let mut out = Vec::new();
     let mut total = 0usize;
+    let mut prev_last = i64::MIN;
     for e in st.entries.iter().skip(from) {
         let e = e.entry;
         if e.base_offset >= st.hw {
@@ -566,14 +639,33 @@ fn locate(
         if !out.is_empty() && total + e.size as usize > limit {
             break;
         }
+        if e.base_offset <= prev_last {
+            return Err(Broken::Invariant(format!(
+                "index entry {} of {:?} follows offset {prev_last}",
+                e.base_offset, st.index_path
+            )));
+        }
+        prev_last = e.last_offset();
         let segment = segments
             .range(..=e.position)
             .next_back()
             .map(|(_, s)| s.clone())
-            .ok_or_else(|| StorageError::Corrupt {
-                file: "commit log".into(),
-                detail: format!("no segment holds position {}", e.position),
+            .ok_or_else(|| {
+                Broken::Error(StorageError::Corrupt {
+                    file: "commit log".into(),
+                    detail: format!("no segment holds position {}", e.position),
+                })
             })?;
+        let next_base = segments.range(segment.base + 1..).next().map(|(b, _)| *b);
+        if next_base.is_some_and(|next| e.end_position() > next) {
+            return Err(Broken::Invariant(format!(
+                "batch {} at positions {}..{} runs past its segment {}",
+                e.base_offset,
+                e.position,
+                e.end_position(),
+                segment.path.display()
+            )));
+        }
         total += e.size as usize;
         out.push(Located { entry: e, segment });
         if total >= limit {
@@ -585,7 +677,11 @@ fn locate(
 
 /// Read located batches: each run of batches adjacent in one segment with one
 /// pread, then the entry headers between them cut out.
-pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn read_located(
+    log: &LogInner,
+    part: PartitionId,
+    items: &[Located],
+) -> Result<Vec<u8>, StorageError> {
     let total: usize = items
         .iter()
         .map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES)
@@ -622,20 +718,23 @@ pub(crate) fn read_located(part: PartitionId, items: &[Located]) -> Result<Vec<u
             let header = out
                 .get(src..src + ENTRY_HEADER_BYTES)
                 .and_then(format::decode_entry_header);
+            // Paired with the write side: the entry the index points at names
+            // the batch the index expects there.
             let ok = header.is_some_and(|h| {
                 h.partition == part
                     && h.base_offset == l.entry.base_offset
                     && h.batch_len() == l.entry.size as usize
             });
-            if !ok {
-                return Err(StorageError::Corrupt {
-                    file: first.segment.path.display().to_string(),
-                    detail: format!(
-                        "entry at position {} is not batch {} of {}-{}",
-                        l.entry.position, l.entry.base_offset, part.topic_id, part.partition
-                    ),
-                });
-            }
+            log.check(ok, || {
+                format!(
+                    "the entry read at position {} of {} is batch {} of {}-{}",
+                    l.entry.position,
+                    first.segment.path.display(),
+                    l.entry.base_offset,
+                    part.topic_id,
+                    part.partition
+                )
+            })?;
             let body = src + ENTRY_HEADER_BYTES;
             out.copy_within(body..body + l.entry.size as usize, dst);
             dst += l.entry.size as usize;
@@ -655,7 +754,7 @@ pub(crate) fn read_from(
     max_bytes: usize,
 ) -> Result<ReadOutcome, ReadError> {
     let (items, offsets) = {
-        let st = lock(&part.state);
+        let st = lock(&part.state)?;
         let offsets = st.offsets();
         if offset < st.log_start || offset > st.hw {
             return Err(ReadError::OffsetOutOfRange {
@@ -680,7 +779,7 @@ pub(crate) fn read_from(
         let limit = max_bytes.min(log.config.read_bytes_max);
         (locate(log, &st, from, limit)?, offsets)
     };
-    let records = read_located(part.id, &items)?;
+    let records = read_located(log, part.id, &items)?;
     Ok(ReadOutcome {
         records: Bytes::from(records),
         offsets,
@@ -723,7 +822,7 @@ fn loop_candidates(
     pick: impl Fn(&PartitionState) -> (usize, i64),
 ) -> Result<Option<(i64, i64)>, ReadError> {
     let (candidates, log_start, timestamp) = {
-        let st = lock(&part.state);
+        let st = lock(&part.state)?;
         let (from, timestamp) = pick(&st);
         let mut items = Vec::new();
         for e in st.entries.iter().skip(from) {
@@ -738,7 +837,7 @@ fn loop_candidates(
                 }
             }
         }
-        let segs = read(&log.segments);
+        let segs = read(&log.segments)?;
         let mut located = Vec::with_capacity(items.len());
         for e in items {
             if let Some((_, s)) = segs.range(..=e.position).next_back() {
@@ -751,7 +850,7 @@ fn loop_candidates(
         (located, st.log_start, timestamp)
     };
     for l in &candidates {
-        let bytes = Bytes::from(read_located(part.id, std::slice::from_ref(l))?);
+        let bytes = Bytes::from(read_located(log, part.id, std::slice::from_ref(l))?);
         if let Some(found) = batch::find_record_at_or_after(&bytes, log_start, timestamp) {
             return Ok(Some(found));
         }

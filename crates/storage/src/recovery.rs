@@ -4,7 +4,7 @@
 //! CRC32C, cutting a torn or corrupt tail, and re-indexing what is valid.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use crate::format::{
     self, Checkpoint, ENTRY_BATCH_BYTES_MAX, ENTRY_HEADER_BYTES, ENTRY_PREFIX_BYTES, EntryKind,
     INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry, SEGMENT_HEADER_BYTES,
 };
-use crate::io::FileIo;
+use crate::io::{FileIo, IndexFiles};
 use crate::log::{
     CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, LogInner, LogParts, Segment, io_err, segment_file_name,
     sync_dir,
@@ -71,11 +71,12 @@ pub(crate) fn open(
         .as_ref()
         .map_or(first_base, |c| c.position)
         .max(first_base);
+    let index_files = IndexFiles::new(config.index_open_files_max);
     let write_pos = scan_tail(
         &mut segments,
         scan_from,
         &mut partitions,
-        io.as_ref(),
+        (io.as_ref(), &index_files),
         &mut report,
     )?;
 
@@ -102,7 +103,6 @@ pub(crate) fn open(
         st.trim();
         st.hw = st.log_end;
         st.durable_end = st.log_end;
-        st.index_dirty = true;
         st.rebuild_producers();
         registry.insert(
             id,
@@ -138,6 +138,7 @@ pub(crate) fn open(
         active,
         write_pos,
         partitions: registry,
+        index_files,
     }));
     inner.write_checkpoint()?;
     inner.start_flusher()?;
@@ -254,21 +255,21 @@ pub(crate) fn index_path(index_dir: &Path, id: PartitionId) -> PathBuf {
     index_dir.join(format!("{}-{}.idx", id.topic_id.hyphenated(), id.partition))
 }
 
-/// A fresh partition state around an open index file.
-pub(crate) fn new_state(file: File, path: PathBuf, config: PartitionConfig) -> PartitionState {
+/// A fresh partition state for the index file at `path` (opened when written).
+pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionState {
     PartitionState {
         config,
         leader_epoch: 0,
         entries: VecDeque::new(),
         log_start: 0,
+        checkpointed_log_start: i64::MIN,
+        dead_unrecorded: Vec::new(),
         log_end: 0,
         hw: 0,
         durable_end: 0,
         live_bytes: 0,
-        index_file: Arc::new(file),
         index_path: path,
         next_slot: 0,
-        index_dirty: false,
         index_pending: Vec::new(),
         index_pending_slot: 0,
         producers: ProducerTable::default(),
@@ -336,7 +337,7 @@ fn load_indexes(
             .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
         format::check_index_header(&bytes, id).map_err(|d| corrupt(&path, d))?;
         let (index_end, log_start) = vouched.get(&id).copied().unwrap_or((i64::MIN, 0));
-        let mut st = new_state(file, path.clone(), PartitionConfig::default());
+        let mut st = new_state(path.clone(), PartitionConfig::default());
         st.log_start = log_start;
         let body = bytes.get(INDEX_HEADER_BYTES as usize..).unwrap_or_default();
         let mut next: Option<i64> = None;
@@ -366,9 +367,12 @@ fn load_indexes(
         // the log still reaches it, so the tail scan must not re-add them.
         st.log_end = next.unwrap_or(log_start).max(log_start).max(index_end);
         let keep = INDEX_HEADER_BYTES + st.next_slot * INDEX_ENTRY_BYTES as u64;
-        st.index_file
-            .set_len(keep)
-            .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
+        if keep != len {
+            // Synced before the file is closed: nothing tracks it after.
+            file.set_len(keep)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
+        }
         out.insert(id, st);
     }
     Ok(out)
@@ -380,7 +384,7 @@ fn scan_tail(
     segments: &mut BTreeMap<u64, Arc<Segment>>,
     from: u64,
     partitions: &mut HashMap<PartitionId, PartitionState>,
-    io: &dyn FileIo,
+    io: (&dyn FileIo, &IndexFiles),
     report: &mut RecoveryReport,
 ) -> Result<u64, StorageError> {
     let bases: Vec<u64> = segments
@@ -498,7 +502,7 @@ fn apply_entry(
     batch: &[u8],
     position: u64,
     partitions: &mut HashMap<PartitionId, PartitionState>,
-    io: &dyn FileIo,
+    (io, index_files): (&dyn FileIo, &IndexFiles),
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
     let Some(st) = partitions.get_mut(&header.partition) else {
@@ -558,7 +562,5 @@ fn apply_entry(
         }
     };
     let at = INDEX_HEADER_BYTES + stored.0 * INDEX_ENTRY_BYTES as u64;
-    io.write_all_at(&st.index_file, &stored.1.encode(), at)
-        .map_err(|err| io_err(format!("writing {}", st.index_path.display()), err))?;
-    Ok(())
+    index_files.write_at(io, &st.index_path, &stored.1.encode(), at)
 }

@@ -866,3 +866,381 @@ fn a_partition_named_twice_in_append_many_gets_both_payloads_in_order() {
     assert_eq!(&p.read(0, 1 << 20).unwrap().records[..], &all[..]);
     log.shutdown().unwrap();
 }
+
+/// Wait for a durable wait on another thread. The timeout only keeps a
+/// broken build from hanging the suite; the test asserts the outcome.
+fn wait_unless_hung(w: DurableWait) -> Result<(), StorageError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(block_on(w.wait()));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the durable wait never resolved")
+}
+
+/// File I/O that panics in fdatasync or in a write on the thread named.
+#[derive(Default)]
+struct PanicIo {
+    sync_on_thread: Mutex<Option<&'static str>>,
+    panic_writes: AtomicBool,
+}
+
+impl PanicIo {
+    fn on_named_thread(&self) -> bool {
+        let target = *self.sync_on_thread.lock().unwrap();
+        target.is_some() && std::thread::current().name() == target
+    }
+}
+
+impl FileIo for PanicIo {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        if self.on_named_thread() {
+            panic!("injected fdatasync panic");
+        }
+        file.sync_data()
+    }
+
+    fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if self.panic_writes.load(Ordering::SeqCst) {
+            panic!("injected write panic");
+        }
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+}
+
+fn open_with(dir: &Path, config: LogConfig, io: Arc<dyn FileIo>) -> CommitLog {
+    CommitLog::open_with_io(dir, config, Arc::new(ManualClock::default()), io)
+        .unwrap()
+        .0
+}
+
+#[test]
+fn a_flusher_panic_poisons_the_log_and_fails_every_waiting_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PanicIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    *io.sync_on_thread.lock().unwrap() = Some("weir-flusher");
+    let pending = p.append(batch(1, 10)).unwrap();
+    let err = wait_unless_hung(pending.durable).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the weir-flusher thread panicked: injected fdatasync panic"),
+        "{err}"
+    );
+    assert!(matches!(
+        p.append(batch(1, 10)),
+        Err(AppendError::Storage(StorageError::Poisoned { .. }))
+    ));
+    assert_eq!(p.offsets().high_watermark, 1);
+}
+
+#[test]
+fn a_panic_inside_an_append_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PanicIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let a = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    let b = log
+        .create_partition(pid(1), PartitionConfig::default())
+        .unwrap();
+    io.panic_writes.store(true, Ordering::SeqCst);
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.append(batch(1, 10))));
+    assert!(panicked.is_err());
+    io.panic_writes.store(false, Ordering::SeqCst);
+    // Not only the partition whose lock the panic poisoned: the whole log.
+    for p in [&a, &b] {
+        let err = p.append(batch(1, 10)).unwrap_err();
+        assert!(
+            matches!(&err, AppendError::Storage(StorageError::Poisoned { .. })),
+            "{err}"
+        );
+    }
+}
+
+/// File I/O that holds back the fsyncs a checkpoint makes (index files and
+/// the checkpoint file), whichever thread makes them, and says when one is
+/// waiting.
+#[derive(Default)]
+struct CheckpointGate {
+    state: Mutex<(bool, bool)>, // (held, a checkpoint fsync is waiting)
+    changed: Condvar,
+}
+
+impl CheckpointGate {
+    fn set_held(&self, held: bool) {
+        self.state.lock().unwrap().0 = held;
+        self.changed.notify_all();
+    }
+
+    fn wait_until_blocked(&self) {
+        let st = self.state.lock().unwrap();
+        let (st, timeout) = self
+            .changed
+            .wait_timeout_while(st, Duration::from_secs(60), |s| !s.1)
+            .unwrap();
+        assert!(
+            !timeout.timed_out() && st.1,
+            "no checkpoint fsync ever started"
+        );
+    }
+}
+
+impl FileIo for CheckpointGate {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        if is_checkpoint_file(file) {
+            let mut st = self.state.lock().unwrap();
+            st.1 = true;
+            self.changed.notify_all();
+            while st.0 {
+                st = self.changed.wait(st).unwrap();
+            }
+        }
+        file.sync_data()
+    }
+}
+
+/// An index file or the checkpoint file, by the name its descriptor points at.
+fn is_checkpoint_file(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    path.is_ok_and(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.ends_with(".idx") || name == crate::log::CHECKPOINT_TMP_FILE
+    })
+}
+
+#[test]
+fn a_produce_is_acknowledged_while_a_checkpoint_fsync_is_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(CheckpointGate::default());
+    let config = LogConfig {
+        index_checkpoint_interval_ms: 1,
+        ..LogConfig::default()
+    };
+    let log = open_with(dir.path(), config, io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    io.set_held(true);
+    // The first append makes a checkpoint due; its fsync then hangs.
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    io.wait_until_blocked();
+    let out = p.append(batch(2, 10)).unwrap();
+    wait_unless_hung(out.durable).unwrap();
+    assert_eq!(p.offsets().high_watermark, 3);
+    io.set_held(false);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn an_index_entry_that_names_the_wrong_batch_poisons_the_log_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    fill(&p, 2, 10); // batches at offsets 0 and 1
+    {
+        // Memory and disk disagree: batch 1's entry points at batch 0.
+        let mut st = p.inner.state.lock().unwrap();
+        let first = st.entries[0].entry.position;
+        st.entries[1].entry.position = first;
+    }
+    let err = p.read(1, 1).unwrap_err();
+    assert!(err.to_string().contains("invariant broken"), "{err}");
+    // Reads found it; writes stop.
+    assert!(matches!(
+        p.append(batch(1, 10)),
+        Err(AppendError::Storage(StorageError::Poisoned { .. }))
+    ));
+}
+
+/// File I/O that runs a hook once, when the checkpoint file is fdatasync'd
+/// (the checkpoint has read every partition and is about to be renamed).
+#[derive(Default)]
+struct CheckpointHook {
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl FileIo for CheckpointHook {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let name = path.ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
+        if name.is_some_and(|n| n == crate::log::CHECKPOINT_TMP_FILE) {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        file.sync_data()
+    }
+}
+
+#[test]
+fn segments_stay_until_a_checkpoint_records_the_log_start_that_freed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(CheckpointHook::default());
+    let log = open_with(dir.path(), small_segments_no_checkpoints(), io.clone());
+    let keep = PartitionConfig {
+        retention_ms: None,
+        ..PartitionConfig::default()
+    };
+    let p = log.create_partition(pid(0), keep).unwrap();
+    let expected = fill(&p, 30, 100);
+    let before = segment_count(dir.path());
+    assert!(before > 3, "{before} segments");
+    // DeleteRecords moves the log start in memory while maintenance's
+    // checkpoint is being written, and has not written its own yet.
+    let racing = p.clone();
+    *io.hook.lock().unwrap() = Some(Box::new(move || {
+        let mut st = racing.inner.state.lock().unwrap();
+        let hw = st.hw;
+        st.advance_log_start(hw);
+    }));
+    log.run_maintenance().unwrap();
+    assert_eq!(segment_count(dir.path()), before, "segments deleted early");
+    drop((log, p)); // crash: the move was never recorded
+
+    let log = open_log(dir.path(), small_segments_no_checkpoints());
+    let p = log.partition(pid(0)).unwrap();
+    assert_eq!(p.offsets().log_start, 0);
+    assert_reads(&p, &expected);
+    // Once a checkpoint records a move, the next run frees the segments.
+    p.delete_records_before(-1).unwrap();
+    log.run_maintenance().unwrap();
+    assert!(segment_count(dir.path()) < before);
+    log.shutdown().unwrap();
+}
+
+fn small_segments_no_checkpoints() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2_000,
+        ..no_checkpoints()
+    }
+}
+
+/// Descriptors of this process open on `.idx` files under `dir`.
+fn open_index_descriptors(dir: &Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&dir) && p.extension().is_some_and(|x| x == "idx"))
+        .count()
+}
+
+#[test]
+fn index_descriptors_stay_under_the_cap_across_writes_restarts_and_recovery() {
+    const CAP: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_open_files_max: CAP,
+        ..no_checkpoints()
+    };
+    let check = |when: &str| {
+        let open = open_index_descriptors(dir.path());
+        assert!(open <= CAP, "{open} index files open {when}");
+    };
+    let log = open_log(dir.path(), config.clone());
+    let parts: Vec<Partition> = (0..200)
+        .map(|n| {
+            log.create_partition(pid(n), PartitionConfig::default())
+                .unwrap()
+        })
+        .collect();
+    check("after creating 200 partitions");
+    let mut expected: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); parts.len()];
+    let append_round = |expected: &mut Vec<Vec<(i64, Vec<u8>)>>, parts: &[Partition]| {
+        for (n, p) in parts.iter().enumerate() {
+            expected[n].extend(fill(p, 1, 10 + n % 7));
+        }
+    };
+    append_round(&mut expected, &parts);
+    check("after appends");
+    log.run_maintenance().unwrap(); // a checkpoint writes every index file
+    check("after a checkpoint");
+    append_round(&mut expected, &parts);
+    log.shutdown().unwrap();
+    drop((log, parts));
+
+    let log = open_log(dir.path(), config.clone());
+    check("after a clean restart");
+    let parts: Vec<Partition> = (0..200).map(|n| log.partition(pid(n)).unwrap()).collect();
+    for (p, e) in parts.iter().zip(&expected) {
+        assert_reads(p, e);
+    }
+    // Entries past the checkpoint are re-indexed by recovery, through the cap too.
+    append_round(&mut expected, &parts);
+    drop((log, parts)); // crash
+
+    let log = open_log(dir.path(), config);
+    check("after recovery");
+    for (n, e) in expected.iter().enumerate() {
+        let p = log.partition(pid(n as i32)).unwrap();
+        assert_reads(&p, e);
+        assert_eq!(p.offsets().log_end, e.last().unwrap().0 + 1);
+    }
+    log.run_maintenance().unwrap();
+    check("after recovery's checkpoint");
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn dropping_every_handle_ends_the_background_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    let weak = Arc::downgrade(&log.inner);
+    drop((log, p));
+    // The flusher and the checkpoint thread let go of the log in turn.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while weak.upgrade().is_some() {
+        assert!(Instant::now() < deadline, "the log was never dropped");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_checkpoint_thread_panic_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(PanicIo::default());
+    let config = LogConfig {
+        index_checkpoint_interval_ms: 1,
+        ..LogConfig::default()
+    };
+    let log = open_with(dir.path(), config, io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    *io.sync_on_thread.lock().unwrap() = Some("weir-checkpoint");
+    // Appends make checkpoints due; the first one panics in its fsync.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the panic never poisoned the log"
+        );
+        match p.append(batch(1, 10)) {
+            Ok(out) => {
+                let _ = wait_unless_hung(out.durable);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        err.to_string()
+            .contains("the weir-checkpoint thread panicked: injected fdatasync panic"),
+        "{err}"
+    );
+}
