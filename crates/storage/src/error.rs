@@ -19,6 +19,19 @@ pub enum StorageError {
         /// The original failure.
         reason: Arc<str>,
     },
+    /// A file (or a checksummed entry in it) is in a format version, or of an
+    /// entry kind, that this build does not know: a newer Weir wrote it.
+    /// Nothing was repaired or removed; the data directory is as it was.
+    #[error(
+        "{file}: {detail}. A newer version of Weir wrote this data directory; \
+         run that version (or a later one) on it, do not downgrade. Nothing was changed on disk"
+    )]
+    UnsupportedFormat {
+        /// The file.
+        file: String,
+        /// What was found (the unknown version or entry kind, and where).
+        detail: String,
+    },
     /// Data on disk does not match its checksum or format where it must.
     #[error("corrupt {file}: {detail}")]
     Corrupt {
