@@ -32,6 +32,23 @@ pub enum StorageError {
         /// What was found (the unknown version or entry kind, and where).
         detail: String,
     },
+    /// Recovery must write (cut a torn tail, re-index it, write a checkpoint)
+    /// and the filesystem holding the data directory is full. Nothing that
+    /// was durable is lost; the broker cannot start until there is space.
+    #[error(
+        "the filesystem holding {dir} is full ({detail}). Recovery needs to write before the \
+         broker can start. Free space on that filesystem outside the data directory (or grow \
+         it), then start again. Inside the data directory only checkpoint.tmp and \
+         index/*.idx.tmp are safe to remove; never remove segments (log/*.log), index files \
+         (index/*.idx), the checkpoint or meta/ by hand: to free their space, delete topics or \
+         records through the broker once it runs"
+    )]
+    DiskFull {
+        /// The data directory.
+        dir: String,
+        /// The write that failed.
+        detail: String,
+    },
     /// Data on disk does not match its checksum or format where it must.
     #[error("corrupt {file}: {detail}")]
     Corrupt {

@@ -35,13 +35,53 @@ fn corrupt(file: &Path, detail: impl Into<String>) -> StorageError {
     }
 }
 
-/// Open (or create) the log under `dir`.
+/// `ENOSPC` on Linux, the only platform Weir runs on.
+const ENOSPC: i32 = 28;
+
+/// Open (or create) the log under `dir`. A write that fails because the
+/// filesystem is full becomes [`StorageError::DiskFull`], which says what
+/// may be removed to make room.
+pub(crate) fn open(
+    dir: &Path,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    io: Arc<dyn FileIo>,
+) -> Result<(Arc<LogInner>, RecoveryReport), StorageError> {
+    open_checked(dir, config, clock, io).map_err(|e| match disk_full_detail(&e) {
+        Some(detail) => StorageError::DiskFull {
+            dir: dir.display().to_string(),
+            detail,
+        },
+        None => e,
+    })
+}
+
+/// The failed write, when `e` is a write that found the filesystem full
+/// (directly, or through the poisoning of the log it caused).
+fn disk_full_detail(e: &StorageError) -> Option<String> {
+    let full = match e {
+        StorageError::Io { source, .. } => {
+            source.raw_os_error() == Some(ENOSPC)
+                || source.kind() == std::io::ErrorKind::StorageFull
+        }
+        StorageError::Poisoned { reason } => {
+            reason.contains(&std::io::Error::from_raw_os_error(ENOSPC).to_string())
+        }
+        _ => false,
+    };
+    full.then(|| match e {
+        StorageError::Poisoned { reason } => reason.to_string(),
+        other => other.to_string(),
+    })
+}
+
+/// [`open`], before a full disk is named as such.
 ///
 /// Recovery first reads and checks, then changes files. Every check that can
 /// refuse the data directory because a newer Weir wrote it (file versions,
 /// entry kinds in the tail) runs before the first file is truncated,
 /// rewritten or deleted, so a refused directory is left byte-for-byte as it was.
-pub(crate) fn open(
+fn open_checked(
     dir: &Path,
     config: LogConfig,
     clock: Arc<dyn Clock>,
@@ -808,4 +848,67 @@ fn apply_entry(
     io.write_all_at(&st.index_file, &stored.1.encode(), at)
         .map_err(|err| io_err(format!("writing {}", st.index_path.display()), err))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::batch::test_batches::batch;
+    use crate::tests::{ManualClock, block_on, open_log, pid};
+    use crate::{CommitLog, PartitionConfig};
+
+    /// File I/O on a filesystem that is full: every write fails with ENOSPC.
+    #[derive(Default)]
+    struct FullDisk {
+        full: AtomicBool,
+    }
+
+    impl FileIo for FullDisk {
+        fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(ENOSPC));
+            }
+            std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_at_open_says_what_is_safe_to_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), LogConfig::default());
+        let p = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
+        block_on(p.append(batch(2, 10)).unwrap().durable.wait()).unwrap();
+        log.shutdown().unwrap();
+
+        let io = Arc::new(FullDisk::default());
+        io.full.store(true, Ordering::SeqCst);
+        let err = CommitLog::open_with_io(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(ManualClock::default()),
+            io.clone(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        let text = err.to_string();
+        for needed in ["is full", "checkpoint.tmp", "idx.tmp", "never remove"] {
+            assert!(text.contains(needed), "{needed:?} missing from: {text}");
+        }
+        // Once there is space, the same directory opens with every record.
+        io.full.store(false, Ordering::SeqCst);
+        let (log, _) = CommitLog::open_with_io(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(ManualClock::default()),
+            io,
+        )
+        .unwrap();
+        assert_eq!(log.partition(pid(0)).unwrap().offsets().high_watermark, 2);
+        log.shutdown().unwrap();
+    }
 }
