@@ -25,6 +25,7 @@ mod log;
 mod maintenance;
 mod partition;
 mod producer;
+mod reclaim;
 mod recovery;
 #[cfg(test)]
 mod tests;

@@ -219,7 +219,7 @@ fn format_err(file: &Path, e: FormatError) -> StorageError {
     }
 }
 
-fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
+pub(crate) fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
