@@ -126,7 +126,47 @@ fn open_checked(
     )?;
     roll_if_older_version(&mut segments, &log_dir, write_pos, io.as_ref())?;
 
-    // Finish each partition: forget dead batches, rebuild producers.
+    let registry = finish_partitions(partitions, first_base);
+    sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
+
+    let segments: BTreeMap<u64, Arc<Segment>> = segments
+        .into_iter()
+        .map(|(base, s)| (base, s.segment))
+        .collect();
+    let active = segments
+        .values()
+        .next_back()
+        .cloned()
+        .ok_or_else(|| corrupt(&log_dir, "no segment after recovery"))?;
+    let inner = Arc::new(LogInner::new(LogParts {
+        dir: dir.to_path_buf(),
+        config,
+        clock,
+        io,
+        segments,
+        active,
+        write_pos,
+        partitions: registry,
+    }));
+    inner.write_checkpoint()?;
+    inner.start_flusher()?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    if report.bytes_truncated > 0 {
+        tracing::warn!(
+            bytes = report.bytes_truncated,
+            "cut a torn or corrupt commit-log tail (writes that were never acknowledged as durable)"
+        );
+    }
+    tracing::info!(?report, "commit log opened");
+    Ok((inner, report))
+}
+
+/// Finish each partition: forget batches that lay in deleted segments (below
+/// `first_base`), set its offsets from what recovery kept, rebuild producers.
+fn finish_partitions(
+    partitions: HashMap<PartitionId, PartitionState>,
+    first_base: u64,
+) -> HashMap<PartitionId, Arc<PartitionInner>> {
     let mut registry = HashMap::new();
     for (id, mut st) in partitions {
         if let Some(first_live) = st
@@ -159,8 +199,17 @@ fn open_checked(
             }),
         );
     }
+    registry
+}
 
-    // Make what recovery kept durable before anything is acknowledged on top of it.
+/// Make what recovery kept durable before anything is acknowledged on top of
+/// it: every segment from the one the scan started in, and the log directory.
+fn sync_kept_tail(
+    segments: &BTreeMap<u64, OpenSegment>,
+    scan_from: u64,
+    log_dir: &Path,
+    io: &dyn FileIo,
+) -> Result<(), StorageError> {
     let scan_segment = segments
         .range(..=scan_from)
         .next_back()
@@ -169,38 +218,7 @@ fn open_checked(
         io.sync_data(&seg.file)
             .map_err(|e| io_err(format!("fdatasync of {}", seg.path.display()), e))?;
     }
-    sync_dir(&log_dir).map_err(|e| io_err(format!("fsync of {}", log_dir.display()), e))?;
-
-    let segments: BTreeMap<u64, Arc<Segment>> = segments
-        .into_iter()
-        .map(|(base, s)| (base, s.segment))
-        .collect();
-    let active = segments
-        .values()
-        .next_back()
-        .cloned()
-        .ok_or_else(|| corrupt(&log_dir, "no segment after recovery"))?;
-    let inner = Arc::new(LogInner::new(LogParts {
-        dir: dir.to_path_buf(),
-        config,
-        clock,
-        io,
-        segments,
-        active,
-        write_pos,
-        partitions: registry,
-    }));
-    inner.write_checkpoint()?;
-    inner.start_flusher()?;
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    if report.bytes_truncated > 0 {
-        tracing::warn!(
-            bytes = report.bytes_truncated,
-            "cut a torn or corrupt commit-log tail (writes that were never acknowledged as durable)"
-        );
-    }
-    tracing::info!(?report, "commit log opened");
-    Ok((inner, report))
+    sync_dir(log_dir).map_err(|e| io_err(format!("fsync of {}", log_dir.display()), e))
 }
 
 /// A refusal of data written by a newer Weir.
