@@ -36,8 +36,8 @@ const CLEANER_WRITE_CHUNK_BYTES: usize = 1 << 20;
 pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
     let _one_run = lock(&log.maintenance_lock);
     if log.durable_tx.borrow().poisoned.is_some() {
-        // Appends are refused until restart, but a deleted topic's space can come back.
-        return crate::reclaim::segments_of_removed_partitions(log).map(|_| ());
+        // Appends are refused until restart, but deleted data's space can come back.
+        return crate::reclaim::run_while_poisoned(log);
     }
     let parts: Vec<Arc<PartitionInner>> = read(&log.registry).values().cloned().collect();
     if apply_retention(log, &parts) {
