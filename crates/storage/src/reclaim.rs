@@ -25,9 +25,12 @@ use std::sync::Arc;
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, ENTRY_HEADER_BYTES};
-use crate::log::{
-    CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, LogInner, Segment, io_err, lock, read, sync_dir,
-};
+use crate::log::{CHECKPOINT_FILE, LogInner, Segment, io_err, lock, read, sync_dir};
+
+/// Temporary name of a log-start checkpoint. Not the usual one: a checkpoint
+/// that was in flight when the log was poisoned may still be writing that,
+/// and each rename must carry a whole, fsync'd file.
+pub(crate) const LOG_STARTS_TMP_FILE: &str = "checkpoint.log-starts.tmp";
 
 /// Bytes of an entry read to judge it: the entry header, then the batch
 /// header up to and including `lastOffsetDelta` (batch bytes 23..27).
@@ -77,7 +80,7 @@ pub(crate) fn checkpoint_log_starts(
     if new == old {
         return Ok(());
     }
-    let tmp = log.dir.join(CHECKPOINT_TMP_FILE);
+    let tmp = log.dir.join(LOG_STARTS_TMP_FILE);
     File::create(&tmp)
         .and_then(|f| {
             log.io.write_all_at(&f, &new.encode(), 0)?;

@@ -106,7 +106,9 @@ fn open_checked(
     walk_tail(&segments, scan_from, &mut |_, _, _| Ok(()))?;
 
     // From here on recovery changes files.
-    let _ = std::fs::remove_file(dir.join(CHECKPOINT_TMP_FILE));
+    for tmp in [CHECKPOINT_TMP_FILE, crate::reclaim::LOG_STARTS_TMP_FILE] {
+        let _ = std::fs::remove_file(dir.join(tmp));
+    }
     remove_torn_segments(&torn_headers, &mut report)?;
     if segments.is_empty() {
         let seg = create_segment(&log_dir, checkpoint_pos, io.as_ref())?;
