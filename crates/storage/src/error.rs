@@ -19,6 +19,36 @@ pub enum StorageError {
         /// The original failure.
         reason: Arc<str>,
     },
+    /// A file (or a checksummed entry in it) is in a format version, or of an
+    /// entry kind, that this build does not know: a newer Weir wrote it.
+    /// Nothing was repaired or removed; the data directory is as it was.
+    #[error(
+        "{file}: {detail}. A newer version of Weir wrote this data directory; \
+         run that version (or a later one) on it, do not downgrade. Nothing was changed on disk"
+    )]
+    UnsupportedFormat {
+        /// The file.
+        file: String,
+        /// What was found (the unknown version or entry kind, and where).
+        detail: String,
+    },
+    /// Recovery must write (cut a torn tail, re-index it, write a checkpoint)
+    /// and the filesystem holding the data directory is full. Nothing that
+    /// was durable is lost; the broker cannot start until there is space.
+    #[error(
+        "the filesystem holding {dir} is full ({detail}). Recovery needs to write before the \
+         broker can start. Free space on that filesystem outside the data directory (or grow \
+         it), then start again. Inside the data directory only checkpoint.tmp, \
+         checkpoint.log-starts.tmp and index/*.idx.tmp are safe to remove; never remove \
+         segments (log/*.log), index files (index/*.idx), the checkpoint or meta/ by hand: to \
+         free their space, delete topics or records through the broker once it runs"
+    )]
+    DiskFull {
+        /// The data directory.
+        dir: String,
+        /// The write that failed.
+        detail: String,
+    },
     /// Data on disk does not match its checksum or format where it must.
     #[error("corrupt {file}: {detail}")]
     Corrupt {

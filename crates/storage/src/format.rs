@@ -3,6 +3,14 @@
 //!
 //! `docs/format.md` draws the same layouts; keep the two in step. All integers
 //! are big-endian, as in Kafka's own formats.
+//!
+//! Compatibility rule (docs/format.md, "Versions"): every file names its
+//! format version, and a reader accepts exactly the versions it lists below.
+//! A version it does not list, or a checksummed entry of a kind its segment
+//! version does not allow, is reported as [`FormatError::Unsupported`] and
+//! recovery refuses to open, changing nothing: only a damaged (torn or
+//! checksum-failing) tail is ever cut. A change a reader of the previous
+//! version would misread (a new entry kind, a new field) bumps the version.
 
 use uuid::Uuid;
 
@@ -10,8 +18,13 @@ use crate::PartitionId;
 
 /// Magic at the start of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"WEIRSEG\0";
-/// Version of the segment file layout.
-pub(crate) const SEGMENT_VERSION: u32 = 1;
+/// Version of the segment file layout that this build writes. Version 2 is
+/// laid out as version 1; it was bumped because compaction's kind-3 entries
+/// had been added to version 1 without a bump, so binaries that predate
+/// compaction took them for a torn tail (see [`EntryKind::in_segment`]).
+pub(crate) const SEGMENT_VERSION: u32 = 2;
+/// Every segment version this build reads (the one it writes, and older ones).
+pub(crate) const SEGMENT_VERSIONS_READ: [u32; 2] = [1, 2];
 /// Bytes of the segment file header; entries follow it.
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 16;
 
@@ -24,7 +37,7 @@ pub(crate) const ENTRY_BATCH_BYTES_MAX: usize = 128 << 20;
 
 /// Magic at the start of every index file.
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"WEIRIDX\0";
-/// Version of the index file layout.
+/// Version of the index file layout (the only one there has been).
 pub(crate) const INDEX_VERSION: u32 = 1;
 /// Bytes of the index file header.
 pub(crate) const INDEX_HEADER_BYTES: u64 = 64;
@@ -33,7 +46,7 @@ pub(crate) const INDEX_ENTRY_BYTES: usize = 64;
 
 /// Magic at the start of the checkpoint file.
 pub(crate) const CHECKPOINT_MAGIC: [u8; 8] = *b"WEIRCKP\0";
-/// Version of the checkpoint layout.
+/// Version of the checkpoint layout (the only one there has been).
 pub(crate) const CHECKPOINT_VERSION: u32 = 1;
 /// Bytes of the checkpoint header (magic, version, partition count, position).
 const CHECKPOINT_HEADER_BYTES: usize = 24;
@@ -41,6 +54,15 @@ const CHECKPOINT_HEADER_BYTES: usize = 24;
 const CHECKPOINT_PARTITION_BYTES: usize = 40;
 /// The largest checkpoint file read back; a longer one is corruption.
 pub(crate) const CHECKPOINT_BYTES_MAX: u64 = 256 << 20;
+
+/// Why a file header, entry or checkpoint was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FormatError {
+    /// Damaged: short, bad magic, bad checksum, inconsistent lengths.
+    Corrupt(String),
+    /// Well formed, but of a version or entry kind this build does not know.
+    Unsupported(String),
+}
 
 /// What a commit-log entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +79,19 @@ pub(crate) enum EntryKind {
 }
 
 impl EntryKind {
-    fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            1 => Some(Self::Batch),
-            2 => Some(Self::Relocated),
-            3 => Some(Self::Compacted),
+    /// The kind that `byte` names in a segment of `segment_version`; `None`
+    /// when that version does not allow it.
+    ///
+    /// Version 1 allows kinds 1, 2 and 3: kind 3 (compaction) was first
+    /// written into version-1 segments, so a version-1 segment written by a
+    /// build with compaction holds it. Version 2 allows the same three kinds.
+    /// A new kind needs a new segment version that allows it, and the writer
+    /// only writes it into segments of that version.
+    pub(crate) fn in_segment(segment_version: u32, byte: u8) -> Option<Self> {
+        match (segment_version, byte) {
+            (1 | 2, 1) => Some(Self::Batch),
+            (1 | 2, 2) => Some(Self::Relocated),
+            (1 | 2, 3) => Some(Self::Compacted),
             _ => None,
         }
     }
@@ -156,11 +186,17 @@ pub(crate) fn entry_prefix(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((be_u32(bytes, 0)?, be_u32(bytes, 4)?))
 }
 
-/// Decode an entry header from the first [`ENTRY_HEADER_BYTES`] of `bytes`.
-/// `None` when the bytes are short or the kind is unknown.
+/// Decode an entry header from the first [`ENTRY_HEADER_BYTES`] of `bytes`,
+/// an entry of a segment this build writes. `None` when the bytes are short
+/// or the kind is unknown.
 pub(crate) fn decode_entry_header(bytes: &[u8]) -> Option<EntryHeader> {
+    decode_entry_header_in(bytes, SEGMENT_VERSION)
+}
+
+/// [`decode_entry_header`] for an entry of a segment of `segment_version`.
+pub(crate) fn decode_entry_header_in(bytes: &[u8], segment_version: u32) -> Option<EntryHeader> {
     let (body_len, crc) = entry_prefix(bytes)?;
-    let kind = EntryKind::from_u8(*bytes.get(8)?)?;
+    let kind = EntryKind::in_segment(segment_version, *bytes.get(8)?)?;
     let topic = Uuid::from_slice(bytes.get(12..28)?).ok()?;
     Some(EntryHeader {
         body_len,
@@ -182,15 +218,18 @@ pub(crate) fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
     h
 }
 
-/// Whether `bytes` is a segment header this version reads.
-pub(crate) fn check_segment_header(bytes: &[u8]) -> Result<(), String> {
+/// The version of a segment header this build reads.
+pub(crate) fn check_segment_header(bytes: &[u8]) -> Result<u32, FormatError> {
     if bytes.get(..8) != Some(&SEGMENT_MAGIC[..]) {
-        return Err("bad segment magic".into());
+        return Err(FormatError::Corrupt("bad segment magic".into()));
     }
-    match be_u32(bytes, 8) {
-        Some(SEGMENT_VERSION) => Ok(()),
-        v => Err(format!("unsupported segment version {v:?}")),
+    let version = be_u32(bytes, 8).ok_or(FormatError::Corrupt("short segment header".into()))?;
+    if !SEGMENT_VERSIONS_READ.contains(&version) {
+        return Err(FormatError::Unsupported(format!(
+            "segment format version {version}; this build reads versions {SEGMENT_VERSIONS_READ:?}"
+        )));
     }
+    Ok(version)
 }
 
 /// One batch as the per-partition queue index records it.
@@ -267,19 +306,30 @@ pub(crate) fn index_header(id: PartitionId) -> [u8; INDEX_HEADER_BYTES as usize]
 }
 
 /// Whether `bytes` is the index header of `id` in a version this code reads.
-pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<(), String> {
-    if bytes.get(..8) != Some(&INDEX_MAGIC[..]) {
-        return Err("bad index magic".into());
-    }
-    if be_u32(bytes, 8) != Some(INDEX_VERSION) {
-        return Err(format!("unsupported index version {:?}", be_u32(bytes, 8)));
-    }
+pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<(), FormatError> {
+    check_index_version(bytes)?;
     if bytes.get(16..32) != Some(&id.topic_id.as_bytes()[..])
         || be_i32(bytes, 32) != Some(id.partition)
     {
-        return Err("index header names another partition".into());
+        return Err(FormatError::Corrupt(
+            "index header names another partition".into(),
+        ));
     }
     Ok(())
+}
+
+/// Whether `bytes` starts an index file of a version this build reads.
+pub(crate) fn check_index_version(bytes: &[u8]) -> Result<(), FormatError> {
+    if bytes.get(..8) != Some(&INDEX_MAGIC[..]) {
+        return Err(FormatError::Corrupt("bad index magic".into()));
+    }
+    match be_u32(bytes, 8) {
+        Some(INDEX_VERSION) => Ok(()),
+        Some(v) => Err(FormatError::Unsupported(format!(
+            "index format version {v}; this build reads version {INDEX_VERSION}"
+        ))),
+        None => Err(FormatError::Corrupt("short index header".into())),
+    }
 }
 
 /// One partition's line in the checkpoint.
@@ -320,13 +370,25 @@ impl Checkpoint {
         b
     }
 
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
+    /// The version is checked before the CRC: a newer layout may put its
+    /// CRC elsewhere, and must be reported as newer, not as damaged.
+    pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         if b.get(..8) != Some(&CHECKPOINT_MAGIC[..]) {
-            return Err("bad checkpoint magic".into());
+            return Err(FormatError::Corrupt("bad checkpoint magic".into()));
         }
-        if be_u32(b, 8) != Some(CHECKPOINT_VERSION) {
-            return Err(format!("unsupported checkpoint version {:?}", be_u32(b, 8)));
+        match be_u32(b, 8) {
+            Some(CHECKPOINT_VERSION) => {}
+            Some(v) => {
+                return Err(FormatError::Unsupported(format!(
+                    "checkpoint format version {v}; this build reads version {CHECKPOINT_VERSION}"
+                )));
+            }
+            None => return Err(FormatError::Corrupt("short checkpoint".into())),
         }
+        Self::decode_v1(b).map_err(FormatError::Corrupt)
+    }
+
+    fn decode_v1(b: &[u8]) -> Result<Self, String> {
         let count = be_u32(b, 12).ok_or("short checkpoint")? as usize;
         let body_len = count
             .checked_mul(CHECKPOINT_PARTITION_BYTES)
@@ -454,6 +516,46 @@ mod tests {
         assert_eq!(IndexEntry::decode(&b), Some(e));
         b[3] ^= 1;
         assert_eq!(IndexEntry::decode(&b), None);
+    }
+
+    #[test]
+    fn each_segment_version_allows_exactly_its_kinds() {
+        for version in SEGMENT_VERSIONS_READ {
+            for byte in 0..=u8::MAX {
+                let known = EntryKind::in_segment(version, byte).is_some();
+                assert_eq!(known, (1..=3).contains(&byte), "v{version} kind {byte}");
+            }
+        }
+        assert_eq!(EntryKind::in_segment(SEGMENT_VERSION + 1, 1), None);
+        assert!(SEGMENT_VERSIONS_READ.contains(&SEGMENT_VERSION));
+    }
+
+    #[test]
+    fn newer_versions_are_unsupported_and_bad_magic_is_corrupt() {
+        let mut seg = segment_header();
+        assert_eq!(check_segment_header(&seg), Ok(SEGMENT_VERSION));
+        seg[8..12].copy_from_slice(&(SEGMENT_VERSION + 1).to_be_bytes());
+        assert!(matches!(
+            check_segment_header(&seg),
+            Err(FormatError::Unsupported(_))
+        ));
+        seg[0] = b'X';
+        assert!(matches!(
+            check_segment_header(&seg),
+            Err(FormatError::Corrupt(_))
+        ));
+        let mut idx = index_header(pid());
+        idx[8..12].copy_from_slice(&2u32.to_be_bytes());
+        assert!(matches!(
+            check_index_header(&idx, pid()),
+            Err(FormatError::Unsupported(_))
+        ));
+        let mut cp = Checkpoint::default().encode();
+        cp[8..12].copy_from_slice(&2u32.to_be_bytes());
+        assert!(matches!(
+            Checkpoint::decode(&cp),
+            Err(FormatError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod log;
 mod maintenance;
 mod partition;
 mod producer;
+mod reclaim;
 mod recovery;
 #[cfg(test)]
 mod tests;
@@ -492,9 +493,15 @@ impl Partition {
             }
             st.log_start
         };
-        // The checkpoint records log-start offsets: writing it makes the move durable.
-        self.log.sync_now()?;
-        self.log.write_checkpoint()?;
+        // The checkpoint records log-start offsets: writing it makes the move
+        // durable. A poisoned log records only log starts (see reclaim.rs).
+        if self.log.durable_tx.borrow().poisoned.is_some() {
+            let _one_run = lock(&self.log.maintenance_lock);
+            reclaim::checkpoint_log_starts(&self.log, Some(self.inner.id))?;
+        } else {
+            self.log.sync_now()?;
+            self.log.write_checkpoint()?;
+        }
         self.log.bump_progress();
         Ok(log_start)
     }

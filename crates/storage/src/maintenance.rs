@@ -35,6 +35,10 @@ const CLEANER_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// delete segments that hold no live data.
 pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
     let _one_run = lock(&log.maintenance_lock)?;
+    if log.durable_tx.borrow().poisoned.is_some() {
+        // Appends are refused until restart, but deleted data's space can come back.
+        return crate::reclaim::run_while_poisoned(log);
+    }
     let parts: Vec<Arc<PartitionInner>> = read(&log.registry)?.values().cloned().collect();
     if apply_retention(log, &parts)? {
         log.checkpoint_dirty.store(true, Ordering::SeqCst);
@@ -162,7 +166,7 @@ fn deletable_segments(
         .collect())
 }
 
-fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), StorageError> {
+pub(crate) fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), StorageError> {
     if bases.is_empty() {
         return Ok(());
     }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::OpenOptions;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,8 @@ use std::time::Instant;
 use crate::error::StorageError;
 use crate::format::{
     self, Checkpoint, ENTRY_BATCH_BYTES_MAX, ENTRY_HEADER_BYTES, ENTRY_PREFIX_BYTES, EntryKind,
-    INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry, SEGMENT_HEADER_BYTES,
+    FormatError, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry, SEGMENT_HEADER_BYTES,
+    SEGMENT_VERSION,
 };
 use crate::io::{FileIo, IndexFiles};
 use crate::log::{
@@ -34,8 +36,53 @@ fn corrupt(file: &Path, detail: impl Into<String>) -> StorageError {
     }
 }
 
-/// Open (or create) the log under `dir`.
+/// `ENOSPC` on Linux, the only platform Weir runs on.
+const ENOSPC: i32 = 28;
+
+/// Open (or create) the log under `dir`. A write that fails because the
+/// filesystem is full becomes [`StorageError::DiskFull`], which says what
+/// may be removed to make room.
 pub(crate) fn open(
+    dir: &Path,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    io: Arc<dyn FileIo>,
+) -> Result<(Arc<LogInner>, RecoveryReport), StorageError> {
+    open_checked(dir, config, clock, io).map_err(|e| match disk_full_detail(&e) {
+        Some(detail) => StorageError::DiskFull {
+            dir: dir.display().to_string(),
+            detail,
+        },
+        None => e,
+    })
+}
+
+/// The failed write, when `e` is a write that found the filesystem full
+/// (directly, or through the poisoning of the log it caused).
+fn disk_full_detail(e: &StorageError) -> Option<String> {
+    let full = match e {
+        StorageError::Io { source, .. } => {
+            source.raw_os_error() == Some(ENOSPC)
+                || source.kind() == std::io::ErrorKind::StorageFull
+        }
+        StorageError::Poisoned { reason } => {
+            reason.contains(&std::io::Error::from_raw_os_error(ENOSPC).to_string())
+        }
+        _ => false,
+    };
+    full.then(|| match e {
+        StorageError::Poisoned { reason } => reason.to_string(),
+        other => other.to_string(),
+    })
+}
+
+/// [`open`], before a full disk is named as such.
+///
+/// Recovery first reads and checks, then changes files. Every check that can
+/// refuse the data directory because a newer Weir wrote it (file versions,
+/// entry kinds in the tail) runs before the first file is truncated,
+/// rewritten or deleted, so a refused directory is left byte-for-byte as it was.
+fn open_checked(
     dir: &Path,
     config: LogConfig,
     clock: Arc<dyn Clock>,
@@ -47,30 +94,32 @@ pub(crate) fn open(
     for d in [dir, &log_dir, &index_dir] {
         std::fs::create_dir_all(d).map_err(|e| io_err(format!("creating {}", d.display()), e))?;
     }
-    let _ = std::fs::remove_file(dir.join(CHECKPOINT_TMP_FILE));
-    let checkpoint = load_checkpoint(&dir.join(CHECKPOINT_FILE))?;
     let mut report = RecoveryReport::default();
 
-    let mut segments = load_segments(
-        &log_dir,
-        checkpoint.as_ref().map_or(0, |c| c.position),
-        &mut report,
-    )?;
-    if segments.is_empty() {
-        let base = checkpoint.as_ref().map_or(0, |c| c.position);
-        let seg = create_segment(&log_dir, base, io.as_ref())?;
-        segments.insert(base, Arc::new(seg));
+    // Read-only checks.
+    let checkpoint = load_checkpoint(&dir.join(CHECKPOINT_FILE))?;
+    let checkpoint_pos = checkpoint.as_ref().map_or(0, |c| c.position);
+    let (mut segments, torn_headers) = open_segments(&log_dir, checkpoint_pos)?;
+    check_index_versions(&index_dir)?;
+    let first_base = segments.keys().next().copied();
+    // Scan the tail past the checkpoint (the whole log when there is none).
+    let scan_from = checkpoint_pos.max(first_base.unwrap_or(0));
+    walk_tail(&segments, scan_from, &mut |_, _, _| Ok(()))?;
+
+    // From here on recovery changes files.
+    for tmp in [CHECKPOINT_TMP_FILE, crate::reclaim::LOG_STARTS_TMP_FILE] {
+        let _ = std::fs::remove_file(dir.join(tmp));
     }
-    let first_base = segments.keys().next().copied().unwrap_or(0);
+    remove_torn_segments(&torn_headers, &mut report)?;
+    if segments.is_empty() {
+        let seg = create_segment(&log_dir, checkpoint_pos, io.as_ref())?;
+        segments.insert(checkpoint_pos, seg);
+    }
+    let first_base = first_base.unwrap_or(checkpoint_pos);
 
     let mut partitions = load_indexes(&index_dir, checkpoint.as_ref())?;
     report.partitions = partitions.len();
 
-    // Scan the tail past the checkpoint.
-    let scan_from = checkpoint
-        .as_ref()
-        .map_or(first_base, |c| c.position)
-        .max(first_base);
     let index_files = IndexFiles::new(config.index_open_files_max);
     let write_pos = scan_tail(
         &mut segments,
@@ -79,8 +128,50 @@ pub(crate) fn open(
         (io.as_ref(), &index_files),
         &mut report,
     )?;
+    roll_if_older_version(&mut segments, &log_dir, write_pos, io.as_ref())?;
 
-    // Finish each partition: forget dead batches, rebuild producers.
+    let registry = finish_partitions(partitions, first_base);
+    sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
+
+    let segments: BTreeMap<u64, Arc<Segment>> = segments
+        .into_iter()
+        .map(|(base, s)| (base, s.segment))
+        .collect();
+    let active = segments
+        .values()
+        .next_back()
+        .cloned()
+        .ok_or_else(|| corrupt(&log_dir, "no segment after recovery"))?;
+    let inner = Arc::new(LogInner::new(LogParts {
+        dir: dir.to_path_buf(),
+        config,
+        clock,
+        io,
+        segments,
+        active,
+        write_pos,
+        partitions: registry,
+        index_files,
+    }));
+    inner.write_checkpoint()?;
+    inner.start_flusher()?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    if report.bytes_truncated > 0 {
+        tracing::warn!(
+            bytes = report.bytes_truncated,
+            "cut a torn or corrupt commit-log tail (writes that were never acknowledged as durable)"
+        );
+    }
+    tracing::info!(?report, "commit log opened");
+    Ok((inner, report))
+}
+
+/// Finish each partition: forget batches that lay in deleted segments (below
+/// `first_base`), set its offsets from what recovery kept, rebuild producers.
+fn finish_partitions(
+    partitions: HashMap<PartitionId, PartitionState>,
+    first_base: u64,
+) -> HashMap<PartitionId, Arc<PartitionInner>> {
     let mut registry = HashMap::new();
     for (id, mut st) in partitions {
         if let Some(first_live) = st
@@ -112,48 +203,45 @@ pub(crate) fn open(
             }),
         );
     }
+    registry
+}
 
-    // Make what recovery kept durable before anything is acknowledged on top of it.
+/// Make what recovery kept durable before anything is acknowledged on top of
+/// it: every segment from the one the scan started in, and the log directory.
+fn sync_kept_tail(
+    segments: &BTreeMap<u64, OpenSegment>,
+    scan_from: u64,
+    log_dir: &Path,
+    io: &dyn FileIo,
+) -> Result<(), StorageError> {
     let scan_segment = segments
         .range(..=scan_from)
         .next_back()
         .map_or(0, |(b, _)| *b);
-    for seg in segments.range(scan_segment..).map(|(_, s)| s) {
+    for seg in segments.range(scan_segment..).map(|(_, s)| &s.segment) {
         io.sync_data(&seg.file)
             .map_err(|e| io_err(format!("fdatasync of {}", seg.path.display()), e))?;
     }
-    sync_dir(&log_dir).map_err(|e| io_err(format!("fsync of {}", log_dir.display()), e))?;
-
-    let active = segments
-        .values()
-        .next_back()
-        .cloned()
-        .ok_or_else(|| corrupt(&log_dir, "no segment after recovery"))?;
-    let inner = Arc::new(LogInner::new(LogParts {
-        dir: dir.to_path_buf(),
-        config,
-        clock,
-        io,
-        segments,
-        active,
-        write_pos,
-        partitions: registry,
-        index_files,
-    }));
-    inner.write_checkpoint()?;
-    inner.start_flusher()?;
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    if report.bytes_truncated > 0 {
-        tracing::warn!(
-            bytes = report.bytes_truncated,
-            "cut a torn or corrupt commit-log tail (writes that were never acknowledged as durable)"
-        );
-    }
-    tracing::info!(?report, "commit log opened");
-    Ok((inner, report))
+    sync_dir(log_dir).map_err(|e| io_err(format!("fsync of {}", log_dir.display()), e))
 }
 
-fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
+/// A refusal of data written by a newer Weir.
+fn unsupported(file: &Path, detail: impl Into<String>) -> StorageError {
+    StorageError::UnsupportedFormat {
+        file: file.display().to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// A header or checkpoint refusal, as the storage error it is.
+fn format_err(file: &Path, e: FormatError) -> StorageError {
+    match e {
+        FormatError::Corrupt(d) => corrupt(file, d),
+        FormatError::Unsupported(d) => unsupported(file, d),
+    }
+}
+
+pub(crate) fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -166,10 +254,10 @@ fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
         std::fs::read(path).map_err(|e| io_err(format!("reading {}", path.display()), e))?;
     Checkpoint::decode(&bytes)
         .map(Some)
-        .map_err(|d| corrupt(path, d))
+        .map_err(|e| format_err(path, e))
 }
 
-fn create_segment(log_dir: &Path, base: u64, io: &dyn FileIo) -> Result<Segment, StorageError> {
+fn create_segment(log_dir: &Path, base: u64, io: &dyn FileIo) -> Result<OpenSegment, StorageError> {
     let path = log_dir.join(segment_file_name(base));
     let file = OpenOptions::new()
         .read(true)
@@ -180,17 +268,32 @@ fn create_segment(log_dir: &Path, base: u64, io: &dyn FileIo) -> Result<Segment,
         .map_err(|e| io_err(format!("creating {}", path.display()), e))?;
     io.write_all_at(&file, &format::segment_header(), 0)
         .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
-    Ok(Segment { base, file, path })
+    Ok(OpenSegment {
+        segment: Arc::new(Segment { base, file, path }),
+        version: SEGMENT_VERSION,
+    })
 }
 
-/// Open every segment file and check its header. A segment past the
-/// checkpoint whose header is torn was being created at the crash: it and
-/// every later one are dropped.
-fn load_segments(
+/// A segment file opened by recovery, with the format version of its header.
+struct OpenSegment {
+    segment: Arc<Segment>,
+    version: u32,
+}
+
+/// Segment files whose header is torn, and every later one: they were being
+/// created at the crash (or follow one that was), so nothing in them was
+/// ever acknowledged.
+struct TornHeaders(Vec<PathBuf>);
+
+/// Open every segment file and check its header, changing nothing. A header
+/// of a version this build does not read refuses the directory. A segment
+/// past the checkpoint whose header is torn (short, or not our magic) was
+/// being created at the crash: it and every later one are returned to be
+/// removed; below the checkpoint that would be lost data, and is corruption.
+fn open_segments(
     log_dir: &Path,
     checkpoint_pos: u64,
-    report: &mut RecoveryReport,
-) -> Result<BTreeMap<u64, Arc<Segment>>, StorageError> {
+) -> Result<(BTreeMap<u64, OpenSegment>, TornHeaders), StorageError> {
     let mut found = BTreeMap::new();
     let rd = std::fs::read_dir(log_dir)
         .map_err(|e| io_err(format!("listing {}", log_dir.display()), e))?;
@@ -208,12 +311,10 @@ fn load_segments(
         found.insert(base, ent.path());
     }
     let mut out = BTreeMap::new();
-    let mut drop_rest = false;
+    let mut torn = Vec::new();
     for (base, path) in found {
-        if drop_rest {
-            report.bytes_truncated += std::fs::metadata(&path).map_or(0, |m| m.len());
-            std::fs::remove_file(&path)
-                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
+        if !torn.is_empty() {
+            torn.push(path);
             continue;
         }
         let file = OpenOptions::new()
@@ -222,22 +323,103 @@ fn load_segments(
             .open(&path)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        let ok = file.read_exact_at(&mut header, 0).is_ok()
-            && format::check_segment_header(&header).is_ok();
-        if !ok {
-            if base < checkpoint_pos {
-                return Err(corrupt(&path, "bad segment header below the checkpoint"));
+        let checked = match file.read_exact_at(&mut header, 0) {
+            Ok(()) => format::check_segment_header(&header),
+            Err(_) => Err(FormatError::Corrupt("short segment header".into())),
+        };
+        match checked {
+            Ok(version) => {
+                let segment = Arc::new(Segment { base, file, path });
+                out.insert(base, OpenSegment { segment, version });
             }
-            report.bytes_truncated += file.metadata().map_or(0, |m| m.len());
-            drop(file);
-            std::fs::remove_file(&path)
-                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
-            drop_rest = true;
+            Err(FormatError::Unsupported(d)) => return Err(unsupported(&path, d)),
+            Err(FormatError::Corrupt(d)) if base < checkpoint_pos => {
+                return Err(corrupt(&path, format!("{d}, below the checkpoint")));
+            }
+            Err(FormatError::Corrupt(_)) => torn.push(path),
+        }
+    }
+    // A later segment with a newer header must refuse the directory even
+    // though it lies past a torn one (a newer Weir wrote it; it is not ours to delete).
+    for path in torn.iter().skip(1) {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let read = File::open(path).and_then(|f| f.read_exact_at(&mut header, 0));
+        if let (Ok(()), Err(FormatError::Unsupported(d))) =
+            (read, format::check_segment_header(&header))
+        {
+            return Err(unsupported(path, d));
+        }
+    }
+    Ok((out, TornHeaders(torn)))
+}
+
+fn remove_torn_segments(
+    torn: &TornHeaders,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    for path in &torn.0 {
+        report.bytes_truncated += std::fs::metadata(path).map_or(0, |m| m.len());
+        std::fs::remove_file(path)
+            .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
+        tracing::warn!(segment = %path.display(), "removed a segment created at the crash (torn header)");
+    }
+    Ok(())
+}
+
+/// Refuse the directory if any index file has a version this build does not
+/// read. Reads headers only; a file too short for a header was being created
+/// at the crash and is repaired later by [`load_indexes`].
+fn check_index_versions(index_dir: &Path) -> Result<(), StorageError> {
+    let rd = std::fs::read_dir(index_dir)
+        .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
+        if ent
+            .file_name()
+            .to_str()
+            .and_then(parse_index_name)
+            .is_none()
+        {
             continue;
         }
-        out.insert(base, Arc::new(Segment { base, file, path }));
+        let path = ent.path();
+        let mut header = [0u8; INDEX_HEADER_BYTES as usize];
+        let read = File::open(&path).and_then(|f| f.read_exact_at(&mut header, 0));
+        match read {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
+        }
+        if let Err(FormatError::Unsupported(d)) = format::check_index_version(&header) {
+            return Err(unsupported(&path, d));
+        }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A log whose newest segment is of an older version is continued in a new
+/// segment of the current version, so a segment only ever holds the entry
+/// kinds its header's version allows.
+fn roll_if_older_version(
+    segments: &mut BTreeMap<u64, OpenSegment>,
+    log_dir: &Path,
+    write_pos: u64,
+    io: &dyn FileIo,
+) -> Result<(), StorageError> {
+    let Some((&base, last)) = segments.iter().next_back() else {
+        return Ok(());
+    };
+    if last.version == SEGMENT_VERSION {
+        return Ok(());
+    }
+    assert!(
+        write_pos >= base,
+        "log end {write_pos} before the last segment {base}"
+    );
+    // An empty old segment is replaced in place (same base, same name).
+    let seg = create_segment(log_dir, write_pos, io)?;
+    segments.insert(write_pos, seg);
+    Ok(())
 }
 
 /// Parse `<topic-uuid>-<partition>.idx`.
@@ -335,7 +517,7 @@ fn load_indexes(
         let mut bytes = vec![0u8; len.max(INDEX_HEADER_BYTES) as usize];
         file.read_exact_at(&mut bytes, 0)
             .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
-        format::check_index_header(&bytes, id).map_err(|d| corrupt(&path, d))?;
+        format::check_index_header(&bytes, id).map_err(|e| format_err(&path, e))?;
         let (index_end, log_start) = vouched.get(&id).copied().unwrap_or((i64::MIN, 0));
         let mut st = new_state(path.clone(), PartitionConfig::default());
         st.log_start = log_start;
@@ -378,123 +560,249 @@ fn load_indexes(
     Ok(out)
 }
 
-/// Scan entries from `from` to the end of the log, re-indexing valid ones and
-/// cutting the log at the first torn or corrupt entry. Returns the log end.
-fn scan_tail(
-    segments: &mut BTreeMap<u64, Arc<Segment>>,
+/// Where a walk of the log tail stopped, and what lies past that point.
+#[derive(Debug, Default)]
+struct TailEnd {
+    /// Position just past the last valid entry: the log end after recovery.
+    end: u64,
+    /// The first torn or corrupt entry, as (segment base, position).
+    torn_at: Option<(u64, u64)>,
+    /// Segments that lie wholly past a tear or a hole.
+    dropped: Vec<u64>,
+}
+
+/// What a tail walk does with each valid entry: (header, batch bytes, position).
+type VisitEntry<'a> = dyn FnMut(format::EntryHeader, &[u8], u64) -> Result<(), StorageError> + 'a;
+
+/// Walk the entries from position `from` to the end of the log, handing
+/// each valid one to `visit` (header, batch bytes, position), and return
+/// where the valid log ends. Reads only; [`scan_tail`] acts on the result.
+///
+/// The log stays valid only while it is contiguous. An entry that is torn or
+/// fails its CRC ends it. So does a hole: every segment after the first one
+/// walked must start exactly where the walk of the previous one ended. A
+/// segment that starts later follows a segment whose tail was lost, and
+/// nothing past that loss was ever acknowledged: a sync round fdatasyncs the
+/// rolled segments and then the active one, in log order, and durable waits
+/// are answered only when the whole round succeeded. So when an earlier
+/// segment's unsynced tail is missing, no round that covered the later
+/// segment completed, even if some of its pages reached the disk on their
+/// own. (Partitions with a relaxed `flush.messages` are answered before any
+/// fsync by their own choice; their unsynced writes may be lost in any case.)
+/// Re-indexing such a later segment would leave an offset gap and bring back
+/// batches that were never acknowledged, so it is dropped with everything after.
+///
+/// A CRC-valid entry of a kind its segment's version does not allow was
+/// written by a newer Weir: that refuses the directory, as does a log that
+/// ends before the checkpoint position or segments that overlap, because
+/// cutting there could only destroy data that was acknowledged.
+fn walk_tail(
+    segments: &BTreeMap<u64, OpenSegment>,
     from: u64,
-    partitions: &mut HashMap<PartitionId, PartitionState>,
-    io: (&dyn FileIo, &IndexFiles),
-    report: &mut RecoveryReport,
-) -> Result<u64, StorageError> {
-    let bases: Vec<u64> = segments
-        .range(..=from)
-        .next_back()
-        .map(|(b, _)| *b)
-        .into_iter()
-        .chain(segments.range(from.saturating_add(1)..).map(|(b, _)| *b))
-        .collect();
+    visit: &mut VisitEntry<'_>,
+) -> Result<TailEnd, StorageError> {
+    let first = segments.range(..=from).next_back().map(|(b, _)| *b);
+    let mut tail = TailEnd {
+        end: from,
+        ..TailEnd::default()
+    };
     let mut body = Vec::new();
-    let mut end = from;
-    let mut cut = false;
-    for base in bases {
-        let Some(seg) = segments.get(&base).cloned() else {
-            continue;
-        };
-        if cut {
-            report.bytes_truncated += seg.file.metadata().map_or(0, |m| m.len());
-            segments.remove(&base);
-            std::fs::remove_file(&seg.path)
-                .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
+    for (&base, open) in segments.range(first.unwrap_or(from)..) {
+        let seg = &open.segment;
+        if tail.torn_at.is_some() || !tail.dropped.is_empty() {
+            tail.dropped.push(base);
             continue;
         }
-        if base > end && end != from {
-            // A gap between segments: the earlier one was cut short. Nothing after is durable.
-            cut = true;
-            report.bytes_truncated += seg.file.metadata().map_or(0, |m| m.len());
-            segments.remove(&base);
-            std::fs::remove_file(&seg.path)
-                .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
-            continue;
+        let start = if Some(base) == first { from } else { base };
+        if Some(base) != first {
+            if base > tail.end {
+                tracing::warn!(
+                    segment = %seg.path.display(),
+                    expected = tail.end,
+                    "the previous segment ends before this one starts (its unsynced tail was lost); \
+                     dropping this and every later segment"
+                );
+                tail.dropped.push(base);
+                continue;
+            }
+            if base < tail.end {
+                return Err(corrupt(
+                    &seg.path,
+                    format!(
+                        "segment starts at {base}, inside the previous one (it ends at {})",
+                        tail.end
+                    ),
+                ));
+            }
         }
         let file_len = seg
             .file
             .metadata()
             .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?
             .len();
-        let mut pos = from.max(base);
-        loop {
+        if seg.file_offset(start) > file_len {
+            return Err(corrupt(
+                &seg.path,
+                format!(
+                    "the segment ends before the checkpoint position {start}: durable data is missing"
+                ),
+            ));
+        }
+        let mut pos = start;
+        while seg.file_offset(pos) < file_len {
             let at = seg.file_offset(pos);
-            if at >= file_len {
-                break;
-            }
-            let remaining = file_len - at;
-            match read_entry(&seg, at, remaining, &mut body) {
-                Some(header) => {
-                    let len = (ENTRY_PREFIX_BYTES + header.body_len as usize) as u64;
-                    report.bytes_scanned += len;
+            match read_entry(seg, open.version, at, file_len - at, &mut body) {
+                EntryRead::Valid(header) => {
                     let batch = body
                         .get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)
                         .unwrap_or_default();
-                    apply_entry(header, batch, pos, partitions, io, report)?;
-                    pos += len;
+                    visit(header, batch, pos)?;
+                    pos += (ENTRY_PREFIX_BYTES + header.body_len as usize) as u64;
                 }
-                None => {
-                    report.bytes_truncated += remaining;
-                    seg.file
-                        .set_len(at)
-                        .map_err(|e| io_err(format!("truncating {}", seg.path.display()), e))?;
-                    tracing::warn!(
-                        segment = %seg.path.display(),
-                        position = pos,
-                        bytes = remaining,
-                        "commit-log tail is torn or corrupt; cutting it"
-                    );
-                    cut = true;
+                EntryRead::UnknownKind(kind) => {
+                    return Err(unsupported(
+                        &seg.path,
+                        format!(
+                            "entry at position {pos} (file offset {at}) has kind {kind}, which a \
+                             version-{} segment may not hold in this build",
+                            open.version
+                        ),
+                    ));
+                }
+                EntryRead::Torn => {
+                    tail.torn_at = Some((base, pos));
                     break;
                 }
             }
         }
-        end = pos;
+        tail.end = pos;
     }
-    Ok(end)
+    Ok(tail)
 }
 
-/// Read and check the entry at file offset `at`; `None` when torn or corrupt.
+/// Re-index the valid entries from `from` to the end of the log, cut the log
+/// at the first torn or corrupt entry and remove the segments past a tear or
+/// a hole (see [`walk_tail`]). Returns the log end.
+fn scan_tail(
+    segments: &mut BTreeMap<u64, OpenSegment>,
+    from: u64,
+    partitions: &mut HashMap<PartitionId, PartitionState>,
+    io: (&dyn FileIo, &IndexFiles),
+    report: &mut RecoveryReport,
+) -> Result<u64, StorageError> {
+    let tail = walk_tail(segments, from, &mut |header, batch, position| {
+        report.bytes_scanned += (ENTRY_PREFIX_BYTES + header.body_len as usize) as u64;
+        apply_entry(header, batch, position, partitions, io, report)
+    })?;
+    if let Some((base, position)) = tail.torn_at
+        && let Some(open) = segments.get(&base)
+    {
+        let seg = &open.segment;
+        let at = seg.file_offset(position);
+        let len = seg
+            .file
+            .metadata()
+            .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?
+            .len();
+        report.bytes_truncated += len.saturating_sub(at);
+        seg.file
+            .set_len(at)
+            .map_err(|e| io_err(format!("truncating {}", seg.path.display()), e))?;
+        tracing::warn!(
+            segment = %seg.path.display(),
+            position,
+            bytes = len.saturating_sub(at),
+            "commit-log tail is torn or corrupt; cutting it"
+        );
+    }
+    for base in &tail.dropped {
+        let Some(open) = segments.remove(base) else {
+            continue;
+        };
+        let seg = &open.segment;
+        report.bytes_truncated += seg.file.metadata().map_or(0, |m| m.len());
+        std::fs::remove_file(&seg.path)
+            .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
+    }
+    Ok(tail.end)
+}
+
+/// What [`read_entry`] found at a file offset.
+enum EntryRead {
+    /// A whole entry of a known kind whose CRC and batch length check out.
+    Valid(format::EntryHeader),
+    /// A CRC-valid entry of a kind this build does not know.
+    UnknownKind(u8),
+    /// Torn or corrupt: the length does not fit, the CRC fails, or the batch
+    /// inside disagrees with its own length.
+    Torn,
+}
+
+/// Read and check the entry at file offset `at` of a segment of `version`.
 /// `body` receives everything after the length and CRC.
+///
+/// The CRC covers the kind byte, so the kind is looked at only once the CRC
+/// holds: a torn entry stays a torn tail whatever its kind byte reads, and
+/// only a whole, intact entry can be reported as of an unknown kind.
 fn read_entry(
     seg: &Segment,
+    version: u32,
     at: u64,
     remaining: u64,
     body: &mut Vec<u8>,
-) -> Option<format::EntryHeader> {
+) -> EntryRead {
     let mut prefix = [0u8; ENTRY_PREFIX_BYTES];
-    seg.file.read_exact_at(&mut prefix, at).ok()?;
-    let (body_len, crc) = format::entry_prefix(&prefix)?;
+    if seg.file.read_exact_at(&mut prefix, at).is_err() {
+        return EntryRead::Torn;
+    }
+    let Some((body_len, crc)) = format::entry_prefix(&prefix) else {
+        return EntryRead::Torn;
+    };
     let body_len = body_len as usize;
-    let body_min = ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES + crate::batch::BATCH_HEADER_BYTES;
+    // Every kind starts with the rest of the entry header; kinds differ after it.
+    let body_min = ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES;
     let fits = (body_min..=ENTRY_BATCH_BYTES_MAX + ENTRY_HEADER_BYTES).contains(&body_len)
         && (ENTRY_PREFIX_BYTES + body_len) as u64 <= remaining;
     if !fits {
-        return None;
+        return EntryRead::Torn;
     }
     body.clear();
     body.resize(body_len, 0);
-    seg.file
+    if seg
+        .file
         .read_exact_at(body, at + ENTRY_PREFIX_BYTES as u64)
-        .ok()?;
-    if crc32c::crc32c(body) != crc {
-        return None;
+        .is_err()
+        || crc32c::crc32c(body) != crc
+    {
+        return EntryRead::Torn;
     }
+    let kind = body.first().copied().unwrap_or(0);
+    if EntryKind::in_segment(version, kind).is_none() {
+        return EntryRead::UnknownKind(kind);
+    }
+    match check_batch_entry(&prefix, body, version) {
+        Some(header) => EntryRead::Valid(header),
+        None => EntryRead::Torn,
+    }
+}
+
+/// Decode the header of a CRC-valid entry of a known kind and check that the
+/// batch inside agrees with its own length field.
+fn check_batch_entry(
+    prefix: &[u8; ENTRY_PREFIX_BYTES],
+    body: &[u8],
+    version: u32,
+) -> Option<format::EntryHeader> {
     let mut header_bytes = [0u8; ENTRY_HEADER_BYTES];
-    header_bytes[..ENTRY_PREFIX_BYTES].copy_from_slice(&prefix);
+    header_bytes[..ENTRY_PREFIX_BYTES].copy_from_slice(prefix);
     header_bytes[ENTRY_PREFIX_BYTES..]
         .copy_from_slice(body.get(..ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES)?);
-    let header = format::decode_entry_header(&header_bytes)?;
+    let header = format::decode_entry_header_in(&header_bytes, version)?;
     let batch = body.get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)?;
-    // The batch inside must agree with its own length field.
     let batch_length = format::be_i32(batch, 8)?;
-    (usize::try_from(batch_length).ok()? + 12 == batch.len()).then_some(header)
+    let whole = batch.len() >= crate::batch::BATCH_HEADER_BYTES
+        && usize::try_from(batch_length).ok()? + 12 == batch.len();
+    whole.then_some(header)
 }
 
 fn apply_entry(
@@ -563,4 +871,67 @@ fn apply_entry(
     };
     let at = INDEX_HEADER_BYTES + stored.0 * INDEX_ENTRY_BYTES as u64;
     index_files.write_at(io, &st.index_path, &stored.1.encode(), at)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::batch::test_batches::batch;
+    use crate::tests::{ManualClock, block_on, open_log, pid};
+    use crate::{CommitLog, PartitionConfig};
+
+    /// File I/O on a filesystem that is full: every write fails with ENOSPC.
+    #[derive(Default)]
+    struct FullDisk {
+        full: AtomicBool,
+    }
+
+    impl FileIo for FullDisk {
+        fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(ENOSPC));
+            }
+            std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_at_open_says_what_is_safe_to_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), LogConfig::default());
+        let p = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
+        block_on(p.append(batch(2, 10)).unwrap().durable.wait()).unwrap();
+        log.shutdown().unwrap();
+
+        let io = Arc::new(FullDisk::default());
+        io.full.store(true, Ordering::SeqCst);
+        let err = CommitLog::open_with_io(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(ManualClock::default()),
+            io.clone(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+        let text = err.to_string();
+        for needed in ["is full", "checkpoint.tmp", "idx.tmp", "never remove"] {
+            assert!(text.contains(needed), "{needed:?} missing from: {text}");
+        }
+        // Once there is space, the same directory opens with every record.
+        io.full.store(false, Ordering::SeqCst);
+        let (log, _) = CommitLog::open_with_io(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(ManualClock::default()),
+            io,
+        )
+        .unwrap();
+        assert_eq!(log.partition(pid(0)).unwrap().offsets().high_watermark, 2);
+        log.shutdown().unwrap();
+    }
 }
