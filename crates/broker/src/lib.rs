@@ -20,6 +20,7 @@ mod config;
 mod error;
 mod group;
 mod producer_ids;
+mod record_keys;
 mod topic_config;
 mod topics;
 

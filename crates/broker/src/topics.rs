@@ -22,6 +22,28 @@ pub(crate) const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most partitions one topic may have; bounds what one CreateTopics can make the broker allocate.
 pub(crate) const TOPIC_PARTITIONS_MAX: i32 = 100_000;
 
+/// Kafka's internal topics. Only the broker writes them (the group
+/// coordinator appends through its own partition handles); clients may not
+/// produce to them, delete them, delete their records, or add partitions to
+/// them: a record the broker did not write could stop it from starting.
+/// `__transaction_state` is listed before it exists so the rule is in place
+/// when transactions arrive.
+pub(crate) const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+/// Whether `name` is one of [`INTERNAL_TOPICS`].
+pub(crate) fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// INVALID_TOPIC_EXCEPTION for a client operation on an internal topic, as
+/// Kafka's ReplicaManager answers a produce or DeleteRecords to one.
+pub(crate) fn internal_topic_refused(action: &str, name: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::InvalidTopicException,
+        format!("Cannot {action} internal topic {name}"),
+    )
+}
+
 /// A topic and its open partitions.
 #[derive(Debug)]
 pub(crate) struct TopicState {
@@ -141,7 +163,9 @@ impl Broker {
         if let Some(state) = self.topic(name) {
             return Ok(state);
         }
-        if !self.config.auto_create_topics {
+        // An internal topic is created by the component that owns it, with
+        // its own settings, never as a side effect of a client's request.
+        if !self.config.auto_create_topics || is_internal(name) {
             return Err(ApiError::unknown_topic(name));
         }
         validate_topic_name(name)?;
@@ -221,6 +245,9 @@ impl Broker {
 
     /// Delete a topic and forget its partitions.
     pub(crate) fn delete_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
+        if is_internal(name) {
+            return Err(internal_topic_refused("delete", name));
+        }
         let _guard = lock(&self.topics.lifecycle);
         let state = self
             .topic(name)
@@ -242,6 +269,11 @@ impl Broker {
         total: i32,
         validate_only: bool,
     ) -> Result<TopicMeta, ApiError> {
+        // More partitions would move groups to other `__consumer_offsets`
+        // partitions than the ones holding their offsets.
+        if is_internal(name) {
+            return Err(internal_topic_refused("add partitions to", name));
+        }
         let _guard = lock(&self.topics.lifecycle);
         let state = self
             .topic(name)
