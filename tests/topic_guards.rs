@@ -276,11 +276,14 @@ fn alter(topic: &str, ops: &[(&str, i8, &str)]) -> IncrementalAlterConfigsReques
     ])
 }
 
+/// A described config's value and documentation.
+type Described = (Option<String>, Option<String>);
+
 /// (value, documentation) of each config of `topic`.
 fn describe(
     client: &mut RawClient,
     topic: &str,
-) -> anyhow::Result<std::collections::HashMap<String, (Option<String>, Option<String>)>> {
+) -> anyhow::Result<std::collections::HashMap<String, Described>> {
     let request = DescribeConfigsRequest::default()
         .with_include_documentation(true)
         .with_resources(vec![
