@@ -361,3 +361,37 @@ fn standard_kafka_topic_configs_are_stored_and_cleanup_policy_can_be_emptied() -
     assert_eq!(response.responses[0].error_code, 0);
     Ok(())
 }
+
+#[test]
+fn partition_limit_is_policy_violation_with_a_log_line_naming_the_setting() -> anyhow::Result<()> {
+    // 50 partitions of __consumer_offsets, plus room for 10.
+    let broker = Broker::start(&["--set", "max.partitions=60"])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "fits", 10, &[])?;
+    runtime()?.block_on(async {
+        let admin = common::admin(&bootstrap)?;
+        let topic = rdkafka::admin::NewTopic::new(
+            "too-many",
+            1,
+            rdkafka::admin::TopicReplication::Fixed(1),
+        );
+        let created = admin
+            .create_topics([&topic], &common::admin_options())
+            .await?;
+        assert_eq!(
+            created,
+            vec![Err((
+                "too-many".to_string(),
+                RDKafkaErrorCode::PolicyViolation
+            ))]
+        );
+        anyhow::Ok(())
+    })?;
+    let log = broker.stderr_tail();
+    assert!(
+        log.contains("max.partitions=60") && log.contains("--set max.partitions="),
+        "{log}"
+    );
+    assert!(!topic_exists(&bootstrap, "too-many")?);
+    Ok(())
+}

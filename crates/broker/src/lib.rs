@@ -24,7 +24,7 @@ mod record_keys;
 mod topic_config;
 mod topics;
 
-pub use config::{BrokerConfig, GroupConfig};
+pub use config::{BrokerConfig, DEFAULT_MAX_PARTITIONS, GroupConfig};
 pub use error::ApiError;
 
 /// Why a request got no response; the server closes the connection.

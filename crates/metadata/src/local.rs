@@ -204,10 +204,12 @@ impl MetadataStore for LocalMetadataStore {
                 Ok(_) => return Err(MetadataError::TopicAlreadyExists(topic.name.clone())),
                 Err(slot) => slot,
             };
-            let taken: Vec<Uuid> = doc.topics.iter().map(|t| t.id).collect();
+            if topic.id.is_nil() || doc.topics.iter().any(|t| t.id == topic.id) {
+                return Err(MetadataError::TopicIdTaken(topic.id));
+            }
             let stored = StoredTopic {
                 name: topic.name.clone(),
-                id: random_uuid(|id| taken.contains(&id)),
+                id: topic.id,
                 partitions: topic.partitions,
                 replication_factor: topic.replication_factor,
                 configs: topic.configs.clone(),
@@ -317,7 +319,7 @@ fn encode_uuid(id: Uuid) -> String {
 
 /// A random UUID that is not nil, not `taken`, and whose text does not start
 /// with '-' (Kafka avoids those so they never read as a command-line flag).
-fn random_uuid(taken: impl Fn(Uuid) -> bool) -> Uuid {
+pub(crate) fn random_uuid(taken: impl Fn(Uuid) -> bool) -> Uuid {
     loop {
         let id = Uuid::new_v4();
         if !id.is_nil() && !taken(id) && !encode_uuid(id).starts_with('-') {
@@ -430,6 +432,7 @@ mod tests {
     fn new_topic(name: &str, partitions: i32) -> NewTopic {
         NewTopic {
             name: name.to_string(),
+            id: Uuid::new_v4(),
             partitions,
             replication_factor: 1,
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
