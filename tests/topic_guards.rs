@@ -11,8 +11,9 @@ use bytes::{Bytes, BytesMut};
 use common::Broker;
 use common::raw::{self, RawClient};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, ProduceResponse,
-    TopicName, delete_records_request, describe_configs_request, incremental_alter_configs_request,
+    CreateTopicsRequest, DeleteRecordsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, ProduceResponse, TopicName, create_topics_request,
+    delete_records_request, describe_configs_request, incremental_alter_configs_request,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -393,5 +394,111 @@ fn partition_limit_is_policy_violation_with_a_log_line_naming_the_setting() -> a
         "{log}"
     );
     assert!(!topic_exists(&bootstrap, "too-many")?);
+    Ok(())
+}
+
+/// One topic change the broker acknowledged during the burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acked {
+    Created(u32),
+    Altered(u32),
+}
+
+/// retention.ms the burst sets on topic `i`.
+fn burst_retention(i: u32) -> String {
+    (1_000_000 + u64::from(i)).to_string()
+}
+
+#[test]
+fn topic_metadata_survives_sigkill_during_a_burst_of_creations_and_alterations()
+-> anyhow::Result<()> {
+    /// Acknowledged changes to wait for before the kill.
+    const ACKED_BEFORE_KILL: usize = 60;
+    const SET: i8 = 0;
+    let mut broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let Ok(mut client) = RawClient::connect(&bootstrap) else {
+            return;
+        };
+        for i in 0u32.. {
+            let name = format!("burst-{i}");
+            let create = CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(TopicName(str(&name)))
+                        .with_num_partitions(1)
+                        .with_replication_factor(-1),
+                ]);
+            match client.call(&create, 5) {
+                Ok(r) if r.topics.first().is_some_and(|t| t.error_code == 0) => {}
+                _ => return,
+            }
+            if acked_tx.send(Acked::Created(i)).is_err() {
+                return;
+            }
+            let retention = burst_retention(i);
+            let alter_request = alter(&name, &[("retention.ms", SET, &retention)]);
+            match client.call(&alter_request, 1) {
+                Ok(r) if r.responses.first().is_some_and(|r| r.error_code == 0) => {}
+                _ => return,
+            }
+            if acked_tx.send(Acked::Altered(i)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut acked = Vec::new();
+    while acked.len() < ACKED_BEFORE_KILL {
+        acked.push(
+            acked_rx
+                .recv()
+                .context("the burst stopped before the kill")?,
+        );
+    }
+    broker.sigkill()?;
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the burst thread panicked"))?;
+    acked.extend(acked_rx.try_iter());
+
+    broker.restart()?;
+    let mut client = RawClient::connect(&broker.bootstrap())?;
+    let created: Vec<u32> = acked
+        .iter()
+        .filter_map(|a| match a {
+            Acked::Created(i) => Some(*i),
+            Acked::Altered(_) => None,
+        })
+        .collect();
+    let last = *created.last().context("nothing was created")?;
+    for i in 0..=last + 1 {
+        let name = format!("burst-{i}");
+        let exists = topic_exists(&broker.bootstrap(), &name)?;
+        if i > last {
+            // The creation in flight at the kill may or may not have committed.
+            continue;
+        }
+        assert!(exists, "acknowledged creation of {name} was lost");
+        let configs = describe(&mut client, &name)?;
+        let retention = configs.get("retention.ms").and_then(|c| c.0.clone());
+        let want = burst_retention(i);
+        if acked.contains(&Acked::Altered(i)) {
+            assert_eq!(retention.as_deref(), Some(want.as_str()), "{name}");
+        } else {
+            // In flight at the kill: either outcome, nothing else.
+            assert!(
+                retention.as_deref() == Some(want.as_str())
+                    || retention.as_deref() == Some("604800000"),
+                "{name}: {retention:?}"
+            );
+        }
+    }
+    assert!(!topic_exists(
+        &broker.bootstrap(),
+        &format!("burst-{}", last + 2)
+    )?);
     Ok(())
 }
