@@ -613,6 +613,41 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_failure_while_adding_partitions_commits_nothing_and_the_broker_restarts() {
+        let t = testing::broker();
+        t.broker
+            .create_topic("grow", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let id = t.broker.topic("grow").unwrap().meta.id;
+        let before = t.broker.log().partitions();
+        // Partition 2's index file cannot be created: a folder is in its way.
+        let blocker = t
+            .dir
+            .path()
+            .join("index")
+            .join(format!("{}-2.idx", id.hyphenated()));
+        std::fs::create_dir_all(&blocker).unwrap();
+        let err = t.broker.create_partitions("grow", 4, false).unwrap_err();
+        assert_eq!(err.code, ResponseError::KafkaStorageError);
+        assert_eq!(t.broker.metadata().topic("grow").unwrap().partitions, 1);
+        assert_eq!(t.broker.topic("grow").unwrap().partitions.len(), 1);
+        assert_eq!(
+            t.broker.log().partitions(),
+            before,
+            "partition 1 rolled back"
+        );
+        std::fs::remove_dir(&blocker).unwrap();
+        t.broker.log().shutdown().unwrap();
+        let testing::TestBroker { broker, dir } = t;
+        drop(broker);
+
+        let broker = testing::open(dir.path(), BrokerConfig::default());
+        assert_eq!(broker.topic("grow").unwrap().meta.partitions, 1);
+        broker.create_partitions("grow", 4, false).unwrap();
+        assert!(broker.partition("grow", 3).is_ok());
+    }
+
+    #[test]
     fn storage_no_topic_refers_to_is_removed_at_start() {
         let t = testing::broker();
         t.broker
