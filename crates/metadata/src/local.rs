@@ -1116,6 +1116,38 @@ mod tests {
     }
 
     #[test]
+    fn committed_v2_fixture_of_snapshot_and_log_still_loads() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v2");
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(META_DIR)).unwrap();
+        for name in [SNAPSHOT_FILE, LOG_FILE] {
+            fs::copy(fixture.join(name), dir.path().join(META_DIR).join(name)).unwrap();
+        }
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_id(), "q1Sh-9_ISia_zwGINzRvyQ");
+        let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["orders"]);
+        let orders = store.topic("orders").unwrap();
+        assert_eq!(
+            orders.id,
+            Uuid::parse_str("6f1c2a8e-3b4d-4e5f-8a9b-0c1d2e3f4a5b").unwrap()
+        );
+        assert_eq!(orders.partitions, 6);
+        assert_eq!(
+            orders.configs,
+            BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
+        );
+        assert_eq!(
+            store
+                .broker_configs()
+                .get("log.retention.ms")
+                .map(String::as_str),
+            Some("3600000")
+        );
+        assert_eq!(store.allocate_producer_ids(1).unwrap(), 42);
+    }
+
+    #[test]
     fn committed_v1_fixture_still_loads() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v1.json");
         let dir = tempfile::tempdir().unwrap();
