@@ -358,22 +358,25 @@ impl LocalMetadataStore {
         }
         let (record, out) = change(&state.doc)?;
         let seq = state.doc.last_seq + 1;
-        let result = self.append(&mut state, seq, &record).and_then(|()| {
-            let applied = state.doc.apply(&record);
-            // The record was checked against this very state before it was written.
-            assert!(
-                applied.is_ok(),
-                "a validated metadata record did not apply: {applied:?}"
-            );
-            state.doc.last_seq = seq;
-            if state.log_bytes > SNAPSHOT_LOG_BYTES_MIN.max(state.snapshot_bytes) {
-                self.fold_log(&mut state)?;
-            }
-            Ok(())
-        });
-        if let Err(err) = result {
+        if let Err(err) = self.append(&mut state, seq, &record) {
             state.poisoned = Some(err.to_string());
             return Err(err);
+        }
+        let applied = state.doc.apply(&record);
+        // The record was checked against this very state before it was written.
+        assert!(
+            applied.is_ok(),
+            "a validated metadata record did not apply: {applied:?}"
+        );
+        state.doc.last_seq = seq;
+        if state.log_bytes > SNAPSHOT_LOG_BYTES_MIN.max(state.snapshot_bytes)
+            && let Err(err) = self.fold_log(&mut state)
+        {
+            // The change itself is durable in the log, so it is answered as
+            // done; after a failed write the files' state is unknown, so
+            // later changes are refused.
+            tracing::error!(error = %err, "cannot fold the metadata log into a snapshot");
+            state.poisoned = Some(err.to_string());
         }
         Ok(out)
     }
