@@ -339,10 +339,14 @@ impl Broker {
         // Storage first, then the metadata commit, which is the commit
         // point: a failure before it removes the storage just made, and a
         // crash before it leaves storage that the next start removes.
-        let stored: std::collections::HashSet<Uuid> =
-            self.log.partitions().iter().map(|p| p.topic_id).collect();
+        // A random v4 UUID; the checks only make a collision impossible
+        // rather than improbable, at a cost independent of the topic count.
         let id = weir_metadata::new_topic_id(|id| {
-            stored.contains(&id) || self.metadata.topic_by_id(id).is_some()
+            let first = PartitionId {
+                topic_id: id,
+                partition: 0,
+            };
+            self.topic_by_id(id).is_some() || self.log.partition(first).is_some()
         });
         let opened = self.open_partitions(id, 0..partitions, &configs)?;
         let committed = self.metadata.create_topic(NewTopic {
