@@ -80,8 +80,9 @@ struct Document {
     format_version: u32,
     /// Kafka-style cluster id: a random UUID, base64url without padding.
     cluster_id: String,
-    /// Ordered by name.
-    topics: Vec<StoredTopic>,
+    /// By name; stored as a list ordered by name.
+    #[serde(with = "topic_list")]
+    topics: BTreeMap<String, StoredTopic>,
     /// Broker-level config overrides set at runtime, by Kafka broker config name.
     broker_configs: BTreeMap<String, String>,
     /// The first producer id not yet handed out.
@@ -89,6 +90,38 @@ struct Document {
     /// The sequence number of the last record the snapshot includes (format 2; 0 in format 1).
     #[serde(default)]
     last_seq: u64,
+}
+
+/// The topics of a [`Document`], kept by name in memory (so a change costs
+/// a map update, not a shift of every later topic) and stored as a list
+/// ordered by name, as format 1 stored them. A name listed twice is damage.
+mod topic_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use super::StoredTopic;
+
+    pub(super) fn serialize<S: Serializer>(
+        topics: &BTreeMap<String, StoredTopic>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(topics.values())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, StoredTopic>, D::Error> {
+        let list = Vec::<StoredTopic>::deserialize(deserializer)?;
+        let mut topics = BTreeMap::new();
+        for topic in list {
+            let name = topic.name.clone();
+            if topics.insert(name.clone(), topic).is_some() {
+                return Err(D::Error::custom(format!("topic '{name}' is listed twice")));
+            }
+        }
+        Ok(topics)
+    }
 }
 
 /// A topic as stored; kept apart from [`TopicMeta`] so the public type can
@@ -164,10 +197,16 @@ fn stored_changes(changes: &[ConfigChange]) -> Vec<StoredChange> {
 }
 
 impl Document {
-    fn position(&self, name: &str) -> Result<usize, MetadataError> {
+    fn topic(&self, name: &str) -> Result<&StoredTopic, MetadataError> {
         self.topics
-            .binary_search_by(|t| t.name.as_str().cmp(name))
-            .map_err(|_| MetadataError::UnknownTopic(name.to_string()))
+            .get(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
+    }
+
+    fn topic_mut(&mut self, name: &str) -> Result<&mut StoredTopic, String> {
+        self.topics
+            .get_mut(name)
+            .ok_or_else(|| format!("topic '{name}' does not exist"))
     }
 
     /// Apply one record. Records are validated before they are written, so
@@ -175,27 +214,24 @@ impl Document {
     fn apply(&mut self, record: &Record) -> Result<(), String> {
         match record {
             Record::TopicCreated { topic } => {
-                if topic.partitions < 1 || self.topics.iter().any(|t| t.id == topic.id) {
+                if topic.partitions < 1 || self.topics.values().any(|t| t.id == topic.id) {
                     return Err(format!(
                         "topic '{}' is invalid or its id is taken",
                         topic.name
                     ));
                 }
-                match self
-                    .topics
-                    .binary_search_by(|t| t.name.as_str().cmp(&topic.name))
-                {
-                    Ok(_) => return Err(format!("topic '{}' created twice", topic.name)),
-                    Err(slot) => self.topics.insert(slot, topic.clone()),
+                if self.topics.contains_key(&topic.name) {
+                    return Err(format!("topic '{}' created twice", topic.name));
                 }
+                self.topics.insert(topic.name.clone(), topic.clone());
             }
             Record::TopicDeleted { name } => {
-                let index = self.position(name).map_err(|e| e.to_string())?;
-                self.topics.remove(index);
+                self.topics
+                    .remove(name)
+                    .ok_or_else(|| format!("topic '{name}' does not exist"))?;
             }
             Record::PartitionCountRaised { name, total } => {
-                let index = self.position(name).map_err(|e| e.to_string())?;
-                let topic = self.topics.get_mut(index).ok_or("no such topic")?;
+                let topic = self.topic_mut(name)?;
                 if *total <= topic.partitions {
                     return Err(format!(
                         "topic '{name}' cannot shrink to {total} partitions"
@@ -204,8 +240,7 @@ impl Document {
                 topic.partitions = *total;
             }
             Record::TopicConfigsAltered { name, changes } => {
-                let index = self.position(name).map_err(|e| e.to_string())?;
-                let topic = self.topics.get_mut(index).ok_or("no such topic")?;
+                let topic = self.topic_mut(name)?;
                 apply_changes(&mut topic.configs, changes);
             }
             Record::BrokerConfigsAltered { changes } => {
@@ -295,7 +330,7 @@ impl LocalMetadataStore {
                         let doc = Document {
                             format_version: FORMAT_VERSION,
                             cluster_id: encode_uuid(random_uuid(|_| false)),
-                            topics: Vec::new(),
+                            topics: BTreeMap::new(),
                             broker_configs: BTreeMap::new(),
                             next_producer_id: 0,
                             last_seq: 0,
@@ -414,13 +449,17 @@ impl MetadataStore for LocalMetadataStore {
     }
 
     fn topics(&self) -> Vec<TopicMeta> {
-        self.lock().doc.topics.iter().map(TopicMeta::from).collect()
+        self.lock()
+            .doc
+            .topics
+            .values()
+            .map(TopicMeta::from)
+            .collect()
     }
 
     fn topic(&self, name: &str) -> Option<TopicMeta> {
         let state = self.lock();
-        let index = state.doc.position(name).ok()?;
-        state.doc.topics.get(index).map(TopicMeta::from)
+        state.doc.topics.get(name).map(TopicMeta::from)
     }
 
     fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
@@ -428,7 +467,7 @@ impl MetadataStore for LocalMetadataStore {
         state
             .doc
             .topics
-            .iter()
+            .values()
             .find(|t| t.id == id)
             .map(TopicMeta::from)
     }
@@ -441,10 +480,10 @@ impl MetadataStore for LocalMetadataStore {
             )));
         }
         self.commit(|doc| {
-            if doc.position(&topic.name).is_ok() {
+            if doc.topics.contains_key(&topic.name) {
                 return Err(MetadataError::TopicAlreadyExists(topic.name.clone()));
             }
-            if topic.id.is_nil() || doc.topics.iter().any(|t| t.id == topic.id) {
+            if topic.id.is_nil() || doc.topics.values().any(|t| t.id == topic.id) {
                 return Err(MetadataError::TopicIdTaken(topic.id));
             }
             let stored = StoredTopic {
@@ -461,12 +500,7 @@ impl MetadataStore for LocalMetadataStore {
 
     fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetadataError> {
         self.commit(|doc| {
-            let index = doc.position(name)?;
-            let meta = doc
-                .topics
-                .get(index)
-                .map(TopicMeta::from)
-                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            let meta = TopicMeta::from(doc.topic(name)?);
             Ok((
                 Record::TopicDeleted {
                     name: name.to_string(),
@@ -478,11 +512,7 @@ impl MetadataStore for LocalMetadataStore {
 
     fn set_partition_count(&self, name: &str, total: i32) -> Result<TopicMeta, MetadataError> {
         self.commit(|doc| {
-            let index = doc.position(name)?;
-            let topic = doc
-                .topics
-                .get(index)
-                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            let topic = doc.topic(name)?;
             if total <= topic.partitions {
                 return Err(MetadataError::InvalidPartitions(format!(
                     "topic '{name}' has {} partitions; the new total {total} must be larger",
@@ -505,11 +535,7 @@ impl MetadataStore for LocalMetadataStore {
         changes: &[ConfigChange],
     ) -> Result<TopicMeta, MetadataError> {
         self.commit(|doc| {
-            let index = doc.position(name)?;
-            let topic = doc
-                .topics
-                .get(index)
-                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            let topic = doc.topic(name)?;
             let changes = stored_changes(changes);
             let mut meta = TopicMeta::from(topic);
             apply_changes(&mut meta.configs, &changes);
@@ -607,17 +633,15 @@ fn parse_document(path: &Path, bytes: &[u8]) -> Result<Document, MetadataError> 
             doc.next_producer_id
         )));
     }
-    doc.topics.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut names = std::collections::HashSet::new();
     let mut ids = std::collections::HashSet::new();
-    for topic in &doc.topics {
+    for topic in doc.topics.values() {
         if topic.partitions < 1 {
             return Err(corrupt(format!(
                 "topic '{}' has {} partitions",
                 topic.name, topic.partitions
             )));
         }
-        if !names.insert(topic.name.as_str()) || !ids.insert(topic.id) {
+        if !ids.insert(topic.id) {
             return Err(corrupt(format!(
                 "topic '{}' shares its name or id with another",
                 topic.name
