@@ -397,12 +397,15 @@ impl LocalMetadataStore {
             state.poisoned = Some(err.to_string());
             return Err(err);
         }
-        let applied = state.doc.apply(&record);
-        // The record was checked against this very state before it was written.
-        assert!(
-            applied.is_ok(),
-            "a validated metadata record did not apply: {applied:?}"
-        );
+        // The record was checked against this very state before it was
+        // written, so it must apply. If it does not, memory and the log
+        // disagree: stop every later change rather than carry on.
+        if let Err(why) = state.doc.apply(&record) {
+            let reason = format!("metadata record {seq} was written but does not apply: {why}");
+            tracing::error!("{reason}");
+            state.poisoned = Some(reason.clone());
+            return Err(MetadataError::Storage(reason));
+        }
         state.doc.last_seq = seq;
         if state.log_bytes > SNAPSHOT_LOG_BYTES_MIN.max(state.snapshot_bytes)
             && let Err(err) = self.fold_log(&mut state)
