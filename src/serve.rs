@@ -142,6 +142,8 @@ struct Settings {
     node_id: i32,
     default_partitions: i32,
     auto_create_topics: bool,
+    /// `max.partitions`: most partitions the broker holds.
+    max_partitions: i64,
     max_request_bytes: usize,
     segment_bytes: u64,
     segment_ms: u64,
@@ -223,6 +225,7 @@ impl Settings {
             node_id: 0,
             default_partitions: 4,
             auto_create_topics: true,
+            max_partitions: weir_broker::DEFAULT_MAX_PARTITIONS,
             max_request_bytes: 100 * 1024 * 1024,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
@@ -262,6 +265,9 @@ impl Settings {
                 if self.retention_check_interval_ms == 0 {
                     bail!("{}: must be positive", bad());
                 }
+            }
+            "max.partitions" => {
+                self.max_partitions = at_least(value, 1, bad)?;
             }
             "group.initial.rebalance.delay.ms" => {
                 self.group.initial_rebalance_delay_ms = at_least(value, 0, bad)?;
@@ -520,6 +526,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         advertised_port,
         default_partitions: settings.default_partitions,
         auto_create_topics: settings.auto_create_topics,
+        max_partitions: settings.max_partitions,
         max_request_bytes: settings.max_request_bytes,
         log_defaults: settings.log_defaults.clone(),
         group: settings.group.clone(),

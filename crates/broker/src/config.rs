@@ -2,6 +2,11 @@
 
 use std::collections::BTreeMap;
 
+/// Default of `max.partitions`: twice the 100,000 partitions the storage
+/// engine is tested with, so it stops a runaway client long before the
+/// machine's descriptors or memory run out.
+pub const DEFAULT_MAX_PARTITIONS: i64 = 200_000;
+
 /// Settings the broker's handlers need. The `weir` binary builds this from
 /// flags, environment variables and an optional TOML file.
 #[derive(Debug, Clone)]
@@ -16,6 +21,11 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
+    /// `max.partitions` (the name KIP-578 proposed): the most partitions the
+    /// broker holds, all topics together, internal ones included. A
+    /// CreateTopics, CreatePartitions or auto-create past it is refused
+    /// with POLICY_VIOLATION.
+    pub max_partitions: i64,
     /// `socket.request.max.bytes`.
     pub max_request_bytes: usize,
     /// `fetch.max.bytes`: upper bound of one fetch response.
@@ -36,6 +46,7 @@ impl Default for BrokerConfig {
             advertised_port: 9092,
             default_partitions: 4,
             auto_create_topics: true,
+            max_partitions: DEFAULT_MAX_PARTITIONS,
             max_request_bytes: 100 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
             log_defaults: BTreeMap::new(),

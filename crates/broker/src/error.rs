@@ -86,6 +86,7 @@ impl From<MetadataError> for ApiError {
             MetadataError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
             MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            MetadataError::TopicIdTaken(_) => ResponseError::UnknownServerError,
             MetadataError::Storage(_) => ResponseError::KafkaStorageError,
         };
         Self::new(code, err.to_string())

@@ -20,10 +20,11 @@ mod config;
 mod error;
 mod group;
 mod producer_ids;
+mod record_keys;
 mod topic_config;
 mod topics;
 
-pub use config::{BrokerConfig, GroupConfig, MigrationPolicy};
+pub use config::{BrokerConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy};
 pub use error::ApiError;
 
 /// Why a request got no response; the server closes the connection.

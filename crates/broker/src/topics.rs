@@ -22,6 +22,28 @@ pub(crate) const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most partitions one topic may have; bounds what one CreateTopics can make the broker allocate.
 pub(crate) const TOPIC_PARTITIONS_MAX: i32 = 100_000;
 
+/// Kafka's internal topics. Only the broker writes them (the group
+/// coordinator appends through its own partition handles); clients may not
+/// produce to them, delete them, delete their records, or add partitions to
+/// them: a record the broker did not write could stop it from starting.
+/// `__transaction_state` is listed before it exists so the rule is in place
+/// when transactions arrive.
+pub(crate) const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+/// Whether `name` is one of [`INTERNAL_TOPICS`].
+pub(crate) fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// INVALID_TOPIC_EXCEPTION for a client operation on an internal topic, as
+/// Kafka's ReplicaManager answers a produce or DeleteRecords to one.
+pub(crate) fn internal_topic_refused(action: &str, name: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::InvalidTopicException,
+        format!("Cannot {action} internal topic {name}"),
+    )
+}
+
 /// A topic and its open partitions.
 #[derive(Debug)]
 pub(crate) struct TopicState {
@@ -76,35 +98,135 @@ impl Broker {
         defaults
     }
 
-    /// Open storage partitions for every topic in the metadata store. Called once at start-up.
+    /// Open storage partitions for every topic in the metadata store, and
+    /// remove the storage of partitions the store does not know. Called once
+    /// at start-up.
+    ///
+    /// Storage is created before metadata is committed (see
+    /// [`Broker::create_topic`]), so a crash between the two leaves storage
+    /// nobody refers to; removing it here is what makes creation atomic
+    /// across a crash.
     pub(crate) fn load_topics(&self) -> Result<(), ApiError> {
-        for meta in self.metadata.topics() {
-            self.install_topic(meta)?;
+        let topics = self.metadata.topics();
+        for meta in &topics {
+            self.install_topic(meta.clone())?;
+        }
+        let known: HashMap<Uuid, i32> = topics.iter().map(|t| (t.id, t.partitions)).collect();
+        for id in self.log.partitions() {
+            let referenced = known
+                .get(&id.topic_id)
+                .is_some_and(|&count| (0..count).contains(&id.partition));
+            if !referenced {
+                tracing::warn!(
+                    topic_id = %id.topic_id,
+                    partition = id.partition,
+                    "removing the storage of a partition no topic refers to \
+                     (left by a creation that did not commit)"
+                );
+                self.log.remove_partition(id)?;
+            }
         }
         Ok(())
     }
 
+    /// Open (or re-open) every partition of a known topic and register it.
     fn install_topic(&self, meta: TopicMeta) -> Result<Arc<TopicState>, ApiError> {
+        let partitions = self.open_partitions(meta.id, 0..meta.partitions, &meta.configs)?;
+        Ok(self.register(meta, partitions))
+    }
+
+    /// Create (or re-open) the storage of partitions `range` of topic `id`.
+    /// All or nothing: if one fails, the ones this call created are removed.
+    fn open_partitions(
+        &self,
+        id: Uuid,
+        range: std::ops::Range<i32>,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Vec<Partition>, ApiError> {
         let defaults = self.broker_topic_defaults();
-        let config = topic_config::partition_config(&meta.configs, &defaults);
-        let delete_retention_ms = topic_config::delete_retention_ms(&meta.configs, &defaults);
-        let partitions = (0..meta.partitions)
-            .map(|partition| {
-                let opened = self.log.create_partition(
-                    PartitionId {
-                        topic_id: meta.id,
-                        partition,
-                    },
-                    config.clone(),
-                )?;
-                opened.set_delete_retention_ms(delete_retention_ms);
-                Ok(opened)
-            })
-            .collect::<Result<Vec<_>, weir_storage::StorageError>>()?;
+        let config = topic_config::partition_config(configs, &defaults);
+        let delete_retention_ms = topic_config::delete_retention_ms(configs, &defaults);
+        let mut opened = Vec::with_capacity(range.len());
+        for partition in range {
+            let pid = PartitionId {
+                topic_id: id,
+                partition,
+            };
+            let existed = self.log.partition(pid).is_some();
+            match self.log.create_partition(pid, config.clone()) {
+                Ok(handle) => {
+                    handle.set_delete_retention_ms(delete_retention_ms);
+                    opened.push((handle, existed));
+                }
+                Err(err) => {
+                    let created: Vec<Partition> = opened
+                        .into_iter()
+                        .filter(|(_, existed)| !existed)
+                        .map(|(p, _)| p)
+                        .collect();
+                    self.remove_storage(&created);
+                    return Err(err.into());
+                }
+            }
+        }
+        Ok(opened.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// Undo [`Self::open_partitions`] after a later step failed. A removal
+    /// that fails leaves storage no topic refers to, which the next start
+    /// removes; it is logged, not returned, so the first error is the one
+    /// the client sees.
+    fn remove_storage(&self, partitions: &[Partition]) {
+        for partition in partitions {
+            if let Err(err) = self.log.remove_partition(partition.id()) {
+                tracing::error!(
+                    partition = ?partition.id(),
+                    error = %err,
+                    "cannot roll back the storage of a partition; the next start removes it"
+                );
+            }
+        }
+    }
+
+    fn register(&self, meta: TopicMeta, partitions: Vec<Partition>) -> Arc<TopicState> {
         let state = Arc::new(TopicState { meta, partitions });
         write(&self.topics.by_name).insert(state.meta.name.clone(), state.clone());
         write(&self.topics.by_id).insert(state.meta.id, state.clone());
-        Ok(state)
+        state
+    }
+
+    /// Every partition the broker holds, all topics together.
+    fn partition_total(&self) -> i64 {
+        read(&self.topics.by_name)
+            .values()
+            .map(|t| i64::from(t.meta.partitions))
+            .sum()
+    }
+
+    /// POLICY_VIOLATION, and one log line naming the limit and how to
+    /// raise it, if adding `adding` partitions would pass `max.partitions`.
+    fn check_partition_limit(&self, adding: i32, what: &str) -> Result<(), ApiError> {
+        let limit = self.config.max_partitions;
+        let current = self.partition_total();
+        let total = current.saturating_add(i64::from(adding));
+        if total <= limit {
+            return Ok(());
+        }
+        tracing::warn!(
+            limit,
+            current,
+            adding,
+            "refused {what}: the broker would hold {total} partitions, past its limit \
+             max.partitions={limit}; raise it with `weir serve --set max.partitions=N` \
+             or delete topics"
+        );
+        Err(ApiError::new(
+            ResponseError::PolicyViolation,
+            format!(
+                "{what} would bring the broker to {total} partitions, past its limit \
+                 max.partitions={limit} (it holds {current})"
+            ),
+        ))
     }
 
     /// A topic by name.
@@ -141,7 +263,9 @@ impl Broker {
         if let Some(state) = self.topic(name) {
             return Ok(state);
         }
-        if !self.config.auto_create_topics {
+        // An internal topic is created by the component that owns it, with
+        // its own settings, never as a side effect of a client's request.
+        if !self.config.auto_create_topics || is_internal(name) {
             return Err(ApiError::unknown_topic(name));
         }
         validate_topic_name(name)?;
@@ -199,6 +323,10 @@ impl Broker {
                 format!("topic '{}' already exists", existing.meta.name),
             ));
         }
+        self.check_partition_limit(
+            partitions,
+            &format!("creating topic '{name}' with {partitions} partitions"),
+        )?;
         if validate_only {
             return Ok(TopicMeta {
                 name: name.to_string(),
@@ -208,19 +336,43 @@ impl Broker {
                 configs,
             });
         }
-        let meta = self.metadata.create_topic(NewTopic {
+        // Storage first, then the metadata commit, which is the commit
+        // point: a failure before it removes the storage just made, and a
+        // crash before it leaves storage that the next start removes.
+        // A random v4 UUID; the checks only make a collision impossible
+        // rather than improbable, at a cost independent of the topic count.
+        let id = weir_metadata::new_topic_id(|id| {
+            let first = PartitionId {
+                topic_id: id,
+                partition: 0,
+            };
+            self.topic_by_id(id).is_some() || self.log.partition(first).is_some()
+        });
+        let opened = self.open_partitions(id, 0..partitions, &configs)?;
+        let committed = self.metadata.create_topic(NewTopic {
             name: name.to_string(),
+            id,
             partitions,
             replication_factor,
             configs,
-        })?;
-        self.install_topic(meta.clone())?;
+        });
+        let meta = match committed {
+            Ok(meta) => meta,
+            Err(err) => {
+                self.remove_storage(&opened);
+                return Err(err.into());
+            }
+        };
+        self.register(meta.clone(), opened);
         tracing::info!(topic = %meta.name, id = %meta.id, partitions, "created topic");
         Ok(meta)
     }
 
     /// Delete a topic and forget its partitions.
     pub(crate) fn delete_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
+        if is_internal(name) {
+            return Err(internal_topic_refused("delete", name));
+        }
         let _guard = lock(&self.topics.lifecycle);
         let state = self
             .topic(name)
@@ -242,6 +394,11 @@ impl Broker {
         total: i32,
         validate_only: bool,
     ) -> Result<TopicMeta, ApiError> {
+        // More partitions would move groups to other `__consumer_offsets`
+        // partitions than the ones holding their offsets.
+        if is_internal(name) {
+            return Err(internal_topic_refused("add partitions to", name));
+        }
         let _guard = lock(&self.topics.lifecycle);
         let state = self
             .topic(name)
@@ -261,14 +418,28 @@ impl Broker {
                 format!("partition count {total} is above {TOPIC_PARTITIONS_MAX}"),
             ));
         }
+        self.check_partition_limit(
+            total - current,
+            &format!("adding {} partitions to topic '{name}'", total - current),
+        )?;
         if validate_only {
             return Ok(TopicMeta {
                 partitions: total,
                 ..state.meta.clone()
             });
         }
-        let meta = self.metadata.set_partition_count(name, total)?;
-        self.install_topic(meta.clone())?;
+        // As in create_topic: storage of the new partitions first, then the commit.
+        let added = self.open_partitions(state.meta.id, current..total, &state.meta.configs)?;
+        let meta = match self.metadata.set_partition_count(name, total) {
+            Ok(meta) => meta,
+            Err(err) => {
+                self.remove_storage(&added);
+                return Err(err.into());
+            }
+        };
+        let mut partitions = state.partitions.clone();
+        partitions.extend(added);
+        self.register(meta.clone(), partitions);
         tracing::info!(topic = %name, from = current, to = total, "added partitions");
         Ok(meta)
     }
@@ -340,7 +511,206 @@ fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use weir_metadata::{LocalMetadataStore, MetadataError, MetadataStore};
+    use weir_storage::{CommitLog, LogConfig, SystemClock};
+
     use super::*;
+    use crate::BrokerConfig;
+    use crate::admin::testing;
+
+    /// A local store whose topic changes fail while `fail` is set, as a
+    /// full disk would make them.
+    struct FailingStore {
+        inner: LocalMetadataStore,
+        fail: AtomicBool,
+    }
+
+    impl FailingStore {
+        fn refuse(&self) -> Result<(), MetadataError> {
+            match self.fail.load(Ordering::SeqCst) {
+                true => Err(MetadataError::Storage("injected failure".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl MetadataStore for FailingStore {
+        fn cluster_id(&self) -> String {
+            self.inner.cluster_id()
+        }
+        fn topics(&self) -> Vec<TopicMeta> {
+            self.inner.topics()
+        }
+        fn topic(&self, name: &str) -> Option<TopicMeta> {
+            self.inner.topic(name)
+        }
+        fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
+            self.inner.topic_by_id(id)
+        }
+        fn create_topic(&self, topic: NewTopic) -> Result<TopicMeta, MetadataError> {
+            self.refuse()?;
+            self.inner.create_topic(topic)
+        }
+        fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetadataError> {
+            self.inner.delete_topic(name)
+        }
+        fn set_partition_count(&self, name: &str, total: i32) -> Result<TopicMeta, MetadataError> {
+            self.refuse()?;
+            self.inner.set_partition_count(name, total)
+        }
+        fn alter_topic_configs(
+            &self,
+            name: &str,
+            changes: &[ConfigChange],
+        ) -> Result<TopicMeta, MetadataError> {
+            self.inner.alter_topic_configs(name, changes)
+        }
+        fn broker_configs(&self) -> BTreeMap<String, String> {
+            self.inner.broker_configs()
+        }
+        fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
+            self.inner.alter_broker_configs(changes)
+        }
+        fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
+            self.inner.allocate_producer_ids(count)
+        }
+    }
+
+    #[test]
+    fn a_failed_metadata_commit_leaves_no_storage_and_the_broker_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SystemClock);
+        let (log, _) = CommitLog::open(dir.path(), LogConfig::default(), clock.clone()).unwrap();
+        let store = Arc::new(FailingStore {
+            inner: LocalMetadataStore::open(dir.path()).unwrap(),
+            fail: AtomicBool::new(false),
+        });
+        let broker = Broker::new(BrokerConfig::default(), log, store.clone(), clock).unwrap();
+        broker
+            .create_topic("grown", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let before = broker.log().partitions();
+
+        store.fail.store(true, Ordering::SeqCst);
+        let err = broker
+            .create_topic("half", 3, 1, BTreeMap::new(), false)
+            .unwrap_err();
+        assert_eq!(err.code, ResponseError::KafkaStorageError);
+        let err = broker.create_partitions("grown", 4, false).unwrap_err();
+        assert_eq!(err.code, ResponseError::KafkaStorageError);
+        assert!(broker.topic("half").is_none());
+        assert_eq!(broker.topic("grown").unwrap().meta.partitions, 1);
+        assert_eq!(broker.log().partitions(), before, "storage rolled back");
+        broker.log().shutdown().unwrap();
+        drop(broker);
+
+        let broker = testing::open(dir.path(), BrokerConfig::default());
+        assert!(broker.topic("half").is_none());
+        assert_eq!(broker.log().partitions(), before);
+        broker
+            .create_topic("half", 3, 1, BTreeMap::new(), false)
+            .unwrap();
+        broker.create_partitions("grown", 4, false).unwrap();
+        assert!(broker.partition("grown", 3).is_ok());
+    }
+
+    #[test]
+    fn a_storage_failure_while_adding_partitions_commits_nothing_and_the_broker_restarts() {
+        let t = testing::broker();
+        t.broker
+            .create_topic("grow", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let id = t.broker.topic("grow").unwrap().meta.id;
+        let before = t.broker.log().partitions();
+        // Partition 2's index file cannot be created: a folder is in its way.
+        let blocker = t
+            .dir
+            .path()
+            .join("index")
+            .join(format!("{}-2.idx", id.hyphenated()));
+        std::fs::create_dir_all(&blocker).unwrap();
+        let err = t.broker.create_partitions("grow", 4, false).unwrap_err();
+        assert_eq!(err.code, ResponseError::KafkaStorageError);
+        assert_eq!(t.broker.metadata().topic("grow").unwrap().partitions, 1);
+        assert_eq!(t.broker.topic("grow").unwrap().partitions.len(), 1);
+        assert_eq!(
+            t.broker.log().partitions(),
+            before,
+            "partition 1 rolled back"
+        );
+        std::fs::remove_dir(&blocker).unwrap();
+        t.broker.log().shutdown().unwrap();
+        let testing::TestBroker { broker, dir } = t;
+        drop(broker);
+
+        let broker = testing::open(dir.path(), BrokerConfig::default());
+        assert_eq!(broker.topic("grow").unwrap().meta.partitions, 1);
+        broker.create_partitions("grow", 4, false).unwrap();
+        assert!(broker.partition("grow", 3).is_ok());
+    }
+
+    #[test]
+    fn storage_no_topic_refers_to_is_removed_at_start() {
+        let t = testing::broker();
+        t.broker
+            .create_topic("kept", 2, 1, BTreeMap::new(), false)
+            .unwrap();
+        let before = t.broker.log().partitions();
+        let kept = t.broker.topic("kept").unwrap().meta.id;
+        // What a crash between storage and the metadata commit leaves behind.
+        let orphans = [
+            PartitionId {
+                topic_id: Uuid::from_u128(7),
+                partition: 0,
+            },
+            PartitionId {
+                topic_id: kept,
+                partition: 2,
+            },
+        ];
+        for id in orphans {
+            t.broker
+                .log()
+                .create_partition(id, weir_storage::PartitionConfig::default())
+                .unwrap();
+        }
+        t.broker.log().shutdown().unwrap();
+        let testing::TestBroker { broker, dir } = t;
+        drop(broker);
+
+        let broker = testing::open(dir.path(), BrokerConfig::default());
+        assert_eq!(broker.log().partitions(), before);
+        assert_eq!(broker.topic("kept").unwrap().partitions.len(), 2);
+    }
+
+    #[test]
+    fn partition_limit_is_policy_violation_for_create_grow_and_auto_create() {
+        let offsets = crate::GroupConfig::default().offsets_topic_num_partitions;
+        let t = testing::broker_with(BrokerConfig {
+            max_partitions: i64::from(offsets) + 10,
+            ..BrokerConfig::default()
+        });
+        t.broker
+            .create_topic("eight", 8, 1, BTreeMap::new(), false)
+            .unwrap();
+        let refused = [
+            t.broker.create_topic("three", 3, 1, BTreeMap::new(), false),
+            t.broker.create_topic("dry", 3, 1, BTreeMap::new(), true),
+            t.broker.create_partitions("eight", 11, false),
+        ];
+        for outcome in refused {
+            let err = outcome.unwrap_err();
+            assert_eq!(err.code, ResponseError::PolicyViolation, "{err}");
+            assert!(err.message.contains("max.partitions"), "{err}");
+        }
+        // Auto-create takes num.partitions (4): past the limit too.
+        let err = t.broker.topic_or_auto_create("auto").unwrap_err();
+        assert_eq!(err.code, ResponseError::PolicyViolation);
+        assert!(t.broker.topic("three").is_none() && t.broker.topic("auto").is_none());
+        t.broker.create_partitions("eight", 10, false).unwrap();
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -13,6 +13,13 @@ mod local;
 
 pub use local::LocalMetadataStore;
 
+/// A fresh topic ID: random, not nil, not `taken`, and whose Kafka text form
+/// does not start with '-' (Kafka avoids those so they never read as a
+/// command-line flag).
+pub fn new_topic_id(taken: impl Fn(Uuid) -> bool) -> Uuid {
+    local::random_uuid(taken)
+}
+
 /// A topic as the metadata layer knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicMeta {
@@ -33,6 +40,9 @@ pub struct TopicMeta {
 pub struct NewTopic {
     /// Topic name (already validated by the caller).
     pub name: String,
+    /// The topic ID, chosen by the caller with [`new_topic_id`] so that the
+    /// topic's storage can be created before its metadata is committed.
+    pub id: Uuid,
     /// Number of partitions (> 0).
     pub partitions: i32,
     /// Replication factor (> 0).
@@ -62,6 +72,9 @@ pub enum MetadataError {
     /// INVALID_PARTITIONS.
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
+    /// The ID given for a new topic is nil or already belongs to a topic.
+    #[error("topic id {0} is nil or already in use")]
+    TopicIdTaken(Uuid),
     /// The store could not persist the change (KAFKA_STORAGE_ERROR).
     #[error("metadata store: {0}")]
     Storage(String),
@@ -77,7 +90,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn topic(&self, name: &str) -> Option<TopicMeta>;
     /// A topic by ID.
     fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta>;
-    /// Create a topic with a fresh ID; durable on return.
+    /// Create a topic under the ID it carries; durable on return.
     fn create_topic(&self, topic: NewTopic) -> Result<TopicMeta, MetadataError>;
     /// Delete a topic; durable on return.
     fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetadataError>;

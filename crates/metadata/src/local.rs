@@ -1,17 +1,27 @@
-//! A durable single-node [`MetadataStore`]: the whole metadata state is one
-//! versioned JSON document, `<data dir>/meta/metadata.json`, replaced
-//! atomically on every change.
+//! A durable single-node [`MetadataStore`]: an append-only log of metadata
+//! records, `<data dir>/meta/metadata.log`, on top of a periodic snapshot
+//! of the whole state, `<data dir>/meta/metadata.snapshot`. Both formats
+//! are drawn in `docs/format.md`.
 //!
-//! A change is written to `metadata.json.tmp`, fsync'd, renamed over
-//! `metadata.json`, and the folder is fsync'd, all before the call returns.
-//! A crash at any point leaves either the old or the new document in place;
-//! a temp file left behind was never committed and is discarded at open.
-//! The in-memory copy changes only after the new document is durable, and a
-//! failed write poisons the store (it refuses further changes until restart)
-//! because after a failed fsync the file's state on disk is unknown.
+//! A change is validated against the state in memory, becomes one record,
+//! and the record is appended to the log and fsync'd before the call
+//! returns; only then is it applied in memory. A change therefore costs one
+//! small append, not a rewrite of every topic: creating n topics is linear.
+//! Once the log outgrows the last snapshot, the state is written to a new
+//! snapshot (temp file, fsync, rename, folder fsync) and the log starts
+//! over; records carry a sequence number, so records already in the
+//! snapshot are skipped if a crash comes between the two steps.
+//!
+//! At open, a torn last record (a crash during an append) is cut off; any
+//! other damage, or a format version or record kind this code does not
+//! know, refuses to open with a message naming the file. A data dir from
+//! before the log (`metadata.json`, format 1) is read once and turned into
+//! the first snapshot. A failed write poisons the store: it refuses further
+//! changes until restart, because after a failed fsync the file's state on
+//! disk is unknown.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -22,33 +32,96 @@ use uuid::Uuid;
 
 use crate::{ConfigChange, MetadataError, MetadataStore, NewTopic, TopicMeta};
 
-/// The document format this code writes; it reads this one and every older one.
-const FORMAT_VERSION: u32 = 1;
-/// Folder under the data dir that holds the document.
+/// The snapshot format this code writes; it reads this one and format 1
+/// (the whole-document `metadata.json` of earlier versions).
+const FORMAT_VERSION: u32 = 2;
+/// Folder under the data dir that holds the metadata.
 const META_DIR: &str = "meta";
-/// The committed document.
+/// The format-1 document of earlier versions, read once and then removed.
 const DOCUMENT_FILE: &str = "metadata.json";
-/// Where the next document is written before it is renamed into place.
+/// Where format 1 wrote its next document; never committed state.
 const TEMP_FILE: &str = "metadata.json.tmp";
-/// Largest document read at open, so a damaged or foreign file cannot make
-/// the broker allocate without bound.
-const DOCUMENT_BYTES_MAX: u64 = 256 << 20;
+/// The last snapshot.
+const SNAPSHOT_FILE: &str = "metadata.snapshot";
+/// Where the next snapshot is written before it is renamed into place.
+const SNAPSHOT_TEMP_FILE: &str = "metadata.snapshot.tmp";
+/// The record log.
+const LOG_FILE: &str = "metadata.log";
+/// Where a fresh log is written before it is renamed into place.
+const LOG_TEMP_FILE: &str = "metadata.log.tmp";
+/// The log's first 8 bytes.
+const LOG_MAGIC: &[u8; 8] = b"WEIRMLOG";
+/// The log format this code writes and reads.
+const LOG_VERSION: u32 = 1;
+/// Magic, version, and 4 reserved bytes.
+const LOG_HEADER_BYTES: usize = 16;
+/// Before each record: payload length, CRC32C of sequence and payload, sequence.
+const FRAME_HEADER_BYTES: usize = 16;
+/// Largest record payload; one record is one topic or one config change.
+const RECORD_BYTES_MAX: usize = 16 << 20;
+/// Largest snapshot or log read at open, so a damaged or foreign file cannot
+/// make the broker allocate without bound.
+const DOCUMENT_BYTES_MAX: u64 = 1 << 30;
+/// The log is folded into a snapshot once it is larger than both this and
+/// the last snapshot, which keeps the work per change constant on average.
+#[cfg(not(test))]
+const SNAPSHOT_LOG_BYTES_MIN: u64 = 4 << 20;
+/// Small in unit tests, so a few dozen changes fold the log.
+#[cfg(test)]
+const SNAPSHOT_LOG_BYTES_MIN: u64 = 4 << 10;
 /// Most producer ids one call may allocate.
 const PRODUCER_ID_BLOCK_MAX: i64 = 1 << 20;
 
-/// The document as stored. Its fields are the on-disk format: renaming one
-/// breaks every existing data dir, so changes go through `format_version`.
+/// The state as stored in a snapshot. Its fields are the on-disk format:
+/// renaming one breaks every existing data dir, so changes go through
+/// `format_version`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Document {
     format_version: u32,
     /// Kafka-style cluster id: a random UUID, base64url without padding.
     cluster_id: String,
-    /// Ordered by name.
-    topics: Vec<StoredTopic>,
+    /// By name; stored as a list ordered by name.
+    #[serde(with = "topic_list")]
+    topics: BTreeMap<String, StoredTopic>,
     /// Broker-level config overrides set at runtime, by Kafka broker config name.
     broker_configs: BTreeMap<String, String>,
     /// The first producer id not yet handed out.
     next_producer_id: i64,
+    /// The sequence number of the last record the snapshot includes (format 2; 0 in format 1).
+    #[serde(default)]
+    last_seq: u64,
+}
+
+/// The topics of a [`Document`], kept by name in memory (so a change costs
+/// a map update, not a shift of every later topic) and stored as a list
+/// ordered by name, as format 1 stored them. A name listed twice is damage.
+mod topic_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use super::StoredTopic;
+
+    pub(super) fn serialize<S: Serializer>(
+        topics: &BTreeMap<String, StoredTopic>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(topics.values())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, StoredTopic>, D::Error> {
+        let list = Vec::<StoredTopic>::deserialize(deserializer)?;
+        let mut topics = BTreeMap::new();
+        for topic in list {
+            let name = topic.name.clone();
+            if topics.insert(name.clone(), topic).is_some() {
+                return Err(D::Error::custom(format!("topic '{name}' is listed twice")));
+            }
+        }
+        Ok(topics)
+    }
 }
 
 /// A topic as stored; kept apart from [`TopicMeta`] so the public type can
@@ -60,6 +133,42 @@ struct StoredTopic {
     partitions: i32,
     replication_factor: i16,
     configs: BTreeMap<String, String>,
+}
+
+/// A config change as stored in a record.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum StoredChange {
+    Set { key: String, value: String },
+    Delete { key: String },
+}
+
+/// One change of the metadata state: what the log holds, and what the
+/// cluster's openraft state machine will replicate. An unknown `kind` is
+/// refused at open.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum Record {
+    TopicCreated {
+        topic: StoredTopic,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    PartitionCountRaised {
+        name: String,
+        total: i32,
+    },
+    TopicConfigsAltered {
+        name: String,
+        changes: Vec<StoredChange>,
+    },
+    BrokerConfigsAltered {
+        changes: Vec<StoredChange>,
+    },
+    ProducerIdsAllocated {
+        next: i64,
+    },
 }
 
 impl From<&StoredTopic> for TopicMeta {
@@ -74,10 +183,103 @@ impl From<&StoredTopic> for TopicMeta {
     }
 }
 
-/// In-memory state: the last durable document, plus whether writes are refused.
+fn stored_changes(changes: &[ConfigChange]) -> Vec<StoredChange> {
+    changes
+        .iter()
+        .map(|c| match c {
+            ConfigChange::Set(key, value) => StoredChange::Set {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            ConfigChange::Delete(key) => StoredChange::Delete { key: key.clone() },
+        })
+        .collect()
+}
+
+impl Document {
+    fn topic(&self, name: &str) -> Result<&StoredTopic, MetadataError> {
+        self.topics
+            .get(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
+    }
+
+    fn topic_mut(&mut self, name: &str) -> Result<&mut StoredTopic, String> {
+        self.topics
+            .get_mut(name)
+            .ok_or_else(|| format!("topic '{name}' does not exist"))
+    }
+
+    /// Apply one record. Records are validated before they are written, so
+    /// a failure here means the log disagrees with itself: corruption.
+    fn apply(&mut self, record: &Record) -> Result<(), String> {
+        match record {
+            Record::TopicCreated { topic } => {
+                if topic.partitions < 1 || self.topics.values().any(|t| t.id == topic.id) {
+                    return Err(format!(
+                        "topic '{}' is invalid or its id is taken",
+                        topic.name
+                    ));
+                }
+                if self.topics.contains_key(&topic.name) {
+                    return Err(format!("topic '{}' created twice", topic.name));
+                }
+                self.topics.insert(topic.name.clone(), topic.clone());
+            }
+            Record::TopicDeleted { name } => {
+                self.topics
+                    .remove(name)
+                    .ok_or_else(|| format!("topic '{name}' does not exist"))?;
+            }
+            Record::PartitionCountRaised { name, total } => {
+                let topic = self.topic_mut(name)?;
+                if *total <= topic.partitions {
+                    return Err(format!(
+                        "topic '{name}' cannot shrink to {total} partitions"
+                    ));
+                }
+                topic.partitions = *total;
+            }
+            Record::TopicConfigsAltered { name, changes } => {
+                let topic = self.topic_mut(name)?;
+                apply_changes(&mut topic.configs, changes);
+            }
+            Record::BrokerConfigsAltered { changes } => {
+                apply_changes(&mut self.broker_configs, changes);
+            }
+            Record::ProducerIdsAllocated { next } => {
+                if *next < self.next_producer_id {
+                    return Err(format!("producer ids go back to {next}"));
+                }
+                self.next_producer_id = *next;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply_changes(configs: &mut BTreeMap<String, String>, changes: &[StoredChange]) {
+    for change in changes {
+        match change {
+            StoredChange::Set { key, value } => {
+                configs.insert(key.clone(), value.clone());
+            }
+            StoredChange::Delete { key } => {
+                configs.remove(key);
+            }
+        }
+    }
+}
+
+/// In-memory state: the durable state, the open log, and whether writes are refused.
 #[derive(Debug)]
 struct State {
     doc: Document,
+    /// The log, positioned at its end.
+    log: File,
+    /// Bytes in the log.
+    log_bytes: u64,
+    /// Bytes of the last snapshot.
+    snapshot_bytes: u64,
     /// Why the store refuses changes, after a write or fsync failed.
     poisoned: Option<String>,
 }
@@ -97,40 +299,75 @@ impl LocalMetadataStore {
     pub fn open(dir: &Path) -> Result<Self, MetadataError> {
         let meta_dir = dir.join(META_DIR);
         fs::create_dir_all(&meta_dir).map_err(|e| io_error(&meta_dir, "cannot create", e))?;
-        // The folder entry itself must survive a crash, or the first document could vanish.
+        // The folder entry itself must survive a crash, or the first snapshot could vanish.
         sync_dir(dir).map_err(|e| io_error(dir, "cannot fsync", e))?;
 
         // A temp file was never renamed into place, so it never held committed state.
-        let temp = meta_dir.join(TEMP_FILE);
-        match fs::remove_file(&temp) {
-            Ok(()) => {
-                tracing::warn!(file = %temp.display(), "discarded an uncommitted metadata write")
+        for name in [TEMP_FILE, SNAPSHOT_TEMP_FILE, LOG_TEMP_FILE] {
+            let temp = meta_dir.join(name);
+            match fs::remove_file(&temp) {
+                Ok(()) => {
+                    tracing::warn!(file = %temp.display(), "discarded an uncommitted metadata write")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&temp, "cannot remove", e)),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&temp, "cannot remove", e)),
         }
 
-        let path = meta_dir.join(DOCUMENT_FILE);
-        let doc = match read_bounded(&path) {
-            Ok(bytes) => parse_document(&path, &bytes)?,
+        let snapshot_path = meta_dir.join(SNAPSHOT_FILE);
+        let legacy_path = meta_dir.join(DOCUMENT_FILE);
+        let (mut doc, snapshot_bytes) = match read_bounded(&snapshot_path) {
+            Ok(bytes) => (parse_document(&snapshot_path, &bytes)?, bytes.len() as u64),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let doc = Document {
-                    format_version: FORMAT_VERSION,
-                    cluster_id: encode_uuid(random_uuid(|_| false)),
-                    topics: Vec::new(),
-                    broker_configs: BTreeMap::new(),
-                    next_producer_id: 0,
+                let doc = match read_bounded(&legacy_path) {
+                    // Format 1: read once, then the snapshot below replaces it.
+                    Ok(bytes) => {
+                        let doc = parse_document(&legacy_path, &bytes)?;
+                        tracing::info!(file = %legacy_path.display(), "moving metadata to the record log");
+                        doc
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        let doc = Document {
+                            format_version: FORMAT_VERSION,
+                            cluster_id: encode_uuid(random_uuid(|_| false)),
+                            topics: BTreeMap::new(),
+                            broker_configs: BTreeMap::new(),
+                            next_producer_id: 0,
+                            last_seq: 0,
+                        };
+                        tracing::info!(cluster_id = %doc.cluster_id, "created cluster metadata");
+                        doc
+                    }
+                    Err(e) => return Err(io_error(&legacy_path, "cannot read", e)),
                 };
-                write_document(&meta_dir, &doc)?;
-                tracing::info!(cluster_id = %doc.cluster_id, "created cluster metadata");
-                doc
+                let bytes = write_snapshot(&meta_dir, &doc)?;
+                (doc, bytes)
             }
-            Err(e) => return Err(io_error(&path, "cannot read", e)),
+            Err(e) => return Err(io_error(&snapshot_path, "cannot read", e)),
         };
+        // Its content is in the snapshot now, which is durable.
+        match fs::remove_file(&legacy_path) {
+            Ok(()) => sync_dir(&meta_dir).map_err(|e| io_error(&meta_dir, "cannot fsync", e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&legacy_path, "cannot remove", e)),
+        }
+
+        let log_path = meta_dir.join(LOG_FILE);
+        if !log_path.exists() {
+            write_empty_log(&meta_dir)?;
+        }
+        let log_bytes = replay_log(&log_path, &mut doc)?;
+        let log = OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io_error(&log_path, "cannot open", e))?;
         Ok(Self {
             dir: meta_dir,
             state: Mutex::new(State {
                 doc,
+                log,
+                log_bytes,
+                snapshot_bytes,
                 poisoned: None,
             }),
         })
@@ -142,11 +379,11 @@ impl LocalMetadataStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Apply `change` to a copy of the document, make the copy durable, and
-    /// only then adopt it. Returns what `change` returned.
+    /// Turn a change into a record against the current state, append the
+    /// record durably, and only then apply it. Returns what `change` returned.
     fn commit<T>(
         &self,
-        change: impl FnOnce(&mut Document) -> Result<T, MetadataError>,
+        change: impl FnOnce(&Document) -> Result<(Record, T), MetadataError>,
     ) -> Result<T, MetadataError> {
         let mut state = self.lock();
         if let Some(reason) = &state.poisoned {
@@ -154,14 +391,58 @@ impl LocalMetadataStore {
                 "metadata store refuses changes after an earlier write failure: {reason}"
             )));
         }
-        let mut next = state.doc.clone();
-        let out = change(&mut next)?;
-        if let Err(err) = write_document(&self.dir, &next) {
+        let (record, out) = change(&state.doc)?;
+        let seq = state.doc.last_seq + 1;
+        if let Err(err) = self.append(&mut state, seq, &record) {
             state.poisoned = Some(err.to_string());
             return Err(err);
         }
-        state.doc = next;
+        // The record was checked against this very state before it was
+        // written, so it must apply. If it does not, memory and the log
+        // disagree: stop every later change rather than carry on.
+        if let Err(why) = state.doc.apply(&record) {
+            let reason = format!("metadata record {seq} was written but does not apply: {why}");
+            tracing::error!("{reason}");
+            state.poisoned = Some(reason.clone());
+            return Err(MetadataError::Storage(reason));
+        }
+        state.doc.last_seq = seq;
+        if state.log_bytes > SNAPSHOT_LOG_BYTES_MIN.max(state.snapshot_bytes)
+            && let Err(err) = self.fold_log(&mut state)
+        {
+            // The change itself is durable in the log, so it is answered as
+            // done; after a failed write the files' state is unknown, so
+            // later changes are refused.
+            tracing::error!(error = %err, "cannot fold the metadata log into a snapshot");
+            state.poisoned = Some(err.to_string());
+        }
         Ok(out)
+    }
+
+    fn append(&self, state: &mut State, seq: u64, record: &Record) -> Result<(), MetadataError> {
+        let path = self.dir.join(LOG_FILE);
+        let frame = encode_frame(seq, record)
+            .map_err(|e| MetadataError::Storage(format!("cannot encode a metadata record: {e}")))?;
+        state
+            .log
+            .write_all(&frame)
+            .and_then(|()| state.log.sync_data())
+            .map_err(|e| io_error(&path, "cannot append to", e))?;
+        state.log_bytes += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Write the state as a snapshot, then start an empty log.
+    fn fold_log(&self, state: &mut State) -> Result<(), MetadataError> {
+        state.snapshot_bytes = write_snapshot(&self.dir, &state.doc)?;
+        write_empty_log(&self.dir)?;
+        let path = self.dir.join(LOG_FILE);
+        state.log = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, "cannot open", e))?;
+        state.log_bytes = LOG_HEADER_BYTES as u64;
+        Ok(())
     }
 }
 
@@ -171,12 +452,17 @@ impl MetadataStore for LocalMetadataStore {
     }
 
     fn topics(&self) -> Vec<TopicMeta> {
-        self.lock().doc.topics.iter().map(TopicMeta::from).collect()
+        self.lock()
+            .doc
+            .topics
+            .values()
+            .map(TopicMeta::from)
+            .collect()
     }
 
     fn topic(&self, name: &str) -> Option<TopicMeta> {
         let state = self.lock();
-        find(&state.doc, name).map(TopicMeta::from)
+        state.doc.topics.get(name).map(TopicMeta::from)
     }
 
     fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
@@ -184,7 +470,7 @@ impl MetadataStore for LocalMetadataStore {
         state
             .doc
             .topics
-            .iter()
+            .values()
             .find(|t| t.id == id)
             .map(TopicMeta::from)
     }
@@ -197,49 +483,52 @@ impl MetadataStore for LocalMetadataStore {
             )));
         }
         self.commit(|doc| {
-            let slot = match doc
-                .topics
-                .binary_search_by(|t| t.name.as_str().cmp(&topic.name))
-            {
-                Ok(_) => return Err(MetadataError::TopicAlreadyExists(topic.name.clone())),
-                Err(slot) => slot,
-            };
-            let taken: Vec<Uuid> = doc.topics.iter().map(|t| t.id).collect();
+            if doc.topics.contains_key(&topic.name) {
+                return Err(MetadataError::TopicAlreadyExists(topic.name.clone()));
+            }
+            if topic.id.is_nil() || doc.topics.values().any(|t| t.id == topic.id) {
+                return Err(MetadataError::TopicIdTaken(topic.id));
+            }
             let stored = StoredTopic {
                 name: topic.name.clone(),
-                id: random_uuid(|id| taken.contains(&id)),
+                id: topic.id,
                 partitions: topic.partitions,
                 replication_factor: topic.replication_factor,
                 configs: topic.configs.clone(),
             };
             let meta = TopicMeta::from(&stored);
-            doc.topics.insert(slot, stored);
-            Ok(meta)
+            Ok((Record::TopicCreated { topic: stored }, meta))
         })
     }
 
     fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetadataError> {
         self.commit(|doc| {
-            let index = position(doc, name)?;
-            Ok(TopicMeta::from(&doc.topics.remove(index)))
+            let meta = TopicMeta::from(doc.topic(name)?);
+            Ok((
+                Record::TopicDeleted {
+                    name: name.to_string(),
+                },
+                meta,
+            ))
         })
     }
 
     fn set_partition_count(&self, name: &str, total: i32) -> Result<TopicMeta, MetadataError> {
         self.commit(|doc| {
-            let index = position(doc, name)?;
-            let topic = doc
-                .topics
-                .get_mut(index)
-                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            let topic = doc.topic(name)?;
             if total <= topic.partitions {
                 return Err(MetadataError::InvalidPartitions(format!(
                     "topic '{name}' has {} partitions; the new total {total} must be larger",
                     topic.partitions
                 )));
             }
-            topic.partitions = total;
-            Ok(TopicMeta::from(&*topic))
+            let mut meta = TopicMeta::from(topic);
+            meta.partitions = total;
+            let record = Record::PartitionCountRaised {
+                name: name.to_string(),
+                total,
+            };
+            Ok((record, meta))
         })
     }
 
@@ -249,13 +538,15 @@ impl MetadataStore for LocalMetadataStore {
         changes: &[ConfigChange],
     ) -> Result<TopicMeta, MetadataError> {
         self.commit(|doc| {
-            let index = position(doc, name)?;
-            let topic = doc
-                .topics
-                .get_mut(index)
-                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
-            apply_changes(&mut topic.configs, changes);
-            Ok(TopicMeta::from(&*topic))
+            let topic = doc.topic(name)?;
+            let changes = stored_changes(changes);
+            let mut meta = TopicMeta::from(topic);
+            apply_changes(&mut meta.configs, &changes);
+            let record = Record::TopicConfigsAltered {
+                name: name.to_string(),
+                changes,
+            };
+            Ok((record, meta))
         })
     }
 
@@ -264,9 +555,9 @@ impl MetadataStore for LocalMetadataStore {
     }
 
     fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
-        self.commit(|doc| {
-            apply_changes(&mut doc.broker_configs, changes);
-            Ok(())
+        self.commit(|_| {
+            let changes = stored_changes(changes);
+            Ok((Record::BrokerConfigsAltered { changes }, ()))
         })
     }
 
@@ -278,35 +569,11 @@ impl MetadataStore for LocalMetadataStore {
         }
         self.commit(|doc| {
             let first = doc.next_producer_id;
-            doc.next_producer_id = first
+            let next = first
                 .checked_add(count)
                 .ok_or_else(|| MetadataError::Storage("producer ids are exhausted".into()))?;
-            Ok(first)
+            Ok((Record::ProducerIdsAllocated { next }, first))
         })
-    }
-}
-
-fn find<'a>(doc: &'a Document, name: &str) -> Option<&'a StoredTopic> {
-    doc.topics.iter().find(|t| t.name == name)
-}
-
-fn position(doc: &Document, name: &str) -> Result<usize, MetadataError> {
-    doc.topics
-        .iter()
-        .position(|t| t.name == name)
-        .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
-}
-
-fn apply_changes(configs: &mut BTreeMap<String, String>, changes: &[ConfigChange]) {
-    for change in changes {
-        match change {
-            ConfigChange::Set(key, value) => {
-                configs.insert(key.clone(), value.clone());
-            }
-            ConfigChange::Delete(key) => {
-                configs.remove(key);
-            }
-        }
     }
 }
 
@@ -317,7 +584,7 @@ fn encode_uuid(id: Uuid) -> String {
 
 /// A random UUID that is not nil, not `taken`, and whose text does not start
 /// with '-' (Kafka avoids those so they never read as a command-line flag).
-fn random_uuid(taken: impl Fn(Uuid) -> bool) -> Uuid {
+pub(crate) fn random_uuid(taken: impl Fn(Uuid) -> bool) -> Uuid {
     loop {
         let id = Uuid::new_v4();
         if !id.is_nil() && !taken(id) && !encode_uuid(id).starts_with('-') {
@@ -333,7 +600,8 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Parse and check a stored document; every failure names the file.
+/// Parse and check a stored snapshot (format 2) or document (format 1);
+/// every failure names the file.
 fn parse_document(path: &Path, bytes: &[u8]) -> Result<Document, MetadataError> {
     let corrupt = |detail: String| {
         MetadataError::Storage(format!(
@@ -368,51 +636,173 @@ fn parse_document(path: &Path, bytes: &[u8]) -> Result<Document, MetadataError> 
             doc.next_producer_id
         )));
     }
-    doc.topics.sort_by(|a, b| a.name.cmp(&b.name));
-    for (i, topic) in doc.topics.iter().enumerate() {
+    let mut ids = std::collections::HashSet::new();
+    for topic in doc.topics.values() {
         if topic.partitions < 1 {
             return Err(corrupt(format!(
                 "topic '{}' has {} partitions",
                 topic.name, topic.partitions
             )));
         }
-        let duplicate = doc
-            .topics
-            .iter()
-            .skip(i + 1)
-            .find(|other| other.name == topic.name || other.id == topic.id);
-        if let Some(other) = duplicate {
+        if !ids.insert(topic.id) {
             return Err(corrupt(format!(
-                "topics '{}' and '{}' share a name or an id",
-                topic.name, other.name
+                "topic '{}' shares its name or id with another",
+                topic.name
             )));
         }
     }
-    // Older formats are upgraded in memory; the next change writes the current one.
+    // Format 1 is upgraded in memory; the next snapshot writes the current one.
     doc.format_version = FORMAT_VERSION;
     Ok(doc)
 }
 
-/// Write `doc` to the temp file, fsync it, rename it over the document, and
-/// fsync the folder so the rename itself is durable.
-fn write_document(dir: &Path, doc: &Document) -> Result<(), MetadataError> {
-    let temp = dir.join(TEMP_FILE);
-    let path = dir.join(DOCUMENT_FILE);
-    let bytes = serde_json::to_vec_pretty(doc).map_err(|e| {
+/// Write `doc` as the snapshot (temp file, fsync, rename, folder fsync);
+/// returns its size.
+fn write_snapshot(dir: &Path, doc: &Document) -> Result<u64, MetadataError> {
+    let temp = dir.join(SNAPSHOT_TEMP_FILE);
+    let path = dir.join(SNAPSHOT_FILE);
+    let mut bytes = serde_json::to_vec(doc).map_err(|e| {
         MetadataError::Storage(format!(
             "cannot encode metadata for {}: {e}",
             path.display()
         ))
     })?;
+    bytes.push(b'\n');
+    replace_file(dir, &temp, &path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Replace the log with one that holds only its header.
+fn write_empty_log(dir: &Path) -> Result<(), MetadataError> {
+    let mut header = Vec::with_capacity(LOG_HEADER_BYTES);
+    header.extend_from_slice(LOG_MAGIC);
+    header.extend_from_slice(&LOG_VERSION.to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    replace_file(dir, &dir.join(LOG_TEMP_FILE), &dir.join(LOG_FILE), &header)
+}
+
+fn replace_file(dir: &Path, temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
     let write = || -> io::Result<()> {
-        let mut file = File::create(&temp)?;
-        file.write_all(&bytes)?;
-        file.write_all(b"\n")?;
+        let mut file = File::create(temp)?;
+        file.write_all(bytes)?;
         file.sync_all()
     };
-    write().map_err(|e| io_error(&temp, "cannot write", e))?;
-    fs::rename(&temp, &path).map_err(|e| io_error(&path, "cannot replace", e))?;
+    write().map_err(|e| io_error(temp, "cannot write", e))?;
+    fs::rename(temp, path).map_err(|e| io_error(path, "cannot replace", e))?;
     sync_dir(dir).map_err(|e| io_error(dir, "cannot fsync", e))
+}
+
+fn encode_frame(seq: u64, record: &Record) -> Result<Vec<u8>, String> {
+    let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    if payload.len() > RECORD_BYTES_MAX {
+        return Err(format!(
+            "a record of {} bytes is past {RECORD_BYTES_MAX}",
+            payload.len()
+        ));
+    }
+    let mut covered = Vec::with_capacity(8 + payload.len());
+    covered.extend_from_slice(&seq.to_be_bytes());
+    covered.extend_from_slice(&payload);
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+    frame.extend_from_slice(&covered);
+    Ok(frame)
+}
+
+/// Apply the log's records after the snapshot to `doc`, cutting a torn last
+/// record; returns the log's size afterwards.
+fn replay_log(path: &Path, doc: &mut Document) -> Result<u64, MetadataError> {
+    let corrupt = |at: usize, detail: String| {
+        MetadataError::Storage(format!(
+            "corrupt metadata log {} at byte {at}: {detail}",
+            path.display()
+        ))
+    };
+    let bytes = read_bounded(path).map_err(|e| io_error(path, "cannot read", e))?;
+    if bytes.len() as u64 > DOCUMENT_BYTES_MAX {
+        return Err(corrupt(
+            0,
+            format!("larger than {DOCUMENT_BYTES_MAX} bytes"),
+        ));
+    }
+    let header = bytes
+        .get(..LOG_HEADER_BYTES)
+        .ok_or_else(|| corrupt(0, "shorter than its header".into()))?;
+    if header.get(..8) != Some(LOG_MAGIC.as_slice()) {
+        return Err(corrupt(0, "not a Weir metadata log (bad magic)".into()));
+    }
+    let version = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    if version != LOG_VERSION {
+        return Err(corrupt(
+            8,
+            format!(
+                "log version {version} is not one this Weir reads ({LOG_VERSION}); \
+                 it was written by a newer Weir or is damaged"
+            ),
+        ));
+    }
+    let mut at = LOG_HEADER_BYTES;
+    let snapshot_seq = doc.last_seq;
+    let mut torn = None;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let Some(head) = rest.get(..FRAME_HEADER_BYTES) else {
+            torn = Some(at);
+            break;
+        };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let end = FRAME_HEADER_BYTES.saturating_add(len);
+        let frame_ok = len <= RECORD_BYTES_MAX
+            && rest
+                .get(8..end)
+                .is_some_and(|covered| crc32c::crc32c(covered) == crc);
+        if !frame_ok {
+            // Only the last append can be torn: a bad frame that reaches the
+            // end of the file (or runs past it) is cut, anything else is damage.
+            if len > RECORD_BYTES_MAX || end >= rest.len() || rest.iter().all(|&b| b == 0) {
+                torn = Some(at);
+                break;
+            }
+            return Err(corrupt(at, "a record fails its CRC32C".into()));
+        }
+        let seq = u64::from_be_bytes(head[8..16].try_into().unwrap_or([0; 8]));
+        let payload = &rest[FRAME_HEADER_BYTES..end];
+        if seq > snapshot_seq {
+            if seq != doc.last_seq + 1 {
+                return Err(corrupt(
+                    at,
+                    format!("record {seq} follows record {}", doc.last_seq),
+                ));
+            }
+            let record: Record = serde_json::from_slice(payload).map_err(|e| {
+                corrupt(
+                    at,
+                    format!("a record this Weir cannot read (unknown kind or field?): {e}"),
+                )
+            })?;
+            doc.apply(&record).map_err(|e| corrupt(at, e))?;
+            doc.last_seq = seq;
+        }
+        at += end;
+    }
+    if let Some(cut) = torn {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = bytes.len() - cut,
+            "cut a torn metadata record left by a crash"
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io_error(path, "cannot open", e))?;
+        file.set_len(cut as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error(path, "cannot truncate", e))?;
+        return Ok(cut as u64);
+    }
+    Ok(bytes.len() as u64)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -430,6 +820,7 @@ mod tests {
     fn new_topic(name: &str, partitions: i32) -> NewTopic {
         NewTopic {
             name: name.to_string(),
+            id: Uuid::new_v4(),
             partitions,
             replication_factor: 1,
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
@@ -616,6 +1007,176 @@ mod tests {
         assert_eq!(store.allocate_producer_ids(1).unwrap(), 20);
     }
 
+    fn log_path(dir: &Path) -> PathBuf {
+        dir.join(META_DIR).join(LOG_FILE)
+    }
+
+    #[test]
+    fn each_change_appends_one_record_and_the_log_folds_into_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let mut sizes = Vec::new();
+        for i in 0..200 {
+            store
+                .create_topic(new_topic(&format!("t{i:03}"), 1))
+                .unwrap();
+            store
+                .alter_topic_configs(&format!("t{i:03}"), &[set("retention.ms", &i.to_string())])
+                .unwrap();
+            let snapshot = fs::metadata(dir.path().join(META_DIR).join(SNAPSHOT_FILE)).unwrap();
+            sizes.push((
+                fs::metadata(log_path(dir.path())).unwrap().len(),
+                snapshot.len(),
+            ));
+        }
+        // The log grows by one small record per change and is folded once it
+        // outgrows the snapshot, instead of rewriting every topic each time.
+        for &(log, snapshot) in &sizes {
+            assert!(
+                log <= SNAPSHOT_LOG_BYTES_MIN.max(snapshot) + 1024,
+                "{sizes:?}"
+            );
+        }
+        assert!(
+            sizes.windows(2).any(|w| w[1].0 < w[0].0),
+            "the log never folded"
+        );
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.topics().len(), 200);
+        assert_eq!(
+            store
+                .topic("t199")
+                .unwrap()
+                .configs
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("199")
+        );
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_and_earlier_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        store.create_topic(new_topic("kept", 1)).unwrap();
+        drop(store);
+        let path = log_path(dir.path());
+        let whole = fs::read(&path).unwrap();
+        let mut frame = encode_frame(
+            2,
+            &Record::TopicDeleted {
+                name: "kept".into(),
+            },
+        )
+        .unwrap();
+        for cut in [1, FRAME_HEADER_BYTES, frame.len() - 1] {
+            let mut torn = whole.clone();
+            torn.extend_from_slice(&frame[..cut]);
+            fs::write(&path, &torn).unwrap();
+            let store = LocalMetadataStore::open(dir.path()).unwrap();
+            assert!(store.topic("kept").is_some(), "cut at {cut}");
+            assert_eq!(fs::metadata(&path).unwrap().len(), whole.len() as u64);
+        }
+        // A whole last record with a bad CRC is a torn write too.
+        let last = frame.len() - 1;
+        frame[last] ^= 0xff;
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&frame);
+        fs::write(&path, &torn).unwrap();
+        assert!(
+            LocalMetadataStore::open(dir.path())
+                .unwrap()
+                .topic("kept")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn damage_unknown_versions_and_unknown_record_kinds_refuse_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        store.create_topic(new_topic("a", 1)).unwrap();
+        store.create_topic(new_topic("b", 1)).unwrap();
+        drop(store);
+        let path = log_path(dir.path());
+        let good = fs::read(&path).unwrap();
+
+        let mut damaged = good.clone();
+        damaged[LOG_HEADER_BYTES + FRAME_HEADER_BYTES + 2] ^= 0x01;
+        let mut newer = good.clone();
+        newer[8..12].copy_from_slice(&2u32.to_be_bytes());
+        let mut unknown_kind = good.clone();
+        let payload = br#"{"kind":"timer_armed","at":5}"#;
+        let mut covered = 3u64.to_be_bytes().to_vec();
+        covered.extend_from_slice(payload);
+        unknown_kind.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        unknown_kind.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
+        unknown_kind.extend_from_slice(&covered);
+        for (what, bytes) in [
+            ("damaged", damaged),
+            ("newer", newer),
+            ("kind", unknown_kind),
+        ] {
+            fs::write(&path, &bytes).unwrap();
+            let err = LocalMetadataStore::open(dir.path()).unwrap_err();
+            assert!(
+                matches!(&err, MetadataError::Storage(m) if m.contains(LOG_FILE)),
+                "{what}: {err}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), bytes, "{what}: never repaired");
+        }
+    }
+
+    #[test]
+    fn records_already_in_the_snapshot_are_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        store.create_topic(new_topic("once", 1)).unwrap();
+        store.allocate_producer_ids(5).unwrap();
+        // A crash after the snapshot was renamed into place but before the
+        // log was emptied: the snapshot holds the log's records.
+        let state = store.lock();
+        write_snapshot(&store.dir, &state.doc).unwrap();
+        drop(state);
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.topics().len(), 1);
+        assert_eq!(store.allocate_producer_ids(1).unwrap(), 5);
+    }
+
+    #[test]
+    fn committed_v2_fixture_of_snapshot_and_log_still_loads() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v2");
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(META_DIR)).unwrap();
+        for name in [SNAPSHOT_FILE, LOG_FILE] {
+            fs::copy(fixture.join(name), dir.path().join(META_DIR).join(name)).unwrap();
+        }
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_id(), "q1Sh-9_ISia_zwGINzRvyQ");
+        let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["orders"]);
+        let orders = store.topic("orders").unwrap();
+        assert_eq!(
+            orders.id,
+            Uuid::parse_str("6f1c2a8e-3b4d-4e5f-8a9b-0c1d2e3f4a5b").unwrap()
+        );
+        assert_eq!(orders.partitions, 6);
+        assert_eq!(
+            orders.configs,
+            BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
+        );
+        assert_eq!(
+            store
+                .broker_configs()
+                .get("log.retention.ms")
+                .map(String::as_str),
+            Some("3600000")
+        );
+        assert_eq!(store.allocate_producer_ids(1).unwrap(), 42);
+    }
+
     #[test]
     fn committed_v1_fixture_still_loads() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v1.json");
@@ -645,5 +1206,12 @@ mod tests {
             Some("3600000")
         );
         assert_eq!(store.allocate_producer_ids(1).unwrap(), 42);
+        // Read once: the snapshot and the log replace the old document.
+        let meta = dir.path().join(META_DIR);
+        assert!(!meta.join(DOCUMENT_FILE).exists());
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_id(), "q1Sh-9_ISia_zwGINzRvyQ");
+        assert_eq!(store.allocate_producer_ids(1).unwrap(), 43);
     }
 }

@@ -9,6 +9,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::error::ApiError;
+use crate::topics::{internal_topic_refused, is_internal};
 use crate::{Broker, HandlerError, RequestContext};
 
 /// The offset that means "up to the high watermark".
@@ -53,6 +54,9 @@ pub(crate) async fn handle(
 
 /// Delete the records of one partition below `offset`; returns the new log-start offset.
 fn delete(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<i64, ApiError> {
+    if is_internal(topic) {
+        return Err(internal_topic_refused("delete records of", topic));
+    }
     let handle = broker.partition(topic, partition)?;
     let high_watermark = handle.offsets().high_watermark;
     let target = if offset == OFFSET_HIGH_WATERMARK {

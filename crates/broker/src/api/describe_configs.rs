@@ -33,7 +33,7 @@ struct Entry {
     source: ConfigSource,
     read_only: bool,
     config_type: i8,
-    doc: &'static str,
+    doc: String,
     synonyms: Vec<Synonym>,
 }
 
@@ -138,7 +138,7 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
                 source: effective.source,
                 read_only: false,
                 config_type: def.kind.kafka_type(),
-                doc: def.doc,
+                doc: topic_config::documentation(def),
                 synonyms: chain,
             })
         })
@@ -154,14 +154,16 @@ fn broker_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
     let mut entries: Vec<Entry> = admin::config_chains(broker, None)
         .into_iter()
         .filter_map(|(def, chain)| {
+            // Topic configs without a broker-level name have no broker value.
+            let name = def.broker_synonym?;
             let effective = chain.first()?.clone();
             Some(Entry {
-                name: def.broker_synonym.to_string(),
+                name: name.to_string(),
                 value: effective.value,
                 source: effective.source,
                 read_only: false,
                 config_type: def.kind.kafka_type(),
-                doc: def.doc,
+                doc: topic_config::documentation(def),
                 synonyms: chain,
             })
         })
@@ -214,7 +216,7 @@ fn broker_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
             source: ConfigSource::StaticBroker,
             read_only: true,
             config_type,
-            doc,
+            doc: doc.to_string(),
         });
     }
     Ok(entries)
@@ -228,10 +230,11 @@ fn cluster_default_entries(broker: &Broker) -> Vec<Entry> {
         .into_iter()
         .filter_map(|(key, value)| {
             let def = topic_config::definition_by_broker_name(&key)?;
+            let synonym = def.broker_synonym?;
             Some(Entry {
                 name: key,
                 synonyms: vec![Synonym {
-                    name: def.broker_synonym,
+                    name: synonym,
                     value: value.clone(),
                     source: ConfigSource::BrokerDefault,
                 }],
@@ -239,7 +242,7 @@ fn cluster_default_entries(broker: &Broker) -> Vec<Entry> {
                 source: ConfigSource::BrokerDefault,
                 read_only: false,
                 config_type: def.kind.kafka_type(),
-                doc: def.doc,
+                doc: topic_config::documentation(def),
             })
         })
         .collect()

@@ -15,7 +15,7 @@ use weir_metadata::ConfigChange;
 
 use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::error::ApiError;
-use crate::topic_config::{self, ConfigDef, ConfigKind};
+use crate::topic_config::{self, ConfigDef, ConfigKind, list_items};
 use crate::topics::validate_topic_name;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -117,7 +117,12 @@ fn change(
         OP_SET => Ok(ConfigChange::Set(key.clone(), value()?)),
         OP_DELETE => Ok(ConfigChange::Delete(key)),
         op @ (OP_APPEND | OP_SUBTRACT) => {
-            let def = def.filter(|d| matches!(d.kind, ConfigKind::List { .. }));
+            let def = def.filter(|d| {
+                matches!(
+                    d.kind,
+                    ConfigKind::List { .. } | ConfigKind::ThrottledReplicas
+                )
+            });
             let Some(def) = def else {
                 return Err(ApiError::new(
                     ResponseError::InvalidConfig,
@@ -148,13 +153,6 @@ fn change(
             "unknown config operation {other} for '{key}'"
         ))),
     }
-}
-
-fn list_items(value: &str) -> impl Iterator<Item = &str> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
 }
 
 #[cfg(test)]
@@ -281,6 +279,43 @@ mod tests {
             resp.responses[0].error_code,
             ResponseError::InvalidRequest.code()
         );
+    }
+
+    #[tokio::test]
+    async fn cleanup_policy_can_be_emptied_by_subtract_or_set_and_then_neither_deletes_nor_compacts()
+     {
+        let t = testing::broker();
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        t.broker.create_topic("bare", 1, 1, configs, false).unwrap();
+        t.broker
+            .create_topic("bare2", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let req = request(vec![
+            resource(
+                RESOURCE_TOPIC,
+                "bare",
+                vec![op("cleanup.policy", OP_SUBTRACT, Some("compact"))],
+            ),
+            resource(
+                RESOURCE_TOPIC,
+                "bare2",
+                vec![op("cleanup.policy", OP_SET, Some(""))],
+            ),
+        ]);
+        let resp = call(&t.broker, 1, req).await;
+        for r in &resp.responses {
+            assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        }
+        for topic in ["bare", "bare2"] {
+            assert_eq!(
+                topic_config(&t, topic, "cleanup.policy").as_deref(),
+                Some("")
+            );
+            let config = t.broker.partition(topic, 0).unwrap().config();
+            assert!(!config.compact, "{topic}");
+            assert_eq!(config.retention_ms, None, "{topic}: no time retention");
+            assert_eq!(config.retention_bytes, None, "{topic}: no size retention");
+        }
     }
 
     #[tokio::test]

@@ -14,13 +14,16 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use weir_storage::{AppendError, DurableWait, Partition, StorageError};
 
 use crate::error::ApiError;
-use crate::topics::TopicState;
+use crate::record_keys;
+use crate::topics::{TopicState, internal_topic_refused, is_internal};
 use kafka_protocol::messages::ResponseKind;
 
 use crate::{Broker, HandlerError, Reply, RequestContext};
@@ -82,7 +85,7 @@ impl Appended {
                     .get_mut(topic)
                     .and_then(|t| t.partition_responses.get_mut(partition))
                 {
-                    *slot = failed(slot.index, &ApiError::from(err));
+                    *slot = failed(slot.index, &ApiError::from(err).into());
                 }
             }
         }
@@ -111,19 +114,29 @@ fn append(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Option<
     for topic in req.topic_data {
         let state = match &acks_error {
             Some(err) => Err(err.clone()),
-            None if by_id => broker.topic_by_id(topic.topic_id).ok_or_else(|| {
-                ApiError::new(
-                    ResponseError::UnknownTopicId,
-                    format!("no topic has id {}", topic.topic_id),
-                )
-            }),
+            None if by_id => broker
+                .topic_by_id(topic.topic_id)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ResponseError::UnknownTopicId,
+                        format!("no topic has id {}", topic.topic_id),
+                    )
+                })
+                .and_then(|state| match is_internal(&state.meta.name) {
+                    true => Err(internal_topic_refused("append to", &state.meta.name)),
+                    false => Ok(state),
+                }),
+            // Checked before the lookup, so an internal name is never auto-created.
+            None if is_internal(&topic.name) => {
+                Err(internal_topic_refused("append to", &topic.name))
+            }
             None => broker.topic_or_auto_create(&topic.name),
         };
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let checked = state
                 .as_ref()
-                .map_err(Clone::clone)
+                .map_err(|err| Refused::from(err.clone()))
                 .and_then(|state| check(state, data.index, data.records));
             match checked {
                 Ok(item) => {
@@ -165,7 +178,7 @@ fn append(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Option<
                 if let AppendError::Storage(storage) = &err {
                     report_storage_failure(storage);
                 }
-                *slot = failed(slot.index, &ApiError::from(err));
+                *slot = failed(slot.index, &ApiError::from(err).into());
             }
         }
     }
@@ -176,12 +189,34 @@ fn append(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Option<
     Some(Appended { topics, waits })
 }
 
+/// Most per-record errors one partition's answer lists (KIP-467). Kafka
+/// lists every one; each costs the broker a message, so past this many the
+/// answer's error message still gives the total.
+const RECORD_ERRORS_MAX: usize = 1_000;
+
+/// Why a partition's records were refused: the error, and for
+/// INVALID_RECORD the records at fault (Produce v8+ `record_errors`).
+#[derive(Debug)]
+struct Refused {
+    error: ApiError,
+    record_errors: Vec<BatchIndexAndErrorMessage>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
 /// The partition and payload to append, after the checks the log does not make.
 fn check(
     state: &Arc<TopicState>,
     index: i32,
     records: Option<Bytes>,
-) -> Result<(Partition, Bytes), ApiError> {
+) -> Result<(Partition, Bytes), Refused> {
     let partition = usize::try_from(index)
         .ok()
         .and_then(|i| state.partitions.get(i))
@@ -193,12 +228,53 @@ fn check(
         return Err(ApiError::new(
             ResponseError::InvalidTxnState,
             "transactional produce is not supported by this broker yet",
-        ));
+        )
+        .into());
+    }
+    if partition.config().compact {
+        check_keys(&state.meta.name, index, &records)?;
     }
     Ok((partition.clone(), records))
 }
 
-fn failed(index: i32, err: &ApiError) -> PartitionProduceResponse {
+/// A compacted topic keeps the newest value per key, so a record without a
+/// key could never be compacted: Kafka refuses the whole batch with
+/// INVALID_RECORD and names each such record.
+fn check_keys(topic: &str, partition: i32, records: &[u8]) -> Result<(), Refused> {
+    let invalid = |message: String| ApiError::new(ResponseError::InvalidRecord, message);
+    let positions = record_keys::null_key_positions(records).map_err(|err| {
+        invalid(format!(
+            "cannot check the record keys of {topic}-{partition}: {err}"
+        ))
+    })?;
+    let Some(&first) = positions.first() else {
+        return Ok(());
+    };
+    let why = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+    );
+    let record_errors = positions
+        .iter()
+        .take(RECORD_ERRORS_MAX)
+        .map(|&batch_index| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(batch_index)
+                .with_batch_index_error_message(Some(StrBytes::from_string(why.clone())))
+        })
+        .collect();
+    let error = invalid(format!(
+        "One or more records have been rejected due to {} record errors in total; \
+         the first is record {first}: {why}",
+        positions.len()
+    ));
+    Err(Refused {
+        error,
+        record_errors,
+    })
+}
+
+fn failed(index: i32, refused: &Refused) -> PartitionProduceResponse {
+    let err = &refused.error;
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(err.code())
@@ -206,6 +282,7 @@ fn failed(index: i32, err: &ApiError) -> PartitionProduceResponse {
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
         .with_error_message(Some(StrBytes::from_string(err.message.clone())))
+        .with_record_errors(refused.record_errors.clone())
 }
 
 /// Whether any batch in a produce payload is marked transactional. A payload
