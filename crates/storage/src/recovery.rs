@@ -4,8 +4,8 @@
 //! CRC32C, cutting a torn or corrupt tail, and re-indexing what is valid.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::OpenOptions;
 use std::fs::File;
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
