@@ -498,6 +498,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         segment_ms: settings.segment_ms,
         ..LogConfig::default()
     };
+    let metadata_existed = LocalMetadataStore::exists(&settings.data_dir);
     let (log, recovery) = CommitLog::open(&settings.data_dir, log_config, clock.clone())
         .with_context(|| {
             format!(
@@ -513,6 +514,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         elapsed_ms = recovery.elapsed_ms,
         "opened commit log"
     );
+    let partitions = log.partitions().len();
+    if partitions > 0 && !metadata_existed {
+        anyhow::bail!(
+            "the commit log in {} holds {partitions} partitions but the topic metadata \
+             ({}/meta) is missing; refusing to start, because a fresh metadata store would \
+             remove those partitions as unreferenced. Restore the meta folder from a backup, \
+             or move the data folder aside to start empty",
+            settings.data_dir.display(),
+            settings.data_dir.display()
+        );
+    }
     let metadata = Arc::new(
         LocalMetadataStore::open(&settings.data_dir)
             .with_context(|| format!("cannot open metadata in {}", settings.data_dir.display()))?,

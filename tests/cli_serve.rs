@@ -232,3 +232,48 @@ fn the_shipped_example_config_starts_a_broker_as_it_is() -> anyhow::Result<()> {
     assert_eq!(all_values(&broker, "t")?, ["x"]);
     Ok(())
 }
+
+#[test]
+fn a_data_dir_whose_metadata_is_gone_is_refused_and_its_partitions_kept() -> anyhow::Result<()> {
+    let mut broker = Broker::start(&[])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "2"], b"")?;
+    weir_ok(&broker, &["produce", "t"], lines(0..20).as_bytes())?;
+    broker.stop()?;
+    let data_dir = broker.data_dir();
+    let index_files = |dir: &Path| -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(dir.join("index"))?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+            .count())
+    };
+    let before = index_files(&data_dir)?;
+    assert!(
+        before >= 2,
+        "expected the topic's index files, found {before}"
+    );
+    std::fs::rename(data_dir.join("meta"), data_dir.join("meta.aside"))?;
+
+    let refused = serve_expecting_exit(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path_str(&data_dir)?,
+        ],
+        &[],
+    )?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("topic metadata"), "{stderr}");
+    assert_eq!(index_files(&data_dir)?, before, "partitions were removed");
+
+    // With the metadata back, every record is there.
+    std::fs::rename(data_dir.join("meta.aside"), data_dir.join("meta"))?;
+    broker.restart()?;
+    let mut values = all_values(&broker, "t")?;
+    values.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(values, expected);
+    Ok(())
+}

@@ -294,6 +294,17 @@ pub struct LocalMetadataStore {
 }
 
 impl LocalMetadataStore {
+    /// Whether `dir` (a broker's data dir) holds a store: a snapshot, a
+    /// record log, or the document of earlier versions. A broker whose
+    /// commit log holds partitions but whose store is gone must not start
+    /// with a fresh one: it would remove every partition as unreferenced.
+    pub fn exists(dir: &Path) -> bool {
+        let meta_dir = dir.join(META_DIR);
+        [SNAPSHOT_FILE, LOG_FILE, DOCUMENT_FILE]
+            .iter()
+            .any(|name| meta_dir.join(name).exists())
+    }
+
     /// Open the store under `dir` (the broker's data dir), creating a fresh
     /// one with a new cluster id if none exists.
     pub fn open(dir: &Path) -> Result<Self, MetadataError> {
