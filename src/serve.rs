@@ -110,7 +110,7 @@ pub struct ServeArgs {
 
     /// A broker config by its Kafka name, e.g. log.retention.ms=3600000.
     /// Repeatable; wins over the config file's [broker] table.
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::cli::parse_key_value)]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = weir_cli::parse_key_value)]
     set: Vec<(String, String)>,
 }
 
@@ -466,7 +466,7 @@ fn raise_open_files_limit() {
 
 /// Run the broker until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(args).map_err(|err| crate::cli::usage(format!("{err:#}")))?;
+    let settings = Settings::resolve(args).map_err(|err| weir_cli::usage(format!("{err:#}")))?;
     init_logging(&settings.log_level)?;
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -340,7 +340,7 @@ fn join_with_id(
     if first.error_code != code::MEMBER_ID_REQUIRED {
         return Ok(first);
     }
-    raw.call(&request.with_member_id(first.member_id), 5)
+    Ok(raw.call(&request.with_member_id(first.member_id), 5)?)
 }
 
 fn group_id(s: &str) -> GroupId {

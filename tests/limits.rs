@@ -166,7 +166,7 @@ fn served_before_timeout(bootstrap: &str) -> anyhow::Result<()> {
         match answered {
             Ok(_) => return Ok(()),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(err) => return Err(err.context("no connection served")),
+            Err(err) => return Err(anyhow::Error::new(err).context("no connection served")),
         }
     }
 }

@@ -1,7 +1,7 @@
-//! `weir bench`: load generators that measure any Kafka-compatible broker
-//! through librdkafka.
+//! weir-bench: `weir bench`, load generators that measure any
+//! Kafka-compatible broker through librdkafka.
 //!
-//! This module owns the command line of the modes (`produce`, `consume`,
+//! This crate owns the command line of the modes (`produce`, `consume`,
 //! `e2e`, `group-join`, `commit`, and `limits`, which measures the machine
 //! rather than a broker); the client set-up, the workers and the report live
 //! in the submodules. The figures in docs/benchmarks.md come from here, so the

@@ -16,8 +16,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 
-use super::kafka::Client;
-
 /// The longest line read as one record; a longer one fails that record.
 /// Kafka's default `message.max.bytes` is about 1 MiB, so longer ones would
 /// be refused by the broker anyway.
@@ -149,13 +147,13 @@ pub fn run(brokers: &str, args: ProduceArgs) -> anyhow::Result<()> {
         None => Box::new(BufReader::new(std::io::stdin())),
     };
     // Fails fast, with exit code 3, when no broker answers.
-    let mut client = Client::connect(brokers)?;
+    let mut client = super::connect(brokers)?;
     let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)))?;
     if let Some(topic) = metadata.topics.first() {
         // A missing topic is left to the broker: it may auto-create it.
         let code = topic.error_code;
         if code != 0 && code != 3 {
-            super::kafka::check(code, || format!("topic {}", args.topic))?;
+            weir_client::check(code, || format!("topic {}", args.topic))?;
         }
     }
 

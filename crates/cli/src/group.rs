@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Decodable as _;
 use serde_json::json;
 
-use super::kafka::{self, Client, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Led};
+use weir_client::{Client, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Led};
 
 /// The most `--topic` flags one reset takes.
 const TOPICS_MAX: usize = 1_000;
@@ -133,7 +133,7 @@ pub struct ResetArgs {
 
 /// Runs a `weir group` command against `brokers`.
 pub fn run(brokers: &str, args: GroupArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(brokers)?;
+    let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
         GroupCommand::List => list(&mut client, json),
@@ -155,7 +155,7 @@ fn non_empty(text: &str) -> Option<&str> {
 }
 
 fn group_id(group: &str) -> GroupId {
-    GroupId(kafka::str_bytes(group))
+    GroupId(weir_client::str_bytes(group))
 }
 
 fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
@@ -165,7 +165,7 @@ fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
     for broker in &metadata.brokers {
         // v4 is the newest without the group type filter.
         let response = client.send_to(broker.node_id.0, &ListGroupsRequest::default(), 4)?;
-        kafka::check(response.error_code, || {
+        weir_client::check(response.error_code, || {
             format!("ListGroups at broker {}", broker.node_id.0)
         })?;
         for group in response.groups {
@@ -274,7 +274,7 @@ fn describe_consumer_group(
     if described.error_code == GROUP_ID_NOT_FOUND {
         return Ok(None);
     }
-    kafka::check_message(
+    weir_client::check_message(
         described.error_code,
         described.error_message.as_ref(),
         || format!("group {group}"),
@@ -324,7 +324,7 @@ fn describe_classic_group(
     if described.error_code == GROUP_ID_NOT_FOUND || described.group_state.as_str() == "Dead" {
         return Ok(None);
     }
-    kafka::check_message(
+    weir_client::check_message(
         described.error_code,
         described.error_message.as_ref(),
         || format!("group {group}"),
@@ -368,14 +368,14 @@ fn committed(
                 .iter()
                 .map(|(name, indexes)| {
                     OffsetFetchRequestTopic::default()
-                        .with_name(TopicName(kafka::str_bytes(name)))
+                        .with_name(TopicName(weir_client::str_bytes(name)))
                         .with_partition_indexes(indexes.clone())
                 })
                 .collect()
         }));
     // v7 is the newest with one group per request.
     let response = client.send_to(coordinator, &request, 7)?;
-    kafka::check(response.error_code, || {
+    weir_client::check(response.error_code, || {
         format!("committed offsets of group {group}")
     })?;
     let mut offsets = BTreeMap::new();
@@ -383,7 +383,7 @@ fn committed(
         let name = topic.name.0.as_str().to_owned();
         for partition in topic.partitions {
             let index = partition.partition_index;
-            kafka::check(partition.error_code, || {
+            weir_client::check(partition.error_code, || {
                 format!("committed offset of group {group} on {name}/{index}")
             })?;
             if partition.committed_offset >= 0 {
@@ -407,7 +407,7 @@ fn partitions_of(client: &mut Client, topics: &[String]) -> anyhow::Result<Vec<L
             .as_ref()
             .map(|n| n.0.as_str().to_owned())
             .unwrap_or_default();
-        kafka::check(topic.error_code, || format!("topic {name}"))?;
+        weir_client::check(topic.error_code, || format!("topic {name}"))?;
         for p in &topic.partitions {
             if p.leader_id.0 < 0 {
                 bail!("partition {name}/{} has no leader", p.partition_index);
@@ -736,7 +736,7 @@ fn commit(
                 .into_iter()
                 .map(|(name, partitions)| {
                     OffsetCommitRequestTopic::default()
-                        .with_name(TopicName(kafka::str_bytes(name)))
+                        .with_name(TopicName(weir_client::str_bytes(name)))
                         .with_partitions(partitions)
                 })
                 .collect(),
@@ -744,7 +744,7 @@ fn commit(
     let response = client.send_to(coordinator, &request, 9)?;
     for topic in &response.topics {
         for partition in &topic.partitions {
-            kafka::check(partition.error_code, || {
+            weir_client::check(partition.error_code, || {
                 format!(
                     "cannot commit group {group}'s offset on {}/{}",
                     topic.name.0.as_str(),
@@ -761,7 +761,7 @@ fn delete(client: &mut Client, group: &str, json: bool) -> anyhow::Result<()> {
     let request = DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]);
     let response = client.send_to(coordinator, &request, 2)?;
     for result in &response.results {
-        kafka::check(result.error_code, || {
+        weir_client::check(result.error_code, || {
             format!("cannot delete group {}", result.group_id.0.as_str())
         })?;
     }

@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 };
 use serde_json::json;
 
-use super::kafka::{self, Client, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Led};
+use weir_client::{Client, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Led};
 
 /// The most partitions `--partitions` and `--total` may ask for.
 const PARTITIONS_MAX: i64 = 100_000;
@@ -159,7 +159,7 @@ pub struct AlterConfigArgs {
 /// Runs a `weir topic` command against `brokers`.
 pub fn run(brokers: &str, args: TopicArgs) -> anyhow::Result<()> {
     // Connecting first fails fast, with exit code 3, when no broker answers.
-    let mut client = Client::connect(brokers)?;
+    let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
         TopicCommand::Create(args) => create(&mut client, args, json),
@@ -190,7 +190,7 @@ fn create(client: &mut Client, args: CreateArgs, json: bool) -> anyhow::Result<(
         None => -1,
     };
     let topic = CreatableTopic::default()
-        .with_name(TopicName(kafka::str_bytes(&args.topic)))
+        .with_name(TopicName(weir_client::str_bytes(&args.topic)))
         .with_num_partitions(args.partitions.unwrap_or(-1))
         .with_replication_factor(replication_factor)
         .with_configs(
@@ -198,8 +198,8 @@ fn create(client: &mut Client, args: CreateArgs, json: bool) -> anyhow::Result<(
                 .iter()
                 .map(|(key, value)| {
                     CreatableTopicConfig::default()
-                        .with_name(kafka::str_bytes(key))
-                        .with_value(Some(kafka::str_bytes(value)))
+                        .with_name(weir_client::str_bytes(key))
+                        .with_value(Some(weir_client::str_bytes(value)))
                 })
                 .collect(),
         );
@@ -209,7 +209,7 @@ fn create(client: &mut Client, args: CreateArgs, json: bool) -> anyhow::Result<(
     // v7 is the newest; every request field is set above.
     let response = client.send_to_controller(&request, 7)?;
     for result in &response.topics {
-        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
             format!("cannot create topic {}", result.name.0.as_str())
         })?;
     }
@@ -256,7 +256,7 @@ fn describe(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> 
     let Some(found) = metadata.topics.first() else {
         bail!("the broker returned no metadata for topic {topic}");
     };
-    kafka::check(found.error_code, || format!("topic {topic}"))?;
+    weir_client::check(found.error_code, || format!("topic {topic}"))?;
     let mut partitions = found.partitions.clone();
     partitions.sort_by_key(|p| p.partition_index);
     let led: Vec<Led> = partitions
@@ -374,14 +374,14 @@ fn describe_configs(client: &mut Client, topic: &str) -> anyhow::Result<BTreeMap
     let request = DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TYPE_TOPIC)
-            .with_resource_name(kafka::str_bytes(topic))
+            .with_resource_name(weir_client::str_bytes(topic))
             .with_configuration_keys(None),
     ]);
     // v4 is the newest; its request fields are all set above.
     let response = client.send(&request, 4)?;
     let mut configs = BTreeMap::new();
     for result in response.results {
-        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
             format!("cannot describe the configs of topic {topic}")
         })?;
         for entry in result.configs {
@@ -404,12 +404,12 @@ fn describe_configs(client: &mut Client, topic: &str) -> anyhow::Result<BTreeMap
 
 fn delete(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> {
     let request = DeleteTopicsRequest::default()
-        .with_topic_names(vec![TopicName(kafka::str_bytes(topic))])
+        .with_topic_names(vec![TopicName(weir_client::str_bytes(topic))])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
     // v5 is the newest that names topics in `topic_names`.
     let response = client.send_to_controller(&request, 5)?;
     for result in &response.responses {
-        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
             format!(
                 "cannot delete topic {}",
                 result.name.as_ref().map_or(topic, |n| n.0.as_str())
@@ -435,26 +435,26 @@ fn alter_config(client: &mut Client, args: AlterConfigArgs, json: bool) -> anyho
         .iter()
         .map(|(key, value)| {
             AlterableConfig::default()
-                .with_name(kafka::str_bytes(key))
+                .with_name(weir_client::str_bytes(key))
                 .with_config_operation(OP_SET)
-                .with_value(Some(kafka::str_bytes(value)))
+                .with_value(Some(weir_client::str_bytes(value)))
         })
         .collect();
     changes.extend(args.delete_config.iter().map(|key| {
         AlterableConfig::default()
-            .with_name(kafka::str_bytes(key))
+            .with_name(weir_client::str_bytes(key))
             .with_config_operation(OP_DELETE)
             .with_value(None)
     }));
     let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
             .with_resource_type(RESOURCE_TYPE_TOPIC)
-            .with_resource_name(kafka::str_bytes(&args.topic))
+            .with_resource_name(weir_client::str_bytes(&args.topic))
             .with_configs(changes),
     ]);
     let response = client.send(&request, 1)?;
     for result in &response.responses {
-        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
             format!(
                 "cannot alter the configs of topic {}",
                 result.resource_name.as_str()
@@ -482,7 +482,7 @@ fn add_partitions(client: &mut Client, topic: &str, total: i32, json: bool) -> a
     let request = CreatePartitionsRequest::default()
         .with_topics(vec![
             CreatePartitionsTopic::default()
-                .with_name(TopicName(kafka::str_bytes(topic)))
+                .with_name(TopicName(weir_client::str_bytes(topic)))
                 .with_count(total)
                 .with_assignments(None),
         ])
@@ -490,7 +490,7 @@ fn add_partitions(client: &mut Client, topic: &str, total: i32, json: bool) -> a
     // v3 is the newest; its request fields are all set above.
     let response = client.send_to_controller(&request, 3)?;
     for result in &response.results {
-        kafka::check_message(result.error_code, result.error_message.as_ref(), || {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
             format!(
                 "cannot grow topic {} to {total} partitions",
                 result.name.0.as_str()

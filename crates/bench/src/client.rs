@@ -195,7 +195,7 @@ fn connect(common: &CommonArgs) -> anyhow::Result<BaseProducer<ProbeContext>> {
                         .ok()
                         .and_then(|cause| cause.clone())
                         .unwrap_or_else(|| err.to_string());
-                    return Err(crate::cli::Unreachable {
+                    return Err(weir_client::Error::Unreachable {
                         brokers: common.brokers.clone(),
                         cause,
                     }

@@ -17,7 +17,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Printed;
-use super::kafka::{self, Client, Led};
+use weir_client::{Client, Led};
 
 /// How long `--group` waits for the group to assign partitions before
 /// giving up (without `--follow`).
@@ -98,12 +98,12 @@ enum Format {
 
 /// Runs `weir consume` against `brokers`.
 pub fn run(brokers: &str, args: ConsumeArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(brokers)?;
+    let mut client = super::connect(brokers)?;
     let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)))?;
     let Some(topic) = metadata.topics.first() else {
         bail!("the broker returned no metadata for topic {}", args.topic);
     };
-    kafka::check(topic.error_code, || format!("topic {}", args.topic))?;
+    weir_client::check(topic.error_code, || format!("topic {}", args.topic))?;
 
     let mut config = super::rdkafka_config(brokers);
     config

@@ -1,18 +1,21 @@
-//! The `weir` commands for people and scripts that talk to any
+//! weir-cli: the `weir` commands for people and scripts that talk to any
 //! Kafka-compatible broker: `topic`, `produce`, `consume`, `cluster` and
 //! `group`.
 //!
-//! This module owns what they share: the exit codes, the errors that mean
-//! "no broker answered" and "the command line is wrong", the parsers of
-//! their common argument forms (`k=v`, non-empty text, RFC 3339 instants),
-//! the librdkafka configuration, and the JSON spelling of bytes. Each command family lives
-//! in its own submodule; `kafka` is the small wire client for the requests
-//! librdkafka cannot send.
+//! This crate owns what they share: the exit codes, the error that means
+//! "the command line is wrong" (weir-client's `Error::Unreachable` means
+//! "no broker answered"), the parsers of their common argument forms (`k=v`,
+//! non-empty text, RFC 3339 instants), the librdkafka configuration, and the
+//! JSON spelling of bytes. Each command family lives in its own module; the
+//! requests whose answers must be shown in full go through weir-client.
+//! `produce` and `consume` run on librdkafka and exist only with the
+//! `rdkafka` feature.
 
 pub mod cluster;
+#[cfg(feature = "rdkafka")]
 pub mod consume;
 pub mod group;
-mod kafka;
+#[cfg(feature = "rdkafka")]
 pub mod produce;
 pub mod topic;
 
@@ -20,7 +23,9 @@ use std::fmt;
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context as _;
+#[cfg(feature = "rdkafka")]
 use rdkafka::ClientConfig;
+use weir_client::Client;
 
 /// Where the commands look for a broker when neither `--brokers` nor
 /// `WEIR_BROKERS` says otherwise.
@@ -44,28 +49,6 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code when no broker answered.
 const EXIT_UNREACHABLE: u8 = 3;
 
-/// No broker in `--brokers` could be reached: the command did nothing.
-/// `main` turns it into exit code 3, whatever context was added on the way.
-#[derive(Debug)]
-pub struct Unreachable {
-    /// The `--brokers` value.
-    pub brokers: String,
-    /// Why the last address failed (refused, timed out, no ApiVersions answer).
-    pub cause: String,
-}
-
-impl fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot reach any broker at {}: {} (is `weir serve` running there? set --brokers or WEIR_BROKERS)",
-            self.brokers, self.cause
-        )
-    }
-}
-
-impl std::error::Error for Unreachable {}
-
 /// A command line that cannot be run as written: a value no parser could
 /// check alone, or flags that do not go together. `main` turns it into exit
 /// code 2, as clap does for the errors it finds itself.
@@ -87,7 +70,12 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// The process exit code for an error returned by any command.
 pub fn exit_code(err: &anyhow::Error) -> std::process::ExitCode {
-    let code = if err.chain().any(|cause| cause.is::<Unreachable>()) {
+    let unreachable = |cause: &(dyn std::error::Error + 'static)| {
+        cause
+            .downcast_ref::<weir_client::Error>()
+            .is_some_and(weir_client::Error::is_unreachable)
+    };
+    let code = if err.chain().any(unreachable) {
         EXIT_UNREACHABLE
     } else if err.chain().any(|cause| cause.is::<Usage>()) {
         EXIT_USAGE
@@ -97,14 +85,24 @@ pub fn exit_code(err: &anyhow::Error) -> std::process::ExitCode {
     std::process::ExitCode::from(code)
 }
 
+/// The client id the commands send.
+const CLIENT_ID: &str = "weir-cli";
+
+/// Connects to the first broker of `brokers` that answers; when none does,
+/// the error is weir-client's `Error::Unreachable` (exit code 3).
+fn connect(brokers: &str) -> Result<Client, weir_client::Error> {
+    Client::connect(brokers, &weir_client::Config::new(CLIENT_ID))
+}
+
 /// The librdkafka settings every CLI client shares. librdkafka's own logs
 /// go through the `log` crate, which the binary leaves unset: the commands
 /// report errors themselves, once, instead of librdkafka's reconnect chatter.
+#[cfg(feature = "rdkafka")]
 fn rdkafka_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
-        .set("client.id", "weir-cli")
+        .set("client.id", CLIENT_ID)
         .set("socket.connection.setup.timeout.ms", "10000")
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "1000");
@@ -112,6 +110,7 @@ fn rdkafka_config(brokers: &str) -> ClientConfig {
 }
 
 /// A single-threaded runtime for librdkafka's admin futures.
+#[cfg(feature = "rdkafka")]
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

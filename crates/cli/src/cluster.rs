@@ -6,8 +6,6 @@ use clap::{Args, Subcommand};
 use kafka_protocol::messages::DescribeClusterRequest;
 use serde_json::json;
 
-use super::kafka::{self, Client};
-
 /// `weir cluster`.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -49,7 +47,7 @@ pub fn run(brokers: &str, args: ClusterArgs) -> anyhow::Result<()> {
 }
 
 fn status(brokers: &str, json: bool) -> anyhow::Result<()> {
-    let mut client = Client::connect(brokers)?;
+    let mut client = super::connect(brokers)?;
     let metadata = client.metadata(None)?;
     let mut cluster_id = metadata
         .cluster_id
@@ -72,7 +70,7 @@ fn status(brokers: &str, json: bool) -> anyhow::Result<()> {
         &DescribeClusterRequest::default().with_include_fenced_brokers(false),
         0,
     ) {
-        kafka::check_message(
+        weir_client::check_message(
             described.error_code,
             described.error_message.as_ref(),
             || "DescribeCluster".to_owned(),
