@@ -9,8 +9,9 @@
 //!
 //! Records are appended under the shard lock, so the log holds a shard's
 //! changes in the order they were made; nothing waits for an fsync with the
-//! lock held. OffsetCommit follows append, wait until durable, apply to
-//! memory, answer: OffsetFetch never returns an offset a crash could lose.
+//! lock held. OffsetCommit, DeleteGroups and OffsetDelete follow append,
+//! wait until durable, apply to memory, answer: OffsetFetch and ListGroups
+//! never show a change a crash could undo.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -420,45 +421,73 @@ impl Shard {
         self.lock().groups.list()
     }
 
+    /// DeleteGroups of one group: append the tombstones, wait until they
+    /// are durable, then forget the group.
     pub(crate) async fn delete(self: &Arc<Self>, group_id: &str) -> Option<ResponseError> {
-        let (error, waits) = match self.with_groups(group_id, |inner, _, _, fx| {
-            inner.groups.delete(group_id, fx)
-        }) {
-            Ok(done) => done,
-            Err(error) => return Some(error),
-        };
-        if error.is_some() {
-            return error;
-        }
-        let Ok(waits) = waits else {
-            return Some(ResponseError::NotCoordinator);
-        };
-        for wait in waits {
-            if wait.wait().await.is_err() {
-                return Some(ResponseError::NotCoordinator);
-            }
-        }
-        None
+        self.delete_durably(group_id, |groups, fx| {
+            groups.delete(group_id, fx).map(|pending| ((), pending))
+        })
+        .await
+        .err()
     }
 
+    /// OffsetDelete: append the tombstones, wait until they are durable,
+    /// then forget the offsets.
     pub(crate) async fn delete_offsets(
         self: &Arc<Self>,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        let (results, waits) = self.with_groups(group_id, |inner, _, _, fx| {
-            inner
-                .groups
-                .delete_offsets(group_id, partitions, super::subscribes_to, fx)
-        })?;
-        let results = results?;
-        let waits = waits.map_err(|_| ResponseError::NotCoordinator)?;
+        self.delete_durably(group_id, |groups, fx| {
+            groups.delete_offsets(group_id, partitions, super::subscribes_to, fx)
+        })
+        .await
+    }
+
+    /// A deletion in the order commits follow: append, wait until durable,
+    /// apply to memory, answer. A failed append or fsync answers
+    /// NOT_COORDINATOR, as for commits, and memory keeps what it had.
+    async fn delete_durably<T>(
+        self: &Arc<Self>,
+        group_id: &str,
+        plan: impl FnOnce(
+            &mut state::Groups,
+            &mut Effects,
+        ) -> Result<(T, state::PendingDelete), ResponseError>,
+    ) -> Result<T, ResponseError> {
+        self.ensure_driver();
+        let (out, pending, waits) = {
+            let mut inner = self.lock();
+            if inner.partition.is_none() {
+                return Err(ResponseError::NotCoordinator);
+            }
+            let mut fx = Effects::default();
+            let (out, pending) = plan(&mut inner.groups, &mut fx)?;
+            let waits = self.carry_out(&mut inner, group_id, fx).map_err(|err| {
+                tracing::error!(group = %group_id, error = %err, "cannot store group deletion");
+                ResponseError::NotCoordinator
+            })?;
+            // Registered under the lock that appended the tombstones, so a
+            // commit appended after them wins and one appended before loses.
+            inner.groups.begin_delete(&pending);
+            (out, pending, waits)
+        };
+        // The lock is not held here: other groups go on while this waits.
         for wait in waits {
-            wait.wait()
-                .await
-                .map_err(|_| ResponseError::NotCoordinator)?;
+            if let Err(err) = wait.wait().await {
+                tracing::error!(group = %group_id, error = %err, "group deletion is not durable");
+                self.lock().groups.abandon_delete(&pending);
+                return Err(ResponseError::NotCoordinator);
+            }
         }
-        Ok(results)
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        inner.groups.apply_delete(pending, now_ms);
+        let due = inner.groups.next_deadline_ms(group_id, &self.config);
+        if inner.deadlines.set(group_id, due) {
+            self.wake.notify_one();
+        }
+        Ok(out)
     }
 
     /// Answer parked requests, append the records (under the lock, so the

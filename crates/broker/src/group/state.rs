@@ -29,10 +29,13 @@ pub(crate) struct Group {
     /// The consumer group as last written, to write only changes.
     pub(super) consumer_stored: Option<ConsumerGroupValue>,
     pub offsets: BTreeMap<(String, i32), Committed>,
-    /// Commits appended but not yet durable: the sequence of the newest per
-    /// partition. A commit is applied once durable only if it is still the
-    /// newest, so memory ends with the value the log ends with.
+    /// Commits and offset deletions appended but not yet durable: the
+    /// sequence of the newest per partition. Each is applied once durable
+    /// only if it is still the newest, so memory ends with the value the log
+    /// ends with.
     offsets_pending: HashMap<(String, i32), u64>,
+    /// The sequence of a DeleteGroups whose tombstones are not yet durable.
+    deleting: Option<u64>,
 }
 
 impl Group {
@@ -43,6 +46,7 @@ impl Group {
             consumer_stored: None,
             offsets: BTreeMap::new(),
             offsets_pending: HashMap::new(),
+            deleting: None,
         }
     }
 
@@ -174,11 +178,24 @@ pub(crate) struct PendingCommit {
     values: Vec<((String, i32), OffsetValue)>,
 }
 
+/// Tombstones of a DeleteGroups or an OffsetDelete appended to the log: they
+/// are applied to memory once durable ([`Groups::apply_delete`]), so
+/// OffsetFetch and ListGroups never miss what a crash would bring back.
+#[derive(Debug)]
+pub(crate) struct PendingDelete {
+    group: String,
+    sequence: u64,
+    /// The committed offsets it deletes.
+    keys: Vec<(String, i32)>,
+    /// Whether it deletes the group itself (DeleteGroups).
+    whole_group: bool,
+}
+
 /// All groups.
 #[derive(Debug, Default)]
 pub(crate) struct Groups {
     groups: HashMap<String, Group>,
-    /// Numbers each OffsetCommit (see `Group::offsets_pending`).
+    /// Numbers each OffsetCommit and deletion (see `Group::offsets_pending`).
     commit_sequence: u64,
 }
 
@@ -549,15 +566,32 @@ impl Groups {
         ids.into_iter().filter_map(|id| self.describe(id)).collect()
     }
 
-    /// Delete an empty group and its offsets.
-    pub(crate) fn delete(&mut self, group_id: &str, fx: &mut Effects) -> Option<ResponseError> {
+    /// Push the tombstones of an empty group and its offsets (DeleteGroups).
+    /// Memory is unchanged: once the tombstones are appended the caller
+    /// registers the deletion ([`Groups::begin_delete`]) and applies it once
+    /// durable ([`Groups::apply_delete`]).
+    pub(crate) fn delete(
+        &mut self,
+        group_id: &str,
+        fx: &mut Effects,
+    ) -> Result<PendingDelete, ResponseError> {
         let Some(g) = self.groups.get(group_id) else {
-            return Some(ResponseError::GroupIdNotFound);
+            return Err(ResponseError::GroupIdNotFound);
         };
         if !g.is_empty() {
-            return Some(ResponseError::NonEmptyGroup);
+            return Err(ResponseError::NonEmptyGroup);
         }
-        for (topic, partition) in g.offsets.keys() {
+        // Commits still on their way are deleted too: the log holds them
+        // before these tombstones.
+        let mut keys: Vec<(String, i32)> = g
+            .offsets
+            .keys()
+            .chain(g.offsets_pending.keys())
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for (topic, partition) in &keys {
             fx.records.push((
                 Key::Offset {
                     group: group_id.to_string(),
@@ -581,26 +615,33 @@ impl Groups {
             },
             None,
         ));
-        self.groups.remove(group_id);
-        None
+        self.commit_sequence += 1;
+        Ok(PendingDelete {
+            group: group_id.to_string(),
+            sequence: self.commit_sequence,
+            keys,
+            whole_group: true,
+        })
     }
 
-    /// Delete committed offsets of a group (OffsetDelete). `subscribed`
-    /// says whether an active member still consumes a topic; those offsets
-    /// stay. Returns one error per partition.
+    /// Push the tombstones of committed offsets of a group (OffsetDelete).
+    /// `subscribed` says whether an active member still consumes a topic;
+    /// those offsets stay. Returns one error per partition, and the deletion
+    /// to register once appended, as for [`Groups::delete`].
     pub(crate) fn delete_offsets(
         &mut self,
         group_id: &str,
         partitions: &[(String, i32)],
         subscribed: impl Fn(&ClassicGroup, &str) -> bool,
         fx: &mut Effects,
-    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+    ) -> Result<(Vec<Option<ResponseError>>, PendingDelete), ResponseError> {
         let g = self
             .groups
-            .get_mut(group_id)
+            .get(group_id)
             .ok_or(ResponseError::GroupIdNotFound)?;
         let active = g.classic.state != State::Empty;
-        Ok(partitions
+        let mut keys = Vec::new();
+        let results = partitions
             .iter()
             .map(|(topic, partition)| {
                 let in_use = (active && subscribed(&g.classic, topic))
@@ -611,7 +652,9 @@ impl Groups {
                 if in_use {
                     return Some(ResponseError::GroupSubscribedToTopic);
                 }
-                if g.remove_offset(&(topic.clone(), *partition)) {
+                let key = (topic.clone(), *partition);
+                let known = g.offsets.contains_key(&key) || g.offsets_pending.contains_key(&key);
+                if known && !keys.contains(&key) {
                     fx.records.push((
                         Key::Offset {
                             group: group_id.to_string(),
@@ -620,10 +663,83 @@ impl Groups {
                         },
                         None,
                     ));
+                    keys.push(key);
                 }
                 None
             })
-            .collect())
+            .collect();
+        self.commit_sequence += 1;
+        Ok((
+            results,
+            PendingDelete {
+                group: group_id.to_string(),
+                sequence: self.commit_sequence,
+                keys,
+                whole_group: false,
+            },
+        ))
+    }
+
+    /// A deletion's tombstones are in the log: commits appended before it
+    /// are no longer applied when durable, those appended after it are.
+    pub(crate) fn begin_delete(&mut self, pending: &PendingDelete) {
+        let Some(g) = self.groups.get_mut(&pending.group) else {
+            return;
+        };
+        for key in &pending.keys {
+            g.offsets_pending.insert(key.clone(), pending.sequence);
+        }
+        if pending.whole_group {
+            g.deleting = Some(pending.sequence);
+        }
+    }
+
+    /// A deletion whose tombstones did not become durable: memory keeps
+    /// what it had (commits it overtook stay unapplied, as the log may hold
+    /// the tombstones after them).
+    pub(crate) fn abandon_delete(&mut self, pending: &PendingDelete) {
+        let Some(g) = self.groups.get_mut(&pending.group) else {
+            return;
+        };
+        for key in &pending.keys {
+            if g.offsets_pending.get(key) == Some(&pending.sequence) {
+                g.offsets_pending.remove(key);
+            }
+        }
+        if g.deleting == Some(pending.sequence) {
+            g.deleting = None;
+        }
+    }
+
+    /// Apply durable tombstones, except for the partitions a later commit
+    /// overtook. A deleted group whose later commits remain lives on as a
+    /// new group holding only those, as a replay of the log would show it.
+    pub(crate) fn apply_delete(&mut self, pending: PendingDelete, now_ms: i64) {
+        let Some(g) = self.groups.get_mut(&pending.group) else {
+            return;
+        };
+        for key in &pending.keys {
+            if g.offsets_pending.get(key) == Some(&pending.sequence) {
+                g.offsets_pending.remove(key);
+                g.offsets.remove(key);
+            }
+        }
+        if !pending.whole_group || g.deleting != Some(pending.sequence) {
+            return;
+        }
+        g.deleting = None;
+        if !g.is_empty() {
+            // A member joined after the tombstones: its records follow them.
+            return;
+        }
+        if g.offsets.is_empty() && g.offsets_pending.is_empty() {
+            self.groups.remove(&pending.group);
+            return;
+        }
+        let mut fresh = Group::new(&pending.group, now_ms);
+        fresh.offsets = std::mem::take(&mut g.offsets);
+        fresh.offsets_pending = std::mem::take(&mut g.offsets_pending);
+        *g = fresh;
     }
 
     /// Advance time for every group (the coordinator advances only the

@@ -392,7 +392,7 @@ fn last_member_leaving_empties_the_group_and_only_then_it_can_be_deleted() {
     two_member_group(&mut w);
     let mut fx = Effects::default();
     assert_eq!(
-        w.groups.delete("g", &mut fx),
+        w.groups.delete("g", &mut fx).err(),
         Some(ResponseError::NonEmptyGroup)
     );
     let results = w.groups.leave(
@@ -409,7 +409,10 @@ fn last_member_leaving_empties_the_group_and_only_then_it_can_be_deleted() {
     w.absorb(fx);
     assert_eq!(w.state(), "Empty");
     let mut fx = Effects::default();
-    assert_eq!(w.groups.delete("g", &mut fx), None);
+    let deleted = w.groups.delete("g", &mut fx).unwrap();
+    w.groups.begin_delete(&deleted);
+    assert_eq!(w.state(), "Empty", "not applied before durable");
+    w.groups.apply_delete(deleted, w.now);
     assert_eq!(w.state(), "Dead");
 }
 
@@ -1006,17 +1009,122 @@ fn a_commit_overtaken_by_a_later_one_or_a_delete_is_not_applied_when_durable() {
     assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(2));
     let third = commit(&mut w, 3);
     let mut fx = Effects::default();
-    let deleted = w
+    let (results, deleted) = w
         .groups
         .delete_offsets("g", &[("t".into(), 0)], |_, _| false, &mut fx)
         .unwrap();
-    assert_eq!(deleted, vec![None]);
+    assert_eq!(results, vec![None]);
+    w.groups.begin_delete(&deleted);
     w.groups.apply_commit(third);
+    w.groups.apply_delete(deleted, w.now);
     assert_eq!(
         w.groups.committed("g", "t", 0),
         None,
         "the delete came last"
     );
+}
+
+/// Commit offset `offset` of t-0 for `group` from outside group management.
+fn commit_one(w: &mut World, group: &str, offset: i64) -> super::state::PendingCommit {
+    assert_eq!(
+        w.groups
+            .check_commit(group, "", None, -1, w.now, usize::MAX),
+        Ok(())
+    );
+    let mut fx = Effects::default();
+    let p = CommitPartition {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    w.groups.commit(group, vec![p], w.now, &mut fx).unwrap()
+}
+
+#[test]
+fn an_offset_delete_is_applied_only_when_durable_and_orders_with_commits() {
+    let mut w = World::new(cfg());
+    let first = commit_one(&mut w, "g", 1);
+    w.groups.apply_commit(first);
+    let before = commit_one(&mut w, "g", 2);
+    let mut fx = Effects::default();
+    let (results, deleted) = w
+        .groups
+        .delete_offsets("g", &[("t".into(), 0)], |_, _| false, &mut fx)
+        .unwrap();
+    assert_eq!(results, vec![None]);
+    assert_eq!(fx.records.len(), 1, "one tombstone");
+    w.groups.begin_delete(&deleted);
+    assert_eq!(
+        w.groups.committed("g", "t", 0).map(|c| c.offset),
+        Some(1),
+        "the delete is not visible before it is durable"
+    );
+    let after = commit_one(&mut w, "g", 3);
+    // All durable; their tasks apply them in any order.
+    w.groups.apply_commit(after);
+    w.groups.apply_delete(deleted, w.now);
+    w.groups.apply_commit(before);
+    assert_eq!(
+        w.groups.committed("g", "t", 0).map(|c| c.offset),
+        Some(3),
+        "the commit appended after the delete wins, the one before loses"
+    );
+
+    // A delete that never became durable changes nothing.
+    let mut fx = Effects::default();
+    let (_, failed) = w
+        .groups
+        .delete_offsets("g", &[("t".into(), 0)], |_, _| false, &mut fx)
+        .unwrap();
+    w.groups.begin_delete(&failed);
+    w.groups.abandon_delete(&failed);
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(3));
+    let later = commit_one(&mut w, "g", 4);
+    w.groups.apply_commit(later);
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(4));
+}
+
+#[test]
+fn a_group_delete_is_applied_only_when_durable_and_orders_with_commits() {
+    let mut w = World::new(cfg());
+    let first = commit_one(&mut w, "g", 1);
+    w.groups.apply_commit(first);
+    // A commit appended before the delete, not yet durable: it is deleted
+    // too (its record is in the log before the tombstones).
+    let before = commit_one(&mut w, "g", 2);
+    let mut fx = Effects::default();
+    let deleted = w.groups.delete("g", &mut fx).unwrap();
+    w.groups.begin_delete(&deleted);
+    assert_eq!(w.state(), "Empty", "still listed before durable");
+    assert_eq!(w.groups.list().len(), 1);
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(1));
+    w.groups.apply_commit(before);
+    w.groups.apply_delete(deleted, w.now);
+    assert_eq!(w.state(), "Dead");
+    assert!(w.groups.list().is_empty());
+    assert_eq!(w.groups.committed("g", "t", 0), None);
+
+    // A commit appended after the delete survives it, in a new group.
+    let first = commit_one(&mut w, "g", 5);
+    w.groups.apply_commit(first);
+    let mut fx = Effects::default();
+    let deleted = w.groups.delete("g", &mut fx).unwrap();
+    w.groups.begin_delete(&deleted);
+    let after = commit_one(&mut w, "g", 6);
+    w.groups.apply_commit(after);
+    w.groups.apply_delete(deleted, w.now);
+    assert_eq!(w.state(), "Empty");
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(6));
+
+    // A delete that never became durable leaves the group as it was.
+    let mut fx = Effects::default();
+    let failed = w.groups.delete("g", &mut fx).unwrap();
+    w.groups.begin_delete(&failed);
+    w.groups.abandon_delete(&failed);
+    assert_eq!(w.state(), "Empty");
+    assert_eq!(w.groups.committed("g", "t", 0).map(|c| c.offset), Some(6));
 }
 
 #[test]
@@ -1331,6 +1439,49 @@ mod load {
         assert_eq!(shard.describe("short").unwrap().state, "Empty");
         assert_eq!(shard.describe("long").unwrap().state, "Stable");
         assert_eq!(shard.earliest_deadline_ms(), Some(1_000_000 + 60_000));
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_append_changes_nothing_and_spares_groups_on_other_shards() {
+        use kafka_protocol::ResponseError;
+
+        let t = broker_with(BrokerConfig::default());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        let groups = t.broker.groups().clone();
+        let count = groups.config().offsets_topic_num_partitions;
+        let home = records::partition_for("g", count);
+        let other = (0..)
+            .map(|i| format!("other-{i}"))
+            .find(|g| records::partition_for(g, count) != home)
+            .unwrap();
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        assert_eq!(commit(&t.broker, &other, 7).await, 0);
+        // The home partition goes away under its shard: every append to it
+        // fails, and only to it.
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        t.broker.log().remove_partition(partition.id()).unwrap();
+
+        assert_eq!(
+            groups.delete_offsets("g", &[("t".into(), 0)]).await,
+            Err(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            groups.delete("g").await,
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(groups.committed("g", "t", 0).map(|c| c.offset), Some(5));
+        assert!(groups.list().iter().any(|g| g.group_id == "g"));
+
+        // The group on another shard is deleted as usual.
+        assert_eq!(
+            groups.delete_offsets(&other, &[("t".into(), 0)]).await,
+            Ok(vec![None])
+        );
+        assert_eq!(groups.committed(&other, "t", 0), None);
+        assert_eq!(groups.delete(&other).await, None);
+        assert!(!groups.list().iter().any(|g| g.group_id == other));
     }
 
     #[tokio::test]
