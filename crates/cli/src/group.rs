@@ -240,6 +240,24 @@ struct Member {
     assignment: Vec<(String, i32)>,
 }
 
+impl Member {
+    /// A member as either describe API reports it; sorts its partitions.
+    fn new(
+        member_id: &str,
+        client_id: &str,
+        host: &str,
+        mut assignment: Vec<(String, i32)>,
+    ) -> Self {
+        assignment.sort();
+        Self {
+            member_id: member_id.to_owned(),
+            client_id: client_id.to_owned(),
+            host: host.to_owned(),
+            assignment,
+        }
+    }
+}
+
 /// The group as its coordinator describes it, or `None` when it does not
 /// exist. KIP-848 groups are asked with ConsumerGroupDescribe, which carries
 /// their assignment; a coordinator that answers GROUP_ID_NOT_FOUND there (a
@@ -283,7 +301,7 @@ fn describe_consumer_group(
         .members
         .iter()
         .map(|m| {
-            let mut assignment: Vec<(String, i32)> = m
+            let assignment: Vec<(String, i32)> = m
                 .assignment
                 .topic_partitions
                 .iter()
@@ -292,13 +310,7 @@ fn describe_consumer_group(
                     topic.partitions.iter().map(move |p| (name.clone(), *p))
                 })
                 .collect();
-            assignment.sort();
-            Member {
-                member_id: m.member_id.as_str().to_owned(),
-                client_id: m.client_id.as_str().to_owned(),
-                host: m.client_host.as_str().to_owned(),
-                assignment,
-            }
+            Member::new(&m.member_id, &m.client_id, &m.client_host, assignment)
         })
         .collect();
     Ok(Some(Described {
@@ -334,14 +346,12 @@ fn describe_classic_group(
         .members
         .iter()
         .map(|m| {
-            let mut assignment = assignment(&protocol_type, &m.member_assignment);
-            assignment.sort();
-            Member {
-                member_id: m.member_id.as_str().to_owned(),
-                client_id: m.client_id.as_str().to_owned(),
-                host: m.client_host.as_str().to_owned(),
-                assignment,
-            }
+            Member::new(
+                &m.member_id,
+                &m.client_id,
+                &m.client_host,
+                assignment(&protocol_type, &m.member_assignment),
+            )
         })
         .collect();
     Ok(Some(Described {
