@@ -147,6 +147,8 @@ struct Settings {
     max_request_bytes: usize,
     segment_bytes: u64,
     segment_ms: u64,
+    /// `log.index.memory.bytes`: memory all queue indexes may hold.
+    index_memory_bytes: u64,
     retention_check_interval_ms: u64,
     /// Broker-level topic defaults by Kafka name (log.retention.ms, ...).
     log_defaults: BTreeMap<String, String>,
@@ -229,6 +231,7 @@ impl Settings {
             max_request_bytes: 100 * 1024 * 1024,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
+            index_memory_bytes: LogConfig::default().index_memory_bytes,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             log_defaults: BTreeMap::new(),
             group: GroupConfig::default(),
@@ -298,6 +301,7 @@ impl Settings {
             "offset.metadata.max.bytes" => {
                 self.group.offset_metadata_max_bytes = at_least(value, 0, bad)?;
             }
+            "log.index.memory.bytes" => self.index_memory_bytes = at_least(value, 0, bad)?,
             "max.connections" => self.server.max_connections = at_least(value, 1, bad)?,
             "connections.max.idle.ms" => {
                 self.server.connections_max_idle_ms = at_least(value, 1, bad)?;
@@ -496,6 +500,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let log_config = LogConfig {
         segment_bytes: settings.segment_bytes,
         segment_ms: settings.segment_ms,
+        index_memory_bytes: settings.index_memory_bytes,
         ..LogConfig::default()
     };
     let metadata_existed = LocalMetadataStore::exists(&settings.data_dir);

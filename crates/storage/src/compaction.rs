@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -41,9 +42,8 @@ use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Z
 
 use crate::batch::{BATCH_HEADER_BYTES, read_varint};
 use crate::error::StorageError;
-use crate::format::{
-    self, EntryKind, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry, be_i16, be_i32, be_i64,
-};
+use crate::format::{self, EntryKind, IndexEntry, be_i16, be_i32, be_i64};
+use crate::index::{QueueIndex, slot_offset};
 use crate::log::{LogInner, io_err, lock, read, sync_dir};
 use crate::partition::{Located, PartitionInner, read_located};
 
@@ -59,6 +59,11 @@ const COMPACTION_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 const COMPACTION_KEY_MAP_BYTES_MAX: usize = 128 << 20;
 /// What one key map entry costs beyond its key bytes (hash slot, offset, allocation).
 const KEY_MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// The most batches one compaction run covers in a partition (their index
+/// entries are held in memory); the rest wait for the next run.
+const COMPACTION_BATCHES_PER_RUN_MAX: usize = 1 << 20;
+/// A compaction's new index file is written in chunks of this size.
+const INSTALL_CHUNK_BYTES: usize = 256 << 10;
 /// Compacted entries are written in chunks of about this size.
 const COMPACTION_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Compact once the bytes appended since the last compaction reach 1/N of
@@ -278,41 +283,45 @@ fn plan(log: &LogInner, part: &PartitionInner) -> Result<Option<Plan>, StorageEr
     if st.removed || !st.config.compact {
         return Ok(None);
     }
+    let ix = log.index_io();
     let now_ms = log.clock.now_ms();
     let end = st.hw.min(st.durable_end);
-    let covered = st.entries.partition_point(|e| e.entry.last_offset() < end);
-    let rewritable = covered.min(st.entries.len().saturating_sub(1));
+    let mut covered: Vec<IndexEntry> = Vec::new();
+    let mut live = 0usize;
+    let (mut dirty, mut total) = (0u64, 0u64);
+    let mut producer_last = HashMap::new();
+    st.index.scan_live(ix, |_, e| {
+        live += 1;
+        if e.last_offset() < end && covered.len() < COMPACTION_BATCHES_PER_RUN_MAX {
+            covered.push(*e);
+            total += u64::from(e.size);
+            if e.base_offset >= st.compacted_end {
+                dirty += u64::from(e.size);
+            }
+        }
+        if e.producer_id >= 0 {
+            producer_last.insert(e.producer_id, e.base_offset);
+        }
+        ControlFlow::Continue(())
+    })?;
+    let rewritable = covered.len().min(live.saturating_sub(1));
     if rewritable == 0 {
         return Ok(None);
-    }
-    let (mut dirty, mut total) = (0u64, 0u64);
-    for e in st.entries.iter().take(covered) {
-        total += u64::from(e.entry.size);
-        if e.entry.base_offset >= st.compacted_end {
-            dirty += u64::from(e.entry.size);
-        }
     }
     let due = (dirty > 0 && dirty * DIRTY_RATIO_DIVISOR >= total) || now_ms >= st.tombstone_due_ms;
     if !due {
         return Ok(None);
     }
     let segs = read(&log.segments)?;
-    let mut located = Vec::with_capacity(covered);
-    for e in st.entries.iter().take(covered) {
-        let Some((_, seg)) = segs.range(..=e.entry.position).next_back() else {
+    let mut located = Vec::with_capacity(covered.len());
+    for e in covered {
+        let Some((_, seg)) = segs.range(..=e.position).next_back() else {
             return Ok(None);
         };
-        let seg = seg.clone();
         located.push(Located {
-            entry: e.entry,
-            segment: seg,
+            entry: e,
+            segment: seg.clone(),
         });
-    }
-    let mut producer_last = HashMap::new();
-    for e in &st.entries {
-        if e.entry.producer_id >= 0 {
-            producer_last.insert(e.entry.producer_id, e.entry.base_offset);
-        }
     }
     Ok(Some(Plan {
         covered: located,
@@ -434,10 +443,10 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
             &new_batch,
         );
         if buf.len() >= COMPACTION_WRITE_CHUNK_BYTES {
-            write_chunk(log, &mut buf, &mut pending, &mut rewrites)?;
+            write_chunk(log, part, &mut buf, &mut pending, &mut rewrites)?;
         }
     }
-    write_chunk(log, &mut buf, &mut pending, &mut rewrites)?;
+    write_chunk(log, part, &mut buf, &mut pending, &mut rewrites)?;
     if rewrites.is_empty() {
         let mut st = lock(&part.state)?;
         st.compacted_end = map_end;
@@ -455,10 +464,13 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     Ok(changed)
 }
 
-/// Write the buffered compacted entries at the log head and record where
-/// each landed.
+/// Write the buffered compacted entries at the log head, record where each
+/// landed, and note their segment in the partition's segment use at once:
+/// a checkpoint written before the index points at the copies must already
+/// keep their segment (recovery never re-reads a `Compacted` entry).
 fn write_chunk(
     log: &LogInner,
+    part: &PartitionInner,
     buf: &mut Vec<u8>,
     pending: &mut Vec<(usize, u64)>,
     rewrites: &mut [Rewrite],
@@ -466,10 +478,16 @@ fn write_chunk(
     if buf.is_empty() {
         return Ok(());
     }
-    let start = log.write_entries(buf, None)?;
+    let written = log.write_entries(buf, None)?;
+    let mut st = lock(&part.state)?;
     for (i, rel) in pending.drain(..) {
         if let Some(new) = rewrites.get_mut(i).and_then(|r| r.new.as_mut()) {
-            new.position = start + rel;
+            new.position = written.position + rel;
+            st.index.note_segment_use(
+                written.segment,
+                new.end_position() - new.position,
+                new.last_offset(),
+            );
         }
     }
     buf.clear();
@@ -477,8 +495,9 @@ fn write_chunk(
 }
 
 /// Point the partition's index at the rewritten batches: a new index file
-/// is written, fdatasync'd and renamed over the old one, then the in-memory
-/// index follows. Returns how many batches changed.
+/// is written (in chunks, with running maxima, live bytes and segment use
+/// recomputed), fdatasync'd and renamed over the old one, then the
+/// partition's index follows. Returns how many batches changed.
 fn install(
     log: &LogInner,
     part: &PartitionInner,
@@ -489,28 +508,8 @@ fn install(
     if st.removed {
         return Ok(0);
     }
-    let mut entries: Vec<IndexEntry> = Vec::with_capacity(st.entries.len());
-    let mut changed = 0;
-    for e in &st.entries {
-        // Only a batch still where compaction read it is replaced; the
-        // maintenance lock keeps the cleaner away, so this always holds.
-        match by_base.get(&e.entry.base_offset) {
-            Some(r) if r.old.position == e.entry.position && r.old.size == e.entry.size => {
-                changed += 1;
-                if let Some(new) = r.new {
-                    entries.push(new);
-                }
-            }
-            _ => entries.push(e.entry),
-        }
-    }
-    let mut bytes =
-        Vec::with_capacity(INDEX_HEADER_BYTES as usize + entries.len() * INDEX_ENTRY_BYTES);
-    bytes.extend_from_slice(&format::index_header(part.id));
-    for e in &entries {
-        bytes.extend_from_slice(&e.encode());
-    }
-    let path = st.index_path.clone();
+    let ix = log.index_io();
+    let path = st.index.path().to_path_buf();
     let mut tmp_name = path.clone().into_os_string();
     tmp_name.push(INDEX_TMP_SUFFIX.trim_start_matches(".idx"));
     let tmp = std::path::PathBuf::from(tmp_name);
@@ -521,10 +520,53 @@ fn install(
         .truncate(true)
         .open(&tmp)
         .map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
+    let write_err = |e| io_err(format!("writing {}", tmp.display()), e);
     log.io
-        .write_all_at(&file, &bytes, 0)
+        .write_all_at(&file, &format::index_header(part.id), 0)
+        .map_err(write_err)?;
+    let segs = read(&log.segments)?;
+    let mut fresh = QueueIndex::new(path.clone());
+    let mut changed = 0;
+    let mut chunk: Vec<u8> = Vec::with_capacity(INSTALL_CHUNK_BYTES);
+    let mut failed: Option<StorageError> = None;
+    st.index.scan_live(ix, |_, e| {
+        // Only a batch still where compaction read it is replaced; the
+        // maintenance lock keeps the cleaner away, so this always holds.
+        let entry = match by_base.get(&e.base_offset) {
+            Some(r) if r.old.position == e.position && r.old.size == e.size => {
+                changed += 1;
+                match r.new {
+                    Some(new) => new,
+                    None => return ControlFlow::Continue(()),
+                }
+            }
+            _ => *e,
+        };
+        let segment = segs
+            .range(..=entry.position)
+            .next_back()
+            .map_or(0, |(b, _)| *b);
+        let e = fresh.add_rewritten(entry, segment);
+        chunk.extend_from_slice(&e.encode());
+        if chunk.len() >= INSTALL_CHUNK_BYTES {
+            let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
+            if let Err(e) = log.io.write_all_at(&file, &chunk, at) {
+                failed = Some(write_err(e));
+                return ControlFlow::Break(());
+            }
+            chunk.clear();
+        }
+        ControlFlow::Continue(())
+    })?;
+    drop(segs);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
+    log.io
+        .write_all_at(&file, &chunk, at)
         .and_then(|()| log.io.sync_data(&file))
-        .map_err(|e| io_err(format!("writing {}", tmp.display()), e))?;
+        .map_err(write_err)?;
     std::fs::rename(&tmp, &path)
         .map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))?;
     if let Err(e) = sync_dir(&log.index_dir) {
@@ -539,14 +581,7 @@ fn install(
     // synced above, replaced it. The next write reopens the path.
     drop(file);
     log.index_files.forget(&path)?;
-    st.index_pending.clear();
-    st.entries.clear();
-    st.live_bytes = 0;
-    for (slot, e) in entries.into_iter().enumerate() {
-        st.push_entry(e, slot as u64);
-    }
-    st.next_slot = st.entries.len() as u64;
-    st.index_pending_slot = st.next_slot;
+    st.index = fresh;
     drop(st);
     log.checkpoint_dirty.store(true, Ordering::SeqCst);
     Ok(changed)

@@ -37,8 +37,13 @@ pub(crate) const ENTRY_BATCH_BYTES_MAX: usize = 128 << 20;
 
 /// Magic at the start of every index file.
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"WEIRIDX\0";
-/// Version of the index file layout (the only one there has been).
-pub(crate) const INDEX_VERSION: u32 = 1;
+/// Version of the index file layout this build writes. Version 2 adds each
+/// entry's running maximum timestamp (bytes 48..56), so a time look-up can
+/// binary-search the file instead of memory.
+pub(crate) const INDEX_VERSION: u32 = 2;
+/// Every index version this build reads. A version-1 file is rewritten as
+/// version 2 when the log opens (see `recovery.rs`).
+pub(crate) const INDEX_VERSIONS_READ: [u32; 2] = [1, 2];
 /// Bytes of the index file header.
 pub(crate) const INDEX_HEADER_BYTES: u64 = 64;
 /// Bytes of one index entry.
@@ -46,12 +51,21 @@ pub(crate) const INDEX_ENTRY_BYTES: usize = 64;
 
 /// Magic at the start of the checkpoint file.
 pub(crate) const CHECKPOINT_MAGIC: [u8; 8] = *b"WEIRCKP\0";
-/// Version of the checkpoint layout (the only one there has been).
-pub(crate) const CHECKPOINT_VERSION: u32 = 1;
+/// Version of the checkpoint layout this build writes. Version 2 adds each
+/// partition's live bytes and segment use, so an open need not read whole
+/// index files.
+pub(crate) const CHECKPOINT_VERSION: u32 = 2;
+/// Every checkpoint version this build reads.
+pub(crate) const CHECKPOINT_VERSIONS_READ: [u32; 2] = [1, 2];
 /// Bytes of the checkpoint header (magic, version, partition count, position).
 const CHECKPOINT_HEADER_BYTES: usize = 24;
-/// Bytes of one partition record in the checkpoint.
+/// Bytes of one partition record in a version-1 checkpoint.
 const CHECKPOINT_PARTITION_BYTES: usize = 40;
+/// Bytes of the fixed part of a partition record in a version-2 checkpoint
+/// (the version-1 record, live bytes, segment-use count and zero).
+const CHECKPOINT_V2_PARTITION_BYTES: usize = 56;
+/// Bytes of one segment use in a version-2 checkpoint.
+const CHECKPOINT_SEGMENT_USE_BYTES: usize = 24;
 /// The largest checkpoint file read back; a longer one is corruption.
 pub(crate) const CHECKPOINT_BYTES_MAX: u64 = 256 << 20;
 
@@ -246,6 +260,10 @@ pub(crate) struct IndexEntry {
     pub producer_epoch: i16,
     pub attributes: i16,
     pub base_sequence: i32,
+    /// The largest `max_timestamp` of this and every earlier entry of the
+    /// index file, so a time look-up can binary-search the file even when
+    /// timestamps go backwards.
+    pub running_max_ts: i64,
 }
 
 impl IndexEntry {
@@ -270,6 +288,7 @@ impl IndexEntry {
         b[40..42].copy_from_slice(&self.producer_epoch.to_be_bytes());
         b[42..44].copy_from_slice(&self.attributes.to_be_bytes());
         b[44..48].copy_from_slice(&self.base_sequence.to_be_bytes());
+        b[48..56].copy_from_slice(&self.running_max_ts.to_be_bytes());
         let crc = crc32c::crc32c(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_be_bytes());
         b
@@ -277,6 +296,12 @@ impl IndexEntry {
 
     /// `None` when the bytes are short or their CRC does not match.
     pub fn decode(b: &[u8]) -> Option<Self> {
+        Self::decode_in(b, INDEX_VERSION)
+    }
+
+    /// [`Self::decode`] for an index file of `version`; a version-1 entry has
+    /// no running maximum (`i64::MIN`: the caller computes it).
+    pub fn decode_in(b: &[u8], version: u32) -> Option<Self> {
         let body = b.get(..60)?;
         if crc32c::crc32c(body) != be_u32(b, 60)? {
             return None;
@@ -291,6 +316,11 @@ impl IndexEntry {
             producer_epoch: be_i16(b, 40)?,
             attributes: be_i16(b, 42)?,
             base_sequence: be_i32(b, 44)?,
+            running_max_ts: if version == 1 {
+                i64::MIN
+            } else {
+                be_i64(b, 48)?
+            },
         })
     }
 }
@@ -306,8 +336,9 @@ pub(crate) fn index_header(id: PartitionId) -> [u8; INDEX_HEADER_BYTES as usize]
 }
 
 /// Whether `bytes` is the index header of `id` in a version this code reads.
-pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<(), FormatError> {
-    check_index_version(bytes)?;
+/// Returns the file's version.
+pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<u32, FormatError> {
+    let version = check_index_version(bytes)?;
     if bytes.get(16..32) != Some(&id.topic_id.as_bytes()[..])
         || be_i32(bytes, 32) != Some(id.partition)
     {
@@ -315,30 +346,57 @@ pub(crate) fn check_index_header(bytes: &[u8], id: PartitionId) -> Result<(), Fo
             "index header names another partition".into(),
         ));
     }
-    Ok(())
+    Ok(version)
 }
 
-/// Whether `bytes` starts an index file of a version this build reads.
-pub(crate) fn check_index_version(bytes: &[u8]) -> Result<(), FormatError> {
+/// The version of the index file `bytes` starts, if this build reads it.
+pub(crate) fn check_index_version(bytes: &[u8]) -> Result<u32, FormatError> {
     if bytes.get(..8) != Some(&INDEX_MAGIC[..]) {
         return Err(FormatError::Corrupt("bad index magic".into()));
     }
     match be_u32(bytes, 8) {
-        Some(INDEX_VERSION) => Ok(()),
+        Some(v) if INDEX_VERSIONS_READ.contains(&v) => Ok(v),
         Some(v) => Err(FormatError::Unsupported(format!(
-            "index format version {v}; this build reads version {INDEX_VERSION}"
+            "index format version {v}; this build reads versions {INDEX_VERSIONS_READ:?}"
         ))),
         None => Err(FormatError::Corrupt("short index header".into())),
     }
 }
 
-/// One partition's line in the checkpoint.
+/// How a partition uses one commit-log segment, as far as deleting that
+/// segment is concerned. An upper bound, never less than the truth: a
+/// segment may hold nothing of the partition that this says it holds, but
+/// never more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentUse {
+    /// Bytes of the partition's batches indexed in the segment (not lowered
+    /// when the log start passes them: the cleaner's estimate).
+    pub bytes: u64,
+    /// The largest last offset of the partition's batches in the segment:
+    /// the segment holds nothing live once the log start passes it.
+    pub max_last_offset: i64,
+}
+
+/// One partition's line in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CheckpointPartition {
     pub id: PartitionId,
     /// Every index entry with a base offset below this is durable in the index file.
     pub index_end_offset: i64,
     pub log_start: i64,
+    /// What the index below `index_end_offset` adds up to; `None` in a
+    /// version-1 checkpoint (the open then reads the whole index file).
+    pub summary: Option<IndexSummary>,
+}
+
+/// Totals of a partition's index that an open would otherwise have to read
+/// the whole index file for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct IndexSummary {
+    /// Bytes of the batches from the log start up to the index end.
+    pub live_bytes: u64,
+    /// Segment base position to the partition's use of it.
+    pub segments: Vec<(u64, SegmentUse)>,
 }
 
 /// The recovery checkpoint.
@@ -350,20 +408,32 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Encode as the current version (2). A partition without a summary is
+    /// written with an empty one.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(
-            CHECKPOINT_HEADER_BYTES + self.partitions.len() * CHECKPOINT_PARTITION_BYTES + 4,
+            CHECKPOINT_HEADER_BYTES + self.partitions.len() * CHECKPOINT_V2_PARTITION_BYTES + 4,
         );
         b.extend_from_slice(&CHECKPOINT_MAGIC);
         b.extend_from_slice(&CHECKPOINT_VERSION.to_be_bytes());
         b.extend_from_slice(&(self.partitions.len() as u32).to_be_bytes());
         b.extend_from_slice(&self.position.to_be_bytes());
+        let empty = IndexSummary::default();
         for p in &self.partitions {
+            let summary = p.summary.as_ref().unwrap_or(&empty);
             b.extend_from_slice(p.id.topic_id.as_bytes());
             b.extend_from_slice(&p.id.partition.to_be_bytes());
             b.extend_from_slice(&[0; 4]);
             b.extend_from_slice(&p.index_end_offset.to_be_bytes());
             b.extend_from_slice(&p.log_start.to_be_bytes());
+            b.extend_from_slice(&summary.live_bytes.to_be_bytes());
+            b.extend_from_slice(&(summary.segments.len() as u32).to_be_bytes());
+            b.extend_from_slice(&[0; 4]);
+            for (base, u) in &summary.segments {
+                b.extend_from_slice(&base.to_be_bytes());
+                b.extend_from_slice(&u.bytes.to_be_bytes());
+                b.extend_from_slice(&u.max_last_offset.to_be_bytes());
+            }
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_be_bytes());
@@ -376,50 +446,92 @@ impl Checkpoint {
         if b.get(..8) != Some(&CHECKPOINT_MAGIC[..]) {
             return Err(FormatError::Corrupt("bad checkpoint magic".into()));
         }
-        match be_u32(b, 8) {
-            Some(CHECKPOINT_VERSION) => {}
+        let version = match be_u32(b, 8) {
+            Some(v) if CHECKPOINT_VERSIONS_READ.contains(&v) => v,
             Some(v) => {
                 return Err(FormatError::Unsupported(format!(
-                    "checkpoint format version {v}; this build reads version {CHECKPOINT_VERSION}"
+                    "checkpoint format version {v}; this build reads versions {CHECKPOINT_VERSIONS_READ:?}"
                 )));
             }
             None => return Err(FormatError::Corrupt("short checkpoint".into())),
+        };
+        let body_len = b
+            .len()
+            .checked_sub(4)
+            .ok_or_else(|| FormatError::Corrupt("short checkpoint".into()))?;
+        if crc32c::crc32c(b.get(..body_len).unwrap_or_default()) != be_u32(b, body_len).unwrap_or(0)
+        {
+            return Err(FormatError::Corrupt("checkpoint CRC mismatch".into()));
         }
-        Self::decode_v1(b).map_err(FormatError::Corrupt)
+        Self::decode_body(b.get(..body_len).unwrap_or_default(), version)
+            .map_err(FormatError::Corrupt)
     }
 
-    fn decode_v1(b: &[u8]) -> Result<Self, String> {
-        let count = be_u32(b, 12).ok_or("short checkpoint")? as usize;
-        let body_len = count
-            .checked_mul(CHECKPOINT_PARTITION_BYTES)
-            .and_then(|n| n.checked_add(CHECKPOINT_HEADER_BYTES))
-            .ok_or("checkpoint partition count overflows")?;
-        if b.len() != body_len + 4 {
+    fn decode_body(b: &[u8], version: u32) -> Result<Self, String> {
+        let short = || "short checkpoint".to_string();
+        let count = be_u32(b, 12).ok_or_else(short)? as usize;
+        let position = be_u64(b, 16).ok_or_else(short)?;
+        // Each record is at least 40 bytes: a count the file cannot hold is damage.
+        if count > b.len() / CHECKPOINT_PARTITION_BYTES {
             return Err(format!(
                 "checkpoint of {} bytes announces {count} partitions",
                 b.len()
             ));
         }
-        if crc32c::crc32c(b.get(..body_len).unwrap_or_default()) != be_u32(b, body_len).unwrap_or(0)
-        {
-            return Err("checkpoint CRC mismatch".into());
-        }
-        let position = be_u64(b, 16).ok_or("short checkpoint")?;
         let mut partitions = Vec::with_capacity(count);
-        for i in 0..count {
-            let at = CHECKPOINT_HEADER_BYTES + i * CHECKPOINT_PARTITION_BYTES;
+        let mut at = CHECKPOINT_HEADER_BYTES;
+        for _ in 0..count {
             let topic = b
                 .get(at..at + 16)
                 .and_then(|s| Uuid::from_slice(s).ok())
-                .ok_or("short checkpoint")?;
+                .ok_or_else(short)?;
+            let id = PartitionId {
+                topic_id: topic,
+                partition: be_i32(b, at + 16).ok_or_else(short)?,
+            };
+            let index_end_offset = be_i64(b, at + 24).ok_or_else(short)?;
+            let log_start = be_i64(b, at + 32).ok_or_else(short)?;
+            let summary = if version == 1 {
+                at += CHECKPOINT_PARTITION_BYTES;
+                None
+            } else {
+                let live_bytes = be_u64(b, at + 40).ok_or_else(short)?;
+                let uses = be_u32(b, at + 48).ok_or_else(short)? as usize;
+                at += CHECKPOINT_V2_PARTITION_BYTES;
+                if uses > b.len().saturating_sub(at) / CHECKPOINT_SEGMENT_USE_BYTES {
+                    return Err(format!(
+                        "checkpoint partition record announces {uses} segments"
+                    ));
+                }
+                let mut segments = Vec::with_capacity(uses);
+                for _ in 0..uses {
+                    let base = be_u64(b, at).ok_or_else(short)?;
+                    segments.push((
+                        base,
+                        SegmentUse {
+                            bytes: be_u64(b, at + 8).ok_or_else(short)?,
+                            max_last_offset: be_i64(b, at + 16).ok_or_else(short)?,
+                        },
+                    ));
+                    at += CHECKPOINT_SEGMENT_USE_BYTES;
+                }
+                Some(IndexSummary {
+                    live_bytes,
+                    segments,
+                })
+            };
             partitions.push(CheckpointPartition {
-                id: PartitionId {
-                    topic_id: topic,
-                    partition: be_i32(b, at + 16).ok_or("short checkpoint")?,
-                },
-                index_end_offset: be_i64(b, at + 24).ok_or("short checkpoint")?,
-                log_start: be_i64(b, at + 32).ok_or("short checkpoint")?,
+                id,
+                index_end_offset,
+                log_start,
+                summary,
             });
+        }
+        if at != b.len() {
+            return Err(format!(
+                "checkpoint of {} bytes holds {at} bytes of records",
+                b.len()
+            ));
         }
         Ok(Self {
             position,
@@ -511,6 +623,7 @@ mod tests {
             producer_epoch: 1,
             attributes: 2,
             base_sequence: 9,
+            running_max_ts: 120,
         };
         let mut b = e.encode();
         assert_eq!(IndexEntry::decode(&b), Some(e));
@@ -545,13 +658,13 @@ mod tests {
             Err(FormatError::Corrupt(_))
         ));
         let mut idx = index_header(pid());
-        idx[8..12].copy_from_slice(&2u32.to_be_bytes());
+        idx[8..12].copy_from_slice(&(INDEX_VERSION + 1).to_be_bytes());
         assert!(matches!(
             check_index_header(&idx, pid()),
             Err(FormatError::Unsupported(_))
         ));
         let mut cp = Checkpoint::default().encode();
-        cp[8..12].copy_from_slice(&2u32.to_be_bytes());
+        cp[8..12].copy_from_slice(&(CHECKPOINT_VERSION + 1).to_be_bytes());
         assert!(matches!(
             Checkpoint::decode(&cp),
             Err(FormatError::Unsupported(_))
@@ -566,6 +679,16 @@ mod tests {
                 id: pid(),
                 index_end_offset: 5,
                 log_start: 2,
+                summary: Some(IndexSummary {
+                    live_bytes: 9,
+                    segments: vec![(
+                        16,
+                        SegmentUse {
+                            bytes: 50,
+                            max_last_offset: 4,
+                        },
+                    )],
+                }),
             }],
         };
         let b = c.encode();

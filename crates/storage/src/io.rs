@@ -25,6 +25,26 @@ pub(crate) trait FileIo: Send + Sync + 'static {
     }
 }
 
+/// What a partition's queue index needs to reach its file: the shared set
+/// of open index files and the file operations to write through.
+#[derive(Clone, Copy)]
+pub(crate) struct IndexIo<'a> {
+    pub files: &'a IndexFiles,
+    pub io: &'a dyn FileIo,
+}
+
+impl IndexIo<'_> {
+    /// Write `buf` at `offset` of the index file at `path` (no fsync).
+    pub fn write_at(&self, path: &Path, buf: &[u8], offset: u64) -> Result<(), StorageError> {
+        self.files.write_at(self.io, path, buf, offset)
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset` of the index file at `path`.
+    pub fn read_at(&self, path: &Path, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
+        self.files.read_at(self.io, path, buf, offset)
+    }
+}
+
 /// The operating system's file calls.
 #[derive(Debug, Default)]
 pub(crate) struct OsIo;
@@ -90,6 +110,24 @@ impl IndexFiles {
             f.dirty = true;
         }
         Ok(())
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset` of a partition's index
+    /// file, opening it first if needed. The read runs outside the set's
+    /// lock (the open file is shared, so an eviction cannot close it under us).
+    pub fn read_at(
+        &self,
+        io: &dyn FileIo,
+        path: &Path,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<(), StorageError> {
+        let file = {
+            let mut set = lock(&self.set)?;
+            set.open(self.open_max, io, path)?
+        };
+        file.read_exact_at(buf, offset)
+            .map_err(|e| io_err(format!("reading {}", path.display()), e))
     }
 
     /// fdatasync every open file written since its last sync. A file the

@@ -20,6 +20,7 @@ mod batch;
 mod compaction;
 mod error;
 mod format;
+mod index;
 mod io;
 mod log;
 mod maintenance;
@@ -79,6 +80,10 @@ pub struct LogConfig {
     /// The most partition index files held open at once; the least recently
     /// used is fsync'd and closed to open another.
     pub index_open_files_max: usize,
+    /// Memory the queue indexes of all partitions may hold, shared out
+    /// evenly (each keeps at least a few entries). Older entries are read
+    /// from the index files when needed.
+    pub index_memory_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -89,6 +94,7 @@ impl Default for LogConfig {
             index_checkpoint_interval_ms: 5_000,
             read_bytes_max: 64 << 20,
             index_open_files_max: 1024,
+            index_memory_bytes: 128 << 20,
         }
     }
 }
@@ -328,6 +334,7 @@ impl CommitLog {
             state: std::sync::Mutex::new(state),
         });
         registry.insert(id, inner.clone());
+        self.inner.share_index_memory(registry.len());
         self.inner
             .checkpoint_dirty
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -375,13 +382,18 @@ impl CommitLog {
     /// Forget a partition and its index; its log space is reclaimed later.
     pub fn remove_partition(&self, id: PartitionId) -> Result<(), StorageError> {
         let _panic = self.inner.panic_guard("removing a partition");
-        let Some(p) = write(&self.inner.registry)?.remove(&id) else {
+        let Some(p) = ({
+            let mut registry = write(&self.inner.registry)?;
+            let p = registry.remove(&id);
+            self.inner.share_index_memory(registry.len());
+            p
+        }) else {
             return Ok(());
         };
         let path = {
             let mut st = lock(&p.state)?;
             st.removed = true;
-            st.index_path.clone()
+            st.index.path().to_path_buf()
         };
         // Its unsynced writes no longer matter: the file is deleted.
         self.inner.index_files.forget(&path)?;
@@ -486,7 +498,7 @@ impl Partition {
                     log_end: st.hw,
                 });
             }
-            if st.advance_log_start(target) {
+            if st.advance_log_start(target, self.log.index_io())? {
                 self.log
                     .checkpoint_dirty
                     .store(true, std::sync::atomic::Ordering::SeqCst);

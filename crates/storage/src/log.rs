@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,20 @@ use tokio::sync::watch;
 
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, CheckpointPartition, SEGMENT_HEADER_BYTES};
-use crate::io::{FileIo, IndexFiles};
+use crate::index::HOT_ENTRIES_MIN;
+use crate::io::{FileIo, IndexFiles, IndexIo};
 use crate::partition::PartitionInner;
 use crate::{Clock, LogConfig, PartitionId};
+
+/// The hot-tail length that keeps `partitions` partitions' index entries
+/// within `budget_bytes` (never below [`HOT_ENTRIES_MIN`]).
+fn hot_entries_max(budget_bytes: u64, partitions: usize) -> usize {
+    let per_entry = std::mem::size_of::<format::IndexEntry>() as u64;
+    let share = budget_bytes / (partitions.max(1) as u64 * per_entry);
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .max(HOT_ENTRIES_MIN)
+}
 
 /// The longest the flusher sleeps before it re-checks its deadlines and
 /// whether the log was dropped.
@@ -153,6 +164,15 @@ pub(crate) struct MarkerUpdate {
     pub flush_ms: u64,
 }
 
+/// Where a write to the log went.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    /// Global position of the first byte written.
+    pub position: u64,
+    /// Base position of the segment it went to (a write never spans two).
+    pub segment: u64,
+}
+
 /// State behind the writer lock.
 pub(crate) struct Writer {
     pub active: Arc<Segment>,
@@ -207,6 +227,9 @@ pub(crate) struct LogInner {
     pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
     /// The partitions' index files, a bounded set held open.
     pub index_files: IndexFiles,
+    /// The most index entries each partition keeps in memory: the index
+    /// memory budget shared out over the partitions (see [`Self::share_index_memory`]).
+    index_hot_entries_max: AtomicUsize,
     pub durable_tx: watch::Sender<Durable>,
     pub progress_tx: watch::Sender<u64>,
     /// The background threads (flusher, checkpoint), joined on shutdown.
@@ -229,6 +252,7 @@ pub(crate) struct LogParts {
 impl LogInner {
     pub fn new(p: LogParts) -> Self {
         let now = p.clock.now_ms();
+        let hot_max = hot_entries_max(p.config.index_memory_bytes, p.partitions.len());
         let (durable_tx, _) = watch::channel(Durable {
             position: p.write_pos,
             poisoned: None,
@@ -264,11 +288,35 @@ impl LogInner {
             checkpoint_wake: Arc::new((Mutex::new(()), Condvar::new())),
             checkpoint_dirty: AtomicBool::new(true),
             registry: RwLock::new(p.partitions),
+            index_hot_entries_max: AtomicUsize::new(hot_max),
             index_files: p.index_files,
             durable_tx,
             progress_tx,
             threads: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How a partition reaches its index file.
+    pub fn index_io(&self) -> IndexIo<'_> {
+        IndexIo {
+            files: &self.index_files,
+            io: self.io.as_ref(),
+        }
+    }
+
+    /// The most index entries one partition keeps in memory.
+    pub fn index_hot_entries_max(&self) -> usize {
+        self.index_hot_entries_max.load(Ordering::Relaxed)
+    }
+
+    /// Share the index memory budget out over `partitions` partitions (a
+    /// partition was created or removed). Partitions over their new share
+    /// shrink at their next append.
+    pub fn share_index_memory(&self, partitions: usize) {
+        self.index_hot_entries_max.store(
+            hot_entries_max(self.config.index_memory_bytes, partitions),
+            Ordering::Relaxed,
+        );
     }
 
     /// Start the background threads: the flusher (group commit) and the
@@ -407,7 +455,7 @@ impl LogInner {
         &self,
         buf: &[u8],
         marker: Option<MarkerUpdate>,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Written, StorageError> {
         self.write_entries_marked(buf, marker)
     }
 
@@ -417,7 +465,7 @@ impl LogInner {
         &self,
         buf: &[u8],
         markers: impl IntoIterator<Item = MarkerUpdate>,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Written, StorageError> {
         let mut w = lock(&self.writer)?;
         if let Some(r) = &w.poisoned {
             return Err(Self::poisoned_error(r));
@@ -477,7 +525,10 @@ impl LogInner {
         if wake {
             self.flush_cv.notify_one();
         }
-        Ok(position)
+        Ok(Written {
+            position,
+            segment: w.active.base,
+        })
     }
 
     fn roll(&self, w: &mut Writer, now_ms: i64) -> Result<(), StorageError> {
@@ -588,10 +639,18 @@ impl LogInner {
                 drop(st);
                 return Err(e);
             }
+            let summary = match st.index.summary(st.durable_end, self.index_io()) {
+                Ok(s) => s,
+                Err(e) => {
+                    drop(st);
+                    return Err(self.poison(e.to_string()));
+                }
+            };
             cp.partitions.push(CheckpointPartition {
                 id: p.id,
                 index_end_offset: st.durable_end,
                 log_start: st.log_start,
+                summary: Some(summary),
             });
             recorded.push((p, st.log_start));
         }

@@ -16,11 +16,13 @@
 //! deleted, so a restart never looks for a batch in a deleted file.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::PartitionId;
 use crate::error::StorageError;
-use crate::format::{self, EntryKind, INDEX_ENTRY_BYTES};
+use crate::format::{self, EntryKind};
 use crate::log::{LogInner, io_err, lock, read, sync_dir, write};
 use crate::partition::{Located, PartitionInner, read_located};
 
@@ -63,6 +65,7 @@ pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
 /// Advance log-start offsets by time and size. Returns whether any moved.
 fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool, StorageError> {
     let now = log.clock.now_ms();
+    let ix = log.index_io();
     let mut moved = false;
     for p in parts {
         let mut st = lock(&p.state)?;
@@ -70,26 +73,29 @@ fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool
             continue;
         }
         let mut target = st.log_start;
+        let hw = st.hw;
         if let Some(ms) = st.config.retention_ms.filter(|ms| *ms >= 0) {
             let cutoff = now.saturating_sub(ms);
-            for e in &st.entries {
-                if e.entry.last_offset() >= st.hw || e.entry.max_timestamp >= cutoff {
-                    break;
+            st.index.scan_live(ix, |_, e| {
+                if e.last_offset() >= hw || e.max_timestamp >= cutoff {
+                    return ControlFlow::Break(());
                 }
-                target = target.max(e.entry.last_offset() + 1);
-            }
+                target = target.max(e.last_offset() + 1);
+                ControlFlow::Continue(())
+            })?;
         }
         if let Some(limit) = st.config.retention_bytes.filter(|b| *b >= 0) {
-            let mut live = st.live_bytes;
-            for e in &st.entries {
-                if live <= limit as u64 || e.entry.last_offset() >= st.hw {
-                    break;
+            let mut live = st.index.live_bytes();
+            st.index.scan_live(ix, |_, e| {
+                if live <= limit as u64 || e.last_offset() >= hw {
+                    return ControlFlow::Break(());
                 }
-                live = live.saturating_sub(u64::from(e.entry.size));
-                target = target.max(e.entry.last_offset() + 1);
-            }
+                live = live.saturating_sub(u64::from(e.size));
+                target = target.max(e.last_offset() + 1);
+                ControlFlow::Continue(())
+            })?;
         }
-        if st.advance_log_start(target) {
+        if st.advance_log_start(target, ix)? {
             tracing::debug!(partition = ?p.id, log_start = st.log_start, "retention advanced the log start");
             moved = true;
         }
@@ -122,30 +128,29 @@ enum Pinned {
     LiveOrUnrecorded,
 }
 
-/// Bytes of the entries that keep each segment (see [`Pinned`]), per segment base.
+/// Bytes (an upper bound; at least 1 for a segment that is pinned at all)
+/// of the batches that keep each segment (see [`Pinned`]), per segment base,
+/// from each partition's segment use: no index is read.
 fn live_by_segment(
-    log: &LogInner,
     parts: &[Arc<PartitionInner>],
     pinned: Pinned,
 ) -> Result<BTreeMap<u64, u64>, StorageError> {
-    let bases: Vec<u64> = read(&log.segments)?.keys().copied().collect();
     let mut live = BTreeMap::new();
     for p in parts {
         let st = lock(&p.state)?;
         if st.removed {
             continue;
         }
-        // Decided from the log starts a checkpoint recorded, not the ones in
-        // memory: a DeleteRecords whose checkpoint is not yet written must
-        // not lose segments that a restart would look for.
-        let unrecorded = match pinned {
-            Pinned::Live => &[][..],
-            Pinned::LiveOrUnrecorded => &st.dead_unrecorded[..],
+        // Decided from the log starts a checkpoint recorded, not only the
+        // ones in memory: a DeleteRecords whose checkpoint is not yet
+        // written must not lose segments that a restart would look for.
+        let keep_from = match pinned {
+            Pinned::Live => st.log_start,
+            Pinned::LiveOrUnrecorded => st.restart_log_start(),
         };
-        for e in st.entries.iter().map(|e| &e.entry).chain(unrecorded) {
-            let i = bases.partition_point(|b| *b <= e.position);
-            if let Some(base) = i.checked_sub(1).and_then(|i| bases.get(i)) {
-                *live.entry(*base).or_insert(0) += e.end_position() - e.position;
+        for (base, u) in st.index.segment_uses() {
+            if u.max_last_offset >= keep_from {
+                *live.entry(*base).or_insert(0) += u.bytes.max(1);
             }
         }
     }
@@ -158,7 +163,7 @@ fn deletable_segments(
     parts: &[Arc<PartitionInner>],
     durable_limit: u64,
 ) -> Result<Vec<u64>, StorageError> {
-    let live = live_by_segment(log, parts, Pinned::LiveOrUnrecorded)?;
+    let live = live_by_segment(parts, Pinned::LiveOrUnrecorded)?;
     Ok(closed_segments(log)?
         .into_iter()
         .filter(|(base, end)| *end <= durable_limit && live.get(base).copied().unwrap_or(0) == 0)
@@ -178,6 +183,10 @@ pub(crate) fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), Stora
             .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
         tracing::info!(segment = %seg.path.display(), "deleted a commit-log segment with no live data");
     }
+    let parts: Vec<Arc<PartitionInner>> = read(&log.registry)?.values().cloned().collect();
+    for p in parts {
+        lock(&p.state)?.index.forget_segments(bases);
+    }
     sync_dir(&log.log_dir).map_err(|e| io_err(format!("fsync of {}", log.log_dir.display()), e))
 }
 
@@ -192,7 +201,7 @@ struct Moved {
 /// Copy the live batches of mostly dead closed segments to the log head.
 /// Returns how many batches moved.
 fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
-    let live = live_by_segment(log, parts, Pinned::Live)?;
+    let live = live_by_segment(parts, Pinned::Live)?;
     let mut budget = CLEANER_BYTES_PER_RUN_MAX;
     let mut targets: Vec<(u64, u64)> = Vec::new();
     for (base, end) in closed_segments(log)? {
@@ -208,28 +217,47 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     }
     let in_target = |pos: u64| targets.iter().any(|(b, e)| pos >= *b && pos < *e);
 
+    let ix = log.index_io();
     let mut moved = Vec::new();
     let mut buf = Vec::with_capacity(CLEANER_WRITE_CHUNK_BYTES);
     let mut pending: Vec<(Arc<PartitionInner>, i64, u64, u64)> = Vec::new();
+    // Partitions whose every live batch in the targets is being copied.
+    let mut emptied: Vec<Arc<PartitionInner>> = Vec::new();
     for p in parts {
         let located: Vec<Located> = {
             let st = lock(&p.state)?;
             if st.removed {
                 continue;
             }
-            let segs = read(&log.segments)?;
-            st.entries
+            let log_start = st.log_start;
+            let uses_target = st
+                .index
+                .segment_uses()
                 .iter()
-                .filter(|e| in_target(e.entry.position))
+                .any(|(base, u)| u.max_last_offset >= log_start && in_target(*base));
+            if !uses_target {
+                continue;
+            }
+            let mut entries = Vec::new();
+            st.index.scan_live(ix, |_, e| {
+                if in_target(e.position) {
+                    entries.push(*e);
+                }
+                ControlFlow::Continue(())
+            })?;
+            let segs = read(&log.segments)?;
+            entries
+                .into_iter()
                 .filter_map(|e| {
-                    let seg = segs.range(..=e.entry.position).next_back()?.1.clone();
+                    let seg = segs.range(..=e.position).next_back()?.1.clone();
                     Some(Located {
-                        entry: e.entry,
+                        entry: e,
                         segment: seg,
                     })
                 })
                 .collect()
         };
+        emptied.push(p.clone());
         for l in located {
             let batch = read_located(log, p.id, std::slice::from_ref(&l))?;
             let rel = buf.len() as u64;
@@ -250,22 +278,32 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     // The copies must be durable before the index points at them.
     log.sync_now()?;
     let mut count = 0;
+    let mut missed: Vec<PartitionId> = Vec::new();
     for m in &moved {
         let mut st = lock(&m.partition.state)?;
-        let Some(i) = st.find(m.base_offset) else {
-            continue;
-        };
-        let Some(e) = st.entries.get_mut(i) else {
-            continue;
-        };
-        if e.entry.base_offset != m.base_offset || e.entry.position != m.old_position {
+        let current = st.index.find(m.base_offset, ix)?;
+        match current {
+            Some((slot, e)) if e.base_offset == m.base_offset && e.position == m.old_position => {
+                st.index.set_position(slot, m.new_position, ix)?;
+                log.checkpoint_dirty.store(true, Ordering::SeqCst);
+                count += 1;
+            }
+            // Gone below the log start meanwhile: nothing to move.
+            None => {}
+            Some(_) => missed.push(m.partition.id),
+        }
+    }
+    // A partition all of whose live batches in the targets now point at
+    // copies keeps nothing live there.
+    for p in emptied {
+        if missed.contains(&p.id) {
             continue;
         }
-        e.entry.position = m.new_position;
-        let (slot, bytes) = (e.slot, e.entry.encode());
-        debug_assert_eq!(bytes.len(), INDEX_ENTRY_BYTES);
-        st.write_index(slot, &bytes, log)?;
-        count += 1;
+        let mut st = lock(&p.state)?;
+        let log_start = st.log_start;
+        for (base, _) in &targets {
+            st.index.segment_emptied(*base, log_start);
+        }
     }
     tracing::info!(
         batches = count,
@@ -275,6 +313,10 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     Ok(count)
 }
 
+/// Write the buffered relocated entries at the log head, note each copy's
+/// segment in its partition's segment use (before anything can vouch for
+/// them, so no segment holding a copy the index may point at is ever taken
+/// for empty), and record where each landed.
 fn flush_chunk(
     log: &LogInner,
     buf: &mut Vec<u8>,
@@ -284,13 +326,24 @@ fn flush_chunk(
     if buf.is_empty() {
         return Ok(());
     }
-    let start = log.write_entries(buf, None)?;
+    let written = log.write_entries(buf, None)?;
     for (partition, base_offset, old_position, rel) in pending.drain(..) {
+        let new_position = written.position + rel;
+        {
+            let mut st = lock(&partition.state)?;
+            if let Some((_, e)) = st.index.find(base_offset, log.index_io())? {
+                st.index.note_segment_use(
+                    written.segment,
+                    e.end_position() - e.position,
+                    e.last_offset(),
+                );
+            }
+        }
         moved.push(Moved {
             partition,
             base_offset,
             old_position,
-            new_position: start + rel,
+            new_position,
         });
     }
     buf.clear();

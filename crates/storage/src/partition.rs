@@ -1,10 +1,11 @@
-//! One partition's queue index and its operations on the shared log:
-//! append (validation, idempotent-producer checks, offset assignment), read,
-//! offset and time look-ups, and log-start moves.
+//! One partition's state and its operations on the shared log: append
+//! (validation, idempotent-producer checks, offset assignment), read, offset
+//! and time look-ups, and log-start moves. The queue index itself is
+//! `index.rs`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -12,61 +13,37 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchInfo};
 use crate::error::{AppendError, ReadError, StorageError};
-use crate::format::{
-    self, ENTRY_HEADER_BYTES, EntryKind, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry,
-};
-use crate::log::{LogInner, MarkerUpdate, Segment, io_err, lock, read};
+use crate::format::{self, ENTRY_HEADER_BYTES, EntryKind, IndexEntry};
+use crate::index::QueueIndex;
+use crate::io::IndexIo;
+use crate::log::{LogInner, MarkerUpdate, Segment, Written, io_err, lock, read};
 use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch};
 use crate::{
     AppendOutcome, DurableWait, PartitionConfig, PartitionId, PartitionOffsets, ReadOutcome,
     TimestampType,
 };
 
-/// Buffered index entries of one partition are written out at this size,
-/// even before the next checkpoint (128 entries), which bounds the memory
-/// many busy partitions hold between checkpoints.
-const INDEX_PENDING_BYTES_MAX: usize = 8 * 1024;
-
-/// One batch in the in-memory queue index.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MemEntry {
-    pub entry: IndexEntry,
-    /// Entry number in the index file.
-    pub slot: u64,
-    /// The largest max timestamp of this and every earlier live entry, so the
-    /// time look-up can binary-search even when timestamps go backwards.
-    pub running_max_ts: i64,
-}
+/// Idempotent-producer state is rebuilt at open from at most this many of a
+/// partition's newest batches. A producer with no batch among them is taken
+/// for a new one (accepted at any sequence), as Kafka does once a producer's
+/// state has expired.
+const PRODUCER_REBUILD_BATCHES_MAX: u64 = 1 << 16;
 
 /// Everything about a partition that changes, behind one lock.
 pub(crate) struct PartitionState {
     pub config: PartitionConfig,
     pub leader_epoch: i32,
-    /// Live batches in offset order (the first may start below `log_start`).
-    pub entries: VecDeque<MemEntry>,
+    /// The queue index: batches in offset order, the newest in memory.
+    pub index: QueueIndex,
     pub log_start: i64,
     /// The log-start offset the last durable checkpoint recorded: a restart
-    /// starts from it, whatever the in-memory `log_start` says.
+    /// starts from it, whatever the in-memory `log_start` says, so segment
+    /// deletion keeps what lies between the two.
     pub checkpointed_log_start: i64,
-    /// Batches trimmed below `log_start` that are not below
-    /// `checkpointed_log_start`: a crash would bring them back, so segment
-    /// deletion counts them as live until a checkpoint records their end.
-    pub dead_unrecorded: Vec<IndexEntry>,
     pub log_end: i64,
     pub hw: i64,
     /// Offset after the last batch known to be fdatasync'd.
     pub durable_end: i64,
-    /// Bytes of live batches, for `retention.bytes`.
-    pub live_bytes: u64,
-    /// The index file, opened when written through [`LogInner::index_files`].
-    pub index_path: PathBuf,
-    pub next_slot: u64,
-    /// Index entries for slots from `index_pending_slot` on, not yet written
-    /// to the index file. Only the checkpoint needs them on disk (recovery
-    /// rebuilds everything past it from the log), so appends buffer them and
-    /// the checkpoint writes them in one call instead of one per append.
-    pub index_pending: Vec<u8>,
-    pub index_pending_slot: u64,
     pub producers: ProducerTable,
     pub removed: bool,
     /// `delete.retention.ms`: how long compaction keeps a tombstone; `None`
@@ -90,151 +67,67 @@ impl PartitionState {
         }
     }
 
-    /// Position in `entries` of the batch holding `offset`.
-    pub fn find(&self, offset: i64) -> Option<usize> {
-        let i = self
-            .entries
-            .partition_point(|e| e.entry.base_offset <= offset);
-        let i = i.checked_sub(1)?;
-        (self.entries.get(i)?.entry.last_offset() >= offset).then_some(i)
-    }
-
-    /// Position in `entries` of the first batch ending at or after `offset`:
-    /// the batch holding it, or the next one when compaction removed it.
-    pub fn find_from(&self, offset: i64) -> Option<usize> {
-        let i = self
-            .entries
-            .partition_point(|e| e.entry.last_offset() < offset);
-        (i < self.entries.len()).then_some(i)
-    }
-
-    pub fn push_entry(&mut self, entry: IndexEntry, slot: u64) {
-        let prev = self.entries.back().map_or(i64::MIN, |e| e.running_max_ts);
-        self.live_bytes += u64::from(entry.size);
-        self.entries.push_back(MemEntry {
-            entry,
-            slot,
-            running_max_ts: prev.max(entry.max_timestamp),
-        });
-    }
-
-    /// Drop batches that end below the log start.
-    pub fn trim(&mut self) {
-        let mut dropped = false;
-        while let Some(front) = self.entries.front() {
-            if front.entry.last_offset() >= self.log_start {
-                break;
-            }
-            self.live_bytes = self.live_bytes.saturating_sub(u64::from(front.entry.size));
-            if front.entry.last_offset() >= self.checkpointed_log_start {
-                self.dead_unrecorded.push(front.entry);
-            }
-            self.entries.pop_front();
-            dropped = true;
-        }
-        if dropped {
-            let mut running = i64::MIN;
-            for e in &mut self.entries {
-                running = running.max(e.entry.max_timestamp);
-                e.running_max_ts = running;
-            }
-        }
-    }
-
     /// A durable checkpoint recorded `log_start`: batches below it are dead
     /// after a restart too, and their segments may go.
     pub fn recorded_log_start(&mut self, log_start: i64) {
         self.checkpointed_log_start = self.checkpointed_log_start.max(log_start);
-        let recorded = self.checkpointed_log_start;
-        self.dead_unrecorded.retain(|e| e.last_offset() >= recorded);
     }
 
-    /// Move the log start forward (never backwards, never past the high watermark).
-    pub fn advance_log_start(&mut self, offset: i64) -> bool {
+    /// The lowest log start a restart could come back with: what keeps segments.
+    pub fn restart_log_start(&self) -> i64 {
+        self.log_start.min(self.checkpointed_log_start)
+    }
+
+    /// Move the log start forward (never backwards, never past the high
+    /// watermark), forgetting the batches it passes.
+    pub fn advance_log_start(
+        &mut self,
+        offset: i64,
+        ix: IndexIo<'_>,
+    ) -> Result<bool, StorageError> {
         let offset = offset.min(self.hw);
         if offset <= self.log_start {
-            return false;
+            return Ok(false);
         }
         self.log_start = offset;
-        self.trim();
-        true
+        self.index.trim(offset, ix)?;
+        Ok(true)
     }
 
-    /// Rebuild idempotent-producer state from the index.
-    pub fn rebuild_producers(&mut self) {
-        let mut table = ProducerTable::default();
+    /// Rebuild idempotent-producer state from the newest batches of the index.
+    pub fn rebuild_producers(&mut self, ix: IndexIo<'_>) -> Result<(), StorageError> {
         let mut states: HashMap<i64, ProducerState> = HashMap::new();
-        for e in &self.entries {
-            let e = e.entry;
-            if e.producer_id < 0 {
-                continue;
+        let to = self.index.next_slot();
+        let from = to.saturating_sub(PRODUCER_REBUILD_BATCHES_MAX);
+        self.index.scan(from, to, ix, |_, e| {
+            if e.producer_id >= 0 && e.last_offset() >= self.log_start {
+                states.entry(e.producer_id).or_default().record(
+                    e.producer_epoch,
+                    SequencedBatch {
+                        first_seq: e.base_sequence,
+                        last_seq: batch::increment_sequence(e.base_sequence, e.last_offset_delta),
+                        base_offset: e.base_offset,
+                        last_offset: e.last_offset(),
+                    },
+                );
             }
-            let state = states.entry(e.producer_id).or_default();
-            state.record(
-                e.producer_epoch,
-                SequencedBatch {
-                    first_seq: e.base_sequence,
-                    last_seq: batch::increment_sequence(e.base_sequence, e.last_offset_delta),
-                    base_offset: e.base_offset,
-                    last_offset: e.last_offset(),
-                },
-            );
-        }
+            ControlFlow::Continue(())
+        })?;
+        let mut table = ProducerTable::default();
         for (id, s) in states {
             table.put(id, s);
         }
         self.producers = table;
-    }
-
-    /// Write index entries at their slots (no fsync): appended entries are
-    /// buffered until [`Self::flush_index`]; any other write first flushes
-    /// the buffer, so slots reach the file in the order they were written.
-    pub fn write_index(
-        &mut self,
-        first_slot: u64,
-        bytes: &[u8],
-        log: &LogInner,
-    ) -> Result<(), StorageError> {
-        let count = (bytes.len() / INDEX_ENTRY_BYTES) as u64;
-        log.check(first_slot + count <= self.next_slot, || {
-            format!(
-                "index slots {first_slot}..{} lie below the next slot {} of {:?}",
-                first_slot + count,
-                self.next_slot,
-                self.index_path
-            )
-        })?;
-        let pending_end =
-            self.index_pending_slot + (self.index_pending.len() / INDEX_ENTRY_BYTES) as u64;
-        if !self.index_pending.is_empty() && first_slot != pending_end {
-            self.flush_index(log)?;
-        }
-        if self.index_pending.is_empty() {
-            self.index_pending_slot = first_slot;
-        }
-        self.index_pending.extend_from_slice(bytes);
-        log.checkpoint_dirty.store(true, Ordering::SeqCst);
-        if self.index_pending.len() >= INDEX_PENDING_BYTES_MAX {
-            self.flush_index(log)?;
-        }
         Ok(())
     }
 
-    /// Write the buffered index entries to the index file (no fsync) and
-    /// give the buffer's memory back.
+    /// Write the index entries only memory holds to the index file (no
+    /// fsync); a failure poisons the log.
     pub fn flush_index(&mut self, log: &LogInner) -> Result<(), StorageError> {
-        if self.index_pending.is_empty() {
-            return Ok(());
+        match self.index.flush(log.index_io()) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(log.poison(e.to_string())),
         }
-        let bytes = std::mem::take(&mut self.index_pending);
-        let at = INDEX_HEADER_BYTES + self.index_pending_slot * INDEX_ENTRY_BYTES as u64;
-        let written = log
-            .index_files
-            .write_at(log.io.as_ref(), &self.index_path, &bytes, at);
-        if let Err(e) = written {
-            return Err(log.poison(e.to_string()));
-        }
-        Ok(())
     }
 }
 
@@ -269,8 +162,8 @@ pub(crate) fn append(
     match prepare(log, part.id, &st, &payload, &mut out)? {
         Prepare::Duplicate(outcome) => Ok(outcome),
         Prepare::Write(p) => {
-            let start = log.write_entries(&out, Some(marker(part, &st, p.end_offset)))?;
-            commit(log, &mut st, p, start)
+            let written = log.write_entries(&out, Some(marker(part, &st, p.end_offset)))?;
+            commit(log, &mut st, p, written)
         }
     }
 }
@@ -336,7 +229,7 @@ pub(crate) fn append_many(
                 continue;
             };
             let result = match &written {
-                Ok(start) => commit(log, st, p, *start),
+                Ok(written) => commit(log, st, p, *written),
                 Err(e) => Err(AppendError::Storage(e.clone())),
             };
             if let Some(slot) = results.get_mut(*i) {
@@ -447,7 +340,7 @@ fn prepare(
                 "a payload mixes retried duplicate batches with new ones",
             ));
         }
-        return Ok(Prepare::Duplicate(duplicate_outcome(log, st, &duplicates)));
+        return Ok(Prepare::Duplicate(duplicate_outcome(log, st, &duplicates)?));
     }
 
     // Build the entries: header + batch with broker-owned fields patched.
@@ -483,25 +376,27 @@ fn prepare(
 
 /// Record a written payload in the partition: index entries (in memory, and
 /// buffered for the index file, which the checkpoint fsyncs), producer
-/// state and log end. `start` is the log position of the buffer's first byte.
+/// state and log end. `written` says where the buffer's first byte went.
 fn commit(
     log: &LogInner,
     st: &mut PartitionState,
     p: Prepared,
-    start: u64,
+    written: Written,
 ) -> Result<AppendOutcome, AppendError> {
     // Paired with `prepare`, which numbered the batches from the log end
     // under this same lock: offsets stay contiguous.
     log.check(p.base_offset == st.log_end, || {
         format!(
             "a batch's base offset {} is the log end {} of {:?}",
-            p.base_offset, st.log_end, st.index_path
+            p.base_offset,
+            st.log_end,
+            st.index.path()
         )
     })?;
-    let first_slot = st.next_slot;
-    let mut index_bytes = Vec::with_capacity(p.entries.len() * INDEX_ENTRY_BYTES);
+    let start = written.position;
+    let hot_max = log.index_hot_entries_max();
     let mut expected = p.base_offset;
-    for (i, (rel, mut e)) in p.entries.into_iter().enumerate() {
+    for (rel, mut e) in p.entries {
         e.position = start + rel;
         let inside = rel + (ENTRY_HEADER_BYTES as u64) + u64::from(e.size) <= p.buf_end;
         log.check(e.base_offset == expected && inside, || {
@@ -511,11 +406,11 @@ fn commit(
             )
         })?;
         expected = e.last_offset() + 1;
-        index_bytes.extend_from_slice(&e.encode());
-        st.push_entry(e, first_slot + i as u64);
+        if let Err(e) = st.index.push(e, written.segment, hot_max, log.index_io()) {
+            return Err(log.poison(e.to_string()).into());
+        }
     }
-    st.next_slot += (index_bytes.len() / INDEX_ENTRY_BYTES) as u64;
-    st.write_index(first_slot, &index_bytes, log)?;
+    log.checkpoint_dirty.store(true, Ordering::SeqCst);
     for (id, s) in p.producers {
         st.producers.put(id, s);
     }
@@ -550,6 +445,7 @@ fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
         producer_epoch: info.producer_epoch,
         attributes: info.attributes,
         base_sequence: info.base_sequence,
+        running_max_ts: i64::MIN,
     }
 }
 
@@ -557,7 +453,7 @@ fn duplicate_outcome(
     log: &LogInner,
     st: &PartitionState,
     dups: &[SequencedBatch],
-) -> AppendOutcome {
+) -> Result<AppendOutcome, StorageError> {
     let base_offset = dups.first().map_or(-1, |d| d.base_offset);
     let last_offset = dups.last().map_or(-1, |d| d.last_offset);
     let strict = st.config.flush_messages <= 1;
@@ -566,19 +462,19 @@ fn duplicate_outcome(
     } else {
         // The original is written but not yet durable: wait for its end.
         let end = st
-            .find(last_offset)
-            .and_then(|i| st.entries.get(i))
-            .map_or(0, |e| e.entry.end_position());
+            .index
+            .find(last_offset, log.index_io())?
+            .map_or(0, |(_, e)| e.end_position());
         DurableWait::pending(log.durable_tx.subscribe(), end)
     };
-    AppendOutcome {
+    Ok(AppendOutcome {
         base_offset,
         last_offset,
         log_append_time: -1,
         log_start_offset: st.log_start,
         duplicate: true,
         durable,
-    }
+    })
 }
 
 pub(crate) fn removed_error(id: PartitionId) -> StorageError {
@@ -596,16 +492,41 @@ pub(crate) struct Located {
     pub segment: Arc<Segment>,
 }
 
-/// Locate the batches in `st.entries[from..]` (below the high watermark) for a read
-/// of up to `limit` bytes, at least one.
+/// Index entries read per positional read when locating batches for a read.
+const LOCATE_CHUNK_ENTRIES: usize = 64;
+
+/// Locate the batches from index slot `from` on (below the high watermark)
+/// for a read of up to `limit` bytes, at least one.
 fn locate(
     log: &LogInner,
     st: &PartitionState,
-    from: usize,
+    from: u64,
     limit: usize,
 ) -> Result<Vec<Located>, StorageError> {
+    let mut entries = Vec::new();
+    let mut total = 0usize;
+    let mut slot = from;
+    'chunks: loop {
+        let chunk = st
+            .index
+            .read_range(slot, LOCATE_CHUNK_ENTRIES, log.index_io())?;
+        if chunk.is_empty() {
+            break;
+        }
+        slot += chunk.len() as u64;
+        for e in chunk {
+            if e.base_offset >= st.hw || (!entries.is_empty() && total + e.size as usize > limit) {
+                break 'chunks;
+            }
+            total += e.size as usize;
+            entries.push(e);
+            if total >= limit {
+                break 'chunks;
+            }
+        }
+    }
     let segments = read(&log.segments)?;
-    let found = locate_in(&segments, st, from, limit);
+    let found = locate_in(&segments, st, entries);
     // Poisoning takes the writer lock, which comes before `segments`.
     drop(segments);
     found.map_err(|broken| match broken {
@@ -620,29 +541,21 @@ enum Broken {
     Error(StorageError),
 }
 
-/// [`locate`] under the segments lock, checking what the write side
-/// promised: offsets ascending, each batch inside its segment.
+/// Find the segment of each entry under the segments lock, checking what
+/// the write side promised: offsets ascending, each batch inside its segment.
 fn locate_in(
     segments: &BTreeMap<u64, Arc<Segment>>,
     st: &PartitionState,
-    from: usize,
-    limit: usize,
+    entries: Vec<IndexEntry>,
 ) -> Result<Vec<Located>, Broken> {
-    let mut out = Vec::new();
-    let mut total = 0usize;
+    let mut out = Vec::with_capacity(entries.len());
     let mut prev_last = i64::MIN;
-    for e in st.entries.iter().skip(from) {
-        let e = e.entry;
-        if e.base_offset >= st.hw {
-            break;
-        }
-        if !out.is_empty() && total + e.size as usize > limit {
-            break;
-        }
+    for e in entries {
         if e.base_offset <= prev_last {
             return Err(Broken::Invariant(format!(
                 "index entry {} of {:?} follows offset {prev_last}",
-                e.base_offset, st.index_path
+                e.base_offset,
+                st.index.path()
             )));
         }
         prev_last = e.last_offset();
@@ -666,11 +579,7 @@ fn locate_in(
                 segment.path.display()
             )));
         }
-        total += e.size as usize;
         out.push(Located { entry: e, segment });
-        if total >= limit {
-            break;
-        }
     }
     Ok(out)
 }
@@ -770,7 +679,7 @@ pub(crate) fn read_from(
             });
         }
         // A compacted partition has gaps: a removed offset reads from the next kept batch.
-        let Some(from) = st.find_from(offset) else {
+        let Some(from) = st.index.find_from(offset, log.index_io())? else {
             return Ok(ReadOutcome {
                 records: Bytes::new(),
                 offsets,
@@ -793,8 +702,7 @@ pub(crate) fn offset_for_timestamp(
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, ReadError> {
     loop_candidates(log, part, |st| {
-        let i = st.entries.partition_point(|e| e.running_max_ts < timestamp);
-        (i, timestamp)
+        Ok((st.index.find_time(timestamp, log.index_io())?, timestamp))
     })
 }
 
@@ -804,39 +712,41 @@ pub(crate) fn max_timestamp(
     part: &PartitionInner,
 ) -> Result<Option<(i64, i64)>, ReadError> {
     loop_candidates(log, part, |st| {
-        let visible = st.entries.partition_point(|e| e.entry.base_offset < st.hw);
-        let max = visible
-            .checked_sub(1)
-            .and_then(|i| st.entries.get(i))
-            .map_or(i64::MAX, |e| e.running_max_ts);
-        let i = st.entries.partition_point(|e| e.running_max_ts < max);
-        (i, max)
+        Ok(match st.index.max_timestamp_entry(st.hw, log.index_io())? {
+            Some((slot, e)) => (slot, e.max_timestamp),
+            None => (st.index.next_slot(), i64::MAX),
+        })
     })
 }
 
-/// Scan visible batches from the index `pick` chooses for the first record at
-/// or after the timestamp it returns.
+/// Candidate batches a time look-up reads, at most: a batch's records may
+/// all sit below the log start, so a few more than one.
+const TIME_CANDIDATES_MAX: usize = 4;
+
+/// Scan visible batches from the slot `pick` chooses for the first record
+/// at or after the timestamp it returns.
 fn loop_candidates(
     log: &LogInner,
     part: &PartitionInner,
-    pick: impl Fn(&PartitionState) -> (usize, i64),
+    pick: impl Fn(&PartitionState) -> Result<(u64, i64), StorageError>,
 ) -> Result<Option<(i64, i64)>, ReadError> {
     let (candidates, log_start, timestamp) = {
         let st = lock(&part.state)?;
-        let (from, timestamp) = pick(&st);
+        let (from, timestamp) = pick(&st)?;
         let mut items = Vec::new();
-        for e in st.entries.iter().skip(from) {
-            if e.entry.base_offset >= st.hw {
-                break;
-            }
-            if e.entry.max_timestamp >= timestamp {
-                items.push(e.entry);
-                // A batch's records may all sit below the log start; keep a few more.
-                if items.len() >= 4 {
-                    break;
+        st.index
+            .scan(from, st.index.next_slot(), log.index_io(), |_, e| {
+                if e.base_offset >= st.hw {
+                    return ControlFlow::Break(());
                 }
-            }
-        }
+                if e.max_timestamp >= timestamp {
+                    items.push(*e);
+                    if items.len() >= TIME_CANDIDATES_MAX {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            })?;
         let segs = read(&log.segments)?;
         let mut located = Vec::with_capacity(items.len());
         for e in items {

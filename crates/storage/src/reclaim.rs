@@ -65,7 +65,7 @@ pub(crate) fn checkpoint_log_starts(
         position: old.position,
         partitions: Vec::with_capacity(old.partitions.len()),
     };
-    for mut p in old.partitions.iter().copied() {
+    for mut p in old.partitions.iter().cloned() {
         let Some(part) = registry.get(&p.id) else {
             continue; // removed: its index file is gone
         };
@@ -73,7 +73,12 @@ pub(crate) fn checkpoint_log_starts(
         if st.removed {
             continue;
         }
-        p.log_start = p.log_start.max(st.log_start);
+        if st.log_start > p.log_start {
+            p.log_start = st.log_start;
+            // Its live bytes were counted from the old log start: the next
+            // open recounts them from the index file.
+            p.summary = None;
+        }
         new.partitions.push(p);
     }
     drop(registry);

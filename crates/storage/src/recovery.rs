@@ -3,7 +3,7 @@
 //! the commit-log tail past the checkpoint position, checking each entry's
 //! CRC32C, cutting a torn or corrupt tail, and re-indexing what is valid.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use crate::error::StorageError;
 use crate::format::{
-    self, Checkpoint, ENTRY_BATCH_BYTES_MAX, ENTRY_HEADER_BYTES, ENTRY_PREFIX_BYTES, EntryKind,
-    FormatError, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry, SEGMENT_HEADER_BYTES,
-    SEGMENT_VERSION,
+    self, Checkpoint, CheckpointPartition, ENTRY_BATCH_BYTES_MAX, ENTRY_HEADER_BYTES,
+    ENTRY_PREFIX_BYTES, EntryKind, FormatError, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, IndexEntry,
+    SEGMENT_HEADER_BYTES, SEGMENT_VERSION,
 };
-use crate::io::{FileIo, IndexFiles};
+use crate::index::{Loaded, QueueIndex, slot_offset};
+use crate::io::{FileIo, IndexFiles, IndexIo};
 use crate::log::{
     CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, LogInner, LogParts, Segment, io_err, segment_file_name,
     sync_dir,
@@ -26,8 +27,9 @@ use crate::partition::{PartitionInner, PartitionState};
 use crate::producer::ProducerTable;
 use crate::{Clock, LogConfig, PartitionConfig, PartitionId, RecoveryReport};
 
-/// The largest index file loaded; a longer one is corruption (16 M batches).
-const INDEX_FILE_BYTES_MAX: u64 = 1 << 30;
+/// The largest version-1 index file upgraded (read whole into memory once);
+/// a longer one is corruption (16 M batches). Version-2 files are never read whole.
+const INDEX_V1_FILE_BYTES_MAX: u64 = 1 << 30;
 
 fn corrupt(file: &Path, detail: impl Into<String>) -> StorageError {
     StorageError::Corrupt {
@@ -117,20 +119,27 @@ fn open_checked(
     }
     let first_base = first_base.unwrap_or(checkpoint_pos);
 
-    let mut partitions = load_indexes(&index_dir, checkpoint.as_ref())?;
-    report.partitions = partitions.len();
-
     let index_files = IndexFiles::new(config.index_open_files_max);
+    let ix = IndexIo {
+        files: &index_files,
+        io: io.as_ref(),
+    };
+    let bases: Vec<u64> = segments.keys().copied().collect();
+    let mut partitions = load_indexes(&index_dir, checkpoint.as_ref(), &bases, ix)?;
+    report.partitions = partitions.len();
+    // A few entries per partition while recovery re-indexes the tail; the
+    // log shares out the real budget once it runs.
+    let hot_max = crate::index::HOT_ENTRIES_MIN;
     let write_pos = scan_tail(
         &mut segments,
         scan_from,
         &mut partitions,
-        (io.as_ref(), &index_files),
+        (ix, hot_max),
         &mut report,
     )?;
     roll_if_older_version(&mut segments, &log_dir, write_pos, io.as_ref())?;
 
-    let registry = finish_partitions(partitions, first_base);
+    let registry = finish_partitions(partitions, first_base, ix)?;
     sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
 
     let segments: BTreeMap<u64, Arc<Segment>> = segments
@@ -171,30 +180,32 @@ fn open_checked(
 fn finish_partitions(
     partitions: HashMap<PartitionId, PartitionState>,
     first_base: u64,
-) -> HashMap<PartitionId, Arc<PartitionInner>> {
+    ix: IndexIo<'_>,
+) -> Result<HashMap<PartitionId, Arc<PartitionInner>>, StorageError> {
     let mut registry = HashMap::new();
     for (id, mut st) in partitions {
-        if let Some(first_live) = st
-            .entries
-            .iter()
-            .position(|e| e.entry.position >= first_base)
-        {
-            let base = st
-                .entries
-                .get(first_live)
-                .map_or(st.log_start, |e| e.entry.base_offset);
-            if first_live > 0 {
-                st.log_start = st.log_start.max(base);
-            }
-        } else if let Some(last) = st.entries.back() {
-            // Every batch lay in deleted segments.
-            st.log_start = st.log_start.max(last.entry.last_offset() + 1);
-        }
+        // A segment is deleted only once nothing in it is live, so a use of
+        // one below the first segment is of batches below the log start.
+        let gone: Vec<u64> = st
+            .index
+            .segment_uses()
+            .range(..first_base)
+            .map(|(b, _)| *b)
+            .collect();
+        let dead_end = st
+            .index
+            .segment_uses()
+            .range(..first_base)
+            .map(|(_, u)| u.max_last_offset.saturating_add(1))
+            .max();
+        st.index.forget_segments(&gone);
         st.log_end = st.log_end.max(st.log_start);
-        st.trim();
         st.hw = st.log_end;
+        if let Some(end) = dead_end {
+            st.advance_log_start(end, ix)?;
+        }
         st.durable_end = st.log_end;
-        st.rebuild_producers();
+        st.rebuild_producers(ix)?;
         registry.insert(
             id,
             Arc::new(PartitionInner {
@@ -203,7 +214,7 @@ fn finish_partitions(
             }),
         );
     }
-    registry
+    Ok(registry)
 }
 
 /// Make what recovery kept durable before anything is acknowledged on top of
@@ -442,18 +453,12 @@ pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionStat
     PartitionState {
         config,
         leader_epoch: 0,
-        entries: VecDeque::new(),
+        index: QueueIndex::new(path),
         log_start: 0,
         checkpointed_log_start: i64::MIN,
-        dead_unrecorded: Vec::new(),
         log_end: 0,
         hw: 0,
         durable_end: 0,
-        live_bytes: 0,
-        index_path: path,
-        next_slot: 0,
-        index_pending: Vec::new(),
-        index_pending_slot: 0,
         producers: ProducerTable::default(),
         removed: false,
         delete_retention_ms: Some(crate::compaction::DELETE_RETENTION_MS_DEFAULT),
@@ -462,30 +467,117 @@ pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionStat
     }
 }
 
+/// The entry at `slot` of an index file of `version`, `None` when it is
+/// short or fails its CRC.
+fn read_slot(file: &File, slot: u64, version: u32) -> Option<IndexEntry> {
+    let mut buf = [0u8; INDEX_ENTRY_BYTES];
+    file.read_exact_at(&mut buf, slot_offset(slot)).ok()?;
+    IndexEntry::decode_in(&buf, version)
+}
+
+/// How many leading entries of an index file of `version` holding `count`
+/// entries the checkpoint vouches for (those below `index_end`). The
+/// vouched entries are a prefix, each valid; past them an entry may be
+/// torn. An invalid entry while the one before it ends below `index_end`
+/// lies inside the vouched range: corruption.
+fn vouched_entries(
+    file: &File,
+    path: &Path,
+    count: u64,
+    version: u32,
+    index_end: i64,
+    log_start: i64,
+) -> Result<u64, StorageError> {
+    let vouched = |slot| read_slot(file, slot, version).filter(|e| e.base_offset < index_end);
+    let (mut lo, mut hi) = (0u64, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if vouched(mid).is_some() {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo < count && read_slot(file, lo, version).is_none() {
+        let before_end = match lo.checked_sub(1) {
+            Some(prev) => vouched(prev).map_or(log_start, |e| e.last_offset() + 1),
+            None => log_start,
+        };
+        if before_end < index_end {
+            return Err(corrupt(path, format!("index entry {lo} fails its CRC")));
+        }
+    }
+    Ok(lo)
+}
+
+/// Rewrite a version-1 index file as version 2 (entries gain their running
+/// maximum timestamp), keeping the first `keep` entries; the new file is
+/// synced and renamed over the old one. Version-1 files are at most
+/// [`INDEX_V1_FILE_BYTES_MAX`] long.
+fn upgrade_v1_index(
+    file: &File,
+    path: &Path,
+    id: PartitionId,
+    keep: u64,
+    io: &dyn FileIo,
+) -> Result<(), StorageError> {
+    let mut bytes = vec![0u8; (keep as usize) * INDEX_ENTRY_BYTES];
+    file.read_exact_at(&mut bytes, INDEX_HEADER_BYTES)
+        .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+    let mut out = Vec::with_capacity(INDEX_HEADER_BYTES as usize + bytes.len());
+    out.extend_from_slice(&format::index_header(id));
+    let mut running = i64::MIN;
+    for (slot, chunk) in bytes.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
+        let mut e = IndexEntry::decode_in(chunk, 1)
+            .ok_or_else(|| corrupt(path, format!("index entry {slot} fails its CRC")))?;
+        running = running.max(e.max_timestamp);
+        e.running_max_ts = running;
+        out.extend_from_slice(&e.encode());
+    }
+    let tmp = path.with_extension("idx.v1-upgrade");
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
+    io.write_all_at(&f, &out, 0)
+        .and_then(|()| io.sync_data(&f))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            io_err(
+                format!("upgrading {} to index version 2", path.display()),
+                e,
+            )
+        })?;
+    tracing::info!(index = %path.display(), entries = keep, "upgraded an index file to version 2");
+    Ok(())
+}
+
 /// Load every index file, keeping only entries the checkpoint vouches for.
+/// Only the ends of each file are read (binary searches), so an open costs
+/// a few reads per partition whatever the retained data; a partition the
+/// checkpoint gives no totals for (a version-1 checkpoint) is read whole once.
 fn load_indexes(
     index_dir: &Path,
     checkpoint: Option<&Checkpoint>,
+    segment_bases: &[u64],
+    ix: IndexIo<'_>,
 ) -> Result<HashMap<PartitionId, PartitionState>, StorageError> {
-    let vouched: HashMap<PartitionId, (i64, i64)> = checkpoint
-        .map(|c| {
-            c.partitions
-                .iter()
-                .map(|p| (p.id, (p.index_end_offset, p.log_start)))
-                .collect()
-        })
+    let vouched: HashMap<PartitionId, &CheckpointPartition> = checkpoint
+        .map(|c| c.partitions.iter().map(|p| (p.id, p)).collect())
         .unwrap_or_default();
     let mut out = HashMap::new();
+    let mut upgraded = false;
     let rd = std::fs::read_dir(index_dir)
         .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
     for ent in rd {
         let ent = ent.map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
         let name = ent.file_name();
-        if name
-            .to_str()
-            .is_some_and(|n| n.ends_with(crate::compaction::INDEX_TMP_SUFFIX))
-        {
-            // A compaction's new index that was never renamed into place.
+        if name.to_str().is_some_and(|n| {
+            n.ends_with(crate::compaction::INDEX_TMP_SUFFIX) || n.ends_with(".idx.v1-upgrade")
+        }) {
+            // A compaction's new index (or an upgrade) never renamed into place.
             let path = ent.path();
             std::fs::remove_file(&path)
                 .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
@@ -500,62 +592,71 @@ fn load_indexes(
             .write(true)
             .open(&path)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
-        let len = file
+        let mut len = file
             .metadata()
             .map_err(|e| io_err(format!("stat {}", path.display()), e))?
             .len();
-        if len > INDEX_FILE_BYTES_MAX {
-            return Err(corrupt(&path, format!("index file of {len} bytes")));
-        }
         if len < INDEX_HEADER_BYTES {
             // Created at the crash, before its header was written: nothing in it.
             file.set_len(0)
                 .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
             file.write_all_at(&format::index_header(id), 0)
                 .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
+            len = INDEX_HEADER_BYTES;
         }
-        let mut bytes = vec![0u8; len.max(INDEX_HEADER_BYTES) as usize];
-        file.read_exact_at(&mut bytes, 0)
+        let mut header = [0u8; INDEX_HEADER_BYTES as usize];
+        file.read_exact_at(&mut header, 0)
             .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
-        format::check_index_header(&bytes, id).map_err(|e| format_err(&path, e))?;
-        let (index_end, log_start) = vouched.get(&id).copied().unwrap_or((i64::MIN, 0));
-        let mut st = new_state(path.clone(), PartitionConfig::default());
-        st.log_start = log_start;
-        let body = bytes.get(INDEX_HEADER_BYTES as usize..).unwrap_or_default();
-        let mut next: Option<i64> = None;
-        for (slot, chunk) in body.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
-            let Some(e) = IndexEntry::decode(chunk) else {
-                // Past the vouched range an entry may be torn; inside it, that is corruption.
-                if next.unwrap_or(log_start) < index_end {
-                    return Err(corrupt(&path, format!("index entry {slot} fails its CRC")));
-                }
-                break;
-            };
-            if e.base_offset >= index_end {
-                break;
-            }
-            // Gaps are allowed: compaction removes whole batches.
-            if next.is_some_and(|n| n > e.base_offset) {
-                return Err(corrupt(
-                    &path,
-                    format!("index entry {slot} does not follow its predecessor"),
-                ));
-            }
-            next = Some(e.last_offset() + 1);
-            st.push_entry(e, slot as u64);
+        let version = format::check_index_header(&header, id).map_err(|e| format_err(&path, e))?;
+        if version == 1 && len > INDEX_V1_FILE_BYTES_MAX {
+            return Err(corrupt(&path, format!("index file of {len} bytes")));
         }
-        st.next_slot = st.entries.len() as u64;
-        // Compaction may have removed the last batches below the vouched end;
-        // the log still reaches it, so the tail scan must not re-add them.
-        st.log_end = next.unwrap_or(log_start).max(log_start).max(index_end);
-        let keep = INDEX_HEADER_BYTES + st.next_slot * INDEX_ENTRY_BYTES as u64;
-        if keep != len {
+        let cp = vouched.get(&id);
+        let (index_end, log_start) =
+            cp.map_or((i64::MIN, 0), |c| (c.index_end_offset, c.log_start));
+        let count = (len - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES as u64;
+        let keep = vouched_entries(&file, &path, count, version, index_end, log_start)?;
+        if version == 1 {
+            upgrade_v1_index(&file, &path, id, keep, ix.io)?;
+            upgraded = true;
+        } else if slot_offset(keep) != len {
             // Synced before the file is closed: nothing tracks it after.
-            file.set_len(keep)
+            file.set_len(slot_offset(keep))
                 .and_then(|()| file.sync_data())
                 .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
         }
+        drop(file);
+        let summary = cp.and_then(|c| c.summary.clone());
+        let known = summary.is_some() || cp.is_none();
+        let mut st = new_state(path.clone(), PartitionConfig::default());
+        st.index = QueueIndex::loaded(
+            path,
+            Loaded {
+                first_slot: 0,
+                next_slot: keep,
+                last_running_max: i64::MIN,
+                dead_max_ts: i64::MIN,
+                summary: summary.unwrap_or_default(),
+            },
+        );
+        st.log_start = log_start;
+        let last = st.index.finish_load(log_start, ix)?;
+        if !known {
+            st.index.rebuild_summary(ix, |position| {
+                let i = segment_bases.partition_point(|b| *b <= position);
+                i.checked_sub(1).and_then(|i| segment_bases.get(i)).copied()
+            })?;
+        }
+        // Compaction may have removed the last batches below the vouched end;
+        // the log still reaches it, so the tail scan must not re-add them.
+        st.log_end = last
+            .map_or(log_start, |e| e.last_offset() + 1)
+            .max(log_start)
+            .max(index_end);
         out.insert(id, st);
+    }
+    if upgraded {
+        sync_dir(index_dir).map_err(|e| io_err(format!("fsync of {}", index_dir.display()), e))?;
     }
     Ok(out)
 }
@@ -687,12 +788,20 @@ fn scan_tail(
     segments: &mut BTreeMap<u64, OpenSegment>,
     from: u64,
     partitions: &mut HashMap<PartitionId, PartitionState>,
-    io: (&dyn FileIo, &IndexFiles),
+    (ix, hot_max): (IndexIo<'_>, usize),
     report: &mut RecoveryReport,
 ) -> Result<u64, StorageError> {
+    let bases: Vec<u64> = segments.keys().copied().collect();
     let tail = walk_tail(segments, from, &mut |header, batch, position| {
         report.bytes_scanned += (ENTRY_PREFIX_BYTES + header.body_len as usize) as u64;
-        apply_entry(header, batch, position, partitions, io, report)
+        let i = bases.partition_point(|b| *b <= position);
+        let segment = i
+            .checked_sub(1)
+            .and_then(|i| bases.get(i))
+            .copied()
+            .unwrap_or(0);
+        let at = Located { position, segment };
+        apply_entry(header, batch, at, partitions, (ix, hot_max), report)
     })?;
     if let Some((base, position)) = tail.torn_at
         && let Some(open) = segments.get(&base)
@@ -805,12 +914,19 @@ fn check_batch_entry(
     whole.then_some(header)
 }
 
+/// Where a valid entry of the tail lies.
+#[derive(Clone, Copy)]
+struct Located {
+    position: u64,
+    segment: u64,
+}
+
 fn apply_entry(
     header: format::EntryHeader,
     batch: &[u8],
-    position: u64,
+    at: Located,
     partitions: &mut HashMap<PartitionId, PartitionState>,
-    (io, index_files): (&dyn FileIo, &IndexFiles),
+    (ix, hot_max): (IndexIo<'_>, usize),
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
     let Some(st) = partitions.get_mut(&header.partition) else {
@@ -820,17 +936,23 @@ fn apply_entry(
         base_offset: header.base_offset,
         last_offset_delta: format::be_i32(batch, 23).unwrap_or(0),
         size: batch.len() as u32,
-        position,
+        position: at.position,
         max_timestamp: format::be_i64(batch, 35).unwrap_or(-1),
         producer_id: format::be_i64(batch, 43).unwrap_or(-1),
         producer_epoch: format::be_i16(batch, 51).unwrap_or(-1),
         attributes: format::be_i16(batch, 21).unwrap_or(0),
         base_sequence: format::be_i32(batch, 53).unwrap_or(-1),
+        running_max_ts: i64::MIN,
     };
-    let stored = match header.kind {
+    let bytes = entry.end_position() - entry.position;
+    match header.kind {
         // The atomically replaced index file decides whether a compacted copy
         // is live: before the rename the original is, after it the copy is.
-        EntryKind::Compacted => return Ok(()),
+        // Its segment is kept either way: the index may point at it.
+        EntryKind::Compacted => {
+            st.index
+                .note_segment_use(at.segment, bytes, entry.last_offset());
+        }
         EntryKind::Batch => {
             if entry.base_offset < st.log_end {
                 return Ok(()); // indexed before the checkpoint was taken
@@ -843,34 +965,28 @@ fn apply_entry(
                     "offset gap in the commit log"
                 );
             }
-            let slot = st.next_slot;
-            st.next_slot += 1;
             st.log_end = entry.last_offset() + 1;
-            st.push_entry(entry, slot);
+            st.index.push(entry, at.segment, hot_max, ix)?;
             report.index_entries_rebuilt += 1;
-            (slot, entry)
         }
         EntryKind::Relocated => {
-            let Some(i) = st.find(entry.base_offset) else {
-                return Ok(());
-            };
-            let Some(e) = st.entries.get_mut(i) else {
+            let Some((slot, e)) = st.index.find(entry.base_offset, ix)? else {
                 return Ok(());
             };
             // A relocation always copies forward to the log head; a copy behind
             // the current position is of a version compaction has replaced.
-            if e.entry.base_offset != entry.base_offset
-                || e.entry.size != entry.size
-                || position <= e.entry.position
+            if e.base_offset != entry.base_offset
+                || e.size != entry.size
+                || at.position <= e.position
             {
                 return Ok(());
             }
-            e.entry.position = position;
-            (e.slot, e.entry)
+            st.index.set_position(slot, at.position, ix)?;
+            st.index
+                .note_segment_use(at.segment, bytes, entry.last_offset());
         }
-    };
-    let at = INDEX_HEADER_BYTES + stored.0 * INDEX_ENTRY_BYTES as u64;
-    index_files.write_at(io, &st.index_path, &stored.1.encode(), at)
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1050,8 +1050,9 @@ fn an_index_entry_that_names_the_wrong_batch_poisons_the_log_on_read() {
     {
         // Memory and disk disagree: batch 1's entry points at batch 0.
         let mut st = p.inner.state.lock().unwrap();
-        let first = st.entries[0].entry.position;
-        st.entries[1].entry.position = first;
+        let hot = st.index.hot_mut();
+        let first = hot[0].position;
+        hot[1].position = first;
     }
     let err = p.read(1, 1).unwrap_err();
     assert!(err.to_string().contains("invariant broken"), "{err}");
@@ -1103,7 +1104,7 @@ fn segments_stay_until_a_checkpoint_records_the_log_start_that_freed_them() {
     *io.hook.lock().unwrap() = Some(Box::new(move || {
         let mut st = racing.inner.state.lock().unwrap();
         let hw = st.hw;
-        st.advance_log_start(hw);
+        st.advance_log_start(hw, racing.log.index_io()).unwrap();
     }));
     log.run_maintenance().unwrap();
     assert_eq!(segment_count(dir.path()), before, "segments deleted early");

@@ -4,7 +4,9 @@
 //! build of each format generation:
 //! - `v1`: segment version 1, index version 1, checkpoint version 1 (written
 //!   before the segment version was bumped; its segments hold kind-3 entries).
-//! - `v2`: segment version 2, index version 1, checkpoint version 1 (current).
+//! - `v2`: segment version 2, index version 1, checkpoint version 1.
+//! - `v3`: segment version 2, index version 2 (running maximum timestamps),
+//!   checkpoint version 2 (live bytes and segment use) (current).
 //!
 //! Every fixture must open and read back every record with its expected
 //! value. The current build must write the current fixture byte for byte (a
@@ -32,9 +34,9 @@ use uuid::Uuid;
 use weir_storage::{Clock, CommitLog, LogConfig, PartitionConfig, PartitionId, StorageError};
 
 /// The generation this build writes.
-const CURRENT: &str = "v2";
+const CURRENT: &str = "v3";
 /// Every generation there has been.
-const GENERATIONS: [&str; 2] = ["v1", "v2"];
+const GENERATIONS: [&str; 3] = ["v1", "v2", "v3"];
 const BLESS_ENV: &str = "WEIR_BLESS_FORMAT_FIXTURE";
 const T0_MS: i64 = 1_700_000_000_000;
 /// Bytes of a segment file header; an entry's kind byte is at entry offset 8.
@@ -264,10 +266,18 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// The checkpoint without what depends on hash-map order: its partition
-/// records sorted, its CRC dropped.
+/// records (56 bytes and 24 per segment use, in version 2) sorted, its CRC dropped.
 fn normalized_checkpoint(bytes: &[u8]) -> Vec<u8> {
     let (header, rest) = bytes.split_at(24);
-    let mut records: Vec<&[u8]> = rest[..rest.len() - 4].chunks(40).collect();
+    let body = &rest[..rest.len() - 4];
+    let mut records: Vec<&[u8]> = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let uses = u32::from_be_bytes(body[at + 48..at + 52].try_into().unwrap()) as usize;
+        let len = 56 + 24 * uses;
+        records.push(&body[at..at + len]);
+        at += len;
+    }
     records.sort();
     let mut out = header.to_vec();
     out.extend(records.concat());
@@ -482,7 +492,7 @@ fn an_index_of_a_future_version_refuses_to_open_and_changes_nothing() {
     let index = dir
         .path()
         .join(format!("index/{}-1.idx", pid(1).topic_id.hyphenated()));
-    set_u32(&index, 8, 2);
+    set_u32(&index, 8, 3);
     assert_refused_unchanged(dir.path(), "-1.idx");
 }
 
@@ -490,7 +500,7 @@ fn an_index_of_a_future_version_refuses_to_open_and_changes_nothing() {
 fn a_checkpoint_of_a_future_version_refuses_to_open_and_changes_nothing() {
     let dir = current_copy();
     let checkpoint = dir.path().join("checkpoint");
-    set_u32(&checkpoint, 8, 2);
+    set_u32(&checkpoint, 8, 3);
     // Also leave a stale temporary checkpoint: a refused open must not remove it.
     std::fs::write(dir.path().join("checkpoint.tmp"), b"half written").unwrap();
     assert_refused_unchanged(dir.path(), "checkpoint");
