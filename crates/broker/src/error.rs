@@ -64,6 +64,8 @@ impl From<AppendError> for ApiError {
             AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::Truncating => ResponseError::NotLeaderOrFollower,
+            AppendError::ReplicaOffsetOrder { .. } => ResponseError::InvalidRecord,
             AppendError::Storage(_) => ResponseError::KafkaStorageError,
         };
         Self::new(code, err.to_string())

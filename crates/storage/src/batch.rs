@@ -64,6 +64,21 @@ pub(crate) fn parse_payload(
     payload: &[u8],
     max_message_bytes: u32,
 ) -> Result<Vec<BatchInfo>, AppendError> {
+    parse(payload, max_message_bytes, true)
+}
+
+/// Walk batches a leader already stored (offsets assigned) and check their
+/// framing and CRC only: a leader's log may hold what a client may not
+/// send (control batches, the empty batches compaction leaves).
+pub(crate) fn parse_replica_payload(payload: &[u8]) -> Result<Vec<BatchInfo>, AppendError> {
+    parse(payload, u32::MAX, false)
+}
+
+fn parse(
+    payload: &[u8],
+    max_message_bytes: u32,
+    from_client: bool,
+) -> Result<Vec<BatchInfo>, AppendError> {
     if payload.is_empty() {
         return Err(AppendError::InvalidBatch("empty record set"));
     }
@@ -96,7 +111,9 @@ pub(crate) fn parse_payload(
             return Err(AppendError::CorruptBatch);
         }
         let info = read_header(batch, at, len).ok_or(AppendError::CorruptBatch)?;
-        check_contents(&info, batch)?;
+        if from_client {
+            check_contents(&info, batch)?;
+        }
         out.push(info);
         at += len;
     }

@@ -112,7 +112,36 @@ pub enum AppendError {
         /// The epoch received.
         got: i16,
     },
+    /// The partition is being truncated; retry once it is done
+    /// (NOT_LEADER_OR_FOLLOWER: the client refreshes its metadata and retries).
+    #[error("the partition is being truncated")]
+    Truncating,
+    /// A replica append whose batch does not start at or after the log end
+    /// (offsets must only grow; INVALID_RECORD).
+    #[error("replica batch at offset {got} does not follow the log end {log_end}")]
+    ReplicaOffsetOrder {
+        /// The partition's log end.
+        log_end: i64,
+        /// The batch's base offset.
+        got: i64,
+    },
     /// The log failed (KAFKA_STORAGE_ERROR).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a truncation was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TruncateError {
+    /// Below the log-start offset: nothing there to keep a boundary at.
+    #[error("cannot truncate to {offset}: below the log-start offset {log_start}")]
+    BelowLogStart {
+        /// The requested offset.
+        offset: i64,
+        /// The partition's log-start offset.
+        log_start: i64,
+    },
+    /// The log failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -22,9 +22,11 @@ pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"WEIRSEG\0";
 /// laid out as version 1; it was bumped because compaction's kind-3 entries
 /// had been added to version 1 without a bump, so binaries that predate
 /// compaction took them for a torn tail (see [`EntryKind::in_segment`]).
-pub(crate) const SEGMENT_VERSION: u32 = 2;
+///
+/// Version 3 adds the truncation entry (kind 4).
+pub(crate) const SEGMENT_VERSION: u32 = 3;
 /// Every segment version this build reads (the one it writes, and older ones).
-pub(crate) const SEGMENT_VERSIONS_READ: [u32; 2] = [1, 2];
+pub(crate) const SEGMENT_VERSIONS_READ: [u32; 3] = [1, 2, 3];
 /// Bytes of the segment file header; entries follow it.
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 16;
 
@@ -90,6 +92,11 @@ pub(crate) enum EntryKind {
     /// range, fewer records. Recovery never applies it from the log; the
     /// partition's index file (replaced atomically) is what points at it.
     Compacted = 3,
+    /// A partition was truncated: every batch at or past the entry's base
+    /// offset, earlier in the log, is gone. Carries no batch. Recovery
+    /// applies it to the partition's index in log order, so a batch a
+    /// truncation removed is never brought back.
+    Truncation = 4,
 }
 
 impl EntryKind {
@@ -99,13 +106,15 @@ impl EntryKind {
     /// Version 1 allows kinds 1, 2 and 3: kind 3 (compaction) was first
     /// written into version-1 segments, so a version-1 segment written by a
     /// build with compaction holds it. Version 2 allows the same three kinds.
+    /// Version 3 adds kind 4 (truncation).
     /// A new kind needs a new segment version that allows it, and the writer
     /// only writes it into segments of that version.
     pub(crate) fn in_segment(segment_version: u32, byte: u8) -> Option<Self> {
         match (segment_version, byte) {
-            (1 | 2, 1) => Some(Self::Batch),
-            (1 | 2, 2) => Some(Self::Relocated),
-            (1 | 2, 3) => Some(Self::Compacted),
+            (1..=3, 1) => Some(Self::Batch),
+            (1..=3, 2) => Some(Self::Relocated),
+            (1..=3, 3) => Some(Self::Compacted),
+            (3, 4) => Some(Self::Truncation),
             _ => None,
         }
     }
@@ -636,7 +645,12 @@ mod tests {
         for version in SEGMENT_VERSIONS_READ {
             for byte in 0..=u8::MAX {
                 let known = EntryKind::in_segment(version, byte).is_some();
-                assert_eq!(known, (1..=3).contains(&byte), "v{version} kind {byte}");
+                let last_kind = if version >= 3 { 4 } else { 3 };
+                assert_eq!(
+                    known,
+                    (1..=last_kind).contains(&byte),
+                    "v{version} kind {byte}"
+                );
             }
         }
         assert_eq!(EntryKind::in_segment(SEGMENT_VERSION + 1, 1), None);

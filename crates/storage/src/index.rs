@@ -436,6 +436,45 @@ impl QueueIndex {
         Ok(())
     }
 
+    /// Forget the batches from the one holding `offset` on (a truncation;
+    /// `offset` at or above the log start). Memory only: the caller cuts
+    /// the file with [`Self::truncate_file`] before anything can be written
+    /// at the freed slots. Returns the new end offset (the base offset of
+    /// the first batch forgotten, `offset` itself at a batch boundary) and
+    /// the first slot forgotten; `None` when nothing lies at or past `offset`.
+    pub fn truncate_memory(
+        &mut self,
+        offset: i64,
+        ix: IndexIo<'_>,
+    ) -> Result<Option<(i64, u64)>, StorageError> {
+        let cut = self.partition_point(ix, |e| e.last_offset() < offset)?;
+        if cut >= self.next_slot {
+            return Ok(None);
+        }
+        let new_end = self.get(cut, ix)?.base_offset.min(offset);
+        let mut gone = 0u64;
+        self.scan(cut, self.next_slot, ix, |_, e| {
+            gone += u64::from(e.size);
+            ControlFlow::Continue(())
+        })?;
+        self.live_bytes = self.live_bytes.saturating_sub(gone);
+        let keep_hot = cut.saturating_sub(self.hot_start()) as usize;
+        self.hot.truncate(keep_hot);
+        self.next_slot = cut;
+        self.written_slot = self.written_slot.min(cut);
+        self.last_running_max = match cut.checked_sub(1) {
+            Some(prev) => self.get(prev, ix)?.running_max_ts,
+            None => i64::MIN,
+        };
+        Ok(Some((new_end, cut)))
+    }
+
+    /// Cut the index file after `slot` entries (a truncation) and have the
+    /// next checkpoint fsync it.
+    pub fn truncate_file(&self, slot: u64, ix: IndexIo<'_>) -> Result<(), StorageError> {
+        ix.files.truncate(ix.io, &self.path, slot_offset(slot))
+    }
+
     /// Bytes of the batches whose base offset is at or above `offset`.
     fn bytes_from(&self, offset: i64, ix: IndexIo<'_>) -> Result<u64, StorageError> {
         let from = self.partition_point(ix, |e| e.base_offset < offset)?;

@@ -151,6 +151,24 @@ impl IndexFiles {
         Ok(())
     }
 
+    /// Cut a partition's index file to at most `len` bytes (no fsync: the
+    /// file is marked written, so the next checkpoint, or its close, syncs
+    /// it). A shorter file is left as it is: entries only memory holds were
+    /// never written, and growing the file would put zeroed entries there.
+    pub fn truncate(&self, io: &dyn FileIo, path: &Path, len: u64) -> Result<(), StorageError> {
+        let mut set = lock(&self.set)?;
+        let file = set.open(self.open_max, io, path)?;
+        let cut = |e| io_err(format!("truncating {}", path.display()), e);
+        if file.metadata().map_err(cut)?.len() <= len {
+            return Ok(());
+        }
+        file.set_len(len).map_err(cut)?;
+        if let Some(f) = set.files.get_mut(path) {
+            f.dirty = true;
+        }
+        Ok(())
+    }
+
     /// Close a partition's file without syncing it: it was replaced by a
     /// synced copy (compaction) or deleted with its partition.
     pub fn forget(&self, path: &Path) -> Result<(), StorageError> {

@@ -29,9 +29,11 @@ mod producer;
 mod reclaim;
 mod recovery;
 #[cfg(test)]
+mod replica_tests;
+#[cfg(test)]
 mod tests;
 
-pub use error::{AppendError, ReadError, StorageError};
+pub use error::{AppendError, ReadError, StorageError, TruncateError};
 
 use crate::log::{LogInner, lock, write};
 use crate::partition::PartitionInner;
@@ -187,6 +189,93 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// Resolves once the batch is durable under the partition's flush policy.
     pub durable: DurableWait,
+    /// Resolves once the high watermark passes the batch (what `acks=all` waits for).
+    pub committed: CommitWait,
+}
+
+impl AppendOutcome {
+    /// What a producer's acknowledgement waits for: the high watermark for
+    /// `acks=all` (`all_replicas`), local durability under the flush policy
+    /// for `acks=1`.
+    pub fn ack_wait(self, all_replicas: bool) -> AckWait {
+        if all_replicas {
+            AckWait::Committed(self.committed)
+        } else {
+            AckWait::Durable(self.durable)
+        }
+    }
+}
+
+/// The wait behind a producer's acknowledgement (see [`AppendOutcome::ack_wait`]).
+#[derive(Debug)]
+pub enum AckWait {
+    /// `acks=1`: the batch is durable under the flush policy.
+    Durable(DurableWait),
+    /// `acks=all`: the high watermark passed the batch.
+    Committed(CommitWait),
+}
+
+impl AckWait {
+    /// Wait; fails if the log was poisoned first.
+    pub async fn wait(self) -> Result<(), StorageError> {
+        match self {
+            AckWait::Durable(d) => d.wait().await,
+            AckWait::Committed(c) => c.wait().await,
+        }
+    }
+}
+
+/// A wait for a partition's high watermark to reach an offset: on a single
+/// node it moves with durability (or at once under a relaxed flush policy);
+/// replication will move it once the in-sync replicas have the batch.
+#[derive(Debug)]
+pub struct CommitWait {
+    hw: tokio::sync::watch::Receiver<i64>,
+    durable: tokio::sync::watch::Receiver<log::Durable>,
+    end_offset: i64,
+}
+
+impl CommitWait {
+    fn new(
+        hw: tokio::sync::watch::Receiver<i64>,
+        durable: tokio::sync::watch::Receiver<log::Durable>,
+        end_offset: i64,
+    ) -> Self {
+        Self {
+            hw,
+            durable,
+            end_offset,
+        }
+    }
+
+    /// Wait until the high watermark is at or past the end offset, or fail
+    /// if the log was poisoned (or closed) first.
+    pub async fn wait(mut self) -> Result<(), StorageError> {
+        use std::future::Future;
+        use std::task::Poll;
+        loop {
+            if *self.hw.borrow_and_update() >= self.end_offset {
+                return Ok(());
+            }
+            if let Some(reason) = &self.durable.borrow_and_update().poisoned {
+                return Err(StorageError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            let mut hw = std::pin::pin!(self.hw.changed());
+            let mut durable = std::pin::pin!(self.durable.changed());
+            let changed = std::future::poll_fn(|cx| match hw.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r),
+                Poll::Pending => durable.as_mut().poll(cx),
+            })
+            .await;
+            if changed.is_err() {
+                return Err(StorageError::Poisoned {
+                    reason: Arc::from("the commit log was closed before the batch was committed"),
+                });
+            }
+        }
+    }
 }
 
 /// A wait for the commit log to make a position durable.
@@ -458,6 +547,84 @@ impl Partition {
         partition::append(&self.log, &self.inner, batches)
     }
 
+    /// Append batches a leader already stored, with their offsets (a
+    /// follower's append): each must start at or after the log end
+    /// (compaction may leave gaps); nothing in them is changed and no
+    /// producer check runs, but producer state is kept for a later failover.
+    pub fn append_replica(&self, batches: Bytes) -> Result<AppendOutcome, AppendError> {
+        partition::append_replica(&self.log, &self.inner, batches)
+    }
+
+    /// Remove every batch from the one holding `offset` on: the log end
+    /// (and the durable end and high watermark, if past it) comes back to
+    /// that batch's base offset, `offset` itself when it is a batch
+    /// boundary. Durable on return: a truncation entry in the log, applied
+    /// again by recovery, keeps any removed batch from coming back after a
+    /// crash. An offset at or past the log end changes nothing. Returns the
+    /// new log end.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, TruncateError> {
+        let _panic = self.log.panic_guard("a truncation");
+        // No compaction or cleaner moves index entries meanwhile.
+        let _one_run = lock(&self.log.maintenance_lock)?;
+        let ix = self.log.index_io();
+        let cut = {
+            let mut st = lock(&self.inner.state)?;
+            if st.removed {
+                return Err(partition::removed_error(self.inner.id).into());
+            }
+            if offset < st.log_start {
+                return Err(TruncateError::BelowLogStart {
+                    offset,
+                    log_start: st.log_start,
+                });
+            }
+            if offset >= st.log_end {
+                return Ok(st.log_end);
+            }
+            let cut = match st.truncate(offset, false, ix) {
+                Ok(cut) => cut,
+                Err(e) => {
+                    drop(st);
+                    return Err(self.log.poison(e.to_string()).into());
+                }
+            };
+            // The entry names the end the truncation left (the base offset of
+            // the batch that held `offset`), so replaying it over an index
+            // that already lost those batches lands on the same end. From here
+            // a checkpoint vouches for nothing at or past it, so it never needs
+            // the entry; the index file keeps its old entries until the entry
+            // is durable.
+            let mut entry = Vec::with_capacity(format::ENTRY_HEADER_BYTES);
+            format::put_entry(
+                &mut entry,
+                format::EntryKind::Truncation,
+                self.inner.id,
+                st.log_end,
+                &[],
+            );
+            self.log.write_entries(&entry, None)?;
+            st.truncating = true;
+            cut
+        };
+        let synced = self.log.sync_now();
+        let mut st = lock(&self.inner.state)?;
+        st.truncating = false;
+        synced?;
+        if let Some(slot) = cut
+            && let Err(e) = st.index.truncate_file(slot, ix)
+        {
+            drop(st);
+            return Err(self.log.poison(e.to_string()).into());
+        }
+        self.log
+            .checkpoint_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let end = st.log_end;
+        drop(st);
+        self.log.bump_progress();
+        Ok(end)
+    }
+
     /// Read whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` (always at least one batch when any is available), never
     /// past the high watermark.
@@ -524,7 +691,8 @@ impl Partition {
         let relaxed = config.flush_messages > 1;
         st.config = config;
         if relaxed && st.hw < st.log_end {
-            st.hw = st.log_end;
+            let end = st.log_end;
+            st.set_hw(end);
             drop(st);
             self.log.bump_progress();
         }

@@ -19,8 +19,8 @@ use crate::io::IndexIo;
 use crate::log::{LogInner, MarkerUpdate, Segment, Written, io_err, lock, read};
 use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch};
 use crate::{
-    AppendOutcome, DurableWait, PartitionConfig, PartitionId, PartitionOffsets, ReadOutcome,
-    TimestampType,
+    AppendOutcome, CommitWait, DurableWait, PartitionConfig, PartitionId, PartitionOffsets,
+    ReadOutcome, TimestampType,
 };
 
 /// Idempotent-producer state is rebuilt at open from at most this many of a
@@ -40,12 +40,22 @@ pub(crate) struct PartitionState {
     /// starts from it, whatever the in-memory `log_start` says, so segment
     /// deletion keeps what lies between the two.
     pub checkpointed_log_start: i64,
+    /// Offset after the last appended batch, durable or not.
     pub log_end: i64,
+    /// Offset after the last batch consumers may read and `acks=all`
+    /// waits for. Set only through [`Self::set_hw`]. On a single node it
+    /// follows durability (or the log end under a relaxed flush policy);
+    /// replication will move it.
     pub hw: i64,
+    /// Watched by [`crate::CommitWait`]; carries `hw`.
+    pub hw_tx: tokio::sync::watch::Sender<i64>,
     /// Offset after the last batch known to be fdatasync'd.
     pub durable_end: i64,
     pub producers: ProducerTable,
     pub removed: bool,
+    /// A truncation is between writing its log entry and cutting the index
+    /// file: appends are refused until it is done.
+    pub truncating: bool,
     /// `delete.retention.ms`: how long compaction keeps a tombstone; `None`
     /// keeps tombstones forever.
     pub delete_retention_ms: Option<i64>,
@@ -58,6 +68,12 @@ pub(crate) struct PartitionState {
 }
 
 impl PartitionState {
+    /// Move the high watermark (and wake whoever waits on it).
+    pub fn set_hw(&mut self, hw: i64) {
+        self.hw = hw;
+        self.hw_tx.send_replace(hw);
+    }
+
     pub fn offsets(&self) -> PartitionOffsets {
         PartitionOffsets {
             log_start: self.log_start,
@@ -92,6 +108,47 @@ impl PartitionState {
         self.log_start = offset;
         self.index.trim(offset, ix)?;
         Ok(true)
+    }
+
+    /// Forget every batch from the one holding `offset` on (`offset` at or
+    /// above the log start): the log end, durable end and high watermark
+    /// come back to the new end, producer state is rebuilt. The index file
+    /// is cut too when `cut_file`; otherwise the caller cuts it
+    /// ([`crate::index::QueueIndex::truncate_file`]) before the partition
+    /// takes appends again. Returns the first slot forgotten, if any was.
+    pub fn truncate(
+        &mut self,
+        offset: i64,
+        cut_file: bool,
+        ix: IndexIo<'_>,
+    ) -> Result<Option<u64>, StorageError> {
+        let cut = self.index.truncate_memory(offset, ix)?;
+        let new_end = match cut {
+            Some((end, slot)) => {
+                if cut_file {
+                    self.index.truncate_file(slot, ix)?;
+                }
+                end
+            }
+            // Compaction may have removed the batches up to the log end.
+            None => offset.min(self.log_end),
+        };
+        let new_end = new_end.max(self.log_start);
+        self.log_end = self.log_end.min(new_end);
+        self.durable_end = self.durable_end.min(new_end);
+        let hw = self.hw.min(new_end);
+        self.set_hw(hw);
+        self.compacted_end = self.compacted_end.min(new_end);
+        self.rebuild_producers(ix)?;
+        Ok(cut.map(|(_, slot)| slot))
+    }
+
+    /// Recovery met a truncation entry: apply it whole.
+    pub fn truncate_to(&mut self, offset: i64, ix: IndexIo<'_>) -> Result<(), StorageError> {
+        if offset < self.log_start {
+            return Ok(());
+        }
+        self.truncate(offset, true, ix).map(|_| ())
     }
 
     /// Rebuild idempotent-producer state from the newest batches of the index.
@@ -145,7 +202,9 @@ impl PartitionInner {
         st.durable_end = st.durable_end.max(end_offset.min(st.log_end));
         let hw = st.hw.max(st.durable_end);
         let moved = hw != st.hw;
-        st.hw = hw;
+        if moved {
+            st.set_hw(hw);
+        }
         Ok(moved)
     }
 }
@@ -250,6 +309,77 @@ pub(crate) fn append_many(
         .collect()
 }
 
+/// Append batches a leader already stored, offsets assigned (a follower's
+/// append): nothing is patched and no producer check runs, but producer
+/// state is recorded, so this replica can take over as leader and still spot
+/// a producer's retries. Batches must start at or after the log end.
+pub(crate) fn append_replica(
+    log: &LogInner,
+    part: &Arc<PartitionInner>,
+    payload: Bytes,
+) -> Result<AppendOutcome, AppendError> {
+    let _panic = log.panic_guard("a replica append");
+    let mut st = lock(&part.state)?;
+    if st.removed {
+        return Err(AppendError::Storage(removed_error(part.id)));
+    }
+    if st.truncating {
+        return Err(AppendError::Truncating);
+    }
+    let infos = batch::parse_replica_payload(&payload)?;
+    let mut out = Vec::with_capacity(payload.len() + infos.len() * ENTRY_HEADER_BYTES);
+    let mut entries = Vec::with_capacity(infos.len());
+    let mut producers: HashMap<i64, ProducerState> = HashMap::new();
+    let mut next = st.log_end;
+    let mut first = None;
+    for info in &infos {
+        let src = payload
+            .get(info.start..info.start + info.len)
+            .unwrap_or_default();
+        let base = format::be_i64(src, 0).ok_or(AppendError::CorruptBatch)?;
+        if base < next {
+            return Err(AppendError::ReplicaOffsetOrder {
+                log_end: next,
+                got: base,
+            });
+        }
+        first.get_or_insert(base);
+        let at = out.len() as u64;
+        format::put_entry(&mut out, EntryKind::Batch, part.id, base, src);
+        entries.push((at, index_entry(info, base)));
+        let last = base + i64::from(info.last_offset_delta);
+        if info.producer_id >= 0 {
+            let state = producers.entry(info.producer_id).or_insert_with(|| {
+                st.producers
+                    .get(info.producer_id)
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            state.record(
+                info.producer_epoch,
+                SequencedBatch {
+                    first_seq: info.base_sequence,
+                    last_seq: info.last_sequence(),
+                    base_offset: base,
+                    last_offset: last,
+                },
+            );
+        }
+        next = last + 1;
+    }
+    let prepared = Prepared {
+        entries,
+        buf_end: out.len() as u64,
+        producers,
+        base_offset: first.unwrap_or(st.log_end),
+        end_offset: next,
+        log_append_time: -1,
+        gaps_allowed: true,
+    };
+    let written = log.write_entries(&out, Some(marker(part, &st, next)))?;
+    commit(log, &mut st, prepared, written)
+}
+
 /// What checking a payload decided.
 enum Prepare {
     /// Encoded into the shared buffer; write it, then [`commit`].
@@ -268,6 +398,9 @@ struct Prepared {
     base_offset: i64,
     end_offset: i64,
     log_append_time: i64,
+    /// A replica's batches keep the leader's offsets, which compaction may
+    /// have left gaps between; a leader's own are contiguous.
+    gaps_allowed: bool,
 }
 
 /// What an append tells the flusher about its partition.
@@ -291,6 +424,9 @@ fn prepare(
 ) -> Result<Prepare, AppendError> {
     if st.removed {
         return Err(AppendError::Storage(removed_error(id)));
+    }
+    if st.truncating {
+        return Err(AppendError::Truncating);
     }
     let infos = batch::parse_payload(payload, st.config.max_message_bytes)?;
     let now_ms = log.clock.now_ms();
@@ -371,6 +507,7 @@ fn prepare(
         base_offset: st.log_end,
         end_offset: offset,
         log_append_time: if log_append { now_ms } else { -1 },
+        gaps_allowed: false,
     }))
 }
 
@@ -385,7 +522,12 @@ fn commit(
 ) -> Result<AppendOutcome, AppendError> {
     // Paired with `prepare`, which numbered the batches from the log end
     // under this same lock: offsets stay contiguous.
-    log.check(p.base_offset == st.log_end, || {
+    let follows = if p.gaps_allowed {
+        p.base_offset >= st.log_end
+    } else {
+        p.base_offset == st.log_end
+    };
+    log.check(follows, || {
         format!(
             "a batch's base offset {} is the log end {} of {:?}",
             p.base_offset,
@@ -399,7 +541,12 @@ fn commit(
     for (rel, mut e) in p.entries {
         e.position = start + rel;
         let inside = rel + (ENTRY_HEADER_BYTES as u64) + u64::from(e.size) <= p.buf_end;
-        log.check(e.base_offset == expected && inside, || {
+        let in_order = if p.gaps_allowed {
+            e.base_offset >= expected
+        } else {
+            e.base_offset == expected
+        };
+        log.check(in_order && inside, || {
             format!(
                 "batch {} (expected {expected}) at position {} lies inside what was written",
                 e.base_offset, e.position
@@ -417,7 +564,7 @@ fn commit(
     st.log_end = p.end_offset;
     let strict = st.config.flush_messages <= 1;
     if !strict {
-        st.hw = p.end_offset;
+        st.set_hw(p.end_offset);
         log.bump_progress();
     }
     Ok(AppendOutcome {
@@ -431,7 +578,13 @@ fn commit(
         } else {
             DurableWait::ready()
         },
+        committed: commit_wait(log, st, p.end_offset),
     })
+}
+
+/// A wait for `st`'s high watermark to reach `end_offset`.
+fn commit_wait(log: &LogInner, st: &PartitionState, end_offset: i64) -> CommitWait {
+    CommitWait::new(st.hw_tx.subscribe(), log.durable_tx.subscribe(), end_offset)
 }
 
 fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
@@ -474,6 +627,7 @@ fn duplicate_outcome(
         log_start_offset: st.log_start,
         duplicate: true,
         durable,
+        committed: commit_wait(log, st, last_offset + 1),
     })
 }
 

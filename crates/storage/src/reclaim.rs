@@ -177,6 +177,11 @@ fn holds_only_dead(seg: &Segment, end: u64, dead: &dyn Fn(PartitionId, i64) -> b
         let Some(h) = format::decode_entry_header(&bytes) else {
             return false;
         };
+        if h.kind == format::EntryKind::Truncation {
+            // Needed only past the checkpoint, and this segment ends before it.
+            pos += (format::ENTRY_PREFIX_BYTES + h.body_len as usize) as u64;
+            continue;
+        }
         let Some(delta) = format::be_i32(&bytes, ENTRY_HEADER_BYTES + 23) else {
             return false;
         };

@@ -200,7 +200,8 @@ fn finish_partitions(
             .max();
         st.index.forget_segments(&gone);
         st.log_end = st.log_end.max(st.log_start);
-        st.hw = st.log_end;
+        let end = st.log_end;
+        st.set_hw(end);
         if let Some(end) = dead_end {
             st.advance_log_start(end, ix)?;
         }
@@ -458,9 +459,11 @@ pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionStat
         checkpointed_log_start: i64::MIN,
         log_end: 0,
         hw: 0,
+        hw_tx: tokio::sync::watch::Sender::new(0),
         durable_end: 0,
         producers: ProducerTable::default(),
         removed: false,
+        truncating: false,
         delete_retention_ms: Some(crate::compaction::DELETE_RETENTION_MS_DEFAULT),
         compacted_end: i64::MIN,
         tombstone_due_ms: i64::MAX,
@@ -908,6 +911,9 @@ fn check_batch_entry(
         .copy_from_slice(body.get(..ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES)?);
     let header = format::decode_entry_header_in(&header_bytes, version)?;
     let batch = body.get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)?;
+    if header.kind == EntryKind::Truncation {
+        return batch.is_empty().then_some(header);
+    }
     let batch_length = format::be_i32(batch, 8)?;
     let whole = batch.len() >= crate::batch::BATCH_HEADER_BYTES
         && usize::try_from(batch_length).ok()? + 12 == batch.len();
@@ -932,6 +938,10 @@ fn apply_entry(
     let Some(st) = partitions.get_mut(&header.partition) else {
         return Ok(()); // a partition that no longer exists
     };
+    if header.kind == EntryKind::Truncation {
+        st.truncate_to(header.base_offset, ix)?;
+        return Ok(());
+    }
     let entry = IndexEntry {
         base_offset: header.base_offset,
         last_offset_delta: format::be_i32(batch, 23).unwrap_or(0),
@@ -985,6 +995,7 @@ fn apply_entry(
             st.index
                 .note_segment_use(at.segment, bytes, entry.last_offset());
         }
+        EntryKind::Truncation => {}
     }
     Ok(())
 }

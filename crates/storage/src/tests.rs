@@ -387,6 +387,41 @@ fn high_watermark_moves_only_after_the_fsync_when_flush_messages_is_one() {
     log.shutdown().unwrap();
 }
 
+/// Poll a future once; `Some` when it finished.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[test]
+fn acks_all_waits_for_the_high_watermark_and_fails_when_the_log_is_poisoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(GatedIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    io.hold();
+    let first = p.append(batch(2, 10)).unwrap();
+    let mut committed = std::pin::pin!(first.ack_wait(true).wait());
+    assert!(poll_once(committed.as_mut()).is_none(), "no fsync yet");
+    assert_eq!(p.offsets().high_watermark, 0);
+    io.release();
+    block_on(committed).unwrap();
+    assert_eq!(p.offsets().high_watermark, 2);
+    // A wait that is pending when the fsync fails fails with it.
+    io.hold();
+    let second = p.append(batch(1, 10)).unwrap();
+    io.fail_sync.store(true, Ordering::SeqCst);
+    io.release();
+    let err = block_on(second.ack_wait(true).wait()).unwrap_err();
+    assert!(matches!(err, StorageError::Poisoned { .. }), "{err}");
+}
+
 #[test]
 fn failed_fsync_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,8 +5,9 @@
 //! - `v1`: segment version 1, index version 1, checkpoint version 1 (written
 //!   before the segment version was bumped; its segments hold kind-3 entries).
 //! - `v2`: segment version 2, index version 1, checkpoint version 1.
-//! - `v3`: segment version 2, index version 2 (running maximum timestamps),
-//!   checkpoint version 2 (live bytes and segment use) (current).
+//! - `v3`: segment version 3 (truncation entries), index version 2 (running
+//!   maximum timestamps), checkpoint version 2 (live bytes and segment use)
+//!   (current).
 //!
 //! Every fixture must open and read back every record with its expected
 //! value. The current build must write the current fixture byte for byte (a
@@ -406,7 +407,7 @@ fn an_older_segment_version_is_continued_in_a_current_one() {
     let newest = now.last().unwrap();
     assert!(!old.contains(newest), "no new segment after {old:?}");
     let header = std::fs::read(newest).unwrap();
-    assert_eq!(&header[..12], b"WEIRSEG\0\0\0\0\x02");
+    assert_eq!(&header[..12], b"WEIRSEG\0\0\0\0\x03");
 }
 
 #[test]
@@ -471,7 +472,7 @@ fn a_segment_of_a_future_version_refuses_to_open_and_changes_nothing() {
     // Below the checkpoint.
     let dir = current_copy();
     let first = segment_files(dir.path()).remove(0);
-    set_u32(&first, 8, 3);
+    set_u32(&first, 8, 4);
     assert_refused_unchanged(dir.path(), "log/");
 
     // Past the checkpoint, where a torn header would be cut: a newer Weir's
@@ -479,7 +480,7 @@ fn a_segment_of_a_future_version_refuses_to_open_and_changes_nothing() {
     let dir = current_copy();
     let end = log_end_position(dir.path());
     let mut seg = b"WEIRSEG\0".to_vec();
-    seg.extend_from_slice(&3u32.to_be_bytes());
+    seg.extend_from_slice(&4u32.to_be_bytes());
     seg.extend_from_slice(&[0; 4]);
     seg.extend(entry(1, 1_000, &[0; 61]));
     std::fs::write(dir.path().join(format!("log/{end:020}.log")), seg).unwrap();

@@ -19,7 +19,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_storage::{AppendError, DurableWait, Partition, StorageError};
+use weir_storage::{AckWait, AppendError, Partition, StorageError};
 
 use crate::error::ApiError;
 use crate::record_keys;
@@ -71,7 +71,7 @@ pub(crate) fn begin(
 /// A produce whose batches are in the log, waiting to be answered.
 struct Appended {
     topics: Vec<TopicProduceResponse>,
-    waits: Vec<((usize, usize), DurableWait)>,
+    waits: Vec<((usize, usize), AckWait)>,
 }
 
 impl Appended {
@@ -168,11 +168,12 @@ fn append(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Option<
         };
         match outcome {
             Ok(outcome) => {
-                waits.push(((topic, partition), outcome.durable));
                 slot.error_code = 0;
                 slot.base_offset = outcome.base_offset;
                 slot.log_append_time_ms = outcome.log_append_time;
                 slot.log_start_offset = outcome.log_start_offset;
+                // acks=all waits for the high watermark, acks=1 for local durability.
+                waits.push(((topic, partition), outcome.ack_wait(req.acks == -1)));
             }
             Err(err) => {
                 if let AppendError::Storage(storage) = &err {
@@ -312,7 +313,7 @@ fn has_transactional_batch(mut records: &[u8]) -> bool {
 type Wait = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
 
 /// Await every durability wait at once and return each result with its key.
-async fn wait_all<K>(waits: Vec<(K, DurableWait)>) -> Vec<(K, Result<(), StorageError>)> {
+async fn wait_all<K>(waits: Vec<(K, AckWait)>) -> Vec<(K, Result<(), StorageError>)> {
     let mut pending: Vec<Option<(K, Wait)>> = waits
         .into_iter()
         .map(|(key, wait)| Some((key, Box::pin(wait.wait()) as Wait)))
