@@ -26,11 +26,17 @@ mod maintenance;
 mod partition;
 mod producer;
 mod reclaim;
+mod records;
 mod recovery;
 #[cfg(test)]
 mod tests;
 
+pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches};
 pub use error::{AppendError, ReadError, StorageError};
+pub use records::{
+    DecompressError, RecordFrame, RecordFrames, RecordFramingError, decompress_records,
+    record_frames,
+};
 
 use crate::log::{LogInner, lock, write};
 use crate::partition::PartitionInner;

@@ -799,9 +799,8 @@ fn check_batch_entry(
         .copy_from_slice(body.get(..ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES)?);
     let header = format::decode_entry_header_in(&header_bytes, version)?;
     let batch = body.get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)?;
-    let batch_length = format::be_i32(batch, 8)?;
-    let whole = batch.len() >= crate::batch::BATCH_HEADER_BYTES
-        && usize::try_from(batch_length).ok()? + 12 == batch.len();
+    let batch_header = crate::batch::RecordBatchHeader::parse(batch)?;
+    let whole = batch_header.batch_bytes() == Some(batch.len());
     whole.then_some(header)
 }
 
@@ -816,16 +815,20 @@ fn apply_entry(
     let Some(st) = partitions.get_mut(&header.partition) else {
         return Ok(()); // a partition that no longer exists
     };
+    // A whole batch (checked by the scan) has a header to parse.
+    let Some(batch_header) = crate::batch::RecordBatchHeader::parse(batch) else {
+        return Ok(());
+    };
     let entry = IndexEntry {
         base_offset: header.base_offset,
-        last_offset_delta: format::be_i32(batch, 23).unwrap_or(0),
+        last_offset_delta: batch_header.last_offset_delta,
         size: batch.len() as u32,
         position,
-        max_timestamp: format::be_i64(batch, 35).unwrap_or(-1),
-        producer_id: format::be_i64(batch, 43).unwrap_or(-1),
-        producer_epoch: format::be_i16(batch, 51).unwrap_or(-1),
-        attributes: format::be_i16(batch, 21).unwrap_or(0),
-        base_sequence: format::be_i32(batch, 53).unwrap_or(-1),
+        max_timestamp: batch_header.max_timestamp,
+        producer_id: batch_header.producer_id,
+        producer_epoch: batch_header.producer_epoch,
+        attributes: batch_header.attributes,
+        base_sequence: batch_header.base_sequence,
     };
     let stored = match header.kind {
         // The atomically replaced index file decides whether a compacted copy
