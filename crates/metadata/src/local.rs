@@ -842,6 +842,29 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_poisoned_by_a_panic_refuses_changes_and_is_never_read_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        store.create_topic(new_topic("before", 1)).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _state = store.lock().unwrap();
+            panic!("a change applied halfway");
+        }));
+        assert!(panicked.is_err());
+        assert!(matches!(
+            store.create_topic(new_topic("after", 1)),
+            Err(MetadataError::Storage(reason)) if reason.contains("panicked while holding the lock")
+        ));
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.topics()));
+        assert!(read.is_err(), "a reader raises the panic again");
+        // Nothing was changed on disk: a reopen serves the topic made before.
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["before"]);
+    }
+
+    #[test]
     fn cluster_id_is_kafka_style_and_stable_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let id = LocalMetadataStore::open(dir.path()).unwrap().cluster_id();

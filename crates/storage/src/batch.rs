@@ -393,6 +393,22 @@ pub(crate) fn find_record_at_or_after(
     min_offset: i64,
     timestamp: i64,
 ) -> Option<(i64, i64)> {
+    find_record_within(
+        batch,
+        min_offset,
+        timestamp,
+        TIME_LOOKUP_DECOMPRESSED_BYTES_MAX,
+    )
+}
+
+/// [`find_record_at_or_after`], inflating a compressed batch's records to
+/// at most `decompressed_bytes_max`.
+fn find_record_within(
+    batch: &Bytes,
+    min_offset: i64,
+    timestamp: i64,
+    decompressed_bytes_max: usize,
+) -> Option<(i64, i64)> {
     let header = RecordBatchHeader::parse(batch)?;
     // The whole batch at once: every record carries the append time (the
     // max timestamp), or its records are too large to inflate for a look-up.
@@ -405,12 +421,11 @@ pub(crate) fn find_record_at_or_after(
         return whole_batch();
     }
     let section = batch.get(BATCH_HEADER_BYTES..)?;
-    let records =
-        match decompress_records(header.codec(), section, TIME_LOOKUP_DECOMPRESSED_BYTES_MAX) {
-            Ok(records) => records,
-            Err(DecompressError::TooLarge { .. }) => return whole_batch(),
-            Err(DecompressError::Corrupt { .. }) => return None,
-        };
+    let records = match decompress_records(header.codec(), section, decompressed_bytes_max) {
+        Ok(records) => records,
+        Err(DecompressError::TooLarge { .. }) => return whole_batch(),
+        Err(DecompressError::Corrupt { .. }) => return None,
+    };
     let count = header.record_count.clamp(0, BATCH_RECORDS_MAX);
     record_frames(&records, count)
         .map_while(Result::ok)
@@ -552,14 +567,19 @@ mod tests {
         let mut b = batch_with(4, 8, &[10, 30, 20, 40], Compression::Gzip, None).to_vec();
         patch_offsets(&mut b, 100, 0);
         let b = Bytes::from(b);
-        let h = RecordBatchHeader::parse(&b).unwrap();
-        // Inflating it within a bound of its own compressed size fails.
+        let bound = 4;
         let section = &b[BATCH_HEADER_BYTES..];
         assert!(matches!(
-            decompress_records(h.codec(), section, 4),
+            decompress_records(Compression::Gzip as i16, section, bound),
             Err(DecompressError::TooLarge { .. })
         ));
-        assert_eq!(find_record_at_or_after(&b, 0, 15), Some((101, 30)));
+        // Within the bound the record is found; past it, the batch's first
+        // offset at or after the one asked, with the batch's max timestamp.
+        assert_eq!(find_record_within(&b, 0, 15, 1 << 20), Some((101, 30)));
+        assert_eq!(find_record_within(&b, 0, 15, bound), Some((100, 40)));
+        assert_eq!(find_record_within(&b, 102, 15, bound), Some((102, 40)));
+        assert_eq!(find_record_within(&b, 0, 41, bound), None);
+        assert_eq!(find_record_within(&b, 104, 0, bound), None);
     }
 
     #[test]
