@@ -613,6 +613,28 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_lock_poisoned_by_a_panic_refuses_lifecycle_changes() {
+        let t = testing::broker();
+        t.broker
+            .create_topic("kept", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = lock(&t.broker.topics.lifecycle);
+            panic!("a lifecycle change stopped halfway");
+        }));
+        assert!(panicked.is_err());
+        let err = t
+            .broker
+            .create_topic("new", 1, 1, BTreeMap::new(), false)
+            .unwrap_err();
+        assert_eq!(err.code, ResponseError::UnknownServerError);
+        let err = t.broker.delete_topic("kept").unwrap_err();
+        assert_eq!(err.code, ResponseError::UnknownServerError);
+        assert!(t.broker.metadata().topic("new").is_none());
+        assert!(t.broker.topic("kept").is_some());
+    }
+
+    #[test]
     fn a_storage_failure_while_adding_partitions_commits_nothing_and_the_broker_restarts() {
         let t = testing::broker();
         t.broker
