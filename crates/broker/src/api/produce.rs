@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -320,12 +320,16 @@ async fn wait_all<K>(waits: Vec<(K, DurableWait)>) -> Vec<(K, Result<(), Storage
 fn report_storage_failure(err: &StorageError) {
     static LAST: Mutex<Option<String>> = Mutex::new(None);
     let text = err.to_string();
-    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
-    if last.as_deref() == Some(text.as_str()) {
+    // A poisoned lock only loses the de-duplication: every failure is then
+    // logged at error level.
+    let mut last = weir_sync::lock(&LAST).ok();
+    if last.as_deref().and_then(|l| l.as_deref()) == Some(text.as_str()) {
         tracing::debug!(error = %text, "produce failed: commit log unavailable");
     } else {
         tracing::error!(error = %text, "produce failed: commit log unavailable");
-        *last = Some(text);
+        if let Some(last) = last.as_deref_mut() {
+            *last = Some(text);
+        }
     }
 }
 
