@@ -271,14 +271,12 @@ fn batch_with_a_wrong_crc_is_refused_with_corrupt_message() -> anyhow::Result<()
 /// `records` with `edit` applied and the CRC32C of its first batch
 /// recomputed (bytes 21 to the end of the batch are covered).
 fn forged(records: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> bytes::Bytes {
+    type H = weir_storage::RecordBatchHeader;
     let mut v = records.to_vec();
     edit(&mut v);
-    let length = v
-        .get(8..12)
-        .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let end = usize::try_from(length).unwrap_or(0) + 12;
-    let crc = crc32c::crc32c(v.get(21..end).unwrap_or_default());
-    if let Some(field) = v.get_mut(17..21) {
+    let end = H::parse(&v).and_then(|h| h.batch_bytes()).unwrap_or(0);
+    let crc = crc32c::crc32c(v.get(H::ATTRIBUTES_AT..end).unwrap_or_default());
+    if let Some(field) = v.get_mut(H::CRC_AT..H::CRC_AT + 4) {
         field.copy_from_slice(&crc.to_be_bytes());
     }
     v.into()
@@ -291,13 +289,18 @@ fn batch_lying_about_its_contents_is_refused_and_moves_no_offset() -> anyhow::Re
     common::create_topic_blocking(&bootstrap, "lies", 1, &[])?;
     let good = raw::record_batch(&[b"first", b"second"])?;
     // A bare 61-byte header (batch length 49) claiming i32::MAX records.
-    let header_only = forged(good.get(..61).context("short batch")?, |v| {
-        v[8..12].copy_from_slice(&49i32.to_be_bytes());
-        v[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
-        v[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    type H = weir_storage::RecordBatchHeader;
+    let put = |v: &mut Vec<u8>, at: usize, value: i32| {
+        v[at..at + 4].copy_from_slice(&value.to_be_bytes());
+    };
+    let header_only = forged(good.get(..H::BYTES).context("short batch")?, |v| {
+        put(v, H::BATCH_LENGTH_AT, 49);
+        put(v, H::LAST_OFFSET_DELTA_AT, i32::MAX - 1);
+        put(v, H::RECORD_COUNT_AT, i32::MAX);
     });
-    let codec_seven = forged(&good, |v| v[22] |= 0x07);
-    let control = forged(&good, |v| v[22] |= 0x20);
+    // The low byte of the big-endian attributes holds the codec and control bits.
+    let codec_seven = forged(&good, |v| v[H::ATTRIBUTES_AT + 1] |= 0x07);
+    let control = forged(&good, |v| v[H::ATTRIBUTES_AT + 1] |= 0x20);
     let mut client = RawClient::connect(&bootstrap)?;
     for (batch, code) in [
         (header_only, INVALID_RECORD),

@@ -47,6 +47,14 @@ impl ApiError {
     }
 }
 
+/// A panic while a broker lock was held (a bug): the request is refused
+/// rather than served from what the panic left half updated.
+impl From<weir_sync::PoisonedLock> for ApiError {
+    fn from(err: weir_sync::PoisonedLock) -> Self {
+        Self::new(ResponseError::UnknownServerError, err.to_string())
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         Self::new(ResponseError::KafkaStorageError, err.to_string())

@@ -5,7 +5,7 @@
 //! the broker stops are skipped, never reused: the store only moves forward.
 
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use weir_metadata::{MetadataError, MetadataStore};
 
@@ -135,7 +135,7 @@ impl ProducerIds {
     pub(crate) fn next(&self, store: &dyn MetadataStore) -> Result<i64, MetadataError> {
         // The lock is held across the (rare) durable reservation so two
         // callers never both reserve a block for one id.
-        let mut block = self.block.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut block = weir_sync::lock(&self.block)?;
         if block.is_empty() {
             let first = store.allocate_producer_ids(PRODUCER_ID_BLOCK_SIZE)?;
             *block = first..first.saturating_add(PRODUCER_ID_BLOCK_SIZE);

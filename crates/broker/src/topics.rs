@@ -13,6 +13,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 use weir_metadata::{ConfigChange, NewTopic, TopicMeta};
 use weir_storage::{Partition, PartitionId};
+use weir_sync::{PoisonedLock, lock, read, write};
 
 use crate::error::ApiError;
 use crate::{Broker, topic_config};
@@ -132,7 +133,7 @@ impl Broker {
     /// Open (or re-open) every partition of a known topic and register it.
     fn install_topic(&self, meta: TopicMeta) -> Result<Arc<TopicState>, ApiError> {
         let partitions = self.open_partitions(meta.id, 0..meta.partitions, &meta.configs)?;
-        Ok(self.register(meta, partitions))
+        Ok(self.register(meta, partitions)?)
     }
 
     /// Create (or re-open) the storage of partitions `range` of topic `id`.
@@ -188,16 +189,20 @@ impl Broker {
         }
     }
 
-    fn register(&self, meta: TopicMeta, partitions: Vec<Partition>) -> Arc<TopicState> {
+    fn register(
+        &self,
+        meta: TopicMeta,
+        partitions: Vec<Partition>,
+    ) -> Result<Arc<TopicState>, PoisonedLock> {
         let state = Arc::new(TopicState { meta, partitions });
-        write(&self.topics.by_name).insert(state.meta.name.clone(), state.clone());
-        write(&self.topics.by_id).insert(state.meta.id, state.clone());
-        state
+        write(&self.topics.by_name)?.insert(state.meta.name.clone(), state.clone());
+        write(&self.topics.by_id)?.insert(state.meta.id, state.clone());
+        Ok(state)
     }
 
     /// Every partition the broker holds, all topics together.
     fn partition_total(&self) -> i64 {
-        read(&self.topics.by_name)
+        read_registry(&self.topics.by_name)
             .values()
             .map(|t| i64::from(t.meta.partitions))
             .sum()
@@ -231,17 +236,20 @@ impl Broker {
 
     /// A topic by name.
     pub(crate) fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
-        read(&self.topics.by_name).get(name).cloned()
+        read_registry(&self.topics.by_name).get(name).cloned()
     }
 
     /// A topic by ID.
     pub(crate) fn topic_by_id(&self, id: Uuid) -> Option<Arc<TopicState>> {
-        read(&self.topics.by_id).get(&id).cloned()
+        read_registry(&self.topics.by_id).get(&id).cloned()
     }
 
     /// Every topic, ordered by name.
     pub(crate) fn topic_list(&self) -> Vec<Arc<TopicState>> {
-        let mut all: Vec<_> = read(&self.topics.by_name).values().cloned().collect();
+        let mut all: Vec<_> = read_registry(&self.topics.by_name)
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         all
     }
@@ -316,7 +324,7 @@ impl Broker {
         for (key, value) in &configs {
             topic_config::validate(key, value)?;
         }
-        let _guard = lock(&self.topics.lifecycle);
+        let _guard = lock(&self.topics.lifecycle)?;
         if let Some(existing) = self.topic(name) {
             return Err(ApiError::new(
                 ResponseError::TopicAlreadyExists,
@@ -363,7 +371,7 @@ impl Broker {
                 return Err(err.into());
             }
         };
-        self.register(meta.clone(), opened);
+        self.register(meta.clone(), opened)?;
         tracing::info!(topic = %meta.name, id = %meta.id, partitions, "created topic");
         Ok(meta)
     }
@@ -373,13 +381,13 @@ impl Broker {
         if is_internal(name) {
             return Err(internal_topic_refused("delete", name));
         }
-        let _guard = lock(&self.topics.lifecycle);
+        let _guard = lock(&self.topics.lifecycle)?;
         let state = self
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
         let meta = self.metadata.delete_topic(name)?;
-        write(&self.topics.by_name).remove(name);
-        write(&self.topics.by_id).remove(&state.meta.id);
+        write(&self.topics.by_name)?.remove(name);
+        write(&self.topics.by_id)?.remove(&state.meta.id);
         for partition in &state.partitions {
             self.log.remove_partition(partition.id())?;
         }
@@ -399,7 +407,7 @@ impl Broker {
         if is_internal(name) {
             return Err(internal_topic_refused("add partitions to", name));
         }
-        let _guard = lock(&self.topics.lifecycle);
+        let _guard = lock(&self.topics.lifecycle)?;
         let state = self
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
@@ -439,7 +447,7 @@ impl Broker {
         };
         let mut partitions = state.partitions.clone();
         partitions.extend(added);
-        self.register(meta.clone(), partitions);
+        self.register(meta.clone(), partitions)?;
         tracing::info!(topic = %name, from = current, to = total, "added partitions");
         Ok(meta)
     }
@@ -464,7 +472,7 @@ impl Broker {
                 }
             }
         }
-        let _guard = lock(&self.topics.lifecycle);
+        let _guard = lock(&self.topics.lifecycle)?;
         let state = self
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
@@ -491,22 +499,10 @@ impl Broker {
     }
 }
 
-// A poisoned lock means a panic elsewhere already broke an invariant; the
-// registry itself stays consistent (every write is one insert or remove), so
-// keep serving with the data as it is.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    lock.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The registry for a reader that has no error to return: a lock a panic
+/// poisoned raises that panic again rather than be read past.
+fn read_registry<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    read(lock).unwrap_or_else(PoisonedLock::reraise)
 }
 
 #[cfg(test)]
@@ -614,6 +610,28 @@ mod tests {
             .unwrap();
         broker.create_partitions("grown", 4, false).unwrap();
         assert!(broker.partition("grown", 3).is_ok());
+    }
+
+    #[test]
+    fn a_registry_lock_poisoned_by_a_panic_refuses_lifecycle_changes() {
+        let t = testing::broker();
+        t.broker
+            .create_topic("kept", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = lock(&t.broker.topics.lifecycle);
+            panic!("a lifecycle change stopped halfway");
+        }));
+        assert!(panicked.is_err());
+        let err = t
+            .broker
+            .create_topic("new", 1, 1, BTreeMap::new(), false)
+            .unwrap_err();
+        assert_eq!(err.code, ResponseError::UnknownServerError);
+        let err = t.broker.delete_topic("kept").unwrap_err();
+        assert_eq!(err.code, ResponseError::UnknownServerError);
+        assert!(t.broker.metadata().topic("new").is_none());
+        assert!(t.broker.topic("kept").is_some());
     }
 
     #[test]

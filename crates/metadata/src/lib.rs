@@ -80,6 +80,13 @@ pub enum MetadataError {
     Storage(String),
 }
 
+/// A panic while the store's lock was held: nothing more is changed.
+impl From<weir_sync::PoisonedLock> for MetadataError {
+    fn from(e: weir_sync::PoisonedLock) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
 /// The metadata interface the broker depends on.
 pub trait MetadataStore: Send + Sync + 'static {
     /// The cluster ID, stable across restarts.

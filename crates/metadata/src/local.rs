@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
+
+use weir_sync::PoisonedLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -311,7 +313,7 @@ impl LocalMetadataStore {
         let meta_dir = dir.join(META_DIR);
         fs::create_dir_all(&meta_dir).map_err(|e| io_error(&meta_dir, "cannot create", e))?;
         // The folder entry itself must survive a crash, or the first snapshot could vanish.
-        sync_dir(dir).map_err(|e| io_error(dir, "cannot fsync", e))?;
+        weir_sync::sync_dir(dir).map_err(|e| io_error(dir, "cannot fsync", e))?;
 
         // A temp file was never renamed into place, so it never held committed state.
         for name in [TEMP_FILE, SNAPSHOT_TEMP_FILE, LOG_TEMP_FILE] {
@@ -358,7 +360,8 @@ impl LocalMetadataStore {
         };
         // Its content is in the snapshot now, which is durable.
         match fs::remove_file(&legacy_path) {
-            Ok(()) => sync_dir(&meta_dir).map_err(|e| io_error(&meta_dir, "cannot fsync", e))?,
+            Ok(()) => weir_sync::sync_dir(&meta_dir)
+                .map_err(|e| io_error(&meta_dir, "cannot fsync", e))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(&legacy_path, "cannot remove", e)),
         }
@@ -384,10 +387,16 @@ impl LocalMetadataStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Memory changes only after a durable write, so a panic while the lock
-        // was held leaves the last committed state: safe to keep using.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The state, unless a panic poisoned its lock: a change may then have
+    /// been applied halfway (memory changes after the durable write).
+    fn lock(&self) -> Result<MutexGuard<'_, State>, PoisonedLock> {
+        weir_sync::lock(&self.state)
+    }
+
+    /// The state for a reader that has no error to return: a poisoned lock
+    /// raises the panic again rather than be read past.
+    fn lock_for_read(&self) -> MutexGuard<'_, State> {
+        self.lock().unwrap_or_else(PoisonedLock::reraise)
     }
 
     /// Turn a change into a record against the current state, append the
@@ -396,7 +405,7 @@ impl LocalMetadataStore {
         &self,
         change: impl FnOnce(&Document) -> Result<(Record, T), MetadataError>,
     ) -> Result<T, MetadataError> {
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         if let Some(reason) = &state.poisoned {
             return Err(MetadataError::Storage(format!(
                 "metadata store refuses changes after an earlier write failure: {reason}"
@@ -459,11 +468,11 @@ impl LocalMetadataStore {
 
 impl MetadataStore for LocalMetadataStore {
     fn cluster_id(&self) -> String {
-        self.lock().doc.cluster_id.clone()
+        self.lock_for_read().doc.cluster_id.clone()
     }
 
     fn topics(&self) -> Vec<TopicMeta> {
-        self.lock()
+        self.lock_for_read()
             .doc
             .topics
             .values()
@@ -472,12 +481,12 @@ impl MetadataStore for LocalMetadataStore {
     }
 
     fn topic(&self, name: &str) -> Option<TopicMeta> {
-        let state = self.lock();
+        let state = self.lock_for_read();
         state.doc.topics.get(name).map(TopicMeta::from)
     }
 
     fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
-        let state = self.lock();
+        let state = self.lock_for_read();
         state
             .doc
             .topics
@@ -562,7 +571,7 @@ impl MetadataStore for LocalMetadataStore {
     }
 
     fn broker_configs(&self) -> BTreeMap<String, String> {
-        self.lock().doc.broker_configs.clone()
+        self.lock_for_read().doc.broker_configs.clone()
     }
 
     fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
@@ -679,7 +688,7 @@ fn write_snapshot(dir: &Path, doc: &Document) -> Result<u64, MetadataError> {
         ))
     })?;
     bytes.push(b'\n');
-    replace_file(dir, &temp, &path, &bytes)?;
+    replace_file(&temp, &path, &bytes)?;
     Ok(bytes.len() as u64)
 }
 
@@ -689,18 +698,12 @@ fn write_empty_log(dir: &Path) -> Result<(), MetadataError> {
     header.extend_from_slice(LOG_MAGIC);
     header.extend_from_slice(&LOG_VERSION.to_be_bytes());
     header.extend_from_slice(&[0; 4]);
-    replace_file(dir, &dir.join(LOG_TEMP_FILE), &dir.join(LOG_FILE), &header)
+    replace_file(&dir.join(LOG_TEMP_FILE), &dir.join(LOG_FILE), &header)
 }
 
-fn replace_file(dir: &Path, temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
-    let write = || -> io::Result<()> {
-        let mut file = File::create(temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    write().map_err(|e| io_error(temp, "cannot write", e))?;
-    fs::rename(temp, path).map_err(|e| io_error(path, "cannot replace", e))?;
-    sync_dir(dir).map_err(|e| io_error(dir, "cannot fsync", e))
+fn replace_file(temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
+    weir_sync::replace_file(temp, path, |mut f| f.write_all(bytes), File::sync_all)
+        .map_err(|e| MetadataError::Storage(e.to_string()))
 }
 
 fn encode_frame(seq: u64, record: &Record) -> Result<Vec<u8>, String> {
@@ -816,10 +819,6 @@ fn replay_log(path: &Path, doc: &mut Document) -> Result<u64, MetadataError> {
     Ok(bytes.len() as u64)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 fn io_error(path: &Path, what: &str, err: io::Error) -> MetadataError {
     MetadataError::Storage(format!("{what} {}: {err}", path.display()))
 }
@@ -840,6 +839,29 @@ mod tests {
 
     fn set(key: &str, value: &str) -> ConfigChange {
         ConfigChange::Set(key.to_string(), value.to_string())
+    }
+
+    #[test]
+    fn a_lock_poisoned_by_a_panic_refuses_changes_and_is_never_read_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        store.create_topic(new_topic("before", 1)).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _state = store.lock().unwrap();
+            panic!("a change applied halfway");
+        }));
+        assert!(panicked.is_err());
+        assert!(matches!(
+            store.create_topic(new_topic("after", 1)),
+            Err(MetadataError::Storage(reason)) if reason.contains("panicked while holding the lock")
+        ));
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.topics()));
+        assert!(read.is_err(), "a reader raises the panic again");
+        // Nothing was changed on disk: a reopen serves the topic made before.
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["before"]);
     }
 
     #[test]
@@ -1147,7 +1169,7 @@ mod tests {
         store.allocate_producer_ids(5).unwrap();
         // A crash after the snapshot was renamed into place but before the
         // log was emptied: the snapshot holds the log's records.
-        let state = store.lock();
+        let state = store.lock().unwrap();
         write_snapshot(&store.dir, &state.doc).unwrap();
         drop(state);
         drop(store);

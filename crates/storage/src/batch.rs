@@ -1,25 +1,24 @@
-//! Kafka RecordBatch v2 headers: validation of a produce payload, the few
-//! header patches the broker may make, and reading record timestamps for
-//! time look-ups. Records themselves are never re-encoded: a user's batch is
-//! stored byte for byte (duplicate header keys and all).
+//! Kafka RecordBatch v2 headers: the one parser of the 61-byte header
+//! ([`RecordBatchHeader`]) and of a payload's batch framing ([`batches`]),
+//! validation of a produce payload, the few header patches the broker may
+//! make, and reading record timestamps for time look-ups. Records themselves
+//! are never re-encoded: a user's batch is stored byte for byte (duplicate
+//! header keys and all).
+
+use std::ops::{Deref, DerefMut};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use crate::error::AppendError;
 use crate::format::{be_i16, be_i32, be_i64, be_u32};
+use crate::records::{self, DecompressError, decompress_records, record_frames};
+
+pub(crate) use crate::records::read_varint;
 
 /// Bytes of the RecordBatch v2 header.
-pub(crate) const BATCH_HEADER_BYTES: usize = 61;
+pub(crate) const BATCH_HEADER_BYTES: usize = RecordBatchHeader::BYTES;
 /// First byte covered by the batch CRC.
-const CRC_START: usize = 21;
-/// Attribute bit: timestamps are the broker's append time.
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-/// Attribute bits selecting the compression codec.
-const ATTR_COMPRESSION_MASK: i16 = 0x07;
-/// Attribute bit: a control batch (transaction markers), which only the
-/// broker itself may write.
-const ATTR_CONTROL: i16 = 0x20;
+const CRC_START: usize = RecordBatchHeader::ATTRIBUTES_AT;
 /// The highest codec id Kafka defines (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
 const CODEC_ID_MAX: i16 = 4;
 /// The most records one batch may announce. An uncompressed batch is also
@@ -32,25 +31,234 @@ pub(crate) const BATCH_RECORDS_MAX: i32 = 1 << 20;
 /// length varint, then attributes (1), timestampDelta (1), offsetDelta (1),
 /// key length (1, for a null key), value length (1) and header count (1).
 const RECORD_BYTES_MIN: usize = 7;
+/// The most bytes a compressed batch's records may decompress to when a
+/// time look-up reads their timestamps. A batch past it is answered at
+/// batch granularity (its base offset and max timestamp), as a time index
+/// would, instead of being inflated without limit.
+const TIME_LOOKUP_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
-/// The header fields of one validated batch inside a payload.
+/// The fixed header of a Kafka RecordBatch (magic 2), field by field, and
+/// where each field sits. This is the one place in Weir that knows the
+/// layout; everything else reads a batch through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordBatchHeader {
+    /// Offset of the first record (the broker assigns it on append).
+    pub base_offset: i64,
+    /// Bytes after this field: the batch is `batch_length + 12` bytes.
+    pub batch_length: i32,
+    /// `partitionLeaderEpoch`, set by the broker on append.
+    pub partition_leader_epoch: i32,
+    /// The format version: 2.
+    pub magic: i8,
+    /// CRC32C of the bytes from the attributes to the end of the batch.
+    pub crc: u32,
+    /// Codec (bits 0-2), timestamp type, transactional and control bits.
+    pub attributes: i16,
+    /// The last record's offset minus the base offset.
+    pub last_offset_delta: i32,
+    /// The first record's timestamp (`baseTimestamp`).
+    pub base_timestamp: i64,
+    /// The largest record timestamp.
+    pub max_timestamp: i64,
+    /// The idempotent producer's id, or -1.
+    pub producer_id: i64,
+    /// The producer's epoch, or -1.
+    pub producer_epoch: i16,
+    /// The first record's sequence number, or -1.
+    pub base_sequence: i32,
+    /// How many records follow the header.
+    pub record_count: i32,
+}
+
+impl RecordBatchHeader {
+    /// Bytes of the header; the records section follows.
+    pub const BYTES: usize = 61;
+    /// Bytes before the part that `batch_length` counts (base offset, length).
+    pub const LOG_OVERHEAD_BYTES: usize = 12;
+    /// Where `baseOffset` (i64) sits.
+    pub const BASE_OFFSET_AT: usize = 0;
+    /// Where `batchLength` (i32) sits.
+    pub const BATCH_LENGTH_AT: usize = 8;
+    /// Where `partitionLeaderEpoch` (i32) sits.
+    pub const PARTITION_LEADER_EPOCH_AT: usize = 12;
+    /// Where `magic` (i8) sits.
+    pub const MAGIC_AT: usize = 16;
+    /// Where the CRC32C (u32) sits.
+    pub const CRC_AT: usize = 17;
+    /// Where `attributes` (i16) sits; the CRC covers from here to the end.
+    pub const ATTRIBUTES_AT: usize = 21;
+    /// Where `lastOffsetDelta` (i32) sits.
+    pub const LAST_OFFSET_DELTA_AT: usize = 23;
+    /// Where `baseTimestamp` (i64) sits.
+    pub const BASE_TIMESTAMP_AT: usize = 27;
+    /// Where `maxTimestamp` (i64) sits.
+    pub const MAX_TIMESTAMP_AT: usize = 35;
+    /// Where `producerId` (i64) sits.
+    pub const PRODUCER_ID_AT: usize = 43;
+    /// Where `producerEpoch` (i16) sits.
+    pub const PRODUCER_EPOCH_AT: usize = 51;
+    /// Where `baseSequence` (i32) sits.
+    pub const BASE_SEQUENCE_AT: usize = 53;
+    /// Where the record count (i32) sits.
+    pub const RECORD_COUNT_AT: usize = 57;
+
+    /// Attribute bits selecting the compression codec.
+    pub const COMPRESSION_MASK: i16 = 0x07;
+    /// Attribute bit: timestamps are the broker's append time.
+    pub const LOG_APPEND_TIME: i16 = 0x08;
+    /// Attribute bit: the batch was written inside a Kafka transaction.
+    pub const TRANSACTIONAL: i16 = 0x10;
+    /// Attribute bit: a control batch (transaction markers), which only the
+    /// broker itself may write.
+    pub const CONTROL: i16 = 0x20;
+
+    /// The header at the start of `batch`; `None` if fewer than
+    /// [`Self::BYTES`] bytes are there. Nothing is validated.
+    pub fn parse(batch: &[u8]) -> Option<Self> {
+        let header = batch.get(..Self::BYTES)?;
+        Some(Self {
+            base_offset: be_i64(header, Self::BASE_OFFSET_AT)?,
+            batch_length: be_i32(header, Self::BATCH_LENGTH_AT)?,
+            partition_leader_epoch: be_i32(header, Self::PARTITION_LEADER_EPOCH_AT)?,
+            magic: i8::from_be_bytes([*header.get(Self::MAGIC_AT)?]),
+            crc: be_u32(header, Self::CRC_AT)?,
+            attributes: be_i16(header, Self::ATTRIBUTES_AT)?,
+            last_offset_delta: be_i32(header, Self::LAST_OFFSET_DELTA_AT)?,
+            base_timestamp: be_i64(header, Self::BASE_TIMESTAMP_AT)?,
+            max_timestamp: be_i64(header, Self::MAX_TIMESTAMP_AT)?,
+            producer_id: be_i64(header, Self::PRODUCER_ID_AT)?,
+            producer_epoch: be_i16(header, Self::PRODUCER_EPOCH_AT)?,
+            base_sequence: be_i32(header, Self::BASE_SEQUENCE_AT)?,
+            record_count: be_i32(header, Self::RECORD_COUNT_AT)?,
+        })
+    }
+
+    /// The whole batch's size (`batch_length + 12`); `None` when the length
+    /// is negative or cannot hold the header.
+    pub fn batch_bytes(&self) -> Option<usize> {
+        usize::try_from(self.batch_length)
+            .ok()?
+            .checked_add(Self::LOG_OVERHEAD_BYTES)
+            .filter(|len| *len >= Self::BYTES)
+    }
+
+    /// Kafka's codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd; 5-7 unknown).
+    pub fn codec(&self) -> i16 {
+        self.attributes & Self::COMPRESSION_MASK
+    }
+
+    /// Whether the timestamps are the broker's append time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & Self::LOG_APPEND_TIME != 0
+    }
+
+    /// Whether the batch was written inside a Kafka transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & Self::TRANSACTIONAL != 0
+    }
+
+    /// Whether this is a control batch (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes & Self::CONTROL != 0
+    }
+
+    /// The last record's offset, `base_offset + last_offset_delta`.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
+    }
+
+    /// The sequence of the batch's last record, wrapping at `i32::MAX` as Kafka does.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence, self.last_offset_delta)
+    }
+}
+
+/// Why [`batches`] stopped before the end of a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BatchFramingError {
+    /// Fewer bytes than a batch header are left.
+    #[error("{left} bytes left at byte {at}, fewer than a batch header")]
+    ShortHeader {
+        /// Where the batch starts in the payload.
+        at: usize,
+        /// The bytes left from there.
+        left: usize,
+    },
+    /// The batch length is negative, shorter than the header, or runs past the payload.
+    #[error("batch length {batch_length} at byte {at} is out of range")]
+    Length {
+        /// Where the batch starts in the payload.
+        at: usize,
+        /// The `batchLength` field read there.
+        batch_length: i32,
+    },
+}
+
+/// The batches of a payload (concatenated RecordBatches, as produced,
+/// fetched or stored), each with its parsed header and its bytes. A batch
+/// that cannot be framed ends the walk with an error; use
+/// `.map_while(Result::ok)` to take the whole batches before it.
+pub fn batches(payload: &[u8]) -> Batches<'_> {
+    Batches { payload, at: 0 }
+}
+
+/// Iterator of [`batches`].
+#[derive(Debug, Clone)]
+pub struct Batches<'a> {
+    payload: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Batches<'a> {
+    type Item = Result<(RecordBatchHeader, &'a [u8]), BatchFramingError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at;
+        let rest = self.payload.get(at..).filter(|r| !r.is_empty())?;
+        let framed = match RecordBatchHeader::parse(rest) {
+            None => Err(BatchFramingError::ShortHeader {
+                at,
+                left: rest.len(),
+            }),
+            Some(header) => header
+                .batch_bytes()
+                .and_then(|len| rest.get(..len))
+                .map(|batch| (header, batch))
+                .ok_or(BatchFramingError::Length {
+                    at,
+                    batch_length: header.batch_length,
+                }),
+        };
+        self.at = match &framed {
+            Ok((_, batch)) => at + batch.len(),
+            Err(_) => self.payload.len(),
+        };
+        Some(framed)
+    }
+}
+
+/// One validated batch inside a produce payload: where it sits and its
+/// header (whose fields read through, as `info.producer_id`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchInfo {
     /// Byte range of the batch inside the payload.
     pub start: usize,
     pub len: usize,
-    pub attributes: i16,
-    pub last_offset_delta: i32,
-    pub max_timestamp: i64,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
+    pub header: RecordBatchHeader,
 }
 
-impl BatchInfo {
-    /// The sequence of the batch's last record, wrapping at `i32::MAX` as Kafka does.
-    pub fn last_sequence(&self) -> i32 {
-        increment_sequence(self.base_sequence, self.last_offset_delta)
+impl Deref for BatchInfo {
+    type Target = RecordBatchHeader;
+
+    fn deref(&self) -> &RecordBatchHeader {
+        &self.header
+    }
+}
+
+impl DerefMut for BatchInfo {
+    fn deref_mut(&mut self) -> &mut RecordBatchHeader {
+        &mut self.header
     }
 }
 
@@ -83,39 +291,31 @@ fn parse(
         return Err(AppendError::InvalidBatch("empty record set"));
     }
     let mut out = Vec::with_capacity((payload.len() / BATCH_HEADER_BYTES).min(64));
-    let mut at = 0usize;
-    while at < payload.len() {
-        let rest = payload.get(at..).unwrap_or_default();
-        let header = rest
-            .get(..BATCH_HEADER_BYTES)
-            .ok_or(AppendError::CorruptBatch)?;
-        let batch_length = be_i32(header, 8).ok_or(AppendError::CorruptBatch)?;
-        let len = usize::try_from(batch_length)
-            .ok()
-            .and_then(|l| l.checked_add(12))
-            .filter(|l| *l >= BATCH_HEADER_BYTES && *l <= rest.len())
-            .ok_or(AppendError::CorruptBatch)?;
-        if header.get(16) != Some(&2) {
+    let mut start = 0usize;
+    for framed in batches(payload) {
+        let (header, batch) = framed.map_err(|_| AppendError::CorruptBatch)?;
+        if header.magic != 2 {
             return Err(AppendError::CorruptBatch);
         }
         let limit = (max_message_bytes as usize).min(crate::format::ENTRY_BATCH_BYTES_MAX);
-        if len > limit {
+        if batch.len() > limit {
             return Err(AppendError::MessageTooLarge {
-                size: len,
+                size: batch.len(),
                 max: limit as u32,
             });
         }
-        let batch = rest.get(..len).ok_or(AppendError::CorruptBatch)?;
-        let crc = be_u32(batch, 17).ok_or(AppendError::CorruptBatch)?;
-        if crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default()) != crc {
+        if crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default()) != header.crc {
             return Err(AppendError::CorruptBatch);
         }
-        let info = read_header(batch, at, len).ok_or(AppendError::CorruptBatch)?;
         if from_client {
-            check_contents(&info, batch)?;
+            check_contents(&header, batch.len())?;
         }
-        out.push(info);
-        at += len;
+        out.push(BatchInfo {
+            start,
+            len: batch.len(),
+            header,
+        });
+        start += batch.len();
     }
     Ok(out)
 }
@@ -123,21 +323,21 @@ fn parse(
 /// Check what a client may not put in a batch whose CRC is valid: an
 /// unknown codec, the control bit, and a record count its length or
 /// `lastOffsetDelta` cannot back (it decides how far offsets move).
-fn check_contents(info: &BatchInfo, batch: &[u8]) -> Result<(), AppendError> {
-    let codec = info.attributes & ATTR_COMPRESSION_MASK;
+fn check_contents(header: &RecordBatchHeader, batch_bytes: usize) -> Result<(), AppendError> {
+    let codec = header.codec();
     if codec > CODEC_ID_MAX {
         return Err(AppendError::UnsupportedCompression { codec });
     }
-    if info.attributes & ATTR_CONTROL != 0 {
+    if header.is_control() {
         return Err(AppendError::InvalidBatch(
             "clients are not allowed to write control records",
         ));
     }
-    let count = be_i32(batch, 57).ok_or(AppendError::CorruptBatch)?;
+    let count = header.record_count;
     if count <= 0 {
         return Err(AppendError::InvalidBatch("batch holds no records"));
     }
-    let records_bytes = batch.len().saturating_sub(BATCH_HEADER_BYTES);
+    let records_bytes = batch_bytes.saturating_sub(BATCH_HEADER_BYTES);
     let backed = if codec == 0 {
         records_bytes / RECORD_BYTES_MIN
     } else {
@@ -146,10 +346,10 @@ fn check_contents(info: &BatchInfo, batch: &[u8]) -> Result<(), AppendError> {
     if count > BATCH_RECORDS_MAX || count as usize > backed {
         return Err(AppendError::InvalidRecordCount {
             count,
-            bytes: batch.len(),
+            bytes: batch_bytes,
         });
     }
-    if info.last_offset_delta.checked_add(1) != Some(count) {
+    if header.last_offset_delta.checked_add(1) != Some(count) {
         return Err(AppendError::InvalidBatch(
             "lastOffsetDelta does not match the record count",
         ));
@@ -157,46 +357,49 @@ fn check_contents(info: &BatchInfo, batch: &[u8]) -> Result<(), AppendError> {
     Ok(())
 }
 
-fn read_header(batch: &[u8], start: usize, len: usize) -> Option<BatchInfo> {
-    Some(BatchInfo {
-        start,
-        len,
-        attributes: be_i16(batch, 21)?,
-        last_offset_delta: be_i32(batch, 23)?,
-        max_timestamp: be_i64(batch, 35)?,
-        producer_id: be_i64(batch, 43)?,
-        producer_epoch: be_i16(batch, 51)?,
-        base_sequence: be_i32(batch, 53)?,
-    })
+/// Write `value` at `at` of `batch` (nothing if the batch is too short).
+fn put(batch: &mut [u8], at: usize, value: &[u8]) {
+    if let Some(b) = batch.get_mut(at..at + value.len()) {
+        b.copy_from_slice(value);
+    }
 }
 
 /// Set the broker-owned fields outside the CRC: base offset and leader epoch.
 pub(crate) fn patch_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    if let Some(b) = batch.get_mut(0..8) {
-        b.copy_from_slice(&base_offset.to_be_bytes());
-    }
-    if let Some(b) = batch.get_mut(12..16) {
-        b.copy_from_slice(&leader_epoch.to_be_bytes());
-    }
+    put(
+        batch,
+        RecordBatchHeader::BASE_OFFSET_AT,
+        &base_offset.to_be_bytes(),
+    );
+    put(
+        batch,
+        RecordBatchHeader::PARTITION_LEADER_EPOCH_AT,
+        &leader_epoch.to_be_bytes(),
+    );
 }
 
 /// Stamp a batch with the broker's append time (`LogAppendTime`): attribute
 /// bit, first and max timestamps, then a new CRC. Only header bytes change.
 pub(crate) fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) -> i16 {
-    let attributes = be_i16(batch, 21).unwrap_or(0) | ATTR_LOG_APPEND_TIME;
-    if let Some(b) = batch.get_mut(21..23) {
-        b.copy_from_slice(&attributes.to_be_bytes());
-    }
-    if let Some(b) = batch.get_mut(27..35) {
-        b.copy_from_slice(&now_ms.to_be_bytes());
-    }
-    if let Some(b) = batch.get_mut(35..43) {
-        b.copy_from_slice(&now_ms.to_be_bytes());
-    }
+    let attributes = be_i16(batch, RecordBatchHeader::ATTRIBUTES_AT).unwrap_or(0)
+        | RecordBatchHeader::LOG_APPEND_TIME;
+    put(
+        batch,
+        RecordBatchHeader::ATTRIBUTES_AT,
+        &attributes.to_be_bytes(),
+    );
+    put(
+        batch,
+        RecordBatchHeader::BASE_TIMESTAMP_AT,
+        &now_ms.to_be_bytes(),
+    );
+    put(
+        batch,
+        RecordBatchHeader::MAX_TIMESTAMP_AT,
+        &now_ms.to_be_bytes(),
+    );
     let crc = crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default());
-    if let Some(b) = batch.get_mut(17..21) {
-        b.copy_from_slice(&crc.to_be_bytes());
-    }
+    put(batch, RecordBatchHeader::CRC_AT, &crc.to_be_bytes());
     attributes
 }
 
@@ -207,63 +410,49 @@ pub(crate) fn find_record_at_or_after(
     min_offset: i64,
     timestamp: i64,
 ) -> Option<(i64, i64)> {
-    let base_offset = be_i64(batch, 0)?;
-    let attributes = be_i16(batch, 21)?;
-    let last_offset_delta = be_i32(batch, 23)?;
-    let max_timestamp = be_i64(batch, 35)?;
-    if attributes & ATTR_LOG_APPEND_TIME != 0 {
-        // Every record carries the append time, which is the batch's max timestamp.
-        let offset = base_offset.max(min_offset);
-        let in_batch = offset <= base_offset + i64::from(last_offset_delta);
-        return (in_batch && max_timestamp >= timestamp).then_some((offset, max_timestamp));
-    }
-    if attributes & ATTR_COMPRESSION_MASK == Compression::None as i16 {
-        return walk_uncompressed(batch, min_offset, timestamp);
-    }
-    let mut buf = batch.clone();
-    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.offset >= min_offset && r.timestamp >= timestamp)
-        .map(|r| (r.offset, r.timestamp))
+    find_record_within(
+        batch,
+        min_offset,
+        timestamp,
+        TIME_LOOKUP_DECOMPRESSED_BYTES_MAX,
+    )
 }
 
-/// Walk the records of an uncompressed batch reading only their length,
-/// timestamp delta and offset delta.
-fn walk_uncompressed(batch: &[u8], min_offset: i64, timestamp: i64) -> Option<(i64, i64)> {
-    let base_offset = be_i64(batch, 0)?;
-    let first_timestamp = be_i64(batch, 27)?;
-    let count = be_i32(batch, 57)?.clamp(0, BATCH_RECORDS_MAX);
-    let mut at = BATCH_HEADER_BYTES;
-    for _ in 0..count {
-        let (len, n) = read_varint(batch.get(at..)?)?;
-        let body_start = at + n;
-        let body = batch.get(body_start..body_start.checked_add(usize::try_from(len).ok()?)?)?;
-        // attributes (1 byte), then timestampDelta (varlong), offsetDelta (varint).
-        let (ts_delta, n1) = read_varint(body.get(1..)?)?;
-        let (offset_delta, _) = read_varint(body.get(1 + n1..)?)?;
-        let offset = base_offset.checked_add(offset_delta)?;
-        let ts = first_timestamp.checked_add(ts_delta)?;
-        if offset >= min_offset && ts >= timestamp {
-            return Some((offset, ts));
-        }
-        at = body_start + body.len();
+/// [`find_record_at_or_after`], inflating a compressed batch's records to
+/// at most `decompressed_bytes_max`.
+fn find_record_within(
+    batch: &Bytes,
+    min_offset: i64,
+    timestamp: i64,
+    decompressed_bytes_max: usize,
+) -> Option<(i64, i64)> {
+    let header = RecordBatchHeader::parse(batch)?;
+    // The whole batch at once: every record carries the append time (the
+    // max timestamp), or its records are too large to inflate for a look-up.
+    let whole_batch = || {
+        let offset = header.base_offset.max(min_offset);
+        let in_batch = offset <= header.last_offset();
+        (in_batch && header.max_timestamp >= timestamp).then_some((offset, header.max_timestamp))
+    };
+    if header.is_log_append_time() {
+        return whole_batch();
     }
-    None
-}
-
-/// A zigzag varint (up to 64 bits) and the bytes it took.
-pub(crate) fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
-    let mut value: u64 = 0;
-    for i in 0..10 {
-        let byte = *b.get(i)?;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let signed = ((value >> 1) as i64) ^ -((value & 1) as i64);
-            return Some((signed, i + 1));
-        }
-    }
-    None
+    let section = batch.get(BATCH_HEADER_BYTES..)?;
+    let records = match decompress_records(header.codec(), section, decompressed_bytes_max) {
+        Ok(records) => records,
+        Err(DecompressError::TooLarge { .. }) => return whole_batch(),
+        Err(DecompressError::Corrupt { .. }) => return None,
+    };
+    let count = header.record_count.clamp(0, BATCH_RECORDS_MAX);
+    record_frames(&records, count)
+        .map_while(Result::ok)
+        .map(|r: records::RecordFrame| {
+            (
+                header.base_offset.saturating_add(r.offset_delta),
+                header.base_timestamp.saturating_add(r.timestamp_delta),
+            )
+        })
+        .find(|(offset, ts)| *offset >= min_offset && *ts >= timestamp)
 }
 
 #[cfg(test)]
@@ -328,6 +517,8 @@ pub(crate) mod test_batches {
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::records::Compression;
+
     use super::test_batches::*;
     use super::*;
 
@@ -338,6 +529,74 @@ mod tests {
         assert_eq!(infos.len(), 1);
         assert_eq!(infos[0].last_offset_delta, 2);
         assert_eq!(infos[0].len, b.len());
+    }
+
+    #[test]
+    fn header_fields_are_read_where_kafka_puts_them() {
+        let mut b = batch_with(3, 4, &[50, 70, 60], Compression::Gzip, Some((9, 2, 40))).to_vec();
+        patch_offsets(&mut b, 1_000, 5);
+        let h = RecordBatchHeader::parse(&b).unwrap();
+        assert_eq!(h.base_offset, 1_000);
+        assert_eq!(h.batch_bytes(), Some(b.len()));
+        assert_eq!(h.partition_leader_epoch, 5);
+        assert_eq!(h.magic, 2);
+        assert_eq!(h.crc, crc32c::crc32c(&b[CRC_START..]));
+        assert_eq!(h.codec(), Compression::Gzip as i16);
+        assert!(!h.is_control() && !h.is_transactional() && !h.is_log_append_time());
+        assert_eq!((h.last_offset_delta, h.last_offset()), (2, 1_002));
+        assert_eq!((h.base_timestamp, h.max_timestamp), (50, 70));
+        assert_eq!((h.producer_id, h.producer_epoch), (9, 2));
+        assert_eq!((h.base_sequence, h.last_sequence()), (40, 42));
+        assert_eq!(h.record_count, 3);
+        assert_eq!(RecordBatchHeader::parse(&b[..BATCH_HEADER_BYTES - 1]), None);
+    }
+
+    #[test]
+    fn batches_stop_with_an_error_at_a_batch_they_cannot_frame() {
+        let mut p = batch(2, 5).to_vec();
+        let first = p.len();
+        p.extend_from_slice(&batch(1, 5));
+        let whole: Vec<usize> = batches(&p).map(|b| b.unwrap().1.len()).collect();
+        assert_eq!(whole, vec![first, p.len() - first]);
+        let cut = &p[..p.len() - 1];
+        let walked: Vec<_> = batches(cut).collect();
+        assert_eq!(walked.len(), 2);
+        assert_eq!(
+            walked[1],
+            Err(BatchFramingError::Length {
+                at: first,
+                batch_length: (p.len() - first - 12) as i32
+            })
+        );
+        let short = &p[..first + 10];
+        assert_eq!(
+            batches(short).nth(1),
+            Some(Err(BatchFramingError::ShortHeader {
+                at: first,
+                left: 10
+            }))
+        );
+        assert_eq!(batches(&[]).count(), 0);
+    }
+
+    #[test]
+    fn a_compressed_batch_too_large_to_inflate_is_looked_up_as_a_whole() {
+        let mut b = batch_with(4, 8, &[10, 30, 20, 40], Compression::Gzip, None).to_vec();
+        patch_offsets(&mut b, 100, 0);
+        let b = Bytes::from(b);
+        let bound = 4;
+        let section = &b[BATCH_HEADER_BYTES..];
+        assert!(matches!(
+            decompress_records(Compression::Gzip as i16, section, bound),
+            Err(DecompressError::TooLarge { .. })
+        ));
+        // Within the bound the record is found; past it, the batch's first
+        // offset at or after the one asked, with the batch's max timestamp.
+        assert_eq!(find_record_within(&b, 0, 15, 1 << 20), Some((101, 30)));
+        assert_eq!(find_record_within(&b, 0, 15, bound), Some((100, 40)));
+        assert_eq!(find_record_within(&b, 102, 15, bound), Some((102, 40)));
+        assert_eq!(find_record_within(&b, 0, 41, bound), None);
+        assert_eq!(find_record_within(&b, 104, 0, bound), None);
     }
 
     #[test]
@@ -505,7 +764,7 @@ mod tests {
         let b = batch(2, 5);
         for codec in 5i16..=7 {
             let v = edited(&b, |v| {
-                let attrs = (be_i16(v, 21).unwrap() & !ATTR_COMPRESSION_MASK) | codec;
+                let attrs = (be_i16(v, 21).unwrap() & !RecordBatchHeader::COMPRESSION_MASK) | codec;
                 v[21..23].copy_from_slice(&attrs.to_be_bytes());
             });
             assert!(
@@ -522,7 +781,7 @@ mod tests {
     fn a_client_control_batch_is_an_invalid_record() {
         let b = batch(1, 5);
         let v = edited(&b, |v| {
-            let attrs = be_i16(v, 21).unwrap() | ATTR_CONTROL;
+            let attrs = be_i16(v, 21).unwrap() | RecordBatchHeader::CONTROL;
             v[21..23].copy_from_slice(&attrs.to_be_bytes());
         });
         assert!(matches!(

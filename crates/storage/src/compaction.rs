@@ -32,19 +32,18 @@
 //! producer's last sequence.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
-use crate::batch::{BATCH_HEADER_BYTES, read_varint};
+use crate::batch::{BATCH_HEADER_BYTES, RecordBatchHeader as H, read_varint};
 use crate::error::StorageError;
-use crate::format::{self, EntryKind, IndexEntry, be_i16, be_i32, be_i64};
+use crate::format::{self, EntryKind, IndexEntry};
 use crate::index::{QueueIndex, slot_offset};
-use crate::log::{LogInner, io_err, lock, read, sync_dir};
+use crate::log::{LogInner, lock, read};
 use crate::partition::{Located, PartitionInner, read_located};
 
 /// Kafka's default `delete.retention.ms`: a tombstone lives a day after it was written.
@@ -70,12 +69,9 @@ const COMPACTION_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// the cleanable bytes (Kafka's `min.cleanable.dirty.ratio`, 0.5).
 const DIRTY_RATIO_DIVISOR: u64 = 2;
 
-/// Attribute bits selecting the compression codec.
-const ATTR_COMPRESSION_MASK: i16 = 0x07;
-/// Attribute bit: timestamps are the broker's append time.
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-/// Attribute bit: a control batch (transaction markers): never compacted.
-const ATTR_CONTROL: i16 = 0x20;
+/// Attribute bits of the batch header (a control batch is never compacted).
+const ATTR_COMPRESSION_MASK: i16 = H::COMPRESSION_MASK;
+const ATTR_LOG_APPEND_TIME: i16 = H::LOG_APPEND_TIME;
 
 /// Compact every partition whose config asks for it and that is due.
 /// Returns how many batches were rewritten or removed.
@@ -168,14 +164,14 @@ fn bad_() -> Unparseable {
 /// The records of a stored batch; `None` for a control batch (left alone).
 fn parse_batch(batch: &[u8]) -> Result<Option<ParsedBatch>, Unparseable> {
     let short = || Unparseable("short batch header");
-    let attributes = be_i16(batch, 21).ok_or_else(short)?;
-    if attributes & ATTR_CONTROL != 0 {
+    let header = H::parse(batch).ok_or_else(short)?;
+    if header.is_control() {
         return Ok(None);
     }
-    let count = be_i32(batch, 57).ok_or_else(short)?;
-    let count = usize::try_from(count).map_err(|_| Unparseable("negative record count"))?;
+    let count =
+        usize::try_from(header.record_count).map_err(|_| Unparseable("negative record count"))?;
     let section = batch.get(BATCH_HEADER_BYTES..).ok_or_else(short)?;
-    let records = decompress(attributes & ATTR_COMPRESSION_MASK, section)?;
+    let records = decompress(header.codec(), section)?;
     let list = parse_records(&records, count)?;
     Ok(Some(ParsedBatch { records, list }))
 }
@@ -183,21 +179,14 @@ fn parse_batch(batch: &[u8]) -> Result<Option<ParsedBatch>, Unparseable> {
 /// Decompress a records section with the batch's codec, within
 /// [`COMPACTION_DECOMPRESSED_BYTES_MAX`].
 fn decompress(codec: i16, section: &[u8]) -> Result<Bytes, Unparseable> {
-    let mut src = Bytes::copy_from_slice(section);
-    let take = |b: &mut Bytes| Ok(b.clone());
-    let out = match codec {
-        0 => return Ok(src),
-        1 => Gzip::decompress(&mut src, take),
-        2 => Snappy::decompress(&mut src, take),
-        3 => Lz4::decompress(&mut src, take),
-        4 => Zstd::decompress(&mut src, take),
-        _ => return Err(Unparseable("unknown compression codec")),
+    use crate::records::{DecompressError, decompress_records};
+    match decompress_records(codec, section, COMPACTION_DECOMPRESSED_BYTES_MAX) {
+        Ok(records) => Ok(Bytes::from(records.into_owned())),
+        Err(DecompressError::TooLarge { .. }) => {
+            Err(Unparseable("records decompress past the compaction limit"))
+        }
+        Err(DecompressError::Corrupt { .. }) => Err(Unparseable("records do not decompress")),
     }
-    .map_err(|_| Unparseable("records do not decompress"))?;
-    if out.len() > COMPACTION_DECOMPRESSED_BYTES_MAX {
-        return Err(Unparseable("records decompress past the compaction limit"));
-    }
-    Ok(out)
 }
 
 /// Compress records with `codec` (one of Kafka's codec numbers 1..=4).
@@ -219,21 +208,21 @@ fn compress(codec: i16, raw: &[u8]) -> Option<Vec<u8>> {
 
 /// The timestamp of a record of `batch`.
 fn record_timestamp(batch: &[u8], r: &RawRecord) -> i64 {
-    let attributes = be_i16(batch, 21).unwrap_or(0);
-    if attributes & ATTR_LOG_APPEND_TIME != 0 {
-        return be_i64(batch, 35).unwrap_or(i64::MIN);
+    let Some(header) = H::parse(batch) else {
+        return i64::MIN;
+    };
+    if header.is_log_append_time() {
+        return header.max_timestamp;
     }
-    be_i64(batch, 27)
-        .unwrap_or(i64::MIN)
-        .saturating_add(r.timestamp_delta)
+    header.base_timestamp.saturating_add(r.timestamp_delta)
 }
 
 /// A stored batch rebuilt with only the records `kept` (indexes into
 /// `parsed.list`): same header fields except record count, batch length,
 /// max timestamp (`CreateTime`), attributes (codec none when empty) and CRC.
 fn rebuild(batch: &[u8], parsed: &ParsedBatch, kept: &[usize]) -> Option<Vec<u8>> {
-    let attributes = be_i16(batch, 21)?;
-    let codec = attributes & ATTR_COMPRESSION_MASK;
+    let header = H::parse(batch)?;
+    let (attributes, codec) = (header.attributes, header.codec());
     let mut raw = Vec::new();
     let mut max_ts = i64::MIN;
     for &k in kept {
@@ -252,17 +241,18 @@ fn rebuild(batch: &[u8], parsed: &ParsedBatch, kept: &[usize]) -> Option<Vec<u8>
     out.extend_from_slice(batch.get(..BATCH_HEADER_BYTES)?);
     out.extend_from_slice(&section);
     let batch_length = i32::try_from(out.len() - 12).ok()?;
-    out.get_mut(8..12)?
-        .copy_from_slice(&batch_length.to_be_bytes());
-    out.get_mut(21..23)?
-        .copy_from_slice(&attributes.to_be_bytes());
+    let put = |out: &mut Vec<u8>, at: usize, v: &[u8]| {
+        out.get_mut(at..at + v.len()).map(|b| b.copy_from_slice(v))
+    };
+    put(&mut out, H::BATCH_LENGTH_AT, &batch_length.to_be_bytes())?;
+    put(&mut out, H::ATTRIBUTES_AT, &attributes.to_be_bytes())?;
     if attributes & ATTR_LOG_APPEND_TIME == 0 && !kept.is_empty() {
-        out.get_mut(35..43)?.copy_from_slice(&max_ts.to_be_bytes());
+        put(&mut out, H::MAX_TIMESTAMP_AT, &max_ts.to_be_bytes())?;
     }
     let count = i32::try_from(kept.len()).ok()?;
-    out.get_mut(57..61)?.copy_from_slice(&count.to_be_bytes());
-    let crc = crc32c::crc32c(out.get(21..)?);
-    out.get_mut(17..21)?.copy_from_slice(&crc.to_be_bytes());
+    put(&mut out, H::RECORD_COUNT_AT, &count.to_be_bytes())?;
+    let crc = crc32c::crc32c(out.get(H::ATTRIBUTES_AT..)?);
+    put(&mut out, H::CRC_AT, &crc.to_be_bytes())?;
     Some(out)
 }
 
@@ -428,8 +418,9 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
         };
         let mut new = l.entry;
         new.size = new_batch.len() as u32;
-        new.max_timestamp = be_i64(&new_batch, 35).unwrap_or(new.max_timestamp);
-        new.attributes = be_i16(&new_batch, 21).unwrap_or(new.attributes);
+        if let Some(h) = H::parse(&new_batch) {
+            (new.max_timestamp, new.attributes) = (h.max_timestamp, h.attributes);
+        }
         pending.push((rewrites.len(), buf.len() as u64));
         rewrites.push(Rewrite {
             old: l.entry,
@@ -513,73 +504,77 @@ fn install(
     let mut tmp_name = path.clone().into_os_string();
     tmp_name.push(INDEX_TMP_SUFFIX.trim_start_matches(".idx"));
     let tmp = std::path::PathBuf::from(tmp_name);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
-    let write_err = |e| io_err(format!("writing {}", tmp.display()), e);
-    log.io
-        .write_all_at(&file, &format::index_header(part.id), 0)
-        .map_err(write_err)?;
     let segs = read(&log.segments)?;
     let mut fresh = QueueIndex::new(path.clone());
     let mut changed = 0;
-    let mut chunk: Vec<u8> = Vec::with_capacity(INSTALL_CHUNK_BYTES);
+    // An index read that fails inside the write: reported as itself.
     let mut failed: Option<StorageError> = None;
-    st.index.scan_live(ix, |_, e| {
-        // Only a batch still where compaction read it is replaced; the
-        // maintenance lock keeps the cleaner away, so this always holds.
-        let entry = match by_base.get(&e.base_offset) {
-            Some(r) if r.old.position == e.position && r.old.size == e.size => {
-                changed += 1;
-                match r.new {
-                    Some(new) => new,
-                    None => return ControlFlow::Continue(()),
+    let write = |file: &std::fs::File| -> std::io::Result<()> {
+        log.io
+            .write_all_at(file, &format::index_header(part.id), 0)?;
+        let mut chunk: Vec<u8> = Vec::with_capacity(INSTALL_CHUNK_BYTES);
+        let mut write_failed: Option<std::io::Error> = None;
+        let scanned = st.index.scan_live(ix, |_, e| {
+            // Only a batch still where compaction read it is replaced; the
+            // maintenance lock keeps the cleaner away, so this always holds.
+            let entry = match by_base.get(&e.base_offset) {
+                Some(r) if r.old.position == e.position && r.old.size == e.size => {
+                    changed += 1;
+                    match r.new {
+                        Some(new) => new,
+                        None => return ControlFlow::Continue(()),
+                    }
                 }
+                _ => *e,
+            };
+            let segment = segs
+                .range(..=entry.position)
+                .next_back()
+                .map_or(0, |(b, _)| *b);
+            let e = fresh.add_rewritten(entry, segment);
+            chunk.extend_from_slice(&e.encode());
+            if chunk.len() >= INSTALL_CHUNK_BYTES {
+                let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
+                if let Err(e) = log.io.write_all_at(file, &chunk, at) {
+                    write_failed = Some(e);
+                    return ControlFlow::Break(());
+                }
+                chunk.clear();
             }
-            _ => *e,
-        };
-        let segment = segs
-            .range(..=entry.position)
-            .next_back()
-            .map_or(0, |(b, _)| *b);
-        let e = fresh.add_rewritten(entry, segment);
-        chunk.extend_from_slice(&e.encode());
-        if chunk.len() >= INSTALL_CHUNK_BYTES {
-            let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
-            if let Err(e) = log.io.write_all_at(&file, &chunk, at) {
-                failed = Some(write_err(e));
-                return ControlFlow::Break(());
-            }
-            chunk.clear();
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = scanned {
+            let text = e.to_string();
+            failed = Some(e);
+            return Err(std::io::Error::other(text));
         }
-        ControlFlow::Continue(())
-    })?;
+        if let Some(e) = write_failed {
+            return Err(e);
+        }
+        let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
+        log.io.write_all_at(file, &chunk, at)
+    };
+    let replaced = weir_sync::replace_file(&tmp, &path, write, |f| log.io.sync_data(f));
     drop(segs);
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
-    log.io
-        .write_all_at(&file, &chunk, at)
-        .and_then(|()| log.io.sync_data(&file))
-        .map_err(write_err)?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))?;
-    if let Err(e) = sync_dir(&log.index_dir) {
-        // Which index a restart finds is now unknown: stop writing.
-        drop(st);
-        return Err(log.poison(format!(
-            "fsync of {} failed after compaction: {e}",
-            log.index_dir.display()
-        )));
+    match replaced {
+        Err(e) if e.step == weir_sync::ReplaceStep::SyncDir => {
+            // Which index a restart finds is now unknown: stop writing.
+            drop(st);
+            return Err(log.poison(format!("{e} after compaction")));
+        }
+        Err(e) => {
+            if let Some(index_error) = failed {
+                return Err(index_error);
+            }
+            return Err(StorageError::from_replace(
+                "installing a compacted index",
+                e,
+            ));
+        }
+        Ok(()) => {}
     }
     // The old file's unsynced writes no longer matter: the renamed copy,
     // synced above, replaced it. The next write reopens the path.
-    drop(file);
     log.index_files.forget(&path)?;
     st.index = fresh;
     drop(st);
@@ -594,6 +589,8 @@ mod tests {
 
     use bytes::Bytes;
     use kafka_protocol::records::RecordBatchDecoder;
+
+    use crate::format::{be_i16, be_i32, be_i64};
 
     use super::*;
     use crate::tests::{ManualClock, block_on, pid};

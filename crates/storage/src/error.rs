@@ -59,6 +59,30 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// A failed atomic file replace, as an I/O error naming `context`, the
+    /// step and the path.
+    pub(crate) fn from_replace(
+        context: impl std::fmt::Display,
+        e: weir_sync::ReplaceError,
+    ) -> Self {
+        Self::Io {
+            context: format!("{context}: {} {}", e.step, e.path.display()),
+            source: Arc::new(e.source),
+        }
+    }
+}
+
+/// A std lock that a panic poisoned: the panic poisoned the log too (see
+/// `log::PanicGuard`), and nothing may be read past it.
+impl From<weir_sync::PoisonedLock> for StorageError {
+    fn from(e: weir_sync::PoisonedLock) -> Self {
+        Self::Poisoned {
+            reason: Arc::from(e.to_string()),
+        }
+    }
+}
+
 /// Why an append was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {

@@ -27,13 +27,19 @@ mod maintenance;
 mod partition;
 mod producer;
 mod reclaim;
+mod records;
 mod recovery;
 #[cfg(test)]
 mod replica_tests;
 #[cfg(test)]
 mod tests;
 
+pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches};
 pub use error::{AppendError, ReadError, StorageError, TruncateError};
+pub use records::{
+    DecompressError, RecordFrame, RecordFrames, RecordFramingError, decompress_records,
+    record_frames,
+};
 
 use crate::log::{LogInner, lock, write};
 use crate::partition::PartitionInner;

@@ -51,30 +51,21 @@ pub(crate) const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
 /// updated, so a poisoned lock is an error that callers propagate (and the
 /// panic itself poisoned the log: see [`PanicGuard`]).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
-    m.lock().map_err(|_| lock_poisoned::<T>())
+    Ok(weir_sync::lock(m)?)
 }
 
 /// Read-lock an RwLock (see [`lock`]).
 pub(crate) fn read<T>(m: &RwLock<T>) -> Result<RwLockReadGuard<'_, T>, StorageError> {
-    m.read().map_err(|_| lock_poisoned::<T>())
+    Ok(weir_sync::read(m)?)
 }
 
 /// Write-lock an RwLock (see [`lock`]).
 pub(crate) fn write<T>(m: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>, StorageError> {
-    m.write().map_err(|_| lock_poisoned::<T>())
-}
-
-fn lock_poisoned<T>() -> StorageError {
-    StorageError::Poisoned {
-        reason: Arc::from(lock_poisoned_reason::<T>()),
-    }
+    Ok(weir_sync::write(m)?)
 }
 
 fn lock_poisoned_reason<T>() -> String {
-    format!(
-        "a thread panicked while holding the lock on {}",
-        std::any::type_name::<T>()
-    )
+    weir_sync::PoisonedLock::of::<T>().to_string()
 }
 
 /// Poisons the log when its thread unwinds out of the scope it guards: a
@@ -659,14 +650,12 @@ impl LogInner {
             return Err(self.poison(e.to_string()));
         }
         let bytes = cp.encode();
-        let tmp = self.dir.join(CHECKPOINT_TMP_FILE);
-        let done = File::create(&tmp)
-            .and_then(|f| {
-                self.io.write_all_at(&f, &bytes, 0)?;
-                self.io.sync_data(&f)
-            })
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE)))
-            .and_then(|()| sync_dir(&self.dir));
+        let done = weir_sync::replace_file(
+            &self.dir.join(CHECKPOINT_TMP_FILE),
+            &self.dir.join(CHECKPOINT_FILE),
+            |f| self.io.write_all_at(f, &bytes, 0),
+            |f| self.io.sync_data(f),
+        );
         if let Err(e) = done {
             return Err(self.poison(format!(
                 "writing the checkpoint in {} failed: {e}",
@@ -803,5 +792,5 @@ fn checkpoint_next_wait(log: &LogInner) -> Option<Duration> {
 
 /// fsync a directory so created, renamed or deleted entries in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    weir_sync::sync_dir(dir)
 }

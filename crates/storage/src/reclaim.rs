@@ -18,7 +18,6 @@
 //!   (so no restart can look for a batch in it).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -85,20 +84,18 @@ pub(crate) fn checkpoint_log_starts(
     if new == old {
         return Ok(());
     }
-    let tmp = log.dir.join(LOG_STARTS_TMP_FILE);
-    File::create(&tmp)
-        .and_then(|f| {
-            log.io.write_all_at(&f, &new.encode(), 0)?;
-            log.io.sync_data(&f)
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .and_then(|()| sync_dir(&log.dir))
-        .map_err(|e| {
-            io_err(
-                format!("writing the checkpoint in {}", log.dir.display()),
-                e,
-            )
-        })
+    weir_sync::replace_file(
+        &log.dir.join(LOG_STARTS_TMP_FILE),
+        &path,
+        |f| log.io.write_all_at(f, &new.encode(), 0),
+        |f| log.io.sync_data(f),
+    )
+    .map_err(|e| {
+        StorageError::from_replace(
+            format!("writing the checkpoint in {}", log.dir.display()),
+            e,
+        )
+    })
 }
 
 /// What maintenance does while the log is poisoned: record log-start moves,

@@ -914,9 +914,8 @@ fn check_batch_entry(
     if header.kind == EntryKind::Truncation {
         return batch.is_empty().then_some(header);
     }
-    let batch_length = format::be_i32(batch, 8)?;
-    let whole = batch.len() >= crate::batch::BATCH_HEADER_BYTES
-        && usize::try_from(batch_length).ok()? + 12 == batch.len();
+    let batch_header = crate::batch::RecordBatchHeader::parse(batch)?;
+    let whole = batch_header.batch_bytes() == Some(batch.len());
     whole.then_some(header)
 }
 
@@ -942,16 +941,20 @@ fn apply_entry(
         st.truncate_to(header.base_offset, ix)?;
         return Ok(());
     }
+    // A whole batch (checked by the scan) has a header to parse.
+    let Some(batch_header) = crate::batch::RecordBatchHeader::parse(batch) else {
+        return Ok(());
+    };
     let entry = IndexEntry {
         base_offset: header.base_offset,
-        last_offset_delta: format::be_i32(batch, 23).unwrap_or(0),
+        last_offset_delta: batch_header.last_offset_delta,
         size: batch.len() as u32,
         position: at.position,
-        max_timestamp: format::be_i64(batch, 35).unwrap_or(-1),
-        producer_id: format::be_i64(batch, 43).unwrap_or(-1),
-        producer_epoch: format::be_i16(batch, 51).unwrap_or(-1),
-        attributes: format::be_i16(batch, 21).unwrap_or(0),
-        base_sequence: format::be_i32(batch, 53).unwrap_or(-1),
+        max_timestamp: batch_header.max_timestamp,
+        producer_id: batch_header.producer_id,
+        producer_epoch: batch_header.producer_epoch,
+        attributes: batch_header.attributes,
+        base_sequence: batch_header.base_sequence,
         running_max_ts: i64::MIN,
     };
     let bytes = entry.end_position() - entry.position;

@@ -1215,7 +1215,10 @@ fn index_descriptors_stay_under_the_cap_across_writes_restarts_and_recovery() {
     }
     // Entries past the checkpoint are re-indexed by recovery, through the cap too.
     append_round(&mut expected, &parts);
+    let crashed = Arc::downgrade(&log.inner);
     drop((log, parts)); // crash
+    // The crashed log's descriptors close once its threads let go of it.
+    wait_until_dropped(&crashed);
 
     let log = open_log(dir.path(), config);
     check("after recovery");
@@ -1239,9 +1242,14 @@ fn dropping_every_handle_ends_the_background_threads() {
     wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
     let weak = Arc::downgrade(&log.inner);
     drop((log, p));
-    // The flusher and the checkpoint thread let go of the log in turn.
+    wait_until_dropped(&weak);
+}
+
+/// Wait until the flusher and the checkpoint thread let go of a log whose
+/// handles were all dropped.
+fn wait_until_dropped(log: &std::sync::Weak<crate::log::LogInner>) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while weak.upgrade().is_some() {
+    while log.upgrade().is_some() {
         assert!(Instant::now() < deadline, "the log was never dropped");
         std::thread::yield_now();
     }

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_storage::{AckWait, AppendError, Partition, StorageError};
+use weir_storage::{AckWait, AppendError, Partition, StorageError, batches};
 
 use crate::error::ApiError;
 use crate::record_keys;
@@ -30,16 +30,6 @@ use crate::{Broker, HandlerError, Reply, RequestContext};
 
 /// First Produce version that addresses topics by ID instead of name.
 const TOPIC_ID_VERSION: i16 = 13;
-
-/// RecordBatch v2 layout: base offset (8 bytes), then the batch length
-/// (4 bytes) counting everything after it.
-const BATCH_LENGTH_AT: usize = 8;
-/// Bytes before the part the batch length counts.
-const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
-/// Where the 16-bit attributes sit: after base offset, length, leader epoch, magic and CRC.
-const BATCH_ATTRIBUTES_AT: usize = 21;
-/// Attribute bit of a batch written inside a Kafka transaction.
-const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 
 /// Handle a produce to the end: append, then wait for durability.
 pub(crate) async fn handle(
@@ -288,26 +278,10 @@ fn failed(index: i32, refused: &Refused) -> PartitionProduceResponse {
 
 /// Whether any batch in a produce payload is marked transactional. A payload
 /// too short to tell is left to the log, which refuses malformed batches.
-fn has_transactional_batch(mut records: &[u8]) -> bool {
-    while let (Some(length), Some(attributes)) = (
-        records.get(BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES),
-        records.get(BATCH_ATTRIBUTES_AT..BATCH_ATTRIBUTES_AT + 2),
-    ) {
-        let attributes = i16::from_be_bytes([attributes[0], attributes[1]]);
-        if attributes & ATTRIBUTE_TRANSACTIONAL != 0 {
-            return true;
-        }
-        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
-        let Some(next) = usize::try_from(length)
-            .ok()
-            .and_then(|l| l.checked_add(BATCH_LOG_OVERHEAD_BYTES))
-            .and_then(|end| records.get(end..))
-        else {
-            return false;
-        };
-        records = next;
-    }
-    false
+fn has_transactional_batch(records: &[u8]) -> bool {
+    batches(records)
+        .map_while(Result::ok)
+        .any(|(header, _)| header.is_transactional())
 }
 
 type Wait = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
@@ -347,27 +321,33 @@ async fn wait_all<K>(waits: Vec<(K, AckWait)>) -> Vec<(K, Result<(), StorageErro
 fn report_storage_failure(err: &StorageError) {
     static LAST: Mutex<Option<String>> = Mutex::new(None);
     let text = err.to_string();
-    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
-    if last.as_deref() == Some(text.as_str()) {
+    // A poisoned lock only loses the de-duplication: every failure is then
+    // logged at error level.
+    let mut last = weir_sync::lock(&LAST).ok();
+    if last.as_deref().and_then(|l| l.as_deref()) == Some(text.as_str()) {
         tracing::debug!(error = %text, "produce failed: commit log unavailable");
     } else {
         tracing::error!(error = %text, "produce failed: commit log unavailable");
-        *last = Some(text);
+        if let Some(last) = last.as_deref_mut() {
+            *last = Some(text);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use weir_storage::RecordBatchHeader;
+
     use super::*;
 
     /// A batch header with the given attributes and `payload` bytes after it.
     fn batch(attributes: i16, payload: usize) -> Vec<u8> {
-        let mut out = vec![0u8; 61 + payload];
-        let length = (out.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
-        out[BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES].copy_from_slice(&length.to_be_bytes());
-        out[16] = 2;
-        out[BATCH_ATTRIBUTES_AT..BATCH_ATTRIBUTES_AT + 2]
-            .copy_from_slice(&attributes.to_be_bytes());
+        type H = RecordBatchHeader;
+        let mut out = vec![0u8; H::BYTES + payload];
+        let length = (out.len() - H::LOG_OVERHEAD_BYTES) as i32;
+        out[H::BATCH_LENGTH_AT..H::BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+        out[H::MAGIC_AT] = 2;
+        out[H::ATTRIBUTES_AT..H::ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
         out
     }
 
@@ -376,7 +356,7 @@ mod tests {
         let mut payload = batch(0, 10);
         payload.extend(batch(0x04, 3));
         assert!(!has_transactional_batch(&payload));
-        payload.extend(batch(ATTRIBUTE_TRANSACTIONAL, 0));
+        payload.extend(batch(RecordBatchHeader::TRANSACTIONAL, 0));
         assert!(has_transactional_batch(&payload));
     }
 
@@ -385,10 +365,12 @@ mod tests {
         assert!(!has_transactional_batch(&[]));
         assert!(!has_transactional_batch(&[0xff; 22]));
         let mut negative = batch(0, 0);
-        negative[BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES].copy_from_slice(&(-5i32).to_be_bytes());
+        negative[RecordBatchHeader::BATCH_LENGTH_AT..RecordBatchHeader::LOG_OVERHEAD_BYTES]
+            .copy_from_slice(&(-5i32).to_be_bytes());
         assert!(!has_transactional_batch(&negative));
         let mut huge = batch(0, 0);
-        huge[BATCH_LENGTH_AT..BATCH_LOG_OVERHEAD_BYTES].copy_from_slice(&i32::MAX.to_be_bytes());
+        huge[RecordBatchHeader::BATCH_LENGTH_AT..RecordBatchHeader::LOG_OVERHEAD_BYTES]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(!has_transactional_batch(&huge));
     }
 }

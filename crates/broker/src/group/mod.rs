@@ -30,7 +30,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use weir_storage::{Clock, Partition};
+use weir_storage::{Clock, Partition, batches};
 
 use crate::config::GroupConfig;
 pub(crate) use classic::{JoinParams, JoinResult, SyncParams, SyncResult};
@@ -398,11 +398,6 @@ pub(super) fn encode_batches(
     Ok(out)
 }
 
-/// RecordBatch v2 header: base offset at 0, last offset delta at 23.
-const BATCH_LAST_OFFSET_DELTA_AT: usize = 23;
-const BATCH_LENGTH_AT: usize = 8;
-const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
-
 /// Replay one partition from its log start to its high watermark. Returns
 /// the number of records applied.
 pub(super) fn replay_partition(
@@ -430,29 +425,11 @@ pub(super) fn replay_partition(
             offset,
             detail,
         };
-        let mut rest = read.records.clone();
         let before = next;
-        while !rest.is_empty() {
-            let header = |at: usize| {
-                rest.get(at..at + 4)
-                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            };
-            let base = rest
-                .get(..8)
-                .map(|b| i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
-            let (Some(base), Some(length), Some(delta)) = (
-                base,
-                header(BATCH_LENGTH_AT),
-                header(BATCH_LAST_OFFSET_DELTA_AT),
-            ) else {
-                return Err(corrupt(next, "truncated batch header".into()));
-            };
-            let batch_len = usize::try_from(length)
-                .ok()
-                .and_then(|l| l.checked_add(BATCH_LOG_OVERHEAD_BYTES))
-                .filter(|l| *l <= rest.len())
-                .ok_or_else(|| corrupt(base, format!("batch length {length} out of range")))?;
-            let mut batch = rest.split_to(batch_len);
+        for framed in batches(&read.records) {
+            let (header, batch) = framed.map_err(|e| corrupt(next, e.to_string()))?;
+            let base = header.base_offset;
+            let mut batch = read.records.slice_ref(batch);
             // A batch or record that is not Weir's (a client produced it, or
             // a newer Weir wrote it) is skipped with a warning: one foreign
             // record must not keep every group from loading.
@@ -479,7 +456,7 @@ pub(super) fn replay_partition(
                     Err(e) => skipped(index, record.offset, &e.to_string()),
                 }
             }
-            next = next.max(base + i64::from(delta) + 1);
+            next = next.max(header.last_offset().saturating_add(1));
         }
         if next <= before {
             return Err(corrupt(next, "reading made no progress".into()));

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,9 +131,10 @@ impl Shard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the groups as the last
-        // complete operation left them; serving on is better than failing all.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        // A panic while holding the lock may have left a group half updated
+        // (a generation bumped, its assignment not yet written): raise it
+        // again rather than serve from that.
+        weir_sync::lock(&self.inner).unwrap_or_else(weir_sync::PoisonedLock::reraise)
     }
 
     /// Become the coordinator of this partition's groups: replay it and
