@@ -444,7 +444,9 @@ impl LogInner {
             return Err(self.poison_locked(w, reason));
         }
         let offset = w.active.file_offset(position);
-        if let Err(e) = self.io.write_all_at(&w.active.file, buf, offset) {
+        let written = crate::io::failpoint("storage::segment_write")
+            .and_then(|()| self.io.write_all_at(&w.active.file, buf, offset));
+        if let Err(e) = written {
             let reason = format!(
                 "write of {} bytes to {} failed: {e}",
                 buf.len(),
@@ -604,6 +606,7 @@ impl LogInner {
         let done = File::create(&tmp)
             .and_then(|f| {
                 self.io.write_all_at(&f, &bytes, 0)?;
+                crate::io::failpoint("storage::checkpoint_sync")?;
                 self.io.sync_data(&f)
             })
             .and_then(|()| std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE)))
