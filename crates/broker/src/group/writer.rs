@@ -180,3 +180,58 @@ pub(crate) fn ensure_strict(partition: &Partition, index: i32) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use kafka_protocol::records::RecordBatchDecoder;
+    use weir_storage::{CommitLog, LogConfig, PartitionConfig, PartitionId, SystemClock};
+
+    use super::RecordWriter;
+    use crate::group::encode_batches;
+
+    /// One batch of one record whose key is `n`.
+    fn payload(n: u32) -> Vec<Bytes> {
+        let key = Bytes::copy_from_slice(&n.to_be_bytes());
+        encode_batches(&[(key, None)], 0).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_reach_the_log_in_the_order_they_were_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) =
+            CommitLog::open(dir.path(), LogConfig::default(), Arc::new(SystemClock)).unwrap();
+        let id = PartitionId {
+            topic_id: uuid::Uuid::from_u128(1),
+            partition: 0,
+        };
+        let partition = log
+            .create_partition(id, PartitionConfig::default())
+            .unwrap();
+        let writer = RecordWriter::new(0);
+        let changes = 50u32;
+        // Queued from the runtime, as the shards do: nothing is written
+        // before `queue` returns, and the writes overlap the next queueing.
+        let appending: Vec<_> = (0..changes)
+            .map(|n| writer.queue(&partition, "g", payload(n)))
+            .collect();
+        for change in appending {
+            for wait in change.written().await.unwrap() {
+                wait.wait().await.unwrap();
+            }
+        }
+        let read = partition.read(0, 1 << 20).unwrap();
+        let mut records = read.records.clone();
+        let mut keys = Vec::new();
+        while !records.is_empty() {
+            for record in RecordBatchDecoder::decode(&mut records).unwrap().records {
+                let key = record.key.unwrap();
+                keys.push(u32::from_be_bytes([key[0], key[1], key[2], key[3]]));
+            }
+        }
+        assert_eq!(keys, (0..changes).collect::<Vec<_>>());
+        log.shutdown().unwrap();
+    }
+}
