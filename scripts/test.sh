@@ -4,7 +4,8 @@
 # On a fresh Debian machine with Rust, Python and Node, it installs what the
 # tests need (kcat from Debian, a Python venv at .venv with kafka-python, npm
 # packages for kafkajs), runs every Rust test of the workspace (unit, property,
-# crash and end-to-end tests with librdkafka built by cargo), then the client
+# crash and end-to-end tests with librdkafka built by cargo, and those that
+# need the storage failpoints), then the client
 # suites that share no code with librdkafka's Rust binding: Debian's kcat,
 # kafka-python's own integration tests, and kafkajs. It prints one
 # `N passed, M failed` line per suite and a total, and exits non-zero if
@@ -48,8 +49,10 @@ record() {
     total_failed=$((total_failed + $3))
 }
 
-echo "== cargo test --workspace"
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log_dir/cargo.log"
+# With the storage failpoints compiled in (docs/testing.md), so the tests
+# gated on them (a slow or failing disk under a real broker) run too.
+echo "== cargo test --workspace --features weir/failpoints"
+cargo test --workspace --no-fail-fast --features weir/failpoints 2>&1 | tee "$log_dir/cargo.log"
 cargo_status=${PIPESTATUS[0]}
 read -r cargo_passed cargo_failed < <(
     sed -n 's/^test result: .*\. \([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed;.*/\1 \2/p' "$log_dir/cargo.log" |

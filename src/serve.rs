@@ -472,6 +472,10 @@ fn raise_open_files_limit() {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args).map_err(|err| weir_cli::usage(format!("{err:#}")))?;
     init_logging(&settings.log_level)?;
+    // Test builds only: the storage failpoints named in FAILPOINTS
+    // (docs/testing.md), kept until the broker exits.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -549,8 +553,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         group: settings.group.clone(),
         ..BrokerConfig::default()
     };
+    // Loading replays `__consumer_offsets` from disk: off the workers.
+    let loading = log.clone();
     let broker = Arc::new(
-        Broker::new(config, log.clone(), metadata, clock)
+        tokio::task::spawn_blocking(move || Broker::new(config, loading, metadata, clock))
+            .await
+            .context("loading topics and groups failed")?
             .map_err(|e| anyhow::anyhow!("cannot load topics: {e}"))?,
     );
     let limits = ServerLimits {

@@ -46,6 +46,8 @@ pub struct Broker {
     child: Option<Child>,
     dir: TempDir,
     extra_args: Vec<String>,
+    /// Environment variables set for every life (FAILPOINTS, ...).
+    envs: Vec<(String, String)>,
     addr: String,
     stderr_path: PathBuf,
     lives: u32,
@@ -60,6 +62,16 @@ impl Broker {
     /// Start a broker listening on `listen` (for tests that must know the
     /// port in advance, such as restarts on a reserved port).
     pub fn start_at(listen: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(listen, extra_args, &[])
+    }
+
+    /// Start a broker listening on `listen` with `envs` in its environment
+    /// (for example `FAILPOINTS` for a broker built with `--features failpoints`).
+    pub fn start_with_env(
+        listen: &str,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("weir-e2e-")
             .tempdir()
@@ -69,6 +81,10 @@ impl Broker {
             child: None,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             addr: listen.to_string(),
             stderr_path,
             lives: 0,
@@ -196,6 +212,7 @@ impl Broker {
             .arg(&data_dir)
             .args(&self.extra_args)
             .env("NO_COLOR", "1")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -176,7 +176,7 @@ pub(crate) mod testing {
 
     /// A broker and the temp dir holding its data.
     pub(crate) struct TestBroker {
-        pub broker: Broker,
+        pub broker: Arc<Broker>,
         pub dir: tempfile::TempDir,
     }
 
@@ -193,18 +193,18 @@ pub(crate) mod testing {
     }
 
     /// Open (or reopen) a broker over the data in `dir`.
-    pub(crate) fn open(dir: &std::path::Path, config: BrokerConfig) -> Broker {
+    pub(crate) fn open(dir: &std::path::Path, config: BrokerConfig) -> Arc<Broker> {
         let clock = Arc::new(SystemClock);
         let (log, _) = CommitLog::open(dir, LogConfig::default(), clock.clone()).unwrap();
         let metadata = Arc::new(LocalMetadataStore::open(dir).unwrap());
-        Broker::new(config, log, metadata, clock).unwrap()
+        Arc::new(Broker::new(config, log, metadata, clock).unwrap())
     }
 
     /// Encode `request` at `version`, decode it as the server does, handle
     /// it, and decode the encoded response at the same version, so a field
     /// that a version cannot carry shows up as it would to a client.
     pub(crate) async fn call<R: Request + std::fmt::Debug>(
-        broker: &Broker,
+        broker: &Arc<Broker>,
         version: i16,
         request: R,
     ) -> R::Response {

@@ -16,6 +16,7 @@ use weir_storage::{Clock, CommitLog};
 
 mod admin;
 mod api;
+mod blocking;
 mod config;
 mod error;
 mod group;
@@ -37,6 +38,9 @@ pub enum HandlerError {
     /// answers by closing the connection.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The runtime is shutting down and dropped the request's blocking work.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
 }
 
 /// The rest of a request that may complete out of request order.
@@ -62,7 +66,7 @@ impl std::fmt::Debug for Reply {
 }
 
 /// What a handler knows about the request besides its body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     /// The API.
     pub api_key: ApiKey,
@@ -142,7 +146,10 @@ impl Broker {
     }
 
     /// Handle one request to the end. `Ok(None)` means no response is sent.
-    pub async fn handle(&self, request: Request) -> Result<Option<ResponseKind>, HandlerError> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: Request,
+    ) -> Result<Option<ResponseKind>, HandlerError> {
         let ctx = RequestContext {
             api_key: request.api_key,
             version: request.version,
@@ -158,8 +165,9 @@ impl Broker {
     /// Kafka processes the requests of one connection in order: a client
     /// pipelining produce requests relies on their batches reaching the log
     /// in the order sent. The server awaits `begin` for each request in turn.
-    /// A produce appends its batches here and returns [`Reply::Later`] for
-    /// the wait on its fsync, so the next request is read meanwhile; a fetch
+    /// A produce appends its batches here (the write itself on a blocking
+    /// thread, awaited) and returns [`Reply::Later`] for the wait on its
+    /// fsync, so the next request is read meanwhile; a fetch
     /// (which changes nothing) is deferred whole, so its long poll does not
     /// hold up the connection. Everything else completes here.
     /// `peer` is the client's address (group members report it as their host).
@@ -176,7 +184,7 @@ impl Broker {
         };
         match request.body {
             kafka_protocol::messages::RequestKind::Produce(req) => {
-                api::produce::begin(self, &ctx, req)
+                api::produce::begin(self, &ctx, req).await
             }
             body @ kafka_protocol::messages::RequestKind::Fetch(_) => {
                 let broker = self.clone();

@@ -292,6 +292,10 @@ struct State {
 pub struct LocalMetadataStore {
     /// `<data dir>/meta`.
     dir: PathBuf,
+    /// Set once when the store is created, and read by every Metadata
+    /// request: kept outside `state`, whose lock a commit holds across its
+    /// fsync.
+    cluster_id: String,
     state: Mutex<State>,
 }
 
@@ -377,6 +381,7 @@ impl LocalMetadataStore {
             .map_err(|e| io_error(&log_path, "cannot open", e))?;
         Ok(Self {
             dir: meta_dir,
+            cluster_id: doc.cluster_id.clone(),
             state: Mutex::new(State {
                 doc,
                 log,
@@ -468,7 +473,7 @@ impl LocalMetadataStore {
 
 impl MetadataStore for LocalMetadataStore {
     fn cluster_id(&self) -> String {
-        self.lock_for_read().doc.cluster_id.clone()
+        self.cluster_id.clone()
     }
 
     fn topics(&self) -> Vec<TopicMeta> {

@@ -45,6 +45,22 @@ impl IndexIo<'_> {
     }
 }
 
+/// A named failpoint in front of a file operation, `storage::<what>` (the
+/// list is in docs/testing.md). Built with the `failpoints` feature, a test
+/// can make it sleep (`sleep(3000)`), or fail it with an I/O error
+/// (`return`), which the caller handles like the operation's own failure.
+/// Without the feature it is nothing.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn failpoint(name: &'static str) -> io::Result<()> {
+    fail::fail_point!(name, |message: Option<String>| Err(io::Error::other(
+        format!(
+            "failpoint {name}: {}",
+            message.as_deref().unwrap_or("injected failure")
+        )
+    )));
+    Ok(())
+}
+
 /// The operating system's file calls.
 #[derive(Debug, Default)]
 pub(crate) struct OsIo;

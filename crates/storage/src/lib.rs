@@ -23,6 +23,7 @@ mod format;
 mod index;
 mod io;
 mod log;
+mod log_start;
 mod maintenance;
 mod partition;
 mod producer;
@@ -457,6 +458,30 @@ impl CommitLog {
         partition::append_many(&self.inner, &inner)
     }
 
+    /// Advance the log-start offset of each partition to its offset
+    /// (DeleteRecords; `-1` means the high watermark), as
+    /// [`Partition::delete_records_before`] does for one, but with one sync
+    /// and one checkpoint for all of them: a request naming many partitions
+    /// costs one fsync round, not one per partition. Results (each the new
+    /// log-start offset, durable on return) come back in the order of `items`.
+    pub fn delete_records_before_many(
+        &self,
+        items: &[(Partition, i64)],
+    ) -> Vec<Result<i64, ReadError>> {
+        if !items.iter().all(|(p, _)| Arc::ptr_eq(&p.log, &self.inner)) {
+            // Handles of another log are moved through their own log.
+            return items
+                .iter()
+                .map(|(p, offset)| p.delete_records_before(*offset))
+                .collect();
+        }
+        let inner: Vec<(&Arc<PartitionInner>, i64)> = items
+            .iter()
+            .map(|(p, offset)| (&p.inner, *offset))
+            .collect();
+        log_start::delete_records_before(&self.inner, &inner)
+    }
+
     /// A partition registered earlier (before or after a restart).
     pub fn partition(&self, id: PartitionId) -> Option<Partition> {
         self.inner
@@ -656,39 +681,12 @@ impl Partition {
 
     /// Advance the log-start offset to `offset` (DeleteRecords); durable on return.
     /// `-1` means the high watermark. Returns the new log-start offset.
+    /// One partition's [`CommitLog::delete_records_before_many`].
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, ReadError> {
-        let _panic = self.log.panic_guard("DeleteRecords");
-        let log_start = {
-            let mut st = lock(&self.inner.state)?;
-            if st.removed {
-                return Err(ReadError::Storage(partition::removed_error(self.inner.id)));
-            }
-            let target = if offset == -1 { st.hw } else { offset };
-            if target < 0 || target > st.hw {
-                return Err(ReadError::OffsetOutOfRange {
-                    offset,
-                    log_start: st.log_start,
-                    log_end: st.hw,
-                });
-            }
-            if st.advance_log_start(target, self.log.index_io())? {
-                self.log
-                    .checkpoint_dirty
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            st.log_start
-        };
-        // The checkpoint records log-start offsets: writing it makes the move
-        // durable. A poisoned log records only log starts (see reclaim.rs).
-        if self.log.durable_tx.borrow().poisoned.is_some() {
-            let _one_run = lock(&self.log.maintenance_lock);
-            reclaim::checkpoint_log_starts(&self.log, Some(self.inner.id))?;
-        } else {
-            self.log.sync_now()?;
-            self.log.write_checkpoint()?;
-        }
-        self.log.bump_progress();
-        Ok(log_start)
+        let mut results = log_start::delete_records_before(&self.log, &[(&self.inner, offset)]);
+        results
+            .pop()
+            .unwrap_or_else(|| Err(ReadError::Storage(partition::removed_error(self.inner.id))))
     }
 
     /// Replace the partition's config (an altered topic config).

@@ -483,7 +483,9 @@ impl LogInner {
             return Err(self.poison_locked(w, reason));
         }
         let offset = w.active.file_offset(position);
-        if let Err(e) = self.io.write_all_at(&w.active.file, buf, offset) {
+        let written = crate::io::failpoint("storage::segment_write")
+            .and_then(|()| self.io.write_all_at(&w.active.file, buf, offset));
+        if let Err(e) = written {
             let reason = format!(
                 "write of {} bytes to {} failed: {e}",
                 buf.len(),
@@ -654,7 +656,10 @@ impl LogInner {
             &self.dir.join(CHECKPOINT_TMP_FILE),
             &self.dir.join(CHECKPOINT_FILE),
             |f| self.io.write_all_at(f, &bytes, 0),
-            |f| self.io.sync_data(f),
+            |f| {
+                crate::io::failpoint("storage::checkpoint_sync")?;
+                self.io.sync_data(f)
+            },
         );
         if let Err(e) = done {
             return Err(self.poison(format!(

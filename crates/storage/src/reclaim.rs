@@ -36,7 +36,7 @@ pub(crate) const LOG_STARTS_TMP_FILE: &str = "checkpoint.log-starts.tmp";
 const ENTRY_JUDGED_BYTES: usize = ENTRY_HEADER_BYTES + 27;
 
 /// The error of a write refused because the log is poisoned.
-fn refused(log: &LogInner) -> StorageError {
+pub(crate) fn refused(log: &LogInner) -> StorageError {
     let reason = log.durable_tx.borrow().poisoned.clone();
     StorageError::Poisoned {
         reason: reason.unwrap_or_else(|| Arc::from("the commit log is poisoned")),
@@ -45,20 +45,23 @@ fn refused(log: &LogInner) -> StorageError {
 
 /// Make the registered partitions' current log-start offsets durable while
 /// the log is poisoned: rewrite the checkpoint on disk with the same position
-/// and index ends, raised log starts, and without removed partitions. Fails
-/// when `required` is not in that checkpoint (its log start cannot be
-/// recorded without vouching for its index).
+/// and index ends, raised log starts, and without removed partitions.
+/// Returns the partitions of `required` not in that checkpoint (their log
+/// start cannot be recorded without vouching for their index).
 pub(crate) fn checkpoint_log_starts(
     log: &LogInner,
-    required: Option<PartitionId>,
-) -> Result<(), StorageError> {
+    required: &[PartitionId],
+) -> Result<Vec<PartitionId>, StorageError> {
     let path = log.dir.join(CHECKPOINT_FILE);
     let Some(old) = crate::recovery::load_checkpoint(&path)? else {
         return Err(refused(log));
     };
-    if required.is_some_and(|id| !old.partitions.iter().any(|p| p.id == id)) {
-        return Err(refused(log));
-    }
+    let recorded: HashSet<PartitionId> = old.partitions.iter().map(|p| p.id).collect();
+    let unrecorded: Vec<PartitionId> = required
+        .iter()
+        .copied()
+        .filter(|id| !recorded.contains(id))
+        .collect();
     let registry = read(&log.registry)?;
     let mut new = Checkpoint {
         position: old.position,
@@ -82,7 +85,7 @@ pub(crate) fn checkpoint_log_starts(
     }
     drop(registry);
     if new == old {
-        return Ok(());
+        return Ok(unrecorded);
     }
     weir_sync::replace_file(
         &log.dir.join(LOG_STARTS_TMP_FILE),
@@ -96,12 +99,13 @@ pub(crate) fn checkpoint_log_starts(
             e,
         )
     })
+    .map(|()| unrecorded)
 }
 
 /// What maintenance does while the log is poisoned: record log-start moves,
 /// then free the segments nothing durable needs.
 pub(crate) fn run_while_poisoned(log: &LogInner) -> Result<(), StorageError> {
-    checkpoint_log_starts(log, None)?;
+    checkpoint_log_starts(log, &[])?;
     segments_of_dead_data(log).map(|_| ())
 }
 

@@ -8,6 +8,8 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use weir_storage::Partition;
+
 use crate::error::ApiError;
 use crate::topics::{internal_topic_refused, is_internal};
 use crate::{Broker, HandlerError, RequestContext};
@@ -20,17 +22,42 @@ pub(crate) async fn handle(
     _ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> Result<DeleteRecordsResponse, HandlerError> {
-    // Deletion is durable when `delete_records_before` returns, so there is
-    // nothing for `timeout_ms` to bound.
+    // Deletion is durable when `delete_records_before_many` returns, so there
+    // is nothing for `timeout_ms` to bound.
+    let mut outcomes: Vec<Result<i64, ApiError>> = Vec::new();
+    // The checked partitions, moved together: one sync and one checkpoint
+    // for the whole request.
+    let mut moves = Vec::new();
+    let mut slots = Vec::new();
+    for topic in &req.topics {
+        for p in &topic.partitions {
+            match check(broker, topic.name.0.as_str(), p.partition_index, p.offset) {
+                Ok(item) => {
+                    slots.push(outcomes.len());
+                    moves.push(item);
+                    // Filled in once the moves below are done.
+                    outcomes.push(Ok(-1));
+                }
+                Err(err) => outcomes.push(Err(err)),
+            }
+        }
+    }
+    let moved = broker.log().delete_records_before_many(&moves);
+    for (slot, result) in slots.into_iter().zip(moved) {
+        if let Some(outcome) = outcomes.get_mut(slot) {
+            *outcome = result.map_err(ApiError::from);
+        }
+    }
+    let mut outcomes = outcomes.into_iter();
     let topics = req
         .topics
-        .iter()
+        .into_iter()
         .map(|topic| {
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| {
-                    let outcome = delete(broker, topic.name.0.as_str(), p.partition_index, p.offset);
+                    let outcome = outcomes.next().unwrap_or(Ok(-1));
                     let (low_watermark, error_code) = match outcome {
                         Ok(low) => (low, 0),
                         Err(err) => {
@@ -45,15 +72,21 @@ pub(crate) async fn handle(
                 })
                 .collect();
             DeleteRecordsTopicResult::default()
-                .with_name(topic.name.clone())
+                .with_name(topic.name)
                 .with_partitions(partitions)
         })
         .collect();
     Ok(DeleteRecordsResponse::default().with_topics(topics))
 }
 
-/// Delete the records of one partition below `offset`; returns the new log-start offset.
-fn delete(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<i64, ApiError> {
+/// The partition whose records below `offset` are to be deleted, and the
+/// offset to move its log start to.
+fn check(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(Partition, i64), ApiError> {
     if is_internal(topic) {
         return Err(internal_topic_refused("delete records of", topic));
     }
@@ -73,7 +106,7 @@ fn delete(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<i
             ),
         ));
     }
-    Ok(handle.delete_records_before(target)?)
+    Ok((handle, target))
 }
 
 #[cfg(test)]

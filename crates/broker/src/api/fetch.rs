@@ -8,6 +8,8 @@
 //! without data, because clients (kafka-python among them) check that a full
 //! fetch answers exactly the partitions it asked for.
 
+use std::sync::Arc;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -74,11 +76,12 @@ pub(crate) async fn handle(
             return Ok(session_error(ResponseError::InvalidFetchSessionEpoch));
         }
     }
-    let targets: Vec<TopicTarget> = req
-        .topics
-        .into_iter()
-        .map(|topic| resolve(broker, version, topic))
-        .collect();
+    let targets: Arc<Vec<TopicTarget>> = Arc::new(
+        req.topics
+            .into_iter()
+            .map(|topic| resolve(broker, version, topic))
+            .collect(),
+    );
     let read_committed = req.isolation_level == READ_COMMITTED;
     let max_bytes = usize::try_from(req.max_bytes)
         .unwrap_or(0)
@@ -92,11 +95,15 @@ pub(crate) async fn handle(
     let mut progress = broker.log().progress();
     let round = loop {
         progress.borrow_and_update();
-        let round = read_all(&targets, max_bytes, read_committed);
+        // The reads (a pread per run of batches) go to a blocking thread;
+        // the long poll below waits on the runtime without holding one.
+        let reading = targets.clone();
+        let round =
+            crate::blocking::run(move || read_all(&reading, max_bytes, read_committed)).await?;
         if round.bytes >= min_bytes || round.any_error || wait.is_zero() {
             break round;
         }
-        if !wait_for_change(&mut progress, deadline, &targets, &round.seen).await {
+        if !wait_for_change(&mut progress, deadline, &targets, &round.seen).await? {
             break round;
         }
     };
@@ -112,23 +119,29 @@ pub(crate) async fn handle(
 async fn wait_for_change(
     progress: &mut tokio::sync::watch::Receiver<u64>,
     deadline: Instant,
-    targets: &[TopicTarget],
+    targets: &Arc<Vec<TopicTarget>>,
     seen: &[Option<PartitionOffsets>],
-) -> bool {
+) -> Result<bool, HandlerError> {
     loop {
         match tokio::time::timeout_at(deadline, progress.changed()).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return false,
+            Ok(Err(_)) | Err(_) => return Ok(false),
         }
         progress.borrow_and_update();
-        let moved = partitions(targets).zip(seen).any(|(target, before)| {
-            match (&target.partition, before) {
-                (Ok(partition), Some(before)) => partition.offsets() != *before,
-                _ => false,
-            }
-        });
+        // Offsets are read under the partition's lock, which an append
+        // holds across its write: looked at from a blocking thread.
+        let (targets, seen) = (targets.clone(), seen.to_vec());
+        let moved = crate::blocking::run(move || {
+            partitions(&targets).zip(&seen).any(|(target, before)| {
+                match (&target.partition, before) {
+                    (Ok(partition), Some(before)) => partition.offsets() != *before,
+                    _ => false,
+                }
+            })
+        })
+        .await?;
         if moved {
-            return true;
+            return Ok(true);
         }
     }
 }

@@ -69,7 +69,7 @@ const fn bits(operations: &[u32]) -> i32 {
 }
 
 pub(crate) async fn handle(
-    broker: &Broker,
+    broker: &std::sync::Arc<Broker>,
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> Result<MetadataResponse, HandlerError> {
@@ -86,13 +86,31 @@ pub(crate) async fn handle(
 
     let topics = match req.topics {
         // v0 has no null list: an empty one means every topic.
-        Some(requested) if !(version == 0 && requested.is_empty()) => distinct(requested)
-            .into_iter()
-            .map(|t| match t {
-                Requested::Name(name) => by_name(broker, &name, allow_create),
-                Requested::Id(id) => by_id(broker, id),
-            })
-            .collect::<Vec<_>>(),
+        Some(requested) if !(version == 0 && requested.is_empty()) => {
+            let requested = distinct(requested);
+            // Creating a topic writes index files and commits metadata:
+            // only then is the look-up moved to a blocking thread.
+            let creates = allow_create
+                && config.auto_create_topics
+                && requested
+                    .iter()
+                    .any(|t| matches!(t, Requested::Name(name) if broker.topic(name).is_none()));
+            let shared = broker.clone();
+            let look_up = move || {
+                requested
+                    .into_iter()
+                    .map(|t| match t {
+                        Requested::Name(name) => by_name(&shared, &name, allow_create),
+                        Requested::Id(id) => by_id(&shared, id),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if creates {
+                crate::blocking::run(look_up).await?
+            } else {
+                look_up()
+            }
+        }
         _ => broker.topic_list().into_iter().map(Lookup::Found).collect(),
     };
 

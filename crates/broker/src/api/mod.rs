@@ -30,6 +30,8 @@ mod offset_for_leader_epoch;
 pub(crate) mod produce;
 mod sync_group;
 
+use std::sync::Arc;
+
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::VersionRange;
 
@@ -99,10 +101,46 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
         .collect()
 }
 
+/// The APIs whose handling is mostly file I/O and fsyncs from start to end
+/// (index files created or removed, metadata committed, log starts
+/// checkpointed, index files read for a time look-up), or that read the
+/// metadata store, whose lock a commit holds across its fsync: they run
+/// whole on a blocking thread (see `crate::blocking`). The others do their
+/// file I/O there piece by piece, since they also wait (a produce for its
+/// fsync, a fetch for data, a group for its rebalance) and a wait must not
+/// hold a thread.
+const DISK_BOUND: [ApiKey; 10] = [
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DeleteRecords,
+    ApiKey::ListOffsets,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::InitProducerId,
+    ApiKey::DescribeConfigs,
+];
+
 /// Route a request to its handler. `None` means no response is sent
 /// (a produce with acks=0).
 pub(crate) async fn dispatch(
-    broker: &Broker,
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    body: RequestKind,
+) -> Result<Option<ResponseKind>, crate::HandlerError> {
+    if !DISK_BOUND.contains(&ctx.api_key) {
+        return route(broker, ctx, body).await;
+    }
+    let (broker, ctx) = (broker.clone(), ctx.clone());
+    // These handlers never wait on anything but their own file I/O, so the
+    // blocking thread drives them to the end.
+    let runtime = tokio::runtime::Handle::current();
+    crate::blocking::run(move || runtime.block_on(route(&broker, &ctx, body))).await?
+}
+
+async fn route(
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     body: RequestKind,
 ) -> Result<Option<ResponseKind>, crate::HandlerError> {

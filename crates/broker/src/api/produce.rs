@@ -33,29 +33,43 @@ const TOPIC_ID_VERSION: i16 = 13;
 
 /// Handle a produce to the end: append, then wait for durability.
 pub(crate) async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: ProduceRequest,
 ) -> Result<Option<ProduceResponse>, HandlerError> {
-    match append(broker, ctx, req) {
-        Some(appended) => Ok(Some(appended.finish().await)),
-        None => Ok(None),
-    }
+    Ok(match append(broker, ctx, req).await? {
+        Some(appended) => Some(appended.finish().await),
+        None => None,
+    })
 }
 
 /// Append now, in request order, and defer only the wait for durability
 /// (see [`Broker::begin`]).
-pub(crate) fn begin(
-    broker: &Broker,
+pub(crate) async fn begin(
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: ProduceRequest,
 ) -> Result<Reply, HandlerError> {
-    Ok(match append(broker, ctx, req) {
+    Ok(match append(broker, ctx, req).await? {
         Some(appended) => Reply::Later(Box::pin(async move {
             Ok(Some(ResponseKind::Produce(appended.finish().await)))
         })),
         None => Reply::Ready(None),
     })
+}
+
+/// [`append_now`] on a blocking thread: the log write (and an auto-created
+/// topic's index files and metadata commit) must not hold a worker. The
+/// caller awaits it before the connection's next request is begun, so a
+/// produce's batches still reach the log in the order they were sent.
+async fn append(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+) -> Result<Option<Appended>, HandlerError> {
+    let broker = broker.clone();
+    let version = ctx.version;
+    crate::blocking::run(move || append_now(&broker, version, req)).await
 }
 
 /// A produce whose batches are in the log, waiting to be answered.
@@ -86,9 +100,9 @@ impl Appended {
 }
 
 /// Check and append every partition's batches. `None` when no response is
-/// owed (acks=0).
-fn append(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Option<Appended> {
-    let by_id = ctx.version >= TOPIC_ID_VERSION;
+/// owed (acks=0). Blocks on file I/O.
+fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appended> {
+    let by_id = version >= TOPIC_ID_VERSION;
     let acks_error = (!matches!(req.acks, -1..=1)).then(|| {
         ApiError::new(
             ResponseError::InvalidRequiredAcks,

@@ -20,6 +20,7 @@ pub(crate) mod shard;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +136,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// Coordinate the groups of one partition again, replaying it.
+    /// Coordinate the groups of one partition again, replaying it (from
+    /// disk: call it where blocking is allowed).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn load_shard(&self, index: i32, partition: Partition) -> Result<(), LoadError> {
         let shard = usize::try_from(index)

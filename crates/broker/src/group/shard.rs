@@ -7,9 +7,10 @@
 //! every record) and can be unloaded again: the cluster work moves a shard
 //! when that partition's leadership moves.
 //!
-//! Records are appended under the shard lock, so the log holds a shard's
-//! changes in the order they were made; nothing waits for an fsync with the
-//! lock held. OffsetCommit, DeleteGroups and OffsetDelete follow append,
+//! Records are queued under the shard lock, so the log holds a shard's
+//! changes in the order they were made, and appended by the shard's
+//! [`RecordWriter`] on a blocking thread: nothing writes or waits for an
+//! fsync with the lock held. OffsetCommit, DeleteGroups and OffsetDelete follow append,
 //! wait until durable, apply to memory, answer: OffsetFetch and ListGroups
 //! never show a change a crash could undo.
 
@@ -21,11 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, oneshot};
-use weir_storage::{Clock, DurableWait, Partition};
+use weir_storage::{Clock, Partition};
 
 use super::classic::{Effects, JoinParams, JoinResult, Reply, SyncParams, SyncResult, Token};
 use super::records::{self, Key};
 use super::state::{self, CommitPartition, Committed, GroupSummary};
+use super::writer::{Appending, RecordWriter, ensure_strict};
 use super::{LoadError, OFFSETS_TOPIC, assignor, consumer, encode_batches};
 use crate::config::GroupConfig;
 
@@ -101,6 +103,8 @@ pub(crate) struct Shard {
     config: GroupConfig,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
+    /// Appends the records of the shard's changes, in order, off the lock.
+    writer: Arc<RecordWriter>,
     /// Wakes the driver when an earlier deadline is set (or the shard goes).
     wake: Arc<Notify>,
     driver_started: AtomicBool,
@@ -125,6 +129,7 @@ impl Shard {
                 next_token: 0,
                 deadlines: Deadlines::default(),
             }),
+            writer: RecordWriter::new(index),
             wake: Arc::new(Notify::new()),
             driver_started: AtomicBool::new(false),
         }
@@ -138,7 +143,9 @@ impl Shard {
     }
 
     /// Become the coordinator of this partition's groups: replay it and
-    /// schedule every group's deadline. Returns the records applied.
+    /// schedule every group's deadline. Returns the records applied. Reads
+    /// the whole partition: call it where blocking is allowed (start-up, or
+    /// a blocking thread).
     pub(crate) fn load(self: &Arc<Self>, partition: Partition) -> Result<u64, LoadError> {
         ensure_strict(&partition, self.index);
         let now_ms = self.clock.now_ms();
@@ -200,7 +207,7 @@ impl Shard {
         self: &Arc<Self>,
         group_id: &str,
         op: impl FnOnce(&mut Inner, i64, &GroupConfig, &mut Effects) -> T,
-    ) -> Result<(T, Result<Vec<DurableWait>, String>), ResponseError> {
+    ) -> Result<(T, Result<Appending, String>), ResponseError> {
         self.ensure_driver();
         let now_ms = self.clock.now_ms();
         let mut inner = self.lock();
@@ -331,11 +338,15 @@ impl Shard {
             Ok(inner.groups.commit(group_id, partitions, now_ms, fx))
         })?;
         let pending = pending?;
-        let waits = waits.map_err(|err| {
+        // The lock is not held here: other groups go on while this waits.
+        let written = match waits {
+            Ok(appending) => appending.written().await,
+            Err(err) => Err(err),
+        };
+        let waits = written.map_err(|err| {
             tracing::error!(group = %group_id, error = %err, "cannot store committed offsets");
             ResponseError::NotCoordinator
         })?;
-        // The lock is not held here: other groups go on while this waits.
         for wait in waits {
             wait.wait().await.map_err(|err| {
                 tracing::error!(group = %group_id, error = %err, "committed offsets are not durable");
@@ -464,16 +475,24 @@ impl Shard {
             }
             let mut fx = Effects::default();
             let (out, pending) = plan(&mut inner.groups, &mut fx)?;
-            let waits = self.carry_out(&mut inner, group_id, fx).map_err(|err| {
+            let appending = self.carry_out(&mut inner, group_id, fx).map_err(|err| {
                 tracing::error!(group = %group_id, error = %err, "cannot store group deletion");
                 ResponseError::NotCoordinator
             })?;
-            // Registered under the lock that appended the tombstones, so a
-            // commit appended after them wins and one appended before loses.
+            // Registered under the lock that queued the tombstones, so a
+            // commit queued after them wins and one queued before loses.
             inner.groups.begin_delete(&pending);
-            (out, pending, waits)
+            (out, pending, appending)
         };
         // The lock is not held here: other groups go on while this waits.
+        let waits = match waits.written().await {
+            Ok(waits) => waits,
+            Err(err) => {
+                tracing::error!(group = %group_id, error = %err, "cannot store group deletion");
+                self.lock().groups.abandon_delete(&pending);
+                return Err(ResponseError::NotCoordinator);
+            }
+        };
         for wait in waits {
             if let Err(err) = wait.wait().await {
                 tracing::error!(group = %group_id, error = %err, "group deletion is not durable");
@@ -491,15 +510,15 @@ impl Shard {
         Ok(out)
     }
 
-    /// Answer parked requests, append the records (under the lock, so the
+    /// Answer parked requests, queue the records (under the lock, so the
     /// log holds changes in the order they were made) and reschedule the
-    /// group. The waits are the caller's to await, without the lock.
+    /// group. The records' writing is the caller's to await, without the lock.
     fn carry_out(
         &self,
         inner: &mut Inner,
         group_id: &str,
         fx: Effects,
-    ) -> Result<Vec<DurableWait>, String> {
+    ) -> Result<Appending, String> {
         for reply in fx.replies {
             match reply {
                 Reply::Join(token, result) => {
@@ -519,7 +538,7 @@ impl Shard {
             self.wake.notify_one();
         }
         if fx.records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appending::nothing());
         }
         let Some(partition) = inner.partition.as_ref() else {
             return Err(format!("{OFFSETS_TOPIC}-{} is not loaded", self.index));
@@ -532,34 +551,8 @@ impl Shard {
                 (key.encode(), value)
             })
             .collect();
-        ensure_strict(partition, self.index);
-        let mut waits = Vec::new();
-        for payload in encode_batches(&entries, self.clock.now_ms())? {
-            let outcome = partition
-                .append(payload)
-                .map_err(|e| format!("append to {OFFSETS_TOPIC}-{}: {e}", self.index))?;
-            waits.push(outcome.durable);
-        }
-        Ok(waits)
-    }
-}
-
-/// Commits are answered once durable whatever the broker's flush policy:
-/// an offsets partition whose config was relaxed (by a broker default or an
-/// altered topic config) is put back to `flush.messages=1` before it is
-/// written, so every append's wait is a real fsync.
-fn ensure_strict(partition: &Partition, index: i32) {
-    let config = partition.config();
-    if config.flush_messages > 1 {
-        tracing::warn!(
-            partition = index,
-            flush_messages = config.flush_messages,
-            "{OFFSETS_TOPIC} is always flushed before commits are answered; ignoring flush.messages"
-        );
-        partition.set_config(weir_storage::PartitionConfig {
-            flush_messages: 1,
-            ..config
-        });
+        let payloads = encode_batches(&entries, self.clock.now_ms())?;
+        Ok(self.writer.queue(partition, group_id, payloads))
     }
 }
 

@@ -1254,7 +1254,7 @@ mod load {
         buf.freeze()
     }
 
-    async fn commit(b: &crate::Broker, group: &str, offset: i64) -> i16 {
+    async fn commit(b: &std::sync::Arc<crate::Broker>, group: &str, offset: i64) -> i16 {
         let r = call(
             b,
             8,
