@@ -134,3 +134,27 @@ pub enum ReadError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
+
+/// Why a leader epoch was not set ([`crate::Partition::set_leader_epoch`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EpochError {
+    /// Leader epochs are never negative.
+    #[error("leader epoch {epoch} is negative")]
+    Invalid {
+        /// The epoch asked for.
+        epoch: i32,
+    },
+    /// The epoch is below the partition's current one: a leader epoch never
+    /// goes back (Kafka fences the older leader).
+    #[error("leader epoch {epoch} is older than the partition's {current}")]
+    Stale {
+        /// The epoch asked for.
+        epoch: i32,
+        /// The partition's leader epoch.
+        current: i32,
+    },
+    /// The log failed, or refuses writes; the epoch may hold in memory but
+    /// is not durable (KAFKA_STORAGE_ERROR).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

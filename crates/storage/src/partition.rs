@@ -42,6 +42,8 @@ pub(crate) struct MemEntry {
 pub(crate) struct PartitionState {
     pub config: PartitionConfig,
     pub leader_epoch: i32,
+    /// Leader epochs and their start offsets (`epochs.rs`).
+    pub epochs: crate::epochs::EpochCache,
     /// Live batches in offset order (the first may start below `log_start`).
     pub entries: VecDeque<MemEntry>,
     pub log_start: i64,
@@ -156,6 +158,7 @@ impl PartitionState {
             return false;
         }
         self.log_start = offset;
+        self.epochs.truncate_from_start(offset);
         self.trim();
         true
     }
@@ -520,6 +523,7 @@ fn commit(
         st.producers.put(id, s);
     }
     st.log_end = p.end_offset;
+    crate::epochs::learn_appended(log, st, p.base_offset);
     let strict = st.config.flush_messages <= 1;
     if !strict {
         st.hw = p.end_offset;
