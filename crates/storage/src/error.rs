@@ -39,8 +39,9 @@ pub enum StorageError {
         "the filesystem holding {dir} is full ({detail}). Recovery needs to write before the \
          broker can start. Free space on that filesystem outside the data directory (or grow \
          it), then start again. Inside the data directory only checkpoint.tmp, \
-         checkpoint.log-starts.tmp and index/*.idx.tmp are safe to remove; never remove \
-         segments (log/*.log), index files (index/*.idx), the checkpoint or meta/ by hand: to \
+         checkpoint.log-starts.tmp, leader-epochs.tmp and index/*.idx.tmp are safe to remove; \
+         never remove segments (log/*.log), index files (index/*.idx), the checkpoint, \
+         leader-epochs or meta/ by hand: to \
          free their space, delete topics or records through the broker once it runs"
     )]
     DiskFull {
