@@ -446,27 +446,65 @@ pub(crate) fn set_leader_epoch(
     part: &PartitionInner,
     epoch: i32,
 ) -> Result<(), EpochError> {
-    {
-        let mut st = lock(&part.state)?;
-        if st.removed {
-            return Err(crate::partition::removed_error(part.id).into());
-        }
-        if epoch < 0 {
-            return Err(EpochError::Invalid { epoch });
-        }
-        if epoch < st.leader_epoch {
-            return Err(EpochError::Stale {
-                epoch,
-                current: st.leader_epoch,
-            });
-        }
-        let log_end = st.log_end;
-        let assigned = st.epochs.assign(epoch, log_end);
-        if !assigned && epoch == st.leader_epoch {
-            return Ok(());
-        }
-        st.leader_epoch = epoch;
+    if assign_leader_epoch(part, epoch)? {
+        persist(log)?;
     }
+    Ok(())
+}
+
+/// [`set_leader_epoch`] for several partitions with one write of the file
+/// (a leader change moves many partitions at once; one write each would
+/// rewrite the whole file per partition). Results come back in order.
+pub(crate) fn set_leader_epochs(
+    log: &LogInner,
+    items: &[(&PartitionInner, i32)],
+) -> Vec<Result<(), EpochError>> {
+    let assigned: Vec<Result<bool, EpochError>> = items
+        .iter()
+        .map(|(part, epoch)| assign_leader_epoch(part, *epoch))
+        .collect();
+    let written = if assigned.iter().any(|r| matches!(r, Ok(true))) {
+        persist(log)
+    } else {
+        Ok(())
+    };
+    assigned
+        .into_iter()
+        .map(|r| match r {
+            Ok(true) => written.clone(),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+/// Make `epoch` the partition's leader epoch in memory, assigned at its log
+/// end. Returns whether anything changed (and the file must be written).
+fn assign_leader_epoch(part: &PartitionInner, epoch: i32) -> Result<bool, EpochError> {
+    let mut st = lock(&part.state)?;
+    if st.removed {
+        return Err(crate::partition::removed_error(part.id).into());
+    }
+    if epoch < 0 {
+        return Err(EpochError::Invalid { epoch });
+    }
+    if epoch < st.leader_epoch {
+        return Err(EpochError::Stale {
+            epoch,
+            current: st.leader_epoch,
+        });
+    }
+    let log_end = st.log_end;
+    let assigned = st.epochs.assign(epoch, log_end);
+    if !assigned && epoch == st.leader_epoch {
+        return Ok(false);
+    }
+    st.leader_epoch = epoch;
+    Ok(true)
+}
+
+/// Write the file now; a failure poisons the log.
+fn persist(log: &LogInner) -> Result<(), EpochError> {
     if let Some(reason) = &log.durable_tx.borrow().poisoned {
         return Err(StorageError::Poisoned {
             reason: reason.clone(),

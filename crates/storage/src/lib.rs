@@ -418,6 +418,20 @@ impl CommitLog {
         maintenance::run(&self.inner)
     }
 
+    /// [`Partition::set_leader_epoch`] for several partitions, with one write
+    /// of the leader-epoch file for all of them (a leader change moves many
+    /// partitions at once). Results come back in the order of `items`; each
+    /// is refused or applied on its own, and all that changed are durable on
+    /// return.
+    pub fn set_leader_epochs(&self, items: &[(Partition, i32)]) -> Vec<Result<(), EpochError>> {
+        let _panic = self.inner.panic_guard("setting leader epochs");
+        let parts: Vec<(&PartitionInner, i32)> = items
+            .iter()
+            .map(|(p, epoch)| (p.inner.as_ref(), *epoch))
+            .collect();
+        epochs::set_leader_epochs(&self.inner, &parts)
+    }
+
     /// Make everything durable, write a checkpoint, and stop background threads.
     pub fn shutdown(&self) -> Result<(), StorageError> {
         self.inner.shutdown()

@@ -595,3 +595,51 @@ fn the_checkpoint_writes_learned_epochs_before_it_vouches_for_their_batches() {
     log2.shutdown().unwrap();
     log.shutdown().unwrap();
 }
+
+#[test]
+fn several_partitions_move_epoch_with_one_write_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let parts: Vec<Partition> = (0..3)
+        .map(|n| {
+            log.create_partition(pid(n), PartitionConfig::default())
+                .unwrap()
+        })
+        .collect();
+    append(&parts[0], 2);
+    parts[2].set_leader_epoch(5).unwrap();
+    let file = dir.path().join(LEADER_EPOCHS_FILE);
+    // The file is replaced by a rename: a new inode each write.
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap());
+    let before = inode();
+    let results = log.set_leader_epochs(&[
+        (parts[0].clone(), 1),
+        (parts[1].clone(), 2),
+        (parts[2].clone(), 4),
+    ]);
+    assert!(results[0].is_ok() && results[1].is_ok());
+    assert!(matches!(
+        results[2],
+        Err(EpochError::Stale {
+            epoch: 4,
+            current: 5
+        })
+    ));
+    assert_ne!(inode(), before, "the file was written");
+    log.shutdown().unwrap();
+    let stored = load(dir.path()).unwrap();
+    assert_eq!(pairs(&stored[&pid(0)].cache), [(0, 0), (1, 2)]);
+    assert_eq!(stored[&pid(1)].leader_epoch, 2);
+    assert_eq!(stored[&pid(2)].leader_epoch, 5);
+    // Nothing changed: nothing is written.
+    let log = open(dir.path());
+    let same: Vec<(Partition, i32)> = (0..3)
+        .map(|n| (log.partition(pid(n)).unwrap(), [1, 2, 5][n as usize]))
+        .collect();
+    let before = std::fs::read(&file).unwrap();
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    assert!(log.set_leader_epochs(&same).iter().all(Result::is_ok));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+    log.shutdown().unwrap();
+}
