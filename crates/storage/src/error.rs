@@ -39,8 +39,9 @@ pub enum StorageError {
         "the filesystem holding {dir} is full ({detail}). Recovery needs to write before the \
          broker can start. Free space on that filesystem outside the data directory (or grow \
          it), then start again. Inside the data directory only checkpoint.tmp, \
-         checkpoint.log-starts.tmp and index/*.idx.tmp are safe to remove; never remove \
-         segments (log/*.log), index files (index/*.idx), the checkpoint or meta/ by hand: to \
+         checkpoint.log-starts.tmp, leader-epochs.tmp and index/*.idx.tmp are safe to remove; \
+         never remove segments (log/*.log), index files (index/*.idx), the checkpoint, \
+         leader-epochs or meta/ by hand: to \
          free their space, delete topics or records through the broker once it runs"
     )]
     DiskFull {
@@ -184,6 +185,30 @@ pub enum ReadError {
         log_end: i64,
     },
     /// The log failed (KAFKA_STORAGE_ERROR).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a leader epoch was not set ([`crate::Partition::set_leader_epoch`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EpochError {
+    /// Leader epochs are never negative.
+    #[error("leader epoch {epoch} is negative")]
+    Invalid {
+        /// The epoch asked for.
+        epoch: i32,
+    },
+    /// The epoch is below the partition's current one: a leader epoch never
+    /// goes back (Kafka fences the older leader).
+    #[error("leader epoch {epoch} is older than the partition's {current}")]
+    Stale {
+        /// The epoch asked for.
+        epoch: i32,
+        /// The partition's leader epoch.
+        current: i32,
+    },
+    /// The log failed, or refuses writes; the epoch may hold in memory but
+    /// is not durable (KAFKA_STORAGE_ERROR).
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

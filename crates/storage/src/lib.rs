@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 mod batch;
 mod compaction;
+mod epochs;
 mod error;
 mod format;
 mod index;
@@ -36,7 +37,8 @@ mod replica_tests;
 mod tests;
 
 pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches};
-pub use error::{AppendError, ReadError, StorageError, TruncateError};
+use epochs::UNDEFINED_EPOCH_OFFSET;
+pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};
 pub use records::{
     DecompressError, RecordFrame, RecordFrames, RecordFramingError, decompress_records,
     record_frames,
@@ -527,6 +529,8 @@ impl CommitLog {
         self.inner
             .checkpoint_dirty
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Its epochs leave the leader-epoch file at the next write.
+        self.inner.leader_epochs.mark_dirty();
         self.inner.bump_progress();
         Ok(())
     }
@@ -544,6 +548,20 @@ impl CommitLog {
     pub fn run_maintenance(&self) -> Result<(), StorageError> {
         let _panic = self.inner.panic_guard("maintenance");
         maintenance::run(&self.inner)
+    }
+
+    /// [`Partition::set_leader_epoch`] for several partitions, with one write
+    /// of the leader-epoch file for all of them (a leader change moves many
+    /// partitions at once). Results come back in the order of `items`; each
+    /// is refused or applied on its own, and all that changed are durable on
+    /// return.
+    pub fn set_leader_epochs(&self, items: &[(Partition, i32)]) -> Vec<Result<(), EpochError>> {
+        let _panic = self.inner.panic_guard("setting leader epochs");
+        let parts: Vec<(&PartitionInner, i32)> = items
+            .iter()
+            .map(|(p, epoch)| (p.inner.as_ref(), *epoch))
+            .collect();
+        epochs::set_leader_epochs(&self.inner, &parts)
     }
 
     /// Make everything durable, write a checkpoint, and stop background threads.
@@ -634,6 +652,9 @@ impl Partition {
                 &[],
             );
             self.log.write_entries(&entry, None)?;
+            // The leader-epoch file loses the epochs past the end at the next
+            // checkpoint; recovery replays the entry over a stale file too.
+            self.log.leader_epochs.mark_dirty();
             st.truncating = true;
             cut
         };
@@ -719,8 +740,39 @@ impl Partition {
         self.log.lock_frozen(&self.inner.state).delete_retention_ms
     }
 
-    /// Set the leader epoch stamped into appended batches (`partitionLeaderEpoch`).
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.log.lock_frozen(&self.inner.state).leader_epoch = epoch;
+    /// Make `epoch` the partition's leader epoch: it is stamped into every
+    /// batch appended after (`partitionLeaderEpoch`), starts at the current
+    /// log end in the leader-epoch cache, and is durable on return (the
+    /// leader-epoch file is rewritten). The current epoch again changes
+    /// nothing; an older or negative one is refused. A failed write poisons
+    /// the log.
+    pub fn set_leader_epoch(&self, epoch: i32) -> Result<(), EpochError> {
+        let _panic = self.log.panic_guard("setting a leader epoch");
+        epochs::set_leader_epoch(&self.log, &self.inner, epoch)
+    }
+
+    /// The partition's leader epoch (0 until one is set).
+    pub fn leader_epoch(&self) -> i32 {
+        self.log.lock_frozen(&self.inner.state).leader_epoch
+    }
+
+    /// Where leader epoch `epoch` ends, for OffsetForLeaderEpoch: the largest
+    /// known epoch at or below it and the start offset of the next larger
+    /// epoch, or the log end for the latest epoch (Kafka's leader-epoch cache
+    /// semantics). `None` when the cache cannot place it: -1, an epoch above
+    /// every known one, or a partition with no epoch yet.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let st = self.log.lock_frozen(&self.inner.state);
+        let (found, end) = st.epochs.end_offset_for(epoch, st.log_end);
+        (end != UNDEFINED_EPOCH_OFFSET).then_some((found, end))
+    }
+
+    /// The leader epoch `offset` was written in; `None` when no known epoch
+    /// starts at or before it (ListOffsets answers -1 then).
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.log
+            .lock_frozen(&self.inner.state)
+            .epochs
+            .epoch_for_offset(offset)
     }
 }

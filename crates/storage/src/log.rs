@@ -5,7 +5,8 @@
 //! write or sync, a panic, or a broken invariant.
 //!
 //! Lock order (a thread holding one may take only those after it):
-//! `maintenance_lock`, `checkpoint_lock`, `flush_lock`, `registry`, a
+//! `maintenance_lock`, `checkpoint_lock`, `flush_lock`, the leader-epoch
+//! file's `write_lock`, `registry`, a
 //! partition's `state` (several only in partition-id order), `writer`,
 //! `segments`, the index-file set (`IndexFiles`). `threads` and the
 //! checkpoint thread's wake-up lock are taken alone. Poisoning takes
@@ -209,6 +210,8 @@ pub(crate) struct LogInner {
     /// a checkpoint takes partition locks (which appends hold while they take
     /// the writer lock), so a lock here would be one more order to keep.
     last_checkpoint_ms: AtomicU64,
+    /// The leader-epoch file (`epochs.rs`).
+    pub leader_epochs: crate::epochs::LeaderEpochsFile,
     /// Wakes the checkpoint thread (shutdown, poison). Not waited on with a
     /// lock of the log, so that thread holds no reference to the log while
     /// it waits (see [`checkpoint_main`]).
@@ -251,6 +254,7 @@ impl LogInner {
         let (progress_tx, _) = watch::channel(0u64);
         Self {
             log_dir: p.dir.join("log"),
+            leader_epochs: crate::epochs::LeaderEpochsFile::new(&p.dir),
             index_dir: p.dir.join("index"),
             dir: p.dir,
             config: p.config,
@@ -651,6 +655,7 @@ impl LogInner {
         if let Err(e) = self.index_files.sync_dirty(self.io.as_ref()) {
             return Err(self.poison(e.to_string()));
         }
+        crate::epochs::write_learned(self)?;
         let bytes = cp.encode();
         let done = weir_sync::replace_file(
             &self.dir.join(CHECKPOINT_TMP_FILE),

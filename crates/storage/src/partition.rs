@@ -33,6 +33,8 @@ const PRODUCER_REBUILD_BATCHES_MAX: u64 = 1 << 16;
 pub(crate) struct PartitionState {
     pub config: PartitionConfig,
     pub leader_epoch: i32,
+    /// Leader epochs and their start offsets (`epochs.rs`).
+    pub epochs: crate::epochs::EpochCache,
     /// The queue index: batches in offset order, the newest in memory.
     pub index: QueueIndex,
     pub log_start: i64,
@@ -106,6 +108,7 @@ impl PartitionState {
             return Ok(false);
         }
         self.log_start = offset;
+        self.epochs.truncate_from_start(offset);
         self.index.trim(offset, ix)?;
         Ok(true)
     }
@@ -139,6 +142,16 @@ impl PartitionState {
         let hw = self.hw.min(new_end);
         self.set_hw(hw);
         self.compacted_end = self.compacted_end.min(new_end);
+        self.epochs.truncate_from_end(new_end);
+        // The partition's own epoch stays, starting at the new end (as
+        // recovery's `epochs::attach` has it).
+        if self
+            .epochs
+            .latest()
+            .is_none_or(|l| l.epoch < self.leader_epoch)
+        {
+            self.epochs.assign(self.leader_epoch, new_end);
+        }
         self.rebuild_producers(ix)?;
         Ok(cut.map(|(_, slot)| slot))
     }
@@ -332,6 +345,7 @@ pub(crate) fn append_replica(
     let mut producers: HashMap<i64, ProducerState> = HashMap::new();
     let mut next = st.log_end;
     let mut first = None;
+    let mut epochs = Vec::with_capacity(infos.len());
     for info in &infos {
         let src = payload
             .get(info.start..info.start + info.len)
@@ -344,6 +358,10 @@ pub(crate) fn append_replica(
             });
         }
         first.get_or_insert(base);
+        epochs.push((
+            base,
+            format::be_i32(src, 12).ok_or(AppendError::CorruptBatch)?,
+        ));
         let at = out.len() as u64;
         format::put_entry(&mut out, EntryKind::Batch, part.id, base, src);
         entries.push((at, index_entry(info, base)));
@@ -375,6 +393,7 @@ pub(crate) fn append_replica(
         end_offset: next,
         log_append_time: -1,
         gaps_allowed: true,
+        epochs,
     };
     let written = log.write_entries(&out, Some(marker(part, &st, next)))?;
     commit(log, &mut st, prepared, written)
@@ -401,6 +420,8 @@ struct Prepared {
     /// A replica's batches keep the leader's offsets, which compaction may
     /// have left gaps between; a leader's own are contiguous.
     gaps_allowed: bool,
+    /// A replica's batches: (base offset, leader epoch) of each.
+    epochs: Vec<(i64, i32)>,
 }
 
 /// What an append tells the flusher about its partition.
@@ -508,6 +529,7 @@ fn prepare(
         end_offset: offset,
         log_append_time: if log_append { now_ms } else { -1 },
         gaps_allowed: false,
+        epochs: Vec::new(),
     }))
 }
 
@@ -562,6 +584,21 @@ fn commit(
         st.producers.put(id, s);
     }
     st.log_end = p.end_offset;
+    if p.gaps_allowed {
+        // A replica's batches carry the leader's epochs: learn each.
+        // The log's epochs never go back: later leader appends stamp at
+        // least the newest one (as recovery's rule has it).
+        let mut learned = false;
+        for (base, epoch) in &p.epochs {
+            learned |= st.epochs.learn(*epoch, *base);
+            st.leader_epoch = st.leader_epoch.max(*epoch);
+        }
+        if learned {
+            log.leader_epochs.mark_dirty();
+        }
+    } else {
+        crate::epochs::learn_appended(log, st, p.base_offset);
+    }
     let strict = st.config.flush_messages <= 1;
     if !strict {
         st.set_hw(p.end_offset);

@@ -103,6 +103,7 @@ fn open_checked(
     let checkpoint_pos = checkpoint.as_ref().map_or(0, |c| c.position);
     let (mut segments, torn_headers) = open_segments(&log_dir, checkpoint_pos)?;
     check_index_versions(&index_dir)?;
+    let stored_epochs = crate::epochs::load(dir)?;
     let first_base = segments.keys().next().copied();
     // Scan the tail past the checkpoint (the whole log when there is none).
     let scan_from = checkpoint_pos.max(first_base.unwrap_or(0));
@@ -140,6 +141,7 @@ fn open_checked(
     roll_if_older_version(&mut segments, &log_dir, write_pos, io.as_ref())?;
 
     let registry = finish_partitions(partitions, first_base, ix)?;
+    crate::epochs::attach(&registry, stored_epochs)?;
     sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
 
     let segments: BTreeMap<u64, Arc<Segment>> = segments
@@ -454,6 +456,7 @@ pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionStat
     PartitionState {
         config,
         leader_epoch: 0,
+        epochs: Default::default(),
         index: QueueIndex::new(path),
         log_start: 0,
         checkpointed_log_start: i64::MIN,
@@ -980,6 +983,7 @@ fn apply_entry(
             }
             st.log_end = entry.last_offset() + 1;
             st.index.push(entry, at.segment, hot_max, ix)?;
+            crate::epochs::learn_recovered(st, batch, entry.base_offset);
             report.index_entries_rebuilt += 1;
         }
         EntryKind::Relocated => {

@@ -86,10 +86,14 @@ proptest! {
             match op {
                 Op::Append { count } => {
                     let b = tagged(count, n);
+                    // Stamped with the partition's epoch: the newest the log holds.
+                    let epoch = p.leader_epoch();
                     let out = p.append(b.clone()).unwrap();
                     prop_assert_eq!(out.base_offset, end);
                     block_on(out.ack_wait(true).wait()).unwrap();
-                    model.push((end, end + count as i64 - 1, stored(&b, end)));
+                    let mut expected = stored(&b, end);
+                    expected[12..16].copy_from_slice(&epoch.to_be_bytes());
+                    model.push((end, end + count as i64 - 1, expected));
                     end += count as i64;
                 }
                 Op::Replica { count, gap } => {
@@ -215,5 +219,40 @@ fn truncation_below_the_log_start_is_refused_and_changes_nothing() {
     ));
     assert_eq!(p.offsets().log_end, 8);
     assert_eq!(p.truncate_to(9).unwrap(), 8, "past the end: nothing to do");
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn replica_batches_teach_their_leader_epochs_and_truncation_cuts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    // Offsets 0..2 in epoch 0 (this broker led), then 2..4 from a leader of epoch 5.
+    block_on(p.append(tagged(2, 1)).unwrap().durable.wait()).unwrap();
+    let from_leader = as_leader_stored(&tagged(2, 2), 2);
+    block_on(p.append_replica(from_leader).unwrap().durable.wait()).unwrap();
+    assert_eq!(p.epoch_for_offset(3), Some(5));
+    assert_eq!(p.end_offset_for_epoch(0), Some((0, 2)));
+    // A crash keeps what the log says.
+    drop((log, p));
+    let log = open(dir.path());
+    let p = log.partition(pid(0)).unwrap();
+    assert_eq!(p.epoch_for_offset(3), Some(5));
+    // Cutting the epoch-5 batches moves epoch 5's start to the new end,
+    // across a crash too.
+    assert_eq!(p.truncate_to(2).unwrap(), 2);
+    assert_eq!(p.epoch_for_offset(1), Some(0));
+    // The partition still follows epoch 5, which now starts at the new end.
+    assert_eq!(p.leader_epoch(), 5);
+    assert_eq!(p.end_offset_for_epoch(5), Some((5, 2)));
+    assert_eq!(p.end_offset_for_epoch(0), Some((0, 2)));
+    drop((log, p));
+    let log = open(dir.path());
+    let p = log.partition(pid(0)).unwrap();
+    assert_eq!(p.offsets().log_end, 2);
+    assert_eq!(p.end_offset_for_epoch(5), Some((5, 2)));
+    assert_eq!(p.end_offset_for_epoch(0), Some((0, 2)));
     log.shutdown().unwrap();
 }

@@ -6,8 +6,9 @@
 //!   before the segment version was bumped; its segments hold kind-3 entries).
 //! - `v2`: segment version 2, index version 1, checkpoint version 1.
 //! - `v3`: segment version 3 (truncation entries), index version 2 (running
-//!   maximum timestamps), checkpoint version 2 (live bytes and segment use)
-//!   (current).
+//!   maximum timestamps), checkpoint version 2 (live bytes and segment use),
+//!   leader-epoch file version 1 (current); partition 0 moves to leader epoch 1
+//!   before its last appends.
 //!
 //! Every fixture must open and read back every record with its expected
 //! value. The current build must write the current fixture byte for byte (a
@@ -164,6 +165,7 @@ fn write_workload(dir: &Path) -> Expected {
         append(2, keyed, ts);
     }
     assert_eq!(parts[1].delete_records_before(4).unwrap(), 4);
+    parts[0].set_leader_epoch(1).unwrap();
     log.run_maintenance().unwrap();
     append(0, vec![(None, "p0-late".into())], T0_MS + 10);
     append(2, vec![(Some("k0".into()), "p2-late".into())], T0_MS + 10);
@@ -379,6 +381,21 @@ fn every_fixture_generation_reads_back_every_record() {
         assert!(entry_kinds(dir.path()).contains(&3), "{generation}");
         let log = open(dir.path()).unwrap();
         assert_eq!(read_all(&log), expected, "{generation}");
+        // Before v3 no leader epoch was kept, and every batch carries epoch 0.
+        let p0 = log.partition(pid(0)).unwrap();
+        let epoch_0_end = if generation == "v3" {
+            expected[&0].1.last().unwrap().offset
+        } else {
+            p0.offsets().log_end
+        };
+        assert_eq!(
+            p0.end_offset_for_epoch(0),
+            Some((0, epoch_0_end)),
+            "{generation}"
+        );
+        let p1 = log.partition(pid(1)).unwrap();
+        assert_eq!(p1.end_offset_for_epoch(0), Some((0, p1.offsets().log_end)));
+        assert_eq!(p1.epoch_for_offset(4), Some(0), "{generation}");
         // Appends go on after the fixture's data, and survive a restart.
         let p = log.partition(pid(0)).unwrap();
         let end = p.offsets().log_end;
@@ -495,6 +512,13 @@ fn an_index_of_a_future_version_refuses_to_open_and_changes_nothing() {
         .join(format!("index/{}-1.idx", pid(1).topic_id.hyphenated()));
     set_u32(&index, 8, 3);
     assert_refused_unchanged(dir.path(), "-1.idx");
+}
+
+#[test]
+fn a_leader_epoch_file_of_a_future_version_refuses_to_open_and_changes_nothing() {
+    let dir = current_copy();
+    set_u32(&dir.path().join("leader-epochs"), 8, 2);
+    assert_refused_unchanged(dir.path(), "leader-epochs");
 }
 
 #[test]

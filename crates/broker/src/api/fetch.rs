@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
@@ -35,8 +37,11 @@ const NO_SESSION_ID: i32 = 0;
 const FULL_FETCH_EPOCHS: [i32; 2] = [0, -1];
 /// `isolation_level` of read_committed.
 const READ_COMMITTED: i8 = 1;
-/// The only leader epoch a single broker has.
-const LEADER_EPOCH: i32 = 0;
+/// First version whose partitions can name the current leader (KIP-595's
+/// `CurrentLeader`, a tagged field).
+const CURRENT_LEADER_VERSION: i16 = 12;
+/// First version that carries the endpoints of the leaders it names (KIP-951).
+const NODE_ENDPOINTS_VERSION: i16 = 16;
 
 /// One requested partition, resolved once for every read of a long poll.
 struct Target {
@@ -44,6 +49,9 @@ struct Target {
     fetch_offset: i64,
     partition_max_bytes: usize,
     partition: Result<Partition, ApiError>,
+    /// The leader and epoch to name in a FENCED_LEADER_EPOCH answer, as Kafka
+    /// does so the client need not ask Metadata first.
+    current_leader: Option<LeaderIdAndEpoch>,
 }
 
 struct TopicTarget {
@@ -82,6 +90,7 @@ pub(crate) async fn handle(
             .map(|topic| resolve(broker, version, topic))
             .collect(),
     );
+    let names_a_leader = partitions(&targets).any(|t| t.current_leader.is_some());
     let read_committed = req.isolation_level == READ_COMMITTED;
     let max_bytes = usize::try_from(req.max_bytes)
         .unwrap_or(0)
@@ -107,11 +116,23 @@ pub(crate) async fn handle(
             break round;
         }
     };
+    let config = broker.config();
+    let node_endpoints = if names_a_leader && version >= NODE_ENDPOINTS_VERSION {
+        vec![
+            NodeEndpoint::default()
+                .with_node_id(config.node_id.into())
+                .with_host(config.advertised_host.clone().into())
+                .with_port(config.advertised_port),
+        ]
+    } else {
+        Vec::new()
+    };
     Ok(FetchResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(0)
         .with_session_id(NO_SESSION_ID)
-        .with_responses(round.topics))
+        .with_responses(round.topics)
+        .with_node_endpoints(node_endpoints))
 }
 
 /// Wait until a requested partition's offsets move. False when the deadline
@@ -173,9 +194,23 @@ fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
                     .and_then(|i| state.partitions.get(i).cloned())
                     .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, p.partition))
             });
+            let mut current_leader = None;
             let partition = partition.and_then(|partition| {
                 if version >= LEADER_EPOCH_VERSION {
-                    check_current_leader_epoch(p.current_leader_epoch)?;
+                    let epoch = partition.leader_epoch();
+                    let checked = check_current_leader_epoch(p.current_leader_epoch, epoch);
+                    if checked
+                        .as_ref()
+                        .is_err_and(|e| e.code == ResponseError::FencedLeaderEpoch)
+                        && version >= CURRENT_LEADER_VERSION
+                    {
+                        current_leader = Some(
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(broker.config().node_id.into())
+                                .with_leader_epoch(epoch),
+                        );
+                    }
+                    checked?;
                 }
                 Ok(partition)
             });
@@ -184,6 +219,7 @@ fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 partition,
+                current_leader,
             }
         })
         .collect();
@@ -194,22 +230,24 @@ fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
     }
 }
 
-/// The client's idea of the leader epoch against ours, as Kafka checks it:
-/// -1 skips the check, a newer one than ours is UNKNOWN_LEADER_EPOCH, an older
-/// one FENCED_LEADER_EPOCH.
-pub(crate) fn check_current_leader_epoch(current: i32) -> Result<(), ApiError> {
-    if current == -1 || current == LEADER_EPOCH {
+/// The client's idea of the partition's leader epoch against the
+/// partition's own, as Kafka checks it (Fetch, ListOffsets,
+/// OffsetForLeaderEpoch): -1 skips the check, a newer one than ours is
+/// UNKNOWN_LEADER_EPOCH (this broker has not heard of it yet), an older one
+/// FENCED_LEADER_EPOCH (the client's metadata is stale).
+pub(crate) fn check_current_leader_epoch(current: i32, ours: i32) -> Result<(), ApiError> {
+    if current == -1 || current == ours {
         return Ok(());
     }
-    if current > LEADER_EPOCH {
+    if current > ours {
         Err(ApiError::new(
             ResponseError::UnknownLeaderEpoch,
-            format!("leader epoch {current} is newer than the broker's {LEADER_EPOCH}"),
+            format!("leader epoch {current} is newer than the partition's {ours}"),
         ))
     } else {
         Err(ApiError::new(
             ResponseError::FencedLeaderEpoch,
-            format!("leader epoch {current} is older than the broker's {LEADER_EPOCH}"),
+            format!("leader epoch {current} is older than the partition's {ours}"),
         ))
     }
 }
@@ -235,7 +273,9 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
                         Err(err) => {
                             any_error = true;
                             seen.push(None);
-                            return errored(target.index, err, read_committed);
+                            return errored(target.index, err, read_committed).with_current_leader(
+                                target.current_leader.clone().unwrap_or_default(),
+                            );
                         }
                     };
                     let first = bytes == 0;
@@ -351,14 +391,18 @@ mod tests {
 
     #[test]
     fn leader_epoch_checks_follow_kafka() {
-        assert!(check_current_leader_epoch(-1).is_ok());
-        assert!(check_current_leader_epoch(0).is_ok());
+        assert!(check_current_leader_epoch(-1, 4).is_ok());
+        assert!(check_current_leader_epoch(4, 4).is_ok());
         assert_eq!(
-            check_current_leader_epoch(1).unwrap_err().code,
+            check_current_leader_epoch(5, 4).unwrap_err().code,
             ResponseError::UnknownLeaderEpoch
         );
         assert_eq!(
-            check_current_leader_epoch(-3).unwrap_err().code,
+            check_current_leader_epoch(3, 4).unwrap_err().code,
+            ResponseError::FencedLeaderEpoch
+        );
+        assert_eq!(
+            check_current_leader_epoch(-3, 0).unwrap_err().code,
             ResponseError::FencedLeaderEpoch
         );
     }

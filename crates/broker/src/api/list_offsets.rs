@@ -24,20 +24,23 @@ const READ_COMMITTED: i8 = 1;
 /// First version whose request carries the client's leader epoch (and whose
 /// response carries one).
 const LEADER_EPOCH_VERSION: i16 = 4;
-/// The only leader epoch a single broker has.
-const LEADER_EPOCH: i32 = 0;
+/// No leader epoch to tell (`RecordBatch.NO_PARTITION_LEADER_EPOCH`).
+const NO_LEADER_EPOCH: i32 = -1;
 
-/// An offset found, with its record's timestamp (-1 when the lookup has none).
+/// An offset found, with its record's timestamp (-1 when the lookup has none)
+/// and the leader epoch it was written in (-1 when unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Found {
     offset: i64,
     timestamp: i64,
+    leader_epoch: i32,
 }
 
 /// No offset matches: Kafka answers offset -1 and timestamp -1.
 const NOT_FOUND: Found = Found {
     offset: -1,
     timestamp: -1,
+    leader_epoch: NO_LEADER_EPOCH,
 };
 
 pub(crate) async fn handle(
@@ -58,7 +61,10 @@ pub(crate) async fn handle(
                         let found = broker.partition(&topic.name, p.partition_index).and_then(
                             |partition| {
                                 if version >= LEADER_EPOCH_VERSION {
-                                    check_current_leader_epoch(p.current_leader_epoch)?;
+                                    check_current_leader_epoch(
+                                        p.current_leader_epoch,
+                                        partition.leader_epoch(),
+                                    )?;
                                 }
                                 lookup(&partition, p.timestamp, read_committed)
                             },
@@ -76,27 +82,38 @@ pub(crate) async fn handle(
         .with_topics(topics))
 }
 
+/// The offset a ListOffsets timestamp asks for, with the leader epoch Kafka
+/// answers beside it: the partition's current epoch for the latest offset,
+/// otherwise the epoch the found offset was written in.
 fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Found, ApiError> {
     let offsets = partition.offsets();
-    let at = |offset| Found {
+    let written = |offset: i64, timestamp: i64| Found {
+        offset,
+        timestamp,
+        leader_epoch: partition
+            .epoch_for_offset(offset)
+            .unwrap_or(NO_LEADER_EPOCH),
+    };
+    let latest = |offset| Found {
         offset,
         timestamp: -1,
+        leader_epoch: partition.leader_epoch(),
     };
     let found = match timestamp {
-        LATEST if read_committed => at(offsets.last_stable),
-        LATEST => at(offsets.high_watermark),
+        LATEST if read_committed => latest(offsets.last_stable),
+        LATEST => latest(offsets.high_watermark),
         // Without tiered storage the whole log is local.
-        EARLIEST | EARLIEST_LOCAL => at(offsets.log_start),
+        EARLIEST | EARLIEST_LOCAL => written(offsets.log_start, -1),
         // KIP-1005: with tiered storage off, nothing is tiered, so no offset.
         LATEST_TIERED => NOT_FOUND,
         MAX_TIMESTAMP => partition
             .max_timestamp()?
-            .map_or(NOT_FOUND, |(offset, timestamp)| Found { offset, timestamp }),
+            .map_or(NOT_FOUND, |(offset, timestamp)| written(offset, timestamp)),
         // Any other value, including unknown negative ones, is a time to search
         // from, as Kafka treats it.
         timestamp => partition
             .offset_for_timestamp(timestamp)?
-            .map_or(NOT_FOUND, |(offset, timestamp)| Found { offset, timestamp }),
+            .map_or(NOT_FOUND, |(offset, timestamp)| written(offset, timestamp)),
     };
     Ok(found)
 }
@@ -109,10 +126,11 @@ fn answer(
     let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
     match found {
         Ok(found) => {
-            let epoch = if version >= LEADER_EPOCH_VERSION && found != NOT_FOUND {
-                LEADER_EPOCH
+            // Before v4 the field does not exist and must stay at its default.
+            let epoch = if version >= LEADER_EPOCH_VERSION {
+                found.leader_epoch
             } else {
-                -1
+                NO_LEADER_EPOCH
             };
             response
                 .with_error_code(0)
@@ -150,6 +168,7 @@ mod tests {
                     Ok(Found {
                         offset: 42,
                         timestamp: 1_700_000_000_000,
+                        leader_epoch: 3,
                     }),
                 ),
                 answer(version, 1, Ok(NOT_FOUND)),
@@ -170,6 +189,16 @@ mod tests {
                 "v{version}"
             );
             assert_eq!((p[1].offset, p[1].timestamp), (-1, -1));
+            let epoch = if version >= LEADER_EPOCH_VERSION {
+                3
+            } else {
+                -1
+            };
+            assert_eq!(
+                (p[0].leader_epoch, p[1].leader_epoch),
+                (epoch, -1),
+                "v{version}"
+            );
             assert_eq!(p[2].error_code, 3);
         }
     }

@@ -226,11 +226,15 @@ fn by_id(broker: &Broker, id: Uuid) -> Lookup {
 fn describe(state: &TopicState, node: BrokerId, topic_operations: i32) -> MetadataResponseTopic {
     let partitions = (0..state.meta.partitions)
         .map(|index| {
+            let leader_epoch = usize::try_from(index)
+                .ok()
+                .and_then(|i| state.partitions.get(i))
+                .map_or(0, |p| p.leader_epoch());
             MetadataResponsePartition::default()
                 .with_error_code(0)
                 .with_partition_index(index)
                 .with_leader_id(node)
-                .with_leader_epoch(0)
+                .with_leader_epoch(leader_epoch)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
                 .with_offline_replicas(Vec::new())

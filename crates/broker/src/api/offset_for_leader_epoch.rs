@@ -1,11 +1,20 @@
-//! OffsetForLeaderEpoch: where a leader epoch ends in a partition's log.
+//! OffsetForLeaderEpoch: where a leader epoch ends in a partition's log,
+//! answered from the partition's leader-epoch cache.
 //!
-//! Consumers ask after a leader change (KIP-320) with the epoch of the last
-//! batch they read, and treat an end offset below their position as
-//! truncation. A single broker has only epoch 0, and it is still current, so
-//! it ends at the log's end. The high watermark is answered: a consumer
-//! never reads past it, so its position is never above the answer and valid
-//! data is never reported as truncated.
+//! Consumers ask after a leader change, or when they resume from a position
+//! that carries an epoch (KIP-320), with the epoch of the last record they
+//! read, and treat an end offset below their position as truncation.
+//! Followers ask the same to find where their log diverges from the
+//! leader's. Kafka answers both alike: the largest epoch at or below the one
+//! asked for and the start offset of the next larger epoch, or the log end
+//! for the current epoch; (-1, -1) when the epoch is undefined or above every
+//! known one. `replica_id` (v3+: -1 for a consumer, the broker id of a
+//! follower) only decides which ACL Kafka checks (topic DESCRIBE or cluster
+//! CLUSTER_ACTION); Weir has no ACLs, so it changes nothing here.
+//!
+//! The client's `current_leader_epoch` is checked first, as for Fetch and
+//! ListOffsets: -1 skips it, an older one is FENCED_LEADER_EPOCH, a newer one
+//! UNKNOWN_LEADER_EPOCH.
 
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
@@ -16,9 +25,7 @@ use crate::api::fetch::check_current_leader_epoch;
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
-/// The only leader epoch a single broker has.
-const LEADER_EPOCH: i32 = 0;
-/// Kafka's answer for an epoch the log does not know.
+/// Kafka's answer for an epoch the log cannot place.
 const UNDEFINED_EPOCH: i32 = -1;
 const UNDEFINED_EPOCH_OFFSET: i64 = -1;
 
@@ -39,11 +46,11 @@ pub(crate) async fn handle(
                         broker
                             .partition(&topic.topic, p.partition)
                             .and_then(|partition| {
-                                check_current_leader_epoch(p.current_leader_epoch)?;
-                                Ok(end_of_epoch(
-                                    p.leader_epoch,
-                                    partition.offsets().high_watermark,
-                                ))
+                                check_current_leader_epoch(
+                                    p.current_leader_epoch,
+                                    partition.leader_epoch(),
+                                )?;
+                                Ok(partition.end_offset_for_epoch(p.leader_epoch))
                             });
                     respond(p.partition, answer)
                 })
@@ -58,29 +65,19 @@ pub(crate) async fn handle(
         .with_topics(topics))
 }
 
-/// The largest epoch at or below `requested` and where it ends, as Kafka's
-/// leader-epoch cache answers it.
-fn end_of_epoch(requested: i32, high_watermark: i64) -> (i32, i64) {
-    if requested != LEADER_EPOCH {
-        // Before epoch 0 nothing existed; after it, nothing is known yet.
-        (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
-    } else {
-        (LEADER_EPOCH, high_watermark)
-    }
-}
-
-fn respond(partition: i32, answer: Result<(i32, i64), ApiError>) -> EpochEndOffset {
+fn respond(partition: i32, answer: Result<Option<(i32, i64)>, ApiError>) -> EpochEndOffset {
     let response = EpochEndOffset::default().with_partition(partition);
-    match answer {
-        Ok((epoch, end_offset)) => response
-            .with_error_code(0)
-            .with_leader_epoch(epoch)
-            .with_end_offset(end_offset),
-        Err(err) => response
-            .with_error_code(err.code())
-            .with_leader_epoch(UNDEFINED_EPOCH)
-            .with_end_offset(UNDEFINED_EPOCH_OFFSET),
-    }
+    let (code, (epoch, end_offset)) = match answer {
+        Ok(found) => (
+            0,
+            found.unwrap_or((UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)),
+        ),
+        Err(err) => (err.code(), (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)),
+    };
+    response
+        .with_error_code(code)
+        .with_leader_epoch(epoch)
+        .with_end_offset(end_offset)
 }
 
 #[cfg(test)]
@@ -88,13 +85,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn epoch_zero_ends_at_the_high_watermark() {
-        assert_eq!(end_of_epoch(0, 120), (0, 120));
-    }
-
-    #[test]
-    fn unknown_epochs_are_undefined_as_in_kafka() {
-        assert_eq!(end_of_epoch(3, 120), (-1, -1));
-        assert_eq!(end_of_epoch(-1, 120), (-1, -1));
+    fn an_epoch_the_log_cannot_place_is_undefined_without_an_error() {
+        let found = respond(2, Ok(Some((3, 120))));
+        assert_eq!(
+            (found.error_code, found.leader_epoch, found.end_offset),
+            (0, 3, 120)
+        );
+        let unknown = respond(2, Ok(None));
+        assert_eq!(
+            (unknown.error_code, unknown.leader_epoch, unknown.end_offset),
+            (0, -1, -1)
+        );
+        let failed = respond(2, Err(ApiError::unknown_topic("t")));
+        assert_eq!(
+            (failed.error_code, failed.leader_epoch, failed.end_offset),
+            (3, -1, -1)
+        );
     }
 }
