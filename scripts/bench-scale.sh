@@ -9,7 +9,8 @@
 #   STEP: limits partitions restart cpu sustained memory (default: all, in that order)
 #   --smoke: tiny sizes, to check the script and the modes in a minute
 # Environment (defaults in brackets; --smoke lowers them):
-#   WEIR [target/release/weir, built when missing]   DATA_ROOT [target/benchdata]
+#   WEIR [target/release/weir, built when missing]: the broker; BENCH [$WEIR]: the client
+#   (another build's broker can be measured with this build's bench)   DATA_ROOT [target/benchdata]
 #   OUT [target/bench-scale]   PORT [39092]
 #   STEP_PARTITIONS [10000]  TOTAL_PARTITIONS [100000]   restart needs partitions first
 #   CPU_RECORDS [1000000]  CPU_PARTITIONS ["1 1000 10000"]  CPU_CLIENTS [2]
@@ -26,7 +27,7 @@ STEPS=()
 for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         limits|partitions|restart|cpu|sustained|memory) STEPS+=("$arg") ;;
         *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
@@ -38,7 +39,7 @@ if [ "$SMOKE" = 1 ]; then
     : "${CPU_PARTITIONS:=1 10 100}" "${SUSTAIN_S:=3}" "${LIMITS_MB:=64}"
     : "${MEMORY_BATCHES:=20000}" "${MEMORY_PARTITIONS:=4}" "${LOOKUPS:=100}" "${IDLE_S:=1}"
 fi
-: "${WEIR:=target/release/weir}" "${DATA_ROOT:=target/benchdata}" "${OUT:=target/bench-scale}"
+: "${WEIR:=target/release/weir}" "${BENCH:=${WEIR}}" "${DATA_ROOT:=target/benchdata}" "${OUT:=target/bench-scale}"
 : "${PORT:=39092}" "${STEP_PARTITIONS:=10000}" "${TOTAL_PARTITIONS:=100000}"
 : "${CPU_RECORDS:=1000000}" "${CPU_PARTITIONS:=1 1000 10000}" "${CPU_CLIENTS:=2}"
 : "${SUSTAIN_S:=60}" "${LIMITS_MB:=1024}" "${PERF:=0}"
@@ -93,7 +94,7 @@ threads_cpu() {
 }
 
 step_limits() {
-    "$WEIR" bench limits --dir "$DATA_ROOT" --size-mb "$LIMITS_MB" --json >"$OUT/limits-$1.json"
+    "$BENCH" bench limits --dir "$DATA_ROOT" --size-mb "$LIMITS_MB" --json >"$OUT/limits-$1.json"
     note "limits ($1): $(jq -c '{seq: .sequential_write_mb_s|round, sync_p50_ms: .sync_4k_p50_ms, sync_p99_ms: .sync_4k_p99_ms, ceiling: .group_commit_mb_s|round, loopback: .loopback_tcp_mb_s|round}' "$OUT/limits-$1.json")"
 }
 
@@ -101,7 +102,7 @@ step_partitions() {
     local dir; dir=$(fresh_dir partitions)
     start_broker "$dir"; wait_listening "$dir"
     note "partitions: RSS at start $(rss_mib) MiB"
-    "$WEIR" bench partitions --brokers "$ADDR" --step "$STEP_PARTITIONS" --total "$TOTAL_PARTITIONS" \
+    "$BENCH" bench partitions --brokers "$ADDR" --step "$STEP_PARTITIONS" --total "$TOTAL_PARTITIONS" \
         --json >"$OUT/partitions.json"
     jq -r '.steps[] | "partitions: \(.topic) \(.partitions) ready in \(.ready_ms|round) ms (total \(.total_after))"' \
         "$OUT/partitions.json" | tee -a "$SUMMARY" >&2
@@ -122,7 +123,7 @@ step_restart() {
         stop_broker "$signal"
         started=$(now_ms)
         start_broker "$dir"
-        "$WEIR" bench partitions --wait --brokers "$ADDR" --total "$TOTAL_PARTITIONS" --timeout 10m \
+        "$BENCH" bench partitions --wait --brokers "$ADDR" --total "$TOTAL_PARTITIONS" --timeout 10m \
             --json >"$OUT/restart-$signal.json"
         ready=$(now_ms)
         note "restart after SIG$signal: $((ready - started)) ms until Metadata showed $TOTAL_PARTITIONS partitions"
@@ -141,12 +142,12 @@ step_cpu() {
     each=$((CPU_RECORDS / CPU_CLIENTS))
     for partitions in $CPU_PARTITIONS; do
         # Creates the topic and warms up; not counted.
-        "$WEIR" bench produce --brokers "$ADDR" --topic "cpu-$partitions" --partitions "$partitions" \
+        "$BENCH" bench produce --brokers "$ADDR" --topic "cpu-$partitions" --partitions "$partitions" \
             --size 1024 --count 10000 --json >/dev/null
         before=$(cpu_s)
         pids=()
         for i in $(seq 1 "$CPU_CLIENTS"); do
-            "$WEIR" bench produce --brokers "$ADDR" --topic "cpu-$partitions" --size 1024 --acks all \
+            "$BENCH" bench produce --brokers "$ADDR" --topic "cpu-$partitions" --size 1024 --acks all \
                 --linger-ms 5 -X batch.num.messages=10000 --count "$each" --json \
                 >"$OUT/cpu-$partitions-client$i.json" &
             pids+=($!)
@@ -177,7 +178,7 @@ step_sustained() {
             -- sleep $((SUSTAIN_S / 2)) 2>/dev/null ) &
     fi
     before=$(cpu_s)
-    "$WEIR" bench produce --brokers "$ADDR" --topic sustained --partitions 1 --size 1024 --acks all \
+    "$BENCH" bench produce --brokers "$ADDR" --topic sustained --partitions 1 --size 1024 --acks all \
         --linger-ms 5 -X batch.num.messages=10000 --count 1000000000 --duration "${SUSTAIN_S}s" \
         --json >"$OUT/sustained.json"
     after=$(cpu_s)
@@ -197,7 +198,7 @@ step_memory() {
     dir=$(fresh_dir memory)
     start_broker "$dir"; wait_listening "$dir"
     note "memory: RSS at start $(rss_mib) MiB"
-    "$WEIR" bench batches --brokers "$ADDR" --count "$MEMORY_BATCHES" --partitions "$MEMORY_PARTITIONS" \
+    "$BENCH" bench batches --brokers "$ADDR" --count "$MEMORY_BATCHES" --partitions "$MEMORY_PARTITIONS" \
         --duration "$MEMORY_DURATION" --json >"$OUT/memory-batches.json"
     note "memory: wrote $(jq '.batches' "$OUT/memory-batches.json") single-record batches at $(jq '.batches_per_sec|round' "$OUT/memory-batches.json")/s"
     sleep "$IDLE_S"
@@ -206,12 +207,12 @@ step_memory() {
     local started
     started=$(now_ms)
     start_broker "$dir"
-    "$WEIR" bench partitions --wait --brokers "$ADDR" --topic-prefix weir-batches \
+    "$BENCH" bench partitions --wait --brokers "$ADDR" --topic-prefix weir-batches \
         --total "$MEMORY_PARTITIONS" --timeout 10m --json >/dev/null
     note "memory: restart took $(($(now_ms) - started)) ms"
     sleep "$IDLE_S"
     note "memory: RSS after restart $(rss_mib) MiB"
-    "$WEIR" bench lookup --brokers "$ADDR" --lookups "$LOOKUPS" --json >"$OUT/memory-lookup.json"
+    "$BENCH" bench lookup --brokers "$ADDR" --lookups "$LOOKUPS" --json >"$OUT/memory-lookup.json"
     note "memory: look-ups $(jq -c '{retained, fetch_ms_p50, fetch_ms_p99, time_ms_p50, time_ms_p99}' "$OUT/memory-lookup.json")"
     note "memory: RSS after look-ups $(rss_mib) MiB"
     stop_broker TERM
