@@ -7,14 +7,14 @@
 #
 # Usage: scripts/bench-scale.sh [--smoke] [STEP...]
 #   STEP: limits partitions restart cpu sustained memory (default: all, in that order)
-#   --smoke: tiny sizes, to check the script and the modes in a minute
+#   --smoke: tiny sizes, to check the script and the modes in a few minutes
 # Environment (defaults in brackets; --smoke lowers them):
 #   WEIR [target/release/weir, built when missing]: the broker; BENCH [$WEIR]: the client
 #   (another build's broker can be measured with this build's bench)   DATA_ROOT [target/benchdata]
 #   OUT [target/bench-scale]   PORT [39092]
 #   STEP_PARTITIONS [10000]  TOTAL_PARTITIONS [100000]   restart needs partitions first
 #   CPU_RECORDS [1000000]  CPU_PARTITIONS ["1 1000 10000"]  CPU_CLIENTS [2]
-#   SUSTAIN_S [60]  LIMITS_MB [1024]  PERF [0: 1 records a perf profile of the sustained run]
+#   SUSTAIN_S [60]  LIMITS_MB [1024]  LIMITS_SYNCS [5000]  LIMITS_SECONDS [3]  PERF [0: 1 records a perf profile of the sustained run]
 #   MEMORY_BATCHES [50000000]  MEMORY_PARTITIONS [100]  MEMORY_DURATION [30m]  LOOKUPS [1000]
 #   IDLE_S [5]: pause before an idle RSS reading
 # Results: one JSON file per measurement in OUT, and OUT/summary.txt.
@@ -38,11 +38,12 @@ if [ "$SMOKE" = 1 ]; then
     : "${STEP_PARTITIONS:=100}" "${TOTAL_PARTITIONS:=300}" "${CPU_RECORDS:=20000}"
     : "${CPU_PARTITIONS:=1 10 100}" "${SUSTAIN_S:=3}" "${LIMITS_MB:=64}"
     : "${MEMORY_BATCHES:=20000}" "${MEMORY_PARTITIONS:=4}" "${LOOKUPS:=100}" "${IDLE_S:=1}"
+    : "${LIMITS_SYNCS:=200}" "${LIMITS_SECONDS:=1}"
 fi
 : "${WEIR:=target/release/weir}" "${BENCH:=${WEIR}}" "${DATA_ROOT:=target/benchdata}" "${OUT:=target/bench-scale}"
 : "${PORT:=39092}" "${STEP_PARTITIONS:=10000}" "${TOTAL_PARTITIONS:=100000}"
 : "${CPU_RECORDS:=1000000}" "${CPU_PARTITIONS:=1 1000 10000}" "${CPU_CLIENTS:=2}"
-: "${SUSTAIN_S:=60}" "${LIMITS_MB:=1024}" "${PERF:=0}"
+: "${SUSTAIN_S:=60}" "${LIMITS_MB:=1024}" "${LIMITS_SYNCS:=5000}" "${LIMITS_SECONDS:=3}" "${PERF:=0}"
 : "${MEMORY_BATCHES:=50000000}" "${MEMORY_PARTITIONS:=100}" "${MEMORY_DURATION:=30m}"
 : "${LOOKUPS:=1000}" "${IDLE_S:=5}"
 ADDR="127.0.0.1:$PORT"
@@ -94,7 +95,8 @@ threads_cpu() {
 }
 
 step_limits() {
-    "$BENCH" bench limits --dir "$DATA_ROOT" --size-mb "$LIMITS_MB" --json >"$OUT/limits-$1.json"
+    "$BENCH" bench limits --dir "$DATA_ROOT" --size-mb "$LIMITS_MB" --syncs "$LIMITS_SYNCS" \
+        --seconds "$LIMITS_SECONDS" --json >"$OUT/limits-$1.json"
     note "limits ($1): $(jq -c '{seq: .sequential_write_mb_s|round, sync_p50_ms: .sync_4k_p50_ms, sync_p99_ms: .sync_4k_p99_ms, ceiling: .group_commit_mb_s|round, loopback: .loopback_tcp_mb_s|round}' "$OUT/limits-$1.json")"
 }
 
