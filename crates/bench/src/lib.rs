@@ -2,21 +2,24 @@
 //! Kafka-compatible broker through librdkafka.
 //!
 //! This crate owns the command line of the modes (`produce`, `consume`,
-//! `e2e`, `group-join`, `commit`, and `limits`, which measures the machine
-//! rather than a broker); the client set-up, the workers and the report live
-//! in the submodules. The figures in docs/benchmarks.md come from here, so the
+//! `e2e`, `group-join`, `commit`, the scale modes `partitions`, `batches` and
+//! `lookup`, and `limits`, which measures the machine rather than a broker);
+//! the client set-up, the workers and the report live in the submodules. The figures in docs/benchmarks.md come from here, so the
 //! workers lean on librdkafka's own batching and delivery callbacks rather
 //! than awaiting each record: the client shares the machine's cores with the
 //! broker it measures.
 
+mod batches;
 mod client;
 mod commit;
 mod consume;
 mod e2e;
 mod group;
 mod limits;
+mod partitions;
 mod produce;
 mod report;
+mod scale;
 
 use std::time::Duration;
 
@@ -94,6 +97,15 @@ pub enum BenchCommand {
     /// Commit offsets as fast as one group member can; commits/s and commit latency.
     #[command(after_help = commit::COMMIT_EXAMPLES)]
     Commit(commit::CommitArgs),
+    /// Create topics of many partitions step by step and time each step until Metadata shows it.
+    #[command(after_help = partitions::PARTITIONS_EXAMPLES)]
+    Partitions(partitions::PartitionsArgs),
+    /// Write many single-record batches over a few partitions (the index memory demo).
+    #[command(after_help = batches::BATCHES_EXAMPLES)]
+    Batches(batches::BatchesArgs),
+    /// Look records up by offset and by time in the middle of a topic written by `batches`.
+    #[command(after_help = batches::LOOKUP_EXAMPLES)]
+    Lookup(batches::LookupArgs),
     /// Measure this machine's disk (write, fdatasync) and loopback TCP limits; no broker needed.
     #[command(after_help = limits::LIMITS_EXAMPLES)]
     Limits(limits::LimitsArgs),
@@ -277,6 +289,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::GroupJoin(args) => return group::run(args),
         BenchCommand::Commit(args) => return commit::run(args),
         BenchCommand::Limits(args) => return limits::run(args),
+        BenchCommand::Partitions(args) => return partitions::run(args),
+        BenchCommand::Batches(args) => return batches::run_batches(args),
+        BenchCommand::Lookup(args) => return batches::run_lookup(args),
         BenchCommand::Produce(_) | BenchCommand::Consume(_) | BenchCommand::E2e(_) => {}
     }
     let report = measure(&cmd)?;
@@ -293,8 +308,13 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
         BenchCommand::E2e(args) => e2e::run(args),
-        BenchCommand::GroupJoin(_) | BenchCommand::Commit(_) | BenchCommand::Limits(_) => {
-            anyhow::bail!("the group and limits modes print their own report; see run")
+        BenchCommand::GroupJoin(_)
+        | BenchCommand::Commit(_)
+        | BenchCommand::Limits(_)
+        | BenchCommand::Partitions(_)
+        | BenchCommand::Batches(_)
+        | BenchCommand::Lookup(_) => {
+            anyhow::bail!("the group, scale and limits modes print their own report; see run")
         }
     }
 }

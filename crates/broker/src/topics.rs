@@ -137,7 +137,8 @@ impl Broker {
     }
 
     /// Create (or re-open) the storage of partitions `range` of topic `id`.
-    /// All or nothing: if one fails, the ones this call created are removed.
+    /// All or nothing: the storage creates every new partition of the range
+    /// with one folder fsync, or none of them.
     fn open_partitions(
         &self,
         id: Uuid,
@@ -147,30 +148,17 @@ impl Broker {
         let defaults = self.broker_topic_defaults();
         let config = topic_config::partition_config(configs, &defaults);
         let delete_retention_ms = topic_config::delete_retention_ms(configs, &defaults);
-        let mut opened = Vec::with_capacity(range.len());
-        for partition in range {
-            let pid = PartitionId {
+        let ids: Vec<PartitionId> = range
+            .map(|partition| PartitionId {
                 topic_id: id,
                 partition,
-            };
-            let existed = self.log.partition(pid).is_some();
-            match self.log.create_partition(pid, config.clone()) {
-                Ok(handle) => {
-                    handle.set_delete_retention_ms(delete_retention_ms);
-                    opened.push((handle, existed));
-                }
-                Err(err) => {
-                    let created: Vec<Partition> = opened
-                        .into_iter()
-                        .filter(|(_, existed)| !existed)
-                        .map(|(p, _)| p)
-                        .collect();
-                    self.remove_storage(&created);
-                    return Err(err.into());
-                }
-            }
+            })
+            .collect();
+        let opened = self.log.create_partitions(&ids, config)?;
+        for handle in &opened {
+            handle.set_delete_retention_ms(delete_retention_ms);
         }
-        Ok(opened.into_iter().map(|(p, _)| p).collect())
+        Ok(opened)
     }
 
     /// Undo [`Self::open_partitions`] after a later step failed. A removal

@@ -613,7 +613,21 @@ fn load_indexes(
         let mut header = [0u8; INDEX_HEADER_BYTES as usize];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
-        let version = format::check_index_header(&header, id).map_err(|e| format_err(&path, e))?;
+        let cp = vouched.get(&id);
+        let version = match format::check_index_header(&header, id) {
+            Ok(v) => v,
+            // A partition no checkpoint names yet was created without an
+            // fdatasync of its header: nothing in the file is vouched for,
+            // so a damaged header is rewritten (a newer version still refuses).
+            Err(FormatError::Corrupt(_)) if cp.is_none() => {
+                file.set_len(0)
+                    .and_then(|()| file.write_all_at(&format::index_header(id), 0))
+                    .map_err(|e| io_err(format!("rewriting {}", path.display()), e))?;
+                len = INDEX_HEADER_BYTES;
+                format::INDEX_VERSION
+            }
+            Err(e) => return Err(format_err(&path, e)),
+        };
         if version == 1 && len > INDEX_V1_FILE_BYTES_MAX {
             return Err(corrupt(&path, format!("index file of {len} bytes")));
         }

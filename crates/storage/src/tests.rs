@@ -1288,3 +1288,35 @@ fn a_checkpoint_thread_panic_poisons_the_log() {
         "{err}"
     );
 }
+
+#[test]
+fn a_new_partitions_torn_index_header_is_rewritten_but_a_checkpointed_one_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = |n: i32| crate::recovery::index_path(&dir.path().join("index"), pid(n));
+    {
+        let log = open_log(dir.path(), no_checkpoints());
+        log.create_partitions(&[pid(0)], PartitionConfig::default())
+            .unwrap();
+        let weak = Arc::downgrade(&log.inner);
+        drop(log); // crash before any checkpoint names the partition
+        wait_until_dropped(&weak);
+    }
+    // Its header never reached the disk (the file length did).
+    std::fs::write(index(0), [0u8; 64]).unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log.partition(pid(0)).unwrap();
+    assert_eq!(p.offsets().log_end, 0);
+    wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
+    log.shutdown().unwrap();
+    drop((log, p));
+    // Once a checkpoint vouches for the file, a damaged header is corruption.
+    std::fs::write(index(0), [0u8; 64]).unwrap();
+    let err = CommitLog::open(
+        dir.path(),
+        no_checkpoints(),
+        Arc::new(ManualClock::default()),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+}
