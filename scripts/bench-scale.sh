@@ -11,6 +11,7 @@
 # Environment (defaults in brackets; --smoke lowers them):
 #   WEIR [target/release/weir, built when missing]: the broker; BENCH [$WEIR]: the client
 #   (another build's broker can be measured with this build's bench)   DATA_ROOT [target/benchdata]
+#   SERVE_ARGS: extra `weir serve` flags for every broker the script starts
 #   OUT [target/bench-scale]   PORT [39092]
 #   STEP_PARTITIONS [10000]  TOTAL_PARTITIONS [100000]   restart needs partitions first
 #   CPU_RECORDS [1000000]  CPU_PARTITIONS ["1 1000 10000"]  CPU_CLIENTS [2]
@@ -61,7 +62,9 @@ BROKER_PID=
 # Starts a broker on data folder $1 (the log goes to $1.log) and waits for its
 # "listening on" line; sets BROKER_PID.
 start_broker() {
-    "$WEIR" serve --listen "$ADDR" --data-dir "$1" --log-level warn >>"$1.log" 2>&1 &
+    # SERVE_ARGS: extra `weir serve` flags, e.g. "--set log.index.memory.bytes=16777216".
+    # shellcheck disable=SC2086
+    "$WEIR" serve --listen "$ADDR" --data-dir "$1" --log-level warn ${SERVE_ARGS:-} >>"$1.log" 2>&1 &
     BROKER_PID=$!
 }
 wait_listening() {
