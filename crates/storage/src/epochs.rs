@@ -400,6 +400,8 @@ pub(crate) fn attach(
         cache.truncate_from_start(st.log_start);
         let latest = cache.latest().map_or(UNDEFINED_EPOCH, |l| l.epoch);
         st.leader_epoch = leader_epoch.max(latest).max(0);
+        part.leader_epoch
+            .store(st.leader_epoch, std::sync::atomic::Ordering::SeqCst);
         if latest < st.leader_epoch {
             cache.assign(st.leader_epoch, st.log_end);
         }
@@ -500,6 +502,8 @@ fn assign_leader_epoch(part: &PartitionInner, epoch: i32) -> Result<bool, EpochE
         return Ok(false);
     }
     st.leader_epoch = epoch;
+    part.leader_epoch
+        .store(epoch, std::sync::atomic::Ordering::SeqCst);
     Ok(true)
 }
 

@@ -472,6 +472,7 @@ impl CommitLog {
             let inner = Arc::new(PartitionInner {
                 id,
                 state: std::sync::Mutex::new(recovery::new_state(path, config.clone())),
+                leader_epoch: std::sync::atomic::AtomicI32::new(0),
             });
             registry.insert(id, inner);
         }
@@ -810,7 +811,9 @@ impl Partition {
 
     /// The partition's leader epoch (0 until one is set).
     pub fn leader_epoch(&self) -> i32 {
-        self.log.lock_frozen(&self.inner.state).leader_epoch
+        self.inner
+            .leader_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Where leader epoch `epoch` ends, for OffsetForLeaderEpoch: the largest

@@ -205,6 +205,10 @@ impl PartitionState {
 pub(crate) struct PartitionInner {
     pub id: PartitionId,
     pub state: Mutex<PartitionState>,
+    /// `state.leader_epoch`, readable without the state lock: Metadata and
+    /// Fetch read it on the async runtime, where waiting behind an append's
+    /// write would stall a worker thread.
+    pub leader_epoch: std::sync::atomic::AtomicI32,
 }
 
 impl PartitionInner {
@@ -396,7 +400,9 @@ pub(crate) fn append_replica(
         epochs,
     };
     let written = log.write_entries(&out, Some(marker(part, &st, next)))?;
-    commit(log, &mut st, prepared, written)
+    let outcome = commit(log, &mut st, prepared, written);
+    part.leader_epoch.store(st.leader_epoch, Ordering::SeqCst);
+    outcome
 }
 
 /// What checking a payload decided.

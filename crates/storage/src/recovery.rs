@@ -213,6 +213,7 @@ fn finish_partitions(
             id,
             Arc::new(PartitionInner {
                 id,
+                leader_epoch: std::sync::atomic::AtomicI32::new(st.leader_epoch),
                 state: Mutex::new(st),
             }),
         );
