@@ -28,8 +28,12 @@ use crate::io::IndexIo;
 /// Buffered entries are written to the file once they reach this size
 /// (128 entries), even before the next checkpoint.
 const UNWRITTEN_BYTES_MAX: usize = 8 * 1024;
-/// Entries read from the file with one positional read when scanning.
-const SCAN_CHUNK_ENTRIES: usize = 1024;
+/// Entries of a scan's first positional read (one 4 KiB page); each later
+/// read doubles, up to [`SCAN_CHUNK_ENTRIES_MAX`]. Most scans stop at their
+/// first entries (retention, time look-ups), so they read one page, not 64 KiB.
+const SCAN_CHUNK_ENTRIES_MIN: usize = 64;
+/// The most entries one positional read of a scan takes (64 KiB).
+const SCAN_CHUNK_ENTRIES_MAX: usize = 1024;
 /// The fewest entries a partition keeps in memory, whatever the budget.
 pub(crate) const HOT_ENTRIES_MIN: usize = 8;
 
@@ -277,11 +281,13 @@ impl QueueIndex {
     ) -> Result<(), StorageError> {
         let to = to.min(self.next_slot);
         let mut slot = from;
+        let mut chunk_entries = SCAN_CHUNK_ENTRIES_MIN;
         while slot < to {
-            let chunk = self.read_range(slot, SCAN_CHUNK_ENTRIES.min((to - slot) as usize), ix)?;
+            let chunk = self.read_range(slot, chunk_entries.min((to - slot) as usize), ix)?;
             if chunk.is_empty() {
                 break;
             }
+            chunk_entries = (chunk_entries * 2).min(SCAN_CHUNK_ENTRIES_MAX);
             for e in &chunk {
                 if visit(slot, e).is_break() {
                     return Ok(());
