@@ -57,7 +57,13 @@ impl From<weir_sync::PoisonedLock> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
-        Self::new(ResponseError::KafkaStorageError, err.to_string())
+        let code = match err {
+            // A batch truncated away before it committed: the producer sends
+            // it again once it finds the new leader.
+            StorageError::Truncated { .. } => ResponseError::NotLeaderOrFollower,
+            _ => ResponseError::KafkaStorageError,
+        };
+        Self::new(code, err.to_string())
     }
 }
 

@@ -22,7 +22,7 @@
 //! commit point), and the directory fsync'd. Before the rename the old index
 //! points at the old batches, whose segments cannot be deleted yet; after it
 //! the new index points at durable copies. Recovery never applies a
-//! `Compacted` entry from the log, so each batch reads back in exactly one
+//! `Compacted` entry from the store, so each batch reads back in exactly one
 //! version. Segment deletion (after the next checkpoint) and the cleaner
 //! reclaim the space of the old copies.
 //!
@@ -43,8 +43,9 @@ use crate::batch::{BATCH_HEADER_BYTES, RecordBatchHeader as H, read_varint};
 use crate::error::StorageError;
 use crate::format::{self, EntryKind, IndexEntry};
 use crate::index::{QueueIndex, slot_offset};
-use crate::log::{LogInner, lock, read};
+use crate::log::{lock, read};
 use crate::partition::{Located, PartitionInner, read_located};
+use crate::store::Store;
 
 /// Kafka's default `delete.retention.ms`: a tombstone lives a day after it was written.
 pub(crate) const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 3600 * 1000;
@@ -75,10 +76,10 @@ const ATTR_LOG_APPEND_TIME: i16 = H::LOG_APPEND_TIME;
 
 /// Compact every partition whose config asks for it and that is due.
 /// Returns how many batches were rewritten or removed.
-pub(crate) fn run(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
+pub(crate) fn run(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
     let mut changed = 0;
     for p in parts {
-        changed += compact_partition(log, p)?;
+        changed += compact_partition(store, p)?;
     }
     Ok(changed)
 }
@@ -268,24 +269,24 @@ struct Plan {
     now_ms: i64,
 }
 
-fn plan(log: &LogInner, part: &PartitionInner) -> Result<Option<Plan>, StorageError> {
+fn plan(store: &Store, part: &PartitionInner) -> Result<Option<Plan>, StorageError> {
     let st = lock(&part.state)?;
-    if st.removed || !st.config.compact {
+    if st.removed() || !st.config().compact {
         return Ok(None);
     }
-    let ix = log.index_io();
-    let now_ms = log.clock.now_ms();
-    let end = st.hw.min(st.durable_end);
+    let ix = store.index_io();
+    let now_ms = store.log.clock.now_ms();
+    let end = st.hw().min(st.durable_end());
     let mut covered: Vec<IndexEntry> = Vec::new();
     let mut live = 0usize;
     let (mut dirty, mut total) = (0u64, 0u64);
     let mut producer_last = HashMap::new();
-    st.index.scan_live(ix, |_, e| {
+    st.index().scan_live(ix, |_, e| {
         live += 1;
         if e.last_offset() < end && covered.len() < COMPACTION_BATCHES_PER_RUN_MAX {
             covered.push(*e);
             total += u64::from(e.size);
-            if e.base_offset >= st.compacted_end {
+            if e.base_offset >= st.compacted_end() {
                 dirty += u64::from(e.size);
             }
         }
@@ -298,11 +299,12 @@ fn plan(log: &LogInner, part: &PartitionInner) -> Result<Option<Plan>, StorageEr
     if rewritable == 0 {
         return Ok(None);
     }
-    let due = (dirty > 0 && dirty * DIRTY_RATIO_DIVISOR >= total) || now_ms >= st.tombstone_due_ms;
+    let due =
+        (dirty > 0 && dirty * DIRTY_RATIO_DIVISOR >= total) || now_ms >= st.tombstone_due_ms();
     if !due {
         return Ok(None);
     }
-    let segs = read(&log.segments)?;
+    let segs = read(&store.log.segments)?;
     let mut located = Vec::with_capacity(covered.len());
     for e in covered {
         let Some((_, seg)) = segs.range(..=e.position).next_back() else {
@@ -317,7 +319,7 @@ fn plan(log: &LogInner, part: &PartitionInner) -> Result<Option<Plan>, StorageEr
         covered: located,
         rewritable,
         producer_last,
-        delete_retention_ms: st.delete_retention_ms,
+        delete_retention_ms: st.delete_retention_ms(),
         now_ms,
     }))
 }
@@ -329,8 +331,8 @@ struct Rewrite {
     new: Option<IndexEntry>,
 }
 
-fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize, StorageError> {
-    let Some(mut plan) = plan(log, part)? else {
+fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize, StorageError> {
+    let Some(mut plan) = plan(store, part)? else {
         return Ok(0);
     };
     // Pass 1: the newest offset of every key.
@@ -338,7 +340,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     let mut map_bytes = 0usize;
     let mut map_end = plan.covered.first().map_or(0, |l| l.entry.base_offset);
     for (i, l) in plan.covered.iter().enumerate() {
-        let batch = read_located(log, part.id, std::slice::from_ref(l))?;
+        let batch = read_located(store, part.id, std::slice::from_ref(l))?;
         let parsed = match parse_batch(&batch) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
@@ -376,7 +378,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
     let mut buf = Vec::with_capacity(COMPACTION_WRITE_CHUNK_BYTES);
     let mut pending: Vec<(usize, u64)> = Vec::new();
     for l in plan.covered.iter().take(plan.rewritable) {
-        let batch = read_located(log, part.id, std::slice::from_ref(l))?;
+        let batch = read_located(store, part.id, std::slice::from_ref(l))?;
         let Ok(Some(parsed)) = parse_batch(&batch) else {
             continue;
         };
@@ -434,23 +436,18 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
             &new_batch,
         );
         if buf.len() >= COMPACTION_WRITE_CHUNK_BYTES {
-            write_chunk(log, part, &mut buf, &mut pending, &mut rewrites)?;
+            write_chunk(store, part, &mut buf, &mut pending, &mut rewrites)?;
         }
     }
-    write_chunk(log, part, &mut buf, &mut pending, &mut rewrites)?;
+    write_chunk(store, part, &mut buf, &mut pending, &mut rewrites)?;
     if rewrites.is_empty() {
-        let mut st = lock(&part.state)?;
-        st.compacted_end = map_end;
-        st.tombstone_due_ms = tombstone_due;
+        lock(&part.state)?.compaction_done(map_end, tombstone_due);
         return Ok(0);
     }
     // The copies must be durable before the index points at them.
-    log.sync_now()?;
-    let changed = install(log, part, &rewrites)?;
-    let mut st = lock(&part.state)?;
-    st.compacted_end = map_end;
-    st.tombstone_due_ms = tombstone_due;
-    drop(st);
+    store.log.sync_now()?;
+    let changed = install(store, part, &rewrites)?;
+    lock(&part.state)?.compaction_done(map_end, tombstone_due);
     tracing::info!(partition = ?part.id, batches = changed, "compacted");
     Ok(changed)
 }
@@ -460,7 +457,7 @@ fn compact_partition(log: &LogInner, part: &Arc<PartitionInner>) -> Result<usize
 /// a checkpoint written before the index points at the copies must already
 /// keep their segment (recovery never re-reads a `Compacted` entry).
 fn write_chunk(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
     buf: &mut Vec<u8>,
     pending: &mut Vec<(usize, u64)>,
@@ -469,12 +466,12 @@ fn write_chunk(
     if buf.is_empty() {
         return Ok(());
     }
-    let written = log.write_entries(buf, None)?;
+    let written = store.log.write_entries(buf, None)?;
     let mut st = lock(&part.state)?;
     for (i, rel) in pending.drain(..) {
         if let Some(new) = rewrites.get_mut(i).and_then(|r| r.new.as_mut()) {
             new.position = written.position + rel;
-            st.index.note_segment_use(
+            st.index_mut().note_segment_use(
                 written.segment,
                 new.end_position() - new.position,
                 new.last_offset(),
@@ -490,31 +487,33 @@ fn write_chunk(
 /// recomputed), fdatasync'd and renamed over the old one, then the
 /// partition's index follows. Returns how many batches changed.
 fn install(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
     rewrites: &[Rewrite],
 ) -> Result<usize, StorageError> {
     let by_base: HashMap<i64, &Rewrite> = rewrites.iter().map(|r| (r.old.base_offset, r)).collect();
     let mut st = lock(&part.state)?;
-    if st.removed {
+    if st.removed() {
         return Ok(0);
     }
-    let ix = log.index_io();
-    let path = st.index.path().to_path_buf();
+    let ix = store.index_io();
+    let path = st.index().path().to_path_buf();
     let mut tmp_name = path.clone().into_os_string();
     tmp_name.push(INDEX_TMP_SUFFIX.trim_start_matches(".idx"));
     let tmp = std::path::PathBuf::from(tmp_name);
-    let segs = read(&log.segments)?;
+    let segs = read(&store.log.segments)?;
     let mut fresh = QueueIndex::new(path.clone());
     let mut changed = 0;
     // An index read that fails inside the write: reported as itself.
     let mut failed: Option<StorageError> = None;
     let write = |file: &std::fs::File| -> std::io::Result<()> {
-        log.io
+        store
+            .log
+            .io
             .write_all_at(file, &format::index_header(part.id), 0)?;
         let mut chunk: Vec<u8> = Vec::with_capacity(INSTALL_CHUNK_BYTES);
         let mut write_failed: Option<std::io::Error> = None;
-        let scanned = st.index.scan_live(ix, |_, e| {
+        let scanned = st.index().scan_live(ix, |_, e| {
             // Only a batch still where compaction read it is replaced; the
             // maintenance lock keeps the cleaner away, so this always holds.
             let entry = match by_base.get(&e.base_offset) {
@@ -535,7 +534,7 @@ fn install(
             chunk.extend_from_slice(&e.encode());
             if chunk.len() >= INSTALL_CHUNK_BYTES {
                 let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
-                if let Err(e) = log.io.write_all_at(file, &chunk, at) {
+                if let Err(e) = store.log.io.write_all_at(file, &chunk, at) {
                     write_failed = Some(e);
                     return ControlFlow::Break(());
                 }
@@ -552,15 +551,15 @@ fn install(
             return Err(e);
         }
         let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
-        log.io.write_all_at(file, &chunk, at)
+        store.log.io.write_all_at(file, &chunk, at)
     };
-    let replaced = weir_sync::replace_file(&tmp, &path, write, |f| log.io.sync_data(f));
+    let replaced = weir_sync::replace_file(&tmp, &path, write, |f| store.log.io.sync_data(f));
     drop(segs);
     match replaced {
         Err(e) if e.step == weir_sync::ReplaceStep::SyncDir => {
             // Which index a restart finds is now unknown: stop writing.
             drop(st);
-            return Err(log.poison(format!("{e} after compaction")));
+            return Err(store.poison(format!("{e} after compaction")));
         }
         Err(e) => {
             if let Some(index_error) = failed {
@@ -575,10 +574,10 @@ fn install(
     }
     // The old file's unsynced writes no longer matter: the renamed copy,
     // synced above, replaced it. The next write reopens the path.
-    log.index_files.forget(&path)?;
-    st.index = fresh;
+    store.index_files.forget(&path)?;
+    st.install_index(fresh);
     drop(st);
-    log.checkpoint_dirty.store(true, Ordering::SeqCst);
+    store.checkpoint_dirty.store(true, Ordering::SeqCst);
     Ok(changed)
 }
 

@@ -28,8 +28,9 @@ use uuid::Uuid;
 use crate::PartitionId;
 use crate::error::{EpochError, StorageError};
 use crate::format::{FormatError, be_i32, be_i64, be_u32};
-use crate::log::{LogInner, io_err, lock, read, sync_dir};
+use crate::log::{io_err, lock, read, sync_dir};
 use crate::partition::{PartitionInner, PartitionState};
+use crate::store::Store;
 
 /// Name of the leader-epoch file under the data directory.
 pub(crate) const LEADER_EPOCHS_FILE: &str = "leader-epochs";
@@ -382,30 +383,30 @@ pub(crate) fn attach(
 ) -> Result<(), StorageError> {
     for (id, part) in registry {
         let mut st = lock(&part.state)?;
-        let learned = std::mem::take(&mut st.epochs);
+        let learned = st.take_epochs();
         let (leader_epoch, mut cache) = match stored.remove(id) {
             Some(s) => (s.leader_epoch, s.cache),
             None => {
                 let mut cache = EpochCache::default();
-                if st.log_end > 0 {
-                    cache.assign(0, st.log_start);
+                if st.log_end() > 0 {
+                    cache.assign(0, st.log_start());
                 }
                 (0, cache)
             }
         };
-        cache.truncate_from_end(st.log_end);
+        cache.truncate_from_end(st.log_end());
         for e in learned.entries() {
             cache.learn(e.epoch, e.start_offset);
         }
-        cache.truncate_from_start(st.log_start);
+        cache.truncate_from_start(st.log_start());
         let latest = cache.latest().map_or(UNDEFINED_EPOCH, |l| l.epoch);
-        st.leader_epoch = leader_epoch.max(latest).max(0);
-        part.leader_epoch
-            .store(st.leader_epoch, std::sync::atomic::Ordering::SeqCst);
-        if latest < st.leader_epoch {
-            cache.assign(st.leader_epoch, st.log_end);
+        let leader_epoch = leader_epoch.max(latest).max(0);
+        if latest < leader_epoch {
+            cache.assign(leader_epoch, st.log_end());
         }
-        st.epochs = cache;
+        st.set_epochs(leader_epoch, cache);
+        part.leader_epoch
+            .store(leader_epoch, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(())
 }
@@ -414,29 +415,29 @@ pub(crate) fn attach(
 /// `partitionLeaderEpoch` (bytes 12..16) if it is above every known epoch.
 pub(crate) fn learn_recovered(st: &mut PartitionState, batch: &[u8], base_offset: i64) {
     if let Some(epoch) = be_i32(batch, 12) {
-        st.epochs.learn(epoch, base_offset);
+        st.learn_epoch(epoch, base_offset);
     }
 }
 
 /// An append committed batches from `base_offset` on, stamped with the
 /// partition's leader epoch: learn it if it is above every known epoch. The
 /// file is written by the next checkpoint, before it vouches for them.
-pub(crate) fn learn_appended(log: &LogInner, st: &mut PartitionState, base_offset: i64) {
-    if st.epochs.learn(st.leader_epoch, base_offset) {
-        log.leader_epochs.mark_dirty();
+pub(crate) fn learn_appended(store: &Store, st: &mut PartitionState, base_offset: i64) {
+    if st.learn_epoch(st.leader_epoch(), base_offset) {
+        store.leader_epochs.mark_dirty();
     }
 }
 
 /// Called by the checkpoint before it writes the checkpoint file: write the
 /// leader-epoch file if appends taught some partition an epoch since it was
-/// last written. A failure poisons the log, as a failed checkpoint does.
-pub(crate) fn write_learned(log: &LogInner) -> Result<(), StorageError> {
-    if !log.leader_epochs.dirty.swap(false, Ordering::SeqCst) {
+/// last written. A failure poisons the store, as a failed checkpoint does.
+pub(crate) fn write_learned(store: &Store) -> Result<(), StorageError> {
+    if !store.leader_epochs.dirty.swap(false, Ordering::SeqCst) {
         return Ok(());
     }
-    write(log).map_err(|e| {
-        log.leader_epochs.mark_dirty();
-        log.poison(e.to_string())
+    write(store).map_err(|e| {
+        store.leader_epochs.mark_dirty();
+        store.poison(e.to_string())
     })
 }
 
@@ -444,12 +445,12 @@ pub(crate) fn write_learned(log: &LogInner) -> Result<(), StorageError> {
 /// durable before returning. An epoch below the current one is refused (a
 /// leader epoch never goes back); the current one again changes nothing.
 pub(crate) fn set_leader_epoch(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
     epoch: i32,
 ) -> Result<(), EpochError> {
     if assign_leader_epoch(part, epoch)? {
-        persist(log)?;
+        persist(store)?;
     }
     Ok(())
 }
@@ -458,7 +459,7 @@ pub(crate) fn set_leader_epoch(
 /// (a leader change moves many partitions at once; one write each would
 /// rewrite the whole file per partition). Results come back in order.
 pub(crate) fn set_leader_epochs(
-    log: &LogInner,
+    store: &Store,
     items: &[(&PartitionInner, i32)],
 ) -> Vec<Result<(), EpochError>> {
     let assigned: Vec<Result<bool, EpochError>> = items
@@ -466,7 +467,7 @@ pub(crate) fn set_leader_epochs(
         .map(|(part, epoch)| assign_leader_epoch(part, *epoch))
         .collect();
     let written = if assigned.iter().any(|r| matches!(r, Ok(true))) {
-        persist(log)
+        persist(store)
     } else {
         Ok(())
     };
@@ -484,69 +485,66 @@ pub(crate) fn set_leader_epochs(
 /// end. Returns whether anything changed (and the file must be written).
 fn assign_leader_epoch(part: &PartitionInner, epoch: i32) -> Result<bool, EpochError> {
     let mut st = lock(&part.state)?;
-    if st.removed {
+    if st.removed() {
         return Err(crate::partition::removed_error(part.id).into());
     }
     if epoch < 0 {
         return Err(EpochError::Invalid { epoch });
     }
-    if epoch < st.leader_epoch {
+    if epoch < st.leader_epoch() {
         return Err(EpochError::Stale {
             epoch,
-            current: st.leader_epoch,
+            current: st.leader_epoch(),
         });
     }
-    let log_end = st.log_end;
-    let assigned = st.epochs.assign(epoch, log_end);
-    if !assigned && epoch == st.leader_epoch {
+    if !st.start_epoch(epoch) {
         return Ok(false);
     }
-    st.leader_epoch = epoch;
     part.leader_epoch
         .store(epoch, std::sync::atomic::Ordering::SeqCst);
     Ok(true)
 }
 
-/// Write the file now; a failure poisons the log.
-fn persist(log: &LogInner) -> Result<(), EpochError> {
-    if let Some(reason) = &log.durable_tx.borrow().poisoned {
+/// Write the file now; a failure poisons the store.
+fn persist(store: &Store) -> Result<(), EpochError> {
+    if let Some(reason) = &store.log.durable_tx.borrow().poisoned {
         return Err(StorageError::Poisoned {
             reason: reason.clone(),
         }
         .into());
     }
-    write(log).map_err(|e| EpochError::Storage(log.poison(e.to_string())))
+    write(store).map_err(|e| EpochError::Storage(store.poison(e.to_string())))
 }
 
 /// Snapshot every partition's epochs and replace the file with them.
-fn write(log: &LogInner) -> Result<(), StorageError> {
-    let _one_writer = lock(&log.leader_epochs.write_lock)?;
-    let parts: Vec<Arc<PartitionInner>> = read(&log.registry)?.values().cloned().collect();
+fn write(store: &Store) -> Result<(), StorageError> {
+    let _one_writer = lock(&store.leader_epochs.write_lock)?;
+    let parts: Vec<Arc<PartitionInner>> = read(&store.registry)?.values().cloned().collect();
     let mut records = Vec::with_capacity(parts.len());
     for p in &parts {
         let st = lock(&p.state)?;
-        if st.removed || (st.epochs.entries.is_empty() && st.leader_epoch == 0) {
+        if st.removed() || (st.epochs().entries.is_empty() && st.leader_epoch() == 0) {
             continue;
         }
         records.push(StoredEpochs {
             id: p.id,
-            leader_epoch: st.leader_epoch,
-            cache: st.epochs.clone(),
+            leader_epoch: st.leader_epoch(),
+            cache: st.epochs().clone(),
         });
     }
     records.sort_by_key(|r| r.id);
-    replace_file(log, &encode(&records))
+    replace_file(store, &encode(&records))
 }
 
 /// Write `bytes` as the leader-epoch file: temporary file, fdatasync,
 /// rename, directory fsync, so a crash leaves the old file or the new one.
-fn replace_file(log: &LogInner, bytes: &[u8]) -> Result<(), StorageError> {
-    let dir = &log.leader_epochs.dir;
+fn replace_file(store: &Store, bytes: &[u8]) -> Result<(), StorageError> {
+    let dir = &store.leader_epochs.dir;
     let tmp = dir.join(LEADER_EPOCHS_TMP_FILE);
     File::create(&tmp)
         .and_then(|f| {
-            log.io.write_all_at(&f, bytes, 0)?;
-            log.io.sync_data(&f)
+            store.log.io.write_all_at(&f, bytes, 0)?;
+            store.log.io.sync_data(&f)
         })
         .and_then(|()| std::fs::rename(&tmp, dir.join(LEADER_EPOCHS_FILE)))
         .and_then(|()| sync_dir(dir))

@@ -13,6 +13,19 @@ pub enum StorageError {
         /// The OS error.
         source: Arc<std::io::Error>,
     },
+    /// The partition was truncated below a batch before the high watermark
+    /// reached it (this replica stopped leading it): the batch is gone, and
+    /// the producer must send it again to the new leader.
+    #[error(
+        "the batch ending at offset {end_offset} was truncated away (the log now ends at \
+         {truncated_to}) before it was committed"
+    )]
+    Truncated {
+        /// The offset after the batch that was waiting.
+        end_offset: i64,
+        /// Where the truncation left the log end.
+        truncated_to: i64,
+    },
     /// A previous write or fsync failed; the log refuses writes until restart.
     #[error("commit log refuses writes after an earlier failure: {reason}")]
     Poisoned {

@@ -652,7 +652,7 @@ mod tests {
                         p = log.partition(pid(0)).unwrap();
                     }
                 }
-                let hot = p.inner.state.lock().unwrap().index.hot_len();
+                let hot = p.inner.state.lock().unwrap().index().hot_len();
                 prop_assert!(hot <= (hot_entries as usize).max(crate::index::HOT_ENTRIES_MIN));
             }
             prop_assert_eq!(p.offsets().log_start, log_start);

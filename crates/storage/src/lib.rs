@@ -33,6 +33,7 @@ mod records;
 mod recovery;
 #[cfg(test)]
 mod replica_tests;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -44,8 +45,9 @@ pub use records::{
     record_frames,
 };
 
-use crate::log::{LogInner, lock, write};
+use crate::log::{lock, write};
 use crate::partition::PartitionInner;
+use crate::store::Store;
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 ///
@@ -234,36 +236,66 @@ impl AckWait {
     }
 }
 
+/// What a partition's high-watermark watch carries: the high watermark,
+/// and the truncations so far, so that a [`CommitWait`] can tell that the
+/// batch it waits for was cut away (the high watermark may pass its end
+/// offset again later, over other batches).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Committed {
+    pub hw: i64,
+    /// How many truncations the partition went through.
+    pub truncations: u64,
+    /// The log end the latest truncation left.
+    pub truncated_to: i64,
+}
+
 /// A wait for a partition's high watermark to reach an offset: on a single
 /// node it moves with durability (or at once under a relaxed flush policy);
 /// replication will move it once the in-sync replicas have the batch.
 #[derive(Debug)]
 pub struct CommitWait {
-    hw: tokio::sync::watch::Receiver<i64>,
+    hw: tokio::sync::watch::Receiver<Committed>,
     durable: tokio::sync::watch::Receiver<log::Durable>,
     end_offset: i64,
+    /// The truncations the partition had been through when the batch went in.
+    truncations: u64,
 }
 
 impl CommitWait {
     fn new(
-        hw: tokio::sync::watch::Receiver<i64>,
+        hw: tokio::sync::watch::Receiver<Committed>,
         durable: tokio::sync::watch::Receiver<log::Durable>,
         end_offset: i64,
     ) -> Self {
+        let truncations = hw.borrow().truncations;
         Self {
             hw,
             durable,
             end_offset,
+            truncations,
         }
     }
 
     /// Wait until the high watermark is at or past the end offset, or fail
-    /// if the log was poisoned (or closed) first.
+    /// if the log was poisoned (or closed) first, or if a truncation cut
+    /// the batch away ([`StorageError::Truncated`]).
     pub async fn wait(mut self) -> Result<(), StorageError> {
         use std::future::Future;
         use std::task::Poll;
         loop {
-            if *self.hw.borrow_and_update() >= self.end_offset {
+            let now = *self.hw.borrow_and_update();
+            if now.truncations != self.truncations {
+                // Truncations the watch folded together may have cut lower
+                // than the latest one says: only one at a time is judged.
+                if now.truncations - self.truncations > 1 || now.truncated_to < self.end_offset {
+                    return Err(StorageError::Truncated {
+                        end_offset: self.end_offset,
+                        truncated_to: now.truncated_to,
+                    });
+                }
+                self.truncations = now.truncations;
+            }
+            if now.hw >= self.end_offset {
                 return Ok(());
             }
             if let Some(reason) = &self.durable.borrow_and_update().poisoned {
@@ -356,10 +388,19 @@ pub struct ReadOutcome {
     pub offsets: PartitionOffsets,
 }
 
+/// The offset a read stops before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadBound {
+    /// Consumers read committed batches only.
+    HighWatermark,
+    /// A follower replica reads everything the leader wrote.
+    LogEnd,
+}
+
 /// The broker's commit log. Cheap to clone; all clones share one log.
 #[derive(Clone)]
 pub struct CommitLog {
-    inner: Arc<LogInner>,
+    inner: Arc<Store>,
 }
 
 impl std::fmt::Debug for CommitLog {
@@ -452,6 +493,7 @@ impl CommitLog {
             paths.push(path);
             // Closed here; the index-file set reopens it when first written.
             self.inner
+                .log
                 .io
                 .write_all_at(&file, &format::index_header(id), 0)
                 .map_err(|e| log::io_err(format!("writing the header of {}", path_of(&paths)), e))
@@ -471,7 +513,7 @@ impl CommitLog {
         for (&id, path) in fresh.iter().zip(paths) {
             let inner = Arc::new(PartitionInner {
                 id,
-                state: std::sync::Mutex::new(recovery::new_state(path, config.clone())),
+                state: std::sync::Mutex::new(partition::PartitionState::new(path, config.clone())),
                 leader_epoch: std::sync::atomic::AtomicI32::new(0),
             });
             registry.insert(id, inner);
@@ -572,8 +614,8 @@ impl CommitLog {
         };
         let path = {
             let mut st = lock(&p.state)?;
-            st.removed = true;
-            st.index.path().to_path_buf()
+            st.mark_removed();
+            st.index().path().to_path_buf()
         };
         // Its unsynced writes no longer matter: the file is deleted.
         self.inner.index_files.forget(&path)?;
@@ -632,7 +674,7 @@ impl CommitLog {
 #[derive(Clone)]
 pub struct Partition {
     inner: Arc<PartitionInner>,
-    log: Arc<LogInner>,
+    log: Arc<Store>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -670,76 +712,27 @@ impl Partition {
     /// crash. An offset at or past the log end changes nothing. Returns the
     /// new log end.
     pub fn truncate_to(&self, offset: i64) -> Result<i64, TruncateError> {
-        let _panic = self.log.panic_guard("a truncation");
-        // No compaction or cleaner moves index entries meanwhile.
-        let _one_run = lock(&self.log.maintenance_lock)?;
-        let ix = self.log.index_io();
-        let cut = {
-            let mut st = lock(&self.inner.state)?;
-            if st.removed {
-                return Err(partition::removed_error(self.inner.id).into());
-            }
-            if offset < st.log_start {
-                return Err(TruncateError::BelowLogStart {
-                    offset,
-                    log_start: st.log_start,
-                });
-            }
-            if offset >= st.log_end {
-                return Ok(st.log_end);
-            }
-            let cut = match st.truncate(offset, false, ix) {
-                Ok(cut) => cut,
-                Err(e) => {
-                    drop(st);
-                    return Err(self.log.poison(e.to_string()).into());
-                }
-            };
-            // The entry names the end the truncation left (the base offset of
-            // the batch that held `offset`), so replaying it over an index
-            // that already lost those batches lands on the same end. From here
-            // a checkpoint vouches for nothing at or past it, so it never needs
-            // the entry; the index file keeps its old entries until the entry
-            // is durable.
-            let mut entry = Vec::with_capacity(format::ENTRY_HEADER_BYTES);
-            format::put_entry(
-                &mut entry,
-                format::EntryKind::Truncation,
-                self.inner.id,
-                st.log_end,
-                &[],
-            );
-            self.log.write_entries(&entry, None)?;
-            // The leader-epoch file loses the epochs past the end at the next
-            // checkpoint; recovery replays the entry over a stale file too.
-            self.log.leader_epochs.mark_dirty();
-            st.truncating = true;
-            cut
-        };
-        let synced = self.log.sync_now();
-        let mut st = lock(&self.inner.state)?;
-        st.truncating = false;
-        synced?;
-        if let Some(slot) = cut
-            && let Err(e) = st.index.truncate_file(slot, ix)
-        {
-            drop(st);
-            return Err(self.log.poison(e.to_string()).into());
-        }
-        self.log
-            .checkpoint_dirty
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let end = st.log_end;
-        drop(st);
-        self.log.bump_progress();
-        Ok(end)
+        partition::truncate_to(&self.log, &self.inner, offset)
     }
 
     /// Read whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` (always at least one batch when any is available), never
     /// past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
-        partition::read_from(&self.log, &self.inner, offset, max_bytes)
+        partition::read_from(
+            &self.log,
+            &self.inner,
+            offset,
+            max_bytes,
+            ReadBound::HighWatermark,
+        )
+    }
+
+    /// [`Self::read`] for a follower replica: bounded by the log end, not
+    /// the high watermark, since a follower copies what the leader wrote
+    /// before it is committed (its copy is what lets it commit).
+    pub fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
+        partition::read_from(&self.log, &self.inner, offset, max_bytes, ReadBound::LogEnd)
     }
 
     /// Current offsets.
@@ -770,32 +763,31 @@ impl Partition {
 
     /// Replace the partition's config (an altered topic config).
     pub fn set_config(&self, config: PartitionConfig) {
-        let mut st = self.log.lock_frozen(&self.inner.state);
-        let relaxed = config.flush_messages > 1;
-        st.config = config;
-        if relaxed && st.hw < st.log_end {
-            let end = st.log_end;
-            st.set_hw(end);
-            drop(st);
+        let moved = self.log.lock_frozen(&self.inner.state).set_config(config);
+        if moved {
             self.log.bump_progress();
         }
     }
 
     /// The partition's config.
     pub fn config(&self) -> PartitionConfig {
-        self.log.lock_frozen(&self.inner.state).config.clone()
+        self.log.lock_frozen(&self.inner.state).config().clone()
     }
 
     /// Set `delete.retention.ms`: how long compaction keeps a tombstone
     /// (counted from the tombstone's timestamp). `None` keeps tombstones
     /// forever; the default is Kafka's, 24 hours.
     pub fn set_delete_retention_ms(&self, ms: Option<i64>) {
-        self.log.lock_frozen(&self.inner.state).delete_retention_ms = ms;
+        self.log
+            .lock_frozen(&self.inner.state)
+            .set_delete_retention_ms(ms);
     }
 
     /// The partition's `delete.retention.ms`.
     pub fn delete_retention_ms(&self) -> Option<i64> {
-        self.log.lock_frozen(&self.inner.state).delete_retention_ms
+        self.log
+            .lock_frozen(&self.inner.state)
+            .delete_retention_ms()
     }
 
     /// Make `epoch` the partition's leader epoch: it is stamped into every
@@ -823,7 +815,7 @@ impl Partition {
     /// every known one, or a partition with no epoch yet.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         let st = self.log.lock_frozen(&self.inner.state);
-        let (found, end) = st.epochs.end_offset_for(epoch, st.log_end);
+        let (found, end) = st.epochs().end_offset_for(epoch, st.log_end());
         (end != UNDEFINED_EPOCH_OFFSET).then_some((found, end))
     }
 
@@ -832,7 +824,7 @@ impl Partition {
     pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
         self.log
             .lock_frozen(&self.inner.state)
-            .epochs
+            .epochs()
             .epoch_for_offset(offset)
     }
 }

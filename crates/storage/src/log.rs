@@ -1,52 +1,41 @@
-//! The shared commit log: segment files, the writer that appends entries
-//! under one lock, the flusher thread that group-commits with fdatasync, the
-//! checkpoint thread that makes index files durable and writes the recovery
-//! checkpoint, the durable position, and the poisoning that follows a failed
-//! write or sync, a panic, or a broken invariant.
+//! The commit log, the bottom layer: segment files, the writer that appends
+//! entries under one lock and returns their positions, the flusher thread
+//! that group-commits with fdatasync, the durable position, and the
+//! poisoning that follows a failed write or sync, a panic, or a broken
+//! invariant.
 //!
-//! Lock order (a thread holding one may take only those after it):
-//! `maintenance_lock`, `checkpoint_lock`, `flush_lock`, the leader-epoch
-//! file's `write_lock`, `registry`, a
-//! partition's `state` (several only in partition-id order), `writer`,
-//! `segments`, the index-file set (`IndexFiles`). `threads` and the
-//! checkpoint thread's wake-up lock are taken alone. Poisoning takes
-//! `writer`, so code that checks an invariant under `segments` lets go of it
-//! first. A std lock that a panic poisoned is an error ([`lock`]), never
-//! read past.
+//! It deals in bytes and positions only. Each entry names the stream it
+//! belongs to (a [`PartitionId`], opaque here) so that a sync round can say
+//! how far each stream became durable; that report goes up as plain data,
+//! `(stream, end offset)` pairs, to the [`FlushListener`] the layer above
+//! installs (`store.rs`). Partitions, their indexes and the checkpoint are
+//! not this module's business.
+//!
+//! Lock order (a thread holding one may take only those after it; the whole
+//! order, with the layers above, is in `store.rs`): `flush_lock`, then
+//! whatever the listener takes, `writer`, `segments`. `threads` is taken
+//! alone. Poisoning takes `writer`, so code that checks an invariant under
+//! `segments` lets go of it first. A std lock that a panic poisoned is an
+//! error ([`lock`]), never read past.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::error::StorageError;
-use crate::format::{self, Checkpoint, CheckpointPartition, SEGMENT_HEADER_BYTES};
-use crate::index::HOT_ENTRIES_MIN;
-use crate::io::{FileIo, IndexFiles, IndexIo};
-use crate::partition::PartitionInner;
+use crate::format::{self, SEGMENT_HEADER_BYTES};
+use crate::io::FileIo;
 use crate::{Clock, LogConfig, PartitionId};
-
-/// The hot-tail length that keeps `partitions` partitions' index entries
-/// within `budget_bytes` (never below [`HOT_ENTRIES_MIN`]).
-fn hot_entries_max(budget_bytes: u64, partitions: usize) -> usize {
-    let per_entry = std::mem::size_of::<format::IndexEntry>() as u64;
-    let share = budget_bytes / (partitions.max(1) as u64 * per_entry);
-    usize::try_from(share)
-        .unwrap_or(usize::MAX)
-        .max(HOT_ENTRIES_MIN)
-}
 
 /// The longest the flusher sleeps before it re-checks its deadlines and
 /// whether the log was dropped.
-const FLUSHER_IDLE_WAIT_MS: u64 = 100;
-/// Name of the recovery checkpoint under the data directory.
-pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
-/// Temporary name the checkpoint is written under before its rename.
-pub(crate) const CHECKPOINT_TMP_FILE: &str = "checkpoint.tmp";
+pub(crate) const FLUSHER_IDLE_WAIT_MS: u64 = 100;
 
 /// Lock a mutex. A panic while it was held may have left its data half
 /// updated, so a poisoned lock is an error that callers propagate (and the
@@ -71,7 +60,8 @@ fn lock_poisoned_reason<T>() -> String {
 
 /// Poisons the log when its thread unwinds out of the scope it guards: a
 /// panic in the middle of an append, a sync or maintenance may have left
-/// state half updated, and nothing may be written on top of it.
+/// state half updated (in this layer or the ones above), and nothing may be
+/// written on top of it.
 pub(crate) struct PanicGuard<'a> {
     log: &'a LogInner,
     what: &'static str,
@@ -135,12 +125,11 @@ pub(crate) struct Durable {
     pub poisoned: Option<Arc<str>>,
 }
 
-/// Unsynced appends of one partition since the last sync round.
+/// Unsynced appends of one stream since the last sync round.
 pub(crate) struct Marker {
-    pub partition: Arc<PartitionInner>,
-    /// Offset after the partition's last written batch.
+    /// Offset after the stream's last written batch.
     pub end_offset: i64,
-    /// The partition waits for fsync before acknowledging (`flush.messages` = 1).
+    /// The stream waits for fsync before acknowledging (`flush.messages` = 1).
     pub strict: bool,
     pub appends: u64,
     pub flush_messages: u64,
@@ -148,9 +137,10 @@ pub(crate) struct Marker {
     pub first_at: Instant,
 }
 
-/// What an append tells the flusher.
+/// What an append tells the flusher: which stream it wrote, how far, and
+/// that stream's flush policy.
 pub(crate) struct MarkerUpdate {
-    pub partition: Arc<PartitionInner>,
+    pub stream: PartitionId,
     pub end_offset: i64,
     pub flush_messages: u64,
     pub flush_ms: u64,
@@ -184,11 +174,18 @@ pub(crate) struct Writer {
     pub closed: bool,
 }
 
+/// Told, after each sync round and before the durable position moves, how
+/// far each stream written since the last round is now durable.
+pub(crate) trait FlushListener: Send + Sync {
+    /// `ends` holds `(stream, offset after its last durable batch)`, a
+    /// stream at most once.
+    fn flushed(&self, ends: &[(PartitionId, i64)]) -> Result<(), StorageError>;
+}
+
 /// The commit log shared by every handle.
 pub(crate) struct LogInner {
     pub dir: PathBuf,
     pub log_dir: PathBuf,
-    pub index_dir: PathBuf,
     pub config: LogConfig,
     pub clock: Arc<dyn Clock>,
     pub io: Arc<dyn FileIo>,
@@ -198,36 +195,12 @@ pub(crate) struct LogInner {
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// Serializes sync rounds so the durable position only moves forward.
     flush_lock: Mutex<()>,
-    /// Serializes checkpoint writes.
-    checkpoint_lock: Mutex<()>,
-    /// Serializes maintenance runs: retention, compaction and the cleaner
-    /// each assume no other run moves index entries under them.
-    pub maintenance_lock: Mutex<()>,
-    /// When the log was opened; `last_checkpoint_ms` counts from it.
-    opened: Instant,
-    /// When the last checkpoint was written, in ms since `opened`. An atomic,
-    /// not a lock: the checkpoint thread reads it under the writer lock while
-    /// a checkpoint takes partition locks (which appends hold while they take
-    /// the writer lock), so a lock here would be one more order to keep.
-    last_checkpoint_ms: AtomicU64,
-    /// The leader-epoch file (`epochs.rs`).
-    pub leader_epochs: crate::epochs::LeaderEpochsFile,
-    /// Wakes the checkpoint thread (shutdown, poison). Not waited on with a
-    /// lock of the log, so that thread holds no reference to the log while
-    /// it waits (see [`checkpoint_main`]).
-    checkpoint_wake: Arc<(Mutex<()>, Condvar)>,
-    /// Something a checkpoint records changed since the last one.
-    pub checkpoint_dirty: AtomicBool,
-    pub registry: RwLock<HashMap<PartitionId, Arc<PartitionInner>>>,
-    /// The partitions' index files, a bounded set held open.
-    pub index_files: IndexFiles,
-    /// The most index entries each partition keeps in memory: the index
-    /// memory budget shared out over the partitions (see [`Self::share_index_memory`]).
-    index_hot_entries_max: AtomicUsize,
+    /// Who hears how far each stream became durable (set once, by the layer
+    /// above; weak, since that layer owns this log).
+    listener: OnceLock<Weak<dyn FlushListener>>,
     pub durable_tx: watch::Sender<Durable>,
-    pub progress_tx: watch::Sender<u64>,
-    /// The background threads (flusher, checkpoint), joined on shutdown.
-    pub threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The flusher thread, joined on close.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// The pieces [`LogInner::new`] needs from recovery.
@@ -239,23 +212,17 @@ pub(crate) struct LogParts {
     pub segments: BTreeMap<u64, Arc<Segment>>,
     pub active: Arc<Segment>,
     pub write_pos: u64,
-    pub partitions: HashMap<PartitionId, Arc<PartitionInner>>,
-    pub index_files: IndexFiles,
 }
 
 impl LogInner {
     pub fn new(p: LogParts) -> Self {
         let now = p.clock.now_ms();
-        let hot_max = hot_entries_max(p.config.index_memory_bytes, p.partitions.len());
         let (durable_tx, _) = watch::channel(Durable {
             position: p.write_pos,
             poisoned: None,
         });
-        let (progress_tx, _) = watch::channel(0u64);
         Self {
             log_dir: p.dir.join("log"),
-            leader_epochs: crate::epochs::LeaderEpochsFile::new(&p.dir),
-            index_dir: p.dir.join("index"),
             dir: p.dir,
             config: p.config,
             clock: p.clock,
@@ -276,74 +243,24 @@ impl LogInner {
             flush_cv: Condvar::new(),
             segments: RwLock::new(p.segments),
             flush_lock: Mutex::new(()),
-            checkpoint_lock: Mutex::new(()),
-            maintenance_lock: Mutex::new(()),
-            opened: Instant::now(),
-            last_checkpoint_ms: AtomicU64::new(0),
-            checkpoint_wake: Arc::new((Mutex::new(()), Condvar::new())),
-            checkpoint_dirty: AtomicBool::new(true),
-            registry: RwLock::new(p.partitions),
-            index_hot_entries_max: AtomicUsize::new(hot_max),
-            index_files: p.index_files,
+            listener: OnceLock::new(),
             durable_tx,
-            progress_tx,
             threads: Mutex::new(Vec::new()),
         }
     }
 
-    /// How a partition reaches its index file.
-    pub fn index_io(&self) -> IndexIo<'_> {
-        IndexIo {
-            files: &self.index_files,
-            io: self.io.as_ref(),
-        }
-    }
-
-    /// The most index entries one partition keeps in memory.
-    pub fn index_hot_entries_max(&self) -> usize {
-        self.index_hot_entries_max.load(Ordering::Relaxed)
-    }
-
-    /// Share the index memory budget out over `partitions` partitions (a
-    /// partition was created or removed). Partitions over their new share
-    /// shrink at their next append.
-    pub fn share_index_memory(&self, partitions: usize) {
-        self.index_hot_entries_max.store(
-            hot_entries_max(self.config.index_memory_bytes, partitions),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Start the background threads: the flusher (group commit) and the
-    /// checkpoint thread, apart so that index fsyncs never delay an fdatasync
-    /// that producers wait for.
-    pub fn start_flusher(self: &Arc<Self>) -> Result<(), StorageError> {
-        let flusher = self.spawn_guarded("weir-flusher", flusher_main)?;
-        let checkpoint = self.spawn_guarded("weir-checkpoint", checkpoint_main)?;
-        lock(&self.threads)?.extend([flusher, checkpoint]);
-        Ok(())
-    }
-
-    /// Spawn a background thread whose panic poisons the log, with the
-    /// panic's message, instead of leaving the log half alive.
-    fn spawn_guarded(
+    /// Start the flusher thread (group commit), telling `listener` of each
+    /// round. Called once, by the layer above once it exists.
+    pub fn start_flusher(
         self: &Arc<Self>,
-        name: &'static str,
-        body: fn(&Weak<LogInner>),
-    ) -> Result<std::thread::JoinHandle<()>, StorageError> {
-        let weak = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| body(&weak));
-                if let Err(payload) = std::panic::catch_unwind(run)
-                    && let Some(log) = weak.upgrade()
-                {
-                    let message = panic_message(payload.as_ref());
-                    log.poison(format!("the {name} thread panicked: {message}"));
-                }
-            })
-            .map_err(|e| io_err(format!("spawning the {name} thread"), e))
+        listener: Weak<dyn FlushListener>,
+    ) -> Result<(), StorageError> {
+        if self.listener.set(listener).is_err() {
+            return Err(self.poison("invariant broken: the flusher was started twice".into()));
+        }
+        let flusher = spawn_guarded(self, "weir-flusher", flusher_main, |log| log)?;
+        lock(&self.threads)?.push(flusher);
+        Ok(())
     }
 
     /// A guard that poisons the log if `what` panics before it is dropped.
@@ -382,11 +299,6 @@ impl LogInner {
             return Ok(());
         }
         Err(self.poison(format!("invariant broken: {}", invariant())))
-    }
-
-    /// Tell waiters that the log moved (high watermark or log start).
-    pub fn bump_progress(&self) {
-        self.progress_tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The error every write gets once the log is poisoned.
@@ -441,7 +353,17 @@ impl LogInner {
             );
         }
         self.flush_cv.notify_all();
-        self.checkpoint_wake.1.notify_all();
+    }
+
+    /// Why the log refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<Arc<str>> {
+        self.durable_tx.borrow().poisoned.clone()
+    }
+
+    /// Whether [`Self::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        // A writer lock a panic poisoned counts as closed: nothing more is written.
+        self.writer.lock().map_or(true, |w| w.closed)
     }
 
     /// Append `buf` (whole entries) at the log head, rolling the segment first
@@ -502,9 +424,7 @@ impl LogInner {
         for m in markers {
             let strict = m.flush_messages <= 1;
             w.strict_pending |= strict;
-            let id = m.partition.id;
-            let entry = w.pending.entry(id).or_insert_with(|| Marker {
-                partition: m.partition.clone(),
+            let entry = w.pending.entry(m.stream).or_insert_with(|| Marker {
                 end_offset: m.end_offset,
                 strict,
                 appends: 0,
@@ -563,8 +483,8 @@ impl LogInner {
     }
 
     /// One group commit: fdatasync everything written so far (from every
-    /// partition), then advance the durable position and the partitions'
-    /// high watermarks. Returns the durable position.
+    /// stream), tell the listener how far each stream is durable, then
+    /// advance the durable position. Returns the durable position.
     pub fn flush_round(&self) -> Result<u64, StorageError> {
         let _round = lock(&self.flush_lock)?;
         let (target, markers, files, dir_dirty) = {
@@ -591,12 +511,12 @@ impl LogInner {
             return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
         }
         lock(&self.writer)?.synced_pos = target;
-        let mut moved = false;
-        for m in markers.values() {
-            moved |= m.partition.mark_durable(m.end_offset)?;
-        }
-        if moved {
-            self.bump_progress();
+        if !markers.is_empty()
+            && let Some(listener) = self.listener.get().and_then(Weak::upgrade)
+        {
+            let ends: Vec<(PartitionId, i64)> =
+                markers.iter().map(|(s, m)| (*s, m.end_offset)).collect();
+            listener.flushed(&ends)?;
         }
         self.durable_tx
             .send_modify(|d| d.position = d.position.max(target));
@@ -609,107 +529,43 @@ impl LogInner {
         self.flush_round()
     }
 
-    /// Write the recovery checkpoint: fsync every index file that changed,
-    /// then atomically replace the checkpoint file. Returns the log position
-    /// it records.
-    pub fn write_checkpoint(&self) -> Result<u64, StorageError> {
-        let _serial = lock(&self.checkpoint_lock)?;
-        if let Some(r) = &lock(&self.writer)?.poisoned {
-            return Err(Self::poisoned_error(r));
-        }
-        self.checkpoint_dirty.store(false, Ordering::SeqCst);
-        let position = self.durable_tx.borrow().position;
-        let parts: Vec<Arc<PartitionInner>> = read(&self.registry)?.values().cloned().collect();
-        let mut cp = Checkpoint {
-            position,
-            partitions: Vec::with_capacity(parts.len()),
-        };
-        let mut recorded = Vec::with_capacity(parts.len());
-        for p in &parts {
-            let mut st = lock(&p.state)?;
-            if st.removed {
-                continue;
-            }
-            // The checkpoint vouches for the index up to durable_end: its
-            // buffered entries go to the file before the fsync below.
-            if let Err(e) = st.flush_index(self) {
-                drop(st);
-                return Err(e);
-            }
-            let summary = match st.index.summary(st.durable_end, self.index_io()) {
-                Ok(s) => s,
-                Err(e) => {
-                    drop(st);
-                    return Err(self.poison(e.to_string()));
-                }
-            };
-            cp.partitions.push(CheckpointPartition {
-                id: p.id,
-                index_end_offset: st.durable_end,
-                log_start: st.log_start,
-                summary: Some(summary),
-            });
-            recorded.push((p, st.log_start));
-        }
-        // Index files closed since their last write were synced when closed.
-        if let Err(e) = self.index_files.sync_dirty(self.io.as_ref()) {
-            return Err(self.poison(e.to_string()));
-        }
-        crate::epochs::write_learned(self)?;
-        let bytes = cp.encode();
-        let done = weir_sync::replace_file(
-            &self.dir.join(CHECKPOINT_TMP_FILE),
-            &self.dir.join(CHECKPOINT_FILE),
-            |f| self.io.write_all_at(f, &bytes, 0),
-            |f| {
-                crate::io::failpoint("storage::checkpoint_sync")?;
-                self.io.sync_data(f)
-            },
-        );
-        if let Err(e) = done {
-            return Err(self.poison(format!(
-                "writing the checkpoint in {} failed: {e}",
-                self.dir.display()
-            )));
-        }
-        // Only now, with the checkpoint durable, may segment deletion rely
-        // on the log starts it recorded.
-        for (p, log_start) in recorded {
-            lock(&p.state)?.recorded_log_start(log_start);
-        }
-        let now_ms = self.opened.elapsed().as_millis() as u64;
-        self.last_checkpoint_ms.store(now_ms, Ordering::SeqCst);
-        Ok(position)
-    }
-
-    /// How long until a checkpoint is due; `None` when nothing changed.
-    fn checkpoint_wait(&self) -> Option<Duration> {
-        if !self.checkpoint_dirty.load(Ordering::SeqCst) {
-            return None;
-        }
-        let since = (self.opened.elapsed().as_millis() as u64)
-            .saturating_sub(self.last_checkpoint_ms.load(Ordering::SeqCst));
-        Some(Duration::from_millis(
-            self.config
-                .index_checkpoint_interval_ms
-                .saturating_sub(since),
-        ))
-    }
-
-    /// Stop accepting appends, sync, checkpoint, and stop the background threads.
-    pub fn shutdown(&self) -> Result<(), StorageError> {
+    /// Sync what is written, stop taking appends, and stop the flusher.
+    /// Returns the sync's outcome once the thread is joined.
+    pub fn close(&self) -> Result<u64, StorageError> {
         let synced = self.flush_round();
         lock(&self.writer)?.closed = true;
         self.flush_cv.notify_all();
-        self.checkpoint_wake.1.notify_all();
         let handles = std::mem::take(&mut *lock(&self.threads)?);
         for h in handles {
             // A panic was caught in the thread and poisoned the log there.
             let _ = h.join();
         }
-        synced?;
-        self.write_checkpoint().map(|_| ())
+        synced
     }
+}
+
+/// Spawn a background thread that holds `owner` weakly, and whose panic
+/// poisons the log (`log_of(owner)`), with the panic's message, instead of
+/// leaving the log half alive.
+pub(crate) fn spawn_guarded<T: Send + Sync + 'static>(
+    owner: &Arc<T>,
+    name: &'static str,
+    body: fn(&Weak<T>),
+    log_of: fn(&T) -> &LogInner,
+) -> Result<std::thread::JoinHandle<()>, StorageError> {
+    let weak = Arc::downgrade(owner);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| body(&weak));
+            if let Err(payload) = std::panic::catch_unwind(run)
+                && let Some(owner) = weak.upgrade()
+            {
+                let message = panic_message(payload.as_ref());
+                log_of(&owner).poison(format!("the {name} thread panicked: {message}"));
+            }
+        })
+        .map_err(|e| io_err(format!("spawning the {name} thread"), e))
 }
 
 /// Decide whether a sync round is due now, and otherwise how long to sleep.
@@ -754,50 +610,6 @@ fn flusher_main(weak: &Weak<LogInner>) {
         // Errors poison the log and are reported there; waiters see them.
         let _ = log.flush_round();
     }
-}
-
-/// The checkpoint thread: every `index_checkpoint_interval_ms` while
-/// something changed, fsync the index files and write the checkpoint. It
-/// shares no lock with the flusher across an fsync, so a checkpoint never
-/// delays the fdatasync that acknowledges a produce.
-///
-/// It holds the log only while it decides or checkpoints, never while it
-/// waits: the flusher holds it while it waits, and two threads taking turns
-/// would keep a dropped log alive for ever.
-fn checkpoint_main(weak: &Weak<LogInner>) {
-    let Some(wake) = weak.upgrade().map(|log| log.checkpoint_wake.clone()) else {
-        return;
-    };
-    loop {
-        let wait = {
-            let Some(log) = weak.upgrade() else { return };
-            let Some(wait) = checkpoint_next_wait(&log) else {
-                return;
-            };
-            if wait.is_zero() {
-                // Errors poison the log and are reported there.
-                let _ = log.write_checkpoint();
-                continue;
-            }
-            wait
-        };
-        let Ok(guard) = wake.0.lock() else { return };
-        let _ = wake.1.wait_timeout(guard, wait);
-    }
-}
-
-/// How long the checkpoint thread may sleep; `None` once the log is closed.
-fn checkpoint_next_wait(log: &LogInner) -> Option<Duration> {
-    let w = lock(&log.writer).ok()?;
-    if w.closed {
-        return None;
-    }
-    let idle = Duration::from_millis(FLUSHER_IDLE_WAIT_MS);
-    Some(match log.checkpoint_wait() {
-        _ if w.poisoned.is_some() => idle,
-        Some(wait) => wait.min(idle),
-        None => idle,
-    })
 }
 
 /// fsync a directory so created, renamed or deleted entries in it are durable.

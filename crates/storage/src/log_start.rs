@@ -10,21 +10,22 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::{ReadError, StorageError};
-use crate::log::{LogInner, lock};
+use crate::log::lock;
 use crate::partition::{self, PartitionInner};
+use crate::store::Store;
 use crate::{PartitionId, reclaim};
 
 /// Advance each partition's log start to its offset (`-1`: the high
 /// watermark), then make the moves durable. Results, in the order of
 /// `items`, are the new log-start offsets.
 pub(crate) fn delete_records_before(
-    log: &LogInner,
+    store: &Store,
     items: &[(&Arc<PartitionInner>, i64)],
 ) -> Vec<Result<i64, ReadError>> {
-    let _panic = log.panic_guard("DeleteRecords");
+    let _panic = store.panic_guard("DeleteRecords");
     let mut results: Vec<Result<i64, ReadError>> = items
         .iter()
-        .map(|(part, offset)| advance(log, part, *offset))
+        .map(|(part, offset)| advance(store, part, *offset))
         .collect();
     let moved: Vec<PartitionId> = items
         .iter()
@@ -35,14 +36,14 @@ pub(crate) fn delete_records_before(
     if moved.is_empty() {
         return results;
     }
-    match make_durable(log, &moved) {
+    match make_durable(store, &moved) {
         Ok(unrecorded) => {
             for ((part, _), result) in items.iter().zip(results.iter_mut()) {
                 if result.is_ok() && unrecorded.contains(&part.id) {
-                    *result = Err(ReadError::Storage(reclaim::refused(log)));
+                    *result = Err(ReadError::Storage(reclaim::refused(store)));
                 }
             }
-            log.bump_progress();
+            store.bump_progress();
         }
         Err(err) => {
             for result in results.iter_mut().filter(|r| r.is_ok()) {
@@ -54,36 +55,36 @@ pub(crate) fn delete_records_before(
 }
 
 /// Move one partition's log start in memory; returns the new log start.
-fn advance(log: &LogInner, part: &PartitionInner, offset: i64) -> Result<i64, ReadError> {
+fn advance(store: &Store, part: &PartitionInner, offset: i64) -> Result<i64, ReadError> {
     let mut st = lock(&part.state)?;
-    if st.removed {
+    if st.removed() {
         return Err(ReadError::Storage(partition::removed_error(part.id)));
     }
-    let target = if offset == -1 { st.hw } else { offset };
-    if target < 0 || target > st.hw {
+    let target = if offset == -1 { st.hw() } else { offset };
+    if target < 0 || target > st.hw() {
         return Err(ReadError::OffsetOutOfRange {
             offset,
-            log_start: st.log_start,
-            log_end: st.hw,
+            log_start: st.log_start(),
+            log_end: st.hw(),
         });
     }
-    if st.advance_log_start(target, log.index_io())? {
-        log.checkpoint_dirty.store(true, Ordering::SeqCst);
+    if st.advance_log_start(target, store.index_io())? {
+        store.checkpoint_dirty.store(true, Ordering::SeqCst);
     }
-    Ok(st.log_start)
+    Ok(st.log_start())
 }
 
 /// The checkpoint records log-start offsets: writing it makes the moves
 /// durable. Returns the partitions of `moved` whose log start could not be
 /// recorded (a poisoned log records only partitions its last checkpoint has).
-fn make_durable(log: &LogInner, moved: &[PartitionId]) -> Result<Vec<PartitionId>, StorageError> {
-    if log.durable_tx.borrow().poisoned.is_some() {
+fn make_durable(store: &Store, moved: &[PartitionId]) -> Result<Vec<PartitionId>, StorageError> {
+    if store.log.durable_tx.borrow().poisoned.is_some() {
         // As maintenance does; a lock a panic poisoned is not waited for.
-        let _one_run = lock(&log.maintenance_lock);
-        return reclaim::checkpoint_log_starts(log, moved);
+        let _one_run = lock(&store.maintenance_lock);
+        return reclaim::checkpoint_log_starts(store, moved);
     }
-    log.sync_now()?;
-    log.write_checkpoint()?;
+    store.log.sync_now()?;
+    store.write_checkpoint()?;
     Ok(Vec::new())
 }
 

@@ -23,8 +23,9 @@ use std::sync::atomic::Ordering;
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, EntryKind};
-use crate::log::{LogInner, io_err, lock, read, sync_dir, write};
+use crate::log::{io_err, lock, read, sync_dir, write};
 use crate::partition::{Located, PartitionInner, read_located};
+use crate::store::Store;
 
 /// A segment is cleaned when its live bytes are below this fraction (1/N) of its size.
 const CLEANER_LIVE_FRACTION_DIVISOR: u64 = 4;
@@ -35,48 +36,48 @@ const CLEANER_WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// Apply retention, relocate live batches out of mostly dead segments, and
 /// delete segments that hold no live data.
-pub(crate) fn run(log: &LogInner) -> Result<(), StorageError> {
-    let _one_run = lock(&log.maintenance_lock)?;
-    if log.durable_tx.borrow().poisoned.is_some() {
+pub(crate) fn run(store: &Store) -> Result<(), StorageError> {
+    let _one_run = lock(&store.maintenance_lock)?;
+    if store.log.durable_tx.borrow().poisoned.is_some() {
         // Appends are refused until restart, but deleted data's space can come back.
-        return crate::reclaim::run_while_poisoned(log);
+        return crate::reclaim::run_while_poisoned(store);
     }
-    let parts: Vec<Arc<PartitionInner>> = read(&log.registry)?.values().cloned().collect();
-    if apply_retention(log, &parts)? {
-        log.checkpoint_dirty.store(true, Ordering::SeqCst);
-        log.bump_progress();
+    let parts: Vec<Arc<PartitionInner>> = read(&store.registry)?.values().cloned().collect();
+    if apply_retention(store, &parts)? {
+        store.checkpoint_dirty.store(true, Ordering::SeqCst);
+        store.bump_progress();
     }
-    let compacted = crate::compaction::run(log, &parts)?;
-    let relocated = relocate(log, &parts)?;
-    let deletable = deletable_segments(log, &parts, u64::MAX)?;
+    let compacted = crate::compaction::run(store, &parts)?;
+    let relocated = relocate(store, &parts)?;
+    let deletable = deletable_segments(store, &parts, u64::MAX)?;
     if deletable.is_empty()
         && relocated == 0
         && compacted == 0
-        && !log.checkpoint_dirty.load(Ordering::SeqCst)
+        && !store.checkpoint_dirty.load(Ordering::SeqCst)
     {
         return Ok(());
     }
-    log.sync_now()?;
-    let checkpoint_pos = log.write_checkpoint()?;
-    let deletable = deletable_segments(log, &parts, checkpoint_pos)?;
-    delete_segments(log, &deletable)
+    store.log.sync_now()?;
+    let checkpoint_pos = store.write_checkpoint()?;
+    let deletable = deletable_segments(store, &parts, checkpoint_pos)?;
+    delete_segments(store, &deletable)
 }
 
 /// Advance log-start offsets by time and size. Returns whether any moved.
-fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool, StorageError> {
-    let now = log.clock.now_ms();
-    let ix = log.index_io();
+fn apply_retention(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<bool, StorageError> {
+    let now = store.log.clock.now_ms();
+    let ix = store.index_io();
     let mut moved = false;
     for p in parts {
         let mut st = lock(&p.state)?;
-        if st.removed {
+        if st.removed() {
             continue;
         }
-        let mut target = st.log_start;
-        let hw = st.hw;
-        if let Some(ms) = st.config.retention_ms.filter(|ms| *ms >= 0) {
+        let mut target = st.log_start();
+        let hw = st.hw();
+        if let Some(ms) = st.config().retention_ms.filter(|ms| *ms >= 0) {
             let cutoff = now.saturating_sub(ms);
-            st.index.scan_live(ix, |_, e| {
+            st.index().scan_live(ix, |_, e| {
                 if e.last_offset() >= hw || e.max_timestamp >= cutoff {
                     return ControlFlow::Break(());
                 }
@@ -84,9 +85,9 @@ fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool
                 ControlFlow::Continue(())
             })?;
         }
-        if let Some(limit) = st.config.retention_bytes.filter(|b| *b >= 0) {
-            let mut live = st.index.live_bytes();
-            st.index.scan_live(ix, |_, e| {
+        if let Some(limit) = st.config().retention_bytes.filter(|b| *b >= 0) {
+            let mut live = st.index().live_bytes();
+            st.index().scan_live(ix, |_, e| {
                 if live <= limit as u64 || e.last_offset() >= hw {
                     return ControlFlow::Break(());
                 }
@@ -96,7 +97,7 @@ fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool
             })?;
         }
         if st.advance_log_start(target, ix)? {
-            tracing::debug!(partition = ?p.id, log_start = st.log_start, "retention advanced the log start");
+            tracing::debug!(partition = ?p.id, log_start = st.log_start(), "retention advanced the log start");
             moved = true;
         }
     }
@@ -104,9 +105,9 @@ fn apply_retention(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<bool
 }
 
 /// Segments by base, with their end position; the active one is left out.
-fn closed_segments(log: &LogInner) -> Result<BTreeMap<u64, u64>, StorageError> {
-    let active = lock(&log.writer)?.active.base;
-    let segs = read(&log.segments)?;
+fn closed_segments(store: &Store) -> Result<BTreeMap<u64, u64>, StorageError> {
+    let active = lock(&store.log.writer)?.active.base;
+    let segs = read(&store.log.segments)?;
     let bases: Vec<u64> = segs.keys().copied().collect();
     let mut out = BTreeMap::new();
     for (i, base) in bases.iter().enumerate() {
@@ -138,17 +139,17 @@ fn live_by_segment(
     let mut live = BTreeMap::new();
     for p in parts {
         let st = lock(&p.state)?;
-        if st.removed {
+        if st.removed() {
             continue;
         }
         // Decided from the log starts a checkpoint recorded, not only the
         // ones in memory: a DeleteRecords whose checkpoint is not yet
         // written must not lose segments that a restart would look for.
         let keep_from = match pinned {
-            Pinned::Live => st.log_start,
+            Pinned::Live => st.log_start(),
             Pinned::LiveOrUnrecorded => st.restart_log_start(),
         };
-        for (base, u) in st.index.segment_uses() {
+        for (base, u) in st.index().segment_uses() {
             if u.max_last_offset >= keep_from {
                 *live.entry(*base).or_insert(0) += u.bytes.max(1);
             }
@@ -159,35 +160,36 @@ fn live_by_segment(
 
 /// Closed segments without live data that end at or before `durable_limit`.
 fn deletable_segments(
-    log: &LogInner,
+    store: &Store,
     parts: &[Arc<PartitionInner>],
     durable_limit: u64,
 ) -> Result<Vec<u64>, StorageError> {
     let live = live_by_segment(parts, Pinned::LiveOrUnrecorded)?;
-    Ok(closed_segments(log)?
+    Ok(closed_segments(store)?
         .into_iter()
         .filter(|(base, end)| *end <= durable_limit && live.get(base).copied().unwrap_or(0) == 0)
         .map(|(base, _)| base)
         .collect())
 }
 
-pub(crate) fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), StorageError> {
+pub(crate) fn delete_segments(store: &Store, bases: &[u64]) -> Result<(), StorageError> {
     if bases.is_empty() {
         return Ok(());
     }
     for base in bases {
-        let Some(seg) = write(&log.segments)?.remove(base) else {
+        let Some(seg) = write(&store.log.segments)?.remove(base) else {
             continue;
         };
         std::fs::remove_file(&seg.path)
             .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
         tracing::info!(segment = %seg.path.display(), "deleted a commit-log segment with no live data");
     }
-    let parts: Vec<Arc<PartitionInner>> = read(&log.registry)?.values().cloned().collect();
+    let parts: Vec<Arc<PartitionInner>> = read(&store.registry)?.values().cloned().collect();
     for p in parts {
-        lock(&p.state)?.index.forget_segments(bases);
+        lock(&p.state)?.index_mut().forget_segments(bases);
     }
-    sync_dir(&log.log_dir).map_err(|e| io_err(format!("fsync of {}", log.log_dir.display()), e))
+    sync_dir(&store.log.log_dir)
+        .map_err(|e| io_err(format!("fsync of {}", store.log.log_dir.display()), e))
 }
 
 /// One batch the cleaner moved.
@@ -200,11 +202,11 @@ struct Moved {
 
 /// Copy the live batches of mostly dead closed segments to the log head.
 /// Returns how many batches moved.
-fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
+fn relocate(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
     let live = live_by_segment(parts, Pinned::Live)?;
     let mut budget = CLEANER_BYTES_PER_RUN_MAX;
     let mut targets: Vec<(u64, u64)> = Vec::new();
-    for (base, end) in closed_segments(log)? {
+    for (base, end) in closed_segments(store)? {
         let l = live.get(&base).copied().unwrap_or(0);
         if l == 0 || l * CLEANER_LIVE_FRACTION_DIVISOR >= end - base || l > budget {
             continue;
@@ -217,7 +219,7 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     }
     let in_target = |pos: u64| targets.iter().any(|(b, e)| pos >= *b && pos < *e);
 
-    let ix = log.index_io();
+    let ix = store.index_io();
     let mut moved = Vec::new();
     let mut buf = Vec::with_capacity(CLEANER_WRITE_CHUNK_BYTES);
     let mut pending: Vec<(Arc<PartitionInner>, i64, u64, u64)> = Vec::new();
@@ -226,12 +228,12 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
     for p in parts {
         let located: Vec<Located> = {
             let st = lock(&p.state)?;
-            if st.removed {
+            if st.removed() {
                 continue;
             }
-            let log_start = st.log_start;
+            let log_start = st.log_start();
             let uses_target = st
-                .index
+                .index()
                 .segment_uses()
                 .iter()
                 .any(|(base, u)| u.max_last_offset >= log_start && in_target(*base));
@@ -239,13 +241,13 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
                 continue;
             }
             let mut entries = Vec::new();
-            st.index.scan_live(ix, |_, e| {
+            st.index().scan_live(ix, |_, e| {
                 if in_target(e.position) {
                     entries.push(*e);
                 }
                 ControlFlow::Continue(())
             })?;
-            let segs = read(&log.segments)?;
+            let segs = read(&store.log.segments)?;
             entries
                 .into_iter()
                 .filter_map(|e| {
@@ -259,7 +261,7 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
         };
         emptied.push(p.clone());
         for l in located {
-            let batch = read_located(log, p.id, std::slice::from_ref(&l))?;
+            let batch = read_located(store, p.id, std::slice::from_ref(&l))?;
             let rel = buf.len() as u64;
             format::put_entry(
                 &mut buf,
@@ -270,22 +272,22 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
             );
             pending.push((p.clone(), l.entry.base_offset, l.entry.position, rel));
             if buf.len() >= CLEANER_WRITE_CHUNK_BYTES {
-                flush_chunk(log, &mut buf, &mut pending, &mut moved)?;
+                flush_chunk(store, &mut buf, &mut pending, &mut moved)?;
             }
         }
     }
-    flush_chunk(log, &mut buf, &mut pending, &mut moved)?;
+    flush_chunk(store, &mut buf, &mut pending, &mut moved)?;
     // The copies must be durable before the index points at them.
-    log.sync_now()?;
+    store.log.sync_now()?;
     let mut count = 0;
     let mut missed: Vec<PartitionId> = Vec::new();
     for m in &moved {
         let mut st = lock(&m.partition.state)?;
-        let current = st.index.find(m.base_offset, ix)?;
+        let current = st.index().find(m.base_offset, ix)?;
         match current {
             Some((slot, e)) if e.base_offset == m.base_offset && e.position == m.old_position => {
-                st.index.set_position(slot, m.new_position, ix)?;
-                log.checkpoint_dirty.store(true, Ordering::SeqCst);
+                st.index_mut().set_position(slot, m.new_position, ix)?;
+                store.checkpoint_dirty.store(true, Ordering::SeqCst);
                 count += 1;
             }
             // Gone below the log start meanwhile: nothing to move.
@@ -300,9 +302,9 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
             continue;
         }
         let mut st = lock(&p.state)?;
-        let log_start = st.log_start;
+        let log_start = st.log_start();
         for (base, _) in &targets {
-            st.index.segment_emptied(*base, log_start);
+            st.index_mut().segment_emptied(*base, log_start);
         }
     }
     tracing::info!(
@@ -318,7 +320,7 @@ fn relocate(log: &LogInner, parts: &[Arc<PartitionInner>]) -> Result<usize, Stor
 /// them, so no segment holding a copy the index may point at is ever taken
 /// for empty), and record where each landed.
 fn flush_chunk(
-    log: &LogInner,
+    store: &Store,
     buf: &mut Vec<u8>,
     pending: &mut Vec<(Arc<PartitionInner>, i64, u64, u64)>,
     moved: &mut Vec<Moved>,
@@ -326,13 +328,13 @@ fn flush_chunk(
     if buf.is_empty() {
         return Ok(());
     }
-    let written = log.write_entries(buf, None)?;
+    let written = store.log.write_entries(buf, None)?;
     for (partition, base_offset, old_position, rel) in pending.drain(..) {
         let new_position = written.position + rel;
         {
             let mut st = lock(&partition.state)?;
-            if let Some((_, e)) = st.index.find(base_offset, log.index_io())? {
-                st.index.note_segment_use(
+            if let Some((_, e)) = st.index().find(base_offset, store.index_io())? {
+                st.index_mut().note_segment_use(
                     written.segment,
                     e.end_position() - e.position,
                     e.last_offset(),

@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::batch::{self, BatchInfo};
-use crate::error::{AppendError, ReadError, StorageError};
+use crate::error::{AppendError, ReadError, StorageError, TruncateError};
 use crate::format::{self, ENTRY_HEADER_BYTES, EntryKind, IndexEntry};
 use crate::index::QueueIndex;
 use crate::io::IndexIo;
-use crate::log::{LogInner, MarkerUpdate, Segment, Written, io_err, lock, read};
+use crate::log::{MarkerUpdate, Segment, Written, io_err, lock, read};
 use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch};
+use crate::store::Store;
 use crate::{
     AppendOutcome, CommitWait, DurableWait, PartitionConfig, PartitionId, PartitionOffsets,
-    ReadOutcome, TimestampType,
+    ReadBound, ReadOutcome, TimestampType,
 };
 
 /// Idempotent-producer state is rebuilt at open from at most this many of a
@@ -31,49 +32,245 @@ const PRODUCER_REBUILD_BATCHES_MAX: u64 = 1 << 16;
 
 /// Everything about a partition that changes, behind one lock.
 pub(crate) struct PartitionState {
-    pub config: PartitionConfig,
-    pub leader_epoch: i32,
+    config: PartitionConfig,
+    leader_epoch: i32,
     /// Leader epochs and their start offsets (`epochs.rs`).
-    pub epochs: crate::epochs::EpochCache,
+    epochs: crate::epochs::EpochCache,
     /// The queue index: batches in offset order, the newest in memory.
-    pub index: QueueIndex,
-    pub log_start: i64,
+    index: QueueIndex,
+    log_start: i64,
     /// The log-start offset the last durable checkpoint recorded: a restart
     /// starts from it, whatever the in-memory `log_start` says, so segment
     /// deletion keeps what lies between the two.
-    pub checkpointed_log_start: i64,
+    checkpointed_log_start: i64,
     /// Offset after the last appended batch, durable or not.
-    pub log_end: i64,
+    log_end: i64,
     /// Offset after the last batch consumers may read and `acks=all`
     /// waits for. Set only through [`Self::set_hw`]. On a single node it
     /// follows durability (or the log end under a relaxed flush policy);
     /// replication will move it.
-    pub hw: i64,
-    /// Watched by [`crate::CommitWait`]; carries `hw`.
-    pub hw_tx: tokio::sync::watch::Sender<i64>,
+    hw: i64,
+    /// Watched by [`crate::CommitWait`]; carries `hw` and the truncations.
+    hw_tx: tokio::sync::watch::Sender<crate::Committed>,
     /// Offset after the last batch known to be fdatasync'd.
-    pub durable_end: i64,
-    pub producers: ProducerTable,
-    pub removed: bool,
+    durable_end: i64,
+    producers: ProducerTable,
+    removed: bool,
     /// A truncation is between writing its log entry and cutting the index
     /// file: appends are refused until it is done.
-    pub truncating: bool,
+    truncating: bool,
     /// `delete.retention.ms`: how long compaction keeps a tombstone; `None`
     /// keeps tombstones forever.
-    pub delete_retention_ms: Option<i64>,
+    delete_retention_ms: Option<i64>,
     /// Offset up to which the last compaction built its key map: batches
     /// from here on are the "dirty" part that decides when to compact again.
-    pub compacted_end: i64,
+    compacted_end: i64,
     /// Earliest time (ms) at which a tombstone kept by the last compaction
     /// may be removed; `i64::MAX` when none is waiting.
-    pub tombstone_due_ms: i64,
+    tombstone_due_ms: i64,
 }
 
 impl PartitionState {
+    pub fn config(&self) -> &PartitionConfig {
+        &self.config
+    }
+
+    /// The epoch this replica leads (or last learned) the partition in.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn epochs(&self) -> &crate::epochs::EpochCache {
+        &self.epochs
+    }
+
+    pub fn index(&self) -> &QueueIndex {
+        &self.index
+    }
+
+    pub fn log_start(&self) -> i64 {
+        self.log_start
+    }
+
+    pub fn log_end(&self) -> i64 {
+        self.log_end
+    }
+
+    pub fn hw(&self) -> i64 {
+        self.hw
+    }
+
+    pub fn durable_end(&self) -> i64 {
+        self.durable_end
+    }
+
+    pub fn removed(&self) -> bool {
+        self.removed
+    }
+
+    pub fn delete_retention_ms(&self) -> Option<i64> {
+        self.delete_retention_ms
+    }
+
+    pub fn compacted_end(&self) -> i64 {
+        self.compacted_end
+    }
+
+    pub fn tombstone_due_ms(&self) -> i64 {
+        self.tombstone_due_ms
+    }
+
+    /// A new partition's state, its index file at `path`.
+    pub fn new(path: std::path::PathBuf, config: PartitionConfig) -> Self {
+        PartitionState {
+            config,
+            leader_epoch: 0,
+            epochs: Default::default(),
+            index: QueueIndex::new(path),
+            log_start: 0,
+            checkpointed_log_start: i64::MIN,
+            log_end: 0,
+            hw: 0,
+            hw_tx: tokio::sync::watch::Sender::new(crate::Committed::default()),
+            durable_end: 0,
+            producers: ProducerTable::default(),
+            removed: false,
+            truncating: false,
+            delete_retention_ms: Some(crate::compaction::DELETE_RETENTION_MS_DEFAULT),
+            compacted_end: i64::MIN,
+            tombstone_due_ms: i64::MAX,
+        }
+    }
+
+    /// The queue index, for maintenance and recovery, which move and
+    /// rewrite batches (the index keeps its own invariants); the offsets
+    /// stay behind this type's methods.
+    pub fn index_mut(&mut self) -> &mut QueueIndex {
+        &mut self.index
+    }
+
+    /// Recovery loaded the index file: the batches it holds start at
+    /// `log_start`.
+    pub fn load_index(&mut self, index: QueueIndex, log_start: i64) {
+        self.index = index;
+        self.log_start = log_start;
+    }
+
+    /// Recovery found the log to reach `end` (before its tail scan).
+    pub fn set_recovered_end(&mut self, end: i64) {
+        self.log_end = end;
+    }
+
+    /// Recovery's tail scan met a batch past the log end: index it.
+    pub fn replay_batch(
+        &mut self,
+        entry: IndexEntry,
+        segment: u64,
+        hot_max: usize,
+        ix: IndexIo<'_>,
+    ) -> Result<(), StorageError> {
+        self.log_end = entry.last_offset() + 1;
+        self.index.push(entry, segment, hot_max, ix).map(|_| ())
+    }
+
+    /// Recovery is done: forget the uses of segments below the first one
+    /// left (`first_base`), whose batches lie below the log start; everything
+    /// recovered is durable, and readable.
+    pub fn finish_recovery(
+        &mut self,
+        first_base: u64,
+        ix: IndexIo<'_>,
+    ) -> Result<(), StorageError> {
+        // A segment is deleted only once nothing in it is live, so a use of
+        // one below the first segment is of batches below the log start.
+        let gone: Vec<u64> = self
+            .index
+            .segment_uses()
+            .range(..first_base)
+            .map(|(b, _)| *b)
+            .collect();
+        let dead_end = self
+            .index
+            .segment_uses()
+            .range(..first_base)
+            .map(|(_, u)| u.max_last_offset.saturating_add(1))
+            .max();
+        self.index.forget_segments(&gone);
+        self.log_end = self.log_end.max(self.log_start);
+        self.set_hw(self.log_end);
+        if let Some(end) = dead_end {
+            self.advance_log_start(end, ix)?;
+        }
+        self.durable_end = self.log_end;
+        self.rebuild_producers(ix)
+    }
+
+    /// Replace the config; `true` when the high watermark moved (a relaxed
+    /// flush policy makes everything written readable at once).
+    pub fn set_config(&mut self, config: PartitionConfig) -> bool {
+        let relaxed = config.flush_messages > 1;
+        self.config = config;
+        if relaxed && self.hw < self.log_end {
+            self.set_hw(self.log_end);
+            return true;
+        }
+        false
+    }
+
+    pub fn set_delete_retention_ms(&mut self, ms: Option<i64>) {
+        self.delete_retention_ms = ms;
+    }
+
+    /// The partition is no longer registered: refuse appends.
+    pub fn mark_removed(&mut self) {
+        self.removed = true;
+    }
+
+    /// A compaction built its key map up to `map_end`; the next tombstone it
+    /// kept may go at `tombstone_due_ms`.
+    pub fn compaction_done(&mut self, map_end: i64, tombstone_due_ms: i64) {
+        self.compacted_end = map_end;
+        self.tombstone_due_ms = tombstone_due_ms;
+    }
+
+    /// A compaction installed a rewritten index (its file already renamed
+    /// into place).
+    pub fn install_index(&mut self, index: QueueIndex) {
+        self.index = index;
+    }
+
+    /// Hand the epoch cache over (recovery merges it with the stored one).
+    pub fn take_epochs(&mut self) -> crate::epochs::EpochCache {
+        std::mem::take(&mut self.epochs)
+    }
+
+    /// Set the leader epoch and the epoch cache together (recovery).
+    pub fn set_epochs(&mut self, leader_epoch: i32, cache: crate::epochs::EpochCache) {
+        self.leader_epoch = leader_epoch;
+        self.epochs = cache;
+    }
+
+    /// Learn that `epoch` starts at `base_offset` if it is above every
+    /// known epoch; `true` when the cache changed.
+    pub fn learn_epoch(&mut self, epoch: i32, base_offset: i64) -> bool {
+        self.epochs.learn(epoch, base_offset)
+    }
+
+    /// Lead in `epoch` from the log end on; `true` when anything changed.
+    /// The caller checked that `epoch` is not below the current one.
+    pub fn start_epoch(&mut self, epoch: i32) -> bool {
+        let assigned = self.epochs.assign(epoch, self.log_end);
+        if !assigned && epoch == self.leader_epoch {
+            return false;
+        }
+        self.leader_epoch = epoch;
+        true
+    }
+
     /// Move the high watermark (and wake whoever waits on it).
     pub fn set_hw(&mut self, hw: i64) {
         self.hw = hw;
-        self.hw_tx.send_replace(hw);
+        self.hw_tx.send_modify(|c| c.hw = hw);
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
@@ -140,7 +337,14 @@ impl PartitionState {
         self.log_end = self.log_end.min(new_end);
         self.durable_end = self.durable_end.min(new_end);
         let hw = self.hw.min(new_end);
-        self.set_hw(hw);
+        self.hw = hw;
+        // Waiters for batches past the new end fail rather than be answered
+        // by the high watermark passing their offsets over other batches.
+        self.hw_tx.send_modify(|c| {
+            c.hw = hw;
+            c.truncations += 1;
+            c.truncated_to = new_end;
+        });
         self.compacted_end = self.compacted_end.min(new_end);
         self.epochs.truncate_from_end(new_end);
         // The partition's own epoch stays, starting at the new end (as
@@ -192,11 +396,11 @@ impl PartitionState {
     }
 
     /// Write the index entries only memory holds to the index file (no
-    /// fsync); a failure poisons the log.
-    pub fn flush_index(&mut self, log: &LogInner) -> Result<(), StorageError> {
-        match self.index.flush(log.index_io()) {
+    /// fsync); a failure poisons the store.
+    pub fn flush_index(&mut self, store: &Store) -> Result<(), StorageError> {
+        match self.index.flush(store.index_io()) {
             Ok(()) => Ok(()),
-            Err(e) => Err(log.poison(e.to_string())),
+            Err(e) => Err(store.poison(e.to_string())),
         }
     }
 }
@@ -226,31 +430,103 @@ impl PartitionInner {
     }
 }
 
+/// Remove every batch from the one holding `offset` on, durably
+/// ([`crate::Partition::truncate_to`]). Returns the new log end.
+pub(crate) fn truncate_to(
+    store: &Store,
+    part: &PartitionInner,
+    offset: i64,
+) -> Result<i64, TruncateError> {
+    let _panic = store.panic_guard("a truncation");
+    // No compaction or cleaner moves index entries meanwhile.
+    let _one_run = lock(&store.maintenance_lock)?;
+    let ix = store.index_io();
+    let cut = {
+        let mut st = lock(&part.state)?;
+        if st.removed() {
+            return Err(removed_error(part.id).into());
+        }
+        if offset < st.log_start() {
+            return Err(TruncateError::BelowLogStart {
+                offset,
+                log_start: st.log_start(),
+            });
+        }
+        if offset >= st.log_end() {
+            return Ok(st.log_end());
+        }
+        let cut = match st.truncate(offset, false, ix) {
+            Ok(cut) => cut,
+            Err(e) => {
+                drop(st);
+                return Err(store.poison(e.to_string()).into());
+            }
+        };
+        // The entry names the end the truncation left (the base offset of
+        // the batch that held `offset`), so replaying it over an index
+        // that already lost those batches lands on the same end. From here
+        // a checkpoint vouches for nothing at or past it, so it never needs
+        // the entry; the index file keeps its old entries until the entry
+        // is durable.
+        let mut entry = Vec::with_capacity(format::ENTRY_HEADER_BYTES);
+        format::put_entry(
+            &mut entry,
+            format::EntryKind::Truncation,
+            part.id,
+            st.log_end(),
+            &[],
+        );
+        store.log.write_entries(&entry, None)?;
+        // The leader-epoch file loses the epochs past the end at the next
+        // checkpoint; recovery replays the entry over a stale file too.
+        store.leader_epochs.mark_dirty();
+        st.truncating = true;
+        cut
+    };
+    let synced = store.log.sync_now();
+    let mut st = lock(&part.state)?;
+    st.truncating = false;
+    synced?;
+    if let Some(slot) = cut
+        && let Err(e) = st.index.truncate_file(slot, ix)
+    {
+        drop(st);
+        return Err(store.poison(e.to_string()).into());
+    }
+    store.mark_checkpoint_dirty();
+    let end = st.log_end();
+    drop(st);
+    store.bump_progress();
+    Ok(end)
+}
+
 /// Validate, sequence-check, patch and append one produce payload.
 pub(crate) fn append(
-    log: &LogInner,
+    store: &Store,
     part: &Arc<PartitionInner>,
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
-    let _panic = log.panic_guard("an append");
+    let _panic = store.panic_guard("an append");
     let mut st = lock(&part.state)?;
     let mut out = Vec::with_capacity(payload.len() + ENTRY_HEADER_BYTES);
-    match prepare(log, part.id, &st, &payload, &mut out)? {
+    match prepare(store, part.id, &st, &payload, &mut out)? {
         Prepare::Duplicate(outcome) => Ok(outcome),
         Prepare::Write(p) => {
-            let written = log.write_entries(&out, Some(marker(part, &st, p.end_offset)))?;
-            commit(log, &mut st, p, written)
+            let written = store
+                .log
+                .write_entries(&out, Some(marker(part, &st, p.end_offset)))?;
+            commit(store, &mut st, p, written)
         }
     }
 }
 
 /// Append one payload to each of several partitions with a single write to
-/// the log. Each partition is locked (in id order, so concurrent callers
+/// the store. Each partition is locked (in id order, so concurrent callers
 /// cannot deadlock) from the offset assignment until its entries are written,
 /// so entries of one partition reach the log in offset order. Results come
 /// back in the order of `items`.
 pub(crate) fn append_many(
-    log: &LogInner,
+    store: &Store,
     items: &[(Arc<PartitionInner>, Bytes)],
 ) -> Vec<Result<AppendOutcome, AppendError>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
@@ -260,10 +536,10 @@ pub(crate) fn append_many(
         // A partition named twice would be locked twice: append one by one.
         return items
             .iter()
-            .map(|(part, payload)| append(log, part, payload.clone()))
+            .map(|(part, payload)| append(store, part, payload.clone()))
             .collect();
     }
-    let _panic = log.panic_guard("an append");
+    let _panic = store.panic_guard("an append");
     let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
         items.iter().map(|_| None).collect();
     let mut guards = Vec::with_capacity(items.len());
@@ -285,7 +561,7 @@ pub(crate) fn append_many(
     let mut prepared = Vec::new();
     let mut markers = Vec::new();
     for (g, (i, part, payload, st)) in guards.iter().enumerate() {
-        let result = match prepare(log, part.id, st, payload, &mut out) {
+        let result = match prepare(store, part.id, st, payload, &mut out) {
             Ok(Prepare::Write(p)) => {
                 markers.push(marker(part, st, p.end_offset));
                 prepared.push((g, p));
@@ -299,13 +575,13 @@ pub(crate) fn append_many(
         }
     }
     if !prepared.is_empty() {
-        let written = log.write_entries_marked(&out, markers);
+        let written = store.log.write_entries_marked(&out, markers);
         for (g, p) in prepared {
             let Some((i, _, _, st)) = guards.get_mut(g) else {
                 continue;
             };
             let result = match &written {
-                Ok(written) => commit(log, st, p, *written),
+                Ok(written) => commit(store, st, p, *written),
                 Err(e) => Err(AppendError::Storage(e.clone())),
             };
             if let Some(slot) = results.get_mut(*i) {
@@ -331,11 +607,11 @@ pub(crate) fn append_many(
 /// state is recorded, so this replica can take over as leader and still spot
 /// a producer's retries. Batches must start at or after the log end.
 pub(crate) fn append_replica(
-    log: &LogInner,
+    store: &Store,
     part: &Arc<PartitionInner>,
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
-    let _panic = log.panic_guard("a replica append");
+    let _panic = store.panic_guard("a replica append");
     let mut st = lock(&part.state)?;
     if st.removed {
         return Err(AppendError::Storage(removed_error(part.id)));
@@ -399,8 +675,10 @@ pub(crate) fn append_replica(
         gaps_allowed: true,
         epochs,
     };
-    let written = log.write_entries(&out, Some(marker(part, &st, next)))?;
-    let outcome = commit(log, &mut st, prepared, written);
+    let written = store
+        .log
+        .write_entries(&out, Some(marker(part, &st, next)))?;
+    let outcome = commit(store, &mut st, prepared, written);
     part.leader_epoch.store(st.leader_epoch, Ordering::SeqCst);
     outcome
 }
@@ -433,7 +711,7 @@ struct Prepared {
 /// What an append tells the flusher about its partition.
 fn marker(part: &Arc<PartitionInner>, st: &PartitionState, end_offset: i64) -> MarkerUpdate {
     MarkerUpdate {
-        partition: part.clone(),
+        stream: part.id,
         end_offset,
         flush_messages: st.config.flush_messages,
         flush_ms: st.config.flush_ms,
@@ -443,7 +721,7 @@ fn marker(part: &Arc<PartitionInner>, st: &PartitionState, end_offset: i64) -> M
 /// Validate and sequence-check a payload, then encode its entries (broker
 /// fields patched) at the end of `out`. Changes nothing in the partition.
 fn prepare(
-    log: &LogInner,
+    store: &Store,
     id: PartitionId,
     st: &PartitionState,
     payload: &Bytes,
@@ -456,7 +734,7 @@ fn prepare(
         return Err(AppendError::Truncating);
     }
     let infos = batch::parse_payload(payload, st.config.max_message_bytes)?;
-    let now_ms = log.clock.now_ms();
+    let now_ms = store.log.clock.now_ms();
 
     // Sequence checks, against a scratch copy so a refused payload changes nothing.
     let mut scratch: HashMap<i64, ProducerState> = HashMap::new();
@@ -503,7 +781,11 @@ fn prepare(
                 "a payload mixes retried duplicate batches with new ones",
             ));
         }
-        return Ok(Prepare::Duplicate(duplicate_outcome(log, st, &duplicates)?));
+        return Ok(Prepare::Duplicate(duplicate_outcome(
+            store,
+            st,
+            &duplicates,
+        )?));
     }
 
     // Build the entries: header + batch with broker-owned fields patched.
@@ -543,7 +825,7 @@ fn prepare(
 /// buffered for the index file, which the checkpoint fsyncs), producer
 /// state and log end. `written` says where the buffer's first byte went.
 fn commit(
-    log: &LogInner,
+    store: &Store,
     st: &mut PartitionState,
     p: Prepared,
     written: Written,
@@ -555,7 +837,7 @@ fn commit(
     } else {
         p.base_offset == st.log_end
     };
-    log.check(follows, || {
+    store.check(follows, || {
         format!(
             "a batch's base offset {} is the log end {} of {:?}",
             p.base_offset,
@@ -564,7 +846,7 @@ fn commit(
         )
     })?;
     let start = written.position;
-    let hot_max = log.index_hot_entries_max();
+    let hot_max = store.index_hot_entries_max();
     let mut expected = p.base_offset;
     for (rel, mut e) in p.entries {
         e.position = start + rel;
@@ -574,18 +856,18 @@ fn commit(
         } else {
             e.base_offset == expected
         };
-        log.check(in_order && inside, || {
+        store.check(in_order && inside, || {
             format!(
                 "batch {} (expected {expected}) at position {} lies inside what was written",
                 e.base_offset, e.position
             )
         })?;
         expected = e.last_offset() + 1;
-        if let Err(e) = st.index.push(e, written.segment, hot_max, log.index_io()) {
-            return Err(log.poison(e.to_string()).into());
+        if let Err(e) = st.index.push(e, written.segment, hot_max, store.index_io()) {
+            return Err(store.poison(e.to_string()).into());
         }
     }
-    log.checkpoint_dirty.store(true, Ordering::SeqCst);
+    store.checkpoint_dirty.store(true, Ordering::SeqCst);
     for (id, s) in p.producers {
         st.producers.put(id, s);
     }
@@ -600,15 +882,15 @@ fn commit(
             st.leader_epoch = st.leader_epoch.max(*epoch);
         }
         if learned {
-            log.leader_epochs.mark_dirty();
+            store.leader_epochs.mark_dirty();
         }
     } else {
-        crate::epochs::learn_appended(log, st, p.base_offset);
+        crate::epochs::learn_appended(store, st, p.base_offset);
     }
     let strict = st.config.flush_messages <= 1;
     if !strict {
         st.set_hw(p.end_offset);
-        log.bump_progress();
+        store.bump_progress();
     }
     Ok(AppendOutcome {
         base_offset: p.base_offset,
@@ -617,17 +899,21 @@ fn commit(
         log_start_offset: st.log_start,
         duplicate: false,
         durable: if strict {
-            DurableWait::pending(log.durable_tx.subscribe(), start + p.buf_end)
+            DurableWait::pending(store.log.durable_tx.subscribe(), start + p.buf_end)
         } else {
             DurableWait::ready()
         },
-        committed: commit_wait(log, st, p.end_offset),
+        committed: commit_wait(store, st, p.end_offset),
     })
 }
 
 /// A wait for `st`'s high watermark to reach `end_offset`.
-fn commit_wait(log: &LogInner, st: &PartitionState, end_offset: i64) -> CommitWait {
-    CommitWait::new(st.hw_tx.subscribe(), log.durable_tx.subscribe(), end_offset)
+fn commit_wait(store: &Store, st: &PartitionState, end_offset: i64) -> CommitWait {
+    CommitWait::new(
+        st.hw_tx.subscribe(),
+        store.log.durable_tx.subscribe(),
+        end_offset,
+    )
 }
 
 fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
@@ -646,7 +932,7 @@ fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
 }
 
 fn duplicate_outcome(
-    log: &LogInner,
+    store: &Store,
     st: &PartitionState,
     dups: &[SequencedBatch],
 ) -> Result<AppendOutcome, StorageError> {
@@ -659,9 +945,9 @@ fn duplicate_outcome(
         // The original is written but not yet durable: wait for its end.
         let end = st
             .index
-            .find(last_offset, log.index_io())?
+            .find(last_offset, store.index_io())?
             .map_or(0, |(_, e)| e.end_position());
-        DurableWait::pending(log.durable_tx.subscribe(), end)
+        DurableWait::pending(store.log.durable_tx.subscribe(), end)
     };
     Ok(AppendOutcome {
         base_offset,
@@ -670,7 +956,7 @@ fn duplicate_outcome(
         log_start_offset: st.log_start,
         duplicate: true,
         durable,
-        committed: commit_wait(log, st, last_offset + 1),
+        committed: commit_wait(store, st, last_offset + 1),
     })
 }
 
@@ -692,13 +978,14 @@ pub(crate) struct Located {
 /// Index entries read per positional read when locating batches for a read.
 const LOCATE_CHUNK_ENTRIES: usize = 64;
 
-/// Locate the batches from index slot `from` on (below the high watermark)
-/// for a read of up to `limit` bytes, at least one.
+/// Locate the batches from index slot `from` on (below offset `end`) for a
+/// read of up to `limit` bytes, at least one.
 fn locate(
-    log: &LogInner,
+    store: &Store,
     st: &PartitionState,
     from: u64,
     limit: usize,
+    end: i64,
 ) -> Result<Vec<Located>, StorageError> {
     let mut entries = Vec::new();
     let mut total = 0usize;
@@ -706,13 +993,13 @@ fn locate(
     'chunks: loop {
         let chunk = st
             .index
-            .read_range(slot, LOCATE_CHUNK_ENTRIES, log.index_io())?;
+            .read_range(slot, LOCATE_CHUNK_ENTRIES, store.index_io())?;
         if chunk.is_empty() {
             break;
         }
         slot += chunk.len() as u64;
         for e in chunk {
-            if e.base_offset >= st.hw || (!entries.is_empty() && total + e.size as usize > limit) {
+            if e.base_offset >= end || (!entries.is_empty() && total + e.size as usize > limit) {
                 break 'chunks;
             }
             total += e.size as usize;
@@ -722,12 +1009,12 @@ fn locate(
             }
         }
     }
-    let segments = read(&log.segments)?;
+    let segments = read(&store.log.segments)?;
     let found = locate_in(&segments, st, entries);
     // Poisoning takes the writer lock, which comes before `segments`.
     drop(segments);
     found.map_err(|broken| match broken {
-        Broken::Invariant(what) => log.poison(format!("invariant broken: {what}")),
+        Broken::Invariant(what) => store.poison(format!("invariant broken: {what}")),
         Broken::Error(e) => e,
     })
 }
@@ -784,7 +1071,7 @@ fn locate_in(
 /// Read located batches: each run of batches adjacent in one segment with one
 /// pread, then the entry headers between them cut out.
 pub(crate) fn read_located(
-    log: &LogInner,
+    store: &Store,
     part: PartitionId,
     items: &[Located],
 ) -> Result<Vec<u8>, StorageError> {
@@ -829,7 +1116,7 @@ pub(crate) fn read_located(
                     && h.base_offset == l.entry.base_offset
                     && h.batch_len() == l.entry.size as usize
             });
-            log.check(ok, || {
+            store.check(ok, || {
                 format!(
                     "the entry read at position {} of {} is batch {} of {}-{}",
                     l.entry.position,
@@ -852,38 +1139,43 @@ pub(crate) fn read_located(
 
 /// Read whole batches from `offset`, at most `max_bytes` (at least one batch).
 pub(crate) fn read_from(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
     offset: i64,
     max_bytes: usize,
+    bound: ReadBound,
 ) -> Result<ReadOutcome, ReadError> {
     let (items, offsets) = {
         let st = lock(&part.state)?;
         let offsets = st.offsets();
-        if offset < st.log_start || offset > st.hw {
+        let end = match bound {
+            ReadBound::HighWatermark => st.hw,
+            ReadBound::LogEnd => st.log_end,
+        };
+        if offset < st.log_start || offset > end {
             return Err(ReadError::OffsetOutOfRange {
                 offset,
                 log_start: st.log_start,
-                log_end: st.hw,
+                log_end: end,
             });
         }
-        if offset == st.hw {
+        if offset == end {
             return Ok(ReadOutcome {
                 records: Bytes::new(),
                 offsets,
             });
         }
         // A compacted partition has gaps: a removed offset reads from the next kept batch.
-        let Some(from) = st.index.find_from(offset, log.index_io())? else {
+        let Some(from) = st.index.find_from(offset, store.index_io())? else {
             return Ok(ReadOutcome {
                 records: Bytes::new(),
                 offsets,
             });
         };
-        let limit = max_bytes.min(log.config.read_bytes_max);
-        (locate(log, &st, from, limit)?, offsets)
+        let limit = max_bytes.min(store.log.config.read_bytes_max);
+        (locate(store, &st, from, limit, end)?, offsets)
     };
-    let records = read_located(log, part.id, &items)?;
+    let records = read_located(store, part.id, &items)?;
     Ok(ReadOutcome {
         records: Bytes::from(records),
         offsets,
@@ -892,25 +1184,27 @@ pub(crate) fn read_from(
 
 /// First record at or after `timestamp`, as (offset, timestamp).
 pub(crate) fn offset_for_timestamp(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, ReadError> {
-    loop_candidates(log, part, |st| {
-        Ok((st.index.find_time(timestamp, log.index_io())?, timestamp))
+    loop_candidates(store, part, |st| {
+        Ok((st.index.find_time(timestamp, store.index_io())?, timestamp))
     })
 }
 
 /// The record with the largest timestamp (the first one, if several share it).
 pub(crate) fn max_timestamp(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
 ) -> Result<Option<(i64, i64)>, ReadError> {
-    loop_candidates(log, part, |st| {
-        Ok(match st.index.max_timestamp_entry(st.hw, log.index_io())? {
-            Some((slot, e)) => (slot, e.max_timestamp),
-            None => (st.index.next_slot(), i64::MAX),
-        })
+    loop_candidates(store, part, |st| {
+        Ok(
+            match st.index.max_timestamp_entry(st.hw, store.index_io())? {
+                Some((slot, e)) => (slot, e.max_timestamp),
+                None => (st.index.next_slot(), i64::MAX),
+            },
+        )
     })
 }
 
@@ -921,7 +1215,7 @@ const TIME_CANDIDATES_MAX: usize = 4;
 /// Scan visible batches from the slot `pick` chooses for the first record
 /// at or after the timestamp it returns.
 fn loop_candidates(
-    log: &LogInner,
+    store: &Store,
     part: &PartitionInner,
     pick: impl Fn(&PartitionState) -> Result<(u64, i64), StorageError>,
 ) -> Result<Option<(i64, i64)>, ReadError> {
@@ -930,7 +1224,7 @@ fn loop_candidates(
         let (from, timestamp) = pick(&st)?;
         let mut items = Vec::new();
         st.index
-            .scan(from, st.index.next_slot(), log.index_io(), |_, e| {
+            .scan(from, st.index.next_slot(), store.index_io(), |_, e| {
                 if e.base_offset >= st.hw {
                     return ControlFlow::Break(());
                 }
@@ -942,7 +1236,7 @@ fn loop_candidates(
                 }
                 ControlFlow::Continue(())
             })?;
-        let segs = read(&log.segments)?;
+        let segs = read(&store.log.segments)?;
         let mut located = Vec::with_capacity(items.len());
         for e in items {
             if let Some((_, s)) = segs.range(..=e.position).next_back() {
@@ -955,7 +1249,7 @@ fn loop_candidates(
         (located, st.log_start, timestamp)
     };
     for l in &candidates {
-        let bytes = Bytes::from(read_located(log, part.id, std::slice::from_ref(l))?);
+        let bytes = Bytes::from(read_located(store, part.id, std::slice::from_ref(l))?);
         if let Some(found) = batch::find_record_at_or_after(&bytes, log_start, timestamp) {
             return Ok(Some(found));
         }

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, ENTRY_HEADER_BYTES};
-use crate::log::{CHECKPOINT_FILE, LogInner, Segment, io_err, lock, read, sync_dir};
+use crate::log::{Segment, io_err, lock, read, sync_dir};
+use crate::store::CHECKPOINT_FILE;
+use crate::store::Store;
 
 /// Temporary name of a log-start checkpoint. Not the usual one: a checkpoint
 /// that was in flight when the log was poisoned may still be writing that,
@@ -36,8 +38,8 @@ pub(crate) const LOG_STARTS_TMP_FILE: &str = "checkpoint.log-starts.tmp";
 const ENTRY_JUDGED_BYTES: usize = ENTRY_HEADER_BYTES + 27;
 
 /// The error of a write refused because the log is poisoned.
-pub(crate) fn refused(log: &LogInner) -> StorageError {
-    let reason = log.durable_tx.borrow().poisoned.clone();
+pub(crate) fn refused(store: &Store) -> StorageError {
+    let reason = store.log.durable_tx.borrow().poisoned.clone();
     StorageError::Poisoned {
         reason: reason.unwrap_or_else(|| Arc::from("the commit log is poisoned")),
     }
@@ -49,12 +51,12 @@ pub(crate) fn refused(log: &LogInner) -> StorageError {
 /// Returns the partitions of `required` not in that checkpoint (their log
 /// start cannot be recorded without vouching for their index).
 pub(crate) fn checkpoint_log_starts(
-    log: &LogInner,
+    store: &Store,
     required: &[PartitionId],
 ) -> Result<Vec<PartitionId>, StorageError> {
-    let path = log.dir.join(CHECKPOINT_FILE);
+    let path = store.log.dir.join(CHECKPOINT_FILE);
     let Some(old) = crate::recovery::load_checkpoint(&path)? else {
-        return Err(refused(log));
+        return Err(refused(store));
     };
     let recorded: HashSet<PartitionId> = old.partitions.iter().map(|p| p.id).collect();
     let unrecorded: Vec<PartitionId> = required
@@ -62,7 +64,7 @@ pub(crate) fn checkpoint_log_starts(
         .copied()
         .filter(|id| !recorded.contains(id))
         .collect();
-    let registry = read(&log.registry)?;
+    let registry = read(&store.registry)?;
     let mut new = Checkpoint {
         position: old.position,
         partitions: Vec::with_capacity(old.partitions.len()),
@@ -72,11 +74,11 @@ pub(crate) fn checkpoint_log_starts(
             continue; // removed: its index file is gone
         };
         let st = lock(&part.state)?;
-        if st.removed {
+        if st.removed() {
             continue;
         }
-        if st.log_start > p.log_start {
-            p.log_start = st.log_start;
+        if st.log_start() > p.log_start {
+            p.log_start = st.log_start();
             // Its live bytes were counted from the old log start: the next
             // open recounts them from the index file.
             p.summary = None;
@@ -88,14 +90,14 @@ pub(crate) fn checkpoint_log_starts(
         return Ok(unrecorded);
     }
     weir_sync::replace_file(
-        &log.dir.join(LOG_STARTS_TMP_FILE),
+        &store.log.dir.join(LOG_STARTS_TMP_FILE),
         &path,
-        |f| log.io.write_all_at(f, &new.encode(), 0),
-        |f| log.io.sync_data(f),
+        |f| store.log.io.write_all_at(f, &new.encode(), 0),
+        |f| store.log.io.sync_data(f),
     )
     .map_err(|e| {
         StorageError::from_replace(
-            format!("writing the checkpoint in {}", log.dir.display()),
+            format!("writing the checkpoint in {}", store.log.dir.display()),
             e,
         )
     })
@@ -104,39 +106,40 @@ pub(crate) fn checkpoint_log_starts(
 
 /// What maintenance does while the log is poisoned: record log-start moves,
 /// then free the segments nothing durable needs.
-pub(crate) fn run_while_poisoned(log: &LogInner) -> Result<(), StorageError> {
-    checkpoint_log_starts(log, &[])?;
-    segments_of_dead_data(log).map(|_| ())
+pub(crate) fn run_while_poisoned(store: &Store) -> Result<(), StorageError> {
+    checkpoint_log_starts(store, &[])?;
+    segments_of_dead_data(store).map(|_| ())
 }
 
 /// Remove the closed segments, below the checkpoint on disk, whose every
 /// entry belongs to a removed partition or ends below its partition's
 /// checkpointed log start. Returns how many were removed.
-pub(crate) fn segments_of_dead_data(log: &LogInner) -> Result<usize, StorageError> {
-    let Some(checkpoint) = crate::recovery::load_checkpoint(&log.dir.join(CHECKPOINT_FILE))? else {
+pub(crate) fn segments_of_dead_data(store: &Store) -> Result<usize, StorageError> {
+    let Some(checkpoint) = crate::recovery::load_checkpoint(&store.log.dir.join(CHECKPOINT_FILE))?
+    else {
         return Ok(0);
     };
     // The unlinks of removed partitions' index files must be durable before
     // their batches' segments go: recovery finds partitions by index file.
-    sync_dir(&log.index_dir)
-        .map_err(|e| io_err(format!("fsync of {}", log.index_dir.display()), e))?;
-    let registered: HashSet<PartitionId> = read(&log.registry)?.keys().copied().collect();
+    sync_dir(&store.index_dir)
+        .map_err(|e| io_err(format!("fsync of {}", store.index_dir.display()), e))?;
+    let registered: HashSet<PartitionId> = read(&store.registry)?.keys().copied().collect();
     let log_starts: HashMap<PartitionId, i64> = checkpoint
         .partitions
         .iter()
         .map(|p| (p.id, p.log_start))
         .collect();
     let is_dead = |id: PartitionId, last_offset: i64| {
-        let removed =
-            !registered.contains(&id) && !crate::recovery::index_path(&log.index_dir, id).exists();
+        let removed = !registered.contains(&id)
+            && !crate::recovery::index_path(&store.index_dir, id).exists();
         removed
             || log_starts
                 .get(&id)
                 .is_some_and(|start| last_offset < *start)
     };
-    let active = lock(&log.writer)?.active.base;
+    let active = lock(&store.log.writer)?.active.base;
     let closed: Vec<(Arc<Segment>, u64)> = {
-        let segs = read(&log.segments)?;
+        let segs = read(&store.log.segments)?;
         let bases: Vec<u64> = segs.keys().copied().collect();
         bases
             .windows(2)
@@ -150,7 +153,7 @@ pub(crate) fn segments_of_dead_data(log: &LogInner) -> Result<usize, StorageErro
             dead.push(seg.base);
         }
     }
-    crate::maintenance::delete_segments(log, &dead)?;
+    crate::maintenance::delete_segments(store, &dead)?;
     if !dead.is_empty() {
         tracing::warn!(
             segments = dead.len(),

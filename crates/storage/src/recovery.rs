@@ -19,12 +19,9 @@ use crate::format::{
 };
 use crate::index::{Loaded, QueueIndex, slot_offset};
 use crate::io::{FileIo, IndexFiles, IndexIo};
-use crate::log::{
-    CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, LogInner, LogParts, Segment, io_err, segment_file_name,
-    sync_dir,
-};
+use crate::log::{LogInner, LogParts, Segment, io_err, segment_file_name, sync_dir};
 use crate::partition::{PartitionInner, PartitionState};
-use crate::producer::ProducerTable;
+use crate::store::{CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, Store};
 use crate::{Clock, LogConfig, PartitionConfig, PartitionId, RecoveryReport};
 
 /// The largest version-1 index file upgraded (read whole into memory once);
@@ -49,7 +46,7 @@ pub(crate) fn open(
     config: LogConfig,
     clock: Arc<dyn Clock>,
     io: Arc<dyn FileIo>,
-) -> Result<(Arc<LogInner>, RecoveryReport), StorageError> {
+) -> Result<(Arc<Store>, RecoveryReport), StorageError> {
     open_checked(dir, config, clock, io).map_err(|e| match disk_full_detail(&e) {
         Some(detail) => StorageError::DiskFull {
             dir: dir.display().to_string(),
@@ -89,7 +86,7 @@ fn open_checked(
     config: LogConfig,
     clock: Arc<dyn Clock>,
     io: Arc<dyn FileIo>,
-) -> Result<(Arc<LogInner>, RecoveryReport), StorageError> {
+) -> Result<(Arc<Store>, RecoveryReport), StorageError> {
     let started = Instant::now();
     let log_dir = dir.join("log");
     let index_dir = dir.join("index");
@@ -153,7 +150,7 @@ fn open_checked(
         .next_back()
         .cloned()
         .ok_or_else(|| corrupt(&log_dir, "no segment after recovery"))?;
-    let inner = Arc::new(LogInner::new(LogParts {
+    let log = Arc::new(LogInner::new(LogParts {
         dir: dir.to_path_buf(),
         config,
         clock,
@@ -161,11 +158,10 @@ fn open_checked(
         segments,
         active,
         write_pos,
-        partitions: registry,
-        index_files,
     }));
+    let inner = Arc::new(Store::new(log, registry, index_files));
     inner.write_checkpoint()?;
-    inner.start_flusher()?;
+    inner.start()?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     if report.bytes_truncated > 0 {
         tracing::warn!(
@@ -186,34 +182,12 @@ fn finish_partitions(
 ) -> Result<HashMap<PartitionId, Arc<PartitionInner>>, StorageError> {
     let mut registry = HashMap::new();
     for (id, mut st) in partitions {
-        // A segment is deleted only once nothing in it is live, so a use of
-        // one below the first segment is of batches below the log start.
-        let gone: Vec<u64> = st
-            .index
-            .segment_uses()
-            .range(..first_base)
-            .map(|(b, _)| *b)
-            .collect();
-        let dead_end = st
-            .index
-            .segment_uses()
-            .range(..first_base)
-            .map(|(_, u)| u.max_last_offset.saturating_add(1))
-            .max();
-        st.index.forget_segments(&gone);
-        st.log_end = st.log_end.max(st.log_start);
-        let end = st.log_end;
-        st.set_hw(end);
-        if let Some(end) = dead_end {
-            st.advance_log_start(end, ix)?;
-        }
-        st.durable_end = st.log_end;
-        st.rebuild_producers(ix)?;
+        st.finish_recovery(first_base, ix)?;
         registry.insert(
             id,
             Arc::new(PartitionInner {
                 id,
-                leader_epoch: std::sync::atomic::AtomicI32::new(st.leader_epoch),
+                leader_epoch: std::sync::atomic::AtomicI32::new(st.leader_epoch()),
                 state: Mutex::new(st),
             }),
         );
@@ -452,28 +426,6 @@ pub(crate) fn index_path(index_dir: &Path, id: PartitionId) -> PathBuf {
     index_dir.join(format!("{}-{}.idx", id.topic_id.hyphenated(), id.partition))
 }
 
-/// A fresh partition state for the index file at `path` (opened when written).
-pub(crate) fn new_state(path: PathBuf, config: PartitionConfig) -> PartitionState {
-    PartitionState {
-        config,
-        leader_epoch: 0,
-        epochs: Default::default(),
-        index: QueueIndex::new(path),
-        log_start: 0,
-        checkpointed_log_start: i64::MIN,
-        log_end: 0,
-        hw: 0,
-        hw_tx: tokio::sync::watch::Sender::new(0),
-        durable_end: 0,
-        producers: ProducerTable::default(),
-        removed: false,
-        truncating: false,
-        delete_retention_ms: Some(crate::compaction::DELETE_RETENTION_MS_DEFAULT),
-        compacted_end: i64::MIN,
-        tombstone_due_ms: i64::MAX,
-    }
-}
-
 /// The entry at `slot` of an index file of `version`, `None` when it is
 /// short or fails its CRC.
 fn read_slot(file: &File, slot: u64, version: u32) -> Option<IndexEntry> {
@@ -649,8 +601,8 @@ fn load_indexes(
         drop(file);
         let summary = cp.and_then(|c| c.summary.clone());
         let known = summary.is_some() || cp.is_none();
-        let mut st = new_state(path.clone(), PartitionConfig::default());
-        st.index = QueueIndex::loaded(
+        let mut st = PartitionState::new(path.clone(), PartitionConfig::default());
+        let index = QueueIndex::loaded(
             path,
             Loaded {
                 first_slot: 0,
@@ -660,20 +612,21 @@ fn load_indexes(
                 summary: summary.unwrap_or_default(),
             },
         );
-        st.log_start = log_start;
-        let last = st.index.finish_load(log_start, ix)?;
+        st.load_index(index, log_start);
+        let last = st.index_mut().finish_load(log_start, ix)?;
         if !known {
-            st.index.rebuild_summary(ix, |position| {
+            st.index_mut().rebuild_summary(ix, |position| {
                 let i = segment_bases.partition_point(|b| *b <= position);
                 i.checked_sub(1).and_then(|i| segment_bases.get(i)).copied()
             })?;
         }
         // Compaction may have removed the last batches below the vouched end;
         // the log still reaches it, so the tail scan must not re-add them.
-        st.log_end = last
-            .map_or(log_start, |e| e.last_offset() + 1)
-            .max(log_start)
-            .max(index_end);
+        st.set_recovered_end(
+            last.map_or(log_start, |e| e.last_offset() + 1)
+                .max(log_start)
+                .max(index_end),
+        );
         out.insert(id, st);
     }
     if upgraded {
@@ -981,28 +934,27 @@ fn apply_entry(
         // is live: before the rename the original is, after it the copy is.
         // Its segment is kept either way: the index may point at it.
         EntryKind::Compacted => {
-            st.index
+            st.index_mut()
                 .note_segment_use(at.segment, bytes, entry.last_offset());
         }
         EntryKind::Batch => {
-            if entry.base_offset < st.log_end {
+            if entry.base_offset < st.log_end() {
                 return Ok(()); // indexed before the checkpoint was taken
             }
-            if entry.base_offset > st.log_end {
+            if entry.base_offset > st.log_end() {
                 tracing::warn!(
                     partition = ?header.partition,
-                    expected = st.log_end,
+                    expected = st.log_end(),
                     found = entry.base_offset,
                     "offset gap in the commit log"
                 );
             }
-            st.log_end = entry.last_offset() + 1;
-            st.index.push(entry, at.segment, hot_max, ix)?;
+            st.replay_batch(entry, at.segment, hot_max, ix)?;
             crate::epochs::learn_recovered(st, batch, entry.base_offset);
             report.index_entries_rebuilt += 1;
         }
         EntryKind::Relocated => {
-            let Some((slot, e)) = st.index.find(entry.base_offset, ix)? else {
+            let Some((slot, e)) = st.index().find(entry.base_offset, ix)? else {
                 return Ok(());
             };
             // A relocation always copies forward to the log head; a copy behind
@@ -1013,8 +965,8 @@ fn apply_entry(
             {
                 return Ok(());
             }
-            st.index.set_position(slot, at.position, ix)?;
-            st.index
+            st.index_mut().set_position(slot, at.position, ix)?;
+            st.index_mut()
                 .note_segment_use(at.segment, bytes, entry.last_offset());
         }
         EntryKind::Truncation => {}

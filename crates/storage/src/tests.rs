@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -387,6 +387,50 @@ fn high_watermark_moves_only_after_the_fsync_when_flush_messages_is_one() {
     log.shutdown().unwrap();
 }
 
+#[test]
+fn a_replica_read_reaches_the_log_end_while_a_consumer_read_stops_at_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(GatedIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    p.append(batch(2, 10)).unwrap();
+    log.inner.log.sync_now().unwrap();
+    io.hold();
+    let pending = p.append(batch(3, 10)).unwrap();
+    let o = p.offsets();
+    assert_eq!((o.high_watermark, o.log_end), (2, 5));
+    assert!(p.read(2, 1 << 20).unwrap().records.is_empty());
+    assert!(matches!(
+        p.read(3, 1 << 20),
+        Err(ReadError::OffsetOutOfRange { log_end: 2, .. })
+    ));
+    let replica = p.read_replica(0, 1 << 20).unwrap();
+    assert_eq!(
+        replica.records.len(),
+        batch(2, 10).len() + batch(3, 10).len()
+    );
+    let tail = p.read_replica(2, 1 << 20).unwrap().records;
+    assert_eq!(tail.len(), batch(3, 10).len());
+    let bases: Vec<i64> = crate::batch::batches(&tail)
+        .map(|b| b.unwrap().0.base_offset)
+        .collect();
+    assert_eq!(bases, [2], "the one batch past the high watermark");
+    assert!(p.read_replica(5, 1 << 20).unwrap().records.is_empty());
+    assert!(matches!(
+        p.read_replica(6, 1 << 20),
+        Err(ReadError::OffsetOutOfRange { log_end: 5, .. })
+    ));
+    io.release();
+    block_on(pending.durable.wait()).unwrap();
+    assert_eq!(
+        p.read(2, 1 << 20).unwrap().records.len(),
+        batch(3, 10).len()
+    );
+    log.shutdown().unwrap();
+}
+
 /// Poll a future once; `Some` when it finished.
 fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
     let mut f = std::pin::pin!(f);
@@ -395,6 +439,45 @@ fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
         std::task::Poll::Ready(out) => Some(out),
         std::task::Poll::Pending => None,
     }
+}
+
+#[test]
+fn acks_all_fails_for_a_batch_truncated_away_even_once_the_high_watermark_passes_its_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(GatedIo::default());
+    let log = open_with(dir.path(), no_checkpoints(), io.clone());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    block_on(p.append(batch(2, 10)).unwrap().durable.wait()).unwrap();
+    io.hold();
+    let kept = p.append(batch(2, 10)).unwrap().ack_wait(true); // offsets 2..4
+    let cut = p.append(batch(2, 10)).unwrap().ack_wait(true); // offsets 4..6
+    let truncation = std::thread::spawn({
+        let p = p.clone();
+        move || p.truncate_to(4)
+    });
+    // The truncation cuts memory first, then waits for its entry's sync.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.offsets().log_end != 4 {
+        assert!(Instant::now() < deadline, "the truncation never started");
+        std::thread::yield_now();
+    }
+    io.release();
+    assert_eq!(truncation.join().unwrap().unwrap(), 4);
+    block_on(kept.wait()).unwrap();
+    // New batches take offsets 4..6 again and commit: the high watermark
+    // passes the cut batch's end, and its producer must still hear it failed.
+    block_on(p.append(batch(2, 10)).unwrap().ack_wait(true).wait()).unwrap();
+    assert_eq!(p.offsets().high_watermark, 6);
+    assert!(matches!(
+        block_on(cut.wait()),
+        Err(StorageError::Truncated {
+            end_offset: 6,
+            truncated_to: 4
+        })
+    ));
+    log.shutdown().unwrap();
 }
 
 #[test]
@@ -1047,7 +1130,7 @@ fn is_checkpoint_file(file: &File) -> bool {
     let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
     path.is_ok_and(|p| {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        name.ends_with(".idx") || name == crate::log::CHECKPOINT_TMP_FILE
+        name.ends_with(".idx") || name == crate::store::CHECKPOINT_TMP_FILE
     })
 }
 
@@ -1085,7 +1168,7 @@ fn an_index_entry_that_names_the_wrong_batch_poisons_the_log_on_read() {
     {
         // Memory and disk disagree: batch 1's entry points at batch 0.
         let mut st = p.inner.state.lock().unwrap();
-        let hot = st.index.hot_mut();
+        let hot = st.index_mut().hot_mut();
         let first = hot[0].position;
         hot[1].position = first;
     }
@@ -1110,7 +1193,7 @@ impl FileIo for CheckpointHook {
         use std::os::fd::AsRawFd;
         let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let name = path.ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
-        if name.is_some_and(|n| n == crate::log::CHECKPOINT_TMP_FILE) {
+        if name.is_some_and(|n| n == crate::store::CHECKPOINT_TMP_FILE) {
             let hook = self.hook.lock().unwrap().take();
             if let Some(hook) = hook {
                 hook();
@@ -1138,7 +1221,7 @@ fn segments_stay_until_a_checkpoint_records_the_log_start_that_freed_them() {
     let racing = p.clone();
     *io.hook.lock().unwrap() = Some(Box::new(move || {
         let mut st = racing.inner.state.lock().unwrap();
-        let hw = st.hw;
+        let hw = st.hw();
         st.advance_log_start(hw, racing.log.index_io()).unwrap();
     }));
     log.run_maintenance().unwrap();
@@ -1215,7 +1298,7 @@ fn index_descriptors_stay_under_the_cap_across_writes_restarts_and_recovery() {
     }
     // Entries past the checkpoint are re-indexed by recovery, through the cap too.
     append_round(&mut expected, &parts);
-    let crashed = Arc::downgrade(&log.inner);
+    let crashed = weak_handles(&log);
     drop((log, parts)); // crash
     // The crashed log's descriptors close once its threads let go of it.
     wait_until_dropped(&crashed);
@@ -1240,19 +1323,24 @@ fn dropping_every_handle_ends_the_background_threads() {
         .create_partition(pid(0), PartitionConfig::default())
         .unwrap();
     wait_unless_hung(p.append(batch(1, 10)).unwrap().durable).unwrap();
-    let weak = Arc::downgrade(&log.inner);
+    let weak = weak_handles(&log);
     drop((log, p));
     wait_until_dropped(&weak);
 }
 
-/// Wait until the flusher and the checkpoint thread let go of a log whose
-/// handles were all dropped.
-fn wait_until_dropped(log: &std::sync::Weak<crate::log::LogInner>) {
+/// Wait until the checkpoint thread lets go of a store, and the flusher of
+/// its log, once every handle was dropped.
+fn wait_until_dropped(handles: &(Weak<crate::store::Store>, Weak<crate::log::LogInner>)) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while log.upgrade().is_some() {
+    while handles.0.upgrade().is_some() || handles.1.upgrade().is_some() {
         assert!(Instant::now() < deadline, "the log was never dropped");
         std::thread::yield_now();
     }
+}
+
+/// What [`wait_until_dropped`] watches.
+fn weak_handles(log: &CommitLog) -> (Weak<crate::store::Store>, Weak<crate::log::LogInner>) {
+    (Arc::downgrade(&log.inner), Arc::downgrade(&log.inner.log))
 }
 
 #[test]
@@ -1297,7 +1385,7 @@ fn a_new_partitions_torn_index_header_is_rewritten_but_a_checkpointed_one_refuse
         let log = open_log(dir.path(), no_checkpoints());
         log.create_partitions(&[pid(0)], PartitionConfig::default())
             .unwrap();
-        let weak = Arc::downgrade(&log.inner);
+        let weak = weak_handles(&log);
         drop(log); // crash before any checkpoint names the partition
         wait_until_dropped(&weak);
     }

@@ -527,7 +527,7 @@ fn a_newer_leader_epoch_file_refuses_the_start_and_changes_nothing() {
             .contains("leader-epoch file format version 2"),
         "{err}"
     );
-    for name in [LEADER_EPOCHS_FILE, crate::log::CHECKPOINT_FILE] {
+    for name in [LEADER_EPOCHS_FILE, crate::store::CHECKPOINT_FILE] {
         assert_eq!(
             std::fs::read(dir.path().join(name)).unwrap(),
             std::fs::read(before.path().join(name)).unwrap(),
