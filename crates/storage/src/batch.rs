@@ -13,8 +13,6 @@ use crate::error::AppendError;
 use crate::format::{be_i16, be_i32, be_i64, be_u32};
 use crate::records::{self, DecompressError, decompress_records, record_frames};
 
-pub(crate) use crate::records::read_varint;
-
 /// Bytes of the RecordBatch v2 header.
 pub(crate) const BATCH_HEADER_BYTES: usize = RecordBatchHeader::BYTES;
 /// First byte covered by the batch CRC.

@@ -39,7 +39,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
-use crate::batch::{BATCH_HEADER_BYTES, RecordBatchHeader as H, read_varint};
+use crate::batch::{BATCH_HEADER_BYTES, RecordBatchHeader as H};
 use crate::error::StorageError;
 use crate::format::{self, EntryKind, IndexEntry};
 use crate::index::{QueueIndex, slot_offset};
@@ -109,57 +109,28 @@ struct ParsedBatch {
 #[derive(Debug)]
 struct Unparseable(&'static str);
 
-/// Walk `count` records of a records section, reading only their framing.
+/// Walk `count` records of a records section, reading only their framing
+/// (`records.rs`, the one record walker); every byte must be a record's.
 fn parse_records(buf: &[u8], count: usize) -> Result<Vec<RawRecord>, Unparseable> {
-    let mut out = Vec::with_capacity(count.min(buf.len()));
-    let mut at = 0usize;
-    for _ in 0..count {
-        let (len, n) = read_varint(buf.get(at..).ok_or(bad_())?).ok_or(bad_())?;
-        let len = usize::try_from(len).map_err(|_| bad_())?;
-        let body_start = at + n;
-        let body_end = body_start.checked_add(len).ok_or(bad_())?;
-        let body = buf.get(body_start..body_end).ok_or(bad_())?;
-        // attributes (1 byte), timestampDelta, offsetDelta, key, value, headers.
-        let mut p = 1usize;
-        let (timestamp_delta, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
-        p += n;
-        let (offset_delta, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
-        p += n;
-        let (key_len, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
-        p += n;
-        let key = if key_len < 0 {
-            None
-        } else {
-            let k = usize::try_from(key_len).map_err(|_| bad_())?;
-            body.get(p..p + k).ok_or(bad_())?;
-            let range = (body_start + p, body_start + p + k);
-            p += k;
-            Some(range)
-        };
-        let (value_len, n) = read_varint(body.get(p..).ok_or(bad_())?).ok_or(bad_())?;
-        p += n;
-        if value_len >= 0 {
-            let v = usize::try_from(value_len).map_err(|_| bad_())?;
-            body.get(p..p + v).ok_or(bad_())?;
-        }
+    let bad = || Unparseable("malformed record framing");
+    let count = i32::try_from(count).map_err(|_| bad())?;
+    let mut frames = crate::records::record_frames(buf, count);
+    let mut out = Vec::with_capacity((count as usize).min(buf.len()));
+    for frame in frames.by_ref() {
+        let frame = frame.map_err(|_| bad())?;
         out.push(RawRecord {
-            start: at,
-            end: body_end,
-            timestamp_delta,
-            offset_delta,
-            key,
-            tombstone: value_len < 0,
+            start: frame.bytes.start,
+            end: frame.bytes.end,
+            timestamp_delta: frame.timestamp_delta,
+            offset_delta: frame.offset_delta,
+            key: frame.key.map(|k| (k.start, k.end)),
+            tombstone: frame.value.is_none(),
         });
-        at = body_end;
     }
-    if at != buf.len() {
-        return Err(bad_());
+    if out.len() != count as usize || frames.position() != buf.len() {
+        return Err(bad());
     }
     Ok(out)
-}
-
-fn bad_() -> Unparseable {
-    Unparseable("malformed record framing")
 }
 
 /// The records of a stored batch; `None` for a control batch (left alone).

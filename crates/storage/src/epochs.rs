@@ -405,8 +405,6 @@ pub(crate) fn attach(
             cache.assign(leader_epoch, st.log_end());
         }
         st.set_epochs(leader_epoch, cache);
-        part.leader_epoch
-            .store(leader_epoch, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(())
 }
@@ -497,12 +495,7 @@ fn assign_leader_epoch(part: &PartitionInner, epoch: i32) -> Result<bool, EpochE
             current: st.leader_epoch(),
         });
     }
-    if !st.start_epoch(epoch) {
-        return Ok(false);
-    }
-    part.leader_epoch
-        .store(epoch, std::sync::atomic::Ordering::SeqCst);
-    Ok(true)
+    Ok(st.start_epoch(epoch))
 }
 
 /// Write the file now; a failure poisons the store.

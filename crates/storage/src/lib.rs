@@ -511,11 +511,10 @@ impl CommitLog {
         }
         debug_assert_eq!(paths.len(), fresh.len(), "one index file per new partition");
         for (&id, path) in fresh.iter().zip(paths) {
-            let inner = Arc::new(PartitionInner {
+            let inner = Arc::new(PartitionInner::new(
                 id,
-                state: std::sync::Mutex::new(partition::PartitionState::new(path, config.clone())),
-                leader_epoch: std::sync::atomic::AtomicI32::new(0),
-            });
+                partition::PartitionState::new(path, config.clone()),
+            ));
             registry.insert(id, inner);
         }
         self.inner.share_index_memory(registry.len());
@@ -803,9 +802,7 @@ impl Partition {
 
     /// The partition's leader epoch (0 until one is set).
     pub fn leader_epoch(&self) -> i32 {
-        self.inner
-            .leader_epoch
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.leader_epoch()
     }
 
     /// Where leader epoch `epoch` ends, for OffsetForLeaderEpoch: the largest

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -33,7 +33,10 @@ const PRODUCER_REBUILD_BATCHES_MAX: u64 = 1 << 16;
 /// Everything about a partition that changes, behind one lock.
 pub(crate) struct PartitionState {
     config: PartitionConfig,
-    leader_epoch: i32,
+    /// The epoch this replica leads (or last learned) the partition in:
+    /// one cell shared with [`PartitionInner::leader_epoch`], written only
+    /// under the state lock and read without it.
+    leader_epoch: Arc<AtomicI32>,
     /// Leader epochs and their start offsets (`epochs.rs`).
     epochs: crate::epochs::EpochCache,
     /// The queue index: batches in offset order, the newest in memory.
@@ -77,7 +80,7 @@ impl PartitionState {
 
     /// The epoch this replica leads (or last learned) the partition in.
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.leader_epoch.load(Ordering::SeqCst)
     }
 
     pub fn epochs(&self) -> &crate::epochs::EpochCache {
@@ -124,7 +127,7 @@ impl PartitionState {
     pub fn new(path: std::path::PathBuf, config: PartitionConfig) -> Self {
         PartitionState {
             config,
-            leader_epoch: 0,
+            leader_epoch: Arc::new(AtomicI32::new(0)),
             epochs: Default::default(),
             index: QueueIndex::new(path),
             log_start: 0,
@@ -246,7 +249,7 @@ impl PartitionState {
 
     /// Set the leader epoch and the epoch cache together (recovery).
     pub fn set_epochs(&mut self, leader_epoch: i32, cache: crate::epochs::EpochCache) {
-        self.leader_epoch = leader_epoch;
+        self.leader_epoch.store(leader_epoch, Ordering::SeqCst);
         self.epochs = cache;
     }
 
@@ -260,10 +263,10 @@ impl PartitionState {
     /// The caller checked that `epoch` is not below the current one.
     pub fn start_epoch(&mut self, epoch: i32) -> bool {
         let assigned = self.epochs.assign(epoch, self.log_end);
-        if !assigned && epoch == self.leader_epoch {
+        if !assigned && epoch == self.leader_epoch() {
             return false;
         }
-        self.leader_epoch = epoch;
+        self.leader_epoch.store(epoch, Ordering::SeqCst);
         true
     }
 
@@ -352,9 +355,9 @@ impl PartitionState {
         if self
             .epochs
             .latest()
-            .is_none_or(|l| l.epoch < self.leader_epoch)
+            .is_none_or(|l| l.epoch < self.leader_epoch())
         {
-            self.epochs.assign(self.leader_epoch, new_end);
+            self.epochs.assign(self.leader_epoch(), new_end);
         }
         self.rebuild_producers(ix)?;
         Ok(cut.map(|(_, slot)| slot))
@@ -409,13 +412,26 @@ impl PartitionState {
 pub(crate) struct PartitionInner {
     pub id: PartitionId,
     pub state: Mutex<PartitionState>,
-    /// `state.leader_epoch`, readable without the state lock: Metadata and
-    /// Fetch read it on the async runtime, where waiting behind an append's
-    /// write would stall a worker thread.
-    pub leader_epoch: std::sync::atomic::AtomicI32,
+    /// The state's leader epoch, readable without the state lock: Metadata
+    /// and Fetch read it on the async runtime, where waiting behind an
+    /// append's write would stall a worker thread.
+    leader_epoch: Arc<AtomicI32>,
 }
 
 impl PartitionInner {
+    pub fn new(id: PartitionId, state: PartitionState) -> Self {
+        Self {
+            id,
+            leader_epoch: state.leader_epoch.clone(),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The partition's leader epoch, without the state lock.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::SeqCst)
+    }
+
     /// The flusher made everything up to `end_offset` durable. Returns whether
     /// the high watermark moved.
     pub fn mark_durable(&self, end_offset: i64) -> Result<bool, StorageError> {
@@ -678,9 +694,7 @@ pub(crate) fn append_replica(
     let written = store
         .log
         .write_entries(&out, Some(marker(part, &st, next)))?;
-    let outcome = commit(store, &mut st, prepared, written);
-    part.leader_epoch.store(st.leader_epoch, Ordering::SeqCst);
-    outcome
+    commit(store, &mut st, prepared, written)
 }
 
 /// What checking a payload decided.
@@ -791,7 +805,7 @@ fn prepare(
     // Build the entries: header + batch with broker-owned fields patched.
     let mut entries = Vec::with_capacity(infos.len());
     let mut offset = st.log_end;
-    let leader_epoch = st.leader_epoch;
+    let leader_epoch = st.leader_epoch();
     let log_append = st.config.timestamp_type == TimestampType::LogAppendTime;
     for info in &infos {
         let src = payload
@@ -879,7 +893,7 @@ fn commit(
         let mut learned = false;
         for (base, epoch) in &p.epochs {
             learned |= st.epochs.learn(*epoch, *base);
-            st.leader_epoch = st.leader_epoch.max(*epoch);
+            st.leader_epoch.fetch_max(*epoch, Ordering::SeqCst);
         }
         if learned {
             store.leader_epochs.mark_dirty();

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::StorageError;
@@ -183,14 +183,7 @@ fn finish_partitions(
     let mut registry = HashMap::new();
     for (id, mut st) in partitions {
         st.finish_recovery(first_base, ix)?;
-        registry.insert(
-            id,
-            Arc::new(PartitionInner {
-                id,
-                leader_epoch: std::sync::atomic::AtomicI32::new(st.leader_epoch()),
-                state: Mutex::new(st),
-            }),
-        );
+        registry.insert(id, Arc::new(PartitionInner::new(id, st)));
     }
     Ok(registry)
 }
