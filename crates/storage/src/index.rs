@@ -102,6 +102,11 @@ impl QueueIndex {
         self.next_slot
     }
 
+    /// The slot of the first live batch.
+    pub fn first_slot(&self) -> u64 {
+        self.first_slot
+    }
+
     /// Bytes of the live batches.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes

@@ -7,7 +7,6 @@
 //! starts alone (`reclaim::checkpoint_log_starts`), once per request too.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::error::{ReadError, StorageError};
 use crate::log::lock;
@@ -54,24 +53,33 @@ pub(crate) fn delete_records_before(
     results
 }
 
-/// Move one partition's log start in memory; returns the new log start.
+/// Move one partition's log start in memory, in steps (see
+/// [`partition::LOG_START_STEP_ENTRIES`]); returns the new log start.
 fn advance(store: &Store, part: &PartitionInner, offset: i64) -> Result<i64, ReadError> {
-    let mut st = lock(&part.state)?;
-    if st.removed() {
-        return Err(ReadError::Storage(partition::removed_error(part.id)));
+    let ix = store.index_io();
+    let mut target = None;
+    loop {
+        let mut st = lock(&part.state)?;
+        if st.removed() {
+            return Err(ReadError::Storage(partition::removed_error(part.id)));
+        }
+        // The high watermark of the first step: later steps may not chase it.
+        let target = *target.get_or_insert(if offset == -1 { st.hw() } else { offset });
+        if target < 0 || target > st.hw() {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start: st.log_start(),
+                log_end: st.hw(),
+            });
+        }
+        let step = st.log_start_step(target, ix)?;
+        if st.advance_log_start(step, ix)? {
+            store.mark_checkpoint_dirty();
+        }
+        if step >= target || st.log_start() >= target {
+            return Ok(st.log_start());
+        }
     }
-    let target = if offset == -1 { st.hw() } else { offset };
-    if target < 0 || target > st.hw() {
-        return Err(ReadError::OffsetOutOfRange {
-            offset,
-            log_start: st.log_start(),
-            log_end: st.hw(),
-        });
-    }
-    if st.advance_log_start(target, store.index_io())? {
-        store.checkpoint_dirty.store(true, Ordering::SeqCst);
-    }
-    Ok(st.log_start())
 }
 
 /// The checkpoint records log-start offsets: writing it makes the moves
@@ -91,7 +99,7 @@ fn make_durable(store: &Store, moved: &[PartitionId]) -> Result<Vec<PartitionId>
 #[cfg(test)]
 mod tests {
     use std::fs::File;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::batch::test_batches::batch;

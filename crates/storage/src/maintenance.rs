@@ -23,8 +23,11 @@ use std::sync::atomic::Ordering;
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, EntryKind};
+use crate::io::IndexIo;
 use crate::log::{io_err, lock, read, sync_dir, write};
-use crate::partition::{Located, PartitionInner, read_located};
+use crate::partition::{
+    LOG_START_STEP_ENTRIES, Located, PartitionInner, PartitionState, read_located,
+};
 use crate::store::Store;
 
 /// A segment is cleaned when its live bytes are below this fraction (1/N) of its size.
@@ -69,39 +72,69 @@ fn apply_retention(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<bool,
     let ix = store.index_io();
     let mut moved = false;
     for p in parts {
-        let mut st = lock(&p.state)?;
-        if st.removed() {
-            continue;
-        }
-        let mut target = st.log_start();
-        let hw = st.hw();
-        if let Some(ms) = st.config().retention_ms.filter(|ms| *ms >= 0) {
-            let cutoff = now.saturating_sub(ms);
-            st.index().scan_live(ix, |_, e| {
-                if e.last_offset() >= hw || e.max_timestamp >= cutoff {
-                    return ControlFlow::Break(());
-                }
-                target = target.max(e.last_offset() + 1);
-                ControlFlow::Continue(())
-            })?;
-        }
-        if let Some(limit) = st.config().retention_bytes.filter(|b| *b >= 0) {
-            let mut live = st.index().live_bytes();
-            st.index().scan_live(ix, |_, e| {
-                if live <= limit as u64 || e.last_offset() >= hw {
-                    return ControlFlow::Break(());
-                }
-                live = live.saturating_sub(u64::from(e.size));
-                target = target.max(e.last_offset() + 1);
-                ControlFlow::Continue(())
-            })?;
-        }
-        if st.advance_log_start(target, ix)? {
+        // One step of at most LOG_START_STEP_ENTRIES batches per lock.
+        loop {
+            let mut st = lock(&p.state)?;
+            if st.removed() {
+                break;
+            }
+            let (target, more) = retention_step(&st, now, ix)?;
+            if !st.advance_log_start(target, ix)? {
+                break;
+            }
             tracing::debug!(partition = ?p.id, log_start = st.log_start(), "retention advanced the log start");
             moved = true;
+            if !more {
+                break;
+            }
         }
     }
     Ok(moved)
+}
+
+/// Where retention moves a partition's log start, looking at no more than
+/// [`LOG_START_STEP_ENTRIES`] batches; `true` when it stopped for that
+/// limit (another step may go further).
+fn retention_step(
+    st: &PartitionState,
+    now: i64,
+    ix: IndexIo<'_>,
+) -> Result<(i64, bool), StorageError> {
+    let first = st.index().first_slot();
+    let to = first
+        .saturating_add(LOG_START_STEP_ENTRIES)
+        .min(st.index().next_slot());
+    let more = to < st.index().next_slot();
+    let hw = st.hw();
+    let mut target = st.log_start();
+    let mut time_done = true;
+    if let Some(ms) = st.config().retention_ms.filter(|ms| *ms >= 0) {
+        let cutoff = now.saturating_sub(ms);
+        time_done = false;
+        st.index().scan(first, to, ix, |_, e| {
+            if e.last_offset() >= hw || e.max_timestamp >= cutoff {
+                time_done = true;
+                return ControlFlow::Break(());
+            }
+            target = target.max(e.last_offset() + 1);
+            ControlFlow::Continue(())
+        })?;
+    }
+    let mut bytes_done = true;
+    if let Some(limit) = st.config().retention_bytes.filter(|b| *b >= 0) {
+        let mut live = st.index().live_bytes();
+        bytes_done = false;
+        st.index().scan(first, to, ix, |_, e| {
+            if live <= limit as u64 || e.last_offset() >= hw {
+                bytes_done = true;
+                return ControlFlow::Break(());
+            }
+            live = live.saturating_sub(u64::from(e.size));
+            target = target.max(e.last_offset() + 1);
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok((target, more && !(time_done && bytes_done)))
 }
 
 /// Segments by base, with their end position; the active one is left out.

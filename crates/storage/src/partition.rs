@@ -291,6 +291,19 @@ impl PartitionState {
         self.checkpointed_log_start = self.checkpointed_log_start.max(log_start);
     }
 
+    /// The log start one step ([`LOG_START_STEP_ENTRIES`] batches) toward
+    /// `target`: `target` itself when it is that near.
+    pub fn log_start_step(&self, target: i64, ix: IndexIo<'_>) -> Result<i64, StorageError> {
+        let slot = self
+            .index
+            .first_slot()
+            .saturating_add(LOG_START_STEP_ENTRIES);
+        if slot >= self.index.next_slot() {
+            return Ok(target);
+        }
+        Ok(target.min(self.index.get(slot, ix)?.base_offset))
+    }
+
     /// The lowest log start a restart could come back with: what keeps segments.
     pub fn restart_log_start(&self) -> i64 {
         self.log_start.min(self.checkpointed_log_start)
@@ -407,6 +420,12 @@ impl PartitionState {
         }
     }
 }
+
+/// Index entries a log-start move reads under the partition's lock at a
+/// time (1 MiB of index): a DeleteRecords or retention run over a long
+/// backlog moves the log start in steps, letting appends and reads of the
+/// partition in between, rather than hold the lock across the whole scan.
+pub(crate) const LOG_START_STEP_ENTRIES: u64 = 1 << 14;
 
 /// A partition's identity and state.
 pub(crate) struct PartitionInner {

@@ -779,6 +779,72 @@ fn retention_by_size_keeps_the_newest_bytes() {
     log.shutdown().unwrap();
 }
 
+/// Append `payloads` payloads of `per_payload` one-record batches each
+/// (one index entry per batch), waiting for the last to be durable.
+fn fill_many(p: &Partition, payloads: usize, per_payload: usize) -> usize {
+    let one = batch(1, 10);
+    let mut payload = Vec::with_capacity(one.len() * per_payload);
+    for _ in 0..per_payload {
+        payload.extend_from_slice(&one);
+    }
+    let payload = Bytes::from(payload);
+    let mut last = None;
+    for _ in 0..payloads {
+        last = Some(p.append(payload.clone()).unwrap());
+    }
+    if let Some(out) = last {
+        block_on(out.durable.wait()).unwrap();
+    }
+    one.len()
+}
+
+#[test]
+fn log_start_moves_over_many_steps_land_where_one_move_would() {
+    let step = crate::partition::LOG_START_STEP_ENTRIES as i64;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let deleted = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    let kept = 100;
+    let one = fill_many(&deleted, 5, 8_000) as i64; // 40,000 batches, offsets 0..40,000
+    let sized = PartitionConfig {
+        retention_bytes: Some(kept * one),
+        retention_ms: None,
+        ..PartitionConfig::default()
+    };
+    let retained = log.create_partition(pid(1), sized).unwrap();
+    fill_many(&retained, 5, 8_000);
+    assert!(40_000 > 2 * step, "the moves below take several steps");
+
+    // DeleteRecords over more than two steps' worth of batches.
+    assert_eq!(deleted.delete_records_before(35_001).unwrap(), 35_001);
+    assert_eq!(deleted.offsets().log_start, 35_001);
+    assert!(matches!(
+        deleted.read(35_000, 1 << 20),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    let read = deleted.read(35_001, 1 << 20).unwrap().records;
+    assert_eq!(read.len() as i64, (40_000 - 35_001) * one);
+
+    // Retention by size: keeps the newest `kept` batches, whatever the steps.
+    log.run_maintenance().unwrap();
+    assert_eq!(retained.offsets().log_start, 40_000 - kept);
+    let read = retained.read(40_000 - kept, 1 << 20).unwrap().records;
+    assert_eq!(read.len() as i64, kept * one);
+
+    // Both survive a restart (DeleteRecords is durable on return; retention
+    // was checkpointed by maintenance).
+    drop((deleted, retained, log));
+    let log = open_log(dir.path(), no_checkpoints());
+    assert_eq!(log.partition(pid(0)).unwrap().offsets().log_start, 35_001);
+    assert_eq!(
+        log.partition(pid(1)).unwrap().offsets().log_start,
+        40_000 - kept
+    );
+    log.shutdown().unwrap();
+}
+
 #[test]
 fn delete_records_moves_the_log_start_durably() {
     let dir = tempfile::tempdir().unwrap();
