@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, CheckpointPartition, SEGMENT_HEADER_BYTES};
 use crate::index::HOT_ENTRIES_MIN;
-use crate::io::{FileIo, IndexFiles, IndexIo};
+use crate::io::{FileIo, IndexFiles, IndexIo, durable};
 use crate::partition::PartitionInner;
 use crate::{Clock, LogConfig, PartitionId};
 
@@ -487,7 +487,7 @@ impl LogInner {
             return Err(self.poison_locked(w, reason));
         }
         let offset = w.active.file_offset(position);
-        let written = crate::io::failpoint("storage::segment_write")
+        let written = crate::io::failpoint_for(self.io.as_ref(), "storage::segment_write")
             .and_then(|()| self.io.write_all_at(&w.active.file, buf, offset));
         if let Err(e) = written {
             let reason = format!(
@@ -531,12 +531,16 @@ impl LogInner {
     fn roll(&self, w: &mut Writer, now_ms: i64) -> Result<(), StorageError> {
         let base = w.write_pos;
         let path = self.log_dir.join(segment_file_name(base));
-        let made = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let made = self
+            .io
+            .open(
+                &path,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
             .and_then(|f| {
                 self.io
                     .write_all_at(&f, &format::segment_header(), 0)
@@ -583,11 +587,15 @@ impl LogInner {
             (w.write_pos, markers, files, dir_dirty)
         };
         for seg in &files {
-            if let Err(e) = self.io.sync_data(&seg.file) {
+            if let Err(e) = durable::sync_data(self.io.as_ref(), "storage::segment_sync", &seg.file)
+            {
                 return Err(self.poison(format!("fdatasync of {} failed: {e}", seg.path.display())));
             }
         }
-        if dir_dirty && let Err(e) = sync_dir(&self.log_dir) {
+        if dir_dirty
+            && let Err(e) =
+                durable::sync_dir(self.io.as_ref(), "storage::log_dir_sync", &self.log_dir)
+        {
             return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
         }
         lock(&self.writer)?.synced_pos = target;
@@ -657,14 +665,16 @@ impl LogInner {
         }
         crate::epochs::write_learned(self)?;
         let bytes = cp.encode();
-        let done = weir_sync::replace_file(
+        let done = durable::replace_file(
+            self.io.as_ref(),
+            [
+                "storage::checkpoint_sync",
+                "storage::checkpoint_rename",
+                "storage::checkpoint_dir_sync",
+            ],
             &self.dir.join(CHECKPOINT_TMP_FILE),
             &self.dir.join(CHECKPOINT_FILE),
             |f| self.io.write_all_at(f, &bytes, 0),
-            |f| {
-                crate::io::failpoint("storage::checkpoint_sync")?;
-                self.io.sync_data(f)
-            },
         );
         if let Err(e) = done {
             return Err(self.poison(format!(
@@ -798,9 +808,4 @@ fn checkpoint_next_wait(log: &LogInner) -> Option<Duration> {
         Some(wait) => wait.min(idle),
         None => idle,
     })
-}
-
-/// fsync a directory so created, renamed or deleted entries in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    weir_sync::sync_dir(dir)
 }

@@ -23,7 +23,8 @@ use std::sync::atomic::Ordering;
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, EntryKind};
-use crate::log::{LogInner, io_err, lock, read, sync_dir, write};
+use crate::io::durable;
+use crate::log::{LogInner, io_err, lock, read, write};
 use crate::partition::{Located, PartitionInner, read_located};
 
 /// A segment is cleaned when its live bytes are below this fraction (1/N) of its size.
@@ -179,7 +180,8 @@ pub(crate) fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), Stora
         let Some(seg) = write(&log.segments)?.remove(base) else {
             continue;
         };
-        std::fs::remove_file(&seg.path)
+        log.io
+            .remove_file(&seg.path)
             .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
         tracing::info!(segment = %seg.path.display(), "deleted a commit-log segment with no live data");
     }
@@ -187,7 +189,12 @@ pub(crate) fn delete_segments(log: &LogInner, bases: &[u64]) -> Result<(), Stora
     for p in parts {
         lock(&p.state)?.index.forget_segments(bases);
     }
-    sync_dir(&log.log_dir).map_err(|e| io_err(format!("fsync of {}", log.log_dir.display()), e))
+    durable::sync_dir(
+        log.io.as_ref(),
+        "storage::segment_delete_dir_sync",
+        &log.log_dir,
+    )
+    .map_err(|e| io_err(format!("fsync of {}", log.log_dir.display()), e))
 }
 
 /// One batch the cleaner moved.
