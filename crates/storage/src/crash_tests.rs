@@ -94,6 +94,41 @@ impl Durable {
     }
 
     /// Replace what is under `root` with what the disk made durable.
+    /// What a crash leaves: with `mix`, each file keeps its unsynced
+    /// writes or loses them all, and each folder its unsynced entries, as
+    /// a hash of `mix` and the file (or folder) picks: pages the kernel
+    /// wrote back on its own. Without, every unsynced change is lost.
+    fn crash_image(&self, root: &Path, mix: Option<u64>) -> io::Result<Durable> {
+        let mut image = Durable {
+            dirs: self.dirs.clone(),
+            contents: self.contents.clone(),
+            held: HashMap::new(),
+        };
+        let Some(seed) = mix else {
+            return Ok(image);
+        };
+        let mut now = Durable::default();
+        now.snapshot_tree(root)?;
+        fn keeps<T: std::hash::Hash>(seed: u64, what: &T) -> bool {
+            use std::hash::Hasher;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&seed, &mut h);
+            what.hash(&mut h);
+            h.finish() % 2 == 0
+        }
+        for (dir, listing) in now.dirs {
+            if keeps(seed, &dir) {
+                image.dirs.insert(dir, listing);
+            }
+        }
+        for (ino, bytes) in now.contents {
+            if keeps(seed, &ino) {
+                image.contents.insert(ino, bytes);
+            }
+        }
+        Ok(image)
+    }
+
     fn materialize(&self, root: &Path) -> io::Result<()> {
         for ent in std::fs::read_dir(root)? {
             let ent = ent?;
@@ -195,6 +230,11 @@ fn open(root: &Path) -> Result<Life, StorageError> {
 /// Drop every handle of the log without a shutdown, wait for its threads
 /// to let go, and roll the directory back to what was durable.
 fn crash(root: &Path, log: CommitLog, io: Arc<CrashIo>) {
+    crash_mixed(root, log, io, None);
+}
+
+/// [`crash`], keeping some unsynced changes as `mix` picks ([`Durable::crash_image`]).
+fn crash_mixed(root: &Path, log: CommitLog, io: Arc<CrashIo>, mix: Option<u64>) {
     let weak: Weak<LogInner> = Arc::downgrade(&log.inner);
     drop(log);
     // The flusher and checkpoint threads end once they see no handle left.
@@ -206,7 +246,8 @@ fn crash(root: &Path, log: CommitLog, io: Arc<CrashIo>) {
         );
         std::thread::yield_now();
     }
-    io.durable.lock().unwrap().materialize(root).unwrap();
+    let image = io.durable.lock().unwrap().crash_image(root, mix).unwrap();
+    image.materialize(root).unwrap();
 }
 
 /// One batch as the workload appended it.
@@ -247,6 +288,8 @@ struct Workload {
     created: bool,
     removed: Option<bool>,
     counter: usize,
+    /// Which unsynced changes a crash keeps ([`Durable::crash_image`]).
+    mix: Option<u64>,
 }
 
 /// The batch `n` (values differ by length), stamped as the log stores it.
@@ -266,21 +309,25 @@ type Step = Result<(), String>;
 fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(p) => Err(p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".into())),
+        Err(p) => Err(panic_text(p.as_ref())),
     }
 }
 
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
 impl Workload {
-    fn new() -> Self {
+    fn new(mix: Option<u64>) -> Self {
         Self {
             models: BTreeMap::new(),
             created: false,
             removed: None,
             counter: 0,
+            mix,
         }
     }
 
@@ -323,14 +370,22 @@ impl Workload {
         self.counter += 1;
         let b = batch(records, 8 + self.counter % 23);
         let epoch = p.leader_epoch();
-        let out = caught(|| p.append(b.clone()).map_err(|e| e.to_string()))?;
-        let model = self.models.get_mut(&n).ok_or("no model")?;
+        // An append that fails may have written its batch (a failure after
+        // the write, in its index): it may come back, at the log end.
+        let base = p.offsets().log_end;
         let appended = Appended {
-            last: out.last_offset,
-            bytes: stored_bytes(&b, out.base_offset, epoch),
+            last: base + records as i64 - 1,
+            bytes: stored_bytes(&b, base, epoch),
         };
-        let base = out.base_offset;
+        let model = self.models.get_mut(&n).ok_or("no model")?;
         model.maybe.insert(base, appended.clone());
+        let out = caught(|| p.append(b.clone()).map_err(|e| e.to_string()))?;
+        if out.base_offset != base {
+            return Err(format!(
+                "appended at {}, the log end was {base}",
+                out.base_offset
+            ));
+        }
         caught(|| block_on(out.ack_wait(true).wait()).map_err(|e| e.to_string()))?;
         model.acked.insert(base, appended);
         Ok(())
@@ -476,7 +531,7 @@ impl Workload {
         drop(l);
         // A restart: recovery's own syncs run with the failpoint set too.
         let Life { log, io } = life.take().ok_or("no log")?;
-        crash(root, log, io);
+        crash_mixed(root, log, io, self.mix);
         self.check_after_restart(root, life)?;
         let l = log_of(life)?;
         self.append(&l, LEADER_A, 2)?;
@@ -648,23 +703,27 @@ fn check_partition(n: i32, p: &Partition, model: &mut Model) {
 
 /// Run the workload with `site` set to `action` (a fail-rs action), crash
 /// wherever it stopped, reopen, and check. Returns whether the site fired.
-fn run_site(site: &str, action: &str) -> bool {
+fn run_site(site: &str, action: &str, mix: Option<u64>) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let mut w = Workload::new();
+    let mut w = Workload::new(mix);
     fail::cfg(site, action).unwrap();
     let mut life = None;
     let outcome = match caught(|| open(root).map_err(|e| e.to_string())) {
         Ok(l) => {
             life = Some(l);
-            w.run(root, &mut life)
+            // A check inside the workload (after its restart) names the site too.
+            match catch_unwind(AssertUnwindSafe(|| w.run(root, &mut life))) {
+                Ok(outcome) => outcome,
+                Err(p) => panic!("{site}={action}: {}", panic_text(p.as_ref())),
+            }
         }
         Err(e) => Err(e),
     };
     fail::remove(site);
     let fired = outcome.is_err();
     if let Some(Life { log, io }) = life.take() {
-        crash(root, log, io);
+        crash_mixed(root, log, io, mix);
     } else {
         // The open failed: nothing was written past the last crash image.
     }
@@ -685,11 +744,7 @@ fn run_site(site: &str, action: &str) -> bool {
     }));
     reopened.log.shutdown().unwrap();
     if let Err(p) = result {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
+        let msg = panic_text(p.as_ref());
         panic!("{site}={action} (stopped with {outcome:?}): {msg}");
     }
     fired
@@ -724,17 +779,31 @@ const SITES: &[&str] = &[
     "storage::recovery_index_sync",
 ];
 
-/// Each site fails (`return`) at its first hit and at later ones.
+/// Each site fails (`return`) at its first hit and at later ones; the
+/// crash loses every unsynced change.
 #[test]
 fn every_fsync_and_rename_failure_recovers_what_was_acknowledged() {
     let _scenario = fail::FailScenario::setup();
     for site in SITES {
         assert!(
-            run_site(site, "return"),
+            run_site(site, "return", None),
             "{site}: the workload never reached it"
         );
         for skip in [1, 3, 8] {
-            run_site(site, &format!("{skip}*off->return"));
+            run_site(site, &format!("{skip}*off->return"), None);
+        }
+    }
+}
+
+/// The same, where the crash keeps some files' and folders' unsynced
+/// changes and loses others' (the kernel wrote some back on its own).
+#[test]
+fn every_fsync_and_rename_failure_recovers_when_some_unsynced_writes_survive() {
+    let _scenario = fail::FailScenario::setup();
+    for (n, site) in SITES.iter().enumerate() {
+        for (k, skip) in [0, 2, 5].into_iter().enumerate() {
+            let seed = (n * 3 + k) as u64;
+            run_site(site, &format!("{skip}*off->return"), Some(seed));
         }
     }
 }
@@ -745,10 +814,10 @@ fn a_panic_at_every_fsync_and_rename_recovers_what_was_acknowledged() {
     let _scenario = fail::FailScenario::setup();
     for site in SITES {
         assert!(
-            run_site(site, "panic"),
+            run_site(site, "panic", None),
             "{site}: the workload never reached it"
         );
-        run_site(site, "2*off->panic");
+        run_site(site, "2*off->panic", None);
     }
 }
 
@@ -768,7 +837,8 @@ fn crash_io_keeps_only_what_was_synced() {
     std::fs::write(root.join("unsynced"), b"x").unwrap();
     std::fs::rename(root.join("old"), root.join("renamed")).unwrap();
     drop(synced);
-    io.durable.lock().unwrap().materialize(root).unwrap();
+    let image = io.durable.lock().unwrap().crash_image(root, None).unwrap();
+    image.materialize(root).unwrap();
     let mut names: Vec<_> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -778,4 +848,53 @@ fn crash_io_keeps_only_what_was_synced() {
     assert_eq!(names, ["old", "synced"]);
     assert_eq!(std::fs::read(root.join("synced")).unwrap(), b"kept");
     assert_eq!(std::fs::read(root.join("old")).unwrap(), b"old");
+}
+
+/// A partition named by a checkpoint before its first batch: its index
+/// header must be durable by then, or a crash leaves a checkpointed index
+/// file with no header, which recovery must refuse.
+#[test]
+fn a_partition_checkpointed_before_its_first_batch_survives_a_crash() {
+    // Its I/O meets the failpoints: none may be set meanwhile.
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Life { log, io } = open(root).unwrap();
+    log.create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    log.inner.write_checkpoint().unwrap();
+    crash(root, log, io);
+    let Life { log, io } = open(root).unwrap();
+    let p = log.partition(pid(0)).unwrap();
+    let out = p.append(batch(1, 5)).unwrap();
+    assert_eq!(out.base_offset, 0);
+    block_on(out.durable.wait()).unwrap();
+    drop(p);
+    crash(root, log, io);
+    let Life { log, .. } = open(root).unwrap();
+    assert_eq!(log.partition(pid(0)).unwrap().offsets().log_end, 1);
+    log.shutdown().unwrap();
+}
+
+/// Recovery rewrites the header of a partition no checkpoint names yet
+/// (created without an fdatasync of it); the checkpoint written at the end
+/// of the open names it, so the rewrite must be durable first.
+#[test]
+fn a_header_rewritten_by_recovery_survives_a_crash_right_after_the_open() {
+    // Its I/O meets the failpoints: none may be set meanwhile.
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Life { log, io } = open(root).unwrap();
+    log.create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    // A crash before any checkpoint: the header was never synced.
+    crash(root, log, io);
+    let Life { log, io } = open(root).unwrap();
+    assert!(log.partition(pid(0)).is_some());
+    // The open's checkpoint names it; crash again at once.
+    crash(root, log, io);
+    let Life { log, .. } = open(root).unwrap();
+    assert!(log.partition(pid(0)).is_some());
+    log.shutdown().unwrap();
 }
