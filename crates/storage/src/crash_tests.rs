@@ -114,7 +114,7 @@ impl Durable {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             std::hash::Hash::hash(&seed, &mut h);
             what.hash(&mut h);
-            h.finish() % 2 == 0
+            h.finish().is_multiple_of(2)
         }
         for (dir, listing) in now.dirs {
             if keeps(seed, &dir) {
