@@ -752,7 +752,7 @@ fn run_site(site: &str, action: &str, mix: Option<u64>) -> bool {
 
 /// Every fsync and rename failpoint the workload reaches (docs/testing.md).
 /// The index upgrade's (`storage::index_upgrade_*`) run only on a
-/// version-1 index file and are covered by recovery's upgrade tests.
+/// version-1 index file: [`a_crash_in_the_index_upgrade_keeps_every_record`].
 const SITES: &[&str] = &[
     "storage::segment_sync",
     "storage::log_dir_sync",
@@ -897,4 +897,102 @@ fn a_header_rewritten_by_recovery_survives_a_crash_right_after_the_open() {
     let Life { log, .. } = open(root).unwrap();
     assert!(log.partition(pid(0)).is_some());
     log.shutdown().unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for ent in std::fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let target = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_tree(&ent.path(), &target);
+        } else {
+            std::fs::copy(ent.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Every batch of every partition, by partition, as read back.
+fn contents(log: &CommitLog) -> BTreeMap<PartitionId, (PartitionOffsets, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    for id in log.partitions() {
+        let p = log.partition(id).unwrap();
+        let offsets = p.offsets();
+        let mut bytes = Vec::new();
+        let mut at = offsets.log_start;
+        while at < offsets.log_end {
+            let read = p.read(at, 1 << 20).unwrap();
+            let Some(last) = crate::batch::parse_replica_payload(&read.records)
+                .unwrap()
+                .last()
+                .map(|b| {
+                    let base = crate::format::be_i64(&read.records, b.start).unwrap();
+                    base + i64::from(b.last_offset_delta)
+                })
+            else {
+                break;
+            };
+            bytes.extend_from_slice(&read.records);
+            at = last + 1;
+        }
+        out.insert(id, (offsets, bytes));
+    }
+    out
+}
+
+/// The upgrade of version-1 index files (at the open of a directory an
+/// older Weir wrote) fails or panics at each of its durable steps; after
+/// the crash the directory opens and reads back as a clean upgrade does.
+#[test]
+fn a_crash_in_the_index_upgrade_keeps_every_record() {
+    let _scenario = fail::FailScenario::setup();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let clean_dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture, clean_dir.path());
+    let clean = open(clean_dir.path()).unwrap();
+    let want = contents(&clean.log);
+    assert!(!want.is_empty());
+    clean.log.shutdown().unwrap();
+    let sites = [
+        "storage::index_upgrade_sync",
+        "storage::index_upgrade_rename",
+        "storage::index_upgrade_dir_sync",
+    ];
+    for (n, site) in sites.into_iter().enumerate() {
+        for (action, mix) in [
+            ("return", None),
+            ("panic", None),
+            ("return", Some(n as u64)),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            copy_tree(&fixture, root);
+            let io = CrashIo::new(root);
+            fail::cfg(site, action).unwrap();
+            let opened = caught(|| {
+                CommitLog::open_with_io(
+                    root,
+                    config(),
+                    Arc::new(ManualClock::default()),
+                    io.clone(),
+                )
+                .map_err(|e| e.to_string())
+            });
+            fail::remove(site);
+            let Err(e) = opened else {
+                panic!("{site}={action}: the open never reached it");
+            };
+            assert!(e.contains(site), "{site}={action}: {e}");
+            // The open failed before any thread started: nothing holds the files.
+            let image = io.durable.lock().unwrap().crash_image(root, mix).unwrap();
+            image.materialize(root).unwrap();
+            let reopened = open(root)
+                .unwrap_or_else(|e| panic!("{site}={action}: the log does not reopen: {e}"));
+            assert!(
+                contents(&reopened.log) == want,
+                "{site}={action} (mix {mix:?}): the records differ from a clean upgrade's"
+            );
+            reopened.log.shutdown().unwrap();
+        }
+    }
 }
