@@ -996,3 +996,49 @@ fn a_crash_in_the_index_upgrade_keeps_every_record() {
         }
     }
 }
+
+/// A partition created without an fdatasync of its index header, whose
+/// header the crash left as zeros: recovery rewrites it, and the open's
+/// checkpoint then names the partition. A second crash right after must
+/// not find the zeros again (a checkpointed index file with a bad header is
+/// refused), so the rewrite is synced before that checkpoint.
+#[test]
+fn a_torn_header_rewritten_by_recovery_survives_a_second_crash() {
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Life { log, io } = open(root).unwrap();
+    log.create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    crash(root, log, io);
+    // What the disk kept of the header: its length, not its bytes.
+    let index = crate::recovery::index_path(&root.join("index"), pid(0));
+    std::fs::write(&index, [0u8; crate::format::INDEX_HEADER_BYTES as usize]).unwrap();
+    // The rewrite's own sync failing, or panicking, fails the open and
+    // leaves the directory to the next one.
+    for action in ["return", "panic"] {
+        let io = CrashIo::new(root);
+        fail::cfg("storage::index_header_sync", action).unwrap();
+        let opened = caught(|| {
+            CommitLog::open_with_io(root, config(), Arc::new(ManualClock::default()), io.clone())
+                .map_err(|e| e.to_string())
+        });
+        fail::remove("storage::index_header_sync");
+        let e = opened
+            .err()
+            .unwrap_or_else(|| panic!("{action}: the open never synced"));
+        assert!(e.contains("storage::index_header_sync"), "{action}: {e}");
+        let image = io.durable.lock().unwrap().crash_image(root, None).unwrap();
+        image.materialize(root).unwrap();
+    }
+    let Life { log, io } = open(root).unwrap();
+    assert!(log.partition(pid(0)).is_some());
+    crash(root, log, io);
+    let Life { log, .. } = open(root).unwrap_or_else(|e| panic!("the log does not reopen: {e}"));
+    let p = log.partition(pid(0)).unwrap();
+    let out = p.append(batch(1, 5)).unwrap();
+    assert_eq!(out.base_offset, 0);
+    block_on(out.durable.wait()).unwrap();
+    drop(p);
+    log.shutdown().unwrap();
+}

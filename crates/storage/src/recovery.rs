@@ -629,9 +629,12 @@ fn load_indexes(
             // A partition no checkpoint names yet was created without an
             // fdatasync of its header: nothing in the file is vouched for,
             // so a damaged header is rewritten (a newer version still refuses).
+            // The open's checkpoint will name it, and a checkpointed file
+            // with a bad header is refused: the new header is synced first.
             Err(FormatError::Corrupt(_)) if cp.is_none() => {
                 io.set_len(&file, 0)
                     .and_then(|()| io.write_all_at(&file, &format::index_header(id), 0))
+                    .and_then(|()| durable::sync_data(io, "storage::index_header_sync", &file))
                     .map_err(|e| io_err(format!("rewriting {}", path.display()), e))?;
                 len = INDEX_HEADER_BYTES;
                 format::INDEX_VERSION
