@@ -626,12 +626,17 @@ fn load_indexes(
         let cp = vouched.get(&id);
         let version = match format::check_index_header(&header, id) {
             Ok(v) => v,
-            // A partition no checkpoint names yet was created without an
-            // fdatasync of its header: nothing in the file is vouched for,
-            // so a damaged header is rewritten (a newer version still refuses).
-            // The open's checkpoint will name it, and a checkpointed file
-            // with a bad header is refused: the new header is synced first.
-            Err(FormatError::Corrupt(_)) if cp.is_none() => {
+            // A partition is created without an fdatasync of its header;
+            // the first fdatasync of its file comes with its first vouched
+            // entries. While no checkpoint vouches for any entry of it
+            // (none names it, or its index end is its log start), nothing
+            // in the file is owed, so a damaged header is rewritten (a newer
+            // version still refuses). The open's checkpoint will name it,
+            // and a vouched file with a bad header is refused: the new
+            // header is synced first.
+            Err(FormatError::Corrupt(_))
+                if cp.is_none_or(|c| c.index_end_offset <= c.log_start) =>
+            {
                 io.set_len(&file, 0)
                     .and_then(|()| io.write_all_at(&file, &format::index_header(id), 0))
                     .and_then(|()| durable::sync_data(io, "storage::index_header_sync", &file))
