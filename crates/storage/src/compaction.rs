@@ -524,7 +524,17 @@ fn install(
         let at = slot_offset(fresh.next_slot()) - chunk.len() as u64;
         store.log.io.write_all_at(file, &chunk, at)
     };
-    let replaced = weir_sync::replace_file(&tmp, &path, write, |f| store.log.io.sync_data(f));
+    let replaced = crate::io::durable::replace_file(
+        store.log.io.as_ref(),
+        [
+            "storage::compacted_index_sync",
+            "storage::compacted_index_rename",
+            "storage::compacted_index_dir_sync",
+        ],
+        &tmp,
+        &path,
+        write,
+    );
     drop(segs);
     match replaced {
         Err(e) if e.step == weir_sync::ReplaceStep::SyncDir => {

@@ -18,7 +18,6 @@
 //! file, fdatasync, rename, directory fsync); `docs/format.md` draws it.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,8 @@ use uuid::Uuid;
 use crate::PartitionId;
 use crate::error::{EpochError, StorageError};
 use crate::format::{FormatError, be_i32, be_i64, be_u32};
-use crate::log::{io_err, lock, read, sync_dir};
+use crate::io::{FileIo, durable};
+use crate::log::{io_err, lock, read};
 use crate::partition::{PartitionInner, PartitionState};
 use crate::store::Store;
 
@@ -338,13 +338,16 @@ impl LeaderEpochsFile {
 
 /// Read the leader-epoch file (absent: nothing stored yet). Reads only, so
 /// recovery can refuse a newer version before it changes anything.
-pub(crate) fn load(dir: &Path) -> Result<HashMap<PartitionId, StoredEpochs>, StorageError> {
+pub(crate) fn load(
+    dir: &Path,
+    io: &dyn FileIo,
+) -> Result<HashMap<PartitionId, StoredEpochs>, StorageError> {
     let path = dir.join(LEADER_EPOCHS_FILE);
     let corrupt = |detail: String| StorageError::Corrupt {
         file: path.display().to_string(),
         detail,
     };
-    let meta = match std::fs::metadata(&path) {
+    let meta = match io.metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
@@ -355,8 +358,9 @@ pub(crate) fn load(dir: &Path) -> Result<HashMap<PartitionId, StoredEpochs>, Sto
             meta.len()
         )));
     }
-    let bytes =
-        std::fs::read(&path).map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+    let bytes = io
+        .read(&path)
+        .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
     let records = decode(&bytes).map_err(|e| match e {
         FormatError::Corrupt(d) => corrupt(d),
         FormatError::Unsupported(detail) => StorageError::UnsupportedFormat {
@@ -534,19 +538,19 @@ fn write(store: &Store) -> Result<(), StorageError> {
 fn replace_file(store: &Store, bytes: &[u8]) -> Result<(), StorageError> {
     let dir = &store.leader_epochs.dir;
     let tmp = dir.join(LEADER_EPOCHS_TMP_FILE);
-    File::create(&tmp)
-        .and_then(|f| {
-            store.log.io.write_all_at(&f, bytes, 0)?;
-            store.log.io.sync_data(&f)
-        })
-        .and_then(|()| std::fs::rename(&tmp, dir.join(LEADER_EPOCHS_FILE)))
-        .and_then(|()| sync_dir(dir))
-        .map_err(|e| {
-            io_err(
-                format!("writing {}", dir.join(LEADER_EPOCHS_FILE).display()),
-                e,
-            )
-        })
+    let io = store.log.io.as_ref();
+    durable::replace_file(
+        io,
+        [
+            "storage::leader_epochs_sync",
+            "storage::leader_epochs_rename",
+            "storage::leader_epochs_dir_sync",
+        ],
+        &tmp,
+        &dir.join(LEADER_EPOCHS_FILE),
+        |f| io.write_all_at(f, bytes, 0),
+    )
+    .map_err(|e| StorageError::from_replace("writing the leader-epoch file", e))
 }
 
 #[cfg(test)]

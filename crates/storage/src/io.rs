@@ -1,9 +1,11 @@
-//! The file operations whose failure matters for durability (writes and
-//! fdatasync), behind a trait so tests can inject failures, and the bounded
-//! set of open index files.
+//! Every file operation of the storage engine (opens, reads, writes,
+//! truncations, fdatasyncs, renames, removals, folder creation, listing and
+//! fsync), behind a trait so tests can inject failures or simulate a crash
+//! that loses what was never synced; the named failpoints in front of each
+//! durable step; and the bounded set of open index files.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -12,16 +14,159 @@ use std::sync::{Arc, Mutex};
 use crate::error::StorageError;
 use crate::log::{io_err, lock};
 
-/// Positional writes and syncs of commit-log, index and checkpoint files.
+/// The file operations of commit-log, index, checkpoint and leader-epoch
+/// files and their folders. Every default calls the operating system; a
+/// test overrides what it needs. The durable steps (fdatasync, folder fsync,
+/// rename) are called through [`durable`]'s wrappers, which put the step's
+/// failpoint in front, so an override never skips one.
 pub(crate) trait FileIo: Send + Sync + 'static {
+    /// Open (or create, as `options` say) the file at `path`.
+    fn open(&self, path: &Path, options: &OpenOptions) -> io::Result<File> {
+        options.open(path)
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        file.read_exact_at(buf, offset)
+    }
+
     /// Write all of `buf` at `offset`.
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         file.write_all_at(buf, offset)
     }
 
-    /// fdatasync.
+    /// The length of an open file.
+    fn len(&self, file: &File) -> io::Result<u64> {
+        file.metadata().map(|m| m.len())
+    }
+
+    /// Cut (or extend) a file to `len` bytes.
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+
+    /// fdatasync. Call it through [`durable::sync_data`].
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
+    }
+
+    /// Rename `from` over `to`. Call it through [`durable::rename`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    /// fsync a folder, so the creations, renames and removals in it are
+    /// durable. Call it through [`durable::sync_dir`].
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        weir_sync::sync_dir(dir)
+    }
+
+    /// Remove the file at `path`.
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    /// Create a folder and its missing parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    /// The paths of the entries of a folder.
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)?
+            .map(|ent| ent.map(|e| e.path()))
+            .collect()
+    }
+
+    /// The metadata of the file at `path` (`NotFound` when there is none).
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        std::fs::metadata(path)
+    }
+
+    /// The whole content of the file at `path`.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    /// Whether the named failpoints act on this I/O. They are
+    /// process-global: in this crate's unit tests only the I/O of the crash
+    /// tests (which hold `fail::FailScenario`) opts in, so the tests running
+    /// beside them never meet a failpoint set for another test.
+    fn failpoints(&self) -> bool {
+        !cfg!(test)
+    }
+}
+
+/// [`failpoint`] for an operation through `io`: nothing when `io` opts out.
+pub(crate) fn failpoint_for(io: &dyn FileIo, name: &'static str) -> io::Result<()> {
+    if io.failpoints() {
+        failpoint(name)?;
+    }
+    Ok(())
+}
+
+/// The durable steps, each behind its named failpoint (`storage::<what>`,
+/// listed in docs/testing.md), then the [`FileIo`] call.
+pub(crate) mod durable {
+    use std::fs::File;
+    use std::io;
+    use std::path::Path;
+
+    use super::{FileIo, failpoint_for};
+
+    /// fdatasync `file`, the durable step `step`.
+    pub fn sync_data(io: &dyn FileIo, step: &'static str, file: &File) -> io::Result<()> {
+        failpoint_for(io, step)?;
+        io.sync_data(file)
+    }
+
+    /// Rename `from` over `to`, the durable step `step`.
+    pub fn rename(io: &dyn FileIo, step: &'static str, from: &Path, to: &Path) -> io::Result<()> {
+        failpoint_for(io, step)?;
+        io.rename(from, to)
+    }
+
+    /// fsync the folder `dir`, the durable step `step`.
+    pub fn sync_dir(io: &dyn FileIo, step: &'static str, dir: &Path) -> io::Result<()> {
+        failpoint_for(io, step)?;
+        io.sync_dir(dir)
+    }
+
+    /// [`weir_sync::replace_file`] through `io`, with the failpoints of its
+    /// three durable steps: the temporary file's fdatasync, the rename, and
+    /// the folder's fsync.
+    pub fn replace_file(
+        io: &dyn FileIo,
+        steps: [&'static str; 3],
+        tmp: &Path,
+        path: &Path,
+        write: impl FnOnce(&File) -> io::Result<()>,
+    ) -> Result<(), weir_sync::ReplaceError> {
+        weir_sync::replace_file_with(&Replace { io, steps }, tmp, path, write)
+    }
+
+    /// [`FileIo`] as the replace helper's operations.
+    struct Replace<'a> {
+        io: &'a dyn FileIo,
+        /// Failpoints of the fdatasync, the rename and the folder fsync.
+        steps: [&'static str; 3],
+    }
+
+    impl weir_sync::ReplaceIo for Replace<'_> {
+        fn create(&self, tmp: &Path) -> io::Result<File> {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            self.io.open(tmp, &options)
+        }
+        fn sync(&self, file: &File) -> io::Result<()> {
+            sync_data(self.io, self.steps[0], file)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            rename(self.io, self.steps[1], from, to)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            sync_dir(self.io, self.steps[2], dir)
+        }
     }
 }
 
@@ -51,7 +196,7 @@ impl IndexIo<'_> {
 /// (`return`), which the caller handles like the operation's own failure.
 /// Without the feature it is nothing.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
-pub(crate) fn failpoint(name: &'static str) -> io::Result<()> {
+fn failpoint(name: &'static str) -> io::Result<()> {
     fail::fail_point!(name, |message: Option<String>| Err(io::Error::other(
         format!(
             "failpoint {name}: {}",
@@ -142,7 +287,7 @@ impl IndexFiles {
             let mut set = lock(&self.set)?;
             set.open(self.open_max, io, path)?
         };
-        file.read_exact_at(buf, offset)
+        io.read_exact_at(&file, buf, offset)
             .map_err(|e| io_err(format!("reading {}", path.display()), e))
     }
 
@@ -161,7 +306,7 @@ impl IndexFiles {
         // Outside the lock: a write after the flag was cleared marks the
         // file dirty again, for the next sync or the close.
         for (file, path) in dirty {
-            io.sync_data(&file)
+            durable::sync_data(io, "storage::index_sync", &file)
                 .map_err(|e| io_err(format!("fdatasync of {}", path.display()), e))?;
         }
         Ok(())
@@ -175,10 +320,10 @@ impl IndexFiles {
         let mut set = lock(&self.set)?;
         let file = set.open(self.open_max, io, path)?;
         let cut = |e| io_err(format!("truncating {}", path.display()), e);
-        if file.metadata().map_err(cut)?.len() <= len {
+        if io.len(&file).map_err(cut)? <= len {
             return Ok(());
         }
-        file.set_len(len).map_err(cut)?;
+        io.set_len(&file, len).map_err(cut)?;
         if let Some(f) = set.files.get_mut(path) {
             f.dirty = true;
         }
@@ -222,10 +367,8 @@ impl OpenSet {
         while self.files.len() >= open_max {
             self.close_oldest(io)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
+        let file = io
+            .open(path, OpenOptions::new().read(true).write(true))
             .map(Arc::new)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
         self.by_use.insert(stamp, path.to_path_buf());
@@ -249,7 +392,7 @@ impl OpenSet {
             return Ok(());
         };
         if f.dirty
-            && let Err(e) = io.sync_data(&f.file)
+            && let Err(e) = durable::sync_data(io, "storage::index_close_sync", &f.file)
         {
             // Keep it: the caller poisons the log, and a later checkpoint
             // must not take the file for clean.

@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 mod batch;
 mod compaction;
+#[cfg(test)]
+mod crash_tests;
 mod epochs;
 mod error;
 mod format;
@@ -483,12 +485,18 @@ impl CommitLog {
         let mut paths = Vec::with_capacity(fresh.len());
         let written = fresh.iter().try_for_each(|&id| {
             let path = recovery::index_path(&self.inner.index_dir, id);
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
+            let file = self
+                .inner
+                .log
+                .io
+                .open(
+                    &path,
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true),
+                )
                 .map_err(|e| log::io_err(format!("creating {}", path.display()), e))?;
             paths.push(path);
             // Closed here; the index-file set reopens it when first written.
@@ -502,11 +510,15 @@ impl CommitLog {
             if fresh.is_empty() {
                 return Ok(());
             }
-            log::sync_dir(&self.inner.index_dir)
-                .map_err(|e| log::io_err(format!("fsync of {}", self.inner.index_dir.display()), e))
+            io::durable::sync_dir(
+                self.inner.log.io.as_ref(),
+                "storage::partition_create_dir_sync",
+                &self.inner.index_dir,
+            )
+            .map_err(|e| log::io_err(format!("fsync of {}", self.inner.index_dir.display()), e))
         });
         if let Err(err) = synced {
-            remove_created(&paths);
+            remove_created(self.inner.log.io.as_ref(), &paths);
             return Err(err);
         }
         debug_assert_eq!(paths.len(), fresh.len(), "one index file per new partition");
@@ -618,13 +630,17 @@ impl CommitLog {
         };
         // Its unsynced writes no longer matter: the file is deleted.
         self.inner.index_files.forget(&path)?;
-        match std::fs::remove_file(&path) {
+        match self.inner.log.io.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(log::io_err(format!("removing {}", path.display()), e)),
         }
-        log::sync_dir(&self.inner.index_dir)
-            .map_err(|e| log::io_err(format!("fsync of {}", self.inner.index_dir.display()), e))?;
+        io::durable::sync_dir(
+            self.inner.log.io.as_ref(),
+            "storage::partition_remove_dir_sync",
+            &self.inner.index_dir,
+        )
+        .map_err(|e| log::io_err(format!("fsync of {}", self.inner.index_dir.display()), e))?;
         self.inner
             .checkpoint_dirty
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -837,9 +853,9 @@ fn path_of(paths: &[std::path::PathBuf]) -> String {
 /// Undo the index files of a [`CommitLog::create_partitions`] that failed.
 /// Nothing refers to them yet; one that cannot be removed is logged, and
 /// recovery finds an index file with no batches, which costs nothing.
-fn remove_created(paths: &[std::path::PathBuf]) {
+fn remove_created(io: &dyn io::FileIo, paths: &[std::path::PathBuf]) {
     for path in paths {
-        if let Err(e) = std::fs::remove_file(path)
+        if let Err(e) = io.remove_file(path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(file = %path.display(), error = %e, "cannot remove the index file of a partition whose creation failed");

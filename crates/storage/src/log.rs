@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::error::StorageError;
 use crate::format::{self, SEGMENT_HEADER_BYTES};
-use crate::io::FileIo;
+use crate::io::{FileIo, durable};
 use crate::{Clock, LogConfig, PartitionId};
 
 /// The longest the flusher sleeps before it re-checks its deadlines and
@@ -409,7 +409,7 @@ impl LogInner {
             return Err(self.poison_locked(w, reason));
         }
         let offset = w.active.file_offset(position);
-        let written = crate::io::failpoint("storage::segment_write")
+        let written = crate::io::failpoint_for(self.io.as_ref(), "storage::segment_write")
             .and_then(|()| self.io.write_all_at(&w.active.file, buf, offset));
         if let Err(e) = written {
             let reason = format!(
@@ -451,12 +451,16 @@ impl LogInner {
     fn roll(&self, w: &mut Writer, now_ms: i64) -> Result<(), StorageError> {
         let base = w.write_pos;
         let path = self.log_dir.join(segment_file_name(base));
-        let made = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let made = self
+            .io
+            .open(
+                &path,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
             .and_then(|f| {
                 self.io
                     .write_all_at(&f, &format::segment_header(), 0)
@@ -503,11 +507,15 @@ impl LogInner {
             (w.write_pos, markers, files, dir_dirty)
         };
         for seg in &files {
-            if let Err(e) = self.io.sync_data(&seg.file) {
+            if let Err(e) = durable::sync_data(self.io.as_ref(), "storage::segment_sync", &seg.file)
+            {
                 return Err(self.poison(format!("fdatasync of {} failed: {e}", seg.path.display())));
             }
         }
-        if dir_dirty && let Err(e) = sync_dir(&self.log_dir) {
+        if dir_dirty
+            && let Err(e) =
+                durable::sync_dir(self.io.as_ref(), "storage::log_dir_sync", &self.log_dir)
+        {
             return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
         }
         lock(&self.writer)?.synced_pos = target;
@@ -610,9 +618,4 @@ fn flusher_main(weak: &Weak<LogInner>) {
         // Errors poison the log and are reported there; waiters see them.
         let _ = log.flush_round();
     }
-}
-
-/// fsync a directory so created, renamed or deleted entries in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    weir_sync::sync_dir(dir)
 }

@@ -23,8 +23,8 @@ use std::sync::atomic::Ordering;
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, EntryKind};
-use crate::io::IndexIo;
-use crate::log::{io_err, lock, read, sync_dir, write};
+use crate::io::{IndexIo, durable};
+use crate::log::{io_err, lock, read, write};
 use crate::partition::{
     LOG_START_STEP_ENTRIES, Located, PartitionInner, PartitionState, read_located,
 };
@@ -213,7 +213,10 @@ pub(crate) fn delete_segments(store: &Store, bases: &[u64]) -> Result<(), Storag
         let Some(seg) = write(&store.log.segments)?.remove(base) else {
             continue;
         };
-        std::fs::remove_file(&seg.path)
+        store
+            .log
+            .io
+            .remove_file(&seg.path)
             .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
         tracing::info!(segment = %seg.path.display(), "deleted a commit-log segment with no live data");
     }
@@ -221,8 +224,12 @@ pub(crate) fn delete_segments(store: &Store, bases: &[u64]) -> Result<(), Storag
     for p in parts {
         lock(&p.state)?.index_mut().forget_segments(bases);
     }
-    sync_dir(&store.log.log_dir)
-        .map_err(|e| io_err(format!("fsync of {}", store.log.log_dir.display()), e))
+    durable::sync_dir(
+        store.log.io.as_ref(),
+        "storage::segment_delete_dir_sync",
+        &store.log.log_dir,
+    )
+    .map_err(|e| io_err(format!("fsync of {}", store.log.log_dir.display()), e))
 }
 
 /// One batch the cleaner moved.

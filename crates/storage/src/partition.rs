@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -1132,8 +1131,13 @@ pub(crate) fn read_located(
         out.resize(at + run_len, 0);
         let file_offset = first.segment.file_offset(first.entry.position);
         let buf = out.get_mut(at..).unwrap_or_default();
-        crate::io::failpoint("storage::segment_read")
-            .and_then(|()| first.segment.file.read_exact_at(buf, file_offset))
+        crate::io::failpoint_for(store.log.io.as_ref(), "storage::segment_read")
+            .and_then(|()| {
+                store
+                    .log
+                    .io
+                    .read_exact_at(&first.segment.file, buf, file_offset)
+            })
             .map_err(|e| io_err(format!("reading {}", first.segment.path.display()), e))?;
         // Cut the headers out in place, checking each one names this batch.
         let mut dst = at;

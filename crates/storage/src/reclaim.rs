@@ -18,15 +18,14 @@
 //!   (so no restart can look for a batch in it).
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::PartitionId;
 use crate::error::StorageError;
 use crate::format::{self, Checkpoint, ENTRY_HEADER_BYTES};
-use crate::log::{Segment, io_err, lock, read, sync_dir};
-use crate::store::CHECKPOINT_FILE;
-use crate::store::Store;
+use crate::io::{FileIo, durable};
+use crate::log::{Segment, io_err, lock, read};
+use crate::store::{CHECKPOINT_FILE, Store};
 
 /// Temporary name of a log-start checkpoint. Not the usual one: a checkpoint
 /// that was in flight when the log was poisoned may still be writing that,
@@ -55,7 +54,7 @@ pub(crate) fn checkpoint_log_starts(
     required: &[PartitionId],
 ) -> Result<Vec<PartitionId>, StorageError> {
     let path = store.log.dir.join(CHECKPOINT_FILE);
-    let Some(old) = crate::recovery::load_checkpoint(&path)? else {
+    let Some(old) = crate::recovery::load_checkpoint(&path, store.log.io.as_ref())? else {
         return Err(refused(store));
     };
     let recorded: HashSet<PartitionId> = old.partitions.iter().map(|p| p.id).collect();
@@ -89,11 +88,16 @@ pub(crate) fn checkpoint_log_starts(
     if new == old {
         return Ok(unrecorded);
     }
-    weir_sync::replace_file(
+    durable::replace_file(
+        store.log.io.as_ref(),
+        [
+            "storage::log_starts_sync",
+            "storage::log_starts_rename",
+            "storage::log_starts_dir_sync",
+        ],
         &store.log.dir.join(LOG_STARTS_TMP_FILE),
         &path,
         |f| store.log.io.write_all_at(f, &new.encode(), 0),
-        |f| store.log.io.sync_data(f),
     )
     .map_err(|e| {
         StorageError::from_replace(
@@ -115,14 +119,21 @@ pub(crate) fn run_while_poisoned(store: &Store) -> Result<(), StorageError> {
 /// entry belongs to a removed partition or ends below its partition's
 /// checkpointed log start. Returns how many were removed.
 pub(crate) fn segments_of_dead_data(store: &Store) -> Result<usize, StorageError> {
-    let Some(checkpoint) = crate::recovery::load_checkpoint(&store.log.dir.join(CHECKPOINT_FILE))?
+    let Some(checkpoint) = crate::recovery::load_checkpoint(
+        &store.log.dir.join(CHECKPOINT_FILE),
+        store.log.io.as_ref(),
+    )?
     else {
         return Ok(0);
     };
     // The unlinks of removed partitions' index files must be durable before
     // their batches' segments go: recovery finds partitions by index file.
-    sync_dir(&store.index_dir)
-        .map_err(|e| io_err(format!("fsync of {}", store.index_dir.display()), e))?;
+    durable::sync_dir(
+        store.log.io.as_ref(),
+        "storage::dead_data_index_dir_sync",
+        &store.index_dir,
+    )
+    .map_err(|e| io_err(format!("fsync of {}", store.index_dir.display()), e))?;
     let registered: HashSet<PartitionId> = read(&store.registry)?.keys().copied().collect();
     let log_starts: HashMap<PartitionId, i64> = checkpoint
         .partitions
@@ -149,7 +160,7 @@ pub(crate) fn segments_of_dead_data(store: &Store) -> Result<usize, StorageError
     };
     let mut dead = Vec::new();
     for (seg, end) in closed {
-        if holds_only_dead(&seg, end, &is_dead) {
+        if holds_only_dead(store.log.io.as_ref(), &seg, end, &is_dead) {
             dead.push(seg.base);
         }
     }
@@ -167,13 +178,17 @@ pub(crate) fn segments_of_dead_data(store: &Store) -> Result<usize, StorageError
 /// Whether every entry of `seg` (which ends at log position `end`) is dead:
 /// `dead(partition, last offset)` holds for it. Any entry that cannot be
 /// read or decoded keeps the segment.
-fn holds_only_dead(seg: &Segment, end: u64, dead: &dyn Fn(PartitionId, i64) -> bool) -> bool {
+fn holds_only_dead(
+    io: &dyn FileIo,
+    seg: &Segment,
+    end: u64,
+    dead: &dyn Fn(PartitionId, i64) -> bool,
+) -> bool {
     let mut pos = seg.base;
     let mut bytes = [0u8; ENTRY_JUDGED_BYTES];
     while pos < end {
-        if seg
-            .file
-            .read_exact_at(&mut bytes, seg.file_offset(pos))
+        if io
+            .read_exact_at(&seg.file, &mut bytes, seg.file_offset(pos))
             .is_err()
         {
             return false;

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,8 +17,8 @@ use crate::format::{
     SEGMENT_HEADER_BYTES, SEGMENT_VERSION,
 };
 use crate::index::{Loaded, QueueIndex, slot_offset};
-use crate::io::{FileIo, IndexFiles, IndexIo};
-use crate::log::{LogInner, LogParts, Segment, io_err, segment_file_name, sync_dir};
+use crate::io::{FileIo, IndexFiles, IndexIo, durable};
+use crate::log::{LogInner, LogParts, Segment, io_err, segment_file_name};
 use crate::partition::{PartitionInner, PartitionState};
 use crate::store::{CHECKPOINT_FILE, CHECKPOINT_TMP_FILE, Store};
 use crate::{Clock, LogConfig, PartitionConfig, PartitionId, RecoveryReport};
@@ -91,26 +90,27 @@ fn open_checked(
     let log_dir = dir.join("log");
     let index_dir = dir.join("index");
     for d in [dir, &log_dir, &index_dir] {
-        std::fs::create_dir_all(d).map_err(|e| io_err(format!("creating {}", d.display()), e))?;
+        io.create_dir_all(d)
+            .map_err(|e| io_err(format!("creating {}", d.display()), e))?;
     }
     let mut report = RecoveryReport::default();
 
     // Read-only checks.
-    let checkpoint = load_checkpoint(&dir.join(CHECKPOINT_FILE))?;
+    let checkpoint = load_checkpoint(&dir.join(CHECKPOINT_FILE), io.as_ref())?;
     let checkpoint_pos = checkpoint.as_ref().map_or(0, |c| c.position);
-    let (mut segments, torn_headers) = open_segments(&log_dir, checkpoint_pos)?;
-    check_index_versions(&index_dir)?;
-    let stored_epochs = crate::epochs::load(dir)?;
+    let (mut segments, torn_headers) = open_segments(&log_dir, checkpoint_pos, io.as_ref())?;
+    check_index_versions(&index_dir, io.as_ref())?;
+    let stored_epochs = crate::epochs::load(dir, io.as_ref())?;
     let first_base = segments.keys().next().copied();
     // Scan the tail past the checkpoint (the whole log when there is none).
     let scan_from = checkpoint_pos.max(first_base.unwrap_or(0));
-    walk_tail(&segments, scan_from, &mut |_, _, _| Ok(()))?;
+    walk_tail(&segments, scan_from, io.as_ref(), &mut |_, _, _| Ok(()))?;
 
     // From here on recovery changes files.
     for tmp in [CHECKPOINT_TMP_FILE, crate::reclaim::LOG_STARTS_TMP_FILE] {
-        let _ = std::fs::remove_file(dir.join(tmp));
+        let _ = io.remove_file(&dir.join(tmp));
     }
-    remove_torn_segments(&torn_headers, &mut report)?;
+    remove_torn_segments(&torn_headers, &mut report, io.as_ref())?;
     if segments.is_empty() {
         let seg = create_segment(&log_dir, checkpoint_pos, io.as_ref())?;
         segments.insert(checkpoint_pos, seg);
@@ -201,10 +201,11 @@ fn sync_kept_tail(
         .next_back()
         .map_or(0, |(b, _)| *b);
     for seg in segments.range(scan_segment..).map(|(_, s)| &s.segment) {
-        io.sync_data(&seg.file)
+        durable::sync_data(io, "storage::recovery_segment_sync", &seg.file)
             .map_err(|e| io_err(format!("fdatasync of {}", seg.path.display()), e))?;
     }
-    sync_dir(log_dir).map_err(|e| io_err(format!("fsync of {}", log_dir.display()), e))
+    durable::sync_dir(io, "storage::recovery_log_dir_sync", log_dir)
+        .map_err(|e| io_err(format!("fsync of {}", log_dir.display()), e))
 }
 
 /// A refusal of data written by a newer Weir.
@@ -223,8 +224,11 @@ fn format_err(file: &Path, e: FormatError) -> StorageError {
     }
 }
 
-pub(crate) fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StorageError> {
-    let meta = match std::fs::metadata(path) {
+pub(crate) fn load_checkpoint(
+    path: &Path,
+    io: &dyn FileIo,
+) -> Result<Option<Checkpoint>, StorageError> {
+    let meta = match io.metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
@@ -232,8 +236,9 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, Storage
     if meta.len() > format::CHECKPOINT_BYTES_MAX {
         return Err(corrupt(path, format!("checkpoint of {} bytes", meta.len())));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+    let bytes = io
+        .read(path)
+        .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
     Checkpoint::decode(&bytes)
         .map(Some)
         .map_err(|e| format_err(path, e))
@@ -241,12 +246,15 @@ pub(crate) fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, Storage
 
 fn create_segment(log_dir: &Path, base: u64, io: &dyn FileIo) -> Result<OpenSegment, StorageError> {
     let path = log_dir.join(segment_file_name(base));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    let file = io
+        .open(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
         .map_err(|e| io_err(format!("creating {}", path.display()), e))?;
     io.write_all_at(&file, &format::segment_header(), 0)
         .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
@@ -275,22 +283,23 @@ struct TornHeaders(Vec<PathBuf>);
 fn open_segments(
     log_dir: &Path,
     checkpoint_pos: u64,
+    io: &dyn FileIo,
 ) -> Result<(BTreeMap<u64, OpenSegment>, TornHeaders), StorageError> {
     let mut found = BTreeMap::new();
-    let rd = std::fs::read_dir(log_dir)
+    let rd = io
+        .read_dir(log_dir)
         .map_err(|e| io_err(format!("listing {}", log_dir.display()), e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| io_err(format!("listing {}", log_dir.display()), e))?;
-        let name = ent.file_name();
-        let Some(base) = name
-            .to_str()
+    for path in rd {
+        let Some(base) = path
+            .file_name()
+            .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".log"))
             .filter(|n| n.len() == 20)
             .and_then(|n| n.parse::<u64>().ok())
         else {
             continue;
         };
-        found.insert(base, ent.path());
+        found.insert(base, path);
     }
     let mut out = BTreeMap::new();
     let mut torn = Vec::new();
@@ -299,13 +308,11 @@ fn open_segments(
             torn.push(path);
             continue;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = io
+            .open(&path, OpenOptions::new().read(true).write(true))
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        let checked = match file.read_exact_at(&mut header, 0) {
+        let checked = match io.read_exact_at(&file, &mut header, 0) {
             Ok(()) => format::check_segment_header(&header),
             Err(_) => Err(FormatError::Corrupt("short segment header".into())),
         };
@@ -325,7 +332,9 @@ fn open_segments(
     // though it lies past a torn one (a newer Weir wrote it; it is not ours to delete).
     for path in torn.iter().skip(1) {
         let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        let read = File::open(path).and_then(|f| f.read_exact_at(&mut header, 0));
+        let read = io
+            .open(path, OpenOptions::new().read(true))
+            .and_then(|f| io.read_exact_at(&f, &mut header, 0));
         if let (Ok(()), Err(FormatError::Unsupported(d))) =
             (read, format::check_segment_header(&header))
         {
@@ -338,10 +347,11 @@ fn open_segments(
 fn remove_torn_segments(
     torn: &TornHeaders,
     report: &mut RecoveryReport,
+    io: &dyn FileIo,
 ) -> Result<(), StorageError> {
     for path in &torn.0 {
-        report.bytes_truncated += std::fs::metadata(path).map_or(0, |m| m.len());
-        std::fs::remove_file(path)
+        report.bytes_truncated += io.metadata(path).map_or(0, |m| m.len());
+        io.remove_file(path)
             .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
         tracing::warn!(segment = %path.display(), "removed a segment created at the crash (torn header)");
     }
@@ -351,22 +361,23 @@ fn remove_torn_segments(
 /// Refuse the directory if any index file has a version this build does not
 /// read. Reads headers only; a file too short for a header was being created
 /// at the crash and is repaired later by [`load_indexes`].
-fn check_index_versions(index_dir: &Path) -> Result<(), StorageError> {
-    let rd = std::fs::read_dir(index_dir)
+fn check_index_versions(index_dir: &Path, io: &dyn FileIo) -> Result<(), StorageError> {
+    let rd = io
+        .read_dir(index_dir)
         .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
-        if ent
+    for path in rd {
+        if path
             .file_name()
-            .to_str()
+            .and_then(|n| n.to_str())
             .and_then(parse_index_name)
             .is_none()
         {
             continue;
         }
-        let path = ent.path();
         let mut header = [0u8; INDEX_HEADER_BYTES as usize];
-        let read = File::open(&path).and_then(|f| f.read_exact_at(&mut header, 0));
+        let read = io
+            .open(&path, OpenOptions::new().read(true))
+            .and_then(|f| io.read_exact_at(&f, &mut header, 0));
         match read {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
@@ -421,9 +432,9 @@ pub(crate) fn index_path(index_dir: &Path, id: PartitionId) -> PathBuf {
 
 /// The entry at `slot` of an index file of `version`, `None` when it is
 /// short or fails its CRC.
-fn read_slot(file: &File, slot: u64, version: u32) -> Option<IndexEntry> {
+fn read_slot(io: &dyn FileIo, file: &File, slot: u64, version: u32) -> Option<IndexEntry> {
     let mut buf = [0u8; INDEX_ENTRY_BYTES];
-    file.read_exact_at(&mut buf, slot_offset(slot)).ok()?;
+    io.read_exact_at(file, &mut buf, slot_offset(slot)).ok()?;
     IndexEntry::decode_in(&buf, version)
 }
 
@@ -433,6 +444,7 @@ fn read_slot(file: &File, slot: u64, version: u32) -> Option<IndexEntry> {
 /// torn. An invalid entry while the one before it ends below `index_end`
 /// lies inside the vouched range: corruption.
 fn vouched_entries(
+    io: &dyn FileIo,
     file: &File,
     path: &Path,
     count: u64,
@@ -440,7 +452,7 @@ fn vouched_entries(
     index_end: i64,
     log_start: i64,
 ) -> Result<u64, StorageError> {
-    let vouched = |slot| read_slot(file, slot, version).filter(|e| e.base_offset < index_end);
+    let vouched = |slot| read_slot(io, file, slot, version).filter(|e| e.base_offset < index_end);
     let (mut lo, mut hi) = (0u64, count);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -450,7 +462,7 @@ fn vouched_entries(
             hi = mid;
         }
     }
-    if lo < count && read_slot(file, lo, version).is_none() {
+    if lo < count && read_slot(io, file, lo, version).is_none() {
         let before_end = match lo.checked_sub(1) {
             Some(prev) => vouched(prev).map_or(log_start, |e| e.last_offset() + 1),
             None => log_start,
@@ -474,7 +486,7 @@ fn upgrade_v1_index(
     io: &dyn FileIo,
 ) -> Result<(), StorageError> {
     let mut bytes = vec![0u8; (keep as usize) * INDEX_ENTRY_BYTES];
-    file.read_exact_at(&mut bytes, INDEX_HEADER_BYTES)
+    io.read_exact_at(file, &mut bytes, INDEX_HEADER_BYTES)
         .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
     let mut out = Vec::with_capacity(INDEX_HEADER_BYTES as usize + bytes.len());
     out.extend_from_slice(&format::index_header(id));
@@ -487,15 +499,15 @@ fn upgrade_v1_index(
         out.extend_from_slice(&e.encode());
     }
     let tmp = path.with_extension("idx.v1-upgrade");
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let f = io
+        .open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )
         .map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
     io.write_all_at(&f, &out, 0)
-        .and_then(|()| io.sync_data(&f))
-        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| durable::sync_data(io, "storage::index_upgrade_sync", &f))
+        .and_then(|()| durable::rename(io, "storage::index_upgrade_rename", &tmp, path))
         .map_err(|e| {
             io_err(
                 format!("upgrading {} to index version 2", path.display()),
@@ -521,53 +533,59 @@ fn load_indexes(
         .unwrap_or_default();
     let mut out = HashMap::new();
     let mut upgraded = false;
-    let rd = std::fs::read_dir(index_dir)
+    let io = ix.io;
+    let rd = io
+        .read_dir(index_dir)
         .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
-        let name = ent.file_name();
-        if name.to_str().is_some_and(|n| {
-            n.ends_with(crate::compaction::INDEX_TMP_SUFFIX) || n.ends_with(".idx.v1-upgrade")
-        }) {
+    for path in rd {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(crate::compaction::INDEX_TMP_SUFFIX) || name.ends_with(".idx.v1-upgrade")
+        {
             // A compaction's new index (or an upgrade) never renamed into place.
-            let path = ent.path();
-            std::fs::remove_file(&path)
+            io.remove_file(&path)
                 .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
             continue;
         }
-        let Some(id) = name.to_str().and_then(parse_index_name) else {
+        let Some(id) = parse_index_name(name) else {
             continue;
         };
-        let path = ent.path();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = io
+            .open(&path, OpenOptions::new().read(true).write(true))
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
-        let mut len = file
-            .metadata()
-            .map_err(|e| io_err(format!("stat {}", path.display()), e))?
-            .len();
+        let mut len = io
+            .len(&file)
+            .map_err(|e| io_err(format!("stat {}", path.display()), e))?;
         if len < INDEX_HEADER_BYTES {
             // Created at the crash, before its header was written: nothing in it.
-            file.set_len(0)
+            io.set_len(&file, 0)
                 .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
-            file.write_all_at(&format::index_header(id), 0)
+            io.write_all_at(&file, &format::index_header(id), 0)
                 .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
             len = INDEX_HEADER_BYTES;
         }
         let mut header = [0u8; INDEX_HEADER_BYTES as usize];
-        file.read_exact_at(&mut header, 0)
+        io.read_exact_at(&file, &mut header, 0)
             .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
         let cp = vouched.get(&id);
         let version = match format::check_index_header(&header, id) {
             Ok(v) => v,
-            // A partition no checkpoint names yet was created without an
-            // fdatasync of its header: nothing in the file is vouched for,
-            // so a damaged header is rewritten (a newer version still refuses).
-            Err(FormatError::Corrupt(_)) if cp.is_none() => {
-                file.set_len(0)
-                    .and_then(|()| file.write_all_at(&format::index_header(id), 0))
+            // A partition is created without an fdatasync of its header;
+            // the first fdatasync of its file comes with its first vouched
+            // entries. While no checkpoint vouches for any entry of it
+            // (none names it, or its index end is its log start), nothing
+            // in the file is owed, so a damaged header is rewritten (a newer
+            // version still refuses). The open's checkpoint will name it,
+            // and a vouched file with a bad header is refused: the new
+            // header is synced first.
+            Err(FormatError::Corrupt(_))
+                if cp.is_none_or(|c| c.index_end_offset <= c.log_start) =>
+            {
+                io.set_len(&file, 0)
+                    .and_then(|()| io.write_all_at(&file, &format::index_header(id), 0))
+                    .and_then(|()| durable::sync_data(io, "storage::index_header_sync", &file))
                     .map_err(|e| io_err(format!("rewriting {}", path.display()), e))?;
                 len = INDEX_HEADER_BYTES;
                 format::INDEX_VERSION
@@ -581,14 +599,14 @@ fn load_indexes(
         let (index_end, log_start) =
             cp.map_or((i64::MIN, 0), |c| (c.index_end_offset, c.log_start));
         let count = (len - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES as u64;
-        let keep = vouched_entries(&file, &path, count, version, index_end, log_start)?;
+        let keep = vouched_entries(io, &file, &path, count, version, index_end, log_start)?;
         if version == 1 {
             upgrade_v1_index(&file, &path, id, keep, ix.io)?;
             upgraded = true;
         } else if slot_offset(keep) != len {
             // Synced before the file is closed: nothing tracks it after.
-            file.set_len(slot_offset(keep))
-                .and_then(|()| file.sync_data())
+            io.set_len(&file, slot_offset(keep))
+                .and_then(|()| durable::sync_data(io, "storage::recovery_index_sync", &file))
                 .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
         }
         drop(file);
@@ -623,7 +641,8 @@ fn load_indexes(
         out.insert(id, st);
     }
     if upgraded {
-        sync_dir(index_dir).map_err(|e| io_err(format!("fsync of {}", index_dir.display()), e))?;
+        durable::sync_dir(io, "storage::index_upgrade_dir_sync", index_dir)
+            .map_err(|e| io_err(format!("fsync of {}", index_dir.display()), e))?;
     }
     Ok(out)
 }
@@ -667,6 +686,7 @@ type VisitEntry<'a> = dyn FnMut(format::EntryHeader, &[u8], u64) -> Result<(), S
 fn walk_tail(
     segments: &BTreeMap<u64, OpenSegment>,
     from: u64,
+    io: &dyn FileIo,
     visit: &mut VisitEntry<'_>,
 ) -> Result<TailEnd, StorageError> {
     let first = segments.range(..=from).next_back().map(|(b, _)| *b);
@@ -703,11 +723,9 @@ fn walk_tail(
                 ));
             }
         }
-        let file_len = seg
-            .file
-            .metadata()
-            .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?
-            .len();
+        let file_len = io
+            .len(&seg.file)
+            .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?;
         if seg.file_offset(start) > file_len {
             return Err(corrupt(
                 &seg.path,
@@ -719,7 +737,7 @@ fn walk_tail(
         let mut pos = start;
         while seg.file_offset(pos) < file_len {
             let at = seg.file_offset(pos);
-            match read_entry(seg, open.version, at, file_len - at, &mut body) {
+            match read_entry(io, seg, open.version, at, file_len - at, &mut body) {
                 EntryRead::Valid(header) => {
                     let batch = body
                         .get(ENTRY_HEADER_BYTES - ENTRY_PREFIX_BYTES..)
@@ -759,7 +777,7 @@ fn scan_tail(
     report: &mut RecoveryReport,
 ) -> Result<u64, StorageError> {
     let bases: Vec<u64> = segments.keys().copied().collect();
-    let tail = walk_tail(segments, from, &mut |header, batch, position| {
+    let tail = walk_tail(segments, from, ix.io, &mut |header, batch, position| {
         report.bytes_scanned += (ENTRY_PREFIX_BYTES + header.body_len as usize) as u64;
         let i = bases.partition_point(|b| *b <= position);
         let segment = i
@@ -775,14 +793,13 @@ fn scan_tail(
     {
         let seg = &open.segment;
         let at = seg.file_offset(position);
-        let len = seg
-            .file
-            .metadata()
-            .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?
-            .len();
+        let len = ix
+            .io
+            .len(&seg.file)
+            .map_err(|e| io_err(format!("stat {}", seg.path.display()), e))?;
         report.bytes_truncated += len.saturating_sub(at);
-        seg.file
-            .set_len(at)
+        ix.io
+            .set_len(&seg.file, at)
             .map_err(|e| io_err(format!("truncating {}", seg.path.display()), e))?;
         tracing::warn!(
             segment = %seg.path.display(),
@@ -796,8 +813,9 @@ fn scan_tail(
             continue;
         };
         let seg = &open.segment;
-        report.bytes_truncated += seg.file.metadata().map_or(0, |m| m.len());
-        std::fs::remove_file(&seg.path)
+        report.bytes_truncated += ix.io.len(&seg.file).unwrap_or(0);
+        ix.io
+            .remove_file(&seg.path)
             .map_err(|e| io_err(format!("removing {}", seg.path.display()), e))?;
     }
     Ok(tail.end)
@@ -821,6 +839,7 @@ enum EntryRead {
 /// holds: a torn entry stays a torn tail whatever its kind byte reads, and
 /// only a whole, intact entry can be reported as of an unknown kind.
 fn read_entry(
+    io: &dyn FileIo,
     seg: &Segment,
     version: u32,
     at: u64,
@@ -828,7 +847,7 @@ fn read_entry(
     body: &mut Vec<u8>,
 ) -> EntryRead {
     let mut prefix = [0u8; ENTRY_PREFIX_BYTES];
-    if seg.file.read_exact_at(&mut prefix, at).is_err() {
+    if io.read_exact_at(&seg.file, &mut prefix, at).is_err() {
         return EntryRead::Torn;
     }
     let Some((body_len, crc)) = format::entry_prefix(&prefix) else {
@@ -844,9 +863,8 @@ fn read_entry(
     }
     body.clear();
     body.resize(body_len, 0);
-    if seg
-        .file
-        .read_exact_at(body, at + ENTRY_PREFIX_BYTES as u64)
+    if io
+        .read_exact_at(&seg.file, body, at + ENTRY_PREFIX_BYTES as u64)
         .is_err()
         || crc32c::crc32c(body) != crc
     {

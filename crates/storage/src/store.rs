@@ -236,15 +236,17 @@ impl Store {
         }
         crate::epochs::write_learned(self)?;
         let bytes = cp.encode();
-        let io = &self.log.io;
-        let done = weir_sync::replace_file(
+        let io = self.log.io.as_ref();
+        let done = crate::io::durable::replace_file(
+            io,
+            [
+                "storage::checkpoint_sync",
+                "storage::checkpoint_rename",
+                "storage::checkpoint_dir_sync",
+            ],
             &self.log.dir.join(CHECKPOINT_TMP_FILE),
             &self.log.dir.join(CHECKPOINT_FILE),
             |f| io.write_all_at(f, &bytes, 0),
-            |f| {
-                crate::io::failpoint("storage::checkpoint_sync")?;
-                io.sync_data(f)
-            },
         );
         if let Err(e) = done {
             return Err(self.poison(format!(

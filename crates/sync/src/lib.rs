@@ -7,10 +7,14 @@
 //!   turns the error into its own (`From`) and refuses the operation.
 //! - [`replace_file`]: replace a file atomically (temp file, write,
 //!   fdatasync, rename, fsync of the folder), with the write and the sync
-//!   handed in so a caller can route them through its own I/O layer.
+//!   handed in so a caller can route them through its own I/O layer;
+//!   [`replace_file_with`] takes every step (create, sync, rename, folder
+//!   fsync) from the caller's [`ReplaceIo`].
 
 mod lock;
 mod replace;
 
 pub use lock::{PoisonedLock, lock, read, write};
-pub use replace::{ReplaceError, ReplaceStep, replace_file, sync_dir};
+pub use replace::{
+    ReplaceError, ReplaceIo, ReplaceStep, replace_file, replace_file_with, sync_dir,
+};

@@ -2,6 +2,7 @@
 //! epochs of a partition through the public storage API (reopen, crash,
 //! retention, refusals).
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -435,7 +436,7 @@ fn a_crash_before_the_file_is_replaced_relearns_the_epoch_from_the_log_tail() {
     assert_eq!(p2.end_offset_for_epoch(2), Some((2, 5)));
     log2.shutdown().unwrap();
     // The checkpoint after recovery wrote what the scan learned.
-    let stored = load(crashed.path()).unwrap();
+    let stored = load(crashed.path(), &crate::io::OsIo).unwrap();
     assert_eq!(pairs(&stored[&pid(0)].cache), [(0, 0), (2, 2)]);
     log.shutdown().unwrap();
 }
@@ -477,7 +478,7 @@ fn moving_the_log_start_keeps_the_epoch_covering_it() {
     assert_eq!(p.end_offset_for_epoch(0), Some((0, 7)));
     assert_eq!(p.end_offset_for_epoch(1), Some((1, 10)));
     log.shutdown().unwrap();
-    let stored = load(dir.path()).unwrap();
+    let stored = load(dir.path(), &crate::io::OsIo).unwrap();
     assert_eq!(pairs(&stored[&pid(0)].cache), [(1, 7), (2, 10)]);
     let log = open(dir.path());
     let p = log.partition(pid(0)).unwrap();
@@ -498,7 +499,7 @@ fn a_removed_partition_leaves_the_file() {
     }
     log.remove_partition(pid(0)).unwrap();
     log.shutdown().unwrap();
-    let stored = load(dir.path()).unwrap();
+    let stored = load(dir.path(), &crate::io::OsIo).unwrap();
     assert_eq!(stored.keys().copied().collect::<Vec<_>>(), [pid(1)]);
 }
 
@@ -627,7 +628,7 @@ fn several_partitions_move_epoch_with_one_write_of_the_file() {
     ));
     assert_ne!(inode(), before, "the file was written");
     log.shutdown().unwrap();
-    let stored = load(dir.path()).unwrap();
+    let stored = load(dir.path(), &crate::io::OsIo).unwrap();
     assert_eq!(pairs(&stored[&pid(0)].cache), [(0, 0), (1, 2)]);
     assert_eq!(stored[&pid(1)].leader_epoch, 2);
     assert_eq!(stored[&pid(2)].leader_epoch, 5);
