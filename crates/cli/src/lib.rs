@@ -385,6 +385,40 @@ mod tests {
     }
 
     #[test]
+    fn exit_codes_follow_the_error_kind() {
+        let unreachable = || weir_client::Error::Unreachable {
+            brokers: "127.0.0.1:1".to_owned(),
+            cause: "refused".to_owned(),
+        };
+        assert_eq!(exit_code(&usage("bad flag")), ExitCode::from(EXIT_USAGE));
+        assert_eq!(
+            exit_code(&CliError::Client(unreachable())),
+            ExitCode::from(EXIT_UNREACHABLE)
+        );
+        assert_eq!(
+            exit_code(&CliError::Client(weir_client::Error::NoBrokers)),
+            ExitCode::from(EXIT_FAILED)
+        );
+        assert_eq!(
+            exit_code(&CliError::Failed("no reset target given".to_owned())),
+            ExitCode::from(EXIT_FAILED)
+        );
+        // A cause deeper in a chain still counts (weir-bench's errors).
+        #[derive(Debug, thiserror::Error)]
+        #[error("bench failed")]
+        struct Wrapped(#[source] weir_client::Error);
+        let wrapped = Wrapped(unreachable());
+        assert_eq!(
+            exit_code_of_chain(&wrapped),
+            ExitCode::from(EXIT_UNREACHABLE)
+        );
+        assert_eq!(
+            exit_code_of_chain(&usage("bad flag")),
+            ExitCode::from(EXIT_FAILED)
+        );
+    }
+
+    #[test]
     fn key_values_split_at_the_first_equals_sign() {
         assert_eq!(
             parse_key_value("a=b=c"),

@@ -986,6 +986,50 @@ mod tests {
         }
     }
 
+    /// The whole message, causes included, as the binary prints it.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+        std::iter::successors(Some(err), |cause| cause.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
+    #[test]
+    fn refused_settings_are_usage_errors_with_their_reason() {
+        for (key, value, message) in [
+            (
+                "num.partitions",
+                "0",
+                "broker config num.partitions=0: must be at least 1",
+            ),
+            (
+                "node.id",
+                "x",
+                "broker config node.id=x: invalid digit found in string",
+            ),
+            (
+                "group.consumer.migration.policy",
+                "sideways",
+                "broker config group.consumer.migration.policy=sideways",
+            ),
+        ] {
+            let err = Settings::resolve(ServeArgs {
+                set: vec![(key.into(), value.into())],
+                ..ServeArgs::default()
+            })
+            .expect_err("refused");
+            let err = ServeError::from(err);
+            assert!(err.is_usage(), "{key}={value}");
+            assert_eq!(chain(&err), message);
+        }
+        let busy = ServeError::Lock(LockError::InUse {
+            data_dir: PathBuf::from("d"),
+            holder: "pid 1".to_owned(),
+            path: PathBuf::from("d/.lock"),
+        });
+        assert!(!busy.is_usage(), "a held lock is exit code 1, not 2");
+    }
+
     fn resolve_file(text: &str) -> Result<Settings, SettingsError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("weir.toml");
