@@ -2,16 +2,17 @@
 //! Kafka-compatible broker (`weir bench`, `topic`, `produce`, `consume`,
 //! `cluster`, `group`).
 //!
-//! It parses the command line and dispatches: the broker's start-up lives
-//! in `serve`, the client commands in weir-cli, `weir bench` in weir-bench.
-//! Without the `rdkafka` feature, the commands that run on librdkafka
-//! (`produce`, `consume`, `bench`) are absent.
+//! It only parses the command line, dispatches, and turns an error into its
+//! message and exit code: the broker lives in weir-serve, the client
+//! commands in weir-cli, `weir bench` in weir-bench. Without the `rdkafka`
+//! feature, the commands that run on librdkafka (`produce`, `consume`,
+//! `bench`) are absent.
 
-mod serve;
-
-use weir_cli as cli;
+use std::error::Error;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir_cli as cli;
 
 /// Weir: a message queue that speaks the Apache Kafka protocol.
 #[derive(Debug, Parser)]
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker.
-    Serve(serve::ServeArgs),
+    Serve(weir_serve::ServeArgs),
     /// Measure a Kafka-compatible broker with librdkafka.
     #[cfg(feature = "rdkafka")]
     #[command(subcommand)]
@@ -48,25 +49,49 @@ enum Command {
     Group(cli::group::GroupArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let brokers = cli.brokers.as_str();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => weir_serve::run(args).map_err(|err| {
+            let code = if err.is_usage() {
+                cli::EXIT_USAGE
+            } else {
+                cli::EXIT_FAILED
+            };
+            failed(&err, ExitCode::from(code))
+        }),
         #[cfg(feature = "rdkafka")]
-        Command::Bench(cmd) => weir_bench::run(cmd),
-        Command::Topic(args) => cli::topic::run(&cli.brokers, args),
+        Command::Bench(cmd) => weir_bench::run(cmd)
+            .map_err(|err| failed(err.as_ref(), cli::exit_code_of_chain(err.as_ref()))),
+        Command::Topic(args) => cli::topic::run(brokers, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
-        Command::Produce(args) => cli::produce::run(&cli.brokers, args),
+        Command::Produce(args) => cli::produce::run(brokers, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
-        Command::Consume(args) => cli::consume::run(&cli.brokers, args),
-        Command::Cluster(args) => cli::cluster::run(&cli.brokers, args),
-        Command::Group(args) => cli::group::run(&cli.brokers, args),
+        Command::Consume(args) => cli::consume::run(brokers, args).map_err(cli_failed),
+        Command::Cluster(args) => cli::cluster::run(brokers, args).map_err(cli_failed),
+        Command::Group(args) => cli::group::run(brokers, args).map_err(cli_failed),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            cli::exit_code(&err)
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
+}
+
+fn cli_failed(err: cli::CliError) -> ExitCode {
+    failed(&err, cli::exit_code(&err))
+}
+
+/// Prints `error: ` and the error followed by each of its causes, separated
+/// by `: `, on stderr, and gives back `code`.
+fn failed(err: &(dyn Error + 'static), code: ExitCode) -> ExitCode {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    eprintln!("error: {message}");
+    code
 }

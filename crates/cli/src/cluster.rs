@@ -2,6 +2,7 @@
 //! partitions are online, under-replicated or offline, from DescribeCluster
 //! and Metadata, as text or (`--json`) one JSON document.
 
+use crate::Result;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::DescribeClusterRequest;
 use serde_json::json;
@@ -40,13 +41,13 @@ struct BrokerRow {
 }
 
 /// Runs a `weir cluster` command against `brokers`.
-pub fn run(brokers: &str, args: ClusterArgs) -> anyhow::Result<()> {
+pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
     match args.command {
         ClusterCommand::Status => status(brokers, args.json),
     }
 }
 
-fn status(brokers: &str, json: bool) -> anyhow::Result<()> {
+fn status(brokers: &str, json: bool) -> Result<()> {
     let mut client = super::connect(brokers)?;
     let metadata = client.metadata(None)?;
     let mut cluster_id = metadata

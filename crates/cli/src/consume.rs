@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
@@ -17,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Printed;
+use crate::{CliError, Result};
 use weir_client::{Client, Led};
 
 /// How long `--group` waits for the group to assign partitions before
@@ -97,11 +97,13 @@ enum Format {
 }
 
 /// Runs `weir consume` against `brokers`.
-pub fn run(brokers: &str, args: ConsumeArgs) -> anyhow::Result<()> {
+pub fn run(brokers: &str, args: ConsumeArgs) -> Result<()> {
     let mut client = super::connect(brokers)?;
     let metadata = client.metadata(Some(std::slice::from_ref(&args.topic)))?;
     let Some(topic) = metadata.topics.first() else {
-        bail!("the broker returned no metadata for topic {}", args.topic);
+        return Err(CliError::NoMetadata {
+            topic: args.topic.clone(),
+        });
     };
     weir_client::check(topic.error_code, || format!("topic {}", args.topic))?;
 
@@ -126,12 +128,17 @@ pub fn run(brokers: &str, args: ConsumeArgs) -> anyhow::Result<()> {
     } else {
         config.set("enable.auto.commit", "false");
     }
-    let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(CliError::kafka("cannot create the consumer"))?;
 
     if args.group.is_some() {
         consumer
             .subscribe(&[&args.topic])
-            .with_context(|| format!("cannot subscribe to {}", args.topic))?;
+            .map_err(CliError::kafka(format!(
+                "cannot subscribe to {}",
+                args.topic
+            )))?;
     } else {
         let mut partitions: Vec<Led> = topic
             .partitions
@@ -145,13 +152,16 @@ pub fn run(brokers: &str, args: ConsumeArgs) -> anyhow::Result<()> {
         if let Some(wanted) = args.partition {
             partitions.retain(|p| p.partition == wanted);
             if partitions.is_empty() {
-                bail!("topic {} has no partition {wanted}", args.topic);
+                return Err(CliError::Failed(format!(
+                    "topic {} has no partition {wanted}",
+                    args.topic
+                )));
             }
         }
         let assignment = start_positions(&mut client, &args, &partitions)?;
         consumer
             .assign(&assignment)
-            .context("cannot assign the partitions")?;
+            .map_err(CliError::kafka("cannot assign the partitions"))?;
     }
     let stop = stop_on_signal()?;
     let result = read(&consumer, &args, &stop);
@@ -167,7 +177,7 @@ pub fn run(brokers: &str, args: ConsumeArgs) -> anyhow::Result<()> {
 
 /// A flag raised by SIGINT or SIGTERM, so that Ctrl-C ends a `--follow`
 /// with the group's offsets committed rather than killing the process.
-fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,7 +189,7 @@ fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
                 signal(SignalKind::terminate())?,
             ))
         })
-        .context("cannot install the signal handlers")?;
+        .map_err(CliError::io("cannot install the signal handlers"))?;
     let raised = Arc::clone(&stop);
     std::thread::spawn(move || {
         runtime.block_on(async {
@@ -198,7 +208,7 @@ fn start_positions(
     client: &mut Client,
     args: &ConsumeArgs,
     partitions: &[Led],
-) -> anyhow::Result<TopicPartitionList> {
+) -> Result<TopicPartitionList> {
     let mut assignment = TopicPartitionList::new();
     let by_time = match args.from_datetime {
         Some(ms) => {
@@ -208,10 +218,10 @@ fn start_positions(
                 .map(|p| p.partition)
                 .collect();
             if !leaderless.is_empty() {
-                bail!(
+                return Err(CliError::Failed(format!(
                     "partitions {leaderless:?} of {} have no leader; cannot look up offsets by time",
                     args.topic
-                );
+                )));
             }
             Some(client.list_offsets(partitions, ms)?)
         }
@@ -237,14 +247,17 @@ fn start_positions(
         };
         assignment
             .add_partition_offset(&args.topic, p.partition, offset)
-            .with_context(|| format!("cannot assign {}/{}", args.topic, p.partition))?;
+            .map_err(|source| CliError::Kafka {
+                what: format!("cannot assign {}/{}", args.topic, p.partition).into(),
+                source,
+            })?;
     }
     Ok(assignment)
 }
 
 /// Polls and prints until -n records, the end of every partition (without
 /// --follow), a closed stdout, or SIGINT / SIGTERM.
-fn read(consumer: &BaseConsumer, args: &ConsumeArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+fn read(consumer: &BaseConsumer, args: &ConsumeArgs, stop: &AtomicBool) -> Result<()> {
     let started = Instant::now();
     let mut printed = 0u64;
     let mut at_end: HashSet<i32> = HashSet::new();
@@ -261,11 +274,11 @@ fn read(consumer: &BaseConsumer, args: &ConsumeArgs, stop: &AtomicBool) -> anyho
                 && args.group.is_some()
                 && started.elapsed() > Duration::from_millis(GROUP_JOIN_TIMEOUT_MS)
             {
-                bail!(
+                return Err(CliError::Failed(format!(
                     "group {} assigned no partition of {} to this consumer within {GROUP_JOIN_TIMEOUT_MS} ms",
                     args.group.as_deref().unwrap_or_default(),
                     args.topic
-                );
+                )));
             }
         }
         match consumer.poll(Duration::from_millis(POLL_MS)) {
@@ -273,7 +286,7 @@ fn read(consumer: &BaseConsumer, args: &ConsumeArgs, stop: &AtomicBool) -> anyho
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
             }
-            Some(Err(err)) => return Err(err).context("consuming failed"),
+            Some(Err(err)) => return Err(CliError::kafka("consuming failed")(err)),
             Some(Ok(message)) => {
                 at_end.remove(&message.partition());
                 let line = match args.format {
@@ -287,24 +300,24 @@ fn read(consumer: &BaseConsumer, args: &ConsumeArgs, stop: &AtomicBool) -> anyho
                 if args.group.is_some() {
                     consumer
                         .store_offset_from_message(&message)
-                        .context("cannot store the consumed offset")?;
+                        .map_err(CliError::kafka("cannot store the consumed offset"))?;
                 }
             }
         }
     }
 }
 
-fn assigned_partitions(consumer: &BaseConsumer) -> anyhow::Result<Vec<i32>> {
+fn assigned_partitions(consumer: &BaseConsumer) -> Result<Vec<i32>> {
     Ok(consumer
         .assignment()
-        .context("cannot read the consumer's assignment")?
+        .map_err(CliError::kafka("cannot read the consumer's assignment"))?
         .elements()
         .iter()
         .map(|element| element.partition())
         .collect())
 }
 
-fn commit(consumer: &BaseConsumer) -> anyhow::Result<()> {
+fn commit(consumer: &BaseConsumer) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
     loop {
         match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -314,7 +327,7 @@ fn commit(consumer: &BaseConsumer) -> anyhow::Result<()> {
                 return Ok(());
             }
             Err(err) if Instant::now() >= deadline => {
-                return Err(err).context("cannot commit the group's offsets");
+                return Err(CliError::kafka("cannot commit the group's offsets")(err));
             }
             Err(_) => {
                 consumer.poll(Duration::from_millis(POLL_MS));
@@ -329,7 +342,7 @@ fn text_line(message: &BorrowedMessage<'_>) -> String {
     line
 }
 
-fn json_line(message: &BorrowedMessage<'_>) -> anyhow::Result<String> {
+fn json_line(message: &BorrowedMessage<'_>) -> Result<String> {
     let optional = |bytes: Option<&[u8]>| bytes.map_or(serde_json::Value::Null, super::bytes_json);
     let headers: Vec<serde_json::Value> = message
         .headers()
@@ -354,7 +367,7 @@ fn json_line(message: &BorrowedMessage<'_>) -> anyhow::Result<String> {
         "value": optional(message.payload()),
         "headers": headers,
     });
-    let mut line = serde_json::to_string(&record).context("cannot format a record as JSON")?;
+    let mut line = serde_json::to_string(&record).map_err(CliError::Json)?;
     line.push('\n');
     Ok(line)
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Context as _, bail};
+use crate::{CliError, Result};
 use bytes::Buf as _;
 use clap::{ArgGroup, Args, Subcommand};
 use kafka_protocol::messages::offset_commit_request::{
@@ -132,7 +132,7 @@ pub struct ResetArgs {
 }
 
 /// Runs a `weir group` command against `brokers`.
-pub fn run(brokers: &str, args: GroupArgs) -> anyhow::Result<()> {
+pub fn run(brokers: &str, args: GroupArgs) -> Result<()> {
     let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
@@ -144,7 +144,7 @@ pub fn run(brokers: &str, args: GroupArgs) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as one JSON document on a line.
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+fn print_json(value: &serde_json::Value) -> Result<()> {
     super::print_out(&format!("{value}\n"))?;
     Ok(())
 }
@@ -158,7 +158,7 @@ fn group_id(group: &str) -> GroupId {
     GroupId(weir_client::str_bytes(group))
 }
 
-fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
+fn list(client: &mut Client, json: bool) -> Result<()> {
     let metadata = client.metadata(Some(&[]))?;
     // Group id -> (state, protocol type); an empty string is "not given".
     let mut groups: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -263,11 +263,7 @@ impl Member {
 /// their assignment; a coordinator that answers GROUP_ID_NOT_FOUND there (a
 /// classic group, as Kafka answers) or does not serve it is asked with
 /// DescribeGroups.
-fn describe_group(
-    client: &mut Client,
-    coordinator: i32,
-    group: &str,
-) -> anyhow::Result<Option<Described>> {
+fn describe_group(client: &mut Client, coordinator: i32, group: &str) -> Result<Option<Described>> {
     if client.serves::<ConsumerGroupDescribeRequest>(coordinator)?
         && let Some(described) = describe_consumer_group(client, coordinator, group)?
     {
@@ -282,12 +278,14 @@ fn describe_consumer_group(
     client: &mut Client,
     coordinator: i32,
     group: &str,
-) -> anyhow::Result<Option<Described>> {
+) -> Result<Option<Described>> {
     let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
     // v1 is the newest; it only adds response fields.
     let response = client.send_to(coordinator, &request, 1)?;
     let Some(described) = response.groups.into_iter().next() else {
-        bail!("ConsumerGroupDescribe answered nothing for group {group}");
+        return Err(CliError::Failed(format!(
+            "ConsumerGroupDescribe answered nothing for group {group}"
+        )));
     };
     if described.error_code == GROUP_ID_NOT_FOUND {
         return Ok(None);
@@ -327,11 +325,13 @@ fn describe_classic_group(
     client: &mut Client,
     coordinator: i32,
     group: &str,
-) -> anyhow::Result<Option<Described>> {
+) -> Result<Option<Described>> {
     let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
     let response = client.send_to(coordinator, &request, 6)?;
     let Some(described) = response.groups.into_iter().next() else {
-        bail!("DescribeGroups answered nothing for group {group}");
+        return Err(CliError::Failed(format!(
+            "DescribeGroups answered nothing for group {group}"
+        )));
     };
     if described.error_code == GROUP_ID_NOT_FOUND || described.group_state.as_str() == "Dead" {
         return Ok(None);
@@ -370,7 +370,7 @@ fn committed(
     coordinator: i32,
     group: &str,
     topics: Option<&BTreeMap<String, Vec<i32>>>,
-) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+) -> Result<BTreeMap<(String, i32), i64>> {
     let request = OffsetFetchRequest::default()
         .with_group_id(group_id(group))
         .with_topics(topics.map(|partitions| {
@@ -405,7 +405,7 @@ fn committed(
 }
 
 /// The partitions of `topics` with their leaders. A missing topic fails.
-fn partitions_of(client: &mut Client, topics: &[String]) -> anyhow::Result<Vec<Led>> {
+fn partitions_of(client: &mut Client, topics: &[String]) -> Result<Vec<Led>> {
     if topics.is_empty() {
         return Ok(Vec::new());
     }
@@ -420,7 +420,10 @@ fn partitions_of(client: &mut Client, topics: &[String]) -> anyhow::Result<Vec<L
         weir_client::check(topic.error_code, || format!("topic {name}"))?;
         for p in &topic.partitions {
             if p.leader_id.0 < 0 {
-                bail!("partition {name}/{} has no leader", p.partition_index);
+                return Err(CliError::Failed(format!(
+                    "partition {name}/{} has no leader",
+                    p.partition_index
+                )));
             }
             led.push(Led {
                 topic: name.clone(),
@@ -454,7 +457,7 @@ fn assignment(protocol_type: &str, bytes: &[u8]) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn describe(client: &mut Client, group: &str, json: bool) -> anyhow::Result<()> {
+fn describe(client: &mut Client, group: &str, json: bool) -> Result<()> {
     let coordinator = client.coordinator(group)?;
     let described = describe_group(client, coordinator, group)?;
     let offsets = committed(client, coordinator, group, None)?;
@@ -468,7 +471,7 @@ fn describe(client: &mut Client, group: &str, json: bool) -> anyhow::Result<()> 
             members: Vec::new(),
         })
     }) else {
-        bail!("group {group} does not exist");
+        return Err(CliError::Failed(format!("group {group} does not exist")));
     };
 
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
@@ -620,7 +623,7 @@ struct Planned {
     new: i64,
 }
 
-fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> anyhow::Result<()> {
+fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> Result<()> {
     if args.topic.len() > TOPICS_MAX {
         return Err(super::usage(format!("at most {TOPICS_MAX} --topic flags")));
     }
@@ -629,12 +632,12 @@ fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> anyhow::R
     if let Some(described) = describe_group(client, coordinator, group)?
         && !described.members.is_empty()
     {
-        bail!(
+        return Err(CliError::Failed(format!(
             "group {group} has {} active members (state {}); stop its consumers before \
              resetting its offsets",
             described.members.len(),
             described.state
-        );
+        )));
     }
     let led = partitions_of(client, &args.topic)?;
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
@@ -656,8 +659,16 @@ fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> anyhow::R
     for p in &led {
         let key = (p.topic.clone(), p.partition);
         let name = format!("{}/{}", p.topic, p.partition);
-        let start = starts.get(&key).copied().flatten().context(name.clone())?;
-        let end = ends.get(&key).copied().flatten().context(name.clone())?;
+        let start = starts
+            .get(&key)
+            .copied()
+            .flatten()
+            .ok_or_else(|| CliError::Failed(name.clone()))?;
+        let end = ends
+            .get(&key)
+            .copied()
+            .flatten()
+            .ok_or_else(|| CliError::Failed(name.clone()))?;
         let committed = current.get(&key).copied();
         let wanted = if args.to_earliest {
             start
@@ -667,13 +678,15 @@ fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> anyhow::R
             offset
         } else if let Some(shift) = args.shift_by {
             let Some(committed) = committed else {
-                bail!("group {group} has no committed offset on {name} to shift from");
+                return Err(CliError::Failed(format!(
+                    "group {group} has no committed offset on {name} to shift from"
+                )));
             };
             committed.saturating_add(shift)
         } else if let Some(by_time) = &by_time {
             by_time.get(&key).copied().flatten().unwrap_or(end)
         } else {
-            bail!("no reset target given");
+            return Err(CliError::Failed("no reset target given".to_owned()));
         };
         plan.push(Planned {
             topic: p.topic.clone(),
@@ -723,12 +736,7 @@ fn reset_offsets(client: &mut Client, args: &ResetArgs, json: bool) -> anyhow::R
     Ok(())
 }
 
-fn commit(
-    client: &mut Client,
-    coordinator: i32,
-    group: &str,
-    plan: &[Planned],
-) -> anyhow::Result<()> {
+fn commit(client: &mut Client, coordinator: i32, group: &str, plan: &[Planned]) -> Result<()> {
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for line in plan {
         topics.entry(&line.topic).or_default().push(
@@ -766,7 +774,7 @@ fn commit(
     Ok(())
 }
 
-fn delete(client: &mut Client, group: &str, json: bool) -> anyhow::Result<()> {
+fn delete(client: &mut Client, group: &str, json: bool) -> Result<()> {
     let coordinator = client.coordinator(group)?;
     let request = DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]);
     let response = client.send_to(coordinator, &request, 2)?;

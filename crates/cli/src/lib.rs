@@ -2,9 +2,9 @@
 //! Kafka-compatible broker: `topic`, `produce`, `consume`, `cluster` and
 //! `group`.
 //!
-//! This crate owns what they share: the exit codes, the error that means
-//! "the command line is wrong" (weir-client's `Error::Unreachable` means
-//! "no broker answered"), the parsers of their common argument forms (`k=v`,
+//! This crate owns what they share: the exit codes, their error type
+//! ([`CliError`]: `Usage` means "the command line is wrong", weir-client's
+//! `Error::Unreachable` inside `Client` means "no broker answered"), the parsers of their common argument forms (`k=v`,
 //! non-empty text, RFC 3339 instants), the librdkafka configuration, and the
 //! JSON spelling of bytes. Each command family lives in its own module; the
 //! requests whose answers must be shown in full go through weir-client.
@@ -19,10 +19,10 @@ pub mod group;
 pub mod produce;
 pub mod topic;
 
-use std::fmt;
+use std::borrow::Cow;
+use std::process::ExitCode;
 use std::time::UNIX_EPOCH;
 
-use anyhow::Context as _;
 #[cfg(feature = "rdkafka")]
 use rdkafka::ClientConfig;
 use weir_client::Client;
@@ -43,46 +43,118 @@ Every command that talks to a broker takes --brokers HOST:PORT[,HOST:PORT...]
 (or WEIR_BROKERS), default 127.0.0.1:9092.";
 
 /// Exit code of a failed operation.
-const EXIT_FAILED: u8 = 1;
+pub const EXIT_FAILED: u8 = 1;
 /// Exit code of a command line that cannot be run as written.
-const EXIT_USAGE: u8 = 2;
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code when no broker answered.
-const EXIT_UNREACHABLE: u8 = 3;
+pub const EXIT_UNREACHABLE: u8 = 3;
 
-/// A command line that cannot be run as written: a value no parser could
-/// check alone, or flags that do not go together. `main` turns it into exit
-/// code 2, as clap does for the errors it finds itself.
-#[derive(Debug)]
-pub struct Usage(pub String);
+/// Why a command failed. The message says what could not be done; the
+/// cause, when there is one, is its [`source`](std::error::Error::source),
+/// printed after it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A command line that cannot be run as written: a value no parser
+    /// could check alone, or flags that do not go together. Exit code 2, as
+    /// clap gives for the errors it finds itself.
+    #[error("{0}")]
+    Usage(String),
+    /// A request through weir-client failed, the broker answered with an
+    /// error, or no broker answered (`Error::Unreachable`, exit code 3).
+    #[error(transparent)]
+    Client(#[from] weir_client::Error),
+    /// The broker's metadata answer has no entry for the topic asked about.
+    #[error("the broker returned no metadata for topic {topic}")]
+    NoMetadata {
+        /// The topic asked about.
+        topic: String,
+    },
+    /// The operation cannot be done as asked, as the message explains
+    /// (a partition that does not exist, a group with active members, ...).
+    #[error("{0}")]
+    Failed(String),
+    /// `--replication-factor` does not fit Kafka's 16-bit field.
+    #[error("--replication-factor")]
+    ReplicationFactor(#[source] std::num::TryFromIntError),
+    /// Some records were not delivered.
+    #[error("{failed} records failed; first: {first}")]
+    Undelivered {
+        /// How many records failed.
+        failed: u64,
+        /// The first failure, as librdkafka or the input check told it.
+        first: String,
+    },
+    /// A file, stdin or stdout could not be used.
+    #[error("{what}")]
+    Io {
+        /// What could not be done.
+        what: Cow<'static, str>,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A consumed record could not be written as JSON.
+    #[error("cannot format a record as JSON")]
+    Json(#[source] serde_json::Error),
+    /// librdkafka refused or failed an operation.
+    #[cfg(feature = "rdkafka")]
+    #[error("{what}")]
+    Kafka {
+        /// What could not be done.
+        what: Cow<'static, str>,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+}
 
-impl fmt::Display for Usage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl CliError {
+    /// Wraps an I/O error with what could not be done (for `map_err`).
+    fn io(what: impl Into<Cow<'static, str>>) -> impl FnOnce(std::io::Error) -> CliError {
+        let what = what.into();
+        move |source| CliError::Io { what, source }
+    }
+
+    /// Wraps a librdkafka error with what could not be done (for `map_err`).
+    #[cfg(feature = "rdkafka")]
+    fn kafka(
+        what: impl Into<Cow<'static, str>>,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> CliError {
+        let what = what.into();
+        move |source| CliError::Kafka { what, source }
     }
 }
 
-impl std::error::Error for Usage {}
+/// The commands' result.
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
-/// A [`Usage`] error as an `anyhow::Error`.
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    Usage(message.into()).into()
+/// A [`CliError::Usage`].
+pub fn usage(message: impl Into<String>) -> CliError {
+    CliError::Usage(message.into())
 }
 
-/// The process exit code for an error returned by any command.
-pub fn exit_code(err: &anyhow::Error) -> std::process::ExitCode {
-    let unreachable = |cause: &(dyn std::error::Error + 'static)| {
+/// The process exit code for an error returned by any command: 2 for a
+/// usage error, 3 when no broker answered, 1 otherwise.
+pub fn exit_code(err: &CliError) -> ExitCode {
+    ExitCode::from(match err {
+        CliError::Usage(_) => EXIT_USAGE,
+        CliError::Client(client) if client.is_unreachable() => EXIT_UNREACHABLE,
+        _ => EXIT_FAILED,
+    })
+}
+
+/// The exit code for an error of a crate that has no typed error of its own
+/// yet (weir-bench's `anyhow::Error`, seen as its chain of causes): 3 when
+/// any cause is weir-client's `Error::Unreachable`, 1 otherwise.
+pub fn exit_code_of_chain(err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let unreachable = std::iter::successors(Some(err), |cause| cause.source()).any(|cause| {
         cause
             .downcast_ref::<weir_client::Error>()
             .is_some_and(weir_client::Error::is_unreachable)
-    };
-    let code = if err.chain().any(unreachable) {
+    });
+    ExitCode::from(if unreachable {
         EXIT_UNREACHABLE
-    } else if err.chain().any(|cause| cause.is::<Usage>()) {
-        EXIT_USAGE
     } else {
         EXIT_FAILED
-    };
-    std::process::ExitCode::from(code)
+    })
 }
 
 /// The client id the commands send.
@@ -111,11 +183,11 @@ fn rdkafka_config(brokers: &str) -> ClientConfig {
 
 /// A single-threaded runtime for librdkafka's admin futures.
 #[cfg(feature = "rdkafka")]
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .map_err(CliError::io("cannot start the async runtime"))
 }
 
 /// Parses `KEY=VALUE`; the value may itself hold `=`.
@@ -212,7 +284,7 @@ pub fn bytes_json(bytes: &[u8]) -> serde_json::Value {
 
 /// Writes `text` on stdout. A closed pipe (`weir consume ... | head`) ends
 /// the output quietly instead of failing: the reader has what it wanted.
-fn print_out(text: &str) -> anyhow::Result<Printed> {
+fn print_out(text: &str) -> Result<Printed> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -221,7 +293,7 @@ fn print_out(text: &str) -> anyhow::Result<Printed> {
     {
         Ok(()) => Ok(Printed::Written),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(Printed::ReaderGone),
-        Err(err) => Err(err).context("cannot write to stdout"),
+        Err(err) => Err(CliError::io("cannot write to stdout")(err)),
     }
 }
 
@@ -309,6 +381,40 @@ mod tests {
         assert_eq!(
             bytes_json(&[0xff, 0x00]),
             serde_json::json!({ "base64": "/wA=" })
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_the_error_kind() {
+        let unreachable = || weir_client::Error::Unreachable {
+            brokers: "127.0.0.1:1".to_owned(),
+            cause: "refused".to_owned(),
+        };
+        assert_eq!(exit_code(&usage("bad flag")), ExitCode::from(EXIT_USAGE));
+        assert_eq!(
+            exit_code(&CliError::Client(unreachable())),
+            ExitCode::from(EXIT_UNREACHABLE)
+        );
+        assert_eq!(
+            exit_code(&CliError::Client(weir_client::Error::NoBrokers)),
+            ExitCode::from(EXIT_FAILED)
+        );
+        assert_eq!(
+            exit_code(&CliError::Failed("no reset target given".to_owned())),
+            ExitCode::from(EXIT_FAILED)
+        );
+        // A cause deeper in a chain still counts (weir-bench's errors).
+        #[derive(Debug, thiserror::Error)]
+        #[error("bench failed")]
+        struct Wrapped(#[source] weir_client::Error);
+        let wrapped = Wrapped(unreachable());
+        assert_eq!(
+            exit_code_of_chain(&wrapped),
+            ExitCode::from(EXIT_UNREACHABLE)
+        );
+        assert_eq!(
+            exit_code_of_chain(&usage("bad flag")),
+            ExitCode::from(EXIT_FAILED)
         );
     }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use crate::{CliError, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -138,11 +138,11 @@ impl ProducerContext for Deliveries {
 }
 
 /// Runs `weir produce` against `brokers`.
-pub fn run(brokers: &str, args: ProduceArgs) -> anyhow::Result<()> {
+pub fn run(brokers: &str, args: ProduceArgs) -> Result<()> {
     check_usage(&args)?;
     let input: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(BufReader::new(
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+            File::open(path).map_err(CliError::io(format!("cannot open {}", path.display())))?,
         )),
         None => Box::new(BufReader::new(std::io::stdin())),
     };
@@ -211,13 +211,13 @@ pub fn run(brokers: &str, args: ProduceArgs) -> anyhow::Result<()> {
             .ok()
             .and_then(|first| first.clone())
             .unwrap_or_default();
-        bail!("{failed} records failed; first: {first}");
+        return Err(CliError::Undelivered { failed, first });
     }
     Ok(())
 }
 
 /// The checks of the command line that clap cannot make alone.
-fn check_usage(args: &ProduceArgs) -> anyhow::Result<()> {
+fn check_usage(args: &ProduceArgs) -> Result<()> {
     if args.tag.is_some() {
         return Err(super::usage(format!("--tag needs tags, {NOT_SERVED_YET}")));
     }
@@ -239,7 +239,7 @@ fn check_usage(args: &ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn producer(brokers: &str, args: &ProduceArgs) -> anyhow::Result<BaseProducer<Deliveries>> {
+fn producer(brokers: &str, args: &ProduceArgs) -> Result<BaseProducer<Deliveries>> {
     let mut config = super::rdkafka_config(brokers);
     config
         .set(
@@ -265,7 +265,7 @@ fn producer(brokers: &str, args: &ProduceArgs) -> anyhow::Result<BaseProducer<De
         .set("linger.ms", "5");
     config
         .create_with_context(Deliveries::default())
-        .context("cannot create the producer")
+        .map_err(CliError::kafka("cannot create the producer"))
 }
 
 fn headers(args: &ProduceArgs) -> OwnedHeaders {
@@ -284,7 +284,7 @@ fn headers(args: &ProduceArgs) -> OwnedHeaders {
 fn send(
     producer: &BaseProducer<Deliveries>,
     mut record: BaseRecord<'_, [u8], [u8], Box<u64>>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(MESSAGE_TIMEOUT_MS);
     loop {
         match producer.send(record) {
@@ -294,7 +294,9 @@ fn send(
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 if Instant::now() >= deadline {
-                    bail!("the producer queue stayed full for {MESSAGE_TIMEOUT_MS} ms");
+                    return Err(CliError::Failed(format!(
+                        "the producer queue stayed full for {MESSAGE_TIMEOUT_MS} ms"
+                    )));
                 }
                 record = back;
                 producer.poll(Duration::from_millis(10));
@@ -336,13 +338,13 @@ impl Lines {
         Lines { input }
     }
 
-    fn next_line(&mut self) -> anyhow::Result<Option<Line>> {
+    fn next_line(&mut self) -> Result<Option<Line>> {
         let mut line = Vec::new();
         let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX) + 1;
         let read = (&mut self.input)
             .take(limit)
             .read_until(b'\n', &mut line)
-            .context("cannot read the input")?;
+            .map_err(CliError::io("cannot read the input"))?;
         if read == 0 {
             return Ok(None);
         }
@@ -361,9 +363,12 @@ impl Lines {
         Ok(Some(Line::Complete(line)))
     }
 
-    fn skip_rest_of_line(&mut self) -> anyhow::Result<()> {
+    fn skip_rest_of_line(&mut self) -> Result<()> {
         loop {
-            let buffer = self.input.fill_buf().context("cannot read the input")?;
+            let buffer = self
+                .input
+                .fill_buf()
+                .map_err(CliError::io("cannot read the input"))?;
             if buffer.is_empty() {
                 return Ok(());
             }

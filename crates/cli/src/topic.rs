@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context as _, bail};
+use crate::{CliError, Result};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -157,7 +157,7 @@ pub struct AlterConfigArgs {
 }
 
 /// Runs a `weir topic` command against `brokers`.
-pub fn run(brokers: &str, args: TopicArgs) -> anyhow::Result<()> {
+pub fn run(brokers: &str, args: TopicArgs) -> Result<()> {
     // Connecting first fails fast, with exit code 3, when no broker answers.
     let mut client = super::connect(brokers)?;
     let json = args.json;
@@ -174,19 +174,19 @@ pub fn run(brokers: &str, args: TopicArgs) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as one JSON document on a line.
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+fn print_json(value: &serde_json::Value) -> Result<()> {
     super::print_out(&format!("{value}\n"))?;
     Ok(())
 }
 
-fn create(client: &mut Client, args: CreateArgs, json: bool) -> anyhow::Result<()> {
+fn create(client: &mut Client, args: CreateArgs, json: bool) -> Result<()> {
     if args.config.len() > CONFIGS_MAX {
         return Err(super::usage(format!(
             "at most {CONFIGS_MAX} --config flags"
         )));
     }
     let replication_factor = match args.replication_factor {
-        Some(factor) => i16::try_from(factor).context("--replication-factor")?,
+        Some(factor) => i16::try_from(factor).map_err(CliError::ReplicationFactor)?,
         None => -1,
     };
     let topic = CreatableTopic::default()
@@ -221,7 +221,7 @@ fn create(client: &mut Client, args: CreateArgs, json: bool) -> anyhow::Result<(
     }
 }
 
-fn list(client: &mut Client, json: bool) -> anyhow::Result<()> {
+fn list(client: &mut Client, json: bool) -> Result<()> {
     let metadata = client.metadata(None)?;
     let mut names: Vec<String> = metadata
         .topics
@@ -251,10 +251,12 @@ struct PartitionRow {
     log_end: Option<i64>,
 }
 
-fn describe(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> {
+fn describe(client: &mut Client, topic: &str, json: bool) -> Result<()> {
     let metadata = client.metadata(Some(&[topic.to_owned()]))?;
     let Some(found) = metadata.topics.first() else {
-        bail!("the broker returned no metadata for topic {topic}");
+        return Err(CliError::NoMetadata {
+            topic: topic.to_owned(),
+        });
     };
     weir_client::check(found.error_code, || format!("topic {topic}"))?;
     let mut partitions = found.partitions.clone();
@@ -370,7 +372,7 @@ struct Config {
 }
 
 /// The topic's configs by name (DescribeConfigs).
-fn describe_configs(client: &mut Client, topic: &str) -> anyhow::Result<BTreeMap<String, Config>> {
+fn describe_configs(client: &mut Client, topic: &str) -> Result<BTreeMap<String, Config>> {
     let request = DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TYPE_TOPIC)
@@ -402,7 +404,7 @@ fn describe_configs(client: &mut Client, topic: &str) -> anyhow::Result<BTreeMap
     Ok(configs)
 }
 
-fn delete(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> {
+fn delete(client: &mut Client, topic: &str, json: bool) -> Result<()> {
     let request = DeleteTopicsRequest::default()
         .with_topic_names(vec![TopicName(weir_client::str_bytes(topic))])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
@@ -424,7 +426,7 @@ fn delete(client: &mut Client, topic: &str, json: bool) -> anyhow::Result<()> {
     }
 }
 
-fn alter_config(client: &mut Client, args: AlterConfigArgs, json: bool) -> anyhow::Result<()> {
+fn alter_config(client: &mut Client, args: AlterConfigArgs, json: bool) -> Result<()> {
     if args.config.len() + args.delete_config.len() > CONFIGS_MAX {
         return Err(super::usage(format!(
             "at most {CONFIGS_MAX} --config and --delete-config flags"
@@ -478,7 +480,7 @@ fn alter_config(client: &mut Client, args: AlterConfigArgs, json: bool) -> anyho
     Ok(())
 }
 
-fn add_partitions(client: &mut Client, topic: &str, total: i32, json: bool) -> anyhow::Result<()> {
+fn add_partitions(client: &mut Client, topic: &str, total: i32, json: bool) -> Result<()> {
     let request = CreatePartitionsRequest::default()
         .with_topics(vec![
             CreatePartitionsTopic::default()

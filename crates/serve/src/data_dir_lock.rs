@@ -12,13 +12,47 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
-
 /// The lock file's name inside the data folder (Kafka's name).
 pub const LOCK_FILE_NAME: &str = ".lock";
 /// The most bytes of the lock file read back to name its holder; a PID and
 /// a line break fit many times over.
 const HOLDER_BYTES_MAX: u64 = 64;
+
+/// Why the data folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock file could not be opened or created.
+    #[error("cannot open the lock file {}", path.display())]
+    Open {
+        /// `<data-dir>/.lock`.
+        path: PathBuf,
+        /// The file system's error.
+        source: std::io::Error,
+    },
+    /// Another process holds the lock (exit code 1, not a usage error).
+    #[error(
+        "the data folder {} is in use by another broker ({holder}, which holds {}); \
+         stop that broker or give this one another --data-dir",
+        data_dir.display(),
+        path.display()
+    )]
+    InUse {
+        /// The data folder.
+        data_dir: PathBuf,
+        /// "pid N", or why the PID cannot be told.
+        holder: String,
+        /// `<data-dir>/.lock`.
+        path: PathBuf,
+    },
+    /// `flock` failed for another reason than a holder.
+    #[error("cannot lock the data folder ({})", path.display())]
+    Lock {
+        /// `<data-dir>/.lock`.
+        path: PathBuf,
+        /// The system call's error.
+        source: std::io::Error,
+    },
+}
 
 /// The held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
@@ -32,7 +66,7 @@ impl DataDirLock {
     /// Takes the lock of `data_dir` (which must exist) and writes this
     /// process's PID into it. Fails, naming the holder's PID, when another
     /// process holds it.
-    pub fn acquire(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
         let path = data_dir.join(LOCK_FILE_NAME);
         // Not truncated on open: the holder's PID must survive a refused start.
         let mut file = OpenOptions::new()
@@ -41,21 +75,21 @@ impl DataDirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                bail!(
-                    "the data folder {} is in use by another broker ({}, which holds {}); \
-                     stop that broker or give this one another --data-dir",
-                    data_dir.display(),
-                    holder(&mut file),
-                    path.display()
-                );
+                return Err(LockError::InUse {
+                    data_dir: data_dir.to_owned(),
+                    holder: holder(&mut file),
+                    path,
+                });
             }
             Err(std::fs::TryLockError::Error(err)) => {
-                return Err(err)
-                    .with_context(|| format!("cannot lock the data folder ({})", path.display()));
+                return Err(LockError::Lock { path, source: err });
             }
         }
         // The PID only helps a refused start name the holder; the flock is
@@ -111,7 +145,7 @@ mod tests {
             refused
                 .to_string()
                 .contains(&format!("pid {}", std::process::id())),
-            "{refused:#}"
+            "{refused}"
         );
         drop(first);
         DataDirLock::acquire(dir.path()).expect("lock after release");

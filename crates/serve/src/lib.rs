@@ -1,8 +1,11 @@
-//! `weir serve`: resolves the broker's settings (flags, then `WEIR_*`
-//! environment variables, then an optional TOML file, then defaults), binds
-//! the listener, locks and opens the data folder, and runs the Kafka
-//! listener until SIGINT or SIGTERM. A setting that cannot be used is a
-//! usage error (exit code 2), found before anything is bound or opened.
+//! weir-serve: `weir serve`. It owns the broker's settings (flags, then
+//! `WEIR_*` environment variables, then an optional TOML file, then
+//! defaults, plus Kafka-named broker configs from `--set` and the file's
+//! `[broker]` table), the data folder's lock, and the start-up order: bind
+//! the listener, lock and open the data folder, then run the Kafka listener
+//! until SIGINT or SIGTERM. A setting that cannot be used is a usage error
+//! ([`ServeError::Usage`], exit code 2), found before anything is bound or
+//! opened.
 
 mod data_dir_lock;
 
@@ -12,12 +15,192 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use tracing_subscriber::EnvFilter;
-use weir_broker::{Broker, BrokerConfig, GroupConfig};
-use weir_metadata::LocalMetadataStore;
+use weir_broker::{ApiError, Broker, BrokerConfig, GroupConfig};
+use weir_metadata::{LocalMetadataStore, MetadataError};
 use weir_server::ServerLimits;
-use weir_storage::{CommitLog, LogConfig, SystemClock};
+use weir_storage::{CommitLog, LogConfig, StorageError, SystemClock};
+
+pub use data_dir_lock::{DataDirLock, LOCK_FILE_NAME, LockError};
+
+/// Why `weir serve` could not start or stopped with an error. Each
+/// message names what failed; the cause, when there is one, is its
+/// [`source`](std::error::Error::source), printed after it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting cannot be used (exit code 2); nothing was bound or opened.
+    #[error(transparent)]
+    Usage(#[from] SettingsError),
+    /// The log filter was refused by tracing.
+    #[error("invalid --log-level '{filter}'")]
+    LogLevel {
+        /// The filter, as given.
+        filter: String,
+        /// tracing's reason.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The tokio runtime could not be built.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The listener could not bind.
+    #[error("cannot listen on {listen}")]
+    Listen {
+        /// `--listen`, as given.
+        listen: String,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The bound socket's address could not be read.
+    #[error("cannot read the bound address")]
+    BoundAddress(#[source] std::io::Error),
+    /// `--advertised` is not `HOST:PORT`.
+    #[error("--advertised {advertised}: expected HOST:PORT")]
+    AdvertisedNotHostPort {
+        /// `--advertised`, as given.
+        advertised: String,
+    },
+    /// `--advertised` has a port that is not a number from 0 to 65535.
+    #[error("--advertised {advertised}: bad port")]
+    AdvertisedPort {
+        /// `--advertised`, as given.
+        advertised: String,
+        /// The port's parse error.
+        source: std::num::ParseIntError,
+    },
+    /// The data folder could not be created.
+    #[error("cannot create data folder {}", path.display())]
+    CreateDataDir {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// The file system's error.
+        source: std::io::Error,
+    },
+    /// The data folder could not be locked (another broker holds it).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The commit log could not be opened or recovered.
+    #[error("cannot open the commit log in {}", path.display())]
+    OpenLog {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// The storage engine's error.
+        source: StorageError,
+    },
+    /// The commit log holds partitions but the topic metadata is gone.
+    #[error(
+        "the commit log in {} holds {partitions} partitions but the topic metadata \
+         ({}/meta) is missing; refusing to start, because a fresh metadata store would \
+         remove those partitions as unreferenced. Restore the meta folder from a backup, \
+         or move the data folder aside to start empty",
+        path.display(),
+        path.display()
+    )]
+    MetadataMissing {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// Partitions found in the commit log.
+        partitions: usize,
+    },
+    /// The metadata store could not be opened.
+    #[error("cannot open metadata in {}", path.display())]
+    OpenMetadata {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// The metadata store's error.
+        source: MetadataError,
+    },
+    /// The task loading topics and groups panicked or was cancelled.
+    #[error("loading topics and groups failed")]
+    LoadTask(#[source] tokio::task::JoinError),
+    /// The broker refused the stored topics or groups.
+    #[error("cannot load topics")]
+    LoadTopics(#[source] ApiError),
+    /// The listener stopped with an error.
+    #[error("listener failed")]
+    Listener(#[source] std::io::Error),
+    /// The commit log could not be flushed on shutdown.
+    #[error("could not flush the commit log on shutdown")]
+    Shutdown(#[source] StorageError),
+}
+
+impl ServeError {
+    /// Whether the command line or the config file is at fault (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ServeError::Usage(_))
+    }
+}
+
+/// A setting that cannot be used: found while resolving the settings,
+/// before anything is bound or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file cannot be read.
+    #[error("cannot read config file {}", path.display())]
+    ReadConfigFile {
+        /// `--config`.
+        path: PathBuf,
+        /// The file system's error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or names an unknown setting.
+    #[error("invalid config file {}", path.display())]
+    InvalidConfigFile {
+        /// `--config`.
+        path: PathBuf,
+        /// The TOML error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value in the config file fails the check its flag has.
+    #[error("config file {name} = {value:?}: {reason}")]
+    ConfigFileValue {
+        /// The setting's name in the file.
+        name: String,
+        /// Its value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The `[broker]` table gives a list as a value.
+    #[error("[broker] {name}: a list is not a config value; write \"a,b\" as Kafka does")]
+    BrokerTableList {
+        /// The config's name.
+        name: String,
+    },
+    /// The `[broker]` table names a config twice.
+    #[error("[broker] {name} is given twice (once quoted, once dotted?)")]
+    BrokerTableTwice {
+        /// The config's name.
+        name: String,
+    },
+    /// A broker config's value does not parse as its type.
+    #[error("broker config {key}={value}")]
+    BrokerConfigParse {
+        /// The Kafka name.
+        key: String,
+        /// The value, as given.
+        value: String,
+        /// The parser's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A broker config's value is not one of the ones it takes.
+    #[error("broker config {key}={value}")]
+    BrokerConfigUnknownValue {
+        /// The Kafka name.
+        key: String,
+        /// The value, as given.
+        value: String,
+    },
+    /// A broker config's value is out of range, or the name is unknown.
+    #[error("broker config {key}={value}: {reason}")]
+    BrokerConfigRefused {
+        /// The Kafka name.
+        key: String,
+        /// The value, as given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
 
 /// Kafka's default for how often retention is applied (`log.retention.check.interval.ms`).
 const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
@@ -110,7 +293,7 @@ pub struct ServeArgs {
 
     /// A broker config by its Kafka name, e.g. log.retention.ms=3600000.
     /// Repeatable; wins over the config file's [broker] table.
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = weir_cli::parse_key_value)]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     set: Vec<(String, String)>,
 }
 
@@ -160,7 +343,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+    fn resolve(args: ServeArgs) -> Result<Self, SettingsError> {
         let file = match &args.config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
@@ -173,13 +356,18 @@ impl Settings {
             kafka.insert(key.trim().to_string(), value.trim().to_string());
         }
         // The file's values get the checks clap gives the flags.
-        let checked = |name: &str,
-                       value: Option<String>,
-                       parse: fn(&str) -> Result<String, String>| {
-            value
-                .map(|v| parse(&v).map_err(|e| anyhow::anyhow!("config file {name} = {v:?}: {e}")))
-                .transpose()
-        };
+        let checked =
+            |name: &str, value: Option<String>, parse: fn(&str) -> Result<String, String>| {
+                value
+                    .map(|v| {
+                        parse(&v).map_err(|reason| SettingsError::ConfigFileValue {
+                            name: name.to_owned(),
+                            value: v.clone(),
+                            reason,
+                        })
+                    })
+                    .transpose()
+            };
         let file_listen = checked("listen", file.listen, parse_host_port)?;
         let file_advertised = checked("advertised", file.advertised, parse_host_port)?;
         let file_log_level = checked("log_level", file.log_level, parse_log_filter)?;
@@ -244,76 +432,84 @@ impl Settings {
     }
 
     /// Apply one Kafka-named broker config.
-    fn apply(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
-        let bad = || format!("broker config {key}={value}");
+    fn apply(&mut self, key: &str, value: &str) -> Result<(), SettingsError> {
+        let refused = |reason: String| SettingsError::BrokerConfigRefused {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason,
+        };
+        let config = ConfigParser { key, value };
         match key {
-            "node.id" | "broker.id" => self.node_id = value.parse().with_context(bad)?,
+            "node.id" | "broker.id" => self.node_id = config.parse()?,
             "num.partitions" => {
-                self.default_partitions = value.parse().with_context(bad)?;
+                self.default_partitions = config.parse()?;
                 if self.default_partitions < 1 {
-                    bail!("{}: must be at least 1", bad());
+                    return Err(refused("must be at least 1".to_owned()));
                 }
             }
-            "auto.create.topics.enable" => {
-                self.auto_create_topics = value.parse().with_context(bad)?
-            }
+            "auto.create.topics.enable" => self.auto_create_topics = config.parse()?,
             "socket.request.max.bytes" => {
-                self.max_request_bytes = value.parse().with_context(bad)?;
+                self.max_request_bytes = config.parse()?;
                 if self.max_request_bytes < 1024 {
-                    bail!("{}: must be at least 1024", bad());
+                    return Err(refused("must be at least 1024".to_owned()));
                 }
             }
             "log.retention.check.interval.ms" => {
-                self.retention_check_interval_ms = value.parse().with_context(bad)?;
+                self.retention_check_interval_ms = config.parse()?;
                 if self.retention_check_interval_ms == 0 {
-                    bail!("{}: must be positive", bad());
+                    return Err(refused("must be positive".to_owned()));
                 }
             }
             "max.partitions" => {
-                self.max_partitions = at_least(value, 1, bad)?;
+                self.max_partitions = config.at_least(1)?;
             }
             "group.initial.rebalance.delay.ms" => {
-                self.group.initial_rebalance_delay_ms = at_least(value, 0, bad)?;
+                self.group.initial_rebalance_delay_ms = config.at_least(0)?;
             }
             "group.min.session.timeout.ms" => {
-                self.group.min_session_timeout_ms = at_least(value, 1, bad)?;
+                self.group.min_session_timeout_ms = config.at_least(1)?;
             }
             "group.max.session.timeout.ms" => {
-                self.group.max_session_timeout_ms = at_least(value, 1, bad)?;
+                self.group.max_session_timeout_ms = config.at_least(1)?;
             }
-            "group.max.size" => self.group.max_size = at_least(value, 1, bad)?,
+            "group.max.size" => self.group.max_size = config.at_least(1)?,
             "group.consumer.migration.policy" => {
-                self.group.consumer_migration_policy =
-                    weir_broker::MigrationPolicy::parse(value).with_context(bad)?;
+                self.group.consumer_migration_policy = weir_broker::MigrationPolicy::parse(value)
+                    .ok_or_else(|| {
+                    SettingsError::BrokerConfigUnknownValue {
+                        key: key.to_owned(),
+                        value: value.to_owned(),
+                    }
+                })?;
             }
             "group.consumer.heartbeat.interval.ms" => {
-                self.group.consumer_heartbeat_interval_ms = at_least(value, 1, bad)?;
+                self.group.consumer_heartbeat_interval_ms = config.at_least(1)?;
             }
             "group.consumer.session.timeout.ms" => {
-                self.group.consumer_session_timeout_ms = at_least(value, 1, bad)?;
+                self.group.consumer_session_timeout_ms = config.at_least(1)?;
             }
             "offsets.topic.num.partitions" => {
-                self.group.offsets_topic_num_partitions = at_least(value, 1, bad)?;
+                self.group.offsets_topic_num_partitions = config.at_least(1)?;
             }
             "offsets.retention.minutes" => {
-                self.group.offsets_retention_minutes = at_least(value, 1, bad)?;
+                self.group.offsets_retention_minutes = config.at_least(1)?;
             }
             "offset.metadata.max.bytes" => {
-                self.group.offset_metadata_max_bytes = at_least(value, 0, bad)?;
+                self.group.offset_metadata_max_bytes = config.at_least(0)?;
             }
-            "log.index.memory.bytes" => self.index_memory_bytes = at_least(value, 0, bad)?,
-            "max.connections" => self.server.max_connections = at_least(value, 1, bad)?,
+            "log.index.memory.bytes" => self.index_memory_bytes = config.at_least(0)?,
+            "max.connections" => self.server.max_connections = config.at_least(1)?,
             "connections.max.idle.ms" => {
-                self.server.connections_max_idle_ms = at_least(value, 1, bad)?;
+                self.server.connections_max_idle_ms = config.at_least(1)?;
             }
             "queued.max.response.bytes" => {
-                self.server.queued_max_response_bytes = at_least(value, 1024, bad)?;
+                self.server.queued_max_response_bytes = config.at_least(1024)?;
             }
             "log.segment.bytes" | "log.roll.ms" => {
-                let parsed: u64 = value.parse().with_context(bad)?;
+                let parsed: u64 = config.parse()?;
                 if key == "log.segment.bytes" {
                     if parsed < 1024 {
-                        bail!("{}: must be at least 1024", bad());
+                        return Err(refused("must be at least 1024".to_owned()));
                     }
                     self.segment_bytes = parsed;
                 } else {
@@ -322,8 +518,7 @@ impl Settings {
                 self.log_defaults.insert(key.to_string(), value.to_string());
             }
             _ => {
-                weir_broker::validate_log_default(key, value)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", bad(), e.message))?;
+                weir_broker::validate_log_default(key, value).map_err(|e| refused(e.message))?;
                 self.log_defaults.insert(key.to_string(), value.to_string());
             }
         }
@@ -331,17 +526,44 @@ impl Settings {
     }
 }
 
-/// Parse a numeric broker config that must be at least `min`.
-fn at_least<T>(value: &str, min: T, bad: impl Fn() -> String) -> anyhow::Result<T>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    let parsed: T = value.parse().with_context(&bad)?;
-    if parsed < min {
-        bail!("{}: must be at least {min}", bad());
+/// Parses one broker config's value, naming the config when it cannot.
+struct ConfigParser<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl ConfigParser<'_> {
+    /// The value as a `T`.
+    fn parse<T>(&self) -> Result<T, SettingsError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        self.value
+            .parse()
+            .map_err(|err: T::Err| SettingsError::BrokerConfigParse {
+                key: self.key.to_owned(),
+                value: self.value.to_owned(),
+                source: Box::new(err),
+            })
     }
-    Ok(parsed)
+
+    /// The value as a number that must be at least `min`.
+    fn at_least<T>(&self, min: T) -> Result<T, SettingsError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        let parsed: T = self.parse()?;
+        if parsed < min {
+            return Err(SettingsError::BrokerConfigRefused {
+                key: self.key.to_owned(),
+                value: self.value.to_owned(),
+                reason: format!("must be at least {min}"),
+            });
+        }
+        Ok(parsed)
+    }
 }
 
 /// Kafka config names from the file's `[broker]` table. TOML reads a bare
@@ -352,7 +574,7 @@ fn flatten_broker_table(
     prefix: &str,
     table: BTreeMap<String, toml::Value>,
     out: &mut BTreeMap<String, String>,
-) -> anyhow::Result<()> {
+) -> Result<(), SettingsError> {
     for (key, value) in table {
         let name = if prefix.is_empty() {
             key
@@ -366,12 +588,12 @@ fn flatten_broker_table(
             }
             toml::Value::String(text) => text,
             toml::Value::Array(_) => {
-                bail!("[broker] {name}: a list is not a config value; write \"a,b\" as Kafka does")
+                return Err(SettingsError::BrokerTableList { name });
             }
             other => other.to_string(),
         };
         if out.insert(name.clone(), value).is_some() {
-            bail!("[broker] {name} is given twice (once quoted, once dotted?)");
+            return Err(SettingsError::BrokerTableTwice { name });
         }
     }
     Ok(())
@@ -429,15 +651,32 @@ fn pick<T: ToString>(flag: Option<T>, file: Option<T>) -> Option<String> {
     flag.or(file).map(|v| v.to_string())
 }
 
-fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+/// Parses `KEY=VALUE` (`--set`); the value may itself hold `=`.
+fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {arg:?}")),
+    }
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_new(filter).with_context(|| format!("invalid --log-level '{filter}'"))?;
+fn read_file_config(path: &Path) -> Result<FileConfig, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadConfigFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| SettingsError::InvalidConfigFile {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn init_logging(filter: &str) -> Result<(), ServeError> {
+    let filter = EnvFilter::try_new(filter).map_err(|source| ServeError::LogLevel {
+        filter: filter.to_owned(),
+        source,
+    })?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -469,8 +708,8 @@ fn raise_open_files_limit() {
 }
 
 /// Run the broker until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(args).map_err(|err| weir_cli::usage(format!("{err:#}")))?;
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let settings = Settings::resolve(args)?;
     init_logging(&settings.log_level)?;
     // Test builds only: the storage failpoints named in FAILPOINTS
     // (docs/testing.md), kept until the broker exits.
@@ -481,24 +720,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("weir-worker")
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(ServeError::Runtime)?;
     runtime.block_on(serve(settings))
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings) -> Result<(), ServeError> {
     let started = Instant::now();
     // Bind first, lock the data folder next: a start that cannot serve (the
     // port is taken, another broker holds the folder) fails before anything
     // in the folder is read, recovered or written.
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let bound = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create data folder {}", settings.data_dir.display()))?;
-    let lock = data_dir_lock::DataDirLock::acquire(&settings.data_dir)?;
+        .map_err(|source| ServeError::Listen {
+            listen: settings.listen.clone(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(ServeError::BoundAddress)?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::CreateDataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let lock = DataDirLock::acquire(&settings.data_dir)?;
     tracing::debug!(lock = %lock.path().display(), "locked the data folder");
     let clock = Arc::new(SystemClock);
     let log_config = LogConfig {
@@ -508,12 +750,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         ..LogConfig::default()
     };
     let metadata_existed = LocalMetadataStore::exists(&settings.data_dir);
-    let (log, recovery) = CommitLog::open(&settings.data_dir, log_config, clock.clone())
-        .with_context(|| {
-            format!(
-                "cannot open the commit log in {}",
-                settings.data_dir.display()
-            )
+    let (log, recovery) =
+        CommitLog::open(&settings.data_dir, log_config, clock.clone()).map_err(|source| {
+            ServeError::OpenLog {
+                path: settings.data_dir.clone(),
+                source,
+            }
         })?;
     tracing::info!(
         partitions = recovery.partitions,
@@ -525,18 +767,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let partitions = log.partitions().len();
     if partitions > 0 && !metadata_existed {
-        anyhow::bail!(
-            "the commit log in {} holds {partitions} partitions but the topic metadata \
-             ({}/meta) is missing; refusing to start, because a fresh metadata store would \
-             remove those partitions as unreferenced. Restore the meta folder from a backup, \
-             or move the data folder aside to start empty",
-            settings.data_dir.display(),
-            settings.data_dir.display()
-        );
+        return Err(ServeError::MetadataMissing {
+            path: settings.data_dir.clone(),
+            partitions,
+        });
     }
     let metadata = Arc::new(
-        LocalMetadataStore::open(&settings.data_dir)
-            .with_context(|| format!("cannot open metadata in {}", settings.data_dir.display()))?,
+        LocalMetadataStore::open(&settings.data_dir).map_err(|source| {
+            ServeError::OpenMetadata {
+                path: settings.data_dir.clone(),
+                source,
+            }
+        })?,
     );
 
     let (advertised_host, advertised_port) = advertised(&settings, bound)?;
@@ -558,8 +800,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let broker = Arc::new(
         tokio::task::spawn_blocking(move || Broker::new(config, loading, metadata, clock))
             .await
-            .context("loading topics and groups failed")?
-            .map_err(|e| anyhow::anyhow!("cannot load topics: {e}"))?,
+            .map_err(ServeError::LoadTask)?
+            .map_err(ServeError::LoadTopics)?,
     );
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
@@ -583,8 +825,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     maintenance.abort();
     tracing::info!("listener closed; flushing the commit log");
     let closed = log.shutdown();
-    served.context("listener failed")?;
-    closed.context("could not flush the commit log on shutdown")?;
+    served.map_err(ServeError::Listener)?;
+    closed.map_err(ServeError::Shutdown)?;
     // Released only once the log is closed: no other broker may open it earlier.
     drop(lock);
     tracing::info!("shut down cleanly");
@@ -592,14 +834,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The host and port clients are told to use.
-fn advertised(settings: &Settings, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+fn advertised(settings: &Settings, bound: SocketAddr) -> Result<(String, i32), ServeError> {
     if let Some(adv) = &settings.advertised {
-        let (host, port) = adv
-            .rsplit_once(':')
-            .with_context(|| format!("--advertised {adv}: expected HOST:PORT"))?;
-        let port: u16 = port
-            .parse()
-            .with_context(|| format!("--advertised {adv}: bad port"))?;
+        let (host, port) =
+            adv.rsplit_once(':')
+                .ok_or_else(|| ServeError::AdvertisedNotHostPort {
+                    advertised: adv.clone(),
+                })?;
+        let port: u16 = port.parse().map_err(|source| ServeError::AdvertisedPort {
+            advertised: adv.clone(),
+            source,
+        })?;
         return Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)));
     }
     let host = if bound.ip().is_unspecified() {
@@ -741,10 +986,54 @@ mod tests {
         }
     }
 
-    fn resolve_file(text: &str) -> anyhow::Result<Settings> {
-        let dir = tempfile::tempdir()?;
+    /// The whole message, causes included, as the binary prints it.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+        std::iter::successors(Some(err), |cause| cause.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
+    #[test]
+    fn refused_settings_are_usage_errors_with_their_reason() {
+        for (key, value, message) in [
+            (
+                "num.partitions",
+                "0",
+                "broker config num.partitions=0: must be at least 1",
+            ),
+            (
+                "node.id",
+                "x",
+                "broker config node.id=x: invalid digit found in string",
+            ),
+            (
+                "group.consumer.migration.policy",
+                "sideways",
+                "broker config group.consumer.migration.policy=sideways",
+            ),
+        ] {
+            let err = Settings::resolve(ServeArgs {
+                set: vec![(key.into(), value.into())],
+                ..ServeArgs::default()
+            })
+            .expect_err("refused");
+            let err = ServeError::from(err);
+            assert!(err.is_usage(), "{key}={value}");
+            assert_eq!(chain(&err), message);
+        }
+        let busy = ServeError::Lock(LockError::InUse {
+            data_dir: PathBuf::from("d"),
+            holder: "pid 1".to_owned(),
+            path: PathBuf::from("d/.lock"),
+        });
+        assert!(!busy.is_usage(), "a held lock is exit code 1, not 2");
+    }
+
+    fn resolve_file(text: &str) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("weir.toml");
-        std::fs::write(&path, text)?;
+        std::fs::write(&path, text).expect("write config");
         Settings::resolve(ServeArgs {
             config: Some(path),
             ..ServeArgs::default()
@@ -775,7 +1064,8 @@ mod tests {
 
     #[test]
     fn the_shipped_example_file_resolves_as_it_is() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weir.example.toml");
+        // The file sits at the repository's root, two levels above this crate.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weir.example.toml");
         Settings::resolve(ServeArgs {
             config: Some(path),
             ..ServeArgs::default()
