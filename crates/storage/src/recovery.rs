@@ -126,13 +126,7 @@ fn open_checked(
         io: io.as_ref(),
     };
     let bases: Vec<u64> = segments.keys().copied().collect();
-    let mut partitions = load_indexes(
-        &index_dir,
-        index_probes,
-        checkpoint.as_ref(),
-        &bases,
-        ix,
-    )?;
+    let mut partitions = load_indexes(&index_dir, index_probes, checkpoint.as_ref(), &bases, ix)?;
     report.partitions = partitions.len();
     // A few entries per partition while recovery re-indexes the tail; the
     // log shares out the real budget once it runs.
@@ -448,7 +442,10 @@ fn probe_indexes(index_dir: &Path) -> Result<IndexProbes, StorageError> {
             .into_iter()
             .map(|w| {
                 w.join().unwrap_or_else(|_| {
-                    Err(corrupt(index_dir, "a thread reading index headers panicked"))
+                    Err(corrupt(
+                        index_dir,
+                        "a thread reading index headers panicked",
+                    ))
                 })
             })
             .collect()
