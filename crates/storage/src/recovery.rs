@@ -103,6 +103,7 @@ fn open_checked(
     let checkpoint_pos = checkpoint.as_ref().map_or(0, |c| c.position);
     let (mut segments, torn_headers) = open_segments(&log_dir, checkpoint_pos)?;
     let index_probes = probe_indexes(&index_dir)?;
+    let probed_ms = started.elapsed().as_millis();
     let stored_epochs = crate::epochs::load(dir)?;
     let first_base = segments.keys().next().copied();
     // Scan the tail past the checkpoint (the whole log when there is none).
@@ -127,6 +128,7 @@ fn open_checked(
     };
     let bases: Vec<u64> = segments.keys().copied().collect();
     let mut partitions = load_indexes(&index_dir, index_probes, checkpoint.as_ref(), &bases, ix)?;
+    let loaded_ms = started.elapsed().as_millis();
     report.partitions = partitions.len();
     // A few entries per partition while recovery re-indexes the tail; the
     // log shares out the real budget once it runs.
@@ -143,6 +145,7 @@ fn open_checked(
     let registry = finish_partitions(partitions, first_base, ix)?;
     crate::epochs::attach(&registry, stored_epochs)?;
     sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
+    let recovered_ms = started.elapsed().as_millis();
 
     let segments: BTreeMap<u64, Arc<Segment>> = segments
         .into_iter()
@@ -164,9 +167,19 @@ fn open_checked(
         partitions: registry,
         index_files,
     }));
+    let built_ms = started.elapsed().as_millis();
     inner.write_checkpoint()?;
     inner.start_flusher()?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    // Where an open's time went, for a broker with many partitions.
+    tracing::debug!(
+        probed_ms,
+        loaded_ms,
+        recovered_ms,
+        built_ms,
+        checkpointed_ms = report.elapsed_ms,
+        "commit log open phases (time since the open began)"
+    );
     if report.bytes_truncated > 0 {
         tracing::warn!(
             bytes = report.bytes_truncated,
