@@ -453,14 +453,9 @@ fn probe_indexes(index_dir: &Path) -> Result<IndexProbes, StorageError> {
             .collect();
         workers
             .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(corrupt(
-                        index_dir,
-                        "a thread reading index headers panicked",
-                    ))
-                })
-            })
+            // A panic here is a bug, not bad data: it goes on as it would
+            // have on the calling thread.
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     for part in probed {
