@@ -56,7 +56,9 @@ fi
 mkdir -p "$OUT" "$DATA_ROOT"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
-note() { echo "$*" | tee -a "$SUMMARY" >&2; }
+# Each line ends with the load average when it was written: other tenants of
+# the machine move every figure.
+note() { echo "$* [load $(cut -d' ' -f1-3 /proc/loadavg)]" | tee -a "$SUMMARY" >&2; }
 
 BROKER_PID=
 # Starts a broker on data folder $1 (the log goes to $1.log) and waits for its

@@ -99,7 +99,8 @@ fn open_checked(
     let checkpoint = load_checkpoint(&dir.join(CHECKPOINT_FILE), io.as_ref())?;
     let checkpoint_pos = checkpoint.as_ref().map_or(0, |c| c.position);
     let (mut segments, torn_headers) = open_segments(&log_dir, checkpoint_pos, io.as_ref())?;
-    check_index_versions(&index_dir, io.as_ref())?;
+    let index_probes = probe_indexes(&index_dir, io.as_ref())?;
+    let probed_ms = started.elapsed().as_millis();
     let stored_epochs = crate::epochs::load(dir, io.as_ref())?;
     let first_base = segments.keys().next().copied();
     // Scan the tail past the checkpoint (the whole log when there is none).
@@ -123,7 +124,8 @@ fn open_checked(
         io: io.as_ref(),
     };
     let bases: Vec<u64> = segments.keys().copied().collect();
-    let mut partitions = load_indexes(&index_dir, checkpoint.as_ref(), &bases, ix)?;
+    let mut partitions = load_indexes(&index_dir, index_probes, checkpoint.as_ref(), &bases, ix)?;
+    let loaded_ms = started.elapsed().as_millis();
     report.partitions = partitions.len();
     // A few entries per partition while recovery re-indexes the tail; the
     // log shares out the real budget once it runs.
@@ -140,6 +142,7 @@ fn open_checked(
     let registry = finish_partitions(partitions, first_base, ix)?;
     crate::epochs::attach(&registry, stored_epochs)?;
     sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
+    let recovered_ms = started.elapsed().as_millis();
 
     let segments: BTreeMap<u64, Arc<Segment>> = segments
         .into_iter()
@@ -159,10 +162,20 @@ fn open_checked(
         active,
         write_pos,
     }));
+    let built_ms = started.elapsed().as_millis();
     let inner = Arc::new(Store::new(log, registry, index_files));
     inner.write_checkpoint()?;
     inner.start()?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    // Where an open's time went, for a broker with many partitions.
+    tracing::debug!(
+        probed_ms,
+        loaded_ms,
+        recovered_ms,
+        built_ms,
+        checkpointed_ms = report.elapsed_ms,
+        "commit log open phases (time since the open began)"
+    );
     if report.bytes_truncated > 0 {
         tracing::warn!(
             bytes = report.bytes_truncated,
@@ -358,36 +371,111 @@ fn remove_torn_segments(
     Ok(())
 }
 
-/// Refuse the directory if any index file has a version this build does not
-/// read. Reads headers only; a file too short for a header was being created
-/// at the crash and is repaired later by [`load_indexes`].
-fn check_index_versions(index_dir: &Path, io: &dyn FileIo) -> Result<(), StorageError> {
+/// An index file as the read-only first pass found it.
+struct IndexProbe {
+    id: PartitionId,
+    path: PathBuf,
+    len: u64,
+    /// The header, when the file is long enough to hold one.
+    header: Option<[u8; INDEX_HEADER_BYTES as usize]>,
+}
+
+/// What the index folder holds, read without changing anything.
+#[derive(Default)]
+struct IndexProbes {
+    files: Vec<IndexProbe>,
+    /// A compaction's new index (or an upgrade) never renamed into place.
+    leftovers: Vec<PathBuf>,
+}
+
+/// The most threads [`probe_indexes`] reads headers on: an open of a broker
+/// with many partitions is one open, fstat and header read per partition,
+/// and the kernel's path lookups scale with cores.
+const PROBE_THREADS_MAX: usize = 8;
+/// Fewer index files than this are probed on the calling thread.
+const PROBE_FILES_PER_THREAD_MIN: usize = 4096;
+
+/// Read each index file's length and header, and refuse the directory if
+/// any has a version this build does not read. Changes nothing: a file too
+/// short for a header was being created at the crash and is repaired later
+/// by [`load_indexes`], which uses what this read instead of reading it again.
+fn probe_indexes(index_dir: &Path, io: &dyn FileIo) -> Result<IndexProbes, StorageError> {
+    let mut out = IndexProbes::default();
+    let mut named = Vec::new();
     let rd = io
         .read_dir(index_dir)
         .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
     for path in rd {
-        if path
+        let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(parse_index_name)
-            .is_none()
+            .unwrap_or_default();
+        if name.ends_with(crate::compaction::INDEX_TMP_SUFFIX) || name.ends_with(".idx.v1-upgrade")
         {
+            out.leftovers.push(path);
             continue;
         }
-        let mut header = [0u8; INDEX_HEADER_BYTES as usize];
-        let read = io
-            .open(&path, OpenOptions::new().read(true))
-            .and_then(|f| io.read_exact_at(&f, &mut header, 0));
-        match read {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
-            Err(e) => return Err(io_err(format!("reading {}", path.display()), e)),
-        }
-        if let Err(FormatError::Unsupported(d)) = format::check_index_version(&header) {
-            return Err(unsupported(&path, d));
+        if let Some(id) = parse_index_name(name) {
+            named.push((id, path));
         }
     }
-    Ok(())
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(PROBE_THREADS_MAX)
+        .min(named.len() / PROBE_FILES_PER_THREAD_MIN)
+        .max(1);
+    let chunk = named.len().div_ceil(threads).max(1);
+    let probed: Vec<Result<Vec<IndexProbe>, StorageError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = named
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|p| probe_index(io, p)).collect()))
+            .collect();
+        workers
+            .into_iter()
+            // A panic here is a bug, not bad data: it goes on as it would
+            // have on the calling thread.
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for part in probed {
+        out.files.extend(part?);
+    }
+    Ok(out)
+}
+
+/// An index file opened for reading and writing.
+fn open_rw(io: &dyn FileIo, path: &Path) -> Result<File, StorageError> {
+    io.open(path, OpenOptions::new().read(true).write(true))
+        .map_err(|e| io_err(format!("opening {}", path.display()), e))
+}
+
+/// One index file's length and header (see [`probe_indexes`]).
+fn probe_index(
+    io: &dyn FileIo,
+    (id, path): &(PartitionId, PathBuf),
+) -> Result<IndexProbe, StorageError> {
+    let file = io
+        .open(path, OpenOptions::new().read(true))
+        .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+    let len = io
+        .len(&file)
+        .map_err(|e| io_err(format!("stat {}", path.display()), e))?;
+    let mut header = None;
+    if len >= INDEX_HEADER_BYTES {
+        let mut bytes = [0u8; INDEX_HEADER_BYTES as usize];
+        io.read_exact_at(&file, &mut bytes, 0)
+            .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+        if let Err(FormatError::Unsupported(d)) = format::check_index_version(&bytes) {
+            return Err(unsupported(path, d));
+        }
+        header = Some(bytes);
+    }
+    Ok(IndexProbe {
+        id: *id,
+        path: path.clone(),
+        len,
+        header,
+    })
 }
 
 /// A log whose newest segment is of an older version is continued in a new
@@ -524,6 +612,7 @@ fn upgrade_v1_index(
 /// checkpoint gives no totals for (a version-1 checkpoint) is read whole once.
 fn load_indexes(
     index_dir: &Path,
+    probes: IndexProbes,
     checkpoint: Option<&Checkpoint>,
     segment_bases: &[u64],
     ix: IndexIo<'_>,
@@ -531,62 +620,50 @@ fn load_indexes(
     let vouched: HashMap<PartitionId, &CheckpointPartition> = checkpoint
         .map(|c| c.partitions.iter().map(|p| (p.id, p)).collect())
         .unwrap_or_default();
-    let mut out = HashMap::new();
+    let mut out = HashMap::with_capacity(probes.files.len());
     let mut upgraded = false;
     let io = ix.io;
-    let rd = io
-        .read_dir(index_dir)
-        .map_err(|e| io_err(format!("listing {}", index_dir.display()), e))?;
-    for path in rd {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name.ends_with(crate::compaction::INDEX_TMP_SUFFIX) || name.ends_with(".idx.v1-upgrade")
-        {
-            // A compaction's new index (or an upgrade) never renamed into place.
-            io.remove_file(&path)
-                .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
-            continue;
-        }
-        let Some(id) = parse_index_name(name) else {
-            continue;
-        };
-        let file = io
-            .open(&path, OpenOptions::new().read(true).write(true))
-            .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
-        let mut len = io
-            .len(&file)
-            .map_err(|e| io_err(format!("stat {}", path.display()), e))?;
-        if len < INDEX_HEADER_BYTES {
-            // Created at the crash, before its header was written: nothing in it.
-            io.set_len(&file, 0)
-                .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
-            io.write_all_at(&file, &format::index_header(id), 0)
-                .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
-            len = INDEX_HEADER_BYTES;
-        }
-        let mut header = [0u8; INDEX_HEADER_BYTES as usize];
-        io.read_exact_at(&file, &mut header, 0)
-            .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+    for path in &probes.leftovers {
+        // A compaction's new index (or an upgrade) never renamed into place.
+        io.remove_file(path)
+            .map_err(|e| io_err(format!("removing {}", path.display()), e))?;
+    }
+    for probe in probes.files {
+        let IndexProbe {
+            id,
+            path,
+            mut len,
+            header,
+        } = probe;
         let cp = vouched.get(&id);
-        let version = match format::check_index_header(&header, id) {
+        // Opened only when its entries must be read or it must be repaired:
+        // a file holding just a current header (an empty partition) is not
+        // opened again.
+        let mut opened: Option<File> = None;
+        let checked = match &header {
+            Some(h) => format::check_index_header(h, id),
+            // Created at the crash, before its header was written: nothing in it.
+            None => Err(FormatError::Corrupt("short index header".into())),
+        };
+        let version = match checked {
             Ok(v) => v,
             // A partition is created without an fdatasync of its header;
             // the first fdatasync of its file comes with its first vouched
             // entries. While no checkpoint vouches for any entry of it
             // (none names it, or its index end is its log start), nothing
-            // in the file is owed, so a damaged header is rewritten (a newer
-            // version still refuses). The open's checkpoint will name it,
-            // and a vouched file with a bad header is refused: the new
-            // header is synced first.
+            // in the file is owed, so a damaged or missing header is
+            // rewritten (a newer version still refuses). The open's
+            // checkpoint will name it, and a vouched file with a bad header
+            // is refused: the new header is synced first.
             Err(FormatError::Corrupt(_))
-                if cp.is_none_or(|c| c.index_end_offset <= c.log_start) =>
+                if header.is_none() || cp.is_none_or(|c| c.index_end_offset <= c.log_start) =>
             {
+                let file = open_rw(io, &path)?;
                 io.set_len(&file, 0)
                     .and_then(|()| io.write_all_at(&file, &format::index_header(id), 0))
                     .and_then(|()| durable::sync_data(io, "storage::index_header_sync", &file))
                     .map_err(|e| io_err(format!("rewriting {}", path.display()), e))?;
+                opened = Some(file);
                 len = INDEX_HEADER_BYTES;
                 format::INDEX_VERSION
             }
@@ -595,21 +672,28 @@ fn load_indexes(
         if version == 1 && len > INDEX_V1_FILE_BYTES_MAX {
             return Err(corrupt(&path, format!("index file of {len} bytes")));
         }
-        let cp = vouched.get(&id);
         let (index_end, log_start) =
             cp.map_or((i64::MIN, 0), |c| (c.index_end_offset, c.log_start));
         let count = (len - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES as u64;
-        let keep = vouched_entries(io, &file, &path, count, version, index_end, log_start)?;
-        if version == 1 {
-            upgrade_v1_index(&file, &path, id, keep, ix.io)?;
-            upgraded = true;
-        } else if slot_offset(keep) != len {
-            // Synced before the file is closed: nothing tracks it after.
-            io.set_len(&file, slot_offset(keep))
-                .and_then(|()| durable::sync_data(io, "storage::recovery_index_sync", &file))
-                .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
-        }
-        drop(file);
+        let keep = if count == 0 && len == INDEX_HEADER_BYTES && version == format::INDEX_VERSION {
+            0
+        } else {
+            let file = match opened.take() {
+                Some(f) => f,
+                None => open_rw(io, &path)?,
+            };
+            let keep = vouched_entries(io, &file, &path, count, version, index_end, log_start)?;
+            if version == 1 {
+                upgrade_v1_index(&file, &path, id, keep, ix.io)?;
+                upgraded = true;
+            } else if slot_offset(keep) != len {
+                // Synced before the file is closed: nothing tracks it after.
+                io.set_len(&file, slot_offset(keep))
+                    .and_then(|()| durable::sync_data(io, "storage::recovery_index_sync", &file))
+                    .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
+            }
+            keep
+        };
         let summary = cp.and_then(|c| c.summary.clone());
         let known = summary.is_some() || cp.is_none();
         let mut st = PartitionState::new(path.clone(), PartitionConfig::default());

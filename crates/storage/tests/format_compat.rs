@@ -530,3 +530,26 @@ fn a_checkpoint_of_a_future_version_refuses_to_open_and_changes_nothing() {
     std::fs::write(dir.path().join("checkpoint.tmp"), b"half written").unwrap();
     assert_refused_unchanged(dir.path(), "checkpoint");
 }
+
+/// Recovery reads index headers on several threads once there are many
+/// files: a newer version in any of them still refuses the whole directory.
+#[test]
+fn a_future_index_among_thousands_refuses_to_open_and_changes_nothing() {
+    let dir = current_copy();
+    let log = open(dir.path()).unwrap();
+    let many: Vec<PartitionId> = (0..20_000)
+        .map(|n| PartitionId {
+            topic_id: Uuid::from_u128(0xbeef),
+            partition: n,
+        })
+        .collect();
+    log.create_partitions(&many, PartitionConfig::default())
+        .unwrap();
+    log.shutdown().unwrap();
+    let index = dir.path().join(format!(
+        "index/{}-12345.idx",
+        Uuid::from_u128(0xbeef).hyphenated()
+    ));
+    set_u32(&index, 8, 3);
+    assert_refused_unchanged(dir.path(), "-12345.idx");
+}
