@@ -34,7 +34,6 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
@@ -558,7 +557,7 @@ fn install(
     store.index_files.forget(&path)?;
     st.install_index(fresh);
     drop(st);
-    store.checkpoint_dirty.store(true, Ordering::SeqCst);
+    store.mark_checkpoint_dirty();
     Ok(changed)
 }
 

@@ -543,9 +543,7 @@ impl CommitLog {
             }
         }
         if !fresh_ids.is_empty() {
-            self.inner
-                .checkpoint_dirty
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.inner.mark_checkpoint_dirty();
         }
         Ok(handles)
     }
@@ -641,9 +639,7 @@ impl CommitLog {
             &self.inner.index_dir,
         )
         .map_err(|e| log::io_err(format!("fsync of {}", self.inner.index_dir.display()), e))?;
-        self.inner
-            .checkpoint_dirty
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.mark_checkpoint_dirty();
         // Its epochs leave the leader-epoch file at the next write.
         self.inner.leader_epochs.mark_dirty();
         self.inner.bump_progress();

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -109,6 +109,20 @@ impl Segment {
     pub fn file_offset(&self, position: u64) -> u64 {
         SEGMENT_HEADER_BYTES + position.saturating_sub(self.base)
     }
+}
+
+/// Create (or empty) the segment file at `path` and write its header.
+pub(crate) fn create_segment_file(io: &dyn FileIo, path: &Path) -> std::io::Result<File> {
+    let file = io.open(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )?;
+    io.write_all_at(&file, &format::segment_header(), 0)?;
+    Ok(file)
 }
 
 /// The segment file name for a base position.
@@ -451,21 +465,7 @@ impl LogInner {
     fn roll(&self, w: &mut Writer, now_ms: i64) -> Result<(), StorageError> {
         let base = w.write_pos;
         let path = self.log_dir.join(segment_file_name(base));
-        let made = self
-            .io
-            .open(
-                &path,
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true),
-            )
-            .and_then(|f| {
-                self.io
-                    .write_all_at(&f, &format::segment_header(), 0)
-                    .map(|()| f)
-            });
+        let made = create_segment_file(self.io.as_ref(), &path);
         let file = match made {
             Ok(f) => f,
             Err(e) => {

@@ -47,7 +47,7 @@ pub(crate) fn run(store: &Store) -> Result<(), StorageError> {
     }
     let parts: Vec<Arc<PartitionInner>> = read(&store.registry)?.values().cloned().collect();
     if apply_retention(store, &parts)? {
-        store.checkpoint_dirty.store(true, Ordering::SeqCst);
+        store.mark_checkpoint_dirty();
         store.bump_progress();
     }
     let compacted = crate::compaction::run(store, &parts)?;
@@ -327,7 +327,7 @@ fn relocate(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<usize, Stora
         match current {
             Some((slot, e)) if e.base_offset == m.base_offset && e.position == m.old_position => {
                 st.index_mut().set_position(slot, m.new_position, ix)?;
-                store.checkpoint_dirty.store(true, Ordering::SeqCst);
+                store.mark_checkpoint_dirty();
                 count += 1;
             }
             // Gone below the log start meanwhile: nothing to move.

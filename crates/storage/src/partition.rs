@@ -899,7 +899,7 @@ fn commit(
             return Err(store.poison(e.to_string()).into());
         }
     }
-    store.checkpoint_dirty.store(true, Ordering::SeqCst);
+    store.mark_checkpoint_dirty();
     for (id, s) in p.producers {
         st.producers.put(id, s);
     }

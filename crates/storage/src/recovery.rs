@@ -259,18 +259,8 @@ pub(crate) fn load_checkpoint(
 
 fn create_segment(log_dir: &Path, base: u64, io: &dyn FileIo) -> Result<OpenSegment, StorageError> {
     let path = log_dir.join(segment_file_name(base));
-    let file = io
-        .open(
-            &path,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true),
-        )
+    let file = crate::log::create_segment_file(io, &path)
         .map_err(|e| io_err(format!("creating {}", path.display()), e))?;
-    io.write_all_at(&file, &format::segment_header(), 0)
-        .map_err(|e| io_err(format!("writing {}", path.display()), e))?;
     Ok(OpenSegment {
         segment: Arc::new(Segment { base, file, path }),
         version: SEGMENT_VERSION,
