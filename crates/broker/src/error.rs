@@ -103,6 +103,9 @@ impl From<MetadataError> for ApiError {
             MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             MetadataError::TopicIdTaken(_) => ResponseError::UnknownServerError,
+            MetadataError::StalePartitionChange(_) => ResponseError::FencedLeaderEpoch,
+            MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+            MetadataError::NoController(_) => ResponseError::RequestTimedOut,
             MetadataError::Storage(_) => ResponseError::KafkaStorageError,
         };
         Self::new(code, err.to_string())

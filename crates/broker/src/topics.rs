@@ -330,6 +330,7 @@ impl Broker {
                 partitions,
                 replication_factor,
                 configs,
+                assignments: Vec::new(),
             });
         }
         // Storage first, then the metadata commit, which is the commit

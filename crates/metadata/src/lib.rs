@@ -33,6 +33,113 @@ pub struct TopicMeta {
     pub replication_factor: i16,
     /// Configs set explicitly on the topic (defaults are not stored).
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas and leadership, indexed by partition, as a
+    /// cluster's controller decides them. Empty on a single node, where the
+    /// node holds the only replica of every partition and leads it (see
+    /// [`TopicMeta::assignment`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignments: Vec<PartitionAssignment>,
+}
+
+impl TopicMeta {
+    /// Partition `partition`'s assignment. A topic without assignments (a
+    /// single node's) has one replica, `local_node`, which leads it at epoch
+    /// 0 and is the whole ISR.
+    pub fn assignment(&self, partition: i32, local_node: i32) -> Option<PartitionAssignment> {
+        if !(0..self.partitions).contains(&partition) {
+            return None;
+        }
+        if self.assignments.is_empty() {
+            return Some(PartitionAssignment::solo(local_node));
+        }
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.assignments.get(p))
+            .cloned()
+    }
+}
+
+/// `leader` of a partition that has none (every in-sync replica is fenced).
+pub const NO_LEADER: i32 = -1;
+
+/// Where one partition's replicas live and who leads it: Kafka's
+/// PartitionRecord, as the controller keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionAssignment {
+    /// Broker ids holding a replica, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas: those the high watermark waits for. Always a
+    /// subset of `replicas`, never empty (Kafka keeps the last member when
+    /// it is fenced, so an unclean election is needed to lose it).
+    pub isr: Vec<i32>,
+    /// The leader's broker id, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped whenever the leader changes; stamped on every batch the leader
+    /// appends, and what OffsetForLeaderEpoch truncates by.
+    pub leader_epoch: i32,
+    /// Bumped on every change to this record (ISR, leader, replicas); an
+    /// AlterPartition must name the current one, so a stale leader cannot
+    /// overwrite a newer decision.
+    pub partition_epoch: i32,
+    /// Replicas being added by a reassignment (also in `replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas being removed by a reassignment (still in `replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionAssignment {
+    /// A single node's partition: one replica, leading at epoch 0.
+    pub fn solo(node: i32) -> Self {
+        Self {
+            replicas: vec![node],
+            isr: vec![node],
+            leader: node,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+}
+
+/// A broker as registered with the controller.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BrokerInfo {
+    /// `--node-id`.
+    pub id: i32,
+    /// The host clients connect to (its advertised Kafka listener).
+    pub host: String,
+    /// The port clients connect to.
+    pub port: i32,
+    /// `broker.rack`, when set.
+    pub rack: Option<String>,
+    /// A fenced broker's session expired (or it has not yet caught up with
+    /// the metadata): it leads nothing and is in no ISR.
+    pub fenced: bool,
+    /// The broker epoch: the metadata offset of its latest registration, so
+    /// a restarted broker's requests are told from its former life's.
+    pub epoch: i64,
+}
+
+/// A leader's request to change a partition's ISR (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlterPartition {
+    /// The topic.
+    pub topic_id: Uuid,
+    /// The partition.
+    pub partition: i32,
+    /// The broker asking: must be the partition's leader.
+    pub leader: i32,
+    /// The asking leader's broker epoch.
+    pub broker_epoch: i64,
+    /// The leader epoch the leader leads under.
+    pub leader_epoch: i32,
+    /// The partition epoch the change is based on.
+    pub partition_epoch: i32,
+    /// The ISR wanted.
+    pub new_isr: Vec<i32>,
 }
 
 /// A request to create a topic.
@@ -75,6 +182,19 @@ pub enum MetadataError {
     /// The ID given for a new topic is nil or already belongs to a topic.
     #[error("topic id {0} is nil or already in use")]
     TopicIdTaken(Uuid),
+    /// An AlterPartition named a stale leader or partition epoch, or came
+    /// from a broker that does not lead the partition (FENCED_LEADER_EPOCH,
+    /// INVALID_UPDATE_VERSION, NOT_LEADER_OR_FOLLOWER in Kafka).
+    #[error("stale partition change: {0}")]
+    StalePartitionChange(String),
+    /// An AlterPartition's ISR names a broker that is not a replica or is
+    /// fenced (INELIGIBLE_REPLICA).
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
+    /// This node cannot reach the controller quorum's leader, or the quorum
+    /// has none now (Kafka clients retry: NOT_CONTROLLER / REQUEST_TIMED_OUT).
+    #[error("no controller: {0}")]
+    NoController(String),
     /// The store could not persist the change (KAFKA_STORAGE_ERROR).
     #[error("metadata store: {0}")]
     Storage(String),
@@ -116,4 +236,24 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Allocate `count` fresh producer ids, returning the first; durable on return
     /// so that ids are never reused after a restart.
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError>;
+
+    /// The registered brokers, by id. Empty on a single node, which knows
+    /// itself from its own settings.
+    fn brokers(&self) -> Vec<BrokerInfo> {
+        Vec::new()
+    }
+    /// The change feed: a counter bumped after every change is applied.
+    /// A broker waits on it and then reads what it needs. A single node's
+    /// store, where only this broker changes anything, never bumps it.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
+    /// A leader's ISR change; committed on return, and the new assignment
+    /// returned. A single node has no ISR to change.
+    fn alter_partition(&self, change: AlterPartition) -> Result<PartitionAssignment, MetadataError> {
+        Err(MetadataError::StalePartitionChange(format!(
+            "partition {}-{} has no replicas to change on a single node",
+            change.topic_id, change.partition
+        )))
+    }
 }

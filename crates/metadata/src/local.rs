@@ -181,6 +181,7 @@ impl From<&StoredTopic> for TopicMeta {
             partitions: t.partitions,
             replication_factor: t.replication_factor,
             configs: t.configs.clone(),
+            assignments: Vec::new(),
         }
     }
 }
