@@ -103,6 +103,7 @@ impl From<MetadataError> for ApiError {
             MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             MetadataError::TopicIdTaken(_) => ResponseError::UnknownServerError,
+            MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             MetadataError::StalePartitionChange(_) => ResponseError::FencedLeaderEpoch,
             MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
             MetadataError::NoController(_) => ResponseError::RequestTimedOut,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 mod local;
+pub mod record_file;
 
 pub use local::LocalMetadataStore;
 
@@ -18,6 +19,12 @@ pub use local::LocalMetadataStore;
 /// command-line flag).
 pub fn new_topic_id(taken: impl Fn(Uuid) -> bool) -> Uuid {
     local::random_uuid(taken)
+}
+
+/// A fresh cluster id, as Kafka writes one: a random UUID in URL-safe
+/// base64 without padding (22 characters).
+pub fn new_cluster_id() -> String {
+    local::encode_uuid(local::random_uuid(|_| false))
 }
 
 /// A topic as the metadata layer knows it.
@@ -159,7 +166,7 @@ pub struct NewTopic {
 }
 
 /// One change to a config map (IncrementalAlterConfigs semantics).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConfigChange {
     /// Set a key to a value.
     Set(String, String),
@@ -179,6 +186,9 @@ pub enum MetadataError {
     /// INVALID_PARTITIONS.
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
+    /// INVALID_REPLICATION_FACTOR: more replicas than brokers able to hold them.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
     /// The ID given for a new topic is nil or already belongs to a topic.
     #[error("topic id {0} is nil or already in use")]
     TopicIdTaken(Uuid),
@@ -250,7 +260,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     }
     /// A leader's ISR change; committed on return, and the new assignment
     /// returned. A single node has no ISR to change.
-    fn alter_partition(&self, change: AlterPartition) -> Result<PartitionAssignment, MetadataError> {
+    fn alter_partition(
+        &self,
+        change: AlterPartition,
+    ) -> Result<PartitionAssignment, MetadataError> {
         Err(MetadataError::StalePartitionChange(format!(
             "partition {}-{} has no replicas to change on a single node",
             change.topic_id, change.partition

@@ -32,6 +32,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
+use crate::record_file::RecordFileFormat;
 use crate::{ConfigChange, MetadataError, MetadataStore, NewTopic, TopicMeta};
 
 /// The snapshot format this code writes; it reads this one and format 1
@@ -51,16 +52,16 @@ const SNAPSHOT_TEMP_FILE: &str = "metadata.snapshot.tmp";
 const LOG_FILE: &str = "metadata.log";
 /// Where a fresh log is written before it is renamed into place.
 const LOG_TEMP_FILE: &str = "metadata.log.tmp";
-/// The log's first 8 bytes.
-const LOG_MAGIC: &[u8; 8] = b"WEIRMLOG";
-/// The log format this code writes and reads.
-const LOG_VERSION: u32 = 1;
+/// The record log's format: one record is one topic or one config change.
+const LOG_FORMAT: RecordFileFormat = RecordFileFormat {
+    magic: b"WEIRMLOG",
+    version: 1,
+    record_bytes_max: 16 << 20,
+    file_bytes_max: DOCUMENT_BYTES_MAX,
+    what: "metadata log",
+};
 /// Magic, version, and 4 reserved bytes.
-const LOG_HEADER_BYTES: usize = 16;
-/// Before each record: payload length, CRC32C of sequence and payload, sequence.
-const FRAME_HEADER_BYTES: usize = 16;
-/// Largest record payload; one record is one topic or one config change.
-const RECORD_BYTES_MAX: usize = 16 << 20;
+const LOG_HEADER_BYTES: usize = crate::record_file::HEADER_BYTES;
 /// Largest snapshot or log read at open, so a damaged or foreign file cannot
 /// make the broker allocate without bound.
 const DOCUMENT_BYTES_MAX: u64 = 1 << 30;
@@ -604,7 +605,7 @@ impl MetadataStore for LocalMetadataStore {
 }
 
 /// Kafka's textual form of a UUID: 16 bytes in base64url without padding (22 characters).
-fn encode_uuid(id: Uuid) -> String {
+pub(crate) fn encode_uuid(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
@@ -700,11 +701,11 @@ fn write_snapshot(dir: &Path, doc: &Document) -> Result<u64, MetadataError> {
 
 /// Replace the log with one that holds only its header.
 fn write_empty_log(dir: &Path) -> Result<(), MetadataError> {
-    let mut header = Vec::with_capacity(LOG_HEADER_BYTES);
-    header.extend_from_slice(LOG_MAGIC);
-    header.extend_from_slice(&LOG_VERSION.to_be_bytes());
-    header.extend_from_slice(&[0; 4]);
-    replace_file(&dir.join(LOG_TEMP_FILE), &dir.join(LOG_FILE), &header)
+    replace_file(
+        &dir.join(LOG_TEMP_FILE),
+        &dir.join(LOG_FILE),
+        &LOG_FORMAT.header(),
+    )
 }
 
 fn replace_file(temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
@@ -714,115 +715,37 @@ fn replace_file(temp: &Path, path: &Path, bytes: &[u8]) -> Result<(), MetadataEr
 
 fn encode_frame(seq: u64, record: &Record) -> Result<Vec<u8>, String> {
     let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-    if payload.len() > RECORD_BYTES_MAX {
-        return Err(format!(
-            "a record of {} bytes is past {RECORD_BYTES_MAX}",
-            payload.len()
-        ));
-    }
-    let mut covered = Vec::with_capacity(8 + payload.len());
-    covered.extend_from_slice(&seq.to_be_bytes());
-    covered.extend_from_slice(&payload);
-    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&covered).to_be_bytes());
-    frame.extend_from_slice(&covered);
-    Ok(frame)
+    LOG_FORMAT.encode(seq, &payload)
 }
 
 /// Apply the log's records after the snapshot to `doc`, cutting a torn last
 /// record; returns the log's size afterwards.
 fn replay_log(path: &Path, doc: &mut Document) -> Result<u64, MetadataError> {
-    let corrupt = |at: usize, detail: String| {
+    let corrupt = |at: u64, detail: String| {
         MetadataError::Storage(format!(
             "corrupt metadata log {} at byte {at}: {detail}",
             path.display()
         ))
     };
-    let bytes = read_bounded(path).map_err(|e| io_error(path, "cannot read", e))?;
-    if bytes.len() as u64 > DOCUMENT_BYTES_MAX {
-        return Err(corrupt(
-            0,
-            format!("larger than {DOCUMENT_BYTES_MAX} bytes"),
-        ));
-    }
-    let header = bytes
-        .get(..LOG_HEADER_BYTES)
-        .ok_or_else(|| corrupt(0, "shorter than its header".into()))?;
-    if header.get(..8) != Some(LOG_MAGIC.as_slice()) {
-        return Err(corrupt(0, "not a Weir metadata log (bad magic)".into()));
-    }
-    let version = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-    if version != LOG_VERSION {
-        return Err(corrupt(
-            8,
-            format!(
-                "log version {version} is not one this Weir reads ({LOG_VERSION}); \
-                 it was written by a newer Weir or is damaged"
-            ),
-        ));
-    }
-    let mut at = LOG_HEADER_BYTES;
+    let (frames, len) = LOG_FORMAT.read(path)?;
     let snapshot_seq = doc.last_seq;
-    let mut torn = None;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let Some(head) = rest.get(..FRAME_HEADER_BYTES) else {
-            torn = Some(at);
-            break;
-        };
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        let end = FRAME_HEADER_BYTES.saturating_add(len);
-        let frame_ok = len <= RECORD_BYTES_MAX
-            && rest
-                .get(8..end)
-                .is_some_and(|covered| crc32c::crc32c(covered) == crc);
-        if !frame_ok {
-            // Only the last append can be torn: a bad frame that reaches the
-            // end of the file (or runs past it) is cut, anything else is damage.
-            if len > RECORD_BYTES_MAX || end >= rest.len() || rest.iter().all(|&b| b == 0) {
-                torn = Some(at);
-                break;
-            }
-            return Err(corrupt(at, "a record fails its CRC32C".into()));
+    for frame in frames.into_iter().filter(|f| f.seq > snapshot_seq) {
+        if frame.seq != doc.last_seq + 1 {
+            return Err(corrupt(
+                frame.offset,
+                format!("record {} follows record {}", frame.seq, doc.last_seq),
+            ));
         }
-        let seq = u64::from_be_bytes(head[8..16].try_into().unwrap_or([0; 8]));
-        let payload = &rest[FRAME_HEADER_BYTES..end];
-        if seq > snapshot_seq {
-            if seq != doc.last_seq + 1 {
-                return Err(corrupt(
-                    at,
-                    format!("record {seq} follows record {}", doc.last_seq),
-                ));
-            }
-            let record: Record = serde_json::from_slice(payload).map_err(|e| {
-                corrupt(
-                    at,
-                    format!("a record this Weir cannot read (unknown kind or field?): {e}"),
-                )
-            })?;
-            doc.apply(&record).map_err(|e| corrupt(at, e))?;
-            doc.last_seq = seq;
-        }
-        at += end;
+        let record: Record = serde_json::from_slice(&frame.payload).map_err(|e| {
+            corrupt(
+                frame.offset,
+                format!("a record this Weir cannot read (unknown kind or field?): {e}"),
+            )
+        })?;
+        doc.apply(&record).map_err(|e| corrupt(frame.offset, e))?;
+        doc.last_seq = frame.seq;
     }
-    if let Some(cut) = torn {
-        tracing::warn!(
-            file = %path.display(),
-            bytes = bytes.len() - cut,
-            "cut a torn metadata record left by a crash"
-        );
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| io_error(path, "cannot open", e))?;
-        file.set_len(cut as u64)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error(path, "cannot truncate", e))?;
-        return Ok(cut as u64);
-    }
-    Ok(bytes.len() as u64)
+    Ok(len)
 }
 
 fn io_error(path: &Path, what: &str, err: io::Error) -> MetadataError {
@@ -832,6 +755,7 @@ fn io_error(path: &Path, what: &str, err: io::Error) -> MetadataError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_file::FRAME_HEADER_BYTES;
 
     fn new_topic(name: &str, partitions: i32) -> NewTopic {
         NewTopic {

@@ -1,0 +1,450 @@
+//! weir-cluster: the metadata quorum, as Kafka's KRaft is one.
+//!
+//! The cluster's metadata (brokers, topics and their IDs, partition
+//! assignments, leaders, leader epochs, ISRs, configs, producer-id blocks)
+//! is a state machine ([`state`]) replicated by **openraft** over the
+//! controller listener ([`network`]). Its log and snapshots are durable
+//! ([`log_store`], [`state_machine`]). A [`Controller`] is one node's part
+//! of the quorum; [`RaftMetadataStore`] puts it behind the broker's
+//! `MetadataStore` trait, so the broker reads metadata from its own applied
+//! copy and every change goes through the quorum's leader.
+//!
+//! Lower layers only: this crate knows metadata and Raft, nothing of
+//! partitions' data or of the Kafka protocol.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, Config, SnapshotPolicy, StorageError, StorageIOError};
+use tokio::sync::watch;
+
+mod log_store;
+mod network;
+pub mod state;
+mod state_machine;
+mod store;
+
+pub use state::{ClusterState, Command, Outcome, Placement, Refusal};
+pub use store::RaftMetadataStore;
+
+openraft::declare_raft_types!(
+    /// The Raft types of the metadata quorum.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A node of the metadata quorum, as openraft runs it.
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+
+/// Largest serialized command, and so Raft entry (with its framing): a
+/// topic of 100,000 partitions with three replicas each fits.
+pub(crate) const ENTRY_BYTES_MAX: usize = 4 << 20;
+/// Most entries in one AppendEntries; with [`ENTRY_BYTES_MAX`] it bounds
+/// the controller listener's request size.
+pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 16;
+/// Pause between attempts while the quorum has no leader.
+const NO_LEADER_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the quorum could not start or a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A setting cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// The Raft log, vote or snapshot could not be read or written.
+    #[error("metadata quorum storage: {0}")]
+    Storage(String),
+    /// openraft stopped or refused.
+    #[error("metadata quorum: {0}")]
+    Raft(String),
+    /// No leader could be reached, or the change was not committed, before
+    /// the deadline. A change that timed out may still commit later.
+    #[error("no metadata quorum leader committed the change within {0:?}")]
+    NoLeader(Duration),
+    /// The controller listener failed.
+    #[error("controller listener: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+impl From<weir_sync::PoisonedLock> for ClusterError {
+    fn from(e: weir_sync::PoisonedLock) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+/// A storage failure, as openraft takes it (it stops the node).
+pub(crate) fn storage_io(why: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write(openraft::AnyError::error(why.to_string())).into()
+}
+
+/// One node's settings for the quorum.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// `--node-id`.
+    pub node_id: u64,
+    /// `--voters`: each voter's id and controller address (`HOST:PORT`).
+    pub voters: BTreeMap<u64, String>,
+    /// Where the Raft log, vote and snapshot live (`<data dir>/raft`).
+    pub dir: PathBuf,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time between this and
+    /// twice this starts an election.
+    pub election_timeout: Duration,
+    /// How long a metadata write waits for a quorum leader before it fails.
+    pub write_timeout: Duration,
+    /// A snapshot is taken every this many log entries, and the log before
+    /// it purged (keeping 1,000 for followers that lag).
+    pub snapshot_every: u64,
+}
+
+impl ControllerConfig {
+    /// Settings with Weir's default timings: heartbeats every 100 ms, an
+    /// election after 1 to 2 s without one (KRaft's
+    /// `controller.quorum.election.timeout.ms` is 1 s).
+    pub fn new(node_id: u64, voters: BTreeMap<u64, String>, dir: PathBuf) -> Self {
+        Self {
+            node_id,
+            voters,
+            dir,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            write_timeout: Duration::from_secs(15),
+            snapshot_every: 5000,
+        }
+    }
+}
+
+/// Parse `--voters` (`ID@HOST:PORT,...`, KRaft's
+/// `controller.quorum.voters`).
+pub fn parse_voters(text: &str) -> Result<BTreeMap<u64, String>, ClusterError> {
+    let mut voters = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| ClusterError::Config(format!("--voters entry '{item}': {why}"));
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| bad("expected ID@HOST:PORT"))?;
+        let id: u64 = id.parse().map_err(|_| bad("the id is not a number"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected HOST:PORT after '@'"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(bad("expected HOST:PORT after '@'"));
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(bad("the id is given twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err(ClusterError::Config("--voters names no voter".into()));
+    }
+    Ok(voters)
+}
+
+/// One node's part of the metadata quorum: its Raft, its applied metadata,
+/// and its controller listener.
+pub struct Controller {
+    id: u64,
+    voters: BTreeMap<u64, String>,
+    write_timeout: Duration,
+    raft: Raft,
+    machine: state_machine::StateMachine,
+    client: network::Client,
+    server: tokio::task::JoinHandle<()>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("id", &self.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Open the node's Raft storage, serve the controller listener on
+    /// `listener`, and join the quorum. A node that has never run
+    /// initializes the quorum with the voters; every voter may do so, with
+    /// the same voters, and Raft keeps one.
+    pub async fn start(
+        config: ControllerConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Self>, ClusterError> {
+        if !config.voters.contains_key(&config.node_id) {
+            return Err(ClusterError::Config(format!(
+                "--node-id {} is not one of --voters",
+                config.node_id
+            )));
+        }
+        let timeout_ms = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
+        let raft_config = Config {
+            cluster_name: "weir".into(),
+            heartbeat_interval: u64::try_from(config.heartbeat.as_millis()).unwrap_or(100),
+            election_timeout_min: timeout_ms,
+            election_timeout_max: timeout_ms.saturating_mul(2),
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let log = log_store::LogStore::open(&config.dir)?;
+        let machine = state_machine::StateMachine::open(&config.dir)?;
+        let client = network::Client::new().map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network::Network {
+                client: client.clone(),
+            },
+            log,
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let local_addr = listener.local_addr().map_err(ClusterError::Listener)?;
+        let app = network::router(raft.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the controller listener stopped");
+            }
+        });
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(voters = ?config.voters, "initialized the metadata quorum")
+                }
+                Err(openraft::error::RaftError::APIError(
+                    openraft::error::InitializeError::NotAllowed(_),
+                )) => {}
+                Err(e) => return Err(ClusterError::Raft(e.to_string())),
+            }
+        }
+        let controller = Arc::new(Self {
+            id: config.node_id,
+            voters: config.voters,
+            write_timeout: config.write_timeout,
+            raft,
+            machine,
+            client,
+            server,
+            local_addr,
+        });
+        tokio::spawn(name_the_cluster(Arc::downgrade(&controller)));
+        Ok(controller)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The controller listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The quorum leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// openraft's view of this node: its term, role, log and, on a leader,
+    /// each follower's replication progress.
+    pub fn metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Read the metadata this node has applied.
+    pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Result<T, ClusterError> {
+        self.machine.read(f)
+    }
+
+    /// The change feed: the index of the last applied entry.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.machine.changes()
+    }
+
+    /// Commit `command` through the quorum's leader (this node or another,
+    /// found by asking), retrying while the quorum has no leader, for at
+    /// most the write timeout, and wait until this node has applied it too, so what it
+    /// reads next includes the change.
+    ///
+    /// A forwarded write whose answer is lost may have been applied; the
+    /// retry then meets its effect (a second create is refused as existing),
+    /// as a Kafka client retrying a request may.
+    pub async fn write(&self, command: Command) -> Result<Outcome, ClusterError> {
+        let (outcome, index) = self.write_at(command).await?;
+        self.wait_applied(index, self.write_timeout).await?;
+        Ok(outcome)
+    }
+
+    async fn write_at(&self, command: Command) -> Result<(Outcome, u64), ClusterError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut target = self.leader().unwrap_or(self.id);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                if target == self.id {
+                    network::local_write(&self.raft, command.clone()).await
+                } else if let Some(addr) = self.address_of(target) {
+                    match self
+                        .client
+                        .call(&addr, "/controller/write", &command, remaining)
+                        .await
+                    {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "forwarding a metadata write failed");
+                            network::WriteReply::NotLeader { leader: None }
+                        }
+                    }
+                } else {
+                    network::WriteReply::NotLeader { leader: None }
+                }
+            };
+            // A leader cut off from its quorum never commits: the attempt
+            // ends at the deadline, whatever it waits on.
+            let reply = tokio::time::timeout(remaining, attempt)
+                .await
+                .unwrap_or(network::WriteReply::NotLeader { leader: None });
+            match reply {
+                network::WriteReply::Applied { outcome, index } => return Ok((outcome, index)),
+                network::WriteReply::NotLeader {
+                    leader: Some(leader),
+                } if leader != target => target = leader,
+                network::WriteReply::Failed(why) if target == self.id => {
+                    return Err(ClusterError::Raft(why));
+                }
+                _ => {
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::NoLeader(self.write_timeout));
+                    }
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    target = self.leader().unwrap_or(self.id);
+                }
+            }
+        }
+    }
+
+    /// Wait until this node has applied every change committed before the
+    /// call (a linearizable read point: Raft's read index, asked of the
+    /// leader), so what it reads next is as fresh as the leader's.
+    pub async fn catch_up(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut target = self.leader().unwrap_or(self.id);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                if target == self.id {
+                    network::local_read_index(&self.raft).await
+                } else if let Some(addr) = self.address_of(target) {
+                    self.client
+                        .call(&addr, "/controller/read_index", &(), remaining)
+                        .await
+                        .unwrap_or(network::ReadIndexReply::NotLeader { leader: None })
+                } else {
+                    network::ReadIndexReply::NotLeader { leader: None }
+                }
+            };
+            let reply = tokio::time::timeout(remaining, attempt)
+                .await
+                .unwrap_or(network::ReadIndexReply::NotLeader { leader: None });
+            match reply {
+                network::ReadIndexReply::Index(index) => {
+                    return self.wait_applied(index, self.write_timeout).await;
+                }
+                network::ReadIndexReply::NotLeader {
+                    leader: Some(leader),
+                } if leader != target => target = leader,
+                network::ReadIndexReply::Failed(why) if target == self.id => {
+                    return Err(ClusterError::Raft(why));
+                }
+                _ => {
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::NoLeader(self.write_timeout));
+                    }
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    target = self.leader().unwrap_or(self.id);
+                }
+            }
+        }
+    }
+
+    /// Wait until this node has applied the log up to `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ClusterError> {
+        let mut changes = self.changes();
+        tokio::time::timeout(timeout, changes.wait_for(|applied| *applied >= index))
+            .await
+            .map_err(|_| ClusterError::NoLeader(timeout))?
+            .map(|_| ())
+            .map_err(|e| ClusterError::Raft(e.to_string()))
+    }
+
+    /// Stop this node's Raft and its controller listener.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "the metadata quorum node did not stop cleanly");
+        }
+        self.server.abort();
+    }
+
+    fn address_of(&self, id: u64) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let from_membership = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone());
+        from_membership.or_else(|| self.voters.get(&id).cloned())
+    }
+}
+
+/// The first leader names the cluster (KRaft has `kafka-storage format`
+/// write a cluster id; here the quorum picks one once).
+async fn name_the_cluster(controller: std::sync::Weak<Controller>) {
+    let Some(mut metrics) = controller.upgrade().map(|c| c.raft.metrics()) else {
+        return;
+    };
+    loop {
+        let Some(c) = controller.upgrade() else {
+            return;
+        };
+        let named = c.read(|s| !s.cluster_id.is_empty()).unwrap_or(true);
+        if named {
+            return;
+        }
+        if c.leader() == Some(c.id) {
+            let id = weir_metadata::new_cluster_id();
+            match c.write(Command::SetClusterId { id }).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "naming the cluster failed; will retry"),
+            }
+        }
+        drop(c);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The controller listener (`--controller-listen`): Raft's RPCs and the
+//! controller's own, as HTTP requests with JSON bodies, served by axum and
+//! sent with reqwest.
+//!
+//! | path                 | body                      | answer                                  |
+//! |----------------------|---------------------------|-----------------------------------------|
+//! | `POST /raft/append`  | AppendEntriesRequest      | `Result<AppendEntriesResponse, RaftError>` |
+//! | `POST /raft/vote`    | VoteRequest               | `Result<VoteResponse, RaftError>`       |
+//! | `POST /raft/snapshot`| InstallSnapshotRequest    | `Result<InstallSnapshotResponse, ..>`   |
+//! | `POST /controller/write` | a metadata [`Command`](crate::Command) | [`WriteReply`]          |
+//!
+//! Every body is bounded, in both directions ([`RPC_BYTES_MAX`]), and at
+//! most [`RPC_IN_FLIGHT_MAX`] requests are served at once across all
+//! connections, so a stranger on the controller port can pin only so much
+//! memory. A snapshot is received in chunks and refused past
+//! `SNAPSHOT_BYTES_MAX`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::state::{Command, Outcome};
+use crate::state_machine::SNAPSHOT_BYTES_MAX;
+use crate::{Raft, TypeConfig};
+
+/// Largest request or response body on the controller listener: openraft
+/// sends at most `MAX_PAYLOAD_ENTRIES` entries of at most
+/// `ENTRY_BYTES_MAX` each, plus their framing.
+pub(crate) const RPC_BYTES_MAX: usize =
+    crate::MAX_PAYLOAD_ENTRIES as usize * crate::ENTRY_BYTES_MAX + (1 << 20);
+/// Most requests served at once, across every connection.
+pub(crate) const RPC_IN_FLIGHT_MAX: usize = 16;
+
+/// The answer to a forwarded write.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WriteReply {
+    /// Applied at Raft log index `index`, with this outcome.
+    Applied {
+        /// What applying it gave.
+        outcome: Outcome,
+        /// Its log index: a node that has applied this far sees it.
+        index: u64,
+    },
+    /// This node does not lead; the leader it knows, if any.
+    NotLeader {
+        /// The leader's node id.
+        leader: Option<u64>,
+    },
+    /// The write failed on the node (it is shutting down, its storage failed).
+    Failed(String),
+}
+
+/// The controller listener's routes.
+pub(crate) fn router(raft: Raft) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/controller/write", post(write))
+        .route("/controller/read_index", post(read_index))
+        .layer(DefaultBodyLimit::max(RPC_BYTES_MAX))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            RPC_IN_FLIGHT_MAX,
+        ))
+        .with_state(Arc::new(raft))
+}
+
+async fn append(
+    State(raft): State<Arc<Raft>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
+    Json(raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(raft): State<Arc<Raft>>,
+    Json(req): Json<VoteRequest<u64>>,
+) -> Json<Result<VoteResponse<u64>, RaftError<u64>>> {
+    Json(raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(raft): State<Arc<Raft>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> {
+    let end = req.offset.saturating_add(req.data.len() as u64);
+    if end > SNAPSHOT_BYTES_MAX {
+        // Not the snapshot of a metadata state this node can hold: answer as
+        // to a stale leader, so the sender's attempt ends without a retry loop
+        // filling memory.
+        tracing::warn!(bytes = end, "refused a snapshot past SNAPSHOT_BYTES_MAX");
+        return Json(Err(RaftError::APIError(
+            InstallSnapshotError::SnapshotMismatch(openraft::error::SnapshotMismatch {
+                expect: openraft::SnapshotSegmentId {
+                    id: req.meta.snapshot_id.clone(),
+                    offset: 0,
+                },
+                got: openraft::SnapshotSegmentId {
+                    id: req.meta.snapshot_id,
+                    offset: req.offset,
+                },
+            }),
+        )));
+    }
+    Json(raft.install_snapshot(req).await)
+}
+
+async fn write(State(raft): State<Arc<Raft>>, Json(command): Json<Command>) -> Json<WriteReply> {
+    Json(local_write(&raft, command).await)
+}
+
+async fn read_index(State(raft): State<Arc<Raft>>, Json(()): Json<()>) -> Json<ReadIndexReply> {
+    Json(local_read_index(&raft).await)
+}
+
+/// The answer to a read-index request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReadIndexReply {
+    /// Every change acknowledged before the request is at or below this
+    /// log index, and the leader has applied it.
+    Index(u64),
+    /// This node does not lead; the leader it knows, if any.
+    NotLeader {
+        /// The leader's node id.
+        leader: Option<u64>,
+    },
+    /// The node is shutting down.
+    Failed(String),
+}
+
+/// On a leader: confirm leadership with a quorum, wait until the committed
+/// log is applied, and return its index (Raft's read index).
+pub(crate) async fn local_read_index(raft: &Raft) -> ReadIndexReply {
+    match raft.ensure_linearizable().await {
+        Ok(index) => ReadIndexReply::Index(index.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+            ReadIndexReply::NotLeader {
+                leader: f.leader_id,
+            }
+        }
+        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+            ReadIndexReply::NotLeader { leader: None }
+        }
+        Err(e) => ReadIndexReply::Failed(e.to_string()),
+    }
+}
+
+/// Propose `command` on this node if it leads.
+pub(crate) async fn local_write(raft: &Raft, command: Command) -> WriteReply {
+    match raft.client_write(command).await {
+        Ok(response) => WriteReply::Applied {
+            outcome: response.data,
+            index: response.log_id.index,
+        },
+        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            WriteReply::NotLeader {
+                leader: f.leader_id,
+            }
+        }
+        Err(e) => WriteReply::Failed(e.to_string()),
+    }
+}
+
+/// An HTTP client for the controller listeners of other nodes.
+#[derive(Clone)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+}
+
+/// Why a call to another node failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// It could not be reached, or did not answer in time.
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// It answered something that is not the expected message.
+    #[error("bad answer from {addr}: {why}")]
+    BadAnswer { addr: String, why: String },
+}
+
+impl Client {
+    pub(crate) fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    /// POST `body` as JSON to `http://addr/path` and read a JSON answer of at
+    /// most [`RPC_BYTES_MAX`] bytes.
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let unreachable = |source| CallError::Unreachable {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut response = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(CallError::BadAnswer {
+                addr: addr.to_string(),
+                why: format!("HTTP status {}", response.status()),
+            });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > RPC_BYTES_MAX {
+                return Err(CallError::BadAnswer {
+                    addr: addr.to_string(),
+                    why: format!("an answer past {RPC_BYTES_MAX} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CallError::BadAnswer {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        })
+    }
+}
+
+/// openraft's network: one [`Peer`] per other node.
+#[derive(Clone)]
+pub(crate) struct Network {
+    pub(crate) client: Client,
+}
+
+/// The connection to one other node's controller listener.
+pub(crate) struct Peer {
+    client: Client,
+    target: u64,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl Peer {
+    async fn rpc<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    >(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>> {
+        let answer: Result<Resp, RaftError<u64, E>> = self
+            .client
+            .call(&self.addr, path, req, option.hard_ttl())
+            .await
+            .map_err(|e| match &e {
+                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::BadAnswer { .. } => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.rpc("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+}

@@ -1,0 +1,213 @@
+//! [`RaftMetadataStore`]: the broker's `MetadataStore` over a
+//! [`Controller`].
+//!
+//! Reads come from this node's applied copy of the metadata, so they never
+//! wait on the network (and may trail the leader by a heartbeat). A change
+//! is turned into a [`Command`] here, where what needs a choice (a new
+//! topic's replicas) is chosen, committed through the quorum's leader, and
+//! waited for until this node has applied it.
+//!
+//! The trait is synchronous: the broker calls it from blocking threads. A
+//! call runs its write as a task on the runtime and waits for the answer
+//! on a plain channel, so it works from any thread but a runtime worker
+//! that the write needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+use weir_metadata::{
+    AlterPartition, BrokerInfo, ConfigChange, MetadataError, MetadataStore, NewTopic,
+    PartitionAssignment, TopicMeta,
+};
+
+use crate::state::Placement;
+use crate::{ClusterError, Command, Controller, Outcome, Refusal};
+
+/// The broker's metadata, kept by the quorum.
+#[derive(Debug, Clone)]
+pub struct RaftMetadataStore {
+    controller: Arc<Controller>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RaftMetadataStore {
+    /// A store over `controller`, running writes on `runtime`.
+    pub fn new(controller: Arc<Controller>, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            controller,
+            runtime,
+        }
+    }
+
+    /// The controller underneath.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&crate::ClusterState) -> T) -> T
+    where
+        T: Default,
+    {
+        self.controller.read(f).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the applied metadata");
+            T::default()
+        })
+    }
+
+    /// Commit `command` and wait for its outcome, from a blocking thread.
+    fn commit(&self, command: Command) -> Result<Outcome, MetadataError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let controller = self.controller.clone();
+        self.runtime.spawn(async move {
+            let _ = tx.send(controller.write(command).await);
+        });
+        let outcome = rx
+            .recv()
+            .map_err(|_| MetadataError::NoController("the runtime is shutting down".into()))?
+            .map_err(|e| match e {
+                ClusterError::NoLeader(_) => MetadataError::NoController(e.to_string()),
+                e => MetadataError::Storage(e.to_string()),
+            })?;
+        match outcome {
+            Outcome::Refused(why) => Err(refusal(why)),
+            outcome => Ok(outcome),
+        }
+    }
+
+    fn commit_topic(&self, command: Command) -> Result<TopicMeta, MetadataError> {
+        match self.commit(command)? {
+            Outcome::Topic(meta) => Ok(meta),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Replicas spread by the quorum when it applies the change, from a
+/// random start as Kafka's placement has.
+fn spread(partitions: i32, factor: i16) -> Placement {
+    let bytes = Uuid::new_v4().into_bytes();
+    Placement::Spread {
+        partitions,
+        factor,
+        seed: u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+    }
+}
+
+fn refusal(why: Refusal) -> MetadataError {
+    match why {
+        Refusal::TopicAlreadyExists(m) => MetadataError::TopicAlreadyExists(m),
+        Refusal::UnknownTopic(m) => MetadataError::UnknownTopic(m),
+        Refusal::TopicIdTaken(m) => MetadataError::Storage(format!("topic id {m} is taken")),
+        Refusal::InvalidPartitions(m) => MetadataError::InvalidPartitions(m),
+        Refusal::InvalidReplicas(m) => MetadataError::InvalidReplicationFactor(m),
+        Refusal::StalePartitionChange(m) | Refusal::StaleBroker(m) => {
+            MetadataError::StalePartitionChange(m)
+        }
+        Refusal::IneligibleReplica(m) => MetadataError::IneligibleReplica(m),
+        Refusal::ProducerIds(m) => MetadataError::Storage(m),
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> MetadataError {
+    MetadataError::Storage(format!(
+        "unexpected outcome of a metadata command: {outcome:?}"
+    ))
+}
+
+impl MetadataStore for RaftMetadataStore {
+    fn cluster_id(&self) -> String {
+        self.read(|s| s.cluster_id.clone())
+    }
+
+    fn topics(&self) -> Vec<TopicMeta> {
+        self.read(|s| s.topic_metas())
+    }
+
+    fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.read(|s| s.topic_meta(name))
+    }
+
+    fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
+        self.read(|s| s.topic_meta_by_id(id))
+    }
+
+    fn create_topic(&self, topic: NewTopic) -> Result<TopicMeta, MetadataError> {
+        self.commit_topic(Command::CreateTopic {
+            name: topic.name,
+            id: topic.id,
+            replicas: spread(topic.partitions, topic.replication_factor),
+            configs: topic.configs,
+        })
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetadataError> {
+        self.commit_topic(Command::DeleteTopic { name: name.into() })
+    }
+
+    fn set_partition_count(&self, name: &str, total: i32) -> Result<TopicMeta, MetadataError> {
+        let current = self
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.into()))?;
+        if total <= current.partitions {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "Topic currently has {} partitions, which is higher than the requested {total}.",
+                current.partitions
+            )));
+        }
+        let factor = i16::try_from(current.assignments.first().map_or(1, |a| a.replicas.len()))
+            .unwrap_or(i16::MAX);
+        self.commit_topic(Command::AddPartitions {
+            name: name.into(),
+            from: current.partitions,
+            replicas: spread(total - current.partitions, factor),
+        })
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: &[ConfigChange],
+    ) -> Result<TopicMeta, MetadataError> {
+        self.commit_topic(Command::AlterTopicConfigs {
+            name: name.into(),
+            changes: changes.to_vec(),
+        })
+    }
+
+    fn broker_configs(&self) -> BTreeMap<String, String> {
+        self.read(|s| s.broker_configs.clone())
+    }
+
+    fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
+        self.commit(Command::AlterBrokerConfigs {
+            changes: changes.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
+        match self.commit(Command::AllocateProducerIds { count })? {
+            Outcome::ProducerIds { first } => Ok(first),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn brokers(&self) -> Vec<BrokerInfo> {
+        self.read(|s| s.brokers.values().cloned().collect())
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.controller.changes()
+    }
+
+    fn alter_partition(
+        &self,
+        change: AlterPartition,
+    ) -> Result<PartitionAssignment, MetadataError> {
+        match self.commit(Command::AlterPartition(change))? {
+            Outcome::Assignment(a) => Ok(a),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
