@@ -636,8 +636,9 @@ fn nets_are_removed_after_a_panic_and_after_a_crash() -> anyhow::Result<()> {
     assert!(!netns::link_exists(&bridge), "{bridge} outlived its Net");
     assert!(!netns::ns_exists(&ns), "{ns} outlived its Net");
 
-    // A crashed run: a claim held by a process that is gone, with its bridge
-    // and namespace still there.
+    // A crashed run: a claim held by a process that is gone, with its
+    // bridge, its namespace and a process in it still there. The claim is
+    // written last, so no other test's sweep sees it half-staged.
     let mut dead = std::process::Command::new("true").spawn()?;
     dead.wait()?;
     let dead_pid = dead.id();
@@ -647,8 +648,6 @@ fn nets_are_removed_after_a_panic_and_after_a_crash() -> anyhow::Result<()> {
     if std::fs::read_to_string(&claim).is_ok() {
         bail!("subnet {index} is claimed already; cannot stage a leftover");
     }
-    std::fs::create_dir_all(netns::CLAIMS_DIR)?;
-    std::fs::write(&claim, dead_pid.to_string())?;
     for args in [
         vec!["link", "add", bridge.as_str(), "type", "bridge"],
         vec!["netns", "add", ns.as_str()],
@@ -658,9 +657,16 @@ fn nets_are_removed_after_a_panic_and_after_a_crash() -> anyhow::Result<()> {
             bail!("cannot stage a leftover: ip {args:?}: {status}");
         }
     }
+    let mut orphan = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "600"])
+        .spawn()?;
+    std::fs::create_dir_all(netns::CLAIMS_DIR)?;
+    std::fs::write(&claim, dead_pid.to_string())?;
+
     let net = Net::new()?;
     let claim_now = std::fs::read_to_string(&claim).unwrap_or_default();
     if claim_now.trim() == dead_pid.to_string() {
+        let _ = orphan.kill();
         bail!("the dead run's claim {} survived", claim.display());
     }
     // Unless a live Net took the index over since, its names are gone.
@@ -668,6 +674,16 @@ fn nets_are_removed_after_a_panic_and_after_a_crash() -> anyhow::Result<()> {
         assert!(!netns::link_exists(&bridge), "leftover {bridge} survived");
         assert!(!netns::ns_exists(&ns), "leftover {ns} survived");
     }
+    let killed = common::wait_until(
+        Duration::from_secs(10),
+        "the leftover namespace's process to be killed",
+        || Ok(orphan.try_wait()?.is_some()),
+    );
+    if killed.is_err() {
+        let _ = orphan.kill();
+        let _ = orphan.wait();
+    }
+    killed?;
     drop(net);
     Ok(())
 }

@@ -13,6 +13,8 @@
 //! leftover of a crashed run: its names are removed before they are reused,
 //! and every `Net` sweeps such leftovers when it is created. Everything a
 //! `Net` made is removed on drop, which also runs while a panic unwinds.
+//! Claims and sweeps take a lock file, so one process's sweep never removes
+//! what another process has just claimed.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -24,6 +26,8 @@ use anyhow::{Context, bail};
 
 /// Where subnet claims live (one file per claimed /24, holding the owner's pid).
 pub const CLAIMS_DIR: &str = "/run/weir-test-nets";
+/// The lock file under [`CLAIMS_DIR`] that serializes claims and sweeps.
+const LOCK_FILE: &str = ".lock";
 /// Number of /24 subnets the tests may claim (`10.128.0.0/11`).
 pub const SUBNETS_MAX: u32 = 8192;
 /// Nodes one `Net` may hold (keeps every interface name within 15 bytes).
@@ -75,6 +79,17 @@ impl Net {
         require_root()?;
         std::fs::create_dir_all(CLAIMS_DIR)
             .with_context(|| format!("cannot create {CLAIMS_DIR}"))?;
+        // Sweeping and claiming happen under one lock shared by every test
+        // process, so a sweep never removes what another process just claimed.
+        let lock_path = Path::new(CLAIMS_DIR).join(LOCK_FILE);
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
         sweep_leftovers()?;
         let made = NETS_MADE.fetch_add(1, Ordering::SeqCst);
         let start = std::process::id().wrapping_mul(97).wrapping_add(made) % SUBNETS_MAX;
@@ -88,6 +103,7 @@ impl Net {
         // A leftover with the same names (a crashed run whose claim file was
         // lost) must not break this one.
         remove_names(index);
+        drop(lock);
         let gateway = format!("{}/24", net.gateway());
         ip(&["link", "add", &net.bridge, "type", "bridge"])?;
         ip(&["addr", "add", &gateway, "dev", &net.bridge])?;
@@ -334,12 +350,29 @@ fn remove_names(index: u32) {
         }
         let ns = ns_name(index, node);
         if ns_exists(&ns) {
+            kill_processes_in(&ns);
             let _ = quiet_ip(&["netns", "del", &ns]);
         }
     }
     let bridge = bridge_name(index);
     if link_exists(&bridge) {
         let _ = quiet_ip(&["link", "del", &bridge]);
+    }
+}
+
+/// SIGKILL the processes still running in a leftover namespace (brokers of
+/// a test process that was itself killed, so its drops never ran).
+fn kill_processes_in(ns: &str) {
+    let Ok(output) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+        if pid.parse::<u32>().is_ok() {
+            let _ = Command::new("kill")
+                .args(["-KILL", pid])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
