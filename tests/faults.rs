@@ -28,7 +28,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use common::faults::{Fault, Node, Plan, Schedule, fault_seed};
+use common::faults::{FaultKind, Node, Plan, Schedule, fault_seed};
 use common::history::History;
 use common::netns::{self, Net};
 use common::raw::RawClient;
@@ -432,7 +432,7 @@ fn acked_records_and_group_offsets_survive_repeated_sigkill() -> anyhow::Result<
             first_at: Duration::from_millis(1000),
             gap_min: Duration::from_millis(500),
             gap_max: Duration::from_millis(1500),
-            kinds: vec![Fault::KillRestart],
+            kinds: vec![FaultKind::KillRestart],
             hold_min: Duration::ZERO,
             hold_max: Duration::ZERO,
         },
@@ -482,7 +482,7 @@ fn acked_records_survive_a_cut_link() -> anyhow::Result<()> {
             first_at: Duration::from_millis(1000),
             gap_min: Duration::ZERO,
             gap_max: Duration::ZERO,
-            kinds: vec![Fault::LinkDown(Duration::ZERO)],
+            kinds: vec![FaultKind::LinkDown],
             hold_min: Duration::from_millis(2000),
             hold_max: Duration::from_millis(4000),
         },
@@ -512,7 +512,7 @@ fn acked_records_survive_sigstop_and_sigcont() -> anyhow::Result<()> {
             first_at: Duration::from_millis(1000),
             gap_min: Duration::from_millis(500),
             gap_max: Duration::from_millis(1000),
-            kinds: vec![Fault::Stop(Duration::ZERO)],
+            kinds: vec![FaultKind::Stop],
             hold_min: Duration::from_millis(1000),
             hold_max: Duration::from_millis(2500),
         },
@@ -538,11 +538,7 @@ fn the_same_seed_gives_the_same_schedule() {
         first_at: Duration::from_millis(100),
         gap_min: Duration::from_millis(10),
         gap_max: Duration::from_millis(900),
-        kinds: vec![
-            Fault::KillRestart,
-            Fault::Stop(Duration::ZERO),
-            Fault::LinkDown(Duration::ZERO),
-        ],
+        kinds: vec![FaultKind::KillRestart, FaultKind::Stop, FaultKind::LinkDown],
         hold_min: Duration::from_millis(100),
         hold_max: Duration::from_millis(3000),
     };

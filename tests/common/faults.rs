@@ -291,6 +291,17 @@ impl fmt::Display for Fault {
     }
 }
 
+/// A kind of fault a [`Plan`] draws from (hold times are drawn separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// [`Fault::KillRestart`].
+    KillRestart,
+    /// [`Fault::Stop`].
+    Stop,
+    /// [`Fault::LinkDown`].
+    LinkDown,
+}
+
 /// A fault planned at an offset from the start of the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
@@ -315,9 +326,9 @@ pub struct Plan {
     pub gap_min: Duration,
     /// See `gap_min`.
     pub gap_max: Duration,
-    /// The kinds of faults to draw from; durations of `Stop` and `LinkDown`
-    /// are drawn from `hold_min..=hold_max`.
-    pub kinds: Vec<Fault>,
+    /// The kinds of faults to draw from; how long a stop or a cut link
+    /// holds is drawn from `hold_min..=hold_max`.
+    pub kinds: Vec<FaultKind>,
     /// Shortest hold of a stop or a cut link.
     pub hold_min: Duration,
     /// Longest hold of a stop or a cut link.
@@ -346,9 +357,9 @@ impl Schedule {
                 rng.random_range(millis(plan.hold_min)..=millis(plan.hold_max)),
             );
             let fault = match kind {
-                Fault::KillRestart => Fault::KillRestart,
-                Fault::Stop(_) => Fault::Stop(hold),
-                Fault::LinkDown(_) => Fault::LinkDown(hold),
+                FaultKind::KillRestart => Fault::KillRestart,
+                FaultKind::Stop => Fault::Stop(hold),
+                FaultKind::LinkDown => Fault::LinkDown(hold),
             };
             let node = rng.random_range(0..plan.nodes);
             planned.push(Planned { at, fault, node });
