@@ -9,6 +9,9 @@
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
 pub mod cli;
+pub mod faults;
+pub mod history;
+pub mod netns;
 pub mod raw;
 
 use std::collections::HashMap;

@@ -1,0 +1,183 @@
+//! The fault tests' history checker (tests/common/history.rs) on
+//! hand-made histories: it must pass a clean one and catch each kind of
+//! broken promise (a lost acknowledgement, a duplicate, a reorder, an
+//! offset mismatch, a record never sent, a read above the high watermark).
+//! No broker and no root needed.
+
+mod common;
+
+use common::history::{History, VIOLATIONS_SHOWN_MAX, Violation, Violations};
+
+/// Three records acknowledged on partition 0 at offsets 0..3 and read back.
+fn clean() -> History {
+    let mut history = History::new();
+    for id in 0..3 {
+        history.sent(id);
+        history.acked(id, 0, i64::try_from(id).unwrap_or(0));
+    }
+    history
+}
+
+fn read_all(history: &mut History, reads: &[(i32, i64, u64)]) {
+    for &(partition, offset, id) in reads {
+        history.read(partition, offset, Some(id));
+    }
+}
+
+fn violations(history: &History) -> Vec<Violation> {
+    match history.check() {
+        Ok(summary) => panic!("the checker passed a bad history: {summary}"),
+        Err(Violations(v)) => v,
+    }
+}
+
+#[test]
+fn a_clean_history_passes() {
+    let mut history = clean();
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2)]);
+    history.high_watermark(0, 3);
+    let summary = history.check().expect("a clean history");
+    assert_eq!(summary.acked, 3);
+    assert_eq!(summary.reads, 3);
+}
+
+#[test]
+fn a_lost_acknowledged_record_is_caught() {
+    let mut history = clean();
+    read_all(&mut history, &[(0, 0, 0), (0, 2, 2)]);
+    assert_eq!(
+        violations(&history),
+        vec![Violation::Lost {
+            id: 1,
+            partition: 0,
+            offset: 1
+        }]
+    );
+}
+
+#[test]
+fn a_duplicate_is_caught() {
+    let mut history = clean();
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 1)]);
+    assert_eq!(
+        violations(&history),
+        vec![Violation::Duplicate {
+            id: 1,
+            reads: vec![(0, 1), (0, 3)]
+        }]
+    );
+}
+
+#[test]
+fn a_maybe_read_twice_is_a_duplicate_and_once_is_fine() {
+    let mut history = clean();
+    history.sent(9);
+    history.maybe(9, "timed out");
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 9)]);
+    let summary = history.check().expect("a maybe read once");
+    assert_eq!((summary.maybe, summary.maybe_read), (1, 1));
+    history.read(0, 4, Some(9));
+    assert!(matches!(
+        violations(&history).as_slice(),
+        [Violation::Duplicate { id: 9, .. }]
+    ));
+}
+
+#[test]
+fn a_reorder_is_caught() {
+    let mut history = clean();
+    read_all(&mut history, &[(0, 0, 0), (0, 2, 2), (0, 1, 1)]);
+    assert_eq!(
+        violations(&history),
+        vec![Violation::Reordered {
+            partition: 0,
+            offset: 1,
+            after: 2
+        }]
+    );
+}
+
+#[test]
+fn an_offset_mismatch_is_caught() {
+    let mut history = clean();
+    // Record 2 acknowledged at offset 2 but read at offset 5.
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 5, 2)]);
+    assert_eq!(
+        violations(&history),
+        vec![Violation::OffsetMismatch {
+            id: 2,
+            acked: (0, 2),
+            read: (0, 5)
+        }]
+    );
+}
+
+#[test]
+fn a_record_never_sent_is_caught() {
+    let mut history = clean();
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 77)]);
+    history.read(0, 4, None);
+    assert_eq!(
+        violations(&history),
+        vec![
+            Violation::NeverSent {
+                partition: 0,
+                offset: 3,
+                id: Some(77)
+            },
+            Violation::NeverSent {
+                partition: 0,
+                offset: 4,
+                id: None
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_read_above_a_later_high_watermark_is_caught() {
+    let mut history = clean();
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2)]);
+    history.high_watermark(0, 2);
+    assert_eq!(
+        violations(&history),
+        vec![Violation::AboveHighWatermark {
+            partition: 0,
+            offset: 2,
+            high_watermark: 2
+        }]
+    );
+}
+
+#[test]
+fn a_record_acknowledged_twice_is_caught() {
+    let mut history = clean();
+    history.acked(1, 0, 7);
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2)]);
+    assert_eq!(
+        violations(&history),
+        vec![Violation::AckedTwice {
+            id: 1,
+            first: (0, 1),
+            second: (0, 7)
+        }]
+    );
+}
+
+#[test]
+fn the_failure_message_is_bounded() {
+    let mut history = History::new();
+    for id in 0..100 {
+        history.sent(id);
+        history.acked(id, 0, i64::try_from(id).unwrap_or(0));
+    }
+    let message = violations(&history).len();
+    assert_eq!(message, 100);
+    let text = history
+        .check()
+        .err()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert_eq!(text.lines().count(), 1 + VIOLATIONS_SHOWN_MAX + 1);
+    assert!(text.contains("and 80 more"));
+}
