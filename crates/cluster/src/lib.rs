@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use openraft::{BasicNode, Config, SnapshotPolicy, StorageError, StorageIOError};
 use tokio::sync::watch;
 
+mod controller;
 mod log_store;
 mod network;
 pub mod state;
 mod state_machine;
 mod store;
 
+pub use controller::{Heartbeat, HeartbeatAnswer};
 pub use state::{ClusterState, Command, Outcome, Placement, Refusal};
 pub use store::RaftMetadataStore;
 
@@ -104,6 +106,9 @@ pub struct ControllerConfig {
     /// A snapshot is taken every this many log entries, and the log before
     /// it purged (keeping 1,000 for followers that lag).
     pub snapshot_every: u64,
+    /// `broker.session.timeout.ms`: a broker that has not heartbeated for
+    /// this long is fenced.
+    pub broker_session_timeout: Duration,
 }
 
 impl ControllerConfig {
@@ -119,6 +124,7 @@ impl ControllerConfig {
             election_timeout: Duration::from_millis(1000),
             write_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
+            broker_session_timeout: Duration::from_millis(9000),
         }
     }
 }
@@ -156,6 +162,7 @@ pub struct Controller {
     voters: BTreeMap<u64, String>,
     write_timeout: Duration,
     raft: Raft,
+    node: Arc<controller::Node>,
     machine: state_machine::StateMachine,
     client: network::Client,
     server: tokio::task::JoinHandle<()>,
@@ -214,7 +221,17 @@ impl Controller {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let local_addr = listener.local_addr().map_err(ClusterError::Listener)?;
-        let app = network::router(raft.clone());
+        let node = Arc::new(controller::Node::new(
+            config.node_id,
+            raft.clone(),
+            machine.clone(),
+            config.broker_session_timeout,
+        ));
+        tokio::spawn(controller::watch_sessions(
+            Arc::downgrade(&node),
+            (config.broker_session_timeout / 8).max(Duration::from_millis(10)),
+        ));
+        let app = network::router(node.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the controller listener stopped");
@@ -245,6 +262,7 @@ impl Controller {
             voters: config.voters,
             write_timeout: config.write_timeout,
             raft,
+            node,
             machine,
             client,
             server,
@@ -300,84 +318,104 @@ impl Controller {
     }
 
     async fn write_at(&self, command: Command) -> Result<(Outcome, u64), ClusterError> {
-        let deadline = Instant::now() + self.write_timeout;
-        let mut target = self.leader().unwrap_or(self.id);
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = async {
-                if target == self.id {
-                    network::local_write(&self.raft, command.clone()).await
-                } else if let Some(addr) = self.address_of(target) {
-                    match self
-                        .client
-                        .call(&addr, "/controller/write", &command, remaining)
-                        .await
-                    {
-                        Ok(reply) => reply,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "forwarding a metadata write failed");
-                            network::WriteReply::NotLeader { leader: None }
-                        }
-                    }
-                } else {
-                    network::WriteReply::NotLeader { leader: None }
-                }
-            };
-            // A leader cut off from its quorum never commits: the attempt
-            // ends at the deadline, whatever it waits on.
-            let reply = tokio::time::timeout(remaining, attempt)
-                .await
-                .unwrap_or(network::WriteReply::NotLeader { leader: None });
-            match reply {
-                network::WriteReply::Applied { outcome, index } => return Ok((outcome, index)),
-                network::WriteReply::NotLeader {
-                    leader: Some(leader),
-                } if leader != target => target = leader,
-                network::WriteReply::Failed(why) if target == self.id => {
-                    return Err(ClusterError::Raft(why));
-                }
-                _ => {
-                    if Instant::now() >= deadline {
-                        return Err(ClusterError::NoLeader(self.write_timeout));
-                    }
-                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
-                    target = self.leader().unwrap_or(self.id);
-                }
-            }
-        }
+        self.ask_leader("/controller/write", &command, |node| {
+            let command = command.clone();
+            async move { node.local_write(command).await }
+        })
+        .await
     }
 
     /// Wait until this node has applied every change committed before the
     /// call (a linearizable read point: Raft's read index, asked of the
     /// leader), so what it reads next is as fresh as the leader's.
     pub async fn catch_up(&self) -> Result<(), ClusterError> {
+        let index = self
+            .ask_leader("/controller/read_index", &(), |node| async move {
+                node.local_read_index().await
+            })
+            .await?;
+        self.wait_applied(index, self.write_timeout).await
+    }
+
+    /// Register a broker (fenced until it heartbeats as caught up); returns
+    /// its broker epoch.
+    pub async fn register_broker(
+        &self,
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    ) -> Result<i64, ClusterError> {
+        match self
+            .write(Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+            })
+            .await?
+        {
+            Outcome::BrokerEpoch { epoch } => Ok(epoch),
+            other => Err(ClusterError::Raft(format!(
+                "unexpected answer to a registration: {other:?}"
+            ))),
+        }
+    }
+
+    /// Send a broker's heartbeat to the leader.
+    pub async fn heartbeat(&self, beat: Heartbeat) -> Result<HeartbeatAnswer, ClusterError> {
+        self.ask_leader("/controller/heartbeat", &beat, |node| {
+            let beat = beat.clone();
+            async move { node.local_heartbeat(beat).await }
+        })
+        .await
+    }
+
+    /// Ask the quorum's leader (this node, or another found by asking),
+    /// retrying while there is none, until the write timeout.
+    async fn ask_leader<Req, T, F, Fut>(
+        &self,
+        path: &str,
+        req: &Req,
+        local: F,
+    ) -> Result<T, ClusterError>
+    where
+        Req: serde::Serialize,
+        T: serde::de::DeserializeOwned,
+        F: Fn(Arc<controller::Node>) -> Fut,
+        Fut: std::future::Future<Output = controller::LeaderReply<T>>,
+    {
+        use controller::LeaderReply;
         let deadline = Instant::now() + self.write_timeout;
         let mut target = self.leader().unwrap_or(self.id);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = async {
                 if target == self.id {
-                    network::local_read_index(&self.raft).await
+                    local(self.node.clone()).await
                 } else if let Some(addr) = self.address_of(target) {
-                    self.client
-                        .call(&addr, "/controller/read_index", &(), remaining)
-                        .await
-                        .unwrap_or(network::ReadIndexReply::NotLeader { leader: None })
+                    match self.client.call(&addr, path, req, remaining).await {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            tracing::debug!(error = %e, path, "asking the quorum leader failed");
+                            LeaderReply::NotLeader { leader: None }
+                        }
+                    }
                 } else {
-                    network::ReadIndexReply::NotLeader { leader: None }
+                    LeaderReply::NotLeader { leader: None }
                 }
             };
+            // A leader cut off from its quorum never commits: the attempt
+            // ends at the deadline, whatever it waits on.
             let reply = tokio::time::timeout(remaining, attempt)
                 .await
-                .unwrap_or(network::ReadIndexReply::NotLeader { leader: None });
+                .unwrap_or(LeaderReply::NotLeader { leader: None });
             match reply {
-                network::ReadIndexReply::Index(index) => {
-                    return self.wait_applied(index, self.write_timeout).await;
-                }
-                network::ReadIndexReply::NotLeader {
+                LeaderReply::Done(answer) => return Ok(answer),
+                LeaderReply::NotLeader {
                     leader: Some(leader),
                 } if leader != target => target = leader,
-                network::ReadIndexReply::Failed(why) if target == self.id => {
+                LeaderReply::Failed(why) if target == self.id => {
                     return Err(ClusterError::Raft(why));
                 }
                 _ => {

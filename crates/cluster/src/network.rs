@@ -7,7 +7,9 @@
 //! | `POST /raft/append`  | AppendEntriesRequest      | `Result<AppendEntriesResponse, RaftError>` |
 //! | `POST /raft/vote`    | VoteRequest               | `Result<VoteResponse, RaftError>`       |
 //! | `POST /raft/snapshot`| InstallSnapshotRequest    | `Result<InstallSnapshotResponse, ..>`   |
-//! | `POST /controller/write` | a metadata [`Command`](crate::Command) | [`WriteReply`]          |
+//! | `POST /controller/write` | a metadata [`Command`](crate::Command) | the outcome and its index, or "not leader" |
+//! | `POST /controller/read_index` | nothing             | the leader's read index, or "not leader" |
+//! | `POST /controller/heartbeat` | a broker's heartbeat | whether it is fenced, or "not leader" |
 //!
 //! Every body is bounded, in both directions ([`RPC_BYTES_MAX`]), and at
 //! most [`RPC_IN_FLIGHT_MAX`] requests are served at once across all
@@ -33,9 +35,10 @@ use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::TypeConfig;
+use crate::controller::{Heartbeat, HeartbeatAnswer, LeaderReply, Node};
 use crate::state::{Command, Outcome};
 use crate::state_machine::SNAPSHOT_BYTES_MAX;
-use crate::{Raft, TypeConfig};
 
 /// Largest request or response body on the controller listener: openraft
 /// sends at most `MAX_PAYLOAD_ENTRIES` entries of at most
@@ -45,64 +48,45 @@ pub(crate) const RPC_BYTES_MAX: usize =
 /// Most requests served at once, across every connection.
 pub(crate) const RPC_IN_FLIGHT_MAX: usize = 16;
 
-/// The answer to a forwarded write.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum WriteReply {
-    /// Applied at Raft log index `index`, with this outcome.
-    Applied {
-        /// What applying it gave.
-        outcome: Outcome,
-        /// Its log index: a node that has applied this far sees it.
-        index: u64,
-    },
-    /// This node does not lead; the leader it knows, if any.
-    NotLeader {
-        /// The leader's node id.
-        leader: Option<u64>,
-    },
-    /// The write failed on the node (it is shutting down, its storage failed).
-    Failed(String),
-}
-
 /// The controller listener's routes.
-pub(crate) fn router(raft: Raft) -> Router {
+pub(crate) fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/controller/write", post(write))
         .route("/controller/read_index", post(read_index))
+        .route("/controller/heartbeat", post(heartbeat))
         .layer(DefaultBodyLimit::max(RPC_BYTES_MAX))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             RPC_IN_FLIGHT_MAX,
         ))
-        .with_state(Arc::new(raft))
+        .with_state(node)
 }
 
 async fn append(
-    State(raft): State<Arc<Raft>>,
+    State(node): State<Arc<Node>>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
-    Json(raft.append_entries(req).await)
+    Json(node.raft.append_entries(req).await)
 }
 
 async fn vote(
-    State(raft): State<Arc<Raft>>,
+    State(node): State<Arc<Node>>,
     Json(req): Json<VoteRequest<u64>>,
 ) -> Json<Result<VoteResponse<u64>, RaftError<u64>>> {
-    Json(raft.vote(req).await)
+    Json(node.raft.vote(req).await)
 }
 
 async fn snapshot(
-    State(raft): State<Arc<Raft>>,
+    State(node): State<Arc<Node>>,
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
 ) -> Json<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> {
     let end = req.offset.saturating_add(req.data.len() as u64);
     if end > SNAPSHOT_BYTES_MAX {
         // Not the snapshot of a metadata state this node can hold: answer as
-        // to a stale leader, so the sender's attempt ends without a retry loop
-        // filling memory.
+        // to a mismatched transfer, so the sender starts over rather than
+        // this node filling its memory.
         tracing::warn!(bytes = end, "refused a snapshot past SNAPSHOT_BYTES_MAX");
         return Json(Err(RaftError::APIError(
             InstallSnapshotError::SnapshotMismatch(openraft::error::SnapshotMismatch {
@@ -117,64 +101,25 @@ async fn snapshot(
             }),
         )));
     }
-    Json(raft.install_snapshot(req).await)
+    Json(node.raft.install_snapshot(req).await)
 }
 
-async fn write(State(raft): State<Arc<Raft>>, Json(command): Json<Command>) -> Json<WriteReply> {
-    Json(local_write(&raft, command).await)
+async fn write(
+    State(node): State<Arc<Node>>,
+    Json(command): Json<Command>,
+) -> Json<LeaderReply<(Outcome, u64)>> {
+    Json(node.local_write(command).await)
 }
 
-async fn read_index(State(raft): State<Arc<Raft>>, Json(()): Json<()>) -> Json<ReadIndexReply> {
-    Json(local_read_index(&raft).await)
+async fn read_index(State(node): State<Arc<Node>>, Json(()): Json<()>) -> Json<LeaderReply<u64>> {
+    Json(node.local_read_index().await)
 }
 
-/// The answer to a read-index request.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ReadIndexReply {
-    /// Every change acknowledged before the request is at or below this
-    /// log index, and the leader has applied it.
-    Index(u64),
-    /// This node does not lead; the leader it knows, if any.
-    NotLeader {
-        /// The leader's node id.
-        leader: Option<u64>,
-    },
-    /// The node is shutting down.
-    Failed(String),
-}
-
-/// On a leader: confirm leadership with a quorum, wait until the committed
-/// log is applied, and return its index (Raft's read index).
-pub(crate) async fn local_read_index(raft: &Raft) -> ReadIndexReply {
-    match raft.ensure_linearizable().await {
-        Ok(index) => ReadIndexReply::Index(index.map_or(0, |l| l.index)),
-        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-            ReadIndexReply::NotLeader {
-                leader: f.leader_id,
-            }
-        }
-        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
-            ReadIndexReply::NotLeader { leader: None }
-        }
-        Err(e) => ReadIndexReply::Failed(e.to_string()),
-    }
-}
-
-/// Propose `command` on this node if it leads.
-pub(crate) async fn local_write(raft: &Raft, command: Command) -> WriteReply {
-    match raft.client_write(command).await {
-        Ok(response) => WriteReply::Applied {
-            outcome: response.data,
-            index: response.log_id.index,
-        },
-        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-            WriteReply::NotLeader {
-                leader: f.leader_id,
-            }
-        }
-        Err(e) => WriteReply::Failed(e.to_string()),
-    }
+async fn heartbeat(
+    State(node): State<Arc<Node>>,
+    Json(beat): Json<Heartbeat>,
+) -> Json<LeaderReply<HeartbeatAnswer>> {
+    Json(node.local_heartbeat(beat).await)
 }
 
 /// An HTTP client for the controller listeners of other nodes.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use uuid::Uuid;
-use weir_cluster::{Command, Controller, ControllerConfig, Outcome, RaftMetadataStore};
+use weir_cluster::{
+    Command, Controller, ControllerConfig, Heartbeat, HeartbeatAnswer, Outcome, RaftMetadataStore,
+};
 use weir_metadata::{MetadataError, MetadataStore, NewTopic};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -23,12 +25,22 @@ struct Cluster {
     addrs: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, Arc<Controller>>,
     snapshot_every: u64,
+    session_timeout: Duration,
 }
 
 impl Cluster {
     async fn start(
         voters: u64,
         snapshot_every: u64,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        // Brokers here heartbeat only in the liveness test.
+        Self::start_with_sessions(voters, snapshot_every, Duration::from_secs(600)).await
+    }
+
+    async fn start_with_sessions(
+        voters: u64,
+        snapshot_every: u64,
+        session_timeout: Duration,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
@@ -44,6 +56,7 @@ impl Cluster {
             addrs,
             nodes: BTreeMap::new(),
             snapshot_every,
+            session_timeout,
         };
         for (id, listener) in listeners {
             cluster.start_node(id, listener).await?;
@@ -60,6 +73,7 @@ impl Cluster {
         config.heartbeat = Duration::from_millis(50);
         config.write_timeout = Duration::from_secs(3);
         config.snapshot_every = self.snapshot_every;
+        config.broker_session_timeout = self.session_timeout;
         config
     }
 
@@ -272,11 +286,24 @@ async fn a_leader_change_loses_no_committed_metadata_and_a_restarted_node_catche
     }
     cluster.converge().await?;
     for id in cluster.nodes.keys() {
-        assert_eq!(
-            names(&cluster.store(*id)),
-            committed,
-            "node {id} after a full restart"
-        );
+        let got = names(&cluster.store(*id));
+        if got != committed {
+            for (n, node) in &cluster.nodes {
+                let m = node.metrics();
+                eprintln!(
+                    "node {n}: state {:?} leader {:?} term {} last_log {:?} applied {:?} snapshot {:?} purged {:?} watch {}",
+                    m.state,
+                    m.current_leader,
+                    m.current_term,
+                    m.last_log_index,
+                    m.last_applied,
+                    m.snapshot,
+                    m.purged,
+                    *node.changes().borrow()
+                );
+            }
+        }
+        assert_eq!(got, committed, "node {id} after a full restart");
     }
     Ok(())
 }
@@ -334,5 +361,89 @@ async fn a_minority_neither_elects_a_leader_nor_commits() -> TestResult {
     let leader = cluster.leader().await?;
     let store = cluster.store(leader);
     blocking(move || store.create_topic(new_topic("together", 1, 1))).await??;
+    Ok(())
+}
+
+/// Heartbeat for `broker` through `node` every 100 ms until dropped.
+fn heartbeats(node: Arc<Controller>, broker: i32, epoch: i64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let beat = Heartbeat {
+                broker,
+                epoch,
+                caught_up: true,
+            };
+            let _ = node.heartbeat(beat).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Wait until `check` holds on `node`'s applied metadata.
+async fn wait_state(
+    node: &Controller,
+    what: &str,
+    check: impl Fn(&weir_cluster::ClusterState) -> bool,
+) -> TestResult {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while !node.read(&check)? {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_whose_session_expires_is_fenced_and_its_leaderships_move() -> TestResult {
+    let cluster = Cluster::start_with_sessions(3, 5000, Duration::from_millis(1500)).await?;
+    let leader = cluster.leader().await?;
+    let node = cluster.nodes[&leader].clone();
+    let mut beating = BTreeMap::new();
+    let mut epochs = BTreeMap::new();
+    for broker in 1..=3 {
+        let epoch = node
+            .register_broker(broker, "127.0.0.1".into(), 9000 + broker, None)
+            .await?;
+        epochs.insert(broker, epoch);
+        // Heartbeats go through different nodes: followers forward them.
+        let via = cluster.nodes[&u64::try_from(broker)?].clone();
+        beating.insert(broker, heartbeats(via, broker, epoch));
+    }
+    wait_state(&node, "every broker is unfenced", |s| {
+        s.brokers.values().filter(|b| !b.fenced).count() == 3
+    })
+    .await?;
+    let store = cluster.store(leader);
+    let meta = blocking(move || store.create_topic(new_topic("busy", 6, 3))).await??;
+    assert!(meta.assignments.iter().any(|a| a.leader == 3));
+
+    // Broker 3 stops heartbeating: fenced, out of every ISR, leading nothing.
+    beating.remove(&3).ok_or("no heartbeat task")?.abort();
+    wait_state(&node, "broker 3 is fenced", |s| s.brokers[&3].fenced).await?;
+    let topic = node.read(|s| s.topic_meta("busy"))?.ok_or("topic gone")?;
+    for a in &topic.assignments {
+        assert_ne!(a.leader, 3, "{a:?}");
+        assert!(!a.isr.contains(&3), "{a:?}");
+        assert!(a.leader == 1 || a.leader == 2, "{a:?}");
+    }
+    // The others, heartbeating, stay unfenced.
+    assert!(node.read(|s| !s.brokers[&1].fenced && !s.brokers[&2].fenced)?);
+
+    // It heartbeats again, caught up: unfenced (the ISR it rejoins through
+    // its partitions' leaders, not here).
+    beating.insert(3, heartbeats(node.clone(), 3, epochs[&3]));
+    wait_state(&node, "broker 3 is unfenced", |s| !s.brokers[&3].fenced).await?;
+
+    // A heartbeat from an older registration is told to register again.
+    let stale = node
+        .heartbeat(Heartbeat {
+            broker: 3,
+            epoch: epochs[&3] - 1,
+            caught_up: true,
+        })
+        .await?;
+    assert_eq!(stale, HeartbeatAnswer::StaleRegistration);
     Ok(())
 }

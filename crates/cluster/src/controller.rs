@@ -1,0 +1,275 @@
+//! What the quorum's leader does beyond Raft: it takes metadata writes,
+//! answers read-index requests, and keeps brokers' sessions.
+//!
+//! Brokers heartbeat to the leader (any node forwards a heartbeat to it).
+//! The leader keeps the time of each broker's last heartbeat in memory, as
+//! KRaft's controller does; a broker whose session expires
+//! (`broker.session.timeout.ms`) is fenced through the log, which moves its
+//! leaderships to in-sync followers. A new leader gives every broker a
+//! full session before it fences anyone, since it has seen no heartbeat
+//! yet. A fenced broker that heartbeats saying it has caught up with the
+//! metadata is unfenced.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+
+use crate::Raft;
+use crate::state::{Command, Outcome};
+
+/// A leader's answer, or why this node cannot give it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LeaderReply<T> {
+    /// The leader's answer.
+    Done(T),
+    /// This node does not lead; the leader it knows, if any.
+    NotLeader {
+        /// The leader's node id.
+        leader: Option<u64>,
+    },
+    /// The node failed (it is shutting down, its storage failed).
+    Failed(String),
+}
+
+/// A broker's heartbeat.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    /// Its id.
+    pub broker: i32,
+    /// The epoch of its registration.
+    pub epoch: i64,
+    /// It has applied the metadata up to the leader's read index and may
+    /// lead and join ISRs.
+    pub caught_up: bool,
+}
+
+/// What the leader answers a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeartbeatAnswer {
+    /// The broker is fenced: it leads nothing and is in no ISR.
+    Fenced,
+    /// The broker is unfenced.
+    Active,
+    /// Its registration is not the current one (it was replaced, or never
+    /// committed): it must register again.
+    StaleRegistration,
+}
+
+/// The part of a node the controller listener serves.
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) raft: Raft,
+    pub(crate) machine: crate::state_machine::StateMachine,
+    /// Last heartbeat per broker, kept while this node leads.
+    sessions: Mutex<Sessions>,
+    session_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// The term these sessions were kept in; a new term starts them over.
+    term: u64,
+    /// When that term's leadership began here.
+    since: Option<Instant>,
+    last_beat: HashMap<i32, Instant>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        id: u64,
+        raft: Raft,
+        machine: crate::state_machine::StateMachine,
+        session_timeout: Duration,
+    ) -> Self {
+        Self {
+            id,
+            raft,
+            machine,
+            sessions: Mutex::new(Sessions::default()),
+            session_timeout,
+        }
+    }
+
+    /// The term this node leads in, if it leads.
+    fn leading_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        (m.current_leader == Some(self.id)).then_some(m.current_term)
+    }
+
+    fn not_leader<T>(&self) -> LeaderReply<T> {
+        LeaderReply::NotLeader {
+            leader: self.raft.metrics().borrow().current_leader,
+        }
+    }
+
+    /// Propose `command` if this node leads: its outcome and log index.
+    pub(crate) async fn local_write(&self, command: Command) -> LeaderReply<(Outcome, u64)> {
+        match self.raft.client_write(command).await {
+            Ok(response) => LeaderReply::Done((response.data, response.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                LeaderReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => LeaderReply::Failed(e.to_string()),
+        }
+    }
+
+    /// On a leader: confirm leadership with a quorum, wait until the log is
+    /// applied up to a read index, and return it.
+    ///
+    /// The read index is the larger of openraft's and the leader's last log
+    /// index when asked. openraft's alone can trail: a leader restarted
+    /// with its vote resumes leading in its old term without knowing how
+    /// far its log was committed (the commit index is not stored), and
+    /// then counts only what it has committed since. Everything committed
+    /// is in the leader's log, and the leader commits its own log, so
+    /// waiting for its last entry covers every acknowledged change.
+    pub(crate) async fn local_read_index(&self) -> LeaderReply<u64> {
+        let last = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        match self.raft.ensure_linearizable().await {
+            Ok(index) => {
+                let index = index.map_or(0, |l| l.index).max(last);
+                let mut applied = self.machine.changes();
+                match applied.wait_for(|a| *a >= index).await {
+                    Ok(_) => LeaderReply::Done(index),
+                    Err(e) => LeaderReply::Failed(e.to_string()),
+                }
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                LeaderReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                LeaderReply::NotLeader { leader: None }
+            }
+            Err(e) => LeaderReply::Failed(e.to_string()),
+        }
+    }
+
+    /// On a leader: note the heartbeat, unfence a caught-up broker, and say
+    /// where it stands.
+    pub(crate) async fn local_heartbeat(&self, beat: Heartbeat) -> LeaderReply<HeartbeatAnswer> {
+        let Some(term) = self.leading_term() else {
+            return self.not_leader();
+        };
+        match weir_sync::lock(&self.sessions) {
+            Ok(mut sessions) => {
+                sessions.start_term(term);
+                sessions.last_beat.insert(beat.broker, Instant::now());
+            }
+            Err(e) => return LeaderReply::Failed(e.to_string()),
+        }
+        let registered = self
+            .machine
+            .read(|s| s.brokers.get(&beat.broker).map(|b| (b.epoch, b.fenced)));
+        let (epoch, fenced) = match registered {
+            Ok(Some(found)) => found,
+            Ok(None) => return LeaderReply::Done(HeartbeatAnswer::StaleRegistration),
+            Err(e) => return LeaderReply::Failed(e.to_string()),
+        };
+        if epoch != beat.epoch {
+            return LeaderReply::Done(HeartbeatAnswer::StaleRegistration);
+        }
+        if !fenced {
+            return LeaderReply::Done(HeartbeatAnswer::Active);
+        }
+        if !beat.caught_up {
+            return LeaderReply::Done(HeartbeatAnswer::Fenced);
+        }
+        let unfence = Command::UnfenceBroker {
+            id: beat.broker,
+            epoch,
+        };
+        match self.local_write(unfence).await {
+            LeaderReply::Done((Outcome::Done, _)) => LeaderReply::Done(HeartbeatAnswer::Active),
+            LeaderReply::Done(_) => LeaderReply::Done(HeartbeatAnswer::StaleRegistration),
+            LeaderReply::NotLeader { leader } => LeaderReply::NotLeader { leader },
+            LeaderReply::Failed(why) => LeaderReply::Failed(why),
+        }
+    }
+
+    /// On a leader: the unfenced brokers whose session has expired, with
+    /// their registration epochs.
+    fn expired(&self) -> Vec<(i32, i64)> {
+        let Some(term) = self.leading_term() else {
+            return Vec::new();
+        };
+        let Ok(mut sessions) = weir_sync::lock(&self.sessions) else {
+            return Vec::new();
+        };
+        sessions.start_term(term);
+        let now = Instant::now();
+        let since = sessions.since.unwrap_or(now);
+        let active = self
+            .machine
+            .read(|s| {
+                s.brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| (b.id, b.epoch))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        active
+            .into_iter()
+            .filter(|(id, _)| {
+                let last = sessions
+                    .last_beat
+                    .get(id)
+                    .copied()
+                    .unwrap_or(since)
+                    .max(since);
+                now.duration_since(last) > self.session_timeout
+            })
+            .collect()
+    }
+}
+
+impl Sessions {
+    /// Start the sessions over when this node begins leading in `term`.
+    fn start_term(&mut self, term: u64) {
+        if self.term != term || self.since.is_none() {
+            self.term = term;
+            self.since = Some(Instant::now());
+            self.last_beat.clear();
+        }
+    }
+}
+
+/// Fence brokers whose sessions expire, while this node leads; stops when
+/// the node is dropped.
+pub(crate) async fn watch_sessions(node: std::sync::Weak<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        for (broker, epoch) in node.expired() {
+            tracing::warn!(
+                broker,
+                timeout_ms = node.session_timeout.as_millis(),
+                "fencing a broker whose session expired (no heartbeat within \
+                 broker.session.timeout.ms); its leaderships move to in-sync followers"
+            );
+            match node
+                .local_write(Command::FenceBroker { id: broker, epoch })
+                .await
+            {
+                LeaderReply::Done(_) => {}
+                LeaderReply::NotLeader { .. } => break,
+                LeaderReply::Failed(why) => {
+                    tracing::error!(broker, error = %why, "cannot fence a broker");
+                }
+            }
+        }
+    }
+}
