@@ -746,6 +746,25 @@ impl Partition {
         partition::read_from(&self.log, &self.inner, offset, max_bytes, ReadBound::LogEnd)
     }
 
+    /// Bound the high watermark for replication: it follows durability but
+    /// never passes `bound` (a leader sets the lowest durable end its
+    /// in-sync followers confirmed, a follower the leader's high
+    /// watermark). `None` lifts the bound: a single node's partition,
+    /// whose high watermark is its durable end. The high watermark never
+    /// moves back here (only a truncation lowers it); when it moves up,
+    /// [`CommitLog::progress`] and pending `acks=all` waits wake. Returns
+    /// the high watermark after the change.
+    pub fn set_high_watermark_bound(&self, bound: Option<i64>) -> i64 {
+        let mut st = self.log.lock_frozen(&self.inner.state);
+        let moved = st.set_hw_bound(bound);
+        let hw = st.hw();
+        drop(st);
+        if moved {
+            self.log.bump_progress();
+        }
+        hw
+    }
+
     /// Current offsets.
     pub fn offsets(&self) -> PartitionOffsets {
         self.log.lock_frozen(&self.inner.state).offsets()
