@@ -120,6 +120,13 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Every partition this fetcher follows, handed over (it follows none after).
+    pub fn take_all(&self) -> Result<Vec<Followed>, ReplicaError> {
+        Ok(std::mem::take(&mut *lock(&self.shared.partitions)?)
+            .into_values()
+            .collect())
+    }
+
     pub fn is_empty(&self) -> bool {
         lock(&self.shared.partitions).map_or(true, |p| p.is_empty())
     }
@@ -261,6 +268,11 @@ async fn truncate(
             let cut = tokio::task::spawn_blocking(move || partition.truncate_to(end)).await;
             match cut {
                 Ok(Ok(new_end)) => {
+                    // What this log had committed past the cut is not
+                    // committed here any more: the leader's next answer
+                    // says how far it is.
+                    let hw = f.partition.offsets().high_watermark;
+                    f.partition.set_high_watermark_bound(Some(hw));
                     if new_end < offsets.log_end {
                         tracing::info!(topic = %f.topic, partition = id.partition,
                             from = offsets.log_end, to = new_end,

@@ -523,17 +523,23 @@ impl ReplicaManager {
         followed: fetcher::Followed,
     ) -> Result<(), ReplicaError> {
         let mut fetchers = lock(&self.fetchers)?;
-        let fetcher = match fetchers.get(&leader) {
-            Some(f) if f.endpoint == endpoint => f,
-            _ => {
-                let runtime =
-                    tokio::runtime::Handle::try_current().map_err(|_| ReplicaError::NoRuntime)?;
-                let f = fetcher::Fetcher::start(&runtime, self.settings.clone(), endpoint);
-                fetchers.insert(leader, f);
-                fetchers.get(&leader).ok_or(ReplicaError::NoRuntime)?
+        if let Some(f) = fetchers.get(&leader)
+            && f.endpoint == endpoint
+        {
+            return f.add(followed);
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ReplicaError::NoRuntime)?;
+        let fresh = fetcher::Fetcher::start(&runtime, self.settings.clone(), endpoint);
+        // The leader moved to a new address: its other partitions move with
+        // it to the new connection, where they go on as they were.
+        if let Some(old) = fetchers.remove(&leader) {
+            for moved in old.take_all()? {
+                fresh.add(moved)?;
             }
-        };
-        fetcher.add(followed)
+        }
+        fresh.add(followed)?;
+        fetchers.insert(leader, fresh);
+        Ok(())
     }
 
     /// Stop fetching a partition from whichever leader it was fetched from.
