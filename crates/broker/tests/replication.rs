@@ -394,24 +394,27 @@ async fn followers_copy_the_leader_the_isr_follows_them_and_a_new_leader_truncat
     assert_eq!(partition.current_leader.leader_epoch, 1);
     assert_eq!(answer.node_endpoints[0].port, i32::from(n1.addr.port()));
 
-    // The follower stops. acks=1 still appends: a tail only the old leader
-    // holds. Once the log end has moved past the follower for
-    // replica.lag.time.max.ms it leaves the ISR (a follower at the log end
-    // of an idle partition stays, as in Kafka), and acks=all is refused
-    // below min.insync.replicas=2.
+    // The follower stops. An acks=all batch appended now waits for it
+    // until, the log end having moved past it for replica.lag.time.max.ms,
+    // it leaves the ISR (a follower at the log end of an idle partition
+    // stays, as in Kafka): the batch commits with the leader alone, below
+    // min.insync.replicas=2, and its producer hears so.
     let n2_dir = n2.stop().await?;
+    match send(&to_leader, "old-tail-0").await {
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicasAfterAppend)) => {}
+        other => bail!("expected NOT_ENOUGH_REPLICAS_AFTER_APPEND, got {other:?}"),
+    }
+    assert_eq!(store.assignment().isr, [1], "the controller shrank the ISR");
+    // acks=1 still appends: a tail only the old leader holds.
     let acks_one: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", n1.addr.to_string())
         .set("acks", "1")
         .set("retries", "0")
         .create()?;
-    for i in 0..5 {
+    for i in 1..5 {
         assert_eq!(send(&acks_one, &format!("old-tail-{i}")).await?, 20 + i);
     }
-    until("the ISR shrinks to the leader", || {
-        store.assignment().isr == [1]
-    })
-    .await?;
+    // acks=all is now refused up front, and nothing is appended.
     match send(&to_leader, "refused").await {
         Err(KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas)) => {}
         other => bail!("expected NOT_ENOUGH_REPLICAS, got {other:?}"),
