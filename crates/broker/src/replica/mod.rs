@@ -191,10 +191,11 @@ impl ReplicaManager {
         if let Some(Role::Follower {
             leader,
             leader_epoch,
-            ..
+            endpoint: known,
         }) = roles.get(&id)
             && *leader == assignment.leader
             && *leader_epoch == assignment.leader_epoch
+            && (*known == endpoint || endpoint.is_none())
         {
             return Ok(());
         }

@@ -249,6 +249,25 @@ async fn a_follower_names_the_leader_and_stops_at_its_own_high_watermark() {
     let copied = s.partition.append_replica(stored(3, 1)).unwrap();
     copied.durable.wait().await.unwrap();
     assert_eq!(s.partition.offsets().high_watermark, 3);
+    // The same assignment again changes nothing; the leader registered
+    // again at a new address is followed there.
+    s.manager.apply("t", &s.partition, &a, &brokers).unwrap();
+    let endpoints = |m: &ReplicaManager| -> Vec<(String, i32)> {
+        let fetchers = m.fetchers.lock().unwrap();
+        fetchers.values().map(|f| f.endpoint.clone()).collect()
+    };
+    assert_eq!(endpoints(&s.manager), [("127.0.0.1".to_string(), 1)]);
+    let mut moved = brokers.clone();
+    moved[0].port = 2;
+    s.manager.apply("t", &s.partition, &a, &moved).unwrap();
+    assert_eq!(endpoints(&s.manager), [("127.0.0.1".to_string(), 2)]);
+    assert!(matches!(
+        s.manager.leadership(id),
+        Leadership::NotLeader {
+            endpoint: Some((_, 2)),
+            ..
+        }
+    ));
     s.log.shutdown().unwrap();
 }
 
