@@ -115,7 +115,7 @@ impl Fetcher {
         Ok(())
     }
 
-    pub fn remove(&self, id: PartitionId) -> Result<(), ReplicaError> {
+    pub fn remove(&self, id: PartitionId) -> Result<(), weir_sync::PoisonedLock> {
         lock(&self.shared.partitions)?.remove(&id);
         Ok(())
     }

@@ -516,6 +516,12 @@ impl ReplicaManager {
         }));
     }
 
+    /// The partition is gone (its topic was deleted): no role, no fetching.
+    pub(crate) fn forget(&self, id: PartitionId) -> Result<(), weir_sync::PoisonedLock> {
+        lock(&self.roles)?.remove(&id);
+        self.unfollow(id)
+    }
+
     /// Add a partition to the fetcher of `leader`, starting it if needed.
     fn follow(
         &self,
@@ -544,7 +550,7 @@ impl ReplicaManager {
     }
 
     /// Stop fetching a partition from whichever leader it was fetched from.
-    fn unfollow(&self, id: PartitionId) -> Result<(), ReplicaError> {
+    fn unfollow(&self, id: PartitionId) -> Result<(), weir_sync::PoisonedLock> {
         let mut fetchers = lock(&self.fetchers)?;
         for f in fetchers.values() {
             f.remove(id)?;

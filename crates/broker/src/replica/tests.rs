@@ -277,3 +277,97 @@ fn stored(base: i64, count: i64) -> Bytes {
     b[..8].copy_from_slice(&base.to_be_bytes());
     Bytes::from(b)
 }
+
+mod through_the_fetch_handler {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+
+    use super::*;
+    use crate::admin::testing;
+
+    /// A fetch of partition 0 of `topic_id` from `offset`, by `replica` (-1: a consumer), at v15.
+    fn fetch(topic_id: uuid::Uuid, offset: i64, replica: i32) -> FetchRequest {
+        FetchRequest::default()
+            .with_replica_state(ReplicaState::default().with_replica_id(replica.into()))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_past_the_high_watermark_and_its_fetch_offset_moves_it() {
+        let t = testing::broker();
+        let meta = t
+            .broker
+            .create_topic("r", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let partition = t.broker.partition("r", 0).unwrap();
+        // A replica fetch for a partition led here alone is refused.
+        let alone = testing::call(&t.broker, 15, fetch(meta.id, 0, 2)).await;
+        assert_eq!(alone.responses[0].partitions[0].error_code, 6);
+
+        let assignment = PartitionAssignment {
+            replicas: vec![0, 2],
+            isr: vec![0, 2],
+            leader: 0,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        };
+        t.broker
+            .replicas
+            .apply("r", &partition, &assignment, &[])
+            .unwrap();
+        let out = partition.append(batch(3)).unwrap();
+        out.durable.wait().await.unwrap();
+        assert_eq!(partition.offsets().high_watermark, 0);
+
+        let consumer = testing::call(&t.broker, 15, fetch(meta.id, 0, -1)).await;
+        let data = &consumer.responses[0].partitions[0];
+        assert_eq!((data.error_code, data.high_watermark), (0, 0));
+        assert!(
+            data.records.as_ref().unwrap().is_empty(),
+            "nothing committed"
+        );
+
+        let follower = testing::call(&t.broker, 15, fetch(meta.id, 0, 2)).await;
+        let data = &follower.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0);
+        assert!(
+            !data.records.as_ref().unwrap().is_empty(),
+            "read to the log end"
+        );
+        assert_eq!(
+            partition.offsets().high_watermark,
+            0,
+            "the follower has nothing yet"
+        );
+
+        testing::call(&t.broker, 15, fetch(meta.id, 3, 2)).await;
+        assert_eq!(partition.offsets().high_watermark, 3);
+        // Not a replica of the partition: refused.
+        let stranger = testing::call(&t.broker, 15, fetch(meta.id, 3, 5)).await;
+        assert_eq!(stranger.responses[0].partitions[0].error_code, 6);
+
+        // A deleted topic's partition leaves the replica manager.
+        t.broker.delete_topic("r").unwrap();
+        assert_eq!(
+            t.broker.replicas.leadership(partition.id()),
+            Leadership::Leader { isr: 1 }
+        );
+    }
+}
