@@ -251,9 +251,10 @@ pub(crate) struct Committed {
     pub truncated_to: i64,
 }
 
-/// A wait for a partition's high watermark to reach an offset: on a single
-/// node it moves with durability (or at once under a relaxed flush policy);
-/// replication will move it once the in-sync replicas have the batch.
+/// A wait for a partition's high watermark to reach an offset: it moves
+/// with durability (or at once under a relaxed flush policy), and on a
+/// replicated partition no further than its bound allows
+/// ([`Partition::set_high_watermark_bound`]: what the in-sync followers hold).
 #[derive(Debug)]
 pub struct CommitWait {
     hw: tokio::sync::watch::Receiver<Committed>,
