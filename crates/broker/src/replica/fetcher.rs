@@ -166,7 +166,7 @@ async fn run(settings: ReplicaSettings, endpoint: (String, i32), shared: Arc<Sha
 async fn session(
     settings: &ReplicaSettings,
     endpoint: &(String, i32),
-    shared: &Shared,
+    shared: &Arc<Shared>,
     backoff_ms: &mut u64,
 ) -> Result<(), FetchError> {
     let response_bytes_max = usize::try_from(settings.fetch_response_bytes_max)
@@ -196,6 +196,31 @@ async fn session(
     }
 }
 
+/// Run `change` on a followed partition's log while it is still followed
+/// under `epoch` in `state`, holding the set of followed partitions: once
+/// [`Fetcher::remove`] returns (a new role was applied), nothing this
+/// fetcher read from the old leader reaches the log. `None` when it is not
+/// followed so any more.
+async fn while_followed<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    id: PartitionId,
+    epoch: i32,
+    state: FollowState,
+    change: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, FetchError> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let partitions = lock(&shared.partitions)?;
+        let followed = partitions
+            .get(&id)
+            .is_some_and(|f| f.leader_epoch == epoch && f.state == state);
+        // The lock is held across the change on purpose (see above).
+        Ok(followed.then(change))
+    })
+    .await
+    .map_err(|e| FetchError::Codec(format!("a replica log task: {e}")))?
+}
+
 /// Set a followed partition's state, if it is still followed under the same epoch.
 fn set_state(shared: &Shared, id: PartitionId, epoch: i32, state: FollowState) {
     if let Ok(mut partitions) = lock(&shared.partitions)
@@ -210,7 +235,7 @@ fn set_state(shared: &Shared, id: PartitionId, epoch: i32, state: FollowState) {
 async fn truncate(
     settings: &ReplicaSettings,
     conn: &mut Connection,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     items: &[&Followed],
 ) -> Result<(), FetchError> {
     let mut topics: HashMap<&str, Vec<OffsetForLeaderPartition>> = HashMap::new();
@@ -265,14 +290,25 @@ async fn truncate(
             }
             .max(offsets.log_start);
             let partition = f.partition.clone();
-            let cut = tokio::task::spawn_blocking(move || partition.truncate_to(end)).await;
-            match cut {
-                Ok(Ok(new_end)) => {
+            let cut = while_followed(
+                shared,
+                id,
+                f.leader_epoch,
+                FollowState::Truncate,
+                move || {
+                    let new_end = partition.truncate_to(end)?;
                     // What this log had committed past the cut is not
                     // committed here any more: the leader's next answer
                     // says how far it is.
-                    let hw = f.partition.offsets().high_watermark;
-                    f.partition.set_high_watermark_bound(Some(hw));
+                    let hw = partition.offsets().high_watermark;
+                    partition.set_high_watermark_bound(Some(hw));
+                    Ok::<_, weir_storage::TruncateError>(new_end)
+                },
+            )
+            .await?;
+            match cut {
+                None => {}
+                Some(Ok(new_end)) => {
                     if new_end < offsets.log_end {
                         tracing::info!(topic = %f.topic, partition = id.partition,
                             from = offsets.log_end, to = new_end,
@@ -280,12 +316,11 @@ async fn truncate(
                     }
                     set_state(shared, id, f.leader_epoch, FollowState::Fetch);
                 }
-                Ok(Err(err)) => {
+                Some(Err(err)) => {
                     tracing::error!(topic = %f.topic, partition = id.partition, error = %err,
                         "cannot truncate; following stops");
                     set_state(shared, id, f.leader_epoch, FollowState::Stopped);
                 }
-                Err(err) => return Err(FetchError::Codec(format!("truncation task: {err}"))),
             }
         }
     }
@@ -297,7 +332,7 @@ async fn truncate(
 async fn fetch(
     settings: &ReplicaSettings,
     conn: &mut Connection,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     items: &[&Followed],
 ) -> Result<(), FetchError> {
     let mut topics: HashMap<uuid::Uuid, Vec<FetchPartition>> = HashMap::new();
@@ -365,12 +400,15 @@ async fn fetch(
             if !records.is_empty() {
                 let partition = f.partition.clone();
                 let appended =
-                    tokio::task::spawn_blocking(move || partition.append_replica(records))
-                        .await
-                        .map_err(|e| FetchError::Codec(format!("append task: {e}")))?;
+                    while_followed(shared, id, f.leader_epoch, FollowState::Fetch, move || {
+                        partition.append_replica(records)
+                    })
+                    .await?;
                 match appended {
-                    Ok(outcome) => durable.push(outcome.durable),
-                    Err(err) => {
+                    // No longer followed from here: dropped.
+                    None => continue,
+                    Some(Ok(outcome)) => durable.push(outcome.durable),
+                    Some(Err(err)) => {
                         tracing::error!(topic = %f.topic, partition = id.partition, error = %err,
                             "cannot append the leader's batches; following stops");
                         set_state(shared, id, f.leader_epoch, FollowState::Stopped);
@@ -378,7 +416,7 @@ async fn fetch(
                     }
                 }
             }
-            bounds.push((f.partition.clone(), data.high_watermark));
+            bounds.push((f.partition.clone(), f.leader_epoch, data.high_watermark));
         }
     }
     for wait in durable {
@@ -387,8 +425,16 @@ async fn fetch(
             tracing::error!(error = %err, "a replicated batch never became durable");
         }
     }
-    for (partition, hw) in bounds {
-        partition.set_high_watermark_bound(Some(hw));
+    // Only while still followed under the same epoch: a partition led
+    // here by now has its own bound.
+    let partitions = lock(&shared.partitions)?;
+    for (partition, epoch, hw) in bounds {
+        if partitions
+            .get(&partition.id())
+            .is_some_and(|f| f.leader_epoch == epoch)
+        {
+            partition.set_high_watermark_bound(Some(hw));
+        }
     }
     Ok(())
 }
