@@ -250,10 +250,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     }
     /// A leader's ISR change; committed on return, and the new assignment
     /// returned. A single node has no ISR to change.
-    fn alter_partition(
-        &self,
-        change: AlterPartition,
-    ) -> Result<PartitionAssignment, MetadataError> {
+    fn alter_partition(&self, change: AlterPartition) -> Result<PartitionAssignment, MetadataError> {
         Err(MetadataError::StalePartitionChange(format!(
             "partition {}-{} has no replicas to change on a single node",
             change.topic_id, change.partition
