@@ -278,7 +278,7 @@ fn stored(base: i64, count: i64) -> Bytes {
     Bytes::from(b)
 }
 
-mod through_the_fetch_handler {
+mod through_the_handlers {
     use std::collections::BTreeMap;
 
     use kafka_protocol::messages::FetchRequest;
@@ -368,6 +368,44 @@ mod through_the_fetch_handler {
         assert_eq!(
             t.broker.replicas.leadership(partition.id()),
             Leadership::Leader { isr: 1 }
+        );
+    }
+
+    #[tokio::test]
+    async fn offset_for_leader_epoch_is_answered_by_the_leader_only() {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        use kafka_protocol::messages::{OffsetForLeaderEpochRequest, TopicName};
+
+        let t = testing::broker();
+        t.broker
+            .create_topic("f", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let partition = t.broker.partition("f", 0).unwrap();
+        let request = || {
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(3.into())
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(crate::admin::str_bytes("f")))
+                        .with_partitions(vec![
+                            OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(0),
+                        ]),
+                ])
+        };
+        let led = testing::call(&t.broker, 3, request()).await;
+        assert_eq!(led.topics[0].partitions[0].error_code, 0);
+        let mut a = led_by_1(&[1, 0]);
+        a.replicas = vec![1, 0];
+        t.broker.replicas.apply("f", &partition, &a, &[]).unwrap();
+        let followed = testing::call(&t.broker, 3, request()).await;
+        assert_eq!(
+            followed.topics[0].partitions[0].error_code, 6,
+            "a follower's log is not the leader's"
         );
     }
 }
