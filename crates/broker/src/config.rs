@@ -36,6 +36,13 @@ pub struct BrokerConfig {
     pub log_defaults: BTreeMap<String, String>,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub group: GroupConfig,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: what a follower asks for per partition.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: what a follower asks for in all.
+    pub replica_fetch_response_max_bytes: i32,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +58,9 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             log_defaults: BTreeMap::new(),
             group: GroupConfig::default(),
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
         }
     }
 }

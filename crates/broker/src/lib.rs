@@ -22,11 +22,13 @@ mod error;
 mod group;
 mod producer_ids;
 mod record_keys;
+mod replica;
 mod topic_config;
 mod topics;
 
 pub use config::{BrokerConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy};
 pub use error::ApiError;
+pub use replica::ReplicaError;
 
 /// Why a request got no response; the server closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,7 @@ pub struct Broker {
     topics: topics::Topics,
     producer_ids: producer_ids::ProducerIds,
     groups: Arc<group::GroupCoordinator>,
+    replicas: Arc<replica::ReplicaManager>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -118,6 +121,16 @@ impl Broker {
     ) -> Result<Self, ApiError> {
         let config_groups = config.group.clone();
         let clock_groups = clock.clone();
+        let replicas = replica::ReplicaManager::new(
+            replica::ReplicaSettings {
+                node_id: config.node_id,
+                lag_time_max_ms: config.replica_lag_time_max_ms,
+                fetch_partition_bytes_max: config.replica_fetch_max_bytes,
+                fetch_response_bytes_max: config.replica_fetch_response_max_bytes,
+            },
+            clock.clone(),
+            metadata.clone(),
+        );
         let broker = Self {
             config,
             log,
@@ -126,6 +139,7 @@ impl Broker {
             topics: topics::Topics::default(),
             producer_ids: producer_ids::ProducerIds::default(),
             groups: Arc::new(group::GroupCoordinator::new(config_groups, clock_groups)),
+            replicas,
         };
         broker.load_topics()?;
         broker.load_groups()?;

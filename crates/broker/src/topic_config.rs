@@ -266,8 +266,8 @@ pub(crate) static TOPIC_CONFIGS: &[ConfigDef] = &[
             max: i32::MAX,
             or: None,
         },
-        effect: Effect::StoredOnly,
-        doc: "replicas that must hold a batch before acks=all is answered; a single node has one",
+        effect: Effect::Applied,
+        doc: "in-sync replicas an acks=all produce needs: fewer gets NOT_ENOUGH_REPLICAS",
     },
     ConfigDef {
         name: "preallocate",
@@ -582,6 +582,16 @@ pub(crate) fn effective<'a>(
     } else {
         (def.default, ConfigSource::Default)
     }
+}
+
+/// The effective `min.insync.replicas` of a topic.
+pub(crate) fn min_insync_replicas(
+    topic: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> usize {
+    definition("min.insync.replicas")
+        .and_then(|def| effective(def, topic, broker).0.trim().parse::<usize>().ok())
+        .unwrap_or(1)
 }
 
 /// The storage settings for a topic's partitions.

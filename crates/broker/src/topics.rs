@@ -378,6 +378,7 @@ impl Broker {
         write(&self.topics.by_name)?.remove(name);
         write(&self.topics.by_id)?.remove(&state.meta.id);
         for partition in &state.partitions {
+            self.replicas.forget(partition.id())?;
             self.log.remove_partition(partition.id())?;
         }
         tracing::info!(topic = %name, id = %meta.id, "deleted topic");

@@ -251,9 +251,10 @@ pub(crate) struct Committed {
     pub truncated_to: i64,
 }
 
-/// A wait for a partition's high watermark to reach an offset: on a single
-/// node it moves with durability (or at once under a relaxed flush policy);
-/// replication will move it once the in-sync replicas have the batch.
+/// A wait for a partition's high watermark to reach an offset: it moves
+/// with durability (or at once under a relaxed flush policy), and on a
+/// replicated partition no further than its bound allows
+/// ([`Partition::set_high_watermark_bound`]: what the in-sync followers hold).
 #[derive(Debug)]
 pub struct CommitWait {
     hw: tokio::sync::watch::Receiver<Committed>,
@@ -744,6 +745,25 @@ impl Partition {
     /// before it is committed (its copy is what lets it commit).
     pub fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
         partition::read_from(&self.log, &self.inner, offset, max_bytes, ReadBound::LogEnd)
+    }
+
+    /// Bound the high watermark for replication: it follows durability but
+    /// never passes `bound` (a leader sets the lowest durable end its
+    /// in-sync followers confirmed, a follower the leader's high
+    /// watermark). `None` lifts the bound: a single node's partition,
+    /// whose high watermark is its durable end. The high watermark never
+    /// moves back here (only a truncation lowers it); when it moves up,
+    /// [`CommitLog::progress`] and pending `acks=all` waits wake. Returns
+    /// the high watermark after the change.
+    pub fn set_high_watermark_bound(&self, bound: Option<i64>) -> i64 {
+        let mut st = self.log.lock_frozen(&self.inner.state);
+        let moved = st.set_hw_bound(bound);
+        let hw = st.hw();
+        drop(st);
+        if moved {
+            self.log.bump_progress();
+        }
+        hw
     }
 
     /// Current offsets.

@@ -48,14 +48,18 @@ pub(crate) struct PartitionState {
     /// Offset after the last appended batch, durable or not.
     log_end: i64,
     /// Offset after the last batch consumers may read and `acks=all`
-    /// waits for. Set only through [`Self::set_hw`]. On a single node it
-    /// follows durability (or the log end under a relaxed flush policy);
-    /// replication will move it.
+    /// waits for. Set only through [`Self::set_hw`]. It follows durability
+    /// (or the log end under a relaxed flush policy), never past `hw_bound`.
     hw: i64,
     /// Watched by [`crate::CommitWait`]; carries `hw` and the truncations.
     hw_tx: tokio::sync::watch::Sender<crate::Committed>,
     /// Offset after the last batch known to be fdatasync'd.
     durable_end: i64,
+    /// The offset the high watermark may not pass, set by replication: on
+    /// a leader the lowest durable end its in-sync followers confirmed, on
+    /// a follower the leader's high watermark. `None` on a single node,
+    /// where the high watermark follows durability alone.
+    hw_bound: Option<i64>,
     producers: ProducerTable,
     removed: bool,
     /// A truncation is between writing its log entry and cutting the index
@@ -135,6 +139,7 @@ impl PartitionState {
             hw: 0,
             hw_tx: tokio::sync::watch::Sender::new(crate::Committed::default()),
             durable_end: 0,
+            hw_bound: None,
             producers: ProducerTable::default(),
             removed: false,
             truncating: false,
@@ -210,13 +215,8 @@ impl PartitionState {
     /// Replace the config; `true` when the high watermark moved (a relaxed
     /// flush policy makes everything written readable at once).
     pub fn set_config(&mut self, config: PartitionConfig) -> bool {
-        let relaxed = config.flush_messages > 1;
         self.config = config;
-        if relaxed && self.hw < self.log_end {
-            self.set_hw(self.log_end);
-            return true;
-        }
-        false
+        self.advance_hw()
     }
 
     pub fn set_delete_retention_ms(&mut self, ms: Option<i64>) {
@@ -267,6 +267,36 @@ impl PartitionState {
         }
         self.leader_epoch.store(epoch, Ordering::SeqCst);
         true
+    }
+
+    /// Where the high watermark may go now: the durable end (the log end
+    /// under a relaxed flush policy, which exposes appends before their
+    /// fsync), never past the replication bound.
+    fn hw_target(&self) -> i64 {
+        let local = if self.config.flush_messages > 1 {
+            self.log_end
+        } else {
+            self.durable_end
+        };
+        self.hw_bound.map_or(local, |bound| local.min(bound))
+    }
+
+    /// Move the high watermark up to [`Self::hw_target`], never back (only
+    /// a truncation lowers it); `true` when it moved.
+    pub fn advance_hw(&mut self) -> bool {
+        let target = self.hw_target();
+        if target <= self.hw {
+            return false;
+        }
+        self.set_hw(target);
+        true
+    }
+
+    /// Set the replication bound on the high watermark (`None`: none) and
+    /// move the high watermark up to what it allows; `true` when it moved.
+    pub fn set_hw_bound(&mut self, bound: Option<i64>) -> bool {
+        self.hw_bound = bound;
+        self.advance_hw()
     }
 
     /// Move the high watermark (and wake whoever waits on it).
@@ -451,16 +481,16 @@ impl PartitionInner {
     }
 
     /// The flusher made everything up to `end_offset` durable. Returns whether
-    /// the high watermark moved.
+    /// the durable end or the high watermark moved: a follower's fetch
+    /// waits for the durable end, which it reads up to, even while the
+    /// high watermark waits for the followers.
     pub fn mark_durable(&self, end_offset: i64) -> Result<bool, StorageError> {
         let mut st = lock(&self.state)?;
-        st.durable_end = st.durable_end.max(end_offset.min(st.log_end));
-        let hw = st.hw.max(st.durable_end);
-        let moved = hw != st.hw;
-        if moved {
-            st.set_hw(hw);
-        }
-        Ok(moved)
+        let durable_end = st.durable_end.max(end_offset.min(st.log_end));
+        let durable_moved = durable_end != st.durable_end;
+        st.durable_end = durable_end;
+        let hw_moved = st.advance_hw();
+        Ok(durable_moved || hw_moved)
     }
 }
 
@@ -921,7 +951,7 @@ fn commit(
     }
     let strict = st.config.flush_messages <= 1;
     if !strict {
-        st.set_hw(p.end_offset);
+        st.advance_hw();
         store.bump_progress();
     }
     Ok(AppendOutcome {

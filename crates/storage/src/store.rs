@@ -295,8 +295,7 @@ impl Store {
 
 impl FlushListener for Store {
     /// Durability moved: each partition's durable end follows, and with it
-    /// its high watermark (on a single node the high watermark follows
-    /// durability; replication will move it instead).
+    /// its high watermark, up to the partition's replication bound.
     fn flushed(&self, ends: &[(PartitionId, i64)]) -> Result<(), StorageError> {
         let parts: Vec<(Arc<PartitionInner>, i64)> = {
             let registry = read(&self.registry)?;

@@ -388,6 +388,73 @@ fn high_watermark_moves_only_after_the_fsync_when_flush_messages_is_one() {
 }
 
 #[test]
+fn high_watermark_stops_at_its_replication_bound_and_never_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    assert_eq!(p.set_high_watermark_bound(Some(0)), 0);
+    let first = p.append(batch(3, 10)).unwrap();
+    let mut committed = std::pin::pin!(first.committed.wait());
+    block_on(p.append(batch(2, 10)).unwrap().durable.wait()).unwrap();
+    // Durable to 5, but the followers confirmed nothing yet.
+    let o = p.offsets();
+    assert_eq!((o.high_watermark, o.log_end), (0, 5));
+    assert!(poll_once(committed.as_mut()).is_none());
+    assert!(p.read(0, 1 << 20).unwrap().records.is_empty());
+
+    let mut progress = log.progress();
+    progress.borrow_and_update();
+    assert_eq!(p.set_high_watermark_bound(Some(3)), 3);
+    assert!(progress.has_changed().unwrap(), "a move wakes long polls");
+    block_on(committed).unwrap();
+    assert_eq!(
+        p.read(0, 1 << 20).unwrap().records.len(),
+        batch(3, 10).len()
+    );
+
+    // A lower bound does not take back what consumers may have read.
+    assert_eq!(p.set_high_watermark_bound(Some(1)), 3);
+    // A bound past the durable end stops at the durable end.
+    assert_eq!(p.set_high_watermark_bound(Some(100)), 5);
+    let pending = p.append(batch(1, 10)).unwrap();
+    block_on(pending.durable.wait()).unwrap();
+    assert_eq!(
+        p.offsets().high_watermark,
+        6,
+        "durability moves it up to the bound"
+    );
+    // No bound: a single node's partition, the high watermark at the durable end.
+    p.set_high_watermark_bound(Some(6));
+    block_on(p.append(batch(1, 10)).unwrap().durable.wait()).unwrap();
+    assert_eq!(p.offsets().high_watermark, 6);
+    assert_eq!(p.set_high_watermark_bound(None), 7);
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn a_relaxed_partition_exposes_appends_only_up_to_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let relaxed = PartitionConfig {
+        flush_messages: 1_000,
+        ..PartitionConfig::default()
+    };
+    let p = log.create_partition(pid(0), relaxed).unwrap();
+    p.set_high_watermark_bound(Some(2));
+    p.append(batch(5, 10)).unwrap();
+    assert_eq!(p.offsets().high_watermark, 2);
+    assert_eq!(p.set_high_watermark_bound(Some(4)), 4);
+    // A truncation lowers the high watermark; the bound still holds after.
+    assert_eq!(p.truncate_to(0).unwrap(), 0);
+    assert_eq!(p.offsets().high_watermark, 0);
+    p.append(batch(6, 10)).unwrap();
+    assert_eq!(p.offsets().high_watermark, 4);
+    log.shutdown().unwrap();
+}
+
+#[test]
 fn a_replica_read_reaches_the_log_end_while_a_consumer_read_stops_at_the_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(GatedIo::default());

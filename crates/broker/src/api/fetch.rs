@@ -21,6 +21,7 @@ use uuid::Uuid;
 use weir_storage::{Partition, PartitionOffsets};
 
 use crate::error::ApiError;
+use crate::replica::Leadership;
 use crate::{Broker, HandlerError, RequestContext};
 
 /// Longest a fetch may wait for data, whatever the client asks.
@@ -42,6 +43,8 @@ const READ_COMMITTED: i8 = 1;
 const CURRENT_LEADER_VERSION: i16 = 12;
 /// First version that carries the endpoints of the leaders it names (KIP-951).
 const NODE_ENDPOINTS_VERSION: i16 = 16;
+/// First version that names a follower in `replica_state`, not `replica_id`.
+const REPLICA_STATE_VERSION: i16 = 15;
 
 /// One requested partition, resolved once for every read of a long poll.
 struct Target {
@@ -49,9 +52,14 @@ struct Target {
     fetch_offset: i64,
     partition_max_bytes: usize,
     partition: Result<Partition, ApiError>,
-    /// The leader and epoch to name in a FENCED_LEADER_EPOCH answer, as Kafka
-    /// does so the client need not ask Metadata first.
+    /// The leader and epoch to name in a FENCED_LEADER_EPOCH or
+    /// NOT_LEADER_OR_FOLLOWER answer, as Kafka does so the client need not
+    /// ask Metadata first.
     current_leader: Option<LeaderIdAndEpoch>,
+    /// Where the leader named in `current_leader` listens (KIP-951).
+    leader_endpoint: Option<NodeEndpoint>,
+    /// A follower replica's fetch: it reads up to the log end.
+    replica: bool,
 }
 
 struct TopicTarget {
@@ -84,10 +92,15 @@ pub(crate) async fn handle(
             return Ok(session_error(ResponseError::InvalidFetchSessionEpoch));
         }
     }
+    let replica_id = if version >= REPLICA_STATE_VERSION {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     let targets: Arc<Vec<TopicTarget>> = Arc::new(
         req.topics
             .into_iter()
-            .map(|topic| resolve(broker, version, topic))
+            .map(|topic| resolve(broker, version, replica_id, topic))
             .collect(),
     );
     let names_a_leader = partitions(&targets).any(|t| t.current_leader.is_some());
@@ -118,12 +131,18 @@ pub(crate) async fn handle(
     };
     let config = broker.config();
     let node_endpoints = if names_a_leader && version >= NODE_ENDPOINTS_VERSION {
-        vec![
+        let mut endpoints = vec![
             NodeEndpoint::default()
                 .with_node_id(config.node_id.into())
                 .with_host(config.advertised_host.clone().into())
                 .with_port(config.advertised_port),
-        ]
+        ];
+        for endpoint in partitions(&targets).filter_map(|t| t.leader_endpoint.as_ref()) {
+            if !endpoints.iter().any(|e| e.node_id == endpoint.node_id) {
+                endpoints.push(endpoint.clone());
+            }
+        }
+        endpoints
     } else {
         Vec::new()
     };
@@ -171,7 +190,7 @@ fn partitions(targets: &[TopicTarget]) -> impl Iterator<Item = &Target> {
     targets.iter().flat_map(|t| t.partitions.iter())
 }
 
-fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
+fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) -> TopicTarget {
     let state = if version >= TOPIC_ID_VERSION {
         broker.topic_by_id(topic.topic_id).ok_or_else(|| {
             ApiError::new(
@@ -195,7 +214,43 @@ fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
                     .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, p.partition))
             });
             let mut current_leader = None;
+            let mut leader_endpoint = None;
             let partition = partition.and_then(|partition| {
+                // A follower's fetch is recorded (it moves the high
+                // watermark); anyone else reads only from the leader.
+                let leadership = if replica_id >= 0 {
+                    broker
+                        .replicas
+                        .follower_fetched(partition.id(), replica_id, p.fetch_offset)
+                        .err()
+                } else {
+                    match broker.replicas.leadership(partition.id()) {
+                        Leadership::Leader { .. } => None,
+                        not => Some(not),
+                    }
+                };
+                if let Some(not) = leadership {
+                    if let Leadership::NotLeader {
+                        leader,
+                        leader_epoch,
+                        endpoint,
+                    } = &not
+                        && version >= CURRENT_LEADER_VERSION
+                    {
+                        current_leader = Some(
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id((*leader).into())
+                                .with_leader_epoch(*leader_epoch),
+                        );
+                        leader_endpoint = endpoint.as_ref().map(|(host, port)| {
+                            NodeEndpoint::default()
+                                .with_node_id((*leader).into())
+                                .with_host(host.clone().into())
+                                .with_port(*port)
+                        });
+                    }
+                    return Err(not_leader(&not, replica_id));
+                }
                 if version >= LEADER_EPOCH_VERSION {
                     let epoch = partition.leader_epoch();
                     let checked = check_current_leader_epoch(p.current_leader_epoch, epoch);
@@ -220,6 +275,8 @@ fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
                 partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 partition,
                 current_leader,
+                leader_endpoint,
+                replica: replica_id >= 0,
             }
         })
         .collect();
@@ -228,6 +285,19 @@ fn resolve(broker: &Broker, version: i16, topic: FetchTopic) -> TopicTarget {
         id: topic.topic_id,
         partitions,
     }
+}
+
+/// NOT_LEADER_OR_FOLLOWER for a read this broker cannot serve.
+fn not_leader(leadership: &Leadership, replica_id: i32) -> ApiError {
+    let why = match leadership {
+        Leadership::Leader { .. } => {
+            format!("broker {replica_id} is not a follower of this partition")
+        }
+        Leadership::NotLeader { leader, .. } => {
+            format!("this broker does not lead the partition; broker {leader} does")
+        }
+    };
+    ApiError::new(ResponseError::NotLeaderOrFollower, why)
 }
 
 /// The client's idea of the partition's leader epoch against the
@@ -280,7 +350,7 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
                     };
                     let first = bytes == 0;
                     let limit = target.partition_max_bytes.min(remaining);
-                    match read_one(partition, target.fetch_offset, limit, first) {
+                    match read_one(partition, target.fetch_offset, limit, first, target.replica) {
                         Ok((records, offsets)) => {
                             bytes += records.len();
                             remaining = remaining.saturating_sub(records.len());
@@ -309,30 +379,38 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
     }
 }
 
-/// Read one partition from `offset`, up to `limit` bytes unless `first`.
+/// Read one partition from `offset`, up to `limit` bytes unless `first`;
+/// up to the log end for a follower `replica`, else the high watermark.
 fn read_one(
     partition: &Partition,
     offset: i64,
     limit: usize,
     first: bool,
+    replica: bool,
 ) -> Result<(bytes::Bytes, PartitionOffsets), ApiError> {
     let offsets = partition.offsets();
-    if offset < offsets.log_start || offset > offsets.high_watermark {
+    let end = if replica {
+        offsets.log_end
+    } else {
+        offsets.high_watermark
+    };
+    if offset < offsets.log_start || offset > end {
         return Err(ApiError::new(
             ResponseError::OffsetOutOfRange,
-            format!(
-                "offset {offset} is outside [{}, {}]",
-                offsets.log_start, offsets.high_watermark
-            ),
+            format!("offset {offset} is outside [{}, {end}]", offsets.log_start),
         ));
     }
     // The log never returns data past the high watermark, which is also the
     // last stable offset until transactions exist, so read_committed needs
     // no further bound yet.
-    if offset == offsets.high_watermark || (!first && limit == 0) {
+    if offset == end || (!first && limit == 0) {
         return Ok((bytes::Bytes::new(), offsets));
     }
-    let read = partition.read(offset, limit)?;
+    let read = if replica {
+        partition.read_replica(offset, limit)?
+    } else {
+        partition.read(offset, limit)?
+    };
     if !first && read.records.len() > limit {
         return Ok((bytes::Bytes::new(), read.offsets));
     }

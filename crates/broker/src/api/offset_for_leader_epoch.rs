@@ -12,10 +12,12 @@
 //! follower) only decides which ACL Kafka checks (topic DESCRIBE or cluster
 //! CLUSTER_ACTION); Weir has no ACLs, so it changes nothing here.
 //!
-//! The client's `current_leader_epoch` is checked first, as for Fetch and
+//! A broker that does not lead the partition answers NOT_LEADER_OR_FOLLOWER,
+//! as Kafka does. The client's `current_leader_epoch` is checked next, as for Fetch and
 //! ListOffsets: -1 skips it, an older one is FENCED_LEADER_EPOCH, a newer one
 //! UNKNOWN_LEADER_EPOCH.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
@@ -23,6 +25,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 
 use crate::api::fetch::check_current_leader_epoch;
 use crate::error::ApiError;
+use crate::replica::Leadership;
 use crate::{Broker, HandlerError, RequestContext};
 
 /// Kafka's answer for an epoch the log cannot place.
@@ -46,6 +49,17 @@ pub(crate) async fn handle(
                         broker
                             .partition(&topic.topic, p.partition)
                             .and_then(|partition| {
+                                // Only the leader's log says where an epoch
+                                // ends: a follower truncating by another
+                                // follower's answer could cut committed data.
+                                if let Leadership::NotLeader { leader, .. } =
+                                    broker.replicas.leadership(partition.id())
+                                {
+                                    return Err(ApiError::new(
+                                        ResponseError::NotLeaderOrFollower,
+                                        format!("this broker does not lead the partition; broker {leader} does"),
+                                    ));
+                                }
                                 check_current_leader_epoch(
                                     p.current_leader_epoch,
                                     partition.leader_epoch(),

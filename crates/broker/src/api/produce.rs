@@ -15,14 +15,17 @@ use std::task::Poll;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_storage::{AckWait, AppendError, Partition, StorageError, batches};
+use weir_storage::{AckWait, AppendError, Partition, PartitionId, StorageError, batches};
 
 use crate::error::ApiError;
 use crate::record_keys;
+use crate::replica::{Leadership, ReplicaManager};
+use crate::topic_config;
 use crate::topics::{TopicState, internal_topic_refused, is_internal};
 use kafka_protocol::messages::ResponseKind;
 
@@ -76,6 +79,12 @@ async fn append(
 struct Appended {
     topics: Vec<TopicProduceResponse>,
     waits: Vec<((usize, usize), AckWait)>,
+    /// acks=all appends, checked again against `min.insync.replicas` once
+    /// committed: (slot, partition, min.insync.replicas).
+    isr_checks: Vec<((usize, usize), PartitionId, usize)>,
+    replicas: Arc<ReplicaManager>,
+    /// The leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
+    node_endpoints: Vec<NodeEndpoint>,
 }
 
 impl Appended {
@@ -93,9 +102,33 @@ impl Appended {
                 }
             }
         }
+        // Kafka's rule: committed while the ISR was too small to count is
+        // written but not as safe as asked.
+        for ((topic, partition), id, min_isr) in self.isr_checks {
+            let isr = match self.replicas.leadership(id) {
+                Leadership::Leader { isr } => isr,
+                Leadership::NotLeader { .. } => 0,
+            };
+            if let Some(slot) = self
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partition_responses.get_mut(partition))
+                && slot.error_code == 0
+                && isr < min_isr
+            {
+                let err = ApiError::new(
+                    ResponseError::NotEnoughReplicasAfterAppend,
+                    format!(
+                        "the ISR shrank to {isr}, below min.insync.replicas {min_isr}, while the batch was committed"
+                    ),
+                );
+                *slot = failed(slot.index, &err.into());
+            }
+        }
         ProduceResponse::default()
             .with_responses(self.topics)
             .with_throttle_time_ms(0)
+            .with_node_endpoints(self.node_endpoints)
     }
 }
 
@@ -115,6 +148,8 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
     // the log takes one write for the whole request.
     let mut appends = Vec::new();
     let mut slots = Vec::new();
+    let mut node_endpoints: Vec<NodeEndpoint> = Vec::new();
+    let broker_defaults = broker.broker_topic_defaults();
     for topic in req.topic_data {
         let state = match &acks_error {
             Some(err) => Err(err.clone()),
@@ -141,15 +176,31 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
             let checked = state
                 .as_ref()
                 .map_err(|err| Refused::from(err.clone()))
-                .and_then(|state| check(state, data.index, data.records));
+                .and_then(|state| {
+                    check(
+                        broker,
+                        state,
+                        data.index,
+                        data.records,
+                        req.acks,
+                        &broker_defaults,
+                    )
+                });
             match checked {
-                Ok(item) => {
-                    appends.push(item);
-                    slots.push((topics.len(), partitions.len()));
+                Ok((partition, records, min_isr)) => {
+                    appends.push((partition, records));
+                    slots.push(((topics.len(), partitions.len()), min_isr));
                     // Filled in once the appends below are done.
                     partitions.push(PartitionProduceResponse::default().with_index(data.index));
                 }
-                Err(err) => partitions.push(failed(data.index, &err)),
+                Err(err) => {
+                    if let Some((_, Some(endpoint))) = err.leader.as_deref()
+                        && !node_endpoints.iter().any(|e| e.node_id == endpoint.node_id)
+                    {
+                        node_endpoints.push(endpoint.clone());
+                    }
+                    partitions.push(failed(data.index, &err));
+                }
             }
         }
         let mut response = TopicProduceResponse::default().with_partition_responses(partitions);
@@ -162,8 +213,10 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
     }
 
     let mut waits = Vec::with_capacity(appends.len());
+    let mut isr_checks = Vec::new();
+    let ids: Vec<PartitionId> = appends.iter().map(|(p, _)| p.id()).collect();
     let outcomes = broker.log().append_many(&appends);
-    for ((topic, partition), outcome) in slots.into_iter().zip(outcomes) {
+    for ((((topic, partition), min_isr), outcome), id) in slots.into_iter().zip(outcomes).zip(ids) {
         let Some(slot) = topics
             .get_mut(topic)
             .and_then(|t| t.partition_responses.get_mut(partition))
@@ -178,6 +231,9 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
                 slot.log_start_offset = outcome.log_start_offset;
                 // acks=all waits for the high watermark, acks=1 for local durability.
                 waits.push(((topic, partition), outcome.ack_wait(req.acks == -1)));
+                if req.acks == -1 {
+                    isr_checks.push(((topic, partition), id, min_isr));
+                }
             }
             Err(err) => {
                 if let AppendError::Storage(storage) = &err {
@@ -191,7 +247,13 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
     if req.acks == 0 && acks_error.is_none() {
         return None;
     }
-    Some(Appended { topics, waits })
+    Some(Appended {
+        topics,
+        waits,
+        isr_checks,
+        replicas: broker.replicas.clone(),
+        node_endpoints,
+    })
 }
 
 /// Most per-record errors one partition's answer lists (KIP-467). Kafka
@@ -205,6 +267,8 @@ const RECORD_ERRORS_MAX: usize = 1_000;
 struct Refused {
     error: ApiError,
     record_errors: Vec<BatchIndexAndErrorMessage>,
+    /// For NOT_LEADER_OR_FOLLOWER: the leader, and where it listens (KIP-951).
+    leader: Option<Box<(LeaderIdAndEpoch, Option<NodeEndpoint>)>>,
 }
 
 impl From<ApiError> for Refused {
@@ -212,20 +276,64 @@ impl From<ApiError> for Refused {
         Self {
             error,
             record_errors: Vec::new(),
+            leader: None,
         }
     }
 }
 
-/// The partition and payload to append, after the checks the log does not make.
+/// The partition and payload to append, and the topic's
+/// `min.insync.replicas`, after the checks the log does not make: this
+/// broker leads the partition, and for acks=all its ISR is large enough.
 fn check(
+    broker: &Broker,
     state: &Arc<TopicState>,
     index: i32,
     records: Option<Bytes>,
-) -> Result<(Partition, Bytes), Refused> {
+    acks: i16,
+    broker_defaults: &std::collections::BTreeMap<String, String>,
+) -> Result<(Partition, Bytes, usize), Refused> {
     let partition = usize::try_from(index)
         .ok()
         .and_then(|i| state.partitions.get(i))
         .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, index))?;
+    let min_isr = topic_config::min_insync_replicas(&state.meta.configs, broker_defaults);
+    match broker.replicas.leadership(partition.id()) {
+        Leadership::NotLeader {
+            leader,
+            leader_epoch,
+            endpoint,
+        } => {
+            let mut refused = Refused::from(ApiError::new(
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "this broker does not lead {}-{index}; broker {leader} does",
+                    state.meta.name
+                ),
+            ));
+            let current = LeaderIdAndEpoch::default()
+                .with_leader_id(leader.into())
+                .with_leader_epoch(leader_epoch);
+            let endpoint = endpoint.map(|(host, port)| {
+                NodeEndpoint::default()
+                    .with_node_id(leader.into())
+                    .with_host(host.into())
+                    .with_port(port)
+            });
+            refused.leader = Some(Box::new((current, endpoint)));
+            return Err(refused);
+        }
+        Leadership::Leader { isr } if acks == -1 && isr < min_isr => {
+            return Err(ApiError::new(
+                ResponseError::NotEnoughReplicas,
+                format!(
+                    "the ISR of {}-{index} has {isr} replicas, below min.insync.replicas {min_isr}",
+                    state.meta.name
+                ),
+            )
+            .into());
+        }
+        Leadership::Leader { .. } => {}
+    }
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::InvalidRecord, "no record batch to append"))?;
@@ -239,7 +347,7 @@ fn check(
     if partition.config().compact {
         check_keys(&state.meta.name, index, &records)?;
     }
-    Ok((partition.clone(), records))
+    Ok((partition.clone(), records, min_isr))
 }
 
 /// A compacted topic keeps the newest value per key, so a record without a
@@ -273,8 +381,8 @@ fn check_keys(topic: &str, partition: i32, records: &[u8]) -> Result<(), Refused
         positions.len()
     ));
     Err(Refused {
-        error,
         record_errors,
+        ..Refused::from(error)
     })
 }
 
@@ -288,6 +396,13 @@ fn failed(index: i32, refused: &Refused) -> PartitionProduceResponse {
         .with_log_start_offset(-1)
         .with_error_message(Some(StrBytes::from_string(err.message.clone())))
         .with_record_errors(refused.record_errors.clone())
+        .with_current_leader(
+            refused
+                .leader
+                .as_deref()
+                .map(|(current, _)| current.clone())
+                .unwrap_or_default(),
+        )
 }
 
 /// Whether any batch in a produce payload is marked transactional. A payload

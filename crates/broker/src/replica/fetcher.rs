@@ -1,0 +1,524 @@
+//! The follower side: one fetcher task per leader broker, over one TCP
+//! connection to the leader's Kafka listener, fetching every partition this
+//! broker follows from that leader in one FetchRequest (`replica_id` = this
+//! broker), one request in flight.
+//!
+//! A partition starts in [`FollowState::Truncate`]: the leader is asked
+//! (OffsetForLeaderEpoch) where this log's latest epoch ends in its log, and
+//! the log is cut back to there, so a tail the old leader wrote and never
+//! committed goes before anything is fetched. It then fetches from its log
+//! end: each partition's batches are appended as the leader stored them
+//! ([`Partition::append_replica`]), and the next fetch is sent only once
+//! they are durable under the flush policy, so the offset a fetch names is
+//! what this broker holds durably (the leader's high watermark counts on
+//! it). The leader's high watermark in each answer bounds this replica's.
+//! A leader that says this broker's epoch is stale or that it no longer
+//! leads stops the partition here until the next assignment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use weir_storage::{Partition, PartitionId};
+use weir_sync::lock;
+
+use super::{ReplicaError, ReplicaSettings};
+
+/// The Fetch version a follower sends: topics by id, `replica_id` in the body.
+const FETCH_VERSION: i16 = 13;
+/// The OffsetForLeaderEpoch version a follower sends (`replica_id` from v3).
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
+/// How long the leader may hold a replica fetch that finds nothing new
+/// (Kafka's `replica.fetch.wait.max.ms` default).
+const FETCH_WAIT_MS_MAX: i32 = 500;
+/// How long connecting, or one request, may take beyond the fetch wait.
+const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Reconnect backoff after a lost connection, doubling up to the max
+/// (Kafka's `replica.fetch.backoff.ms` and `reconnect.backoff.max.ms`).
+const BACKOFF_MS_MIN: u64 = 100;
+const BACKOFF_MS_MAX: u64 = 1_000;
+/// The largest response frame accepted beyond the fetch size itself
+/// (headers and per-partition fields of the answer).
+const RESPONSE_OVERHEAD_BYTES_MAX: usize = 1 << 20;
+
+/// Where a followed partition is in its catch-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FollowState {
+    /// Ask the leader where this log diverges, and cut it there.
+    Truncate,
+    /// Fetch from the log end.
+    Fetch,
+    /// The leader refused it; wait for the next assignment.
+    Stopped,
+}
+
+/// A partition this broker follows.
+#[derive(Debug, Clone)]
+pub(crate) struct Followed {
+    pub topic: String,
+    pub partition: Partition,
+    pub leader_epoch: i32,
+    pub state: FollowState,
+}
+
+#[derive(Default)]
+struct Shared {
+    partitions: Mutex<HashMap<PartitionId, Followed>>,
+    /// Wakes the task when a partition is added.
+    wake: Notify,
+}
+
+/// One leader's fetcher: its task ends when this handle is dropped.
+pub(crate) struct Fetcher {
+    pub endpoint: (String, i32),
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Fetcher {
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        settings: ReplicaSettings,
+        endpoint: (String, i32),
+    ) -> Fetcher {
+        let shared = Arc::new(Shared::default());
+        let task = runtime.spawn(run(settings, endpoint.clone(), shared.clone()));
+        Fetcher {
+            endpoint,
+            shared,
+            task,
+        }
+    }
+
+    pub fn add(&self, followed: Followed) -> Result<(), ReplicaError> {
+        lock(&self.shared.partitions)?.insert(followed.partition.id(), followed);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn remove(&self, id: PartitionId) -> Result<(), weir_sync::PoisonedLock> {
+        lock(&self.shared.partitions)?.remove(&id);
+        Ok(())
+    }
+
+    /// Every partition this fetcher follows, handed over (it follows none after).
+    pub fn take_all(&self) -> Result<Vec<Followed>, ReplicaError> {
+        Ok(std::mem::take(&mut *lock(&self.shared.partitions)?)
+            .into_values()
+            .collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.shared.partitions).map_or(true, |p| p.is_empty())
+    }
+}
+
+/// Why a fetch session ended (the task reconnects).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("connection to the leader: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the leader did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("encoding or decoding a message: {0}")]
+    Codec(String),
+    #[error("a response frame of {0} bytes is over the bound")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Poisoned(#[from] weir_sync::PoisonedLock),
+}
+
+async fn run(settings: ReplicaSettings, endpoint: (String, i32), shared: Arc<Shared>) {
+    let mut backoff_ms = BACKOFF_MS_MIN;
+    loop {
+        match session(&settings, &endpoint, &shared, &mut backoff_ms).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(leader = %format!("{}:{}", endpoint.0, endpoint.1), error = %err,
+                    "replica fetcher lost its leader; reconnecting");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);
+    }
+}
+
+/// One connection's life: truncate, then fetch, until it fails.
+async fn session(
+    settings: &ReplicaSettings,
+    endpoint: &(String, i32),
+    shared: &Arc<Shared>,
+    backoff_ms: &mut u64,
+) -> Result<(), FetchError> {
+    let response_bytes_max = usize::try_from(settings.fetch_response_bytes_max)
+        .unwrap_or(0)
+        .saturating_add(RESPONSE_OVERHEAD_BYTES_MAX);
+    let mut conn = Connection::open(endpoint, response_bytes_max).await?;
+    *backoff_ms = BACKOFF_MS_MIN;
+    loop {
+        let followed: Vec<Followed> = lock(&shared.partitions)?.values().cloned().collect();
+        let truncating: Vec<&Followed> = followed
+            .iter()
+            .filter(|f| f.state == FollowState::Truncate)
+            .collect();
+        if !truncating.is_empty() {
+            truncate(settings, &mut conn, shared, &truncating).await?;
+            continue;
+        }
+        let fetching: Vec<&Followed> = followed
+            .iter()
+            .filter(|f| f.state == FollowState::Fetch)
+            .collect();
+        if fetching.is_empty() {
+            shared.wake.notified().await;
+            continue;
+        }
+        fetch(settings, &mut conn, shared, &fetching).await?;
+    }
+}
+
+/// Run `change` on a followed partition's log while it is still followed
+/// under `epoch` in `state`, holding the set of followed partitions: once
+/// [`Fetcher::remove`] returns (a new role was applied), nothing this
+/// fetcher read from the old leader reaches the log. `None` when it is not
+/// followed so any more.
+async fn while_followed<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    id: PartitionId,
+    epoch: i32,
+    state: FollowState,
+    change: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, FetchError> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let partitions = lock(&shared.partitions)?;
+        let followed = partitions
+            .get(&id)
+            .is_some_and(|f| f.leader_epoch == epoch && f.state == state);
+        // The lock is held across the change on purpose (see above).
+        Ok(followed.then(change))
+    })
+    .await
+    .map_err(|e| FetchError::Codec(format!("a replica log task: {e}")))?
+}
+
+/// Set a followed partition's state, if it is still followed under the same epoch.
+fn set_state(shared: &Shared, id: PartitionId, epoch: i32, state: FollowState) {
+    if let Ok(mut partitions) = lock(&shared.partitions)
+        && let Some(f) = partitions.get_mut(&id)
+        && f.leader_epoch == epoch
+    {
+        f.state = state;
+    }
+}
+
+/// Ask the leader where each partition's latest epoch ends, and cut each log there.
+async fn truncate(
+    settings: &ReplicaSettings,
+    conn: &mut Connection,
+    shared: &Arc<Shared>,
+    items: &[&Followed],
+) -> Result<(), FetchError> {
+    let mut topics: HashMap<&str, Vec<OffsetForLeaderPartition>> = HashMap::new();
+    for f in items {
+        topics.entry(&f.topic).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(f.partition.id().partition)
+                .with_current_leader_epoch(f.leader_epoch)
+                .with_leader_epoch(f.partition.leader_epoch()),
+        );
+    }
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(settings.node_id))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(name.to_owned())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let response = conn.call(&request, OFFSET_FOR_LEADER_EPOCH_VERSION).await?;
+    for topic in response.topics {
+        for answer in topic.partitions {
+            let Some(f) = items.iter().find(|f| {
+                f.topic == topic.topic.as_str() && f.partition.id().partition == answer.partition
+            }) else {
+                continue;
+            };
+            let id = f.partition.id();
+            if answer.error_code != 0 {
+                tracing::warn!(topic = %f.topic, partition = id.partition, code = answer.error_code,
+                    "the leader refused OffsetForLeaderEpoch; following stops until the next assignment");
+                set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+                continue;
+            }
+            let offsets = f.partition.offsets();
+            // Where this log and the leader's agree: the end of the epoch
+            // they share, as this log has it too, never below the log
+            // start; an epoch the leader cannot place leaves the committed
+            // part (Kafka falls back to the high watermark).
+            let end = if answer.end_offset < 0 {
+                offsets.high_watermark
+            } else {
+                let ours = f
+                    .partition
+                    .end_offset_for_epoch(answer.leader_epoch)
+                    .map_or(offsets.log_end, |(_, end)| end);
+                answer.end_offset.min(ours)
+            }
+            .max(offsets.log_start);
+            let partition = f.partition.clone();
+            let cut = while_followed(
+                shared,
+                id,
+                f.leader_epoch,
+                FollowState::Truncate,
+                move || {
+                    let new_end = partition.truncate_to(end)?;
+                    // What this log had committed past the cut is not
+                    // committed here any more: the leader's next answer
+                    // says how far it is.
+                    let hw = partition.offsets().high_watermark;
+                    partition.set_high_watermark_bound(Some(hw));
+                    Ok::<_, weir_storage::TruncateError>(new_end)
+                },
+            )
+            .await?;
+            match cut {
+                None => {}
+                Some(Ok(new_end)) => {
+                    if new_end < offsets.log_end {
+                        tracing::info!(topic = %f.topic, partition = id.partition,
+                            from = offsets.log_end, to = new_end,
+                            "truncated the divergent tail before following the new leader");
+                    }
+                    set_state(shared, id, f.leader_epoch, FollowState::Fetch);
+                }
+                Some(Err(err)) => {
+                    tracing::error!(topic = %f.topic, partition = id.partition, error = %err,
+                        "cannot truncate; following stops");
+                    set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One fetch for every partition in `items`: append what came, wait until
+/// it is durable, take the leader's high watermark as the bound.
+async fn fetch(
+    settings: &ReplicaSettings,
+    conn: &mut Connection,
+    shared: &Arc<Shared>,
+    items: &[&Followed],
+) -> Result<(), FetchError> {
+    let mut topics: HashMap<uuid::Uuid, Vec<FetchPartition>> = HashMap::new();
+    for f in items {
+        let offsets = f.partition.offsets();
+        topics.entry(f.partition.id().topic_id).or_default().push(
+            FetchPartition::default()
+                .with_partition(f.partition.id().partition)
+                .with_current_leader_epoch(f.leader_epoch)
+                .with_fetch_offset(offsets.log_end)
+                .with_log_start_offset(offsets.log_start)
+                .with_partition_max_bytes(settings.fetch_partition_bytes_max),
+        );
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(settings.node_id))
+        .with_replica_state(ReplicaState::default())
+        .with_max_wait_ms(FETCH_WAIT_MS_MAX)
+        .with_min_bytes(1)
+        .with_max_bytes(settings.fetch_response_bytes_max)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(id, partitions)| {
+                    FetchTopic::default()
+                        .with_topic_id(id)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let response = conn.call(&request, FETCH_VERSION).await?;
+    let mut durable = Vec::new();
+    let mut bounds = Vec::new();
+    for topic in response.responses {
+        for data in topic.partitions {
+            let Some(f) = items.iter().find(|f| {
+                f.partition.id().topic_id == topic.topic_id
+                    && f.partition.id().partition == data.partition_index
+            }) else {
+                continue;
+            };
+            let id = f.partition.id();
+            if data.error_code != 0 {
+                let code = ResponseError::try_from_code(data.error_code);
+                let stops = matches!(
+                    code,
+                    Some(
+                        ResponseError::FencedLeaderEpoch
+                            | ResponseError::NotLeaderOrFollower
+                            | ResponseError::UnknownLeaderEpoch
+                            | ResponseError::OffsetOutOfRange
+                            | ResponseError::UnknownTopicId
+                    )
+                );
+                if stops {
+                    tracing::warn!(topic = %f.topic, partition = id.partition, error = ?code,
+                        "the leader refused a replica fetch; following stops until the next assignment");
+                    set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+                }
+                continue;
+            }
+            let records = data.records.unwrap_or_default();
+            if !records.is_empty() {
+                let partition = f.partition.clone();
+                let appended =
+                    while_followed(shared, id, f.leader_epoch, FollowState::Fetch, move || {
+                        partition.append_replica(records)
+                    })
+                    .await?;
+                match appended {
+                    // No longer followed from here: dropped.
+                    None => continue,
+                    Some(Ok(outcome)) => durable.push(outcome.durable),
+                    Some(Err(err)) => {
+                        tracing::error!(topic = %f.topic, partition = id.partition, error = %err,
+                            "cannot append the leader's batches; following stops");
+                        set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+                        continue;
+                    }
+                }
+            }
+            bounds.push((f.partition.clone(), f.leader_epoch, data.high_watermark));
+        }
+    }
+    for wait in durable {
+        if let Err(err) = wait.wait().await {
+            // The log is poisoned: nothing more can be appended here.
+            tracing::error!(error = %err, "a replicated batch never became durable");
+        }
+    }
+    // Only while still followed under the same epoch: a partition led
+    // here by now has its own bound.
+    let partitions = lock(&shared.partitions)?;
+    for (partition, epoch, hw) in bounds {
+        if partitions
+            .get(&partition.id())
+            .is_some_and(|f| f.leader_epoch == epoch)
+        {
+            partition.set_high_watermark_bound(Some(hw));
+        }
+    }
+    Ok(())
+}
+
+/// A connection to the leader's Kafka listener.
+struct Connection {
+    stream: TcpStream,
+    correlation_id: i32,
+    response_bytes_max: usize,
+}
+
+impl Connection {
+    async fn open(endpoint: &(String, i32), response_bytes_max: usize) -> Result<Self, FetchError> {
+        let port = u16::try_from(endpoint.1)
+            .map_err(|_| FetchError::Codec(format!("port {} is not a port", endpoint.1)))?;
+        let stream = tokio::time::timeout(
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+            TcpStream::connect((endpoint.0.as_str(), port)),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout(REQUEST_TIMEOUT_MS))??;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            correlation_id: 0,
+            response_bytes_max,
+        })
+    }
+
+    async fn call<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, FetchError> {
+        let timeout_ms = REQUEST_TIMEOUT_MS + FETCH_WAIT_MS_MAX as u64;
+        tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.exchange(request, version),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout(timeout_ms))?
+    }
+
+    async fn exchange<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, FetchError> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("weir-replica-fetcher")));
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        header
+            .encode(&mut frame, R::header_version(version))
+            .map_err(codec)?;
+        request.encode(&mut frame, version).map_err(codec)?;
+        let len = i32::try_from(frame.len() - 4).map_err(|_| FetchError::TooLarge(frame.len()))?;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&frame).await?;
+        let len = self.stream.read_i32().await?;
+        let len = usize::try_from(len).map_err(|_| FetchError::TooLarge(0))?;
+        if len > self.response_bytes_max {
+            return Err(FetchError::TooLarge(len));
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await?;
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .map_err(codec)?;
+        if header.correlation_id != self.correlation_id {
+            return Err(FetchError::Codec(format!(
+                "response to request {} came for {}",
+                self.correlation_id, header.correlation_id
+            )));
+        }
+        R::Response::decode(&mut body, version).map_err(codec)
+    }
+}
+
+/// An encoding or decoding failure of kafka-protocol.
+fn codec(e: impl std::fmt::Display) -> FetchError {
+    FetchError::Codec(e.to_string())
+}
