@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{BufMut as _, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -29,7 +29,7 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use weir_storage::{Partition, PartitionId};
@@ -498,14 +498,20 @@ impl Connection {
         let len = i32::try_from(frame.len() - 4).map_err(|_| FetchError::TooLarge(frame.len()))?;
         frame[..4].copy_from_slice(&len.to_be_bytes());
         self.stream.write_all(&frame).await?;
-        let len = self.stream.read_i32().await?;
-        let len = usize::try_from(len).map_err(|_| FetchError::TooLarge(0))?;
-        if len > self.response_bytes_max {
-            return Err(FetchError::TooLarge(len));
-        }
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).await?;
-        let mut body = Bytes::from(body);
+        // The one frame reader, which grows its buffer with the bytes that
+        // arrive rather than with the size announced.
+        let mut body = match weir_protocol::read_frame(&mut self.stream, self.response_bytes_max)
+            .await
+        {
+            Ok(Some(body)) => body,
+            Ok(None) => return Err(FetchError::Codec("the leader closed the connection".into())),
+            Err(weir_protocol::FrameError::TooLarge { size, .. }) => {
+                return Err(FetchError::TooLarge(
+                    usize::try_from(size).unwrap_or(usize::MAX),
+                ));
+            }
+            Err(e) => return Err(FetchError::Codec(e.to_string())),
+        };
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
             .map_err(codec)?;
         if header.correlation_id != self.correlation_id {
