@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{FetchRequest, MetadataRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -369,6 +369,36 @@ async fn followers_copy_the_leader_the_isr_follows_them_and_a_new_leader_truncat
     })
     .await?;
     assert_eq!(all_batches(&follower_p), all_batches(&leader_p));
+
+    // Either broker's Metadata names both brokers, the leader, the replicas
+    // and the ISR as the metadata assigns them.
+    for node in [&n1, &n2] {
+        let addr = node.addr.to_string();
+        let metadata = tokio::task::spawn_blocking(move || {
+            let mut conn = weir_client::Connection::connect(&addr)?;
+            conn.send(&MetadataRequest::default().with_topics(None), 12)
+        })
+        .await??;
+        let mut brokers: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
+        brokers.sort_unstable();
+        assert_eq!(brokers, vec![1, 2]);
+        let topic = metadata
+            .topics
+            .iter()
+            .find(|t| t.topic_id == topic_id)
+            .context("the topic is missing from Metadata")?;
+        let p = &topic.partitions[0];
+        assert_eq!((p.error_code, p.leader_id.0, p.leader_epoch), (0, 1, 1));
+        assert_eq!(
+            p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(p.offline_replicas.is_empty());
+    }
 
     // A produce to the follower is sent to the leader (KIP-951).
     let follower_addr = n2.addr.to_string();

@@ -2,7 +2,7 @@
 //! their partitions, auto-creating a missing topic when the request and the
 //! broker both allow it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -12,6 +12,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
+use weir_metadata::{NO_LEADER, TopicMeta};
 
 use crate::error::ApiError;
 use crate::topics::{TopicState, validate_topic_name};
@@ -114,10 +115,55 @@ pub(crate) async fn handle(
         _ => broker.topic_list().into_iter().map(Lookup::Found).collect(),
     };
 
+    // A cluster's registered brokers, as KRaft answers: the unfenced ones
+    // (a fenced broker serves nothing). A single node knows only itself.
+    let registered = broker.metadata().brokers();
+    let brokers = if registered.is_empty() {
+        vec![
+            MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(StrBytes::from_string(config.advertised_host.clone()))
+                .with_port(config.advertised_port)
+                .with_rack(None),
+        ]
+    } else {
+        registered
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string))
+            })
+            .collect()
+    };
+    // A cluster's assignments change under the registry (leaders move, ISRs
+    // shrink): read them fresh, once per request. A single node's never do.
+    let fresh: HashMap<Uuid, TopicMeta> = if registered.is_empty() {
+        HashMap::new()
+    } else {
+        broker
+            .metadata()
+            .topics()
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect()
+    };
+    let alive: HashSet<i32> = registered
+        .iter()
+        .filter(|b| !b.fenced)
+        .map(|b| b.id)
+        .collect();
+
     let topics = topics
         .into_iter()
         .map(|lookup| match lookup {
-            Lookup::Found(state) => describe(&state, node, topic_operations),
+            Lookup::Found(state) => {
+                let meta = fresh.get(&state.meta.id).unwrap_or(&state.meta);
+                describe(&state, meta, node, &alive, topic_operations)
+            }
             Lookup::Failed { name, id, error } => MetadataResponseTopic::default()
                 .with_error_code(error.code())
                 .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
@@ -134,13 +180,7 @@ pub(crate) async fn handle(
         };
     Ok(MetadataResponse::default()
         .with_throttle_time_ms(0)
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(node)
-                .with_host(StrBytes::from_string(config.advertised_host.clone()))
-                .with_port(config.advertised_port)
-                .with_rack(None),
-        ])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.metadata().cluster_id())))
         .with_controller_id(node)
         .with_topics(topics)
@@ -223,30 +263,67 @@ fn by_id(broker: &Broker, id: Uuid) -> Lookup {
     }
 }
 
-fn describe(state: &TopicState, node: BrokerId, topic_operations: i32) -> MetadataResponseTopic {
-    let partitions = (0..state.meta.partitions)
+/// A topic's partitions as the metadata assigns them: leader, replicas,
+/// ISR, and as offline the replicas on brokers that are fenced or gone
+/// (`alive` is empty on a single node, where nothing is offline). A
+/// partition without a leader is LEADER_NOT_AVAILABLE, so clients refresh
+/// and retry. `meta` is the metadata store's current copy of the topic
+/// (the registry's is as of when the topic was opened here).
+fn describe(
+    state: &TopicState,
+    meta: &TopicMeta,
+    node: BrokerId,
+    alive: &HashSet<i32>,
+    topic_operations: i32,
+) -> MetadataResponseTopic {
+    let partitions = (0..meta.partitions)
         .map(|index| {
-            let leader_epoch = usize::try_from(index)
+            let local_epoch = usize::try_from(index)
                 .ok()
                 .and_then(|i| state.partitions.get(i))
                 .map_or(0, |p| p.leader_epoch());
+            let Some(a) = meta.assignment(index, node.0) else {
+                return MetadataResponsePartition::default()
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                    .with_partition_index(index);
+            };
+            // A single node's partitions carry no assignment: their epoch
+            // is the one the storage keeps.
+            let leader_epoch = if meta.assignments.is_empty() {
+                local_epoch
+            } else {
+                a.leader_epoch
+            };
+            let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            let offline: Vec<i32> = if alive.is_empty() {
+                Vec::new()
+            } else {
+                a.replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !alive.contains(r))
+                    .collect()
+            };
+            let error = if a.leader == NO_LEADER {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
-                .with_error_code(0)
+                .with_error_code(error)
                 .with_partition_index(index)
-                .with_leader_id(node)
+                .with_leader_id(BrokerId(a.leader))
                 .with_leader_epoch(leader_epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
-                .with_offline_replicas(Vec::new())
+                .with_replica_nodes(ids(&a.replicas))
+                .with_isr_nodes(ids(&a.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()
         .with_error_code(0)
-        .with_name(Some(TopicName(StrBytes::from_string(
-            state.meta.name.clone(),
-        ))))
-        .with_topic_id(state.meta.id)
-        .with_is_internal(is_internal(&state.meta.name))
+        .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
+        .with_topic_id(meta.id)
+        .with_is_internal(is_internal(&meta.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(topic_operations)
 }
