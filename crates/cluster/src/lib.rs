@@ -486,3 +486,31 @@ async fn name_the_cluster(controller: std::sync::Weak<Controller>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_as_kraft_writes_them_and_mistakes_are_named() {
+        let voters = parse_voters("1@127.0.0.1:9093,2@n2.example:9193, 3@[::1]:9293");
+        let voters = voters.unwrap_or_default();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters[&2], "n2.example:9193");
+        assert_eq!(voters[&3], "[::1]:9293");
+        for bad in [
+            "",
+            "1@h:1,1@h:2",
+            "x@h:1",
+            "1h:1",
+            "1@h",
+            "1@:9093",
+            "1@h:99999",
+        ] {
+            assert!(
+                matches!(parse_voters(bad), Err(ClusterError::Config(_))),
+                "{bad:?} parsed"
+            );
+        }
+    }
+}

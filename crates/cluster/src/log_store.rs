@@ -211,7 +211,7 @@ impl LogFile {
     }
 
     fn truncate(&mut self, from: u64) -> Result<(), String> {
-        let Some((_, offset)) = self.entries.get(&from).map(|(e, o)| (e.clone(), *o)) else {
+        let Some(offset) = self.entries.get(&from).map(|(_, offset)| *offset) else {
             return Ok(());
         };
         let path = self.dir.join(LOG_FILE);

@@ -376,12 +376,7 @@ impl ClusterState {
                 factor,
                 seed,
             } => {
-                let brokers: Vec<i32> = self
-                    .brokers
-                    .values()
-                    .filter(|b| !b.fenced)
-                    .map(|b| b.id)
-                    .collect();
+                let brokers = self.unfenced();
                 let factor = usize::try_from(*factor).unwrap_or(0);
                 if factor == 0 || factor > brokers.len() {
                     return Err(Refusal::InvalidReplicas(format!(
@@ -447,6 +442,15 @@ impl ClusterState {
         Ok(out)
     }
 
+    /// The unfenced brokers' ids, in id order.
+    pub fn unfenced(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
     fn is_unfenced(&self, broker: i32) -> bool {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
@@ -470,12 +474,7 @@ impl ClusterState {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = true;
         }
-        let unfenced: Vec<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let unfenced = self.unfenced();
         for topic in self.topics.values_mut() {
             for p in &mut topic.partitions {
                 if !p.isr.contains(&id) {
@@ -525,12 +524,7 @@ impl ClusterState {
         let stale = |why: String| Refusal::StalePartitionChange(why);
         self.current_registration(c.leader, c.broker_epoch)
             .map_err(|e| stale(format!("{e:?}")))?;
-        let unfenced: Vec<i32> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
+        let unfenced = self.unfenced();
         let topic = self
             .topics
             .values_mut()

@@ -107,14 +107,21 @@ impl StateMachine {
         self.changes.subscribe()
     }
 
-    fn write_snapshot(&self, bytes: &[u8]) -> Result<(), String> {
-        weir_sync::replace_file(
-            &self.dir.join(SNAPSHOT_TEMP_FILE),
-            &self.dir.join(SNAPSHOT_FILE),
-            |mut f| f.write_all(bytes),
-            std::fs::File::sync_data,
-        )
-        .map_err(|e| e.to_string())
+    /// Replace the snapshot file with `bytes` (temporary file, fsync,
+    /// rename, folder fsync), on a blocking thread.
+    async fn persist_snapshot(&self, bytes: Vec<u8>) -> Result<(), StorageError<u64>> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            weir_sync::replace_file(
+                &dir.join(SNAPSHOT_TEMP_FILE),
+                &dir.join(SNAPSHOT_FILE),
+                |mut f| f.write_all(&bytes),
+                std::fs::File::sync_data,
+            )
+        })
+        .await
+        .map_err(|e| storage_io(e.to_string()))?
+        .map_err(storage_io)
     }
 }
 
@@ -164,12 +171,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(|e| storage_io(e.to_string()))?;
             (meta, bytes)
         };
-        let this = self.clone();
-        let written = bytes.clone();
-        tokio::task::spawn_blocking(move || this.write_snapshot(&written))
-            .await
-            .map_err(|e| storage_io(e.to_string()))?
-            .map_err(storage_io)?;
+        self.persist_snapshot(bytes.clone()).await?;
         weir_sync::write(&self.applied)
             .map_err(|e| storage_io(e.to_string()))?
             .snapshot = Some((meta.clone(), bytes.clone()));
@@ -244,12 +246,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
         let file = decode_snapshot(&bytes).map_err(storage_io)?;
-        let this = self.clone();
-        let written = bytes.clone();
-        tokio::task::spawn_blocking(move || this.write_snapshot(&written))
-            .await
-            .map_err(|e| storage_io(e.to_string()))?
-            .map_err(storage_io)?;
+        self.persist_snapshot(bytes.clone()).await?;
         let last = {
             let mut applied =
                 weir_sync::write(&self.applied).map_err(|e| storage_io(e.to_string()))?;
