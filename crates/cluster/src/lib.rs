@@ -166,6 +166,8 @@ pub struct Controller {
     machine: state_machine::StateMachine,
     client: network::Client,
     server: tokio::task::JoinHandle<()>,
+    /// The task that fences brokers whose sessions expire.
+    sessions: tokio::task::JoinHandle<()>,
     local_addr: SocketAddr,
 }
 
@@ -227,7 +229,7 @@ impl Controller {
             machine.clone(),
             config.broker_session_timeout,
         ));
-        tokio::spawn(controller::watch_sessions(
+        let sessions = tokio::spawn(controller::watch_sessions(
             Arc::downgrade(&node),
             (config.broker_session_timeout / 8).max(Duration::from_millis(10)),
         ));
@@ -266,6 +268,7 @@ impl Controller {
             machine,
             client,
             server,
+            sessions,
             local_addr,
         });
         tokio::spawn(name_the_cluster(Arc::downgrade(&controller)));
@@ -439,8 +442,10 @@ impl Controller {
             .map_err(|e| ClusterError::Raft(e.to_string()))
     }
 
-    /// Stop this node's Raft and its controller listener.
+    /// Stop this node's Raft, its controller listener and its session
+    /// watch (a stopped Raft may still report itself leader).
     pub async fn shutdown(&self) {
+        self.sessions.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "the metadata quorum node did not stop cleanly");
         }
