@@ -159,13 +159,6 @@ impl Node {
         let Some(term) = self.leading_term() else {
             return self.not_leader();
         };
-        match weir_sync::lock(&self.sessions) {
-            Ok(mut sessions) => {
-                sessions.start_term(term);
-                sessions.last_beat.insert(beat.broker, Instant::now());
-            }
-            Err(e) => return LeaderReply::Failed(e.to_string()),
-        }
         let registered = self
             .machine
             .read(|s| s.brokers.get(&beat.broker).map(|b| (b.epoch, b.fenced)));
@@ -176,6 +169,16 @@ impl Node {
         };
         if epoch != beat.epoch {
             return LeaderReply::Done(HeartbeatAnswer::StaleRegistration);
+        }
+        // Only a current registration's heartbeat is kept, so the session
+        // table holds at most one entry per registered broker, whatever ids
+        // strangers on the controller port send.
+        match weir_sync::lock(&self.sessions) {
+            Ok(mut sessions) => {
+                sessions.start_term(term);
+                sessions.last_beat.insert(beat.broker, Instant::now());
+            }
+            Err(e) => return LeaderReply::Failed(e.to_string()),
         }
         if !fenced {
             return LeaderReply::Done(HeartbeatAnswer::Active);

@@ -45,14 +45,16 @@ impl RaftMetadataStore {
         &self.controller
     }
 
-    fn read<T>(&self, f: impl FnOnce(&crate::ClusterState) -> T) -> T
-    where
-        T: Default,
-    {
-        self.controller.read(f).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the applied metadata");
-            T::default()
-        })
+    /// Read the applied metadata. Its lock is poisoned only by a panic while
+    /// a change was being applied: the state may be half changed, and an
+    /// empty answer would read as "no topics" (and let a broker remove
+    /// storage it thinks unreferenced), so the panic is raised again here,
+    /// as `LocalMetadataStore` does.
+    fn read<T>(&self, f: impl FnOnce(&crate::ClusterState) -> T) -> T {
+        match self.controller.read(f) {
+            Ok(value) => value,
+            Err(e) => panic!("the applied metadata cannot be read after a panic: {e}"),
+        }
     }
 
     /// Commit `command` and wait for its outcome, from a blocking thread.

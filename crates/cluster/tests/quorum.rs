@@ -445,5 +445,14 @@ async fn a_broker_whose_session_expires_is_fenced_and_its_leaderships_move() -> 
         })
         .await?;
     assert_eq!(stale, HeartbeatAnswer::StaleRegistration);
+    // So is one from a broker that never registered.
+    let stranger = node
+        .heartbeat(Heartbeat {
+            broker: 99,
+            epoch: 1,
+            caught_up: true,
+        })
+        .await?;
+    assert_eq!(stranger, HeartbeatAnswer::StaleRegistration);
     Ok(())
 }
