@@ -19,6 +19,9 @@ pub struct BrokerConfig {
     pub advertised_port: i32,
     /// `num.partitions`: partitions of an auto-created topic or one created with -1.
     pub default_partitions: i32,
+    /// `default.replication.factor`: replicas of an auto-created topic or one
+    /// created with -1 (a single node holds one whatever it says).
+    pub default_replication_factor: i16,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// `max.partitions` (the name KIP-578 proposed): the most partitions the
@@ -52,6 +55,7 @@ impl Default for BrokerConfig {
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
             default_partitions: 4,
+            default_replication_factor: 1,
             auto_create_topics: true,
             max_partitions: DEFAULT_MAX_PARTITIONS,
             max_request_bytes: 100 * 1024 * 1024,
@@ -85,6 +89,9 @@ pub struct GroupConfig {
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when
     /// it is created.
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor`: replicas of each `__consumer_offsets`
+    /// partition on a cluster (a single node keeps one).
+    pub offsets_topic_replication_factor: i16,
     /// `offsets.retention.minutes`: how long the offsets of an empty group are
     /// kept after its last commit.
     pub offsets_retention_minutes: i64,
@@ -152,6 +159,7 @@ impl Default for GroupConfig {
             consumer_heartbeat_interval_ms: 5_000,
             consumer_session_timeout_ms: 45_000,
             offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
             offsets_retention_minutes: 10_080,
             offset_metadata_max_bytes: 4_096,
             protocol_metadata_bytes_max: 1024 * 1024,

@@ -6,7 +6,7 @@
 //! store. Lifecycle changes are serialized by one lock: admin operations are
 //! rare and must not interleave between the store and the log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use kafka_protocol::ResponseError;
@@ -50,8 +50,27 @@ pub(crate) fn internal_topic_refused(action: &str, name: &str) -> ApiError {
 pub(crate) struct TopicState {
     /// What the metadata store holds.
     pub meta: TopicMeta,
-    /// Open partitions, indexed by partition number.
-    pub partitions: Vec<Partition>,
+    /// Open partitions, indexed by partition number: `None` for a partition
+    /// whose replicas are all on other brokers (a cluster's). A single node
+    /// holds every partition.
+    pub partitions: Vec<Option<Partition>>,
+}
+
+impl TopicState {
+    /// Partition `index`'s storage on this broker, if it holds a replica.
+    pub fn local(&self, index: i32) -> Option<&Partition> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .and_then(Option::as_ref)
+    }
+
+    /// The partitions this broker holds, with their numbers.
+    pub fn local_partitions(&self) -> impl Iterator<Item = (i32, &Partition)> {
+        (0..)
+            .zip(&self.partitions)
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+    }
 }
 
 /// Topics by name and by ID.
@@ -108,6 +127,9 @@ impl Broker {
     /// nobody refers to; removing it here is what makes creation atomic
     /// across a crash.
     pub(crate) fn load_topics(&self) -> Result<(), ApiError> {
+        if self.metadata.replicated() {
+            return self.follow_metadata();
+        }
         let topics = self.metadata.topics();
         for meta in &topics {
             self.install_topic(meta.clone())?;
@@ -133,7 +155,7 @@ impl Broker {
     /// Open (or re-open) every partition of a known topic and register it.
     fn install_topic(&self, meta: TopicMeta) -> Result<Arc<TopicState>, ApiError> {
         let partitions = self.open_partitions(meta.id, 0..meta.partitions, &meta.configs)?;
-        Ok(self.register(meta, partitions)?)
+        Ok(self.register(meta, partitions.into_iter().map(Some).collect())?)
     }
 
     /// Create (or re-open) the storage of partitions `range` of topic `id`.
@@ -180,7 +202,7 @@ impl Broker {
     fn register(
         &self,
         meta: TopicMeta,
-        partitions: Vec<Partition>,
+        partitions: Vec<Option<Partition>>,
     ) -> Result<Arc<TopicState>, PoisonedLock> {
         let state = Arc::new(TopicState { meta, partitions });
         write(&self.topics.by_name)?.insert(state.meta.name.clone(), state.clone());
@@ -242,15 +264,14 @@ impl Broker {
         all
     }
 
-    /// One partition, or UNKNOWN_TOPIC_OR_PARTITION.
+    /// One partition's storage here: UNKNOWN_TOPIC_OR_PARTITION if the topic
+    /// has no such partition, NOT_LEADER_OR_FOLLOWER if this broker holds
+    /// no replica of it.
     pub(crate) fn partition(&self, topic: &str, partition: i32) -> Result<Partition, ApiError> {
         let state = self
             .topic(topic)
             .ok_or_else(|| ApiError::unknown_topic(topic))?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|i| state.partitions.get(i).cloned())
-            .ok_or_else(|| ApiError::unknown_partition(topic, partition))
+        local_partition(&state, partition)
     }
 
     /// The topic, created with the broker's defaults if it is missing and
@@ -296,17 +317,25 @@ impl Broker {
                 format!("partition count {partitions} is outside 1..={TOPIC_PARTITIONS_MAX}"),
             ));
         }
-        let replication_factor = if replication_factor == -1 {
+        let replication_factor = if replication_factor == -1 && self.metadata.replicated() {
+            self.config.default_replication_factor
+        } else if replication_factor == -1 {
             1
         } else {
             replication_factor
         };
-        if replication_factor != 1 {
+        if replication_factor != 1 && !self.metadata.replicated() {
             return Err(ApiError::new(
                 ResponseError::InvalidReplicationFactor,
                 format!(
                     "replication factor {replication_factor} is larger than the 1 available broker"
                 ),
+            ));
+        }
+        if replication_factor < 1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} must be at least 1"),
             ));
         }
         for (key, value) in &configs {
@@ -332,6 +361,19 @@ impl Broker {
                 configs,
                 assignments: Vec::new(),
             });
+        }
+        if self.metadata.replicated() {
+            // A cluster's topic: commit first, then follow the commit like
+            // every other broker (its storage is made where it is assigned).
+            let meta = self.metadata.create_topic(NewTopic {
+                name: name.to_string(),
+                id: weir_metadata::new_topic_id(|id| self.topic_by_id(id).is_some()),
+                partitions,
+                replication_factor,
+                configs,
+            })?;
+            self.follow_metadata_locked()?;
+            return Ok(meta);
         }
         // Storage first, then the metadata commit, which is the commit
         // point: a failure before it removes the storage just made, and a
@@ -360,7 +402,7 @@ impl Broker {
                 return Err(err.into());
             }
         };
-        self.register(meta.clone(), opened)?;
+        self.register(meta.clone(), opened.into_iter().map(Some).collect())?;
         tracing::info!(topic = %meta.name, id = %meta.id, partitions, "created topic");
         Ok(meta)
     }
@@ -375,9 +417,13 @@ impl Broker {
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
         let meta = self.metadata.delete_topic(name)?;
+        if self.metadata.replicated() {
+            self.follow_metadata_locked()?;
+            return Ok(meta);
+        }
         write(&self.topics.by_name)?.remove(name);
         write(&self.topics.by_id)?.remove(&state.meta.id);
-        for partition in &state.partitions {
+        for (_, partition) in state.local_partitions() {
             self.replicas.forget(partition.id())?;
             self.log.remove_partition(partition.id())?;
         }
@@ -426,6 +472,12 @@ impl Broker {
                 ..state.meta.clone()
             });
         }
+        if self.metadata.replicated() {
+            let meta = self.metadata.set_partition_count(name, total)?;
+            self.follow_metadata_locked()?;
+            tracing::info!(topic = %name, from = current, to = total, "added partitions");
+            return Ok(meta);
+        }
         // As in create_topic: storage of the new partitions first, then the commit.
         let added = self.open_partitions(state.meta.id, current..total, &state.meta.configs)?;
         let meta = match self.metadata.set_partition_count(name, total) {
@@ -436,7 +488,7 @@ impl Broker {
             }
         };
         let mut partitions = state.partitions.clone();
-        partitions.extend(added);
+        partitions.extend(added.into_iter().map(Some));
         self.register(meta.clone(), partitions)?;
         tracing::info!(topic = %name, from = current, to = total, "added partitions");
         Ok(meta)
@@ -470,8 +522,132 @@ impl Broker {
             return Ok(state.meta.clone());
         }
         let meta = self.metadata.alter_topic_configs(name, changes)?;
-        self.install_topic(meta.clone())?;
+        if self.metadata.replicated() {
+            self.follow_metadata_locked()?;
+        } else {
+            self.install_topic(meta.clone())?;
+        }
         Ok(meta)
+    }
+
+    /// Follow a cluster's metadata: hold storage for exactly the partitions
+    /// this broker is assigned a replica of (made when assigned, removed
+    /// when the replica moves away or the topic is deleted), give each
+    /// topic its current metadata and configs, then take up each
+    /// partition's role (leader or follower) and each group coordinator
+    /// shard it now leads. The change feed calls it after every metadata
+    /// change, start-up calls it first, and a lifecycle change made here
+    /// calls it once committed; a second call with nothing new changes
+    /// nothing.
+    pub fn follow_metadata(&self) -> Result<(), ApiError> {
+        let _guard = lock(&self.topics.lifecycle)?;
+        self.follow_metadata_locked()
+    }
+
+    fn follow_metadata_locked(&self) -> Result<(), ApiError> {
+        let me = self.config.node_id;
+        let topics = self.metadata.topics();
+        let defaults = self.broker_topic_defaults();
+        let wanted: HashSet<Uuid> = topics.iter().map(|t| t.id).collect();
+        for state in self.topic_list() {
+            if !wanted.contains(&state.meta.id) {
+                self.forget_topic(&state)?;
+                tracing::info!(topic = %state.meta.name, id = %state.meta.id, "deleted topic");
+            }
+        }
+        for meta in topics {
+            let existing = self.topic_by_id(meta.id);
+            if existing.as_ref().is_some_and(|e| e.meta == meta) {
+                continue;
+            }
+            let hosted = |p: i32| {
+                meta.assignment(p, me)
+                    .is_some_and(|a| a.replicas.contains(&me) || a.adding_replicas.contains(&me))
+            };
+            let held = |p: i32| existing.as_ref().and_then(|e| e.local(p).cloned());
+            let config = topic_config::partition_config(&meta.configs, &defaults);
+            let delete_retention_ms = topic_config::delete_retention_ms(&meta.configs, &defaults);
+            let missing: Vec<PartitionId> = (0..meta.partitions)
+                .filter(|&p| hosted(p) && held(p).is_none())
+                .map(|partition| PartitionId {
+                    topic_id: meta.id,
+                    partition,
+                })
+                .collect();
+            let mut opened: HashMap<i32, Partition> = HashMap::new();
+            if !missing.is_empty() {
+                for handle in self.log.create_partitions(&missing, config.clone())? {
+                    opened.insert(handle.id().partition, handle);
+                }
+            }
+            let mut partitions = Vec::with_capacity(usize::try_from(meta.partitions).unwrap_or(0));
+            for p in 0..meta.partitions {
+                let handle = held(p).or_else(|| opened.remove(&p));
+                match handle {
+                    Some(handle) if hosted(p) => {
+                        handle.set_config(config.clone());
+                        handle.set_delete_retention_ms(delete_retention_ms);
+                        partitions.push(Some(handle));
+                    }
+                    Some(handle) => {
+                        tracing::info!(topic = %meta.name, partition = p,
+                            "removing the replica moved off this broker");
+                        self.replicas.forget(handle.id())?;
+                        self.log.remove_partition(handle.id())?;
+                        partitions.push(None);
+                    }
+                    None => partitions.push(None),
+                }
+            }
+            if existing.is_none() {
+                let here = partitions.iter().flatten().count();
+                tracing::info!(topic = %meta.name, id = %meta.id, partitions = meta.partitions,
+                    replicas_here = here, "following topic");
+            }
+            // A name reused after a delete that this broker has not applied
+            // yet: the old topic goes first.
+            if let Some(old) = self.topic(&meta.name)
+                && old.meta.id != meta.id
+            {
+                self.forget_topic(&old)?;
+            }
+            self.register(meta, partitions)?;
+        }
+        // Storage no topic refers to here: a crash between a step above and
+        // the next left it.
+        for id in self.log.partitions() {
+            let referenced = self
+                .topic_by_id(id.topic_id)
+                .is_some_and(|state| state.local(id.partition).is_some());
+            if !referenced {
+                tracing::warn!(topic_id = %id.topic_id, partition = id.partition,
+                    "removing the storage of a partition this broker is not assigned");
+                self.replicas.forget(id)?;
+                self.log.remove_partition(id)?;
+            }
+        }
+        self.apply_replica_assignments()
+            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        self.follow_coordinators()
+    }
+
+    /// Drop a topic from the registry and remove its storage here.
+    fn forget_topic(&self, state: &TopicState) -> Result<(), ApiError> {
+        {
+            let mut by_name = write(&self.topics.by_name)?;
+            if by_name
+                .get(&state.meta.name)
+                .is_some_and(|t| t.meta.id == state.meta.id)
+            {
+                by_name.remove(&state.meta.name);
+            }
+        }
+        write(&self.topics.by_id)?.remove(&state.meta.id);
+        for (_, partition) in state.local_partitions() {
+            self.replicas.forget(partition.id())?;
+            self.log.remove_partition(partition.id())?;
+        }
+        Ok(())
     }
 
     /// Re-apply effective configs to every partition after broker-level defaults changed.
@@ -481,12 +657,28 @@ impl Broker {
             let config = topic_config::partition_config(&state.meta.configs, &defaults);
             let delete_retention_ms =
                 topic_config::delete_retention_ms(&state.meta.configs, &defaults);
-            for partition in &state.partitions {
+            for (_, partition) in state.local_partitions() {
                 partition.set_config(config.clone());
                 partition.set_delete_retention_ms(delete_retention_ms);
             }
         }
     }
+}
+
+/// Partition `index` of `state` as held here (see [`Broker::partition`]).
+pub(crate) fn local_partition(state: &TopicState, index: i32) -> Result<Partition, ApiError> {
+    if !(0..state.meta.partitions).contains(&index) {
+        return Err(ApiError::unknown_partition(&state.meta.name, index));
+    }
+    state.local(index).cloned().ok_or_else(|| {
+        ApiError::new(
+            ResponseError::NotLeaderOrFollower,
+            format!(
+                "this broker holds no replica of {}-{index}",
+                state.meta.name
+            ),
+        )
+    })
 }
 
 /// The registry for a reader that has no error to return: a lock a panic

@@ -113,18 +113,20 @@ pub struct ControllerConfig {
 
 impl ControllerConfig {
     /// Settings with Weir's default timings: heartbeats every 100 ms, an
-    /// election after 1 to 2 s without one (KRaft's
-    /// `controller.quorum.election.timeout.ms` is 1 s).
+    /// election after 0.5 to 1 s without one (KRaft's
+    /// `controller.quorum.election.timeout.ms` is 1 s; shorter here so a
+    /// failover that also loses the quorum's leader stays under 3 s), and
+    /// brokers fenced after 1.5 s without a heartbeat.
     pub fn new(node_id: u64, voters: BTreeMap<u64, String>, dir: PathBuf) -> Self {
         Self {
             node_id,
             voters,
             dir,
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(1000),
+            election_timeout: Duration::from_millis(500),
             write_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
-            broker_session_timeout: Duration::from_millis(9000),
+            broker_session_timeout: Duration::from_millis(1500),
         }
     }
 }

@@ -195,6 +195,10 @@ impl MetadataStore for RaftMetadataStore {
         }
     }
 
+    fn replicated(&self) -> bool {
+        true
+    }
+
     fn brokers(&self) -> Vec<BrokerInfo> {
         self.read(|s| s.brokers.values().cloned().collect())
     }

@@ -247,6 +247,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// so that ids are never reused after a restart.
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError>;
 
+    /// Whether the metadata is a cluster's, kept by a quorum: topics are
+    /// then created, grown and deleted by committing the change first and
+    /// following it on every broker (each holds storage only for the
+    /// partitions it is a replica of). A single node's store answers false:
+    /// its broker makes storage first and commits after.
+    fn replicated(&self) -> bool {
+        false
+    }
     /// The registered brokers, by id. Empty on a single node, which knows
     /// itself from its own settings.
     fn brokers(&self) -> Vec<BrokerInfo> {

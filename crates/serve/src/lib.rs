@@ -7,6 +7,7 @@
 //! ([`ServeError::Usage`], exit code 2), found before anything is bound or
 //! opened.
 
+mod cluster;
 mod data_dir_lock;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 use weir_broker::{ApiError, Broker, BrokerConfig, GroupConfig};
-use weir_metadata::{LocalMetadataStore, MetadataError};
+use weir_cluster::{Controller, ControllerConfig, RaftMetadataStore};
+use weir_metadata::{LocalMetadataStore, MetadataError, MetadataStore};
 use weir_server::ServerLimits;
 use weir_storage::{CommitLog, LogConfig, StorageError, SystemClock};
 
@@ -121,6 +123,36 @@ pub enum ServeError {
     /// The commit log could not be flushed on shutdown.
     #[error("could not flush the commit log on shutdown")]
     Shutdown(#[source] StorageError),
+    /// The controller listener could not bind.
+    #[error("cannot listen on {listen} (--controller-listen)")]
+    ControllerListen {
+        /// The address.
+        listen: String,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The node's part of the metadata quorum could not start.
+    #[error("cannot start the metadata quorum node in {}/raft", path.display())]
+    Quorum {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// Why.
+        source: weir_cluster::ClusterError,
+    },
+    /// The data folder belongs to the other kind of node.
+    #[error(
+        "{} holds the metadata of {held}, but this node was started as {wanted}; \
+         start it as it was, or use another --data-dir",
+        path.display()
+    )]
+    WrongKindOfNode {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// What the folder holds.
+        held: &'static str,
+        /// What the flags ask for.
+        wanted: &'static str,
+    },
 }
 
 impl ServeError {
@@ -295,6 +327,48 @@ pub struct ServeArgs {
     /// Repeatable; wins over the config file's [broker] table.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     set: Vec<(String, String)>,
+
+    /// This node's id in a cluster (Kafka's node.id); one of --voters when it
+    /// runs a controller. [default: 0]
+    #[arg(
+        long,
+        env = "WEIR_NODE_ID",
+        value_name = "ID",
+        help_heading = "Cluster"
+    )]
+    node_id: Option<u32>,
+
+    /// Every controller of the cluster's metadata quorum, as ID@HOST:PORT,...
+    /// (Kafka's controller.quorum.voters), the same on every node. Without
+    /// it the node is a one-node cluster of its own.
+    #[arg(
+        long,
+        env = "WEIR_VOTERS",
+        value_name = "ID@HOST:PORT,...",
+        help_heading = "Cluster"
+    )]
+    voters: Option<String>,
+
+    /// Address the controller listener binds (Raft and the controller's
+    /// requests between nodes). [default: this node's address in --voters]
+    #[arg(long, env = "WEIR_CONTROLLER_LISTEN", value_name = "HOST:PORT",
+          value_parser = parse_host_port, help_heading = "Cluster")]
+    controller_listen: Option<String>,
+
+    /// What this node runs (Kafka's process.roles): broker, controller, or
+    /// both as broker,controller. [default: broker,controller]
+    #[arg(
+        long,
+        env = "WEIR_PROCESS_ROLES",
+        value_name = "ROLES",
+        help_heading = "Cluster"
+    )]
+    process_roles: Option<String>,
+
+    /// This broker's rack (Kafka's broker.rack): replicas of a partition go
+    /// to different racks when they can.
+    #[arg(long, env = "WEIR_RACK", value_name = "RACK", help_heading = "Cluster")]
+    rack: Option<String>,
 }
 
 /// The optional TOML file.
@@ -311,6 +385,11 @@ struct FileConfig {
     flush_ms: Option<u64>,
     segment_bytes: Option<u64>,
     log_level: Option<String>,
+    node_id: Option<u32>,
+    voters: Option<String>,
+    controller_listen: Option<String>,
+    process_roles: Option<String>,
+    rack: Option<String>,
     #[serde(default)]
     broker: BTreeMap<String, toml::Value>,
 }
@@ -340,6 +419,55 @@ struct Settings {
     /// The network edge's limits (max.connections, connections.max.idle.ms,
     /// queued.max.response.bytes).
     server: ServerLimits,
+    /// `default.replication.factor`: replicas of a topic created without a
+    /// factor, or auto-created.
+    default_replication_factor: i16,
+    /// `replica.lag.time.max.ms`.
+    replica_lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`.
+    replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`.
+    replica_fetch_response_max_bytes: i32,
+    /// `controller.quorum.voters`, parsed; empty on a one-node cluster.
+    voters: BTreeMap<u64, String>,
+    /// `--controller-listen`.
+    controller_listen: Option<String>,
+    /// `process.roles`.
+    roles: Roles,
+    /// `broker.rack`.
+    rack: Option<String>,
+    /// `broker.session.timeout.ms`.
+    broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    broker_heartbeat_interval_ms: u64,
+}
+
+/// What a node runs (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Roles {
+    broker: bool,
+    controller: bool,
+}
+
+impl Roles {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for role in text.split(',').map(str::trim) {
+            match role {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => {
+                    return Err(format!(
+                        "unknown role '{other}': expected broker, controller or broker,controller"
+                    ));
+                }
+            }
+        }
+        Ok(roles)
+    }
 }
 
 impl Settings {
@@ -397,6 +525,18 @@ impl Settings {
             "log.segment.bytes",
             pick(args.segment_bytes, file.segment_bytes),
         );
+        named("node.id", pick(args.node_id, file.node_id));
+        named(
+            "controller.quorum.voters",
+            args.voters.clone().or(file.voters.clone()),
+        );
+        named(
+            "process.roles",
+            args.process_roles.clone().or(file.process_roles.clone()),
+        );
+        named("broker.rack", args.rack.clone().or(file.rack.clone()));
+        let file_controller_listen =
+            checked("controller_listen", file.controller_listen, parse_host_port)?;
 
         let mut settings = Settings {
             listen: args
@@ -424,10 +564,26 @@ impl Settings {
             log_defaults: BTreeMap::new(),
             group: GroupConfig::default(),
             server: ServerLimits::default(),
+            default_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
+            voters: BTreeMap::new(),
+            controller_listen: args.controller_listen.or(file_controller_listen),
+            roles: Roles {
+                broker: true,
+                controller: true,
+            },
+            rack: None,
+            // Shorter than Kafka's 9 s and 2 s: a dead leader's partitions
+            // move within about 2 s (docs/operations.md).
+            broker_session_timeout_ms: 1_500,
+            broker_heartbeat_interval_ms: 250,
         };
         for (key, value) in kafka {
             settings.apply(&key, &value)?;
         }
+        settings.check_cluster()?;
         Ok(settings)
     }
 
@@ -440,7 +596,26 @@ impl Settings {
         };
         let config = ConfigParser { key, value };
         match key {
-            "node.id" | "broker.id" => self.node_id = config.parse()?,
+            "node.id" | "broker.id" => self.node_id = config.at_least(0)?,
+            "controller.quorum.voters" => {
+                self.voters =
+                    weir_cluster::parse_voters(value).map_err(|e| refused(e.to_string()))?;
+            }
+            "process.roles" => self.roles = Roles::parse(value).map_err(refused)?,
+            "broker.rack" => {
+                let rack = value.trim();
+                self.rack = (!rack.is_empty()).then(|| rack.to_owned());
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = config.at_least(1)?,
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = config.at_least(1)?;
+            }
+            "default.replication.factor" => self.default_replication_factor = config.at_least(1)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = config.at_least(1)?,
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = config.at_least(1)?,
+            "replica.fetch.response.max.bytes" => {
+                self.replica_fetch_response_max_bytes = config.at_least(1)?;
+            }
             "num.partitions" => {
                 self.default_partitions = config.parse()?;
                 if self.default_partitions < 1 {
@@ -491,6 +666,9 @@ impl Settings {
             "offsets.topic.num.partitions" => {
                 self.group.offsets_topic_num_partitions = config.at_least(1)?;
             }
+            "offsets.topic.replication.factor" => {
+                self.group.offsets_topic_replication_factor = config.at_least(1)?;
+            }
             "offsets.retention.minutes" => {
                 self.group.offsets_retention_minutes = config.at_least(1)?;
             }
@@ -521,6 +699,57 @@ impl Settings {
                 weir_broker::validate_log_default(key, value).map_err(|e| refused(e.message))?;
                 self.log_defaults.insert(key.to_string(), value.to_string());
             }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// The cluster settings fit together: a controller is one of the
+    /// voters, and cluster-only settings need --voters.
+    fn check_cluster(&self) -> Result<(), SettingsError> {
+        let usage = |name: &str, value: String, reason: &str| SettingsError::BrokerConfigRefused {
+            key: name.to_owned(),
+            value,
+            reason: reason.to_owned(),
+        };
+        let roles = match (self.roles.broker, self.roles.controller) {
+            (true, true) => "broker,controller",
+            (true, false) => "broker",
+            _ => "controller",
+        };
+        if self.voters.is_empty() {
+            if roles != "broker,controller" {
+                return Err(usage(
+                    "process.roles",
+                    roles.to_owned(),
+                    "a node without --voters is a one-node cluster of its own and runs both roles",
+                ));
+            }
+            if let Some(listen) = &self.controller_listen {
+                return Err(usage(
+                    "controller_listen",
+                    listen.clone(),
+                    "needs --voters (a one-node cluster has no controller listener)",
+                ));
+            }
+            return Ok(());
+        }
+        let id = u64::try_from(self.node_id).unwrap_or(u64::MAX);
+        if self.roles.controller && !self.voters.contains_key(&id) {
+            return Err(usage(
+                "node.id",
+                self.node_id.to_string(),
+                "a controller's --node-id must be one of --voters",
+            ));
+        }
+        if !self.roles.controller {
+            return Err(usage(
+                "process.roles",
+                roles.to_owned(),
+                "broker-only nodes (learners of the quorum) are not supported yet; \
+                 run every node as broker,controller",
+            ));
         }
         Ok(())
     }
@@ -673,7 +902,15 @@ fn read_file_config(path: &Path) -> Result<FileConfig, SettingsError> {
 }
 
 fn init_logging(filter: &str) -> Result<(), ServeError> {
-    let filter = EnvFilter::try_new(filter).map_err(|source| ServeError::LogLevel {
+    // openraft narrates every vote and append at info; its warnings are what
+    // an operator needs, unless the filter asks for more by name.
+    let quiet = ["off", "error", "warn"].contains(&filter.to_ascii_lowercase().as_str());
+    let filter = if quiet || filter.contains("openraft") {
+        filter.to_owned()
+    } else {
+        format!("{filter},openraft=warn")
+    };
+    let filter = EnvFilter::try_new(&filter).map_err(|source| ServeError::LogLevel {
         filter: filter.to_owned(),
         source,
     })?;
@@ -726,22 +963,58 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
 
 async fn serve(settings: Settings) -> Result<(), ServeError> {
     let started = Instant::now();
+    let clustered = !settings.voters.is_empty();
     // Bind first, lock the data folder next: a start that cannot serve (the
     // port is taken, another broker holds the folder) fails before anything
     // in the folder is read, recovered or written.
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            listen: settings.listen.clone(),
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(ServeError::BoundAddress)?;
+    let listener = if settings.roles.broker {
+        Some(
+            tokio::net::TcpListener::bind(&settings.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    listen: settings.listen.clone(),
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
+    let controller_listener = if clustered {
+        let listen = settings.controller_address();
+        Some(
+            tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|source| ServeError::ControllerListen { listen, source })?,
+        )
+    } else {
+        None
+    };
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::CreateDataDir {
         path: settings.data_dir.clone(),
         source,
     })?;
     let lock = DataDirLock::acquire(&settings.data_dir)?;
     tracing::debug!(lock = %lock.path().display(), "locked the data folder");
+    settings.check_kind_of_node()?;
+
+    let controller = match controller_listener {
+        Some(controller_listener) => Some(start_controller(&settings, controller_listener).await?),
+        None => None,
+    };
+    let Some(listener) = listener else {
+        // A controller-only node: no broker, no commit log.
+        let controller = controller.ok_or(ServeError::Listener(std::io::Error::other(
+            "a node without the broker role runs a controller",
+        )))?;
+        println!("controller listening on {}", controller.local_addr());
+        shutdown_signal().await;
+        controller.shutdown().await;
+        drop(lock);
+        tracing::info!("shut down cleanly");
+        return Ok(());
+    };
+    let bound = listener.local_addr().map_err(ServeError::BoundAddress)?;
+
     let clock = Arc::new(SystemClock);
     let log_config = LogConfig {
         segment_bytes: settings.segment_bytes,
@@ -749,7 +1022,10 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         index_memory_bytes: settings.index_memory_bytes,
         ..LogConfig::default()
     };
-    let metadata_existed = LocalMetadataStore::exists(&settings.data_dir);
+    let metadata_existed = match &controller {
+        Some(_) => settings.data_dir.join(RAFT_DIR).exists(),
+        None => LocalMetadataStore::exists(&settings.data_dir),
+    };
     let (log, recovery) =
         CommitLog::open(&settings.data_dir, log_config, clock.clone()).map_err(|source| {
             ServeError::OpenLog {
@@ -772,27 +1048,65 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             partitions,
         });
     }
-    let metadata = Arc::new(
-        LocalMetadataStore::open(&settings.data_dir).map_err(|source| {
-            ServeError::OpenMetadata {
-                path: settings.data_dir.clone(),
-                source,
-            }
-        })?,
-    );
 
     let (advertised_host, advertised_port) = advertised(&settings, bound)?;
+    let registration = cluster::Registration {
+        id: settings.node_id,
+        host: advertised_host.clone(),
+        port: advertised_port,
+        rack: settings.rack.clone(),
+    };
+    // A cluster node follows the quorum's metadata: once it has applied all
+    // of it (a restarted node's copy may trail), registered, and taken the
+    // change feed from that point on.
+    let (metadata, epoch, changes): (Arc<dyn MetadataStore>, _, _) = match &controller {
+        Some(controller) => {
+            tokio::select! {
+                () = cluster::wait_for_quorum(controller) => {}
+                () = shutdown_signal() => {
+                    controller.shutdown().await;
+                    log.shutdown().map_err(ServeError::Shutdown)?;
+                    return Ok(());
+                }
+            }
+            let epoch = cluster::register(controller, &registration).await;
+            let changes = controller.changes();
+            let store =
+                RaftMetadataStore::new(controller.clone(), tokio::runtime::Handle::current());
+            (
+                Arc::new(store),
+                Arc::new(std::sync::atomic::AtomicI64::new(epoch)),
+                Some(changes),
+            )
+        }
+        None => (
+            Arc::new(
+                LocalMetadataStore::open(&settings.data_dir).map_err(|source| {
+                    ServeError::OpenMetadata {
+                        path: settings.data_dir.clone(),
+                        source,
+                    }
+                })?,
+            ),
+            Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            None,
+        ),
+    };
 
     let config = BrokerConfig {
         node_id: settings.node_id,
         advertised_host,
         advertised_port,
         default_partitions: settings.default_partitions,
+        default_replication_factor: settings.default_replication_factor,
         auto_create_topics: settings.auto_create_topics,
         max_partitions: settings.max_partitions,
         max_request_bytes: settings.max_request_bytes,
         log_defaults: settings.log_defaults.clone(),
         group: settings.group.clone(),
+        replica_lag_time_max_ms: settings.replica_lag_time_max_ms,
+        replica_fetch_max_bytes: settings.replica_fetch_max_bytes,
+        replica_fetch_response_max_bytes: settings.replica_fetch_response_max_bytes,
         ..BrokerConfig::default()
     };
     // Loading replays `__consumer_offsets` from disk: off the workers.
@@ -803,6 +1117,18 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             .map_err(ServeError::LoadTask)?
             .map_err(ServeError::LoadTopics)?,
     );
+    let mut cluster_tasks = Vec::new();
+    if let (Some(controller), Some(changes)) = (&controller, changes) {
+        cluster_tasks.push(cluster::spawn_follower(changes, broker.clone()));
+        cluster_tasks.push(cluster::spawn_heartbeats(
+            controller.clone(),
+            broker.clone(),
+            registration.clone(),
+            epoch.clone(),
+            Duration::from_millis(settings.broker_heartbeat_interval_ms),
+            Duration::from_millis(settings.broker_session_timeout_ms),
+        ));
+    }
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
         ..settings.server.clone()
@@ -810,6 +1136,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
 
     // Scripts and tests read this line to learn the port.
     println!("listening on {bound}");
+    if let Some(controller) = &controller {
+        println!("controller listening on {}", controller.local_addr());
+    }
     tracing::info!(
         listen = %bound,
         data_dir = %settings.data_dir.display(),
@@ -821,16 +1150,98 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         log.clone(),
         Duration::from_millis(settings.retention_check_interval_ms),
     ));
-    let served = weir_server::serve(listener, broker, limits, shutdown_signal()).await;
+    // A cluster's broker hands its leaderships over before it stops serving.
+    let stopping = {
+        let controller = controller.clone();
+        let epoch = epoch.clone();
+        let id = settings.node_id;
+        async move {
+            shutdown_signal().await;
+            if let Some(controller) = controller {
+                let epoch = epoch.load(std::sync::atomic::Ordering::SeqCst);
+                cluster::controlled_shutdown(&controller, id, epoch).await;
+            }
+        }
+    };
+    let served = weir_server::serve(listener, broker, limits, stopping).await;
     maintenance.abort();
+    for task in cluster_tasks {
+        task.abort();
+    }
     tracing::info!("listener closed; flushing the commit log");
     let closed = log.shutdown();
+    if let Some(controller) = &controller {
+        controller.shutdown().await;
+    }
     served.map_err(ServeError::Listener)?;
     closed.map_err(ServeError::Shutdown)?;
     // Released only once the log is closed: no other broker may open it earlier.
     drop(lock);
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The folder under the data folder holding a cluster node's Raft log,
+/// vote and snapshot.
+const RAFT_DIR: &str = "raft";
+
+/// Start this node's part of the metadata quorum on `listener`.
+async fn start_controller(
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+) -> Result<Arc<Controller>, ServeError> {
+    let id = u64::try_from(settings.node_id).unwrap_or(u64::MAX);
+    let mut config = ControllerConfig::new(
+        id,
+        settings.voters.clone(),
+        settings.data_dir.join(RAFT_DIR),
+    );
+    config.broker_session_timeout = Duration::from_millis(settings.broker_session_timeout_ms);
+    Controller::start(config, listener)
+        .await
+        .map_err(|source| ServeError::Quorum {
+            path: settings.data_dir.clone(),
+            source,
+        })
+}
+
+impl Settings {
+    /// Where the controller listener binds: `--controller-listen`, else this
+    /// node's address in `--voters`.
+    fn controller_address(&self) -> String {
+        self.controller_listen.clone().unwrap_or_else(|| {
+            u64::try_from(self.node_id)
+                .ok()
+                .and_then(|id| self.voters.get(&id).cloned())
+                .unwrap_or_else(|| "127.0.0.1:9093".to_owned())
+        })
+    }
+
+    /// A data folder keeps the kind of node it was made by: a one-node
+    /// cluster's metadata (`meta/`) or a cluster node's (`raft/`). Taking
+    /// one for the other would start with no topics and remove the
+    /// partitions' storage as unreferenced.
+    fn check_kind_of_node(&self) -> Result<(), ServeError> {
+        let clustered = !self.voters.is_empty();
+        let local = LocalMetadataStore::exists(&self.data_dir);
+        let raft = self.data_dir.join(RAFT_DIR).exists();
+        let wrong = |held, wanted| ServeError::WrongKindOfNode {
+            path: self.data_dir.clone(),
+            held,
+            wanted,
+        };
+        match (clustered, local, raft) {
+            (true, true, _) => Err(wrong(
+                "a one-node cluster (meta/)",
+                "a node of a cluster (--voters)",
+            )),
+            (false, _, true) => Err(wrong(
+                "a node of a cluster (raft/)",
+                "a one-node cluster (no --voters)",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The host and port clients are told to use.

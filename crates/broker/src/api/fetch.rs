@@ -208,23 +208,28 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
         .into_iter()
         .map(|p| {
             let partition = state.as_ref().map_err(Clone::clone).and_then(|state| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| state.partitions.get(i).cloned())
-                    .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, p.partition))
+                if (0..state.meta.partitions).contains(&p.partition) {
+                    Ok((state, p.partition))
+                } else {
+                    Err(ApiError::unknown_partition(&state.meta.name, p.partition))
+                }
             });
             let mut current_leader = None;
             let mut leader_endpoint = None;
-            let partition = partition.and_then(|partition| {
+            let partition = partition.and_then(|(state, index)| {
+                let id = weir_storage::PartitionId {
+                    topic_id: state.meta.id,
+                    partition: index,
+                };
                 // A follower's fetch is recorded (it moves the high
                 // watermark); anyone else reads only from the leader.
                 let leadership = if replica_id >= 0 {
                     broker
                         .replicas
-                        .follower_fetched(partition.id(), replica_id, p.fetch_offset)
+                        .follower_fetched(id, replica_id, p.fetch_offset)
                         .err()
                 } else {
-                    match broker.replicas.leadership(partition.id()) {
+                    match broker.replicas.leadership(id) {
                         Leadership::Leader { .. } => None,
                         not => Some(not),
                     }
@@ -251,6 +256,7 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                     }
                     return Err(not_leader(&not, replica_id));
                 }
+                let partition = crate::topics::local_partition(state, index)?;
                 if version >= LEADER_EPOCH_VERSION {
                     let epoch = partition.leader_epoch();
                     let checked = check_current_leader_epoch(p.current_leader_epoch, epoch);

@@ -1,13 +1,17 @@
 //! FindCoordinator: which broker coordinates a group. On a single broker it
-//! is always this one; the batched form (v4+) answers each key on its own.
+//! is always this one; on a cluster, the leader of the group's
+//! `__consumer_offsets` partition. The batched form (v4+) answers each key
+//! on its own.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
 use crate::error::ApiError;
-use crate::{Broker, HandlerError, RequestContext};
+use crate::{Broker, HandlerError, RequestContext, blocking};
 
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -19,14 +23,10 @@ const BATCHED_VERSION: i16 = 4;
 const COORDINATOR_KEYS_MAX: usize = 10_000;
 
 pub(crate) async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, HandlerError> {
-    let config = broker.config();
-    let node = BrokerId(config.node_id);
-    let host = StrBytes::from_string(config.advertised_host.clone());
-    let port = config.advertised_port;
     // v0 has no key type: it always asks for a group.
     let key_type = if ctx.version >= 1 {
         req.key_type
@@ -40,16 +40,28 @@ pub(crate) async fn handle(
                 req.coordinator_keys.len()
             )));
         }
-        let coordinators = req
-            .coordinator_keys
+        let keys = req.coordinator_keys;
+        // On a cluster the answer may create the offsets topic through the
+        // metadata quorum: off the async workers.
+        let found = blocking::run({
+            let broker = broker.clone();
+            let keys = keys.clone();
+            move || {
+                keys.iter()
+                    .map(|key| find(&broker, key_type, key))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .await?;
+        let coordinators = keys
             .into_iter()
-            .map(|key| {
-                let found = check(key_type, &key);
+            .zip(found)
+            .map(|(key, found)| {
                 let coordinator = Coordinator::default().with_key(key);
                 match found {
-                    Ok(()) => coordinator
-                        .with_node_id(node)
-                        .with_host(host.clone())
+                    Ok((node, host, port)) => coordinator
+                        .with_node_id(BrokerId(node))
+                        .with_host(StrBytes::from_string(host))
                         .with_port(port)
                         .with_error_code(0),
                     Err(err) => coordinator
@@ -65,13 +77,18 @@ pub(crate) async fn handle(
             .with_throttle_time_ms(0)
             .with_coordinators(coordinators));
     }
+    let found = blocking::run({
+        let broker = broker.clone();
+        move || find(&broker, key_type, &req.key)
+    })
+    .await?;
     let response = FindCoordinatorResponse::default().with_throttle_time_ms(0);
-    Ok(match check(key_type, &req.key) {
-        Ok(()) => response
+    Ok(match found {
+        Ok((node, host, port)) => response
             .with_error_code(0)
             .with_error_message(None)
-            .with_node_id(node)
-            .with_host(host)
+            .with_node_id(BrokerId(node))
+            .with_host(StrBytes::from_string(host))
             .with_port(port),
         Err(err) => response
             .with_error_code(err.code())
@@ -80,6 +97,12 @@ pub(crate) async fn handle(
             .with_host(StrBytes::default())
             .with_port(-1),
     })
+}
+
+/// The coordinator of `key`: its id, host and port.
+fn find(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, String, i32), ApiError> {
+    check(key_type, key)?;
+    broker.group_coordinator(key)
 }
 
 fn check(key_type: i8, key: &str) -> Result<(), ApiError> {

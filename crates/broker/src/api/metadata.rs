@@ -278,10 +278,7 @@ fn describe(
 ) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|index| {
-            let local_epoch = usize::try_from(index)
-                .ok()
-                .and_then(|i| state.partitions.get(i))
-                .map_or(0, |p| p.leader_epoch());
+            let local_epoch = state.local(index).map_or(0, |p| p.leader_epoch());
             let Some(a) = meta.assignment(index, node.0) else {
                 return MetadataResponsePartition::default()
                     .with_error_code(ResponseError::UnknownTopicOrPartition.code())

@@ -292,12 +292,15 @@ fn check(
     acks: i16,
     broker_defaults: &std::collections::BTreeMap<String, String>,
 ) -> Result<(Partition, Bytes, usize), Refused> {
-    let partition = usize::try_from(index)
-        .ok()
-        .and_then(|i| state.partitions.get(i))
-        .ok_or_else(|| ApiError::unknown_partition(&state.meta.name, index))?;
+    if !(0..state.meta.partitions).contains(&index) {
+        return Err(ApiError::unknown_partition(&state.meta.name, index).into());
+    }
+    let id = weir_storage::PartitionId {
+        topic_id: state.meta.id,
+        partition: index,
+    };
     let min_isr = topic_config::min_insync_replicas(&state.meta.configs, broker_defaults);
-    match broker.replicas.leadership(partition.id()) {
+    match broker.replicas.leadership(id) {
         Leadership::NotLeader {
             leader,
             leader_epoch,
@@ -334,6 +337,7 @@ fn check(
         }
         Leadership::Leader { .. } => {}
     }
+    let partition = crate::topics::local_partition(state, index)?;
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::InvalidRecord, "no record batch to append"))?;
@@ -347,7 +351,7 @@ fn check(
     if partition.config().compact {
         check_keys(&state.meta.name, index, &records)?;
     }
-    Ok((partition.clone(), records, min_isr))
+    Ok((partition, records, min_isr))
 }
 
 /// A compacted topic keeps the newest value per key, so a record without a

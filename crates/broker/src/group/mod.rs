@@ -99,7 +99,7 @@ impl GroupCoordinator {
 
     /// Make one shard per partition of `__consumer_offsets` and load each
     /// from its partition.
-    pub(crate) fn load(&self, partitions: Vec<Partition>) -> Result<(), LoadError> {
+    pub(crate) fn load(&self, partitions: Vec<Option<Partition>>) -> Result<(), LoadError> {
         let count = partitions.len().max(1);
         // `groups_max` bounds the whole coordinator; each shard holds its share.
         let shard_config = GroupConfig {
@@ -115,7 +115,11 @@ impl GroupCoordinator {
                 shard_config.clone(),
                 self.clock.clone(),
             ));
-            loaded += shard.load(partition)?;
+            // A partition held elsewhere (a cluster's) starts unloaded: its
+            // shard answers NOT_COORDINATOR until this broker leads it.
+            if let Some(partition) = partition {
+                loaded += shard.load(partition)?;
+            }
             shards.push(shard);
         }
         if loaded > 0 {
@@ -125,8 +129,15 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Whether shard `index` coordinates its groups now.
+    fn shard_loaded(&self, index: i32) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.shards().get(i))
+            .is_some_and(|shard| shard.is_loaded())
+    }
+
     /// Stop coordinating the groups of one partition (its leadership moved).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn unload_shard(&self, index: i32) {
         if let Some(shard) = usize::try_from(index)
             .ok()
@@ -138,7 +149,6 @@ impl GroupCoordinator {
 
     /// Coordinate the groups of one partition again, replaying it (from
     /// disk: call it where blocking is allowed).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn load_shard(&self, index: i32, partition: Partition) -> Result<(), LoadError> {
         let shard = usize::try_from(index)
             .ok()
@@ -482,6 +492,11 @@ impl crate::Broker {
     /// Create `__consumer_offsets` if it is missing (compacted, with
     /// `offsets.topic.num.partitions` partitions) and load every group from it.
     pub(crate) fn load_groups(&self) -> Result<(), crate::ApiError> {
+        // A cluster's coordinators follow leadership (follow_coordinators),
+        // and its offsets topic is made on first use, once brokers are up.
+        if self.metadata.replicated() {
+            return self.follow_coordinators();
+        }
         let state = match self.topic(OFFSETS_TOPIC) {
             Some(state) => state,
             None => {
@@ -500,6 +515,119 @@ impl crate::Broker {
         self.groups
             .load(state.partitions.clone())
             .map_err(|e| crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string()))
+    }
+
+    /// On a cluster: coordinate the groups of each `__consumer_offsets`
+    /// partition this broker leads, and only those. A shard is replayed
+    /// from the local replica when its leadership arrives (which holds
+    /// every commit acknowledged, since commits wait for the ISR) and
+    /// unloaded when it leaves; FindCoordinator sends clients to the
+    /// partition's leader. Blocks on file I/O.
+    pub(crate) fn follow_coordinators(&self) -> Result<(), crate::ApiError> {
+        let Some(state) = self.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        if self.groups.shards.get().is_none() {
+            let unloaded = vec![None; usize::try_from(state.meta.partitions).unwrap_or(0)];
+            self.groups.load(unloaded).map_err(|e| {
+                crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+            })?;
+        }
+        for index in 0..state.meta.partitions {
+            let led = state.local(index).filter(|p| {
+                matches!(
+                    self.replicas.leadership(p.id()),
+                    crate::replica::Leadership::Leader { .. }
+                )
+            });
+            match (led, self.groups.shard_loaded(index)) {
+                (Some(partition), false) => {
+                    self.groups
+                        .load_shard(index, partition.clone())
+                        .map_err(|e| {
+                            crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+                        })?;
+                    tracing::info!(
+                        partition = index,
+                        "now coordinating the groups of {OFFSETS_TOPIC}-{index}"
+                    );
+                }
+                (None, true) => {
+                    self.groups.unload_shard(index);
+                    tracing::info!(
+                        partition = index,
+                        "no longer coordinating the groups of {OFFSETS_TOPIC}-{index}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker coordinating `group`: this one on a single node; on a
+    /// cluster the leader of the group's `__consumer_offsets` partition, as
+    /// `(id, host, port)`. A cluster makes the offsets topic on first use,
+    /// with `offsets.topic.replication.factor` replicas: until enough
+    /// brokers are up, or while the partition has no leader, the answer is
+    /// COORDINATOR_NOT_AVAILABLE and the client retries. Blocks on the
+    /// metadata quorum when it creates the topic.
+    pub(crate) fn group_coordinator(
+        &self,
+        group: &str,
+    ) -> Result<(i32, String, i32), crate::ApiError> {
+        let me = (
+            self.config.node_id,
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        );
+        if !self.metadata.replicated() {
+            return Ok(me);
+        }
+        let unavailable =
+            |why: String| crate::ApiError::new(ResponseError::CoordinatorNotAvailable, why);
+        let meta = match self.metadata.topic(OFFSETS_TOPIC) {
+            Some(meta) => meta,
+            None => {
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("flush.messages".to_string(), "1".to_string()),
+                ]);
+                let config = self.groups.config();
+                match self.create_topic(
+                    OFFSETS_TOPIC,
+                    config.offsets_topic_num_partitions,
+                    config.offsets_topic_replication_factor,
+                    configs,
+                    false,
+                ) {
+                    Ok(meta) => meta,
+                    Err(err) if err.code == ResponseError::TopicAlreadyExists => self
+                        .metadata
+                        .topic(OFFSETS_TOPIC)
+                        .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} is being changed")))?,
+                    Err(err) => {
+                        return Err(unavailable(format!(
+                            "cannot create {OFFSETS_TOPIC}: {}",
+                            err.message
+                        )));
+                    }
+                }
+            }
+        };
+        let index = records::partition_for(group, meta.partitions);
+        let leader = meta
+            .assignment(index, self.config.node_id)
+            .map_or(weir_metadata::NO_LEADER, |a| a.leader);
+        if leader == self.config.node_id {
+            return Ok(me);
+        }
+        self.metadata
+            .brokers()
+            .into_iter()
+            .find(|b| b.id == leader && !b.fenced)
+            .map(|b| (b.id, b.host, b.port))
+            .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{index} has no leader now")))
     }
 
     /// The group coordinator.

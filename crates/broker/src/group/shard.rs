@@ -166,10 +166,13 @@ impl Shard {
         Ok(applied)
     }
 
+    /// Whether this shard coordinates its groups now.
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.lock().partition.is_some()
+    }
+
     /// Stop coordinating this partition's groups: parked requests are
     /// answered NOT_COORDINATOR and the groups leave memory (the log keeps them).
-    // The cluster work calls this when the partition's leadership moves away.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn unload(&self) {
         let mut inner = self.lock();
         inner.partition = None;

@@ -17,12 +17,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use weir_storage::{DurableWait, Partition};
+use weir_storage::{AckWait, Partition};
 
 use super::OFFSETS_TOPIC;
 
-/// What writing one change's records came to: their durability waits.
-type Written = Result<Vec<DurableWait>, String>;
+/// What writing one change's records came to: their waits for the high
+/// watermark, which passes them once they are durable here and, on a
+/// cluster, on every in-sync replica (what a commit acknowledged must
+/// survive: a coordinator moving to another replica reads them there).
+type Written = Result<Vec<AckWait>, String>;
 
 /// The records one change queued; resolves once they are in the log.
 pub(crate) struct Appending(Option<oneshot::Receiver<Written>>);
@@ -156,7 +159,7 @@ impl RecordWriter {
             let outcome = partition
                 .append(payload)
                 .map_err(|e| format!("append to {OFFSETS_TOPIC}-{}: {e}", self.index))?;
-            waits.push(outcome.durable);
+            waits.push(outcome.ack_wait(true));
         }
         Ok(waits)
     }

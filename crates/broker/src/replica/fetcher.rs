@@ -50,6 +50,10 @@ const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// (Kafka's `replica.fetch.backoff.ms` and `reconnect.backoff.max.ms`).
 const BACKOFF_MS_MIN: u64 = 100;
 const BACKOFF_MS_MAX: u64 = 1_000;
+/// How long a partition waits before asking again when its leader answered
+/// that it does not know the partition's current leadership yet (it has not
+/// applied the same metadata: Kafka's `replica.fetch.backoff.ms`).
+const PARTITION_RETRY_MS: u64 = 1_000;
 /// The largest response frame accepted beyond the fetch size itself
 /// (headers and per-partition fields of the answer).
 const RESPONSE_OVERHEAD_BYTES_MAX: usize = 1 << 20;
@@ -72,6 +76,48 @@ pub(crate) struct Followed {
     pub partition: Partition,
     pub leader_epoch: i32,
     pub state: FollowState,
+    /// Not asked about again before this (its leader was behind on the
+    /// metadata at the last try).
+    pub retry_at: Option<tokio::time::Instant>,
+}
+
+/// Whether a leader's error for a partition means it has not applied the
+/// metadata this follower has (it will soon): ask again after a pause.
+/// Anything else stops following until the next assignment. A fenced epoch
+/// means this follower is the one behind; the change feed brings the new
+/// assignment.
+fn leader_behind(code: Option<ResponseError>) -> bool {
+    matches!(
+        code,
+        Some(
+            ResponseError::NotLeaderOrFollower
+                | ResponseError::UnknownLeaderEpoch
+                | ResponseError::UnknownTopicId
+                | ResponseError::UnknownTopicOrPartition
+        )
+    )
+}
+
+/// Pause a followed partition after its leader answered `code`, or stop
+/// following it; says which in the log.
+fn refused(shared: &Shared, f: &Followed, code: i16, what: &str) {
+    let id = f.partition.id();
+    let error = ResponseError::try_from_code(code);
+    if leader_behind(error) {
+        tracing::debug!(topic = %f.topic, partition = id.partition, ?error,
+            "the leader is not ready for this partition yet ({what}); asking again shortly");
+        if let Ok(mut partitions) = lock(&shared.partitions)
+            && let Some(followed) = partitions.get_mut(&id)
+            && followed.leader_epoch == f.leader_epoch
+        {
+            followed.retry_at =
+                Some(tokio::time::Instant::now() + Duration::from_millis(PARTITION_RETRY_MS));
+        }
+    } else {
+        tracing::warn!(topic = %f.topic, partition = id.partition, ?error, code,
+            "the leader refused {what}; following stops until the next assignment");
+        set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+    }
 }
 
 #[derive(Default)]
@@ -175,7 +221,17 @@ async fn session(
     let mut conn = Connection::open(endpoint, response_bytes_max).await?;
     *backoff_ms = BACKOFF_MS_MIN;
     loop {
-        let followed: Vec<Followed> = lock(&shared.partitions)?.values().cloned().collect();
+        let now = tokio::time::Instant::now();
+        let all: Vec<Followed> = lock(&shared.partitions)?.values().cloned().collect();
+        let next_retry = all
+            .iter()
+            .filter_map(|f| f.retry_at)
+            .filter(|at| *at > now)
+            .min();
+        let followed: Vec<Followed> = all
+            .into_iter()
+            .filter(|f| f.retry_at.is_none_or(|at| at <= now))
+            .collect();
         let truncating: Vec<&Followed> = followed
             .iter()
             .filter(|f| f.state == FollowState::Truncate)
@@ -189,7 +245,15 @@ async fn session(
             .filter(|f| f.state == FollowState::Fetch)
             .collect();
         if fetching.is_empty() {
-            shared.wake.notified().await;
+            match next_retry {
+                Some(at) => {
+                    tokio::select! {
+                        () = shared.wake.notified() => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => shared.wake.notified().await,
+            }
             continue;
         }
         fetch(settings, &mut conn, shared, &fetching).await?;
@@ -269,9 +333,7 @@ async fn truncate(
             };
             let id = f.partition.id();
             if answer.error_code != 0 {
-                tracing::warn!(topic = %f.topic, partition = id.partition, code = answer.error_code,
-                    "the leader refused OffsetForLeaderEpoch; following stops until the next assignment");
-                set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+                refused(shared, f, answer.error_code, "OffsetForLeaderEpoch");
                 continue;
             }
             let offsets = f.partition.offsets();
@@ -378,22 +440,7 @@ async fn fetch(
             };
             let id = f.partition.id();
             if data.error_code != 0 {
-                let code = ResponseError::try_from_code(data.error_code);
-                let stops = matches!(
-                    code,
-                    Some(
-                        ResponseError::FencedLeaderEpoch
-                            | ResponseError::NotLeaderOrFollower
-                            | ResponseError::UnknownLeaderEpoch
-                            | ResponseError::OffsetOutOfRange
-                            | ResponseError::UnknownTopicId
-                    )
-                );
-                if stops {
-                    tracing::warn!(topic = %f.topic, partition = id.partition, error = ?code,
-                        "the leader refused a replica fetch; following stops until the next assignment");
-                    set_state(shared, id, f.leader_epoch, FollowState::Stopped);
-                }
+                refused(shared, f, data.error_code, "a replica fetch");
                 continue;
             }
             let records = data.records.unwrap_or_default();

@@ -221,6 +221,7 @@ impl ReplicaManager {
                     partition: partition.clone(),
                     leader_epoch: assignment.leader_epoch,
                     state: fetcher::FollowState::Truncate,
+                    retry_at: None,
                 },
             )?;
         }
@@ -321,6 +322,12 @@ impl ReplicaManager {
             };
         };
         match roles.get(&id) {
+            // A cluster's partition with no role here is led elsewhere (or
+            // this broker has not applied its assignment yet).
+            None if self.metadata.replicated() => {
+                drop(roles);
+                self.led_elsewhere(id)
+            }
             None => Leadership::Leader { isr: 1 },
             Some(Role::Leader(l)) => Leadership::Leader { isr: l.isr.len() },
             Some(Role::Follower {
@@ -331,6 +338,28 @@ impl ReplicaManager {
                 leader: *leader,
                 leader_epoch: *leader_epoch,
                 endpoint: endpoint.clone(),
+            },
+        }
+    }
+
+    /// The leadership of a partition this broker has no role for, as the
+    /// metadata assigns it.
+    fn led_elsewhere(&self, id: PartitionId) -> Leadership {
+        let assignment = self
+            .metadata
+            .topic_by_id(id.topic_id)
+            .and_then(|meta| meta.assignment(id.partition, self.settings.node_id));
+        match assignment {
+            Some(a) if a.leader != self.settings.node_id => Leadership::NotLeader {
+                leader: a.leader,
+                leader_epoch: a.leader_epoch,
+                endpoint: endpoint_of(&self.metadata.brokers(), a.leader),
+            },
+            // Assigned here but not applied yet: nobody to send the client to.
+            _ => Leadership::NotLeader {
+                leader: NO_LEADER,
+                leader_epoch: -1,
+                endpoint: None,
             },
         }
     }
@@ -574,7 +603,7 @@ impl crate::Broker {
             if meta.assignments.is_empty() {
                 continue;
             }
-            for (index, partition) in (0..).zip(&state.partitions) {
+            for (index, partition) in state.local_partitions() {
                 if let Some(a) = meta.assignment(index, self.config.node_id) {
                     self.replicas.apply(&meta.name, partition, &a, &brokers)?;
                 }
