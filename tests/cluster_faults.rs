@@ -17,9 +17,9 @@
 //!    again, wait for a full ISR before the next.
 //! 4. A network partition: the link of a partition's leader goes down. It
 //!    must stop acknowledging acks=all writes (a producer inside its
-//!    namespace, the only client that still reaches it, gets no
-//!    acknowledgement while the link is down) and the majority elects a new
-//!    leader. After healing, leadership is moved back to it, so the final
+//!    namespace, the only client that still reaches it, must still be
+//!    waiting for its acknowledgement when the link comes back) and the
+//!    majority elects a new leader. After healing, leadership is moved back to it, so the final
 //!    read goes through its log: a divergent tail would show there.
 //! 5. The link of every node in turn, which includes the metadata quorum's
 //!    leader (recorded before each cut; if the leadership moved so that no
@@ -28,7 +28,9 @@
 //!
 //! After each fault the cluster must come back, within a bounded time, to a
 //! full ISR on which every node agrees, the group's acknowledged commits
-//! must have survived, and producers must be acknowledged again. At the end
+//! must have survived (the committed offsets read back are no lower, and
+//! the group member was never moved back below one: a lost commit or an
+//! offset reset would do that), and producers must be acknowledged again. At the end
 //! of each test the producers stop, a read_committed consumer reads
 //! everything back, and the history checker (tests/common/history.rs)
 //! verifies that every acknowledged record is read exactly once, at its
@@ -391,13 +393,28 @@ fn produce(
 }
 
 /// A consumer group member consuming [`TOPIC`] and committing its position
-/// while the faults run; remembers the last offsets whose commit was
-/// acknowledged.
+/// while the faults run; remembers the last offset of each partition whose
+/// commit was acknowledged, and every time it was moved back below one.
 struct GroupCommits {
-    committed: Arc<Mutex<BTreeMap<i32, i64>>>,
+    state: Arc<Mutex<GroupState>>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<anyhow::Result<usize>>,
 }
+
+/// What the group member saw.
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Per partition, the last offset whose commit was acknowledged.
+    committed: BTreeMap<i32, i64>,
+    /// Reads below an acknowledged commit: the member was moved back past
+    /// what the group had committed (a commit lost, or a reset).
+    rewinds: Vec<String>,
+    /// The first errors the consumer reported (for the failure message).
+    errors: Vec<String>,
+}
+
+/// Consumer errors (and rewinds) kept for a failure message.
+const GROUP_ERRORS_KEPT_MAX: usize = 20;
 
 impl GroupCommits {
     fn start(bootstrap: &str, time_max: Duration) -> anyhow::Result<Self> {
@@ -405,16 +422,14 @@ impl GroupCommits {
         config.set("session.timeout.ms", "6000");
         let consumer: BaseConsumer = config.create()?;
         consumer.subscribe(&[TOPIC])?;
-        let committed = Arc::new(Mutex::new(BTreeMap::new()));
+        let state = Arc::new(Mutex::new(GroupState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (committed, stop) = (committed.clone(), stop.clone());
-            std::thread::spawn(move || {
-                commit_while_consuming(&consumer, &committed, &stop, time_max)
-            })
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || commit_while_consuming(&consumer, &state, &stop, time_max))
         };
         Ok(Self {
-            committed,
+            state,
             stop,
             thread,
         })
@@ -422,15 +437,38 @@ impl GroupCommits {
 
     /// The offsets whose commit was acknowledged so far.
     fn acknowledged(&self) -> BTreeMap<i32, i64> {
-        lock(&self.committed).clone()
+        lock(&self.state).committed.clone()
+    }
+
+    /// Fail if the member was ever moved back below an acknowledged commit.
+    fn check_no_rewind(&self, when: &str) -> anyhow::Result<()> {
+        let state = lock(&self.state);
+        if state.rewinds.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "{when}: the group member was moved back below acknowledged commits:\n  {}\nconsumer errors: {:?}",
+            state.rewinds.join("\n  "),
+            state.errors
+        )
     }
 
     /// Stop; how many commits were acknowledged.
     fn finish(self) -> anyhow::Result<usize> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread
+        let thread = self.thread;
+        let commits = thread
             .join()
-            .map_err(|_| anyhow::anyhow!("the group consumer thread panicked"))?
+            .map_err(|_| anyhow::anyhow!("the group consumer thread panicked"))??;
+        let state = lock(&self.state);
+        if !state.rewinds.is_empty() {
+            bail!(
+                "the group member was moved back below acknowledged commits:\n  {}\nconsumer errors: {:?}",
+                state.rewinds.join("\n  "),
+                state.errors
+            );
+        }
+        Ok(commits)
     }
 }
 
@@ -444,9 +482,11 @@ fn group_config(bootstrap: &str) -> ClientConfig {
 
 /// Consume and commit the position every [`COMMIT_INTERVAL`] until `stop`;
 /// a commit that fails (the coordinator moves) is simply retried later.
+/// Each partition is committed on its own: librdkafka reports a commit of
+/// several partitions as a success when only some of them failed.
 fn commit_while_consuming(
     consumer: &BaseConsumer,
-    committed: &Mutex<BTreeMap<i32, i64>>,
+    state: &Mutex<GroupState>,
     stop: &AtomicBool,
     time_max: Duration,
 ) -> anyhow::Result<usize> {
@@ -455,20 +495,44 @@ fn commit_while_consuming(
     let mut commits = 0;
     let start = Instant::now();
     while !stop.load(Ordering::SeqCst) && start.elapsed() < time_max {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            position.insert(message.partition(), message.offset() + 1);
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let (p, offset) = (message.partition(), message.offset());
+                let mut state = lock(state);
+                // Reading again from the last acknowledged commit after a
+                // rebalance is at-least-once; from below it is not.
+                let next = position.get(&p).copied().unwrap_or(-1);
+                if let Some(&committed) = state.committed.get(&p)
+                    && offset < committed
+                    && offset < next
+                    && state.rewinds.len() < GROUP_ERRORS_KEPT_MAX
+                {
+                    state.rewinds.push(format!(
+                        "partition {p}: read offset {offset} after {}, below the acknowledged commit {committed}",
+                        next - 1
+                    ));
+                }
+                position.insert(p, offset + 1);
+            }
+            Some(Err(err)) => {
+                let mut state = lock(state);
+                if state.errors.len() < GROUP_ERRORS_KEPT_MAX {
+                    state.errors.push(err.to_string());
+                }
+            }
+            None => {}
         }
         if last_commit.elapsed() < COMMIT_INTERVAL || position.is_empty() {
             continue;
         }
         last_commit = Instant::now();
-        let mut offsets = TopicPartitionList::new();
         for (&p, &o) in &position {
+            let mut offsets = TopicPartitionList::new();
             offsets.add_partition_offset(TOPIC, p, Offset::Offset(o))?;
-        }
-        if consumer.commit(&offsets, CommitMode::Sync).is_ok() {
-            commits += 1;
-            *lock(committed) = position.clone();
+            if consumer.commit(&offsets, CommitMode::Sync).is_ok() {
+                commits += 1;
+                lock(state).committed.insert(p, o);
+            }
         }
     }
     Ok(commits)
@@ -669,6 +733,7 @@ fn led_by(views: &[PartitionView], leader: i32) -> Vec<i32> {
 fn recovered(
     cluster: &Cluster,
     workload: &Workload,
+    group: &GroupCommits,
     commits_before: &BTreeMap<i32, i64>,
     when: &str,
 ) -> anyhow::Result<Vec<PartitionView>> {
@@ -676,6 +741,7 @@ fn recovered(
         .wait_for_full_isr(&all_nodes(), FULL_ISR_TIMEOUT)
         .with_context(|| format!("{when}: the cluster did not return to a full ISR"))?;
     assert_committed_at_least(&cluster.bootstrap(), commits_before, when)?;
+    group.check_no_rewind(when)?;
     workload
         .wait_for_acks_above(workload.acked())
         .with_context(|| format!("{when}: producers were not acknowledged again"))?;
@@ -750,7 +816,13 @@ fn acked_records_and_group_offsets_survive_repeated_leader_sigkills() -> anyhow:
             failovers.push(failover);
             cluster.nodes[index].restart()?;
             schedule.note("restarted");
-            views = recovered(&cluster, &workload, &commits, &format!("after kill {kill}"))?;
+            views = recovered(
+                &cluster,
+                &workload,
+                &group,
+                &commits,
+                &format!("after kill {kill}"),
+            )?;
             schedule.note("full ISR");
         }
         failovers.sort_unstable();
@@ -777,7 +849,13 @@ fn a_stopped_follower_leaves_the_isr_by_lag_and_rejoins_after_sigcont() -> anyho
             start_cluster(&[("broker.session.timeout.ms", STOP_SESSION_TIMEOUT_MS)])?;
         let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        let mut views = recovered(&cluster, &workload, &BTreeMap::new(), "before the stops")?;
+        let mut views = recovered(
+            &cluster,
+            &workload,
+            &group,
+            &BTreeMap::new(),
+            "before the stops",
+        )?;
         for stop in 1..=STOPS {
             gap(&mut schedule);
             let p = i32::try_from(schedule.pick(usize::try_from(PARTITIONS)?))?;
@@ -824,7 +902,13 @@ fn a_stopped_follower_leaves_the_isr_by_lag_and_rejoins_after_sigcont() -> anyho
             std::thread::sleep(schedule.draw(Duration::ZERO, Duration::from_millis(1000)));
             cluster.nodes[index].sigcont()?;
             schedule.note("SIGCONT");
-            views = recovered(&cluster, &workload, &commits, &format!("after stop {stop}"))?;
+            views = recovered(
+                &cluster,
+                &workload,
+                &group,
+                &commits,
+                &format!("after stop {stop}"),
+            )?;
             schedule.note("back in the ISR");
         }
         finish_and_check(&cluster, workload, group)
@@ -842,7 +926,13 @@ fn acked_records_and_group_offsets_survive_a_rolling_restart() -> anyhow::Result
         let (mut cluster, _) = start_cluster(&[])?;
         let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        recovered(&cluster, &workload, &BTreeMap::new(), "before the restarts")?;
+        recovered(
+            &cluster,
+            &workload,
+            &group,
+            &BTreeMap::new(),
+            "before the restarts",
+        )?;
         for index in schedule.shuffled(NODES) {
             gap(&mut schedule);
             let commits = group.acknowledged();
@@ -857,6 +947,7 @@ fn acked_records_and_group_offsets_survive_a_rolling_restart() -> anyhow::Result
             recovered(
                 &cluster,
                 &workload,
+                &group,
                 &commits,
                 &format!("after restarting node {index}"),
             )?;
@@ -905,13 +996,14 @@ impl PinnedProducer {
         Ok(producer)
     }
 
-    /// Whether it has exited successfully: its record was acknowledged.
-    fn acknowledged(&mut self) -> anyhow::Result<bool> {
+    /// Whether it still runs: its record is neither acknowledged nor
+    /// failed (the CLI exits once its record is either).
+    fn pending(&mut self) -> anyhow::Result<bool> {
         let child = self.child.as_mut().context("the pinned producer is gone")?;
         Ok(child
             .try_wait()
             .context("cannot wait for weir produce")?
-            .is_some_and(|status| status.success()))
+            .is_none())
     }
 
     /// Wait (bounded) for it to exit; kill it if it does not. Its stderr.
@@ -945,7 +1037,13 @@ fn a_cut_off_leader_stops_acknowledging_and_its_log_does_not_diverge() -> anyhow
         let (mut cluster, _) = start_cluster(&[])?;
         let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        let views = recovered(&cluster, &workload, &BTreeMap::new(), "before the cut")?;
+        let views = recovered(
+            &cluster,
+            &workload,
+            &group,
+            &BTreeMap::new(),
+            "before the cut",
+        )?;
         gap(&mut schedule);
         let p = i32::try_from(schedule.pick(usize::try_from(PARTITIONS)?))?;
         let cut_id = partition(&views, TOPIC, p)?.leader;
@@ -983,21 +1081,27 @@ fn a_cut_off_leader_stops_acknowledging_and_its_log_does_not_diverge() -> anyhow
         if let Some(rest) = hold.checked_sub(cut_at.elapsed()) {
             std::thread::sleep(rest);
         }
-        let acked_while_cut = pinned.acknowledged()?;
+        let pending_while_cut = pinned.pending()?;
         cluster.net().link_up(&node_net)?;
         schedule.note("link up");
-        if acked_while_cut {
+        if !pending_while_cut {
+            // Exited: acknowledged (a broken promise) or failed at once,
+            // which would leave the check without a write to refuse.
             bail!(
-                "node {cut} (id {cut_id}) acknowledged an acks=all write to {TOPIC}/{p} while cut off from the ISR:\n{}",
+                "the producer pinned to node {cut} (id {cut_id}), the cut-off leader of {TOPIC}/{p}, did not stay waiting for an acks=all acknowledgement while the link was down:\n{}",
                 pinned.finish()?
             );
         }
-        let views = recovered(&cluster, &workload, &commits, "after the heal")?;
+        let views = recovered(&cluster, &workload, &group, &commits, "after the heal")?;
         schedule.note("full ISR");
         // After the heal the pinned record may be delivered through the new
         // leader: its offset is unknown, so it stays "maybe" (stored once
         // or not at all).
         let pinned_stderr = pinned.finish()?;
+        eprintln!(
+            "the pinned producer after the heal: {}",
+            pinned_stderr.trim()
+        );
         lock(workload.history()).maybe(
             pinned_id,
             format!("pinned producer: {}", pinned_stderr.trim()),
@@ -1059,6 +1163,7 @@ fn move_leadership_back(
         views = recovered(
             cluster,
             workload,
+            group,
             &commits,
             &format!("after leadership move {attempt}"),
         )?;
@@ -1081,7 +1186,13 @@ fn cutting_off_every_node_in_turn_including_the_quorum_leader_loses_nothing() ->
         let (cluster, _) = start_cluster(&[])?;
         let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        recovered(&cluster, &workload, &BTreeMap::new(), "before the cuts")?;
+        recovered(
+            &cluster,
+            &workload,
+            &group,
+            &BTreeMap::new(),
+            "before the cuts",
+        )?;
         let mut order = schedule.shuffled(NODES);
         let mut created = Vec::new();
         let mut cut_a_leader = false;
@@ -1142,6 +1253,7 @@ fn cutting_off_every_node_in_turn_including_the_quorum_leader_loses_nothing() ->
             let views = recovered(
                 &cluster,
                 &workload,
+                &group,
                 &commits,
                 &format!("after the cut of node {cut}"),
             )?;
