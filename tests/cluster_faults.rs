@@ -796,8 +796,16 @@ fn acked_records_and_group_offsets_survive_repeated_leader_sigkills() -> anyhow:
             let index = cluster.index_of(leader)?;
             let led = led_by(&views, leader);
             let commits = group.acknowledged();
+            // Killing the quorum's leader too adds an election to the
+            // failover: say so beside its time.
+            let quorum = cluster.quorum_leader(&all_nodes(), QUORUM_LEADER_TIMEOUT)?;
+            let also = if quorum == leader {
+                " and of the metadata quorum"
+            } else {
+                ""
+            };
             schedule.begin(format!(
-                "kill {kill}: SIGKILL node {index} (id {leader}), leader of {TOPIC} partitions {led:?}"
+                "kill {kill}: SIGKILL node {index} (id {leader}), leader of {TOPIC} partitions {led:?}{also}"
             ));
             let killed_at = Instant::now();
             cluster.nodes[index].sigkill()?;
@@ -810,7 +818,7 @@ fn acked_records_and_group_offsets_survive_repeated_leader_sigkills() -> anyhow:
                 failover.as_millis()
             ));
             eprintln!(
-                "kill {kill}/{kills}: node id {leader}, partitions {led:?}: failover {} ms",
+                "kill {kill}/{kills}: node id {leader}, partitions {led:?}{also}: failover {} ms",
                 failover.as_millis()
             );
             failovers.push(failover);
