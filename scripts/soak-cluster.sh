@@ -19,7 +19,7 @@ PROFILE=()
 for arg in "$@"; do
     case "$arg" in
         --release) PROFILE=(--release) ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]*|'') echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
         *) KILLS=$arg ;;
     esac
