@@ -30,6 +30,19 @@ Examples:
 Partition states: online (a leader, every replica in sync), under-replicated
 (a leader, some replica out of sync), offline (no leader).")]
     Status,
+    /// Run a cluster of `weir serve` nodes on this machine, for trying one out.
+    #[command(after_help = "\
+Examples:
+  weir cluster local
+  weir cluster local --nodes 3 --data-dir /tmp/weir-cluster
+  weir cluster local --port 19092 --serve-arg=--set --serve-arg=min.insync.replicas=2
+
+Node i (from 1) listens for clients on --port + 100*(i-1) (9092, 9192, 9292
+by default) and for its quorum peers on the next port (9093, 9193, 9293). The
+bootstrap addresses are printed once every node is ready, and each node's log
+follows with its name in front. Ctrl-C stops every node cleanly; the data stays
+in --data-dir for the next start.")]
+    Local(crate::cluster_local::LocalArgs),
 }
 
 /// A broker as the status lists it.
@@ -44,6 +57,7 @@ struct BrokerRow {
 pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
     match args.command {
         ClusterCommand::Status => status(brokers, args.json),
+        ClusterCommand::Local(local) => crate::cluster_local::run(local),
     }
 }
 

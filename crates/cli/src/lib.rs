@@ -12,6 +12,7 @@
 //! `rdkafka` feature.
 
 pub mod cluster;
+mod cluster_local;
 #[cfg(feature = "rdkafka")]
 pub mod consume;
 pub mod group;

@@ -533,6 +533,7 @@ impl crate::Broker {
                 crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
             })?;
         }
+        let (mut loaded, mut unloaded) = (Vec::new(), Vec::new());
         for index in 0..state.meta.partitions {
             let led = state.local(index).filter(|p| {
                 matches!(
@@ -547,20 +548,18 @@ impl crate::Broker {
                         .map_err(|e| {
                             crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
                         })?;
-                    tracing::info!(
-                        partition = index,
-                        "now coordinating the groups of {OFFSETS_TOPIC}-{index}"
-                    );
+                    loaded.push(index);
                 }
                 (None, true) => {
                     self.groups.unload_shard(index);
-                    tracing::info!(
-                        partition = index,
-                        "no longer coordinating the groups of {OFFSETS_TOPIC}-{index}"
-                    );
+                    unloaded.push(index);
                 }
                 _ => {}
             }
+        }
+        if !loaded.is_empty() || !unloaded.is_empty() {
+            tracing::info!(took_over = ?loaded, handed_over = ?unloaded,
+                "group coordination follows the leadership of {OFFSETS_TOPIC} partitions");
         }
         Ok(())
     }
