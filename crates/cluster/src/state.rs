@@ -852,7 +852,7 @@ impl ClusterState {
             .partition_mut(topic, partition)
             .ok_or(PartitionError::UnknownTopicOrPartition)?;
         let changed = match target {
-            Some(target) => start_reassignment(p, target, &unfenced),
+            Some(target) => start_reassignment(p, target, &unfenced)?,
             None => cancel_reassignment(p, &unfenced, unclean)?,
         };
         if changed {
@@ -917,27 +917,53 @@ fn unclean_enabled(
 }
 
 /// Point `p` at `target` (KIP-455): its replicas become the target's, in
-/// order, then the current ones the target drops; those are being removed
-/// and the target's new ones added. Replacing a reassignment in progress
-/// starts from the replicas as they are, the earlier one's additions
-/// included, as Kafka's controller does. Whether anything changed.
-fn start_reassignment(p: &mut PartitionAssignment, target: &[i32], unfenced: &[i32]) -> bool {
-    let before = p.clone();
-    let current = std::mem::take(&mut p.replicas);
-    p.adding_replicas = target
+/// order, then the original ones (those before any reassignment) the
+/// target drops; those are being removed and the target's others added.
+/// A reassignment in progress is replaced, as the ZooKeeper controller
+/// replaces it: the same target again changes nothing, and additions the
+/// new target does not name leave at once (Kafka's KRaft controller keeps
+/// them as replicas being removed instead). Refused if that would leave
+/// no replica in sync. Whether anything changed.
+fn start_reassignment(
+    p: &mut PartitionAssignment,
+    target: &[i32],
+    unfenced: &[i32],
+) -> Result<bool, PartitionError> {
+    let original: Vec<i32> = p
+        .replicas
         .iter()
         .copied()
-        .filter(|b| !current.contains(b))
+        .filter(|b| !p.adding_replicas.contains(b))
         .collect();
-    p.removing_replicas = current
+    let removing: Vec<i32> = original
         .iter()
         .copied()
         .filter(|b| !target.contains(b))
         .collect();
-    p.replicas = target.to_vec();
-    p.replicas.extend_from_slice(&p.removing_replicas);
+    let replicas: Vec<i32> = target.iter().chain(&removing).copied().collect();
+    let isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| replicas.contains(b))
+        .collect();
+    if isr.is_empty() {
+        return Err(PartitionError::InvalidReplicaAssignment(
+            "The new target drops every in-sync replica.".into(),
+        ));
+    }
+    let before = p.clone();
+    p.adding_replicas = target
+        .iter()
+        .copied()
+        .filter(|b| !original.contains(b))
+        .collect();
+    p.removing_replicas = removing;
+    p.replicas = replicas;
+    p.isr = isr;
+    move_leader_into_isr(p, unfenced);
     complete_reassignment_if_ready(p, unfenced);
-    *p != before
+    Ok(*p != before)
 }
 
 /// Cancel `p`'s reassignment: the replicas it was adding go, those it was
@@ -1724,6 +1750,35 @@ mod tests {
         // The same target again changes nothing.
         reassign(&mut state, &[("t", 1, Some(vec![1, 2]))]);
         assert_eq!(partition(&state, "t", 1).partition_epoch, 1);
+    }
+
+    #[test]
+    fn a_new_target_replaces_a_reassignment_in_progress_from_the_original_replicas() {
+        let mut state = brokers(5);
+        create(&mut state, "t", vec![vec![1, 2, 3]]);
+        reassign(&mut state, &[("t", 0, Some(vec![4, 5, 3]))]);
+        assert!(!matches!(
+            alter_isr(&mut state, "t", 0, vec![1, 2, 3, 4]),
+            Outcome::Refused(_)
+        ));
+        let before = partition(&state, "t", 0);
+        assert_eq!(before.adding_replicas, vec![4, 5]);
+        // The same target again: broker 5 is still to catch up.
+        assert_eq!(
+            errors(reassign(&mut state, &[("t", 0, Some(vec![4, 5, 3]))])),
+            vec![("t".into(), 0, None)]
+        );
+        assert_eq!(partition(&state, "t", 0), before);
+        // A new target: broker 4, added by the old one, leaves at once.
+        reassign(&mut state, &[("t", 0, Some(vec![5, 3]))]);
+        let p = partition(&state, "t", 0);
+        assert_eq!(p.replicas, vec![5, 3, 1, 2]);
+        assert_eq!(
+            (p.adding_replicas, p.removing_replicas),
+            (vec![5], vec![1, 2])
+        );
+        assert_eq!((p.isr, p.leader), (vec![1, 2, 3], 1));
+        assert_eq!(p.partition_epoch, before.partition_epoch + 1);
     }
 
     #[test]
