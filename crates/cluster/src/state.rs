@@ -672,7 +672,7 @@ impl ClusterState {
                 }
                 if changed {
                     complete_reassignment_if_ready(p, &unfenced);
-                    p.partition_epoch += 1;
+                    close_change(p);
                 }
             }
         }
@@ -699,7 +699,7 @@ impl ClusterState {
                     p.leader = id;
                     p.leader_epoch += 1;
                     complete_reassignment_if_ready(p, &unfenced);
-                    p.partition_epoch += 1;
+                    close_change(p);
                 }
             }
         }
@@ -750,7 +750,7 @@ impl ClusterState {
         }
         p.isr = c.new_isr.clone();
         complete_reassignment_if_ready(p, &unfenced);
-        p.partition_epoch += 1;
+        close_change(p);
         Ok(p.clone())
     }
 
@@ -828,7 +828,7 @@ impl ClusterState {
         p.leader = leader;
         p.leader_epoch += 1;
         complete_reassignment_if_ready(p, &unfenced);
-        p.partition_epoch += 1;
+        close_change(p);
         Ok(())
     }
 
@@ -856,7 +856,7 @@ impl ClusterState {
             None => cancel_reassignment(p, &unfenced, unclean)?,
         };
         if changed {
-            p.partition_epoch += 1;
+            close_change(p);
         }
         Ok(())
     }
@@ -882,6 +882,32 @@ impl ClusterState {
         }
         Ok(())
     }
+}
+
+/// Close a change to `p`: a new partition epoch, so an AlterPartition
+/// based on the old record is refused; and the record still holds
+/// together, whatever path changed it.
+fn close_change(p: &mut PartitionAssignment) {
+    p.partition_epoch += 1;
+    let within = |set: &[i32]| set.iter().all(|b| p.replicas.contains(b));
+    let distinct = p
+        .replicas
+        .iter()
+        .enumerate()
+        .all(|(i, b)| !p.replicas[..i].contains(b));
+    assert!(
+        distinct
+            && !p.isr.is_empty()
+            && within(&p.isr)
+            && within(&p.adding_replicas)
+            && within(&p.removing_replicas)
+            && !p
+                .adding_replicas
+                .iter()
+                .any(|b| p.removing_replicas.contains(b))
+            && (p.leader == NO_LEADER || p.isr.contains(&p.leader)),
+        "partition record broken by a change: {p:?}"
+    );
 }
 
 /// Whether a partition is being reassigned.
@@ -1890,6 +1916,128 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Command>(&json)?, elect);
         Ok(())
+    }
+
+    /// A seeded stream of numbers for the random command sequence.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(self.0 >> 33).unwrap_or(0) % n.max(1)
+        }
+
+        fn broker(&mut self) -> i32 {
+            // 1..=6, and sometimes 7, which never registers.
+            i32::try_from(self.below(7)).unwrap_or(0) + 1
+        }
+    }
+
+    /// A random command against `state`, as a proposer might send it
+    /// (stale or wrong ones included).
+    fn random_command(rng: &mut Lcg, state: &ClusterState, n: u128) -> Command {
+        let topics: Vec<String> = state.topics.keys().cloned().collect();
+        let topic = topics
+            .get(rng.below(topics.len()))
+            .cloned()
+            .unwrap_or_else(|| "none".into());
+        let partition = i32::try_from(rng.below(4)).unwrap_or(0);
+        let broker = rng.broker();
+        let epoch = state.brokers.get(&broker).map_or(0, |b| b.epoch);
+        match rng.below(9) {
+            0 => Command::FenceBroker { id: broker, epoch },
+            1 | 2 => Command::UnfenceBroker { id: broker, epoch },
+            3 => {
+                let Some(p) = state.partition(&topic, partition) else {
+                    return Command::AllocateProducerIds { count: 1 };
+                };
+                let mut new_isr = vec![p.leader];
+                new_isr.extend(
+                    p.replicas
+                        .iter()
+                        .filter(|b| **b != p.leader && rng.below(2) == 0),
+                );
+                Command::AlterPartition(AlterPartition {
+                    topic_id: state.topics[&topic].id,
+                    partition,
+                    leader: p.leader,
+                    broker_epoch: state.brokers.get(&p.leader).map_or(0, |b| b.epoch),
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr,
+                })
+            }
+            4 => Command::ElectLeaders {
+                partitions: (rng.below(3) > 0).then(|| vec![(topic, partition)]),
+                election_type: if rng.below(2) == 0 {
+                    ElectionKind::Preferred
+                } else {
+                    ElectionKind::Unclean
+                },
+            },
+            5 | 6 => {
+                let target = (rng.below(5) > 0).then(|| {
+                    let len = rng.below(4);
+                    (0..len).map(|_| rng.broker()).collect()
+                });
+                Command::AlterReassignments {
+                    changes: vec![(topic, partition, target)],
+                }
+            }
+            7 => {
+                let value = if rng.below(2) == 0 { "true" } else { "false" };
+                let changes = vec![ConfigChange::Set(
+                    UNCLEAN_LEADER_ELECTION_ENABLE.into(),
+                    value.into(),
+                )];
+                if rng.below(2) == 0 {
+                    Command::AlterTopicConfigs {
+                        name: topic,
+                        changes,
+                    }
+                } else {
+                    Command::AlterBrokerConfigs { changes }
+                }
+            }
+            _ => Command::CreateTopic {
+                name: format!("t{n}"),
+                id: Uuid::from_u128(n + 1),
+                replicas: Placement::Spread {
+                    partitions: i32::try_from(rng.below(4)).unwrap_or(0) + 1,
+                    factor: i16::try_from(rng.below(4)).unwrap_or(0) + 1,
+                    seed: u32::try_from(rng.below(100)).unwrap_or(0),
+                },
+                configs: BTreeMap::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn random_commands_keep_every_partition_record_consistent() {
+        for seed in 0..20 {
+            let mut rng = Lcg(seed);
+            let mut state = ClusterState::default();
+            for id in 1..=6 {
+                let rack = ["a", "b", "c"][usize::try_from(id % 3).unwrap_or(0)];
+                register_in(&mut state, u64::try_from(id).unwrap_or(0), id, Some(rack));
+            }
+            for n in 0..400u64 {
+                let command = random_command(&mut rng, &state, u128::from(n));
+                state.apply(100 + n, &command);
+                for (topic, i, p) in state.partitions() {
+                    let ok = !p.isr.is_empty()
+                        && p.isr.iter().all(|b| p.replicas.contains(b))
+                        && p.adding_replicas.iter().all(|b| p.replicas.contains(b))
+                        && p.removing_replicas.iter().all(|b| p.replicas.contains(b))
+                        && (p.leader == NO_LEADER
+                            || (p.isr.contains(&p.leader) && state.is_unfenced(p.leader)));
+                    assert!(ok, "seed {seed}, step {n} ({command:?}): {topic}-{i} {p:?}");
+                }
+            }
+        }
     }
 
     #[test]
