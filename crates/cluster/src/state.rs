@@ -340,6 +340,23 @@ impl ClusterState {
             .collect()
     }
 
+    /// The partitions without a leader whose topic allows an unclean
+    /// election and that have an unfenced replica. The fence that leaves a
+    /// partition leaderless elects uncleanly at once where it may; these
+    /// are the ones `unclean.leader.election.enable` was turned on for
+    /// later, which Kafka's controller finds by a periodic check too and
+    /// the controller here elects with [`ElectionKind::Unclean`].
+    pub fn unclean_election_candidates(&self) -> Vec<(String, i32)> {
+        self.partitions()
+            .filter(|(topic, _, p)| {
+                p.leader == NO_LEADER
+                    && p.replicas.iter().any(|b| self.is_unfenced(*b))
+                    && self.unclean_enabled(topic)
+            })
+            .map(|(topic, partition, _)| (topic.to_string(), partition))
+            .collect()
+    }
+
     /// Every partition, by topic and index.
     fn partitions(&self) -> impl Iterator<Item = (&str, i32, &PartitionAssignment)> {
         self.topics
@@ -765,10 +782,11 @@ impl ClusterState {
             partition,
             error,
         };
+        let unfenced = self.unfenced();
         match partitions {
             Some(named) => named
                 .iter()
-                .map(|(topic, p)| result(topic, *p, self.elect(topic, *p, kind).err()))
+                .map(|(topic, p)| result(topic, *p, self.elect(topic, *p, kind, &unfenced).err()))
                 .collect(),
             None => {
                 let all: Vec<(String, i32)> = self
@@ -776,7 +794,7 @@ impl ClusterState {
                     .map(|(topic, p, _)| (topic.to_string(), p))
                     .collect();
                 all.iter()
-                    .filter_map(|(topic, p)| match self.elect(topic, *p, kind) {
+                    .filter_map(|(topic, p)| match self.elect(topic, *p, kind, &unfenced) {
                         Err(PartitionError::ElectionNotNeeded) => None,
                         outcome => Some(result(topic, *p, outcome.err())),
                     })
@@ -794,8 +812,8 @@ impl ClusterState {
         topic: &str,
         partition: i32,
         kind: ElectionKind,
+        unfenced: &[i32],
     ) -> Result<(), PartitionError> {
-        let unfenced = self.unfenced();
         let p = self
             .partition_mut(topic, partition)
             .ok_or(PartitionError::UnknownTopicOrPartition)?;
@@ -814,10 +832,10 @@ impl ClusterState {
                 if p.leader != NO_LEADER {
                     return Err(PartitionError::ElectionNotNeeded);
                 }
-                match clean_leader(p, &unfenced) {
+                match clean_leader(p, unfenced) {
                     Some(b) => b,
                     None => {
-                        let b = unclean_leader(p, &unfenced)
+                        let b = unclean_leader(p, unfenced)
                             .ok_or(PartitionError::EligibleLeadersNotAvailable)?;
                         p.isr = vec![b];
                         b
@@ -827,7 +845,7 @@ impl ClusterState {
         };
         p.leader = leader;
         p.leader_epoch += 1;
-        complete_reassignment_if_ready(p, &unfenced);
+        complete_reassignment_if_ready(p, unfenced);
         close_change(p);
         Ok(())
     }
@@ -1724,6 +1742,40 @@ mod tests {
         let p = partition(&state, "clean", 0);
         assert_eq!((p.leader, p.isr), (3, vec![3]));
         assert_eq!(partition(&state, "overrides", 0).leader, NO_LEADER);
+    }
+
+    #[test]
+    fn turning_unclean_election_on_later_makes_leaderless_partitions_candidates() {
+        let mut state = brokers(2);
+        create(&mut state, "t", vec![vec![1, 2]]);
+        create(&mut state, "u", vec![vec![1, 2]]);
+        for topic in ["t", "u"] {
+            alter_isr(&mut state, topic, 0, vec![1]);
+        }
+        fence(&mut state, 1);
+        assert_eq!(partition(&state, "t", 0).leader, NO_LEADER);
+        assert!(state.unclean_election_candidates().is_empty());
+        set_config(
+            &mut state,
+            Some("t"),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+            "true",
+        );
+        assert_eq!(
+            state.unclean_election_candidates(),
+            vec![("t".to_string(), 0)]
+        );
+        // The controller's election empties the list.
+        assert_eq!(
+            errors(elect(&mut state, &[("t", 0)], ElectionKind::Unclean)),
+            vec![("t".into(), 0, None)]
+        );
+        assert_eq!(partition(&state, "t", 0).leader, 2);
+        assert!(state.unclean_election_candidates().is_empty());
+        // No unfenced replica: nothing to elect.
+        fence(&mut state, 2);
+        set_config(&mut state, None, UNCLEAN_LEADER_ELECTION_ENABLE, "true");
+        assert!(state.unclean_election_candidates().is_empty());
     }
 
     #[test]
