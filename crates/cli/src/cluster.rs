@@ -43,6 +43,20 @@ bootstrap addresses are printed once every node is ready, and each node's log
 follows with its name in front. Ctrl-C stops every node cleanly; the data stays
 in --data-dir for the next start.")]
     Local(crate::cluster_local::LocalArgs),
+    /// Elect leaders: each partition's preferred (first) replica, or a
+    /// leader for partitions that have none.
+    #[command(after_help = "\
+Examples:
+  weir cluster elect-leaders
+  weir cluster elect-leaders --topic orders --partition 0 --partition 3
+  weir cluster elect-leaders --topic orders --election-type unclean
+
+A preferred election moves leadership back to each partition's first
+replica when it is in sync (after a broker restarted, leadership stays where
+failover put it). An unclean election gives a partition whose in-sync
+replicas are all down a leader from outside the ISR: records it did not copy
+are lost. Exits 1 if any partition could not get the leader asked for.")]
+    ElectLeaders(crate::replicas::ElectArgs),
 }
 
 /// A broker as the status lists it.
@@ -58,6 +72,10 @@ pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
     match args.command {
         ClusterCommand::Status => status(brokers, args.json),
         ClusterCommand::Local(local) => crate::cluster_local::run(local),
+        ClusterCommand::ElectLeaders(elect) => {
+            let mut client = super::connect(brokers)?;
+            crate::replicas::elect(&mut client, elect, args.json)
+        }
     }
 }
 

@@ -115,6 +115,19 @@ async fn local(args: LocalArgs) -> Result<()> {
                 if line.contains("] listening on ") {
                     ready += 1;
                     if ready == args.nodes {
+                        // Listening is not serving yet: each broker is
+                        // fenced until its first heartbeat. Ready is when
+                        // Metadata names them all.
+                        let first = format!("127.0.0.1:{}", kafka_port(1));
+                        let nodes_wanted = usize::from(args.nodes);
+                        let registered = tokio::task::spawn_blocking(move || {
+                            all_registered(&first, nodes_wanted, START_TIMEOUT)
+                        });
+                        if !registered.await.unwrap_or(false) {
+                            break Some(format!(
+                                "the brokers did not all register within {START_TIMEOUT:?}"
+                            ));
+                        }
                         println!(
                             "cluster of {} nodes ready; data in {}\nbootstrap: {bootstrap}\n\
                              Ctrl-C stops every node.",
@@ -138,8 +151,26 @@ async fn local(args: LocalArgs) -> Result<()> {
             println!("every node stopped");
             Ok(())
         }
-        Some(why) => Err(CliError::Failed(format!("the local cluster stopped: {why}"))),
+        Some(why) => Err(CliError::Failed(format!(
+            "the local cluster stopped: {why}"
+        ))),
     }
+}
+
+/// Whether Metadata from `address` names `nodes` brokers (the unfenced
+/// ones) before `limit` passes.
+fn all_registered(address: &str, nodes: usize, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let listed = weir_client::Client::connect(address, &weir_client::Config::default())
+            .and_then(|mut client| client.metadata(Some(&[])))
+            .map(|m| m.brokers.len());
+        if listed.is_ok_and(|n| n >= nodes) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 /// Send each line of `stream` to `lines`, with the node's name in front.

@@ -18,6 +18,7 @@ pub mod consume;
 pub mod group;
 #[cfg(feature = "rdkafka")]
 pub mod produce;
+mod replicas;
 pub mod topic;
 
 use std::borrow::Cow;

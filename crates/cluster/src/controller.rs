@@ -276,3 +276,97 @@ pub(crate) async fn watch_sessions(node: std::sync::Weak<Node>, every: Duration)
         }
     }
 }
+
+/// `auto.leader.rebalance.enable` and its companions.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderRebalance {
+    /// `auto.leader.rebalance.enable`.
+    pub enabled: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`: a broker's partitions are
+    /// given back to it once more than this share of those it is the
+    /// preferred replica of are led elsewhere.
+    pub per_broker_percentage: u32,
+}
+
+/// While this node leads, every `interval`: elect the preferred leader of
+/// the partitions of each broker whose imbalance passes the threshold (when
+/// rebalancing is on), and a leader for leaderless partitions whose topic
+/// has since allowed an unclean election (Kafka's controller runs the same
+/// two checks). Stops when the node is dropped.
+pub(crate) async fn rebalance_leaders(node: std::sync::Weak<Node>, settings: LeaderRebalance) {
+    use crate::state::ElectionKind;
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if node.leading_term().is_none() {
+            continue;
+        }
+        let due = node.machine.read(|s| {
+            let preferred = if settings.enabled {
+                imbalanced(s, settings.per_broker_percentage)
+            } else {
+                Vec::new()
+            };
+            (preferred, s.unclean_election_candidates())
+        });
+        let Ok((preferred, unclean)) = due else {
+            continue;
+        };
+        for (partitions, kind) in [
+            (preferred, ElectionKind::Preferred),
+            (unclean, ElectionKind::Unclean),
+        ] {
+            if partitions.is_empty() {
+                continue;
+            }
+            tracing::info!(partitions = partitions.len(), ?kind, "electing leaders");
+            let command = Command::ElectLeaders {
+                partitions: Some(partitions),
+                election_type: kind,
+            };
+            if let LeaderReply::Failed(why) = node.local_write(command).await {
+                tracing::warn!(error = %why, ?kind, "cannot elect leaders");
+            }
+        }
+    }
+}
+
+/// The partitions a preferred election should move: those of every broker
+/// for which more than `percentage` per cent of the partitions it is the
+/// preferred replica of are led by another (Kafka's
+/// `leader.imbalance.per.broker.percentage` rule).
+fn imbalanced(state: &crate::ClusterState, percentage: u32) -> Vec<(String, i32)> {
+    let movable: std::collections::HashSet<(String, i32)> =
+        state.imbalanced_partitions().into_iter().collect();
+    let mut preferred: HashMap<i32, usize> = HashMap::new();
+    let mut led_elsewhere: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
+    for (name, topic) in &state.topics {
+        for (index, p) in (0..).zip(&topic.partitions) {
+            let Some(&first) = p.replicas.first() else {
+                continue;
+            };
+            *preferred.entry(first).or_default() += 1;
+            if movable.contains(&(name.clone(), index)) {
+                led_elsewhere
+                    .entry(first)
+                    .or_default()
+                    .push((name.clone(), index));
+            }
+        }
+    }
+    led_elsewhere
+        .into_iter()
+        .filter(|(broker, moved)| {
+            let total = preferred.get(broker).copied().unwrap_or(0).max(1);
+            moved.len() * 100 > total * percentage as usize
+        })
+        .flat_map(|(_, moved)| moved)
+        .collect()
+}

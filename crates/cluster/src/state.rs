@@ -16,6 +16,7 @@ use uuid::Uuid;
 use weir_metadata::{
     AlterPartition, BrokerInfo, ConfigChange, NO_LEADER, PartitionAssignment, TopicMeta,
 };
+pub use weir_metadata::{ElectionKind, PartitionError, PartitionResult, Reassignment};
 
 /// The topic (or broker) config that lets a partition whose in-sync
 /// replicas are all fenced be led by an out-of-sync one.
@@ -126,18 +127,6 @@ pub enum Command {
     },
 }
 
-/// Kafka's ElectionType.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ElectionKind {
-    /// ElectionType 0: the preferred (first) replica leads, if it is in
-    /// sync and unfenced.
-    Preferred,
-    /// ElectionType 1: a partition without a leader gets one, from outside
-    /// the ISR if no in-sync replica is unfenced (records may be lost).
-    Unclean,
-}
-
 /// Where new partitions' replicas go.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -215,52 +204,6 @@ pub enum Refusal {
     StaleBroker(String),
     /// Producer ids exhausted, or a bad count.
     ProducerIds(String),
-}
-
-/// What a command that works partition by partition did to one partition.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PartitionResult {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub partition: i32,
-    /// `None` when done (Kafka's NONE).
-    pub error: Option<PartitionError>,
-}
-
-/// Why a partition was left as it was, named after Kafka's error code.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "error", content = "message", rename_all = "snake_case")]
-pub enum PartitionError {
-    /// ELECTION_NOT_NEEDED: the wanted leader already leads.
-    ElectionNotNeeded,
-    /// PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is fenced or
-    /// out of the ISR.
-    PreferredLeaderNotAvailable,
-    /// ELIGIBLE_LEADERS_NOT_AVAILABLE: every replica is fenced.
-    EligibleLeadersNotAvailable,
-    /// UNKNOWN_TOPIC_OR_PARTITION.
-    UnknownTopicOrPartition,
-    /// INVALID_REPLICA_ASSIGNMENT, and why.
-    InvalidReplicaAssignment(String),
-    /// NO_REASSIGNMENT_IN_PROGRESS: a cancel of a partition not being
-    /// reassigned.
-    NoReassignmentInProgress,
-}
-
-/// A partition reassignment in progress (ListPartitionReassignments).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reassignment {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub partition: i32,
-    /// Every replica now: the target's first, then those being removed.
-    pub replicas: Vec<i32>,
-    /// Replicas the reassignment adds.
-    pub adding_replicas: Vec<i32>,
-    /// Replicas the reassignment removes.
-    pub removing_replicas: Vec<i32>,
 }
 
 /// A topic as the state keeps it.

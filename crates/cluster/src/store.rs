@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 use weir_metadata::{
-    AlterPartition, BrokerInfo, ConfigChange, MetadataError, MetadataStore, NewTopic,
-    PartitionAssignment, TopicMeta,
+    AlterPartition, BrokerInfo, ConfigChange, ElectionKind, MetadataError, MetadataStore, NewTopic,
+    PartitionAssignment, PartitionResult, Reassignment, TopicMeta,
 };
 
 use crate::state::Placement;
@@ -205,6 +205,35 @@ impl MetadataStore for RaftMetadataStore {
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.controller.changes()
+    }
+
+    fn elect_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+        kind: ElectionKind,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        match self.commit(Command::ElectLeaders {
+            partitions,
+            election_type: kind,
+        })? {
+            Outcome::PartitionResults { results } => Ok(results),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn alter_reassignments(
+        &self,
+        changes: Vec<(String, i32, Option<Vec<i32>>)>,
+        _local_node: i32,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        match self.commit(Command::AlterReassignments { changes })? {
+            Outcome::PartitionResults { results } => Ok(results),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn reassignments(&self) -> Vec<Reassignment> {
+        self.read(|s| s.reassignments())
     }
 
     fn alter_partition(

@@ -66,6 +66,64 @@ impl TopicMeta {
     }
 }
 
+/// Kafka's ElectionType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElectionKind {
+    /// ElectionType 0: the preferred (first) replica leads, if it is in
+    /// sync and unfenced.
+    Preferred,
+    /// ElectionType 1: a partition without a leader gets one, from outside
+    /// the ISR if no in-sync replica is unfenced (records may be lost).
+    Unclean,
+}
+
+/// What a command that works partition by partition did to one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// `None` when done (Kafka's NONE).
+    pub error: Option<PartitionError>,
+}
+
+/// Why a partition was left as it was, named after Kafka's error code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", content = "message", rename_all = "snake_case")]
+pub enum PartitionError {
+    /// ELECTION_NOT_NEEDED: the wanted leader already leads.
+    ElectionNotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is fenced or
+    /// out of the ISR.
+    PreferredLeaderNotAvailable,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE: every replica is fenced.
+    EligibleLeadersNotAvailable,
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    UnknownTopicOrPartition,
+    /// INVALID_REPLICA_ASSIGNMENT, and why.
+    InvalidReplicaAssignment(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS: a cancel of a partition not being
+    /// reassigned.
+    NoReassignmentInProgress,
+}
+
+/// A partition reassignment in progress (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reassignment {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Every replica now: the target's first, then those being removed.
+    pub replicas: Vec<i32>,
+    /// Replicas the reassignment adds.
+    pub adding_replicas: Vec<i32>,
+    /// Replicas the reassignment removes.
+    pub removing_replicas: Vec<i32>,
+}
+
 /// `leader` of a partition that has none (every in-sync replica is fenced).
 pub const NO_LEADER: i32 = -1;
 
@@ -265,6 +323,69 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// store, where only this broker changes anything, never bumps it.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         tokio::sync::watch::channel(0).1
+    }
+    /// Elect leaders (Kafka's ElectLeaders) for `partitions` (`None`: every
+    /// partition that needs one); one result per partition. A single node's
+    /// only replica always leads: nothing to elect.
+    fn elect_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+        _kind: ElectionKind,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        Ok(partitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(topic, partition)| {
+                let known = self
+                    .topic(&topic)
+                    .is_some_and(|t| (0..t.partitions).contains(&partition));
+                PartitionResult {
+                    topic,
+                    partition,
+                    error: Some(if known {
+                        PartitionError::ElectionNotNeeded
+                    } else {
+                        PartitionError::UnknownTopicOrPartition
+                    }),
+                }
+            })
+            .collect())
+    }
+    /// Start, replace or cancel (`None`) partition reassignments (Kafka's
+    /// AlterPartitionReassignments); one result per partition. A single
+    /// node has nowhere to move a replica: a target other than itself is
+    /// refused, and there is never one to cancel.
+    fn alter_reassignments(
+        &self,
+        changes: Vec<(String, i32, Option<Vec<i32>>)>,
+        local_node: i32,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        Ok(changes
+            .into_iter()
+            .map(|(topic, partition, target)| {
+                let known = self
+                    .topic(&topic)
+                    .is_some_and(|t| (0..t.partitions).contains(&partition));
+                let error = match target {
+                    _ if !known => Some(PartitionError::UnknownTopicOrPartition),
+                    None => Some(PartitionError::NoReassignmentInProgress),
+                    Some(t) if t == [local_node] => None,
+                    Some(t) => Some(PartitionError::InvalidReplicaAssignment(format!(
+                        "replicas {t:?} name brokers that are not registered; \
+                         this one-node cluster has only broker {local_node}"
+                    ))),
+                };
+                PartitionResult {
+                    topic,
+                    partition,
+                    error,
+                }
+            })
+            .collect())
+    }
+    /// The reassignments in progress (Kafka's ListPartitionReassignments).
+    fn reassignments(&self) -> Vec<Reassignment> {
+        Vec::new()
     }
     /// A leader's ISR change; committed on return, and the new assignment
     /// returned. A single node has no ISR to change.

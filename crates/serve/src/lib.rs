@@ -440,6 +440,9 @@ struct Settings {
     broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
     broker_heartbeat_interval_ms: u64,
+    /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`
+    /// and `leader.imbalance.per.broker.percentage`.
+    leader_rebalance: weir_cluster::LeaderRebalance,
 }
 
 /// What a node runs (`process.roles`).
@@ -579,6 +582,11 @@ impl Settings {
             // move within about 2 s (docs/operations.md).
             broker_session_timeout_ms: 1_500,
             broker_heartbeat_interval_ms: 250,
+            leader_rebalance: weir_cluster::LeaderRebalance {
+                enabled: true,
+                interval: Duration::from_secs(300),
+                per_broker_percentage: 10,
+            },
         };
         for (key, value) in kafka {
             settings.apply(&key, &value)?;
@@ -611,6 +619,13 @@ impl Settings {
                 self.broker_heartbeat_interval_ms = config.at_least(1)?;
             }
             "default.replication.factor" => self.default_replication_factor = config.at_least(1)?,
+            "auto.leader.rebalance.enable" => self.leader_rebalance.enabled = config.parse()?,
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_rebalance.interval = Duration::from_secs(config.at_least(1)?);
+            }
+            "leader.imbalance.per.broker.percentage" => {
+                self.leader_rebalance.per_broker_percentage = config.at_least(0)?;
+            }
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = config.at_least(1)?,
             "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = config.at_least(1)?,
             "replica.fetch.response.max.bytes" => {
@@ -1197,6 +1212,7 @@ async fn start_controller(
         settings.data_dir.join(RAFT_DIR),
     );
     config.broker_session_timeout = Duration::from_millis(settings.broker_session_timeout_ms);
+    config.leader_rebalance = settings.leader_rebalance;
     Controller::start(config, listener)
         .await
         .map_err(|source| ServeError::Quorum {

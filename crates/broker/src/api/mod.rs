@@ -13,6 +13,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -28,6 +29,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 pub(crate) mod produce;
+mod reassignments;
 mod sync_group;
 
 use std::sync::Arc;
@@ -71,6 +73,9 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::OffsetDelete,
             ApiKey::ConsumerGroupHeartbeat,
             ApiKey::ConsumerGroupDescribe,
+            ApiKey::ElectLeaders,
+            ApiKey::AlterPartitionReassignments,
+            ApiKey::ListPartitionReassignments,
         ]
         .into_iter()
         .map(|key| match key {
@@ -229,6 +234,15 @@ async fn route(
         RequestKind::ConsumerGroupDescribe(req) => ResponseKind::ConsumerGroupDescribe(
             consumer_group_describe::handle(broker, ctx, req).await?,
         ),
+        RequestKind::ElectLeaders(req) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, ctx, req).await?)
+        }
+        RequestKind::AlterPartitionReassignments(req) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(broker, ctx, req).await?)
+        }
+        RequestKind::ListPartitionReassignments(req) => {
+            ResponseKind::ListPartitionReassignments(reassignments::list(broker, ctx, req).await?)
+        }
         _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
     };
     Ok(Some(response))

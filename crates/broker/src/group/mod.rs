@@ -410,8 +410,14 @@ pub(super) fn encode_batches(
     Ok(out)
 }
 
-/// Replay one partition from its log start to its high watermark. Returns
-/// the number of records applied.
+/// Replay one partition from its log start to its log end. Returns the
+/// number of records applied.
+///
+/// To the log end, not the high watermark, as Kafka's coordinator loads: a
+/// replica that has just become the partition's leader may not know yet
+/// how far its log is committed (its followers have not fetched from it),
+/// but everything in it is the partition's from now on, and a commit a
+/// client was told of is in it (commits wait for every in-sync replica).
 pub(super) fn replay_partition(
     index: i32,
     partition: &Partition,
@@ -419,12 +425,12 @@ pub(super) fn replay_partition(
     now_ms: i64,
     cfg: &GroupConfig,
 ) -> Result<u64, LoadError> {
-    let end = partition.offsets().high_watermark;
+    let end = partition.offsets().log_end;
     let mut next = partition.offsets().log_start;
     let mut applied = 0u64;
     while next < end {
         let read = partition
-            .read(next, LOAD_READ_BYTES)
+            .read_replica(next, LOAD_READ_BYTES)
             .map_err(|source| LoadError::Read {
                 partition: index,
                 source,

@@ -244,9 +244,14 @@ impl ReplicaManager {
                 if a.partition_epoch > l.partition_epoch {
                     l.partition_epoch = a.partition_epoch;
                     l.isr = a.isr.iter().copied().collect();
-                    l.replicas = a.replicas.clone();
+                    self.set_replicas(l, &a.replicas);
                     l.pending_isr = None;
                     self.update_hw(l);
+                }
+                let has_followers = !l.followers.is_empty();
+                drop(roles);
+                if has_followers {
+                    self.start_isr_task();
                 }
                 return Ok(());
             }
@@ -289,6 +294,24 @@ impl ReplicaManager {
             self.start_isr_task();
         }
         Ok(())
+    }
+
+    /// Take a new replica set under the same leadership (a reassignment
+    /// adds or removes replicas): a new follower starts with no fetch yet,
+    /// and caught up as of now so it is not counted as lagging before its
+    /// first fetch; a removed one is forgotten.
+    fn set_replicas(&self, l: &mut LeaderRole, replicas: &[i32]) {
+        let me = self.settings.node_id;
+        let now = self.clock.now_ms();
+        l.followers.retain(|r, _| replicas.contains(r));
+        for &r in replicas.iter().filter(|&&r| r != me) {
+            l.followers.entry(r).or_insert(FollowerState {
+                fetch_offset: -1,
+                caught_up_ms: now,
+                previous_fetch: None,
+            });
+        }
+        l.replicas = replicas.to_vec();
     }
 
     /// The ISR the high watermark waits for: the committed one, with a
@@ -459,7 +482,7 @@ impl ReplicaManager {
                     if a.partition_epoch >= l.partition_epoch {
                         l.partition_epoch = a.partition_epoch;
                         l.isr = a.isr.iter().copied().collect();
-                        l.replicas = a.replicas.clone();
+                        this.set_replicas(l, &a.replicas);
                     }
                     tracing::info!(topic = %l.topic, partition = id.partition, isr = ?l.isr,
                         "the controller committed an ISR change");
