@@ -391,6 +391,15 @@ impl Controller {
         .await
     }
 
+    /// The quorum as its leader describes it (DescribeQuorum), asked of the
+    /// leader wherever it is.
+    pub async fn describe_quorum(&self) -> Result<weir_metadata::QuorumInfo, ClusterError> {
+        self.ask_leader("/controller/quorum", &(), |node| async move {
+            node.local_quorum()
+        })
+        .await
+    }
+
     /// Ask the quorum's leader (this node, or another found by asking),
     /// retrying while there is none, until the write timeout.
     async fn ask_leader<Req, T, F, Fut>(

@@ -24,6 +24,9 @@ use weir_metadata::{
 use crate::state::Placement;
 use crate::{ClusterError, Command, Controller, Outcome, Refusal};
 
+/// Longest DescribeQuorum waits for the quorum's leader.
+const QUORUM_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The broker's metadata, kept by the quorum.
 #[derive(Debug, Clone)]
 pub struct RaftMetadataStore {
@@ -197,6 +200,27 @@ impl MetadataStore for RaftMetadataStore {
 
     fn replicated(&self) -> bool {
         true
+    }
+
+    fn quorum(&self) -> Option<weir_metadata::QuorumInfo> {
+        // Asked of the leader; without one (an election, or this node cut
+        // off) the answer says so and DescribeQuorum answers
+        // NOT_LEADER_OR_FOLLOWER.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let controller = self.controller.clone();
+        self.runtime.spawn(async move {
+            let asked = tokio::time::timeout(QUORUM_ASK_TIMEOUT, controller.describe_quorum());
+            let _ = tx.send(asked.await.ok().and_then(Result::ok));
+        });
+        let leaderless = || weir_metadata::QuorumInfo {
+            leader_id: weir_metadata::NO_LEADER,
+            leader_epoch: -1,
+            high_watermark: -1,
+            voters: Vec::new(),
+            observers: Vec::new(),
+            nodes: Vec::new(),
+        };
+        Some(rx.recv().ok().flatten().unwrap_or_else(leaderless))
     }
 
     fn brokers(&self) -> Vec<BrokerInfo> {

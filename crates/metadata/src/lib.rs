@@ -188,6 +188,50 @@ pub struct BrokerInfo {
     pub epoch: i64,
 }
 
+/// The metadata quorum as its leader sees it, for DescribeQuorum: Kafka's
+/// `__cluster_metadata` partition, whose offsets are Raft log indexes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumInfo {
+    /// The leader's node id, or [`NO_LEADER`] while there is none (an
+    /// election, or a node that cannot reach the quorum): DescribeQuorum
+    /// then answers NOT_LEADER_OR_FOLLOWER.
+    pub leader_id: i32,
+    /// The leader's epoch: its Raft term.
+    pub leader_epoch: i32,
+    /// The committed index: the end of what a majority of voters holds.
+    pub high_watermark: i64,
+    /// The voters, the leader among them.
+    pub voters: Vec<QuorumReplica>,
+    /// Nodes that copy the metadata but do not vote (Raft learners).
+    pub observers: Vec<QuorumReplica>,
+    /// Each voter's controller listener, for DescribeQuorum v2 (KIP-853).
+    pub nodes: Vec<QuorumNode>,
+}
+
+/// One replica of the metadata log, as the quorum's leader tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumReplica {
+    /// Its node id.
+    pub replica_id: i32,
+    /// The end of its copy of the log (-1 when unknown).
+    pub log_end_offset: i64,
+    /// When it last fetched from the leader (-1 when unknown).
+    pub last_fetch_timestamp_ms: i64,
+    /// When it last held everything the leader had (-1 when unknown).
+    pub last_caught_up_timestamp_ms: i64,
+}
+
+/// Where a controller is reached: its `--controller-listen` address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumNode {
+    /// Its node id.
+    pub id: i32,
+    /// Host of its controller listener.
+    pub host: String,
+    /// Port of its controller listener.
+    pub port: u16,
+}
+
 /// A leader's request to change a partition's ISR (Kafka's AlterPartition).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlterPartition {
@@ -386,6 +430,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The reassignments in progress (Kafka's ListPartitionReassignments).
     fn reassignments(&self) -> Vec<Reassignment> {
         Vec::new()
+    }
+    /// The metadata quorum, for DescribeQuorum. `None` when there is none:
+    /// a single node, whose metadata no other node votes on.
+    fn quorum(&self) -> Option<QuorumInfo> {
+        None
+    }
+    /// How many changes the store has committed since it was created, when
+    /// it counts them: a single node's stand-in for the metadata log's end.
+    fn change_count(&self) -> Option<u64> {
+        None
     }
     /// A leader's ISR change; committed on return, and the new assignment
     /// returned. A single node has no ISR to change.
