@@ -261,6 +261,30 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
         .collect();
     let alive = alive.join(",");
     produce(&alive, "orders", 300, 300)?;
+    // weir cluster status names the dead broker fenced and the partitions
+    // it no longer copies under-replicated, with the quorum still led.
+    let survivor = (victim + 1) % 3;
+    let victim_id = i32::try_from(victim + 1)?;
+    wait_until(
+        SETTLE_TIMEOUT,
+        "status to show the dead broker fenced",
+        || {
+            let out = cli::weir_ok(&nodes[survivor], &["cluster", "status", "--json"], b"")?;
+            let status: serde_json::Value = serde_json::from_str(&out)?;
+            let fenced = status["brokers"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|b| b["id"] == victim_id && b["state"] == "fenced")
+            });
+            let under = status["under_replicated"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p == "orders-0"));
+            let led = status["quorum"]["leader"].as_i64().is_some_and(|l| l >= 1)
+                && status["quorum"]["voters"]
+                    .as_array()
+                    .is_some_and(|v| v.len() == 3);
+            Ok(fenced && under && led)
+        },
+    )?;
     let read = read_all(&alive, "orders", 3)?;
     let mut values: Vec<u64> = read.values().flatten().copied().collect();
     values.sort_unstable();
@@ -273,6 +297,15 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
     // Back again, it catches up and rejoins every ISR.
     nodes[victim].restart()?;
     wait_full_isr(&nodes, "orders")?;
+    let out = cli::weir_ok(&nodes[survivor], &["cluster", "status", "--json"], b"")?;
+    let status: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(
+        status["partitions"]["under_replicated"] == 0
+            && status["brokers"]
+                .as_array()
+                .is_some_and(|b| b.len() == 3 && b.iter().all(|b| b["state"] == "active")),
+        "status after the restart: {status}"
+    );
     let from_victim = read_all(&nodes[victim].bootstrap(), "orders", 3)?;
     ensure!(
         from_victim == read,

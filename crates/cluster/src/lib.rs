@@ -289,6 +289,7 @@ impl Controller {
             local_addr,
         });
         tokio::spawn(name_the_cluster(Arc::downgrade(&controller)));
+        tokio::spawn(log_leader_changes(controller.raft.metrics(), controller.id));
         Ok(controller)
     }
 
@@ -488,6 +489,40 @@ impl Controller {
             .get_node(&id)
             .map(|n| n.addr.clone());
         from_membership.or_else(|| self.voters.get(&id).cloned())
+    }
+}
+
+/// Say in the log when the quorum's leader changes, as seen from this
+/// node; ends when the Raft stops.
+async fn log_leader_changes(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    me: u64,
+) {
+    let mut known: Option<(Option<u64>, u64)> = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if known != Some(now) {
+            match now {
+                (Some(leader), term) if leader == me => {
+                    tracing::info!(term, "this node now leads the metadata quorum")
+                }
+                (Some(leader), term) => {
+                    tracing::info!(leader, term, "the metadata quorum has a leader")
+                }
+                (None, term) => tracing::warn!(
+                    term,
+                    "the metadata quorum has no leader (an election, or this node cannot reach \
+                     a majority of --voters)"
+                ),
+            }
+            known = Some(now);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -917,13 +917,14 @@ fn read_file_config(path: &Path) -> Result<FileConfig, SettingsError> {
 }
 
 fn init_logging(filter: &str) -> Result<(), ServeError> {
-    // openraft narrates every vote and append at info; its warnings are what
-    // an operator needs, unless the filter asks for more by name.
-    let quiet = ["off", "error", "warn"].contains(&filter.to_ascii_lowercase().as_str());
-    let filter = if quiet || filter.contains("openraft") {
+    // openraft narrates every vote and append, and logs each failed RPC to
+    // a stopped peer as an error twice a second; weir-cluster logs what an
+    // operator needs (leader changes, fencing, storage errors). A filter
+    // that names openraft gets it back.
+    let filter = if filter.contains("openraft") {
         filter.to_owned()
     } else {
-        format!("{filter},openraft=warn")
+        format!("{filter},openraft=off")
     };
     let filter = EnvFilter::try_new(&filter).map_err(|source| ServeError::LogLevel {
         filter: filter.to_owned(),
