@@ -35,6 +35,15 @@ struct Described {
 
 /// Three (or `n`) nodes, each a broker and a controller, on free local ports.
 fn start_cluster(n: u16, extra: &[&str]) -> anyhow::Result<Vec<Broker>> {
+    start_cluster_with(n, extra, |_| Vec::new())
+}
+
+/// As [`start_cluster`], with `own(id)` added to node `id`'s arguments.
+fn start_cluster_with(
+    n: u16,
+    extra: &[&str],
+    own: impl Fn(u16) -> Vec<String>,
+) -> anyhow::Result<Vec<Broker>> {
     let mut kafka = Vec::new();
     let mut voters = Vec::new();
     for id in 1..=n {
@@ -54,6 +63,7 @@ fn start_cluster(n: u16, extra: &[&str]) -> anyhow::Result<Vec<Broker>> {
                 voters.clone(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(own(id));
             std::thread::spawn(move || {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Broker::start_at(&format!("127.0.0.1:{port}"), &args)
@@ -680,5 +690,109 @@ fn a_data_folder_keeps_the_kind_of_node_that_made_it() -> anyhow::Result<()> {
         let said = String::from_utf8_lossy(&out.stderr);
         ensure!(said.contains(message), "{args:?}: {said}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_consumer_that_gives_its_rack_reads_from_the_in_sync_replica_there() -> anyhow::Result<()> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use rdkafka::Message;
+
+    let nodes = start_cluster_with(
+        3,
+        &[
+            "--set",
+            "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+        ],
+        |id| vec!["--rack".into(), format!("rack-{id}")],
+    )?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "near", 1, 3)?;
+    let placed = wait_full_isr(&nodes, "near")?;
+    produce(&all, "near", 0, 100)?;
+    wait_full_isr(&nodes, "near")?;
+    let leader = placed[&0].leader;
+    let follower = placed[&0]
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != leader)
+        .context("a follower")?;
+    let rack = format!("rack-{follower}");
+    let id = uuid::Uuid::parse_str(&topic_id(&all, "near")?)?;
+    let fetch = |node: i32| -> anyhow::Result<(i32, i64, usize)> {
+        let address = nodes[usize::try_from(node - 1)?].bootstrap();
+        let mut client = weir_client::Client::connect(&address, &weir_client::Config::default())?;
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_rack_id(kafka_protocol::protocol::StrBytes::from_string(
+                rack.clone(),
+            ))
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let response = client.send(&request, 13)?;
+        let p = response
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("no partition in the fetch answer")?;
+        ensure!(
+            p.error_code == 0,
+            "broker {node} answered error {}",
+            p.error_code
+        );
+        Ok((
+            p.preferred_read_replica.0,
+            p.high_watermark,
+            p.records.as_ref().map_or(0, bytes::Bytes::len),
+        ))
+    };
+    // The leader sends a consumer in the follower's rack there, with no records.
+    let (preferred, _, bytes) = fetch(leader)?;
+    ensure!(
+        preferred == follower && bytes == 0,
+        "leader answered {preferred} with {bytes} bytes"
+    );
+    // The follower serves it, up to its high watermark.
+    let mut served = (0, 0, 0);
+    wait_until(SETTLE_TIMEOUT, "the follower to serve the records", || {
+        served = fetch(follower)?;
+        Ok(served.1 == 100 && served.2 > 0)
+    })?;
+    ensure!(served.0 == -1, "a follower names no other replica");
+
+    // librdkafka follows the same route, end to end.
+    let mut config = common::consumer_config(&all);
+    config.set("client.rack", &rack);
+    let consumer: BaseConsumer = config.create()?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("near", 0, Offset::Beginning)?;
+    consumer.assign(&at)?;
+    let mut read = Vec::new();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while read.len() < 100 && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            read.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    ensure!(
+        read == expected,
+        "read {} records through the rack-aware route",
+        read.len()
+    );
     Ok(())
 }

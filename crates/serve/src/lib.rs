@@ -234,6 +234,10 @@ pub enum SettingsError {
     },
 }
 
+/// `replica.selector.class` values: Kafka's two selectors.
+const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+
 /// Kafka's default for how often retention is applied (`log.retention.check.interval.ms`).
 const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 
@@ -436,6 +440,8 @@ struct Settings {
     roles: Roles,
     /// `broker.rack`.
     rack: Option<String>,
+    /// `replica.selector.class` is the rack-aware selector.
+    rack_aware_replica_selector: bool,
     /// `broker.session.timeout.ms`.
     broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
@@ -578,6 +584,7 @@ impl Settings {
                 controller: true,
             },
             rack: None,
+            rack_aware_replica_selector: false,
             // Shorter than Kafka's 9 s and 2 s: a dead leader's partitions
             // move within about 2 s (docs/operations.md).
             broker_session_timeout_ms: 1_500,
@@ -613,6 +620,18 @@ impl Settings {
             "broker.rack" => {
                 let rack = value.trim();
                 self.rack = (!rack.is_empty()).then(|| rack.to_owned());
+            }
+            "replica.selector.class" => {
+                self.rack_aware_replica_selector = match value.trim() {
+                    RACK_AWARE_SELECTOR => true,
+                    "" | LEADER_SELECTOR => false,
+                    _ => {
+                        return Err(refused(format!(
+                            "Weir has two selectors: {RACK_AWARE_SELECTOR} (fetch from the \
+                             closest in-sync replica, KIP-392) and {LEADER_SELECTOR} (the leader)"
+                        )));
+                    }
+                };
             }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = config.at_least(1)?,
             "broker.heartbeat.interval.ms" => {
@@ -1120,6 +1139,8 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         max_request_bytes: settings.max_request_bytes,
         log_defaults: settings.log_defaults.clone(),
         group: settings.group.clone(),
+        rack: settings.rack.clone(),
+        rack_aware_replica_selector: settings.rack_aware_replica_selector,
         replica_lag_time_max_ms: settings.replica_lag_time_max_ms,
         replica_fetch_max_bytes: settings.replica_fetch_max_bytes,
         replica_fetch_response_max_bytes: settings.replica_fetch_response_max_bytes,

@@ -45,6 +45,9 @@ const CURRENT_LEADER_VERSION: i16 = 12;
 const NODE_ENDPOINTS_VERSION: i16 = 16;
 /// First version that names a follower in `replica_state`, not `replica_id`.
 const REPLICA_STATE_VERSION: i16 = 15;
+/// First version with the client's rack, and so fetching from followers
+/// (KIP-392): a consumer may read a follower's copy up to its high watermark.
+const RACK_VERSION: i16 = 11;
 
 /// One requested partition, resolved once for every read of a long poll.
 struct Target {
@@ -60,6 +63,9 @@ struct Target {
     leader_endpoint: Option<NodeEndpoint>,
     /// A follower replica's fetch: it reads up to the log end.
     replica: bool,
+    /// The replica this client should fetch from instead (KIP-392): the
+    /// partition is answered without records, naming it.
+    preferred_read_replica: Option<i32>,
 }
 
 struct TopicTarget {
@@ -97,10 +103,12 @@ pub(crate) async fn handle(
     } else {
         req.replica_id.0
     };
+    let rack =
+        (version >= RACK_VERSION && !req.rack_id.is_empty()).then(|| req.rack_id.to_string());
     let targets: Arc<Vec<TopicTarget>> = Arc::new(
         req.topics
             .into_iter()
-            .map(|topic| resolve(broker, version, replica_id, topic))
+            .map(|topic| resolve(broker, version, replica_id, rack.as_deref(), topic))
             .collect(),
     );
     let names_a_leader = partitions(&targets).any(|t| t.current_leader.is_some());
@@ -190,7 +198,13 @@ fn partitions(targets: &[TopicTarget]) -> impl Iterator<Item = &Target> {
     targets.iter().flat_map(|t| t.partitions.iter())
 }
 
-fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) -> TopicTarget {
+fn resolve(
+    broker: &Broker,
+    version: i16,
+    replica_id: i32,
+    rack: Option<&str>,
+    topic: FetchTopic,
+) -> TopicTarget {
     let state = if version >= TOPIC_ID_VERSION {
         broker.topic_by_id(topic.topic_id).ok_or_else(|| {
             ApiError::new(
@@ -216,6 +230,10 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
             });
             let mut current_leader = None;
             let mut leader_endpoint = None;
+            let mut preferred_read_replica = None;
+            // On a follower serving a consumer, the leader epoch the
+            // assignment gives (its log may not hold a batch of it yet).
+            let mut follower_epoch = None;
             let partition = partition.and_then(|(state, index)| {
                 let id = weir_storage::PartitionId {
                     topic_id: state.meta.id,
@@ -230,7 +248,19 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                         .err()
                 } else {
                     match broker.replicas.leadership(id) {
-                        Leadership::Leader { .. } => None,
+                        Leadership::Leader { .. } => {
+                            preferred_read_replica =
+                                rack.and_then(|rack| broker.closest_replica(id, rack));
+                            None
+                        }
+                        // A consumer that knows of KIP-392 may read a
+                        // follower's copy, up to its high watermark.
+                        Leadership::NotLeader { leader_epoch, .. }
+                            if version >= RACK_VERSION && broker.replicas.follows(id) =>
+                        {
+                            follower_epoch = Some(leader_epoch);
+                            None
+                        }
                         not => Some(not),
                     }
                 };
@@ -258,12 +288,13 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                 }
                 let partition = crate::topics::local_partition(state, index)?;
                 if version >= LEADER_EPOCH_VERSION {
-                    let epoch = partition.leader_epoch();
+                    let epoch = follower_epoch.unwrap_or_else(|| partition.leader_epoch());
                     let checked = check_current_leader_epoch(p.current_leader_epoch, epoch);
                     if checked
                         .as_ref()
                         .is_err_and(|e| e.code == ResponseError::FencedLeaderEpoch)
                         && version >= CURRENT_LEADER_VERSION
+                        && follower_epoch.is_none()
                     {
                         current_leader = Some(
                             LeaderIdAndEpoch::default()
@@ -283,6 +314,7 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                 current_leader,
                 leader_endpoint,
                 replica: replica_id >= 0,
+                preferred_read_replica,
             }
         })
         .collect();
@@ -354,6 +386,17 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
                             );
                         }
                     };
+                    if let Some(replica) = target.preferred_read_replica {
+                        let offsets = partition.offsets();
+                        seen.push(Some(offsets));
+                        return answered(
+                            target.index,
+                            bytes::Bytes::new(),
+                            offsets,
+                            read_committed,
+                        )
+                        .with_preferred_read_replica(replica.into());
+                    }
                     let first = bytes == 0;
                     let limit = target.partition_max_bytes.min(remaining);
                     match read_one(partition, target.fetch_offset, limit, first, target.replica) {

@@ -365,6 +365,12 @@ impl ReplicaManager {
         }
     }
 
+    /// Whether this broker follows the partition (holds a replica another
+    /// broker leads).
+    pub(crate) fn follows(&self, id: PartitionId) -> bool {
+        lock(&self.roles).is_ok_and(|roles| matches!(roles.get(&id), Some(Role::Follower { .. })))
+    }
+
     /// The leadership of a partition this broker has no role for, as the
     /// metadata assigns it.
     fn led_elsewhere(&self, id: PartitionId) -> Leadership {
@@ -613,6 +619,28 @@ impl ReplicaManager {
 }
 
 impl crate::Broker {
+    /// KIP-392's rack-aware replica selector, for a consumer in `rack`
+    /// fetching a partition this broker leads: another in-sync replica on
+    /// an unfenced broker in that rack, when this broker is not in it.
+    /// `None` (read from the leader) unless `replica.selector.class` names
+    /// the rack-aware selector, as Kafka's default leader-only selector does.
+    pub(crate) fn closest_replica(&self, id: PartitionId, rack: &str) -> Option<i32> {
+        if !self.config.rack_aware_replica_selector || self.config.rack.as_deref() == Some(rack) {
+            return None;
+        }
+        let assignment = self
+            .metadata
+            .topic_by_id(id.topic_id)?
+            .assignment(id.partition, self.config.node_id)?;
+        let brokers = self.metadata.brokers();
+        assignment.isr.iter().copied().find(|&replica| {
+            replica != self.config.node_id
+                && brokers
+                    .iter()
+                    .any(|b| b.id == replica && !b.fenced && b.rack.as_deref() == Some(rack))
+        })
+    }
+
     /// Apply the metadata store's partition assignments to every partition
     /// this broker holds (the change feed calls it after each change).
     /// Topics without assignments (a single node's) are left as they are:
