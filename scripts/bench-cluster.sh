@@ -17,6 +17,7 @@
 #   SERVE_ARGS: extra `weir serve` flags for every node
 #   PRODUCE_RECORDS [300000] 1 KiB records per produce run   PRODUCE_RUNS [3] (RF 3 and RF 1 alternate)
 #   PRODUCE_PARTITIONS [3]   KILLS [20]   PROBE_TIMEOUT_S [30]: give up on one failover after this
+#   PROBE_ARGS: extra flags for the failover probes, e.g. "-X retry.backoff.max.ms=100"
 #   REJOIN_MB [1024]   CREATE_TOPICS [1000]   CREATE_CLIENTS ["1 4"]
 #   LIMITS_MB [1024]  LIMITS_SYNCS [5000]  LIMITS_SECONDS [3]   READY_TIMEOUT_S [120]
 # Results: one JSON file per measurement and each node's log in OUT, and the
@@ -29,7 +30,7 @@ STEPS=()
 for arg in "$@"; do
     case "$arg" in
         --trial) TRIAL=1 ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         limits|produce|failover|rejoin|creates) STEPS+=("$arg") ;;
         *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
@@ -104,7 +105,10 @@ wait_for() { # $1: what, for the error; the rest: the command
     done
 }
 # The "listening on" lines a node has printed so far (one per start).
-listening_lines() { grep -c '^listening on' "$OUT/node-$1.log" 2>/dev/null || true; }
+listening_lines() {
+    [ -e "$OUT/node-$1.log" ] || { echo 0; return; }
+    grep -c '^listening on' "$OUT/node-$1.log" || true
+}
 listened_more() { [ "$(listening_lines "$1")" -gt "$2" ]; } # $1: node, $2: lines before
 successes_at_least() { [ "$(awk '$3 == 0' "$1" | wc -l)" -ge "$2" ]; } # $1: probe file
 all_active() {
@@ -180,21 +184,42 @@ probe_loop() {
     while [ ! -e "$file.stop" ]; do
         started=$(now_ms)
         rc=0
+        # shellcheck disable=SC2086
         "$WEIR" bench produce --topic failover --size 1024 --acks all --linger-ms 0 --count 1 \
-            -X "message.timeout.ms=$((PROBE_TIMEOUT_S * 1000))" --json >/dev/null 2>&1 || rc=$?
+            -X "message.timeout.ms=$((PROBE_TIMEOUT_S * 1000))" ${PROBE_ARGS:-} --json >/dev/null 2>&1 || rc=$?
         echo "$started $(now_ms) $rc" >>"$file"
     done
 }
-# The end of the first successful probe that started at or after $2 (ms), or nothing.
-first_success_after() { awk -v t="$2" '$1 >= t && $3 == 0 { print $2; exit }' "$1"; }
+# The end of the first successful probe after the kill at $2 (ms), or nothing.
+# The loop is sequential, so one probe is usually in flight at the kill; it
+# counts only if it ended more than $3 ms (twice a quiet probe) after the
+# kill: then its record was acknowledged after the kill, not before.
+first_success_after() {
+    awk -v t="$2" -v held="$3" '$3 == 0 && ($1 >= t || $2 - t > held) { print $2; exit }' "$1"
+}
+# When the quorum leader logged fencing broker $1 at or after $2 (ms), from
+# the nodes' log timestamps (UTC); nothing if no node logged it.
+fenced_at() {
+    local stamp ms
+    grep -h "fencing a broker whose session expired.* broker=$1\b" "$OUT"/node-*.log 2>/dev/null |
+        awk '{ print $1 }' | while read -r stamp; do
+            ms=$(date -d "$stamp" +%s%3N)
+            [ "$ms" -lt "$2" ] || echo "$ms"
+        done | sort -n | head -1
+}
 
 step_failover() {
-    local kill leader killed_ms ok_ms probes restarted lines
+    local kill leader controller also killed_ms ok_ms fenced_ms probes restarted lines
     create_topic failover 1 3
-    : >"$OUT/failover.txt"
+    : >"$OUT/failover.txt"; : >"$OUT/failover-fenced.txt"
     for kill in $(seq 1 "$KILLS"); do
         wait_for "full ISR of failover" full_isr failover
         leader=$(leader_of failover 0)
+        controller=$("$WEIR" cluster status --json | jq '.controller')
+        # Killing the quorum leader too adds a Raft election before the
+        # fencing: the two cases are reported apart.
+        also= case=partition
+        [ "$leader" != "$controller" ] || { also=" and the quorum leader"; case=both; }
         [ -n "${PID[$leader]:-}" ] || die "leader $leader is not a node this script runs"
         probes="$OUT/failover-probes-$kill.txt"
         rm -f "$probes" "$probes.stop"; : >"$probes"
@@ -204,20 +229,23 @@ step_failover() {
         wait_for "a probe before the kill" successes_at_least "$probes" 3
         killed_ms=$(now_ms)
         stop_node "$leader" KILL
-        local deadline=$((killed_ms + PROBE_TIMEOUT_S * 1000))
+        local deadline=$((killed_ms + PROBE_TIMEOUT_S * 1000)) baseline
+        baseline=$(awk '$3 == 0 { print $2 - $1 }' "$probes" | head -3 | median)
         ok_ms=
         while [ -z "$ok_ms" ] && [ "$(now_ms)" -lt "$deadline" ]; do
-            ok_ms=$(first_success_after "$probes" "$killed_ms")
+            ok_ms=$(first_success_after "$probes" "$killed_ms" "$((2 * baseline))")
             [ -n "$ok_ms" ] || sleep 0.02
         done
         touch "$probes.stop"; wait "$PROBE_PID" || true; PROBE_PID=
-        local baseline
-        baseline=$(awk '$3 == 0 { print $2 - $1 }' "$probes" | head -3 | median)
+        fenced_ms=$(fenced_at "$leader" "$killed_ms")
+        local fenced="not logged"
+        [ -z "$fenced_ms" ] || fenced="$((fenced_ms - killed_ms)) ms"
         if [ -n "$ok_ms" ]; then
-            echo "$((ok_ms - killed_ms))" >>"$OUT/failover.txt"
-            note "failover $kill: killed node $leader (partition leader); acks=all produce succeeded again after $((ok_ms - killed_ms)) ms (a probe takes ~$baseline ms when all is well)"
+            echo "$((ok_ms - killed_ms)) $case" >>"$OUT/failover.txt"
+            [ -z "$fenced_ms" ] || echo "$((fenced_ms - killed_ms)) $case" >>"$OUT/failover-fenced.txt"
+            note "failover $kill: killed node $leader (partition leader$also); fenced after $fenced; acks=all produce succeeded again after $((ok_ms - killed_ms)) ms (one probe takes ~$baseline ms when all is well)"
         else
-            echo "timeout" >>"$OUT/failover.txt"
+            echo "timeout $case" >>"$OUT/failover.txt"
             note "failover $kill: killed node $leader; no acks=all produce within ${PROBE_TIMEOUT_S} s"
         fi
         lines=$(listening_lines "$leader")
@@ -227,9 +255,20 @@ step_failover() {
         wait_for "full ISR of failover after restarting node $leader" full_isr failover
         note "failover $kill: node $leader back in the ISR $(($(now_ms) - restarted)) ms after its restart"
     done
-    local times
-    times=$(grep -v timeout "$OUT/failover.txt" || true)
-    note "failover: $KILLS kills, $(grep -c timeout "$OUT/failover.txt" || true) timed out; p50 $(echo "$times" | median) ms, max $(echo "$times" | maximum) ms (target: under 3,000 ms)"
+    local which pattern label
+    for which in all partition both; do
+        case $which in
+            all) pattern='.'; label="all kills" ;;
+            partition) pattern=' partition$'; label="partition leader only" ;;
+            both) pattern=' both$'; label="partition and quorum leader" ;;
+        esac
+        local n times fenced
+        n=$(grep -c "$pattern" "$OUT/failover.txt" || true)
+        [ "$n" -gt 0 ] || continue
+        times=$(grep "$pattern" "$OUT/failover.txt" | grep -v '^timeout' | cut -d' ' -f1 || true)
+        fenced=$(grep "$pattern" "$OUT/failover-fenced.txt" | cut -d' ' -f1 || true)
+        note "failover ($label): $n kills, $(grep "$pattern" "$OUT/failover.txt" | grep -c '^timeout' || true) timed out; kill to acks=all produce p50 $(echo "$times" | median) ms, max $(echo "$times" | maximum) ms (target: under 3,000 ms); kill to fenced p50 $(echo "$fenced" | median) ms, max $(echo "$fenced" | maximum) ms"
+    done
 }
 
 step_rejoin() {
@@ -248,6 +287,7 @@ step_rejoin() {
     "$WEIR" bench produce --topic rejoin --size 1024 --acks all --linger-ms 5 \
         -X batch.num.messages=10000 --count "$records" --duration 30m --json >"$OUT/rejoin-produce.json"
     note "rejoin: node $follower stopped (SIGTERM); $(jq -r '"\(.bytes / 1048576 | round) MiB produced to the other two at \(.mb_per_sec|round) MB/s"' "$OUT/rejoin-produce.json")"
+    note "rejoin: ISR of rejoin before the restart: $(describe rejoin | jq -c '.partitions[0].isr')"
     lines=$(listening_lines "$follower")
     restarted=$(now_ms)
     start_node "$follower"
