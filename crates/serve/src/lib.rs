@@ -359,8 +359,9 @@ pub struct ServeArgs {
           value_parser = parse_host_port, help_heading = "Cluster")]
     controller_listen: Option<String>,
 
-    /// What this node runs (Kafka's process.roles): broker, controller, or
-    /// both as broker,controller. [default: broker,controller]
+    /// What this node runs (Kafka's process.roles): controller, or both as
+    /// broker,controller; a broker-only node (a quorum learner) is refused
+    /// for now. [default: broker,controller]
     #[arg(
         long,
         env = "WEIR_PROCESS_ROLES",
