@@ -430,6 +430,11 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
 
 /// Read one partition from `offset`, up to `limit` bytes unless `first`;
 /// up to the log end for a follower `replica`, else the high watermark.
+///
+/// An offset the log holds but has not committed yet reads as empty, as in
+/// Kafka: a consumer that saw a high watermark on one leader may ask the
+/// next one before that leader's high watermark has caught up. Only an
+/// offset outside the log is out of range.
 fn read_one(
     partition: &Partition,
     offset: i64,
@@ -438,21 +443,24 @@ fn read_one(
     replica: bool,
 ) -> Result<(bytes::Bytes, PartitionOffsets), ApiError> {
     let offsets = partition.offsets();
+    if offset < offsets.log_start || offset > offsets.log_end {
+        return Err(ApiError::new(
+            ResponseError::OffsetOutOfRange,
+            format!(
+                "offset {offset} is outside the log [{}, {}]",
+                offsets.log_start, offsets.log_end
+            ),
+        ));
+    }
     let end = if replica {
         offsets.log_end
     } else {
         offsets.high_watermark
     };
-    if offset < offsets.log_start || offset > end {
-        return Err(ApiError::new(
-            ResponseError::OffsetOutOfRange,
-            format!("offset {offset} is outside [{}, {end}]", offsets.log_start),
-        ));
-    }
     // The log never returns data past the high watermark, which is also the
     // last stable offset until transactions exist, so read_committed needs
     // no further bound yet.
-    if offset == end || (!first && limit == 0) {
+    if offset >= end || (!first && limit == 0) {
         return Ok((bytes::Bytes::new(), offsets));
     }
     let read = if replica {
@@ -515,6 +523,64 @@ mod tests {
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     use super::*;
+
+    #[tokio::test]
+    async fn an_offset_held_but_not_committed_reads_empty_and_only_one_outside_the_log_is_out_of_range()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = weir_storage::CommitLog::open(
+            dir.path(),
+            weir_storage::LogConfig::default(),
+            std::sync::Arc::new(weir_storage::SystemClock),
+        )
+        .unwrap();
+        let partition = log
+            .create_partition(
+                weir_storage::PartitionId {
+                    topic_id: uuid::Uuid::from_u128(1),
+                    partition: 0,
+                },
+                weir_storage::PartitionConfig::default(),
+            )
+            .unwrap();
+        // A leader waiting for its followers: 5 records held, 2 committed.
+        partition.set_high_watermark_bound(Some(0));
+        for count in [2, 3] {
+            let appended = partition
+                .append(crate::admin::testing::batch(count))
+                .unwrap();
+            appended.durable.wait().await.unwrap();
+        }
+        assert_eq!(partition.set_high_watermark_bound(Some(2)), 2);
+        assert_eq!(partition.offsets().log_end, 5);
+
+        let last_offset = |records: &bytes::Bytes| {
+            weir_storage::batches(records)
+                .map(|b| {
+                    b.map(|(header, _)| header.base_offset + i64::from(header.last_offset_delta))
+                })
+                .last()
+        };
+        let (records, offsets) = read_one(&partition, 0, 1 << 20, true, false).unwrap();
+        assert_eq!(last_offset(&records), Some(Ok(1)), "only what is committed");
+        assert_eq!(offsets.high_watermark, 2);
+        for offset in 2..=5 {
+            let (records, _) = read_one(&partition, offset, 1 << 20, true, false).unwrap();
+            assert!(
+                records.is_empty(),
+                "offset {offset} is held, not yet committed"
+            );
+        }
+        // A follower copies it all.
+        let (records, _) = read_one(&partition, 2, 1 << 20, true, true).unwrap();
+        assert_eq!(last_offset(&records), Some(Ok(4)));
+        for replica in [false, true] {
+            let past = read_one(&partition, 6, 1 << 20, true, replica).unwrap_err();
+            assert_eq!(past.code, ResponseError::OffsetOutOfRange);
+            let before = read_one(&partition, -1, 1 << 20, true, replica).unwrap_err();
+            assert_eq!(before.code, ResponseError::OffsetOutOfRange);
+        }
+    }
 
     #[test]
     fn leader_epoch_checks_follow_kafka() {
