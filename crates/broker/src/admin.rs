@@ -174,6 +174,37 @@ pub(crate) mod testing {
 
     use crate::{Broker, BrokerConfig};
 
+    /// One RecordBatch v2 of `count` records, as a producer sends it.
+    pub(crate) fn batch(count: i64) -> bytes::Bytes {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: -1,
+                timestamp: 1_700_000_000_000 + i,
+                key: None,
+                value: Some(bytes::Bytes::from(format!("record {i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        buf.freeze()
+    }
+
     /// A broker and the temp dir holding its data.
     pub(crate) struct TestBroker {
         pub broker: Arc<Broker>,

@@ -39,6 +39,12 @@ pub struct BrokerConfig {
     pub log_defaults: BTreeMap<String, String>,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub group: GroupConfig,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// `replica.selector.class` names Kafka's RackAwareReplicaSelector:
+    /// consumers that give their rack are sent to an in-sync replica there
+    /// (KIP-392). Off by default, as in Kafka.
+    pub rack_aware_replica_selector: bool,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long
     /// leaves the ISR.
     pub replica_lag_time_max_ms: u64,
@@ -56,6 +62,8 @@ impl Default for BrokerConfig {
             advertised_port: 9092,
             default_partitions: 4,
             default_replication_factor: 1,
+            rack: None,
+            rack_aware_replica_selector: false,
             auto_create_topics: true,
             max_partitions: DEFAULT_MAX_PARTITIONS,
             max_request_bytes: 100 * 1024 * 1024,

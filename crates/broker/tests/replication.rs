@@ -425,35 +425,41 @@ async fn followers_copy_the_leader_the_isr_follows_them_and_a_new_leader_truncat
     assert_eq!(partition.current_leader.leader_epoch, 1);
     assert_eq!(answer.node_endpoints[0].port, i32::from(n1.addr.port()));
 
-    // So is a consumer's fetch (KIP-951's fields from Fetch v16).
-    let follower_addr = n2.addr.to_string();
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut conn = weir_client::Connection::connect(&follower_addr)?;
-        let request = FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_max_bytes(1 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic_id(topic_id)
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_current_leader_epoch(-1)
-                            .with_partition_max_bytes(1 << 20),
-                    ]),
-            ]);
-        conn.call(&request, 16)
-    })
-    .await??;
+    // A consumer's fetch from before KIP-392 (v10) is sent to the leader
+    // too; from v11 on, the follower serves it up to its high watermark.
+    let fetch_from_follower = |version: i16| {
+        let follower_addr = n2.addr.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = weir_client::Connection::connect(&follower_addr)?;
+            let request = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_topic_id(topic_id)
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                ]);
+            conn.call(&request, version)
+        })
+    };
+    let answer = fetch_from_follower(10).await??;
     let partition = &answer.responses[0].partitions[0];
     assert_eq!(partition.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
-    assert_eq!(partition.current_leader.leader_id.0, 1);
-    assert!(
-        answer
-            .node_endpoints
-            .iter()
-            .any(|e| e.node_id.0 == 1 && e.port == i32::from(n1.addr.port()))
+    let answer = fetch_from_follower(16).await??;
+    let partition = &answer.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "a follower serves Fetch v11+");
+    assert_eq!(partition.high_watermark, 20);
+    assert_eq!(
+        partition.records.as_ref().map(|r| r.len()),
+        Some(all_batches(&leader_p).len()),
+        "every committed batch, from the follower's copy"
     );
 
     // The follower stops. An acks=all batch appended now waits for it

@@ -1,6 +1,7 @@
-//! `weir cluster status`: the brokers, the controller, and how many
-//! partitions are online, under-replicated or offline, from DescribeCluster
-//! and Metadata, as text or (`--json`) one JSON document.
+//! `weir cluster`: `status` (the metadata quorum and each voter's lag, the
+//! brokers, and which partitions are online, under-replicated or offline,
+//! from DescribeQuorum, DescribeCluster and Metadata, as text or (`--json`)
+//! one JSON document), and the entry points of `local` and `elect-leaders`.
 
 use crate::Result;
 use clap::{Args, Subcommand};
@@ -30,6 +31,33 @@ Examples:
 Partition states: online (a leader, every replica in sync), under-replicated
 (a leader, some replica out of sync), offline (no leader).")]
     Status,
+    /// Run a cluster of `weir serve` nodes on this machine, for trying one out.
+    #[command(after_help = "\
+Examples:
+  weir cluster local
+  weir cluster local --nodes 3 --data-dir /tmp/weir-cluster
+  weir cluster local --port 19092 --serve-arg=--set --serve-arg=min.insync.replicas=2
+
+Node i (from 1) listens for clients on --port + 100*(i-1) (9092, 9192, 9292
+by default) and for its quorum peers on the next port (9093, 9193, 9293). The
+bootstrap addresses are printed once every node is ready, and each node's log
+follows with its name in front. Ctrl-C stops every node cleanly; the data stays
+in --data-dir for the next start.")]
+    Local(crate::cluster_local::LocalArgs),
+    /// Elect leaders: each partition's preferred (first) replica, or a
+    /// leader for partitions that have none.
+    #[command(after_help = "\
+Examples:
+  weir cluster elect-leaders
+  weir cluster elect-leaders --topic orders --partition 0 --partition 3
+  weir cluster elect-leaders --topic orders --election-type unclean
+
+A preferred election moves leadership back to each partition's first
+replica when it is in sync (after a broker restarted, leadership stays where
+failover put it). An unclean election gives a partition whose in-sync
+replicas are all down a leader from outside the ISR: records it did not copy
+are lost. Exits 1 if any partition could not get the leader asked for.")]
+    ElectLeaders(crate::replicas::ElectArgs),
 }
 
 /// A broker as the status lists it.
@@ -40,10 +68,85 @@ struct BrokerRow {
     fenced: bool,
 }
 
+/// Most partitions the text output names per state.
+const LISTED_MAX: usize = 20;
+/// DescribeQuorum's topic and partition: the metadata log, as KRaft names it.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// The metadata quorum as `status` shows it.
+struct Quorum {
+    leader: i32,
+    epoch: i32,
+    high_watermark: i64,
+    voters: Vec<Voter>,
+}
+
+struct Voter {
+    id: i32,
+    log_end: i64,
+    /// How far behind the high watermark.
+    lag: i64,
+    caught_up_ago_ms: Option<i64>,
+}
+
+/// DescribeQuorum, when the broker serves it and a leader answers.
+fn describe_quorum(client: &mut weir_client::Client) -> Result<Option<Quorum>> {
+    use kafka_protocol::messages::DescribeQuorumRequest;
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(kafka_protocol::messages::TopicName(weir_client::str_bytes(
+                METADATA_TOPIC,
+            )))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let Ok(response) = client.send(&request, 1) else {
+        return Ok(None);
+    };
+    let Some(partition) = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .filter(|p| response.error_code == 0 && p.error_code == 0)
+    else {
+        return Ok(Some(Quorum {
+            leader: -1,
+            epoch: -1,
+            high_watermark: -1,
+            voters: Vec::new(),
+        }));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let hw = partition.high_watermark;
+    Ok(Some(Quorum {
+        leader: partition.leader_id.0,
+        epoch: partition.leader_epoch,
+        high_watermark: hw,
+        voters: partition
+            .current_voters
+            .iter()
+            .map(|v| Voter {
+                id: v.replica_id.0,
+                log_end: v.log_end_offset,
+                lag: (hw - v.log_end_offset).max(0),
+                caught_up_ago_ms: (v.last_caught_up_timestamp >= 0)
+                    .then(|| (now - v.last_caught_up_timestamp).max(0)),
+            })
+            .collect(),
+    }))
+}
+
 /// Runs a `weir cluster` command against `brokers`.
 pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
     match args.command {
         ClusterCommand::Status => status(brokers, args.json),
+        ClusterCommand::Local(local) => crate::cluster_local::run(local),
+        ClusterCommand::ElectLeaders(elect) => {
+            let mut client = super::connect(brokers)?;
+            crate::replicas::elect(&mut client, elect, args.json)
+        }
     }
 }
 
@@ -68,8 +171,8 @@ fn status(brokers: &str, json: bool) -> Result<()> {
     // DescribeCluster also names fenced brokers; a broker without it still
     // gets a status from Metadata alone.
     if let Ok(described) = client.send(
-        &DescribeClusterRequest::default().with_include_fenced_brokers(false),
-        0,
+        &DescribeClusterRequest::default().with_include_fenced_brokers(true),
+        2,
     ) {
         weir_client::check_message(
             described.error_code,
@@ -91,18 +194,24 @@ fn status(brokers: &str, json: bool) -> Result<()> {
     }
     rows.sort_by_key(|row| row.id);
 
-    let (mut online, mut under_replicated, mut offline) = (0usize, 0usize, 0usize);
+    let mut online = 0usize;
+    let (mut under_replicated, mut offline) = (Vec::new(), Vec::new());
     for topic in &metadata.topics {
+        let name = topic.name.as_ref().map_or("", |n| n.0.as_str());
         for partition in &topic.partitions {
+            let id = format!("{name}-{}", partition.partition_index);
             if partition.leader_id.0 < 0 {
-                offline += 1;
+                offline.push(id);
             } else if partition.isr_nodes.len() < partition.replica_nodes.len() {
-                under_replicated += 1;
+                under_replicated.push(id);
             } else {
                 online += 1;
             }
         }
     }
+    under_replicated.sort();
+    offline.sort();
+    let quorum = describe_quorum(&mut client)?;
 
     if json {
         let document = json!({
@@ -114,12 +223,25 @@ fn status(brokers: &str, json: bool) -> Result<()> {
                 "rack": row.rack,
                 "state": if row.fenced { "fenced" } else { "active" },
             })).collect::<Vec<_>>(),
+            "quorum": quorum.as_ref().map(|q| json!({
+                "leader": q.leader,
+                "epoch": q.epoch,
+                "high_watermark": q.high_watermark,
+                "voters": q.voters.iter().map(|v| json!({
+                    "id": v.id,
+                    "log_end_offset": v.log_end,
+                    "lag": v.lag,
+                    "last_caught_up_ms_ago": v.caught_up_ago_ms,
+                })).collect::<Vec<_>>(),
+            })),
             "topics": metadata.topics.len(),
             "partitions": {
                 "online": online,
-                "under_replicated": under_replicated,
-                "offline": offline,
+                "under_replicated": under_replicated.len(),
+                "offline": offline.len(),
             },
+            "under_replicated": under_replicated,
+            "offline": offline,
         });
         super::print_out(&format!("{document}\n"))?;
         return Ok(());
@@ -148,17 +270,62 @@ fn status(brokers: &str, json: bool) -> Result<()> {
         ]);
     }
     out.push_str(&super::table(&table));
+    if let Some(q) = &quorum {
+        out.push_str(&format!(
+            "\nquorum: leader {}, epoch {}, high watermark {}\n",
+            if q.leader >= 0 {
+                q.leader.to_string()
+            } else {
+                "none".to_owned()
+            },
+            q.epoch,
+            q.high_watermark
+        ));
+        let mut voters = vec![
+            ["VOTER", "LOG-END", "LAG", "CAUGHT-UP"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for v in &q.voters {
+            voters.push(vec![
+                v.id.to_string(),
+                v.log_end.to_string(),
+                v.lag.to_string(),
+                v.caught_up_ago_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms ago")),
+            ]);
+        }
+        out.push_str(&super::table(&voters));
+    }
     out.push_str(&format!(
         "\ntopics: {}\npartitions: {}\n",
         metadata.topics.len(),
-        online + under_replicated + offline
+        online + under_replicated.len() + offline.len()
     ));
     out.push_str(&super::table(&[
         vec!["STATE".to_owned(), "COUNT".to_owned()],
         vec!["online".to_owned(), online.to_string()],
-        vec!["under-replicated".to_owned(), under_replicated.to_string()],
-        vec!["offline".to_owned(), offline.to_string()],
+        vec![
+            "under-replicated".to_owned(),
+            under_replicated.len().to_string(),
+        ],
+        vec!["offline".to_owned(), offline.len().to_string()],
     ]));
+    for (what, list) in [
+        ("under-replicated", &under_replicated),
+        ("offline", &offline),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let shown: Vec<&str> = list.iter().take(LISTED_MAX).map(String::as_str).collect();
+        let more = list.len().saturating_sub(LISTED_MAX);
+        out.push_str(&format!("\n{what}: {}", shown.join(" ")));
+        if more > 0 {
+            out.push_str(&format!(" (and {more} more; --json lists all)"));
+        }
+        out.push('\n');
+    }
     super::print_out(&out)?;
     Ok(())
 }

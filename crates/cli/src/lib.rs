@@ -12,11 +12,13 @@
 //! `rdkafka` feature.
 
 pub mod cluster;
+mod cluster_local;
 #[cfg(feature = "rdkafka")]
 pub mod consume;
 pub mod group;
 #[cfg(feature = "rdkafka")]
 pub mod produce;
+mod replicas;
 pub mod topic;
 
 use std::borrow::Cow;

@@ -124,6 +124,20 @@ afterwards.")]
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..=PARTITIONS_MAX))]
         total: i32,
     },
+    /// Move partitions' replicas to other brokers while they are served.
+    #[command(after_help = "\
+Examples:
+  weir topic reassign orders --partition 0:2,3,4
+  weir topic reassign orders --partition 0:2,3,4 --partition 1:3,4,2 --wait 600
+  weir topic reassign orders --partition 0 --cancel
+
+Each new replica copies the partition from its leader; once every new one is
+in sync, the replicas left out are dropped and their data removed. The first
+broker listed is the preferred leader (see weir cluster elect-leaders).
+Without --wait the command returns once the move has started; weir topic
+describe shows the replicas, and --wait SECONDS shows a progress bar until
+the move completes.")]
+    Reassign(crate::replicas::ReassignArgs),
 }
 
 /// `weir topic create`.
@@ -170,6 +184,7 @@ pub fn run(brokers: &str, args: TopicArgs) -> Result<()> {
         TopicCommand::AddPartitions { topic, total } => {
             add_partitions(&mut client, &topic, total, json)
         }
+        TopicCommand::Reassign(args) => crate::replicas::reassign(&mut client, args, json),
     }
 }
 

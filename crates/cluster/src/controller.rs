@@ -67,6 +67,23 @@ pub(crate) struct Node {
     /// Last heartbeat per broker, kept while this node leads.
     sessions: Mutex<Sessions>,
     session_timeout: Duration,
+    /// What DescribeQuorum last saw of each voter's progress.
+    progress: Mutex<HashMap<u64, Progress>>,
+}
+
+/// One replica's progress as the leader saw it when last asked.
+#[derive(Debug, Default)]
+struct Progress {
+    matched: u64,
+    fetch_ms: i64,
+    caught_up_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch, as Kafka's timestamps are.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[derive(Default)]
@@ -91,6 +108,7 @@ impl Node {
             machine,
             sessions: Mutex::new(Sessions::default()),
             session_timeout,
+            progress: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,6 +216,85 @@ impl Node {
         }
     }
 
+    /// On a leader: the quorum as DescribeQuorum tells it: each voter's log
+    /// end (the index after the last entry it holds) and when it was last
+    /// seen to copy the log and to hold all of it, from the replication
+    /// progress this leader tracks.
+    pub(crate) fn local_quorum(&self) -> LeaderReply<weir_metadata::QuorumInfo> {
+        use weir_metadata::{QuorumInfo, QuorumNode, QuorumReplica};
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return self.not_leader();
+        }
+        let last = metrics.last_log_index.unwrap_or(0);
+        let now = wall_clock_ms();
+        let Ok(mut progress) = weir_sync::lock(&self.progress) else {
+            return LeaderReply::Failed("the progress table is poisoned".into());
+        };
+        let matched: HashMap<u64, u64> = metrics
+            .replication
+            .iter()
+            .flatten()
+            .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+            .collect();
+        let membership = metrics.membership_config.membership().clone();
+        let mut voters = Vec::new();
+        let mut observers = Vec::new();
+        let mut nodes = Vec::new();
+        for (id, node) in membership.nodes() {
+            let replica_id = i32::try_from(*id).unwrap_or(i32::MAX);
+            let held = if *id == self.id {
+                Some(last)
+            } else {
+                matched.get(id).copied()
+            };
+            let seen = progress.entry(*id).or_default();
+            if let Some(held) = held {
+                if held > seen.matched || *id == self.id {
+                    seen.fetch_ms = now;
+                }
+                if held >= last {
+                    seen.caught_up_ms = now;
+                    seen.fetch_ms = now;
+                }
+                seen.matched = held;
+            }
+            let replica = QuorumReplica {
+                replica_id,
+                log_end_offset: held.map_or(-1, |h| i64::try_from(h + 1).unwrap_or(i64::MAX)),
+                last_fetch_timestamp_ms: if seen.fetch_ms > 0 { seen.fetch_ms } else { -1 },
+                last_caught_up_timestamp_ms: if seen.caught_up_ms > 0 {
+                    seen.caught_up_ms
+                } else {
+                    -1
+                },
+            };
+            if membership.voter_ids().any(|v| v == *id) {
+                voters.push(replica);
+                if let Some((host, port)) = node.addr.rsplit_once(':')
+                    && let Ok(port) = port.parse()
+                {
+                    nodes.push(QuorumNode {
+                        id: replica_id,
+                        host: host.trim_matches(['[', ']']).to_owned(),
+                        port,
+                    });
+                }
+            } else {
+                observers.push(replica);
+            }
+        }
+        let committed = metrics.last_applied.map_or(0, |l| l.index);
+        LeaderReply::Done(QuorumInfo {
+            leader_id: i32::try_from(self.id).unwrap_or(i32::MAX),
+            leader_epoch: i32::try_from(metrics.current_term).unwrap_or(i32::MAX),
+            high_watermark: i64::try_from(committed + 1).unwrap_or(i64::MAX),
+            voters,
+            observers,
+            nodes,
+        })
+    }
+
     /// On a leader: the unfenced brokers whose session has expired, with
     /// their registration epochs.
     fn expired(&self) -> Vec<(i32, i64)> {
@@ -275,4 +372,98 @@ pub(crate) async fn watch_sessions(node: std::sync::Weak<Node>, every: Duration)
             }
         }
     }
+}
+
+/// `auto.leader.rebalance.enable` and its companions.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderRebalance {
+    /// `auto.leader.rebalance.enable`.
+    pub enabled: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`: a broker's partitions are
+    /// given back to it once more than this share of those it is the
+    /// preferred replica of are led elsewhere.
+    pub per_broker_percentage: u32,
+}
+
+/// While this node leads, every `interval`: elect the preferred leader of
+/// the partitions of each broker whose imbalance passes the threshold (when
+/// rebalancing is on), and a leader for leaderless partitions whose topic
+/// has since allowed an unclean election (Kafka's controller runs the same
+/// two checks). Stops when the node is dropped.
+pub(crate) async fn rebalance_leaders(node: std::sync::Weak<Node>, settings: LeaderRebalance) {
+    use crate::state::ElectionKind;
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if node.leading_term().is_none() {
+            continue;
+        }
+        let due = node.machine.read(|s| {
+            let preferred = if settings.enabled {
+                imbalanced(s, settings.per_broker_percentage)
+            } else {
+                Vec::new()
+            };
+            (preferred, s.unclean_election_candidates())
+        });
+        let Ok((preferred, unclean)) = due else {
+            continue;
+        };
+        for (partitions, kind) in [
+            (preferred, ElectionKind::Preferred),
+            (unclean, ElectionKind::Unclean),
+        ] {
+            if partitions.is_empty() {
+                continue;
+            }
+            tracing::info!(partitions = partitions.len(), ?kind, "electing leaders");
+            let command = Command::ElectLeaders {
+                partitions: Some(partitions),
+                election_type: kind,
+            };
+            if let LeaderReply::Failed(why) = node.local_write(command).await {
+                tracing::warn!(error = %why, ?kind, "cannot elect leaders");
+            }
+        }
+    }
+}
+
+/// The partitions a preferred election should move: those of every broker
+/// for which more than `percentage` per cent of the partitions it is the
+/// preferred replica of are led by another (Kafka's
+/// `leader.imbalance.per.broker.percentage` rule).
+fn imbalanced(state: &crate::ClusterState, percentage: u32) -> Vec<(String, i32)> {
+    let movable: std::collections::HashSet<(String, i32)> =
+        state.imbalanced_partitions().into_iter().collect();
+    let mut preferred: HashMap<i32, usize> = HashMap::new();
+    let mut led_elsewhere: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
+    for (name, topic) in &state.topics {
+        for (index, p) in (0..).zip(&topic.partitions) {
+            let Some(&first) = p.replicas.first() else {
+                continue;
+            };
+            *preferred.entry(first).or_default() += 1;
+            if movable.contains(&(name.clone(), index)) {
+                led_elsewhere
+                    .entry(first)
+                    .or_default()
+                    .push((name.clone(), index));
+            }
+        }
+    }
+    led_elsewhere
+        .into_iter()
+        .filter(|(broker, moved)| {
+            let total = preferred.get(broker).copied().unwrap_or(0).max(1);
+            moved.len() * 100 > total * percentage as usize
+        })
+        .flat_map(|(_, moved)| moved)
+        .collect()
 }

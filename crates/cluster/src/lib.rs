@@ -29,7 +29,7 @@ pub mod state;
 mod state_machine;
 mod store;
 
-pub use controller::{Heartbeat, HeartbeatAnswer};
+pub use controller::{Heartbeat, HeartbeatAnswer, LeaderRebalance};
 pub use state::{ClusterState, Command, Outcome, Placement, Refusal};
 pub use store::RaftMetadataStore;
 
@@ -109,6 +109,8 @@ pub struct ControllerConfig {
     /// `broker.session.timeout.ms`: a broker that has not heartbeated for
     /// this long is fenced.
     pub broker_session_timeout: Duration,
+    /// `auto.leader.rebalance.enable` and its check.
+    pub leader_rebalance: LeaderRebalance,
 }
 
 impl ControllerConfig {
@@ -127,6 +129,12 @@ impl ControllerConfig {
             write_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
             broker_session_timeout: Duration::from_millis(1500),
+            // Kafka's defaults.
+            leader_rebalance: LeaderRebalance {
+                enabled: true,
+                interval: Duration::from_secs(300),
+                per_broker_percentage: 10,
+            },
         }
     }
 }
@@ -170,6 +178,8 @@ pub struct Controller {
     server: tokio::task::JoinHandle<()>,
     /// The task that fences brokers whose sessions expire.
     sessions: tokio::task::JoinHandle<()>,
+    /// The task that moves leaderships back to preferred replicas.
+    rebalance: tokio::task::JoinHandle<()>,
     local_addr: SocketAddr,
 }
 
@@ -235,6 +245,10 @@ impl Controller {
             Arc::downgrade(&node),
             (config.broker_session_timeout / 8).max(Duration::from_millis(10)),
         ));
+        let rebalance = tokio::spawn(controller::rebalance_leaders(
+            Arc::downgrade(&node),
+            config.leader_rebalance,
+        ));
         let app = network::router(node.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -271,9 +285,11 @@ impl Controller {
             client,
             server,
             sessions,
+            rebalance,
             local_addr,
         });
         tokio::spawn(name_the_cluster(Arc::downgrade(&controller)));
+        tokio::spawn(log_leader_changes(controller.raft.metrics(), controller.id));
         Ok(controller)
     }
 
@@ -376,6 +392,15 @@ impl Controller {
         .await
     }
 
+    /// The quorum as its leader describes it (DescribeQuorum), asked of the
+    /// leader wherever it is.
+    pub async fn describe_quorum(&self) -> Result<weir_metadata::QuorumInfo, ClusterError> {
+        self.ask_leader("/controller/quorum", &(), |node| async move {
+            node.local_quorum()
+        })
+        .await
+    }
+
     /// Ask the quorum's leader (this node, or another found by asking),
     /// retrying while there is none, until the write timeout.
     async fn ask_leader<Req, T, F, Fut>(
@@ -448,6 +473,7 @@ impl Controller {
     /// watch (a stopped Raft may still report itself leader).
     pub async fn shutdown(&self) {
         self.sessions.abort();
+        self.rebalance.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "the metadata quorum node did not stop cleanly");
         }
@@ -463,6 +489,40 @@ impl Controller {
             .get_node(&id)
             .map(|n| n.addr.clone());
         from_membership.or_else(|| self.voters.get(&id).cloned())
+    }
+}
+
+/// Say in the log when the quorum's leader changes, as seen from this
+/// node; ends when the Raft stops.
+async fn log_leader_changes(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    me: u64,
+) {
+    let mut known: Option<(Option<u64>, u64)> = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if known != Some(now) {
+            match now {
+                (Some(leader), term) if leader == me => {
+                    tracing::info!(term, "this node now leads the metadata quorum")
+                }
+                (Some(leader), term) => {
+                    tracing::info!(leader, term, "the metadata quorum has a leader")
+                }
+                (None, term) => tracing::warn!(
+                    term,
+                    "the metadata quorum has no leader (an election, or this node cannot reach \
+                     a majority of --voters)"
+                ),
+            }
+            known = Some(now);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/controller/write", post(write))
         .route("/controller/read_index", post(read_index))
         .route("/controller/heartbeat", post(heartbeat))
+        .route("/controller/quorum", post(quorum))
         .layer(DefaultBodyLimit::max(RPC_BYTES_MAX))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             RPC_IN_FLIGHT_MAX,
@@ -113,6 +114,13 @@ async fn write(
 
 async fn read_index(State(node): State<Arc<Node>>, Json(()): Json<()>) -> Json<LeaderReply<u64>> {
     Json(node.local_read_index().await)
+}
+
+async fn quorum(
+    State(node): State<Arc<Node>>,
+    Json(()): Json<()>,
+) -> Json<LeaderReply<weir_metadata::QuorumInfo>> {
+    Json(node.local_quorum())
 }
 
 async fn heartbeat(

@@ -16,6 +16,11 @@ use uuid::Uuid;
 use weir_metadata::{
     AlterPartition, BrokerInfo, ConfigChange, NO_LEADER, PartitionAssignment, TopicMeta,
 };
+pub use weir_metadata::{ElectionKind, PartitionError, PartitionResult, Reassignment};
+
+/// The topic (or broker) config that lets a partition whose in-sync
+/// replicas are all fenced be led by an out-of-sync one.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
 /// Most producer ids one command may allocate.
 pub(crate) const PRODUCER_ID_BLOCK_MAX: i64 = 1 << 20;
@@ -103,6 +108,23 @@ pub enum Command {
     },
     /// A leader changes a partition's ISR.
     AlterPartition(AlterPartition),
+    /// Elect leaders: Kafka's ElectLeaders, and the controller's own
+    /// preferred elections for `auto.leader.rebalance.enable`.
+    ElectLeaders {
+        /// The (topic, partition) pairs to elect for; `None` for every
+        /// partition (then those that need no election are left out of the
+        /// results, as Kafka's controller leaves them out).
+        partitions: Option<Vec<(String, i32)>>,
+        /// Which election (Kafka's field name; `kind` is the command's tag).
+        election_type: ElectionKind,
+    },
+    /// Start, replace or cancel partition reassignments (Kafka's
+    /// AlterPartitionReassignments, KIP-455).
+    AlterReassignments {
+        /// (topic, partition, target replicas), in order; a `None` target
+        /// cancels the partition's reassignment.
+        changes: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
 }
 
 /// Where new partitions' replicas go.
@@ -150,6 +172,12 @@ pub enum Outcome {
     },
     /// The partition's assignment after an AlterPartition.
     Assignment(PartitionAssignment),
+    /// One result per partition (ElectLeaders, AlterReassignments): the
+    /// command may change some partitions and refuse others.
+    PartitionResults {
+        /// In the order the command named them.
+        results: Vec<PartitionResult>,
+    },
     /// The command was refused; nothing changed.
     Refused(Refusal),
 }
@@ -222,6 +250,80 @@ impl ClusterState {
             .iter()
             .find(|(_, t)| t.id == id)
             .map(|(n, t)| meta_of(n, t))
+    }
+
+    /// The reassignments in progress, by topic and partition.
+    pub fn reassignments(&self) -> Vec<Reassignment> {
+        self.partitions()
+            .filter(|(_, _, p)| reassigning(p))
+            .map(|(topic, partition, p)| Reassignment {
+                topic: topic.to_string(),
+                partition,
+                replicas: p.replicas.clone(),
+                adding_replicas: p.adding_replicas.clone(),
+                removing_replicas: p.removing_replicas.clone(),
+            })
+            .collect()
+    }
+
+    /// The partitions a preferred election would move: their preferred
+    /// (first) replica is unfenced and in sync but does not lead. The
+    /// controller proposes [`ElectionKind::Preferred`] for them when
+    /// `auto.leader.rebalance.enable` is on.
+    pub fn imbalanced_partitions(&self) -> Vec<(String, i32)> {
+        self.partitions()
+            .filter(|(_, _, p)| {
+                p.replicas.first().is_some_and(|preferred| {
+                    *preferred != p.leader
+                        && p.isr.contains(preferred)
+                        && self.is_unfenced(*preferred)
+                })
+            })
+            .map(|(topic, partition, _)| (topic.to_string(), partition))
+            .collect()
+    }
+
+    /// The partitions without a leader whose topic allows an unclean
+    /// election and that have an unfenced replica. The fence that leaves a
+    /// partition leaderless elects uncleanly at once where it may; these
+    /// are the ones `unclean.leader.election.enable` was turned on for
+    /// later, which Kafka's controller finds by a periodic check too and
+    /// the controller here elects with [`ElectionKind::Unclean`].
+    pub fn unclean_election_candidates(&self) -> Vec<(String, i32)> {
+        self.partitions()
+            .filter(|(topic, _, p)| {
+                p.leader == NO_LEADER
+                    && p.replicas.iter().any(|b| self.is_unfenced(*b))
+                    && self.unclean_enabled(topic)
+            })
+            .map(|(topic, partition, _)| (topic.to_string(), partition))
+            .collect()
+    }
+
+    /// Every partition, by topic and index.
+    fn partitions(&self) -> impl Iterator<Item = (&str, i32, &PartitionAssignment)> {
+        self.topics
+            .iter()
+            .flat_map(|(name, t)| (0..).zip(&t.partitions).map(|(i, p)| (name.as_str(), i, p)))
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionAssignment> {
+        let t = self.topics.get(topic)?;
+        t.partitions.get(usize::try_from(partition).ok()?)
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionAssignment> {
+        let t = self.topics.get_mut(topic)?;
+        t.partitions.get_mut(usize::try_from(partition).ok()?)
+    }
+
+    /// Whether `unclean.leader.election.enable` is on for `topic`: its own
+    /// config, else the broker-level override, else off (Kafka's default).
+    fn unclean_enabled(&self, topic: &str) -> bool {
+        unclean_enabled(
+            self.topics.get(topic).map(|t| &t.configs),
+            &self.broker_configs,
+        )
     }
 
     /// Apply one committed command. `index` is the command's Raft log index:
@@ -361,13 +463,33 @@ impl ClusterState {
             Command::AlterPartition(change) => {
                 self.alter_partition(change).map(Outcome::Assignment)
             }
+            Command::ElectLeaders {
+                partitions,
+                election_type,
+            } => Ok(Outcome::PartitionResults {
+                results: self.elect_leaders(partitions.as_deref(), *election_type),
+            }),
+            Command::AlterReassignments { changes } => Ok(Outcome::PartitionResults {
+                results: changes
+                    .iter()
+                    .map(|(topic, partition, target)| PartitionResult {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        error: self
+                            .alter_reassignment(topic, *partition, target.as_deref())
+                            .err(),
+                    })
+                    .collect(),
+            }),
         }
     }
 
-    /// The replica sets `placement` gives against this state. A spread puts
-    /// each partition on consecutive unfenced brokers in id order, from a
-    /// start that moves one broker per partition, so leaders (the first
-    /// replica) spread evenly.
+    /// The replica sets `placement` gives against this state. A spread
+    /// leads partition `p` on the `seed + p`th unfenced broker, so leaders
+    /// spread evenly; its followers are the brokers after it, in id order,
+    /// or, when every unfenced broker has a rack, in Kafka's rack-alternated
+    /// order and skipping racks the partition already has until it has them
+    /// all, so a partition spans as many racks as it can.
     fn place(&self, placement: &Placement) -> Result<Vec<Vec<i32>>, Refusal> {
         match placement {
             Placement::Explicit { replicas } => Ok(replicas.clone()),
@@ -384,13 +506,20 @@ impl ClusterState {
                         brokers.len()
                     )));
                 }
-                let start = usize::try_from(*seed).unwrap_or(0) % brokers.len();
+                // Kafka refuses a rack-aware assignment when only some
+                // brokers have a rack (AdminOperationException); we spread
+                // rack-unaware instead, so a topic can still be created.
+                let racks: Option<Vec<&str>> = brokers
+                    .iter()
+                    .map(|b| self.brokers.get(b).and_then(|info| info.rack.as_deref()))
+                    .collect();
+                let order = match &racks {
+                    Some(racks) => rack_alternated(&brokers, racks),
+                    None => brokers.iter().map(|b| (*b, "")).collect(),
+                };
+                let start = usize::try_from(*seed).unwrap_or(0) % order.len();
                 Ok((0..usize::try_from(*partitions).unwrap_or(0))
-                    .map(|p| {
-                        (0..factor)
-                            .map(|j| brokers[(start + p + j) % brokers.len()])
-                            .collect()
-                    })
+                    .map(|p| spread_one(&order, (start + p) % order.len(), factor))
                     .collect())
             }
         }
@@ -469,13 +598,16 @@ impl ClusterState {
     }
 
     /// Fence `id`: out of every ISR it is not alone in, and a new leader,
-    /// from the remaining ISR in replica order, wherever it led.
+    /// from the remaining ISR in replica order, wherever it led. Where no
+    /// in-sync replica is left unfenced and the topic allows an unclean
+    /// election, the first unfenced replica leads and is the whole ISR.
     fn fence(&mut self, id: i32) {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = true;
         }
         let unfenced = self.unfenced();
         for topic in self.topics.values_mut() {
+            let unclean = unclean_enabled(Some(&topic.configs), &self.broker_configs);
             for p in &mut topic.partitions {
                 if !p.isr.contains(&id) {
                     continue;
@@ -486,35 +618,48 @@ impl ClusterState {
                     changed = true;
                 }
                 if p.leader == id {
-                    let next = p
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|b| p.isr.contains(b) && unfenced.contains(b))
-                        .unwrap_or(NO_LEADER);
+                    let mut next = clean_leader(p, &unfenced).unwrap_or(NO_LEADER);
+                    if next == NO_LEADER
+                        && unclean
+                        && let Some(b) = unclean_leader(p, &unfenced)
+                    {
+                        p.isr = vec![b];
+                        next = b;
+                    }
                     p.leader = next;
                     p.leader_epoch += 1;
                     changed = true;
                 }
                 if changed {
-                    p.partition_epoch += 1;
+                    complete_reassignment_if_ready(p, &unfenced);
+                    close_change(p);
                 }
             }
         }
     }
 
     /// Unfence `id`: it leads every partition that has no leader and whose
-    /// ISR it is in.
+    /// ISR it is in; or, where the topic allows an unclean election, whose
+    /// replica it is, as the whole ISR.
     fn unfence(&mut self, id: i32) {
         if let Some(b) = self.brokers.get_mut(&id) {
             b.fenced = false;
         }
+        let unfenced = self.unfenced();
         for topic in self.topics.values_mut() {
+            let unclean = unclean_enabled(Some(&topic.configs), &self.broker_configs);
             for p in &mut topic.partitions {
-                if p.leader == NO_LEADER && p.isr.contains(&id) {
+                if p.leader != NO_LEADER {
+                    continue;
+                }
+                if !p.isr.contains(&id) && unclean && p.replicas.contains(&id) {
+                    p.isr = vec![id];
+                }
+                if p.isr.contains(&id) {
                     p.leader = id;
                     p.leader_epoch += 1;
-                    p.partition_epoch += 1;
+                    complete_reassignment_if_ready(p, &unfenced);
+                    close_change(p);
                 }
             }
         }
@@ -564,9 +709,375 @@ impl ClusterState {
             }
         }
         p.isr = c.new_isr.clone();
-        p.partition_epoch += 1;
+        complete_reassignment_if_ready(p, &unfenced);
+        close_change(p);
         Ok(p.clone())
     }
+
+    /// Run one election per named partition, or over every partition.
+    fn elect_leaders(
+        &mut self,
+        partitions: Option<&[(String, i32)]>,
+        kind: ElectionKind,
+    ) -> Vec<PartitionResult> {
+        let result = |topic: &str, partition, error| PartitionResult {
+            topic: topic.to_string(),
+            partition,
+            error,
+        };
+        let unfenced = self.unfenced();
+        match partitions {
+            Some(named) => named
+                .iter()
+                .map(|(topic, p)| result(topic, *p, self.elect(topic, *p, kind, &unfenced).err()))
+                .collect(),
+            None => {
+                let all: Vec<(String, i32)> = self
+                    .partitions()
+                    .map(|(topic, p, _)| (topic.to_string(), p))
+                    .collect();
+                all.iter()
+                    .filter_map(|(topic, p)| match self.elect(topic, *p, kind, &unfenced) {
+                        Err(PartitionError::ElectionNotNeeded) => None,
+                        outcome => Some(result(topic, *p, outcome.err())),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One partition's election, with Kafka's answers: an unclean one is
+    /// clean when it can be, and is not needed while the partition has a
+    /// leader; neither asks the topic's `unclean.leader.election.enable`
+    /// (an operator asking for it is the permission).
+    fn elect(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        kind: ElectionKind,
+        unfenced: &[i32],
+    ) -> Result<(), PartitionError> {
+        let p = self
+            .partition_mut(topic, partition)
+            .ok_or(PartitionError::UnknownTopicOrPartition)?;
+        let leader = match kind {
+            ElectionKind::Preferred => {
+                let preferred = p.replicas.first().copied().unwrap_or(NO_LEADER);
+                if p.leader == preferred {
+                    return Err(PartitionError::ElectionNotNeeded);
+                }
+                if !p.isr.contains(&preferred) || !unfenced.contains(&preferred) {
+                    return Err(PartitionError::PreferredLeaderNotAvailable);
+                }
+                preferred
+            }
+            ElectionKind::Unclean => {
+                if p.leader != NO_LEADER {
+                    return Err(PartitionError::ElectionNotNeeded);
+                }
+                match clean_leader(p, unfenced) {
+                    Some(b) => b,
+                    None => {
+                        let b = unclean_leader(p, unfenced)
+                            .ok_or(PartitionError::EligibleLeadersNotAvailable)?;
+                        p.isr = vec![b];
+                        b
+                    }
+                }
+            }
+        };
+        p.leader = leader;
+        p.leader_epoch += 1;
+        complete_reassignment_if_ready(p, unfenced);
+        close_change(p);
+        Ok(())
+    }
+
+    /// Start (or replace) a partition's reassignment to `target`, or cancel
+    /// it when `target` is `None`.
+    fn alter_reassignment(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        target: Option<&[i32]>,
+    ) -> Result<(), PartitionError> {
+        if self.partition(topic, partition).is_none() {
+            return Err(PartitionError::UnknownTopicOrPartition);
+        }
+        if let Some(target) = target {
+            self.check_target(target)?;
+        }
+        let unclean = self.unclean_enabled(topic);
+        let unfenced = self.unfenced();
+        let p = self
+            .partition_mut(topic, partition)
+            .ok_or(PartitionError::UnknownTopicOrPartition)?;
+        let changed = match target {
+            Some(target) => start_reassignment(p, target, &unfenced)?,
+            None => cancel_reassignment(p, &unfenced, unclean)?,
+        };
+        if changed {
+            close_change(p);
+        }
+        Ok(())
+    }
+
+    /// A reassignment's target: some replicas, each a registered broker,
+    /// none twice (fenced brokers may be named: they catch up once back).
+    fn check_target(&self, target: &[i32]) -> Result<(), PartitionError> {
+        let invalid = PartitionError::InvalidReplicaAssignment;
+        if target.is_empty() {
+            return Err(invalid("The replica assignment is empty.".into()));
+        }
+        for (i, b) in target.iter().enumerate() {
+            if target[..i].contains(b) {
+                return Err(invalid(format!(
+                    "The replica assignment names broker {b} more than once."
+                )));
+            }
+            if !self.brokers.contains_key(b) {
+                return Err(invalid(format!(
+                    "The replica assignment names broker {b}, but no such broker is registered."
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Close a change to `p`: a new partition epoch, so an AlterPartition
+/// based on the old record is refused; and the record still holds
+/// together, whatever path changed it.
+fn close_change(p: &mut PartitionAssignment) {
+    p.partition_epoch += 1;
+    let within = |set: &[i32]| set.iter().all(|b| p.replicas.contains(b));
+    let distinct = p
+        .replicas
+        .iter()
+        .enumerate()
+        .all(|(i, b)| !p.replicas[..i].contains(b));
+    assert!(
+        distinct
+            && !p.isr.is_empty()
+            && within(&p.isr)
+            && within(&p.adding_replicas)
+            && within(&p.removing_replicas)
+            && !p
+                .adding_replicas
+                .iter()
+                .any(|b| p.removing_replicas.contains(b))
+            && (p.leader == NO_LEADER || p.isr.contains(&p.leader)),
+        "partition record broken by a change: {p:?}"
+    );
+}
+
+/// Whether a partition is being reassigned.
+fn reassigning(p: &PartitionAssignment) -> bool {
+    !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty()
+}
+
+/// The first in-sync unfenced replica, in replica order: who leads after a
+/// clean election.
+fn clean_leader(p: &PartitionAssignment, unfenced: &[i32]) -> Option<i32> {
+    p.replicas
+        .iter()
+        .copied()
+        .find(|b| p.isr.contains(b) && unfenced.contains(b))
+}
+
+/// The first unfenced replica, in sync or not: who leads after an unclean
+/// election.
+fn unclean_leader(p: &PartitionAssignment, unfenced: &[i32]) -> Option<i32> {
+    p.replicas.iter().copied().find(|b| unfenced.contains(b))
+}
+
+/// `unclean.leader.election.enable` from a topic's configs, else the
+/// broker-level overrides, else Kafka's default, false.
+fn unclean_enabled(
+    topic: Option<&BTreeMap<String, String>>,
+    broker: &BTreeMap<String, String>,
+) -> bool {
+    topic
+        .and_then(|c| c.get(UNCLEAN_LEADER_ELECTION_ENABLE))
+        .or_else(|| broker.get(UNCLEAN_LEADER_ELECTION_ENABLE))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Point `p` at `target` (KIP-455): its replicas become the target's, in
+/// order, then the original ones (those before any reassignment) the
+/// target drops; those are being removed and the target's others added.
+/// A reassignment in progress is replaced, as the ZooKeeper controller
+/// replaces it: the same target again changes nothing, and additions the
+/// new target does not name leave at once (Kafka's KRaft controller keeps
+/// them as replicas being removed instead). Refused if that would leave
+/// no replica in sync. Whether anything changed.
+fn start_reassignment(
+    p: &mut PartitionAssignment,
+    target: &[i32],
+    unfenced: &[i32],
+) -> Result<bool, PartitionError> {
+    let original: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !p.adding_replicas.contains(b))
+        .collect();
+    let removing: Vec<i32> = original
+        .iter()
+        .copied()
+        .filter(|b| !target.contains(b))
+        .collect();
+    let replicas: Vec<i32> = target.iter().chain(&removing).copied().collect();
+    let isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| replicas.contains(b))
+        .collect();
+    if isr.is_empty() {
+        return Err(PartitionError::InvalidReplicaAssignment(
+            "The new target drops every in-sync replica.".into(),
+        ));
+    }
+    let before = p.clone();
+    p.adding_replicas = target
+        .iter()
+        .copied()
+        .filter(|b| !original.contains(b))
+        .collect();
+    p.removing_replicas = removing;
+    p.replicas = replicas;
+    p.isr = isr;
+    move_leader_into_isr(p, unfenced);
+    complete_reassignment_if_ready(p, unfenced);
+    Ok(*p != before)
+}
+
+/// Cancel `p`'s reassignment: the replicas it was adding go, those it was
+/// removing stay. Kafka keeps the replicas' current order, so the
+/// preferred leader may differ from the one before the reassignment. When
+/// only added replicas are in sync, going back needs an unclean election:
+/// refused unless the topic allows one.
+fn cancel_reassignment(
+    p: &mut PartitionAssignment,
+    unfenced: &[i32],
+    unclean: bool,
+) -> Result<bool, PartitionError> {
+    if !reassigning(p) {
+        return Err(PartitionError::NoReassignmentInProgress);
+    }
+    let adding = std::mem::take(&mut p.adding_replicas);
+    let replicas: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !adding.contains(b))
+        .collect();
+    let mut isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| !adding.contains(b))
+        .collect();
+    if isr.is_empty() {
+        let first = replicas.iter().copied().find(|b| unfenced.contains(b));
+        match first {
+            Some(b) if unclean => isr.push(b),
+            _ => {
+                p.adding_replicas = adding;
+                return Err(PartitionError::InvalidReplicaAssignment(
+                    "Cancelling the reassignment would need an unclean leader election.".into(),
+                ));
+            }
+        }
+    }
+    p.replicas = replicas;
+    p.isr = isr;
+    p.removing_replicas.clear();
+    move_leader_into_isr(p, unfenced);
+    Ok(true)
+}
+
+/// Finish `p`'s reassignment once every replica it adds is in sync and
+/// some replica it keeps is (Kafka's rule): the replicas become the
+/// target, the ISR loses the removed ones, and a removed leader hands over
+/// to the first in-sync replica of the target.
+fn complete_reassignment_if_ready(p: &mut PartitionAssignment, unfenced: &[i32]) {
+    if !reassigning(p) {
+        return;
+    }
+    let removing = &p.removing_replicas;
+    let isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| !removing.contains(b))
+        .collect();
+    if isr.is_empty() || p.adding_replicas.iter().any(|b| !isr.contains(b)) {
+        return;
+    }
+    p.replicas.retain(|b| !removing.contains(b));
+    p.isr = isr;
+    p.adding_replicas.clear();
+    p.removing_replicas.clear();
+    move_leader_into_isr(p, unfenced);
+}
+
+/// A leader that left the ISR (or the replicas) hands over to the first
+/// in-sync unfenced replica, or to none; the leader epoch moves with it.
+fn move_leader_into_isr(p: &mut PartitionAssignment, unfenced: &[i32]) {
+    if p.isr.contains(&p.leader) {
+        return;
+    }
+    let next = clean_leader(p, unfenced).unwrap_or(NO_LEADER);
+    if next != p.leader {
+        p.leader = next;
+        p.leader_epoch += 1;
+    }
+}
+
+/// Kafka's rack-alternated broker list: the first broker of each rack (racks
+/// in name order, brokers in id order), then the second of each, and so on,
+/// so consecutive brokers sit on different racks. Each with its rack.
+fn rack_alternated<'a>(brokers: &[i32], racks: &[&'a str]) -> Vec<(i32, &'a str)> {
+    let mut by_rack: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (b, rack) in brokers.iter().zip(racks) {
+        by_rack.entry(rack).or_default().push(*b);
+    }
+    let deepest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    (0..deepest)
+        .flat_map(|round| {
+            by_rack
+                .iter()
+                .filter_map(move |(rack, ids)| ids.get(round).map(|b| (*b, *rack)))
+        })
+        .collect()
+}
+
+/// One partition's replicas from `order`: `order[first]` leads; followers
+/// come from the brokers after it, skipping racks the partition already
+/// has while it lacks one, then any broker not yet chosen.
+fn spread_one(order: &[(i32, &str)], first: usize, factor: usize) -> Vec<i32> {
+    let mut racks: Vec<&str> = order.iter().map(|(_, r)| *r).collect();
+    racks.sort_unstable();
+    racks.dedup();
+    let mut chosen: Vec<(i32, &str)> = Vec::with_capacity(factor);
+    // Two passes: the first may skip brokers for their rack; by its end
+    // every rack is used (or the set is full), so the second skips none.
+    for i in 0..2 * order.len() {
+        if chosen.len() == factor {
+            break;
+        }
+        let (b, rack) = order[(first + i) % order.len()];
+        let rack_used = chosen.iter().any(|(_, r)| *r == rack);
+        let all_racks_used = racks.iter().all(|r| chosen.iter().any(|(_, c)| c == r));
+        if chosen.iter().any(|(c, _)| *c == b) || (rack_used && !all_racks_used) {
+            continue;
+        }
+        chosen.push((b, rack));
+    }
+    assert_eq!(chosen.len(), factor, "a spread over {order:?} fell short");
+    chosen.into_iter().map(|(b, _)| b).collect()
 }
 
 fn unknown_topic(name: &str) -> Refusal {
@@ -605,13 +1116,17 @@ mod tests {
     use super::*;
 
     fn register(state: &mut ClusterState, index: u64, id: i32) -> i64 {
+        register_in(state, index, id, None)
+    }
+
+    fn register_in(state: &mut ClusterState, index: u64, id: i32, rack: Option<&str>) -> i64 {
         let outcome = state.apply(
             index,
             &Command::RegisterBroker {
                 id,
                 host: "127.0.0.1".into(),
                 port: 9092 + id,
-                rack: None,
+                rack: rack.map(str::to_string),
             },
         );
         let Outcome::BrokerEpoch { epoch } = outcome else {
@@ -846,6 +1361,678 @@ mod tests {
             state.apply(61, &spread(1, 3)),
             Outcome::Refused(Refusal::InvalidReplicas(_))
         ));
+    }
+
+    fn brokers(count: i32) -> ClusterState {
+        let mut state = ClusterState::default();
+        for id in 1..=count {
+            register(&mut state, u64::try_from(id).unwrap_or(0) * 10, id);
+        }
+        state
+    }
+
+    fn racked(racks: &[(i32, Option<&str>)]) -> ClusterState {
+        let mut state = ClusterState::default();
+        for (id, rack) in racks {
+            register_in(&mut state, u64::try_from(*id).unwrap_or(0) * 10, *id, *rack);
+        }
+        state
+    }
+
+    /// The replica sets a spread gives on `state`.
+    fn spread(state: &ClusterState, partitions: i32, factor: i16, seed: u32) -> Vec<Vec<i32>> {
+        let mut state = state.clone();
+        let outcome = state.apply(
+            1000,
+            &Command::CreateTopic {
+                name: "spread".into(),
+                id: Uuid::new_v4(),
+                replicas: Placement::Spread {
+                    partitions,
+                    factor,
+                    seed,
+                },
+                configs: BTreeMap::new(),
+            },
+        );
+        let Outcome::Topic(meta) = outcome else {
+            panic!("spread refused: {outcome:?}");
+        };
+        meta.assignments.into_iter().map(|a| a.replicas).collect()
+    }
+
+    fn rack_count(state: &ClusterState, replicas: &[i32]) -> usize {
+        let mut racks: Vec<Option<&str>> = replicas
+            .iter()
+            .map(|b| state.brokers.get(b).and_then(|i| i.rack.as_deref()))
+            .collect();
+        racks.sort_unstable();
+        racks.dedup();
+        racks.len()
+    }
+
+    fn partition(state: &ClusterState, topic: &str, p: usize) -> PartitionAssignment {
+        state.topics[topic].partitions[p].clone()
+    }
+
+    /// The leader of `topic`'s partition `p` sets its ISR to `new_isr`.
+    fn alter_isr(state: &mut ClusterState, topic: &str, p: i32, new_isr: Vec<i32>) -> Outcome {
+        let a = partition(state, topic, usize::try_from(p).unwrap_or(0));
+        let change = AlterPartition {
+            topic_id: state.topics[topic].id,
+            partition: p,
+            leader: a.leader,
+            broker_epoch: state.brokers[&a.leader].epoch,
+            leader_epoch: a.leader_epoch,
+            partition_epoch: a.partition_epoch,
+            new_isr,
+        };
+        state.apply(500, &Command::AlterPartition(change))
+    }
+
+    fn fence(state: &mut ClusterState, id: i32) {
+        let epoch = state.brokers[&id].epoch;
+        assert_eq!(
+            state.apply(600, &Command::FenceBroker { id, epoch }),
+            Outcome::Done
+        );
+    }
+
+    fn unfence(state: &mut ClusterState, id: i32) {
+        let epoch = state.brokers[&id].epoch;
+        assert_eq!(
+            state.apply(601, &Command::UnfenceBroker { id, epoch }),
+            Outcome::Done
+        );
+    }
+
+    fn set_config(state: &mut ClusterState, topic: Option<&str>, key: &str, value: &str) {
+        let changes = vec![ConfigChange::Set(key.into(), value.into())];
+        let command = match topic {
+            Some(name) => Command::AlterTopicConfigs {
+                name: name.into(),
+                changes,
+            },
+            None => Command::AlterBrokerConfigs { changes },
+        };
+        assert!(!matches!(state.apply(700, &command), Outcome::Refused(_)));
+    }
+
+    fn errors(outcome: Outcome) -> Vec<(String, i32, Option<PartitionError>)> {
+        let Outcome::PartitionResults { results } = outcome else {
+            panic!("not per-partition results: {outcome:?}");
+        };
+        results
+            .into_iter()
+            .map(|r| (r.topic, r.partition, r.error))
+            .collect()
+    }
+
+    fn elect(state: &mut ClusterState, named: &[(&str, i32)], kind: ElectionKind) -> Outcome {
+        let partitions = named.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+        state.apply(
+            800,
+            &Command::ElectLeaders {
+                partitions: Some(partitions),
+                election_type: kind,
+            },
+        )
+    }
+
+    fn reassign(state: &mut ClusterState, changes: &[(&str, i32, Option<Vec<i32>>)]) -> Outcome {
+        let changes = changes
+            .iter()
+            .map(|(t, p, target)| (t.to_string(), *p, target.clone()))
+            .collect();
+        state.apply(900, &Command::AlterReassignments { changes })
+    }
+
+    #[test]
+    fn a_rack_aware_spread_puts_each_partition_on_distinct_racks_with_leaders_balanced() {
+        let state = racked(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("b")),
+            (5, Some("c")),
+            (6, Some("c")),
+        ]);
+        for seed in 0..6 {
+            let sets = spread(&state, 6, 3, seed);
+            for set in &sets {
+                assert_eq!(rack_count(&state, set), 3, "seed {seed}: {sets:?}");
+            }
+            let mut leaders: Vec<i32> = sets.iter().map(|s| s[0]).collect();
+            leaders.sort_unstable();
+            assert_eq!(leaders, vec![1, 2, 3, 4, 5, 6], "seed {seed}: {sets:?}");
+        }
+        // Fewer racks than replicas: every rack is used, no broker twice.
+        let uneven = racked(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("a")),
+            (4, Some("b")),
+        ]);
+        for set in spread(&uneven, 8, 3, 5) {
+            assert_eq!(rack_count(&uneven, &set), 2, "{set:?}");
+            let mut distinct = set.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "{set:?}");
+        }
+        // The same state and seed give the same replicas.
+        assert_eq!(spread(&state, 12, 2, 9), spread(&state, 12, 2, 9));
+    }
+
+    #[test]
+    fn a_spread_with_racks_on_only_some_brokers_ignores_racks() {
+        let some = racked(&[(1, Some("a")), (2, Some("a")), (3, None), (4, Some("b"))]);
+        let none = racked(&[(1, None), (2, None), (3, None), (4, None)]);
+        assert_eq!(spread(&some, 8, 2, 3), spread(&none, 8, 2, 3));
+        assert_eq!(
+            spread(&none, 4, 2, 0),
+            vec![vec![1, 2], vec![2, 3], vec![3, 4], vec![4, 1]]
+        );
+    }
+
+    #[test]
+    fn a_preferred_election_gives_the_first_replica_back_its_leadership() {
+        let mut state = brokers(3);
+        create(&mut state, "t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
+        fence(&mut state, 1);
+        unfence(&mut state, 1);
+        // Broker 1 is back but out of sync: not yet available to lead.
+        assert_eq!(partition(&state, "t", 0).leader, 2);
+        assert!(state.imbalanced_partitions().is_empty());
+        assert_eq!(
+            errors(elect(&mut state, &[("t", 0)], ElectionKind::Preferred)),
+            vec![(
+                "t".into(),
+                0,
+                Some(PartitionError::PreferredLeaderNotAvailable)
+            )]
+        );
+        assert!(!matches!(
+            alter_isr(&mut state, "t", 0, vec![2, 3, 1]),
+            Outcome::Refused(_)
+        ));
+        assert_eq!(state.imbalanced_partitions(), vec![("t".to_string(), 0)]);
+        let before = partition(&state, "t", 0);
+        let untouched = partition(&state, "t", 1);
+        assert_eq!(
+            errors(elect(
+                &mut state,
+                &[("t", 0), ("t", 1), ("t", 2), ("u", 0)],
+                ElectionKind::Preferred
+            )),
+            vec![
+                ("t".into(), 0, None),
+                ("t".into(), 1, Some(PartitionError::ElectionNotNeeded)),
+                ("t".into(), 2, Some(PartitionError::UnknownTopicOrPartition)),
+                ("u".into(), 0, Some(PartitionError::UnknownTopicOrPartition)),
+            ]
+        );
+        let after = partition(&state, "t", 0);
+        assert_eq!(after.leader, 1);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.partition_epoch, before.partition_epoch + 1);
+        assert_eq!(partition(&state, "t", 1), untouched);
+        assert!(state.imbalanced_partitions().is_empty());
+        // Over every partition, those needing nothing are left out.
+        let all = Command::ElectLeaders {
+            partitions: None,
+            election_type: ElectionKind::Preferred,
+        };
+        assert_eq!(errors(state.apply(801, &all)), vec![]);
+        // A fenced preferred replica is not available.
+        fence(&mut state, 1);
+        assert_eq!(
+            errors(elect(&mut state, &[("t", 0)], ElectionKind::Preferred)),
+            vec![(
+                "t".into(),
+                0,
+                Some(PartitionError::PreferredLeaderNotAvailable)
+            )]
+        );
+    }
+
+    #[test]
+    fn an_unclean_election_leads_a_leaderless_partition_from_outside_the_isr() {
+        let mut state = brokers(3);
+        create(&mut state, "t", vec![vec![1, 2, 3]]);
+        create(&mut state, "u", vec![vec![3]]);
+        for id in [1, 2, 3] {
+            fence(&mut state, id);
+        }
+        unfence(&mut state, 1);
+        let before = partition(&state, "t", 0);
+        assert_eq!((before.leader, before.isr.clone()), (NO_LEADER, vec![3]));
+        assert_eq!(
+            errors(elect(
+                &mut state,
+                &[("t", 0), ("u", 0)],
+                ElectionKind::Unclean
+            )),
+            vec![
+                ("t".into(), 0, None),
+                (
+                    "u".into(),
+                    0,
+                    Some(PartitionError::EligibleLeadersNotAvailable)
+                ),
+            ]
+        );
+        let after = partition(&state, "t", 0);
+        assert_eq!((after.leader, after.isr.clone()), (1, vec![1]));
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.partition_epoch, before.partition_epoch + 1);
+        assert_eq!(
+            errors(elect(&mut state, &[("t", 0)], ElectionKind::Unclean)),
+            vec![("t".into(), 0, Some(PartitionError::ElectionNotNeeded))]
+        );
+    }
+
+    #[test]
+    fn fencing_the_last_in_sync_replica_elects_uncleanly_only_where_the_topic_allows_it() {
+        let mut state = brokers(3);
+        for topic in ["clean", "unclean", "inherits", "overrides"] {
+            create(&mut state, topic, vec![vec![1, 2, 3]]);
+            assert!(!matches!(
+                alter_isr(&mut state, topic, 0, vec![1]),
+                Outcome::Refused(_)
+            ));
+        }
+        set_config(
+            &mut state,
+            Some("unclean"),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+            "true",
+        );
+        set_config(&mut state, None, UNCLEAN_LEADER_ELECTION_ENABLE, "true");
+        set_config(
+            &mut state,
+            Some("overrides"),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+            "false",
+        );
+        let before = partition(&state, "unclean", 0);
+        fence(&mut state, 1);
+        let after = partition(&state, "unclean", 0);
+        assert_eq!((after.leader, after.isr.clone()), (2, vec![2]));
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.partition_epoch, before.partition_epoch + 1);
+        assert_eq!(partition(&state, "inherits", 0).leader, 2);
+        let clean = partition(&state, "overrides", 0);
+        assert_eq!((clean.leader, clean.isr), (NO_LEADER, vec![1]));
+        // Without any setting the default is off.
+        set_config(&mut state, None, UNCLEAN_LEADER_ELECTION_ENABLE, "false");
+        assert_eq!(partition(&state, "clean", 0).leader, 2);
+        fence(&mut state, 2);
+        let clean = partition(&state, "clean", 0);
+        assert_eq!(clean.isr, vec![2]);
+        // Fenced and back: a replica out of the ISR leads a leaderless
+        // partition when its topic allows an unclean election.
+        for id in [2, 3] {
+            fence(&mut state, id);
+        }
+        set_config(
+            &mut state,
+            Some("clean"),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+            "true",
+        );
+        unfence(&mut state, 3);
+        let p = partition(&state, "clean", 0);
+        assert_eq!((p.leader, p.isr), (3, vec![3]));
+        assert_eq!(partition(&state, "overrides", 0).leader, NO_LEADER);
+    }
+
+    #[test]
+    fn turning_unclean_election_on_later_makes_leaderless_partitions_candidates() {
+        let mut state = brokers(2);
+        create(&mut state, "t", vec![vec![1, 2]]);
+        create(&mut state, "u", vec![vec![1, 2]]);
+        for topic in ["t", "u"] {
+            alter_isr(&mut state, topic, 0, vec![1]);
+        }
+        fence(&mut state, 1);
+        assert_eq!(partition(&state, "t", 0).leader, NO_LEADER);
+        assert!(state.unclean_election_candidates().is_empty());
+        set_config(
+            &mut state,
+            Some("t"),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+            "true",
+        );
+        assert_eq!(
+            state.unclean_election_candidates(),
+            vec![("t".to_string(), 0)]
+        );
+        // The controller's election empties the list.
+        assert_eq!(
+            errors(elect(&mut state, &[("t", 0)], ElectionKind::Unclean)),
+            vec![("t".into(), 0, None)]
+        );
+        assert_eq!(partition(&state, "t", 0).leader, 2);
+        assert!(state.unclean_election_candidates().is_empty());
+        // No unfenced replica: nothing to elect.
+        fence(&mut state, 2);
+        set_config(&mut state, None, UNCLEAN_LEADER_ELECTION_ENABLE, "true");
+        assert!(state.unclean_election_candidates().is_empty());
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_new_replicas_and_completes_when_they_are_in_sync() {
+        let mut state = brokers(4);
+        create(&mut state, "t", vec![vec![1, 2, 3], vec![1, 2, 3]]);
+        assert_eq!(
+            errors(reassign(&mut state, &[("t", 0, Some(vec![2, 3, 4]))])),
+            vec![("t".into(), 0, None)]
+        );
+        let p = partition(&state, "t", 0);
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![4], vec![1])
+        );
+        assert_eq!((p.leader, p.partition_epoch, p.leader_epoch), (1, 1, 0));
+        assert_eq!(
+            state.reassignments(),
+            vec![Reassignment {
+                topic: "t".into(),
+                partition: 0,
+                replicas: vec![2, 3, 4, 1],
+                adding_replicas: vec![4],
+                removing_replicas: vec![1],
+            }]
+        );
+        // The leader lets broker 4 in: the reassignment is done, and the
+        // removed leader hands over to the target's first in-sync replica.
+        let Outcome::Assignment(done) = alter_isr(&mut state, "t", 0, vec![1, 2, 3, 4]) else {
+            panic!("refused");
+        };
+        assert_eq!(done.replicas, vec![2, 3, 4]);
+        assert_eq!(done.isr, vec![2, 3, 4]);
+        assert_eq!(
+            (done.leader, done.leader_epoch, done.partition_epoch),
+            (2, 1, 2)
+        );
+        assert!(done.adding_replicas.is_empty() && done.removing_replicas.is_empty());
+        assert_eq!(partition(&state, "t", 0), done);
+        assert!(state.reassignments().is_empty());
+        // Only removing replicas completes at once.
+        assert_eq!(
+            errors(reassign(&mut state, &[("t", 1, Some(vec![1, 2]))])),
+            vec![("t".into(), 1, None)]
+        );
+        let p = partition(&state, "t", 1);
+        assert_eq!((p.replicas, p.isr, p.leader), (vec![1, 2], vec![1, 2], 1));
+        assert_eq!(p.partition_epoch, 1);
+        // The same target again changes nothing.
+        reassign(&mut state, &[("t", 1, Some(vec![1, 2]))]);
+        assert_eq!(partition(&state, "t", 1).partition_epoch, 1);
+    }
+
+    #[test]
+    fn a_new_target_replaces_a_reassignment_in_progress_from_the_original_replicas() {
+        let mut state = brokers(5);
+        create(&mut state, "t", vec![vec![1, 2, 3]]);
+        reassign(&mut state, &[("t", 0, Some(vec![4, 5, 3]))]);
+        assert!(!matches!(
+            alter_isr(&mut state, "t", 0, vec![1, 2, 3, 4]),
+            Outcome::Refused(_)
+        ));
+        let before = partition(&state, "t", 0);
+        assert_eq!(before.adding_replicas, vec![4, 5]);
+        // The same target again: broker 5 is still to catch up.
+        assert_eq!(
+            errors(reassign(&mut state, &[("t", 0, Some(vec![4, 5, 3]))])),
+            vec![("t".into(), 0, None)]
+        );
+        assert_eq!(partition(&state, "t", 0), before);
+        // A new target: broker 4, added by the old one, leaves at once.
+        reassign(&mut state, &[("t", 0, Some(vec![5, 3]))]);
+        let p = partition(&state, "t", 0);
+        assert_eq!(p.replicas, vec![5, 3, 1, 2]);
+        assert_eq!(
+            (p.adding_replicas, p.removing_replicas),
+            (vec![5], vec![1, 2])
+        );
+        assert_eq!((p.isr, p.leader), (vec![1, 2, 3], 1));
+        assert_eq!(p.partition_epoch, before.partition_epoch + 1);
+    }
+
+    #[test]
+    fn a_bad_reassignment_is_refused_per_partition_with_kafkas_codes() {
+        let mut state = brokers(3);
+        create(&mut state, "t", vec![vec![1, 2], vec![1, 2]]);
+        let results = errors(reassign(
+            &mut state,
+            &[
+                ("t", 0, Some(vec![])),
+                ("t", 0, Some(vec![3, 3])),
+                ("t", 0, Some(vec![1, 7])),
+                ("t", 1, None),
+                ("t", 2, Some(vec![1])),
+                ("u", 0, None),
+                ("t", 1, Some(vec![2, 3])),
+            ],
+        ));
+        let codes: Vec<_> = results.into_iter().map(|(_, _, e)| e).collect();
+        assert!(
+            matches!(
+                codes.as_slice(),
+                [
+                    Some(PartitionError::InvalidReplicaAssignment(_)),
+                    Some(PartitionError::InvalidReplicaAssignment(_)),
+                    Some(PartitionError::InvalidReplicaAssignment(_)),
+                    Some(PartitionError::NoReassignmentInProgress),
+                    Some(PartitionError::UnknownTopicOrPartition),
+                    Some(PartitionError::UnknownTopicOrPartition),
+                    None,
+                ]
+            ),
+            "{codes:?}"
+        );
+        assert_eq!(partition(&state, "t", 0).partition_epoch, 0);
+        assert_eq!(partition(&state, "t", 1).adding_replicas, vec![3]);
+    }
+
+    #[test]
+    fn cancelling_a_reassignment_drops_the_added_replicas_and_moves_their_leadership() {
+        let mut state = brokers(4);
+        create(&mut state, "t", vec![vec![1, 2]]);
+        reassign(&mut state, &[("t", 0, Some(vec![3, 4]))]);
+        assert!(!matches!(
+            alter_isr(&mut state, "t", 0, vec![1, 2, 3]),
+            Outcome::Refused(_)
+        ));
+        // Broker 4 is not in sync yet: the reassignment goes on.
+        assert_eq!(partition(&state, "t", 0).adding_replicas, vec![3, 4]);
+        assert_eq!(
+            errors(elect(&mut state, &[("t", 0)], ElectionKind::Preferred)),
+            vec![("t".into(), 0, None)]
+        );
+        let before = partition(&state, "t", 0);
+        assert_eq!(before.leader, 3);
+        assert_eq!(
+            errors(reassign(&mut state, &[("t", 0, None)])),
+            vec![("t".into(), 0, None)]
+        );
+        let p = partition(&state, "t", 0);
+        assert_eq!((p.replicas, p.isr, p.leader), (vec![1, 2], vec![1, 2], 1));
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(p.partition_epoch, before.partition_epoch + 1);
+        assert!(p.adding_replicas.is_empty() && p.removing_replicas.is_empty());
+        assert!(state.reassignments().is_empty());
+    }
+
+    #[test]
+    fn cancelling_a_reassignment_whose_isr_is_only_added_replicas_needs_unclean_election() {
+        let mut state = brokers(4);
+        create(&mut state, "t", vec![vec![1, 2]]);
+        reassign(&mut state, &[("t", 0, Some(vec![3, 4]))]);
+        alter_isr(&mut state, "t", 0, vec![1, 2, 3]);
+        elect(&mut state, &[("t", 0)], ElectionKind::Preferred);
+        assert!(!matches!(
+            alter_isr(&mut state, "t", 0, vec![3]),
+            Outcome::Refused(_)
+        ));
+        let before = partition(&state, "t", 0);
+        assert!(matches!(
+            errors(reassign(&mut state, &[("t", 0, None)])).as_slice(),
+            [(_, 0, Some(PartitionError::InvalidReplicaAssignment(_)))]
+        ));
+        assert_eq!(partition(&state, "t", 0), before);
+        set_config(
+            &mut state,
+            Some("t"),
+            UNCLEAN_LEADER_ELECTION_ENABLE,
+            "true",
+        );
+        assert_eq!(
+            errors(reassign(&mut state, &[("t", 0, None)])),
+            vec![("t".into(), 0, None)]
+        );
+        let p = partition(&state, "t", 0);
+        assert_eq!((p.replicas, p.isr, p.leader), (vec![1, 2], vec![1], 1));
+    }
+
+    #[test]
+    fn the_new_commands_keep_their_serialized_form() -> Result<(), serde_json::Error> {
+        let elect = Command::ElectLeaders {
+            partitions: Some(vec![("t".into(), 0)]),
+            election_type: ElectionKind::Unclean,
+        };
+        let json = serde_json::to_string(&elect)?;
+        assert_eq!(
+            json,
+            r#"{"kind":"elect_leaders","partitions":[["t",0]],"election_type":"unclean"}"#
+        );
+        assert_eq!(serde_json::from_str::<Command>(&json)?, elect);
+        Ok(())
+    }
+
+    /// A seeded stream of numbers for the random command sequence.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(self.0 >> 33).unwrap_or(0) % n.max(1)
+        }
+
+        fn broker(&mut self) -> i32 {
+            // 1..=6, and sometimes 7, which never registers.
+            i32::try_from(self.below(7)).unwrap_or(0) + 1
+        }
+    }
+
+    /// A random command against `state`, as a proposer might send it
+    /// (stale or wrong ones included).
+    fn random_command(rng: &mut Lcg, state: &ClusterState, n: u128) -> Command {
+        let topics: Vec<String> = state.topics.keys().cloned().collect();
+        let topic = topics
+            .get(rng.below(topics.len()))
+            .cloned()
+            .unwrap_or_else(|| "none".into());
+        let partition = i32::try_from(rng.below(4)).unwrap_or(0);
+        let broker = rng.broker();
+        let epoch = state.brokers.get(&broker).map_or(0, |b| b.epoch);
+        match rng.below(9) {
+            0 => Command::FenceBroker { id: broker, epoch },
+            1 | 2 => Command::UnfenceBroker { id: broker, epoch },
+            3 => {
+                let Some(p) = state.partition(&topic, partition) else {
+                    return Command::AllocateProducerIds { count: 1 };
+                };
+                let mut new_isr = vec![p.leader];
+                new_isr.extend(
+                    p.replicas
+                        .iter()
+                        .filter(|b| **b != p.leader && rng.below(2) == 0),
+                );
+                Command::AlterPartition(AlterPartition {
+                    topic_id: state.topics[&topic].id,
+                    partition,
+                    leader: p.leader,
+                    broker_epoch: state.brokers.get(&p.leader).map_or(0, |b| b.epoch),
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr,
+                })
+            }
+            4 => Command::ElectLeaders {
+                partitions: (rng.below(3) > 0).then(|| vec![(topic, partition)]),
+                election_type: if rng.below(2) == 0 {
+                    ElectionKind::Preferred
+                } else {
+                    ElectionKind::Unclean
+                },
+            },
+            5 | 6 => {
+                let target = (rng.below(5) > 0).then(|| {
+                    let len = rng.below(4);
+                    (0..len).map(|_| rng.broker()).collect()
+                });
+                Command::AlterReassignments {
+                    changes: vec![(topic, partition, target)],
+                }
+            }
+            7 => {
+                let value = if rng.below(2) == 0 { "true" } else { "false" };
+                let changes = vec![ConfigChange::Set(
+                    UNCLEAN_LEADER_ELECTION_ENABLE.into(),
+                    value.into(),
+                )];
+                if rng.below(2) == 0 {
+                    Command::AlterTopicConfigs {
+                        name: topic,
+                        changes,
+                    }
+                } else {
+                    Command::AlterBrokerConfigs { changes }
+                }
+            }
+            _ => Command::CreateTopic {
+                name: format!("t{n}"),
+                id: Uuid::from_u128(n + 1),
+                replicas: Placement::Spread {
+                    partitions: i32::try_from(rng.below(4)).unwrap_or(0) + 1,
+                    factor: i16::try_from(rng.below(4)).unwrap_or(0) + 1,
+                    seed: u32::try_from(rng.below(100)).unwrap_or(0),
+                },
+                configs: BTreeMap::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn random_commands_keep_every_partition_record_consistent() {
+        for seed in 0..20 {
+            let mut rng = Lcg(seed);
+            let mut state = ClusterState::default();
+            for id in 1..=6 {
+                let rack = ["a", "b", "c"][usize::try_from(id % 3).unwrap_or(0)];
+                register_in(&mut state, u64::try_from(id).unwrap_or(0), id, Some(rack));
+            }
+            for n in 0..400u64 {
+                let command = random_command(&mut rng, &state, u128::from(n));
+                state.apply(100 + n, &command);
+                for (topic, i, p) in state.partitions() {
+                    let ok = !p.isr.is_empty()
+                        && p.isr.iter().all(|b| p.replicas.contains(b))
+                        && p.adding_replicas.iter().all(|b| p.replicas.contains(b))
+                        && p.removing_replicas.iter().all(|b| p.replicas.contains(b))
+                        && (p.leader == NO_LEADER
+                            || (p.isr.contains(&p.leader) && state.is_unfenced(p.leader)));
+                    assert!(ok, "seed {seed}, step {n} ({command:?}): {topic}-{i} {p:?}");
+                }
+            }
+        }
     }
 
     #[test]

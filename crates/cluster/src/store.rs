@@ -17,12 +17,15 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 use weir_metadata::{
-    AlterPartition, BrokerInfo, ConfigChange, MetadataError, MetadataStore, NewTopic,
-    PartitionAssignment, TopicMeta,
+    AlterPartition, BrokerInfo, ConfigChange, ElectionKind, MetadataError, MetadataStore, NewTopic,
+    PartitionAssignment, PartitionResult, Reassignment, TopicMeta,
 };
 
 use crate::state::Placement;
 use crate::{ClusterError, Command, Controller, Outcome, Refusal};
+
+/// Longest DescribeQuorum waits for the quorum's leader.
+const QUORUM_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The broker's metadata, kept by the quorum.
 #[derive(Debug, Clone)]
@@ -199,12 +202,68 @@ impl MetadataStore for RaftMetadataStore {
         true
     }
 
+    fn quorum(&self) -> Option<weir_metadata::QuorumInfo> {
+        // Asked of the leader; without one (an election, or this node cut
+        // off) the answer says so and DescribeQuorum answers
+        // NOT_LEADER_OR_FOLLOWER.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let controller = self.controller.clone();
+        self.runtime.spawn(async move {
+            let asked = tokio::time::timeout(QUORUM_ASK_TIMEOUT, controller.describe_quorum());
+            let _ = tx.send(asked.await.ok().and_then(Result::ok));
+        });
+        let leaderless = || weir_metadata::QuorumInfo {
+            leader_id: weir_metadata::NO_LEADER,
+            leader_epoch: -1,
+            high_watermark: -1,
+            voters: Vec::new(),
+            observers: Vec::new(),
+            nodes: Vec::new(),
+        };
+        Some(rx.recv().ok().flatten().unwrap_or_else(leaderless))
+    }
+
+    fn controller_id(&self) -> Option<i32> {
+        self.controller
+            .leader()
+            .and_then(|id| i32::try_from(id).ok())
+    }
+
     fn brokers(&self) -> Vec<BrokerInfo> {
         self.read(|s| s.brokers.values().cloned().collect())
     }
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.controller.changes()
+    }
+
+    fn elect_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+        kind: ElectionKind,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        match self.commit(Command::ElectLeaders {
+            partitions,
+            election_type: kind,
+        })? {
+            Outcome::PartitionResults { results } => Ok(results),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn alter_reassignments(
+        &self,
+        changes: Vec<(String, i32, Option<Vec<i32>>)>,
+        _local_node: i32,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        match self.commit(Command::AlterReassignments { changes })? {
+            Outcome::PartitionResults { results } => Ok(results),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn reassignments(&self) -> Vec<Reassignment> {
+        self.read(|s| s.reassignments())
     }
 
     fn alter_partition(

@@ -66,6 +66,64 @@ impl TopicMeta {
     }
 }
 
+/// Kafka's ElectionType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElectionKind {
+    /// ElectionType 0: the preferred (first) replica leads, if it is in
+    /// sync and unfenced.
+    Preferred,
+    /// ElectionType 1: a partition without a leader gets one, from outside
+    /// the ISR if no in-sync replica is unfenced (records may be lost).
+    Unclean,
+}
+
+/// What a command that works partition by partition did to one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// `None` when done (Kafka's NONE).
+    pub error: Option<PartitionError>,
+}
+
+/// Why a partition was left as it was, named after Kafka's error code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", content = "message", rename_all = "snake_case")]
+pub enum PartitionError {
+    /// ELECTION_NOT_NEEDED: the wanted leader already leads.
+    ElectionNotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is fenced or
+    /// out of the ISR.
+    PreferredLeaderNotAvailable,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE: every replica is fenced.
+    EligibleLeadersNotAvailable,
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    UnknownTopicOrPartition,
+    /// INVALID_REPLICA_ASSIGNMENT, and why.
+    InvalidReplicaAssignment(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS: a cancel of a partition not being
+    /// reassigned.
+    NoReassignmentInProgress,
+}
+
+/// A partition reassignment in progress (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reassignment {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Every replica now: the target's first, then those being removed.
+    pub replicas: Vec<i32>,
+    /// Replicas the reassignment adds.
+    pub adding_replicas: Vec<i32>,
+    /// Replicas the reassignment removes.
+    pub removing_replicas: Vec<i32>,
+}
+
 /// `leader` of a partition that has none (every in-sync replica is fenced).
 pub const NO_LEADER: i32 = -1;
 
@@ -128,6 +186,50 @@ pub struct BrokerInfo {
     /// The broker epoch: the metadata offset of its latest registration, so
     /// a restarted broker's requests are told from its former life's.
     pub epoch: i64,
+}
+
+/// The metadata quorum as its leader sees it, for DescribeQuorum: Kafka's
+/// `__cluster_metadata` partition, whose offsets are Raft log indexes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumInfo {
+    /// The leader's node id, or [`NO_LEADER`] while there is none (an
+    /// election, or a node that cannot reach the quorum): DescribeQuorum
+    /// then answers NOT_LEADER_OR_FOLLOWER.
+    pub leader_id: i32,
+    /// The leader's epoch: its Raft term.
+    pub leader_epoch: i32,
+    /// The committed index: the end of what a majority of voters holds.
+    pub high_watermark: i64,
+    /// The voters, the leader among them.
+    pub voters: Vec<QuorumReplica>,
+    /// Nodes that copy the metadata but do not vote (Raft learners).
+    pub observers: Vec<QuorumReplica>,
+    /// Each voter's controller listener, for DescribeQuorum v2 (KIP-853).
+    pub nodes: Vec<QuorumNode>,
+}
+
+/// One replica of the metadata log, as the quorum's leader tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumReplica {
+    /// Its node id.
+    pub replica_id: i32,
+    /// The end of its copy of the log (-1 when unknown).
+    pub log_end_offset: i64,
+    /// When it last fetched from the leader (-1 when unknown).
+    pub last_fetch_timestamp_ms: i64,
+    /// When it last held everything the leader had (-1 when unknown).
+    pub last_caught_up_timestamp_ms: i64,
+}
+
+/// Where a controller is reached: its `--controller-listen` address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumNode {
+    /// Its node id.
+    pub id: i32,
+    /// Host of its controller listener.
+    pub host: String,
+    /// Port of its controller listener.
+    pub port: u16,
 }
 
 /// A leader's request to change a partition's ISR (Kafka's AlterPartition).
@@ -255,6 +357,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn replicated(&self) -> bool {
         false
     }
+    /// The controller clients are told of (Metadata, DescribeCluster): a
+    /// cluster's quorum leader, when known. `None` on a single node, which
+    /// is its own.
+    fn controller_id(&self) -> Option<i32> {
+        None
+    }
     /// The registered brokers, by id. Empty on a single node, which knows
     /// itself from its own settings.
     fn brokers(&self) -> Vec<BrokerInfo> {
@@ -265,6 +373,79 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// store, where only this broker changes anything, never bumps it.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         tokio::sync::watch::channel(0).1
+    }
+    /// Elect leaders (Kafka's ElectLeaders) for `partitions` (`None`: every
+    /// partition that needs one); one result per partition. A single node's
+    /// only replica always leads: nothing to elect.
+    fn elect_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+        _kind: ElectionKind,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        Ok(partitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(topic, partition)| {
+                let known = self
+                    .topic(&topic)
+                    .is_some_and(|t| (0..t.partitions).contains(&partition));
+                PartitionResult {
+                    topic,
+                    partition,
+                    error: Some(if known {
+                        PartitionError::ElectionNotNeeded
+                    } else {
+                        PartitionError::UnknownTopicOrPartition
+                    }),
+                }
+            })
+            .collect())
+    }
+    /// Start, replace or cancel (`None`) partition reassignments (Kafka's
+    /// AlterPartitionReassignments); one result per partition. A single
+    /// node has nowhere to move a replica: a target other than itself is
+    /// refused, and there is never one to cancel.
+    fn alter_reassignments(
+        &self,
+        changes: Vec<(String, i32, Option<Vec<i32>>)>,
+        local_node: i32,
+    ) -> Result<Vec<PartitionResult>, MetadataError> {
+        Ok(changes
+            .into_iter()
+            .map(|(topic, partition, target)| {
+                let known = self
+                    .topic(&topic)
+                    .is_some_and(|t| (0..t.partitions).contains(&partition));
+                let error = match target {
+                    _ if !known => Some(PartitionError::UnknownTopicOrPartition),
+                    None => Some(PartitionError::NoReassignmentInProgress),
+                    Some(t) if t == [local_node] => None,
+                    Some(t) => Some(PartitionError::InvalidReplicaAssignment(format!(
+                        "replicas {t:?} name brokers that are not registered; \
+                         this one-node cluster has only broker {local_node}"
+                    ))),
+                };
+                PartitionResult {
+                    topic,
+                    partition,
+                    error,
+                }
+            })
+            .collect())
+    }
+    /// The reassignments in progress (Kafka's ListPartitionReassignments).
+    fn reassignments(&self) -> Vec<Reassignment> {
+        Vec::new()
+    }
+    /// The metadata quorum, for DescribeQuorum. `None` when there is none:
+    /// a single node, whose metadata no other node votes on.
+    fn quorum(&self) -> Option<QuorumInfo> {
+        None
+    }
+    /// How many changes the store has committed since it was created, when
+    /// it counts them: a single node's stand-in for the metadata log's end.
+    fn change_count(&self) -> Option<u64> {
+        None
     }
     /// A leader's ISR change; committed on return, and the new assignment
     /// returned. A single node has no ISR to change.

@@ -602,6 +602,13 @@ impl MetadataStore for LocalMetadataStore {
             Ok((Record::ProducerIdsAllocated { next }, first))
         })
     }
+
+    /// The sequence number of the last record: one per change since the
+    /// store was created (a data dir from before the record log counts
+    /// from its conversion).
+    fn change_count(&self) -> Option<u64> {
+        Some(self.lock_for_read().doc.last_seq)
+    }
 }
 
 /// Kafka's textual form of a UUID: 16 bytes in base64url without padding (22 characters).
@@ -809,6 +816,26 @@ mod tests {
             LocalMetadataStore::open(dir.path()).unwrap().cluster_id(),
             id
         );
+    }
+
+    #[test]
+    fn change_count_counts_committed_changes_across_folds_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.change_count(), Some(0));
+        store.create_topic(new_topic("orders", 3)).unwrap();
+        assert!(store.create_topic(new_topic("orders", 3)).is_err());
+        assert_eq!(store.change_count(), Some(1));
+        // Enough changes to fold the log into a snapshot at least once.
+        for i in 0..100 {
+            store
+                .alter_broker_configs(&[set("log.retention.ms", &i.to_string())])
+                .unwrap();
+        }
+        assert_eq!(store.change_count(), Some(101));
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.change_count(), Some(101));
     }
 
     #[test]

@@ -234,6 +234,10 @@ pub enum SettingsError {
     },
 }
 
+/// `replica.selector.class` values: Kafka's two selectors.
+const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+
 /// Kafka's default for how often retention is applied (`log.retention.check.interval.ms`).
 const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 
@@ -355,8 +359,9 @@ pub struct ServeArgs {
           value_parser = parse_host_port, help_heading = "Cluster")]
     controller_listen: Option<String>,
 
-    /// What this node runs (Kafka's process.roles): broker, controller, or
-    /// both as broker,controller. [default: broker,controller]
+    /// What this node runs (Kafka's process.roles): controller, or both as
+    /// broker,controller; a broker-only node (a quorum learner) is refused
+    /// for now. [default: broker,controller]
     #[arg(
         long,
         env = "WEIR_PROCESS_ROLES",
@@ -436,10 +441,15 @@ struct Settings {
     roles: Roles,
     /// `broker.rack`.
     rack: Option<String>,
+    /// `replica.selector.class` is the rack-aware selector.
+    rack_aware_replica_selector: bool,
     /// `broker.session.timeout.ms`.
     broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
     broker_heartbeat_interval_ms: u64,
+    /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`
+    /// and `leader.imbalance.per.broker.percentage`.
+    leader_rebalance: weir_cluster::LeaderRebalance,
 }
 
 /// What a node runs (`process.roles`).
@@ -575,10 +585,16 @@ impl Settings {
                 controller: true,
             },
             rack: None,
+            rack_aware_replica_selector: false,
             // Shorter than Kafka's 9 s and 2 s: a dead leader's partitions
             // move within about 2 s (docs/operations.md).
             broker_session_timeout_ms: 1_500,
             broker_heartbeat_interval_ms: 250,
+            leader_rebalance: weir_cluster::LeaderRebalance {
+                enabled: true,
+                interval: Duration::from_secs(300),
+                per_broker_percentage: 10,
+            },
         };
         for (key, value) in kafka {
             settings.apply(&key, &value)?;
@@ -606,11 +622,30 @@ impl Settings {
                 let rack = value.trim();
                 self.rack = (!rack.is_empty()).then(|| rack.to_owned());
             }
+            "replica.selector.class" => {
+                self.rack_aware_replica_selector = match value.trim() {
+                    RACK_AWARE_SELECTOR => true,
+                    "" | LEADER_SELECTOR => false,
+                    _ => {
+                        return Err(refused(format!(
+                            "Weir has two selectors: {RACK_AWARE_SELECTOR} (fetch from the \
+                             closest in-sync replica, KIP-392) and {LEADER_SELECTOR} (the leader)"
+                        )));
+                    }
+                };
+            }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = config.at_least(1)?,
             "broker.heartbeat.interval.ms" => {
                 self.broker_heartbeat_interval_ms = config.at_least(1)?;
             }
             "default.replication.factor" => self.default_replication_factor = config.at_least(1)?,
+            "auto.leader.rebalance.enable" => self.leader_rebalance.enabled = config.parse()?,
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_rebalance.interval = Duration::from_secs(config.at_least(1)?);
+            }
+            "leader.imbalance.per.broker.percentage" => {
+                self.leader_rebalance.per_broker_percentage = config.at_least(0)?;
+            }
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = config.at_least(1)?,
             "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = config.at_least(1)?,
             "replica.fetch.response.max.bytes" => {
@@ -902,13 +937,14 @@ fn read_file_config(path: &Path) -> Result<FileConfig, SettingsError> {
 }
 
 fn init_logging(filter: &str) -> Result<(), ServeError> {
-    // openraft narrates every vote and append at info; its warnings are what
-    // an operator needs, unless the filter asks for more by name.
-    let quiet = ["off", "error", "warn"].contains(&filter.to_ascii_lowercase().as_str());
-    let filter = if quiet || filter.contains("openraft") {
+    // openraft narrates every vote and append, and logs each failed RPC to
+    // a stopped peer as an error twice a second; weir-cluster logs what an
+    // operator needs (leader changes, fencing, storage errors). A filter
+    // that names openraft gets it back.
+    let filter = if filter.contains("openraft") {
         filter.to_owned()
     } else {
-        format!("{filter},openraft=warn")
+        format!("{filter},openraft=off")
     };
     let filter = EnvFilter::try_new(&filter).map_err(|source| ServeError::LogLevel {
         filter: filter.to_owned(),
@@ -1104,6 +1140,8 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         max_request_bytes: settings.max_request_bytes,
         log_defaults: settings.log_defaults.clone(),
         group: settings.group.clone(),
+        rack: settings.rack.clone(),
+        rack_aware_replica_selector: settings.rack_aware_replica_selector,
         replica_lag_time_max_ms: settings.replica_lag_time_max_ms,
         replica_fetch_max_bytes: settings.replica_fetch_max_bytes,
         replica_fetch_response_max_bytes: settings.replica_fetch_response_max_bytes,
@@ -1197,6 +1235,7 @@ async fn start_controller(
         settings.data_dir.join(RAFT_DIR),
     );
     config.broker_session_timeout = Duration::from_millis(settings.broker_session_timeout_ms);
+    config.leader_rebalance = settings.leader_rebalance;
     Controller::start(config, listener)
         .await
         .map_err(|source| ServeError::Quorum {

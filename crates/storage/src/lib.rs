@@ -594,6 +594,12 @@ impl CommitLog {
         log_start::delete_records_before(&self.inner, &inner)
     }
 
+    /// The folder the log was opened in (the broker's data dir), as given
+    /// to [`CommitLog::open`].
+    pub fn dir(&self) -> &Path {
+        &self.inner.log.dir
+    }
+
     /// A partition registered earlier (before or after a restart).
     pub fn partition(&self, id: PartitionId) -> Option<Partition> {
         self.inner
@@ -764,6 +770,15 @@ impl Partition {
             self.log.bump_progress();
         }
         hw
+    }
+
+    /// Bytes of the partition's batches from its log start to its log end,
+    /// as stored in the commit log (durable or not): the total its index
+    /// keeps for `retention.bytes`, so reading it costs no I/O. Kafka's
+    /// log size, without the other partitions' batches that share the
+    /// commit log's segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.lock_frozen(&self.inner.state).index().live_bytes()
     }
 
     /// Current offsets.

@@ -951,6 +951,37 @@ fn delete_records_moves_the_log_start_durably() {
 }
 
 #[test]
+fn size_counts_the_bytes_of_the_live_batches_across_log_start_moves_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes: Vec<u64>;
+    {
+        let log = open_log(dir.path(), no_checkpoints());
+        let p = log
+            .create_partition(pid(0), PartitionConfig::default())
+            .unwrap();
+        let other = log
+            .create_partition(pid(1), PartitionConfig::default())
+            .unwrap();
+        assert_eq!(p.size_bytes(), 0);
+        let batches = fill(&p, 6, 20); // offsets 0..=11, the third batch at 3
+        fill(&other, 4, 50);
+        sizes = batches.iter().map(|(_, b)| b.len() as u64).collect();
+        // Only its own batches, not the other partition's in the same segments.
+        assert_eq!(p.size_bytes(), sizes.iter().sum::<u64>());
+        assert_eq!(p.delete_records_before(3).unwrap(), 3);
+        log.run_maintenance().unwrap();
+        assert_eq!(p.size_bytes(), sizes[2..].iter().sum::<u64>());
+        // Crash: no shutdown, no periodic checkpoint.
+    }
+    let log = open_log(dir.path(), no_checkpoints());
+    assert_eq!(
+        log.partition(pid(0)).unwrap().size_bytes(),
+        sizes[2..].iter().sum::<u64>()
+    );
+    log.shutdown().unwrap();
+}
+
+#[test]
 fn cleaner_frees_segments_pinned_by_a_long_retention_partition() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::default());

@@ -127,6 +127,13 @@ mod tests {
             ApiKey::CreatePartitions => R::CreatePartitions(Default::default()),
             ApiKey::IncrementalAlterConfigs => R::IncrementalAlterConfigs(Default::default()),
             ApiKey::DescribeCluster => R::DescribeCluster(Default::default()),
+            ApiKey::DescribeLogDirs => R::DescribeLogDirs(Default::default()),
+            ApiKey::ElectLeaders => R::ElectLeaders(Default::default()),
+            ApiKey::AlterPartitionReassignments => {
+                R::AlterPartitionReassignments(Default::default())
+            }
+            ApiKey::ListPartitionReassignments => R::ListPartitionReassignments(Default::default()),
+            ApiKey::DescribeQuorum => R::DescribeQuorum(Default::default()),
             ApiKey::FindCoordinator => R::FindCoordinator(Default::default()),
             ApiKey::JoinGroup => R::JoinGroup(Default::default()),
             ApiKey::SyncGroup => R::SyncGroup(Default::default()),

@@ -113,46 +113,13 @@ fn check(
 mod tests {
     use std::collections::BTreeMap;
 
-    use bytes::{Bytes, BytesMut};
+    use super::*;
+    use crate::admin::str_bytes;
+    use crate::admin::testing::{self, batch, call};
     use kafka_protocol::messages::delete_records_request::{
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
     use kafka_protocol::messages::{ApiKey, TopicName};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-
-    use super::*;
-    use crate::admin::str_bytes;
-    use crate::admin::testing::{self, call};
-
-    /// One RecordBatch v2 of `count` records, as a producer sends it.
-    fn batch(count: i64) -> Bytes {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                sequence: -1,
-                timestamp: 1_700_000_000_000 + i,
-                key: None,
-                value: Some(Bytes::from(format!("record {i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-        buf.freeze()
-    }
 
     /// A topic whose one partition holds `count` durable records.
     async fn filled(t: &testing::TestBroker, topic: &str, count: i64) {

@@ -1,6 +1,7 @@
-//! DescribeCluster (API key 60): the cluster id, the controller (this node,
-//! while Weir runs as one node that is both broker and controller), and the
-//! one broker with its advertised address.
+//! DescribeCluster (API key 60): the cluster id, the controller (a one-node
+//! cluster's is itself; a cluster's, the metadata quorum's leader), and the
+//! brokers with their advertised addresses and racks: a cluster's
+//! registered ones, fenced ones too when the request asks (v2).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -28,7 +29,9 @@ pub(crate) async fn handle(
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(broker.metadata().cluster_id()))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(
+            broker.metadata().controller_id().unwrap_or(config.node_id),
+        ))
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS_ALL
         } else {
@@ -44,13 +47,29 @@ pub(crate) async fn handle(
             ))))
             .with_controller_id(BrokerId(-1)));
     }
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(config.node_id))
-        .with_host(str_bytes(config.advertised_host.clone()))
-        .with_port(config.advertised_port)
-        .with_rack(None)
-        .with_is_fenced(false);
-    Ok(response.with_brokers(vec![me]))
+    let registered = broker.metadata().brokers();
+    if registered.is_empty() {
+        let me = DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(config.node_id))
+            .with_host(str_bytes(config.advertised_host.clone()))
+            .with_port(config.advertised_port)
+            .with_rack(None)
+            .with_is_fenced(false);
+        return Ok(response.with_brokers(vec![me]));
+    }
+    let brokers = registered
+        .into_iter()
+        .filter(|b| req.include_fenced_brokers || !b.fenced)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
+                .with_is_fenced(b.fenced)
+        })
+        .collect();
+    Ok(response.with_brokers(brokers))
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ const CURRENT_LEADER_VERSION: i16 = 12;
 const NODE_ENDPOINTS_VERSION: i16 = 16;
 /// First version that names a follower in `replica_state`, not `replica_id`.
 const REPLICA_STATE_VERSION: i16 = 15;
+/// First version with the client's rack, and so fetching from followers
+/// (KIP-392): a consumer may read a follower's copy up to its high watermark.
+const RACK_VERSION: i16 = 11;
 
 /// One requested partition, resolved once for every read of a long poll.
 struct Target {
@@ -60,6 +63,9 @@ struct Target {
     leader_endpoint: Option<NodeEndpoint>,
     /// A follower replica's fetch: it reads up to the log end.
     replica: bool,
+    /// The replica this client should fetch from instead (KIP-392): the
+    /// partition is answered without records, naming it.
+    preferred_read_replica: Option<i32>,
 }
 
 struct TopicTarget {
@@ -97,10 +103,12 @@ pub(crate) async fn handle(
     } else {
         req.replica_id.0
     };
+    let rack =
+        (version >= RACK_VERSION && !req.rack_id.is_empty()).then(|| req.rack_id.to_string());
     let targets: Arc<Vec<TopicTarget>> = Arc::new(
         req.topics
             .into_iter()
-            .map(|topic| resolve(broker, version, replica_id, topic))
+            .map(|topic| resolve(broker, version, replica_id, rack.as_deref(), topic))
             .collect(),
     );
     let names_a_leader = partitions(&targets).any(|t| t.current_leader.is_some());
@@ -190,7 +198,13 @@ fn partitions(targets: &[TopicTarget]) -> impl Iterator<Item = &Target> {
     targets.iter().flat_map(|t| t.partitions.iter())
 }
 
-fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) -> TopicTarget {
+fn resolve(
+    broker: &Broker,
+    version: i16,
+    replica_id: i32,
+    rack: Option<&str>,
+    topic: FetchTopic,
+) -> TopicTarget {
     let state = if version >= TOPIC_ID_VERSION {
         broker.topic_by_id(topic.topic_id).ok_or_else(|| {
             ApiError::new(
@@ -216,6 +230,10 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
             });
             let mut current_leader = None;
             let mut leader_endpoint = None;
+            let mut preferred_read_replica = None;
+            // On a follower serving a consumer, the leader epoch the
+            // assignment gives (its log may not hold a batch of it yet).
+            let mut follower_epoch = None;
             let partition = partition.and_then(|(state, index)| {
                 let id = weir_storage::PartitionId {
                     topic_id: state.meta.id,
@@ -230,7 +248,19 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                         .err()
                 } else {
                     match broker.replicas.leadership(id) {
-                        Leadership::Leader { .. } => None,
+                        Leadership::Leader { .. } => {
+                            preferred_read_replica =
+                                rack.and_then(|rack| broker.closest_replica(id, rack));
+                            None
+                        }
+                        // A consumer that knows of KIP-392 may read a
+                        // follower's copy, up to its high watermark.
+                        Leadership::NotLeader { leader_epoch, .. }
+                            if version >= RACK_VERSION && broker.replicas.follows(id) =>
+                        {
+                            follower_epoch = Some(leader_epoch);
+                            None
+                        }
                         not => Some(not),
                     }
                 };
@@ -258,12 +288,13 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                 }
                 let partition = crate::topics::local_partition(state, index)?;
                 if version >= LEADER_EPOCH_VERSION {
-                    let epoch = partition.leader_epoch();
+                    let epoch = follower_epoch.unwrap_or_else(|| partition.leader_epoch());
                     let checked = check_current_leader_epoch(p.current_leader_epoch, epoch);
                     if checked
                         .as_ref()
                         .is_err_and(|e| e.code == ResponseError::FencedLeaderEpoch)
                         && version >= CURRENT_LEADER_VERSION
+                        && follower_epoch.is_none()
                     {
                         current_leader = Some(
                             LeaderIdAndEpoch::default()
@@ -283,6 +314,7 @@ fn resolve(broker: &Broker, version: i16, replica_id: i32, topic: FetchTopic) ->
                 current_leader,
                 leader_endpoint,
                 replica: replica_id >= 0,
+                preferred_read_replica,
             }
         })
         .collect();
@@ -354,6 +386,17 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
                             );
                         }
                     };
+                    if let Some(replica) = target.preferred_read_replica {
+                        let offsets = partition.offsets();
+                        seen.push(Some(offsets));
+                        return answered(
+                            target.index,
+                            bytes::Bytes::new(),
+                            offsets,
+                            read_committed,
+                        )
+                        .with_preferred_read_replica(replica.into());
+                    }
                     let first = bytes == 0;
                     let limit = target.partition_max_bytes.min(remaining);
                     match read_one(partition, target.fetch_offset, limit, first, target.replica) {
@@ -387,6 +430,11 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
 
 /// Read one partition from `offset`, up to `limit` bytes unless `first`;
 /// up to the log end for a follower `replica`, else the high watermark.
+///
+/// An offset the log holds but has not committed yet reads as empty, as in
+/// Kafka: a consumer that saw a high watermark on one leader may ask the
+/// next one before that leader's high watermark has caught up. Only an
+/// offset outside the log is out of range.
 fn read_one(
     partition: &Partition,
     offset: i64,
@@ -395,21 +443,24 @@ fn read_one(
     replica: bool,
 ) -> Result<(bytes::Bytes, PartitionOffsets), ApiError> {
     let offsets = partition.offsets();
+    if offset < offsets.log_start || offset > offsets.log_end {
+        return Err(ApiError::new(
+            ResponseError::OffsetOutOfRange,
+            format!(
+                "offset {offset} is outside the log [{}, {}]",
+                offsets.log_start, offsets.log_end
+            ),
+        ));
+    }
     let end = if replica {
         offsets.log_end
     } else {
         offsets.high_watermark
     };
-    if offset < offsets.log_start || offset > end {
-        return Err(ApiError::new(
-            ResponseError::OffsetOutOfRange,
-            format!("offset {offset} is outside [{}, {end}]", offsets.log_start),
-        ));
-    }
     // The log never returns data past the high watermark, which is also the
     // last stable offset until transactions exist, so read_committed needs
     // no further bound yet.
-    if offset == end || (!first && limit == 0) {
+    if offset >= end || (!first && limit == 0) {
         return Ok((bytes::Bytes::new(), offsets));
     }
     let read = if replica {
@@ -472,6 +523,64 @@ mod tests {
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     use super::*;
+
+    #[tokio::test]
+    async fn an_offset_held_but_not_committed_reads_empty_and_only_one_outside_the_log_is_out_of_range()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = weir_storage::CommitLog::open(
+            dir.path(),
+            weir_storage::LogConfig::default(),
+            std::sync::Arc::new(weir_storage::SystemClock),
+        )
+        .unwrap();
+        let partition = log
+            .create_partition(
+                weir_storage::PartitionId {
+                    topic_id: uuid::Uuid::from_u128(1),
+                    partition: 0,
+                },
+                weir_storage::PartitionConfig::default(),
+            )
+            .unwrap();
+        // A leader waiting for its followers: 5 records held, 2 committed.
+        partition.set_high_watermark_bound(Some(0));
+        for count in [2, 3] {
+            let appended = partition
+                .append(crate::admin::testing::batch(count))
+                .unwrap();
+            appended.durable.wait().await.unwrap();
+        }
+        assert_eq!(partition.set_high_watermark_bound(Some(2)), 2);
+        assert_eq!(partition.offsets().log_end, 5);
+
+        let last_offset = |records: &bytes::Bytes| {
+            weir_storage::batches(records)
+                .map(|b| {
+                    b.map(|(header, _)| header.base_offset + i64::from(header.last_offset_delta))
+                })
+                .last()
+        };
+        let (records, offsets) = read_one(&partition, 0, 1 << 20, true, false).unwrap();
+        assert_eq!(last_offset(&records), Some(Ok(1)), "only what is committed");
+        assert_eq!(offsets.high_watermark, 2);
+        for offset in 2..=5 {
+            let (records, _) = read_one(&partition, offset, 1 << 20, true, false).unwrap();
+            assert!(
+                records.is_empty(),
+                "offset {offset} is held, not yet committed"
+            );
+        }
+        // A follower copies it all.
+        let (records, _) = read_one(&partition, 2, 1 << 20, true, true).unwrap();
+        assert_eq!(last_offset(&records), Some(Ok(4)));
+        for replica in [false, true] {
+            let past = read_one(&partition, 6, 1 << 20, true, replica).unwrap_err();
+            assert_eq!(past.code, ResponseError::OffsetOutOfRange);
+            let before = read_one(&partition, -1, 1 << 20, true, replica).unwrap_err();
+            assert_eq!(before.code, ResponseError::OffsetOutOfRange);
+        }
+    }
 
     #[test]
     fn leader_epoch_checks_follow_kafka() {

@@ -13,6 +13,9 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
+mod describe_quorum;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -28,6 +31,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 pub(crate) mod produce;
+mod reassignments;
 mod sync_group;
 
 use std::sync::Arc;
@@ -58,6 +62,8 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::CreatePartitions,
             ApiKey::IncrementalAlterConfigs,
             ApiKey::DescribeCluster,
+            ApiKey::DescribeLogDirs,
+            ApiKey::DescribeQuorum,
             ApiKey::FindCoordinator,
             ApiKey::JoinGroup,
             ApiKey::SyncGroup,
@@ -71,6 +77,9 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::OffsetDelete,
             ApiKey::ConsumerGroupHeartbeat,
             ApiKey::ConsumerGroupDescribe,
+            ApiKey::ElectLeaders,
+            ApiKey::AlterPartitionReassignments,
+            ApiKey::ListPartitionReassignments,
         ]
         .into_iter()
         .map(|key| match key {
@@ -109,7 +118,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 10] = [
+const DISK_BOUND: [ApiKey; 12] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -120,6 +129,8 @@ const DISK_BOUND: [ApiKey; 10] = [
     ApiKey::IncrementalAlterConfigs,
     ApiKey::InitProducerId,
     ApiKey::DescribeConfigs,
+    ApiKey::DescribeLogDirs,
+    ApiKey::DescribeQuorum,
 ];
 
 /// Route a request to its handler. `None` means no response is sent
@@ -190,6 +201,12 @@ async fn route(
         RequestKind::DescribeCluster(req) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, ctx, req).await?)
         }
+        RequestKind::DescribeLogDirs(req) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeQuorum(req) => {
+            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, ctx, req).await?)
+        }
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, ctx, req).await?)
         }
@@ -229,6 +246,15 @@ async fn route(
         RequestKind::ConsumerGroupDescribe(req) => ResponseKind::ConsumerGroupDescribe(
             consumer_group_describe::handle(broker, ctx, req).await?,
         ),
+        RequestKind::ElectLeaders(req) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, ctx, req).await?)
+        }
+        RequestKind::AlterPartitionReassignments(req) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(broker, ctx, req).await?)
+        }
+        RequestKind::ListPartitionReassignments(req) => {
+            ResponseKind::ListPartitionReassignments(reassignments::list(broker, ctx, req).await?)
+        }
         _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
     };
     Ok(Some(response))

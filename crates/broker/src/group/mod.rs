@@ -410,8 +410,14 @@ pub(super) fn encode_batches(
     Ok(out)
 }
 
-/// Replay one partition from its log start to its high watermark. Returns
-/// the number of records applied.
+/// Replay one partition from its log start to its log end. Returns the
+/// number of records applied.
+///
+/// To the log end, not the high watermark, as Kafka's coordinator loads: a
+/// replica that has just become the partition's leader may not know yet
+/// how far its log is committed (its followers have not fetched from it),
+/// but everything in it is the partition's from now on, and a commit a
+/// client was told of is in it (commits wait for every in-sync replica).
 pub(super) fn replay_partition(
     index: i32,
     partition: &Partition,
@@ -419,12 +425,12 @@ pub(super) fn replay_partition(
     now_ms: i64,
     cfg: &GroupConfig,
 ) -> Result<u64, LoadError> {
-    let end = partition.offsets().high_watermark;
+    let end = partition.offsets().log_end;
     let mut next = partition.offsets().log_start;
     let mut applied = 0u64;
     while next < end {
         let read = partition
-            .read(next, LOAD_READ_BYTES)
+            .read_replica(next, LOAD_READ_BYTES)
             .map_err(|source| LoadError::Read {
                 partition: index,
                 source,
@@ -533,6 +539,7 @@ impl crate::Broker {
                 crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
             })?;
         }
+        let (mut loaded, mut unloaded) = (Vec::new(), Vec::new());
         for index in 0..state.meta.partitions {
             let led = state.local(index).filter(|p| {
                 matches!(
@@ -547,20 +554,18 @@ impl crate::Broker {
                         .map_err(|e| {
                             crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
                         })?;
-                    tracing::info!(
-                        partition = index,
-                        "now coordinating the groups of {OFFSETS_TOPIC}-{index}"
-                    );
+                    loaded.push(index);
                 }
                 (None, true) => {
                     self.groups.unload_shard(index);
-                    tracing::info!(
-                        partition = index,
-                        "no longer coordinating the groups of {OFFSETS_TOPIC}-{index}"
-                    );
+                    unloaded.push(index);
                 }
                 _ => {}
             }
+        }
+        if !loaded.is_empty() || !unloaded.is_empty() {
+            tracing::info!(took_over = ?loaded, handed_over = ?unloaded,
+                "group coordination follows the leadership of {OFFSETS_TOPIC} partitions");
         }
         Ok(())
     }

@@ -244,9 +244,14 @@ impl ReplicaManager {
                 if a.partition_epoch > l.partition_epoch {
                     l.partition_epoch = a.partition_epoch;
                     l.isr = a.isr.iter().copied().collect();
-                    l.replicas = a.replicas.clone();
+                    self.set_replicas(l, &a.replicas);
                     l.pending_isr = None;
                     self.update_hw(l);
+                }
+                let has_followers = !l.followers.is_empty();
+                drop(roles);
+                if has_followers {
+                    self.start_isr_task();
                 }
                 return Ok(());
             }
@@ -289,6 +294,24 @@ impl ReplicaManager {
             self.start_isr_task();
         }
         Ok(())
+    }
+
+    /// Take a new replica set under the same leadership (a reassignment
+    /// adds or removes replicas): a new follower starts with no fetch yet,
+    /// and caught up as of now so it is not counted as lagging before its
+    /// first fetch; a removed one is forgotten.
+    fn set_replicas(&self, l: &mut LeaderRole, replicas: &[i32]) {
+        let me = self.settings.node_id;
+        let now = self.clock.now_ms();
+        l.followers.retain(|r, _| replicas.contains(r));
+        for &r in replicas.iter().filter(|&&r| r != me) {
+            l.followers.entry(r).or_insert(FollowerState {
+                fetch_offset: -1,
+                caught_up_ms: now,
+                previous_fetch: None,
+            });
+        }
+        l.replicas = replicas.to_vec();
     }
 
     /// The ISR the high watermark waits for: the committed one, with a
@@ -340,6 +363,12 @@ impl ReplicaManager {
                 endpoint: endpoint.clone(),
             },
         }
+    }
+
+    /// Whether this broker follows the partition (holds a replica another
+    /// broker leads).
+    pub(crate) fn follows(&self, id: PartitionId) -> bool {
+        lock(&self.roles).is_ok_and(|roles| matches!(roles.get(&id), Some(Role::Follower { .. })))
     }
 
     /// The leadership of a partition this broker has no role for, as the
@@ -459,7 +488,7 @@ impl ReplicaManager {
                     if a.partition_epoch >= l.partition_epoch {
                         l.partition_epoch = a.partition_epoch;
                         l.isr = a.isr.iter().copied().collect();
-                        l.replicas = a.replicas.clone();
+                        this.set_replicas(l, &a.replicas);
                     }
                     tracing::info!(topic = %l.topic, partition = id.partition, isr = ?l.isr,
                         "the controller committed an ISR change");
@@ -590,6 +619,28 @@ impl ReplicaManager {
 }
 
 impl crate::Broker {
+    /// KIP-392's rack-aware replica selector, for a consumer in `rack`
+    /// fetching a partition this broker leads: another in-sync replica on
+    /// an unfenced broker in that rack, when this broker is not in it.
+    /// `None` (read from the leader) unless `replica.selector.class` names
+    /// the rack-aware selector, as Kafka's default leader-only selector does.
+    pub(crate) fn closest_replica(&self, id: PartitionId, rack: &str) -> Option<i32> {
+        if !self.config.rack_aware_replica_selector || self.config.rack.as_deref() == Some(rack) {
+            return None;
+        }
+        let assignment = self
+            .metadata
+            .topic_by_id(id.topic_id)?
+            .assignment(id.partition, self.config.node_id)?;
+        let brokers = self.metadata.brokers();
+        assignment.isr.iter().copied().find(|&replica| {
+            replica != self.config.node_id
+                && brokers
+                    .iter()
+                    .any(|b| b.id == replica && !b.fenced && b.rack.as_deref() == Some(rack))
+        })
+    }
+
     /// Apply the metadata store's partition assignments to every partition
     /// this broker holds (the change feed calls it after each change).
     /// Topics without assignments (a single node's) are left as they are:

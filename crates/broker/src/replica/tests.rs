@@ -4,14 +4,12 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use weir_metadata::LocalMetadataStore;
 use weir_storage::{CommitLog, LogConfig, PartitionConfig, SystemClock};
 
 use super::*;
+use crate::admin::testing::batch;
 
 #[derive(Default)]
 struct ManualClock(AtomicI64);
@@ -76,34 +74,6 @@ fn led_by_1(isr: &[i32]) -> PartitionAssignment {
         adding_replicas: Vec::new(),
         removing_replicas: Vec::new(),
     }
-}
-
-/// One RecordBatch v2 of `count` records.
-fn batch(count: i64) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i,
-            key: None,
-            value: Some(Bytes::from(format!("record {i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
 }
 
 fn append_durable(p: &Partition, count: i64) {

@@ -1,0 +1,798 @@
+//! A cluster of `weir serve` processes, driven by real clients: topics with
+//! three replicas created from any node and answered alike by every node,
+//! `weir cluster local`, replicas moved with `weir topic reassign` while a
+//! producer runs, leadership given back with `weir cluster elect-leaders`,
+//! a group's committed offsets kept across its coordinator's death, and the
+//! refusals that keep a data folder to the kind of node that made it.
+//!
+//! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
+//! under load; these tests check what a user does with a healthy cluster.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use common::{Broker, CLIENT_TIMEOUT, cli, wait_until};
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long a cluster may take to form, elect and settle an ISR change.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A partition as one node's Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Described {
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+}
+
+/// Three (or `n`) nodes, each a broker and a controller, on free local ports.
+fn start_cluster(n: u16, extra: &[&str]) -> anyhow::Result<Vec<Broker>> {
+    start_cluster_with(n, extra, |_| Vec::new())
+}
+
+/// As [`start_cluster`], with `own(id)` added to node `id`'s arguments.
+fn start_cluster_with(
+    n: u16,
+    extra: &[&str],
+    own: impl Fn(u16) -> Vec<String>,
+) -> anyhow::Result<Vec<Broker>> {
+    let mut kafka = Vec::new();
+    let mut voters = Vec::new();
+    for id in 1..=n {
+        kafka.push(common::reserve_port()?);
+        voters.push(format!("{id}@127.0.0.1:{}", common::reserve_port()?));
+    }
+    let voters = voters.join(",");
+    // Each node prints its address only once the quorum has formed, which
+    // needs a majority running: start them together.
+    let handles: Vec<_> = (1..=n)
+        .zip(kafka)
+        .map(|(id, port)| {
+            let mut args: Vec<String> = vec![
+                "--node-id".into(),
+                id.to_string(),
+                "--voters".into(),
+                voters.clone(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(own(id));
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Broker::start_at(&format!("127.0.0.1:{port}"), &args)
+            })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for handle in handles {
+        let node = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a node's start thread panicked"))??;
+        nodes.push(node);
+    }
+    // Listening is not serving yet: a broker is fenced until its first
+    // heartbeat, and Metadata names only unfenced brokers.
+    let first = nodes[0].bootstrap();
+    wait_until(
+        SETTLE_TIMEOUT,
+        "every broker to be registered and unfenced",
+        || {
+            let consumer: BaseConsumer = common::consumer_config(&first).create()?;
+            Ok(consumer
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_ok_and(|m| m.brokers().len() == usize::from(n)))
+        },
+    )?;
+    Ok(nodes)
+}
+
+fn bootstrap(nodes: &[Broker]) -> String {
+    nodes
+        .iter()
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `topic`'s partitions as the node at `address` describes them.
+fn describe(address: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, Described>> {
+    let consumer: BaseConsumer = common::consumer_config(address).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), CLIENT_TIMEOUT)?;
+    let t = metadata
+        .topics()
+        .first()
+        .context("no topic in the metadata answer")?;
+    Ok(t.partitions()
+        .iter()
+        .map(|p| {
+            let mut isr = p.isr().to_vec();
+            isr.sort_unstable();
+            (
+                p.id(),
+                Described {
+                    leader: p.leader(),
+                    replicas: p.replicas().to_vec(),
+                    isr,
+                },
+            )
+        })
+        .collect())
+}
+
+async fn create_replicated(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    factor: i32,
+) -> anyhow::Result<()> {
+    let admin = common::admin(bootstrap)?;
+    let results = admin
+        .create_topics(
+            &[
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(factor))
+                    .set("min.insync.replicas", "2"),
+            ],
+            &common::admin_options(),
+        )
+        .await?;
+    for result in results {
+        result.map_err(|(name, code)| anyhow::anyhow!("creating {name}: {code}"))?;
+    }
+    Ok(())
+}
+
+fn create_replicated_blocking(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    factor: i32,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(create_replicated(bootstrap, topic, partitions, factor))
+}
+
+/// Produce `count` records numbered from `first` with acks=all and an
+/// idempotent producer; returns where each landed.
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    first: u64,
+    count: u64,
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let mut config = common::producer_config(bootstrap);
+    config.set("enable.idempotence", "true");
+    let producer = common::tracked_producer(&config)?;
+    for id in first..first + count {
+        let value = id.to_string();
+        common::send_tracked(
+            &producer,
+            BaseRecord::with_opaque_to(topic, Box::new(id))
+                .key(value.as_bytes())
+                .payload(value.as_bytes()),
+        )?;
+    }
+    let deliveries = common::flush_all_delivered(&producer, usize::try_from(count)?)?;
+    deliveries
+        .into_iter()
+        .map(|d| d.result.map_err(|e| anyhow::anyhow!(e)))
+        .collect()
+}
+
+/// Every record of `topic`, read from `bootstrap` to the high watermark, as
+/// the numbers their values carry, per partition.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<HashMap<i32, Vec<u64>>> {
+    let all: Vec<i32> = (0..partitions).collect();
+    let read = common::read_to_high_watermark(bootstrap, topic, &all, SETTLE_TIMEOUT)?;
+    read.into_iter()
+        .map(|(p, messages)| {
+            let values = messages
+                .iter()
+                .map(|m| {
+                    let text =
+                        std::str::from_utf8(rdkafka::Message::payload(m).unwrap_or_default())?;
+                    Ok(text.parse::<u64>()?)
+                })
+                .collect::<anyhow::Result<Vec<u64>>>()?;
+            Ok((p, values))
+        })
+        .collect()
+}
+
+/// Wait until every partition of `topic` has a leader and its whole replica
+/// set in sync, as every node in `nodes` describes it alike.
+fn wait_full_isr(nodes: &[Broker], topic: &str) -> anyhow::Result<BTreeMap<i32, Described>> {
+    let mut seen = BTreeMap::new();
+    wait_until(
+        SETTLE_TIMEOUT,
+        "a full ISR, described alike by every node",
+        || {
+            let mut views = Vec::new();
+            for node in nodes {
+                match describe(&node.bootstrap(), topic) {
+                    Ok(view) => views.push(view),
+                    Err(_) => return Ok(false),
+                }
+            }
+            let first = views[0].clone();
+            let settled = !first.is_empty()
+                && first.values().all(|d| {
+                    let mut replicas = d.replicas.clone();
+                    replicas.sort_unstable();
+                    d.leader >= 0 && replicas == d.isr
+                })
+                && views.iter().all(|v| *v == first);
+            seen = first;
+            Ok(settled)
+        },
+    )?;
+    Ok(seen)
+}
+
+#[test]
+fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_death()
+-> anyhow::Result<()> {
+    let mut nodes = start_cluster(3, &[])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "orders", 3, 3)?;
+    let placed = wait_full_isr(&nodes, "orders")?;
+    let leaders: Vec<i32> = placed.values().map(|d| d.leader).collect();
+    ensure!(
+        leaders
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 3,
+        "three partitions on three brokers should have three leaders: {placed:?}"
+    );
+    let acked = produce(&all, "orders", 0, 300)?;
+    ensure!(acked.len() == 300);
+
+    // Kill partition 0's leader; producing goes on through the others.
+    let victim = usize::try_from(placed[&0].leader - 1)?;
+    nodes[victim].sigkill()?;
+    let alive: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n.bootstrap())
+        .collect();
+    let alive = alive.join(",");
+    produce(&alive, "orders", 300, 300)?;
+    // weir cluster status names the dead broker fenced and the partitions
+    // it no longer copies under-replicated, with the quorum still led.
+    let survivor = (victim + 1) % 3;
+    let victim_id = i32::try_from(victim + 1)?;
+    wait_until(
+        SETTLE_TIMEOUT,
+        "status to show the dead broker fenced",
+        || {
+            let out = cli::weir_ok(&nodes[survivor], &["cluster", "status", "--json"], b"")?;
+            let status: serde_json::Value = serde_json::from_str(&out)?;
+            let fenced = status["brokers"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|b| b["id"] == victim_id && b["state"] == "fenced")
+            });
+            let under = status["under_replicated"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p == "orders-0"));
+            let led = status["quorum"]["leader"].as_i64().is_some_and(|l| l >= 1)
+                && status["quorum"]["voters"]
+                    .as_array()
+                    .is_some_and(|v| v.len() == 3);
+            Ok(fenced && under && led)
+        },
+    )?;
+    let read = read_all(&alive, "orders", 3)?;
+    let mut values: Vec<u64> = read.values().flatten().copied().collect();
+    values.sort_unstable();
+    ensure!(
+        values == (0..600).collect::<Vec<_>>(),
+        "every acknowledged record once, none else: read {} records",
+        values.len()
+    );
+
+    // Back again, it catches up and rejoins every ISR.
+    nodes[victim].restart()?;
+    wait_full_isr(&nodes, "orders")?;
+    let out = cli::weir_ok(&nodes[survivor], &["cluster", "status", "--json"], b"")?;
+    let status: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(
+        status["partitions"]["under_replicated"] == 0
+            && status["brokers"]
+                .as_array()
+                .is_some_and(|b| b.len() == 3 && b.iter().all(|b| b["state"] == "active")),
+        "status after the restart: {status}"
+    );
+    let from_victim = read_all(&nodes[victim].bootstrap(), "orders", 3)?;
+    ensure!(
+        from_victim == read,
+        "the restarted node serves what the others do"
+    );
+    Ok(())
+}
+
+#[test]
+fn replicas_move_while_a_producer_runs_and_preferred_leaders_come_back() -> anyhow::Result<()> {
+    let mut nodes = start_cluster(3, &[])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "moving", 1, 2)?;
+    let before = wait_full_isr(&nodes, "moving")?;
+    let old = before[&0].replicas.clone();
+    let newcomer = (1..=3)
+        .find(|b| !old.contains(b))
+        .context("a broker outside the replicas")?;
+    // The new set keeps the leader and swaps the other replica for the newcomer.
+    let target = vec![newcomer, before[&0].leader];
+
+    let producing = {
+        let all = all.clone();
+        std::thread::spawn(move || produce(&all, "moving", 0, 3000))
+    };
+    let spec = format!(
+        "0:{}",
+        target
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    cli::weir_ok(
+        &nodes[0],
+        &[
+            "topic",
+            "reassign",
+            "moving",
+            "--partition",
+            &spec,
+            "--wait",
+            "120",
+        ],
+        b"",
+    )?;
+    let acked = producing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    ensure!(acked.len() == 3000);
+    let after = wait_full_isr(&nodes, "moving")?;
+    ensure!(
+        after[&0].replicas == target,
+        "the replicas are the target, preferred first: {after:?}"
+    );
+    let read = read_all(&all, "moving", 1)?;
+    ensure!(
+        read[&0] == (0..3000).collect::<Vec<_>>(),
+        "every record, in order, after the move"
+    );
+    // The replica that left has no storage of the partition any more.
+    let left = old
+        .iter()
+        .find(|b| !target.contains(b))
+        .context("a replica that left")?;
+    let left_dir = nodes[usize::try_from(*left - 1)?].data_dir().join("index");
+    let listing = || -> anyhow::Result<Vec<String>> {
+        Ok(std::fs::read_dir(&left_dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?)
+    };
+    let id = topic_id(&all, "moving")?;
+    let waited = wait_until(SETTLE_TIMEOUT, "the old replica's index file to go", || {
+        Ok(listing()?.iter().all(|name| !name.starts_with(&id)))
+    });
+    if waited.is_err() {
+        bail!("broker {left} still holds {:?}", listing()?);
+    }
+
+    // The preferred leader (the newcomer) leads only after an election.
+    let leader = after[&0].leader;
+    if leader != newcomer {
+        let out = cli::weir_ok(
+            &nodes[0],
+            &["cluster", "elect-leaders", "--topic", "moving"],
+            b"",
+        )?;
+        ensure!(out.contains("elected"), "elect-leaders said: {out}");
+    }
+    wait_until(SETTLE_TIMEOUT, "the preferred replica to lead", || {
+        Ok(describe(&all, "moving")?[&0].leader == newcomer)
+    })?;
+    let again = cli::weir(
+        &nodes[1],
+        &["cluster", "elect-leaders", "--topic", "moving"],
+        b"",
+    )?;
+    ensure!(again.status.success());
+    ensure!(String::from_utf8_lossy(&again.stdout).contains("not needed"));
+
+    // Bad targets are refused with Kafka's codes, and exit 1.
+    let refused = cli::weir(
+        &nodes[2],
+        &["topic", "reassign", "moving", "--partition", "0:1,42"],
+        b"",
+    )?;
+    ensure!(refused.status.code() == Some(1));
+    ensure!(String::from_utf8_lossy(&refused.stderr).contains("InvalidReplicaAssignment"));
+    nodes[0].stop()?;
+    Ok(())
+}
+
+#[test]
+fn committed_offsets_survive_the_death_of_the_groups_coordinator() -> anyhow::Result<()> {
+    let mut nodes = start_cluster(3, &["--set", "offsets.topic.num.partitions=3"])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "tracked", 1, 3)?;
+    wait_full_isr(&nodes, "tracked")?;
+    produce(&all, "tracked", 0, 100)?;
+
+    let group = |bootstrap: &str| -> anyhow::Result<BaseConsumer> {
+        let mut config = common::consumer_config(bootstrap);
+        config
+            .set("group.id", "keepers")
+            .set("auto.offset.reset", "error");
+        Ok(config.create()?)
+    };
+    let consumer = group(&all)?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("tracked", 0, Offset::Offset(42))?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        match consumer.commit(&at, CommitMode::Sync) {
+            Ok(()) => break,
+            Err(err) if Instant::now() < deadline => {
+                // The offsets topic is made on the first FindCoordinator.
+                eprintln!("commit not taken yet: {err}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(err) => bail!("cannot commit: {err}"),
+        }
+    }
+    drop(consumer);
+    wait_full_isr(&nodes, "__consumer_offsets")?;
+
+    // The coordinator is the leader of the group's offsets partition.
+    let offsets = describe(&all, "__consumer_offsets")?;
+    let victim = first_coordinator(&all)?;
+    ensure!(
+        offsets.values().any(|d| d.leader == victim),
+        "the coordinator {victim} leads an offsets partition: {offsets:?}"
+    );
+    nodes[usize::try_from(victim - 1)?].sigkill()?;
+    let alive: String = nodes
+        .iter()
+        .filter(|n| n.pid().is_some())
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    let resumed = group(&alive)?;
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("tracked", 0);
+    let mut committed = None;
+    wait_until(
+        SETTLE_TIMEOUT,
+        "the new coordinator to answer",
+        || match resumed.committed_offsets(wanted.clone(), Duration::from_secs(5)) {
+            Ok(list) => {
+                committed = list.elements().first().map(|e| e.offset());
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        },
+    )?;
+    ensure!(
+        committed == Some(Offset::Offset(42)),
+        "the committed offset after failover: {committed:?}"
+    );
+    Ok(())
+}
+
+/// `topic`'s id, as the file names of its storage spell it.
+fn topic_id(bootstrap: &str, topic: &str) -> anyhow::Result<String> {
+    let address = bootstrap.split(',').next().context("an address")?;
+    let mut client = weir_client::Client::connect(address, &weir_client::Config::default())?;
+    let metadata = client.metadata(Some(&[topic.to_owned()]))?;
+    let found = metadata.topics.first().context("no topic in the answer")?;
+    Ok(found.topic_id.hyphenated().to_string())
+}
+
+/// The node id FindCoordinator names for the group `keepers`.
+fn first_coordinator(bootstrap: &str) -> anyhow::Result<i32> {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    let address = bootstrap.split(',').next().context("an address")?;
+    let mut client = weir_client::Client::connect(address, &weir_client::Config::default())?;
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![kafka_protocol::protocol::StrBytes::from_static_str(
+            "keepers",
+        )]);
+    let response = client.send(&request, 4)?;
+    let found = response
+        .coordinators
+        .first()
+        .context("no coordinator in the answer")?;
+    ensure!(
+        found.error_code == 0,
+        "FindCoordinator: {}",
+        found.error_code
+    );
+    Ok(found.node_id.0)
+}
+
+#[test]
+fn cluster_local_runs_three_nodes_and_stops_them_cleanly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Six ports: 3 Kafka listeners 100 apart, each with its controller port after it.
+    let base = free_base_port()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "cluster",
+            "local",
+            "--nodes",
+            "3",
+            "--port",
+            &base.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut bootstrap = None;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while bootstrap.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("weir cluster local printed no bootstrap line");
+            }
+        };
+        bootstrap = line.strip_prefix("bootstrap: ").map(str::to_owned);
+    }
+    let bootstrap = bootstrap.context("bootstrap")?;
+    let expected = format!(
+        "127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}",
+        base + 100,
+        base + 200
+    );
+    ensure!(bootstrap == expected, "bootstrap {bootstrap}");
+    create_replicated_blocking(&bootstrap, "tried", 2, 3)?;
+    produce(&bootstrap, "tried", 0, 50)?;
+    for address in bootstrap.split(',') {
+        let read = read_all(address, "tried", 2)?;
+        ensure!(
+            read.values().map(Vec::len).sum::<usize>() == 50,
+            "from {address}"
+        );
+    }
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(sent.success());
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("weir cluster local did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(status.success(), "weir cluster local exited {status}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    ensure!(
+        rest.iter().any(|l| l == "every node stopped"),
+        "stdout after the stop: {rest:?}"
+    );
+    for id in 1..=3 {
+        ensure!(dir.path().join(format!("node-{id}/raft")).is_dir());
+    }
+    Ok(())
+}
+
+/// A port p such that p, p+1, p+100, p+101, p+200 and p+201 are all free.
+fn free_base_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let base = common::reserve_port()?;
+        if base > 60_000 {
+            continue;
+        }
+        let all_free = [0, 1, 100, 101, 200, 201]
+            .iter()
+            .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no free run of ports for weir cluster local")
+}
+
+#[test]
+fn a_data_folder_keeps_the_kind_of_node_that_made_it() -> anyhow::Result<()> {
+    let mut single = Broker::start(&[])?;
+    single.stop()?;
+    let dir = single.data_dir();
+    let dir = dir.to_str().context("utf-8 path")?;
+    let voters = format!("1@127.0.0.1:{}", common::reserve_port()?);
+    let refused = cli::serve_expecting_exit(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir,
+            "--node-id",
+            "1",
+            "--voters",
+            &voters,
+        ],
+        &[],
+    )?;
+    ensure!(refused.status.code() == Some(1), "{:?}", refused.status);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(said.contains("a one-node cluster (meta/)"), "{said}");
+
+    for (args, message) in [
+        (
+            vec!["--node-id", "4", "--voters", voters.as_str()],
+            "must be one of --voters",
+        ),
+        (
+            vec![
+                "--process-roles",
+                "broker",
+                "--node-id",
+                "1",
+                "--voters",
+                voters.as_str(),
+            ],
+            "broker-only nodes",
+        ),
+        (
+            vec!["--process-roles", "controller"],
+            "one-node cluster of its own",
+        ),
+        (vec!["--process-roles", "brokr"], "unknown role 'brokr'"),
+    ] {
+        let fresh = tempfile::tempdir()?;
+        let mut all = vec!["--listen", "127.0.0.1:0", "--data-dir"];
+        let path = fresh.path().to_str().context("utf-8 path")?;
+        all.push(path);
+        all.extend(args.iter().copied());
+        let out = cli::serve_expecting_exit(&all, &[])?;
+        ensure!(out.status.code() == Some(2), "{args:?}: {:?}", out.status);
+        let said = String::from_utf8_lossy(&out.stderr);
+        ensure!(said.contains(message), "{args:?}: {said}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_consumer_that_gives_its_rack_reads_from_the_in_sync_replica_there() -> anyhow::Result<()> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use rdkafka::Message;
+
+    let nodes = start_cluster_with(
+        3,
+        &[
+            "--set",
+            "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+        ],
+        |id| vec!["--rack".into(), format!("rack-{id}")],
+    )?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "near", 1, 3)?;
+    let placed = wait_full_isr(&nodes, "near")?;
+    produce(&all, "near", 0, 100)?;
+    wait_full_isr(&nodes, "near")?;
+    let leader = placed[&0].leader;
+    let follower = placed[&0]
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| *r != leader)
+        .context("a follower")?;
+    let rack = format!("rack-{follower}");
+    let id = uuid::Uuid::parse_str(&topic_id(&all, "near")?)?;
+    let fetch = |node: i32| -> anyhow::Result<(i32, i64, usize)> {
+        let address = nodes[usize::try_from(node - 1)?].bootstrap();
+        let mut client = weir_client::Client::connect(&address, &weir_client::Config::default())?;
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_rack_id(kafka_protocol::protocol::StrBytes::from_string(
+                rack.clone(),
+            ))
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let response = client.send(&request, 13)?;
+        let p = response
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("no partition in the fetch answer")?;
+        ensure!(
+            p.error_code == 0,
+            "broker {node} answered error {}",
+            p.error_code
+        );
+        Ok((
+            p.preferred_read_replica.0,
+            p.high_watermark,
+            p.records.as_ref().map_or(0, bytes::Bytes::len),
+        ))
+    };
+    // The leader sends a consumer in the follower's rack there, with no records.
+    let (preferred, _, bytes) = fetch(leader)?;
+    ensure!(
+        preferred == follower && bytes == 0,
+        "leader answered {preferred} with {bytes} bytes"
+    );
+    // The follower serves it, up to its high watermark.
+    let mut served = (0, 0, 0);
+    wait_until(SETTLE_TIMEOUT, "the follower to serve the records", || {
+        served = fetch(follower)?;
+        Ok(served.1 == 100 && served.2 > 0)
+    })?;
+    ensure!(served.0 == -1, "a follower names no other replica");
+
+    // librdkafka follows the same route, end to end.
+    let mut config = common::consumer_config(&all);
+    config.set("client.rack", &rack);
+    let consumer: BaseConsumer = config.create()?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("near", 0, Offset::Beginning)?;
+    consumer.assign(&at)?;
+    let mut read = Vec::new();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while read.len() < 100 && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            read.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    ensure!(
+        read == expected,
+        "read {} records through the rack-aware route",
+        read.len()
+    );
+    Ok(())
+}
