@@ -5,6 +5,7 @@
 //! generated from a seed, applied at time offsets, that remembers what it
 //! actually did so a failure can say how to replay it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -576,51 +577,60 @@ impl Cluster {
         answers.into_iter().next().context("no node was asked")
     }
 
-    /// The node id of the metadata quorum's leader: the node whose
-    /// controller listener answers `POST /controller/read_index` itself
-    /// (a read index needs the leader to confirm its leadership with a
-    /// quorum; any other node answers "not leader"). Asks the nodes in
-    /// `asked` until one leads, within `timeout` (an election may be
-    /// running).
-    ///
-    /// This is the controller's own RPC, not a Kafka API: once the broker
-    /// answers DescribeQuorum, ask that instead.
+    /// The node id of the metadata quorum's leader, as the nodes in
+    /// `asked` answer DescribeQuorum (each asks the leader it knows). A
+    /// leader counts once a majority of `asked` name it with the same
+    /// epoch, so a leader that was cut off and has not yet heard of its
+    /// successor is not taken for the leader. Asks until then, within
+    /// `timeout` (an election may be running).
     pub fn quorum_leader(&self, asked: &[usize], timeout: Duration) -> anyhow::Result<i32> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot build a runtime")?;
-        let http = reqwest::Client::builder()
-            .timeout(METADATA_IO_TIMEOUT)
-            .build()
-            .context("cannot build an HTTP client")?;
+        use kafka_protocol::messages::DescribeQuorumRequest;
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let config = weir_client::Config {
+            connect_timeout: METADATA_IO_TIMEOUT,
+            io_timeout: METADATA_IO_TIMEOUT,
+            ..weir_client::Config::new("weir-cluster-faults")
+        };
+        let request = DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(kafka_protocol::messages::TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("__cluster_metadata"),
+                ))
+                .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+        ]);
         let deadline = Instant::now() + timeout;
         loop {
             let mut answers = Vec::new();
+            let mut named = BTreeMap::<(i32, i32), usize>::new();
             for &index in asked {
                 let node = self.nodes.get(index).context("no such node")?;
-                let ip = node.net().context("a cluster node has a namespace")?.ip;
-                let url = format!("http://{ip}:{CONTROLLER_PORT}/controller/read_index");
-                let answer = runtime.block_on(async {
-                    let response = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body("null")
-                        .send()
-                        .await?;
-                    response.text().await
-                });
+                let answer = weir_client::Connection::open(&node.bootstrap(), &config)
+                    .and_then(|mut connection| connection.send(&request, 2));
                 match answer {
-                    Ok(text) => {
-                        let reply: serde_json::Value = serde_json::from_str(&text)
-                            .with_context(|| format!("{url} answered {text:?}"))?;
-                        if reply.get("done").is_some() {
-                            return Ok(Self::node_id(index));
+                    Ok(response) => {
+                        let partition = response
+                            .topics
+                            .first()
+                            .and_then(|t| t.partitions.first())
+                            .context("DescribeQuorum answered no partition")?;
+                        if partition.error_code == 0 && partition.leader_id.0 >= 0 {
+                            *named
+                                .entry((partition.leader_id.0, partition.leader_epoch))
+                                .or_default() += 1;
                         }
-                        answers.push(format!("{url}: {text}"));
+                        answers.push(format!(
+                            "{}: error {}, leader {} in epoch {}",
+                            node.name(),
+                            partition.error_code,
+                            partition.leader_id.0,
+                            partition.leader_epoch
+                        ));
                     }
-                    Err(err) => answers.push(format!("{url}: {err}")),
+                    Err(err) => answers.push(format!("{}: {err}", node.name())),
                 }
+            }
+            if let Some(((leader, _), _)) = named.iter().find(|(_, n)| **n > asked.len() / 2) {
+                return Ok(*leader);
             }
             if Instant::now() > deadline {
                 bail!(
