@@ -205,6 +205,38 @@ pub(crate) mod testing {
         buf.freeze()
     }
 
+    /// A partition of a fresh log in `dir` holding durable batches of
+    /// `counts` records (one record per batch), of which only the first
+    /// `committed` offsets are under the high watermark: a leader waiting
+    /// for its followers. Returns the log (which must outlive the handle)
+    /// and the partition.
+    pub(crate) async fn held_partition(
+        dir: &std::path::Path,
+        counts: &[i64],
+        committed: i64,
+    ) -> (CommitLog, weir_storage::Partition) {
+        let (log, _) = CommitLog::open(dir, LogConfig::default(), Arc::new(SystemClock)).unwrap();
+        let partition = log
+            .create_partition(
+                weir_storage::PartitionId {
+                    topic_id: uuid::Uuid::from_u128(1),
+                    partition: 0,
+                },
+                weir_storage::PartitionConfig::default(),
+            )
+            .unwrap();
+        partition.set_high_watermark_bound(Some(0));
+        for &count in counts {
+            let appended = partition.append(batch(count)).unwrap();
+            appended.durable.wait().await.unwrap();
+        }
+        assert_eq!(
+            partition.set_high_watermark_bound(Some(committed)),
+            committed
+        );
+        (log, partition)
+    }
+
     /// A broker and the temp dir holding its data.
     pub(crate) struct TestBroker {
         pub broker: Arc<Broker>,

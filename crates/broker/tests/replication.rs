@@ -19,8 +19,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{FetchRequest, MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{
+    FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -461,6 +464,28 @@ async fn followers_copy_the_leader_the_isr_follows_them_and_a_new_leader_truncat
         Some(all_batches(&leader_p).len()),
         "every committed batch, from the follower's copy"
     );
+
+    // ListOffsets is the leader's to answer: a follower's copy may lag.
+    let follower_addr = n2.addr.to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut conn = weir_client::Connection::connect(&follower_addr)?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(-1),
+                    ]),
+            ]);
+        conn.call(&request, 7)
+    })
+    .await??;
+    let partition = &answer.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
 
     // The follower stops. An acks=all batch appended now waits for it
     // until, the log end having moved past it for replica.lag.time.max.ms,

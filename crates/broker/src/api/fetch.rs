@@ -527,31 +527,9 @@ mod tests {
     #[tokio::test]
     async fn an_offset_held_but_not_committed_reads_empty_and_only_one_outside_the_log_is_out_of_range()
      {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) = weir_storage::CommitLog::open(
-            dir.path(),
-            weir_storage::LogConfig::default(),
-            std::sync::Arc::new(weir_storage::SystemClock),
-        )
-        .unwrap();
-        let partition = log
-            .create_partition(
-                weir_storage::PartitionId {
-                    topic_id: uuid::Uuid::from_u128(1),
-                    partition: 0,
-                },
-                weir_storage::PartitionConfig::default(),
-            )
-            .unwrap();
         // A leader waiting for its followers: 5 records held, 2 committed.
-        partition.set_high_watermark_bound(Some(0));
-        for count in [2, 3] {
-            let appended = partition
-                .append(crate::admin::testing::batch(count))
-                .unwrap();
-            appended.durable.wait().await.unwrap();
-        }
-        assert_eq!(partition.set_high_watermark_bound(Some(2)), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, partition) = crate::admin::testing::held_partition(dir.path(), &[2, 3], 2).await;
         assert_eq!(partition.offsets().log_end, 5);
 
         let last_offset = |records: &bytes::Bytes| {

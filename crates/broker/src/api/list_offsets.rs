@@ -66,7 +66,9 @@ pub(crate) async fn handle(
                                         partition.leader_epoch(),
                                     )?;
                                 }
-                                lookup(&partition, p.timestamp, read_committed)
+                                let epoch_start =
+                                    broker.replicas.leader_for_clients(partition.id())?;
+                                lookup(&partition, p.timestamp, read_committed, epoch_start)
                             },
                         );
                         answer(version, p.partition_index, found)
@@ -85,8 +87,32 @@ pub(crate) async fn handle(
 /// The offset a ListOffsets timestamp asks for, with the leader epoch Kafka
 /// answers beside it: the partition's current epoch for the latest offset,
 /// otherwise the epoch the found offset was written in.
-fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Found, ApiError> {
+///
+/// A leader elected at `epoch_start` whose high watermark has not reached
+/// it yet (its followers have not confirmed what it holds) knows less than
+/// the leader before it told clients: the latest offset, or no match for a
+/// time, would move a consumer back. Kafka answers OFFSET_NOT_AVAILABLE
+/// then, and clients retry.
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+    epoch_start: i64,
+) -> Result<Found, ApiError> {
     let offsets = partition.offsets();
+    let not_yet = || {
+        ApiError::new(
+            ResponseError::OffsetNotAvailable,
+            format!(
+                "the high watermark {} has not reached {epoch_start}, where this leadership began; retry",
+                offsets.high_watermark
+            ),
+        )
+    };
+    let lagging = offsets.high_watermark < epoch_start;
+    if lagging && timestamp == LATEST {
+        return Err(not_yet());
+    }
     let written = |offset: i64, timestamp: i64| Found {
         offset,
         timestamp,
@@ -115,6 +141,9 @@ fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result
             .offset_for_timestamp(timestamp)?
             .map_or(NOT_FOUND, |(offset, timestamp)| written(offset, timestamp)),
     };
+    if lagging && found == NOT_FOUND && timestamp != LATEST_TIERED {
+        return Err(not_yet());
+    }
     Ok(found)
 }
 
@@ -157,6 +186,33 @@ mod tests {
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_new_leader_whose_high_watermark_lags_its_epoch_start_has_no_latest_offset_yet() {
+        // 5 records held, 2 committed; the leadership began at offset 5.
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, partition) = crate::admin::testing::held_partition(dir.path(), &[2, 3], 2).await;
+        for timestamp in [LATEST, 1_800_000_000_000] {
+            for read_committed in [false, true] {
+                let err = lookup(&partition, timestamp, read_committed, 5).unwrap_err();
+                assert_eq!(err.code, ResponseError::OffsetNotAvailable);
+            }
+        }
+        // What is committed can still be found.
+        assert_eq!(lookup(&partition, EARLIEST, false, 5).unwrap().offset, 0);
+        assert_eq!(
+            lookup(&partition, 1_700_000_000_001, false, 5)
+                .unwrap()
+                .offset,
+            1
+        );
+        // Once the followers confirm the log up to where the leadership began
+        // (or it began at or below the high watermark), the latest offset is
+        // the high watermark.
+        assert_eq!(lookup(&partition, LATEST, false, 2).unwrap().offset, 2);
+        partition.set_high_watermark_bound(Some(5));
+        assert_eq!(lookup(&partition, LATEST, false, 5).unwrap().offset, 5);
+    }
 
     #[test]
     fn answers_encode_at_every_version() {

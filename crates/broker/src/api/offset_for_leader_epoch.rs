@@ -17,7 +17,6 @@
 //! ListOffsets: -1 skips it, an older one is FENCED_LEADER_EPOCH, a newer one
 //! UNKNOWN_LEADER_EPOCH.
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
@@ -25,7 +24,6 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 
 use crate::api::fetch::check_current_leader_epoch;
 use crate::error::ApiError;
-use crate::replica::Leadership;
 use crate::{Broker, HandlerError, RequestContext};
 
 /// Kafka's answer for an epoch the log cannot place.
@@ -52,14 +50,7 @@ pub(crate) async fn handle(
                                 // Only the leader's log says where an epoch
                                 // ends: a follower truncating by another
                                 // follower's answer could cut committed data.
-                                if let Leadership::NotLeader { leader, .. } =
-                                    broker.replicas.leadership(partition.id())
-                                {
-                                    return Err(ApiError::new(
-                                        ResponseError::NotLeaderOrFollower,
-                                        format!("this broker does not lead the partition; broker {leader} does"),
-                                    ));
-                                }
+                                broker.replicas.leader_for_clients(partition.id())?;
                                 check_current_leader_epoch(
                                     p.current_leader_epoch,
                                     partition.leader_epoch(),

@@ -129,12 +129,13 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Whether shard `index` coordinates its groups now.
-    fn shard_loaded(&self, index: i32) -> bool {
+    /// The leader epoch shard `index` was loaded at, while it coordinates
+    /// its groups.
+    fn shard_epoch(&self, index: i32) -> Option<i32> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.shards().get(i))
-            .is_some_and(|shard| shard.is_loaded())
+            .and_then(|shard| shard.loaded_epoch())
     }
 
     /// Stop coordinating the groups of one partition (its leadership moved).
@@ -547,8 +548,16 @@ impl crate::Broker {
                     crate::replica::Leadership::Leader { .. }
                 )
             });
-            match (led, self.groups.shard_loaded(index)) {
-                (Some(partition), false) => {
+            // A shard loaded in an earlier leadership missed what the
+            // leaders in between wrote (changes can arrive coalesced, so
+            // this broker may never have seen itself lose the lead).
+            match (led, self.groups.shard_epoch(index)) {
+                (Some(partition), was) if was != Some(partition.leader_epoch()) => {
+                    if was.is_some() {
+                        // Parked requests of the old leadership hear
+                        // NOT_COORDINATOR and retry against the new one.
+                        self.groups.unload_shard(index);
+                    }
                     self.groups
                         .load_shard(index, partition.clone())
                         .map_err(|e| {
@@ -556,7 +565,7 @@ impl crate::Broker {
                         })?;
                     loaded.push(index);
                 }
-                (None, true) => {
+                (None, Some(_)) => {
                     self.groups.unload_shard(index);
                     unloaded.push(index);
                 }

@@ -90,6 +90,10 @@ impl Deadlines {
 struct Inner {
     /// The partition this shard writes to; `None` while unloaded.
     partition: Option<Partition>,
+    /// The partition's leader epoch when it was loaded: a leadership that
+    /// left and came back (another broker coordinated in between) must
+    /// replay again.
+    loaded_epoch: i32,
     groups: state::Groups,
     waiters: HashMap<Token, Waiter>,
     next_token: Token,
@@ -124,6 +128,7 @@ impl Shard {
             clock,
             inner: Mutex::new(Inner {
                 partition: None,
+                loaded_epoch: -1,
                 groups: state::Groups::default(),
                 waiters: HashMap::new(),
                 next_token: 0,
@@ -148,6 +153,7 @@ impl Shard {
     /// a blocking thread).
     pub(crate) fn load(self: &Arc<Self>, partition: Partition) -> Result<u64, LoadError> {
         ensure_strict(&partition, self.index);
+        let epoch = partition.leader_epoch();
         let now_ms = self.clock.now_ms();
         let mut groups = state::Groups::default();
         let applied =
@@ -155,6 +161,7 @@ impl Shard {
         let mut inner = self.lock();
         inner.groups = groups;
         inner.partition = Some(partition);
+        inner.loaded_epoch = epoch;
         inner.deadlines.clear();
         for id in inner.groups.ids() {
             let due = inner.groups.next_deadline_ms(&id, &self.config);
@@ -166,9 +173,11 @@ impl Shard {
         Ok(applied)
     }
 
-    /// Whether this shard coordinates its groups now.
-    pub(crate) fn is_loaded(&self) -> bool {
-        self.lock().partition.is_some()
+    /// The leader epoch of the partition as this shard loaded it, while it
+    /// coordinates its groups; `None` when unloaded.
+    pub(crate) fn loaded_epoch(&self) -> Option<i32> {
+        let inner = self.lock();
+        inner.partition.as_ref().map(|_| inner.loaded_epoch)
     }
 
     /// Stop coordinating this partition's groups: parked requests are

@@ -1369,6 +1369,36 @@ mod load {
         assert_eq!(commit(&t.broker, "g", 6).await, 0);
     }
 
+    #[tokio::test]
+    async fn a_leadership_that_left_and_came_back_replays_what_the_leaders_between_wrote() {
+        let t = broker_with(BrokerConfig::default());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        let groups = t.broker.groups().clone();
+        let home = records::partition_for("g", groups.config().offsets_topic_num_partitions);
+        let partition = t.broker.partition(OFFSETS_TOPIC, home).unwrap();
+        let before = partition.offsets().log_end;
+        assert_eq!(commit(&t.broker, "g", 5).await, 0);
+        let commit_5 = partition.read(before, 1 << 20).unwrap().records;
+        assert_eq!(commit(&t.broker, "g", 7).await, 0);
+        // Another coordinator, in a later leader epoch, committed 5 again;
+        // this broker never saw itself lose the lead, only its return.
+        partition
+            .set_leader_epoch(partition.leader_epoch() + 2)
+            .unwrap();
+        let appended = partition.append(commit_5).unwrap();
+        appended.durable.wait().await.unwrap();
+        assert_eq!(groups.committed("g", "t", 0).map(|c| c.offset), Some(7));
+
+        t.broker.follow_coordinators().unwrap();
+        assert_eq!(groups.committed("g", "t", 0).map(|c| c.offset), Some(5));
+        // The same leadership again changes nothing.
+        assert_eq!(commit(&t.broker, "g", 8).await, 0);
+        t.broker.follow_coordinators().unwrap();
+        assert_eq!(groups.committed("g", "t", 0).map(|c| c.offset), Some(8));
+    }
+
     /// A clock the test moves by hand.
     #[derive(Default)]
     struct ManualClock(std::sync::atomic::AtomicI64);

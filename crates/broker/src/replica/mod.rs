@@ -365,6 +365,30 @@ impl ReplicaManager {
         }
     }
 
+    /// A client's read of offsets (ListOffsets, OffsetForLeaderEpoch) is
+    /// answered by the leader only: a follower's copy may be behind, or
+    /// hold a tail the leader will have it truncate. NOT_LEADER_OR_FOLLOWER
+    /// otherwise. Returns the offset this leadership began at (the log end
+    /// when this broker became leader; 0 for a partition with no role).
+    pub(crate) fn leader_for_clients(&self, id: PartitionId) -> Result<i64, crate::ApiError> {
+        if let Leadership::NotLeader { leader, .. } = self.leadership(id) {
+            return Err(crate::ApiError::new(
+                kafka_protocol::ResponseError::NotLeaderOrFollower,
+                format!("this broker does not lead the partition; broker {leader} does"),
+            ));
+        }
+        let roles = lock(&self.roles).map_err(|e| {
+            crate::ApiError::new(
+                kafka_protocol::ResponseError::UnknownServerError,
+                e.to_string(),
+            )
+        })?;
+        Ok(match roles.get(&id) {
+            Some(Role::Leader(l)) => l.epoch_start_offset,
+            _ => 0,
+        })
+    }
+
     /// Whether this broker follows the partition (holds a replica another
     /// broker leads).
     pub(crate) fn follows(&self, id: PartitionId) -> bool {
