@@ -526,7 +526,14 @@ fn commit_while_consuming(
             continue;
         }
         last_commit = Instant::now();
-        for (&p, &o) in &position {
+        // The consumer's own position, not the offsets read so far: after a
+        // rebalance it starts again from what the group had committed, and
+        // committing an older read would claim progress the member lost.
+        let positions = consumer.position()?;
+        for element in positions.elements() {
+            let (p, Offset::Offset(o)) = (element.partition(), element.offset()) else {
+                continue;
+            };
             let mut offsets = TopicPartitionList::new();
             offsets.add_partition_offset(TOPIC, p, Offset::Offset(o))?;
             if consumer.commit(&offsets, CommitMode::Sync).is_ok() {
