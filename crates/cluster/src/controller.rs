@@ -5,10 +5,15 @@
 //! The leader keeps the time of each broker's last heartbeat in memory, as
 //! KRaft's controller does; a broker whose session expires
 //! (`broker.session.timeout.ms`) is fenced through the log, which moves its
-//! leaderships to in-sync followers. A new leader gives every broker a
-//! full session before it fences anyone, since it has seen no heartbeat
-//! yet. A fenced broker that heartbeats saying it has caught up with the
-//! metadata is unfenced.
+//! leaderships to in-sync followers. A new leader has seen no heartbeat
+//! yet. It judges the broker on the node that led it last by when it last
+//! heard from that node's Raft (a leader that died is why there is an
+//! election, and waiting a whole fresh session for its broker would add
+//! the election to every failover of its partitions), and gives every other
+//! broker a fresh session. Either way a broker has at least a third of a
+//! session, several heartbeats, from the new leader's first moment. A
+//! fenced broker that heartbeats saying it has caught up with the metadata
+//! is unfenced.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -69,6 +74,9 @@ pub(crate) struct Node {
     session_timeout: Duration,
     /// What DescribeQuorum last saw of each voter's progress.
     progress: Mutex<HashMap<u64, Progress>>,
+    /// When this node, as a follower, last took entries or a heartbeat from
+    /// each leader, by node id.
+    heard: Mutex<HashMap<u64, Instant>>,
 }
 
 /// One replica's progress as the leader saw it when last asked.
@@ -109,7 +117,26 @@ impl Node {
             sessions: Mutex::new(Sessions::default()),
             session_timeout,
             progress: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Note that the leader `node` reached this node just now.
+    pub(crate) fn heard_from(&self, node: u64) {
+        if let Ok(mut heard) = weir_sync::lock(&self.heard) {
+            heard.insert(node, Instant::now());
+        }
+    }
+
+    /// The other node that led this one last, as a broker, with when this
+    /// node last heard from it.
+    fn last_leader_heard(&self) -> Option<(i32, Instant)> {
+        let heard = weir_sync::lock(&self.heard).ok()?;
+        let (node, at) = heard
+            .iter()
+            .filter(|(node, _)| **node != self.id)
+            .max_by_key(|(_, at)| **at)?;
+        Some((i32::try_from(*node).ok()?, *at))
     }
 
     /// The term this node leads in, if it leads.
@@ -193,7 +220,7 @@ impl Node {
         // strangers on the controller port send.
         match weir_sync::lock(&self.sessions) {
             Ok(mut sessions) => {
-                sessions.start_term(term);
+                sessions.start_term(term, || self.last_leader_heard(), self.session_timeout);
                 sessions.last_beat.insert(beat.broker, Instant::now());
             }
             Err(e) => return LeaderReply::Failed(e.to_string()),
@@ -304,7 +331,7 @@ impl Node {
         let Ok(mut sessions) = weir_sync::lock(&self.sessions) else {
             return Vec::new();
         };
-        sessions.start_term(term);
+        sessions.start_term(term, || self.last_leader_heard(), self.session_timeout);
         let now = Instant::now();
         let since = sessions.since.unwrap_or(now);
         let active = self
@@ -320,12 +347,7 @@ impl Node {
         active
             .into_iter()
             .filter(|(id, _)| {
-                let last = sessions
-                    .last_beat
-                    .get(id)
-                    .copied()
-                    .unwrap_or(since)
-                    .max(since);
+                let last = sessions.last_beat.get(id).copied().unwrap_or(since);
                 now.duration_since(last) > self.session_timeout
             })
             .collect()
@@ -333,12 +355,27 @@ impl Node {
 }
 
 impl Sessions {
-    /// Start the sessions over when this node begins leading in `term`.
-    fn start_term(&mut self, term: u64) {
+    /// Start the sessions over when this node begins leading in `term`:
+    /// the broker on the node that led this one last counts from when this
+    /// node last heard from it, but no earlier than two thirds of a session
+    /// ago; every other broker from now.
+    fn start_term(
+        &mut self,
+        term: u64,
+        last_leader: impl FnOnce() -> Option<(i32, Instant)>,
+        session_timeout: Duration,
+    ) {
         if self.term != term || self.since.is_none() {
+            let now = Instant::now();
+            let earliest = now
+                .checked_sub(session_timeout - session_timeout / 3)
+                .unwrap_or(now);
             self.term = term;
-            self.since = Some(Instant::now());
-            self.last_beat.clear();
+            self.since = Some(now);
+            self.last_beat = last_leader()
+                .map(|(broker, at)| (broker, at.max(earliest)))
+                .into_iter()
+                .collect();
         }
     }
 }
@@ -466,4 +503,39 @@ fn imbalanced(state: &crate::ClusterState, percentage: u32) -> Vec<(String, i32)
         })
         .flat_map(|(_, moved)| moved)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_term_judges_the_last_leader_by_when_it_was_last_heard_and_no_earlier_than_two_thirds_of_a_session()
+     {
+        let session = Duration::from_millis(1_500);
+        let now = Instant::now();
+        let mut sessions = Sessions::default();
+        // Heard 200 ms ago: its session runs from then.
+        let heard = now - Duration::from_millis(200);
+        sessions.start_term(1, || Some((2, heard)), session);
+        assert_eq!(sessions.last_beat.get(&2), Some(&heard));
+        assert_eq!(
+            sessions.last_beat.len(),
+            1,
+            "every other broker counts from now"
+        );
+        // The same term keeps what it has.
+        sessions.last_beat.insert(3, now);
+        sessions.start_term(1, || None, session);
+        assert_eq!(sessions.last_beat.len(), 2);
+        // Heard long ago: it still has a third of a session from the start.
+        sessions.start_term(2, || Some((2, now - Duration::from_secs(60))), session);
+        let since = sessions.since.expect("the term started");
+        let last = sessions.last_beat[&2];
+        assert!(last >= since - (session - session / 3));
+        assert!(
+            !sessions.last_beat.contains_key(&3),
+            "a new term starts over"
+        );
+    }
 }

@@ -69,7 +69,16 @@ async fn append(
     State(node): State<Arc<Node>>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
-    Json(node.raft.append_entries(req).await)
+    let leader = req.vote.leader_id().voted_for();
+    let answer = node.raft.append_entries(req).await;
+    // Heard from the leader in its own term: a sign of life a successor
+    // judges its broker's session by (see `Node::heard_from`).
+    if let (Some(leader), Ok(reply)) = (leader, &answer)
+        && !matches!(reply, AppendEntriesResponse::HigherVote(_))
+    {
+        node.heard_from(leader);
+    }
+    Json(answer)
 }
 
 async fn vote(
