@@ -786,9 +786,23 @@ impl Settings {
                  run every node as broker,controller",
             ));
         }
+        // The quorum elects leaders by its replicated state, the same on
+        // every node; one node's static default cannot take part.
+        if let Some(value) = self.log_defaults.get(UNCLEAN_LEADER_ELECTION_ENABLE) {
+            return Err(usage(
+                UNCLEAN_LEADER_ELECTION_ENABLE,
+                value.clone(),
+                "a cluster takes it as a dynamic config: for the whole cluster with \
+                 IncrementalAlterConfigs on the default broker resource (kafka-configs \
+                 --entity-type brokers --entity-default), or per topic",
+            ));
+        }
         Ok(())
     }
 }
+
+/// Kafka's name for allowing an out-of-sync replica to lead.
+const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
 /// Parses one broker config's value, naming the config when it cannot.
 struct ConfigParser<'a> {
@@ -1434,6 +1448,40 @@ mod tests {
             });
             assert!(err.is_err(), "{key}={value} should be refused");
         }
+    }
+
+    #[test]
+    fn a_cluster_node_refuses_a_static_unclean_election_default_and_says_where_it_goes() {
+        let cluster = |set: Vec<(String, String)>| {
+            Settings::resolve(ServeArgs {
+                set: [
+                    ("node.id".to_string(), "1".to_string()),
+                    (
+                        "controller.quorum.voters".to_string(),
+                        "1@127.0.0.1:9093".to_string(),
+                    ),
+                ]
+                .into_iter()
+                .chain(set)
+                .collect(),
+                ..ServeArgs::default()
+            })
+        };
+        assert!(cluster(Vec::new()).is_ok());
+        let err = cluster(vec![(
+            "unclean.leader.election.enable".into(),
+            "true".into(),
+        )])
+        .unwrap_err();
+        assert!(chain(&err).contains("--entity-default"), "{}", chain(&err));
+        // A one-node cluster has no elections; the default stays a topic default.
+        assert!(
+            Settings::resolve(ServeArgs {
+                set: vec![("unclean.leader.election.enable".into(), "true".into())],
+                ..ServeArgs::default()
+            })
+            .is_ok()
+        );
     }
 
     /// The whole message, causes included, as the binary prints it.
