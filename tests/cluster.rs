@@ -424,7 +424,74 @@ fn replicas_move_while_a_producer_runs_and_preferred_leaders_come_back() -> anyh
     )?;
     ensure!(refused.status.code() == Some(1));
     ensure!(String::from_utf8_lossy(&refused.stderr).contains("InvalidReplicaAssignment"));
+
+    manual_assignments_place_replicas_where_the_client_says(&nodes)?;
     nodes[0].stop()?;
+    Ok(())
+}
+
+/// CreateTopics and CreatePartitions with the client's own replica sets
+/// (`kafka-topics --replica-assignment`): each partition lands on the
+/// brokers named, the first leading; an unknown broker, a broker named
+/// twice, or a set of another size is INVALID_REPLICA_ASSIGNMENT.
+fn manual_assignments_place_replicas_where_the_client_says(nodes: &[Broker]) -> anyhow::Result<()> {
+    use rdkafka::admin::NewPartitions;
+    use rdkafka::types::RDKafkaErrorCode;
+    let all = bootstrap(nodes);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let admin = common::admin(&all)?;
+    let placed: &[&[i32]] = &[&[3, 1], &[2, 3]];
+    let created = runtime.block_on(admin.create_topics(
+        &[NewTopic::new(
+            "placed",
+            2,
+            TopicReplication::Variable(placed),
+        )],
+        &common::admin_options(),
+    ))?;
+    ensure!(matches!(created.as_slice(), [Ok(_)]), "{created:?}");
+    let described = wait_full_isr(nodes, "placed")?;
+    for (p, replicas) in placed.iter().enumerate() {
+        let p = i32::try_from(p)?;
+        ensure!(described[&p].replicas == *replicas, "{described:?}");
+        ensure!(described[&p].leader == replicas[0], "{described:?}");
+    }
+    let grown: &[&[i32]] = &[&[1, 2]];
+    let added = runtime.block_on(admin.create_partitions(
+        &[NewPartitions::new("placed", 3).assign(grown)],
+        &common::admin_options(),
+    ))?;
+    ensure!(matches!(added.as_slice(), [Ok(_)]), "{added:?}");
+    let described = wait_full_isr(nodes, "placed")?;
+    ensure!(described[&2].replicas == [1, 2], "{described:?}");
+
+    let refused = |result: Vec<rdkafka::admin::TopicResult>| match result.as_slice() {
+        [Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))] => Ok(()),
+        other => Err(anyhow::anyhow!(
+            "expected INVALID_REPLICA_ASSIGNMENT, got {other:?}"
+        )),
+    };
+    for bad in [
+        &[&[1, 42][..]][..],
+        &[&[1, 1][..]][..],
+        &[&[1, 2][..], &[3][..]][..],
+    ] {
+        refused(runtime.block_on(admin.create_topics(
+            &[NewTopic::new(
+                "misplaced",
+                i32::try_from(bad.len())?,
+                TopicReplication::Variable(bad),
+            )],
+            &common::admin_options(),
+        ))?)?;
+    }
+    let other_size: &[&[i32]] = &[&[1, 2, 3]];
+    refused(runtime.block_on(admin.create_partitions(
+        &[NewPartitions::new("placed", 4).assign(other_size)],
+        &common::admin_options(),
+    ))?)?;
     Ok(())
 }
 

@@ -77,24 +77,44 @@ pub(crate) fn each_resource<R>(
     outcomes
 }
 
-/// With one broker, a partition's replica list must be exactly this node.
+/// A client's replica list for one partition, as ids. On a cluster it must
+/// have `factor` brokers, none twice (the quorum checks they are
+/// registered); with one broker it must be exactly this node.
 pub(crate) fn check_replicas(
     broker: &Broker,
     partition: i32,
     replicas: &[BrokerId],
-) -> Result<(), ApiError> {
-    let node = broker.config().node_id;
-    if replicas.len() == 1 && replicas.iter().all(|id| id.0 == node) {
-        return Ok(());
-    }
+    factor: usize,
+) -> Result<Vec<i32>, ApiError> {
     let listed: Vec<i32> = replicas.iter().map(|id| id.0).collect();
-    Err(ApiError::new(
-        ResponseError::InvalidReplicaAssignment,
-        format!(
-            "partition {partition} is assigned to brokers {listed:?}; \
-             the only broker is node {node}, so the assignment must be [{node}]"
-        ),
-    ))
+    let invalid = |why: String| ApiError::new(ResponseError::InvalidReplicaAssignment, why);
+    if broker.metadata().replicated() {
+        if listed.is_empty() || listed.len() != factor {
+            return Err(invalid(format!(
+                "partition {partition} is assigned to {} brokers {listed:?}; \
+                 every partition needs the same, non-zero number ({factor})",
+                listed.len()
+            )));
+        }
+        if let Some(twice) = listed
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| listed[..i].contains(b).then_some(*b))
+        {
+            return Err(invalid(format!(
+                "partition {partition} names broker {twice} twice in {listed:?}"
+            )));
+        }
+        return Ok(listed);
+    }
+    let node = broker.config().node_id;
+    if listed == [node] {
+        return Ok(listed);
+    }
+    Err(invalid(format!(
+        "partition {partition} is assigned to brokers {listed:?}; \
+         the only broker is node {node}, so the assignment must be [{node}]"
+    )))
 }
 
 /// A BROKER config resource names this node by id, or is "" for the

@@ -305,6 +305,31 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMeta, ApiError> {
+        self.create_topic_assigned(
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+            None,
+        )
+    }
+
+    /// [`Self::create_topic`], with the replica sets a client chose when
+    /// `assignments` is given (one per partition, the preferred leader
+    /// first; the caller has checked their shape and count against
+    /// `partitions` and `replication_factor`). A cluster's quorum checks
+    /// that every broker named is registered; a single node's caller has
+    /// checked that each set is this node.
+    pub(crate) fn create_topic_assigned(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        assignments: Option<Vec<Vec<i32>>>,
+    ) -> Result<TopicMeta, ApiError> {
         validate_topic_name(name)?;
         let partitions = if partitions == -1 {
             self.config.default_partitions
@@ -365,13 +390,18 @@ impl Broker {
         if self.metadata.replicated() {
             // A cluster's topic: commit first, then follow the commit like
             // every other broker (its storage is made where it is assigned).
-            let meta = self.metadata.create_topic(NewTopic {
-                name: name.to_string(),
-                id: weir_metadata::new_topic_id(|id| self.topic_by_id(id).is_some()),
-                partitions,
-                replication_factor,
-                configs,
-            })?;
+            let assigned = assignments.is_some();
+            let meta = self
+                .metadata
+                .create_topic(NewTopic {
+                    name: name.to_string(),
+                    id: weir_metadata::new_topic_id(|id| self.topic_by_id(id).is_some()),
+                    partitions,
+                    replication_factor,
+                    configs,
+                    assignments,
+                })
+                .map_err(|e| assignment_refused(e, assigned))?;
             self.follow_metadata_locked()?;
             return Ok(meta);
         }
@@ -394,6 +424,7 @@ impl Broker {
             partitions,
             replication_factor,
             configs,
+            assignments: None,
         });
         let meta = match committed {
             Ok(meta) => meta,
@@ -431,12 +462,15 @@ impl Broker {
         Ok(meta)
     }
 
-    /// Raise a topic's partition count to `total` (Kafka's CreatePartitions).
+    /// Raise a topic's partition count to `total` (Kafka's CreatePartitions),
+    /// over the replica sets a client chose when `assignments` is given (one
+    /// per new partition; see [`Self::create_topic_assigned`]).
     pub(crate) fn create_partitions(
         &self,
         name: &str,
         total: i32,
         validate_only: bool,
+        assignments: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicMeta, ApiError> {
         // More partitions would move groups to other `__consumer_offsets`
         // partitions than the ones holding their offsets.
@@ -473,7 +507,13 @@ impl Broker {
             });
         }
         if self.metadata.replicated() {
-            let meta = self.metadata.set_partition_count(name, total)?;
+            let meta = match assignments {
+                Some(replicas) => self
+                    .metadata
+                    .add_assigned_partitions(name, current, replicas)
+                    .map_err(|e| assignment_refused(e, true))?,
+                None => self.metadata.set_partition_count(name, total)?,
+            };
             self.follow_metadata_locked()?;
             tracing::info!(topic = %name, from = current, to = total, "added partitions");
             return Ok(meta);
@@ -665,6 +705,18 @@ impl Broker {
     }
 }
 
+/// The metadata's refusal of replica sets as Kafka answers it: a client's
+/// own assignment that names an unknown broker, or twice the same one, is
+/// INVALID_REPLICA_ASSIGNMENT, not INVALID_REPLICATION_FACTOR.
+fn assignment_refused(err: weir_metadata::MetadataError, assigned: bool) -> ApiError {
+    match err {
+        weir_metadata::MetadataError::InvalidReplicationFactor(why) if assigned => {
+            ApiError::new(ResponseError::InvalidReplicaAssignment, why)
+        }
+        other => other.into(),
+    }
+}
+
 /// Partition `index` of `state` as held here (see [`Broker::partition`]).
 pub(crate) fn local_partition(state: &TopicState, index: i32) -> Result<Partition, ApiError> {
     if !(0..state.meta.partitions).contains(&index) {
@@ -776,7 +828,9 @@ mod tests {
             .create_topic("half", 3, 1, BTreeMap::new(), false)
             .unwrap_err();
         assert_eq!(err.code, ResponseError::KafkaStorageError);
-        let err = broker.create_partitions("grown", 4, false).unwrap_err();
+        let err = broker
+            .create_partitions("grown", 4, false, None)
+            .unwrap_err();
         assert_eq!(err.code, ResponseError::KafkaStorageError);
         assert!(broker.topic("half").is_none());
         assert_eq!(broker.topic("grown").unwrap().meta.partitions, 1);
@@ -790,7 +844,7 @@ mod tests {
         broker
             .create_topic("half", 3, 1, BTreeMap::new(), false)
             .unwrap();
-        broker.create_partitions("grown", 4, false).unwrap();
+        broker.create_partitions("grown", 4, false, None).unwrap();
         assert!(broker.partition("grown", 3).is_ok());
     }
 
@@ -831,7 +885,10 @@ mod tests {
             .join("index")
             .join(format!("{}-2.idx", id.hyphenated()));
         std::fs::create_dir_all(&blocker).unwrap();
-        let err = t.broker.create_partitions("grow", 4, false).unwrap_err();
+        let err = t
+            .broker
+            .create_partitions("grow", 4, false, None)
+            .unwrap_err();
         assert_eq!(err.code, ResponseError::KafkaStorageError);
         assert_eq!(t.broker.metadata().topic("grow").unwrap().partitions, 1);
         assert_eq!(t.broker.topic("grow").unwrap().partitions.len(), 1);
@@ -847,7 +904,7 @@ mod tests {
 
         let broker = testing::open(dir.path(), BrokerConfig::default());
         assert_eq!(broker.topic("grow").unwrap().meta.partitions, 1);
-        broker.create_partitions("grow", 4, false).unwrap();
+        broker.create_partitions("grow", 4, false, None).unwrap();
         assert!(broker.partition("grow", 3).is_ok());
     }
 
@@ -898,7 +955,7 @@ mod tests {
         let refused = [
             t.broker.create_topic("three", 3, 1, BTreeMap::new(), false),
             t.broker.create_topic("dry", 3, 1, BTreeMap::new(), true),
-            t.broker.create_partitions("eight", 11, false),
+            t.broker.create_partitions("eight", 11, false, None),
         ];
         for outcome in refused {
             let err = outcome.unwrap_err();
@@ -909,7 +966,9 @@ mod tests {
         let err = t.broker.topic_or_auto_create("auto").unwrap_err();
         assert_eq!(err.code, ResponseError::PolicyViolation);
         assert!(t.broker.topic("three").is_none() && t.broker.topic("auto").is_none());
-        t.broker.create_partitions("eight", 10, false).unwrap();
+        t.broker
+            .create_partitions("eight", 10, false, None)
+            .unwrap();
     }
 
     #[test]

@@ -343,6 +343,7 @@ async fn followers_copy_the_leader_the_isr_follows_them_and_a_new_leader_truncat
         partitions: 1,
         replication_factor: 2,
         configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        assignments: None,
     })?;
     store.set_assignment(PartitionAssignment {
         replicas: vec![1, 2],

@@ -394,6 +394,21 @@ impl ClusterState {
                 }
                 let replicas = self.place(replicas)?;
                 let added = self.new_partitions(&replicas)?;
+                // Kafka keeps one replication factor per topic.
+                let factor = self
+                    .topics
+                    .get(name)
+                    .and_then(|t| t.partitions.first())
+                    .map(|p| p.replicas.len());
+                if let (Some(factor), Some(new)) = (factor, replicas.first())
+                    && new.len() != factor
+                {
+                    return Err(Refusal::InvalidReplicas(format!(
+                        "topic '{name}' has {factor} replicas per partition; \
+                         the new partitions have {}",
+                        new.len()
+                    )));
+                }
                 let topic = self
                     .topics
                     .get_mut(name)

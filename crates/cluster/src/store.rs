@@ -138,10 +138,14 @@ impl MetadataStore for RaftMetadataStore {
     }
 
     fn create_topic(&self, topic: NewTopic) -> Result<TopicMeta, MetadataError> {
+        let replicas = match topic.assignments {
+            Some(replicas) => Placement::Explicit { replicas },
+            None => spread(topic.partitions, topic.replication_factor),
+        };
         self.commit_topic(Command::CreateTopic {
             name: topic.name,
             id: topic.id,
-            replicas: spread(topic.partitions, topic.replication_factor),
+            replicas,
             configs: topic.configs,
         })
     }
@@ -166,6 +170,19 @@ impl MetadataStore for RaftMetadataStore {
             name: name.into(),
             from: current.partitions,
             replicas: spread(total - current.partitions, factor),
+        })
+    }
+
+    fn add_assigned_partitions(
+        &self,
+        name: &str,
+        from: i32,
+        replicas: Vec<Vec<i32>>,
+    ) -> Result<TopicMeta, MetadataError> {
+        self.commit_topic(Command::AddPartitions {
+            name: name.into(),
+            from,
+            replicas: Placement::Explicit { replicas },
         })
     }
 

@@ -265,6 +265,10 @@ pub struct NewTopic {
     pub replication_factor: i16,
     /// Explicit configs.
     pub configs: BTreeMap<String, String>,
+    /// Replica sets the client chose (CreateTopics with manual
+    /// assignments), one per partition, the preferred leader first; `None`
+    /// lets the store place them.
+    pub assignments: Option<Vec<Vec<i32>>>,
 }
 
 /// One change to a config map (IncrementalAlterConfigs semantics).
@@ -335,6 +339,22 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn delete_topic(&self, name: &str) -> Result<TopicMeta, MetadataError>;
     /// Raise a topic's partition count to `total`; durable on return.
     fn set_partition_count(&self, name: &str, total: i32) -> Result<TopicMeta, MetadataError>;
+    /// Add one partition per replica set in `replicas` (the preferred
+    /// leader first) to a topic that has `from` partitions (CreatePartitions
+    /// with manual assignments); durable on return. Only a store that
+    /// places replicas across brokers takes this; a single node's has one
+    /// place for every replica and grows with [`Self::set_partition_count`].
+    fn add_assigned_partitions(
+        &self,
+        name: &str,
+        from: i32,
+        replicas: Vec<Vec<i32>>,
+    ) -> Result<TopicMeta, MetadataError> {
+        let _ = (from, replicas);
+        Err(MetadataError::InvalidReplicationFactor(format!(
+            "topic '{name}': this node places every replica itself"
+        )))
+    }
     /// Apply config changes to a topic; durable on return.
     fn alter_topic_configs(
         &self,

@@ -771,6 +771,7 @@ mod tests {
             partitions,
             replication_factor: 1,
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+            assignments: None,
         }
     }
 

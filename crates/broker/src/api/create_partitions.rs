@@ -48,6 +48,7 @@ fn add(
     validate_only: bool,
 ) -> Result<(), ApiError> {
     let name = topic.name.0.as_str();
+    let mut chosen = None;
     if let Some(assignments) = &topic.assignments {
         let current = broker
             .topic(name)
@@ -67,12 +68,22 @@ fn add(
             ));
         }
         if added > 0 {
-            for (assignment, partition) in assignments.iter().zip(current..) {
-                admin::check_replicas(broker, partition, &assignment.broker_ids)?;
-            }
+            let factor = broker
+                .topic(name)
+                .and_then(|t| t.meta.assignments.first().map(|a| a.replicas.len()))
+                .unwrap_or(1);
+            let sets = assignments
+                .iter()
+                .zip(current..)
+                .map(|(a, partition)| {
+                    admin::check_replicas(broker, partition, &a.broker_ids, factor)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // A single node's sets are all this node: its store places them.
+            chosen = Some(sets).filter(|_| broker.metadata().replicated());
         }
     }
-    broker.create_partitions(name, topic.count, validate_only)?;
+    broker.create_partitions(name, topic.count, validate_only, chosen)?;
     Ok(())
 }
 

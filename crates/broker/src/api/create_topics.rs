@@ -50,17 +50,19 @@ fn create(
     topic: &CreatableTopic,
     validate_only: bool,
 ) -> Result<TopicMeta, ApiError> {
-    let (partitions, replication_factor) = if topic.assignments.is_empty() {
-        (topic.num_partitions, topic.replication_factor)
+    let (partitions, replication_factor, assignments) = if topic.assignments.is_empty() {
+        (topic.num_partitions, topic.replication_factor, None)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err(admin::invalid_request(
                 "num_partitions and replication_factor must be -1 when assignments are given",
             ));
         }
-        check_assignments(broker, &topic.assignments)?;
-        // check_assignments bounds the count by TOPIC_PARTITIONS_MAX.
-        (topic.assignments.len() as i32, 1)
+        let replicas = check_assignments(broker, &topic.assignments)?;
+        // check_assignments bounds the count by TOPIC_PARTITIONS_MAX and
+        // makes every set as long as the first.
+        let factor = replicas.first().map_or(1, |set| set.len() as i16);
+        (replicas.len() as i32, factor, Some(replicas))
     };
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
@@ -72,20 +74,26 @@ fn create(
         })?;
         configs.insert(config.name.to_string(), value.to_string());
     }
-    broker.create_topic(
+    // A single node's sets are all this node: its store places them itself.
+    let assignments = assignments.filter(|_| broker.metadata().replicated());
+    broker.create_topic_assigned(
         topic.name.0.as_str(),
         partitions,
         replication_factor,
         configs,
         validate_only,
+        assignments,
     )
 }
 
-/// Partitions must be numbered 0..n, each on exactly this broker.
+/// Partitions must be numbered 0..n; on a single node each on exactly this
+/// broker, on a cluster each with as many replicas as the first and no
+/// broker twice (the quorum checks that every broker is registered).
+/// Returns the replica sets in partition order.
 fn check_assignments(
     broker: &Broker,
     assignments: &[CreatableReplicaAssignment],
-) -> Result<(), ApiError> {
+) -> Result<Vec<Vec<i32>>, ApiError> {
     let invalid = |why: String| ApiError::new(ResponseError::InvalidReplicaAssignment, why);
     if assignments.len() > TOPIC_PARTITIONS_MAX as usize {
         return Err(ApiError::new(
@@ -108,10 +116,19 @@ fn check_assignments(
             assignments.len()
         )));
     }
-    for assignment in assignments {
-        admin::check_replicas(broker, assignment.partition_index, &assignment.broker_ids)?;
-    }
-    Ok(())
+    let mut sorted: Vec<&CreatableReplicaAssignment> = assignments.iter().collect();
+    sorted.sort_unstable_by_key(|a| a.partition_index);
+    sorted
+        .into_iter()
+        .map(|a| {
+            admin::check_replicas(
+                broker,
+                a.partition_index,
+                &a.broker_ids,
+                assignments[0].broker_ids.len(),
+            )
+        })
+        .collect()
 }
 
 fn result(
