@@ -89,6 +89,13 @@ pub(crate) fn check_replicas(
     let listed: Vec<i32> = replicas.iter().map(|id| id.0).collect();
     let invalid = |why: String| ApiError::new(ResponseError::InvalidReplicaAssignment, why);
     if broker.metadata().replicated() {
+        let brokers = broker.metadata().brokers().len();
+        if listed.len() > brokers {
+            return Err(invalid(format!(
+                "partition {partition} is assigned to {} brokers; the cluster has {brokers}",
+                listed.len()
+            )));
+        }
         if listed.is_empty() || listed.len() != factor {
             return Err(invalid(format!(
                 "partition {partition} is assigned to {} brokers {listed:?}; \

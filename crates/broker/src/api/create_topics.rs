@@ -60,8 +60,11 @@ fn create(
         }
         let replicas = check_assignments(broker, &topic.assignments)?;
         // check_assignments bounds the count by TOPIC_PARTITIONS_MAX and
-        // makes every set as long as the first.
-        let factor = replicas.first().map_or(1, |set| set.len() as i16);
+        // makes every set as long as the first, at most one per broker.
+        let factor = replicas
+            .first()
+            .map_or(Ok(1), |set| i16::try_from(set.len()))
+            .map_err(|_| admin::invalid_request("more replicas than brokers"))?;
         (replicas.len() as i32, factor, Some(replicas))
     };
     let mut configs = BTreeMap::new();
