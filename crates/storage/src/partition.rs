@@ -432,7 +432,13 @@ impl PartitionState {
             }
             ControlFlow::Continue(())
         })?;
-        let mut table = ProducerTable::default();
+        // Producers whose batches are all below the log start, or older
+        // than the newest batches read, are forgotten.
+        let mut table = if from == 0 && self.log_start == 0 {
+            ProducerTable::default()
+        } else {
+            ProducerTable::incomplete()
+        };
         for (id, s) in states {
             table.put(id, s);
         }
@@ -810,6 +816,7 @@ fn prepare(
                 .or_else(|| st.producers.get(info.producer_id));
             let check = ProducerState::check(
                 state,
+                st.producers.complete(),
                 info.producer_id,
                 info.producer_epoch,
                 info.base_sequence,

@@ -2,9 +2,17 @@
 //! epoch and the last five batches, to spot retried duplicates and sequence
 //! gaps.
 //!
-//! A producer id the partition does not know is accepted at any sequence, as
-//! Kafka does after a producer's state has expired: the first batch seen
-//! starts its history.
+//! A producer id the partition does not know starts its history at
+//! sequence 0 while the partition's history is complete (it has seen every
+//! batch written to it and forgotten no producer). Once it may have
+//! forgotten one (a producer table full, or a restart that rebuilt the
+//! state from a log whose start has moved or from only its newest batches)
+//! an unknown producer is accepted at any sequence, as Kafka does after a
+//! producer's state has expired. Refusing a later sequence while nothing
+//! was forgotten is what keeps a failover from losing records: a new leader
+//! that never saw a producer's first batches (they were only on the old
+//! leader) answers OUT_OF_ORDER_SEQUENCE_NUMBER to the next ones, and the
+//! client retries the lost ones, instead of acknowledging past them.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -41,14 +49,24 @@ pub(crate) enum SequenceCheck {
 
 impl ProducerState {
     /// Check a batch of `(epoch, first_seq, last_seq)` from `producer_id`.
+    /// `history_complete`: the partition has forgotten no producer, so
+    /// one it does not know has written nothing to it.
     pub fn check(
         state: Option<&ProducerState>,
+        history_complete: bool,
         producer_id: i64,
         epoch: i16,
         first_seq: i32,
         last_seq: i32,
     ) -> Result<SequenceCheck, AppendError> {
         let Some(state) = state else {
+            if history_complete && first_seq != 0 {
+                return Err(AppendError::OutOfOrderSequence {
+                    producer_id,
+                    expected: 0,
+                    got: first_seq,
+                });
+            }
             return Ok(SequenceCheck::Accept);
         };
         if epoch < state.epoch {
@@ -107,12 +125,38 @@ impl ProducerState {
 }
 
 /// Every producer's state in one partition.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerState>,
+    /// No producer has been forgotten (see the module comment).
+    complete: bool,
+}
+
+impl Default for ProducerTable {
+    /// A new partition's: it has forgotten nothing.
+    fn default() -> Self {
+        Self {
+            producers: HashMap::new(),
+            complete: true,
+        }
+    }
 }
 
 impl ProducerTable {
+    /// A table that may have forgotten producers: it accepts an unknown
+    /// one at any sequence.
+    pub fn incomplete() -> Self {
+        Self {
+            complete: false,
+            ..Self::default()
+        }
+    }
+
+    /// Whether no producer has been forgotten.
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+
     pub fn get(&self, producer_id: i64) -> Option<&ProducerState> {
         self.producers.get(&producer_id)
     }
@@ -130,6 +174,7 @@ impl ProducerTable {
                 .map(|(id, _)| *id);
             if let Some(id) = oldest {
                 self.producers.remove(&id);
+                self.complete = false;
             }
         }
         self.producers.insert(producer_id, state);
@@ -150,11 +195,35 @@ mod tests {
     }
 
     #[test]
-    fn unknown_producer_is_accepted_at_any_sequence() {
+    fn an_unknown_producer_starts_at_zero_unless_the_partition_may_have_forgotten_it() {
         assert_eq!(
-            ProducerState::check(None, 1, 0, 77, 80).unwrap(),
+            ProducerState::check(None, false, 1, 0, 77, 80).unwrap(),
             SequenceCheck::Accept
         );
+        assert!(matches!(
+            ProducerState::check(None, true, 1, 0, 77, 80),
+            Err(AppendError::OutOfOrderSequence {
+                expected: 0,
+                got: 77,
+                ..
+            })
+        ));
+        assert_eq!(
+            ProducerState::check(None, true, 1, 3, 0, 4).unwrap(),
+            SequenceCheck::Accept
+        );
+    }
+
+    #[test]
+    fn a_full_table_forgets_and_is_then_incomplete() {
+        let mut t = ProducerTable::default();
+        assert!(t.complete());
+        for id in 0..PRODUCERS_PER_PARTITION_MAX as i64 {
+            t.put(id, ProducerState::default());
+        }
+        assert!(t.complete());
+        t.put(-5, ProducerState::default());
+        assert!(!t.complete());
     }
 
     #[test]
@@ -164,12 +233,12 @@ mod tests {
             s.record(0, b(i * 2, i * 2 + 1, i64::from(i) * 2));
         }
         assert!(matches!(
-            ProducerState::check(Some(&s), 1, 0, 2, 3),
+            ProducerState::check(Some(&s), true, 1, 0, 2, 3),
             Ok(SequenceCheck::Duplicate(d)) if d.base_offset == 2
         ));
         // The first batch was forgotten: it is now simply out of order.
         assert!(matches!(
-            ProducerState::check(Some(&s), 1, 0, 0, 1),
+            ProducerState::check(Some(&s), true, 1, 0, 0, 1),
             Err(AppendError::OutOfOrderSequence { expected: 12, .. })
         ));
     }
@@ -179,15 +248,15 @@ mod tests {
         let mut s = ProducerState::default();
         s.record(3, b(0, 4, 0));
         assert!(matches!(
-            ProducerState::check(Some(&s), 1, 4, 5, 6),
+            ProducerState::check(Some(&s), true, 1, 4, 5, 6),
             Err(AppendError::OutOfOrderSequence { expected: 0, .. })
         ));
         assert_eq!(
-            ProducerState::check(Some(&s), 1, 4, 0, 1).unwrap(),
+            ProducerState::check(Some(&s), true, 1, 4, 0, 1).unwrap(),
             SequenceCheck::Accept
         );
         assert!(matches!(
-            ProducerState::check(Some(&s), 1, 2, 5, 6),
+            ProducerState::check(Some(&s), true, 1, 2, 5, 6),
             Err(AppendError::InvalidProducerEpoch {
                 current: 3,
                 got: 2,
@@ -201,7 +270,7 @@ mod tests {
         let mut s = ProducerState::default();
         s.record(0, b(i32::MAX - 1, i32::MAX, 0));
         assert_eq!(
-            ProducerState::check(Some(&s), 1, 0, 0, 3).unwrap(),
+            ProducerState::check(Some(&s), true, 1, 0, 0, 3).unwrap(),
             SequenceCheck::Accept
         );
     }

@@ -322,15 +322,20 @@ fn idempotent_producer_duplicates_gaps_and_epochs() {
             ..
         })
     ));
-    // An unknown producer may start anywhere.
-    p.append(batch_with(
-        1,
-        5,
-        &[],
-        Compression::None,
-        Some((77, 0, 1000)),
-    ))
-    .unwrap();
+    // A producer this partition has never seen starts at sequence 0: it
+    // has forgotten no one, so a later first sequence means batches that
+    // never reached it (a failover's lost tail), not an expired state.
+    let unseen = batch_with(1, 5, &[], Compression::None, Some((77, 0, 1000)));
+    assert!(matches!(
+        p.append(unseen),
+        Err(AppendError::OutOfOrderSequence {
+            expected: 0,
+            got: 1000,
+            ..
+        })
+    ));
+    p.append(batch_with(1, 5, &[], Compression::None, Some((77, 0, 0))))
+        .unwrap();
     log.shutdown().unwrap();
 
     // The state survives a restart: the retry is still a duplicate.
@@ -343,8 +348,26 @@ fn idempotent_producer_duplicates_gaps_and_epochs() {
         .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.base_offset, 5);
-    let next = batch_with(1, 5, &[], Compression::None, Some((77, 0, 1001)));
+    let next = batch_with(1, 5, &[], Compression::None, Some((77, 0, 1)));
     assert!(!p.append(next).unwrap().duplicate);
+    assert!(matches!(
+        p.append(batch_with(1, 5, &[], Compression::None, Some((78, 0, 9)))),
+        Err(AppendError::OutOfOrderSequence { expected: 0, .. })
+    ));
+    // Records deleted from the log start take producers' state with them at
+    // the next start: an unknown producer may then be one whose state
+    // expired, and is accepted at any sequence, as in Kafka.
+    p.delete_records_before(7).unwrap();
+    log.shutdown().unwrap();
+    let log = open_log(dir.path(), LogConfig::default());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    assert!(
+        !p.append(batch_with(1, 5, &[], Compression::None, Some((79, 0, 40))))
+            .unwrap()
+            .duplicate
+    );
     log.shutdown().unwrap();
 }
 
