@@ -113,6 +113,40 @@ fn an_offset_mismatch_is_caught() {
 }
 
 #[test]
+fn an_acknowledgement_without_an_offset_must_be_read_in_its_partition() {
+    // Record 2 acknowledged with no offset (librdkafka's -1001), read at 2.
+    let mut history = History::new();
+    for id in 0..3 {
+        history.sent(id);
+    }
+    history.acked(0, 0, 0);
+    history.acked(1, 0, 1);
+    history.acked(2, 0, -1001);
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2)]);
+    assert!(history.check().is_ok());
+    // Read in another partition, it is a mismatch; never read, it is lost.
+    let mut moved = History::new();
+    moved.sent(0);
+    moved.acked(0, 0, -1001);
+    moved.read(1, 0, Some(0));
+    assert_eq!(
+        violations(&moved),
+        vec![Violation::OffsetMismatch {
+            id: 0,
+            acked: (0, -1001),
+            read: (1, 0)
+        }]
+    );
+    let mut lost = History::new();
+    lost.sent(0);
+    lost.acked(0, 0, -1001);
+    assert!(matches!(
+        violations(&lost).as_slice(),
+        [Violation::Lost { id: 0, .. }]
+    ));
+}
+
+#[test]
 fn a_record_never_sent_is_caught() {
     let mut history = clean();
     read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 77)]);
