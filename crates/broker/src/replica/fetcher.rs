@@ -52,8 +52,11 @@ const BACKOFF_MS_MIN: u64 = 100;
 const BACKOFF_MS_MAX: u64 = 1_000;
 /// How long a partition waits before asking again when its leader answered
 /// that it does not know the partition's current leadership yet (it has not
-/// applied the same metadata: Kafka's `replica.fetch.backoff.ms`).
-const PARTITION_RETRY_MS: u64 = 1_000;
+/// applied the same metadata). Kafka waits `replica.fetch.backoff.ms` (1 s);
+/// in a failover the new leader is usually only milliseconds behind its
+/// followers, and until a follower fetches, no acks=all produce can be
+/// answered, so a second here would be a second added to every failover.
+const PARTITION_RETRY_MS: u64 = 100;
 /// The largest response frame accepted beyond the fetch size itself
 /// (headers and per-partition fields of the answer).
 const RESPONSE_OVERHEAD_BYTES_MAX: usize = 1 << 20;
