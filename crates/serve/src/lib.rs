@@ -586,8 +586,8 @@ impl Settings {
             },
             rack: None,
             rack_aware_replica_selector: false,
-            // Shorter than Kafka's 9 s and 2 s: a dead leader's partitions
-            // move within about 2 s (docs/operations.md).
+            // Shorter than Kafka's 9 s and 2 s, so a dead leader's
+            // partitions move soon after (docs/benchmarks.md).
             broker_session_timeout_ms: 1_500,
             broker_heartbeat_interval_ms: 250,
             leader_rebalance: weir_cluster::LeaderRebalance {
