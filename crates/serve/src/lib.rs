@@ -259,7 +259,8 @@ const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 
 The TOML file takes the same names as the flags, with underscores
 (listen, advertised, data_dir, default_partitions, auto_create_topics,
-max_request_bytes, flush_messages, flush_ms, segment_bytes, log_level),
+max_request_bytes, flush_messages, flush_ms, segment_bytes, log_level,
+node_id, voters, controller_listen, process_roles, rack),
 plus a [broker] table of Kafka broker configs, written either way:
   [broker]
   log.retention.ms = 3600000
