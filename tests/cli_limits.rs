@@ -109,7 +109,7 @@ fn the_docs_say_how_to_get_weir_and_name_only_files_in_the_repository() -> anyho
         "Node.js and npm",
         "root or `sudo`",
         "registries",
-        "10–15 minutes",
+        "25–30 minutes",
     ] {
         assert!(readme.contains(need), "README.md does not list {need:?}");
     }
