@@ -685,6 +685,58 @@ fn cluster_local_runs_three_nodes_and_stops_them_cleanly() -> anyhow::Result<()>
 }
 
 /// A port p such that p, p+1, p+100, p+101, p+200 and p+201 are all free.
+#[test]
+fn cluster_local_json_says_when_the_nodes_are_ready_and_when_they_stopped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = free_base_port()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["cluster", "local", "--json", "--nodes", "1", "--port"])
+        .arg(base.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = match rx.recv_timeout(SETTLE_TIMEOUT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            bail!("weir cluster local --json printed nothing");
+        }
+    };
+    let ready: serde_json::Value = serde_json::from_str(&ready).context(ready)?;
+    ensure!(ready["event"] == "ready", "{ready}");
+    ensure!(ready["nodes"] == 1, "{ready}");
+    ensure!(
+        ready["bootstrap"] == format!("127.0.0.1:{base}").as_str(),
+        "{ready}"
+    );
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(sent.success());
+    let stopped = rx
+        .recv_timeout(SETTLE_TIMEOUT)
+        .context("no line after the stop")?;
+    ensure!(
+        serde_json::from_str::<serde_json::Value>(&stopped)?["event"] == "stopped",
+        "{stopped}"
+    );
+    ensure!(child.wait()?.success());
+    Ok(())
+}
+
 fn free_base_port() -> anyhow::Result<u16> {
     for _ in 0..100 {
         let base = common::reserve_port()?;

@@ -142,7 +142,7 @@ fn describe_quorum(client: &mut weir_client::Client) -> Result<Option<Quorum>> {
 pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
     match args.command {
         ClusterCommand::Status => status(brokers, args.json),
-        ClusterCommand::Local(local) => crate::cluster_local::run(local),
+        ClusterCommand::Local(local) => crate::cluster_local::run(local, args.json),
         ClusterCommand::ElectLeaders(elect) => {
             let mut client = super::connect(brokers)?;
             crate::replicas::elect(&mut client, elect, args.json)

@@ -5,7 +5,8 @@
 //! Each node's log is shown with its name in front; Ctrl-C (or SIGTERM)
 //! stops every node the way `weir serve` stops (controlled shutdown, log
 //! flushed) and waits for them. A node that exits on its own stops the
-//! others and fails the command.
+//! others and fails the command. With `--json`, stdout carries one JSON
+//! line when every node is ready and one when every node has stopped.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -50,8 +51,8 @@ struct Node {
     child: Child,
 }
 
-/// Runs `weir cluster local`.
-pub fn run(args: LocalArgs) -> Result<()> {
+/// Runs `weir cluster local`; `json` for JSON lines on stdout.
+pub fn run(args: LocalArgs, json: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -59,10 +60,10 @@ pub fn run(args: LocalArgs) -> Result<()> {
             what: "cannot start the async runtime".into(),
             source,
         })?;
-    runtime.block_on(local(args))
+    runtime.block_on(local(args, json))
 }
 
-async fn local(args: LocalArgs) -> Result<()> {
+async fn local(args: LocalArgs, json: bool) -> Result<()> {
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
         what: "cannot find the weir executable".into(),
         source,
@@ -128,12 +129,24 @@ async fn local(args: LocalArgs) -> Result<()> {
                                 "the brokers did not all register within {START_TIMEOUT:?}"
                             ));
                         }
-                        println!(
-                            "cluster of {} nodes ready; data in {}\nbootstrap: {bootstrap}\n\
-                             Ctrl-C stops every node.",
-                            args.nodes,
-                            args.data_dir.display()
-                        );
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({
+                                    "event": "ready",
+                                    "nodes": args.nodes,
+                                    "data_dir": args.data_dir.display().to_string(),
+                                    "bootstrap": bootstrap,
+                                })
+                            );
+                        } else {
+                            println!(
+                                "cluster of {} nodes ready; data in {}\nbootstrap: {bootstrap}\n\
+                                 Ctrl-C stops every node.",
+                                args.nodes,
+                                args.data_dir.display()
+                            );
+                        }
                     }
                 }
                 eprintln!("{line}");
@@ -148,7 +161,11 @@ async fn local(args: LocalArgs) -> Result<()> {
     stop_all(&mut nodes, &mut lines).await;
     match failed {
         None => {
-            println!("every node stopped");
+            if json {
+                println!("{}", serde_json::json!({ "event": "stopped" }));
+            } else {
+                println!("every node stopped");
+            }
             Ok(())
         }
         Some(why) => Err(CliError::Failed(format!(
