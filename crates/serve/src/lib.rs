@@ -91,8 +91,8 @@ pub enum ServeError {
     /// The commit log holds partitions but the topic metadata is gone.
     #[error(
         "the commit log in {} holds {partitions} partitions but the topic metadata \
-         ({}/meta) is missing; refusing to start, because a fresh metadata store would \
-         remove those partitions as unreferenced. Restore the meta folder from a backup, \
+         ({}/{folder}) is missing; refusing to start, because a fresh metadata store would \
+         remove those partitions as unreferenced. Restore the {folder} folder from a backup, \
          or move the data folder aside to start empty",
         path.display(),
         path.display()
@@ -102,6 +102,9 @@ pub enum ServeError {
         path: PathBuf,
         /// Partitions found in the commit log.
         partitions: usize,
+        /// The metadata's folder in it: `meta` on a single node, `raft`
+        /// on a cluster node.
+        folder: &'static str,
     },
     /// The metadata store could not be opened.
     #[error("cannot open metadata in {}", path.display())]
@@ -1097,6 +1100,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         return Err(ServeError::MetadataMissing {
             path: settings.data_dir.clone(),
             partitions,
+            folder: if controller.is_some() { RAFT_DIR } else { "meta" },
         });
     }
 
