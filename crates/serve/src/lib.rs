@@ -1100,7 +1100,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         return Err(ServeError::MetadataMissing {
             path: settings.data_dir.clone(),
             partitions,
-            folder: if controller.is_some() { RAFT_DIR } else { "meta" },
+            folder: if controller.is_some() {
+                RAFT_DIR
+            } else {
+                "meta"
+            },
         });
     }
 
