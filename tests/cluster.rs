@@ -617,16 +617,7 @@ fn cluster_local_runs_three_nodes_and_stops_them_cleanly() -> anyhow::Result<()>
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child)?;
     let mut bootstrap = None;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     while bootstrap.is_none() {
@@ -698,16 +689,7 @@ fn cluster_local_json_says_when_the_nodes_are_ready_and_when_they_stopped() -> a
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child)?;
     let ready = match rx.recv_timeout(SETTLE_TIMEOUT) {
         Ok(line) => line,
         Err(_) => {
@@ -735,6 +717,23 @@ fn cluster_local_json_says_when_the_nodes_are_ready_and_when_they_stopped() -> a
     );
     ensure!(child.wait()?.success());
     Ok(())
+}
+
+/// The child's stdout, line by line, read on a thread of its own.
+fn stdout_lines(
+    child: &mut std::process::Child,
+) -> anyhow::Result<std::sync::mpsc::Receiver<String>> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn free_base_port() -> anyhow::Result<u16> {

@@ -203,6 +203,11 @@ pub(crate) mod testing {
 
     /// One RecordBatch v2 of `count` records, as a producer sends it.
     pub(crate) fn batch(count: i64) -> bytes::Bytes {
+        batch_of(count, |i| bytes::Bytes::from(format!("record {i}")))
+    }
+
+    /// One RecordBatch v2 of `count` records, record `i` holding `value(i)`.
+    pub(crate) fn batch_of(count: i64, value: impl Fn(i64) -> bytes::Bytes) -> bytes::Bytes {
         use kafka_protocol::records::{
             Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
         };
@@ -219,7 +224,7 @@ pub(crate) mod testing {
                 sequence: -1,
                 timestamp: 1_700_000_000_000 + i,
                 key: None,
-                value: Some(bytes::Bytes::from(format!("record {i}"))),
+                value: Some(value(i)),
                 headers: Default::default(),
             })
             .collect();

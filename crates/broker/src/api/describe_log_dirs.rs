@@ -136,41 +136,14 @@ fn volume_bytes(dir: &Path) -> (i64, i64) {
 mod tests {
     use std::collections::BTreeMap;
 
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::messages::ApiKey;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-
     use super::*;
     use crate::admin::testing::{self, call};
+    use bytes::Bytes;
+    use kafka_protocol::messages::ApiKey;
 
     /// One RecordBatch v2 of `count` records of `value_bytes` each.
     fn batch(count: i64, value_bytes: usize) -> Bytes {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                sequence: -1,
-                timestamp: 1_700_000_000_000 + i,
-                key: None,
-                value: Some(Bytes::from(vec![b'v'; value_bytes])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-        buf.freeze()
+        testing::batch_of(count, |_| Bytes::from(vec![b'v'; value_bytes]))
     }
 
     /// Append `batch` to `topic`-`partition` and wait until it is durable;
