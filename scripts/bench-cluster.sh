@@ -2,8 +2,10 @@
 # The replicated cluster's benchmarks of issue 9 (docs/benchmarks.md,
 # "Replicated cluster"): produce throughput at RF=3 against RF=1 on the same
 # 3-node cluster with the nodes' CPU per MB, failover time after a leader's
-# SIGKILL, the time a restarted replica that missed REJOIN_MB takes to rejoin
-# the ISR, and topic creates per second through the quorum. The three nodes
+# SIGKILL (for fresh one-record clients and for a long-lived producer, every
+# other kill also taking the quorum's leader), the time a restarted replica
+# that missed REJOIN_MB takes to rejoin the ISR, and topic creates per
+# second through the quorum. The three nodes
 # run on this machine (they share its cores with each other and the client);
 # every step uses the one cluster the script starts.
 #
@@ -18,6 +20,8 @@
 #   PRODUCE_RECORDS [300000] 1 KiB records per produce run   PRODUCE_RUNS [3] (RF 3 and RF 1 alternate)
 #   PRODUCE_PARTITIONS [3]   KILLS [20]   PROBE_TIMEOUT_S [30]: give up on one failover after this
 #   PROBE_ARGS: extra flags for the failover probes, e.g. "-X retry.backoff.max.ms=100"
+#   KILL_QUORUM_LEADER [alternate]: alternate (every other kill first makes the quorum
+#     leader lead the partition, so that both cases are measured), never, or always
 #   REJOIN_MB [1024]   CREATE_TOPICS [1000]   CREATE_CLIENTS ["1 4"]
 #   LIMITS_MB [1024]  LIMITS_SYNCS [5000]  LIMITS_SECONDS [3]   READY_TIMEOUT_S [120]
 # Results: one JSON file per measurement and each node's log in OUT, and the
@@ -30,7 +34,7 @@ STEPS=()
 for arg in "$@"; do
     case "$arg" in
         --trial) TRIAL=1 ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         limits|produce|failover|rejoin|creates) STEPS+=("$arg") ;;
         *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
@@ -45,7 +49,7 @@ fi
 : "${PORT:=39192}" "${PRODUCE_RECORDS:=300000}" "${PRODUCE_RUNS:=3}" "${PRODUCE_PARTITIONS:=3}"
 : "${KILLS:=20}" "${PROBE_TIMEOUT_S:=30}" "${REJOIN_MB:=1024}" "${CREATE_TOPICS:=1000}"
 : "${CREATE_CLIENTS:=1 4}" "${LIMITS_MB:=1024}" "${LIMITS_SYNCS:=5000}" "${LIMITS_SECONDS:=3}"
-: "${READY_TIMEOUT_S:=120}" "${KEEP_DATA:=0}"
+: "${READY_TIMEOUT_S:=120}" "${KEEP_DATA:=0}" "${KILL_QUORUM_LEADER:=alternate}"
 NODES=(1 2 3)
 TICKS=$(getconf CLK_TCK)
 addr() { echo "127.0.0.1:$((PORT + 100 * ($1 - 1)))"; }
@@ -90,6 +94,7 @@ cleanup() {
     local n
     for n in "${NODES[@]}"; do stop_node "$n" KILL; done
     [ -z "${PROBE_PID:-}" ] || { kill "$PROBE_PID" 2>/dev/null || true; wait "$PROBE_PID" 2>/dev/null || true; }
+    [ -z "${STEADY_PID:-}" ] || { kill "$STEADY_PID" 2>/dev/null || true; wait "$STEADY_PID" 2>/dev/null || true; }
     [ "$KEEP_DATA" = 1 ] || rm -rf "$DATA_ROOT"
 }
 trap cleanup EXIT
@@ -190,6 +195,11 @@ probe_loop() {
         echo "$started $(now_ms) $rc" >>"$file"
     done
 }
+# When the steady producer's first record sent after the kill at $2 (ms) was
+# acknowledged, from its --deliveries file $1; nothing yet if none was.
+steady_success_after() {
+    awk -v t="$2" '$1 > t { print $2; exit }' "$1"
+}
 # The end of the first successful probe after the kill at $2 (ms), or nothing.
 # The loop is sequential, so one probe is usually in flight at the kill; it
 # counts only if it ended more than $3 ms (twice a quiet probe) after the
@@ -201,19 +211,48 @@ first_success_after() {
 # the nodes' log timestamps (UTC); nothing if no node logged it.
 fenced_at() {
     local stamp ms
-    grep -h "fencing a broker whose session expired.* broker=$1\b" "$OUT"/node-*.log 2>/dev/null |
+    grep -h "fencing a broker .* broker=$1\b" "$OUT"/node-*.log 2>/dev/null |
         awk '{ print $1 }' | while read -r stamp; do
             ms=$(date -d "$stamp" +%s%3N)
             [ "$ms" -lt "$2" ] || echo "$ms"
         done | sort -n | head -1
 }
 
+# Make the quorum leader lead partition $2 of topic $1: it goes first in the
+# replica list (the same replicas) and a preferred election follows.
+lead_with_quorum_leader() {
+    local controller replicas
+    controller=$("$WEIR" cluster status --json | jq '.controller')
+    replicas=$(describe "$1" | jq -r --argjson c "$controller" \
+        ".partitions[] | select(.partition == $2) | [\$c] + (.replicas - [\$c]) | map(tostring) | join(\",\")")
+    "$WEIR" topic reassign "$1" --partition "$2:$replicas" --wait 60 >/dev/null
+    "$WEIR" cluster elect-leaders --topic "$1" --partition "$2" >/dev/null
+    wait_for "the quorum leader to lead $1-$2" is_leader "$1" "$2" "$controller"
+}
+is_leader() { [ "$(leader_of "$1" "$2")" = "$3" ]; }
+
 step_failover() {
-    local kill leader controller also killed_ms ok_ms fenced_ms probes restarted lines
+    local kill leader controller also killed_ms ok_ms steady_ms fenced_ms probes restarted lines
     create_topic failover 1 3
-    : >"$OUT/failover.txt"; : >"$OUT/failover-fenced.txt"
+    : >"$OUT/failover.txt"; : >"$OUT/failover-fenced.txt"; : >"$OUT/failover-steady.txt"
+    # A long-lived idempotent producer beside the probes, as an application
+    # keeps one: it learns of the new leader through its own client's
+    # metadata refreshes, not through a fresh lookup.
+    local steady="$OUT/failover-deliveries.txt"
+    : >"$steady"
+    # shellcheck disable=SC2086
+    "$WEIR" bench produce --topic failover --size 1024 --acks all --linger-ms 0 --rate 50 \
+        --count 100000000 --duration 24h -X enable.idempotence=true ${PROBE_ARGS:-} \
+        --deliveries "$steady" --json >"$OUT/failover-steady.json" 2>"$OUT/failover-steady.log" &
+    STEADY_PID=$!
     for kill in $(seq 1 "$KILLS"); do
         wait_for "full ISR of failover" full_isr failover
+        case $KILL_QUORUM_LEADER in
+            always) lead_with_quorum_leader failover 0 ;;
+            alternate) [ $((kill % 2)) = 1 ] || lead_with_quorum_leader failover 0 ;;
+            never) ;;
+            *) die "KILL_QUORUM_LEADER is alternate, never or always, not $KILL_QUORUM_LEADER" ;;
+        esac
         leader=$(leader_of failover 0)
         controller=$("$WEIR" cluster status --json | jq '.controller')
         # Killing the quorum leader too adds a Raft election before the
@@ -231,10 +270,11 @@ step_failover() {
         stop_node "$leader" KILL
         local deadline=$((killed_ms + PROBE_TIMEOUT_S * 1000)) baseline
         baseline=$(awk '$3 == 0 { print $2 - $1 }' "$probes" | head -3 | median)
-        ok_ms=
-        while [ -z "$ok_ms" ] && [ "$(now_ms)" -lt "$deadline" ]; do
-            ok_ms=$(first_success_after "$probes" "$killed_ms" "$((2 * baseline))")
-            [ -n "$ok_ms" ] || sleep 0.02
+        ok_ms= steady_ms=
+        while { [ -z "$ok_ms" ] || [ -z "$steady_ms" ]; } && [ "$(now_ms)" -lt "$deadline" ]; do
+            [ -n "$ok_ms" ] || ok_ms=$(first_success_after "$probes" "$killed_ms" "$((2 * baseline))")
+            [ -n "$steady_ms" ] || steady_ms=$(steady_success_after "$steady" "$killed_ms")
+            { [ -n "$ok_ms" ] && [ -n "$steady_ms" ]; } || sleep 0.02
         done
         touch "$probes.stop"; wait "$PROBE_PID" || true; PROBE_PID=
         fenced_ms=$(fenced_at "$leader" "$killed_ms")
@@ -247,6 +287,13 @@ step_failover() {
         else
             echo "timeout $case" >>"$OUT/failover.txt"
             note "failover $kill: killed node $leader; no acks=all produce within ${PROBE_TIMEOUT_S} s"
+        fi
+        if [ -n "$steady_ms" ]; then
+            echo "$((steady_ms - killed_ms)) $case" >>"$OUT/failover-steady.txt"
+            note "failover $kill: the steady producer's first record sent after the kill acknowledged after $((steady_ms - killed_ms)) ms"
+        else
+            echo "timeout $case" >>"$OUT/failover-steady.txt"
+            note "failover $kill: the steady producer had no record acknowledged within ${PROBE_TIMEOUT_S} s"
         fi
         lines=$(listening_lines "$leader")
         restarted=$(now_ms)
@@ -262,13 +309,15 @@ step_failover() {
             partition) pattern=' partition$'; label="partition leader only" ;;
             both) pattern=' both$'; label="partition and quorum leader" ;;
         esac
-        local n times fenced
+        local n times fenced steady_times
         n=$(grep -c "$pattern" "$OUT/failover.txt" || true)
         [ "$n" -gt 0 ] || continue
         times=$(grep "$pattern" "$OUT/failover.txt" | grep -v '^timeout' | cut -d' ' -f1 || true)
         fenced=$(grep "$pattern" "$OUT/failover-fenced.txt" | cut -d' ' -f1 || true)
-        note "failover ($label): $n kills, $(grep "$pattern" "$OUT/failover.txt" | grep -c '^timeout' || true) timed out; kill to acks=all produce p50 $(echo "$times" | median) ms, max $(echo "$times" | maximum) ms (target: under 3,000 ms); kill to fenced p50 $(echo "$fenced" | median) ms, max $(echo "$fenced" | maximum) ms"
+        steady_times=$(grep "$pattern" "$OUT/failover-steady.txt" | grep -v '^timeout' | cut -d' ' -f1 || true)
+        note "failover ($label): $n kills, $(grep "$pattern" "$OUT/failover.txt" | grep -c '^timeout' || true) timed out; kill to acks=all produce by a fresh client p50 $(echo "$times" | median) ms, max $(echo "$times" | maximum) ms; by the steady producer p50 $(echo "$steady_times" | median) ms, max $(echo "$steady_times" | maximum) ms, $(grep "$pattern" "$OUT/failover-steady.txt" | grep -c '^timeout' || true) timed out (target: under 3,000 ms); kill to fenced p50 $(echo "$fenced" | median) ms, max $(echo "$fenced" | maximum) ms"
     done
+    kill "$STEADY_PID" 2>/dev/null || true; wait "$STEADY_PID" 2>/dev/null || true; STEADY_PID=
 }
 
 step_rejoin() {

@@ -324,6 +324,98 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
     Ok(())
 }
 
+/// Send `signal` (STOP, CONT) to a node's process.
+fn signal(node: &Broker, signal: &str) -> anyhow::Result<()> {
+    let pid = node.pid().context("the node is not running")?;
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()?;
+    ensure!(sent.success(), "kill -{signal} {pid}");
+    Ok(())
+}
+
+/// Each broker's state ("active" or "fenced") as `weir cluster status`
+/// tells it through `via`.
+fn broker_states(via: &Broker) -> anyhow::Result<BTreeMap<i64, String>> {
+    let out = cli::weir_ok(via, &["cluster", "status", "--json"], b"")?;
+    let status: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(status["brokers"]
+        .as_array()
+        .context("status without brokers")?
+        .iter()
+        .filter_map(|b| Some((b["id"].as_i64()?, b["state"].as_str()?.to_owned())))
+        .collect())
+}
+
+#[test]
+fn a_dead_broker_is_fenced_before_its_session_expires_and_a_paused_one_is_not() -> anyhow::Result<()>
+{
+    // A session far longer than this test waits: only the quorum leader's
+    // probe of a silent broker's listener can fence it in time.
+    let mut nodes = start_cluster(3, &["--set", "broker.session.timeout.ms=120000"])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "probed", 3, 3)?;
+    let placed = wait_full_isr(&nodes, "probed")?;
+    let out = cli::weir_ok(&nodes[0], &["cluster", "status", "--json"], b"")?;
+    let status: serde_json::Value = serde_json::from_str(&out)?;
+    let controller = status["controller"]
+        .as_i64()
+        .context("status without a controller")?;
+    // A node that does not lead the quorum, so that pausing or killing it
+    // leaves the quorum's leader and its sessions in place.
+    let victim_id = (1..=3)
+        .find(|&id| id != controller)
+        .context("three nodes")?;
+    let victim = usize::try_from(victim_id - 1)?;
+    let witness = (victim + 1) % 3;
+    let led: Vec<i32> = placed
+        .iter()
+        .filter(|(_, d)| i64::from(d.leader) == victim_id)
+        .map(|(p, _)| *p)
+        .collect();
+    ensure!(
+        !led.is_empty(),
+        "node {victim_id} leads nothing: {placed:?}"
+    );
+
+    // Paused, its kernel still accepts connections on its listener: the
+    // probe proves nothing and the broker keeps its session.
+    signal(&nodes[victim], "STOP")?;
+    let paused_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < paused_until {
+        let states = broker_states(&nodes[witness])?;
+        ensure!(
+            states.get(&victim_id).map(String::as_str) == Some("active"),
+            "a paused broker was fenced before its session expired: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    signal(&nodes[victim], "CONT")?;
+
+    // Dead, its listener refuses connections: fenced and its leaderships
+    // moved within seconds, not after the two-minute session.
+    nodes[victim].sigkill()?;
+    let survivor = nodes[witness].bootstrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the dead broker's leaderships to move",
+        || {
+            let now = describe(&survivor, "probed")?;
+            Ok(led
+                .iter()
+                .all(|p| now.get(p).is_some_and(|d| i64::from(d.leader) != victim_id)))
+        },
+    )?;
+    let states = broker_states(&nodes[witness])?;
+    ensure!(
+        states.get(&victim_id).map(String::as_str) == Some("fenced"),
+        "{states:?}"
+    );
+    let acked = produce(&survivor, "probed", 0, 50)?;
+    ensure!(acked.len() == 50);
+    Ok(())
+}
+
 #[test]
 fn replicas_move_while_a_producer_runs_and_preferred_leaders_come_back() -> anyhow::Result<()> {
     let mut nodes = start_cluster(3, &[])?;

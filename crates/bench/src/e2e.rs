@@ -140,8 +140,13 @@ pub(super) fn run(args: &E2eArgs) -> anyhow::Result<Report> {
     drop(consumer);
     let consumer = consume::create_consumer(common, "weir-bench-e2e", start)?;
     let clock = Clock::start();
-    let producer =
-        produce::create_producer(common, &args.producer, clock, Arc::new(AtomicU64::new(0)))?;
+    let producer = produce::create_producer(
+        common,
+        &args.producer,
+        clock,
+        Arc::new(AtomicU64::new(0)),
+        None,
+    )?;
     let run_id = run_id();
     let sender = SendDone {
         done: AtomicBool::new(false),

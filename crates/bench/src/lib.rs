@@ -185,6 +185,12 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=WORKERS_MAX))]
     producers: u32,
+    /// Append a line per acknowledged record to FILE, as it is acknowledged:
+    /// the Unix time in milliseconds it was sent and acknowledged, space
+    /// apart. Shows when producing stopped and resumed around a fault
+    /// (scripts/bench-cluster.sh times failovers with it).
+    #[arg(long, value_name = "FILE")]
+    deliveries: Option<std::path::PathBuf>,
 }
 
 /// `weir bench consume`.

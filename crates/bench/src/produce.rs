@@ -111,6 +111,8 @@ pub(super) struct DeliveryContext {
     last_delivery_us: AtomicU64,
     /// Delivered records of every producer of the run, for the progress bar.
     progress: Arc<AtomicU64>,
+    /// `--deliveries`: where each acknowledgement is written as it comes.
+    deliveries: Option<Arc<DeliveryLog>>,
     diagnostics: Diagnostics,
 }
 
@@ -144,6 +146,9 @@ impl ProducerContext for DeliveryContext {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
                 self.progress.fetch_add(1, Ordering::Relaxed);
                 self.last_delivery_us.fetch_max(now_us, Ordering::Relaxed);
+                if let Some(log) = &self.deliveries {
+                    log.write(now_us.saturating_sub(sent_us), &self.diagnostics);
+                }
             }
             Err((err, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +166,35 @@ impl DeliveryContext {
     }
 }
 
+/// `--deliveries`: a line per acknowledged record, "sent_ms acked_ms" in
+/// Unix milliseconds, written through at once so a script can follow it.
+pub(super) struct DeliveryLog {
+    file: Mutex<std::io::LineWriter<std::fs::File>>,
+}
+
+impl DeliveryLog {
+    pub(super) fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self {
+            file: Mutex::new(std::io::LineWriter::new(file)),
+        })
+    }
+
+    /// A record acknowledged just now, `latency_us` after it was sent.
+    fn write(&self, latency_us: u64, diagnostics: &Diagnostics) {
+        use std::io::Write;
+        let acked_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let sent_ms = acked_ms.saturating_sub(latency_us / 1000);
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = writeln!(file, "{sent_ms} {acked_ms}") {
+            diagnostics.set_last_error(format!("cannot write --deliveries: {e}"));
+        }
+    }
+}
+
 /// A librdkafka producer with its own polling thread.
 pub(super) type BenchProducer = ThreadedProducer<DeliveryContext>;
 
@@ -170,6 +204,7 @@ pub(super) fn create_producer(
     args: &ProducerArgs,
     clock: Clock,
     progress: Arc<AtomicU64>,
+    deliveries: Option<Arc<DeliveryLog>>,
 ) -> anyhow::Result<BenchProducer> {
     let max_in_flight = u64::from(args.max_in_flight);
     // librdkafka frees a record only after its delivery callback returned,
@@ -196,6 +231,7 @@ pub(super) fn create_producer(
         failed: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
         progress,
+        deliveries,
         diagnostics: Diagnostics::new(common),
     };
     config
@@ -369,8 +405,20 @@ pub(super) fn run(args: &ProduceArgs) -> anyhow::Result<Report> {
     let topic = client::prepare_topic(common, Missing::Create)?;
     let clock = Clock::start();
     let progress = Arc::new(AtomicU64::new(0));
+    let deliveries = match &args.deliveries {
+        Some(path) => Some(Arc::new(DeliveryLog::create(path)?)),
+        None => None,
+    };
     let producers = (0..args.producers)
-        .map(|_| create_producer(common, &args.producer, clock, Arc::clone(&progress)))
+        .map(|_| {
+            create_producer(
+                common,
+                &args.producer,
+                clock,
+                Arc::clone(&progress),
+                deliveries.clone(),
+            )
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let value = filler(args.producer.size);
     let bar = Progress::new(common, "produce");

@@ -14,6 +14,15 @@
 //! session, several heartbeats, from the new leader's first moment. A
 //! fenced broker that heartbeats saying it has caught up with the metadata
 //! is unfenced.
+//!
+//! A whole session is long to wait for a broker whose process is gone, and
+//! that is the common failure (a crash, an OOM kill, SIGKILL). So when a
+//! broker has missed two heartbeats, the leader tries to connect to its
+//! Kafka listener: a refused connection means its host answers but nothing
+//! listens there any more, and the broker is fenced at once. A broker that
+//! is alive but slow (paused, swapping, cut off by the network) still
+//! accepts a connection or does not answer at all, and keeps its whole
+//! session.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -72,6 +81,9 @@ pub(crate) struct Node {
     /// Last heartbeat per broker, kept while this node leads.
     sessions: Mutex<Sessions>,
     session_timeout: Duration,
+    /// A broker whose last heartbeat is older than this has its listener
+    /// probed (see the module doc).
+    heartbeat_late: Duration,
     /// What DescribeQuorum last saw of each voter's progress.
     progress: Mutex<HashMap<u64, Progress>>,
     /// When this node, as a follower, last took entries or a heartbeat from
@@ -101,6 +113,26 @@ struct Sessions {
     /// When that term's leadership began here.
     since: Option<Instant>,
     last_beat: HashMap<i32, Instant>,
+    /// When each late broker's listener was last probed.
+    probed: HashMap<i32, Instant>,
+}
+
+/// A broker the leader stopped hearing from, and where its clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Overdue {
+    broker: i32,
+    epoch: i64,
+    host: String,
+    port: i32,
+}
+
+/// The brokers [`Node::overdue`] found.
+#[derive(Debug, Default)]
+struct OverdueBrokers {
+    /// Their session expired: fence them.
+    expired: Vec<Overdue>,
+    /// Two heartbeats late and not probed for as long: probe their listener.
+    late: Vec<Overdue>,
 }
 
 impl Node {
@@ -109,6 +141,7 @@ impl Node {
         raft: Raft,
         machine: crate::state_machine::StateMachine,
         session_timeout: Duration,
+        heartbeat_interval: Duration,
     ) -> Self {
         Self {
             id,
@@ -116,6 +149,7 @@ impl Node {
             machine,
             sessions: Mutex::new(Sessions::default()),
             session_timeout,
+            heartbeat_late: (heartbeat_interval * 2).min(session_timeout / 2),
             progress: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
         }
@@ -322,35 +356,37 @@ impl Node {
         })
     }
 
-    /// On a leader: the unfenced brokers whose session has expired, with
-    /// their registration epochs.
-    fn expired(&self) -> Vec<(i32, i64)> {
+    /// On a leader: the unfenced brokers whose session has expired, and
+    /// those whose heartbeats are late enough to probe.
+    fn overdue(&self) -> OverdueBrokers {
         let Some(term) = self.leading_term() else {
-            return Vec::new();
+            return OverdueBrokers::default();
         };
         let Ok(mut sessions) = weir_sync::lock(&self.sessions) else {
-            return Vec::new();
+            return OverdueBrokers::default();
         };
         sessions.start_term(term, || self.last_leader_heard(), self.session_timeout);
-        let now = Instant::now();
-        let since = sessions.since.unwrap_or(now);
         let active = self
             .machine
             .read(|s| {
                 s.brokers
                     .values()
                     .filter(|b| !b.fenced)
-                    .map(|b| (b.id, b.epoch))
+                    .map(|b| Overdue {
+                        broker: b.id,
+                        epoch: b.epoch,
+                        host: b.host.clone(),
+                        port: b.port,
+                    })
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        active
-            .into_iter()
-            .filter(|(id, _)| {
-                let last = sessions.last_beat.get(id).copied().unwrap_or(since);
-                now.duration_since(last) > self.session_timeout
-            })
-            .collect()
+        sessions.sort(
+            active,
+            Instant::now(),
+            self.session_timeout,
+            self.heartbeat_late,
+        )
     }
 }
 
@@ -376,12 +412,42 @@ impl Sessions {
                 .map(|(broker, at)| (broker, at.max(earliest)))
                 .into_iter()
                 .collect();
+            self.probed.clear();
         }
+    }
+
+    /// Sort the unfenced brokers `active` by how long ago they were heard
+    /// from at `now`: past the session, or late and not probed within
+    /// `late` (each such broker is marked probed now).
+    fn sort(
+        &mut self,
+        active: Vec<Overdue>,
+        now: Instant,
+        session_timeout: Duration,
+        late: Duration,
+    ) -> OverdueBrokers {
+        let since = self.since.unwrap_or(now);
+        let mut found = OverdueBrokers::default();
+        for broker in active {
+            let last = self.last_beat.get(&broker.broker).copied().unwrap_or(since);
+            let silent = now.duration_since(last);
+            if silent > session_timeout {
+                found.expired.push(broker);
+            } else if silent > late {
+                let probed = self.probed.get(&broker.broker).copied();
+                if probed.is_none_or(|at| now.duration_since(at) >= late) {
+                    self.probed.insert(broker.broker, now);
+                    found.late.push(broker);
+                }
+            }
+        }
+        found
     }
 }
 
-/// Fence brokers whose sessions expire, while this node leads; stops when
-/// the node is dropped.
+/// Fence brokers whose sessions expire, and late brokers whose listener
+/// refuses connections, while this node leads; stops when the node is
+/// dropped.
 pub(crate) async fn watch_sessions(node: std::sync::Weak<Node>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -390,25 +456,74 @@ pub(crate) async fn watch_sessions(node: std::sync::Weak<Node>, every: Duration)
         let Some(node) = node.upgrade() else {
             return;
         };
-        for (broker, epoch) in node.expired() {
+        let overdue = node.overdue();
+        for broker in &overdue.expired {
             tracing::warn!(
-                broker,
+                broker = broker.broker,
                 timeout_ms = node.session_timeout.as_millis(),
                 "fencing a broker whose session expired (no heartbeat within \
                  broker.session.timeout.ms); its leaderships move to in-sync followers"
             );
-            match node
-                .local_write(Command::FenceBroker { id: broker, epoch })
-                .await
-            {
-                LeaderReply::Done(_) => {}
-                LeaderReply::NotLeader { .. } => break,
-                LeaderReply::Failed(why) => {
-                    tracing::error!(broker, error = %why, "cannot fence a broker");
-                }
+            if !fence(&node, broker).await {
+                break;
+            }
+        }
+        for broker in gone(overdue.late, node.heartbeat_late).await {
+            tracing::warn!(
+                broker = broker.broker,
+                listener = %format!("{}:{}", broker.host, broker.port),
+                "fencing a broker that stopped heartbeating and whose listener refuses \
+                 connections (its process is gone); its leaderships move to in-sync followers"
+            );
+            if !fence(&node, &broker).await {
+                break;
             }
         }
     }
+}
+
+/// Fence `broker`'s registration through the log; false once this node no
+/// longer leads.
+async fn fence(node: &Node, broker: &Overdue) -> bool {
+    let command = Command::FenceBroker {
+        id: broker.broker,
+        epoch: broker.epoch,
+    };
+    match node.local_write(command).await {
+        LeaderReply::Done(_) => true,
+        LeaderReply::NotLeader { .. } => false,
+        LeaderReply::Failed(why) => {
+            tracing::error!(broker = broker.broker, error = %why, "cannot fence a broker");
+            true
+        }
+    }
+}
+
+/// The brokers among `late` whose Kafka listener refuses a connection,
+/// each tried at once and for at most `wait`. Any other outcome (accepted,
+/// unreachable, no answer in time) proves nothing and leaves the broker to
+/// its session.
+async fn gone(late: Vec<Overdue>, wait: Duration) -> Vec<Overdue> {
+    let mut probes = tokio::task::JoinSet::new();
+    for broker in late {
+        probes.spawn(async move {
+            let Ok(port) = u16::try_from(broker.port) else {
+                return None;
+            };
+            let connect = tokio::net::TcpStream::connect((broker.host.as_str(), port));
+            match tokio::time::timeout(wait, connect).await {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(broker),
+                _ => None,
+            }
+        });
+    }
+    let mut refused = Vec::new();
+    while let Some(probe) = probes.join_next().await {
+        if let Ok(Some(broker)) = probe {
+            refused.push(broker);
+        }
+    }
+    refused
 }
 
 /// `auto.leader.rebalance.enable` and its companions.
@@ -529,7 +644,8 @@ mod tests {
         sessions.start_term(1, || None, session);
         assert_eq!(sessions.last_beat.len(), 2);
         // Heard long ago: it still has a third of a session from the start.
-        sessions.start_term(2, || Some((2, now - Duration::from_secs(60))), session);
+        let long_ago = now.checked_sub(Duration::from_secs(60)).unwrap_or(now);
+        sessions.start_term(2, || Some((2, long_ago)), session);
         let since = sessions.since.expect("the term started");
         let last = sessions.last_beat[&2];
         assert!(last >= since - (session - session / 3));
@@ -537,5 +653,47 @@ mod tests {
             !sessions.last_beat.contains_key(&3),
             "a new term starts over"
         );
+    }
+
+    #[test]
+    fn silent_brokers_are_fenced_after_a_session_and_probed_once_per_late_interval() {
+        let session = Duration::from_millis(1_500);
+        let late = Duration::from_millis(500);
+        let start = Instant::now();
+        let broker = |id| Overdue {
+            broker: id,
+            epoch: 7,
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        let mut sessions = Sessions::default();
+        sessions.start_term(1, || None, session);
+        let at = |ms| start + Duration::from_millis(ms);
+        sessions.last_beat.insert(1, at(0));
+        sessions.last_beat.insert(2, at(0));
+        sessions.last_beat.insert(3, at(0));
+        let all = || vec![broker(1), broker(2), broker(3)];
+        // Everyone heard from within the late interval: nothing to do.
+        let found = sessions.sort(all(), at(400), session, late);
+        assert!(found.expired.is_empty() && found.late.is_empty());
+        // Broker 3 keeps beating; 1 and 2 go quiet: probed once...
+        sessions.last_beat.insert(3, at(500));
+        let found = sessions.sort(all(), at(600), session, late);
+        assert_eq!(found.late, vec![broker(1), broker(2)]);
+        // ...not again within the late interval...
+        let found = sessions.sort(all(), at(900), session, late);
+        assert!(found.late.is_empty());
+        // ...then again after it, while the session lasts.
+        sessions.last_beat.insert(3, at(1_100));
+        let found = sessions.sort(all(), at(1_200), session, late);
+        assert_eq!(found.late.len(), 2);
+        // Past the session they are fenced whatever a probe said.
+        sessions.last_beat.insert(3, at(1_500));
+        let found = sessions.sort(all(), at(1_600), session, late);
+        assert_eq!(found.expired, vec![broker(1), broker(2)]);
+        assert!(found.late.is_empty());
+        // A new term forgets the probes as well as the beats.
+        sessions.start_term(2, || None, session);
+        assert!(sessions.probed.is_empty());
     }
 }

@@ -98,8 +98,10 @@ pub struct ControllerConfig {
     pub dir: PathBuf,
     /// Raft heartbeat interval.
     pub heartbeat: Duration,
-    /// A follower that hears no leader for a random time between this and
-    /// twice this starts an election.
+    /// Raft's election timeout: a follower that has heard no leader for
+    /// its leader lease (twice this, openraft's `election_timeout_max`)
+    /// plus a random time between this and twice this starts an election,
+    /// so 3 to 4 times this after the leader's last heartbeat.
     pub election_timeout: Duration,
     /// How long a metadata write waits for a quorum leader before it fails.
     pub write_timeout: Duration,
@@ -109,26 +111,32 @@ pub struct ControllerConfig {
     /// `broker.session.timeout.ms`: a broker that has not heartbeated for
     /// this long is fenced.
     pub broker_session_timeout: Duration,
+    /// `broker.heartbeat.interval.ms`: a broker two heartbeats late has its
+    /// listener probed, and is fenced at once if it refuses connections.
+    pub broker_heartbeat_interval: Duration,
     /// `auto.leader.rebalance.enable` and its check.
     pub leader_rebalance: LeaderRebalance,
 }
 
 impl ControllerConfig {
     /// Settings with Weir's default timings: heartbeats every 100 ms, an
-    /// election after 0.5 to 1 s without one (KRaft's
-    /// `controller.quorum.election.timeout.ms` is 1 s; shorter here so a
-    /// failover that also loses the quorum's leader stays under 3 s), and
-    /// brokers fenced after 1.5 s without a heartbeat.
+    /// election 0.9 to 1.2 s after the last one (KRaft's
+    /// `controller.quorum.election.timeout.ms` is 1 s, after which it starts
+    /// a pre-vote; shorter here so a failover that also loses the quorum's
+    /// leader stays under 3 s), and brokers fenced after 1.5 s without a
+    /// heartbeat, or at once when they miss two and their listener refuses
+    /// connections.
     pub fn new(node_id: u64, voters: BTreeMap<u64, String>, dir: PathBuf) -> Self {
         Self {
             node_id,
             voters,
             dir,
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(500),
+            election_timeout: Duration::from_millis(300),
             write_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
             broker_session_timeout: Duration::from_millis(1500),
+            broker_heartbeat_interval: Duration::from_millis(250),
             // Kafka's defaults.
             leader_rebalance: LeaderRebalance {
                 enabled: true,
@@ -240,10 +248,13 @@ impl Controller {
             raft.clone(),
             machine.clone(),
             config.broker_session_timeout,
+            config.broker_heartbeat_interval,
         ));
         let sessions = tokio::spawn(controller::watch_sessions(
             Arc::downgrade(&node),
-            (config.broker_session_timeout / 8).max(Duration::from_millis(10)),
+            (config.broker_session_timeout / 8)
+                .min(config.broker_heartbeat_interval / 2)
+                .max(Duration::from_millis(10)),
         ));
         let rebalance = tokio::spawn(controller::rebalance_leaders(
             Arc::downgrade(&node),

@@ -1258,6 +1258,7 @@ async fn start_controller(
         settings.data_dir.join(RAFT_DIR),
     );
     config.broker_session_timeout = Duration::from_millis(settings.broker_session_timeout_ms);
+    config.broker_heartbeat_interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
     config.leader_rebalance = settings.leader_rebalance;
     Controller::start(config, listener)
         .await
