@@ -45,24 +45,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use common::faults::{Cluster, PartitionView, Schedule, fault_seed};
-use common::history::History;
+use common::workload::{
+    GroupCommits, Spec, Workload, assert_committed_at_least, finish_and_check, lock, payload,
+};
 
 const TOPIC: &str = "cluster-faults";
 const PARTITIONS: i32 = 3;
@@ -83,20 +78,26 @@ const STOP_SESSION_TIMEOUT_MS: &str = "10000";
 /// (2 s) and the leader's check, well under [`STOP_SESSION_TIMEOUT_MS`].
 const LEAVE_ISR_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Producer threads of a workload.
-const PRODUCERS: usize = 2;
-/// Records one producer sends per second at most (paces the run so records
-/// are in flight during every fault).
-const RECORDS_PER_SECOND_MAX: u64 = 150;
-/// Generous, so the idempotent producer rides out every fault injected here.
-const MESSAGE_TIMEOUT_MS: &str = "120000";
-/// A produce request to a node behind a cut link is given up (and retried
-/// elsewhere) after this long.
-const REQUEST_TIMEOUT_MS: &str = "10000";
-/// Records librdkafka may hold unsent per producer.
-const QUEUED_RECORDS_MAX: &str = "5000";
-/// How long producers may take to deliver what they hold when told to stop.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// The load: two producers of at most 150 records a second each, riding
+/// out every fault injected here (2-minute message timeouts; a produce
+/// request to a node behind a cut link is given up, and retried
+/// elsewhere, after 10 s).
+const SPEC: Spec = Spec {
+    topic: TOPIC,
+    partitions: PARTITIONS,
+    group: "cluster-faults-group",
+    producers: 2,
+    records_per_second_max: 150,
+    records_per_producer_max: u64::MAX,
+    message_timeout_ms: "120000",
+    request_timeout_ms: Some("10000"),
+    queued_records_max: "5000",
+    flush_timeout: Duration::from_secs(120),
+    resume_timeout: Duration::from_secs(30),
+    committed_timeout: Duration::from_secs(30),
+    read_timeout: Duration::from_secs(120),
+    commit_interval: Duration::from_millis(200),
+};
 /// How long a test's producers may run, at most, besides the leader kills.
 const PRODUCE_TIME_MAX: Duration = Duration::from_secs(300);
 
@@ -106,19 +107,11 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const FULL_ISR_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the majority may take to move a cut-off node's leaderships.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long acknowledgements may take to resume after a fault ends.
-const RESUME_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a commit of group offsets may take to become readable.
-const COMMITTED_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long reading everything back may take.
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the metadata quorum may take to have a leader.
 const QUORUM_LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the producer pinned to a cut-off leader may take to exit after
 /// the heal (its own message timeout is 30 s, its flush 10 s more).
 const PINNED_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the group consumer commits its position.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// The gap of traffic between the end of one fault and the next: at least, at most.
 const GAP_MIN: Duration = Duration::from_millis(300);
 const GAP_MAX: Duration = Duration::from_millis(1500);
@@ -141,8 +134,6 @@ const LEADERSHIP_MOVES_MAX: usize = 3;
 /// quorum's leader (it moved between cuts).
 const EXTRA_CUTS_MAX: usize = 3;
 
-const GROUP: &str = "cluster-faults-group";
-
 /// One cluster at a time on this machine: every test holds this.
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
@@ -150,515 +141,6 @@ fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
     ONE_CLUSTER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The payload of record `id`.
-fn payload(id: u64) -> String {
-    format!("cfault-{id}")
-}
-
-/// The id in a payload written by [`payload`].
-fn id_of(payload: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(payload?)
-        .ok()?
-        .strip_prefix("cfault-")?
-        .parse()
-        .ok()
-}
-
-/// A shared value, even if a thread panicked while holding it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// One acknowledgement, and when its delivery report came.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    id: u64,
-    partition: i32,
-    at: Instant,
-}
-
-/// A producer context that writes every delivery report into the history,
-/// and each acknowledgement's time into `acks` (for failover times).
-struct Recorder {
-    history: Arc<Mutex<History>>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-}
-
-impl ClientContext for Recorder {}
-
-impl ProducerContext for Recorder {
-    type DeliveryOpaque = Box<u64>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, id: Self::DeliveryOpaque) {
-        let at = Instant::now();
-        match result {
-            Ok(message) => {
-                lock(&self.history).acked(*id, message.partition(), message.offset());
-                lock(&self.acks).push(Ack {
-                    id: *id,
-                    partition: message.partition(),
-                    at,
-                });
-            }
-            Err((err, _)) => lock(&self.history).maybe(*id, err.to_string()),
-        }
-    }
-}
-
-/// Producers sending paced, numbered records (partition = id mod
-/// [`PARTITIONS`]) into a shared history until stopped.
-struct Workload {
-    history: Arc<Mutex<History>>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-    next_id: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    producers: Vec<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Workload {
-    /// Start the producers; they stop by themselves after `time_max`.
-    fn start(bootstrap: &str, time_max: Duration) -> anyhow::Result<Self> {
-        let history = Arc::new(Mutex::new(History::new()));
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let next_id = Arc::new(AtomicU64::new(0));
-        let mut producers = Vec::new();
-        for _ in 0..PRODUCERS {
-            let mut config = common::producer_config(bootstrap);
-            config
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
-                .set("request.timeout.ms", REQUEST_TIMEOUT_MS)
-                .set("queue.buffering.max.messages", QUEUED_RECORDS_MAX);
-            let producer: BaseProducer<Recorder> = config
-                .create_with_context(Recorder {
-                    history: history.clone(),
-                    acks: acks.clone(),
-                })
-                .context("cannot create a producer")?;
-            let (history, stop, next_id) = (history.clone(), stop.clone(), next_id.clone());
-            producers.push(std::thread::spawn(move || {
-                produce(&producer, &history, &stop, &next_id, time_max)
-            }));
-        }
-        Ok(Self {
-            history,
-            acks,
-            next_id,
-            stop,
-            producers,
-        })
-    }
-
-    fn acked(&self) -> usize {
-        lock(&self.history).acked_count()
-    }
-
-    /// The id the next record will get: every id from here on is sent
-    /// after this call.
-    fn next_id(&self) -> u64 {
-        self.next_id.load(Ordering::SeqCst)
-    }
-
-    /// Take an id for a record sent by another producer, recorded as sent
-    /// (its fate unknown unless reported).
-    fn reserve_id(&self) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        lock(&self.history).sent(id);
-        id
-    }
-
-    fn history(&self) -> &Mutex<History> {
-        &self.history
-    }
-
-    fn check_producing(&self) -> anyhow::Result<()> {
-        if self.producers.iter().any(JoinHandle::is_finished) {
-            bail!("a producer stopped early");
-        }
-        Ok(())
-    }
-
-    /// When every one of `partitions` had an acknowledgement of a record
-    /// with an id of at least `id_min` (the latest of their first ones).
-    fn wait_for_acks_on(
-        &self,
-        partitions: &[i32],
-        id_min: u64,
-        timeout: Duration,
-    ) -> anyhow::Result<Instant> {
-        let mut resumed = None;
-        common::wait_until(timeout, "acks=all produce to resume", || {
-            self.check_producing()?;
-            let acks = lock(&self.acks);
-            let mut latest: Option<Instant> = None;
-            for &p in partitions {
-                let first = acks
-                    .iter()
-                    .filter(|a| a.partition == p && a.id >= id_min)
-                    .map(|a| a.at)
-                    .min();
-                match first {
-                    Some(at) => latest = Some(latest.map_or(at, |l| l.max(at))),
-                    None => return Ok(false),
-                }
-            }
-            resumed = latest;
-            Ok(latest.is_some())
-        })?;
-        resumed.context("no partition to wait for")
-    }
-
-    /// Wait until more than `before` records are acknowledged (producers carry on).
-    fn wait_for_acks_above(&self, before: usize) -> anyhow::Result<()> {
-        common::wait_until(RESUME_TIMEOUT, "acknowledgements to resume", || {
-            self.check_producing()?;
-            Ok(self.acked() > before)
-        })
-    }
-
-    /// Stop and flush the producers; the history of everything they sent.
-    fn finish(self) -> anyhow::Result<Arc<Mutex<History>>> {
-        self.stop.store(true, Ordering::SeqCst);
-        for producer in self.producers {
-            producer
-                .join()
-                .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
-        }
-        Ok(self.history)
-    }
-}
-
-/// Send paced records until `stop` or `time_max`, then flush. A record
-/// whose send is refused outright is "maybe"; one handed to librdkafka is
-/// "sent" until its delivery report.
-fn produce(
-    producer: &BaseProducer<Recorder>,
-    history: &Mutex<History>,
-    stop: &AtomicBool,
-    next_id: &AtomicU64,
-    time_max: Duration,
-) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while !stop.load(Ordering::SeqCst) && start.elapsed() < time_max {
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            bail!("the idempotent producer hit a fatal error: {code:?}: {reason}");
-        }
-        let allowed = u64::try_from(start.elapsed().as_millis())? * RECORDS_PER_SECOND_MAX / 1000;
-        if sent >= allowed {
-            producer.poll(Duration::from_millis(5));
-            continue;
-        }
-        let id = next_id.fetch_add(1, Ordering::SeqCst);
-        let partition = i32::try_from(id % u64::try_from(PARTITIONS)?)?;
-        let value = payload(id);
-        lock(history).sent(id);
-        let mut record: BaseRecord<'_, [u8], [u8], Box<u64>> =
-            BaseRecord::with_opaque_to(TOPIC, Box::new(id))
-                .partition(partition)
-                .payload(value.as_bytes());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) if !stop.load(Ordering::SeqCst) && start.elapsed() < time_max => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((err, _)) => {
-                    lock(history).maybe(id, format!("send refused: {err}"));
-                    break;
-                }
-            }
-        }
-        sent += 1;
-        producer.poll(Duration::ZERO);
-    }
-    // Records still unreported after the flush stay "maybe".
-    let _ = producer.flush(FLUSH_TIMEOUT);
-    if let Some((code, reason)) = producer.client().fatal_error() {
-        bail!("the idempotent producer hit a fatal error: {code:?}: {reason}");
-    }
-    Ok(())
-}
-
-/// A consumer group member consuming [`TOPIC`] and committing its position
-/// while the faults run; remembers the last offset of each partition whose
-/// commit was acknowledged, and every time it was moved back below one.
-struct GroupCommits {
-    state: Arc<Mutex<GroupState>>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<anyhow::Result<usize>>,
-}
-
-/// What the group member saw.
-#[derive(Debug, Default)]
-struct GroupState {
-    /// Per partition, the last offset whose commit was acknowledged.
-    committed: BTreeMap<i32, i64>,
-    /// Reads below an acknowledged commit: the member was moved back past
-    /// what the group had committed (a commit lost, or a reset).
-    rewinds: Vec<String>,
-    /// The first errors the consumer reported (for the failure message).
-    errors: Vec<String>,
-}
-
-/// Consumer errors (and rewinds) kept for a failure message.
-const GROUP_ERRORS_KEPT_MAX: usize = 20;
-
-impl GroupCommits {
-    fn start(bootstrap: &str, time_max: Duration) -> anyhow::Result<Self> {
-        let mut config = group_config(bootstrap);
-        config.set("session.timeout.ms", "6000");
-        let consumer: BaseConsumer = config.create()?;
-        consumer.subscribe(&[TOPIC])?;
-        let state = Arc::new(Mutex::new(GroupState::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (state, stop) = (state.clone(), stop.clone());
-            std::thread::spawn(move || commit_while_consuming(&consumer, &state, &stop, time_max))
-        };
-        Ok(Self {
-            state,
-            stop,
-            thread,
-        })
-    }
-
-    /// The offsets whose commit was acknowledged so far.
-    fn acknowledged(&self) -> BTreeMap<i32, i64> {
-        lock(&self.state).committed.clone()
-    }
-
-    /// Fail if the member was ever moved back below an acknowledged commit.
-    fn check_no_rewind(&self, when: &str) -> anyhow::Result<()> {
-        let state = lock(&self.state);
-        if state.rewinds.is_empty() {
-            return Ok(());
-        }
-        bail!(
-            "{when}: the group member was moved back below acknowledged commits:\n  {}\nconsumer errors: {:?}",
-            state.rewinds.join("\n  "),
-            state.errors
-        )
-    }
-
-    /// Stop; how many commits were acknowledged.
-    fn finish(self) -> anyhow::Result<usize> {
-        self.stop.store(true, Ordering::SeqCst);
-        let thread = self.thread;
-        let commits = thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the group consumer thread panicked"))??;
-        let state = lock(&self.state);
-        if !state.rewinds.is_empty() {
-            bail!(
-                "the group member was moved back below acknowledged commits:\n  {}\nconsumer errors: {:?}",
-                state.rewinds.join("\n  "),
-                state.errors
-            );
-        }
-        Ok(commits)
-    }
-}
-
-fn group_config(bootstrap: &str) -> ClientConfig {
-    let mut config = common::consumer_config(bootstrap);
-    config
-        .set("group.id", GROUP)
-        .set("isolation.level", "read_committed");
-    config
-}
-
-/// Consume and commit the position every [`COMMIT_INTERVAL`] until `stop`;
-/// a commit that fails (the coordinator moves) is simply retried later.
-/// Each partition is committed on its own: librdkafka reports a commit of
-/// several partitions as a success when only some of them failed.
-fn commit_while_consuming(
-    consumer: &BaseConsumer,
-    state: &Mutex<GroupState>,
-    stop: &AtomicBool,
-    time_max: Duration,
-) -> anyhow::Result<usize> {
-    let mut position: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut last_commit = Instant::now();
-    let mut commits = 0;
-    let start = Instant::now();
-    while !stop.load(Ordering::SeqCst) && start.elapsed() < time_max {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                let (p, offset) = (message.partition(), message.offset());
-                let mut state = lock(state);
-                // Reading again from the last acknowledged commit after a
-                // rebalance is at-least-once; from below it is not.
-                let next = position.get(&p).copied().unwrap_or(-1);
-                if let Some(&committed) = state.committed.get(&p)
-                    && offset < committed
-                    && offset < next
-                    && state.rewinds.len() < GROUP_ERRORS_KEPT_MAX
-                {
-                    state.rewinds.push(format!(
-                        "partition {p}: read offset {offset} after {}, below the acknowledged commit {committed}",
-                        next - 1
-                    ));
-                }
-                position.insert(p, offset + 1);
-            }
-            Some(Err(err)) => {
-                let mut state = lock(state);
-                if state.errors.len() < GROUP_ERRORS_KEPT_MAX {
-                    state.errors.push(err.to_string());
-                }
-            }
-            None => {}
-        }
-        if last_commit.elapsed() < COMMIT_INTERVAL || position.is_empty() {
-            continue;
-        }
-        last_commit = Instant::now();
-        // The consumer's own position, not the offsets read so far: after a
-        // rebalance it starts again from what the group had committed, and
-        // committing an older read would claim progress the member lost.
-        let positions = consumer.position()?;
-        for element in positions.elements() {
-            let (p, Offset::Offset(o)) = (element.partition(), element.offset()) else {
-                continue;
-            };
-            let mut offsets = TopicPartitionList::new();
-            offsets.add_partition_offset(TOPIC, p, Offset::Offset(o))?;
-            if consumer.commit(&offsets, CommitMode::Sync).is_ok() {
-                commits += 1;
-                lock(state).committed.insert(p, o);
-            }
-        }
-    }
-    Ok(commits)
-}
-
-/// Check that the group's committed offsets, as the cluster answers them
-/// now, are at least the acknowledged ones (`want`).
-fn assert_committed_at_least(
-    bootstrap: &str,
-    want: &BTreeMap<i32, i64>,
-    when: &str,
-) -> anyhow::Result<()> {
-    if want.is_empty() {
-        return Ok(());
-    }
-    let consumer: BaseConsumer = group_config(bootstrap).create()?;
-    let mut partitions = TopicPartitionList::new();
-    for &p in want.keys() {
-        partitions.add_partition(TOPIC, p);
-    }
-    let mut last = String::new();
-    common::wait_until(COMMITTED_TIMEOUT, "the group's committed offsets", || {
-        let got = match consumer.committed_offsets(partitions.clone(), common::CLIENT_TIMEOUT) {
-            Ok(got) => got,
-            // The coordinator may be moving or loading; ask again.
-            Err(err) => {
-                last = err.to_string();
-                return Ok(false);
-            }
-        };
-        for (&p, &offset) in want {
-            let answer = got
-                .find_partition(TOPIC, p)
-                .map(|e| e.offset())
-                .unwrap_or(Offset::Invalid);
-            match answer {
-                Offset::Offset(o) if o >= offset => {}
-                other => bail!(
-                    "{when}: partition {p}'s committed offset is {other:?}, but {offset} was acknowledged"
-                ),
-            }
-        }
-        Ok(true)
-    })
-    .with_context(|| format!("{when} (last error: {last})"))
-}
-
-/// Read every partition from the start up to its high watermark with a
-/// read_committed consumer, recording each record and the watermarks seen
-/// after.
-fn read_everything(bootstrap: &str, history: &Mutex<History>) -> anyhow::Result<()> {
-    let mut config = common::consumer_config(bootstrap);
-    config.set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create()?;
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, p, common::CLIENT_TIMEOUT)
-            .with_context(|| format!("cannot list offsets of {TOPIC}/{p}"))?;
-        ends.insert(p, high);
-        assignment.add_partition_offset(TOPIC, p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut next: HashMap<i32, i64> = HashMap::new();
-    let done = |next: &HashMap<i32, i64>| {
-        ends.iter()
-            .all(|(p, end)| next.get(p).copied().unwrap_or(0) >= *end)
-    };
-    let deadline = Instant::now() + READ_TIMEOUT;
-    while !done(&next) {
-        if Instant::now() > deadline {
-            bail!("reading back timed out: next offsets {next:?}, wanted {ends:?}");
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(err)) => bail!("consumer error: {err}"),
-            Some(Ok(message)) => {
-                next.insert(message.partition(), message.offset() + 1);
-                lock(history).read(
-                    message.partition(),
-                    message.offset(),
-                    id_of(message.payload()),
-                );
-            }
-        }
-    }
-    for p in 0..PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, p, common::CLIENT_TIMEOUT)
-            .with_context(|| format!("cannot list offsets of {TOPIC}/{p}"))?;
-        lock(history).high_watermark(p, high);
-    }
-    Ok(())
-}
-
-/// Stop the workload and the group, read everything back and run the checker.
-fn finish_and_check(
-    cluster: &Cluster,
-    workload: Workload,
-    group: GroupCommits,
-) -> anyhow::Result<()> {
-    let commits = group.finish()?;
-    let history = workload.finish()?;
-    if commits == 0 {
-        bail!("the group acknowledged no commit: the offsets checks proved nothing");
-    }
-    read_everything(&cluster.bootstrap(), &history)?;
-    let history = lock(&history);
-    match history.check() {
-        Ok(summary) => {
-            eprintln!("history: {summary}; group: {commits} commits");
-            if summary.acked == 0 {
-                bail!("nothing was acknowledged: the test proved nothing");
-            }
-            Ok(())
-        }
-        Err(violations) => bail!("{violations}"),
-    }
 }
 
 /// Three nodes with `extra` settings after [`SETTINGS`], the topic created
@@ -747,7 +229,7 @@ fn recovered(
     let views = cluster
         .wait_for_full_isr(&all_nodes(), FULL_ISR_TIMEOUT)
         .with_context(|| format!("{when}: the cluster did not return to a full ISR"))?;
-    assert_committed_at_least(&cluster.bootstrap(), commits_before, when)?;
+    assert_committed_at_least(&SPEC, &cluster.bootstrap(), commits_before, when)?;
     group.check_no_rewind(when)?;
     workload
         .wait_for_acks_above(workload.acked())
@@ -793,8 +275,8 @@ fn acked_records_and_group_offsets_survive_repeated_leader_sigkills() -> anyhow:
     let result = (|| {
         let (mut cluster, mut views) = start_cluster(&[])?;
         let time_max = KILL_CYCLE_MAX * u32::try_from(kills)? + PRODUCE_TIME_MAX;
-        let workload = Workload::start(&cluster.bootstrap(), time_max)?;
-        let group = GroupCommits::start(&cluster.bootstrap(), time_max)?;
+        let workload = Workload::start(SPEC, &cluster.bootstrap(), time_max)?;
+        let group = GroupCommits::start(SPEC, &cluster.bootstrap(), time_max)?;
         let mut failovers = Vec::with_capacity(kills);
         for kill in 1..=kills {
             gap(&mut schedule);
@@ -848,7 +330,7 @@ fn acked_records_and_group_offsets_survive_repeated_leader_sigkills() -> anyhow:
             quantile(&failovers, 0.9).as_millis(),
             quantile(&failovers, 1.0).as_millis()
         );
-        finish_and_check(&cluster, workload, group)
+        finish_and_check(&cluster.bootstrap(), workload, Some(group))
     })();
     // Shown with --nocapture, or under a failing test.
     eprintln!("{}", schedule.report());
@@ -862,8 +344,8 @@ fn a_stopped_follower_leaves_the_isr_by_lag_and_rejoins_after_sigcont() -> anyho
     let result = (|| {
         let (mut cluster, _) =
             start_cluster(&[("broker.session.timeout.ms", STOP_SESSION_TIMEOUT_MS)])?;
-        let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let workload = Workload::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let group = GroupCommits::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         let mut views = recovered(
             &cluster,
             &workload,
@@ -926,7 +408,7 @@ fn a_stopped_follower_leaves_the_isr_by_lag_and_rejoins_after_sigcont() -> anyho
             )?;
             schedule.note("back in the ISR");
         }
-        finish_and_check(&cluster, workload, group)
+        finish_and_check(&cluster.bootstrap(), workload, Some(group))
     })();
     // Shown with --nocapture, or under a failing test.
     eprintln!("{}", schedule.report());
@@ -939,8 +421,8 @@ fn acked_records_and_group_offsets_survive_a_rolling_restart() -> anyhow::Result
     let mut schedule = Schedule::adaptive(fault_seed()?);
     let result = (|| {
         let (mut cluster, _) = start_cluster(&[])?;
-        let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let workload = Workload::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let group = GroupCommits::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         recovered(
             &cluster,
             &workload,
@@ -968,7 +450,7 @@ fn acked_records_and_group_offsets_survive_a_rolling_restart() -> anyhow::Result
             )?;
             schedule.note("full ISR");
         }
-        finish_and_check(&cluster, workload, group)
+        finish_and_check(&cluster.bootstrap(), workload, Some(group))
     })();
     // Shown with --nocapture, or under a failing test.
     eprintln!("{}", schedule.report());
@@ -1050,8 +532,8 @@ fn a_cut_off_leader_stops_acknowledging_and_its_log_does_not_diverge() -> anyhow
     let mut schedule = Schedule::adaptive(fault_seed()?);
     let result = (|| {
         let (mut cluster, _) = start_cluster(&[])?;
-        let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let workload = Workload::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let group = GroupCommits::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         let views = recovered(
             &cluster,
             &workload,
@@ -1131,7 +613,7 @@ fn a_cut_off_leader_stops_acknowledging_and_its_log_does_not_diverge() -> anyhow
             cut_id,
         )?;
         let before = partition(&cluster.metadata_of(cut)?, TOPIC, p)?.clone();
-        finish_and_check(&cluster, workload, group)?;
+        finish_and_check(&cluster.bootstrap(), workload, Some(group))?;
         // The read went through the formerly cut-off node's log only if it
         // led the partition throughout.
         let after = partition(&cluster.metadata_of(cut)?, TOPIC, p)?.clone();
@@ -1199,8 +681,8 @@ fn cutting_off_every_node_in_turn_including_the_quorum_leader_loses_nothing() ->
     let mut schedule = Schedule::adaptive(fault_seed()?);
     let result = (|| {
         let (cluster, _) = start_cluster(&[])?;
-        let workload = Workload::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
-        let group = GroupCommits::start(&cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let workload = Workload::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
+        let group = GroupCommits::start(SPEC, &cluster.bootstrap(), PRODUCE_TIME_MAX)?;
         recovered(
             &cluster,
             &workload,
@@ -1294,7 +776,7 @@ fn cutting_off_every_node_in_turn_including_the_quorum_leader_loses_nothing() ->
                 order.push(cluster.index_of(leader)?);
             }
         }
-        finish_and_check(&cluster, workload, group)
+        finish_and_check(&cluster.bootstrap(), workload, Some(group))
     })();
     // Shown with --nocapture, or under a failing test.
     eprintln!("{}", schedule.report());

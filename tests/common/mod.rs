@@ -13,6 +13,7 @@ pub mod faults;
 pub mod history;
 pub mod netns;
 pub mod raw;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -212,6 +212,11 @@ fn status(brokers: &str, json: bool) -> Result<()> {
     under_replicated.sort();
     offline.sort();
     let quorum = describe_quorum(&mut client)?;
+    // The node leading the metadata quorum: Metadata's controller id names
+    // a live broker to send admin requests to, as KRaft's does.
+    if let Some(q) = &quorum {
+        controller = q.leader;
+    }
 
     if json {
         let document = json!({

@@ -240,12 +240,6 @@ impl MetadataStore for RaftMetadataStore {
         Some(rx.recv().ok().flatten().unwrap_or_else(leaderless))
     }
 
-    fn controller_id(&self) -> Option<i32> {
-        self.controller
-            .leader()
-            .and_then(|id| i32::try_from(id).ok())
-    }
-
     fn brokers(&self) -> Vec<BrokerInfo> {
         self.read(|s| s.brokers.values().cloned().collect())
     }

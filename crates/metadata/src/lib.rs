@@ -377,12 +377,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn replicated(&self) -> bool {
         false
     }
-    /// The controller clients are told of (Metadata, DescribeCluster): a
-    /// cluster's quorum leader, when known. `None` on a single node, which
-    /// is its own.
-    fn controller_id(&self) -> Option<i32> {
-        None
-    }
     /// The registered brokers, by id. Empty on a single node, which knows
     /// itself from its own settings.
     fn brokers(&self) -> Vec<BrokerInfo> {

@@ -1,11 +1,13 @@
-//! DescribeCluster (API key 60): the cluster id, the controller (a one-node
-//! cluster's is itself; a cluster's, the metadata quorum's leader), and the
-//! brokers with their advertised addresses and racks: a cluster's
-//! registered ones, fenced ones too when the request asks (v2).
+//! DescribeCluster (API key 60): the cluster id, the controller (see
+//! [`controller_for_clients`]), and the brokers with their advertised
+//! addresses and racks: a cluster's registered ones, fenced ones too when
+//! the request asks (v2).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use weir_metadata::BrokerInfo;
 
 use crate::admin::str_bytes;
 use crate::{Broker, HandlerError, RequestContext};
@@ -20,18 +22,40 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// authorizer yet, so every client may do all of them.
 const CLUSTER_OPERATIONS_ALL: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
 
+/// The controller id Metadata and DescribeCluster give clients, who send
+/// their admin requests (CreateTopics, ...) there. As in KRaft, where the
+/// quorum's controllers are not brokers clients can reach, it is a live
+/// broker, since every broker forwards what needs the quorum: this one when
+/// it is unfenced (the client's connection is already open), else the
+/// lowest unfenced one, else -1 (none: the client asks again later). Never
+/// the quorum's leader as such: it may be fenced, controller-only, or dead
+/// until the next election. A single node (no `registered` brokers) is its
+/// own controller.
+pub(crate) fn controller_for_clients(node_id: i32, registered: &[BrokerInfo]) -> i32 {
+    if registered.is_empty() {
+        return node_id;
+    }
+    let alive = registered.iter().filter(|b| !b.fenced).map(|b| b.id);
+    if alive.clone().any(|id| id == node_id) {
+        return node_id;
+    }
+    alive.min().unwrap_or(-1)
+}
+
 pub(crate) async fn handle(
     broker: &Broker,
     _ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> Result<DescribeClusterResponse, HandlerError> {
     let config = broker.config();
+    let registered = broker.metadata().brokers();
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(broker.metadata().cluster_id()))
-        .with_controller_id(BrokerId(
-            broker.metadata().controller_id().unwrap_or(config.node_id),
-        ))
+        .with_controller_id(BrokerId(controller_for_clients(
+            config.node_id,
+            &registered,
+        )))
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS_ALL
         } else {
@@ -47,7 +71,6 @@ pub(crate) async fn handle(
             ))))
             .with_controller_id(BrokerId(-1)));
     }
-    let registered = broker.metadata().brokers();
     if registered.is_empty() {
         let me = DescribeClusterBroker::default()
             .with_broker_id(BrokerId(config.node_id))
@@ -79,6 +102,36 @@ mod tests {
     use super::*;
     use crate::BrokerConfig;
     use crate::admin::testing::{self, call};
+
+    #[test]
+    fn clients_are_sent_to_a_live_broker_for_the_controller() {
+        let broker = |id, fenced| BrokerInfo {
+            id,
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            fenced,
+            epoch: 1,
+        };
+        assert_eq!(controller_for_clients(4, &[]), 4, "a single node");
+        let all = [broker(1, false), broker(2, false), broker(3, true)];
+        assert_eq!(controller_for_clients(2, &all), 2, "itself when unfenced");
+        assert_eq!(
+            controller_for_clients(3, &all),
+            1,
+            "else the lowest live one"
+        );
+        assert_eq!(
+            controller_for_clients(9, &all),
+            1,
+            "a node without a broker"
+        );
+        assert_eq!(
+            controller_for_clients(1, &[broker(1, true)]),
+            -1,
+            "none live"
+        );
+    }
 
     #[tokio::test]
     async fn every_version_names_the_cluster_and_this_broker_as_controller() {

@@ -182,7 +182,10 @@ pub(crate) async fn handle(
         .with_throttle_time_ms(0)
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.metadata().cluster_id())))
-        .with_controller_id(broker.metadata().controller_id().map_or(node, BrokerId))
+        .with_controller_id(BrokerId(super::describe_cluster::controller_for_clients(
+            node.0,
+            &registered,
+        )))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations)
         .with_error_code(0))
