@@ -120,7 +120,7 @@ pub struct ControllerConfig {
 
 impl ControllerConfig {
     /// Settings with Weir's default timings: heartbeats every 100 ms, an
-    /// election 0.9 to 1.2 s after the last one (KRaft's
+    /// election 0.6 to 0.8 s after the last one (KRaft's
     /// `controller.quorum.election.timeout.ms` is 1 s, after which it starts
     /// a pre-vote; shorter here so a failover that also loses the quorum's
     /// leader stays under 3 s), and brokers fenced after 1.5 s without a
@@ -132,7 +132,7 @@ impl ControllerConfig {
             voters,
             dir,
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(300),
+            election_timeout: Duration::from_millis(200),
             write_timeout: Duration::from_secs(15),
             snapshot_every: 5000,
             broker_session_timeout: Duration::from_millis(1500),
