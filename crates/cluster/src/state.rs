@@ -22,6 +22,10 @@ pub use weir_metadata::{ElectionKind, PartitionError, PartitionResult, Reassignm
 /// replicas are all fenced be led by an out-of-sync one.
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
+/// Most partitions an unregistration refused for the replicas a broker
+/// still holds names (the message says how many more).
+const UNREGISTER_NAMED_MAX: usize = 20;
+
 /// Most producer ids one command may allocate.
 pub(crate) const PRODUCER_ID_BLOCK_MAX: i64 = 1 << 20;
 
@@ -125,6 +129,12 @@ pub enum Command {
         /// cancels the partition's reassignment.
         changes: Vec<(String, i32, Option<Vec<i32>>)>,
     },
+    /// Remove a broker's registration (Kafka's UnregisterBroker): only a
+    /// fenced broker that no partition lists as a replica.
+    UnregisterBroker {
+        /// Its id.
+        id: i32,
+    },
 }
 
 /// Where new partitions' replicas go.
@@ -204,6 +214,10 @@ pub enum Refusal {
     StaleBroker(String),
     /// Producer ids exhausted, or a bad count.
     ProducerIds(String),
+    /// BROKER_ID_NOT_REGISTERED: an unregistration of an unknown broker.
+    BrokerNotRegistered(String),
+    /// An unregistration of a broker that is alive or still holds replicas.
+    BrokerInUse(String),
 }
 
 /// A topic as the state keeps it.
@@ -484,6 +498,10 @@ impl ClusterState {
             } => Ok(Outcome::PartitionResults {
                 results: self.elect_leaders(partitions.as_deref(), *election_type),
             }),
+            Command::UnregisterBroker { id } => {
+                self.unregister(*id)?;
+                Ok(Outcome::Done)
+            }
             Command::AlterReassignments { changes } => Ok(Outcome::PartitionResults {
                 results: changes
                     .iter()
@@ -597,6 +615,46 @@ impl ClusterState {
 
     fn is_unfenced(&self, broker: i32) -> bool {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// Remove `id`'s registration: refused while it is unfenced (a running
+    /// broker would only register again) or while a partition lists it as
+    /// a replica (the partition would lose a replica nobody moved away).
+    fn unregister(&mut self, id: i32) -> Result<(), Refusal> {
+        let broker = self.brokers.get(&id).ok_or_else(|| {
+            Refusal::BrokerNotRegistered(format!("broker {id} is not registered"))
+        })?;
+        if !broker.fenced {
+            return Err(Refusal::BrokerInUse(format!(
+                "broker {id} is alive (unfenced); stop it before unregistering it"
+            )));
+        }
+        let held: Vec<String> = self
+            .partitions()
+            .filter(|(_, _, p)| p.replicas.contains(&id))
+            .map(|(topic, partition, _)| format!("{topic}-{partition}"))
+            .collect();
+        if !held.is_empty() {
+            let named = held
+                .iter()
+                .take(UNREGISTER_NAMED_MAX)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let more = held.len().saturating_sub(UNREGISTER_NAMED_MAX);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            return Err(Refusal::BrokerInUse(format!(
+                "broker {id} is still a replica of {} partitions ({named}{more}); \
+                 move them away with `weir topic reassign` first",
+                held.len()
+            )));
+        }
+        self.brokers.remove(&id);
+        Ok(())
     }
 
     fn current_registration(&self, id: i32, epoch: i64) -> Result<(), Refusal> {
