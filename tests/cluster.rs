@@ -44,6 +44,16 @@ fn start_cluster_with(
     extra: &[&str],
     own: impl Fn(u16) -> Vec<String>,
 ) -> anyhow::Result<Vec<Broker>> {
+    Ok(start_voters(n, extra, own)?.0)
+}
+
+/// As [`start_cluster_with`], also returning the `--voters` value, for
+/// nodes started later (broker-only nodes).
+fn start_voters(
+    n: u16,
+    extra: &[&str],
+    own: impl Fn(u16) -> Vec<String>,
+) -> anyhow::Result<(Vec<Broker>, String)> {
     let mut kafka = Vec::new();
     let mut voters = Vec::new();
     for id in 1..=n {
@@ -90,7 +100,7 @@ fn start_cluster_with(
                 .is_ok_and(|m| m.brokers().len() == usize::from(n)))
         },
     )?;
-    Ok(nodes)
+    Ok((nodes, voters))
 }
 
 fn bootstrap(nodes: &[Broker]) -> String {
@@ -790,7 +800,31 @@ fn a_data_folder_keeps_the_kind_of_node_that_made_it() -> anyhow::Result<()> {
                 "--voters",
                 voters.as_str(),
             ],
-            "broker-only nodes",
+            "needs an id that is not in --voters",
+        ),
+        (
+            vec![
+                "--process-roles",
+                "broker",
+                "--node-id",
+                "4",
+                "--voters",
+                voters.as_str(),
+            ],
+            "needs --controller-listen",
+        ),
+        (
+            vec![
+                "--process-roles",
+                "broker",
+                "--node-id",
+                "4",
+                "--voters",
+                voters.as_str(),
+                "--controller-listen",
+                "0.0.0.0:9093",
+            ],
+            "not a wildcard",
         ),
         (
             vec!["--process-roles", "controller"],
@@ -911,6 +945,222 @@ fn a_consumer_that_gives_its_rack_reads_from_the_in_sync_replica_there() -> anyh
         read == expected,
         "read {} records through the rack-aware route",
         read.len()
+    );
+    Ok(())
+}
+
+/// Start broker-only node `id` (`--process-roles broker`, a learner of the
+/// quorum) against `voters`, on reserved ports so a restart keeps them.
+fn start_broker_only(id: u16, voters: &str) -> anyhow::Result<Broker> {
+    let listen = format!("127.0.0.1:{}", common::reserve_port()?);
+    let controller = format!("127.0.0.1:{}", common::reserve_port()?);
+    let id = id.to_string();
+    Broker::start_at(
+        &listen,
+        &[
+            "--node-id",
+            &id,
+            "--voters",
+            voters,
+            "--process-roles",
+            "broker",
+            "--controller-listen",
+            &controller,
+        ],
+    )
+}
+
+/// The broker ids a node's Metadata answer lists, sorted.
+fn listed_brokers(address: &str) -> anyhow::Result<Vec<i32>> {
+    let consumer: BaseConsumer = common::consumer_config(address).create()?;
+    let metadata = consumer.fetch_metadata(None, CLIENT_TIMEOUT)?;
+    let mut ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// `weir cluster status --json`'s quorum voter and observer ids.
+fn quorum_members(node: &Broker) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
+    let status: serde_json::Value =
+        serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
+    let ids = |key: &str| -> Vec<i64> {
+        let mut ids: Vec<i64> = status["quorum"][key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v["id"].as_i64()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    };
+    Ok((ids("voters"), ids("observers")))
+}
+
+#[test]
+fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_or_a_wiped_disk()
+-> anyhow::Result<()> {
+    let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
+    nodes.push(start_broker_only(4, &voters)?);
+    let voters_only = bootstrap(&nodes[..3]);
+    wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
+        Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
+    })?;
+    wait_until(SETTLE_TIMEOUT, "node 4 shown as an observer", || {
+        Ok(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![4]))
+    })?;
+
+    // A topic placed on it: it leads and the voters follow.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let placed: &[&[i32]] = &[&[4, 1, 2]];
+    let created = runtime.block_on(
+        common::admin(&voters_only)?.create_topics(
+            &[
+                NewTopic::new("learned", 1, TopicReplication::Variable(placed))
+                    .set("min.insync.replicas", "2"),
+            ],
+            &common::admin_options(),
+        ),
+    )?;
+    ensure!(matches!(created.as_slice(), [Ok(_)]), "{created:?}");
+    let described = wait_full_isr(&nodes, "learned")?;
+    ensure!(described[&0].leader == 4, "{described:?}");
+    let all = bootstrap(&nodes);
+    ensure!(produce(&all, "learned", 0, 200)?.len() == 200);
+
+    // Its death costs the quorum nothing: metadata still commits, and its
+    // partition moves to an in-sync voter.
+    nodes[3].sigkill()?;
+    create_replicated_blocking(&voters_only, "after-learner-death", 1, 3)?;
+    wait_until(SETTLE_TIMEOUT, "a voter to lead 'learned'", || {
+        Ok(describe(&voters_only, "learned")?[&0].leader != 4)
+    })?;
+    ensure!(produce(&voters_only, "learned", 200, 100)?.len() == 100);
+
+    // Restarted on its data folder, it rejoins as the same learner and
+    // catches up to a full ISR.
+    nodes[3].restart()?;
+    wait_full_isr(&nodes, "learned")?;
+    ensure!(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![4]));
+
+    // Replaced with an empty disk under the same id: it takes the metadata
+    // from the quorum again, registers, and copies the partition back.
+    nodes[3].sigkill()?;
+    std::fs::remove_dir_all(nodes[3].data_dir())?;
+    ensure!(produce(&voters_only, "learned", 300, 100)?.len() == 100);
+    nodes[3].restart()?;
+    wait_full_isr(&nodes, "learned")?;
+    ensure!(
+        read_all(&all, "learned", 1)?[&0] == (0..400).collect::<Vec<_>>(),
+        "every record, in order, through two lives of the broker-only node"
+    );
+    // It serves them itself once it leads again.
+    cli::weir_ok(
+        &nodes[0],
+        &["cluster", "elect-leaders", "--topic", "learned"],
+        b"",
+    )?;
+    wait_until(SETTLE_TIMEOUT, "broker 4 to lead 'learned' again", || {
+        Ok(describe(&all, "learned")?[&0].leader == 4)
+    })?;
+    ensure!(read_all(&nodes[3].bootstrap(), "learned", 1)?[&0].len() == 400);
+    Ok(())
+}
+
+#[test]
+fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyhow::Result<()> {
+    let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
+    nodes.push(start_broker_only(4, &voters)?);
+    let voters_only = bootstrap(&nodes[..3]);
+    wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
+        Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let placed: &[&[i32]] = &[&[4, 1]];
+    let created = runtime.block_on(common::admin(&voters_only)?.create_topics(
+        &[NewTopic::new(
+            "leaving",
+            1,
+            TopicReplication::Variable(placed),
+        )],
+        &common::admin_options(),
+    ))?;
+    ensure!(matches!(created.as_slice(), [Ok(_)]), "{created:?}");
+    wait_full_isr(&nodes, "leaving")?;
+    ensure!(produce(&voters_only, "leaving", 0, 50)?.len() == 50);
+
+    let unregister = |node: &Broker| cli::weir(node, &["cluster", "unregister", "--id", "4"], b"");
+    // Alive: refused, and it stays.
+    let alive = unregister(&nodes[0])?;
+    let said = String::from_utf8_lossy(&alive.stderr);
+    ensure!(
+        alive.status.code() == Some(1)
+            && said.contains("(error code 42)")
+            && said.contains("alive"),
+        "{:?}: {said}",
+        alive.status
+    );
+    // Stopped, but still a replica: refused, naming the partition.
+    nodes[3].stop()?;
+    wait_until(SETTLE_TIMEOUT, "broker 4 to be fenced", || {
+        Ok(listed_brokers(&voters_only)? == [1, 2, 3])
+    })?;
+    let holding = unregister(&nodes[0])?;
+    let said = String::from_utf8_lossy(&holding.stderr);
+    ensure!(
+        holding.status.code() == Some(1) && said.contains("leaving-0"),
+        "{:?}: {said}",
+        holding.status
+    );
+    // Moved away, it is unregistered: gone from the brokers and the quorum.
+    cli::weir_ok(
+        &nodes[0],
+        &[
+            "topic",
+            "reassign",
+            "leaving",
+            "--partition",
+            "0:1,2",
+            "--wait",
+            "60",
+        ],
+        b"",
+    )?;
+    let done = cli::weir_ok(
+        &nodes[1],
+        &["cluster", "unregister", "--id", "4", "--json"],
+        b"",
+    )?;
+    ensure!(done.trim() == r#"{"unregistered":4}"#, "{done}");
+    let status: serde_json::Value = serde_json::from_str(&cli::weir_ok(
+        &nodes[2],
+        &["cluster", "status", "--json"],
+        b"",
+    )?)?;
+    let brokers: Vec<i64> = status["brokers"]
+        .as_array()
+        .context("brokers")?
+        .iter()
+        .filter_map(|b| b["id"].as_i64())
+        .collect();
+    ensure!(
+        brokers == [1, 2, 3],
+        "DescribeCluster still names it: {status}"
+    );
+    wait_until(
+        SETTLE_TIMEOUT,
+        "node 4 to leave the quorum's observers",
+        || Ok(quorum_members(&nodes[0])?.1.is_empty()),
+    )?;
+    ensure!(read_all(&voters_only, "leaving", 1)?[&0] == (0..50).collect::<Vec<_>>());
+    // Unknown now: BROKER_ID_NOT_REGISTERED (102). Alive was INVALID_REQUEST (42).
+    let again = unregister(&nodes[0])?;
+    let said = String::from_utf8_lossy(&again.stderr);
+    ensure!(
+        again.status.code() == Some(1) && said.contains("(error code 102)"),
+        "{:?}: {said}",
+        again.status
     );
     Ok(())
 }
