@@ -1233,6 +1233,64 @@ mod tests {
     }
 
     #[test]
+    fn only_a_fenced_broker_that_is_no_replica_is_unregistered() {
+        let (mut state, epochs) = three_brokers();
+        let unregister =
+            |state: &mut ClusterState, id| state.apply(200, &Command::UnregisterBroker { id });
+        assert!(matches!(
+            unregister(&mut state, 9),
+            Outcome::Refused(Refusal::BrokerNotRegistered(_))
+        ));
+        assert!(matches!(
+            create(&mut state, "t", vec![vec![3, 1]]),
+            Outcome::Topic(_)
+        ));
+        let Outcome::Refused(Refusal::BrokerInUse(alive)) = unregister(&mut state, 3) else {
+            panic!("an unfenced broker was unregistered");
+        };
+        assert!(alive.contains("alive"), "{alive}");
+        state.apply(
+            201,
+            &Command::FenceBroker {
+                id: 3,
+                epoch: epochs[2],
+            },
+        );
+        let Outcome::Refused(Refusal::BrokerInUse(held)) = unregister(&mut state, 3) else {
+            panic!("a replica's broker was unregistered");
+        };
+        assert!(held.contains("t-0"), "{held}");
+        assert!(state.brokers.contains_key(&3));
+        let Outcome::PartitionResults { .. } = state.apply(
+            202,
+            &Command::AlterReassignments {
+                changes: vec![("t".into(), 0, Some(vec![1, 2]))],
+            },
+        ) else {
+            panic!("reassignment refused");
+        };
+        // Broker 2 catches up, which completes the move off broker 3.
+        let p = state.topics["t"].partitions[0].clone();
+        let Outcome::Assignment(_) = state.apply(
+            203,
+            &Command::AlterPartition(AlterPartition {
+                topic_id: state.topics["t"].id,
+                partition: 0,
+                leader: p.leader,
+                broker_epoch: epochs[0],
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![1, 2],
+            }),
+        ) else {
+            panic!("ISR change refused");
+        };
+        assert_eq!(state.topics["t"].partitions[0].replicas, vec![1, 2]);
+        assert_eq!(unregister(&mut state, 3), Outcome::Done);
+        assert!(!state.brokers.contains_key(&3));
+    }
+
+    #[test]
     fn a_created_topic_is_led_by_its_first_replica_with_a_full_isr() {
         let (mut state, _) = three_brokers();
         let Outcome::Topic(meta) = create(&mut state, "t", vec![vec![2, 3, 1], vec![3, 1, 2]])
