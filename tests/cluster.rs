@@ -1162,5 +1162,15 @@ fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyho
         "{:?}: {said}",
         again.status
     );
+    // A single node has no broker to remove and does not advertise the API
+    // (the cluster's answers above came through ApiVersions' list).
+    let single = Broker::start(&[])?;
+    let unserved = unregister(&single)?;
+    let said = String::from_utf8_lossy(&unserved.stderr);
+    ensure!(
+        unserved.status.code() == Some(1) && said.contains("UnregisterBroker"),
+        "{:?}: {said}",
+        unserved.status
+    );
     Ok(())
 }
