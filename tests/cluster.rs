@@ -1174,3 +1174,101 @@ fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyho
     );
     Ok(())
 }
+
+/// A `weir serve` child that is not a broker (no `listening on` line for
+/// [`Broker`] to wait for); killed on drop.
+struct ControllerOnly(std::process::Child);
+
+impl Drop for ControllerOnly {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_controller_only_voter_counts_toward_the_quorum_without_a_broker() -> anyhow::Result<()> {
+    let controllers: Vec<u16> = (0..3)
+        .map(|_| common::reserve_port())
+        .collect::<anyhow::Result<_>>()?;
+    let voters = (1..=3)
+        .zip(&controllers)
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--node-id", "3", "--process-roles", "controller"])
+        .args(["--voters", &voters, "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let controller = ControllerOnly(child);
+    let combined: Vec<_> = (1..=2)
+        .map(|id| {
+            let voters = voters.clone();
+            std::thread::spawn(move || {
+                let id = id.to_string();
+                Broker::start(&["--node-id", &id, "--voters", &voters])
+            })
+        })
+        .collect();
+    let said = BufReader::new(stdout)
+        .lines()
+        .next()
+        .context("the controller-only node said nothing")??;
+    ensure!(said.starts_with("controller listening on"), "{said}");
+    let mut nodes = Vec::new();
+    for handle in combined {
+        nodes.push(
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("a node's start thread panicked"))??,
+        );
+    }
+    let all = bootstrap(&nodes);
+    wait_until(SETTLE_TIMEOUT, "brokers 1 and 2 in Metadata", || {
+        Ok(listed_brokers(&all)? == [1, 2])
+    })?;
+    ensure!(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![]));
+    // Until the controller-only node leads, make the combined leader lose
+    // leadership (each election among the two left is node 3's at even
+    // odds).
+    let quorum_leader = |node: &Broker| -> anyhow::Result<i64> {
+        let status: serde_json::Value =
+            serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
+        Ok(status["quorum"]["leader"].as_i64().unwrap_or(-1))
+    };
+    wait_until(SETTLE_TIMEOUT, "the controller-only node to lead", || {
+        let leader = quorum_leader(&nodes[0]).or_else(|_| quorum_leader(&nodes[1]))?;
+        if let Some(index) = [1, 2].iter().position(|id| *id == leader) {
+            nodes[index].sigkill()?;
+            let other = &nodes[1 - index];
+            wait_until(SETTLE_TIMEOUT, "a new quorum leader", || {
+                Ok(quorum_leader(other).is_ok_and(|l| l > 0 && l != leader))
+            })?;
+            nodes[index].restart()?;
+        }
+        Ok(leader == 3)
+    })?;
+    // Clients are told of a controller they can reach: a broker, which
+    // forwards to the quorum.
+    for node in &nodes {
+        let status: serde_json::Value =
+            serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
+        ensure!(
+            [1, 2].contains(&status["controller"].as_i64().unwrap_or(-1)),
+            "{status}"
+        );
+    }
+    create_replicated_blocking(&all, "led-by-a-controller", 1, 2)?;
+    // With node 1 gone, nodes 2 and 3 are the majority: metadata commits.
+    nodes[0].sigkill()?;
+    create_replicated_blocking(&nodes[1].bootstrap(), "after-voter-death", 1, 1)?;
+    drop(controller);
+    Ok(())
+}

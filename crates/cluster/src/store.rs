@@ -251,10 +251,16 @@ impl MetadataStore for RaftMetadataStore {
         Some(rx.recv().ok().flatten().unwrap_or_else(leaderless))
     }
 
+    /// The quorum's leader when it is also an unfenced broker; otherwise
+    /// (a controller-only node leads, or none does) `None`, and the broker
+    /// asked names itself: clients send admin requests to the controller
+    /// they are told of, which must be a broker they can reach (Kafka's
+    /// KRaft brokers name a broker too), and any broker forwards them to
+    /// the quorum.
     fn controller_id(&self) -> Option<i32> {
-        self.controller
-            .leader()
-            .and_then(|id| i32::try_from(id).ok())
+        let leader = i32::try_from(self.controller.leader()?).ok()?;
+        self.read(|s| s.brokers.get(&leader).is_some_and(|b| !b.fenced))
+            .then_some(leader)
     }
 
     fn brokers(&self) -> Vec<BrokerInfo> {

@@ -385,8 +385,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         false
     }
     /// The controller clients are told of (Metadata, DescribeCluster): a
-    /// cluster's quorum leader, when known. `None` on a single node, which
-    /// is its own.
+    /// cluster's quorum leader, when known and an unfenced broker. `None`
+    /// on a single node, which is its own, and when the broker asked
+    /// should name itself.
     fn controller_id(&self) -> Option<i32> {
         None
     }
