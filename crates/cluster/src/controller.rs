@@ -672,6 +672,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_join_names_a_broker_id_and_a_bounded_host_and_port() {
+        let join = |id: u64, addr: &str| {
+            check_join(&Join {
+                id,
+                addr: addr.to_owned(),
+            })
+        };
+        assert!(join(4, "10.0.0.4:9093").is_ok());
+        assert!(join(4, "[::1]:9093").is_ok());
+        assert!(join(1 << 40, "10.0.0.4:9093").is_err());
+        for bad in ["10.0.0.4", ":9093", "h:0", "h:99999", "h:x"] {
+            assert!(join(4, bad).is_err(), "{bad}");
+        }
+        let long = format!("{}:9093", "h".repeat(JOIN_ADDR_BYTES_MAX));
+        assert!(join(4, &long).is_err());
+    }
+
+    #[test]
     fn a_new_term_judges_the_last_leader_by_when_it_was_last_heard_and_no_earlier_than_two_thirds_of_a_session()
      {
         let session = Duration::from_millis(1_500);
