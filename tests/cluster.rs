@@ -2,8 +2,10 @@
 //! three replicas created from any node and answered alike by every node,
 //! `weir cluster local`, replicas moved with `weir topic reassign` while a
 //! producer runs, leadership given back with `weir cluster elect-leaders`,
-//! a group's committed offsets kept across its coordinator's death, and the
-//! refusals that keep a data folder to the kind of node that made it.
+//! a group's committed offsets kept across its coordinator's death, the
+//! refusals that keep a data folder to the kind of node that made it, a
+//! broker-only node (a quorum learner) added, restarted, replaced with an
+//! empty disk and unregistered, and a controller-only voter.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.

@@ -1,6 +1,7 @@
 //! A cluster node's part of `weir serve`, beyond what a one-node cluster
 //! does: its place in the metadata quorum (the controller listener and the
-//! Raft node under `<data dir>/raft`), the broker's registration and
+//! Raft node under `<data dir>/raft`; a broker-only node first joins as a
+//! learner), the broker's registration and
 //! heartbeats, the change feed the broker follows, and the controlled
 //! shutdown that hands its leaderships over before it stops.
 //!
