@@ -996,6 +996,38 @@ fn quorum_members(node: &Broker) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
     Ok((ids("voters"), ids("observers")))
 }
 
+/// Each quorum member's lag (voters, then observers) as the first node
+/// whose `weir cluster status` reaches the quorum's leader says; `None`
+/// when none does.
+fn quorum_lags(nodes: &[Broker]) -> anyhow::Result<Option<Vec<(i64, i64)>>> {
+    for node in nodes {
+        let Ok(out) = cli::weir_ok(node, &["cluster", "status", "--json"], b"") else {
+            continue;
+        };
+        let status: serde_json::Value = serde_json::from_str(&out)?;
+        if status["quorum"]["leader"].as_i64().unwrap_or(-1) < 0 {
+            continue;
+        }
+        let lags = ["voters", "observers"]
+            .iter()
+            .flat_map(|key| {
+                status["quorum"][key]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|m| {
+                (
+                    m["id"].as_i64().unwrap_or(-1),
+                    m["lag"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        return Ok(Some(lags));
+    }
+    Ok(None)
+}
+
 #[test]
 fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_or_a_wiped_disk()
 -> anyhow::Result<()> {
@@ -1051,6 +1083,14 @@ fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_
     ensure!(produce(&voters_only, "learned", 300, 100)?.len() == 100);
     nodes[3].restart()?;
     wait_full_isr(&nodes, "learned")?;
+    // The quorum's leader met a learner whose log went back to empty and
+    // started its replication over: no voter's Raft stopped, so a new
+    // change reaches every voter and the observer.
+    create_replicated_blocking(&voters_only, "after-the-wipe", 1, 3)?;
+    wait_until(SETTLE_TIMEOUT, "every quorum member at lag 0", || {
+        Ok(quorum_lags(&nodes)?
+            .is_some_and(|lags| lags.len() == 4 && lags.iter().all(|(_, lag)| *lag == 0)))
+    })?;
     ensure!(
         read_all(&all, "learned", 1)?[&0] == (0..400).collect::<Vec<_>>(),
         "every record, in order, through two lives of the broker-only node"
