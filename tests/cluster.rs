@@ -2,8 +2,10 @@
 //! three replicas created from any node and answered alike by every node,
 //! `weir cluster local`, replicas moved with `weir topic reassign` while a
 //! producer runs, leadership given back with `weir cluster elect-leaders`,
-//! a group's committed offsets kept across its coordinator's death, and the
-//! refusals that keep a data folder to the kind of node that made it.
+//! a group's committed offsets kept across its coordinator's death, the
+//! refusals that keep a data folder to the kind of node that made it, a
+//! broker-only node (a quorum learner) added, restarted, replaced with an
+//! empty disk and unregistered, and a controller-only voter.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
@@ -44,6 +46,16 @@ fn start_cluster_with(
     extra: &[&str],
     own: impl Fn(u16) -> Vec<String>,
 ) -> anyhow::Result<Vec<Broker>> {
+    Ok(start_voters(n, extra, own)?.0)
+}
+
+/// As [`start_cluster_with`], also returning the `--voters` value, for
+/// nodes started later (broker-only nodes).
+fn start_voters(
+    n: u16,
+    extra: &[&str],
+    own: impl Fn(u16) -> Vec<String>,
+) -> anyhow::Result<(Vec<Broker>, String)> {
     let mut kafka = Vec::new();
     let mut voters = Vec::new();
     for id in 1..=n {
@@ -90,7 +102,7 @@ fn start_cluster_with(
                 .is_ok_and(|m| m.brokers().len() == usize::from(n)))
         },
     )?;
-    Ok(nodes)
+    Ok((nodes, voters))
 }
 
 fn bootstrap(nodes: &[Broker]) -> String {
@@ -882,7 +894,31 @@ fn a_data_folder_keeps_the_kind_of_node_that_made_it() -> anyhow::Result<()> {
                 "--voters",
                 voters.as_str(),
             ],
-            "broker-only nodes",
+            "needs an id that is not in --voters",
+        ),
+        (
+            vec![
+                "--process-roles",
+                "broker",
+                "--node-id",
+                "4",
+                "--voters",
+                voters.as_str(),
+            ],
+            "needs --controller-listen",
+        ),
+        (
+            vec![
+                "--process-roles",
+                "broker",
+                "--node-id",
+                "4",
+                "--voters",
+                voters.as_str(),
+                "--controller-listen",
+                "0.0.0.0:9093",
+            ],
+            "not a wildcard",
         ),
         (
             vec!["--process-roles", "controller"],
@@ -1004,5 +1040,362 @@ fn a_consumer_that_gives_its_rack_reads_from_the_in_sync_replica_there() -> anyh
         "read {} records through the rack-aware route",
         read.len()
     );
+    Ok(())
+}
+
+/// Start broker-only node `id` (`--process-roles broker`, a learner of the
+/// quorum) against `voters`, on reserved ports so a restart keeps them.
+fn start_broker_only(id: u16, voters: &str) -> anyhow::Result<Broker> {
+    let listen = format!("127.0.0.1:{}", common::reserve_port()?);
+    let controller = format!("127.0.0.1:{}", common::reserve_port()?);
+    let id = id.to_string();
+    Broker::start_at(
+        &listen,
+        &[
+            "--node-id",
+            &id,
+            "--voters",
+            voters,
+            "--process-roles",
+            "broker",
+            "--controller-listen",
+            &controller,
+        ],
+    )
+}
+
+/// The broker ids a node's Metadata answer lists, sorted.
+fn listed_brokers(address: &str) -> anyhow::Result<Vec<i32>> {
+    let consumer: BaseConsumer = common::consumer_config(address).create()?;
+    let metadata = consumer.fetch_metadata(None, CLIENT_TIMEOUT)?;
+    let mut ids: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// `weir cluster status --json`'s quorum voter and observer ids.
+fn quorum_members(node: &Broker) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
+    let status: serde_json::Value =
+        serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
+    let ids = |key: &str| -> Vec<i64> {
+        let mut ids: Vec<i64> = status["quorum"][key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v["id"].as_i64()).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    };
+    Ok((ids("voters"), ids("observers")))
+}
+
+/// Each quorum member's lag (voters, then observers) as the first node
+/// whose `weir cluster status` reaches the quorum's leader says; `None`
+/// when none does.
+fn quorum_lags(nodes: &[Broker]) -> anyhow::Result<Option<Vec<(i64, i64)>>> {
+    for node in nodes {
+        let Ok(out) = cli::weir_ok(node, &["cluster", "status", "--json"], b"") else {
+            continue;
+        };
+        let status: serde_json::Value = serde_json::from_str(&out)?;
+        if status["quorum"]["leader"].as_i64().unwrap_or(-1) < 0 {
+            continue;
+        }
+        let lags = ["voters", "observers"]
+            .iter()
+            .flat_map(|key| {
+                status["quorum"][key]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|m| {
+                (
+                    m["id"].as_i64().unwrap_or(-1),
+                    m["lag"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        return Ok(Some(lags));
+    }
+    Ok(None)
+}
+
+#[test]
+fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_or_a_wiped_disk()
+-> anyhow::Result<()> {
+    let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
+    nodes.push(start_broker_only(4, &voters)?);
+    let voters_only = bootstrap(&nodes[..3]);
+    wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
+        Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
+    })?;
+    wait_until(SETTLE_TIMEOUT, "node 4 shown as an observer", || {
+        Ok(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![4]))
+    })?;
+
+    // A topic placed on it: it leads and the voters follow.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let placed: &[&[i32]] = &[&[4, 1, 2]];
+    let created = runtime.block_on(
+        common::admin(&voters_only)?.create_topics(
+            &[
+                NewTopic::new("learned", 1, TopicReplication::Variable(placed))
+                    .set("min.insync.replicas", "2"),
+            ],
+            &common::admin_options(),
+        ),
+    )?;
+    ensure!(matches!(created.as_slice(), [Ok(_)]), "{created:?}");
+    let described = wait_full_isr(&nodes, "learned")?;
+    ensure!(described[&0].leader == 4, "{described:?}");
+    let all = bootstrap(&nodes);
+    ensure!(produce(&all, "learned", 0, 200)?.len() == 200);
+
+    // Its death costs the quorum nothing: metadata still commits, and its
+    // partition moves to an in-sync voter.
+    nodes[3].sigkill()?;
+    create_replicated_blocking(&voters_only, "after-learner-death", 1, 3)?;
+    wait_until(SETTLE_TIMEOUT, "a voter to lead 'learned'", || {
+        Ok(describe(&voters_only, "learned")?[&0].leader != 4)
+    })?;
+    ensure!(produce(&voters_only, "learned", 200, 100)?.len() == 100);
+
+    // Restarted on its data folder, it rejoins as the same learner and
+    // catches up to a full ISR.
+    nodes[3].restart()?;
+    wait_full_isr(&nodes, "learned")?;
+    ensure!(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![4]));
+
+    // Replaced with an empty disk under the same id: it takes the metadata
+    // from the quorum again, registers, and copies the partition back.
+    nodes[3].sigkill()?;
+    std::fs::remove_dir_all(nodes[3].data_dir())?;
+    ensure!(produce(&voters_only, "learned", 300, 100)?.len() == 100);
+    nodes[3].restart()?;
+    wait_full_isr(&nodes, "learned")?;
+    // The quorum's leader met a learner whose log went back to empty and
+    // started its replication over: no voter's Raft stopped, so a new
+    // change reaches every voter and the observer.
+    create_replicated_blocking(&voters_only, "after-the-wipe", 1, 3)?;
+    wait_until(SETTLE_TIMEOUT, "every quorum member at lag 0", || {
+        Ok(quorum_lags(&nodes)?
+            .is_some_and(|lags| lags.len() == 4 && lags.iter().all(|(_, lag)| *lag == 0)))
+    })?;
+    ensure!(
+        read_all(&all, "learned", 1)?[&0] == (0..400).collect::<Vec<_>>(),
+        "every record, in order, through two lives of the broker-only node"
+    );
+    // It serves them itself once it leads again.
+    cli::weir_ok(
+        &nodes[0],
+        &["cluster", "elect-leaders", "--topic", "learned"],
+        b"",
+    )?;
+    wait_until(SETTLE_TIMEOUT, "broker 4 to lead 'learned' again", || {
+        Ok(describe(&all, "learned")?[&0].leader == 4)
+    })?;
+    ensure!(read_all(&nodes[3].bootstrap(), "learned", 1)?[&0].len() == 400);
+    Ok(())
+}
+
+#[test]
+fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyhow::Result<()> {
+    let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
+    nodes.push(start_broker_only(4, &voters)?);
+    let voters_only = bootstrap(&nodes[..3]);
+    wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
+        Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let placed: &[&[i32]] = &[&[4, 1]];
+    let created = runtime.block_on(common::admin(&voters_only)?.create_topics(
+        &[NewTopic::new(
+            "leaving",
+            1,
+            TopicReplication::Variable(placed),
+        )],
+        &common::admin_options(),
+    ))?;
+    ensure!(matches!(created.as_slice(), [Ok(_)]), "{created:?}");
+    wait_full_isr(&nodes, "leaving")?;
+    ensure!(produce(&voters_only, "leaving", 0, 50)?.len() == 50);
+
+    let unregister = |node: &Broker| cli::weir(node, &["cluster", "unregister", "--id", "4"], b"");
+    // Alive: refused, and it stays.
+    let alive = unregister(&nodes[0])?;
+    let said = String::from_utf8_lossy(&alive.stderr);
+    ensure!(
+        alive.status.code() == Some(1)
+            && said.contains("(error code 42)")
+            && said.contains("alive"),
+        "{:?}: {said}",
+        alive.status
+    );
+    // Stopped, but still a replica: refused, naming the partition.
+    nodes[3].stop()?;
+    wait_until(SETTLE_TIMEOUT, "broker 4 to be fenced", || {
+        Ok(listed_brokers(&voters_only)? == [1, 2, 3])
+    })?;
+    let holding = unregister(&nodes[0])?;
+    let said = String::from_utf8_lossy(&holding.stderr);
+    ensure!(
+        holding.status.code() == Some(1) && said.contains("leaving-0"),
+        "{:?}: {said}",
+        holding.status
+    );
+    // Moved away, it is unregistered: gone from the brokers and the quorum.
+    cli::weir_ok(
+        &nodes[0],
+        &[
+            "topic",
+            "reassign",
+            "leaving",
+            "--partition",
+            "0:1,2",
+            "--wait",
+            "60",
+        ],
+        b"",
+    )?;
+    let done = cli::weir_ok(
+        &nodes[1],
+        &["cluster", "unregister", "--id", "4", "--json"],
+        b"",
+    )?;
+    ensure!(done.trim() == r#"{"unregistered":4}"#, "{done}");
+    let status: serde_json::Value = serde_json::from_str(&cli::weir_ok(
+        &nodes[2],
+        &["cluster", "status", "--json"],
+        b"",
+    )?)?;
+    let brokers: Vec<i64> = status["brokers"]
+        .as_array()
+        .context("brokers")?
+        .iter()
+        .filter_map(|b| b["id"].as_i64())
+        .collect();
+    ensure!(
+        brokers == [1, 2, 3],
+        "DescribeCluster still names it: {status}"
+    );
+    wait_until(
+        SETTLE_TIMEOUT,
+        "node 4 to leave the quorum's observers",
+        || Ok(quorum_members(&nodes[0])?.1.is_empty()),
+    )?;
+    ensure!(read_all(&voters_only, "leaving", 1)?[&0] == (0..50).collect::<Vec<_>>());
+    // Unknown now: BROKER_ID_NOT_REGISTERED (102). Alive was INVALID_REQUEST (42).
+    let again = unregister(&nodes[0])?;
+    let said = String::from_utf8_lossy(&again.stderr);
+    ensure!(
+        again.status.code() == Some(1) && said.contains("(error code 102)"),
+        "{:?}: {said}",
+        again.status
+    );
+    // A single node has no broker to remove and does not advertise the API
+    // (the cluster's answers above came through ApiVersions' list).
+    let single = Broker::start(&[])?;
+    let unserved = unregister(&single)?;
+    let said = String::from_utf8_lossy(&unserved.stderr);
+    ensure!(
+        unserved.status.code() == Some(1) && said.contains("UnregisterBroker"),
+        "{:?}: {said}",
+        unserved.status
+    );
+    Ok(())
+}
+
+/// A `weir serve` child that is not a broker (no `listening on` line for
+/// [`Broker`] to wait for); killed on drop.
+struct ControllerOnly(std::process::Child);
+
+impl Drop for ControllerOnly {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_controller_only_voter_counts_toward_the_quorum_without_a_broker() -> anyhow::Result<()> {
+    let controllers: Vec<u16> = (0..3)
+        .map(|_| common::reserve_port())
+        .collect::<anyhow::Result<_>>()?;
+    let voters = (1..=3)
+        .zip(&controllers)
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--node-id", "3", "--process-roles", "controller"])
+        .args(["--voters", &voters, "--data-dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let controller = ControllerOnly(child);
+    let combined: Vec<_> = (1..=2)
+        .map(|id| {
+            let voters = voters.clone();
+            std::thread::spawn(move || {
+                let id = id.to_string();
+                Broker::start(&["--node-id", &id, "--voters", &voters])
+            })
+        })
+        .collect();
+    let said = BufReader::new(stdout)
+        .lines()
+        .next()
+        .context("the controller-only node said nothing")??;
+    ensure!(said.starts_with("controller listening on"), "{said}");
+    let mut nodes = Vec::new();
+    for handle in combined {
+        nodes.push(
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("a node's start thread panicked"))??,
+        );
+    }
+    let all = bootstrap(&nodes);
+    wait_until(SETTLE_TIMEOUT, "brokers 1 and 2 in Metadata", || {
+        Ok(listed_brokers(&all)? == [1, 2])
+    })?;
+    ensure!(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![]));
+    // Until the controller-only node leads, make the combined leader lose
+    // leadership (each election among the two left is node 3's at even
+    // odds).
+    let quorum_leader = |node: &Broker| -> anyhow::Result<i64> {
+        let status: serde_json::Value =
+            serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
+        Ok(status["quorum"]["leader"].as_i64().unwrap_or(-1))
+    };
+    wait_until(SETTLE_TIMEOUT, "the controller-only node to lead", || {
+        let leader = quorum_leader(&nodes[0]).or_else(|_| quorum_leader(&nodes[1]))?;
+        if let Some(index) = [1, 2].iter().position(|id| *id == leader) {
+            nodes[index].sigkill()?;
+            let other = &nodes[1 - index];
+            wait_until(SETTLE_TIMEOUT, "a new quorum leader", || {
+                Ok(quorum_leader(other).is_ok_and(|l| l > 0 && l != leader))
+            })?;
+            nodes[index].restart()?;
+        }
+        Ok(leader == 3)
+    })?;
+    // Clients are told of a controller they can reach (a broker, which
+    // forwards to the quorum): librdkafka's admin client sends CreateTopics
+    // there, and would time out on the controller-only leader.
+    create_replicated_blocking(&all, "led-by-a-controller", 1, 2)?;
+    // With node 1 gone, nodes 2 and 3 are the majority: metadata commits.
+    nodes[0].sigkill()?;
+    create_replicated_blocking(&nodes[1].bootstrap(), "after-voter-death", 1, 1)?;
+    drop(controller);
     Ok(())
 }

@@ -108,6 +108,8 @@ impl From<MetadataError> for ApiError {
             MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
             MetadataError::NoController(_) => ResponseError::RequestTimedOut,
             MetadataError::Storage(_) => ResponseError::KafkaStorageError,
+            MetadataError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
+            MetadataError::BrokerInUse(_) => ResponseError::InvalidRequest,
         };
         Self::new(code, err.to_string())
     }

@@ -151,9 +151,21 @@ impl Broker {
         &api::SERVED
     }
 
-    /// The version range served for one API, if it is served.
+    /// The APIs and version ranges this broker advertises: those of
+    /// [`Broker::served_apis`], and on a cluster's broker the APIs only a
+    /// cluster serves (UnregisterBroker).
+    pub fn advertised_apis(&self) -> &'static [(ApiKey, VersionRange)] {
+        if self.metadata().replicated() {
+            &api::CLUSTER_SERVED
+        } else {
+            &api::SERVED
+        }
+    }
+
+    /// The version range decoded for one API, if any broker serves it (a
+    /// cluster-only API reaching a single node is refused by its handler).
     pub fn served_versions(api: ApiKey) -> Option<VersionRange> {
-        api::SERVED
+        api::CLUSTER_SERVED
             .iter()
             .find(|(key, _)| *key == api)
             .map(|(_, range)| *range)

@@ -1,7 +1,8 @@
 //! `weir cluster`: `status` (the metadata quorum and each voter's lag, the
 //! brokers, and which partitions are online, under-replicated or offline,
 //! from DescribeQuorum, DescribeCluster and Metadata, as text or (`--json`)
-//! one JSON document), and the entry points of `local` and `elect-leaders`.
+//! one JSON document), `unregister` (Kafka's UnregisterBroker), and the
+//! entry points of `local` and `elect-leaders`.
 
 use crate::Result;
 use clap::{Args, Subcommand};
@@ -58,6 +59,26 @@ failover put it). An unclean election gives a partition whose in-sync
 replicas are all down a leader from outside the ISR: records it did not copy
 are lost. Exits 1 if any partition could not get the leader asked for.")]
     ElectLeaders(crate::replicas::ElectArgs),
+    /// Remove a broker that is gone for good from the cluster (Kafka's
+    /// UnregisterBroker, as `kafka-cluster.sh unregister --id N`).
+    #[command(after_help = "\
+Examples:
+  weir cluster unregister --id 4
+  weir cluster unregister --id 4 --json
+
+The broker must be stopped (fenced) and hold no replica: move its partitions
+away with `weir topic reassign` first. A broker-only node also leaves the
+metadata quorum's learners. Exits 1 when the cluster refuses (the broker is
+alive, still a replica, or not registered) and says why.")]
+    Unregister(UnregisterArgs),
+}
+
+/// `weir cluster unregister`.
+#[derive(Debug, Args)]
+pub struct UnregisterArgs {
+    /// The broker's id (its --node-id).
+    #[arg(long, value_name = "ID")]
+    id: i32,
 }
 
 /// A broker as the status lists it.
@@ -79,6 +100,8 @@ struct Quorum {
     epoch: i32,
     high_watermark: i64,
     voters: Vec<Voter>,
+    /// Nodes that copy the metadata without voting: broker-only nodes.
+    observers: Vec<Voter>,
 }
 
 struct Voter {
@@ -114,27 +137,26 @@ fn describe_quorum(client: &mut weir_client::Client) -> Result<Option<Quorum>> {
             epoch: -1,
             high_watermark: -1,
             voters: Vec::new(),
+            observers: Vec::new(),
         }));
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let hw = partition.high_watermark;
+    let replica = |v: &kafka_protocol::messages::describe_quorum_response::ReplicaState| Voter {
+        id: v.replica_id.0,
+        log_end: v.log_end_offset,
+        lag: (hw - v.log_end_offset).max(0),
+        caught_up_ago_ms: (v.last_caught_up_timestamp >= 0)
+            .then(|| (now - v.last_caught_up_timestamp).max(0)),
+    };
     Ok(Some(Quorum {
         leader: partition.leader_id.0,
         epoch: partition.leader_epoch,
         high_watermark: hw,
-        voters: partition
-            .current_voters
-            .iter()
-            .map(|v| Voter {
-                id: v.replica_id.0,
-                log_end: v.log_end_offset,
-                lag: (hw - v.log_end_offset).max(0),
-                caught_up_ago_ms: (v.last_caught_up_timestamp >= 0)
-                    .then(|| (now - v.last_caught_up_timestamp).max(0)),
-            })
-            .collect(),
+        voters: partition.current_voters.iter().map(replica).collect(),
+        observers: partition.observers.iter().map(replica).collect(),
     }))
 }
 
@@ -147,7 +169,30 @@ pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
             let mut client = super::connect(brokers)?;
             crate::replicas::elect(&mut client, elect, args.json)
         }
+        ClusterCommand::Unregister(unregister) => {
+            let mut client = super::connect(brokers)?;
+            unregister_broker(&mut client, unregister.id, args.json)
+        }
     }
+}
+
+/// Unregister broker `id`, through whichever broker answers (it forwards
+/// to the quorum's leader).
+fn unregister_broker(client: &mut weir_client::Client, id: i32, json: bool) -> Result<()> {
+    use kafka_protocol::messages::{BrokerId, UnregisterBrokerRequest};
+    let response = client.send(
+        &UnregisterBrokerRequest::default().with_broker_id(BrokerId(id)),
+        0,
+    )?;
+    weir_client::check_message(response.error_code, response.error_message.as_ref(), || {
+        format!("unregistering broker {id}")
+    })?;
+    if json {
+        super::print_out(&format!("{}\n", json!({ "unregistered": id })))?;
+    } else {
+        super::print_out(&format!("unregistered broker {id}\n"))?;
+    }
+    Ok(())
 }
 
 fn status(brokers: &str, json: bool) -> Result<()> {
@@ -238,6 +283,12 @@ fn status(brokers: &str, json: bool) -> Result<()> {
                     "lag": v.lag,
                     "last_caught_up_ms_ago": v.caught_up_ago_ms,
                 })).collect::<Vec<_>>(),
+                "observers": q.observers.iter().map(|v| json!({
+                    "id": v.id,
+                    "log_end_offset": v.log_end,
+                    "lag": v.lag,
+                    "last_caught_up_ms_ago": v.caught_up_ago_ms,
+                })).collect::<Vec<_>>(),
             })),
             "topics": metadata.topics.len(),
             "partitions": {
@@ -291,16 +342,27 @@ fn status(brokers: &str, json: bool) -> Result<()> {
                 .map(str::to_owned)
                 .to_vec(),
         ];
-        for v in &q.voters {
-            voters.push(vec![
+        let row = |v: &Voter| {
+            vec![
                 v.id.to_string(),
                 v.log_end.to_string(),
                 v.lag.to_string(),
                 v.caught_up_ago_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms ago")),
-            ]);
-        }
+            ]
+        };
+        voters.extend(q.voters.iter().map(row));
         out.push_str(&super::table(&voters));
+        if !q.observers.is_empty() {
+            let mut observers = vec![
+                ["OBSERVER", "LOG-END", "LAG", "CAUGHT-UP"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
+            observers.extend(q.observers.iter().map(row));
+            out.push('\n');
+            out.push_str(&super::table(&observers));
+        }
     }
     out.push_str(&format!(
         "\ntopics: {}\npartitions: {}\n",

@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
 
 use crate::Raft;
 use crate::state::{Command, Outcome};
@@ -72,6 +73,23 @@ pub enum HeartbeatAnswer {
     /// committed): it must register again.
     StaleRegistration,
 }
+
+/// A broker-only node's request to copy the metadata as a learner of the
+/// quorum (`POST /controller/join`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Join {
+    /// Its node id: a broker id, never one of the voters.
+    pub(crate) id: u64,
+    /// Its controller listener, `HOST:PORT`, where the leader sends the log.
+    pub(crate) addr: String,
+}
+
+/// Longest controller address a node may join with: a DNS name (253
+/// bytes), brackets, a colon and a port.
+pub(crate) const JOIN_ADDR_BYTES_MAX: usize = 263;
+/// Most learners the quorum keeps: the leader sends the log to each, so a
+/// stranger on the controller port cannot make it replicate without end.
+pub(crate) const LEARNERS_MAX: usize = 256;
 
 /// The part of a node the controller listener serves.
 pub(crate) struct Node {
@@ -277,6 +295,106 @@ impl Node {
         }
     }
 
+    /// On a leader: make `join.id` a learner reached at `join.addr` (a
+    /// learner copies the log and never votes), or change the address of
+    /// a known learner. Idempotent; a voter's id is refused. The answer is
+    /// `Err` with why for a refusal.
+    pub(crate) async fn local_join(&self, join: Join) -> LeaderReply<Result<(), String>> {
+        if let Err(why) = check_join(&join) {
+            return LeaderReply::Done(Err(why));
+        }
+        if self.leading_term().is_none() {
+            return self.not_leader();
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.voter_ids().any(|v| v == join.id) {
+            return LeaderReply::Done(Err(format!(
+                "node {} is a voter of the metadata quorum; a broker-only node needs an \
+                 id that is not in --voters",
+                join.id
+            )));
+        }
+        let node = BasicNode {
+            addr: join.addr.clone(),
+        };
+        let answer = match membership.get_node(&join.id) {
+            Some(known) if known.addr == join.addr => return LeaderReply::Done(Ok(())),
+            Some(_) => {
+                let change = ChangeMembers::SetNodes([(join.id, node)].into_iter().collect());
+                self.raft.change_membership(change, true).await
+            }
+            None if membership.learner_ids().count() >= LEARNERS_MAX => {
+                return LeaderReply::Done(Err(format!(
+                    "the quorum already has {LEARNERS_MAX} learners (broker-only nodes)"
+                )));
+            }
+            None => self.raft.add_learner(join.id, node, false).await,
+        };
+        match membership_answer(answer) {
+            LeaderReply::Done(Ok(())) => {
+                tracing::info!(node = join.id, addr = %join.addr, "a broker-only node joined as a learner");
+                LeaderReply::Done(Ok(()))
+            }
+            other => other,
+        }
+    }
+
+    /// On a leader: unregister broker `id` (a fenced broker no partition
+    /// lists as a replica), and, if it is a learner of the quorum, remove
+    /// it from the membership so the leader stops sending it the log. A
+    /// retry after the registration is gone still removes the learner.
+    /// Answers the outcome and the log index that holds it.
+    pub(crate) async fn local_unregister(&self, id: i32) -> LeaderReply<(Outcome, u64)> {
+        if self.leading_term().is_none() {
+            return self.not_leader();
+        }
+        let registered = match self.machine.read(|s| s.brokers.contains_key(&id)) {
+            Ok(registered) => registered,
+            Err(e) => return LeaderReply::Failed(e.to_string()),
+        };
+        let metrics = self.raft.metrics().borrow().clone();
+        let learner = u64::try_from(id).ok().filter(|node| {
+            metrics
+                .membership_config
+                .membership()
+                .learner_ids()
+                .any(|l| l == *node)
+        });
+        let mut index = metrics.last_applied.map_or(0, |l| l.index);
+        if registered {
+            match self.local_write(Command::UnregisterBroker { id }).await {
+                LeaderReply::Done((Outcome::Done, at)) => index = at,
+                other => return other,
+            }
+        } else if learner.is_none() {
+            return LeaderReply::Done((
+                Outcome::Refused(crate::Refusal::BrokerNotRegistered(format!(
+                    "broker {id} is not registered"
+                ))),
+                index,
+            ));
+        }
+        if let Some(node) = learner {
+            let change = ChangeMembers::RemoveNodes([node].into_iter().collect());
+            match membership_answer(self.raft.change_membership(change, false).await) {
+                LeaderReply::Done(Ok(())) => {
+                    tracing::info!(node, "removed a learner from the metadata quorum");
+                    index = index.max(self.raft.metrics().borrow().last_log_index.unwrap_or(0));
+                }
+                LeaderReply::Done(Err(why)) => return LeaderReply::Failed(why),
+                LeaderReply::NotLeader { leader } => return LeaderReply::NotLeader { leader },
+                LeaderReply::Failed(why) => return LeaderReply::Failed(why),
+            }
+        }
+        LeaderReply::Done((Outcome::Done, index))
+    }
+
     /// On a leader: the quorum as DescribeQuorum tells it: each voter's log
     /// end (the index after the last entry it holds) and when it was last
     /// seen to copy the log and to hold all of it, from the replication
@@ -442,6 +560,50 @@ impl Sessions {
             }
         }
         found
+    }
+}
+
+/// A join's id and address, checked before anything is changed.
+fn check_join(join: &Join) -> Result<(), String> {
+    if i32::try_from(join.id).is_err() {
+        return Err(format!("node id {} is not a broker id", join.id));
+    }
+    if join.addr.len() > JOIN_ADDR_BYTES_MAX {
+        return Err(format!(
+            "a controller address of more than {JOIN_ADDR_BYTES_MAX} bytes"
+        ));
+    }
+    match join.addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "controller address '{}' is not HOST:PORT",
+            join.addr
+        )),
+    }
+}
+
+/// A membership change's result as a leader's answer: a change the quorum
+/// refuses is `Done(Err)`; one that must wait for an earlier change to
+/// commit is "not leader" with no leader, which the asker retries after a
+/// pause.
+fn membership_answer<T>(
+    answer: Result<T, RaftError<u64, ClientWriteError<u64, BasicNode>>>,
+) -> LeaderReply<Result<(), String>> {
+    use openraft::error::ChangeMembershipError;
+    match answer {
+        Ok(_) => LeaderReply::Done(Ok(())),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => LeaderReply::NotLeader {
+            leader: f.leader_id,
+        },
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        ))) => LeaderReply::NotLeader { leader: None },
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            LeaderReply::Done(Err(e.to_string()))
+        }
+        Err(e) => LeaderReply::Failed(e.to_string()),
     }
 }
 
@@ -623,6 +785,24 @@ fn imbalanced(state: &crate::ClusterState, percentage: u32) -> Vec<(String, i32)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_names_a_broker_id_and_a_bounded_host_and_port() {
+        let join = |id: u64, addr: &str| {
+            check_join(&Join {
+                id,
+                addr: addr.to_owned(),
+            })
+        };
+        assert!(join(4, "10.0.0.4:9093").is_ok());
+        assert!(join(4, "[::1]:9093").is_ok());
+        assert!(join(1 << 40, "10.0.0.4:9093").is_err());
+        for bad in ["10.0.0.4", ":9093", "h:0", "h:99999", "h:x"] {
+            assert!(join(4, bad).is_err(), "{bad}");
+        }
+        let long = format!("{}:9093", "h".repeat(JOIN_ADDR_BYTES_MAX));
+        assert!(join(4, &long).is_err());
+    }
 
     #[test]
     fn a_new_term_judges_the_last_leader_by_when_it_was_last_heard_and_no_earlier_than_two_thirds_of_a_session()

@@ -74,6 +74,9 @@ pub enum ClusterError {
     /// The controller listener failed.
     #[error("controller listener: {0}")]
     Listener(#[source] std::io::Error),
+    /// The quorum's leader refused the request, and says why.
+    #[error("the metadata quorum refused: {0}")]
+    Refused(String),
 }
 
 impl From<weir_sync::PoisonedLock> for ClusterError {
@@ -94,6 +97,11 @@ pub struct ControllerConfig {
     pub node_id: u64,
     /// `--voters`: each voter's id and controller address (`HOST:PORT`).
     pub voters: BTreeMap<u64, String>,
+    /// A broker-only node (`--process-roles broker`): not one of the
+    /// voters but a learner of the quorum, which copies the metadata and
+    /// never votes. The address is its controller listener, where the
+    /// leader sends it the log.
+    pub learner: Option<String>,
     /// Where the Raft log, vote and snapshot live (`<data dir>/raft`).
     pub dir: PathBuf,
     /// Raft heartbeat interval.
@@ -130,6 +138,7 @@ impl ControllerConfig {
         Self {
             node_id,
             voters,
+            learner: None,
             dir,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(200),
@@ -178,6 +187,8 @@ pub fn parse_voters(text: &str) -> Result<BTreeMap<u64, String>, ClusterError> {
 pub struct Controller {
     id: u64,
     voters: BTreeMap<u64, String>,
+    /// A learner's own controller address (see [`ControllerConfig::learner`]).
+    learner: Option<String>,
     write_timeout: Duration,
     raft: Raft,
     node: Arc<controller::Node>,
@@ -202,18 +213,30 @@ impl std::fmt::Debug for Controller {
 
 impl Controller {
     /// Open the node's Raft storage, serve the controller listener on
-    /// `listener`, and join the quorum. A node that has never run
+    /// `listener`, and join the quorum. A voter that has never run
     /// initializes the quorum with the voters; every voter may do so, with
-    /// the same voters, and Raft keeps one.
+    /// the same voters, and Raft keeps one. A learner never initializes:
+    /// it asks the leader to add it ([`Controller::join`]) and takes the
+    /// log and membership from it.
     pub async fn start(
         config: ControllerConfig,
         listener: tokio::net::TcpListener,
     ) -> Result<Arc<Self>, ClusterError> {
-        if !config.voters.contains_key(&config.node_id) {
-            return Err(ClusterError::Config(format!(
-                "--node-id {} is not one of --voters",
-                config.node_id
-            )));
+        let voter = config.voters.contains_key(&config.node_id);
+        match (&config.learner, voter) {
+            (None, false) => {
+                return Err(ClusterError::Config(format!(
+                    "--node-id {} is not one of --voters",
+                    config.node_id
+                )));
+            }
+            (Some(_), true) => {
+                return Err(ClusterError::Config(format!(
+                    "--node-id {} is one of --voters; a broker-only node needs another id",
+                    config.node_id
+                )));
+            }
+            _ => {}
         }
         let timeout_ms = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
         let raft_config = Config {
@@ -270,7 +293,7 @@ impl Controller {
             .is_initialized()
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if !initialized {
+        if !initialized && config.learner.is_none() {
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
                 .iter()
@@ -289,6 +312,7 @@ impl Controller {
         let controller = Arc::new(Self {
             id: config.node_id,
             voters: config.voters,
+            learner: config.learner,
             write_timeout: config.write_timeout,
             raft,
             node,
@@ -403,6 +427,47 @@ impl Controller {
         .await
     }
 
+    /// Whether this node is a learner of the quorum (a broker-only node).
+    pub fn is_learner(&self) -> bool {
+        self.learner.is_some()
+    }
+
+    /// A learner: ask the quorum's leader, through any voter, to add this
+    /// node as a learner at its controller address (or update the address
+    /// it knows). Idempotent; a voter has nothing to do. Fails with
+    /// [`ClusterError::Refused`] when the leader refuses (the id is a
+    /// voter's), and [`ClusterError::NoLeader`] when no leader answered.
+    pub async fn join(&self) -> Result<(), ClusterError> {
+        let Some(addr) = &self.learner else {
+            return Ok(());
+        };
+        let join = controller::Join {
+            id: self.id,
+            addr: addr.clone(),
+        };
+        let answer = self
+            .ask_leader("/controller/join", &join, |node| {
+                let join = join.clone();
+                async move { node.local_join(join).await }
+            })
+            .await?;
+        answer.map_err(ClusterError::Refused)
+    }
+
+    /// Unregister broker `id` (Kafka's UnregisterBroker) through the
+    /// quorum's leader, removing it from the quorum too if it is a
+    /// learner, and wait until this node has applied the change. A refusal
+    /// is the outcome [`Outcome::Refused`].
+    pub async fn unregister_broker(&self, id: i32) -> Result<Outcome, ClusterError> {
+        let (outcome, index) = self
+            .ask_leader("/controller/unregister", &id, |node| async move {
+                node.local_unregister(id).await
+            })
+            .await?;
+        self.wait_applied(index, self.write_timeout).await?;
+        Ok(outcome)
+    }
+
     /// The quorum as its leader describes it (DescribeQuorum), asked of the
     /// leader wherever it is.
     pub async fn describe_quorum(&self) -> Result<weir_metadata::QuorumInfo, ClusterError> {
@@ -428,7 +493,8 @@ impl Controller {
     {
         use controller::LeaderReply;
         let deadline = Instant::now() + self.write_timeout;
-        let mut target = self.leader().unwrap_or(self.id);
+        let mut tried = 0usize;
+        let mut target = self.leader().unwrap_or_else(|| self.guess_leader(tried));
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = async {
@@ -464,7 +530,8 @@ impl Controller {
                         return Err(ClusterError::NoLeader(self.write_timeout));
                     }
                     tokio::time::sleep(NO_LEADER_BACKOFF).await;
-                    target = self.leader().unwrap_or(self.id);
+                    tried = tried.wrapping_add(1);
+                    target = self.leader().unwrap_or_else(|| self.guess_leader(tried));
                 }
             }
         }
@@ -489,6 +556,21 @@ impl Controller {
             tracing::warn!(error = %e, "the metadata quorum node did not stop cleanly");
         }
         self.server.abort();
+    }
+
+    /// Whom to ask when no leader is known: a voter asks itself (it may be
+    /// elected, and it learns the leader when one is); a learner, which is
+    /// never elected, asks each voter of `--voters` in turn, and a voter
+    /// that knows the leader names it.
+    fn guess_leader(&self, tried: usize) -> u64 {
+        if self.learner.is_none() || self.voters.is_empty() {
+            return self.id;
+        }
+        self.voters
+            .keys()
+            .nth(tried % self.voters.len())
+            .copied()
+            .unwrap_or(self.id)
     }
 
     fn address_of(&self, id: u64) -> Option<String> {

@@ -10,6 +10,9 @@
 //! | `POST /controller/write` | a metadata [`Command`](crate::Command) | the outcome and its index, or "not leader" |
 //! | `POST /controller/read_index` | nothing             | the leader's read index, or "not leader" |
 //! | `POST /controller/heartbeat` | a broker's heartbeat | whether it is fenced, or "not leader" |
+//! | `POST /controller/quorum` | nothing                 | the quorum as DescribeQuorum tells it, or "not leader" |
+//! | `POST /controller/join` | a broker-only node's id and controller address | done, or why refused, or "not leader" |
+//! | `POST /controller/unregister` | a broker id        | the outcome and its index, or "not leader" |
 //!
 //! Every body is bounded, in both directions ([`RPC_BYTES_MAX`]), and at
 //! most [`RPC_IN_FLIGHT_MAX`] requests are served at once across all
@@ -36,7 +39,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::TypeConfig;
-use crate::controller::{Heartbeat, HeartbeatAnswer, LeaderReply, Node};
+use crate::controller::{Heartbeat, HeartbeatAnswer, Join, LeaderReply, Node};
 use crate::state::{Command, Outcome};
 use crate::state_machine::SNAPSHOT_BYTES_MAX;
 
@@ -58,6 +61,8 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/controller/read_index", post(read_index))
         .route("/controller/heartbeat", post(heartbeat))
         .route("/controller/quorum", post(quorum))
+        .route("/controller/join", post(join))
+        .route("/controller/unregister", post(unregister))
         .layer(DefaultBodyLimit::max(RPC_BYTES_MAX))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             RPC_IN_FLIGHT_MAX,
@@ -130,6 +135,20 @@ async fn quorum(
     Json(()): Json<()>,
 ) -> Json<LeaderReply<weir_metadata::QuorumInfo>> {
     Json(node.local_quorum())
+}
+
+async fn join(
+    State(node): State<Arc<Node>>,
+    Json(join): Json<Join>,
+) -> Json<LeaderReply<Result<(), String>>> {
+    Json(node.local_join(join).await)
+}
+
+async fn unregister(
+    State(node): State<Arc<Node>>,
+    Json(id): Json<i32>,
+) -> Json<LeaderReply<(Outcome, u64)>> {
+    Json(node.local_unregister(id).await)
 }
 
 async fn heartbeat(

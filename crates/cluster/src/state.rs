@@ -22,6 +22,10 @@ pub use weir_metadata::{ElectionKind, PartitionError, PartitionResult, Reassignm
 /// replicas are all fenced be led by an out-of-sync one.
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
+/// Most partitions an unregistration refused for the replicas a broker
+/// still holds names (the message says how many more).
+const UNREGISTER_NAMED_MAX: usize = 20;
+
 /// Most producer ids one command may allocate.
 pub(crate) const PRODUCER_ID_BLOCK_MAX: i64 = 1 << 20;
 
@@ -125,6 +129,12 @@ pub enum Command {
         /// cancels the partition's reassignment.
         changes: Vec<(String, i32, Option<Vec<i32>>)>,
     },
+    /// Remove a broker's registration (Kafka's UnregisterBroker): only a
+    /// fenced broker that no partition lists as a replica.
+    UnregisterBroker {
+        /// Its id.
+        id: i32,
+    },
 }
 
 /// Where new partitions' replicas go.
@@ -204,6 +214,10 @@ pub enum Refusal {
     StaleBroker(String),
     /// Producer ids exhausted, or a bad count.
     ProducerIds(String),
+    /// BROKER_ID_NOT_REGISTERED: an unregistration of an unknown broker.
+    BrokerNotRegistered(String),
+    /// An unregistration of a broker that is alive or still holds replicas.
+    BrokerInUse(String),
 }
 
 /// A topic as the state keeps it.
@@ -484,6 +498,10 @@ impl ClusterState {
             } => Ok(Outcome::PartitionResults {
                 results: self.elect_leaders(partitions.as_deref(), *election_type),
             }),
+            Command::UnregisterBroker { id } => {
+                self.unregister(*id)?;
+                Ok(Outcome::Done)
+            }
             Command::AlterReassignments { changes } => Ok(Outcome::PartitionResults {
                 results: changes
                     .iter()
@@ -597,6 +615,46 @@ impl ClusterState {
 
     fn is_unfenced(&self, broker: i32) -> bool {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// Remove `id`'s registration: refused while it is unfenced (a running
+    /// broker would only register again) or while a partition lists it as
+    /// a replica (the partition would lose a replica nobody moved away).
+    fn unregister(&mut self, id: i32) -> Result<(), Refusal> {
+        let broker = self.brokers.get(&id).ok_or_else(|| {
+            Refusal::BrokerNotRegistered(format!("broker {id} is not registered"))
+        })?;
+        if !broker.fenced {
+            return Err(Refusal::BrokerInUse(format!(
+                "broker {id} is alive (unfenced); stop it before unregistering it"
+            )));
+        }
+        let held: Vec<String> = self
+            .partitions()
+            .filter(|(_, _, p)| p.replicas.contains(&id))
+            .map(|(topic, partition, _)| format!("{topic}-{partition}"))
+            .collect();
+        if !held.is_empty() {
+            let named = held
+                .iter()
+                .take(UNREGISTER_NAMED_MAX)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let more = held.len().saturating_sub(UNREGISTER_NAMED_MAX);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            return Err(Refusal::BrokerInUse(format!(
+                "broker {id} is still a replica of {} partitions ({named}{more}); \
+                 move them away with `weir topic reassign` first",
+                held.len()
+            )));
+        }
+        self.brokers.remove(&id);
+        Ok(())
     }
 
     fn current_registration(&self, id: i32, epoch: i64) -> Result<(), Refusal> {
@@ -1172,6 +1230,64 @@ mod tests {
                 configs: BTreeMap::new(),
             },
         )
+    }
+
+    #[test]
+    fn only_a_fenced_broker_that_is_no_replica_is_unregistered() {
+        let (mut state, epochs) = three_brokers();
+        let unregister =
+            |state: &mut ClusterState, id| state.apply(200, &Command::UnregisterBroker { id });
+        assert!(matches!(
+            unregister(&mut state, 9),
+            Outcome::Refused(Refusal::BrokerNotRegistered(_))
+        ));
+        assert!(matches!(
+            create(&mut state, "t", vec![vec![3, 1]]),
+            Outcome::Topic(_)
+        ));
+        let Outcome::Refused(Refusal::BrokerInUse(alive)) = unregister(&mut state, 3) else {
+            panic!("an unfenced broker was unregistered");
+        };
+        assert!(alive.contains("alive"), "{alive}");
+        state.apply(
+            201,
+            &Command::FenceBroker {
+                id: 3,
+                epoch: epochs[2],
+            },
+        );
+        let Outcome::Refused(Refusal::BrokerInUse(held)) = unregister(&mut state, 3) else {
+            panic!("a replica's broker was unregistered");
+        };
+        assert!(held.contains("t-0"), "{held}");
+        assert!(state.brokers.contains_key(&3));
+        let Outcome::PartitionResults { .. } = state.apply(
+            202,
+            &Command::AlterReassignments {
+                changes: vec![("t".into(), 0, Some(vec![1, 2]))],
+            },
+        ) else {
+            panic!("reassignment refused");
+        };
+        // Broker 2 catches up, which completes the move off broker 3.
+        let p = state.topics["t"].partitions[0].clone();
+        let Outcome::Assignment(_) = state.apply(
+            203,
+            &Command::AlterPartition(AlterPartition {
+                topic_id: state.topics["t"].id,
+                partition: 0,
+                leader: p.leader,
+                broker_epoch: epochs[0],
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![1, 2],
+            }),
+        ) else {
+            panic!("ISR change refused");
+        };
+        assert_eq!(state.topics["t"].partitions[0].replicas, vec![1, 2]);
+        assert_eq!(unregister(&mut state, 3), Outcome::Done);
+        assert!(!state.brokers.contains_key(&3));
     }
 
     #[test]

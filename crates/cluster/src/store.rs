@@ -62,10 +62,19 @@ impl RaftMetadataStore {
 
     /// Commit `command` and wait for its outcome, from a blocking thread.
     fn commit(&self, command: Command) -> Result<Outcome, MetadataError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let controller = self.controller.clone();
+        self.outcome_of(async move { controller.write(command).await })
+    }
+
+    /// Run a quorum change on the runtime and wait for its outcome, from a
+    /// blocking thread; a refusal is the broker's error.
+    fn outcome_of(
+        &self,
+        change: impl std::future::Future<Output = Result<Outcome, ClusterError>> + Send + 'static,
+    ) -> Result<Outcome, MetadataError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.runtime.spawn(async move {
-            let _ = tx.send(controller.write(command).await);
+            let _ = tx.send(change.await);
         });
         let outcome = rx
             .recv()
@@ -111,6 +120,8 @@ fn refusal(why: Refusal) -> MetadataError {
         }
         Refusal::IneligibleReplica(m) => MetadataError::IneligibleReplica(m),
         Refusal::ProducerIds(m) => MetadataError::Storage(m),
+        Refusal::BrokerNotRegistered(m) => MetadataError::BrokerNotRegistered(m),
+        Refusal::BrokerInUse(m) => MetadataError::BrokerInUse(m),
     }
 }
 
@@ -275,6 +286,14 @@ impl MetadataStore for RaftMetadataStore {
 
     fn reassignments(&self) -> Vec<Reassignment> {
         self.read(|s| s.reassignments())
+    }
+
+    fn unregister_broker(&self, id: i32) -> Result<(), MetadataError> {
+        let controller = self.controller.clone();
+        match self.outcome_of(async move { controller.unregister_broker(id).await })? {
+            Outcome::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     fn alter_partition(

@@ -314,6 +314,13 @@ pub enum MetadataError {
     /// The store could not persist the change (KAFKA_STORAGE_ERROR).
     #[error("metadata store: {0}")]
     Storage(String),
+    /// BROKER_ID_NOT_REGISTERED: no broker has this id.
+    #[error("{0}")]
+    BrokerNotRegistered(String),
+    /// A broker cannot be unregistered yet: it is alive, or partitions
+    /// still list it as a replica (INVALID_REQUEST, with why).
+    #[error("{0}")]
+    BrokerInUse(String),
 }
 
 /// A panic while the store's lock was held: nothing more is changed.
@@ -446,6 +453,14 @@ pub trait MetadataStore: Send + Sync + 'static {
                 }
             })
             .collect())
+    }
+    /// Remove a fenced broker that holds no replica from the cluster
+    /// (Kafka's UnregisterBroker). A single node has no other broker, and
+    /// its own cannot be removed.
+    fn unregister_broker(&self, id: i32) -> Result<(), MetadataError> {
+        Err(MetadataError::BrokerNotRegistered(format!(
+            "broker {id} is not registered: a one-node cluster has no broker to unregister"
+        )))
     }
     /// The reassignments in progress (Kafka's ListPartitionReassignments).
     fn reassignments(&self) -> Vec<Reassignment> {

@@ -1,6 +1,7 @@
 //! A cluster node's part of `weir serve`, beyond what a one-node cluster
 //! does: its place in the metadata quorum (the controller listener and the
-//! Raft node under `<data dir>/raft`), the broker's registration and
+//! Raft node under `<data dir>/raft`; a broker-only node first joins as a
+//! learner), the broker's registration and
 //! heartbeats, the change feed the broker follows, and the controlled
 //! shutdown that hands its leaderships over before it stops.
 //!
@@ -41,6 +42,37 @@ pub(crate) async fn wait_for_quorum(controller: &Controller) {
             }
         }
     }
+}
+
+/// A broker-only node first asks the quorum's leader to add it as a
+/// learner (retrying while no voter answers; a refusal ends the start),
+/// then, like every node, waits until it has applied everything the quorum
+/// committed (which a learner gets only once it is added).
+pub(crate) async fn join_and_catch_up(
+    controller: &Controller,
+) -> Result<(), weir_cluster::ClusterError> {
+    if controller.is_learner() {
+        let mut last_said = tokio::time::Instant::now();
+        loop {
+            match controller.join().await {
+                Ok(()) => {
+                    tracing::info!("joined the metadata quorum as a learner (broker-only node)");
+                    break;
+                }
+                Err(err @ weir_cluster::ClusterError::Refused(_)) => return Err(err),
+                Err(err) => {
+                    if last_said.elapsed() >= WAITING_LOG_EVERY {
+                        tracing::warn!(error = %err,
+                            "waiting to join the metadata quorum: a majority of --voters must be \
+                             running and reach this node's --controller-listen");
+                        last_said = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+    }
+    wait_for_quorum(controller).await;
+    Ok(())
 }
 
 /// What a broker registers with.

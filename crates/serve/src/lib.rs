@@ -358,14 +358,16 @@ pub struct ServeArgs {
     voters: Option<String>,
 
     /// Address the controller listener binds (Raft and the controller's
-    /// requests between nodes). [default: this node's address in --voters]
+    /// requests between nodes). [default: this node's address in --voters;
+    /// required on a broker-only node, whose address the voters use]
     #[arg(long, env = "WEIR_CONTROLLER_LISTEN", value_name = "HOST:PORT",
           value_parser = parse_host_port, help_heading = "Cluster")]
     controller_listen: Option<String>,
 
-    /// What this node runs (Kafka's process.roles): controller, or both as
-    /// broker,controller; a broker-only node (a quorum learner) is refused
-    /// for now. [default: broker,controller]
+    /// What this node runs (Kafka's process.roles): broker, controller, or
+    /// both as broker,controller. A broker-only node's --node-id is not in
+    /// --voters: it copies the metadata as a learner of the quorum, never
+    /// votes, and needs --controller-listen. [default: broker,controller]
     #[arg(
         long,
         env = "WEIR_PROCESS_ROLES",
@@ -783,12 +785,7 @@ impl Settings {
             ));
         }
         if !self.roles.controller {
-            return Err(usage(
-                "process.roles",
-                roles.to_owned(),
-                "broker-only nodes (learners of the quorum) are not supported yet; \
-                 run every node as broker,controller",
-            ));
+            self.check_broker_only(id)?;
         }
         // The quorum elects leaders by its replicated state, the same on
         // every node; one node's static default cannot take part.
@@ -799,6 +796,48 @@ impl Settings {
                 "a cluster takes it as a dynamic config: for the whole cluster with \
                  IncrementalAlterConfigs on the default broker resource (kafka-configs \
                  --entity-type brokers --entity-default), or per topic",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// A broker-only node is a learner of the quorum: its id is not a
+    /// voter's, and the voters reach it at its --controller-listen, which
+    /// must be given and be an address they can reach.
+    fn check_broker_only(&self, id: u64) -> Result<(), SettingsError> {
+        let usage = |name: &str, value: String, reason: &str| SettingsError::BrokerConfigRefused {
+            key: name.to_owned(),
+            value,
+            reason: reason.to_owned(),
+        };
+        if self.voters.contains_key(&id) {
+            return Err(usage(
+                "node.id",
+                self.node_id.to_string(),
+                "a broker-only node (--process-roles broker) needs an id that is not in --voters",
+            ));
+        }
+        let Some(listen) = &self.controller_listen else {
+            return Err(usage(
+                "process.roles",
+                "broker".to_owned(),
+                "a broker-only node needs --controller-listen: the voters send it the \
+                 metadata log there",
+            ));
+        };
+        let host = listen.rsplit_once(':').map_or("", |(host, _)| host);
+        if host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err(usage(
+                "controller_listen",
+                listen.clone(),
+                "a broker-only node tells the voters this address: give one they can \
+                 reach, not a wildcard",
             ));
         }
         Ok(())
@@ -1121,7 +1160,12 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (metadata, epoch, changes): (Arc<dyn MetadataStore>, _, _) = match &controller {
         Some(controller) => {
             tokio::select! {
-                () = cluster::wait_for_quorum(controller) => {}
+                joined = cluster::join_and_catch_up(controller) => {
+                    joined.map_err(|source| ServeError::Quorum {
+                        path: settings.data_dir.clone(),
+                        source,
+                    })?;
+                }
                 () = shutdown_signal() => {
                     controller.shutdown().await;
                     log.shutdown().map_err(ServeError::Shutdown)?;
@@ -1260,6 +1304,22 @@ async fn start_controller(
     config.broker_session_timeout = Duration::from_millis(settings.broker_session_timeout_ms);
     config.broker_heartbeat_interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
     config.leader_rebalance = settings.leader_rebalance;
+    if !settings.roles.controller {
+        // The address the voters send the log to: the one given, with the
+        // port bound when it asked for any (0).
+        let given = settings.controller_address();
+        let bound = listener
+            .local_addr()
+            .map_err(|e| ServeError::Quorum {
+                path: settings.data_dir.clone(),
+                source: weir_cluster::ClusterError::Listener(e),
+            })?
+            .port();
+        config.learner = Some(match given.rsplit_once(':') {
+            Some((host, "0")) => format!("{host}:{bound}"),
+            _ => given,
+        });
+    }
     Controller::start(config, listener)
         .await
         .map_err(|source| ServeError::Quorum {

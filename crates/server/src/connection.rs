@@ -190,8 +190,9 @@ async fn read_requests(
             }
             Ok(Decoded::UnsupportedApiVersions { correlation_id }) => {
                 let reserved = budget.reserve(RESERVATION_BYTES_MIN).await;
+                let advertised = broker.advertised_apis();
                 tokio::spawn(async move {
-                    api_versions_unsupported_response(correlation_id, Broker::served_apis())
+                    api_versions_unsupported_response(correlation_id, advertised)
                         .map(|frame| Some((frame, reserved)))
                         .map_err(Close::Encode)
                 })

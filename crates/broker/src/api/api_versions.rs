@@ -9,17 +9,22 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
-    _broker: &Broker,
+    broker: &Broker,
     _ctx: &RequestContext,
     _req: ApiVersionsRequest,
 ) -> Result<ApiVersionsResponse, HandlerError> {
-    Ok(response())
+    Ok(response(broker.advertised_apis()))
 }
 
 /// The same for every version: the fields a version lacks are left at
 /// their defaults and not encoded. Weir finalizes no feature flags.
-fn response() -> ApiVersionsResponse {
-    let api_keys = Broker::served_apis()
+fn response(
+    served: &[(
+        kafka_protocol::messages::ApiKey,
+        kafka_protocol::protocol::VersionRange,
+    )],
+) -> ApiVersionsResponse {
+    let api_keys = served
         .iter()
         .map(|(key, range)| {
             ApiVersion::default()
@@ -46,7 +51,9 @@ mod tests {
     fn every_served_api_is_listed_at_every_version() {
         for version in 0..=4 {
             let mut buf = BytesMut::new();
-            response().encode(&mut buf, version).expect("encodes");
+            response(Broker::served_apis())
+                .encode(&mut buf, version)
+                .expect("encodes");
             let decoded = ApiVersionsResponse::decode(&mut buf.freeze(), version).expect("decodes");
             assert_eq!(decoded.error_code, 0);
             assert_eq!(

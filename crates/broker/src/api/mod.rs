@@ -33,6 +33,7 @@ mod offset_for_leader_epoch;
 pub(crate) mod produce;
 mod reassignments;
 mod sync_group;
+mod unregister_broker;
 
 use std::sync::Arc;
 
@@ -95,6 +96,19 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
         .collect()
     });
 
+/// The APIs only a cluster serves (a single node decodes them but closes
+/// the connection, as for any API it does not serve), with [`SERVED`]
+/// advertised by a cluster's brokers.
+pub(crate) static CLUSTER_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
+    std::sync::LazyLock::new(|| {
+        let mut served = SERVED.clone();
+        served.push((
+            ApiKey::UnregisterBroker,
+            ApiKey::UnregisterBroker.valid_versions(),
+        ));
+        served
+    });
+
 /// `items` in the order first seen, each once by `key`. Handlers that
 /// answer a list of names use it, so a request repeating a name cannot make a
 /// response as many times larger as it repeats it: one answer per name is
@@ -118,7 +132,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 12] = [
+const DISK_BOUND: [ApiKey; 13] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -131,6 +145,7 @@ const DISK_BOUND: [ApiKey; 12] = [
     ApiKey::DescribeConfigs,
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeQuorum,
+    ApiKey::UnregisterBroker,
 ];
 
 /// Route a request to its handler. `None` means no response is sent
@@ -254,6 +269,9 @@ async fn route(
         }
         RequestKind::ListPartitionReassignments(req) => {
             ResponseKind::ListPartitionReassignments(reassignments::list(broker, ctx, req).await?)
+        }
+        RequestKind::UnregisterBroker(req) if broker.metadata().replicated() => {
+            ResponseKind::UnregisterBroker(unregister_broker::handle(broker, ctx, req).await?)
         }
         _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
     };
