@@ -985,7 +985,8 @@ fn delete_records_before(bootstrap: &str, topic: &str, offset: i64) -> anyhow::R
 /// Followers follow their leader's log start: one that missed a
 /// DeleteRecords while it was down starts its log afresh at the leader's
 /// log start and rejoins the ISR, one that was up moves its own log start,
-/// and after the leader's death the new leader starts where the old one did.
+/// a replica a reassignment adds starts there too, and after the leader's
+/// death the new leader starts where the old one did.
 #[test]
 fn deleted_records_stay_deleted_on_every_replica_and_across_a_failover() -> anyhow::Result<()> {
     // A dead follower leaves the ISR after the lag time, not its session.
@@ -1050,6 +1051,42 @@ fn deleted_records_stay_deleted_on_every_replica_and_across_a_failover() -> anyh
             from_start.len()
         );
     }
+
+    // A new replica of a partition whose log no longer starts at 0 starts
+    // at the leader's log start too, and the reassignment completes.
+    create_replicated_blocking(&all, "grown", 1, 2)?;
+    let before = wait_full_isr(&nodes, "grown")?;
+    produce(&all, "grown", 0, 100)?;
+    delete_records_before(&all, "grown", 60)?;
+    let added = (1..=3)
+        .find(|b| !before[&0].replicas.contains(b))
+        .context("a broker without a replica")?;
+    let spec = format!(
+        "0:{},{},{added}",
+        before[&0].replicas[0], before[&0].replicas[1]
+    );
+    cli::weir_ok(
+        &nodes[0],
+        &[
+            "topic",
+            "reassign",
+            "grown",
+            "--partition",
+            &spec,
+            "--wait",
+            "60",
+        ],
+        b"",
+    )?;
+    wait_full_isr(&nodes, "grown")?;
+    let grown = uuid::Uuid::parse_str(&topic_id(&all, "grown")?)?;
+    let served = served_by(&nodes[node(added)?], grown, 60)?;
+    ensure!(
+        served.0 == 60 && served.2 == (60..100).collect::<Vec<u64>>(),
+        "the new replica starts at {} and holds {} records from 60",
+        served.0,
+        served.2.len()
+    );
 
     // The leader dies: whoever takes over starts where it did.
     nodes[node(leader)?].sigkill()?;
