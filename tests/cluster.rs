@@ -1399,3 +1399,210 @@ fn a_controller_only_voter_counts_toward_the_quorum_without_a_broker() -> anyhow
     drop(controller);
     Ok(())
 }
+
+/// What the node `node` holds of partition 0 of the topic `id`, through a
+/// consumer's Fetch from offset `at` (KIP-392 lets a follower answer one
+/// from its own copy): its own log start, its high watermark, and the
+/// number each record from `at` on carries.
+fn served_by(node: &Broker, id: uuid::Uuid, at: i64) -> anyhow::Result<(i64, i64, Vec<u64>)> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    let mut client =
+        weir_client::Client::connect(&node.bootstrap(), &weir_client::Config::default())?;
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(4 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(at)
+                        .with_partition_max_bytes(4 << 20),
+                ]),
+        ]);
+    let response = client.send(&request, 13)?;
+    let p = response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("no partition in the fetch answer")?;
+    ensure!(p.error_code == 0, "error {} at offset {at}", p.error_code);
+    let mut bytes = p.records.clone().unwrap_or_default();
+    let mut values = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut bytes)? {
+        for record in set.records.iter().filter(|r| r.offset >= at) {
+            let value = record.value.as_deref().unwrap_or_default();
+            values.push(std::str::from_utf8(value)?.parse::<u64>()?);
+        }
+    }
+    Ok((p.log_start_offset, p.high_watermark, values))
+}
+
+/// DeleteRecords on partition 0 of `topic` up to `offset`, through `bootstrap`.
+fn delete_records_before(bootstrap: &str, topic: &str, offset: i64) -> anyhow::Result<()> {
+    let mut before = TopicPartitionList::new();
+    before.add_partition_offset(topic, 0, Offset::Offset(offset))?;
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let admin = common::admin(bootstrap)?;
+            anyhow::Ok(
+                admin
+                    .delete_records(&before, &common::admin_options())
+                    .await?,
+            )
+        })?;
+    for element in result.elements() {
+        element
+            .error()
+            .map_err(|e| anyhow::anyhow!("DeleteRecords: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Followers follow their leader's log start: one that missed a
+/// DeleteRecords while it was down starts its log afresh at the leader's
+/// log start and rejoins the ISR, one that was up moves its own log start,
+/// a replica a reassignment adds starts there too, and after the leader's
+/// death the new leader starts where the old one did.
+#[test]
+fn deleted_records_stay_deleted_on_every_replica_and_across_a_failover() -> anyhow::Result<()> {
+    // A dead follower leaves the ISR after the lag time, not its session.
+    let mut nodes = start_cluster(3, &["--set", "replica.lag.time.max.ms=2000"])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "trimmed", 1, 3)?;
+    let placed = wait_full_isr(&nodes, "trimmed")?;
+    let leader = placed[&0].leader;
+    let followers: Vec<i32> = placed[&0]
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let [away, stayed] = followers[..] else {
+        bail!("two followers expected: {placed:?}");
+    };
+    let node = |id: i32| usize::try_from(id - 1);
+    let id = uuid::Uuid::parse_str(&topic_id(&all, "trimmed")?)?;
+
+    let mut landed = produce(&all, "trimmed", 0, 100)?;
+    nodes[node(away)?].sigkill()?;
+    // acks=all: answered once the dead follower has left the ISR.
+    landed.extend(produce(&all, "trimmed", 100, 200)?);
+    // Past everything the dead follower holds.
+    const START: i64 = 250;
+    delete_records_before(&nodes[node(leader)?].bootstrap(), "trimmed", START)?;
+    let mut from_start: Vec<(i64, u64)> = landed
+        .iter()
+        .zip(0u64..)
+        .filter(|((_, offset), _)| *offset >= START)
+        .map(|((_, offset), value)| (*offset, value))
+        .collect();
+    from_start.sort_unstable();
+    let from_start: Vec<u64> = from_start.into_iter().map(|(_, v)| v).collect();
+
+    // The live follower moves its own log start to the leader's.
+    wait_until(
+        SETTLE_TIMEOUT,
+        "the live follower's log start to reach the leader's",
+        || Ok(served_by(&nodes[node(stayed)?], id, START)?.0 == START),
+    )?;
+    // The dead one comes back below the leader's log start: it starts its
+    // log there, catches up, and rejoins the ISR with exactly those records.
+    nodes[node(away)?].restart()?;
+    wait_full_isr(&nodes, "trimmed")?;
+    for replica in [leader, stayed, away] {
+        let mut served = (0, 0, Vec::new());
+        wait_until(
+            SETTLE_TIMEOUT,
+            "every replica to hold the same records",
+            || {
+                served = served_by(&nodes[node(replica)?], id, START)?;
+                Ok(served.1 == 300)
+            },
+        )?;
+        ensure!(
+            served.0 == START && served.2 == from_start,
+            "broker {replica} starts at {} and holds {} records from {START}; expected {}",
+            served.0,
+            served.2.len(),
+            from_start.len()
+        );
+    }
+
+    // A new replica of a partition whose log no longer starts at 0 starts
+    // at the leader's log start too, and the reassignment completes.
+    create_replicated_blocking(&all, "grown", 1, 2)?;
+    let before = wait_full_isr(&nodes, "grown")?;
+    produce(&all, "grown", 0, 100)?;
+    delete_records_before(&all, "grown", 60)?;
+    let added = (1..=3)
+        .find(|b| !before[&0].replicas.contains(b))
+        .context("a broker without a replica")?;
+    let spec = format!(
+        "0:{},{},{added}",
+        before[&0].replicas[0], before[&0].replicas[1]
+    );
+    cli::weir_ok(
+        &nodes[0],
+        &[
+            "topic",
+            "reassign",
+            "grown",
+            "--partition",
+            &spec,
+            "--wait",
+            "60",
+        ],
+        b"",
+    )?;
+    wait_full_isr(&nodes, "grown")?;
+    let grown = uuid::Uuid::parse_str(&topic_id(&all, "grown")?)?;
+    let served = served_by(&nodes[node(added)?], grown, 60)?;
+    ensure!(
+        served.0 == 60 && served.2 == (60..100).collect::<Vec<u64>>(),
+        "the new replica starts at {} and holds {} records from 60",
+        served.0,
+        served.2.len()
+    );
+
+    // The leader dies: whoever takes over starts where it did.
+    nodes[node(leader)?].sigkill()?;
+    let alive = [away, stayed]
+        .iter()
+        .map(|r| Ok(nodes[node(*r)?].bootstrap()))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(",");
+    // A client that learned of the dead leader before it was fenced sends
+    // it ListOffsets until its own timeout (librdkafka does not look the
+    // leader up again for a watermark query): ask with a fresh one each
+    // time, once Metadata names a live leader.
+    wait_until(SETTLE_TIMEOUT, "a live leader", || {
+        Ok(describe(&alive, "trimmed")?
+            .get(&0)
+            .is_some_and(|d| d.leader != leader && d.leader > 0))
+    })?;
+    let mut low = -1;
+    wait_until(SETTLE_TIMEOUT, "a new leader's earliest offset", || {
+        let consumer: BaseConsumer = common::consumer_config(&alive).create()?;
+        low = consumer
+            .fetch_watermarks("trimmed", 0, Duration::from_secs(5))
+            .map_or(-1, |(low, _)| low);
+        Ok(low >= 0)
+    })?;
+    ensure!(low == START, "the new leader's log starts at {low}");
+    let read = read_all(&alive, "trimmed", 1)?;
+    ensure!(
+        read.get(&0) == Some(&from_start),
+        "a consumer from the beginning read {:?} records, expected those from {START}",
+        read.get(&0).map(Vec::len)
+    );
+    Ok(())
+}

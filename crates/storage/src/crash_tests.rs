@@ -1,7 +1,8 @@
 //! Crash tests in the tikv/raft-engine pattern: for every failpoint in front
 //! of an fsync or a rename, a workload (appends to several partitions that
 //! wait for durability, leader-epoch changes, a truncation, replica appends,
-//! checkpoints, DeleteRecords with retention deleting segments, compaction,
+//! checkpoints, DeleteRecords with retention deleting segments, a replica's
+//! fresh start past its log end, compaction,
 //! a partition removed, and a restart, so recovery's own syncs run too)
 //! runs until the failpoint fails the step (`return`) or panics in it
 //! (`panic`). Then the process "crashes": every handle is dropped without a
@@ -468,6 +469,30 @@ impl Workload {
         Ok(())
     }
 
+    /// Remove every batch of partition `n` and start its log past its end
+    /// (a follower behind its leader's log start).
+    fn start_afresh(&mut self, log: &CommitLog, n: i32) -> Step {
+        let p = self.part(log, n)?;
+        let model = self.models.get_mut(&n).ok_or("no model")?;
+        let target = p.offsets().log_end + 3;
+        // Until it is durable the old log comes back whole (every
+        // acknowledged batch at or past its log start), or the new start
+        // with nothing below it: the check allows exactly those.
+        model.log_start_maybe = Some(target);
+        let start = caught(|| {
+            p.truncate_fully_and_start_at(target)
+                .map_err(|e| e.to_string())
+        })?;
+        if start != target {
+            return Err(format!("started partition {n} at {start}, asked {target}"));
+        }
+        model.log_start = target;
+        model.log_start_maybe = None;
+        model.acked.clear();
+        model.maybe.clear();
+        Ok(())
+    }
+
     fn checkpoint(&mut self, log: &CommitLog) -> Step {
         caught(|| {
             log.inner
@@ -515,6 +540,7 @@ impl Workload {
                     for n in [LEADER_A, LEADER_B, REPLICA] {
                         self.delete_records(&l, n)?;
                     }
+                    self.start_afresh(&l, REPLICA)?;
                     self.maintenance(&l)?;
                     self.set_epoch(&l, LEADER_A, 4)?;
                 }

@@ -179,6 +179,14 @@ pub enum TruncateError {
         /// The partition's log-start offset.
         log_start: i64,
     },
+    /// Below the log end: a log starts afresh only past every batch it holds.
+    #[error("cannot start the log afresh at {offset}: below its log end {log_end}")]
+    BelowLogEnd {
+        /// The requested offset.
+        offset: i64,
+        /// The partition's log end.
+        log_end: i64,
+    },
     /// The log failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

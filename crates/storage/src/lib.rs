@@ -733,6 +733,20 @@ impl Partition {
         partition::truncate_to(&self.log, &self.inner, offset)
     }
 
+    /// Remove every batch and start the log at `offset`, at or past the log
+    /// end (Kafka's `truncateFullyAndStartAt`, for a follower whose
+    /// leader's log start passed its log end): the log start, log end,
+    /// durable end and high watermark all become `offset`. Producer state
+    /// is forgotten (an unknown producer is then accepted at any sequence)
+    /// and the leader-epoch cache keeps only the epoch covering `offset`.
+    /// Durable on return, and crash-safe: a crash leaves either the old log
+    /// whole or the new start with no old batch. An offset below the log
+    /// end is refused ([`TruncateError::BelowLogEnd`]). Returns the new log
+    /// start.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<i64, TruncateError> {
+        log_start::truncate_fully_and_start_at(&self.log, &self.inner, offset)
+    }
+
     /// Read whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` (always at least one batch when any is available), never
     /// past the high watermark.

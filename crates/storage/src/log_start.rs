@@ -5,10 +5,13 @@
 //! which records log starts, then makes every move of the request durable at
 //! once. A poisoned log cannot write a full checkpoint: it records the log
 //! starts alone (`reclaim::checkpoint_log_starts`), once per request too.
+//!
+//! Also a follower's fresh start past its whole log
+//! ([`truncate_fully_and_start_at`]), whose commit point is that checkpoint.
 
 use std::sync::Arc;
 
-use crate::error::{ReadError, StorageError};
+use crate::error::{ReadError, StorageError, TruncateError};
 use crate::log::lock;
 use crate::partition::{self, PartitionInner};
 use crate::store::Store;
@@ -51,6 +54,66 @@ pub(crate) fn delete_records_before(
         }
     }
     results
+}
+
+/// Remove every batch of a partition and start its log at `offset`, at or
+/// past its log end (Kafka's `truncateFullyAndStartAt`): a follower whose
+/// leader's log start passed its log end. Returns the new log start.
+///
+/// No log entry is needed: with `offset` at or past the log end every batch
+/// lies below the new log start, so the checkpoint that records it is the
+/// commit point. Recovery from an older checkpoint finds the old log whole
+/// (nothing was cut or written); from the new one, a log that starts and
+/// ends at `offset` (`recovery::load_indexes` takes the log end up to the
+/// log start), every old batch below it. The epoch cache is trimmed only
+/// after that checkpoint, so the leader-epoch file a crash keeps never
+/// lacks epochs of a log that came back whole; recovery trims it the same way.
+pub(crate) fn truncate_fully_and_start_at(
+    store: &Store,
+    part: &PartitionInner,
+    offset: i64,
+) -> Result<i64, TruncateError> {
+    let _panic = store.panic_guard("starting a log afresh");
+    // No compaction or cleaner moves index entries meanwhile.
+    let _one_run = lock(&store.maintenance_lock)?;
+    let ix = store.index_io();
+    {
+        let mut st = lock(&part.state)?;
+        if st.removed() {
+            return Err(partition::removed_error(part.id).into());
+        }
+        if offset < st.log_end() {
+            return Err(TruncateError::BelowLogEnd {
+                offset,
+                log_end: st.log_end(),
+            });
+        }
+        if offset == st.log_start() {
+            // Already empty and starting there: nothing to move.
+            return Ok(offset);
+        }
+        if let Err(e) = st.start_at(offset, ix) {
+            drop(st);
+            return Err(store.poison(e.to_string()).into());
+        }
+        let (first, next) = (st.index().first_slot(), st.index().next_slot());
+        store.check(first == next, || {
+            format!("a log started afresh at {offset} still indexes slots {first}..{next}")
+        })?;
+    }
+    store.mark_checkpoint_dirty();
+    // Every old batch durable before the checkpoint's position, so its tail
+    // scan never meets one.
+    store.log.sync_now()?;
+    store.write_checkpoint()?;
+    let mut st = lock(&part.state)?;
+    if st.trim_epochs_to_start() {
+        // Written by the next checkpoint; until then recovery trims the same.
+        store.leader_epochs.mark_dirty();
+    }
+    drop(st);
+    store.bump_progress();
+    Ok(offset)
 }
 
 /// Move one partition's log start in memory, in steps (see

@@ -355,6 +355,40 @@ impl PartitionState {
         Ok(true)
     }
 
+    /// Start afresh at `offset`, at or past the log end (the caller checked):
+    /// every batch lies below it and is forgotten, and the log start, log
+    /// end, durable end and high watermark all become `offset`. Producer
+    /// state is forgotten too, so an unknown producer is accepted at any
+    /// sequence. The epoch cache is left to [`Self::trim_epochs_to_start`],
+    /// once the move is durable.
+    pub fn start_at(&mut self, offset: i64, ix: IndexIo<'_>) -> Result<(), StorageError> {
+        debug_assert!(
+            offset >= self.log_end,
+            "start_at {offset} below the log end"
+        );
+        self.log_start = offset;
+        self.log_end = offset;
+        self.durable_end = offset;
+        self.set_hw(offset);
+        self.index.trim(offset, ix)?;
+        self.producers = ProducerTable::incomplete();
+        Ok(())
+    }
+
+    /// Trim the epoch cache to the log start, keeping the partition's own
+    /// epoch, as recovery's `epochs::attach` does; `true` when it changed.
+    pub fn trim_epochs_to_start(&mut self) -> bool {
+        let mut changed = self.epochs.truncate_from_start(self.log_start);
+        if self
+            .epochs
+            .latest()
+            .is_none_or(|l| l.epoch < self.leader_epoch())
+        {
+            changed |= self.epochs.assign(self.leader_epoch(), self.log_end);
+        }
+        changed
+    }
+
     /// Forget every batch from the one holding `offset` on (`offset` at or
     /// above the log start): the log end, durable end and high watermark
     /// come back to the new end, producer state is rebuilt. The index file

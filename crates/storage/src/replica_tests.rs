@@ -1,6 +1,7 @@
 //! Truncation and the replica append path against a model: whatever the
 //! order of client appends, replica appends (offsets given, gaps allowed),
-//! truncations, DeleteRecords, clean reopens and crashes (the log dropped
+//! truncations, DeleteRecords, fresh starts past the log end, clean reopens
+//! and crashes (the log dropped
 //! without a shutdown), every offset reads back the batch the model says,
 //! and no truncated batch ever comes back.
 
@@ -23,6 +24,8 @@ enum Op {
     Truncate { per_mille: i64 },
     /// DeleteRecords to this fraction of the same range.
     Delete { per_mille: i64 },
+    /// Remove every batch and start the log `gap` offsets past the log end.
+    StartAt { gap: i64 },
     /// Shut down cleanly and reopen.
     Reopen,
     /// Drop the log without a shutdown (no final checkpoint) and reopen.
@@ -35,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1usize..4, 0i64..3).prop_map(|(count, gap)| Op::Replica { count, gap }),
         2 => (0i64..1_000).prop_map(|per_mille| Op::Truncate { per_mille }),
         1 => (0i64..1_000).prop_map(|per_mille| Op::Delete { per_mille }),
+        1 => (0i64..5).prop_map(|gap| Op::StartAt { gap }),
         1 => Just(Op::Reopen),
         2 => Just(Op::Crash),
     ]
@@ -127,6 +131,13 @@ proptest! {
                     prop_assert_eq!(p.delete_records_before(target).unwrap(), target);
                     log_start = target;
                     model.retain(|(_, last, _)| *last >= log_start);
+                }
+                Op::StartAt { gap } => {
+                    let target = end + gap;
+                    prop_assert_eq!(p.truncate_fully_and_start_at(target).unwrap(), target);
+                    log_start = target;
+                    end = target;
+                    model.clear();
                 }
                 Op::Reopen => {
                     log.shutdown().unwrap();
@@ -254,5 +265,61 @@ fn replica_batches_teach_their_leader_epochs_and_truncation_cuts_them() {
     assert_eq!(p.offsets().log_end, 2);
     assert_eq!(p.end_offset_for_epoch(5), Some((5, 2)));
     assert_eq!(p.end_offset_for_epoch(0), Some((0, 2)));
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn a_fresh_start_past_the_log_end_forgets_every_batch_and_producer_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    // Producer 7 wrote offsets 0..3 (sequences 0..3) through a leader of epoch 5.
+    let b = batch_with(3, 5, &[], Compression::None, Some((7, 0, 0)));
+    block_on(
+        p.append_replica(as_leader_stored(&b, 0))
+            .unwrap()
+            .durable
+            .wait(),
+    )
+    .unwrap();
+    assert!(matches!(
+        p.truncate_fully_and_start_at(2),
+        Err(TruncateError::BelowLogEnd {
+            offset: 2,
+            log_end: 3
+        })
+    ));
+    assert_eq!(p.truncate_fully_and_start_at(10).unwrap(), 10);
+    let at_start = |p: &Partition| {
+        let o = p.offsets();
+        assert_eq!(
+            (o.log_start, o.high_watermark, o.log_end),
+            (10, 10, 10),
+            "{o:?}"
+        );
+        assert!(matches!(
+            p.read(2, 1 << 20),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        assert!(p.read(10, 1 << 20).unwrap().records.is_empty());
+        // The epoch covering the new start, as recovery trims it.
+        assert_eq!(p.end_offset_for_epoch(5), Some((5, 10)));
+    };
+    at_start(&p);
+    // Durable on return: a crash (no shutdown, no other checkpoint) keeps it.
+    drop((log, p));
+    let log = open(dir.path());
+    let p = log.partition(pid(0)).unwrap();
+    at_start(&p);
+    // Producer 7 is forgotten and the table may have forgotten others: its
+    // next batch is taken at any sequence, as a new producer's would be.
+    let next = batch_with(1, 5, &[], Compression::None, Some((7, 0, 3)));
+    let out = p.append(next).unwrap();
+    assert!(!out.duplicate);
+    assert_eq!(out.base_offset, 10);
+    let stranger = batch_with(1, 5, &[], Compression::None, Some((8, 0, 42)));
+    assert_eq!(p.append(stranger).unwrap().base_offset, 11);
     log.shutdown().unwrap();
 }

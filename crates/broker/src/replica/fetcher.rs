@@ -11,7 +11,23 @@
 //! ([`Partition::append_replica`]), and the next fetch is sent only once
 //! they are durable under the flush policy, so the offset a fetch names is
 //! what this broker holds durably (the leader's high watermark counts on
-//! it). The leader's high watermark in each answer bounds this replica's.
+//! it). The leader's high watermark in each answer bounds this replica's,
+//! and its log start moves this replica's up (never past this replica's
+//! high watermark), so records deleted on the leader (DeleteRecords,
+//! retention) stay deleted after a failover.
+//!
+//! A fetch offset the leader answers OFFSET_OUT_OF_RANGE puts the partition
+//! in [`FollowState::OutOfRange`]: the leader is asked for its log start
+//! (ListOffsets EARLIEST, `replica_id` = this broker, as Kafka's follower
+//! asks), and when that has passed this log's end the partition fetches
+//! from there ([`FollowState::StartAfresh`]): the log starts afresh
+//! ([`Partition::truncate_fully_and_start_at`]) at the base offset of the
+//! first batch the leader answers (a DeleteRecords offset may lie inside a
+//! batch; Kafka's follower starts at that batch's base too), and the
+//! leader's log start is then adopted as after any fetch. This is a replica
+//! that was down while its leader's log start moved, or a new replica of a
+//! partition whose log no longer starts at 0. Otherwise (the leader is
+//! behind this log) the divergence check runs again.
 //! A leader that says this broker's epoch is stale or that it no longer
 //! leads stops the partition here until the next assignment.
 
@@ -22,13 +38,16 @@ use std::time::Duration;
 use bytes::{BufMut as _, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestHeader, ResponseHeader, TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::RecordBatchDecoder;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -41,6 +60,10 @@ use super::{ReplicaError, ReplicaSettings};
 const FETCH_VERSION: i16 = 13;
 /// The OffsetForLeaderEpoch version a follower sends (`replica_id` from v3).
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
+/// The ListOffsets version a follower sends (`current_leader_epoch` from v4).
+const LIST_OFFSETS_VERSION: i16 = 4;
+/// ListOffsets' timestamp for the earliest offset: the log start.
+const EARLIEST_TIMESTAMP: i64 = -2;
 /// How long the leader may hold a replica fetch that finds nothing new
 /// (Kafka's `replica.fetch.wait.max.ms` default).
 const FETCH_WAIT_MS_MAX: i32 = 500;
@@ -68,6 +91,12 @@ pub(crate) enum FollowState {
     Truncate,
     /// Fetch from the log end.
     Fetch,
+    /// The leader answered the fetch offset out of its range: ask it for
+    /// its log start, and start afresh there if this log ends below it.
+    OutOfRange,
+    /// Fetch from `at`, the leader's log start past this log's end, and
+    /// start the log afresh at the first batch answered.
+    StartAfresh { at: i64 },
     /// The leader refused it; wait for the next assignment.
     Stopped,
 }
@@ -243,9 +272,22 @@ async fn session(
             truncate(settings, &mut conn, shared, &truncating).await?;
             continue;
         }
+        let out_of_range: Vec<&Followed> = followed
+            .iter()
+            .filter(|f| f.state == FollowState::OutOfRange)
+            .collect();
+        if !out_of_range.is_empty() {
+            start_at_leader_log_start(settings, &mut conn, shared, &out_of_range).await?;
+            continue;
+        }
         let fetching: Vec<&Followed> = followed
             .iter()
-            .filter(|f| f.state == FollowState::Fetch)
+            .filter(|f| {
+                matches!(
+                    f.state,
+                    FollowState::Fetch | FollowState::StartAfresh { .. }
+                )
+            })
             .collect();
         if fetching.is_empty() {
             match next_retry {
@@ -403,11 +445,15 @@ async fn fetch(
     let mut topics: HashMap<uuid::Uuid, Vec<FetchPartition>> = HashMap::new();
     for f in items {
         let offsets = f.partition.offsets();
+        let fetch_offset = match f.state {
+            FollowState::StartAfresh { at } => at,
+            _ => offsets.log_end,
+        };
         topics.entry(f.partition.id().topic_id).or_default().push(
             FetchPartition::default()
                 .with_partition(f.partition.id().partition)
                 .with_current_leader_epoch(f.leader_epoch)
-                .with_fetch_offset(offsets.log_end)
+                .with_fetch_offset(fetch_offset)
                 .with_log_start_offset(offsets.log_start)
                 .with_partition_max_bytes(settings.fetch_partition_bytes_max),
         );
@@ -442,11 +488,23 @@ async fn fetch(
                 continue;
             };
             let id = f.partition.id();
+            if data.error_code == ResponseError::OffsetOutOfRange.code() {
+                tracing::info!(topic = %f.topic, partition = id.partition,
+                    fetch_offset = f.partition.offsets().log_end,
+                    "the leader answered this replica's fetch offset out of range; asking for its log start");
+                set_state(shared, id, f.leader_epoch, FollowState::OutOfRange);
+                continue;
+            }
             if data.error_code != 0 {
                 refused(shared, f, data.error_code, "a replica fetch");
                 continue;
             }
             let records = data.records.unwrap_or_default();
+            if let FollowState::StartAfresh { at } = f.state
+                && !start_afresh(shared, f, at, &records).await?
+            {
+                continue;
+            }
             if !records.is_empty() {
                 let partition = f.partition.clone();
                 let appended =
@@ -466,7 +524,13 @@ async fn fetch(
                     }
                 }
             }
-            bounds.push((f.partition.clone(), f.leader_epoch, data.high_watermark));
+            bounds.push((
+                f.topic.clone(),
+                f.partition.clone(),
+                f.leader_epoch,
+                data.high_watermark,
+                data.log_start_offset,
+            ));
         }
     }
     for wait in durable {
@@ -477,13 +541,183 @@ async fn fetch(
     }
     // Only while still followed under the same epoch: a partition led
     // here by now has its own bound.
-    let partitions = lock(&shared.partitions)?;
-    for (partition, epoch, hw) in bounds {
-        if partitions
-            .get(&partition.id())
-            .is_some_and(|f| f.leader_epoch == epoch)
-        {
-            partition.set_high_watermark_bound(Some(hw));
+    let mut starts = Vec::new();
+    {
+        let partitions = lock(&shared.partitions)?;
+        for (topic, partition, epoch, hw, log_start) in bounds {
+            if partitions
+                .get(&partition.id())
+                .is_some_and(|f| f.leader_epoch == epoch)
+            {
+                let our_hw = partition.set_high_watermark_bound(Some(hw));
+                // The leader's log start, never past what this replica
+                // has committed (Kafka's follower bounds it the same way).
+                let target = log_start.min(our_hw);
+                if target > partition.offsets().log_start {
+                    starts.push((topic, partition, epoch, target));
+                }
+            }
+        }
+    }
+    for (topic, partition, epoch, target) in starts {
+        adopt_log_start(shared, topic, partition, epoch, target).await?;
+    }
+    Ok(())
+}
+
+/// Move a followed partition's log start up to `target` (the leader's,
+/// bounded by this replica's high watermark), durably, while it is still
+/// followed under `epoch`. A failure is logged: the next fetch tries again.
+async fn adopt_log_start(
+    shared: &Arc<Shared>,
+    topic: String,
+    partition: Partition,
+    epoch: i32,
+    target: i64,
+) -> Result<(), FetchError> {
+    let id = partition.id();
+    let moved = while_followed(shared, id, epoch, FollowState::Fetch, move || {
+        partition.delete_records_before(target)
+    })
+    .await?;
+    match moved {
+        None => {}
+        Some(Ok(start)) => {
+            tracing::debug!(topic = %topic, partition = id.partition, log_start = start,
+                "moved the log start up to the leader's");
+        }
+        Some(Err(err)) => {
+            tracing::warn!(topic = %topic, partition = id.partition, target, error = %err,
+                "cannot move the log start up to the leader's; trying again at the next fetch");
+        }
+    }
+    Ok(())
+}
+
+/// Start a followed partition's log afresh for the leader's answer to a
+/// fetch from `at` (its log start, past this log's end): at the base offset
+/// of the first batch answered, which holds `at`, or at `at` when none came.
+/// Returns whether the partition now fetches on (its state is
+/// [`FollowState::Fetch`]).
+async fn start_afresh(
+    shared: &Arc<Shared>,
+    f: &Followed,
+    at: i64,
+    records: &bytes::Bytes,
+) -> Result<bool, FetchError> {
+    let id = f.partition.id();
+    let first_base = RecordBatchDecoder::decode_batch_info(&mut records.clone())
+        .ok()
+        .and_then(|batches| batches.first().map(|b| b.min_offset));
+    let start = first_base.map_or(at, |base| base.min(at));
+    let partition = f.partition.clone();
+    let started = while_followed(
+        shared,
+        id,
+        f.leader_epoch,
+        FollowState::StartAfresh { at },
+        move || {
+            let start = partition.truncate_fully_and_start_at(start)?;
+            // Nothing is committed here past the new start until the
+            // leader says so.
+            partition.set_high_watermark_bound(Some(start));
+            Ok::<_, weir_storage::TruncateError>(start)
+        },
+    )
+    .await?;
+    match started {
+        None => Ok(false),
+        Some(Ok(start)) => {
+            tracing::info!(topic = %f.topic, partition = id.partition, log_start = start,
+                leader_start = at, "started the log afresh; following the leader from there");
+            set_state(shared, id, f.leader_epoch, FollowState::Fetch);
+            Ok(true)
+        }
+        Some(Err(err)) => {
+            tracing::error!(topic = %f.topic, partition = id.partition, error = %err,
+                "cannot start the log afresh at the leader's log start; following stops");
+            set_state(shared, id, f.leader_epoch, FollowState::Stopped);
+            Ok(false)
+        }
+    }
+}
+
+/// Ask the leader for each partition's log start (ListOffsets EARLIEST),
+/// and fetch from there to start the log afresh when it ends below it, as
+/// Kafka's follower does on OFFSET_OUT_OF_RANGE (`truncateFullyAndStartAt`). A log
+/// that ends at or past the leader's log start was answered out of range
+/// for another reason (the leader's log ends below it): the divergence
+/// check runs again, after a pause.
+async fn start_at_leader_log_start(
+    settings: &ReplicaSettings,
+    conn: &mut Connection,
+    shared: &Arc<Shared>,
+    items: &[&Followed],
+) -> Result<(), FetchError> {
+    let mut topics: HashMap<&str, Vec<ListOffsetsPartition>> = HashMap::new();
+    for f in items {
+        topics.entry(&f.topic).or_default().push(
+            ListOffsetsPartition::default()
+                .with_partition_index(f.partition.id().partition)
+                .with_current_leader_epoch(f.leader_epoch)
+                .with_timestamp(EARLIEST_TIMESTAMP),
+        );
+    }
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(settings.node_id))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let response = conn.call(&request, LIST_OFFSETS_VERSION).await?;
+    for topic in response.topics {
+        for answer in topic.partitions {
+            let Some(f) = items.iter().find(|f| {
+                f.topic == topic.name.as_str()
+                    && f.partition.id().partition == answer.partition_index
+            }) else {
+                continue;
+            };
+            let id = f.partition.id();
+            if answer.error_code != 0 {
+                refused(
+                    shared,
+                    f,
+                    answer.error_code,
+                    "ListOffsets for its log start",
+                );
+                continue;
+            }
+            let leader_start = answer.offset;
+            let log_end = f.partition.offsets().log_end;
+            if leader_start <= log_end {
+                tracing::warn!(topic = %f.topic, partition = id.partition, leader_start, log_end,
+                    "out of range, though the leader's log starts at or below this log's end; checking for divergence again");
+                if let Ok(mut partitions) = lock(&shared.partitions)
+                    && let Some(followed) = partitions.get_mut(&id)
+                    && followed.leader_epoch == f.leader_epoch
+                {
+                    followed.state = FollowState::Truncate;
+                    followed.retry_at = Some(
+                        tokio::time::Instant::now() + Duration::from_millis(PARTITION_RETRY_MS),
+                    );
+                }
+                continue;
+            }
+            tracing::info!(topic = %f.topic, partition = id.partition, log_end, leader_start,
+                "the leader's log starts past this log's end: starting afresh there");
+            set_state(
+                shared,
+                id,
+                f.leader_epoch,
+                FollowState::StartAfresh { at: leader_start },
+            );
         }
     }
     Ok(())
