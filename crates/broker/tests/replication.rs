@@ -466,27 +466,43 @@ async fn followers_copy_the_leader_the_isr_follows_them_and_a_new_leader_truncat
         "every committed batch, from the follower's copy"
     );
 
-    // ListOffsets is the leader's to answer: a follower's copy may lag.
+    // ListOffsets is the leader's to answer a consumer (-1): a follower's
+    // copy may lag. A debugging tool (-2) may ask a follower, and is told
+    // the follower's own log end.
     let follower_addr = n2.addr.to_string();
-    let answer = tokio::task::spawn_blocking(move || {
+    let answers = tokio::task::spawn_blocking(move || {
         let mut conn = weir_client::Connection::connect(&follower_addr)?;
-        let request = ListOffsetsRequest::default()
-            .with_replica_id((-1).into())
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(0)
-                            .with_current_leader_epoch(-1)
-                            .with_timestamp(-1),
-                    ]),
-            ]);
-        conn.call(&request, 7)
+        let mut answers = Vec::new();
+        for replica_id in [-1, -2] {
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(replica_id.into())
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_current_leader_epoch(-1)
+                                .with_timestamp(-1),
+                        ]),
+                ]);
+            answers.push(conn.call(&request, 7)?);
+        }
+        anyhow::Ok(answers)
     })
     .await??;
-    let partition = &answer.topics[0].partitions[0];
-    assert_eq!(partition.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    let consumer = &answers[0].topics[0].partitions[0];
+    assert_eq!(consumer.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    let debugging = &answers[1].topics[0].partitions[0];
+    assert_eq!(
+        debugging.error_code, 0,
+        "a debugging tool reads any replica"
+    );
+    assert_eq!(
+        debugging.offset,
+        n2.partition(topic_id).offsets().log_end,
+        "the follower's own log end"
+    );
 
     // The follower stops. An acks=all batch appended now waits for it
     // until, the log end having moved past it for replica.lag.time.max.ms,

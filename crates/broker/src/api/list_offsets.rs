@@ -1,6 +1,12 @@
 //! ListOffsets: a partition's earliest and latest offsets, the offset of its
 //! largest timestamp, and the first offset at or after a timestamp (how
 //! consumers reset and rewind by time).
+//!
+//! Whose view is answered follows `replica_id`, as in Kafka: a consumer
+//! (-1) asks the leader and sees up to the high watermark (the last stable
+//! offset under read_committed); a follower (its broker id) asks the leader
+//! and sees up to the log end; a debugging tool (-2) may ask any replica
+//! and sees that replica's own log end.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -26,6 +32,19 @@ const READ_COMMITTED: i8 = 1;
 const LEADER_EPOCH_VERSION: i16 = 4;
 /// No leader epoch to tell (`RecordBatch.NO_PARTITION_LEADER_EPOCH`).
 const NO_LEADER_EPOCH: i32 = -1;
+/// `replica_id` of a consumer (Kafka's `CONSUMER_REPLICA_ID`).
+const CONSUMER_REPLICA_ID: i32 = -1;
+/// `replica_id` of a debugging tool (Kafka's `DEBUGGING_REPLICA_ID`).
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
+/// How far a lookup may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// A consumer: the high watermark, or the last stable offset.
+    Consumer { read_committed: bool },
+    /// A replica or a debugging tool: the log end.
+    LogEnd,
+}
 
 /// An offset found, with its record's timestamp (-1 when the lookup has none)
 /// and the leader epoch it was written in (-1 when unknown).
@@ -49,7 +68,14 @@ pub(crate) async fn handle(
     req: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, HandlerError> {
     let version = ctx.version;
-    let read_committed = version >= 2 && req.isolation_level == READ_COMMITTED;
+    let bound = if req.replica_id.0 == CONSUMER_REPLICA_ID {
+        Bound::Consumer {
+            read_committed: version >= 2 && req.isolation_level == READ_COMMITTED,
+        }
+    } else {
+        Bound::LogEnd
+    };
+    let leader_only = req.replica_id.0 != DEBUGGING_REPLICA_ID;
     let topics =
         req.topics
             .into_iter()
@@ -66,9 +92,12 @@ pub(crate) async fn handle(
                                         partition.leader_epoch(),
                                     )?;
                                 }
-                                let epoch_start =
-                                    broker.replicas.leader_for_clients(partition.id())?;
-                                lookup(&partition, p.timestamp, read_committed, epoch_start)
+                                let epoch_start = if leader_only {
+                                    broker.replicas.leader_for_clients(partition.id())?
+                                } else {
+                                    0
+                                };
+                                lookup(&partition, p.timestamp, bound, epoch_start)
                             },
                         );
                         answer(version, p.partition_index, found)
@@ -91,12 +120,13 @@ pub(crate) async fn handle(
 /// A leader elected at `epoch_start` whose high watermark has not reached
 /// it yet (its followers have not confirmed what it holds) knows less than
 /// the leader before it told clients: the latest offset, or no match for a
-/// time, would move a consumer back. Kafka answers OFFSET_NOT_AVAILABLE
-/// then, and clients retry.
+/// time, would move a consumer back. Kafka answers a consumer
+/// OFFSET_NOT_AVAILABLE then, and clients retry; a replica or a tool,
+/// which see the log end, are answered.
 fn lookup(
     partition: &Partition,
     timestamp: i64,
-    read_committed: bool,
+    bound: Bound,
     epoch_start: i64,
 ) -> Result<Found, ApiError> {
     let offsets = partition.offsets();
@@ -109,7 +139,7 @@ fn lookup(
             ),
         )
     };
-    let lagging = offsets.high_watermark < epoch_start;
+    let lagging = matches!(bound, Bound::Consumer { .. }) && offsets.high_watermark < epoch_start;
     if lagging && timestamp == LATEST {
         return Err(not_yet());
     }
@@ -126,8 +156,15 @@ fn lookup(
         leader_epoch: partition.leader_epoch(),
     };
     let found = match timestamp {
-        LATEST if read_committed => latest(offsets.last_stable),
-        LATEST => latest(offsets.high_watermark),
+        LATEST => latest(match bound {
+            Bound::Consumer {
+                read_committed: true,
+            } => offsets.last_stable,
+            Bound::Consumer {
+                read_committed: false,
+            } => offsets.high_watermark,
+            Bound::LogEnd => offsets.log_end,
+        }),
         // Without tiered storage the whole log is local.
         EARLIEST | EARLIEST_LOCAL => written(offsets.log_start, -1),
         // KIP-1005: with tiered storage off, nothing is tiered, so no offset.
@@ -187,6 +224,10 @@ mod tests {
 
     use super::*;
 
+    const CONSUMER: Bound = Bound::Consumer {
+        read_committed: false,
+    };
+
     #[tokio::test]
     async fn a_new_leader_whose_high_watermark_lags_its_epoch_start_has_no_latest_offset_yet() {
         // 5 records held, 2 committed; the leadership began at offset 5.
@@ -194,14 +235,15 @@ mod tests {
         let (_log, partition) = crate::admin::testing::held_partition(dir.path(), &[2, 3], 2).await;
         for timestamp in [LATEST, 1_800_000_000_000] {
             for read_committed in [false, true] {
-                let err = lookup(&partition, timestamp, read_committed, 5).unwrap_err();
+                let err = lookup(&partition, timestamp, Bound::Consumer { read_committed }, 5)
+                    .unwrap_err();
                 assert_eq!(err.code, ResponseError::OffsetNotAvailable);
             }
         }
         // What is committed can still be found.
-        assert_eq!(lookup(&partition, EARLIEST, false, 5).unwrap().offset, 0);
+        assert_eq!(lookup(&partition, EARLIEST, CONSUMER, 5).unwrap().offset, 0);
         assert_eq!(
-            lookup(&partition, 1_700_000_000_001, false, 5)
+            lookup(&partition, 1_700_000_000_001, CONSUMER, 5)
                 .unwrap()
                 .offset,
             1
@@ -209,9 +251,14 @@ mod tests {
         // Once the followers confirm the log up to where the leadership began
         // (or it began at or below the high watermark), the latest offset is
         // the high watermark.
-        assert_eq!(lookup(&partition, LATEST, false, 2).unwrap().offset, 2);
+        assert_eq!(lookup(&partition, LATEST, CONSUMER, 2).unwrap().offset, 2);
+        // A follower or a debugging tool sees the log end, lagging or not.
+        assert_eq!(
+            lookup(&partition, LATEST, Bound::LogEnd, 5).unwrap().offset,
+            5
+        );
         partition.set_high_watermark_bound(Some(5));
-        assert_eq!(lookup(&partition, LATEST, false, 5).unwrap().offset, 5);
+        assert_eq!(lookup(&partition, LATEST, CONSUMER, 5).unwrap().offset, 5);
     }
 
     #[test]
