@@ -599,6 +599,14 @@ async fn log_leader_changes(
         };
         if known != Some(now) {
             match now {
+                // A node restarted after leading resumes its stored vote
+                // (openraft does) until the others tell it of a newer term.
+                (Some(leader), term) if leader == me && known.is_none() => tracing::info!(
+                    term,
+                    "this node led the metadata quorum in this term when it stopped; it \
+                     leads again only if a majority still follows it, and otherwise steps \
+                     down as soon as it hears of the newer term"
+                ),
                 (Some(leader), term) if leader == me => {
                     tracing::info!(term, "this node now leads the metadata quorum")
                 }
