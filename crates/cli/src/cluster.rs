@@ -112,6 +112,16 @@ struct Voter {
     caught_up_ago_ms: Option<i64>,
 }
 
+/// One quorum member's row in `status --json` (voters and observers alike).
+fn replica_json(v: &Voter) -> serde_json::Value {
+    json!({
+        "id": v.id,
+        "log_end_offset": v.log_end,
+        "lag": v.lag,
+        "last_caught_up_ms_ago": v.caught_up_ago_ms,
+    })
+}
+
 /// DescribeQuorum, when the broker serves it and a leader answers.
 fn describe_quorum(client: &mut weir_client::Client) -> Result<Option<Quorum>> {
     use kafka_protocol::messages::DescribeQuorumRequest;
@@ -277,18 +287,8 @@ fn status(brokers: &str, json: bool) -> Result<()> {
                 "leader": q.leader,
                 "epoch": q.epoch,
                 "high_watermark": q.high_watermark,
-                "voters": q.voters.iter().map(|v| json!({
-                    "id": v.id,
-                    "log_end_offset": v.log_end,
-                    "lag": v.lag,
-                    "last_caught_up_ms_ago": v.caught_up_ago_ms,
-                })).collect::<Vec<_>>(),
-                "observers": q.observers.iter().map(|v| json!({
-                    "id": v.id,
-                    "log_end_offset": v.log_end,
-                    "lag": v.lag,
-                    "last_caught_up_ms_ago": v.caught_up_ago_ms,
-                })).collect::<Vec<_>>(),
+                "voters": q.voters.iter().map(replica_json).collect::<Vec<_>>(),
+                "observers": q.observers.iter().map(replica_json).collect::<Vec<_>>(),
             })),
             "topics": metadata.topics.len(),
             "partitions": {
