@@ -183,7 +183,21 @@ fn a_connection_that_never_reads_its_fetches_is_closed_when_idle() -> anyhow::Re
     let bootstrap = broker.bootstrap();
     fill(&bootstrap, "big", 2 * FETCH_BYTES)?;
     served_before_timeout(&bootstrap)?;
-    let mut stuck = RawClient::connect(&bootstrap)?;
+    // The stuck client must hold the one slot first: the broker frees the
+    // slot of a client that just closed only once it sees the close, and a
+    // connection made before that is refused (closed at once).
+    let mut stuck = None;
+    common::wait_until(
+        common::CLIENT_TIMEOUT,
+        "the only connection slot to be free",
+        || {
+            let mut client = RawClient::connect(&bootstrap)?;
+            let held = client.call(&ApiVersionsRequest::default(), 2).is_ok();
+            stuck = held.then_some(client);
+            Ok(held)
+        },
+    )?;
+    let mut stuck = stuck.context("no connection held the slot")?;
     let fetch = fetch_request("big", FETCH_BYTES)?;
     for correlation_id in 0..PIPELINED_FETCHES {
         stuck.send_frame(&RawClient::encode(&fetch, 11, correlation_id)?)?;
