@@ -5,7 +5,8 @@
 //! a group's committed offsets kept across its coordinator's death, the
 //! refusals that keep a data folder to the kind of node that made it, a
 //! broker-only node (a quorum learner) added, restarted, replaced with an
-//! empty disk and unregistered, and a controller-only voter.
+//! empty disk and unregistered, a controller-only voter, and a voter that
+//! lost its data replaced through `remove-controller` and `add-controller`.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
@@ -883,7 +884,7 @@ fn a_data_folder_keeps_the_kind_of_node_that_made_it() -> anyhow::Result<()> {
     for (args, message) in [
         (
             vec!["--node-id", "4", "--voters", voters.as_str()],
-            "must be one of --voters",
+            "is not in --voters, so this node is an observer",
         ),
         (
             vec![
@@ -1100,14 +1101,8 @@ fn quorum_lags(nodes: &[Broker]) -> anyhow::Result<Option<Vec<(i64, i64)>>> {
         if status["quorum"]["leader"].as_i64().unwrap_or(-1) < 0 {
             continue;
         }
-        let lags = ["voters", "observers"]
-            .iter()
-            .flat_map(|key| {
-                status["quorum"][key]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
+        let lags = quorum_rows(&status)
+            .into_iter()
             .map(|m| {
                 (
                     m["id"].as_i64().unwrap_or(-1),
@@ -1306,6 +1301,205 @@ fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyho
         "{:?}: {said}",
         unserved.status
     );
+    Ok(())
+}
+
+/// `weir cluster status --json`'s directory id of each quorum member (voters
+/// and observers), by node id.
+fn directory_ids(node: &Broker) -> anyhow::Result<BTreeMap<i64, String>> {
+    let status: serde_json::Value =
+        serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
+    Ok(quorum_rows(&status)
+        .into_iter()
+        .filter_map(|m| Some((m["id"].as_i64()?, m["directory_id"].as_str()?.to_owned())))
+        .collect())
+}
+
+/// A `weir cluster status --json` document's quorum members: the voters,
+/// then the observers.
+fn quorum_rows(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    ["voters", "observers"]
+        .iter()
+        .flat_map(|key| {
+            status["quorum"][key]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Start voter `id` of `node` again on its (emptied) data folder with
+/// `args`, and check the start is refused, naming what to do.
+fn refused_as_a_lost_voter(node: &Broker, id: u16, args: &[&str]) -> anyhow::Result<()> {
+    let data_dir = node.data_dir();
+    let id = id.to_string();
+    let listen = node.bootstrap();
+    let mut all = vec![
+        "--node-id",
+        id.as_str(),
+        "--listen",
+        listen.as_str(),
+        "--data-dir",
+        data_dir.to_str().context("data dir")?,
+    ];
+    all.extend_from_slice(args);
+    let refused = cli::serve_expecting_exit(&all, &[])?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        refused.status.code() == Some(1)
+            && said.contains(&format!(
+                "weir cluster remove-controller --controller-id {id}"
+            )),
+        "{:?}: {said}",
+        refused.status
+    );
+    Ok(())
+}
+
+#[test]
+fn a_voter_that_lost_its_data_is_refused_until_removed_and_added_back_as_a_new_controller()
+-> anyhow::Result<()> {
+    let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "kept", 1, 3)?;
+    ensure!(produce(&all, "kept", 0, 100)?.len() == 100);
+    let before = directory_ids(&nodes[0])?;
+    ensure!(
+        before.len() == 3 && before.values().all(|d| d.len() == 22),
+        "every voter is shown with its directory id: {before:?}"
+    );
+
+    // Node 3 loses its data folder. Started again as voter 3, it is refused
+    // before it answers any Raft request, and says what to do.
+    nodes[2].sigkill()?;
+    std::fs::remove_dir_all(nodes[2].data_dir())?;
+    refused_as_a_lost_voter(&nodes[2], 3, &["--voters", &voters])?;
+    let survivors = bootstrap(&nodes[..2]);
+    create_replicated_blocking(&survivors, "while-refused", 1, 2)?;
+
+    // Removing a voter that is not one: VOTER_NOT_FOUND (127), also for
+    // voter 3 under another directory than its own.
+    let remove = |args: &[&str]| {
+        let mut all_args = vec!["cluster", "remove-controller"];
+        all_args.extend_from_slice(args);
+        cli::weir(&nodes[0], &all_args, b"")
+    };
+    for wrong in [
+        vec!["--controller-id", "9"],
+        vec![
+            "--controller-id",
+            "3",
+            "--controller-directory-id",
+            before[&1].as_str(),
+        ],
+    ] {
+        let out = remove(&wrong)?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1) && said.contains("(error code 127)"),
+            "{wrong:?}: {:?}: {said}",
+            out.status
+        );
+    }
+    let removed = remove(&[
+        "--controller-id",
+        "3",
+        "--controller-directory-id",
+        before[&3].as_str(),
+    ])?;
+    ensure!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    ensure!(quorum_members(&nodes[0])? == (vec![1, 2], vec![3]));
+
+    // Started again on its empty folder, it joins as an observer with a new
+    // directory, takes the metadata, and copies its partition back.
+    nodes[2].restart()?;
+    wait_full_isr(&nodes, "kept")?;
+    let rejoined = directory_ids(&nodes[0])?;
+    ensure!(
+        rejoined.get(&3).is_some_and(|d| *d != before[&3]),
+        "{rejoined:?} against {before:?}"
+    );
+    // Adding a voter that already votes: DUPLICATE_VOTER (126).
+    let duplicate = cli::weir(
+        &nodes[0],
+        &["cluster", "add-controller", "--controller-id", "1"],
+        b"",
+    )?;
+    let said = String::from_utf8_lossy(&duplicate.stderr);
+    ensure!(
+        duplicate.status.code() == Some(1) && said.contains("(error code 126)"),
+        "{:?}: {said}",
+        duplicate.status
+    );
+    let added = cli::weir_ok(
+        &nodes[1],
+        &[
+            "cluster",
+            "add-controller",
+            "--controller-id",
+            "3",
+            "--json",
+        ],
+        b"",
+    )?;
+    ensure!(added.trim() == r#"{"added":3}"#, "{added}");
+    ensure!(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![]));
+
+    // It votes: without node 1, nodes 2 and 3 are a majority of the three
+    // voters, so metadata still commits and node 1's leaderships move.
+    nodes[0].sigkill()?;
+    let rest = bootstrap(&nodes[1..]);
+    create_replicated_blocking(&rest, "after-the-replacement", 1, 2)?;
+    ensure!(produce(&rest, "kept", 100, 100)?.len() == 100);
+    ensure!(
+        read_all(&rest, "kept", 1)?[&0] == (0..200).collect::<Vec<_>>(),
+        "every record, once and in order, through the replacement"
+    );
+
+    // A controller with a new id joins as an observer and is added. With
+    // node 1 still gone, four voters need nodes 2, 3 and 4 to commit.
+    let listen = format!("127.0.0.1:{}", common::reserve_port()?);
+    let controller_listen = format!("127.0.0.1:{}", common::reserve_port()?);
+    let mut fourth = Broker::start_at(
+        &listen,
+        &[
+            "--node-id",
+            "4",
+            "--voters",
+            &voters,
+            "--controller-listen",
+            &controller_listen,
+        ],
+    )?;
+    ensure!(quorum_members(&nodes[1])? == (vec![1, 2, 3], vec![4]));
+    cli::weir_ok(
+        &nodes[1],
+        &["cluster", "add-controller", "--controller-id", "4"],
+        b"",
+    )?;
+    ensure!(quorum_members(&nodes[1])? == (vec![1, 2, 3, 4], vec![]));
+    create_replicated_blocking(&rest, "four-voters", 1, 2)?;
+
+    // A voter added by id that loses its folder is refused the same way
+    // (once a majority of the four is back to answer).
+    nodes[0].restart()?;
+    fourth.sigkill()?;
+    std::fs::remove_dir_all(fourth.data_dir())?;
+    refused_as_a_lost_voter(
+        &fourth,
+        4,
+        &[
+            "--voters",
+            &voters,
+            "--controller-listen",
+            &controller_listen,
+        ],
+    )?;
     Ok(())
 }
 

@@ -110,6 +110,9 @@ impl From<MetadataError> for ApiError {
             MetadataError::Storage(_) => ResponseError::KafkaStorageError,
             MetadataError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
             MetadataError::BrokerInUse(_) => ResponseError::InvalidRequest,
+            MetadataError::DuplicateVoter(_) => ResponseError::DuplicateVoter,
+            MetadataError::VoterNotFound(_) => ResponseError::VoterNotFound,
+            MetadataError::InvalidVoterChange(_) => ResponseError::InvalidRequest,
         };
         Self::new(code, err.to_string())
     }

@@ -1,8 +1,9 @@
 //! `weir cluster`: `status` (the metadata quorum and each voter's lag, the
 //! brokers, and which partitions are online, under-replicated or offline,
 //! from DescribeQuorum, DescribeCluster and Metadata, as text or (`--json`)
-//! one JSON document), `unregister` (Kafka's UnregisterBroker), and the
-//! entry points of `local` and `elect-leaders`.
+//! one JSON document), `unregister` (Kafka's UnregisterBroker),
+//! `add-controller` and `remove-controller` (KRaft's AddRaftVoter and
+//! RemoveRaftVoter), and the entry points of `local` and `elect-leaders`.
 
 use crate::Result;
 use clap::{Args, Subcommand};
@@ -71,6 +72,65 @@ away with `weir topic reassign` first. A broker-only node also leaves the
 metadata quorum's learners. Exits 1 when the cluster refuses (the broker is
 alive, still a replica, or not registered) and says why.")]
     Unregister(UnregisterArgs),
+    /// Make an observer of the metadata quorum a voter (KRaft's
+    /// AddRaftVoter, as `kafka-metadata-quorum add-controller`).
+    #[command(after_help = "\
+Examples:
+  weir cluster add-controller --controller-id 3
+  weir cluster add-controller --controller-id 4 --controller-directory-id pnFrB4T5Sw-Wbp8BsNDMDQ
+
+The node must run with the controller role and be an observer: a node whose
+id is not in the quorum's voters joins as one when it starts (a new
+controller, with --controller-listen; or a voter that lost its data and was
+removed with remove-controller). The quorum's leader makes it a voter once it
+has copied the metadata log. `weir cluster status` shows voters and observers
+(--json also their directory ids). Exits 1 when the quorum refuses (already a
+voter: DUPLICATE_VOTER; not an observer with the controller role; not caught
+up in time: REQUEST_TIMED_OUT) and says why.")]
+    AddController(VoterArgs),
+    /// Make a voter of the metadata quorum an observer (KRaft's
+    /// RemoveRaftVoter, as `kafka-metadata-quorum remove-controller`).
+    #[command(after_help = "\
+Examples:
+  weir cluster remove-controller --controller-id 3
+  weir cluster remove-controller --controller-id 3 --controller-directory-id pnFrB4T5Sw-Wbp8BsNDMDQ
+
+Use it to replace a voter whose data is lost: remove it (a majority of the
+remaining voters must run), start the node again on its empty data folder (it
+joins as an observer), then `weir cluster add-controller` it. A voter removed
+while it runs stays an observer and a broker. A quorum of two voters needs both:
+add the replacement soon. Exits 1 when the quorum refuses (not a voter:
+VOTER_NOT_FOUND; the last voter) and says why.")]
+    RemoveController(VoterArgs),
+}
+
+/// `weir cluster add-controller` and `remove-controller`.
+#[derive(Debug, Args)]
+pub struct VoterArgs {
+    /// The node's id (its --node-id).
+    #[arg(long, value_name = "ID")]
+    controller_id: i32,
+    /// The node's metadata directory id (`weir cluster status --json` shows
+    /// it); the change is refused unless it is the node's. Without it, the
+    /// directory the quorum knows for the node.
+    #[arg(long, value_name = "DIRECTORY_ID", value_parser = parse_directory_id)]
+    controller_directory_id: Option<uuid::Uuid>,
+}
+
+/// A directory id as Kafka prints one: 22 characters of URL-safe base64.
+fn parse_directory_id(text: &str) -> std::result::Result<uuid::Uuid, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
+        .ok_or_else(|| "not a directory id (22 characters of URL-safe base64)".to_owned())
+}
+
+/// A directory id as Kafka prints one.
+fn directory_text(id: uuid::Uuid) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
 /// `weir cluster unregister`.
@@ -110,6 +170,8 @@ struct Voter {
     /// How far behind the high watermark.
     lag: i64,
     caught_up_ago_ms: Option<i64>,
+    /// Its metadata directory, when the quorum knows it.
+    directory: Option<uuid::Uuid>,
 }
 
 /// One quorum member's row in `status --json` (voters and observers alike).
@@ -119,6 +181,7 @@ fn replica_json(v: &Voter) -> serde_json::Value {
         "log_end_offset": v.log_end,
         "lag": v.lag,
         "last_caught_up_ms_ago": v.caught_up_ago_ms,
+        "directory_id": v.directory.map(directory_text),
     })
 }
 
@@ -133,7 +196,7 @@ fn describe_quorum(client: &mut weir_client::Client) -> Result<Option<Quorum>> {
             )))
             .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
     ]);
-    let Ok(response) = client.send(&request, 1) else {
+    let Ok(response) = client.send(&request, 2) else {
         return Ok(None);
     };
     let Some(partition) = response
@@ -160,6 +223,7 @@ fn describe_quorum(client: &mut weir_client::Client) -> Result<Option<Quorum>> {
         lag: (hw - v.log_end_offset).max(0),
         caught_up_ago_ms: (v.last_caught_up_timestamp >= 0)
             .then(|| (now - v.last_caught_up_timestamp).max(0)),
+        directory: (!v.replica_directory_id.is_nil()).then_some(v.replica_directory_id),
     };
     Ok(Some(Quorum {
         leader: partition.leader_id.0,
@@ -183,8 +247,81 @@ pub fn run(brokers: &str, args: ClusterArgs) -> Result<()> {
             let mut client = super::connect(brokers)?;
             unregister_broker(&mut client, unregister.id, args.json)
         }
+        ClusterCommand::AddController(voter) => {
+            let mut client = super::connect(brokers)?;
+            change_voter(&mut client, VoterChange::Add, &voter, args.json)
+        }
+        ClusterCommand::RemoveController(voter) => {
+            let mut client = super::connect(brokers)?;
+            change_voter(&mut client, VoterChange::Remove, &voter, args.json)
+        }
     }
 }
+
+/// Which voter change.
+#[derive(Debug, Clone, Copy)]
+enum VoterChange {
+    Add,
+    Remove,
+}
+
+/// Add or remove a voter, through whichever broker answers (it forwards
+/// to the quorum's leader).
+fn change_voter(
+    client: &mut weir_client::Client,
+    change: VoterChange,
+    voter: &VoterArgs,
+    json: bool,
+) -> Result<()> {
+    use kafka_protocol::messages::{AddRaftVoterRequest, RemoveRaftVoterRequest};
+    let id = voter.controller_id;
+    let directory = voter.controller_directory_id.unwrap_or_default();
+    let (code, message) = match change {
+        VoterChange::Add => {
+            let response = client.send(
+                &AddRaftVoterRequest::default()
+                    .with_cluster_id(None)
+                    .with_timeout_ms(ADD_CONTROLLER_TIMEOUT_MS)
+                    .with_voter_id(id)
+                    .with_voter_directory_id(directory),
+                0,
+            )?;
+            (response.error_code, response.error_message)
+        }
+        VoterChange::Remove => {
+            let response = client.send(
+                &RemoveRaftVoterRequest::default()
+                    .with_cluster_id(None)
+                    .with_voter_id(id)
+                    .with_voter_directory_id(directory),
+                0,
+            )?;
+            (response.error_code, response.error_message)
+        }
+    };
+    let (verb, done) = match change {
+        VoterChange::Add => ("adding", "added"),
+        VoterChange::Remove => ("removing", "removed"),
+    };
+    weir_client::check_message(code, message.as_ref(), || {
+        format!("{verb} voter {id} of the metadata quorum")
+    })?;
+    if json {
+        super::print_out(&format!("{}\n", json!({ done: id })))?;
+    } else {
+        let now = match change {
+            VoterChange::Add => "a voter",
+            VoterChange::Remove => "an observer",
+        };
+        super::print_out(&format!(
+            "{done} voter {id}: node {id} is now {now} of the metadata quorum\n"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The AddRaftVoter timeout sent (Kafka's admin client default).
+const ADD_CONTROLLER_TIMEOUT_MS: i32 = 30_000;
 
 /// Unregister broker `id`, through whichever broker answers (it forwards
 /// to the quorum's leader).

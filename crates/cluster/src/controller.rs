@@ -82,6 +82,11 @@ pub(crate) struct Join {
     pub(crate) id: u64,
     /// Its controller listener, `HOST:PORT`, where the leader sends the log.
     pub(crate) addr: String,
+    /// Its metadata directory, for a node with the controller role (one
+    /// `weir cluster add-controller` may make a voter); none for a
+    /// broker-only node.
+    #[serde(default)]
+    pub(crate) directory: Option<uuid::Uuid>,
 }
 
 /// Longest controller address a node may join with: a DNS name (253
@@ -107,6 +112,9 @@ pub(crate) struct Node {
     /// When this node, as a follower, last took entries or a heartbeat from
     /// each leader, by node id.
     heard: Mutex<HashMap<u64, Instant>>,
+    /// Whether this node answers Raft's requests: not while a voter with an
+    /// empty Raft folder is still entering the quorum (`crate::voters`).
+    raft_open: std::sync::atomic::AtomicBool,
 }
 
 /// One replica's progress as the leader saw it when last asked.
@@ -170,7 +178,34 @@ impl Node {
             heartbeat_late: (heartbeat_interval * 2).min(session_timeout / 2),
             progress: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
+            raft_open: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Answer Raft's requests (`open`), or keep refusing them.
+    pub(crate) fn admit_raft(&self, open: bool) {
+        self.raft_open
+            .store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The quorum's membership as this node knows it.
+    pub(crate) fn membership(&self) -> openraft::Membership<u64, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
+    /// Whether `id` is a voter, as this node knows the membership.
+    pub(crate) fn is_voter(&self, id: u64) -> bool {
+        self.membership().voter_ids().any(|v| v == id)
+    }
+
+    /// Whether this node answers Raft's requests.
+    pub(crate) fn raft_open(&self) -> bool {
+        self.raft_open.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Note that the leader `node` reached this node just now.
@@ -192,13 +227,13 @@ impl Node {
     }
 
     /// The term this node leads in, if it leads.
-    fn leading_term(&self) -> Option<u64> {
+    pub(crate) fn leading_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         (m.current_leader == Some(self.id)).then_some(m.current_term)
     }
 
-    fn not_leader<T>(&self) -> LeaderReply<T> {
+    pub(crate) fn not_leader<T>(&self) -> LeaderReply<T> {
         LeaderReply::NotLeader {
             leader: self.raft.metrics().borrow().current_leader,
         }
@@ -306,42 +341,76 @@ impl Node {
         if self.leading_term().is_none() {
             return self.not_leader();
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership();
         if membership.voter_ids().any(|v| v == join.id) {
-            return LeaderReply::Done(Err(format!(
-                "node {} is a voter of the metadata quorum; a broker-only node needs an \
-                 id that is not in --voters",
-                join.id
-            )));
+            // A controller `add-controller` made a voter, starting again:
+            // taken back only with the folder it was added with.
+            let bound = match self.machine.read(|s| s.directories.get(&join.id).copied()) {
+                Ok(bound) => bound,
+                Err(e) => return LeaderReply::Failed(e.to_string()),
+            };
+            return LeaderReply::Done(match join.directory {
+                Some(directory) => {
+                    match crate::voters::admission(join.id, directory, true, bound) {
+                        Some(crate::voters::Admission::Voter) => Ok(()),
+                        Some(crate::voters::Admission::Refused(why)) => Err(why),
+                        _ => Err(format!(
+                            "node {} is a voter of the metadata quorum, not bound to a directory",
+                            join.id
+                        )),
+                    }
+                }
+                None => Err(format!(
+                    "node {} is a voter of the metadata quorum; a broker-only node needs an \
+                     id that is not in --voters",
+                    join.id
+                )),
+            });
         }
         let node = BasicNode {
             addr: join.addr.clone(),
         };
         let answer = match membership.get_node(&join.id) {
-            Some(known) if known.addr == join.addr => return LeaderReply::Done(Ok(())),
+            Some(known) if known.addr == join.addr => None,
             Some(_) => {
                 let change = ChangeMembers::SetNodes([(join.id, node)].into_iter().collect());
-                self.raft.change_membership(change, true).await
+                Some(self.raft.change_membership(change, true).await)
             }
             None if membership.learner_ids().count() >= LEARNERS_MAX => {
                 return LeaderReply::Done(Err(format!(
                     "the quorum already has {LEARNERS_MAX} learners (broker-only nodes)"
                 )));
             }
-            None => self.raft.add_learner(join.id, node, false).await,
+            None => Some(self.raft.add_learner(join.id, node, false).await),
         };
-        match membership_answer(answer) {
-            LeaderReply::Done(Ok(())) => {
-                tracing::info!(node = join.id, addr = %join.addr, "a broker-only node joined as a learner");
-                LeaderReply::Done(Ok(()))
+        if let Some(answer) = answer {
+            match membership_answer(answer) {
+                LeaderReply::Done(Ok(())) => {
+                    tracing::info!(node = join.id, addr = %join.addr, "a node joined the metadata quorum as a learner");
+                }
+                other => return other,
             }
-            other => other,
+        }
+        // A learner with the controller role is bound to its directory, so
+        // `add-controller` makes a voter of this very folder; a learner
+        // copies the log, so binding it again to a new one loses nothing.
+        let Some(directory) = join.directory else {
+            return LeaderReply::Done(Ok(()));
+        };
+        match self.machine.read(|s| s.directories.get(&join.id).copied()) {
+            Ok(Some(bound)) if bound == directory => LeaderReply::Done(Ok(())),
+            Ok(_) => match self
+                .local_write(Command::BindDirectory {
+                    node: join.id,
+                    directory,
+                })
+                .await
+            {
+                LeaderReply::Done(_) => LeaderReply::Done(Ok(())),
+                LeaderReply::NotLeader { leader } => LeaderReply::NotLeader { leader },
+                LeaderReply::Failed(why) => LeaderReply::Failed(why),
+            },
+            Err(e) => LeaderReply::Failed(e.to_string()),
         }
     }
 
@@ -407,6 +476,10 @@ impl Node {
         }
         let last = metrics.last_log_index.unwrap_or(0);
         let now = wall_clock_ms();
+        let directories = self
+            .machine
+            .read(|s| s.directories.clone())
+            .unwrap_or_default();
         let Ok(mut progress) = weir_sync::lock(&self.progress) else {
             return LeaderReply::Failed("the progress table is poisoned".into());
         };
@@ -447,6 +520,7 @@ impl Node {
                 } else {
                     -1
                 },
+                directory_id: directories.get(id).copied(),
             };
             if membership.voter_ids().any(|v| v == *id) {
                 voters.push(replica);
@@ -588,7 +662,7 @@ fn check_join(join: &Join) -> Result<(), String> {
 /// refuses is `Done(Err)`; one that must wait for an earlier change to
 /// commit is "not leader" with no leader, which the asker retries after a
 /// pause.
-fn membership_answer<T>(
+pub(crate) fn membership_answer<T>(
     answer: Result<T, RaftError<u64, ClientWriteError<u64, BasicNode>>>,
 ) -> LeaderReply<Result<(), String>> {
     use openraft::error::ChangeMembershipError;
@@ -792,6 +866,7 @@ mod tests {
             check_join(&Join {
                 id,
                 addr: addr.to_owned(),
+                directory: None,
             })
         };
         assert!(join(4, "10.0.0.4:9093").is_ok());

@@ -23,15 +23,18 @@ use openraft::{BasicNode, Config, SnapshotPolicy, StorageError, StorageIOError};
 use tokio::sync::watch;
 
 mod controller;
+mod directory;
 mod log_store;
 mod network;
 pub mod state;
 mod state_machine;
 mod store;
+mod voters;
 
 pub use controller::{Heartbeat, HeartbeatAnswer, LeaderRebalance};
 pub use state::{ClusterState, Command, Outcome, Placement, Refusal};
 pub use store::RaftMetadataStore;
+pub use voters::VoterRefusal;
 
 openraft::declare_raft_types!(
     /// The Raft types of the metadata quorum.
@@ -54,6 +57,10 @@ pub(crate) const ENTRY_BYTES_MAX: usize = 4 << 20;
 pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// Pause between attempts while the quorum has no leader.
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait for another voter's greeting.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a node entering the quorum says in the log what it waits for.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the quorum could not start or a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,9 @@ pub enum ClusterError {
     /// The quorum's leader refused the request, and says why.
     #[error("the metadata quorum refused: {0}")]
     Refused(String),
+    /// The quorum's leader refused a voter change.
+    #[error("{0}")]
+    VoterChange(#[source] VoterRefusal),
 }
 
 impl From<weir_sync::PoisonedLock> for ClusterError {
@@ -97,11 +107,15 @@ pub struct ControllerConfig {
     pub node_id: u64,
     /// `--voters`: each voter's id and controller address (`HOST:PORT`).
     pub voters: BTreeMap<u64, String>,
-    /// A broker-only node (`--process-roles broker`): not one of the
-    /// voters but a learner of the quorum, which copies the metadata and
-    /// never votes. The address is its controller listener, where the
-    /// leader sends it the log.
+    /// A node whose id is not one of `--voters`: a learner of the quorum
+    /// (an observer), which copies the metadata and does not vote. The
+    /// address is its controller listener, where the leader sends it the
+    /// log.
     pub learner: Option<String>,
+    /// The node has the controller role (`--process-roles` names
+    /// `controller`): a voter, or an observer that `add-controller` can
+    /// make one. A broker-only node never votes.
+    pub controller_role: bool,
     /// Where the Raft log, vote and snapshot live (`<data dir>/raft`).
     pub dir: PathBuf,
     /// Raft heartbeat interval.
@@ -139,6 +153,7 @@ impl ControllerConfig {
             node_id,
             voters,
             learner: None,
+            controller_role: true,
             dir,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(200),
@@ -189,6 +204,12 @@ pub struct Controller {
     voters: BTreeMap<u64, String>,
     /// A learner's own controller address (see [`ControllerConfig::learner`]).
     learner: Option<String>,
+    /// See [`ControllerConfig::controller_role`].
+    controller_role: bool,
+    /// This node's metadata directory ([`directory`]).
+    directory: uuid::Uuid,
+    /// How this node entered the quorum, once it has (see [`voters`]).
+    entered: watch::Receiver<Option<voters::Admission>>,
     write_timeout: Duration,
     raft: Raft,
     node: Arc<controller::Node>,
@@ -213,11 +234,14 @@ impl std::fmt::Debug for Controller {
 
 impl Controller {
     /// Open the node's Raft storage, serve the controller listener on
-    /// `listener`, and join the quorum. A voter that has never run
-    /// initializes the quorum with the voters; every voter may do so, with
-    /// the same voters, and Raft keeps one. A learner never initializes:
-    /// it asks the leader to add it ([`Controller::join`]) and takes the
-    /// log and membership from it.
+    /// `listener`, and enter the quorum. A voter whose Raft folder is empty
+    /// answers no Raft request until it has entered as [`voters`] tells:
+    /// it initializes a new quorum with the voters (every voter may, with
+    /// the same voters, and Raft keeps one), or is admitted by the existing
+    /// quorum's leader, as the voter it is or as an observer, or is refused
+    /// ([`Controller::join`] says so). A learner never initializes: it asks
+    /// the leader to add it ([`Controller::join`]) and takes the log and
+    /// membership from it.
     pub async fn start(
         config: ControllerConfig,
         listener: tokio::net::TcpListener,
@@ -232,7 +256,7 @@ impl Controller {
             }
             (Some(_), true) => {
                 return Err(ClusterError::Config(format!(
-                    "--node-id {} is one of --voters; a broker-only node needs another id",
+                    "--node-id {} is one of --voters; an observer needs another id",
                     config.node_id
                 )));
             }
@@ -252,6 +276,7 @@ impl Controller {
         .validate()
         .map_err(|e| ClusterError::Config(e.to_string()))?;
         let log = log_store::LogStore::open(&config.dir)?;
+        let directory = directory::load_or_create(&config.dir)?;
         let machine = state_machine::StateMachine::open(&config.dir)?;
         let client = network::Client::new().map_err(|e| ClusterError::Raft(e.to_string()))?;
         let raft = Raft::new(
@@ -293,26 +318,22 @@ impl Controller {
             .is_initialized()
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if !initialized && config.learner.is_none() {
-            let members: BTreeMap<u64, BasicNode> = config
-                .voters
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => {
-                    tracing::info!(voters = ?config.voters, "initialized the metadata quorum")
-                }
-                Err(openraft::error::RaftError::APIError(
-                    openraft::error::InitializeError::NotAllowed(_),
-                )) => {}
-                Err(e) => return Err(ClusterError::Raft(e.to_string())),
-            }
-        }
+        // A node whose folder holds its log and vote answers Raft at once.
+        // With an empty folder, a voter of --voters enters first (`enter`),
+        // and an observer once the leader has added it (`join`): one that
+        // `add-controller` made a voter before it lost its folder must not
+        // answer as that voter.
+        let must_enter = !initialized && config.learner.is_none();
+        let (entered_tx, entered) =
+            watch::channel((!must_enter).then_some(voters::Admission::Voter));
+        node.admit_raft(initialized);
         let controller = Arc::new(Self {
             id: config.node_id,
             voters: config.voters,
             learner: config.learner,
+            controller_role: config.controller_role,
+            directory,
+            entered,
             write_timeout: config.write_timeout,
             raft,
             node,
@@ -325,6 +346,11 @@ impl Controller {
         });
         tokio::spawn(name_the_cluster(Arc::downgrade(&controller)));
         tokio::spawn(log_leader_changes(controller.raft.metrics(), controller.id));
+        if must_enter {
+            tokio::spawn(enter(Arc::downgrade(&controller), entered_tx));
+        } else if controller.learner.is_none() {
+            tokio::spawn(bind_directory(Arc::downgrade(&controller)));
+        }
         Ok(controller)
     }
 
@@ -427,23 +453,35 @@ impl Controller {
         .await
     }
 
-    /// Whether this node is a learner of the quorum (a broker-only node).
-    pub fn is_learner(&self) -> bool {
-        self.learner.is_some()
-    }
-
-    /// A learner: ask the quorum's leader, through any voter, to add this
-    /// node as a learner at its controller address (or update the address
-    /// it knows). Idempotent; a voter has nothing to do. Fails with
-    /// [`ClusterError::Refused`] when the leader refuses (the id is a
-    /// voter's), and [`ClusterError::NoLeader`] when no leader answered.
+    /// Enter the quorum: wait (at most the write timeout) until this node
+    /// has entered it ([`Controller::start`]), and, for a learner, ask the
+    /// quorum's leader, through any voter, to add it as a learner at its
+    /// controller address (or update the address it knows). Idempotent; a
+    /// voter has nothing more to do. Fails with [`ClusterError::Refused`]
+    /// when the leader refuses (a learner with a voter's id, a voter whose
+    /// Raft folder was lost), and [`ClusterError::NoLeader`] when no leader
+    /// answered in time: call it again.
     pub async fn join(&self) -> Result<(), ClusterError> {
-        let Some(addr) = &self.learner else {
-            return Ok(());
+        let mut entered = self.entered.clone();
+        let admission = tokio::time::timeout(self.write_timeout, entered.wait_for(Option::is_some))
+            .await
+            .map_err(|_| ClusterError::NoLeader(self.write_timeout))?
+            .map_err(|e| ClusterError::Raft(e.to_string()))?
+            .clone();
+        let addr = match (admission, &self.learner) {
+            (Some(voters::Admission::Refused(why)), _) => return Err(ClusterError::Refused(why)),
+            (_, Some(addr)) => addr.clone(),
+            (Some(voters::Admission::Observer), None) => {
+                self.voters.get(&self.id).cloned().ok_or_else(|| {
+                    ClusterError::Config(format!("--node-id {} is not one of --voters", self.id))
+                })?
+            }
+            _ => return Ok(()),
         };
         let join = controller::Join {
             id: self.id,
-            addr: addr.clone(),
+            addr,
+            directory: self.controller_role.then_some(self.directory),
         };
         let answer = self
             .ask_leader("/controller/join", &join, |node| {
@@ -451,7 +489,9 @@ impl Controller {
                 async move { node.local_join(join).await }
             })
             .await?;
-        answer.map_err(ClusterError::Refused)
+        answer.map_err(ClusterError::Refused)?;
+        self.node.admit_raft(true);
+        Ok(())
     }
 
     /// Unregister broker `id` (Kafka's UnregisterBroker) through the
@@ -466,6 +506,78 @@ impl Controller {
             .await?;
         self.wait_applied(index, self.write_timeout).await?;
         Ok(outcome)
+    }
+
+    /// Initialize a new quorum with `--voters` (openraft refuses, and
+    /// that is fine, when this node's Raft already holds a log or a vote).
+    async fn initialize(&self) -> Result<(), ClusterError> {
+        let members: BTreeMap<u64, BasicNode> = self
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(voters = ?self.voters, "initialized the metadata quorum");
+                Ok(())
+            }
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Ok(()),
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// Make observer `id` a voter (KRaft's AddRaftVoter), once it has
+    /// caught up with the metadata log, through the quorum's leader. With
+    /// `directory`, only if that is the observer's directory.
+    pub async fn add_voter(
+        &self,
+        id: u64,
+        directory: Option<uuid::Uuid>,
+    ) -> Result<(), ClusterError> {
+        self.change_voter(true, voters::VoterChange { id, directory })
+            .await
+    }
+
+    /// Make voter `id` an observer (KRaft's RemoveRaftVoter) through the
+    /// quorum's leader. With `directory`, only if that is the voter's
+    /// directory.
+    pub async fn remove_voter(
+        &self,
+        id: u64,
+        directory: Option<uuid::Uuid>,
+    ) -> Result<(), ClusterError> {
+        self.change_voter(false, voters::VoterChange { id, directory })
+            .await
+    }
+
+    /// Add (`add`) or remove a voter through the quorum's leader, and wait
+    /// until this node has applied the new membership.
+    async fn change_voter(
+        &self,
+        add: bool,
+        change: voters::VoterChange,
+    ) -> Result<(), ClusterError> {
+        let path = if add {
+            "/controller/add_voter"
+        } else {
+            "/controller/remove_voter"
+        };
+        let index = self
+            .ask_leader(path, &change, |node| {
+                let change = change.clone();
+                async move {
+                    if add {
+                        node.local_add_voter(change).await
+                    } else {
+                        node.local_remove_voter(change).await
+                    }
+                }
+            })
+            .await?
+            .map_err(ClusterError::VoterChange)?;
+        self.wait_applied(index, self.write_timeout).await
     }
 
     /// The quorum as its leader describes it (DescribeQuorum), asked of the
@@ -559,18 +671,22 @@ impl Controller {
     }
 
     /// Whom to ask when no leader is known: a voter asks itself (it may be
-    /// elected, and it learns the leader when one is); a learner, which is
-    /// never elected, asks each voter of `--voters` in turn, and a voter
+    /// elected, and it learns the leader when one is); any other node
+    /// (a learner, which is never elected, or a node still entering the
+    /// quorum) asks each other voter of `--voters` in turn, and a voter
     /// that knows the leader names it.
     fn guess_leader(&self, tried: usize) -> u64 {
-        if self.learner.is_none() || self.voters.is_empty() {
+        let votes = self.node.is_voter(self.id);
+        let others: Vec<u64> = self
+            .voters
+            .keys()
+            .copied()
+            .filter(|v| *v != self.id)
+            .collect();
+        if votes || others.is_empty() {
             return self.id;
         }
-        self.voters
-            .keys()
-            .nth(tried % self.voters.len())
-            .copied()
-            .unwrap_or(self.id)
+        others[tried % others.len()]
     }
 
     fn address_of(&self, id: u64) -> Option<String> {
@@ -623,6 +739,131 @@ async fn log_leader_changes(
         }
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Enter the quorum with an empty Raft folder (see [`voters`]): greet the
+/// other voters until they tell whether the quorum exists, then initialize
+/// it or be admitted by its leader, and only then answer Raft. Says in
+/// `entered` how it went; ends when the controller is dropped.
+async fn enter(
+    controller: std::sync::Weak<Controller>,
+    entered: watch::Sender<Option<voters::Admission>>,
+) {
+    let mut last_said = Instant::now();
+    loop {
+        let Some(c) = controller.upgrade() else {
+            return;
+        };
+        let others: Vec<(u64, String)> = c
+            .voters
+            .iter()
+            .filter(|(id, _)| **id != c.id)
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, (_, addr)) in others.iter().enumerate() {
+            let (client, addr) = (c.client.clone(), addr.clone());
+            calls.spawn(async move {
+                let path = "/controller/hello";
+                let answer = client.call(&addr, path, &(), GREETING_TIMEOUT).await;
+                (i, answer.ok())
+            });
+        }
+        let mut greetings: Vec<Option<voters::HelloAnswer>> = vec![None; others.len()];
+        while let Some(joined) = calls.join_next().await {
+            if let Ok((i, answer)) = joined
+                && let Some(slot) = greetings.get_mut(i)
+            {
+                *slot = answer;
+            }
+        }
+        let admission = match voters::entry(c.voters.len(), &greetings) {
+            voters::Entry::Initialize => c.initialize().await.map(|()| voters::Admission::Voter),
+            voters::Entry::AskLeader => {
+                let admit = voters::Admit {
+                    id: c.id,
+                    directory: c.directory,
+                };
+                c.ask_leader("/controller/admit", &admit, |node| {
+                    let admit = admit.clone();
+                    async move { node.local_admit(admit).await }
+                })
+                .await
+            }
+            voters::Entry::Wait => Err(ClusterError::NoLeader(GREETING_TIMEOUT)),
+        };
+        match admission {
+            Ok(admission) => {
+                match &admission {
+                    voters::Admission::Voter => {
+                        tracing::info!("entered the metadata quorum as a voter")
+                    }
+                    voters::Admission::Observer => tracing::info!(
+                        "this node is not a voter of the existing metadata quorum: it joins as \
+                         an observer; `weir cluster add-controller --controller-id {}` makes it \
+                         a voter",
+                        c.id
+                    ),
+                    voters::Admission::Refused(why) => {
+                        tracing::error!("the metadata quorum refused this node: {why}")
+                    }
+                }
+                let voter = admission == voters::Admission::Voter;
+                c.node
+                    .admit_raft(!matches!(admission, voters::Admission::Refused(_)));
+                entered.send_replace(Some(admission));
+                if voter {
+                    bind_directory(Arc::downgrade(&c)).await;
+                }
+                return;
+            }
+            Err(e) if last_said.elapsed() >= WAITING_LOG_EVERY => {
+                let answered = greetings.iter().flatten().count();
+                tracing::warn!(error = %e, answered, others = others.len(),
+                    "this node's Raft folder is new; waiting for a majority of --voters to answer \
+                     on their controller listeners (a new quorum), or for the existing quorum's \
+                     leader to admit it");
+                last_said = Instant::now();
+            }
+            Err(_) => {}
+        }
+        drop(c);
+        tokio::time::sleep(NO_LEADER_BACKOFF).await;
+    }
+}
+
+/// Make sure the quorum's leader has bound this voter to its directory,
+/// retrying while there is no leader; ends when the controller is dropped.
+async fn bind_directory(controller: std::sync::Weak<Controller>) {
+    loop {
+        let Some(c) = controller.upgrade() else {
+            return;
+        };
+        let admit = voters::Admit {
+            id: c.id,
+            directory: c.directory,
+        };
+        let answer = c
+            .ask_leader("/controller/admit", &admit, |node| {
+                let admit = admit.clone();
+                async move { node.local_admit(admit).await }
+            })
+            .await;
+        match answer {
+            Ok(voters::Admission::Refused(why)) => {
+                tracing::error!(
+                    "this voter's Raft folder holds a log, but the quorum knows it with \
+                     another directory: {why}"
+                );
+                return;
+            }
+            Ok(_) => return,
+            Err(_) => {
+                drop(c);
+                tokio::time::sleep(NO_LEADER_BACKOFF).await;
+            }
         }
     }
 }

@@ -13,6 +13,13 @@
 //! | `POST /controller/quorum` | nothing                 | the quorum as DescribeQuorum tells it, or "not leader" |
 //! | `POST /controller/join` | a broker-only node's id and controller address | done, or why refused, or "not leader" |
 //! | `POST /controller/unregister` | a broker id        | the outcome and its index, or "not leader" |
+//! | `POST /controller/hello` | nothing                  | whether this node's log holds anything (any node answers) |
+//! | `POST /controller/admit` | a node's id and directory id | voter, observer, or why refused; or "not leader" |
+//! | `POST /controller/add_voter` | a node id and, maybe, its directory id | the membership's index, or why refused; or "not leader" |
+//! | `POST /controller/remove_voter` | the same          | the same                                |
+//!
+//! A voter whose Raft folder is empty answers the `/raft/` requests with
+//! HTTP 503 until it has entered the quorum (`crate::voters`).
 //!
 //! Every body is bounded, in both directions ([`RPC_BYTES_MAX`]), and at
 //! most [`RPC_IN_FLIGHT_MAX`] requests are served at once across all
@@ -24,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{
@@ -42,6 +50,7 @@ use crate::TypeConfig;
 use crate::controller::{Heartbeat, HeartbeatAnswer, Join, LeaderReply, Node};
 use crate::state::{Command, Outcome};
 use crate::state_machine::SNAPSHOT_BYTES_MAX;
+use crate::voters::{Admission, Admit, HelloAnswer, VoterChange, VoterRefusal};
 
 /// Largest request or response body on the controller listener: openraft
 /// sends at most `MAX_PAYLOAD_ENTRIES` entries of at most
@@ -63,6 +72,10 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/controller/quorum", post(quorum))
         .route("/controller/join", post(join))
         .route("/controller/unregister", post(unregister))
+        .route("/controller/hello", post(hello))
+        .route("/controller/admit", post(admit))
+        .route("/controller/add_voter", post(add_voter))
+        .route("/controller/remove_voter", post(remove_voter))
         .layer(DefaultBodyLimit::max(RPC_BYTES_MAX))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             RPC_IN_FLIGHT_MAX,
@@ -70,10 +83,16 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// The answer to a Raft request while this node does not answer Raft.
+const RAFT_CLOSED: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
 async fn append(
     State(node): State<Arc<Node>>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
+) -> Result<Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>>, StatusCode> {
+    if !node.raft_open() {
+        return Err(RAFT_CLOSED);
+    }
     let leader = req.vote.leader_id().voted_for();
     let answer = node.raft.append_entries(req).await;
     // Heard from the leader in its own term: a sign of life a successor
@@ -83,27 +102,36 @@ async fn append(
     {
         node.heard_from(leader);
     }
-    Json(answer)
+    Ok(Json(answer))
 }
 
 async fn vote(
     State(node): State<Arc<Node>>,
     Json(req): Json<VoteRequest<u64>>,
-) -> Json<Result<VoteResponse<u64>, RaftError<u64>>> {
-    Json(node.raft.vote(req).await)
+) -> Result<Json<Result<VoteResponse<u64>, RaftError<u64>>>, StatusCode> {
+    if !node.raft_open() {
+        return Err(RAFT_CLOSED);
+    }
+    Ok(Json(node.raft.vote(req).await))
 }
 
 async fn snapshot(
     State(node): State<Arc<Node>>,
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> {
+) -> Result<
+    Json<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>>,
+    StatusCode,
+> {
+    if !node.raft_open() {
+        return Err(RAFT_CLOSED);
+    }
     let end = req.offset.saturating_add(req.data.len() as u64);
     if end > SNAPSHOT_BYTES_MAX {
         // Not the snapshot of a metadata state this node can hold: answer as
         // to a mismatched transfer, so the sender starts over rather than
         // this node filling its memory.
         tracing::warn!(bytes = end, "refused a snapshot past SNAPSHOT_BYTES_MAX");
-        return Json(Err(RaftError::APIError(
+        return Ok(Json(Err(RaftError::APIError(
             InstallSnapshotError::SnapshotMismatch(openraft::error::SnapshotMismatch {
                 expect: openraft::SnapshotSegmentId {
                     id: req.meta.snapshot_id.clone(),
@@ -114,9 +142,9 @@ async fn snapshot(
                     offset: req.offset,
                 },
             }),
-        )));
+        ))));
     }
-    Json(node.raft.install_snapshot(req).await)
+    Ok(Json(node.raft.install_snapshot(req).await))
 }
 
 async fn write(
@@ -149,6 +177,31 @@ async fn unregister(
     Json(id): Json<i32>,
 ) -> Json<LeaderReply<(Outcome, u64)>> {
     Json(node.local_unregister(id).await)
+}
+
+async fn hello(State(node): State<Arc<Node>>, Json(()): Json<()>) -> Json<HelloAnswer> {
+    Json(node.local_hello())
+}
+
+async fn admit(
+    State(node): State<Arc<Node>>,
+    Json(admit): Json<Admit>,
+) -> Json<LeaderReply<Admission>> {
+    Json(node.local_admit(admit).await)
+}
+
+async fn add_voter(
+    State(node): State<Arc<Node>>,
+    Json(change): Json<VoterChange>,
+) -> Json<LeaderReply<Result<u64, VoterRefusal>>> {
+    Json(node.local_add_voter(change).await)
+}
+
+async fn remove_voter(
+    State(node): State<Arc<Node>>,
+    Json(change): Json<VoterChange>,
+) -> Json<LeaderReply<Result<u64, VoterRefusal>>> {
+    Json(node.local_remove_voter(change).await)
 }
 
 async fn heartbeat(

@@ -135,6 +135,17 @@ pub enum Command {
         /// Its id.
         id: i32,
     },
+    /// Record the metadata directory of a quorum node with the controller
+    /// role (KIP-853's directory id): the quorum's leader binds a voter
+    /// when it first admits it, and an observer when it joins. A node whose
+    /// Raft folder was lost starts with a new directory and is not taken
+    /// back as the voter it was (see `docs/operations.md`).
+    BindDirectory {
+        /// The node id.
+        node: u64,
+        /// Its directory id (`<data dir>/raft/directory.id`).
+        directory: Uuid,
+    },
 }
 
 /// Where new partitions' replicas go.
@@ -245,6 +256,11 @@ pub struct ClusterState {
     pub broker_configs: BTreeMap<String, String>,
     /// The next producer id to hand out.
     pub next_producer_id: i64,
+    /// The metadata directory of each quorum node with the controller role,
+    /// by node id ([`Command::BindDirectory`]). Absent from snapshots taken
+    /// before Weir kept it.
+    #[serde(default)]
+    pub directories: BTreeMap<u64, Uuid>,
 }
 
 impl ClusterState {
@@ -500,6 +516,10 @@ impl ClusterState {
             }),
             Command::UnregisterBroker { id } => {
                 self.unregister(*id)?;
+                Ok(Outcome::Done)
+            }
+            Command::BindDirectory { node, directory } => {
+                self.directories.insert(*node, *directory);
                 Ok(Outcome::Done)
             }
             Command::AlterReassignments { changes } => Ok(Outcome::PartitionResults {

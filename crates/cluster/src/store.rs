@@ -22,7 +22,7 @@ use weir_metadata::{
 };
 
 use crate::state::Placement;
-use crate::{ClusterError, Command, Controller, Outcome, Refusal};
+use crate::{ClusterError, Command, Controller, Outcome, Refusal, VoterRefusal};
 
 /// Longest DescribeQuorum waits for the quorum's leader.
 const QUORUM_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -81,6 +81,7 @@ impl RaftMetadataStore {
             .map_err(|_| MetadataError::NoController("the runtime is shutting down".into()))?
             .map_err(|e| match e {
                 ClusterError::NoLeader(_) => MetadataError::NoController(e.to_string()),
+                ClusterError::VoterChange(why) => voter_refusal(why),
                 e => MetadataError::Storage(e.to_string()),
             })?;
         match outcome {
@@ -122,6 +123,20 @@ fn refusal(why: Refusal) -> MetadataError {
         Refusal::ProducerIds(m) => MetadataError::Storage(m),
         Refusal::BrokerNotRegistered(m) => MetadataError::BrokerNotRegistered(m),
         Refusal::BrokerInUse(m) => MetadataError::BrokerInUse(m),
+    }
+}
+
+/// A Kafka node id as the quorum's: a negative one names no node.
+fn node_id(id: i32) -> Result<u64, MetadataError> {
+    u64::try_from(id).map_err(|_| MetadataError::VoterNotFound(format!("node {id} is no node")))
+}
+
+fn voter_refusal(why: VoterRefusal) -> MetadataError {
+    match why {
+        VoterRefusal::Duplicate(m) => MetadataError::DuplicateVoter(m),
+        VoterRefusal::NotFound(m) => MetadataError::VoterNotFound(m),
+        VoterRefusal::Invalid(m) => MetadataError::InvalidVoterChange(m),
+        VoterRefusal::TimedOut(m) => MetadataError::NoController(m),
     }
 }
 
@@ -294,6 +309,26 @@ impl MetadataStore for RaftMetadataStore {
             Outcome::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
+    }
+
+    fn add_voter(&self, id: i32, directory: Option<Uuid>) -> Result<(), MetadataError> {
+        let controller = self.controller.clone();
+        let id = node_id(id)?;
+        self.outcome_of(async move {
+            controller.add_voter(id, directory).await?;
+            Ok(Outcome::Done)
+        })
+        .map(drop)
+    }
+
+    fn remove_voter(&self, id: i32, directory: Option<Uuid>) -> Result<(), MetadataError> {
+        let controller = self.controller.clone();
+        let id = node_id(id)?;
+        self.outcome_of(async move {
+            controller.remove_voter(id, directory).await?;
+            Ok(Outcome::Done)
+        })
+        .map(drop)
     }
 
     fn alter_partition(

@@ -27,6 +27,27 @@ pub fn new_cluster_id() -> String {
     local::encode_uuid(local::random_uuid(|_| false))
 }
 
+/// A UUID as Kafka prints one (a topic id, a directory id): 22 characters
+/// of URL-safe base64.
+pub fn uuid_text(id: Uuid) -> String {
+    local::encode_uuid(id)
+}
+
+/// Read a UUID written as Kafka prints one ([`uuid_text`]).
+pub fn parse_uuid_text(text: &str) -> Option<Uuid> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
+/// A new random UUID for a node's metadata directory (KIP-853's directory
+/// id).
+pub fn new_directory_id() -> Uuid {
+    local::random_uuid(|_| false)
+}
+
 /// A topic as the metadata layer knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicMeta {
@@ -219,6 +240,10 @@ pub struct QuorumReplica {
     pub last_fetch_timestamp_ms: i64,
     /// When it last held everything the leader had (-1 when unknown).
     pub last_caught_up_timestamp_ms: i64,
+    /// Its metadata directory (KIP-853), when the quorum knows it: a node
+    /// with the controller role.
+    #[serde(default)]
+    pub directory_id: Option<Uuid>,
 }
 
 /// Where a controller is reached: its `--controller-listen` address.
@@ -286,6 +311,17 @@ pub enum MetadataError {
     /// TOPIC_ALREADY_EXISTS.
     #[error("topic '{0}' already exists")]
     TopicAlreadyExists(String),
+    /// DUPLICATE_VOTER: a voter change adding a node that already votes.
+    #[error("{0}")]
+    DuplicateVoter(String),
+    /// VOTER_NOT_FOUND: a voter change removing a node that does not vote
+    /// (or not with the directory named).
+    #[error("{0}")]
+    VoterNotFound(String),
+    /// INVALID_REQUEST: a voter change the quorum cannot make (a node that
+    /// is not an observer with the controller role, the last voter).
+    #[error("{0}")]
+    InvalidVoterChange(String),
     /// UNKNOWN_TOPIC_OR_PARTITION.
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
@@ -460,6 +496,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn unregister_broker(&self, id: i32) -> Result<(), MetadataError> {
         Err(MetadataError::BrokerNotRegistered(format!(
             "broker {id} is not registered: a one-node cluster has no broker to unregister"
+        )))
+    }
+    /// Make observer `id` a voter of the metadata quorum once it has caught
+    /// up (KRaft's AddRaftVoter); with `directory`, only if that is its
+    /// metadata directory. A single node has no quorum to change.
+    fn add_voter(&self, id: i32, directory: Option<Uuid>) -> Result<(), MetadataError> {
+        let _ = directory;
+        Err(MetadataError::InvalidVoterChange(format!(
+            "node {id}: a one-node cluster has no metadata quorum to change"
+        )))
+    }
+    /// Make voter `id` an observer (KRaft's RemoveRaftVoter); with
+    /// `directory`, only if that is its metadata directory.
+    fn remove_voter(&self, id: i32, directory: Option<Uuid>) -> Result<(), MetadataError> {
+        let _ = directory;
+        Err(MetadataError::VoterNotFound(format!(
+            "node {id}: a one-node cluster has no metadata quorum to change"
         )))
     }
     /// The reassignments in progress (Kafka's ListPartitionReassignments).

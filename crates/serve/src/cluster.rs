@@ -1,7 +1,8 @@
 //! A cluster node's part of `weir serve`, beyond what a one-node cluster
 //! does: its place in the metadata quorum (the controller listener and the
-//! Raft node under `<data dir>/raft`; a broker-only node first joins as a
-//! learner), the broker's registration and
+//! Raft node under `<data dir>/raft`, which a voter with an empty folder
+//! enters only once admitted, and an observer by joining as a learner),
+//! the broker's registration and
 //! heartbeats, the change feed the broker follows, and the controlled
 //! shutdown that hands its leaderships over before it stops.
 //!
@@ -44,35 +45,37 @@ pub(crate) async fn wait_for_quorum(controller: &Controller) {
     }
 }
 
-/// A broker-only node first asks the quorum's leader to add it as a
-/// learner (retrying while no voter answers; a refusal ends the start),
-/// then, like every node, waits until it has applied everything the quorum
-/// committed (which a learner gets only once it is added).
+/// A node first enters the quorum ([`Controller::join`]: a voter with an
+/// empty Raft folder is admitted or refused, an observer asks the quorum's
+/// leader to add it as a learner), retrying while no voter answers; a
+/// refusal ends the start. Then it waits until it has applied everything
+/// the quorum committed (which a learner gets only once it is added).
 pub(crate) async fn join_and_catch_up(
     controller: &Controller,
 ) -> Result<(), weir_cluster::ClusterError> {
-    if controller.is_learner() {
-        let mut last_said = tokio::time::Instant::now();
-        loop {
-            match controller.join().await {
-                Ok(()) => {
-                    tracing::info!("joined the metadata quorum as a learner (broker-only node)");
-                    break;
-                }
-                Err(err @ weir_cluster::ClusterError::Refused(_)) => return Err(err),
-                Err(err) => {
-                    if last_said.elapsed() >= WAITING_LOG_EVERY {
-                        tracing::warn!(error = %err,
-                            "waiting to join the metadata quorum: a majority of --voters must be \
-                             running and reach this node's --controller-listen");
-                        last_said = tokio::time::Instant::now();
-                    }
+    enter(controller).await?;
+    wait_for_quorum(controller).await;
+    Ok(())
+}
+
+/// Enter the quorum ([`Controller::join`]), retrying while no voter
+/// answers and logging every few seconds what it waits for.
+pub(crate) async fn enter(controller: &Controller) -> Result<(), weir_cluster::ClusterError> {
+    let mut last_said = tokio::time::Instant::now();
+    loop {
+        match controller.join().await {
+            Ok(()) => return Ok(()),
+            Err(err @ weir_cluster::ClusterError::Refused(_)) => return Err(err),
+            Err(err) => {
+                if last_said.elapsed() >= WAITING_LOG_EVERY {
+                    tracing::warn!(error = %err,
+                        "waiting to enter the metadata quorum: a majority of --voters must be \
+                         running and reach this node's controller listener");
+                    last_said = tokio::time::Instant::now();
                 }
             }
         }
     }
-    wait_for_quorum(controller).await;
-    Ok(())
 }
 
 /// What a broker registers with.
@@ -122,14 +125,17 @@ pub(crate) type Epoch = Arc<std::sync::atomic::AtomicI64>;
 /// Each heartbeat waits at most half a session: one sent to a quorum
 /// leader that has gone silent must not hold back the next, which goes to
 /// whichever leader the quorum has elected meanwhile.
+///
+/// `active` says whether the last answer was "unfenced".
 pub(crate) fn spawn_heartbeats(
     controller: Arc<Controller>,
     broker: Arc<Broker>,
     who: Registration,
     epoch: Epoch,
-    interval: Duration,
-    session_timeout: Duration,
+    intervals: (Duration, Duration),
+    active: tokio::sync::watch::Sender<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let (interval, session_timeout) = intervals;
     tokio::spawn(async move {
         use std::sync::atomic::Ordering;
         let mut tick = tokio::time::interval(interval);
@@ -156,6 +162,7 @@ pub(crate) fn spawn_heartbeats(
                     follow_once(&broker).await;
                 }
                 Ok(answer) => {
+                    active.send_replace(answer == HeartbeatAnswer::Active);
                     if was != Some(answer) {
                         tracing::info!(broker = who.id, state = ?answer, "heartbeat answered");
                         was = Some(answer);

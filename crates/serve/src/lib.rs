@@ -336,8 +336,10 @@ pub struct ServeArgs {
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     set: Vec<(String, String)>,
 
-    /// This node's id in a cluster (Kafka's node.id); one of --voters when it
-    /// runs a controller. [default: 0]
+    /// This node's id in a cluster (Kafka's node.id). A node whose id is not
+    /// in --voters is an observer of the metadata quorum: a broker-only
+    /// node, or a controller that `weir cluster add-controller` makes a
+    /// voter. [default: 0]
     #[arg(
         long,
         env = "WEIR_NODE_ID",
@@ -359,7 +361,8 @@ pub struct ServeArgs {
 
     /// Address the controller listener binds (Raft and the controller's
     /// requests between nodes). [default: this node's address in --voters;
-    /// required on a broker-only node, whose address the voters use]
+    /// required on a node whose id is not in --voters, whose address the
+    /// voters use]
     #[arg(long, env = "WEIR_CONTROLLER_LISTEN", value_name = "HOST:PORT",
           value_parser = parse_host_port, help_heading = "Cluster")]
     controller_listen: Option<String>,
@@ -777,15 +780,14 @@ impl Settings {
             return Ok(());
         }
         let id = u64::try_from(self.node_id).unwrap_or(u64::MAX);
-        if self.roles.controller && !self.voters.contains_key(&id) {
+        if !self.voters.contains_key(&id) {
+            self.check_observer()?;
+        } else if !self.roles.controller {
             return Err(usage(
                 "node.id",
                 self.node_id.to_string(),
-                "a controller's --node-id must be one of --voters",
+                "a broker-only node (--process-roles broker) needs an id that is not in --voters",
             ));
-        }
-        if !self.roles.controller {
-            self.check_broker_only(id)?;
         }
         // The quorum elects leaders by its replicated state, the same on
         // every node; one node's static default cannot take part.
@@ -803,28 +805,24 @@ impl Settings {
 }
 
 impl Settings {
-    /// A broker-only node is a learner of the quorum: its id is not a
-    /// voter's, and the voters reach it at its --controller-listen, which
-    /// must be given and be an address they can reach.
-    fn check_broker_only(&self, id: u64) -> Result<(), SettingsError> {
+    /// A node whose id is not in --voters is an observer of the quorum (a
+    /// Raft learner): a broker-only node, or a controller that
+    /// `weir cluster add-controller` can make a voter. The voters reach it
+    /// at its --controller-listen, which must be given and be an address
+    /// they can reach.
+    fn check_observer(&self) -> Result<(), SettingsError> {
         let usage = |name: &str, value: String, reason: &str| SettingsError::BrokerConfigRefused {
             key: name.to_owned(),
             value,
             reason: reason.to_owned(),
         };
-        if self.voters.contains_key(&id) {
+        let Some(listen) = &self.controller_listen else {
             return Err(usage(
                 "node.id",
                 self.node_id.to_string(),
-                "a broker-only node (--process-roles broker) needs an id that is not in --voters",
-            ));
-        }
-        let Some(listen) = &self.controller_listen else {
-            return Err(usage(
-                "process.roles",
-                "broker".to_owned(),
-                "a broker-only node needs --controller-listen: the voters send it the \
-                 metadata log there",
+                "is not in --voters, so this node is an observer of the metadata quorum (a \
+                 broker-only node, or a controller to add with `weir cluster add-controller`): \
+                 it needs --controller-listen, where the voters send it the metadata log",
             ));
         };
         let host = listen.rsplit_once(':').map_or("", |(host, _)| host);
@@ -836,8 +834,8 @@ impl Settings {
             return Err(usage(
                 "controller_listen",
                 listen.clone(),
-                "a broker-only node tells the voters this address: give one they can \
-                 reach, not a wildcard",
+                "an observer tells the voters this address: give one they can reach, not a \
+                 wildcard",
             ));
         }
         Ok(())
@@ -1100,7 +1098,21 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             "a node without the broker role runs a controller",
         )))?;
         println!("controller listening on {}", controller.local_addr());
-        shutdown_signal().await;
+        let entered = tokio::select! {
+            entered = cluster::enter(&controller) => entered.map(|()| true),
+            () = shutdown_signal() => Ok(false),
+        };
+        match entered {
+            Ok(true) => shutdown_signal().await,
+            Ok(false) => {}
+            Err(source) => {
+                controller.shutdown().await;
+                return Err(ServeError::Quorum {
+                    path: settings.data_dir.clone(),
+                    source,
+                });
+            }
+        }
         controller.shutdown().await;
         drop(lock);
         tracing::info!("shut down cleanly");
@@ -1225,14 +1237,33 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let mut cluster_tasks = Vec::new();
     if let (Some(controller), Some(changes)) = (&controller, changes) {
         cluster_tasks.push(cluster::spawn_follower(changes, broker.clone()));
+        let (active_tx, mut active) = tokio::sync::watch::channel(false);
         cluster_tasks.push(cluster::spawn_heartbeats(
             controller.clone(),
             broker.clone(),
             registration.clone(),
             epoch.clone(),
-            Duration::from_millis(settings.broker_heartbeat_interval_ms),
-            Duration::from_millis(settings.broker_session_timeout_ms),
+            (
+                Duration::from_millis(settings.broker_heartbeat_interval_ms),
+                Duration::from_millis(settings.broker_session_timeout_ms),
+            ),
+            active_tx,
         ));
+        // As a KRaft broker does, serve clients only once unfenced: until
+        // then Metadata would name no broker here, and a client that came
+        // at once (as scripts do on the `listening on` line) would be
+        // told of no controller.
+        tokio::select! {
+            _ = active.wait_for(|active| *active) => {}
+            () = shutdown_signal() => {
+                for task in cluster_tasks {
+                    task.abort();
+                }
+                controller.shutdown().await;
+                log.shutdown().map_err(ServeError::Shutdown)?;
+                return Ok(());
+            }
+        }
     }
     let limits = ServerLimits {
         max_request_bytes: settings.max_request_bytes,
@@ -1304,7 +1335,8 @@ async fn start_controller(
     config.broker_session_timeout = Duration::from_millis(settings.broker_session_timeout_ms);
     config.broker_heartbeat_interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
     config.leader_rebalance = settings.leader_rebalance;
-    if !settings.roles.controller {
+    config.controller_role = settings.roles.controller;
+    if !settings.voters.contains_key(&id) {
         // The address the voters send the log to: the one given, with the
         // port bound when it asked for any (0).
         let given = settings.controller_address();

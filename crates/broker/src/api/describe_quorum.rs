@@ -61,8 +61,8 @@ pub(crate) async fn handle(
             .with_leader_id(BrokerId(info.leader_id))
             .with_leader_epoch(info.leader_epoch)
             .with_high_watermark(info.high_watermark)
-            .with_current_voters(info.voters.iter().map(replica_state).collect())
-            .with_observers(info.observers.iter().map(replica_state).collect()),
+            .with_current_voters(replica_states(&info.voters, ctx.version))
+            .with_observers(replica_states(&info.observers, ctx.version)),
     );
     // Older versions cannot carry the nodes at all (encoding would fail).
     if ctx.version >= NODES_VERSION {
@@ -140,6 +140,7 @@ fn single_node(broker: &Broker) -> QuorumInfo {
             log_end_offset: end,
             last_fetch_timestamp_ms: now_ms,
             last_caught_up_timestamp_ms: now_ms,
+            directory_id: None,
         }],
         observers: Vec::new(),
         // The quorum lives inside this process: there is no controller
@@ -148,12 +149,24 @@ fn single_node(broker: &Broker) -> QuorumInfo {
     }
 }
 
-fn replica_state(replica: &QuorumReplica) -> ReplicaState {
-    ReplicaState::default()
-        .with_replica_id(BrokerId(replica.replica_id))
-        .with_log_end_offset(replica.log_end_offset)
-        .with_last_fetch_timestamp(replica.last_fetch_timestamp_ms)
-        .with_last_caught_up_timestamp(replica.last_caught_up_timestamp_ms)
+/// The replicas as `version` carries them: directory ids from v2 on.
+fn replica_states(replicas: &[QuorumReplica], version: i16) -> Vec<ReplicaState> {
+    replicas
+        .iter()
+        .map(|replica| {
+            let state = ReplicaState::default()
+                .with_replica_id(BrokerId(replica.replica_id))
+                .with_log_end_offset(replica.log_end_offset)
+                .with_last_fetch_timestamp(replica.last_fetch_timestamp_ms)
+                .with_last_caught_up_timestamp(replica.last_caught_up_timestamp_ms);
+            match replica.directory_id {
+                Some(directory) if version >= NODES_VERSION => {
+                    state.with_replica_directory_id(directory)
+                }
+                _ => state,
+            }
+        })
+        .collect()
 }
 
 fn node(node: &weir_metadata::QuorumNode) -> Node {
@@ -345,6 +358,7 @@ mod tests {
             log_end_offset: end,
             last_fetch_timestamp_ms: fetched_ms,
             last_caught_up_timestamp_ms: fetched_ms - 5,
+            directory_id: None,
         }
     }
 

@@ -31,6 +31,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 pub(crate) mod produce;
+mod raft_voters;
 mod reassignments;
 mod sync_group;
 mod unregister_broker;
@@ -102,10 +103,13 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
 pub(crate) static CLUSTER_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
     std::sync::LazyLock::new(|| {
         let mut served = SERVED.clone();
-        served.push((
+        for key in [
             ApiKey::UnregisterBroker,
-            ApiKey::UnregisterBroker.valid_versions(),
-        ));
+            ApiKey::AddRaftVoter,
+            ApiKey::RemoveRaftVoter,
+        ] {
+            served.push((key, key.valid_versions()));
+        }
         served
     });
 
@@ -132,7 +136,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 13] = [
+const DISK_BOUND: [ApiKey; 15] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -146,6 +150,8 @@ const DISK_BOUND: [ApiKey; 13] = [
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeQuorum,
     ApiKey::UnregisterBroker,
+    ApiKey::AddRaftVoter,
+    ApiKey::RemoveRaftVoter,
 ];
 
 /// Route a request to its handler. `None` means no response is sent
@@ -272,6 +278,12 @@ async fn route(
         }
         RequestKind::UnregisterBroker(req) if broker.metadata().replicated() => {
             ResponseKind::UnregisterBroker(unregister_broker::handle(broker, ctx, req).await?)
+        }
+        RequestKind::AddRaftVoter(req) if broker.metadata().replicated() => {
+            ResponseKind::AddRaftVoter(raft_voters::add(broker, ctx, req).await?)
+        }
+        RequestKind::RemoveRaftVoter(req) if broker.metadata().replicated() => {
+            ResponseKind::RemoveRaftVoter(raft_voters::remove(broker, ctx, req).await?)
         }
         _ => return Err(crate::HandlerError::Unsupported(ctx.api_key)),
     };
