@@ -181,6 +181,56 @@ fn names(store: &RaftMetadataStore) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_that_joins_after_the_log_was_purged_is_sent_the_snapshot() -> TestResult {
+    // Snapshots every 20 entries, keeping 20 behind: the start of the log
+    // is long gone when the learner joins.
+    let cluster = Cluster::start(3, 20).await?;
+    let leader = cluster.leader().await?;
+    register_brokers(&cluster.nodes[&leader], 3).await?;
+    let mut committed = Vec::new();
+    for i in 0..60 {
+        let store = cluster.store(leader);
+        let name = format!("t-{i}");
+        blocking(move || store.create_topic(new_topic(&name, 1, 3))).await??;
+        committed.push(format!("t-{i}"));
+    }
+    let purged = cluster.nodes[&leader]
+        .metrics()
+        .purged
+        .map_or(0, |log| log.index);
+    assert!(purged > 20, "the leader purged its log only to {purged}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dir = tempfile::tempdir()?;
+    let mut config = cluster.config(1);
+    config.node_id = 4;
+    config.dir = dir.path().join("raft");
+    config.learner = Some(listener.local_addr()?.to_string());
+    config.controller_role = false;
+    let learner = Controller::start(config, listener).await?;
+    learner.join().await?;
+    learner.catch_up().await?;
+    let installed = learner.metrics().snapshot.map_or(0, |log| log.index);
+    assert!(
+        installed >= purged,
+        "the learner holds a snapshot to {installed}, the leader purged to {purged}"
+    );
+    committed.sort();
+    let store = RaftMetadataStore::new(learner.clone(), tokio::runtime::Handle::current());
+    assert_eq!(names(&store), committed);
+    // It keeps following from the log after the snapshot.
+    let store = cluster.store(leader);
+    blocking(move || store.create_topic(new_topic("after-the-snapshot", 1, 3))).await??;
+    learner.catch_up().await?;
+    assert!(
+        learner.read(|s| s.topics.contains_key("after-the-snapshot"))?,
+        "a change after the snapshot did not reach the learner"
+    );
+    learner.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_made_through_any_node_is_applied_on_every_node() -> TestResult {
     let cluster = Cluster::start(3, 5000).await?;
     let leader = cluster.leader().await?;
