@@ -402,7 +402,7 @@ impl Node {
             Ok(_) => match self
                 .local_write(Command::BindDirectory {
                     node: join.id,
-                    directory,
+                    directory: Some(directory),
                 })
                 .await
             {
@@ -459,6 +459,19 @@ impl Node {
                 LeaderReply::Done(Err(why)) => return LeaderReply::Failed(why),
                 LeaderReply::NotLeader { leader } => return LeaderReply::NotLeader { leader },
                 LeaderReply::Failed(why) => return LeaderReply::Failed(why),
+            }
+            // Gone from the quorum, it is forgotten: the bindings stay as
+            // few as the nodes in it.
+            let bound = self.machine.read(|s| s.directories.contains_key(&node));
+            if matches!(bound, Ok(true)) {
+                let forget = Command::BindDirectory {
+                    node,
+                    directory: None,
+                };
+                match self.local_write(forget).await {
+                    LeaderReply::Done((_, at)) => index = index.max(at),
+                    other => return other,
+                }
             }
         }
         LeaderReply::Done((Outcome::Done, index))

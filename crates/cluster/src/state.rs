@@ -143,8 +143,9 @@ pub enum Command {
     BindDirectory {
         /// The node id.
         node: u64,
-        /// Its directory id (`<data dir>/raft/directory.id`).
-        directory: Uuid,
+        /// Its directory id (`<data dir>/raft/directory.id`); none forgets
+        /// the node's (it left the quorum).
+        directory: Option<Uuid>,
     },
 }
 
@@ -519,7 +520,10 @@ impl ClusterState {
                 Ok(Outcome::Done)
             }
             Command::BindDirectory { node, directory } => {
-                self.directories.insert(*node, *directory);
+                match directory {
+                    Some(directory) => self.directories.insert(*node, *directory),
+                    None => self.directories.remove(node),
+                };
                 Ok(Outcome::Done)
             }
             Command::AlterReassignments { changes } => Ok(Outcome::PartitionResults {
@@ -1230,6 +1234,21 @@ mod tests {
             Outcome::Done
         );
         epoch
+    }
+
+    #[test]
+    fn a_directory_binding_is_replaced_and_forgotten() {
+        let mut state = ClusterState::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for (directory, expected) in [(Some(a), Some(a)), (Some(b), Some(b)), (None, None)] {
+            let outcome = state.apply(10, &Command::BindDirectory { node: 3, directory });
+            assert_eq!(outcome, Outcome::Done);
+            assert_eq!(state.directories.get(&3).copied(), expected);
+        }
+        // A snapshot written before directories were kept reads as none.
+        let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0}"#;
+        let read: Result<ClusterState, _> = serde_json::from_str(old);
+        assert!(read.is_ok_and(|s| s.directories.is_empty()));
     }
 
     fn three_brokers() -> (ClusterState, Vec<i64>) {

@@ -187,7 +187,7 @@ impl Node {
         }
         let bind = Command::BindDirectory {
             node: admit.id,
-            directory: admit.directory,
+            directory: Some(admit.directory),
         };
         match self.local_write(bind).await {
             LeaderReply::Done(_) => LeaderReply::Done(Admission::Voter),
