@@ -26,6 +26,10 @@ const COMMANDS: &[&[&str]] = &[
     &["produce", "t"],
     &["consume", "t"],
     &["cluster", "status"],
+    &["cluster", "elect-leaders"],
+    &["cluster", "unregister", "--id", "4"],
+    &["cluster", "add-controller", "--controller-id", "4"],
+    &["cluster", "remove-controller", "--controller-id", "4"],
     &["group", "list"],
     &["group", "describe", "g"],
     &[
@@ -132,6 +136,15 @@ fn usage_errors_exit_2() -> anyhow::Result<()> {
             "--to-latest",
         ],
         &["cluster", "status", "--bogus"],
+        &["cluster", "add-controller"],
+        &[
+            "cluster",
+            "remove-controller",
+            "--controller-id",
+            "3",
+            "--controller-directory-id",
+            "not-a-directory-id",
+        ],
         // Found after parsing, by the command itself: still usage errors.
         &["produce", "t", "--acks", "0", "--idempotent"],
         &["produce", "t", "--acks", "1", "--idempotent"],
