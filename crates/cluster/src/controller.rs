@@ -344,28 +344,27 @@ impl Node {
         let membership = self.membership();
         if membership.voter_ids().any(|v| v == join.id) {
             // A controller `add-controller` made a voter, starting again:
-            // taken back only with the folder it was added with.
-            let bound = match self.machine.read(|s| s.directories.get(&join.id).copied()) {
-                Ok(bound) => bound,
-                Err(e) => return LeaderReply::Failed(e.to_string()),
-            };
-            return LeaderReply::Done(match join.directory {
-                Some(directory) => {
-                    match crate::voters::admission(join.id, directory, true, bound) {
-                        Some(crate::voters::Admission::Voter) => Ok(()),
-                        Some(crate::voters::Admission::Refused(why)) => Err(why),
-                        _ => Err(format!(
-                            "node {} is a voter of the metadata quorum, not bound to a directory",
-                            join.id
-                        )),
-                    }
-                }
-                None => Err(format!(
+            // taken back only with the folder it was added with, as a
+            // voter of --voters is (`local_admit`).
+            let Some(directory) = join.directory else {
+                return LeaderReply::Done(Err(format!(
                     "node {} is a voter of the metadata quorum; a broker-only node needs an \
                      id that is not in --voters",
                     join.id
-                )),
-            });
+                )));
+            };
+            let admit = crate::voters::Admit {
+                id: join.id,
+                directory,
+            };
+            return match self.local_admit(admit).await {
+                LeaderReply::Done(crate::voters::Admission::Refused(why)) => {
+                    LeaderReply::Done(Err(why))
+                }
+                LeaderReply::Done(_) => LeaderReply::Done(Ok(())),
+                LeaderReply::NotLeader { leader } => LeaderReply::NotLeader { leader },
+                LeaderReply::Failed(why) => LeaderReply::Failed(why),
+            };
         }
         let node = BasicNode {
             addr: join.addr.clone(),
