@@ -78,6 +78,8 @@ impl From<AppendError> for ApiError {
             AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+            AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
             AppendError::Truncating => ResponseError::NotLeaderOrFollower,
             AppendError::ReplicaOffsetOrder { .. } => ResponseError::InvalidRecord,
             AppendError::Storage(_) => ResponseError::KafkaStorageError,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::error::AppendError;
 use crate::format::{be_i16, be_i32, be_i64, be_u32};
+use crate::producer::TxnMarker;
 use crate::records::{self, DecompressError, decompress_records, record_frames};
 
 /// Bytes of the RecordBatch v2 header.
@@ -453,6 +454,79 @@ fn find_record_within(
         .find(|(offset, ts)| *offset >= min_offset && *ts >= timestamp)
 }
 
+/// The marker a control batch carries: its first record's key (version,
+/// then type: 0 ABORT, 1 COMMIT) and value (version, then the coordinator
+/// epoch). `None` for a batch that is not a control batch or whose first
+/// record is not a transaction marker.
+pub(crate) fn control_marker(batch: &[u8]) -> Option<TxnMarker> {
+    let header = RecordBatchHeader::parse(batch)?;
+    if !header.is_control() || header.codec() != 0 {
+        return None;
+    }
+    let section = batch.get(BATCH_HEADER_BYTES..)?;
+    let first = record_frames(section, header.record_count.min(1))
+        .next()?
+        .ok()?;
+    let key = section.get(first.key?)?;
+    let commit = match be_i16(key, 2)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let coordinator_epoch = first
+        .value
+        .and_then(|v| section.get(v))
+        .and_then(|v| be_i32(v, 2))
+        .unwrap_or(-1);
+    Some(TxnMarker {
+        commit,
+        coordinator_epoch,
+    })
+}
+
+/// A control batch holding one transaction marker for `producer_id` at
+/// `producer_epoch`, stamped `timestamp`, base offset 0 (the append sets it).
+pub(crate) fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: TxnMarker,
+    timestamp: i64,
+) -> Result<Bytes, AppendError> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&i16::from(marker.commit).to_be_bytes());
+    let mut value = [0u8; 6];
+    value[2..6].copy_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(Bytes::copy_from_slice(&key)),
+        value: Some(Bytes::copy_from_slice(&value)),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|_| AppendError::InvalidBatch("a transaction marker could not be encoded"))?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 pub(crate) mod test_batches {
     //! Builders of real RecordBatch v2 bytes for tests, via kafka-protocol's encoder.
@@ -494,10 +568,15 @@ pub(crate) mod test_batches {
                 headers: IndexMap::new(),
             })
             .collect();
+        encode(&records, compression)
+    }
+
+    /// One batch of `records`, compressed with `compression`.
+    pub fn encode(records: &[Record], compression: Compression) -> Bytes {
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
-            &records,
+            records,
             &RecordEncodeOptions {
                 version: 2,
                 compression,

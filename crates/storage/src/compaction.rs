@@ -26,6 +26,13 @@
 //! version. Segment deletion (after the next checkpoint) and the cleaner
 //! reclaim the space of the old copies.
 //!
+//! Transactions: the cleanable point also stays below the last stable
+//! offset, so no record of an undecided transaction is compacted. Records
+//! of aborted transactions are dropped and never enter the key map (a
+//! committed value is never lost to an aborted one). Control batches (the
+//! markers) are kept, so read_committed readers always see where each
+//! transaction ended.
+//!
 //! Idempotent-producer state comes from the index: a batch that keeps no
 //! record but is its producer's last one stays as an empty batch (header
 //! only, record count 0), as Kafka does, so a restart still knows the
@@ -235,6 +242,9 @@ struct Plan {
     rewritable: usize,
     /// Last base offset of each producer id among all the partition's batches.
     producer_last: HashMap<i64, i64>,
+    /// The aborted transactions among the covered batches: producer id to
+    /// (first offset, marker offset) of each.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
     delete_retention_ms: Option<i64>,
     now_ms: i64,
 }
@@ -246,7 +256,7 @@ fn plan(store: &Store, part: &PartitionInner) -> Result<Option<Plan>, StorageErr
     }
     let ix = store.index_io();
     let now_ms = store.log.clock.now_ms();
-    let end = st.hw().min(st.durable_end());
+    let end = st.hw().min(st.durable_end()).min(st.last_stable());
     let mut covered: Vec<IndexEntry> = Vec::new();
     let mut live = 0usize;
     let (mut dirty, mut total) = (0u64, 0u64);
@@ -274,6 +284,13 @@ fn plan(store: &Store, part: &PartitionInner) -> Result<Option<Plan>, StorageErr
     if !due {
         return Ok(None);
     }
+    let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    for a in st.aborted_in(st.log_start(), end, ix)? {
+        aborted
+            .entry(a.producer_id)
+            .or_default()
+            .push((a.first_offset, a.last_offset));
+    }
     let segs = read(&store.log.segments)?;
     let mut located = Vec::with_capacity(covered.len());
     for e in covered {
@@ -289,9 +306,22 @@ fn plan(store: &Store, part: &PartitionInner) -> Result<Option<Plan>, StorageErr
         covered: located,
         rewritable,
         producer_last,
+        aborted,
         delete_retention_ms: st.delete_retention_ms(),
         now_ms,
     }))
+}
+
+impl Plan {
+    /// Whether the batch of `e` holds records of an aborted transaction.
+    fn aborted(&self, e: &IndexEntry) -> bool {
+        e.attributes & H::TRANSACTIONAL != 0
+            && e.attributes & H::CONTROL == 0
+            && self.aborted.get(&e.producer_id).is_some_and(|txns| {
+                txns.iter()
+                    .any(|(first, marker)| (*first..=*marker).contains(&e.base_offset))
+            })
+    }
 }
 
 /// The new version of one batch.
@@ -325,6 +355,10 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
             plan.rewritable = plan.rewritable.min(i);
             break;
         }
+        map_end = l.entry.last_offset() + 1;
+        if plan.aborted(&l.entry) {
+            continue;
+        }
         for r in &parsed.list {
             let Some((ks, ke)) = r.key else { continue };
             let key = parsed.records.slice(ks..ke);
@@ -336,7 +370,6 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
                 newest.insert(key, offset);
             }
         }
-        map_end = l.entry.last_offset() + 1;
     }
 
     // Pass 2: rewrite the batches that lose records.
@@ -353,7 +386,8 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
             continue;
         };
         let mut kept = Vec::with_capacity(parsed.list.len());
-        for (k, r) in parsed.list.iter().enumerate() {
+        let aborted = plan.aborted(&l.entry);
+        for (k, r) in parsed.list.iter().enumerate().filter(|_| !aborted) {
             let Some((ks, ke)) = r.key else {
                 kept.push(k); // a null key has no newer value to lose it to
                 continue;

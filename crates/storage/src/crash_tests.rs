@@ -276,13 +276,19 @@ struct Model {
     epoch_maybe: Option<i32>,
     /// Compacted: batches may be rewritten, so only the shape is checked.
     compact: bool,
+    /// Base offsets of transaction markers attempted (their bytes are the
+    /// log's own: a marker found there is checked for being a control batch).
+    markers: std::collections::BTreeSet<i64>,
 }
 
 const LEADER_A: i32 = 0;
 const LEADER_B: i32 = 1;
 const REPLICA: i32 = 2;
 const COMPACTED: i32 = 3;
-const PARTITIONS: [i32; 4] = [LEADER_A, LEADER_B, REPLICA, COMPACTED];
+/// Transactions: data batches of a new producer id per transaction, and
+/// their markers.
+const TXN: i32 = 4;
+const PARTITIONS: [i32; 5] = [LEADER_A, LEADER_B, REPLICA, COMPACTED, TXN];
 
 /// The workload's state across lives: what was acknowledged.
 struct Workload {
@@ -391,6 +397,68 @@ impl Workload {
         }
         caught(|| block_on(out.ack_wait(true).wait()).map_err(|e| e.to_string()))?;
         model.acked.insert(base, appended);
+        Ok(())
+    }
+
+    /// A transactional append of producer `producer` (sequence `seq`),
+    /// acknowledged once committed.
+    fn txn_append(&mut self, log: &CommitLog, producer: i64, seq: i32) -> Step {
+        let p = self.part(log, TXN)?;
+        self.counter += 1;
+        let b = crate::txn_tests::producer_batch(2, (producer, 0, seq), true, "t");
+        let base = p.offsets().log_end;
+        let appended = Appended {
+            last: base + 1,
+            bytes: stored_bytes(&b, base, p.leader_epoch()),
+        };
+        let model = self.models.get_mut(&TXN).ok_or("no model")?;
+        model.maybe.insert(base, appended.clone());
+        let out = caught(|| p.append(b.clone()).map_err(|e| e.to_string()))?;
+        caught(|| block_on(out.ack_wait(true).wait()).map_err(|e| e.to_string()))?;
+        model.acked.insert(base, appended);
+        Ok(())
+    }
+
+    /// A marker ending `producer`'s transaction, acknowledged once committed.
+    fn txn_marker(&mut self, log: &CommitLog, producer: i64, commit: bool) -> Step {
+        let p = self.part(log, TXN)?;
+        let base = p.offsets().log_end;
+        let model = self.models.get_mut(&TXN).ok_or("no model")?;
+        model.markers.insert(base);
+        let marker = TxnMarker {
+            commit,
+            coordinator_epoch: 1,
+        };
+        let out = caught(|| {
+            p.append_marker(producer, 0, marker)
+                .map_err(|e| e.to_string())
+        })?;
+        caught(|| block_on(out.ack_wait(true).wait()).map_err(|e| e.to_string()))?;
+        let read = caught(|| p.read(base, 1 << 20).map_err(|e| e.to_string()))?;
+        let (header, bytes) = batches(&read.records)
+            .next()
+            .ok_or("the marker reads back as nothing")?
+            .map_err(|e| e.to_string())?;
+        let appended = Appended {
+            last: header.last_offset(),
+            bytes: bytes.to_vec(),
+        };
+        model.maybe.insert(base, appended.clone());
+        model.acked.insert(base, appended);
+        Ok(())
+    }
+
+    /// DeleteRecords of everything the transactional partition holds: a
+    /// log-start move past every producer's batches, which makes the next
+    /// checkpoint snapshot its producer state.
+    fn txn_delete_all(&mut self, log: &CommitLog) -> Step {
+        let p = self.part(log, TXN)?;
+        let model = self.models.get_mut(&TXN).ok_or("no model")?;
+        let target = p.offsets().high_watermark;
+        model.log_start_maybe = Some(target);
+        let start = caught(|| p.delete_records_before(target).map_err(|e| e.to_string()))?;
+        model.log_start = start;
+        model.log_start_maybe = None;
         Ok(())
     }
 
@@ -526,6 +594,10 @@ impl Workload {
                 self.append(&l, n, 2)?;
             }
             self.replicate(&l, round as i64)?;
+            let producer = 1_000 + round as i64;
+            self.txn_append(&l, producer, 0)?;
+            self.txn_append(&l, producer, 2)?;
+            self.txn_marker(&l, producer, round != 1)?;
             match round {
                 0 => {
                     self.set_epoch(&l, LEADER_A, 3)?;
@@ -534,6 +606,7 @@ impl Workload {
                 1 => {
                     self.truncate(&l, LEADER_A)?;
                     self.truncate(&l, REPLICA)?;
+                    self.txn_delete_all(&l)?;
                     self.checkpoint(&l)?;
                 }
                 _ => {
@@ -543,6 +616,10 @@ impl Workload {
                     self.start_afresh(&l, REPLICA)?;
                     self.maintenance(&l)?;
                     self.set_epoch(&l, LEADER_A, 4)?;
+                    // Left open across the crash.
+                    self.txn_append(&l, 2_000, 0)?;
+                    self.truncate(&l, TXN)?;
+                    self.txn_append(&l, 2_001, 0)?;
                 }
             }
         }
@@ -564,6 +641,7 @@ impl Workload {
         let l = log_of(life)?;
         self.append(&l, LEADER_A, 2)?;
         self.replicate(&l, 1)?;
+        self.txn_marker(&l, 2_001, false)?;
         self.remove(&l)?;
         self.maintenance(&l)?;
         self.checkpoint(&l)?;
@@ -690,8 +768,10 @@ fn check_partition(n: i32, p: &Partition, model: &mut Model) {
     } else {
         for (base, a) in &found {
             let appended = model.maybe.get(base);
+            let a_marker =
+                model.markers.contains(base) && crate::batch::control_marker(&a.bytes).is_some();
             assert!(
-                appended.is_some_and(|m| m.bytes == a.bytes),
+                appended.is_some_and(|m| m.bytes == a.bytes) || a_marker,
                 "partition {n}: batch {base} was never appended, or was truncated away, \
                  or its bytes differ"
             );
@@ -715,6 +795,9 @@ fn check_partition(n: i32, p: &Partition, model: &mut Model) {
             }
         }
     }
+    if n == TXN {
+        check_transactions(p, &found, log_start);
+    }
     // Offsets only grow: the next append lands at the log end.
     let end = offsets.log_end;
     assert!(
@@ -727,6 +810,59 @@ fn check_partition(n: i32, p: &Partition, model: &mut Model) {
     model.log_start_maybe = None;
     model.epoch = epoch;
     model.epoch_maybe = None;
+}
+
+/// The last stable offset and the aborted transactions a read_committed
+/// read names are what the batches the log holds say: replayed in offset
+/// order, a transactional batch opens its producer's transaction, a
+/// marker ends it, and an ABORT marker files it.
+fn check_transactions(p: &Partition, found: &BTreeMap<i64, Appended>, log_start: i64) {
+    let mut open: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut expected = Vec::new();
+    for (base, a) in found {
+        let header = RecordBatchHeader::parse(&a.bytes).unwrap();
+        if header.producer_id < 0 {
+            continue;
+        }
+        if header.is_control() {
+            let marker = crate::batch::control_marker(&a.bytes).unwrap();
+            let first = open.remove(&header.producer_id);
+            if let (Some(first), false) = (first, marker.commit) {
+                expected.push((header.producer_id, first, *base));
+            }
+        } else if header.is_transactional() {
+            open.entry(header.producer_id).or_insert(*base);
+        }
+    }
+    let offsets = p.offsets();
+    let lso = open
+        .values()
+        .copied()
+        .min()
+        .unwrap_or(offsets.high_watermark)
+        .min(offsets.high_watermark)
+        .max(log_start);
+    assert_eq!(
+        offsets.last_stable, lso,
+        "partition {TXN}: the last stable offset disagrees with the open transactions {open:?}"
+    );
+    let read = p.read_committed(log_start, 1 << 20).unwrap();
+    // The read ends at the last stable offset: it names the transactions
+    // that began below the end of what it returned.
+    let upper = batches(&read.records)
+        .filter_map(Result::ok)
+        .map(|(h, _)| h.last_offset() + 1)
+        .last()
+        .unwrap_or(log_start);
+    // Transactions that began below the log start were dropped from `found`.
+    let named: Vec<(i64, i64, i64)> = read
+        .aborted
+        .iter()
+        .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+        .filter(|(_, first, _)| *first >= log_start)
+        .collect();
+    expected.retain(|(_, first, _)| *first < upper);
+    assert_eq!(named, expected, "partition {TXN}: aborted transactions");
 }
 
 /// Run the workload with `site` set to `action` (a fail-rs action), crash
@@ -805,6 +941,10 @@ const SITES: &[&str] = &[
     "storage::recovery_segment_sync",
     "storage::recovery_log_dir_sync",
     "storage::recovery_index_sync",
+    "storage::snapshot_sync",
+    "storage::snapshot_rename",
+    "storage::snapshot_dir_sync",
+    "storage::txn_index_dir_sync",
 ];
 
 /// Each site fails (`return`) at its first hit and at later ones; the

@@ -52,9 +52,9 @@ pub enum StorageError {
         "the filesystem holding {dir} is full ({detail}). Recovery needs to write before the \
          broker can start. Free space on that filesystem outside the data directory (or grow \
          it), then start again. Inside the data directory only checkpoint.tmp, \
-         checkpoint.log-starts.tmp, leader-epochs.tmp and index/*.idx.tmp are safe to remove; \
-         never remove segments (log/*.log), index files (index/*.idx), the checkpoint, \
-         leader-epochs or meta/ by hand: to \
+         checkpoint.log-starts.tmp, leader-epochs.tmp, index/*.idx.tmp and \
+         producer-state/*.snap.tmp are safe to remove; never remove segments (log/*.log), \
+         index files (index/*.idx), txn-index/, the checkpoint, leader-epochs or meta/ by hand: to \
          free their space, delete topics or records through the broker once it runs"
     )]
     DiskFull {
@@ -149,6 +149,27 @@ pub enum AppendError {
         current: i16,
         /// The epoch received.
         got: i16,
+    },
+    /// A producer in a transaction wrote a batch that is not transactional,
+    /// or a transactional batch came without a producer id
+    /// (INVALID_TXN_STATE).
+    #[error("producer {producer_id}: {reason}")]
+    InvalidTxnState {
+        /// The producer (-1 when the batch names none).
+        producer_id: i64,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A transaction marker from a coordinator older than the one that
+    /// wrote the producer's last marker (TRANSACTION_COORDINATOR_FENCED).
+    #[error("producer {producer_id}: coordinator epoch {got} is older than {current}")]
+    CoordinatorFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The coordinator epoch of the producer's last marker.
+        current: i32,
+        /// The coordinator epoch of the refused marker.
+        got: i32,
     },
     /// The partition is being truncated; retry once it is done
     /// (NOT_LEADER_OR_FOLLOWER: the client refreshes its metadata and retries).

@@ -97,6 +97,46 @@ pub(crate) trait FileIo: Send + Sync + 'static {
     }
 }
 
+/// Refuse a folder holding a file (named `*.{extension}`) that starts with
+/// `magic` and names a version other than `version`: a newer Weir wrote
+/// it. Read-only, for recovery's checks before it changes anything. A
+/// missing folder, and files too short or of another magic, pass (their
+/// own loader judges them).
+pub(crate) fn refuse_other_versions(
+    folder: &Path,
+    extension: &str,
+    magic: [u8; 8],
+    version: u32,
+    what: &str,
+    io: &dyn FileIo,
+) -> Result<(), StorageError> {
+    let entries = match io.read_dir(folder) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(format!("listing {}", folder.display()), e)),
+    };
+    for path in entries {
+        if path.extension().and_then(|e| e.to_str()) != Some(extension) {
+            continue;
+        }
+        let file = io
+            .open(&path, OpenOptions::new().read(true))
+            .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        let mut head = [0u8; 12];
+        if io.read_exact_at(&file, &mut head, 0).is_err() || head[..8] != magic {
+            continue;
+        }
+        let found = crate::format::be_u32(&head, 8).unwrap_or(0);
+        if found != version {
+            return Err(StorageError::UnsupportedFormat {
+                file: path.display().to_string(),
+                detail: format!("{what} version {found}; this build reads version {version}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// [`failpoint`] for an operation through `io`: nothing when `io` opts out.
 pub(crate) fn failpoint_for(io: &dyn FileIo, name: &'static str) -> io::Result<()> {
     if io.failpoints() {

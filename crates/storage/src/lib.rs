@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use uuid::Uuid;
 
+mod aborted;
 mod batch;
 mod compaction;
 #[cfg(test)]
@@ -35,13 +36,18 @@ mod records;
 mod recovery;
 #[cfg(test)]
 mod replica_tests;
+mod snapshots;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
+pub use aborted::AbortedTxn;
 pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches};
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};
+pub use producer::{ProducerSummary, TxnMarker};
 pub use records::{
     DecompressError, RecordFrame, RecordFrames, RecordFramingError, decompress_records,
     record_frames,
@@ -180,7 +186,9 @@ pub struct PartitionOffsets {
     pub log_start: i64,
     /// Offset after the last durable, consumer-visible record.
     pub high_watermark: i64,
-    /// Last stable offset: equal to the high watermark until transactions exist.
+    /// Last stable offset: the high watermark, held back to the first
+    /// offset of the earliest transaction not yet decided (open, or whose
+    /// marker the high watermark has not passed). read_committed reads below it.
     pub last_stable: i64,
     /// Offset after the last appended record, durable or not.
     pub log_end: i64,
@@ -389,6 +397,11 @@ pub struct ReadOutcome {
     pub records: Bytes,
     /// The partition's offsets when the read happened.
     pub offsets: PartitionOffsets,
+    /// For a read_committed read ([`Partition::read_committed`]): the
+    /// aborted transactions whose records the batches read may hold, in
+    /// marker order; a consumer drops each producer's records from the
+    /// transaction's first offset on. Empty otherwise.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// The offset a read stops before.
@@ -396,6 +409,8 @@ pub struct ReadOutcome {
 pub(crate) enum ReadBound {
     /// Consumers read committed batches only.
     HighWatermark,
+    /// read_committed consumers read below the last stable offset.
+    LastStable,
     /// A follower replica reads everything the leader wrote.
     LogEnd,
 }
@@ -523,10 +538,10 @@ impl CommitLog {
             return Err(err);
         }
         debug_assert_eq!(paths.len(), fresh.len(), "one index file per new partition");
-        for (&id, path) in fresh.iter().zip(paths) {
+        for &id in &fresh {
             let inner = Arc::new(PartitionInner::new(
                 id,
-                partition::PartitionState::new(path, config.clone()),
+                partition::PartitionState::new(id, &self.inner.log.dir, config.clone()),
             ));
             registry.insert(id, inner);
         }
@@ -631,6 +646,11 @@ impl CommitLog {
         let path = {
             let mut st = lock(&p.state)?;
             st.mark_removed();
+            // Its snapshots' removal is durable at once; its aborted
+            // transactions, like its index file, with the folder fsyncs
+            // below and at the next checkpoint. Recovery removes what is
+            // left of a partition it does not know.
+            st.remove_files(self.inner.index_io())?;
             st.index().path().to_path_buf()
         };
         // Its unsynced writes no longer matter: the file is deleted.
@@ -722,6 +742,44 @@ impl Partition {
         partition::append_replica(&self.log, &self.inner, batches)
     }
 
+    /// Append a transaction marker (Kafka's WriteTxnMarkers, on the
+    /// partition's leader): a control batch that ends `producer_id`'s open
+    /// transaction here, committed or aborted. Records of an aborted one
+    /// are named to read_committed readers ([`ReadOutcome::aborted`]) from
+    /// then on. A marker of an older producer epoch is refused
+    /// ([`AppendError::InvalidProducerEpoch`]), and one from an older
+    /// coordinator than the producer's last marker
+    /// ([`AppendError::CoordinatorFenced`]). A producer with no transaction
+    /// open here still gets its marker (a coordinator retrying, or an
+    /// operator aborting a hanging transaction).
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: TxnMarker,
+    ) -> Result<AppendOutcome, AppendError> {
+        partition::append_marker(&self.log, &self.inner, producer_id, producer_epoch, marker)
+    }
+
+    /// Where `producer_id`'s open transaction began in this partition, if
+    /// one is open.
+    pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.log
+            .lock_frozen(&self.inner.state)
+            .producers()
+            .get(producer_id)
+            .and_then(|s| s.txn_first_offset())
+    }
+
+    /// Every producer this partition remembers, by producer id
+    /// (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.log
+            .lock_frozen(&self.inner.state)
+            .producers()
+            .summaries()
+    }
+
     /// Remove every batch from the one holding `offset` on: the log end
     /// (and the durable end and high watermark, if past it) comes back to
     /// that batch's base offset, `offset` itself when it is a batch
@@ -757,6 +815,19 @@ impl Partition {
             offset,
             max_bytes,
             ReadBound::HighWatermark,
+        )
+    }
+
+    /// [`Self::read`] for a read_committed consumer: never past the last
+    /// stable offset, and naming the aborted transactions among the
+    /// batches read ([`ReadOutcome::aborted`]).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
+        partition::read_from(
+            &self.log,
+            &self.inner,
+            offset,
+            max_bytes,
+            ReadBound::LastStable,
         )
     }
 

@@ -1,22 +1,25 @@
 //! One partition's state and its operations on the shared log: append
-//! (validation, idempotent-producer checks, offset assignment), read, offset
-//! and time look-ups, and log-start moves. The queue index itself is
-//! `index.rs`.
+//! (validation, idempotent-producer checks, transactions and their markers,
+//! offset assignment), read (up to the high watermark or the last stable
+//! offset), offset and time look-ups, and log-start moves. The queue index
+//! itself is `index.rs`; producer state is `producer.rs`, its snapshots
+//! `snapshots.rs`, and the aborted transactions `aborted.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::aborted::{AbortedIndex, AbortedTxn};
 use crate::batch::{self, BatchInfo};
 use crate::error::{AppendError, ReadError, StorageError, TruncateError};
 use crate::format::{self, ENTRY_HEADER_BYTES, EntryKind, IndexEntry};
 use crate::index::QueueIndex;
 use crate::io::IndexIo;
 use crate::log::{MarkerUpdate, Segment, Written, io_err, lock, read};
-use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch};
+use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch, TxnMarker};
 use crate::store::Store;
 use crate::{
     AppendOutcome, CommitWait, DurableWait, PartitionConfig, PartitionId, PartitionOffsets,
@@ -29,8 +32,14 @@ use crate::{
 /// state has expired.
 const PRODUCER_REBUILD_BATCHES_MAX: u64 = 1 << 16;
 
+/// A producer-state snapshot is due once this many batches were appended
+/// since the last one: an open replays at most about this many (plus what
+/// came after the last checkpoint) to rebuild producer state.
+const SNAPSHOT_EVERY_BATCHES: u64 = 1 << 13;
+
 /// Everything about a partition that changes, behind one lock.
 pub(crate) struct PartitionState {
+    id: PartitionId,
     config: PartitionConfig,
     /// The epoch this replica leads (or last learned) the partition in:
     /// one cell shared with [`PartitionInner::leader_epoch`], written only
@@ -61,6 +70,23 @@ pub(crate) struct PartitionState {
     /// where the high watermark follows durability alone.
     hw_bound: Option<i64>,
     producers: ProducerTable,
+    /// The partition's aborted transactions (`aborted.rs`).
+    aborted: AbortedIndex,
+    /// Transactions whose marker is at or past the high watermark, as
+    /// (first offset, producer id, marker offset): they stay unstable (they
+    /// hold the last stable offset back) until the high watermark passes
+    /// their marker, as in Kafka.
+    completing: BTreeSet<(i64, i64, i64)>,
+    /// The data directory, where the producer-state snapshots live.
+    dir: Arc<std::path::Path>,
+    /// Offsets of this partition's producer-state snapshots on disk.
+    snapshots: BTreeSet<i64>,
+    /// The index's next slot when producer state was last snapshotted (or
+    /// rebuilt from the newest snapshot).
+    snapshot_slot: u64,
+    /// Markers recovery's tail scan re-indexed, by offset, until producer
+    /// state is rebuilt at the end of recovery.
+    tail_markers: HashMap<i64, TxnMarker>,
     removed: bool,
     /// A truncation is between writing its log entry and cutting the index
     /// file: appends are refused until it is done.
@@ -126,9 +152,11 @@ impl PartitionState {
         self.tombstone_due_ms
     }
 
-    /// A new partition's state, its index file at `path`.
-    pub fn new(path: std::path::PathBuf, config: PartitionConfig) -> Self {
+    /// A new partition's state, in the data directory `dir`.
+    pub fn new(id: PartitionId, dir: &std::path::Path, config: PartitionConfig) -> Self {
+        let path = crate::recovery::index_path(&dir.join("index"), id);
         PartitionState {
+            id,
             config,
             leader_epoch: Arc::new(AtomicI32::new(0)),
             epochs: Default::default(),
@@ -141,6 +169,12 @@ impl PartitionState {
             durable_end: 0,
             hw_bound: None,
             producers: ProducerTable::default(),
+            aborted: AbortedIndex::new(crate::aborted::txn_index_path(dir, id), id),
+            completing: BTreeSet::new(),
+            dir: Arc::from(dir),
+            snapshots: BTreeSet::new(),
+            snapshot_slot: 0,
+            tail_markers: HashMap::new(),
             removed: false,
             truncating: false,
             delete_retention_ms: Some(crate::compaction::DELETE_RETENTION_MS_DEFAULT),
@@ -166,6 +200,20 @@ impl PartitionState {
     /// Recovery found the log to reach `end` (before its tail scan).
     pub fn set_recovered_end(&mut self, end: i64) {
         self.log_end = end;
+    }
+
+    /// Recovery opened the aborted transactions and found the snapshots
+    /// it may use (those at or below what the checkpoint vouched for).
+    pub fn load_transactions(&mut self, aborted: AbortedIndex, snapshots: BTreeSet<i64>) {
+        self.aborted = aborted;
+        self.snapshots = snapshots;
+    }
+
+    /// Recovery's tail scan re-indexed a control batch at `offset`.
+    pub fn note_tail_marker(&mut self, offset: i64, marker: Option<TxnMarker>) {
+        if let Some(m) = marker {
+            self.tail_markers.insert(offset, m);
+        }
     }
 
     /// Recovery's tail scan met a batch past the log end: index it.
@@ -209,7 +257,9 @@ impl PartitionState {
             self.advance_log_start(end, ix)?;
         }
         self.durable_end = self.log_end;
-        self.rebuild_producers(ix)
+        let rebuilt = self.rebuild_producers(ix);
+        self.tail_markers = HashMap::new();
+        rebuilt
     }
 
     /// Replace the config; `true` when the high watermark moved (a relaxed
@@ -303,15 +353,48 @@ impl PartitionState {
     pub fn set_hw(&mut self, hw: i64) {
         self.hw = hw;
         self.hw_tx.send_modify(|c| c.hw = hw);
+        if self.completing.first().is_some() {
+            self.completing.retain(|(_, _, marker)| *marker >= hw);
+        }
+    }
+
+    /// The last stable offset: the high watermark, held back to the first
+    /// offset of the earliest transaction that is open, or whose marker
+    /// the high watermark has not passed yet. read_committed consumers read
+    /// below it.
+    pub fn last_stable(&self) -> i64 {
+        let mut lso = self.hw;
+        if let Some(first) = self.producers.first_open_offset() {
+            lso = lso.min(first);
+        }
+        if let Some((first, _, _)) = self.completing.first() {
+            lso = lso.min(*first);
+        }
+        lso.max(self.log_start)
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
         PartitionOffsets {
             log_start: self.log_start,
             high_watermark: self.hw,
-            last_stable: self.hw,
+            last_stable: self.last_stable(),
             log_end: self.log_end,
         }
+    }
+
+    /// What each producer's state says (DescribeProducers).
+    pub fn producers(&self) -> &ProducerTable {
+        &self.producers
+    }
+
+    /// The aborted transactions a read of `[start, upper)` must name.
+    pub fn aborted_in(
+        &self,
+        start: i64,
+        upper: i64,
+        ix: IndexIo<'_>,
+    ) -> Result<Vec<AbortedTxn>, StorageError> {
+        self.aborted.collect(start, upper, ix)
     }
 
     /// A durable checkpoint recorded `log_start`: batches below it are dead
@@ -372,6 +455,10 @@ impl PartitionState {
         self.set_hw(offset);
         self.index.trim(offset, ix)?;
         self.producers = ProducerTable::incomplete();
+        self.completing.clear();
+        self.aborted.clear(ix)?;
+        self.remove_snapshots_past(i64::MIN, ix)?;
+        self.snapshot_slot = self.index.next_slot();
         Ok(())
     }
 
@@ -425,6 +512,9 @@ impl PartitionState {
             c.truncated_to = new_end;
         });
         self.compacted_end = self.compacted_end.min(new_end);
+        self.aborted.truncate(new_end, ix)?;
+        self.tail_markers.retain(|offset, _| *offset < new_end);
+        self.remove_snapshots_past(new_end, ix)?;
         self.epochs.truncate_from_end(new_end);
         // The partition's own epoch stays, starting at the new end (as
         // recovery's `epochs::attach` has it).
@@ -447,14 +537,66 @@ impl PartitionState {
         self.truncate(offset, true, ix).map(|_| ())
     }
 
-    /// Rebuild idempotent-producer state from the newest batches of the index.
+    /// Rebuild producer state: from the newest snapshot (one at or below
+    /// the log end: a truncation removed the later ones) and the batches
+    /// after it; with no usable snapshot, from the newest
+    /// [`PRODUCER_REBUILD_BATCHES_MAX`] batches, forgetting producers that
+    /// wrote only before them. Markers re-indexed by recovery's tail scan
+    /// that abort a transaction are written to the aborted transactions.
     pub fn rebuild_producers(&mut self, ix: IndexIo<'_>) -> Result<(), StorageError> {
-        let mut states: HashMap<i64, ProducerState> = HashMap::new();
         let to = self.index.next_slot();
-        let from = to.saturating_sub(PRODUCER_REBUILD_BATCHES_MAX);
+        let mut base = None;
+        for &offset in self.snapshots.range(..=self.log_end).rev() {
+            if let Some(table) = crate::snapshots::read(&self.dir, self.id, offset, ix.io)? {
+                base = Some((table, offset));
+                break;
+            }
+        }
+        let (mut table, from) = match base {
+            Some((table, offset)) => {
+                let from = self.index.find_from(offset, ix)?.unwrap_or(to);
+                (table, from.max(self.index.first_slot()))
+            }
+            None => {
+                let from = to
+                    .saturating_sub(PRODUCER_REBUILD_BATCHES_MAX)
+                    .max(self.index.first_slot());
+                // Producers whose batches are all below the log start, or
+                // older than the newest batches read, are forgotten.
+                let table = if from == 0 && self.log_start == 0 {
+                    ProducerTable::default()
+                } else {
+                    ProducerTable::incomplete()
+                };
+                (table, from)
+            }
+        };
+        let filed_up_to = self.aborted.last_marker().unwrap_or(i64::MIN);
+        let mut to_file = Vec::new();
         self.index.scan(from, to, ix, |_, e| {
-            if e.producer_id >= 0 && e.last_offset() >= self.log_start {
-                states.entry(e.producer_id).or_default().record(
+            if e.producer_id < 0 || e.last_offset() < self.log_start {
+                return ControlFlow::Continue(());
+            }
+            let mut state = table.get(e.producer_id).cloned().unwrap_or_default();
+            if e.attributes & crate::RecordBatchHeader::CONTROL != 0 {
+                let marker = self.tail_markers.get(&e.base_offset).copied();
+                let began =
+                    state.record_marker(e.producer_epoch, marker.map(|m| m.coordinator_epoch));
+                table.put(e.producer_id, state);
+                // An abort only recovery's tail scan saw is not filed yet.
+                if let (Some(first), Some(m)) = (began, marker)
+                    && !m.commit
+                    && e.base_offset > filed_up_to
+                {
+                    to_file.push(AbortedTxn {
+                        producer_id: e.producer_id,
+                        first_offset: first,
+                        last_offset: e.base_offset,
+                        last_stable_offset: table.first_open_offset().unwrap_or(e.base_offset + 1),
+                    });
+                }
+            } else {
+                state.record(
                     e.producer_epoch,
                     SequencedBatch {
                         first_seq: e.base_sequence,
@@ -462,22 +604,92 @@ impl PartitionState {
                         base_offset: e.base_offset,
                         last_offset: e.last_offset(),
                     },
+                    e.attributes & crate::RecordBatchHeader::TRANSACTIONAL != 0,
+                    e.max_timestamp,
                 );
+                table.put(e.producer_id, state);
             }
             ControlFlow::Continue(())
         })?;
-        // Producers whose batches are all below the log start, or older
-        // than the newest batches read, are forgotten.
-        let mut table = if from == 0 && self.log_start == 0 {
-            ProducerTable::default()
-        } else {
-            ProducerTable::incomplete()
-        };
-        for (id, s) in states {
-            table.put(id, s);
+        for entry in to_file {
+            self.aborted.append(entry, ix)?;
         }
         self.producers = table;
+        self.completing.clear();
+        self.snapshot_slot = from;
         Ok(())
+    }
+
+    /// Remove the producer-state snapshots past `offset` (a truncation cut
+    /// the batches they cover), durably: a later checkpoint could
+    /// otherwise vouch for their offsets again and an open trust them.
+    fn remove_snapshots_past(&mut self, offset: i64, ix: IndexIo<'_>) -> Result<(), StorageError> {
+        let past: Vec<i64> = self
+            .snapshots
+            .range(offset.saturating_add(1)..)
+            .copied()
+            .collect();
+        if past.is_empty() {
+            return Ok(());
+        }
+        for at in past {
+            crate::snapshots::remove(ix.io, &crate::snapshots::path(&self.dir, self.id, at))?;
+            self.snapshots.remove(&at);
+        }
+        crate::snapshots::sync_folder(&self.dir, ix.io)
+    }
+
+    /// A producer-state snapshot to write now, at the log end, as (offset,
+    /// bytes): when enough batches came since the last one, when the log
+    /// start passed the newest one (a restart would otherwise forget the
+    /// producers that wrote only below it), or, at shutdown (`closing`),
+    /// when batches came since and there is producer state to keep.
+    /// Recorded as taken; the caller writes it before the checkpoint.
+    pub fn take_snapshot(&mut self, closing: bool) -> Option<(i64, Vec<u8>)> {
+        let since = self.index.next_slot().saturating_sub(self.snapshot_slot);
+        let newest = self.snapshots.last().copied();
+        let has_producers = self.producers.len() > 0;
+        let passed = has_producers && newest.unwrap_or(0) < self.log_start;
+        let due = since >= SNAPSHOT_EVERY_BATCHES
+            || passed
+            || (closing && since > 0 && (has_producers || newest.is_some()));
+        if !due || newest == Some(self.log_end) {
+            return None;
+        }
+        let at = self.log_end;
+        self.snapshots.insert(at);
+        self.snapshot_slot = self.index.next_slot();
+        Some((at, self.producers.encode(self.id, at)))
+    }
+
+    /// Whether the snapshot at `at` is still wanted: it was not removed by
+    /// a truncation, a fresh start or the partition's removal since it was
+    /// taken.
+    pub fn has_snapshot(&self, at: i64) -> bool {
+        !self.removed && self.snapshots.contains(&at)
+    }
+
+    /// A checkpoint vouched for everything below `vouched_end`: the
+    /// snapshots older than the newest one at or below it are no longer
+    /// needed. Returns their paths, for the caller to remove.
+    pub fn superseded_snapshots(&mut self, vouched_end: i64) -> Vec<std::path::PathBuf> {
+        let Some(&trusted) = self.snapshots.range(..=vouched_end).next_back() else {
+            return Vec::new();
+        };
+        let old: Vec<i64> = self.snapshots.range(..trusted).copied().collect();
+        old.into_iter()
+            .map(|at| {
+                self.snapshots.remove(&at);
+                crate::snapshots::path(&self.dir, self.id, at)
+            })
+            .collect()
+    }
+
+    /// The partition is being removed: remove its aborted transactions and
+    /// snapshots too.
+    pub fn remove_files(&mut self, ix: IndexIo<'_>) -> Result<(), StorageError> {
+        self.aborted.remove(ix)?;
+        self.remove_snapshots_past(i64::MIN, ix)
     }
 
     /// Write the index entries only memory holds to the index file (no
@@ -727,6 +939,7 @@ pub(crate) fn append_replica(
     let mut out = Vec::with_capacity(payload.len() + infos.len() * ENTRY_HEADER_BYTES);
     let mut entries = Vec::with_capacity(infos.len());
     let mut producers: HashMap<i64, ProducerState> = HashMap::new();
+    let mut completed = Vec::new();
     let mut next = st.log_end;
     let mut first = None;
     let mut epochs = Vec::with_capacity(infos.len());
@@ -757,15 +970,34 @@ pub(crate) fn append_replica(
                     .cloned()
                     .unwrap_or_default()
             });
-            state.record(
-                info.producer_epoch,
-                SequencedBatch {
-                    first_seq: info.base_sequence,
-                    last_seq: info.last_sequence(),
-                    base_offset: base,
-                    last_offset: last,
-                },
-            );
+            if info.is_control() {
+                let txn = batch::control_marker(src).ok_or(AppendError::InvalidBatch(
+                    "a control batch that holds no transaction marker",
+                ))?;
+                if let Some(first) =
+                    state.record_marker(info.producer_epoch, Some(txn.coordinator_epoch))
+                {
+                    completed.push(CompletedTxn {
+                        producer_id: info.producer_id,
+                        first_offset: first,
+                        marker_offset: base,
+                        commit: txn.commit,
+                        last_stable: first_open(&st.producers, &producers).unwrap_or(base + 1),
+                    });
+                }
+            } else {
+                state.record(
+                    info.producer_epoch,
+                    SequencedBatch {
+                        first_seq: info.base_sequence,
+                        last_seq: info.last_sequence(),
+                        base_offset: base,
+                        last_offset: last,
+                    },
+                    info.is_transactional(),
+                    info.max_timestamp,
+                );
+            }
         }
         next = last + 1;
     }
@@ -778,10 +1010,75 @@ pub(crate) fn append_replica(
         log_append_time: -1,
         gaps_allowed: true,
         epochs,
+        completed,
     };
     let written = store
         .log
         .write_entries(&out, Some(marker(part, &st, next)))?;
+    commit(store, &mut st, prepared, written)
+}
+
+/// Append a transaction marker (a control batch) for `producer_id` at
+/// `producer_epoch`: the producer's open transaction here ends, committed
+/// or aborted. A marker from an older producer epoch is refused
+/// (INVALID_PRODUCER_EPOCH), and so is one from an older coordinator than
+/// the producer's last marker (TRANSACTION_COORDINATOR_FENCED).
+pub(crate) fn append_marker(
+    store: &Store,
+    part: &Arc<PartitionInner>,
+    producer_id: i64,
+    producer_epoch: i16,
+    txn: TxnMarker,
+) -> Result<AppendOutcome, AppendError> {
+    let _panic = store.panic_guard("a marker append");
+    let mut st = lock(&part.state)?;
+    if st.removed {
+        return Err(AppendError::Storage(removed_error(part.id)));
+    }
+    if st.truncating {
+        return Err(AppendError::Truncating);
+    }
+    let current = st.producers.get(producer_id);
+    ProducerState::check_marker(current, producer_id, producer_epoch, txn.coordinator_epoch)?;
+    let control = batch::control_batch(producer_id, producer_epoch, txn, store.log.clock.now_ms())?;
+    let info = batch::parse_replica_payload(&control)?
+        .into_iter()
+        .next()
+        .ok_or(AppendError::InvalidBatch("an empty transaction marker"))?;
+    let offset = st.log_end;
+    let leader_epoch = st.leader_epoch();
+    let mut out = Vec::with_capacity(control.len() + ENTRY_HEADER_BYTES);
+    format::put_patched_entry(&mut out, EntryKind::Batch, part.id, offset, &control, |b| {
+        batch::patch_offsets(b, offset, leader_epoch);
+    });
+    let mut state = current.cloned().unwrap_or_default();
+    let began = state.record_marker(producer_epoch, Some(txn.coordinator_epoch));
+    let end_offset = offset + i64::from(info.last_offset_delta) + 1;
+    let producers = HashMap::from([(producer_id, state)]);
+    let last_stable = first_open(&st.producers, &producers).unwrap_or(end_offset);
+    let prepared = Prepared {
+        entries: vec![(0, index_entry(&info, offset))],
+        buf_end: out.len() as u64,
+        producers,
+        base_offset: offset,
+        end_offset,
+        log_append_time: -1,
+        gaps_allowed: false,
+        epochs: Vec::new(),
+        completed: began
+            .map(|first| CompletedTxn {
+                producer_id,
+                first_offset: first,
+                marker_offset: offset,
+                commit: txn.commit,
+                last_stable,
+            })
+            .into_iter()
+            .collect(),
+    };
+    let written = store
+        .log
+        .write_entries(&out, Some(marker(part, &st, end_offset)))?;
     commit(store, &mut st, prepared, written)
 }
 
@@ -808,6 +1105,31 @@ struct Prepared {
     gaps_allowed: bool,
     /// A replica's batches: (base offset, leader epoch) of each.
     epochs: Vec<(i64, i32)>,
+    /// Transactions the payload's markers end.
+    completed: Vec<CompletedTxn>,
+}
+
+/// A transaction a marker ended in this partition.
+#[derive(Debug, Clone, Copy)]
+struct CompletedTxn {
+    producer_id: i64,
+    first_offset: i64,
+    marker_offset: i64,
+    commit: bool,
+    /// The last stable offset once the marker is written: the first offset
+    /// of the earliest transaction still open after it.
+    last_stable: i64,
+}
+
+/// The first offset of the earliest open transaction, with the producers
+/// of a payload being appended (`scratch`) in their new state.
+fn first_open(table: &ProducerTable, scratch: &HashMap<i64, ProducerState>) -> Option<i64> {
+    let kept = table
+        .open_transactions()
+        .find(|(_, producer_id)| !scratch.contains_key(producer_id))
+        .map(|(first, _)| first);
+    let changed = scratch.values().filter_map(|s| s.txn_first_offset()).min();
+    kept.into_iter().chain(changed).min()
 }
 
 /// What an append tells the flusher about its partition.
@@ -844,6 +1166,9 @@ fn prepare(
     let mut next = st.log_end;
     for info in &infos {
         let count = i64::from(info.last_offset_delta) + 1;
+        if info.producer_id < 0 && info.is_transactional() {
+            ProducerState::check_txn(None, info.producer_id, info.producer_epoch, true)?;
+        }
         if info.producer_id >= 0 {
             let state = scratch
                 .get(&info.producer_id)
@@ -862,6 +1187,12 @@ fn prepare(
                     continue;
                 }
                 SequenceCheck::Accept => {
+                    ProducerState::check_txn(
+                        state,
+                        info.producer_id,
+                        info.producer_epoch,
+                        info.is_transactional(),
+                    )?;
                     let mut s = state.cloned().unwrap_or_default();
                     s.record(
                         info.producer_epoch,
@@ -871,6 +1202,8 @@ fn prepare(
                             base_offset: next,
                             last_offset: next + count - 1,
                         },
+                        info.is_transactional(),
+                        info.max_timestamp,
                     );
                     scratch.insert(info.producer_id, s);
                 }
@@ -921,6 +1254,7 @@ fn prepare(
         log_append_time: if log_append { now_ms } else { -1 },
         gaps_allowed: false,
         epochs: Vec::new(),
+        completed: Vec::new(),
     }))
 }
 
@@ -973,6 +1307,28 @@ fn commit(
     store.mark_checkpoint_dirty();
     for (id, s) in p.producers {
         st.producers.put(id, s);
+    }
+    for c in p.completed {
+        if !c.commit {
+            let entry = AbortedTxn {
+                producer_id: c.producer_id,
+                first_offset: c.first_offset,
+                last_offset: c.marker_offset,
+                last_stable_offset: c.last_stable,
+            };
+            match st.aborted.append(entry, store.index_io()) {
+                Ok(made) => {
+                    if made {
+                        store.txn_dir_dirty.store(true, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => return Err(store.poison(e.to_string()).into()),
+            }
+        }
+        if c.marker_offset >= st.hw {
+            st.completing
+                .insert((c.first_offset, c.producer_id, c.marker_offset));
+        }
     }
     st.log_end = p.end_offset;
     if p.gaps_allowed {
@@ -1245,7 +1601,9 @@ pub(crate) fn read_located(
     Ok(out)
 }
 
-/// Read whole batches from `offset`, at most `max_bytes` (at least one batch).
+/// Read whole batches from `offset`, at most `max_bytes` (at least one
+/// batch). A read up to the last stable offset also names the aborted
+/// transactions among what it returns.
 pub(crate) fn read_from(
     store: &Store,
     part: &PartitionInner,
@@ -1253,40 +1611,50 @@ pub(crate) fn read_from(
     max_bytes: usize,
     bound: ReadBound,
 ) -> Result<ReadOutcome, ReadError> {
-    let (items, offsets) = {
+    let (items, offsets, aborted) = {
         let st = lock(&part.state)?;
         let offsets = st.offsets();
-        let end = match bound {
-            ReadBound::HighWatermark => st.hw,
-            ReadBound::LogEnd => st.log_end,
+        let (end, valid_end) = match bound {
+            ReadBound::HighWatermark => (st.hw, st.hw),
+            // Between the last stable offset and the high watermark there is
+            // nothing to read yet, which is not out of range.
+            ReadBound::LastStable => (offsets.last_stable, st.hw),
+            ReadBound::LogEnd => (st.log_end, st.log_end),
         };
-        if offset < st.log_start || offset > end {
+        if offset < st.log_start || offset > valid_end {
             return Err(ReadError::OffsetOutOfRange {
                 offset,
                 log_start: st.log_start,
-                log_end: end,
+                log_end: valid_end,
             });
         }
-        if offset == end {
-            return Ok(ReadOutcome {
-                records: Bytes::new(),
-                offsets,
-            });
+        let empty = ReadOutcome {
+            records: Bytes::new(),
+            offsets,
+            aborted: Vec::new(),
+        };
+        if offset >= end {
+            return Ok(empty);
         }
         // A compacted partition has gaps: a removed offset reads from the next kept batch.
         let Some(from) = st.index.find_from(offset, store.index_io())? else {
-            return Ok(ReadOutcome {
-                records: Bytes::new(),
-                offsets,
-            });
+            return Ok(empty);
         };
         let limit = max_bytes.min(store.log.config.read_bytes_max);
-        (locate(store, &st, from, limit, end)?, offsets)
+        let items = locate(store, &st, from, limit, end)?;
+        let aborted = match (bound, items.last()) {
+            (ReadBound::LastStable, Some(last)) => {
+                st.aborted_in(offset, last.entry.last_offset() + 1, store.index_io())?
+            }
+            _ => Vec::new(),
+        };
+        (items, offsets, aborted)
     };
     let records = read_located(store, part.id, &items)?;
     Ok(ReadOutcome {
         records: Bytes::from(records),
         offsets,
+        aborted,
     })
 }
 

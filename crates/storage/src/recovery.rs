@@ -89,7 +89,9 @@ fn open_checked(
     let started = Instant::now();
     let log_dir = dir.join("log");
     let index_dir = dir.join("index");
-    for d in [dir, &log_dir, &index_dir] {
+    let txn_dir = dir.join(crate::aborted::TXN_INDEX_DIR);
+    let snapshot_dir = dir.join(crate::snapshots::SNAPSHOT_DIR);
+    for d in [dir, &log_dir, &index_dir, &txn_dir, &snapshot_dir] {
         io.create_dir_all(d)
             .map_err(|e| io_err(format!("creating {}", d.display()), e))?;
     }
@@ -102,6 +104,8 @@ fn open_checked(
     let index_probes = probe_indexes(&index_dir, io.as_ref())?;
     let probed_ms = started.elapsed().as_millis();
     let stored_epochs = crate::epochs::load(dir, io.as_ref())?;
+    crate::aborted::check_versions(dir, io.as_ref())?;
+    crate::snapshots::check_versions(dir, io.as_ref())?;
     let first_base = segments.keys().next().copied();
     // Scan the tail past the checkpoint (the whole log when there is none).
     let scan_from = checkpoint_pos.max(first_base.unwrap_or(0));
@@ -124,7 +128,15 @@ fn open_checked(
         io: io.as_ref(),
     };
     let bases: Vec<u64> = segments.keys().copied().collect();
-    let mut partitions = load_indexes(&index_dir, index_probes, checkpoint.as_ref(), &bases, ix)?;
+    let mut partitions = load_indexes(
+        &index_dir,
+        dir,
+        index_probes,
+        checkpoint.as_ref(),
+        &bases,
+        ix,
+    )?;
+    load_transactions(dir, &mut partitions, checkpoint.as_ref(), ix)?;
     let loaded_ms = started.elapsed().as_millis();
     report.partitions = partitions.len();
     // A few entries per partition while recovery re-indexes the tail; the
@@ -184,6 +196,59 @@ fn open_checked(
     }
     tracing::info!(?report, "commit log opened");
     Ok((inner, report))
+}
+
+/// Open each partition's aborted transactions and producer-state snapshots,
+/// keeping what the checkpoint vouched for: aborts whose marker lies below
+/// the partition's index end offset, and snapshots at or below it (the
+/// tail scan files the later aborts again, and the newest snapshot kept is
+/// where producer state is rebuilt from). Later snapshots, and the files of
+/// partitions that no longer exist, are removed.
+fn load_transactions(
+    dir: &Path,
+    partitions: &mut HashMap<PartitionId, PartitionState>,
+    checkpoint: Option<&Checkpoint>,
+    ix: IndexIo<'_>,
+) -> Result<(), StorageError> {
+    let vouched: HashMap<PartitionId, i64> = checkpoint
+        .map(|c| {
+            c.partitions
+                .iter()
+                .map(|p| (p.id, p.index_end_offset))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut on_disk = crate::snapshots::list(dir, ix.io)?;
+    let mut removed = false;
+    for (id, st) in partitions.iter_mut() {
+        let end = vouched.get(id).copied().unwrap_or(i64::MIN);
+        let mut kept = on_disk.remove(id).unwrap_or_default();
+        for past in kept.split_off(&end.saturating_add(1)) {
+            crate::snapshots::remove(ix.io, &crate::snapshots::path(dir, *id, past))?;
+            removed = true;
+        }
+        let aborted = crate::aborted::AbortedIndex::load(
+            crate::aborted::txn_index_path(dir, *id),
+            *id,
+            end,
+            ix,
+        )?;
+        st.load_transactions(aborted, kept);
+    }
+    for (id, offsets) in on_disk {
+        for at in offsets {
+            crate::snapshots::remove(ix.io, &crate::snapshots::path(dir, id, at))?;
+            removed = true;
+        }
+    }
+    if removed {
+        crate::snapshots::sync_folder(dir, ix.io)?;
+    }
+    let live: std::collections::HashSet<String> = partitions
+        .keys()
+        .map(|id| format!("{}-{}", id.topic_id.hyphenated(), id.partition))
+        .collect();
+    crate::aborted::remove_orphans(dir, &|stem| live.contains(stem), ix.io)
 }
 
 /// Finish each partition: forget batches that lay in deleted segments (below
@@ -602,6 +667,7 @@ fn upgrade_v1_index(
 /// checkpoint gives no totals for (a version-1 checkpoint) is read whole once.
 fn load_indexes(
     index_dir: &Path,
+    data_dir: &Path,
     probes: IndexProbes,
     checkpoint: Option<&Checkpoint>,
     segment_bases: &[u64],
@@ -686,7 +752,7 @@ fn load_indexes(
         };
         let summary = cp.and_then(|c| c.summary.clone());
         let known = summary.is_some() || cp.is_none();
-        let mut st = PartitionState::new(path.clone(), PartitionConfig::default());
+        let mut st = PartitionState::new(id, data_dir, PartitionConfig::default());
         let index = QueueIndex::loaded(
             path,
             Loaded {
@@ -1035,6 +1101,9 @@ fn apply_entry(
                 );
             }
             st.replay_batch(entry, at.segment, hot_max, ix)?;
+            if batch_header.is_control() {
+                st.note_tail_marker(entry.base_offset, crate::batch::control_marker(batch));
+            }
             crate::epochs::learn_recovered(st, batch, entry.base_offset);
             report.index_entries_rebuilt += 1;
         }

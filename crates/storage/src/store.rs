@@ -67,6 +67,10 @@ pub(crate) struct Store {
     pub maintenance_lock: Mutex<()>,
     /// Something a checkpoint records changed since the last one.
     pub checkpoint_dirty: AtomicBool,
+    /// An aborted-transaction file was made or removed since the last
+    /// checkpoint: its folder is fsync'd before the next checkpoint
+    /// vouches for what the file holds.
+    pub txn_dir_dirty: AtomicBool,
     /// When the store was opened; `last_checkpoint_ms` counts from it.
     opened: Instant,
     /// When the last checkpoint was written, in ms since `opened`. An atomic,
@@ -101,6 +105,7 @@ impl Store {
             checkpoint_lock: Mutex::new(()),
             maintenance_lock: Mutex::new(()),
             checkpoint_dirty: AtomicBool::new(true),
+            txn_dir_dirty: AtomicBool::new(false),
             opened: Instant::now(),
             last_checkpoint_ms: AtomicU64::new(0),
             checkpoint_wake: Arc::new((Mutex::new(()), Condvar::new())),
@@ -192,6 +197,19 @@ impl Store {
     /// then atomically replace the checkpoint file. Returns the log position
     /// it records.
     pub fn write_checkpoint(&self) -> Result<u64, StorageError> {
+        self.checkpoint(false)
+    }
+
+    /// [`Self::write_checkpoint`]; `closing` (shutdown) snapshots the
+    /// producer state of every partition whose state changed since its last
+    /// snapshot, so the next open replays nothing.
+    ///
+    /// Order: producer-state snapshots due (written, synced, renamed; the
+    /// folder fsync'd), the aborted-transaction folder if a file was made,
+    /// the index and aborted-transaction files, the leader-epoch file, then
+    /// the checkpoint file; only once it is durable are the snapshots it
+    /// made superfluous removed.
+    fn checkpoint(&self, closing: bool) -> Result<u64, StorageError> {
         let _serial = lock(&self.checkpoint_lock)?;
         if let Some(r) = self.log.poisoned() {
             return Err(LogInner::poisoned_error(&r));
@@ -204,10 +222,16 @@ impl Store {
             partitions: Vec::with_capacity(parts.len()),
         };
         let mut recorded = Vec::with_capacity(parts.len());
+        let mut snapshots = Vec::new();
+        let mut snapshot_parts = Vec::new();
         for p in &parts {
             let mut st = lock(&p.state)?;
             if st.removed() {
                 continue;
+            }
+            if let Some((at, bytes)) = st.take_snapshot(closing) {
+                snapshots.push((p.id, at, bytes));
+                snapshot_parts.push(p.clone());
             }
             // The checkpoint vouches for the index up to the durable end:
             // its buffered entries go to the file before the fsync below.
@@ -228,15 +252,37 @@ impl Store {
                 log_start: st.log_start(),
                 summary: Some(summary),
             });
-            recorded.push((p, st.log_start()));
+            recorded.push((p, st.log_start(), st.durable_end()));
         }
-        // Index files closed since their last write were synced when closed.
-        if let Err(e) = self.index_files.sync_dirty(self.log.io.as_ref()) {
+        let io = self.log.io.as_ref();
+        if let Err(e) = crate::snapshots::write_many(&self.log.dir, &snapshots, io) {
+            return Err(self.poison(e.to_string()));
+        }
+        // A truncation (or removal) after a snapshot was taken removed it
+        // from its partition's list before its file existed: remove the file.
+        let mut stale = false;
+        for ((id, at, _), p) in snapshots.iter().zip(&snapshot_parts) {
+            if !lock(&p.state)?.has_snapshot(*at) {
+                crate::snapshots::remove(io, &crate::snapshots::path(&self.log.dir, *id, *at))?;
+                stale = true;
+            }
+        }
+        if stale {
+            crate::snapshots::sync_folder(&self.log.dir, io)?;
+        }
+        if self.txn_dir_dirty.swap(false, Ordering::SeqCst) {
+            let dir = self.log.dir.join(crate::aborted::TXN_INDEX_DIR);
+            if let Err(e) = crate::io::durable::sync_dir(io, "storage::txn_index_dir_sync", &dir) {
+                return Err(self.poison(format!("fsync of {}: {e}", dir.display())));
+            }
+        }
+        // Index (and aborted-transaction) files closed since their last
+        // write were synced when closed.
+        if let Err(e) = self.index_files.sync_dirty(io) {
             return Err(self.poison(e.to_string()));
         }
         crate::epochs::write_learned(self)?;
         let bytes = cp.encode();
-        let io = self.log.io.as_ref();
         let done = crate::io::durable::replace_file(
             io,
             [
@@ -256,8 +302,16 @@ impl Store {
         }
         // Only now, with the checkpoint durable, may segment deletion rely
         // on the log starts it recorded.
-        for (p, log_start) in recorded {
-            lock(&p.state)?.recorded_log_start(log_start);
+        let mut superseded = Vec::new();
+        for (p, log_start, vouched_end) in recorded {
+            let mut st = lock(&p.state)?;
+            st.recorded_log_start(log_start);
+            superseded.extend(st.superseded_snapshots(vouched_end));
+        }
+        // An older snapshot that comes back after a crash is never chosen
+        // over the newer one the checkpoint vouched for: no folder fsync.
+        for path in superseded {
+            crate::snapshots::remove(io, &path)?;
         }
         let now_ms = self.opened.elapsed().as_millis() as u64;
         self.last_checkpoint_ms.store(now_ms, Ordering::SeqCst);
@@ -289,7 +343,7 @@ impl Store {
             let _ = h.join();
         }
         synced?;
-        self.write_checkpoint().map(|_| ())
+        self.checkpoint(true).map(|_| ())
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::{Duration, Instant};
@@ -393,18 +393,29 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
                             target.index,
                             bytes::Bytes::new(),
                             offsets,
-                            read_committed,
+                            read_committed.then(Vec::new),
                         )
                         .with_preferred_read_replica(replica.into());
                     }
                     let first = bytes == 0;
                     let limit = target.partition_max_bytes.min(remaining);
-                    match read_one(partition, target.fetch_offset, limit, first, target.replica) {
-                        Ok((records, offsets)) => {
+                    let read = read_one(
+                        partition,
+                        (target.fetch_offset, limit),
+                        first,
+                        target.replica,
+                        read_committed,
+                    );
+                    match read {
+                        Ok(Read {
+                            records,
+                            offsets,
+                            aborted,
+                        }) => {
                             bytes += records.len();
                             remaining = remaining.saturating_sub(records.len());
                             seen.push(Some(offsets));
-                            answered(target.index, records, offsets, read_committed)
+                            answered(target.index, records, offsets, aborted)
                         }
                         Err(err) => {
                             any_error = true;
@@ -428,8 +439,19 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
     }
 }
 
+/// What [`read_one`] read.
+#[derive(Debug)]
+struct Read {
+    records: bytes::Bytes,
+    offsets: PartitionOffsets,
+    /// For a read_committed read, the aborted transactions among the
+    /// records (`None` otherwise, which Kafka sends as null).
+    aborted: Option<Vec<AbortedTransaction>>,
+}
+
 /// Read one partition from `offset`, up to `limit` bytes unless `first`;
-/// up to the log end for a follower `replica`, else the high watermark.
+/// up to the log end for a follower `replica`, the last stable offset for
+/// a read_committed consumer, else the high watermark.
 ///
 /// An offset the log holds but has not committed yet reads as empty, as in
 /// Kafka: a consumer that saw a high watermark on one leader may ask the
@@ -437,11 +459,11 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
 /// offset outside the log is out of range.
 fn read_one(
     partition: &Partition,
-    offset: i64,
-    limit: usize,
+    (offset, limit): (i64, usize),
     first: bool,
     replica: bool,
-) -> Result<(bytes::Bytes, PartitionOffsets), ApiError> {
+    read_committed: bool,
+) -> Result<Read, ApiError> {
     let offsets = partition.offsets();
     if offset < offsets.log_start || offset > offsets.log_end {
         return Err(ApiError::new(
@@ -452,33 +474,54 @@ fn read_one(
             ),
         ));
     }
+    let committed = read_committed && !replica;
     let end = if replica {
         offsets.log_end
+    } else if committed {
+        offsets.last_stable
     } else {
         offsets.high_watermark
     };
-    // The log never returns data past the high watermark, which is also the
-    // last stable offset until transactions exist, so read_committed needs
-    // no further bound yet.
+    let nothing = |offsets| Read {
+        records: bytes::Bytes::new(),
+        offsets,
+        aborted: committed.then(Vec::new),
+    };
     if offset >= end || (!first && limit == 0) {
-        return Ok((bytes::Bytes::new(), offsets));
+        return Ok(nothing(offsets));
     }
     let read = if replica {
         partition.read_replica(offset, limit)?
+    } else if committed {
+        partition.read_committed(offset, limit)?
     } else {
         partition.read(offset, limit)?
     };
     if !first && read.records.len() > limit {
-        return Ok((bytes::Bytes::new(), read.offsets));
+        return Ok(nothing(read.offsets));
     }
-    Ok((read.records, read.offsets))
+    let aborted = committed.then(|| {
+        read.aborted
+            .iter()
+            .map(|a| {
+                AbortedTransaction::default()
+                    .with_producer_id(a.producer_id.into())
+                    .with_first_offset(a.first_offset)
+            })
+            .collect()
+    });
+    Ok(Read {
+        records: read.records,
+        offsets: read.offsets,
+        aborted,
+    })
 }
 
 fn answered(
     index: i32,
     records: bytes::Bytes,
     offsets: PartitionOffsets,
-    read_committed: bool,
+    aborted: Option<Vec<AbortedTransaction>>,
 ) -> PartitionData {
     PartitionData::default()
         .with_partition_index(index)
@@ -486,7 +529,7 @@ fn answered(
         .with_high_watermark(offsets.high_watermark)
         .with_last_stable_offset(offsets.last_stable)
         .with_log_start_offset(offsets.log_start)
-        .with_aborted_transactions(aborted_transactions(read_committed))
+        .with_aborted_transactions(aborted)
         .with_preferred_read_replica((-1).into())
         .with_records(Some(records))
 }
@@ -504,9 +547,7 @@ fn errored(index: i32, err: &ApiError, read_committed: bool) -> PartitionData {
 }
 
 /// Kafka sends an empty list to read_committed consumers and null otherwise.
-fn aborted_transactions(
-    read_committed: bool,
-) -> Option<Vec<kafka_protocol::messages::fetch_response::AbortedTransaction>> {
+fn aborted_transactions(read_committed: bool) -> Option<Vec<AbortedTransaction>> {
     read_committed.then(Vec::new)
 }
 
@@ -539,23 +580,29 @@ mod tests {
                 })
                 .last()
         };
-        let (records, offsets) = read_one(&partition, 0, 1 << 20, true, false).unwrap();
+        let Read {
+            records, offsets, ..
+        } = read_one(&partition, (0, 1 << 20), true, false, false).unwrap();
         assert_eq!(last_offset(&records), Some(Ok(1)), "only what is committed");
         assert_eq!(offsets.high_watermark, 2);
         for offset in 2..=5 {
-            let (records, _) = read_one(&partition, offset, 1 << 20, true, false).unwrap();
+            let records = read_one(&partition, (offset, 1 << 20), true, false, false)
+                .unwrap()
+                .records;
             assert!(
                 records.is_empty(),
                 "offset {offset} is held, not yet committed"
             );
         }
         // A follower copies it all.
-        let (records, _) = read_one(&partition, 2, 1 << 20, true, true).unwrap();
+        let records = read_one(&partition, (2, 1 << 20), true, true, false)
+            .unwrap()
+            .records;
         assert_eq!(last_offset(&records), Some(Ok(4)));
         for replica in [false, true] {
-            let past = read_one(&partition, 6, 1 << 20, true, replica).unwrap_err();
+            let past = read_one(&partition, (6, 1 << 20), true, replica, false).unwrap_err();
             assert_eq!(past.code, ResponseError::OffsetOutOfRange);
-            let before = read_one(&partition, -1, 1 << 20, true, replica).unwrap_err();
+            let before = read_one(&partition, (-1, 1 << 20), true, replica, false).unwrap_err();
             assert_eq!(before.code, ResponseError::OffsetOutOfRange);
         }
     }
@@ -597,7 +644,13 @@ mod tests {
                             0,
                             bytes::Bytes::from_static(b"batch"),
                             offsets,
-                            read_committed,
+                            read_committed.then(|| {
+                                vec![
+                                    AbortedTransaction::default()
+                                        .with_producer_id(5.into())
+                                        .with_first_offset(4),
+                                ]
+                            }),
                         ),
                         errored(1, &err, read_committed),
                     ]);
