@@ -13,6 +13,8 @@ use crate::error::AppendError;
 use crate::format::{be_i16, be_i32, be_i64, be_u32};
 use crate::producer::TxnMarker;
 use crate::records::{self, DecompressError, decompress_records, record_frames};
+use kafka_protocol::messages::EndTxnMarker;
+use kafka_protocol::protocol::{Decodable, Encodable};
 
 /// Bytes of the RecordBatch v2 header.
 pub(crate) const BATCH_HEADER_BYTES: usize = RecordBatchHeader::BYTES;
@@ -473,11 +475,13 @@ pub(crate) fn control_marker(batch: &[u8]) -> Option<TxnMarker> {
         1 => true,
         _ => return None,
     };
+    // The value: its version, then Kafka's EndTxnMarker.
     let coordinator_epoch = first
         .value
         .and_then(|v| section.get(v))
-        .and_then(|v| be_i32(v, 2))
-        .unwrap_or(-1);
+        .and_then(|v| v.get(2..))
+        .and_then(|mut v| EndTxnMarker::decode(&mut v, 0).ok())
+        .map_or(-1, |m| m.coordinator_epoch);
     Some(TxnMarker {
         commit,
         coordinator_epoch,
@@ -495,10 +499,15 @@ pub(crate) fn control_batch(
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
+    // The key: its version (0), then the control record type.
     let mut key = [0u8; 4];
     key[2..4].copy_from_slice(&i16::from(marker.commit).to_be_bytes());
-    let mut value = [0u8; 6];
-    value[2..6].copy_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    // The value: its version (0), then Kafka's EndTxnMarker.
+    let mut value = bytes::BytesMut::from(&[0u8, 0][..]);
+    EndTxnMarker::default()
+        .with_coordinator_epoch(marker.coordinator_epoch)
+        .encode(&mut value, 0)
+        .map_err(|_| AppendError::InvalidBatch("a transaction marker could not be encoded"))?;
     let record = Record {
         transactional: true,
         control: true,
@@ -511,7 +520,7 @@ pub(crate) fn control_batch(
         sequence: -1,
         timestamp,
         key: Some(Bytes::copy_from_slice(&key)),
-        value: Some(Bytes::copy_from_slice(&value)),
+        value: Some(value.freeze()),
         headers: Default::default(),
     };
     let mut buf = bytes::BytesMut::new();
