@@ -39,6 +39,8 @@ pub struct BrokerConfig {
     pub log_defaults: BTreeMap<String, String>,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub group: GroupConfig,
+    /// Transaction coordinator settings (`transaction.*`, `transactional.*`).
+    pub txn: TxnConfig,
     /// `broker.rack`.
     pub rack: Option<String>,
     /// `replica.selector.class` names Kafka's RackAwareReplicaSelector:
@@ -70,6 +72,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             log_defaults: BTreeMap::new(),
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
             replica_lag_time_max_ms: 30_000,
             replica_fetch_max_bytes: 1024 * 1024,
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
@@ -118,6 +121,53 @@ pub struct GroupConfig {
     /// `group.consumer.migration.policy`: which online migrations between
     /// the classic and the consumer (KIP-848) protocol a group may make.
     pub consumer_migration_policy: MigrationPolicy,
+}
+
+/// The transaction coordinator's settings, with Kafka's broker config names
+/// and defaults.
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a
+    /// producer may ask for (INVALID_TRANSACTION_TIMEOUT past it).
+    pub transaction_max_timeout_ms: i64,
+    /// `transactional.id.expiration.ms`: an id with no transaction open and
+    /// no change for this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how
+    /// often the coordinator looks for transactions past their timeout (and
+    /// for expired ids).
+    pub abort_timed_out_interval_ms: i64,
+    /// `transaction.state.log.num.partitions`: partitions of
+    /// `__transaction_state` when it is created.
+    pub state_log_num_partitions: i32,
+    /// `transaction.state.log.replication.factor`: replicas of each
+    /// `__transaction_state` partition on a cluster.
+    pub state_log_replication_factor: i16,
+    /// Most transactional ids the coordinator keeps (they come from
+    /// clients); past it a new id is answered COORDINATOR_NOT_AVAILABLE.
+    /// Kafka has no such bound. Each shard holds an even share, rounded up.
+    pub transactional_ids_max: usize,
+}
+
+impl TxnConfig {
+    /// The share of [`Self::transactional_ids_max`] one shard may hold.
+    pub(crate) fn transactional_ids_max_per_shard(&self) -> usize {
+        let shards = usize::try_from(self.state_log_num_partitions.max(1)).unwrap_or(1);
+        self.transactional_ids_max.div_ceil(shards)
+    }
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        Self {
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            abort_timed_out_interval_ms: 10_000,
+            state_log_num_partitions: 50,
+            state_log_replication_factor: 3,
+            transactional_ids_max: 100_000,
+        }
+    }
 }
 
 /// `group.consumer.migration.policy`, with Kafka's values.

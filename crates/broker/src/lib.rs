@@ -25,8 +25,9 @@ mod record_keys;
 mod replica;
 mod topic_config;
 mod topics;
+mod txn;
 
-pub use config::{BrokerConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy};
+pub use config::{BrokerConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy, TxnConfig};
 pub use error::ApiError;
 pub use replica::ReplicaError;
 
@@ -99,6 +100,7 @@ pub struct Broker {
     topics: topics::Topics,
     producer_ids: producer_ids::ProducerIds,
     groups: Arc<group::GroupCoordinator>,
+    txns: Arc<txn::TxnCoordinator>,
     replicas: Arc<replica::ReplicaManager>,
 }
 
@@ -121,6 +123,7 @@ impl Broker {
     ) -> Result<Self, ApiError> {
         let config_groups = config.group.clone();
         let clock_groups = clock.clone();
+        let (config_txn, clock_txn) = (config.txn.clone(), clock.clone());
         let replicas = replica::ReplicaManager::new(
             replica::ReplicaSettings {
                 node_id: config.node_id,
@@ -139,11 +142,20 @@ impl Broker {
             topics: topics::Topics::default(),
             producer_ids: producer_ids::ProducerIds::default(),
             groups: Arc::new(group::GroupCoordinator::new(config_groups, clock_groups)),
+            txns: Arc::new(txn::TxnCoordinator::new(config_txn, clock_txn)),
             replicas,
         };
         broker.load_topics()?;
         broker.load_groups()?;
+        broker.load_transactions()?;
         Ok(broker)
+    }
+
+    /// Start the broker's own background work: the transaction
+    /// coordinator's driver (transactions left in a Prepare state are
+    /// finished, timed-out ones aborted). Call once, on the runtime.
+    pub fn start_background(self: &Arc<Self>) {
+        self.txns.ensure_driver(self);
     }
 
     /// The APIs and version ranges served, as advertised in ApiVersions.

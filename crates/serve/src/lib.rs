@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
-use weir_broker::{ApiError, Broker, BrokerConfig, GroupConfig};
+use weir_broker::{ApiError, Broker, BrokerConfig, GroupConfig, TxnConfig};
 use weir_cluster::{Controller, ControllerConfig, RaftMetadataStore};
 use weir_metadata::{LocalMetadataStore, MetadataError, MetadataStore};
 use weir_server::ServerLimits;
@@ -430,6 +430,7 @@ struct Settings {
     log_defaults: BTreeMap<String, String>,
     /// Group coordinator settings (group.*, offsets.*).
     group: GroupConfig,
+    txn: TxnConfig,
     /// The network edge's limits (max.connections, connections.max.idle.ms,
     /// queued.max.response.bytes).
     server: ServerLimits,
@@ -582,6 +583,7 @@ impl Settings {
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             log_defaults: BTreeMap::new(),
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
             server: ServerLimits::default(),
             default_replication_factor: 1,
             replica_lag_time_max_ms: 30_000,
@@ -718,6 +720,21 @@ impl Settings {
             }
             "offset.metadata.max.bytes" => {
                 self.group.offset_metadata_max_bytes = config.at_least(0)?;
+            }
+            "transaction.max.timeout.ms" => {
+                self.txn.transaction_max_timeout_ms = config.at_least(1)?;
+            }
+            "transactional.id.expiration.ms" => {
+                self.txn.transactional_id_expiration_ms = config.at_least(1)?;
+            }
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.txn.abort_timed_out_interval_ms = config.at_least(1)?;
+            }
+            "transaction.state.log.num.partitions" => {
+                self.txn.state_log_num_partitions = config.at_least(1)?;
+            }
+            "transaction.state.log.replication.factor" => {
+                self.txn.state_log_replication_factor = config.at_least(1)?;
             }
             "log.index.memory.bytes" => self.index_memory_bytes = config.at_least(0)?,
             "max.connections" => self.server.max_connections = config.at_least(1)?,
@@ -1219,6 +1236,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         max_request_bytes: settings.max_request_bytes,
         log_defaults: settings.log_defaults.clone(),
         group: settings.group.clone(),
+        txn: settings.txn.clone(),
         rack: settings.rack.clone(),
         rack_aware_replica_selector: settings.rack_aware_replica_selector,
         replica_lag_time_max_ms: settings.replica_lag_time_max_ms,
@@ -1234,6 +1252,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             .map_err(ServeError::LoadTask)?
             .map_err(ServeError::LoadTopics)?,
     );
+    broker.start_background();
     let mut cluster_tasks = Vec::new();
     if let (Some(controller), Some(changes)) = (&controller, changes) {
         cluster_tasks.push(cluster::spawn_follower(changes, broker.clone()));

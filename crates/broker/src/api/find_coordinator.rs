@@ -1,7 +1,8 @@
-//! FindCoordinator: which broker coordinates a group. On a single broker it
-//! is always this one; on a cluster, the leader of the group's
-//! `__consumer_offsets` partition. The batched form (v4+) answers each key
-//! on its own.
+//! FindCoordinator: which broker coordinates a group or a transactional
+//! id. On a single broker it is always this one; on a cluster, the leader
+//! of the group's `__consumer_offsets` partition (a cluster does not
+//! coordinate transactions yet). The batched form (v4+) answers each key on
+//! its own.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -102,7 +103,10 @@ pub(crate) async fn handle(
 /// The coordinator of `key`: its id, host and port.
 fn find(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, String, i32), ApiError> {
     check(key_type, key)?;
-    broker.group_coordinator(key)
+    match key_type {
+        KEY_TYPE_TRANSACTION => broker.txn_coordinator(key),
+        _ => broker.group_coordinator(key),
+    }
 }
 
 fn check(key_type: i8, key: &str) -> Result<(), ApiError> {
@@ -112,10 +116,11 @@ fn check(key_type: i8, key: &str) -> Result<(), ApiError> {
             "the group id is empty",
         )),
         KEY_TYPE_GROUP => Ok(()),
-        KEY_TYPE_TRANSACTION => Err(ApiError::new(
-            ResponseError::CoordinatorNotAvailable,
-            "this broker has no transaction coordinator yet",
+        KEY_TYPE_TRANSACTION if key.is_empty() => Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            "the transactional id is empty",
         )),
+        KEY_TYPE_TRANSACTION => Ok(()),
         other => Err(ApiError::new(
             ResponseError::InvalidRequest,
             format!("unknown coordinator key type {other}"),

@@ -1,15 +1,14 @@
-//! InitProducerId: a producer id and epoch for an idempotent producer.
+//! InitProducerId: a producer id and epoch.
 //!
 //! As in Kafka, an idempotent producer (no transactional id) always gets a
 //! fresh producer id at epoch 0, also when it presents the id and epoch it
 //! has (KIP-360, v3+): it bumps its epoch itself and only asks the broker
 //! when it needs a new id, so the broker never bumps an id a client names.
-//! The rules for a producer whose id and epoch are kept (a transactional
-//! id) are in [`next_epochs`], which the transactional path will share.
-//!
-//! Transactional producers are not served yet: a transactional id gets
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal and
-//! report at once instead of retrying.
+//! A transactional id keeps its producer id, and each InitProducerId bumps
+//! its epoch (fencing an older producer of the id): the transaction
+//! coordinator decides (`crate::txn`), with the rules in [`next_epochs`].
+
+use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -25,11 +24,31 @@ use crate::{Broker, HandlerError, RequestContext};
 const PRODUCER_FENCED_VERSION: i16 = 4;
 
 pub(crate) async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> Result<InitProducerIdResponse, HandlerError> {
-    let answer = match assign(broker, &req) {
+    let assigned = match presented(&req) {
+        Err(err) => Err(err),
+        Ok(expected) => match req.transactional_id.as_ref().map(|id| id.as_str()) {
+            Some("") => Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                "the transactional id is empty",
+            )),
+            Some(id) => {
+                broker
+                    .txns()
+                    .init_producer_id(broker, id, req.transaction_timeout_ms, expected)
+                    .await
+            }
+            // Reserving ids may write to the metadata store: off the workers.
+            None => {
+                let broker = broker.clone();
+                crate::blocking::run(move || idempotent(&broker, expected)).await?
+            }
+        },
+    };
+    let answer = match assigned {
         Ok(assigned) => InitProducerIdResponse::default()
             .with_error_code(0)
             .with_producer_id(ProducerId(assigned.producer_id))
@@ -53,18 +72,11 @@ pub(crate) async fn handle(
     Ok(answer.with_throttle_time_ms(0))
 }
 
-fn assign(broker: &Broker, req: &InitProducerIdRequest) -> Result<ProducerIdAndEpoch, ApiError> {
-    let expected = presented(req)?;
-    if let Some(transactional_id) = &req.transactional_id {
-        tracing::info!(
-            transactional_id = %transactional_id.as_str(),
-            "refused a transactional producer: transactions are not supported yet"
-        );
-        return Err(ApiError::new(
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactions are not supported yet",
-        ));
-    }
+/// An idempotent producer's id: always a fresh one, at epoch 0.
+fn idempotent(
+    broker: &Broker,
+    expected: Option<ProducerIdAndEpoch>,
+) -> Result<ProducerIdAndEpoch, ApiError> {
     // Nothing is kept for an idempotent producer.
     let next = next_epochs(None, expected, || {
         broker.producer_ids.next(broker.metadata().as_ref())

@@ -34,6 +34,7 @@ pub(crate) mod produce;
 mod raft_voters;
 mod reassignments;
 mod sync_group;
+mod txn;
 mod unregister_broker;
 
 use std::sync::Arc;
@@ -82,6 +83,12 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::ElectLeaders,
             ApiKey::AlterPartitionReassignments,
             ApiKey::ListPartitionReassignments,
+            ApiKey::AddPartitionsToTxn,
+            ApiKey::AddOffsetsToTxn,
+            ApiKey::EndTxn,
+            ApiKey::WriteTxnMarkers,
+            ApiKey::DescribeTransactions,
+            ApiKey::ListTransactions,
         ]
         .into_iter()
         .map(|key| match key {
@@ -92,6 +99,13 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             // the request decoder (v10 addresses topics by id).
             ApiKey::OffsetCommit => (key, VersionRange { min: 2, max: 9 }),
             ApiKey::OffsetFetch => (key, VersionRange { min: 1, max: 9 }),
+            // EndTxn v5 is KIP-890's second part (transaction.version 2: the
+            // epoch bumped at every end), which this broker does not
+            // advertise as a finalized feature.
+            ApiKey::EndTxn => (key, VersionRange { min: 0, max: 4 }),
+            // ListTransactions v2 filters by a Java regular expression
+            // (KIP-1152), which is not matched here.
+            ApiKey::ListTransactions => (key, VersionRange { min: 0, max: 1 }),
             _ => (key, key.valid_versions()),
         })
         .collect()
@@ -136,7 +150,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 15] = [
+const DISK_BOUND: [ApiKey; 14] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -145,7 +159,6 @@ const DISK_BOUND: [ApiKey; 15] = [
     ApiKey::OffsetForLeaderEpoch,
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
-    ApiKey::InitProducerId,
     ApiKey::DescribeConfigs,
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeQuorum,
@@ -275,6 +288,22 @@ async fn route(
         }
         RequestKind::ListPartitionReassignments(req) => {
             ResponseKind::ListPartitionReassignments(reassignments::list(broker, ctx, req).await?)
+        }
+        RequestKind::AddPartitionsToTxn(req) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(broker, ctx, req).await?)
+        }
+        RequestKind::AddOffsetsToTxn(req) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(broker, ctx, req).await?)
+        }
+        RequestKind::EndTxn(req) => ResponseKind::EndTxn(txn::end(broker, ctx, req).await?),
+        RequestKind::WriteTxnMarkers(req) => {
+            ResponseKind::WriteTxnMarkers(txn::write_markers(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeTransactions(req) => {
+            ResponseKind::DescribeTransactions(txn::describe(broker, ctx, req).await?)
+        }
+        RequestKind::ListTransactions(req) => {
+            ResponseKind::ListTransactions(txn::list(broker, ctx, req).await?)
         }
         RequestKind::UnregisterBroker(req) if broker.metadata().replicated() => {
             ResponseKind::UnregisterBroker(unregister_broker::handle(broker, ctx, req).await?)

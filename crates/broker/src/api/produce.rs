@@ -150,6 +150,7 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
     let mut slots = Vec::new();
     let mut node_endpoints: Vec<NodeEndpoint> = Vec::new();
     let broker_defaults = broker.broker_topic_defaults();
+    let transactional_id = req.transactional_id.as_ref().map(|id| id.to_string());
     for topic in req.topic_data {
         let state = match &acks_error {
             Some(err) => Err(err.clone()),
@@ -180,9 +181,8 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
                     check(
                         broker,
                         state,
-                        data.index,
-                        data.records,
-                        req.acks,
+                        (data.index, data.records),
+                        (req.acks, transactional_id.as_deref()),
                         &broker_defaults,
                     )
                 });
@@ -287,9 +287,8 @@ impl From<ApiError> for Refused {
 fn check(
     broker: &Broker,
     state: &Arc<TopicState>,
-    index: i32,
-    records: Option<Bytes>,
-    acks: i16,
+    (index, records): (i32, Option<Bytes>),
+    (acks, transactional_id): (i16, Option<&str>),
     broker_defaults: &std::collections::BTreeMap<String, String>,
 ) -> Result<(Partition, Bytes, usize), Refused> {
     if !(0..state.meta.partitions).contains(&index) {
@@ -341,12 +340,14 @@ fn check(
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::InvalidRecord, "no record batch to append"))?;
-    if has_transactional_batch(&records) {
-        return Err(ApiError::new(
-            ResponseError::InvalidTxnState,
-            "transactional produce is not supported by this broker yet",
-        )
-        .into());
+    if let Some((producer_id, epoch)) = transactional_producer(&records) {
+        verify_transaction(
+            broker,
+            transactional_id,
+            &partition,
+            (&state.meta.name, index),
+            (producer_id, epoch),
+        )?;
     }
     if partition.config().compact {
         check_keys(&state.meta.name, index, &records)?;
@@ -409,12 +410,57 @@ fn failed(index: i32, refused: &Refused) -> PartitionProduceResponse {
         )
 }
 
-/// Whether any batch in a produce payload is marked transactional. A payload
-/// too short to tell is left to the log, which refuses malformed batches.
-fn has_transactional_batch(records: &[u8]) -> bool {
+/// The producer id and epoch of the first transactional batch in a produce
+/// payload, if any. A payload too short to tell is left to the log, which
+/// refuses malformed batches.
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
     batches(records)
         .map_while(Result::ok)
-        .any(|(header, _)| header.is_transactional())
+        .find(|(header, _)| header.is_transactional())
+        .map(|(header, _)| (header.producer_id, header.producer_epoch))
+}
+
+/// A transactional batch may go to a partition only inside its producer's
+/// transaction (KIP-890's verification): the produce must name the
+/// transactional id, and unless the partition already holds the
+/// producer's open transaction, the coordinator must have it among the
+/// transaction's partitions. Otherwise INVALID_TXN_STATE, or the
+/// coordinator's answer (a fenced producer hears INVALID_PRODUCER_EPOCH,
+/// as Kafka answers a produce).
+fn verify_transaction(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    partition: &Partition,
+    (topic, index): (&str, i32),
+    (producer_id, epoch): (i64, i16),
+) -> Result<(), Refused> {
+    let Some(id) = transactional_id.filter(|id| !id.is_empty()) else {
+        return Err(ApiError::new(
+            ResponseError::InvalidTxnState,
+            "a transactional batch must come with the producer's transactional id",
+        )
+        .into());
+    };
+    if partition.open_transaction(producer_id).is_some() {
+        return Ok(());
+    }
+    broker
+        .txns()
+        .verify(id, producer_id, epoch, &(topic.to_string(), index))
+        .map_err(|code| {
+            let code = match code {
+                ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+                other => other,
+            };
+            ApiError::new(
+                code,
+                format!(
+                    "producer {producer_id} (epoch {epoch}) of transactional id {id} has not \
+                     added {topic}-{index} to an open transaction"
+                ),
+            )
+            .into()
+        })
 }
 
 type Wait = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
@@ -488,22 +534,22 @@ mod tests {
     fn transactional_batch_is_found_behind_plain_ones() {
         let mut payload = batch(0, 10);
         payload.extend(batch(0x04, 3));
-        assert!(!has_transactional_batch(&payload));
+        assert_eq!(transactional_producer(&payload), None);
         payload.extend(batch(RecordBatchHeader::TRANSACTIONAL, 0));
-        assert!(has_transactional_batch(&payload));
+        assert_eq!(transactional_producer(&payload), Some((0, 0)));
     }
 
     #[test]
     fn malformed_payload_is_left_to_the_log_without_panicking() {
-        assert!(!has_transactional_batch(&[]));
-        assert!(!has_transactional_batch(&[0xff; 22]));
+        assert_eq!(None, transactional_producer(&[]));
+        assert_eq!(None, transactional_producer(&[0xff; 22]));
         let mut negative = batch(0, 0);
         negative[RecordBatchHeader::BATCH_LENGTH_AT..RecordBatchHeader::LOG_OVERHEAD_BYTES]
             .copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(!has_transactional_batch(&negative));
+        assert_eq!(None, transactional_producer(&negative));
         let mut huge = batch(0, 0);
         huge[RecordBatchHeader::BATCH_LENGTH_AT..RecordBatchHeader::LOG_OVERHEAD_BYTES]
             .copy_from_slice(&i32::MAX.to_be_bytes());
-        assert!(!has_transactional_batch(&huge));
+        assert_eq!(None, transactional_producer(&huge));
     }
 }

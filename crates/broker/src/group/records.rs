@@ -358,7 +358,7 @@ pub(crate) fn partition_for(group: &str, partitions: i32) -> i32 {
     positive % partitions.max(1)
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
     // Every string stored comes from a Kafka string field, which is at most
     // i16::MAX bytes; a longer one would be cut, not wrapped.
     let bytes = s.as_bytes();
@@ -374,7 +374,7 @@ fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
     }
 }
 
-fn put_count(out: &mut BytesMut, n: usize) {
+pub(crate) fn put_count(out: &mut BytesMut, n: usize) {
     out.put_i32(i32::try_from(n).unwrap_or(i32::MAX));
 }
 
@@ -395,12 +395,12 @@ fn put_bytes(out: &mut BytesMut, b: &[u8]) {
 }
 
 /// A bounds-checked reader over stored bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len()
     }
 
@@ -417,15 +417,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn i16(&mut self) -> Result<i16, RecordError> {
+    pub(crate) fn i8(&mut self) -> Result<i8, RecordError> {
+        Ok(i8::from_be_bytes(self.array()?))
+    }
+
+    pub(crate) fn i16(&mut self) -> Result<i16, RecordError> {
         Ok(i16::from_be_bytes(self.array()?))
     }
 
-    fn i32(&mut self) -> Result<i32, RecordError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, RecordError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, RecordError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, RecordError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
@@ -440,12 +444,12 @@ impl<'a> Reader<'a> {
             .map_err(|_| RecordError::Malformed)
     }
 
-    fn str(&mut self) -> Result<String, RecordError> {
+    pub(crate) fn str(&mut self) -> Result<String, RecordError> {
         self.opt_str()?.ok_or(RecordError::Malformed)
     }
 
     /// An element count, refused when `min_bytes` per element cannot fit.
-    fn count(&mut self, min_bytes: usize) -> Result<usize, RecordError> {
+    pub(crate) fn count(&mut self, min_bytes: usize) -> Result<usize, RecordError> {
         let n = usize::try_from(self.i32()?).map_err(|_| RecordError::Malformed)?;
         if n.saturating_mul(min_bytes) > self.remaining() {
             return Err(RecordError::Malformed);

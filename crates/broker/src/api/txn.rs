@@ -1,0 +1,411 @@
+//! The transactional producer's APIs, answered by the transaction
+//! coordinator (`crate::txn`): AddPartitionsToTxn, AddOffsetsToTxn and
+//! EndTxn; and WriteTxnMarkers, which a coordinator (or an operator
+//! aborting a hanging transaction) sends to the leaders of a transaction's
+//! partitions; and the admin APIs DescribeTransactions and
+//! ListTransactions. InitProducerId with a transactional id is in
+//! `init_producer_id.rs`.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, TopicName,
+    TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    describe_transactions_response, list_transactions_response,
+};
+use kafka_protocol::protocol::StrBytes;
+use weir_storage::TxnMarker;
+
+use crate::{Broker, HandlerError, RequestContext};
+
+/// First AddPartitionsToTxn version with a list of transactions (KIP-890:
+/// brokers verifying a produce, with `verify_only`).
+const BATCHED_VERSION: i16 = 4;
+/// Most transactions one batched AddPartitionsToTxn may name.
+const TRANSACTIONS_MAX: usize = 10_000;
+/// Before these versions a fenced producer hears INVALID_PRODUCER_EPOCH
+/// rather than PRODUCER_FENCED (KIP-588).
+const ADD_PARTITIONS_FENCED_VERSION: i16 = 2;
+const ADD_OFFSETS_FENCED_VERSION: i16 = 2;
+const END_TXN_FENCED_VERSION: i16 = 2;
+
+/// PRODUCER_FENCED as an old client knows it.
+fn for_version(code: ResponseError, version: i16, fenced_from: i16) -> i16 {
+    match code {
+        ResponseError::ProducerFenced if version < fenced_from => {
+            ResponseError::InvalidProducerEpoch.code()
+        }
+        _ => code.code(),
+    }
+}
+
+pub(crate) async fn add_partitions(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: AddPartitionsToTxnRequest,
+) -> Result<AddPartitionsToTxnResponse, HandlerError> {
+    let response = AddPartitionsToTxnResponse::default().with_throttle_time_ms(0);
+    if ctx.version < BATCHED_VERSION {
+        let results = add_one(
+            broker,
+            ctx.version,
+            req.v3_and_below_transactional_id.as_str(),
+            (
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch,
+            ),
+            req.v3_and_below_topics,
+            false,
+        )
+        .await;
+        return Ok(response.with_results_by_topic_v3_and_below(results));
+    }
+    if req.transactions.len() > TRANSACTIONS_MAX {
+        return Err(HandlerError::InvalidRequest(format!(
+            "{} transactions is more than {TRANSACTIONS_MAX}",
+            req.transactions.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(req.transactions.len());
+    for txn in req.transactions {
+        let topics = add_one(
+            broker,
+            ctx.version,
+            txn.transactional_id.as_str(),
+            (txn.producer_id.0, txn.producer_epoch),
+            txn.topics,
+            txn.verify_only,
+        )
+        .await;
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(txn.transactional_id)
+                .with_topic_results(topics),
+        );
+    }
+    Ok(response
+        .with_error_code(0)
+        .with_results_by_transaction(results))
+}
+
+/// Add (or, `verify_only`, check) one transaction's partitions. Unknown
+/// partitions fail with UNKNOWN_TOPIC_OR_PARTITION and the others with
+/// OPERATION_NOT_ATTEMPTED, as in Kafka; otherwise all share one outcome.
+async fn add_one(
+    broker: &Arc<Broker>,
+    version: i16,
+    transactional_id: &str,
+    (producer_id, epoch): (i64, i16),
+    topics: Vec<AddPartitionsToTxnTopic>,
+    verify_only: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut wanted = Vec::new();
+    let mut unknown = Vec::new();
+    for topic in &topics {
+        let known = broker.topic(topic.name.as_str());
+        for &p in &topic.partitions {
+            let name = topic.name.to_string();
+            match &known {
+                Some(state) if (0..state.meta.partitions).contains(&p) => wanted.push((name, p)),
+                _ => unknown.push((name, p)),
+            }
+        }
+    }
+    let outcome = |part: &(String, i32)| -> i16 {
+        if !unknown.is_empty() {
+            return if unknown.contains(part) {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                ResponseError::OperationNotAttempted.code()
+            };
+        }
+        0
+    };
+    let mut codes: Vec<((String, i32), i16)> = wanted
+        .iter()
+        .chain(&unknown)
+        .map(|p| (p.clone(), outcome(p)))
+        .collect();
+    if unknown.is_empty() {
+        let txns = broker.txns();
+        let result = if verify_only {
+            wanted
+                .iter()
+                .map(|p| txns.verify(transactional_id, producer_id, epoch, p).err())
+                .collect::<Vec<_>>()
+        } else {
+            let added = txns
+                .add_partitions(transactional_id, producer_id, epoch, &wanted)
+                .await;
+            vec![added.err(); wanted.len()]
+        };
+        for ((_, code), err) in codes.iter_mut().zip(result) {
+            *code = err.map_or(0, |e| {
+                for_version(e, version, ADD_PARTITIONS_FENCED_VERSION)
+            });
+        }
+    }
+    let mut by_topic: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for ((topic, partition), code) in codes {
+        let result = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(partition)
+            .with_partition_error_code(code);
+        match by_topic.iter_mut().find(|t| t.name.as_str() == topic) {
+            Some(t) => t.results_by_partition.push(result),
+            None => by_topic.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(TopicName(topic.into()))
+                    .with_results_by_partition(vec![result]),
+            ),
+        }
+    }
+    by_topic
+}
+
+pub(crate) async fn add_offsets(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: AddOffsetsToTxnRequest,
+) -> Result<AddOffsetsToTxnResponse, HandlerError> {
+    let partitions = broker.groups().config().offsets_topic_num_partitions;
+    let offsets_partitions = broker
+        .topic(crate::group::OFFSETS_TOPIC)
+        .map_or(partitions, |t| t.meta.partitions);
+    let index = crate::group::records::partition_for(req.group_id.as_str(), offsets_partitions);
+    let added = broker
+        .txns()
+        .add_partitions(
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            &[(crate::group::OFFSETS_TOPIC.to_string(), index)],
+        )
+        .await;
+    Ok(AddOffsetsToTxnResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(added.err().map_or(0, |e| {
+            for_version(e, ctx.version, ADD_OFFSETS_FENCED_VERSION)
+        })))
+}
+
+pub(crate) async fn end(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: EndTxnRequest,
+) -> Result<EndTxnResponse, HandlerError> {
+    let ended = broker
+        .txns()
+        .end(
+            broker,
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.committed,
+        )
+        .await;
+    if let Err(err) = &ended {
+        tracing::debug!(transactional_id = %req.transactional_id.as_str(), error = ?err, "EndTxn refused");
+    }
+    Ok(EndTxnResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(
+            ended
+                .err()
+                .map_or(0, |e| for_version(e, ctx.version, END_TXN_FENCED_VERSION)),
+        )
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1))
+}
+
+/// Most partitions one WriteTxnMarkers may name in all.
+const MARKER_PARTITIONS_MAX: usize = 100_000;
+
+pub(crate) async fn write_markers(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: WriteTxnMarkersRequest,
+) -> Result<WriteTxnMarkersResponse, HandlerError> {
+    let total: usize = req
+        .markers
+        .iter()
+        .flat_map(|m| &m.topics)
+        .map(|t| t.partition_indexes.len())
+        .sum();
+    if total > MARKER_PARTITIONS_MAX {
+        return Err(HandlerError::InvalidRequest(format!(
+            "{total} marker partitions is more than {MARKER_PARTITIONS_MAX}"
+        )));
+    }
+    let mut markers = Vec::with_capacity(req.markers.len());
+    for m in req.markers {
+        let marker = TxnMarker {
+            commit: m.transaction_result,
+            coordinator_epoch: m.coordinator_epoch,
+        };
+        let mut topics = Vec::with_capacity(m.topics.len());
+        for t in m.topics {
+            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+            for p in t.partition_indexes {
+                let code = match broker.topic(t.name.as_str()) {
+                    None => ResponseError::UnknownTopicOrPartition.code(),
+                    Some(_) => broker
+                        .write_marker(
+                            t.name.as_str(),
+                            p,
+                            m.producer_id.0,
+                            m.producer_epoch,
+                            marker,
+                        )
+                        .await
+                        .err()
+                        .map_or(0, |e| e.code()),
+                };
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_error_code(code),
+                );
+            }
+            topics.push(
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        markers.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics),
+        );
+    }
+    Ok(WriteTxnMarkersResponse::default().with_markers(markers))
+}
+
+/// Most transactional ids one DescribeTransactions may name.
+const DESCRIBE_IDS_MAX: usize = 10_000;
+
+pub(crate) async fn describe(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DescribeTransactionsRequest,
+) -> Result<DescribeTransactionsResponse, HandlerError> {
+    if req.transactional_ids.len() > DESCRIBE_IDS_MAX {
+        return Err(HandlerError::InvalidRequest(format!(
+            "{} transactional ids is more than {DESCRIBE_IDS_MAX}",
+            req.transactional_ids.len()
+        )));
+    }
+    let ids = super::first_of_each(req.transactional_ids, |id| id.clone());
+    let states = ids
+        .into_iter()
+        .map(|id| {
+            let state = describe_transactions_response::TransactionState::default()
+                .with_transactional_id(id.clone());
+            match broker.txns().describe(id.as_str()) {
+                Ok(summary) => {
+                    let v = summary.value;
+                    let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
+                    for (topic, partition) in &v.partitions {
+                        match topics.last_mut() {
+                            Some(t) if t.topic.as_str() == topic => t.partitions.push(*partition),
+                            _ => topics.push(
+                                describe_transactions_response::TopicData::default()
+                                    .with_topic(TopicName(topic.clone().into()))
+                                    .with_partitions(vec![*partition]),
+                            ),
+                        }
+                    }
+                    state
+                        .with_error_code(0)
+                        .with_transaction_state(StrBytes::from_static_str(v.status.name()))
+                        .with_transaction_timeout_ms(v.timeout_ms)
+                        .with_transaction_start_time_ms(v.start_ms)
+                        .with_producer_id(v.producer_id.into())
+                        .with_producer_epoch(v.producer_epoch)
+                        .with_topics(topics)
+                }
+                Err(code) => state
+                    .with_error_code(code.code())
+                    .with_transaction_state(StrBytes::default())
+                    .with_transaction_start_time_ms(-1)
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1),
+            }
+        })
+        .collect();
+    Ok(DescribeTransactionsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_transaction_states(states))
+}
+
+/// Kafka's names of the states ListTransactions filters on.
+const STATE_NAMES: [&str; 8] = [
+    "Empty",
+    "Ongoing",
+    "PrepareCommit",
+    "PrepareAbort",
+    "CompleteCommit",
+    "CompleteAbort",
+    "Dead",
+    "PrepareEpochFence",
+];
+
+pub(crate) async fn list(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: ListTransactionsRequest,
+) -> Result<ListTransactionsResponse, HandlerError> {
+    let unknown: Vec<StrBytes> = req
+        .state_filters
+        .iter()
+        .filter(|s| !STATE_NAMES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now_ms = broker.clock.now_ms();
+    let states = broker
+        .txns()
+        .list()
+        .into_iter()
+        .filter(|t| {
+            req.state_filters.is_empty()
+                || req
+                    .state_filters
+                    .iter()
+                    .any(|s| s.as_str() == t.value.status.name())
+        })
+        .filter(|t| {
+            req.producer_id_filters.is_empty()
+                || req
+                    .producer_id_filters
+                    .iter()
+                    .any(|p| p.0 == t.value.producer_id)
+        })
+        // v1 (KIP-994): transactions open longer than the duration, in ms.
+        .filter(|t| {
+            req.duration_filter < 0
+                || (t.value.start_ms >= 0
+                    && now_ms.saturating_sub(t.value.start_ms) >= req.duration_filter)
+        })
+        .map(|t| {
+            list_transactions_response::TransactionState::default()
+                .with_transactional_id(TransactionalId(t.transactional_id.into()))
+                .with_producer_id(t.value.producer_id.into())
+                .with_transaction_state(StrBytes::from_static_str(t.value.status.name()))
+        })
+        .collect();
+    Ok(ListTransactionsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(0)
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states))
+}

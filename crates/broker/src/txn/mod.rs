@@ -1,0 +1,897 @@
+//! The transaction coordinator: transactional ids, their producer ids and
+//! epochs, and the transactions they run, as Kafka's coordinator keeps them.
+//!
+//! Each transactional id lives in one partition of the internal topic
+//! `__transaction_state` (`abs(javaStringHashCode(id)) % partitions`, as in
+//! Kafka), and one [`Shard`] per partition holds the ids that live there
+//! while this broker leads it. Every change of an id's state is decided in
+//! `state.rs`, written to the partition (and waited on until committed),
+//! and only then applied, so a coordinator that takes the partition over
+//! replays exactly what was promised. While a change is being written the
+//! id answers CONCURRENT_TRANSACTIONS.
+//!
+//! Ending a transaction is two writes around the markers: PrepareCommit or
+//! PrepareAbort is written and EndTxn answered; then a COMMIT or ABORT
+//! marker is appended to every partition of the transaction, and once all
+//! are committed, CompleteCommit or CompleteAbort. A coordinator that
+//! loads an id in a Prepare state finishes its markers. A driver task
+//! aborts transactions past their timeout (fencing their producer with a
+//! bumped epoch) and forgets ids idle past `transactional.id.expiration.ms`.
+
+pub(crate) mod records;
+pub(crate) mod state;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::records::RecordBatchDecoder;
+use weir_storage::{Clock, Partition, TxnMarker, batches};
+
+use crate::config::TxnConfig;
+use crate::error::ApiError;
+use crate::producer_ids::ProducerIdAndEpoch;
+use records::{TXN_TOPIC, TxnStatus, TxnValue};
+
+/// Bytes read per step when loading a `__transaction_state` partition.
+const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+/// How often the driver looks for work: markers to finish, timeouts, expiry.
+const DRIVER_TICK: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts at a marker that failed.
+const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// One transactional id's state, and whether a change of it is being written.
+#[derive(Debug, Clone)]
+struct Entry {
+    value: TxnValue,
+    /// A change is being written: other requests get CONCURRENT_TRANSACTIONS.
+    pending: bool,
+    /// No state was ever written for it (the first InitProducerId is being
+    /// written): forgotten if that write fails.
+    unwritten: bool,
+}
+
+/// The ids of one `__transaction_state` partition.
+#[derive(Default)]
+struct ShardInner {
+    /// The partition, while this broker leads it and has loaded it.
+    partition: Option<Partition>,
+    /// Its leader epoch when loaded: the coordinator epoch of the markers
+    /// this shard writes.
+    loaded_epoch: Option<i32>,
+    /// Bumped at each load and unload: a write or marker task started under
+    /// an older one applies nothing.
+    generation: u64,
+    txns: HashMap<String, Entry>,
+    /// Ids whose markers a task is writing now.
+    completing: HashSet<String>,
+}
+
+struct Shard {
+    index: i32,
+    inner: Mutex<ShardInner>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, ShardInner> {
+        // A panic while the lock was held left the ids as the last
+        // completed change wrote them: carry on with them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a `__transaction_state` partition could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load {TXN_TOPIC}-{partition}: {detail}")]
+pub(crate) struct LoadError {
+    partition: i32,
+    detail: String,
+}
+
+/// What DescribeTransactions and ListTransactions show of one id.
+#[derive(Debug, Clone)]
+pub(crate) struct TxnSummary {
+    pub transactional_id: String,
+    pub value: TxnValue,
+}
+
+/// The transaction coordinator of this broker.
+pub(crate) struct TxnCoordinator {
+    config: TxnConfig,
+    clock: Arc<dyn Clock>,
+    shards: OnceLock<Vec<Arc<Shard>>>,
+    driver_started: AtomicBool,
+}
+
+impl std::fmt::Debug for TxnCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnCoordinator").finish_non_exhaustive()
+    }
+}
+
+impl TxnCoordinator {
+    pub(crate) fn new(config: TxnConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            config,
+            clock,
+            shards: OnceLock::new(),
+            driver_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Make one shard per partition of `__transaction_state` (once), and
+    /// load each partition given. Blocks on file I/O.
+    pub(crate) fn load(&self, partitions: Vec<(i32, Option<Partition>)>) -> Result<(), LoadError> {
+        if self.shards.get().is_none() {
+            let shards = (0..partitions.len())
+                .map(|i| {
+                    Arc::new(Shard {
+                        index: i32::try_from(i).unwrap_or(i32::MAX),
+                        inner: Mutex::new(ShardInner::default()),
+                    })
+                })
+                .collect();
+            let _ = self.shards.set(shards);
+        }
+        for (index, partition) in partitions {
+            if let Some(partition) = partition {
+                self.load_shard(index, partition)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the shards exist (the topic was made and loaded).
+    pub(crate) fn loaded(&self) -> bool {
+        self.shards.get().is_some()
+    }
+
+    fn shards(&self) -> &[Arc<Shard>] {
+        self.shards.get().map_or(&[], Vec::as_slice)
+    }
+
+    fn shard_at(&self, index: i32) -> Option<&Arc<Shard>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.shards().get(i))
+    }
+
+    /// Coordinate the ids of one partition, replaying it from its log
+    /// start to its log end (everything in it is this leadership's, and
+    /// every change a client was told of is in it). Blocks on file I/O.
+    pub(crate) fn load_shard(&self, index: i32, partition: Partition) -> Result<(), LoadError> {
+        let shard = self.shard_at(index).ok_or_else(|| LoadError {
+            partition: index,
+            detail: "no such partition".into(),
+        })?;
+        let txns = replay(index, &partition)?;
+        let mut inner = shard.lock();
+        inner.generation += 1;
+        inner.loaded_epoch = Some(partition.leader_epoch());
+        inner.partition = Some(partition);
+        inner.completing.clear();
+        inner.txns = txns
+            .into_iter()
+            .map(|(id, value)| {
+                (
+                    id,
+                    Entry {
+                        value,
+                        pending: false,
+                        unwritten: false,
+                    },
+                )
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The shard of `transactional_id`; NOT_COORDINATOR when this broker
+    /// does not coordinate it now.
+    fn shard(&self, transactional_id: &str) -> Result<&Arc<Shard>, ResponseError> {
+        let shards = self
+            .shards
+            .get()
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let count = i32::try_from(shards.len()).unwrap_or(i32::MAX);
+        let index = crate::group::records::partition_for(transactional_id, count);
+        let shard = usize::try_from(index)
+            .ok()
+            .and_then(|i| shards.get(i))
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if shard.lock().partition.is_none() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        Ok(shard)
+    }
+
+    /// Start the driver once (see the module comment).
+    pub(crate) fn ensure_driver(&self, broker: &Arc<crate::Broker>) {
+        if tokio::runtime::Handle::try_current().is_err()
+            || self.driver_started.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        tokio::spawn(drive(Arc::downgrade(broker)));
+    }
+
+    /// Decide a change of `id`'s state under its shard's lock, write what
+    /// was decided, and apply it once committed. `decide` sees the id's
+    /// state (`None` when unknown) and the time, and returns the state to
+    /// write (`None`: nothing to write) and the answer.
+    async fn change<T>(
+        &self,
+        id: &str,
+        decide: impl FnOnce(Option<&TxnValue>, i64) -> Result<(Option<TxnValue>, T), ResponseError>,
+    ) -> Result<T, ResponseError> {
+        let shard = self.shard(id)?.clone();
+        let now_ms = self.clock.now_ms();
+        let (value, answer, generation, partition) = {
+            let mut inner = shard.lock();
+            let partition = inner
+                .partition
+                .clone()
+                .ok_or(ResponseError::NotCoordinator)?;
+            let entry = inner.txns.get(id);
+            if entry.is_some_and(|e| e.pending) {
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            let (value, answer) = decide(entry.map(|e| &e.value), now_ms)?;
+            let Some(value) = value else {
+                return Ok(answer);
+            };
+            match inner.txns.get_mut(id) {
+                Some(e) => e.pending = true,
+                None => {
+                    if inner.txns.len() >= self.config.transactional_ids_max_per_shard() {
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                    inner.txns.insert(
+                        id.to_string(),
+                        Entry {
+                            value: value.clone(),
+                            pending: true,
+                            unwritten: true,
+                        },
+                    );
+                }
+            }
+            (value, answer, inner.generation, partition)
+        };
+        let written = write(&partition, id, Some(&value), now_ms).await;
+        let mut inner = shard.lock();
+        if inner.generation != generation {
+            return Err(ResponseError::NotCoordinator);
+        }
+        match written {
+            Ok(()) => {
+                inner.txns.insert(
+                    id.to_string(),
+                    Entry {
+                        value,
+                        pending: false,
+                        unwritten: false,
+                    },
+                );
+                Ok(answer)
+            }
+            Err(err) => {
+                if inner.txns.get(id).is_some_and(|e| e.unwritten) {
+                    inner.txns.remove(id);
+                } else if let Some(e) = inner.txns.get_mut(id) {
+                    e.pending = false;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// InitProducerId for a transactional id: its producer id and epoch.
+    /// An open transaction of the id is aborted first (its producer fenced)
+    /// and the caller told CONCURRENT_TRANSACTIONS, to retry.
+    pub(crate) async fn init_producer_id(
+        &self,
+        broker: &Arc<crate::Broker>,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<ProducerIdAndEpoch>,
+    ) -> Result<ProducerIdAndEpoch, ApiError> {
+        self.ensure_driver(broker);
+        if timeout_ms <= 0 || i64::from(timeout_ms) > self.config.transaction_max_timeout_ms {
+            return Err(ApiError::new(
+                ResponseError::InvalidTransactionTimeout,
+                format!(
+                    "transaction.timeout.ms {timeout_ms} is not in 1..={} (transaction.max.timeout.ms)",
+                    self.config.transaction_max_timeout_ms
+                ),
+            ));
+        }
+        let fresh = {
+            let broker = broker.clone();
+            move || broker.producer_ids.next(broker.metadata().as_ref())
+        };
+        // A fresh id may need the metadata store: reserve one only when needed.
+        let needs_fresh = {
+            let shard = self.shard(id).map_err(code_error)?;
+            let inner = shard.lock();
+            inner.txns.get(id).is_none_or(|e| {
+                e.value.producer_epoch >= crate::producer_ids::PRODUCER_EPOCH_EXHAUSTED - 1
+            })
+        };
+        let reserved = if needs_fresh {
+            Some(
+                crate::blocking::run(fresh)
+                    .await
+                    .map_err(|_| code_error(ResponseError::CoordinatorNotAvailable))?
+                    .map_err(ApiError::from)?,
+            )
+        } else {
+            None
+        };
+        let outcome = self
+            .change(id, |existing, now_ms| {
+                let decided = state::init(existing, expected, timeout_ms, now_ms, || {
+                    reserved.ok_or(weir_metadata::MetadataError::Storage(
+                        "no producer id was reserved".into(),
+                    ))
+                });
+                match decided {
+                    Ok(state::InitDecision::Answer(v)) => {
+                        let answer = Ok(ProducerIdAndEpoch {
+                            producer_id: v.producer_id,
+                            epoch: v.producer_epoch,
+                        });
+                        Ok((Some(v), answer))
+                    }
+                    Ok(state::InitDecision::FenceAndAbort(v)) => {
+                        Ok((Some(v), Err(ResponseError::ConcurrentTransactions)))
+                    }
+                    Err(state::InitFailure::Code(code)) => Err(code),
+                    Err(state::InitFailure::Init(crate::producer_ids::InitError::Fenced {
+                        ..
+                    })) => Err(ResponseError::ProducerFenced),
+                    Err(state::InitFailure::Init(_)) => Err(ResponseError::CoordinatorNotAvailable),
+                }
+            })
+            .await
+            .map_err(code_error)?;
+        match outcome {
+            Ok(answer) => Ok(answer),
+            Err(code) => {
+                // The open transaction is aborted now, with the bumped epoch.
+                self.spawn_completion(broker, id);
+                Err(code_error(code))
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn (and AddOffsetsToTxn): the partitions join the
+    /// producer's transaction, which opens if none is.
+    pub(crate) async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<(), ResponseError> {
+        self.change(id, |existing, now_ms| {
+            let v = existing.ok_or(ResponseError::InvalidProducerIdMapping)?;
+            Ok((
+                state::add_partitions(v, producer_id, epoch, partitions, now_ms)?,
+                (),
+            ))
+        })
+        .await
+    }
+
+    /// Whether `producer_id` at `epoch` may write to `partition` in the
+    /// transaction of `id` (KIP-890 verification of a transactional produce).
+    pub(crate) fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), ResponseError> {
+        let shard = self.shard(id)?;
+        let inner = shard.lock();
+        let entry = inner
+            .txns
+            .get(id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        state::verify(&entry.value, producer_id, epoch, partition)
+    }
+
+    /// EndTxn: commit or abort the producer's transaction. Answered once the
+    /// decision is written; the markers follow.
+    pub(crate) async fn end(
+        &self,
+        broker: &Arc<crate::Broker>,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        self.ensure_driver(broker);
+        let prepared = self
+            .change(id, |existing, now_ms| {
+                let v = existing.ok_or(ResponseError::InvalidProducerIdMapping)?;
+                match state::end(v, producer_id, epoch, commit, now_ms)? {
+                    state::EndDecision::Prepare(next) => Ok((Some(next), true)),
+                    state::EndDecision::Done => Ok((None, false)),
+                }
+            })
+            .await?;
+        if prepared {
+            self.spawn_completion(broker, id);
+        }
+        Ok(())
+    }
+
+    /// Every id of the shards this broker coordinates.
+    pub(crate) fn list(&self) -> Vec<TxnSummary> {
+        let mut all: Vec<TxnSummary> = self
+            .shards()
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .txns
+                    .iter()
+                    .filter(|(_, e)| !e.unwritten)
+                    .map(|(id, e)| TxnSummary {
+                        transactional_id: id.clone(),
+                        value: e.value.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        all
+    }
+
+    /// One id's state: NOT_COORDINATOR when another broker coordinates it,
+    /// TRANSACTIONAL_ID_NOT_FOUND when it is unknown.
+    pub(crate) fn describe(&self, id: &str) -> Result<TxnSummary, ResponseError> {
+        let shard = self.shard(id)?;
+        let inner = shard.lock();
+        inner
+            .txns
+            .get(id)
+            .filter(|e| !e.unwritten)
+            .map(|e| TxnSummary {
+                transactional_id: id.to_string(),
+                value: e.value.clone(),
+            })
+            .ok_or(ResponseError::TransactionalIdNotFound)
+    }
+
+    /// Write the markers of `id`'s transaction (in a Prepare state) in the
+    /// background, then its Complete state.
+    fn spawn_completion(&self, broker: &Arc<crate::Broker>, id: &str) {
+        let Ok(shard) = self.shard(id) else { return };
+        if !shard.lock().completing.insert(id.to_string()) {
+            return;
+        }
+        let shard = shard.clone();
+        let id = id.to_string();
+        tokio::spawn(complete(Arc::downgrade(broker), shard, id));
+    }
+
+    /// One pass of the driver: finish transactions left in a Prepare state
+    /// (a load found them), abort those past their timeout, forget ids
+    /// idle past their expiration.
+    async fn tick(&self, broker: &Arc<crate::Broker>, check_timeouts: bool) {
+        let now_ms = self.clock.now_ms();
+        let mut to_finish = Vec::new();
+        let mut to_abort = Vec::new();
+        let mut to_expire = Vec::new();
+        for shard in self.shards() {
+            let inner = shard.lock();
+            if inner.partition.is_none() {
+                continue;
+            }
+            for (id, e) in &inner.txns {
+                if e.pending || inner.completing.contains(id) {
+                    continue;
+                }
+                match e.value.status {
+                    TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
+                        to_finish.push(id.clone())
+                    }
+                    _ if check_timeouts && state::timed_out(&e.value, now_ms) => {
+                        to_abort.push(id.clone());
+                    }
+                    _ if check_timeouts
+                        && state::expired(
+                            &e.value,
+                            now_ms,
+                            self.config.transactional_id_expiration_ms,
+                        ) =>
+                    {
+                        to_expire.push((shard.clone(), id.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for id in to_finish {
+            self.spawn_completion(broker, &id);
+        }
+        for id in to_abort {
+            let aborted = self
+                .change(&id, |existing, now_ms| match existing {
+                    Some(v) if state::timed_out(v, now_ms) => {
+                        Ok((Some(state::fenced_abort(v, now_ms)), true))
+                    }
+                    _ => Ok((None, false)),
+                })
+                .await;
+            if let Ok(true) = aborted {
+                tracing::info!(transactional_id = %id, "aborting a transaction past its transaction.timeout.ms");
+                self.spawn_completion(broker, &id);
+            }
+        }
+        for (shard, id) in to_expire {
+            expire(
+                &shard,
+                &id,
+                now_ms,
+                self.config.transactional_id_expiration_ms,
+            )
+            .await;
+        }
+    }
+}
+
+/// An error code as an [`ApiError`] with Kafka's words for it.
+fn code_error(code: ResponseError) -> ApiError {
+    let message = match code {
+        ResponseError::ConcurrentTransactions => {
+            "a change of this transactional id is in progress; retry"
+        }
+        ResponseError::NotCoordinator => "this broker does not coordinate the transactional id",
+        ResponseError::CoordinatorNotAvailable => "the transaction coordinator is not available",
+        ResponseError::ProducerFenced => "a newer producer has taken over the transactional id",
+        _ => "the transaction coordinator refused the request",
+    };
+    ApiError::new(code, message)
+}
+
+/// Append one state record (`None`: a tombstone) for `id` and wait until it
+/// is committed.
+async fn write(
+    partition: &Partition,
+    id: &str,
+    value: Option<&TxnValue>,
+    now_ms: i64,
+) -> Result<(), ResponseError> {
+    let entry = [(records::encode_key(id), value.map(TxnValue::encode))];
+    let batch = crate::group::encode_batches(&entry, now_ms)
+        .ok()
+        .and_then(|mut b| b.pop())
+        .ok_or(ResponseError::UnknownServerError)?;
+    let appending = partition.clone();
+    let outcome = crate::blocking::run(move || appending.append(batch))
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)?
+        .map_err(|err| {
+            tracing::error!(transactional_id = %id, error = %err, "cannot write transaction state");
+            ResponseError::NotCoordinator
+        })?;
+    outcome.ack_wait(true).wait().await.map_err(|err| {
+        tracing::error!(transactional_id = %id, error = %err, "transaction state was not committed");
+        ResponseError::NotCoordinator
+    })
+}
+
+/// Forget an expired id: a tombstone, then the entry.
+async fn expire(shard: &Arc<Shard>, id: &str, now_ms: i64, expiration_ms: i64) {
+    let (partition, generation) = {
+        let mut inner = shard.lock();
+        let Some(partition) = inner.partition.clone() else {
+            return;
+        };
+        let Some(e) = inner.txns.get_mut(id) else {
+            return;
+        };
+        if e.pending || !state::expired(&e.value, now_ms, expiration_ms) {
+            return;
+        }
+        e.pending = true;
+        (partition, inner.generation)
+    };
+    let written = write(&partition, id, None, now_ms).await;
+    let mut inner = shard.lock();
+    if inner.generation != generation {
+        return;
+    }
+    if written.is_ok() {
+        inner.txns.remove(id);
+        tracing::info!(transactional_id = %id, "forgot a transactional id idle past transactional.id.expiration.ms");
+    } else if let Some(e) = inner.txns.get_mut(id) {
+        e.pending = false;
+    }
+}
+
+/// Write the markers of `id`'s transaction, then its Complete state,
+/// retrying with backoff until done or until the shard is unloaded.
+async fn complete(broker: Weak<crate::Broker>, shard: Arc<Shard>, id: String) {
+    let mut done: HashSet<(String, i32)> = HashSet::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let (value, generation, coordinator_epoch) = {
+            let inner = shard.lock();
+            let Some(e) = inner.txns.get(&id) else {
+                return;
+            };
+            if !matches!(
+                e.value.status,
+                TxnStatus::PrepareCommit | TxnStatus::PrepareAbort
+            ) {
+                drop(inner);
+                shard.lock().completing.remove(&id);
+                return;
+            }
+            (
+                e.value.clone(),
+                inner.generation,
+                inner.loaded_epoch.unwrap_or(0),
+            )
+        };
+        let marker = TxnMarker {
+            commit: value.status == TxnStatus::PrepareCommit,
+            coordinator_epoch,
+        };
+        let mut failed = None;
+        for (topic, partition) in &value.partitions {
+            if done.contains(&(topic.clone(), *partition)) {
+                continue;
+            }
+            match broker
+                .write_marker(
+                    topic,
+                    *partition,
+                    value.producer_id,
+                    value.producer_epoch,
+                    marker,
+                )
+                .await
+            {
+                Ok(()) => {
+                    done.insert((topic.clone(), *partition));
+                }
+                Err(err) => failed = Some((topic.clone(), *partition, err)),
+            }
+        }
+        if failed.is_none() {
+            let now_ms = broker.clock.now_ms();
+            let next = state::complete(&value, now_ms);
+            let partition = {
+                let mut inner = shard.lock();
+                if inner.generation != generation {
+                    return;
+                }
+                let Some(e) = inner.txns.get_mut(&id) else {
+                    return;
+                };
+                e.pending = true;
+                inner.partition.clone()
+            };
+            let written = match partition {
+                Some(p) => write(&p, &id, Some(&next), now_ms).await,
+                None => Err(ResponseError::NotCoordinator),
+            };
+            let mut inner = shard.lock();
+            if inner.generation != generation {
+                return;
+            }
+            match written {
+                Ok(()) => {
+                    inner.txns.insert(
+                        id.clone(),
+                        Entry {
+                            value: next,
+                            pending: false,
+                            unwritten: false,
+                        },
+                    );
+                    inner.completing.remove(&id);
+                    return;
+                }
+                Err(err) => {
+                    if let Some(e) = inner.txns.get_mut(&id) {
+                        e.pending = false;
+                    }
+                    failed = Some((TXN_TOPIC.to_string(), shard.index, err));
+                }
+            }
+        }
+        if let Some((topic, partition, err)) = failed {
+            tracing::warn!(transactional_id = %id, %topic, partition, error = ?err,
+                "cannot complete a transaction yet; retrying");
+        }
+        drop(broker);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MARKER_RETRY_MAX);
+    }
+}
+
+/// The driver: finishes loaded Prepare states at once, and every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` aborts
+/// timed-out transactions and forgets expired ids.
+async fn drive(broker: Weak<crate::Broker>) {
+    let mut last_check = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(DRIVER_TICK).await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let interval = Duration::from_millis(
+            u64::try_from(broker.txns.config.abort_timed_out_interval_ms).unwrap_or(u64::MAX),
+        );
+        let check = last_check.elapsed() >= interval;
+        if check {
+            last_check = tokio::time::Instant::now();
+        }
+        broker.txns.tick(&broker, check).await;
+    }
+}
+
+/// Replay one partition: each id's newest state (a tombstone forgets it).
+fn replay(index: i32, partition: &Partition) -> Result<BTreeMap<String, TxnValue>, LoadError> {
+    let end = partition.offsets().log_end;
+    let mut next = partition.offsets().log_start;
+    let mut out = BTreeMap::new();
+    let fail = |detail: String| LoadError {
+        partition: index,
+        detail,
+    };
+    while next < end {
+        let read = partition
+            .read_replica(next, LOAD_READ_BYTES)
+            .map_err(|e| fail(e.to_string()))?;
+        if read.records.is_empty() {
+            break;
+        }
+        let before = next;
+        for framed in batches(&read.records) {
+            let (header, batch) = framed.map_err(|e| fail(e.to_string()))?;
+            let mut batch = read.records.slice_ref(batch);
+            let records = RecordBatchDecoder::decode(&mut batch)
+                .map(|set| set.records)
+                .map_err(|e| fail(format!("batch at {}: {e}", header.base_offset)))?;
+            for record in records {
+                if record.offset < next || record.control {
+                    continue;
+                }
+                let key = record
+                    .key
+                    .as_deref()
+                    .ok_or_else(|| fail(format!("record {} has no key", record.offset)))?;
+                // Unlike a foreign group record, a state this build cannot
+                // read refuses the load: guessing could lose a commit.
+                let (id, value) = records::decode(key, record.value.as_deref())
+                    .map_err(|e| fail(format!("record {}: {e}", record.offset)))?;
+                match value {
+                    Some(v) => {
+                        out.insert(id, v);
+                    }
+                    None => {
+                        out.remove(&id);
+                    }
+                }
+            }
+            next = next.max(header.last_offset().saturating_add(1));
+        }
+        if next <= before {
+            return Err(fail("reading made no progress".into()));
+        }
+    }
+    Ok(out)
+}
+
+impl crate::Broker {
+    /// The transaction coordinator.
+    pub(crate) fn txns(&self) -> &Arc<TxnCoordinator> {
+        &self.txns
+    }
+
+    /// Load the ids of every `__transaction_state` partition on a single
+    /// node, if the topic exists (it is made on the first FindCoordinator
+    /// of a transactional id). Blocks on file I/O.
+    pub(crate) fn load_transactions(&self) -> Result<(), ApiError> {
+        if self.metadata.replicated() {
+            return Ok(());
+        }
+        let Some(state) = self.topic(TXN_TOPIC) else {
+            return Ok(());
+        };
+        let partitions = state
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i32::try_from(i).unwrap_or(i32::MAX), p.clone()))
+            .collect();
+        self.txns
+            .load(partitions)
+            .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))
+    }
+
+    /// The broker coordinating `transactional_id`, as `(id, host, port)`:
+    /// this one on a single node, making `__transaction_state` on first
+    /// use. A cluster does not serve transactions yet: its answer is
+    /// COORDINATOR_NOT_AVAILABLE. Blocks on file I/O when it makes the topic.
+    pub(crate) fn txn_coordinator(
+        &self,
+        transactional_id: &str,
+    ) -> Result<(i32, String, i32), ApiError> {
+        if self.metadata.replicated() {
+            return Err(ApiError::new(
+                ResponseError::CoordinatorNotAvailable,
+                "this cluster does not coordinate transactions yet",
+            ));
+        }
+        let _ = transactional_id;
+        if !self.txns.loaded() {
+            if self.topic(TXN_TOPIC).is_none() {
+                // Commits of state are answered once durable whatever the
+                // broker's flush policy: the topic never inherits a relaxed one.
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("flush.messages".to_string(), "1".to_string()),
+                ]);
+                let partitions = self.txns.config.state_log_num_partitions;
+                match self.create_topic(TXN_TOPIC, partitions, -1, configs, false) {
+                    Ok(_) => {}
+                    Err(err) if err.code == ResponseError::TopicAlreadyExists => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            self.load_transactions()?;
+        }
+        Ok((
+            self.config.node_id,
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        ))
+    }
+
+    /// Append a transaction marker to a partition this broker leads and
+    /// wait until it is committed.
+    pub(crate) async fn write_marker(
+        &self,
+        topic: &str,
+        index: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: TxnMarker,
+    ) -> Result<(), ResponseError> {
+        let Some(state) = self.topic(topic) else {
+            // The topic was deleted: there is nothing left to mark.
+            return Ok(());
+        };
+        let partition = crate::topics::local_partition(&state, index).map_err(|e| e.code)?;
+        if let crate::replica::Leadership::NotLeader { .. } =
+            self.replicas.leadership(partition.id())
+        {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let appending = partition.clone();
+        let outcome = crate::blocking::run(move || {
+            appending.append_marker(producer_id, producer_epoch, marker)
+        })
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)?
+        .map_err(|err| crate::error::ApiError::from(err).code)?;
+        outcome
+            .ack_wait(true)
+            .wait()
+            .await
+            .map_err(|err| crate::error::ApiError::from(err).code)
+    }
+}

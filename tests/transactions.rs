@@ -1,0 +1,365 @@
+//! Kafka transactions with real clients (librdkafka through the rdkafka
+//! crate) against a real `weir serve`: commits become visible to
+//! read_committed consumers exactly once, aborts never, a second producer
+//! of the same transactional id fences the first, an abandoned transaction
+//! is aborted at its timeout, and misuse gets Kafka's error codes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::Broker;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn start() -> anyhow::Result<Broker> {
+    Broker::start(&[
+        "--set",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=200",
+        "--set",
+        "transaction.state.log.num.partitions=4",
+    ])
+}
+
+/// A transactional producer whose delivery reports a background thread
+/// polls (which committing and aborting need).
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+fn txn_producer(bootstrap: &str, id: &str, timeout_ms: u32) -> anyhow::Result<TxnProducer> {
+    let producer: TxnProducer = common::producer_config(bootstrap)
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms.to_string())
+        .set("message.timeout.ms", timeout_ms.to_string())
+        .create()
+        .context("cannot create a transactional producer")?;
+    producer
+        .init_transactions(TIMEOUT)
+        .context("init_transactions")?;
+    Ok(producer)
+}
+
+fn send(producer: &TxnProducer, topic: &str, partition: i32, value: &str) -> anyhow::Result<()> {
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .partition(partition)
+                .key(value)
+                .payload(value),
+        )
+        .map_err(|(e, _)| e)
+        .context("send")?;
+    Ok(())
+}
+
+/// Every value a consumer with `isolation` reads from `topic` (its
+/// `partitions`), up to the offset ListOffsets gives that isolation.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> anyhow::Result<Vec<String>> {
+    let consumer: BaseConsumer = common::consumer_config(bootstrap)
+        .set("isolation.level", isolation)
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+        // For read_committed librdkafka's high watermark query answers the
+        // last stable offset.
+        ends.insert(p, high);
+        assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
+    }
+    consumer.assign(&assignment)?;
+    let mut values = Vec::new();
+    // Markers are never delivered: the read is done when the position (which
+    // moves past them) reaches each end.
+    common::wait_until(TIMEOUT, "reading to the end", || {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            if let Some(p) = message.payload() {
+                values.push(String::from_utf8_lossy(p).into_owned());
+            }
+        }
+        let position = consumer.position()?;
+        Ok(position.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(at) => at >= ends.get(&e.partition()).copied().unwrap_or(0),
+            _ => ends.get(&e.partition()).copied().unwrap_or(0) == 0,
+        }))
+    })?;
+    values.sort();
+    Ok(values)
+}
+
+#[test]
+fn read_committed_consumers_see_each_committed_record_once_and_no_aborted_one() -> anyhow::Result<()>
+{
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "out", 3, &[])?;
+    let producer = txn_producer(&bootstrap, "tx-a", 60_000)?;
+    let mut committed = BTreeSet::new();
+    let mut all = BTreeSet::new();
+    for t in 0..20 {
+        producer.begin_transaction()?;
+        for r in 0..5 {
+            let value = format!("t{t:02}-r{r}");
+            send(&producer, "out", r % 3, &value)?;
+            all.insert(value.clone());
+            if t % 3 != 0 {
+                committed.insert(value);
+            }
+        }
+        if t % 3 == 0 {
+            // Written first (librdkafka drops what it has not sent when it
+            // aborts): the records are in the log, and must stay unseen.
+            producer.flush(TIMEOUT)?;
+            producer.abort_transaction(TIMEOUT)?;
+        } else {
+            producer.commit_transaction(TIMEOUT)?;
+        }
+    }
+    let read: BTreeSet<String> = read_all(&bootstrap, "out", 3, "read_committed")?
+        .into_iter()
+        .collect();
+    assert_eq!(read, committed, "exactly the committed records");
+    let uncommitted = read_all(&bootstrap, "out", 3, "read_uncommitted")?;
+    assert_eq!(
+        uncommitted.iter().cloned().collect::<BTreeSet<_>>(),
+        all,
+        "read_uncommitted sees every record sent"
+    );
+    assert_eq!(uncommitted.len(), all.len(), "each record once");
+
+    // An open transaction holds read_committed consumers back; its commit
+    // releases them.
+    producer.begin_transaction()?;
+    send(&producer, "out", 0, "open-1")?;
+    producer.flush(TIMEOUT)?;
+    let before = read_all(&bootstrap, "out", 3, "read_committed")?;
+    assert!(!before.contains(&"open-1".to_string()));
+    producer.commit_transaction(TIMEOUT)?;
+    let after = read_all(&bootstrap, "out", 3, "read_committed")?;
+    assert!(after.contains(&"open-1".to_string()));
+    Ok(())
+}
+
+#[test]
+fn a_second_producer_of_the_same_transactional_id_fences_the_first() -> anyhow::Result<()> {
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "fenced", 1, &[])?;
+    let first = txn_producer(&bootstrap, "tx-f", 60_000)?;
+    first.begin_transaction()?;
+    send(&first, "fenced", 0, "zombie")?;
+    first.flush(TIMEOUT)?;
+    // The newcomer's init aborts the open transaction and bumps the epoch.
+    let second = txn_producer(&bootstrap, "tx-f", 60_000)?;
+    second.begin_transaction()?;
+    send(&second, "fenced", 0, "live")?;
+    second.commit_transaction(TIMEOUT)?;
+    let err = first
+        .commit_transaction(TIMEOUT)
+        .expect_err("the zombie's commit is refused");
+    assert!(
+        matches!(&err, KafkaError::Transaction(e) if e.is_fatal()),
+        "fenced is fatal to the zombie: {err:?}"
+    );
+    assert_eq!(
+        read_all(&bootstrap, "fenced", 1, "read_committed")?,
+        ["live"]
+    );
+    Ok(())
+}
+
+#[test]
+fn an_abandoned_transaction_is_aborted_at_its_timeout() -> anyhow::Result<()> {
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "abandoned", 1, &[])?;
+    let producer = txn_producer(&bootstrap, "tx-t", 2_000)?;
+    producer.begin_transaction()?;
+    send(&producer, "abandoned", 0, "never")?;
+    producer.flush(TIMEOUT)?;
+    // The producer goes away without ending it (its process died).
+    drop(producer);
+    let other: TxnProducer = common::producer_config(&bootstrap).create()?;
+    send(&other, "abandoned", 0, "after")?;
+    other.flush(TIMEOUT)?;
+    // read_committed consumers move past it once the coordinator aborts it.
+    let consumer: BaseConsumer = common::consumer_config(&bootstrap)
+        .set("isolation.level", "read_committed")
+        .create()?;
+    common::wait_until(TIMEOUT, "the abandoned transaction's abort", || {
+        let (_, stable) = consumer.fetch_watermarks("abandoned", 0, TIMEOUT)?;
+        Ok(stable == 3)
+    })?;
+    assert_eq!(
+        read_all(&bootstrap, "abandoned", 1, "read_committed")?,
+        ["after"]
+    );
+    Ok(())
+}
+
+/// One transactional batch of one record from `producer` (id, epoch).
+fn txn_batch(producer: (i64, i16)) -> anyhow::Result<bytes::Bytes> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: true,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 1,
+        key: None,
+        value: Some(bytes::Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}
+
+#[test]
+fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<()> {
+    use common::raw::{RawClient, produce_error, produce_request};
+    use kafka_protocol::ResponseError as E;
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::*;
+
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "t", 1, &[])?;
+    let mut raw = RawClient::connect(&bootstrap)?;
+    let id = |s: &str| TransactionalId(s.to_string().into());
+    let found = raw.call(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key("tx-m".to_string().into()),
+        3,
+    )?;
+    assert_eq!(found.error_code, 0, "{:?}", found.error_message);
+    let init = |raw: &mut RawClient, timeout_ms: i32| {
+        raw.call(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(id("tx-m")))
+                .with_transaction_timeout_ms(timeout_ms)
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1),
+            4,
+        )
+    };
+    // A timeout past transaction.max.timeout.ms (15 minutes).
+    assert_eq!(
+        init(&mut raw, 3_600_000)?.error_code,
+        E::InvalidTransactionTimeout.code()
+    );
+    let producer = init(&mut raw, 60_000)?;
+    assert_eq!(producer.error_code, 0);
+    let (pid, epoch) = (producer.producer_id, producer.producer_epoch);
+
+    let end = |raw: &mut RawClient, txn: &str, epoch: i16| {
+        raw.call(
+            &EndTxnRequest::default()
+                .with_transactional_id(id(txn))
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_committed(true),
+            3,
+        )
+        .map(|r| r.error_code)
+    };
+    // EndTxn for an id the coordinator does not know.
+    assert_eq!(
+        end(&mut raw, "never-initialized", epoch)?,
+        E::InvalidProducerIdMapping.code()
+    );
+    // EndTxn with no transaction open.
+    assert_eq!(end(&mut raw, "tx-m", epoch)?, E::InvalidTxnState.code());
+
+    let add = |raw: &mut RawClient, topic: &str, epoch: i16| -> anyhow::Result<i16> {
+        let response = raw.call(
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(id("tx-m"))
+                .with_v3_and_below_producer_id(pid)
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(topic.to_string().into()))
+                        .with_partitions(vec![0]),
+                ]),
+            3,
+        )?;
+        Ok(response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code)
+    };
+    // A stale epoch is fenced; an unknown topic is named.
+    assert_eq!(add(&mut raw, "t", epoch - 1)?, E::ProducerFenced.code());
+    assert_eq!(
+        add(&mut raw, "nope", epoch)?,
+        E::UnknownTopicOrPartition.code()
+    );
+
+    // A transactional batch to a partition not in an open transaction, and
+    // one that does not name its transactional id.
+    let mut produce = produce_request("t", 0, txn_batch((pid.0, epoch))?);
+    produce.transactional_id = Some(id("tx-m"));
+    let refused = raw.call(&produce, 9)?;
+    assert_eq!(produce_error(&refused)?, E::InvalidTxnState.code());
+    produce.transactional_id = None;
+    assert_eq!(
+        produce_error(&raw.call(&produce, 9)?)?,
+        E::InvalidTxnState.code()
+    );
+
+    // Once added, the same batch is taken, and the transaction described.
+    assert_eq!(add(&mut raw, "t", epoch)?, 0);
+    produce.transactional_id = Some(id("tx-m"));
+    assert_eq!(produce_error(&raw.call(&produce, 9)?)?, 0);
+    let described = raw.call(
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![id("tx-m"), id("unknown")]),
+        0,
+    )?;
+    let state = &described.transaction_states[0];
+    assert_eq!(state.transaction_state.as_str(), "Ongoing");
+    assert_eq!((state.producer_id, state.producer_epoch), (pid, epoch));
+    assert_eq!(state.topics[0].partitions, [0]);
+    assert_eq!(
+        described.transaction_states[1].error_code,
+        E::TransactionalIdNotFound.code()
+    );
+    let listed = raw.call(
+        &ListTransactionsRequest::default()
+            .with_state_filters(vec![
+                "Ongoing".to_string().into(),
+                "Bogus".to_string().into(),
+            ])
+            .with_duration_filter(-1),
+        1,
+    )?;
+    assert_eq!(listed.transaction_states.len(), 1);
+    assert_eq!(listed.unknown_state_filters.len(), 1);
+    assert_eq!(end(&mut raw, "tx-m", epoch)?, 0);
+    Ok(())
+}
