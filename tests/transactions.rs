@@ -363,3 +363,158 @@ fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<
     assert_eq!(end(&mut raw, "tx-m", epoch)?, 0);
     Ok(())
 }
+
+#[test]
+fn consume_transform_produce_commits_output_and_offsets_together() -> anyhow::Result<()> {
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "in", 1, &[])?;
+    common::create_topic_blocking(&bootstrap, "out", 2, &[])?;
+    let plain: TxnProducer = common::producer_config(&bootstrap).create()?;
+    const INPUTS: usize = 60;
+    for i in 0..INPUTS {
+        send(&plain, "in", 0, &format!("in-{i:03}"))?;
+    }
+    plain.flush(TIMEOUT)?;
+
+    let consumer: BaseConsumer = common::consumer_config(&bootstrap)
+        .set("group.id", "ctp")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset("in", 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let producer = txn_producer(&bootstrap, "ctp-tx", 60_000)?;
+    let mut next = 0i64;
+    let mut committed_outputs = BTreeSet::new();
+    let mut t = 0;
+    while next < INPUTS as i64 {
+        t += 1;
+        anyhow::ensure!(t < 200, "the transform loop ran {t} transactions");
+        let start = next;
+        producer.begin_transaction()?;
+        let mut outputs = Vec::new();
+        while outputs.len() < 5 && next < INPUTS as i64 {
+            let Some(message) = consumer.poll(Duration::from_secs(5)) else {
+                anyhow::bail!("no input at offset {next}");
+            };
+            let message = message?;
+            anyhow::ensure!(
+                message.offset() == next,
+                "read {} at {next}",
+                message.offset()
+            );
+            let input = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            let output = input.replace("in-", "out-");
+            send(&producer, "out", (next % 2) as i32, &output)?;
+            outputs.push(output);
+            next += 1;
+        }
+        if t % 4 == 0 {
+            // Abort: neither the outputs nor the offsets it sent count;
+            // the inputs are read again.
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset("out", 1, Offset::Offset(999))?;
+            let group = consumer
+                .group_metadata()
+                .context("the consumer has no group metadata")?;
+            producer.send_offsets_to_transaction(&offsets, &group, TIMEOUT)?;
+            producer.flush(TIMEOUT)?;
+            producer.abort_transaction(TIMEOUT)?;
+            consumer.seek("in", 0, Offset::Offset(start), TIMEOUT)?;
+            next = start;
+            continue;
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset("in", 0, Offset::Offset(next))?;
+        let group = consumer
+            .group_metadata()
+            .context("the consumer has no group metadata")?;
+        producer.send_offsets_to_transaction(&offsets, &group, TIMEOUT)?;
+        producer.commit_transaction(TIMEOUT)?;
+        committed_outputs.extend(outputs);
+    }
+    assert_eq!(committed_outputs.len(), INPUTS);
+    let read = read_all(&bootstrap, "out", 2, "read_committed")?;
+    assert_eq!(read.len(), INPUTS, "each output once: {read:?}");
+    assert_eq!(read.into_iter().collect::<BTreeSet<_>>(), committed_outputs);
+    // The group's offset moved with the commits only: it is past every input.
+    let fresh: BaseConsumer = common::consumer_config(&bootstrap)
+        .set("group.id", "ctp")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition("in", 0);
+    asked.add_partition("out", 1);
+    let committed = fresh.committed_offsets(asked, TIMEOUT)?;
+    assert_eq!(
+        committed.elements()[0].offset(),
+        Offset::Offset(INPUTS as i64)
+    );
+    assert_eq!(
+        committed.elements()[1].offset(),
+        Offset::Invalid,
+        "offsets sent in aborted transactions never take effect"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_broker_killed_mid_transaction_keeps_commits_hides_aborts_and_finishes_the_open_one()
+-> anyhow::Result<()> {
+    let mut broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "k", 2, &[])?;
+    let producer = txn_producer(&bootstrap, "tx-k", 60_000)?;
+    let mut expected = Vec::new();
+    for (t, commit) in [(0, true), (1, false), (2, true)] {
+        producer.begin_transaction()?;
+        for r in 0..4 {
+            let value = format!("t{t}-r{r}");
+            send(&producer, "k", r % 2, &value)?;
+            if commit {
+                expected.push(value);
+            }
+        }
+        producer.flush(TIMEOUT)?;
+        if commit {
+            producer.commit_transaction(TIMEOUT)?;
+        } else {
+            producer.abort_transaction(TIMEOUT)?;
+        }
+    }
+    // A transaction open, its records and a group's offsets written, when
+    // the broker dies.
+    producer.begin_transaction()?;
+    for r in 0..4 {
+        send(&producer, "k", r % 2, &format!("t3-r{r}"))?;
+    }
+    producer.flush(TIMEOUT)?;
+    let group_consumer: BaseConsumer = common::consumer_config(&bootstrap)
+        .set("group.id", "kg")
+        .create()?;
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset("k", 0, Offset::Offset(42))?;
+    let group = group_consumer
+        .group_metadata()
+        .context("no group metadata")?;
+    producer.send_offsets_to_transaction(&offsets, &group, TIMEOUT)?;
+    broker.sigkill()?;
+    broker.restart()?;
+    expected.sort();
+    assert_eq!(read_all(&bootstrap, "k", 2, "read_committed")?, expected);
+    // The coordinator replayed the open transaction: its commit goes through.
+    producer.commit_transaction(TIMEOUT)?;
+    expected.extend((0..4).map(|r| format!("t3-r{r}")));
+    expected.sort();
+    assert_eq!(read_all(&bootstrap, "k", 2, "read_committed")?, expected);
+    // The group's offset, written before the crash, took effect with the commit.
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition("k", 0);
+    let fresh: BaseConsumer = common::consumer_config(&bootstrap)
+        .set("group.id", "kg")
+        .create()?;
+    let committed = fresh.committed_offsets(asked, TIMEOUT)?;
+    assert_eq!(committed.elements()[0].offset(), Offset::Offset(42));
+    Ok(())
+}

@@ -460,7 +460,7 @@ fn find_record_within(
 /// then type: 0 ABORT, 1 COMMIT) and value (version, then the coordinator
 /// epoch). `None` for a batch that is not a control batch or whose first
 /// record is not a transaction marker.
-pub(crate) fn control_marker(batch: &[u8]) -> Option<TxnMarker> {
+pub fn control_marker(batch: &[u8]) -> Option<TxnMarker> {
     let header = RecordBatchHeader::parse(batch)?;
     if !header.is_control() || header.codec() != 0 {
         return None;

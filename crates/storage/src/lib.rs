@@ -44,7 +44,7 @@ mod tests;
 mod txn_tests;
 
 pub use aborted::AbortedTxn;
-pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches};
+pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches, control_marker};
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};
 pub use producer::{ProducerSummary, TxnMarker};

@@ -595,6 +595,14 @@ impl PartitionState {
                         last_stable_offset: table.first_open_offset().unwrap_or(e.base_offset + 1),
                     });
                 }
+            } else if e.base_sequence < 0 {
+                state.record_unsequenced(
+                    e.producer_epoch,
+                    e.base_offset,
+                    e.attributes & crate::RecordBatchHeader::TRANSACTIONAL != 0,
+                    e.max_timestamp,
+                );
+                table.put(e.producer_id, state);
             } else {
                 state.record(
                     e.producer_epoch,
@@ -985,6 +993,13 @@ pub(crate) fn append_replica(
                         last_stable: first_open(&st.producers, &producers).unwrap_or(base + 1),
                     });
                 }
+            } else if info.base_sequence < 0 {
+                state.record_unsequenced(
+                    info.producer_epoch,
+                    base,
+                    info.is_transactional(),
+                    info.max_timestamp,
+                );
             } else {
                 state.record(
                     info.producer_epoch,
@@ -1169,7 +1184,28 @@ fn prepare(
         if info.producer_id < 0 && info.is_transactional() {
             ProducerState::check_txn(None, info.producer_id, info.producer_epoch, true)?;
         }
-        if info.producer_id >= 0 {
+        if info.producer_id >= 0 && info.base_sequence < 0 {
+            // No sequence (a coordinator's write for a producer, as Kafka's
+            // group coordinator writes TxnOffsetCommit): only the
+            // transaction rules apply.
+            let state = scratch
+                .get(&info.producer_id)
+                .or_else(|| st.producers.get(info.producer_id));
+            ProducerState::check_txn(
+                state,
+                info.producer_id,
+                info.producer_epoch,
+                info.is_transactional(),
+            )?;
+            let mut s = state.cloned().unwrap_or_default();
+            s.record_unsequenced(
+                info.producer_epoch,
+                next,
+                info.is_transactional(),
+                info.max_timestamp,
+            );
+            scratch.insert(info.producer_id, s);
+        } else if info.producer_id >= 0 {
             let state = scratch
                 .get(&info.producer_id)
                 .or_else(|| st.producers.get(info.producer_id));

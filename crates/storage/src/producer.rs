@@ -226,6 +226,23 @@ impl ProducerState {
         self.last_timestamp = self.last_timestamp.max(max_timestamp);
     }
 
+    /// Remember a batch that carries no sequence (a coordinator's write
+    /// for the producer): it only sets the epoch and, transactional, opens
+    /// the producer's transaction here if none is open.
+    pub fn record_unsequenced(
+        &mut self,
+        epoch: i16,
+        base_offset: i64,
+        transactional: bool,
+        max_timestamp: i64,
+    ) {
+        self.set_epoch(epoch);
+        if transactional && self.txn_first_offset.is_none() {
+            self.txn_first_offset = Some(base_offset);
+        }
+        self.last_timestamp = self.last_timestamp.max(max_timestamp);
+    }
+
     /// Remember a marker: the open transaction ends. Returns where it began,
     /// `None` when none was open here. `coordinator_epoch` is `None` when
     /// the marker's value is not at hand (a replay from the index alone),

@@ -89,6 +89,7 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::WriteTxnMarkers,
             ApiKey::DescribeTransactions,
             ApiKey::ListTransactions,
+            ApiKey::TxnOffsetCommit,
         ]
         .into_iter()
         .map(|key| match key {
@@ -298,6 +299,9 @@ async fn route(
         RequestKind::EndTxn(req) => ResponseKind::EndTxn(txn::end(broker, ctx, req).await?),
         RequestKind::WriteTxnMarkers(req) => {
             ResponseKind::WriteTxnMarkers(txn::write_markers(broker, ctx, req).await?)
+        }
+        RequestKind::TxnOffsetCommit(req) => {
+            ResponseKind::TxnOffsetCommit(txn::offset_commit(broker, ctx, req).await?)
         }
         RequestKind::DescribeTransactions(req) => {
             ResponseKind::DescribeTransactions(txn::describe(broker, ctx, req).await?)

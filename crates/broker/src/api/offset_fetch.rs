@@ -49,6 +49,7 @@ pub(crate) async fn handle(
                         .with_error_code(error.code());
                 }
                 let found = lookup(broker, &g.group_id, asked);
+                let group_id = g.group_id.to_string();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_error_code(0)
@@ -57,7 +58,7 @@ pub(crate) async fn handle(
                             .into_iter()
                             .map(|(topic, parts)| {
                                 OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(StrBytes::from_string(topic)))
+                                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
                                     .with_partitions(
                                         parts
                                             .into_iter()
@@ -68,7 +69,11 @@ pub(crate) async fn handle(
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(metadata))
-                                                    .with_error_code(0)
+                                                    .with_error_code(stable(
+                                                        broker,
+                                                        req.require_stable,
+                                                        (&group_id, &topic, p),
+                                                    ))
                                             })
                                             .collect(),
                                     )
@@ -90,7 +95,7 @@ pub(crate) async fn handle(
         .into_iter()
         .map(|(topic, parts)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
                 .with_partitions(
                     parts
                         .into_iter()
@@ -107,7 +112,11 @@ pub(crate) async fn handle(
                                     },
                                 )
                                 .with_metadata(Some(metadata))
-                                .with_error_code(0)
+                                .with_error_code(stable(
+                                    broker,
+                                    req.require_stable,
+                                    (&req.group_id, &topic, p),
+                                ))
                         })
                         .collect(),
                 )
@@ -117,6 +126,22 @@ pub(crate) async fn handle(
 }
 
 /// The committed offsets asked for; `None` asks for all of the group's.
+/// UNSTABLE_OFFSET_COMMIT when the caller asks for stable offsets
+/// (`require_stable`, v7+, KIP-447) and a transaction's offset of the
+/// partition awaits its marker: the client retries, and never starts from
+/// an offset a transaction is about to replace.
+fn stable(
+    broker: &Broker,
+    require_stable: bool,
+    (group, topic, partition): (&str, &str, i32),
+) -> i16 {
+    if require_stable && broker.groups().unstable(group, topic, partition) {
+        kafka_protocol::ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
+}
+
 fn lookup(broker: &Broker, group: &str, asked: Option<Vec<(String, Vec<i32>)>>) -> Vec<Found> {
     let groups = broker.groups();
     match asked {

@@ -1,6 +1,6 @@
 //! The transactional producer's APIs, answered by the transaction
 //! coordinator (`crate::txn`): AddPartitionsToTxn, AddOffsetsToTxn and
-//! EndTxn; and WriteTxnMarkers, which a coordinator (or an operator
+//! EndTxn and TxnOffsetCommit; and WriteTxnMarkers, which a coordinator (or an operator
 //! aborting a hanging transaction) sends to the leaders of a transaction's
 //! partitions; and the admin APIs DescribeTransactions and
 //! ListTransactions. InitProducerId with a transactional id is in
@@ -13,6 +13,9 @@ use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnT
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -20,8 +23,8 @@ use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, TopicName,
-    TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
-    describe_transactions_response, list_transactions_response,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse, describe_transactions_response, list_transactions_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_storage::TxnMarker;
@@ -408,4 +411,112 @@ pub(crate) async fn list(
         .with_error_code(0)
         .with_unknown_state_filters(unknown)
         .with_transaction_states(states))
+}
+
+/// First TxnOffsetCommit version with the committed leader epoch.
+const TXN_COMMIT_LEADER_EPOCH_VERSION: i16 = 2;
+/// Before this version a fenced producer hears INVALID_PRODUCER_EPOCH.
+const TXN_COMMIT_FENCED_VERSION: i16 = 2;
+
+/// TxnOffsetCommit: a consume-transform-produce transaction's consumer
+/// offsets. The group's `__consumer_offsets` partition must be in the
+/// producer's open transaction (AddOffsetsToTxn); the offsets are written
+/// as the producer's transactional records and take effect with the
+/// transaction's COMMIT marker.
+pub(crate) async fn offset_commit(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: TxnOffsetCommitRequest,
+) -> Result<TxnOffsetCommitResponse, HandlerError> {
+    let groups = broker.groups();
+    let metadata_max = groups.config().offset_metadata_max_bytes;
+    let offsets_partitions = broker
+        .topic(crate::group::OFFSETS_TOPIC)
+        .map_or(groups.config().offsets_topic_num_partitions, |t| {
+            t.meta.partitions
+        });
+    let home = (
+        crate::group::OFFSETS_TOPIC.to_string(),
+        crate::group::records::partition_for(req.group_id.as_str(), offsets_partitions),
+    );
+    let mut answers: Vec<(usize, usize, Option<ResponseError>)> = Vec::new();
+    let mut accepted = Vec::new();
+    for (t, topic) in req.topics.iter().enumerate() {
+        for (p, part) in topic.partitions.iter().enumerate() {
+            let error = if broker.partition(&topic.name, part.partition_index).is_err() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if part
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > metadata_max)
+            {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                accepted.push(crate::group::CommitPartition {
+                    topic: topic.name.to_string(),
+                    partition: part.partition_index,
+                    offset: part.committed_offset,
+                    leader_epoch: if ctx.version >= TXN_COMMIT_LEADER_EPOCH_VERSION {
+                        part.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: part.committed_metadata.as_ref().map(|m| m.to_string()),
+                });
+                None
+            };
+            answers.push((t, p, error));
+        }
+    }
+    let group_error = if accepted.is_empty() {
+        None
+    } else {
+        let verified = broker.txns().verify(
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            &home,
+        );
+        match verified {
+            Err(code) => Some(code),
+            Ok(()) => groups
+                .txn_commit(
+                    &req.group_id,
+                    (
+                        &req.member_id,
+                        req.group_instance_id.as_deref(),
+                        req.generation_id,
+                    ),
+                    (req.producer_id.0, req.producer_epoch),
+                    accepted,
+                )
+                .await
+                .err(),
+        }
+    };
+    let mut topics: Vec<TxnOffsetCommitResponseTopic> = req
+        .topics
+        .iter()
+        .map(|t| TxnOffsetCommitResponseTopic::default().with_name(t.name.clone()))
+        .collect();
+    for (t, p, error) in answers {
+        let index = req
+            .topics
+            .get(t)
+            .and_then(|topic| topic.partitions.get(p))
+            .map_or(-1, |part| part.partition_index);
+        let code = error.or(group_error).map_or(0, |e| {
+            for_version(e, ctx.version, TXN_COMMIT_FENCED_VERSION)
+        });
+        if let Some(topic) = topics.get_mut(t) {
+            topic.partitions.push(
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_error_code(code),
+            );
+        }
+    }
+    Ok(TxnOffsetCommitResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(topics))
 }

@@ -22,7 +22,7 @@ pub(crate) mod state;
 mod tests;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -244,6 +244,36 @@ impl GroupCoordinator {
             .await
     }
 
+    /// TxnOffsetCommit: the offsets wait for the transaction's marker.
+    pub(crate) async fn txn_commit(
+        &self,
+        group_id: &str,
+        member: (&str, Option<&str>, i32),
+        producer: (i64, i16),
+        partitions: Vec<CommitPartition>,
+    ) -> Result<(), ResponseError> {
+        self.shard(group_id)?
+            .txn_commit(group_id, member, producer, partitions)
+            .await
+    }
+
+    /// A transaction marker for `producer_id` was committed to partition
+    /// `index` of `__consumer_offsets`.
+    pub(crate) fn txn_completed(&self, index: i32, producer_id: i64, commit: bool) {
+        if let Some(shard) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.shards().get(i))
+        {
+            shard.txn_completed(producer_id, commit);
+        }
+    }
+
+    /// Whether a transaction's offset of the partition awaits its marker.
+    pub(crate) fn unstable(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.shard(group_id)
+            .is_ok_and(|s| s.unstable(group_id, topic, partition))
+    }
+
     /// ConsumerGroupHeartbeat (KIP-848): answered at once.
     pub(crate) fn consumer_heartbeat(
         &self,
@@ -358,11 +388,26 @@ pub(super) fn subscribes_to(group: &classic::ClassicGroup, topic: &str) -> bool 
     })
 }
 
+/// Offsets a transaction committed (TxnOffsetCommit) but whose marker has
+/// not come yet, by producer id: applied on COMMIT, dropped on ABORT.
+pub(crate) type TxnOffsets = HashMap<i64, Vec<records::Entry>>;
+
 /// Encode records into as few batches as fit [`WRITE_BATCH_BYTES_MAX`].
-pub(super) fn encode_batches(
+pub(crate) fn encode_batches(
     entries: &[(Bytes, Option<Bytes>)],
     now_ms: i64,
 ) -> Result<Vec<Bytes>, String> {
+    encode_batches_as(entries, now_ms, None)
+}
+
+/// [`encode_batches`], as transactional batches of `producer` (id, epoch)
+/// when given: TxnOffsetCommit's records, which carry no sequence.
+pub(crate) fn encode_batches_as(
+    entries: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<Vec<Bytes>, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let mut out = Vec::new();
     let mut chunk: Vec<Record> = Vec::new();
     let mut chunk_bytes = 0usize;
@@ -392,12 +437,12 @@ pub(super) fn encode_batches(
         }
         chunk_bytes += size;
         chunk.push(Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i64::try_from(chunk.len()).unwrap_or(i64::MAX),
             sequence: -1,
@@ -419,10 +464,13 @@ pub(super) fn encode_batches(
 /// how far its log is committed (its followers have not fetched from it),
 /// but everything in it is the partition's from now on, and a commit a
 /// client was told of is in it (commits wait for every in-sync replica).
+///
+/// A transaction's offsets (TxnOffsetCommit's transactional batches) wait in
+/// `txn` for their producer's marker: COMMIT applies them, ABORT drops them.
 pub(super) fn replay_partition(
     index: i32,
     partition: &Partition,
-    groups: &mut state::Groups,
+    (groups, txn): (&mut state::Groups, &mut TxnOffsets),
     now_ms: i64,
     cfg: &GroupConfig,
 ) -> Result<u64, LoadError> {
@@ -448,6 +496,20 @@ pub(super) fn replay_partition(
         for framed in batches(&read.records) {
             let (header, batch) = framed.map_err(|e| corrupt(next, e.to_string()))?;
             let base = header.base_offset;
+            if header.is_control() {
+                let ended = txn.remove(&header.producer_id);
+                if let (Some(entries), Some(marker)) = (ended, weir_storage::control_marker(batch))
+                    && marker.commit
+                {
+                    for entry in entries {
+                        groups.replay(entry, now_ms, cfg);
+                        applied += 1;
+                    }
+                }
+                next = next.max(header.last_offset().saturating_add(1));
+                continue;
+            }
+            let in_txn = header.is_transactional() && header.producer_id >= 0;
             let mut batch = read.records.slice_ref(batch);
             // A batch or record that is not Weir's (a client produced it, or
             // a newer Weir wrote it) is skipped with a warning: one foreign
@@ -468,6 +530,9 @@ pub(super) fn replay_partition(
                     continue;
                 };
                 match records::decode(key, record.value.as_deref()) {
+                    Ok(entry) if in_txn => {
+                        txn.entry(header.producer_id).or_default().push(entry);
+                    }
                     Ok(entry) => {
                         groups.replay(entry, now_ms, cfg);
                         applied += 1;

@@ -95,6 +95,8 @@ struct Inner {
     /// replay again.
     loaded_epoch: i32,
     groups: state::Groups,
+    /// Transactions' offsets waiting for their marker (see [`super::TxnOffsets`]).
+    txn_offsets: super::TxnOffsets,
     waiters: HashMap<Token, Waiter>,
     next_token: Token,
     deadlines: Deadlines,
@@ -130,6 +132,7 @@ impl Shard {
                 partition: None,
                 loaded_epoch: -1,
                 groups: state::Groups::default(),
+                txn_offsets: super::TxnOffsets::default(),
                 waiters: HashMap::new(),
                 next_token: 0,
                 deadlines: Deadlines::default(),
@@ -156,10 +159,17 @@ impl Shard {
         let epoch = partition.leader_epoch();
         let now_ms = self.clock.now_ms();
         let mut groups = state::Groups::default();
-        let applied =
-            super::replay_partition(self.index, &partition, &mut groups, now_ms, &self.config)?;
+        let mut txn_offsets = super::TxnOffsets::default();
+        let applied = super::replay_partition(
+            self.index,
+            &partition,
+            (&mut groups, &mut txn_offsets),
+            now_ms,
+            &self.config,
+        )?;
         let mut inner = self.lock();
         inner.groups = groups;
+        inner.txn_offsets = txn_offsets;
         inner.partition = Some(partition);
         inner.loaded_epoch = epoch;
         inner.deadlines.clear();
@@ -186,6 +196,7 @@ impl Shard {
         let mut inner = self.lock();
         inner.partition = None;
         inner.groups = state::Groups::default();
+        inner.txn_offsets.clear();
         inner.deadlines.clear();
         for (_, waiter) in inner.waiters.drain() {
             match waiter {
@@ -369,6 +380,114 @@ impl Shard {
             self.lock().groups.apply_commit(pending);
         }
         Ok(())
+    }
+
+    /// TxnOffsetCommit: validate the member as a commit does, append the
+    /// offsets as the producer's transactional records, wait until they are
+    /// durable, and keep them for the transaction's marker: COMMIT applies
+    /// them, ABORT drops them ([`Self::txn_completed`]).
+    pub(crate) async fn txn_commit(
+        self: &Arc<Self>,
+        group_id: &str,
+        member: (&str, Option<&str>, i32),
+        producer: (i64, i16),
+        partitions: Vec<CommitPartition>,
+    ) -> Result<(), ResponseError> {
+        let (member_id, instance_id, generation) = member;
+        self.ensure_driver();
+        let (appending, entries) = {
+            let now_ms = self.clock.now_ms();
+            let mut inner = self.lock();
+            let partition = inner
+                .partition
+                .clone()
+                .ok_or(ResponseError::NotCoordinator)?;
+            inner.groups.check_commit(
+                group_id,
+                member_id,
+                instance_id,
+                generation,
+                now_ms,
+                self.config.groups_max,
+            )?;
+            let entries: Vec<records::Entry> = partitions
+                .into_iter()
+                .map(|p| records::Entry::Offset {
+                    group: group_id.to_string(),
+                    topic: p.topic,
+                    partition: p.partition,
+                    value: Some(records::OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        commit_timestamp_ms: now_ms,
+                        metadata: p.metadata,
+                    }),
+                })
+                .collect();
+            let encoded: Vec<(Bytes, Option<Bytes>)> = entries
+                .iter()
+                .filter_map(|e| match e {
+                    records::Entry::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value: Some(v),
+                    } => Some((
+                        Key::Offset {
+                            group: group.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        }
+                        .encode(),
+                        Some(v.encode()),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let payloads = super::encode_batches_as(&encoded, now_ms, Some(producer))
+                .map_err(|_| ResponseError::UnknownServerError)?;
+            (self.writer.queue(&partition, group_id, payloads), entries)
+        };
+        let waits = appending.written().await.map_err(|err| {
+            tracing::error!(group = %group_id, error = %err, "cannot store a transaction's offsets");
+            ResponseError::NotCoordinator
+        })?;
+        for wait in waits {
+            wait.wait().await.map_err(|err| {
+                tracing::error!(group = %group_id, error = %err, "a transaction's offsets are not durable");
+                ResponseError::NotCoordinator
+            })?;
+        }
+        self.lock()
+            .txn_offsets
+            .entry(producer.0)
+            .or_default()
+            .extend(entries);
+        Ok(())
+    }
+
+    /// A marker for `producer_id` was committed to this shard's partition:
+    /// its transaction's offsets are applied (COMMIT) or dropped (ABORT).
+    pub(crate) fn txn_completed(&self, producer_id: i64, commit: bool) {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        let Some(entries) = inner.txn_offsets.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for entry in entries {
+                inner.groups.replay(entry, now_ms, &self.config);
+            }
+        }
+    }
+
+    /// Whether a transaction's offset for the partition is waiting for its
+    /// marker (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT).
+    pub(crate) fn unstable(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.lock().txn_offsets.values().flatten().any(|e| {
+            matches!(e, records::Entry::Offset { group, topic: t, partition: p, .. }
+                if group == group_id && t == topic && *p == partition)
+        })
     }
 
     pub(crate) fn consumer_heartbeat(

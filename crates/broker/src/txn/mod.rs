@@ -892,6 +892,13 @@ impl crate::Broker {
             .ack_wait(true)
             .wait()
             .await
-            .map_err(|err| crate::error::ApiError::from(err).code)
+            .map_err(|err| crate::error::ApiError::from(err).code)?;
+        if topic == crate::group::OFFSETS_TOPIC {
+            // A consume-transform-produce transaction's offsets take effect
+            // (or are dropped) with its marker.
+            self.groups()
+                .txn_completed(index, producer_id, marker.commit);
+        }
+        Ok(())
     }
 }
