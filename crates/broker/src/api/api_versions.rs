@@ -154,6 +154,13 @@ mod tests {
             ApiKey::OffsetDelete => R::OffsetDelete(Default::default()),
             ApiKey::ConsumerGroupHeartbeat => R::ConsumerGroupHeartbeat(Default::default()),
             ApiKey::ConsumerGroupDescribe => R::ConsumerGroupDescribe(Default::default()),
+            ApiKey::AddPartitionsToTxn => R::AddPartitionsToTxn(Default::default()),
+            ApiKey::AddOffsetsToTxn => R::AddOffsetsToTxn(Default::default()),
+            ApiKey::EndTxn => R::EndTxn(Default::default()),
+            ApiKey::WriteTxnMarkers => R::WriteTxnMarkers(Default::default()),
+            ApiKey::TxnOffsetCommit => R::TxnOffsetCommit(Default::default()),
+            ApiKey::DescribeTransactions => R::DescribeTransactions(Default::default()),
+            ApiKey::ListTransactions => R::ListTransactions(Default::default()),
             _ => return Err(()),
         })
     }
