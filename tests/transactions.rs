@@ -360,6 +360,21 @@ fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<
     )?;
     assert_eq!(listed.transaction_states.len(), 1);
     assert_eq!(listed.unknown_state_filters.len(), 1);
+    // The partition's leader names the producer and where its open
+    // transaction began (a hanging transaction shows here).
+    let producers = raw.call(
+        &DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(TopicName("t".to_string().into()))
+                .with_partition_indexes(vec![0]),
+        ]),
+        0,
+    )?;
+    let partition = &producers.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    let active = &partition.active_producers[0];
+    assert_eq!(active.producer_id, pid);
+    assert_eq!(active.current_txn_start_offset, 0);
     assert_eq!(end(&mut raw, "tx-m", epoch)?, 0);
     Ok(())
 }

@@ -161,6 +161,7 @@ mod tests {
             ApiKey::TxnOffsetCommit => R::TxnOffsetCommit(Default::default()),
             ApiKey::DescribeTransactions => R::DescribeTransactions(Default::default()),
             ApiKey::ListTransactions => R::ListTransactions(Default::default()),
+            ApiKey::DescribeProducers => R::DescribeProducers(Default::default()),
             _ => return Err(()),
         })
     }

@@ -90,6 +90,7 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::DescribeTransactions,
             ApiKey::ListTransactions,
             ApiKey::TxnOffsetCommit,
+            ApiKey::DescribeProducers,
         ]
         .into_iter()
         .map(|key| match key {
@@ -302,6 +303,9 @@ async fn route(
         }
         RequestKind::TxnOffsetCommit(req) => {
             ResponseKind::TxnOffsetCommit(txn::offset_commit(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeProducers(req) => {
+            ResponseKind::DescribeProducers(txn::describe_producers(broker, ctx, req).await?)
         }
         RequestKind::DescribeTransactions(req) => {
             ResponseKind::DescribeTransactions(txn::describe(broker, ctx, req).await?)

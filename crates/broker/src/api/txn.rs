@@ -2,8 +2,8 @@
 //! coordinator (`crate::txn`): AddPartitionsToTxn, AddOffsetsToTxn and
 //! EndTxn and TxnOffsetCommit; and WriteTxnMarkers, which a coordinator (or an operator
 //! aborting a hanging transaction) sends to the leaders of a transaction's
-//! partitions; and the admin APIs DescribeTransactions and
-//! ListTransactions. InitProducerId with a transactional id is in
+//! partitions; and the admin APIs DescribeTransactions, ListTransactions
+//! and DescribeProducers. InitProducerId with a transactional id is in
 //! `init_producer_id.rs`.
 
 use std::sync::Arc;
@@ -21,10 +21,12 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
-    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, TopicName,
-    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse, describe_transactions_response, list_transactions_response,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    ListTransactionsRequest, ListTransactionsResponse, TopicName, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse, describe_producers_response, describe_transactions_response,
+    list_transactions_response,
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_storage::TxnMarker;
@@ -517,6 +519,78 @@ pub(crate) async fn offset_commit(
         }
     }
     Ok(TxnOffsetCommitResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(topics))
+}
+
+/// Most partitions one DescribeProducers may name in all.
+const PRODUCER_PARTITIONS_MAX: usize = 10_000;
+
+/// DescribeProducers: the producers each partition this broker leads
+/// remembers, with their open transactions (how `weir txn` and Kafka's
+/// `kafka-transactions.sh find-hanging` spot a hanging transaction).
+pub(crate) async fn describe_producers(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext,
+    req: DescribeProducersRequest,
+) -> Result<DescribeProducersResponse, HandlerError> {
+    let total: usize = req.topics.iter().map(|t| t.partition_indexes.len()).sum();
+    if total > PRODUCER_PARTITIONS_MAX {
+        return Err(HandlerError::InvalidRequest(format!(
+            "{total} partitions is more than {PRODUCER_PARTITIONS_MAX}"
+        )));
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&p| {
+                    let answer = describe_producers_response::PartitionResponse::default()
+                        .with_partition_index(p);
+                    let led = broker.partition(&t.name, p).and_then(|partition| {
+                        match broker.replicas.leadership(partition.id()) {
+                            crate::replica::Leadership::Leader { .. } => Ok(partition),
+                            crate::replica::Leadership::NotLeader { .. } => {
+                                Err(crate::error::ApiError::new(
+                                    ResponseError::NotLeaderOrFollower,
+                                    format!("this broker does not lead {}-{p}", t.name.as_str()),
+                                ))
+                            }
+                        }
+                    });
+                    match led {
+                        Ok(partition) => answer.with_error_code(0).with_active_producers(
+                            partition
+                                .producers()
+                                .into_iter()
+                                .map(|s| {
+                                    describe_producers_response::ProducerState::default()
+                                        .with_producer_id(s.producer_id.into())
+                                        .with_producer_epoch(i32::from(s.producer_epoch))
+                                        .with_last_sequence(s.last_sequence)
+                                        .with_last_timestamp(s.last_timestamp)
+                                        .with_coordinator_epoch(s.coordinator_epoch)
+                                        .with_current_txn_start_offset(
+                                            s.txn_start_offset.unwrap_or(-1),
+                                        )
+                                })
+                                .collect(),
+                        ),
+                        Err(err) => answer
+                            .with_error_code(err.code())
+                            .with_error_message(Some(StrBytes::from_string(err.message))),
+                    }
+                })
+                .collect();
+            describe_producers_response::TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    Ok(DescribeProducersResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics))
 }
