@@ -1,6 +1,6 @@
 //! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
 //! Kafka-compatible broker (`weir bench`, `topic`, `produce`, `consume`,
-//! `cluster`, `group`).
+//! `cluster`, `group`, `txn`).
 //!
 //! It only parses the command line, dispatches, and turns an error into its
 //! message and exit code: the broker lives in weir-serve, the client
@@ -47,6 +47,8 @@ enum Command {
     Cluster(cli::cluster::ClusterArgs),
     /// List, describe, reset the offsets of, and delete consumer groups.
     Group(cli::group::GroupArgs),
+    /// List and describe transactions, and abort a hanging one.
+    Txn(cli::txn::TxnArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => cli::consume::run(brokers, args).map_err(cli_failed),
         Command::Cluster(args) => cli::cluster::run(brokers, args).map_err(cli_failed),
         Command::Group(args) => cli::group::run(brokers, args).map_err(cli_failed),
+        Command::Txn(args) => cli::txn::run(brokers, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -533,3 +533,72 @@ fn a_broker_killed_mid_transaction_keeps_commits_hides_aborts_and_finishes_the_o
     assert_eq!(committed.elements()[0].offset(), Offset::Offset(42));
     Ok(())
 }
+
+#[test]
+fn weir_txn_lists_describes_and_aborts_a_hanging_transaction_and_weir_consume_reads_committed()
+-> anyhow::Result<()> {
+    use common::cli::weir_ok;
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "h", 1, &[])?;
+    let committer = txn_producer(&bootstrap, "tx-ok", 60_000)?;
+    committer.begin_transaction()?;
+    send(&committer, "h", 0, "kept")?;
+    committer.commit_transaction(TIMEOUT)?;
+    // A transaction left open (its producer stuck), long before its timeout.
+    let stuck = txn_producer(&bootstrap, "tx-stuck", 600_000)?;
+    stuck.begin_transaction()?;
+    send(&stuck, "h", 0, "hanging")?;
+    stuck.flush(TIMEOUT)?;
+    committer.begin_transaction()?;
+    send(&committer, "h", 0, "after")?;
+    committer.commit_transaction(TIMEOUT)?;
+
+    let listed: serde_json::Value = serde_json::from_str(&weir_ok(
+        &broker,
+        &["txn", "list", "--state", "Ongoing", "--json"],
+        b"",
+    )?)?;
+    assert_eq!(listed["transactions"][0]["transactional_id"], "tx-stuck");
+    assert_eq!(listed["transactions"].as_array().map(Vec::len), Some(1));
+    let described: serde_json::Value = serde_json::from_str(&weir_ok(
+        &broker,
+        &["txn", "describe", "tx-stuck", "--json"],
+        b"",
+    )?)?;
+    assert_eq!(described["state"], "Ongoing");
+    assert_eq!(described["partitions"][0]["topic"], "h");
+    let text = weir_ok(&broker, &["txn", "describe", "tx-stuck"], b"")?;
+    assert!(text.contains("Ongoing") && text.contains("h-0"), "{text}");
+
+    // read_committed stops at the hanging transaction.
+    let consume = |isolation: &str| {
+        weir_ok(
+            &broker,
+            &["consume", "h", "--from-beginning", "--isolation", isolation],
+            b"",
+        )
+    };
+    assert_eq!(consume("read_committed")?, "kept\n");
+    assert_eq!(consume("read_uncommitted")?, "kept\nhanging\nafter\n");
+
+    // The operator aborts it where it began (offset 2: after "kept" and its marker).
+    let aborted: serde_json::Value = serde_json::from_str(&weir_ok(
+        &broker,
+        &[
+            "txn",
+            "abort",
+            "--topic",
+            "h",
+            "--partition",
+            "0",
+            "--start-offset",
+            "2",
+            "--json",
+        ],
+        b"",
+    )?)?;
+    assert_eq!(aborted["aborted"], true);
+    assert_eq!(consume("read_committed")?, "kept\nafter\n");
+    Ok(())
+}

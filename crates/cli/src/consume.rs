@@ -38,6 +38,7 @@ Examples:
   weir consume orders --from-datetime 2026-11-24T08:00:00Z
   weir consume orders --from-datetime 2026-11-24T10:00:00+02:00
   weir consume orders --group billing --follow
+  weir consume orders --from-beginning --isolation read_committed
 
 --from-datetime takes an RFC 3339 time with Z or a +HH:MM/-HH:MM offset; a
 time without a zone (2026-11-24T08:00:00) is UTC, not the local zone.
@@ -85,6 +86,32 @@ pub struct ConsumeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Which records of transactions to read (Kafka's `isolation.level`):
+    /// read_committed skips records of aborted and still-open transactions
+    /// and stops at the last stable offset.
+    #[arg(long, value_enum, default_value_t = Isolation::ReadUncommitted)]
+    isolation: Isolation,
+}
+
+/// Kafka's `isolation.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Isolation {
+    /// Every record, transactional or not, up to the high watermark (the
+    /// default, as Kafka's console consumer has it).
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+    /// Only records of committed transactions, up to the last stable offset.
+    #[value(name = "read_committed")]
+    ReadCommitted,
+}
+
+impl Isolation {
+    fn config_value(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted => "read_uncommitted",
+            Isolation::ReadCommitted => "read_committed",
+        }
+    }
 }
 
 /// How records are printed.
@@ -111,6 +138,7 @@ pub fn run(brokers: &str, args: ConsumeArgs) -> Result<()> {
     config
         .set("group.id", args.group.as_deref().unwrap_or(UNUSED_GROUP_ID))
         .set("enable.partition.eof", "true")
+        .set("isolation.level", args.isolation.config_value())
         .set(
             "auto.offset.reset",
             if args.from_beginning {

@@ -20,6 +20,7 @@ pub mod group;
 pub mod produce;
 mod replicas;
 pub mod topic;
+pub mod txn;
 
 use std::borrow::Cow;
 use std::process::ExitCode;

@@ -703,9 +703,23 @@ impl Client {
     /// The node id of `group`'s coordinator, which then takes
     /// [`Client::send_to`].
     pub fn coordinator(&mut self, group: &str) -> Result<i32> {
+        self.coordinator_of(0, group, "group")
+    }
+
+    /// The node id of the transaction coordinator of `transactional_id`.
+    pub fn txn_coordinator(&mut self, transactional_id: &str) -> Result<i32> {
+        self.coordinator_of(1, transactional_id, "transactional id")
+    }
+
+    /// FindCoordinator of `key` with `key_type` (0 a group, 1 a
+    /// transactional id; `what` names it in errors).
+    fn coordinator_of(&mut self, key_type: i8, key: &str, what: &str) -> Result<i32> {
         use kafka_protocol::messages::FindCoordinatorRequest;
 
-        let request = FindCoordinatorRequest::default().with_key(str_bytes(group));
+        let request = FindCoordinatorRequest::default()
+            .with_key(str_bytes(key))
+            .with_key_type(key_type);
+        let group = key;
         let deadline = Instant::now() + COORDINATOR_WAIT;
         loop {
             // v3 is the newest with one key per request.
@@ -725,7 +739,7 @@ impl Client {
                 }
                 Some(err) => {
                     return Err(failure(
-                        format!("cannot find the coordinator of group {group}"),
+                        format!("cannot find the coordinator of {what} {group}"),
                         err,
                         response.error_message.as_ref(),
                     ));
