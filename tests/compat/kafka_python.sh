@@ -33,8 +33,7 @@ stop_timeout_s=15
 # pip and cargo: generous, but a registry that never answers must not hang CI.
 pip_timeout_s=600
 build_timeout_s=1800
-# Longest one test may run: the slowest passing one takes about 10 s; the
-# transactional ones wait for a coordinator Weir lacks until this cuts them off.
+# Longest one test may run: the slowest passing one takes about 10 s.
 test_timeout_s=30
 # The whole pytest run, on top of the per-test timeouts.
 suite_timeout_s=900
