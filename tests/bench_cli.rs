@@ -125,3 +125,50 @@ fn unreachable_broker_exits_3_with_a_clear_message() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn txn_reports_transactional_produce_commit_latency_and_read_committed_as_json()
+-> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    let report = bench_json(&[
+        "txn",
+        "--brokers",
+        &bootstrap,
+        "--count",
+        "2000",
+        "--records-per-txn",
+        "10,100",
+        "--abort-percent",
+        "10",
+        "--partitions",
+        "2",
+        "--json",
+    ])?;
+    assert_eq!(report["mode"], "txn", "{report}");
+    let produce = report["produce"].as_array().context("produce runs")?;
+    assert_eq!(
+        produce.len(),
+        3,
+        "the baseline and one run per size: {report}"
+    );
+    assert!(produce[0]["records_per_txn"].is_null());
+    for (run, size) in produce[1..].iter().zip([10, 100]) {
+        assert_eq!(run["records_per_txn"], size, "{report}");
+        assert!(
+            run["records_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+            "{report}"
+        );
+        assert!(
+            run["commit_latency_ms"]["p50"].as_f64().unwrap_or(0.0) > 0.0,
+            "{report}"
+        );
+    }
+    let consume = report["consume"].as_array().context("consume runs")?;
+    assert_eq!(consume[0]["isolation"], "read_uncommitted");
+    assert_eq!(consume[0]["records"], 2000, "every record: {report}");
+    assert_eq!(consume[1]["isolation"], "read_committed");
+    // 2 of the 20 transactions of 100 aborted.
+    assert_eq!(consume[1]["records"], 1800, "the committed ones: {report}");
+    Ok(())
+}

@@ -20,6 +20,7 @@ mod partitions;
 mod produce;
 mod report;
 mod scale;
+mod txn;
 
 use std::time::Duration;
 
@@ -97,6 +98,10 @@ pub enum BenchCommand {
     /// Commit offsets as fast as one group member can; commits/s and commit latency.
     #[command(after_help = commit::COMMIT_EXAMPLES)]
     Commit(commit::CommitArgs),
+    /// Transactional produce against plain produce, commit latency, and
+    /// read_committed against read_uncommitted consume.
+    #[command(after_help = txn::TXN_EXAMPLES)]
+    Txn(txn::TxnArgs),
     /// Create topics of many partitions step by step and time each step until Metadata shows it.
     #[command(after_help = partitions::PARTITIONS_EXAMPLES)]
     Partitions(partitions::PartitionsArgs),
@@ -294,6 +299,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match &cmd {
         BenchCommand::GroupJoin(args) => return group::run(args),
         BenchCommand::Commit(args) => return commit::run(args),
+        BenchCommand::Txn(args) => return txn::run(args),
         BenchCommand::Limits(args) => return limits::run(args),
         BenchCommand::Partitions(args) => return partitions::run(args),
         BenchCommand::Batches(args) => return batches::run_batches(args),
@@ -316,6 +322,7 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         BenchCommand::E2e(args) => e2e::run(args),
         BenchCommand::GroupJoin(_)
         | BenchCommand::Commit(_)
+        | BenchCommand::Txn(_)
         | BenchCommand::Limits(_)
         | BenchCommand::Partitions(_)
         | BenchCommand::Batches(_)

@@ -51,8 +51,8 @@ pub(super) fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(super) struct LatencyMs {
-    p50: f64,
-    p99: f64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
     p999: f64,
     max: f64,
 }

@@ -11,9 +11,10 @@
 //! id answers CONCURRENT_TRANSACTIONS.
 //!
 //! Ending a transaction is two writes around the markers: PrepareCommit or
-//! PrepareAbort is written and EndTxn answered; then a COMMIT or ABORT
-//! marker is appended to every partition of the transaction, and once all
-//! are committed, CompleteCommit or CompleteAbort. A coordinator that
+//! PrepareAbort is written (the decision), then a COMMIT or ABORT marker is
+//! appended to every partition of the transaction, and once all are
+//! committed, CompleteCommit or CompleteAbort; EndTxn is answered then (or
+//! after a bounded wait, the decision being durable). A coordinator that
 //! loads an id in a Prepare state finishes its markers. A driver task
 //! aborts transactions past their timeout (fencing their producer with a
 //! bumped epoch) and forgets ids idle past `transactional.id.expiration.ms`.
@@ -41,6 +42,12 @@ const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
 const DRIVER_TICK: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts at a marker that failed.
 const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long EndTxn waits for the markers before it answers anyway (the
+/// decision is durable once PrepareCommit or PrepareAbort is written).
+/// Answering once they are written spares the producer's next transaction
+/// a CONCURRENT_TRANSACTIONS answer and the client's retry backoff (100 ms
+/// in librdkafka).
+const END_TXN_WAIT: Duration = Duration::from_secs(5);
 
 /// One transactional id's state, and whether a change of it is being written.
 #[derive(Debug, Clone)]
@@ -103,6 +110,8 @@ pub(crate) struct TxnCoordinator {
     clock: Arc<dyn Clock>,
     shards: OnceLock<Vec<Arc<Shard>>>,
     driver_started: AtomicBool,
+    /// Bumped whenever a transaction completes (its Complete state written).
+    completed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for TxnCoordinator {
@@ -118,6 +127,7 @@ impl TxnCoordinator {
             clock,
             shards: OnceLock::new(),
             driver_started: AtomicBool::new(false),
+            completed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -404,8 +414,10 @@ impl TxnCoordinator {
         state::verify(&entry.value, producer_id, epoch, partition)
     }
 
-    /// EndTxn: commit or abort the producer's transaction. Answered once the
-    /// decision is written; the markers follow.
+    /// EndTxn: commit or abort the producer's transaction. The decision is
+    /// durable once PrepareCommit or PrepareAbort is written; the answer
+    /// also waits for the markers and the Complete state, up to
+    /// [`END_TXN_WAIT`].
     pub(crate) async fn end(
         &self,
         broker: &Arc<crate::Broker>,
@@ -425,7 +437,26 @@ impl TxnCoordinator {
             })
             .await?;
         if prepared {
+            let mut completed = self.completed.subscribe();
             self.spawn_completion(broker, id);
+            let finished = || {
+                self.shard(id).is_ok_and(|shard| {
+                    shard.lock().txns.get(id).is_none_or(|e| {
+                        !matches!(
+                            e.value.status,
+                            TxnStatus::PrepareCommit | TxnStatus::PrepareAbort
+                        )
+                    })
+                })
+            };
+            let _ = tokio::time::timeout(END_TXN_WAIT, async {
+                while !finished() {
+                    if completed.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
         }
         Ok(())
     }
@@ -665,6 +696,19 @@ async fn complete(broker: Weak<crate::Broker>, shard: Arc<Shard>, id: String) {
                 Ok(()) => {
                     done.insert((topic.clone(), *partition));
                 }
+                // The partition has seen a newer producer epoch or a newer
+                // coordinator: this marker can never be written, and the
+                // newer one ends the transaction there. Kafka's coordinator
+                // gives up on such a partition the same way.
+                Err(
+                    err @ (ResponseError::InvalidProducerEpoch
+                    | ResponseError::ProducerFenced
+                    | ResponseError::TransactionCoordinatorFenced),
+                ) => {
+                    tracing::warn!(transactional_id = %id, %topic, partition, error = ?err,
+                        "a transaction marker was refused as stale; the partition has a newer one");
+                    done.insert((topic.clone(), *partition));
+                }
                 Err(err) => failed = Some((topic.clone(), *partition, err)),
             }
         }
@@ -701,6 +745,11 @@ async fn complete(broker: Weak<crate::Broker>, shard: Arc<Shard>, id: String) {
                         },
                     );
                     inner.completing.remove(&id);
+                    drop(inner);
+                    broker
+                        .txns
+                        .completed
+                        .send_modify(|n| *n = n.wrapping_add(1));
                     return;
                 }
                 Err(err) => {
