@@ -700,6 +700,18 @@ impl PartitionState {
         self.remove_snapshots_past(i64::MIN, ix)
     }
 
+    /// An append may go ahead: the partition is registered and not in the
+    /// middle of a truncation.
+    fn check_writable(&self, id: PartitionId) -> Result<(), AppendError> {
+        if self.removed {
+            return Err(AppendError::Storage(removed_error(id)));
+        }
+        if self.truncating {
+            return Err(AppendError::Truncating);
+        }
+        Ok(())
+    }
+
     /// Write the index entries only memory holds to the index file (no
     /// fsync); a failure poisons the store.
     pub fn flush_index(&mut self, store: &Store) -> Result<(), StorageError> {
@@ -937,12 +949,7 @@ pub(crate) fn append_replica(
 ) -> Result<AppendOutcome, AppendError> {
     let _panic = store.panic_guard("a replica append");
     let mut st = lock(&part.state)?;
-    if st.removed {
-        return Err(AppendError::Storage(removed_error(part.id)));
-    }
-    if st.truncating {
-        return Err(AppendError::Truncating);
-    }
+    st.check_writable(part.id)?;
     let infos = batch::parse_replica_payload(&payload)?;
     let mut out = Vec::with_capacity(payload.len() + infos.len() * ENTRY_HEADER_BYTES);
     let mut entries = Vec::with_capacity(infos.len());
@@ -1047,12 +1054,7 @@ pub(crate) fn append_marker(
 ) -> Result<AppendOutcome, AppendError> {
     let _panic = store.panic_guard("a marker append");
     let mut st = lock(&part.state)?;
-    if st.removed {
-        return Err(AppendError::Storage(removed_error(part.id)));
-    }
-    if st.truncating {
-        return Err(AppendError::Truncating);
-    }
+    st.check_writable(part.id)?;
     let current = st.producers.get(producer_id);
     ProducerState::check_marker(current, producer_id, producer_epoch, txn.coordinator_epoch)?;
     let control = batch::control_batch(producer_id, producer_epoch, txn, store.log.clock.now_ms())?;
@@ -1166,12 +1168,7 @@ fn prepare(
     payload: &Bytes,
     out: &mut Vec<u8>,
 ) -> Result<Prepare, AppendError> {
-    if st.removed {
-        return Err(AppendError::Storage(removed_error(id)));
-    }
-    if st.truncating {
-        return Err(AppendError::Truncating);
-    }
+    st.check_writable(id)?;
     let infos = batch::parse_payload(payload, st.config.max_message_bytes)?;
     let now_ms = store.log.clock.now_ms();
 

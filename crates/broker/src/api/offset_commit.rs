@@ -14,42 +14,80 @@ use crate::{Broker, HandlerError, RequestContext};
 /// First version carrying the committed leader epoch.
 const LEADER_EPOCH_VERSION: i16 = 6;
 
-pub(crate) async fn handle(
+/// One partition's offset as a commit (OffsetCommit or TxnOffsetCommit)
+/// offers it.
+pub(crate) struct Offered<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a str>,
+}
+
+/// Per (topic index, partition index): an error decided here, or `None` to
+/// commit.
+pub(crate) type Answers = Vec<(usize, usize, Option<ResponseError>)>;
+
+/// The checks every commit makes before its group sees it: a partition of
+/// an unknown topic is UNKNOWN_TOPIC_OR_PARTITION, metadata over
+/// `offset.metadata.max.bytes` OFFSET_METADATA_TOO_LARGE; the rest are
+/// accepted (the leader epoch kept only when the version carries one).
+pub(crate) fn check_partitions<'a, P>(
     broker: &Broker,
-    ctx: &RequestContext,
-    req: OffsetCommitRequest,
-) -> Result<OffsetCommitResponse, HandlerError> {
+    topics: impl Iterator<Item = (&'a str, P)>,
+    with_leader_epoch: bool,
+) -> (Answers, Vec<CommitPartition>)
+where
+    P: Iterator<Item = Offered<'a>>,
+{
     let metadata_max = broker.groups().config().offset_metadata_max_bytes;
-    // Per topic, per partition: an error decided here, or None to commit.
-    let mut answers: Vec<(usize, usize, Option<ResponseError>)> = Vec::new();
+    let mut answers = Vec::new();
     let mut accepted = Vec::new();
-    for (t, topic) in req.topics.iter().enumerate() {
-        for (p, part) in topic.partitions.iter().enumerate() {
-            let error = if broker.partition(&topic.name, part.partition_index).is_err() {
+    for (t, (topic, partitions)) in topics.enumerate() {
+        for (p, part) in partitions.enumerate() {
+            let error = if broker.partition(topic, part.partition).is_err() {
                 Some(ResponseError::UnknownTopicOrPartition)
-            } else if part
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > metadata_max)
-            {
+            } else if part.metadata.is_some_and(|m| m.len() > metadata_max) {
                 Some(ResponseError::OffsetMetadataTooLarge)
             } else {
                 accepted.push(CommitPartition {
-                    topic: topic.name.to_string(),
-                    partition: part.partition_index,
-                    offset: part.committed_offset,
-                    leader_epoch: if ctx.version >= LEADER_EPOCH_VERSION {
-                        part.committed_leader_epoch
+                    topic: topic.to_string(),
+                    partition: part.partition,
+                    offset: part.offset,
+                    leader_epoch: if with_leader_epoch {
+                        part.leader_epoch
                     } else {
                         -1
                     },
-                    metadata: part.committed_metadata.as_ref().map(|m| m.to_string()),
+                    metadata: part.metadata.map(str::to_string),
                 });
                 None
             };
             answers.push((t, p, error));
         }
     }
+    (answers, accepted)
+}
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: OffsetCommitRequest,
+) -> Result<OffsetCommitResponse, HandlerError> {
+    let (answers, accepted) = check_partitions(
+        broker,
+        req.topics.iter().map(|t| {
+            (
+                t.name.as_str(),
+                t.partitions.iter().map(|p| Offered {
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_deref(),
+                }),
+            )
+        }),
+        ctx.version >= LEADER_EPOCH_VERSION,
+    );
     let group_error = if accepted.is_empty() {
         None
     } else {

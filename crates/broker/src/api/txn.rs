@@ -431,7 +431,6 @@ pub(crate) async fn offset_commit(
     req: TxnOffsetCommitRequest,
 ) -> Result<TxnOffsetCommitResponse, HandlerError> {
     let groups = broker.groups();
-    let metadata_max = groups.config().offset_metadata_max_bytes;
     let offsets_partitions = broker
         .topic(crate::group::OFFSETS_TOPIC)
         .map_or(groups.config().offsets_topic_num_partitions, |t| {
@@ -441,35 +440,21 @@ pub(crate) async fn offset_commit(
         crate::group::OFFSETS_TOPIC.to_string(),
         crate::group::records::partition_for(req.group_id.as_str(), offsets_partitions),
     );
-    let mut answers: Vec<(usize, usize, Option<ResponseError>)> = Vec::new();
-    let mut accepted = Vec::new();
-    for (t, topic) in req.topics.iter().enumerate() {
-        for (p, part) in topic.partitions.iter().enumerate() {
-            let error = if broker.partition(&topic.name, part.partition_index).is_err() {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if part
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > metadata_max)
-            {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                accepted.push(crate::group::CommitPartition {
-                    topic: topic.name.to_string(),
-                    partition: part.partition_index,
-                    offset: part.committed_offset,
-                    leader_epoch: if ctx.version >= TXN_COMMIT_LEADER_EPOCH_VERSION {
-                        part.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata: part.committed_metadata.as_ref().map(|m| m.to_string()),
-                });
-                None
-            };
-            answers.push((t, p, error));
-        }
-    }
+    let (answers, accepted) = super::offset_commit::check_partitions(
+        broker,
+        req.topics.iter().map(|t| {
+            (
+                t.name.as_str(),
+                t.partitions.iter().map(|p| super::offset_commit::Offered {
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_deref(),
+                }),
+            )
+        }),
+        ctx.version >= TXN_COMMIT_LEADER_EPOCH_VERSION,
+    );
     let group_error = if accepted.is_empty() {
         None
     } else {
