@@ -154,6 +154,10 @@ fn open_checked(
     let registry = finish_partitions(partitions, first_base, ix)?;
     crate::epochs::attach(&registry, stored_epochs)?;
     sync_kept_tail(&segments, scan_from, &log_dir, io.as_ref())?;
+    // Rebuilding producer state may have made aborted-transaction files
+    // (aborts the tail scan found): the open's checkpoint vouches for them.
+    durable::sync_dir(io.as_ref(), "storage::txn_index_dir_sync", &txn_dir)
+        .map_err(|e| io_err(format!("fsync of {}", txn_dir.display()), e))?;
     let recovered_ms = started.elapsed().as_millis();
 
     let segments: BTreeMap<u64, Arc<Segment>> = segments

@@ -951,3 +951,125 @@ impl crate::Broker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::admin::testing::{broker_with, open};
+    use crate::config::BrokerConfig;
+
+    /// A transactional batch of one record from `producer` (id, epoch).
+    fn txn_batch(producer: (i64, i16), sequence: i32) -> bytes::Bytes {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"v")),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    /// A coordinator that stops between the decision (PrepareCommit) and the
+    /// markers finishes the transaction when it loads the state again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_decided_before_a_restart_is_finished_after_it() {
+        let config = BrokerConfig {
+            txn: crate::config::TxnConfig {
+                state_log_num_partitions: 2,
+                ..Default::default()
+            },
+            ..BrokerConfig::default()
+        };
+        let t = broker_with(config.clone());
+        t.broker
+            .create_topic("t", 1, -1, Default::default(), false)
+            .unwrap();
+        t.broker.txn_coordinator("tx").unwrap();
+        let txns = t.broker.txns().clone();
+        let producer = txns
+            .init_producer_id(&t.broker, "tx", 60_000, None)
+            .await
+            .unwrap();
+        txns.add_partitions(
+            "tx",
+            producer.producer_id,
+            producer.epoch,
+            &[("t".to_string(), 0)],
+        )
+        .await
+        .unwrap();
+        let partition = t.broker.partition("t", 0).unwrap();
+        let written = partition
+            .append(txn_batch((producer.producer_id, producer.epoch), 0))
+            .unwrap();
+        written.committed.wait().await.unwrap();
+        assert_eq!(partition.offsets().last_stable, 0);
+        // The decision is written; the broker stops before any marker.
+        txns.change("tx", |v, now_ms| {
+            let v = v.unwrap();
+            Ok((
+                Some(TxnValue {
+                    status: TxnStatus::PrepareCommit,
+                    update_ms: now_ms,
+                    ..v.clone()
+                }),
+                (),
+            ))
+        })
+        .await
+        .unwrap();
+        drop((txns, partition));
+        drop(t.broker);
+
+        let again = open(t.dir.path(), config);
+        assert_eq!(
+            again.txns().describe("tx").unwrap().value.status,
+            TxnStatus::PrepareCommit
+        );
+        again.start_background();
+        let partition = again.partition("t", 0).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while again.txns().describe("tx").unwrap().value.status != TxnStatus::CompleteCommit {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the transaction was not finished"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The COMMIT marker is in the partition: its record is stable.
+        let offsets = partition.offsets();
+        assert_eq!(offsets.log_end, 2);
+        assert_eq!(offsets.last_stable, 2);
+        assert!(
+            partition
+                .read_committed(0, 1 << 20)
+                .unwrap()
+                .aborted
+                .is_empty()
+        );
+    }
+}
