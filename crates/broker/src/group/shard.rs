@@ -448,22 +448,34 @@ impl Shard {
                 .map_err(|_| ResponseError::UnknownServerError)?;
             (self.writer.queue(&partition, group_id, payloads), entries)
         };
-        let waits = appending.written().await.map_err(|err| {
-            tracing::error!(group = %group_id, error = %err, "cannot store a transaction's offsets");
-            ResponseError::NotCoordinator
-        })?;
-        for wait in waits {
-            wait.wait().await.map_err(|err| {
-                tracing::error!(group = %group_id, error = %err, "a transaction's offsets are not durable");
+        // Its own task: once written, the offsets must wait for the marker
+        // even if this request is dropped (its client went away), as a
+        // load would find them.
+        let shard = self.clone();
+        let group = group_id.to_string();
+        tokio::spawn(async move {
+            let waits = appending.written().await.map_err(|err| {
+                tracing::error!(%group, error = %err, "cannot store a transaction's offsets");
                 ResponseError::NotCoordinator
             })?;
-        }
-        self.lock()
-            .txn_offsets
-            .entry(producer.0)
-            .or_default()
-            .extend(entries);
-        Ok(())
+            // Kept before the wait for durability: a marker may only come
+            // after this answer, and a load would find them if they stay.
+            shard
+                .lock()
+                .txn_offsets
+                .entry(producer.0)
+                .or_default()
+                .extend(entries);
+            for wait in waits {
+                wait.wait().await.map_err(|err| {
+                    tracing::error!(%group, error = %err, "a transaction's offsets are not durable");
+                    ResponseError::NotCoordinator
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(ResponseError::NotCoordinator))
     }
 
     /// A marker for `producer_id` was committed to this shard's partition:

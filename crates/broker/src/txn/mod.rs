@@ -270,32 +270,40 @@ impl TxnCoordinator {
             }
             (value, answer, inner.generation, partition)
         };
-        let written = write(&partition, id, Some(&value), now_ms).await;
-        let mut inner = shard.lock();
-        if inner.generation != generation {
-            return Err(ResponseError::NotCoordinator);
-        }
-        match written {
-            Ok(()) => {
-                inner.txns.insert(
-                    id.to_string(),
-                    Entry {
-                        value,
-                        pending: false,
-                        unwritten: false,
-                    },
-                );
-                Ok(answer)
+        // Its own task: a request dropped mid-write (its client went away)
+        // must not leave the id pending for ever.
+        let id = id.to_string();
+        let applied = tokio::spawn(async move {
+            let written = write(&partition, &id, Some(&value), now_ms).await;
+            let mut inner = shard.lock();
+            if inner.generation != generation {
+                return Err(ResponseError::NotCoordinator);
             }
-            Err(err) => {
-                if inner.txns.get(id).is_some_and(|e| e.unwritten) {
-                    inner.txns.remove(id);
-                } else if let Some(e) = inner.txns.get_mut(id) {
-                    e.pending = false;
+            match written {
+                Ok(()) => {
+                    inner.txns.insert(
+                        id,
+                        Entry {
+                            value,
+                            pending: false,
+                            unwritten: false,
+                        },
+                    );
+                    Ok(())
                 }
-                Err(err)
+                Err(err) => {
+                    if inner.txns.get(&id).is_some_and(|e| e.unwritten) {
+                        inner.txns.remove(&id);
+                    } else if let Some(e) = inner.txns.get_mut(&id) {
+                        e.pending = false;
+                    }
+                    Err(err)
+                }
             }
-        }
+        })
+        .await
+        .unwrap_or(Err(ResponseError::NotCoordinator));
+        applied.map(|()| answer)
     }
 
     /// InitProducerId for a transactional id: its producer id and epoch.
