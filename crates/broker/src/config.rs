@@ -147,6 +147,99 @@ pub struct TxnConfig {
     /// clients); past it a new id is answered COORDINATOR_NOT_AVAILABLE.
     /// Kafka has no such bound. Each shard holds an even share, rounded up.
     pub transactional_ids_max: usize,
+    /// Check-back: whom the coordinator asks about a transaction whose
+    /// producer vanished (`weir.txn.checkback.*`).
+    pub checkback: CheckbackConfig,
+}
+
+/// Check-back (RocketMQ's transaction check, over Kafka transactions): before
+/// the coordinator aborts a transaction past its timeout, or when it finds
+/// one open after a restart, it asks the application's service whether the
+/// application's local work committed.
+#[derive(Debug, Clone)]
+pub struct CheckbackConfig {
+    /// `weir.txn.checkback.url`: where transactions are POSTed; `None`: no
+    /// check-back, a timed-out transaction is aborted as in Kafka.
+    pub url: Option<String>,
+    /// `weir.txn.checkback.prefixes`: `prefix=url` overrides for the
+    /// transactional ids starting with `prefix`; the longest prefix wins,
+    /// and an empty url turns check-back off for those ids.
+    pub prefixes: Vec<(String, Option<String>)>,
+    /// `weir.txn.checkback.max.checks`: how many checks a transaction gets
+    /// (RocketMQ's `transactionCheckMax`) before the default action decides.
+    pub max_checks: u32,
+    /// `weir.txn.checkback.default.action`: what decides a transaction the
+    /// service never answered for: commit (`true`) or abort (`false`).
+    pub default_commit: bool,
+    /// `weir.txn.checkback.backoff.ms`: the wait after the first check that
+    /// decided nothing; it doubles after each one.
+    pub backoff_ms: u64,
+    /// `weir.txn.checkback.backoff.max.ms`: the longest wait between checks.
+    pub backoff_max_ms: u64,
+    /// `weir.txn.checkback.timeout.ms`: how long one check may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for CheckbackConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefixes: Vec::new(),
+            max_checks: 15,
+            default_commit: false,
+            backoff_ms: 1_000,
+            backoff_max_ms: 60_000,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl CheckbackConfig {
+    /// Check a check-back URL: an absolute `http://` URL (an empty value
+    /// means none).
+    pub fn parse_url(value: &str) -> Result<Option<String>, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let url = reqwest::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+        if url.scheme() != "http" {
+            return Err(format!(
+                "the scheme is {:?}; check-back speaks http:// only (https comes with TLS support)",
+                url.scheme()
+            ));
+        }
+        Ok(Some(value.to_string()))
+    }
+
+    /// Parse `weir.txn.checkback.prefixes`: comma-separated `prefix=url`
+    /// pairs, `prefix=` turning check-back off for that prefix.
+    pub fn parse_prefixes(value: &str) -> Result<Vec<(String, Option<String>)>, String> {
+        let mut out = Vec::new();
+        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (prefix, url) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not prefix=url"))?;
+            let prefix = prefix.trim();
+            if prefix.is_empty() {
+                return Err(format!("{pair:?} has an empty prefix"));
+            }
+            if out.iter().any(|(p, _)| p == prefix) {
+                return Err(format!("the prefix {prefix:?} is given twice"));
+            }
+            out.push((prefix.to_string(), Self::parse_url(url)?));
+        }
+        Ok(out)
+    }
+
+    /// The URL to ask about `transactional_id`, if any.
+    pub(crate) fn url_for(&self, transactional_id: &str) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .filter(|(prefix, _)| transactional_id.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.url.as_deref(), |(_, url)| url.as_deref())
+    }
 }
 
 impl TxnConfig {
@@ -166,6 +259,7 @@ impl Default for TxnConfig {
             state_log_num_partitions: 50,
             state_log_replication_factor: 3,
             transactional_ids_max: 100_000,
+            checkback: CheckbackConfig::default(),
         }
     }
 }

@@ -27,7 +27,9 @@ mod topic_config;
 mod topics;
 mod txn;
 
-pub use config::{BrokerConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy, TxnConfig};
+pub use config::{
+    BrokerConfig, CheckbackConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy, TxnConfig,
+};
 pub use error::ApiError;
 pub use replica::ReplicaError;
 

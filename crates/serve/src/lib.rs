@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
-use weir_broker::{ApiError, Broker, BrokerConfig, GroupConfig, TxnConfig};
+use weir_broker::{ApiError, Broker, BrokerConfig, CheckbackConfig, GroupConfig, TxnConfig};
 use weir_cluster::{Controller, ControllerConfig, RaftMetadataStore};
 use weir_metadata::{LocalMetadataStore, MetadataError, MetadataStore};
 use weir_server::ServerLimits;
@@ -735,6 +735,32 @@ impl Settings {
             }
             "transaction.state.log.replication.factor" => {
                 self.txn.state_log_replication_factor = config.at_least(1)?;
+            }
+            "weir.txn.checkback.url" => {
+                self.txn.checkback.url = CheckbackConfig::parse_url(value).map_err(refused)?;
+            }
+            "weir.txn.checkback.prefixes" => {
+                self.txn.checkback.prefixes =
+                    CheckbackConfig::parse_prefixes(value).map_err(refused)?;
+            }
+            "weir.txn.checkback.max.checks" => {
+                self.txn.checkback.max_checks = config.at_least(1)?;
+            }
+            "weir.txn.checkback.default.action" => {
+                self.txn.checkback.default_commit = match value.trim() {
+                    "abort" => false,
+                    "commit" => true,
+                    _ => return Err(refused("must be abort or commit".to_owned())),
+                };
+            }
+            "weir.txn.checkback.backoff.ms" => {
+                self.txn.checkback.backoff_ms = config.at_least(1)?;
+            }
+            "weir.txn.checkback.backoff.max.ms" => {
+                self.txn.checkback.backoff_max_ms = config.at_least(1)?;
+            }
+            "weir.txn.checkback.timeout.ms" => {
+                self.txn.checkback.timeout_ms = config.at_least(1)?;
             }
             "log.index.memory.bytes" => self.index_memory_bytes = config.at_least(0)?,
             "max.connections" => self.server.max_connections = config.at_least(1)?,

@@ -19,6 +19,7 @@
 //! aborts transactions past their timeout (fencing their producer with a
 //! bumped epoch) and forgets ids idle past `transactional.id.expiration.ms`.
 
+pub(crate) mod checkback;
 pub(crate) mod records;
 pub(crate) mod state;
 
@@ -58,6 +59,21 @@ struct Entry {
     /// No state was ever written for it (the first InitProducerId is being
     /// written): forgotten if that write fails.
     unwritten: bool,
+    /// Found with a transaction open when the partition was loaded: with
+    /// check-back on, the service is asked about it at once.
+    recovered: bool,
+}
+
+impl Entry {
+    /// A state as written (or replayed).
+    fn settled(value: TxnValue) -> Self {
+        Self {
+            value,
+            pending: false,
+            unwritten: false,
+            recovered: false,
+        }
+    }
 }
 
 /// The ids of one `__transaction_state` partition.
@@ -74,6 +90,8 @@ struct ShardInner {
     txns: HashMap<String, Entry>,
     /// Ids whose markers a task is writing now.
     completing: HashSet<String>,
+    /// Ids whose open transaction a check-back task is asking about.
+    checking: HashSet<String>,
 }
 
 struct Shard {
@@ -112,6 +130,7 @@ pub(crate) struct TxnCoordinator {
     driver_started: AtomicBool,
     /// Bumped whenever a transaction completes (its Complete state written).
     completed: tokio::sync::watch::Sender<u64>,
+    checkback: checkback::Checkback,
 }
 
 impl std::fmt::Debug for TxnCoordinator {
@@ -123,6 +142,7 @@ impl std::fmt::Debug for TxnCoordinator {
 impl TxnCoordinator {
     pub(crate) fn new(config: TxnConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
+            checkback: checkback::Checkback::new(&config.checkback),
             config,
             clock,
             shards: OnceLock::new(),
@@ -182,15 +202,16 @@ impl TxnCoordinator {
         inner.loaded_epoch = Some(partition.leader_epoch());
         inner.partition = Some(partition);
         inner.completing.clear();
+        inner.checking.clear();
         inner.txns = txns
             .into_iter()
             .map(|(id, value)| {
+                let recovered = value.status == TxnStatus::Ongoing;
                 (
                     id,
                     Entry {
-                        value,
-                        pending: false,
-                        unwritten: false,
+                        recovered,
+                        ..Entry::settled(value)
                     },
                 )
             })
@@ -261,9 +282,9 @@ impl TxnCoordinator {
                     inner.txns.insert(
                         id.to_string(),
                         Entry {
-                            value: value.clone(),
                             pending: true,
                             unwritten: true,
+                            ..Entry::settled(value.clone())
                         },
                     );
                 }
@@ -281,14 +302,7 @@ impl TxnCoordinator {
             }
             match written {
                 Ok(()) => {
-                    inner.txns.insert(
-                        id,
-                        Entry {
-                            value,
-                            pending: false,
-                            unwritten: false,
-                        },
-                    );
+                    inner.txns.insert(id, Entry::settled(value));
                     Ok(())
                 }
                 Err(err) => {
@@ -519,12 +533,14 @@ impl TxnCoordinator {
     }
 
     /// One pass of the driver: finish transactions left in a Prepare state
-    /// (a load found them), abort those past their timeout, forget ids
-    /// idle past their expiration.
+    /// (a load found them), abort those past their timeout (or, with
+    /// check-back, ask about them and about those a load found open),
+    /// forget ids idle past their expiration.
     async fn tick(&self, broker: &Arc<crate::Broker>, check_timeouts: bool) {
         let now_ms = self.clock.now_ms();
         let mut to_finish = Vec::new();
         let mut to_abort = Vec::new();
+        let mut to_check = Vec::new();
         let mut to_expire = Vec::new();
         for shard in self.shards() {
             let inner = shard.lock();
@@ -532,15 +548,27 @@ impl TxnCoordinator {
                 continue;
             }
             for (id, e) in &inner.txns {
-                if e.pending || inner.completing.contains(id) {
+                if e.pending || inner.completing.contains(id) || inner.checking.contains(id) {
                     continue;
                 }
+                let timed_out = check_timeouts && state::timed_out(&e.value, now_ms);
                 match e.value.status {
                     TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
                         to_finish.push(id.clone())
                     }
-                    _ if check_timeouts && state::timed_out(&e.value, now_ms) => {
-                        to_abort.push(id.clone());
+                    TxnStatus::Ongoing if timed_out || e.recovered => {
+                        match self.config.checkback.url_for(id) {
+                            Some(url) => {
+                                let reason = if timed_out {
+                                    checkback::Reason::Timeout
+                                } else {
+                                    checkback::Reason::Recovered
+                                };
+                                to_check.push((shard.clone(), id.clone(), url.to_string(), reason));
+                            }
+                            None if timed_out => to_abort.push(id.clone()),
+                            None => {}
+                        }
                     }
                     _ if check_timeouts
                         && state::expired(
@@ -557,6 +585,9 @@ impl TxnCoordinator {
         }
         for id in to_finish {
             self.spawn_completion(broker, &id);
+        }
+        for (shard, id, url, reason) in to_check {
+            self.spawn_check(broker, shard, id, url, reason);
         }
         for id in to_abort {
             let aborted = self
@@ -582,6 +613,219 @@ impl TxnCoordinator {
             .await;
         }
     }
+}
+
+impl TxnCoordinator {
+    /// Ask the check-back service about `id`'s open transaction in the
+    /// background (see [`check`]).
+    fn spawn_check(
+        &self,
+        broker: &Arc<crate::Broker>,
+        shard: Arc<Shard>,
+        id: String,
+        url: String,
+        reason: checkback::Reason,
+    ) {
+        let (open, generation) = {
+            let mut inner = shard.lock();
+            let Some(open) = inner
+                .txns
+                .get(&id)
+                .map(|e| e.value.clone())
+                .filter(|v| v.status == TxnStatus::Ongoing)
+            else {
+                return;
+            };
+            if !inner.checking.insert(id.clone()) {
+                return;
+            }
+            (open, inner.generation)
+        };
+        let checking = Checking {
+            shard,
+            id,
+            generation,
+        };
+        tokio::spawn(check(Arc::downgrade(broker), checking, open, url, reason));
+    }
+}
+
+/// A check-back task's claim on its id: while it lives, the driver neither
+/// aborts the transaction nor starts another check of it.
+struct Checking {
+    shard: Arc<Shard>,
+    id: String,
+    generation: u64,
+}
+
+impl Checking {
+    /// The transaction asked about, if it is still open as it was (the same
+    /// producer, epoch and start) and the shard was not reloaded since.
+    fn still_open(&self, asked: &TxnValue) -> Option<TxnValue> {
+        let inner = self.shard.lock();
+        if inner.generation != self.generation {
+            return None;
+        }
+        inner
+            .txns
+            .get(&self.id)
+            .map(|e| &e.value)
+            .filter(|v| same_transaction(v, asked))
+            .cloned()
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        let mut inner = self.shard.lock();
+        if inner.generation == self.generation {
+            inner.checking.remove(&self.id);
+        }
+    }
+}
+
+/// Whether `v` is still the open transaction `asked` was.
+fn same_transaction(v: &TxnValue, asked: &TxnValue) -> bool {
+    v.status == TxnStatus::Ongoing
+        && v.producer_id == asked.producer_id
+        && v.producer_epoch == asked.producer_epoch
+        && v.start_ms == asked.start_ms
+}
+
+/// Ask the check-back service at `url` about an open transaction until an
+/// answer decides it, it ends some other way (its producer commits or
+/// aborts it, a new producer fences it), or the shard is unloaded.
+/// `unknown` and failed checks are asked again with backoff, up to
+/// `weir.txn.checkback.max.checks`; after that the default action decides
+/// once the transaction is past its timeout (an id found open at a load
+/// may have a live producer that finishes it first).
+async fn check(
+    broker: Weak<crate::Broker>,
+    checking: Checking,
+    asked: TxnValue,
+    url: String,
+    reason: checkback::Reason,
+) {
+    let id = checking.id.clone();
+    let mut keys: Option<Vec<String>> = None;
+    let mut checks = 0u32;
+    let mut decision: Option<bool> = None;
+    let (max_checks, default_commit, mut backoff, backoff_max) = match broker.upgrade() {
+        Some(b) => {
+            let c = &b.txns.config.checkback;
+            (
+                c.max_checks,
+                c.default_commit,
+                Duration::from_millis(c.backoff_ms),
+                Duration::from_millis(c.backoff_max_ms),
+            )
+        }
+        None => return,
+    };
+    loop {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let Some(open) = checking.still_open(&asked) else {
+            tracing::debug!(transactional_id = %id, "check-back: the transaction ended without it");
+            return;
+        };
+        if decision.is_none() && checks < max_checks {
+            checks += 1;
+            let keys = match &keys {
+                Some(keys) => keys.clone(),
+                None => {
+                    let found = transaction_keys(&broker, &id, &open).await;
+                    keys = Some(found.clone());
+                    found
+                }
+            };
+            match broker
+                .txns
+                .checkback
+                .ask(&url, &id, &open, &keys, checks, reason)
+                .await
+            {
+                Ok(checkback::Action::Commit) => decision = Some(true),
+                Ok(checkback::Action::Abort) => decision = Some(false),
+                Ok(checkback::Action::Unknown) => {
+                    tracing::info!(transactional_id = %id, check = checks, max_checks, %url,
+                        "check-back: the service does not know yet; asking again later");
+                }
+                Err(err) => {
+                    tracing::warn!(transactional_id = %id, check = checks, max_checks, %url, error = %err,
+                        "check-back failed; retrying with backoff (a check that fails counts                          toward weir.txn.checkback.max.checks)");
+                }
+            }
+        }
+        if decision.is_none()
+            && checks >= max_checks
+            && state::timed_out(&open, broker.clock.now_ms())
+        {
+            tracing::warn!(transactional_id = %id, checks, commit = default_commit,
+                "check-back: no answer after weir.txn.checkback.max.checks;                  weir.txn.checkback.default.action decides");
+            decision = Some(default_commit);
+        }
+        if let Some(commit) = decision {
+            let decided = broker
+                .txns
+                .change(&id, |existing, now_ms| match existing {
+                    Some(v) if same_transaction(v, &asked) => {
+                        Ok((Some(state::fenced_end(v, commit, now_ms)), true))
+                    }
+                    _ => Ok((None, false)),
+                })
+                .await;
+            match decided {
+                Ok(true) => {
+                    tracing::info!(transactional_id = %id, commit, checks,
+                        "check-back decided the transaction; its producer is fenced");
+                    drop(checking);
+                    broker.txns.spawn_completion(&broker, &id);
+                    return;
+                }
+                Ok(false) => return,
+                // The producer's own change is being written: look again.
+                Err(ResponseError::ConcurrentTransactions) => {}
+                Err(err) => {
+                    tracing::warn!(transactional_id = %id, error = ?err,
+                        "check-back: cannot write the decision; the coordinator moved");
+                    return;
+                }
+            }
+        }
+        drop(broker);
+        if decision.is_some() {
+            tokio::time::sleep(DRIVER_TICK).await;
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(backoff_max.max(backoff));
+        }
+    }
+}
+
+/// The keys the check-back service is sent: the `weir.txn-key` values of
+/// the transaction's records on the partitions this broker holds.
+async fn transaction_keys(broker: &Arc<crate::Broker>, id: &str, open: &TxnValue) -> Vec<String> {
+    let partitions: Vec<Partition> = open
+        .partitions
+        .iter()
+        .filter(|(topic, _)| topic != crate::group::OFFSETS_TOPIC)
+        .filter_map(|(topic, index)| {
+            let state = broker.topic(topic)?;
+            crate::topics::local_partition(&state, *index).ok()
+        })
+        .collect();
+    let producer_id = open.producer_id;
+    let owned_id = id.to_string();
+    let (keys, complete) =
+        crate::blocking::run(move || checkback::keys_of(&partitions, producer_id, &owned_id))
+            .await
+            .unwrap_or_default();
+    if !complete {
+        tracing::warn!(transactional_id = %id, keys = keys.len(), "check-back: asking with the keys found");
+    }
+    keys
 }
 
 /// An error code as an [`ApiError`] with Kafka's words for it.
@@ -744,14 +988,7 @@ async fn complete(broker: Weak<crate::Broker>, shard: Arc<Shard>, id: String) {
             }
             match written {
                 Ok(()) => {
-                    inner.txns.insert(
-                        id.clone(),
-                        Entry {
-                            value: next,
-                            pending: false,
-                            unwritten: false,
-                        },
-                    );
+                    inner.txns.insert(id.clone(), Entry::settled(next));
                     inner.completing.remove(&id);
                     drop(inner);
                     broker

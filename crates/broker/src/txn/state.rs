@@ -87,6 +87,12 @@ pub(crate) enum InitFailure {
 /// set to abort. At an exhausted epoch the epoch stays: the next
 /// InitProducerId moves the id to a new producer id anyway.
 pub(crate) fn fenced_abort(v: &TxnValue, now_ms: i64) -> TxnValue {
+    fenced_end(v, false, now_ms)
+}
+
+/// [`fenced_abort`], or its commit (`commit`): what check-back writes when
+/// the application's service decides a transaction its producer left.
+pub(crate) fn fenced_end(v: &TxnValue, commit: bool, now_ms: i64) -> TxnValue {
     let epoch = if v.producer_epoch < PRODUCER_EPOCH_EXHAUSTED {
         v.producer_epoch + 1
     } else {
@@ -95,7 +101,11 @@ pub(crate) fn fenced_abort(v: &TxnValue, now_ms: i64) -> TxnValue {
     TxnValue {
         producer_epoch: epoch,
         last_producer_epoch: v.producer_epoch,
-        status: TxnStatus::PrepareAbort,
+        status: if commit {
+            TxnStatus::PrepareCommit
+        } else {
+            TxnStatus::PrepareAbort
+        },
         update_ms: now_ms,
         ..v.clone()
     }
