@@ -2,7 +2,9 @@
 //! three replicas created from any node and answered alike by every node,
 //! `weir cluster local`, replicas moved with `weir topic reassign` while a
 //! producer runs, leadership given back with `weir cluster elect-leaders`,
-//! a group's committed offsets kept across its coordinator's death, the
+//! a group's committed offsets kept across its coordinator's death,
+//! transactions whose partitions other brokers lead, committed across the
+//! death of their coordinator, the
 //! refusals that keep a data folder to the kind of node that made it, a
 //! broker-only node (a quorum learner) added, restarted, replaced with an
 //! empty disk and unregistered, a controller-only voter, and a voter that
@@ -104,6 +106,16 @@ fn start_voters(
         },
     )?;
     Ok((nodes, voters))
+}
+
+/// `bootstrap.servers` of the nodes still running.
+fn bootstrap_alive(nodes: &[Broker]) -> String {
+    nodes
+        .iter()
+        .filter(|n| n.pid().is_some())
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn bootstrap(nodes: &[Broker]) -> String {
@@ -635,18 +647,13 @@ fn committed_offsets_survive_the_death_of_the_groups_coordinator() -> anyhow::Re
 
     // The coordinator is the leader of the group's offsets partition.
     let offsets = describe(&all, "__consumer_offsets")?;
-    let victim = first_coordinator(&all)?;
+    let victim = coordinator_of(&all, 0, "keepers")?;
     ensure!(
         offsets.values().any(|d| d.leader == victim),
         "the coordinator {victim} leads an offsets partition: {offsets:?}"
     );
     nodes[usize::try_from(victim - 1)?].sigkill()?;
-    let alive: String = nodes
-        .iter()
-        .filter(|n| n.pid().is_some())
-        .map(Broker::bootstrap)
-        .collect::<Vec<_>>()
-        .join(",");
+    let alive = bootstrap_alive(&nodes);
     let resumed = group(&alive)?;
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition("tracked", 0);
@@ -676,29 +683,6 @@ fn topic_id(bootstrap: &str, topic: &str) -> anyhow::Result<String> {
     let metadata = client.metadata(Some(&[topic.to_owned()]))?;
     let found = metadata.topics.first().context("no topic in the answer")?;
     Ok(found.topic_id.hyphenated().to_string())
-}
-
-/// The node id FindCoordinator names for the group `keepers`.
-fn first_coordinator(bootstrap: &str) -> anyhow::Result<i32> {
-    use kafka_protocol::messages::FindCoordinatorRequest;
-    let address = bootstrap.split(',').next().context("an address")?;
-    let mut client = weir_client::Client::connect(address, &weir_client::Config::default())?;
-    let request = FindCoordinatorRequest::default()
-        .with_key_type(0)
-        .with_coordinator_keys(vec![kafka_protocol::protocol::StrBytes::from_static_str(
-            "keepers",
-        )]);
-    let response = client.send(&request, 4)?;
-    let found = response
-        .coordinators
-        .first()
-        .context("no coordinator in the answer")?;
-    ensure!(
-        found.error_code == 0,
-        "FindCoordinator: {}",
-        found.error_code
-    );
-    Ok(found.node_id.0)
 }
 
 #[test]
@@ -1797,6 +1781,169 @@ fn deleted_records_stay_deleted_on_every_replica_and_across_a_failover() -> anyh
         read.get(&0) == Some(&from_start),
         "a consumer from the beginning read {:?} records, expected those from {START}",
         read.get(&0).map(Vec::len)
+    );
+    Ok(())
+}
+
+/// The node id FindCoordinator names for `key` of `key_type` (0 a group,
+/// 1 a transactional id), once it names one.
+fn coordinator_of(bootstrap: &str, key_type: i8, key: &str) -> anyhow::Result<i32> {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    let address = bootstrap.split(',').next().context("an address")?;
+    let mut found = None;
+    wait_until(SETTLE_TIMEOUT, "a coordinator", || {
+        let mut client = weir_client::Client::connect(address, &weir_client::Config::default())?;
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(key_type)
+            .with_coordinator_keys(vec![kafka_protocol::protocol::StrBytes::from_string(
+                key.to_string(),
+            )]);
+        let response = client.send(&request, 4)?;
+        found = response
+            .coordinators
+            .first()
+            .filter(|c| c.error_code == 0)
+            .map(|c| c.node_id.0);
+        Ok(found.is_some())
+    })?;
+    found.context("no coordinator")
+}
+
+/// The values a read_committed consumer reads from `topic`, sorted, up to
+/// each partition's last stable offset. A transaction's last record is its
+/// marker, never delivered: the read ends when the position, which moves
+/// past it, reaches the end.
+fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<u64>> {
+    let consumer: BaseConsumer = common::consumer_config(bootstrap)
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..partitions {
+        let (low, end) = consumer.fetch_watermarks(topic, p, CLIENT_TIMEOUT)?;
+        ends.insert(p, end);
+        assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
+    }
+    consumer.assign(&assignment)?;
+    let mut values = Vec::new();
+    wait_until(CLIENT_TIMEOUT, "reading to the last stable offsets", || {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            let text =
+                std::str::from_utf8(rdkafka::Message::payload(&message).unwrap_or_default())?;
+            values.push(text.parse::<u64>()?);
+        }
+        Ok(consumer.position()?.elements().iter().all(|e| {
+            let end = ends.get(&e.partition()).copied().unwrap_or(0);
+            match e.offset() {
+                Offset::Offset(at) => at >= end,
+                _ => end == 0,
+            }
+        }))
+    })?;
+    values.sort_unstable();
+    Ok(values)
+}
+
+#[test]
+fn transactions_span_brokers_and_survive_the_death_of_their_coordinator() -> anyhow::Result<()> {
+    use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+    let mut nodes = start_cluster(
+        3,
+        &[
+            "--set",
+            "transaction.state.log.num.partitions=3",
+            "--set",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms=200",
+        ],
+    )?;
+    let all = bootstrap(&nodes);
+    // Three partitions, led by different brokers: each transaction's
+    // markers go to leaders other than its coordinator.
+    create_replicated_blocking(&all, "ledger", 3, 3)?;
+    let ledger = wait_full_isr(&nodes, "ledger")?;
+    let leaders: std::collections::BTreeSet<i32> = ledger.values().map(|d| d.leader).collect();
+    ensure!(
+        leaders.len() > 1,
+        "the partitions' leaders are spread: {ledger:?}"
+    );
+
+    let timeout = Duration::from_secs(60);
+    let producer: ThreadedProducer<DefaultProducerContext> = common::producer_config(&all)
+        .set("transactional.id", "ledger-tx")
+        .set("transaction.timeout.ms", "60000")
+        .create()?;
+    producer.init_transactions(timeout)?;
+    let send = |value: u64| -> anyhow::Result<()> {
+        let text = value.to_string();
+        let partition = i32::try_from(value % 3)?;
+        producer
+            .send(
+                BaseRecord::to("ledger")
+                    .partition(partition)
+                    .key(&text)
+                    .payload(&text),
+            )
+            .map_err(|(e, _)| e)?;
+        Ok(())
+    };
+    let mut committed = std::collections::BTreeSet::new();
+    for t in 0..10u64 {
+        producer.begin_transaction()?;
+        for r in 0..3 {
+            send(t * 10 + r)?;
+        }
+        if t % 3 == 2 {
+            producer.flush(timeout)?;
+            producer.abort_transaction(timeout)?;
+        } else {
+            producer.commit_transaction(timeout)?;
+            committed.extend((0..3).map(|r| t * 10 + r));
+        }
+    }
+
+    // A transaction in flight when its coordinator dies: its records are
+    // written, its state replicated; the commit goes to the new coordinator.
+    producer.begin_transaction()?;
+    for r in 0..3 {
+        send(1000 + r)?;
+    }
+    producer.flush(timeout)?;
+    wait_full_isr(&nodes, "__transaction_state")?;
+    let victim = coordinator_of(&all, 1, "ledger-tx")?;
+    nodes[usize::try_from(victim - 1)?].sigkill()?;
+    let outcome = producer.commit_transaction(timeout);
+    if outcome.is_ok() {
+        committed.extend(1000..1003);
+    }
+
+    let alive = bootstrap_alive(&nodes);
+    ensure!(
+        coordinator_of(&alive, 1, "ledger-tx")? != victim,
+        "a new coordinator took over"
+    );
+    // read_committed (librdkafka's default isolation) once every
+    // transaction has ended: its last stable offsets reach the ends.
+    let mut read: Vec<u64> = Vec::new();
+    wait_until(SETTLE_TIMEOUT, "the committed records, once each", || {
+        read = match read_committed(&alive, "ledger", 3) {
+            Ok(read) => read,
+            Err(err) => {
+                eprintln!("not read yet: {err:#}");
+                return Ok(false);
+            }
+        };
+        Ok(read
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            == committed)
+    })
+    .with_context(|| format!("commit after the coordinator's death: {outcome:?}; read {read:?}"))?;
+    assert_eq!(read.len(), committed.len(), "each committed record once");
+    ensure!(
+        outcome.is_ok(),
+        "the commit after the failover: {outcome:?}"
     );
     Ok(())
 }

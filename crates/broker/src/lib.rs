@@ -20,6 +20,7 @@ mod blocking;
 mod config;
 mod error;
 mod group;
+mod peer;
 mod producer_ids;
 mod record_keys;
 mod replica;
@@ -104,6 +105,8 @@ pub struct Broker {
     groups: Arc<group::GroupCoordinator>,
     txns: Arc<txn::TxnCoordinator>,
     replicas: Arc<replica::ReplicaManager>,
+    /// Requests to other brokers: transaction markers and verifications.
+    peers: peer::Peers,
 }
 
 impl std::fmt::Debug for Broker {
@@ -126,6 +129,7 @@ impl Broker {
         let config_groups = config.group.clone();
         let clock_groups = clock.clone();
         let (config_txn, clock_txn) = (config.txn.clone(), clock.clone());
+        let metadata_peers = metadata.clone();
         let replicas = replica::ReplicaManager::new(
             replica::ReplicaSettings {
                 node_id: config.node_id,
@@ -146,6 +150,7 @@ impl Broker {
             groups: Arc::new(group::GroupCoordinator::new(config_groups, clock_groups)),
             txns: Arc::new(txn::TxnCoordinator::new(config_txn, clock_txn)),
             replicas,
+            peers: peer::Peers::new(metadata_peers),
         };
         broker.load_topics()?;
         broker.load_groups()?;

@@ -668,7 +668,8 @@ impl Broker {
         }
         self.apply_replica_assignments()
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        self.follow_coordinators()
+        self.follow_coordinators()?;
+        self.follow_txn_coordinators()
     }
 
     /// Drop a topic from the registry and remove its storage here.
@@ -714,6 +715,52 @@ fn assignment_refused(err: weir_metadata::MetadataError, assigned: bool) -> ApiE
             ApiError::new(ResponseError::InvalidReplicaAssignment, why)
         }
         other => other.into(),
+    }
+}
+
+impl Broker {
+    /// Make a coordinator's shards follow this broker's leadership of the
+    /// partitions of its internal topic `state` (`__consumer_offsets`,
+    /// `__transaction_state`): a partition led here at an epoch its shard
+    /// was not loaded at is loaded (an older load unloaded first: it
+    /// missed what the leaders in between wrote, and changes can arrive
+    /// coalesced, so this broker may never have seen itself lose the lead;
+    /// the old load's parked requests hear NOT_COORDINATOR and retry
+    /// against the new one), and a loaded partition no longer led here is
+    /// unloaded. Returns the partitions loaded and unloaded. Blocks on file
+    /// I/O (a load replays the partition).
+    pub(crate) fn follow_leadership(
+        &self,
+        state: &TopicState,
+        loaded_epoch: impl Fn(i32) -> Option<i32>,
+        unload: impl Fn(i32),
+        load: impl Fn(i32, Partition) -> Result<(), String>,
+    ) -> Result<(Vec<i32>, Vec<i32>), ApiError> {
+        let (mut loaded, mut unloaded) = (Vec::new(), Vec::new());
+        for index in 0..state.meta.partitions {
+            let led = state.local(index).filter(|p| {
+                matches!(
+                    self.replicas.leadership(p.id()),
+                    crate::replica::Leadership::Leader { .. }
+                )
+            });
+            match (led, loaded_epoch(index)) {
+                (Some(partition), was) if was != Some(partition.leader_epoch()) => {
+                    if was.is_some() {
+                        unload(index);
+                    }
+                    load(index, partition.clone())
+                        .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e))?;
+                    loaded.push(index);
+                }
+                (None, Some(_)) => {
+                    unload(index);
+                    unloaded.push(index);
+                }
+                _ => {}
+            }
+        }
+        Ok((loaded, unloaded))
     }
 }
 

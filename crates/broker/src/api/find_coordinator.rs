@@ -1,8 +1,8 @@
 //! FindCoordinator: which broker coordinates a group or a transactional
 //! id. On a single broker it is always this one; on a cluster, the leader
-//! of the group's `__consumer_offsets` partition (a cluster does not
-//! coordinate transactions yet). The batched form (v4+) answers each key on
-//! its own.
+//! of the group's `__consumer_offsets` partition, or of the transactional
+//! id's `__transaction_state` partition. The batched form (v4+) answers
+//! each key on its own.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;

@@ -444,23 +444,38 @@ fn verify_transaction(
     if partition.open_transaction(producer_id).is_some() {
         return Ok(());
     }
-    broker
-        .txns()
-        .verify(id, producer_id, epoch, &(topic.to_string(), index))
-        .map_err(|code| {
-            let code = match code {
-                ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
-                other => other,
-            };
-            ApiError::new(
-                code,
-                format!(
-                    "producer {producer_id} (epoch {epoch}) of transactional id {id} has not \
+    let key = (topic.to_string(), index);
+    let verified = if broker.txns().coordinates(id) || !broker.metadata().replicated() {
+        broker.txns().verify(id, producer_id, epoch, &key)
+    } else {
+        // The coordinator is another broker. This runs on the blocking pool
+        // (`append`), which may wait on the runtime for its answer.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .block_on(broker.verify_transaction(
+                    id,
+                    (producer_id, epoch),
+                    std::slice::from_ref(&key),
+                ))
+                .pop()
+                .unwrap_or(Err(ResponseError::UnknownServerError)),
+            Err(_) => Err(ResponseError::NotEnoughReplicas),
+        }
+    };
+    verified.map_err(|code| {
+        let code = match code {
+            ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+            other => other,
+        };
+        ApiError::new(
+            code,
+            format!(
+                "producer {producer_id} (epoch {epoch}) of transactional id {id} has not \
                      added {topic}-{index} to an open transaction"
-                ),
-            )
-            .into()
-        })
+            ),
+        )
+        .into()
+    })
 }
 
 type Wait = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;

@@ -264,7 +264,7 @@ pub(crate) async fn write_markers(
                 let code = match broker.topic(t.name.as_str()) {
                     None => ResponseError::UnknownTopicOrPartition.code(),
                     Some(_) => broker
-                        .write_marker(
+                        .write_marker_here(
                             t.name.as_str(),
                             p,
                             m.producer_id.0,
@@ -458,12 +458,15 @@ pub(crate) async fn offset_commit(
     let group_error = if accepted.is_empty() {
         None
     } else {
-        let verified = broker.txns().verify(
-            req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
-            &home,
-        );
+        let verified = broker
+            .verify_transaction(
+                req.transactional_id.as_str(),
+                (req.producer_id.0, req.producer_epoch),
+                std::slice::from_ref(&home),
+            )
+            .await
+            .pop()
+            .unwrap_or(Err(ResponseError::UnknownServerError));
         match verified {
             Err(code) => Some(code),
             Ok(()) => groups

@@ -605,38 +605,16 @@ impl crate::Broker {
                 crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
             })?;
         }
-        let (mut loaded, mut unloaded) = (Vec::new(), Vec::new());
-        for index in 0..state.meta.partitions {
-            let led = state.local(index).filter(|p| {
-                matches!(
-                    self.replicas.leadership(p.id()),
-                    crate::replica::Leadership::Leader { .. }
-                )
-            });
-            // A shard loaded in an earlier leadership missed what the
-            // leaders in between wrote (changes can arrive coalesced, so
-            // this broker may never have seen itself lose the lead).
-            match (led, self.groups.shard_epoch(index)) {
-                (Some(partition), was) if was != Some(partition.leader_epoch()) => {
-                    if was.is_some() {
-                        // Parked requests of the old leadership hear
-                        // NOT_COORDINATOR and retry against the new one.
-                        self.groups.unload_shard(index);
-                    }
-                    self.groups
-                        .load_shard(index, partition.clone())
-                        .map_err(|e| {
-                            crate::ApiError::new(ResponseError::KafkaStorageError, e.to_string())
-                        })?;
-                    loaded.push(index);
-                }
-                (None, Some(_)) => {
-                    self.groups.unload_shard(index);
-                    unloaded.push(index);
-                }
-                _ => {}
-            }
-        }
+        let (loaded, unloaded) = self.follow_leadership(
+            &state,
+            |index| self.groups.shard_epoch(index),
+            |index| self.groups.unload_shard(index),
+            |index, partition| {
+                self.groups
+                    .load_shard(index, partition)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
         if !loaded.is_empty() || !unloaded.is_empty() {
             tracing::info!(took_over = ?loaded, handed_over = ?unloaded,
                 "group coordination follows the leadership of {OFFSETS_TOPIC} partitions");
@@ -655,58 +633,77 @@ impl crate::Broker {
         &self,
         group: &str,
     ) -> Result<(i32, String, i32), crate::ApiError> {
-        let me = (
-            self.config.node_id,
-            self.config.advertised_host.clone(),
-            self.config.advertised_port,
-        );
         if !self.metadata.replicated() {
-            return Ok(me);
+            return Ok((
+                self.config.node_id,
+                self.config.advertised_host.clone(),
+                self.config.advertised_port,
+            ));
         }
+        let config = self.groups.config();
+        self.internal_topic_leader(
+            OFFSETS_TOPIC,
+            group,
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_replication_factor,
+        )
+    }
+
+    /// On a cluster, the leader of `key`'s partition of the compacted
+    /// internal topic `topic` (`__consumer_offsets`, `__transaction_state`),
+    /// as `(id, host, port)`, making the topic on first use with
+    /// `partitions` and `replication_factor`: until enough brokers are up,
+    /// or while the partition has no leader, the answer is
+    /// COORDINATOR_NOT_AVAILABLE and the client retries. Blocks on the
+    /// metadata quorum when it creates the topic.
+    pub(crate) fn internal_topic_leader(
+        &self,
+        topic: &str,
+        key: &str,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Result<(i32, String, i32), crate::ApiError> {
         let unavailable =
             |why: String| crate::ApiError::new(ResponseError::CoordinatorNotAvailable, why);
-        let meta = match self.metadata.topic(OFFSETS_TOPIC) {
+        let meta = match self.metadata.topic(topic) {
             Some(meta) => meta,
             None => {
                 let configs = BTreeMap::from([
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("flush.messages".to_string(), "1".to_string()),
                 ]);
-                let config = self.groups.config();
-                match self.create_topic(
-                    OFFSETS_TOPIC,
-                    config.offsets_topic_num_partitions,
-                    config.offsets_topic_replication_factor,
-                    configs,
-                    false,
-                ) {
+                match self.create_topic(topic, partitions, replication_factor, configs, false) {
                     Ok(meta) => meta,
                     Err(err) if err.code == ResponseError::TopicAlreadyExists => self
                         .metadata
-                        .topic(OFFSETS_TOPIC)
-                        .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} is being changed")))?,
+                        .topic(topic)
+                        .ok_or_else(|| unavailable(format!("{topic} is being changed")))?,
                     Err(err) => {
                         return Err(unavailable(format!(
-                            "cannot create {OFFSETS_TOPIC}: {}",
+                            "cannot create {topic}: {}",
                             err.message
                         )));
                     }
                 }
             }
         };
-        let index = records::partition_for(group, meta.partitions);
+        let index = records::partition_for(key, meta.partitions);
         let leader = meta
             .assignment(index, self.config.node_id)
             .map_or(weir_metadata::NO_LEADER, |a| a.leader);
         if leader == self.config.node_id {
-            return Ok(me);
+            return Ok((
+                self.config.node_id,
+                self.config.advertised_host.clone(),
+                self.config.advertised_port,
+            ));
         }
         self.metadata
             .brokers()
             .into_iter()
             .find(|b| b.id == leader && !b.fenced)
             .map(|b| (b.id, b.host, b.port))
-            .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{index} has no leader now")))
+            .ok_or_else(|| unavailable(format!("{topic}-{index} has no leader now")))
     }
 
     /// The group coordinator.

@@ -35,7 +35,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut as _, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -43,18 +42,16 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, RequestHeader,
-    ResponseHeader, TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use weir_storage::{Partition, PartitionId};
 use weir_sync::lock;
 
 use super::{ReplicaError, ReplicaSettings};
+use crate::peer::{Connection, PeerError};
 
 /// The Fetch version a follower sends: topics by id, `replica_id` in the body.
 const FETCH_VERSION: i16 = 13;
@@ -225,6 +222,18 @@ enum FetchError {
     Poisoned(#[from] weir_sync::PoisonedLock),
 }
 
+impl From<PeerError> for FetchError {
+    fn from(e: PeerError) -> Self {
+        match e {
+            PeerError::Io(e) => Self::Io(e),
+            PeerError::Timeout(ms) => Self::Timeout(ms),
+            PeerError::TooLarge(size) => Self::TooLarge(size),
+            PeerError::Codec(what) => Self::Codec(what),
+            unknown @ PeerError::Unknown(_) => Self::Codec(unknown.to_string()),
+        }
+    }
+}
+
 async fn run(settings: ReplicaSettings, endpoint: (String, i32), shared: Arc<Shared>) {
     let mut backoff_ms = BACKOFF_MS_MIN;
     loop {
@@ -250,7 +259,13 @@ async fn session(
     let response_bytes_max = usize::try_from(settings.fetch_response_bytes_max)
         .unwrap_or(0)
         .saturating_add(RESPONSE_OVERHEAD_BYTES_MAX);
-    let mut conn = Connection::open(endpoint, response_bytes_max).await?;
+    let mut conn = Connection::open(
+        endpoint,
+        response_bytes_max,
+        "weir-replica-fetcher",
+        Duration::from_millis(REQUEST_TIMEOUT_MS + FETCH_WAIT_MS_MAX as u64),
+    )
+    .await?;
     *backoff_ms = BACKOFF_MS_MIN;
     loop {
         let now = tokio::time::Instant::now();
@@ -721,94 +736,4 @@ async fn start_at_leader_log_start(
         }
     }
     Ok(())
-}
-
-/// A connection to the leader's Kafka listener.
-struct Connection {
-    stream: TcpStream,
-    correlation_id: i32,
-    response_bytes_max: usize,
-}
-
-impl Connection {
-    async fn open(endpoint: &(String, i32), response_bytes_max: usize) -> Result<Self, FetchError> {
-        let port = u16::try_from(endpoint.1)
-            .map_err(|_| FetchError::Codec(format!("port {} is not a port", endpoint.1)))?;
-        let stream = tokio::time::timeout(
-            Duration::from_millis(REQUEST_TIMEOUT_MS),
-            TcpStream::connect((endpoint.0.as_str(), port)),
-        )
-        .await
-        .map_err(|_| FetchError::Timeout(REQUEST_TIMEOUT_MS))??;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            correlation_id: 0,
-            response_bytes_max,
-        })
-    }
-
-    async fn call<R: Request>(
-        &mut self,
-        request: &R,
-        version: i16,
-    ) -> Result<R::Response, FetchError> {
-        let timeout_ms = REQUEST_TIMEOUT_MS + FETCH_WAIT_MS_MAX as u64;
-        tokio::time::timeout(
-            Duration::from_millis(timeout_ms),
-            self.exchange(request, version),
-        )
-        .await
-        .map_err(|_| FetchError::Timeout(timeout_ms))?
-    }
-
-    async fn exchange<R: Request>(
-        &mut self,
-        request: &R,
-        version: i16,
-    ) -> Result<R::Response, FetchError> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("weir-replica-fetcher")));
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .map_err(codec)?;
-        request.encode(&mut frame, version).map_err(codec)?;
-        let len = i32::try_from(frame.len() - 4).map_err(|_| FetchError::TooLarge(frame.len()))?;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&frame).await?;
-        // The one frame reader, which grows its buffer with the bytes that
-        // arrive rather than with the size announced.
-        let mut body = match weir_protocol::read_frame(&mut self.stream, self.response_bytes_max)
-            .await
-        {
-            Ok(Some(body)) => body,
-            Ok(None) => return Err(FetchError::Codec("the leader closed the connection".into())),
-            Err(weir_protocol::FrameError::TooLarge { size, .. }) => {
-                return Err(FetchError::TooLarge(
-                    usize::try_from(size).unwrap_or(usize::MAX),
-                ));
-            }
-            Err(e) => return Err(FetchError::Codec(e.to_string())),
-        };
-        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
-            .map_err(codec)?;
-        if header.correlation_id != self.correlation_id {
-            return Err(FetchError::Codec(format!(
-                "response to request {} came for {}",
-                self.correlation_id, header.correlation_id
-            )));
-        }
-        R::Response::decode(&mut body, version).map_err(codec)
-    }
-}
-
-/// An encoding or decoding failure of kafka-protocol.
-fn codec(e: impl std::fmt::Display) -> FetchError {
-    FetchError::Codec(e.to_string())
 }

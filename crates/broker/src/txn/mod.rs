@@ -37,6 +37,11 @@ use crate::error::ApiError;
 use crate::producer_ids::ProducerIdAndEpoch;
 use records::{TXN_TOPIC, TxnStatus, TxnValue};
 
+/// The AddPartitionsToTxn version a partition leader verifies with (the
+/// first with `verify_only`).
+const VERIFY_VERSION: i16 = 4;
+/// The WriteTxnMarkers version a coordinator sends to partition leaders.
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// Bytes read per step when loading a `__transaction_state` partition.
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
 /// How often the driver looks for work: markers to finish, timeouts, expiry.
@@ -217,6 +222,35 @@ impl TxnCoordinator {
             })
             .collect();
         Ok(())
+    }
+
+    /// The leader epoch shard `index` was loaded at, while it coordinates
+    /// its ids.
+    fn shard_epoch(&self, index: i32) -> Option<i32> {
+        self.shard_at(index).and_then(|shard| {
+            let inner = shard.lock();
+            inner.partition.as_ref().and(inner.loaded_epoch)
+        })
+    }
+
+    /// Stop coordinating the ids of one partition (its leadership moved):
+    /// tasks started under this load apply nothing more, and requests hear
+    /// NOT_COORDINATOR.
+    pub(crate) fn unload_shard(&self, index: i32) {
+        if let Some(shard) = self.shard_at(index) {
+            let mut inner = shard.lock();
+            inner.generation += 1;
+            inner.partition = None;
+            inner.loaded_epoch = None;
+            inner.txns.clear();
+            inner.completing.clear();
+            inner.checking.clear();
+        }
+    }
+
+    /// Whether this broker coordinates `transactional_id` now.
+    pub(crate) fn coordinates(&self, transactional_id: &str) -> bool {
+        self.shard(transactional_id).is_ok()
     }
 
     /// The shard of `transactional_id`; NOT_COORDINATOR when this broker
@@ -1100,7 +1134,7 @@ impl crate::Broker {
     /// of a transactional id). Blocks on file I/O.
     pub(crate) fn load_transactions(&self) -> Result<(), ApiError> {
         if self.metadata.replicated() {
-            return Ok(());
+            return self.follow_txn_coordinators();
         }
         let Some(state) = self.topic(TXN_TOPIC) else {
             return Ok(());
@@ -1116,21 +1150,65 @@ impl crate::Broker {
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))
     }
 
+    /// On a cluster: coordinate the ids of each `__transaction_state`
+    /// partition this broker leads, and only those, as the group
+    /// coordinator follows `__consumer_offsets` (`follow_coordinators`). A
+    /// shard is replayed from the local replica when its leadership arrives
+    /// (every state a client was answered on waited for the ISR), and its
+    /// Prepare states are finished and its open transactions checked back
+    /// by the driver as after a restart. Blocks on file I/O.
+    pub(crate) fn follow_txn_coordinators(&self) -> Result<(), ApiError> {
+        let Some(state) = self.topic(TXN_TOPIC) else {
+            return Ok(());
+        };
+        let storage = |e: LoadError| ApiError::new(ResponseError::KafkaStorageError, e.to_string());
+        if !self.txns.loaded() {
+            let unloaded = vec![None; usize::try_from(state.meta.partitions).unwrap_or(0)];
+            self.txns
+                .load(
+                    unloaded
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, p)| (i32::try_from(i).unwrap_or(i32::MAX), p))
+                        .collect(),
+                )
+                .map_err(storage)?;
+        }
+        let (loaded, unloaded) = self.follow_leadership(
+            &state,
+            |index| self.txns.shard_epoch(index),
+            |index| self.txns.unload_shard(index),
+            |index, partition| {
+                self.txns
+                    .load_shard(index, partition)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        if !loaded.is_empty() || !unloaded.is_empty() {
+            tracing::info!(took_over = ?loaded, handed_over = ?unloaded,
+                "transaction coordination follows the leadership of {TXN_TOPIC} partitions");
+        }
+        Ok(())
+    }
+
     /// The broker coordinating `transactional_id`, as `(id, host, port)`:
     /// this one on a single node, making `__transaction_state` on first
-    /// use. A cluster does not serve transactions yet: its answer is
-    /// COORDINATOR_NOT_AVAILABLE. Blocks on file I/O when it makes the topic.
+    /// use; on a cluster the leader of the id's `__transaction_state`
+    /// partition (the topic made on first use with
+    /// `transaction.state.log.replication.factor` replicas). Blocks on file
+    /// I/O, or on the metadata quorum, when it makes the topic.
     pub(crate) fn txn_coordinator(
         &self,
         transactional_id: &str,
     ) -> Result<(i32, String, i32), ApiError> {
         if self.metadata.replicated() {
-            return Err(ApiError::new(
-                ResponseError::CoordinatorNotAvailable,
-                "this cluster does not coordinate transactions yet",
-            ));
+            return self.internal_topic_leader(
+                TXN_TOPIC,
+                transactional_id,
+                self.txns.config.state_log_num_partitions,
+                self.txns.config.state_log_replication_factor,
+            );
         }
-        let _ = transactional_id;
         if !self.txns.loaded() {
             if self.topic(TXN_TOPIC).is_none() {
                 // Commits of state are answered once durable whatever the
@@ -1155,9 +1233,198 @@ impl crate::Broker {
         ))
     }
 
-    /// Append a transaction marker to a partition this broker leads and
-    /// wait until it is committed.
+    /// Verify that `producer` (id, epoch) of `transactional_id` has each of
+    /// `partitions` in its open transaction (KIP-890): with this broker's
+    /// shard when it coordinates the id, else, on a cluster, with the
+    /// coordinator (AddPartitionsToTxn with `verify_only`, as Kafka's
+    /// partition leaders ask). A coordinator that cannot be asked now is
+    /// NOT_ENOUGH_REPLICAS, which producers retry (Kafka's answer too).
+    pub(crate) async fn verify_transaction(
+        &self,
+        transactional_id: &str,
+        (producer_id, epoch): (i64, i16),
+        partitions: &[(String, i32)],
+    ) -> Vec<Result<(), ResponseError>> {
+        let local = |p: &(String, i32)| self.txns.verify(transactional_id, producer_id, epoch, p);
+        if self.txns.coordinates(transactional_id) || !self.metadata.replicated() {
+            return partitions.iter().map(local).collect();
+        }
+        match self
+            .verify_remotely(transactional_id, (producer_id, epoch), partitions)
+            .await
+        {
+            Ok(answers) => answers,
+            Err(err) => {
+                tracing::debug!(transactional_id, error = ?err, "cannot verify a transaction with its coordinator now");
+                partitions
+                    .iter()
+                    .map(|_| Err(ResponseError::NotEnoughReplicas))
+                    .collect()
+            }
+        }
+    }
+
+    async fn verify_remotely(
+        &self,
+        transactional_id: &str,
+        (producer_id, epoch): (i64, i16),
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        use kafka_protocol::messages::add_partitions_to_txn_request::{
+            AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+        };
+        use kafka_protocol::messages::{AddPartitionsToTxnRequest, TopicName, TransactionalId};
+        use kafka_protocol::protocol::StrBytes;
+        let meta = self
+            .metadata
+            .topic(TXN_TOPIC)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let index = crate::group::records::partition_for(transactional_id, meta.partitions);
+        let coordinator = meta
+            .assignment(index, self.config.node_id)
+            .map_or(weir_metadata::NO_LEADER, |a| a.leader);
+        if coordinator == weir_metadata::NO_LEADER || coordinator == self.config.node_id {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, p) in partitions {
+            by_topic.entry(topic).or_default().push(*p);
+        }
+        let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(
+                    transactional_id.to_string(),
+                )))
+                .with_producer_id(producer_id.into())
+                .with_producer_epoch(epoch)
+                .with_verify_only(true)
+                .with_topics(
+                    by_topic
+                        .into_iter()
+                        .map(|(topic, ps)| {
+                            AddPartitionsToTxnTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                ),
+        ]);
+        let response = self
+            .peers
+            .call(coordinator, &request, VERIFY_VERSION)
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        if let Some(err) = ResponseError::try_from_code(response.error_code) {
+            return Err(err);
+        }
+        let results = response
+            .results_by_transaction
+            .iter()
+            .find(|r| r.transactional_id.as_str() == transactional_id)
+            .ok_or(ResponseError::UnknownServerError)?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, p)| {
+                let code = results
+                    .topic_results
+                    .iter()
+                    .filter(|t| t.name.as_str() == topic)
+                    .flat_map(|t| &t.results_by_partition)
+                    .find(|r| r.partition_index == *p)
+                    .map_or(ResponseError::UnknownServerError.code(), |r| {
+                        r.partition_error_code
+                    });
+                match ResponseError::try_from_code(code) {
+                    None => Ok(()),
+                    // The coordinator moved or is busy: the producer retries.
+                    Some(
+                        ResponseError::NotCoordinator
+                        | ResponseError::CoordinatorNotAvailable
+                        | ResponseError::CoordinatorLoadInProgress
+                        | ResponseError::ConcurrentTransactions,
+                    ) => Err(ResponseError::NotEnoughReplicas),
+                    Some(err) => Err(err),
+                }
+            })
+            .collect())
+    }
+
+    /// Write a transaction marker to a partition and wait until it is
+    /// committed: appended here when this broker leads it, else sent to its
+    /// leader as WriteTxnMarkers, as Kafka's coordinator sends it.
     pub(crate) async fn write_marker(
+        &self,
+        topic: &str,
+        index: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: TxnMarker,
+    ) -> Result<(), ResponseError> {
+        if !self.metadata.replicated() {
+            return self
+                .write_marker_here(topic, index, producer_id, producer_epoch, marker)
+                .await;
+        }
+        let Some(meta) = self.metadata.topic(topic) else {
+            // The topic was deleted: there is nothing left to mark.
+            return Ok(());
+        };
+        let leader = meta
+            .assignment(index, self.config.node_id)
+            .map_or(weir_metadata::NO_LEADER, |a| a.leader);
+        if leader == weir_metadata::NO_LEADER {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if leader == self.config.node_id {
+            return self
+                .write_marker_here(topic, index, producer_id, producer_epoch, marker)
+                .await;
+        }
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        let request =
+            kafka_protocol::messages::WriteTxnMarkersRequest::default().with_markers(vec![
+                WritableTxnMarker::default()
+                    .with_producer_id(producer_id.into())
+                    .with_producer_epoch(producer_epoch)
+                    .with_transaction_result(marker.commit)
+                    .with_coordinator_epoch(marker.coordinator_epoch)
+                    .with_topics(vec![
+                        WritableTxnMarkerTopic::default()
+                            .with_name(kafka_protocol::messages::TopicName(
+                                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
+                            ))
+                            .with_partition_indexes(vec![index]),
+                    ]),
+            ]);
+        let response = self
+            .peers
+            .call(leader, &request, WRITE_TXN_MARKERS_VERSION)
+            .await
+            .map_err(|err| {
+                tracing::warn!(%topic, partition = index, leader, error = %err,
+                    "cannot send a transaction marker to the partition's leader");
+                ResponseError::NotLeaderOrFollower
+            })?;
+        let code = response
+            .markers
+            .iter()
+            .flat_map(|m| &m.topics)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == index)
+            .map(|p| p.error_code)
+            .ok_or(ResponseError::UnknownServerError)?;
+        match ResponseError::try_from_code(code) {
+            None => Ok(()),
+            Some(err) => Err(err),
+        }
+    }
+
+    /// Append a transaction marker to a partition this broker leads and
+    /// wait until it is committed (WriteTxnMarkers' handler, and the
+    /// coordinator for partitions it leads).
+    pub(crate) async fn write_marker_here(
         &self,
         topic: &str,
         index: i32,
