@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -31,43 +31,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The topic the application's orders go to.
 const TOPIC: &str = "orders";
 
-/// The reference application, built once per test binary with the same
-/// features as this test (cargo test builds it already; this makes a run
-/// of this file alone use a current one).
-fn app() -> anyhow::Result<&'static Path> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let mut build = Command::new(env!("CARGO"));
-            // The profile, packages and features scripts/test.sh builds
-            // with, so there this finds the example built and compiles nothing.
-            build.args([
-                "build",
-                "--quiet",
-                "--workspace",
-                "--profile",
-                "test",
-                "--example",
-                "checkback_orders",
-            ]);
-            if cfg!(feature = "failpoints") {
-                build.args(["--features", "weir/failpoints"]);
-            }
-            let status = build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build --example checkback_orders: {status}"));
-            }
-            let weir = PathBuf::from(env!("CARGO_BIN_EXE_weir"));
-            Ok(weir
-                .parent()
-                .map(|dir| dir.join("examples").join("checkback_orders"))
-                .unwrap_or_default())
-        })
-        .as_deref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
+/// The reference application (`examples/checkback_orders.rs`).
+fn app() -> anyhow::Result<PathBuf> {
+    common::example("checkback_orders")
 }
 
 /// The check-back service (`checkback_orders serve`): its URL, and every

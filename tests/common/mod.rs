@@ -606,3 +606,40 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The binary of `examples/<name>.rs` (a reference application the test
+/// runs as real processes), built once per test binary with the profile,
+/// packages and features `scripts/test.sh` builds with, so there it finds
+/// the example built and compiles nothing; a run of one test file alone
+/// builds a current one.
+pub fn example(name: &'static str) -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.contains(&name) {
+        let mut build = Command::new(env!("CARGO"));
+        build.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--profile",
+            "test",
+            "--example",
+            name,
+        ]);
+        if cfg!(feature = "failpoints") {
+            build.args(["--features", "weir/failpoints"]);
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .context("cannot run cargo")?;
+        anyhow::ensure!(status.success(), "cargo build --example {name}: {status}");
+        built.push(name);
+    }
+    let weir = PathBuf::from(env!("CARGO_BIN_EXE_weir"));
+    Ok(weir
+        .parent()
+        .context("the weir binary has no folder")?
+        .join("examples")
+        .join(name))
+}
