@@ -1902,6 +1902,39 @@ fn transactions_span_brokers_and_survive_the_death_of_their_coordinator() -> any
         }
     }
 
+    // A partition leader checks a transactional batch with the coordinator
+    // on another broker (KIP-890): one the coordinator has not added to an
+    // open transaction is refused.
+    let coordinator = coordinator_of(&all, 1, "ledger-tx")?;
+    let described: serde_json::Value = serde_json::from_str(&cli::weir_ok(
+        &nodes[0],
+        &["txn", "describe", "ledger-tx", "--json"],
+        b"",
+    )?)?;
+    let pid = described["producer_id"].as_i64().context("producer_id")?;
+    let epoch = i16::try_from(
+        described["producer_epoch"]
+            .as_i64()
+            .context("producer_epoch")?,
+    )?;
+    let (&partition, elsewhere) = ledger
+        .iter()
+        .find(|(_, d)| d.leader != coordinator)
+        .context("a partition led by another broker than the coordinator")?;
+    let mut raw = common::raw::RawClient::connect(
+        &nodes[usize::try_from(elsewhere.leader - 1)?].bootstrap(),
+    )?;
+    let mut stray =
+        common::raw::produce_request("ledger", partition, common::raw::txn_batch((pid, epoch))?);
+    stray.transactional_id = Some(kafka_protocol::messages::TransactionalId(
+        "ledger-tx".to_string().into(),
+    ));
+    assert_eq!(
+        common::raw::produce_error(&raw.call(&stray, 9)?)?,
+        kafka_protocol::ResponseError::InvalidTxnState.code(),
+        "a batch outside any open transaction, verified with broker {coordinator}"
+    );
+
     // A transaction in flight when its coordinator dies: its records are
     // written, its state replicated; the commit goes to the new coordinator.
     producer.begin_transaction()?;

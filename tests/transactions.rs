@@ -209,41 +209,9 @@ fn an_abandoned_transaction_is_aborted_at_its_timeout() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One transactional batch of one record from `producer` (id, epoch).
-fn txn_batch(producer: (i64, i16)) -> anyhow::Result<bytes::Bytes> {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional: true,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: producer.0,
-        producer_epoch: producer.1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: 0,
-        timestamp: 1,
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
-}
-
 #[test]
 fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<()> {
-    use common::raw::{RawClient, produce_error, produce_request};
+    use common::raw::{RawClient, produce_error, produce_request, txn_batch};
     use kafka_protocol::ResponseError as E;
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
     use kafka_protocol::messages::*;

@@ -16,3 +16,35 @@ pub use weir_client::{produce_request, record_batch};
 pub fn produce_error(response: &ProduceResponse) -> anyhow::Result<i16> {
     weir_client::produce_error(response).context("a Produce response without a partition")
 }
+
+/// One transactional batch of one record from `producer` (id, epoch).
+pub fn txn_batch(producer: (i64, i16)) -> anyhow::Result<bytes::Bytes> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: true,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 1,
+        key: None,
+        value: Some(bytes::Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}

@@ -7,6 +7,7 @@
 //! touching many partitions costs one system call and one group commit, not
 //! one of each per partition.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
     TopicProduceResponse,
@@ -72,7 +74,88 @@ async fn append(
 ) -> Result<Option<Appended>, HandlerError> {
     let broker = broker.clone();
     let version = ctx.version;
-    crate::blocking::run(move || append_now(&broker, version, req)).await
+    let verified = verify_elsewhere(&broker, version, &req).await?;
+    crate::blocking::run(move || append_now(&broker, version, req, &verified)).await
+}
+
+/// What a transaction's coordinator on another broker answered for each
+/// partition of a produce it was asked about.
+type Verified = HashMap<(String, i32), Result<(), ResponseError>>;
+
+/// On a cluster, for a transactional produce whose coordinator is another
+/// broker: ask the coordinator, in one request (AddPartitionsToTxn
+/// `verify_only`), about each partition whose log does not hold the
+/// producer's open transaction yet. Those partitions are found on the
+/// blocking pool (reading a partition's producer state takes its lock).
+/// Empty in every other case: the check then happens here, in [`check`].
+async fn verify_elsewhere(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: &ProduceRequest,
+) -> Result<Verified, HandlerError> {
+    let Some(id) = req
+        .transactional_id
+        .as_ref()
+        .map(|id| id.to_string())
+        .filter(|id| !id.is_empty())
+    else {
+        return Ok(Verified::new());
+    };
+    if !broker.metadata().replicated() || broker.txns().coordinates(&id) {
+        return Ok(Verified::new());
+    }
+    let topics = req.topic_data.clone();
+    let probing = broker.clone();
+    let unverified =
+        crate::blocking::run(move || unverified_partitions(&probing, version, &topics)).await?;
+    let mut verified = Verified::new();
+    // One producer sends a produce; a request mixing several is checked
+    // per producer all the same.
+    let mut producers: Vec<(i64, i16)> = unverified.iter().map(|(p, _)| *p).collect();
+    producers.sort_unstable();
+    producers.dedup();
+    for producer in producers {
+        let partitions: Vec<(String, i32)> = unverified
+            .iter()
+            .filter(|(p, _)| *p == producer)
+            .map(|(_, key)| key.clone())
+            .collect();
+        let answers = broker.verify_transaction(&id, producer, &partitions).await;
+        verified.extend(partitions.into_iter().zip(answers));
+    }
+    Ok(verified)
+}
+
+/// The partitions of a produce with a transactional batch whose producer
+/// has no transaction open in the partition's log yet, with that producer.
+/// Blocks on the partitions' locks.
+fn unverified_partitions(
+    broker: &Broker,
+    version: i16,
+    topics: &[TopicProduceData],
+) -> Vec<((i64, i16), (String, i32))> {
+    let mut out = Vec::new();
+    for topic in topics {
+        let state = if version >= TOPIC_ID_VERSION {
+            broker.topic_by_id(topic.topic_id)
+        } else {
+            broker.topic(&topic.name)
+        };
+        // An unknown topic is refused by the checks that follow.
+        let Some(state) = state else { continue };
+        for data in &topic.partition_data {
+            let Some(producer) = data.records.as_deref().and_then(transactional_producer) else {
+                continue;
+            };
+            let open = crate::topics::local_partition(&state, data.index)
+                .map(|p| p.open_transaction(producer.0).is_some())
+                .unwrap_or(false);
+            if !open {
+                out.push((producer, (state.meta.name.clone(), data.index)));
+            }
+        }
+    }
+    out
 }
 
 /// A produce whose batches are in the log, waiting to be answered.
@@ -134,7 +217,12 @@ impl Appended {
 
 /// Check and append every partition's batches. `None` when no response is
 /// owed (acks=0). Blocks on file I/O.
-fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appended> {
+fn append_now(
+    broker: &Broker,
+    version: i16,
+    req: ProduceRequest,
+    verified: &Verified,
+) -> Option<Appended> {
     let by_id = version >= TOPIC_ID_VERSION;
     let acks_error = (!matches!(req.acks, -1..=1)).then(|| {
         ApiError::new(
@@ -184,6 +272,7 @@ fn append_now(broker: &Broker, version: i16, req: ProduceRequest) -> Option<Appe
                         (data.index, data.records),
                         (req.acks, transactional_id.as_deref()),
                         &broker_defaults,
+                        verified,
                     )
                 });
             match checked {
@@ -290,6 +379,7 @@ fn check(
     (index, records): (i32, Option<Bytes>),
     (acks, transactional_id): (i16, Option<&str>),
     broker_defaults: &std::collections::BTreeMap<String, String>,
+    verified: &Verified,
 ) -> Result<(Partition, Bytes, usize), Refused> {
     if !(0..state.meta.partitions).contains(&index) {
         return Err(ApiError::unknown_partition(&state.meta.name, index).into());
@@ -347,6 +437,7 @@ fn check(
             &partition,
             (&state.meta.name, index),
             (producer_id, epoch),
+            verified,
         )?;
     }
     if partition.config().compact {
@@ -433,6 +524,7 @@ fn verify_transaction(
     partition: &Partition,
     (topic, index): (&str, i32),
     (producer_id, epoch): (i64, i16),
+    verified: &Verified,
 ) -> Result<(), Refused> {
     let Some(id) = transactional_id.filter(|id| !id.is_empty()) else {
         return Err(ApiError::new(
@@ -445,24 +537,18 @@ fn verify_transaction(
         return Ok(());
     }
     let key = (topic.to_string(), index);
-    let verified = if broker.txns().coordinates(id) || !broker.metadata().replicated() {
+    let answer = if broker.txns().coordinates(id) || !broker.metadata().replicated() {
         broker.txns().verify(id, producer_id, epoch, &key)
     } else {
-        // The coordinator is another broker. This runs on the blocking pool
-        // (`append`), which may wait on the runtime for its answer.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .block_on(broker.verify_transaction(
-                    id,
-                    (producer_id, epoch),
-                    std::slice::from_ref(&key),
-                ))
-                .pop()
-                .unwrap_or(Err(ResponseError::UnknownServerError)),
-            Err(_) => Err(ResponseError::NotEnoughReplicas),
-        }
+        // The coordinator is another broker, asked before the append
+        // (`verify_elsewhere`). A partition it was not asked about (its
+        // transaction ended in between) is retried by the producer.
+        verified
+            .get(&key)
+            .cloned()
+            .unwrap_or(Err(ResponseError::NotEnoughReplicas))
     };
-    verified.map_err(|code| {
+    answer.map_err(|code| {
         let code = match code {
             ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
             other => other,

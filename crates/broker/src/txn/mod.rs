@@ -788,7 +788,7 @@ async fn check(
                 }
                 Err(err) => {
                     tracing::warn!(transactional_id = %id, check = checks, max_checks, %url, error = %err,
-                        "check-back failed; retrying with backoff (a check that fails counts                          toward weir.txn.checkback.max.checks)");
+                        "check-back failed; retrying with backoff (a check that fails counts toward weir.txn.checkback.max.checks)");
                 }
             }
         }
@@ -797,7 +797,7 @@ async fn check(
             && state::timed_out(&open, broker.clock.now_ms())
         {
             tracing::warn!(transactional_id = %id, checks, commit = default_commit,
-                "check-back: no answer after weir.txn.checkback.max.checks;                  weir.txn.checkback.default.action decides");
+                "check-back: no answer after weir.txn.checkback.max.checks; weir.txn.checkback.default.action decides");
             decision = Some(default_commit);
         }
         if let Some(commit) = decision {
@@ -839,17 +839,28 @@ async fn check(
 }
 
 /// The keys the check-back service is sent: the `weir.txn-key` values of
-/// the transaction's records on the partitions this broker holds.
+/// the transaction's records on the partitions this broker holds a replica
+/// of (on a cluster, a partition with no replica here is left out, and
+/// that is logged).
 async fn transaction_keys(broker: &Arc<crate::Broker>, id: &str, open: &TxnValue) -> Vec<String> {
-    let partitions: Vec<Partition> = open
-        .partitions
-        .iter()
-        .filter(|(topic, _)| topic != crate::group::OFFSETS_TOPIC)
-        .filter_map(|(topic, index)| {
-            let state = broker.topic(topic)?;
-            crate::topics::local_partition(&state, *index).ok()
-        })
-        .collect();
+    let mut partitions: Vec<Partition> = Vec::new();
+    for (topic, index) in &open.partitions {
+        if topic == crate::group::OFFSETS_TOPIC {
+            continue;
+        }
+        match broker
+            .topic(topic)
+            .map(|state| crate::topics::local_partition(&state, *index))
+        {
+            Some(Ok(partition)) => partitions.push(partition),
+            Some(Err(_)) => {
+                tracing::warn!(transactional_id = %id, %topic, partition = index,
+                    "check-back: no replica of a partition of the transaction here; its keys are left out");
+            }
+            // Deleted since: it has no records to name.
+            None => {}
+        }
+    }
     let producer_id = open.producer_id;
     let owned_id = id.to_string();
     let (keys, complete) =
