@@ -37,6 +37,9 @@ if [ ! -x .venv/bin/python ]; then
         echo "warning: could not create .venv"
 fi
 
+# One full build: incremental caches would only double the disk it takes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 log_dir=$(mktemp -d -t weir-test-XXXXXX)
 summary=()
 total_passed=0
