@@ -1935,6 +1935,54 @@ fn transactions_span_brokers_and_survive_the_death_of_their_coordinator() -> any
         "a batch outside any open transaction, verified with broker {coordinator}"
     );
 
+    // Transaction version 2 (a Java client 4.0+): the partition's leader
+    // adds the partition with the coordinator on another broker, and the
+    // markers there carry the epoch EndTxn v5 bumped, which fences a late
+    // batch of the ended transaction.
+    use kafka_protocol::messages::{EndTxnRequest, TransactionalId};
+    let tv2_id = || TransactionalId("ledger-tv2".to_string().into());
+    let tv2_coordinator = coordinator_of(&all, 1, "ledger-tv2")?;
+    let (&partition, elsewhere) = ledger
+        .iter()
+        .find(|(_, d)| d.leader != tv2_coordinator)
+        .context("a partition led by another broker than the coordinator")?;
+    let mut at_coordinator =
+        common::raw::RawClient::connect(&nodes[usize::try_from(tv2_coordinator - 1)?].bootstrap())?;
+    let mut at_leader = common::raw::RawClient::connect(
+        &nodes[usize::try_from(elsewhere.leader - 1)?].bootstrap(),
+    )?;
+    let init = common::raw::init_producer_id(&mut at_coordinator, "ledger-tv2", 60_000)?;
+    assert_eq!(init.error_code, 0);
+    let tv2 = (init.producer_id.0, init.producer_epoch);
+    let produce_v12 = |raw: &mut common::raw::RawClient, epoch: i16, seq: i32, value: &str| {
+        let mut request = common::raw::produce_request(
+            "ledger",
+            partition,
+            common::raw::txn_record((tv2.0, epoch), seq, value)?,
+        );
+        request.transactional_id = Some(tv2_id());
+        common::raw::produce_error(&raw.call(&request, 12)?)
+    };
+    assert_eq!(produce_v12(&mut at_leader, tv2.1, 0, "5000")?, 0);
+    let ended = at_coordinator.call(
+        &EndTxnRequest::default()
+            .with_transactional_id(tv2_id())
+            .with_producer_id(tv2.0.into())
+            .with_producer_epoch(tv2.1)
+            .with_committed(true),
+        5,
+    )?;
+    assert_eq!(
+        (ended.error_code, ended.producer_id.0, ended.producer_epoch),
+        (0, tv2.0, tv2.1 + 1)
+    );
+    committed.insert(5000);
+    assert_eq!(
+        produce_v12(&mut at_leader, tv2.1, 1, "5001")?,
+        kafka_protocol::ResponseError::InvalidProducerEpoch.code(),
+        "a late batch of the committed transaction"
+    );
+
     // A transaction in flight when its coordinator dies: its records are
     // written, its state replicated; the commit goes to the new coordinator.
     producer.begin_transaction()?;

@@ -229,14 +229,7 @@ fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<
     )?;
     assert_eq!(found.error_code, 0, "{:?}", found.error_message);
     let init = |raw: &mut RawClient, timeout_ms: i32| {
-        raw.call(
-            &InitProducerIdRequest::default()
-                .with_transactional_id(Some(id("tx-m")))
-                .with_transaction_timeout_ms(timeout_ms)
-                .with_producer_id((-1).into())
-                .with_producer_epoch(-1),
-            4,
-        )
+        common::raw::init_producer_id(raw, "tx-m", timeout_ms)
     };
     // A timeout past transaction.max.timeout.ms (15 minutes).
     assert_eq!(
@@ -568,5 +561,171 @@ fn weir_txn_lists_describes_and_aborts_a_hanging_transaction_and_weir_consume_re
     )?)?;
     assert_eq!(aborted["aborted"], true);
     assert_eq!(consume("read_committed")?, "kept\nafter\n");
+    Ok(())
+}
+
+/// KIP-890 part 2, as a Java client 4.0+ speaks it once the broker
+/// finalizes `transaction.version` 2 (no client these tests run speaks it,
+/// so the requests are sent by hand, at the versions that client sends):
+/// partitions and group offsets join the transaction with the produce and
+/// the TxnOffsetCommit, every EndTxn bumps the epoch and answers it, a
+/// batch of an ended transaction is fenced, a retried EndTxn is answered
+/// again, and an abort with nothing open still ends.
+#[test]
+fn transaction_version_2_bumps_the_epoch_at_every_end_and_adds_partitions_as_they_are_written()
+-> anyhow::Result<()> {
+    use common::raw::{RawClient, produce_error, produce_request, txn_record};
+    use kafka_protocol::ResponseError as E;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::*;
+
+    let broker = start()?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "tv2", 2, &[])?;
+    let mut raw = RawClient::connect(&bootstrap)?;
+
+    let versions = raw.call(&ApiVersionsRequest::default(), 3)?;
+    let finalized = versions
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .context("transaction.version is not finalized")?;
+    assert_eq!(finalized.max_version_level, 2);
+    let max = |key: ApiKey| {
+        versions
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .map_or(-1, |k| k.max_version)
+    };
+    assert!(max(ApiKey::EndTxn) >= 5 && max(ApiKey::Produce) >= 12);
+    assert!(max(ApiKey::TxnOffsetCommit) >= 5);
+
+    let txn_id = || TransactionalId("tx-v2".to_string().into());
+    let found = raw.call(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key("tx-v2".to_string().into()),
+        3,
+    )?;
+    assert_eq!(found.error_code, 0, "{:?}", found.error_message);
+    let init = common::raw::init_producer_id(&mut raw, "tx-v2", 60_000)?;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    let e0 = init.producer_epoch;
+
+    let produce = |raw: &mut RawClient, partition: i32, epoch: i16, seq: i32, value: &str| {
+        let mut request = produce_request("tv2", partition, txn_record((pid, epoch), seq, value)?);
+        request.transactional_id = Some(txn_id());
+        produce_error(&raw.call(&request, 12)?)
+    };
+    let end = |raw: &mut RawClient, epoch: i16, commit: bool| -> anyhow::Result<(i16, i64, i16)> {
+        let r = raw.call(
+            &EndTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(pid.into())
+                .with_producer_epoch(epoch)
+                .with_committed(commit),
+            5,
+        )?;
+        Ok((r.error_code, r.producer_id.0, r.producer_epoch))
+    };
+    let commit_offset = |raw: &mut RawClient, epoch: i16, offset: i64| -> anyhow::Result<i16> {
+        let r = raw.call(
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id())
+                .with_group_id(GroupId("tv2-group".to_string().into()))
+                .with_producer_id(pid.into())
+                .with_producer_epoch(epoch)
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    TxnOffsetCommitRequestTopic::default()
+                        .with_name(TopicName("tv2".to_string().into()))
+                        .with_partitions(vec![
+                            TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(-1)
+                                .with_committed_metadata(Some(String::new().into())),
+                        ]),
+                ]),
+            5,
+        )?;
+        Ok(r.topics[0].partitions[0].error_code)
+    };
+    let committed_offset = |raw: &mut RawClient| -> anyhow::Result<i64> {
+        let fetched = raw.call(
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId("tv2-group".to_string().into()))
+                .with_topics(None),
+            7,
+        )?;
+        Ok(fetched
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == 0)
+            .map_or(-1, |p| p.committed_offset))
+    };
+
+    // The first transaction: no AddPartitionsToTxn, the produce opens it.
+    assert_eq!(produce(&mut raw, 0, e0, 0, "first")?, 0);
+    let described = raw.call(
+        &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id()]),
+        0,
+    )?;
+    let state = &described.transaction_states[0];
+    assert_eq!(state.transaction_state.as_str(), "Ongoing");
+    assert_eq!(state.topics[0].partitions, [0]);
+    let e1 = e0 + 1;
+    assert_eq!(
+        end(&mut raw, e0, true)?,
+        (0, pid, e1),
+        "the commit bumps the epoch"
+    );
+    // A late batch of the ended transaction, to its partition (whose marker
+    // carries the new epoch) and to another, is fenced.
+    assert_eq!(
+        produce(&mut raw, 0, e0, 1, "late")?,
+        E::InvalidProducerEpoch.code()
+    );
+    assert_eq!(
+        produce(&mut raw, 1, e0, 0, "late")?,
+        E::InvalidProducerEpoch.code()
+    );
+    // A retried EndTxn whose answer was lost is answered again.
+    assert_eq!(end(&mut raw, e0, true)?, (0, pid, e1));
+
+    // The second transaction writes and commits offsets without
+    // AddOffsetsToTxn, and aborts: neither the record nor the offset stays.
+    assert_eq!(produce(&mut raw, 1, e1, 0, "aborted")?, 0);
+    assert_eq!(commit_offset(&mut raw, e1, 5)?, 0);
+    let e2 = e1 + 1;
+    assert_eq!(end(&mut raw, e1, false)?, (0, pid, e2));
+    assert_eq!(committed_offset(&mut raw)?, -1, "an aborted offset commit");
+
+    // The third commits both.
+    assert_eq!(produce(&mut raw, 0, e2, 0, "third")?, 0);
+    assert_eq!(commit_offset(&mut raw, e2, 7)?, 0);
+    let e3 = e2 + 1;
+    assert_eq!(end(&mut raw, e2, true)?, (0, pid, e3));
+    assert_eq!(committed_offset(&mut raw)?, 7);
+
+    // An abort with nothing open ends too; a commit is misuse; an epoch
+    // from before is fenced.
+    assert_eq!(end(&mut raw, e3, true)?.0, E::InvalidTxnState.code());
+    assert_eq!(end(&mut raw, e3, false)?, (0, pid, e3 + 1));
+    assert_eq!(end(&mut raw, e1, false)?.0, E::ProducerFenced.code());
+
+    assert_eq!(
+        read_all(&bootstrap, "tv2", 2, "read_committed")?,
+        ["first", "third"]
+    );
+    assert_eq!(
+        read_all(&bootstrap, "tv2", 2, "read_uncommitted")?,
+        ["aborted", "first", "third"]
+    );
     Ok(())
 }

@@ -17,8 +17,36 @@ pub fn produce_error(response: &ProduceResponse) -> anyhow::Result<i16> {
     weir_client::produce_error(response).context("a Produce response without a partition")
 }
 
+/// InitProducerId (v5) for `transactional_id`, new to the coordinator or
+/// not: the response, whatever its error code.
+pub fn init_producer_id(
+    raw: &mut RawClient,
+    transactional_id: &str,
+    timeout_ms: i32,
+) -> anyhow::Result<kafka_protocol::messages::InitProducerIdResponse> {
+    use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+    Ok(raw.call(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(transactional_id.to_string().into())))
+            .with_transaction_timeout_ms(timeout_ms)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+        5,
+    )?)
+}
+
 /// One transactional batch of one record from `producer` (id, epoch).
 pub fn txn_batch(producer: (i64, i16)) -> anyhow::Result<bytes::Bytes> {
+    txn_record(producer, 0, "v")
+}
+
+/// One transactional batch of one record, `value`, from `producer` (id,
+/// epoch) at `sequence`.
+pub fn txn_record(
+    producer: (i64, i16),
+    sequence: i32,
+    value: &str,
+) -> anyhow::Result<bytes::Bytes> {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -31,10 +59,10 @@ pub fn txn_batch(producer: (i64, i16)) -> anyhow::Result<bytes::Bytes> {
         producer_epoch: producer.1,
         timestamp_type: TimestampType::Creation,
         offset: 0,
-        sequence: 0,
+        sequence,
         timestamp: 1,
         key: None,
-        value: Some(bytes::Bytes::from_static(b"v")),
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
         headers: Default::default(),
     };
     let mut buf = bytes::BytesMut::new();

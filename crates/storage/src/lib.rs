@@ -771,6 +771,17 @@ impl Partition {
             .and_then(|s| s.txn_first_offset())
     }
 
+    /// Whether `producer_id` has a transaction open here at `epoch`: a
+    /// batch of a newer epoch belongs to a later transaction, even while
+    /// the marker of this one is on its way.
+    pub fn in_open_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.log
+            .lock_frozen(&self.inner.state)
+            .producers()
+            .get(producer_id)
+            .is_some_and(|s| s.txn_first_offset().is_some() && s.epoch() == epoch)
+    }
+
     /// Every producer this partition remembers, by producer id
     /// (DescribeProducers).
     pub fn producers(&self) -> Vec<ProducerSummary> {

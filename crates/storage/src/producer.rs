@@ -272,6 +272,11 @@ impl ProducerState {
     pub fn txn_first_offset(&self) -> Option<i64> {
         self.txn_first_offset
     }
+
+    /// The producer's newest epoch here.
+    pub fn epoch(&self) -> i16 {
+        self.epoch
+    }
 }
 
 /// Every producer's state in one partition.

@@ -3,8 +3,11 @@
 //! A client asking at a version newer than served never reaches this
 //! handler: `weir-protocol` answers it with a v0 body (KIP-511).
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -16,8 +19,19 @@ pub(crate) async fn handle(
     Ok(response(broker.advertised_apis()))
 }
 
+/// The feature flags this broker supports, each at the level it finalizes
+/// (Kafka's `kafka-features.sh describe`): `transaction.version` 2 is
+/// KIP-890 part 2, which tells a Java client 4.0+ to end each transaction
+/// with EndTxn v5 (its epoch bumped), and to let Produce v12 and
+/// TxnOffsetCommit v5 add their partitions to the transaction.
+const FEATURES: [(&str, i16, i16); 1] = [("transaction.version", 0, 2)];
+/// The epoch of the finalized features: clients take a response's features
+/// only when its epoch is newer than one they have seen, and the features
+/// never change while a broker runs.
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
+
 /// The same for every version: the fields a version lacks are left at
-/// their defaults and not encoded. Weir finalizes no feature flags.
+/// their defaults and not encoded (the features, from v3).
 fn response(
     served: &[(
         kafka_protocol::messages::ApiKey,
@@ -37,6 +51,29 @@ fn response(
         .with_error_code(0)
         .with_throttle_time_ms(0)
         .with_api_keys(api_keys)
+        .with_supported_features(
+            FEATURES
+                .iter()
+                .map(|&(name, min, max)| {
+                    SupportedFeatureKey::default()
+                        .with_name(StrBytes::from_static_str(name))
+                        .with_min_version(min)
+                        .with_max_version(max)
+                })
+                .collect(),
+        )
+        .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+        .with_finalized_features(
+            FEATURES
+                .iter()
+                .map(|&(name, _, finalized)| {
+                    FinalizedFeatureKey::default()
+                        .with_name(StrBytes::from_static_str(name))
+                        .with_min_version_level(finalized)
+                        .with_max_version_level(finalized)
+                })
+                .collect(),
+        )
 }
 
 #[cfg(test)]
@@ -56,6 +93,15 @@ mod tests {
                 .expect("encodes");
             let decoded = ApiVersionsResponse::decode(&mut buf.freeze(), version).expect("decodes");
             assert_eq!(decoded.error_code, 0);
+            if version >= 3 {
+                let tv = decoded
+                    .finalized_features
+                    .iter()
+                    .find(|f| f.name.as_str() == "transaction.version")
+                    .expect("transaction.version is finalized");
+                assert_eq!(tv.max_version_level, 2, "KIP-890 part 2 is served");
+                assert!(decoded.finalized_features_epoch >= 0);
+            }
             assert_eq!(
                 decoded.api_keys.len(),
                 Broker::served_apis().len(),

@@ -101,10 +101,6 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             // the request decoder (v10 addresses topics by id).
             ApiKey::OffsetCommit => (key, VersionRange { min: 2, max: 9 }),
             ApiKey::OffsetFetch => (key, VersionRange { min: 1, max: 9 }),
-            // EndTxn v5 is KIP-890's second part (transaction.version 2: the
-            // epoch bumped at every end), which this broker does not
-            // advertise as a finalized feature.
-            ApiKey::EndTxn => (key, VersionRange { min: 0, max: 4 }),
             // ListTransactions v2 filters by a Java regular expression
             // (KIP-1152), which is not matched here.
             ApiKey::ListTransactions => (key, VersionRange { min: 0, max: 1 }),

@@ -35,6 +35,10 @@ use crate::{Broker, HandlerError, Reply, RequestContext};
 
 /// First Produce version that addresses topics by ID instead of name.
 const TOPIC_ID_VERSION: i16 = 13;
+/// First Produce version whose transactional batches add their partition
+/// to the producer's transaction rather than have it verified (KIP-890
+/// part 2: a producer of transaction version 2 sends no AddPartitionsToTxn).
+const IMPLICIT_ADD_VERSION: i16 = 12;
 
 /// Handle a produce to the end: append, then wait for durability.
 pub(crate) async fn handle(
@@ -74,35 +78,44 @@ async fn append(
 ) -> Result<Option<Appended>, HandlerError> {
     let broker = broker.clone();
     let version = ctx.version;
-    let verified = verify_elsewhere(&broker, version, &req).await?;
-    crate::blocking::run(move || append_now(&broker, version, req, &verified)).await
+    let verified = join_transaction(&broker, version, &req).await?;
+    crate::blocking::run(move || append_now(&broker, version, req, verified.as_ref())).await
 }
 
-/// What a transaction's coordinator on another broker answered for each
+/// What a transaction's coordinator answered, before the append, for each
 /// partition of a produce it was asked about.
 type Verified = HashMap<(String, i32), Result<(), ResponseError>>;
 
-/// On a cluster, for a transactional produce whose coordinator is another
-/// broker: ask the coordinator, in one request (AddPartitionsToTxn
-/// `verify_only`), about each partition whose log does not hold the
-/// producer's open transaction yet. Those partitions are found on the
-/// blocking pool (reading a partition's producer state takes its lock).
-/// Empty in every other case: the check then happens here, in [`check`].
-async fn verify_elsewhere(
+/// For a transactional produce, before the append: have each partition
+/// whose log does not hold the producer's open transaction (at the batch's
+/// epoch) join the transaction, in one request to the coordinator per
+/// producer. From Produce v12 the coordinator adds them; before, it
+/// verifies that the producer added them, and when this broker coordinates
+/// the id that check is left to [`check`] (`None`), under no wait. The
+/// partitions are found on the blocking pool (reading a partition's
+/// producer state takes its lock).
+async fn join_transaction(
     broker: &Arc<Broker>,
     version: i16,
     req: &ProduceRequest,
-) -> Result<Verified, HandlerError> {
+) -> Result<Option<Verified>, HandlerError> {
     let Some(id) = req
         .transactional_id
         .as_ref()
         .map(|id| id.to_string())
         .filter(|id| !id.is_empty())
     else {
-        return Ok(Verified::new());
+        return Ok(None);
     };
-    if !broker.metadata().replicated() || broker.txns().coordinates(&id) {
-        return Ok(Verified::new());
+    let joining = if version >= IMPLICIT_ADD_VERSION {
+        crate::txn::Joining::Add
+    } else {
+        crate::txn::Joining::Verify
+    };
+    if joining == crate::txn::Joining::Verify
+        && (!broker.metadata().replicated() || broker.txns().coordinates(&id))
+    {
+        return Ok(None);
     }
     let topics = req.topic_data.clone();
     let probing = broker.clone();
@@ -120,15 +133,17 @@ async fn verify_elsewhere(
             .filter(|(p, _)| *p == producer)
             .map(|(_, key)| key.clone())
             .collect();
-        let answers = broker.verify_transaction(&id, producer, &partitions).await;
+        let answers = broker
+            .join_transaction(&id, producer, &partitions, joining)
+            .await;
         verified.extend(partitions.into_iter().zip(answers));
     }
-    Ok(verified)
+    Ok(Some(verified))
 }
 
 /// The partitions of a produce with a transactional batch whose producer
-/// has no transaction open in the partition's log yet, with that producer.
-/// Blocks on the partitions' locks.
+/// has no transaction open in the partition's log at the batch's epoch,
+/// with that producer. Blocks on the partitions' locks.
 fn unverified_partitions(
     broker: &Broker,
     version: i16,
@@ -148,7 +163,7 @@ fn unverified_partitions(
                 continue;
             };
             let open = crate::topics::local_partition(&state, data.index)
-                .map(|p| p.open_transaction(producer.0).is_some())
+                .map(|p| p.in_open_transaction(producer.0, producer.1))
                 .unwrap_or(false);
             if !open {
                 out.push((producer, (state.meta.name.clone(), data.index)));
@@ -221,7 +236,7 @@ fn append_now(
     broker: &Broker,
     version: i16,
     req: ProduceRequest,
-    verified: &Verified,
+    verified: Option<&Verified>,
 ) -> Option<Appended> {
     let by_id = version >= TOPIC_ID_VERSION;
     let acks_error = (!matches!(req.acks, -1..=1)).then(|| {
@@ -379,7 +394,7 @@ fn check(
     (index, records): (i32, Option<Bytes>),
     (acks, transactional_id): (i16, Option<&str>),
     broker_defaults: &std::collections::BTreeMap<String, String>,
-    verified: &Verified,
+    verified: Option<&Verified>,
 ) -> Result<(Partition, Bytes, usize), Refused> {
     if !(0..state.meta.partitions).contains(&index) {
         return Err(ApiError::unknown_partition(&state.meta.name, index).into());
@@ -514,17 +529,18 @@ fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
 /// A transactional batch may go to a partition only inside its producer's
 /// transaction (KIP-890's verification): the produce must name the
 /// transactional id, and unless the partition already holds the
-/// producer's open transaction, the coordinator must have it among the
-/// transaction's partitions. Otherwise INVALID_TXN_STATE, or the
-/// coordinator's answer (a fenced producer hears INVALID_PRODUCER_EPOCH,
-/// as Kafka answers a produce).
+/// producer's open transaction at the batch's epoch, the coordinator must
+/// have it among the transaction's partitions: asked here, or before the
+/// append (`verified`, [`join_transaction`]). Otherwise INVALID_TXN_STATE,
+/// or the coordinator's answer (a fenced producer hears
+/// INVALID_PRODUCER_EPOCH, as Kafka answers a produce).
 fn verify_transaction(
     broker: &Broker,
     transactional_id: Option<&str>,
     partition: &Partition,
     (topic, index): (&str, i32),
     (producer_id, epoch): (i64, i16),
-    verified: &Verified,
+    verified: Option<&Verified>,
 ) -> Result<(), Refused> {
     let Some(id) = transactional_id.filter(|id| !id.is_empty()) else {
         return Err(ApiError::new(
@@ -533,20 +549,19 @@ fn verify_transaction(
         )
         .into());
     };
-    if partition.open_transaction(producer_id).is_some() {
+    if partition.in_open_transaction(producer_id, epoch) {
         return Ok(());
     }
     let key = (topic.to_string(), index);
-    let answer = if broker.txns().coordinates(id) || !broker.metadata().replicated() {
-        broker.txns().verify(id, producer_id, epoch, &key)
-    } else {
-        // The coordinator is another broker, asked before the append
-        // (`verify_elsewhere`). A partition it was not asked about (its
-        // transaction ended in between) is retried by the producer.
-        verified
+    let answer = match verified {
+        None => broker.txns().verify(id, producer_id, epoch, &key),
+        // A partition the coordinator was not asked about (its transaction
+        // ended in between, or its topic was created by this produce) is
+        // retried by the producer.
+        Some(answers) => answers
             .get(&key)
             .cloned()
-            .unwrap_or(Err(ResponseError::NotEnoughReplicas))
+            .unwrap_or(Err(ResponseError::NotEnoughReplicas)),
     };
     answer.map_err(|code| {
         let code = match code {

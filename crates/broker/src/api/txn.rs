@@ -43,6 +43,9 @@ const TRANSACTIONS_MAX: usize = 10_000;
 const ADD_PARTITIONS_FENCED_VERSION: i16 = 2;
 const ADD_OFFSETS_FENCED_VERSION: i16 = 2;
 const END_TXN_FENCED_VERSION: i16 = 2;
+/// First EndTxn version of transaction version 2 (KIP-890 part 2): the
+/// epoch is bumped at every end and answered.
+const END_TXN_BUMPING_VERSION: i16 = 5;
 
 /// PRODUCER_FENCED as an old client knows it.
 fn for_version(code: ResponseError, version: i16, fenced_from: i16) -> i16 {
@@ -208,28 +211,35 @@ pub(crate) async fn end(
     ctx: &RequestContext,
     req: EndTxnRequest,
 ) -> Result<EndTxnResponse, HandlerError> {
+    let rules = if ctx.version >= END_TXN_BUMPING_VERSION {
+        crate::txn::state::EndRules::V2
+    } else {
+        crate::txn::state::EndRules::V1
+    };
     let ended = broker
         .txns()
         .end(
             broker,
             req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
+            (req.producer_id.0, req.producer_epoch),
             req.committed,
+            rules,
         )
         .await;
-    if let Err(err) = &ended {
-        tracing::debug!(transactional_id = %req.transactional_id.as_str(), error = ?err, "EndTxn refused");
-    }
-    Ok(EndTxnResponse::default()
-        .with_throttle_time_ms(0)
-        .with_error_code(
-            ended
-                .err()
-                .map_or(0, |e| for_version(e, ctx.version, END_TXN_FENCED_VERSION)),
-        )
-        .with_producer_id((-1).into())
-        .with_producer_epoch(-1))
+    let response = EndTxnResponse::default().with_throttle_time_ms(0);
+    Ok(match ended {
+        Ok(next) => response
+            .with_error_code(0)
+            .with_producer_id(next.producer_id.into())
+            .with_producer_epoch(next.epoch),
+        Err(err) => {
+            tracing::debug!(transactional_id = %req.transactional_id.as_str(), error = ?err, "EndTxn refused");
+            response
+                .with_error_code(for_version(err, ctx.version, END_TXN_FENCED_VERSION))
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1)
+        }
+    })
 }
 
 /// Most partitions one WriteTxnMarkers may name in all.
@@ -419,10 +429,14 @@ pub(crate) async fn list(
 const TXN_COMMIT_LEADER_EPOCH_VERSION: i16 = 2;
 /// Before this version a fenced producer hears INVALID_PRODUCER_EPOCH.
 const TXN_COMMIT_FENCED_VERSION: i16 = 2;
+/// First TxnOffsetCommit version that adds the group's offsets partition
+/// to the transaction itself (KIP-890 part 2).
+const TXN_COMMIT_IMPLICIT_ADD_VERSION: i16 = 5;
 
 /// TxnOffsetCommit: a consume-transform-produce transaction's consumer
 /// offsets. The group's `__consumer_offsets` partition must be in the
-/// producer's open transaction (AddOffsetsToTxn); the offsets are written
+/// producer's open transaction (AddOffsetsToTxn), or from v5 joins it
+/// here; the offsets are written
 /// as the producer's transactional records and take effect with the
 /// transaction's COMMIT marker.
 pub(crate) async fn offset_commit(
@@ -458,11 +472,19 @@ pub(crate) async fn offset_commit(
     let group_error = if accepted.is_empty() {
         None
     } else {
+        // Transaction version 2 sends no AddOffsetsToTxn: the group's
+        // partition joins the transaction here.
+        let joining = if ctx.version >= TXN_COMMIT_IMPLICIT_ADD_VERSION {
+            crate::txn::Joining::Add
+        } else {
+            crate::txn::Joining::Verify
+        };
         let verified = broker
-            .verify_transaction(
+            .join_transaction(
                 req.transactional_id.as_str(),
                 (req.producer_id.0, req.producer_epoch),
                 std::slice::from_ref(&home),
+                joining,
             )
             .await
             .pop()

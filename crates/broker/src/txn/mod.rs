@@ -37,9 +37,21 @@ use crate::error::ApiError;
 use crate::producer_ids::ProducerIdAndEpoch;
 use records::{TXN_TOPIC, TxnStatus, TxnValue};
 
-/// The AddPartitionsToTxn version a partition leader verifies with (the
-/// first with `verify_only`).
-const VERIFY_VERSION: i16 = 4;
+/// The AddPartitionsToTxn version a partition leader sends the coordinator
+/// of a transaction it verifies or adds to (Kafka's brokers send the newest).
+const PEER_ADD_PARTITIONS_VERSION: i16 = 5;
+
+/// How a partition enters a producer's transaction when the producer
+/// writes to it (a transactional produce, a TxnOffsetCommit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joining {
+    /// The producer added it with AddPartitionsToTxn (or AddOffsetsToTxn)
+    /// first; the coordinator is only asked whether it did (KIP-890 part 1).
+    Verify,
+    /// Transaction version 2 (Produce v12, TxnOffsetCommit v5): the
+    /// coordinator adds it now, opening the transaction if none is open.
+    Add,
+}
 /// The WriteTxnMarkers version a coordinator sends to partition leaders.
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// Bytes read per step when loading a `__transaction_state` partition.
@@ -470,25 +482,49 @@ impl TxnCoordinator {
         state::verify(&entry.value, producer_id, epoch, partition)
     }
 
-    /// EndTxn: commit or abort the producer's transaction. The decision is
-    /// durable once PrepareCommit or PrepareAbort is written; the answer
-    /// also waits for the markers and the Complete state, up to
-    /// [`END_TXN_WAIT`].
+    /// EndTxn: commit or abort the producer's transaction, and the producer
+    /// id and epoch it goes on with. The decision is durable once
+    /// PrepareCommit or PrepareAbort is written; the answer also waits for
+    /// the markers and the Complete state, up to [`END_TXN_WAIT`].
     pub(crate) async fn end(
         &self,
         broker: &Arc<crate::Broker>,
         id: &str,
-        producer_id: i64,
-        epoch: i16,
+        (producer_id, epoch): (i64, i16),
         commit: bool,
-    ) -> Result<(), ResponseError> {
+        rules: state::EndRules,
+    ) -> Result<ProducerIdAndEpoch, ResponseError> {
         self.ensure_driver(broker);
-        let prepared = self
+        // A bump that takes the producer id's last epoch moves the
+        // producer to a new id, which may need the metadata store: reserve
+        // one only then.
+        let needs_fresh = rules == state::EndRules::V2 && {
+            let shard = self.shard(id)?;
+            let inner = shard.lock();
+            inner.txns.get(id).is_some_and(|e| {
+                e.value.producer_epoch >= crate::producer_ids::PRODUCER_EPOCH_EXHAUSTED
+            })
+        };
+        let fresh = if needs_fresh {
+            let broker = broker.clone();
+            Some(
+                crate::blocking::run(move || broker.producer_ids.next(broker.metadata().as_ref()))
+                    .await
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+            )
+        } else {
+            None
+        };
+        let (prepared, answer) = self
             .change(id, |existing, now_ms| {
                 let v = existing.ok_or(ResponseError::InvalidProducerIdMapping)?;
-                match state::end(v, producer_id, epoch, commit, now_ms)? {
-                    state::EndDecision::Prepare(next) => Ok((Some(next), true)),
-                    state::EndDecision::Done => Ok((None, false)),
+                match state::end(v, (producer_id, epoch), commit, rules, (now_ms, fresh))? {
+                    state::EndDecision::Prepare(next) => {
+                        let answer = state::after_end(&next);
+                        Ok((Some(next), (true, answer)))
+                    }
+                    state::EndDecision::Done(answer) => Ok((None, (false, answer))),
                 }
             })
             .await?;
@@ -514,7 +550,7 @@ impl TxnCoordinator {
             })
             .await;
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// Every id of the shards this broker coordinates.
@@ -1244,42 +1280,69 @@ impl crate::Broker {
         ))
     }
 
-    /// Verify that `producer` (id, epoch) of `transactional_id` has each of
-    /// `partitions` in its open transaction (KIP-890): with this broker's
-    /// shard when it coordinates the id, else, on a cluster, with the
-    /// coordinator (AddPartitionsToTxn with `verify_only`, as Kafka's
-    /// partition leaders ask). A coordinator that cannot be asked now is
-    /// NOT_ENOUGH_REPLICAS, which producers retry (Kafka's answer too).
-    pub(crate) async fn verify_transaction(
+    /// Have each of `partitions` join the open transaction of `producer`
+    /// (id, epoch) of `transactional_id` (KIP-890): verified, or added
+    /// (`joining`), with this broker's shard when it coordinates the id,
+    /// else, on a cluster, with the coordinator (AddPartitionsToTxn, as
+    /// Kafka's partition leaders send it). A coordinator that cannot be
+    /// asked now is NOT_ENOUGH_REPLICAS, which producers retry (Kafka's
+    /// answer too); so is a busy one, but to a producer of transaction
+    /// version 2, which retries CONCURRENT_TRANSACTIONS itself.
+    pub(crate) async fn join_transaction(
         &self,
         transactional_id: &str,
         (producer_id, epoch): (i64, i16),
         partitions: &[(String, i32)],
+        joining: Joining,
     ) -> Vec<Result<(), ResponseError>> {
-        let local = |p: &(String, i32)| self.txns.verify(transactional_id, producer_id, epoch, p);
-        if self.txns.coordinates(transactional_id) || !self.metadata.replicated() {
-            return partitions.iter().map(local).collect();
-        }
-        match self
-            .verify_remotely(transactional_id, (producer_id, epoch), partitions)
-            .await
-        {
-            Ok(answers) => answers,
-            Err(err) => {
-                tracing::debug!(transactional_id, error = ?err, "cannot verify a transaction with its coordinator now");
-                partitions
+        let answers = if self.txns.coordinates(transactional_id) || !self.metadata.replicated() {
+            match joining {
+                Joining::Verify => partitions
                     .iter()
-                    .map(|_| Err(ResponseError::NotEnoughReplicas))
-                    .collect()
+                    .map(|p| self.txns.verify(transactional_id, producer_id, epoch, p))
+                    .collect(),
+                Joining::Add => {
+                    let added = self
+                        .txns
+                        .add_partitions(transactional_id, producer_id, epoch, partitions)
+                        .await;
+                    vec![added; partitions.len()]
+                }
             }
-        }
+        } else {
+            match self
+                .join_remotely(transactional_id, (producer_id, epoch), partitions, joining)
+                .await
+            {
+                Ok(answers) => answers,
+                Err(err) => {
+                    tracing::debug!(transactional_id, error = ?err, "cannot reach a transaction's coordinator now");
+                    vec![Err(ResponseError::NotEnoughReplicas); partitions.len()]
+                }
+            }
+        };
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Err(
+                    ResponseError::NotCoordinator
+                    | ResponseError::CoordinatorNotAvailable
+                    | ResponseError::CoordinatorLoadInProgress,
+                ) => Err(ResponseError::NotEnoughReplicas),
+                Err(ResponseError::ConcurrentTransactions) if joining == Joining::Verify => {
+                    Err(ResponseError::NotEnoughReplicas)
+                }
+                other => other,
+            })
+            .collect()
     }
 
-    async fn verify_remotely(
+    async fn join_remotely(
         &self,
         transactional_id: &str,
         (producer_id, epoch): (i64, i16),
         partitions: &[(String, i32)],
+        joining: Joining,
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
         use kafka_protocol::messages::add_partitions_to_txn_request::{
             AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
@@ -1308,7 +1371,7 @@ impl crate::Broker {
                 )))
                 .with_producer_id(producer_id.into())
                 .with_producer_epoch(epoch)
-                .with_verify_only(true)
+                .with_verify_only(joining == Joining::Verify)
                 .with_topics(
                     by_topic
                         .into_iter()
@@ -1322,7 +1385,7 @@ impl crate::Broker {
         ]);
         let response = self
             .peers
-            .call(coordinator, &request, VERIFY_VERSION)
+            .call(coordinator, &request, PEER_ADD_PARTITIONS_VERSION)
             .await
             .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
         if let Some(err) = ResponseError::try_from_code(response.error_code) {
@@ -1347,13 +1410,6 @@ impl crate::Broker {
                     });
                 match ResponseError::try_from_code(code) {
                     None => Ok(()),
-                    // The coordinator moved or is busy: the producer retries.
-                    Some(
-                        ResponseError::NotCoordinator
-                        | ResponseError::CoordinatorNotAvailable
-                        | ResponseError::CoordinatorLoadInProgress
-                        | ResponseError::ConcurrentTransactions,
-                    ) => Err(ResponseError::NotEnoughReplicas),
                     Some(err) => Err(err),
                 }
             })

@@ -14,8 +14,12 @@ use crate::group::records::{Reader, RecordError, put_count, put_str};
 pub(crate) const TXN_TOPIC: &str = "__transaction_state";
 /// The only key version written so far.
 const KEY_VERSION: i16 = 0;
-/// The only value version written so far.
+/// The value version of a state with no producer id pending.
 const VALUE_VERSION: i16 = 0;
+/// The value version that adds the producer id an epoch-bumping end
+/// moves to ([`TxnValue::next_producer_id`]). Written only when one is
+/// pending, so a build that reads version 0 alone reads every other state.
+const VALUE_VERSION_NEXT_ID: i16 = 1;
 
 /// A transaction's state, with Kafka's ids (`TransactionState`), which
 /// DescribeTransactions and ListTransactions name.
@@ -101,6 +105,11 @@ pub(crate) struct TxnValue {
     pub start_ms: i64,
     /// When this state was written.
     pub update_ms: i64,
+    /// The producer id the transaction moves to once it completes: set by an
+    /// end of transaction version 2 whose bumped epoch is the last one of
+    /// its producer id (KIP-890: the markers carry that epoch, and the
+    /// producer goes on with the new id at epoch 0); -1 when none.
+    pub next_producer_id: i64,
 }
 
 /// The key of `transactional_id`'s records.
@@ -114,7 +123,11 @@ pub(crate) fn encode_key(transactional_id: &str) -> Bytes {
 impl TxnValue {
     pub(crate) fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
-        out.put_i16(VALUE_VERSION);
+        out.put_i16(if self.next_producer_id < 0 {
+            VALUE_VERSION
+        } else {
+            VALUE_VERSION_NEXT_ID
+        });
         out.put_i64(self.producer_id);
         out.put_i64(self.last_producer_id);
         out.put_i16(self.producer_epoch);
@@ -138,10 +151,13 @@ impl TxnValue {
                 out.put_i32(p);
             }
         }
+        if self.next_producer_id >= 0 {
+            out.put_i64(self.next_producer_id);
+        }
         out.freeze()
     }
 
-    fn decode(r: &mut Reader<'_>) -> Result<Self, RecordError> {
+    fn decode(r: &mut Reader<'_>, version: i16) -> Result<Self, RecordError> {
         let producer_id = r.i64()?;
         let last_producer_id = r.i64()?;
         let producer_epoch = r.i16()?;
@@ -157,6 +173,11 @@ impl TxnValue {
                 partitions.insert((topic.clone(), r.i32()?));
             }
         }
+        let next_producer_id = if version >= VALUE_VERSION_NEXT_ID {
+            r.i64()?
+        } else {
+            -1
+        };
         Ok(Self {
             producer_id,
             last_producer_id,
@@ -167,6 +188,7 @@ impl TxnValue {
             partitions,
             start_ms,
             update_ms,
+            next_producer_id,
         })
     }
 }
@@ -188,10 +210,10 @@ pub(crate) fn decode(
     };
     let mut v = Reader { buf: value };
     let version = v.i16()?;
-    if version != VALUE_VERSION {
+    if !(VALUE_VERSION..=VALUE_VERSION_NEXT_ID).contains(&version) {
         return Err(RecordError::UnknownVersion(version));
     }
-    Ok((id, Some(TxnValue::decode(&mut v)?)))
+    Ok((id, Some(TxnValue::decode(&mut v, version)?)))
 }
 
 #[cfg(test)]
@@ -216,11 +238,22 @@ mod tests {
             .collect(),
             start_ms: 1_000,
             update_ms: 2_000,
+            next_producer_id: -1,
         };
         let key = encode_key("tx-1");
         assert_eq!(
             decode(&key, Some(&value.encode())).unwrap(),
             ("tx-1".to_string(), Some(value.clone()))
+        );
+        assert_eq!(value.encode()[..2], [0, 0], "version 0 without a next id");
+        let moving = TxnValue {
+            next_producer_id: 43,
+            ..value.clone()
+        };
+        assert_eq!(moving.encode()[..2], [0, 1]);
+        assert_eq!(
+            decode(&key, Some(&moving.encode())).unwrap(),
+            ("tx-1".to_string(), Some(moving))
         );
         assert_eq!(decode(&key, None).unwrap(), ("tx-1".to_string(), None));
         let mut newer = value.encode().to_vec();

@@ -70,6 +70,7 @@ pub(crate) fn init(
         partitions: BTreeSet::new(),
         start_ms: -1,
         update_ms: now_ms,
+        next_producer_id: -1,
     }))
 }
 
@@ -92,15 +93,27 @@ pub(crate) fn fenced_abort(v: &TxnValue, now_ms: i64) -> TxnValue {
 
 /// [`fenced_abort`], or its commit (`commit`): what check-back writes when
 /// the application's service decides a transaction its producer left.
+///
+/// The epoch moves two past the producer's, as Kafka's coordinator moves it
+/// with transaction version 2 (its fence bump, then the end's own): a
+/// producer's EndTxn one epoch behind is a retry of an end it made itself
+/// ([`end`]), which a fenced producer must never pass for.
 pub(crate) fn fenced_end(v: &TxnValue, commit: bool, now_ms: i64) -> TxnValue {
     let epoch = if v.producer_epoch < PRODUCER_EPOCH_EXHAUSTED {
-        v.producer_epoch + 1
+        v.producer_epoch.saturating_add(2)
     } else {
         v.producer_epoch
     };
     TxnValue {
         producer_epoch: epoch,
         last_producer_epoch: v.producer_epoch,
+        ..prepare(v, commit, now_ms)
+    }
+}
+
+/// `v` set to commit (`commit`) or abort: PrepareCommit or PrepareAbort.
+fn prepare(v: &TxnValue, commit: bool, now_ms: i64) -> TxnValue {
+    TxnValue {
         status: if commit {
             TxnStatus::PrepareCommit
         } else {
@@ -187,34 +200,103 @@ pub(crate) enum EndDecision {
     /// Write this state (PrepareCommit or PrepareAbort), answer, then write
     /// the markers.
     Prepare(TxnValue),
-    /// The transaction already ended this way (a retried EndTxn): answer.
-    Done,
+    /// The transaction already ended this way (a retried EndTxn): answer
+    /// with the producer id and epoch the producer goes on with.
+    Done(ProducerIdAndEpoch),
 }
 
-/// EndTxn: commit (`commit`) or abort `v`'s open transaction.
+/// Which of Kafka's rules an EndTxn follows (`transaction.version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndRules {
+    /// EndTxn v4 and older: the producer keeps its epoch.
+    V1,
+    /// EndTxn v5 (KIP-890 part 2): every end bumps the epoch, and the
+    /// answer names the producer id and epoch to go on with. A producer may
+    /// abort a transaction it never added a partition to (its partitions
+    /// join implicitly, so it cannot know), and a retry is known by the
+    /// epoch before the bump.
+    V2,
+}
+
+/// EndTxn: commit (`commit`) or abort `v`'s open transaction. `fresh_id`
+/// is a new producer id for an end of [`EndRules::V2`] whose bump takes
+/// the last epoch of the producer id; `None` when none was reserved.
 pub(crate) fn end(
     v: &TxnValue,
-    producer_id: i64,
-    epoch: i16,
+    (producer_id, epoch): (i64, i16),
     commit: bool,
-    now_ms: i64,
+    rules: EndRules,
+    (now_ms, fresh_id): (i64, Option<i64>),
 ) -> Result<EndDecision, ResponseError> {
-    check_producer(v, producer_id, epoch)?;
+    if rules == EndRules::V1 {
+        check_producer(v, producer_id, epoch)?;
+        return match (v.status, commit) {
+            (TxnStatus::Ongoing, _) => Ok(EndDecision::Prepare(prepare(v, commit, now_ms))),
+            (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
+                Err(ResponseError::ConcurrentTransactions)
+            }
+            (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => {
+                Ok(EndDecision::Done(current(v)))
+            }
+            (TxnStatus::PrepareEpochFence, _) => Err(ResponseError::ProducerFenced),
+            (TxnStatus::Dead, _) => Err(ResponseError::InvalidProducerIdMapping),
+            _ => Err(ResponseError::InvalidTxnState),
+        };
+    }
+    // A retry of an end that bumped the epoch, or that moved the producer
+    // to a new id when the bump took the old id's last epoch.
+    let retry_of_bump = i32::from(v.producer_epoch) == i32::from(epoch) + 1;
+    let retry_of_move = v.last_producer_id == producer_id
+        && v.producer_id != producer_id
+        && epoch == PRODUCER_EPOCH_EXHAUSTED
+        && v.producer_epoch == 0;
+    if producer_id != v.producer_id && !retry_of_move {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    let retry = retry_of_bump || retry_of_move;
+    let valid_epoch = match v.status {
+        TxnStatus::Ongoing | TxnStatus::Empty | TxnStatus::Dead | TxnStatus::PrepareEpochFence => {
+            epoch == v.producer_epoch
+        }
+        TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => retry_of_bump,
+        TxnStatus::CompleteCommit | TxnStatus::CompleteAbort => retry || epoch == v.producer_epoch,
+    };
+    if !valid_epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    // The end itself: the epoch bumped, and at the id's last epoch the
+    // producer moves to a new id once the markers are written.
+    let bumped = |v: &TxnValue, no_partition: bool| -> Result<EndDecision, ResponseError> {
+        let next_producer_id = if v.producer_epoch >= PRODUCER_EPOCH_EXHAUSTED {
+            // Reserved before the state was locked; a state that reached
+            // the last epoch since is retried.
+            fresh_id.ok_or(ResponseError::ConcurrentTransactions)?
+        } else {
+            -1
+        };
+        Ok(EndDecision::Prepare(TxnValue {
+            producer_epoch: v.producer_epoch + 1,
+            last_producer_epoch: v.producer_epoch,
+            next_producer_id,
+            start_ms: if no_partition { now_ms } else { v.start_ms },
+            ..prepare(v, commit, now_ms)
+        }))
+    };
     match (v.status, commit) {
-        (TxnStatus::Ongoing, _) => Ok(EndDecision::Prepare(TxnValue {
-            status: if commit {
-                TxnStatus::PrepareCommit
-            } else {
-                TxnStatus::PrepareAbort
-            },
-            update_ms: now_ms,
-            ..v.clone()
-        })),
+        (TxnStatus::Ongoing, _) => bumped(v, false),
         (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
             Err(ResponseError::ConcurrentTransactions)
         }
-        (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => {
-            Ok(EndDecision::Done)
+        (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) if retry => {
+            Ok(EndDecision::Done(current(v)))
+        }
+        // An abort with no transaction open: the producer cannot know
+        // whether its partitions joined one, so it may abort all the same.
+        (TxnStatus::Empty | TxnStatus::CompleteAbort, false)
+        | (TxnStatus::CompleteCommit, false)
+            if !retry =>
+        {
+            bumped(v, true)
         }
         (TxnStatus::PrepareEpochFence, _) => Err(ResponseError::ProducerFenced),
         (TxnStatus::Dead, _) => Err(ResponseError::InvalidProducerIdMapping),
@@ -222,9 +304,33 @@ pub(crate) fn end(
     }
 }
 
+/// The producer id and epoch `v`'s producer has now.
+fn current(v: &TxnValue) -> ProducerIdAndEpoch {
+    ProducerIdAndEpoch {
+        producer_id: v.producer_id,
+        epoch: v.producer_epoch,
+    }
+}
+
+/// The producer id and epoch `v`'s producer goes on with once `v` (a
+/// Prepare state) completes: its id and epoch, or the new id at epoch 0.
+pub(crate) fn after_end(v: &TxnValue) -> ProducerIdAndEpoch {
+    if v.next_producer_id >= 0 {
+        ProducerIdAndEpoch {
+            producer_id: v.next_producer_id,
+            epoch: 0,
+        }
+    } else {
+        current(v)
+    }
+}
+
 /// The state once every marker of `v` (PrepareCommit or PrepareAbort) is
-/// written: complete, with no partitions.
+/// written: complete, with no partitions, and with the new producer id
+/// when the end moved to one (the old one stays known, so a retried end
+/// is recognised).
 pub(crate) fn complete(v: &TxnValue, now_ms: i64) -> TxnValue {
+    let moved = v.next_producer_id >= 0;
     TxnValue {
         status: if v.status == TxnStatus::PrepareCommit {
             TxnStatus::CompleteCommit
@@ -234,6 +340,14 @@ pub(crate) fn complete(v: &TxnValue, now_ms: i64) -> TxnValue {
         partitions: BTreeSet::new(),
         start_ms: -1,
         update_ms: now_ms,
+        producer_id: after_end(v).producer_id,
+        producer_epoch: after_end(v).epoch,
+        last_producer_id: if moved {
+            v.producer_id
+        } else {
+            v.last_producer_id
+        },
+        next_producer_id: -1,
         ..v.clone()
     }
 }
@@ -267,6 +381,7 @@ mod tests {
             partitions: [("t".to_string(), 0)].into_iter().collect(),
             start_ms: 100,
             update_ms: 100,
+            next_producer_id: -1,
         }
     }
 
@@ -296,7 +411,7 @@ mod tests {
         else {
             panic!("an open transaction is aborted first");
         };
-        assert_eq!((v.producer_epoch, v.status), (3, TxnStatus::PrepareAbort));
+        assert_eq!((v.producer_epoch, v.status), (4, TxnStatus::PrepareAbort));
         assert_eq!(v.partitions, open.partitions);
         for busy in [TxnStatus::PrepareCommit, TxnStatus::PrepareAbort] {
             assert!(matches!(
@@ -344,28 +459,133 @@ mod tests {
         );
     }
 
+    fn pid(producer_id: i64, epoch: i16) -> ProducerIdAndEpoch {
+        ProducerIdAndEpoch { producer_id, epoch }
+    }
+
     #[test]
     fn end_prepares_once_and_a_retry_of_a_finished_end_succeeds() {
+        let v1 = |v: &TxnValue, commit: bool| end(v, (7, 2), commit, EndRules::V1, (9, None));
         let open = value(TxnStatus::Ongoing);
-        let EndDecision::Prepare(p) = end(&open, 7, 2, true, 9).unwrap() else {
+        let EndDecision::Prepare(p) = v1(&open, true).unwrap() else {
             panic!("an open transaction prepares");
         };
-        assert_eq!(p.status, TxnStatus::PrepareCommit);
+        assert_eq!((p.status, p.producer_epoch), (TxnStatus::PrepareCommit, 2));
         assert_eq!(
-            end(&p, 7, 2, true, 9).unwrap_err(),
+            v1(&p, true).unwrap_err(),
             ResponseError::ConcurrentTransactions
         );
         let done = complete(&p, 10);
         assert_eq!(done.status, TxnStatus::CompleteCommit);
         assert!(done.partitions.is_empty());
-        assert_eq!(end(&done, 7, 2, true, 11).unwrap(), EndDecision::Done);
+        assert_eq!(v1(&done, true).unwrap(), EndDecision::Done(pid(7, 2)));
         assert_eq!(
-            end(&done, 7, 2, false, 11).unwrap_err(),
+            v1(&done, false).unwrap_err(),
             ResponseError::InvalidTxnState
         );
         assert_eq!(
-            end(&value(TxnStatus::Empty), 7, 2, true, 11).unwrap_err(),
+            v1(&value(TxnStatus::Empty), true).unwrap_err(),
             ResponseError::InvalidTxnState
+        );
+    }
+
+    #[test]
+    fn an_end_of_transaction_version_2_bumps_the_epoch_and_knows_its_retry() {
+        let v2 = |v: &TxnValue, epoch: i16, commit: bool| {
+            end(v, (7, epoch), commit, EndRules::V2, (9, None))
+        };
+        let open = value(TxnStatus::Ongoing);
+        let EndDecision::Prepare(p) = v2(&open, 2, true).unwrap() else {
+            panic!("an open transaction prepares");
+        };
+        assert_eq!(
+            (p.status, p.producer_epoch, p.last_producer_epoch),
+            (TxnStatus::PrepareCommit, 3, 2),
+            "the markers carry the bumped epoch"
+        );
+        assert_eq!(after_end(&p), pid(7, 3));
+        assert_eq!(p.partitions, open.partitions);
+        // A retry while the markers are written, and after.
+        assert_eq!(
+            v2(&p, 2, true).unwrap_err(),
+            ResponseError::ConcurrentTransactions
+        );
+        let done = complete(&p, 10);
+        assert_eq!(v2(&done, 2, true).unwrap(), EndDecision::Done(pid(7, 3)));
+        assert_eq!(
+            v2(&done, 2, false).unwrap_err(),
+            ResponseError::InvalidTxnState
+        );
+        // The next transaction, at the new epoch: a commit with none open is
+        // refused, an abort bumps the epoch all the same.
+        assert_eq!(
+            v2(&done, 3, true).unwrap_err(),
+            ResponseError::InvalidTxnState
+        );
+        let EndDecision::Prepare(empty) = v2(&done, 3, false).unwrap() else {
+            panic!("an abort with nothing open still ends");
+        };
+        assert_eq!(
+            (empty.status, empty.producer_epoch, empty.partitions.len()),
+            (TxnStatus::PrepareAbort, 4, 0)
+        );
+        // Older epochs are fenced; so is the epoch a fence skipped over.
+        assert_eq!(
+            v2(&done, 1, true).unwrap_err(),
+            ResponseError::ProducerFenced
+        );
+        let fenced = complete(&fenced_abort(&open, 9), 10);
+        assert_eq!(fenced.producer_epoch, 4);
+        assert_eq!(
+            v2(&fenced, 2, false).unwrap_err(),
+            ResponseError::ProducerFenced,
+            "the fenced producer's abort is no retry: epoch 3 was never handed out"
+        );
+        assert_eq!(
+            v2(&value(TxnStatus::Empty), 2, true).unwrap_err(),
+            ResponseError::InvalidTxnState
+        );
+    }
+
+    #[test]
+    fn a_bump_to_the_last_epoch_moves_the_producer_to_a_new_id() {
+        let last = TxnValue {
+            producer_epoch: PRODUCER_EPOCH_EXHAUSTED,
+            ..value(TxnStatus::Ongoing)
+        };
+        let ended = |v: &TxnValue, producer: (i64, i16), fresh: Option<i64>| {
+            end(v, producer, true, EndRules::V2, (9, fresh))
+        };
+        assert_eq!(
+            ended(&last, (7, PRODUCER_EPOCH_EXHAUSTED), None).unwrap_err(),
+            ResponseError::ConcurrentTransactions,
+            "no id reserved: retried"
+        );
+        let EndDecision::Prepare(p) =
+            ended(&last, (7, PRODUCER_EPOCH_EXHAUSTED), Some(70)).unwrap()
+        else {
+            panic!("the last epoch prepares");
+        };
+        assert_eq!(
+            (p.producer_id, p.producer_epoch, p.next_producer_id),
+            (7, i16::MAX, 70),
+            "the markers carry the old id at its very last epoch"
+        );
+        assert_eq!(after_end(&p), pid(70, 0));
+        let done = complete(&p, 10);
+        assert_eq!(
+            (done.producer_id, done.producer_epoch, done.last_producer_id),
+            (70, 0, 7)
+        );
+        assert_eq!(done.next_producer_id, -1);
+        // The old id's retry is known; the new id goes on.
+        assert_eq!(
+            ended(&done, (7, PRODUCER_EPOCH_EXHAUSTED), None).unwrap(),
+            EndDecision::Done(pid(70, 0))
+        );
+        assert_eq!(
+            ended(&done, (7, 3), None).unwrap_err(),
+            ResponseError::InvalidProducerIdMapping
         );
     }
 
