@@ -336,6 +336,31 @@ fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<
     let active = &partition.active_producers[0];
     assert_eq!(active.producer_id, pid);
     assert_eq!(active.current_txn_start_offset, 0);
+    // Offsets for a group the producer did not add (AddOffsetsToTxn), at a
+    // version that has the producer add it.
+    let offsets = raw.call(
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(id("tx-m"))
+            .with_group_id(GroupId("never-added".to_string().into()))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName("t".to_string().into()))
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)
+                            .with_committed_leader_epoch(-1),
+                    ]),
+            ]),
+        3,
+    )?;
+    assert_eq!(
+        offsets.topics[0].partitions[0].error_code,
+        E::InvalidTxnState.code()
+    );
     assert_eq!(end(&mut raw, "tx-m", epoch)?, 0);
     Ok(())
 }

@@ -58,6 +58,8 @@ const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
 /// How often the driver looks for work: markers to finish, timeouts, expiry.
 const DRIVER_TICK: Duration = Duration::from_millis(200);
+/// Markers of one transaction being written at once.
+const MARKERS_IN_FLIGHT: usize = 32;
 /// Longest wait between two attempts at a marker that failed.
 const MARKER_RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long EndTxn waits for the markers before it answers anyway (the
@@ -1012,22 +1014,47 @@ async fn complete(broker: Weak<crate::Broker>, shard: Arc<Shard>, id: String) {
             coordinator_epoch,
         };
         let mut failed = None;
-        for (topic, partition) in &value.partitions {
-            if done.contains(&(topic.clone(), *partition)) {
-                continue;
-            }
-            match broker
-                .write_marker(
-                    topic,
-                    *partition,
-                    value.producer_id,
-                    value.producer_epoch,
-                    marker,
-                )
-                .await
+        // The markers go out together, up to MARKERS_IN_FLIGHT at a time:
+        // each waits for its partition's commit (on a cluster, its
+        // leader's replication), and those waits overlap.
+        let mut pending: Vec<(String, i32)> = value
+            .partitions
+            .iter()
+            .filter(|p| !done.contains(*p))
+            .cloned()
+            .collect();
+        let mut writing = tokio::task::JoinSet::new();
+        let mut results = Vec::with_capacity(pending.len());
+        while !pending.is_empty() || !writing.is_empty() {
+            while writing.len() < MARKERS_IN_FLIGHT
+                && let Some((topic, partition)) = pending.pop()
             {
+                let broker = broker.clone();
+                let (producer_id, epoch) = (value.producer_id, value.producer_epoch);
+                writing.spawn(async move {
+                    let written = broker
+                        .write_marker(&topic, partition, producer_id, epoch, marker)
+                        .await;
+                    ((topic, partition), written)
+                });
+            }
+            match writing.join_next().await {
+                Some(Ok(result)) => results.push(result),
+                // A marker task that panicked: retried with the others.
+                Some(Err(_)) => {
+                    failed = Some((
+                        TXN_TOPIC.to_string(),
+                        shard.index,
+                        ResponseError::UnknownServerError,
+                    ));
+                }
+                None => {}
+            }
+        }
+        for ((topic, partition), written) in results {
+            match written {
                 Ok(()) => {
-                    done.insert((topic.clone(), *partition));
+                    done.insert((topic, partition));
                 }
                 // The partition has seen a newer producer epoch or a newer
                 // coordinator: this marker can never be written, and the
@@ -1040,9 +1067,9 @@ async fn complete(broker: Weak<crate::Broker>, shard: Arc<Shard>, id: String) {
                 ) => {
                     tracing::warn!(transactional_id = %id, %topic, partition, error = ?err,
                         "a transaction marker was refused as stale; the partition has a newer one");
-                    done.insert((topic.clone(), *partition));
+                    done.insert((topic, partition));
                 }
-                Err(err) => failed = Some((topic.clone(), *partition, err)),
+                Err(err) => failed = Some((topic, partition, err)),
             }
         }
         if failed.is_none() {
@@ -1572,10 +1599,9 @@ mod tests {
         buf.freeze()
     }
 
-    /// A coordinator that stops between the decision (PrepareCommit) and the
-    /// markers finishes the transaction when it loads the state again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_transaction_decided_before_a_restart_is_finished_after_it() {
+    /// A broker with topic `t` (one partition) that coordinates the
+    /// transactional id `tx`, and its config, to open it again.
+    fn coordinating() -> (crate::admin::testing::TestBroker, BrokerConfig) {
         let config = BrokerConfig {
             txn: crate::config::TxnConfig {
                 state_log_num_partitions: 2,
@@ -1588,6 +1614,14 @@ mod tests {
             .create_topic("t", 1, -1, Default::default(), false)
             .unwrap();
         t.broker.txn_coordinator("tx").unwrap();
+        (t, config)
+    }
+
+    /// A coordinator that stops between the decision (PrepareCommit) and the
+    /// markers finishes the transaction when it loads the state again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_decided_before_a_restart_is_finished_after_it() {
+        let (t, config) = coordinating();
         let txns = t.broker.txns().clone();
         let producer = txns
             .init_producer_id(&t.broker, "tx", 60_000, None)
@@ -1650,5 +1684,80 @@ mod tests {
                 .aborted
                 .is_empty()
         );
+    }
+
+    /// A producer of transaction version 2 at its id's last epoch: the end
+    /// moves it to a new id at epoch 0, the markers carry the old id's very
+    /// last epoch, and the state (the Prepare state holds the new id) reads
+    /// back after a restart, where a retry of the end is still known.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_end_at_the_last_epoch_moves_the_producer_to_a_new_id() {
+        let (t, config) = coordinating();
+        let txns = t.broker.txns().clone();
+        let first = txns
+            .init_producer_id(&t.broker, "tx", 60_000, None)
+            .await
+            .unwrap();
+        // Where 32,766 ends of transaction version 2 would have taken it.
+        let last = (
+            first.producer_id,
+            crate::producer_ids::PRODUCER_EPOCH_EXHAUSTED,
+        );
+        txns.change("tx", |v, now_ms| {
+            Ok((
+                Some(TxnValue {
+                    producer_epoch: last.1,
+                    update_ms: now_ms,
+                    ..v.unwrap().clone()
+                }),
+                (),
+            ))
+        })
+        .await
+        .unwrap();
+        txns.add_partitions("tx", last.0, last.1, &[("t".to_string(), 0)])
+            .await
+            .unwrap();
+        let partition = t.broker.partition("t", 0).unwrap();
+        let written = partition.append(txn_batch(last, 0)).unwrap();
+        written.committed.wait().await.unwrap();
+
+        let next = txns
+            .end(&t.broker, "tx", last, true, state::EndRules::V2)
+            .await
+            .unwrap();
+        assert_ne!(next.producer_id, last.0);
+        assert_eq!(next.epoch, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while txns.describe("tx").unwrap().value.status != TxnStatus::CompleteCommit {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the transaction was not finished"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let old = partition
+            .producers()
+            .into_iter()
+            .find(|s| s.producer_id == last.0)
+            .unwrap();
+        assert_eq!(old.producer_epoch, i16::MAX, "the marker's epoch");
+        assert_eq!(partition.offsets().last_stable, 2);
+        drop((txns, partition));
+        drop(t.broker);
+
+        let again = open(t.dir.path(), config);
+        let v = again.txns().describe("tx").unwrap().value;
+        assert_eq!(
+            (v.producer_id, v.producer_epoch, v.last_producer_id),
+            (next.producer_id, 0, last.0)
+        );
+        assert_eq!(v.next_producer_id, -1);
+        let retried = again
+            .txns()
+            .end(&again, "tx", last, true, state::EndRules::V2)
+            .await
+            .unwrap();
+        assert_eq!(retried, next, "a retry from the old id is answered again");
     }
 }
