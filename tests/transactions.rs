@@ -321,6 +321,27 @@ fn misuse_of_the_transactional_apis_gets_kafkas_error_codes() -> anyhow::Result<
     )?;
     assert_eq!(listed.transaction_states.len(), 1);
     assert_eq!(listed.unknown_state_filters.len(), 1);
+    // v2 (KIP-1152): a pattern matches whole transactional ids.
+    let matching = |raw: &mut RawClient, pattern: &str| {
+        raw.call(
+            &ListTransactionsRequest::default()
+                .with_duration_filter(-1)
+                .with_transactional_id_pattern(Some(pattern.to_string().into())),
+            2,
+        )
+    };
+    let listed = matching(&mut raw, "tx-.*")?;
+    assert_eq!(listed.error_code, 0);
+    assert_eq!(listed.transaction_states.len(), 1);
+    assert_eq!(
+        listed.transaction_states[0].transactional_id.as_str(),
+        "tx-m"
+    );
+    assert!(matching(&mut raw, "tx")?.transaction_states.is_empty());
+    assert_eq!(
+        matching(&mut raw, "tx-(")?.error_code,
+        E::InvalidRegularExpression.code()
+    );
     // The partition's leader names the producer and where its open
     // transaction began (a hanging transaction shows here).
     let producers = raw.call(
@@ -547,6 +568,30 @@ fn weir_txn_lists_describes_and_aborts_a_hanging_transaction_and_weir_consume_re
     )?)?;
     assert_eq!(listed["transactions"][0]["transactional_id"], "tx-stuck");
     assert_eq!(listed["transactions"].as_array().map(Vec::len), Some(1));
+    for (pattern, count) in [("tx-s.*", 1), ("stuck", 0)] {
+        let listed: serde_json::Value = serde_json::from_str(&weir_ok(
+            &broker,
+            &[
+                "txn",
+                "list",
+                "--transactional-id-pattern",
+                pattern,
+                "--json",
+            ],
+            b"",
+        )?)?;
+        assert_eq!(
+            listed["transactions"].as_array().map(Vec::len),
+            Some(count),
+            "{pattern}"
+        );
+    }
+    let refused = common::cli::weir(
+        &broker,
+        &["txn", "list", "--transactional-id-pattern", "tx-("],
+        b"",
+    )?;
+    assert_eq!(refused.status.code(), Some(2), "a pattern that is no regex");
     let described: serde_json::Value = serde_json::from_str(&weir_ok(
         &broker,
         &["txn", "describe", "tx-stuck", "--json"],

@@ -51,6 +51,7 @@ Examples:
   weir txn list
   weir txn list --state Ongoing --state PrepareCommit
   weir txn list --producer-id 4000 --json
+  weir txn list --transactional-id-pattern 'payments-.*'
 
 States are Kafka's: Empty, Ongoing, PrepareCommit, PrepareAbort,
 CompleteCommit, CompleteAbort, PrepareEpochFence, Dead.")]
@@ -61,6 +62,10 @@ CompleteCommit, CompleteAbort, PrepareEpochFence, Dead.")]
         /// Only ids with this producer id (repeatable).
         #[arg(long = "producer-id", value_name = "ID")]
         producer_ids: Vec<i64>,
+        /// Only ids this regular expression matches whole (RE2 syntax, as
+        /// Kafka's ListTransactions v2 takes it).
+        #[arg(long = "transactional-id-pattern", value_name = "REGEX")]
+        transactional_id_pattern: Option<String>,
     },
     /// Show a transactional id's state: its producer id and epoch, timeout,
     /// when its open transaction began and its partitions.
@@ -118,7 +123,15 @@ pub fn run(brokers: &str, args: TxnArgs) -> Result<()> {
         TxnCommand::List {
             states,
             producer_ids,
-        } => list(&mut client, &states, &producer_ids, json),
+            transactional_id_pattern,
+        } => {
+            let filters = (
+                states.as_slice(),
+                producer_ids.as_slice(),
+                transactional_id_pattern.as_deref(),
+            );
+            list(&mut client, filters, json)
+        }
         TxnCommand::Describe { transactional_id } => describe(&mut client, &transactional_id, json),
         TxnCommand::Abort {
             topic,
@@ -151,16 +164,35 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-fn list(client: &mut Client, states: &[String], producer_ids: &[i64], json: bool) -> Result<()> {
+/// The first ListTransactions version with a transactional id pattern.
+const PATTERN_VERSION: i16 = 2;
+
+fn list(
+    client: &mut Client,
+    (states, producer_ids, pattern): (&[String], &[i64], Option<&str>),
+    json: bool,
+) -> Result<()> {
     let metadata = client.metadata(Some(&[]))?;
     let request = ListTransactionsRequest::default()
         .with_state_filters(states.iter().map(|s| weir_client::str_bytes(s)).collect())
         .with_producer_id_filters(producer_ids.iter().map(|id| (*id).into()).collect())
-        .with_duration_filter(-1);
+        .with_duration_filter(-1)
+        .with_transactional_id_pattern(pattern.map(weir_client::str_bytes));
+    let version = if pattern.is_some() {
+        PATTERN_VERSION
+    } else {
+        1
+    };
     // Transactional id -> (producer id, state).
     let mut found: BTreeMap<String, (i64, String)> = BTreeMap::new();
     for broker in &metadata.brokers {
-        let response = client.send_to(broker.node_id.0, &request, 1)?;
+        let response = client.send_to(broker.node_id.0, &request, version)?;
+        if response.error_code == kafka_protocol::ResponseError::InvalidRegularExpression.code() {
+            return Err(CliError::Usage(format!(
+                "--transactional-id-pattern {:?} is not a valid regular expression (RE2 syntax)",
+                pattern.unwrap_or_default()
+            )));
+        }
         weir_client::check(response.error_code, || {
             format!("ListTransactions at broker {}", broker.node_id.0)
         })?;

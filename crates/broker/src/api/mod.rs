@@ -101,9 +101,6 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             // the request decoder (v10 addresses topics by id).
             ApiKey::OffsetCommit => (key, VersionRange { min: 2, max: 9 }),
             ApiKey::OffsetFetch => (key, VersionRange { min: 1, max: 9 }),
-            // ListTransactions v2 filters by a Java regular expression
-            // (KIP-1152), which is not matched here.
-            ApiKey::ListTransactions => (key, VersionRange { min: 0, max: 1 }),
             _ => (key, key.valid_versions()),
         })
         .collect()

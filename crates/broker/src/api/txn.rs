@@ -375,11 +375,38 @@ const STATE_NAMES: [&str; 8] = [
     "PrepareEpochFence",
 ];
 
+/// Largest compiled transactional id pattern (ListTransactions v2): a
+/// client's pattern must not make the broker build an automaton of any size.
+const PATTERN_BYTES_MAX: usize = 1 << 20;
+
+/// The transactional id pattern of ListTransactions v2 (KIP-1152), which
+/// must match a whole id, as Kafka's RE2/J `matches()` does; `None` when
+/// the request has none (null or empty).
+fn id_pattern(pattern: Option<&str>) -> Result<Option<regex::Regex>, regex::Error> {
+    match pattern.filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(p) => regex::RegexBuilder::new(&format!("^(?:{p})$"))
+            .size_limit(PATTERN_BYTES_MAX)
+            .dfa_size_limit(PATTERN_BYTES_MAX)
+            .build()
+            .map(Some),
+    }
+}
+
 pub(crate) async fn list(
     broker: &Arc<Broker>,
     _ctx: &RequestContext,
     req: ListTransactionsRequest,
 ) -> Result<ListTransactionsResponse, HandlerError> {
+    let pattern = match id_pattern(req.transactional_id_pattern.as_deref()) {
+        Ok(pattern) => pattern,
+        Err(err) => {
+            tracing::debug!(error = %err, "ListTransactions with a pattern that does not compile");
+            return Ok(ListTransactionsResponse::default()
+                .with_throttle_time_ms(0)
+                .with_error_code(ResponseError::InvalidRegularExpression.code()));
+        }
+    };
     let unknown: Vec<StrBytes> = req
         .state_filters
         .iter()
@@ -410,6 +437,12 @@ pub(crate) async fn list(
             req.duration_filter < 0
                 || (t.value.start_ms >= 0
                     && now_ms.saturating_sub(t.value.start_ms) >= req.duration_filter)
+        })
+        // v2 (KIP-1152): ids the pattern matches.
+        .filter(|t| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| p.is_match(&t.transactional_id))
         })
         .map(|t| {
             list_transactions_response::TransactionState::default()
