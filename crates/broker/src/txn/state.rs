@@ -267,6 +267,11 @@ pub(crate) fn end(
     // The end itself: the epoch bumped, and at the id's last epoch the
     // producer moves to a new id once the markers are written.
     let bumped = |v: &TxnValue, no_partition: bool| -> Result<EndDecision, ResponseError> {
+        // No producer is ever given the very last epoch (a fence may move
+        // the id there): one that names it holds nothing to end.
+        let Some(producer_epoch) = v.producer_epoch.checked_add(1) else {
+            return Err(ResponseError::ProducerFenced);
+        };
         let next_producer_id = if v.producer_epoch >= PRODUCER_EPOCH_EXHAUSTED {
             // Reserved before the state was locked; a state that reached
             // the last epoch since is retried.
@@ -275,7 +280,7 @@ pub(crate) fn end(
             -1
         };
         Ok(EndDecision::Prepare(TxnValue {
-            producer_epoch: v.producer_epoch + 1,
+            producer_epoch,
             last_producer_epoch: v.producer_epoch,
             next_producer_id,
             start_ms: if no_partition { now_ms } else { v.start_ms },
@@ -586,6 +591,23 @@ mod tests {
         assert_eq!(
             ended(&done, (7, 3), None).unwrap_err(),
             ResponseError::InvalidProducerIdMapping
+        );
+        // A fence may take an id to the very last epoch, which no producer
+        // holds: an abort that names it ends nothing and bumps nothing.
+        let spent = complete(
+            &fenced_abort(
+                &TxnValue {
+                    producer_epoch: PRODUCER_EPOCH_EXHAUSTED - 1,
+                    ..value(TxnStatus::Ongoing)
+                },
+                9,
+            ),
+            10,
+        );
+        assert_eq!(spent.producer_epoch, i16::MAX);
+        assert_eq!(
+            end(&spent, (7, i16::MAX), false, EndRules::V2, (9, Some(71))).unwrap_err(),
+            ResponseError::ProducerFenced
         );
     }
 
