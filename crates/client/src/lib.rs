@@ -752,19 +752,34 @@ impl Client {
 /// A RecordBatch v2 holding `values`, uncompressed, encoded by
 /// `kafka-protocol`: for callers that build Produce requests by hand.
 pub fn record_batch(values: &[&[u8]]) -> Result<Bytes> {
+    encode_batch(values, None)
+}
+
+/// [`record_batch`], transactional, from `producer` (id, epoch), its first
+/// record at `sequence`: a transactional producer's batch, by hand.
+pub fn transactional_batch(values: &[&[u8]], producer: (i64, i16), sequence: i32) -> Result<Bytes> {
+    encode_batch(values, Some((producer, sequence)))
+}
+
+fn encode_batch(values: &[&[u8]], transactional: Option<((i64, i16), i32)>) -> Result<Bytes> {
+    let ((producer_id, producer_epoch), first_sequence) = transactional.unwrap_or(((-1, -1), -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, value)| Record {
-            transactional: false,
+            transactional: transactional.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i64::try_from(i).unwrap_or(i64::MAX),
-            sequence: -1,
+            sequence: if first_sequence < 0 {
+                -1
+            } else {
+                first_sequence.wrapping_add(i32::try_from(i).unwrap_or(i32::MAX))
+            },
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(Bytes::copy_from_slice(value)),

@@ -1568,35 +1568,19 @@ mod tests {
 
     /// A transactional batch of one record from `producer` (id, epoch).
     fn txn_batch(producer: (i64, i16), sequence: i32) -> bytes::Bytes {
-        use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
-        let record = Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: producer.0,
-            producer_epoch: producer.1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence,
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::from_static(b"v")),
-            headers: Default::default(),
-        };
-        let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            [&record],
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        weir_client::transactional_batch(&[b"v"], producer, sequence).unwrap()
+    }
+
+    /// Wait (up to 30 s) until `id`'s transaction is CompleteCommit.
+    async fn committed(txns: &TxnCoordinator, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while txns.describe(id).unwrap().value.status != TxnStatus::CompleteCommit {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the transaction was not finished"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A broker with topic `t` (one partition) that coordinates the
@@ -1665,14 +1649,7 @@ mod tests {
         );
         again.start_background();
         let partition = again.partition("t", 0).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while again.txns().describe("tx").unwrap().value.status != TxnStatus::CompleteCommit {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the transaction was not finished"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        committed(again.txns(), "tx").await;
         // The COMMIT marker is in the partition: its record is stable.
         let offsets = partition.offsets();
         assert_eq!(offsets.log_end, 2);
@@ -1728,14 +1705,7 @@ mod tests {
             .unwrap();
         assert_ne!(next.producer_id, last.0);
         assert_eq!(next.epoch, 0);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while txns.describe("tx").unwrap().value.status != TxnStatus::CompleteCommit {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the transaction was not finished"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        committed(&txns, "tx").await;
         let old = partition
             .producers()
             .into_iter()
