@@ -187,7 +187,6 @@ fn usage_errors_exit_2() -> anyhow::Result<()> {
         &["produce", "t", "--acks", "1", "--idempotent"],
         &["produce", "t", "--key-separator", ""],
         &["produce", "t", "--delay", "30s"],
-        &["produce", "t", "--tag", "VIP"],
         &[
             "consume",
             "t",

@@ -1,8 +1,9 @@
 //! `weir produce` and `weir consume` as scripts use them, against a real
 //! `weir serve`: lines in, JSON lines out (keys, headers, bytes that are
 //! not UTF-8), where consuming starts and stops (times with and without a
-//! zone), the exit code when a record fails, and the refusal of the flags
-//! the broker does not serve yet (`--tag`, `--delay`).
+//! zone), the exit code when a record fails, tagged records read through a
+//! view, and the refusal of the flag the broker does not serve yet
+//! (`--delay`).
 
 mod common;
 
@@ -200,24 +201,68 @@ fn failed_records_are_counted_and_exit_1() -> anyhow::Result<()> {
 }
 
 #[test]
-fn tag_and_delay_are_refused_until_the_broker_serves_them() -> anyhow::Result<()> {
+fn tagged_records_are_served_by_a_view_and_delay_is_refused_until_the_broker_serves_it()
+-> anyhow::Result<()> {
     let broker = Broker::start(&[])?;
     weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
-    for (flag, value, says) in [
-        ("--delay", "30s", "delayed messages"),
-        ("--tag", "VIP", "tags"),
+    for (tag, lines) in [
+        (Some("VIP"), &b"a\nb\n"[..]),
+        (Some("IRON"), b"c\n"),
+        (None, b"d\n"),
+        (Some("GOLD"), b"e\n"),
     ] {
-        let refused = weir(&broker, &["produce", "t", flag, value], b"x\n")?;
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert_eq!(refused.status.code(), Some(2), "{flag}: {stderr}");
-        assert!(stderr.contains(says), "{flag}: {stderr}");
-        assert!(stderr.contains("does not serve"), "{flag}: {stderr}");
+        let mut args = vec!["produce", "t", "--partition", "0"];
+        if let Some(tag) = tag {
+            args.extend(["--tag", tag]);
+        }
+        weir_ok(&broker, &args, lines)?;
     }
+    let created = weir_ok(
+        &broker,
+        &[
+            "topic",
+            "create-view",
+            "vip",
+            "--source",
+            "t",
+            "--tags",
+            "VIP || GOLD",
+        ],
+        b"",
+    )?;
+    assert!(created.contains("created view vip"), "{created}");
+    let described = weir_ok(&broker, &["topic", "describe", "vip"], b"")?;
+    assert!(
+        described.contains("view of: t\ntags: VIP || GOLD\n"),
+        "{described}"
+    );
+    let served = consume_json(&broker, &["vip", "--from-beginning"])?;
+    assert_eq!(values(&served), ["a", "b", "e"]);
+    let offsets: Vec<i64> = served.iter().filter_map(|r| r["offset"].as_i64()).collect();
+    assert_eq!(offsets, [0, 1, 4], "the source's offsets");
+    assert_eq!(
+        served[2]["headers"],
+        serde_json::json!([{"key": "weir.tag", "value": "GOLD"}])
+    );
+    assert_eq!(
+        values(&consume_json(&broker, &["t", "--from-beginning"])?).len(),
+        5
+    );
+
+    let refused = weir(&broker, &["produce", "t", "--delay", "30s"], b"x\n")?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("delayed messages"), "{stderr}");
+    assert!(stderr.contains("does not serve"), "{stderr}");
     // Nothing was sent.
-    assert!(consume_json(&broker, &["t", "--from-beginning"])?.is_empty());
+    assert_eq!(
+        values(&consume_json(&broker, &["t", "--from-beginning"])?).len(),
+        5
+    );
     let help = weir_ok(&broker, &["produce", "--help"], b"")?;
-    for promise in ["--delay", "--tag", "weir.delay-ms", "weir.tag"] {
+    for promise in ["--delay", "weir.delay-ms"] {
         assert!(!help.contains(promise), "help mentions {promise}:\n{help}");
     }
+    assert!(help.contains("--tag"), "{help}");
     Ok(())
 }

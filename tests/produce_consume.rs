@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Broker, Plain, Tracker};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 /// Records in the big round trip.
@@ -41,18 +40,6 @@ fn record(i: u64) -> Plain {
     }
 }
 
-fn owned_headers(plain: &Plain) -> OwnedHeaders {
-    plain
-        .headers
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: value.as_ref(),
-            })
-        })
-}
-
 /// Produce `count` records with `compression` to `topic` and check every
 /// partition reads back exactly what was produced there, in order.
 fn round_trip(broker: &Broker, topic: &str, count: u64, compression: &str) -> anyhow::Result<()> {
@@ -74,7 +61,7 @@ fn round_trip(broker: &Broker, topic: &str, count: u64, compression: &str) -> an
             BaseRecord::with_opaque_to(topic, Box::new(i as u64))
                 .key(key)
                 .payload(value)
-                .headers(owned_headers(plain)),
+                .headers(plain.owned_headers()),
         )?;
     }
     let mut deliveries = common::flush_all_delivered(&producer, records.len())?;

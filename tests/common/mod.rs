@@ -472,6 +472,18 @@ pub struct Plain {
 }
 
 impl Plain {
+    /// The headers to produce this record with, in order, duplicates kept.
+    pub fn owned_headers(&self) -> rdkafka::message::OwnedHeaders {
+        self.headers
+            .iter()
+            .fold(rdkafka::message::OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(rdkafka::message::Header {
+                    key,
+                    value: value.as_ref(),
+                })
+            })
+    }
+
     /// Copy a consumed message.
     pub fn of(message: &OwnedMessage) -> Self {
         let headers = message

@@ -71,6 +71,9 @@ fi
 # finds Python's own `test` package; and test/service.py, which we replace.
 touch "$src/test/__init__.py"
 cp "$suite_dir/service.py" "$src/test/service.py" || setup_failed "copying service.py"
+# Weir's own checks with kafka-python (views), run with the suite.
+cp "$suite_dir/test_weir_views.py" "$src/test/integration/test_weir_views.py" ||
+    setup_failed "copying test_weir_views.py"
 
 if [ -n "${WEIR_BIN:-}" ]; then
     weir=$WEIR_BIN

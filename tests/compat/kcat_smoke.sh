@@ -2,8 +2,8 @@
 # Smoke test of Debian's kcat (librdkafka 2.0.2, an older client than the
 # rdkafka crate's) against a real `weir serve`: metadata (-L, -J), produce with
 # keys, headers and every codec, consume from the beginning and from a
-# timestamp (-o s@TS), an idempotent producer, and a consumer group (-G) that
-# commits and resumes. Prints one line per check and a closing
+# timestamp (-o s@TS), an idempotent producer, a consumer group (-G) that
+# commits and resumes, and a tag-filtered view read as an ordinary topic. Prints one line per check and a closing
 # `kcat: N passed, M failed`; exits non-zero on any failure.
 #
 # WEIR_BIN picks the binary (default: target/debug/weir, built if missing).
@@ -126,6 +126,26 @@ seq 1 10 | sed 's/^/second-/' >"$work/expected.group2"
 k -P -t smoke-grouped -p 0 <"$work/expected.group2"
 group_consume >"$work/actual.group2"
 check "consumer group (-G) resumes after its committed offsets" "$work/expected.group2" "$work/actual.group2"
+
+# A view (weir topic create-view) read as an ordinary topic: only records
+# tagged VIP or GOLD, at their offsets in the source, for every codec; a
+# batch of mixed tags is rebuilt, and the read moves past untagged tails.
+"$weir" topic create smoke-tags --partitions 1 --brokers "$bootstrap" >/dev/null 2>>"$work/kcat.err"
+"$weir" topic create-view smoke-vip --source smoke-tags --tags 'VIP || GOLD' \
+    --brokers "$bootstrap" >/dev/null 2>>"$work/kcat.err"
+: >"$work/expected.view"
+offset=0
+for codec in none gzip snappy lz4 zstd; do
+    printf "a-$codec\nb-$codec\n" | k -P -t smoke-tags -p 0 -z "$codec" -H weir.tag=VIP -H x=1 -H x=2
+    printf "c-$codec\n" | k -P -t smoke-tags -p 0 -z "$codec" -H weir.tag=IRON
+    printf "d-$codec\n" | k -P -t smoke-tags -p 0 -z "$codec" -H weir.tag=GOLD
+    printf "e-$codec\n" | k -P -t smoke-tags -p 0 -z "$codec"
+    printf '%s\n' "$offset:a-$codec|weir.tag=VIP,x=1,x=2" "$((offset + 1)):b-$codec|weir.tag=VIP,x=1,x=2" \
+        "$((offset + 3)):d-$codec|weir.tag=GOLD" >>"$work/expected.view"
+    offset=$((offset + 5))
+done
+k -C -t smoke-vip -p 0 -o beginning -e -q -f '%o:%s|%h\n' >"$work/actual.view"
+check "a view serves only its tags, at the source's offsets" "$work/expected.view" "$work/actual.view"
 
 if ! kill -0 "$broker_pid" 2>/dev/null; then
     failed=$((failed + 1))

@@ -27,6 +27,7 @@ mod replica;
 mod topic_config;
 mod topics;
 mod txn;
+mod view;
 
 pub use config::{
     BrokerConfig, CheckbackConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy, TxnConfig,

@@ -626,6 +626,8 @@ pub(crate) fn partition_config(
             TimestampType::CreateTime
         },
         compact: list_items(value("cleanup.policy")).any(|p| p == "compact"),
+        // The topic registry turns it on while views read the topic.
+        tag_summaries: false,
     }
 }
 

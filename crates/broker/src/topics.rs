@@ -16,6 +16,7 @@ use weir_storage::{Partition, PartitionId};
 use weir_sync::{PoisonedLock, lock, read, write};
 
 use crate::error::ApiError;
+use crate::view::{self, VIEW_SOURCE, VIEW_TAGS, View};
 use crate::{Broker, topic_config};
 
 /// Longest topic name Kafka accepts.
@@ -52,8 +53,10 @@ pub(crate) struct TopicState {
     pub meta: TopicMeta,
     /// Open partitions, indexed by partition number: `None` for a partition
     /// whose replicas are all on other brokers (a cluster's). A single node
-    /// holds every partition.
+    /// holds every partition. A view holds none: its data is its source's.
     pub partitions: Vec<Option<Partition>>,
+    /// What makes the topic a view (`crate::view`), if it is one.
+    pub view: Option<View>,
 }
 
 impl TopicState {
@@ -154,6 +157,10 @@ impl Broker {
 
     /// Open (or re-open) every partition of a known topic and register it.
     fn install_topic(&self, meta: TopicMeta) -> Result<Arc<TopicState>, ApiError> {
+        if View::of(&meta.configs).is_some() {
+            let none = (0..meta.partitions).map(|_| None).collect();
+            return Ok(self.register(meta, none)?);
+        }
         let partitions = self.open_partitions(meta.id, 0..meta.partitions, &meta.configs)?;
         Ok(self.register(meta, partitions.into_iter().map(Some).collect())?)
     }
@@ -168,7 +175,11 @@ impl Broker {
         configs: &BTreeMap<String, String>,
     ) -> Result<Vec<Partition>, ApiError> {
         let defaults = self.broker_topic_defaults();
-        let config = topic_config::partition_config(configs, &defaults);
+        let mut config = topic_config::partition_config(configs, &defaults);
+        config.tag_summaries = self.topic_by_id(id).is_some_and(|state| {
+            self.view_sources(&self.topic_list())
+                .contains(&state.meta.name)
+        });
         let delete_retention_ms = topic_config::delete_retention_ms(configs, &defaults);
         let ids: Vec<PartitionId> = range
             .map(|partition| PartitionId {
@@ -204,7 +215,12 @@ impl Broker {
         meta: TopicMeta,
         partitions: Vec<Option<Partition>>,
     ) -> Result<Arc<TopicState>, PoisonedLock> {
-        let state = Arc::new(TopicState { meta, partitions });
+        let view = View::of(&meta.configs);
+        let state = Arc::new(TopicState {
+            meta,
+            partitions,
+            view,
+        });
         write(&self.topics.by_name)?.insert(state.meta.name.clone(), state.clone());
         write(&self.topics.by_id)?.insert(state.meta.id, state.clone());
         Ok(state)
@@ -214,6 +230,7 @@ impl Broker {
     fn partition_total(&self) -> i64 {
         read_registry(&self.topics.by_name)
             .values()
+            .filter(|t| t.view.is_none())
             .map(|t| i64::from(t.meta.partitions))
             .sum()
     }
@@ -266,11 +283,12 @@ impl Broker {
 
     /// One partition's storage here: UNKNOWN_TOPIC_OR_PARTITION if the topic
     /// has no such partition, NOT_LEADER_OR_FOLLOWER if this broker holds
-    /// no replica of it.
+    /// no replica of it. A view's partition is its source's.
     pub(crate) fn partition(&self, topic: &str, partition: i32) -> Result<Partition, ApiError> {
         let state = self
             .topic(topic)
             .ok_or_else(|| ApiError::unknown_topic(topic))?;
+        let (state, _) = self.data_topic(state)?;
         local_partition(&state, partition)
     }
 
@@ -331,6 +349,15 @@ impl Broker {
         assignments: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicMeta, ApiError> {
         validate_topic_name(name)?;
+        if configs.contains_key(VIEW_SOURCE) || configs.contains_key(VIEW_TAGS) {
+            if assignments.is_some() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("view {name} has its source's replicas; give no replica assignment"),
+                ));
+            }
+            return self.create_view(name, partitions, replication_factor, configs, validate_only);
+        }
         let partitions = if partitions == -1 {
             self.config.default_partitions
         } else {
@@ -367,12 +394,7 @@ impl Broker {
             topic_config::validate(key, value)?;
         }
         let _guard = lock(&self.topics.lifecycle)?;
-        if let Some(existing) = self.topic(name) {
-            return Err(ApiError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("topic '{}' already exists", existing.meta.name),
-            ));
-        }
+        self.refuse_existing(name)?;
         self.check_partition_limit(
             partitions,
             &format!("creating topic '{name}' with {partitions} partitions"),
@@ -438,7 +460,69 @@ impl Broker {
         Ok(meta)
     }
 
-    /// Delete a topic and forget its partitions.
+    /// Create view `name` (see `crate::view`): metadata only, since its
+    /// data is its source's. The source's partitions start keeping tag
+    /// summaries, so the view's reads skip batches without a match.
+    fn create_view(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, ApiError> {
+        let _guard = lock(&self.topics.lifecycle)?;
+        self.refuse_existing(name)?;
+        let (source, filter) =
+            view::check_new_view(self, name, partitions, replication_factor, &configs)?;
+        let new = NewTopic {
+            name: name.to_string(),
+            id: Uuid::nil(),
+            partitions: source.meta.partitions,
+            replication_factor: source.meta.replication_factor,
+            configs,
+            assignments: None,
+        };
+        if validate_only {
+            return Ok(TopicMeta {
+                name: new.name,
+                id: new.id,
+                partitions: new.partitions,
+                replication_factor: new.replication_factor,
+                configs: new.configs,
+                assignments: Vec::new(),
+            });
+        }
+        let new = NewTopic {
+            id: weir_metadata::new_topic_id(|id| self.topic_by_id(id).is_some()),
+            ..new
+        };
+        let meta = self.metadata.create_topic(new)?;
+        if self.metadata.replicated() {
+            self.follow_metadata_locked()?;
+        } else {
+            let none = (0..meta.partitions).map(|_| None).collect();
+            self.register(meta.clone(), none)?;
+            self.refresh_partition_configs();
+        }
+        tracing::info!(view = %meta.name, id = %meta.id, source = %source.meta.name,
+            tags = %filter, "created view");
+        Ok(meta)
+    }
+
+    /// TOPIC_ALREADY_EXISTS if `name` is taken.
+    fn refuse_existing(&self, name: &str) -> Result<(), ApiError> {
+        match self.topic(name) {
+            Some(existing) => Err(ApiError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{}' already exists", existing.meta.name),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Delete a topic and forget its partitions. A topic that views read
+    /// is refused until they are deleted.
     pub(crate) fn delete_topic(&self, name: &str) -> Result<TopicMeta, ApiError> {
         if is_internal(name) {
             return Err(internal_topic_refused("delete", name));
@@ -447,6 +531,16 @@ impl Broker {
         let state = self
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
+        let views = self.views_of(name);
+        if !views.is_empty() {
+            return Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!(
+                    "Cannot delete topic {name}: views read it ({}); delete them first",
+                    views.join(", ")
+                ),
+            ));
+        }
         let meta = self.metadata.delete_topic(name)?;
         if self.metadata.replicated() {
             self.follow_metadata_locked()?;
@@ -457,6 +551,9 @@ impl Broker {
         for (_, partition) in state.local_partitions() {
             self.replicas.forget(partition.id())?;
             self.log.remove_partition(partition.id())?;
+        }
+        if state.view.is_some() {
+            self.refresh_partition_configs();
         }
         tracing::info!(topic = %name, id = %meta.id, "deleted topic");
         Ok(meta)
@@ -481,6 +578,7 @@ impl Broker {
         let state = self
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
+        view::refuse_if_view(&state, "add partitions to")?;
         let current = state.meta.partitions;
         if total <= current {
             return Err(ApiError::new(
@@ -542,6 +640,18 @@ impl Broker {
         validate_only: bool,
     ) -> Result<TopicMeta, ApiError> {
         for change in changes {
+            let key = match change {
+                ConfigChange::Set(key, _) | ConfigChange::Delete(key) => key,
+            };
+            if key == VIEW_SOURCE || key == VIEW_TAGS {
+                return Err(ApiError::new(
+                    ResponseError::InvalidConfig,
+                    format!(
+                        "{key} is set only when a view is created; \
+                         delete the view and create it again to change it"
+                    ),
+                ));
+            }
             match change {
                 ConfigChange::Set(key, value) => topic_config::validate(key, value)?,
                 ConfigChange::Delete(key) => {
@@ -558,6 +668,7 @@ impl Broker {
         let state = self
             .topic(name)
             .ok_or_else(|| ApiError::unknown_topic(name))?;
+        view::refuse_if_view(&state, "change the configs of")?;
         if validate_only {
             return Ok(state.meta.clone());
         }
@@ -589,6 +700,10 @@ impl Broker {
         let topics = self.metadata.topics();
         let defaults = self.broker_topic_defaults();
         let wanted: HashSet<Uuid> = topics.iter().map(|t| t.id).collect();
+        let viewed: HashSet<String> = topics
+            .iter()
+            .filter_map(|t| View::of(&t.configs).map(|v| v.source))
+            .collect();
         for state in self.topic_list() {
             if !wanted.contains(&state.meta.id) {
                 self.forget_topic(&state)?;
@@ -597,15 +712,29 @@ impl Broker {
         }
         for meta in topics {
             let existing = self.topic_by_id(meta.id);
-            if existing.as_ref().is_some_and(|e| e.meta == meta) {
+            // A view created or deleted changes its source's tag summaries.
+            let summaries = |e: &TopicState| {
+                e.local_partitions()
+                    .next()
+                    .is_none_or(|(_, p)| p.config().tag_summaries == viewed.contains(&meta.name))
+            };
+            if existing
+                .as_ref()
+                .is_some_and(|e| e.meta == meta && summaries(e))
+            {
                 continue;
             }
+            // A view holds no data of its own.
+            let is_view = View::of(&meta.configs).is_some();
             let hosted = |p: i32| {
-                meta.assignment(p, me)
-                    .is_some_and(|a| a.replicas.contains(&me) || a.adding_replicas.contains(&me))
+                !is_view
+                    && meta.assignment(p, me).is_some_and(|a| {
+                        a.replicas.contains(&me) || a.adding_replicas.contains(&me)
+                    })
             };
             let held = |p: i32| existing.as_ref().and_then(|e| e.local(p).cloned());
-            let config = topic_config::partition_config(&meta.configs, &defaults);
+            let mut config = topic_config::partition_config(&meta.configs, &defaults);
+            config.tag_summaries = viewed.contains(&meta.name);
             let delete_retention_ms = topic_config::delete_retention_ms(&meta.configs, &defaults);
             let missing: Vec<PartitionId> = (0..meta.partitions)
                 .filter(|&p| hosted(p) && held(p).is_none())
@@ -694,8 +823,11 @@ impl Broker {
     /// Re-apply effective configs to every partition after broker-level defaults changed.
     pub(crate) fn refresh_partition_configs(&self) {
         let defaults = self.broker_topic_defaults();
-        for state in self.topic_list() {
-            let config = topic_config::partition_config(&state.meta.configs, &defaults);
+        let topics = self.topic_list();
+        let viewed = self.view_sources(&topics);
+        for state in topics {
+            let mut config = topic_config::partition_config(&state.meta.configs, &defaults);
+            config.tag_summaries = viewed.contains(&state.meta.name);
             let delete_retention_ms =
                 topic_config::delete_retention_ms(&state.meta.configs, &defaults);
             for (_, partition) in state.local_partitions() {

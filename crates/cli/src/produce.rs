@@ -26,10 +26,12 @@ const HEADERS_MAX: usize = 1_000;
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 /// How long the final flush waits beyond the message timeout.
 const FLUSH_MARGIN_MS: u64 = 10_000;
-/// Why `--tag` and `--delay` are refused: a flag the broker would ignore
-/// must not look as if it worked.
+/// Why `--delay` is refused: a flag the broker would ignore must not look
+/// as if it worked.
 const NOT_SERVED_YET: &str = "which the broker does not serve yet; the flag is refused rather \
-than ignored, so that no record is sent believing it is tagged or delayed";
+than ignored, so that no record is sent believing it is delayed";
+/// The record header that tags a record (RocketMQ's tag), which views filter on.
+const TAG_HEADER: &str = "weir.tag";
 
 const PRODUCE_EXAMPLES: &str = "\
 Examples:
@@ -37,6 +39,7 @@ Examples:
   printf 'k1:v1\\nk2:v2\\n' | weir produce orders --key-separator :
   weir produce orders --file records.txt --header source=import --acks 1 --compression zstd
   weir produce orders --idempotent --partition 0 < records.txt
+  weir produce orders --tag VIP < vip-orders.txt
 
 Each line is one record (the line break is not part of it; an empty line is
 an empty record).
@@ -69,9 +72,9 @@ pub struct ProduceArgs {
     /// Compression codec of record batches.
     #[arg(long, value_enum, default_value_t = Compression::None)]
     compression: Compression,
-    /// Refused: tags come with the broker's tag support. Kept, hidden, to
-    /// say so instead of "unexpected argument".
-    #[arg(long, hide = true, value_name = "TAG")]
+    /// Tag every record (the `weir.tag` header), so views that filter on
+    /// the tag serve it: `weir topic create-view --help`.
+    #[arg(long, value_name = "TAG", value_parser = super::parse_non_empty)]
     tag: Option<String>,
     /// Refused: delays come with the broker's delayed messages.
     #[arg(long, hide = true, value_name = "DURATION")]
@@ -218,9 +221,6 @@ pub fn run(brokers: &str, args: ProduceArgs) -> Result<()> {
 
 /// The checks of the command line that clap cannot make alone.
 fn check_usage(args: &ProduceArgs) -> Result<()> {
-    if args.tag.is_some() {
-        return Err(super::usage(format!("--tag needs tags, {NOT_SERVED_YET}")));
-    }
     if args.delay.is_some() {
         return Err(super::usage(format!(
             "--delay needs delayed messages, {NOT_SERVED_YET}"
@@ -269,7 +269,13 @@ fn producer(brokers: &str, args: &ProduceArgs) -> Result<BaseProducer<Deliveries
 }
 
 fn headers(args: &ProduceArgs) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(args.header.len());
+    let mut headers = OwnedHeaders::new_with_capacity(args.header.len() + 1);
+    if let Some(tag) = &args.tag {
+        headers = headers.insert(Header {
+            key: TAG_HEADER,
+            value: Some(tag.as_bytes()),
+        });
+    }
     for (key, value) in &args.header {
         headers = headers.insert(Header {
             key,

@@ -1,5 +1,5 @@
-//! `weir topic`: create, list, describe, delete, alter-config and
-//! add-partitions, each sent by the wire client in `kafka` (CreateTopics,
+//! `weir topic`: create, list, describe, delete, alter-config,
+//! add-partitions and create-view, each sent by the wire client in `kafka` (CreateTopics,
 //! Metadata, ListOffsets, DescribeConfigs, DeleteTopics,
 //! IncrementalAlterConfigs, CreatePartitions), so that a refusal shows the
 //! broker's own error message. With `--json` each prints one JSON document
@@ -35,6 +35,9 @@ const OP_DELETE: i8 = 1;
 /// How long the broker may take to create or delete topics or partitions
 /// before it answers (the requests' `timeout_ms`).
 const ADMIN_TIMEOUT_MS: i32 = 30_000;
+/// The topic configs that make a topic a view of another (CreateTopics).
+const VIEW_SOURCE: &str = "weir.view.source";
+const VIEW_TAGS: &str = "weir.view.tags";
 
 const TOPIC_EXAMPLES: &str = "\
 Examples:
@@ -44,6 +47,7 @@ Examples:
   weir topic alter-config orders --config retention.ms=3600000 --delete-config cleanup.policy
   weir topic add-partitions orders --total 12
   weir topic delete orders
+  weir topic create-view VIP_ORDERS --source orders --tags \"VIP || GOLD\"
   weir topic describe orders --json | jq '.partitions[].log_end_offset'
 
 With --json every subcommand prints one JSON document on stdout instead of
@@ -138,6 +142,38 @@ Without --wait the command returns once the move has started; weir topic
 describe shows the replicas, and --wait SECONDS shows a progress bar until
 the move completes.")]
     Reassign(crate::replicas::ReassignArgs),
+    /// Create a view: a read-only topic serving only the records of a source
+    /// topic whose `weir.tag` header matches a tag expression.
+    #[command(after_help = "\
+Examples:
+  weir topic create-view VIP_ORDERS --source orders --tags \"VIP || GOLD\"
+  weir consume VIP_ORDERS --group vip-workers
+
+The view has the source's partitions. A consumer of the view gets only the
+matching records, at their source offsets (the gaps between them are legal in
+Kafka, as compaction leaves them); the broker filters, so the others never
+cross the network. Consumer groups, commits and offsets-by-time work as on any
+topic; producing to a view is refused. Retention follows the source, which
+cannot be deleted while views read it.
+
+The tag expression is RocketMQ's: tags separated by ||, or * for every record.
+A record matches when one of its weir.tag headers equals one of the tags.
+Kafka clients create the same view with CreateTopics and the configs
+weir.view.source and weir.view.tags.")]
+    CreateView(CreateViewArgs),
+}
+
+/// `weir topic create-view`.
+#[derive(Debug, Args)]
+pub struct CreateViewArgs {
+    /// The view's name.
+    view: String,
+    /// The topic whose records the view serves.
+    #[arg(long)]
+    source: String,
+    /// The tag expression, e.g. "VIP || GOLD".
+    #[arg(long)]
+    tags: String,
 }
 
 /// `weir topic create`.
@@ -185,6 +221,7 @@ pub fn run(brokers: &str, args: TopicArgs) -> Result<()> {
             add_partitions(&mut client, &topic, total, json)
         }
         TopicCommand::Reassign(args) => crate::replicas::reassign(&mut client, args, json),
+        TopicCommand::CreateView(args) => create_view(&mut client, args, json),
     }
 }
 
@@ -204,12 +241,56 @@ fn create(client: &mut Client, args: CreateArgs, json: bool) -> Result<()> {
         Some(factor) => i16::try_from(factor).map_err(CliError::ReplicationFactor)?,
         None => -1,
     };
+    send_create(
+        client,
+        &args.topic,
+        (args.partitions.unwrap_or(-1), replication_factor),
+        &args.config,
+    )?;
+    if json {
+        print_json(&json!({ "topic": args.topic, "created": true }))
+    } else {
+        println!("created topic {}", args.topic);
+        Ok(())
+    }
+}
+
+fn create_view(client: &mut Client, args: CreateViewArgs, json: bool) -> Result<()> {
+    let configs = [
+        (VIEW_SOURCE.to_owned(), args.source.clone()),
+        (VIEW_TAGS.to_owned(), args.tags.clone()),
+    ];
+    send_create(client, &args.view, (-1, -1), &configs)?;
+    if json {
+        print_json(&json!({
+            "view": args.view,
+            "source": args.source,
+            "tags": args.tags,
+            "created": true,
+        }))
+    } else {
+        println!(
+            "created view {} of topic {} with tags {}",
+            args.view, args.source, args.tags
+        );
+        Ok(())
+    }
+}
+
+/// CreateTopics for one topic; -1 takes the broker's (or a view's source's)
+/// partition count and replication factor.
+fn send_create(
+    client: &mut Client,
+    name: &str,
+    (partitions, replication_factor): (i32, i16),
+    configs: &[(String, String)],
+) -> Result<()> {
     let topic = CreatableTopic::default()
-        .with_name(TopicName(weir_client::str_bytes(&args.topic)))
-        .with_num_partitions(args.partitions.unwrap_or(-1))
+        .with_name(TopicName(weir_client::str_bytes(name)))
+        .with_num_partitions(partitions)
         .with_replication_factor(replication_factor)
         .with_configs(
-            args.config
+            configs
                 .iter()
                 .map(|(key, value)| {
                     CreatableTopicConfig::default()
@@ -228,12 +309,7 @@ fn create(client: &mut Client, args: CreateArgs, json: bool) -> Result<()> {
             format!("cannot create topic {}", result.name.0.as_str())
         })?;
     }
-    if json {
-        print_json(&json!({ "topic": args.topic, "created": true }))
-    } else {
-        println!("created topic {}", args.topic);
-        Ok(())
-    }
+    Ok(())
 }
 
 fn list(client: &mut Client, json: bool) -> Result<()> {
@@ -316,7 +392,11 @@ fn describe(client: &mut Client, topic: &str, json: bool) -> Result<()> {
             .join(",")
     };
     let show = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
-    let mut out = format!("topic: {topic}\npartitions: {}\n\n", rows.len());
+    let mut out = format!("topic: {topic}\n");
+    if let Some((source, tags)) = view_of(&configs) {
+        out.push_str(&format!("view of: {source}\ntags: {tags}\n"));
+    }
+    out.push_str(&format!("partitions: {}\n\n", rows.len()));
     let mut table = vec![
         [
             "PARTITION",
@@ -362,6 +442,7 @@ fn describe_json(
 ) -> serde_json::Value {
     json!({
         "topic": topic,
+        "view": view_of(configs).map(|(source, tags)| json!({ "source": source, "tags": tags })),
         "partitions": rows.iter().map(|row| json!({
             "partition": row.partition,
             "leader": row.leader,
@@ -376,6 +457,12 @@ fn describe_json(
             "source": config.source,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A view's source topic and tag expression, from its configs.
+fn view_of(configs: &BTreeMap<String, Config>) -> Option<(&str, &str)> {
+    let value = |key| configs.get(key).and_then(|c: &Config| c.value.as_deref());
+    Some((value(VIEW_SOURCE)?, value(VIEW_TAGS).unwrap_or("*")))
 }
 
 /// A topic config as `describe` shows it.

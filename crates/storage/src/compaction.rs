@@ -3,12 +3,13 @@
 //! key below a partition's cleanable point, and drop tombstones once they
 //! are older than `delete.retention.ms`.
 //!
-//! A batch that loses records is rewritten by copying the raw bytes of the
-//! records it keeps (their varint framing is parsed here; headers are never
-//! decoded, so duplicate header keys survive byte for byte). Compressed
-//! batches are decompressed and recompressed with their own codec. The base
-//! offset, `lastOffsetDelta` and each kept record's offset delta stay, so
-//! every kept record keeps its offset; the record count, batch length, max
+//! A batch that loses records is rewritten by [`crate::rebuild`] (which tag
+//! filtering shares) by copying the raw bytes of the records it keeps
+//! (their varint framing is parsed; headers are never decoded, so duplicate
+//! header keys survive byte for byte). Compressed batches are decompressed
+//! and recompressed with their own codec. The base offset,
+//! `lastOffsetDelta` and each kept record's offset delta stay, so every
+//! kept record keeps its offset; the record count, batch length, max
 //! timestamp and CRC32C are recomputed.
 //!
 //! The cleanable point: only batches wholly below both the high watermark
@@ -42,15 +43,15 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+use bytes::Bytes;
 
-use crate::batch::{BATCH_HEADER_BYTES, RecordBatchHeader as H};
+use crate::batch::RecordBatchHeader as H;
 use crate::error::StorageError;
 use crate::format::{self, EntryKind, IndexEntry};
 use crate::index::{QueueIndex, slot_offset};
 use crate::log::{lock, read};
 use crate::partition::{Located, PartitionInner, read_located};
+use crate::rebuild::{BatchParseError, ParsedBatch, rebuild};
 use crate::store::Store;
 
 /// Kafka's default `delete.retention.ms`: a tombstone lives a day after it was written.
@@ -76,10 +77,6 @@ const COMPACTION_WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// the cleanable bytes (Kafka's `min.cleanable.dirty.ratio`, 0.5).
 const DIRTY_RATIO_DIVISOR: u64 = 2;
 
-/// Attribute bits of the batch header (a control batch is never compacted).
-const ATTR_COMPRESSION_MASK: i16 = H::COMPRESSION_MASK;
-const ATTR_LOG_APPEND_TIME: i16 = H::LOG_APPEND_TIME;
-
 /// Compact every partition whose config asks for it and that is due.
 /// Returns how many batches were rewritten or removed.
 pub(crate) fn run(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<usize, StorageError> {
@@ -90,148 +87,16 @@ pub(crate) fn run(store: &Store, parts: &[Arc<PartitionInner>]) -> Result<usize,
     Ok(changed)
 }
 
-/// One record's framing inside a (decompressed) records section.
-#[derive(Debug, Clone)]
-struct RawRecord {
-    /// Bytes of the whole record, length varint included.
-    start: usize,
-    end: usize,
-    timestamp_delta: i64,
-    offset_delta: i64,
-    /// Byte range of the key; `None` for a null key.
-    key: Option<(usize, usize)>,
-    /// The value is null.
-    tombstone: bool,
-}
-
-/// A batch's records, ready to be filtered.
-struct ParsedBatch {
-    records: Bytes,
-    list: Vec<RawRecord>,
-}
-
-/// Why a batch cannot be compacted; the whole partition is then left alone
-/// this run, since a key hidden in it could be the newest one.
-#[derive(Debug)]
-struct Unparseable(&'static str);
-
-/// Walk `count` records of a records section, reading only their framing
-/// (`records.rs`, the one record walker); every byte must be a record's.
-fn parse_records(buf: &[u8], count: usize) -> Result<Vec<RawRecord>, Unparseable> {
-    let bad = || Unparseable("malformed record framing");
-    let count = i32::try_from(count).map_err(|_| bad())?;
-    let mut frames = crate::records::record_frames(buf, count);
-    let mut out = Vec::with_capacity((count as usize).min(buf.len()));
-    for frame in frames.by_ref() {
-        let frame = frame.map_err(|_| bad())?;
-        out.push(RawRecord {
-            start: frame.bytes.start,
-            end: frame.bytes.end,
-            timestamp_delta: frame.timestamp_delta,
-            offset_delta: frame.offset_delta,
-            key: frame.key.map(|k| (k.start, k.end)),
-            tombstone: frame.value.is_none(),
-        });
-    }
-    if out.len() != count as usize || frames.position() != buf.len() {
-        return Err(bad());
-    }
-    Ok(out)
-}
-
-/// The records of a stored batch; `None` for a control batch (left alone).
-fn parse_batch(batch: &[u8]) -> Result<Option<ParsedBatch>, Unparseable> {
-    let short = || Unparseable("short batch header");
-    let header = H::parse(batch).ok_or_else(short)?;
+/// The records of a stored batch, read through [`crate::rebuild`];
+/// `None` for a control batch (left alone). A batch that cannot be read
+/// leaves the whole partition alone this run, since a key hidden in it
+/// could be the newest one.
+fn parse_batch(batch: &[u8]) -> Result<Option<ParsedBatch<'_>>, BatchParseError> {
+    let header = H::parse(batch).ok_or(BatchParseError::ShortHeader { bytes: batch.len() })?;
     if header.is_control() {
         return Ok(None);
     }
-    let count =
-        usize::try_from(header.record_count).map_err(|_| Unparseable("negative record count"))?;
-    let section = batch.get(BATCH_HEADER_BYTES..).ok_or_else(short)?;
-    let records = decompress(header.codec(), section)?;
-    let list = parse_records(&records, count)?;
-    Ok(Some(ParsedBatch { records, list }))
-}
-
-/// Decompress a records section with the batch's codec, within
-/// [`COMPACTION_DECOMPRESSED_BYTES_MAX`].
-fn decompress(codec: i16, section: &[u8]) -> Result<Bytes, Unparseable> {
-    use crate::records::{DecompressError, decompress_records};
-    match decompress_records(codec, section, COMPACTION_DECOMPRESSED_BYTES_MAX) {
-        Ok(records) => Ok(Bytes::from(records.into_owned())),
-        Err(DecompressError::TooLarge { .. }) => {
-            Err(Unparseable("records decompress past the compaction limit"))
-        }
-        Err(DecompressError::Corrupt { .. }) => Err(Unparseable("records do not decompress")),
-    }
-}
-
-/// Compress records with `codec` (one of Kafka's codec numbers 1..=4).
-fn compress(codec: i16, raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = BytesMut::new();
-    let fill = |tmp: &mut BytesMut| {
-        tmp.extend_from_slice(raw);
-        Ok(())
-    };
-    let done = match codec {
-        1 => Gzip::compress(&mut out, fill),
-        2 => Snappy::compress(&mut out, fill),
-        3 => Lz4::compress(&mut out, fill),
-        4 => Zstd::compress(&mut out, fill),
-        _ => return None,
-    };
-    done.ok().map(|()| out.to_vec())
-}
-
-/// The timestamp of a record of `batch`.
-fn record_timestamp(batch: &[u8], r: &RawRecord) -> i64 {
-    let Some(header) = H::parse(batch) else {
-        return i64::MIN;
-    };
-    if header.is_log_append_time() {
-        return header.max_timestamp;
-    }
-    header.base_timestamp.saturating_add(r.timestamp_delta)
-}
-
-/// A stored batch rebuilt with only the records `kept` (indexes into
-/// `parsed.list`): same header fields except record count, batch length,
-/// max timestamp (`CreateTime`), attributes (codec none when empty) and CRC.
-fn rebuild(batch: &[u8], parsed: &ParsedBatch, kept: &[usize]) -> Option<Vec<u8>> {
-    let header = H::parse(batch)?;
-    let (attributes, codec) = (header.attributes, header.codec());
-    let mut raw = Vec::new();
-    let mut max_ts = i64::MIN;
-    for &k in kept {
-        let r = parsed.list.get(k)?;
-        raw.extend_from_slice(parsed.records.get(r.start..r.end)?);
-        max_ts = max_ts.max(record_timestamp(batch, r));
-    }
-    let (attributes, section) = if kept.is_empty() {
-        (attributes & !ATTR_COMPRESSION_MASK, Vec::new())
-    } else if codec == 0 {
-        (attributes, raw)
-    } else {
-        (attributes, compress(codec, &raw)?)
-    };
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + section.len());
-    out.extend_from_slice(batch.get(..BATCH_HEADER_BYTES)?);
-    out.extend_from_slice(&section);
-    let batch_length = i32::try_from(out.len() - 12).ok()?;
-    let put = |out: &mut Vec<u8>, at: usize, v: &[u8]| {
-        out.get_mut(at..at + v.len()).map(|b| b.copy_from_slice(v))
-    };
-    put(&mut out, H::BATCH_LENGTH_AT, &batch_length.to_be_bytes())?;
-    put(&mut out, H::ATTRIBUTES_AT, &attributes.to_be_bytes())?;
-    if attributes & ATTR_LOG_APPEND_TIME == 0 && !kept.is_empty() {
-        put(&mut out, H::MAX_TIMESTAMP_AT, &max_ts.to_be_bytes())?;
-    }
-    let count = i32::try_from(kept.len()).ok()?;
-    put(&mut out, H::RECORD_COUNT_AT, &count.to_be_bytes())?;
-    let crc = crc32c::crc32c(out.get(H::ATTRIBUTES_AT..)?);
-    put(&mut out, H::CRC_AT, &crc.to_be_bytes())?;
-    Some(out)
+    ParsedBatch::parse(batch, COMPACTION_DECOMPRESSED_BYTES_MAX).map(Some)
 }
 
 /// What one partition's compaction starts from.
@@ -344,8 +209,8 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
         let parsed = match parse_batch(&batch) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
-            Err(Unparseable(why)) => {
-                tracing::warn!(partition = ?part.id, base_offset = l.entry.base_offset, why, "batch cannot be compacted; compaction of the partition skipped");
+            Err(why) => {
+                tracing::warn!(partition = ?part.id, base_offset = l.entry.base_offset, %why, "batch cannot be compacted; compaction of the partition skipped");
                 return Ok(0);
             }
         };
@@ -359,15 +224,18 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
         if plan.aborted(&l.entry) {
             continue;
         }
-        for r in &parsed.list {
-            let Some((ks, ke)) = r.key else { continue };
-            let key = parsed.records.slice(ks..ke);
+        for r in &parsed.frames {
+            let Some(key) = r.key.clone().and_then(|k| parsed.records.get(k)) else {
+                continue;
+            };
             let offset = l.entry.base_offset + r.offset_delta;
-            if let Some(o) = newest.get_mut(&key) {
+            if let Some(o) = newest.get_mut(key) {
                 *o = (*o).max(offset);
             } else {
+                // A copy, so the map holds only what it counts, not the
+                // whole decompressed batch a slice would keep alive.
                 map_bytes += key.len() + KEY_MAP_ENTRY_OVERHEAD_BYTES;
-                newest.insert(key, offset);
+                newest.insert(Bytes::copy_from_slice(key), offset);
             }
         }
     }
@@ -385,20 +253,20 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
         let Ok(Some(parsed)) = parse_batch(&batch) else {
             continue;
         };
-        let mut kept = Vec::with_capacity(parsed.list.len());
+        let mut kept = Vec::with_capacity(parsed.frames.len());
         let aborted = plan.aborted(&l.entry);
-        for (k, r) in parsed.list.iter().enumerate().filter(|_| !aborted) {
-            let Some((ks, ke)) = r.key else {
+        for (k, r) in parsed.frames.iter().enumerate().filter(|_| !aborted) {
+            let Some(key) = r.key.clone() else {
                 kept.push(k); // a null key has no newer value to lose it to
                 continue;
             };
             let offset = l.entry.base_offset + r.offset_delta;
-            let key = parsed.records.get(ks..ke).unwrap_or_default();
+            let key = parsed.records.get(key).unwrap_or_default();
             if newest.get(key).is_some_and(|n| *n > offset) {
                 continue;
             }
-            if r.tombstone {
-                let ts = record_timestamp(&batch, r);
+            if r.value.is_none() {
+                let ts = parsed.timestamp(r);
                 match (cutoff, plan.delete_retention_ms) {
                     (Some(c), _) if ts <= c => continue,
                     (_, Some(ms)) => tombstone_due = tombstone_due.min(ts.saturating_add(ms)),
@@ -407,7 +275,7 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
             }
             kept.push(k);
         }
-        if kept.len() == parsed.list.len() {
+        if kept.len() == parsed.frames.len() {
             continue;
         }
         let producers_last = l.entry.producer_id >= 0
@@ -419,7 +287,7 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
             });
             continue;
         }
-        let Some(new_batch) = rebuild(&batch, &parsed, &kept) else {
+        let Some(new_batch) = rebuild(&parsed, &kept) else {
             continue;
         };
         let mut new = l.entry;
@@ -606,96 +474,9 @@ mod tests {
     use crate::format::{be_i16, be_i32, be_i64};
 
     use super::*;
+    use crate::records::test_records::{Rec, encode_record, make_batch, rec};
     use crate::tests::{ManualClock, block_on, pid};
     use crate::{CommitLog, LogConfig, Partition, PartitionConfig};
-
-    /// One record to encode: key, value, headers (duplicates allowed), timestamp.
-    struct Rec<'a> {
-        key: Option<&'a [u8]>,
-        value: Option<&'a [u8]>,
-        headers: &'a [(&'a [u8], &'a [u8])],
-        ts: i64,
-    }
-
-    fn rec<'a>(key: &'a str, value: Option<&'a str>, ts: i64) -> Rec<'a> {
-        Rec {
-            key: Some(key.as_bytes()),
-            value: value.map(str::as_bytes),
-            headers: &[],
-            ts,
-        }
-    }
-
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
-
-    fn bytes_field(out: &mut Vec<u8>, b: Option<&[u8]>) {
-        match b {
-            None => varint(out, -1),
-            Some(b) => {
-                varint(out, b.len() as i64);
-                out.extend_from_slice(b);
-            }
-        }
-    }
-
-    /// A record's bytes exactly as Kafka frames it (length varint first).
-    fn encode_record(offset_delta: i64, ts_delta: i64, r: &Rec) -> Vec<u8> {
-        let mut body = vec![0u8];
-        varint(&mut body, ts_delta);
-        varint(&mut body, offset_delta);
-        bytes_field(&mut body, r.key);
-        bytes_field(&mut body, r.value);
-        varint(&mut body, r.headers.len() as i64);
-        for (k, v) in r.headers {
-            bytes_field(&mut body, Some(k));
-            bytes_field(&mut body, Some(v));
-        }
-        let mut out = Vec::new();
-        varint(&mut out, body.len() as i64);
-        out.extend_from_slice(&body);
-        out
-    }
-
-    /// A RecordBatch v2 of `recs` compressed with `codec`, written by hand so
-    /// records may carry duplicate header keys.
-    fn make_batch(recs: &[Rec], codec: i16) -> Bytes {
-        let first_ts = recs.first().map_or(0, |r| r.ts);
-        let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(0);
-        let mut raw = Vec::new();
-        for (i, r) in recs.iter().enumerate() {
-            raw.extend_from_slice(&encode_record(i as i64, r.ts - first_ts, r));
-        }
-        let section = if codec == 0 {
-            raw
-        } else {
-            compress(codec, &raw).unwrap()
-        };
-        let mut b = Vec::new();
-        b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((49 + section.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&0i32.to_be_bytes());
-        b.push(2);
-        b.extend_from_slice(&[0; 4]);
-        b.extend_from_slice(&codec.to_be_bytes());
-        b.extend_from_slice(&(recs.len() as i32 - 1).to_be_bytes());
-        b.extend_from_slice(&first_ts.to_be_bytes());
-        b.extend_from_slice(&max_ts.to_be_bytes());
-        b.extend_from_slice(&(-1i64).to_be_bytes());
-        b.extend_from_slice(&(-1i16).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.extend_from_slice(&(recs.len() as i32).to_be_bytes());
-        b.extend_from_slice(&section);
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        Bytes::from(b)
-    }
 
     struct Fixture {
         log: CommitLog,
@@ -823,9 +604,9 @@ mod tests {
         let stored = f.p.read(0, 1).unwrap().records;
         let parsed = parse_batch(&stored).unwrap().unwrap();
         let raw: Vec<&[u8]> = parsed
-            .list
+            .frames
             .iter()
-            .map(|r| &parsed.records[r.start..r.end])
+            .map(|r| &parsed.records[r.bytes.clone()])
             .collect();
         let kept = Rec {
             key: Some(b"k"),
@@ -923,7 +704,7 @@ mod tests {
                 "codec {codec}"
             );
             let stored = f.p.read(0, 1).unwrap().records;
-            assert_eq!(be_i16(&stored, 21).unwrap() & ATTR_COMPRESSION_MASK, codec);
+            assert_eq!(be_i16(&stored, 21).unwrap() & H::COMPRESSION_MASK, codec);
             assert_eq!(be_i32(&stored, 23), Some(2), "lastOffsetDelta stays");
             assert_eq!(
                 be_i64(&stored, 35),

@@ -273,7 +273,16 @@ pub(crate) struct IndexEntry {
     /// index file, so a time look-up can binary-search the file even when
     /// timestamps go backwards.
     pub running_max_ts: i64,
+    /// The batch's tag summary (`crate::tags::tag_summary`), or
+    /// [`TAG_SUMMARY_UNKNOWN`], which may match any tag. Stored inverted in
+    /// bytes 56..60, so the zeros that builds before it wrote there read as
+    /// unknown: the field needs no new index version either way.
+    pub tag_summary: u32,
 }
+
+/// The tag summary of a batch nobody summarized: every bit set, so every
+/// tag filter must read the batch.
+pub(crate) const TAG_SUMMARY_UNKNOWN: u32 = u32::MAX;
 
 impl IndexEntry {
     /// Offset of the batch's last record.
@@ -298,6 +307,7 @@ impl IndexEntry {
         b[42..44].copy_from_slice(&self.attributes.to_be_bytes());
         b[44..48].copy_from_slice(&self.base_sequence.to_be_bytes());
         b[48..56].copy_from_slice(&self.running_max_ts.to_be_bytes());
+        b[56..60].copy_from_slice(&(!self.tag_summary).to_be_bytes());
         let crc = crc32c::crc32c(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_be_bytes());
         b
@@ -330,6 +340,7 @@ impl IndexEntry {
             } else {
                 be_i64(b, 48)?
             },
+            tag_summary: !be_u32(b, 56)?,
         })
     }
 }
@@ -633,11 +644,41 @@ mod tests {
             attributes: 2,
             base_sequence: 9,
             running_max_ts: 120,
+            tag_summary: 0x0001_8004,
         };
         let mut b = e.encode();
         assert_eq!(IndexEntry::decode(&b), Some(e));
         b[3] ^= 1;
         assert_eq!(IndexEntry::decode(&b), None);
+    }
+
+    #[test]
+    fn an_index_entry_written_before_tag_summaries_reads_as_unknown() {
+        // What earlier builds wrote: zeros in bytes 56..60, under the CRC.
+        let mut b = sample_entry().encode();
+        b[56..60].fill(0);
+        let crc = crc32c::crc32c(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_be_bytes());
+        for version in INDEX_VERSIONS_READ {
+            let e = IndexEntry::decode_in(&b, version).unwrap();
+            assert_eq!(e.tag_summary, TAG_SUMMARY_UNKNOWN, "v{version}");
+        }
+    }
+
+    fn sample_entry() -> IndexEntry {
+        IndexEntry {
+            base_offset: 7,
+            last_offset_delta: 0,
+            size: 61,
+            position: 16,
+            max_timestamp: 1,
+            producer_id: -1,
+            producer_epoch: -1,
+            attributes: 0,
+            base_sequence: -1,
+            running_max_ts: 1,
+            tag_summary: 0,
+        }
     }
 
     #[test]

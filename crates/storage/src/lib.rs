@@ -23,6 +23,7 @@ mod compaction;
 mod crash_tests;
 mod epochs;
 mod error;
+mod filtered;
 mod format;
 mod index;
 mod io;
@@ -31,6 +32,7 @@ mod log_start;
 mod maintenance;
 mod partition;
 mod producer;
+mod rebuild;
 mod reclaim;
 mod records;
 mod recovery;
@@ -38,8 +40,10 @@ mod recovery;
 mod replica_tests;
 mod snapshots;
 mod store;
+mod tags;
 #[cfg(test)]
 mod tests;
+mod timer;
 #[cfg(test)]
 mod txn_tests;
 
@@ -48,10 +52,17 @@ pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches, control_
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};
 pub use producer::{ProducerSummary, TxnMarker};
+pub use rebuild::BatchParseError;
 pub use records::{
     DecompressError, RecordFrame, RecordFrames, RecordFramingError, decompress_records,
     record_frames,
 };
+pub use records::{RecordHeader, RecordHeaders, record_headers};
+pub use tags::{
+    FilterError, Filtered, TAG_EXPR_BYTES_MAX, TAG_EXPR_TAGS_MAX, TAG_HEADER, TagExpr,
+    TagExprError, filter_batch, skipped_range_batch, tag_summary,
+};
+pub use timer::{ScanResult, TimerConfig, TimerEntry, TimerError, TimerProgress, TimerStore};
 
 use crate::log::{lock, write};
 use crate::partition::PartitionInner;
@@ -148,6 +159,12 @@ pub struct PartitionConfig {
     pub timestamp_type: TimestampType,
     /// `cleanup.policy` includes `compact`.
     pub compact: bool,
+    /// Keep a tag summary of each batch in the queue index (a Bloom filter
+    /// of its `weir.tag` values), so a tag-filtered read skips batches
+    /// without a possible match unread. The broker turns it on while views
+    /// read the partition; batches appended while it was off may match
+    /// anything.
+    pub tag_summaries: bool,
 }
 
 impl Default for PartitionConfig {
@@ -160,6 +177,7 @@ impl Default for PartitionConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
             compact: false,
+            tag_summaries: false,
         }
     }
 }
@@ -840,6 +858,29 @@ impl Partition {
             max_bytes,
             ReadBound::LastStable,
         )
+    }
+
+    /// [`Self::read`] through a view's tag `filter`: records the filter
+    /// does not match are left out (a batch is sent as stored, rebuilt from
+    /// its matching records, or skipped; batches whose tag summaries rule
+    /// the filter out are not read), at their offsets, and a read that ends
+    /// on skipped batches ends with an empty batch spanning them, so the
+    /// reader moves past them. Up to the last stable offset when
+    /// `committed` (naming the aborted transactions), else the high
+    /// watermark. `max_bytes` bounds the source bytes read.
+    pub fn read_filtered(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+        filter: &TagExpr,
+    ) -> Result<ReadOutcome, ReadError> {
+        let bound = if committed {
+            ReadBound::LastStable
+        } else {
+            ReadBound::HighWatermark
+        };
+        filtered::read_filtered(&self.log, &self.inner, (offset, max_bytes), bound, filter)
     }
 
     /// [`Self::read`] for a follower replica: bounded by the log end, not

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::aborted::{AbortedIndex, AbortedTxn};
 use crate::batch::{self, BatchInfo};
 use crate::error::{AppendError, ReadError, StorageError, TruncateError};
-use crate::format::{self, ENTRY_HEADER_BYTES, EntryKind, IndexEntry};
+use crate::format::{self, ENTRY_HEADER_BYTES, EntryKind, IndexEntry, TAG_SUMMARY_UNKNOWN};
 use crate::index::QueueIndex;
 use crate::io::IndexIo;
 use crate::log::{MarkerUpdate, Segment, Written, io_err, lock, read};
@@ -976,7 +976,8 @@ pub(crate) fn append_replica(
         ));
         let at = out.len() as u64;
         format::put_entry(&mut out, EntryKind::Batch, part.id, base, src);
-        entries.push((at, index_entry(info, base)));
+        let summarized = st.config.tag_summaries.then_some(src);
+        entries.push((at, index_entry(info, base, summarized)));
         let last = base + i64::from(info.last_offset_delta);
         if info.producer_id >= 0 {
             let state = producers.entry(info.producer_id).or_insert_with(|| {
@@ -1074,7 +1075,7 @@ pub(crate) fn append_marker(
     let producers = HashMap::from([(producer_id, state)]);
     let last_stable = first_open(&st.producers, &producers).unwrap_or(end_offset);
     let prepared = Prepared {
-        entries: vec![(0, index_entry(&info, offset))],
+        entries: vec![(0, index_entry(&info, offset, None))],
         buf_end: out.len() as u64,
         producers,
         base_offset: offset,
@@ -1275,7 +1276,8 @@ fn prepare(
                 info.max_timestamp = now_ms;
             }
         });
-        entries.push((position_in_buf, index_entry(&info, offset)));
+        let summarized = st.config.tag_summaries.then_some(src);
+        entries.push((position_in_buf, index_entry(&info, offset, summarized)));
         offset += i64::from(info.last_offset_delta) + 1;
     }
     Ok(Prepare::Write(Prepared {
@@ -1408,7 +1410,16 @@ fn commit_wait(store: &Store, st: &PartitionState, end_offset: i64) -> CommitWai
     )
 }
 
-fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
+/// The index entry of a batch about to be written at `base_offset`; its
+/// tag summary is computed from `batch` when the partition keeps them
+/// (`PartitionConfig::tag_summaries`, on while views read it).
+fn index_entry(info: &BatchInfo, base_offset: i64, batch: Option<&[u8]>) -> IndexEntry {
+    let tag_summary = match batch {
+        Some(batch) if !info.is_control() => {
+            crate::tags::tag_summary(batch).unwrap_or(TAG_SUMMARY_UNKNOWN)
+        }
+        _ => TAG_SUMMARY_UNKNOWN,
+    };
     IndexEntry {
         base_offset,
         last_offset_delta: info.last_offset_delta,
@@ -1420,6 +1431,7 @@ fn index_entry(info: &BatchInfo, base_offset: i64) -> IndexEntry {
         attributes: info.attributes,
         base_sequence: info.base_sequence,
         running_max_ts: i64::MIN,
+        tag_summary,
     }
 }
 
@@ -1468,7 +1480,7 @@ pub(crate) struct Located {
 }
 
 /// Index entries read per positional read when locating batches for a read.
-const LOCATE_CHUNK_ENTRIES: usize = 64;
+pub(crate) const LOCATE_CHUNK_ENTRIES: usize = 64;
 
 /// Locate the batches from index slot `from` on (below offset `end`) for a
 /// read of up to `limit` bytes, at least one.
@@ -1501,6 +1513,16 @@ fn locate(
             }
         }
     }
+    locate_entries(store, st, entries)
+}
+
+/// The segment of each of `entries` (in offset order); a broken promise of
+/// the write side poisons the log.
+pub(crate) fn locate_entries(
+    store: &Store,
+    st: &PartitionState,
+    entries: Vec<IndexEntry>,
+) -> Result<Vec<Located>, StorageError> {
     let segments = read(&store.log.segments)?;
     let found = locate_in(&segments, st, entries);
     // Poisoning takes the writer lock, which comes before `segments`.
@@ -1647,31 +1669,12 @@ pub(crate) fn read_from(
     let (items, offsets, aborted) = {
         let st = lock(&part.state)?;
         let offsets = st.offsets();
-        let (end, valid_end) = match bound {
-            ReadBound::HighWatermark => (st.hw, st.hw),
-            // Between the last stable offset and the high watermark there is
-            // nothing to read yet, which is not out of range.
-            ReadBound::LastStable => (offsets.last_stable, st.hw),
-            ReadBound::LogEnd => (st.log_end, st.log_end),
-        };
-        if offset < st.log_start || offset > valid_end {
-            return Err(ReadError::OffsetOutOfRange {
-                offset,
-                log_start: st.log_start,
-                log_end: valid_end,
+        let Some((from, end)) = read_start(store, &st, offset, bound)? else {
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                offsets,
+                aborted: Vec::new(),
             });
-        }
-        let empty = ReadOutcome {
-            records: Bytes::new(),
-            offsets,
-            aborted: Vec::new(),
-        };
-        if offset >= end {
-            return Ok(empty);
-        }
-        // A compacted partition has gaps: a removed offset reads from the next kept batch.
-        let Some(from) = st.index.find_from(offset, store.index_io())? else {
-            return Ok(empty);
         };
         let limit = max_bytes.min(store.log.config.read_bytes_max);
         let items = locate(store, &st, from, limit, end)?;
@@ -1689,6 +1692,39 @@ pub(crate) fn read_from(
         offsets,
         aborted,
     })
+}
+
+/// Where a read from `offset` under `bound` starts: the index slot of the
+/// batch holding `offset` (or the next one, since a compacted partition has
+/// gaps) and the offset the read stops before; `None` when nothing is there
+/// to read yet. OFFSET_OUT_OF_RANGE outside the log.
+pub(crate) fn read_start(
+    store: &Store,
+    st: &PartitionState,
+    offset: i64,
+    bound: ReadBound,
+) -> Result<Option<(u64, i64)>, ReadError> {
+    let (end, valid_end) = match bound {
+        ReadBound::HighWatermark => (st.hw, st.hw),
+        // Between the last stable offset and the high watermark there is
+        // nothing to read yet, which is not out of range.
+        ReadBound::LastStable => (st.offsets().last_stable, st.hw),
+        ReadBound::LogEnd => (st.log_end, st.log_end),
+    };
+    if offset < st.log_start || offset > valid_end {
+        return Err(ReadError::OffsetOutOfRange {
+            offset,
+            log_start: st.log_start,
+            log_end: valid_end,
+        });
+    }
+    if offset >= end {
+        return Ok(None);
+    }
+    Ok(st
+        .index
+        .find_from(offset, store.index_io())?
+        .map(|from| (from, end)))
 }
 
 /// First record at or after `timestamp`, as (offset, timestamp).

@@ -136,13 +136,17 @@ pub struct RecordFrame {
     pub key: Option<Range<usize>>,
     /// The value; `None` for a null value (a tombstone).
     pub value: Option<Range<usize>>,
+    /// Where the record's headers start (their count varint), right after
+    /// the value; [`record_headers`] walks them.
+    pub headers_at: usize,
 }
 
 /// A record whose framing cannot be followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed record framing at byte {at} of the records")]
 pub struct RecordFramingError {
-    /// Where the record starts in the section.
+    /// Where the record, or the header of it that cannot be followed,
+    /// starts in the section.
     pub at: usize,
 }
 
@@ -216,7 +220,118 @@ fn frame_at(section: &[u8], at: usize) -> Option<RecordFrame> {
         offset_delta,
         key,
         value,
+        headers_at: body_start + p,
     })
+}
+
+/// The fewest bytes one record header takes: a key length varint (an empty
+/// key) and a value length varint (a null or empty value).
+const HEADER_BYTES_MIN: usize = 2;
+
+/// One record header, in place: the ranges index the records section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// The header key (never null: Kafka refuses a record with a null key).
+    pub key: Range<usize>,
+    /// The header value; `None` for a null value.
+    pub value: Option<Range<usize>>,
+}
+
+/// The headers of the record `frame` (one of `section`'s
+/// [`record_frames`]), in order, read in place: a varint count, then per
+/// header a varint key length and the key, a varint value length (-1 for
+/// null) and the value. Nothing is decoded into a map, so duplicate keys
+/// come back as often as they are stored. A count that is negative or
+/// larger than the record's bytes can hold, a null key, a header running
+/// past the record or bytes left after the last header end the walk with an
+/// error. Nothing is allocated.
+pub fn record_headers<'a>(section: &'a [u8], frame: &RecordFrame) -> RecordHeaders<'a> {
+    RecordHeaders {
+        section,
+        at: frame.headers_at,
+        end: frame.bytes.end,
+        left: None,
+        done: false,
+    }
+}
+
+/// Iterator of [`record_headers`].
+#[derive(Debug, Clone)]
+pub struct RecordHeaders<'a> {
+    section: &'a [u8],
+    /// Where the next header (or, before the first call, the count) starts.
+    at: usize,
+    /// Where the record ends.
+    end: usize,
+    /// Headers still to read; `None` until the count is read.
+    left: Option<usize>,
+    done: bool,
+}
+
+impl RecordHeaders<'_> {
+    /// The record's bytes up to its end, which no header may pass.
+    fn record(&self) -> Option<&[u8]> {
+        self.section.get(..self.end)
+    }
+
+    /// Read the header count at `at` and move past it.
+    fn read_count(&mut self) -> Option<usize> {
+        let (count, n) = read_varint(self.record()?.get(self.at..)?)?;
+        let count = usize::try_from(count).ok()?;
+        let room = self.end.checked_sub(self.at)?.checked_sub(n)?;
+        if count > room / HEADER_BYTES_MIN {
+            return None;
+        }
+        self.at += n;
+        Some(count)
+    }
+
+    /// Read the header at `at` and move past it.
+    fn read_header(&mut self) -> Option<RecordHeader> {
+        let record = self.record()?;
+        let mut p = self.at;
+        let key = length_prefixed(record, &mut p)??;
+        let value = length_prefixed(record, &mut p)?;
+        self.at = p;
+        Some(RecordHeader { key, value })
+    }
+
+    fn fail(&mut self) -> Option<Result<RecordHeader, RecordFramingError>> {
+        self.done = true;
+        Some(Err(RecordFramingError { at: self.at }))
+    }
+}
+
+impl Iterator for RecordHeaders<'_> {
+    type Item = Result<RecordHeader, RecordFramingError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let left = match self.left {
+            Some(left) => left,
+            None => match self.read_count() {
+                Some(count) => count,
+                None => return self.fail(),
+            },
+        };
+        if left == 0 {
+            self.left = Some(0);
+            if self.at != self.end {
+                return self.fail();
+            }
+            self.done = true;
+            return None;
+        }
+        match self.read_header() {
+            Some(header) => {
+                self.left = Some(left - 1);
+                Some(Ok(header))
+            }
+            None => self.fail(),
+        }
+    }
 }
 
 /// A varint length then that many bytes of `body` at `*p` (moved past
@@ -246,6 +361,140 @@ pub(crate) fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
         }
     }
     None
+}
+
+#[cfg(test)]
+pub(crate) mod test_records {
+    //! Hand-written RecordBatch v2 bytes for tests. Unlike
+    //! `batch::test_batches` (kafka-protocol's encoder, which keeps headers
+    //! in a map), these records may carry duplicate header keys, null header
+    //! values and framing no encoder would write.
+
+    use bytes::Bytes;
+
+    /// One record to encode: key, value, headers (duplicates allowed), timestamp.
+    pub struct Rec<'a> {
+        pub key: Option<&'a [u8]>,
+        pub value: Option<&'a [u8]>,
+        pub headers: &'a [(&'a [u8], &'a [u8])],
+        pub ts: i64,
+    }
+
+    /// A record with key `key`, value `value` (`None`: a tombstone) and no headers.
+    pub fn rec<'a>(key: &'a str, value: Option<&'a str>, ts: i64) -> Rec<'a> {
+        Rec {
+            key: Some(key.as_bytes()),
+            value: value.map(str::as_bytes),
+            headers: &[],
+            ts,
+        }
+    }
+
+    /// Append `v` as a zigzag varint.
+    pub fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+
+    /// Append a varint length (-1 for `None`) and the bytes.
+    pub fn bytes_field(out: &mut Vec<u8>, b: Option<&[u8]>) {
+        match b {
+            None => varint(out, -1),
+            Some(b) => {
+                varint(out, b.len() as i64);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+
+    /// A record's bytes exactly as Kafka frames it (length varint first).
+    pub fn encode_record(offset_delta: i64, ts_delta: i64, r: &Rec) -> Vec<u8> {
+        let headers: Vec<(&[u8], Option<&[u8]>)> =
+            r.headers.iter().map(|(k, v)| (*k, Some(*v))).collect();
+        encode_record_parts(offset_delta, ts_delta, r.key, r.value, &headers)
+    }
+
+    /// [`encode_record`] with header values that may be null.
+    pub fn encode_record_parts(
+        offset_delta: i64,
+        ts_delta: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> Vec<u8> {
+        let mut body = vec![0u8];
+        varint(&mut body, ts_delta);
+        varint(&mut body, offset_delta);
+        bytes_field(&mut body, key);
+        bytes_field(&mut body, value);
+        varint(&mut body, headers.len() as i64);
+        for (k, v) in headers {
+            bytes_field(&mut body, Some(k));
+            bytes_field(&mut body, *v);
+        }
+        length_framed(&body)
+    }
+
+    /// `body` behind its length varint: one record's bytes.
+    pub fn length_framed(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(&mut out, body.len() as i64);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A RecordBatch v2 of `recs` (offset deltas 0, 1, ...) compressed with
+    /// `codec`, written by hand so records may carry duplicate header keys.
+    pub fn make_batch(recs: &[Rec], codec: i16) -> Bytes {
+        let first_ts = recs.first().map_or(0, |r| r.ts);
+        let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(0);
+        let mut raw = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            raw.extend_from_slice(&encode_record(i as i64, r.ts - first_ts, r));
+        }
+        let count = recs.len() as i32;
+        wrap_records(&raw, count, count - 1, first_ts, max_ts, codec)
+    }
+
+    /// A RecordBatch v2 at base offset 0 (no producer, leader epoch 0)
+    /// around `raw` records, whatever they hold, compressed with `codec`;
+    /// the header says what it is told and the CRC is valid.
+    pub fn wrap_records(
+        raw: &[u8],
+        count: i32,
+        last_offset_delta: i32,
+        first_ts: i64,
+        max_ts: i64,
+        codec: i16,
+    ) -> Bytes {
+        let section = if codec == 0 {
+            raw.to_vec()
+        } else {
+            crate::rebuild::compress(codec, raw).unwrap()
+        };
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((49 + section.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(&last_offset_delta.to_be_bytes());
+        b.extend_from_slice(&first_ts.to_be_bytes());
+        b.extend_from_slice(&max_ts.to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&count.to_be_bytes());
+        b.extend_from_slice(&section);
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
 }
 
 #[cfg(test)]
@@ -362,5 +611,118 @@ mod tests {
             assert!(frames.len() <= 3);
         }
         assert_eq!(record_frames(section, -1).count(), 0);
+    }
+
+    use super::test_records::{encode_record_parts, length_framed, varint};
+
+    /// A header's key and value bytes.
+    type Header = (Vec<u8>, Option<Vec<u8>>);
+
+    /// The headers of the one record of `raw`.
+    fn headers_of(raw: &[u8]) -> Vec<Result<Header, RecordFramingError>> {
+        let frame = record_frames(raw, 1).next().unwrap().unwrap();
+        record_headers(raw, &frame)
+            .map(|h| {
+                h.map(|h| {
+                    let value = h.value.map(|v| raw[v].to_vec());
+                    (raw[h.key].to_vec(), value)
+                })
+            })
+            .collect()
+    }
+
+    /// A record's body up to its header count: attributes, deltas, key, value.
+    fn body_before_headers() -> Vec<u8> {
+        let mut body = vec![0u8, 0, 0];
+        varint(&mut body, 1);
+        body.push(b'k');
+        varint(&mut body, -1);
+        body
+    }
+
+    #[test]
+    fn headers_come_back_in_order_duplicates_and_null_values_included() {
+        let headers: &[(&[u8], Option<&[u8]>)] = &[
+            (b"x", Some(b"1")),
+            (b"weir.tag", Some(b"VIP")),
+            (b"x", Some(b"1")),
+            (b"weir.tag", None),
+            (b"", Some(b"")),
+        ];
+        let raw = encode_record_parts(0, 0, Some(b"k"), Some(b"v"), headers);
+        let want: Vec<_> = headers
+            .iter()
+            .map(|(k, v)| Ok((k.to_vec(), v.map(<[u8]>::to_vec))))
+            .collect();
+        assert_eq!(headers_of(&raw), want);
+        let none = encode_record_parts(0, 0, None, None, &[]);
+        assert_eq!(headers_of(&none), []);
+    }
+
+    #[test]
+    fn headers_are_found_after_a_null_value_of_any_varint_width() {
+        // -1 written in two bytes (0x81 0x00) instead of one.
+        let mut body = vec![0u8, 0, 0, 0x01, 0x81, 0x00];
+        varint(&mut body, 1);
+        body.extend_from_slice(&[0x02, b'h', 0x02, b'v']);
+        let raw = length_framed(&body);
+        assert_eq!(headers_of(&raw), [Ok((b"h".to_vec(), Some(b"v".to_vec())))]);
+    }
+
+    #[test]
+    fn a_negative_or_oversized_header_count_is_an_error_without_allocating() {
+        for count in [-1, -2, i64::from(i32::MAX), i64::MAX, 2] {
+            let mut body = body_before_headers();
+            varint(&mut body, count);
+            body.extend_from_slice(&[0x02, b'h', 0x01]);
+            let raw = length_framed(&body);
+            let at = record_frames(&raw, 1).next().unwrap().unwrap().headers_at;
+            assert_eq!(
+                headers_of(&raw),
+                [Err(RecordFramingError { at })],
+                "{count}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_headers_end_the_walk_with_an_error() {
+        let cases: [(&str, &[u8]); 6] = [
+            ("no count", &[]),
+            ("unterminated count", &[0x80; 11]),
+            ("null key", &[0x02, 0x01, 0x01]),
+            ("key past the record", &[0x02, 0x08, b'h', 0x01]),
+            ("value past the record", &[0x02, 0x02, b'h', 0x08, b'v']),
+            (
+                "bytes after the last header",
+                &[0x02, 0x02, b'h', 0x01, 0x00],
+            ),
+        ];
+        for (what, headers) in cases {
+            let mut body = body_before_headers();
+            body.extend_from_slice(headers);
+            let raw = length_framed(&body);
+            let got = headers_of(&raw);
+            assert!(got.last().is_some_and(Result::is_err), "{what}: {got:?}");
+            assert!(got.len() <= 2, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_cut_record_never_panics_the_header_walk() {
+        let headers: &[(&[u8], Option<&[u8]>)] = &[(b"weir.tag", Some(b"A")), (b"x", None)];
+        let raw = encode_record_parts(0, 0, Some(b"k"), Some(b"v"), headers);
+        let frame = record_frames(&raw, 1).next().unwrap().unwrap();
+        for cut in 0..raw.len() {
+            let walked: Vec<_> = record_headers(&raw[..cut], &frame).collect();
+            assert!(walked.last().is_some_and(Result::is_err), "{cut}");
+        }
+        // A frame from another section: never read out of range.
+        let far = RecordFrame {
+            bytes: 10..usize::MAX,
+            headers_at: usize::MAX - 1,
+            ..frame
+        };
+        assert!(record_headers(&raw, &far).all(|h| h.is_err()));
     }
 }

@@ -1082,6 +1082,8 @@ fn apply_entry(
         attributes: batch_header.attributes,
         base_sequence: batch_header.base_sequence,
         running_max_ts: i64::MIN,
+        // Recovery does not decompress batches to summarize them.
+        tag_summary: crate::format::TAG_SUMMARY_UNKNOWN,
     };
     let bytes = entry.end_position() - entry.position;
     match header.kind {

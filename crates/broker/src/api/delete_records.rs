@@ -90,6 +90,9 @@ fn check(
     if is_internal(topic) {
         return Err(internal_topic_refused("delete records of", topic));
     }
+    if let Some(state) = broker.topic(topic) {
+        crate::view::refuse_if_view(&state, "delete records of")?;
+    }
     let handle = broker.partition(topic, partition)?;
     let high_watermark = handle.offsets().high_watermark;
     let target = if offset == OFFSET_HIGH_WATERMARK {

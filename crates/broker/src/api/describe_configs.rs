@@ -19,6 +19,7 @@ use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC, str_bytes};
 use crate::error::ApiError;
 use crate::topic_config::{self, ConfigSource, Synonym};
 use crate::topics::validate_topic_name;
+use crate::view::{VIEW_SOURCE, VIEW_TAGS};
 use crate::{Broker, HandlerError, RequestContext};
 
 /// Kafka's config type numbers for the start-up settings listed.
@@ -128,21 +129,54 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
     let state = broker
         .topic(name)
         .ok_or_else(|| ApiError::unknown_topic(name))?;
-    Ok(admin::config_chains(broker, Some(&state.meta.configs))
-        .into_iter()
-        .filter_map(|(def, chain)| {
-            let effective = chain.first()?.clone();
-            Some(Entry {
-                name: def.name.to_string(),
-                value: effective.value,
-                source: effective.source,
-                read_only: false,
-                config_type: def.kind.kafka_type(),
-                doc: topic_config::documentation(def),
-                synonyms: chain,
-            })
-        })
-        .collect())
+    // A view lists its source and filter, then the source's configs, which
+    // are what apply to its data; none of them can be changed on the view.
+    let (mut entries, data, read_only) = match &state.view {
+        Some(view) => {
+            let entry = |key: &'static str, doc: &str| {
+                let value = state.meta.configs.get(key).cloned().unwrap_or_default();
+                Entry {
+                    name: key.to_string(),
+                    value: value.clone(),
+                    source: ConfigSource::Topic,
+                    read_only: true,
+                    config_type: TYPE_STRING,
+                    doc: doc.to_string(),
+                    synonyms: vec![Synonym {
+                        name: key,
+                        value,
+                        source: ConfigSource::Topic,
+                    }],
+                }
+            };
+            let entries = vec![
+                entry(VIEW_SOURCE, "the topic whose records this view serves"),
+                entry(
+                    VIEW_TAGS,
+                    "the RocketMQ tag expression (weir.tag header) a record must match",
+                ),
+            ];
+            (entries, broker.view_source(view, name)?, true)
+        }
+        None => (Vec::new(), state, false),
+    };
+    entries.extend(
+        admin::config_chains(broker, Some(&data.meta.configs))
+            .into_iter()
+            .filter_map(|(def, chain)| {
+                let effective = chain.first()?.clone();
+                Some(Entry {
+                    name: def.name.to_string(),
+                    value: effective.value,
+                    source: effective.source,
+                    read_only,
+                    config_type: def.kind.kafka_type(),
+                    doc: topic_config::documentation(def),
+                    synonyms: chain,
+                })
+            }),
+    );
+    Ok(entries)
 }
 
 /// This broker's configs: "" is the cluster-wide runtime defaults only.

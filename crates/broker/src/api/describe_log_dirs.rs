@@ -93,7 +93,9 @@ fn describe_topic(
         .filter_map(|index| {
             // A partition without storage here (deleted meanwhile, or a
             // replica placed on another broker) is simply not in this dir.
-            let partition = broker.partition(&name, index).ok()?;
+            // A view has no storage: its data is its source's, listed there.
+            let state = broker.topic(&name)?;
+            let partition = state.local(index)?.clone();
             let size = i64::try_from(partition.size_bytes()).unwrap_or(i64::MAX);
             Some(
                 DescribeLogDirsPartition::default()

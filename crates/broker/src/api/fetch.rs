@@ -18,7 +18,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
-use weir_storage::{Partition, PartitionOffsets};
+use weir_storage::{Partition, PartitionOffsets, TagExpr};
 
 use crate::error::ApiError;
 use crate::replica::Leadership;
@@ -66,6 +66,8 @@ struct Target {
     /// The replica this client should fetch from instead (KIP-392): the
     /// partition is answered without records, naming it.
     preferred_read_replica: Option<i32>,
+    /// A view's tag filter: only matching records are read.
+    filter: Option<Arc<TagExpr>>,
 }
 
 struct TopicTarget {
@@ -217,6 +219,18 @@ fn resolve(
             .topic(&topic.topic)
             .ok_or_else(|| ApiError::unknown_topic(&topic.topic))
     };
+    // A view reads its source's partitions through its filter; followers
+    // replicate sources, never views.
+    let state = state.and_then(|state| match (&state.view, replica_id >= 0) {
+        (Some(view), true) => Err(crate::view::read_only(
+            "replicate",
+            &state.meta.name,
+            &view.source,
+        )),
+        _ => broker.data_topic(state),
+    });
+    let filter = state.as_ref().ok().and_then(|(_, filter)| filter.clone());
+    let state = state.map(|(state, _)| state);
     let partitions = topic
         .partitions
         .into_iter()
@@ -315,6 +329,7 @@ fn resolve(
                 leader_endpoint,
                 replica: replica_id >= 0,
                 preferred_read_replica,
+                filter: filter.clone(),
             }
         })
         .collect();
@@ -403,7 +418,7 @@ fn read_all(targets: &[TopicTarget], max_bytes: usize, read_committed: bool) -> 
                         partition,
                         (target.fetch_offset, limit),
                         first,
-                        target.replica,
+                        (target.replica, target.filter.as_deref()),
                         read_committed,
                     );
                     match read {
@@ -451,7 +466,9 @@ struct Read {
 
 /// Read one partition from `offset`, up to `limit` bytes unless `first`;
 /// up to the log end for a follower `replica`, the last stable offset for
-/// a read_committed consumer, else the high watermark.
+/// a read_committed consumer, else the high watermark. A view's `filter`
+/// keeps only the records it matches (the storage skips, copies or rebuilds
+/// each batch).
 ///
 /// An offset the log holds but has not committed yet reads as empty, as in
 /// Kafka: a consumer that saw a high watermark on one leader may ask the
@@ -461,7 +478,7 @@ fn read_one(
     partition: &Partition,
     (offset, limit): (i64, usize),
     first: bool,
-    replica: bool,
+    (replica, filter): (bool, Option<&TagExpr>),
     read_committed: bool,
 ) -> Result<Read, ApiError> {
     let offsets = partition.offsets();
@@ -490,7 +507,9 @@ fn read_one(
     if offset >= end || (!first && limit == 0) {
         return Ok(nothing(offsets));
     }
-    let read = if replica {
+    let read = if let Some(filter) = filter {
+        partition.read_filtered(offset, limit, committed, filter)?
+    } else if replica {
         partition.read_replica(offset, limit)?
     } else if committed {
         partition.read_committed(offset, limit)?
@@ -582,11 +601,11 @@ mod tests {
         };
         let Read {
             records, offsets, ..
-        } = read_one(&partition, (0, 1 << 20), true, false, false).unwrap();
+        } = read_one(&partition, (0, 1 << 20), true, (false, None), false).unwrap();
         assert_eq!(last_offset(&records), Some(Ok(1)), "only what is committed");
         assert_eq!(offsets.high_watermark, 2);
         for offset in 2..=5 {
-            let records = read_one(&partition, (offset, 1 << 20), true, false, false)
+            let records = read_one(&partition, (offset, 1 << 20), true, (false, None), false)
                 .unwrap()
                 .records;
             assert!(
@@ -595,14 +614,16 @@ mod tests {
             );
         }
         // A follower copies it all.
-        let records = read_one(&partition, (2, 1 << 20), true, true, false)
+        let records = read_one(&partition, (2, 1 << 20), true, (true, None), false)
             .unwrap()
             .records;
         assert_eq!(last_offset(&records), Some(Ok(4)));
         for replica in [false, true] {
-            let past = read_one(&partition, (6, 1 << 20), true, replica, false).unwrap_err();
+            let past =
+                read_one(&partition, (6, 1 << 20), true, (replica, None), false).unwrap_err();
             assert_eq!(past.code, ResponseError::OffsetOutOfRange);
-            let before = read_one(&partition, (-1, 1 << 20), true, replica, false).unwrap_err();
+            let before =
+                read_one(&partition, (-1, 1 << 20), true, (replica, None), false).unwrap_err();
             assert_eq!(before.code, ResponseError::OffsetOutOfRange);
         }
     }

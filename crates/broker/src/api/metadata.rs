@@ -160,10 +160,26 @@ pub(crate) async fn handle(
     let topics = topics
         .into_iter()
         .map(|lookup| match lookup {
-            Lookup::Found(state) => {
-                let meta = fresh.get(&state.meta.id).unwrap_or(&state.meta);
-                describe(&state, meta, node, &alive, topic_operations)
-            }
+            // A view's partitions are its source's: same leaders, replicas
+            // and ISR, so a consumer fetches the view where the data is.
+            Lookup::Found(state) => match broker.data_topic(state.clone()) {
+                Ok((data, _)) => {
+                    let meta = fresh.get(&data.meta.id).unwrap_or(&data.meta);
+                    describe(&data, meta, node, &alive, topic_operations)
+                        .with_name(Some(TopicName(StrBytes::from_string(
+                            state.meta.name.clone(),
+                        ))))
+                        .with_topic_id(state.meta.id)
+                        .with_is_internal(is_internal(&state.meta.name))
+                }
+                Err(error) => MetadataResponseTopic::default()
+                    .with_error_code(error.code())
+                    .with_name(Some(TopicName(StrBytes::from_string(
+                        state.meta.name.clone(),
+                    ))))
+                    .with_topic_id(state.meta.id)
+                    .with_topic_authorized_operations(topic_operations),
+            },
             Lookup::Failed { name, id, error } => MetadataResponseTopic::default()
                 .with_error_code(error.code())
                 .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))

@@ -275,6 +275,10 @@ fn append_now(
             }
             None => broker.topic_or_auto_create(&topic.name),
         };
+        let state = state.and_then(|state| {
+            crate::view::refuse_if_view(&state, "produce to")?;
+            Ok(state)
+        });
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let checked = state

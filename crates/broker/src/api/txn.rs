@@ -119,32 +119,37 @@ async fn add_one(
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut wanted = Vec::new();
     let mut unknown = Vec::new();
+    // A view is read-only: nothing of a transaction can be written to it.
+    let mut views = Vec::new();
     for topic in &topics {
         let known = broker.topic(topic.name.as_str());
         for &p in &topic.partitions {
             let name = topic.name.to_string();
             match &known {
+                Some(state) if state.view.is_some() => views.push((name, p)),
                 Some(state) if (0..state.meta.partitions).contains(&p) => wanted.push((name, p)),
                 _ => unknown.push((name, p)),
             }
         }
     }
     let outcome = |part: &(String, i32)| -> i16 {
-        if !unknown.is_empty() {
-            return if unknown.contains(part) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else {
-                ResponseError::OperationNotAttempted.code()
-            };
+        if unknown.contains(part) {
+            ResponseError::UnknownTopicOrPartition.code()
+        } else if views.contains(part) {
+            ResponseError::InvalidRequest.code()
+        } else if !unknown.is_empty() || !views.is_empty() {
+            ResponseError::OperationNotAttempted.code()
+        } else {
+            0
         }
-        0
     };
     let mut codes: Vec<((String, i32), i16)> = wanted
         .iter()
         .chain(&unknown)
+        .chain(&views)
         .map(|p| (p.clone(), outcome(p)))
         .collect();
-    if unknown.is_empty() {
+    if unknown.is_empty() && views.is_empty() {
         let txns = broker.txns();
         let result = if verify_only {
             wanted
