@@ -8,7 +8,8 @@
 //! refusals that keep a data folder to the kind of node that made it, a
 //! broker-only node (a quorum learner) added, restarted, replaced with an
 //! empty disk and unregistered, a controller-only voter, and a voter that
-//! lost its data replaced through `remove-controller` and `add-controller`.
+//! lost its data replaced through `remove-controller` and `add-controller`,
+//! and a tag-filtered view described and served by every node.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
@@ -346,6 +347,89 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
         from_victim == read,
         "the restarted node serves what the others do"
     );
+    Ok(())
+}
+
+#[test]
+fn a_view_on_a_cluster_is_described_and_served_where_its_source_is_led() -> anyhow::Result<()> {
+    let nodes = start_cluster(3, &[])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "events", 3, 3)?;
+    let placed = wait_full_isr(&nodes, "events")?;
+    cli::weir_ok(
+        &nodes[0],
+        &[
+            "topic",
+            "create-view",
+            "gold",
+            "--source",
+            "events",
+            "--tags",
+            "GOLD",
+        ],
+        b"",
+    )?;
+    // Every node describes the view with its source's leaders and replicas.
+    wait_until(
+        SETTLE_TIMEOUT,
+        "every node to describe the view like its source",
+        || {
+            for node in &nodes {
+                if describe(&node.bootstrap(), "gold").ok().as_ref() != Some(&placed) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    // Every third record of each partition is GOLD, the last one among them.
+    let producer = common::tracked_producer(&common::producer_config(&all))?;
+    for p in 0..3 {
+        for i in 0..30u64 {
+            let tag: &[u8] = if i % 3 == 2 { b"GOLD" } else { b"IRON" };
+            let value = format!("{p}-{i}");
+            let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "weir.tag",
+                value: Some(tag),
+            });
+            common::send_tracked(
+                &producer,
+                BaseRecord::with_opaque_to("events", Box::new(i))
+                    .partition(p)
+                    .payload(value.as_bytes())
+                    .headers(headers),
+            )?;
+        }
+    }
+    common::flush_all_delivered(&producer, 90)?;
+    for node in &nodes {
+        let read =
+            common::read_to_high_watermark(&node.bootstrap(), "gold", &[0, 1, 2], SETTLE_TIMEOUT)?;
+        for p in 0..3 {
+            let values: Vec<String> = read
+                .get(&p)
+                .map(|m| {
+                    m.iter()
+                        .map(|m| {
+                            String::from_utf8_lossy(
+                                rdkafka::Message::payload(m).unwrap_or_default(),
+                            )
+                            .into_owned()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let expected: Vec<String> = (0..30)
+                .filter(|i| i % 3 == 2)
+                .map(|i| format!("{p}-{i}"))
+                .collect();
+            ensure!(
+                values == expected,
+                "view partition {p} via {}: {values:?}",
+                node.bootstrap()
+            );
+        }
+    }
     Ok(())
 }
 
