@@ -1187,8 +1187,19 @@ fn quorum_lags(nodes: &[Broker]) -> anyhow::Result<Option<Vec<(i64, i64)>>> {
 fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_or_a_wiped_disk()
 -> anyhow::Result<()> {
     let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
-    nodes.push(start_broker_only(4, &voters)?);
     let voters_only = bootstrap(&nodes[..3]);
+    // A consumer with a group id makes `__consumer_offsets` as soon as it
+    // asks for its coordinator (`listed_brokers` below does). Make it now,
+    // on the three voters, so that broker 4 holds only what this test gives it.
+    wait_until(SETTLE_TIMEOUT, "__consumer_offsets to exist", || {
+        let consumer: BaseConsumer = common::consumer_config(&voters_only).create()?;
+        let metadata = consumer.fetch_metadata(Some("__consumer_offsets"), CLIENT_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
+    })?;
+    nodes.push(start_broker_only(4, &voters)?);
     wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
         Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
     })?;
@@ -1266,8 +1277,19 @@ fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_
 #[test]
 fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyhow::Result<()> {
     let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
-    nodes.push(start_broker_only(4, &voters)?);
     let voters_only = bootstrap(&nodes[..3]);
+    // A consumer with a group id makes `__consumer_offsets` as soon as it
+    // asks for its coordinator (`listed_brokers` below does). Make it now,
+    // on the three voters, so that broker 4 holds only what this test gives it.
+    wait_until(SETTLE_TIMEOUT, "__consumer_offsets to exist", || {
+        let consumer: BaseConsumer = common::consumer_config(&voters_only).create()?;
+        let metadata = consumer.fetch_metadata(Some("__consumer_offsets"), CLIENT_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
+    })?;
+    nodes.push(start_broker_only(4, &voters)?);
     wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
         Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
     })?;
