@@ -186,7 +186,6 @@ fn usage_errors_exit_2() -> anyhow::Result<()> {
         &["produce", "t", "--acks", "0", "--idempotent"],
         &["produce", "t", "--acks", "1", "--idempotent"],
         &["produce", "t", "--key-separator", ""],
-        &["produce", "t", "--delay", "30s"],
         &[
             "consume",
             "t",

@@ -2,8 +2,7 @@
 //! `weir serve`: lines in, JSON lines out (keys, headers, bytes that are
 //! not UTF-8), where consuming starts and stops (times with and without a
 //! zone), the exit code when a record fails, tagged records read through a
-//! view, and the refusal of the flag the broker does not serve yet
-//! (`--delay`).
+//! view, and delayed records (`--delay`, `--deliver-at`) seen only when due.
 
 mod common;
 
@@ -201,8 +200,7 @@ fn failed_records_are_counted_and_exit_1() -> anyhow::Result<()> {
 }
 
 #[test]
-fn tagged_records_are_served_by_a_view_and_delay_is_refused_until_the_broker_serves_it()
--> anyhow::Result<()> {
+fn tagged_records_are_served_by_a_view_and_delayed_ones_when_due() -> anyhow::Result<()> {
     let broker = Broker::start(&[])?;
     weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
     for (tag, lines) in [
@@ -249,20 +247,55 @@ fn tagged_records_are_served_by_a_view_and_delay_is_refused_until_the_broker_ser
         5
     );
 
-    let refused = weir(&broker, &["produce", "t", "--delay", "30s"], b"x\n")?;
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("delayed messages"), "{stderr}");
-    assert!(stderr.contains("does not serve"), "{stderr}");
-    // Nothing was sent.
+    // Delayed: acknowledged now, hidden until due, then delivered as a copy.
+    weir_ok(
+        &broker,
+        &["produce", "t", "--delay", "3s", "--tag", "VIP"],
+        b"x\n",
+    )?;
+    let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1_000;
+    weir_ok(
+        &broker,
+        &["produce", "t", "--deliver-at", &at.to_string()],
+        b"y\n",
+    )?;
+    // The pending records themselves (offsets 5 and 6) are never seen;
+    // their copies come after them, when due.
+    let now: Vec<(i64, String)> = consume_json(&broker, &["t", "--from-beginning"])?
+        .iter()
+        .filter_map(|r| Some((r["offset"].as_i64()?, r["value"].as_str()?.to_owned())))
+        .filter(|(offset, _)| *offset < 7)
+        .collect();
+    let plain: Vec<(i64, String)> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_string()))
+        .collect();
+    assert_eq!(now, plain, "nothing delayed is seen in place");
+    let mut delivered = Vec::new();
+    common::wait_until(Duration::from_secs(30), "the delayed records", || {
+        delivered = consume_json(&broker, &["t", "--offset", "7"])?;
+        Ok(delivered.len() == 2)
+    })?;
+    assert_eq!(values(&delivered), ["y", "x"], "in due order");
+    let from: Vec<Option<&str>> = delivered
+        .iter()
+        .map(|r| {
+            r["headers"]
+                .as_array()?
+                .iter()
+                .find(|h| h["key"] == "weir.delayed-from-offset")?["value"]
+                .as_str()
+        })
+        .collect();
+    assert_eq!(from, [Some("6"), Some("5")]);
     assert_eq!(
-        values(&consume_json(&broker, &["t", "--from-beginning"])?).len(),
-        5
+        delivered[1]["headers"][0],
+        json!({"key": "weir.tag", "value": "VIP"})
     );
     let help = weir_ok(&broker, &["produce", "--help"], b"")?;
-    for promise in ["--delay", "weir.delay-ms"] {
-        assert!(!help.contains(promise), "help mentions {promise}:\n{help}");
+    for promise in ["--delay", "--deliver-at", "weir.delay-ms", "--tag"] {
+        assert!(help.contains(promise), "help lacks {promise}:\n{help}");
     }
-    assert!(help.contains("--tag"), "{help}");
     Ok(())
 }

@@ -18,6 +18,7 @@ mod admin;
 mod api;
 mod blocking;
 mod config;
+pub mod delay;
 mod error;
 mod group;
 mod peer;
@@ -108,6 +109,8 @@ pub struct Broker {
     replicas: Arc<replica::ReplicaManager>,
     /// Requests to other brokers: transaction markers and verifications.
     peers: peer::Peers,
+    /// What the delayed-delivery mover reports (`delay.rs`).
+    delays: Arc<delay::DelayState>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -152,6 +155,7 @@ impl Broker {
             txns: Arc::new(txn::TxnCoordinator::new(config_txn, clock_txn)),
             replicas,
             peers: peer::Peers::new(metadata_peers),
+            delays: Arc::default(),
         };
         broker.load_topics()?;
         broker.load_groups()?;

@@ -58,8 +58,9 @@ pub(crate) struct ConfigDef {
     pub doc: &'static str,
 }
 
-/// Every topic config Kafka 4.x defines (its `LogConfig`), in one table.
-/// Unknown names are refused with INVALID_CONFIG, as Kafka does.
+/// Every topic config Kafka 4.x defines (its `LogConfig`), then Weir's own
+/// (`weir.*`), in one table. Unknown names are refused with INVALID_CONFIG,
+/// as Kafka does.
 pub(crate) static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
@@ -365,7 +366,29 @@ pub(crate) static TOPIC_CONFIGS: &[ConfigDef] = &[
         effect: Effect::StoredOnly,
         doc: "allow a replica outside the ISR to become leader; a single node has no other replica",
     },
+    ConfigDef {
+        name: DELAY_MAX_MS,
+        broker_synonym: Some(DELAY_MAX_MS),
+        default: "3456000000",
+        kind: ConfigKind::Long { min: 0 },
+        effect: Effect::Applied,
+        doc: "Weir's own: the longest delay a record may ask for with the weir.delay-ms or \
+              weir.deliver-at-ms header (default 40 days); a longer one is refused (INVALID_RECORD)",
+    },
 ];
+
+/// Weir's topic config bounding delayed delivery (`crate::delay`).
+pub(crate) const DELAY_MAX_MS: &str = "weir.delay.max.ms";
+
+/// The effective `weir.delay.max.ms` of a topic.
+pub(crate) fn delay_max_ms(
+    topic: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> i64 {
+    definition(DELAY_MAX_MS)
+        .and_then(|def| effective(def, topic, broker).0.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+}
 
 /// The documentation DescribeConfigs gives for `def`: what it means, and
 /// whether Weir acts on it.
@@ -700,8 +723,9 @@ mod tests {
             assert!(validate(name, def.default).is_ok(), "{name} default");
         }
         let ours: Vec<&str> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
-        let kafka: Vec<&str> = KAFKA_4_TOPIC_CONFIGS.iter().map(|c| c.0).collect();
-        assert_eq!(ours, kafka, "one table, sorted by name, no extras");
+        let mut kafka: Vec<&str> = KAFKA_4_TOPIC_CONFIGS.iter().map(|c| c.0).collect();
+        kafka.push(DELAY_MAX_MS);
+        assert_eq!(ours, kafka, "one table, sorted by name, then Weir's own");
         // Removed in Kafka 4.0 with message down-conversion (KIP-724).
         assert!(validate("message.downconversion.enable", "true").is_err());
     }

@@ -26,12 +26,17 @@ const HEADERS_MAX: usize = 1_000;
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 /// How long the final flush waits beyond the message timeout.
 const FLUSH_MARGIN_MS: u64 = 10_000;
-/// Why `--delay` is refused: a flag the broker would ignore must not look
-/// as if it worked.
-const NOT_SERVED_YET: &str = "which the broker does not serve yet; the flag is refused rather \
-than ignored, so that no record is sent believing it is delayed";
 /// The record header that tags a record (RocketMQ's tag), which views filter on.
 const TAG_HEADER: &str = "weir.tag";
+/// The record header asking the broker to deliver a record this many
+/// milliseconds after its timestamp (decimal), set by `--delay`.
+const DELAY_MS_HEADER: &str = "weir.delay-ms";
+/// The record header asking the broker to deliver a record at this time, in
+/// milliseconds since the Unix epoch (decimal), set by `--deliver-at`.
+const DELIVER_AT_HEADER: &str = "weir.deliver-at-ms";
+/// What `--delay` accepts, for its errors.
+const DELAY_FORMS: &str = "a number with a unit (ms, s, m, h, d), or several in a row, \
+such as 30s, 1500ms or 1h30m";
 
 const PRODUCE_EXAMPLES: &str = "\
 Examples:
@@ -40,6 +45,8 @@ Examples:
   weir produce orders --file records.txt --header source=import --acks 1 --compression zstd
   weir produce orders --idempotent --partition 0 < records.txt
   weir produce orders --tag VIP < vip-orders.txt
+  weir produce orders --delay 30s < orders.txt
+  weir produce orders --deliver-at 2026-12-24T18:00:00Z < greetings.txt
 
 Each line is one record (the line break is not part of it; an empty line is
 an empty record).
@@ -76,9 +83,32 @@ pub struct ProduceArgs {
     /// the tag serve it: `weir topic create-view --help`.
     #[arg(long, value_name = "TAG", value_parser = super::parse_non_empty)]
     tag: Option<String>,
-    /// Refused: delays come with the broker's delayed messages.
-    #[arg(long, hide = true, value_name = "DURATION")]
-    delay: Option<String>,
+    /// Deliver every record this long after its timestamp: a number with a
+    /// unit (ms, s, m, h, d), or several, e.g. 30s, 1500ms, 1h30m, 0s.
+    ///
+    /// Sets the `weir.delay-ms` header. The broker acknowledges at once and
+    /// delivers the record when due, as a copy with the headers
+    /// weir.delayed-from-offset and weir.produce-time-ms. A delay longer
+    /// than the topic config weir.delay.max.ms (default 40 days) is refused,
+    /// and so is any delay on a compacted topic or in a transaction
+    /// (INVALID_RECORD).
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay_ms,
+          conflicts_with = "deliver_at")]
+    delay: Option<i64>,
+    /// Deliver every record at this time: an RFC 3339 time such as
+    /// 2026-12-24T18:00:00Z, or milliseconds since the Unix epoch.
+    ///
+    /// Sets the `weir.deliver-at-ms` header. The time takes Z or a
+    /// +HH:MM/-HH:MM offset (2026-12-24T19:00:00+01:00), and may have a
+    /// fraction of a second (2026-12-24T18:00:00.250Z); a time without a
+    /// zone is UTC. The broker acknowledges at once and delivers the record
+    /// when due, as a copy with the headers weir.delayed-from-offset and
+    /// weir.produce-time-ms; a time already past is delivered at once. A
+    /// time further ahead than the topic config weir.delay.max.ms (default
+    /// 40 days) is refused, and so is any delay on a compacted topic or in
+    /// a transaction (INVALID_RECORD).
+    #[arg(long, value_name = "TIME", value_parser = parse_deliver_at_ms)]
+    deliver_at: Option<i64>,
     /// Idempotent producer: retries never write a record twice (needs --acks all).
     #[arg(long)]
     idempotent: bool,
@@ -221,10 +251,17 @@ pub fn run(brokers: &str, args: ProduceArgs) -> Result<()> {
 
 /// The checks of the command line that clap cannot make alone.
 fn check_usage(args: &ProduceArgs) -> Result<()> {
-    if args.delay.is_some() {
-        return Err(super::usage(format!(
-            "--delay needs delayed messages, {NOT_SERVED_YET}"
-        )));
+    if args.delay.is_some() || args.deliver_at.is_some() {
+        // The broker refuses a record with a delay header twice.
+        let set_twice = args
+            .header
+            .iter()
+            .find(|(key, _)| key == DELAY_MS_HEADER || key == DELIVER_AT_HEADER);
+        if let Some((key, _)) = set_twice {
+            return Err(super::usage(format!(
+                "--header {key}=... and --delay or --deliver-at both ask for a delay; keep one"
+            )));
+        }
     }
     if args.header.len() > HEADERS_MAX {
         return Err(super::usage(format!(
@@ -269,11 +306,22 @@ fn producer(brokers: &str, args: &ProduceArgs) -> Result<BaseProducer<Deliveries
 }
 
 fn headers(args: &ProduceArgs) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(args.header.len() + 1);
+    let mut headers = OwnedHeaders::new_with_capacity(args.header.len() + 2);
     if let Some(tag) = &args.tag {
         headers = headers.insert(Header {
             key: TAG_HEADER,
             value: Some(tag.as_bytes()),
+        });
+    }
+    let delay = match (args.delay, args.deliver_at) {
+        (Some(delay_ms), _) => Some((DELAY_MS_HEADER, delay_ms)),
+        (None, Some(deliver_at_ms)) => Some((DELIVER_AT_HEADER, deliver_at_ms)),
+        (None, None) => None,
+    };
+    if let Some((key, ms)) = delay {
+        headers = headers.insert(Header {
+            key,
+            value: Some(ms.to_string().as_bytes()),
         });
     }
     for (key, value) in &args.header {
@@ -315,6 +363,70 @@ fn send(
             }
         }
     }
+}
+
+/// Parses `--delay`: one or more numbers each followed by a unit (`ms`,
+/// `s`, `m`, `h`, `d`), summed, in milliseconds. A bare number is refused,
+/// since nothing says whether it counts seconds or milliseconds.
+fn parse_delay_ms(arg: &str) -> Result<i64, String> {
+    let bad = |why: String| format!("{why}; write {DELAY_FORMS}");
+    if arg.is_empty() {
+        return Err(bad("empty".to_owned()));
+    }
+    if arg.starts_with('-') {
+        return Err(bad(format!("{arg:?} is negative")));
+    }
+    let mut total_ms = 0i64;
+    let mut rest = arg;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (digits, after) = rest.split_at(digits_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        if digits.is_empty() {
+            return Err(bad(format!("{arg:?} has {unit:?} where a number belongs")));
+        }
+        let unit_ms: i64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "{arg:?} has no unit after {digits}: add one (ms, s, m, h or d), \
+                     such as 30s or 1500ms"
+                ));
+            }
+            _ => return Err(bad(format!("{arg:?} has the unknown unit {unit:?}"))),
+        };
+        let too_long = || bad(format!("{arg:?} is too long to count in milliseconds"));
+        let n: i64 = digits.parse().map_err(|_| too_long())?;
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .ok_or_else(too_long)?;
+        rest = next;
+    }
+    Ok(total_ms)
+}
+
+/// Parses `--deliver-at`: a plain decimal number is milliseconds since the
+/// Unix epoch; anything else is an RFC 3339 time, read as `--from-datetime`
+/// reads it ([`super::parse_datetime_ms`]).
+fn parse_deliver_at_ms(arg: &str) -> Result<i64, String> {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) {
+        return arg
+            .parse()
+            .map_err(|_| format!("{arg:?} is too large for milliseconds since the Unix epoch"));
+    }
+    super::parse_datetime_ms(arg).map_err(|why| {
+        format!("{why}; or write milliseconds since the Unix epoch, such as 1798135200000")
+    })
 }
 
 fn split_once<'a>(line: &'a [u8], separator: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
@@ -428,5 +540,88 @@ mod tests {
             Some((&b"k"[..], &b"v::w"[..]))
         );
         assert_eq!(split_once(b"novalue", b":"), None);
+    }
+
+    #[test]
+    fn delays_sum_numbers_with_units_in_milliseconds() {
+        for (arg, ms) in [
+            ("0s", 0),
+            ("30s", 30_000),
+            ("1500ms", 1_500),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("40d", 3_456_000_000),
+            ("1h30m", 5_400_000),
+            ("1d2h3m4s5ms", 93_784_005),
+        ] {
+            assert_eq!(parse_delay_ms(arg), Ok(ms), "{arg}");
+        }
+    }
+
+    #[test]
+    fn delays_without_a_unit_or_out_of_range_are_refused() {
+        for (arg, why) in [
+            ("30", "no unit after 30"),
+            ("1h30", "no unit after 30"),
+            ("", "empty"),
+            ("-5s", "negative"),
+            ("30x", "unknown unit \"x\""),
+            ("1h 30m", "unknown unit \"h \""),
+            ("1.5s", "unknown unit \".\""),
+            ("soon", "\"soon\" where a number belongs"),
+            ("s", "where a number belongs"),
+            ("99999999999999999999ms", "too long"),
+            ("106751991168d", "too long"),
+            ("106751991167d106751991167d", "too long"),
+        ] {
+            let err = parse_delay_ms(arg).expect_err(arg);
+            assert!(err.contains(why), "{arg}: {err}");
+            assert!(err.contains("such as 30s"), "{arg}: {err}");
+        }
+    }
+
+    #[test]
+    fn delivery_times_are_rfc_3339_or_epoch_milliseconds() {
+        const CHRISTMAS_EVE_MS: i64 = 1_798_135_200_000;
+        for (arg, ms) in [
+            ("2026-12-24T18:00:00Z", CHRISTMAS_EVE_MS),
+            ("2026-12-24T18:00:00.250Z", CHRISTMAS_EVE_MS + 250),
+            ("2026-12-24T18:00:00.123456789Z", CHRISTMAS_EVE_MS + 123),
+            ("2026-12-24T19:00:00+01:00", CHRISTMAS_EVE_MS),
+            ("2026-12-24T12:30:00-05:30", CHRISTMAS_EVE_MS),
+            ("2026-12-24 18:00:00Z", CHRISTMAS_EVE_MS),
+            ("2026-12-24T18:00:00", CHRISTMAS_EVE_MS),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+            ("1970-01-01T00:00:00Z", 0),
+            ("1798135200000", CHRISTMAS_EVE_MS),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_deliver_at_ms(arg), Ok(ms), "{arg}");
+        }
+    }
+
+    #[test]
+    fn impossible_delivery_times_are_refused() {
+        for arg in [
+            "2023-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-24T25:00:00Z",
+            "2026-12-24T18:60:00Z",
+            "2026-12-24T18:00:00+2:00",
+            "2026-12-24",
+            "2026-12-24X18:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "",
+            "tomorrow",
+            "-1",
+            "99999999999999999999",
+        ] {
+            let err = parse_deliver_at_ms(arg).expect_err(arg);
+            assert!(!err.is_empty(), "{arg}");
+        }
+        let err = parse_deliver_at_ms("tomorrow").expect_err("tomorrow");
+        assert!(err.contains("2026-11-24T08:00:00Z"), "{err}");
+        assert!(err.contains("1798135200000"), "{err}");
     }
 }

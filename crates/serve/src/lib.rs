@@ -120,6 +120,9 @@ pub enum ServeError {
     /// The broker refused the stored topics or groups.
     #[error("cannot load topics")]
     LoadTopics(#[source] ApiError),
+    /// The delayed-delivery schedule (`<data>/timer`) cannot be opened.
+    #[error("cannot open the delayed-delivery schedule")]
+    Delays(#[source] weir_storage::TimerError),
     /// The listener stopped with an error.
     #[error("listener failed")]
     Listener(#[source] std::io::Error),
@@ -1279,6 +1282,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             .map_err(ServeError::LoadTopics)?,
     );
     broker.start_background();
+    // Stopped (with a last checkpoint) before the log closes, below.
+    let delays = weir_broker::delay::DelayMover::start(broker.clone(), &settings.data_dir)
+        .map_err(ServeError::Delays)?;
     let mut cluster_tasks = Vec::new();
     if let (Some(controller), Some(changes)) = (&controller, changes) {
         cluster_tasks.push(cluster::spawn_follower(changes, broker.clone()));
@@ -1305,6 +1311,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
                     task.abort();
                 }
                 controller.shutdown().await;
+                delays.stop();
                 log.shutdown().map_err(ServeError::Shutdown)?;
                 return Ok(());
             }
@@ -1350,6 +1357,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         task.abort();
     }
     tracing::info!("listener closed; flushing the commit log");
+    delays.stop();
     let closed = log.shutdown();
     if let Some(controller) = &controller {
         controller.shutdown().await;

@@ -293,7 +293,8 @@ fn compact_partition(store: &Store, part: &Arc<PartitionInner>) -> Result<usize,
         let mut new = l.entry;
         new.size = new_batch.len() as u32;
         if let Some(h) = H::parse(&new_batch) {
-            (new.max_timestamp, new.attributes) = (h.max_timestamp, h.attributes);
+            let mark = l.entry.attributes & crate::format::DELAY_MARK;
+            (new.max_timestamp, new.attributes) = (h.max_timestamp, h.attributes | mark);
         }
         pending.push((rewrites.len(), buf.len() as u64));
         rewrites.push(Rewrite {

@@ -1,6 +1,8 @@
-//! Tag-filtered reads of one partition, for views: [`crate::tags`] decides
-//! which records match; this module decides which batches to read at all,
-//! and what the reader gets back.
+//! Filtered reads of one partition: for views, through a tag filter
+//! ([`crate::tags`] decides which records match), and for every consumer
+//! read that meets a batch with the index's delay mark, hiding pending
+//! delayed records ([`crate::delay`]). This module decides which batches to
+//! read at all, and what the reader gets back.
 //!
 //! The queue index is walked from the batch holding the offset asked for.
 //! A batch whose tag summary rules out every tag of the filter is skipped
@@ -24,7 +26,8 @@
 use bytes::Bytes;
 
 use crate::batch::RecordBatchHeader;
-use crate::format::IndexEntry;
+use crate::delay::filter_pending;
+use crate::format::{DELAY_MARK, IndexEntry};
 use crate::log::lock;
 use crate::partition::{
     LOCATE_CHUNK_ENTRIES, PartitionInner, locate_entries, read_located, read_start,
@@ -48,7 +51,8 @@ enum Step {
     Skip(i64, i64, i64),
 }
 
-/// Read from `offset` the records `filter` matches, up to `max_bytes` of
+/// Read from `offset` the records `filter` matches (every record without
+/// one), less pending delayed records, up to `max_bytes` of
 /// source batches read (at least one batch), bounded like
 /// [`crate::Partition::read`] by `bound`.
 pub(crate) fn read_filtered(
@@ -56,7 +60,7 @@ pub(crate) fn read_filtered(
     part: &PartitionInner,
     (offset, max_bytes): (i64, usize),
     bound: ReadBound,
-    filter: &TagExpr,
+    filter: Option<&TagExpr>,
 ) -> Result<ReadOutcome, ReadError> {
     let (located, steps, offsets, aborted) = {
         let st = lock(&part.state)?;
@@ -87,7 +91,7 @@ pub(crate) fn read_filtered(
                     break 'chunks;
                 }
                 let control = e.attributes & RecordBatchHeader::CONTROL != 0;
-                if control || filter.may_match(e.tag_summary) {
+                if control || filter.is_none_or(|f| f.may_match(e.tag_summary)) {
                     let size = e.size as usize;
                     if !wanted.is_empty() && read_bytes + size > limit {
                         break 'chunks;
@@ -129,10 +133,19 @@ pub(crate) fn read_filtered(
                 let size = e.size as usize;
                 let batch = bytes.get(at..at + size).unwrap_or_default();
                 at += size;
-                let kept = match filter_batch(batch, filter) {
+                let filtered = match (e.attributes & DELAY_MARK != 0, filter) {
+                    (true, _) => filter_pending(batch, filter),
+                    (false, Some(filter)) => filter_batch(batch, filter),
+                    (false, None) => Ok(Filtered::Whole),
+                };
+                let kept = match filtered {
                     Ok(Filtered::Whole) => Some(batch.to_vec()),
                     Ok(Filtered::Part(rebuilt)) => Some(rebuilt),
                     Ok(Filtered::Skip) => None,
+                    // A consumer read without a view sends what it cannot
+                    // walk as stored: Produce refuses delayed records in
+                    // such a batch, so it hides nothing pending.
+                    Err(_) if filter.is_none() => Some(batch.to_vec()),
                     // The producer's CRC held but its records cannot be
                     // walked (or decompress past the bound): no record of
                     // it can be shown to match.
@@ -172,6 +185,73 @@ pub(crate) fn read_filtered(
         offsets,
         aborted,
     })
+}
+
+/// The batches with the index's [`DELAY_MARK`] among those holding offsets
+/// `from..to` (clamped to the log), as stored, and the offset a next call
+/// starts from (`to` once the range is walked). Looks at most
+/// [`SCAN_ENTRIES_MAX`] index entries and reads at most `max_bytes` (at
+/// least one batch), so a caller walks a long range in steps. For the delay
+/// mover: it sees every replica's pending records and delivered copies.
+pub(crate) fn delay_batches(
+    store: &Store,
+    part: &PartitionInner,
+    (from, to): (i64, i64),
+    max_bytes: usize,
+) -> Result<crate::DelayBatches, ReadError> {
+    let (located, next) = {
+        let st = lock(&part.state)?;
+        let to = to.min(st.log_end());
+        let from = from.max(st.log_start());
+        let slot = match from < to {
+            true => st.index().find_from(from, store.index_io())?,
+            false => None,
+        };
+        let Some(mut slot) = slot else {
+            return Ok(crate::DelayBatches {
+                batches: Vec::new(),
+                next: to.max(from),
+            });
+        };
+        let mut wanted = Vec::new();
+        let (mut read_bytes, mut scanned, mut next) = (0usize, 0usize, to);
+        'chunks: loop {
+            let chunk = st
+                .index()
+                .read_range(slot, LOCATE_CHUNK_ENTRIES, store.index_io())?;
+            if chunk.is_empty() {
+                break;
+            }
+            slot += chunk.len() as u64;
+            for e in chunk {
+                if e.base_offset >= to {
+                    break 'chunks;
+                }
+                let size = e.size as usize;
+                let marked = e.attributes & DELAY_MARK != 0;
+                let full = marked && !wanted.is_empty() && read_bytes + size > max_bytes;
+                if scanned >= SCAN_ENTRIES_MAX || full {
+                    next = e.base_offset;
+                    break 'chunks;
+                }
+                scanned += 1;
+                if marked {
+                    read_bytes += size;
+                    wanted.push(e);
+                }
+            }
+        }
+        (locate_entries(store, &st, wanted)?, next)
+    };
+    let bytes = Bytes::from(read_located(store, part.id, &located)?);
+    let mut batches = Vec::with_capacity(located.len());
+    let mut at = 0usize;
+    for l in &located {
+        let size = l.entry.size as usize;
+        batches.push((l.entry.base_offset, bytes.slice(at..at + size)));
+        at += size;
+    }
+    Ok(crate::DelayBatches { batches, next })
 }
 
 /// Add a skipped batch to the steps, merging it into a run just before.
@@ -285,5 +365,386 @@ mod tests {
         assert!(vip.may_match(entries[0].tag_summary));
         assert!(!vip.may_match(entries[1].tag_summary));
         assert_ne!(entries[1].tag_summary, crate::format::TAG_SUMMARY_UNKNOWN);
+    }
+
+    use bytes::Bytes;
+    use kafka_protocol::records::Record;
+
+    use crate::records::test_records::encode_record;
+    use crate::tests::stored;
+
+    type Header = (&'static [u8], &'static [u8]);
+
+    /// Due a minute after the record's timestamp.
+    const DELAY: Header = (crate::DELAY_MS_HEADER.as_bytes(), b"60000");
+    /// Due at a fixed time, already past when the test reads.
+    const AT: Header = (crate::DELIVER_AT_HEADER.as_bytes(), b"5000");
+    /// A delay header no producer may send now: a record stored with it
+    /// (before delayed delivery existed) is not pending.
+    const MALFORMED: Header = (crate::DELAY_MS_HEADER.as_bytes(), b"soon");
+    const VIP: Header = (b"weir.tag", b"VIP");
+    const IRON: Header = (b"weir.tag", b"IRON");
+
+    fn record(key: &'static [u8], headers: &'static [Header], ts: i64) -> Rec<'static> {
+        Rec {
+            key: Some(key),
+            value: Some(b"value"),
+            headers,
+            ts,
+        }
+    }
+
+    /// Append `batch` and wait until it is durable; its base offset.
+    fn append_batch(p: &Partition, batch: Bytes) -> i64 {
+        let out = p.append(batch).unwrap();
+        block_on(out.durable.wait()).unwrap();
+        out.base_offset
+    }
+
+    /// The records of `bytes` as a Kafka client decodes them, and the offset
+    /// after the last batch (empty ones included): where the client reads
+    /// next.
+    fn decode(bytes: &[u8], from: i64) -> (Vec<Record>, i64) {
+        let (mut records, mut next) = (Vec::new(), from);
+        for framed in crate::batches(bytes) {
+            let (header, batch) = framed.unwrap();
+            next = next.max(header.last_offset() + 1);
+            let mut batch = Bytes::copy_from_slice(batch);
+            records.extend(RecordBatchDecoder::decode(&mut batch).unwrap().records);
+        }
+        (records, next)
+    }
+
+    fn offsets(records: &[Record]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    /// Each batch of `bytes`: its header and its records section, as the
+    /// producer framed the records (decompressed).
+    fn sections(bytes: &[u8]) -> Vec<(crate::RecordBatchHeader, Vec<u8>)> {
+        crate::batches(bytes)
+            .map(|framed| {
+                let (header, batch) = framed.unwrap();
+                let section = &batch[crate::batch::BATCH_HEADER_BYTES..];
+                let records =
+                    crate::records::decompress_records(header.codec(), section, 1 << 20).unwrap();
+                (header, records.into_owned())
+            })
+            .collect()
+    }
+
+    /// A record's headers as (key, value) bytes, in order.
+    fn headers_of(r: &Record) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        r.headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_ref().map(|v| v.to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_read_hides_pending_records_and_a_replica_read_copies_them() {
+        for codec in [0, 3] {
+            let (_dir, _log, p) = fixture(false);
+            let mixed = [
+                record(b"plain-0", &[(b"h", b"1"), (b"h", b"2")], 1_000),
+                record(b"pending-1", &[DELAY], 1_001),
+                record(b"plain-2", &[MALFORMED], 1_002),
+                record(b"pending-3", &[(b"h", b"3"), AT], 1_003),
+                record(b"plain-4", &[], 1_004),
+            ];
+            let tail = [
+                record(b"pending-5", &[DELAY], 1_005),
+                record(b"pending-6", &[AT], 1_006),
+            ];
+            let (a, b) = (make_batch(&mixed, codec), make_batch(&tail, codec));
+            assert_eq!(append_batch(&p, a.clone()), 0);
+            assert_eq!(append_batch(&p, b.clone()), 5);
+            let log_end = p.offsets().log_end;
+            assert_eq!(log_end, 7);
+            let stored_all = [stored(&a, 0), stored(&b, 5)].concat();
+            // The kept records exactly as the producer framed them: same
+            // offset and timestamp deltas, duplicate header keys and all.
+            let kept: Vec<u8> = [0, 2, 4]
+                .into_iter()
+                .flat_map(|i| encode_record(i as i64, mixed[i].ts - mixed[0].ts, &mixed[i]))
+                .collect();
+            let (all, _) = decode(&stored_all, 0);
+            let want: Vec<Record> = all
+                .into_iter()
+                .filter(|r| [0, 2, 4].contains(&r.offset))
+                .collect();
+            let case = format!("codec {codec}");
+            for committed in [false, true] {
+                let case = format!("{case}, committed {committed}");
+                let out = match committed {
+                    false => p.read(0, usize::MAX),
+                    true => p.read_committed(0, usize::MAX),
+                }
+                .unwrap();
+                let batches = sections(&out.records);
+                assert_eq!(
+                    batches.len(),
+                    2,
+                    "{case}: the rebuilt batch, then an empty one"
+                );
+                let (h, section) = &batches[0];
+                assert_eq!(
+                    (h.base_offset, h.last_offset(), h.record_count, h.codec()),
+                    (0, 4, 3, codec),
+                    "{case}"
+                );
+                assert_eq!(section, &kept, "{case}: kept records byte for byte");
+                let (h, section) = &batches[1];
+                assert_eq!(
+                    (h.base_offset, h.last_offset(), h.record_count),
+                    (5, 6, 0),
+                    "{case}: the empty batch spans the pending tail"
+                );
+                assert!(section.is_empty(), "{case}");
+                let (got, next) = decode(&out.records, 0);
+                assert_eq!(got, want, "{case}");
+                assert_eq!(next, log_end, "{case}");
+            }
+            // Read in steps of one batch, the consumer still gets there.
+            let (got, next) = decode(&p.read(0, 1).unwrap().records, 0);
+            assert_eq!((offsets(&got), next), (vec![0, 2, 4], 5), "{case}");
+            let (got, next) = decode(&p.read(next, 1).unwrap().records, next);
+            assert_eq!((offsets(&got), next), (vec![], log_end), "{case}");
+            assert!(p.read(log_end, usize::MAX).unwrap().records.is_empty());
+            // A follower copies the partition as stored.
+            let replica = p.read_replica(0, usize::MAX).unwrap().records;
+            assert_eq!(&replica[..], &stored_all[..], "{case}");
+            let replica = p.read_replica(5, usize::MAX).unwrap().records;
+            assert_eq!(&replica[..], &stored(&b, 5)[..], "{case}");
+        }
+    }
+
+    #[test]
+    fn a_copy_is_served_and_its_original_stays_hidden() {
+        for codec in [0, 3] {
+            let case = format!("codec {codec}");
+            let (_dir, _log, p) = fixture(false);
+            let before = make_batch(&[record(b"before", &[], 1_000)], 0);
+            assert_eq!(append_batch(&p, before.clone()), 0);
+            let original = record(b"order-17", &[(b"h", b"x"), DELAY], 2_000);
+            let original_batch = make_batch(&[original], codec);
+            assert_eq!(append_batch(&p, original_batch.clone()), 1);
+            let found = p.delay_batches(0, p.offsets().log_end, usize::MAX).unwrap();
+            assert_eq!(found.batches.len(), 1, "{case}");
+            let (base, stored_original) = &found.batches[0];
+            assert_eq!(*base, 1, "{case}");
+            assert_eq!(&stored_original[..], &stored(&original_batch, 1)[..]);
+            let copy = crate::copy_batch(&[(stored_original, 1)], 9_000).unwrap();
+            assert_eq!(append_batch(&p, Bytes::from(copy)), 2, "{case}");
+
+            let (got, next) = decode(&p.read(0, usize::MAX).unwrap().records, 0);
+            assert_eq!((offsets(&got), next), (vec![0, 2], 3), "{case}");
+            let copy = &got[1];
+            assert_eq!(copy.key.as_deref(), Some(&b"order-17"[..]), "{case}");
+            assert_eq!(copy.value.as_deref(), Some(&b"value"[..]), "{case}");
+            assert_eq!(copy.timestamp, 9_000, "{case}");
+            let header = |k: &str, v: &str| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()));
+            assert_eq!(
+                headers_of(copy),
+                vec![
+                    header("h", "x"),
+                    header(crate::DELAY_MS_HEADER, "60000"),
+                    header(crate::DELAYED_FROM_HEADER, "1"),
+                    header(crate::PRODUCE_TIME_HEADER, "2000"),
+                ],
+                "{case}"
+            );
+            let (got, _) = decode(&p.read_committed(1, usize::MAX).unwrap().records, 1);
+            assert_eq!(offsets(&got), vec![2], "{case}");
+            // A read of the original alone moves the consumer past it.
+            let (got, next) = decode(&p.read(1, 1).unwrap().records, 1);
+            assert_eq!((offsets(&got), next), (vec![], 2), "{case}");
+            // The mover sees both, and which original the copy delivers.
+            let found = p.delay_batches(0, p.offsets().log_end, usize::MAX).unwrap();
+            let bases: Vec<i64> = found.batches.iter().map(|(base, _)| *base).collect();
+            assert_eq!((bases, found.next), (vec![1, 2], 3), "{case}");
+            let scan = crate::scan_delays(&found.batches[1].1).unwrap();
+            assert!(scan.pending.is_empty(), "{case}");
+            assert_eq!(
+                scan.copies,
+                vec![crate::DelayedCopy {
+                    offset_delta: 0,
+                    delayed_from: 1
+                }],
+                "{case}"
+            );
+            let (got, _) = decode(&p.read_replica(0, usize::MAX).unwrap().records, 0);
+            assert_eq!(offsets(&got), vec![0, 1, 2], "{case}");
+        }
+    }
+
+    #[test]
+    fn delay_batches_walks_only_marked_batches_in_bounded_steps() {
+        let (_dir, log, p) = fixture(false);
+        assert_eq!(p.last_delay_mark(), -1);
+        let plain = [record(b"k", &[], 1_000), record(b"k", &[], 1_001)];
+        let pending = [record(b"k", &[], 1_000), record(b"d", &[DELAY], 1_001)];
+        let mut marked = Vec::new();
+        for i in 0..40 {
+            let is_marked = [3, 17, 18, 31].contains(&i);
+            let batch = make_batch(if is_marked { &pending } else { &plain }, 0);
+            let base = append_batch(&p, batch.clone());
+            if is_marked {
+                marked.push((base, stored(&batch, base)));
+            }
+        }
+        let last_marked = marked.last().unwrap().0;
+        assert_eq!(p.last_delay_mark(), last_marked);
+        let bases: Vec<i64> = marked.iter().map(|(base, _)| *base).collect();
+        let to = p.offsets().log_end;
+
+        // One batch per call at most, following `next` to the end.
+        let (mut from, mut calls, mut found) = (0, 0, Vec::new());
+        while from < to {
+            let step = p.delay_batches(from, to, 1).unwrap();
+            assert!(step.batches.len() <= 1, "{:?}", step.batches);
+            assert!(step.next > from, "the walk moves on from {from}");
+            found.extend(step.batches);
+            from = step.next;
+            calls += 1;
+            assert!(calls <= 40, "the walk ends");
+        }
+        assert_eq!(from, to);
+        assert!(calls >= marked.len(), "{calls} calls");
+        let found: Vec<(i64, Vec<u8>)> = found.into_iter().map(|(b, v)| (b, v.to_vec())).collect();
+        assert_eq!(found, marked);
+
+        // In one call when the bytes allow.
+        let all = p.delay_batches(0, to, usize::MAX).unwrap();
+        let got: Vec<i64> = all.batches.iter().map(|(base, _)| *base).collect();
+        assert_eq!((got, all.next), (bases.clone(), to));
+        // A range: the batch holding `from` counts, one starting at `to` does not.
+        let part = p.delay_batches(bases[0] + 1, bases[3], usize::MAX).unwrap();
+        let got: Vec<i64> = part.batches.iter().map(|(base, _)| *base).collect();
+        assert_eq!((got, part.next), (bases[..3].to_vec(), bases[3]));
+        let none = p.delay_batches(bases[3] + 2, to, usize::MAX).unwrap();
+        assert!(none.batches.is_empty());
+        assert_eq!(none.next, to);
+
+        append_batch(&p, make_batch(&plain, 0));
+        assert_eq!(
+            p.last_delay_mark(),
+            last_marked,
+            "a plain batch marks nothing"
+        );
+
+        // However few marked batches, one call looks at a bounded number of
+        // index entries.
+        let q = log
+            .create_partition(pid(1), PartitionConfig::default())
+            .unwrap();
+        let one = make_batch(&[record(b"k", &[], 1_000)], 0);
+        let plain_batches = super::SCAN_ENTRIES_MAX + 8;
+        for chunk in (0..plain_batches).collect::<Vec<_>>().chunks(1024) {
+            let payload: Vec<u8> = chunk.iter().flat_map(|_| one.iter().copied()).collect();
+            append_batch(&q, Bytes::from(payload));
+        }
+        let base = append_batch(&q, make_batch(&pending, 0));
+        assert_eq!(base, plain_batches as i64);
+        let to = q.offsets().log_end;
+        let first = q.delay_batches(0, to, usize::MAX).unwrap();
+        assert!(first.batches.is_empty());
+        assert_eq!(first.next, super::SCAN_ENTRIES_MAX as i64);
+        let second = q.delay_batches(first.next, to, usize::MAX).unwrap();
+        let got: Vec<i64> = second.batches.iter().map(|(base, _)| *base).collect();
+        assert_eq!((got, second.next), (vec![base], to));
+        assert_eq!(q.last_delay_mark(), base);
+        assert_eq!(p.last_delay_mark(), last_marked, "per partition");
+    }
+
+    #[test]
+    fn recovery_marks_pending_batches_again() {
+        for crash in [true, false] {
+            let case = format!("crash {crash}");
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(ManualClock::default());
+            let config = LogConfig {
+                // No index checkpoint: a crash leaves every entry to recovery.
+                index_checkpoint_interval_ms: 3_600_000,
+                ..LogConfig::default()
+            };
+            let (replica, read) = {
+                let (log, _) = CommitLog::open(dir.path(), config.clone(), clock.clone()).unwrap();
+                let p = log
+                    .create_partition(pid(0), PartitionConfig::default())
+                    .unwrap();
+                let plain = [record(b"plain", &[], 1_000)];
+                append_batch(&p, make_batch(&plain, 0)); // 0
+                let pending = [record(b"p", &[DELAY], 1_000), record(b"p", &[AT], 1_000)];
+                append_batch(&p, make_batch(&pending, 0)); // 1..=2
+                let mixed = [
+                    record(b"plain", &[], 1_000),
+                    record(b"p", &[DELAY], 1_000),
+                    record(b"plain", &[(b"h", b"v")], 1_000),
+                ];
+                append_batch(&p, make_batch(&mixed, 3)); // 3..=5
+                append_batch(&p, make_batch(&plain, 3)); // 6
+                append_batch(&p, make_batch(&pending[..1], 3)); // 7
+                let replica = p.read_replica(0, usize::MAX).unwrap().records;
+                let read = p.read(0, usize::MAX).unwrap().records;
+                if !crash {
+                    log.shutdown().unwrap();
+                }
+                (replica, read)
+                // A crash: every handle dropped without a shutdown.
+            };
+            let (log, report) = CommitLog::open(dir.path(), config, clock).unwrap();
+            if crash {
+                assert!(report.index_entries_rebuilt >= 5, "{report:?}");
+            }
+            let p = log.partition(pid(0)).unwrap();
+            assert_eq!(p.offsets().high_watermark, 8, "{case}");
+            assert_eq!(p.read_replica(0, usize::MAX).unwrap().records, replica);
+            let out = p.read(0, usize::MAX).unwrap().records;
+            assert_eq!(out, read, "{case}: the same read as before the restart");
+            let (got, next) = decode(&out, 0);
+            assert_eq!((offsets(&got), next), (vec![0, 3, 5, 6], 8), "{case}");
+            let (got, next) = decode(&p.read_committed(1, 1).unwrap().records, 1);
+            assert_eq!((offsets(&got), next), (vec![], 3), "{case}");
+            let found = p.delay_batches(0, 8, usize::MAX).unwrap();
+            let bases: Vec<i64> = found.batches.iter().map(|(base, _)| *base).collect();
+            assert_eq!((bases, found.next), (vec![1, 3, 7], 8), "{case}");
+            log.shutdown().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_view_hides_pending_records_even_when_they_match_its_tags() {
+        for summaries in [true, false] {
+            for codec in [0, 3] {
+                let case = format!("summaries {summaries}, codec {codec}");
+                let (_dir, _log, p) = fixture(summaries);
+                let mixed = [
+                    record(b"0", &[VIP], 1_000),
+                    record(b"1", &[VIP, DELAY], 1_000),
+                    record(b"2", &[AT, IRON], 1_000),
+                    record(b"3", &[IRON], 1_000),
+                    record(b"4", &[VIP, AT], 1_000),
+                    record(b"5", &[], 1_000),
+                ];
+                append_batch(&p, make_batch(&mixed, codec)); // 0..=5
+                append_batch(&p, make_batch(&[record(b"6", &[VIP, DELAY], 1_000)], codec));
+                assert_eq!(read(&p, 0, "VIP"), (vec![0], 7), "{case}");
+                assert_eq!(read(&p, 0, "IRON"), (vec![3], 7), "{case}");
+                assert_eq!(read(&p, 0, "VIP || IRON"), (vec![0, 3], 7), "{case}");
+                assert_eq!(read(&p, 0, "*"), (vec![0, 3, 5], 7), "{case}");
+                assert_eq!(
+                    read(&p, 1, "VIP"),
+                    (vec![0], 7),
+                    "{case}: the batch holding 1"
+                );
+                assert_eq!(read(&p, 6, "VIP"), (vec![], 7), "{case}");
+                let vip = TagExpr::parse("VIP").unwrap();
+                let out = p.read_filtered(0, usize::MAX, true, &vip).unwrap();
+                let (got, next) = decode(&out.records, 0);
+                assert_eq!((offsets(&got), next), (vec![0], 7), "{case}: committed");
+                assert_eq!(got[0].key.as_deref(), Some(&b"0"[..]), "{case}");
+            }
+        }
     }
 }

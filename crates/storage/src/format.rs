@@ -280,6 +280,14 @@ pub(crate) struct IndexEntry {
     pub tag_summary: u32,
 }
 
+/// Bit 14 of an index entry's `attributes` (a bit Kafka's batch attributes
+/// leave unused; the batch itself is never changed): the batch holds
+/// delayed-delivery records, pending originals or delivered copies
+/// (`crate::delay`). Reads of such a batch hide its pending records; the
+/// broker's delay mover feeds on exactly these batches. Builds before it
+/// wrote 0 here, and no batch of theirs holds such records.
+pub(crate) const DELAY_MARK: i16 = 0x4000;
+
 /// The tag summary of a batch nobody summarized: every bit set, so every
 /// tag filter must read the batch.
 pub(crate) const TAG_SUMMARY_UNKNOWN: u32 = u32::MAX;

@@ -21,6 +21,7 @@ mod batch;
 mod compaction;
 #[cfg(test)]
 mod crash_tests;
+mod delay;
 mod epochs;
 mod error;
 mod filtered;
@@ -49,6 +50,12 @@ mod txn_tests;
 
 pub use aborted::AbortedTxn;
 pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches, control_marker};
+pub use delay::{
+    BadRecord, DELAY_ERRORS_MAX, DELAY_MS_HEADER, DELAYED_FROM_HEADER, DELIVER_AT_HEADER,
+    DelayError, DelayScan, DelayedCopy, PRODUCE_TIME_HEADER, PendingRecord, ValidateError,
+    copy_batch, delay_mark, filter_pending, keep_unless_pending, may_hold_delays, scan_delays,
+    validate,
+};
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};
 pub use producer::{ProducerSummary, TxnMarker};
@@ -420,6 +427,16 @@ pub struct ReadOutcome {
     /// marker order; a consumer drops each producer's records from the
     /// transaction's first offset on. Empty otherwise.
     pub aborted: Vec<AbortedTxn>,
+}
+
+/// What [`Partition::delay_batches`] found: the batches, each with its base
+/// offset, and where the walk goes on.
+#[derive(Debug, Clone, Default)]
+pub struct DelayBatches {
+    /// `(base offset, stored batch)`, in offset order.
+    pub batches: Vec<(i64, Bytes)>,
+    /// The offset to walk on from: the end asked for once it is reached.
+    pub next: i64,
 }
 
 /// The offset a read stops before.
@@ -880,7 +897,32 @@ impl Partition {
         } else {
             ReadBound::HighWatermark
         };
-        filtered::read_filtered(&self.log, &self.inner, (offset, max_bytes), bound, filter)
+        filtered::read_filtered(
+            &self.log,
+            &self.inner,
+            (offset, max_bytes),
+            bound,
+            Some(filter),
+        )
+    }
+
+    /// The stored batches holding delayed-delivery records (pending
+    /// originals or delivered copies) among offsets `from..to`, walked in
+    /// bounded steps: see [`DelayBatches`].
+    pub fn delay_batches(
+        &self,
+        from: i64,
+        to: i64,
+        max_bytes: usize,
+    ) -> Result<DelayBatches, ReadError> {
+        filtered::delay_batches(&self.log, &self.inner, (from, to), max_bytes)
+    }
+
+    /// Base offset of the last batch with delayed-delivery records appended
+    /// since the process started, or -1: a cheap "anything new?" for the
+    /// delay mover, which walks the log itself after a restart.
+    pub fn last_delay_mark(&self) -> i64 {
+        self.log.lock_frozen(&self.inner.state).last_delay_mark()
     }
 
     /// [`Self::read`] for a follower replica: bounded by the log end, not

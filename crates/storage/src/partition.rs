@@ -15,7 +15,9 @@ use bytes::Bytes;
 use crate::aborted::{AbortedIndex, AbortedTxn};
 use crate::batch::{self, BatchInfo};
 use crate::error::{AppendError, ReadError, StorageError, TruncateError};
-use crate::format::{self, ENTRY_HEADER_BYTES, EntryKind, IndexEntry, TAG_SUMMARY_UNKNOWN};
+use crate::format::{
+    self, DELAY_MARK, ENTRY_HEADER_BYTES, EntryKind, IndexEntry, TAG_SUMMARY_UNKNOWN,
+};
 use crate::index::QueueIndex;
 use crate::io::IndexIo;
 use crate::log::{MarkerUpdate, Segment, Written, io_err, lock, read};
@@ -49,6 +51,10 @@ pub(crate) struct PartitionState {
     epochs: crate::epochs::EpochCache,
     /// The queue index: batches in offset order, the newest in memory.
     index: QueueIndex,
+    /// Base offset of the last batch appended since the process started
+    /// with the index's [`DELAY_MARK`], or -1: tells the delay mover which
+    /// partitions have new delayed records without reading their indexes.
+    last_delay_mark: i64,
     log_start: i64,
     /// The log-start offset the last durable checkpoint recorded: a restart
     /// starts from it, whatever the in-memory `log_start` says, so segment
@@ -128,6 +134,10 @@ impl PartitionState {
         self.log_end
     }
 
+    pub fn last_delay_mark(&self) -> i64 {
+        self.last_delay_mark
+    }
+
     pub fn hw(&self) -> i64 {
         self.hw
     }
@@ -161,6 +171,7 @@ impl PartitionState {
             leader_epoch: Arc::new(AtomicI32::new(0)),
             epochs: Default::default(),
             index: QueueIndex::new(path),
+            last_delay_mark: -1,
             log_start: 0,
             checkpointed_log_start: i64::MIN,
             log_end: 0,
@@ -976,8 +987,7 @@ pub(crate) fn append_replica(
         ));
         let at = out.len() as u64;
         format::put_entry(&mut out, EntryKind::Batch, part.id, base, src);
-        let summarized = st.config.tag_summaries.then_some(src);
-        entries.push((at, index_entry(info, base, summarized)));
+        entries.push((at, index_entry(info, base, src, st.config.tag_summaries)));
         let last = base + i64::from(info.last_offset_delta);
         if info.producer_id >= 0 {
             let state = producers.entry(info.producer_id).or_insert_with(|| {
@@ -1075,7 +1085,7 @@ pub(crate) fn append_marker(
     let producers = HashMap::from([(producer_id, state)]);
     let last_stable = first_open(&st.producers, &producers).unwrap_or(end_offset);
     let prepared = Prepared {
-        entries: vec![(0, index_entry(&info, offset, None))],
+        entries: vec![(0, index_entry(&info, offset, &[], false))],
         buf_end: out.len() as u64,
         producers,
         base_offset: offset,
@@ -1276,8 +1286,10 @@ fn prepare(
                 info.max_timestamp = now_ms;
             }
         });
-        let summarized = st.config.tag_summaries.then_some(src);
-        entries.push((position_in_buf, index_entry(&info, offset, summarized)));
+        entries.push((
+            position_in_buf,
+            index_entry(&info, offset, src, st.config.tag_summaries),
+        ));
         offset += i64::from(info.last_offset_delta) + 1;
     }
     Ok(Prepare::Write(Prepared {
@@ -1335,6 +1347,9 @@ fn commit(
             )
         })?;
         expected = e.last_offset() + 1;
+        if e.attributes & DELAY_MARK != 0 {
+            st.last_delay_mark = e.base_offset;
+        }
         if let Err(e) = st.index.push(e, written.segment, hot_max, store.index_io()) {
             return Err(store.poison(e.to_string()).into());
         }
@@ -1410,15 +1425,18 @@ fn commit_wait(store: &Store, st: &PartitionState, end_offset: i64) -> CommitWai
     )
 }
 
-/// The index entry of a batch about to be written at `base_offset`; its
-/// tag summary is computed from `batch` when the partition keeps them
-/// (`PartitionConfig::tag_summaries`, on while views read it).
-fn index_entry(info: &BatchInfo, base_offset: i64, batch: Option<&[u8]>) -> IndexEntry {
-    let tag_summary = match batch {
-        Some(batch) if !info.is_control() => {
-            crate::tags::tag_summary(batch).unwrap_or(TAG_SUMMARY_UNKNOWN)
-        }
-        _ => TAG_SUMMARY_UNKNOWN,
+/// The index entry of `batch`, about to be written at `base_offset`: its
+/// tag summary is computed when `summarize` (the partition keeps them:
+/// `PartitionConfig::tag_summaries`, on while views read it), and its
+/// [`DELAY_MARK`] always.
+fn index_entry(info: &BatchInfo, base_offset: i64, batch: &[u8], summarize: bool) -> IndexEntry {
+    let tag_summary = match summarize && !info.is_control() {
+        true => crate::tags::tag_summary(batch).unwrap_or(TAG_SUMMARY_UNKNOWN),
+        false => TAG_SUMMARY_UNKNOWN,
+    };
+    let mark = match !info.is_control() && crate::delay::delay_mark(batch) {
+        true => DELAY_MARK,
+        false => 0,
     };
     IndexEntry {
         base_offset,
@@ -1428,7 +1446,7 @@ fn index_entry(info: &BatchInfo, base_offset: i64, batch: Option<&[u8]>) -> Inde
         max_timestamp: info.max_timestamp,
         producer_id: info.producer_id,
         producer_epoch: info.producer_epoch,
-        attributes: info.attributes,
+        attributes: info.attributes | mark,
         base_sequence: info.base_sequence,
         running_max_ts: i64::MIN,
         tag_summary,
@@ -1678,6 +1696,14 @@ pub(crate) fn read_from(
         };
         let limit = max_bytes.min(store.log.config.read_bytes_max);
         let items = locate(store, &st, from, limit, end)?;
+        let hides = bound != ReadBound::LogEnd
+            && items.iter().any(|i| i.entry.attributes & DELAY_MARK != 0);
+        if hides {
+            // Pending delayed records must not be seen: read them through
+            // the filter that hides them (a replica read copies them).
+            drop(st);
+            return crate::filtered::read_filtered(store, part, (offset, max_bytes), bound, None);
+        }
         let aborted = match (bound, items.last()) {
             (ReadBound::LastStable, Some(last)) => {
                 st.aborted_in(offset, last.entry.last_offset() + 1, store.index_io())?

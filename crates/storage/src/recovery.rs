@@ -1079,7 +1079,12 @@ fn apply_entry(
         max_timestamp: batch_header.max_timestamp,
         producer_id: batch_header.producer_id,
         producer_epoch: batch_header.producer_epoch,
-        attributes: batch_header.attributes,
+        // Pending delayed records must stay hidden: recovery marks their
+        // batches as appends do.
+        attributes: match !batch_header.is_control() && crate::delay::delay_mark(batch) {
+            true => batch_header.attributes | crate::format::DELAY_MARK,
+            false => batch_header.attributes,
+        },
         base_sequence: batch_header.base_sequence,
         running_max_ts: i64::MIN,
         // Recovery does not decompress batches to summarize them.

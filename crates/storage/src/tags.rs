@@ -32,7 +32,7 @@ pub const TAG_EXPR_TAGS_MAX: usize = 64;
 pub const TAG_EXPR_BYTES_MAX: usize = 4096;
 /// The most bytes one batch's records may decompress to for filtering or
 /// for its summary (compaction's bound); a batch past it is an error.
-const TAG_FILTER_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+pub(crate) const TAG_FILTER_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 /// What separates the tags of an expression.
 const TAG_SEPARATOR: &str = "||";
 /// The expression that matches every record.
@@ -178,7 +178,11 @@ impl TagExpr {
 
     /// Whether the record `frame` of `records` matches. Every header is
     /// read, so a malformed record is an error whatever the expression.
-    fn matches(&self, records: &[u8], frame: &RecordFrame) -> Result<bool, RecordFramingError> {
+    pub(crate) fn matches(
+        &self,
+        records: &[u8],
+        frame: &RecordFrame,
+    ) -> Result<bool, RecordFramingError> {
         let mut matched = false;
         for header in record_headers(records, frame) {
             if let Some(tag) = tag_value(records, &header?) {
@@ -264,15 +268,16 @@ pub fn tag_summary(batch: &[u8]) -> Option<u32> {
     Some(summary)
 }
 
-/// What a view's fetch sends of one stored batch.
+/// What a filtered fetch (a view's, or one hiding pending delayed records)
+/// sends of one stored batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filtered {
-    /// The batch as stored: every record matches, it is a control batch, or
+    /// The batch as stored: every record is kept, it is a control batch, or
     /// the expression is `*`.
     Whole,
-    /// No record matches.
+    /// No record is kept.
     Skip,
-    /// The batch rebuilt with only its matching records (same base offset,
+    /// The batch rebuilt with only its kept records (same base offset,
     /// `lastOffsetDelta` and record offsets; new record count, length, max
     /// timestamp and CRC; recompressed with its own codec).
     Part(Vec<u8>),
@@ -284,10 +289,10 @@ pub enum Filtered {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
     /// The batch's records or headers cannot be read.
-    #[error("a batch cannot be read for tag filtering: {0}")]
+    #[error("a batch cannot be read for filtering: {0}")]
     Unreadable(#[from] BatchParseError),
-    /// The matching records could not be recompressed with the batch's codec.
-    #[error("the matching records of a batch could not be recompressed with codec {codec}")]
+    /// The kept records could not be recompressed with the batch's codec.
+    #[error("the kept records of a batch could not be recompressed with codec {codec}")]
     Recompress {
         /// Kafka's codec id.
         codec: i16,
@@ -303,6 +308,18 @@ pub fn filter_batch(batch: &[u8], expr: &TagExpr) -> Result<Filtered, FilterErro
     if expr.is_all() {
         return Ok(Filtered::Whole);
     }
+    filter_records(batch, |records, frame| expr.matches(records, frame))
+}
+
+/// What a filtered fetch sends of `batch`, one whole stored batch, keeping
+/// the records `keep` accepts (it is given the decompressed records section
+/// and one record's framing). A control batch passes whole without its
+/// records being read; otherwise records are decompressed to at most
+/// 64 MiB, and an error of `keep` fails the batch.
+pub(crate) fn filter_records(
+    batch: &[u8],
+    mut keep: impl FnMut(&[u8], &RecordFrame) -> Result<bool, RecordFramingError>,
+) -> Result<Filtered, FilterError> {
     let header = H::parse(batch).ok_or(BatchParseError::ShortHeader { bytes: batch.len() })?;
     if header.is_control() {
         return Ok(Filtered::Whole);
@@ -310,10 +327,7 @@ pub fn filter_batch(batch: &[u8], expr: &TagExpr) -> Result<Filtered, FilterErro
     let parsed = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?;
     let mut kept = Vec::with_capacity(parsed.frames.len());
     for (i, frame) in parsed.frames.iter().enumerate() {
-        if expr
-            .matches(&parsed.records, frame)
-            .map_err(BatchParseError::from)?
-        {
+        if keep(&parsed.records, frame).map_err(BatchParseError::from)? {
             kept.push(i);
         }
     }

@@ -462,7 +462,109 @@ fn check(
     if partition.config().compact {
         check_keys(&state.meta.name, index, &records)?;
     }
+    let config = partition.config();
+    // A pending record lives in its partition: retention must not delete
+    // it before it is due.
+    let delay_max = match config.retention_ms {
+        Some(retention)
+            if retention < topic_config::delay_max_ms(&state.meta.configs, broker_defaults) =>
+        {
+            (retention, "retention.ms")
+        }
+        _ => (
+            topic_config::delay_max_ms(&state.meta.configs, broker_defaults),
+            topic_config::DELAY_MAX_MS,
+        ),
+    };
+    check_delays(
+        broker,
+        (&state.meta.name, index),
+        &records,
+        (config.compact, delay_max),
+    )?;
     Ok((partition, records, min_isr))
+}
+
+/// Delayed delivery's rules (`crate::delay`): every `weir.delay-ms` and
+/// `weir.deliver-at-ms` header must be a non-negative decimal number, at
+/// most one of them per record, due within `delay_max` (`weir.delay.max.ms`,
+/// or `retention.ms` when that is shorter, named), and never on a compacted
+/// topic or in a transaction; `weir.delayed-from-offset` is the broker's.
+/// Refused with INVALID_RECORD naming each record at fault.
+fn check_delays(
+    broker: &Broker,
+    (topic, partition): (&str, i32),
+    records: &[u8],
+    (compact, (delay_max_ms, bound_by)): (bool, (i64, &str)),
+) -> Result<(), Refused> {
+    let invalid = |message: String| ApiError::new(ResponseError::InvalidRecord, message);
+    let now = broker.clock.now_ms();
+    let mut before = 0usize;
+    let mut record_errors = Vec::new();
+    let mut first = None;
+    for (header, batch) in batches(records).map_while(Result::ok) {
+        let count = usize::try_from(header.record_count).unwrap_or(0);
+        let refusal = match weir_storage::validate(batch, now, delay_max_ms) {
+            Ok(false) => None,
+            Ok(true) if compact => Some(format!(
+                "{topic}-{partition} is compacted (cleanup.policy=compact), which keeps only the \
+                 newest record per key: it takes no delayed records"
+            )),
+            Ok(true) if header.is_transactional() => Some(
+                "delayed records cannot be part of a transaction: send them outside it".to_owned(),
+            ),
+            Ok(true) if !broker.delays.running() => {
+                return Err(ApiError::new(
+                    ResponseError::KafkaStorageError,
+                    "delayed delivery is stopped on this broker (see its log); \
+                     delayed records are refused until it is restarted",
+                )
+                .into());
+            }
+            Ok(true) => None,
+            Err(weir_storage::ValidateError::Unreadable(e)) => {
+                return Err(invalid(format!(
+                    "cannot read the records of {topic}-{partition} for delayed delivery: {e}"
+                ))
+                .into());
+            }
+            Err(weir_storage::ValidateError::BadRecords(bad)) => {
+                for mut b in bad {
+                    if bound_by != topic_config::DELAY_MAX_MS {
+                        b.message = b.message.replace(topic_config::DELAY_MAX_MS, bound_by);
+                    }
+                    let at = before + b.index;
+                    first.get_or_insert_with(|| format!("record {at}: {}", b.message));
+                    if record_errors.len() < RECORD_ERRORS_MAX {
+                        record_errors.push(
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(i32::try_from(at).unwrap_or(i32::MAX))
+                                .with_batch_index_error_message(Some(StrBytes::from_string(
+                                    b.message,
+                                ))),
+                        );
+                    }
+                }
+                None
+            }
+        };
+        if let Some(why) = refusal {
+            return Err(invalid(why).into());
+        }
+        before += count;
+    }
+    match first {
+        None => Ok(()),
+        Some(first) => Err(Refused {
+            error: invalid(format!(
+                "{} records of {topic}-{partition} have refused delayed-delivery headers; the \
+                 first is {first}",
+                record_errors.len()
+            )),
+            record_errors,
+            leader: None,
+        }),
+    }
 }
 
 /// A compacted topic keeps the newest value per key, so a record without a

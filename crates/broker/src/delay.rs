@@ -1,0 +1,467 @@
+//! Delayed delivery (RocketMQ's delayed messages, for Kafka clients): the
+//! mover that hands each pending record to its partition when it is due.
+//!
+//! A producer asks for a delay with a record header (`weir.delay-ms` or
+//! `weir.deliver-at-ms`, checked by Produce). The record is stored in its
+//! own partition like any other, so it is acknowledged, replicated and
+//! deduplicated as usual, but the storage hides it from consumers (the
+//! queue index marks its batch). When it is due, the mover on the
+//! partition's leader appends a copy of it to the same partition: its key,
+//! value and headers, plus `weir.delayed-from-offset` (the pending record's
+//! offset) and `weir.produce-time-ms`. Consumers read the copy.
+//!
+//! **The schedule** is a [`TimerStore`] in `<data>/timer/`, fed from the
+//! log by every replica alike: each committed pending record (below the
+//! high watermark) is added, each committed copy takes its pending record
+//! out. The log is the truth and the store an index of it: its checkpoint
+//! keeps, per partition, the offset the feed reached, and a restart feeds
+//! on from there.
+//!
+//! **Exactly once.** The store hands a pending record out once it is due;
+//! it then waits in `handed` until a committed copy of it is fed. A leader
+//! delivers a handed record only once its feed has reached the high
+//! watermark, and only when no copy of it lies in the log past the feed (an
+//! uncommitted copy, its own or an earlier leader's) or is in flight. A
+//! copy that a failover truncates was never committed, so the record stays
+//! handed and the next leader delivers it. Before each checkpoint the
+//! handed records are added to the store again, so after a crash they are
+//! handed out again and the feed takes out the ones already delivered.
+//!
+//! **Order.** Each delivery appends a partition's due records in order of
+//! due time, then pending offset.
+//!
+//! **Memory** is the store's (its wheel and one slot in hand), one feed
+//! position per partition, and the handed records: those due whose copies
+//! are not committed yet.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+use weir_storage::{
+    Partition, PartitionId, TimerConfig, TimerEntry, TimerError, TimerStore, copy_batch,
+    scan_delays,
+};
+
+use crate::Broker;
+use crate::replica::Leadership;
+
+/// The timer store's folder under the data folder.
+pub const TIMER_DIR: &str = "timer";
+/// How often the mover looks for work when nothing wakes it sooner.
+const TICK: Duration = Duration::from_millis(20);
+/// How often the schedule is made durable.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of marked batches one partition's feed reads per step.
+const FEED_READ_BYTES: usize = 1 << 20;
+/// Bytes of marked batches the feed reads per tick, over all partitions,
+/// so one tick stays short however far behind the feed is.
+const FEED_BYTES_PER_TICK: usize = 16 << 20;
+/// Due records taken from the store per tick.
+const POLL_MAX: usize = 10_000;
+/// Records one delivery appends to one partition (one batch).
+const DELIVER_MAX: usize = 500;
+
+/// What the broker's request handlers see of the mover.
+#[derive(Debug, Default)]
+pub(crate) struct DelayState {
+    /// The mover runs and its schedule is writable: Produce refuses new
+    /// delayed records otherwise, rather than store records nobody moves.
+    running: AtomicBool,
+}
+
+impl DelayState {
+    /// Whether delayed records are being moved.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+/// The running mover: a thread that owns the timer store. Dropping it
+/// stops the thread after a last checkpoint.
+pub struct DelayMover {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DelayMover {
+    /// Open the schedule in `<data>/timer` and start moving for `broker`.
+    /// Refused when the store cannot be opened (an unknown format version,
+    /// damage inside what its checkpoint vouches for): the broker must not
+    /// start without its schedule.
+    pub fn start(broker: Arc<Broker>, data_dir: &Path) -> Result<Self, TimerError> {
+        let dir = data_dir.join(TIMER_DIR);
+        let now = broker.clock.now_ms();
+        let (store, progress) = TimerStore::open(&dir, TimerConfig::default(), now)?;
+        let fed = progress
+            .iter()
+            .map(|&(topic_id, partition, offset)| {
+                (
+                    PartitionId {
+                        topic_id,
+                        partition,
+                    },
+                    offset,
+                )
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = broker.delays.clone();
+        let mut mover = Mover {
+            broker,
+            store,
+            fed,
+            caught_up: HashSet::new(),
+            handed: HashMap::new(),
+            last_checkpoint: Instant::now(),
+            state: state.clone(),
+        };
+        let stopping = stop.clone();
+        state.running.store(true, Ordering::SeqCst);
+        let thread = std::thread::Builder::new()
+            .name("weir-delays".into())
+            .spawn(move || mover.run(&stopping))
+            .map_err(|e| {
+                state.running.store(false, Ordering::SeqCst);
+                TimerError::Io {
+                    context: format!(
+                        "starting the delayed-delivery thread over {}",
+                        dir.display()
+                    ),
+                    source: e,
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop the mover after a last checkpoint.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the delayed-delivery mover panicked");
+        }
+    }
+}
+
+impl Drop for DelayMover {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A due record waiting for its committed copy.
+#[derive(Debug, Clone, Copy)]
+struct Handed {
+    entry: TimerEntry,
+    /// The offset of a copy this leader appended and has not seen committed.
+    in_flight: Option<i64>,
+    /// Added to the store again for a checkpoint, and not handed out since:
+    /// the store must be told when its copy is seen, or it would hand the
+    /// record out again.
+    in_store: bool,
+}
+
+struct Mover {
+    broker: Arc<Broker>,
+    store: TimerStore,
+    /// Per partition, the offset the feed reached: every pending record and
+    /// copy below it is in the store (or out of it).
+    fed: HashMap<PartitionId, i64>,
+    /// Partitions whose feed reached the high watermark once since the
+    /// start: from then on their `last_delay_mark` says when to walk again.
+    caught_up: HashSet<PartitionId>,
+    /// Due records not yet seen delivered, by partition and pending offset.
+    handed: HashMap<PartitionId, BTreeMap<i64, Handed>>,
+    last_checkpoint: Instant,
+    state: Arc<DelayState>,
+}
+
+impl Mover {
+    fn run(&mut self, stop: &AtomicBool) {
+        tracing::info!(
+            pending = self.store.pending(),
+            partitions = self.fed.len(),
+            "delayed delivery started"
+        );
+        while !stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.tick() {
+                // The store refuses every change after a failed write or a
+                // broken invariant: stop, and have Produce refuse delays.
+                self.state.running.store(false, Ordering::SeqCst);
+                tracing::error!(error = %e,
+                    "delayed delivery stopped: pending records stay hidden in their partitions, \
+                     and new delayed records are refused, until the broker is restarted with a \
+                     working timer store (check the disk holding <data>/timer)");
+                return;
+            }
+            std::thread::sleep(TICK);
+        }
+        self.state.running.store(false, Ordering::SeqCst);
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "the last checkpoint of the delayed-delivery schedule failed");
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), TimerError> {
+        let partitions = self.broker.log().partitions();
+        let hosted: HashSet<PartitionId> = partitions.iter().copied().collect();
+        self.forget_gone(&hosted);
+        let mut budget = FEED_BYTES_PER_TICK;
+        let mut ready = Vec::new();
+        for id in &partitions {
+            let Some(partition) = self.broker.log().partition(*id) else {
+                continue;
+            };
+            if self.feed(&partition, &mut budget)? {
+                ready.push(partition);
+            }
+        }
+        let now = self.broker.clock.now_ms();
+        for entry in self.store.poll(now, POLL_MAX)? {
+            let id = PartitionId {
+                topic_id: entry.topic_id,
+                partition: entry.partition,
+            };
+            if !hosted.contains(&id) {
+                // Its topic was deleted, or its replica moved away.
+                continue;
+            }
+            self.handed
+                .entry(id)
+                .or_default()
+                .entry(entry.offset)
+                .and_modify(|h| h.in_store = false)
+                .or_insert(Handed {
+                    entry,
+                    in_flight: None,
+                    in_store: false,
+                });
+        }
+        for partition in ready {
+            self.deliver(&partition, now);
+        }
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Feed `partition`'s committed pending records and copies to the
+    /// store, within the tick's `budget`. True when the feed reached the
+    /// high watermark (this replica may then deliver).
+    fn feed(&mut self, partition: &Partition, budget: &mut usize) -> Result<bool, TimerError> {
+        let id = partition.id();
+        let offsets = partition.offsets();
+        let mut fed = self
+            .fed
+            .get(&id)
+            .copied()
+            .unwrap_or(offsets.log_start)
+            .clamp(
+                offsets.log_start,
+                offsets.high_watermark.max(offsets.log_start),
+            );
+        if self.caught_up.contains(&id) && partition.last_delay_mark() < fed {
+            // Nothing marked was appended past the feed since it caught up.
+            self.fed.insert(id, offsets.high_watermark.max(fed));
+            return Ok(true);
+        }
+        while fed < offsets.high_watermark && *budget > 0 {
+            let found = match partition.delay_batches(fed, offsets.high_watermark, FEED_READ_BYTES)
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(partition = ?id, error = %e, "delayed delivery cannot read a partition");
+                    return Ok(false);
+                }
+            };
+            for (base, batch) in &found.batches {
+                *budget = budget.saturating_sub(batch.len());
+                self.feed_batch(id, *base, batch)?;
+            }
+            if found.next <= fed {
+                break;
+            }
+            fed = found.next;
+        }
+        self.fed.insert(id, fed);
+        let done = fed >= offsets.high_watermark;
+        if done {
+            self.caught_up.insert(id);
+        }
+        Ok(done)
+    }
+
+    /// Add the pending records of one committed batch; take out those its
+    /// copies deliver.
+    fn feed_batch(&mut self, id: PartitionId, base: i64, batch: &[u8]) -> Result<(), TimerError> {
+        let scan = match scan_delays(batch) {
+            Ok(scan) => scan,
+            Err(e) => {
+                tracing::warn!(partition = ?id, offset = base, error = %e,
+                    "a batch marked as holding delayed records cannot be read; skipped");
+                return Ok(());
+            }
+        };
+        // The store takes delays up to its own bound (decades): a topic
+        // whose weir.delay.max.ms allows more is delivered at that bound.
+        let latest = self
+            .broker
+            .clock
+            .now_ms()
+            .saturating_add(TimerStore::DELAY_MS_MAX / 2);
+        for record in scan.pending {
+            self.store.add(TimerEntry {
+                due_ms: record.due_ms.min(latest),
+                topic_id: id.topic_id,
+                partition: id.partition,
+                offset: base + i64::from(record.offset_delta),
+            })?;
+        }
+        for copy in scan.copies {
+            let from = copy.delayed_from;
+            let handed = self.handed.get_mut(&id).and_then(|h| h.remove(&from));
+            if handed.is_none_or(|h| h.in_store) {
+                self.store.cancel(id.topic_id, id.partition, from)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// On the leader, append copies of `partition`'s handed records, in
+    /// due order, skipping any with a copy already in the log past the feed.
+    fn deliver(&mut self, partition: &Partition, now: i64) {
+        let id = partition.id();
+        let Some(handed) = self.handed.get_mut(&id) else {
+            return;
+        };
+        if !matches!(
+            self.broker.replicas.leadership(id),
+            Leadership::Leader { .. }
+        ) {
+            // Copies this replica appended as leader may be truncated: the
+            // feed takes out those that were committed.
+            for h in handed.values_mut() {
+                h.in_flight = None;
+            }
+            return;
+        }
+        let mut due: Vec<Handed> = handed
+            .values()
+            .filter(|h| h.in_flight.is_none())
+            .copied()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        // Copies past the high watermark: uncommitted, but in the log.
+        let offsets = partition.offsets();
+        let mut uncommitted = HashSet::new();
+        let mut from = offsets.high_watermark;
+        while from < offsets.log_end {
+            match partition.delay_batches(from, offsets.log_end, FEED_READ_BYTES) {
+                Ok(found) => {
+                    for (_, batch) in &found.batches {
+                        if let Ok(scan) = scan_delays(batch) {
+                            uncommitted.extend(scan.copies.iter().map(|c| c.delayed_from));
+                        }
+                    }
+                    if found.next <= from {
+                        break;
+                    }
+                    from = found.next;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = ?id, error = %e, "delayed delivery cannot read a partition");
+                    return;
+                }
+            }
+        }
+        due.retain(|h| !uncommitted.contains(&h.entry.offset));
+        due.sort_by_key(|h| (h.entry.due_ms, h.entry.offset));
+        due.truncate(DELIVER_MAX);
+        let mut originals: Vec<(Bytes, i64)> = Vec::with_capacity(due.len());
+        for h in &due {
+            let offset = h.entry.offset;
+            let batch = partition
+                .delay_batches(offset, offset + 1, 1)
+                .ok()
+                .and_then(|found| found.batches.into_iter().next());
+            match batch {
+                Some((_, batch)) => originals.push((batch, offset)),
+                None => {
+                    // Deleted by retention or DeleteRecords before it was due.
+                    tracing::warn!(partition = ?id, offset,
+                        "a delayed record is gone from its partition before it was due; dropped");
+                    handed.remove(&offset);
+                }
+            }
+        }
+        let mut deliverable: Vec<(&[u8], i64)> = Vec::with_capacity(originals.len());
+        for (batch, offset) in &originals {
+            deliverable.push((batch.as_ref(), *offset));
+        }
+        let copies = match copy_batch(&deliverable, now) {
+            Ok(copies) => copies,
+            Err(e) => {
+                tracing::error!(partition = ?id, error = %e,
+                    "delayed records cannot be copied for delivery; they wait");
+                return;
+            }
+        };
+        match partition.append(Bytes::from(copies)) {
+            Ok(outcome) => {
+                for (i, (_, offset)) in deliverable.iter().enumerate() {
+                    if let Some(h) = handed.get_mut(offset) {
+                        h.in_flight = Some(outcome.base_offset + i as i64);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = ?id, error = %e, "delivering delayed records failed; retrying");
+            }
+        }
+    }
+
+    /// Make the schedule durable: handed records go back into the store
+    /// first, so a restart hands them out again (the feed then takes out
+    /// those delivered).
+    fn checkpoint(&mut self) -> Result<(), TimerError> {
+        for handed in self.handed.values_mut() {
+            for h in handed.values_mut().filter(|h| !h.in_store) {
+                self.store.add(h.entry)?;
+                h.in_store = true;
+            }
+        }
+        let progress: Vec<(Uuid, i32, i64)> = self
+            .fed
+            .iter()
+            .map(|(id, &offset)| (id.topic_id, id.partition, offset))
+            .collect();
+        self.store.checkpoint(&progress)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Forget partitions no longer hosted here: their pending records went
+    /// with them (a deleted topic), or another replica delivers them.
+    fn forget_gone(&mut self, hosted: &HashSet<PartitionId>) {
+        self.fed.retain(|id, _| hosted.contains(id));
+        self.caught_up.retain(|id| hosted.contains(id));
+        self.handed.retain(|id, _| hosted.contains(id));
+    }
+}
