@@ -2134,3 +2134,116 @@ fn transactions_span_brokers_and_survive_the_death_of_their_coordinator() -> any
     );
     Ok(())
 }
+
+/// Produce `count` records (values `0..count`) to partition 0 of `topic`,
+/// record `i` delayed by `delay_ms(i)`, with acks=all and an idempotent
+/// producer.
+fn produce_delayed(
+    bootstrap: &str,
+    topic: &str,
+    count: u64,
+    delay_ms: impl Fn(u64) -> u64,
+) -> anyhow::Result<()> {
+    let mut config = common::producer_config(bootstrap);
+    config.set("enable.idempotence", "true");
+    let producer = common::tracked_producer(&config)?;
+    for id in 0..count {
+        let value = id.to_string();
+        let delay = delay_ms(id).to_string();
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "weir.delay-ms",
+            value: Some(&delay),
+        });
+        common::send_tracked(
+            &producer,
+            BaseRecord::with_opaque_to(topic, Box::new(id))
+                .partition(0)
+                .key(value.as_bytes())
+                .payload(value.as_bytes())
+                .headers(headers),
+        )?;
+    }
+    common::flush_all_delivered(&producer, usize::try_from(count)?)?;
+    Ok(())
+}
+
+/// The delivered copies of partition 0 of `topic` read through `bootstrap`
+/// from offset 0 until `count` distinct records were delivered (and a
+/// little longer, for any duplicate to show): how many copies each value
+/// has.
+fn delivered_copies(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+) -> anyhow::Result<BTreeMap<u64, usize>> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = common::consumer_config(bootstrap).create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Offset(0))?;
+    consumer.assign(&assignment)?;
+    let mut copies: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut settle: Option<Instant> = None;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while settle.is_none_or(|s| s.elapsed() < Duration::from_secs(2)) {
+        ensure!(
+            Instant::now() < deadline,
+            "{} of {count} delayed records delivered",
+            copies.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            // The dead leader, until the consumer learns the new one.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+            ))) => {}
+            Some(Err(e)) => bail!("consumer error: {e}"),
+            Some(Ok(m)) => {
+                let copy = m
+                    .headers()
+                    .is_some_and(|h| h.iter().any(|h| h.key == "weir.delayed-from-offset"));
+                ensure!(copy, "a pending record was served at offset {}", m.offset());
+                let value: u64 = std::str::from_utf8(m.payload().unwrap_or_default())?.parse()?;
+                *copies.entry(value).or_default() += 1;
+            }
+        }
+        if settle.is_none() && copies.len() >= count {
+            settle = Some(Instant::now());
+        }
+    }
+    Ok(copies)
+}
+
+#[test]
+fn delayed_records_are_delivered_once_across_the_death_of_their_leader() -> anyhow::Result<()> {
+    const RECORDS: u64 = 300;
+    let mut nodes = start_cluster(3, &[])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "later", 1, 3)?;
+    let placed = wait_full_isr(&nodes, "later")?;
+    // Due over 1 to 7 s, out of produce order.
+    produce_delayed(&all, "later", RECORDS, |i| 1_000 + (i * 7_919) % 6_000)?;
+    // The leader delivers some, then dies; a follower takes over the rest
+    // from its own schedule, fed by what it replicated.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let victim = usize::try_from(placed[&0].leader - 1)?;
+    nodes[victim].sigkill()?;
+    let alive = bootstrap_alive(&nodes);
+    let copies = delivered_copies(&alive, "later", RECORDS as usize)?;
+    let twice: Vec<u64> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(v, _)| *v)
+        .collect();
+    ensure!(twice.is_empty(), "delivered more than once: {twice:?}");
+    ensure!(
+        copies.keys().copied().eq(0..RECORDS),
+        "every delayed record once: {} of {RECORDS}",
+        copies.len()
+    );
+    // The old leader comes back as a follower and delivers nothing again.
+    nodes[victim].restart()?;
+    wait_full_isr(&nodes, "later")?;
+    let again = delivered_copies(&bootstrap(&nodes), "later", RECORDS as usize)?;
+    ensure!(again == copies, "after the old leader's return: {again:?}");
+    Ok(())
+}

@@ -61,8 +61,21 @@ fn produce(
     records: &[Plain],
     codec: &str,
 ) -> anyhow::Result<Vec<Result<i64, String>>> {
+    produce_with(bootstrap, topic, records, &[("compression.type", codec)])
+}
+
+/// [`produce`] with librdkafka `settings`.
+fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    records: &[Plain],
+    settings: &[(&str, &str)],
+) -> anyhow::Result<Vec<Result<i64, String>>> {
     let mut config = common::producer_config(bootstrap);
-    config.set("compression.type", codec).set("linger.ms", "0");
+    config.set("linger.ms", "0");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
     let producer = common::tracked_producer(&config)?;
     for (i, r) in records.iter().enumerate() {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(i as u64))
@@ -354,5 +367,260 @@ fn bad_delay_headers_are_invalid_record_and_store_nothing() -> anyhow::Result<()
         "none",
     )?;
     ensure!(matches!(ok.as_slice(), [Ok(0)]), "{ok:?}");
+    Ok(())
+}
+
+#[test]
+fn a_hundred_thousand_pending_records_come_due_in_due_order_each_once() -> anyhow::Result<()> {
+    const RECORDS: u64 = 100_000;
+    const PARTITIONS: i32 = 4;
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    let topic = "many";
+    common::create_topic_blocking(&bootstrap, topic, PARTITIONS, &[])?;
+    let mut config = common::producer_config(&bootstrap);
+    config
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000");
+    let producer = common::tracked_producer(&config)?;
+    for i in 0..RECORDS {
+        // Due 3 to 8 s after it was produced, out of produce order.
+        let delay = (3_000 + (i * 7_919) % 5_000).to_string();
+        let value = i.to_string();
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: DELAY_MS,
+            value: Some(&delay),
+        });
+        common::send_tracked(
+            &producer,
+            BaseRecord::with_opaque_to(topic, Box::new(i))
+                .partition((i % PARTITIONS as u64) as i32)
+                .payload(value.as_bytes())
+                .headers(headers),
+        )?;
+    }
+    common::flush_all_delivered(&producer, RECORDS as usize)?;
+
+    let consumer: BaseConsumer = common::consumer_config(&bootstrap).create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment.add_partition_offset(topic, p, Offset::Offset(0))?;
+    }
+    consumer.assign(&assignment)?;
+    let mut seen = Vec::new();
+    poll_until(&consumer, &mut seen, WAIT, |seen| {
+        seen.len() as u64 >= RECORDS
+    })?;
+    let _ = poll_until(&consumer, &mut seen, Duration::from_secs(2), |_| false);
+    ensure!(
+        seen.len() as u64 == RECORDS,
+        "{} copies for {RECORDS} records",
+        seen.len()
+    );
+    let mut values = std::collections::BTreeSet::new();
+    // Per partition, in offset order: (due, pending offset) never goes back.
+    let mut last: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for m in &seen {
+        let value: u64 = std::str::from_utf8(m.payload().unwrap_or_default())?.parse()?;
+        ensure!(values.insert(value), "record {value} delivered twice");
+        let from: i64 = header(m, DELAYED_FROM).context("delayed-from")?.parse()?;
+        let produced: i64 = header(m, PRODUCE_TIME).context("produce time")?.parse()?;
+        let delay: i64 = header(m, DELAY_MS).context("delay")?.parse()?;
+        let key = (produced + delay, from);
+        let delivered = m.timestamp().to_millis().context("timestamp")?;
+        ensure!(
+            delivered >= key.0,
+            "record {value} delivered at {delivered}, due {}",
+            key.0
+        );
+        if let Some(before) = last.insert(m.partition(), key) {
+            ensure!(
+                before <= key,
+                "partition {}: {key:?} delivered after {before:?}",
+                m.partition()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A partition's answer to a Produce: its error code and message, and its
+/// record errors (batch index, message).
+type Answer = (i16, String, Vec<(i32, String)>);
+
+/// A Produce request of one uncompressed record with `headers`, through the
+/// raw client: the partition's answer.
+fn produce_raw(bootstrap: &str, topic: &str, headers: &[(&str, &str)]) -> anyhow::Result<Answer> {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms(),
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from_static(b"v")),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    kafka_protocol::protocol::StrBytes::from_string(k.to_string()),
+                    Some(Bytes::copy_from_slice(v.as_bytes())),
+                )
+            })
+            .collect(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    let mut client = common::raw::RawClient::connect(bootstrap)?;
+    let request = common::raw::produce_request(topic, 0, batch.freeze());
+    let response: kafka_protocol::messages::ProduceResponse = client.send(&request, 9)?;
+    let partition = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("no partition in the answer")?;
+    Ok((
+        partition.error_code,
+        partition
+            .error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        partition
+            .record_errors
+            .iter()
+            .map(|e| {
+                (
+                    e.batch_index,
+                    e.batch_index_error_message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+#[test]
+fn a_refused_delay_names_the_record_and_the_header() -> anyhow::Result<()> {
+    const INVALID_RECORD: i16 = 87;
+    let broker = Broker::start(&[])?;
+    common::create_topic_blocking(&broker.bootstrap(), "named", 1, &[])?;
+    let (code, message, records) =
+        produce_raw(&broker.bootstrap(), "named", &[(DELAY_MS, "3 days")])?;
+    ensure!(code == INVALID_RECORD, "{code}: {message}");
+    ensure!(
+        message.contains("record 0") && message.contains(DELAY_MS),
+        "{message}"
+    );
+    ensure!(
+        matches!(records.as_slice(), [(0, why)] if why.contains(DELAY_MS) && why.contains("3 days")),
+        "{records:?}"
+    );
+    let (code, message, _) = produce_raw(&broker.bootstrap(), "named", &[(DELAY_MS, "3000")])?;
+    ensure!(code == 0, "{code}: {message}");
+    Ok(())
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_schedule_that_cannot_be_made_durable_stops_delays_until_a_restart() -> anyhow::Result<()> {
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let mut broker = Broker::start_with_env(
+        "127.0.0.1:0",
+        &[],
+        &[("FAILPOINTS", "storage::timer_checkpoint_sync=return")],
+    )?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "stuck", 1, &[])?;
+    // Accepted until the mover's first checkpoint fails (a second after
+    // the start), refused from then on, with the reason.
+    let mut accepted = 0;
+    let mut refusal = String::new();
+    common::wait_until(WAIT, "delayed records to be refused", || {
+        let (code, message, _) = produce_raw(&bootstrap, "stuck", &[(DELAY_MS, "500")])?;
+        match code {
+            0 => accepted += 1,
+            KAFKA_STORAGE_ERROR => refusal = message,
+            other => bail!("error {other}: {message}"),
+        }
+        Ok(code == KAFKA_STORAGE_ERROR)
+    })?;
+    ensure!(refusal.contains("delayed delivery is stopped"), "{refusal}");
+    // Everything else is served.
+    let (code, message, _) = produce_raw(&bootstrap, "stuck", &[("plain", "yes")])?;
+    ensure!(code == 0, "{code}: {message}");
+    // Restarted with a working disk, it delivers what it had accepted.
+    broker.set_envs(&[]);
+    broker.stop()?;
+    broker.restart()?;
+    let consumer = consumer(&bootstrap, "stuck")?;
+    let mut seen = Vec::new();
+    poll_until(&consumer, &mut seen, WAIT, |seen| {
+        copies(seen).is_ok_and(|c| c.len() >= accepted)
+    })?;
+    let copies = copies(&seen)?;
+    ensure!(
+        copies.len() == accepted && copies.values().all(|c| c.len() == 1),
+        "{} delivered of {accepted} accepted",
+        copies.len()
+    );
+    let (code, message, _) = produce_raw(&bootstrap, "stuck", &[(DELAY_MS, "500")])?;
+    ensure!(code == 0, "delays are taken again: {code}: {message}");
+    Ok(())
+}
+
+#[test]
+fn copies_due_together_are_split_to_fit_max_message_bytes() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "tight", 1, &[("max.message.bytes", "2000")])?;
+    // Ten records of 1,500 bytes, all due at the same moment: their copies
+    // cannot go in one batch.
+    let at = (now_ms() + 1_500).to_string();
+    let records: Vec<Plain> = (0..10)
+        .map(|i| Plain {
+            key: None,
+            value: Some(vec![b'a' + i as u8; 1_500]),
+            headers: vec![(DELIVER_AT.to_string(), Some(at.clone().into_bytes()))],
+        })
+        .collect();
+    let produced = produce_with(
+        &bootstrap,
+        "tight",
+        &records,
+        &[("batch.num.messages", "1")],
+    )?;
+    ensure!(produced.iter().all(Result::is_ok), "{produced:?}");
+    let consumer = consumer(&bootstrap, "tight")?;
+    let mut seen = Vec::new();
+    poll_until(&consumer, &mut seen, WAIT, |seen| seen.len() >= 10)?;
+    let copies = copies(&seen)?;
+    ensure!(
+        copies.keys().copied().eq(0..10) && copies.values().all(|c| c.len() == 1),
+        "{:?}",
+        copies.keys()
+    );
+    for (from, copy) in &copies {
+        ensure!(Plain::of(copy[0]).value == records[*from as usize].value);
+    }
     Ok(())
 }

@@ -97,6 +97,14 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Set the environment of the lives to come (after a `restart`).
+    pub fn set_envs(&mut self, envs: &[(&str, &str)]) {
+        self.envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.clone()

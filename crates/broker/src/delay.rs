@@ -53,7 +53,7 @@ use crate::replica::Leadership;
 
 /// The timer store's folder under the data folder.
 pub const TIMER_DIR: &str = "timer";
-/// How often the mover looks for work when nothing wakes it sooner.
+/// How often the mover feeds, polls and delivers.
 const TICK: Duration = Duration::from_millis(20);
 /// How often the schedule is made durable.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -173,6 +173,8 @@ struct Handed {
     /// the store must be told when its copy is seen, or it would hand the
     /// record out again.
     in_store: bool,
+    /// Its copy is over max.message.bytes (logged once).
+    oversize: bool,
 }
 
 struct Mover {
@@ -249,6 +251,7 @@ impl Mover {
                     entry,
                     in_flight: None,
                     in_store: false,
+                    oversize: false,
                 });
         }
         for partition in ready {
@@ -395,14 +398,28 @@ impl Mover {
         due.sort_by_key(|h| (h.entry.due_ms, h.entry.offset));
         due.truncate(DELIVER_MAX);
         let mut originals: Vec<(Bytes, i64)> = Vec::with_capacity(due.len());
+        // Records due together often share a batch: read each batch once.
+        let mut read: Vec<(i64, i64, Bytes)> = Vec::new();
         for h in &due {
             let offset = h.entry.offset;
-            let batch = partition
-                .delay_batches(offset, offset + 1, 1)
-                .ok()
-                .and_then(|found| found.batches.into_iter().next());
+            let cached = read
+                .iter()
+                .find(|(first, last, _)| (*first..=*last).contains(&offset))
+                .map(|(_, _, batch)| batch.clone());
+            let batch = cached.or_else(|| {
+                let (base, batch) = partition
+                    .delay_batches(offset, offset + 1, 1)
+                    .ok()?
+                    .batches
+                    .into_iter()
+                    .next()?;
+                let header = weir_storage::RecordBatchHeader::parse(&batch)?;
+                let last = base + i64::from(header.last_offset_delta);
+                read.push((base, last, batch.clone()));
+                Some(batch)
+            });
             match batch {
-                Some((_, batch)) => originals.push((batch, offset)),
+                Some(batch) => originals.push((batch, offset)),
                 None => {
                     // Deleted by retention or DeleteRecords before it was due.
                     tracing::warn!(partition = ?id, offset,
@@ -415,25 +432,93 @@ impl Mover {
         for (batch, offset) in &originals {
             deliverable.push((batch.as_ref(), *offset));
         }
+        if deliverable.is_empty() {
+            return;
+        }
         let copies = match copy_batch(&deliverable, now) {
             Ok(copies) => copies,
-            Err(e) => {
-                tracing::error!(partition = ?id, error = %e,
-                    "delayed records cannot be copied for delivery; they wait");
-                return;
-            }
-        };
-        match partition.append(Bytes::from(copies)) {
-            Ok(outcome) => {
-                for (i, (_, offset)) in deliverable.iter().enumerate() {
-                    if let Some(h) = handed.get_mut(offset) {
-                        h.in_flight = Some(outcome.base_offset + i as i64);
+            Err(_) => {
+                // One record the schedule named is not a pending record
+                // (the log was truncated under it, or it is damaged): drop
+                // those, deliver the others.
+                deliverable.retain(|one| match copy_batch(std::slice::from_ref(one), now) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(partition = ?id, offset = one.1, error = %e,
+                            "a scheduled delayed record cannot be delivered; dropped");
+                        handed.remove(&one.1);
+                        false
+                    }
+                });
+                if deliverable.is_empty() {
+                    return;
+                }
+                match copy_batch(&deliverable, now) {
+                    Ok(copies) => copies,
+                    Err(e) => {
+                        tracing::error!(partition = ?id, error = %e,
+                            "delayed records cannot be copied for delivery; they wait");
+                        return;
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(partition = ?id, error = %e, "delivering delayed records failed; retrying");
+        };
+        // Appended in batches the partition takes (max.message.bytes).
+        let limit = partition.config().max_message_bytes as usize;
+        let mut rest: &[(&[u8], i64)] = &deliverable;
+        let mut built = Some(copies);
+        while !rest.is_empty() {
+            let mut n = rest.len();
+            let mut copies = match built.take() {
+                Some(copies) => Ok(copies),
+                None => copy_batch(rest, now),
+            };
+            while let Ok(batch) = &copies
+                && batch.len() > limit
+                && n > 1
+            {
+                n = n.div_ceil(2);
+                copies = copy_batch(&rest[..n], now);
             }
+            let copies = match copies {
+                Ok(copies) if copies.len() <= limit => copies,
+                Ok(_) => {
+                    // One record whose copy, with its two headers, is over
+                    // the partition's max.message.bytes: it waits until
+                    // the config is raised.
+                    let offset = rest[0].1;
+                    if let Some(h) = handed.get_mut(&offset)
+                        && !h.oversize
+                    {
+                        h.oversize = true;
+                        tracing::error!(partition = ?id, offset, limit,
+                            "a due delayed record's copy is larger than max.message.bytes; it \
+                             waits until the topic's max.message.bytes is raised");
+                    }
+                    rest = &rest[1..];
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(partition = ?id, error = %e,
+                        "delayed records cannot be copied for delivery; they wait");
+                    return;
+                }
+            };
+            match partition.append(Bytes::from(copies)) {
+                Ok(outcome) => {
+                    for (i, (_, offset)) in rest[..n].iter().enumerate() {
+                        if let Some(h) = handed.get_mut(offset) {
+                            h.in_flight = Some(outcome.base_offset + i as i64);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partition = ?id, error = %e,
+                        "delivering delayed records failed; retrying");
+                    return;
+                }
+            }
+            rest = &rest[n..];
         }
     }
 

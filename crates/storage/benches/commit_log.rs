@@ -65,6 +65,32 @@ fn main() {
     }
     let dir = root.path().join("many");
     many_partitions(&dir, 1024, total_bytes / 4);
+    for size in RECORD_SIZES_BYTES {
+        for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
+            delay_marks(name, compression, size, total_bytes);
+        }
+    }
+}
+
+/// What every append pays for delayed delivery: the look for delay headers
+/// (`weir_storage::delay_mark`, which decompresses a compressed batch) over
+/// batches without any, as most are. On one core, no I/O.
+fn delay_marks(name: &str, compression: Compression, value_bytes: usize, total_bytes: usize) {
+    let per_batch = (BATCH_BYTES / value_bytes).max(1);
+    let batch = batch_with(per_batch, value_bytes, compression);
+    let batches = (total_bytes / (per_batch * value_bytes)).max(1);
+    let started = Instant::now();
+    let mut marked = 0usize;
+    for _ in 0..batches {
+        marked += usize::from(weir_storage::delay_mark(std::hint::black_box(&batch)));
+    }
+    assert_eq!(marked, 0, "no batch holds a delay header");
+    report(
+        &format!("delay-mark scan, {name}, {value_bytes} B records"),
+        batches * per_batch,
+        value_bytes,
+        started.elapsed(),
+    );
 }
 
 /// A log, and one partition per index, all with `config`.
@@ -89,7 +115,13 @@ fn open(dir: &Path, partitions: usize, config: &PartitionConfig) -> (CommitLog, 
 
 /// One uncompressed batch of `count` records of `value_bytes` each.
 fn batch(count: usize, value_bytes: usize) -> Bytes {
-    let value = Bytes::from(vec![b'x'; value_bytes]);
+    batch_with(count, value_bytes, Compression::None)
+}
+
+/// One batch of `count` records of `value_bytes` each, compressed with
+/// `compression`. Values repeat a record's number, so they compress about
+/// as text does, not to nothing.
+fn batch_with(count: usize, value_bytes: usize, compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
             transactional: false,
@@ -103,7 +135,14 @@ fn batch(count: usize, value_bytes: usize) -> Bytes {
             sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000 + i as i64,
             key: None,
-            value: Some(value.clone()),
+            value: Some(Bytes::from(
+                format!("{i:x}-{}", i.wrapping_mul(2_654_435_761))
+                    .repeat(value_bytes / 8 + 1)
+                    .into_bytes()
+                    .into_iter()
+                    .take(value_bytes)
+                    .collect::<Vec<u8>>(),
+            )),
             headers: IndexMap::new(),
         })
         .collect();
@@ -113,7 +152,7 @@ fn batch(count: usize, value_bytes: usize) -> Bytes {
         &records,
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .expect("the bench batch encodes");

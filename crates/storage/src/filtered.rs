@@ -76,38 +76,27 @@ pub(crate) fn read_filtered(
         let mut steps: Vec<Step> = Vec::new();
         let mut wanted = Vec::new();
         let mut read_bytes = 0usize;
-        let mut scanned = 0usize;
-        let mut slot = from;
-        'chunks: while scanned < SCAN_ENTRIES_MAX {
-            let chunk = st
-                .index()
-                .read_range(slot, LOCATE_CHUNK_ENTRIES, store.index_io())?;
-            if chunk.is_empty() {
-                break;
+        walk_index(store, &st, from, |e| {
+            if e.base_offset >= end {
+                return Ok(false);
             }
-            slot += chunk.len() as u64;
-            for e in chunk {
-                if e.base_offset >= end || scanned >= SCAN_ENTRIES_MAX {
-                    break 'chunks;
+            let control = e.attributes & RecordBatchHeader::CONTROL != 0;
+            if control || filter.is_none_or(|f| f.may_match(e.tag_summary)) {
+                let size = e.size as usize;
+                if !wanted.is_empty() && read_bytes + size > limit {
+                    return Ok(false);
                 }
-                let control = e.attributes & RecordBatchHeader::CONTROL != 0;
-                if control || filter.is_none_or(|f| f.may_match(e.tag_summary)) {
-                    let size = e.size as usize;
-                    if !wanted.is_empty() && read_bytes + size > limit {
-                        break 'chunks;
-                    }
-                    read_bytes += size;
-                    wanted.push(e);
-                    steps.push(Step::Read(e));
-                    if read_bytes >= limit {
-                        break 'chunks;
-                    }
-                } else {
-                    skip(&mut steps, e.base_offset, e.last_offset(), e.max_timestamp);
+                read_bytes += size;
+                wanted.push(e);
+                steps.push(Step::Read(e));
+                if read_bytes >= limit {
+                    return Ok(false);
                 }
-                scanned += 1;
+            } else {
+                skip(&mut steps, e.base_offset, e.last_offset(), e.max_timestamp);
             }
-        }
+            Ok(true)
+        })?;
         let last_offset = steps.last().map(|step| match step {
             Step::Read(e) => e.last_offset(),
             Step::Skip(_, last, _) => *last,
@@ -207,39 +196,33 @@ pub(crate) fn delay_batches(
             true => st.index().find_from(from, store.index_io())?,
             false => None,
         };
-        let Some(mut slot) = slot else {
+        let Some(slot) = slot else {
             return Ok(crate::DelayBatches {
                 batches: Vec::new(),
                 next: to.max(from),
             });
         };
         let mut wanted = Vec::new();
-        let (mut read_bytes, mut scanned, mut next) = (0usize, 0usize, to);
-        'chunks: loop {
-            let chunk = st
-                .index()
-                .read_range(slot, LOCATE_CHUNK_ENTRIES, store.index_io())?;
-            if chunk.is_empty() {
-                break;
+        let (mut read_bytes, mut next) = (0usize, to);
+        let walked = walk_index(store, &st, slot, |e| {
+            if e.base_offset >= to {
+                return Ok(false);
             }
-            slot += chunk.len() as u64;
-            for e in chunk {
-                if e.base_offset >= to {
-                    break 'chunks;
-                }
-                let size = e.size as usize;
-                let marked = e.attributes & DELAY_MARK != 0;
-                let full = marked && !wanted.is_empty() && read_bytes + size > max_bytes;
-                if scanned >= SCAN_ENTRIES_MAX || full {
-                    next = e.base_offset;
-                    break 'chunks;
-                }
-                scanned += 1;
-                if marked {
-                    read_bytes += size;
-                    wanted.push(e);
-                }
+            let size = e.size as usize;
+            let marked = e.attributes & DELAY_MARK != 0;
+            if marked && !wanted.is_empty() && read_bytes + size > max_bytes {
+                next = e.base_offset;
+                return Ok(false);
             }
+            if marked {
+                read_bytes += size;
+                wanted.push(e);
+            }
+            Ok(true)
+        })?;
+        if let Some(stopped_before) = walked {
+            // The walk's bound: go on from the entry it did not look at.
+            next = stopped_before;
         }
         (locate_entries(store, &st, wanted)?, next)
     };
@@ -252,6 +235,36 @@ pub(crate) fn delay_batches(
         at += size;
     }
     Ok(crate::DelayBatches { batches, next })
+}
+
+/// Visit the index entries from `slot` on, in order, while `visit` returns
+/// true, at most [`SCAN_ENTRIES_MAX`] of them. Returns the base offset of
+/// the entry the bound stopped before, when it did.
+fn walk_index(
+    store: &Store,
+    st: &crate::partition::PartitionState,
+    mut slot: u64,
+    mut visit: impl FnMut(IndexEntry) -> Result<bool, ReadError>,
+) -> Result<Option<i64>, ReadError> {
+    let mut scanned = 0usize;
+    loop {
+        let chunk = st
+            .index()
+            .read_range(slot, LOCATE_CHUNK_ENTRIES, store.index_io())?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        slot += chunk.len() as u64;
+        for e in chunk {
+            if scanned >= SCAN_ENTRIES_MAX {
+                return Ok(Some(e.base_offset));
+            }
+            if !visit(e)? {
+                return Ok(None);
+            }
+            scanned += 1;
+        }
+    }
 }
 
 /// Add a skipped batch to the steps, merging it into a run just before.
