@@ -2,7 +2,7 @@
 //! Kafka-compatible broker through librdkafka.
 //!
 //! This crate owns the command line of the modes (`produce`, `consume`,
-//! `e2e`, `group-join`, `commit`, the scale modes `partitions`, `batches` and
+//! `e2e`, `group-join`, `commit`, `txn`, `delay`, the scale modes `partitions`, `batches` and
 //! `lookup`, and `limits`, which measures the machine rather than a broker);
 //! the client set-up, the workers and the report live in the submodules. The figures in docs/benchmarks.md come from here, so the
 //! workers lean on librdkafka's own batching and delivery callbacks rather
@@ -13,6 +13,7 @@ mod batches;
 mod client;
 mod commit;
 mod consume;
+mod delay;
 mod e2e;
 mod group;
 mod limits;
@@ -102,6 +103,9 @@ pub enum BenchCommand {
     /// read_committed against read_uncommitted consume.
     #[command(after_help = txn::TXN_EXAMPLES)]
     Txn(txn::TxnArgs),
+    /// Produce delayed records and measure how late their copies arrive, and the broker's RSS.
+    #[command(after_help = delay::DELAY_EXAMPLES)]
+    Delay(delay::DelayArgs),
     /// Create topics of many partitions step by step and time each step until Metadata shows it.
     #[command(after_help = partitions::PARTITIONS_EXAMPLES)]
     Partitions(partitions::PartitionsArgs),
@@ -300,6 +304,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::GroupJoin(args) => return group::run(args),
         BenchCommand::Commit(args) => return commit::run(args),
         BenchCommand::Txn(args) => return txn::run(args),
+        BenchCommand::Delay(args) => return delay::run(args),
         BenchCommand::Limits(args) => return limits::run(args),
         BenchCommand::Partitions(args) => return partitions::run(args),
         BenchCommand::Batches(args) => return batches::run_batches(args),
@@ -323,6 +328,7 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         BenchCommand::GroupJoin(_)
         | BenchCommand::Commit(_)
         | BenchCommand::Txn(_)
+        | BenchCommand::Delay(_)
         | BenchCommand::Limits(_)
         | BenchCommand::Partitions(_)
         | BenchCommand::Batches(_)

@@ -53,8 +53,8 @@ pub(super) fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
 pub(super) struct LatencyMs {
     pub(super) p50: f64,
     pub(super) p99: f64,
-    p999: f64,
-    max: f64,
+    pub(super) p999: f64,
+    pub(super) max: f64,
 }
 
 impl LatencyMs {

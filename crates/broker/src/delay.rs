@@ -62,6 +62,10 @@ const FEED_READ_BYTES: usize = 1 << 20;
 /// Bytes of marked batches the feed reads per tick, over all partitions,
 /// so one tick stays short however far behind the feed is.
 const FEED_BYTES_PER_TICK: usize = 16 << 20;
+/// What one step of a feed's index walk counts against the tick's budget
+/// besides the batches it reads: a walk of a long unmarked range (a first
+/// start over old data) is spread over ticks too.
+const FEED_STEP_COST: usize = 256 << 10;
 /// Due records taken from the store per tick.
 const POLL_MAX: usize = 10_000;
 /// Records one delivery appends to one partition (one batch).
@@ -292,6 +296,7 @@ impl Mover {
                     return Ok(false);
                 }
             };
+            *budget = budget.saturating_sub(FEED_STEP_COST);
             for (base, batch) in &found.batches {
                 *budget = budget.saturating_sub(batch.len());
                 self.feed_batch(id, *base, batch)?;
