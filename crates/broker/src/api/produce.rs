@@ -522,12 +522,9 @@ fn check_delays(
                 .into());
             }
             Ok(true) => None,
-            Err(weir_storage::ValidateError::Unreadable(e)) => {
-                return Err(invalid(format!(
-                    "cannot read the records of {topic}-{partition} for delayed delivery: {e}"
-                ))
-                .into());
-            }
+            // The log refuses a batch it cannot read, with the code that
+            // says why (UNSUPPORTED_COMPRESSION_TYPE, CORRUPT_MESSAGE, ...).
+            Err(weir_storage::ValidateError::Unreadable(_)) => None,
             Err(weir_storage::ValidateError::BadRecords(bad)) => {
                 for mut b in bad {
                     if bound_by != topic_config::DELAY_MAX_MS {
