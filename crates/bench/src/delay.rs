@@ -107,8 +107,8 @@ copy's own timestamp (the broker's delivery time, without the fetch). With
 end.
 
 Exit status: 0 on success; 1 if a record failed, a copy is missing, came
-twice or early by the broker's time, or could not be read; 3 if no broker
-answered within 10 s.";
+twice, came early by the broker's time or could not be read, or a fetch
+failed; 3 if no broker answered within 10 s.";
 
 /// `weir bench delay`.
 #[derive(Debug, Clone, Args)]
@@ -755,6 +755,8 @@ struct DelayReport {
     /// Records of other runs read and ignored.
     foreign: u64,
     consumer_errors: u64,
+    /// The latest error the consumer's polls returned.
+    consumer_last_error: Option<String>,
     broker_process: Option<BrokerProcess>,
     properties: BTreeMap<String, String>,
     #[serde(skip)]
@@ -816,6 +818,9 @@ impl DelayReport {
             self.malformed,
             self.consumer_errors
         ));
+        if let Some(error) = &self.consumer_last_error {
+            text.push_str(&format!("  consumer    last error: {error}\n"));
+        }
         if self.resent > 0 || self.foreign > 0 {
             text.push_str(&format!(
                 "  ignored     {} copies of records the producer sent twice, {} records of other runs\n",
@@ -1022,6 +1027,7 @@ pub(super) fn run(args: &DelayArgs) -> anyhow::Result<()> {
         malformed: tally.malformed,
         foreign: received.foreign,
         consumer_errors: received.errors,
+        consumer_last_error: received.last_error.clone(),
         broker_process: process.map(|p| p.into_inner().unwrap_or_else(PoisonError::into_inner)),
         properties: common.property.iter().cloned().collect(),
         last_error: tally
@@ -1031,21 +1037,26 @@ pub(super) fn run(args: &DelayArgs) -> anyhow::Result<()> {
             .or_else(|| sent.diagnostics.last_error()),
     };
     super::group::print_report(common.json, &report, &report.text())?;
-    let failures = report.failures();
-    if failures > 0 {
-        let detail = if report.missing > 0 {
-            format!(
-                "{} acknowledged records had no copy within {} of the end of produce",
-                report.missing,
-                humantime::format_duration(args.max_delay.saturating_add(args.grace))
-            )
-        } else {
-            report
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "no detail".to_owned())
-        };
-        bail!("{failures} delayed records failed (last error: {detail})");
+    if report.failures() > 0 {
+        let mut problems = Vec::new();
+        for (n, what) in [
+            (report.produce_failed, "records not acknowledged"),
+            (report.missing, "acknowledged records without a copy"),
+            (report.duplicates, "duplicate copies"),
+            (report.early, "copies delivered early"),
+            (report.malformed, "unreadable copies"),
+            (report.consumer_errors, "fetch errors"),
+        ] {
+            if n > 0 {
+                problems.push(format!("{n} {what}"));
+            }
+        }
+        let detail = report.last_error.as_deref().unwrap_or("no detail");
+        bail!(
+            "{} (waited up to {} after the end of produce; last error: {detail})",
+            problems.join(", "),
+            humantime::format_duration(args.max_delay.saturating_add(args.grace))
+        );
     }
     Ok(())
 }
