@@ -1133,6 +1133,21 @@ fn start_broker_only(id: u16, voters: &str) -> anyhow::Result<Broker> {
     )
 }
 
+/// Make `__consumer_offsets` on the brokers `bootstrap` reaches, and wait
+/// for it: a consumer with a group id makes it as soon as it asks for its
+/// coordinator (`listed_brokers` does), so a broker started after this call
+/// holds none of its replicas.
+fn make_offsets_topic(bootstrap: &str) -> anyhow::Result<()> {
+    wait_until(SETTLE_TIMEOUT, "__consumer_offsets to exist", || {
+        let consumer: BaseConsumer = common::consumer_config(bootstrap).create()?;
+        let metadata = consumer.fetch_metadata(Some("__consumer_offsets"), CLIENT_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
+    })
+}
+
 /// The broker ids a node's Metadata answer lists, sorted.
 fn listed_brokers(address: &str) -> anyhow::Result<Vec<i32>> {
     let consumer: BaseConsumer = common::consumer_config(address).create()?;
@@ -1188,17 +1203,8 @@ fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_
 -> anyhow::Result<()> {
     let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
     let voters_only = bootstrap(&nodes[..3]);
-    // A consumer with a group id makes `__consumer_offsets` as soon as it
-    // asks for its coordinator (`listed_brokers` below does). Make it now,
-    // on the three voters, so that broker 4 holds only what this test gives it.
-    wait_until(SETTLE_TIMEOUT, "__consumer_offsets to exist", || {
-        let consumer: BaseConsumer = common::consumer_config(&voters_only).create()?;
-        let metadata = consumer.fetch_metadata(Some("__consumer_offsets"), CLIENT_TIMEOUT)?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
-    })?;
+    // Broker 4 holds only what this test gives it.
+    make_offsets_topic(&voters_only)?;
     nodes.push(start_broker_only(4, &voters)?);
     wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
         Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])
@@ -1278,17 +1284,8 @@ fn a_broker_only_node_holds_replicas_without_voting_and_rejoins_after_a_restart_
 fn a_broker_is_unregistered_only_once_stopped_and_rid_of_its_replicas() -> anyhow::Result<()> {
     let (mut nodes, voters) = start_voters(3, &[], |_| Vec::new())?;
     let voters_only = bootstrap(&nodes[..3]);
-    // A consumer with a group id makes `__consumer_offsets` as soon as it
-    // asks for its coordinator (`listed_brokers` below does). Make it now,
-    // on the three voters, so that broker 4 holds only what this test gives it.
-    wait_until(SETTLE_TIMEOUT, "__consumer_offsets to exist", || {
-        let consumer: BaseConsumer = common::consumer_config(&voters_only).create()?;
-        let metadata = consumer.fetch_metadata(Some("__consumer_offsets"), CLIENT_TIMEOUT)?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .any(|t| t.error().is_none() && !t.partitions().is_empty()))
-    })?;
+    // Broker 4 holds only what this test gives it.
+    make_offsets_topic(&voters_only)?;
     nodes.push(start_broker_only(4, &voters)?);
     wait_until(SETTLE_TIMEOUT, "broker 4 in Metadata", || {
         Ok(listed_brokers(&voters_only)? == [1, 2, 3, 4])

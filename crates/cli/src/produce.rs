@@ -89,9 +89,9 @@ pub struct ProduceArgs {
     /// Sets the `weir.delay-ms` header. The broker acknowledges at once and
     /// delivers the record when due, as a copy with the headers
     /// weir.delayed-from-offset and weir.produce-time-ms. A delay longer
-    /// than the topic config weir.delay.max.ms (default 40 days) is refused,
-    /// and so is any delay on a compacted topic or in a transaction
-    /// (INVALID_RECORD).
+    /// than the topic config weir.delay.max.ms (default 40 days), or than
+    /// its retention.ms (default 7 days), is refused, and so is any delay on
+    /// a compacted topic or in a transaction (INVALID_RECORD).
     #[arg(long, value_name = "DURATION", value_parser = parse_delay_ms,
           conflicts_with = "deliver_at")]
     delay: Option<i64>,
@@ -105,8 +105,9 @@ pub struct ProduceArgs {
     /// when due, as a copy with the headers weir.delayed-from-offset and
     /// weir.produce-time-ms; a time already past is delivered at once. A
     /// time further ahead than the topic config weir.delay.max.ms (default
-    /// 40 days) is refused, and so is any delay on a compacted topic or in
-    /// a transaction (INVALID_RECORD).
+    /// 40 days), or than its retention.ms (default 7 days), is refused, and
+    /// so is any delay on a compacted topic or in a transaction
+    /// (INVALID_RECORD).
     #[arg(long, value_name = "TIME", value_parser = parse_deliver_at_ms)]
     deliver_at: Option<i64>,
     /// Idempotent producer: retries never write a record twice (needs --acks all).

@@ -47,9 +47,17 @@ pub const PRODUCE_TIME_HEADER: &str = "weir.produce-time-ms";
 /// The bytes every header that makes a record pending or a copy starts
 /// with: a records section without them holds neither.
 const DELAY_KEY_PREFIX: &[u8] = b"weir.de";
-/// The broker config bounding how far ahead a record may be due, named in
-/// [`validate`]'s messages.
-const DELAY_MAX_CONFIG: &str = "weir.delay.max.ms";
+/// How far ahead of now a produced record may be due, and the config that
+/// sets it (named in [`validate`]'s messages): `weir.delay.max.ms`, or
+/// `retention.ms` when that is shorter, since retention must not delete a
+/// record before it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelayBound<'a> {
+    /// The longest delay, in milliseconds.
+    pub max_ms: i64,
+    /// The config it comes from.
+    pub config: &'a str,
+}
 /// The most bad records [`validate`] lists for one batch.
 pub const DELAY_ERRORS_MAX: usize = 1000;
 /// The most bytes of a refused header value quoted in a message.
@@ -243,12 +251,12 @@ pub fn scan_delays(batch: &[u8]) -> Result<DelayScan, DelayError> {
 /// it carries [`DELAYED_FROM_HEADER`] (only the broker sets it), when a
 /// delay header is null, not a plain decimal integer (an optional `-` then
 /// digits, fitting an i64), negative or set twice, when both delay headers
-/// are set, or when it is due more than `delay_max_ms` after `now_ms`
+/// are set, or when it is due more than `bound` after `now_ms`
 /// (a time already past is fine: it is delivered at once). A record's due
 /// time counts from its timestamp as the batch now stands, so a caller
 /// that stamps `LogAppendTime` validates after stamping. Records are
 /// decompressed to at most 64 MiB.
-pub fn validate(batch: &[u8], now_ms: i64, delay_max_ms: i64) -> Result<bool, ValidateError> {
+pub fn validate(batch: &[u8], now_ms: i64, bound: DelayBound<'_>) -> Result<bool, ValidateError> {
     if !may_hold_delays(batch) {
         return Ok(false);
     }
@@ -256,7 +264,7 @@ pub fn validate(batch: &[u8], now_ms: i64, delay_max_ms: i64) -> Result<bool, Va
     let (mut pending, mut bad) = (false, Vec::new());
     for (index, frame) in parsed.frames.iter().enumerate() {
         let headers = delay_headers(&parsed.records, frame).map_err(BatchParseError::from)?;
-        match check_produced(&headers, parsed.timestamp(frame), now_ms, delay_max_ms) {
+        match check_produced(&headers, parsed.timestamp(frame), now_ms, bound) {
             Ok(is_pending) => pending |= is_pending,
             Err(message) => bad.push(BadRecord { index, message }),
         }
@@ -468,7 +476,7 @@ fn check_produced(
     headers: &DelayHeaders<'_>,
     timestamp_ms: i64,
     now_ms: i64,
-    delay_max_ms: i64,
+    bound: DelayBound<'_>,
 ) -> Result<bool, String> {
     if headers.delayed_from.is_set() {
         return Err(format!(
@@ -479,10 +487,12 @@ fn check_produced(
         return Ok(false);
     };
     let due_ms = delay.due_ms(timestamp_ms);
-    if due_ms.saturating_sub(now_ms) > delay_max_ms {
+    if due_ms.saturating_sub(now_ms) > bound.max_ms {
         return Err(format!(
-            "{} makes it due at {due_ms} ms, more than {DELAY_MAX_CONFIG} ({delay_max_ms} ms) after now ({now_ms} ms)",
-            delay.header()
+            "{} makes it due at {due_ms} ms, more than {} ({} ms) after now ({now_ms} ms)",
+            delay.header(),
+            bound.config,
+            bound.max_ms
         ));
     }
     Ok(true)
@@ -730,7 +740,15 @@ mod tests {
     type NullableHeaders<'a> = &'a [(&'a [u8], Option<&'a [u8]>)];
 
     const NOW: i64 = 1_000;
-    const MAX: i64 = 3_600_000;
+    const MAX: DelayBound<'static> = DelayBound {
+        max_ms: 3_600_000,
+        config: "weir.delay.max.ms",
+    };
+
+    /// A bound of `max_ms` set by `weir.delay.max.ms`.
+    fn bound(max_ms: i64) -> DelayBound<'static> {
+        DelayBound { max_ms, ..MAX }
+    }
     const CODECS: [i16; 5] = [0, 1, 2, 3, 4];
     const BOUND: usize = 1 << 20;
 
@@ -1078,10 +1096,22 @@ mod tests {
             .map(|p| (p.timestamp_ms, p.due_ms))
             .collect();
         assert_eq!(due, [(50_000, 55_000), (50_000, 9_000)]);
-        assert!(validate(&b, 50_000, 5_000).is_ok());
+        assert!(validate(&b, 50_000, bound(5_000)).is_ok());
         assert!(
-            validate(&b, 49_999, 5_000).is_err(),
+            validate(&b, 49_999, bound(5_000)).is_err(),
             "due 5001 ms after now"
+        );
+        // The message names the config that set the bound.
+        let retention = DelayBound {
+            max_ms: 5_000,
+            config: "retention.ms",
+        };
+        let Err(ValidateError::BadRecords(bad)) = validate(&b, 49_999, retention) else {
+            panic!("due 5001 ms after now");
+        };
+        assert!(
+            bad[0].message.contains("more than retention.ms (5000 ms)"),
+            "{bad:?}"
         );
     }
 

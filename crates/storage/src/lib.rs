@@ -52,9 +52,9 @@ pub use aborted::AbortedTxn;
 pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches, control_marker};
 pub use delay::{
     BadRecord, DELAY_ERRORS_MAX, DELAY_MS_HEADER, DELAYED_FROM_HEADER, DELIVER_AT_HEADER,
-    DelayError, DelayScan, DelayedCopy, PRODUCE_TIME_HEADER, PendingRecord, ValidateError,
-    copy_batch, delay_mark, filter_pending, keep_unless_pending, may_hold_delays, scan_delays,
-    validate,
+    DelayBound, DelayError, DelayScan, DelayedCopy, PRODUCE_TIME_HEADER, PendingRecord,
+    ValidateError, copy_batch, delay_mark, filter_pending, keep_unless_pending, may_hold_delays,
+    scan_delays, validate,
 };
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};

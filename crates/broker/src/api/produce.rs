@@ -465,37 +465,37 @@ fn check(
     let config = partition.config();
     // A pending record lives in its partition: retention must not delete
     // it before it is due.
-    let delay_max = match config.retention_ms {
-        Some(retention)
-            if retention < topic_config::delay_max_ms(&state.meta.configs, broker_defaults) =>
-        {
-            (retention, "retention.ms")
-        }
-        _ => (
-            topic_config::delay_max_ms(&state.meta.configs, broker_defaults),
-            topic_config::DELAY_MAX_MS,
-        ),
+    let delay_max_ms = topic_config::delay_max_ms(&state.meta.configs, broker_defaults);
+    let bound = match config.retention_ms {
+        Some(retention) if retention < delay_max_ms => weir_storage::DelayBound {
+            max_ms: retention,
+            config: "retention.ms",
+        },
+        _ => weir_storage::DelayBound {
+            max_ms: delay_max_ms,
+            config: topic_config::DELAY_MAX_MS,
+        },
     };
     check_delays(
         broker,
         (&state.meta.name, index),
         &records,
-        (config.compact, delay_max),
+        (config.compact, bound),
     )?;
     Ok((partition, records, min_isr))
 }
 
 /// Delayed delivery's rules (`crate::delay`): every `weir.delay-ms` and
 /// `weir.deliver-at-ms` header must be a non-negative decimal number, at
-/// most one of them per record, due within `delay_max` (`weir.delay.max.ms`,
-/// or `retention.ms` when that is shorter, named), and never on a compacted
+/// most one of them per record, due within `bound` (`weir.delay.max.ms`, or
+/// `retention.ms` when that is shorter), and never on a compacted
 /// topic or in a transaction; `weir.delayed-from-offset` is the broker's.
 /// Refused with INVALID_RECORD naming each record at fault.
 fn check_delays(
     broker: &Broker,
     (topic, partition): (&str, i32),
     records: &[u8],
-    (compact, (delay_max_ms, bound_by)): (bool, (i64, &str)),
+    (compact, bound): (bool, weir_storage::DelayBound<'_>),
 ) -> Result<(), Refused> {
     let invalid = |message: String| ApiError::new(ResponseError::InvalidRecord, message);
     let now = broker.clock.now_ms();
@@ -504,7 +504,7 @@ fn check_delays(
     let mut first = None;
     for (header, batch) in batches(records).map_while(Result::ok) {
         let count = usize::try_from(header.record_count).unwrap_or(0);
-        let refusal = match weir_storage::validate(batch, now, delay_max_ms) {
+        let refusal = match weir_storage::validate(batch, now, bound) {
             Ok(false) => None,
             Ok(true) if compact => Some(format!(
                 "{topic}-{partition} is compacted (cleanup.policy=compact), which keeps only the \
@@ -526,10 +526,7 @@ fn check_delays(
             // says why (UNSUPPORTED_COMPRESSION_TYPE, CORRUPT_MESSAGE, ...).
             Err(weir_storage::ValidateError::Unreadable(_)) => None,
             Err(weir_storage::ValidateError::BadRecords(bad)) => {
-                for mut b in bad {
-                    if bound_by != topic_config::DELAY_MAX_MS {
-                        b.message = b.message.replace(topic_config::DELAY_MAX_MS, bound_by);
-                    }
+                for b in bad {
                     let at = before + b.index;
                     first.get_or_insert_with(|| format!("record {at}: {}", b.message));
                     if record_errors.len() < RECORD_ERRORS_MAX {
