@@ -1,12 +1,15 @@
 //! The fault tests' history checker (tests/common/history.rs) on
 //! hand-made histories: it must pass a clean one and catch each kind of
 //! broken promise (a lost acknowledgement, a duplicate, a reorder, an
-//! offset mismatch, a record never sent, a read above the high watermark).
+//! offset mismatch, a record never sent, a read above the high watermark),
+//! and excuse only the copies a client sent again under a new producer epoch.
 //! No broker and no root needed.
 
 mod common;
 
-use common::history::{History, VIOLATIONS_SHOWN_MAX, Violation, Violations};
+use std::collections::HashMap;
+
+use common::history::{History, VIOLATIONS_SHOWN_MAX, Violation, Violations, Writer};
 
 /// Three records acknowledged on partition 0 at offsets 0..3 and read back.
 fn clean() -> History {
@@ -66,6 +69,63 @@ fn a_duplicate_is_caught() {
             reads: vec![(0, 1), (0, 3)]
         }]
     );
+}
+
+#[test]
+fn copies_in_different_epochs_of_one_producer_are_the_clients_and_others_are_duplicates() {
+    // Record 1 acknowledged at its second copy, offset 3 (the first copy's
+    // answer was lost, then the client bumped its epoch and sent it again).
+    let mut history = History::new();
+    for (id, offset) in [(0, 0), (1, 3), (2, 2)] {
+        history.sent(id);
+        history.acked(id, 0, offset);
+    }
+    read_all(&mut history, &[(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 1)]);
+    let writer = |producer_id, epoch| Writer { producer_id, epoch };
+    let resent = HashMap::from([((0, 1), writer(7, 0)), ((0, 3), writer(7, 1))]);
+    let summary = history
+        .check_with(&resent)
+        .expect("the client's second send");
+    assert_eq!((summary.acked, summary.resent), (3, 1));
+
+    let duplicate = Violation::Duplicate {
+        id: 1,
+        reads: vec![(0, 1), (0, 3)],
+    };
+    for (writers, why) in [
+        (
+            HashMap::from([((0, 1), writer(7, 1)), ((0, 3), writer(7, 1))]),
+            "one epoch: the broker's duplicate",
+        ),
+        (
+            HashMap::from([((0, 1), writer(7, 0)), ((0, 3), writer(8, 1))]),
+            "two producers",
+        ),
+        (HashMap::from([((0, 3), writer(7, 1))]), "a writer unknown"),
+        (HashMap::new(), "no writer known"),
+    ] {
+        match history.check_with(&writers) {
+            Ok(summary) => panic!("{why}: passed ({summary})"),
+            Err(Violations(v)) => assert!(v.contains(&duplicate), "{why}: {v:?}"),
+        }
+    }
+
+    // Excused copies must still hold the acknowledged offset.
+    let mut elsewhere = History::new();
+    elsewhere.sent(1);
+    elsewhere.acked(1, 0, 5);
+    read_all(&mut elsewhere, &[(0, 1, 1), (0, 3, 1)]);
+    match elsewhere.check_with(&resent) {
+        Ok(summary) => panic!("an acknowledged offset no copy is at passed ({summary})"),
+        Err(Violations(v)) => assert_eq!(
+            v,
+            vec![Violation::OffsetMismatch {
+                id: 1,
+                acked: (0, 5),
+                read: (0, 1)
+            }]
+        ),
+    }
 }
 
 #[test]

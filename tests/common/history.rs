@@ -138,14 +138,24 @@ pub struct Summary {
     pub maybe_read: usize,
     /// Records read in all.
     pub reads: usize,
+    /// Records read twice or more that the client sent again under a new
+    /// producer epoch (see [`History::check_with`]).
+    pub resent: usize,
+}
+
+/// Who wrote a stored record: its batch's producer id and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Writer {
+    pub producer_id: i64,
+    pub epoch: i16,
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} acknowledged, {} maybe ({} of them read), {} read",
-            self.acked, self.maybe, self.maybe_read, self.reads
+            "{} acknowledged, {} maybe ({} of them read), {} read, {} sent again under a new producer epoch",
+            self.acked, self.maybe, self.maybe_read, self.reads, self.resent
         )
     }
 }
@@ -261,6 +271,20 @@ impl History {
 
     /// Check every promise; all violations on failure.
     pub fn check(&self) -> Result<Summary, Violations> {
+        self.check_with(&HashMap::new())
+    }
+
+    /// [`Self::check`], knowing who wrote some of the reads (`writers`, by
+    /// partition and offset). A record read more than once is not the
+    /// broker's duplicate when every copy's writer is known, all are one
+    /// producer id, and each copy is in a different producer epoch: the
+    /// client sent it again after bumping its epoch, which restarts the
+    /// sequence numbers a broker deduplicates by. librdkafka does that
+    /// while a record's fate is unknown (confluentinc/librdkafka#4953; a
+    /// Kafka broker sees the same), so the promise checked is the broker's:
+    /// no record stored twice within one producer epoch. Such a record's
+    /// acknowledgement may be at any of its copies.
+    pub fn check_with(&self, writers: &HashMap<(i32, i64), Writer>) -> Result<Summary, Violations> {
         let mut violations = self.acked_twice.clone();
         // Where each id was read, in read order.
         let mut reads_of: HashMap<u64, Vec<(i32, i64)>> = HashMap::new();
@@ -308,7 +332,10 @@ impl History {
         ids.sort_unstable();
         for &id in ids {
             let reads = reads_of.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-            if reads.len() > 1 {
+            let resent = reads.len() > 1 && sent_again(reads, writers);
+            if resent {
+                summary.resent += 1;
+            } else if reads.len() > 1 {
                 violations.push(Violation::Duplicate {
                     id,
                     reads: reads.to_vec(),
@@ -317,20 +344,24 @@ impl History {
             match self.sent.get(&id) {
                 Some(&Outcome::Acked { partition, offset }) => {
                     summary.acked += 1;
+                    // librdkafka acknowledges a batch without its offset
+                    // (-1001) when a later batch's success proves it
+                    // stored (its own answer was lost): it must then be
+                    // read in its partition, anywhere.
+                    let at_ack = |read: &(i32, i64)| {
+                        *read == (partition, offset) || (offset < 0 && read.0 == partition)
+                    };
+                    let acked_copy = match resent {
+                        true => reads.iter().any(at_ack),
+                        false => reads.first().is_none_or(at_ack),
+                    };
                     match reads.first() {
                         None => violations.push(Violation::Lost {
                             id,
                             partition,
                             offset,
                         }),
-                        // librdkafka acknowledges a batch without its
-                        // offset (-1001) when a later batch's success
-                        // proves it stored (its own answer was lost): it
-                        // must then be read in its partition, anywhere.
-                        Some(&read)
-                            if read != (partition, offset)
-                                && (offset >= 0 || read.0 != partition) =>
-                        {
+                        Some(&read) if !acked_copy => {
                             violations.push(Violation::OffsetMismatch {
                                 id,
                                 acked: (partition, offset),
@@ -354,4 +385,23 @@ impl History {
             Err(Violations(violations))
         }
     }
+}
+
+/// Whether the copies at `reads` were written by one producer id, each in
+/// a different epoch (every writer known).
+fn sent_again(reads: &[(i32, i64)], writers: &HashMap<(i32, i64), Writer>) -> bool {
+    let Some(found) = reads
+        .iter()
+        .map(|read| writers.get(read).copied())
+        .collect::<Option<Vec<Writer>>>()
+    else {
+        return false;
+    };
+    let one_producer = found
+        .windows(2)
+        .all(|w| w[0].producer_id == w[1].producer_id && w[0].producer_id >= 0);
+    let mut epochs: Vec<i16> = found.iter().map(|w| w.epoch).collect();
+    epochs.sort_unstable();
+    epochs.dedup();
+    one_producer && epochs.len() == found.len()
 }

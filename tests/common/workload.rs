@@ -18,7 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::history::History;
+use super::history::{History, Violation, Violations, Writer};
 
 /// What a suite's load looks like.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +88,20 @@ struct Recorder {
     acks: Arc<Mutex<Vec<Ack>>>,
 }
 
-impl ClientContext for Recorder {}
+impl ClientContext for Recorder {
+    /// librdkafka's logs, on stderr when `WEIR_TEST_RDKAFKA_DEBUG` names
+    /// debug contexts (say `eos,msg`) to follow a failure's client side.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!(
+            "{}.{:03} librdkafka {level:?} {fac}: {log_message}",
+            at.as_secs(),
+            at.subsec_millis()
+        );
+    }
+}
 
 impl ProducerContext for Recorder {
     type DeliveryOpaque = Box<u64>;
@@ -137,6 +150,11 @@ impl Workload {
                 .set("queue.buffering.max.messages", spec.queued_records_max);
             if let Some(timeout) = spec.request_timeout_ms {
                 config.set("request.timeout.ms", timeout);
+            }
+            if let Ok(contexts) = std::env::var("WEIR_TEST_RDKAFKA_DEBUG") {
+                config
+                    .set("debug", contexts)
+                    .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
             }
             let producer: BaseProducer<Recorder> = config
                 .create_with_context(Recorder {
@@ -586,17 +604,116 @@ pub fn finish_and_check(
     let history = workload.finish()?;
     read_everything(&spec, bootstrap, &history)?;
     let history = lock(&history);
-    match history.check() {
-        Ok(summary) => {
-            match commits {
-                Some(commits) => eprintln!("history: {summary}; group: {commits} commits"),
-                None => eprintln!("history: {summary}"),
-            }
-            if summary.acked == 0 {
-                bail!("nothing was acknowledged: the test proved nothing");
-            }
-            Ok(())
+    let checked = match history.check() {
+        Ok(summary) => Ok(summary),
+        // Copies in different producer epochs are the client's; ask the
+        // brokers who wrote each.
+        Err(violations) => {
+            let (writers, diagnosis) = duplicate_writers(&spec, bootstrap, &violations);
+            history
+                .check_with(&writers)
+                .map_err(|violations| anyhow::anyhow!("{violations}{diagnosis}"))
         }
-        Err(violations) => bail!("{violations}"),
+    };
+    let summary = checked?;
+    match commits {
+        Some(commits) => eprintln!("history: {summary}; group: {commits} commits"),
+        None => eprintln!("history: {summary}"),
     }
+    if summary.acked == 0 {
+        bail!("nothing was acknowledged: the test proved nothing");
+    }
+    Ok(())
+}
+
+/// Who wrote each copy of every duplicate `violations` name: the producer
+/// id and epoch of the batch holding it, fetched raw from the partition's
+/// leader; and the same as text, with each copy's sequence number, for a
+/// failure message. A copy whose writer cannot be fetched is left out (its
+/// duplicate then stands), the reason in the text.
+fn duplicate_writers(
+    spec: &Spec,
+    bootstrap: &str,
+    violations: &Violations,
+) -> (HashMap<(i32, i64), Writer>, String) {
+    let mut writers = HashMap::new();
+    let mut text = String::new();
+    for violation in &violations.0 {
+        let Violation::Duplicate { id, reads } = violation else {
+            continue;
+        };
+        text.push_str(&format!("\n  copies of record {id}:"));
+        for &(partition, offset) in reads {
+            match batch_writer(spec.topic, bootstrap, partition, offset) {
+                Ok((writer, sequence)) => {
+                    writers.insert((partition, offset), writer);
+                    text.push_str(&format!(
+                        " [{partition}/{offset}: producer {} epoch {} sequence {sequence}]",
+                        writer.producer_id, writer.epoch
+                    ));
+                }
+                Err(err) => text.push_str(&format!(" [{partition}/{offset}: unknown ({err:#})]")),
+            }
+        }
+    }
+    (writers, text)
+}
+
+/// Who wrote the record at `partition`/`offset`, and its sequence number.
+fn batch_writer(
+    topic: &str,
+    bootstrap: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<(Writer, i32)> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    let mut client = weir_client::Client::connect(bootstrap, &weir_client::Config::default())?;
+    let metadata = client.metadata(Some(&[topic.to_owned()]))?;
+    let leader = metadata
+        .topics
+        .first()
+        .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
+        .map(|p| p.leader_id.0)
+        .context("no leader in the metadata")?;
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(weir_client::str_bytes(topic).into())
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let response = client.send_to(leader, &request, 12)?;
+    let answer = response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("no partition in the fetch answer")?;
+    if answer.error_code != 0 {
+        bail!("fetch error {}", answer.error_code);
+    }
+    let mut bytes = answer.records.clone().unwrap_or_default();
+    RecordBatchDecoder::decode_all(&mut bytes)?
+        .into_iter()
+        .flat_map(|set| set.records)
+        .find(|r| r.offset == offset)
+        .map(|r| {
+            let writer = Writer {
+                producer_id: r.producer_id,
+                epoch: r.producer_epoch,
+            };
+            (writer, r.sequence)
+        })
+        .context("the fetch did not hold the offset")
 }
