@@ -624,3 +624,45 @@ fn copies_due_together_are_split_to_fit_max_message_bytes() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[test]
+fn a_consumer_reading_past_many_hidden_records_sees_no_error() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "hidden", 1, &[])?;
+    // 300 pending records in batches of one, then one plain record.
+    let later = (now_ms() + 3_600_000).to_string();
+    let mut records: Vec<Plain> = (0..300)
+        .map(|i| record(i, &[(DELIVER_AT, later.clone())]))
+        .collect();
+    records.push(record(300, &[]));
+    let produced = produce_with(
+        &bootstrap,
+        "hidden",
+        &records,
+        &[("batch.num.messages", "1")],
+    )?;
+    ensure!(produced.iter().all(Result::is_ok), "{produced:?}");
+    // Fetches of at most 1 KiB read the pending batches a few at a time,
+    // so about thirty answers hold hidden records only. librdkafka doubles
+    // its partition fetch size (from 1 MiB) after each answer it finds no
+    // message in and, at 1 GiB, reports each further one to the
+    // application as MSG_SIZE_TOO_LARGE, unless the answer says why.
+    let consumer: BaseConsumer = common::consumer_config(&bootstrap)
+        .set("fetch.max.bytes", "1024")
+        .set("message.max.bytes", "1024")
+        .set("receive.message.max.bytes", "2048")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset("hidden", 0, Offset::Offset(0))?;
+    consumer.assign(&assignment)?;
+    let mut seen = Vec::new();
+    // Any consumer error fails the poll.
+    poll_until(&consumer, &mut seen, WAIT, |seen| !seen.is_empty())?;
+    let got: Vec<(i64, Plain)> = seen.iter().map(|m| (m.offset(), Plain::of(m))).collect();
+    ensure!(
+        got == [(300, records[300].clone())],
+        "only the plain record, at its offset: {got:?}"
+    );
+    Ok(())
+}

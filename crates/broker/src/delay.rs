@@ -32,7 +32,10 @@
 //!
 //! **Memory** is the store's (its wheel and one slot in hand), one feed
 //! position per partition, and the handed records: those due whose copies
-//! are not committed yet.
+//! are not committed yet. A delivery reads whole original batches (a copy
+//! needs its record's bytes, compressed with the others): it holds at most
+//! [`DELIVER_READ_BYTES_MAX`] of them, decompresses one at a time, and
+//! holds the copies it builds from them until they are appended.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -44,8 +47,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 use weir_storage::{
-    Partition, PartitionId, TimerConfig, TimerEntry, TimerError, TimerStore, copy_batch,
-    scan_delays,
+    CopyRecord, Partition, PartitionId, TimerConfig, TimerEntry, TimerError, TimerStore,
+    copies_batch, copy_records, scan_delays,
 };
 
 use crate::Broker;
@@ -68,8 +71,12 @@ const FEED_BYTES_PER_TICK: usize = 16 << 20;
 const FEED_STEP_COST: usize = 256 << 10;
 /// Due records taken from the store per tick.
 const POLL_MAX: usize = 10_000;
-/// Records one delivery appends to one partition (one batch).
+/// Records one delivery copies to one partition.
 const DELIVER_MAX: usize = 500;
+/// Bytes of original batches one delivery reads and holds: a record is
+/// copied from its whole batch, so due records from large batches are
+/// delivered a bounded number of batches at a time.
+const DELIVER_READ_BYTES_MAX: usize = 16 << 20;
 
 /// What the broker's request handlers see of the mover.
 #[derive(Debug, Default)]
@@ -402,15 +409,22 @@ impl Mover {
         due.retain(|h| !uncommitted.contains(&h.entry.offset));
         due.sort_by_key(|h| (h.entry.due_ms, h.entry.offset));
         due.truncate(DELIVER_MAX);
+        // Records due together often share a batch: each batch is read
+        // once, by its first and last offset. What is held is bounded: the
+        // records past the bound wait for the next tick.
+        let mut read: BTreeMap<i64, (i64, Bytes)> = BTreeMap::new();
+        let mut held = 0usize;
         let mut originals: Vec<(Bytes, i64)> = Vec::with_capacity(due.len());
-        // Records due together often share a batch: read each batch once.
-        let mut read: Vec<(i64, i64, Bytes)> = Vec::new();
         for h in &due {
             let offset = h.entry.offset;
             let cached = read
-                .iter()
-                .find(|(first, last, _)| (*first..=*last).contains(&offset))
-                .map(|(_, _, batch)| batch.clone());
+                .range(..=offset)
+                .next_back()
+                .filter(|(_, (last, _))| offset <= *last)
+                .map(|(_, (_, batch))| batch.clone());
+            if cached.is_none() && held >= DELIVER_READ_BYTES_MAX {
+                break;
+            }
             let batch = cached.or_else(|| {
                 let (base, batch) = partition
                     .delay_batches(offset, offset + 1, 1)
@@ -420,7 +434,8 @@ impl Mover {
                     .next()?;
                 let header = weir_storage::RecordBatchHeader::parse(&batch)?;
                 let last = base + i64::from(header.last_offset_delta);
-                read.push((base, last, batch.clone()));
+                held += batch.len();
+                read.insert(base, (last, batch.clone()));
                 Some(batch)
             });
             match batch {
@@ -433,86 +448,68 @@ impl Mover {
                 }
             }
         }
-        let mut deliverable: Vec<(&[u8], i64)> = Vec::with_capacity(originals.len());
-        for (batch, offset) in &originals {
-            deliverable.push((batch.as_ref(), *offset));
-        }
-        if deliverable.is_empty() {
-            return;
-        }
-        let copies = match copy_batch(&deliverable, now) {
-            Ok(copies) => copies,
-            Err(_) => {
-                // One record the schedule named is not a pending record
-                // (the log was truncated under it, or it is damaged): drop
-                // those, deliver the others.
-                deliverable.retain(|one| match copy_batch(std::slice::from_ref(one), now) {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(partition = ?id, offset = one.1, error = %e,
-                            "a scheduled delayed record cannot be delivered; dropped");
-                        handed.remove(&one.1);
-                        false
-                    }
-                });
-                if deliverable.is_empty() {
-                    return;
-                }
-                match copy_batch(&deliverable, now) {
-                    Ok(copies) => copies,
-                    Err(e) => {
-                        tracing::error!(partition = ?id, error = %e,
-                            "delayed records cannot be copied for delivery; they wait");
-                        return;
-                    }
+        let sources: Vec<(&[u8], i64)> = originals
+            .iter()
+            .map(|(batch, offset)| (batch.as_ref(), *offset))
+            .collect();
+        let mut copies = Vec::with_capacity(sources.len());
+        for (copy, &(_, offset)) in copy_records(&sources).into_iter().zip(&sources) {
+            match copy {
+                Ok(copy) => copies.push(copy),
+                Err(e) => {
+                    // Not a pending record (the log was truncated under
+                    // it, or it is damaged): the others are delivered.
+                    tracing::warn!(partition = ?id, offset, error = %e,
+                        "a scheduled delayed record cannot be delivered; dropped");
+                    handed.remove(&offset);
                 }
             }
-        };
+        }
+        drop(sources);
+        drop(originals);
+        drop(read);
         // Appended in batches the partition takes (max.message.bytes).
-        let limit = partition.config().max_message_bytes as usize;
-        let mut rest: &[(&[u8], i64)] = &deliverable;
-        let mut built = Some(copies);
+        let limit = (partition.config().max_message_bytes as usize)
+            .saturating_sub(weir_storage::RecordBatchHeader::BYTES);
+        let mut rest: &[CopyRecord] = &copies;
         while !rest.is_empty() {
-            let mut n = rest.len();
-            let mut copies = match built.take() {
-                Some(copies) => Ok(copies),
-                None => copy_batch(rest, now),
-            };
-            while let Ok(batch) = &copies
-                && batch.len() > limit
-                && n > 1
-            {
-                n = n.div_ceil(2);
-                copies = copy_batch(&rest[..n], now);
-            }
-            let copies = match copies {
-                Ok(copies) if copies.len() <= limit => copies,
-                Ok(_) => {
-                    // One record whose copy, with its two headers, is over
-                    // the partition's max.message.bytes: it waits until
-                    // the config is raised.
-                    let offset = rest[0].1;
-                    if let Some(h) = handed.get_mut(&offset)
-                        && !h.oversize
-                    {
-                        h.oversize = true;
-                        tracing::error!(partition = ?id, offset, limit,
-                            "a due delayed record's copy is larger than max.message.bytes; it \
-                             waits until the topic's max.message.bytes is raised");
-                    }
-                    rest = &rest[1..];
-                    continue;
+            let mut bytes = 0;
+            let n = rest
+                .iter()
+                .take_while(|c| {
+                    bytes += c.framed_bytes_max();
+                    bytes <= limit
+                })
+                .count();
+            if n == 0 {
+                // One record whose copy, with its two headers, is over the
+                // partition's max.message.bytes: it waits until the config
+                // is raised.
+                let offset = rest[0].original();
+                if let Some(h) = handed.get_mut(&offset)
+                    && !h.oversize
+                {
+                    h.oversize = true;
+                    tracing::error!(partition = ?id, offset, limit,
+                        "a due delayed record's copy is larger than max.message.bytes; it \
+                         waits until the topic's max.message.bytes is raised");
                 }
+                rest = &rest[1..];
+                continue;
+            }
+            let (batch, later) = rest.split_at(n);
+            let built = match copies_batch(batch, now) {
+                Ok(built) => built,
                 Err(e) => {
                     tracing::error!(partition = ?id, error = %e,
                         "delayed records cannot be copied for delivery; they wait");
                     return;
                 }
             };
-            match partition.append(Bytes::from(copies)) {
+            match partition.append(Bytes::from(built)) {
                 Ok(outcome) => {
-                    for (i, (_, offset)) in rest[..n].iter().enumerate() {
-                        if let Some(h) = handed.get_mut(offset) {
+                    for (i, copy) in batch.iter().enumerate() {
+                        if let Some(h) = handed.get_mut(&copy.original()) {
                             h.in_flight = Some(outcome.base_offset + i as i64);
                         }
                     }
@@ -523,7 +520,7 @@ impl Mover {
                     return;
                 }
             }
-            rest = &rest[n..];
+            rest = later;
         }
     }
 

@@ -6,7 +6,7 @@
 //! is a *pending original*: it is stored in its partition like any other,
 //! but fetches leave it out ([`filter_pending`]). Once it is due, the
 //! broker's mover appends a *copy* of it to the same partition
-//! ([`copy_batch`]): the original's key, value and headers byte for byte,
+//! ([`copy_records`], [`copies_batch`]): the original's key, value and headers byte for byte,
 //! plus [`DELAYED_FROM_HEADER`] (the original's offset) and
 //! [`PRODUCE_TIME_HEADER`] (its timestamp). A copy keeps the original's
 //! delay header too, so a record carrying [`DELAYED_FROM_HEADER`] is a copy
@@ -27,8 +27,8 @@ use crate::batch::RecordBatchHeader as H;
 use crate::rebuild::{BatchParseError, ParsedBatch};
 use crate::records::{RecordFrame, RecordFramingError, read_varint, record_headers};
 use crate::tags::{
-    FilterError, Filtered, TAG_FILTER_DECOMPRESSED_BYTES_MAX, TagExpr, filter_batch,
-    filter_records, skipped_range_batch,
+    FilterError, Filtered, TAG_FILTER_DECOMPRESSED_BYTES_MAX, TagExpr, empty_batch, filter_batch,
+    filter_records,
 };
 
 /// The record header asking for delivery this many milliseconds after the
@@ -98,7 +98,7 @@ pub enum DelayError {
         /// What is wrong with the header, naming it.
         problem: String,
     },
-    /// [`copy_batch`] was given no original.
+    /// [`copies_batch`] was given no copy.
     #[error("a batch of delivered copies needs at least one original")]
     NoOriginals,
     /// The copies do not fit one batch (`i32` length and offset delta).
@@ -212,11 +212,18 @@ pub fn delay_mark(batch: &[u8]) -> bool {
 /// [`DELAYED_FROM_HEADER`] is malformed is an error. Records are
 /// decompressed to at most 64 MiB.
 pub fn scan_delays(batch: &[u8]) -> Result<DelayScan, DelayError> {
-    let mut scan = DelayScan::default();
     if !may_hold_delays(batch) {
-        return Ok(scan);
+        return Ok(DelayScan::default());
     }
-    let parsed = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?;
+    scan_parsed(&ParsedBatch::parse(
+        batch,
+        TAG_FILTER_DECOMPRESSED_BYTES_MAX,
+    )?)
+}
+
+/// [`scan_delays`] of a data batch already parsed.
+pub(crate) fn scan_parsed(parsed: &ParsedBatch<'_>) -> Result<DelayScan, DelayError> {
+    let mut scan = DelayScan::default();
     for frame in &parsed.frames {
         let headers = delay_headers(&parsed.records, frame).map_err(BatchParseError::from)?;
         let offset_delta = offset_delta_of(frame)?;
@@ -307,40 +314,105 @@ pub fn filter_pending(batch: &[u8], view: Option<&TagExpr>) -> Result<Filtered, 
     })
 }
 
-/// One new uncompressed batch delivering `originals`, each a stored batch
-/// and the offset of a pending original in it, stamped `now_ms`. Record
-/// `i` (offset delta `i`, timestamp delta 0, attributes 0) is original
-/// `i`'s key, value and headers byte for byte (duplicate keys and all),
-/// then [`DELAYED_FROM_HEADER`] (the original's offset) and
-/// [`PRODUCE_TIME_HEADER`] (its timestamp). The batch is magic 2, base
-/// offset 0 (the append sets it), partition leader epoch -1, attributes 0
-/// (`CreateTime`, no codec), no producer (id, epoch and base sequence -1),
-/// base and max timestamp `now_ms`, with its CRC32C.
+/// The copy of one pending original, made by [`copy_records`] and framed
+/// into a batch by [`copies_batch`]: the original's key, value and headers
+/// byte for byte (duplicate keys and all), then [`DELAYED_FROM_HEADER`]
+/// (the original's offset) and [`PRODUCE_TIME_HEADER`] (its timestamp).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRecord {
+    /// The pending original's offset.
+    original: i64,
+    /// The record's bytes from its key on (key, value, headers).
+    tail: Vec<u8>,
+}
+
+impl CopyRecord {
+    /// The pending original's offset.
+    pub fn original(&self) -> i64 {
+        self.original
+    }
+
+    /// The most bytes it takes in a batch of copies: its tail, its length,
+    /// attributes, timestamp delta and offset delta.
+    pub fn framed_bytes_max(&self) -> usize {
+        self.tail.len() + 5 + 1 + 1 + 5
+    }
+}
+
+/// The copies of `originals`, each a stored batch and the offset of a
+/// pending original in it: one result per original, in order. Originals in
+/// one batch (the same slice) share one decompression of it, in whatever
+/// order they come; records are decompressed to at most 64 MiB, one batch
+/// at a time.
 ///
 /// An original whose batch cannot be read, whose offset is not in it, or
-/// that is not pending is an error; the mover logs and drops it. Records
-/// are decompressed to at most 64 MiB; consecutive originals in one batch
-/// (the same slice) decompress it once.
-pub fn copy_batch(originals: &[(&[u8], i64)], now_ms: i64) -> Result<Vec<u8>, DelayError> {
+/// that is not pending is an error; the mover logs and drops it.
+pub fn copy_records(originals: &[(&[u8], i64)]) -> Vec<Result<CopyRecord, DelayError>> {
+    // Originals by the batch they are in, first seen first.
+    let mut by_batch: Vec<(&[u8], Vec<usize>)> = Vec::new();
+    let mut slot_of: std::collections::HashMap<(*const u8, usize), usize> =
+        std::collections::HashMap::new();
+    for (i, &(batch, _)) in originals.iter().enumerate() {
+        let key = (batch.as_ptr(), batch.len());
+        let slot = *slot_of.entry(key).or_insert_with(|| {
+            by_batch.push((batch, Vec::new()));
+            by_batch.len() - 1
+        });
+        if let Some((_, indexes)) = by_batch.get_mut(slot) {
+            indexes.push(i);
+        }
+    }
+    // Every original is in exactly one group: each slot is overwritten.
+    let mut out: Vec<Result<CopyRecord, DelayError>> = originals
+        .iter()
+        .map(|&(_, offset)| Err(DelayError::OffsetNotFound { offset }))
+        .collect();
+    for (batch, indexes) in by_batch {
+        let parsed = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX);
+        for i in indexes {
+            let Some(&(_, offset)) = originals.get(i) else {
+                continue;
+            };
+            let copy = match &parsed {
+                Ok(parsed) => copy_of(parsed, offset),
+                Err(e) => Err(DelayError::Unreadable(e.clone())),
+            };
+            if let Some(slot) = out.get_mut(i) {
+                *slot = copy;
+            }
+        }
+    }
+    out
+}
+
+/// One new uncompressed batch of `copies`, stamped `now_ms`: record `i`
+/// is copy `i` at offset delta `i`, timestamp delta 0 and attributes 0.
+/// The batch is magic 2, base offset 0 (the append sets it), partition
+/// leader epoch -1, attributes 0 (`CreateTime`, no codec), no producer
+/// (id, epoch and base sequence -1), base and max timestamp `now_ms`, with
+/// its CRC32C.
+pub fn copies_batch(copies: &[CopyRecord], now_ms: i64) -> Result<Vec<u8>, DelayError> {
     let too_large = || DelayError::TooLarge {
-        records: originals.len(),
+        records: copies.len(),
     };
-    let count = i32::try_from(originals.len()).map_err(|_| too_large())?;
+    let count = i32::try_from(copies.len()).map_err(|_| too_large())?;
     if count == 0 {
         return Err(DelayError::NoOriginals);
     }
-    // An empty batch spanning the copies' offsets is the header wanted,
-    // all but its length, record count and CRC.
-    let mut out = skipped_range_batch(0, i64::from(count) - 1, now_ms).ok_or_else(too_large)?;
-    let mut last: Option<ParsedBatch<'_>> = None;
-    for (offset_delta, &(batch, offset)) in (0i64..).zip(originals) {
-        let parsed = match last.take() {
-            Some(parsed) if std::ptr::eq(parsed.batch, batch) => parsed,
-            _ => ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?,
-        };
-        let frame = pending_frame(&parsed, offset)?;
-        put_copy(&mut out, &parsed, frame, offset_delta, offset)?;
-        last = Some(parsed);
+    // An empty data batch spanning the copies' offsets is the header
+    // wanted, all but its length, record count and CRC.
+    let mut out = empty_batch(0, i64::from(count) - 1, now_ms, 0).ok_or_else(too_large)?;
+    out.reserve(copies.iter().map(CopyRecord::framed_bytes_max).sum());
+    let mut head = Vec::with_capacity(8);
+    for (offset_delta, copy) in (0i64..).zip(copies) {
+        head.clear();
+        head.push(0); // attributes
+        put_varint(&mut head, 0); // timestamp delta: the copy's time is the batch's
+        put_varint(&mut head, offset_delta);
+        let length = i64::try_from(head.len() + copy.tail.len()).map_err(|_| too_large())?;
+        put_varint(&mut out, length);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&copy.tail);
     }
     let batch_length = out
         .len()
@@ -352,6 +424,18 @@ pub fn copy_batch(originals: &[(&[u8], i64)], now_ms: i64) -> Result<Vec<u8>, De
     let crc = crc32c::crc32c(out.get(H::ATTRIBUTES_AT..).unwrap_or_default());
     put(&mut out, H::CRC_AT, &crc.to_be_bytes()).ok_or_else(too_large)?;
     Ok(out)
+}
+
+/// [`copy_records`] then [`copies_batch`]: the first error, or one batch.
+#[cfg(test)]
+pub(crate) fn copy_batch(originals: &[(&[u8], i64)], now_ms: i64) -> Result<Vec<u8>, DelayError> {
+    if originals.is_empty() {
+        return Err(DelayError::NoOriginals);
+    }
+    let copies = copy_records(originals)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    copies_batch(&copies, now_ms)
 }
 
 /// Write `value` at `at` of `out`; `None` when `out` is too short.
@@ -382,15 +466,9 @@ fn pending_frame<'p>(
     }
 }
 
-/// Append to `out` the copy of record `frame` of `parsed`, at `offset`, as
-/// record `offset_delta` of a batch stamped with the copy's time.
-fn put_copy(
-    out: &mut Vec<u8>,
-    parsed: &ParsedBatch<'_>,
-    frame: &RecordFrame,
-    offset_delta: i64,
-    offset: i64,
-) -> Result<(), DelayError> {
+/// The copy of the pending original at `offset` in `parsed`.
+fn copy_of(parsed: &ParsedBatch<'_>, offset: i64) -> Result<CopyRecord, DelayError> {
+    let frame = pending_frame(parsed, offset)?;
     let records: &[u8] = &parsed.records;
     let framing = || {
         DelayError::Unreadable(BatchParseError::Framing(RecordFramingError {
@@ -404,24 +482,21 @@ fn put_copy(
     let headers = tail.get(count_bytes..).ok_or_else(framing)?;
     let key = field(records, frame.key.as_ref()).ok_or_else(framing)?;
     let value = field(records, frame.value.as_ref()).ok_or_else(framing)?;
-    let mut body = Vec::with_capacity(frame.bytes.len() + COPY_HEADERS_BYTES_MAX);
-    body.push(0); // attributes
-    put_varint(&mut body, 0); // timestamp delta: the copy's time is the batch's
-    put_varint(&mut body, offset_delta);
-    put_bytes(&mut body, key);
-    put_bytes(&mut body, value);
-    put_varint(&mut body, header_count.checked_add(2).ok_or_else(framing)?);
-    body.extend_from_slice(headers);
-    put_header(&mut body, DELAYED_FROM, offset);
+    let mut out = Vec::with_capacity(frame.bytes.len() + COPY_HEADERS_BYTES_MAX);
+    put_bytes(&mut out, key);
+    put_bytes(&mut out, value);
+    put_varint(&mut out, header_count.checked_add(2).ok_or_else(framing)?);
+    out.extend_from_slice(headers);
+    put_header(&mut out, DELAYED_FROM, offset);
     put_header(
-        &mut body,
+        &mut out,
         PRODUCE_TIME_HEADER.as_bytes(),
         parsed.timestamp(frame),
     );
-    let length = i64::try_from(body.len()).map_err(|_| framing())?;
-    put_varint(out, length);
-    out.extend_from_slice(&body);
-    Ok(())
+    Ok(CopyRecord {
+        original: offset,
+        tail: out,
+    })
 }
 
 /// The bytes of a key or value `range` of `records` (`Some(None)` for a
@@ -1417,6 +1492,49 @@ mod tests {
             assert!(delay_mark(&out));
             assert_eq!(filter_pending(&out, None), Ok(Filtered::Whole));
         }
+    }
+
+    #[test]
+    fn each_original_gets_its_own_result_and_copies_split_into_batches_as_framed() {
+        for codec in CODECS {
+            let a = originals(codec);
+            let mut other = make_batch(&[record("z", DELAY_5S, 1)], codec).to_vec();
+            patch_offsets(&mut other, 500, 4);
+            let results = copy_records(&[(&a, 102), (&other, 500), (&a, 100), (&a, 101)]);
+            assert_eq!(results[2], Err(DelayError::NotPending { offset: 100 }));
+            let copies: Vec<CopyRecord> = results.into_iter().filter_map(Result::ok).collect();
+            assert_eq!(
+                copies.iter().map(CopyRecord::original).collect::<Vec<_>>(),
+                [102, 500, 101],
+                "codec {codec}: the others are copied, in the order given"
+            );
+            let whole = copies_batch(&copies, 9).unwrap();
+            let framed: usize = copies.iter().map(CopyRecord::framed_bytes_max).sum();
+            assert!(whole.len() <= H::BYTES + framed);
+            // Split, each part is the whole's records from offset delta 0.
+            let (first, rest) = copies.split_at(1);
+            let parts = [
+                copies_batch(first, 9).unwrap(),
+                copies_batch(rest, 9).unwrap(),
+            ];
+            let records = |b: &[u8]| {
+                let parsed = ParsedBatch::parse(b, BOUND).unwrap();
+                parsed
+                    .frames
+                    .iter()
+                    .map(|f| content(&parsed.records, f))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                [records(&parts[0]), records(&parts[1])].concat(),
+                records(&whole)
+            );
+            assert_eq!(
+                ParsedBatch::parse(&parts[1], BOUND).unwrap().frames[1].offset_delta,
+                1
+            );
+        }
+        assert_eq!(copies_batch(&[], 5), Err(DelayError::NoOriginals));
     }
 
     #[test]

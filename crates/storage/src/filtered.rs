@@ -15,9 +15,9 @@
 //!
 //! A reader must be able to move past what it was not sent, or it would ask
 //! for the same offset forever. When the read ends on skipped batches, the
-//! answer ends with a batch of no records spanning them (as compaction
-//! leaves a producer's emptied last batch), which every Kafka client steps
-//! over to the offset after it.
+//! answer ends with a control batch of no records spanning them
+//! ([`skipped_range_batch`]), which every Kafka client steps over to the
+//! offset after it without counting it as a message it failed to read.
 //!
 //! Work per read is bounded: at most [`SCAN_ENTRIES_MAX`] index entries are
 //! looked at and at most the read limit of source bytes is read, whatever
@@ -37,7 +37,7 @@ use crate::tags::{Filtered, TagExpr, filter_batch, skipped_range_batch};
 use crate::{ReadBound, ReadError, ReadOutcome};
 
 /// The most index entries one filtered read looks at. A view whose tags are
-/// rare answers after this many batches with an empty batch spanning them,
+/// rare answers after this many batches with an empty control batch spanning them,
 /// so its consumer moves on and the next read starts past them.
 pub(crate) const SCAN_ENTRIES_MAX: usize = 16 * 1024;
 
@@ -547,7 +547,7 @@ mod tests {
             let (base, stored_original) = &found.batches[0];
             assert_eq!(*base, 1, "{case}");
             assert_eq!(&stored_original[..], &stored(&original_batch, 1)[..]);
-            let copy = crate::copy_batch(&[(stored_original, 1)], 9_000).unwrap();
+            let copy = crate::delay::copy_batch(&[(stored_original, 1)], 9_000).unwrap();
             assert_eq!(append_batch(&p, Bytes::from(copy)), 2, "{case}");
 
             let (got, next) = decode(&p.read(0, usize::MAX).unwrap().records, 0);

@@ -41,6 +41,7 @@ mod recovery;
 mod replica_tests;
 mod snapshots;
 mod store;
+mod summary;
 mod tags;
 #[cfg(test)]
 mod tests;
@@ -51,10 +52,10 @@ mod txn_tests;
 pub use aborted::AbortedTxn;
 pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches, control_marker};
 pub use delay::{
-    BadRecord, DELAY_ERRORS_MAX, DELAY_MS_HEADER, DELAYED_FROM_HEADER, DELIVER_AT_HEADER,
-    DelayBound, DelayError, DelayScan, DelayedCopy, PRODUCE_TIME_HEADER, PendingRecord,
-    ValidateError, copy_batch, delay_mark, filter_pending, keep_unless_pending, may_hold_delays,
-    scan_delays, validate,
+    BadRecord, CopyRecord, DELAY_ERRORS_MAX, DELAY_MS_HEADER, DELAYED_FROM_HEADER,
+    DELIVER_AT_HEADER, DelayBound, DelayError, DelayScan, DelayedCopy, PRODUCE_TIME_HEADER,
+    PendingRecord, ValidateError, copies_batch, copy_records, delay_mark, filter_pending,
+    keep_unless_pending, may_hold_delays, scan_delays, validate,
 };
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};
@@ -881,7 +882,7 @@ impl Partition {
     /// does not match are left out (a batch is sent as stored, rebuilt from
     /// its matching records, or skipped; batches whose tag summaries rule
     /// the filter out are not read), at their offsets, and a read that ends
-    /// on skipped batches ends with an empty batch spanning them, so the
+    /// on skipped batches ends with an empty control batch spanning them, so the
     /// reader moves past them. Up to the last stable offset when
     /// `committed` (naming the aborted transactions), else the high
     /// watermark. `max_bytes` bounds the source bytes read.

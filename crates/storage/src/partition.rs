@@ -23,6 +23,7 @@ use crate::io::IndexIo;
 use crate::log::{MarkerUpdate, Segment, Written, io_err, lock, read};
 use crate::producer::{ProducerState, ProducerTable, SequenceCheck, SequencedBatch, TxnMarker};
 use crate::store::Store;
+use crate::summary::{RecordsSummary, Summaries, summarize_payload};
 use crate::{
     AppendOutcome, CommitWait, DurableWait, PartitionConfig, PartitionId, PartitionOffsets,
     ReadBound, ReadOutcome, TimestampType,
@@ -854,9 +855,10 @@ pub(crate) fn append(
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
     let _panic = store.panic_guard("an append");
+    let summaries = summarize_payload(&payload, lock(&part.state)?.config.tag_summaries);
     let mut st = lock(&part.state)?;
     let mut out = Vec::with_capacity(payload.len() + ENTRY_HEADER_BYTES);
-    match prepare(store, part.id, &st, &payload, &mut out)? {
+    match prepare(store, part.id, &st, (&payload, &summaries), &mut out)? {
         Prepare::Duplicate(outcome) => Ok(outcome),
         Prepare::Write(p) => {
             let written = store
@@ -889,6 +891,19 @@ pub(crate) fn append_many(
     let _panic = store.panic_guard("an append");
     let mut results: Vec<Option<Result<AppendOutcome, AppendError>>> =
         items.iter().map(|_| None).collect();
+    // Before any partition is locked (a partition that cannot be locked
+    // fails below).
+    let summaries: Vec<Summaries> = items
+        .iter()
+        .map(|(part, payload)| match lock(&part.state) {
+            Ok(st) => {
+                let tags = st.config.tag_summaries;
+                drop(st);
+                summarize_payload(payload, tags)
+            }
+            Err(_) => Summaries::default(),
+        })
+        .collect();
     let mut guards = Vec::with_capacity(items.len());
     for (i, (part, payload)) in order.iter().filter_map(|&i| Some((i, items.get(i)?))) {
         match lock(&part.state) {
@@ -907,8 +922,10 @@ pub(crate) fn append_many(
     let mut out = Vec::with_capacity(total);
     let mut prepared = Vec::new();
     let mut markers = Vec::new();
+    let no_summaries = Summaries::default();
     for (g, (i, part, payload, st)) in guards.iter().enumerate() {
-        let result = match prepare(store, part.id, st, payload, &mut out) {
+        let summaries = summaries.get(*i).unwrap_or(&no_summaries);
+        let result = match prepare(store, part.id, st, (payload, summaries), &mut out) {
             Ok(Prepare::Write(p)) => {
                 markers.push(marker(part, st, p.end_offset));
                 prepared.push((g, p));
@@ -959,6 +976,7 @@ pub(crate) fn append_replica(
     payload: Bytes,
 ) -> Result<AppendOutcome, AppendError> {
     let _panic = store.panic_guard("a replica append");
+    let summaries = summarize_payload(&payload, lock(&part.state)?.config.tag_summaries);
     let mut st = lock(&part.state)?;
     st.check_writable(part.id)?;
     let infos = batch::parse_replica_payload(&payload)?;
@@ -987,7 +1005,8 @@ pub(crate) fn append_replica(
         ));
         let at = out.len() as u64;
         format::put_entry(&mut out, EntryKind::Batch, part.id, base, src);
-        entries.push((at, index_entry(info, base, src, st.config.tag_summaries)));
+        let summary = summaries.get(info.start, src, st.config.tag_summaries);
+        entries.push((at, index_entry(info, base, summary)));
         let last = base + i64::from(info.last_offset_delta);
         if info.producer_id >= 0 {
             let state = producers.entry(info.producer_id).or_insert_with(|| {
@@ -1085,7 +1104,7 @@ pub(crate) fn append_marker(
     let producers = HashMap::from([(producer_id, state)]);
     let last_stable = first_open(&st.producers, &producers).unwrap_or(end_offset);
     let prepared = Prepared {
-        entries: vec![(0, index_entry(&info, offset, &[], false))],
+        entries: vec![(0, index_entry(&info, offset, RecordsSummary::NONE))],
         buf_end: out.len() as u64,
         producers,
         base_offset: offset,
@@ -1176,7 +1195,7 @@ fn prepare(
     store: &Store,
     id: PartitionId,
     st: &PartitionState,
-    payload: &Bytes,
+    (payload, summaries): (&Bytes, &Summaries),
     out: &mut Vec<u8>,
 ) -> Result<Prepare, AppendError> {
     st.check_writable(id)?;
@@ -1286,10 +1305,8 @@ fn prepare(
                 info.max_timestamp = now_ms;
             }
         });
-        entries.push((
-            position_in_buf,
-            index_entry(&info, offset, src, st.config.tag_summaries),
-        ));
+        let summary = summaries.get(info.start, src, st.config.tag_summaries);
+        entries.push((position_in_buf, index_entry(&info, offset, summary)));
         offset += i64::from(info.last_offset_delta) + 1;
     }
     Ok(Prepare::Write(Prepared {
@@ -1425,16 +1442,11 @@ fn commit_wait(store: &Store, st: &PartitionState, end_offset: i64) -> CommitWai
     )
 }
 
-/// The index entry of `batch`, about to be written at `base_offset`: its
-/// tag summary is computed when `summarize` (the partition keeps them:
-/// `PartitionConfig::tag_summaries`, on while views read it), and its
-/// [`DELAY_MARK`] always.
-fn index_entry(info: &BatchInfo, base_offset: i64, batch: &[u8], summarize: bool) -> IndexEntry {
-    let tag_summary = match summarize && !info.is_control() {
-        true => crate::tags::tag_summary(batch).unwrap_or(TAG_SUMMARY_UNKNOWN),
-        false => TAG_SUMMARY_UNKNOWN,
-    };
-    let mark = match !info.is_control() && crate::delay::delay_mark(batch) {
+/// The index entry of a batch about to be written at `base_offset`, with
+/// its records' `summary` (computed from its bytes before the lock:
+/// [`crate::summary`]).
+fn index_entry(info: &BatchInfo, base_offset: i64, summary: RecordsSummary) -> IndexEntry {
+    let mark = match !info.is_control() && summary.delay_mark {
         true => DELAY_MARK,
         false => 0,
     };
@@ -1449,7 +1461,10 @@ fn index_entry(info: &BatchInfo, base_offset: i64, batch: &[u8], summarize: bool
         attributes: info.attributes | mark,
         base_sequence: info.base_sequence,
         running_max_ts: i64::MIN,
-        tag_summary,
+        tag_summary: match info.is_control() {
+            true => TAG_SUMMARY_UNKNOWN,
+            false => summary.tag_summary,
+        },
     }
 }
 

@@ -14,13 +14,14 @@
 //! queue index can keep per batch; [`TagExpr::may_match`] tells from it
 //! alone whether a batch can hold a match, so a fetch skips the rest
 //! without reading them. A run of skipped batches can be stood in for by
-//! one empty batch ([`skipped_range_batch`]), so a consumer moves past it.
+//! one empty control batch ([`skipped_range_batch`]), so a consumer moves
+//! past it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::batch::RecordBatchHeader as H;
-use crate::rebuild::{BatchParseError, ParsedBatch, for_each_frame, rebuild, records_of};
+use crate::rebuild::{BatchParseError, ParsedBatch, rebuild};
 use crate::records::{RecordFrame, RecordFramingError, RecordHeader, record_headers};
 
 /// The record header key that carries a record's tag (its value). A record
@@ -254,17 +255,19 @@ pub fn tag_summary(batch: &[u8]) -> Option<u32> {
     if H::parse(batch)?.is_control() {
         return Some(u32::MAX);
     }
-    let (header, records) = records_of(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX).ok()?;
+    summary_of(&ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX).ok()?)
+}
+
+/// [`tag_summary`] of a data batch already parsed.
+pub(crate) fn summary_of(parsed: &ParsedBatch<'_>) -> Option<u32> {
     let mut summary = 0u32;
-    for_each_frame(&records, header.record_count, |frame| {
-        for h in record_headers(&records, &frame) {
-            if let Some(tag) = tag_value(&records, &h?) {
+    for frame in &parsed.frames {
+        for h in record_headers(&parsed.records, frame) {
+            if let Some(tag) = tag_value(&parsed.records, &h.ok()?) {
                 summary |= tag_bits(tag);
             }
         }
-        Ok(())
-    })
-    .ok()?;
+    }
     Some(summary)
 }
 
@@ -345,14 +348,18 @@ pub(crate) fn filter_records(
 
 /// A RecordBatch v2 with no records (the 61-byte header only) covering
 /// offsets `base_offset..=last_offset`, for a fetch to send in place of a
-/// run of skipped batches so the consumer's position moves past them:
-/// Kafka clients take it as the empty batch compaction leaves. Magic 2,
-/// attributes 0 (no codec, `CreateTime`, neither transactional nor
-/// control), no producer (id, epoch and base sequence -1), record count 0,
-/// base and max timestamp `max_timestamp`, and partition leader epoch -1
-/// ("none"); the leader epoch is outside the CRC, so the caller may patch
-/// in the skipped batches' epoch (bytes 12..16). The CRC32C covers bytes
-/// 21.. as in every batch.
+/// run of skipped batches so the consumer's position moves past them.
+/// It is a control batch (attributes 0x20: no codec, `CreateTime`, not
+/// transactional) with no producer (id, epoch and base sequence -1): every
+/// Kafka client steps over a control batch without handing anything to
+/// the application, and librdkafka counts it as a reason for a response
+/// to hold no message, where an empty data batch alone reads to it as a
+/// fetch size too small (after ten such answers it reports
+/// MSG_SIZE_TOO_LARGE to the application). Record count 0, base and max
+/// timestamp `max_timestamp`, partition leader epoch -1 ("none"); the
+/// leader epoch is outside the CRC, so the caller may patch in the skipped
+/// batches' epoch (bytes 12..16). The CRC32C covers bytes 21.. as in every
+/// batch.
 ///
 /// `None` unless `base_offset <= last_offset` and the span fits
 /// `lastOffsetDelta` (an i32); the caller splits a longer run.
@@ -361,6 +368,17 @@ pub fn skipped_range_batch(
     last_offset: i64,
     max_timestamp: i64,
 ) -> Option<Vec<u8>> {
+    empty_batch(base_offset, last_offset, max_timestamp, H::CONTROL)
+}
+
+/// A RecordBatch v2 header with no records and these `attributes`, as
+/// [`skipped_range_batch`] describes it otherwise.
+pub(crate) fn empty_batch(
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    attributes: i16,
+) -> Option<Vec<u8>> {
     let last_offset_delta = last_offset
         .checked_sub(base_offset)
         .and_then(|d| i32::try_from(d).ok())
@@ -368,7 +386,7 @@ pub fn skipped_range_batch(
     let batch_length = i32::try_from(H::BYTES - H::LOG_OVERHEAD_BYTES).ok()?;
     // The CRC-covered part: attributes to the record count.
     let mut covered = Vec::with_capacity(H::BYTES - H::ATTRIBUTES_AT);
-    covered.extend_from_slice(&0i16.to_be_bytes());
+    covered.extend_from_slice(&attributes.to_be_bytes());
     covered.extend_from_slice(&last_offset_delta.to_be_bytes());
     covered.extend_from_slice(&max_timestamp.to_be_bytes());
     covered.extend_from_slice(&max_timestamp.to_be_bytes());
@@ -583,7 +601,12 @@ mod tests {
         let null_tag = wrap_records(&null_tag, 1, 0, 0, 0, 0);
         assert_eq!(tag_summary(&null_tag), Some(0), "a null tag is no tag");
         assert_eq!(tag_summary(&marker_batch()), Some(u32::MAX));
-        assert_eq!(tag_summary(&skipped_range_batch(0, 9, 5).unwrap()), Some(0));
+        assert_eq!(tag_summary(&empty_batch(0, 9, 5, 0).unwrap()), Some(0));
+        assert_eq!(
+            tag_summary(&skipped_range_batch(0, 9, 5).unwrap()),
+            Some(u32::MAX),
+            "a control batch, passed to every view"
+        );
     }
 
     #[test]
@@ -760,7 +783,8 @@ mod tests {
         let h = H::parse(&b).unwrap();
         assert_eq!(h.batch_bytes(), Some(H::BYTES));
         assert_eq!((h.base_offset, h.last_offset()), (100, 149));
-        assert_eq!((h.magic, h.attributes, h.record_count), (2, 0, 0));
+        assert_eq!((h.magic, h.attributes, h.record_count), (2, H::CONTROL, 0));
+        assert!(!h.is_transactional() && h.codec() == 0);
         assert_eq!((h.base_timestamp, h.max_timestamp), (7_000, 7_000));
         assert_eq!(
             (h.producer_id, h.producer_epoch, h.base_sequence),
