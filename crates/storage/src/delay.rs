@@ -267,7 +267,19 @@ pub fn validate(batch: &[u8], now_ms: i64, bound: DelayBound<'_>) -> Result<bool
     if !may_hold_delays(batch) {
         return Ok(false);
     }
-    let parsed = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?;
+    validate_parsed(
+        &ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?,
+        now_ms,
+        bound,
+    )
+}
+
+/// [`validate`] of a produced data batch already parsed.
+pub(crate) fn validate_parsed(
+    parsed: &ParsedBatch<'_>,
+    now_ms: i64,
+    bound: DelayBound<'_>,
+) -> Result<bool, ValidateError> {
     let (mut pending, mut bad) = (false, Vec::new());
     for (index, frame) in parsed.frames.iter().enumerate() {
         let headers = delay_headers(&parsed.records, frame).map_err(BatchParseError::from)?;

@@ -66,6 +66,7 @@ pub use records::{
     record_frames,
 };
 pub use records::{RecordHeader, RecordHeaders, record_headers};
+pub use summary::{ProducedCheck, Summaries, check_produced};
 pub use tags::{
     FilterError, Filtered, TAG_EXPR_BYTES_MAX, TAG_EXPR_TAGS_MAX, TAG_HEADER, TagExpr,
     TagExprError, filter_batch, skipped_range_batch, tag_summary,
@@ -614,9 +615,27 @@ impl CommitLog {
             // Handles of another log are appended through their own log.
             return items.iter().map(|(p, b)| p.append(b.clone())).collect();
         }
-        let inner: Vec<(Arc<PartitionInner>, Bytes)> = items
+        let inner: Vec<(Arc<PartitionInner>, Bytes, Option<&Summaries>)> = items
             .iter()
-            .map(|(p, b)| (p.inner.clone(), b.clone()))
+            .map(|(p, b)| (p.inner.clone(), b.clone(), None))
+            .collect();
+        partition::append_many(&self.inner, &inner)
+    }
+
+    /// [`Self::append_many`] of produced payloads already read by
+    /// [`check_produced`], whose summaries the appends take instead of
+    /// reading each batch's records again.
+    pub fn append_many_checked(
+        &self,
+        items: &[(Partition, Bytes, Summaries)],
+    ) -> Vec<Result<AppendOutcome, AppendError>> {
+        let ours = |p: &Partition| Arc::ptr_eq(&p.log, &self.inner);
+        if !items.iter().all(|(p, _, _)| ours(p)) {
+            return items.iter().map(|(p, b, _)| p.append(b.clone())).collect();
+        }
+        let inner: Vec<(Arc<PartitionInner>, Bytes, Option<&Summaries>)> = items
+            .iter()
+            .map(|(p, b, s)| (p.inner.clone(), b.clone(), Some(s)))
             .collect();
         partition::append_many(&self.inner, &inner)
     }

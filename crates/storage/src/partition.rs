@@ -876,16 +876,16 @@ pub(crate) fn append(
 /// back in the order of `items`.
 pub(crate) fn append_many(
     store: &Store,
-    items: &[(Arc<PartitionInner>, Bytes)],
+    items: &[(Arc<PartitionInner>, Bytes, Option<&Summaries>)],
 ) -> Vec<Result<AppendOutcome, AppendError>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| items.get(i).map(|(p, _)| p.id));
-    let ids = |i: &usize| items.get(*i).map(|(p, _)| p.id);
+    order.sort_by_key(|&i| items.get(i).map(|(p, _, _)| p.id));
+    let ids = |i: &usize| items.get(*i).map(|(p, _, _)| p.id);
     if order.windows(2).any(|w| ids(&w[0]) == ids(&w[1])) {
         // A partition named twice would be locked twice: append one by one.
         return items
             .iter()
-            .map(|(part, payload)| append(store, part, payload.clone()))
+            .map(|(part, payload, _)| append(store, part, payload.clone()))
             .collect();
     }
     let _panic = store.panic_guard("an append");
@@ -893,21 +893,27 @@ pub(crate) fn append_many(
         items.iter().map(|_| None).collect();
     // Before any partition is locked (a partition that cannot be locked
     // fails below).
-    let summaries: Vec<Summaries> = items
+    let computed: Vec<Option<Summaries>> = items
         .iter()
-        .map(|(part, payload)| match lock(&part.state) {
-            Ok(st) => {
+        .map(|(part, payload, given)| match (given, lock(&part.state)) {
+            (Some(_), _) | (None, Err(_)) => None,
+            (None, Ok(st)) => {
                 let tags = st.config.tag_summaries;
                 drop(st);
-                summarize_payload(payload, tags)
+                Some(summarize_payload(payload, tags))
             }
-            Err(_) => Summaries::default(),
         })
         .collect();
+    let no_summaries = Summaries::default();
     let mut guards = Vec::with_capacity(items.len());
-    for (i, (part, payload)) in order.iter().filter_map(|&i| Some((i, items.get(i)?))) {
+    for (i, (part, payload, given)) in order.iter().filter_map(|&i| Some((i, items.get(i)?))) {
         match lock(&part.state) {
-            Ok(st) => guards.push((i, part, payload, st)),
+            Ok(st) => {
+                let summaries = given
+                    .or_else(|| computed.get(i).and_then(Option::as_ref))
+                    .unwrap_or(&no_summaries);
+                guards.push((i, part, (payload, summaries), st));
+            }
             Err(e) => {
                 if let Some(slot) = results.get_mut(i) {
                     *slot = Some(Err(e.into()));
@@ -917,15 +923,13 @@ pub(crate) fn append_many(
     }
     let total: usize = items
         .iter()
-        .map(|(_, payload)| payload.len() + ENTRY_HEADER_BYTES)
+        .map(|(_, payload, _)| payload.len() + ENTRY_HEADER_BYTES)
         .sum();
     let mut out = Vec::with_capacity(total);
     let mut prepared = Vec::new();
     let mut markers = Vec::new();
-    let no_summaries = Summaries::default();
     for (g, (i, part, payload, st)) in guards.iter().enumerate() {
-        let summaries = summaries.get(*i).unwrap_or(&no_summaries);
-        let result = match prepare(store, part.id, st, (payload, summaries), &mut out) {
+        let result = match prepare(store, part.id, st, *payload, &mut out) {
             Ok(Prepare::Write(p)) => {
                 markers.push(marker(part, st, p.end_offset));
                 prepared.push((g, p));

@@ -4,8 +4,13 @@
 //! compressed batch is decompressed for them: once for both, and from the
 //! payload's bytes before the partition lock is taken, since they depend on
 //! nothing the lock guards (offsets are patched later and change neither).
+//!
+//! A produced payload is read once for everything: [`check_produced`]
+//! gives Produce the delay check ([`crate::validate`]'s answer) and the
+//! append the summaries, from the same parse of each batch.
 
-use crate::batch::RecordBatchHeader as H;
+use crate::batch::{RecordBatchHeader as H, batches};
+use crate::delay::{DelayBound, ValidateError, may_hold_delays, scan_parsed, validate_parsed};
 use crate::format::TAG_SUMMARY_UNKNOWN;
 use crate::rebuild::ParsedBatch;
 use crate::tags::TAG_FILTER_DECOMPRESSED_BYTES_MAX;
@@ -37,69 +42,149 @@ impl RecordsSummary {
 /// `tags`. Decompresses it (to at most 64 MiB) only when one of the two
 /// needs its records.
 pub(crate) fn summarize(batch: &[u8], tags: bool) -> RecordsSummary {
+    inspect(batch, tags, None).0
+}
+
+/// The summary of `batch` and, with `check` (a produced batch: the time
+/// and the delay bound), [`crate::validate`]'s answer for it (`Ok(false)`
+/// without), from one parse at most.
+fn inspect(
+    batch: &[u8],
+    tags: bool,
+    check: Option<(i64, DelayBound<'_>)>,
+) -> (RecordsSummary, Result<bool, ValidateError>) {
     let none = RecordsSummary {
         tags,
         ..RecordsSummary::NONE
     };
     if H::parse(batch).is_none_or(|h| h.is_control()) {
-        return none;
+        return (none, Ok(false));
     }
-    let may_delay = crate::delay::may_hold_delays(batch);
+    let may_delay = may_hold_delays(batch);
     if !tags && !may_delay {
-        return none;
+        return (none, Ok(false));
     }
-    let Ok(parsed) = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX) else {
-        return RecordsSummary {
-            delay_mark: may_delay,
-            ..none
-        };
+    let parsed = match ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let summary = RecordsSummary {
+                delay_mark: may_delay,
+                ..none
+            };
+            let checked = match may_delay && check.is_some() {
+                true => Err(ValidateError::Unreadable(e)),
+                false => Ok(false),
+            };
+            return (summary, checked);
+        }
     };
-    RecordsSummary {
+    let summary = RecordsSummary {
         tags,
         tag_summary: match tags {
             true => crate::tags::summary_of(&parsed).unwrap_or(TAG_SUMMARY_UNKNOWN),
             false => TAG_SUMMARY_UNKNOWN,
         },
-        delay_mark: may_delay && crate::delay::scan_parsed(&parsed).map_or(true, |s| !s.is_empty()),
-    }
+        delay_mark: may_delay && scan_parsed(&parsed).map_or(true, |s| !s.is_empty()),
+    };
+    let checked = match (may_delay, check) {
+        (true, Some((now_ms, bound))) => validate_parsed(&parsed, now_ms, bound),
+        _ => Ok(false),
+    };
+    (summary, checked)
 }
 
-/// The summaries of the batches of a produce or replica `payload`, by
-/// where each starts and its length; a payload whose framing breaks stops
-/// there (the append refuses it, or summarizes what it finds missing).
+/// The summaries of the batches of a produce or replica `payload`; a
+/// payload whose framing breaks stops there (the append refuses it).
 pub(crate) fn summarize_payload(payload: &[u8], tags: bool) -> Summaries {
     let mut out = Vec::new();
     let mut at = 0usize;
-    while let Some(rest) = payload.get(at..) {
-        let Some(len) = H::parse(rest).and_then(|h| h.batch_bytes()) else {
-            break;
-        };
-        let Some(batch) = rest.get(..len) else {
-            break;
-        };
-        out.push((at, len, summarize(batch, tags)));
-        at += len;
+    for (_, batch) in batches(payload).map_while(Result::ok) {
+        out.push(Summarized::new(at, batch, summarize(batch, tags)));
+        at += batch.len();
     }
     Summaries(out)
 }
 
-/// A payload's summaries, computed before the lock.
+/// A produce payload read once before its append ([`check_produced`]).
+#[derive(Debug)]
+pub struct ProducedCheck {
+    /// Per batch, in payload order up to the first that cannot be framed:
+    /// its header and [`crate::validate`]'s answer (a batch that cannot be
+    /// read is `Unreadable`, for the log to refuse with its own code).
+    pub batches: Vec<(H, Result<bool, ValidateError>)>,
+    /// What the append's index entries take
+    /// ([`crate::CommitLog::append_many_checked`]), so it reads no batch again.
+    pub summaries: Summaries,
+}
+
+/// Read each batch of `payload`, a produce request's records for one
+/// partition, once: [`crate::validate`] at `now_ms` within `bound`, and the
+/// summaries of its index entries, tag summaries included when `tags` (the
+/// partition keeps them: [`crate::PartitionConfig::tag_summaries`]).
+pub fn check_produced(
+    payload: &[u8],
+    now_ms: i64,
+    bound: DelayBound<'_>,
+    tags: bool,
+) -> ProducedCheck {
+    let mut checked = Vec::new();
+    let mut summaries = Vec::new();
+    let mut at = 0usize;
+    for (header, batch) in batches(payload).map_while(Result::ok) {
+        let (summary, answer) = inspect(batch, tags, Some((now_ms, bound)));
+        summaries.push(Summarized::new(at, batch, summary));
+        checked.push((header, answer));
+        at += batch.len();
+    }
+    ProducedCheck {
+        batches: checked,
+        summaries: Summaries(summaries),
+    }
+}
+
+/// One batch's summary, with what identifies the batch it was made from.
+#[derive(Debug, Clone, Copy)]
+struct Summarized {
+    /// Where the batch starts in its payload.
+    start: usize,
+    /// Its length.
+    len: usize,
+    /// Its CRC32C field, which covers its records.
+    crc: u32,
+    summary: RecordsSummary,
+}
+
+impl Summarized {
+    fn new(start: usize, batch: &[u8], summary: RecordsSummary) -> Self {
+        Self {
+            start,
+            len: batch.len(),
+            crc: H::parse(batch).map_or(0, |h| h.crc),
+            summary,
+        }
+    }
+}
+
+/// A payload's summaries, computed before the lock. Only this crate makes
+/// them, from the bytes they summarize.
 #[derive(Debug, Default)]
-pub(crate) struct Summaries(Vec<(usize, usize, RecordsSummary)>);
+pub struct Summaries(Vec<Summarized>);
 
 impl Summaries {
-    /// The summary of the batch at `start..start + len` of the payload,
-    /// `src`, with tags when `tags`: the one computed before the lock when
-    /// it is for these bytes and this setting, else computed now.
+    /// The summary of the batch `src` at `start` of the payload, with tags
+    /// when `tags`: the one computed before the lock when it is for these
+    /// bytes (position, length and CRC field) and this setting, else
+    /// computed now.
     pub(crate) fn get(&self, start: usize, src: &[u8], tags: bool) -> RecordsSummary {
+        let crc = H::parse(src).map_or(0, |h| h.crc);
         let found = self
             .0
-            .binary_search_by_key(&start, |(at, _, _)| *at)
+            .binary_search_by_key(&start, |s| s.start)
             .ok()
             .and_then(|i| self.0.get(i))
-            .filter(|(_, len, s)| *len == src.len() && s.tags == tags);
+            .filter(|s| s.len == src.len() && s.crc == crc && s.summary.tags == tags);
         match found {
-            Some((_, _, summary)) => *summary,
+            Some(s) => s.summary,
             None => summarize(src, tags),
         }
     }
@@ -210,5 +295,43 @@ mod tests {
             all.len() - 1,
             "a torn last batch is left out"
         );
+        // Another batch of the same length at the same place (its CRC
+        // differs) is summarized anew.
+        let near: &[(&[u8], &[u8])] = &[(b"weir.delay-mx", b"9")];
+        let delayed: &[(&[u8], &[u8])] = &[(b"weir.delay-ms", b"9")];
+        let plain = make_batch(&[rec("a", near)], 0).to_vec();
+        let pending = make_batch(&[rec("a", delayed)], 0).to_vec();
+        assert_eq!(plain.len(), pending.len());
+        let made = summarize_payload(&plain, false);
+        assert!(!made.get(0, &plain, false).delay_mark);
+        assert!(made.get(0, &pending, false).delay_mark);
+    }
+
+    #[test]
+    fn a_produced_payload_checked_once_answers_as_validate_and_summarize_do() {
+        let bound = DelayBound {
+            max_ms: 60_000,
+            config: "weir.delay.max.ms",
+        };
+        let far: &[(&[u8], &[u8])] = &[(b"weir.delay-ms", b"600000")];
+        let bad: &[(&[u8], &[u8])] = &[(b"weir.delay-ms", b"soon")];
+        let mut all = batches();
+        for codec in [0, 3] {
+            all.push(make_batch(&[rec("f", far), rec("g", bad)], codec).to_vec());
+        }
+        let payload: Vec<u8> = all.concat();
+        for tags in [false, true] {
+            let checked = check_produced(&payload, 1_000, bound, tags);
+            assert_eq!(checked.batches.len(), all.len());
+            let mut at = 0;
+            for (b, (header, answer)) in all.iter().zip(&checked.batches) {
+                assert_eq!(Some(*header), H::parse(b));
+                assert_eq!(*answer, crate::validate(b, 1_000, bound), "{b:?}");
+                assert_eq!(checked.summaries.get(at, b, tags), summarize(b, tags));
+                at += b.len();
+            }
+            assert!(checked.batches.iter().any(|(_, a)| *a == Ok(true)));
+            assert!(checked.batches.iter().any(|(_, a)| a.is_err()));
+        }
     }
 }

@@ -3,9 +3,11 @@
 //! partition's flush policy.
 //!
 //! Every partition's payload in a request goes to the log in one write
-//! (`CommitLog::append_many`), and the durability waits overlap, so a request
-//! touching many partitions costs one system call and one group commit, not
-//! one of each per partition.
+//! (`CommitLog::append_many_checked`), and the durability waits overlap, so a
+//! request touching many partitions costs one system call and one group
+//! commit, not one of each per partition. Each batch's records are read
+//! once, before that (`weir_storage::check_produced`): the delay check and
+//! the index entry's summary come from the same parse.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -295,8 +297,8 @@ fn append_now(
                     )
                 });
             match checked {
-                Ok((partition, records, min_isr)) => {
-                    appends.push((partition, records));
+                Ok((partition, records, summaries, min_isr)) => {
+                    appends.push((partition, records, summaries));
                     slots.push(((topics.len(), partitions.len()), min_isr));
                     // Filled in once the appends below are done.
                     partitions.push(PartitionProduceResponse::default().with_index(data.index));
@@ -322,8 +324,8 @@ fn append_now(
 
     let mut waits = Vec::with_capacity(appends.len());
     let mut isr_checks = Vec::new();
-    let ids: Vec<PartitionId> = appends.iter().map(|(p, _)| p.id()).collect();
-    let outcomes = broker.log().append_many(&appends);
+    let ids: Vec<PartitionId> = appends.iter().map(|(p, _, _)| p.id()).collect();
+    let outcomes = broker.log().append_many_checked(&appends);
     for ((((topic, partition), min_isr), outcome), id) in slots.into_iter().zip(outcomes).zip(ids) {
         let Some(slot) = topics
             .get_mut(topic)
@@ -399,7 +401,7 @@ fn check(
     (acks, transactional_id): (i16, Option<&str>),
     broker_defaults: &std::collections::BTreeMap<String, String>,
     verified: Option<&Verified>,
-) -> Result<(Partition, Bytes, usize), Refused> {
+) -> Result<(Partition, Bytes, weir_storage::Summaries, usize), Refused> {
     if !(0..state.meta.partitions).contains(&index) {
         return Err(ApiError::unknown_partition(&state.meta.name, index).into());
     }
@@ -476,13 +478,13 @@ fn check(
             config: topic_config::DELAY_MAX_MS,
         },
     };
-    check_delays(
+    let summaries = check_delays(
         broker,
         (&state.meta.name, index),
         &records,
-        (config.compact, bound),
+        (config.compact, config.tag_summaries, bound),
     )?;
-    Ok((partition, records, min_isr))
+    Ok((partition, records, summaries, min_isr))
 }
 
 /// Delayed delivery's rules (`crate::delay`): every `weir.delay-ms` and
@@ -490,21 +492,24 @@ fn check(
 /// most one of them per record, due within `bound` (`weir.delay.max.ms`, or
 /// `retention.ms` when that is shorter), and never on a compacted
 /// topic or in a transaction; `weir.delayed-from-offset` is the broker's.
-/// Refused with INVALID_RECORD naming each record at fault.
+/// Refused with INVALID_RECORD naming each record at fault. The batches
+/// are read once for this and for their index entries: the summaries
+/// returned go to the append (with tag summaries when `tags`).
 fn check_delays(
     broker: &Broker,
     (topic, partition): (&str, i32),
     records: &[u8],
-    (compact, bound): (bool, weir_storage::DelayBound<'_>),
-) -> Result<(), Refused> {
+    (compact, tags, bound): (bool, bool, weir_storage::DelayBound<'_>),
+) -> Result<weir_storage::Summaries, Refused> {
     let invalid = |message: String| ApiError::new(ResponseError::InvalidRecord, message);
     let now = broker.clock.now_ms();
     let mut before = 0usize;
     let mut record_errors = Vec::new();
     let mut first = None;
-    for (header, batch) in batches(records).map_while(Result::ok) {
+    let checked = weir_storage::check_produced(records, now, bound, tags);
+    for (header, answer) in checked.batches {
         let count = usize::try_from(header.record_count).unwrap_or(0);
-        let refusal = match weir_storage::validate(batch, now, bound) {
+        let refusal = match answer {
             Ok(false) => None,
             Ok(true) if compact => Some(format!(
                 "{topic}-{partition} is compacted (cleanup.policy=compact), which keeps only the \
@@ -548,7 +553,7 @@ fn check_delays(
         before += count;
     }
     match first {
-        None => Ok(()),
+        None => Ok(checked.summaries),
         Some(first) => Err(Refused {
             error: invalid(format!(
                 "{} records of {topic}-{partition} have refused delayed-delivery headers; the \
