@@ -24,7 +24,7 @@
 use std::ops::Range;
 
 use crate::batch::RecordBatchHeader as H;
-use crate::rebuild::{BatchParseError, ParsedBatch};
+use crate::rebuild::{BatchParseError, ParsedBatch, records_of};
 use crate::records::{RecordFrame, RecordFramingError, read_varint, record_headers};
 use crate::tags::{
     FilterError, Filtered, TAG_FILTER_DECOMPRESSED_BYTES_MAX, TagExpr, empty_batch, filter_batch,
@@ -189,25 +189,40 @@ pub fn may_hold_delays(batch: &[u8]) -> bool {
     if header.codec() != 0 {
         return true;
     }
-    let section = batch.get(H::BYTES..).unwrap_or_default();
-    section
-        .windows(DELAY_KEY_PREFIX.len())
-        .any(|w| w == DELAY_KEY_PREFIX)
+    section_may_hold_delays(batch.get(H::BYTES..).unwrap_or_default())
+}
+
+/// Whether a records section, decompressed, may hold a delay header: it
+/// holds the bytes `weir.de`.
+pub(crate) fn section_may_hold_delays(records: &[u8]) -> bool {
+    memchr::memmem::find(records, DELAY_KEY_PREFIX).is_some()
+}
+
+/// `batch` parsed, when its decompressed records may hold a delay header;
+/// `None` when they cannot (no record is read then).
+fn parse_if_delayed(batch: &[u8]) -> Result<Option<ParsedBatch<'_>>, BatchParseError> {
+    let (header, records) = records_of(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?;
+    if !section_may_hold_delays(&records) {
+        return Ok(None);
+    }
+    ParsedBatch::from_records(batch, header, records).map(Some)
 }
 
 /// Whether the queue index should mark `batch`, one whole stored batch, as
 /// holding delayed-delivery records: a pending original or a copy
 /// ([`scan_delays`] finds one). A batch that passes [`may_hold_delays`]
-/// but cannot be read (corrupt, a copy's offset malformed, or records past
-/// 64 MiB decompressed) is marked too, so a record that might be pending
-/// is never served unfiltered: its reader parses it and decides.
+/// but cannot be read (it does not decompress, or within 64 MiB; or its
+/// records hold a delay header's first bytes and cannot be walked, or a
+/// copy's offset is malformed) is marked too, so a record that might be
+/// pending is never served unfiltered: its reader parses it and decides.
 pub fn delay_mark(batch: &[u8]) -> bool {
     may_hold_delays(batch) && scan_delays(batch).map_or(true, |scan| !scan.is_empty())
 }
 
 /// Every pending original and delivered copy of `batch`, one whole stored
 /// batch. A control batch, or one that fails [`may_hold_delays`], holds
-/// none and is not parsed. A record whose delay headers are malformed is
+/// none and is not parsed; nor is one whose decompressed records lack a
+/// delay header's first bytes. A record whose delay headers are malformed is
 /// not pending (stored data is delivered as it is); a copy whose
 /// [`DELAYED_FROM_HEADER`] is malformed is an error. Records are
 /// decompressed to at most 64 MiB.
@@ -215,10 +230,10 @@ pub fn scan_delays(batch: &[u8]) -> Result<DelayScan, DelayError> {
     if !may_hold_delays(batch) {
         return Ok(DelayScan::default());
     }
-    scan_parsed(&ParsedBatch::parse(
-        batch,
-        TAG_FILTER_DECOMPRESSED_BYTES_MAX,
-    )?)
+    match parse_if_delayed(batch)? {
+        Some(parsed) => scan_parsed(&parsed),
+        None => Ok(DelayScan::default()),
+    }
 }
 
 /// [`scan_delays`] of a data batch already parsed.
@@ -267,11 +282,10 @@ pub fn validate(batch: &[u8], now_ms: i64, bound: DelayBound<'_>) -> Result<bool
     if !may_hold_delays(batch) {
         return Ok(false);
     }
-    validate_parsed(
-        &ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?,
-        now_ms,
-        bound,
-    )
+    match parse_if_delayed(batch)? {
+        Some(parsed) => validate_parsed(&parsed, now_ms, bound),
+        None => Ok(false),
+    }
 }
 
 /// [`validate`] of a produced data batch already parsed.

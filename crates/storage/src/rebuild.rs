@@ -100,6 +100,16 @@ impl<'a> ParsedBatch<'a> {
     /// parse like any other; whether to touch them is the caller's call.
     pub fn parse(batch: &'a [u8], decompressed_bytes_max: usize) -> Result<Self, BatchParseError> {
         let (header, records) = records_of(batch, decompressed_bytes_max)?;
+        Self::from_records(batch, header, records)
+    }
+
+    /// [`Self::parse`] of a batch whose records section [`records_of`]
+    /// already gave.
+    pub fn from_records(
+        batch: &'a [u8],
+        header: H,
+        records: Cow<'a, [u8]>,
+    ) -> Result<Self, BatchParseError> {
         let capacity = usize::try_from(header.record_count)
             .unwrap_or(0)
             .min(records.len() / FRAMED_RECORD_BYTES_MIN)

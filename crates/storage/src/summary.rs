@@ -10,9 +10,12 @@
 //! append the summaries, from the same parse of each batch.
 
 use crate::batch::{RecordBatchHeader as H, batches};
-use crate::delay::{DelayBound, ValidateError, may_hold_delays, scan_parsed, validate_parsed};
+use crate::delay::{
+    DelayBound, ValidateError, may_hold_delays, scan_parsed, section_may_hold_delays,
+    validate_parsed,
+};
 use crate::format::TAG_SUMMARY_UNKNOWN;
-use crate::rebuild::ParsedBatch;
+use crate::rebuild::{BatchParseError, ParsedBatch, records_of};
 use crate::tags::TAG_FILTER_DECOMPRESSED_BYTES_MAX;
 
 /// A batch's tag summary and delay mark.
@@ -40,7 +43,8 @@ impl RecordsSummary {
 
 /// The summary of `batch`, one whole batch, with its tag summary when
 /// `tags`. Decompresses it (to at most 64 MiB) only when one of the two
-/// needs its records.
+/// may need its records, and walks them only when one does: for the delay
+/// mark, when the decompressed section holds a delay header's first bytes.
 pub(crate) fn summarize(batch: &[u8], tags: bool) -> RecordsSummary {
     inspect(batch, tags, None).0
 }
@@ -64,19 +68,31 @@ fn inspect(
     if !tags && !may_delay {
         return (none, Ok(false));
     }
-    let parsed = match ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX) {
+    // What a batch whose records cannot be read gets: marked when it may
+    // hold a delay (its reader then decides), and left to the log.
+    let unreadable = |e: BatchParseError, may_delay: bool| {
+        let summary = RecordsSummary {
+            delay_mark: may_delay,
+            ..none
+        };
+        let checked = match may_delay && check.is_some() {
+            true => Err(ValidateError::Unreadable(e)),
+            false => Ok(false),
+        };
+        (summary, checked)
+    };
+    let (header, records) = match records_of(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX) {
+        Ok(read) => read,
+        Err(e) => return unreadable(e, may_delay),
+    };
+    // Decompressed, a section without a delay header's first bytes holds none.
+    let delayed = may_delay && section_may_hold_delays(&records);
+    if !tags && !delayed {
+        return (none, Ok(false));
+    }
+    let parsed = match ParsedBatch::from_records(batch, header, records) {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let summary = RecordsSummary {
-                delay_mark: may_delay,
-                ..none
-            };
-            let checked = match may_delay && check.is_some() {
-                true => Err(ValidateError::Unreadable(e)),
-                false => Ok(false),
-            };
-            return (summary, checked);
-        }
+        Err(e) => return unreadable(e, delayed),
     };
     let summary = RecordsSummary {
         tags,
@@ -84,9 +100,9 @@ fn inspect(
             true => crate::tags::summary_of(&parsed).unwrap_or(TAG_SUMMARY_UNKNOWN),
             false => TAG_SUMMARY_UNKNOWN,
         },
-        delay_mark: may_delay && scan_parsed(&parsed).map_or(true, |s| !s.is_empty()),
+        delay_mark: delayed && scan_parsed(&parsed).map_or(true, |s| !s.is_empty()),
     };
-    let checked = match (may_delay, check) {
+    let checked = match (delayed, check) {
         (true, Some((now_ms, bound))) => validate_parsed(&parsed, now_ms, bound),
         _ => Ok(false),
     };
