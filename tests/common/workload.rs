@@ -89,8 +89,9 @@ struct Recorder {
 }
 
 impl ClientContext for Recorder {
-    /// librdkafka's logs, on stderr when `WEIR_TEST_RDKAFKA_DEBUG` names
-    /// debug contexts (say `eos,msg`) to follow a failure's client side.
+    /// librdkafka's logs on stderr (shown under a failing test), with its
+    /// debug log when `WEIR_TEST_RDKAFKA_DEBUG` names debug contexts (say
+    /// `eos,msg`), to follow a failure's client side.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
