@@ -37,7 +37,8 @@ class Broker:
     def __init__(self, weir, data_dir, extra=()):
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [weir, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir, *extra],
+            [weir, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--data-dir", data_dir, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -15,7 +15,8 @@
 # Environment (defaults in brackets; --trial lowers them):
 #   WEIR [target/release/weir, built when missing]: nodes and client
 #   DATA_ROOT [target/benchdata-cluster] (wiped at start and, unless KEEP_DATA=1, at exit)
-#   OUT [target/bench-cluster]   PORT [39192]: node N listens on PORT+100*(N-1), its Raft on +1
+#   OUT [target/bench-cluster]   PORT [39192]: node N listens on PORT+100*(N-1), its Raft on +1,
+#     its admin API on +2
 #   SERVE_ARGS: extra `weir serve` flags for every node
 #   PRODUCE_RECORDS [300000] 1 KiB records per produce run   PRODUCE_RUNS [3] (RF 3 and RF 1 alternate)
 #   PRODUCE_PARTITIONS [3]   KILLS [20]   PROBE_TIMEOUT_S [30]: give up on one failover after this
@@ -34,7 +35,7 @@ STEPS=()
 for arg in "$@"; do
     case "$arg" in
         --trial) TRIAL=1 ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         limits|produce|failover|rejoin|creates) STEPS+=("$arg") ;;
         *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
@@ -53,6 +54,7 @@ fi
 NODES=(1 2 3)
 TICKS=$(getconf CLK_TCK)
 addr() { echo "127.0.0.1:$((PORT + 100 * ($1 - 1)))"; }
+admin_addr() { echo "127.0.0.1:$((PORT + 100 * ($1 - 1) + 2))"; }
 VOTERS=$(for n in "${NODES[@]}"; do printf '%s@127.0.0.1:%s,' "$n" "$((PORT + 100 * (n - 1) + 1))"; done)
 VOTERS=${VOTERS%,}
 BOOTSTRAP=$(for n in "${NODES[@]}"; do printf '%s,' "$(addr "$n")"; done)
@@ -78,8 +80,8 @@ declare -A PID=()
 start_node() { # $1: node id
     local n=$1
     # shellcheck disable=SC2086
-    "$WEIR" serve --node-id "$n" --listen "$(addr "$n")" --voters "$VOTERS" \
-        --data-dir "$DATA_ROOT/node-$n" --set default.replication.factor=3 ${SERVE_ARGS:-} \
+    "$WEIR" serve --node-id "$n" --listen "$(addr "$n")" --admin-listen "$(admin_addr "$n")" \
+        --voters "$VOTERS" --data-dir "$DATA_ROOT/node-$n" --set default.replication.factor=3 ${SERVE_ARGS:-} \
         >>"$OUT/node-$n.log" 2>&1 &
     PID[$n]=$!
 }

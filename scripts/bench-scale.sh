@@ -66,7 +66,8 @@ BROKER_PID=
 start_broker() {
     # SERVE_ARGS: extra `weir serve` flags, e.g. "--set log.index.memory.bytes=16777216".
     # shellcheck disable=SC2086
-    "$WEIR" serve --listen "$ADDR" --data-dir "$1" --log-level warn ${SERVE_ARGS:-} >>"$1.log" 2>&1 &
+    "$WEIR" serve --listen "$ADDR" --admin-listen 127.0.0.1:0 --data-dir "$1" --log-level warn \
+        ${SERVE_ARGS:-} >>"$1.log" 2>&1 &
     BROKER_PID=$!
 }
 wait_listening() {

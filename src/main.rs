@@ -23,6 +23,11 @@ struct Cli {
     #[arg(long, global = true, env = "WEIR_BROKERS", default_value = cli::BROKERS_DEFAULT,
           value_name = "HOST:PORT[,...]")]
     brokers: String,
+    /// The broker's HTTP admin API, for `weir delayed` and the delayed
+    /// records of `weir topic describe` (`weir serve --admin-listen`).
+    #[arg(long, global = true, env = "WEIR_ADMIN_URL", default_value = cli::admin_api::ADMIN_URL_DEFAULT,
+          value_name = "URL")]
+    admin_url: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +54,8 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// List and describe transactions, and abort a hanging one.
     Txn(cli::txn::TxnArgs),
+    /// List and cancel delayed records a broker holds back.
+    Delayed(cli::delayed::DelayedArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,7 +73,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "rdkafka")]
         Command::Bench(cmd) => weir_bench::run(cmd)
             .map_err(|err| failed(err.as_ref(), cli::exit_code_of_chain(err.as_ref()))),
-        Command::Topic(args) => cli::topic::run(brokers, args).map_err(cli_failed),
+        Command::Topic(args) => cli::topic::run(brokers, &cli.admin_url, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
         Command::Produce(args) => cli::produce::run(brokers, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cli::cluster::run(brokers, args).map_err(cli_failed),
         Command::Group(args) => cli::group::run(brokers, args).map_err(cli_failed),
         Command::Txn(args) => cli::txn::run(brokers, args).map_err(cli_failed),
+        Command::Delayed(args) => cli::delayed::run(&cli.admin_url, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -464,7 +464,7 @@ fn serve_raises_its_open_files_soft_limit_to_the_hard_limit() -> anyhow::Result<
     // Started with a soft limit far below the hard one, as on many systems.
     let mut child = std::process::Command::new("sh")
         .arg("-c")
-        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1" --log-level info"#)
+        .arg(r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$1" --log-level info"#)
         .arg(env!("CARGO_BIN_EXE_weir"))
         .arg(dir.path())
         .env("NO_COLOR", "1")

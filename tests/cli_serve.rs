@@ -153,6 +153,7 @@ fn settings_that_cannot_be_used_are_usage_errors_before_anything_opens() -> anyh
             &[],
             "log.retention.ms",
         ),
+        (&["--admin-listen", "nowhere"], &[], "HOST:PORT"),
     ];
     for (args, envs, says) in cases {
         let mut argv = listen.to_vec();

@@ -772,7 +772,8 @@ fn topic_id(bootstrap: &str, topic: &str) -> anyhow::Result<String> {
 #[test]
 fn cluster_local_runs_three_nodes_and_stops_them_cleanly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    // Six ports: 3 Kafka listeners 100 apart, each with its controller port after it.
+    // Nine ports: 3 Kafka listeners 100 apart, each with its controller and
+    // admin ports after it.
     let base = free_base_port()?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
@@ -848,7 +849,8 @@ fn cluster_local_runs_three_nodes_and_stops_them_cleanly() -> anyhow::Result<()>
     Ok(())
 }
 
-/// A port p such that p, p+1, p+100, p+101, p+200 and p+201 are all free.
+/// A port p such that p, p+1, p+2, p+100, p+101, p+102, p+200, p+201 and
+/// p+202 are all free (each node's Kafka, controller and admin ports).
 #[test]
 fn cluster_local_json_says_when_the_nodes_are_ready_and_when_they_stopped() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -877,6 +879,14 @@ fn cluster_local_json_says_when_the_nodes_are_ready_and_when_they_stopped() -> a
         ready["bootstrap"] == format!("127.0.0.1:{base}").as_str(),
         "{ready}"
     );
+    let admin = format!("127.0.0.1:{}", base + 2);
+    ensure!(ready["admin"] == admin.as_str(), "{ready}");
+    let health = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(format!("http://{admin}/health"))
+        .send()?;
+    ensure!(health.status() == 200, "GET /health: {}", health.status());
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;
@@ -915,7 +925,7 @@ fn free_base_port() -> anyhow::Result<u16> {
         if base > 60_000 {
             continue;
         }
-        let all_free = [0, 1, 100, 101, 200, 201]
+        let all_free = [0, 1, 2, 100, 101, 102, 200, 201, 202]
             .iter()
             .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
         if all_free {
@@ -1614,6 +1624,8 @@ fn a_controller_only_voter_counts_toward_the_quorum_without_a_broker() -> anyhow
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["serve", "--node-id", "3", "--process-roles", "controller"])
+        // A controller-only node has no admin API; said outright all the same.
+        .args(["--admin-listen", "none"])
         .args(["--voters", &voters, "--data-dir"])
         .arg(dir.path())
         .env("NO_COLOR", "1")

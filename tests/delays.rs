@@ -666,3 +666,260 @@ fn a_consumer_reading_past_many_hidden_records_sees_no_error() -> anyhow::Result
     );
     Ok(())
 }
+
+/// `weir ARGS` against `broker`'s Kafka listener and admin API: its exit
+/// code, stdout and stderr.
+fn weir_tool(broker: &Broker, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    ensure!(broker.admin_addr().is_some(), "the broker has no admin API");
+    let output = common::cli::command(broker, args)
+        .output()
+        .context("cannot run weir")?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout)?,
+        String::from_utf8(output.stderr)?,
+    ))
+}
+
+/// `weir ARGS --json`'s document, which must exit 0.
+fn weir_json(broker: &Broker, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let (code, out, err) = weir_tool(broker, &args)?;
+    ensure!(code == 0, "weir {args:?} exited {code}: {err}");
+    serde_json::from_str(&out).with_context(|| format!("weir {args:?} printed {out:?}"))
+}
+
+/// The offsets `weir delayed list TOPIC --json` shows, in its order, and the
+/// pending count it gives.
+fn listed(broker: &Broker, topic: &str) -> anyhow::Result<(Vec<i64>, u64)> {
+    let list = weir_json(broker, &["delayed", "list", topic])?;
+    let offsets = list["records"]
+        .as_array()
+        .context("records")?
+        .iter()
+        .map(|r| r["offset"].as_i64().context("offset"))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((offsets, list["pending"].as_u64().context("pending")?))
+}
+
+#[test]
+fn the_tools_list_count_and_cancel_pending_records_and_a_cancel_survives_a_restart()
+-> anyhow::Result<()> {
+    let mut broker = Broker::start(&[])?;
+    let topic = "tools";
+    common::create_topic_blocking(&broker.bootstrap(), topic, 1, &[])?;
+    let produced_at = now_ms();
+    let records = vec![
+        record(0, &[]),
+        record(1, &[(DELAY_MS, "600000".into())]),
+        record(2, &[(DELAY_MS, "2000".into()), ("k", "x".into())]),
+        record(3, &[(DELIVER_AT, (produced_at + 1_200_000).to_string())]),
+        // Cancelled before it is due, with seconds to spare.
+        record(4, &[(DELAY_MS, "6000".into())]),
+        record(5, &[(DELAY_MS, "7000".into())]),
+    ];
+    let offsets: Vec<i64> = produce(&broker.bootstrap(), topic, &records, "lz4")?
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("a produce failed: {e}"))?;
+    ensure!(offsets == [0, 1, 2, 3, 4, 5], "{offsets:?}");
+
+    // Listed in due order, with their records, and delivered by nobody.
+    let list = weir_json(&broker, &["delayed", "list", topic])?;
+    ensure!(list["pending"] == 5, "{list}");
+    let shown: Vec<(i64, String, String)> = list["records"]
+        .as_array()
+        .context("records")?
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_i64().unwrap_or(-1),
+                r["key"].as_str().unwrap_or_default().to_owned(),
+                r["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, String, String)> = [2, 4, 5, 1, 3]
+        .iter()
+        .map(|&i| (i, format!("key-{i}"), format!("value-{i}")))
+        .collect();
+    ensure!(shown == want, "{shown:?}");
+    let first = &list["records"][0];
+    ensure!(
+        first["headers"]
+            == serde_json::json!([
+                { "key": DELAY_MS, "value": "2000" },
+                { "key": "k", "value": "x" },
+            ]),
+        "headers in order: {first}"
+    );
+    let due = first["due_ms"].as_i64().context("due")?;
+    ensure!(
+        (produced_at + 2_000..=now_ms() + 2_000).contains(&due),
+        "due {due}, produced at {produced_at}"
+    );
+    // `topic describe` counts them and names the next due time.
+    let described = weir_json(&broker, &["topic", "describe", topic])?;
+    ensure!(
+        described["delayed"]["pending"] == 5 && described["delayed"]["next_due_ms"] == due,
+        "{described}"
+    );
+    let (code, text, err) = weir_tool(&broker, &["topic", "describe", topic])?;
+    ensure!(
+        code == 0 && text.contains("delayed records pending: 5, next due "),
+        "{code} {text} {err}"
+    );
+
+    // Cancel one due soon and one due in ten minutes.
+    for offset in ["4", "1"] {
+        let (code, out, err) = weir_tool(
+            &broker,
+            &[
+                "delayed",
+                "cancel",
+                topic,
+                "--partition",
+                "0",
+                "--offset",
+                offset,
+            ],
+        )?;
+        ensure!(code == 0 && out.contains("cancelled"), "{code} {out} {err}");
+    }
+    // What cannot be cancelled says why, with exit code 1.
+    for (offset, why) in [
+        ("4", "no longer pending"),
+        ("0", "not a delayed record"),
+        ("99", "no committed record"),
+    ] {
+        let (code, _, err) = weir_tool(
+            &broker,
+            &[
+                "delayed",
+                "cancel",
+                topic,
+                "--partition",
+                "0",
+                "--offset",
+                offset,
+            ],
+        )?;
+        ensure!(
+            code == 1 && err.contains(why),
+            "offset {offset}: {code} {err}"
+        );
+    }
+    let now = listed(&broker, topic)?;
+    ensure!(now == (vec![2, 5, 3], 3), "after the cancels: {now:?}");
+
+    // Copies come in due order: once 5's is read, 4's would have been.
+    let consumer = consumer(&broker.bootstrap(), topic)?;
+    let mut seen = Vec::new();
+    poll_until(&consumer, &mut seen, WAIT, |seen| {
+        seen.iter()
+            .any(|m| header(m, DELAYED_FROM).as_deref() == Some("5"))
+    })?;
+    let read: Vec<(i64, Option<String>)> = seen
+        .iter()
+        .map(|m| (m.offset(), header(m, DELAYED_FROM)))
+        .collect();
+    let delivered: Vec<Option<String>> = read.iter().map(|(_, from)| from.clone()).collect();
+    ensure!(
+        delivered == [None, Some("2".into()), Some("5".into())],
+        "the plain record, then 2 and 5, never a cancelled one or a marker: {read:?}"
+    );
+    let now = listed(&broker, topic)?;
+    ensure!(now == (vec![3], 1), "after 2 and 5 were delivered: {now:?}");
+
+    // A restart forgets no cancel: 1 stays cancelled, 3 pending.
+    broker.sigkill()?;
+    broker.restart()?;
+    let now = listed(&broker, topic)?;
+    ensure!(now == (vec![3], 1), "after a restart: {now:?}");
+    let (code, _, err) = weir_tool(
+        &broker,
+        &[
+            "delayed",
+            "cancel",
+            topic,
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+        ],
+    )?;
+    ensure!(
+        code == 1 && err.contains("no longer pending"),
+        "{code} {err}"
+    );
+    let cancelled = weir_json(
+        &broker,
+        &[
+            "delayed",
+            "cancel",
+            topic,
+            "--partition",
+            "0",
+            "--offset",
+            "3",
+        ],
+    )?;
+    ensure!(cancelled["cancelled"] == true, "{cancelled}");
+    let now = listed(&broker, topic)?;
+    ensure!(now == (vec![], 0), "after the last cancel: {now:?}");
+    Ok(())
+}
+
+#[test]
+fn the_tools_refuse_what_does_not_exist_and_say_when_no_admin_api_answers() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let (code, _, err) = weir_tool(&broker, &["delayed", "list", "nothing"])?;
+    ensure!(
+        code == 1 && err.contains("no topic named nothing"),
+        "{code} {err}"
+    );
+    common::create_topic_blocking(&broker.bootstrap(), "two", 2, &[])?;
+    let (code, _, err) = weir_tool(
+        &broker,
+        &[
+            "delayed",
+            "cancel",
+            "two",
+            "--partition",
+            "2",
+            "--offset",
+            "0",
+        ],
+    )?;
+    ensure!(
+        code == 1 && err.contains("has no partition 2"),
+        "{code} {err}"
+    );
+    let (code, out, _) = weir_tool(&broker, &["delayed", "list", "two"])?;
+    ensure!(
+        code == 0 && out.contains("delayed records pending: 0"),
+        "{code} {out}"
+    );
+    // No admin API there: exit code 3, as for an unreachable broker.
+    let closed = format!("127.0.0.1:{}", common::reserve_port()?);
+    let output = common::cli::command(&broker, &["delayed", "list", "two"])
+        .env("WEIR_ADMIN_URL", &closed)
+        .output()?;
+    let err = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(3) && err.contains("no admin API answered"),
+        "{:?} {err}",
+        output.status
+    );
+    // `topic describe` still describes, and says what it could not learn.
+    let output = common::cli::command(&broker, &["topic", "describe", "two"])
+        .env("WEIR_ADMIN_URL", &closed)
+        .output()?;
+    let out = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && out.contains("delayed records pending: unknown"),
+        "{out}"
+    );
+    Ok(())
+}

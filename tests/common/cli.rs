@@ -7,10 +7,14 @@ use anyhow::{Context as _, ensure};
 
 use super::Broker;
 
-/// `weir ARGS` with WEIR_BROKERS pointing at `broker`, not yet started.
+/// `weir ARGS` with WEIR_BROKERS pointing at `broker`, and WEIR_ADMIN_URL
+/// at its admin API when it has one, not yet started.
 pub fn command(broker: &Broker, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
     command.args(args).env("WEIR_BROKERS", broker.bootstrap());
+    if let Some(admin) = broker.admin_addr() {
+        command.env("WEIR_ADMIN_URL", admin);
+    }
     command
 }
 
@@ -50,11 +54,17 @@ pub const REFUSED_START_TIMEOUT: std::time::Duration = std::time::Duration::from
 
 /// Runs `weir serve ARGS` with the extra environment `envs`, expecting it to
 /// exit by itself (a refused start). Fails, after killing it, when it is
-/// still running after [`REFUSED_START_TIMEOUT`].
+/// still running after [`REFUSED_START_TIMEOUT`]. Unless `args` give
+/// `--admin-listen`, the admin listener takes a free port (127.0.0.1:0),
+/// never the default one, which parallel tests would share.
 pub fn serve_expecting_exit(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("serve")
-        .args(args)
+    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.arg("serve").args(args);
+    if super::admin_listen_in(&owned).is_none() {
+        command.args(["--admin-listen", "127.0.0.1:0"]);
+    }
+    let mut child = command
         .envs(envs.iter().copied())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

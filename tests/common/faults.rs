@@ -280,13 +280,18 @@ impl Node {
             Some(net) => net.command(program),
             None => Command::new(program),
         };
-        let mut child = command
+        command
             .arg("serve")
             .arg("--listen")
             .arg(&self.listen)
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(&self.extra_args)
+            .args(&self.extra_args);
+        if super::admin_listen_in(&self.extra_args).is_none() {
+            // Never the default port: nodes in the root namespace share it.
+            command.args(["--admin-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -53,8 +53,26 @@ pub struct Broker {
     /// Environment variables set for every life (FAILPOINTS, ...).
     envs: Vec<(String, String)>,
     addr: String,
+    /// The admin listener's address: `--admin-listen` as the harness gives
+    /// it (127.0.0.1:0, then the port the first life bound, so it survives
+    /// restarts as `addr` does), or as `extra_args` give it; `None` when
+    /// they give `none`.
+    admin_addr: Option<String>,
+    /// Whether `extra_args` give `--admin-listen` (the harness then adds none).
+    admin_in_extra_args: bool,
     stderr_path: PathBuf,
     lives: u32,
+}
+
+/// The `--admin-listen` that `args` give, if they give one.
+pub fn admin_listen_in(args: &[String]) -> Option<&str> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        if arg == "--admin-listen" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            arg.strip_prefix("--admin-listen=")
+        }
+    })
 }
 
 impl Broker {
@@ -81,10 +99,18 @@ impl Broker {
             .tempdir()
             .context("cannot create the broker's temporary folder")?;
         let stderr_path = dir.path().join("broker.stderr");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let admin_given = admin_listen_in(&extra_args).map(str::to_owned);
         let mut broker = Self {
             child: None,
             dir,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            admin_in_extra_args: admin_given.is_some(),
+            admin_addr: match admin_given.as_deref() {
+                Some("none") => None,
+                Some(given) => Some(given.to_owned()),
+                None => Some("127.0.0.1:0".to_owned()),
+            },
+            extra_args,
             envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -108,6 +134,12 @@ impl Broker {
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.clone()
+    }
+
+    /// The admin listener's `host:port` as the broker printed it
+    /// (`admin listening on`); `None` with `--admin-listen none`.
+    pub fn admin_addr(&self) -> Option<&str> {
+        self.admin_addr.as_deref()
     }
 
     /// The broker's data folder, kept across restarts.
@@ -216,13 +248,20 @@ impl Broker {
             .open(&self.stderr_path)
             .context("cannot open the broker's stderr file")?;
         let data_dir = self.data_dir();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
             .arg("serve")
             .arg("--listen")
             .arg(listen)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(&self.extra_args)
+            .args(&self.extra_args);
+        if !self.admin_in_extra_args {
+            // Never the default port: tests start many brokers at once.
+            let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
+            command.args(["--admin-listen", admin]);
+        }
+        let mut child = command
             .env("NO_COLOR", "1")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -231,39 +270,62 @@ impl Broker {
             .spawn()
             .context("cannot start weir serve")?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
-        let (tx, rx) = mpsc::sync_channel::<String>(1);
-        // The reader keeps draining stdout after the listening line so the
+        let (tx, rx) = mpsc::sync_channel::<Listening>(2);
+        // The reader keeps draining stdout after the listening lines so the
         // broker never blocks on a full pipe.
         std::thread::spawn(move || {
-            let mut sent = false;
+            let (mut kafka_sent, mut admin_sent) = (false, false);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if sent {
-                    continue;
-                }
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                    sent = true;
+                if !kafka_sent && let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(Listening::Kafka(addr.trim().to_string()));
+                    kafka_sent = true;
+                } else if !admin_sent && let Some(addr) = line.strip_prefix("admin listening on ") {
+                    let _ = tx.send(Listening::Admin(addr.trim().to_string()));
+                    admin_sent = true;
                 }
             }
         });
-        match rx.recv_timeout(BROKER_START_TIMEOUT) {
-            Ok(addr) => {
-                self.addr = addr;
-                self.child = Some(child);
-                Ok(())
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "weir serve (life {}) printed no `listening on` line within {BROKER_START_TIMEOUT:?}\n{}",
-                    self.lives,
-                    self.stderr_tail()
-                )
+        // The admin line follows the Kafka one; it is awaited only when the
+        // admin listener is on.
+        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let (mut kafka, mut admin) = (None, None);
+        while kafka.is_none() || (self.admin_addr.is_some() && admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Listening::Kafka(addr)) => kafka = Some(addr),
+                Ok(Listening::Admin(addr)) => admin = Some(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let missing = if kafka.is_none() {
+                        "`listening on`"
+                    } else {
+                        "`admin listening on`"
+                    };
+                    bail!(
+                        "weir serve (life {}) printed no {missing} line within {BROKER_START_TIMEOUT:?}\n{}",
+                        self.lives,
+                        self.stderr_tail()
+                    )
+                }
             }
         }
+        self.addr = kafka.context("no Kafka address")?;
+        if self.admin_addr.is_some() {
+            self.admin_addr = admin;
+        }
+        self.child = Some(child);
+        Ok(())
     }
+}
+
+/// A listening line of `weir serve`'s stdout.
+enum Listening {
+    /// `listening on HOST:PORT`: the Kafka listener.
+    Kafka(String),
+    /// `admin listening on HOST:PORT`: the admin API.
+    Admin(String),
 }
 
 impl Drop for Broker {

@@ -97,8 +97,8 @@ trap 'exit 143' TERM
 # start_broker [SERVE_ARGS...]: starts weir serve; sets broker_pid, and
 # bootstrap once it prints its address (empty if it exits or is too slow).
 start_broker() {
-    "$weir" serve --listen 127.0.0.1:0 --data-dir "$work/data" --auto-create-topics true --default-partitions 4 \
-        "$@" >"$work/broker.out" 2>"$work/broker.err" &
+    "$weir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
+        --auto-create-topics true --default-partitions 4 "$@" >"$work/broker.out" 2>"$work/broker.err" &
     broker_pid=$!
     bootstrap=""
     for _ in $(seq 1 $((start_timeout_s * 10))); do

@@ -51,8 +51,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$weir" serve --listen 127.0.0.1:0 --data-dir "$work/data" --auto-create-topics true --default-partitions 4 \
-    >"$work/broker.out" 2>"$work/broker.err" &
+"$weir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
+    --auto-create-topics true --default-partitions 4 >"$work/broker.out" 2>"$work/broker.err" &
 broker_pid=$!
 bootstrap=""
 for _ in $(seq 1 $((start_timeout_s * 10))); do

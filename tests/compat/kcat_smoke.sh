@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$weir" serve --listen 127.0.0.1:0 --data-dir "$work/data" \
+"$weir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
     --set group.initial.rebalance.delay.ms=0 >"$work/broker.out" 2>"$work/broker.err" &
 broker_pid=$!
 bootstrap=""

@@ -41,8 +41,9 @@ Examples:
   weir cluster local --port 19092 --serve-arg=--set --serve-arg=min.insync.replicas=2
 
 Node i (from 1) listens for clients on --port + 100*(i-1) (9092, 9192, 9292
-by default) and for its quorum peers on the next port (9093, 9193, 9293). The
-bootstrap addresses are printed once every node is ready, and each node's log
+by default), for its quorum peers on the next port (9093, 9193, 9293) and for
+its admin API on the one after (9094, 9194, 9294). The bootstrap and admin
+addresses are printed once every node is ready, and each node's log
 follows with its name in front. Ctrl-C stops every node cleanly; the data stays
 in --data-dir for the next start.")]
     Local(crate::cluster_local::LocalArgs),

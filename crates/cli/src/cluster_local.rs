@@ -1,7 +1,8 @@
 //! `weir cluster local`: a cluster of `weir serve` processes on this
 //! machine, for trying a cluster out. Node `i` (from 1) listens for Kafka
-//! clients on `--port + 100·(i−1)` and for its quorum peers on the port
-//! after it, keeps its data in `<data dir>/node-i`, and runs both roles.
+//! clients on `--port + 100·(i−1)`, for its quorum peers on the port after
+//! it and for the admin API on the port after that, keeps its data in
+//! `<data dir>/node-i`, and runs both roles.
 //! Each node's log is shown with its name in front; Ctrl-C (or SIGTERM)
 //! stops every node the way `weir serve` stops (controlled shutdown, log
 //! flushed) and waits for them. A node that exits on its own stops the
@@ -35,8 +36,9 @@ pub struct LocalArgs {
     /// the cluster stops, so the next start finds its topics again.
     #[arg(long, value_name = "DIR", default_value = "weir-cluster")]
     data_dir: PathBuf,
-    /// Node 1's Kafka port; node i's is this + 100·(i−1), and its controller
-    /// port the one after its Kafka port.
+    /// Node 1's Kafka port; node i's is this + 100·(i−1), its controller
+    /// port the one after its Kafka port, and its admin port the one after
+    /// that.
     #[arg(long, default_value_t = 9092, value_parser = clap::value_parser!(u16).range(1..=64_000))]
     port: u16,
     /// Extra `weir serve` arguments for every node, e.g. --serve-arg=--set
@@ -69,8 +71,18 @@ async fn local(args: LocalArgs, json: bool) -> Result<()> {
         source,
     })?;
     let kafka_port = |id: u16| args.port + 100 * (id - 1);
+    // Each node's ports are its Kafka port and the two after it, 100 apart
+    // from the next node's (NODES_MAX nodes and a --port of at most 64000
+    // stay below 65536).
+    let controller_port = |id: u16| kafka_port(id) + 1;
+    let admin_port = |id: u16| kafka_port(id) + 2;
+    // Unless the --serve-args choose it themselves.
+    let admin_given = args
+        .serve_args
+        .iter()
+        .any(|arg| arg == "--admin-listen" || arg.starts_with("--admin-listen="));
     let voters = (1..=args.nodes)
-        .map(|id| format!("{id}@127.0.0.1:{}", kafka_port(id) + 1))
+        .map(|id| format!("{id}@127.0.0.1:{}", controller_port(id)))
         .collect::<Vec<_>>()
         .join(",");
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -84,7 +96,11 @@ async fn local(args: LocalArgs, json: bool) -> Result<()> {
             .args(["--listen", &format!("127.0.0.1:{}", kafka_port(id))])
             .args(["--voters", &voters])
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&dir);
+        if !admin_given {
+            command.args(["--admin-listen", &format!("127.0.0.1:{}", admin_port(id))]);
+        }
+        command
             .args(&args.serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -104,6 +120,14 @@ async fn local(args: LocalArgs, json: bool) -> Result<()> {
         .map(|id| format!("127.0.0.1:{}", kafka_port(id)))
         .collect::<Vec<_>>()
         .join(",");
+    // The nodes' admin APIs, in node order; unknown here when --serve-args
+    // chose them.
+    let admin = (!admin_given).then(|| {
+        (1..=args.nodes)
+            .map(|id| format!("127.0.0.1:{}", admin_port(id)))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     let mut ready = 0u16;
     let started = tokio::time::Instant::now();
     let mut stopping = std::pin::pin!(stop_signal());
@@ -113,7 +137,10 @@ async fn local(args: LocalArgs, json: bool) -> Result<()> {
                 let Some(line) = line else {
                     break Some("every node's output closed".into());
                 };
-                if line.contains("] listening on ") {
+                // The Kafka listener's line, not `admin listening on` or
+                // `controller listening on`.
+                let said = line.split_once("] ").map_or("", |(_, said)| said);
+                if said.starts_with("listening on ") {
                     ready += 1;
                     if ready == args.nodes {
                         // Listening is not serving yet: each broker is
@@ -137,12 +164,17 @@ async fn local(args: LocalArgs, json: bool) -> Result<()> {
                                     "nodes": args.nodes,
                                     "data_dir": args.data_dir.display().to_string(),
                                     "bootstrap": bootstrap,
+                                    "admin": admin,
                                 })
                             );
                         } else {
+                            let admin = admin
+                                .as_deref()
+                                .map(|admin| format!("admin: {admin}\n"))
+                                .unwrap_or_default();
                             println!(
                                 "cluster of {} nodes ready; data in {}\nbootstrap: {bootstrap}\n\
-                                 Ctrl-C stops every node.",
+                                 {admin}Ctrl-C stops every node.",
                                 args.nodes,
                                 args.data_dir.display()
                             );

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{CliError, Result};
+use crate::{CliError, Result, print_json};
 use bytes::Buf as _;
 use clap::{ArgGroup, Args, Subcommand};
 use kafka_protocol::messages::offset_commit_request::{
@@ -141,12 +141,6 @@ pub fn run(brokers: &str, args: GroupArgs) -> Result<()> {
         GroupCommand::ResetOffsets(args) => reset_offsets(&mut client, &args, json),
         GroupCommand::Delete { group } => delete(&mut client, &group, json),
     }
-}
-
-/// Prints `value` as one JSON document on a line.
-fn print_json(value: &serde_json::Value) -> Result<()> {
-    super::print_out(&format!("{value}\n"))?;
-    Ok(())
 }
 
 /// `None` for an empty string, as the JSON documents show absent values.

@@ -11,10 +11,12 @@
 //! `produce` and `consume` run on librdkafka and exist only with the
 //! `rdkafka` feature.
 
+pub mod admin_api;
 pub mod cluster;
 mod cluster_local;
 #[cfg(feature = "rdkafka")]
 pub mod consume;
+pub mod delayed;
 pub mod group;
 #[cfg(feature = "rdkafka")]
 pub mod produce;
@@ -43,7 +45,9 @@ Exit codes:
   3  broker unreachable: no broker in --brokers answered in time
 
 Every command that talks to a broker takes --brokers HOST:PORT[,HOST:PORT...]
-(or WEIR_BROKERS), default 127.0.0.1:9092.";
+(or WEIR_BROKERS), default 127.0.0.1:9092. `weir delayed` and the delayed
+records of `weir topic describe` come from the broker's admin API instead:
+--admin-url (or WEIR_ADMIN_URL), default http://127.0.0.1:9644.";
 
 /// Exit code of a failed operation.
 pub const EXIT_FAILED: u8 = 1;
@@ -95,6 +99,22 @@ pub enum CliError {
         /// The system's error.
         source: std::io::Error,
     },
+    /// The broker's admin API could not be asked, or answered no JSON.
+    #[error("{what}")]
+    Admin {
+        /// What could not be done.
+        what: Cow<'static, str>,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
+    /// No admin API answered at the address given (exit code 3).
+    #[error("{what}")]
+    AdminUnreachable {
+        /// What could not be done.
+        what: Cow<'static, str>,
+        /// The HTTP client's error.
+        source: reqwest::Error,
+    },
     /// A consumed record could not be written as JSON.
     #[error("cannot format a record as JSON")]
     Json(#[source] serde_json::Error),
@@ -140,6 +160,7 @@ pub fn exit_code(err: &CliError) -> ExitCode {
     ExitCode::from(match err {
         CliError::Usage(_) => EXIT_USAGE,
         CliError::Client(client) if client.is_unreachable() => EXIT_UNREACHABLE,
+        CliError::AdminUnreachable { .. } => EXIT_UNREACHABLE,
         _ => EXIT_FAILED,
     })
 }
@@ -298,6 +319,12 @@ fn print_out(text: &str) -> Result<Printed> {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(Printed::ReaderGone),
         Err(err) => Err(CliError::io("cannot write to stdout")(err)),
     }
+}
+
+/// Prints `value` as one JSON document on a line.
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    print_out(&format!("{value}\n"))?;
+    Ok(())
 }
 
 /// Whether stdout still has a reader.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::{CliError, Result};
+use crate::{CliError, Result, print_json};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -207,14 +207,14 @@ pub struct AlterConfigArgs {
 }
 
 /// Runs a `weir topic` command against `brokers`.
-pub fn run(brokers: &str, args: TopicArgs) -> Result<()> {
+pub fn run(brokers: &str, admin_url: &str, args: TopicArgs) -> Result<()> {
     // Connecting first fails fast, with exit code 3, when no broker answers.
     let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
         TopicCommand::Create(args) => create(&mut client, args, json),
         TopicCommand::List => list(&mut client, json),
-        TopicCommand::Describe { topic } => describe(&mut client, &topic, json),
+        TopicCommand::Describe { topic } => describe(&mut client, admin_url, &topic, json),
         TopicCommand::Delete { topic } => delete(&mut client, &topic, json),
         TopicCommand::AlterConfig(args) => alter_config(&mut client, args, json),
         TopicCommand::AddPartitions { topic, total } => {
@@ -223,12 +223,6 @@ pub fn run(brokers: &str, args: TopicArgs) -> Result<()> {
         TopicCommand::Reassign(args) => crate::replicas::reassign(&mut client, args, json),
         TopicCommand::CreateView(args) => create_view(&mut client, args, json),
     }
-}
-
-/// Prints `value` as one JSON document on a line.
-fn print_json(value: &serde_json::Value) -> Result<()> {
-    super::print_out(&format!("{value}\n"))?;
-    Ok(())
 }
 
 fn create(client: &mut Client, args: CreateArgs, json: bool) -> Result<()> {
@@ -342,7 +336,7 @@ struct PartitionRow {
     log_end: Option<i64>,
 }
 
-fn describe(client: &mut Client, topic: &str, json: bool) -> Result<()> {
+fn describe(client: &mut Client, admin_url: &str, topic: &str, json: bool) -> Result<()> {
     let metadata = client.metadata(Some(&[topic.to_owned()]))?;
     let Some(found) = metadata.topics.first() else {
         return Err(CliError::NoMetadata {
@@ -364,6 +358,14 @@ fn describe(client: &mut Client, topic: &str, json: bool) -> Result<()> {
     let starts = client.list_offsets(&led, EARLIEST_TIMESTAMP)?;
     let ends = client.list_offsets(&led, LATEST_TIMESTAMP)?;
     let configs = describe_configs(client, topic)?;
+    // A view's records, pending ones included, are its source's.
+    let delayed = match view_of(&configs) {
+        Some(_) => None,
+        None => Some(
+            crate::admin_api::AdminApi::new(admin_url)
+                .and_then(|api| crate::delayed::pending(&api, topic, None, 0)),
+        ),
+    };
 
     let ids = |nodes: &[BrokerId]| nodes.iter().map(|id| id.0).collect::<Vec<i32>>();
     let offset = |offsets: &HashMap<(String, i32), Option<i64>>, p: i32| {
@@ -381,7 +383,18 @@ fn describe(client: &mut Client, topic: &str, json: bool) -> Result<()> {
         })
         .collect();
     if json {
-        return print_json(&describe_json(topic, &rows, &configs));
+        let mut described = describe_json(topic, &rows, &configs);
+        if let Some(delayed) = &delayed {
+            described["delayed"] = match delayed {
+                Ok(answer) => json!({
+                    "pending": answer["pending"],
+                    "next_due_ms": answer["next_due_ms"],
+                    "partitions": answer["partitions"],
+                }),
+                Err(err) => json!({ "error": err.to_string() }),
+            };
+        }
+        return print_json(&described);
     }
 
     let joined = |nodes: &[i32]| {
@@ -395,6 +408,14 @@ fn describe(client: &mut Client, topic: &str, json: bool) -> Result<()> {
     let mut out = format!("topic: {topic}\n");
     if let Some((source, tags)) = view_of(&configs) {
         out.push_str(&format!("view of: {source}\ntags: {tags}\n"));
+    }
+    match &delayed {
+        Some(Ok(answer)) => {
+            out.push_str(&crate::delayed::summary_line(answer));
+            out.push('\n');
+        }
+        Some(Err(err)) => out.push_str(&format!("delayed records pending: unknown ({err})\n")),
+        None => {}
     }
     out.push_str(&format!("partitions: {}\n\n", rows.len()));
     let mut table = vec![

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use serde_json::json;
 
-use crate::{CliError, Result};
+use crate::{CliError, Result, print_json};
 use weir_client::Client;
 
 const TXN_EXAMPLES: &str = "\
@@ -157,11 +157,6 @@ pub fn run(brokers: &str, args: TxnArgs) -> Result<()> {
             abort(&mut client, (&topic, partition), which, json)
         }
     }
-}
-
-fn print_json(value: &serde_json::Value) -> Result<()> {
-    super::print_out(&format!("{value}\n"))?;
-    Ok(())
 }
 
 /// The first ListTransactions version with a transactional id pattern.

@@ -2,11 +2,12 @@
 //! `WEIR_*` environment variables, then an optional TOML file, then
 //! defaults, plus Kafka-named broker configs from `--set` and the file's
 //! `[broker]` table), the data folder's lock, and the start-up order: bind
-//! the listener, lock and open the data folder, then run the Kafka listener
-//! until SIGINT or SIGTERM. A setting that cannot be used is a usage error
-//! ([`ServeError::Usage`], exit code 2), found before anything is bound or
-//! opened.
+//! the listeners (Kafka, controller, admin), lock and open the data folder,
+//! then run the Kafka listener and the admin API until SIGINT or SIGTERM. A
+//! setting that cannot be used is a usage error ([`ServeError::Usage`], exit
+//! code 2), found before anything is bound or opened.
 
+mod admin;
 mod cluster;
 mod data_dir_lock;
 
@@ -137,6 +138,18 @@ pub enum ServeError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The admin listener could not bind. The bind error is in the message,
+    /// before the way out, rather than a source printed after it.
+    #[error(
+        "cannot listen on {listen} (--admin-listen): {error}; set --admin-listen HOST:PORT, \
+         or --admin-listen none to run without the admin API"
+    )]
+    AdminListen {
+        /// The address.
+        listen: String,
+        /// The bind error.
+        error: std::io::Error,
+    },
     /// The node's part of the metadata quorum could not start.
     #[error("cannot start the metadata quorum node in {}/raft", path.display())]
     Quorum {
@@ -262,11 +275,13 @@ const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
   weir serve --set log.retention.ms=3600000 --set num.partitions=8
   WEIR_DATA_DIR=/var/lib/weir weir serve --config weir.example.toml
   weir serve --log-level info,weir_server=debug
+  weir serve --admin-listen none
+  weir serve --listen 127.0.0.1:9192 --admin-listen 127.0.0.1:9194 --data-dir /tmp/weir2
 
 The TOML file takes the same names as the flags, with underscores
 (listen, advertised, data_dir, default_partitions, auto_create_topics,
 max_request_bytes, flush_messages, flush_ms, segment_bytes, log_level,
-node_id, voters, controller_listen, process_roles, rack),
+admin_listen, node_id, voters, controller_listen, process_roles, rack),
 plus a [broker] table of Kafka broker configs, written either way:
   [broker]
   log.retention.ms = 3600000
@@ -286,6 +301,14 @@ pub struct ServeArgs {
     /// [default: the bound address]
     #[arg(long, env = "WEIR_ADVERTISED", value_name = "HOST:PORT", value_parser = parse_host_port)]
     advertised: Option<String>,
+
+    /// Address the HTTP admin API binds (GET /health), or `none` to run
+    /// without it. Port 0 picks a free port; the bound address is printed on
+    /// stdout as `admin listening on HOST:PORT`. A controller-only node has
+    /// no admin API and ignores it. [default: 127.0.0.1:9644]
+    #[arg(long, env = "WEIR_ADMIN_LISTEN", value_name = "HOST:PORT|none",
+          value_parser = parse_admin_listen)]
+    admin_listen: Option<String>,
 
     /// Folder holding the commit log, indexes and metadata. Created if missing.
     /// [default: ./weir-data]
@@ -394,6 +417,7 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<String>,
     advertised: Option<String>,
+    admin_listen: Option<String>,
     data_dir: Option<PathBuf>,
     default_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
@@ -416,6 +440,9 @@ struct FileConfig {
 struct Settings {
     listen: String,
     advertised: Option<String>,
+    /// `--admin-listen`; `None` when it is `none`, and on a controller-only
+    /// node, which has no broker to serve views of.
+    admin_listen: Option<String>,
     data_dir: PathBuf,
     log_level: String,
     node_id: i32,
@@ -521,6 +548,7 @@ impl Settings {
             };
         let file_listen = checked("listen", file.listen, parse_host_port)?;
         let file_advertised = checked("advertised", file.advertised, parse_host_port)?;
+        let file_admin_listen = checked("admin_listen", file.admin_listen, parse_admin_listen)?;
         let file_log_level = checked("log_level", file.log_level, parse_log_filter)?;
         let mut named = |key: &str, value: Option<String>| {
             if let Some(value) = value {
@@ -567,6 +595,8 @@ impl Settings {
                 .or(file_listen)
                 .unwrap_or_else(|| "127.0.0.1:9092".into()),
             advertised: args.advertised.or(file_advertised),
+            // Resolved once the roles are known, below.
+            admin_listen: None,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -614,7 +644,21 @@ impl Settings {
             settings.apply(&key, &value)?;
         }
         settings.check_cluster()?;
+        settings.resolve_admin_listen(args.admin_listen.or(file_admin_listen));
         Ok(settings)
+    }
+
+    /// `--admin-listen` as given (an address or `none`), or the default. A
+    /// controller-only node has no broker to serve views of, and no admin
+    /// API: it ignores the setting, so one config file or one set of
+    /// `weir cluster local --serve-arg`s serves every kind of node.
+    fn resolve_admin_listen(&mut self, given: Option<String>) {
+        self.admin_listen = match given {
+            _ if !self.roles.broker => None,
+            Some(none) if none == ADMIN_LISTEN_NONE => None,
+            Some(listen) => Some(listen),
+            None => Some(ADMIN_LISTEN_DEFAULT.to_owned()),
+        };
     }
 
     /// Apply one Kafka-named broker config.
@@ -964,6 +1008,19 @@ fn flatten_broker_table(
     Ok(())
 }
 
+/// Where the admin listener binds unless told otherwise (Redpanda's admin port).
+const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+/// The `--admin-listen` value that turns the admin API off.
+const ADMIN_LISTEN_NONE: &str = "none";
+
+/// Parses `--admin-listen`: `HOST:PORT`, or `none`.
+fn parse_admin_listen(arg: &str) -> Result<String, String> {
+    if arg == ADMIN_LISTEN_NONE {
+        return Ok(arg.to_owned());
+    }
+    parse_host_port(arg).map_err(|reason| format!("{reason}, or {ADMIN_LISTEN_NONE}"))
+}
+
 /// Parses `HOST:PORT` (an IPv6 host in brackets), as `--listen` and
 /// `--advertised` take it. The host is resolved only when bound.
 fn parse_host_port(arg: &str) -> Result<String, String> {
@@ -1125,6 +1182,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         )
     } else {
         None
+    };
+    // None on a controller-only node (see `Settings::resolve_admin_listen`).
+    let admin_listener = match &settings.admin_listen {
+        Some(listen) => Some(admin::Bound::bind(listen).await?),
+        None => None,
     };
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::CreateDataDir {
         path: settings.data_dir.clone(),
@@ -1322,13 +1384,23 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         ..settings.server.clone()
     };
 
-    // Scripts and tests read this line to learn the port.
+    // Served from here on, as the Kafka listener is.
+    let admin = admin_listener.map(|listener| {
+        let addr = listener.addr();
+        (addr, listener.serve(broker.clone()))
+    });
+
+    // Scripts and tests read these lines to learn the ports.
     println!("listening on {bound}");
+    if let Some((addr, _)) = &admin {
+        println!("admin listening on {addr}");
+    }
     if let Some(controller) = &controller {
         println!("controller listening on {}", controller.local_addr());
     }
     tracing::info!(
         listen = %bound,
+        admin_listen = ?admin.as_ref().map(|(addr, _)| *addr),
         data_dir = %settings.data_dir.display(),
         startup_ms = started.elapsed().as_millis() as u64,
         "broker ready"
@@ -1352,6 +1424,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         }
     };
     let served = weir_server::serve(listener, broker, limits, stopping).await;
+    if let Some((_, admin)) = admin {
+        admin.stop().await;
+    }
     maintenance.abort();
     for task in cluster_tasks {
         task.abort();
@@ -1568,6 +1643,49 @@ mod tests {
             ..ServeArgs::default()
         });
         assert_eq!(s.default_partitions, 7);
+    }
+
+    #[test]
+    fn the_admin_listener_is_on_by_default_and_none_turns_it_off() {
+        assert_eq!(
+            resolve(ServeArgs::default()).admin_listen.as_deref(),
+            Some("127.0.0.1:9644")
+        );
+        let off = resolve(ServeArgs {
+            admin_listen: Some("none".into()),
+            ..ServeArgs::default()
+        });
+        assert_eq!(off.admin_listen, None);
+        // The flag wins over the file, which wins over the default.
+        let file = resolve_file("admin_listen = \"127.0.0.1:19644\"\n").expect("resolves");
+        assert_eq!(file.admin_listen.as_deref(), Some("127.0.0.1:19644"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "admin_listen = \"none\"\n").expect("write config");
+        let flag = resolve(ServeArgs {
+            config: Some(path),
+            admin_listen: Some("127.0.0.1:0".into()),
+            ..ServeArgs::default()
+        });
+        assert_eq!(flag.admin_listen.as_deref(), Some("127.0.0.1:0"));
+        // The file's value gets the flag's check.
+        let err = resolve_file("admin_listen = \"nowhere\"\n").expect_err("refused");
+        assert!(chain(&err).contains("HOST:PORT"), "{}", chain(&err));
+        for bad in ["nowhere", "None", "127.0.0.1:99999"] {
+            assert!(parse_admin_listen(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_controller_only_node_has_no_admin_listener() {
+        let s = resolve(ServeArgs {
+            node_id: Some(1),
+            voters: Some("1@127.0.0.1:9093".into()),
+            process_roles: Some("controller".into()),
+            admin_listen: Some("127.0.0.1:9644".into()),
+            ..ServeArgs::default()
+        });
+        assert_eq!(s.admin_listen, None);
     }
 
     #[test]

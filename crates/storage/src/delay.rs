@@ -17,6 +17,11 @@
 //! twice is an error, not "the last one wins". This module knows nothing of
 //! partitions, clocks or the broker: the caller passes the time.
 //!
+//! A pending original is cancelled by a *cancel marker* the broker
+//! appends to the same partition ([`cancel_batch`], for `weir delayed
+//! cancel`): a record with no key or value whose [`DELAY_CANCEL_HEADER`]
+//! names the original's offset. Fetches leave markers out too.
+//!
 //! A producer's malformed delay header is refused when produced
 //! ([`validate`]). A stored record with one (written before delayed
 //! delivery existed) is not pending: it is delivered as it is.
@@ -43,6 +48,10 @@ pub const DELAYED_FROM_HEADER: &str = "weir.delayed-from-offset";
 /// The record header the broker sets on a delivered copy: the original's
 /// timestamp in milliseconds (decimal ASCII).
 pub const PRODUCE_TIME_HEADER: &str = "weir.produce-time-ms";
+/// The one header of a cancel marker, which only the broker appends: the
+/// offset of the pending original it cancels (decimal ASCII). Producers
+/// may not set it.
+pub const DELAY_CANCEL_HEADER: &str = "weir.delay-cancel";
 
 /// The bytes every header that makes a record pending or a copy starts
 /// with: a records section without them holds neither.
@@ -69,6 +78,7 @@ const COPY_HEADERS_BYTES_MAX: usize = 2 * (2 + 24 + 2 + 20);
 const DELAY_MS: &[u8] = DELAY_MS_HEADER.as_bytes();
 const DELIVER_AT: &[u8] = DELIVER_AT_HEADER.as_bytes();
 const DELAYED_FROM: &[u8] = DELAYED_FROM_HEADER.as_bytes();
+const DELAY_CANCEL: &[u8] = DELAY_CANCEL_HEADER.as_bytes();
 
 /// Why delayed-delivery records of a stored batch cannot be read or copied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,8 +108,16 @@ pub enum DelayError {
         /// What is wrong with the header, naming it.
         problem: String,
     },
-    /// [`copies_batch`] was given no copy.
-    #[error("a batch of delivered copies needs at least one original")]
+    /// A cancel marker's [`DELAY_CANCEL_HEADER`] is not one offset.
+    #[error("the cancel marker at offset delta {offset_delta}: {problem}")]
+    BadCancel {
+        /// The marker's offset delta in its batch.
+        offset_delta: i32,
+        /// What is wrong with the header, naming it.
+        problem: String,
+    },
+    /// [`copies_batch`] or [`cancel_batch`] was given no record.
+    #[error("a batch of delivered copies or cancel markers needs at least one record")]
     NoOriginals,
     /// The copies do not fit one batch (`i32` length and offset delta).
     #[error("{records} delivered copies do not fit one batch")]
@@ -157,6 +175,15 @@ pub struct DelayedCopy {
     pub delayed_from: i64,
 }
 
+/// A cancel marker found by [`scan_delays`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelayCancel {
+    /// Its offset minus the batch's base offset.
+    pub offset_delta: i32,
+    /// The offset of the pending original it cancels.
+    pub cancelled: i64,
+}
+
 /// The delayed-delivery records of one stored batch, in offset order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DelayScan {
@@ -164,12 +191,14 @@ pub struct DelayScan {
     pub pending: Vec<PendingRecord>,
     /// Delivered copies.
     pub copies: Vec<DelayedCopy>,
+    /// Cancel markers.
+    pub cancels: Vec<DelayCancel>,
 }
 
 impl DelayScan {
-    /// Whether the batch holds neither pending originals nor copies.
+    /// Whether the batch holds no pending original, copy or cancel marker.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.copies.is_empty()
+        self.pending.is_empty() && self.copies.is_empty() && self.cancels.is_empty()
     }
 }
 
@@ -254,6 +283,16 @@ pub(crate) fn scan_parsed(parsed: &ParsedBatch<'_>) -> Result<DelayScan, DelayEr
                     problem: bad.describe(DELAYED_FROM_HEADER, "offset"),
                 });
             }
+            Stored::Cancel(Ok(cancelled)) => scan.cancels.push(DelayCancel {
+                offset_delta,
+                cancelled,
+            }),
+            Stored::Cancel(Err(bad)) => {
+                return Err(DelayError::BadCancel {
+                    offset_delta,
+                    problem: bad.describe(DELAY_CANCEL_HEADER, "offset"),
+                });
+            }
             Stored::Pending(delay) => {
                 let timestamp_ms = parsed.timestamp(frame);
                 scan.pending.push(PendingRecord {
@@ -312,14 +351,17 @@ pub(crate) fn validate_parsed(
 }
 
 /// Whether a fetch keeps the record `frame` of the records section
-/// `records`: every record but a pending original. Every header is read,
-/// so a malformed record is an error.
+/// `records`: every record but a pending original or a cancel marker.
+/// Every header is read, so a malformed record is an error.
 pub fn keep_unless_pending(
     records: &[u8],
     frame: &RecordFrame,
 ) -> Result<bool, RecordFramingError> {
     let headers = delay_headers(records, frame)?;
-    Ok(!matches!(stored_kind(&headers), Stored::Pending(_)))
+    Ok(!matches!(
+        stored_kind(&headers),
+        Stored::Pending(_) | Stored::Cancel(_)
+    ))
 }
 
 /// What a fetch sends of `batch`, one whole stored batch: its records but
@@ -418,27 +460,53 @@ pub fn copy_records(originals: &[(&[u8], i64)]) -> Vec<Result<CopyRecord, DelayE
 /// (id, epoch and base sequence -1), base and max timestamp `now_ms`, with
 /// its CRC32C.
 pub fn copies_batch(copies: &[CopyRecord], now_ms: i64) -> Result<Vec<u8>, DelayError> {
+    let tails: Vec<&[u8]> = copies.iter().map(|c| c.tail.as_slice()).collect();
+    broker_batch(&tails, now_ms)
+}
+
+/// One new batch of cancel markers, stamped `now_ms`: record `i` cancels
+/// the pending original at `offsets[i]`, with a null key and value and
+/// one header, [`DELAY_CANCEL_HEADER`]. Laid out as [`copies_batch`]'s.
+pub fn cancel_batch(offsets: &[i64], now_ms: i64) -> Result<Vec<u8>, DelayError> {
+    let tails: Vec<Vec<u8>> = offsets
+        .iter()
+        .map(|&offset| {
+            let mut tail = Vec::with_capacity(COPY_HEADERS_BYTES_MAX);
+            put_bytes(&mut tail, None); // key
+            put_bytes(&mut tail, None); // value
+            put_varint(&mut tail, 1);
+            put_header(&mut tail, DELAY_CANCEL, offset);
+            tail
+        })
+        .collect();
+    let tails: Vec<&[u8]> = tails.iter().map(Vec::as_slice).collect();
+    broker_batch(&tails, now_ms)
+}
+
+/// The batch of [`copies_batch`] and [`cancel_batch`]: record `i` is
+/// `tails[i]` (its bytes from the key on) at offset delta `i`.
+fn broker_batch(tails: &[&[u8]], now_ms: i64) -> Result<Vec<u8>, DelayError> {
     let too_large = || DelayError::TooLarge {
-        records: copies.len(),
+        records: tails.len(),
     };
-    let count = i32::try_from(copies.len()).map_err(|_| too_large())?;
+    let count = i32::try_from(tails.len()).map_err(|_| too_large())?;
     if count == 0 {
         return Err(DelayError::NoOriginals);
     }
-    // An empty data batch spanning the copies' offsets is the header
+    // An empty data batch spanning the records' offsets is the header
     // wanted, all but its length, record count and CRC.
     let mut out = empty_batch(0, i64::from(count) - 1, now_ms, 0).ok_or_else(too_large)?;
-    out.reserve(copies.iter().map(CopyRecord::framed_bytes_max).sum());
+    out.reserve(tails.iter().map(|t| t.len() + 12).sum());
     let mut head = Vec::with_capacity(8);
-    for (offset_delta, copy) in (0i64..).zip(copies) {
+    for (offset_delta, tail) in (0i64..).zip(tails) {
         head.clear();
         head.push(0); // attributes
-        put_varint(&mut head, 0); // timestamp delta: the copy's time is the batch's
+        put_varint(&mut head, 0); // timestamp delta: the record's time is the batch's
         put_varint(&mut head, offset_delta);
-        let length = i64::try_from(head.len() + copy.tail.len()).map_err(|_| too_large())?;
+        let length = i64::try_from(head.len() + tail.len()).map_err(|_| too_large())?;
         put_varint(&mut out, length);
         out.extend_from_slice(&head);
-        out.extend_from_slice(&copy.tail);
+        out.extend_from_slice(tail);
     }
     let batch_length = out
         .len()
@@ -488,8 +556,72 @@ fn pending_frame<'p>(
     let headers = delay_headers(&parsed.records, frame).map_err(BatchParseError::from)?;
     match stored_kind(&headers) {
         Stored::Pending(_) => Ok(frame),
-        Stored::Plain | Stored::Copy(_) => Err(DelayError::NotPending { offset }),
+        Stored::Plain | Stored::Copy(_) | Stored::Cancel(_) => {
+            Err(DelayError::NotPending { offset })
+        }
     }
+}
+
+/// A pending original as tools show it ([`pending_record`]): key, value
+/// and header values cut to the bytes asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingView {
+    /// Its timestamp.
+    pub timestamp_ms: i64,
+    /// When it is due, in milliseconds since the Unix epoch.
+    pub due_ms: i64,
+    /// Its key (`None`: null), cut.
+    pub key: Option<Vec<u8>>,
+    /// Its value (`None`: null), cut.
+    pub value: Option<Vec<u8>>,
+    /// The value's length before the cut.
+    pub value_len: usize,
+    /// Its headers in order, duplicates kept, values cut.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// The pending original at `offset` in `batch`, one whole stored batch,
+/// with each key, value and header value cut to `bytes_max` bytes.
+pub fn pending_record(
+    batch: &[u8],
+    offset: i64,
+    bytes_max: usize,
+) -> Result<PendingView, DelayError> {
+    let parsed = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX)?;
+    let frame = pending_frame(&parsed, offset)?;
+    let records: &[u8] = &parsed.records;
+    let framing = || {
+        DelayError::Unreadable(BatchParseError::Framing(RecordFramingError {
+            at: frame.bytes.start,
+        }))
+    };
+    let cut = |bytes: &[u8]| bytes.get(..bytes_max).unwrap_or(bytes).to_vec();
+    let headers = delay_headers(records, frame).map_err(BatchParseError::from)?;
+    let Stored::Pending(delay) = stored_kind(&headers) else {
+        return Err(DelayError::NotPending { offset });
+    };
+    let timestamp_ms = parsed.timestamp(frame);
+    let mut shown = Vec::new();
+    for header in record_headers(records, frame) {
+        let header = header.map_err(BatchParseError::from)?;
+        let key = records.get(header.key).ok_or_else(framing)?;
+        let value = match header.value {
+            None => None,
+            Some(range) => Some(cut(records.get(range).ok_or_else(framing)?)),
+        };
+        shown.push((cut(key), value));
+    }
+    let value = field(records, frame.value.as_ref()).ok_or_else(framing)?;
+    Ok(PendingView {
+        timestamp_ms,
+        due_ms: delay.due_ms(timestamp_ms),
+        key: field(records, frame.key.as_ref())
+            .ok_or_else(framing)?
+            .map(cut),
+        value_len: value.map_or(0, <[u8]>::len),
+        value: value.map(cut),
+        headers: shown,
+    })
 }
 
 /// The copy of the pending original at `offset` in `parsed`.
@@ -584,6 +716,12 @@ fn check_produced(
             "{DELAYED_FROM_HEADER} is set by the broker on delivered copies, never by a producer"
         ));
     }
+    if headers.cancel.is_set() {
+        return Err(format!(
+            "{DELAY_CANCEL_HEADER} is set by the broker on the markers of `weir delayed cancel`, \
+             never by a producer"
+        ));
+    }
     let Some(delay) = headers.delay().map_err(|bad| bad.describe())? else {
         return Ok(false);
     };
@@ -606,19 +744,23 @@ enum Stored {
     Plain,
     /// A delivered copy, with the original's offset or why it is unreadable.
     Copy(Result<i64, BadValue>),
+    /// A cancel marker, with the cancelled original's offset or why it is
+    /// unreadable.
+    Cancel(Result<i64, BadValue>),
     /// A pending original.
     Pending(Delay),
 }
 
 /// What a stored record with `headers` is: a copy whatever else it
-/// carries, else pending when its delay headers are well formed.
+/// carries, else a cancel marker, else pending when its delay headers are
+/// well formed.
 fn stored_kind(headers: &DelayHeaders<'_>) -> Stored {
+    let offset = |slot: Slot<'_>| slot.value().and_then(|v| v.ok_or(BadValue::Null));
     if headers.delayed_from.is_set() {
-        let offset = headers
-            .delayed_from
-            .value()
-            .and_then(|v| v.ok_or(BadValue::Null));
-        return Stored::Copy(offset);
+        return Stored::Copy(offset(headers.delayed_from));
+    }
+    if headers.cancel.is_set() {
+        return Stored::Cancel(offset(headers.cancel));
     }
     match headers.delay() {
         Ok(Some(delay)) => Stored::Pending(delay),
@@ -660,6 +802,7 @@ struct DelayHeaders<'a> {
     delay_ms: Slot<'a>,
     deliver_at_ms: Slot<'a>,
     delayed_from: Slot<'a>,
+    cancel: Slot<'a>,
 }
 
 impl DelayHeaders<'_> {
@@ -780,6 +923,7 @@ fn delay_headers<'a>(
             DELAY_MS => &mut found.delay_ms,
             DELIVER_AT => &mut found.deliver_at_ms,
             DELAYED_FROM => &mut found.delayed_from,
+            DELAY_CANCEL => &mut found.cancel,
             _ => continue,
         };
         slot.add(header.value.map(|v| records.get(v).unwrap_or_default()));
@@ -957,7 +1101,12 @@ mod tests {
 
     #[test]
     fn every_delivery_header_starts_with_the_prefix_the_pre_check_looks_for() {
-        for name in [DELAY_MS_HEADER, DELIVER_AT_HEADER, DELAYED_FROM_HEADER] {
+        for name in [
+            DELAY_MS_HEADER,
+            DELIVER_AT_HEADER,
+            DELAYED_FROM_HEADER,
+            DELAY_CANCEL_HEADER,
+        ] {
             assert!(name.as_bytes().starts_with(DELAY_KEY_PREFIX), "{name}");
         }
     }
@@ -1213,6 +1362,113 @@ mod tests {
         assert!(
             bad[0].message.contains("more than retention.ms (5000 ms)"),
             "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn a_producer_may_not_set_the_cancel_header() {
+        let want = "record 0: weir.delay-cancel is set by the broker on the markers of \
+                    `weir delayed cancel`, never by a producer";
+        assert_eq!(refused(&[(b"weir.delay-cancel", Some(b"3"))]), want);
+        assert_eq!(
+            refused(&[
+                (b"weir.delay-ms", Some(b"10")),
+                (b"weir.delay-cancel", None)
+            ]),
+            want
+        );
+    }
+
+    #[test]
+    fn a_cancel_batch_is_scanned_marked_and_hidden_from_fetches() {
+        let mut b = cancel_batch(&[3, 12], 5_000).unwrap();
+        assert!(parse_replica_payload(&b).is_ok(), "framing and CRC");
+        patch_offsets(&mut b, 40, 0);
+        let scan = scan_delays(&b).unwrap();
+        assert_eq!(
+            scan.cancels,
+            [
+                DelayCancel {
+                    offset_delta: 0,
+                    cancelled: 3
+                },
+                DelayCancel {
+                    offset_delta: 1,
+                    cancelled: 12
+                }
+            ]
+        );
+        assert!(scan.pending.is_empty() && scan.copies.is_empty());
+        assert!(delay_mark(&b));
+        // Only markers: nothing is served, not even an empty record set.
+        assert_eq!(filter_pending(&b, None), Ok(Filtered::Skip));
+        // The records are a null key and value and the one header.
+        let decoded = RecordBatchDecoder::decode(&mut Bytes::from(b)).unwrap();
+        let record = &decoded.records[1];
+        assert_eq!((record.offset, record.timestamp), (41, 5_000));
+        assert!(record.key.is_none() && record.value.is_none());
+        let headers: Vec<_> = record.headers.iter().collect();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].0.as_str(), DELAY_CANCEL_HEADER);
+        assert_eq!(headers[0].1.as_deref(), Some(&b"12"[..]));
+        assert_eq!(cancel_batch(&[], 1), Err(DelayError::NoOriginals));
+    }
+
+    #[test]
+    fn a_cancel_marker_beside_other_records_is_left_out_of_fetches() {
+        let cancel: Headers = &[(b"weir.delay-cancel", b"0")];
+        let bad: Headers = &[(b"weir.delay-cancel", b"x")];
+        for codec in CODECS {
+            let b = make_batch(
+                &[
+                    record("a", PLAIN, 100),
+                    record("b", cancel, 200),
+                    record("c", DELAY_5S, 300),
+                ],
+                codec,
+            );
+            assert_eq!(deltas(&part(filter_pending(&b, None).unwrap())), [0]);
+            let scan = scan_delays(&b).unwrap();
+            assert_eq!(scan.cancels.len(), 1, "codec {codec}");
+            assert_eq!(scan.pending.len(), 1, "codec {codec}");
+        }
+        let broken = make_batch(&[record("a", bad, 100)], 0);
+        assert!(matches!(
+            scan_delays(&broken),
+            Err(DelayError::BadCancel {
+                offset_delta: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_pending_record_is_shown_with_its_due_time_and_cut_fields() {
+        let b = make_batch(
+            &[
+                record("plain", PLAIN, 100),
+                record("a-long-value", DELAY_5S, 200),
+            ],
+            3,
+        );
+        let shown = pending_record(&b, 1, 4).unwrap();
+        assert_eq!(shown.timestamp_ms, 200);
+        assert_eq!(shown.due_ms, 5_200);
+        assert_eq!(shown.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(shown.value.as_deref(), Some(&b"a-lo"[..]));
+        assert_eq!(shown.value_len, 12);
+        assert_eq!(
+            shown.headers,
+            [(b"weir".to_vec(), Some(b"5000".to_vec()))],
+            "keys and values are cut alike"
+        );
+        assert_eq!(
+            pending_record(&b, 0, 4),
+            Err(DelayError::NotPending { offset: 0 })
+        );
+        assert_eq!(
+            pending_record(&b, 7, 4),
+            Err(DelayError::OffsetNotFound { offset: 7 })
         );
     }
 

@@ -52,10 +52,11 @@ mod txn_tests;
 pub use aborted::AbortedTxn;
 pub use batch::{BatchFramingError, Batches, RecordBatchHeader, batches, control_marker};
 pub use delay::{
-    BadRecord, CopyRecord, DELAY_ERRORS_MAX, DELAY_MS_HEADER, DELAYED_FROM_HEADER,
-    DELIVER_AT_HEADER, DelayBound, DelayError, DelayScan, DelayedCopy, PRODUCE_TIME_HEADER,
-    PendingRecord, ValidateError, copies_batch, copy_records, delay_mark, filter_pending,
-    keep_unless_pending, may_hold_delays, scan_delays, validate,
+    BadRecord, CopyRecord, DELAY_CANCEL_HEADER, DELAY_ERRORS_MAX, DELAY_MS_HEADER,
+    DELAYED_FROM_HEADER, DELIVER_AT_HEADER, DelayBound, DelayCancel, DelayError, DelayScan,
+    DelayedCopy, PRODUCE_TIME_HEADER, PendingRecord, PendingView, ValidateError, cancel_batch,
+    copies_batch, copy_records, delay_mark, filter_pending, keep_unless_pending, may_hold_delays,
+    pending_record, scan_delays, validate,
 };
 use epochs::UNDEFINED_EPOCH_OFFSET;
 pub use error::{AppendError, EpochError, ReadError, StorageError, TruncateError};

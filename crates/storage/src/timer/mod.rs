@@ -811,16 +811,87 @@ impl TimerStore {
         max_results: usize,
         max_reads: u64,
     ) -> Result<ScanResult, TimerError> {
+        self.scan_slots(filter, max_results, max_reads, false)
+    }
+
+    /// The earliest pending entries that `filter` accepts (at most
+    /// `max_results`, by due time), like [`Self::scan`] but stopping at
+    /// the first slot that can hold none earlier than those found: an
+    /// entry is never due before its slot's time. `matched` then counts
+    /// only the entries met; `complete` says the answer is exact (the
+    /// entries found are the earliest), not that every entry was read.
+    pub fn earliest(
+        &self,
+        filter: impl Fn(&TimerEntry) -> bool,
+        max_results: usize,
+        max_reads: u64,
+    ) -> Result<ScanResult, TimerError> {
+        self.scan_slots(filter, max_results, max_reads, true)
+    }
+
+    /// Whether the record `(topic_id, partition, offset)` has an entry
+    /// pending (added, not handed out, not cancelled), due at `due_ms` when
+    /// it was added. Reads the chains that can hold it: its slot's, and
+    /// the cursor's (where an entry added late was placed).
+    pub fn contains(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+        due_ms: i64,
+    ) -> Result<bool, TimerError> {
+        let is_it = |e: &TimerEntry| {
+            e.topic_id == topic_id && e.partition == partition && e.offset == offset
+        };
+        let probe = TimerEntry {
+            due_ms,
+            topic_id,
+            partition,
+            offset,
+        };
+        if self.is_cancelled(&probe) || !self.pending.contains_key(&(topic_id, partition)) {
+            return Ok(false);
+        }
+        if self.hand.iter().flat_map(|h| &h.entries).any(is_it) {
+            return Ok(true);
+        }
+        let mut indexes = vec![self.wheel.index(due_ms.max(self.floor()))];
+        let cursor = self.wheel.index(self.floor());
+        if !indexes.contains(&cursor) {
+            indexes.push(cursor);
+        }
+        let mut cache = ReadCache::default();
+        for index in indexes {
+            let Some(slot) = self.wheel.get(index) else {
+                continue;
+            };
+            let mut walk = ChainWalk::new(slot.chain);
+            while let Some(e) = walk.next(&self.log, &mut cache, &self.dir)? {
+                if is_it(&e) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn scan_slots(
+        &self,
+        filter: impl Fn(&TimerEntry) -> bool,
+        max_results: usize,
+        max_reads: u64,
+        stop_early: bool,
+    ) -> Result<ScanResult, TimerError> {
         let mut found = Earliest::new(max_results);
         let mut matched = 0u64;
-        let mut take = |e: &TimerEntry| {
+        let mut take = |found: &mut Earliest, e: &TimerEntry| {
             if filter(e) && !self.is_cancelled(e) {
                 matched += 1;
                 found.offer(*e);
             }
         };
         for e in self.hand.iter().flat_map(|h| &h.entries) {
-            take(e);
+            take(&mut found, e);
         }
         let mut slots: Vec<&Slot> = self.wheel.used().map(|(_, s)| s).collect();
         slots.sort_by_key(|s| s.time_ms);
@@ -828,6 +899,11 @@ impl TimerStore {
         let mut reads = 0u64;
         let mut complete = true;
         'slots: for slot in slots {
+            let none_earlier =
+                found.is_full() && found.latest().is_some_and(|e| e.due_ms < slot.time_ms);
+            if stop_early && none_earlier {
+                break;
+            }
             let mut walk = ChainWalk::new(slot.chain);
             loop {
                 if reads >= max_reads && walk.has_next() {
@@ -838,7 +914,7 @@ impl TimerStore {
                     break;
                 };
                 reads += 1;
-                take(&e);
+                take(&mut found, &e);
             }
         }
         Ok(ScanResult {
@@ -868,6 +944,14 @@ impl TimerStore {
             .get(&(topic_id, partition))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Cancels of one partition waiting to meet their entries: those
+    /// entries still count in [`Self::pending_in_partition`].
+    pub fn cancels_in_partition(&self, topic_id: Uuid, partition: i32) -> usize {
+        self.cancels
+            .get(&(topic_id, partition))
+            .map_or(0, |s| s.len())
     }
 
     /// Cancels waiting to meet their entries.
@@ -1051,6 +1135,15 @@ impl Earliest {
             self.heap.pop();
             self.heap.push(e);
         }
+    }
+
+    fn is_full(&self) -> bool {
+        self.heap.len() >= self.max
+    }
+
+    /// The latest entry kept.
+    fn latest(&self) -> Option<&TimerEntry> {
+        self.heap.peek()
     }
 
     fn into_sorted(self) -> Vec<TimerEntry> {

@@ -607,6 +607,79 @@ fn scan_lists_pending_entries_of_a_topic_without_changing_anything() {
 }
 
 #[test]
+fn earliest_stops_at_the_first_slot_that_holds_nothing_earlier() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 slots of 100 ms: entries over several revolutions.
+    let (mut store, _) = open(dir.path(), config(100, 16), START_MS);
+    let mut all = Vec::new();
+    for i in 0..2_000 {
+        let due = START_MS + 100 + (i * 7_919) % 20_000;
+        all.push(store.add(entry(due, 1 + (i % 2) as u128, 0, i)).unwrap());
+    }
+    let topic = Uuid::from_u128(1);
+    let mut of_topic: Vec<TimerEntry> = all
+        .iter()
+        .filter(|e| e.topic_id == topic)
+        .copied()
+        .collect();
+    of_topic.sort();
+    for want in [1, 5, 50] {
+        let full = store.scan(|e| e.topic_id == topic, want, u64::MAX).unwrap();
+        let early = store
+            .earliest(|e| e.topic_id == topic, want, u64::MAX)
+            .unwrap();
+        assert_eq!(early.entries, of_topic[..want], "the same earliest {want}");
+        assert_eq!(full.entries, early.entries);
+        assert!(early.complete);
+        assert!(
+            early.matched < full.matched,
+            "stopped early: met {} of {}",
+            early.matched,
+            full.matched
+        );
+    }
+    // Fewer than asked: every slot is read.
+    let none = store.earliest(|e| e.topic_id == Uuid::from_u128(9), 1, u64::MAX);
+    assert_eq!(none.unwrap().entries, []);
+}
+
+#[test]
+fn contains_finds_a_pending_entry_by_its_record_until_handed_out_or_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open(dir.path(), config(100, 16), START_MS);
+    let topic = Uuid::from_u128(1);
+    let soon = store.add(entry(START_MS + 150, 1, 0, 1)).unwrap();
+    // Three revolutions away, in the same slot as `soon`.
+    let later = store.add(entry(START_MS + 150 + 4_800, 1, 0, 2)).unwrap();
+    let other = store.add(entry(START_MS + 990, 1, 0, 3)).unwrap();
+    for e in [soon, later, other] {
+        assert!(
+            store.contains(topic, 0, e.offset, e.due_ms).unwrap(),
+            "{e:?}"
+        );
+    }
+    assert!(!store.contains(topic, 0, 9, START_MS + 150).unwrap());
+    assert!(!store.contains(topic, 1, 1, START_MS + 150).unwrap());
+    // Added late: placed at the cursor, found by its old due time too.
+    store.poll(START_MS + 120, 10).unwrap();
+    let late = store.add(entry(START_MS - 5_000, 1, 0, 4)).unwrap();
+    assert!(
+        store.contains(topic, 0, 4, START_MS - 5_000).unwrap(),
+        "{late:?}"
+    );
+    // Handed out: no longer pending.
+    let handed = store.poll(START_MS + 200, 10).unwrap();
+    assert!(handed.iter().any(|e| e.offset == 1), "{handed:?}");
+    assert!(!store.contains(topic, 0, 1, soon.due_ms).unwrap());
+    assert!(store.contains(topic, 0, 2, later.due_ms).unwrap());
+    // Cancelled: no longer pending, though not met yet.
+    assert!(store.cancel(topic, 0, 3).unwrap());
+    assert!(!store.contains(topic, 0, 3, other.due_ms).unwrap());
+    assert_eq!(store.cancels_in_partition(topic, 0), 1);
+    assert_eq!(store.cancels_in_partition(topic, 1), 0);
+}
+
+#[test]
 fn two_hundred_thousand_entries_on_a_small_wheel_come_out_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     // A revolution of 640 ms; due times over about 8 revolutions.

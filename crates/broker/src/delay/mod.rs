@@ -36,11 +36,20 @@
 //! needs its record's bytes, compressed with the others): it holds at most
 //! [`DELIVER_READ_BYTES_MAX`] of them, decompresses one at a time, and
 //! holds the copies it builds from them until they are appended.
+//!
+//! **Tools** (`tools`): describing, listing and cancelling pending records
+//! are questions to the mover, which owns the store; it answers them
+//! between ticks. A cancel is a marker record the mover appends
+//! ([`weir_storage::cancel_batch`]), so it is decided in the same order as
+//! deliveries and replicates like them.
+
+mod tools;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,6 +62,11 @@ use weir_storage::{
 
 use crate::Broker;
 use crate::replica::Leadership;
+pub use tools::{
+    Cancelled, DelayQueryError, LIST_MAX, ListedRecord, PartitionDelays, PendingList, TopicDelays,
+    cancel, describe, list,
+};
+use tools::{QUERIES_MAX, Query};
 
 /// The timer store's folder under the data folder.
 pub const TIMER_DIR: &str = "timer";
@@ -84,12 +98,30 @@ pub(crate) struct DelayState {
     /// The mover runs and its schedule is writable: Produce refuses new
     /// delayed records otherwise, rather than store records nobody moves.
     running: AtomicBool,
+    /// Where the tools' questions go while the mover runs (bounded:
+    /// [`QUERIES_MAX`] wait at most).
+    queries: Mutex<Option<SyncSender<Query>>>,
 }
 
 impl DelayState {
     /// Whether delayed records are being moved.
     pub(crate) fn running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
+    }
+
+    fn set_queries(&self, queries: Option<SyncSender<Query>>) {
+        match self.queries.lock() {
+            Ok(mut slot) => *slot = queries,
+            Err(poisoned) => *poisoned.into_inner() = queries,
+        }
+    }
+
+    /// The way to the mover's questions, while it runs.
+    fn queries(&self) -> Option<SyncSender<Query>> {
+        match self.queries.lock() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -123,22 +155,27 @@ impl DelayMover {
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let state = broker.delays.clone();
+        let (queries_tx, queries) = std::sync::mpsc::sync_channel(QUERIES_MAX);
         let mut mover = Mover {
             broker,
             store,
             fed,
             caught_up: HashSet::new(),
             handed: HashMap::new(),
+            cancelling: HashMap::new(),
+            queries,
             last_checkpoint: Instant::now(),
             state: state.clone(),
         };
         let stopping = stop.clone();
         state.running.store(true, Ordering::SeqCst);
+        state.set_queries(Some(queries_tx));
         let thread = std::thread::Builder::new()
             .name("weir-delays".into())
             .spawn(move || mover.run(&stopping))
             .map_err(|e| {
                 state.running.store(false, Ordering::SeqCst);
+                state.set_queries(None);
                 TimerError::Io {
                     context: format!(
                         "starting the delayed-delivery thread over {}",
@@ -199,6 +236,11 @@ struct Mover {
     caught_up: HashSet<PartitionId>,
     /// Due records not yet seen delivered, by partition and pending offset.
     handed: HashMap<PartitionId, BTreeMap<i64, Handed>>,
+    /// Records this leader appended a cancel marker for and has not seen
+    /// committed: pending offset to marker offset. Never delivered.
+    cancelling: HashMap<PartitionId, HashMap<i64, i64>>,
+    /// The tools' questions, answered between ticks.
+    queries: Receiver<Query>,
     last_checkpoint: Instant,
     state: Arc<DelayState>,
 }
@@ -211,19 +253,22 @@ impl Mover {
             "delayed delivery started"
         );
         while !stop.load(Ordering::SeqCst) {
-            if let Err(e) = self.tick() {
+            // Between ticks, the tools' questions are answered.
+            let ticked = self.tick();
+            if let Err(e) = ticked.and_then(|()| self.answer_until(Instant::now() + TICK)) {
                 // The store refuses every change after a failed write or a
                 // broken invariant: stop, and have Produce refuse delays.
                 self.state.running.store(false, Ordering::SeqCst);
+                self.state.set_queries(None);
                 tracing::error!(error = %e,
                     "delayed delivery stopped: pending records stay hidden in their partitions, \
                      and new delayed records are refused, until the broker is restarted with a \
                      working timer store (check the disk holding <data>/timer)");
                 return;
             }
-            std::thread::sleep(TICK);
         }
         self.state.running.store(false, Ordering::SeqCst);
+        self.state.set_queries(None);
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "the last checkpoint of the delayed-delivery schedule failed");
         }
@@ -347,8 +392,13 @@ impl Mover {
                 offset: base + i64::from(record.offset_delta),
             })?;
         }
-        for copy in scan.copies {
-            let from = copy.delayed_from;
+        // A committed copy delivers its original, a committed marker
+        // cancels it: either way it leaves the schedule.
+        let done = scan.copies.iter().map(|c| c.delayed_from);
+        for from in done.chain(scan.cancels.iter().map(|c| c.cancelled)) {
+            if let Some(cancelling) = self.cancelling.get_mut(&id) {
+                cancelling.remove(&from);
+            }
             let handed = self.handed.get_mut(&id).and_then(|h| h.remove(&from));
             if handed.is_none_or(|h| h.in_store) {
                 self.store.cancel(id.topic_id, id.partition, from)?;
@@ -368,11 +418,12 @@ impl Mover {
             self.broker.replicas.leadership(id),
             Leadership::Leader { .. }
         ) {
-            // Copies this replica appended as leader may be truncated: the
-            // feed takes out those that were committed.
+            // Copies and markers this replica appended as leader may be
+            // truncated: the feed takes out those that were committed.
             for h in handed.values_mut() {
                 h.in_flight = None;
             }
+            self.cancelling.remove(&id);
             return;
         }
         let mut due: Vec<Handed> = handed
@@ -383,30 +434,18 @@ impl Mover {
         if due.is_empty() {
             return;
         }
-        // Copies past the high watermark: uncommitted, but in the log.
-        let offsets = partition.offsets();
-        let mut uncommitted = HashSet::new();
-        let mut from = offsets.high_watermark;
-        while from < offsets.log_end {
-            match partition.delay_batches(from, offsets.log_end, FEED_READ_BYTES) {
-                Ok(found) => {
-                    for (_, batch) in &found.batches {
-                        if let Ok(scan) = scan_delays(batch) {
-                            uncommitted.extend(scan.copies.iter().map(|c| c.delayed_from));
-                        }
-                    }
-                    if found.next <= from {
-                        break;
-                    }
-                    from = found.next;
-                }
-                Err(e) => {
-                    tracing::warn!(partition = ?id, error = %e, "delayed delivery cannot read a partition");
-                    return;
-                }
+        let uncommitted = match uncommitted_markers(partition) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(partition = ?id, error = %e, "delayed delivery cannot read a partition");
+                return;
             }
-        }
-        due.retain(|h| !uncommitted.contains(&h.entry.offset));
+        };
+        let cancelling = self.cancelling.get(&id);
+        due.retain(|h| {
+            !uncommitted.contains(&h.entry.offset)
+                && cancelling.is_none_or(|c| !c.contains_key(&h.entry.offset))
+        });
         due.sort_by_key(|h| (h.entry.due_ms, h.entry.offset));
         due.truncate(DELIVER_MAX);
         // Records due together often share a batch: each batch is read
@@ -550,5 +589,43 @@ impl Mover {
         self.fed.retain(|id, _| hosted.contains(id));
         self.caught_up.retain(|id| hosted.contains(id));
         self.handed.retain(|id, _| hosted.contains(id));
+        self.cancelling.retain(|id, _| hosted.contains(id));
     }
+
+    /// Answer the tools' questions until `deadline`.
+    fn answer_until(&mut self, deadline: Instant) -> Result<(), TimerError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.queries.recv_timeout(left) {
+                Ok(query) => self.answer(query)?,
+                Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The pending offsets that copies or cancel markers past `partition`'s
+/// high watermark name: uncommitted, but in the log.
+fn uncommitted_markers(partition: &Partition) -> Result<HashSet<i64>, weir_storage::ReadError> {
+    let offsets = partition.offsets();
+    let mut found_offsets = HashSet::new();
+    let mut from = offsets.high_watermark;
+    while from < offsets.log_end {
+        let found = partition.delay_batches(from, offsets.log_end, FEED_READ_BYTES)?;
+        for (_, batch) in &found.batches {
+            if let Ok(scan) = scan_delays(batch) {
+                found_offsets.extend(scan.copies.iter().map(|c| c.delayed_from));
+                found_offsets.extend(scan.cancels.iter().map(|c| c.cancelled));
+            }
+        }
+        if found.next <= from {
+            break;
+        }
+        from = found.next;
+    }
+    Ok(found_offsets)
 }

@@ -1,0 +1,216 @@
+//! weir-admin: the broker's HTTP admin API, served by axum on the admin
+//! listener (`weir serve --admin-listen`, default `127.0.0.1:9644`) on the
+//! broker's tokio runtime. It owns the routes, their JSON answers, the error
+//! answer every route shares ([`AdminError`]: `{"error": "<message>"}` with
+//! an HTTP status), and the bounds on what a client controls: a request body
+//! of at most [`BODY_BYTES_MAX`], an answer within [`REQUEST_TIMEOUT`], and
+//! at most [`IN_FLIGHT_MAX`] requests served at once across connections.
+//!
+//! | route         | answer                                                 |
+//! |---------------|--------------------------------------------------------|
+//! | `GET /health` | 200 `{"status":"ok"}`: the process is up and serving    |
+//! | `/v1/topics/{topic}/delayed...` | pending delayed records: counts, list, cancel (`delayed`) |
+//!
+//! Any other path answers 404, and another method on a known path 405, both
+//! with an error body.
+//!
+//! Each group of routes is a module with a `routes()` function giving a
+//! `Router<AdminState>`, merged by [`router`] in one line. Handlers read the
+//! broker through [`AdminState`]; the crate sits above `weir-broker` and
+//! below `weir-serve`, which binds the listener and stops it with the broker.
+
+mod delayed;
+mod error;
+mod health;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+pub use error::AdminError;
+
+/// Largest request body a route reads, in bytes; a larger one answers 413.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Longest a request is handled (including its wait for one of the
+/// [`IN_FLIGHT_MAX`] slots) before it answers 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most requests handled at once, across all connections; more wait.
+pub const IN_FLIGHT_MAX: usize = 32;
+/// Longest [`serve`] waits, once told to stop, for open connections to
+/// finish their requests; those still open then are left to the runtime's
+/// end.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared state of the admin routes.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The broker the routes serve views of.
+    pub broker: Arc<weir_broker::Broker>,
+}
+
+/// Every route of the admin API, with the error fallbacks and the bounds.
+pub fn router(state: AdminState) -> Router {
+    let routes = Router::new()
+        .merge(health::routes())
+        .merge(delayed::routes());
+    bounded(routes).with_state(state)
+}
+
+/// `routes` with JSON answers for an unknown path or method, and the
+/// limits on what a client controls. The last layer added runs first: the
+/// time limit covers the wait for a slot.
+fn bounded<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            IN_FLIGHT_MAX,
+        ))
+        .layer(middleware::from_fn(time_limit))
+}
+
+async fn no_route(method: Method, uri: Uri) -> AdminError {
+    AdminError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> AdminError {
+    AdminError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// Answers 503 for a request not answered within [`REQUEST_TIMEOUT`].
+async fn time_limit(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not answered within {REQUEST_TIMEOUT:?}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Serve [`router`] on `listener` until `shutdown` resolves, then stop
+/// accepting and let open connections finish their requests for at most
+/// [`SHUTDOWN_DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return served,
+        // Sent, or dropped with the server: either way it is stopping.
+        _ = stopping => {}
+    }
+    match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, server).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(
+                "the admin listener's connections did not finish within \
+                 {SHUTDOWN_DRAIN_TIMEOUT:?} of the stop; leaving them"
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    /// A broker over a fresh data folder, and the folder.
+    fn state() -> (AdminState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(weir_storage::SystemClock);
+        let (log, _) = weir_storage::CommitLog::open(dir.path(), Default::default(), clock.clone())
+            .expect("open the log");
+        let metadata =
+            Arc::new(weir_metadata::LocalMetadataStore::open(dir.path()).expect("metadata"));
+        let broker =
+            weir_broker::Broker::new(Default::default(), log, metadata, clock).expect("broker");
+        (
+            AdminState {
+                broker: Arc::new(broker),
+            },
+            dir,
+        )
+    }
+
+    async fn call(app: Router, method: Method, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), BODY_BYTES_MAX)
+            .await
+            .expect("body");
+        let json = serde_json::from_slice(&bytes).expect("a JSON body");
+        (status, json)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn health_answers_ok() {
+        let (state, _dir) = state();
+        let (status, body) = call(router(state), Method::GET, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"status": "ok"}));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unknown_path_or_method_answers_a_json_error() {
+        let (state, _dir) = state();
+        let app = router(state);
+        let (status, body) = call(app.clone(), Method::GET, "/no/such/route").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "no route for GET /no/such/route"})
+        );
+        let (status, body) = call(app, Method::POST, "/health").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "/health does not take POST"})
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_time_limit_answers_503() {
+        let slow = Router::new().route("/slow", get(std::future::pending::<()>));
+        let (status, body) = call(bounded(slow), Method::GET, "/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": format!("not answered within {REQUEST_TIMEOUT:?}")})
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The broker's HTTP admin API (`weir serve --admin-listen`), for what the
+//! Kafka protocol has no request for: the delayed records a broker holds
+//! back (`weir delayed`, `weir topic describe`). Answers are JSON; an
+//! error answer's `error` field is the broker's reason.
+
+use std::time::Duration;
+
+use crate::{CliError, Result};
+
+/// Where the commands look for the admin API when neither `--admin-url`
+/// nor `WEIR_ADMIN_URL` says otherwise: `weir serve`'s default.
+pub const ADMIN_URL_DEFAULT: &str = "http://127.0.0.1:9644";
+/// How long one request may take, connecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long connecting may take before the API counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of one broker's admin API.
+pub struct AdminApi {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl AdminApi {
+    /// A client of the API at `url` (`http://HOST:PORT`; a bare
+    /// `HOST:PORT` is taken as http).
+    pub fn new(url: &str) -> Result<Self> {
+        let url = url.trim().trim_end_matches('/');
+        if url.is_empty() {
+            return Err(crate::usage("--admin-url is empty"));
+        }
+        let base = match url.contains("://") {
+            true => url.to_owned(),
+            false => format!("http://{url}"),
+        };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|source| CliError::Admin {
+                what: "cannot set up an HTTP client".into(),
+                source,
+            })?;
+        Ok(Self { base, http })
+    }
+
+    /// GET `path` with `query`: the JSON answer.
+    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<serde_json::Value> {
+        let request = self.http.get(self.url(path)).query(query);
+        self.send(request, path)
+    }
+
+    /// DELETE `path`: the JSON answer.
+    pub fn delete(&self, path: &str) -> Result<serde_json::Value> {
+        let request = self.http.delete(self.url(path));
+        self.send(request, path)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        path: &str,
+    ) -> Result<serde_json::Value> {
+        let response = request.send().map_err(|source| {
+            let what = format!("no admin API answered at {}", self.base).into();
+            match source.is_connect() || source.is_timeout() {
+                true => CliError::AdminUnreachable { what, source },
+                false => CliError::Admin { what, source },
+            }
+        })?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().map_err(|source| CliError::Admin {
+            what: format!(
+                "the admin API at {} answered {path} with {status} and no JSON",
+                self.base
+            )
+            .into(),
+            source,
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let reason = body
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| body.to_string(), str::to_owned);
+        Err(CliError::Failed(reason))
+    }
+}
+
+/// A path segment: `segment` with every byte but unreserved ones
+/// percent-encoded (topic names may hold `.`, `_` and `-` only, but the
+/// path must not break on anything).
+pub fn segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(byte));
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(segment("orders.v1_x-y"), "orders.v1_x-y");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn a_bare_address_is_taken_as_http() {
+        let api = AdminApi::new("127.0.0.1:9644/").expect("valid");
+        assert_eq!(api.url("/health"), "http://127.0.0.1:9644/health");
+    }
+}
