@@ -2256,3 +2256,58 @@ fn delayed_records_are_delivered_once_across_the_death_of_their_leader() -> anyh
     ensure!(again == copies, "after the old leader's return: {again:?}");
     Ok(())
 }
+
+#[test]
+fn a_cancel_is_refused_by_a_follower_and_holds_after_its_leaders_death() -> anyhow::Result<()> {
+    let mut nodes = start_cluster(3, &[])?;
+    let all = bootstrap(&nodes);
+    create_replicated_blocking(&all, "cancelled", 1, 3)?;
+    let placed = wait_full_isr(&nodes, "cancelled")?;
+    // Values 0, 1, 2 at offsets 0, 1, 2, due after 2, 6 and 7 s.
+    produce_delayed(&all, "cancelled", 3, |i| [2_000, 6_000, 7_000][i as usize])?;
+    let leader = placed[&0].leader;
+    let victim = usize::try_from(leader - 1)?;
+    let follower = &nodes[(victim + 1) % nodes.len()];
+    let cancel = |node: &Broker| {
+        cli::command(
+            node,
+            &[
+                "delayed",
+                "cancel",
+                "cancelled",
+                "--partition",
+                "0",
+                "--offset",
+                "1",
+            ],
+        )
+        .output()
+    };
+    // A follower sends the tool to the leader.
+    let refused = cancel(follower)?;
+    let err = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        refused.status.code() == Some(1)
+            && err.contains("does not lead")
+            && err.contains(&format!("broker {leader} does")),
+        "{:?} {err}",
+        refused.status
+    );
+    // The leader commits the cancel to every replica, then dies.
+    let done = cancel(&nodes[victim])?;
+    ensure!(
+        done.status.success(),
+        "{:?} {}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
+    nodes[victim].sigkill()?;
+    // The new leader delivers 0 and 2, never 1: 2 is due after it.
+    let copies = delivered_copies(&bootstrap_alive(&nodes), "cancelled", 2)?;
+    ensure!(
+        copies.keys().copied().eq([0, 2]),
+        "delivered, with how many copies each: {copies:?}"
+    );
+    ensure!(copies.values().all(|n| *n == 1), "{copies:?}");
+    Ok(())
+}

@@ -681,6 +681,18 @@ fn weir_tool(broker: &Broker, args: &[&str]) -> anyhow::Result<(i32, String, Str
     ))
 }
 
+/// `weir delayed cancel TOPIC --partition 0 --offset OFFSET [MORE...]`, as
+/// [`weir_tool`] runs it.
+fn cancel_at(
+    broker: &Broker,
+    topic: &str,
+    offset: &str,
+    more: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let args = ["delayed", "cancel", topic, "--partition", "0", "--offset"];
+    weir_tool(broker, &[&args[..], &[offset], more].concat())
+}
+
 /// `weir ARGS --json`'s document, which must exit 0.
 fn weir_json(broker: &Broker, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let mut args = args.to_vec();
@@ -773,18 +785,7 @@ fn the_tools_list_count_and_cancel_pending_records_and_a_cancel_survives_a_resta
 
     // Cancel one due soon and one due in ten minutes.
     for offset in ["4", "1"] {
-        let (code, out, err) = weir_tool(
-            &broker,
-            &[
-                "delayed",
-                "cancel",
-                topic,
-                "--partition",
-                "0",
-                "--offset",
-                offset,
-            ],
-        )?;
+        let (code, out, err) = cancel_at(&broker, topic, offset, &[])?;
         ensure!(code == 0 && out.contains("cancelled"), "{code} {out} {err}");
     }
     // What cannot be cancelled says why, with exit code 1.
@@ -793,18 +794,7 @@ fn the_tools_list_count_and_cancel_pending_records_and_a_cancel_survives_a_resta
         ("0", "not a delayed record"),
         ("99", "no committed record"),
     ] {
-        let (code, _, err) = weir_tool(
-            &broker,
-            &[
-                "delayed",
-                "cancel",
-                topic,
-                "--partition",
-                "0",
-                "--offset",
-                offset,
-            ],
-        )?;
+        let (code, _, err) = cancel_at(&broker, topic, offset, &[])?;
         ensure!(
             code == 1 && err.contains(why),
             "offset {offset}: {code} {err}"
@@ -837,35 +827,18 @@ fn the_tools_list_count_and_cancel_pending_records_and_a_cancel_survives_a_resta
     broker.restart()?;
     let now = listed(&broker, topic)?;
     ensure!(now == (vec![3], 1), "after a restart: {now:?}");
-    let (code, _, err) = weir_tool(
-        &broker,
-        &[
-            "delayed",
-            "cancel",
-            topic,
-            "--partition",
-            "0",
-            "--offset",
-            "1",
-        ],
-    )?;
+    let (code, _, err) = cancel_at(&broker, topic, "1", &[])?;
     ensure!(
         code == 1 && err.contains("no longer pending"),
         "{code} {err}"
     );
-    let cancelled = weir_json(
-        &broker,
-        &[
-            "delayed",
-            "cancel",
-            topic,
-            "--partition",
-            "0",
-            "--offset",
-            "3",
-        ],
-    )?;
-    ensure!(cancelled["cancelled"] == true, "{cancelled}");
+    let (code, out, err) = cancel_at(&broker, topic, "3", &["--json"])?;
+    let cancelled: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("exit {code}: {out:?} {err}"))?;
+    ensure!(
+        cancelled["cancelled"] == true && cancelled["offset"] == 3,
+        "{cancelled}"
+    );
     let now = listed(&broker, topic)?;
     ensure!(now == (vec![], 0), "after the last cancel: {now:?}");
     Ok(())
