@@ -25,9 +25,9 @@ struct Cli {
     brokers: String,
     /// The broker's HTTP admin API, for `weir delayed` and the delayed
     /// records of `weir topic describe` (`weir serve --admin-listen`).
-    #[arg(long, global = true, env = "WEIR_ADMIN_URL", default_value = cli::admin_api::ADMIN_URL_DEFAULT,
-          value_name = "URL")]
-    admin_url: String,
+    /// [default: port 9644 on the host of the first of --brokers]
+    #[arg(long, global = true, env = "WEIR_ADMIN_URL", value_name = "URL")]
+    admin_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +61,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let brokers = cli.brokers.as_str();
+    let admin_url = cli::admin_api::admin_url(brokers, cli.admin_url.as_deref());
     let result = match cli.command {
         Command::Serve(args) => weir_serve::run(args).map_err(|err| {
             let code = if err.is_usage() {
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "rdkafka")]
         Command::Bench(cmd) => weir_bench::run(cmd)
             .map_err(|err| failed(err.as_ref(), cli::exit_code_of_chain(err.as_ref()))),
-        Command::Topic(args) => cli::topic::run(brokers, &cli.admin_url, args).map_err(cli_failed),
+        Command::Topic(args) => cli::topic::run(brokers, &admin_url, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
         Command::Produce(args) => cli::produce::run(brokers, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cli::cluster::run(brokers, args).map_err(cli_failed),
         Command::Group(args) => cli::group::run(brokers, args).map_err(cli_failed),
         Command::Txn(args) => cli::txn::run(brokers, args).map_err(cli_failed),
-        Command::Delayed(args) => cli::delayed::run(&cli.admin_url, args).map_err(cli_failed),
+        Command::Delayed(args) => cli::delayed::run(&admin_url, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

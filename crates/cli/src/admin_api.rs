@@ -7,9 +7,25 @@ use std::time::Duration;
 
 use crate::{CliError, Result};
 
-/// Where the commands look for the admin API when neither `--admin-url`
-/// nor `WEIR_ADMIN_URL` says otherwise: `weir serve`'s default.
-pub const ADMIN_URL_DEFAULT: &str = "http://127.0.0.1:9644";
+/// The admin API's port when neither `--admin-url` nor `WEIR_ADMIN_URL`
+/// names one: `weir serve --admin-listen`'s default.
+pub const ADMIN_PORT_DEFAULT: u16 = 9644;
+
+/// The admin API to ask: `given` (`--admin-url` or `WEIR_ADMIN_URL`), else
+/// port [`ADMIN_PORT_DEFAULT`] on the host of the first of `brokers`, so
+/// that a command never asks another broker than the one named.
+pub fn admin_url(brokers: &str, given: Option<&str>) -> String {
+    if let Some(given) = given {
+        return given.to_owned();
+    }
+    let first = brokers.split(',').next().unwrap_or_default().trim();
+    let host = match first.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => first,
+    };
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    format!("http://{host}:{ADMIN_PORT_DEFAULT}")
+}
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long connecting may take before the API counts as unreachable.
@@ -116,6 +132,17 @@ mod tests {
     fn path_segments_are_percent_encoded() {
         assert_eq!(segment("orders.v1_x-y"), "orders.v1_x-y");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn the_default_admin_url_is_on_the_first_brokers_host() {
+        assert_eq!(
+            admin_url("10.0.0.7:9092,10.0.0.8:9092", None),
+            "http://10.0.0.7:9644"
+        );
+        assert_eq!(admin_url("[::1]:9092", None), "http://[::1]:9644");
+        assert_eq!(admin_url("kafka-1", None), "http://kafka-1:9644");
+        assert_eq!(admin_url("10.0.0.7:9092", Some("http://a:1")), "http://a:1");
     }
 
     #[test]

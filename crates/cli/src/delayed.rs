@@ -31,9 +31,10 @@ A pending record is named by its partition and offset (the offset Produce
 acknowledged it at); consumers get a copy of it at a later offset once it
 is due, with the header weir.delayed-from-offset giving that offset.
 
-These commands ask the broker's HTTP admin API: --admin-url (or
-WEIR_ADMIN_URL), default http://127.0.0.1:9644 (`weir serve --admin-listen`).
-A cancel must go to the admin API of the partition's leader.";
+These commands ask the broker's HTTP admin API (`weir serve --admin-listen`):
+--admin-url (or WEIR_ADMIN_URL), by default port 9644 on the host of the
+first of --brokers. A cancel must go to the admin API of the partition's
+leader.";
 
 /// `weir delayed`.
 #[derive(Debug, Args)]

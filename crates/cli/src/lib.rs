@@ -47,7 +47,8 @@ Exit codes:
 Every command that talks to a broker takes --brokers HOST:PORT[,HOST:PORT...]
 (or WEIR_BROKERS), default 127.0.0.1:9092. `weir delayed` and the delayed
 records of `weir topic describe` come from the broker's admin API instead:
---admin-url (or WEIR_ADMIN_URL), default http://127.0.0.1:9644.";
+--admin-url (or WEIR_ADMIN_URL), by default port 9644 on the host of the
+first of --brokers.";
 
 /// Exit code of a failed operation.
 pub const EXIT_FAILED: u8 = 1;

@@ -457,6 +457,9 @@ impl Mover {
         partition: Option<i32>,
         limit: usize,
     ) -> Result<(Vec<TimerEntry>, bool), DelayQueryError> {
+        if limit == 0 {
+            return Ok((Vec::new(), true));
+        }
         let wanted = |t: Uuid, p: i32| t == topic_id && partition.is_none_or(|want| want == p);
         let found = self
             .store
