@@ -3,8 +3,9 @@
 //! prints, on a one-node broker and on a cluster node, across a restart;
 //! JSON errors for what it does not serve; `--admin-listen none` turns it
 //! off and leaves Kafka clients served; a taken admin port fails the start
-//! before the data folder is touched; and an open admin connection does not
-//! hold up the broker's stop.
+//! before the data folder is touched; an open admin connection does not
+//! hold up the broker's stop; and with every admin connection taken a new
+//! one waits for a free one while Kafka clients are served.
 
 mod common;
 
@@ -22,6 +23,10 @@ use serde_json::{Value, json};
 /// Longest an admin request may take here (the broker answers in
 /// milliseconds).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `weir_admin::CONNECTIONS_MAX`, mirrored: the root package does not
+/// depend on weir-admin.
+const ADMIN_CONNECTIONS_MAX: usize = 64;
 
 /// An HTTP client with a bounded wait.
 fn http() -> anyhow::Result<reqwest::blocking::Client> {
@@ -241,5 +246,60 @@ fn an_open_admin_connection_does_not_hold_up_the_stop() -> anyhow::Result<()> {
     let status = broker.stop()?;
     ensure!(status.success(), "weir serve exited {status}");
     drop(halfway);
+    Ok(())
+}
+
+#[test]
+fn with_every_admin_connection_taken_a_new_one_waits_and_kafka_clients_are_served()
+-> anyhow::Result<()> {
+    let mut broker = Broker::start(&[])?;
+    let addr = broker
+        .admin_addr()
+        .context("no `admin listening on` line")?
+        .to_owned();
+    // Connected and silent, they take every admin connection until the idle
+    // timeout (30 s) closes them; the test is done well before.
+    let mut idle = (0..ADMIN_CONNECTIONS_MAX)
+        .map(|_| std::net::TcpStream::connect(&addr))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Connected after them, it waits in the listen backlog, unanswered.
+    let (answered_tx, answered) = mpsc::channel();
+    let health = addr.clone();
+    let asker = std::thread::spawn(move || {
+        // Bounded, and long enough to outlast the waits below.
+        let answer = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .and_then(|client| client.get(format!("http://{health}/health")).send())
+            .map(|response| response.status().as_u16());
+        let _ = answered_tx.send(answer);
+    });
+    match answered.recv_timeout(Duration::from_millis(500)) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => {
+            bail!("GET /health with {ADMIN_CONNECTIONS_MAX} admin connections open: {other:?}")
+        }
+    }
+
+    // The Kafka listener is not the admin one: produce and consume.
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "weir-e2e-health", 1, &[])?;
+    common::assert_serves_clients(&bootstrap)?;
+
+    // One idle connection closed, the waiting one is accepted and answered.
+    drop(idle.pop());
+    let status = answered
+        .recv_timeout(HTTP_TIMEOUT)
+        .context("GET /health was not answered once an admin connection closed")??;
+    ensure!(status == 200, "GET /health answered {status}");
+    asker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the health asker panicked"))?;
+
+    // A full admin listener does not hold up the stop past its drain bound.
+    let status = broker.stop()?;
+    ensure!(status.success(), "weir serve exited {status}");
+    drop(idle);
     Ok(())
 }

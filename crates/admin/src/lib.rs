@@ -2,9 +2,17 @@
 //! listener (`weir serve --admin-listen`, default `127.0.0.1:9644`) on the
 //! broker's tokio runtime. It owns the routes, their JSON answers, the error
 //! answer every route shares ([`AdminError`]: `{"error": "<message>"}` with
-//! an HTTP status), and the bounds on what a client controls: a request body
-//! of at most [`BODY_BYTES_MAX`], an answer within [`REQUEST_TIMEOUT`], and
-//! at most [`IN_FLIGHT_MAX`] requests served at once across connections.
+//! an HTTP status), and the bounds on what a client controls (the counts
+//! are across all of the listener's connections):
+//!
+//! - at most [`CONNECTIONS_MAX`] connections open at once; further ones wait
+//!   in the listen backlog, not accepted, until one closes;
+//! - a connection is closed once it has sent nothing for [`IDLE_TIMEOUT`]
+//!   while the server waits to read from it: half a request, none, or an
+//!   idle keep-alive connection;
+//! - a request body of at most [`BODY_BYTES_MAX`];
+//! - an answer within [`REQUEST_TIMEOUT`];
+//! - at most [`IN_FLIGHT_MAX`] requests handled at once.
 //!
 //! | route         | answer                                                 |
 //! |---------------|--------------------------------------------------------|
@@ -19,6 +27,7 @@
 //! broker through [`AdminState`]; the crate sits above `weir-broker` and
 //! below `weir-serve`, which binds the listener and stops it with the broker.
 
+mod connection;
 mod delayed;
 mod error;
 mod health;
@@ -42,6 +51,16 @@ pub const BODY_BYTES_MAX: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most requests handled at once, across all connections; more wait.
 pub const IN_FLIGHT_MAX: usize = 32;
+/// Most admin connections open at once. With all open, [`serve`] accepts
+/// no more (they wait in the kernel's listen backlog) until one closes;
+/// Kafka clients, on their own listener, are not held up.
+pub const CONNECTIONS_MAX: usize = 64;
+/// Longest a connection may send nothing while the server waits to read
+/// from it (for a request, the rest of one, or to notice the client gone)
+/// before it is closed. Counted from the last byte received, or the accept;
+/// it frees the slot (of [`CONNECTIONS_MAX`]) held by a client that sends
+/// half a request, nothing, or leaves a keep-alive connection idle.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest [`serve`] waits, once told to stop, for open connections to
 /// finish their requests; those still open then are left to the runtime's
 /// end.
@@ -102,9 +121,10 @@ async fn time_limit(request: Request, next: Next) -> Response {
     }
 }
 
-/// Serve [`router`] on `listener` until `shutdown` resolves, then stop
-/// accepting and let open connections finish their requests for at most
-/// [`SHUTDOWN_DRAIN_TIMEOUT`].
+/// Serve [`router`] on `listener`, with at most [`CONNECTIONS_MAX`]
+/// connections open and each closed after [`IDLE_TIMEOUT`] of silence,
+/// until `shutdown` resolves; then stop accepting and let open connections
+/// finish their requests for at most [`SHUTDOWN_DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
@@ -115,6 +135,7 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
+    let listener = connection::AdminListener::new(listener, CONNECTIONS_MAX);
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(signal)
         .into_future();

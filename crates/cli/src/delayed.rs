@@ -157,6 +157,15 @@ fn list(api: &AdminApi, args: &ListArgs, json: bool) -> Result<()> {
         }
         out.push('\n');
         out.push_str(&super::table(&rows));
+        if answer["records_cut"] == true {
+            out.push_str("(fewer records than asked: those shown hold the 4 MiB one answer may)\n");
+        }
+        if answer["records_exact"] == false {
+            out.push_str(
+                "(the schedule is too large to read in one answer: these records are pending, \
+                 but there may be earlier ones)\n",
+            );
+        }
     }
     super::print_out(&out)?;
     Ok(())

@@ -580,6 +580,20 @@ pub struct PendingView {
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
+impl PendingView {
+    /// The bytes its key, value and headers hold, as cut.
+    pub fn bytes(&self) -> usize {
+        let field = |f: &Option<Vec<u8>>| f.as_ref().map_or(0, Vec::len);
+        field(&self.key)
+            + field(&self.value)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + field(v))
+                .sum::<usize>()
+    }
+}
+
 /// The pending original at `offset` in `batch`, one whole stored batch,
 /// with each key, value and header value cut to `bytes_max` bytes.
 pub fn pending_record(

@@ -40,6 +40,9 @@ pub(super) const QUERIES_MAX: usize = 64;
 const SCAN_READS_MAX: u64 = 200_000;
 /// The most records one [`list`] shows.
 pub const LIST_MAX: usize = 1_000;
+/// The most bytes of keys, values and headers one [`list`] holds: records
+/// past them are left out (however large the records and the bound asked).
+pub const LIST_BYTES_MAX: usize = 4 << 20;
 /// Cancels whose records are not met yet that may wait at once; the rest
 /// of the store's bound is left to the feed's own cancels.
 const CANCELS_WAITING_MAX: usize = TimerStore::CANCELS_MAX / 2;
@@ -139,6 +142,9 @@ pub struct PendingList {
     pub records: Vec<ListedRecord>,
     /// `records` are exactly the earliest: the schedule was read far enough.
     pub exact: bool,
+    /// Fewer records than asked are shown: their bytes reached
+    /// [`LIST_BYTES_MAX`].
+    pub cut: bool,
 }
 
 /// One pending record.
@@ -224,16 +230,23 @@ pub async fn list(
     })
     .await?;
     // The records are read off the mover's thread.
-    let records = tokio::task::spawn_blocking(move || {
-        entries
-            .into_iter()
-            .map(|e| ListedRecord {
+    let (records, cut) = tokio::task::spawn_blocking(move || {
+        let mut records = Vec::with_capacity(entries.len());
+        let mut shown = 0usize;
+        for e in entries {
+            if shown >= LIST_BYTES_MAX {
+                return (records, true);
+            }
+            let record = read_pending(&state, e.partition, e.offset, bytes_max);
+            shown += record.as_ref().map_or(0, PendingView::bytes);
+            records.push(ListedRecord {
                 partition: e.partition,
                 offset: e.offset,
                 due_ms: e.due_ms,
-                record: read_pending(&state, e.partition, e.offset, bytes_max),
-            })
-            .collect()
+                record,
+            });
+        }
+        (records, false)
     })
     .await
     .map_err(|e| DelayQueryError::Unavailable(format!("reading pending records failed: {e}")))?;
@@ -241,6 +254,7 @@ pub async fn list(
         delays,
         records,
         exact,
+        cut,
     })
 }
 
