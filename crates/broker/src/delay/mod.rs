@@ -12,16 +12,17 @@
 //!
 //! **The schedule** is a [`TimerStore`] in `<data>/timer/`, fed from the
 //! log by every replica alike: each committed pending record (below the
-//! high watermark) is added, each committed copy takes its pending record
-//! out. The log is the truth and the store an index of it: its checkpoint
+//! high watermark) is added, each committed copy or cancel marker takes
+//! its pending record out. The log is the truth and the store an index of it: its checkpoint
 //! keeps, per partition, the offset the feed reached, and a restart feeds
 //! on from there.
 //!
 //! **Exactly once.** The store hands a pending record out once it is due;
 //! it then waits in `handed` until a committed copy of it is fed. A leader
 //! delivers a handed record only once its feed has reached the high
-//! watermark, and only when no copy of it lies in the log past the feed (an
-//! uncommitted copy, its own or an earlier leader's) or is in flight. A
+//! watermark, and only when no copy or cancel marker of it lies in the log
+//! past the feed (uncommitted, its own or an earlier leader's) or is in
+//! flight. A
 //! copy that a failover truncates was never committed, so the record stays
 //! handed and the next leader delivers it. Before each checkpoint the
 //! handed records are added to the store again, so after a crash they are
@@ -434,7 +435,10 @@ impl Mover {
         if due.is_empty() {
             return;
         }
-        let uncommitted = match uncommitted_markers(partition) {
+        // From the feed's end, not the high watermark: what was committed
+        // since the feed is not in the store's view yet.
+        let fed = self.fed.get(&id).copied().unwrap_or_default();
+        let uncommitted = match unfed_markers(partition, fed) {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(partition = ?id, error = %e, "delayed delivery cannot read a partition");
@@ -608,12 +612,13 @@ impl Mover {
     }
 }
 
-/// The pending offsets that copies or cancel markers past `partition`'s
-/// high watermark name: uncommitted, but in the log.
-fn uncommitted_markers(partition: &Partition) -> Result<HashSet<i64>, weir_storage::ReadError> {
+/// The pending offsets that copies or cancel markers of `partition` from
+/// offset `fed` on name: in the log, but not fed to the store (uncommitted,
+/// or committed since the feed).
+fn unfed_markers(partition: &Partition, fed: i64) -> Result<HashSet<i64>, weir_storage::ReadError> {
     let offsets = partition.offsets();
     let mut found_offsets = HashSet::new();
-    let mut from = offsets.high_watermark;
+    let mut from = fed.max(offsets.log_start);
     while from < offsets.log_end {
         let found = partition.delay_batches(from, offsets.log_end, FEED_READ_BYTES)?;
         for (_, batch) in &found.batches {

@@ -565,12 +565,13 @@ impl Mover {
             .ok_or_else(not_delayed)?;
         let original =
             weir_storage::pending_record(&batch, offset, 0).map_err(|_| not_delayed())?;
-        if super::uncommitted_markers(&partition)
+        let fed = self.fed.get(&id).copied().unwrap_or_default();
+        if super::unfed_markers(&partition, fed)
             .map_err(read)?
             .contains(&offset)
         {
             return Err(no_longer(
-                "a copy of it or a cancel of it is in the log, not yet committed",
+                "a copy of it or a cancel of it is already in the log",
             ));
         }
         match self.handed.get(&id).and_then(|h| h.get(&offset)) {
