@@ -105,6 +105,27 @@ fn what_the_admin_api_does_not_serve_answers_a_json_error() -> anyhow::Result<()
         ask(reqwest::Method::DELETE, addr, "/health")?,
         (405, json!({"error": "/health does not take DELETE"}))
     );
+    // A query or path that does not parse, or a bound passed, is a JSON 400.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/topics/t/delayed?limit=many"),
+        (reqwest::Method::GET, "/v1/topics/t/delayed?limit=1001"),
+        (reqwest::Method::GET, "/v1/topics/t/delayed?bytes=65537"),
+        (
+            reqwest::Method::DELETE,
+            "/v1/topics/t/partitions/x/delayed/1",
+        ),
+    ] {
+        let (status, body) = ask(method, addr, path)?;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        get(addr, "/v1/topics/t/delayed")?,
+        (404, json!({"error": "no topic named t"}))
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
@@ -47,11 +48,13 @@ struct ListQuery {
     bytes: Option<usize>,
 }
 
+// The extractors' refusals are taken as results, so that they answer JSON.
 async fn list(
     State(state): State<AdminState>,
-    Path(topic): Path<String>,
-    Query(query): Query<ListQuery>,
+    topic: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, AdminError> {
+    let (Path(topic), Query(query)) = (topic?, query?);
     if query.limit > LIST_MAX {
         return Err(AdminError::bad_request(format!(
             "limit is {}, at most {LIST_MAX}",
@@ -76,8 +79,9 @@ async fn list(
 
 async fn cancel(
     State(state): State<AdminState>,
-    Path((topic, partition, offset)): Path<(String, i32, i64)>,
+    path: Result<Path<(String, i32, i64)>, PathRejection>,
 ) -> Result<Json<Value>, AdminError> {
+    let Path((topic, partition, offset)) = path?;
     let cancelled = delay::cancel(&state.broker, &topic, partition, offset)
         .await
         .map_err(refused)?;

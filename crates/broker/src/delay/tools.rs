@@ -342,7 +342,8 @@ async fn ask<T>(
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => Err(stopped()),
         Err(_) => Err(DelayQueryError::Unavailable(format!(
-            "delayed delivery did not answer within {ANSWER_TIMEOUT:?}; retry"
+            "delayed delivery did not answer within {ANSWER_TIMEOUT:?}; a cancel may still take \
+             effect (`weir delayed list` shows whether the record is pending)"
         ))),
     }
 }
