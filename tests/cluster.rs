@@ -333,15 +333,17 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
     // Back again, it catches up and rejoins every ISR.
     nodes[victim].restart()?;
     wait_full_isr(&nodes, "orders")?;
-    let out = cli::weir_ok(&nodes[survivor], &["cluster", "status", "--json"], b"")?;
-    let status: serde_json::Value = serde_json::from_str(&out)?;
-    ensure!(
-        status["partitions"]["under_replicated"] == 0
-            && status["brokers"]
+    // Every partition, `__consumer_offsets`' too, catches up at its own pace.
+    let mut last = serde_json::Value::Null;
+    let caught_up = wait_until(SETTLE_TIMEOUT, "no partition under-replicated", || {
+        let out = cli::weir_ok(&nodes[survivor], &["cluster", "status", "--json"], b"")?;
+        last = serde_json::from_str(&out)?;
+        Ok(last["partitions"]["under_replicated"] == 0
+            && last["brokers"]
                 .as_array()
-                .is_some_and(|b| b.len() == 3 && b.iter().all(|b| b["state"] == "active")),
-        "status after the restart: {status}"
-    );
+                .is_some_and(|b| b.len() == 3 && b.iter().all(|b| b["state"] == "active")))
+    });
+    ensure!(caught_up.is_ok(), "status after the restart: {last}");
     let from_victim = read_all(&nodes[victim].bootstrap(), "orders", 3)?;
     ensure!(
         from_victim == read,
