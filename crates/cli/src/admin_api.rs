@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of one broker's admin API.
 pub struct AdminApi {
-    base: String,
+    base: reqwest::Url,
     http: reqwest::blocking::Client,
 }
 
@@ -49,6 +49,10 @@ impl AdminApi {
             true => url.to_owned(),
             false => format!("http://{url}"),
         };
+        let base = reqwest::Url::parse(&base)
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .ok_or_else(|| crate::usage(format!("--admin-url {url:?} is not an http URL")))?;
         let http = reqwest::blocking::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -60,20 +64,29 @@ impl AdminApi {
         Ok(Self { base, http })
     }
 
-    /// GET `path` with `query`: the JSON answer.
-    pub fn get(&self, path: &str, query: &[(&str, String)]) -> Result<serde_json::Value> {
-        let request = self.http.get(self.url(path)).query(query);
-        self.send(request, path)
+    /// GET the path of `segments` with `query`: the JSON answer.
+    pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<serde_json::Value> {
+        let url = self.url(segments);
+        let request = self.http.get(url.clone()).query(query);
+        self.send(request, url.path())
     }
 
-    /// DELETE `path`: the JSON answer.
-    pub fn delete(&self, path: &str) -> Result<serde_json::Value> {
-        let request = self.http.delete(self.url(path));
-        self.send(request, path)
+    /// DELETE the path of `segments`: the JSON answer.
+    pub fn delete(&self, segments: &[&str]) -> Result<serde_json::Value> {
+        let url = self.url(segments);
+        let request = self.http.delete(url.clone());
+        self.send(request, url.path())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// The base URL with `segments` appended, each percent-encoded as one
+    /// path segment (a topic name cannot break the path).
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        // `new` refused a base that cannot take a path.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
     }
 
     fn send(
@@ -108,30 +121,18 @@ impl AdminApi {
     }
 }
 
-/// A path segment: `segment` with every byte but unreserved ones
-/// percent-encoded (topic names may hold `.`, `_` and `-` only, but the
-/// path must not break on anything).
-pub fn segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(byte));
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn path_segments_are_percent_encoded() {
-        assert_eq!(segment("orders.v1_x-y"), "orders.v1_x-y");
-        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        let api = AdminApi::new("http://127.0.0.1:9644").expect("valid");
+        assert_eq!(
+            api.url(&["v1", "topics", "a/b c", "delayed"]).as_str(),
+            "http://127.0.0.1:9644/v1/topics/a%2Fb%20c/delayed"
+        );
+        assert!(AdminApi::new("mailto:x").is_err());
     }
 
     #[test]
@@ -148,6 +149,9 @@ mod tests {
     #[test]
     fn a_bare_address_is_taken_as_http() {
         let api = AdminApi::new("127.0.0.1:9644/").expect("valid");
-        assert_eq!(api.url("/health"), "http://127.0.0.1:9644/health");
+        assert_eq!(
+            api.url(&["health"]).as_str(),
+            "http://127.0.0.1:9644/health"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::admin_api::{AdminApi, segment};
+use crate::admin_api::AdminApi;
 use crate::{Result, print_json};
 
 /// The most records `list --limit` may ask for (the broker's own bound).
@@ -124,7 +124,7 @@ pub(crate) fn pending(
     if let Some(p) = partition {
         query.push(("partition", p.to_string()));
     }
-    api.get(&format!("/v1/topics/{}/delayed", segment(topic)), &query)
+    api.get(&["v1", "topics", topic, "delayed"], &query)
 }
 
 fn list(api: &AdminApi, args: &ListArgs, json: bool) -> Result<()> {
@@ -172,12 +172,16 @@ fn list(api: &AdminApi, args: &ListArgs, json: bool) -> Result<()> {
 }
 
 fn cancel(api: &AdminApi, args: &CancelArgs, json: bool) -> Result<()> {
-    let answer = api.delete(&format!(
-        "/v1/topics/{}/partitions/{}/delayed/{}",
-        segment(&args.topic),
-        args.partition,
-        args.offset
-    ))?;
+    let (partition, offset) = (args.partition.to_string(), args.offset.to_string());
+    let answer = api.delete(&[
+        "v1",
+        "topics",
+        &args.topic,
+        "partitions",
+        &partition,
+        "delayed",
+        &offset,
+    ])?;
     if json {
         return print_json(&answer);
     }
