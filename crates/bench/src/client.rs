@@ -152,17 +152,33 @@ pub(super) fn prepare_topic(common: &CommonArgs, missing: Missing) -> anyhow::Re
             common.brokers
         );
     }
-    create_topic(common)?;
+    create_topic(common, &common.topic, common.partitions, &[])?;
+    wait_for_leaders(&probe, &common.topic)
+}
+
+/// Creates topic `name` with `partitions` and `configs` (a view, say) unless
+/// it exists, and waits until every partition has a leader.
+pub(super) fn prepare_topic_with(
+    common: &CommonArgs,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<TopicInfo> {
+    let probe = connect(common)?;
+    create_topic(common, name, partitions, configs)?;
+    wait_for_leaders(&probe, name)
+}
+
+fn wait_for_leaders(probe: &BaseProducer<ProbeContext>, topic: &str) -> anyhow::Result<TopicInfo> {
     let deadline = Instant::now() + Duration::from_millis(TOPIC_READY_TIMEOUT_MS);
     loop {
-        if let Some(info) = topic_info(&probe, &common.topic)? {
+        if let Some(info) = topic_info(probe, topic)? {
             return Ok(info);
         }
         if Instant::now() >= deadline {
             bail!(
-                "topic {} was created but has no leader for every partition after {} ms",
-                common.topic,
-                TOPIC_READY_TIMEOUT_MS
+                "topic {topic} was created but has no leader for every partition after \
+                 {TOPIC_READY_TIMEOUT_MS} ms"
             );
         }
         // librdkafka's metadata call has no "wait for change"; this pause
@@ -236,15 +252,23 @@ fn topic_info(
     Ok(Some(TopicInfo { partitions }))
 }
 
-fn create_topic(common: &CommonArgs) -> anyhow::Result<()> {
+fn create_topic(
+    common: &CommonArgs,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = config(common, &[])
         .create()
         .context("cannot create the admin client")?;
-    let topic = NewTopic::new(
-        &common.topic,
-        common.partitions,
+    let mut topic = NewTopic::new(
+        name,
+        partitions,
         TopicReplication::Fixed(common.replication_factor),
     );
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let options =
         AdminOptions::new().operation_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -253,7 +277,7 @@ fn create_topic(common: &CommonArgs) -> anyhow::Result<()> {
         .context("cannot start the admin runtime")?;
     let results = runtime
         .block_on(admin.create_topics([&topic], &options))
-        .with_context(|| format!("cannot create topic {}", common.topic))?;
+        .with_context(|| format!("cannot create topic {name}"))?;
     for result in results {
         match result {
             Ok(_) => {}

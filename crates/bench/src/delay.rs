@@ -30,20 +30,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::Consumer as _;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::client::{self, Diagnostics, Missing};
+use super::client::{self, Missing};
 use super::consume::{self, BenchConsumer, POLL_MS};
 use super::report::{Clock, LatencyMs, Progress, latency_histogram};
+use super::send::{self, index_of_key};
 use super::{CommonArgs, Compression, PARTITIONS_MAX, parse_property, parse_record_size};
 
 /// The record header asking for delivery this many milliseconds after the
@@ -60,15 +57,6 @@ const PRODUCE_TIME_HEADER: &str = "weir.produce-time-ms";
 const RECORDS_MAX: u64 = 10_000_000;
 /// The longest `--max-delay`: the run waits that long.
 const DELAY_MAX: Duration = Duration::from_secs(24 * 3600);
-/// Bytes of each key: the run id, then the record's index (both u64 LE).
-const KEY_BYTES: usize = 16;
-/// Records the producer may have queued without a delivery report.
-const QUEUE_MESSAGES_MAX: u32 = 100_000;
-/// How long the producer waits for the last delivery reports: librdkafka's
-/// default message.timeout.ms (300 s) plus a margin.
-const DELIVERY_WAIT_MS_MAX: u64 = 330_000;
-/// How long a sender lets librdkafka drain its queue when it is full.
-const QUEUE_FULL_BACKOFF_MS: u64 = 1;
 /// How long finding each partition's end offset may take.
 const WATERMARK_TIMEOUT_MS: u64 = 10_000;
 /// After the last copy expected, how long the consumer keeps reading, so a
@@ -208,22 +196,6 @@ fn delay_ms(index: u64, min_ms: u64, max_ms: u64) -> u64 {
     // fraction / 2^64 * span < span, so the sum stays within max_ms.
     let offset = u64::try_from((fraction * span) >> 64).unwrap_or(0);
     min_ms + offset
-}
-
-fn record_key(run_id: u64, index: u64) -> [u8; KEY_BYTES] {
-    let mut key = [0; KEY_BYTES];
-    let (run, at) = key.split_at_mut(8);
-    run.copy_from_slice(&run_id.to_le_bytes());
-    at.copy_from_slice(&index.to_le_bytes());
-    key
-}
-
-/// The record index in a key of run `run_id`; `None` for other keys.
-fn index_of_key(key: Option<&[u8]>, run_id: u64) -> Option<u64> {
-    let key: &[u8; KEY_BYTES] = key?.try_into().ok()?;
-    let (run, at) = key.split_at(8);
-    let read = |bytes: &[u8]| bytes.try_into().ok().map(u64::from_le_bytes);
-    (read(run)? == run_id).then_some(read(at)?)
 }
 
 /// What the broker put on a copy, read from its headers.
@@ -395,135 +367,6 @@ impl Tally {
         self.broker_lateness_us
             .saturating_record(as_histogram(delivered));
     }
-}
-
-/// The producer's callbacks and counters.
-struct SendContext {
-    clock: Clock,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    last_delivery_us: AtomicU64,
-    diagnostics: Diagnostics,
-}
-
-impl ClientContext for SendContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.diagnostics.log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.diagnostics.log(
-            RDKafkaLogLevel::Error,
-            "error",
-            &format!("{error}: {reason}"),
-        );
-    }
-}
-
-impl ProducerContext for SendContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-                self.last_delivery_us
-                    .fetch_max(self.clock.now_us(), Ordering::Relaxed);
-            }
-            Err((err, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                self.diagnostics.set_last_error(err.to_string());
-            }
-        }
-    }
-}
-
-type DelayProducer = ThreadedProducer<SendContext>;
-
-fn create_producer(
-    common: &CommonArgs,
-    args: &DelayArgs,
-    clock: Clock,
-) -> anyhow::Result<DelayProducer> {
-    // Idempotent, so that a retried send cannot store a record twice and
-    // pass for a duplicate delivery.
-    let mode = [
-        ("acks", "all".to_owned()),
-        ("enable.idempotence", "true".to_owned()),
-        ("compression.type", args.compression.as_config().to_owned()),
-        ("linger.ms", args.linger_ms.to_string()),
-        (
-            "queue.buffering.max.messages",
-            QUEUE_MESSAGES_MAX.to_string(),
-        ),
-    ];
-    let context = SendContext {
-        clock,
-        delivered: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        last_delivery_us: AtomicU64::new(0),
-        diagnostics: Diagnostics::new(common),
-    };
-    client::config(common, &mode)
-        .create_with_context(context)
-        .context("cannot create the producer (check the -X properties)")
-}
-
-/// Sends every record of the run, then waits for the delivery reports.
-fn send_all(producer: &DelayProducer, plan: &Plan<'_>) {
-    let context = producer.context();
-    let partitions = u64::from(plan.partitions.unsigned_abs().max(1));
-    let (min_ms, max_ms) = plan.delays_ms;
-    for index in 0..plan.count {
-        let key = record_key(plan.run_id, index);
-        let delay = delay_ms(index, min_ms, max_ms).to_string();
-        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: DELAY_MS_HEADER,
-            value: Some(delay.as_bytes()),
-        });
-        let partition = i32::try_from(index % partitions).unwrap_or(0);
-        let mut record = BaseRecord::<[u8], [u8]>::to(plan.topic)
-            .partition(partition)
-            .key(&key[..])
-            .payload(plan.value)
-            .headers(headers);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(QUEUE_FULL_BACKOFF_MS));
-                }
-                Err((err, _)) => {
-                    context.failed.fetch_add(1, Ordering::Relaxed);
-                    context.diagnostics.set_last_error(err.to_string());
-                    break;
-                }
-            }
-        }
-    }
-    if producer
-        .flush(Duration::from_millis(DELIVERY_WAIT_MS_MAX))
-        .is_err()
-    {
-        let lost = producer.in_flight_count();
-        context
-            .failed
-            .fetch_add(u64::try_from(lost).unwrap_or(0), Ordering::Relaxed);
-        context.diagnostics.set_last_error(format!(
-            "{lost} records had no delivery report after {DELIVERY_WAIT_MS_MAX} ms"
-        ));
-    }
-}
-
-/// What the producer sends.
-struct Plan<'a> {
-    topic: &'a str,
-    partitions: i32,
-    count: u64,
-    run_id: u64,
-    delays_ms: (u64, u64),
-    value: &'a [u8],
 }
 
 /// What the main thread tells the consumer once phase 1 is over.
@@ -879,14 +722,6 @@ fn end_offsets(
     Ok(start)
 }
 
-/// A run id for the keys, different for each run.
-fn run_id() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
 /// Runs `weir bench delay` and prints its report. Fails (exit code 1) after
 /// printing when a record failed or a copy is missing, twice or early.
 pub(super) fn run(args: &DelayArgs) -> anyhow::Result<()> {
@@ -913,18 +748,10 @@ pub(super) fn run(args: &DelayArgs) -> anyhow::Result<()> {
     consumer
         .assign(&start)
         .context("cannot assign the partitions")?;
-    let producer = create_producer(&common, args, clock)?;
+    let producer = send::create_producer(&common, args.compression, args.linger_ms, clock)?;
     let tally = Tally::new(common.count, topic.partitions, delays_ms)?;
     let value = super::produce::filler(args.size);
-    let run_id = run_id();
-    let plan = Plan {
-        topic: &common.topic,
-        partitions: topic.partitions,
-        count: common.count,
-        run_id,
-        delays_ms,
-        value: &value,
-    };
+    let run_id = send::run_id();
     let phase = Phase {
         produced: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
@@ -934,13 +761,32 @@ pub(super) fn run(args: &DelayArgs) -> anyhow::Result<()> {
     let stop_watching = AtomicBool::new(false);
     let begin_us = clock.now_us();
     let mut produced_us = begin_us;
+    let partitions = u64::from(topic.partitions.unsigned_abs().max(1));
     let received = std::thread::scope(|scope| {
         if let (Some(process), Some(pid)) = (&process, args.broker_pid) {
             let stop = &stop_watching;
             scope.spawn(move || watch(pid, clock, process, stop));
         }
         let consuming = scope.spawn(|| receive_all(&consumer, clock, run_id, &phase, tally));
-        let producing = scope.spawn(|| send_all(&producer, &plan));
+        let producing = scope.spawn(|| {
+            send::send_all(
+                &producer,
+                &common.topic,
+                run_id,
+                common.count,
+                &value,
+                |index| {
+                    let delay = delay_ms(index, delays_ms.0, delays_ms.1).to_string();
+                    send::Planned {
+                        partition: i32::try_from(index % partitions).unwrap_or(0),
+                        headers: OwnedHeaders::new_with_capacity(1).insert(Header {
+                            key: DELAY_MS_HEADER,
+                            value: Some(delay.as_bytes()),
+                        }),
+                    }
+                },
+            );
+        });
         Progress::new(&common, "produce")
             .follow(&producer.context().delivered, || producing.is_finished());
         if let Err(panic) = producing.join() {
@@ -1122,15 +968,6 @@ mod tests {
         assert_eq!(delays.iter().max(), Some(&1004));
         assert!((0..100).all(|i| delay_ms(i, 7, 7) == 7));
         assert!(delay_ms(u64::MAX, 0, u64::MAX - 1) < u64::MAX);
-    }
-
-    #[test]
-    fn keys_of_this_run_give_their_index_and_others_none() {
-        let key = record_key(42, 123_456);
-        assert_eq!(index_of_key(Some(&key), 42), Some(123_456));
-        assert_eq!(index_of_key(Some(&key), 43), None);
-        assert_eq!(index_of_key(Some(&key[..15]), 42), None);
-        assert_eq!(index_of_key(None, 42), None);
     }
 
     fn copy_headers(delay: &str) -> Vec<(&'static str, Option<&[u8]>)> {

@@ -2,7 +2,7 @@
 //! Kafka-compatible broker through librdkafka.
 //!
 //! This crate owns the command line of the modes (`produce`, `consume`,
-//! `e2e`, `group-join`, `commit`, `txn`, `delay`, the scale modes `partitions`, `batches` and
+//! `e2e`, `group-join`, `commit`, `txn`, `delay`, `view`, the scale modes `partitions`, `batches` and
 //! `lookup`, and `limits`, which measures the machine rather than a broker);
 //! the client set-up, the workers and the report live in the submodules. The figures in docs/benchmarks.md come from here, so the
 //! workers lean on librdkafka's own batching and delivery callbacks rather
@@ -21,7 +21,9 @@ mod partitions;
 mod produce;
 mod report;
 mod scale;
+mod send;
 mod txn;
+mod view;
 
 use std::time::Duration;
 
@@ -106,6 +108,9 @@ pub enum BenchCommand {
     /// Produce delayed records and measure how late their copies arrive, and the broker's RSS.
     #[command(after_help = delay::DELAY_EXAMPLES)]
     Delay(delay::DelayArgs),
+    /// Read tag-filtered views against their source: time, disk reads and broker CPU.
+    #[command(after_help = view::VIEW_EXAMPLES)]
+    View(view::ViewArgs),
     /// Create topics of many partitions step by step and time each step until Metadata shows it.
     #[command(after_help = partitions::PARTITIONS_EXAMPLES)]
     Partitions(partitions::PartitionsArgs),
@@ -305,6 +310,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Commit(args) => return commit::run(args),
         BenchCommand::Txn(args) => return txn::run(args),
         BenchCommand::Delay(args) => return delay::run(args),
+        BenchCommand::View(args) => return view::run(args),
         BenchCommand::Limits(args) => return limits::run(args),
         BenchCommand::Partitions(args) => return partitions::run(args),
         BenchCommand::Batches(args) => return batches::run_batches(args),
@@ -329,6 +335,7 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         | BenchCommand::Commit(_)
         | BenchCommand::Txn(_)
         | BenchCommand::Delay(_)
+        | BenchCommand::View(_)
         | BenchCommand::Limits(_)
         | BenchCommand::Partitions(_)
         | BenchCommand::Batches(_)
