@@ -626,6 +626,45 @@ fn copies_due_together_are_split_to_fit_max_message_bytes() -> anyhow::Result<()
 }
 
 #[test]
+fn a_list_reads_at_most_16_mib_of_batches_and_says_it_left_records_out() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "big", 1, &[])?;
+    // Twenty pending records of 900,000 bytes, each in a batch of its own:
+    // a list reads each one's whole batch.
+    let records: Vec<Plain> = (0..20)
+        .map(|i| Plain {
+            key: None,
+            value: Some(vec![b'a' + i as u8; 900_000]),
+            headers: vec![(DELAY_MS.to_string(), Some(b"600000".to_vec()))],
+        })
+        .collect();
+    let produced = produce_with(&bootstrap, "big", &records, &[("batch.num.messages", "1")])?;
+    ensure!(produced.iter().all(Result::is_ok), "{produced:?}");
+    let list = weir_json(&broker, &["delayed", "list", "big", "--limit", "20"])?;
+    ensure!(list["pending"] == 20, "{list}");
+    let shown = list["records"].as_array().context("records")?;
+    // 16 MiB is 18.6 of these batches: the list stops once it read 19.
+    ensure!(
+        shown.len() == 19 && list["records_cut"] == true,
+        "{} shown",
+        shown.len()
+    );
+    ensure!(
+        shown
+            .iter()
+            .all(|r| r["value_bytes"] == 900_000 && r["error"].is_null()),
+        "{list}"
+    );
+    let few = weir_json(&broker, &["delayed", "list", "big", "--limit", "5"])?;
+    ensure!(
+        few["records"].as_array().map(Vec::len) == Some(5) && few["records_cut"] == false,
+        "{few}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_consumer_reading_past_many_hidden_records_sees_no_error() -> anyhow::Result<()> {
     let broker = Broker::start(&[])?;
     let bootstrap = broker.bootstrap();

@@ -4,7 +4,7 @@
 //!
 //! | route | answer |
 //! |-------|--------|
-//! | `GET /v1/topics/{topic}/delayed?partition=&limit=&bytes=` | the topic's pending count per partition, the next due time, and the earliest `limit` (default 0, at most 1,000) pending records, each key, value and header value cut to `bytes` (default 1,024, at most 65,536), and no more records once they hold 4 MiB (`records_cut`) |
+//! | `GET /v1/topics/{topic}/delayed?partition=&limit=&bytes=` | the topic's pending count per partition, the next due time, and the earliest `limit` (default 0, at most 1,000) pending records, each key, value and header value cut to `bytes` (default 1,024, at most 65,536), and no more records once they hold 4 MiB or 16 MiB of stored batches were read for them (`records_cut`) |
 //! | `DELETE /v1/topics/{topic}/partitions/{partition}/delayed/{offset}` | cancels that pending record; answers once the cancel is committed (leader only) |
 //!
 //! Bytes are spelled as `weir consume --json` spells them: a string when

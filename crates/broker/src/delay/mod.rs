@@ -254,9 +254,11 @@ impl Mover {
             "delayed delivery started"
         );
         while !stop.load(Ordering::SeqCst) {
-            // Between ticks, the tools' questions are answered.
+            // Ticks start TICK apart (or back to back when one takes
+            // longer), and the tools' questions are answered in between.
+            let started = Instant::now();
             let ticked = self.tick();
-            if let Err(e) = ticked.and_then(|()| self.answer_until(Instant::now() + TICK)) {
+            if let Err(e) = ticked.and_then(|()| self.answer_until(started + TICK)) {
                 // The store refuses every change after a failed write or a
                 // broken invariant: stop, and have Produce refuse delays.
                 self.state.running.store(false, Ordering::SeqCst);
@@ -598,10 +600,20 @@ impl Mover {
 
     /// Answer the tools' questions until `deadline`.
     fn answer_until(&mut self, deadline: Instant) -> Result<(), TimerError> {
+        // One waiting question is answered even after a tick that overran,
+        // so a busy mover still answers the tools; more only while time is
+        // left, so a flood of questions cannot hold back the next tick.
+        let mut answered = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            if answered && left.is_zero() {
+                return Ok(());
+            }
             match self.queries.recv_timeout(left) {
-                Ok(query) => self.answer(query)?,
+                Ok(query) => {
+                    self.answer(query)?;
+                    answered = true;
+                }
                 Err(RecvTimeoutError::Timeout) => return Ok(()),
                 Err(RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(left);

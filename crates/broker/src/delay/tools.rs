@@ -22,10 +22,11 @@ use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 use weir_storage::{
-    AckWait, PartitionId, PendingView, TimerEntry, TimerError, TimerStore, cancel_batch,
+    AckWait, PartitionId, PendingView, RecordBatchHeader, TimerEntry, TimerError, TimerStore,
+    cancel_batch,
 };
 
 use super::{FEED_BYTES_PER_TICK, Handed, Mover};
@@ -43,6 +44,13 @@ pub const LIST_MAX: usize = 1_000;
 /// The most bytes of keys, values and headers one [`list`] holds: records
 /// past them are left out (however large the records and the bound asked).
 pub const LIST_BYTES_MAX: usize = 4 << 20;
+/// The most bytes of stored batches one [`list`] reads to show its records
+/// (a record is read from its whole batch): records past them are left
+/// out, as past [`LIST_BYTES_MAX`].
+pub const LIST_READ_BYTES_MAX: usize = 16 << 20;
+/// Lists reading their records at once, over every connection: the reads
+/// share the cores with the mover, whose deliveries must stay on time.
+static LIST_READERS: Semaphore = Semaphore::const_new(1);
 /// Cancels whose records are not met yet that may wait at once; the rest
 /// of the store's bound is left to the feed's own cancels.
 const CANCELS_WAITING_MAX: usize = TimerStore::CANCELS_MAX / 2;
@@ -143,7 +151,8 @@ pub struct PendingList {
     /// `records` are exactly the earliest: the schedule was read far enough.
     pub exact: bool,
     /// Fewer records than asked are shown: their bytes reached
-    /// [`LIST_BYTES_MAX`].
+    /// [`LIST_BYTES_MAX`], or the batches read for them
+    /// [`LIST_READ_BYTES_MAX`].
     pub cut: bool,
 }
 
@@ -229,15 +238,20 @@ pub async fn list(
         reply,
     })
     .await?;
-    // The records are read off the mover's thread.
+    // The records are read off the mover's thread, by one list at a time.
+    let reading = LIST_READERS.acquire().await.map_err(|e| {
+        DelayQueryError::Unavailable(format!("reading pending records failed: {e}"))
+    })?;
     let (records, cut) = tokio::task::spawn_blocking(move || {
+        let _reading = reading;
         let mut records = Vec::with_capacity(entries.len());
         let mut shown = 0usize;
+        let mut batch = BatchInHand::default();
         for e in entries {
-            if shown >= LIST_BYTES_MAX {
+            if shown >= LIST_BYTES_MAX || batch.read >= LIST_READ_BYTES_MAX {
                 return (records, true);
             }
-            let record = read_pending(&state, e.partition, e.offset, bytes_max);
+            let record = read_pending(&state, (e.partition, e.offset), bytes_max, &mut batch);
             shown += record.as_ref().map_or(0, PendingView::bytes);
             records.push(ListedRecord {
                 partition: e.partition,
@@ -348,24 +362,47 @@ async fn ask<T>(
     }
 }
 
-/// The pending record at `offset`, read from this broker's replica.
+/// The stored batch a list read last, kept for the records after it that
+/// it holds too (records due one after the other were often produced
+/// together), and the bytes of batches the list has read.
+#[derive(Default)]
+struct BatchInHand {
+    /// Partition, first and last offset, and the batch.
+    batch: Option<(i32, i64, i64, Bytes)>,
+    read: usize,
+}
+
+/// The pending record at `offset` of `partition`, read from this broker's
+/// replica, or from `hand` when it holds the record's batch.
 fn read_pending(
     state: &TopicState,
-    partition: i32,
-    offset: i64,
+    (partition, offset): (i32, i64),
     bytes_max: usize,
+    hand: &mut BatchInHand,
 ) -> Result<PendingView, String> {
-    let local = state
-        .local(partition)
-        .ok_or_else(|| "this broker holds no replica of its partition".to_owned())?;
-    let (_, batch) = local
-        .delay_batches(offset, offset + 1, 1)
-        .map_err(|e| e.to_string())?
-        .batches
-        .into_iter()
-        .next()
+    let held = |(p, first, last, _): &(i32, i64, i64, Bytes)| {
+        *p == partition && (*first..=*last).contains(&offset)
+    };
+    if !hand.batch.as_ref().is_some_and(held) {
+        let local = state
+            .local(partition)
+            .ok_or_else(|| "this broker holds no replica of its partition".to_owned())?;
+        let (first, batch) = local
+            .delay_batches(offset, offset + 1, 1)
+            .map_err(|e| e.to_string())?
+            .batches
+            .into_iter()
+            .next()
+            .ok_or_else(|| "it is no longer in its partition".to_owned())?;
+        hand.read += batch.len();
+        let last = RecordBatchHeader::parse(&batch).map_or(first, |h| h.last_offset());
+        hand.batch = Some((partition, first, last, batch));
+    }
+    let (_, _, _, batch) = hand
+        .batch
+        .as_ref()
         .ok_or_else(|| "it is no longer in its partition".to_owned())?;
-    weir_storage::pending_record(&batch, offset, bytes_max).map_err(|e| e.to_string())
+    weir_storage::pending_record(batch, offset, bytes_max).map_err(|e| e.to_string())
 }
 
 impl Mover {
