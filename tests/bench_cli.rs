@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use common::Broker;
+use rdkafka::message::{Headers as _, Message as _};
 use serde_json::Value;
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
@@ -170,5 +171,80 @@ fn txn_reports_transactional_produce_commit_latency_and_read_committed_as_json()
     assert_eq!(consume[1]["isolation"], "read_committed");
     // 2 of the 20 transactions of 100 aborted.
     assert_eq!(consume[1]["records"], 1800, "the committed ones: {report}");
+    Ok(())
+}
+
+#[test]
+fn view_reads_each_view_to_its_end_with_exactly_its_tags_and_the_brokers_counters()
+-> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let bootstrap = broker.bootstrap();
+    let pid = broker.pid().context("the broker's pid")?.to_string();
+    let count = 20_000u64;
+    let report = bench_json(&[
+        "view",
+        "--brokers",
+        &bootstrap,
+        "--topic",
+        "src",
+        "--count",
+        &count.to_string(),
+        "--partitions",
+        "2",
+        "--run-length",
+        "100",
+        "--rounds",
+        "2",
+        "--broker-pid",
+        &pid,
+        "--json",
+    ])?;
+    assert_eq!(report["mode"], "view", "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["produced"], count, "{report}");
+    let targets = report["targets"].as_array().context("targets")?;
+    let names: Vec<_> = targets.iter().map(|t| t["topic"].clone()).collect();
+    assert_eq!(names, ["src", "src-1pct", "src-50pct"], "{report}");
+
+    // What each view must give, counted from the source itself.
+    let source =
+        common::read_to_high_watermark(&bootstrap, "src", &[0, 1], Duration::from_secs(60))?;
+    let tag_below = |limit: u32| {
+        source
+            .values()
+            .flatten()
+            .filter(|m| {
+                let tags: Vec<_> = m
+                    .headers()
+                    .into_iter()
+                    .flat_map(|h| h.iter())
+                    .filter(|h| h.key == "weir.tag")
+                    .filter_map(|h| h.value)
+                    .collect();
+                assert_eq!(tags.len(), 1, "one tag per record");
+                let tag = std::str::from_utf8(tags[0]).unwrap_or_default();
+                tag.strip_prefix('t')
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n < limit)
+            })
+            .count() as u64
+    };
+    let expected = [count, tag_below(1), tag_below(50)];
+    assert!(expected[1] > 0 && expected[1] < expected[2] && expected[2] < count);
+    for (target, expected) in targets.iter().zip(expected) {
+        assert_eq!(target["expected_records"], expected, "{target}");
+        let reads = target["reads"].as_array().context("reads")?;
+        assert_eq!(reads.len(), 2, "one read per round: {target}");
+        for read in reads {
+            assert_eq!(read["records"], expected, "{read}");
+            assert_eq!(read["wrong"], 0, "{read}");
+            assert_eq!(read["errors"], 0, "{read}");
+            assert!(read["disk_read_bytes"].is_u64(), "{read}");
+            assert!(
+                read["broker_cpu_s"].as_f64().is_some_and(|s| s >= 0.0),
+                "{read}"
+            );
+        }
+    }
     Ok(())
 }

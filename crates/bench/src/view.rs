@@ -22,6 +22,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -514,11 +515,11 @@ pub(super) fn run(args: &ViewArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     });
     let sent = producer.context();
-    let produced = sent.delivered.load(std::sync::atomic::Ordering::SeqCst);
-    let produce_failed = sent.failed.load(std::sync::atomic::Ordering::SeqCst);
+    let produced = sent.delivered.load(Ordering::SeqCst);
+    let produce_failed = sent.failed.load(Ordering::SeqCst);
     let produce_elapsed_s = sent
         .last_delivery_us
-        .load(std::sync::atomic::Ordering::SeqCst)
+        .load(Ordering::SeqCst)
         .saturating_sub(begin_us) as f64
         / 1e6;
     let produce_last_error = sent.diagnostics.last_error();
