@@ -436,7 +436,15 @@ pub fn copy_records(originals: &[(&[u8], i64)]) -> Vec<Result<CopyRecord, DelayE
         .map(|&(_, offset)| Err(DelayError::OffsetNotFound { offset }))
         .collect();
     for (batch, indexes) in by_batch {
-        let parsed = ParsedBatch::parse(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX);
+        // Records due together seldom share a batch: each batch is framed
+        // only as far as the last record wanted of it (the feed framed it
+        // whole).
+        let last = indexes
+            .iter()
+            .filter_map(|&i| originals.get(i).map(|&(_, offset)| offset))
+            .max()
+            .unwrap_or(i64::MAX);
+        let parsed = ParsedBatch::parse_through(batch, TAG_FILTER_DECOMPRESSED_BYTES_MAX, last);
         for i in indexes {
             let Some(&(_, offset)) = originals.get(i) else {
                 continue;

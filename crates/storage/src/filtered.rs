@@ -30,7 +30,8 @@ use crate::delay::filter_pending;
 use crate::format::{DELAY_MARK, IndexEntry};
 use crate::log::lock;
 use crate::partition::{
-    LOCATE_CHUNK_ENTRIES, PartitionInner, locate_entries, read_located, read_start,
+    LOCATE_CHUNK_ENTRIES, PartitionInner, locate_entries, read_located, read_located_into,
+    read_start,
 };
 use crate::store::Store;
 use crate::tags::{Filtered, TagExpr, filter_batch, skipped_range_batch};
@@ -185,9 +186,30 @@ pub(crate) fn read_filtered(
 pub(crate) fn delay_batches(
     store: &Store,
     part: &PartitionInner,
-    (from, to): (i64, i64),
+    range: (i64, i64),
     max_bytes: usize,
 ) -> Result<crate::DelayBatches, ReadError> {
+    let mut read = Vec::new();
+    let crate::DelaySpans { spans, next } =
+        delay_batches_into(store, part, range, max_bytes, &mut read)?;
+    let bytes = Bytes::from(read);
+    let batches = spans
+        .into_iter()
+        .map(|(base, span)| (base, bytes.slice(span)))
+        .collect();
+    Ok(crate::DelayBatches { batches, next })
+}
+
+/// [`delay_batches`], appending the batches to `out`: each one's base
+/// offset and where in `out` it lies. On an error `out` holds what it held
+/// before.
+pub(crate) fn delay_batches_into(
+    store: &Store,
+    part: &PartitionInner,
+    (from, to): (i64, i64),
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<crate::DelaySpans, ReadError> {
     let (located, next) = {
         let st = lock(&part.state)?;
         let to = to.min(st.log_end());
@@ -197,8 +219,8 @@ pub(crate) fn delay_batches(
             false => None,
         };
         let Some(slot) = slot else {
-            return Ok(crate::DelayBatches {
-                batches: Vec::new(),
+            return Ok(crate::DelaySpans {
+                spans: Vec::new(),
                 next: to.max(from),
             });
         };
@@ -226,15 +248,15 @@ pub(crate) fn delay_batches(
         }
         (locate_entries(store, &st, wanted)?, next)
     };
-    let bytes = Bytes::from(read_located(store, part.id, &located)?);
-    let mut batches = Vec::with_capacity(located.len());
-    let mut at = 0usize;
+    let mut at = out.len();
+    read_located_into(store, part.id, &located, out)?;
+    let mut spans = Vec::with_capacity(located.len());
     for l in &located {
         let size = l.entry.size as usize;
-        batches.push((l.entry.base_offset, bytes.slice(at..at + size)));
+        spans.push((l.entry.base_offset, at..at + size));
         at += size;
     }
-    Ok(crate::DelayBatches { batches, next })
+    Ok(crate::DelaySpans { spans, next })
 }
 
 /// Visit the index entries from `slot` on, in order, while `visit` returns
@@ -638,6 +660,18 @@ mod tests {
         let none = p.delay_batches(bases[3] + 2, to, usize::MAX).unwrap();
         assert!(none.batches.is_empty());
         assert_eq!(none.next, to);
+        // Into a buffer the caller keeps: appended after what it holds,
+        // each batch where the spans say.
+        let mut buf = b"kept".to_vec();
+        let crate::DelaySpans { spans, next } =
+            p.delay_batches_into((0, to), usize::MAX, &mut buf).unwrap();
+        assert_eq!(next, to);
+        assert_eq!(&buf[..4], b"kept");
+        let got: Vec<(i64, Vec<u8>)> = spans
+            .into_iter()
+            .map(|(base, span)| (base, buf[span].to_vec()))
+            .collect();
+        assert_eq!(got, marked);
 
         append_batch(&p, make_batch(&plain, 0));
         assert_eq!(

@@ -442,6 +442,16 @@ pub struct DelayBatches {
     pub next: i64,
 }
 
+/// What [`Partition::delay_batches_into`] appended to the caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelaySpans {
+    /// `(base offset, where the stored batch lies in the buffer)`, in
+    /// offset order.
+    pub spans: Vec<(i64, std::ops::Range<usize>)>,
+    /// The offset to walk on from: the end asked for once it is reached.
+    pub next: i64,
+}
+
 /// The offset a read stops before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadBound {
@@ -937,6 +947,19 @@ impl Partition {
         max_bytes: usize,
     ) -> Result<DelayBatches, ReadError> {
         filtered::delay_batches(&self.log, &self.inner, (from, to), max_bytes)
+    }
+
+    /// [`Self::delay_batches`], appending the batches to `out` rather than
+    /// to a fresh buffer. The delay mover reads a batch
+    /// for every due record and keeps one buffer for them all. On an error
+    /// `out` holds what it held before.
+    pub fn delay_batches_into(
+        &self,
+        (from, to): (i64, i64),
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<DelaySpans, ReadError> {
+        filtered::delay_batches_into(&self.log, &self.inner, (from, to), max_bytes, out)
     }
 
     /// Base offset of the last batch with delayed-delivery records appended

@@ -1626,11 +1626,39 @@ pub(crate) fn read_located(
     part: PartitionId,
     items: &[Located],
 ) -> Result<Vec<u8>, StorageError> {
+    let mut out = Vec::new();
+    read_located_into(store, part, items, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_located`], appending to `out`: a caller that reads often keeps
+/// one buffer rather than fault in fresh pages for every read. On an error
+/// `out` holds what it held before.
+pub(crate) fn read_located_into(
+    store: &Store,
+    part: PartitionId,
+    items: &[Located],
+    out: &mut Vec<u8>,
+) -> Result<(), StorageError> {
+    let start = out.len();
+    let result = append_located(store, part, items, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn append_located(
+    store: &Store,
+    part: PartitionId,
+    items: &[Located],
+    out: &mut Vec<u8>,
+) -> Result<(), StorageError> {
     let total: usize = items
         .iter()
         .map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES)
         .sum();
-    let mut out = Vec::with_capacity(total);
+    out.reserve(total);
     let mut i = 0;
     while i < items.len() {
         let first = &items[i];
@@ -1690,7 +1718,7 @@ pub(crate) fn read_located(
         out.truncate(dst);
         i = j;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Read whole batches from `offset`, at most `max_bytes` (at least one

@@ -103,6 +103,36 @@ impl<'a> ParsedBatch<'a> {
         Self::from_records(batch, header, records)
     }
 
+    /// [`Self::parse`], framing the records only up to the one at offset
+    /// `last` (or to the end when it is not in the batch): for a reader
+    /// that wants a few records of a large batch, whose framing was checked
+    /// whole when it was appended. The records past `last` are not framed,
+    /// and a batch with fewer records than its header announces, or bytes
+    /// after its last, is not refused here.
+    pub fn parse_through(
+        batch: &'a [u8],
+        decompressed_bytes_max: usize,
+        last: i64,
+    ) -> Result<Self, BatchParseError> {
+        let (header, records) = records_of(batch, decompressed_bytes_max)?;
+        let last_delta = last.saturating_sub(header.base_offset);
+        let mut frames = Vec::new();
+        for frame in record_frames(&records, header.record_count) {
+            let frame = frame?;
+            let reached = frame.offset_delta >= last_delta;
+            frames.push(frame);
+            if reached {
+                break;
+            }
+        }
+        Ok(Self {
+            batch,
+            header,
+            records,
+            frames,
+        })
+    }
+
     /// [`Self::parse`] of a batch whose records section [`records_of`]
     /// already gave.
     pub fn from_records(
@@ -270,6 +300,25 @@ mod tests {
             ],
             codec,
         )
+    }
+
+    #[test]
+    fn parse_through_frames_records_up_to_the_one_asked_for() {
+        for codec in [0, 3] {
+            let b = three(codec);
+            let whole = ParsedBatch::parse(&b, BOUND).unwrap();
+            let base = whole.header.base_offset;
+            for (last, framed) in [(base - 1, 1), (base, 1), (base + 1, 2), (base + 2, 3)] {
+                let parsed = ParsedBatch::parse_through(&b, BOUND, last).unwrap();
+                assert_eq!(
+                    parsed.frames[..],
+                    whole.frames[..framed],
+                    "codec {codec}, {last}"
+                );
+            }
+            let past = ParsedBatch::parse_through(&b, BOUND, base + 50).unwrap();
+            assert_eq!(past.frames, whole.frames, "to the end when it is not there");
+        }
     }
 
     #[test]
