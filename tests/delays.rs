@@ -588,6 +588,57 @@ fn a_schedule_that_cannot_be_made_durable_stops_delays_until_a_restart() -> anyh
     Ok(())
 }
 
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_due_record_whose_batch_fails_to_read_waits_and_is_delivered_once() -> anyhow::Result<()> {
+    const COUNT: usize = 100;
+    // A fifth of the reads of stored batches fail: the mover's, its feed's
+    // and the consumer's fetches alike.
+    let broker = Broker::start_with_env(
+        "127.0.0.1:0",
+        &[],
+        &[("FAILPOINTS", "storage::segment_read=20%return")],
+    )?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "flaky", 1, &[])?;
+    // A batch per record, so each copy needs a read of its own.
+    let records: Vec<Plain> = (0..COUNT as u64)
+        .map(|i| record(i, &[(DELAY_MS, "1500".to_owned())]))
+        .collect();
+    let produced = produce_with(
+        &bootstrap,
+        "flaky",
+        &records,
+        &[("batch.num.messages", "1")],
+    )?;
+    let offsets: Vec<i64> = produced
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    // The consumer's failed fetches are retried; they are not what is tested.
+    let consumer = consumer(&bootstrap, "flaky")?;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while copies(&seen)?.len() < COUNT && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            seen.push(m.detach());
+        }
+    }
+    let copies = copies(&seen)?;
+    let missing: Vec<&i64> = offsets.iter().filter(|o| !copies.contains_key(o)).collect();
+    ensure!(
+        missing.is_empty(),
+        "{} of {COUNT} delivered; never delivered: {missing:?}",
+        copies.len()
+    );
+    ensure!(
+        copies.len() == COUNT && copies.values().all(|c| c.len() == 1),
+        "each record is delivered once: {:?}",
+        copies.iter().map(|(o, c)| (o, c.len())).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 #[test]
 fn copies_due_together_are_split_to_fit_max_message_bytes() -> anyhow::Result<()> {
     let broker = Broker::start(&[])?;

@@ -485,14 +485,25 @@ impl Mover {
             if cached.is_none() && buf.len() >= DELIVER_READ_BYTES_MAX {
                 break;
             }
-            let span = cached.or_else(|| {
-                let read_one = partition.delay_batches_into((offset, offset + 1), 1, buf);
-                let (base, span) = read_one.ok()?.spans.into_iter().next()?;
-                let header = weir_storage::RecordBatchHeader::parse(buf.get(span.clone())?)?;
-                let last = base + i64::from(header.last_offset_delta);
-                read.insert(base, (last, span.clone()));
-                Some(span)
-            });
+            let span = match cached {
+                Some(span) => Some(span),
+                None => match partition.delay_batches_into((offset, offset + 1), 1, buf) {
+                    Ok(found) => found.spans.into_iter().next().and_then(|(base, span)| {
+                        let header =
+                            weir_storage::RecordBatchHeader::parse(buf.get(span.clone())?)?;
+                        let last = base + i64::from(header.last_offset_delta);
+                        read.insert(base, (last, span.clone()));
+                        Some(span)
+                    }),
+                    Err(e) => {
+                        // The disk failed to read it: it stays handed, and
+                        // this and the later ones wait for the next tick.
+                        tracing::warn!(partition = ?id, offset, error = %e,
+                            "delayed delivery cannot read a due record's batch; it waits");
+                        break;
+                    }
+                },
+            };
             match span {
                 Some(span) => originals.push((span, offset)),
                 None => {
@@ -503,10 +514,16 @@ impl Mover {
                 }
             }
         }
-        let sources: Vec<(&[u8], i64)> = originals
+        let sources: Option<Vec<(&[u8], i64)>> = originals
             .iter()
-            .map(|(span, offset)| (buf.get(span.clone()).unwrap_or_default(), *offset))
+            .map(|(span, offset)| Some((buf.get(span.clone())?, *offset)))
             .collect();
+        let Some(sources) = sources else {
+            // Every span was cut from this buffer since it was cleared.
+            tracing::error!(partition = ?id,
+                "delayed delivery lost track of the batches it read (a bug); the due records wait");
+            return;
+        };
         let mut copies = Vec::with_capacity(sources.len());
         for (copy, &(_, offset)) in copy_records(&sources).into_iter().zip(&sources) {
             match copy {
