@@ -436,9 +436,9 @@ pub fn copy_records(originals: &[(&[u8], i64)]) -> Vec<Result<CopyRecord, DelayE
         .map(|&(_, offset)| Err(DelayError::OffsetNotFound { offset }))
         .collect();
     for (batch, indexes) in by_batch {
-        // Records due together seldom share a batch: each batch is framed
-        // only as far as the last record wanted of it (the feed framed it
-        // whole).
+        // A batch is framed only as far as the last record wanted of it
+        // (the feed framed it whole): records due together are mostly from
+        // different batches, each one wanted for a record or a few.
         let last = indexes
             .iter()
             .filter_map(|&i| originals.get(i).map(|&(_, offset)| offset))

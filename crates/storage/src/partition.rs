@@ -1648,6 +1648,7 @@ pub(crate) fn read_located_into(
     result
 }
 
+/// The work of [`read_located_into`], which undoes a partial append.
 fn append_located(
     store: &Store,
     part: PartitionId,

@@ -467,7 +467,7 @@ impl Mover {
         });
         due.sort_by_key(|h| (h.entry.due_ms, h.entry.offset));
         due.truncate(DELIVER_MAX);
-        // Records due together often share a batch: each batch is read
+        // Records due together may share a batch: each batch is read
         // once, by its first and last offset, into the buffer the mover
         // keeps. What is held is bounded: the records past the bound wait
         // for the next tick.
