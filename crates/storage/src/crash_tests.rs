@@ -915,8 +915,9 @@ fn run_site(site: &str, action: &str, mix: Option<u64>) -> bool {
 }
 
 /// Every fsync and rename failpoint the workload reaches (docs/testing.md).
-/// The index upgrade's (`storage::index_upgrade_*`) run only on a
-/// version-1 index file: [`a_crash_in_the_index_upgrade_keeps_every_record`].
+/// The index upgrade's (`storage::index_upgrade_*`, and
+/// `storage::index_version_sync`) run only on an older index file:
+/// [`a_crash_in_the_index_upgrade_keeps_every_record`].
 const SITES: &[&str] = &[
     "storage::segment_sync",
     "storage::log_dir_sync",
@@ -1113,25 +1114,37 @@ fn contents(log: &CommitLog) -> BTreeMap<PartitionId, (PartitionOffsets, Vec<u8>
     out
 }
 
-/// The upgrade of version-1 index files (at the open of a directory an
-/// older Weir wrote) fails or panics at each of its durable steps; after
-/// the crash the directory opens and reads back as a clean upgrade does.
+/// The upgrade of older index files (at the open of a directory an older
+/// Weir wrote: version 1 is rewritten, version 2 has its header raised)
+/// fails or panics at each of its durable steps; after the crash the
+/// directory opens and reads back as a clean upgrade does, and its index
+/// files are of the current version.
 #[test]
 fn a_crash_in_the_index_upgrade_keeps_every_record() {
     let _scenario = fail::FailScenario::setup();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let v1 = [
+        "storage::index_upgrade_sync",
+        "storage::index_upgrade_rename",
+        "storage::index_upgrade_dir_sync",
+    ];
+    crash_in_index_upgrade("v1", &v1);
+    crash_in_index_upgrade("v4", &["storage::index_version_sync"]);
+}
+
+/// [`a_crash_in_the_index_upgrade_keeps_every_record`] on the fixture
+/// `generation`, crashing at each of `sites`.
+fn crash_in_index_upgrade(generation: &str, sites: &[&str]) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(generation);
     let clean_dir = tempfile::tempdir().unwrap();
     copy_tree(&fixture, clean_dir.path());
     let clean = open(clean_dir.path()).unwrap();
     let want = contents(&clean.log);
     assert!(!want.is_empty());
     clean.log.shutdown().unwrap();
-    let sites = [
-        "storage::index_upgrade_sync",
-        "storage::index_upgrade_rename",
-        "storage::index_upgrade_dir_sync",
-    ];
-    for (n, site) in sites.into_iter().enumerate() {
+    assert_index_versions_current(clean_dir.path());
+    for (n, &site) in sites.iter().enumerate() {
         for (action, mix) in [
             ("return", None),
             ("panic", None),
@@ -1166,7 +1179,22 @@ fn a_crash_in_the_index_upgrade_keeps_every_record() {
                 "{site}={action} (mix {mix:?}): the records differ from a clean upgrade's"
             );
             reopened.log.shutdown().unwrap();
+            assert_index_versions_current(root);
         }
+    }
+}
+
+/// Every index file under `root` has a header of the current version.
+fn assert_index_versions_current(root: &Path) {
+    for ent in std::fs::read_dir(root.join("index")).unwrap() {
+        let path = ent.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            crate::format::check_index_version(&bytes).unwrap(),
+            crate::format::INDEX_VERSION,
+            "{}",
+            path.display()
+        );
     }
 }
 

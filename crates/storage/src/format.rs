@@ -42,10 +42,17 @@ pub(crate) const INDEX_MAGIC: [u8; 8] = *b"WEIRIDX\0";
 /// Version of the index file layout this build writes. Version 2 adds each
 /// entry's running maximum timestamp (bytes 48..56), so a time look-up can
 /// binary-search the file instead of memory.
-pub(crate) const INDEX_VERSION: u32 = 2;
+///
+/// Version 3 is laid out as version 2. It was bumped because bit 14 of an
+/// entry's attributes ([`DELAY_MARK`]) had been given its meaning in version
+/// 2 without a bump: a build that predates it would serve pending delayed
+/// records at once. Such a build knows only versions 1 and 2, so it refuses
+/// a version-3 file.
+pub(crate) const INDEX_VERSION: u32 = 3;
 /// Every index version this build reads. A version-1 file is rewritten as
-/// version 2 when the log opens (see `recovery.rs`).
-pub(crate) const INDEX_VERSIONS_READ: [u32; 2] = [1, 2];
+/// the current version when the log opens, and a version-2 file has its
+/// header's version raised in place (see `recovery.rs`).
+pub(crate) const INDEX_VERSIONS_READ: [u32; 3] = [1, 2, 3];
 /// Bytes of the index file header.
 pub(crate) const INDEX_HEADER_BYTES: u64 = 64;
 /// Bytes of one index entry.

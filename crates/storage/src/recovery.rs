@@ -621,8 +621,8 @@ fn vouched_entries(
     Ok(lo)
 }
 
-/// Rewrite a version-1 index file as version 2 (entries gain their running
-/// maximum timestamp), keeping the first `keep` entries; the new file is
+/// Rewrite a version-1 index file in the current version (entries gain
+/// their running maximum timestamp), keeping the first `keep` entries; the new file is
 /// synced and renamed over the old one. Version-1 files are at most
 /// [`INDEX_V1_FILE_BYTES_MAX`] long.
 fn upgrade_v1_index(
@@ -657,11 +657,37 @@ fn upgrade_v1_index(
         .and_then(|()| durable::rename(io, "storage::index_upgrade_rename", &tmp, path))
         .map_err(|e| {
             io_err(
-                format!("upgrading {} to index version 2", path.display()),
+                format!(
+                    "upgrading {} to index version {}",
+                    path.display(),
+                    format::INDEX_VERSION
+                ),
                 e,
             )
         })?;
-    tracing::info!(index = %path.display(), entries = keep, "upgraded an index file to version 2");
+    tracing::info!(index = %path.display(), entries = keep, "upgraded a version-1 index file");
+    Ok(())
+}
+
+/// Raise a version-2 index file's header to the current version, whose
+/// layout is the same (see [`format::INDEX_VERSION`]): from now on this
+/// build may write delay marks into it, which a build that reads only
+/// version 2 would not honour. Four bytes in the first sector, synced; a
+/// crash leaves either version, and both read the same.
+fn raise_index_version(file: &File, path: &Path, io: &dyn FileIo) -> Result<(), StorageError> {
+    io.write_all_at(file, &format::INDEX_VERSION.to_be_bytes(), 8)
+        .and_then(|()| durable::sync_data(io, "storage::index_version_sync", file))
+        .map_err(|e| {
+            io_err(
+                format!(
+                    "raising {} to index version {}",
+                    path.display(),
+                    format::INDEX_VERSION
+                ),
+                e,
+            )
+        })?;
+    tracing::info!(index = %path.display(), version = format::INDEX_VERSION, "raised an index file's version");
     Ok(())
 }
 
@@ -751,6 +777,9 @@ fn load_indexes(
                 io.set_len(&file, slot_offset(keep))
                     .and_then(|()| durable::sync_data(io, "storage::recovery_index_sync", &file))
                     .map_err(|e| io_err(format!("truncating {}", path.display()), e))?;
+            }
+            if version == 2 {
+                raise_index_version(&file, &path, io)?;
             }
             keep
         };

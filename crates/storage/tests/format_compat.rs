@@ -13,6 +13,9 @@
 //!   snapshot version 1 (current): partition 3 holds a committed, an aborted
 //!   and an open transaction between plain batches, so the clean shutdown
 //!   left `txn-index/<topic>-3.txn` and `producer-state/<topic>-3-<offset>.snap`.
+//! - `v5`: as `v4`, with index version 3 (current): the same layout, bumped
+//!   because bit 14 of an entry's attributes marks delayed records, which a
+//!   build that reads only index version 2 would serve at once.
 //!
 //! Every fixture must open and read back every record with its expected
 //! value. The current build must write the current fixture byte for byte (a
@@ -43,10 +46,12 @@ use weir_storage::{
 };
 
 /// The generation this build writes.
-const CURRENT: &str = "v4";
+const CURRENT: &str = "v5";
 /// Every generation there has been.
-const GENERATIONS: [&str; 4] = ["v1", "v2", "v3", "v4"];
+const GENERATIONS: [&str; 5] = ["v1", "v2", "v3", "v4", "v5"];
 const BLESS_ENV: &str = "WEIR_BLESS_FORMAT_FIXTURE";
+/// The index version after the one this build writes (3).
+const NEXT_INDEX_VERSION: u32 = 4;
 const T0_MS: i64 = 1_700_000_000_000;
 /// Bytes of a segment file header; an entry's kind byte is at entry offset 8.
 const SEGMENT_HEADER_BYTES: usize = 16;
@@ -601,6 +606,12 @@ fn every_fixture_generation_reads_back_every_record() {
         assert_eq!(again[&1], expected[&1], "{generation}");
         assert_eq!(again[&0].1.last().unwrap().offset, end, "{generation}");
         log.shutdown().unwrap();
+        // Every index file is now of the current version (3), so a build
+        // that would ignore delay marks refuses the directory.
+        for path in files_in(dir.path(), "index") {
+            let header = std::fs::read(dir.path().join(&path)).unwrap();
+            assert_eq!(&header[..12], b"WEIRIDX\0\0\0\0\x03", "{}", path.display());
+        }
     }
 }
 
@@ -807,7 +818,7 @@ fn an_index_of_a_future_version_refuses_to_open_and_changes_nothing() {
     let index = dir
         .path()
         .join(format!("index/{}-1.idx", pid(1).topic_id.hyphenated()));
-    set_u32(&index, 8, 3);
+    set_u32(&index, 8, NEXT_INDEX_VERSION);
     assert_refused_unchanged(dir.path(), "-1.idx");
 }
 
@@ -868,6 +879,6 @@ fn a_future_index_among_thousands_refuses_to_open_and_changes_nothing() {
         "index/{}-12345.idx",
         Uuid::from_u128(0xbeef).hyphenated()
     ));
-    set_u32(&index, 8, 3);
+    set_u32(&index, 8, NEXT_INDEX_VERSION);
     assert_refused_unchanged(dir.path(), "-12345.idx");
 }
