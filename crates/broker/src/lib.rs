@@ -25,6 +25,8 @@ mod peer;
 mod producer_ids;
 mod record_keys;
 mod replica;
+#[allow(dead_code)] // wired to the handlers in the next steps of issue 12
+mod share;
 mod topic_config;
 mod topics;
 mod txn;
