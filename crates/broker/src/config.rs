@@ -121,6 +121,35 @@ pub struct GroupConfig {
     /// `group.consumer.migration.policy`: which online migrations between
     /// the classic and the consumer (KIP-848) protocol a group may make.
     pub consumer_migration_policy: MigrationPolicy,
+    /// `group.share.heartbeat.interval.ms`: the heartbeat interval given to
+    /// share group members (KIP-932).
+    pub share_heartbeat_interval_ms: i32,
+    /// `group.share.session.timeout.ms`: the session of share group members.
+    pub share_session_timeout_ms: i32,
+    /// `group.share.max.size`: members one share group may hold.
+    pub share_max_size: usize,
+    /// `group.share.enable` (Kafka 4.0's switch for share groups): serve the
+    /// share group APIs (KIP-932) and finalize the `share.version` feature.
+    /// Off by default while share groups are being built: share-partition
+    /// state is kept in memory, so a restart forgets what each group had
+    /// consumed.
+    pub share_enable: bool,
+    /// `group.share.record.lock.duration.ms`: how long a fetched record
+    /// stays acquired by its member.
+    pub share_record_lock_duration_ms: i64,
+    /// `group.share.delivery.count.limit`: deliveries of one record before
+    /// it is archived.
+    pub share_delivery_count_limit: u16,
+    /// `group.share.partition.max.record.locks`: the most records in flight
+    /// (from the share-partition start offset to its end offset) per
+    /// share-partition.
+    pub share_partition_max_record_locks: u32,
+    /// `group.share.max.share.sessions`: share sessions one broker keeps.
+    pub share_max_sessions: usize,
+    /// Most share-partitions (group and partition pairs) one broker keeps:
+    /// group ids come from clients, so the map is bounded. Kafka has no
+    /// such bound.
+    pub share_partitions_max: usize,
 }
 
 /// The transaction coordinator's settings, with Kafka's broker config names
@@ -317,6 +346,15 @@ impl Default for GroupConfig {
             protocol_metadata_bytes_max: 1024 * 1024,
             groups_max: 100_000,
             consumer_migration_policy: MigrationPolicy::default(),
+            share_heartbeat_interval_ms: 5_000,
+            share_session_timeout_ms: 45_000,
+            share_max_size: 200,
+            share_enable: false,
+            share_record_lock_duration_ms: 30_000,
+            share_delivery_count_limit: 5,
+            share_partition_max_record_locks: 2_000,
+            share_max_sessions: 2_000,
+            share_partitions_max: 100_000,
         }
     }
 }

@@ -25,7 +25,6 @@ mod peer;
 mod producer_ids;
 mod record_keys;
 mod replica;
-#[allow(dead_code)] // wired to the handlers in the next steps of issue 12
 mod share;
 mod topic_config;
 mod topics;
@@ -113,6 +112,8 @@ pub struct Broker {
     peers: peer::Peers,
     /// What the delayed-delivery mover reports (`delay.rs`).
     delays: Arc<delay::DelayState>,
+    /// Share-partitions and share sessions (KIP-932).
+    shares: Arc<share::ShareManager>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -136,6 +137,8 @@ impl Broker {
         let clock_groups = clock.clone();
         let (config_txn, clock_txn) = (config.txn.clone(), clock.clone());
         let metadata_peers = metadata.clone();
+        let share_config = share::ShareConfig::from_group_config(&config.group);
+        let clock_shares = clock.clone();
         let replicas = replica::ReplicaManager::new(
             replica::ReplicaSettings {
                 node_id: config.node_id,
@@ -158,6 +161,7 @@ impl Broker {
             replicas,
             peers: peer::Peers::new(metadata_peers),
             delays: Arc::default(),
+            shares: Arc::new(share::ShareManager::new(share_config, clock_shares)),
         };
         broker.load_topics()?;
         broker.load_groups()?;
@@ -178,21 +182,34 @@ impl Broker {
     }
 
     /// The APIs and version ranges this broker advertises: those of
-    /// [`Broker::served_apis`], and on a cluster's broker the APIs only a
-    /// cluster serves (UnregisterBroker).
-    pub fn advertised_apis(&self) -> &'static [(ApiKey, VersionRange)] {
-        if self.metadata().replicated() {
-            &api::CLUSTER_SERVED
+    /// [`Broker::served_apis`], on a cluster's broker the APIs only a
+    /// cluster serves (UnregisterBroker), and the share group APIs when
+    /// `group.share.enable` is set.
+    pub fn advertised_apis(&self) -> Vec<(ApiKey, VersionRange)> {
+        let mut apis = if self.metadata().replicated() {
+            api::CLUSTER_SERVED.clone()
         } else {
-            &api::SERVED
+            api::SERVED.clone()
+        };
+        if self.shares_enabled() {
+            apis.extend(api::SHARE_SERVED.iter().copied());
         }
+        apis
+    }
+
+    /// Whether the share group APIs are served (`group.share.enable`).
+    pub(crate) fn shares_enabled(&self) -> bool {
+        self.config.group.share_enable
     }
 
     /// The version range decoded for one API, if any broker serves it (a
-    /// cluster-only API reaching a single node is refused by its handler).
+    /// cluster-only API reaching a single node, or a share group API
+    /// reaching a broker without `group.share.enable`, is refused by its
+    /// handler).
     pub fn served_versions(api: ApiKey) -> Option<VersionRange> {
         api::CLUSTER_SERVED
             .iter()
+            .chain(api::SHARE_SERVED.iter())
             .find(|(key, _)| *key == api)
             .map(|(_, range)| *range)
     }

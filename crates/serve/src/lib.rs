@@ -750,6 +750,26 @@ impl Settings {
                     }
                 })?;
             }
+            "group.share.enable" => self.group.share_enable = config.parse()?,
+            "group.share.heartbeat.interval.ms" => {
+                self.group.share_heartbeat_interval_ms = config.at_least(1)?;
+            }
+            "group.share.session.timeout.ms" => {
+                self.group.share_session_timeout_ms = config.at_least(1)?;
+            }
+            "group.share.max.size" => self.group.share_max_size = config.at_least(1)?,
+            "group.share.record.lock.duration.ms" => {
+                self.group.share_record_lock_duration_ms = config.at_least(1)?;
+            }
+            "group.share.delivery.count.limit" => {
+                self.group.share_delivery_count_limit = config.at_least(1)?;
+            }
+            "group.share.partition.max.record.locks" => {
+                self.group.share_partition_max_record_locks = config.at_least(1)?;
+            }
+            "group.share.max.share.sessions" => {
+                self.group.share_max_sessions = config.at_least(1)?;
+            }
             "group.consumer.heartbeat.interval.ms" => {
                 self.group.consumer_heartbeat_interval_ms = config.at_least(1)?;
             }

@@ -192,7 +192,7 @@ async fn read_requests(
                 let reserved = budget.reserve(RESERVATION_BYTES_MIN).await;
                 let advertised = broker.advertised_apis();
                 tokio::spawn(async move {
-                    api_versions_unsupported_response(correlation_id, advertised)
+                    api_versions_unsupported_response(correlation_id, &advertised)
                         .map(|frame| Some((frame, reserved)))
                         .map_err(Close::Encode)
                 })

@@ -16,7 +16,7 @@ pub(crate) async fn handle(
     _ctx: &RequestContext,
     _req: ApiVersionsRequest,
 ) -> Result<ApiVersionsResponse, HandlerError> {
-    Ok(response(broker.advertised_apis()))
+    Ok(response(&broker.advertised_apis(), broker.shares_enabled()))
 }
 
 /// The feature flags this broker supports, each at the level it finalizes
@@ -25,6 +25,9 @@ pub(crate) async fn handle(
 /// with EndTxn v5 (its epoch bumped), and to let Produce v12 and
 /// TxnOffsetCommit v5 add their partitions to the transaction.
 const FEATURES: [(&str, i16, i16); 1] = [("transaction.version", 0, 2)];
+/// With `group.share.enable`, share groups (KIP-932) are on: Kafka 4.1's
+/// `share.version` 1, listed as supported and finalized.
+const SHARE_FEATURE: (&str, i16, i16) = ("share.version", 0, 1);
 /// The epoch of the finalized features: clients take a response's features
 /// only when its epoch is newer than one they have seen, and the features
 /// never change while a broker runs.
@@ -37,7 +40,9 @@ fn response(
         kafka_protocol::messages::ApiKey,
         kafka_protocol::protocol::VersionRange,
     )],
+    shares: bool,
 ) -> ApiVersionsResponse {
+    let features = || FEATURES.iter().chain(shares.then_some(&SHARE_FEATURE));
     let api_keys = served
         .iter()
         .map(|(key, range)| {
@@ -52,8 +57,7 @@ fn response(
         .with_throttle_time_ms(0)
         .with_api_keys(api_keys)
         .with_supported_features(
-            FEATURES
-                .iter()
+            features()
                 .map(|&(name, min, max)| {
                     SupportedFeatureKey::default()
                         .with_name(StrBytes::from_static_str(name))
@@ -64,8 +68,7 @@ fn response(
         )
         .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
         .with_finalized_features(
-            FEATURES
-                .iter()
+            features()
                 .map(|&(name, _, finalized)| {
                     FinalizedFeatureKey::default()
                         .with_name(StrBytes::from_static_str(name))
@@ -88,7 +91,7 @@ mod tests {
     fn every_served_api_is_listed_at_every_version() {
         for version in 0..=4 {
             let mut buf = BytesMut::new();
-            response(Broker::served_apis())
+            response(Broker::served_apis(), false)
                 .encode(&mut buf, version)
                 .expect("encodes");
             let decoded = ApiVersionsResponse::decode(&mut buf.freeze(), version).expect("decodes");

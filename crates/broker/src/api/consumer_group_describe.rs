@@ -15,9 +15,9 @@ use crate::group::consumer::ConsumerGroup;
 use crate::{Broker, HandlerError, RequestContext};
 
 /// What Kafka sends when authorized operations were not asked for.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+pub(crate) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// READ (3), DELETE (6) and DESCRIBE (8).
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+pub(crate) const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// `member_type` of a member using the consumer protocol (v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 /// `member_type` of a classic member of a group being migrated (v1).

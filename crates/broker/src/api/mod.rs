@@ -33,6 +33,10 @@ mod offset_for_leader_epoch;
 pub(crate) mod produce;
 mod raft_voters;
 mod reassignments;
+mod share_acknowledge;
+mod share_fetch;
+mod share_group_describe;
+mod share_group_heartbeat;
 mod sync_group;
 mod txn;
 mod unregister_broker;
@@ -120,6 +124,22 @@ pub(crate) static CLUSTER_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)
             served.push((key, key.valid_versions()));
         }
         served
+    });
+
+/// The share group APIs (KIP-932), served and advertised only with
+/// `group.share.enable`: the versions librdkafka's share consumer and
+/// Kafka 4.1's clients send.
+pub(crate) static SHARE_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
+    std::sync::LazyLock::new(|| {
+        [
+            ApiKey::ShareGroupHeartbeat,
+            ApiKey::ShareGroupDescribe,
+            ApiKey::ShareFetch,
+            ApiKey::ShareAcknowledge,
+        ]
+        .into_iter()
+        .map(|key| (key, key.valid_versions()))
+        .collect()
     });
 
 /// `items` in the order first seen, each once by `key`. Handlers that
@@ -275,6 +295,20 @@ async fn route(
         RequestKind::ConsumerGroupDescribe(req) => ResponseKind::ConsumerGroupDescribe(
             consumer_group_describe::handle(broker, ctx, req).await?,
         ),
+        RequestKind::ShareGroupHeartbeat(req) if broker.shares_enabled() => {
+            ResponseKind::ShareGroupHeartbeat(
+                share_group_heartbeat::handle(broker, ctx, req).await?,
+            )
+        }
+        RequestKind::ShareGroupDescribe(req) if broker.shares_enabled() => {
+            ResponseKind::ShareGroupDescribe(share_group_describe::handle(broker, ctx, req).await?)
+        }
+        RequestKind::ShareFetch(req) if broker.shares_enabled() => {
+            ResponseKind::ShareFetch(share_fetch::handle(broker, ctx, req).await?)
+        }
+        RequestKind::ShareAcknowledge(req) if broker.shares_enabled() => {
+            ResponseKind::ShareAcknowledge(share_acknowledge::handle(broker, ctx, req).await?)
+        }
         RequestKind::ElectLeaders(req) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(broker, ctx, req).await?)
         }

@@ -44,6 +44,15 @@ pub(crate) fn assign(
     }
 }
 
+/// The members subscribed to topic `name`, in member id order.
+fn subscribers<'a>(members: &'a BTreeMap<String, BTreeSet<String>>, name: &str) -> Vec<&'a String> {
+    members
+        .iter()
+        .filter(|(_, subs)| subs.contains(name))
+        .map(|(m, _)| m)
+        .collect()
+}
+
 fn range(
     members: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, TopicShape>,
@@ -53,11 +62,7 @@ fn range(
         .map(|m| (m.clone(), TopicPartitions::new()))
         .collect();
     for (name, shape) in topics {
-        let subscribers: Vec<&String> = members
-            .iter()
-            .filter(|(_, subs)| subs.contains(name))
-            .map(|(m, _)| m)
-            .collect();
+        let subscribers = subscribers(members, name);
         let n = i32::try_from(subscribers.len()).unwrap_or(i32::MAX);
         if n == 0 {
             continue;
@@ -162,6 +167,45 @@ fn uniform(
         .collect()
 }
 
+/// The assignment of a share group (KIP-932's `simple` assignor), where
+/// members may share a partition: for each topic, with at least as many
+/// partitions as subscribers, partition `p` goes to subscriber `p mod n`;
+/// with more subscribers than partitions, subscriber `i` gets partition
+/// `i mod partitions`, so every subscriber gets one and every partition is
+/// covered. Subscribers are taken in member id order.
+pub(crate) fn share(
+    members: &BTreeMap<String, BTreeSet<String>>,
+    topics: &BTreeMap<String, TopicShape>,
+) -> BTreeMap<String, TopicPartitions> {
+    let mut out: BTreeMap<String, TopicPartitions> = members
+        .keys()
+        .map(|m| (m.clone(), TopicPartitions::new()))
+        .collect();
+    for (name, shape) in topics {
+        let subscribers = subscribers(members, name);
+        let (n, partitions) = (
+            subscribers.len(),
+            usize::try_from(shape.partitions).unwrap_or(0),
+        );
+        if n == 0 || partitions == 0 {
+            continue;
+        }
+        let mut give = |i: usize, p: usize| {
+            if let (Some(member), Ok(p)) = (subscribers.get(i), i32::try_from(p))
+                && let Some(slot) = out.get_mut(*member)
+            {
+                slot.entry(shape.id).or_default().insert(p);
+            }
+        };
+        if partitions >= n {
+            (0..partitions).for_each(|p| give(p % n, p));
+        } else {
+            (0..n).for_each(|i| give(i, i % partitions));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +301,30 @@ mod tests {
             assert!(now.is_subset(&was), "{m} keeps partitions it had");
         }
         assert_eq!(count(&after["m3"]), 2);
+    }
+
+    #[test]
+    fn share_covers_every_partition_and_shares_them_when_members_outnumber_them() {
+        let topics: BTreeMap<String, TopicShape> = [
+            ("t".to_string(), topic(1, 2)),
+            ("u".to_string(), topic(2, 5)),
+        ]
+        .into();
+        // Four members of `t` (two partitions): each partition twice.
+        let out = share(&subs(&["a", "b", "c", "d"], &["t"]), &topics);
+        let o = owners(&out);
+        assert_eq!(o.len(), 2);
+        assert!(o.values().all(|m| m.len() == 2), "{o:?}");
+        assert!(out.values().all(|a| count(a) == 1));
+        // Two members of `u` (five partitions): each partition once, 3 and 2.
+        let out = share(&subs(&["a", "b"], &["u"]), &topics);
+        let o = owners(&out);
+        assert_eq!(o.len(), 5);
+        assert!(o.values().all(|m| m.len() == 1));
+        assert_eq!((count(&out["a"]), count(&out["b"])), (3, 2));
+        // No subscriber: nothing assigned; unknown topics are skipped.
+        let out = share(&subs(&["a"], &["nope"]), &topics);
+        assert_eq!(count(&out["a"]), 0);
     }
 
     #[test]

@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::ResponseError;
 
 use super::assignor::{self, TopicPartitions, TopicShape};
-use super::records::{ConsumerGroupValue, ConsumerMemberValue, StoredPartitions};
+use super::records::{
+    ConsumerGroupValue, ConsumerMemberValue, load_partitions, load_topics, store_partitions,
+    store_topics,
+};
 use crate::config::GroupConfig;
 
 /// `member_epoch` of a member joining (or rejoining after being fenced).
@@ -60,7 +63,8 @@ pub(crate) struct HeartbeatResult {
 }
 
 impl HeartbeatResult {
-    fn error(error: ResponseError, message: impl Into<String>, member_id: &str) -> Self {
+    /// A refusal of `member_id`'s heartbeat.
+    pub(crate) fn error(error: ResponseError, message: impl Into<String>, member_id: &str) -> Self {
         Self {
             error: Some((error, message.into())),
             member_id: member_id.to_string(),
@@ -552,20 +556,11 @@ fn remove(tp: &mut TopicPartitions, topic: uuid::Uuid, p: i32) {
 impl ConsumerGroup {
     /// The group as stored in `__consumer_offsets`.
     pub(crate) fn to_value(&self) -> ConsumerGroupValue {
-        let stored = |tp: &TopicPartitions| -> StoredPartitions {
-            tp.iter()
-                .map(|(id, ps)| (*id, ps.iter().copied().collect()))
-                .collect()
-        };
         ConsumerGroupValue {
             group_epoch: self.group_epoch,
             assignment_epoch: self.assignment_epoch,
             assignor: self.assignor.clone(),
-            topics: self
-                .topics
-                .iter()
-                .map(|(name, s)| (name.clone(), s.id, s.partitions))
-                .collect(),
+            topics: store_topics(&self.topics),
             members: self
                 .members
                 .values()
@@ -580,8 +575,10 @@ impl ConsumerGroup {
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     assignor: m.assignor.clone(),
                     subscribed: m.subscribed.iter().cloned().collect(),
-                    assigned: stored(&m.assigned),
-                    target: stored(self.target.get(&m.id).unwrap_or(&TopicPartitions::new())),
+                    assigned: store_partitions(&m.assigned),
+                    target: store_partitions(
+                        self.target.get(&m.id).unwrap_or(&TopicPartitions::new()),
+                    ),
                 })
                 .collect(),
         }
@@ -590,25 +587,16 @@ impl ConsumerGroup {
     /// Rebuild a group from its stored value at start-up. Members get a full
     /// session from now to heartbeat again.
     pub(crate) fn from_value(v: ConsumerGroupValue, now_ms: i64, cfg: &GroupConfig) -> Self {
-        let loaded = |stored: StoredPartitions| -> TopicPartitions {
-            stored
-                .into_iter()
-                .map(|(id, ps)| (id, ps.into_iter().collect()))
-                .collect()
-        };
         let mut g = ConsumerGroup {
             group_epoch: v.group_epoch,
             assignment_epoch: v.assignment_epoch,
             assignor: v.assignor,
-            topics: v
-                .topics
-                .into_iter()
-                .map(|(name, id, partitions)| (name, TopicShape { id, partitions }))
-                .collect(),
+            topics: load_topics(v.topics),
             ..ConsumerGroup::default()
         };
         for m in v.members {
-            g.target.insert(m.member_id.clone(), loaded(m.target));
+            g.target
+                .insert(m.member_id.clone(), load_partitions(m.target));
             g.members.insert(
                 m.member_id.clone(),
                 ConsumerMember {
@@ -623,7 +611,7 @@ impl ConsumerGroup {
                     assignor: m.assignor,
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     session_deadline_ms: now_ms + i64::from(cfg.consumer_session_timeout_ms),
-                    assigned: loaded(m.assigned),
+                    assigned: load_partitions(m.assigned),
                     revoke_deadline_ms: None,
                     static_left: false,
                     last_sent: None,

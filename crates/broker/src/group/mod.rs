@@ -17,6 +17,7 @@ pub(crate) mod consumer;
 mod migration;
 pub(crate) mod records;
 pub(crate) mod shard;
+pub(crate) mod share;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;
@@ -283,13 +284,34 @@ impl GroupCoordinator {
     ) -> consumer::HeartbeatResult {
         match self.shard(group_id) {
             Ok(shard) => shard.consumer_heartbeat(group_id, p, shape),
-            Err(error) => consumer::HeartbeatResult {
-                error: Some((error, "the group coordinator is not loaded".into())),
-                member_id: p.member_id,
-                member_epoch: -1,
-                ..consumer::HeartbeatResult::default()
-            },
+            Err(error) => consumer::HeartbeatResult::error(
+                error,
+                "the group coordinator is not loaded",
+                &p.member_id,
+            ),
         }
+    }
+
+    /// ShareGroupHeartbeat (KIP-932): answered at once.
+    pub(crate) fn share_heartbeat(
+        &self,
+        group_id: &str,
+        p: share::ShareHeartbeatParams,
+        shape: &dyn Fn(&str) -> Option<assignor::TopicShape>,
+    ) -> consumer::HeartbeatResult {
+        match self.shard(group_id) {
+            Ok(shard) => shard.share_heartbeat(group_id, p, shape),
+            Err(error) => consumer::HeartbeatResult::error(
+                error,
+                "the group coordinator is not loaded",
+                &p.member_id,
+            ),
+        }
+    }
+
+    /// A share group as it is now, for ShareGroupDescribe.
+    pub(crate) fn share_group(&self, group_id: &str) -> Result<share::ShareGroup, ResponseError> {
+        self.shard(group_id)?.share_group(group_id)
     }
 
     /// A KIP-848 group as it is now, for ConsumerGroupDescribe.

@@ -6,7 +6,11 @@
 //! A key names what a record is about, so compaction keeps the newest value
 //! per key; a record without a value (a tombstone) deletes it.
 
+use std::collections::BTreeMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
+
+use super::assignor::{TopicPartitions, TopicShape};
 
 /// Key type of a committed offset: (group, topic, partition).
 const KEY_TYPE_OFFSET: i16 = 0;
@@ -14,6 +18,9 @@ const KEY_TYPE_OFFSET: i16 = 0;
 const KEY_TYPE_GROUP: i16 = 1;
 /// Key type of a KIP-848 consumer group's metadata: (group).
 const KEY_TYPE_CONSUMER_GROUP: i16 = 2;
+/// Key type of a KIP-932 share group's membership: (group). Builds before
+/// share groups refuse to load a partition holding one.
+const KEY_TYPE_SHARE_GROUP: i16 = 3;
 /// The only value version written so far, for both value types.
 const VALUE_VERSION: i16 = 0;
 
@@ -44,10 +51,46 @@ pub(crate) enum Key {
     Group { group: String },
     /// A KIP-848 consumer group's epochs, members and assignments.
     ConsumerGroup { group: String },
+    /// A KIP-932 share group's epochs, members and assignments.
+    ShareGroup { group: String },
 }
 
 /// Partitions by topic id, as stored.
 pub(crate) type StoredPartitions = Vec<(uuid::Uuid, Vec<i32>)>;
+
+/// Subscribed topics as stored: name, id, partition count.
+pub(crate) type StoredTopics = Vec<(String, uuid::Uuid, i32)>;
+
+/// An assignment as stored.
+pub(crate) fn store_partitions(tp: &TopicPartitions) -> StoredPartitions {
+    tp.iter()
+        .map(|(id, ps)| (*id, ps.iter().copied().collect()))
+        .collect()
+}
+
+/// A stored assignment, back in memory.
+pub(crate) fn load_partitions(stored: StoredPartitions) -> TopicPartitions {
+    stored
+        .into_iter()
+        .map(|(id, ps)| (id, ps.into_iter().collect()))
+        .collect()
+}
+
+/// Subscribed topics' shapes as stored.
+pub(crate) fn store_topics(topics: &BTreeMap<String, TopicShape>) -> StoredTopics {
+    topics
+        .iter()
+        .map(|(name, s)| (name.clone(), s.id, s.partitions))
+        .collect()
+}
+
+/// Stored topics' shapes, back in memory.
+pub(crate) fn load_topics(stored: StoredTopics) -> BTreeMap<String, TopicShape> {
+    stored
+        .into_iter()
+        .map(|(name, id, partitions)| (name, TopicShape { id, partitions }))
+        .collect()
+}
 
 /// One member of a stored KIP-848 consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +118,30 @@ pub(crate) struct ConsumerGroupValue {
     pub assignment_epoch: i32,
     pub assignor: String,
     /// Subscribed topics as of the last target: name, id, partition count.
-    pub topics: Vec<(String, uuid::Uuid, i32)>,
+    pub topics: StoredTopics,
     pub members: Vec<ConsumerMemberValue>,
+}
+
+/// One member of a stored share group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShareMemberValue {
+    pub member_id: String,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub subscribed: Vec<String>,
+    pub assigned: StoredPartitions,
+}
+
+/// A share group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShareGroupValue {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    /// Subscribed topics as of the assignment: name, id, partition count.
+    pub topics: StoredTopics,
+    pub members: Vec<ShareMemberValue>,
 }
 
 /// A committed offset as stored.
@@ -130,6 +195,10 @@ pub(crate) enum Entry {
         group: String,
         value: Option<ConsumerGroupValue>,
     },
+    ShareGroup {
+        group: String,
+        value: Option<ShareGroupValue>,
+    },
 }
 
 impl Key {
@@ -152,6 +221,10 @@ impl Key {
             }
             Key::ConsumerGroup { group } => {
                 out.put_i16(KEY_TYPE_CONSUMER_GROUP);
+                put_str(&mut out, group);
+            }
+            Key::ShareGroup { group } => {
+                out.put_i16(KEY_TYPE_SHARE_GROUP);
                 put_str(&mut out, group);
             }
         }
@@ -243,12 +316,7 @@ impl ConsumerGroupValue {
         out.put_i32(self.group_epoch);
         out.put_i32(self.assignment_epoch);
         put_str(&mut out, &self.assignor);
-        put_count(&mut out, self.topics.len());
-        for (name, id, partitions) in &self.topics {
-            put_str(&mut out, name);
-            out.put_slice(id.as_bytes());
-            out.put_i32(*partitions);
-        }
+        put_topics(&mut out, &self.topics);
         put_count(&mut out, self.members.len());
         for m in &self.members {
             put_str(&mut out, &m.member_id);
@@ -260,10 +328,7 @@ impl ConsumerGroupValue {
             out.put_i32(m.previous_epoch);
             out.put_i32(m.rebalance_timeout_ms);
             put_opt_str(&mut out, m.assignor.as_deref());
-            put_count(&mut out, m.subscribed.len());
-            for t in &m.subscribed {
-                put_str(&mut out, t);
-            }
+            put_names(&mut out, &m.subscribed);
             put_partitions(&mut out, &m.assigned);
             put_partitions(&mut out, &m.target);
         }
@@ -274,13 +339,9 @@ impl ConsumerGroupValue {
         let group_epoch = r.i32()?;
         let assignment_epoch = r.i32()?;
         let assignor = r.str()?;
-        // Every element takes at least 2 bytes, so counts are bounded by
-        // the bytes left before anything is reserved.
-        let count = r.count(22)?;
-        let mut topics = Vec::with_capacity(count);
-        for _ in 0..count {
-            topics.push((r.str()?, r.uuid()?, r.i32()?));
-        }
+        // Counts are bounded by the bytes left (each element's least size)
+        // before anything is reserved.
+        let topics = r.topics()?;
         let count = r.count(40)?;
         let mut members = Vec::with_capacity(count);
         for _ in 0..count {
@@ -294,14 +355,7 @@ impl ConsumerGroupValue {
                 previous_epoch: r.i32()?,
                 rebalance_timeout_ms: r.i32()?,
                 assignor: r.opt_str()?,
-                subscribed: {
-                    let n = r.count(2)?;
-                    let mut subscribed = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        subscribed.push(r.str()?);
-                    }
-                    subscribed
-                },
+                subscribed: r.names()?,
                 assigned: r.partitions()?,
                 target: r.partitions()?,
             });
@@ -310,6 +364,54 @@ impl ConsumerGroupValue {
             group_epoch,
             assignment_epoch,
             assignor,
+            topics,
+            members,
+        })
+    }
+}
+
+impl ShareGroupValue {
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(VALUE_VERSION);
+        out.put_i32(self.group_epoch);
+        out.put_i32(self.assignment_epoch);
+        put_topics(&mut out, &self.topics);
+        put_count(&mut out, self.members.len());
+        for m in &self.members {
+            put_str(&mut out, &m.member_id);
+            put_opt_str(&mut out, m.rack_id.as_deref());
+            put_str(&mut out, &m.client_id);
+            put_str(&mut out, &m.client_host);
+            out.put_i32(m.epoch);
+            put_names(&mut out, &m.subscribed);
+            put_partitions(&mut out, &m.assigned);
+        }
+        out.freeze()
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, RecordError> {
+        let group_epoch = r.i32()?;
+        let assignment_epoch = r.i32()?;
+        // Counts are bounded by the bytes left (each element's least size)
+        // before anything is reserved.
+        let topics = r.topics()?;
+        let count = r.count(20)?;
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            members.push(ShareMemberValue {
+                member_id: r.str()?,
+                rack_id: r.opt_str()?,
+                client_id: r.str()?,
+                client_host: r.str()?,
+                epoch: r.i32()?,
+                subscribed: r.names()?,
+                assigned: r.partitions()?,
+            });
+        }
+        Ok(Self {
+            group_epoch,
+            assignment_epoch,
             topics,
             members,
         })
@@ -341,6 +443,10 @@ pub(crate) fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Entry, RecordEr
         KEY_TYPE_CONSUMER_GROUP => Ok(Entry::ConsumerGroup {
             group: k.str()?,
             value: v.as_mut().map(ConsumerGroupValue::decode).transpose()?,
+        }),
+        KEY_TYPE_SHARE_GROUP => Ok(Entry::ShareGroup {
+            group: k.str()?,
+            value: v.as_mut().map(ShareGroupValue::decode).transpose()?,
         }),
         other => Err(RecordError::UnknownKeyType(other)),
     }
@@ -376,6 +482,23 @@ fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
 
 pub(crate) fn put_count(out: &mut BytesMut, n: usize) {
     out.put_i32(i32::try_from(n).unwrap_or(i32::MAX));
+}
+
+/// Subscribed topics as stored: name, id, partition count.
+fn put_topics(out: &mut BytesMut, topics: &StoredTopics) {
+    put_count(out, topics.len());
+    for (name, id, partitions) in topics {
+        put_str(out, name);
+        out.put_slice(id.as_bytes());
+        out.put_i32(*partitions);
+    }
+}
+
+fn put_names(out: &mut BytesMut, names: &[String]) {
+    put_count(out, names.len());
+    for name in names {
+        put_str(out, name);
+    }
 }
 
 fn put_partitions(out: &mut BytesMut, tp: &StoredPartitions) {
@@ -459,6 +582,24 @@ impl<'a> Reader<'a> {
 
     fn uuid(&mut self) -> Result<uuid::Uuid, RecordError> {
         Ok(uuid::Uuid::from_bytes(self.array()?))
+    }
+
+    fn topics(&mut self) -> Result<StoredTopics, RecordError> {
+        let count = self.count(22)?;
+        let mut topics = Vec::with_capacity(count);
+        for _ in 0..count {
+            topics.push((self.str()?, self.uuid()?, self.i32()?));
+        }
+        Ok(topics)
+    }
+
+    fn names(&mut self) -> Result<Vec<String>, RecordError> {
+        let n = self.count(2)?;
+        let mut names = Vec::with_capacity(n);
+        for _ in 0..n {
+            names.push(self.str()?);
+        }
+        Ok(names)
     }
 
     fn partitions(&mut self) -> Result<StoredPartitions, RecordError> {
@@ -585,6 +726,37 @@ mod tests {
         assert_eq!(
             decode(&key, Some(&bytes)).unwrap(),
             Entry::ConsumerGroup {
+                group: "g".into(),
+                value: Some(value)
+            }
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode(&key, Some(&bytes[..cut])).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn share_group_records_round_trip_and_every_truncation_is_refused() {
+        let id = uuid::Uuid::from_u128(5);
+        let value = ShareGroupValue {
+            group_epoch: 4,
+            assignment_epoch: 4,
+            topics: vec![("t".into(), id, 2)],
+            members: vec![ShareMemberValue {
+                member_id: "m".into(),
+                rack_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                epoch: 4,
+                subscribed: vec!["t".into()],
+                assigned: vec![(id, vec![0, 1])],
+            }],
+        };
+        let key = Key::ShareGroup { group: "g".into() }.encode();
+        let bytes = value.encode();
+        assert_eq!(
+            decode(&key, Some(&bytes)).unwrap(),
+            Entry::ShareGroup {
                 group: "g".into(),
                 value: Some(value)
             }

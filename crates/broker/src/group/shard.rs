@@ -28,7 +28,7 @@ use super::classic::{Effects, JoinParams, JoinResult, Reply, SyncParams, SyncRes
 use super::records::{self, Key};
 use super::state::{self, CommitPartition, Committed, GroupSummary};
 use super::writer::{Appending, RecordWriter, ensure_strict};
-use super::{LoadError, OFFSETS_TOPIC, assignor, consumer, encode_batches};
+use super::{LoadError, OFFSETS_TOPIC, assignor, consumer, encode_batches, share};
 use crate::config::GroupConfig;
 
 /// How long the driver sleeps when no group has a deadline; it is woken
@@ -509,24 +509,54 @@ impl Shard {
         shape: &dyn Fn(&str) -> Option<assignor::TopicShape>,
     ) -> consumer::HeartbeatResult {
         let member_id = p.member_id.clone();
+        self.answer_heartbeat(group_id, &member_id, |groups, now_ms, cfg, fx| {
+            groups.consumer_heartbeat(group_id, p, shape, now_ms, cfg, fx)
+        })
+    }
+
+    pub(crate) fn share_heartbeat(
+        self: &Arc<Self>,
+        group_id: &str,
+        p: share::ShareHeartbeatParams,
+        shape: &dyn Fn(&str) -> Option<assignor::TopicShape>,
+    ) -> consumer::HeartbeatResult {
+        let member_id = p.member_id.clone();
+        self.answer_heartbeat(group_id, &member_id, |groups, now_ms, cfg, fx| {
+            groups.share_heartbeat(group_id, p, shape, now_ms, cfg, fx)
+        })
+    }
+
+    /// Answer a heartbeat that `op` decides, storing the group's changes.
+    fn answer_heartbeat(
+        self: &Arc<Self>,
+        group_id: &str,
+        member_id: &str,
+        op: impl FnOnce(
+            &mut state::Groups,
+            i64,
+            &GroupConfig,
+            &mut Effects,
+        ) -> consumer::HeartbeatResult,
+    ) -> consumer::HeartbeatResult {
         match self.with_groups(group_id, |inner, now_ms, cfg, fx| {
-            inner
-                .groups
-                .consumer_heartbeat(group_id, p, shape, now_ms, cfg, fx)
+            op(&mut inner.groups, now_ms, cfg, fx)
         }) {
             Ok((result, waits)) => {
                 if let Err(err) = waits {
-                    tracing::warn!(group = %group_id, error = %err, "cannot store consumer group metadata");
+                    tracing::warn!(group = %group_id, error = %err, "cannot store group metadata");
                 }
                 result
             }
-            Err(error) => consumer::HeartbeatResult {
-                error: Some((error, "this broker does not coordinate the group".into())),
+            Err(error) => consumer::HeartbeatResult::error(
+                error,
+                "this broker does not coordinate the group",
                 member_id,
-                member_epoch: -1,
-                ..consumer::HeartbeatResult::default()
-            },
+            ),
         }
+    }
+
+    pub(crate) fn share_group(&self, group_id: &str) -> Result<share::ShareGroup, ResponseError> {
+        self.lock().groups.share_group(group_id).cloned()
     }
 
     pub(crate) fn consumer_group(
@@ -713,7 +743,8 @@ impl Key {
         match self {
             records::Key::Offset { group, .. }
             | records::Key::Group { group }
-            | records::Key::ConsumerGroup { group } => group,
+            | records::Key::ConsumerGroup { group }
+            | records::Key::ShareGroup { group } => group,
         }
     }
 }

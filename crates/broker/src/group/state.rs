@@ -14,7 +14,8 @@ use super::classic::{
     ClassicGroup, Effects, JoinParams, JoinResult, Reply, State, SyncParams, SyncResult, Token,
 };
 use super::consumer::{ConsumerGroup, HeartbeatParams, HeartbeatResult, JOIN_EPOCH};
-use super::records::{ConsumerGroupValue, Entry, Key, OffsetValue};
+use super::records::{ConsumerGroupValue, Entry, Key, OffsetValue, ShareGroupValue};
+use super::share::{ShareGroup, ShareHeartbeatParams};
 use crate::config::GroupConfig;
 
 /// A committed offset in memory.
@@ -28,6 +29,11 @@ pub(crate) struct Group {
     pub consumer: ConsumerGroup,
     /// The consumer group as last written, to write only changes.
     pub(super) consumer_stored: Option<ConsumerGroupValue>,
+    /// A share group's membership (KIP-932): `Some` makes the group a
+    /// share group, which classic and consumer members cannot join.
+    pub share: Option<ShareGroup>,
+    /// The share group as last written, to write only changes.
+    share_stored: Option<ShareGroupValue>,
     pub offsets: BTreeMap<(String, i32), Committed>,
     /// Commits and offset deletions appended but not yet durable: the
     /// sequence of the newest per partition. Each is applied once durable
@@ -44,6 +50,8 @@ impl Group {
             classic: ClassicGroup::new(id, now_ms),
             consumer: ConsumerGroup::default(),
             consumer_stored: None,
+            share: None,
+            share_stored: None,
             offsets: BTreeMap::new(),
             offsets_pending: HashMap::new(),
             deleting: None,
@@ -72,10 +80,12 @@ impl Group {
             .members
             .values()
             .flat_map(|m| std::iter::once(m.session_deadline_ms).chain(m.revoke_deadline_ms));
+        let shares = self.share.as_ref().and_then(ShareGroup::next_deadline_ms);
         let mut next = sessions
             .chain(pending)
             .chain(rebalance)
             .chain(consumers)
+            .chain(shares)
             .min();
         if self.is_empty() {
             // Offsets expire once `offsets.retention.minutes` has passed
@@ -111,18 +121,39 @@ impl Group {
         }
     }
 
+    /// Write the share group if it changed since it was last written.
+    fn persist_share(&mut self, fx: &mut Effects) {
+        let Some(share) = &self.share else {
+            return;
+        };
+        let value = share.to_value();
+        if self.share_stored.as_ref() != Some(&value) {
+            fx.records.push((
+                Key::ShareGroup {
+                    group: self.classic.id.clone(),
+                },
+                Some(value.encode()),
+            ));
+            self.share_stored = Some(value);
+        }
+    }
+
     /// Whether KIP-848 members drive the group now.
     pub(super) fn is_consumer(&self) -> bool {
         !self.consumer.members.is_empty()
     }
 
     fn is_empty(&self) -> bool {
-        self.classic.state == State::Empty && !self.is_consumer()
+        self.classic.state == State::Empty
+            && !self.is_consumer()
+            && self.share.as_ref().is_none_or(|s| s.members.is_empty())
     }
 
     /// The type ListGroups reports.
     fn group_type(&self) -> &'static str {
-        if self.is_consumer()
+        if self.share.is_some() {
+            SHARE_TYPE
+        } else if self.is_consumer()
             || (self.consumer.group_epoch > 0 && self.classic.state == State::Empty)
         {
             CONSUMER_TYPE
@@ -136,6 +167,8 @@ impl Group {
 pub(crate) const CLASSIC_TYPE: &str = "classic";
 /// The type of a group driven by ConsumerGroupHeartbeat (KIP-848).
 pub(crate) const CONSUMER_TYPE: &str = "consumer";
+/// The type of a group driven by ShareGroupHeartbeat (KIP-932).
+pub(crate) const SHARE_TYPE: &str = "share";
 
 /// One partition of an OffsetCommit, already checked against the topics.
 #[derive(Debug, Clone)]
@@ -259,6 +292,19 @@ impl Groups {
                     self.groups.remove(&group);
                 }
             },
+            Entry::ShareGroup { group, value } => match value {
+                Some(v) => {
+                    let g = self
+                        .groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms));
+                    g.share = Some(ShareGroup::from_value(v.clone(), now_ms, cfg));
+                    g.share_stored = Some(v);
+                }
+                None => {
+                    self.groups.remove(&group);
+                }
+            },
         }
     }
 
@@ -300,6 +346,9 @@ impl Groups {
                 .insert(p.group_id.clone(), Group::new(&p.group_id, now_ms));
         }
         if let Some(g) = self.groups.get_mut(&p.group_id) {
+            if g.share.is_some() {
+                return fail(fx, ResponseError::InconsistentGroupProtocol, &p.member_id);
+            }
             if g.is_consumer() {
                 // A classic member of a group on the consumer protocol.
                 return g.classic_join(p, token, now_ms, cfg, fx);
@@ -319,8 +368,8 @@ impl Groups {
     ) {
         match self.groups.get_mut(&p.group_id) {
             Some(g) if g.is_consumer() => g.classic_sync(p, token, fx),
-            Some(g) => g.classic.sync(p, token, now_ms, cfg, fx),
-            None => fx.replies.push(Reply::Sync(
+            Some(g) if g.share.is_none() => g.classic.sync(p, token, now_ms, cfg, fx),
+            _ => fx.replies.push(Reply::Sync(
                 token,
                 SyncResult::error(ResponseError::UnknownMemberId),
             )),
@@ -338,10 +387,11 @@ impl Groups {
     ) -> Option<ResponseError> {
         match self.groups.get_mut(group_id) {
             Some(g) if g.is_consumer() => g.classic_heartbeat(member_id, generation, now_ms),
-            Some(g) => g
-                .classic
-                .heartbeat(member_id, instance_id, generation, now_ms),
-            None => Some(ResponseError::UnknownMemberId),
+            Some(g) if g.share.is_none() => {
+                g.classic
+                    .heartbeat(member_id, instance_id, generation, now_ms)
+            }
+            _ => Some(ResponseError::UnknownMemberId),
         }
     }
 
@@ -354,7 +404,7 @@ impl Groups {
         cfg: &GroupConfig,
         fx: &mut Effects,
     ) -> Vec<Option<ResponseError>> {
-        let Some(g) = self.groups.get_mut(group_id) else {
+        let Some(g) = self.groups.get_mut(group_id).filter(|g| g.share.is_none()) else {
             return vec![Some(ResponseError::UnknownMemberId); members.len()];
         };
         if g.is_consumer() {
@@ -390,6 +440,8 @@ impl Groups {
             return Err(ResponseError::InvalidGroupId);
         }
         match self.groups.get_mut(group_id) {
+            // A share group's progress lives in its share-partitions.
+            Some(g) if g.share.is_some() => Err(ResponseError::GroupIdNotFound),
             Some(g) if g.is_consumer() => match g.consumer.accepts_epoch(member_id, generation) {
                 None => Err(ResponseError::UnknownMemberId),
                 Some(false) => Err(ResponseError::StaleMemberEpoch),
@@ -609,6 +661,14 @@ impl Groups {
                 None,
             ));
         }
+        if g.share_stored.is_some() {
+            fx.records.push((
+                Key::ShareGroup {
+                    group: group_id.to_string(),
+                },
+                None,
+            ));
+        }
         fx.records.push((
             Key::Group {
                 group: group_id.to_string(),
@@ -785,6 +845,14 @@ impl Groups {
             }
             g.maybe_downgrade(now_ms, cfg, fx);
             g.persist_consumer(fx);
+            if let Some(share) = g.share.as_mut()
+                && share.expire_sessions(now_ms)
+            {
+                if share.members.is_empty() {
+                    g.classic.state_since_ms = now_ms;
+                }
+                g.persist_share(fx);
+            }
             if !g.is_empty() {
                 return;
             }
@@ -821,10 +889,60 @@ impl Groups {
                 fx.records
                     .push((Key::ConsumerGroup { group: id.clone() }, None));
             }
+            if self
+                .groups
+                .get(&id)
+                .is_some_and(|g| g.share_stored.is_some())
+            {
+                fx.records
+                    .push((Key::ShareGroup { group: id.clone() }, None));
+            }
             fx.records.push((Key::Group { group: id.clone() }, None));
             self.groups.remove(&id);
         }
     }
+    /// The group a ConsumerGroupHeartbeat (`share` false) or a
+    /// ShareGroupHeartbeat (`share` true) is for, created for a joining
+    /// member (epoch 0). A group of the other kind is not found, as in Kafka.
+    fn heartbeat_group(
+        &mut self,
+        group_id: &str,
+        member_epoch: i32,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        share: bool,
+    ) -> Result<&mut Group, (ResponseError, &'static str)> {
+        if group_id.is_empty() {
+            return Err((ResponseError::InvalidGroupId, "the group id is empty"));
+        }
+        if !self.groups.contains_key(group_id) {
+            if member_epoch != JOIN_EPOCH {
+                return Err((ResponseError::UnknownMemberId, "the group does not exist"));
+            }
+            if self.full(cfg) {
+                return Err((
+                    ResponseError::CoordinatorNotAvailable,
+                    "the coordinator holds groups_max groups",
+                ));
+            }
+            let mut g = Group::new(group_id, now_ms);
+            g.share = share.then(ShareGroup::default);
+            self.groups.insert(group_id.to_string(), g);
+        }
+        let g = self
+            .groups
+            .get_mut(group_id)
+            .ok_or((ResponseError::GroupIdNotFound, "the group does not exist"))?;
+        match (share, g.share.is_some()) {
+            (false, true) => Err((ResponseError::GroupIdNotFound, "the group is a share group")),
+            (true, false) => Err((
+                ResponseError::GroupIdNotFound,
+                "the group is not a share group",
+            )),
+            _ => Ok(g),
+        }
+    }
+
     /// A ConsumerGroupHeartbeat (KIP-848), creating the group for a joining member.
     pub(crate) fn consumer_heartbeat(
         &mut self,
@@ -835,30 +953,12 @@ impl Groups {
         cfg: &GroupConfig,
         fx: &mut Effects,
     ) -> HeartbeatResult {
-        let fail = |error: ResponseError, message: &str| HeartbeatResult {
-            error: Some((error, message.to_string())),
-            member_id: p.member_id.clone(),
-            member_epoch: -1,
-            ..HeartbeatResult::default()
+        let fail = |error: ResponseError, message: &str| {
+            HeartbeatResult::error(error, message, &p.member_id)
         };
-        if group_id.is_empty() {
-            return fail(ResponseError::InvalidGroupId, "the group id is empty");
-        }
-        if !self.groups.contains_key(group_id) {
-            if p.member_epoch != JOIN_EPOCH {
-                return fail(ResponseError::UnknownMemberId, "the group does not exist");
-            }
-            if self.full(cfg) {
-                return fail(
-                    ResponseError::CoordinatorNotAvailable,
-                    "the coordinator holds groups_max groups",
-                );
-            }
-            self.groups
-                .insert(group_id.to_string(), Group::new(group_id, now_ms));
-        }
-        let Some(g) = self.groups.get_mut(group_id) else {
-            return fail(ResponseError::GroupIdNotFound, "the group does not exist");
+        let g = match self.heartbeat_group(group_id, p.member_epoch, now_ms, cfg, false) {
+            Ok(g) => g,
+            Err((error, message)) => return fail(error, message),
         };
         if g.classic.state != State::Empty {
             // Kafka's online upgrade: the classic members become members of
@@ -878,6 +978,48 @@ impl Groups {
         g.maybe_downgrade(now_ms, cfg, fx);
         g.persist_consumer(fx);
         result
+    }
+
+    /// A ShareGroupHeartbeat (KIP-932), creating the group for a joining
+    /// member. A group of another type is not a share group
+    /// (GROUP_ID_NOT_FOUND), as in Kafka.
+    pub(crate) fn share_heartbeat(
+        &mut self,
+        group_id: &str,
+        p: ShareHeartbeatParams,
+        shape: &dyn Fn(&str) -> Option<TopicShape>,
+        now_ms: i64,
+        cfg: &GroupConfig,
+        fx: &mut Effects,
+    ) -> HeartbeatResult {
+        let g = match self.heartbeat_group(group_id, p.member_epoch, now_ms, cfg, true) {
+            Ok(g) => g,
+            Err((error, message)) => return HeartbeatResult::error(error, message, &p.member_id),
+        };
+        let Some(share) = g.share.as_mut() else {
+            return HeartbeatResult::error(
+                ResponseError::GroupIdNotFound,
+                "the group is not a share group",
+                &p.member_id,
+            );
+        };
+        let was_empty = share.members.is_empty();
+        let result = share.heartbeat(p, shape, now_ms, cfg);
+        tracing::debug!(group = %group_id, ?result, "share group heartbeat answered");
+        if was_empty != share.members.is_empty() {
+            g.classic.state_since_ms = now_ms;
+        }
+        g.persist_share(fx);
+        result
+    }
+
+    /// A share group, for ShareGroupDescribe: `Err` when the group is
+    /// missing or of another type.
+    pub(crate) fn share_group(&self, group_id: &str) -> Result<&ShareGroup, ResponseError> {
+        self.groups
+            .get(group_id)
+            .and_then(|g| g.share.as_ref())
+            .ok_or(ResponseError::GroupIdNotFound)
     }
 
     /// A KIP-848 group, for ConsumerGroupDescribe: `Err` when the group is

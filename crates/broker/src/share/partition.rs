@@ -231,6 +231,7 @@ impl Changes {
     }
 }
 
+#[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
 /// A run of offsets with one persisted state and delivery count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StateBatch {
@@ -240,6 +241,7 @@ pub(crate) struct StateBatch {
     pub delivery_count: u16,
 }
 
+#[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
 /// A slot's state as it is persisted: an acquired record is persisted as
 /// available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +252,7 @@ pub(crate) enum PersistedState {
     DeadLettering(ArchiveReason),
 }
 
+#[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
 /// The durable part of a share-partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PersistedPartition {
@@ -279,6 +282,7 @@ impl SharePartition {
         }
     }
 
+    #[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
     /// A share-partition as it was persisted.
     pub(crate) fn from_persisted(p: &PersistedPartition) -> Self {
         let mut me = Self::new(p.start_offset);
@@ -346,6 +350,7 @@ impl SharePartition {
         }
     }
 
+    #[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
     /// Records acquired now, by any member.
     pub(crate) fn acquired_count(&self) -> usize {
         self.slots
@@ -603,6 +608,7 @@ impl SharePartition {
         dropped
     }
 
+    #[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
     /// The durable part: start offset and runs of slot states (acquired
     /// slots as available), with trailing available slots that were never
     /// delivered left out.

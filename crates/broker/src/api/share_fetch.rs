@@ -1,0 +1,397 @@
+//! ShareFetch (KIP-932): a share group member acknowledges what it
+//! processed and acquires more records, from every partition of its share
+//! session on this broker, waiting up to `max_wait_ms` for some.
+//!
+//! The order is Kafka's: the session moves on first (a wrong epoch answers
+//! the whole request), then the acknowledgements are applied, then records
+//! are acquired. A request that closes the session (epoch -1) acquires
+//! nothing, and what the member still held is released.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::share_fetch_response::{
+    AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
+};
+use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+use tokio::time::{Duration, Instant};
+use uuid::Uuid;
+use weir_storage::{Partition, PartitionId};
+
+use crate::error::ApiError;
+use crate::replica::Leadership;
+use crate::share::partition::{AckBatch, AckType};
+use crate::share::session::{FINAL_EPOCH, SessionKey, TopicIdPartition};
+use crate::share::{ShareManager, SharePartitionKey};
+use crate::{Broker, HandlerError, RequestContext};
+
+/// Longest a share fetch may wait for records, whatever the client asks.
+const WAIT_MS_MAX: i32 = 30_000;
+/// Records one fetch acquires when the client names no bound (Kafka's
+/// `max.poll.records` default).
+const MAX_RECORDS_DEFAULT: u32 = 500;
+
+/// One partition's answer, built up as the request is served.
+#[derive(Debug, Default)]
+struct Answer {
+    error: Option<ApiError>,
+    ack_error: Option<ApiError>,
+    records: Option<bytes::Bytes>,
+    acquired: Vec<AcquiredRecords>,
+}
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: ShareFetchRequest,
+) -> Result<ShareFetchResponse, HandlerError> {
+    let shares = broker.shares();
+    let lock_ms = i32::try_from(shares.settings().record_lock_duration_ms).unwrap_or(i32::MAX);
+    let fail = |error: ResponseError, message: &str| {
+        ShareFetchResponse::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(message.to_string())))
+            .with_acquisition_lock_timeout_ms(lock_ms)
+    };
+    let Some(key) = session_key(
+        req.group_id.as_ref().map(|g| g.as_str()),
+        req.member_id.as_ref().map(|m| m.as_str()),
+    ) else {
+        return Ok(fail(
+            ResponseError::InvalidRequest,
+            "a share fetch names its group and member",
+        ));
+    };
+    let now_ms = shares.now_ms();
+    let named: Vec<TopicIdPartition> = req
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.topic_id, p.partition_index)))
+        .collect();
+    let forgotten: Vec<TopicIdPartition> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.topic_id, *p)))
+        .collect();
+    let step = shares
+        .sessions()
+        .fetch(&key, req.share_session_epoch, named, forgotten, now_ms);
+    let step = match step {
+        Ok((step, evicted)) => {
+            if let Some(((g, m), partitions)) = evicted {
+                shares.release(&g, &m, &partitions);
+            }
+            step
+        }
+        Err(error) => return Ok(fail(error, session_message(error))),
+    };
+    let mut answers: BTreeMap<TopicIdPartition, Answer> = BTreeMap::new();
+    // Acknowledgements first: what they release may be acquired below.
+    for topic in &req.topics {
+        for p in &topic.partitions {
+            if p.acknowledgement_batches.is_empty() {
+                continue;
+            }
+            let tp = (topic.topic_id, p.partition_index);
+            let batches = p.acknowledgement_batches.iter().map(|b| {
+                (
+                    b.first_offset,
+                    b.last_offset,
+                    b.acknowledge_types.as_slice(),
+                )
+            });
+            answers.entry(tp).or_default().ack_error = apply_acks(shares, &key, tp, batches).err();
+        }
+    }
+    shares.release(&key.0, &key.1, &step.left);
+    if req.share_session_epoch == FINAL_EPOCH {
+        return Ok(response(answers, lock_ms));
+    }
+    // Resolved once for every look of the long poll.
+    let targets: Vec<(TopicIdPartition, Result<Partition, ApiError>)> = step
+        .partitions
+        .iter()
+        .map(|tp| (*tp, leader_partition(broker, *tp)))
+        .collect();
+    for (tp, partition) in &targets {
+        if let Err(e) = partition {
+            answers.entry(*tp).or_default().error = Some(e.clone());
+        }
+    }
+    let max_records = u32::try_from(req.max_records)
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or(MAX_RECORDS_DEFAULT);
+    let max_bytes = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config().fetch_max_bytes);
+    let partition_max: BTreeMap<TopicIdPartition, usize> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let bytes = usize::try_from(p.partition_max_bytes).unwrap_or(0);
+                ((t.topic_id, p.partition_index), bytes)
+            })
+        })
+        .collect();
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + wait;
+    let mut progress = broker.log().progress();
+    let mut released = shares.subscribe();
+    let targets = Arc::new(targets);
+    loop {
+        progress.borrow_and_update();
+        released.borrow_and_update();
+        let (looking, member) = (targets.clone(), key.1.clone());
+        let group = key.0.clone();
+        let limits = (max_records, max_bytes, partition_max.clone());
+        let manager = shares.clone();
+        let round = crate::blocking::run(move || {
+            acquire_round(&manager, &group, &member, &looking, limits)
+        })
+        .await?;
+        let got_any = round
+            .values()
+            .any(|a| a.error.is_some() || !a.acquired.is_empty());
+        for (tp, a) in round {
+            let answer = answers.entry(tp).or_default();
+            answer.error = answer.error.take().or(a.error);
+            answer.records = a.records;
+            answer.acquired = a.acquired;
+        }
+        if got_any || wait.is_zero() || Instant::now() >= deadline {
+            break;
+        }
+        let keys: Vec<SharePartitionKey> = targets
+            .iter()
+            .map(|(tp, _)| share_key(&key.0, *tp))
+            .collect();
+        // Look again when the log grows, a record is released, a lock
+        // expires or a backoff ends, or the wait is over.
+        let wake = shares
+            .next_deadline_ms(&keys)
+            .map(|at| {
+                let in_ms = u64::try_from(at.saturating_sub(shares.now_ms())).unwrap_or(0);
+                (Instant::now() + Duration::from_millis(in_ms.max(1))).min(deadline)
+            })
+            .unwrap_or(deadline);
+        tokio::select! {
+            _ = progress.changed() => {}
+            _ = released.changed() => {}
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    Ok(response(answers, lock_ms))
+}
+
+type Limits = (u32, usize, BTreeMap<TopicIdPartition, usize>);
+
+/// One look at every partition of the session: acquire what each holds, in
+/// order, until the records or bytes run out.
+fn acquire_round(
+    shares: &ShareManager,
+    group: &Arc<str>,
+    member: &Arc<str>,
+    targets: &[(TopicIdPartition, Result<Partition, ApiError>)],
+    (mut records_left, mut bytes_left, partition_max): Limits,
+) -> BTreeMap<TopicIdPartition, Answer> {
+    let mut out = BTreeMap::new();
+    for (tp, partition) in targets {
+        let Ok(partition) = partition else {
+            continue;
+        };
+        if records_left == 0 {
+            break;
+        }
+        let limit = partition_max
+            .get(tp)
+            .copied()
+            .unwrap_or(bytes_left)
+            .min(bytes_left);
+        let got = shares.acquire(
+            &share_key(group, *tp),
+            partition,
+            member,
+            (records_left, limit),
+        );
+        let answer: &mut Answer = out.entry(*tp).or_default();
+        match got {
+            Ok(got) => {
+                let count: i64 = got
+                    .acquired
+                    .iter()
+                    .map(|r| r.last_offset - r.first_offset + 1)
+                    .sum();
+                records_left =
+                    records_left.saturating_sub(u32::try_from(count).unwrap_or(u32::MAX));
+                bytes_left = bytes_left.saturating_sub(got.records.len());
+                answer.acquired = got
+                    .acquired
+                    .iter()
+                    .map(|r| {
+                        AcquiredRecords::default()
+                            .with_first_offset(r.first_offset)
+                            .with_last_offset(r.last_offset)
+                            .with_delivery_count(
+                                i16::try_from(r.delivery_count).unwrap_or(i16::MAX),
+                            )
+                    })
+                    .collect();
+                answer.records = (!got.records.is_empty()).then_some(got.records);
+            }
+            Err(e) => answer.error = Some(e),
+        }
+    }
+    out
+}
+
+/// The session a request names by group and member; `None` when either
+/// is missing or empty.
+pub(crate) fn session_key(group: Option<&str>, member: Option<&str>) -> Option<SessionKey> {
+    match (group, member) {
+        (Some(g), Some(m)) if !g.is_empty() && !m.is_empty() => Some((Arc::from(g), Arc::from(m))),
+        _ => None,
+    }
+}
+
+pub(crate) fn share_key(
+    group: &Arc<str>,
+    (topic_id, partition): TopicIdPartition,
+) -> SharePartitionKey {
+    SharePartitionKey {
+        group: group.clone(),
+        topic_id,
+        partition,
+    }
+}
+
+/// Apply the acknowledgement batches (first offset, last offset, types)
+/// a request carries for partition `tp` of the session `key`.
+pub(crate) fn apply_acks<'a>(
+    shares: &ShareManager,
+    key: &SessionKey,
+    tp: TopicIdPartition,
+    batches: impl Iterator<Item = (i64, i64, &'a [i8])>,
+) -> Result<(), ApiError> {
+    let batches = batches
+        .map(|(first, last, types)| ack_batch(first, last, types))
+        .collect::<Result<Vec<AckBatch>, ApiError>>()?;
+    shares
+        .acknowledge(&share_key(&key.0, tp), &key.1, &batches)
+        .map_err(|e| ApiError::new(e, ack_message(e)))
+}
+
+/// One acknowledgement batch of a request, checked: its types must be
+/// ones this version knows (0 gap, 1 accept, 2 release, 3 reject).
+fn ack_batch(first: i64, last: i64, types: &[i8]) -> Result<AckBatch, ApiError> {
+    let types: Option<Vec<AckType>> = types
+        .iter()
+        .map(|t| AckType::from_code(*t).filter(|t| *t != AckType::Renew))
+        .collect();
+    let types = types.filter(|t| !t.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::InvalidRequest,
+            "acknowledge types are 0 (gap), 1 (accept), 2 (release) or 3 (reject)",
+        )
+    })?;
+    Ok(AckBatch {
+        first_offset: first,
+        last_offset: last,
+        types,
+    })
+}
+
+fn ack_message(e: ResponseError) -> &'static str {
+    match e {
+        ResponseError::InvalidRecordState => {
+            "a record acknowledged is not acquired by this member (its lock may have expired)"
+        }
+        _ => "the acknowledgement batch is malformed",
+    }
+}
+
+pub(crate) fn session_message(e: ResponseError) -> &'static str {
+    match e {
+        ResponseError::ShareSessionNotFound => {
+            "this broker has no share session for the member: open one with epoch 0"
+        }
+        ResponseError::InvalidShareSessionEpoch => {
+            "the share session epoch is not the session's current one"
+        }
+        ResponseError::ShareSessionLimitReached => {
+            "this broker holds group.share.max.share.sessions sessions, none idle"
+        }
+        _ => "the share session cannot be used",
+    }
+}
+
+/// The partition `tp` when this broker leads it: a topic, not a view.
+pub(crate) fn leader_partition(
+    broker: &Broker,
+    (topic_id, index): TopicIdPartition,
+) -> Result<Partition, ApiError> {
+    let state = broker.topic_by_id(topic_id).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicId,
+            format!("no topic has id {topic_id}"),
+        )
+    })?;
+    if let Some(view) = &state.view {
+        return Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!(
+                "{} is a view of {}: share groups read topics, not views",
+                state.meta.name, view.source
+            ),
+        ));
+    }
+    let id = PartitionId {
+        topic_id,
+        partition: index,
+    };
+    if let Leadership::NotLeader { leader, .. } = broker.replicas.leadership(id) {
+        return Err(ApiError::new(
+            ResponseError::NotLeaderOrFollower,
+            format!("this broker does not lead the partition; broker {leader} does"),
+        ));
+    }
+    crate::topics::local_partition(&state, index)
+}
+
+fn response(answers: BTreeMap<TopicIdPartition, Answer>, lock_ms: i32) -> ShareFetchResponse {
+    let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
+    for ((topic_id, index), a) in answers {
+        let text = |e: &ApiError| Some(StrBytes::from_string(e.message.clone()));
+        let data = PartitionData::default()
+            .with_partition_index(index)
+            .with_error_code(a.error.as_ref().map_or(0, ApiError::code))
+            .with_error_message(a.error.as_ref().and_then(text))
+            .with_acknowledge_error_code(a.ack_error.as_ref().map_or(0, ApiError::code))
+            .with_acknowledge_error_message(a.ack_error.as_ref().and_then(text))
+            .with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(-1)
+                    .with_leader_epoch(-1),
+            )
+            .with_records(Some(a.records.unwrap_or_default()))
+            .with_acquired_records(a.acquired);
+        topics.entry(topic_id).or_default().push(data);
+    }
+    ShareFetchResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(0)
+        .with_acquisition_lock_timeout_ms(lock_ms)
+        .with_responses(
+            topics
+                .into_iter()
+                .map(|(topic_id, partitions)| {
+                    ShareFetchableTopicResponse::default()
+                        .with_topic_id(topic_id)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}

@@ -1,0 +1,300 @@
+//! The share-partitions this broker leads and the share sessions of the
+//! members fetching from it: where ShareFetch and ShareAcknowledge find
+//! their state, and where a fetch reads a partition and acquires what it
+//! read.
+//!
+//! Each share-partition has its own lock, held across a fetch's read and
+//! acquisition, so two members fetching from one partition acquire
+//! distinct records and never wait on a read they would both have made.
+//! Nothing here holds two of those locks at once; the session cache's lock
+//! is taken alone, before or after.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::sync::watch;
+use uuid::Uuid;
+use weir_storage::{Clock, Partition, batches};
+
+use super::partition::{
+    AckBatch, AcquiredRange, Changes, FetchedBatch, SharePartition, ShareSettings,
+};
+use super::session::{Sessions, TopicIdPartition};
+use crate::error::ApiError;
+
+/// A share-partition: group, topic id and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SharePartitionKey {
+    pub group: Arc<str>,
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// The broker's share groups settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ShareConfig {
+    /// The settings every share-partition acts on.
+    pub settings: ShareSettings,
+    /// `group.share.max.share.sessions`.
+    pub max_sessions: usize,
+    /// How long a session must be idle before a new one may evict it
+    /// (`group.share.session.timeout.ms`).
+    pub session_idle_ms: i64,
+    /// Most share-partitions kept: group ids come from clients, so the map
+    /// is bounded. Past it, a new share-partition is refused with
+    /// COORDINATOR_NOT_AVAILABLE (retriable), as `groups_max` refuses a
+    /// new group. Kafka has no such bound.
+    pub partitions_max: usize,
+}
+
+/// What one fetch acquired from one partition.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Acquisition {
+    /// The batches holding the acquired records, as stored.
+    pub records: Bytes,
+    pub acquired: Vec<AcquiredRange>,
+}
+
+/// Every share-partition and share session on this broker.
+pub(crate) struct ShareManager {
+    config: ShareConfig,
+    clock: Arc<dyn Clock>,
+    partitions: Mutex<HashMap<SharePartitionKey, Arc<Mutex<SharePartition>>>>,
+    sessions: Mutex<Sessions>,
+    /// Moved on whenever records may have become available again (an
+    /// acknowledgement, a release, an expired lock), so waiting fetches
+    /// look again.
+    changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for ShareManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShareManager").finish_non_exhaustive()
+    }
+}
+
+impl ShareManager {
+    pub(crate) fn new(config: ShareConfig, clock: Arc<dyn Clock>) -> Self {
+        let sessions = Sessions::new(config.max_sessions, config.session_idle_ms);
+        Self {
+            config,
+            clock,
+            partitions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(sessions),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &ShareSettings {
+        &self.config.settings
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The session cache.
+    pub(crate) fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        weir_sync::lock(&self.sessions).unwrap_or_else(weir_sync::PoisonedLock::reraise)
+    }
+
+    /// A receiver that sees every change that may make records available.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<SharePartitionKey, Arc<Mutex<SharePartition>>>> {
+        weir_sync::lock(&self.partitions).unwrap_or_else(weir_sync::PoisonedLock::reraise)
+    }
+
+    /// The share-partition of `key`, created at `start()` (the offset
+    /// `share.auto.offset.reset` names) when it has none.
+    pub(crate) fn get_or_start(
+        &self,
+        key: &SharePartitionKey,
+        start: impl FnOnce() -> i64,
+    ) -> Result<Arc<Mutex<SharePartition>>, ApiError> {
+        let mut map = self.map();
+        if let Some(sp) = map.get(key) {
+            return Ok(sp.clone());
+        }
+        if map.len() >= self.config.partitions_max {
+            tracing::warn!(
+                partitions_max = self.config.partitions_max,
+                "refusing a new share-partition: the broker holds its most"
+            );
+            return Err(ApiError::new(
+                ResponseError::CoordinatorNotAvailable,
+                "the broker holds as many share-partitions as it may",
+            ));
+        }
+        let sp = Arc::new(Mutex::new(SharePartition::new(start())));
+        map.insert(key.clone(), sp.clone());
+        Ok(sp)
+    }
+
+    /// The share-partition of `key`, if it has one.
+    pub(crate) fn get(&self, key: &SharePartitionKey) -> Option<Arc<Mutex<SharePartition>>> {
+        self.map().get(key).cloned()
+    }
+
+    /// Acquire for `member` what `partition` holds past what the group has
+    /// acquired: at most `max_records` records, read up to the high
+    /// watermark in at most `max_bytes` (a first batch larger than that is
+    /// still read whole, as Fetch does).
+    pub(crate) fn acquire(
+        &self,
+        key: &SharePartitionKey,
+        partition: &Partition,
+        member: &Arc<str>,
+        (max_records, max_bytes): (u32, usize),
+    ) -> Result<Acquisition, ApiError> {
+        let offsets = partition.offsets();
+        let sp = self.get_or_start(key, || offsets.high_watermark)?;
+        let mut sp = lock(&sp);
+        let now_ms = self.now_ms();
+        let s = &self.config.settings;
+        let mut changes = sp.expire_locks(now_ms, s);
+        if sp.start_offset() < offsets.log_start {
+            // Retention or DeleteRecords took what the group had not
+            // finished: it can no longer be delivered.
+            sp.move_start(offsets.log_start);
+            changes.persist = true;
+        }
+        self.carry_out(&mut sp, changes);
+        let Some(from) = sp.next_fetch_offset(now_ms, s) else {
+            return Ok(Acquisition::default());
+        };
+        if max_records == 0 || from >= offsets.high_watermark {
+            return Ok(Acquisition::default());
+        }
+        let read = partition.read(from, max_bytes)?;
+        let mut fetched = Vec::new();
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for (header, batch) in batches(&read.records).map_while(Result::ok) {
+            let span = at..at + batch.len();
+            at = span.end;
+            let dense = i64::from(header.record_count) == i64::from(header.last_offset_delta) + 1;
+            fetched.push(FetchedBatch {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                control: header.is_control(),
+                present: (!dense).then(|| record_offsets(batch)).flatten(),
+            });
+            spans.push(span);
+        }
+        let got = sp.acquire(member, &fetched, max_records, now_ms, s);
+        let kept = fetched.iter().zip(spans).filter(|(b, _)| {
+            got.ranges
+                .iter()
+                .any(|r| r.first_offset <= b.last_offset && b.base_offset <= r.last_offset)
+        });
+        Ok(Acquisition {
+            records: concat(&read.records, kept.map(|(_, span)| span)),
+            acquired: got.ranges,
+        })
+    }
+
+    /// Apply `member`'s acknowledgements to `key`'s share-partition.
+    pub(crate) fn acknowledge(
+        &self,
+        key: &SharePartitionKey,
+        member: &str,
+        batches: &[AckBatch],
+    ) -> Result<(), ResponseError> {
+        let sp = self.get(key).ok_or(ResponseError::InvalidRecordState)?;
+        let mut sp = lock(&sp);
+        let now_ms = self.now_ms();
+        let s = &self.config.settings;
+        let expired = sp.expire_locks(now_ms, s);
+        self.carry_out(&mut sp, expired);
+        let changes = sp.acknowledge(member, batches, now_ms, s)?;
+        self.carry_out(&mut sp, changes);
+        Ok(())
+    }
+
+    /// Release what `member` holds in `partitions` of `group` (its session
+    /// closed, was replaced, or forgot them).
+    pub(crate) fn release(
+        &self,
+        group: &Arc<str>,
+        member: &str,
+        partitions: &BTreeSet<TopicIdPartition>,
+    ) {
+        for (topic_id, partition) in partitions {
+            let key = SharePartitionKey {
+                group: group.clone(),
+                topic_id: *topic_id,
+                partition: *partition,
+            };
+            if let Some(sp) = self.get(&key) {
+                let mut sp = lock(&sp);
+                let changes = sp.release_member(member, self.now_ms(), &self.config.settings);
+                self.carry_out(&mut sp, changes);
+            }
+        }
+    }
+
+    /// The earliest time a lock held in one of `keys` expires or a
+    /// backoff there ends, so a waiting fetch looks again then.
+    pub(crate) fn next_deadline_ms(&self, keys: &[SharePartitionKey]) -> Option<i64> {
+        keys.iter()
+            .filter_map(|k| self.get(k))
+            .filter_map(|sp| lock(&sp).next_deadline_ms())
+            .min()
+    }
+
+    /// Carry out what a change asks. Share-partition state is kept in
+    /// memory (it is written to `__share_group_state` in a later step of
+    /// share groups); with no dead-letter topic to write, a record archived
+    /// for one is archived at once.
+    fn carry_out(&self, sp: &mut SharePartition, changes: Changes) {
+        if !changes.dead_letters.is_empty() {
+            let offsets: Vec<i64> = changes.dead_letters.iter().map(|d| d.offset).collect();
+            sp.dead_lettered(&offsets);
+        }
+        if changes.persist {
+            self.changed();
+        }
+    }
+}
+
+fn lock(sp: &Mutex<SharePartition>) -> MutexGuard<'_, SharePartition> {
+    weir_sync::lock(sp).unwrap_or_else(weir_sync::PoisonedLock::reraise)
+}
+
+/// The offsets of the records a batch holds, when some offsets of its range
+/// hold none; `None` when the batch cannot be decoded (every offset is then
+/// taken to hold a record, and the client acknowledges the gaps it finds).
+fn record_offsets(batch: &[u8]) -> Option<Vec<i64>> {
+    let mut bytes = Bytes::copy_from_slice(batch);
+    let decoded = RecordBatchDecoder::decode(&mut bytes).ok()?;
+    let mut offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
+    offsets.sort_unstable();
+    Some(offsets)
+}
+
+/// The bytes of `spans` of `read`, in order: a slice when they are
+/// contiguous, else a copy.
+fn concat(read: &Bytes, spans: impl Iterator<Item = std::ops::Range<usize>>) -> Bytes {
+    let spans: Vec<std::ops::Range<usize>> = spans.collect();
+    let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+        return Bytes::new();
+    };
+    if spans.windows(2).all(|w| w[0].end == w[1].start) {
+        return read.slice(first.start..last.end);
+    }
+    let mut out = BytesMut::with_capacity(spans.iter().map(|s| s.len()).sum());
+    for span in spans {
+        out.extend_from_slice(&read[span]);
+    }
+    out.freeze()
+}

@@ -1,0 +1,470 @@
+//! Share groups (KIP-932, issue 12) against a real broker: members join
+//! with ShareGroupHeartbeat, acquire records with ShareFetch and
+//! acknowledge them with ShareFetch or ShareAcknowledge, over TCP at the
+//! versions librdkafka's share consumer sends. The bundled librdkafka has
+//! no share consumer, so the member side is built on the kafka-protocol
+//! codecs (weir-client's `Connection`); records are produced by librdkafka.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use common::Broker;
+use common::raw::RawClient;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, GroupId, ShareAcknowledgeRequest, ShareFetchRequest,
+    ShareFetchResponse, ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, TopicName,
+    share_acknowledge_request, share_fetch_request,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use uuid::Uuid;
+
+/// Kafka error codes.
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const INVALID_RECORD_STATE: i16 = 121;
+const SHARE_SESSION_NOT_FOUND: i16 = 122;
+const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+/// Acknowledge types.
+const ACCEPT: i8 = 1;
+const RELEASE: i8 = 2;
+/// The versions librdkafka's share consumer sends.
+const VERSION: i16 = 1;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A broker with share groups on, and the lock duration given.
+fn broker(lock_ms: u64) -> anyhow::Result<Broker> {
+    Broker::start(&[
+        "--set",
+        "group.share.enable=true",
+        "--set",
+        &format!("group.share.record.lock.duration.ms={lock_ms}"),
+    ])
+}
+
+/// Produce `values` to partition 0 of `topic` with librdkafka, and wait
+/// until every one is acknowledged.
+fn produce(bootstrap: &str, topic: &str, values: &[String]) -> anyhow::Result<()> {
+    let mut config = common::producer_config(bootstrap);
+    config.set("linger.ms", "5");
+    let producer: BaseProducer = config.create()?;
+    for v in values {
+        producer
+            .send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(0)
+                    .payload(v.as_str()),
+            )
+            .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flush did not complete")?;
+    Ok(())
+}
+
+/// A record as a share member got it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    offset: i64,
+    value: String,
+    delivery_count: i16,
+}
+
+/// One share group member on its own connection.
+struct Member {
+    conn: RawClient,
+    group: String,
+    id: String,
+    epoch: i32,
+    session_epoch: i32,
+    topic_id: Option<Uuid>,
+}
+
+impl Member {
+    fn join(bootstrap: &str, group: &str, topic: &str) -> anyhow::Result<Self> {
+        let mut m = Self {
+            conn: RawClient::connect(bootstrap)?,
+            group: group.to_string(),
+            id: Uuid::new_v4().to_string(),
+            epoch: 0,
+            session_epoch: 0,
+            topic_id: None,
+        };
+        let r = m.heartbeat(Some(topic))?;
+        anyhow::ensure!(r.0 == 0, "join failed with error {}", r.0);
+        Ok(m)
+    }
+
+    /// A heartbeat at the member's epoch: (error, assigned partitions).
+    fn heartbeat(&mut self, subscribe: Option<&str>) -> anyhow::Result<(i16, BTreeSet<i32>)> {
+        let r = self.conn.call(
+            &ShareGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(str(&self.group)))
+                .with_member_id(str(&self.id))
+                .with_member_epoch(self.epoch)
+                .with_subscribed_topic_names(subscribe.map(|t| vec![TopicName(str(t))])),
+            VERSION,
+        )?;
+        if r.error_code != 0 {
+            return Ok((r.error_code, BTreeSet::new()));
+        }
+        self.epoch = r.member_epoch;
+        let mut parts = BTreeSet::new();
+        for tp in r.assignment.iter().flat_map(|a| a.topic_partitions.iter()) {
+            self.topic_id = Some(tp.topic_id);
+            parts.extend(tp.partitions.iter().copied());
+        }
+        Ok((0, parts))
+    }
+
+    fn topic_id(&self) -> anyhow::Result<Uuid> {
+        self.topic_id.context("the member was assigned no topic")
+    }
+
+    /// A ShareFetch of partition 0 at the member's session epoch carrying
+    /// `acks` (first, last, type), waiting up to `wait_ms`.
+    fn fetch_raw(
+        &mut self,
+        acks: &[(i64, i64, i8)],
+        wait_ms: i32,
+    ) -> anyhow::Result<ShareFetchResponse> {
+        let topic_id = self.topic_id()?;
+        let partition = share_fetch_request::FetchPartition::default()
+            .with_partition_index(0)
+            .with_partition_max_bytes(1 << 20)
+            .with_acknowledgement_batches(
+                acks.iter()
+                    .map(|(first, last, t)| {
+                        share_fetch_request::AcknowledgementBatch::default()
+                            .with_first_offset(*first)
+                            .with_last_offset(*last)
+                            .with_acknowledge_types(vec![*t])
+                    })
+                    .collect(),
+            );
+        let r = self.conn.call(
+            &ShareFetchRequest::default()
+                .with_group_id(Some(GroupId(str(&self.group))))
+                .with_member_id(Some(str(&self.id)))
+                .with_share_session_epoch(self.session_epoch)
+                .with_max_wait_ms(wait_ms)
+                .with_min_bytes(1)
+                .with_max_bytes(4 << 20)
+                .with_max_records(500)
+                .with_batch_size(500)
+                .with_topics(vec![
+                    share_fetch_request::FetchTopic::default()
+                        .with_topic_id(topic_id)
+                        .with_partitions(vec![partition]),
+                ]),
+            VERSION,
+        )?;
+        if r.error_code == 0 {
+            self.session_epoch = if self.session_epoch == -1 {
+                0
+            } else {
+                self.session_epoch + 1
+            };
+        }
+        Ok(r)
+    }
+
+    /// Fetch, failing on any error; the records acquired.
+    fn fetch(&mut self, acks: &[(i64, i64, i8)], wait_ms: i32) -> anyhow::Result<Vec<Got>> {
+        let r = self.fetch_raw(acks, wait_ms)?;
+        anyhow::ensure!(r.error_code == 0, "share fetch error {}", r.error_code);
+        let mut out = Vec::new();
+        for p in r.responses.iter().flat_map(|t| t.partitions.iter()) {
+            anyhow::ensure!(p.error_code == 0, "partition error {}", p.error_code);
+            anyhow::ensure!(
+                p.acknowledge_error_code == 0,
+                "acknowledge error {}",
+                p.acknowledge_error_code
+            );
+            let mut bytes = p.records.clone().unwrap_or_default();
+            let mut records = BTreeMap::new();
+            while !bytes.is_empty() {
+                for r in RecordBatchDecoder::decode(&mut bytes)?.records {
+                    let value = r.value.unwrap_or_else(Bytes::new);
+                    records.insert(r.offset, String::from_utf8_lossy(&value).into_owned());
+                }
+            }
+            for a in &p.acquired_records {
+                for offset in a.first_offset..=a.last_offset {
+                    let value = records.get(&offset).with_context(|| {
+                        format!("acquired offset {offset} is not in the batches")
+                    })?;
+                    out.push(Got {
+                        offset,
+                        value: value.clone(),
+                        delivery_count: a.delivery_count,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A ShareAcknowledge of partition 0 at the member's session epoch:
+    /// (top-level error, partition error).
+    fn acknowledge(&mut self, acks: &[(i64, i64, i8)]) -> anyhow::Result<(i16, i16)> {
+        let topic_id = self.topic_id()?;
+        let r = self.conn.call(
+            &ShareAcknowledgeRequest::default()
+                .with_group_id(Some(GroupId(str(&self.group))))
+                .with_member_id(Some(str(&self.id)))
+                .with_share_session_epoch(self.session_epoch)
+                .with_topics(vec![
+                    share_acknowledge_request::AcknowledgeTopic::default()
+                        .with_topic_id(topic_id)
+                        .with_partitions(vec![
+                            share_acknowledge_request::AcknowledgePartition::default()
+                                .with_partition_index(0)
+                                .with_acknowledgement_batches(
+                                    acks.iter()
+                                        .map(|(first, last, t)| {
+                                            share_acknowledge_request::AcknowledgementBatch::default()
+                                                .with_first_offset(*first)
+                                                .with_last_offset(*last)
+                                                .with_acknowledge_types(vec![*t])
+                                        })
+                                        .collect(),
+                                ),
+                        ]),
+                ]),
+            VERSION,
+        )?;
+        if r.error_code == 0 {
+            self.session_epoch += 1;
+        }
+        let partition = r
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.error_code)
+            .next()
+            .unwrap_or(0);
+        Ok((r.error_code, partition))
+    }
+}
+
+fn values(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("record-{i}")).collect()
+}
+
+#[test]
+fn two_members_on_one_partition_get_distinct_records_and_together_all() -> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "work", 1, &[])?;
+    let mut a = Member::join(&bootstrap, "workers", "work")?;
+    let mut b = Member::join(&bootstrap, "workers", "work")?;
+    // Both are assigned the one partition: members share it.
+    assert_eq!(a.heartbeat(None)?.0, 0);
+    assert_eq!(b.heartbeat(None)?.0, 0);
+    let produced = values(0..2_000);
+    produce(&bootstrap, "work", &produced)?;
+    let mut seen: BTreeMap<i64, (String, &'static str)> = BTreeMap::new();
+    let mut acks: BTreeMap<&'static str, Vec<(i64, i64, i8)>> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < produced.len() {
+        if Instant::now() > deadline {
+            bail!("only {} of {} records acquired", seen.len(), produced.len());
+        }
+        for (name, m) in [("a", &mut a), ("b", &mut b)] {
+            let pending = acks.remove(name).unwrap_or_default();
+            for got in m.fetch(&pending, 200)? {
+                assert_eq!(got.delivery_count, 1, "{got:?}");
+                if let Some((_, other)) = seen.insert(got.offset, (got.value.clone(), name)) {
+                    bail!("offset {} acquired by {other} and {name}", got.offset);
+                }
+                acks.entry(name)
+                    .or_default()
+                    .push((got.offset, got.offset, ACCEPT));
+            }
+        }
+    }
+    let got: Vec<String> = seen.values().map(|(v, _)| v.clone()).collect();
+    assert_eq!(got, produced);
+    let by_a = seen.values().filter(|(_, who)| *who == "a").count();
+    assert!(
+        by_a > 0 && by_a < produced.len(),
+        "a got {by_a}: both members must get records"
+    );
+    // The last acknowledgements, then nothing is left to acquire.
+    for (name, m) in [("a", &mut a), ("b", &mut b)] {
+        let (top, partition) = m.acknowledge(&acks.remove(name).unwrap_or_default())?;
+        assert_eq!((top, partition), (0, 0), "{name}");
+        assert!(m.fetch(&[], 100)?.is_empty(), "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn records_of_a_member_that_stops_are_redelivered_after_the_lock_with_the_count_raised()
+-> anyhow::Result<()> {
+    let broker = broker(1_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "jobs", 1, &[])?;
+    let mut gone = Member::join(&bootstrap, "crew", "jobs")?;
+    let mut stays = Member::join(&bootstrap, "crew", "jobs")?;
+    gone.heartbeat(None)?;
+    stays.heartbeat(None)?;
+    produce(&bootstrap, "jobs", &values(0..10))?;
+    let held = gone.fetch(&[], 5_000)?;
+    assert_eq!(held.len(), 10, "{held:?}");
+    // The member goes silent while holding every record: the other sees
+    // none until the locks expire, then all of them, delivered twice.
+    let started = Instant::now();
+    let mut again = Vec::new();
+    while again.len() < 10 {
+        anyhow::ensure!(started.elapsed() < WAIT, "redelivered only {again:?}");
+        again.extend(stays.fetch(&[], 500)?);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "redelivered before the lock expired"
+    );
+    let offsets: Vec<i64> = again.iter().map(|g| g.offset).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<i64>>());
+    assert!(again.iter().all(|g| g.delivery_count == 2), "{again:?}");
+    // The silent member's late acknowledgement is refused, and changes nothing.
+    assert_eq!(
+        gone.acknowledge(&[(0, 0, ACCEPT)])?,
+        (0, INVALID_RECORD_STATE)
+    );
+    // A release makes a record available again at once, counted once more.
+    let (_, partition) = stays.acknowledge(&[(3, 3, RELEASE)])?;
+    assert_eq!(partition, 0);
+    let third = stays.fetch(&[(0, 2, ACCEPT), (4, 9, ACCEPT)], 5_000)?;
+    assert_eq!(
+        third,
+        [Got {
+            offset: 3,
+            value: "record-3".into(),
+            delivery_count: 3
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "t", 1, &[])?;
+    common::create_topic_blocking(&bootstrap, "plain", 1, &[])?;
+    let mut a = Member::join(&bootstrap, "g", "t")?;
+    let mut b = Member::join(&bootstrap, "g", "t")?;
+    a.heartbeat(None)?;
+    b.heartbeat(None)?;
+    produce(&bootstrap, "t", &values(0..3))?;
+    let got = a.fetch(&[], 5_000)?;
+    assert_eq!(got.len(), 3);
+
+    // Heartbeats: a stale epoch is fenced; an unknown member is unknown.
+    let epoch = a.epoch;
+    a.epoch = epoch + 5;
+    assert_eq!(a.heartbeat(None)?.0, FENCED_MEMBER_EPOCH);
+    a.epoch = epoch;
+    let mut stranger = Member::join(&bootstrap, "g2", "t")?;
+    stranger.group = "g".into();
+    stranger.epoch = 3;
+    stranger.id = Uuid::new_v4().to_string();
+    assert_eq!(stranger.heartbeat(None)?.0, UNKNOWN_MEMBER_ID);
+
+    // Acknowledgements: records `b` never acquired, and offsets past the end.
+    b.fetch(&[], 0)?;
+    assert_eq!(b.acknowledge(&[(0, 0, ACCEPT)])?, (0, INVALID_RECORD_STATE));
+    assert_eq!(
+        a.acknowledge(&[(50, 50, ACCEPT)])?,
+        (0, INVALID_RECORD_STATE)
+    );
+    // Nothing changed: `a` still holds all three and may accept them.
+    assert_eq!(a.acknowledge(&[(0, 2, ACCEPT)])?, (0, 0));
+
+    // Sessions: an unknown one, and a wrong epoch.
+    let mut no_session = Member::join(&bootstrap, "g", "t")?;
+    no_session.heartbeat(None)?;
+    no_session.session_epoch = 4;
+    let r = no_session.fetch_raw(&[], 0)?;
+    assert_eq!(r.error_code, SHARE_SESSION_NOT_FOUND);
+    a.session_epoch += 7;
+    let r = a.fetch_raw(&[], 0)?;
+    assert_eq!(r.error_code, INVALID_SHARE_SESSION_EPOCH);
+    assert_eq!(a.acknowledge(&[])?.0, INVALID_SHARE_SESSION_EPOCH);
+
+    // A consumer group's id is not a share group's, and the other way round.
+    let mut described = RawClient::connect(&bootstrap)?;
+    let r = described.call(
+        &ShareGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(str("g")), GroupId(str("nope"))]),
+        VERSION,
+    )?;
+    assert_eq!(r.groups[0].error_code, 0);
+    assert_eq!(r.groups[0].members.len(), 3);
+    assert_eq!(r.groups[1].error_code, GROUP_ID_NOT_FOUND);
+    Ok(())
+}
+
+#[test]
+fn without_group_share_enable_the_share_apis_are_neither_advertised_nor_served()
+-> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let mut conn = RawClient::connect(&broker.bootstrap())?;
+    let r = conn.call(&ApiVersionsRequest::default(), 3)?;
+    for key in [
+        ApiKey::ShareGroupHeartbeat,
+        ApiKey::ShareFetch,
+        ApiKey::ShareAcknowledge,
+        ApiKey::ShareGroupDescribe,
+    ] {
+        assert!(
+            !r.api_keys.iter().any(|k| k.api_key == key as i16),
+            "{key:?} advertised"
+        );
+    }
+    assert!(
+        !r.finalized_features
+            .iter()
+            .any(|f| f.name.as_str() == "share.version")
+    );
+    // A share API sent anyway closes the connection, as any API not served.
+    let sent = conn.call(
+        &ShareGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(str("g")))
+            .with_member_id(str("m"))
+            .with_subscribed_topic_names(Some(vec![TopicName(str("t"))])),
+        VERSION,
+    );
+    assert!(sent.is_err(), "a share heartbeat was answered: {sent:?}");
+    // With it, they are, and share.version 1 is finalized.
+    let shared = self::broker(30_000)?;
+    let mut conn = RawClient::connect(&shared.bootstrap())?;
+    let r = conn.call(&ApiVersionsRequest::default(), 3)?;
+    for key in [ApiKey::ShareGroupHeartbeat, ApiKey::ShareFetch] {
+        let listed = r.api_keys.iter().find(|k| k.api_key == key as i16);
+        assert_eq!(
+            listed.map(|k| (k.min_version, k.max_version)),
+            Some((1, 1)),
+            "{key:?}"
+        );
+    }
+    let feature = r
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "share.version");
+    assert_eq!(feature.map(|f| f.max_version_level), Some(1));
+    Ok(())
+}
