@@ -468,3 +468,49 @@ fn without_group_share_enable_the_share_apis_are_neither_advertised_nor_served()
     assert_eq!(feature.map(|f| f.max_version_level), Some(1));
     Ok(())
 }
+
+#[test]
+fn acknowledged_records_stay_done_across_a_sigkill_and_the_rest_come_back_counted()
+-> anyhow::Result<()> {
+    let mut broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "orders", 1, &[])?;
+    let mut m = Member::join(&bootstrap, "billing", "orders")?;
+    // Produced after the assignment and before any fetch: the
+    // share-partition started at the high watermark of the assignment, and
+    // that start was durable before the member heard of it.
+    produce(&bootstrap, "orders", &values(0..10))?;
+    broker.sigkill()?;
+    broker.restart()?;
+    let mut m2 = Member::join(&bootstrap, "billing", "orders")?;
+    let got = m2.fetch(&[], 5_000)?;
+    assert_eq!(got.len(), 10, "{got:?}");
+    assert!(got.iter().all(|g| g.delivery_count == 1), "{got:?}");
+    // Accept 0..=4 and release 5; hold 6..=9. Killed right after the answer.
+    assert_eq!(m2.acknowledge(&[(0, 4, ACCEPT), (5, 5, RELEASE)])?, (0, 0));
+    broker.sigkill()?;
+    broker.restart()?;
+    m.id = Uuid::new_v4().to_string();
+    m.epoch = 0;
+    m.session_epoch = 0;
+    m.conn = RawClient::connect(&bootstrap)?;
+    m.heartbeat(Some("orders"))?;
+    let mut again = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while again.len() < 5 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "after the restart only {again:?}"
+        );
+        again.extend(m.fetch(&[], 1_000)?);
+    }
+    let offsets: Vec<i64> = again.iter().map(|g| g.offset).collect();
+    assert_eq!(
+        offsets,
+        [5, 6, 7, 8, 9],
+        "accepted records came back: {again:?}"
+    );
+    // Each was delivered once before: the count survived the restart.
+    assert!(again.iter().all(|g| g.delivery_count == 2), "{again:?}");
+    Ok(())
+}

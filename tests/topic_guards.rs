@@ -131,7 +131,11 @@ fn clients_cannot_produce_to_delete_or_grow_internal_topics_and_the_broker_resta
         .context("a produce to __consumer_offsets was acknowledged")?;
     assert!(error.contains("Invalid topic"), "{error}");
     let mut client = RawClient::connect(&bootstrap)?;
-    for topic in ["__consumer_offsets", "__transaction_state"] {
+    for topic in [
+        "__consumer_offsets",
+        "__transaction_state",
+        "__share_group_state",
+    ] {
         let request = raw::produce_request(topic, 0, raw::record_batch(&[b"garbage"])?);
         let response = client.call(&request, 9)?;
         let partition = only_partition(&response)?;

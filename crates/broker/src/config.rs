@@ -129,10 +129,10 @@ pub struct GroupConfig {
     /// `group.share.max.size`: members one share group may hold.
     pub share_max_size: usize,
     /// `group.share.enable` (Kafka 4.0's switch for share groups): serve the
-    /// share group APIs (KIP-932) and finalize the `share.version` feature.
-    /// Off by default while share groups are being built: share-partition
-    /// state is kept in memory, so a restart forgets what each group had
-    /// consumed.
+    /// share group APIs (KIP-932), keep share-partition state in
+    /// `__share_group_state`, and finalize the `share.version` feature.
+    /// Off by default while share groups are being built (no dead-letter
+    /// topic yet, and a cluster keeps share-partition state in memory).
     pub share_enable: bool,
     /// `group.share.record.lock.duration.ms`: how long a fetched record
     /// stays acquired by its member.
@@ -146,6 +146,9 @@ pub struct GroupConfig {
     pub share_partition_max_record_locks: u32,
     /// `group.share.max.share.sessions`: share sessions one broker keeps.
     pub share_max_sessions: usize,
+    /// `share.coordinator.state.topic.num.partitions`: partitions of
+    /// `__share_group_state` when it is created.
+    pub share_state_topic_num_partitions: i32,
     /// Most share-partitions (group and partition pairs) one broker keeps:
     /// group ids come from clients, so the map is bounded. Kafka has no
     /// such bound.
@@ -355,6 +358,7 @@ impl Default for GroupConfig {
             share_partition_max_record_locks: 2_000,
             share_max_sessions: 2_000,
             share_partitions_max: 100_000,
+            share_state_topic_num_partitions: 50,
         }
     }
 }

@@ -165,6 +165,7 @@ impl Broker {
         };
         broker.load_topics()?;
         broker.load_groups()?;
+        broker.load_share_state()?;
         broker.load_transactions()?;
         Ok(broker)
     }

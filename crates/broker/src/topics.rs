@@ -28,9 +28,12 @@ pub(crate) const TOPIC_PARTITIONS_MAX: i32 = 100_000;
 /// coordinator appends through its own partition handles); clients may not
 /// produce to them, delete them, delete their records, or add partitions to
 /// them: a record the broker did not write could stop it from starting.
-/// `__transaction_state` is listed before it exists so the rule is in place
-/// when transactions arrive.
-pub(crate) const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+/// `__share_group_state` holds share-partition state (share groups).
+pub(crate) const INTERNAL_TOPICS: [&str; 3] = [
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+];
 
 /// Whether `name` is one of [`INTERNAL_TOPICS`].
 pub(crate) fn is_internal(name: &str) -> bool {

@@ -767,6 +767,9 @@ impl Settings {
             "group.share.partition.max.record.locks" => {
                 self.group.share_partition_max_record_locks = config.at_least(1)?;
             }
+            "share.coordinator.state.topic.num.partitions" => {
+                self.group.share_state_topic_num_partitions = config.at_least(1)?;
+            }
             "group.share.max.share.sessions" => {
                 self.group.share_max_sessions = config.at_least(1)?;
             }

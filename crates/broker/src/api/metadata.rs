@@ -15,7 +15,7 @@ use uuid::Uuid;
 use weir_metadata::{NO_LEADER, TopicMeta};
 
 use crate::error::ApiError;
-use crate::topics::{TopicState, validate_topic_name};
+use crate::topics::{TopicState, is_internal, validate_topic_name};
 use crate::{Broker, HandlerError, RequestContext};
 
 /// What Kafka sends when authorized operations were not asked for.
@@ -342,11 +342,6 @@ fn describe(
         .with_is_internal(is_internal(&meta.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(topic_operations)
-}
-
-/// Kafka's internal topics, which clients skip when subscribing by pattern.
-fn is_internal(name: &str) -> bool {
-    matches!(name, "__consumer_offsets" | "__transaction_state")
 }
 
 #[cfg(test)]

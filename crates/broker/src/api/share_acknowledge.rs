@@ -14,7 +14,7 @@ use kafka_protocol::messages::{ShareAcknowledgeRequest, ShareAcknowledgeResponse
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::share_fetch::{apply_acks, session_key, session_message};
+use super::share_fetch::{Acks, apply_acks, parse_acks, session_key, session_message};
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -45,37 +45,42 @@ pub(crate) async fn handle(
         Ok(step) => step,
         Err(error) => return Ok(fail(error, session_message(error))),
     };
-    let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
-    for topic in &req.topics {
-        for p in &topic.partitions {
-            let tp = (topic.topic_id, p.partition_index);
-            let batches = p.acknowledgement_batches.iter().map(|b| {
-                (
-                    b.first_offset,
-                    b.last_offset,
-                    b.acknowledge_types.as_slice(),
-                )
-            });
-            let error = apply_acks(shares, &key, tp, batches).err();
-            topics.entry(topic.topic_id).or_default().push(
-                PartitionData::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(error.as_ref().map_or(0, ApiError::code))
-                    .with_error_message(
-                        error
-                            .as_ref()
-                            .map(|e| StrBytes::from_string(e.message.clone())),
+    let acks: Acks = req
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| {
+                let batches = p.acknowledgement_batches.iter().map(|b| {
+                    (
+                        b.first_offset,
+                        b.last_offset,
+                        b.acknowledge_types.as_slice(),
                     )
-                    .with_current_leader(
-                        LeaderIdAndEpoch::default()
-                            .with_leader_id(-1)
-                            .with_leader_epoch(-1),
-                    ),
-            );
-        }
-    }
+                });
+                ((topic.topic_id, p.partition_index), parse_acks(batches))
+            })
+        })
+        .collect();
     // A closed session releases what the member still held.
-    shares.release(&key.0, &key.1, &step.left);
+    let released = vec![(key.clone(), step.left)];
+    let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
+    for ((topic_id, index), error) in apply_acks(shares, &key, acks, released).await? {
+        topics.entry(topic_id).or_default().push(
+            PartitionData::default()
+                .with_partition_index(index)
+                .with_error_code(error.as_ref().map_or(0, ApiError::code))
+                .with_error_message(
+                    error
+                        .as_ref()
+                        .map(|e| StrBytes::from_string(e.message.clone())),
+                )
+                .with_current_leader(
+                    LeaderIdAndEpoch::default()
+                        .with_leader_id(-1)
+                        .with_leader_epoch(-1),
+                ),
+        );
+    }
     Ok(ShareAcknowledgeResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(0)

@@ -23,7 +23,7 @@ use weir_storage::{Partition, PartitionId};
 use crate::error::ApiError;
 use crate::replica::Leadership;
 use crate::share::partition::{AckBatch, AckType};
-use crate::share::session::{FINAL_EPOCH, SessionKey, TopicIdPartition};
+use crate::share::session::{Evicted, FINAL_EPOCH, SessionKey, TopicIdPartition};
 use crate::share::{ShareManager, SharePartitionKey};
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -78,34 +78,37 @@ pub(crate) async fn handle(
     let step = shares
         .sessions()
         .fetch(&key, req.share_session_epoch, named, forgotten, now_ms);
-    let step = match step {
-        Ok((step, evicted)) => {
-            if let Some(((g, m), partitions)) = evicted {
-                shares.release(&g, &m, &partitions);
-            }
-            step
-        }
+    let (step, evicted) = match step {
+        Ok(moved) => moved,
         Err(error) => return Ok(fail(error, session_message(error))),
     };
     let mut answers: BTreeMap<TopicIdPartition, Answer> = BTreeMap::new();
     // Acknowledgements first: what they release may be acquired below.
-    for topic in &req.topics {
-        for p in &topic.partitions {
-            if p.acknowledgement_batches.is_empty() {
-                continue;
-            }
-            let tp = (topic.topic_id, p.partition_index);
-            let batches = p.acknowledgement_batches.iter().map(|b| {
-                (
-                    b.first_offset,
-                    b.last_offset,
-                    b.acknowledge_types.as_slice(),
-                )
-            });
-            answers.entry(tp).or_default().ack_error = apply_acks(shares, &key, tp, batches).err();
-        }
+    let acks: Acks = req
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|p| !p.acknowledgement_batches.is_empty())
+                .map(|p| {
+                    let batches = p.acknowledgement_batches.iter().map(|b| {
+                        (
+                            b.first_offset,
+                            b.last_offset,
+                            b.acknowledge_types.as_slice(),
+                        )
+                    });
+                    ((topic.topic_id, p.partition_index), parse_acks(batches))
+                })
+        })
+        .collect();
+    let mut released = vec![(key.clone(), step.left.clone())];
+    released.extend(evicted);
+    for (tp, error) in apply_acks(shares, &key, acks, released).await? {
+        answers.entry(tp).or_default().ack_error = error;
     }
-    shares.release(&key.0, &key.1, &step.left);
     if req.share_session_epoch == FINAL_EPOCH {
         return Ok(response(answers, lock_ms));
     }
@@ -268,20 +271,63 @@ pub(crate) fn share_key(
     }
 }
 
-/// Apply the acknowledgement batches (first offset, last offset, types)
-/// a request carries for partition `tp` of the session `key`.
-pub(crate) fn apply_acks<'a>(
-    shares: &ShareManager,
-    key: &SessionKey,
-    tp: TopicIdPartition,
+/// The acknowledgements of a request, by partition, as parsed.
+pub(crate) type Acks = Vec<(TopicIdPartition, Result<Vec<AckBatch>, ApiError>)>;
+
+/// The acknowledgement batches (first offset, last offset, types) a
+/// request carries for one partition, checked.
+pub(crate) fn parse_acks<'a>(
     batches: impl Iterator<Item = (i64, i64, &'a [i8])>,
-) -> Result<(), ApiError> {
-    let batches = batches
+) -> Result<Vec<AckBatch>, ApiError> {
+    batches
         .map(|(first, last, types)| ack_batch(first, last, types))
-        .collect::<Result<Vec<AckBatch>, ApiError>>()?;
-    shares
-        .acknowledge(&share_key(&key.0, tp), &key.1, &batches)
-        .map_err(|e| ApiError::new(e, ack_message(e)))
+        .collect()
+}
+
+/// Apply session `key`'s acknowledgements, then release what the members
+/// of `released` sessions held in their partitions (a closed, replaced or
+/// evicted session, or partitions it forgot), on a blocking thread; then
+/// wait until the new state is durable. One answer per partition
+/// acknowledged: `Some` error when its acknowledgements were refused or
+/// could not be made durable.
+pub(crate) async fn apply_acks(
+    shares: &Arc<ShareManager>,
+    key: &SessionKey,
+    acks: Acks,
+    released: Vec<Evicted>,
+) -> Result<Vec<(TopicIdPartition, Option<ApiError>)>, HandlerError> {
+    let (manager, key) = (shares.clone(), key.clone());
+    let applied = crate::blocking::run(move || {
+        let out: Vec<_> = acks
+            .into_iter()
+            .map(|(tp, parsed)| {
+                let done = parsed.and_then(|batches| {
+                    manager.acknowledge(&share_key(&key.0, tp), &key.1, &batches)
+                });
+                (tp, done)
+            })
+            .collect();
+        for ((group, member), partitions) in released {
+            manager.release(&group, &member, &partitions);
+        }
+        out
+    })
+    .await?;
+    let mut out = Vec::with_capacity(applied.len());
+    for (tp, done) in applied {
+        let error = match done {
+            Ok(Some(durable)) => durable.wait().await.err().map(|e| {
+                ApiError::new(
+                    ResponseError::KafkaStorageError,
+                    format!("the acknowledgement could not be made durable: {e}"),
+                )
+            }),
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        out.push((tp, error));
+    }
+    Ok(out)
 }
 
 /// One acknowledgement batch of a request, checked: its types must be
@@ -302,15 +348,6 @@ fn ack_batch(first: i64, last: i64, types: &[i8]) -> Result<AckBatch, ApiError> 
         last_offset: last,
         types,
     })
-}
-
-fn ack_message(e: ResponseError) -> &'static str {
-    match e {
-        ResponseError::InvalidRecordState => {
-            "a record acknowledged is not acquired by this member (its lock may have expired)"
-        }
-        _ => "the acknowledgement batch is malformed",
-    }
 }
 
 pub(crate) fn session_message(e: ResponseError) -> &'static str {

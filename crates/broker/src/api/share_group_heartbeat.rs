@@ -40,7 +40,7 @@ pub(crate) async fn handle(
         .groups()
         .share_heartbeat(&req.group_id, params, &shape);
     if let Some(assigned) = &r.assignment {
-        start_share_partitions(broker, &req.group_id, assigned);
+        start_share_partitions(broker, &req.group_id, assigned).await?;
     }
     let response = ShareGroupHeartbeatResponse::default()
         .with_throttle_time_ms(0)
@@ -69,24 +69,49 @@ pub(crate) async fn handle(
 
 /// Start the share-partitions of an assignment that this broker leads and
 /// that have none yet, at the high watermark (`share.auto.offset.reset`
-/// latest, as Kafka starts them when it assigns them): records produced
+/// latest, as Kafka starts them when it assigns them), written to
+/// `__share_group_state` before the member hears of them: records produced
 /// between the assignment and the member's first fetch are delivered.
-fn start_share_partitions(broker: &Broker, group: &str, assigned: &assignor::TopicPartitions) {
+async fn start_share_partitions(
+    broker: &Broker,
+    group: &str,
+    assigned: &assignor::TopicPartitions,
+) -> Result<(), HandlerError> {
     let group: std::sync::Arc<str> = std::sync::Arc::from(group);
+    let mut new = Vec::new();
     for (topic_id, partitions) in assigned {
         for index in partitions {
             let tp = (*topic_id, *index);
-            let Ok(partition) = super::share_fetch::leader_partition(broker, tp) else {
-                continue;
-            };
             let key = super::share_fetch::share_key(&group, tp);
-            if broker.shares().get(&key).is_none()
-                && let Err(e) = broker
-                    .shares()
-                    .get_or_start(&key, || partition.offsets().high_watermark)
-            {
-                tracing::warn!(group = %group, error = %e.message, "cannot start a share-partition");
+            if broker.shares().get(&key).is_some() {
+                continue;
+            }
+            if let Ok(partition) = super::share_fetch::leader_partition(broker, tp) {
+                new.push((key, partition));
             }
         }
     }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let shares = broker.shares().clone();
+    let waits = crate::blocking::run(move || {
+        let mut waits = Vec::new();
+        for (key, partition) in new {
+            match shares.start(&key, || partition.offsets().high_watermark) {
+                Ok((_, wait)) => waits.extend(wait),
+                Err(e) => {
+                    tracing::warn!(group = %key.group, error = %e.message, "cannot start a share-partition");
+                }
+            }
+        }
+        waits
+    })
+    .await?;
+    for wait in waits {
+        if let Err(e) = wait.wait().await {
+            tracing::warn!(error = %e, "a share-partition's start is not durable");
+        }
+    }
+    Ok(())
 }

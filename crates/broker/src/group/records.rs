@@ -534,7 +534,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
@@ -580,7 +580,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn uuid(&mut self) -> Result<uuid::Uuid, RecordError> {
+    pub(crate) fn uuid(&mut self) -> Result<uuid::Uuid, RecordError> {
         Ok(uuid::Uuid::from_bytes(self.array()?))
     }
 

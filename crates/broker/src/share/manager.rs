@@ -10,19 +10,20 @@
 //! is taken alone, before or after.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 use uuid::Uuid;
-use weir_storage::{Clock, Partition, batches};
+use weir_storage::{Clock, DurableWait, Partition, batches};
 
 use super::partition::{
     AckBatch, AcquiredRange, Changes, FetchedBatch, SharePartition, ShareSettings,
 };
 use super::session::{Sessions, TopicIdPartition};
+use super::state;
 use crate::error::ApiError;
 
 /// A share-partition: group, topic id and partition.
@@ -64,6 +65,10 @@ pub(crate) struct ShareManager {
     clock: Arc<dyn Clock>,
     partitions: Mutex<HashMap<SharePartitionKey, Arc<Mutex<SharePartition>>>>,
     sessions: Mutex<Sessions>,
+    /// The partitions of `__share_group_state`, once loaded: every change of
+    /// a share-partition's durable state is appended to its partition there.
+    /// Unset (a cluster's broker in this version), state is kept in memory.
+    store: OnceLock<Vec<Partition>>,
     /// Moved on whenever records may have become available again (an
     /// acknowledgement, a release, an expired lock), so waiting fetches
     /// look again.
@@ -84,6 +89,7 @@ impl ShareManager {
             clock,
             partitions: Mutex::new(HashMap::new()),
             sessions: Mutex::new(sessions),
+            store: OnceLock::new(),
             changed: watch::channel(0).0,
         }
     }
@@ -115,15 +121,26 @@ impl ShareManager {
     }
 
     /// The share-partition of `key`, created at `start()` (the offset
-    /// `share.auto.offset.reset` names) when it has none.
+    /// `share.auto.offset.reset` names) when it has none. Blocks on file I/O.
     pub(crate) fn get_or_start(
         &self,
         key: &SharePartitionKey,
         start: impl FnOnce() -> i64,
     ) -> Result<Arc<Mutex<SharePartition>>, ApiError> {
+        self.start(key, start).map(|(sp, _)| sp)
+    }
+
+    /// [`Self::get_or_start`], with the wait for a new share-partition's
+    /// first state to be durable: a restart must not start it again at a
+    /// later high watermark and skip what came in between.
+    pub(crate) fn start(
+        &self,
+        key: &SharePartitionKey,
+        start: impl FnOnce() -> i64,
+    ) -> Result<(Arc<Mutex<SharePartition>>, Option<DurableWait>), ApiError> {
         let mut map = self.map();
         if let Some(sp) = map.get(key) {
-            return Ok(sp.clone());
+            return Ok((sp.clone(), None));
         }
         if map.len() >= self.config.partitions_max {
             tracing::warn!(
@@ -135,9 +152,78 @@ impl ShareManager {
                 "the broker holds as many share-partitions as it may",
             ));
         }
-        let sp = Arc::new(Mutex::new(SharePartition::new(start())));
+        let started = SharePartition::new(start());
+        let durable = self.persist(key, &started)?;
+        let sp = Arc::new(Mutex::new(started));
         map.insert(key.clone(), sp.clone());
-        Ok(sp)
+        Ok((sp, durable))
+    }
+
+    /// Take the state of every share-partition from `store` (the
+    /// partitions of `__share_group_state`, read whole at start-up), and
+    /// write every change there from now on. Blocks on file I/O.
+    pub(crate) fn load(&self, store: Vec<Partition>) -> Result<usize, String> {
+        let mut loaded = state::Loaded::new();
+        for (index, partition) in (0..).zip(&store) {
+            state::load_partition(index, partition, &mut loaded)?;
+        }
+        let count = loaded.len();
+        let mut map = self.map();
+        for (key, persisted) in loaded {
+            map.insert(
+                key,
+                Arc::new(Mutex::new(SharePartition::from_persisted(&persisted))),
+            );
+        }
+        drop(map);
+        self.store
+            .set(store)
+            .map_err(|_| "share-partition state was loaded twice".to_string())?;
+        Ok(count)
+    }
+
+    /// Append `sp`'s durable state as `key`'s newest snapshot; the wait
+    /// resolves once it is durable. `None` when state is kept in memory.
+    /// Called with `sp`'s lock held, so a share-partition's snapshots reach
+    /// the log in the order they were taken.
+    fn persist(
+        &self,
+        key: &SharePartitionKey,
+        sp: &SharePartition,
+    ) -> Result<Option<DurableWait>, ApiError> {
+        let Some(store) = self.store.get() else {
+            return Ok(None);
+        };
+        let count = i32::try_from(store.len()).unwrap_or(i32::MAX);
+        let index = state::state_partition(key, count);
+        let partition = usize::try_from(index)
+            .ok()
+            .and_then(|i| store.get(i))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::CoordinatorNotAvailable,
+                    format!("{} has no partition {index}", state::STATE_TOPIC),
+                )
+            })?;
+        let entry = (
+            state::encode_key(key),
+            Some(state::encode_value(&sp.persisted())),
+        );
+        let storage_error = |what: String| {
+            tracing::warn!(group = %key.group, partition = key.partition, error = %what,
+                "cannot write share-partition state");
+            ApiError::new(ResponseError::KafkaStorageError, what)
+        };
+        let batches =
+            crate::group::encode_batches(&[entry], self.now_ms()).map_err(storage_error)?;
+        let mut last = None;
+        for batch in batches {
+            let out = partition
+                .append(batch)
+                .map_err(|e| storage_error(e.to_string()))?;
+            last = Some(out.durable);
+        }
+        Ok(last)
     }
 
     /// The share-partition of `key`, if it has one.
@@ -168,7 +254,9 @@ impl ShareManager {
             sp.move_start(offsets.log_start);
             changes.persist = true;
         }
-        self.carry_out(&mut sp, changes);
+        // Nobody waits for these: the fetch goes on whether or not they
+        // are durable yet (a failure is logged).
+        let _ = self.carry_out(key, &mut sp, changes);
         let Some(from) = sp.next_fetch_offset(now_ms, s) else {
             return Ok(Acquisition::default());
         };
@@ -204,21 +292,29 @@ impl ShareManager {
     }
 
     /// Apply `member`'s acknowledgements to `key`'s share-partition.
+    /// The wait resolves once the new state is durable: answer the
+    /// acknowledgement only then. Blocks on file I/O.
     pub(crate) fn acknowledge(
         &self,
         key: &SharePartitionKey,
         member: &str,
         batches: &[AckBatch],
-    ) -> Result<(), ResponseError> {
-        let sp = self.get(key).ok_or(ResponseError::InvalidRecordState)?;
+    ) -> Result<Option<DurableWait>, ApiError> {
+        let sp = self.get(key).ok_or_else(|| {
+            ApiError::new(
+                ResponseError::InvalidRecordState,
+                "the group has acquired nothing from this partition",
+            )
+        })?;
         let mut sp = lock(&sp);
         let now_ms = self.now_ms();
         let s = &self.config.settings;
         let expired = sp.expire_locks(now_ms, s);
-        self.carry_out(&mut sp, expired);
-        let changes = sp.acknowledge(member, batches, now_ms, s)?;
-        self.carry_out(&mut sp, changes);
-        Ok(())
+        let _ = self.carry_out(key, &mut sp, expired);
+        let changes = sp
+            .acknowledge(member, batches, now_ms, s)
+            .map_err(|e| ApiError::new(e, ack_message(e)))?;
+        self.carry_out(key, &mut sp, changes)
     }
 
     /// Release what `member` holds in `partitions` of `group` (its session
@@ -238,7 +334,7 @@ impl ShareManager {
             if let Some(sp) = self.get(&key) {
                 let mut sp = lock(&sp);
                 let changes = sp.release_member(member, self.now_ms(), &self.config.settings);
-                self.carry_out(&mut sp, changes);
+                let _ = self.carry_out(&key, &mut sp, changes);
             }
         }
     }
@@ -252,18 +348,24 @@ impl ShareManager {
             .min()
     }
 
-    /// Carry out what a change asks. Share-partition state is kept in
-    /// memory (it is written to `__share_group_state` in a later step of
-    /// share groups); with no dead-letter topic to write, a record archived
-    /// for one is archived at once.
-    fn carry_out(&self, sp: &mut SharePartition, changes: Changes) {
+    /// Carry out what a change asks: persist the new state (the wait says
+    /// when it is durable). With no dead-letter topic to write yet, a
+    /// record archived for one is archived at once.
+    fn carry_out(
+        &self,
+        key: &SharePartitionKey,
+        sp: &mut SharePartition,
+        changes: Changes,
+    ) -> Result<Option<DurableWait>, ApiError> {
         if !changes.dead_letters.is_empty() {
             let offsets: Vec<i64> = changes.dead_letters.iter().map(|d| d.offset).collect();
             sp.dead_lettered(&offsets);
         }
-        if changes.persist {
-            self.changed();
+        if !changes.persist {
+            return Ok(None);
         }
+        self.changed();
+        self.persist(key, sp)
     }
 }
 
@@ -297,4 +399,13 @@ fn concat(read: &Bytes, spans: impl Iterator<Item = std::ops::Range<usize>>) -> 
         out.extend_from_slice(&read[span]);
     }
     out.freeze()
+}
+
+fn ack_message(e: ResponseError) -> &'static str {
+    match e {
+        ResponseError::InvalidRecordState => {
+            "a record acknowledged is not acquired by this member (its lock may have expired)"
+        }
+        _ => "the acknowledgement batch is malformed",
+    }
 }

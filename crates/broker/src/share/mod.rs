@@ -10,6 +10,8 @@
 //!   this broker, numbered by epoch.
 //! - [`manager`]: every share-partition and session on this broker, and
 //!   the read-then-acquire of a fetch.
+//! - [`state`]: share-partition state in `__share_group_state`: its
+//!   records, and the load at start-up.
 //! - Membership (ShareGroupHeartbeat) is the group coordinator's:
 //!   `crate::group::share`.
 //!
@@ -23,6 +25,7 @@
 pub(crate) mod manager;
 pub(crate) mod partition;
 pub(crate) mod session;
+pub(crate) mod state;
 
 pub(crate) use manager::{ShareConfig, ShareManager, SharePartitionKey};
 
@@ -44,6 +47,47 @@ impl ShareConfig {
 }
 
 impl crate::Broker {
+    /// With `group.share.enable` on a single node: create
+    /// `__share_group_state` if it is missing (compacted, written with
+    /// `flush.messages=1`, `share.coordinator.state.topic.num.partitions`
+    /// partitions) and load every share-partition's state from it. A
+    /// cluster's brokers keep share-partition state in memory in this
+    /// version. Blocks on file I/O.
+    pub(crate) fn load_share_state(&self) -> Result<(), crate::ApiError> {
+        if !self.shares_enabled() || self.metadata().replicated() {
+            return Ok(());
+        }
+        let topic = match self.topic(state::STATE_TOPIC) {
+            Some(topic) => topic,
+            None => {
+                let configs = std::collections::BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("flush.messages".to_string(), "1".to_string()),
+                ]);
+                let partitions = self.config().group.share_state_topic_num_partitions;
+                self.create_topic(state::STATE_TOPIC, partitions, -1, configs, false)?;
+                self.topic(state::STATE_TOPIC)
+                    .ok_or_else(|| crate::ApiError::unknown_topic(state::STATE_TOPIC))?
+            }
+        };
+        let partitions: Option<Vec<weir_storage::Partition>> =
+            topic.partitions.iter().cloned().collect();
+        let partitions = partitions.ok_or_else(|| {
+            crate::ApiError::new(
+                kafka_protocol::ResponseError::KafkaStorageError,
+                format!(
+                    "a partition of {} is not on this broker",
+                    state::STATE_TOPIC
+                ),
+            )
+        })?;
+        let count = self.shares.load(partitions).map_err(|e| {
+            crate::ApiError::new(kafka_protocol::ResponseError::KafkaStorageError, e)
+        })?;
+        tracing::info!(share_partitions = count, "loaded share-partition state");
+        Ok(())
+    }
+
     /// Share-partitions and share sessions.
     pub(crate) fn shares(&self) -> &std::sync::Arc<ShareManager> {
         &self.shares

@@ -231,7 +231,6 @@ impl Changes {
     }
 }
 
-#[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
 /// A run of offsets with one persisted state and delivery count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StateBatch {
@@ -241,7 +240,6 @@ pub(crate) struct StateBatch {
     pub delivery_count: u16,
 }
 
-#[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
 /// A slot's state as it is persisted: an acquired record is persisted as
 /// available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +250,6 @@ pub(crate) enum PersistedState {
     DeadLettering(ArchiveReason),
 }
 
-#[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
 /// The durable part of a share-partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PersistedPartition {
@@ -282,7 +279,6 @@ impl SharePartition {
         }
     }
 
-    #[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
     /// A share-partition as it was persisted.
     pub(crate) fn from_persisted(p: &PersistedPartition) -> Self {
         let mut me = Self::new(p.start_offset);
@@ -350,8 +346,8 @@ impl SharePartition {
         }
     }
 
-    #[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
     /// Records acquired now, by any member.
+    #[cfg(test)]
     pub(crate) fn acquired_count(&self) -> usize {
         self.slots
             .iter()
@@ -608,7 +604,6 @@ impl SharePartition {
         dropped
     }
 
-    #[allow(dead_code)] // read and written by the `__share_group_state` step of issue 12
     /// The durable part: start offset and runs of slot states (acquired
     /// slots as available), with trailing available slots that were never
     /// delivered left out.
