@@ -15,9 +15,10 @@ use bytes::Bytes;
 use common::Broker;
 use common::raw::RawClient;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, GroupId, ShareAcknowledgeRequest, ShareFetchRequest,
-    ShareFetchResponse, ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, TopicName,
-    share_acknowledge_request, share_fetch_request,
+    ApiKey, ApiVersionsRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
+    ListGroupsRequest, ShareAcknowledgeRequest, ShareFetchRequest, ShareFetchResponse,
+    ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, TopicName, share_acknowledge_request,
+    share_fetch_request,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -31,6 +32,7 @@ const INVALID_RECORD_STATE: i16 = 121;
 const SHARE_SESSION_NOT_FOUND: i16 = 122;
 const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 const GROUP_ID_NOT_FOUND: i16 = 69;
+const NON_EMPTY_GROUP: i16 = 68;
 /// Acknowledge types.
 const ACCEPT: i8 = 1;
 const RELEASE: i8 = 2;
@@ -415,6 +417,24 @@ fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Resu
     assert_eq!(r.groups[0].error_code, 0);
     assert_eq!(r.groups[0].members.len(), 3);
     assert_eq!(r.groups[1].error_code, GROUP_ID_NOT_FOUND);
+    // DescribeGroups and ListGroups show it as a share group.
+    let r = described.call(
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(str("g"))]),
+        5,
+    )?;
+    let g = &r.groups[0];
+    assert_eq!((g.error_code, g.protocol_type.as_str()), (0, "share"));
+    assert_eq!(g.members.len(), 3);
+    let r = described.call(
+        &ListGroupsRequest::default().with_types_filter(vec![str("share")]),
+        5,
+    )?;
+    let listed: Vec<(&str, &str)> = r
+        .groups
+        .iter()
+        .map(|g| (g.group_id.as_str(), g.group_type.as_str()))
+        .collect();
+    assert_eq!(listed, [("g", "share"), ("g2", "share")]);
     Ok(())
 }
 
@@ -512,5 +532,41 @@ fn acknowledged_records_stay_done_across_a_sigkill_and_the_rest_come_back_counte
     );
     // Each was delivered once before: the count survived the restart.
     assert!(again.iter().all(|g| g.delivery_count == 2), "{again:?}");
+    Ok(())
+}
+
+#[test]
+fn a_deleted_share_group_takes_its_progress_with_it() -> anyhow::Result<()> {
+    let mut broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "mail", 1, &[])?;
+    let mut m = Member::join(&bootstrap, "senders", "mail")?;
+    produce(&bootstrap, "mail", &values(0..5))?;
+    assert_eq!(m.fetch(&[], 5_000)?.len(), 5);
+    assert_eq!(m.acknowledge(&[(0, 2, ACCEPT)])?, (0, 0));
+    let mut admin = RawClient::connect(&bootstrap)?;
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str("senders"))]);
+    // Not while it has a member.
+    let r = admin.call(&delete, 2)?;
+    assert_eq!(r.results[0].error_code, NON_EMPTY_GROUP);
+    m.epoch = -1;
+    assert_eq!(m.heartbeat(None)?.0, 0);
+    assert_eq!(m.acknowledge(&[])?.0, 0);
+    let r = admin.call(&delete, 2)?;
+    assert_eq!(r.results[0].error_code, 0);
+    broker.restart()?;
+    // A new group of the same id starts at the high watermark, not where
+    // the deleted one stopped (3, with 3 and 4 delivered once).
+    let mut fresh = Member::join(&bootstrap, "senders", "mail")?;
+    produce(&bootstrap, "mail", &values(5..10))?;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 5 {
+        anyhow::ensure!(Instant::now() < deadline, "only {got:?}");
+        got.extend(fresh.fetch(&[], 1_000)?);
+    }
+    let offsets: Vec<i64> = got.iter().map(|g| g.offset).collect();
+    assert_eq!(offsets, [5, 6, 7, 8, 9]);
+    assert!(got.iter().all(|g| g.delivery_count == 1), "{got:?}");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! ListGroups: every group this coordinator owns, filtered by state (v4+)
-//! and by type (v5+: `classic` or `consumer`).
+//! and by type (v5+: `classic`, `consumer` or `share`).
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};

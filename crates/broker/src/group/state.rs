@@ -547,6 +547,27 @@ impl Groups {
     pub(crate) fn describe(&self, group_id: &str) -> Option<GroupSummary> {
         let group = self.groups.get(group_id)?;
         let group_type = group.group_type();
+        if let Some(share) = &group.share {
+            return Some(GroupSummary {
+                group_id: group_id.to_string(),
+                state: share.state(),
+                protocol_type: SHARE_TYPE.into(),
+                protocol_name: String::new(),
+                group_type,
+                members: share
+                    .members
+                    .values()
+                    .map(|m| MemberSummary {
+                        member_id: m.id.clone(),
+                        instance_id: None,
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: Bytes::new(),
+                        assignment: Bytes::new(),
+                    })
+                    .collect(),
+            });
+        }
         if group.is_consumer() {
             return Some(GroupSummary {
                 group_id: group_id.to_string(),

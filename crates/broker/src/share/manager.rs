@@ -182,6 +182,33 @@ impl ShareManager {
         Ok(count)
     }
 
+    /// Forget every share-partition of `group` (the group was deleted):
+    /// their tombstones are appended to `__share_group_state`, and the
+    /// waits resolve once they are durable. Blocks on file I/O.
+    pub(crate) fn forget_group(&self, group: &str) -> Vec<DurableWait> {
+        let gone: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = {
+            let mut map = self.map();
+            let keys: Vec<SharePartitionKey> =
+                map.keys().filter(|k| &*k.group == group).cloned().collect();
+            keys.into_iter()
+                .filter_map(|key| map.remove(&key).map(|sp| (key, sp)))
+                .collect()
+        };
+        let mut waits = Vec::new();
+        for (key, sp) in gone {
+            // Under its lock, so no snapshot of it follows the tombstone.
+            let mut sp = lock(&sp);
+            sp.retire();
+            match self.append(&key, None) {
+                Ok(wait) => waits.extend(wait),
+                Err(e) => {
+                    tracing::warn!(group, error = %e.message, "cannot write a share-partition's tombstone");
+                }
+            }
+        }
+        waits
+    }
+
     /// Append `sp`'s durable state as `key`'s newest snapshot; the wait
     /// resolves once it is durable. `None` when state is kept in memory.
     /// Called with `sp`'s lock held, so a share-partition's snapshots reach
@@ -190,6 +217,20 @@ impl ShareManager {
         &self,
         key: &SharePartitionKey,
         sp: &SharePartition,
+    ) -> Result<Option<DurableWait>, ApiError> {
+        if sp.is_retired() {
+            return Ok(None);
+        }
+        self.append(key, Some(state::encode_value(&sp.persisted())))
+    }
+
+    /// Append `key`'s record (a snapshot, or a tombstone for `None`) to its
+    /// partition of `__share_group_state`. `None` when state is kept in
+    /// memory.
+    fn append(
+        &self,
+        key: &SharePartitionKey,
+        value: Option<Bytes>,
     ) -> Result<Option<DurableWait>, ApiError> {
         let Some(store) = self.store.get() else {
             return Ok(None);
@@ -205,10 +246,7 @@ impl ShareManager {
                     format!("{} has no partition {index}", state::STATE_TOPIC),
                 )
             })?;
-        let entry = (
-            state::encode_key(key),
-            Some(state::encode_value(&sp.persisted())),
-        );
+        let entry = (state::encode_key(key), value);
         let storage_error = |what: String| {
             tracing::warn!(group = %key.group, partition = key.partition, error = %what,
                 "cannot write share-partition state");
@@ -279,7 +317,8 @@ impl ShareManager {
             });
             spans.push(span);
         }
-        let got = sp.acquire(member, &fetched, max_records, now_ms, s);
+        let mut got = sp.acquire(member, &fetched, max_records, now_ms, s);
+        let _ = self.carry_out(key, &mut sp, std::mem::take(&mut got.changes));
         let kept = fetched.iter().zip(spans).filter(|(b, _)| {
             got.ranges
                 .iter()

@@ -169,6 +169,10 @@ pub(crate) struct Acquired {
     pub ranges: Vec<AcquiredRange>,
     /// Records acquired in all.
     pub records: u32,
+    /// Records found already delivered `group.share.delivery.count.limit`
+    /// times (acquired when the broker stopped, their count persisted):
+    /// archived for the dead-letter writer instead of acquired again.
+    pub changes: Changes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +271,8 @@ pub(crate) struct SharePartition {
     /// Slot `i` is offset `start + i`; the end offset (SPEO) is
     /// `start + slots.len()`.
     slots: VecDeque<Slot>,
+    /// Its group was deleted: nothing of it may be written again.
+    retired: bool,
 }
 
 impl SharePartition {
@@ -276,7 +282,18 @@ impl SharePartition {
         Self {
             start: start_offset,
             slots: VecDeque::new(),
+            retired: false,
         }
+    }
+
+    /// Its group was deleted: a fetch that still holds it must not write
+    /// its state after the tombstone.
+    pub(crate) fn retire(&mut self) {
+        self.retired = true;
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// A share-partition as it was persisted.
@@ -427,6 +444,11 @@ impl SharePartition {
                 }
                 if b.control || !b.holds(offset) {
                     slot.state = SlotState::Archived;
+                    continue;
+                }
+                if slot.delivery_count >= s.delivery_count_limit {
+                    let dead = dead_letter(offset, slot, ArchiveReason::DeliveryLimit);
+                    out.changes.merge(dead);
                     continue;
                 }
                 slot.delivery_count = slot.delivery_count.saturating_add(1);

@@ -156,6 +156,74 @@ pub(crate) fn apply(
     }
 }
 
+/// Bytes read per step when loading a partition.
+const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// Read one partition of `__share_group_state` from its log start to its
+/// log end into `loaded`. A record that cannot be decoded (a newer Weir's,
+/// or bytes a client produced) is logged and skipped, as the group
+/// coordinator skips one; a read error stops the load.
+pub(crate) fn load_partition(
+    index: i32,
+    partition: &weir_storage::Partition,
+    loaded: &mut Loaded,
+) -> Result<(), String> {
+    let end = partition.offsets().log_end;
+    let mut next = partition.offsets().log_start;
+    while next < end {
+        let read = partition
+            .read_replica(next, LOAD_READ_BYTES)
+            .map_err(|e| format!("cannot read {STATE_TOPIC}-{index}: {e}"))?;
+        let before = next;
+        for framed in weir_storage::batches(&read.records) {
+            let (header, batch) =
+                framed.map_err(|e| format!("{STATE_TOPIC}-{index} at offset {next}: {e}"))?;
+            next = next.max(header.last_offset().saturating_add(1));
+            if header.is_control() {
+                continue;
+            }
+            let mut bytes = read.records.slice_ref(batch);
+            let records = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
+                Ok(set) => set.records,
+                Err(e) => {
+                    skipped(
+                        index,
+                        header.base_offset,
+                        &format!("undecodable batch: {e}"),
+                    );
+                    continue;
+                }
+            };
+            for record in records {
+                let Some(key) = record.key.as_deref() else {
+                    skipped(index, record.offset, "record without a key");
+                    continue;
+                };
+                match decode(key, record.value.as_deref()) {
+                    Ok((key, value)) => apply(loaded, key, value),
+                    Err(e) => skipped(index, record.offset, &e.to_string()),
+                }
+            }
+        }
+        if next <= before {
+            return Err(format!(
+                "{STATE_TOPIC}-{index} at offset {next}: reading made no progress"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn skipped(partition: i32, offset: i64, reason: &str) {
+    tracing::warn!(
+        topic = STATE_TOPIC,
+        partition,
+        offset,
+        reason,
+        "skipping a record of share-partition state that cannot be read"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     // Test code: a failed step should panic and fail the test.
@@ -224,72 +292,4 @@ mod tests {
         assert_eq!(state_partition(&key(7), 50), state_partition(&key(7), 50));
         assert!((0..50).contains(&state_partition(&key(7), 50)));
     }
-}
-
-/// Bytes read per step when loading a partition.
-const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
-
-/// Read one partition of `__share_group_state` from its log start to its
-/// log end into `loaded`. A record that cannot be decoded (a newer Weir's,
-/// or bytes a client produced) is logged and skipped, as the group
-/// coordinator skips one; a read error stops the load.
-pub(crate) fn load_partition(
-    index: i32,
-    partition: &weir_storage::Partition,
-    loaded: &mut Loaded,
-) -> Result<(), String> {
-    let end = partition.offsets().log_end;
-    let mut next = partition.offsets().log_start;
-    while next < end {
-        let read = partition
-            .read_replica(next, LOAD_READ_BYTES)
-            .map_err(|e| format!("cannot read {STATE_TOPIC}-{index}: {e}"))?;
-        let before = next;
-        for framed in weir_storage::batches(&read.records) {
-            let (header, batch) =
-                framed.map_err(|e| format!("{STATE_TOPIC}-{index} at offset {next}: {e}"))?;
-            next = next.max(header.last_offset().saturating_add(1));
-            if header.is_control() {
-                continue;
-            }
-            let mut bytes = read.records.slice_ref(batch);
-            let records = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
-                Ok(set) => set.records,
-                Err(e) => {
-                    skipped(
-                        index,
-                        header.base_offset,
-                        &format!("undecodable batch: {e}"),
-                    );
-                    continue;
-                }
-            };
-            for record in records {
-                let Some(key) = record.key.as_deref() else {
-                    skipped(index, record.offset, "record without a key");
-                    continue;
-                };
-                match decode(key, record.value.as_deref()) {
-                    Ok((key, value)) => apply(loaded, key, value),
-                    Err(e) => skipped(index, record.offset, &e.to_string()),
-                }
-            }
-        }
-        if next <= before {
-            return Err(format!(
-                "{STATE_TOPIC}-{index} at offset {next}: reading made no progress"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn skipped(partition: i32, offset: i64, reason: &str) {
-    tracing::warn!(
-        topic = STATE_TOPIC,
-        partition,
-        offset,
-        reason,
-        "skipping a record of share-partition state that cannot be read"
-    );
 }

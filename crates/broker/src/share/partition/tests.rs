@@ -202,6 +202,32 @@ fn released_records_wait_out_the_growing_backoff() {
 }
 
 #[test]
+fn a_record_persisted_at_the_delivery_limit_is_dead_lettered_not_acquired() {
+    let s = settings();
+    let persisted = PersistedPartition {
+        start_offset: 0,
+        batches: vec![StateBatch {
+            first_offset: 0,
+            last_offset: 0,
+            state: PersistedState::Available,
+            delivery_count: 3,
+        }],
+    };
+    let mut p = SharePartition::from_persisted(&persisted);
+    let got = p.acquire(&member("a"), &[batch(0, 1)], 10, 0, &s);
+    assert_eq!(got.ranges, [range(1, 1, 1)]);
+    assert_eq!(
+        got.changes.dead_letters,
+        [DeadLetter {
+            offset: 0,
+            delivery_count: 3,
+            reason: ArchiveReason::DeliveryLimit
+        }]
+    );
+    assert!(got.changes.persist);
+}
+
+#[test]
 fn gaps_and_control_records_are_archived_never_acquired() {
     let s = settings();
     let mut p = SharePartition::new(0);
