@@ -33,6 +33,7 @@ const SHARE_SESSION_NOT_FOUND: i16 = 122;
 const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const NON_EMPTY_GROUP: i16 = 68;
+const UNKNOWN_TOPIC_ID: i16 = 100;
 /// Acknowledge types.
 const ACCEPT: i8 = 1;
 const RELEASE: i8 = 2;
@@ -218,6 +219,18 @@ impl Member {
         Ok(out)
     }
 
+    /// Fetch until `n` records are acquired (a fetch may return fewer than
+    /// the partition holds, as a Fetch may), without acknowledging any.
+    fn fetch_until(&mut self, n: usize) -> anyhow::Result<Vec<Got>> {
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        while got.len() < n {
+            anyhow::ensure!(Instant::now() < deadline, "only {got:?} of {n}");
+            got.extend(self.fetch(&[], 1_000)?);
+        }
+        Ok(got)
+    }
+
     /// A ShareAcknowledge of partition 0 at the member's session epoch:
     /// (top-level error, partition error).
     fn acknowledge(&mut self, acks: &[(i64, i64, i8)]) -> anyhow::Result<(i16, i16)> {
@@ -324,7 +337,7 @@ fn records_of_a_member_that_stops_are_redelivered_after_the_lock_with_the_count_
     gone.heartbeat(None)?;
     stays.heartbeat(None)?;
     produce(&bootstrap, "jobs", &values(0..10))?;
-    let held = gone.fetch(&[], 5_000)?;
+    let held = gone.fetch_until(10)?;
     assert_eq!(held.len(), 10, "{held:?}");
     // The member goes silent while holding every record: the other sees
     // none until the locks expire, then all of them, delivered twice.
@@ -372,8 +385,8 @@ fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Resu
     a.heartbeat(None)?;
     b.heartbeat(None)?;
     produce(&bootstrap, "t", &values(0..3))?;
-    let got = a.fetch(&[], 5_000)?;
-    assert_eq!(got.len(), 3);
+    let got = a.fetch_until(3)?;
+    assert_eq!(got.len(), 3, "{got:?}");
 
     // Heartbeats: a stale epoch is fenced; an unknown member is unknown.
     let epoch = a.epoch;
@@ -407,6 +420,18 @@ fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Resu
     assert_eq!(r.error_code, INVALID_SHARE_SESSION_EPOCH);
     assert_eq!(a.acknowledge(&[])?.0, INVALID_SHARE_SESSION_EPOCH);
 
+    // A partition of a topic that does not exist gets Kafka's error.
+    let mut lost = Member::join(&bootstrap, "g", "t")?;
+    lost.topic_id = Some(Uuid::new_v4());
+    let r = lost.fetch_raw(&[], 1_000)?;
+    let p = r
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .next()
+        .context("no partition answered")?;
+    assert_eq!(p.error_code, UNKNOWN_TOPIC_ID);
+
     // A consumer group's id is not a share group's, and the other way round.
     let mut described = RawClient::connect(&bootstrap)?;
     let r = described.call(
@@ -415,7 +440,7 @@ fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Resu
         VERSION,
     )?;
     assert_eq!(r.groups[0].error_code, 0);
-    assert_eq!(r.groups[0].members.len(), 3);
+    assert_eq!(r.groups[0].members.len(), 4);
     assert_eq!(r.groups[1].error_code, GROUP_ID_NOT_FOUND);
     // DescribeGroups and ListGroups show it as a share group.
     let r = described.call(
@@ -424,7 +449,7 @@ fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Resu
     )?;
     let g = &r.groups[0];
     assert_eq!((g.error_code, g.protocol_type.as_str()), (0, "share"));
-    assert_eq!(g.members.len(), 3);
+    assert_eq!(g.members.len(), 4);
     let r = described.call(
         &ListGroupsRequest::default().with_types_filter(vec![str("share")]),
         5,
@@ -503,7 +528,7 @@ fn acknowledged_records_stay_done_across_a_sigkill_and_the_rest_come_back_counte
     broker.sigkill()?;
     broker.restart()?;
     let mut m2 = Member::join(&bootstrap, "billing", "orders")?;
-    let got = m2.fetch(&[], 5_000)?;
+    let got = m2.fetch_until(10)?;
     assert_eq!(got.len(), 10, "{got:?}");
     assert!(got.iter().all(|g| g.delivery_count == 1), "{got:?}");
     // Accept 0..=4 and release 5; hold 6..=9. Killed right after the answer.
@@ -542,7 +567,7 @@ fn a_deleted_share_group_takes_its_progress_with_it() -> anyhow::Result<()> {
     common::create_topic_blocking(&bootstrap, "mail", 1, &[])?;
     let mut m = Member::join(&bootstrap, "senders", "mail")?;
     produce(&bootstrap, "mail", &values(0..5))?;
-    assert_eq!(m.fetch(&[], 5_000)?.len(), 5);
+    assert_eq!(m.fetch_until(5)?.len(), 5);
     assert_eq!(m.acknowledge(&[(0, 2, ACCEPT)])?, (0, 0));
     let mut admin = RawClient::connect(&bootstrap)?;
     let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str("senders"))]);

@@ -123,6 +123,8 @@ pub(crate) async fn handle(
             answers.entry(*tp).or_default().error = Some(e.clone());
         }
     }
+    // A partition error is answered at once, as Fetch answers one.
+    let any_error = targets.iter().any(|(_, p)| p.is_err());
     let max_records = u32::try_from(req.max_records)
         .ok()
         .filter(|n| *n > 0)
@@ -165,7 +167,7 @@ pub(crate) async fn handle(
             answer.records = a.records;
             answer.acquired = a.acquired;
         }
-        if got_any || wait.is_zero() || Instant::now() >= deadline {
+        if got_any || any_error || wait.is_zero() || Instant::now() >= deadline {
             break;
         }
         let keys: Vec<SharePartitionKey> = targets
@@ -206,7 +208,7 @@ fn acquire_round(
         let Ok(partition) = partition else {
             continue;
         };
-        if records_left == 0 {
+        if records_left == 0 || bytes_left == 0 {
             break;
         }
         let limit = partition_max
@@ -360,6 +362,9 @@ pub(crate) fn session_message(e: ResponseError) -> &'static str {
         }
         ResponseError::ShareSessionLimitReached => {
             "this broker holds group.share.max.share.sessions sessions, none idle"
+        }
+        ResponseError::InvalidRequest => {
+            "a share session holds at most 1000 partitions: forget some first"
         }
         _ => "the share session cannot be used",
     }

@@ -152,11 +152,24 @@ impl ShareManager {
                 "the broker holds as many share-partitions as it may",
             ));
         }
-        let started = SharePartition::new(start());
-        let durable = self.persist(key, &started)?;
-        let sp = Arc::new(Mutex::new(started));
+        let sp = Arc::new(Mutex::new(SharePartition::new(start())));
+        // Locked before it is published, and its first snapshot appended
+        // under that lock once the map is free again: whoever finds it
+        // next writes after it.
+        let started = lock(&sp);
         map.insert(key.clone(), sp.clone());
-        Ok((sp, durable))
+        drop(map);
+        match self.persist(key, &started) {
+            Ok(durable) => {
+                drop(started);
+                Ok((sp, durable))
+            }
+            Err(e) => {
+                drop(started);
+                self.map().remove(key);
+                Err(e)
+            }
+        }
     }
 
     /// Take the state of every share-partition from `store` (the
@@ -380,10 +393,12 @@ impl ShareManager {
 
     /// The earliest time a lock held in one of `keys` expires or a
     /// backoff there ends, so a waiting fetch looks again then.
+    /// Asked from the runtime: a share-partition busy with a fetch's read
+    /// is skipped (that fetch's changes wake the waiters anyway).
     pub(crate) fn next_deadline_ms(&self, keys: &[SharePartitionKey]) -> Option<i64> {
         keys.iter()
             .filter_map(|k| self.get(k))
-            .filter_map(|sp| lock(&sp).next_deadline_ms())
+            .filter_map(|sp| sp.try_lock().ok().and_then(|sp| sp.next_deadline_ms()))
             .min()
     }
 

@@ -17,6 +17,12 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+/// Most partitions one session holds: the partitions a member fetches
+/// from one broker. Requests name partitions, so without a bound a client
+/// could grow its session (and the cache) with every request; one that
+/// would pass it is refused with INVALID_REQUEST and changes nothing.
+pub(crate) const SESSION_PARTITIONS_MAX: usize = 1_000;
+
 /// Epoch that opens a session.
 pub(crate) const OPEN_EPOCH: i32 = 0;
 /// Epoch that closes one.
@@ -80,15 +86,20 @@ impl Sessions {
         forgotten: impl IntoIterator<Item = TopicIdPartition>,
         now_ms: i64,
     ) -> Result<(SessionStep, Option<Evicted>), ResponseError> {
+        let added: BTreeSet<TopicIdPartition> = added.into_iter().collect();
+        let forgotten: BTreeSet<TopicIdPartition> = forgotten.into_iter().collect();
         match epoch {
             OPEN_EPOCH => {
+                if added.len() > SESSION_PARTITIONS_MAX {
+                    return Err(ResponseError::InvalidRequest);
+                }
                 let replaced = self.by_member.remove(key);
                 let evicted = if replaced.is_none() && self.by_member.len() >= self.max {
                     Some(self.evict(now_ms)?)
                 } else {
                     None
                 };
-                let partitions: BTreeSet<TopicIdPartition> = added.into_iter().collect();
+                let partitions = added;
                 let left = replaced
                     .map(|s| s.partitions.difference(&partitions).copied().collect())
                     .unwrap_or_default();
@@ -112,6 +123,14 @@ impl Sessions {
             FINAL_EPOCH => Ok((self.close(key)?, None)),
             epoch => {
                 let session = self.current(key, epoch)?;
+                let kept = session.partitions.difference(&forgotten).count();
+                let new = added
+                    .iter()
+                    .filter(|tp| !session.partitions.contains(*tp))
+                    .count();
+                if kept + new > SESSION_PARTITIONS_MAX {
+                    return Err(ResponseError::InvalidRequest);
+                }
                 let mut left = BTreeSet::new();
                 for tp in forgotten {
                     if session.partitions.remove(&tp) {
@@ -250,6 +269,26 @@ mod tests {
             s.acknowledge(&key("a"), 0, 0).unwrap_err(),
             ResponseError::InvalidShareSessionEpoch
         );
+    }
+
+    #[test]
+    fn a_session_never_holds_more_than_its_bound_of_partitions() {
+        let mut s = Sessions::new(10, 1_000);
+        let many = |from: i32, n: i32| (from..from + n).map(tp).collect::<Vec<_>>();
+        let max = SESSION_PARTITIONS_MAX as i32;
+        assert_eq!(
+            s.fetch(&key("a"), 0, many(0, max + 1), [], 0).unwrap_err(),
+            ResponseError::InvalidRequest
+        );
+        s.fetch(&key("a"), 0, many(0, max), [], 0).unwrap();
+        // One more is refused, and the epoch does not move on.
+        assert_eq!(
+            s.fetch(&key("a"), 1, many(max, 1), [], 0).unwrap_err(),
+            ResponseError::InvalidRequest
+        );
+        // Forgetting one makes room for one.
+        let (step, _) = s.fetch(&key("a"), 1, many(max, 1), [tp(0)], 0).unwrap();
+        assert_eq!(step.partitions.len(), SESSION_PARTITIONS_MAX);
     }
 
     #[test]
