@@ -326,7 +326,9 @@ impl ShareManager {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
                 control: header.is_control(),
-                present: (!dense).then(|| record_offsets(batch)).flatten(),
+                present: (!dense)
+                    .then(|| record_offsets(read.records.slice_ref(batch)))
+                    .flatten(),
             });
             spans.push(span);
         }
@@ -430,9 +432,8 @@ fn lock(sp: &Mutex<SharePartition>) -> MutexGuard<'_, SharePartition> {
 /// The offsets of the records a batch holds, when some offsets of its range
 /// hold none; `None` when the batch cannot be decoded (every offset is then
 /// taken to hold a record, and the client acknowledges the gaps it finds).
-fn record_offsets(batch: &[u8]) -> Option<Vec<i64>> {
-    let mut bytes = Bytes::copy_from_slice(batch);
-    let decoded = RecordBatchDecoder::decode(&mut bytes).ok()?;
+fn record_offsets(mut batch: Bytes) -> Option<Vec<i64>> {
+    let decoded = RecordBatchDecoder::decode(&mut batch).ok()?;
     let mut offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
     offsets.sort_unstable();
     Some(offsets)

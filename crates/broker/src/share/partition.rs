@@ -482,11 +482,22 @@ impl SharePartition {
             if b.types.len() != 1 && b.types.len() as i64 != span {
                 return Err(ResponseError::InvalidRequest);
             }
-            for (offset, ack) in acks(b) {
+            // Offsets below the start offset are done: only gaps may be
+            // acknowledged there, and nothing past the end offset. Both are
+            // checked without walking the range, which the client chose.
+            if b.first_offset < self.start {
+                let below = usize::try_from(self.start - b.first_offset).unwrap_or(usize::MAX);
+                if !b.types.iter().take(below).all(|t| *t == AckType::Gap) {
+                    return Err(ResponseError::InvalidRecordState);
+                }
+            }
+            if b.last_offset >= self.end_offset() {
+                return Err(ResponseError::InvalidRecordState);
+            }
+            for (offset, ack) in acks(b, self.start) {
                 let ok = match self.slot(offset).map(|s| &s.state) {
                     Some(SlotState::Acquired { member: m, .. }) => &**m == member,
                     Some(SlotState::Archived) => ack == AckType::Gap,
-                    None => ack == AckType::Gap && offset < self.start,
                     _ => false,
                 };
                 if !ok {
@@ -496,7 +507,7 @@ impl SharePartition {
         }
         let mut changes = Changes::default();
         for b in batches {
-            for (offset, ack) in acks(b) {
+            for (offset, ack) in acks(b, self.start) {
                 changes.merge(self.apply(offset, ack, now_ms, s));
             }
         }
@@ -688,20 +699,14 @@ fn persist() -> Changes {
     }
 }
 
-/// Each offset of `b` with its type.
-fn acks(b: &AckBatch) -> impl Iterator<Item = (i64, AckType)> + '_ {
-    (b.first_offset..=b.last_offset)
-        .enumerate()
-        .map(|(i, offset)| {
-            (
-                offset,
-                b.types
-                    .get(i)
-                    .or(b.types.first())
-                    .copied()
-                    .unwrap_or(AckType::Accept),
-            )
-        })
+/// Each offset of `b` from `from` on (at most the window's offsets, once
+/// the batch is checked to end before the end offset), with its type.
+fn acks(b: &AckBatch, from: i64) -> impl Iterator<Item = (i64, AckType)> + '_ {
+    (b.first_offset.max(from)..=b.last_offset).map(move |offset| {
+        let i = usize::try_from(offset - b.first_offset).unwrap_or(usize::MAX);
+        let ack = b.types.get(i).or(b.types.first()).copied();
+        (offset, ack.unwrap_or(AckType::Release))
+    })
 }
 
 /// Release an acquired slot: available again after its backoff, or

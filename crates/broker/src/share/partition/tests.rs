@@ -325,3 +325,24 @@ fn moving_the_start_drops_what_is_below_and_hands_back_pending_dead_letters() {
     p.move_start(50);
     assert_eq!((p.start_offset(), p.end_offset()), (50, 50));
 }
+
+#[test]
+fn acknowledgement_ranges_as_wide_as_a_client_likes_are_checked_without_walking_them() {
+    let s = settings();
+    let mut p = SharePartition::new(100);
+    p.acquire(&member("a"), &[batch(100, 101)], 10, 0, &s);
+    // Gaps over everything below the start offset: nothing to do there.
+    let below = ack(-(1 << 62), 99, AckType::Gap);
+    assert_eq!(p.acknowledge("a", &[below], 0, &s), Ok(Changes::default()));
+    // Anything else there, or anything past the end offset, is refused.
+    for bad in [
+        ack(-(1 << 62), 100, AckType::Accept),
+        ack(100, 1 << 62, AckType::Accept),
+    ] {
+        assert_eq!(
+            p.acknowledge("a", &[bad], 0, &s),
+            Err(ResponseError::InvalidRecordState)
+        );
+    }
+    assert_eq!(p.acquired_count(), 2);
+}
