@@ -123,12 +123,13 @@ impl Sessions {
             FINAL_EPOCH => Ok((self.close(key)?, None)),
             epoch => {
                 let session = self.current(key, epoch)?;
-                let kept = session.partitions.difference(&forgotten).count();
-                let new = added
-                    .iter()
-                    .filter(|tp| !session.partitions.contains(*tp))
-                    .count();
-                if kept + new > SESSION_PARTITIONS_MAX {
+                // The size the session would have: what it keeps, and what
+                // is added to that (a partition may be forgotten and added
+                // again in one request).
+                let kept: BTreeSet<&TopicIdPartition> =
+                    session.partitions.difference(&forgotten).collect();
+                let new = added.iter().filter(|tp| !kept.contains(tp)).count();
+                if kept.len() + new > SESSION_PARTITIONS_MAX {
                     return Err(ResponseError::InvalidRequest);
                 }
                 let mut left = BTreeSet::new();
@@ -288,6 +289,13 @@ mod tests {
         );
         // Forgetting one makes room for one.
         let (step, _) = s.fetch(&key("a"), 1, many(max, 1), [tp(0)], 0).unwrap();
+        assert_eq!(step.partitions.len(), SESSION_PARTITIONS_MAX);
+        // Forgotten and named again in one request, it stays, and counts.
+        assert_eq!(
+            s.fetch(&key("a"), 2, many(0, 2), [tp(1)], 0).unwrap_err(),
+            ResponseError::InvalidRequest
+        );
+        let (step, _) = s.fetch(&key("a"), 2, many(1, 1), [tp(1)], 0).unwrap();
         assert_eq!(step.partitions.len(), SESSION_PARTITIONS_MAX);
     }
 
