@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use common::Broker;
+use common::cli::{weir, weir_ok};
 use common::raw::RawClient;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
@@ -593,5 +594,106 @@ fn a_deleted_share_group_takes_its_progress_with_it() -> anyhow::Result<()> {
     let offsets: Vec<i64> = got.iter().map(|g| g.offset).collect();
     assert_eq!(offsets, [5, 6, 7, 8, 9]);
     assert!(got.iter().all(|g| g.delivery_count == 1), "{got:?}");
+    Ok(())
+}
+
+#[test]
+fn group_configs_set_with_weir_group_config_change_what_the_share_group_does() -> anyhow::Result<()>
+{
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "cfg", 1, &[])?;
+    // Produced before the group exists: only `earliest` delivers them.
+    produce(&bootstrap, "cfg", &values(0..3))?;
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "cfgs",
+            "share.auto.offset.reset=earliest",
+            "share.record.lock.duration.ms=1000",
+            "share.delivery.count.limit=2",
+        ],
+        b"",
+    )?;
+    let got: serde_json::Value = serde_json::from_str(&weir_ok(
+        &broker,
+        &["group", "config", "get", "cfgs", "--json"],
+        b"",
+    )?)?;
+    let config = |name: &str| {
+        got["configs"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .map(|c| (c["value"].to_string(), c["source"].to_string()))
+    };
+    assert_eq!(
+        config("share.delivery.count.limit"),
+        Some(("\"2\"".into(), "\"group\"".into()))
+    );
+    assert_eq!(
+        config("share.auto.offset.reset"),
+        Some(("\"earliest\"".into(), "\"group\"".into()))
+    );
+    assert_eq!(
+        config("share.record.lock.duration.ms"),
+        Some(("\"1000\"".into(), "\"group\"".into()))
+    );
+    assert_eq!(
+        config("weir.share.redelivery.backoff.ms"),
+        Some(("\"\"".into(), "\"default\"".into()))
+    );
+    // A wrong value is refused whole, naming the config; nothing changes.
+    let refused = weir(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "cfgs",
+            "share.record.lock.duration.ms=5000",
+            "share.delivery.count.limit=11",
+        ],
+        b"",
+    )?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("share.delivery.count.limit"), "{stderr}");
+
+    let mut m = Member::join(&bootstrap, "cfgs", "cfg")?;
+    let first = m.fetch_raw(&[], 5_000)?;
+    assert_eq!(first.acquisition_lock_timeout_ms, 1_000);
+    let mut held: Vec<i64> = first
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .flat_map(|p| p.acquired_records.iter())
+        .flat_map(|a| a.first_offset..=a.last_offset)
+        .collect();
+    held.extend(m.fetch_until(3 - held.len())?.into_iter().map(|g| g.offset));
+    held.sort_unstable();
+    assert_eq!(held, [0, 1, 2]);
+    // The group's 1 s lock, not the broker's 30 s: the records come back
+    // on their second (and last) delivery.
+    let again = m.fetch_until(3)?;
+    assert!(again.iter().all(|g| g.delivery_count == 2), "{again:?}");
+    // Released at the group's delivery count limit, they are given up on.
+    let released = m.fetch(&[(0, 2, RELEASE)], 1_000)?;
+    assert!(released.is_empty(), "{released:?}");
+    // Deleting the group's configs brings the broker's defaults back.
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "delete",
+            "cfgs",
+            "share.record.lock.duration.ms",
+        ],
+        b"",
+    )?;
+    assert_eq!(m.fetch_raw(&[], 0)?.acquisition_lock_timeout_ms, 30_000);
     Ok(())
 }

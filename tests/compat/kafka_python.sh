@@ -71,9 +71,10 @@ fi
 # finds Python's own `test` package; and test/service.py, which we replace.
 touch "$src/test/__init__.py"
 cp "$suite_dir/service.py" "$src/test/service.py" || setup_failed "copying service.py"
-# Weir's own checks with kafka-python (views), run with the suite.
-cp "$suite_dir/test_weir_views.py" "$src/test/integration/test_weir_views.py" ||
-    setup_failed "copying test_weir_views.py"
+# Weir's own checks with kafka-python (views, group configs), run with the suite.
+for own in test_weir_views.py test_weir_group_configs.py; do
+    cp "$suite_dir/$own" "$src/test/integration/$own" || setup_failed "copying $own"
+done
 
 if [ -n "${WEIR_BIN:-}" ]; then
     weir=$WEIR_BIN

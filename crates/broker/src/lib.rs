@@ -21,6 +21,7 @@ mod config;
 pub mod delay;
 mod error;
 mod group;
+mod group_config;
 mod peer;
 mod producer_ids;
 mod record_keys;
@@ -139,6 +140,14 @@ impl Broker {
         let metadata_peers = metadata.clone();
         let share_config = share::ShareConfig::from_group_config(&config.group);
         let clock_shares = clock.clone();
+        let (share_metadata, share_groups) = (metadata.clone(), config.group.clone());
+        let share_settings_of: share::manager::SettingsOf = Box::new(move |group| {
+            group_config::ShareGroupSettings::resolve(
+                &share_groups,
+                group,
+                &share_metadata.group_configs(group),
+            )
+        });
         let replicas = replica::ReplicaManager::new(
             replica::ReplicaSettings {
                 node_id: config.node_id,
@@ -161,7 +170,11 @@ impl Broker {
             replicas,
             peers: peer::Peers::new(metadata_peers),
             delays: Arc::default(),
-            shares: Arc::new(share::ShareManager::new(share_config, clock_shares)),
+            shares: Arc::new(share::ShareManager::new(
+                share_config,
+                clock_shares,
+                share_settings_of,
+            )),
         };
         broker.load_topics()?;
         broker.load_groups()?;

@@ -511,6 +511,8 @@ pub(crate) enum ConfigSource {
     StaticBroker,
     /// Weir's default (DEFAULT_CONFIG, 5).
     Default,
+    /// Set on a group (GROUP_CONFIG, 8).
+    Group,
 }
 
 impl ConfigSource {
@@ -521,6 +523,7 @@ impl ConfigSource {
             Self::BrokerDefault => 3,
             Self::StaticBroker => 4,
             Self::Default => 5,
+            Self::Group => 8,
         }
     }
 }

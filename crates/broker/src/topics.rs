@@ -985,6 +985,16 @@ mod tests {
         fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
             self.inner.alter_broker_configs(changes)
         }
+        fn group_configs(&self, group: &str) -> BTreeMap<String, String> {
+            self.inner.group_configs(group)
+        }
+        fn alter_group_configs(
+            &self,
+            group: &str,
+            changes: &[ConfigChange],
+        ) -> Result<(), MetadataError> {
+            self.inner.alter_group_configs(group, changes)
+        }
         fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
             self.inner.allocate_producer_ids(count)
         }

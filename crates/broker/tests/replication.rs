@@ -159,6 +159,18 @@ impl MetadataStore for TestStore {
     fn alter_broker_configs(&self, _changes: &[ConfigChange]) -> Result<(), MetadataError> {
         Ok(())
     }
+    fn group_configs(&self, _group: &str) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+    fn alter_group_configs(
+        &self,
+        group: &str,
+        _changes: &[ConfigChange],
+    ) -> Result<(), MetadataError> {
+        Err(MetadataError::Storage(format!(
+            "not in this test ({group})"
+        )))
+    }
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
         let mut inner = self.inner.lock().unwrap();
         let first = inner.next_producer_id;

@@ -1,5 +1,6 @@
 //! `weir group`: list, describe, reset-offsets and delete consumer groups,
-//! through the group APIs (ListGroups, ConsumerGroupDescribe for KIP-848
+//! and set and show group configs (IncrementalAlterConfigs and
+//! DescribeConfigs on the GROUP resource), through the group APIs (ListGroups, ConsumerGroupDescribe for KIP-848
 //! groups and DescribeGroups for classic ones, OffsetFetch, OffsetCommit,
 //! DeleteGroups), sent to the group's coordinator. With `--json` each
 //! prints one JSON document (docs/cli.md gives the schema).
@@ -35,6 +36,7 @@ Examples:
   weir group reset-offsets billing --topic orders --to-datetime 2026-11-24T08:00:00Z --dry-run
   weir group reset-offsets billing --topic orders --to-earliest
   weir group delete billing
+  weir group config set orders-workers share.delivery.count.limit=3
   weir group describe billing --json | jq '.partitions[] | select(.lag > 0)'
 
 With --json every subcommand prints one JSON document on stdout instead of
@@ -90,6 +92,22 @@ without a zone is UTC. Offsets are kept between each partition's log-start and l
 --to-datetime moves to the first record at or after the time (the log end if
 none is that recent). --dry-run prints the plan and commits nothing.")]
     ResetOffsets(ResetArgs),
+    /// Set, remove or show a group's configs (share.*,
+    /// weir.share.redelivery.backoff.ms), as `kafka-configs.sh --entity-type
+    /// groups` does. The group need not exist yet.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  weir group config set orders-workers share.delivery.count.limit=3
+  weir group config set orders-workers weir.share.redelivery.backoff.ms=1000,5000,10000,30000,60000,120000
+  weir group config set orders-workers share.auto.offset.reset=earliest
+  weir group config get orders-workers
+  weir group config delete orders-workers share.delivery.count.limit
+
+docs/operations.md lists the group configs and their defaults."
+    )]
+    Config(ConfigCommand),
     /// Delete a group and its committed offsets. The group must be empty.
     #[command(after_help = "\
 Examples:
@@ -97,6 +115,45 @@ Examples:
     Delete {
         /// The group.
         group: String,
+    },
+}
+
+/// `weir group config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Set group configs (IncrementalAlterConfigs SET); the broker checks
+    /// each value and refuses the whole change if one is wrong.
+    #[command(after_help = "\
+Examples:
+  weir group config set orders-workers share.record.lock.duration.ms=15000 share.delivery.count.limit=3")]
+    Set {
+        /// The group.
+        group: String,
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = super::parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// Show every group config with its value and where it comes from
+    /// (group: set on the group; default: the broker's or Weir's).
+    #[command(after_help = "\
+Examples:
+  weir group config get orders-workers
+  weir group config get orders-workers --json")]
+    Get {
+        /// The group.
+        group: String,
+    },
+    /// Remove group configs, so they take the broker's default again
+    /// (IncrementalAlterConfigs DELETE).
+    #[command(after_help = "\
+Examples:
+  weir group config delete orders-workers share.delivery.count.limit")]
+    Delete {
+        /// The group.
+        group: String,
+        /// Config names.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
     },
 }
 
@@ -140,7 +197,126 @@ pub fn run(brokers: &str, args: GroupArgs) -> Result<()> {
         GroupCommand::Describe { group } => describe(&mut client, &group, json),
         GroupCommand::ResetOffsets(args) => reset_offsets(&mut client, &args, json),
         GroupCommand::Delete { group } => delete(&mut client, &group, json),
+        GroupCommand::Config(command) => config(&mut client, command, json),
     }
+}
+
+/// Kafka's ConfigResource type for a group.
+const RESOURCE_TYPE_GROUP: i8 = 32;
+/// The most configs one `weir group config` command names.
+const CONFIGS_MAX: usize = 100;
+
+fn config(client: &mut Client, command: ConfigCommand, json: bool) -> Result<()> {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let (group, changes) = match command {
+        ConfigCommand::Get { group } => return config_get(client, &group, json),
+        ConfigCommand::Set { group, configs } => {
+            let changes: Vec<(String, Option<String>)> =
+                configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            (group, changes)
+        }
+        ConfigCommand::Delete { group, keys } => {
+            (group, keys.into_iter().map(|k| (k, None)).collect())
+        }
+    };
+    if changes.len() > CONFIGS_MAX {
+        return Err(super::usage(format!(
+            "at most {CONFIGS_MAX} configs at once"
+        )));
+    }
+    let configs = changes
+        .iter()
+        .map(|(key, value)| {
+            AlterableConfig::default()
+                .with_name(weir_client::str_bytes(key))
+                // Kafka's operations: 0 SET, 1 DELETE.
+                .with_config_operation(if value.is_some() { 0 } else { 1 })
+                .with_value(value.as_deref().map(weir_client::str_bytes))
+        })
+        .collect();
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_GROUP)
+            .with_resource_name(weir_client::str_bytes(&group))
+            .with_configs(configs),
+    ]);
+    let response = client.send(&request, 1)?;
+    for result in &response.responses {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
+            format!("cannot alter the configs of group {group}")
+        })?;
+    }
+    let set: Vec<&str> = changes
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let deleted: Vec<&str> = changes
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if json {
+        return print_json(&json!({ "group": group, "set": set, "deleted": deleted }));
+    }
+    println!(
+        "altered group {group}: {} set, {} deleted",
+        set.len(),
+        deleted.len()
+    );
+    Ok(())
+}
+
+fn config_get(client: &mut Client, group: &str, json: bool) -> Result<()> {
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_GROUP)
+            .with_resource_name(weir_client::str_bytes(group))
+            .with_configuration_keys(None),
+    ]);
+    let response = client.send(&request, 4)?;
+    let mut rows = Vec::new();
+    for result in response.results {
+        weir_client::check_message(result.error_code, result.error_message.as_ref(), || {
+            format!("cannot describe the configs of group {group}")
+        })?;
+        for entry in result.configs {
+            // Kafka's ConfigSource numbering: 8 is GROUP_CONFIG.
+            let source = if entry.config_source == 8 {
+                "group"
+            } else {
+                "default"
+            };
+            let value = entry
+                .value
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            rows.push((entry.name.as_str().to_owned(), value, source));
+        }
+    }
+    if json {
+        let configs: Vec<_> = rows
+            .iter()
+            .map(|(name, value, source)| json!({ "name": name, "value": value, "source": source }))
+            .collect();
+        return print_json(&json!({ "group": group, "configs": configs }));
+    }
+    let width = rows
+        .iter()
+        .map(|(n, _, _)| n.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {:7}  VALUE", "NAME", "SOURCE");
+    for (name, value, source) in rows {
+        println!("{name:width$}  {source:7}  {value}");
+    }
+    Ok(())
 }
 
 /// `None` for an empty string, as the JSON documents show absent values.

@@ -77,6 +77,13 @@ pub enum Command {
         /// The changes, in order.
         changes: Vec<ConfigChange>,
     },
+    /// Change a group's configs (the GROUP config resource).
+    AlterGroupConfigs {
+        /// The group id.
+        group: String,
+        /// The changes, in order.
+        changes: Vec<ConfigChange>,
+    },
     /// Hand out `count` producer ids.
     AllocateProducerIds {
         /// How many.
@@ -228,6 +235,8 @@ pub enum Refusal {
     ProducerIds(String),
     /// BROKER_ID_NOT_REGISTERED: an unregistration of an unknown broker.
     BrokerNotRegistered(String),
+    /// A new group's configs past `weir_metadata::GROUP_CONFIGS_MAX`.
+    TooManyGroupConfigs(String),
     /// An unregistration of a broker that is alive or still holds replicas.
     BrokerInUse(String),
 }
@@ -262,6 +271,10 @@ pub struct ClusterState {
     /// before Weir kept it.
     #[serde(default)]
     pub directories: BTreeMap<u64, Uuid>,
+    /// Configs set on groups, by group id ([`Command::AlterGroupConfigs`]).
+    /// Absent from snapshots of format 1, which had none.
+    #[serde(default)]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ClusterState {
@@ -457,6 +470,11 @@ impl ClusterState {
             }
             Command::AlterBrokerConfigs { changes } => {
                 apply_changes(&mut self.broker_configs, changes);
+                Ok(Outcome::Done)
+            }
+            Command::AlterGroupConfigs { group, changes } => {
+                weir_metadata::apply_group_changes(&mut self.group_configs, group, changes)
+                    .map_err(|e| Refusal::TooManyGroupConfigs(e.to_string()))?;
                 Ok(Outcome::Done)
             }
             Command::AllocateProducerIds { count } => {
@@ -1182,16 +1200,7 @@ fn unknown_topic(name: &str) -> Refusal {
 }
 
 fn apply_changes(configs: &mut BTreeMap<String, String>, changes: &[ConfigChange]) {
-    for change in changes {
-        match change {
-            ConfigChange::Set(key, value) => {
-                configs.insert(key.clone(), value.clone());
-            }
-            ConfigChange::Delete(key) => {
-                configs.remove(key);
-            }
-        }
-    }
+    weir_metadata::apply_config_changes(configs, changes);
 }
 
 fn meta_of(name: &str, t: &TopicRecord) -> TopicMeta {
@@ -1249,6 +1258,30 @@ mod tests {
         let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0}"#;
         let read: Result<ClusterState, _> = serde_json::from_str(old);
         assert!(read.is_ok_and(|s| s.directories.is_empty()));
+    }
+
+    #[test]
+    fn group_configs_are_set_deleted_and_read_back_from_a_snapshot() {
+        let mut state = ClusterState::default();
+        let alter = |changes| Command::AlterGroupConfigs {
+            group: "workers".into(),
+            changes,
+        };
+        let set = ConfigChange::Set("share.delivery.count.limit".into(), "3".into());
+        assert_eq!(state.apply(1, &alter(vec![set])), Outcome::Done);
+        let json = serde_json::to_string(&state).unwrap();
+        let read: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            read.group_configs["workers"]["share.delivery.count.limit"],
+            "3"
+        );
+        let delete = ConfigChange::Delete("share.delivery.count.limit".into());
+        assert_eq!(state.apply(2, &alter(vec![delete])), Outcome::Done);
+        assert!(state.group_configs.is_empty());
+        // A format-1 snapshot has none.
+        let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0}"#;
+        let read: Result<ClusterState, _> = serde_json::from_str(old);
+        assert!(read.is_ok_and(|s| s.group_configs.is_empty()));
     }
 
     fn three_brokers() -> (ClusterState, Vec<i64>) {

@@ -27,8 +27,10 @@ use crate::{ClusterError, TypeConfig, storage_io};
 const SNAPSHOT_FILE: &str = "snapshot";
 /// Where a snapshot is written before it replaces the last one.
 const SNAPSHOT_TEMP_FILE: &str = "snapshot.tmp";
-/// The snapshot format this code reads and writes.
-const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The snapshot format this code writes. Format 2 added the state's
+/// `group_configs`; format 1, which has none, is read too. A build that
+/// reads only format 1 would drop them, so it refuses a format-2 snapshot.
+const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 /// Largest snapshot read from disk or received from a leader.
 pub(crate) const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 
@@ -136,9 +138,9 @@ fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
     }
     let version: Version =
         serde_json::from_slice(bytes).map_err(|e| format!("corrupt snapshot: {e}"))?;
-    if version.format_version != SNAPSHOT_FORMAT_VERSION {
+    if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version.format_version) {
         return Err(format!(
-            "snapshot format_version {} is not one this Weir reads ({SNAPSHOT_FORMAT_VERSION}); \
+            "snapshot format_version {} is not one this Weir reads (1..={SNAPSHOT_FORMAT_VERSION}); \
              it was written by a newer Weir or is damaged",
             version.format_version
         ));

@@ -123,6 +123,7 @@ fn refusal(why: Refusal) -> MetadataError {
         Refusal::ProducerIds(m) => MetadataError::Storage(m),
         Refusal::BrokerNotRegistered(m) => MetadataError::BrokerNotRegistered(m),
         Refusal::BrokerInUse(m) => MetadataError::BrokerInUse(m),
+        Refusal::TooManyGroupConfigs(m) => MetadataError::TooManyGroupConfigs(m),
     }
 }
 
@@ -229,6 +230,22 @@ impl MetadataStore for RaftMetadataStore {
 
     fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
         self.commit(Command::AlterBrokerConfigs {
+            changes: changes.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    fn group_configs(&self, group: &str) -> BTreeMap<String, String> {
+        self.read(|s| s.group_configs.get(group).cloned().unwrap_or_default())
+    }
+
+    fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[ConfigChange],
+    ) -> Result<(), MetadataError> {
+        self.commit(Command::AlterGroupConfigs {
+            group: group.into(),
             changes: changes.to_vec(),
         })
         .map(|_| ())

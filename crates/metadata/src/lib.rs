@@ -305,6 +305,59 @@ pub enum ConfigChange {
     Delete(String),
 }
 
+/// Most groups that may have configs set: group ids come from clients, and
+/// the metadata is held in memory and snapshotted whole.
+pub const GROUP_CONFIGS_MAX: usize = 100_000;
+
+/// Apply `changes` to a config map, in order.
+pub fn apply_config_changes(configs: &mut BTreeMap<String, String>, changes: &[ConfigChange]) {
+    for change in changes {
+        match change {
+            ConfigChange::Set(key, value) => {
+                configs.insert(key.clone(), value.clone());
+            }
+            ConfigChange::Delete(key) => {
+                configs.remove(key);
+            }
+        }
+    }
+}
+
+/// The configs of `group` after `changes`, refused when it is a new group
+/// past [`GROUP_CONFIGS_MAX`]. Changes nothing: a store checks with it
+/// before writing, then applies with [`apply_group_changes`].
+pub fn group_configs_after(
+    groups: &BTreeMap<String, BTreeMap<String, String>>,
+    group: &str,
+    changes: &[ConfigChange],
+) -> Result<BTreeMap<String, String>, MetadataError> {
+    let mut configs = groups.get(group).cloned().unwrap_or_default();
+    apply_config_changes(&mut configs, changes);
+    if !configs.is_empty() && !groups.contains_key(group) && groups.len() >= GROUP_CONFIGS_MAX {
+        return Err(MetadataError::TooManyGroupConfigs(format!(
+            "{GROUP_CONFIGS_MAX} groups already have configs; \
+             delete the configs of groups no longer used"
+        )));
+    }
+    Ok(configs)
+}
+
+/// Apply `changes` to the configs of `group` in `groups` (see
+/// [`group_configs_after`]); a group left without configs is removed.
+pub fn apply_group_changes(
+    groups: &mut BTreeMap<String, BTreeMap<String, String>>,
+    group: &str,
+    changes: &[ConfigChange],
+) -> Result<(), MetadataError> {
+    let configs = group_configs_after(groups, group, changes)?;
+    if configs.is_empty() {
+        groups.remove(group);
+    } else {
+        groups.insert(group.to_string(), configs);
+    }
+    Ok(())
+}
+
 /// Why a metadata change was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MetadataError {
@@ -350,6 +403,9 @@ pub enum MetadataError {
     /// The store could not persist the change (KAFKA_STORAGE_ERROR).
     #[error("metadata store: {0}")]
     Storage(String),
+    /// A new group's configs past [`GROUP_CONFIGS_MAX`] (INVALID_REQUEST).
+    #[error("{0}")]
+    TooManyGroupConfigs(String),
     /// BROKER_ID_NOT_REGISTERED: no broker has this id.
     #[error("{0}")]
     BrokerNotRegistered(String),
@@ -408,6 +464,19 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn broker_configs(&self) -> BTreeMap<String, String>;
     /// Apply broker-level config changes; durable on return.
     fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError>;
+    /// Configs set on group `group` (the GROUP config resource: KIP-848's
+    /// and KIP-932's group configs); empty when none is set. A group's
+    /// configs do not depend on the group existing: they may be set before
+    /// its first member joins.
+    fn group_configs(&self, group: &str) -> BTreeMap<String, String>;
+    /// Apply config changes to group `group`; durable on return. A group
+    /// left with no config is forgotten. At most [`GROUP_CONFIGS_MAX`]
+    /// groups have configs (TooManyGroupConfigs past it).
+    fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[ConfigChange],
+    ) -> Result<(), MetadataError>;
     /// Allocate `count` fresh producer ids, returning the first; durable on return
     /// so that ids are never reused after a restart.
     fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError>;

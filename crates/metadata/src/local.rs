@@ -35,9 +35,11 @@ use uuid::Uuid;
 use crate::record_file::RecordFileFormat;
 use crate::{ConfigChange, MetadataError, MetadataStore, NewTopic, TopicMeta};
 
-/// The snapshot format this code writes; it reads this one and format 1
-/// (the whole-document `metadata.json` of earlier versions).
-const FORMAT_VERSION: u32 = 2;
+/// The snapshot format this code writes; it reads this one, format 2 (no
+/// group configs) and format 1 (the whole-document `metadata.json` of
+/// earlier versions). Format 3 added `group_configs`: a build that reads
+/// only 1 and 2 would drop them, so it refuses the file instead.
+const FORMAT_VERSION: u32 = 3;
 /// Folder under the data dir that holds the metadata.
 const META_DIR: &str = "meta";
 /// The format-1 document of earlier versions, read once and then removed.
@@ -90,6 +92,9 @@ struct Document {
     broker_configs: BTreeMap<String, String>,
     /// The first producer id not yet handed out.
     next_producer_id: i64,
+    /// Configs set on groups, by group id (format 3; empty before).
+    #[serde(default)]
+    group_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// The sequence number of the last record the snapshot includes (format 2; 0 in format 1).
     #[serde(default)]
     last_seq: u64,
@@ -169,6 +174,10 @@ enum Record {
     BrokerConfigsAltered {
         changes: Vec<StoredChange>,
     },
+    GroupConfigsAltered {
+        group: String,
+        changes: Vec<StoredChange>,
+    },
     ProducerIdsAllocated {
         next: i64,
     },
@@ -183,6 +192,15 @@ impl From<&StoredTopic> for TopicMeta {
             replication_factor: t.replication_factor,
             configs: t.configs.clone(),
             assignments: Vec::new(),
+        }
+    }
+}
+
+impl From<&StoredChange> for ConfigChange {
+    fn from(change: &StoredChange) -> Self {
+        match change {
+            StoredChange::Set { key, value } => ConfigChange::Set(key.clone(), value.clone()),
+            StoredChange::Delete { key } => ConfigChange::Delete(key.clone()),
         }
     }
 }
@@ -249,6 +267,11 @@ impl Document {
             }
             Record::BrokerConfigsAltered { changes } => {
                 apply_changes(&mut self.broker_configs, changes);
+            }
+            Record::GroupConfigsAltered { group, changes } => {
+                let changes: Vec<ConfigChange> = changes.iter().map(ConfigChange::from).collect();
+                crate::apply_group_changes(&mut self.group_configs, group, &changes)
+                    .map_err(|e| e.to_string())?;
             }
             Record::ProducerIdsAllocated { next } => {
                 if *next < self.next_producer_id {
@@ -352,6 +375,7 @@ impl LocalMetadataStore {
                             topics: BTreeMap::new(),
                             broker_configs: BTreeMap::new(),
                             next_producer_id: 0,
+                            group_configs: BTreeMap::new(),
                             last_seq: 0,
                         };
                         tracing::info!(cluster_id = %doc.cluster_id, "created cluster metadata");
@@ -585,6 +609,31 @@ impl MetadataStore for LocalMetadataStore {
         self.commit(|_| {
             let changes = stored_changes(changes);
             Ok((Record::BrokerConfigsAltered { changes }, ()))
+        })
+    }
+
+    fn group_configs(&self, group: &str) -> BTreeMap<String, String> {
+        self.lock_for_read()
+            .doc
+            .group_configs
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[ConfigChange],
+    ) -> Result<(), MetadataError> {
+        self.commit(|doc| {
+            // Checked first, so a refused change writes no record.
+            crate::group_configs_after(&doc.group_configs, group, changes)?;
+            let record = Record::GroupConfigsAltered {
+                group: group.to_string(),
+                changes: stored_changes(changes),
+            };
+            Ok((record, ()))
         })
     }
 
@@ -1134,6 +1183,82 @@ mod tests {
         let store = LocalMetadataStore::open(dir.path()).unwrap();
         assert_eq!(store.topics().len(), 1);
         assert_eq!(store.allocate_producer_ids(1).unwrap(), 5);
+    }
+
+    #[test]
+    fn group_configs_survive_reopen_from_the_log_and_from_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let set = |k: &str, v: &str| ConfigChange::Set(k.into(), v.into());
+        store
+            .alter_group_configs(
+                "workers",
+                &[
+                    set("share.delivery.count.limit", "3"),
+                    set("share.auto.offset.reset", "earliest"),
+                ],
+            )
+            .unwrap();
+        store
+            .alter_group_configs(
+                "workers",
+                &[ConfigChange::Delete("share.auto.offset.reset".into())],
+            )
+            .unwrap();
+        store
+            .alter_group_configs("gone", &[set("share.delivery.count.limit", "4")])
+            .unwrap();
+        store
+            .alter_group_configs(
+                "gone",
+                &[ConfigChange::Delete("share.delivery.count.limit".into())],
+            )
+            .unwrap();
+        let want = BTreeMap::from([("share.delivery.count.limit".to_string(), "3".to_string())]);
+        drop(store);
+        // From the log.
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.group_configs("workers"), want);
+        assert!(store.group_configs("gone").is_empty());
+        assert!(!store.lock().unwrap().doc.group_configs.contains_key("gone"));
+        // From a snapshot (format 3).
+        let state = store.lock().unwrap();
+        write_snapshot(&store.dir, &state.doc).unwrap();
+        drop(state);
+        write_empty_log(&store.dir).unwrap();
+        drop(store);
+        let snapshot = fs::read(dir.path().join(META_DIR).join(SNAPSHOT_FILE)).unwrap();
+        let snapshot: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
+        assert_eq!(snapshot["format_version"], 3);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.group_configs("workers"), want);
+    }
+
+    #[test]
+    fn group_configs_are_bounded_in_groups_and_a_refusal_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let set = [ConfigChange::Set(
+            "share.delivery.count.limit".into(),
+            "3".into(),
+        )];
+        {
+            let mut state = store.lock().unwrap();
+            for i in 0..crate::GROUP_CONFIGS_MAX {
+                state
+                    .doc
+                    .group_configs
+                    .insert(format!("g{i}"), BTreeMap::from([("k".into(), "v".into())]));
+            }
+        }
+        let before = store.change_count();
+        assert!(matches!(
+            store.alter_group_configs("one-too-many", &set),
+            Err(MetadataError::TooManyGroupConfigs(_))
+        ));
+        assert_eq!(store.change_count(), before);
+        // A group that has configs may still change them.
+        store.alter_group_configs("g7", &set).unwrap();
     }
 
     #[test]

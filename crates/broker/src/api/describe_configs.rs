@@ -5,7 +5,9 @@
 //! A BROKER resource named by this node's id lists the broker-level topic
 //! defaults (`log.retention.ms`, ...) and a few read-only start-up settings;
 //! the empty name lists only the cluster-wide defaults set at runtime, as
-//! Kafka does. Other resource types are INVALID_REQUEST.
+//! Kafka does. A GROUP resource lists the group configs Weir acts on
+//! (`crate::group_config`), set on the group or not. Other resource types
+//! are INVALID_REQUEST.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +19,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC, str_bytes};
 use crate::error::ApiError;
+use crate::group_config::{self, RESOURCE_GROUP};
 use crate::topic_config::{self, ConfigSource, Synonym};
 use crate::topics::validate_topic_name;
 use crate::view::{VIEW_SOURCE, VIEW_TAGS};
@@ -63,9 +66,10 @@ fn describe(
     let entries = match resource.resource_type {
         RESOURCE_TOPIC => topic_entries(broker, name),
         RESOURCE_BROKER => broker_entries(broker, name),
+        RESOURCE_GROUP => group_entries(broker, name),
         other => Err(admin::invalid_request(format!(
-            "config resource type {other} is not described by Weir; \
-             TOPIC ({RESOURCE_TOPIC}) and BROKER ({RESOURCE_BROKER}) are"
+            "config resource type {other} is not described by Weir; TOPIC ({RESOURCE_TOPIC}), \
+             BROKER ({RESOURCE_BROKER}) and GROUP ({RESOURCE_GROUP}) are"
         ))),
     };
     let base = DescribeConfigsResult::default()
@@ -177,6 +181,44 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
             }),
     );
     Ok(entries)
+}
+
+/// Every group config with its effective value for group `group`: set on
+/// the group (GROUP_CONFIG), else the broker's or Weir's default.
+fn group_entries(broker: &Broker, group: &str) -> Result<Vec<Entry>, ApiError> {
+    group_config::check_group_id(group)?;
+    let own = broker.metadata().group_configs(group);
+    let defaults = &broker.config().group;
+    Ok(group_config::GROUP_CONFIGS
+        .iter()
+        .map(|def| {
+            let default = Synonym {
+                name: def.name,
+                value: group_config::default_value(def, defaults),
+                source: ConfigSource::Default,
+            };
+            let synonyms = match own.get(def.name) {
+                Some(value) => vec![
+                    Synonym {
+                        name: def.name,
+                        value: value.clone(),
+                        source: ConfigSource::Group,
+                    },
+                    default,
+                ],
+                None => vec![default],
+            };
+            Entry {
+                name: def.name.to_string(),
+                value: synonyms[0].value.clone(),
+                source: synonyms[0].source,
+                read_only: false,
+                config_type: group_config::kafka_type(def),
+                doc: def.doc.to_string(),
+                synonyms,
+            }
+        })
+        .collect())
 }
 
 /// This broker's configs: "" is the cluster-wide runtime defaults only.

@@ -332,6 +332,16 @@ mod tests {
         fn alter_broker_configs(&self, changes: &[ConfigChange]) -> Result<(), MetadataError> {
             self.local.alter_broker_configs(changes)
         }
+        fn group_configs(&self, group: &str) -> BTreeMap<String, String> {
+            self.local.group_configs(group)
+        }
+        fn alter_group_configs(
+            &self,
+            group: &str,
+            changes: &[ConfigChange],
+        ) -> Result<(), MetadataError> {
+            self.local.alter_group_configs(group, changes)
+        }
         fn allocate_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
             self.local.allocate_producer_ids(count)
         }

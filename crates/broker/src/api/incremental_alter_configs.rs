@@ -1,5 +1,5 @@
-//! IncrementalAlterConfigs (API key 44): change single configs of a topic
-//! or of the broker with SET, DELETE (back to the default), APPEND and
+//! IncrementalAlterConfigs (API key 44): change single configs of a topic,
+//! of the broker, or of a group (`crate::group_config`) with SET, DELETE (back to the default), APPEND and
 //! SUBTRACT (list configs only, such as cleanup.policy); `validate_only`
 //! checks without changing anything. Broker-level keys are the broker
 //! synonyms of topic configs (`log.retention.ms`, ...), and a change to
@@ -15,6 +15,7 @@ use weir_metadata::ConfigChange;
 
 use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::error::ApiError;
+use crate::group_config::{self, RESOURCE_GROUP};
 use crate::topic_config::{self, ConfigDef, ConfigKind, list_items};
 use crate::topics::validate_topic_name;
 use crate::{Broker, HandlerError, RequestContext};
@@ -92,9 +93,18 @@ fn alter(
                 .collect::<Result<Vec<_>, _>>()?;
             admin::alter_broker_configs(broker, &changes, validate_only)
         }
+        RESOURCE_GROUP => {
+            // No group config is a list: APPEND and SUBTRACT are INVALID_CONFIG.
+            let changes = resource
+                .configs
+                .iter()
+                .map(|config| change(config, None, &[]))
+                .collect::<Result<Vec<_>, _>>()?;
+            group_config::alter(broker, name, &changes, validate_only)
+        }
         other => Err(admin::invalid_request(format!(
-            "config resource type {other} cannot be altered; \
-             TOPIC ({RESOURCE_TOPIC}) and BROKER ({RESOURCE_BROKER}) can"
+            "config resource type {other} cannot be altered; TOPIC ({RESOURCE_TOPIC}), \
+             BROKER ({RESOURCE_BROKER}) and GROUP ({RESOURCE_GROUP}) can"
         ))),
     }
 }

@@ -64,7 +64,8 @@ pub(crate) async fn handle(
     // A closed session releases what the member still held.
     let released = vec![(key.clone(), step.left)];
     let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
-    for ((topic_id, index), error) in apply_acks(shares, &key, acks, released).await? {
+    let settings = std::sync::Arc::new(shares.group_settings(&key.0));
+    for ((topic_id, index), error) in apply_acks(shares, &key, acks, released, &settings).await? {
         topics.entry(topic_id).or_default().push(
             PartitionData::default()
                 .with_partition_index(index)

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use weir_storage::{Partition, PartitionId};
 
 use crate::error::ApiError;
+use crate::group_config::ShareGroupSettings;
 use crate::replica::Leadership;
 use crate::share::partition::{AckBatch, AckType};
 use crate::share::session::{Evicted, FINAL_EPOCH, SessionKey, TopicIdPartition};
@@ -48,8 +49,9 @@ pub(crate) async fn handle(
     req: ShareFetchRequest,
 ) -> Result<ShareFetchResponse, HandlerError> {
     let shares = broker.shares();
-    let lock_ms = i32::try_from(shares.settings().record_lock_duration_ms).unwrap_or(i32::MAX);
-    let fail = |error: ResponseError, message: &str| {
+    let lock_ms_of = |ms: i64| i32::try_from(ms).unwrap_or(i32::MAX);
+    let mut lock_ms = lock_ms_of(shares.settings().record_lock_duration_ms);
+    let fail = |error: ResponseError, message: &str, lock_ms: i32| {
         ShareFetchResponse::default()
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message.to_string())))
@@ -62,8 +64,11 @@ pub(crate) async fn handle(
         return Ok(fail(
             ResponseError::InvalidRequest,
             "a share fetch names its group and member",
+            lock_ms,
         ));
     };
+    let settings = Arc::new(shares.group_settings(&key.0));
+    lock_ms = lock_ms_of(settings.partition.record_lock_duration_ms);
     let now_ms = shares.now_ms();
     let named: Vec<TopicIdPartition> = req
         .topics
@@ -80,7 +85,7 @@ pub(crate) async fn handle(
         .fetch(&key, req.share_session_epoch, named, forgotten, now_ms);
     let (step, evicted) = match step {
         Ok(moved) => moved,
-        Err(error) => return Ok(fail(error, session_message(error))),
+        Err(error) => return Ok(fail(error, session_message(error), lock_ms)),
     };
     let mut answers: BTreeMap<TopicIdPartition, Answer> = BTreeMap::new();
     // Acknowledgements first: what they release may be acquired below.
@@ -106,7 +111,7 @@ pub(crate) async fn handle(
         .collect();
     let mut released = vec![(key.clone(), step.left.clone())];
     released.extend(evicted);
-    for (tp, error) in apply_acks(shares, &key, acks, released).await? {
+    for (tp, error) in apply_acks(shares, &key, acks, released, &settings).await? {
         answers.entry(tp).or_default().ack_error = error;
     }
     if req.share_session_epoch == FINAL_EPOCH {
@@ -153,9 +158,9 @@ pub(crate) async fn handle(
         let (looking, member) = (targets.clone(), key.1.clone());
         let group = key.0.clone();
         let limits = (max_records, max_bytes, partition_max.clone());
-        let manager = shares.clone();
+        let (manager, settings) = (shares.clone(), settings.clone());
         let round = crate::blocking::run(move || {
-            acquire_round(&manager, &group, &member, &looking, limits)
+            acquire_round(&manager, (&group, &settings), &member, &looking, limits)
         })
         .await?;
         let got_any = round
@@ -198,7 +203,7 @@ type Limits = (u32, usize, BTreeMap<TopicIdPartition, usize>);
 /// order, until the records or bytes run out.
 fn acquire_round(
     shares: &ShareManager,
-    group: &Arc<str>,
+    (group, settings): (&Arc<str>, &ShareGroupSettings),
     member: &Arc<str>,
     targets: &[(TopicIdPartition, Result<Partition, ApiError>)],
     (mut records_left, mut bytes_left, partition_max): Limits,
@@ -221,6 +226,7 @@ fn acquire_round(
             partition,
             member,
             (records_left, limit),
+            settings,
         );
         let answer: &mut Answer = out.entry(*tp).or_default();
         match got {
@@ -297,14 +303,15 @@ pub(crate) async fn apply_acks(
     key: &SessionKey,
     acks: Acks,
     released: Vec<Evicted>,
+    settings: &Arc<ShareGroupSettings>,
 ) -> Result<Vec<(TopicIdPartition, Option<ApiError>)>, HandlerError> {
-    let (manager, key) = (shares.clone(), key.clone());
+    let (manager, key, settings) = (shares.clone(), key.clone(), settings.clone());
     let applied = crate::blocking::run(move || {
         let out: Vec<_> = acks
             .into_iter()
             .map(|(tp, parsed)| {
                 let done = parsed.and_then(|batches| {
-                    manager.acknowledge(&share_key(&key.0, tp), &key.1, &batches)
+                    manager.acknowledge(&share_key(&key.0, tp), &key.1, &batches, &settings)
                 });
                 (tp, done)
             })

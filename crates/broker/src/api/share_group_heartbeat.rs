@@ -68,8 +68,9 @@ pub(crate) async fn handle(
 }
 
 /// Start the share-partitions of an assignment that this broker leads and
-/// that have none yet, at the high watermark (`share.auto.offset.reset`
-/// latest, as Kafka starts them when it assigns them), written to
+/// that have none yet, where the group's `share.auto.offset.reset` says
+/// (the high watermark by default, as Kafka starts them when it assigns
+/// them), written to
 /// `__share_group_state` before the member hears of them: records produced
 /// between the assignment and the member's first fetch are delivered.
 async fn start_share_partitions(
@@ -96,9 +97,11 @@ async fn start_share_partitions(
     }
     let shares = broker.shares().clone();
     let waits = crate::blocking::run(move || {
+        let reset = shares.group_settings(&group).offset_reset;
         let mut waits = Vec::new();
         for (key, partition) in new {
-            match shares.start(&key, || partition.offsets().high_watermark) {
+            let offsets = partition.offsets();
+            match shares.start(&key, || reset.start(offsets.log_start, offsets.high_watermark)) {
                 Ok((_, wait)) => waits.extend(wait),
                 Err(e) => {
                     tracing::warn!(group = %key.group, error = %e.message, "cannot start a share-partition");

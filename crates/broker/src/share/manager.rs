@@ -25,6 +25,10 @@ use super::partition::{
 use super::session::{Sessions, TopicIdPartition};
 use super::state;
 use crate::error::ApiError;
+use crate::group_config::ShareGroupSettings;
+
+/// A group's share settings, from its group configs and the broker's.
+pub(crate) type SettingsOf = Box<dyn Fn(&str) -> ShareGroupSettings + Send + Sync>;
 
 /// A share-partition: group, topic id and partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +66,7 @@ pub(crate) struct Acquisition {
 /// Every share-partition and share session on this broker.
 pub(crate) struct ShareManager {
     config: ShareConfig,
+    settings_of: SettingsOf,
     clock: Arc<dyn Clock>,
     partitions: Mutex<HashMap<SharePartitionKey, Arc<Mutex<SharePartition>>>>,
     sessions: Mutex<Sessions>,
@@ -82,10 +87,11 @@ impl std::fmt::Debug for ShareManager {
 }
 
 impl ShareManager {
-    pub(crate) fn new(config: ShareConfig, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(config: ShareConfig, clock: Arc<dyn Clock>, settings_of: SettingsOf) -> Self {
         let sessions = Sessions::new(config.max_sessions, config.session_idle_ms);
         Self {
             config,
+            settings_of,
             clock,
             partitions: Mutex::new(HashMap::new()),
             sessions: Mutex::new(sessions),
@@ -94,8 +100,14 @@ impl ShareManager {
         }
     }
 
+    /// The broker's defaults, for answers that name no group.
     pub(crate) fn settings(&self) -> &ShareSettings {
         &self.config.settings
+    }
+
+    /// What `group` acts on: its group configs, else the broker's.
+    pub(crate) fn group_settings(&self, group: &str) -> ShareGroupSettings {
+        (self.settings_of)(group)
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
@@ -292,12 +304,17 @@ impl ShareManager {
         partition: &Partition,
         member: &Arc<str>,
         (max_records, max_bytes): (u32, usize),
+        group: &ShareGroupSettings,
     ) -> Result<Acquisition, ApiError> {
         let offsets = partition.offsets();
-        let sp = self.get_or_start(key, || offsets.high_watermark)?;
+        let sp = self.get_or_start(key, || {
+            group
+                .offset_reset
+                .start(offsets.log_start, offsets.high_watermark)
+        })?;
         let mut sp = lock(&sp);
         let now_ms = self.now_ms();
-        let s = &self.config.settings;
+        let s = &group.partition;
         let mut changes = sp.expire_locks(now_ms, s);
         if sp.start_offset() < offsets.log_start {
             // Retention or DeleteRecords took what the group had not
@@ -353,6 +370,7 @@ impl ShareManager {
         key: &SharePartitionKey,
         member: &str,
         batches: &[AckBatch],
+        group: &ShareGroupSettings,
     ) -> Result<Option<DurableWait>, ApiError> {
         let sp = self.get(key).ok_or_else(|| {
             ApiError::new(
@@ -362,7 +380,7 @@ impl ShareManager {
         })?;
         let mut sp = lock(&sp);
         let now_ms = self.now_ms();
-        let s = &self.config.settings;
+        let s = &group.partition;
         let expired = sp.expire_locks(now_ms, s);
         let _ = self.carry_out(key, &mut sp, expired);
         let changes = sp
@@ -379,6 +397,10 @@ impl ShareManager {
         member: &str,
         partitions: &BTreeSet<TopicIdPartition>,
     ) {
+        if partitions.is_empty() {
+            return;
+        }
+        let settings = self.group_settings(group).partition;
         for (topic_id, partition) in partitions {
             let key = SharePartitionKey {
                 group: group.clone(),
@@ -387,7 +409,7 @@ impl ShareManager {
             };
             if let Some(sp) = self.get(&key) {
                 let mut sp = lock(&sp);
-                let changes = sp.release_member(member, self.now_ms(), &self.config.settings);
+                let changes = sp.release_member(member, self.now_ms(), &settings);
                 let _ = self.carry_out(&key, &mut sp, changes);
             }
         }
