@@ -9,7 +9,8 @@
 //! broker-only node (a quorum learner) added, restarted, replaced with an
 //! empty disk and unregistered, a controller-only voter, and a voter that
 //! lost its data replaced through `remove-controller` and `add-controller`,
-//! and a tag-filtered view described and served by every node.
+//! a tag-filtered view described and served by every node, and a group
+//! config set through one node and described by every node.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
@@ -349,6 +350,33 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
         from_victim == read,
         "the restarted node serves what the others do"
     );
+
+    // A group config set through one node is committed by the quorum and
+    // described alike by every node.
+    cli::weir_ok(
+        &nodes[survivor],
+        &[
+            "group",
+            "config",
+            "set",
+            "workers",
+            "share.delivery.count.limit=3",
+        ],
+        b"",
+    )?;
+    for node in &nodes {
+        wait_until(SETTLE_TIMEOUT, "every node to see the group config", || {
+            let out = cli::weir_ok(node, &["group", "config", "get", "workers", "--json"], b"")?;
+            let got: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(got["configs"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["name"] == "share.delivery.count.limit"
+                        && c["value"] == "3"
+                        && c["source"] == "group"
+                })
+            }))
+        })?;
+    }
     Ok(())
 }
 
