@@ -266,7 +266,8 @@ impl ShareGroupSettings {
                 ok
             });
             match (own, def) {
-                (Some(v), _) => v.clone(),
+                // Validation trims numbers, so resolution does too.
+                (Some(v), _) => v.trim().to_string(),
                 (None, Some(def)) => default_value(def, broker),
                 (None, None) => String::new(),
             }
@@ -317,7 +318,7 @@ mod tests {
 
         let set = BTreeMap::from(
             [
-                (DELIVERY_COUNT_LIMIT, "3"),
+                (DELIVERY_COUNT_LIMIT, " 3 "),
                 (RECORD_LOCK_DURATION_MS, "1500"),
                 (AUTO_OFFSET_RESET, "earliest"),
                 (REDELIVERY_BACKOFF_MS, "1000, 5000,10000"),
