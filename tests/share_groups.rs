@@ -536,11 +536,7 @@ fn acknowledged_records_stay_done_across_a_sigkill_and_the_rest_come_back_counte
     assert_eq!(m2.acknowledge(&[(0, 4, ACCEPT), (5, 5, RELEASE)])?, (0, 0));
     broker.sigkill()?;
     broker.restart()?;
-    m.id = Uuid::new_v4().to_string();
-    m.epoch = 0;
-    m.session_epoch = 0;
-    m.conn = RawClient::connect(&bootstrap)?;
-    m.heartbeat(Some("orders"))?;
+    m.rejoin(&bootstrap, "orders")?;
     let mut again = Vec::new();
     let deadline = Instant::now() + WAIT;
     while again.len() < 5 {
@@ -695,5 +691,392 @@ fn group_configs_set_with_weir_group_config_change_what_the_share_group_does() -
         b"",
     )?;
     assert_eq!(m.fetch_raw(&[], 0)?.acquisition_lock_timeout_ms, 30_000);
+    Ok(())
+}
+
+const REJECT: i8 = 3;
+
+impl Member {
+    /// Join again as a new member on a new connection (the broker
+    /// restarted, or the old member is gone).
+    fn rejoin(&mut self, bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+        self.conn = RawClient::connect(bootstrap)?;
+        self.id = Uuid::new_v4().to_string();
+        self.epoch = 0;
+        self.session_epoch = 0;
+        let (error, _) = self.heartbeat(Some(topic))?;
+        anyhow::ensure!(error == 0, "rejoin failed with error {error}");
+        Ok(())
+    }
+}
+
+/// A dead letter as `weir consume --format json` prints it: the record's
+/// `__dlq.errors.*` headers by name (without the prefix), and its value.
+#[derive(Debug)]
+struct Dead {
+    headers: BTreeMap<String, String>,
+    value: serde_json::Value,
+}
+
+impl Dead {
+    fn offset(&self) -> i64 {
+        self.headers
+            .get("offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
+/// Every record of `topic` read with `weir consume` (none when it does not
+/// exist yet).
+fn dead_letters(broker: &Broker, topic: &str) -> anyhow::Result<Vec<Dead>> {
+    let out = weir(
+        broker,
+        &["consume", topic, "--from-beginning", "--format", "json"],
+        b"",
+    )?;
+    if !out.status.success() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let r: serde_json::Value = serde_json::from_str(line)?;
+        let mut headers = BTreeMap::new();
+        for h in r["headers"].as_array().into_iter().flatten() {
+            let key = h["key"].as_str().unwrap_or_default();
+            if let Some(name) = key.strip_prefix("__dlq.errors.") {
+                let value = h["value"].as_str().unwrap_or_default().to_string();
+                headers.insert(name.to_string(), value);
+            }
+        }
+        found.push(Dead {
+            headers,
+            value: r["value"].clone(),
+        });
+    }
+    Ok(found)
+}
+
+/// Read `topic` until it holds at least `n` records.
+fn wait_for_dead_letters(broker: &Broker, topic: &str, n: usize) -> anyhow::Result<Vec<Dead>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = dead_letters(broker, topic)?;
+        if found.len() >= n {
+            return Ok(found);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{topic} holds only {found:?}, not {n} records"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rejected_and_exhausted_records_land_once_in_the_groups_dead_letter_topic_with_kafkas_headers()
+-> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "orders", 1, &[])?;
+    let mut m = Member::join(&bootstrap, "orders-workers", "orders")?;
+    produce(&bootstrap, "orders", &values(0..3))?;
+    assert_eq!(m.fetch_until(3)?.len(), 3);
+    // 0 is rejected, 2 accepted, 1 released until it reaches the delivery
+    // count limit (the broker's default, 5).
+    let mut acks = vec![(0, 0, REJECT), (1, 1, RELEASE), (2, 2, ACCEPT)];
+    for delivery in 2..=5 {
+        let got = m.fetch(&acks, 5_000)?;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].offset, got[0].delivery_count), (1, delivery));
+        acks = vec![(1, 1, RELEASE)];
+    }
+    assert_eq!(m.acknowledge(&acks)?, (0, 0));
+    // The default dead-letter topic, dlq.<group>, was created for them.
+    let dead = wait_for_dead_letters(&broker, "dlq.orders-workers", 2)?;
+    let mut by_offset: BTreeMap<i64, &Dead> = BTreeMap::new();
+    for d in &dead {
+        assert!(by_offset.insert(d.offset(), d).is_none(), "twice: {dead:?}");
+    }
+    assert_eq!(by_offset.keys().copied().collect::<Vec<_>>(), [0, 1]);
+    let expect = |d: &Dead, count: &str, message: &str| {
+        let want: BTreeMap<String, String> = [
+            ("topic", "orders"),
+            ("partition", "0"),
+            ("offset", &d.offset().to_string()),
+            ("group", "orders-workers"),
+            ("delivery.count", count),
+            ("message", message),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(d.headers, want);
+        // Without errors.deadletterqueue.copy.record.enable, no copy.
+        assert_eq!(d.value, serde_json::Value::Null);
+    };
+    expect(by_offset[&0], "1", "Offset rejected by client.");
+    expect(
+        by_offset[&1],
+        "5",
+        "Offset delivery count exceeded the threshold.",
+    );
+    // With the copy on, a dead letter carries the record.
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "orders-workers",
+            "errors.deadletterqueue.copy.record.enable=true",
+        ],
+        b"",
+    )?;
+    produce(&bootstrap, "orders", &values(3..4))?;
+    let got = m.fetch_until(1)?;
+    assert_eq!(got[0].offset, 3);
+    assert_eq!(m.acknowledge(&[(3, 3, REJECT)])?, (0, 0));
+    let dead = wait_for_dead_letters(&broker, "dlq.orders-workers", 3)?;
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(dead[2].offset(), 3);
+    assert_eq!(dead[2].value, serde_json::json!("record-3"));
+    // A topic not made for dead letters is refused as the group's.
+    let refused = weir(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "orders-workers",
+            "errors.deadletterqueue.topic.name=orders",
+        ],
+        b"",
+    )?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("dlq."), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn a_record_whose_last_lock_expires_is_dead_lettered_without_another_fetch() -> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "jobs", 1, &[])?;
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "runners",
+            "share.delivery.count.limit=2",
+            "share.record.lock.duration.ms=1000",
+            "errors.deadletterqueue.topic.name=dlq.jobs-failed",
+        ],
+        b"",
+    )?;
+    let mut m = Member::join(&bootstrap, "runners", "jobs")?;
+    produce(&bootstrap, "jobs", &values(0..1))?;
+    assert_eq!(m.fetch_until(1)?[0].delivery_count, 1);
+    let again = m.fetch(&[(0, 0, RELEASE)], 5_000)?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_count, 2);
+    // The member now holds its last delivery and never fetches again: the
+    // lock expires on the broker's own clock.
+    let dead = wait_for_dead_letters(&broker, "dlq.jobs-failed", 1)?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].offset(), 0);
+    assert_eq!(dead[0].headers["delivery.count"], "2");
+    assert_eq!(
+        dead[0].headers["message"],
+        "Offset delivery count exceeded the threshold."
+    );
+    Ok(())
+}
+
+/// Reject offset 0 (and accept 1) with the dead-letter writer paused at
+/// `failpoint`, SIGKILL the broker there, and check that after the
+/// restart the record's dead letter is written once.
+#[cfg(feature = "failpoints")]
+fn killed_at(failpoint: &str, written_before_kill: bool) -> anyhow::Result<()> {
+    let group = "killed";
+    let mut broker = Broker::start_with_env(
+        "127.0.0.1:0",
+        &[
+            "--set",
+            "group.share.enable=true",
+            // With a window of two records, record 2 is acquired only once
+            // record 0's dead letter is confirmed.
+            "--set",
+            "group.share.partition.max.record.locks=2",
+        ],
+        &[("FAILPOINTS", &format!("{failpoint}=pause"))],
+    )?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "work", 1, &[])?;
+    let mut m = Member::join(&bootstrap, group, "work")?;
+    produce(&bootstrap, "work", &values(0..3))?;
+    assert_eq!(m.fetch_until(2)?.len(), 2);
+    // Answered once the dead-lettering state is durable.
+    assert_eq!(m.acknowledge(&[(0, 0, REJECT), (1, 1, ACCEPT)])?, (0, 0));
+    let dlq = format!("dlq.{group}");
+    if written_before_kill {
+        assert_eq!(wait_for_dead_letters(&broker, &dlq, 1)?.len(), 1);
+    }
+    broker.sigkill()?;
+    broker.set_envs(&[]);
+    broker.restart()?;
+    m.rejoin(&bootstrap, "work")?;
+    // Record 2 comes only after record 0's dead letter is confirmed.
+    let got = m.fetch_until(1)?;
+    assert_eq!(got[0].offset, 2, "{got:?}");
+    let dead = dead_letters(&broker, &dlq)?;
+    let offsets: Vec<i64> = dead.iter().map(Dead::offset).collect();
+    assert_eq!(offsets, [0], "{dead:?}");
+    Ok(())
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_sigkill_between_the_dead_letter_and_its_confirmation_writes_it_once() -> anyhow::Result<()> {
+    killed_at("share::dead_letters_appended", true)
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_sigkill_before_the_dead_letter_is_written_writes_it_once_after_the_restart()
+-> anyhow::Result<()> {
+    killed_at("share::dead_letters_appending", false)
+}
+
+/// The acknowledgements for `got`: records whose value starts with
+/// `reject-` are rejected, the others accepted (and added to `accepted`).
+fn reject_or_accept(got: &[Got], accepted: &mut Vec<i64>) -> Vec<(i64, i64, i8)> {
+    got.iter()
+        .map(|g| {
+            let keep = !g.value.starts_with("reject-");
+            if keep {
+                accepted.push(g.offset);
+            }
+            (g.offset, g.offset, if keep { ACCEPT } else { REJECT })
+        })
+        .collect()
+}
+
+/// Fetch from `topic` as a member of `group` on a connection of its own,
+/// acknowledging with [`reject_or_accept`], until the broker goes away;
+/// `acked` counts the acknowledgements answered.
+fn consume_in_background(
+    bootstrap: String,
+    group: &'static str,
+    topic: &'static str,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(mut m) = Member::join(&bootstrap, group, topic) else {
+            return;
+        };
+        let mut acks: Vec<(i64, i64, i8)> = Vec::new();
+        while let Ok(got) = m.fetch(&acks, 200) {
+            acked.fetch_add(acks.len(), std::sync::atomic::Ordering::SeqCst);
+            acks = reject_or_accept(&got, &mut Vec::new());
+        }
+    })
+}
+
+#[test]
+fn sigkills_at_random_points_while_records_are_rejected_lose_no_dead_letter_and_duplicate_none()
+-> anyhow::Result<()> {
+    const ROUNDS: i64 = 5;
+    const PER_ROUND: i64 = 300;
+    const REJECTED: i64 = ROUNDS * PER_ROUND;
+    const WINDOW: i64 = 10;
+    let mut broker = Broker::start(&[
+        "--set",
+        "group.share.enable=true",
+        // The last of the records after the rejected ones is acquired only
+        // once the start offset has passed every rejected record: once
+        // each dead letter is confirmed.
+        "--set",
+        &format!("group.share.partition.max.record.locks={WINDOW}"),
+    ])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "payments", 1, &[])?;
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "payers",
+            "share.auto.offset.reset=earliest",
+        ],
+        b"",
+    )?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill times seeded with {seed}");
+    let mut rng = seed;
+    let mut next = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+    for round in 0..ROUNDS {
+        let rejected: Vec<String> = (round * PER_ROUND..(round + 1) * PER_ROUND)
+            .map(|i| format!("reject-{i}"))
+            .collect();
+        produce(&bootstrap, "payments", &rejected)?;
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let consumer =
+            consume_in_background(bootstrap.clone(), "payers", "payments", acked.clone());
+        // Killed at a random point of the round's work.
+        let target = 1 + next(PER_ROUND as u64 - 20) as usize;
+        let deadline = Instant::now() + WAIT;
+        while acked.load(std::sync::atomic::Ordering::SeqCst) < target {
+            anyhow::ensure!(Instant::now() < deadline, "the consumer made no progress");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        broker.sigkill()?;
+        consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("consumer panicked"))?;
+        broker.restart()?;
+        let so_far = dead_letters(&broker, "dlq.payers")?.len();
+        eprintln!("dead letters after a kill: {so_far}");
+    }
+    // Run to the end: the last of the records produced now is acquired
+    // only once the start offset has passed every rejected record, each
+    // dead letter confirmed.
+    let kept: Vec<String> = (0..WINDOW).map(|i| format!("keep-{i}")).collect();
+    produce(&bootstrap, "payments", &kept)?;
+    let last = REJECTED + WINDOW - 1;
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let mut m = Member::join(&bootstrap, "payers", "payments")?;
+    let mut acks: Vec<(i64, i64, i8)> = Vec::new();
+    while !accepted.contains(&last) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "seed {seed}: the last record never came"
+        );
+        acks = reject_or_accept(&m.fetch(&acks, 200)?, &mut accepted);
+    }
+    assert_eq!(m.acknowledge(&acks)?, (0, 0));
+    let dead = dead_letters(&broker, "dlq.payers")?;
+    let mut offsets: Vec<i64> = dead.iter().map(Dead::offset).collect();
+    offsets.sort_unstable();
+    let want: Vec<i64> = (0..REJECTED).collect();
+    assert_eq!(offsets, want, "seed {seed}: each rejected record once");
+    assert!(
+        dead.iter()
+            .all(|d| d.headers["message"] == "Offset rejected by client."),
+        "{dead:?}"
+    );
     Ok(())
 }

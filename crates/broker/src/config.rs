@@ -131,8 +131,8 @@ pub struct GroupConfig {
     /// `group.share.enable` (Kafka 4.0's switch for share groups): serve the
     /// share group APIs (KIP-932), keep share-partition state in
     /// `__share_group_state`, and finalize the `share.version` feature.
-    /// Off by default while share groups are being built (no dead-letter
-    /// topic yet, and a cluster keeps share-partition state in memory).
+    /// Off by default while share groups are being built (a cluster keeps
+    /// share-partition state in memory).
     pub share_enable: bool,
     /// `group.share.record.lock.duration.ms`: how long a fetched record
     /// stays acquired by its member.
@@ -153,6 +153,16 @@ pub struct GroupConfig {
     /// group ids come from clients, so the map is bounded. Kafka has no
     /// such bound.
     pub share_partitions_max: usize,
+    /// `errors.deadletterqueue.topic.name.prefix` (KIP-1191): every
+    /// dead-letter topic's name starts with it, and a share group that
+    /// names none dead-letters to `<prefix><group>` (Weir's default; Kafka
+    /// has none).
+    pub dlq_topic_prefix: String,
+    /// `errors.deadletterqueue.auto.create.topics.enable` (KIP-1191): a
+    /// missing dead-letter topic is created on its first dead letter, with
+    /// `errors.deadletterqueue.group.enable=true`. On by default in Weir
+    /// (off in Kafka), so the per-group default works with no setup.
+    pub dlq_auto_create: bool,
 }
 
 /// The transaction coordinator's settings, with Kafka's broker config names
@@ -358,6 +368,8 @@ impl Default for GroupConfig {
             share_partition_max_record_locks: 2_000,
             share_max_sessions: 2_000,
             share_partitions_max: 100_000,
+            dlq_topic_prefix: "dlq.".to_string(),
+            dlq_auto_create: true,
             share_state_topic_num_partitions: 50,
         }
     }

@@ -1,9 +1,8 @@
 //! Group configs: settings an operator gives one group id, with
 //! IncrementalAlterConfigs and DescribeConfigs on the GROUP config resource
 //! (what `kafka-configs.sh --entity-type groups` sends), under Kafka's
-//! names (KIP-932's `share.*`) and Weir's own
-//! `weir.share.redelivery.backoff.ms`. KIP-1191's dead-letter configs
-//! (`errors.deadletterqueue.*`) come with the dead-letter writer.
+//! names (KIP-932's `share.*`, KIP-1191's `errors.deadletterqueue.*`) and
+//! Weir's own `weir.share.redelivery.backoff.ms`.
 //!
 //! They live in the metadata store, so a cluster's quorum replicates them,
 //! and a group's configs do not depend on the group existing: they may be
@@ -31,6 +30,10 @@ pub(crate) const RECORD_LOCK_DURATION_MS: &str = "share.record.lock.duration.ms"
 pub(crate) const DELIVERY_COUNT_LIMIT: &str = "share.delivery.count.limit";
 /// `weir.share.redelivery.backoff.ms`.
 pub(crate) const REDELIVERY_BACKOFF_MS: &str = "weir.share.redelivery.backoff.ms";
+/// `errors.deadletterqueue.topic.name` (KIP-1191).
+pub(crate) const DLQ_TOPIC_NAME: &str = "errors.deadletterqueue.topic.name";
+/// `errors.deadletterqueue.copy.record.enable` (KIP-1191).
+pub(crate) const DLQ_COPY_RECORD: &str = "errors.deadletterqueue.copy.record.enable";
 
 /// Most steps in a redelivery backoff schedule.
 const BACKOFF_STEPS_MAX: usize = 64;
@@ -46,6 +49,11 @@ pub(crate) enum GroupConfigKind {
     Int { min: i64, max: i64 },
     /// A comma-separated list of waits in milliseconds; empty for none.
     Backoff,
+    /// `true` or `false`.
+    Bool,
+    /// A topic name starting with `errors.deadletterqueue.topic.name.prefix`;
+    /// empty for no dead-letter topic.
+    DeadLetterTopic,
 }
 
 /// One group config.
@@ -89,6 +97,20 @@ pub(crate) static GROUP_CONFIGS: &[GroupConfigDef] = &[
               separated (the last repeats), e.g. 1000,5000,10000,30000,60000,120000; \
               empty (the default) redelivers at once, as Kafka does",
     },
+    GroupConfigDef {
+        name: DLQ_TOPIC_NAME,
+        kind: GroupConfigKind::DeadLetterTopic,
+        doc: "the topic a rejected record, or one past the delivery count limit, is written \
+              to; it must start with errors.deadletterqueue.topic.name.prefix. Unset, Weir \
+              uses <prefix><group> (e.g. dlq.orders-workers); empty, records are archived \
+              with no dead letter, as Kafka does without one",
+    },
+    GroupConfigDef {
+        name: DLQ_COPY_RECORD,
+        kind: GroupConfigKind::Bool,
+        doc: "true: a dead letter carries the record's key, value and headers; false (the \
+              default, as in Kafka): only the headers naming the record and why",
+    },
 ];
 
 /// The definition of group config `name`.
@@ -126,7 +148,8 @@ pub(crate) fn check_group_id(group: &str) -> Result<(), ApiError> {
 /// Kafka's config type number (DescribeConfigs v3+) of a group config.
 pub(crate) fn kafka_type(def: &GroupConfigDef) -> i8 {
     match def.kind {
-        GroupConfigKind::Choice(_) => 2,
+        GroupConfigKind::Bool => 1,
+        GroupConfigKind::Choice(_) | GroupConfigKind::DeadLetterTopic => 2,
         GroupConfigKind::Int { .. } => 3,
         GroupConfigKind::Backoff => 7,
     }
@@ -145,7 +168,9 @@ pub(crate) fn alter(
     check_group_id(group)?;
     for change in changes {
         match change {
-            ConfigChange::Set(key, value) => validate(definition(key)?, value)?,
+            ConfigChange::Set(key, value) => {
+                validate(definition(key)?, value, &broker.config().group)?;
+            }
             ConfigChange::Delete(key) => {
                 definition(key)?;
             }
@@ -159,18 +184,43 @@ pub(crate) fn alter(
     Ok(())
 }
 
-/// The value group config `def` has for a group that does not set it.
-pub(crate) fn default_value(def: &GroupConfigDef, broker: &GroupConfig) -> String {
+/// The value group config `def` has for `group` when it does not set it.
+pub(crate) fn default_value(def: &GroupConfigDef, broker: &GroupConfig, group: &str) -> String {
     match def.name {
         AUTO_OFFSET_RESET => "latest".to_string(),
         DELIVERY_COUNT_LIMIT => broker.share_delivery_count_limit.to_string(),
         RECORD_LOCK_DURATION_MS => broker.share_record_lock_duration_ms.to_string(),
+        DLQ_COPY_RECORD => "false".to_string(),
+        DLQ_TOPIC_NAME => default_dead_letter_topic(broker, group).unwrap_or_default(),
         _ => String::new(),
     }
 }
 
-/// Check `value` for `def`; INVALID_CONFIG says why not.
-pub(crate) fn validate(def: &GroupConfigDef, value: &str) -> Result<(), ApiError> {
+/// The value a group's `errors.deadletterqueue.topic.name` has when it is
+/// not set: `<prefix><group>`, when that is a topic name.
+pub(crate) fn default_dead_letter_topic(broker: &GroupConfig, group: &str) -> Option<String> {
+    let name = format!("{}{group}", broker.dlq_topic_prefix);
+    crate::topics::validate_topic_name(&name)
+        .is_ok()
+        .then_some(name)
+}
+
+/// Check `errors.deadletterqueue.topic.name.prefix`: a non-empty start of
+/// a topic name that is not an internal one's.
+pub fn validate_dlq_topic_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.starts_with("__") {
+        return Err("must be non-empty and must not start with __ (internal topics)".to_string());
+    }
+    crate::topics::validate_topic_name(&format!("{prefix}x")).map_err(|e| e.message)
+}
+
+/// Check `value` for `def` (against `broker`'s dead-letter prefix);
+/// INVALID_CONFIG says why not.
+pub(crate) fn validate(
+    def: &GroupConfigDef,
+    value: &str,
+    broker: &GroupConfig,
+) -> Result<(), ApiError> {
     let invalid = |why: String| {
         ApiError::new(
             ResponseError::InvalidConfig,
@@ -192,6 +242,25 @@ pub(crate) fn validate(def: &GroupConfigDef, value: &str) -> Result<(), ApiError
         },
         GroupConfigKind::Backoff => {
             parse_backoff(value).map_err(invalid)?;
+        }
+        GroupConfigKind::Bool => {
+            if !matches!(value.trim(), "true" | "false") {
+                return Err(invalid("must be true or false".to_string()));
+            }
+        }
+        GroupConfigKind::DeadLetterTopic => {
+            let name = value.trim();
+            let prefix = &broker.dlq_topic_prefix;
+            if name.is_empty() {
+                return Ok(());
+            }
+            if !name.starts_with(prefix.as_str()) || name.len() == prefix.len() {
+                return Err(invalid(format!(
+                    "a dead-letter topic's name starts with '{prefix}' \
+                     (errors.deadletterqueue.topic.name.prefix) and goes on"
+                )));
+            }
+            crate::topics::validate_topic_name(name).map_err(|e| invalid(e.message))?;
         }
     }
     Ok(())
@@ -238,6 +307,15 @@ impl OffsetReset {
     }
 }
 
+/// Where a share group's dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadLetterTopic {
+    /// `errors.deadletterqueue.topic.name`, or `<prefix><group>`.
+    pub name: String,
+    /// `errors.deadletterqueue.copy.record.enable`.
+    pub copy_record: bool,
+}
+
 /// What a share group acts on: its configs, else the broker's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShareGroupSettings {
@@ -245,6 +323,9 @@ pub(crate) struct ShareGroupSettings {
     pub partition: ShareSettings,
     /// `share.auto.offset.reset`.
     pub offset_reset: OffsetReset,
+    /// Its dead-letter topic; `None`: a record given up on is archived
+    /// with no dead letter.
+    pub dead_letter: Option<DeadLetterTopic>,
 }
 
 impl ShareGroupSettings {
@@ -259,7 +340,7 @@ impl ShareGroupSettings {
         let value = |name: &str| -> String {
             let def = definition(name).ok();
             let own = configs.get(name).filter(|v| {
-                let ok = def.is_some_and(|d| validate(d, v).is_ok());
+                let ok = def.is_some_and(|d| validate(d, v, broker).is_ok());
                 if !ok {
                     tracing::warn!(group, config = name, value = %v, "ignoring a group config that does not validate");
                 }
@@ -268,7 +349,7 @@ impl ShareGroupSettings {
             match (own, def) {
                 // Validation trims numbers, so resolution does too.
                 (Some(v), _) => v.trim().to_string(),
-                (None, Some(def)) => default_value(def, broker),
+                (None, Some(def)) => default_value(def, broker, group),
                 (None, None) => String::new(),
             }
         };
@@ -276,6 +357,16 @@ impl ShareGroupSettings {
             "earliest" => OffsetReset::Earliest,
             _ => OffsetReset::Latest,
         };
+        // Set (even to empty, for none) or Weir's per-group default.
+        let dead_letter_topic = if configs.contains_key(DLQ_TOPIC_NAME) {
+            Some(value(DLQ_TOPIC_NAME)).filter(|n| !n.is_empty())
+        } else {
+            default_dead_letter_topic(broker, group)
+        };
+        let dead_letter = dead_letter_topic.map(|name| DeadLetterTopic {
+            name,
+            copy_record: value(DLQ_COPY_RECORD) == "true",
+        });
         Self {
             partition: ShareSettings {
                 record_lock_duration_ms: value(RECORD_LOCK_DURATION_MS)
@@ -289,6 +380,7 @@ impl ShareGroupSettings {
                     .unwrap_or_default(),
             },
             offset_reset,
+            dead_letter,
         }
     }
 }
@@ -315,6 +407,11 @@ mod tests {
         );
         assert_eq!(s.offset_reset, OffsetReset::Latest);
         assert!(s.partition.redelivery_backoff_ms.is_empty());
+        let dlq = s.dead_letter.unwrap();
+        assert_eq!((dlq.name.as_str(), dlq.copy_record), ("dlq.workers", false));
+        // A group id that makes no topic name has no default dead-letter topic.
+        let odd = ShareGroupSettings::resolve(&b, "a b", &BTreeMap::new());
+        assert_eq!(odd.dead_letter, None);
 
         let set = BTreeMap::from(
             [
@@ -322,6 +419,8 @@ mod tests {
                 (RECORD_LOCK_DURATION_MS, "1500"),
                 (AUTO_OFFSET_RESET, "earliest"),
                 (REDELIVERY_BACKOFF_MS, "1000, 5000,10000"),
+                (DLQ_TOPIC_NAME, " dlq.failed "),
+                (DLQ_COPY_RECORD, "true"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
@@ -330,11 +429,18 @@ mod tests {
         assert_eq!(s.partition.record_lock_duration_ms, 1500);
         assert_eq!(s.offset_reset, OffsetReset::Earliest);
         assert_eq!(s.partition.redelivery_backoff_ms, [1000, 5000, 10000]);
+        let dlq = s.dead_letter.unwrap();
+        assert_eq!((dlq.name.as_str(), dlq.copy_record), ("dlq.failed", true));
+        // Set empty: no dead-letter topic.
+        let none = BTreeMap::from([(DLQ_TOPIC_NAME.to_string(), String::new())]);
+        let s = ShareGroupSettings::resolve(&b, "workers", &none);
+        assert_eq!(s.dead_letter, None);
     }
 
     #[test]
     fn values_are_checked_with_the_reason_named() {
-        let check = |name: &str, value: &str| validate(definition(name).unwrap(), value);
+        let b = broker();
+        let check = |name: &str, value: &str| validate(definition(name).unwrap(), value, &b);
         for (name, value) in [
             (DELIVERY_COUNT_LIMIT, "1"),
             (DELIVERY_COUNT_LIMIT, "11"),
@@ -343,6 +449,10 @@ mod tests {
             (AUTO_OFFSET_RESET, "by_duration:PT1H"),
             (REDELIVERY_BACKOFF_MS, "1000,-1"),
             (REDELIVERY_BACKOFF_MS, "86400001"),
+            (DLQ_TOPIC_NAME, "orders-dead"),
+            (DLQ_TOPIC_NAME, "dlq."),
+            (DLQ_TOPIC_NAME, "dlq.bad name"),
+            (DLQ_COPY_RECORD, "yes"),
         ] {
             let err = check(name, value).unwrap_err();
             assert_eq!(err.code, ResponseError::InvalidConfig, "{name}={value}");
@@ -352,6 +462,9 @@ mod tests {
         assert!(check(REDELIVERY_BACKOFF_MS, &many).is_err());
         assert!(check(REDELIVERY_BACKOFF_MS, "").is_ok());
         assert!(check(DELIVERY_COUNT_LIMIT, "10").is_ok());
+        assert!(check(DLQ_TOPIC_NAME, "dlq.orders-failed").is_ok());
+        assert!(check(DLQ_TOPIC_NAME, "").is_ok());
+        assert!(check(DLQ_COPY_RECORD, "true").is_ok());
         let unknown = definition("consumer.session.timeout.ms").unwrap_err();
         assert_eq!(unknown.code, ResponseError::InvalidConfig);
     }

@@ -36,6 +36,7 @@ pub use config::{
     BrokerConfig, CheckbackConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy, TxnConfig,
 };
 pub use error::ApiError;
+pub use group_config::validate_dlq_topic_prefix;
 pub use replica::ReplicaError;
 
 /// Why a request got no response; the server closes the connection.
@@ -185,9 +186,13 @@ impl Broker {
 
     /// Start the broker's own background work: the transaction
     /// coordinator's driver (transactions left in a Prepare state are
-    /// finished, timed-out ones aborted). Call once, on the runtime.
+    /// finished, timed-out ones aborted), and with share groups on, the
+    /// dead-letter writer and lock-expiry driver. Call once, on the runtime.
     pub fn start_background(self: &Arc<Self>) {
         self.txns.ensure_driver(self);
+        if self.shares_enabled() {
+            self.shares.start_background(self);
+        }
     }
 
     /// The APIs and version ranges served, as advertised in ApiVersions.

@@ -128,6 +128,15 @@ pub(crate) static TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "how long tombstones stay in a compacted topic",
     },
     ConfigDef {
+        name: DLQ_GROUP_ENABLE,
+        broker_synonym: None,
+        default: "false",
+        kind: ConfigKind::Bool,
+        effect: Effect::Applied,
+        doc: "KIP-1191: share groups may write their dead letters to this topic; a dead-letter \
+              topic Weir creates (errors.deadletterqueue.auto.create.topics.enable) has it set",
+    },
+    ConfigDef {
         name: "file.delete.delay.ms",
         broker_synonym: Some("log.segment.delete.delay.ms"),
         default: "60000",
@@ -376,6 +385,16 @@ pub(crate) static TOPIC_CONFIGS: &[ConfigDef] = &[
               weir.deliver-at-ms header (default 40 days); a longer one is refused (INVALID_RECORD)",
     },
 ];
+
+/// KIP-1191's topic config allowing share groups to dead-letter to a topic.
+pub(crate) const DLQ_GROUP_ENABLE: &str = "errors.deadletterqueue.group.enable";
+
+/// Whether a topic with `configs` (its own) takes dead letters.
+pub(crate) fn dlq_group_enabled(configs: &BTreeMap<String, String>) -> bool {
+    configs
+        .get(DLQ_GROUP_ENABLE)
+        .is_some_and(|v| v.trim() == "true")
+}
 
 /// Weir's topic config bounding delayed delivery (`crate::delay`).
 pub(crate) const DELAY_MAX_MS: &str = "weir.delay.max.ms";

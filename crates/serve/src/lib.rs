@@ -773,6 +773,14 @@ impl Settings {
             "group.share.max.share.sessions" => {
                 self.group.share_max_sessions = config.at_least(1)?;
             }
+            "errors.deadletterqueue.topic.name.prefix" => {
+                let prefix = value.trim();
+                weir_broker::validate_dlq_topic_prefix(prefix).map_err(refused)?;
+                self.group.dlq_topic_prefix = prefix.to_owned();
+            }
+            "errors.deadletterqueue.auto.create.topics.enable" => {
+                self.group.dlq_auto_create = config.parse()?;
+            }
             "group.consumer.heartbeat.interval.ms" => {
                 self.group.consumer_heartbeat_interval_ms = config.at_least(1)?;
             }

@@ -359,12 +359,12 @@ impl CommitWait {
 }
 
 /// A wait for the commit log to make a position durable.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DurableWait {
     state: WaitState,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum WaitState {
     Ready,
     Pending {

@@ -194,7 +194,7 @@ fn group_entries(broker: &Broker, group: &str) -> Result<Vec<Entry>, ApiError> {
         .map(|def| {
             let default = Synonym {
                 name: def.name,
-                value: group_config::default_value(def, defaults),
+                value: group_config::default_value(def, defaults, group),
                 source: ConfigSource::Default,
             };
             let synonyms = match own.get(def.name) {

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::records::RecordBatchDecoder;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 use weir_storage::{Clock, DurableWait, Partition, batches};
 
+use super::dead_letter::Job;
 use super::partition::{
     AckBatch, AcquiredRange, Changes, FetchedBatch, SharePartition, ShareSettings,
 };
@@ -78,6 +79,12 @@ pub(crate) struct ShareManager {
     /// acknowledgement, a release, an expired lock), so waiting fetches
     /// look again.
     changed: watch::Sender<u64>,
+    /// Dead letters to write, for the writer (`dead_letter`). Unbounded, but
+    /// what it holds is bounded: each record in it is a dead-lettering slot
+    /// of a share-partition, and their slots are bounded.
+    jobs: mpsc::UnboundedSender<Job>,
+    /// The writer's end, until the background work takes it.
+    jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
 }
 
 impl std::fmt::Debug for ShareManager {
@@ -89,6 +96,7 @@ impl std::fmt::Debug for ShareManager {
 impl ShareManager {
     pub(crate) fn new(config: ShareConfig, clock: Arc<dyn Clock>, settings_of: SettingsOf) -> Self {
         let sessions = Sessions::new(config.max_sessions, config.session_idle_ms);
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
         Self {
             config,
             settings_of,
@@ -97,6 +105,22 @@ impl ShareManager {
             sessions: Mutex::new(sessions),
             store: OnceLock::new(),
             changed: watch::channel(0).0,
+            jobs,
+            jobs_rx: Mutex::new(Some(jobs_rx)),
+        }
+    }
+
+    /// Start the dead-letter writer and the lock-expiry driver on the
+    /// runtime (once; later calls do nothing).
+    pub(crate) fn start_background(&self, broker: &Arc<crate::Broker>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let taken = weir_sync::lock(&self.jobs_rx)
+            .unwrap_or_else(weir_sync::PoisonedLock::reraise)
+            .take();
+        if let Some(jobs) = taken {
+            tokio::spawn(super::dead_letter::drive(Arc::downgrade(broker), jobs));
         }
     }
 
@@ -195,10 +219,19 @@ impl ShareManager {
         let count = loaded.len();
         let mut map = self.map();
         for (key, persisted) in loaded {
-            map.insert(
-                key,
-                Arc::new(Mutex::new(SharePartition::from_persisted(&persisted))),
-            );
+            let sp = SharePartition::from_persisted(&persisted);
+            // Archived for a dead letter that may or may not have been
+            // written before the broker stopped: the writer looks first.
+            let letters = sp.pending_dead_letters();
+            if !letters.is_empty() {
+                self.dead_letter(Job {
+                    key: key.clone(),
+                    letters,
+                    after: None,
+                    look_first: true,
+                });
+            }
+            map.insert(key, Arc::new(Mutex::new(sp)));
         }
         drop(map);
         self.store
@@ -415,6 +448,49 @@ impl ShareManager {
         }
     }
 
+    /// Whether `key` has a share-partition here.
+    pub(crate) fn holds(&self, key: &SharePartitionKey) -> bool {
+        self.map().contains_key(key)
+    }
+
+    /// The dead letters of `offsets` of `key` are committed (or will never
+    /// be written): those records are done. Blocks on file I/O.
+    pub(crate) fn confirm_dead_letters(&self, key: &SharePartitionKey, offsets: &[i64]) {
+        if offsets.is_empty() {
+            return;
+        }
+        if let Some(sp) = self.get(key) {
+            let mut sp = lock(&sp);
+            let changes = sp.dead_lettered(offsets);
+            let _ = self.carry_out(key, &mut sp, changes);
+        }
+    }
+
+    /// Release every lock that expired, in every share-partition (the
+    /// driver calls this on a tick, so locks expire without fetches).
+    /// Blocks on file I/O.
+    pub(crate) fn expire_due(&self) {
+        let now_ms = self.now_ms();
+        let all: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
+            .map()
+            .iter()
+            .map(|(k, sp)| (k.clone(), sp.clone()))
+            .collect();
+        for (key, sp) in all {
+            // A share-partition busy with a request is left to it: the
+            // request expires its locks first.
+            let Ok(mut sp) = sp.try_lock() else {
+                continue;
+            };
+            if !sp.locks_due(now_ms) {
+                continue;
+            }
+            let settings = self.group_settings(&key.group).partition;
+            let changes = sp.expire_locks(now_ms, &settings);
+            let _ = self.carry_out(&key, &mut sp, changes);
+        }
+    }
+
     /// The earliest time a lock held in one of `keys` expires or a
     /// backoff there ends, so a waiting fetch looks again then.
     /// Asked from the runtime: a share-partition busy with a fetch's read
@@ -427,23 +503,36 @@ impl ShareManager {
     }
 
     /// Carry out what a change asks: persist the new state (the wait says
-    /// when it is durable). With no dead-letter topic to write yet, a
-    /// record archived for one is archived at once.
+    /// when it is durable), and hand records archived for dead letters to
+    /// the writer, which writes them once that state is durable.
     fn carry_out(
         &self,
         key: &SharePartitionKey,
         sp: &mut SharePartition,
         changes: Changes,
     ) -> Result<Option<DurableWait>, ApiError> {
-        if !changes.dead_letters.is_empty() {
-            let offsets: Vec<i64> = changes.dead_letters.iter().map(|d| d.offset).collect();
-            sp.dead_lettered(&offsets);
-        }
         if !changes.persist {
             return Ok(None);
         }
         self.changed();
-        self.persist(key, sp)
+        let durable = self.persist(key, sp)?;
+        if !changes.dead_letters.is_empty() {
+            self.dead_letter(Job {
+                key: key.clone(),
+                letters: changes.dead_letters,
+                after: durable.clone(),
+                look_first: false,
+            });
+        }
+        Ok(durable)
+    }
+
+    fn dead_letter(&self, job: Job) {
+        if self.jobs.send(job).is_err() {
+            // Only once the broker is going away: a restart finds the
+            // records dead-lettering and writes them.
+            tracing::debug!("dead letters left for the next start: the writer has stopped");
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //!   the read-then-acquire of a fetch.
 //! - [`state`]: share-partition state in `__share_group_state`: its
 //!   records, and the load at start-up.
+//! - [`dead_letter`]: the background work: the dead-letter writer
+//!   (KIP-1191), exactly once across crashes, and the lock-expiry driver.
 //! - Membership (ShareGroupHeartbeat) is the group coordinator's:
 //!   `crate::group::share`.
 //!
@@ -22,6 +24,7 @@
 //! the internal compacted topic `__share_group_state`, keyed by group,
 //! topic id and partition, so it fails over as data does.
 
+pub(crate) mod dead_letter;
 pub(crate) mod manager;
 pub(crate) mod partition;
 pub(crate) mod session;

@@ -81,8 +81,12 @@ pub(crate) enum SlotState {
     /// Done without a dead letter: a gap, a control record, or a record
     /// whose dead letter is durable.
     Archived,
-    /// Archived, with its dead letter not yet confirmed durable.
-    DeadLettering { reason: ArchiveReason },
+    /// Archived, with its dead letter not yet confirmed durable; since
+    /// `since_ms` (a dead letter written for it is no older).
+    DeadLettering {
+        reason: ArchiveReason,
+        since_ms: i64,
+    },
 }
 
 impl SlotState {
@@ -215,6 +219,9 @@ pub(crate) struct DeadLetter {
     pub offset: i64,
     pub delivery_count: u16,
     pub reason: ArchiveReason,
+    /// When the record was archived for it: its dead letter, if written,
+    /// carries this timestamp or a later one.
+    pub since_ms: i64,
 }
 
 /// What a change asks of the caller.
@@ -251,7 +258,10 @@ pub(crate) enum PersistedState {
     Available,
     Acknowledged,
     Archived,
-    DeadLettering(ArchiveReason),
+    DeadLettering {
+        reason: ArchiveReason,
+        since_ms: i64,
+    },
 }
 
 /// The durable part of a share-partition.
@@ -273,6 +283,9 @@ pub(crate) struct SharePartition {
     slots: VecDeque<Slot>,
     /// Its group was deleted: nothing of it may be written again.
     retired: bool,
+    /// No lock expires before this time (`i64::MAX`: none is held). Kept
+    /// low rather than exact, so a look at whether locks are due is cheap.
+    locks_due_ms: i64,
 }
 
 impl SharePartition {
@@ -283,6 +296,7 @@ impl SharePartition {
             start: start_offset,
             slots: VecDeque::new(),
             retired: false,
+            locks_due_ms: i64::MAX,
         }
     }
 
@@ -305,7 +319,9 @@ impl SharePartition {
                     PersistedState::Available => SlotState::Available { at_ms: i64::MIN },
                     PersistedState::Acknowledged => SlotState::Acknowledged,
                     PersistedState::Archived => SlotState::Archived,
-                    PersistedState::DeadLettering(reason) => SlotState::DeadLettering { reason },
+                    PersistedState::DeadLettering { reason, since_ms } => {
+                        SlotState::DeadLettering { reason, since_ms }
+                    }
                 };
                 me.set(
                     offset,
@@ -399,6 +415,12 @@ impl SharePartition {
             .min()
     }
 
+    /// Whether a lock may have expired by `now_ms` (when not, the locks
+    /// need no look).
+    pub(crate) fn locks_due(&self, now_ms: i64) -> bool {
+        self.locks_due_ms <= now_ms
+    }
+
     /// Acquire for `member` up to `max_records` records of `batches` (read
     /// from the partition at [`Self::next_fetch_offset`], in offset order):
     /// available slots whose backoff is over, and offsets past the end
@@ -447,7 +469,7 @@ impl SharePartition {
                     continue;
                 }
                 if slot.delivery_count >= s.delivery_count_limit {
-                    let dead = dead_letter(offset, slot, ArchiveReason::DeliveryLimit);
+                    let dead = dead_letter(offset, slot, ArchiveReason::DeliveryLimit, now_ms);
                     out.changes.merge(dead);
                     continue;
                 }
@@ -458,6 +480,9 @@ impl SharePartition {
                 };
                 out.push(offset, slot.delivery_count);
             }
+        }
+        if out.records > 0 {
+            self.locks_due_ms = self.locks_due_ms.min(deadline_ms);
         }
         self.advance();
         out
@@ -537,7 +562,7 @@ impl SharePartition {
                 slot.state = SlotState::Archived;
                 persist()
             }
-            AckType::Reject => dead_letter(offset, slot, ArchiveReason::Rejected),
+            AckType::Reject => dead_letter(offset, slot, ArchiveReason::Rejected, now_ms),
             AckType::Release => release(offset, slot, now_ms, s),
         }
     }
@@ -565,6 +590,7 @@ impl SharePartition {
         which: impl Fn(&str, i64) -> bool,
     ) -> Changes {
         let mut changes = Changes::default();
+        let mut due = i64::MAX;
         for i in 0..self.slots.len() {
             let offset = self.start + i as i64;
             let slot = &mut self.slots[i];
@@ -572,11 +598,15 @@ impl SharePartition {
                 member,
                 deadline_ms,
             } = &slot.state
-                && which(member, *deadline_ms)
             {
-                changes.merge(release(offset, slot, now_ms, s));
+                if which(member, *deadline_ms) {
+                    changes.merge(release(offset, slot, now_ms, s));
+                } else {
+                    due = due.min(*deadline_ms);
+                }
             }
         }
+        self.locks_due_ms = due;
         self.advance();
         changes
     }
@@ -603,10 +633,11 @@ impl SharePartition {
             .iter()
             .enumerate()
             .filter_map(|(i, slot)| match slot.state {
-                SlotState::DeadLettering { reason } => Some(DeadLetter {
+                SlotState::DeadLettering { reason, since_ms } => Some(DeadLetter {
                     offset: self.start + i as i64,
                     delivery_count: slot.delivery_count,
                     reason,
+                    since_ms,
                 }),
                 _ => None,
             })
@@ -650,7 +681,9 @@ impl SharePartition {
                 }
                 SlotState::Acknowledged => PersistedState::Acknowledged,
                 SlotState::Archived => PersistedState::Archived,
-                SlotState::DeadLettering { reason } => PersistedState::DeadLettering(reason),
+                SlotState::DeadLettering { reason, since_ms } => {
+                    PersistedState::DeadLettering { reason, since_ms }
+                }
             };
             if state == PersistedState::Available && slot.delivery_count == 0 {
                 continue;
@@ -713,7 +746,7 @@ fn acks(b: &AckBatch, from: i64) -> impl Iterator<Item = (i64, AckType)> + '_ {
 /// dead-lettered at the delivery count limit.
 fn release(offset: i64, slot: &mut Slot, now_ms: i64, s: &ShareSettings) -> Changes {
     if slot.delivery_count >= s.delivery_count_limit {
-        return dead_letter(offset, slot, ArchiveReason::DeliveryLimit);
+        return dead_letter(offset, slot, ArchiveReason::DeliveryLimit, now_ms);
     }
     let backoff = s.backoff_ms(slot.delivery_count);
     slot.state = SlotState::Available {
@@ -726,14 +759,18 @@ fn release(offset: i64, slot: &mut Slot, now_ms: i64, s: &ShareSettings) -> Chan
     persist()
 }
 
-fn dead_letter(offset: i64, slot: &mut Slot, reason: ArchiveReason) -> Changes {
-    slot.state = SlotState::DeadLettering { reason };
+fn dead_letter(offset: i64, slot: &mut Slot, reason: ArchiveReason, now_ms: i64) -> Changes {
+    slot.state = SlotState::DeadLettering {
+        reason,
+        since_ms: now_ms,
+    };
     Changes {
         persist: true,
         dead_letters: vec![DeadLetter {
             offset,
             delivery_count: slot.delivery_count,
             reason,
+            since_ms: now_ms,
         }],
     }
 }

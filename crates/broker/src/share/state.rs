@@ -22,8 +22,9 @@ use crate::group::records::{Reader, RecordError, partition_for, put_count, put_s
 pub(crate) const STATE_TOPIC: &str = "__share_group_state";
 /// Key type of a share-partition's snapshot: (group, topic id, partition).
 const KEY_TYPE_SNAPSHOT: i16 = 0;
-/// The only value version written so far.
-const VALUE_VERSION: i16 = 0;
+/// The value version written: 1 adds, to each dead-lettering run, the
+/// time its records were archived. Version 0 is still read.
+const VALUE_VERSION: i16 = 1;
 
 /// A state run's state byte.
 const STATE_AVAILABLE: i8 = 0;
@@ -62,16 +63,31 @@ pub(crate) fn encode_value(p: &PersistedPartition) -> Bytes {
     for b in &p.batches {
         out.put_i64(b.first_offset);
         out.put_i64(b.last_offset);
-        out.put_i8(match b.state {
-            PersistedState::Available => STATE_AVAILABLE,
-            PersistedState::Acknowledged => STATE_ACKNOWLEDGED,
-            PersistedState::Archived => STATE_ARCHIVED,
-            PersistedState::DeadLettering(ArchiveReason::Rejected) => STATE_DEAD_LETTERING_REJECTED,
-            PersistedState::DeadLettering(ArchiveReason::DeliveryLimit) => {
-                STATE_DEAD_LETTERING_LIMIT
+        let since = match b.state {
+            PersistedState::Available => {
+                out.put_i8(STATE_AVAILABLE);
+                None
             }
-        });
+            PersistedState::Acknowledged => {
+                out.put_i8(STATE_ACKNOWLEDGED);
+                None
+            }
+            PersistedState::Archived => {
+                out.put_i8(STATE_ARCHIVED);
+                None
+            }
+            PersistedState::DeadLettering { reason, since_ms } => {
+                out.put_i8(match reason {
+                    ArchiveReason::Rejected => STATE_DEAD_LETTERING_REJECTED,
+                    ArchiveReason::DeliveryLimit => STATE_DEAD_LETTERING_LIMIT,
+                });
+                Some(since_ms)
+            }
+        };
         out.put_u16(b.delivery_count);
+        if let Some(since_ms) = since {
+            out.put_i64(since_ms);
+        }
     }
     out.freeze()
 }
@@ -97,7 +113,7 @@ pub(crate) fn decode(
     };
     let mut v = Reader { buf: value };
     let version = v.i16()?;
-    if version != VALUE_VERSION {
+    if !(0..=VALUE_VERSION).contains(&version) {
         return Err(RecordError::UnknownVersion(version));
     }
     let start_offset = v.i64()?;
@@ -106,17 +122,22 @@ pub(crate) fn decode(
     for _ in 0..count {
         let first_offset = v.i64()?;
         let last_offset = v.i64()?;
-        let state = match v.i8()? {
+        let state = v.i8()?;
+        let delivery_count = u16::from_be_bytes(v.array()?);
+        let mut dead_lettering = |reason| -> Result<PersistedState, RecordError> {
+            // Version 0 kept no time: a look-up for the dead letter then
+            // starts at the dead-letter partition's log start.
+            let since_ms = if version >= 1 { v.i64()? } else { i64::MIN };
+            Ok(PersistedState::DeadLettering { reason, since_ms })
+        };
+        let state = match state {
             STATE_AVAILABLE => PersistedState::Available,
             STATE_ACKNOWLEDGED => PersistedState::Acknowledged,
             STATE_ARCHIVED => PersistedState::Archived,
-            STATE_DEAD_LETTERING_REJECTED => PersistedState::DeadLettering(ArchiveReason::Rejected),
-            STATE_DEAD_LETTERING_LIMIT => {
-                PersistedState::DeadLettering(ArchiveReason::DeliveryLimit)
-            }
+            STATE_DEAD_LETTERING_REJECTED => dead_lettering(ArchiveReason::Rejected)?,
+            STATE_DEAD_LETTERING_LIMIT => dead_lettering(ArchiveReason::DeliveryLimit)?,
             _ => return Err(RecordError::Malformed),
         };
-        let delivery_count = u16::from_be_bytes(v.array()?);
         if last_offset < first_offset || first_offset < start_offset {
             return Err(RecordError::Malformed);
         }
@@ -160,9 +181,10 @@ pub(crate) fn apply(
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// Read one partition of `__share_group_state` from its log start to its
-/// log end into `loaded`. A record that cannot be decoded (a newer Weir's,
-/// or bytes a client produced) is logged and skipped, as the group
-/// coordinator skips one; a read error stops the load.
+/// log end into `loaded`. Only Weir writes there (clients may not produce
+/// to internal topics), so a record that cannot be decoded is a newer
+/// Weir's or damage: the load stops, and the broker with it, rather than
+/// drop a share group's progress.
 pub(crate) fn load_partition(
     index: i32,
     partition: &weir_storage::Partition,
@@ -183,26 +205,16 @@ pub(crate) fn load_partition(
                 continue;
             }
             let mut bytes = read.records.slice_ref(batch);
-            let records = match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
-                Ok(set) => set.records,
-                Err(e) => {
-                    skipped(
-                        index,
-                        header.base_offset,
-                        &format!("undecodable batch: {e}"),
-                    );
-                    continue;
-                }
-            };
+            let records = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+                .map_err(|e| unreadable(index, header.base_offset, &e.to_string()))?
+                .records;
             for record in records {
                 let Some(key) = record.key.as_deref() else {
-                    skipped(index, record.offset, "record without a key");
-                    continue;
+                    return Err(unreadable(index, record.offset, "a record without a key"));
                 };
-                match decode(key, record.value.as_deref()) {
-                    Ok((key, value)) => apply(loaded, key, value),
-                    Err(e) => skipped(index, record.offset, &e.to_string()),
-                }
+                let (key, value) = decode(key, record.value.as_deref())
+                    .map_err(|e| unreadable(index, record.offset, &e.to_string()))?;
+                apply(loaded, key, value);
             }
         }
         if next <= before {
@@ -214,14 +226,12 @@ pub(crate) fn load_partition(
     Ok(())
 }
 
-fn skipped(partition: i32, offset: i64, reason: &str) {
-    tracing::warn!(
-        topic = STATE_TOPIC,
-        partition,
-        offset,
-        reason,
-        "skipping a record of share-partition state that cannot be read"
-    );
+fn unreadable(partition: i32, offset: i64, reason: &str) -> String {
+    format!(
+        "{STATE_TOPIC}-{partition} at offset {offset} holds share-partition state this \
+         build cannot read ({reason}): it was written by a newer Weir, or is damaged. Start \
+         the Weir that wrote it; this one will not drop a share group's progress"
+    )
 }
 
 #[cfg(test)]
@@ -251,7 +261,10 @@ mod tests {
                 StateBatch {
                     first_offset: 13,
                     last_offset: 13,
-                    state: PersistedState::DeadLettering(ArchiveReason::DeliveryLimit),
+                    state: PersistedState::DeadLettering {
+                        reason: ArchiveReason::DeliveryLimit,
+                        since_ms: 1_700_000_000_000,
+                    },
                     delivery_count: 5,
                 },
                 StateBatch {
@@ -272,10 +285,27 @@ mod tests {
             assert!(decode(&k[..cut], None).is_err(), "key cut at {cut}");
         }
         let mut future = BytesMut::new();
-        future.put_i16(1);
+        future.put_i16(2);
         assert_eq!(
             decode(&k, Some(&future)),
-            Err(RecordError::UnknownVersion(1))
+            Err(RecordError::UnknownVersion(2))
+        );
+        // Version 0 (no time on dead-lettering runs) is still read.
+        let mut v0 = BytesMut::new();
+        v0.put_i16(0);
+        v0.put_i64(10);
+        put_count(&mut v0, 1);
+        v0.put_i64(13);
+        v0.put_i64(13);
+        v0.put_i8(STATE_DEAD_LETTERING_REJECTED);
+        v0.put_u16(2);
+        let (_, old) = decode(&k, Some(&v0)).unwrap();
+        assert_eq!(
+            old.unwrap().batches[0].state,
+            PersistedState::DeadLettering {
+                reason: ArchiveReason::Rejected,
+                since_ms: i64::MIN
+            }
         );
     }
 

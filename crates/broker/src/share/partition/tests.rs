@@ -138,7 +138,8 @@ fn a_rejected_record_is_dead_lettered_once_and_holds_the_start_until_confirmed()
         [DeadLetter {
             offset: 0,
             delivery_count: 1,
-            reason: ArchiveReason::Rejected
+            reason: ArchiveReason::Rejected,
+            since_ms: 0,
         }]
     );
     assert_eq!(p.start_offset(), 0);
@@ -171,7 +172,8 @@ fn a_record_released_at_the_delivery_limit_is_dead_lettered() {
         [DeadLetter {
             offset: 0,
             delivery_count: 3,
-            reason: ArchiveReason::DeliveryLimit
+            reason: ArchiveReason::DeliveryLimit,
+            since_ms: 0,
         }]
     );
 }
@@ -221,7 +223,8 @@ fn a_record_persisted_at_the_delivery_limit_is_dead_lettered_not_acquired() {
         [DeadLetter {
             offset: 0,
             delivery_count: 3,
-            reason: ArchiveReason::DeliveryLimit
+            reason: ArchiveReason::DeliveryLimit,
+            since_ms: 0,
         }]
     );
     assert!(got.changes.persist);
