@@ -2341,3 +2341,87 @@ fn a_cancel_is_refused_by_a_follower_and_holds_after_its_leaders_death() -> anyh
     ensure!(copies.values().all(|n| *n == 1), "{copies:?}");
     Ok(())
 }
+
+#[test]
+fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_leads()
+-> anyhow::Result<()> {
+    use common::share::{ACCEPT, Member, REJECT};
+    let nodes = start_cluster(3, &["--set", "group.share.enable=true"])?;
+    let all = bootstrap(&nodes);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let admin = common::admin(&all)?;
+    // The source partition led by node 1, its dead-letter partition by
+    // node 2 (the first replica of a set leads).
+    let created = runtime.block_on(
+        admin.create_topics(
+            &[
+                NewTopic::new("shipments", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+                NewTopic::new("dlq.shippers", 1, TopicReplication::Variable(&[&[2, 3, 1]]))
+                    .set("errors.deadletterqueue.group.enable", "true"),
+            ],
+            &common::admin_options(),
+        ),
+    )?;
+    ensure!(created.iter().all(Result::is_ok), "{created:?}");
+    let source = wait_full_isr(&nodes, "shipments")?;
+    let dead = wait_full_isr(&nodes, "dlq.shippers")?;
+    ensure!(
+        source[&0].leader == 1 && dead[&0].leader == 2,
+        "{source:?} {dead:?}"
+    );
+    let coordinator = coordinator_of(&all, 0, "shippers")?;
+    let address = |id: i32| -> anyhow::Result<String> {
+        let i = usize::try_from(id - 1)?;
+        Ok(nodes.get(i).context("no such node")?.bootstrap())
+    };
+    let mut m = Member::join_at(
+        &address(coordinator)?,
+        &address(1)?,
+        "shippers",
+        "shipments",
+    )?;
+    produce(&all, "shipments", 0, 3)?;
+    let got = m.fetch_until(3)?;
+    ensure!(got.len() == 3, "{got:?}");
+    ensure!(
+        m.acknowledge(&[(0, 1, REJECT), (2, 2, ACCEPT)])? == (0, 0),
+        "the acknowledgement failed"
+    );
+    let mut found = Vec::new();
+    wait_until(SETTLE_TIMEOUT, "two dead letters on broker 2", || {
+        let out = cli::weir(
+            &nodes[0],
+            &[
+                "consume",
+                "dlq.shippers",
+                "--from-beginning",
+                "--format",
+                "json",
+                "--brokers",
+                &all,
+            ],
+            b"",
+        )?;
+        found = String::from_utf8(out.stdout)?
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .collect();
+        Ok(found.len() >= 2)
+    })?;
+    let mut offsets: Vec<String> = found
+        .iter()
+        .filter_map(|r| {
+            r["headers"]
+                .as_array()?
+                .iter()
+                .find(|h| h["key"] == "__dlq.errors.offset")
+                .and_then(|h| h["value"].as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    offsets.sort();
+    ensure!(offsets == ["0", "1"], "{found:?}");
+    Ok(())
+}

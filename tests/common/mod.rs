@@ -13,6 +13,7 @@ pub mod faults;
 pub mod history;
 pub mod netns;
 pub mod raw;
+pub mod share;
 pub mod workload;
 
 use std::collections::HashMap;

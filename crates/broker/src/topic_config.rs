@@ -705,6 +705,8 @@ mod tests {
         ("compression.type", "zstd", "brotli"),
         ("compression.zstd.level", "-131072", "23"),
         ("delete.retention.ms", "0", "-1"),
+        // KIP-1191 (Kafka 4.4).
+        ("errors.deadletterqueue.group.enable", "true", "maybe"),
         ("file.delete.delay.ms", "60000", "-1"),
         ("flush.messages", "1", "0"),
         ("flush.ms", "0", "-1"),

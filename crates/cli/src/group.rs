@@ -93,8 +93,9 @@ without a zone is UTC. Offsets are kept between each partition's log-start and l
 none is that recent). --dry-run prints the plan and commits nothing.")]
     ResetOffsets(ResetArgs),
     /// Set, remove or show a group's configs (share.*,
-    /// weir.share.redelivery.backoff.ms), as `kafka-configs.sh --entity-type
-    /// groups` does. The group need not exist yet.
+    /// errors.deadletterqueue.*, weir.share.redelivery.backoff.ms), as
+    /// `kafka-configs.sh --entity-type groups` does. The group need not
+    /// exist yet.
     #[command(
         subcommand,
         after_help = "\
@@ -102,6 +103,7 @@ Examples:
   weir group config set orders-workers share.delivery.count.limit=3
   weir group config set orders-workers weir.share.redelivery.backoff.ms=1000,5000,10000,30000,60000,120000
   weir group config set orders-workers share.auto.offset.reset=earliest
+  weir group config set orders-workers errors.deadletterqueue.copy.record.enable=true
   weir group config get orders-workers
   weir group config delete orders-workers share.delivery.count.limit
 
