@@ -2,12 +2,14 @@
 # The test command: `bash scripts/test.sh`.
 #
 # On a fresh Debian machine with Rust, Python and Node, it installs what the
-# tests need (kcat from Debian, a Python venv at .venv with kafka-python, npm
-# packages for kafkajs), runs every Rust test of the workspace (unit, property,
+# tests need (kcat from Debian, a Python venv at .venv with kafka-python and
+# confluent-kafka, npm packages for kafkajs), runs every Rust test of the
+# workspace (unit, property,
 # crash and end-to-end tests with librdkafka built by cargo, and those that
 # need the storage failpoints), then the client
 # suites that share no code with librdkafka's Rust binding: Debian's kcat,
-# kafka-python's own integration tests, and kafkajs. It prints one
+# kafka-python's own integration tests, confluent-kafka's ShareConsumer and
+# kafkajs. It prints one
 # `N passed, M failed` line per suite and a total, and exits non-zero if
 # anything failed.
 set -uo pipefail
@@ -87,6 +89,7 @@ run_suite() {
 
 run_suite kcat tests/compat/kcat_smoke.sh
 run_suite kafka-python tests/compat/kafka_python.sh
+run_suite confluent-kafka tests/compat/confluent_kafka.sh
 run_suite kafkajs tests/compat/kafkajs.sh
 
 rm -rf "$log_dir"
