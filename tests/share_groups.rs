@@ -858,3 +858,49 @@ fn sigkills_at_random_points_while_records_are_rejected_lose_no_dead_letter_and_
     );
     Ok(())
 }
+
+#[test]
+fn a_released_record_waits_out_the_groups_growing_backoff_before_it_comes_back()
+-> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "retries", 1, &[])?;
+    let backoff = [500u64, 1_500];
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "retriers",
+            "weir.share.redelivery.backoff.ms=500,1500",
+        ],
+        b"",
+    )?;
+    let mut m = Member::join(&bootstrap, "retriers", "retries")?;
+    produce(&bootstrap, "retries", &values(0..1))?;
+    assert_eq!(m.fetch_until(1)?[0].delivery_count, 1);
+    let mut acks = vec![(0, 0, RELEASE)];
+    for (i, wait) in backoff.into_iter().enumerate() {
+        let released = Instant::now();
+        let mut got = m.fetch(&acks, 10_000)?;
+        while got.is_empty() {
+            anyhow::ensure!(released.elapsed() < WAIT, "never redelivered");
+            got = m.fetch(&[], 10_000)?;
+        }
+        let after = released.elapsed();
+        assert_eq!((got[0].offset, got[0].delivery_count), (0, i as i16 + 2));
+        // Not before the wait for this delivery count; how late it came is
+        // reported, not asserted (machines here are noisy).
+        assert!(
+            after >= Duration::from_millis(wait),
+            "redelivered after {after:?}, before the {wait} ms backoff"
+        );
+        eprintln!(
+            "backoff {wait} ms: redelivered after {} ms",
+            after.as_millis()
+        );
+        acks = vec![(0, 0, RELEASE)];
+    }
+    Ok(())
+}
