@@ -904,3 +904,86 @@ fn a_released_record_waits_out_the_groups_growing_backoff_before_it_comes_back()
     }
     Ok(())
 }
+
+#[test]
+fn weir_consume_share_group_acknowledges_what_it_prints_as_told() -> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "inbox", 1, &[])?;
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "readers",
+            "share.auto.offset.reset=earliest",
+        ],
+        b"",
+    )?;
+    produce(
+        &bootstrap,
+        "inbox",
+        &["ok-0".into(), "poison-1".into(), "ok-2".into()],
+    )?;
+    let lines = |out: String| -> anyhow::Result<Vec<serde_json::Value>> {
+        out.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
+    };
+    let share = [
+        "consume",
+        "inbox",
+        "--share-group",
+        "readers",
+        "--format",
+        "json",
+    ];
+    // One record, released: it comes back; the others fetched with it are
+    // released too, unprinted.
+    let first = lines(weir_ok(
+        &broker,
+        &[&share[..], &["--ack", "release", "-n", "1"]].concat(),
+        b"",
+    )?)?;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        (
+            first[0]["offset"].as_i64(),
+            first[0]["delivery_count"].as_i64()
+        ),
+        (Some(0), Some(1))
+    );
+    // Then all three, each delivered a second time; the poison rejected.
+    let second = lines(weir_ok(
+        &broker,
+        &[&share[..], &["--reject-if", "^poison"]].concat(),
+        b"",
+    )?)?;
+    let seen: Vec<(i64, i64, String)> = second
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_i64().unwrap_or(-1),
+                r["delivery_count"].as_i64().unwrap_or(-1),
+                r["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, 2, "ok-0".to_string()),
+            (1, 2, "poison-1".to_string()),
+            (2, 2, "ok-2".to_string())
+        ]
+    );
+    // Accepted and rejected: nothing is left, and the poison is dead-lettered.
+    assert_eq!(weir_ok(&broker, &share, b"")?, "");
+    let dead = wait_for_dead_letters(&broker, "dlq.readers", 1)?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].offset(), 1);
+    // A bad expression is a usage error (exit 2).
+    let bad = weir(&broker, &[&share[..], &["--reject-if", "("]].concat(), b"")?;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--reject-if"));
+    Ok(())
+}

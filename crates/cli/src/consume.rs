@@ -3,6 +3,9 @@
 //! the asked position; with `--group` it subscribes and commits what it
 //! printed. Without `--follow` it stops at the end of its partitions (the
 //! high watermark when it gets there), so scripts can read a topic and go on.
+//! With `--share-group` it is a share group member instead (`share`).
+
+mod share;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +42,9 @@ Examples:
   weir consume orders --from-datetime 2026-11-24T10:00:00+02:00
   weir consume orders --group billing --follow
   weir consume orders --from-beginning --isolation read_committed
+  weir consume orders --share-group orders-workers -n 10
+  weir consume orders --share-group orders-workers --reject-if '^poison' --follow
+  weir consume orders --share-group orders-workers --ack release -n 1
 
 --from-datetime takes an RFC 3339 time with Z or a +HH:MM/-HH:MM offset; a
 time without a zone (2026-11-24T08:00:00) is UTC, not the local zone.
@@ -50,7 +56,15 @@ partition it reads, or after -n records.
 
 --format json prints one object a line: topic, partition, offset, timestamp
 (ms since the epoch), key, value and headers. A key, value or header value
-that is not UTF-8 prints as {\"base64\": \"...\"}; a missing one as null.";
+that is not UTF-8 prints as {\"base64\": \"...\"}; a missing one as null.
+With --share-group it also has delivery_count.
+
+--share-group joins a share group (KIP-932; the broker needs
+group.share.enable=true): records are shared out one by one among its
+members, each acknowledged after it is printed: --ack accept (the default),
+release (delivered again) or reject (given up on, to the group's dead-letter
+topic, dlq.<group> by default). --reject-if REGEX rejects the records whose
+value matches. Without --follow it exits once a fetch finds nothing more.";
 
 /// `weir consume`.
 #[derive(Debug, Args)]
@@ -91,6 +105,24 @@ pub struct ConsumeArgs {
     /// and stops at the last stable offset.
     #[arg(long, value_enum, default_value_t = Isolation::ReadUncommitted)]
     isolation: Isolation,
+    /// Consume as a member of this share group (KIP-932): records are
+    /// shared out among the members one by one and acknowledged after they
+    /// are printed (see --ack and --reject-if).
+    #[arg(long, value_name = "GROUP",
+          conflicts_with_all = ["group", "offset", "from_datetime", "partition", "from_beginning"])]
+    share_group: Option<String>,
+    /// With --share-group: how each printed record is acknowledged.
+    #[arg(long, value_enum, default_value_t = share::Ack::Accept, requires = "share_group")]
+    ack: share::Ack,
+    /// With --share-group: reject the records whose value (as UTF-8)
+    /// matches this regular expression, whatever --ack says.
+    #[arg(long, value_name = "REGEX", requires = "share_group", value_parser = parse_regex)]
+    reject_if: Option<regex::Regex>,
+}
+
+/// A `--reject-if` expression, checked when the arguments are parsed.
+fn parse_regex(text: &str) -> std::result::Result<regex::Regex, String> {
+    regex::Regex::new(text).map_err(|e| format!("not a regular expression: {e}"))
 }
 
 /// Kafka's `isolation.level`.
@@ -133,6 +165,10 @@ pub fn run(brokers: &str, args: ConsumeArgs) -> Result<()> {
         });
     };
     weir_client::check(topic.error_code, || format!("topic {}", args.topic))?;
+    if let Some(group) = args.share_group.clone() {
+        let stop = stop_on_signal()?;
+        return share::run(&mut client, &args, &group, &stop);
+    }
 
     let mut config = super::rdkafka_config(brokers);
     config
