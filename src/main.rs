@@ -56,6 +56,9 @@ enum Command {
     Txn(cli::txn::TxnArgs),
     /// List and cancel delayed records a broker holds back.
     Delayed(cli::delayed::DelayedArgs),
+    /// Move dead letters back to a topic once their cause is fixed.
+    #[cfg(feature = "rdkafka")]
+    Dlq(cli::dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +86,8 @@ fn main() -> ExitCode {
         Command::Group(args) => cli::group::run(brokers, args).map_err(cli_failed),
         Command::Txn(args) => cli::txn::run(brokers, args).map_err(cli_failed),
         Command::Delayed(args) => cli::delayed::run(&admin_url, args).map_err(cli_failed),
+        #[cfg(feature = "rdkafka")]
+        Command::Dlq(args) => cli::dlq::run(brokers, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

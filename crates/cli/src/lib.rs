@@ -17,6 +17,8 @@ mod cluster_local;
 #[cfg(feature = "rdkafka")]
 pub mod consume;
 pub mod delayed;
+#[cfg(feature = "rdkafka")]
+pub mod dlq;
 pub mod group;
 #[cfg(feature = "rdkafka")]
 pub mod produce;
