@@ -264,12 +264,16 @@ fn without_group_share_enable_the_share_apis_are_neither_advertised_nor_served()
     let broker = Broker::start(&[])?;
     let mut conn = RawClient::connect(&broker.bootstrap())?;
     let r = conn.call(&ApiVersionsRequest::default(), 3)?;
-    for key in [
+    let share_apis = [
         ApiKey::ShareGroupHeartbeat,
         ApiKey::ShareFetch,
         ApiKey::ShareAcknowledge,
         ApiKey::ShareGroupDescribe,
-    ] {
+        ApiKey::DescribeShareGroupOffsets,
+        ApiKey::AlterShareGroupOffsets,
+        ApiKey::DeleteShareGroupOffsets,
+    ];
+    for key in share_apis {
         assert!(
             !r.api_keys.iter().any(|k| k.api_key == key as i16),
             "{key:?} advertised"
@@ -299,6 +303,12 @@ fn without_group_share_enable_the_share_apis_are_neither_advertised_nor_served()
             listed.map(|k| (k.min_version, k.max_version)),
             Some((1, 1)),
             "{key:?}"
+        );
+    }
+    for key in share_apis {
+        assert!(
+            r.api_keys.iter().any(|k| k.api_key == key as i16),
+            "{key:?} not advertised"
         );
     }
     let feature = r
@@ -1078,5 +1088,140 @@ fn weir_dlq_redrive_moves_dead_letters_back_once_as_filtered() -> anyhow::Result
         b"",
     )?;
     assert_eq!(bad.status.code(), Some(2));
+    Ok(())
+}
+
+/// DescribeShareGroupOffsets of `group`: (topic, partition, start offset,
+/// error) of every partition described; every partition with state when
+/// `topic` is `None`, else partition 0 of `topic`.
+fn start_offsets(
+    admin: &mut RawClient,
+    group: &str,
+    topic: Option<&str>,
+) -> anyhow::Result<Vec<(String, i32, i64, i16)>> {
+    use kafka_protocol::messages::DescribeShareGroupOffsetsRequest;
+    use kafka_protocol::messages::describe_share_group_offsets_request as describe;
+    let r = admin.call(
+        &DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+            describe::DescribeShareGroupOffsetsRequestGroup::default()
+                .with_group_id(GroupId(str(group)))
+                .with_topics(topic.map(|t| {
+                    vec![
+                        describe::DescribeShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(str(t)))
+                            .with_partitions(vec![0]),
+                    ]
+                })),
+        ]),
+        0,
+    )?;
+    let g = &r.groups[0];
+    anyhow::ensure!(g.error_code == 0, "describe: error {}", g.error_code);
+    Ok(g.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.topic_name.0.to_string(),
+                    p.partition_index,
+                    p.start_offset,
+                    p.error_code,
+                )
+            })
+        })
+        .collect())
+}
+
+/// AlterShareGroupOffsets of `group`, partition 0 of `topic` to `offset`:
+/// (top-level error, partition error).
+fn alter_start(
+    admin: &mut RawClient,
+    group: &str,
+    topic: &str,
+    offset: i64,
+) -> anyhow::Result<(i16, i16)> {
+    use kafka_protocol::messages::AlterShareGroupOffsetsRequest;
+    use kafka_protocol::messages::alter_share_group_offsets_request as alter;
+    let r = admin.call(
+        &AlterShareGroupOffsetsRequest::default()
+            .with_group_id(GroupId(str(group)))
+            .with_topics(vec![
+                alter::AlterShareGroupOffsetsRequestTopic::default()
+                    .with_topic_name(TopicName(str(topic)))
+                    .with_partitions(vec![
+                        alter::AlterShareGroupOffsetsRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_start_offset(offset),
+                    ]),
+            ]),
+        0,
+    )?;
+    let partition = r
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map_or(0, |p| p.error_code);
+    Ok((r.error_code, partition))
+}
+
+#[test]
+fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty()
+-> anyhow::Result<()> {
+    use kafka_protocol::messages::DeleteShareGroupOffsetsRequest;
+    use kafka_protocol::messages::delete_share_group_offsets_request as delete;
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "ledger", 1, &[])?;
+    let mut m = Member::join(&bootstrap, "auditors", "ledger")?;
+    produce(&bootstrap, "ledger", &values(0..5))?;
+    assert_eq!(m.fetch_until(5)?.len(), 5);
+    assert_eq!(m.acknowledge(&[(0, 2, ACCEPT)])?, (0, 0));
+    let mut admin = RawClient::connect(&bootstrap)?;
+    assert_eq!(
+        start_offsets(&mut admin, "auditors", None)?,
+        [("ledger".to_string(), 0, 3, 0)]
+    );
+    // Not while a member is in the group.
+    assert_eq!(
+        alter_start(&mut admin, "auditors", "ledger", 1)?.0,
+        NON_EMPTY_GROUP
+    );
+    m.epoch = -1;
+    assert_eq!(m.heartbeat(None)?.0, 0);
+    assert_eq!(
+        alter_start(&mut admin, "auditors", "ledger", 99)?,
+        (0, OFFSET_OUT_OF_RANGE)
+    );
+    assert_eq!(alter_start(&mut admin, "auditors", "ledger", 1)?, (0, 0));
+    assert_eq!(
+        start_offsets(&mut admin, "auditors", Some("ledger"))?,
+        [("ledger".to_string(), 0, 1, 0)]
+    );
+    // A member now gets 1..=4 afresh: delivered once, as new.
+    m.rejoin(&bootstrap, "ledger")?;
+    let got = m.fetch_until(4)?;
+    let offsets: Vec<(i64, i16)> = got.iter().map(|g| (g.offset, g.delivery_count)).collect();
+    assert_eq!(offsets, [(1, 1), (2, 1), (3, 1), (4, 1)]);
+    m.epoch = -1;
+    assert_eq!(m.heartbeat(None)?.0, 0);
+    // Deleted: the group has no state for the topic any more.
+    let r = admin.call(
+        &DeleteShareGroupOffsetsRequest::default()
+            .with_group_id(GroupId(str("auditors")))
+            .with_topics(vec![
+                delete::DeleteShareGroupOffsetsRequestTopic::default()
+                    .with_topic_name(TopicName(str("ledger"))),
+            ]),
+        0,
+    )?;
+    assert_eq!((r.error_code, r.responses[0].error_code), (0, 0));
+    assert_eq!(
+        start_offsets(&mut admin, "auditors", Some("ledger"))?,
+        [("ledger".to_string(), 0, -1, 0)]
+    );
+    assert!(start_offsets(&mut admin, "auditors", None)?.is_empty());
+    // An unknown group is named as such.
+    assert!(start_offsets(&mut admin, "nobody", None).is_err());
     Ok(())
 }

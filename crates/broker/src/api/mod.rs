@@ -37,6 +37,7 @@ mod share_acknowledge;
 mod share_fetch;
 mod share_group_describe;
 mod share_group_heartbeat;
+mod share_group_offsets;
 mod sync_group;
 mod txn;
 mod unregister_broker;
@@ -136,6 +137,9 @@ pub(crate) static SHARE_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>>
             ApiKey::ShareGroupDescribe,
             ApiKey::ShareFetch,
             ApiKey::ShareAcknowledge,
+            ApiKey::DescribeShareGroupOffsets,
+            ApiKey::AlterShareGroupOffsets,
+            ApiKey::DeleteShareGroupOffsets,
         ]
         .into_iter()
         .map(|key| (key, key.valid_versions()))
@@ -308,6 +312,21 @@ async fn route(
         }
         RequestKind::ShareAcknowledge(req) if broker.shares_enabled() => {
             ResponseKind::ShareAcknowledge(share_acknowledge::handle(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeShareGroupOffsets(req) if broker.shares_enabled() => {
+            ResponseKind::DescribeShareGroupOffsets(
+                share_group_offsets::describe(broker, ctx, req).await?,
+            )
+        }
+        RequestKind::AlterShareGroupOffsets(req) if broker.shares_enabled() => {
+            ResponseKind::AlterShareGroupOffsets(
+                share_group_offsets::alter(broker, ctx, req).await?,
+            )
+        }
+        RequestKind::DeleteShareGroupOffsets(req) if broker.shares_enabled() => {
+            ResponseKind::DeleteShareGroupOffsets(
+                share_group_offsets::delete(broker, ctx, req).await?,
+            )
         }
         RequestKind::ElectLeaders(req) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(broker, ctx, req).await?)

@@ -244,10 +244,54 @@ impl ShareManager {
     /// their tombstones are appended to `__share_group_state`, and the
     /// waits resolve once they are durable. Blocks on file I/O.
     pub(crate) fn forget_group(&self, group: &str) -> Vec<DurableWait> {
+        self.forget(|k| &*k.group == group)
+    }
+
+    /// Forget the share-partitions of `group` in topic `topic_id`
+    /// (DeleteShareGroupOffsets), as [`Self::forget_group`] does.
+    pub(crate) fn forget_topic(&self, group: &str, topic_id: Uuid) -> Vec<DurableWait> {
+        self.forget(|k| &*k.group == group && k.topic_id == topic_id)
+    }
+
+    /// The start offset of each share-partition of `group` here.
+    pub(crate) fn group_start_offsets(&self, group: &str) -> Vec<(SharePartitionKey, i64)> {
+        let of_group: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
+            .map()
+            .iter()
+            .filter(|(k, _)| &*k.group == group)
+            .map(|(k, sp)| (k.clone(), sp.clone()))
+            .collect();
+        of_group
+            .into_iter()
+            .map(|(k, sp)| {
+                let start = lock(&sp).start_offset();
+                (k, start)
+            })
+            .collect()
+    }
+
+    /// Start `key`'s share-partition afresh at `offset`
+    /// (AlterShareGroupOffsets): what was in flight is dropped. The wait
+    /// resolves once the new state is durable. Blocks on file I/O.
+    pub(crate) fn reset(
+        &self,
+        key: &SharePartitionKey,
+        offset: i64,
+    ) -> Result<Option<DurableWait>, ApiError> {
+        let (sp, started) = self.start(key, || offset)?;
+        if started.is_some() {
+            return Ok(started);
+        }
+        let mut sp = lock(&sp);
+        sp.reset_to(offset);
+        self.changed();
+        self.persist(key, &sp)
+    }
+
+    fn forget(&self, which: impl Fn(&SharePartitionKey) -> bool) -> Vec<DurableWait> {
         let gone: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = {
             let mut map = self.map();
-            let keys: Vec<SharePartitionKey> =
-                map.keys().filter(|k| &*k.group == group).cloned().collect();
+            let keys: Vec<SharePartitionKey> = map.keys().filter(|k| which(k)).cloned().collect();
             keys.into_iter()
                 .filter_map(|key| map.remove(&key).map(|sp| (key, sp)))
                 .collect()
@@ -260,7 +304,8 @@ impl ShareManager {
             match self.append(&key, None) {
                 Ok(wait) => waits.extend(wait),
                 Err(e) => {
-                    tracing::warn!(group, error = %e.message, "cannot write a share-partition's tombstone");
+                    tracing::warn!(group = %key.group, error = %e.message,
+                        "cannot write a share-partition's tombstone");
                 }
             }
         }

@@ -300,6 +300,14 @@ impl SharePartition {
         }
     }
 
+    /// Start afresh at `offset` (an admin altered the group's offsets):
+    /// nothing is in flight, no record has been delivered.
+    pub(crate) fn reset_to(&mut self, offset: i64) {
+        self.start = offset;
+        self.slots.clear();
+        self.locks_due_ms = i64::MAX;
+    }
+
     /// Its group was deleted: a fetch that still holds it must not write
     /// its state after the tombstone.
     pub(crate) fn retire(&mut self) {

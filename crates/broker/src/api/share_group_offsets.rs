@@ -1,0 +1,287 @@
+//! DescribeShareGroupOffsets, AlterShareGroupOffsets and
+//! DeleteShareGroupOffsets (KIP-932's admin APIs, 90–92, what
+//! `kafka-share-groups.sh --describe / --reset-offsets / --delete-offsets`
+//! sends): a share group's start offset per partition, set, or forgotten.
+//!
+//! Sent to the group's coordinator. The share-partitions themselves live
+//! with their partitions' leaders (`crate::share`): a partition this broker
+//! does not lead is answered NOT_LEADER_OR_FOLLOWER (a cluster's brokers do
+//! not ask each other in this version). Altering and deleting need the
+//! group empty (NON_EMPTY_GROUP otherwise), as in Kafka; they are answered
+//! once the new state is durable.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_share_group_offsets_response::{
+    AlterShareGroupOffsetsResponsePartition, AlterShareGroupOffsetsResponseTopic,
+};
+use kafka_protocol::messages::delete_share_group_offsets_response::DeleteShareGroupOffsetsResponseTopic;
+use kafka_protocol::messages::describe_share_group_offsets_response::{
+    DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,
+    DescribeShareGroupOffsetsResponseTopic,
+};
+use kafka_protocol::messages::{
+    AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, DeleteShareGroupOffsetsRequest,
+    DeleteShareGroupOffsetsResponse, DescribeShareGroupOffsetsRequest,
+    DescribeShareGroupOffsetsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use super::share_fetch::{leader_partition, share_key};
+use crate::error::ApiError;
+use crate::{Broker, HandlerError, RequestContext};
+
+fn text(s: impl Into<String>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(s.into()))
+}
+
+/// The share group `group`, which must exist; with `empty`, it must also
+/// have no member.
+fn check_group(broker: &Broker, group: &str, empty: bool) -> Result<(), ApiError> {
+    let g = broker.groups().share_group(group).map_err(|e| {
+        ApiError::new(
+            e,
+            if e == ResponseError::GroupIdNotFound {
+                format!("no share group has the id {group}")
+            } else {
+                format!("share group {group} cannot be used here")
+            },
+        )
+    })?;
+    if empty && !g.members.is_empty() {
+        return Err(ApiError::new(
+            ResponseError::NonEmptyGroup,
+            format!(
+                "share group {group} has {} members: its offsets change only while it is empty",
+                g.members.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn describe(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: DescribeShareGroupOffsetsRequest,
+) -> Result<DescribeShareGroupOffsetsResponse, HandlerError> {
+    let mut groups = Vec::new();
+    for g in super::first_of_each(req.groups, |g| g.group_id.clone()) {
+        let id = g.group_id.0.to_string();
+        let out = DescribeShareGroupOffsetsResponseGroup::default().with_group_id(g.group_id);
+        if let Err(e) = check_group(broker, &id, false) {
+            groups.push(
+                out.with_error_code(e.code())
+                    .with_error_message(text(e.message)),
+            );
+            continue;
+        }
+        let shares = broker.shares();
+        let known: BTreeMap<(Uuid, i32), i64> = shares
+            .group_start_offsets(&id)
+            .into_iter()
+            .map(|(k, start)| ((k.topic_id, k.partition), start))
+            .collect();
+        let topics = match g.topics {
+            // Every partition the group has state for.
+            None => {
+                let mut by_topic: BTreeMap<Uuid, Vec<DescribeShareGroupOffsetsResponsePartition>> =
+                    BTreeMap::new();
+                for ((topic_id, partition), start) in &known {
+                    by_topic.entry(*topic_id).or_default().push(
+                        DescribeShareGroupOffsetsResponsePartition::default()
+                            .with_partition_index(*partition)
+                            .with_start_offset(*start)
+                            .with_leader_epoch(-1),
+                    );
+                }
+                by_topic
+                    .into_iter()
+                    .filter_map(|(topic_id, partitions)| {
+                        let topic = broker.topic_by_id(topic_id)?;
+                        Some(
+                            DescribeShareGroupOffsetsResponseTopic::default()
+                                .with_topic_name(TopicName(StrBytes::from_string(
+                                    topic.meta.name.clone(),
+                                )))
+                                .with_topic_id(topic_id)
+                                .with_partitions(partitions),
+                        )
+                    })
+                    .collect()
+            }
+            Some(asked) => asked
+                .into_iter()
+                .map(|t| {
+                    let topic = broker.topic(t.topic_name.0.as_str());
+                    let topic_id = topic.as_ref().map_or(Uuid::nil(), |s| s.meta.id);
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let out = DescribeShareGroupOffsetsResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_leader_epoch(-1);
+                            let checked = match &topic {
+                                None => Err(ApiError::unknown_topic(t.topic_name.0.as_str())),
+                                Some(_) => leader_partition(broker, (topic_id, *p)).map(|_| ()),
+                            };
+                            match checked {
+                                // -1: the group has not consumed it.
+                                Ok(()) => out.with_start_offset(
+                                    known.get(&(topic_id, *p)).copied().unwrap_or(-1),
+                                ),
+                                Err(e) => out
+                                    .with_start_offset(-1)
+                                    .with_error_code(e.code())
+                                    .with_error_message(text(e.message)),
+                            }
+                        })
+                        .collect();
+                    DescribeShareGroupOffsetsResponseTopic::default()
+                        .with_topic_name(t.topic_name)
+                        .with_topic_id(topic_id)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        };
+        groups.push(out.with_topics(topics));
+    }
+    Ok(DescribeShareGroupOffsetsResponse::default().with_groups(groups))
+}
+
+pub(crate) async fn alter(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: AlterShareGroupOffsetsRequest,
+) -> Result<AlterShareGroupOffsetsResponse, HandlerError> {
+    let group = req.group_id.0.to_string();
+    if let Err(e) = check_group(broker, &group, true) {
+        return Ok(AlterShareGroupOffsetsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(text(e.message)));
+    }
+    let group: Arc<str> = Arc::from(group.as_str());
+    let mut responses = Vec::new();
+    for t in super::first_of_each(req.topics, |t| t.topic_name.clone()) {
+        let topic = broker.topic(t.topic_name.0.as_str());
+        let topic_id = topic.as_ref().map_or(Uuid::nil(), |s| s.meta.id);
+        let mut partitions = Vec::new();
+        for p in super::first_of_each(t.partitions, |p| p.partition_index) {
+            let index = p.partition_index;
+            let done = match &topic {
+                None => Err(ApiError::unknown_topic(t.topic_name.0.as_str())),
+                Some(_) => reset(broker, &group, (topic_id, index), p.start_offset).await?,
+            };
+            let out =
+                AlterShareGroupOffsetsResponsePartition::default().with_partition_index(index);
+            partitions.push(match done {
+                Ok(()) => out,
+                Err(e) => out
+                    .with_error_code(e.code())
+                    .with_error_message(text(e.message)),
+            });
+        }
+        responses.push(
+            AlterShareGroupOffsetsResponseTopic::default()
+                .with_topic_name(t.topic_name)
+                .with_topic_id(topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    if !responses.is_empty() {
+        tracing::info!(group = %group, topics = responses.len(), "altered share group offsets");
+    }
+    Ok(AlterShareGroupOffsetsResponse::default().with_responses(responses))
+}
+
+/// Reset one share-partition to `offset`, which must be within the
+/// partition's log-start offset and high watermark.
+async fn reset(
+    broker: &Broker,
+    group: &Arc<str>,
+    tp: (Uuid, i32),
+    offset: i64,
+) -> Result<Result<(), ApiError>, HandlerError> {
+    let partition = match leader_partition(broker, tp) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let offsets = partition.offsets();
+    if !(offsets.log_start..=offsets.high_watermark).contains(&offset) {
+        return Ok(Err(ApiError::new(
+            ResponseError::OffsetOutOfRange,
+            format!(
+                "start offset {offset} is outside the partition's {}..={}",
+                offsets.log_start, offsets.high_watermark
+            ),
+        )));
+    }
+    let (shares, key) = (broker.shares().clone(), share_key(group, tp));
+    let done = crate::blocking::run(move || shares.reset(&key, offset)).await?;
+    Ok(match done {
+        Ok(Some(durable)) => durable.wait().await.map_err(|e| {
+            ApiError::new(
+                ResponseError::KafkaStorageError,
+                format!("the new start offset could not be made durable: {e}"),
+            )
+        }),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    })
+}
+
+pub(crate) async fn delete(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: DeleteShareGroupOffsetsRequest,
+) -> Result<DeleteShareGroupOffsetsResponse, HandlerError> {
+    let group = req.group_id.0.to_string();
+    if let Err(e) = check_group(broker, &group, true) {
+        return Ok(DeleteShareGroupOffsetsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(text(e.message)));
+    }
+    let mut responses = Vec::new();
+    for t in super::first_of_each(req.topics, |t| t.topic_name.clone()) {
+        let out =
+            DeleteShareGroupOffsetsResponseTopic::default().with_topic_name(t.topic_name.clone());
+        let Some(topic) = broker.topic(t.topic_name.0.as_str()) else {
+            let e = ApiError::unknown_topic(t.topic_name.0.as_str());
+            responses.push(
+                out.with_error_code(e.code())
+                    .with_error_message(text(e.message)),
+            );
+            continue;
+        };
+        let topic_id = topic.meta.id;
+        let (shares, g) = (broker.shares().clone(), group.clone());
+        let waits = crate::blocking::run(move || shares.forget_topic(&g, topic_id)).await?;
+        let mut error = None;
+        for wait in waits {
+            if let Err(e) = wait.wait().await {
+                error = Some(ApiError::new(
+                    ResponseError::KafkaStorageError,
+                    format!("the deletion could not be made durable: {e}"),
+                ));
+            }
+        }
+        let out = out.with_topic_id(topic_id);
+        responses.push(match error {
+            None => out,
+            Some(e) => out
+                .with_error_code(e.code())
+                .with_error_message(text(e.message)),
+        });
+    }
+    if !responses.is_empty() {
+        tracing::info!(
+            group,
+            topics = responses.len(),
+            "deleted share group offsets"
+        );
+    }
+    Ok(DeleteShareGroupOffsetsResponse::default().with_responses(responses))
+}
