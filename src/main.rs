@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "rdkafka")]
         Command::Consume(args) => cli::consume::run(brokers, args).map_err(cli_failed),
         Command::Cluster(args) => cli::cluster::run(brokers, args).map_err(cli_failed),
-        Command::Group(args) => cli::group::run(brokers, args).map_err(cli_failed),
+        Command::Group(args) => cli::group::run(brokers, &admin_url, args).map_err(cli_failed),
         Command::Txn(args) => cli::txn::run(brokers, args).map_err(cli_failed),
         Command::Delayed(args) => cli::delayed::run(&admin_url, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]

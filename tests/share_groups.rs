@@ -1225,3 +1225,67 @@ fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty(
     assert!(start_offsets(&mut admin, "nobody", None).is_err());
     Ok(())
 }
+
+#[test]
+fn weir_group_describe_shows_a_share_groups_members_in_flight_records_and_dead_letter_topic()
+-> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "tickets", 1, &[])?;
+    weir_ok(
+        &broker,
+        &[
+            "group",
+            "config",
+            "set",
+            "support",
+            "weir.share.redelivery.backoff.ms=600000",
+        ],
+        b"",
+    )?;
+    let mut m = Member::join(&bootstrap, "support", "tickets")?;
+    produce(&bootstrap, "tickets", &values(0..6))?;
+    assert_eq!(m.fetch_until(6)?.len(), 6);
+    // 0 accepted, 1 released (backing off for ten minutes), 2 rejected
+    // (dead-lettered), 3..=5 still held.
+    assert_eq!(
+        m.acknowledge(&[(0, 0, ACCEPT), (1, 1, RELEASE), (2, 2, REJECT)])?,
+        (0, 0)
+    );
+    wait_for_dead_letters(&broker, "dlq.support", 1)?;
+    // The dead letter is visible a moment before the record is archived
+    // for good (once it is committed): described until it is.
+    let mut described = serde_json::Value::Null;
+    common::wait_until(WAIT, "the dead letter confirmed", || {
+        described = serde_json::from_str(&weir_ok(
+            &broker,
+            &["group", "describe", "support", "--json"],
+            b"",
+        )?)?;
+        Ok(described["partitions"][0]["dead_lettering"] == 0)
+    })?;
+    assert_eq!(described["type"], "share");
+    assert_eq!(described["dead_letter_topic"], "dlq.support");
+    assert_eq!(described["members"].as_array().map(Vec::len), Some(1));
+    assert_eq!(described["members"][0]["member_id"], m.id.as_str());
+    let p = &described["partitions"][0];
+    assert_eq!(
+        (p["topic"].as_str(), p["partition"].as_i64()),
+        (Some("tickets"), Some(0))
+    );
+    // The start offset passed the accepted record; the rejected one is
+    // archived once its dead letter is confirmed.
+    assert_eq!(p["start_offset"], 1, "{described}");
+    assert_eq!(p["log_end_offset"], 6);
+    assert_eq!(p["lag"], 5);
+    assert_eq!(p["acquired"], 3, "{described}");
+    assert_eq!(p["backing_off"], 1);
+    assert_eq!(p["redeliverable"], 0);
+    assert_eq!(p["delivery_counts"], serde_json::json!({"1": 4}));
+    // And as text.
+    let text = weir_ok(&broker, &["group", "describe", "support"], b"")?;
+    assert!(text.contains("type: share"), "{text}");
+    assert!(text.contains("dead-letter topic: dlq.support"), "{text}");
+    assert!(text.contains("DELIVERY-COUNTS"), "{text}");
+    Ok(())
+}

@@ -18,6 +18,7 @@
 //! |---------------|--------------------------------------------------------|
 //! | `GET /health` | 200 `{"status":"ok"}`: the process is up and serving    |
 //! | `/v1/topics/{topic}/delayed...` | pending delayed records: counts, list, cancel (`delayed`) |
+//! | `GET /v1/share-groups/{group}` | a share group's records in flight per partition (`share`) |
 //!
 //! Any other path answers 404, and another method on a known path 405, both
 //! with an error body.
@@ -31,6 +32,7 @@ mod connection;
 mod delayed;
 mod error;
 mod health;
+mod share;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -77,7 +79,8 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let routes = Router::new()
         .merge(health::routes())
-        .merge(delayed::routes());
+        .merge(delayed::routes())
+        .merge(share::routes());
     bounded(routes).with_state(state)
 }
 

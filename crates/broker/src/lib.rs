@@ -26,7 +26,7 @@ mod peer;
 mod producer_ids;
 mod record_keys;
 mod replica;
-mod share;
+pub mod share;
 mod topic_config;
 mod topics;
 mod txn;

@@ -3,7 +3,10 @@
 //! DescribeConfigs on the GROUP resource), through the group APIs (ListGroups, ConsumerGroupDescribe for KIP-848
 //! groups and DescribeGroups for classic ones, OffsetFetch, OffsetCommit,
 //! DeleteGroups), sent to the group's coordinator. With `--json` each
-//! prints one JSON document (docs/cli.md gives the schema).
+//! prints one JSON document (docs/cli.md gives the schema). Share groups
+//! are described by `share`.
+
+mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -191,12 +194,17 @@ pub struct ResetArgs {
 }
 
 /// Runs a `weir group` command against `brokers`.
-pub fn run(brokers: &str, args: GroupArgs) -> Result<()> {
+pub fn run(brokers: &str, admin_url: &str, args: GroupArgs) -> Result<()> {
     let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
         GroupCommand::List => list(&mut client, json),
-        GroupCommand::Describe { group } => describe(&mut client, &group, json),
+        GroupCommand::Describe { group } => {
+            if share::describe(&mut client, admin_url, &group, json)? {
+                return Ok(());
+            }
+            describe(&mut client, &group, json)
+        }
         GroupCommand::ResetOffsets(args) => reset_offsets(&mut client, &args, json),
         GroupCommand::Delete { group } => delete(&mut client, &group, json),
         GroupCommand::Config(command) => config(&mut client, command, json),
@@ -273,6 +281,29 @@ fn config(client: &mut Client, command: ConfigCommand, json: bool) -> Result<()>
 }
 
 fn config_get(client: &mut Client, group: &str, json: bool) -> Result<()> {
+    let rows = group_configs(client, group)?;
+    if json {
+        let configs: Vec<_> = rows
+            .iter()
+            .map(|(name, value, source)| json!({ "name": name, "value": value, "source": source }))
+            .collect();
+        return print_json(&json!({ "group": group, "configs": configs }));
+    }
+    let width = rows
+        .iter()
+        .map(|(n, _, _)| n.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {:7}  VALUE", "NAME", "SOURCE");
+    for (name, value, source) in rows {
+        println!("{name:width$}  {source:7}  {value}");
+    }
+    Ok(())
+}
+
+/// `group`'s configs: (name, value, source: `group` or `default`).
+fn group_configs(client: &mut Client, group: &str) -> Result<Vec<(String, String, &'static str)>> {
     use kafka_protocol::messages::DescribeConfigsRequest;
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     let request = DescribeConfigsRequest::default().with_resources(vec![
@@ -301,24 +332,7 @@ fn config_get(client: &mut Client, group: &str, json: bool) -> Result<()> {
             rows.push((entry.name.as_str().to_owned(), value, source));
         }
     }
-    if json {
-        let configs: Vec<_> = rows
-            .iter()
-            .map(|(name, value, source)| json!({ "name": name, "value": value, "source": source }))
-            .collect();
-        return print_json(&json!({ "group": group, "configs": configs }));
-    }
-    let width = rows
-        .iter()
-        .map(|(n, _, _)| n.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!("{:width$}  {:7}  VALUE", "NAME", "SOURCE");
-    for (name, value, source) in rows {
-        println!("{name:width$}  {source:7}  {value}");
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// `None` for an empty string, as the JSON documents show absent values.

@@ -21,7 +21,7 @@ use weir_storage::{Clock, DurableWait, Partition, batches};
 
 use super::dead_letter::Job;
 use super::partition::{
-    AckBatch, AcquiredRange, Changes, FetchedBatch, SharePartition, ShareSettings,
+    AckBatch, AcquiredRange, Changes, FetchedBatch, InFlight, SharePartition, ShareSettings,
 };
 use super::session::{Sessions, TopicIdPartition};
 use super::state;
@@ -251,6 +251,24 @@ impl ShareManager {
     /// (DeleteShareGroupOffsets), as [`Self::forget_group`] does.
     pub(crate) fn forget_topic(&self, group: &str, topic_id: Uuid) -> Vec<DurableWait> {
         self.forget(|k| &*k.group == group && k.topic_id == topic_id)
+    }
+
+    /// What each share-partition of `group` here has in flight.
+    pub(crate) fn group_in_flight(&self, group: &str) -> Vec<(SharePartitionKey, InFlight)> {
+        let now_ms = self.now_ms();
+        let of_group: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
+            .map()
+            .iter()
+            .filter(|(k, _)| &*k.group == group)
+            .map(|(k, sp)| (k.clone(), sp.clone()))
+            .collect();
+        of_group
+            .into_iter()
+            .map(|(k, sp)| {
+                let summary = lock(&sp).summary(now_ms);
+                (k, summary)
+            })
+            .collect()
     }
 
     /// The start offset of each share-partition of `group` here.

@@ -31,6 +31,20 @@ pub(crate) mod session;
 pub(crate) mod state;
 
 pub(crate) use manager::{ShareConfig, ShareManager, SharePartitionKey};
+pub use partition::InFlight;
+
+/// One share-partition of a group, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharePartitionView {
+    /// Its topic's name (`None` once the topic is deleted).
+    pub topic: Option<String>,
+    /// Its topic's id.
+    pub topic_id: uuid::Uuid,
+    /// The partition.
+    pub partition: i32,
+    /// What the group has in flight there.
+    pub in_flight: InFlight,
+}
 
 impl ShareConfig {
     /// The share settings among the group coordinator's.
@@ -94,5 +108,30 @@ impl crate::Broker {
     /// Share-partitions and share sessions.
     pub(crate) fn shares(&self) -> &std::sync::Arc<ShareManager> {
         &self.shares
+    }
+
+    /// What share group `group` has in flight in each partition this
+    /// broker leads (`None` when share groups are off, or no share group
+    /// has this id and it has no share-partition here).
+    pub fn share_group_in_flight(&self, group: &str) -> Option<Vec<SharePartitionView>> {
+        if !self.shares_enabled() {
+            return None;
+        }
+        let mut views: Vec<SharePartitionView> = self
+            .shares
+            .group_in_flight(group)
+            .into_iter()
+            .map(|(key, in_flight)| SharePartitionView {
+                topic: self.topic_by_id(key.topic_id).map(|t| t.meta.name.clone()),
+                topic_id: key.topic_id,
+                partition: key.partition,
+                in_flight,
+            })
+            .collect();
+        if views.is_empty() && self.groups().share_group(group).is_err() {
+            return None;
+        }
+        views.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Some(views)
     }
 }

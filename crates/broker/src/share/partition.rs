@@ -273,6 +273,25 @@ pub(crate) struct PersistedPartition {
     pub batches: Vec<StateBatch>,
 }
 
+/// What a share-partition has in flight.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// The share-partition start offset: the first offset not done.
+    pub start_offset: i64,
+    /// The end offset: the first offset never acquired.
+    pub end_offset: i64,
+    /// Records held by a member under a lock.
+    pub acquired: u64,
+    /// Records delivered before and available again now.
+    pub redeliverable: u64,
+    /// Records delivered before, waiting out their redelivery backoff.
+    pub backing_off: u64,
+    /// Records given up on whose dead letters are not confirmed yet.
+    pub dead_lettering: u64,
+    /// Of those records, how many have each delivery count.
+    pub delivery_counts: std::collections::BTreeMap<u16, u64>,
+}
+
 /// One share-partition's state.
 #[derive(Debug, Clone)]
 pub(crate) struct SharePartition {
@@ -385,6 +404,31 @@ impl SharePartition {
             self.slots.pop_front();
             self.start += 1;
         }
+    }
+
+    /// What is in flight, for operators.
+    pub(crate) fn summary(&self, now_ms: i64) -> InFlight {
+        let mut out = InFlight {
+            start_offset: self.start,
+            end_offset: self.end_offset(),
+            ..InFlight::default()
+        };
+        for slot in &self.slots {
+            match &slot.state {
+                SlotState::Acquired { .. } => out.acquired += 1,
+                SlotState::Available { at_ms } if slot.delivery_count > 0 => {
+                    if *at_ms > now_ms {
+                        out.backing_off += 1;
+                    } else {
+                        out.redeliverable += 1;
+                    }
+                }
+                SlotState::DeadLettering { .. } => out.dead_lettering += 1,
+                _ => continue,
+            }
+            *out.delivery_counts.entry(slot.delivery_count).or_default() += 1;
+        }
+        out
     }
 
     /// Records acquired now, by any member.
