@@ -97,17 +97,10 @@ trap 'exit 143' TERM
 
 # start_broker [SERVE_ARGS...]: starts weir serve; sets broker_pid, and
 # bootstrap once it prints its address (empty if it exits or is too slow).
+# shellcheck source=tests/compat/weir_broker.sh
+. "$root/tests/compat/weir_broker.sh"
 start_broker() {
-    "$weir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
-        --auto-create-topics true --default-partitions 4 "$@" >"$work/broker.out" 2>"$work/broker.err" &
-    broker_pid=$!
-    bootstrap=""
-    for _ in $(seq 1 $((start_timeout_s * 10))); do
-        bootstrap=$(sed -n 's/^listening on //p' "$work/broker.out" | head -n 1)
-        [ -n "$bootstrap" ] && return
-        kill -0 "$broker_pid" 2>/dev/null || return
-        sleep 0.1
-    done
+    weir_start "$work" --admin-listen 127.0.0.1:0 --auto-create-topics true --default-partitions 4 "$@"
 }
 
 # The group settings of the broker kafka-python's own fixtures run: its group

@@ -51,16 +51,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$weir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
-    --auto-create-topics true --default-partitions 4 >"$work/broker.out" 2>"$work/broker.err" &
-broker_pid=$!
-bootstrap=""
-for _ in $(seq 1 $((start_timeout_s * 10))); do
-    bootstrap=$(sed -n 's/^listening on //p' "$work/broker.out" | head -n 1)
-    [ -n "$bootstrap" ] && break
-    kill -0 "$broker_pid" 2>/dev/null || break
-    sleep 0.1
-done
+# shellcheck source=tests/compat/weir_broker.sh
+. "$root/tests/compat/weir_broker.sh"
+weir_start "$work" --admin-listen 127.0.0.1:0 --auto-create-topics true --default-partitions 4
 if [ -z "$bootstrap" ]; then
     tail -n 50 "$work/broker.err"
     setup_failed "weir serve did not print its address within ${start_timeout_s}s"

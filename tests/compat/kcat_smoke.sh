@@ -32,16 +32,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$weir" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
-    --set group.initial.rebalance.delay.ms=0 >"$work/broker.out" 2>"$work/broker.err" &
-broker_pid=$!
-bootstrap=""
-for _ in $(seq 1 $((start_timeout_s * 10))); do
-    bootstrap=$(sed -n 's/^listening on //p' "$work/broker.out" | head -n 1)
-    [ -n "$bootstrap" ] && break
-    kill -0 "$broker_pid" 2>/dev/null || break
-    sleep 0.1
-done
+# shellcheck source=tests/compat/weir_broker.sh
+. "$root/tests/compat/weir_broker.sh"
+weir_start "$work" --admin-listen 127.0.0.1:0 --set group.initial.rebalance.delay.ms=0
 if [ -z "$bootstrap" ]; then
     echo "weir serve did not print its address within ${start_timeout_s}s:"
     tail -n 50 "$work/broker.err"

@@ -10,7 +10,8 @@
 //! raw frames, for tests that send bad input. A [`Client`] is a cluster: the
 //! first bootstrap broker that answered, and the others by node id once
 //! metadata named them, with the look-ups the commands share (ListOffsets in
-//! batches, a group's coordinator).
+//! batches, a group's coordinator). [`share::ShareMember`] is a share group
+//! member (KIP-932).
 //!
 //! The commands use it for the requests whose answers they must show in full
 //! (librdkafka's admin calls keep the error code but drop the broker's error
@@ -18,6 +19,7 @@
 //! crate; only the 4-byte length prefix is written here.
 
 mod error;
+pub mod share;
 
 pub use error::{BoxError, Error, Result};
 

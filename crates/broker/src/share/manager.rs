@@ -256,23 +256,21 @@ impl ShareManager {
     /// What each share-partition of `group` here has in flight.
     pub(crate) fn group_in_flight(&self, group: &str) -> Vec<(SharePartitionKey, InFlight)> {
         let now_ms = self.now_ms();
-        let of_group: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
-            .map()
-            .iter()
-            .filter(|(k, _)| &*k.group == group)
-            .map(|(k, sp)| (k.clone(), sp.clone()))
-            .collect();
-        of_group
-            .into_iter()
-            .map(|(k, sp)| {
-                let summary = lock(&sp).summary(now_ms);
-                (k, summary)
-            })
-            .collect()
+        self.of_group(group, |sp| sp.summary(now_ms))
     }
 
     /// The start offset of each share-partition of `group` here.
     pub(crate) fn group_start_offsets(&self, group: &str) -> Vec<(SharePartitionKey, i64)> {
+        self.of_group(group, SharePartition::start_offset)
+    }
+
+    /// `look` at each share-partition of `group` here, under its lock
+    /// (taken after the map's is let go).
+    fn of_group<T>(
+        &self,
+        group: &str,
+        look: impl Fn(&SharePartition) -> T,
+    ) -> Vec<(SharePartitionKey, T)> {
         let of_group: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
             .map()
             .iter()
@@ -282,8 +280,8 @@ impl ShareManager {
         of_group
             .into_iter()
             .map(|(k, sp)| {
-                let start = lock(&sp).start_offset();
-                (k, start)
+                let seen = look(&lock(&sp));
+                (k, seen)
             })
             .collect()
     }
