@@ -248,3 +248,41 @@ fn view_reads_each_view_to_its_end_with_exactly_its_tags_and_the_brokers_counter
     }
     Ok(())
 }
+
+#[test]
+fn share_reports_each_member_count_against_partitioned_consumers_and_dead_letter_latency()
+-> anyhow::Result<()> {
+    let broker = Broker::start(&["--set", "group.share.enable=true"])?;
+    let bootstrap = broker.bootstrap();
+    let report = bench_json(&[
+        "share",
+        "--brokers",
+        &bootstrap,
+        "--count",
+        "2000",
+        "--members",
+        "1,2",
+        "--dead-letters",
+        "300",
+        "--json",
+    ])?;
+    assert_eq!(report["mode"], "share", "{report}");
+    let runs = report["runs"].as_array().context("runs")?;
+    assert_eq!(runs.len(), 2, "{report}");
+    for (run, members) in runs.iter().zip([1, 2]) {
+        assert_eq!(run["members"], members, "{report}");
+        for rate in ["share_records_per_sec", "classic_records_per_sec"] {
+            assert!(run[rate].as_f64().unwrap_or(0.0) > 0.0, "{rate}: {report}");
+        }
+        // Together the members took every record.
+        let spread = run["share_member_records"].as_array().context("spread")?;
+        assert!(spread[1].as_u64().unwrap_or(0) > 0, "{report}");
+    }
+    let dead = &report["dead_letters"];
+    assert_eq!(dead["records"], 300, "{report}");
+    assert!(
+        dead["latency_ms"]["p50"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report}"
+    );
+    Ok(())
+}

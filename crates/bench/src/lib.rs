@@ -22,6 +22,7 @@ mod produce;
 mod report;
 mod scale;
 mod send;
+mod share;
 mod txn;
 mod view;
 
@@ -105,6 +106,9 @@ pub enum BenchCommand {
     /// read_committed against read_uncommitted consume.
     #[command(after_help = txn::TXN_EXAMPLES)]
     Txn(txn::TxnArgs),
+    /// Share group consume throughput against partitioned consumers, and reject-to-dead-letter latency.
+    #[command(after_help = share::SHARE_EXAMPLES)]
+    Share(share::ShareArgs),
     /// Produce delayed records and measure how late their copies arrive, and the broker's RSS.
     #[command(after_help = delay::DELAY_EXAMPLES)]
     Delay(delay::DelayArgs),
@@ -309,6 +313,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::GroupJoin(args) => return group::run(args),
         BenchCommand::Commit(args) => return commit::run(args),
         BenchCommand::Txn(args) => return txn::run(args),
+        BenchCommand::Share(args) => return share::run(args),
         BenchCommand::Delay(args) => return delay::run(args),
         BenchCommand::View(args) => return view::run(args),
         BenchCommand::Limits(args) => return limits::run(args),
@@ -334,6 +339,7 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         BenchCommand::GroupJoin(_)
         | BenchCommand::Commit(_)
         | BenchCommand::Txn(_)
+        | BenchCommand::Share(_)
         | BenchCommand::Delay(_)
         | BenchCommand::View(_)
         | BenchCommand::Limits(_)

@@ -178,8 +178,9 @@ fn send(producer: &Producer, topic: &str, partition: i32, value: &[u8]) -> anyho
 
 /// Produce `count` records to `topic`, in transactions of `per_txn`
 /// (none when `None`), aborting `abort_percent` of the transactions.
-/// Returns the elapsed time and the commit latencies.
-fn produce(
+/// Returns the elapsed time and the commit latencies. `weir bench share`
+/// fills its topics with it too.
+pub(super) fn produce(
     common: &CommonArgs,
     topic: &str,
     (partitions, size): (i32, u64),
