@@ -139,6 +139,43 @@ impl ShareReport {
     }
 }
 
+/// What a run's readers took, and when the first and the last record came.
+#[derive(Debug, Default)]
+struct Tally {
+    taken: AtomicU64,
+    first: Mutex<Option<Instant>>,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Tally {
+    /// Whether `count` records are taken.
+    fn done(&self, count: u64) -> bool {
+        self.taken.load(Ordering::SeqCst) >= count
+    }
+
+    /// `n` more records, received at `now`, of a run of `count`.
+    fn took(&self, n: u64, now: Instant, count: u64) {
+        self.first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(now);
+        if self.taken.fetch_add(n, Ordering::SeqCst) + n >= count {
+            *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        }
+    }
+
+    /// `count` records over the time from the first to the last.
+    fn rate(&self, count: u64) -> anyhow::Result<f64> {
+        let first = *self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let elapsed = first
+            .zip(last)
+            .map(|(f, l)| l.duration_since(f))
+            .context("no record was read")?;
+        Ok(rate(count, elapsed))
+    }
+}
+
 fn rate(records: u64, elapsed: Duration) -> f64 {
     let s = elapsed.as_secs_f64();
     if s > 0.0 { records as f64 / s } else { 0.0 }
@@ -203,21 +240,19 @@ fn share_run(
     members: u32,
 ) -> anyhow::Result<(f64, (u64, u64))> {
     set_group_configs(common, group, &[("share.auto.offset.reset", "earliest")])?;
-    let taken = Arc::new(AtomicU64::new(0));
-    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let last: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let tally = Arc::new(Tally::default());
     let count = common.count;
     let threads: Vec<_> = (0..members)
         .map(|i| {
             let (common, topic, group) = (common.clone(), topic.to_owned(), group.to_owned());
-            let (taken, first, last) = (taken.clone(), first.clone(), last.clone());
+            let tally = tally.clone();
             std::thread::spawn(move || -> anyhow::Result<u64> {
                 let mut client = connect(&common)?;
                 let mut member =
                     ShareMember::join(&mut client, &group, &topic, &format!("bench-{i}"), FETCH)?;
                 let mut mine = 0u64;
                 let mut progress = Instant::now();
-                while taken.load(Ordering::SeqCst) < count {
+                while !tally.done(count) {
                     let got = member.poll(&mut client)?;
                     if got.is_empty() {
                         if progress.elapsed() > STALL {
@@ -231,18 +266,12 @@ fn share_run(
                     }
                     let now = Instant::now();
                     progress = now;
-                    first
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert(now);
                     for d in &got {
                         member.acknowledge(d.partition, d.record.offset, AckType::Accept);
                     }
                     let n = got.len() as u64;
                     mine += n;
-                    if taken.fetch_add(n, Ordering::SeqCst) + n >= count {
-                        *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-                    }
+                    tally.took(n, now, count);
                 }
                 member.close(&mut client)?;
                 Ok(mine)
@@ -256,30 +285,22 @@ fn share_run(
                 .map_err(|_| anyhow::anyhow!("a share member panicked"))??,
         );
     }
-    let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let last = last.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let elapsed = first
-        .zip(last)
-        .map(|(f, l)| l.duration_since(f))
-        .context("no record was read")?;
     let spread = (
         per_member.iter().copied().min().unwrap_or(0),
         per_member.iter().copied().max().unwrap_or(0),
     );
-    Ok((rate(count, elapsed), spread))
+    Ok((tally.rate(count)?, spread))
 }
 
 /// Read `count` records of `topic` (`partitions` of them) with one
 /// librdkafka consumer per partition.
 fn classic_run(common: &CommonArgs, topic: &str, partitions: i32) -> anyhow::Result<f64> {
-    let taken = Arc::new(AtomicU64::new(0));
-    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let last: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let tally = Arc::new(Tally::default());
     let count = common.count;
     let threads: Vec<_> = (0..partitions)
         .map(|p| {
             let (common, topic) = (common.clone(), topic.to_owned());
-            let (taken, first, last) = (taken.clone(), first.clone(), last.clone());
+            let tally = tally.clone();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let consumer: BaseConsumer = client::config(
                     &common,
@@ -297,7 +318,7 @@ fn classic_run(common: &CommonArgs, topic: &str, partitions: i32) -> anyhow::Res
                 tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
                 consumer.assign(&tpl)?;
                 let mut progress = Instant::now();
-                while taken.load(Ordering::SeqCst) < count {
+                while !tally.done(count) {
                     let Some(m) = consumer.poll(Duration::from_millis(100)) else {
                         if progress.elapsed() > STALL {
                             bail!(
@@ -310,13 +331,7 @@ fn classic_run(common: &CommonArgs, topic: &str, partitions: i32) -> anyhow::Res
                     m.context("consume")?;
                     let now = Instant::now();
                     progress = now;
-                    first
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert(now);
-                    if taken.fetch_add(1, Ordering::SeqCst) + 1 >= count {
-                        *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-                    }
+                    tally.took(1, now, count);
                 }
                 Ok(())
             })
@@ -326,13 +341,7 @@ fn classic_run(common: &CommonArgs, topic: &str, partitions: i32) -> anyhow::Res
         t.join()
             .map_err(|_| anyhow::anyhow!("a consumer panicked"))??;
     }
-    let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let last = last.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let elapsed = first
-        .zip(last)
-        .map(|(f, l)| l.duration_since(f))
-        .context("no record was read")?;
-    Ok(rate(count, elapsed))
+    tally.rate(count)
 }
 
 /// One member rejects `records` records; a reader of the dead-letter topic
