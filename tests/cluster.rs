@@ -2371,6 +2371,23 @@ fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_lead
         source[&0].leader == 1 && dead[&0].leader == 2,
         "{source:?} {dead:?}"
     );
+    // From the log start: on a cluster the share-partition starts at its
+    // leader's first fetch (the coordinator, maybe another node, starts
+    // only those it leads), which may come after the records below.
+    let set = cli::weir(
+        &nodes[0],
+        &[
+            "group",
+            "config",
+            "set",
+            "shippers",
+            "share.auto.offset.reset=earliest",
+            "--brokers",
+            &all,
+        ],
+        b"",
+    )?;
+    ensure!(set.status.success(), "{set:?}");
     let coordinator = coordinator_of(&all, 0, "shippers")?;
     let address = |id: i32| -> anyhow::Result<String> {
         let i = usize::try_from(id - 1)?;
