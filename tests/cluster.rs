@@ -1694,24 +1694,33 @@ fn a_controller_only_voter_counts_toward_the_quorum_without_a_broker() -> anyhow
     ensure!(quorum_members(&nodes[0])? == (vec![1, 2, 3], vec![]));
     // Until the controller-only node leads, make the combined leader lose
     // leadership (each election among the two left is node 3's at even
-    // odds).
+    // odds). Bounded by rounds, not by one settle timeout: a round (kill,
+    // election, restart) takes seconds, and six lost coin tosses in a row
+    // (1 in 64) used to run out a 60 s wait; 40 rounds lose 1 in 10^12.
     let quorum_leader = |node: &Broker| -> anyhow::Result<i64> {
         let status: serde_json::Value =
             serde_json::from_str(&cli::weir_ok(node, &["cluster", "status", "--json"], b"")?)?;
         Ok(status["quorum"]["leader"].as_i64().unwrap_or(-1))
     };
-    wait_until(SETTLE_TIMEOUT, "the controller-only node to lead", || {
-        let leader = quorum_leader(&nodes[0]).or_else(|_| quorum_leader(&nodes[1]))?;
-        if let Some(index) = [1, 2].iter().position(|id| *id == leader) {
-            nodes[index].sigkill()?;
-            let other = &nodes[1 - index];
-            wait_until(SETTLE_TIMEOUT, "a new quorum leader", || {
-                Ok(quorum_leader(other).is_ok_and(|l| l > 0 && l != leader))
-            })?;
-            nodes[index].restart()?;
-        }
-        Ok(leader == 3)
-    })?;
+    let mut rounds = 0;
+    wait_until(
+        SETTLE_TIMEOUT * 40,
+        "the controller-only node to lead",
+        || {
+            let leader = quorum_leader(&nodes[0]).or_else(|_| quorum_leader(&nodes[1]))?;
+            if let Some(index) = [1, 2].iter().position(|id| *id == leader) {
+                rounds += 1;
+                ensure!(rounds <= 40, "node 3 lost 40 elections in a row");
+                nodes[index].sigkill()?;
+                let other = &nodes[1 - index];
+                wait_until(SETTLE_TIMEOUT, "a new quorum leader", || {
+                    Ok(quorum_leader(other).is_ok_and(|l| l > 0 && l != leader))
+                })?;
+                nodes[index].restart()?;
+            }
+            Ok(leader == 3)
+        },
+    )?;
     // Clients are told of a controller they can reach (a broker, which
     // forwards to the quorum): librdkafka's admin client sends CreateTopics
     // there, and would time out on the controller-only leader.
