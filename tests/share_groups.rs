@@ -122,6 +122,40 @@ fn two_members_on_one_partition_get_distinct_records_and_together_all() -> anyho
 }
 
 #[test]
+fn one_fetch_acquires_up_to_max_records_across_many_small_batches() -> anyhow::Result<()> {
+    let broker = broker(30_000)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "small-batches", 1, &[])?;
+    let mut member = Member::join(&bootstrap, "small", "small-batches")?;
+    assert_eq!(member.heartbeat(None)?.0, 0);
+    // 40 batches of 10 records: each flush ends a batch.
+    let producer: BaseProducer = common::producer_config(&bootstrap).create()?;
+    let produced = values(0..400);
+    for chunk in produced.chunks(10) {
+        for v in chunk {
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("small-batches")
+                        .partition(0)
+                        .payload(v.as_str()),
+                )
+                .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .context("flush did not complete")?;
+    }
+    // ShareFetch v1 has no per-partition byte limit: the fetch's own
+    // limits (500 records, 4 MiB) bound it, so one fetch takes all 400.
+    let got = member.fetch(&[], 1_000)?;
+    let offsets: Vec<i64> = got.iter().map(|g| g.offset).collect();
+    assert_eq!(offsets, (0..400).collect::<Vec<i64>>());
+    let values: Vec<String> = got.into_iter().map(|g| g.value).collect();
+    assert_eq!(values, produced);
+    Ok(())
+}
+
+#[test]
 fn records_of_a_member_that_stops_are_redelivered_after_the_lock_with_the_count_raised()
 -> anyhow::Result<()> {
     let broker = broker(1_000)?;

@@ -320,8 +320,16 @@ impl ShareMember {
                             address: format!("broker {leader}"),
                             source: e.into(),
                         })?;
+                    // Batches come whole: keep only the records acquired.
+                    let acquired = |offset: i64| {
+                        p.acquired_records
+                            .iter()
+                            .any(|r| r.first_offset <= offset && offset <= r.last_offset)
+                    };
                     for r in decoded.records {
-                        records.insert(r.offset, r);
+                        if acquired(r.offset) {
+                            records.insert(r.offset, r);
+                        }
                     }
                 }
                 for range in p.acquired_records {

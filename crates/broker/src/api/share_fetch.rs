@@ -137,13 +137,16 @@ pub(crate) async fn handle(
     let max_bytes = usize::try_from(req.max_bytes)
         .unwrap_or(0)
         .min(broker.config().fetch_max_bytes);
+    // Version 0's per-partition limit; version 1 has none (read as 0).
     let partition_max: BTreeMap<TopicIdPartition, usize> = req
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                let bytes = usize::try_from(p.partition_max_bytes).unwrap_or(0);
-                ((t.topic_id, p.partition_index), bytes)
+            t.partitions.iter().filter_map(|p| {
+                let bytes = usize::try_from(p.partition_max_bytes)
+                    .ok()
+                    .filter(|b| *b > 0)?;
+                Some(((t.topic_id, p.partition_index), bytes))
             })
         })
         .collect();

@@ -419,41 +419,70 @@ impl ShareManager {
         // Nobody waits for these: the fetch goes on whether or not they
         // are durable yet (a failure is logged).
         let _ = self.carry_out(key, &mut sp, changes);
-        let Some(from) = sp.next_fetch_offset(now_ms, s) else {
-            return Ok(Acquisition::default());
-        };
-        if max_records == 0 || from >= offsets.high_watermark {
-            return Ok(Acquisition::default());
-        }
-        let read = partition.read(from, max_bytes)?;
-        let mut fetched = Vec::new();
-        let mut spans = Vec::new();
-        let mut at = 0;
-        for (header, batch) in batches(&read.records).map_while(Result::ok) {
-            let span = at..at + batch.len();
-            at = span.end;
-            let dense = i64::from(header.record_count) == i64::from(header.last_offset_delta) + 1;
-            fetched.push(FetchedBatch {
-                base_offset: header.base_offset,
-                last_offset: header.last_offset(),
-                control: header.is_control(),
-                present: (!dense)
-                    .then(|| record_offsets(read.records.slice_ref(batch)))
-                    .flatten(),
+        let mut acquisition = Acquisition::default();
+        let mut kept: Vec<Bytes> = Vec::new();
+        let (mut left, mut budget, mut step) = (max_records, max_bytes, READ_FIRST_BYTES);
+        // Read in growing steps, not `max_bytes` at once: a fetch for a few
+        // hundred records must not copy megabytes it then leaves behind.
+        let mut read_to = i64::MIN;
+        while left > 0 && budget > 0 {
+            let Some(from) = sp.next_fetch_offset(now_ms, s) else {
+                break;
+            };
+            if from >= offsets.high_watermark || from <= read_to {
+                break;
+            }
+            let read = partition.read(from, step.min(budget))?;
+            if read.records.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(read.records.len());
+            step = step.saturating_mul(2);
+            let mut fetched = Vec::new();
+            let mut spans = Vec::new();
+            let mut at = 0;
+            for (header, batch) in batches(&read.records).map_while(Result::ok) {
+                let span = at..at + batch.len();
+                at = span.end;
+                let dense =
+                    i64::from(header.record_count) == i64::from(header.last_offset_delta) + 1;
+                fetched.push(FetchedBatch {
+                    base_offset: header.base_offset,
+                    last_offset: header.last_offset(),
+                    control: header.is_control(),
+                    present: (!dense)
+                        .then(|| record_offsets(read.records.slice_ref(batch)))
+                        .flatten(),
+                });
+                spans.push(span);
+            }
+            let Some(last) = fetched.last().map(|b| b.last_offset) else {
+                break;
+            };
+            read_to = last;
+            let mut got = sp.acquire(member, &fetched, left, now_ms, s);
+            let _ = self.carry_out(key, &mut sp, std::mem::take(&mut got.changes));
+            let spans = fetched.iter().zip(spans).filter(|(b, _)| {
+                got.ranges
+                    .iter()
+                    .any(|r| r.first_offset <= b.last_offset && b.base_offset <= r.last_offset)
             });
-            spans.push(span);
+            kept.push(concat(&read.records, spans.map(|(_, span)| span)));
+            left = left.saturating_sub(got.records);
+            acquisition.acquired.append(&mut got.ranges);
         }
-        let mut got = sp.acquire(member, &fetched, max_records, now_ms, s);
-        let _ = self.carry_out(key, &mut sp, std::mem::take(&mut got.changes));
-        let kept = fetched.iter().zip(spans).filter(|(b, _)| {
-            got.ranges
-                .iter()
-                .any(|r| r.first_offset <= b.last_offset && b.base_offset <= r.last_offset)
-        });
-        Ok(Acquisition {
-            records: concat(&read.records, kept.map(|(_, span)| span)),
-            acquired: got.ranges,
-        })
+        acquisition.records = match kept.len() {
+            0 => Bytes::new(),
+            1 => kept.pop().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(kept.iter().map(Bytes::len).sum());
+                for part in &kept {
+                    out.extend_from_slice(part);
+                }
+                out.freeze()
+            }
+        };
+        Ok(acquisition)
     }
 
     /// Apply `member`'s acknowledgements to `key`'s share-partition.
@@ -596,6 +625,9 @@ impl ShareManager {
         }
     }
 }
+
+/// The first read of a fetch's acquisition; each next one doubles.
+const READ_FIRST_BYTES: usize = 64 << 10;
 
 fn lock(sp: &Mutex<SharePartition>) -> MutexGuard<'_, SharePartition> {
     weir_sync::lock(sp).unwrap_or_else(weir_sync::PoisonedLock::reraise)
