@@ -9,8 +9,10 @@
 //! broker-only node (a quorum learner) added, restarted, replaced with an
 //! empty disk and unregistered, a controller-only voter, and a voter that
 //! lost its data replaced through `remove-controller` and `add-controller`,
-//! a tag-filtered view described and served by every node, and a group
-//! config set through one node and described by every node.
+//! a tag-filtered view described and served by every node, a group
+//! config set through one node and described by every node, and a share
+//! group's progress kept across the deaths of its partition's leader and
+//! of its share coordinator.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
@@ -2449,5 +2451,170 @@ fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_lead
         .collect();
     offsets.sort();
     ensure!(offsets == ["0", "1"], "{found:?}");
+    Ok(())
+}
+
+/// The leader of partition 0 of `topic` as the live nodes describe it, once
+/// it is a live node other than `not`.
+fn new_leader(nodes: &[Broker], topic: &str, not: i32) -> anyhow::Result<i32> {
+    let alive: Vec<i32> = (1..)
+        .zip(nodes)
+        .filter(|(_, n)| n.pid().is_some())
+        .map(|(id, _)| id)
+        .collect();
+    let mut leader = -1;
+    wait_until(SETTLE_TIMEOUT, "a new leader on a live node", || {
+        leader = describe(&bootstrap_alive(nodes), topic)
+            .ok()
+            .and_then(|d| d.get(&0).map(|d| d.leader))
+            .unwrap_or(-1);
+        Ok(leader != not && alive.contains(&leader))
+    })?;
+    Ok(leader)
+}
+
+/// A share group's member on a cluster, fetching from `leader`: it joins
+/// through the group's coordinator and fetches until it holds `n` records.
+fn share_member_at(
+    nodes: &[Broker],
+    group: &str,
+    topic: &str,
+    leader: i32,
+    n: usize,
+) -> anyhow::Result<(common::share::Member, Vec<common::share::Got>)> {
+    let alive = bootstrap_alive(nodes);
+    let coordinator = coordinator_of(&alive, 0, group)?;
+    let address = |id: i32| -> anyhow::Result<String> {
+        let i = usize::try_from(id - 1)?;
+        Ok(nodes.get(i).context("no such node")?.bootstrap())
+    };
+    let mut member =
+        common::share::Member::join_at(&address(coordinator)?, &address(leader)?, group, topic)?;
+    let got = member.fetch_until(n)?;
+    Ok((member, got))
+}
+
+/// `got` is each offset of `offsets` once, in order, each delivered for
+/// the `count`th time.
+fn got_each_once(
+    got: &[common::share::Got],
+    offsets: std::ops::Range<i64>,
+    count: i16,
+    when: &str,
+) -> anyhow::Result<()> {
+    let seen: Vec<(i64, i16)> = got.iter().map(|g| (g.offset, g.delivery_count)).collect();
+    let wanted: Vec<(i64, i16)> = offsets.map(|o| (o, count)).collect();
+    ensure!(seen == wanted, "{when}: got {seen:?}, wanted {wanted:?}");
+    Ok(())
+}
+
+/// `acks` (first, last, type) are taken without an error.
+fn acknowledged(member: &mut common::share::Member, acks: &[(i64, i64, i8)]) -> anyhow::Result<()> {
+    let errors = member.acknowledge(acks)?;
+    ensure!(
+        errors == (0, 0),
+        "acknowledging {acks:?}: errors {errors:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_share_coordinator()
+-> anyhow::Result<()> {
+    use common::share::{ACCEPT, RELEASE};
+    let mut nodes = start_cluster(
+        3,
+        &[
+            "--set",
+            "group.share.enable=true",
+            "--set",
+            "share.coordinator.state.topic.num.partitions=1",
+        ],
+    )?;
+    let all = bootstrap(&nodes);
+    for group in ["warmers", "taskers"] {
+        let set = cli::weir(
+            &nodes[0],
+            &[
+                "group",
+                "config",
+                "set",
+                group,
+                "share.auto.offset.reset=earliest",
+                "--brokers",
+                &all,
+            ],
+            b"",
+        )?;
+        ensure!(set.status.success(), "{set:?}");
+    }
+    // A first share group makes `__share_group_state`; its one partition's
+    // leader is every share-partition's share coordinator.
+    create_replicated_blocking(&all, "warm", 1, 3)?;
+    let warm = wait_full_isr(&nodes, "warm")?;
+    produce(&all, "warm", 0, 1)?;
+    share_member_at(&nodes, "warmers", "warm", warm[&0].leader, 1)?;
+    let keeper = wait_full_isr(&nodes, "__share_group_state")?[&0].leader;
+    // The topic's leader is another node, so the first death moves the
+    // share-partition and leaves its share coordinator.
+    let others: Vec<i32> = (1..=3).filter(|id| *id != keeper).collect();
+    let (leader, third) = (others[0], others[1]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let admin = common::admin(&all)?;
+    let replicas = [leader, keeper, third];
+    let created = runtime.block_on(admin.create_topics(
+        &[NewTopic::new(
+            "tasks",
+            1,
+            TopicReplication::Variable(&[&replicas]),
+        )],
+        &common::admin_options(),
+    ))?;
+    ensure!(created.iter().all(Result::is_ok), "{created:?}");
+    ensure!(wait_full_isr(&nodes, "tasks")?[&0].leader == leader);
+    produce(&all, "tasks", 0, 20)?;
+    let (mut first, got) = share_member_at(&nodes, "taskers", "tasks", leader, 20)?;
+    got_each_once(&got, 0..20, 1, "at first")?;
+    acknowledged(&mut first, &[(0, 4, ACCEPT)])?;
+
+    // 1. The share-partition's leader dies holding 5..19: its successor
+    // takes the state up from the share coordinator.
+    nodes[usize::try_from(leader - 1)?].sigkill()?;
+    let second_leader = new_leader(&nodes, "tasks", leader)?;
+    let (mut second, got) = share_member_at(&nodes, "taskers", "tasks", second_leader, 15)?;
+    got_each_once(&got, 5..20, 2, "after the leader's death")?;
+    acknowledged(&mut second, &[(5, 9, ACCEPT), (10, 19, RELEASE)])?;
+
+    // 2. Back to three nodes, then the share coordinator dies: its state
+    // is replayed from a replica by the next leader of its partition.
+    nodes[usize::try_from(leader - 1)?].restart()?;
+    wait_full_isr(&nodes, "tasks")?;
+    wait_full_isr(&nodes, "__share_group_state")?;
+    nodes[usize::try_from(keeper - 1)?].sigkill()?;
+    let third_leader = if second_leader == keeper {
+        new_leader(&nodes, "tasks", keeper)?
+    } else {
+        second_leader
+    };
+    new_leader(&nodes, "__share_group_state", keeper)?;
+    let (mut third_member, got) = share_member_at(&nodes, "taskers", "tasks", third_leader, 10)?;
+    got_each_once(&got, 10..20, 3, "after the share coordinator's death")?;
+    acknowledged(&mut third_member, &[(10, 19, ACCEPT)])?;
+
+    // 3. Every record is done: after one more leader death, nothing comes
+    // back, and a new record is delivered once.
+    nodes[usize::try_from(keeper - 1)?].restart()?;
+    wait_full_isr(&nodes, "tasks")?;
+    nodes[usize::try_from(third_leader - 1)?].sigkill()?;
+    let last_leader = new_leader(&nodes, "tasks", third_leader)?;
+    produce(&bootstrap_alive(&nodes), "tasks", 20, 1)?;
+    let (mut last, got) = share_member_at(&nodes, "taskers", "tasks", last_leader, 1)?;
+    got_each_once(&got, 20..21, 1, "after every record was done")?;
+    ensure!(
+        last.fetch(&[(20, 20, ACCEPT)], 500)?.is_empty(),
+        "a record came back"
+    );
     Ok(())
 }

@@ -237,16 +237,10 @@ pub(crate) mod testing {
         buf.freeze()
     }
 
-    /// A partition of a fresh log in `dir` holding durable batches of
-    /// `counts` records (one record per batch), of which only the first
-    /// `committed` offsets are under the high watermark: a leader waiting
-    /// for its followers. Returns the log (which must outlive the handle)
-    /// and the partition.
-    pub(crate) async fn held_partition(
-        dir: &std::path::Path,
-        counts: &[i64],
-        committed: i64,
-    ) -> (CommitLog, weir_storage::Partition) {
+    /// An empty partition of a fresh log in `dir`, with the default
+    /// config. Returns the log (which must outlive the handle) and the
+    /// partition.
+    pub(crate) fn fresh_partition(dir: &std::path::Path) -> (CommitLog, weir_storage::Partition) {
         let (log, _) = CommitLog::open(dir, LogConfig::default(), Arc::new(SystemClock)).unwrap();
         let partition = log
             .create_partition(
@@ -257,6 +251,20 @@ pub(crate) mod testing {
                 weir_storage::PartitionConfig::default(),
             )
             .unwrap();
+        (log, partition)
+    }
+
+    /// A partition of a fresh log in `dir` holding durable batches of
+    /// `counts` records (one record per batch), of which only the first
+    /// `committed` offsets are under the high watermark: a leader waiting
+    /// for its followers. Returns the log (which must outlive the handle)
+    /// and the partition.
+    pub(crate) async fn held_partition(
+        dir: &std::path::Path,
+        counts: &[i64],
+        committed: i64,
+    ) -> (CommitLog, weir_storage::Partition) {
+        let (log, partition) = fresh_partition(dir);
         partition.set_high_watermark_bound(Some(0));
         for &count in counts {
             let appended = partition.append(batch(count)).unwrap();

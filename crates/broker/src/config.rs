@@ -149,6 +149,9 @@ pub struct GroupConfig {
     /// `share.coordinator.state.topic.num.partitions`: partitions of
     /// `__share_group_state` when it is created.
     pub share_state_topic_num_partitions: i32,
+    /// `share.coordinator.state.topic.replication.factor`: replicas of each
+    /// `__share_group_state` partition on a cluster, made on first use.
+    pub share_state_topic_replication_factor: i16,
     /// Most share-partitions (group and partition pairs) one broker keeps:
     /// group ids come from clients, so the map is bounded. Kafka has no
     /// such bound.
@@ -371,6 +374,7 @@ impl Default for GroupConfig {
             dlq_topic_prefix: "dlq.".to_string(),
             dlq_auto_create: true,
             share_state_topic_num_partitions: 50,
+            share_state_topic_replication_factor: 3,
         }
     }
 }

@@ -212,6 +212,9 @@ impl Broker {
         };
         if self.shares_enabled() {
             apis.extend(api::SHARE_SERVED.iter().copied());
+            if self.metadata().replicated() {
+                apis.extend(api::SHARE_CLUSTER_SERVED.iter().copied());
+            }
         }
         apis
     }
@@ -229,6 +232,7 @@ impl Broker {
         api::CLUSTER_SERVED
             .iter()
             .chain(api::SHARE_SERVED.iter())
+            .chain(api::SHARE_CLUSTER_SERVED.iter())
             .find(|(key, _)| *key == api)
             .map(|(_, range)| *range)
     }

@@ -801,7 +801,8 @@ impl Broker {
         self.apply_replica_assignments()
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
         self.follow_coordinators()?;
-        self.follow_txn_coordinators()
+        self.follow_txn_coordinators()?;
+        self.follow_share_coordinators()
     }
 
     /// Drop a topic from the registry and remove its storage here.

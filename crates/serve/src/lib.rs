@@ -770,6 +770,9 @@ impl Settings {
             "share.coordinator.state.topic.num.partitions" => {
                 self.group.share_state_topic_num_partitions = config.at_least(1)?;
             }
+            "share.coordinator.state.topic.replication.factor" => {
+                self.group.share_state_topic_replication_factor = config.at_least(1)?;
+            }
             "group.share.max.share.sessions" => {
                 self.group.share_max_sessions = config.at_least(1)?;
             }

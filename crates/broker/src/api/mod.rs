@@ -38,6 +38,7 @@ mod share_fetch;
 mod share_group_describe;
 mod share_group_heartbeat;
 mod share_group_offsets;
+mod share_group_state;
 mod sync_group;
 mod txn;
 mod unregister_broker;
@@ -144,6 +145,17 @@ pub(crate) static SHARE_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>>
         .into_iter()
         .map(|key| (key, key.valid_versions()))
         .collect()
+    });
+
+/// The share coordinator's inter-broker APIs (KIP-932's
+/// ReadShareGroupState and WriteShareGroupState), served and advertised by
+/// a cluster's brokers with `group.share.enable`.
+pub(crate) static SHARE_CLUSTER_SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
+    std::sync::LazyLock::new(|| {
+        [ApiKey::ReadShareGroupState, ApiKey::WriteShareGroupState]
+            .into_iter()
+            .map(|key| (key, key.valid_versions()))
+            .collect()
     });
 
 /// `items` in the order first seen, each once by `key`. Handlers that
@@ -327,6 +339,16 @@ async fn route(
             ResponseKind::DeleteShareGroupOffsets(
                 share_group_offsets::delete(broker, ctx, req).await?,
             )
+        }
+        RequestKind::ReadShareGroupState(req)
+            if broker.shares_enabled() && broker.metadata().replicated() =>
+        {
+            ResponseKind::ReadShareGroupState(share_group_state::read(broker, ctx, req).await?)
+        }
+        RequestKind::WriteShareGroupState(req)
+            if broker.shares_enabled() && broker.metadata().replicated() =>
+        {
+            ResponseKind::WriteShareGroupState(share_group_state::write(broker, ctx, req).await?)
         }
         RequestKind::ElectLeaders(req) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(broker, ctx, req).await?)

@@ -101,7 +101,8 @@ async fn start_share_partitions(
         let mut waits = Vec::new();
         for (key, partition) in new {
             let offsets = partition.offsets();
-            match shares.start(&key, || reset.start(offsets.log_start, offsets.high_watermark)) {
+            let epoch = partition.leader_epoch();
+            match shares.start(&key, epoch, || reset.start(offsets.log_start, offsets.high_watermark)) {
                 Ok((_, wait)) => waits.extend(wait),
                 Err(e) => {
                     tracing::warn!(group = %key.group, error = %e.message, "cannot start a share-partition");

@@ -220,7 +220,8 @@ async fn reset(
         )));
     }
     let (shares, key) = (broker.shares().clone(), share_key(group, tp));
-    let done = crate::blocking::run(move || shares.reset(&key, offset)).await?;
+    let epoch = partition.leader_epoch();
+    let done = crate::blocking::run(move || shares.reset(&key, epoch, offset)).await?;
     Ok(match done {
         Ok(Some(durable)) => durable.wait().await.map_err(|e| {
             ApiError::new(

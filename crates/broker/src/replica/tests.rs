@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
 use weir_metadata::LocalMetadataStore;
-use weir_storage::{CommitLog, LogConfig, PartitionConfig, SystemClock};
+use weir_storage::CommitLog;
 
 use super::*;
 use crate::admin::testing::batch;
@@ -32,17 +32,7 @@ const LAG_MS: u64 = 1_000;
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) =
-        CommitLog::open(dir.path(), LogConfig::default(), Arc::new(SystemClock)).unwrap();
-    let partition = log
-        .create_partition(
-            PartitionId {
-                topic_id: uuid::Uuid::from_u128(1),
-                partition: 0,
-            },
-            PartitionConfig::default(),
-        )
-        .unwrap();
+    let (log, partition) = crate::admin::testing::fresh_partition(dir.path());
     let metadata = Arc::new(LocalMetadataStore::open(&dir.path().join("meta")).unwrap());
     let clock = Arc::new(ManualClock::default());
     let manager = ReplicaManager::new(

@@ -36,9 +36,10 @@
 //!
 //! **On a cluster** the dead-letter partition may be led by another
 //! broker: the dead letters are produced to it (acks=all) over the peer
-//! connections. A cluster keeps share-partition state in memory in this
-//! version, so no restart asks for a look there, and a produce retried
-//! after a lost answer may write a dead letter twice.
+//! connections. Only a partition held here can be looked in, so a produce
+//! retried after a lost answer, or a dead letter whose share-partition
+//! moved to a new leader before it was confirmed, may be written twice
+//! there.
 //!
 //! **Memory.** At most [`WRITERS`] jobs are written at once, each attempt
 //! building at most [`ATTEMPT_BYTES_MAX`] of dead letters (and holding one
@@ -61,7 +62,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::sync::{Semaphore, mpsc};
-use weir_storage::{CommitWait, DurableWait, Partition, PartitionId, batches};
+use weir_storage::{CommitWait, Partition, PartitionId, batches};
 
 use super::manager::SharePartitionKey;
 use super::partition::{ArchiveReason, DeadLetter};
@@ -108,7 +109,7 @@ pub(crate) struct Job {
     pub letters: Vec<DeadLetter>,
     /// Resolves once the dead-lettering state is durable; nothing is
     /// written before.
-    pub after: Option<DurableWait>,
+    pub after: Option<super::manager::StateWait>,
     /// The letters may have been written already (a restart, or a write
     /// whose outcome is unknown): look for them first.
     pub look_first: bool,
@@ -342,8 +343,7 @@ fn attempt(
         topic: &source.meta.name,
         partition: key.partition,
     };
-    // Only a local partition can be looked in: a cluster keeps
-    // share-partition state in memory, so no restart asks for a look.
+    // Only a partition held here can be looked in (module docs).
     let found = match (&partition, look_first) {
         (Some(p), true) => match written(p, &origin, letters) {
             Ok(found) => found,

@@ -21,7 +21,8 @@ use weir_storage::{Clock, DurableWait, Partition, batches};
 
 use super::dead_letter::Job;
 use super::partition::{
-    AckBatch, AcquiredRange, Changes, FetchedBatch, InFlight, SharePartition, ShareSettings,
+    AckBatch, AcquiredRange, Changes, FetchedBatch, InFlight, PersistedPartition, SharePartition,
+    ShareSettings,
 };
 use super::session::{Sessions, TopicIdPartition};
 use super::state;
@@ -56,6 +57,60 @@ pub(crate) struct ShareConfig {
     pub partitions_max: usize,
 }
 
+/// A wait for a share-partition's new state to be durable: on a single
+/// node, for the local log's fsync; on a cluster, for the share
+/// coordinator's answer (the ISR holds it).
+#[derive(Debug, Clone)]
+pub(crate) enum StateWait {
+    Local(DurableWait),
+    Remote(watch::Receiver<Option<Result<(), String>>>),
+}
+
+impl StateWait {
+    pub(crate) async fn wait(self) -> Result<(), String> {
+        match self {
+            Self::Local(wait) => wait.wait().await.map_err(|e| e.to_string()),
+            Self::Remote(mut rx) => match rx.wait_for(Option::is_some).await {
+                Ok(done) => done.clone().unwrap_or(Ok(())),
+                Err(_) => Err("the share-state writer stopped".into()),
+            },
+        }
+    }
+}
+
+/// One change of a share-partition's state for a cluster's share
+/// coordinator, in the order it was made (`remote` sends them).
+#[derive(Debug)]
+pub(crate) struct Write {
+    pub key: SharePartitionKey,
+    /// The snapshot, or `None` for a tombstone.
+    pub value: Option<PersistedPartition>,
+    /// The leader epoch of the share-partition's topic partition here.
+    pub leader_epoch: i32,
+    /// Told the outcome.
+    pub done: watch::Sender<Option<Result<(), String>>>,
+}
+
+/// Reads a share-partition's state from its share coordinator (a
+/// cluster): `None` when it has none. Blocks on the network.
+pub(crate) type ReadState = Box<
+    dyn Fn(&SharePartitionKey, i32) -> Result<Option<PersistedPartition>, ApiError> + Send + Sync,
+>;
+
+/// Where share-partition state is kept.
+enum Store {
+    /// A single node: the partitions of `__share_group_state`, each change
+    /// appended here.
+    Local(Vec<Partition>),
+    /// A cluster: each change sent to the share coordinator of its
+    /// `__share_group_state` partition, by the writer task (`remote`), and
+    /// a share-partition's state read from there when it is taken up.
+    Cluster {
+        writes: mpsc::UnboundedSender<Write>,
+        read: ReadState,
+    },
+}
+
 /// What one fetch acquired from one partition.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Acquisition {
@@ -71,10 +126,10 @@ pub(crate) struct ShareManager {
     clock: Arc<dyn Clock>,
     partitions: Mutex<HashMap<SharePartitionKey, Arc<Mutex<SharePartition>>>>,
     sessions: Mutex<Sessions>,
-    /// The partitions of `__share_group_state`, once loaded: every change of
-    /// a share-partition's durable state is appended to its partition there.
-    /// Unset (a cluster's broker in this version), state is kept in memory.
-    store: OnceLock<Vec<Partition>>,
+    /// Where every change of a share-partition's durable state goes, once
+    /// set (at load on a single node, at start on a cluster). Unset, state
+    /// is kept in memory (share groups off, or unit tests).
+    store: OnceLock<Store>,
     /// Moved on whenever records may have become available again (an
     /// acknowledgement, a release, an expired lock), so waiting fetches
     /// look again.
@@ -85,6 +140,9 @@ pub(crate) struct ShareManager {
     jobs: mpsc::UnboundedSender<Job>,
     /// The writer's end, until the background work takes it.
     jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    /// On a cluster, the share coordinator of the `__share_group_state`
+    /// partitions this broker leads.
+    coordinator: super::coordinator::ShareCoordinator,
 }
 
 impl std::fmt::Debug for ShareManager {
@@ -96,6 +154,7 @@ impl std::fmt::Debug for ShareManager {
 impl ShareManager {
     pub(crate) fn new(config: ShareConfig, clock: Arc<dyn Clock>, settings_of: SettingsOf) -> Self {
         let sessions = Sessions::new(config.max_sessions, config.session_idle_ms);
+        let coordinator = super::coordinator::ShareCoordinator::new(config.partitions_max);
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         Self {
             config,
@@ -107,14 +166,32 @@ impl ShareManager {
             changed: watch::channel(0).0,
             jobs,
             jobs_rx: Mutex::new(Some(jobs_rx)),
+            coordinator,
         }
     }
 
+    /// The share coordinator (a cluster's).
+    pub(crate) fn coordinator(&self) -> &super::coordinator::ShareCoordinator {
+        &self.coordinator
+    }
+
     /// Start the dead-letter writer and the lock-expiry driver on the
-    /// runtime (once; later calls do nothing).
+    /// runtime (once; later calls do nothing). On a cluster, also the
+    /// share-state writer, and state is kept by the share coordinators
+    /// from now on.
     pub(crate) fn start_background(&self, broker: &Arc<crate::Broker>) {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
+        }
+        if broker.metadata().replicated() && self.store.get().is_none() {
+            let (writes, rx) = mpsc::unbounded_channel();
+            let store = Store::Cluster {
+                writes,
+                read: super::remote::reader(Arc::downgrade(broker)),
+            };
+            if self.store.set(store).is_ok() {
+                tokio::spawn(super::remote::drive(Arc::downgrade(broker), rx));
+            }
         }
         let taken = weir_sync::lock(&self.jobs_rx)
             .unwrap_or_else(weir_sync::PoisonedLock::reraise)
@@ -161,19 +238,32 @@ impl ShareManager {
     pub(crate) fn get_or_start(
         &self,
         key: &SharePartitionKey,
+        leader_epoch: i32,
         start: impl FnOnce() -> i64,
     ) -> Result<Arc<Mutex<SharePartition>>, ApiError> {
-        self.start(key, start).map(|(sp, _)| sp)
+        self.start(key, leader_epoch, start).map(|(sp, _)| sp)
     }
 
     /// [`Self::get_or_start`], with the wait for a new share-partition's
     /// first state to be durable: a restart must not start it again at a
-    /// later high watermark and skip what came in between.
+    /// later high watermark and skip what came in between. On a cluster, a
+    /// share-partition is taken up from its share coordinator's state,
+    /// which its previous leader wrote; only one it has none of starts
+    /// afresh. `leader_epoch` is its topic partition's, here.
     pub(crate) fn start(
         &self,
         key: &SharePartitionKey,
+        leader_epoch: i32,
         start: impl FnOnce() -> i64,
-    ) -> Result<(Arc<Mutex<SharePartition>>, Option<DurableWait>), ApiError> {
+    ) -> Result<(Arc<Mutex<SharePartition>>, Option<StateWait>), ApiError> {
+        if let Some(sp) = self.map().get(key) {
+            return Ok((sp.clone(), None));
+        }
+        // Read with no lock held: it may cross the network.
+        let found = match self.store.get() {
+            Some(Store::Cluster { read, .. }) => read(key, leader_epoch)?,
+            _ => None,
+        };
         let mut map = self.map();
         if let Some(sp) = map.get(key) {
             return Ok((sp.clone(), None));
@@ -188,7 +278,19 @@ impl ShareManager {
                 "the broker holds as many share-partitions as it may",
             ));
         }
-        let sp = Arc::new(Mutex::new(SharePartition::new(start())));
+        if let Some(persisted) = found {
+            let sp = SharePartition::from_persisted(&persisted).led_at(leader_epoch);
+            self.resume_dead_letters(key, &sp);
+            let sp = Arc::new(Mutex::new(sp));
+            map.insert(key.clone(), sp.clone());
+            tracing::info!(group = %key.group, topic_id = %key.topic_id, partition = key.partition,
+                start_offset = persisted.start_offset, leader_epoch,
+                "took up a share-partition from its share coordinator");
+            return Ok((sp, None));
+        }
+        let sp = Arc::new(Mutex::new(
+            SharePartition::new(start()).led_at(leader_epoch),
+        ));
         // Locked before it is published, and its first snapshot appended
         // under that lock once the map is free again: whoever finds it
         // next writes after it.
@@ -220,36 +322,69 @@ impl ShareManager {
         let mut map = self.map();
         for (key, persisted) in loaded {
             let sp = SharePartition::from_persisted(&persisted);
-            // Archived for a dead letter that may or may not have been
-            // written before the broker stopped: the writer looks first.
-            let letters = sp.pending_dead_letters();
-            if !letters.is_empty() {
-                self.dead_letter(Job {
-                    key: key.clone(),
-                    letters,
-                    after: None,
-                    look_first: true,
-                });
-            }
+            self.resume_dead_letters(&key, &sp);
             map.insert(key, Arc::new(Mutex::new(sp)));
         }
         drop(map);
         self.store
-            .set(store)
+            .set(Store::Local(store))
             .map_err(|_| "share-partition state was loaded twice".to_string())?;
         Ok(count)
+    }
+
+    /// Records of `sp` archived for a dead letter that may or may not have
+    /// been written before the broker stopped (or its previous leader
+    /// did): the writer looks first.
+    fn resume_dead_letters(&self, key: &SharePartitionKey, sp: &SharePartition) {
+        let letters = sp.pending_dead_letters();
+        if !letters.is_empty() {
+            self.dead_letter(Job {
+                key: key.clone(),
+                letters,
+                after: None,
+                look_first: true,
+            });
+        }
+    }
+
+    /// On a cluster: drop every share-partition whose topic partition this
+    /// broker no longer leads at the epoch it took it up at (`led` says
+    /// the epoch it leads at now, if it does). What it had not written is
+    /// lost as acquisitions are at a restart; its next leader takes it up
+    /// from the share coordinator. Returns how many were dropped.
+    pub(crate) fn drop_unled(&self, led: impl Fn(&SharePartitionKey) -> Option<i32>) -> usize {
+        let gone: Vec<Arc<Mutex<SharePartition>>> = {
+            let mut map = self.map();
+            let keys: Vec<SharePartitionKey> = map
+                .iter()
+                .filter(|(k, sp)| {
+                    // One busy with a request is looked at next time.
+                    sp.try_lock()
+                        .is_ok_and(|sp| led(k) != Some(sp.leader_epoch()))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for sp in &gone {
+            lock(sp).retire();
+        }
+        if !gone.is_empty() {
+            self.changed();
+        }
+        gone.len()
     }
 
     /// Forget every share-partition of `group` (the group was deleted):
     /// their tombstones are appended to `__share_group_state`, and the
     /// waits resolve once they are durable. Blocks on file I/O.
-    pub(crate) fn forget_group(&self, group: &str) -> Vec<DurableWait> {
+    pub(crate) fn forget_group(&self, group: &str) -> Vec<StateWait> {
         self.forget(|k| &*k.group == group)
     }
 
     /// Forget the share-partitions of `group` in topic `topic_id`
     /// (DeleteShareGroupOffsets), as [`Self::forget_group`] does.
-    pub(crate) fn forget_topic(&self, group: &str, topic_id: Uuid) -> Vec<DurableWait> {
+    pub(crate) fn forget_topic(&self, group: &str, topic_id: Uuid) -> Vec<StateWait> {
         self.forget(|k| &*k.group == group && k.topic_id == topic_id)
     }
 
@@ -292,9 +427,10 @@ impl ShareManager {
     pub(crate) fn reset(
         &self,
         key: &SharePartitionKey,
+        leader_epoch: i32,
         offset: i64,
-    ) -> Result<Option<DurableWait>, ApiError> {
-        let (sp, started) = self.start(key, || offset)?;
+    ) -> Result<Option<StateWait>, ApiError> {
+        let (sp, started) = self.start(key, leader_epoch, || offset)?;
         if started.is_some() {
             return Ok(started);
         }
@@ -304,7 +440,7 @@ impl ShareManager {
         self.persist(key, &sp)
     }
 
-    fn forget(&self, which: impl Fn(&SharePartitionKey) -> bool) -> Vec<DurableWait> {
+    fn forget(&self, which: impl Fn(&SharePartitionKey) -> bool) -> Vec<StateWait> {
         let gone: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = {
             let mut map = self.map();
             let keys: Vec<SharePartitionKey> = map.keys().filter(|k| which(k)).cloned().collect();
@@ -317,7 +453,7 @@ impl ShareManager {
             // Under its lock, so no snapshot of it follows the tombstone.
             let mut sp = lock(&sp);
             sp.retire();
-            match self.append(&key, None) {
+            match self.append(&key, None, sp.leader_epoch()) {
                 Ok(wait) => waits.extend(wait),
                 Err(e) => {
                     tracing::warn!(group = %key.group, error = %e.message,
@@ -336,23 +472,42 @@ impl ShareManager {
         &self,
         key: &SharePartitionKey,
         sp: &SharePartition,
-    ) -> Result<Option<DurableWait>, ApiError> {
+    ) -> Result<Option<StateWait>, ApiError> {
         if sp.is_retired() {
             return Ok(None);
         }
-        self.append(key, Some(state::encode_value(&sp.persisted())))
+        self.append(key, Some(sp.persisted()), sp.leader_epoch())
     }
 
-    /// Append `key`'s record (a snapshot, or a tombstone for `None`) to its
-    /// partition of `__share_group_state`. `None` when state is kept in
-    /// memory.
+    /// Write `key`'s record (a snapshot, or a tombstone for `None`): append
+    /// it to its partition of `__share_group_state` here, or (a cluster)
+    /// hand it to the writer for its share coordinator. `None` when state
+    /// is kept in memory.
     fn append(
         &self,
         key: &SharePartitionKey,
-        value: Option<Bytes>,
-    ) -> Result<Option<DurableWait>, ApiError> {
-        let Some(store) = self.store.get() else {
-            return Ok(None);
+        value: Option<PersistedPartition>,
+        leader_epoch: i32,
+    ) -> Result<Option<StateWait>, ApiError> {
+        let store = match self.store.get() {
+            None => return Ok(None),
+            Some(Store::Cluster { writes, .. }) => {
+                let (done, wait) = watch::channel(None);
+                let write = Write {
+                    key: key.clone(),
+                    value,
+                    leader_epoch,
+                    done,
+                };
+                if writes.send(write).is_err() {
+                    return Err(ApiError::new(
+                        ResponseError::CoordinatorNotAvailable,
+                        "the share-state writer has stopped",
+                    ));
+                }
+                return Ok(Some(StateWait::Remote(wait)));
+            }
+            Some(Store::Local(store)) => store,
         };
         let count = i32::try_from(store.len()).unwrap_or(i32::MAX);
         let index = state::state_partition(key, count);
@@ -365,7 +520,10 @@ impl ShareManager {
                     format!("{} has no partition {index}", state::STATE_TOPIC),
                 )
             })?;
-        let entry = (state::encode_key(key), value);
+        let entry = (
+            state::encode_key(key),
+            value.as_ref().map(state::encode_value),
+        );
         let storage_error = |what: String| {
             tracing::warn!(group = %key.group, partition = key.partition, error = %what,
                 "cannot write share-partition state");
@@ -378,7 +536,7 @@ impl ShareManager {
             let out = partition
                 .append(batch)
                 .map_err(|e| storage_error(e.to_string()))?;
-            last = Some(out.durable);
+            last = Some(StateWait::Local(out.durable));
         }
         Ok(last)
     }
@@ -401,7 +559,7 @@ impl ShareManager {
         group: &ShareGroupSettings,
     ) -> Result<Acquisition, ApiError> {
         let offsets = partition.offsets();
-        let sp = self.get_or_start(key, || {
+        let sp = self.get_or_start(key, partition.leader_epoch(), || {
             group
                 .offset_reset
                 .start(offsets.log_start, offsets.high_watermark)
@@ -494,7 +652,7 @@ impl ShareManager {
         member: &str,
         batches: &[AckBatch],
         group: &ShareGroupSettings,
-    ) -> Result<Option<DurableWait>, ApiError> {
+    ) -> Result<Option<StateWait>, ApiError> {
         let sp = self.get(key).ok_or_else(|| {
             ApiError::new(
                 ResponseError::InvalidRecordState,
@@ -600,7 +758,7 @@ impl ShareManager {
         key: &SharePartitionKey,
         sp: &mut SharePartition,
         changes: Changes,
-    ) -> Result<Option<DurableWait>, ApiError> {
+    ) -> Result<Option<StateWait>, ApiError> {
         if !changes.persist {
             return Ok(None);
         }

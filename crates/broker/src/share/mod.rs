@@ -14,6 +14,10 @@
 //!   records, and the load at start-up.
 //! - [`dead_letter`]: the background work: the dead-letter writer
 //!   (KIP-1191), exactly once across crashes, and the lock-expiry driver.
+//! - [`coordinator`] and [`remote`]: on a cluster, the share coordinator
+//!   that keeps the state of the `__share_group_state` partitions this
+//!   broker leads, and the share-partition leader's side that reads and
+//!   writes state there.
 //! - Membership (ShareGroupHeartbeat) is the group coordinator's:
 //!   `crate::group::share`.
 //!
@@ -22,11 +26,15 @@
 //! membership and assignment live with the group coordinator
 //! (ShareGroupHeartbeat). A share-partition's durable state is written to
 //! the internal compacted topic `__share_group_state`, keyed by group,
-//! topic id and partition, so it fails over as data does.
+//! topic id and partition: on a single node by the share manager itself,
+//! on a cluster through the leader of its partition there (the share
+//! coordinator), so it fails over as data does.
 
+pub(crate) mod coordinator;
 pub(crate) mod dead_letter;
 pub(crate) mod manager;
 pub(crate) mod partition;
+pub(crate) mod remote;
 pub(crate) mod session;
 pub(crate) mod state;
 
@@ -68,11 +76,14 @@ impl crate::Broker {
     /// `__share_group_state` if it is missing (compacted, written with
     /// `flush.messages=1`, `share.coordinator.state.topic.num.partitions`
     /// partitions) and load every share-partition's state from it. A
-    /// cluster's brokers keep share-partition state in memory in this
-    /// version. Blocks on file I/O.
+    /// cluster's share coordinators follow leadership instead
+    /// ([`Self::follow_share_coordinators`]). Blocks on file I/O.
     pub(crate) fn load_share_state(&self) -> Result<(), crate::ApiError> {
-        if !self.shares_enabled() || self.metadata().replicated() {
+        if !self.shares_enabled() {
             return Ok(());
+        }
+        if self.metadata().replicated() {
+            return self.follow_share_coordinators();
         }
         let topic = match self.topic(state::STATE_TOPIC) {
             Some(topic) => topic,
@@ -103,6 +114,84 @@ impl crate::Broker {
         })?;
         tracing::info!(share_partitions = count, "loaded share-partition state");
         Ok(())
+    }
+
+    /// On a cluster with share groups on: keep the state of each
+    /// `__share_group_state` partition this broker leads, and only those
+    /// (replayed from the local replica when the leadership arrives), and
+    /// drop each share-partition whose topic partition this broker no
+    /// longer leads at the epoch it took it up at; its next leader takes
+    /// it up from the share coordinator. Blocks on file I/O.
+    pub(crate) fn follow_share_coordinators(&self) -> Result<(), crate::ApiError> {
+        if !self.shares_enabled() || !self.metadata().replicated() {
+            return Ok(());
+        }
+        let dropped = self.shares.drop_unled(|key| {
+            let id = weir_storage::PartitionId {
+                topic_id: key.topic_id,
+                partition: key.partition,
+            };
+            match self.replicas.leadership(id) {
+                crate::replica::Leadership::Leader { .. } => self
+                    .topic_by_id(key.topic_id)
+                    .and_then(|t| t.local(key.partition).map(|p| p.leader_epoch())),
+                _ => None,
+            }
+        });
+        if dropped > 0 {
+            tracing::info!(
+                share_partitions = dropped,
+                "handed over share-partitions whose partitions this broker no longer leads"
+            );
+        }
+        let Some(state) = self.topic(state::STATE_TOPIC) else {
+            return Ok(());
+        };
+        let coordinator = self.shares.coordinator();
+        let (loaded, unloaded) = self.follow_leadership(
+            &state,
+            |index| coordinator.shard_epoch(index),
+            |index| coordinator.unload_shard(index),
+            |index, partition| {
+                let count = coordinator.load_shard(index, partition)?;
+                tracing::debug!(
+                    partition = index,
+                    share_partitions = count,
+                    "loaded share-partition state"
+                );
+                Ok(())
+            },
+        )?;
+        if !loaded.is_empty() || !unloaded.is_empty() {
+            tracing::info!(took_over = ?loaded, handed_over = ?unloaded,
+                "share coordination follows the leadership of {} partitions", state::STATE_TOPIC);
+        }
+        Ok(())
+    }
+
+    /// Where `key`'s share coordinator is on a cluster: the leader of its
+    /// `__share_group_state` partition, as `(broker id, partition)`, the
+    /// topic made on first use with
+    /// `share.coordinator.state.topic.num.partitions` partitions and
+    /// `share.coordinator.state.topic.replication.factor` replicas.
+    /// COORDINATOR_NOT_AVAILABLE while it has no leader. Blocks on the
+    /// metadata quorum when it makes the topic.
+    pub(crate) fn share_coordinator_of(
+        &self,
+        key: &SharePartitionKey,
+    ) -> Result<(i32, i32), crate::ApiError> {
+        let group = &self.config().group;
+        let (node, _, _) = self.internal_topic_leader(
+            state::STATE_TOPIC,
+            &state::coordinator_key(key),
+            group.share_state_topic_num_partitions,
+            group.share_state_topic_replication_factor,
+        )?;
+        let partitions = self
+            .metadata()
+            .topic(state::STATE_TOPIC)
+            .map_or(group.share_state_topic_num_partitions, |t| t.partitions);
+        Ok((node, state::state_partition(key, partitions)))
     }
 
     /// Share-partitions and share sessions.

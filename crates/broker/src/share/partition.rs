@@ -300,8 +300,12 @@ pub(crate) struct SharePartition {
     /// Slot `i` is offset `start + i`; the end offset (SPEO) is
     /// `start + slots.len()`.
     slots: VecDeque<Slot>,
-    /// Its group was deleted: nothing of it may be written again.
+    /// Its group was deleted, or (on a cluster) this broker stopped
+    /// leading its partition: nothing of it may be written again.
     retired: bool,
+    /// The leader epoch of its topic partition when this broker took it
+    /// up: a cluster's share coordinator fences writes by it.
+    leader_epoch: i32,
     /// No lock expires before this time (`i64::MAX`: none is held). Kept
     /// low rather than exact, so a look at whether locks are due is cheap.
     locks_due_ms: i64,
@@ -315,8 +319,19 @@ impl SharePartition {
             start: start_offset,
             slots: VecDeque::new(),
             retired: false,
+            leader_epoch: -1,
             locks_due_ms: i64::MAX,
         }
+    }
+
+    /// Taken up by the leader of its partition at `epoch`.
+    pub(crate) fn led_at(mut self, epoch: i32) -> Self {
+        self.leader_epoch = epoch;
+        self
+    }
+
+    pub(crate) fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
     }
 
     /// Start afresh at `offset` (an admin altered the group's offsets):

@@ -38,10 +38,12 @@ const STATE_DEAD_LETTERING_LIMIT: i8 = 6;
 /// The partition of `__share_group_state` holding `key`'s state, as Kafka's
 /// share coordinator places it: by the hash of "group:topic id:partition".
 pub(crate) fn state_partition(key: &SharePartitionKey, partitions: i32) -> i32 {
-    partition_for(
-        &format!("{}:{}:{}", key.group, key.topic_id, key.partition),
-        partitions,
-    )
+    partition_for(&coordinator_key(key), partitions)
+}
+
+/// What places `key` in `__share_group_state`: "group:topic id:partition".
+pub(crate) fn coordinator_key(key: &SharePartitionKey) -> String {
+    format!("{}:{}:{}", key.group, key.topic_id, key.partition)
 }
 
 /// The record key of `key`'s snapshots.
@@ -63,27 +65,8 @@ pub(crate) fn encode_value(p: &PersistedPartition) -> Bytes {
     for b in &p.batches {
         out.put_i64(b.first_offset);
         out.put_i64(b.last_offset);
-        let since = match b.state {
-            PersistedState::Available => {
-                out.put_i8(STATE_AVAILABLE);
-                None
-            }
-            PersistedState::Acknowledged => {
-                out.put_i8(STATE_ACKNOWLEDGED);
-                None
-            }
-            PersistedState::Archived => {
-                out.put_i8(STATE_ARCHIVED);
-                None
-            }
-            PersistedState::DeadLettering { reason, since_ms } => {
-                out.put_i8(match reason {
-                    ArchiveReason::Rejected => STATE_DEAD_LETTERING_REJECTED,
-                    ArchiveReason::DeliveryLimit => STATE_DEAD_LETTERING_LIMIT,
-                });
-                Some(since_ms)
-            }
-        };
+        let (code, since) = state_code(b.state);
+        out.put_i8(code);
         out.put_u16(b.delivery_count);
         if let Some(since_ms) = since {
             out.put_i64(since_ms);
@@ -124,20 +107,14 @@ pub(crate) fn decode(
         let last_offset = v.i64()?;
         let state = v.i8()?;
         let delivery_count = u16::from_be_bytes(v.array()?);
-        let mut dead_lettering = |reason| -> Result<PersistedState, RecordError> {
-            // Version 0 kept no time: a look-up for the dead letter then
-            // starts at the dead-letter partition's log start.
-            let since_ms = if version >= 1 { v.i64()? } else { i64::MIN };
-            Ok(PersistedState::DeadLettering { reason, since_ms })
+        // Version 0 kept no time: a look-up for the dead letter then
+        // starts at the dead-letter partition's log start.
+        let since_ms = if version >= 1 && dead_lettering(state) {
+            v.i64()?
+        } else {
+            i64::MIN
         };
-        let state = match state {
-            STATE_AVAILABLE => PersistedState::Available,
-            STATE_ACKNOWLEDGED => PersistedState::Acknowledged,
-            STATE_ARCHIVED => PersistedState::Archived,
-            STATE_DEAD_LETTERING_REJECTED => dead_lettering(ArchiveReason::Rejected)?,
-            STATE_DEAD_LETTERING_LIMIT => dead_lettering(ArchiveReason::DeliveryLimit)?,
-            _ => return Err(RecordError::Malformed),
-        };
+        let state = state_of(state, since_ms)?;
         if last_offset < first_offset || first_offset < start_offset {
             return Err(RecordError::Malformed);
         }
@@ -156,6 +133,150 @@ pub(crate) fn decode(
         }),
     ))
 }
+
+/// A run's state byte, and for a dead-lettering run the time it was
+/// archived (written after the delivery count).
+fn state_code(state: PersistedState) -> (i8, Option<i64>) {
+    match state {
+        PersistedState::Available => (STATE_AVAILABLE, None),
+        PersistedState::Acknowledged => (STATE_ACKNOWLEDGED, None),
+        PersistedState::Archived => (STATE_ARCHIVED, None),
+        PersistedState::DeadLettering { reason, since_ms } => (
+            match reason {
+                ArchiveReason::Rejected => STATE_DEAD_LETTERING_REJECTED,
+                ArchiveReason::DeliveryLimit => STATE_DEAD_LETTERING_LIMIT,
+            },
+            Some(since_ms),
+        ),
+    }
+}
+
+/// Whether state byte `code` is a dead-lettering one (it carries a time).
+fn dead_lettering(code: i8) -> bool {
+    matches!(
+        code,
+        STATE_DEAD_LETTERING_REJECTED | STATE_DEAD_LETTERING_LIMIT
+    )
+}
+
+/// The state of state byte `code` (`since_ms` for a dead-lettering one).
+fn state_of(code: i8, since_ms: i64) -> Result<PersistedState, RecordError> {
+    Ok(match code {
+        STATE_AVAILABLE => PersistedState::Available,
+        STATE_ACKNOWLEDGED => PersistedState::Acknowledged,
+        STATE_ARCHIVED => PersistedState::Archived,
+        STATE_DEAD_LETTERING_REJECTED => PersistedState::DeadLettering {
+            reason: ArchiveReason::Rejected,
+            since_ms,
+        },
+        STATE_DEAD_LETTERING_LIMIT => PersistedState::DeadLettering {
+            reason: ArchiveReason::DeliveryLimit,
+            since_ms,
+        },
+        _ => return Err(RecordError::Malformed),
+    })
+}
+
+/// A run as Kafka's share-state RPCs (ReadShareGroupState,
+/// WriteShareGroupState) carry it between brokers: first and last offset,
+/// Kafka's delivery state (0 available, 2 acknowledged, 4 archived; Weir's
+/// dead-lettering states 5 and 6 as on disk), the delivery count, and for
+/// a dead-lettering run the time it was archived, which Weir sends in the
+/// batch's tagged field [`SINCE_TAG`].
+pub(crate) struct WireBatch {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub delivery_state: i8,
+    pub delivery_count: i16,
+    pub since_ms: Option<i64>,
+}
+
+/// The tagged field of a state batch that carries a dead-lettering run's
+/// archive time (8 bytes, big-endian), between Weir brokers only.
+pub(crate) const SINCE_TAG: i32 = 0x5745;
+
+impl WireBatch {
+    pub(crate) fn of(b: &StateBatch) -> Self {
+        let (delivery_state, since_ms) = state_code(b.state);
+        Self {
+            first_offset: b.first_offset,
+            last_offset: b.last_offset,
+            delivery_state,
+            delivery_count: i16::try_from(b.delivery_count).unwrap_or(i16::MAX),
+            since_ms,
+        }
+    }
+
+    /// The tagged fields to send with this batch.
+    pub(crate) fn tags(&self) -> std::collections::BTreeMap<i32, Bytes> {
+        self.since_ms
+            .map(|ms| (SINCE_TAG, Bytes::copy_from_slice(&ms.to_be_bytes())))
+            .into_iter()
+            .collect()
+    }
+
+    /// The batch a peer sent, with its tagged fields, checked as a load
+    /// checks one.
+    pub(crate) fn read(
+        first_offset: i64,
+        last_offset: i64,
+        (delivery_state, delivery_count): (i8, i16),
+        tags: &std::collections::BTreeMap<i32, Bytes>,
+    ) -> Result<StateBatch, RecordError> {
+        let since_ms = match tags.get(&SINCE_TAG) {
+            Some(b) => {
+                i64::from_be_bytes(b.as_ref().try_into().map_err(|_| RecordError::Malformed)?)
+            }
+            None if dead_lettering(delivery_state) => i64::MIN,
+            None => 0,
+        };
+        if last_offset < first_offset {
+            return Err(RecordError::Malformed);
+        }
+        Ok(StateBatch {
+            first_offset,
+            last_offset,
+            state: state_of(delivery_state, since_ms)?,
+            delivery_count: u16::try_from(delivery_count).map_err(|_| RecordError::Malformed)?,
+        })
+    }
+}
+
+/// The runs of a snapshot as a share-state RPC's state batches of type
+/// `$batch` (each RPC has its own generated type with the same fields).
+macro_rules! wire_batches {
+    ($batch:ty, $runs:expr) => {
+        $runs
+            .iter()
+            .map(|run| {
+                let w = $crate::share::state::WireBatch::of(run);
+                let mut batch = <$batch>::default()
+                    .with_first_offset(w.first_offset)
+                    .with_last_offset(w.last_offset)
+                    .with_delivery_state(w.delivery_state)
+                    .with_delivery_count(w.delivery_count);
+                batch.unknown_tagged_fields = w.tags();
+                batch
+            })
+            .collect()
+    };
+}
+pub(crate) use wire_batches;
+
+/// The runs a share-state RPC's state batches carry, each checked.
+macro_rules! runs_of {
+    ($batches:expr) => {
+        $batches.iter().map(|b| {
+            $crate::share::state::WireBatch::read(
+                b.first_offset,
+                b.last_offset,
+                (b.delivery_state, b.delivery_count),
+                &b.unknown_tagged_fields,
+            )
+        })
+    };
+}
+pub(crate) use runs_of;
 
 /// The newest snapshot of every share-partition in one partition's records,
 /// applied in offset order (`replay` feeds it).
@@ -241,6 +362,45 @@ mod tests {
 
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn runs_cross_between_brokers_whole_and_a_bad_archive_time_is_refused() {
+        let runs = [
+            StateBatch {
+                first_offset: 4,
+                last_offset: 9,
+                state: PersistedState::Available,
+                delivery_count: 3,
+            },
+            StateBatch {
+                first_offset: 10,
+                last_offset: 10,
+                state: PersistedState::DeadLettering {
+                    reason: ArchiveReason::Rejected,
+                    since_ms: 1_700_000_000_123,
+                },
+                delivery_count: 1,
+            },
+        ];
+        for run in runs {
+            let w = WireBatch::of(&run);
+            let tags = w.tags();
+            let back = WireBatch::read(
+                w.first_offset,
+                w.last_offset,
+                (w.delivery_state, w.delivery_count),
+                &tags,
+            )
+            .unwrap();
+            assert_eq!(back, run);
+        }
+        let bad = std::collections::BTreeMap::from([(SINCE_TAG, Bytes::from_static(b"abc"))]);
+        assert!(WireBatch::read(10, 10, (STATE_DEAD_LETTERING_REJECTED, 1), &bad).is_err());
+        let none = std::collections::BTreeMap::new();
+        assert!(WireBatch::read(10, 10, (9, 1), &none).is_err());
+        assert!(WireBatch::read(10, 9, (STATE_AVAILABLE, 1), &none).is_err());
+        assert!(WireBatch::read(10, 10, (STATE_AVAILABLE, -1), &none).is_err());
+    }
 
     #[test]
     fn snapshots_round_trip_and_every_truncation_is_refused() {
