@@ -2585,6 +2585,42 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     let second_leader = new_leader(&nodes, "tasks", leader)?;
     let (mut second, got) = share_member_at(&nodes, "taskers", "tasks", second_leader, 15)?;
     got_each_once(&got, 5..20, 2, "after the leader's death")?;
+    // A live broker that does not lead the partition refuses fetches and
+    // acknowledgements, and names the leader and where it listens.
+    let bystander = if second_leader == keeper {
+        third
+    } else {
+        keeper
+    };
+    let coordinator = coordinator_of(&bootstrap_alive(&nodes), 0, "taskers")?;
+    let at = |id: i32| nodes[usize::try_from(id - 1).unwrap_or(0)].bootstrap();
+    let mut lost =
+        common::share::Member::join_at(&at(coordinator), &at(bystander), "taskers", "tasks")?;
+    let answer = lost.fetch_raw(&[(5, 5, ACCEPT)], 0)?;
+    let p = answer
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .next()
+        .context("no partition answered")?;
+    ensure!(
+        (p.error_code, p.acknowledge_error_code) == (6, 6),
+        "a non-leader's answer: {p:?}"
+    );
+    ensure!(p.current_leader.leader_id == second_leader, "{p:?}");
+    let port = at(second_leader)
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .parse::<i32>()?;
+    ensure!(
+        answer
+            .node_endpoints
+            .iter()
+            .any(|e| e.node_id.0 == second_leader && e.port == port),
+        "the leader's endpoint: {:?}",
+        answer.node_endpoints
+    );
     acknowledged(&mut second, &[(5, 9, ACCEPT), (10, 19, RELEASE)])?;
 
     // 2. Back to three nodes, then the share coordinator dies: its state

@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::share_acknowledge_response::{
-    LeaderIdAndEpoch, PartitionData, ShareAcknowledgeTopicResponse,
+    LeaderIdAndEpoch, NodeEndpoint, PartitionData, ShareAcknowledgeTopicResponse,
 };
 use kafka_protocol::messages::{ShareAcknowledgeRequest, ShareAcknowledgeResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::share_fetch::{Acks, apply_acks, parse_acks, session_key, session_message};
+use super::share_fetch::{
+    Acks, LeaderHint, apply_acks, leader_hint, led_acks, parse_acks, session_key, session_message,
+};
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -65,7 +67,20 @@ pub(crate) async fn handle(
     let released = vec![(key.clone(), step.left)];
     let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
     let settings = std::sync::Arc::new(shares.group_settings(&key.0));
-    for ((topic_id, index), error) in apply_acks(shares, &key, acks, released, &settings).await? {
+    let acks = led_acks(broker, acks);
+    let answered = apply_acks(shares, &key, acks, released, &settings).await?;
+    let hints: Vec<Option<LeaderHint>> = answered
+        .iter()
+        .map(|(tp, error)| {
+            error
+                .as_ref()
+                .filter(|e| e.code == ResponseError::NotLeaderOrFollower)
+                .and_then(|_| leader_hint(broker, *tp))
+        })
+        .collect();
+    let endpoints = LeaderHint::endpoints(hints.iter().flatten());
+    for (((topic_id, index), error), hint) in answered.into_iter().zip(hints) {
+        let (leader_id, leader_epoch) = LeaderHint::id_epoch(hint.as_ref());
         topics.entry(topic_id).or_default().push(
             PartitionData::default()
                 .with_partition_index(index)
@@ -77,8 +92,8 @@ pub(crate) async fn handle(
                 )
                 .with_current_leader(
                     LeaderIdAndEpoch::default()
-                        .with_leader_id(-1)
-                        .with_leader_epoch(-1),
+                        .with_leader_id(leader_id)
+                        .with_leader_epoch(leader_epoch),
                 ),
         );
     }
@@ -92,6 +107,17 @@ pub(crate) async fn handle(
                     ShareAcknowledgeTopicResponse::default()
                         .with_topic_id(topic_id)
                         .with_partitions(partitions)
+                })
+                .collect(),
+        )
+        .with_node_endpoints(
+            endpoints
+                .into_iter()
+                .map(|(id, host, port)| {
+                    NodeEndpoint::default()
+                        .with_node_id(id.into())
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
                 })
                 .collect(),
         ))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::share_fetch_response::{
-    AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
+    AcquiredRecords, LeaderIdAndEpoch, NodeEndpoint, PartitionData, ShareFetchableTopicResponse,
 };
 use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -41,6 +41,72 @@ struct Answer {
     ack_error: Option<ApiError>,
     records: Option<bytes::Bytes>,
     acquired: Vec<AcquiredRecords>,
+    /// For NOT_LEADER_OR_FOLLOWER: the partition's leader now.
+    leader: Option<LeaderHint>,
+}
+
+/// The leader a NOT_LEADER_OR_FOLLOWER answer names (KIP-951 for share
+/// groups: `current_leader`, with the leader's address in
+/// `node_endpoints`), so the member goes there without a Metadata round.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaderHint {
+    pub id: i32,
+    pub epoch: i32,
+    pub endpoint: Option<(String, i32)>,
+}
+
+impl LeaderHint {
+    /// `current_leader`'s id and epoch: -1 and -1 when none is named.
+    pub(crate) fn id_epoch(hint: Option<&Self>) -> (i32, i32) {
+        hint.map_or((-1, -1), |h| (h.id, h.epoch))
+    }
+
+    /// `node_endpoints`: where each leader named listens, once each, as
+    /// (id, host, port).
+    pub(crate) fn endpoints<'a>(hints: impl Iterator<Item = &'a Self>) -> Vec<(i32, String, i32)> {
+        let mut out: Vec<(i32, String, i32)> = Vec::new();
+        for h in hints {
+            if let Some((host, port)) = &h.endpoint
+                && !out.iter().any(|(id, _, _)| *id == h.id)
+            {
+                out.push((h.id, host.clone(), *port));
+            }
+        }
+        out
+    }
+}
+
+/// The leader of `tp` when another broker leads it.
+pub(crate) fn leader_hint(
+    broker: &Broker,
+    (topic_id, partition): TopicIdPartition,
+) -> Option<LeaderHint> {
+    match broker.replicas.leadership(PartitionId {
+        topic_id,
+        partition,
+    }) {
+        Leadership::NotLeader {
+            leader,
+            leader_epoch,
+            endpoint,
+        } if leader >= 0 => Some(LeaderHint {
+            id: leader,
+            epoch: leader_epoch,
+            endpoint,
+        }),
+        _ => None,
+    }
+}
+
+/// `acks` with each partition this broker does not lead (or that is
+/// gone) refused as Fetch refuses it, before any acknowledgement applies.
+pub(crate) fn led_acks(broker: &Broker, acks: Acks) -> Acks {
+    acks.into_iter()
+        .map(|(tp, parsed)| {
+            let checked = parsed.and_then(|b| leader_partition(broker, tp).map(|_| b));
+            (tp, checked)
+        })
+        .collect()
 }
 
 pub(crate) async fn handle(
@@ -111,6 +177,7 @@ pub(crate) async fn handle(
         .collect();
     let mut released = vec![(key.clone(), step.left.clone())];
     released.extend(evicted);
+    let acks = led_acks(broker, acks);
     for (tp, error) in apply_acks(shares, &key, acks, released, &settings).await? {
         answers.entry(tp).or_default().ack_error = error;
     }
@@ -126,6 +193,15 @@ pub(crate) async fn handle(
     for (tp, partition) in &targets {
         if let Err(e) = partition {
             answers.entry(*tp).or_default().error = Some(e.clone());
+        }
+    }
+    for (tp, answer) in answers.iter_mut() {
+        let not_leader = |e: &Option<ApiError>| {
+            e.as_ref()
+                .is_some_and(|e| e.code == ResponseError::NotLeaderOrFollower)
+        };
+        if not_leader(&answer.error) || not_leader(&answer.ack_error) {
+            answer.leader = leader_hint(broker, *tp);
         }
     }
     // A partition error is answered at once, as Fetch answers one.
@@ -415,8 +491,10 @@ pub(crate) fn leader_partition(
 
 fn response(answers: BTreeMap<TopicIdPartition, Answer>, lock_ms: i32) -> ShareFetchResponse {
     let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
+    let endpoints = LeaderHint::endpoints(answers.values().filter_map(|a| a.leader.as_ref()));
     for ((topic_id, index), a) in answers {
         let text = |e: &ApiError| Some(StrBytes::from_string(e.message.clone()));
+        let (leader_id, leader_epoch) = LeaderHint::id_epoch(a.leader.as_ref());
         let data = PartitionData::default()
             .with_partition_index(index)
             .with_error_code(a.error.as_ref().map_or(0, ApiError::code))
@@ -425,8 +503,8 @@ fn response(answers: BTreeMap<TopicIdPartition, Answer>, lock_ms: i32) -> ShareF
             .with_acknowledge_error_message(a.ack_error.as_ref().and_then(text))
             .with_current_leader(
                 LeaderIdAndEpoch::default()
-                    .with_leader_id(-1)
-                    .with_leader_epoch(-1),
+                    .with_leader_id(leader_id)
+                    .with_leader_epoch(leader_epoch),
             )
             .with_records(Some(a.records.unwrap_or_default()))
             .with_acquired_records(a.acquired);
@@ -443,6 +521,17 @@ fn response(answers: BTreeMap<TopicIdPartition, Answer>, lock_ms: i32) -> ShareF
                     ShareFetchableTopicResponse::default()
                         .with_topic_id(topic_id)
                         .with_partitions(partitions)
+                })
+                .collect(),
+        )
+        .with_node_endpoints(
+            endpoints
+                .into_iter()
+                .map(|(id, host, port)| {
+                    NodeEndpoint::default()
+                        .with_node_id(id.into())
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
                 })
                 .collect(),
         )
