@@ -12,7 +12,7 @@
 //! a tag-filtered view described and served by every node, a group
 //! config set through one node and described by every node, and a share
 //! group's progress kept across the deaths of its partition's leader and
-//! of its share coordinator.
+//! of its share coordinator, and across SIGKILLs of nodes drawn from a seed.
 //!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
@@ -2651,6 +2651,135 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     ensure!(
         last.fetch(&[(20, 20, ACCEPT)], 500)?.is_empty(),
         "a record came back"
+    );
+    Ok(())
+}
+
+/// One new member of group `soakers` fetching `fetches` times from the
+/// leader of `soak`, accepting what `accept` picks (each in the next
+/// fetch) and adding to `accepted` what was accepted without an error;
+/// fails if an offset in `accepted` is delivered again.
+fn share_rounds(
+    nodes: &[Broker],
+    accepted: &mut std::collections::BTreeSet<i64>,
+    fetches: usize,
+    accept: &mut dyn FnMut() -> bool,
+    why: &str,
+) -> anyhow::Result<()> {
+    let leader = new_leader(nodes, "soak", -1)?;
+    let coordinator = coordinator_of(&bootstrap_alive(nodes), 0, "soakers")?;
+    let at = |id: i32| nodes[usize::try_from(id - 1).unwrap_or(0)].bootstrap();
+    let mut member =
+        common::share::Member::join_at(&at(coordinator), &at(leader), "soakers", "soak")?;
+    let mut pending = Vec::<(i64, i64, i8)>::new();
+    for _ in 0..fetches {
+        let r = member.fetch_raw(&pending, 300)?;
+        ensure!(
+            r.error_code == 0,
+            "{why}: share fetch error {}",
+            r.error_code
+        );
+        for p in r.responses.iter().flat_map(|t| t.partitions.iter()) {
+            ensure!(
+                p.error_code == 0 && p.acknowledge_error_code == 0,
+                "{why}: partition errors {} / {}",
+                p.error_code,
+                p.acknowledge_error_code
+            );
+            accepted.extend(pending.iter().map(|(o, _, _)| *o));
+            pending.clear();
+            for a in &p.acquired_records {
+                for offset in a.first_offset..=a.last_offset {
+                    ensure!(
+                        !accepted.contains(&offset),
+                        "{why}: offset {offset} was accepted, then delivered again (delivery {})",
+                        a.delivery_count
+                    );
+                    if accept() {
+                        pending.push((offset, offset, common::share::ACCEPT));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn accepted_share_records_never_come_back_across_random_sigkills() -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    const ROUNDS: usize = 4;
+    const PER_ROUND: u64 = 40;
+    let seed = common::faults::fault_seed()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut nodes = start_cluster(
+        3,
+        &[
+            "--set",
+            "group.share.enable=true",
+            "--set",
+            "share.coordinator.state.topic.num.partitions=3",
+            "--set",
+            "group.share.record.lock.duration.ms=2000",
+        ],
+    )?;
+    let all = bootstrap(&nodes);
+    let set = cli::weir(
+        &nodes[0],
+        &[
+            "group",
+            "config",
+            "set",
+            "soakers",
+            "share.auto.offset.reset=earliest",
+            "--brokers",
+            &all,
+        ],
+        b"",
+    )?;
+    ensure!(set.status.success(), "{set:?}");
+    create_replicated_blocking(&all, "soak", 1, 3)?;
+    wait_full_isr(&nodes, "soak")?;
+    // Offsets whose acceptance was answered without an error: none may be
+    // delivered again, whatever dies.
+    let mut accepted: std::collections::BTreeSet<i64> = std::collections::BTreeSet::new();
+    let mut produced = 0;
+    let mut dead: Option<usize> = None;
+    let mut kills = Vec::new();
+    for _ in 0..ROUNDS {
+        produce(&bootstrap_alive(&nodes), "soak", produced, PER_ROUND)?;
+        produced += PER_ROUND;
+        let why = format!("seed {seed}, kills {kills:?}");
+        share_rounds(&nodes, &mut accepted, 4, &mut || rng.random_bool(0.5), &why)?;
+        if let Some(d) = dead.take() {
+            nodes[d].restart()?;
+            wait_full_isr(&nodes, "soak")?;
+            wait_full_isr(&nodes, "__share_group_state")?;
+        }
+        // The partition's leader, a share coordinator, or neither.
+        let victim = rng.random_range(0..nodes.len());
+        kills.push(victim + 1);
+        nodes[victim].sigkill()?;
+        dead = Some(victim);
+    }
+    if let Some(d) = dead.take() {
+        nodes[d].restart()?;
+    }
+    // Everything left is delivered and accepted; nothing accepted returns.
+    let all_offsets = i64::try_from(produced)?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while accepted.len() < usize::try_from(all_offsets)? {
+        ensure!(
+            Instant::now() < deadline,
+            "seed {seed}: only {} of {all_offsets} records accepted; kills {kills:?}",
+            accepted.len()
+        );
+        let why = format!("seed {seed}, kills {kills:?}");
+        share_rounds(&nodes, &mut accepted, 6, &mut || true, &why)?;
+    }
+    ensure!(
+        accepted.iter().copied().eq(0..all_offsets),
+        "seed {seed}: accepted {accepted:?}"
     );
     Ok(())
 }
