@@ -179,7 +179,11 @@ pub(crate) fn alter(
     if validate_only || changes.is_empty() {
         return Ok(());
     }
-    broker.metadata().alter_group_configs(group, changes)?;
+    let altered = broker.metadata().alter_group_configs(group, changes);
+    // Forgotten whether or not the change took: a failed commit may still
+    // have been applied by a cluster's quorum.
+    broker.shares().forget_settings();
+    altered?;
     tracing::info!(group, changes = changes.len(), "altered group configs");
     Ok(())
 }

@@ -800,6 +800,8 @@ impl Broker {
         }
         self.apply_replica_assignments()
             .map_err(|e| ApiError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        // Group configs may be among what changed.
+        self.shares.forget_settings();
         self.follow_coordinators()?;
         self.follow_txn_coordinators()?;
         self.follow_share_coordinators()

@@ -123,6 +123,11 @@ pub(crate) struct Acquisition {
 pub(crate) struct ShareManager {
     config: ShareConfig,
     settings_of: SettingsOf,
+    /// Each group's settings as last resolved: resolving reads the
+    /// metadata store, whose lock a metadata commit holds across its fsync,
+    /// and requests ask on the runtime. Emptied whenever group configs may
+    /// have changed ([`Self::forget_settings`]); bounded by [`SETTINGS_KEPT`].
+    settings: Mutex<SettingsCache>,
     clock: Arc<dyn Clock>,
     partitions: Mutex<HashMap<SharePartitionKey, Arc<Mutex<SharePartition>>>>,
     sessions: Mutex<Sessions>,
@@ -159,6 +164,7 @@ impl ShareManager {
         Self {
             config,
             settings_of,
+            settings: Mutex::default(),
             clock,
             partitions: Mutex::new(HashMap::new()),
             sessions: Mutex::new(sessions),
@@ -208,7 +214,36 @@ impl ShareManager {
 
     /// What `group` acts on: its group configs, else the broker's.
     pub(crate) fn group_settings(&self, group: &str) -> ShareGroupSettings {
-        (self.settings_of)(group)
+        let generation = {
+            let cache = self.settings_cache();
+            if let Some(known) = cache.groups.get(group) {
+                return known.clone();
+            }
+            cache.generation
+        };
+        let resolved = (self.settings_of)(group);
+        let mut cache = self.settings_cache();
+        // Kept only if nothing was forgotten meanwhile: what was read may
+        // predate the change that made it forget.
+        if cache.generation == generation {
+            if cache.groups.len() >= SETTINGS_KEPT {
+                cache.groups.clear();
+            }
+            cache.groups.insert(Arc::from(group), resolved.clone());
+        }
+        resolved
+    }
+
+    /// Group configs may have changed (altered here, or a cluster's
+    /// metadata moved on): resolve every group's settings afresh.
+    pub(crate) fn forget_settings(&self) {
+        let mut cache = self.settings_cache();
+        cache.groups.clear();
+        cache.generation = cache.generation.wrapping_add(1);
+    }
+
+    fn settings_cache(&self) -> MutexGuard<'_, SettingsCache> {
+        weir_sync::lock(&self.settings).unwrap_or_else(weir_sync::PoisonedLock::reraise)
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
@@ -784,6 +819,16 @@ impl ShareManager {
     }
 }
 
+/// Resolved group settings, and how many times they were forgotten.
+#[derive(Debug, Default)]
+struct SettingsCache {
+    groups: HashMap<Arc<str>, ShareGroupSettings>,
+    generation: u64,
+}
+
+/// Groups whose resolved settings are kept; past it the cache starts over.
+const SETTINGS_KEPT: usize = 4_096;
+
 /// The first read of a fetch's acquisition; each next one doubles.
 const READ_FIRST_BYTES: usize = 64 << 10;
 
@@ -824,5 +869,82 @@ fn ack_message(e: ResponseError) -> &'static str {
             "a record acknowledged is not acquired by this member (its lock may have expired)"
         }
         _ => "the acknowledgement batch is malformed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed step should panic and fail the test.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Weak;
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::group_config::OffsetReset;
+
+    #[test]
+    fn group_settings_are_kept_until_forgotten_and_a_resolve_raced_by_a_change_is_not_kept() {
+        // The group's delivery count limit "in the store", how many times
+        // the store was read, and a change landing during the next read.
+        let limit = Arc::new(AtomicU16::new(5));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let me: Arc<OnceLock<Weak<ShareManager>>> = Arc::new(OnceLock::new());
+        let change_during_read = Arc::new(AtomicU16::new(0));
+        let (l, r, m, c) = (
+            limit.clone(),
+            reads.clone(),
+            me.clone(),
+            change_during_read.clone(),
+        );
+        let settings_of: SettingsOf = Box::new(move |_group| {
+            r.fetch_add(1, Ordering::SeqCst);
+            let seen = l.load(Ordering::SeqCst);
+            let next = c.swap(0, Ordering::SeqCst);
+            if next != 0 {
+                // The store changes after this read, and the manager hears.
+                l.store(next, Ordering::SeqCst);
+                m.get().and_then(Weak::upgrade).unwrap().forget_settings();
+            }
+            ShareGroupSettings {
+                partition: ShareSettings {
+                    delivery_count_limit: seen,
+                    ..ShareSettings::default()
+                },
+                offset_reset: OffsetReset::Latest,
+                dead_letter: None,
+            }
+        });
+        let config = ShareConfig {
+            settings: ShareSettings::default(),
+            max_sessions: 10,
+            session_idle_ms: 1_000,
+            partitions_max: 10,
+        };
+        let manager = Arc::new(ShareManager::new(
+            config,
+            Arc::new(weir_storage::SystemClock),
+            settings_of,
+        ));
+        me.set(Arc::downgrade(&manager)).unwrap();
+        let limit_of = || manager.group_settings("g").partition.delivery_count_limit;
+        assert_eq!(limit_of(), 5);
+        assert_eq!(limit_of(), 5);
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "the second ask is answered from memory"
+        );
+        limit.store(7, Ordering::SeqCst);
+        manager.forget_settings();
+        assert_eq!(limit_of(), 7);
+        // A read that a change overtakes answers what it read, and is not
+        // kept: the next ask reads the store again.
+        change_during_read.store(9, Ordering::SeqCst);
+        manager.forget_settings();
+        assert_eq!(limit_of(), 7);
+        assert_eq!(limit_of(), 9);
+        assert_eq!(limit_of(), 9);
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
     }
 }
