@@ -2555,10 +2555,17 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     produce(&all, "warm", 0, 1)?;
     share_member_at(&nodes, "warmers", "warm", warm[&0].leader, 1)?;
     let keeper = wait_full_isr(&nodes, "__share_group_state")?[&0].leader;
+    let group_coordinator = coordinator_of(&all, 0, "taskers")?;
     // The topic's leader is another node, so the first death moves the
-    // share-partition and leaves its share coordinator.
+    // share-partition and leaves its share coordinator; and not the
+    // group's coordinator, which then describes the group's start offset
+    // from the share coordinator.
     let others: Vec<i32> = (1..=3).filter(|id| *id != keeper).collect();
-    let (leader, third) = (others[0], others[1]);
+    let (leader, third) = if others[0] == group_coordinator {
+        (others[1], others[0])
+    } else {
+        (others[0], others[1])
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -2578,6 +2585,17 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     let (mut first, got) = share_member_at(&nodes, "taskers", "tasks", leader, 20)?;
     got_each_once(&got, 0..20, 1, "at first")?;
     acknowledged(&mut first, &[(0, 4, ACCEPT)])?;
+    let mut admin = common::raw::RawClient::connect(
+        &nodes[usize::try_from(group_coordinator - 1)?].bootstrap(),
+    )?;
+    for topics in [Some("tasks"), None] {
+        let described = common::share::start_offsets(&mut admin, "taskers", topics)?;
+        ensure!(
+            described == [("tasks".to_string(), 0, 5, 0)],
+            "broker {group_coordinator} describes {described:?} (share-partition led by \
+             {leader}, state kept by {keeper})"
+        );
+    }
 
     // 1. The share-partition's leader dies holding 5..19: its successor
     // takes the state up from the share coordinator.

@@ -1125,47 +1125,6 @@ fn weir_dlq_redrive_moves_dead_letters_back_once_as_filtered() -> anyhow::Result
     Ok(())
 }
 
-/// DescribeShareGroupOffsets of `group`: (topic, partition, start offset,
-/// error) of every partition described; every partition with state when
-/// `topic` is `None`, else partition 0 of `topic`.
-fn start_offsets(
-    admin: &mut RawClient,
-    group: &str,
-    topic: Option<&str>,
-) -> anyhow::Result<Vec<(String, i32, i64, i16)>> {
-    use kafka_protocol::messages::DescribeShareGroupOffsetsRequest;
-    use kafka_protocol::messages::describe_share_group_offsets_request as describe;
-    let r = admin.call(
-        &DescribeShareGroupOffsetsRequest::default().with_groups(vec![
-            describe::DescribeShareGroupOffsetsRequestGroup::default()
-                .with_group_id(GroupId(str(group)))
-                .with_topics(topic.map(|t| {
-                    vec![
-                        describe::DescribeShareGroupOffsetsRequestTopic::default()
-                            .with_topic_name(TopicName(str(t)))
-                            .with_partitions(vec![0]),
-                    ]
-                })),
-        ]),
-        0,
-    )?;
-    let g = &r.groups[0];
-    anyhow::ensure!(g.error_code == 0, "describe: error {}", g.error_code);
-    Ok(g.topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.topic_name.0.to_string(),
-                    p.partition_index,
-                    p.start_offset,
-                    p.error_code,
-                )
-            })
-        })
-        .collect())
-}
-
 /// AlterShareGroupOffsets of `group`, partition 0 of `topic` to `offset`:
 /// (top-level error, partition error).
 fn alter_start(
@@ -1213,7 +1172,7 @@ fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty(
     assert_eq!(m.acknowledge(&[(0, 2, ACCEPT)])?, (0, 0));
     let mut admin = RawClient::connect(&bootstrap)?;
     assert_eq!(
-        start_offsets(&mut admin, "auditors", None)?,
+        common::share::start_offsets(&mut admin, "auditors", None)?,
         [("ledger".to_string(), 0, 3, 0)]
     );
     // Not while a member is in the group.
@@ -1229,7 +1188,7 @@ fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty(
     );
     assert_eq!(alter_start(&mut admin, "auditors", "ledger", 1)?, (0, 0));
     assert_eq!(
-        start_offsets(&mut admin, "auditors", Some("ledger"))?,
+        common::share::start_offsets(&mut admin, "auditors", Some("ledger"))?,
         [("ledger".to_string(), 0, 1, 0)]
     );
     // A member now gets 1..=4 afresh: delivered once, as new.
@@ -1251,12 +1210,12 @@ fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty(
     )?;
     assert_eq!((r.error_code, r.responses[0].error_code), (0, 0));
     assert_eq!(
-        start_offsets(&mut admin, "auditors", Some("ledger"))?,
+        common::share::start_offsets(&mut admin, "auditors", Some("ledger"))?,
         [("ledger".to_string(), 0, -1, 0)]
     );
-    assert!(start_offsets(&mut admin, "auditors", None)?.is_empty());
+    assert!(common::share::start_offsets(&mut admin, "auditors", None)?.is_empty());
     // An unknown group is named as such.
-    assert!(start_offsets(&mut admin, "nobody", None).is_err());
+    assert!(common::share::start_offsets(&mut admin, "nobody", None).is_err());
     Ok(())
 }
 

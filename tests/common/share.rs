@@ -259,3 +259,44 @@ impl Member {
         Ok(())
     }
 }
+
+/// DescribeShareGroupOffsets of `group`: (topic, partition, start offset,
+/// error) of every partition described; every partition with state when
+/// `topic` is `None`, else partition 0 of `topic`.
+pub fn start_offsets(
+    admin: &mut RawClient,
+    group: &str,
+    topic: Option<&str>,
+) -> anyhow::Result<Vec<(String, i32, i64, i16)>> {
+    use kafka_protocol::messages::DescribeShareGroupOffsetsRequest;
+    use kafka_protocol::messages::describe_share_group_offsets_request as describe;
+    let r = admin.call(
+        &DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+            describe::DescribeShareGroupOffsetsRequestGroup::default()
+                .with_group_id(GroupId(str(group)))
+                .with_topics(topic.map(|t| {
+                    vec![
+                        describe::DescribeShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(str(t)))
+                            .with_partitions(vec![0]),
+                    ]
+                })),
+        ]),
+        0,
+    )?;
+    let g = &r.groups[0];
+    anyhow::ensure!(g.error_code == 0, "describe: error {}", g.error_code);
+    Ok(g.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.topic_name.0.to_string(),
+                    p.partition_index,
+                    p.start_offset,
+                    p.error_code,
+                )
+            })
+        })
+        .collect())
+}

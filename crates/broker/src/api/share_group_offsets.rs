@@ -4,9 +4,10 @@
 //! sends): a share group's start offset per partition, set, or forgotten.
 //!
 //! Sent to the group's coordinator. The share-partitions themselves live
-//! with their partitions' leaders (`crate::share`): a partition this broker
-//! does not lead is answered NOT_LEADER_OR_FOLLOWER (a cluster's brokers do
-//! not ask each other in this version). Altering and deleting need the
+//! with their partitions' leaders (`crate::share`). On a cluster a describe
+//! of a partition this broker does not lead reads its start offset from
+//! its share coordinator; altering or deleting one is answered
+//! NOT_LEADER_OR_FOLLOWER (ask its leader). Altering and deleting need the
 //! group empty (NON_EMPTY_GROUP otherwise), as in Kafka; they are answered
 //! once the new state is durable.
 
@@ -63,7 +64,7 @@ fn check_group(broker: &Broker, group: &str, empty: bool) -> Result<(), ApiError
 }
 
 pub(crate) async fn describe(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     _ctx: &RequestContext,
     req: DescribeShareGroupOffsetsRequest,
 ) -> Result<DescribeShareGroupOffsetsResponse, HandlerError> {
@@ -79,11 +80,60 @@ pub(crate) async fn describe(
             continue;
         }
         let shares = broker.shares();
-        let known: BTreeMap<(Uuid, i32), i64> = shares
+        let mut remote: std::collections::HashSet<(Uuid, i32)> = Default::default();
+        let mut known: BTreeMap<(Uuid, i32), i64> = shares
             .group_start_offsets(&id)
             .into_iter()
             .map(|(k, start)| ((k.topic_id, k.partition), start))
             .collect();
+        // On a cluster, the rest from their share coordinators: the
+        // partitions asked for, or those of the topics the group reads.
+        let elsewhere: Vec<(Uuid, i32)> = match &g.topics {
+            _ if !broker.metadata().replicated() => Vec::new(),
+            Some(asked) => asked
+                .iter()
+                .filter_map(|t| {
+                    let state = broker.topic(t.topic_name.0.as_str())?;
+                    Some(t.partitions.iter().map(move |p| (state.meta.id, *p)))
+                })
+                .flatten()
+                .collect(),
+            None => broker
+                .groups()
+                .share_group(&id)
+                .map(|g| {
+                    g.topics
+                        .values()
+                        .flat_map(|shape| (0..shape.partitions).map(move |p| (shape.id, p)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let elsewhere: Vec<(Uuid, i32)> = elsewhere
+            .into_iter()
+            .filter(|tp| !known.contains_key(tp) && leader_partition(broker, *tp).is_err())
+            .collect();
+        if !elsewhere.is_empty() {
+            let (b, group) = (broker.clone(), Arc::<str>::from(id.as_str()));
+            let looked = crate::blocking::run(move || {
+                elsewhere
+                    .into_iter()
+                    .filter_map(|tp| {
+                        let key = share_key(&group, tp);
+                        match crate::share::remote::look(&b, &key) {
+                            Ok(found) => found.map(|s| (tp, s.start_offset)),
+                            Err(e) => {
+                                tracing::debug!(error = %e.message, "no start offset from the share coordinator");
+                                None
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+            remote.extend(looked.iter().map(|(tp, _)| *tp));
+            known.extend(looked);
+        }
         let topics = match g.topics {
             // Every partition the group has state for.
             None => {
@@ -126,6 +176,7 @@ pub(crate) async fn describe(
                                 .with_leader_epoch(-1);
                             let checked = match &topic {
                                 None => Err(ApiError::unknown_topic(t.topic_name.0.as_str())),
+                                Some(_) if remote.contains(&(topic_id, *p)) => Ok(()),
                                 Some(_) => leader_partition(broker, (topic_id, *p)).map(|_| ()),
                             };
                             match checked {

@@ -94,7 +94,8 @@ impl ShareCoordinator {
 
     /// The newest snapshot of `key` in partition `index` (`None`: the
     /// share-partition has none), read by its leader at `leader_epoch`,
-    /// which fences older leaders' writes from now on.
+    /// which fences older leaders' writes from now on; a negative epoch
+    /// only looks (an admin's describe), fencing nothing.
     pub(crate) fn read(
         &self,
         index: i32,
@@ -103,7 +104,9 @@ impl ShareCoordinator {
     ) -> Result<Option<PersistedPartition>, ApiError> {
         let shard = self.shard(index)?;
         let mut inner = lock(&shard.inner);
-        fence(&mut inner, key, leader_epoch, self.keys_max)?;
+        if leader_epoch >= 0 {
+            fence(&mut inner, key, leader_epoch, self.keys_max)?;
+        }
         Ok(inner.snapshots.get(key).cloned())
     }
 

@@ -52,6 +52,16 @@ pub(crate) fn reader(broker: Weak<Broker>) -> ReadState {
     })
 }
 
+/// `key`'s state as its share coordinator has it now, without taking the
+/// share-partition up (an admin's describe). Blocks on the network: call
+/// it on a blocking thread.
+pub(crate) fn look(
+    broker: &Broker,
+    key: &SharePartitionKey,
+) -> Result<Option<PersistedPartition>, ApiError> {
+    read(broker, key, -1)
+}
+
 /// Read `key`'s state from its coordinator, trying a moving one again.
 /// Blocks on the network: call it on a blocking thread.
 fn read(
