@@ -388,26 +388,32 @@ impl ShareManager {
     /// lost as acquisitions are at a restart; its next leader takes it up
     /// from the share coordinator. Returns how many were dropped.
     pub(crate) fn drop_unled(&self, led: impl Fn(&SharePartitionKey) -> Option<i32>) -> usize {
-        let gone: Vec<Arc<Mutex<SharePartition>>> = {
+        let all: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
+            .map()
+            .iter()
+            .map(|(k, sp)| (k.clone(), sp.clone()))
+            .collect();
+        let mut dropped = 0;
+        for (key, sp) in all {
+            let now = led(&key);
+            // Under its lock (a request using it finishes first), so
+            // nothing of it is written once it is retired.
+            let mut held = lock(&sp);
+            if now == Some(held.leader_epoch()) {
+                continue;
+            }
+            held.retire();
+            drop(held);
             let mut map = self.map();
-            let keys: Vec<SharePartitionKey> = map
-                .iter()
-                .filter(|(k, sp)| {
-                    // One busy with a request is looked at next time.
-                    sp.try_lock()
-                        .is_ok_and(|sp| led(k) != Some(sp.leader_epoch()))
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.iter().filter_map(|k| map.remove(k)).collect()
-        };
-        for sp in &gone {
-            lock(sp).retire();
+            if map.get(&key).is_some_and(|current| Arc::ptr_eq(current, &sp)) {
+                map.remove(&key);
+                dropped += 1;
+            }
         }
-        if !gone.is_empty() {
+        if dropped > 0 {
             self.changed();
         }
-        gone.len()
+        dropped
     }
 
     /// Forget every share-partition of `group` (the group was deleted):
