@@ -2473,8 +2473,43 @@ fn new_leader(nodes: &[Broker], topic: &str, not: i32) -> anyhow::Result<i32> {
     Ok(leader)
 }
 
-/// A share group's member on a cluster, fetching from `leader`: it joins
-/// through the group's coordinator and fetches until it holds `n` records.
+/// A new member of `group` that joined through the group's coordinator and
+/// fetched once from `leader` without an error, with what that fetch
+/// acquired. Until then each try starts over with a new member: after a
+/// death, the coordinator named or the leader described may not have taken
+/// its role up yet (the answer is then an error, and nothing was acquired).
+fn joined_member(
+    nodes: &[Broker],
+    group: &str,
+    topic: &str,
+    leader: i32,
+) -> anyhow::Result<(common::share::Member, Vec<common::share::Got>)> {
+    let address = |id: i32| -> anyhow::Result<String> {
+        let i = usize::try_from(id - 1)?;
+        Ok(nodes.get(i).context("no such node")?.bootstrap())
+    };
+    let mut joined = None;
+    let mut last_error = String::new();
+    wait_until(SETTLE_TIMEOUT, "a share member joined and fetching", || {
+        let coordinator = coordinator_of(&bootstrap_alive(nodes), 0, group)?;
+        let tried =
+            common::share::Member::join_at(&address(coordinator)?, &address(leader)?, group, topic)
+                .and_then(|mut member| {
+                    let got = member.fetch(&[], 500)?;
+                    Ok((member, got))
+                });
+        match tried {
+            Ok(done) => joined = Some(done),
+            Err(e) => last_error = e.to_string(),
+        }
+        Ok(joined.is_some())
+    })
+    .with_context(|| format!("the last try: {last_error}"))?;
+    joined.context("no member")
+}
+
+/// A share group's member on a cluster, fetching from `leader`, once it
+/// holds `n` records.
 fn share_member_at(
     nodes: &[Broker],
     group: &str,
@@ -2482,15 +2517,10 @@ fn share_member_at(
     leader: i32,
     n: usize,
 ) -> anyhow::Result<(common::share::Member, Vec<common::share::Got>)> {
-    let alive = bootstrap_alive(nodes);
-    let coordinator = coordinator_of(&alive, 0, group)?;
-    let address = |id: i32| -> anyhow::Result<String> {
-        let i = usize::try_from(id - 1)?;
-        Ok(nodes.get(i).context("no such node")?.bootstrap())
-    };
-    let mut member =
-        common::share::Member::join_at(&address(coordinator)?, &address(leader)?, group, topic)?;
-    let got = member.fetch_until(n)?;
+    let (mut member, mut got) = joined_member(nodes, group, topic, leader)?;
+    if got.len() < n {
+        got.extend(member.fetch_until(n - got.len())?);
+    }
     Ok((member, got))
 }
 
@@ -2685,12 +2715,23 @@ fn share_rounds(
     why: &str,
 ) -> anyhow::Result<()> {
     let leader = new_leader(nodes, "soak", -1)?;
-    let coordinator = coordinator_of(&bootstrap_alive(nodes), 0, "soakers")?;
-    let at = |id: i32| nodes[usize::try_from(id - 1).unwrap_or(0)].bootstrap();
-    let mut member =
-        common::share::Member::join_at(&at(coordinator), &at(leader), "soakers", "soak")?;
+    let (mut member, first) = joined_member(nodes, "soakers", "soak", leader)?;
+    let mut delivered: Vec<(i64, i16)> =
+        first.iter().map(|g| (g.offset, g.delivery_count)).collect();
     let mut pending = Vec::<(i64, i64, i8)>::new();
-    for _ in 0..fetches {
+    for fetch in 0..fetches {
+        for (offset, delivery) in delivered.drain(..) {
+            ensure!(
+                !accepted.contains(&offset),
+                "{why}: offset {offset} was accepted, then delivered again (delivery {delivery})"
+            );
+            if accept() {
+                pending.push((offset, offset, common::share::ACCEPT));
+            }
+        }
+        if fetch + 1 == fetches {
+            break;
+        }
         let r = member.fetch_raw(&pending, 300)?;
         ensure!(
             r.error_code == 0,
@@ -2704,19 +2745,9 @@ fn share_rounds(
                 p.error_code,
                 p.acknowledge_error_code
             );
-            accepted.extend(pending.iter().map(|(o, _, _)| *o));
-            pending.clear();
+            accepted.extend(pending.drain(..).map(|(o, _, _)| o));
             for a in &p.acquired_records {
-                for offset in a.first_offset..=a.last_offset {
-                    ensure!(
-                        !accepted.contains(&offset),
-                        "{why}: offset {offset} was accepted, then delivered again (delivery {})",
-                        a.delivery_count
-                    );
-                    if accept() {
-                        pending.push((offset, offset, common::share::ACCEPT));
-                    }
-                }
+                delivered.extend((a.first_offset..=a.last_offset).map(|o| (o, a.delivery_count)));
             }
         }
     }

@@ -405,7 +405,10 @@ impl ShareManager {
             held.retire();
             drop(held);
             let mut map = self.map();
-            if map.get(&key).is_some_and(|current| Arc::ptr_eq(current, &sp)) {
+            if map
+                .get(&key)
+                .is_some_and(|current| Arc::ptr_eq(current, &sp))
+            {
                 map.remove(&key);
                 dropped += 1;
             }
