@@ -37,6 +37,10 @@ use crate::error::ApiError;
 const VERSION: i16 = 0;
 /// Changes one round of the writer takes at most.
 const ROUND_MAX: usize = 4_096;
+/// Share-partitions one WriteShareGroupState carries at most: each
+/// snapshot is at most `group.share.partition.max.record.locks` runs of 21
+/// bytes (42 KB at the default), so a request stays near 11 MB.
+const REQUEST_KEYS_MAX: usize = 256;
 /// How long a change is tried against a moving coordinator.
 const RETRY_FOR: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -277,7 +281,21 @@ async fn send_round(
     }
     let me = broker.config().node_id;
     let mut sends = tokio::task::JoinSet::new();
-    for ((node, group), items) in by_target {
+    let requests = by_target
+        .into_iter()
+        .flat_map(|((node, group), mut items)| {
+            // At most REQUEST_KEYS_MAX snapshots a request, so one stays far
+            // below the peer's request size limit.
+            let mut chunks = Vec::new();
+            while items.len() > REQUEST_KEYS_MAX {
+                let rest = items.split_off(REQUEST_KEYS_MAX);
+                chunks.push((node, group.clone(), items));
+                items = rest;
+            }
+            chunks.push((node, group, items));
+            chunks
+        });
+    for (node, group, items) in requests {
         let b = broker.clone();
         sends.spawn(async move {
             if node == me {
