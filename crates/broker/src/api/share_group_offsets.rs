@@ -121,7 +121,7 @@ pub(crate) async fn describe(
                     .filter_map(|tp| {
                         let key = share_key(&group, tp);
                         match crate::share::remote::look(&b, &key) {
-                            Ok(found) => found.map(|s| (tp, s.start_offset)),
+                            Ok(found) => Some((tp, found.map(|s| s.start_offset))),
                             Err(e) => {
                                 tracing::debug!(error = %e.message, "no start offset from the share coordinator");
                                 None
@@ -131,8 +131,13 @@ pub(crate) async fn describe(
                     .collect::<Vec<_>>()
             })
             .await?;
+            // Asked for and not found: not consumed yet (-1), as here.
             remote.extend(looked.iter().map(|(tp, _)| *tp));
-            known.extend(looked);
+            known.extend(
+                looked
+                    .into_iter()
+                    .filter_map(|(tp, start)| Some((tp, start?))),
+            );
         }
         let topics = match g.topics {
             // Every partition the group has state for.

@@ -57,13 +57,16 @@ pub(crate) fn reader(broker: Weak<Broker>) -> ReadState {
 }
 
 /// `key`'s state as its share coordinator has it now, without taking the
-/// share-partition up (an admin's describe). Blocks on the network: call
-/// it on a blocking thread.
+/// share-partition up (an admin's describe): one try, no waiting for a
+/// moving coordinator. Blocks on the network: call it on a blocking
+/// thread.
 pub(crate) fn look(
     broker: &Broker,
     key: &SharePartitionKey,
 ) -> Result<Option<PersistedPartition>, ApiError> {
-    read(broker, key, -1)
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| unavailable("share-partition state is read on the runtime".into()))?;
+    read_once(broker, &handle, key, -1)
 }
 
 /// Read `key`'s state from its coordinator, trying a moving one again.
