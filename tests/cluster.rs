@@ -2353,6 +2353,26 @@ fn a_cancel_is_refused_by_a_follower_and_holds_after_its_leaders_death() -> anyh
     Ok(())
 }
 
+/// Set share group `group` to start at the log start
+/// (`share.auto.offset.reset=earliest`) with `weir group config set`.
+fn share_from_the_log_start(nodes: &[Broker], group: &str) -> anyhow::Result<()> {
+    let set = cli::weir(
+        &nodes[0],
+        &[
+            "group",
+            "config",
+            "set",
+            group,
+            "share.auto.offset.reset=earliest",
+            "--brokers",
+            &bootstrap(nodes),
+        ],
+        b"",
+    )?;
+    ensure!(set.status.success(), "{set:?}");
+    Ok(())
+}
+
 #[test]
 fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_leads()
 -> anyhow::Result<()> {
@@ -2385,20 +2405,7 @@ fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_lead
     // From the log start: on a cluster the share-partition starts at its
     // leader's first fetch (the coordinator, maybe another node, starts
     // only those it leads), which may come after the records below.
-    let set = cli::weir(
-        &nodes[0],
-        &[
-            "group",
-            "config",
-            "set",
-            "shippers",
-            "share.auto.offset.reset=earliest",
-            "--brokers",
-            &all,
-        ],
-        b"",
-    )?;
-    ensure!(set.status.success(), "{set:?}");
+    share_from_the_log_start(&nodes, "shippers")?;
     let coordinator = coordinator_of(&all, 0, "shippers")?;
     let address = |id: i32| -> anyhow::Result<String> {
         let i = usize::try_from(id - 1)?;
@@ -2563,20 +2570,7 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     )?;
     let all = bootstrap(&nodes);
     for group in ["warmers", "taskers"] {
-        let set = cli::weir(
-            &nodes[0],
-            &[
-                "group",
-                "config",
-                "set",
-                group,
-                "share.auto.offset.reset=earliest",
-                "--brokers",
-                &all,
-            ],
-            b"",
-        )?;
-        ensure!(set.status.success(), "{set:?}");
+        share_from_the_log_start(&nodes, group)?;
     }
     // A first share group makes `__share_group_state`; its one partition's
     // leader is every share-partition's share coordinator.
@@ -2773,20 +2767,7 @@ fn accepted_share_records_never_come_back_across_random_sigkills() -> anyhow::Re
         ],
     )?;
     let all = bootstrap(&nodes);
-    let set = cli::weir(
-        &nodes[0],
-        &[
-            "group",
-            "config",
-            "set",
-            "soakers",
-            "share.auto.offset.reset=earliest",
-            "--brokers",
-            &all,
-        ],
-        b"",
-    )?;
-    ensure!(set.status.success(), "{set:?}");
+    share_from_the_log_start(&nodes, "soakers")?;
     create_replicated_blocking(&all, "soak", 1, 3)?;
     wait_full_isr(&nodes, "soak")?;
     // Offsets whose acceptance was answered without an error: none may be

@@ -128,22 +128,10 @@ fn one_fetch_acquires_up_to_max_records_across_many_small_batches() -> anyhow::R
     common::create_topic_blocking(&bootstrap, "small-batches", 1, &[])?;
     let mut member = Member::join(&bootstrap, "small", "small-batches")?;
     assert_eq!(member.heartbeat(None)?.0, 0);
-    // 40 batches of 10 records: each flush ends a batch.
-    let producer: BaseProducer = common::producer_config(&bootstrap).create()?;
+    // 40 batches of 10 records: each produce ends with a flush.
     let produced = values(0..400);
     for chunk in produced.chunks(10) {
-        for v in chunk {
-            producer
-                .send(
-                    BaseRecord::<(), str>::to("small-batches")
-                        .partition(0)
-                        .payload(v.as_str()),
-                )
-                .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
-        }
-        producer
-            .flush(Duration::from_secs(30))
-            .context("flush did not complete")?;
+        produce(&bootstrap, "small-batches", chunk)?;
     }
     // ShareFetch v1 has no per-partition byte limit: the fetch's own
     // limits (500 records, 4 MiB) bound it, so one fetch takes all 400.
