@@ -2612,6 +2612,36 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     let mut admin = common::raw::RawClient::connect(
         &nodes[usize::try_from(group_coordinator - 1)?].bootstrap(),
     )?;
+    // The share coordinator answers each share-partition once, however
+    // often a request names it.
+    {
+        use kafka_protocol::messages::ReadShareGroupStateRequest;
+        use kafka_protocol::messages::read_share_group_state_request as read;
+        let mut keeper_client =
+            common::raw::RawClient::connect(&nodes[usize::try_from(keeper - 1)?].bootstrap())?;
+        let asked = read::PartitionData::default()
+            .with_partition(0)
+            .with_leader_epoch(-1);
+        let answer = keeper_client.call(
+            &ReadShareGroupStateRequest::default()
+                .with_group_id(kafka_protocol::protocol::StrBytes::from_static_str(
+                    "taskers",
+                ))
+                .with_topics(vec![
+                    read::ReadStateData::default()
+                        .with_topic_id(first.topic_id()?)
+                        .with_partitions(vec![asked.clone(), asked.clone(), asked]),
+                ]),
+            0,
+        )?;
+        let starts: Vec<(i16, i64)> = answer
+            .results
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.error_code, p.start_offset))
+            .collect();
+        ensure!(starts == [(0, 5)], "the share coordinator read: {starts:?}");
+    }
     for topics in [Some("tasks"), None] {
         let described = common::share::start_offsets(&mut admin, "taskers", topics)?;
         ensure!(

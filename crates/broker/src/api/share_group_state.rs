@@ -42,13 +42,14 @@ pub(crate) async fn read(
 ) -> Result<ReadShareGroupStateResponse, HandlerError> {
     let group = req.group_id.to_string();
     let coordinator = broker.shares().coordinator();
-    let results = req
-        .topics
-        .iter()
+    // Each share-partition answered once: a snapshot is far larger than
+    // the entry asking for it, so repeats would multiply the response.
+    let topics = super::first_of_each(req.topics, |t| t.topic_id);
+    let results = topics
+        .into_iter()
         .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
+            let partitions = super::first_of_each(t.partitions, |p| p.partition)
+                .into_iter()
                 .map(|p| {
                     let key = written_key(&group, t.topic_id, p.partition);
                     let read = index_of(broker, &key)
