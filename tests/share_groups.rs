@@ -14,10 +14,13 @@ use anyhow::{Context, bail};
 use common::Broker;
 use common::cli::{weir, weir_ok};
 use common::raw::RawClient;
-use common::share::{ACCEPT, Got, Member, REJECT, RELEASE, VERSION};
+use common::share::{
+    ACCEPT, Got, Member, REJECT, RELEASE, RENEW, VERSION, VERSION_RENEW, acquired,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    ListGroupsRequest, ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, TopicName,
+    ListGroupsRequest, ShareFetchRequest, ShareGroupDescribeRequest, ShareGroupHeartbeatRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -32,6 +35,7 @@ const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const NON_EMPTY_GROUP: i16 = 68;
 const UNKNOWN_TOPIC_ID: i16 = 100;
+const INVALID_REQUEST: i16 = 42;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn str(s: &str) -> StrBytes {
@@ -191,6 +195,103 @@ fn records_of_a_member_that_stops_are_redelivered_after_the_lock_with_the_count_
     Ok(())
 }
 
+/// A renew-only ShareFetch (version 2's `is_renew_ack`): it asks for
+/// nothing, so every limit is 0 (`max_bytes` defaults to `i32::MAX`).
+fn renew_fetch(r: ShareFetchRequest) -> ShareFetchRequest {
+    r.with_is_renew_ack(true)
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(0)
+        .with_max_records(0)
+}
+
+#[test]
+fn a_member_that_renews_its_locks_keeps_its_records_past_the_lock_duration() -> anyhow::Result<()> {
+    const LOCK_MS: u64 = 2_000;
+    let broker = broker(LOCK_MS)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "jobs", 1, &[])?;
+    let mut slow = Member::join(&bootstrap, "crew", "jobs")?;
+    let mut other = Member::join(&bootstrap, "crew", "jobs")?;
+    slow.heartbeat(None)?;
+    other.heartbeat(None)?;
+    produce(&bootstrap, "jobs", &values(0..3))?;
+    let held = slow.fetch_until(3)?;
+    assert_eq!(held.len(), 3, "{held:?}");
+    // The slow member renews its locks, in turn with ShareAcknowledge and
+    // with a renew fetch, for two and a half lock durations: the other
+    // member, asking all the while, gets none of its records.
+    let started = Instant::now();
+    let mut renewals = 0;
+    while started.elapsed() < Duration::from_millis(LOCK_MS * 5 / 2) {
+        assert_eq!(
+            other.fetch(&[], 400)?,
+            [],
+            "renewed records went to another member"
+        );
+        if renewals % 2 == 0 {
+            let r = slow.acknowledge_raw(&[(0, 2, RENEW)], true, VERSION_RENEW)?;
+            let errors: Vec<i16> = r.responses[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect();
+            assert_eq!((r.error_code, errors), (0, vec![0]));
+            assert_eq!(r.acquisition_lock_timeout_ms, LOCK_MS as i32);
+        } else {
+            let r = slow.fetch_shaped(&[(0, 2, RENEW)], renew_fetch, VERSION_RENEW)?;
+            assert_eq!(acquired(&r)?, [], "a renew fetch acquires nothing");
+        }
+        renewals += 1;
+    }
+    // A renewal is not a delivery: the record released now comes back
+    // counted twice, not once per renewal.
+    let (_, partition) = slow.acknowledge(&[(0, 1, ACCEPT), (2, 2, RELEASE)])?;
+    assert_eq!(partition, 0);
+    let again = other.fetch_until(1)?;
+    assert_eq!(
+        again,
+        [Got {
+            offset: 2,
+            value: "record-2".into(),
+            delivery_count: 2
+        }]
+    );
+    // Only the holder renews, and only at version 2: version 1 knows no
+    // type 4.
+    let r = slow.acknowledge_raw(&[(2, 2, RENEW)], true, VERSION_RENEW)?;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        INVALID_RECORD_STATE
+    );
+    assert_eq!(other.acknowledge(&[(2, 2, RENEW)])?, (0, INVALID_REQUEST));
+    // A renew fetch that asks for records, or an acquire mode that is
+    // neither 0 nor 1, is refused whole.
+    let asking = |r: ShareFetchRequest| renew_fetch(r).with_max_records(10);
+    let r = other.fetch_shaped(&[(2, 2, RENEW)], asking, VERSION_RENEW)?;
+    assert_eq!(r.error_code, INVALID_REQUEST);
+    let odd_mode = |r: ShareFetchRequest| r.with_max_records(10).with_share_acquire_mode(7);
+    assert_eq!(
+        other.fetch_shaped(&[], odd_mode, VERSION_RENEW)?.error_code,
+        INVALID_REQUEST
+    );
+    // The holder still has it, renewed with a ShareFetch at version 2
+    // that also asks for more (record-limit mode: at most 2 of 5 new).
+    produce(&bootstrap, "jobs", &values(3..8))?;
+    let limited = |r: ShareFetchRequest| {
+        r.with_max_wait_ms(5_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_max_records(2)
+            .with_batch_size(2)
+            .with_share_acquire_mode(1)
+    };
+    let r = other.fetch_shaped(&[(2, 2, RENEW)], limited, VERSION_RENEW)?;
+    let offsets: Vec<i64> = acquired(&r)?.iter().map(|g| g.offset).collect();
+    assert_eq!(offsets, [3, 4]);
+    Ok(())
+}
+
 #[test]
 fn bad_members_sessions_and_acknowledgements_get_kafkas_errors() -> anyhow::Result<()> {
     let broker = broker(30_000)?;
@@ -319,11 +420,17 @@ fn without_group_share_enable_the_share_apis_are_neither_advertised_nor_served()
     let shared = self::broker(30_000)?;
     let mut conn = RawClient::connect(&shared.bootstrap())?;
     let r = conn.call(&ApiVersionsRequest::default(), 3)?;
-    for key in [ApiKey::ShareGroupHeartbeat, ApiKey::ShareFetch] {
+    // Version 2 of ShareFetch and ShareAcknowledge renews locks (KIP-1222).
+    let versions = [
+        (ApiKey::ShareGroupHeartbeat, (1, 1)),
+        (ApiKey::ShareFetch, (1, 2)),
+        (ApiKey::ShareAcknowledge, (1, 2)),
+    ];
+    for (key, range) in versions {
         let listed = r.api_keys.iter().find(|k| k.api_key == key as i16);
         assert_eq!(
             listed.map(|k| (k.min_version, k.max_version)),
-            Some((1, 1)),
+            Some(range),
             "{key:?}"
         );
     }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    GroupId, ShareAcknowledgeRequest, ShareFetchRequest, ShareFetchResponse,
-    ShareGroupHeartbeatRequest, TopicName, share_acknowledge_request, share_fetch_request,
+    GroupId, ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest,
+    ShareFetchResponse, ShareGroupHeartbeatRequest, TopicName, share_acknowledge_request,
+    share_fetch_request,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -20,10 +21,14 @@ use super::raw::RawClient;
 
 /// The versions librdkafka's share consumer sends.
 pub const VERSION: i16 = 1;
+/// The versions with the Renew acknowledgement (KIP-1222) and the acquire
+/// mode (KIP-1206), which Kafka 4.2's clients send.
+pub const VERSION_RENEW: i16 = 2;
 /// Acknowledge types.
 pub const ACCEPT: i8 = 1;
 pub const RELEASE: i8 = 2;
 pub const REJECT: i8 = 3;
+pub const RENEW: i8 = 4;
 /// How long [`Member::fetch_until`] tries.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -113,6 +118,25 @@ impl Member {
         acks: &[(i64, i64, i8)],
         wait_ms: i32,
     ) -> anyhow::Result<ShareFetchResponse> {
+        let limits = |r: ShareFetchRequest| {
+            r.with_max_wait_ms(wait_ms)
+                .with_min_bytes(1)
+                .with_max_bytes(4 << 20)
+                .with_max_records(500)
+                .with_batch_size(500)
+        };
+        self.fetch_shaped(acks, limits, VERSION)
+    }
+
+    /// A ShareFetch of partition 0 at the member's session epoch carrying
+    /// `acks`, sent at `version`, its limits (and version 2's fields) set
+    /// by `shape`.
+    pub fn fetch_shaped(
+        &mut self,
+        acks: &[(i64, i64, i8)],
+        shape: impl FnOnce(ShareFetchRequest) -> ShareFetchRequest,
+        version: i16,
+    ) -> anyhow::Result<ShareFetchResponse> {
         let topic_id = self.topic_id()?;
         let partition = share_fetch_request::FetchPartition::default()
             .with_partition_index(0)
@@ -127,23 +151,16 @@ impl Member {
                     })
                     .collect(),
             );
-        let r = self.conn.call(
-            &ShareFetchRequest::default()
-                .with_group_id(Some(GroupId(str(&self.group))))
-                .with_member_id(Some(str(&self.id)))
-                .with_share_session_epoch(self.session_epoch)
-                .with_max_wait_ms(wait_ms)
-                .with_min_bytes(1)
-                .with_max_bytes(4 << 20)
-                .with_max_records(500)
-                .with_batch_size(500)
-                .with_topics(vec![
-                    share_fetch_request::FetchTopic::default()
-                        .with_topic_id(topic_id)
-                        .with_partitions(vec![partition]),
-                ]),
-            VERSION,
-        )?;
+        let request = ShareFetchRequest::default()
+            .with_group_id(Some(GroupId(str(&self.group))))
+            .with_member_id(Some(str(&self.id)))
+            .with_share_session_epoch(self.session_epoch)
+            .with_topics(vec![
+                share_fetch_request::FetchTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![partition]),
+            ]);
+        let r = self.conn.call(&shape(request), version)?;
         if r.error_code == 0 {
             self.session_epoch = if self.session_epoch == -1 {
                 0
@@ -156,38 +173,7 @@ impl Member {
 
     /// Fetch, failing on any error; the records acquired.
     pub fn fetch(&mut self, acks: &[(i64, i64, i8)], wait_ms: i32) -> anyhow::Result<Vec<Got>> {
-        let r = self.fetch_raw(acks, wait_ms)?;
-        anyhow::ensure!(r.error_code == 0, "share fetch error {}", r.error_code);
-        let mut out = Vec::new();
-        for p in r.responses.iter().flat_map(|t| t.partitions.iter()) {
-            anyhow::ensure!(p.error_code == 0, "partition error {}", p.error_code);
-            anyhow::ensure!(
-                p.acknowledge_error_code == 0,
-                "acknowledge error {}",
-                p.acknowledge_error_code
-            );
-            let mut bytes = p.records.clone().unwrap_or_default();
-            let mut records = BTreeMap::new();
-            while !bytes.is_empty() {
-                for r in RecordBatchDecoder::decode(&mut bytes)?.records {
-                    let value = r.value.unwrap_or_else(Bytes::new);
-                    records.insert(r.offset, String::from_utf8_lossy(&value).into_owned());
-                }
-            }
-            for a in &p.acquired_records {
-                for offset in a.first_offset..=a.last_offset {
-                    let value = records.get(&offset).with_context(|| {
-                        format!("acquired offset {offset} is not in the batches")
-                    })?;
-                    out.push(Got {
-                        offset,
-                        value: value.clone(),
-                        delivery_count: a.delivery_count,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        acquired(&self.fetch_raw(acks, wait_ms)?)
     }
 
     /// Fetch until `n` records are acquired (a fetch may return fewer than
@@ -205,12 +191,32 @@ impl Member {
     /// A ShareAcknowledge of partition 0 at the member's session epoch:
     /// (top-level error, partition error).
     pub fn acknowledge(&mut self, acks: &[(i64, i64, i8)]) -> anyhow::Result<(i16, i16)> {
+        let r = self.acknowledge_raw(acks, false, VERSION)?;
+        let partition = r
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.error_code)
+            .next()
+            .unwrap_or(0);
+        Ok((r.error_code, partition))
+    }
+
+    /// A ShareAcknowledge of partition 0 at the member's session epoch,
+    /// sent at `version` with `is_renew_ack` as given (version 2).
+    pub fn acknowledge_raw(
+        &mut self,
+        acks: &[(i64, i64, i8)],
+        is_renew_ack: bool,
+        version: i16,
+    ) -> anyhow::Result<ShareAcknowledgeResponse> {
         let topic_id = self.topic_id()?;
         let r = self.conn.call(
             &ShareAcknowledgeRequest::default()
                 .with_group_id(Some(GroupId(str(&self.group))))
                 .with_member_id(Some(str(&self.id)))
                 .with_share_session_epoch(self.session_epoch)
+                .with_is_renew_ack(is_renew_ack)
                 .with_topics(vec![
                     share_acknowledge_request::AcknowledgeTopic::default()
                         .with_topic_id(topic_id)
@@ -229,20 +235,48 @@ impl Member {
                                 ),
                         ]),
                 ]),
-            VERSION,
+            version,
         )?;
         if r.error_code == 0 {
             self.session_epoch += 1;
         }
-        let partition = r
-            .responses
-            .iter()
-            .flat_map(|t| t.partitions.iter())
-            .map(|p| p.error_code)
-            .next()
-            .unwrap_or(0);
-        Ok((r.error_code, partition))
+        Ok(r)
     }
+}
+
+/// The records a ShareFetch answer acquired, failing on any error in it.
+pub fn acquired(r: &ShareFetchResponse) -> anyhow::Result<Vec<Got>> {
+    anyhow::ensure!(r.error_code == 0, "share fetch error {}", r.error_code);
+    let mut out = Vec::new();
+    for p in r.responses.iter().flat_map(|t| t.partitions.iter()) {
+        anyhow::ensure!(p.error_code == 0, "partition error {}", p.error_code);
+        anyhow::ensure!(
+            p.acknowledge_error_code == 0,
+            "acknowledge error {}",
+            p.acknowledge_error_code
+        );
+        let mut bytes = p.records.clone().unwrap_or_default();
+        let mut records = BTreeMap::new();
+        while !bytes.is_empty() {
+            for r in RecordBatchDecoder::decode(&mut bytes)?.records {
+                let value = r.value.unwrap_or_else(Bytes::new);
+                records.insert(r.offset, String::from_utf8_lossy(&value).into_owned());
+            }
+        }
+        for a in &p.acquired_records {
+            for offset in a.first_offset..=a.last_offset {
+                let value = records
+                    .get(&offset)
+                    .with_context(|| format!("acquired offset {offset} is not in the batches"))?;
+                out.push(Got {
+                    offset,
+                    value: value.clone(),
+                    delivery_count: a.delivery_count,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Member {

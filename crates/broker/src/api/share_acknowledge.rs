@@ -2,7 +2,8 @@
 //! it acquired, without fetching more. It needs the member's share session
 //! on this broker (epoch 0 would open one, so it is refused); epoch -1
 //! closes the session after the acknowledgements, releasing what the
-//! member still held.
+//! member still held. From version 2 (KIP-1222) an acknowledgement may
+//! renew a lock, and the answer says how long a lock lasts.
 
 use std::collections::BTreeMap;
 
@@ -15,14 +16,15 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::share_fetch::{
-    Acks, LeaderHint, apply_acks, leader_hint, led_acks, parse_acks, session_key, session_message,
+    Acks, LeaderHint, apply_acks, leader_hint, led_acks, parse_acks, renew_allowed, session_key,
+    session_message,
 };
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ShareAcknowledgeRequest,
 ) -> Result<ShareAcknowledgeResponse, HandlerError> {
     let shares = broker.shares();
@@ -59,7 +61,8 @@ pub(crate) async fn handle(
                         b.acknowledge_types.as_slice(),
                     )
                 });
-                ((topic.topic_id, p.partition_index), parse_acks(batches))
+                let parsed = parse_acks(batches, renew_allowed(ctx.version));
+                ((topic.topic_id, p.partition_index), parsed)
             })
         })
         .collect();
@@ -67,6 +70,7 @@ pub(crate) async fn handle(
     let released = vec![(key.clone(), step.left)];
     let mut topics: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
     let settings = std::sync::Arc::new(shares.group_settings(&key.0));
+    let lock_ms = i32::try_from(settings.partition.record_lock_duration_ms).unwrap_or(i32::MAX);
     let acks = led_acks(broker, acks);
     let answered = apply_acks(shares, &key, acks, released, &settings).await?;
     let hints: Vec<Option<LeaderHint>> = answered
@@ -100,6 +104,7 @@ pub(crate) async fn handle(
     Ok(ShareAcknowledgeResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(0)
+        .with_acquisition_lock_timeout_ms(lock_ms)
         .with_responses(
             topics
                 .into_iter()

@@ -6,6 +6,14 @@
 //! the whole request), then the acknowledgements are applied, then records
 //! are acquired. A request that closes the session (epoch -1) acquires
 //! nothing, and what the member still held is released.
+//!
+//! Version 2 (KIP-1206, KIP-1222) adds the Renew acknowledgement, which
+//! extends a record's lock without ending its delivery, and a renew fetch
+//! (`is_renew_ack`), which only acknowledges: it must ask for nothing (its
+//! wait, byte and record limits all 0), and acquires nothing. Its
+//! `share_acquire_mode` is 0 (batch-optimized) or 1 (record-limit); both
+//! acquire at most `max_records` records here, since records are acquired
+//! one by one, never a batch beyond the limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -111,7 +119,7 @@ pub(crate) fn led_acks(broker: &Broker, acks: Acks) -> Acks {
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ShareFetchRequest,
 ) -> Result<ShareFetchResponse, HandlerError> {
     let shares = broker.shares();
@@ -133,6 +141,30 @@ pub(crate) async fn handle(
             lock_ms,
         ));
     };
+    if !(0..=1).contains(&req.share_acquire_mode) {
+        return Ok(fail(
+            ResponseError::InvalidRequest,
+            "share_acquire_mode is 0 (batch-optimized) or 1 (record-limit)",
+            lock_ms,
+        ));
+    }
+    let asks_for_records = [
+        req.max_wait_ms,
+        req.min_bytes,
+        req.max_bytes,
+        req.max_records,
+    ]
+    .iter()
+    .any(|n| *n != 0);
+    if req.is_renew_ack && asks_for_records {
+        return Ok(fail(
+            ResponseError::InvalidRequest,
+            "a renew fetch (is_renew_ack) only acknowledges: its max_wait_ms, min_bytes, \
+             max_bytes and max_records must be 0",
+            lock_ms,
+        ));
+    }
+    let renew = renew_allowed(ctx.version);
     let settings = Arc::new(shares.group_settings(&key.0));
     lock_ms = lock_ms_of(settings.partition.record_lock_duration_ms);
     let now_ms = shares.now_ms();
@@ -171,7 +203,8 @@ pub(crate) async fn handle(
                             b.acknowledge_types.as_slice(),
                         )
                     });
-                    ((topic.topic_id, p.partition_index), parse_acks(batches))
+                    let parsed = parse_acks(batches, renew);
+                    ((topic.topic_id, p.partition_index), parsed)
                 })
         })
         .collect();
@@ -181,7 +214,7 @@ pub(crate) async fn handle(
     for (tp, error) in apply_acks(shares, &key, acks, released, &settings).await? {
         answers.entry(tp).or_default().ack_error = error;
     }
-    if req.share_session_epoch == FINAL_EPOCH {
+    if req.share_session_epoch == FINAL_EPOCH || req.is_renew_ack {
         return Ok(response(answers, lock_ms));
     }
     // Resolved once for every look of the long poll.
@@ -361,13 +394,20 @@ pub(crate) fn share_key(
 /// The acknowledgements of a request, by partition, as parsed.
 pub(crate) type Acks = Vec<(TopicIdPartition, Result<Vec<AckBatch>, ApiError>)>;
 
+/// Whether a request of `version` may renew locks: ShareFetch and
+/// ShareAcknowledge from version 2 (KIP-1222).
+pub(crate) fn renew_allowed(version: i16) -> bool {
+    version >= 2
+}
+
 /// The acknowledgement batches (first offset, last offset, types) a
-/// request carries for one partition, checked.
+/// request carries for one partition, checked; Renew only when `renew`.
 pub(crate) fn parse_acks<'a>(
     batches: impl Iterator<Item = (i64, i64, &'a [i8])>,
+    renew: bool,
 ) -> Result<Vec<AckBatch>, ApiError> {
     batches
-        .map(|(first, last, types)| ack_batch(first, last, types))
+        .map(|(first, last, types)| ack_batch(first, last, types, renew))
         .collect()
 }
 
@@ -419,17 +459,21 @@ pub(crate) async fn apply_acks(
 }
 
 /// One acknowledgement batch of a request, checked: its types must be
-/// ones this version knows (0 gap, 1 accept, 2 release, 3 reject).
-fn ack_batch(first: i64, last: i64, types: &[i8]) -> Result<AckBatch, ApiError> {
+/// ones the request's version knows (0 gap, 1 accept, 2 release, 3 reject,
+/// and from version 2, 4 renew).
+fn ack_batch(first: i64, last: i64, types: &[i8], renew: bool) -> Result<AckBatch, ApiError> {
     let types: Option<Vec<AckType>> = types
         .iter()
-        .map(|t| AckType::from_code(*t).filter(|t| *t != AckType::Renew))
+        .map(|t| AckType::from_code(*t).filter(|t| renew || *t != AckType::Renew))
         .collect();
     let types = types.filter(|t| !t.is_empty()).ok_or_else(|| {
-        ApiError::new(
-            ResponseError::InvalidRequest,
-            "acknowledge types are 0 (gap), 1 (accept), 2 (release) or 3 (reject)",
-        )
+        let message = if renew {
+            "acknowledge types are 0 (gap), 1 (accept), 2 (release), 3 (reject) or 4 (renew)"
+        } else {
+            "acknowledge types are 0 (gap), 1 (accept), 2 (release) or 3 (reject); \
+             4 (renew) needs version 2"
+        };
+        ApiError::new(ResponseError::InvalidRequest, message)
     })?;
     Ok(AckBatch {
         first_offset: first,
