@@ -2727,6 +2727,108 @@ fn share_group_state_survives_the_death_of_the_partitions_leader_and_of_its_shar
     Ok(())
 }
 
+/// `member` leaves its share group.
+fn left(member: &mut common::share::Member) -> anyhow::Result<()> {
+    member.epoch = -1;
+    let (error, _) = member.heartbeat(None)?;
+    ensure!(error == 0, "leaving: error {error}");
+    Ok(())
+}
+
+#[test]
+fn share_group_offsets_are_reset_and_deleted_for_a_partition_another_broker_leads()
+-> anyhow::Result<()> {
+    use common::share::{ACCEPT, alter_start, delete_offsets, start_offsets};
+    use kafka_protocol::messages::{DeleteGroupsRequest, GroupId};
+    const NON_EMPTY_GROUP: i16 = 68;
+    let nodes = start_cluster(
+        3,
+        &[
+            "--set",
+            "group.share.enable=true",
+            "--set",
+            "share.coordinator.state.topic.num.partitions=3",
+        ],
+    )?;
+    let all = bootstrap(&nodes);
+    let group = "resetters";
+    share_from_the_log_start(&nodes, group)?;
+    // The partition's leader is not the group's coordinator, so every
+    // change below reaches it from the coordinator.
+    let group_coordinator = coordinator_of(&all, 0, group)?;
+    let leader = (1..=3)
+        .find(|id| *id != group_coordinator)
+        .context("another node")?;
+    let replicas: Vec<i32> = std::iter::once(leader)
+        .chain((1..=3).filter(|id| *id != leader))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let created = runtime.block_on(common::admin(&all)?.create_topics(
+        &[NewTopic::new(
+            "jobs",
+            1,
+            TopicReplication::Variable(&[&replicas]),
+        )],
+        &common::admin_options(),
+    ))?;
+    ensure!(created.iter().all(Result::is_ok), "{created:?}");
+    ensure!(wait_full_isr(&nodes, "jobs")?[&0].leader == leader);
+    produce(&all, "jobs", 0, 10)?;
+    let (mut member, got) = share_member_at(&nodes, group, "jobs", leader, 10)?;
+    got_each_once(&got, 0..10, 1, "at first")?;
+    acknowledged(&mut member, &[(0, 4, ACCEPT)])?;
+    let mut admin = common::raw::RawClient::connect(
+        &nodes[usize::try_from(group_coordinator - 1)?].bootstrap(),
+    )?;
+    let reset = alter_start(&mut admin, group, "jobs", 2)?;
+    ensure!(reset.0 == NON_EMPTY_GROUP, "reset with a member: {reset:?}");
+    left(&mut member)?;
+
+    // 1. Reset to 2 while the member that left still holds 5..9: its
+    // leader starts the share-partition afresh there.
+    let reset = alter_start(&mut admin, group, "jobs", 2)?;
+    ensure!(reset == (0, 0), "reset: {reset:?}");
+    let described = start_offsets(&mut admin, group, Some("jobs"))?;
+    ensure!(
+        described == [("jobs".to_string(), 0, 2, 0)],
+        "{described:?}"
+    );
+    let (mut member, got) = share_member_at(&nodes, group, "jobs", leader, 8)?;
+    got_each_once(&got, 2..10, 1, "after the reset")?;
+    acknowledged(&mut member, &[(2, 9, ACCEPT)])?;
+    left(&mut member)?;
+
+    // 2. Deleted: the group starts the partition where
+    // share.auto.offset.reset says, the log start.
+    let deleted = delete_offsets(&mut admin, group, "jobs")?;
+    ensure!(deleted == (0, 0), "delete: {deleted:?}");
+    let described = start_offsets(&mut admin, group, Some("jobs"))?;
+    ensure!(
+        described == [("jobs".to_string(), 0, -1, 0)],
+        "{described:?}"
+    );
+    let (mut member, got) = share_member_at(&nodes, group, "jobs", leader, 10)?;
+    got_each_once(&got, 0..10, 1, "after the delete")?;
+    acknowledged(&mut member, &[(0, 9, ACCEPT)])?;
+    left(&mut member)?;
+
+    // 3. The group deleted: a new group of the same id starts afresh,
+    // though every record was accepted by the old one.
+    let answer = admin.call(
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(
+            kafka_protocol::protocol::StrBytes::from_static_str(group),
+        )]),
+        2,
+    )?;
+    let codes: Vec<i16> = answer.results.iter().map(|r| r.error_code).collect();
+    ensure!(codes == [0], "DeleteGroups: {codes:?}");
+    let (_, got) = share_member_at(&nodes, group, "jobs", leader, 10)?;
+    got_each_once(&got, 0..10, 1, "in a new group of the same id")?;
+    Ok(())
+}
+
 /// One new member of group `soakers` fetching `fetches` times from the
 /// leader of `soak`, accepting what `accept` picks (each in the next
 /// fetch) and adding to `accepted` what was accepted without an error;

@@ -15,7 +15,8 @@ use common::Broker;
 use common::cli::{weir, weir_ok};
 use common::raw::RawClient;
 use common::share::{
-    ACCEPT, Got, Member, REJECT, RELEASE, RENEW, VERSION, VERSION_RENEW, acquired,
+    ACCEPT, Got, Member, REJECT, RELEASE, RENEW, VERSION, VERSION_RENEW, acquired, alter_start,
+    delete_offsets,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
@@ -1220,43 +1221,9 @@ fn weir_dlq_redrive_moves_dead_letters_back_once_as_filtered() -> anyhow::Result
     Ok(())
 }
 
-/// AlterShareGroupOffsets of `group`, partition 0 of `topic` to `offset`:
-/// (top-level error, partition error).
-fn alter_start(
-    admin: &mut RawClient,
-    group: &str,
-    topic: &str,
-    offset: i64,
-) -> anyhow::Result<(i16, i16)> {
-    use kafka_protocol::messages::AlterShareGroupOffsetsRequest;
-    use kafka_protocol::messages::alter_share_group_offsets_request as alter;
-    let r = admin.call(
-        &AlterShareGroupOffsetsRequest::default()
-            .with_group_id(GroupId(str(group)))
-            .with_topics(vec![
-                alter::AlterShareGroupOffsetsRequestTopic::default()
-                    .with_topic_name(TopicName(str(topic)))
-                    .with_partitions(vec![
-                        alter::AlterShareGroupOffsetsRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_start_offset(offset),
-                    ]),
-            ]),
-        0,
-    )?;
-    let partition = r
-        .responses
-        .first()
-        .and_then(|t| t.partitions.first())
-        .map_or(0, |p| p.error_code);
-    Ok((r.error_code, partition))
-}
-
 #[test]
 fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty()
 -> anyhow::Result<()> {
-    use kafka_protocol::messages::DeleteShareGroupOffsetsRequest;
-    use kafka_protocol::messages::delete_share_group_offsets_request as delete;
     const OFFSET_OUT_OF_RANGE: i16 = 1;
     let broker = broker(30_000)?;
     let bootstrap = broker.bootstrap();
@@ -1294,16 +1261,7 @@ fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty(
     m.epoch = -1;
     assert_eq!(m.heartbeat(None)?.0, 0);
     // Deleted: the group has no state for the topic any more.
-    let r = admin.call(
-        &DeleteShareGroupOffsetsRequest::default()
-            .with_group_id(GroupId(str("auditors")))
-            .with_topics(vec![
-                delete::DeleteShareGroupOffsetsRequestTopic::default()
-                    .with_topic_name(TopicName(str("ledger"))),
-            ]),
-        0,
-    )?;
-    assert_eq!((r.error_code, r.responses[0].error_code), (0, 0));
+    assert_eq!(delete_offsets(&mut admin, "auditors", "ledger")?, (0, 0));
     assert_eq!(
         common::share::start_offsets(&mut admin, "auditors", Some("ledger"))?,
         [("ledger".to_string(), 0, -1, 0)]

@@ -334,3 +334,59 @@ pub fn start_offsets(
         })
         .collect())
 }
+
+/// AlterShareGroupOffsets of `group`, partition 0 of `topic` to `offset`:
+/// (top-level error, partition error).
+pub fn alter_start(
+    admin: &mut RawClient,
+    group: &str,
+    topic: &str,
+    offset: i64,
+) -> anyhow::Result<(i16, i16)> {
+    use kafka_protocol::messages::AlterShareGroupOffsetsRequest;
+    use kafka_protocol::messages::alter_share_group_offsets_request as alter;
+    let r = admin.call(
+        &AlterShareGroupOffsetsRequest::default()
+            .with_group_id(GroupId(str(group)))
+            .with_topics(vec![
+                alter::AlterShareGroupOffsetsRequestTopic::default()
+                    .with_topic_name(TopicName(str(topic)))
+                    .with_partitions(vec![
+                        alter::AlterShareGroupOffsetsRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_start_offset(offset),
+                    ]),
+            ]),
+        0,
+    )?;
+    let partition = r
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map_or(0, |p| p.error_code);
+    Ok((r.error_code, partition))
+}
+
+/// DeleteShareGroupOffsets of `group` for `topic`: (top-level error,
+/// topic error).
+pub fn delete_offsets(
+    admin: &mut RawClient,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<(i16, i16)> {
+    use kafka_protocol::messages::DeleteShareGroupOffsetsRequest;
+    use kafka_protocol::messages::delete_share_group_offsets_request as delete;
+    let r = admin.call(
+        &DeleteShareGroupOffsetsRequest::default()
+            .with_group_id(GroupId(str(group)))
+            .with_topics(vec![
+                delete::DeleteShareGroupOffsetsRequestTopic::default()
+                    .with_topic_name(TopicName(str(topic))),
+            ]),
+        0,
+    )?;
+    Ok((
+        r.error_code,
+        r.responses.first().map_or(0, |t| t.error_code),
+    ))
+}

@@ -4,17 +4,25 @@
 //! sends): a share group's start offset per partition, set, or forgotten.
 //!
 //! Sent to the group's coordinator. The share-partitions themselves live
-//! with their partitions' leaders (`crate::share`). On a cluster a describe
-//! of a partition this broker does not lead reads its start offset from
-//! its share coordinator; altering or deleting one is answered
-//! NOT_LEADER_OR_FOLLOWER (ask its leader). Altering and deleting need the
-//! group empty (NON_EMPTY_GROUP otherwise), as in Kafka; they are answered
-//! once the new state is durable.
+//! with their partitions' leaders (`crate::share`). Altering and deleting
+//! need the group empty (NON_EMPTY_GROUP otherwise), as in Kafka; they are
+//! answered once the new state is durable. On a cluster the coordinator
+//! reaches the share-partitions on other brokers itself: a describe of a
+//! partition led elsewhere reads its start offset from its share
+//! coordinator; an alter of one is forwarded to its leader (the request
+//! again, marked with [`FORWARDED_TAG`]), tried again while the leadership
+//! moves; a delete (and DeleteGroups of a share group) is forwarded to
+//! every broker, each dropping the share-partitions it has taken up and
+//! tombstoning the snapshots its share coordinator keeps.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_share_group_offsets_request::{
+    AlterShareGroupOffsetsRequestPartition, AlterShareGroupOffsetsRequestTopic,
+};
 use kafka_protocol::messages::alter_share_group_offsets_response::{
     AlterShareGroupOffsetsResponsePartition, AlterShareGroupOffsetsResponseTopic,
 };
+use kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic;
 use kafka_protocol::messages::delete_share_group_offsets_response::DeleteShareGroupOffsetsResponseTopic;
 use kafka_protocol::messages::describe_share_group_offsets_response::{
     DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,
@@ -23,15 +31,18 @@ use kafka_protocol::messages::describe_share_group_offsets_response::{
 use kafka_protocol::messages::{
     AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, DeleteShareGroupOffsetsRequest,
     DeleteShareGroupOffsetsResponse, DescribeShareGroupOffsetsRequest,
-    DescribeShareGroupOffsetsResponse, TopicName,
+    DescribeShareGroupOffsetsResponse, GroupId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use tokio::time::{Duration, Instant};
 use uuid::Uuid;
+use weir_storage::PartitionId;
 
 use super::share_fetch::{leader_partition, share_key};
 use crate::error::ApiError;
+use crate::replica::Leadership;
 use crate::{Broker, HandlerError, RequestContext};
 
 fn text(s: impl Into<String>) -> Option<StrBytes> {
@@ -208,49 +219,278 @@ pub(crate) async fn describe(
     Ok(DescribeShareGroupOffsetsResponse::default().with_groups(groups))
 }
 
+/// Weir's own tagged field (outside Kafka's numbers) on an
+/// AlterShareGroupOffsets or DeleteShareGroupOffsets that a cluster's
+/// group coordinator forwards to another broker, after checking the group
+/// itself: the receiver applies it to the share-partitions it holds. Its
+/// value is one byte; on a delete, [`WHOLE_GROUP`] forgets every topic of
+/// the group (DeleteGroups), 0 the topics named.
+pub(crate) const FORWARDED_TAG: i32 = 0x5746;
+pub(crate) const WHOLE_GROUP: u8 = 1;
+/// How long a forwarded change is tried against leaders that move.
+const FORWARD_FOR: Duration = Duration::from_secs(15);
+const FORWARD_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const FORWARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The version of the forwarded requests (both APIs have one).
+const FORWARD_VERSION: i16 = 0;
+
+/// The scope byte of a forwarded request, `None` when it comes from a client.
+fn forwarded(tags: &BTreeMap<i32, bytes::Bytes>) -> Option<u8> {
+    tags.get(&FORWARDED_TAG)
+        .map(|v| v.first().copied().unwrap_or(0))
+}
+
+fn forward_tag(scope: u8) -> BTreeMap<i32, bytes::Bytes> {
+    BTreeMap::from([(FORWARDED_TAG, bytes::Bytes::copy_from_slice(&[scope]))])
+}
+
+/// A share-partition to start afresh: its topic's name and id, its index,
+/// and the new start offset.
+type ResetItem = (TopicName, Uuid, i32, i64);
+/// A topic of an AlterShareGroupOffsets: its name, id, and partitions, each
+/// with the error it is answered at once, if any.
+type AskedTopic = (TopicName, Uuid, Vec<(i32, Option<ApiError>)>);
+
 pub(crate) async fn alter(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     _ctx: &RequestContext,
     req: AlterShareGroupOffsetsRequest,
 ) -> Result<AlterShareGroupOffsetsResponse, HandlerError> {
     let group = req.group_id.0.to_string();
-    if let Err(e) = check_group(broker, &group, true) {
+    let forwarded = forwarded(&req.unknown_tagged_fields).is_some();
+    if !forwarded && let Err(e) = check_group(broker, &group, true) {
         return Ok(AlterShareGroupOffsetsResponse::default()
             .with_error_code(e.code())
             .with_error_message(text(e.message)));
     }
     let group: Arc<str> = Arc::from(group.as_str());
-    let mut responses = Vec::new();
+    // Each partition asked for once, in order; those of unknown topics are
+    // answered at once.
+    let mut asked: Vec<AskedTopic> = Vec::new();
+    let mut items: Vec<ResetItem> = Vec::new();
     for t in super::first_of_each(req.topics, |t| t.topic_name.clone()) {
-        let topic = broker.topic(t.topic_name.0.as_str());
-        let topic_id = topic.as_ref().map_or(Uuid::nil(), |s| s.meta.id);
+        let topic_id = broker.topic(t.topic_name.0.as_str()).map(|s| s.meta.id);
         let mut partitions = Vec::new();
         for p in super::first_of_each(t.partitions, |p| p.partition_index) {
             let index = p.partition_index;
-            let done = match &topic {
-                None => Err(ApiError::unknown_topic(t.topic_name.0.as_str())),
-                Some(_) => reset(broker, &group, (topic_id, index), p.start_offset).await?,
-            };
-            let out =
-                AlterShareGroupOffsetsResponsePartition::default().with_partition_index(index);
-            partitions.push(match done {
-                Ok(()) => out,
-                Err(e) => out
-                    .with_error_code(e.code())
-                    .with_error_message(text(e.message)),
-            });
+            match topic_id {
+                Some(id) => {
+                    items.push((t.topic_name.clone(), id, index, p.start_offset));
+                    partitions.push((index, None));
+                }
+                None => {
+                    let e = ApiError::unknown_topic(t.topic_name.0.as_str());
+                    partitions.push((index, Some(e)));
+                }
+            }
         }
+        asked.push((t.topic_name, topic_id.unwrap_or(Uuid::nil()), partitions));
+    }
+    // A forwarded change, or any on a single node, applies here; a
+    // cluster's coordinator sends each partition to its leader.
+    let done = if forwarded || !broker.metadata().replicated() {
+        let mut done = HashMap::new();
+        for (_, topic_id, index, offset) in items {
+            let r = reset(broker, &group, (topic_id, index), offset).await?;
+            done.insert((topic_id, index), r);
+        }
+        done
+    } else {
+        reset_on_leaders(broker, &group, items).await?
+    };
+    let mut responses = Vec::new();
+    for (name, topic_id, partitions) in asked {
+        let partitions = partitions
+            .into_iter()
+            .map(|(index, early)| {
+                let out =
+                    AlterShareGroupOffsetsResponsePartition::default().with_partition_index(index);
+                let outcome = match early {
+                    Some(e) => Err(e),
+                    None => done.get(&(topic_id, index)).cloned().unwrap_or(Ok(())),
+                };
+                match outcome {
+                    Ok(()) => out,
+                    Err(e) => out
+                        .with_error_code(e.code())
+                        .with_error_message(text(e.message)),
+                }
+            })
+            .collect();
         responses.push(
             AlterShareGroupOffsetsResponseTopic::default()
-                .with_topic_name(t.topic_name)
+                .with_topic_name(name)
                 .with_topic_id(topic_id)
                 .with_partitions(partitions),
         );
     }
     if !responses.is_empty() {
-        tracing::info!(group = %group, topics = responses.len(), "altered share group offsets");
+        tracing::info!(group = %group, topics = responses.len(), forwarded,
+            "altered share group offsets");
     }
     Ok(AlterShareGroupOffsetsResponse::default().with_responses(responses))
+}
+
+/// Start each share-partition of `items` afresh at its leader: here for
+/// those led here, else with an AlterShareGroupOffsets forwarded to the
+/// leader. A leader that moves, or cannot be reached, is tried again for
+/// up to [`FORWARD_FOR`]; a deposed leader's late write is fenced at the
+/// share coordinator, so the newest leader's reset is the one that holds.
+async fn reset_on_leaders(
+    broker: &Arc<Broker>,
+    group: &Arc<str>,
+    mut items: Vec<ResetItem>,
+) -> Result<HashMap<(Uuid, i32), Result<(), ApiError>>, HandlerError> {
+    let deadline = Instant::now() + FORWARD_FOR;
+    let mut backoff = FORWARD_BACKOFF_FIRST;
+    let mut done = HashMap::new();
+    loop {
+        let mut again: Vec<(ResetItem, ApiError)> = Vec::new();
+        let mut by_leader: BTreeMap<i32, Vec<ResetItem>> = BTreeMap::new();
+        for item in items {
+            let id = PartitionId {
+                topic_id: item.1,
+                partition: item.2,
+            };
+            match broker.replicas.leadership(id) {
+                Leadership::NotLeader { leader, .. } if leader >= 0 => {
+                    by_leader.entry(leader).or_default().push(item);
+                }
+                Leadership::NotLeader { .. } => {
+                    let e = ApiError::new(
+                        ResponseError::LeaderNotAvailable,
+                        "the partition has no leader now",
+                    );
+                    again.push((item, e));
+                }
+                Leadership::Leader { .. } => {
+                    let tp = (item.1, item.2);
+                    match reset(broker, group, tp, item.3).await? {
+                        Err(e) if moving(e.code) => again.push((item, e)),
+                        outcome => {
+                            done.insert(tp, outcome);
+                        }
+                    }
+                }
+            }
+        }
+        for (node, items) in by_leader {
+            for (item, outcome) in forward_reset(broker, group, node, items).await {
+                match outcome {
+                    Err(e) if moving(e.code) => again.push((item, e)),
+                    outcome => {
+                        done.insert((item.1, item.2), outcome);
+                    }
+                }
+            }
+        }
+        if again.is_empty() || Instant::now() + backoff >= deadline {
+            for (item, e) in again {
+                done.insert((item.1, item.2), Err(e));
+            }
+            return Ok(done);
+        }
+        tracing::debug!(group = %group, partitions = again.len(),
+            "share-partition leaders moving; resetting them again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(FORWARD_BACKOFF_MAX);
+        items = again.into_iter().map(|(item, _)| item).collect();
+    }
+}
+
+/// An error that a moving leader (or share coordinator) answers: the
+/// change is tried again where the partition is led next.
+fn moving(code: ResponseError) -> bool {
+    matches!(
+        code,
+        ResponseError::NotLeaderOrFollower
+            | ResponseError::LeaderNotAvailable
+            | ResponseError::FencedLeaderEpoch
+            | ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress
+    )
+}
+
+/// Forward the resets of `items` to broker `node`, their leader.
+async fn forward_reset(
+    broker: &Broker,
+    group: &str,
+    node: i32,
+    items: Vec<ResetItem>,
+) -> Vec<(ResetItem, Result<(), ApiError>)> {
+    let mut topics: BTreeMap<TopicName, Vec<AlterShareGroupOffsetsRequestPartition>> =
+        BTreeMap::new();
+    for (name, _, index, offset) in &items {
+        topics.entry(name.clone()).or_default().push(
+            AlterShareGroupOffsetsRequestPartition::default()
+                .with_partition_index(*index)
+                .with_start_offset(*offset),
+        );
+    }
+    let request = AlterShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    AlterShareGroupOffsetsRequestTopic::default()
+                        .with_topic_name(name)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+        .with_unknown_tagged_fields(forward_tag(0));
+    let answer = match broker.peers.call(node, &request, FORWARD_VERSION).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let e = ApiError::new(
+                ResponseError::LeaderNotAvailable,
+                format!("the partition's leader, broker {node}, cannot be reached: {e}"),
+            );
+            return items.into_iter().map(|i| (i, Err(e.clone()))).collect();
+        }
+    };
+    let whole = (answer.error_code != 0).then(|| {
+        ApiError::new(
+            code_of(answer.error_code),
+            answer.error_message.as_deref().unwrap_or("").to_string(),
+        )
+    });
+    let mut codes: HashMap<(TopicName, i32), ApiError> = HashMap::new();
+    let mut answered = std::collections::HashSet::new();
+    for t in &answer.responses {
+        for p in &t.partitions {
+            answered.insert((t.topic_name.clone(), p.partition_index));
+            if p.error_code != 0 {
+                let message = p.error_message.as_deref().unwrap_or("").to_string();
+                codes.insert(
+                    (t.topic_name.clone(), p.partition_index),
+                    ApiError::new(code_of(p.error_code), message),
+                );
+            }
+        }
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let key = (item.0.clone(), item.2);
+            let outcome = match (&whole, codes.remove(&key)) {
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(e)) => Err(e),
+                (None, None) if answered.contains(&key) => Ok(()),
+                (None, None) => Err(ApiError::new(
+                    ResponseError::LeaderNotAvailable,
+                    format!("broker {node} did not answer for the partition"),
+                )),
+            };
+            (item, outcome)
+        })
+        .collect()
+}
+
+fn code_of(code: i16) -> ResponseError {
+    ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError)
 }
 
 /// Reset one share-partition to `offset`, which must be within the
@@ -291,12 +531,26 @@ async fn reset(
 }
 
 pub(crate) async fn delete(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     _ctx: &RequestContext,
     req: DeleteShareGroupOffsetsRequest,
 ) -> Result<DeleteShareGroupOffsetsResponse, HandlerError> {
     let group = req.group_id.0.to_string();
-    if let Err(e) = check_group(broker, &group, true) {
+    let scope = forwarded(&req.unknown_tagged_fields);
+    if scope == Some(WHOLE_GROUP) {
+        // DeleteGroups on a cluster: the whole group, here.
+        let outcome = forget_here(broker, &group, None).await?;
+        let out = DeleteShareGroupOffsetsResponse::default();
+        return Ok(match outcome {
+            Ok(()) => out,
+            Err(e) => out
+                .with_error_code(e.code())
+                .with_error_message(text(e.message)),
+        });
+    }
+    if scope.is_none()
+        && let Err(e) = check_group(broker, &group, true)
+    {
         return Ok(DeleteShareGroupOffsetsResponse::default()
             .with_error_code(e.code())
             .with_error_message(text(e.message)));
@@ -314,21 +568,15 @@ pub(crate) async fn delete(
             continue;
         };
         let topic_id = topic.meta.id;
-        let (shares, g) = (broker.shares().clone(), group.clone());
-        let waits = crate::blocking::run(move || shares.forget_topic(&g, topic_id)).await?;
-        let mut error = None;
-        for wait in waits {
-            if let Err(e) = wait.wait().await {
-                error = Some(ApiError::new(
-                    ResponseError::KafkaStorageError,
-                    format!("the deletion could not be made durable: {e}"),
-                ));
-            }
-        }
+        let outcome = if scope.is_some() {
+            forget_here(broker, &group, Some(topic_id)).await?
+        } else {
+            forget_everywhere(broker, &group, Some((&t.topic_name, topic_id))).await?
+        };
         let out = out.with_topic_id(topic_id);
-        responses.push(match error {
-            None => out,
-            Some(e) => out
+        responses.push(match outcome {
+            Ok(()) => out,
+            Err(e) => out
                 .with_error_code(e.code())
                 .with_error_message(text(e.message)),
         });
@@ -337,8 +585,127 @@ pub(crate) async fn delete(
         tracing::info!(
             group,
             topics = responses.len(),
+            forwarded = scope.is_some(),
             "deleted share group offsets"
         );
     }
     Ok(DeleteShareGroupOffsetsResponse::default().with_responses(responses))
+}
+
+/// Forget `group`'s share-partitions (of `topic` only, when given) on
+/// every broker: here, and on a cluster with a DeleteShareGroupOffsets
+/// forwarded to every other broker not fenced. Each drops those it has
+/// taken up and writes their tombstones, and as a share coordinator
+/// tombstones the snapshots it keeps, so the state is gone wherever the
+/// partitions are led next. Answered once every broker has it durable.
+pub(crate) async fn forget_everywhere(
+    broker: &Arc<Broker>,
+    group: &str,
+    topic: Option<(&TopicName, Uuid)>,
+) -> Result<Result<(), ApiError>, HandlerError> {
+    let mut outcome = forget_here(broker, group, topic.map(|(_, id)| id)).await?;
+    if !broker.metadata().replicated() {
+        return Ok(outcome);
+    }
+    let me = broker.config().node_id;
+    let others: Vec<i32> = broker
+        .metadata()
+        .brokers()
+        .into_iter()
+        .filter(|b| b.id != me && !b.fenced)
+        .map(|b| b.id)
+        .collect();
+    let request = DeleteShareGroupOffsetsRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(
+            topic
+                .map(|(name, _)| {
+                    vec![
+                        DeleteShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(name.clone()),
+                    ]
+                })
+                .unwrap_or_default(),
+        )
+        .with_unknown_tagged_fields(forward_tag(if topic.is_some() { 0 } else { WHOLE_GROUP }));
+    let mut sends = tokio::task::JoinSet::new();
+    for node in others {
+        let (b, request) = (broker.clone(), request.clone());
+        sends.spawn(async move {
+            let answer = b.peers.call(node, &request, FORWARD_VERSION).await;
+            (node, answer)
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        let failed = match sent {
+            Ok((_, Ok(answer))) => {
+                let codes = std::iter::once((answer.error_code, answer.error_message.clone()))
+                    .chain(
+                        answer
+                            .responses
+                            .iter()
+                            .map(|t| (t.error_code, t.error_message.clone())),
+                    );
+                codes
+                    .filter(|(code, _)| *code != 0)
+                    .map(|(code, m)| {
+                        ApiError::new(code_of(code), m.as_deref().unwrap_or("").to_string())
+                    })
+                    .next()
+            }
+            Ok((node, Err(e))) => Some(ApiError::new(
+                ResponseError::CoordinatorNotAvailable,
+                format!("broker {node} cannot be reached to forget the share group's state: {e}"),
+            )),
+            Err(e) => Some(ApiError::new(
+                ResponseError::CoordinatorNotAvailable,
+                format!("forgetting the share group's state was cut short: {e}"),
+            )),
+        };
+        if let Some(e) = failed
+            && outcome.is_ok()
+        {
+            outcome = Err(e);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Forget `group`'s share-partitions (of `topic` only) at this broker:
+/// those taken up here, and the snapshots its share coordinator keeps.
+/// Answered once their tombstones are durable.
+async fn forget_here(
+    broker: &Broker,
+    group: &str,
+    topic: Option<Uuid>,
+) -> Result<Result<(), ApiError>, HandlerError> {
+    let (shares, g) = (broker.shares().clone(), group.to_string());
+    let now_ms = shares.now_ms();
+    let (waits, kept) = crate::blocking::run(move || {
+        let waits = shares.forget_of(&g, topic);
+        let kept = shares.coordinator().forget(&g, topic, now_ms);
+        (waits, kept)
+    })
+    .await?;
+    let storage = |e: String| {
+        ApiError::new(
+            ResponseError::KafkaStorageError,
+            format!("the share group's state is not durably gone: {e}"),
+        )
+    };
+    for wait in waits {
+        if let Err(e) = wait.wait().await {
+            return Ok(Err(storage(e.to_string())));
+        }
+    }
+    let kept = match kept {
+        Ok(kept) => kept,
+        Err(e) => return Ok(Err(storage(e.message))),
+    };
+    for wait in kept {
+        if let Err(e) = wait.wait().await {
+            return Ok(Err(storage(e.to_string())));
+        }
+    }
+    Ok(Ok(()))
 }

@@ -138,17 +138,7 @@ impl ShareCoordinator {
             state::encode_key(key),
             value.as_ref().map(state::encode_value),
         );
-        let storage = |what: String| ApiError::new(ResponseError::KafkaStorageError, what);
-        let batches = crate::group::encode_batches(&[entry], now_ms).map_err(storage)?;
-        let mut committed = None;
-        for batch in batches {
-            let out = shard
-                .partition
-                .append(batch)
-                .map_err(|e| storage(e.to_string()))?;
-            committed = Some(out.committed);
-        }
-        let committed = committed.ok_or_else(|| storage("nothing was encoded".into()))?;
+        let committed = append(&shard, &[entry], now_ms)?;
         match value {
             Some(v) => inner.snapshots.insert(key.clone(), v),
             None => {
@@ -157,6 +147,39 @@ impl ShareCoordinator {
             }
         };
         Ok(committed)
+    }
+
+    /// Tombstone every snapshot of `group` (of `topic` only, when given)
+    /// that the partitions led here keep (DeleteShareGroupOffsets and
+    /// DeleteGroups on a cluster). Each wait resolves once the ISR holds the
+    /// tombstones. Blocks on file I/O.
+    pub(crate) fn forget(
+        &self,
+        group: &str,
+        topic: Option<uuid::Uuid>,
+        now_ms: i64,
+    ) -> Result<Vec<CommitWait>, ApiError> {
+        let shards: Vec<Arc<Shard>> = self.shards_read().values().cloned().collect();
+        let mut waits = Vec::new();
+        for shard in shards {
+            let mut inner = lock(&shard.inner);
+            let gone: Vec<SharePartitionKey> = inner
+                .snapshots
+                .keys()
+                .filter(|k| &*k.group == group && topic.is_none_or(|t| k.topic_id == t))
+                .cloned()
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let entries: Vec<_> = gone.iter().map(|k| (state::encode_key(k), None)).collect();
+            waits.push(append(&shard, &entries, now_ms)?);
+            for key in &gone {
+                inner.snapshots.remove(key);
+                inner.fences.remove(key);
+            }
+        }
+        Ok(waits)
     }
 
     fn shard(&self, index: i32) -> Result<Arc<Shard>, ApiError> {
@@ -175,6 +198,26 @@ impl ShareCoordinator {
     fn shards_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<i32, Arc<Shard>>> {
         weir_sync::write(&self.shards).unwrap_or_else(weir_sync::PoisonedLock::reraise)
     }
+}
+
+/// Append `entries` (encoded keys, and values or tombstones) to `shard`'s
+/// partition; the wait resolves once the ISR holds them.
+fn append(
+    shard: &Shard,
+    entries: &[(bytes::Bytes, Option<bytes::Bytes>)],
+    now_ms: i64,
+) -> Result<CommitWait, ApiError> {
+    let storage = |what: String| ApiError::new(ResponseError::KafkaStorageError, what);
+    let batches = crate::group::encode_batches(entries, now_ms).map_err(storage)?;
+    let mut committed = None;
+    for batch in batches {
+        let out = shard
+            .partition
+            .append(batch)
+            .map_err(|e| storage(e.to_string()))?;
+        committed = Some(out.committed);
+    }
+    committed.ok_or_else(|| storage("nothing was encoded".into()))
 }
 
 /// Refuse a leader older than the newest seen for `key`; remember a newer.
@@ -236,7 +279,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writes_are_fenced_by_leader_epoch_bounded_and_replayed_by_the_next_coordinator() {
+    async fn writes_are_fenced_by_leader_epoch_bounded_replayed_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let (_log, partition) = crate::admin::testing::fresh_partition(dir.path());
         let coordinator = ShareCoordinator::new(2);
@@ -274,8 +317,20 @@ mod tests {
         coordinator.unload_shard(0);
         assert_eq!(coordinator.shard_epoch(0), None);
         let next = ShareCoordinator::new(2);
-        assert_eq!(next.load_shard(0, partition).unwrap(), 1);
+        assert_eq!(next.load_shard(0, partition.clone()).unwrap(), 1);
         assert_eq!(next.read(0, &key(0), 2).unwrap(), Some(snapshot(12)));
         assert_eq!(next.read(0, &key(1), 1).unwrap(), None);
+        // A deleted group's snapshots are tombstoned: gone here, and for
+        // the coordinator after.
+        let waits = next.forget("workers", None, 0).unwrap();
+        assert_eq!(waits.len(), 1);
+        for w in waits {
+            w.wait().await.unwrap();
+        }
+        assert_eq!(next.read(0, &key(0), 2).unwrap(), None);
+        assert!(next.forget("workers", None, 0).unwrap().is_empty());
+        next.unload_shard(0);
+        let after = ShareCoordinator::new(2);
+        assert_eq!(after.load_shard(0, partition).unwrap(), 0);
     }
 }

@@ -419,17 +419,12 @@ impl ShareManager {
         dropped
     }
 
-    /// Forget every share-partition of `group` (the group was deleted):
-    /// their tombstones are appended to `__share_group_state`, and the
+    /// Forget every share-partition of `group` here (of topic `topic`
+    /// only, when given): the group was deleted, or its offsets were
+    /// (DeleteShareGroupOffsets). Their tombstones are written, and the
     /// waits resolve once they are durable. Blocks on file I/O.
-    pub(crate) fn forget_group(&self, group: &str) -> Vec<StateWait> {
-        self.forget(|k| &*k.group == group)
-    }
-
-    /// Forget the share-partitions of `group` in topic `topic_id`
-    /// (DeleteShareGroupOffsets), as [`Self::forget_group`] does.
-    pub(crate) fn forget_topic(&self, group: &str, topic_id: Uuid) -> Vec<StateWait> {
-        self.forget(|k| &*k.group == group && k.topic_id == topic_id)
+    pub(crate) fn forget_of(&self, group: &str, topic: Option<Uuid>) -> Vec<StateWait> {
+        self.forget(|k| &*k.group == group && topic.is_none_or(|t| k.topic_id == t))
     }
 
     /// What each share-partition of `group` here has in flight.
