@@ -2736,8 +2736,7 @@ fn left(member: &mut common::share::Member) -> anyhow::Result<()> {
 }
 
 #[test]
-fn share_group_offsets_are_reset_and_deleted_for_a_partition_another_broker_leads()
--> anyhow::Result<()> {
+fn share_groups_start_reset_and_delete_a_partition_another_broker_leads() -> anyhow::Result<()> {
     use common::share::{ACCEPT, alter_start, delete_offsets, start_offsets};
     use kafka_protocol::messages::{DeleteGroupsRequest, GroupId};
     const NON_EMPTY_GROUP: i16 = 68;
@@ -2826,6 +2825,26 @@ fn share_group_offsets_are_reset_and_deleted_for_a_partition_another_broker_lead
     ensure!(codes == [0], "DeleteGroups: {codes:?}");
     let (_, got) = share_member_at(&nodes, group, "jobs", leader, 10)?;
     got_each_once(&got, 0..10, 1, "in a new group of the same id")?;
+
+    // 4. A group reading from the latest offset (the default) starts the
+    // partition when its coordinator assigns it, though another broker
+    // leads it: what is produced before the member's first fetch is
+    // delivered.
+    let coordinator = coordinator_of(&all, 0, "latecomers")?;
+    let at = |id: i32| nodes[usize::try_from(id - 1).unwrap_or(0)].bootstrap();
+    let mut late =
+        common::share::Member::join_at(&at(coordinator), &at(leader), "latecomers", "jobs")?;
+    // The assignment comes in the answer to a heartbeat once, when it
+    // changes: the member has it when it knows the topic's id.
+    wait_until(SETTLE_TIMEOUT, "the partition assigned", || {
+        if late.topic_id.is_none() {
+            late.heartbeat(None)?;
+        }
+        Ok(late.topic_id.is_some())
+    })?;
+    produce(&all, "jobs", 10, 5)?;
+    let got = late.fetch_until(5)?;
+    got_each_once(&got, 10..15, 1, "produced after the assignment")?;
     Ok(())
 }
 

@@ -6,12 +6,15 @@ use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, Topic
 use kafka_protocol::messages::{ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
 use crate::group::assignor::{self, TopicShape};
 use crate::group::share::ShareHeartbeatParams;
+use crate::share::session::TopicIdPartition;
 use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: ShareGroupHeartbeatRequest,
 ) -> Result<ShareGroupHeartbeatResponse, HandlerError> {
@@ -67,29 +70,58 @@ pub(crate) async fn handle(
         })))
 }
 
-/// Start the share-partitions of an assignment that this broker leads and
-/// that have none yet, where the group's `share.auto.offset.reset` says
-/// (the high watermark by default, as Kafka starts them when it assigns
-/// them), written to
+/// Start the share-partitions of an assignment that have none yet, where
+/// the group's `share.auto.offset.reset` says (the high watermark by
+/// default, as Kafka starts them when it assigns them), written to
 /// `__share_group_state` before the member hears of them: records produced
 /// between the assignment and the member's first fetch are delivered.
+/// Those led here start here; on a cluster, those led elsewhere are asked
+/// of their leaders at once (one try, for at most [`START_ELSEWHERE_FOR`]:
+/// one not started then starts at its leader's first fetch).
 async fn start_share_partitions(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     group: &str,
     assigned: &assignor::TopicPartitions,
 ) -> Result<(), HandlerError> {
-    let group: std::sync::Arc<str> = std::sync::Arc::from(group);
+    let (here, elsewhere): (Vec<TopicIdPartition>, Vec<TopicIdPartition>) = assigned
+        .iter()
+        .flat_map(|(topic_id, partitions)| partitions.iter().map(move |p| (*topic_id, *p)))
+        .partition(|tp| super::share_fetch::leader_partition(broker, *tp).is_ok());
+    start_here(broker, group, here).await?;
+    if !elsewhere.is_empty() && broker.metadata().replicated() {
+        let asked = super::share_group_offsets::start_on_leaders(broker, group, elsewhere);
+        if tokio::time::timeout(START_ELSEWHERE_FOR, asked)
+            .await
+            .is_err()
+        {
+            tracing::debug!(group, "share-partitions led elsewhere not started in time");
+        }
+    }
+    Ok(())
+}
+
+/// How long a heartbeat waits for other leaders to start its
+/// share-partitions.
+const START_ELSEWHERE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Start each share-partition of `group` in `tps` that this broker leads
+/// and that has none yet, where `share.auto.offset.reset` says; answered
+/// once each start is durable (one that is not is logged, and starts again
+/// at the first fetch).
+pub(crate) async fn start_here(
+    broker: &Broker,
+    group: &str,
+    tps: Vec<TopicIdPartition>,
+) -> Result<(), HandlerError> {
+    let group: Arc<str> = Arc::from(group);
     let mut new = Vec::new();
-    for (topic_id, partitions) in assigned {
-        for index in partitions {
-            let tp = (*topic_id, *index);
-            let key = super::share_fetch::share_key(&group, tp);
-            if broker.shares().get(&key).is_some() {
-                continue;
-            }
-            if let Ok(partition) = super::share_fetch::leader_partition(broker, tp) {
-                new.push((key, partition));
-            }
+    for tp in tps {
+        let key = super::share_fetch::share_key(&group, tp);
+        if broker.shares().get(&key).is_some() {
+            continue;
+        }
+        if let Ok(partition) = super::share_fetch::leader_partition(broker, tp) {
+            new.push((key, partition));
         }
     }
     if new.is_empty() {

@@ -234,6 +234,51 @@ const FORWARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The version of the forwarded requests (both APIs have one).
 const FORWARD_VERSION: i16 = 0;
 
+/// The start offset of a forwarded alter that starts a share-partition
+/// where `share.auto.offset.reset` says, unless it has started already
+/// (the coordinator assigned it: ShareGroupHeartbeat).
+const START_IF_NEW: i64 = -1;
+
+/// Ask the leaders of `tps`, share-partitions of `group` led on other
+/// brokers, to start each that has not started, where
+/// `share.auto.offset.reset` says: one forwarded alter per leader, at once,
+/// one try. What fails is logged; such a share-partition starts at its
+/// leader's first fetch.
+pub(crate) async fn start_on_leaders(broker: &Arc<Broker>, group: &str, tps: Vec<(Uuid, i32)>) {
+    let mut by_leader: BTreeMap<i32, Vec<ResetItem>> = BTreeMap::new();
+    for (topic_id, index) in tps {
+        let id = PartitionId {
+            topic_id,
+            partition: index,
+        };
+        let (Leadership::NotLeader { leader, .. }, Some(topic)) =
+            (broker.replicas.leadership(id), broker.topic_by_id(topic_id))
+        else {
+            continue;
+        };
+        if leader >= 0 {
+            let name = TopicName(StrBytes::from_string(topic.meta.name.clone()));
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((name, topic_id, index, START_IF_NEW));
+        }
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (node, items) in by_leader {
+        let (b, g) = (broker.clone(), group.to_string());
+        sends.spawn(async move { forward_reset(&b, &g, node, items).await });
+    }
+    while let Some(sent) = sends.join_next().await {
+        for (item, outcome) in sent.unwrap_or_default() {
+            if let Err(e) = outcome {
+                tracing::debug!(group, partition = item.2, error = %e.message,
+                    "a share-partition led elsewhere did not start at its assignment");
+            }
+        }
+    }
+}
+
 /// The scope byte of a forwarded request, `None` when it comes from a client.
 fn forwarded(tags: &BTreeMap<i32, bytes::Bytes>) -> Option<u8> {
     tags.get(&FORWARDED_TAG)
@@ -290,10 +335,16 @@ pub(crate) async fn alter(
     // cluster's coordinator sends each partition to its leader.
     let done = if forwarded || !broker.metadata().replicated() {
         let mut done = HashMap::new();
+        let mut starts = Vec::new();
         for (_, topic_id, index, offset) in items {
+            if forwarded && offset == START_IF_NEW {
+                starts.push((topic_id, index));
+                continue;
+            }
             let r = reset(broker, &group, (topic_id, index), offset).await?;
             done.insert((topic_id, index), r);
         }
+        super::share_group_heartbeat::start_here(broker, &group, starts).await?;
         done
     } else {
         reset_on_leaders(broker, &group, items).await?
