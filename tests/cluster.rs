@@ -2373,22 +2373,72 @@ fn share_from_the_log_start(nodes: &[Broker], group: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The `__dlq.errors.offset` header of each dead letter in `topic`, read
+/// with `weir consume`, sorted; waits until there are at least `n`.
+fn dead_letter_offsets(nodes: &[Broker], topic: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut offsets = Vec::new();
+    wait_until(SETTLE_TIMEOUT, "the dead letters", || {
+        let out = cli::weir(
+            nodes
+                .iter()
+                .find(|n| n.pid().is_some())
+                .context("no node runs")?,
+            &[
+                "consume",
+                topic,
+                "--from-beginning",
+                "--format",
+                "json",
+                "--brokers",
+                &bootstrap_alive(nodes),
+            ],
+            b"",
+        )?;
+        offsets = String::from_utf8(out.stdout)?
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|r| {
+                r["headers"]
+                    .as_array()?
+                    .iter()
+                    .find(|h| h["key"] == "__dlq.errors.offset")
+                    .and_then(|h| h["value"].as_str())
+                    .map(str::to_string)
+            })
+            .collect();
+        Ok(offsets.len() >= n)
+    })?;
+    offsets.sort();
+    Ok(offsets)
+}
+
 #[test]
-fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_leads()
+fn a_share_groups_dead_letters_reach_a_partition_another_broker_leads_once_across_a_move()
 -> anyhow::Result<()> {
     use common::share::{ACCEPT, Member, REJECT};
-    let nodes = start_cluster(3, &["--set", "group.share.enable=true"])?;
+    let mut nodes = start_cluster(3, &["--set", "group.share.enable=true"])?;
     let all = bootstrap(&nodes);
+    // Node 1 writes dead letters, then stops before it confirms them
+    // (built with failpoints, as CI builds the tests).
+    nodes[0].sigkill()?;
+    nodes[0].set_envs(&[("FAILPOINTS", "share::dead_letters_forwarded=pause")]);
+    nodes[0].restart()?;
+    wait_until(SETTLE_TIMEOUT, "node 1 back and unfenced", || {
+        let consumer: BaseConsumer = common::consumer_config(&all).create()?;
+        Ok(consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok_and(|m| m.brokers().len() == 3))
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let admin = common::admin(&all)?;
-    // The source partition led by node 1, its dead-letter partition by
-    // node 2 (the first replica of a set leads).
+    // The source partition led by node 1, then node 3; its dead-letter
+    // partition by node 2 (the first replica of a set leads).
     let created = runtime.block_on(
         admin.create_topics(
             &[
-                NewTopic::new("shipments", 1, TopicReplication::Variable(&[&[1, 2, 3]])),
+                NewTopic::new("shipments", 1, TopicReplication::Variable(&[&[1, 3]])),
                 NewTopic::new("dlq.shippers", 1, TopicReplication::Variable(&[&[2, 3, 1]]))
                     .set("errors.deadletterqueue.group.enable", "true"),
             ],
@@ -2402,14 +2452,12 @@ fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_lead
         source[&0].leader == 1 && dead[&0].leader == 2,
         "{source:?} {dead:?}"
     );
-    // From the log start: on a cluster the share-partition starts at its
-    // leader's first fetch (the coordinator, maybe another node, starts
-    // only those it leads), which may come after the records below.
     share_from_the_log_start(&nodes, "shippers")?;
     let coordinator = coordinator_of(&all, 0, "shippers")?;
+    let addresses: Vec<String> = nodes.iter().map(Broker::bootstrap).collect();
     let address = |id: i32| -> anyhow::Result<String> {
         let i = usize::try_from(id - 1)?;
-        Ok(nodes.get(i).context("no such node")?.bootstrap())
+        Ok(addresses.get(i).context("no such node")?.clone())
     };
     let mut m = Member::join_at(
         &address(coordinator)?,
@@ -2424,40 +2472,27 @@ fn a_share_groups_dead_letters_reach_a_dead_letter_partition_another_broker_lead
         m.acknowledge(&[(0, 1, REJECT), (2, 2, ACCEPT)])? == (0, 0),
         "the acknowledgement failed"
     );
-    let mut found = Vec::new();
-    wait_until(SETTLE_TIMEOUT, "two dead letters on broker 2", || {
-        let out = cli::weir(
-            &nodes[0],
-            &[
-                "consume",
-                "dlq.shippers",
-                "--from-beginning",
-                "--format",
-                "json",
-                "--brokers",
-                &all,
-            ],
-            b"",
-        )?;
-        found = String::from_utf8(out.stdout)?
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .collect();
-        Ok(found.len() >= 2)
+    let offsets = dead_letter_offsets(&nodes, "dlq.shippers", 2)?;
+    ensure!(
+        offsets == ["0", "1"],
+        "dead letters on broker 2: {offsets:?}"
+    );
+    drop(m);
+
+    // Node 1 dies before confirming them: node 3 takes the share-partition
+    // up with both records still dead-lettering, finds their dead letters
+    // on node 2, and confirms them without writing them again.
+    nodes[0].sigkill()?;
+    ensure!(new_leader(&nodes, "shipments", 1)? == 3);
+    joined_member(&nodes, "shippers", "shipments", 3)?;
+    wait_until(SETTLE_TIMEOUT, "the dead letters confirmed", || {
+        let coordinator = coordinator_of(&bootstrap_alive(&nodes), 0, "shippers")?;
+        let mut admin = common::raw::RawClient::connect(&address(coordinator)?)?;
+        let described = common::share::start_offsets(&mut admin, "shippers", Some("shipments"))?;
+        Ok(described.first().map(|d| d.2) == Some(3))
     })?;
-    let mut offsets: Vec<String> = found
-        .iter()
-        .filter_map(|r| {
-            r["headers"]
-                .as_array()?
-                .iter()
-                .find(|h| h["key"] == "__dlq.errors.offset")
-                .and_then(|h| h["value"].as_str())
-                .map(str::to_string)
-        })
-        .collect();
-    offsets.sort();
-    ensure!(offsets == ["0", "1"], "{found:?}");
+    let offsets = dead_letter_offsets(&nodes, "dlq.shippers", 2)?;
+    ensure!(offsets == ["0", "1"], "after the move: {offsets:?}");
     Ok(())
 }
 

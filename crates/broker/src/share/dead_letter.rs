@@ -36,10 +36,12 @@
 //!
 //! **On a cluster** the dead-letter partition may be led by another
 //! broker: the dead letters are produced to it (acks=all) over the peer
-//! connections. Only a partition held here can be looked in, so a produce
-//! retried after a lost answer, or a dead letter whose share-partition
-//! moved to a new leader before it was confirmed, may be written twice
-//! there.
+//! connections, and a look reads it there as a consumer (ListOffsets by
+//! time, then Fetch), up to its high watermark. So a produce retried after
+//! a lost answer, or a dead letter whose share-partition moved to a new
+//! leader before it was confirmed, is found and not written again; only a
+//! dead letter appended but not yet committed when the look reads may be
+//! written twice.
 //!
 //! **Memory.** At most [`WRITERS`] jobs are written at once, each attempt
 //! building at most [`ATTEMPT_BYTES_MAX`] of dead letters (and holding one
@@ -204,9 +206,15 @@ async fn write_job(broker: Weak<Broker>, mut job: Job) {
                 topic,
                 partition,
                 batches,
-            } => forward(&b, leader, &topic, partition, batches)
-                .await
-                .map(|()| offsets),
+            } => {
+                let forwarded = forward(&b, leader, &topic, partition, batches).await;
+                #[cfg(feature = "failpoints")]
+                if forwarded.is_ok() {
+                    let paused = || fail::fail_point!("share::dead_letters_forwarded");
+                    let _ = crate::blocking::run(paused).await;
+                }
+                forwarded.map(|()| offsets)
+            }
             Attempt::Retry(why) => Err(why),
         };
         drop(b);
@@ -343,13 +351,20 @@ fn attempt(
         topic: &source.meta.name,
         partition: key.partition,
     };
-    // Only a partition held here can be looked in (module docs).
     let found = match (&partition, look_first) {
-        (Some(p), true) => match written(p, &origin, letters) {
-            Ok(found) => found,
-            Err(why) => return Attempt::Retry(why),
-        },
-        _ => HashSet::new(),
+        (Some(p), true) => written(p, &origin, letters),
+        (None, true) => written_at(
+            broker,
+            leader,
+            (&topic.meta.name, topic.meta.id, index),
+            &origin,
+            letters,
+        ),
+        (_, false) => Ok(HashSet::new()),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(why) => return Attempt::Retry(why),
     };
     let source_partition = dlq
         .copy_record
@@ -592,6 +607,148 @@ impl Copies {
     }
 }
 
+/// The offset after the last batch of `records`, having added to `found`
+/// each offset of `wanted` whose dead letter from `origin` they hold.
+fn scan(
+    records: &Bytes,
+    origin: &Origin<'_>,
+    wanted: &HashSet<i64>,
+    found: &mut HashSet<i64>,
+) -> Result<i64, String> {
+    let (partition_text, group) = (origin.partition.to_string(), origin.group.as_bytes());
+    let mut next = i64::MIN;
+    for framed in batches(records) {
+        let (header, batch) = framed.map_err(|e| e.to_string())?;
+        next = next.max(header.last_offset().saturating_add(1));
+        if header.is_control() {
+            continue;
+        }
+        let mut bytes = records.slice_ref(batch);
+        let Ok(decoded) = RecordBatchDecoder::decode(&mut bytes) else {
+            // Not one of ours (a client's batch this build cannot decode).
+            continue;
+        };
+        for r in decoded.records {
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k.as_str() == name)
+                    .and_then(|(_, v)| v.as_deref())
+            };
+            let ours = header(HEADER_GROUP) == Some(group)
+                && header(HEADER_TOPIC) == Some(origin.topic.as_bytes())
+                && header(HEADER_PARTITION) == Some(partition_text.as_bytes());
+            let offset = header(HEADER_OFFSET)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<i64>().ok());
+            if let Some(offset) = offset.filter(|o| ours && wanted.contains(o)) {
+                found.insert(offset);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// The earliest time one of `letters` was archived, less a slack: where a
+/// look for their dead letters starts.
+fn look_since(letters: &[DeadLetter]) -> i64 {
+    letters
+        .iter()
+        .map(|l| l.since_ms)
+        .min()
+        .unwrap_or(i64::MIN)
+        .saturating_sub(LOOK_SLACK_MS)
+}
+
+/// [`written`] for a dead-letter partition another broker leads: read from
+/// it as a consumer (ListOffsets by time, then Fetch up to its high
+/// watermark) over the peer connections. Blocks on the network: called on
+/// a blocking thread.
+fn written_at(
+    broker: &Broker,
+    leader: i32,
+    (topic, topic_id, index): (&str, uuid::Uuid, i32),
+    origin: &Origin<'_>,
+    letters: &[DeadLetter],
+) -> Result<HashSet<i64>, String> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+    let failed = |e: &dyn std::fmt::Display| {
+        format!("looking for written dead letters on broker {leader}: {e}")
+    };
+    let handle = tokio::runtime::Handle::try_current().map_err(|e| failed(&e))?;
+    let wanted: HashSet<i64> = letters.iter().map(|l| l.offset).collect();
+    let mut found = HashSet::new();
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(text(topic)))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(index)
+                        .with_timestamp(look_since(letters)),
+                ]),
+        ]);
+    let answer = handle
+        .block_on(broker.peers.call(leader, &request, LIST_OFFSETS_VERSION))
+        .map_err(|e| failed(&e))?;
+    let p = answer
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .next()
+        .ok_or_else(|| failed(&"no partition answered ListOffsets"))?;
+    if p.error_code != 0 {
+        return Err(failed(&format!("ListOffsets error {}", p.error_code)));
+    }
+    // -1: nothing was written since.
+    let mut next = p.offset;
+    while next >= 0 && found.len() < wanted.len() {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(READ_BYTES as i32)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(index)
+                            .with_fetch_offset(next)
+                            .with_partition_max_bytes(READ_BYTES as i32),
+                    ]),
+            ]);
+        let answer = handle
+            .block_on(broker.peers.call(leader, &request, FETCH_VERSION))
+            .map_err(|e| failed(&e))?;
+        let p = answer
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .next()
+            .ok_or_else(|| failed(&"no partition answered Fetch"))?;
+        if p.error_code != 0 {
+            return Err(failed(&format!("Fetch error {}", p.error_code)));
+        }
+        let before = next;
+        let records = p.records.clone().unwrap_or_default();
+        next = next.max(scan(&records, origin, &wanted, &mut found).map_err(|e| failed(&e))?);
+        if next <= before || next >= p.high_watermark {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// Versions of the requests a look on another broker sends.
+const LIST_OFFSETS_VERSION: i16 = 4;
+const FETCH_VERSION: i16 = 13;
+
 /// The offsets of `letters` whose dead letters `partition` already holds:
 /// read from the earliest time one of them was archived (less a slack).
 fn written(
@@ -600,12 +757,7 @@ fn written(
     letters: &[DeadLetter],
 ) -> Result<HashSet<i64>, String> {
     let wanted: HashSet<i64> = letters.iter().map(|l| l.offset).collect();
-    let since = letters
-        .iter()
-        .map(|l| l.since_ms)
-        .min()
-        .unwrap_or(i64::MIN)
-        .saturating_sub(LOOK_SLACK_MS);
+    let since = look_since(letters);
     let mut found = HashSet::new();
     let failed = |e: &dyn std::fmt::Display| format!("looking for written dead letters: {e}");
     let Some((mut next, _)) = partition
@@ -615,41 +767,13 @@ fn written(
         return Ok(found);
     };
     let end = partition.offsets().log_end;
-    let (partition_text, group) = (origin.partition.to_string(), origin.group.as_bytes());
     while next < end && found.len() < wanted.len() {
         let read = partition
             .read_replica(next, READ_BYTES)
             .map_err(|e| failed(&e))?;
         let before = next;
-        for framed in batches(&read.records) {
-            let (header, batch) = framed.map_err(|e| failed(&e))?;
-            next = next.max(header.last_offset().saturating_add(1));
-            if header.is_control() {
-                continue;
-            }
-            let mut bytes = read.records.slice_ref(batch);
-            let Ok(decoded) = RecordBatchDecoder::decode(&mut bytes) else {
-                // Not one of ours (a client's batch this build cannot decode).
-                continue;
-            };
-            for r in decoded.records {
-                let header = |name: &str| {
-                    r.headers
-                        .iter()
-                        .find(|(k, _)| k.as_str() == name)
-                        .and_then(|(_, v)| v.as_deref())
-                };
-                let ours = header(HEADER_GROUP) == Some(group)
-                    && header(HEADER_TOPIC) == Some(origin.topic.as_bytes())
-                    && header(HEADER_PARTITION) == Some(partition_text.as_bytes());
-                let offset = header(HEADER_OFFSET)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse::<i64>().ok());
-                if let Some(offset) = offset.filter(|o| ours && wanted.contains(o)) {
-                    found.insert(offset);
-                }
-            }
-        }
+        let scanned = scan(&read.records, origin, &wanted, &mut found).map_err(|e| failed(&e))?;
+        next = next.max(scanned);
         if next <= before {
             break;
         }
