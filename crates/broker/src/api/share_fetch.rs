@@ -444,18 +444,34 @@ pub(crate) async fn apply_acks(
     let mut out = Vec::with_capacity(applied.len());
     for (tp, done) in applied {
         let error = match done {
-            Ok(Some(durable)) => durable.wait().await.err().map(|e| {
-                ApiError::new(
-                    ResponseError::KafkaStorageError,
-                    format!("the acknowledgement could not be made durable: {e}"),
-                )
-            }),
+            Ok(Some(durable)) => durable.wait().await.err().map(not_durable),
             Ok(None) => None,
             Err(e) => Some(e),
         };
         out.push((tp, error));
     }
     Ok(out)
+}
+
+/// The answer to an acknowledgement whose state was not made durable: a
+/// write the share coordinator fenced means a newer leader took the
+/// share-partition up (NOT_LEADER_OR_FOLLOWER: the member acknowledges
+/// there); anything else is KAFKA_STORAGE_ERROR.
+fn not_durable(e: ApiError) -> ApiError {
+    if e.code == ResponseError::FencedLeaderEpoch {
+        ApiError::new(
+            ResponseError::NotLeaderOrFollower,
+            format!("this broker no longer leads the partition: {}", e.message),
+        )
+    } else {
+        ApiError::new(
+            ResponseError::KafkaStorageError,
+            format!(
+                "the acknowledgement could not be made durable: {}",
+                e.message
+            ),
+        )
+    }
 }
 
 /// One acknowledgement batch of a request, checked: its types must be
@@ -579,4 +595,19 @@ fn response(answers: BTreeMap<TopicIdPartition, Answer>, lock_ms: i32) -> ShareF
                 })
                 .collect(),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_fenced_by_a_newer_leader_is_answered_not_leader() {
+        let fenced = ApiError::new(ResponseError::FencedLeaderEpoch, "epoch 4 read it");
+        assert_eq!(not_durable(fenced).code, ResponseError::NotLeaderOrFollower);
+        let failed = ApiError::new(ResponseError::KafkaStorageError, "disk");
+        assert_eq!(not_durable(failed).code, ResponseError::KafkaStorageError);
+        let moving = ApiError::new(ResponseError::CoordinatorNotAvailable, "moving");
+        assert_eq!(not_durable(moving).code, ResponseError::KafkaStorageError);
+    }
 }

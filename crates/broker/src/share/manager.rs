@@ -63,16 +63,20 @@ pub(crate) struct ShareConfig {
 #[derive(Debug, Clone)]
 pub(crate) enum StateWait {
     Local(DurableWait),
-    Remote(watch::Receiver<Option<Result<(), String>>>),
+    Remote(watch::Receiver<Option<Result<(), ApiError>>>),
 }
 
 impl StateWait {
-    pub(crate) async fn wait(self) -> Result<(), String> {
+    /// Resolves once the state is durable; else the error says why
+    /// (KAFKA_STORAGE_ERROR, or on a cluster the share coordinator's answer:
+    /// FENCED_LEADER_EPOCH when this broker no longer leads the partition).
+    pub(crate) async fn wait(self) -> Result<(), ApiError> {
+        let storage = |why: String| ApiError::new(ResponseError::KafkaStorageError, why);
         match self {
-            Self::Local(wait) => wait.wait().await.map_err(|e| e.to_string()),
+            Self::Local(wait) => wait.wait().await.map_err(|e| storage(e.to_string())),
             Self::Remote(mut rx) => match rx.wait_for(Option::is_some).await {
                 Ok(done) => done.clone().unwrap_or(Ok(())),
-                Err(_) => Err("the share-state writer stopped".into()),
+                Err(_) => Err(storage("the share-state writer stopped".into())),
             },
         }
     }
@@ -88,7 +92,7 @@ pub(crate) struct Write {
     /// The leader epoch of the share-partition's topic partition here.
     pub leader_epoch: i32,
     /// Told the outcome.
-    pub done: watch::Sender<Option<Result<(), String>>>,
+    pub done: watch::Sender<Option<Result<(), ApiError>>>,
 }
 
 /// Reads a share-partition's state from its share coordinator (a

@@ -173,7 +173,7 @@ struct Pending {
     key: SharePartitionKey,
     value: Option<PersistedPartition>,
     leader_epoch: i32,
-    waiters: Vec<tokio::sync::watch::Sender<Option<Result<(), String>>>>,
+    waiters: Vec<tokio::sync::watch::Sender<Option<Result<(), ApiError>>>>,
 }
 
 /// The writer: send the changes of `writes` to their coordinators, in
@@ -200,7 +200,7 @@ pub(crate) async fn drive(broker: Weak<Broker>, mut writes: mpsc::UnboundedRecei
             for (p, e) in given_up {
                 tracing::warn!(group = %p.key.group, partition = p.key.partition,
                     error = %e.message, "cannot write share-partition state");
-                finish(p.waiters, Err(e.message));
+                finish(p.waiters, Err(e));
             }
             if again.is_empty() {
                 break;
@@ -242,8 +242,8 @@ fn coalesce(round: Vec<Write>) -> Vec<Pending> {
 }
 
 fn finish(
-    waiters: Vec<tokio::sync::watch::Sender<Option<Result<(), String>>>>,
-    outcome: Result<(), String>,
+    waiters: Vec<tokio::sync::watch::Sender<Option<Result<(), ApiError>>>>,
+    outcome: Result<(), ApiError>,
 ) {
     for w in waiters {
         w.send_replace(Some(outcome.clone()));
