@@ -37,6 +37,7 @@ const GROUP_ID_NOT_FOUND: i16 = 69;
 const NON_EMPTY_GROUP: i16 = 68;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const INVALID_REQUEST: i16 = 42;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn str(s: &str) -> StrBytes {
@@ -1249,6 +1250,11 @@ fn share_group_offsets_are_described_reset_and_deleted_while_the_group_is_empty(
         (0, OFFSET_OUT_OF_RANGE)
     );
     assert_eq!(alter_start(&mut admin, "auditors", "ledger", 1)?, (0, 0));
+    // A partition the topic does not have is named as such.
+    assert_eq!(
+        common::share::alter_start_of(&mut admin, "auditors", ("ledger", 7), 0)?,
+        (0, UNKNOWN_TOPIC_OR_PARTITION)
+    );
     assert_eq!(
         common::share::start_offsets(&mut admin, "auditors", Some("ledger"))?,
         [("ledger".to_string(), 0, 1, 0)]

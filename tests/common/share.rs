@@ -343,6 +343,17 @@ pub fn alter_start(
     topic: &str,
     offset: i64,
 ) -> anyhow::Result<(i16, i16)> {
+    alter_start_of(admin, group, (topic, 0), offset)
+}
+
+/// AlterShareGroupOffsets of `group`, partition `partition` of `topic` to
+/// `offset`: (top-level error, partition error).
+pub fn alter_start_of(
+    admin: &mut RawClient,
+    group: &str,
+    (topic, partition): (&str, i32),
+    offset: i64,
+) -> anyhow::Result<(i16, i16)> {
     use kafka_protocol::messages::AlterShareGroupOffsetsRequest;
     use kafka_protocol::messages::alter_share_group_offsets_request as alter;
     let r = admin.call(
@@ -353,7 +364,7 @@ pub fn alter_start(
                     .with_topic_name(TopicName(str(topic)))
                     .with_partitions(vec![
                         alter::AlterShareGroupOffsetsRequestPartition::default()
-                            .with_partition_index(0)
+                            .with_partition_index(partition)
                             .with_start_offset(offset),
                     ]),
             ]),

@@ -314,14 +314,20 @@ pub(crate) async fn alter(
     let mut asked: Vec<AskedTopic> = Vec::new();
     let mut items: Vec<ResetItem> = Vec::new();
     for t in super::first_of_each(req.topics, |t| t.topic_name.clone()) {
-        let topic_id = broker.topic(t.topic_name.0.as_str()).map(|s| s.meta.id);
+        let topic = broker.topic(t.topic_name.0.as_str());
+        let topic_id = topic.as_ref().map(|s| s.meta.id);
+        let count = topic.as_ref().map_or(0, |s| s.meta.partitions);
         let mut partitions = Vec::new();
         for p in super::first_of_each(t.partitions, |p| p.partition_index) {
             let index = p.partition_index;
             match topic_id {
-                Some(id) => {
+                Some(id) if (0..count).contains(&index) => {
                     items.push((t.topic_name.clone(), id, index, p.start_offset));
                     partitions.push((index, None));
+                }
+                Some(_) => {
+                    let e = ApiError::unknown_partition(t.topic_name.0.as_str(), index);
+                    partitions.push((index, Some(e)));
                 }
                 None => {
                     let e = ApiError::unknown_topic(t.topic_name.0.as_str());
