@@ -9,11 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use bytes::BytesMut;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use libfuzzer_sys::fuzz_target;
 use weir_storage::{CommitLog, LogConfig, PartitionConfig, PartitionId, SystemClock};
 
@@ -34,34 +30,6 @@ fn scratch() -> tempfile::TempDir {
     .expect("a scratch folder")
 }
 
-/// A batch of `count` records, as a client would send it.
-fn batch(count: i64) -> bytes::Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(bytes::Bytes::from(format!("key-{i}"))),
-            value: Some(bytes::Bytes::from(vec![b'v'; 100])),
-            headers: IndexMap::new(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("a batch encodes");
-    buf.freeze()
-}
-
 /// The log every input starts from, written once.
 fn base() -> &'static tempfile::TempDir {
     static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -73,9 +41,8 @@ fn base() -> &'static tempfile::TempDir {
             .create_partition(id(), PartitionConfig::default())
             .expect("a partition");
         for count in [3, 5, 2] {
-            partition
-                .append(batch(count))
-                .expect("a valid batch appends");
+            let batch = weir_fuzz::batch(count, Compression::None);
+            partition.append(batch).expect("a valid batch appends");
         }
         log.shutdown().expect("the log shuts down");
         dir

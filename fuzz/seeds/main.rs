@@ -7,45 +7,13 @@
 use std::path::Path;
 
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
     ShareFetchRequest, TopicName, fetch_request, produce_request,
 };
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-
-fn batch(count: i64, compression: Compression) -> bytes::Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(bytes::Bytes::from(format!("key-{i}"))),
-            value: Some(bytes::Bytes::from(format!("value-{i}"))),
-            headers: IndexMap::from([(
-                StrBytes::from_static_str("tag"),
-                Some(bytes::Bytes::from_static(b"red")),
-            )]),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("a batch encodes");
-    buf.freeze()
-}
+use kafka_protocol::records::Compression;
+use weir_fuzz::batch;
 
 /// A request frame body (no length prefix), as `decode_request` takes it.
 fn frame<R: Encodable + HeaderVersion>(key: ApiKey, version: i16, request: &R) -> Vec<u8> {
