@@ -341,10 +341,33 @@ impl Drop for Broker {
     }
 }
 
-/// Reserve a free local port: bind port 0, note the port, release it.
+/// Reserve a free local port for a broker started later: one that binds
+/// now, below the kernel's ephemeral range, and not handed out before in
+/// this test process. A port from port 0 would be in the ephemeral range,
+/// where any client connection opened meanwhile (the tests open many) may
+/// take it as its local port before the broker binds it.
 pub fn reserve_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind port 0")?;
-    Ok(listener.local_addr()?.port())
+    use rand::Rng;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rng = rand::rng();
+    for _ in 0..10_000 {
+        let port = rng.random_range(low..high);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port below {high}")
 }
 
 /// A producer config with acks=all and short timeouts suited to a local broker.
