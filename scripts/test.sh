@@ -33,6 +33,12 @@ if ! command -v kcat >/dev/null; then
     echo "== installing kcat"
     apt_install kcat >/dev/null || echo "warning: could not install kcat; its suite will fail"
 fi
+# librdkafka's TLS in the Rust tests (rdkafka's `ssl` feature) links OpenSSL.
+if ! pkg-config --exists openssl 2>/dev/null; then
+    echo "== installing libssl-dev and pkg-config"
+    apt_install libssl-dev pkg-config >/dev/null ||
+        echo "warning: could not install libssl-dev; the Rust tests will not build"
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "== creating the Python venv at .venv"
     python3 -m venv .venv 2>/dev/null || { apt_install python3-venv >/dev/null && python3 -m venv .venv; } ||

@@ -1,6 +1,7 @@
 //! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
 //! Kafka-compatible broker (`weir bench`, `topic`, `produce`, `consume`,
-//! `cluster`, `group`, `txn`).
+//! `cluster`, `group`, `txn`), and `weir cert`, which makes certificates for
+//! trying TLS.
 //!
 //! It only parses the command line, dispatches, and turns an error into its
 //! message and exit code: the broker lives in weir-serve, the client
@@ -59,6 +60,10 @@ enum Command {
     /// Move dead letters back to a topic once their cause is fixed.
     #[cfg(feature = "rdkafka")]
     Dlq(cli::dlq::DlqArgs),
+    /// Make certificates for trying TLS listeners locally.
+    Cert(cli::cert::CertArgs),
+    /// Create, delete and list SCRAM users.
+    User(cli::user::UserArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +93,8 @@ fn main() -> ExitCode {
         Command::Delayed(args) => cli::delayed::run(&admin_url, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
         Command::Dlq(args) => cli::dlq::run(brokers, args).map_err(cli_failed),
+        Command::Cert(args) => cli::cert::run(args).map_err(cli_failed),
+        Command::User(args) => cli::user::run(brokers, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ pub mod faults;
 pub mod history;
 pub mod netns;
 pub mod raw;
+pub mod security;
 pub mod share;
 pub mod workload;
 
@@ -61,6 +62,11 @@ pub struct Broker {
     admin_addr: Option<String>,
     /// Whether `extra_args` give `--admin-listen` (the harness then adds none).
     admin_in_extra_args: bool,
+    /// Whether the broker is given `--listen` (not when `extra_args` name
+    /// Kafka's `listeners`).
+    listen_flag: bool,
+    /// Each listener's bound address, by name, from the last life.
+    listeners: Vec<(String, String)>,
     stderr_path: PathBuf,
     lives: u32,
 }
@@ -95,6 +101,35 @@ impl Broker {
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::launch(Some(listen), extra_args, envs)
+    }
+
+    /// Start a broker with Kafka's `listeners` (`NAME://HOST:PORT,...`)
+    /// instead of `--listen`; [`Broker::listener`] gives each one's address
+    /// and [`Broker::bootstrap`] the first's.
+    pub fn start_with_listeners(listeners: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let set = format!("listeners={listeners}");
+        let args: Vec<&str> = ["--set", set.as_str()]
+            .into_iter()
+            .chain(extra_args.iter().copied())
+            .collect();
+        Self::launch(None, &args, &[])
+    }
+
+    /// The bound address of the listener named `name` (upper case, as the
+    /// broker prints it).
+    pub fn listener(&self, name: &str) -> Option<&str> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| addr.as_str())
+    }
+
+    fn launch(
+        listen: Option<&str>,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("weir-e2e-")
             .tempdir()
@@ -116,11 +151,13 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            addr: listen.to_string(),
+            addr: listen.unwrap_or_default().to_string(),
+            listen_flag: listen.is_some(),
+            listeners: Vec::new(),
             stderr_path,
             lives: 0,
         };
-        broker.spawn(listen)?;
+        broker.spawn(listen.unwrap_or_default())?;
         Ok(broker)
     }
 
@@ -250,10 +287,11 @@ impl Broker {
             .context("cannot open the broker's stderr file")?;
         let data_dir = self.data_dir();
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.arg("serve");
+        if self.listen_flag {
+            command.arg("--listen").arg(listen);
+        }
         command
-            .arg("serve")
-            .arg("--listen")
-            .arg(listen)
             .arg("--data-dir")
             .arg(&data_dir)
             .args(&self.extra_args);
@@ -278,7 +316,11 @@ impl Broker {
             let (mut kafka_sent, mut admin_sent) = (false, false);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !kafka_sent && let Some(addr) = line.strip_prefix("listening on ") {
+                if let Some(named) = line.strip_prefix("listener ")
+                    && let Some((name, addr)) = named.split_once(" listening on ")
+                {
+                    let _ = tx.send(Listening::Named(name.to_owned(), addr.trim().to_owned()));
+                } else if !kafka_sent && let Some(addr) = line.strip_prefix("listening on ") {
                     let _ = tx.send(Listening::Kafka(addr.trim().to_string()));
                     kafka_sent = true;
                 } else if !admin_sent && let Some(addr) = line.strip_prefix("admin listening on ") {
@@ -291,9 +333,11 @@ impl Broker {
         // admin listener is on.
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         let (mut kafka, mut admin) = (None, None);
+        self.listeners.clear();
         while kafka.is_none() || (self.admin_addr.is_some() && admin.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
+                Ok(Listening::Named(name, addr)) => self.listeners.push((name, addr)),
                 Ok(Listening::Kafka(addr)) => kafka = Some(addr),
                 Ok(Listening::Admin(addr)) => admin = Some(addr),
                 Err(_) => {
@@ -323,7 +367,10 @@ impl Broker {
 
 /// A listening line of `weir serve`'s stdout.
 enum Listening {
-    /// `listening on HOST:PORT`: the Kafka listener.
+    /// `listener NAME listening on HOST:PORT`: one Kafka listener, printed
+    /// before the `listening on` line.
+    Named(String, String),
+    /// `listening on HOST:PORT`: the first Kafka listener.
     Kafka(String),
     /// `admin listening on HOST:PORT`: the admin API.
     Admin(String),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # confluent-kafka (PyPI) against a real `weir serve`: its ShareConsumer
-# (librdkafka's share consumer, KIP-932) and Weir's dead-letter topics
-# (KIP-1191), in tests/compat/confluent-kafka/test_*.py.
+# (librdkafka's share consumer, KIP-932), Weir's dead-letter topics
+# (KIP-1191), and SCRAM users (its AdminClient's Alter/DescribeUserScram-
+# Credentials, beside `weir user`), in tests/compat/confluent-kafka/test_*.py.
 #
 # Sets up what it needs: the venv at .venv with the pinned packages of
 # tests/compat/confluent-kafka/requirements.txt. Starts the broker with share
@@ -48,6 +49,7 @@ else
     weir=${CARGO_TARGET_DIR:-$root/target}/debug/weir
 fi
 [ -x "$weir" ] || setup_failed "no broker binary at $weir"
+weir=$(realpath "$weir")
 
 mkdir -p "$cache"
 work=$(mktemp -d -t weir-confluent-kafka-XXXXXX)
@@ -72,7 +74,7 @@ echo "== weir listening on $bootstrap"
 echo "== pytest tests/compat/confluent-kafka (${test_timeout_s}s per test)"
 (
     cd "$suite_dir" &&
-        WEIR_BOOTSTRAP="$bootstrap" PYTHONDONTWRITEBYTECODE=1 \
+        WEIR_BOOTSTRAP="$bootstrap" WEIR_CLI="$weir" PYTHONDONTWRITEBYTECODE=1 \
             timeout --kill-after=10 "$suite_timeout_s" "$venv/bin/python" -m pytest . \
             -p no:cacheprovider --timeout="$test_timeout_s" --timeout-method=signal -q -rA
 ) >"$work/pytest.log" 2>&1

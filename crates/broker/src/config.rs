@@ -7,16 +7,27 @@ use std::collections::BTreeMap;
 /// machine's descriptors or memory run out.
 pub const DEFAULT_MAX_PARTITIONS: i64 = 200_000;
 
+/// The name of the listener `--listen` binds, and Kafka's default
+/// `inter.broker.listener.name`.
+pub const DEFAULT_LISTENER: &str = "PLAINTEXT";
+
 /// Settings the broker's handlers need. The `weir` binary builds this from
 /// flags, environment variables and an optional TOML file.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: i32,
-    /// Host advertised to clients in Metadata.
+    /// Host other brokers reach this one at: the advertised endpoint of
+    /// its inter-broker listener.
     pub advertised_host: String,
-    /// Port advertised to clients in Metadata.
+    /// Port other brokers reach this one at.
     pub advertised_port: i32,
+    /// `advertised.listeners`: where the clients of each listener are told
+    /// to connect. Empty means one listener, at `advertised_host:advertised_port`.
+    pub listeners: Vec<weir_metadata::Endpoint>,
+    /// `inter.broker.listener.name`: the listener other brokers use, and
+    /// the one a request that came over no connection is taken to come in on.
+    pub inter_broker_listener: String,
     /// `num.partitions`: partitions of an auto-created topic or one created with -1.
     pub default_partitions: i32,
     /// `default.replication.factor`: replicas of an auto-created topic or one
@@ -56,12 +67,26 @@ pub struct BrokerConfig {
     pub replica_fetch_response_max_bytes: i32,
 }
 
+impl BrokerConfig {
+    /// Where a client that came in on `listener` reaches this broker, or
+    /// `None` when it has no listener of that name.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        weir_metadata::Endpoint::of_listener(
+            &self.listeners,
+            listener,
+            (&self.advertised_host, self.advertised_port),
+        )
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             node_id: 0,
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
+            listeners: Vec::new(),
+            inter_broker_listener: DEFAULT_LISTENER.into(),
             default_partitions: 4,
             default_replication_factor: 1,
             rack: None,

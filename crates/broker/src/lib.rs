@@ -33,7 +33,8 @@ mod txn;
 mod view;
 
 pub use config::{
-    BrokerConfig, CheckbackConfig, DEFAULT_MAX_PARTITIONS, GroupConfig, MigrationPolicy, TxnConfig,
+    BrokerConfig, CheckbackConfig, DEFAULT_LISTENER, DEFAULT_MAX_PARTITIONS, GroupConfig,
+    MigrationPolicy, TxnConfig,
 };
 pub use error::ApiError;
 pub use group_config::validate_dlq_topic_prefix;
@@ -87,6 +88,25 @@ pub struct RequestContext {
     pub header: RequestHeader,
     /// The client's address, when the request came over a connection.
     pub peer: Option<std::net::SocketAddr>,
+    /// The listener the request came in on (`inter.broker.listener.name`
+    /// for one that came over no connection): clients are told the
+    /// brokers' endpoints of that listener.
+    pub listener: Arc<str>,
+    /// Who sent it (`User:ANONYMOUS` for a request that came over no
+    /// connection, or over one that did not authenticate).
+    pub principal: weir_auth::KafkaPrincipal,
+}
+
+/// What the network edge knows of the connection a request came over.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The name of the listener it connected to.
+    pub listener: Arc<str>,
+    /// Who it is: the principal its client certificate or SASL exchange
+    /// named, `User:ANONYMOUS` otherwise.
+    pub principal: weir_auth::KafkaPrincipal,
 }
 
 impl RequestContext {
@@ -247,6 +267,8 @@ impl Broker {
             version: request.version,
             header: request.header,
             peer: None,
+            listener: Arc::from(self.config.inter_broker_listener.as_str()),
+            principal: weir_auth::KafkaPrincipal::anonymous(),
         };
         api::dispatch(self, &ctx, request.body).await
     }
@@ -262,17 +284,20 @@ impl Broker {
     /// fsync, so the next request is read meanwhile; a fetch
     /// (which changes nothing) is deferred whole, so its long poll does not
     /// hold up the connection. Everything else completes here.
-    /// `peer` is the client's address (group members report it as their host).
+    /// `caller` says who sent it: its address (group members report it as
+    /// their host) and the listener it came in on.
     pub async fn begin(
         self: &Arc<Self>,
         request: Request,
-        peer: Option<std::net::SocketAddr>,
+        caller: &Caller,
     ) -> Result<Reply, HandlerError> {
         let ctx = RequestContext {
             api_key: request.api_key,
             version: request.version,
             header: request.header,
-            peer,
+            peer: Some(caller.peer),
+            listener: caller.listener.clone(),
+            principal: caller.principal.clone(),
         };
         match request.body {
             kafka_protocol::messages::RequestKind::Produce(req) => {

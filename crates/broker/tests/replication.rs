@@ -76,6 +76,7 @@ impl TestStore {
             host: "127.0.0.1".into(),
             port: i32::from(port),
             rack: None,
+            endpoints: Vec::new(),
             fenced: false,
             epoch: 1,
         });
@@ -242,7 +243,7 @@ impl Node {
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(weir_server::serve(
-            listener,
+            vec![weir_server::Listener::plaintext(listener)],
             broker.clone(),
             ServerLimits::default(),
             async move {

@@ -9,9 +9,11 @@
 //! JSON spelling of bytes. Each command family lives in its own module; the
 //! requests whose answers must be shown in full go through weir-client.
 //! `produce` and `consume` run on librdkafka and exist only with the
-//! `rdkafka` feature.
+//! `rdkafka` feature. `cert dev` talks to no broker: it writes certificates
+//! for trying TLS listeners.
 
 pub mod admin_api;
+pub mod cert;
 pub mod cluster;
 mod cluster_local;
 #[cfg(feature = "rdkafka")]
@@ -25,6 +27,7 @@ pub mod produce;
 mod replicas;
 pub mod topic;
 pub mod txn;
+pub mod user;
 
 use std::borrow::Cow;
 use std::process::ExitCode;
@@ -117,6 +120,14 @@ pub enum CliError {
         what: Cow<'static, str>,
         /// The HTTP client's error.
         source: reqwest::Error,
+    },
+    /// A certificate or key could not be made (`weir cert dev`).
+    #[error("{what}")]
+    Certificate {
+        /// What could not be made.
+        what: Cow<'static, str>,
+        /// rcgen's error.
+        source: rcgen::Error,
     },
     /// A consumed record could not be written as JSON.
     #[error("cannot format a record as JSON")]

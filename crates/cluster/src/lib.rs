@@ -427,6 +427,7 @@ impl Controller {
         host: String,
         port: i32,
         rack: Option<String>,
+        endpoints: Vec<weir_metadata::Endpoint>,
     ) -> Result<i64, ClusterError> {
         match self
             .write(Command::RegisterBroker {
@@ -434,6 +435,7 @@ impl Controller {
                 host,
                 port,
                 rack,
+                endpoints,
             })
             .await?
         {

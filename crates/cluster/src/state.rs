@@ -84,6 +84,11 @@ pub enum Command {
         /// The changes, in order.
         changes: Vec<ConfigChange>,
     },
+    /// Set and remove users' SCRAM credentials (AlterUserScramCredentials).
+    AlterScramCredentials {
+        /// The changes, in order.
+        changes: Vec<weir_metadata::ScramChange>,
+    },
     /// Hand out `count` producer ids.
     AllocateProducerIds {
         /// How many.
@@ -99,6 +104,10 @@ pub enum Command {
         port: i32,
         /// `broker.rack`.
         rack: Option<String>,
+        /// Its advertised listeners; absent in registrations written
+        /// before listeners were named.
+        #[serde(default)]
+        endpoints: Vec<weir_metadata::Endpoint>,
     },
     /// Fence a broker (its session expired, or it shut down): it leaves
     /// every ISR it is not the last member of, and each partition it led
@@ -239,6 +248,8 @@ pub enum Refusal {
     TooManyGroupConfigs(String),
     /// An unregistration of a broker that is alive or still holds replicas.
     BrokerInUse(String),
+    /// SCRAM credentials past `weir_metadata::SCRAM_CREDENTIALS_MAX`.
+    TooManyCredentials(String),
 }
 
 /// A topic as the state keeps it.
@@ -275,6 +286,11 @@ pub struct ClusterState {
     /// Absent from snapshots of format 1, which had none.
     #[serde(default)]
     pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// SCRAM credentials, ordered by user then mechanism
+    /// ([`Command::AlterScramCredentials`]). Absent from snapshots of
+    /// formats 1 and 2, which had none.
+    #[serde(default)]
+    pub scram_credentials: Vec<weir_metadata::ScramCredential>,
 }
 
 impl ClusterState {
@@ -477,6 +493,11 @@ impl ClusterState {
                     .map_err(|e| Refusal::TooManyGroupConfigs(e.to_string()))?;
                 Ok(Outcome::Done)
             }
+            Command::AlterScramCredentials { changes } => {
+                weir_metadata::apply_scram_changes(&mut self.scram_credentials, changes)
+                    .map_err(|e| Refusal::TooManyCredentials(e.to_string()))?;
+                Ok(Outcome::Done)
+            }
             Command::AllocateProducerIds { count } => {
                 if !(1..=PRODUCER_ID_BLOCK_MAX).contains(count) {
                     return Err(Refusal::ProducerIds(format!(
@@ -494,6 +515,7 @@ impl ClusterState {
                 host,
                 port,
                 rack,
+                endpoints,
             } => {
                 let epoch = i64::try_from(index).unwrap_or(i64::MAX);
                 // A new life of a broker is fenced until it has caught up:
@@ -508,6 +530,7 @@ impl ClusterState {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        endpoints: endpoints.clone(),
                         fenced: true,
                         epoch,
                     },
@@ -1233,6 +1256,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092 + id,
                 rack: rack.map(str::to_string),
+                endpoints: Vec::new(),
             },
         );
         let Outcome::BrokerEpoch { epoch } = outcome else {
@@ -1282,6 +1306,71 @@ mod tests {
         let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0}"#;
         let read: Result<ClusterState, _> = serde_json::from_str(old);
         assert!(read.is_ok_and(|s| s.group_configs.is_empty()));
+    }
+
+    #[test]
+    fn scram_credentials_are_set_deleted_and_read_back_from_a_snapshot() {
+        let mut state = ClusterState::default();
+        let credential = |user: &str, mechanism| weir_metadata::ScramCredential {
+            user: user.into(),
+            mechanism,
+            salt: vec![1; 16],
+            stored_key: vec![2; 32],
+            server_key: vec![3; 32],
+            iterations: 8192,
+        };
+        let set = Command::AlterScramCredentials {
+            changes: vec![
+                weir_metadata::ScramChange::Upsert(credential("bob", 2)),
+                weir_metadata::ScramChange::Upsert(credential("alice", 1)),
+            ],
+        };
+        assert_eq!(state.apply(1, &set), Outcome::Done);
+        let delete = Command::AlterScramCredentials {
+            changes: vec![weir_metadata::ScramChange::Delete {
+                user: "bob".into(),
+                mechanism: 2,
+            }],
+        };
+        assert_eq!(state.apply(2, &delete), Outcome::Done);
+        let json = serde_json::to_string(&state).unwrap();
+        let read: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.scram_credentials, vec![credential("alice", 1)]);
+        // A snapshot of format 2 has none.
+        let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0}"#;
+        let read: Result<ClusterState, _> = serde_json::from_str(old);
+        assert!(read.is_ok_and(|s| s.scram_credentials.is_empty()));
+    }
+
+    #[test]
+    fn a_broker_is_reached_at_the_endpoint_of_the_listener_asked_for() {
+        let mut state = ClusterState::default();
+        let endpoint = |listener: &str, port| weir_metadata::Endpoint {
+            listener: listener.into(),
+            host: "broker-1.example".into(),
+            port,
+            security_protocol: listener.into(),
+        };
+        let register = Command::RegisterBroker {
+            id: 1,
+            host: "10.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            endpoints: vec![endpoint("PLAINTEXT", 9092), endpoint("SSL", 9093)],
+        };
+        assert!(matches!(
+            state.apply(1, &register),
+            Outcome::BrokerEpoch { .. }
+        ));
+        let broker = &state.brokers[&1];
+        assert_eq!(broker.endpoint("SSL"), Some(("broker-1.example", 9093)));
+        assert_eq!(broker.endpoint("SASL_SSL"), None);
+        // A registration logged before listeners were named had one
+        // plaintext listener, which every client is told.
+        let old = r#"{"kind":"register_broker","id":2,"host":"10.0.0.2","port":9092,"rack":null}"#;
+        let old: Command = serde_json::from_str(old).unwrap();
+        assert!(matches!(state.apply(2, &old), Outcome::BrokerEpoch { .. }));
+        assert_eq!(state.brokers[&2].endpoint("SSL"), Some(("10.0.0.2", 9092)));
     }
 
     fn three_brokers() -> (ClusterState, Vec<i64>) {

@@ -124,6 +124,7 @@ fn refusal(why: Refusal) -> MetadataError {
         Refusal::BrokerNotRegistered(m) => MetadataError::BrokerNotRegistered(m),
         Refusal::BrokerInUse(m) => MetadataError::BrokerInUse(m),
         Refusal::TooManyGroupConfigs(m) => MetadataError::TooManyGroupConfigs(m),
+        Refusal::TooManyCredentials(m) => MetadataError::Storage(m),
     }
 }
 
@@ -246,6 +247,20 @@ impl MetadataStore for RaftMetadataStore {
     ) -> Result<(), MetadataError> {
         self.commit(Command::AlterGroupConfigs {
             group: group.into(),
+            changes: changes.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    fn scram_credentials(&self) -> Vec<weir_metadata::ScramCredential> {
+        self.read(|s| s.scram_credentials.clone())
+    }
+
+    fn alter_scram_credentials(
+        &self,
+        changes: &[weir_metadata::ScramChange],
+    ) -> Result<(), MetadataError> {
+        self.commit(Command::AlterScramCredentials {
             changes: changes.to_vec(),
         })
         .map(|_| ())

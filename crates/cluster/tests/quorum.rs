@@ -148,6 +148,7 @@ async fn register_brokers(node: &Controller, n: i32) -> TestResult {
                 host: "127.0.0.1".into(),
                 port: 9000 + id,
                 rack: None,
+                endpoints: Vec::new(),
             })
             .await?
         else {
@@ -455,7 +456,7 @@ async fn a_broker_whose_session_expires_is_fenced_and_its_leaderships_move() -> 
     let mut epochs = BTreeMap::new();
     for broker in 1..=3 {
         let epoch = node
-            .register_broker(broker, "127.0.0.1".into(), 9000 + broker, None)
+            .register_broker(broker, "127.0.0.1".into(), 9000 + broker, None, Vec::new())
             .await?;
         epochs.insert(broker, epoch);
         // Heartbeats go through different nodes: followers forward them.

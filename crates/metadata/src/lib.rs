@@ -195,18 +195,67 @@ impl PartitionAssignment {
 pub struct BrokerInfo {
     /// `--node-id`.
     pub id: i32,
-    /// The host clients connect to (its advertised Kafka listener).
+    /// The host other brokers connect to: the advertised endpoint of its
+    /// inter-broker listener (`inter.broker.listener.name`).
     pub host: String,
-    /// The port clients connect to.
+    /// The port other brokers connect to.
     pub port: i32,
     /// `broker.rack`, when set.
     pub rack: Option<String>,
+    /// Its advertised listeners, each by name (`advertised.listeners`); a
+    /// client is told the endpoints of the listener it came in on. Empty in
+    /// a registration written before listeners were named: such a broker
+    /// had one plaintext listener, at `host:port`.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
     /// A fenced broker's session expired (or it has not yet caught up with
     /// the metadata): it leads nothing and is in no ISR.
     pub fenced: bool,
     /// The broker epoch: the metadata offset of its latest registration, so
     /// a restarted broker's requests are told from its former life's.
     pub epoch: i64,
+}
+
+impl BrokerInfo {
+    /// Where a client that came in on `listener` reaches this broker, or
+    /// `None` when the broker has no listener of that name.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        Endpoint::of_listener(&self.endpoints, listener, (&self.host, self.port))
+    }
+}
+
+/// One advertised listener of a broker (an entry of Kafka's
+/// `advertised.listeners`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    /// The listener's name (`PLAINTEXT`, `SSL`, `CLIENT`, ...).
+    pub listener: String,
+    /// The host clients of this listener are told.
+    pub host: String,
+    /// The port clients of this listener are told.
+    pub port: i32,
+    /// Its security protocol (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`,
+    /// `SASL_SSL`), as DescribeCluster and Kafka's tools show it.
+    pub security_protocol: String,
+}
+
+impl Endpoint {
+    /// The host and port of `listener` among a broker's `endpoints`; a
+    /// broker that names none has one plaintext listener, at `only`, which
+    /// every client is told.
+    pub fn of_listener<'a>(
+        endpoints: &'a [Endpoint],
+        listener: &str,
+        only: (&'a str, i32),
+    ) -> Option<(&'a str, i32)> {
+        if endpoints.is_empty() {
+            return Some(only);
+        }
+        endpoints
+            .iter()
+            .find(|e| e.listener == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// The metadata quorum as its leader sees it, for DescribeQuorum: Kafka's
@@ -356,6 +405,106 @@ pub fn apply_group_changes(
         groups.insert(group.to_string(), configs);
     }
     Ok(())
+}
+
+/// Most SCRAM credentials the metadata keeps, all users together.
+pub const SCRAM_CREDENTIALS_MAX: usize = 100_000;
+
+/// A user's SCRAM credential for one mechanism, as Kafka keeps it (its
+/// UserScramCredentialRecord): never the password, only what RFC 5802's
+/// server needs to check one. Its `Debug` shows no key or salt.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScramCredential {
+    /// The user name.
+    pub user: String,
+    /// Kafka's mechanism type: 1 is SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    /// The salt.
+    #[serde(with = "base64_bytes")]
+    pub salt: Vec<u8>,
+    /// H(ClientKey).
+    #[serde(with = "base64_bytes")]
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    #[serde(with = "base64_bytes")]
+    pub server_key: Vec<u8>,
+    /// The iterations of the salted password.
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One change of AlterUserScramCredentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScramChange {
+    /// Set a user's credential for its mechanism.
+    Upsert(ScramCredential),
+    /// Remove a user's credential for one mechanism.
+    Delete {
+        /// The user name.
+        user: String,
+        /// Kafka's mechanism type.
+        mechanism: i8,
+    },
+}
+
+/// Apply `changes` in order to `credentials` (kept ordered by user, then
+/// mechanism). A deletion of a credential that is not there changes
+/// nothing; the broker answers RESOURCE_NOT_FOUND before it asks. Refused
+/// whole past [`SCRAM_CREDENTIALS_MAX`].
+pub fn apply_scram_changes(
+    credentials: &mut Vec<ScramCredential>,
+    changes: &[ScramChange],
+) -> Result<(), MetadataError> {
+    let mut after = credentials.clone();
+    for change in changes {
+        match change {
+            ScramChange::Upsert(credential) => {
+                let key = (credential.user.as_str(), credential.mechanism);
+                match after.binary_search_by(|c| (c.user.as_str(), c.mechanism).cmp(&key)) {
+                    Ok(at) => after[at] = credential.clone(),
+                    Err(at) => after.insert(at, credential.clone()),
+                }
+            }
+            ScramChange::Delete { user, mechanism } => {
+                after.retain(|c| !(c.user == *user && c.mechanism == *mechanism));
+            }
+        }
+    }
+    if after.len() > SCRAM_CREDENTIALS_MAX && after.len() > credentials.len() {
+        return Err(MetadataError::Storage(format!(
+            "{SCRAM_CREDENTIALS_MAX} SCRAM credentials are kept at most"
+        )));
+    }
+    *credentials = after;
+    Ok(())
+}
+
+/// Bytes as base64 text in the metadata's JSON.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(D::Error::custom)
+    }
 }
 
 /// Why a metadata change was refused.
@@ -597,6 +746,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// it counts them: a single node's stand-in for the metadata log's end.
     fn change_count(&self) -> Option<u64> {
         None
+    }
+    /// Every SCRAM credential, ordered by user, then mechanism.
+    fn scram_credentials(&self) -> Vec<ScramCredential> {
+        Vec::new()
+    }
+    /// Apply AlterUserScramCredentials' changes at once; committed on return.
+    fn alter_scram_credentials(&self, changes: &[ScramChange]) -> Result<(), MetadataError> {
+        let _ = changes;
+        Err(MetadataError::Storage(
+            "this metadata store keeps no SCRAM credentials".into(),
+        ))
     }
     /// A leader's ISR change; committed on return, and the new assignment
     /// returned. A single node has no ISR to change.

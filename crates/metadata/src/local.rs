@@ -35,11 +35,12 @@ use uuid::Uuid;
 use crate::record_file::RecordFileFormat;
 use crate::{ConfigChange, MetadataError, MetadataStore, NewTopic, TopicMeta};
 
-/// The snapshot format this code writes; it reads this one, format 2 (no
-/// group configs) and format 1 (the whole-document `metadata.json` of
-/// earlier versions). Format 3 added `group_configs`: a build that reads
-/// only 1 and 2 would drop them, so it refuses the file instead.
-const FORMAT_VERSION: u32 = 3;
+/// The snapshot format this code writes; it reads this one, format 3 (no
+/// SCRAM credentials), format 2 (no group configs) and format 1 (the
+/// whole-document `metadata.json` of earlier versions). Format 3 added
+/// `group_configs` and format 4 `scram_credentials`: a build that reads
+/// only the formats before would drop them, so it refuses the file instead.
+const FORMAT_VERSION: u32 = 4;
 /// Folder under the data dir that holds the metadata.
 const META_DIR: &str = "meta";
 /// The format-1 document of earlier versions, read once and then removed.
@@ -95,6 +96,9 @@ struct Document {
     /// Configs set on groups, by group id (format 3; empty before).
     #[serde(default)]
     group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// SCRAM credentials, ordered by user then mechanism (format 4; none before).
+    #[serde(default)]
+    scram_credentials: Vec<crate::ScramCredential>,
     /// The sequence number of the last record the snapshot includes (format 2; 0 in format 1).
     #[serde(default)]
     last_seq: u64,
@@ -180,6 +184,9 @@ enum Record {
     },
     ProducerIdsAllocated {
         next: i64,
+    },
+    ScramCredentialsAltered {
+        changes: Vec<crate::ScramChange>,
     },
 }
 
@@ -279,6 +286,10 @@ impl Document {
                 }
                 self.next_producer_id = *next;
             }
+            Record::ScramCredentialsAltered { changes } => {
+                crate::apply_scram_changes(&mut self.scram_credentials, changes)
+                    .map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     }
@@ -376,6 +387,7 @@ impl LocalMetadataStore {
                             broker_configs: BTreeMap::new(),
                             next_producer_id: 0,
                             group_configs: BTreeMap::new(),
+                            scram_credentials: Vec::new(),
                             last_seq: 0,
                         };
                         tracing::info!(cluster_id = %doc.cluster_id, "created cluster metadata");
@@ -649,6 +661,21 @@ impl MetadataStore for LocalMetadataStore {
                 .checked_add(count)
                 .ok_or_else(|| MetadataError::Storage("producer ids are exhausted".into()))?;
             Ok((Record::ProducerIdsAllocated { next }, first))
+        })
+    }
+
+    fn scram_credentials(&self) -> Vec<crate::ScramCredential> {
+        self.lock_for_read().doc.scram_credentials.clone()
+    }
+
+    fn alter_scram_credentials(&self, changes: &[crate::ScramChange]) -> Result<(), MetadataError> {
+        self.commit(|doc| {
+            // Checked first, so a refused change writes no record.
+            crate::apply_scram_changes(&mut doc.scram_credentials.clone(), changes)?;
+            let record = Record::ScramCredentialsAltered {
+                changes: changes.to_vec(),
+            };
+            Ok((record, ()))
         })
     }
 
@@ -1221,7 +1248,7 @@ mod tests {
         assert_eq!(store.group_configs("workers"), want);
         assert!(store.group_configs("gone").is_empty());
         assert!(!store.lock().unwrap().doc.group_configs.contains_key("gone"));
-        // From a snapshot (format 3).
+        // From a snapshot (format 4).
         let state = store.lock().unwrap();
         write_snapshot(&store.dir, &state.doc).unwrap();
         drop(state);
@@ -1229,9 +1256,58 @@ mod tests {
         drop(store);
         let snapshot = fs::read(dir.path().join(META_DIR).join(SNAPSHOT_FILE)).unwrap();
         let snapshot: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
-        assert_eq!(snapshot["format_version"], 3);
+        assert_eq!(snapshot["format_version"], 4);
         let store = LocalMetadataStore::open(dir.path()).unwrap();
         assert_eq!(store.group_configs("workers"), want);
+    }
+
+    #[test]
+    fn scram_credentials_survive_reopen_from_the_log_and_from_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let credential = |user: &str, mechanism: i8, key: u8| crate::ScramCredential {
+            user: user.into(),
+            mechanism,
+            salt: vec![key; 16],
+            stored_key: vec![key; 32],
+            server_key: vec![key.wrapping_add(1); 32],
+            iterations: 4096,
+        };
+        store
+            .alter_scram_credentials(&[
+                crate::ScramChange::Upsert(credential("bob", 2, 1)),
+                crate::ScramChange::Upsert(credential("alice", 1, 2)),
+                crate::ScramChange::Upsert(credential("alice", 2, 3)),
+            ])
+            .unwrap();
+        store
+            .alter_scram_credentials(&[
+                crate::ScramChange::Upsert(credential("bob", 2, 4)),
+                crate::ScramChange::Delete {
+                    user: "alice".into(),
+                    mechanism: 1,
+                },
+            ])
+            .unwrap();
+        let want = vec![credential("alice", 2, 3), credential("bob", 2, 4)];
+        assert_eq!(store.scram_credentials(), want);
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.scram_credentials(), want, "from the log");
+        let state = store.lock().unwrap();
+        write_snapshot(&store.dir, &state.doc).unwrap();
+        drop(state);
+        write_empty_log(&store.dir).unwrap();
+        drop(store);
+        let snapshot = fs::read_to_string(dir.path().join(META_DIR).join(SNAPSHOT_FILE)).unwrap();
+        assert!(
+            !snapshot.contains("[4,4"),
+            "keys are stored as base64 text: {snapshot}"
+        );
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.scram_credentials(), want, "from a snapshot");
+        // The Debug form of a credential shows no key.
+        assert!(!format!("{:?}", want[0]).contains("stored_key"));
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub(crate) struct Registration {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Every advertised listener.
+    pub endpoints: Vec<weir_metadata::Endpoint>,
 }
 
 /// Register the broker (fenced until its heartbeat says it has caught
@@ -92,7 +94,13 @@ pub(crate) struct Registration {
 pub(crate) async fn register(controller: &Controller, who: &Registration) -> i64 {
     loop {
         match controller
-            .register_broker(who.id, who.host.clone(), who.port, who.rack.clone())
+            .register_broker(
+                who.id,
+                who.host.clone(),
+                who.port,
+                who.rack.clone(),
+                who.endpoints.clone(),
+            )
             .await
         {
             Ok(epoch) => {

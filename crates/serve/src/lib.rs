@@ -10,9 +10,9 @@
 mod admin;
 mod cluster;
 mod data_dir_lock;
+mod listeners;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,19 +56,13 @@ pub enum ServeError {
     /// The bound socket's address could not be read.
     #[error("cannot read the bound address")]
     BoundAddress(#[source] std::io::Error),
-    /// `--advertised` is not `HOST:PORT`.
-    #[error("--advertised {advertised}: expected HOST:PORT")]
-    AdvertisedNotHostPort {
-        /// `--advertised`, as given.
-        advertised: String,
-    },
-    /// `--advertised` has a port that is not a number from 0 to 65535.
-    #[error("--advertised {advertised}: bad port")]
-    AdvertisedPort {
-        /// `--advertised`, as given.
-        advertised: String,
-        /// The port's parse error.
-        source: std::num::ParseIntError,
+    /// An `SSL` listener's certificates or keys cannot be used.
+    #[error("listener {listener}: cannot set up TLS")]
+    Tls {
+        /// The listener's name.
+        listener: String,
+        /// Why.
+        source: weir_server::TlsError,
     },
     /// The data folder could not be created.
     #[error("cannot create data folder {}", path.display())]
@@ -277,6 +271,19 @@ const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
   weir serve --log-level info,weir_server=debug
   weir serve --admin-listen none
   weir serve --listen 127.0.0.1:9192 --admin-listen 127.0.0.1:9194 --data-dir /tmp/weir2
+  weir cert dev && weir serve --set listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093 \
+    --set ssl.keystore.location=weir-certs/broker.pem \
+    --set ssl.truststore.location=weir-certs/ca.crt --set ssl.client.auth=required
+
+Listeners take Kafka's configs: listeners (NAME://HOST:PORT,...), which
+replaces --listen and binds exactly the listeners it names;
+advertised.listeners; listener.security.protocol.map (NAME:PROTOCOL,...;
+PLAINTEXT and SSL are served); inter.broker.listener.name. An SSL listener
+reads ssl.keystore.location (PEM: private key and certificate chain),
+ssl.truststore.location (PEM CAs), ssl.client.auth (required, requested or
+none) and ssl.principal.mapping.rules, each also as
+listener.name.NAME.ssl.* for one listener; changed certificate files are
+reloaded within a second, without dropping connections.
 
 The TOML file takes the same names as the flags, with underscores
 (listen, advertised, data_dir, default_partitions, auto_create_topics,
@@ -292,13 +299,15 @@ One broker per data folder: the broker locks <data-dir>/.lock (holding its
 PID) before reading anything, and a second one on the same folder exits
 with code 1, naming the holder's PID.")]
 pub struct ServeArgs {
-    /// Address the Kafka listener binds. Port 0 picks a free port; the bound
-    /// address is printed on stdout as `listening on HOST:PORT`. [default: 127.0.0.1:9092]
+    /// Address the Kafka listener binds: shorthand for
+    /// `--set listeners=PLAINTEXT://HOST:PORT`. Port 0 picks a free port; the
+    /// bound address is printed on stdout as `listening on HOST:PORT`, and each
+    /// listener's as `listener NAME listening on HOST:PORT`. [default: 127.0.0.1:9092]
     #[arg(long, env = "WEIR_LISTEN", value_name = "HOST:PORT", value_parser = parse_host_port)]
     listen: Option<String>,
 
-    /// Address clients are told to connect to (Kafka's advertised.listeners).
-    /// [default: the bound address]
+    /// Address clients are told to connect to: the --listen listener's
+    /// entry of Kafka's advertised.listeners. [default: the bound address]
     #[arg(long, env = "WEIR_ADVERTISED", value_name = "HOST:PORT", value_parser = parse_host_port)]
     advertised: Option<String>,
 
@@ -438,8 +447,8 @@ struct FileConfig {
 /// Every setting, resolved.
 #[derive(Debug)]
 struct Settings {
-    listen: String,
-    advertised: Option<String>,
+    /// The Kafka listeners (`--listen`, or `listeners` and its kin).
+    listeners: listeners::Listeners,
     /// `--admin-listen`; `None` when it is `none`, and on a controller-only
     /// node, which has no broker to serve views of.
     admin_listen: Option<String>,
@@ -590,11 +599,11 @@ impl Settings {
             checked("controller_listen", file.controller_listen, parse_host_port)?;
 
         let mut settings = Settings {
-            listen: args
-                .listen
-                .or(file_listen)
-                .unwrap_or_else(|| "127.0.0.1:9092".into()),
-            advertised: args.advertised.or(file_advertised),
+            // Resolved once every broker config is in, below.
+            listeners: listeners::Listeners {
+                specs: Vec::new(),
+                inter_broker: String::new(),
+            },
             // Resolved once the roles are known, below.
             admin_listen: None,
             data_dir: args
@@ -640,9 +649,16 @@ impl Settings {
                 per_broker_percentage: 10,
             },
         };
+        let mut listener_configs = listeners::ListenerConfigs::default();
         for (key, value) in kafka {
-            settings.apply(&key, &value)?;
+            if !listener_configs.take(&key, &value) {
+                settings.apply(&key, &value)?;
+            }
         }
+        settings.listeners = listener_configs.resolve(
+            args.listen.or(file_listen),
+            args.advertised.or(file_advertised),
+        )?;
         settings.check_cluster()?;
         settings.resolve_admin_listen(args.admin_listen.or(file_admin_listen));
         Ok(settings)
@@ -902,6 +918,23 @@ impl Settings {
                 ));
             }
             return Ok(());
+        }
+        // Brokers reach each other in plaintext today (replication, forwarded
+        // requests): a TLS inter-broker listener would leave them unable to.
+        if let Some(inter) = self
+            .listeners
+            .specs
+            .iter()
+            .find(|l| l.name == self.listeners.inter_broker)
+            && (inter.tls.is_some() || inter.sasl.is_some())
+        {
+            return Err(usage(
+                "inter.broker.listener.name",
+                inter.name.clone(),
+                "brokers of a cluster reach each other over a PLAINTEXT listener (Weir's \
+                 brokers do not yet speak TLS or SASL to each other): name one, and serve \
+                 clients on SSL or SASL listeners beside it",
+            ));
         }
         let id = u64::try_from(self.node_id).unwrap_or(u64::MAX);
         if !self.voters.contains_key(&id) {
@@ -1195,15 +1228,10 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Bind first, lock the data folder next: a start that cannot serve (the
     // port is taken, another broker holds the folder) fails before anything
     // in the folder is read, recovered or written.
-    let listener = if settings.roles.broker {
-        Some(
-            tokio::net::TcpListener::bind(&settings.listen)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    listen: settings.listen.clone(),
-                    source,
-                })?,
-        )
+    // The TLS configurations are built here too: a certificate that
+    // cannot be used stops the start as a taken port does.
+    let listeners = if settings.roles.broker {
+        Some(listeners::bind(&settings.listeners).await?)
     } else {
         None
     };
@@ -1234,7 +1262,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         Some(controller_listener) => Some(start_controller(&settings, controller_listener).await?),
         None => None,
     };
-    let Some(listener) = listener else {
+    let Some(listeners) = listeners else {
         // A controller-only node: no broker, no commit log.
         let controller = controller.ok_or(ServeError::Listener(std::io::Error::other(
             "a node without the broker role runs a controller",
@@ -1260,7 +1288,6 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         tracing::info!("shut down cleanly");
         return Ok(());
     };
-    let bound = listener.local_addr().map_err(ServeError::BoundAddress)?;
 
     let clock = Arc::new(SystemClock);
     let log_config = LogConfig {
@@ -1301,12 +1328,25 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         });
     }
 
-    let (advertised_host, advertised_port) = advertised(&settings, bound)?;
+    let endpoints = listeners
+        .iter()
+        .map(listeners::Bound::endpoint)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Other brokers reach this one at its inter-broker listener.
+    let (advertised_host, advertised_port) = endpoints
+        .iter()
+        .find(|e| e.listener == settings.listeners.inter_broker)
+        .or(endpoints.first())
+        .map(|e| (e.host.clone(), e.port))
+        .ok_or(ServeError::Listener(std::io::Error::other(
+            "a broker has at least one listener",
+        )))?;
     let registration = cluster::Registration {
         id: settings.node_id,
         host: advertised_host.clone(),
         port: advertised_port,
         rack: settings.rack.clone(),
+        endpoints: endpoints.clone(),
     };
     // A cluster node follows the quorum's metadata: once it has applied all
     // of it (a restarted node's copy may trail), registered, and taken the
@@ -1354,6 +1394,8 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         node_id: settings.node_id,
         advertised_host,
         advertised_port,
+        listeners: endpoints,
+        inter_broker_listener: settings.listeners.inter_broker.clone(),
         default_partitions: settings.default_partitions,
         default_replication_factor: settings.default_replication_factor,
         auto_create_topics: settings.auto_create_topics,
@@ -1424,8 +1466,19 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         (addr, listener.serve(broker.clone()))
     });
 
-    // Scripts and tests read these lines to learn the ports.
-    println!("listening on {bound}");
+    // Scripts and tests read these lines to learn the ports: every
+    // listener's by name, then the first one's as `listening on`, so a
+    // reader that waits for that line has seen them all.
+    let mut bound = Vec::with_capacity(listeners.len());
+    for listener in &listeners {
+        bound.push((listener.spec.name.clone(), listener.local_addr()?));
+    }
+    for (name, addr) in &bound {
+        println!("listener {name} listening on {addr}");
+    }
+    if let Some((_, first)) = bound.first() {
+        println!("listening on {first}");
+    }
     if let Some((addr, _)) = &admin {
         println!("admin listening on {addr}");
     }
@@ -1433,7 +1486,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         println!("controller listening on {}", controller.local_addr());
     }
     tracing::info!(
-        listen = %bound,
+        listeners = %bound
+            .iter()
+            .map(|(name, addr)| format!("{name}://{addr}"))
+            .collect::<Vec<_>>()
+            .join(","),
         admin_listen = ?admin.as_ref().map(|(addr, _)| *addr),
         data_dir = %settings.data_dir.display(),
         startup_ms = started.elapsed().as_millis() as u64,
@@ -1457,7 +1514,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             }
         }
     };
-    let served = weir_server::serve(listener, broker, limits, stopping).await;
+    let listeners = listeners
+        .into_iter()
+        .map(weir_server::Listener::from)
+        .collect();
+    let served = weir_server::serve(listeners, broker, limits, stopping).await;
     if let Some((_, admin)) = admin {
         admin.stop().await;
     }
@@ -1561,32 +1622,6 @@ impl Settings {
     }
 }
 
-/// The host and port clients are told to use.
-fn advertised(settings: &Settings, bound: SocketAddr) -> Result<(String, i32), ServeError> {
-    if let Some(adv) = &settings.advertised {
-        let (host, port) =
-            adv.rsplit_once(':')
-                .ok_or_else(|| ServeError::AdvertisedNotHostPort {
-                    advertised: adv.clone(),
-                })?;
-        let port: u16 = port.parse().map_err(|source| ServeError::AdvertisedPort {
-            advertised: adv.clone(),
-            source,
-        })?;
-        return Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)));
-    }
-    let host = if bound.ip().is_unspecified() {
-        tracing::warn!(
-            "listening on {bound} without --advertised; telling clients to use 127.0.0.1. \
-             Set --advertised to an address clients can reach."
-        );
-        "127.0.0.1".to_string()
-    } else {
-        bound.ip().to_string()
-    };
-    Ok((host, i32::from(bound.port())))
-}
-
 /// Apply retention and reclaim space every `interval`, off the async workers.
 async fn maintenance_loop(log: CommitLog, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
@@ -1641,7 +1676,9 @@ mod tests {
     #[test]
     fn defaults_need_no_configuration() {
         let s = resolve(ServeArgs::default());
-        assert_eq!(s.listen, "127.0.0.1:9092");
+        assert_eq!(s.listeners.specs.len(), 1);
+        assert_eq!(s.listeners.specs[0].bind, "127.0.0.1:9092");
+        assert_eq!(s.listeners.specs[0].name, "PLAINTEXT");
         assert_eq!(s.data_dir, PathBuf::from("weir-data"));
         assert_eq!(s.default_partitions, 4);
         assert!(s.auto_create_topics);
@@ -1662,7 +1699,7 @@ mod tests {
             set: vec![("log.retention.ms".into(), "2000".into())],
             ..ServeArgs::default()
         });
-        assert_eq!(s.listen, "127.0.0.1:19092");
+        assert_eq!(s.listeners.specs[0].bind, "127.0.0.1:19092");
         assert_eq!(
             s.default_partitions, 2,
             "the dedicated key beats [broker] num.partitions"

@@ -22,12 +22,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
-use weir_broker::{Broker, HandlerError, Reply};
+use weir_broker::{Broker, Caller, HandlerError, Reply};
 use weir_protocol::{
     Decoded, api_versions_unsupported_response, decode_request, encode_response_within, read_frame,
 };
@@ -35,6 +33,7 @@ use weir_protocol::{
 use crate::ServerLimits;
 use crate::budget::{Budget, RESERVATION_BYTES_MIN, Reserved, reservation};
 use crate::idle::{Activity, Tracked};
+use crate::sasl::{Authenticator, Verdict};
 
 /// Socket buffer on each side; many small pipelined requests or responses
 /// then cost one system call instead of one each.
@@ -63,18 +62,34 @@ impl Drop for InFlight {
     }
 }
 
+/// The two halves of a connection's byte stream: a TCP socket's, or a TLS
+/// session's over one.
+pub(crate) struct Halves<R, W> {
+    pub read: R,
+    pub write: W,
+}
+
 /// Serve one connection until the peer closes it, it breaks the protocol, it
 /// stays idle too long, or `stop` turns true; then write what is still owed and close.
-pub(crate) async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// `sasl` is the connection's SASL state on a SASL listener: until it has
+/// authenticated, only ApiVersions and the SASL requests are served.
+pub(crate) async fn serve_connection<R, W>(
+    halves: Halves<R, W>,
+    (caller, sasl): (Caller, Option<Authenticator>),
     broker: Arc<Broker>,
     limits: &ServerLimits,
     response_bytes: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
-) {
-    tracing::trace!(%peer, "connection opened");
-    let (read_half, write_half) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = caller.peer;
+    tracing::trace!(%peer, listener = %caller.listener, "connection opened");
+    let Halves {
+        read: read_half,
+        write: write_half,
+    } = halves;
     let activity = Activity::new();
     let budget = Arc::new(Budget::new(
         response_bytes,
@@ -84,11 +99,12 @@ pub(crate) async fn serve_connection(
     let (queue, in_flight) = mpsc::channel(limits.max_in_flight_requests);
     let reader = read_requests(
         Tracked::new(read_half, activity.clone()),
-        peer,
+        caller,
         Peer {
             broker,
             budget,
             activity: activity.clone(),
+            sasl,
         },
         limits.max_request_bytes,
         queue,
@@ -127,11 +143,12 @@ struct Peer {
     broker: Arc<Broker>,
     budget: Arc<Budget>,
     activity: Arc<Activity>,
+    sasl: Option<Authenticator>,
 }
 
-async fn read_requests(
-    read_half: Tracked<OwnedReadHalf>,
-    peer: SocketAddr,
+async fn read_requests<R: AsyncRead + Unpin>(
+    read_half: Tracked<R>,
+    mut caller: Caller,
     ctx: Peer,
     max_request_bytes: usize,
     queue: mpsc::Sender<InFlight>,
@@ -141,7 +158,9 @@ async fn read_requests(
         broker,
         budget,
         activity,
+        mut sasl,
     } = ctx;
+    let peer = caller.peer;
     let fetch_max_bytes = broker.config().fetch_max_bytes;
     let mut socket = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read_half);
     loop {
@@ -159,7 +178,50 @@ async fn read_requests(
             }
         };
         let task = match decode_request(frame, Broker::served_versions) {
-            Ok(Decoded::Request(request)) => {
+            Ok(Decoded::Request(mut request)) => {
+                if let Some(auth) = sasl.as_mut() {
+                    let api = request.api_key;
+                    match auth
+                        .on_request(api, request.version, &mut request.body)
+                        .await
+                    {
+                        Verdict::Serve => {}
+                        Verdict::Close(reason) => {
+                            tracing::debug!(%peer, %reason, "closing connection");
+                            return;
+                        }
+                        Verdict::Answer {
+                            response,
+                            close,
+                            delay,
+                        } => {
+                            let reserved = budget.reserve(RESERVATION_BYTES_MIN).await;
+                            let (version, correlation_id) =
+                                (request.version, request.header.correlation_id);
+                            let answer = tokio::spawn(async move {
+                                if let Some(delay) = delay {
+                                    tokio::time::sleep(delay).await;
+                                }
+                                encode_response_within(
+                                    api,
+                                    version,
+                                    correlation_id,
+                                    &response,
+                                    weir_protocol::RESPONSE_BYTES_MAX,
+                                )
+                                .map(|frame| Some((frame, reserved)))
+                                .map_err(Close::Encode)
+                            });
+                            if queue.send(InFlight(answer)).await.is_err() || close {
+                                return;
+                            }
+                            if let Some(principal) = auth.principal() {
+                                caller.principal = principal.clone();
+                            }
+                            continue;
+                        }
+                    }
+                }
                 // Reserved before the request is begun: a connection whose
                 // responses are not being read stops being read itself. The
                 // wait does not count as work for the peer, so a connection
@@ -177,7 +239,7 @@ async fn read_requests(
                 // Awaited here, one request at a time: what must happen in
                 // request order (a produce's appends) is done before the next
                 // frame is read. Only the rest runs beside later requests.
-                let begun = broker.begin(request, Some(peer)).await;
+                let begun = broker.begin(request, &caller).await;
                 drop(busy);
                 let respond = Respond {
                     api,
@@ -251,8 +313,8 @@ async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome
     }
 }
 
-async fn write_responses(
-    write_half: Tracked<OwnedWriteHalf>,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    write_half: Tracked<W>,
     peer: SocketAddr,
     mut in_flight: mpsc::Receiver<InFlight>,
     activity: &Arc<Activity>,

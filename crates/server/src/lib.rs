@@ -3,26 +3,41 @@
 //! in request order while later requests on the same connection are already
 //! being read (pipelining).
 //!
-//! [`serve`] owns the accept loop and graceful shutdown; `connection` owns
-//! one client's reader and writer; `budget` bounds the response bytes held
-//! across all connections; `idle` closes connections that stay idle.
+//! [`serve`] owns the accept loops of the listeners and graceful shutdown;
+//! `connection` owns one client's reader and writer; `tls` the TLS of an
+//! `SSL` listener and the principal a client certificate names; `budget`
+//! bounds the response bytes held across all connections; `idle` closes
+//! connections that stay idle.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use weir_broker::Broker;
+use weir_auth::KafkaPrincipal;
+use weir_broker::{Broker, Caller};
 
 mod budget;
 mod connection;
 mod idle;
+pub mod sasl;
+pub mod tls;
+
+pub use sasl::SaslSettings;
+pub use tls::{ClientAuth, TlsAcceptor, TlsError, TlsSettings};
+
+use connection::Halves;
 
 /// How long the accept loop pauses after a failed accept (for example when
 /// the process is out of file descriptors), so it does not spin.
 const ACCEPT_RETRY_MS: u64 = 100;
+
+/// The longest a client may take over its TLS handshake; the connection
+/// holds a `max.connections` slot meanwhile.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often at most the accept loop logs that it closed a connection
 /// because `max.connections` are open, so a flood does not flood the log.
@@ -65,13 +80,44 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serve Kafka clients on `listener` until `shutdown` completes, then stop
+/// One Kafka listener: a bound socket, its name (`PLAINTEXT`, `SSL`,
+/// `CLIENT`, ...: what requests tell the broker they came in on), and its
+/// TLS when its security protocol is `SSL`.
+pub struct Listener {
+    /// The listener's name, as in `listeners`.
+    pub name: Arc<str>,
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// TLS, for an `SSL` or `SASL_SSL` listener.
+    pub tls: Option<Arc<TlsAcceptor>>,
+    /// SASL, for a `SASL_PLAINTEXT` or `SASL_SSL` listener.
+    pub sasl: Option<Arc<SaslSettings>>,
+}
+
+impl Listener {
+    /// A plaintext listener named `PLAINTEXT`, as `--listen` binds.
+    pub fn plaintext(socket: TcpListener) -> Self {
+        Self {
+            name: Arc::from(weir_broker::DEFAULT_LISTENER),
+            socket,
+            tls: None,
+            sasl: None,
+        }
+    }
+}
+
+/// A connection one of the accept loops took, or the error that ended it.
+type Accepted = std::io::Result<(TcpStream, SocketAddr, usize)>;
+
+/// Serve Kafka clients on `listeners` until `shutdown` completes, then stop
 /// accepting, let in-flight requests finish, and return.
 ///
-/// On return every connection is closed and every task this function started
-/// has ended. An error is returned only if the listener itself cannot be used.
+/// `max.connections` and `queued.max.response.bytes` count the connections
+/// of every listener together. On return every connection is closed and
+/// every task this function started has ended. An error is returned only
+/// if a listener itself cannot be used.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     broker: Arc<Broker>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
@@ -91,29 +137,38 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut refused_logged: Option<tokio::time::Instant> = None;
+    // Each listener accepts on its own task; what they take is served here.
+    let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(1);
+    let mut background = JoinSet::new();
+    let mut names = Vec::with_capacity(listeners.len());
+    let mut tls = Vec::with_capacity(listeners.len());
+    let mut sasl = Vec::with_capacity(listeners.len());
+    let failures = Arc::new(sasl::FailedAuthentications::default());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        names.push(listener.name);
+        if let Some(acceptor) = &listener.tls {
+            background.spawn(watch_certificates(acceptor.clone(), names[index].clone()));
+        }
+        tls.push(listener.tls);
+        sasl.push(listener.sasl);
+        background.spawn(accept_loop(listener.socket, index, accepted_tx.clone()));
+    }
+    drop(accepted_tx);
     tokio::pin!(shutdown);
 
-    loop {
+    let result = loop {
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown => break Ok(()),
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
                 log_join_error(joined);
                 continue;
             }
-            accepted = listener.accept() => accepted,
+            accepted = accepted_rx.recv() => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) if is_transient(&err) => {
-                tracing::warn!(error = %err, "accept failed; retrying");
-                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
-                continue;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "listener failed");
-                finish(connections, &stop_tx).await;
-                return Err(err);
-            }
+        let (stream, peer, index) = match accepted {
+            Some(Ok(accepted)) => accepted,
+            Some(Err(err)) => break Err(err),
+            None => break Err(std::io::Error::other("every listener stopped")),
         };
         // Past max.connections the connection is closed at once, so the
         // client learns it and tries again, instead of waiting unanswered.
@@ -132,23 +187,173 @@ pub async fn serve(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
+        let (Some(name), Some(tls), Some(sasl)) =
+            (names.get(index), tls.get(index), sasl.get(index))
+        else {
+            continue;
+        };
+        let caller = Caller {
+            peer,
+            listener: name.clone(),
+            principal: KafkaPrincipal::anonymous(),
+        };
+        let authenticator = sasl.as_ref().map(|settings| {
+            sasl::Authenticator::new(
+                settings.clone(),
+                failures.clone(),
+                broker.metadata().clone(),
+                peer.ip(),
+            )
+        });
+        let tls = tls.clone();
         let broker = broker.clone();
         let limits = limits.clone();
         let response_bytes = response_bytes.clone();
         let stop = stop_rx.clone();
         connections.spawn(async move {
-            connection::serve_connection(stream, peer, broker, &limits, response_bytes, stop).await;
+            let served = Served {
+                broker,
+                limits,
+                response_bytes,
+                stop,
+            };
+            let caller = (caller, authenticator);
+            match tls {
+                None => {
+                    let (read, write) = stream.into_split();
+                    served.serve(Halves { read, write }, caller).await;
+                }
+                Some(tls) => served.serve_tls(stream, caller, &tls).await,
+            }
             drop(permit);
         });
-    }
+    };
 
-    drop(listener);
+    background.shutdown().await;
     tracing::debug!(
         connections = connections.len(),
         "stopped accepting; draining connections"
     );
     finish(connections, &stop_tx).await;
-    Ok(())
+    result
+}
+
+/// What a connection task needs to serve its client.
+struct Served {
+    broker: Arc<Broker>,
+    limits: Arc<ServerLimits>,
+    response_bytes: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Served {
+    async fn serve<R, W>(self, halves: Halves<R, W>, caller: (Caller, Option<sasl::Authenticator>))
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        connection::serve_connection(
+            halves,
+            caller,
+            self.broker,
+            &self.limits,
+            self.response_bytes,
+            self.stop,
+        )
+        .await;
+    }
+
+    /// Complete the TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`], take
+    /// the principal the client certificate names, and serve the session.
+    /// On a SASL_SSL listener the principal is the SASL exchange's, not
+    /// the certificate's.
+    async fn serve_tls(
+        self,
+        stream: TcpStream,
+        (mut caller, sasl): (Caller, Option<sasl::Authenticator>),
+        tls: &TlsAcceptor,
+    ) {
+        let peer = caller.peer;
+        let Some(config) = tls.config() else {
+            tracing::error!(%peer, "closing connection: the TLS configuration is unavailable");
+            return;
+        };
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let session = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(err)) => {
+                // An untrusted or missing client certificate ends here: an
+                // operator needs to see who was refused and why.
+                tracing::warn!(%peer, listener = %caller.listener, error = %err,
+                    "closing connection: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, listener = %caller.listener,
+                    timeout_ms = TLS_HANDSHAKE_TIMEOUT.as_millis() as u64,
+                    "closing connection: no TLS handshake in time");
+                return;
+            }
+        };
+        match tls.principal(session.get_ref().1.peer_certificates()) {
+            Ok(principal) => caller.principal = principal,
+            Err(why) => {
+                tracing::warn!(%peer, listener = %caller.listener, reason = %why,
+                    "closing connection: the client certificate names no principal \
+                     (ssl.principal.mapping.rules)");
+                return;
+            }
+        }
+        tracing::debug!(%peer, principal = %caller.principal, "TLS session established");
+        let (read, write) = tokio::io::split(session);
+        self.serve(Halves { read, write }, (caller, sasl)).await;
+    }
+}
+
+/// Accept connections on `socket` and hand each over, until the receiver
+/// is gone or the socket fails for good (the error is handed over).
+async fn accept_loop(socket: TcpListener, index: usize, accepted: mpsc::Sender<Accepted>) {
+    loop {
+        let next = match socket.accept().await {
+            Ok((stream, peer)) => Ok((stream, peer, index)),
+            Err(err) if is_transient(&err) => {
+                tracing::warn!(error = %err, "accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
+                continue;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "listener failed");
+                Err(err)
+            }
+        };
+        let failed = next.is_err();
+        if accepted.send(next).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Rebuild a TLS listener's configuration whenever its certificate files
+/// change, so a renewed certificate is served without a restart.
+async fn watch_certificates(acceptor: Arc<TlsAcceptor>, listener: Arc<str>) {
+    let mut ticks = tokio::time::interval(tls::RELOAD_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let checking = acceptor.clone();
+        let Ok(reloaded) = tokio::task::spawn_blocking(move || checking.reload_if_changed()).await
+        else {
+            continue;
+        };
+        match reloaded {
+            None => {}
+            Some(Ok(())) => tracing::info!(%listener,
+                "TLS certificates reloaded: new connections use the changed files"),
+            Some(Err(err)) => tracing::warn!(%listener, error = %err,
+                "cannot reload the TLS certificates; new connections keep the ones in use \
+                 (checked again each second)"),
+        }
+    }
 }
 
 /// Tell every connection to stop reading, then wait until each has written

@@ -61,9 +61,14 @@ impl Harness {
             ..ServerLimits::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(weir_server::serve(listener, broker, limits, async move {
-            let _ = stopped.await;
-        }));
+        let served = tokio::spawn(weir_server::serve(
+            vec![weir_server::Listener::plaintext(listener)],
+            broker,
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Self {
             addr,
             stop: Some(stop),

@@ -44,7 +44,7 @@ pub(crate) fn controller_for_clients(node_id: i32, registered: &[BrokerInfo]) ->
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeClusterRequest,
 ) -> Result<DescribeClusterResponse, HandlerError> {
     let config = broker.config();
@@ -71,25 +71,30 @@ pub(crate) async fn handle(
             ))))
             .with_controller_id(BrokerId(-1)));
     }
+    // Each broker at its endpoint of the listener the request came in on;
+    // one without that listener cannot be reached by this client and is
+    // left out, as Kafka does.
+    let listener = &*ctx.listener;
+    let described = |id: i32, (host, port): (&str, i32), rack: Option<&String>, fenced: bool| {
+        DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(id))
+            .with_host(str_bytes(host.to_owned()))
+            .with_port(port)
+            .with_rack(rack.cloned().map(str_bytes))
+            .with_is_fenced(fenced)
+    };
     if registered.is_empty() {
-        let me = DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port)
-            .with_rack(None)
-            .with_is_fenced(false);
-        return Ok(response.with_brokers(vec![me]));
+        let me = config
+            .endpoint(listener)
+            .map(|endpoint| described(config.node_id, endpoint, None, false));
+        return Ok(response.with_brokers(me.into_iter().collect()));
     }
     let brokers = registered
-        .into_iter()
+        .iter()
         .filter(|b| req.include_fenced_brokers || !b.fenced)
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.id))
-                .with_host(str_bytes(b.host))
-                .with_port(b.port)
-                .with_rack(b.rack.map(str_bytes))
-                .with_is_fenced(b.fenced)
+        .filter_map(|b| {
+            b.endpoint(listener)
+                .map(|endpoint| described(b.id, endpoint, b.rack.as_ref(), b.fenced))
         })
         .collect();
     Ok(response.with_brokers(brokers))
@@ -110,6 +115,7 @@ mod tests {
             host: "h".into(),
             port: 9092,
             rack: None,
+            endpoints: Vec::new(),
             fenced,
             epoch: 1,
         };

@@ -23,7 +23,7 @@ use crate::group_config::{self, RESOURCE_GROUP};
 use crate::topic_config::{self, ConfigSource, Synonym};
 use crate::topics::validate_topic_name;
 use crate::view::{VIEW_SOURCE, VIEW_TAGS};
-use crate::{Broker, HandlerError, RequestContext};
+use crate::{Broker, BrokerConfig, HandlerError, RequestContext};
 
 /// Kafka's config type numbers for the start-up settings listed.
 const TYPE_BOOLEAN: i8 = 1;
@@ -272,12 +272,15 @@ fn broker_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
         ),
         (
             "advertised.listeners",
-            format!(
-                "PLAINTEXT://{}:{}",
-                config.advertised_host, config.advertised_port
-            ),
+            advertised_listeners(config),
             TYPE_STRING,
-            "the address clients are told to connect to",
+            "the addresses clients are told to connect to, by listener name",
+        ),
+        (
+            "inter.broker.listener.name",
+            config.inter_broker_listener.clone(),
+            TYPE_STRING,
+            "the listener other brokers connect to",
         ),
     ];
     for (key, value, config_type, doc) in fixed {
@@ -322,6 +325,31 @@ fn cluster_default_entries(broker: &Broker) -> Vec<Entry> {
             })
         })
         .collect()
+}
+
+/// `advertised.listeners` as Kafka writes it: `NAME://HOST:PORT,...`.
+fn advertised_listeners(config: &BrokerConfig) -> String {
+    if config.listeners.is_empty() {
+        return format!(
+            "{}://{}:{}",
+            crate::DEFAULT_LISTENER,
+            config.advertised_host,
+            config.advertised_port
+        );
+    }
+    let host = |host: &str| {
+        if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        }
+    };
+    config
+        .listeners
+        .iter()
+        .map(|e| format!("{}://{}:{}", e.listener, host(&e.host), e.port))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

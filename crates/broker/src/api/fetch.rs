@@ -110,7 +110,7 @@ pub(crate) async fn handle(
     let targets: Arc<Vec<TopicTarget>> = Arc::new(
         req.topics
             .into_iter()
-            .map(|topic| resolve(broker, version, replica_id, rack.as_deref(), topic))
+            .map(|topic| resolve(broker, ctx, replica_id, rack.as_deref(), topic))
             .collect(),
     );
     let names_a_leader = partitions(&targets).any(|t| t.current_leader.is_some());
@@ -141,12 +141,16 @@ pub(crate) async fn handle(
     };
     let config = broker.config();
     let node_endpoints = if names_a_leader && version >= NODE_ENDPOINTS_VERSION {
-        let mut endpoints = vec![
-            NodeEndpoint::default()
-                .with_node_id(config.node_id.into())
-                .with_host(config.advertised_host.clone().into())
-                .with_port(config.advertised_port),
-        ];
+        let mut endpoints: Vec<NodeEndpoint> = config
+            .endpoint(&ctx.listener)
+            .map(|(host, port)| {
+                NodeEndpoint::default()
+                    .with_node_id(config.node_id.into())
+                    .with_host(host.to_owned().into())
+                    .with_port(port)
+            })
+            .into_iter()
+            .collect();
         for endpoint in partitions(&targets).filter_map(|t| t.leader_endpoint.as_ref()) {
             if !endpoints.iter().any(|e| e.node_id == endpoint.node_id) {
                 endpoints.push(endpoint.clone());
@@ -202,11 +206,12 @@ fn partitions(targets: &[TopicTarget]) -> impl Iterator<Item = &Target> {
 
 fn resolve(
     broker: &Broker,
-    version: i16,
+    ctx: &RequestContext,
     replica_id: i32,
     rack: Option<&str>,
     topic: FetchTopic,
 ) -> TopicTarget {
+    let version = ctx.version;
     let state = if version >= TOPIC_ID_VERSION {
         broker.topic_by_id(topic.topic_id).ok_or_else(|| {
             ApiError::new(
@@ -282,7 +287,6 @@ fn resolve(
                     if let Leadership::NotLeader {
                         leader,
                         leader_epoch,
-                        endpoint,
                     } = &not
                         && version >= CURRENT_LEADER_VERSION
                     {
@@ -291,12 +295,15 @@ fn resolve(
                                 .with_leader_id((*leader).into())
                                 .with_leader_epoch(*leader_epoch),
                         );
-                        leader_endpoint = endpoint.as_ref().map(|(host, port)| {
-                            NodeEndpoint::default()
-                                .with_node_id((*leader).into())
-                                .with_host(host.clone().into())
-                                .with_port(*port)
-                        });
+                        leader_endpoint =
+                            broker
+                                .client_endpoint(*leader, &ctx.listener)
+                                .map(|(host, port)| {
+                                    NodeEndpoint::default()
+                                        .with_node_id((*leader).into())
+                                        .with_host(host.into())
+                                        .with_port(port)
+                                });
                     }
                     return Err(not_leader(&not, replica_id));
                 }

@@ -47,9 +47,10 @@ pub(crate) async fn handle(
         let found = blocking::run({
             let broker = broker.clone();
             let keys = keys.clone();
+            let listener = ctx.listener.clone();
             move || {
                 keys.iter()
-                    .map(|key| find(&broker, key_type, key))
+                    .map(|key| find(&broker, key_type, key, &listener))
                     .collect::<Vec<_>>()
             }
         })
@@ -80,7 +81,8 @@ pub(crate) async fn handle(
     }
     let found = blocking::run({
         let broker = broker.clone();
-        move || find(&broker, key_type, &req.key)
+        let listener = ctx.listener.clone();
+        move || find(&broker, key_type, &req.key, &listener)
     })
     .await?;
     let response = FindCoordinatorResponse::default().with_throttle_time_ms(0);
@@ -100,13 +102,27 @@ pub(crate) async fn handle(
     })
 }
 
-/// The coordinator of `key`: its id, host and port.
-fn find(broker: &Broker, key_type: i8, key: &str) -> Result<(i32, String, i32), ApiError> {
+/// The coordinator of `key`: its id, and its host and port on `listener`.
+fn find(
+    broker: &Broker,
+    key_type: i8,
+    key: &str,
+    listener: &str,
+) -> Result<(i32, String, i32), ApiError> {
     check(key_type, key)?;
-    match key_type {
+    let node = match key_type {
         KEY_TYPE_TRANSACTION => broker.txn_coordinator(key),
         _ => broker.group_coordinator(key),
-    }
+    }?;
+    // As Kafka: a coordinator without this listener cannot be reached by
+    // this client; it is told to retry.
+    let (host, port) = broker.client_endpoint(node, listener).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::CoordinatorNotAvailable,
+            format!("the coordinator, broker {node}, has no listener named {listener}"),
+        )
+    })?;
+    Ok((node, host, port))
 }
 
 fn check(key_type: i8, key: &str) -> Result<(), ApiError> {

@@ -116,26 +116,30 @@ pub(crate) async fn handle(
     };
 
     // A cluster's registered brokers, as KRaft answers: the unfenced ones
-    // (a fenced broker serves nothing). A single node knows only itself.
+    // (a fenced broker serves nothing) that have the listener the request
+    // came in on, at their endpoint of it. A single node knows only itself.
     let registered = broker.metadata().brokers();
-    let brokers = if registered.is_empty() {
-        vec![
-            MetadataResponseBroker::default()
-                .with_node_id(node)
-                .with_host(StrBytes::from_string(config.advertised_host.clone()))
-                .with_port(config.advertised_port)
-                .with_rack(None),
-        ]
+    let listener = &*ctx.listener;
+    let listed_broker = |id: i32, (host, port): (&str, i32), rack: Option<&String>| {
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(id))
+            .with_host(StrBytes::from_string(host.to_owned()))
+            .with_port(port)
+            .with_rack(rack.cloned().map(StrBytes::from_string))
+    };
+    let brokers: Vec<MetadataResponseBroker> = if registered.is_empty() {
+        config
+            .endpoint(listener)
+            .map(|endpoint| listed_broker(node.0, endpoint, None))
+            .into_iter()
+            .collect()
     } else {
         registered
             .iter()
             .filter(|b| !b.fenced)
-            .map(|b| {
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id))
-                    .with_host(StrBytes::from_string(b.host.clone()))
-                    .with_port(b.port)
-                    .with_rack(b.rack.clone().map(StrBytes::from_string))
+            .filter_map(|b| {
+                b.endpoint(listener)
+                    .map(|endpoint| listed_broker(b.id, endpoint, b.rack.as_ref()))
             })
             .collect()
     };
@@ -151,11 +155,20 @@ pub(crate) async fn handle(
             .map(|t| (t.id, t))
             .collect()
     };
-    let alive: HashSet<i32> = registered
-        .iter()
-        .filter(|b| !b.fenced)
-        .map(|b| b.id)
-        .collect();
+    let reach = Reach {
+        alive: registered
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect(),
+        listed: brokers.iter().map(|b| b.node_id.0).collect(),
+        // Kafka names the cause from v6; older clients only know to retry.
+        unlisted_leader: if version >= 6 {
+            ResponseError::ListenerNotFound
+        } else {
+            ResponseError::LeaderNotAvailable
+        },
+    };
 
     let topics = topics
         .into_iter()
@@ -165,7 +178,7 @@ pub(crate) async fn handle(
             Lookup::Found(state) => match broker.data_topic(state.clone()) {
                 Ok((data, _)) => {
                     let meta = fresh.get(&data.meta.id).unwrap_or(&data.meta);
-                    describe(&data, meta, node, &alive, topic_operations)
+                    describe(&data, meta, node, &reach, topic_operations)
                         .with_name(Some(TopicName(StrBytes::from_string(
                             state.meta.name.clone(),
                         ))))
@@ -282,17 +295,29 @@ fn by_id(broker: &Broker, id: Uuid) -> Lookup {
     }
 }
 
+/// The brokers a Metadata answer can name.
+struct Reach {
+    /// The unfenced brokers; empty on a single node, where nothing is offline.
+    alive: HashSet<i32>,
+    /// The brokers listed in the answer: the unfenced ones with the
+    /// request's listener.
+    listed: HashSet<i32>,
+    /// The error of a partition whose leader lacks the request's listener.
+    unlisted_leader: ResponseError,
+}
+
 /// A topic's partitions as the metadata assigns them: leader, replicas,
-/// ISR, and as offline the replicas on brokers that are fenced or gone
-/// (`alive` is empty on a single node, where nothing is offline). A
+/// ISR, and as offline the replicas on brokers that are fenced or gone. A
 /// partition without a leader is LEADER_NOT_AVAILABLE, so clients refresh
-/// and retry. `meta` is the metadata store's current copy of the topic
-/// (the registry's is as of when the topic was opened here).
+/// and retry; one whose leader has no listener of the request's name is
+/// LISTENER_NOT_FOUND, with no leader, as Kafka answers. `meta` is the
+/// metadata store's current copy of the topic (the registry's is as of
+/// when the topic was opened here).
 fn describe(
     state: &TopicState,
     meta: &TopicMeta,
     node: BrokerId,
-    alive: &HashSet<i32>,
+    reach: &Reach,
     topic_operations: i32,
 ) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
@@ -311,24 +336,26 @@ fn describe(
                 a.leader_epoch
             };
             let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
-            let offline: Vec<i32> = if alive.is_empty() {
+            let offline: Vec<i32> = if reach.alive.is_empty() {
                 Vec::new()
             } else {
                 a.replicas
                     .iter()
                     .copied()
-                    .filter(|r| !alive.contains(r))
+                    .filter(|r| !reach.alive.contains(r))
                     .collect()
             };
-            let error = if a.leader == NO_LEADER {
-                ResponseError::LeaderNotAvailable.code()
+            let (error, leader) = if a.leader == NO_LEADER {
+                (ResponseError::LeaderNotAvailable.code(), NO_LEADER)
+            } else if !reach.listed.contains(&a.leader) && reach.alive.contains(&a.leader) {
+                (reach.unlisted_leader.code(), NO_LEADER)
             } else {
-                0
+                (0, a.leader)
             };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(index)
-                .with_leader_id(BrokerId(a.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(leader_epoch)
                 .with_replica_nodes(ids(&a.replicas))
                 .with_isr_nodes(ids(&a.isr))

@@ -42,6 +42,7 @@ mod share_group_state;
 mod sync_group;
 mod txn;
 mod unregister_broker;
+mod user_scram_credentials;
 
 use std::sync::Arc;
 
@@ -97,6 +98,10 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::ListTransactions,
             ApiKey::TxnOffsetCommit,
             ApiKey::DescribeProducers,
+            ApiKey::DescribeUserScramCredentials,
+            ApiKey::AlterUserScramCredentials,
+            ApiKey::SaslHandshake,
+            ApiKey::SaslAuthenticate,
         ]
         .into_iter()
         .map(|key| match key {
@@ -107,6 +112,9 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             // the request decoder (v10 addresses topics by id).
             ApiKey::OffsetCommit => (key, VersionRange { min: 2, max: 9 }),
             ApiKey::OffsetFetch => (key, VersionRange { min: 1, max: 9 }),
+            // v0 sends the SASL tokens unframed after the handshake; every
+            // client that speaks SaslAuthenticate uses v1.
+            ApiKey::SaslHandshake => (key, VersionRange { min: 1, max: 1 }),
             _ => (key, key.valid_versions()),
         })
         .collect()
@@ -181,7 +189,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 14] = [
+const DISK_BOUND: [ApiKey; 16] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -196,6 +204,8 @@ const DISK_BOUND: [ApiKey; 14] = [
     ApiKey::UnregisterBroker,
     ApiKey::AddRaftVoter,
     ApiKey::RemoveRaftVoter,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
 ];
 
 /// Route a request to its handler. `None` means no response is sent
@@ -272,6 +282,28 @@ async fn route(
         RequestKind::DescribeQuorum(req) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(broker, ctx, req).await?)
         }
+        // A SASL listener's connection answers these itself
+        // (weir-server's `sasl.rs`); one that reaches a handler came over
+        // a listener without SASL, as Kafka answers it.
+        RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::IllegalSaslState.code()),
+        ),
+        RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::IllegalSaslState.code())
+                .with_error_message(Some(crate::admin::str_bytes(
+                    "this listener does not authenticate with SASL".to_owned(),
+                ))),
+        ),
+        RequestKind::DescribeUserScramCredentials(req) => {
+            ResponseKind::DescribeUserScramCredentials(
+                user_scram_credentials::describe(broker, ctx, req).await?,
+            )
+        }
+        RequestKind::AlterUserScramCredentials(req) => ResponseKind::AlterUserScramCredentials(
+            user_scram_credentials::alter(broker, ctx, req).await?,
+        ),
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, ctx, req).await?)
         }

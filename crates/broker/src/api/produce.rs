@@ -81,7 +81,9 @@ async fn append(
     let broker = broker.clone();
     let version = ctx.version;
     let verified = join_transaction(&broker, version, &req).await?;
-    crate::blocking::run(move || append_now(&broker, version, req, verified.as_ref())).await
+    let listener = ctx.listener.clone();
+    crate::blocking::run(move || append_now(&broker, (version, &listener), req, verified.as_ref()))
+        .await
 }
 
 /// What a transaction's coordinator answered, before the append, for each
@@ -233,10 +235,11 @@ impl Appended {
 }
 
 /// Check and append every partition's batches. `None` when no response is
-/// owed (acks=0). Blocks on file I/O.
+/// owed (acks=0). `listener` is the one the request came in on, whose
+/// endpoints the client is told. Blocks on file I/O.
 fn append_now(
     broker: &Broker,
-    version: i16,
+    (version, listener): (i16, &str),
     req: ProduceRequest,
     verified: Option<&Verified>,
 ) -> Option<Appended> {
@@ -304,10 +307,17 @@ fn append_now(
                     partitions.push(PartitionProduceResponse::default().with_index(data.index));
                 }
                 Err(err) => {
-                    if let Some((_, Some(endpoint))) = err.leader.as_deref()
-                        && !node_endpoints.iter().any(|e| e.node_id == endpoint.node_id)
+                    if let Some(leader) = err.leader.as_deref()
+                        && !node_endpoints.iter().any(|e| e.node_id == leader.leader_id)
+                        && let Some((host, port)) =
+                            broker.client_endpoint(leader.leader_id.0, listener)
                     {
-                        node_endpoints.push(endpoint.clone());
+                        node_endpoints.push(
+                            NodeEndpoint::default()
+                                .with_node_id(leader.leader_id)
+                                .with_host(host.into())
+                                .with_port(port),
+                        );
                     }
                     partitions.push(failed(data.index, &err));
                 }
@@ -377,8 +387,8 @@ const RECORD_ERRORS_MAX: usize = 1_000;
 struct Refused {
     error: ApiError,
     record_errors: Vec<BatchIndexAndErrorMessage>,
-    /// For NOT_LEADER_OR_FOLLOWER: the leader, and where it listens (KIP-951).
-    leader: Option<Box<(LeaderIdAndEpoch, Option<NodeEndpoint>)>>,
+    /// For NOT_LEADER_OR_FOLLOWER: the leader (KIP-951).
+    leader: Option<Box<LeaderIdAndEpoch>>,
 }
 
 impl From<ApiError> for Refused {
@@ -414,7 +424,6 @@ fn check(
         Leadership::NotLeader {
             leader,
             leader_epoch,
-            endpoint,
         } => {
             let mut refused = Refused::from(ApiError::new(
                 ResponseError::NotLeaderOrFollower,
@@ -423,16 +432,11 @@ fn check(
                     state.meta.name
                 ),
             ));
-            let current = LeaderIdAndEpoch::default()
-                .with_leader_id(leader.into())
-                .with_leader_epoch(leader_epoch);
-            let endpoint = endpoint.map(|(host, port)| {
-                NodeEndpoint::default()
-                    .with_node_id(leader.into())
-                    .with_host(host.into())
-                    .with_port(port)
-            });
-            refused.leader = Some(Box::new((current, endpoint)));
+            refused.leader = Some(Box::new(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(leader.into())
+                    .with_leader_epoch(leader_epoch),
+            ));
             return Err(refused);
         }
         Leadership::Leader { isr } if acks == -1 && isr < min_isr => {
@@ -612,13 +616,7 @@ fn failed(index: i32, refused: &Refused) -> PartitionProduceResponse {
         .with_log_start_offset(-1)
         .with_error_message(Some(StrBytes::from_string(err.message.clone())))
         .with_record_errors(refused.record_errors.clone())
-        .with_current_leader(
-            refused
-                .leader
-                .as_deref()
-                .map(|(current, _)| current.clone())
-                .unwrap_or_default(),
-        )
+        .with_current_leader(refused.leader.as_deref().cloned().unwrap_or_default())
 }
 
 /// The producer id and epoch of the first transactional batch in a produce

@@ -79,7 +79,7 @@ pub(crate) async fn handle(
             error
                 .as_ref()
                 .filter(|e| e.code == ResponseError::NotLeaderOrFollower)
-                .and_then(|_| leader_hint(broker, *tp))
+                .and_then(|_| leader_hint(broker, &ctx.listener, *tp))
         })
         .collect();
     let endpoints = LeaderHint::endpoints(hints.iter().flatten());

@@ -84,9 +84,11 @@ impl LeaderHint {
     }
 }
 
-/// The leader of `tp` when another broker leads it.
+/// The leader of `tp` when another broker leads it, with where a client
+/// of `listener` reaches it.
 pub(crate) fn leader_hint(
     broker: &Broker,
+    listener: &str,
     (topic_id, partition): TopicIdPartition,
 ) -> Option<LeaderHint> {
     match broker.replicas.leadership(PartitionId {
@@ -96,11 +98,10 @@ pub(crate) fn leader_hint(
         Leadership::NotLeader {
             leader,
             leader_epoch,
-            endpoint,
         } if leader >= 0 => Some(LeaderHint {
             id: leader,
             epoch: leader_epoch,
-            endpoint,
+            endpoint: broker.client_endpoint(leader, listener),
         }),
         _ => None,
     }
@@ -234,7 +235,7 @@ pub(crate) async fn handle(
                 .is_some_and(|e| e.code == ResponseError::NotLeaderOrFollower)
         };
         if not_leader(&answer.error) || not_leader(&answer.ack_error) {
-            answer.leader = leader_hint(broker, *tp);
+            answer.leader = leader_hint(broker, &ctx.listener, *tp);
         }
     }
     // A partition error is answered at once, as Fetch answers one.

@@ -645,22 +645,14 @@ impl crate::Broker {
     }
 
     /// The broker coordinating `group`: this one on a single node; on a
-    /// cluster the leader of the group's `__consumer_offsets` partition, as
-    /// `(id, host, port)`. A cluster makes the offsets topic on first use,
+    /// cluster the leader of the group's `__consumer_offsets` partition. A cluster makes the offsets topic on first use,
     /// with `offsets.topic.replication.factor` replicas: until enough
     /// brokers are up, or while the partition has no leader, the answer is
     /// COORDINATOR_NOT_AVAILABLE and the client retries. Blocks on the
     /// metadata quorum when it creates the topic.
-    pub(crate) fn group_coordinator(
-        &self,
-        group: &str,
-    ) -> Result<(i32, String, i32), crate::ApiError> {
+    pub(crate) fn group_coordinator(&self, group: &str) -> Result<i32, crate::ApiError> {
         if !self.metadata.replicated() {
-            return Ok((
-                self.config.node_id,
-                self.config.advertised_host.clone(),
-                self.config.advertised_port,
-            ));
+            return Ok(self.config.node_id);
         }
         let config = self.groups.config();
         self.internal_topic_leader(
@@ -673,7 +665,7 @@ impl crate::Broker {
 
     /// On a cluster, the leader of `key`'s partition of the compacted
     /// internal topic `topic` (`__consumer_offsets`, `__transaction_state`),
-    /// as `(id, host, port)`, making the topic on first use with
+    /// making the topic on first use with
     /// `partitions` and `replication_factor`: until enough brokers are up,
     /// or while the partition has no leader, the answer is
     /// COORDINATOR_NOT_AVAILABLE and the client retries. Blocks on the
@@ -684,7 +676,7 @@ impl crate::Broker {
         key: &str,
         partitions: i32,
         replication_factor: i16,
-    ) -> Result<(i32, String, i32), crate::ApiError> {
+    ) -> Result<i32, crate::ApiError> {
         let unavailable =
             |why: String| crate::ApiError::new(ResponseError::CoordinatorNotAvailable, why);
         let meta = match self.metadata.topic(topic) {
@@ -713,19 +705,34 @@ impl crate::Broker {
         let leader = meta
             .assignment(index, self.config.node_id)
             .map_or(weir_metadata::NO_LEADER, |a| a.leader);
-        if leader == self.config.node_id {
-            return Ok((
-                self.config.node_id,
-                self.config.advertised_host.clone(),
-                self.config.advertised_port,
-            ));
+        if leader == self.config.node_id
+            || self
+                .metadata
+                .brokers()
+                .iter()
+                .any(|b| b.id == leader && !b.fenced)
+        {
+            return Ok(leader);
+        }
+        Err(unavailable(format!("{topic}-{index} has no leader now")))
+    }
+
+    /// Where a client that came in on `listener` reaches broker `id`: its
+    /// endpoint of that listener, or `None` when it is not registered and
+    /// unfenced, or has no listener of that name.
+    pub(crate) fn client_endpoint(&self, id: i32, listener: &str) -> Option<(String, i32)> {
+        if id == self.config.node_id {
+            return self
+                .config
+                .endpoint(listener)
+                .map(|(host, port)| (host.to_owned(), port));
         }
         self.metadata
             .brokers()
-            .into_iter()
-            .find(|b| b.id == leader && !b.fenced)
-            .map(|b| (b.id, b.host, b.port))
-            .ok_or_else(|| unavailable(format!("{topic}-{index} has no leader now")))
+            .iter()
+            .find(|b| b.id == id && !b.fenced)?
+            .endpoint(listener)
+            .map(|(host, port)| (host.to_owned(), port))
     }
 
     /// The group coordinator.

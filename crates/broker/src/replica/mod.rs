@@ -35,12 +35,7 @@ pub(crate) enum Leadership {
     /// single node's). `isr` is the committed ISR's size.
     Leader { isr: usize },
     /// Another broker leads it (or none does: `leader` is [`NO_LEADER`]).
-    NotLeader {
-        leader: i32,
-        leader_epoch: i32,
-        /// Where clients reach the leader, when it is registered.
-        endpoint: Option<(String, i32)>,
-    },
+    NotLeader { leader: i32, leader_epoch: i32 },
 }
 
 /// What the fetcher and the leader side need to know of the cluster's settings.
@@ -341,7 +336,6 @@ impl ReplicaManager {
             return Leadership::NotLeader {
                 leader: NO_LEADER,
                 leader_epoch: -1,
-                endpoint: None,
             };
         };
         match roles.get(&id) {
@@ -356,11 +350,10 @@ impl ReplicaManager {
             Some(Role::Follower {
                 leader,
                 leader_epoch,
-                endpoint,
+                ..
             }) => Leadership::NotLeader {
                 leader: *leader,
                 leader_epoch: *leader_epoch,
-                endpoint: endpoint.clone(),
             },
         }
     }
@@ -406,13 +399,11 @@ impl ReplicaManager {
             Some(a) if a.leader != self.settings.node_id => Leadership::NotLeader {
                 leader: a.leader,
                 leader_epoch: a.leader_epoch,
-                endpoint: endpoint_of(&self.metadata.brokers(), a.leader),
             },
             // Assigned here but not applied yet: nobody to send the client to.
             _ => Leadership::NotLeader {
                 leader: NO_LEADER,
                 leader_epoch: -1,
-                endpoint: None,
             },
         }
     }

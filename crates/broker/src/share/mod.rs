@@ -181,7 +181,7 @@ impl crate::Broker {
         key: &SharePartitionKey,
     ) -> Result<(i32, i32), crate::ApiError> {
         let group = &self.config().group;
-        let (node, _, _) = self.internal_topic_leader(
+        let node = self.internal_topic_leader(
             state::STATE_TOPIC,
             &state::coordinator_key(key),
             group.share_state_topic_num_partitions,

@@ -1271,10 +1271,7 @@ impl crate::Broker {
     /// partition (the topic made on first use with
     /// `transaction.state.log.replication.factor` replicas). Blocks on file
     /// I/O, or on the metadata quorum, when it makes the topic.
-    pub(crate) fn txn_coordinator(
-        &self,
-        transactional_id: &str,
-    ) -> Result<(i32, String, i32), ApiError> {
+    pub(crate) fn txn_coordinator(&self, transactional_id: &str) -> Result<i32, ApiError> {
         if self.metadata.replicated() {
             return self.internal_topic_leader(
                 TXN_TOPIC,
@@ -1300,11 +1297,7 @@ impl crate::Broker {
             }
             self.load_transactions()?;
         }
-        Ok((
-            self.config.node_id,
-            self.config.advertised_host.clone(),
-            self.config.advertised_port,
-        ))
+        Ok(self.config.node_id)
     }
 
     /// Have each of `partitions` join the open transaction of `producer`

@@ -1,0 +1,32 @@
+//! weir-auth: who a client is and what it may do.
+//!
+//! It holds principals, the mapping of certificate names to them, and the
+//! SASL mechanisms: [`KafkaPrincipal`] (`User:alice`, `User:ANONYMOUS`);
+//! the subject name of a client certificate as Kafka reads it
+//! ([`subject_name`], in [`x509`]) and Kafka's `ssl.principal.mapping.rules`
+//! ([`SslPrincipalMapper`], in [`principal`]), so that an SSL listener with
+//! client certificates names each client as a Kafka broker with the same
+//! rules would; and the server side of `PLAIN`, `SCRAM-SHA-256` and
+//! `SCRAM-SHA-512` ([`SaslServer`], in [`sasl`]), with the SCRAM
+//! credentials they check passwords against ([`ScramCredential`]). The ACL
+//! model will live here too.
+//!
+//! It knows nothing of sockets, TLS sessions or where users are kept: the
+//! server hands it a certificate's bytes or a client's SASL messages, with
+//! a way to look credentials up ([`CredentialLookup`]), and gets a
+//! principal back.
+
+pub mod principal;
+pub mod sasl;
+pub mod x509;
+
+pub use principal::{
+    ANONYMOUS_NAME, KafkaPrincipal, MappingRulesError, NoMatchingRule, SslPrincipalMapper,
+    USER_TYPE,
+};
+pub use sasl::{
+    CredentialError, CredentialLookup, Mechanism, SASL_MESSAGE_BYTES_MAX, SASL_USER_NAME_BYTES_MAX,
+    SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN, SCRAM_NONCE_BYTES_MAX, SCRAM_SALT_BYTES_MAX,
+    SaslError, SaslServer, ScramCredential, ScramMechanism, Step,
+};
+pub use x509::{CertificateError, subject_name};
