@@ -67,8 +67,20 @@ pub struct Broker {
     listen_flag: bool,
     /// Each listener's bound address, by name, from the last life.
     listeners: Vec<(String, String)>,
+    /// How many listeners the broker is given: their lines are awaited.
+    listeners_given: usize,
     stderr_path: PathBuf,
     lives: u32,
+}
+
+/// How many Kafka listeners a broker started with `args` has: those of
+/// `--set listeners=...`, else the one of `--listen`.
+fn given_listeners(args: &[&str]) -> usize {
+    args.iter()
+        .find_map(|arg| arg.strip_prefix("listeners="))
+        .map_or(1, |list| {
+            list.split(',').filter(|l| !l.trim().is_empty()).count()
+        })
 }
 
 /// The `--admin-listen` that `args` give, if they give one.
@@ -135,6 +147,7 @@ impl Broker {
             .tempdir()
             .context("cannot create the broker's temporary folder")?;
         let stderr_path = dir.path().join("broker.stderr");
+        let listeners_given = given_listeners(extra_args);
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let admin_given = admin_listen_in(&extra_args).map(str::to_owned);
         let mut broker = Self {
@@ -154,6 +167,7 @@ impl Broker {
             addr: listen.unwrap_or_default().to_string(),
             listen_flag: listen.is_some(),
             listeners: Vec::new(),
+            listeners_given,
             stderr_path,
             lives: 0,
         };
@@ -334,7 +348,10 @@ impl Broker {
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         let (mut kafka, mut admin) = (None, None);
         self.listeners.clear();
-        while kafka.is_none() || (self.admin_addr.is_some() && admin.is_none()) {
+        while kafka.is_none()
+            || self.listeners.len() < self.listeners_given
+            || (self.admin_addr.is_some() && admin.is_none())
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Listening::Named(name, addr)) => self.listeners.push((name, addr)),
@@ -368,7 +385,7 @@ impl Broker {
 /// A listening line of `weir serve`'s stdout.
 enum Listening {
     /// `listener NAME listening on HOST:PORT`: one Kafka listener, printed
-    /// before the `listening on` line.
+    /// after the `listening on` line.
     Named(String, String),
     /// `listening on HOST:PORT`: the first Kafka listener.
     Kafka(String),

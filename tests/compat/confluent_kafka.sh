@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # confluent-kafka (PyPI) against a real `weir serve`: its ShareConsumer
 # (librdkafka's share consumer, KIP-932), Weir's dead-letter topics
-# (KIP-1191), and SCRAM users (its AdminClient's Alter/DescribeUserScram-
-# Credentials, beside `weir user`), in tests/compat/confluent-kafka/test_*.py.
+# (KIP-1191), SCRAM users (its AdminClient's Alter/DescribeUserScram-
+# Credentials, beside `weir user`), and its Producer and Consumer over
+# SASL_SSL with SCRAM-SHA-512 (against a broker the test starts), in
+# tests/compat/confluent-kafka/test_*.py.
 #
 # Sets up what it needs: the venv at .venv with the pinned packages of
 # tests/compat/confluent-kafka/requirements.txt. Starts the broker with share

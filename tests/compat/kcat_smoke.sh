@@ -3,7 +3,9 @@
 # rdkafka crate's) against a real `weir serve`: metadata (-L, -J), produce with
 # keys, headers and every codec, consume from the beginning and from a
 # timestamp (-o s@TS), an idempotent producer, a consumer group (-G) that
-# commits and resumes, and a tag-filtered view read as an ordinary topic. Prints one line per check and a closing
+# commits and resumes, a tag-filtered view read as an ordinary topic, and
+# SASL/SCRAM-SHA-512 over TLS (SASL_SSL) against a second broker, with a
+# user made by `weir user create` and certificates by `weir cert dev`. Prints one line per check and a closing
 # `kcat: N passed, M failed`; exits non-zero on any failure.
 #
 # WEIR_BIN picks the binary (default: target/debug/weir, built if missing).
@@ -26,8 +28,10 @@ fi
 
 work=$(mktemp -d -t weir-kcat-XXXXXX)
 broker_pid=""
+secured_pid=""
 cleanup() {
     if [ -n "$broker_pid" ]; then kill -KILL "$broker_pid" 2>/dev/null; wait "$broker_pid" 2>/dev/null; fi
+    if [ -n "$secured_pid" ]; then kill -KILL "$secured_pid" 2>/dev/null; wait "$secured_pid" 2>/dev/null; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -139,6 +143,49 @@ for codec in none gzip snappy lz4 zstd; do
 done
 k -C -t smoke-vip -p 0 -o beginning -e -q -f '%o:%s|%h\n' >"$work/actual.view"
 check "a view serves only its tags, at the source's offsets" "$work/expected.view" "$work/actual.view"
+
+# SASL_SSL with SCRAM-SHA-512: a broker of its own, whose SASL_SSL listener
+# serves TLS from `weir cert dev`'s keystore, and a user made through its
+# PLAINTEXT listener. kcat trusts the dev CA and logs in as alice.
+mkdir -p "$work/secured"
+"$weir" cert dev --dir "$work/certs" >/dev/null 2>>"$work/kcat.err"
+listener_PLAINTEXT="" listener_SASL_SSL=""
+weir_start_listeners "$work/secured" "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0" \
+    --admin-listen none --default-partitions 1 \
+    --set "ssl.keystore.location=$work/certs/broker.pem" \
+    --set sasl.enabled.mechanisms=SCRAM-SHA-512
+if [ -z "$listener_SASL_SSL" ]; then
+    failed=$((failed + 1))
+    echo "FAIL a broker with a SASL_SSL listener starts"
+    tail -n 20 "$work/secured/broker.err" | sed 's/^/     /'
+else
+    printf 'alice-secret\n' | "$weir" --brokers "$listener_PLAINTEXT" user create alice \
+        --password-stdin --mechanism SCRAM-SHA-512 >/dev/null 2>>"$work/kcat.err"
+    ks() {
+        timeout "$kcat_timeout_s" kcat -b "$listener_SASL_SSL" -X security.protocol=SASL_SSL \
+            -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=alice -X "sasl.password=$1" \
+            -X "ssl.ca.location=$work/certs/ca.crt" "${@:2}" 2>>"$work/kcat.err"
+    }
+    seq 1 20 | sed 's/^/secured-/' >"$work/expected.sasl"
+    ks alice-secret -P -t smoke-sasl -p 0 <"$work/expected.sasl"
+    ks alice-secret -C -t smoke-sasl -p 0 -o beginning -e -q -f '%s\n' >"$work/actual.sasl"
+    check "SASL_SSL with SCRAM-SHA-512: produce and consume as alice" "$work/expected.sasl" "$work/actual.sasl"
+    if ks wrong-password -L -m 5 >/dev/null; then
+        failed=$((failed + 1))
+        echo "FAIL SASL_SSL refuses a wrong password"
+    else
+        passed=$((passed + 1))
+        echo "ok   SASL_SSL refuses a wrong password"
+    fi
+    if grep -q 'SASL authentication failed' "$work/secured/broker.err"; then
+        passed=$((passed + 1))
+        echo "ok   the broker logs the refused login"
+    else
+        failed=$((failed + 1))
+        echo "FAIL the broker logs the refused login"
+        tail -n 20 "$work/secured/broker.err" | sed 's/^/     /'
+    fi
+fi
 
 if ! kill -0 "$broker_pid" 2>/dev/null; then
     failed=$((failed + 1))

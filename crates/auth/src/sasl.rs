@@ -554,6 +554,8 @@ struct ScramExchange {
     server_first: String,
     /// The whole nonce, the client's and the server's.
     nonce: String,
+    /// How much of `nonce` is the client's.
+    client_nonce_bytes: usize,
     /// The user's credential, or a dummy one for an unknown user.
     credential: ScramCredential,
     /// Whether `credential` is the user's; a proof against a dummy never
@@ -741,6 +743,7 @@ fn scram_first(
         Some(credential) => (credential, true),
         None => (ScramCredential::dummy(mechanism, &first.user), false),
     };
+    let client_nonce_bytes = first.nonce.len();
     let nonce = format!("{}{server_nonce}", first.nonce);
     let server_first = format!(
         "r={nonce},s={},i={}",
@@ -754,6 +757,7 @@ fn scram_first(
         client_first_bare: bare.to_owned(),
         server_first,
         nonce,
+        client_nonce_bytes,
         credential,
         user_known,
     })
@@ -879,6 +883,25 @@ fn decode_sasl_name(encoded: &str) -> Result<String, SaslError> {
     Ok(name)
 }
 
+/// Whether the client-final `nonce` echoes the server-first one. librdkafka
+/// before 2.6.1 (Debian's kcat among its users) sends its own nonce twice,
+/// once before the whole one; Kafka accepts that since 3.8.1, and so is it
+/// here, only in exactly that form. Compared in constant time.
+fn echoes_nonce(exchange: &ScramExchange, nonce: &str) -> bool {
+    let whole = exchange.nonce.as_bytes();
+    let sent = nonce.as_bytes();
+    if sent.len() == whole.len() {
+        return bool::from(sent.ct_eq(whole));
+    }
+    let client = whole.get(..exchange.client_nonce_bytes).unwrap_or_default();
+    match sent.split_at_checked(client.len()) {
+        Some((again, rest)) if rest.len() == whole.len() => {
+            bool::from(again.ct_eq(client) & rest.ct_eq(whole))
+        }
+        _ => false,
+    }
+}
+
 /// SCRAM's second round: checks client-final-message, and answers
 /// server-final-message.
 fn scram_final(exchange: &ScramExchange, text: &str) -> Result<Step, SaslError> {
@@ -909,7 +932,7 @@ fn scram_final(exchange: &ScramExchange, text: &str) -> Result<Step, SaslError> 
             "the SCRAM channel binding does not echo the gs2 header",
         ));
     }
-    if !bool::from(nonce.as_bytes().ct_eq(exchange.nonce.as_bytes())) {
+    if !echoes_nonce(exchange, nonce) {
         return Err(malformed(
             "the SCRAM client-final nonce is not the server-first one",
         ));
@@ -1181,6 +1204,9 @@ mod tests {
         gs2_header: String,
         bare: String,
         password: Vec<u8>,
+        /// Sent before the nonce in client-final, as librdkafka before
+        /// 2.6.1 sends its own nonce again.
+        nonce_prefix: String,
     }
 
     impl ScramClient {
@@ -1188,8 +1214,9 @@ mod tests {
             ScramClient {
                 mechanism,
                 gs2_header: "n,,".to_owned(),
-                bare: format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL"),
+                bare: format!("n={user},r={CLIENT_NONCE}"),
                 password: password.as_bytes().to_vec(),
+                nonce_prefix: String::new(),
             }
         }
 
@@ -1207,7 +1234,7 @@ mod tests {
                     .expect("the attribute")
                     .to_owned()
             };
-            let nonce = attribute("r=");
+            let nonce = format!("{}{}", self.nonce_prefix, attribute("r="));
             let salt = BASE64.decode(attribute("s=")).expect("base64 salt");
             let iterations: u32 = attribute("i=").parse().expect("iterations");
             let hmac = |key: &[u8], data: &[u8]| self.mechanism.hmac(key, &[data]);
@@ -1348,6 +1375,26 @@ mod tests {
         let (last, _) = client.last(&tampered);
         let result = server.step(last.as_bytes(), &users);
         assert!(matches!(result, Err(SaslError::Malformed(_))), "{result:?}");
+    }
+
+    /// The client nonce of the test client (RFC 7677's).
+    const CLIENT_NONCE: &str = "fyko+d2lbbFgONRv9qkxdawL";
+
+    #[test]
+    fn scram_accepts_old_librdkafkas_doubled_client_nonce_and_nothing_else() {
+        let users = alice();
+        let mut client = ScramClient::new(ScramMechanism::Sha512, "alice", "alice-secret");
+        client.nonce_prefix = CLIENT_NONCE.to_owned();
+        let (_, result, _) = scram_exchange(&client, &users);
+        assert_eq!(done(result).0.to_string(), "User:alice");
+        for prefix in ["gyko+d2lbbFgONRv9qkxdawL", "x", "fyko+d2lbbFgONRv9qkxdaw"] {
+            client.nonce_prefix = prefix.to_owned();
+            let (_, result, _) = scram_exchange(&client, &users);
+            assert!(
+                matches!(result, Err(SaslError::Malformed(_))),
+                "{prefix}: {result:?}"
+            );
+        }
     }
 
     #[test]

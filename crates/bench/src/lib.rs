@@ -12,6 +12,7 @@
 mod batches;
 mod client;
 mod commit;
+mod connect;
 mod consume;
 mod delay;
 mod e2e;
@@ -127,6 +128,9 @@ pub enum BenchCommand {
     /// Measure this machine's disk (write, fdatasync) and loopback TCP limits; no broker needed.
     #[command(after_help = limits::LIMITS_EXAMPLES)]
     Limits(limits::LimitsArgs),
+    /// Time new clients' first answer: connection set-up with TLS or SASL as -X asks.
+    #[command(after_help = connect::CONNECT_EXAMPLES)]
+    Connect(connect::ConnectArgs),
 }
 
 /// Options every mode takes.
@@ -317,6 +321,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Delay(args) => return delay::run(args),
         BenchCommand::View(args) => return view::run(args),
         BenchCommand::Limits(args) => return limits::run(args),
+        BenchCommand::Connect(args) => return connect::run(args),
         BenchCommand::Partitions(args) => return partitions::run(args),
         BenchCommand::Batches(args) => return batches::run_batches(args),
         BenchCommand::Lookup(args) => return batches::run_lookup(args),
@@ -343,6 +348,7 @@ fn measure(cmd: &BenchCommand) -> anyhow::Result<report::Report> {
         | BenchCommand::Delay(_)
         | BenchCommand::View(_)
         | BenchCommand::Limits(_)
+        | BenchCommand::Connect(_)
         | BenchCommand::Partitions(_)
         | BenchCommand::Batches(_)
         | BenchCommand::Lookup(_) => {

@@ -1466,18 +1466,18 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         (addr, listener.serve(broker.clone()))
     });
 
-    // Scripts and tests read these lines to learn the ports: every
-    // listener's by name, then the first one's as `listening on`, so a
-    // reader that waits for that line has seen them all.
+    // Scripts and tests read these lines to learn the ports: the first
+    // listener's as `listening on`, the first line as it always was, then
+    // every listener's by name.
     let mut bound = Vec::with_capacity(listeners.len());
     for listener in &listeners {
         bound.push((listener.spec.name.clone(), listener.local_addr()?));
     }
-    for (name, addr) in &bound {
-        println!("listener {name} listening on {addr}");
-    }
     if let Some((_, first)) = bound.first() {
         println!("listening on {first}");
+    }
+    for (name, addr) in &bound {
+        println!("listener {name} listening on {addr}");
     }
     if let Some((addr, _)) = &admin {
         println!("admin listening on {addr}");

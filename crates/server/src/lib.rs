@@ -140,18 +140,15 @@ pub async fn serve(
     // Each listener accepts on its own task; what they take is served here.
     let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(1);
     let mut background = JoinSet::new();
-    let mut names = Vec::with_capacity(listeners.len());
-    let mut tls = Vec::with_capacity(listeners.len());
-    let mut sasl = Vec::with_capacity(listeners.len());
+    // What each listener's connections need, by the index its accept loop sends.
+    let mut sides = Vec::with_capacity(listeners.len());
     let failures = Arc::new(sasl::FailedAuthentications::default());
     for (index, listener) in listeners.into_iter().enumerate() {
-        names.push(listener.name);
         if let Some(acceptor) = &listener.tls {
-            background.spawn(watch_certificates(acceptor.clone(), names[index].clone()));
+            background.spawn(watch_certificates(acceptor.clone(), listener.name.clone()));
         }
-        tls.push(listener.tls);
-        sasl.push(listener.sasl);
         background.spawn(accept_loop(listener.socket, index, accepted_tx.clone()));
+        sides.push((listener.name, listener.tls, listener.sasl));
     }
     drop(accepted_tx);
     tokio::pin!(shutdown);
@@ -187,9 +184,7 @@ pub async fn serve(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
-        let (Some(name), Some(tls), Some(sasl)) =
-            (names.get(index), tls.get(index), sasl.get(index))
-        else {
+        let Some((name, tls, sasl)) = sides.get(index) else {
             continue;
         };
         let caller = Caller {
@@ -351,7 +346,7 @@ async fn watch_certificates(acceptor: Arc<TlsAcceptor>, listener: Arc<str>) {
                 "TLS certificates reloaded: new connections use the changed files"),
             Some(Err(err)) => tracing::warn!(%listener, error = %err,
                 "cannot reload the TLS certificates; new connections keep the ones in use \
-                 (checked again each second)"),
+                 (tried again when the files change)"),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! reader decodes, as Kafka's SaslServerAuthenticator is.
 //!
 //! Before a connection has authenticated, only ApiVersions, SaslHandshake
-//! (v1) and SaslAuthenticate are served; any other request closes it,
+//! (v1; v0 is advertised, as Kafka does, but refused) and SaslAuthenticate
+//! are served; any other request closes it,
 //! unanswered, and never reaches a handler. A failed authentication is
 //! answered with SASL_AUTHENTICATION_FAILED after
 //! [`FAILED_AUTHENTICATION_DELAY`] (Kafka's
@@ -166,6 +167,23 @@ impl Authenticator {
         let now = Instant::now();
         match body {
             RequestKind::ApiVersions(_) => Verdict::Serve,
+            // v0 is followed by unframed SASL tokens, which only clients
+            // older than SaslAuthenticate (Kafka 1.0) send. It is advertised
+            // all the same, as Kafka does: librdkafka looks for v0 before it
+            // sends its v1 handshake.
+            RequestKind::SaslHandshake(_) if version < 1 => {
+                tracing::warn!(address = %self.address,
+                    "closing connection: SaslHandshake v0 (unframed SASL tokens) is not served; \
+                     the client must use v1 and SaslAuthenticate");
+                Verdict::Answer {
+                    response: Box::new(ResponseKind::SaslHandshake(
+                        SaslHandshakeResponse::default()
+                            .with_error_code(ResponseError::IllegalSaslState.code()),
+                    )),
+                    close: true,
+                    delay: None,
+                }
+            }
             RequestKind::SaslHandshake(req) => self.handshake(req),
             RequestKind::SaslAuthenticate(req) => {
                 let req = std::mem::take(req);

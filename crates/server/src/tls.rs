@@ -1,4 +1,4 @@
-//! TLS on a listener whose security protocol is `SSL`: the rustls server
+//! TLS on a listener whose security protocol is `SSL` or `SASL_SSL`: the rustls server
 //! configuration, built from Kafka's PEM settings (`ssl.keystore.location`,
 //! `ssl.truststore.location`, `ssl.client.auth`), rebuilt when those files
 //! change, and the principal a client certificate names
@@ -7,8 +7,8 @@
 //! A reload swaps the configuration new handshakes use; sessions already
 //! established keep theirs, so no connection is dropped. A reload that
 //! fails (a file half-written by a renewal, a key that does not match its
-//! certificate) keeps the configuration in use and is tried again at the
-//! next check.
+//! certificate) keeps the configuration in use, is reported once, and is
+//! tried again once the files change again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -145,6 +145,9 @@ type Stamp = Vec<Option<(u64, Option<SystemTime>, u64)>>;
 pub struct TlsAcceptor {
     settings: TlsSettings,
     current: RwLock<(Stamp, Arc<ServerConfig>)>,
+    /// The files as they were at the last reload that failed, so a file
+    /// that stays broken is reported once, not at every check.
+    failed: std::sync::Mutex<Option<Stamp>>,
 }
 
 impl TlsAcceptor {
@@ -155,6 +158,7 @@ impl TlsAcceptor {
         Ok(Self {
             settings,
             current: RwLock::new((stamp, config)),
+            failed: std::sync::Mutex::new(None),
         })
     }
 
@@ -163,19 +167,32 @@ impl TlsAcceptor {
         self.current.read().ok().map(|current| current.1.clone())
     }
 
-    /// Rebuild the configuration if a file changed since it was built:
-    /// `None` when nothing changed, else whether the rebuild worked. A
-    /// failed rebuild keeps the configuration in use. Blocks on file I/O.
+    /// Rebuild the configuration if a file changed since it was built
+    /// (and since the last rebuild that failed): `None` when nothing
+    /// changed, else whether the rebuild worked. A failed rebuild keeps the
+    /// configuration in use. Blocks on file I/O.
     pub(crate) fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
         let now = stamp(&self.settings);
         if self.current.read().ok()?.0 == now {
             return None;
         }
-        Some(build(&self.settings).map(|config| {
-            if let Ok(mut current) = self.current.write() {
-                *current = (now, config);
+        let mut failed = self.failed.lock().ok()?;
+        if failed.as_ref() == Some(&now) {
+            return None;
+        }
+        match build(&self.settings) {
+            Ok(config) => {
+                *failed = None;
+                if let Ok(mut current) = self.current.write() {
+                    *current = (now, config);
+                }
+                Some(Ok(()))
             }
-        }))
+            Err(err) => {
+                *failed = Some(now);
+                Some(Err(err))
+            }
+        }
     }
 
     /// The principal of a client that presented `certificates` (its own

@@ -211,6 +211,12 @@ mod tests {
             ApiKey::DescribeTransactions => R::DescribeTransactions(Default::default()),
             ApiKey::ListTransactions => R::ListTransactions(Default::default()),
             ApiKey::DescribeProducers => R::DescribeProducers(Default::default()),
+            ApiKey::DescribeUserScramCredentials => {
+                R::DescribeUserScramCredentials(Default::default())
+            }
+            ApiKey::AlterUserScramCredentials => R::AlterUserScramCredentials(Default::default()),
+            ApiKey::SaslHandshake => R::SaslHandshake(Default::default()),
+            ApiKey::SaslAuthenticate => R::SaslAuthenticate(Default::default()),
             _ => return Err(()),
         })
     }

@@ -112,9 +112,6 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             // the request decoder (v10 addresses topics by id).
             ApiKey::OffsetCommit => (key, VersionRange { min: 2, max: 9 }),
             ApiKey::OffsetFetch => (key, VersionRange { min: 1, max: 9 }),
-            // v0 sends the SASL tokens unframed after the handshake; every
-            // client that speaks SaslAuthenticate uses v1.
-            ApiKey::SaslHandshake => (key, VersionRange { min: 1, max: 1 }),
             _ => (key, key.valid_versions()),
         })
         .collect()
