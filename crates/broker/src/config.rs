@@ -65,6 +65,11 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: i32,
     /// `replica.fetch.response.max.bytes`: what a follower asks for in all.
     pub replica_fetch_response_max_bytes: i32,
+    /// ACL enforcement: set when `authorizer.class.name` names Kafka's
+    /// StandardAuthorizer, with `super.users` and
+    /// `allow.everyone.if.no.acl.found`. `None`: every client may do
+    /// everything, as on a Kafka broker without an authorizer.
+    pub authorizer: Option<weir_auth::AuthorizerConfig>,
 }
 
 impl BrokerConfig {
@@ -101,6 +106,7 @@ impl Default for BrokerConfig {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_max_bytes: 1024 * 1024,
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
+            authorizer: None,
         }
     }
 }

@@ -111,9 +111,9 @@ impl From<MetadataError> for ApiError {
             MetadataError::NoController(_) => ResponseError::RequestTimedOut,
             MetadataError::Storage(_) => ResponseError::KafkaStorageError,
             MetadataError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
-            MetadataError::BrokerInUse(_) | MetadataError::TooManyGroupConfigs(_) => {
-                ResponseError::InvalidRequest
-            }
+            MetadataError::BrokerInUse(_)
+            | MetadataError::TooManyGroupConfigs(_)
+            | MetadataError::TooManyAcls(_) => ResponseError::InvalidRequest,
             MetadataError::DuplicateVoter(_) => ResponseError::DuplicateVoter,
             MetadataError::VoterNotFound(_) => ResponseError::VoterNotFound,
             MetadataError::InvalidVoterChange(_) => ResponseError::InvalidRequest,

@@ -14,6 +14,7 @@ use weir_metadata::MetadataStore;
 use weir_protocol::Request;
 use weir_storage::{Clock, CommitLog};
 
+mod acls;
 mod admin;
 mod api;
 mod blocking;
@@ -32,6 +33,7 @@ mod topics;
 mod txn;
 mod view;
 
+pub use acls::{AclsUnusable, STANDARD_AUTHORIZER};
 pub use config::{
     BrokerConfig, CheckbackConfig, DEFAULT_LISTENER, DEFAULT_MAX_PARTITIONS, GroupConfig,
     MigrationPolicy, TxnConfig,
@@ -136,6 +138,8 @@ pub struct Broker {
     delays: Arc<delay::DelayState>,
     /// Share-partitions and share sessions (KIP-932).
     shares: Arc<share::ShareManager>,
+    /// What each client may do (`acls.rs`).
+    acls: acls::Acls,
 }
 
 impl std::fmt::Debug for Broker {
@@ -179,7 +183,14 @@ impl Broker {
             clock.clone(),
             metadata.clone(),
         );
+        let acls = acls::Acls::new(config.authorizer.clone(), metadata.as_ref()).map_err(|e| {
+            ApiError::new(
+                kafka_protocol::ResponseError::UnknownServerError,
+                format!("{e}"),
+            )
+        })?;
         let broker = Self {
+            acls,
             config,
             log,
             metadata,
@@ -210,9 +221,33 @@ impl Broker {
     /// dead-letter writer and lock-expiry driver. Call once, on the runtime.
     pub fn start_background(self: &Arc<Self>) {
         self.txns.ensure_driver(self);
+        if self.acls.enabled() && self.metadata.replicated() {
+            self.follow_acls();
+        }
         if self.shares_enabled() {
             self.shares.start_background(self);
         }
+    }
+
+    /// Keeps the authorizer current with the ACLs other brokers change: on
+    /// each change the metadata applies, builds it again if they changed.
+    fn follow_acls(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        let mut changes = self.metadata.changes();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(broker) = broker.upgrade() else {
+                    return;
+                };
+                let refreshed = tokio::task::spawn_blocking(move || {
+                    broker.acls.refresh(broker.metadata.as_ref());
+                })
+                .await;
+                if refreshed.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// The APIs and version ranges served, as advertised in ApiVersions.

@@ -89,6 +89,11 @@ pub enum Command {
         /// The changes, in order.
         changes: Vec<weir_metadata::ScramChange>,
     },
+    /// Keep and remove ACL bindings (CreateAcls, DeleteAcls).
+    AlterAcls {
+        /// The changes, in order.
+        changes: Vec<weir_metadata::AclChange>,
+    },
     /// Hand out `count` producer ids.
     AllocateProducerIds {
         /// How many.
@@ -250,6 +255,8 @@ pub enum Refusal {
     BrokerInUse(String),
     /// SCRAM credentials past `weir_metadata::SCRAM_CREDENTIALS_MAX`.
     TooManyCredentials(String),
+    /// ACL bindings past `weir_metadata::ACLS_MAX`.
+    TooManyAcls(String),
 }
 
 /// A topic as the state keeps it.
@@ -291,6 +298,14 @@ pub struct ClusterState {
     /// formats 1 and 2, which had none.
     #[serde(default)]
     pub scram_credentials: Vec<weir_metadata::ScramCredential>,
+    /// ACL bindings, ordered ([`Command::AlterAcls`]). Absent from
+    /// snapshots of formats 1 to 3, which had none.
+    #[serde(default)]
+    pub acls: Vec<weir_metadata::AclEntry>,
+    /// The log index of the last [`Command::AlterAcls`] applied: the
+    /// bindings' version, as `MetadataStore::acls` answers it.
+    #[serde(default)]
+    pub acls_changed_at: u64,
 }
 
 impl ClusterState {
@@ -496,6 +511,12 @@ impl ClusterState {
             Command::AlterScramCredentials { changes } => {
                 weir_metadata::apply_scram_changes(&mut self.scram_credentials, changes)
                     .map_err(|e| Refusal::TooManyCredentials(e.to_string()))?;
+                Ok(Outcome::Done)
+            }
+            Command::AlterAcls { changes } => {
+                weir_metadata::apply_acl_changes(&mut self.acls, changes)
+                    .map_err(|e| Refusal::TooManyAcls(e.to_string()))?;
+                self.acls_changed_at = index;
                 Ok(Outcome::Done)
             }
             Command::AllocateProducerIds { count } => {
@@ -1340,6 +1361,39 @@ mod tests {
         let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0}"#;
         let read: Result<ClusterState, _> = serde_json::from_str(old);
         assert!(read.is_ok_and(|s| s.scram_credentials.is_empty()));
+    }
+
+    #[test]
+    fn acls_are_kept_removed_and_versioned_by_their_log_index() {
+        let mut state = ClusterState::default();
+        let acl = |topic: &str| weir_metadata::AclEntry {
+            resource_type: 2,
+            resource_name: topic.into(),
+            pattern_type: 4,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 4,
+            permission_type: 3,
+        };
+        let create = Command::AlterAcls {
+            changes: vec![
+                weir_metadata::AclChange::Create(acl("orders-")),
+                weir_metadata::AclChange::Create(acl("audit-")),
+            ],
+        };
+        assert_eq!(state.apply(7, &create), Outcome::Done);
+        assert_eq!(state.acls_changed_at, 7);
+        let delete = Command::AlterAcls {
+            changes: vec![weir_metadata::AclChange::Delete(acl("audit-"))],
+        };
+        assert_eq!(state.apply(9, &delete), Outcome::Done);
+        let json = serde_json::to_string(&state).unwrap();
+        let read: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!((read.acls_changed_at, read.acls), (9, vec![acl("orders-")]));
+        // A snapshot of format 3 has none.
+        let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0,"scram_credentials":[]}"#;
+        let read: Result<ClusterState, _> = serde_json::from_str(old);
+        assert!(read.is_ok_and(|s| s.acls.is_empty() && s.acls_changed_at == 0));
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn refusal(why: Refusal) -> MetadataError {
         Refusal::BrokerInUse(m) => MetadataError::BrokerInUse(m),
         Refusal::TooManyGroupConfigs(m) => MetadataError::TooManyGroupConfigs(m),
         Refusal::TooManyCredentials(m) => MetadataError::Storage(m),
+        Refusal::TooManyAcls(m) => MetadataError::TooManyAcls(m),
     }
 }
 
@@ -261,6 +262,21 @@ impl MetadataStore for RaftMetadataStore {
         changes: &[weir_metadata::ScramChange],
     ) -> Result<(), MetadataError> {
         self.commit(Command::AlterScramCredentials {
+            changes: changes.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    fn acls(&self) -> (u64, Vec<weir_metadata::AclEntry>) {
+        self.read(|s| (s.acls_changed_at, s.acls.clone()))
+    }
+
+    fn acls_version(&self) -> u64 {
+        self.read(|s| s.acls_changed_at)
+    }
+
+    fn alter_acls(&self, changes: &[weir_metadata::AclChange]) -> Result<(), MetadataError> {
+        self.commit(Command::AlterAcls {
             changes: changes.to_vec(),
         })
         .map(|_| ())

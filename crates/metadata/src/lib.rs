@@ -489,6 +489,77 @@ pub fn apply_scram_changes(
     Ok(())
 }
 
+/// Most ACL bindings the metadata keeps, all resources together.
+pub const ACLS_MAX: usize = 100_000;
+
+/// One ACL binding as the metadata keeps it (Kafka's
+/// AccessControlEntryRecord): a resource pattern and an access control
+/// entry, with Kafka's codes for the resource type, pattern type,
+/// operation and permission. The broker checks a binding (weir-auth's
+/// `AclBinding::validate`) before it asks the store to keep it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct AclEntry {
+    /// Kafka's resource type code (2 topic, 3 group, 4 cluster, ...).
+    pub resource_type: i8,
+    /// The resource name, prefix, or `*`.
+    pub resource_name: String,
+    /// Kafka's pattern type code (3 literal, 4 prefixed).
+    pub pattern_type: i8,
+    /// `Type:name`, or `User:*`.
+    pub principal: String,
+    /// An IP address, or `*`.
+    pub host: String,
+    /// Kafka's operation code.
+    pub operation: i8,
+    /// Kafka's permission type code (2 deny, 3 allow).
+    pub permission_type: i8,
+}
+
+/// One change of CreateAcls or DeleteAcls: DeleteAcls' filters are
+/// matched by the broker, which asks for the bindings they matched to be
+/// removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AclChange {
+    /// Keep a binding (once: a binding already kept is left as it is).
+    Create(AclEntry),
+    /// Remove a binding (one not kept changes nothing).
+    Delete(AclEntry),
+}
+
+/// Apply `changes` in order to `acls` (kept ordered and each once).
+/// Refused whole when it would leave more than [`ACLS_MAX`].
+pub fn apply_acl_changes(
+    acls: &mut Vec<AclEntry>,
+    changes: &[AclChange],
+) -> Result<(), MetadataError> {
+    let mut after = acls.clone();
+    for change in changes {
+        match change {
+            AclChange::Create(entry) => {
+                if let Err(at) = after.binary_search(entry) {
+                    after.insert(at, entry.clone());
+                }
+            }
+            AclChange::Delete(entry) => {
+                if let Ok(at) = after.binary_search(entry) {
+                    after.remove(at);
+                }
+            }
+        }
+    }
+    if after.len() > ACLS_MAX && after.len() > acls.len() {
+        return Err(MetadataError::TooManyAcls(format!(
+            "{ACLS_MAX} ACL bindings are kept at most"
+        )));
+    }
+    *acls = after;
+    Ok(())
+}
+
 /// Bytes as base64 text in the metadata's JSON.
 mod base64_bytes {
     use base64::Engine;
@@ -549,6 +620,9 @@ pub enum MetadataError {
     /// has none now (Kafka clients retry: NOT_CONTROLLER / REQUEST_TIMED_OUT).
     #[error("no controller: {0}")]
     NoController(String),
+    /// More ACL bindings than [`ACLS_MAX`] (INVALID_REQUEST).
+    #[error("{0}")]
+    TooManyAcls(String),
     /// The store could not persist the change (KAFKA_STORAGE_ERROR).
     #[error("metadata store: {0}")]
     Storage(String),
@@ -756,6 +830,26 @@ pub trait MetadataStore: Send + Sync + 'static {
         let _ = changes;
         Err(MetadataError::Storage(
             "this metadata store keeps no SCRAM credentials".into(),
+        ))
+    }
+    /// Every ACL binding, ordered, and the version of this set: a number
+    /// that changes whenever a change to the bindings is applied (the
+    /// position of that change in the store's log), so a broker keeping
+    /// an authorizer built from them knows when to build it again.
+    fn acls(&self) -> (u64, Vec<AclEntry>) {
+        (0, Vec::new())
+    }
+    /// The version [`MetadataStore::acls`] would answer now, without
+    /// copying the bindings.
+    fn acls_version(&self) -> u64 {
+        0
+    }
+    /// Apply CreateAcls' or DeleteAcls' changes at once; committed on
+    /// return.
+    fn alter_acls(&self, changes: &[AclChange]) -> Result<(), MetadataError> {
+        let _ = changes;
+        Err(MetadataError::Storage(
+            "this metadata store keeps no ACLs".into(),
         ))
     }
     /// A leader's ISR change; committed on return, and the new assignment

@@ -35,12 +35,13 @@ use uuid::Uuid;
 use crate::record_file::RecordFileFormat;
 use crate::{ConfigChange, MetadataError, MetadataStore, NewTopic, TopicMeta};
 
-/// The snapshot format this code writes; it reads this one, format 3 (no
-/// SCRAM credentials), format 2 (no group configs) and format 1 (the
-/// whole-document `metadata.json` of earlier versions). Format 3 added
-/// `group_configs` and format 4 `scram_credentials`: a build that reads
-/// only the formats before would drop them, so it refuses the file instead.
-const FORMAT_VERSION: u32 = 4;
+/// The snapshot format this code writes; it reads this one, format 4 (no
+/// ACLs), format 3 (no SCRAM credentials), format 2 (no group configs) and
+/// format 1 (the whole-document `metadata.json` of earlier versions).
+/// Format 3 added `group_configs`, format 4 `scram_credentials` and format
+/// 5 `acls`: a build that reads only the formats before would drop them,
+/// so it refuses the file instead.
+const FORMAT_VERSION: u32 = 5;
 /// Folder under the data dir that holds the metadata.
 const META_DIR: &str = "meta";
 /// The format-1 document of earlier versions, read once and then removed.
@@ -99,6 +100,13 @@ struct Document {
     /// SCRAM credentials, ordered by user then mechanism (format 4; none before).
     #[serde(default)]
     scram_credentials: Vec<crate::ScramCredential>,
+    /// ACL bindings, ordered (format 5; none before).
+    #[serde(default)]
+    acls: Vec<crate::AclEntry>,
+    /// The sequence number of the last record that changed `acls` (format
+    /// 5; 0 before): their version, as `MetadataStore::acls` answers it.
+    #[serde(default)]
+    acls_changed_at: u64,
     /// The sequence number of the last record the snapshot includes (format 2; 0 in format 1).
     #[serde(default)]
     last_seq: u64,
@@ -188,6 +196,9 @@ enum Record {
     ScramCredentialsAltered {
         changes: Vec<crate::ScramChange>,
     },
+    AclsAltered {
+        changes: Vec<crate::AclChange>,
+    },
 }
 
 impl From<&StoredTopic> for TopicMeta {
@@ -238,9 +249,9 @@ impl Document {
             .ok_or_else(|| format!("topic '{name}' does not exist"))
     }
 
-    /// Apply one record. Records are validated before they are written, so
-    /// a failure here means the log disagrees with itself: corruption.
-    fn apply(&mut self, record: &Record) -> Result<(), String> {
+    /// Apply record `seq`. Records are validated before they are written,
+    /// so a failure here means the log disagrees with itself: corruption.
+    fn apply(&mut self, seq: u64, record: &Record) -> Result<(), String> {
         match record {
             Record::TopicCreated { topic } => {
                 if topic.partitions < 1 || self.topics.values().any(|t| t.id == topic.id) {
@@ -289,6 +300,10 @@ impl Document {
             Record::ScramCredentialsAltered { changes } => {
                 crate::apply_scram_changes(&mut self.scram_credentials, changes)
                     .map_err(|e| e.to_string())?;
+            }
+            Record::AclsAltered { changes } => {
+                crate::apply_acl_changes(&mut self.acls, changes).map_err(|e| e.to_string())?;
+                self.acls_changed_at = seq;
             }
         }
         Ok(())
@@ -388,6 +403,8 @@ impl LocalMetadataStore {
                             next_producer_id: 0,
                             group_configs: BTreeMap::new(),
                             scram_credentials: Vec::new(),
+                            acls: Vec::new(),
+                            acls_changed_at: 0,
                             last_seq: 0,
                         };
                         tracing::info!(cluster_id = %doc.cluster_id, "created cluster metadata");
@@ -463,7 +480,7 @@ impl LocalMetadataStore {
         // The record was checked against this very state before it was
         // written, so it must apply. If it does not, memory and the log
         // disagree: stop every later change rather than carry on.
-        if let Err(why) = state.doc.apply(&record) {
+        if let Err(why) = state.doc.apply(seq, &record) {
             let reason = format!("metadata record {seq} was written but does not apply: {why}");
             tracing::error!("{reason}");
             state.poisoned = Some(reason.clone());
@@ -679,6 +696,26 @@ impl MetadataStore for LocalMetadataStore {
         })
     }
 
+    fn acls(&self) -> (u64, Vec<crate::AclEntry>) {
+        let state = self.lock_for_read();
+        (state.doc.acls_changed_at, state.doc.acls.clone())
+    }
+
+    fn acls_version(&self) -> u64 {
+        self.lock_for_read().doc.acls_changed_at
+    }
+
+    fn alter_acls(&self, changes: &[crate::AclChange]) -> Result<(), MetadataError> {
+        self.commit(|doc| {
+            // Checked first, so a refused change writes no record.
+            crate::apply_acl_changes(&mut doc.acls.clone(), changes)?;
+            let record = Record::AclsAltered {
+                changes: changes.to_vec(),
+            };
+            Ok((record, ()))
+        })
+    }
+
     /// The sequence number of the last record: one per change since the
     /// store was created (a data dir from before the record log counts
     /// from its conversion).
@@ -825,7 +862,8 @@ fn replay_log(path: &Path, doc: &mut Document) -> Result<u64, MetadataError> {
                 format!("a record this Weir cannot read (unknown kind or field?): {e}"),
             )
         })?;
-        doc.apply(&record).map_err(|e| corrupt(frame.offset, e))?;
+        doc.apply(frame.seq, &record)
+            .map_err(|e| corrupt(frame.offset, e))?;
         doc.last_seq = frame.seq;
     }
     Ok(len)
@@ -1248,7 +1286,7 @@ mod tests {
         assert_eq!(store.group_configs("workers"), want);
         assert!(store.group_configs("gone").is_empty());
         assert!(!store.lock().unwrap().doc.group_configs.contains_key("gone"));
-        // From a snapshot (format 4).
+        // From a snapshot (this format).
         let state = store.lock().unwrap();
         write_snapshot(&store.dir, &state.doc).unwrap();
         drop(state);
@@ -1256,7 +1294,7 @@ mod tests {
         drop(store);
         let snapshot = fs::read(dir.path().join(META_DIR).join(SNAPSHOT_FILE)).unwrap();
         let snapshot: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
-        assert_eq!(snapshot["format_version"], 4);
+        assert_eq!(snapshot["format_version"], FORMAT_VERSION);
         let store = LocalMetadataStore::open(dir.path()).unwrap();
         assert_eq!(store.group_configs("workers"), want);
     }
@@ -1367,6 +1405,83 @@ mod tests {
             Some("3600000")
         );
         assert_eq!(store.allocate_producer_ids(1).unwrap(), 42);
+    }
+
+    #[test]
+    fn committed_v4_fixture_with_a_scram_credential_loads_and_takes_acls() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v4");
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(META_DIR)).unwrap();
+        for name in [SNAPSHOT_FILE, LOG_FILE] {
+            fs::copy(fixture.join(name), dir.path().join(META_DIR).join(name)).unwrap();
+        }
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_id(), "bRWa-zzMSuCXxN0qJi744g");
+        assert_eq!(store.topic("orders").unwrap().partitions, 2);
+        let credentials = store.scram_credentials();
+        assert_eq!(credentials.len(), 1);
+        assert_eq!(
+            (credentials[0].user.as_str(), credentials[0].mechanism),
+            ("alice", 1)
+        );
+        assert_eq!(credentials[0].iterations, 4096);
+        assert_eq!(store.acls(), (0, Vec::new()));
+        store
+            .alter_acls(&[crate::AclChange::Create(acl("orders"))])
+            .unwrap();
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.acls(), (4, vec![acl("orders")]));
+    }
+
+    fn acl(topic: &str) -> crate::AclEntry {
+        crate::AclEntry {
+            resource_type: 2,
+            resource_name: topic.into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 3,
+            permission_type: 3,
+        }
+    }
+
+    #[test]
+    fn acls_survive_reopen_from_the_log_and_from_a_snapshot_with_their_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.acls_version(), 0);
+        store
+            .alter_acls(&[
+                crate::AclChange::Create(acl("b")),
+                crate::AclChange::Create(acl("a")),
+                crate::AclChange::Create(acl("a")),
+            ])
+            .unwrap();
+        let first = store.acls_version();
+        assert!(first > 0);
+        store.allocate_producer_ids(1).unwrap();
+        assert_eq!(store.acls_version(), first, "other changes leave it");
+        store
+            .alter_acls(&[
+                crate::AclChange::Delete(acl("b")),
+                crate::AclChange::Delete(acl("never")),
+                crate::AclChange::Create(acl("c")),
+            ])
+            .unwrap();
+        let want = (store.acls_version(), vec![acl("a"), acl("c")]);
+        assert!(want.0 > first);
+        assert_eq!(store.acls(), want);
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.acls(), want, "from the log");
+        let state = store.lock().unwrap();
+        write_snapshot(&store.dir, &state.doc).unwrap();
+        drop(state);
+        write_empty_log(&store.dir).unwrap();
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.acls(), want, "from a snapshot");
     }
 
     #[test]

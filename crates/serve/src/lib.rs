@@ -499,6 +499,10 @@ struct Settings {
     /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`
     /// and `leader.imbalance.per.broker.percentage`.
     leader_rebalance: weir_cluster::LeaderRebalance,
+    /// `authorizer.class.name` names the StandardAuthorizer: ACLs are enforced.
+    authorizer_enabled: bool,
+    /// `super.users` and `allow.everyone.if.no.acl.found`.
+    authorizer: weir_auth::AuthorizerConfig,
 }
 
 /// What a node runs (`process.roles`).
@@ -648,6 +652,8 @@ impl Settings {
                 interval: Duration::from_secs(300),
                 per_broker_percentage: 10,
             },
+            authorizer_enabled: false,
+            authorizer: weir_auth::AuthorizerConfig::default(),
         };
         let mut listener_configs = listeners::ListenerConfigs::default();
         for (key, value) in kafka {
@@ -707,6 +713,29 @@ impl Settings {
                         )));
                     }
                 };
+            }
+            "authorizer.class.name" => {
+                self.authorizer_enabled = match value.trim() {
+                    "" => false,
+                    weir_broker::STANDARD_AUTHORIZER => true,
+                    _ => {
+                        return Err(refused(format!(
+                            "Weir's ACLs are Kafka's StandardAuthorizer: set it to {}, or leave \
+                             it empty to allow every client everything",
+                            weir_broker::STANDARD_AUTHORIZER
+                        )));
+                    }
+                };
+            }
+            "super.users" => {
+                let users = weir_auth::AuthorizerConfig::parse_super_users(value);
+                for user in &users {
+                    weir_auth::parse_principal(user).map_err(|e| refused(e.to_string()))?;
+                }
+                self.authorizer.super_users = users;
+            }
+            "allow.everyone.if.no.acl.found" => {
+                self.authorizer.allow_everyone_if_no_acl_found = config.parse()?;
             }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = config.at_least(1)?,
             "broker.heartbeat.interval.ms" => {
@@ -1409,6 +1438,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         replica_lag_time_max_ms: settings.replica_lag_time_max_ms,
         replica_fetch_max_bytes: settings.replica_fetch_max_bytes,
         replica_fetch_response_max_bytes: settings.replica_fetch_response_max_bytes,
+        authorizer: settings
+            .authorizer_enabled
+            .then(|| settings.authorizer.clone()),
         ..BrokerConfig::default()
     };
     // Loading replays `__consumer_offsets` from disk: off the workers.

@@ -1,6 +1,7 @@
 //! One module per Kafka API, named after it, and the dispatch that routes a
 //! decoded request to its handler.
 
+mod acls;
 mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
@@ -102,6 +103,9 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::AlterUserScramCredentials,
             ApiKey::SaslHandshake,
             ApiKey::SaslAuthenticate,
+            ApiKey::CreateAcls,
+            ApiKey::DescribeAcls,
+            ApiKey::DeleteAcls,
         ]
         .into_iter()
         .map(|key| match key {
@@ -186,7 +190,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 16] = [
+const DISK_BOUND: [ApiKey; 19] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -203,6 +207,9 @@ const DISK_BOUND: [ApiKey; 16] = [
     ApiKey::RemoveRaftVoter,
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
+    ApiKey::CreateAcls,
+    ApiKey::DescribeAcls,
+    ApiKey::DeleteAcls,
 ];
 
 /// Route a request to its handler. `None` means no response is sent
@@ -301,6 +308,15 @@ async fn route(
         RequestKind::AlterUserScramCredentials(req) => ResponseKind::AlterUserScramCredentials(
             user_scram_credentials::alter(broker, ctx, req).await?,
         ),
+        RequestKind::CreateAcls(req) => {
+            ResponseKind::CreateAcls(acls::create(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeAcls(req) => {
+            ResponseKind::DescribeAcls(acls::describe(broker, ctx, req).await?)
+        }
+        RequestKind::DeleteAcls(req) => {
+            ResponseKind::DeleteAcls(acls::delete(broker, ctx, req).await?)
+        }
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, ctx, req).await?)
         }
