@@ -29,11 +29,16 @@ use weir_auth::{
 };
 use weir_metadata::{AclEntry, MetadataStore};
 
-use crate::RequestContext;
+use kafka_protocol::ResponseError;
+
+use crate::{ApiError, RequestContext};
 
 /// Kafka's name of the authorizer Weir's ACLs stand in for; setting
 /// `authorizer.class.name` to it turns enforcement on.
 pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+/// What Kafka sends as `authorized_operations` when they were not asked for.
+pub(crate) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// Why the authorizer cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,62 @@ impl Acls {
             ),
         }
     }
+}
+
+/// TOPIC_AUTHORIZATION_FAILED for a topic the client may not `operation`.
+pub(crate) fn topic_denied(ctx: &RequestContext, operation: AclOperation, topic: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::TopicAuthorizationFailed,
+        format!("{} may not {operation} topic '{topic}'", ctx.principal),
+    )
+}
+
+/// CLUSTER_AUTHORIZATION_FAILED for a cluster operation the client may not do.
+pub(crate) fn cluster_denied(ctx: &RequestContext, operation: AclOperation) -> ApiError {
+    ApiError::new(
+        ResponseError::ClusterAuthorizationFailed,
+        format!("{} may not {operation} the cluster", ctx.principal),
+    )
+}
+
+/// What a client must be allowed to describe or alter the configs of a
+/// config resource (DescribeConfigs, AlterConfigs,
+/// IncrementalAlterConfigs): `operation` on the topic, the cluster (a
+/// broker) or the group. `None` when it may, or for a resource type no
+/// handler serves.
+pub(crate) fn config_denial(
+    broker: &crate::Broker,
+    ctx: &RequestContext,
+    operation: AclOperation,
+    (config_resource_type, name): (i8, &str),
+) -> Option<ApiError> {
+    let (resource_type, name, denied) = match config_resource_type {
+        crate::admin::RESOURCE_TOPIC => (
+            ResourceType::Topic,
+            name,
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        crate::admin::RESOURCE_BROKER => (
+            ResourceType::Cluster,
+            weir_auth::CLUSTER_RESOURCE_NAME,
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+        crate::group_config::RESOURCE_GROUP => (
+            ResourceType::Group,
+            name,
+            ResponseError::GroupAuthorizationFailed,
+        ),
+        _ => return None,
+    };
+    (!broker.allowed(ctx, operation, resource_type, name)).then(|| {
+        ApiError::new(
+            denied,
+            format!(
+                "{} may not {operation} of {resource_type} '{name}'",
+                ctx.principal
+            ),
+        )
+    })
 }
 
 /// An authorizer with no binding and no super user.
@@ -236,6 +297,17 @@ impl crate::Broker {
         self.allowed(ctx, operation, ResourceType::Group, group)
     }
 
+    /// Whether the client may create topic `name` (CREATE on the cluster
+    /// or on the topic), as an auto-create needs.
+    pub(crate) fn may_create_topic(&self, ctx: &RequestContext, name: &str) -> bool {
+        self.allowed_quietly(
+            ctx,
+            AclOperation::Create,
+            ResourceType::Cluster,
+            weir_auth::CLUSTER_RESOURCE_NAME,
+        ) || self.allowed_on_topic(ctx, AclOperation::Create, name)
+    }
+
     /// Whether the client may do `operation` on any resource of `resource_type`
     /// (Kafka's `authorizeByResourceType`): some ALLOW of the operation
     /// applies to the client on a resource of the type, and no DENY covers
@@ -293,6 +365,25 @@ impl crate::Broker {
             })
     }
 
+    /// A group the client may not describe is answered
+    /// GROUP_AUTHORIZATION_FAILED; otherwise the group's
+    /// `authorized_operations` when `asked` (else Kafka's "not asked"
+    /// marker).
+    pub(crate) fn describable_group(
+        &self,
+        ctx: &RequestContext,
+        asked: bool,
+        group: &str,
+    ) -> Result<i32, kafka_protocol::ResponseError> {
+        if !self.allowed_on_group(ctx, AclOperation::Describe, group) {
+            return Err(kafka_protocol::ResponseError::GroupAuthorizationFailed);
+        }
+        Ok(match asked {
+            true => self.authorized_operations(ctx, ResourceType::Group, group),
+            false => AUTHORIZED_OPERATIONS_OMITTED,
+        })
+    }
+
     /// Kafka's `authorized_operations` bit field for a resource: every
     /// operation its type supports when ACLs are not enforced.
     pub(crate) fn authorized_operations(
@@ -339,18 +430,29 @@ impl crate::Broker {
         );
         let allowed = decision.decision.is_allowed();
         if !allowed && audit {
-            tracing::info!(
-                target: "weir::audit",
-                principal = %ctx.principal,
-                operation = %operation,
-                resource = %format_args!("{resource_type}:{name}"),
-                client = %peer,
-                api = ?ctx.api_key,
-                reason = %decision.reason,
-                "denied"
-            );
+            self.audit_denial(ctx, operation, (resource_type, name), &decision.reason);
         }
         allowed
+    }
+
+    /// The audit log's line for a denied request.
+    pub(crate) fn audit_denial(
+        &self,
+        ctx: &RequestContext,
+        operation: AclOperation,
+        (resource_type, name): (ResourceType, &str),
+        reason: &dyn std::fmt::Display,
+    ) {
+        tracing::info!(
+            target: "weir::audit",
+            principal = %ctx.principal,
+            operation = %operation,
+            resource = %format_args!("{resource_type}:{name}"),
+            client = %ctx.peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string()),
+            api = ?ctx.api_key,
+            reason = %reason,
+            "denied"
+        );
     }
 }
 

@@ -305,9 +305,12 @@ impl IndexEntry {
         self.base_offset + i64::from(self.last_offset_delta)
     }
 
-    /// Global commit-log position just past the entry.
+    /// Global commit-log position just past the entry. Saturating: a
+    /// position read from a damaged index cannot overflow it, and the read
+    /// of such an entry then fails (see `Segment::file_offset`).
     pub fn end_position(&self) -> u64 {
-        self.position + ENTRY_HEADER_BYTES as u64 + u64::from(self.size)
+        self.position
+            .saturating_add(ENTRY_HEADER_BYTES as u64 + u64::from(self.size))
     }
 
     pub fn encode(&self) -> [u8; INDEX_ENTRY_BYTES] {

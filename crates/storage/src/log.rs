@@ -105,9 +105,11 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// File offset of a global position inside this segment.
+    /// File offset of a global position inside this segment. Saturating:
+    /// a position read from a damaged index gives an offset past the end of
+    /// the file, whose read fails, rather than an overflow.
     pub fn file_offset(&self, position: u64) -> u64 {
-        SEGMENT_HEADER_BYTES + position.saturating_sub(self.base)
+        SEGMENT_HEADER_BYTES.saturating_add(position.saturating_sub(self.base))
     }
 }
 

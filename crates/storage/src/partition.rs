@@ -16,7 +16,8 @@ use crate::aborted::{AbortedIndex, AbortedTxn};
 use crate::batch::{self, BatchInfo};
 use crate::error::{AppendError, ReadError, StorageError, TruncateError};
 use crate::format::{
-    self, DELAY_MARK, ENTRY_HEADER_BYTES, EntryKind, IndexEntry, TAG_SUMMARY_UNKNOWN,
+    self, DELAY_MARK, ENTRY_BATCH_BYTES_MAX, ENTRY_HEADER_BYTES, EntryKind, IndexEntry,
+    TAG_SUMMARY_UNKNOWN,
 };
 use crate::index::QueueIndex;
 use crate::io::IndexIo;
@@ -1655,6 +1656,20 @@ fn append_located(
     items: &[Located],
     out: &mut Vec<u8>,
 ) -> Result<(), StorageError> {
+    // Paired with the append side, which refuses a larger batch: a size
+    // read from a damaged index must not size the buffer.
+    for l in items {
+        store.check(l.entry.size as usize <= ENTRY_BATCH_BYTES_MAX, || {
+            format!(
+                "index entry {} of {}-{} holds a batch of {} bytes, over the {} an entry may hold",
+                l.entry.base_offset,
+                part.topic_id,
+                part.partition,
+                l.entry.size,
+                ENTRY_BATCH_BYTES_MAX
+            )
+        })?;
+    }
     let total: usize = items
         .iter()
         .map(|l| l.entry.size as usize + ENTRY_HEADER_BYTES)
@@ -1694,13 +1709,15 @@ fn append_located(
             let header = out
                 .get(src..src + ENTRY_HEADER_BYTES)
                 .and_then(format::decode_entry_header);
+            let body = src + ENTRY_HEADER_BYTES;
             // Paired with the write side: the entry the index points at names
-            // the batch the index expects there.
+            // the batch the index expects there, and the batch's own base
+            // offset (which its CRC does not cover) is the one it was given.
             let ok = header.is_some_and(|h| {
                 h.partition == part
                     && h.base_offset == l.entry.base_offset
                     && h.batch_len() == l.entry.size as usize
-            });
+            }) && format::be_i64(out, body) == Some(l.entry.base_offset);
             store.check(ok, || {
                 format!(
                     "the entry read at position {} of {} is batch {} of {}-{}",
@@ -1711,7 +1728,6 @@ fn append_located(
                     part.partition
                 )
             })?;
-            let body = src + ENTRY_HEADER_BYTES;
             out.copy_within(body..body + l.entry.size as usize, dst);
             dst += l.entry.size as usize;
             src = body + l.entry.size as usize;

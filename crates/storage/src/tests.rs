@@ -1390,6 +1390,68 @@ fn an_index_entry_that_names_the_wrong_batch_poisons_the_log_on_read() {
     ));
 }
 
+#[test]
+fn a_batch_whose_stored_base_offset_was_damaged_poisons_the_log_on_read() {
+    // Found by the log_recovery fuzz target: a batch's base offset is
+    // outside its CRC, so damage there was served as a batch at another
+    // offset.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    fill(&p, 2, 10); // batches at offsets 0 and 1
+    let position = p.inner.state.lock().unwrap().index_mut().hot_mut()[1].position;
+    // On disk, batch 1 now says it starts at offset 0; its entry header
+    // still names batch 1.
+    let segment = dir
+        .path()
+        .join("log")
+        .join(crate::log::segment_file_name(0));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap();
+    let at =
+        crate::format::SEGMENT_HEADER_BYTES + position + crate::format::ENTRY_HEADER_BYTES as u64;
+    std::os::unix::fs::FileExt::write_all_at(&file, &0i64.to_be_bytes(), at).unwrap();
+    assert!(
+        !p.read(0, 1).unwrap().records.is_empty(),
+        "batch 0 still reads"
+    );
+    let err = p.read(1, 1).unwrap_err();
+    assert!(err.to_string().contains("invariant broken"), "{err}");
+}
+
+#[test]
+fn an_index_entry_of_an_impossible_size_poisons_the_log_on_read_before_allocating() {
+    // Found by the log_recovery fuzz target: a damaged entry's size sized
+    // the read buffer (4 GiB).
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    fill(&p, 2, 10); // batches at offsets 0 and 1
+    p.inner.state.lock().unwrap().index_mut().hot_mut()[1].size = u32::MAX;
+    let err = p.read(1, 1).unwrap_err();
+    assert!(err.to_string().contains("invariant broken"), "{err}");
+}
+
+#[test]
+fn an_index_entry_at_the_last_positions_fails_the_read_without_overflowing() {
+    // Found by the log_recovery fuzz target: a damaged entry's position
+    // overflowed its end position.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), no_checkpoints());
+    let p = log
+        .create_partition(pid(0), PartitionConfig::default())
+        .unwrap();
+    fill(&p, 2, 10); // batches at offsets 0 and 1
+    p.inner.state.lock().unwrap().index_mut().hot_mut()[0].position = u64::MAX - 8;
+    assert!(p.read(0, 1 << 20).is_err());
+}
+
 /// File I/O that runs a hook once, when the checkpoint file is fdatasync'd
 /// (the checkpoint has read every partition and is about to be renamed).
 #[derive(Default)]

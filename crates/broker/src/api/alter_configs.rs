@@ -10,6 +10,8 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use weir_metadata::ConfigChange;
 
+use weir_auth::AclOperation;
+
 use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::error::ApiError;
 use crate::topics::validate_topic_name;
@@ -17,13 +19,19 @@ use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> Result<AlterConfigsResponse, HandlerError> {
     let outcomes = admin::each_resource(
         &req.resources,
         |r| (r.resource_type, r.resource_name.to_string()),
-        |resource| replace(broker, resource, req.validate_only),
+        |resource| {
+            let name = (resource.resource_type, resource.resource_name.as_str());
+            match crate::acls::config_denial(broker, ctx, AclOperation::AlterConfigs, name) {
+                Some(denied) => Err(denied),
+                None => replace(broker, resource, req.validate_only),
+            }
+        },
     );
     let responses = outcomes
         .into_iter()

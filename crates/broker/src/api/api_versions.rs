@@ -217,6 +217,9 @@ mod tests {
             ApiKey::AlterUserScramCredentials => R::AlterUserScramCredentials(Default::default()),
             ApiKey::SaslHandshake => R::SaslHandshake(Default::default()),
             ApiKey::SaslAuthenticate => R::SaslAuthenticate(Default::default()),
+            ApiKey::CreateAcls => R::CreateAcls(Default::default()),
+            ApiKey::DescribeAcls => R::DescribeAcls(Default::default()),
+            ApiKey::DeleteAcls => R::DeleteAcls(Default::default()),
             _ => return Err(()),
         })
     }

@@ -14,10 +14,7 @@ use crate::group::assignor;
 use crate::group::consumer::ConsumerGroup;
 use crate::{Broker, HandlerError, RequestContext};
 
-/// What Kafka sends when authorized operations were not asked for.
-pub(crate) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// READ (3), DELETE (6) and DESCRIBE (8).
-pub(crate) const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+use crate::acls::AUTHORIZED_OPERATIONS_OMITTED;
 /// `member_type` of a member using the consumer protocol (v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 /// `member_type` of a classic member of a group being migrated (v1).
@@ -25,20 +22,22 @@ const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ConsumerGroupDescribeRequest,
 ) -> Result<ConsumerGroupDescribeResponse, HandlerError> {
-    let operations = if req.include_authorized_operations {
-        GROUP_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
-    };
+    let asked = req.include_authorized_operations;
     let groups = super::first_of_each(req.group_ids, Clone::clone)
         .into_iter()
         .map(|id| {
-            let described = DescribedGroup::default()
-                .with_group_id(id.clone())
-                .with_authorized_operations(operations);
+            let described = DescribedGroup::default().with_group_id(id.clone());
+            let described = match broker.describable_group(ctx, asked, &id) {
+                Ok(operations) => described.with_authorized_operations(operations),
+                Err(denied) => {
+                    return described
+                        .with_error_code(denied.code())
+                        .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                }
+            };
             match broker.groups().consumer_group(&id) {
                 Ok(g) => describe(described, &g),
                 Err(error) => described

@@ -8,6 +8,9 @@ use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, To
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use kafka_protocol::ResponseError;
+use weir_auth::AclOperation;
+
 use crate::group::assignor::TopicShape;
 use crate::group::consumer::HeartbeatParams;
 use crate::{Broker, HandlerError, RequestContext};
@@ -17,6 +20,38 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     req: ConsumerGroupHeartbeatRequest,
 ) -> Result<ConsumerGroupHeartbeatResponse, HandlerError> {
+    // Kafka checks READ on the group, then DESCRIBE on each topic the
+    // member subscribes to by name.
+    let denied = if !broker.allowed_on_group(ctx, AclOperation::Read, &req.group_id) {
+        Some((
+            ResponseError::GroupAuthorizationFailed,
+            format!(
+                "{} may not read group '{}'",
+                ctx.principal,
+                req.group_id.as_str()
+            ),
+        ))
+    } else {
+        req.subscribed_topic_names
+            .iter()
+            .flatten()
+            .find(|name| !broker.allowed_on_topic(ctx, AclOperation::Describe, name))
+            .map(|name| {
+                (
+                    ResponseError::TopicAuthorizationFailed,
+                    format!(
+                        "{} may not describe topic '{}'",
+                        ctx.principal,
+                        name.as_str()
+                    ),
+                )
+            })
+    };
+    if let Some((error, message)) = denied {
+        return Ok(ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(message))));
+    }
     let owned = req.topic_partitions.map(|topics| {
         let mut out: BTreeMap<uuid::Uuid, std::collections::BTreeSet<i32>> = BTreeMap::new();
         for t in topics {

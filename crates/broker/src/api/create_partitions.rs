@@ -7,13 +7,16 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
+use weir_auth::AclOperation;
+
+use crate::acls::topic_denied;
 use crate::admin;
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> Result<CreatePartitionsResponse, HandlerError> {
     let repeated = admin::duplicates(req.topics.iter().map(|t| t.name.0.to_string()));
@@ -28,6 +31,8 @@ pub(crate) async fn handle(
             Err(admin::invalid_request(format!(
                 "topic '{name}' appears more than once in the request"
             )))
+        } else if !broker.allowed_on_topic(ctx, AclOperation::Alter, &name) {
+            Err(topic_denied(ctx, AclOperation::Alter, &name))
         } else {
             add(broker, topic, req.validate_only)
         };

@@ -13,6 +13,9 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use weir_metadata::TopicMeta;
 
+use weir_auth::{AclOperation, ResourceType};
+
+use crate::acls::topic_denied;
 use crate::admin::{self, str_bytes};
 use crate::error::ApiError;
 use crate::topics::TOPIC_PARTITIONS_MAX;
@@ -20,9 +23,16 @@ use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreateTopicsRequest,
 ) -> Result<CreateTopicsResponse, HandlerError> {
+    // CREATE on the cluster creates any topic; without it, CREATE on each.
+    let cluster_create = broker.allowed_quietly(
+        ctx,
+        AclOperation::Create,
+        ResourceType::Cluster,
+        weir_auth::CLUSTER_RESOURCE_NAME,
+    );
     // Creation is synchronous, so there is nothing for `timeout_ms` to bound.
     let repeated = admin::duplicates(req.topics.iter().map(|t| t.name.0.to_string()));
     let mut answered = std::collections::BTreeSet::new();
@@ -37,10 +47,15 @@ pub(crate) async fn handle(
             Err(admin::invalid_request(format!(
                 "topic '{name}' appears more than once in the request"
             )))
+        } else if !cluster_create && !broker.allowed_on_topic(ctx, AclOperation::Create, &name) {
+            Err(topic_denied(ctx, AclOperation::Create, &name))
         } else {
             create(broker, topic, req.validate_only)
         };
-        results.push(result(broker, &topic.name, outcome));
+        // The configs are told only to a client that may describe them.
+        let configs_visible =
+            outcome.is_ok() && broker.allowed_on_topic(ctx, AclOperation::DescribeConfigs, &name);
+        results.push(result(broker, &topic.name, outcome, configs_visible));
     }
     Ok(CreateTopicsResponse::default().with_topics(results))
 }
@@ -138,6 +153,7 @@ fn result(
     broker: &Broker,
     name: &TopicName,
     outcome: Result<TopicMeta, ApiError>,
+    configs_visible: bool,
 ) -> CreatableTopicResult {
     let (error_code, error_message) = admin::outcome(&outcome);
     let base = CreatableTopicResult::default()
@@ -147,6 +163,13 @@ fn result(
     let Ok(meta) = outcome else {
         return base.with_num_partitions(-1).with_replication_factor(-1);
     };
+    if !configs_visible {
+        return base
+            .with_topic_id(meta.id)
+            .with_num_partitions(meta.partitions)
+            .with_replication_factor(meta.replication_factor)
+            .with_topic_config_error_code(ResponseError::TopicAuthorizationFailed.code());
+    }
     let configs = admin::config_chains(broker, Some(&meta.configs))
         .into_iter()
         .filter_map(|(def, chain)| {

@@ -10,11 +10,21 @@ use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &std::sync::Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteGroupsRequest,
 ) -> Result<DeleteGroupsResponse, HandlerError> {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group in req.groups_names {
+        if !broker.allowed_on_group(ctx, weir_auth::AclOperation::Delete, &group) {
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(group)
+                    .with_error_code(
+                        kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                    ),
+            );
+            continue;
+        }
         // An empty share group's state goes first, so that a failure
         // leaves the group to be deleted again; then the group, so a new
         // group of the same id starts afresh.

@@ -10,6 +10,9 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use weir_storage::Partition;
 
+use weir_auth::AclOperation;
+
+use crate::acls::topic_denied;
 use crate::error::ApiError;
 use crate::topics::{internal_topic_refused, is_internal};
 use crate::{Broker, HandlerError, RequestContext};
@@ -19,7 +22,7 @@ const OFFSET_HIGH_WATERMARK: i64 = -1;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> Result<DeleteRecordsResponse, HandlerError> {
     // Deletion is durable when `delete_records_before_many` returns, so there
@@ -30,8 +33,14 @@ pub(crate) async fn handle(
     let mut moves = Vec::new();
     let mut slots = Vec::new();
     for topic in &req.topics {
+        let name = topic.name.0.as_str();
+        let deletable = broker.allowed_on_topic(ctx, AclOperation::Delete, name);
         for p in &topic.partitions {
-            match check(broker, topic.name.0.as_str(), p.partition_index, p.offset) {
+            let checked = match deletable {
+                true => check(broker, name, p.partition_index, p.offset),
+                false => Err(topic_denied(ctx, AclOperation::Delete, name)),
+            };
+            match checked {
                 Ok(item) => {
                     slots.push(outcomes.len());
                     moves.push(item);

@@ -6,6 +6,9 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use uuid::Uuid;
 
+use weir_auth::AclOperation;
+
+use crate::acls::topic_denied;
 use crate::admin::{self, str_bytes};
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
@@ -21,7 +24,7 @@ enum Target {
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteTopicsRequest,
 ) -> Result<DeleteTopicsResponse, HandlerError> {
     // A version decodes into only one of the two lists; reading both keeps
@@ -49,14 +52,18 @@ pub(crate) async fn handle(
             }
             continue;
         }
-        let (name, outcome) = delete(broker, &target);
+        let (name, outcome) = delete(broker, ctx, &target);
         responses.push(result(&target, name, outcome));
     }
     Ok(DeleteTopicsResponse::default().with_responses(responses))
 }
 
 /// Delete one topic; returns its name when known, for the response.
-fn delete(broker: &Broker, target: &Target) -> (Option<String>, Result<Uuid, ApiError>) {
+fn delete(
+    broker: &Broker,
+    ctx: &RequestContext,
+    target: &Target,
+) -> (Option<String>, Result<Uuid, ApiError>) {
     let name = match target {
         Target::Name(name) => name.clone(),
         Target::Id(id) => match broker.topic_by_id(*id) {
@@ -76,6 +83,13 @@ fn delete(broker: &Broker, target: &Target) -> (Option<String>, Result<Uuid, Api
             return (name.clone(), Err(err));
         }
     };
+    // DELETE on the topic, asked by name before the deletion looks it up.
+    if !broker.allowed_on_topic(ctx, AclOperation::Delete, &name) {
+        return (
+            Some(name.clone()),
+            Err(topic_denied(ctx, AclOperation::Delete, &name)),
+        );
+    }
     let outcome = broker.delete_topic(&name).map(|meta| meta.id);
     (Some(name), outcome)
 }

@@ -9,18 +9,12 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 
 use weir_metadata::BrokerInfo;
 
+use crate::acls::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::admin::str_bytes;
 use crate::{Broker, HandlerError, RequestContext};
 
 /// Endpoint type asking for brokers (v1+); the other, 2, asks for controllers.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
-/// Kafka's "authorized operations not requested" marker.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// Operations on the cluster resource, as Kafka's bit field (bit n = ACL
-/// operation n): CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
-/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12. Weir has no
-/// authorizer yet, so every client may do all of them.
-const CLUSTER_OPERATIONS_ALL: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
 
 /// The controller id Metadata and DescribeCluster give clients, who send
 /// their admin requests (CreateTopics, ...) there. As in KRaft, where the
@@ -57,10 +51,22 @@ pub(crate) async fn handle(
             &registered,
         )))
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS_ALL
+            broker.authorized_operations(
+                ctx,
+                weir_auth::ResourceType::Cluster,
+                weir_auth::CLUSTER_RESOURCE_NAME,
+            )
         } else {
             AUTHORIZED_OPERATIONS_OMITTED
         });
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Describe) {
+        return Ok(response
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes(format!(
+                "{} may not describe the cluster",
+                ctx.principal
+            )))));
+    }
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
         // Kafka's brokers answer this way; controllers are reached on their own listener.
         return Ok(response
@@ -165,6 +171,13 @@ mod tests {
             }
         }
     }
+
+    /// Operations on the cluster resource, as Kafka's bit field (bit n =
+    /// ACL operation n): CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+    /// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12: all of
+    /// them without an authorizer.
+    const CLUSTER_OPERATIONS_ALL: i32 =
+        1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
 
     #[tokio::test]
     async fn authorized_operations_are_listed_only_when_asked() {

@@ -17,6 +17,8 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
+use weir_auth::AclOperation;
+
 use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC, str_bytes};
 use crate::error::ApiError;
 use crate::group_config::{self, RESOURCE_GROUP};
@@ -43,7 +45,7 @@ struct Entry {
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     mut req: DescribeConfigsRequest,
 ) -> Result<DescribeConfigsResponse, HandlerError> {
     // One answer per resource, however often it is named.
@@ -52,22 +54,30 @@ pub(crate) async fn handle(
     });
     let results = resources
         .iter()
-        .map(|resource| describe(broker, &req, resource))
+        .map(|resource| describe(broker, ctx, &req, resource))
         .collect();
     Ok(DescribeConfigsResponse::default().with_results(results))
 }
 
 fn describe(
     broker: &Broker,
+    ctx: &RequestContext,
     req: &DescribeConfigsRequest,
     resource: &DescribeConfigsResource,
 ) -> DescribeConfigsResult {
     let name = resource.resource_name.as_str();
-    let entries = match resource.resource_type {
-        RESOURCE_TOPIC => topic_entries(broker, name),
-        RESOURCE_BROKER => broker_entries(broker, name),
-        RESOURCE_GROUP => group_entries(broker, name),
-        other => Err(admin::invalid_request(format!(
+    let denial = crate::acls::config_denial(
+        broker,
+        ctx,
+        AclOperation::DescribeConfigs,
+        (resource.resource_type, name),
+    );
+    let entries = match (denial, resource.resource_type) {
+        (Some(denied), _) => Err(denied),
+        (None, RESOURCE_TOPIC) => topic_entries(broker, name),
+        (None, RESOURCE_BROKER) => broker_entries(broker, name),
+        (None, RESOURCE_GROUP) => group_entries(broker, name),
+        (None, other) => Err(admin::invalid_request(format!(
             "config resource type {other} is not described by Weir; TOPIC ({RESOURCE_TOPIC}), \
              BROKER ({RESOURCE_BROKER}) and GROUP ({RESOURCE_GROUP}) are"
         ))),

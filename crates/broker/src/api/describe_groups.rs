@@ -8,11 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::{Broker, HandlerError, RequestContext};
 
-/// What Kafka sends when authorized operations were not asked for.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// READ (3), DELETE (6) and DESCRIBE (8): what anyone may do to a group
-/// while Weir has no authorization.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+use crate::acls::AUTHORIZED_OPERATIONS_OMITTED;
 /// First version answering an unknown group with GROUP_ID_NOT_FOUND
 /// instead of an empty "Dead" group.
 const NOT_FOUND_VERSION: i16 = 6;
@@ -22,20 +18,22 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     req: DescribeGroupsRequest,
 ) -> Result<DescribeGroupsResponse, HandlerError> {
-    let operations = if req.include_authorized_operations {
-        GROUP_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
-    };
+    let asked = req.include_authorized_operations;
     let text = StrBytes::from_string;
     // Kafka answers every repetition of an id; one answer per id is what a
     // client can use, and repetitions would multiply a large group's answer.
     let groups = super::first_of_each(req.groups, GroupId::clone)
         .into_iter()
         .map(|id| {
-            let described = DescribedGroup::default()
-                .with_group_id(id.clone())
-                .with_authorized_operations(operations);
+            let described = DescribedGroup::default().with_group_id(id.clone());
+            let described = match broker.describable_group(ctx, asked, &id) {
+                Ok(operations) => described.with_authorized_operations(operations),
+                Err(denied) => {
+                    return described
+                        .with_error_code(denied.code())
+                        .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                }
+            };
             match broker.groups().describe(&id) {
                 Some(g) => described
                     .with_error_code(0)

@@ -24,9 +24,13 @@ const VOLUME_BYTES_UNKNOWN: i64 = -1;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeLogDirsRequest,
 ) -> Result<DescribeLogDirsResponse, HandlerError> {
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Describe) {
+        return Ok(DescribeLogDirsResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code()));
+    }
     let topics = selected(broker, req.topics)
         .into_iter()
         .filter_map(|(name, partitions)| describe_topic(broker, name, partitions))

@@ -40,6 +40,12 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     req: DescribeQuorumRequest,
 ) -> Result<DescribeQuorumResponse, HandlerError> {
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Describe) {
+        let denied = crate::acls::cluster_denied(ctx, weir_auth::AclOperation::Describe);
+        return Ok(DescribeQuorumResponse::default()
+            .with_error_code(denied.code())
+            .with_error_message(Some(crate::admin::str_bytes(denied.message))));
+    }
     if !names_the_metadata_partition(&req.topics) {
         return Ok(unknown_partitions(req.topics));
     }

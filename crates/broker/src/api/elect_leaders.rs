@@ -24,7 +24,7 @@ pub(crate) const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
 
 pub(crate) async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ElectLeadersRequest,
 ) -> Result<ElectLeadersResponse, HandlerError> {
     let refuse = |error: ApiError| {
@@ -32,6 +32,12 @@ pub(crate) async fn handle(
             .with_error_code(error.code.code())
             .with_replica_election_results(Vec::new())
     };
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Alter) {
+        return Ok(refuse(crate::acls::cluster_denied(
+            ctx,
+            weir_auth::AclOperation::Alter,
+        )));
+    }
     let kind = match req.election_type {
         0 => ElectionKind::Preferred,
         1 => ElectionKind::Unclean,

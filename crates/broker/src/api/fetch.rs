@@ -18,6 +18,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
+use weir_auth::AclOperation;
 use weir_storage::{Partition, PartitionOffsets, TagExpr};
 
 use crate::error::ApiError;
@@ -212,17 +213,36 @@ fn resolve(
     topic: FetchTopic,
 ) -> TopicTarget {
     let version = ctx.version;
+    // A follower reads as the cluster (CLUSTER_ACTION), a consumer with
+    // READ on the topic; by name, before the topic is looked up, so a
+    // client that may not read cannot learn which topics exist.
+    let read_denied = |name: &str| {
+        let allowed = if replica_id >= 0 {
+            broker.allowed_on_cluster(ctx, AclOperation::ClusterAction)
+        } else {
+            broker.allowed_on_topic(ctx, AclOperation::Read, name)
+        };
+        match allowed {
+            true => Ok(()),
+            false => Err(crate::acls::topic_denied(ctx, AclOperation::Read, name)),
+        }
+    };
     let state = if version >= TOPIC_ID_VERSION {
-        broker.topic_by_id(topic.topic_id).ok_or_else(|| {
-            ApiError::new(
-                ResponseError::UnknownTopicId,
-                format!("no topic has id {}", topic.topic_id),
-            )
-        })
-    } else {
         broker
-            .topic(&topic.topic)
-            .ok_or_else(|| ApiError::unknown_topic(&topic.topic))
+            .topic_by_id(topic.topic_id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicId,
+                    format!("no topic has id {}", topic.topic_id),
+                )
+            })
+            .and_then(|state| read_denied(&state.meta.name).map(|()| state))
+    } else {
+        read_denied(&topic.topic).and_then(|()| {
+            broker
+                .topic(&topic.topic)
+                .ok_or_else(|| ApiError::unknown_topic(&topic.topic))
+        })
     };
     // A view reads its source's partitions through its filter; followers
     // replicate sources, never views.

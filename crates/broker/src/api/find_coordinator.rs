@@ -8,6 +8,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
+use weir_auth::{AclOperation, ResourceType};
 
 use std::sync::Arc;
 
@@ -47,10 +48,10 @@ pub(crate) async fn handle(
         let found = blocking::run({
             let broker = broker.clone();
             let keys = keys.clone();
-            let listener = ctx.listener.clone();
+            let ctx = ctx.clone();
             move || {
                 keys.iter()
-                    .map(|key| find(&broker, key_type, key, &listener))
+                    .map(|key| find(&broker, &ctx, key_type, key))
                     .collect::<Vec<_>>()
             }
         })
@@ -81,8 +82,8 @@ pub(crate) async fn handle(
     }
     let found = blocking::run({
         let broker = broker.clone();
-        let listener = ctx.listener.clone();
-        move || find(&broker, key_type, &req.key, &listener)
+        let ctx = ctx.clone();
+        move || find(&broker, &ctx, key_type, &req.key)
     })
     .await?;
     let response = FindCoordinatorResponse::default().with_throttle_time_ms(0);
@@ -102,14 +103,30 @@ pub(crate) async fn handle(
     })
 }
 
-/// The coordinator of `key`: its id, and its host and port on `listener`.
+/// The coordinator of `key`: its id, and its host and port on the
+/// request's listener. A client must be allowed to describe the group or
+/// transactional id.
 fn find(
     broker: &Broker,
+    ctx: &RequestContext,
     key_type: i8,
     key: &str,
-    listener: &str,
 ) -> Result<(i32, String, i32), ApiError> {
     check(key_type, key)?;
+    let listener = &*ctx.listener;
+    let (resource_type, denied) = match key_type {
+        KEY_TYPE_TRANSACTION => (
+            ResourceType::TransactionalId,
+            ResponseError::TransactionalIdAuthorizationFailed,
+        ),
+        _ => (ResourceType::Group, ResponseError::GroupAuthorizationFailed),
+    };
+    if !broker.allowed(ctx, AclOperation::Describe, resource_type, key) {
+        return Err(ApiError::new(
+            denied,
+            format!("{} may not describe {resource_type} '{key}'", ctx.principal),
+        ));
+    }
     let node = match key_type {
         KEY_TYPE_TRANSACTION => broker.txn_coordinator(key),
         _ => broker.group_coordinator(key),

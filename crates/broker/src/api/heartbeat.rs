@@ -7,9 +7,13 @@ use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: HeartbeatRequest,
 ) -> Result<HeartbeatResponse, HandlerError> {
+    if !broker.allowed_on_group(ctx, weir_auth::AclOperation::Read, &req.group_id) {
+        return Ok(HeartbeatResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()));
+    }
     let error = broker.groups().heartbeat(
         &req.group_id,
         &req.member_id,

@@ -13,6 +13,8 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use weir_metadata::ConfigChange;
 
+use weir_auth::AclOperation;
+
 use crate::admin::{self, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::error::ApiError;
 use crate::group_config::{self, RESOURCE_GROUP};
@@ -28,13 +30,19 @@ const OP_SUBTRACT: i8 = 3;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> Result<IncrementalAlterConfigsResponse, HandlerError> {
     let outcomes = admin::each_resource(
         &req.resources,
         |r| (r.resource_type, r.resource_name.to_string()),
-        |resource| alter(broker, resource, req.validate_only),
+        |resource| {
+            let name = (resource.resource_type, resource.resource_name.as_str());
+            match crate::acls::config_denial(broker, ctx, AclOperation::AlterConfigs, name) {
+                Some(denied) => Err(denied),
+                None => alter(broker, resource, req.validate_only),
+            }
+        },
     );
     let responses = outcomes
         .into_iter()

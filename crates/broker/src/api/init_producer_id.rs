@@ -13,6 +13,8 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use weir_auth::{AclOperation, ResourceType};
+
 use crate::error::ApiError;
 use crate::producer_ids::{
     InitError, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, ProducerIdAndEpoch, next_epochs,
@@ -35,11 +37,43 @@ pub(crate) async fn handle(
                 ResponseError::InvalidRequest,
                 "the transactional id is empty",
             )),
+            // A transactional producer needs WRITE on its transactional id.
+            Some(id)
+                if !broker.allowed(ctx, AclOperation::Write, ResourceType::TransactionalId, id) =>
+            {
+                Err(ApiError::new(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    format!("{} may not use transactional id '{id}'", ctx.principal),
+                ))
+            }
             Some(id) => {
                 broker
                     .txns()
                     .init_producer_id(broker, id, req.transaction_timeout_ms, expected)
                     .await
+            }
+            // An idempotent one IDEMPOTENT_WRITE on the cluster, or (as
+            // Kafka 2.8+ allows) WRITE on some topic.
+            None if !broker.allowed_on_any(
+                ctx,
+                AclOperation::IdempotentWrite,
+                ResourceType::Cluster,
+            ) && !broker.allowed_on_any(ctx, AclOperation::Write, ResourceType::Topic) =>
+            {
+                broker.audit_denial(
+                    ctx,
+                    AclOperation::IdempotentWrite,
+                    (ResourceType::Cluster, weir_auth::CLUSTER_RESOURCE_NAME),
+                    &"no IDEMPOTENT_WRITE on the cluster and no WRITE on any topic",
+                );
+                Err(ApiError::new(
+                    ResponseError::ClusterAuthorizationFailed,
+                    format!(
+                        "{} may not produce idempotently: it has neither IDEMPOTENT_WRITE on \
+                         the cluster nor WRITE on any topic",
+                        ctx.principal
+                    ),
+                ))
             }
             // Reserving ids may write to the metadata store: off the workers.
             None => {

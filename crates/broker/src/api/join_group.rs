@@ -28,7 +28,9 @@ pub(crate) async fn handle(
 ) -> Result<JoinGroupResponse, HandlerError> {
     let version = ctx.version;
     let member_id = req.member_id.to_string();
-    let result = if req.protocols.len() > JOIN_PROTOCOLS_MAX {
+    let result = if !broker.allowed_on_group(ctx, weir_auth::AclOperation::Read, &req.group_id) {
+        JoinResult::error(ResponseError::GroupAuthorizationFailed, &member_id)
+    } else if req.protocols.len() > JOIN_PROTOCOLS_MAX {
         JoinResult::error(ResponseError::InvalidRequest, &member_id)
     } else {
         let client_id = ctx

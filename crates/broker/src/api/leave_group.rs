@@ -15,6 +15,10 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> Result<LeaveGroupResponse, HandlerError> {
+    if !broker.allowed_on_group(ctx, weir_auth::AclOperation::Read, &req.group_id) {
+        return Ok(LeaveGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()));
+    }
     let members: Vec<(String, Option<String>)> = if ctx.version >= BATCHED_VERSION {
         req.members
             .iter()

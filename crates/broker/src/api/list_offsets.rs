@@ -13,8 +13,10 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use weir_auth::AclOperation;
 use weir_storage::Partition;
 
+use crate::acls::topic_denied;
 use crate::api::fetch::check_current_leader_epoch;
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
@@ -76,38 +78,41 @@ pub(crate) async fn handle(
         Bound::LogEnd
     };
     let leader_only = req.replica_id.0 != DEBUGGING_REPLICA_ID;
-    let topics =
-        req.topics
-            .into_iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partitions
-                    .into_iter()
-                    .map(|p| {
-                        let found = broker.partition(&topic.name, p.partition_index).and_then(
-                            |partition| {
-                                if version >= LEADER_EPOCH_VERSION {
-                                    check_current_leader_epoch(
-                                        p.current_leader_epoch,
-                                        partition.leader_epoch(),
-                                    )?;
-                                }
-                                let epoch_start = if leader_only {
-                                    broker.replicas.leader_for_clients(partition.id())?
-                                } else {
-                                    0
-                                };
-                                lookup(&partition, p.timestamp, bound, epoch_start)
-                            },
-                        );
-                        answer(version, p.partition_index, found)
-                    })
-                    .collect();
-                ListOffsetsTopicResponse::default()
-                    .with_name(topic.name)
-                    .with_partitions(partitions)
-            })
-            .collect();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let describable = broker.allowed_on_topic(ctx, AclOperation::Describe, &topic.name);
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let found = match describable {
+                        true => broker.partition(&topic.name, p.partition_index),
+                        false => Err(topic_denied(ctx, AclOperation::Describe, &topic.name)),
+                    };
+                    let found = found.and_then(|partition| {
+                        if version >= LEADER_EPOCH_VERSION {
+                            check_current_leader_epoch(
+                                p.current_leader_epoch,
+                                partition.leader_epoch(),
+                            )?;
+                        }
+                        let epoch_start = if leader_only {
+                            broker.replicas.leader_for_clients(partition.id())?
+                        } else {
+                            0
+                        };
+                        lookup(&partition, p.timestamp, bound, epoch_start)
+                    });
+                    answer(version, p.partition_index, found)
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
     Ok(ListOffsetsResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics))

@@ -12,62 +12,13 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
+use weir_auth::{AclOperation, CLUSTER_RESOURCE_NAME, ResourceType};
 use weir_metadata::{NO_LEADER, TopicMeta};
 
+use crate::acls::{AUTHORIZED_OPERATIONS_OMITTED, topic_denied};
 use crate::error::ApiError;
 use crate::topics::{TopicState, is_internal, validate_topic_name};
 use crate::{Broker, HandlerError, RequestContext};
-
-/// What Kafka sends when authorized operations were not asked for.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-
-/// Kafka ACL operation codes, as bit positions of the authorized-operations field.
-mod acl_operation {
-    pub const READ: u32 = 3;
-    pub const WRITE: u32 = 4;
-    pub const CREATE: u32 = 5;
-    pub const DELETE: u32 = 6;
-    pub const ALTER: u32 = 7;
-    pub const DESCRIBE: u32 = 8;
-    pub const DESCRIBE_CONFIGS: u32 = 10;
-    pub const ALTER_CONFIGS: u32 = 11;
-    pub const IDEMPOTENT_WRITE: u32 = 12;
-}
-
-/// Weir has no authorization yet, so every client may do on a topic what the
-/// broker serves: produce, fetch, create, delete, add partitions, describe,
-/// and describe or alter configs.
-const TOPIC_OPERATIONS: i32 = bits(&[
-    acl_operation::READ,
-    acl_operation::WRITE,
-    acl_operation::CREATE,
-    acl_operation::DELETE,
-    acl_operation::ALTER,
-    acl_operation::DESCRIBE,
-    acl_operation::DESCRIBE_CONFIGS,
-    acl_operation::ALTER_CONFIGS,
-]);
-
-/// On the cluster: create topics, describe it, its configs, and idempotent
-/// produce. ALTER (ACL changes) and CLUSTER_ACTION (inter-broker calls) are
-/// not served, so they are not claimed.
-const CLUSTER_OPERATIONS: i32 = bits(&[
-    acl_operation::CREATE,
-    acl_operation::DESCRIBE,
-    acl_operation::DESCRIBE_CONFIGS,
-    acl_operation::ALTER_CONFIGS,
-    acl_operation::IDEMPOTENT_WRITE,
-]);
-
-const fn bits(operations: &[u32]) -> i32 {
-    let mut out = 0i32;
-    let mut i = 0;
-    while i < operations.len() {
-        out |= 1 << operations[i];
-        i += 1;
-    }
-    out
-}
 
 pub(crate) async fn handle(
     broker: &std::sync::Arc<Broker>,
@@ -79,10 +30,10 @@ pub(crate) async fn handle(
     let node = BrokerId(config.node_id);
     // Below v4 there is no flag: Kafka treats those requests as allowing it.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
-    let topic_operations = if version >= 8 && req.include_topic_authorized_operations {
-        TOPIC_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
+    let wants_topic_operations = version >= 8 && req.include_topic_authorized_operations;
+    let topic_operations = |name: &str| match wants_topic_operations {
+        true => broker.authorized_operations(ctx, ResourceType::Topic, name),
+        false => AUTHORIZED_OPERATIONS_OMITTED,
     };
 
     let topics = match req.topics {
@@ -97,12 +48,47 @@ pub(crate) async fn handle(
                     .iter()
                     .any(|t| matches!(t, Requested::Name(name) if broker.topic(name).is_none()));
             let shared = broker.clone();
+            let ctx = ctx.clone();
             let look_up = move || {
                 requested
                     .into_iter()
                     .map(|t| match t {
-                        Requested::Name(name) => by_name(&shared, &name, allow_create),
-                        Requested::Id(id) => by_id(&shared, id),
+                        // Kafka answers a topic the client may not describe
+                        // as unauthorized, whether it exists or not, and
+                        // auto-creates only for a client that may create it.
+                        Requested::Name(name)
+                            if !shared.allowed_on_topic(&ctx, AclOperation::Describe, &name) =>
+                        {
+                            Lookup::Failed {
+                                error: topic_denied(&ctx, AclOperation::Describe, &name),
+                                name: Some(name),
+                                id: Uuid::nil(),
+                            }
+                        }
+                        Requested::Name(name) => {
+                            let create = allow_create && shared.may_create_topic(&ctx, &name);
+                            by_name(&shared, &name, create)
+                        }
+                        Requested::Id(id) => match by_id(&shared, id) {
+                            Lookup::Found(state)
+                                if !shared.allowed_on_topic(
+                                    &ctx,
+                                    AclOperation::Describe,
+                                    &state.meta.name,
+                                ) =>
+                            {
+                                Lookup::Failed {
+                                    error: topic_denied(
+                                        &ctx,
+                                        AclOperation::Describe,
+                                        &state.meta.name,
+                                    ),
+                                    name: None,
+                                    id,
+                                }
+                            }
+                            lookup => lookup,
+                        },
                     })
                     .collect::<Vec<_>>()
             };
@@ -112,7 +98,20 @@ pub(crate) async fn handle(
                 look_up()
             }
         }
-        _ => broker.topic_list().into_iter().map(Lookup::Found).collect(),
+        // Every topic the client may describe; the others are left out.
+        _ => broker
+            .topic_list()
+            .into_iter()
+            .filter(|state| {
+                broker.allowed_quietly(
+                    ctx,
+                    AclOperation::Describe,
+                    ResourceType::Topic,
+                    &state.meta.name,
+                )
+            })
+            .map(Lookup::Found)
+            .collect(),
     };
 
     // A cluster's registered brokers, as KRaft answers: the unfenced ones
@@ -178,12 +177,18 @@ pub(crate) async fn handle(
             Lookup::Found(state) => match broker.data_topic(state.clone()) {
                 Ok((data, _)) => {
                     let meta = fresh.get(&data.meta.id).unwrap_or(&data.meta);
-                    describe(&data, meta, node, &reach, topic_operations)
-                        .with_name(Some(TopicName(StrBytes::from_string(
-                            state.meta.name.clone(),
-                        ))))
-                        .with_topic_id(state.meta.id)
-                        .with_is_internal(is_internal(&state.meta.name))
+                    describe(
+                        &data,
+                        meta,
+                        node,
+                        &reach,
+                        topic_operations(&state.meta.name),
+                    )
+                    .with_name(Some(TopicName(StrBytes::from_string(
+                        state.meta.name.clone(),
+                    ))))
+                    .with_topic_id(state.meta.id)
+                    .with_is_internal(is_internal(&state.meta.name))
                 }
                 Err(error) => MetadataResponseTopic::default()
                     .with_error_code(error.code())
@@ -191,19 +196,19 @@ pub(crate) async fn handle(
                         state.meta.name.clone(),
                     ))))
                     .with_topic_id(state.meta.id)
-                    .with_topic_authorized_operations(topic_operations),
+                    .with_topic_authorized_operations(topic_operations(&state.meta.name)),
             },
             Lookup::Failed { name, id, error } => MetadataResponseTopic::default()
                 .with_error_code(error.code())
                 .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
                 .with_topic_id(id)
-                .with_topic_authorized_operations(topic_operations),
+                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
         })
         .collect();
 
     let cluster_operations =
         if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
+            broker.authorized_operations(ctx, ResourceType::Cluster, CLUSTER_RESOURCE_NAME)
         } else {
             AUTHORIZED_OPERATIONS_OMITTED
         };
@@ -404,11 +409,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn authorized_operation_bits_match_kafka_acl_codes() {
+    #[tokio::test]
+    async fn without_an_authorizer_every_operation_is_authorized_with_kafka_bits() {
+        let t = crate::admin::testing::broker();
+        let req = MetadataRequest::default()
+            .with_topics(None)
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true);
+        t.broker
+            .create_topic("bits", 1, 1, Default::default(), false)
+            .unwrap();
+        let resp = crate::admin::testing::call(&t.broker, 10, req).await;
+        let topic = resp
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "bits"));
         // READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-        assert_eq!(TOPIC_OPERATIONS, 0b1101_1111_1000);
-        // CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
-        assert_eq!(CLUSTER_OPERATIONS, 0b1_1101_0010_0000);
+        assert_eq!(
+            topic.map(|t| t.topic_authorized_operations),
+            Some(0b1101_1111_1000)
+        );
+        // CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+        // ALTER_CONFIGS, IDEMPOTENT_WRITE.
+        assert_eq!(resp.cluster_authorized_operations, 0b1_1111_1010_0000);
     }
 }

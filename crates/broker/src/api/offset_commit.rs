@@ -8,6 +8,8 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
+use weir_auth::AclOperation;
+
 use crate::group::CommitPartition;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -27,12 +29,15 @@ pub(crate) struct Offered<'a> {
 /// commit.
 pub(crate) type Answers = Vec<(usize, usize, Option<ResponseError>)>;
 
-/// The checks every commit makes before its group sees it: a partition of
-/// an unknown topic is UNKNOWN_TOPIC_OR_PARTITION, metadata over
+/// The checks every commit makes before its group sees it: with the group
+/// not readable by the client every partition is GROUP_AUTHORIZATION_FAILED,
+/// a partition of a topic it may not read TOPIC_AUTHORIZATION_FAILED, of an
+/// unknown topic UNKNOWN_TOPIC_OR_PARTITION, metadata over
 /// `offset.metadata.max.bytes` OFFSET_METADATA_TOO_LARGE; the rest are
 /// accepted (the leader epoch kept only when the version carries one).
 pub(crate) fn check_partitions<'a, P>(
     broker: &Broker,
+    (ctx, group): (&RequestContext, &str),
     topics: impl Iterator<Item = (&'a str, P)>,
     with_leader_epoch: bool,
 ) -> (Answers, Vec<CommitPartition>)
@@ -42,9 +47,16 @@ where
     let metadata_max = broker.groups().config().offset_metadata_max_bytes;
     let mut answers = Vec::new();
     let mut accepted = Vec::new();
+    let group_readable = broker.allowed_on_group(ctx, AclOperation::Read, group);
     for (t, (topic, partitions)) in topics.enumerate() {
+        let topic_readable =
+            group_readable && broker.allowed_on_topic(ctx, AclOperation::Read, topic);
         for (p, part) in partitions.enumerate() {
-            let error = if broker.partition(topic, part.partition).is_err() {
+            let error = if !group_readable {
+                Some(ResponseError::GroupAuthorizationFailed)
+            } else if !topic_readable {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if broker.partition(topic, part.partition).is_err() {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if part.metadata.is_some_and(|m| m.len() > metadata_max) {
                 Some(ResponseError::OffsetMetadataTooLarge)
@@ -75,6 +87,7 @@ pub(crate) async fn handle(
 ) -> Result<OffsetCommitResponse, HandlerError> {
     let (answers, accepted) = check_partitions(
         broker,
+        (ctx, &req.group_id),
         req.topics.iter().map(|t| {
             (
                 t.name.as_str(),

@@ -7,31 +7,44 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use weir_auth::AclOperation;
+
 use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetDeleteRequest,
 ) -> Result<OffsetDeleteResponse, HandlerError> {
+    let response = OffsetDeleteResponse::default().with_throttle_time_ms(0);
+    if !broker.allowed_on_group(ctx, AclOperation::Delete, &req.group_id) {
+        return Ok(response.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+    }
+    // Kafka deletes only the offsets of topics the client may read.
     let mut asked = Vec::new();
-    let mut unknown = Vec::new();
+    let mut refused = Vec::new();
     for topic in &req.topics {
+        let readable = broker.allowed_on_topic(ctx, AclOperation::Read, &topic.name);
         for p in &topic.partitions {
-            let exists = broker.partition(&topic.name, p.partition_index).is_ok();
-            unknown.push(!exists);
-            if exists {
+            let refusal = if !readable {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if broker.partition(&topic.name, p.partition_index).is_err() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else {
+                None
+            };
+            if refusal.is_none() {
                 asked.push((topic.name.to_string(), p.partition_index));
             }
+            refused.push(refusal);
         }
     }
-    let response = OffsetDeleteResponse::default().with_throttle_time_ms(0);
     let results = match broker.groups().delete_offsets(&req.group_id, &asked).await {
         Ok(results) => results,
         Err(error) => return Ok(response.with_error_code(error.code())),
     };
     let mut results = results.into_iter();
-    let mut unknown = unknown.into_iter();
+    let mut refused = refused.into_iter();
     let topics = req
         .topics
         .into_iter()
@@ -40,10 +53,10 @@ pub(crate) async fn handle(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let error = if unknown.next().unwrap_or(true) {
-                        Some(ResponseError::UnknownTopicOrPartition)
-                    } else {
-                        results.next().flatten()
+                    let error = match refused.next() {
+                        Some(None) => results.next().flatten(),
+                        Some(Some(refusal)) => Some(refusal),
+                        None => Some(ResponseError::UnknownTopicOrPartition),
                     };
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)

@@ -8,6 +8,11 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use std::collections::{HashMap, HashSet};
+
+use kafka_protocol::ResponseError;
+use weir_auth::{AclOperation, ResourceType};
+
 use crate::group::Committed;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -37,6 +42,11 @@ pub(crate) async fn handle(
                         .map(|t| (t.name.to_string(), t.partition_indexes))
                         .collect()
                 });
+                if !broker.allowed_on_group(ctx, AclOperation::Describe, &g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+                }
                 // v9: a KIP-848 member proves it is still in the group.
                 if let Some(member) = g.member_id.as_ref().filter(|_| g.member_epoch >= 0)
                     && let Err(error) =
@@ -48,7 +58,7 @@ pub(crate) async fn handle(
                         .with_group_id(g.group_id)
                         .with_error_code(error.code());
                 }
-                let found = lookup(broker, &g.group_id, asked);
+                let (found, denied) = lookup(broker, ctx, &g.group_id, asked);
                 let group_id = g.group_id.to_string();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -69,9 +79,9 @@ pub(crate) async fn handle(
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(metadata))
-                                                    .with_error_code(stable(
+                                                    .with_error_code(partition_error(
                                                         broker,
-                                                        req.require_stable,
+                                                        (&denied, req.require_stable),
                                                         (&group_id, &topic, p),
                                                     ))
                                             })
@@ -90,7 +100,10 @@ pub(crate) async fn handle(
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let found = lookup(broker, &req.group_id, asked);
+    if !broker.allowed_on_group(ctx, AclOperation::Describe, &req.group_id) {
+        return Ok(response.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+    }
+    let (found, denied) = lookup(broker, ctx, &req.group_id, asked);
     let topics = by_topic(found)
         .into_iter()
         .map(|(topic, parts)| {
@@ -112,9 +125,9 @@ pub(crate) async fn handle(
                                     },
                                 )
                                 .with_metadata(Some(metadata))
-                                .with_error_code(stable(
+                                .with_error_code(partition_error(
                                     broker,
-                                    req.require_stable,
+                                    (&denied, req.require_stable),
                                     (&req.group_id, &topic, p),
                                 ))
                         })
@@ -125,41 +138,71 @@ pub(crate) async fn handle(
     Ok(response.with_error_code(0).with_topics(topics))
 }
 
-/// The committed offsets asked for; `None` asks for all of the group's.
-/// UNSTABLE_OFFSET_COMMIT when the caller asks for stable offsets
-/// (`require_stable`, v7+, KIP-447) and a transaction's offset of the
-/// partition awaits its marker: the client retries, and never starts from
-/// an offset a transaction is about to replace.
-fn stable(
+/// A partition's error: TOPIC_AUTHORIZATION_FAILED for a topic named that
+/// the client may not describe; UNSTABLE_OFFSET_COMMIT when the caller asks
+/// for stable offsets (`require_stable`, v7+, KIP-447) and a transaction's
+/// offset of the partition awaits its marker: the client retries, and
+/// never starts from an offset a transaction is about to replace.
+fn partition_error(
     broker: &Broker,
-    require_stable: bool,
+    (denied, require_stable): (&HashSet<String>, bool),
     (group, topic, partition): (&str, &str, i32),
 ) -> i16 {
-    if require_stable && broker.groups().unstable(group, topic, partition) {
-        kafka_protocol::ResponseError::UnstableOffsetCommit.code()
+    if denied.contains(topic) {
+        ResponseError::TopicAuthorizationFailed.code()
+    } else if require_stable && broker.groups().unstable(group, topic, partition) {
+        ResponseError::UnstableOffsetCommit.code()
     } else {
         0
     }
 }
 
-fn lookup(broker: &Broker, group: &str, asked: Option<Vec<(String, Vec<i32>)>>) -> Vec<Found> {
+/// The committed offsets asked for (`None` asks for all of the group's),
+/// and the topics named that the client may not describe, whose offsets
+/// are not given. Asked for all, those topics are left out, as Kafka does.
+fn lookup(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group: &str,
+    asked: Option<Vec<(String, Vec<i32>)>>,
+) -> (Vec<Found>, HashSet<String>) {
     let groups = broker.groups();
-    match asked {
-        None => groups
-            .all_committed(group)
-            .into_iter()
-            .map(|(t, p, c)| (t, p, Some(c)))
-            .collect(),
+    let mut denied = HashSet::new();
+    let found = match asked {
+        None => {
+            let mut describable: HashMap<String, bool> = HashMap::new();
+            groups
+                .all_committed(group)
+                .into_iter()
+                .filter(|(t, _, _)| {
+                    *describable.entry(t.clone()).or_insert_with(|| {
+                        broker.allowed_quietly(ctx, AclOperation::Describe, ResourceType::Topic, t)
+                    })
+                })
+                .map(|(t, p, c)| (t, p, Some(c)))
+                .collect()
+        }
         Some(topics) => topics
             .into_iter()
             .flat_map(|(topic, partitions)| {
+                let allowed = !denied.contains(&topic)
+                    && broker.allowed_on_topic(ctx, AclOperation::Describe, &topic);
+                if !allowed {
+                    denied.insert(topic.clone());
+                }
                 partitions
                     .into_iter()
-                    .map(|p| (topic.clone(), p, groups.committed(group, &topic, p)))
+                    .map(|p| {
+                        let committed = allowed
+                            .then(|| groups.committed(group, &topic, p))
+                            .flatten();
+                        (topic.clone(), p, committed)
+                    })
                     .collect::<Vec<_>>()
             })
             .collect(),
-    }
+    };
+    (found, denied)
 }
 
 /// Group answers by topic, keeping the order they came in.

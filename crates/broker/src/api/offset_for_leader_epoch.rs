@@ -32,31 +32,48 @@ const UNDEFINED_EPOCH_OFFSET: i64 = -1;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetForLeaderEpochRequest,
 ) -> Result<OffsetForLeaderEpochResponse, HandlerError> {
+    // A follower asks as the cluster (CLUSTER_ACTION), a client with
+    // DESCRIBE on the topic.
+    let follower = req.replica_id.0 >= 0;
+    let cluster_action =
+        follower && broker.allowed_on_cluster(ctx, weir_auth::AclOperation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|topic| {
+            let allowed = match follower {
+                true => cluster_action,
+                false => {
+                    broker.allowed_on_topic(ctx, weir_auth::AclOperation::Describe, &topic.topic)
+                }
+            };
             let partitions = topic
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let answer =
-                        broker
-                            .partition(&topic.topic, p.partition)
-                            .and_then(|partition| {
-                                // Only the leader's log says where an epoch
-                                // ends: a follower truncating by another
-                                // follower's answer could cut committed data.
-                                broker.replicas.leader_for_clients(partition.id())?;
-                                check_current_leader_epoch(
-                                    p.current_leader_epoch,
-                                    partition.leader_epoch(),
-                                )?;
-                                Ok(partition.end_offset_for_epoch(p.leader_epoch))
-                            });
+                    let answer = if allowed {
+                        broker.partition(&topic.topic, p.partition)
+                    } else {
+                        Err(crate::acls::topic_denied(
+                            ctx,
+                            weir_auth::AclOperation::Describe,
+                            &topic.topic,
+                        ))
+                    };
+                    let answer = answer.and_then(|partition| {
+                        // Only the leader's log says where an epoch
+                        // ends: a follower truncating by another
+                        // follower's answer could cut committed data.
+                        broker.replicas.leader_for_clients(partition.id())?;
+                        check_current_leader_epoch(
+                            p.current_leader_epoch,
+                            partition.leader_epoch(),
+                        )?;
+                        Ok(partition.end_offset_for_epoch(p.leader_epoch))
+                    });
                     respond(p.partition, answer)
                 })
                 .collect();

@@ -24,6 +24,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use weir_auth::{AclOperation, ResourceType};
 use weir_storage::{AckWait, AppendError, Partition, PartitionId, StorageError, batches};
 
 use crate::error::ApiError;
@@ -80,10 +81,19 @@ async fn append(
 ) -> Result<Option<Appended>, HandlerError> {
     let broker = broker.clone();
     let version = ctx.version;
-    let verified = join_transaction(&broker, version, &req).await?;
-    let listener = ctx.listener.clone();
-    crate::blocking::run(move || append_now(&broker, (version, &listener), req, verified.as_ref()))
-        .await
+    let transactional_id = req.transactional_id.as_deref().filter(|id| !id.is_empty());
+    let transaction_allowed = transactional_id.is_none_or(|id| {
+        broker.allowed(ctx, AclOperation::Write, ResourceType::TransactionalId, id)
+    });
+    let verified = match transaction_allowed {
+        true => join_transaction(&broker, version, &req).await?,
+        false => None,
+    };
+    let ctx = ctx.clone();
+    crate::blocking::run(move || {
+        append_now(&broker, &ctx, req, (transaction_allowed, verified.as_ref()))
+    })
+    .await
 }
 
 /// What a transaction's coordinator answered, before the append, for each
@@ -239,17 +249,31 @@ impl Appended {
 /// endpoints the client is told. Blocks on file I/O.
 fn append_now(
     broker: &Broker,
-    (version, listener): (i16, &str),
+    ctx: &RequestContext,
     req: ProduceRequest,
-    verified: Option<&Verified>,
+    (transaction_allowed, verified): (bool, Option<&Verified>),
 ) -> Option<Appended> {
-    let by_id = version >= TOPIC_ID_VERSION;
-    let acks_error = (!matches!(req.acks, -1..=1)).then(|| {
-        ApiError::new(
+    let listener = &*ctx.listener;
+    let by_id = ctx.version >= TOPIC_ID_VERSION;
+    let acks_error = if !matches!(req.acks, -1..=1) {
+        Some(ApiError::new(
             ResponseError::InvalidRequiredAcks,
             format!("acks must be 0, 1 or -1, not {}", req.acks),
-        )
-    });
+        ))
+    } else if !transaction_allowed {
+        Some(ApiError::new(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            format!("{} may not write with this transactional id", ctx.principal),
+        ))
+    } else {
+        None
+    };
+    // Checked before the topic is looked up, so a client that may not
+    // write to a topic cannot auto-create it either.
+    let write_denied = |name: &str| {
+        (!broker.allowed_on_topic(ctx, AclOperation::Write, name))
+            .then(|| crate::acls::topic_denied(ctx, AclOperation::Write, name))
+    };
 
     let mut topics = Vec::with_capacity(req.topic_data.len());
     // Every partition's payload is appended in one go after the checks, so
@@ -270,15 +294,28 @@ fn append_now(
                         format!("no topic has id {}", topic.topic_id),
                     )
                 })
+                .and_then(|state| match write_denied(&state.meta.name) {
+                    Some(denied) => Err(denied),
+                    None => Ok(state),
+                })
                 .and_then(|state| match is_internal(&state.meta.name) {
                     true => Err(internal_topic_refused("append to", &state.meta.name)),
                     false => Ok(state),
                 }),
-            // Checked before the lookup, so an internal name is never auto-created.
-            None if is_internal(&topic.name) => {
-                Err(internal_topic_refused("append to", &topic.name))
-            }
-            None => broker.topic_or_auto_create(&topic.name),
+            None => match write_denied(&topic.name) {
+                Some(denied) => Err(denied),
+                // Checked before the lookup, so an internal name is never
+                // auto-created.
+                None if is_internal(&topic.name) => {
+                    Err(internal_topic_refused("append to", &topic.name))
+                }
+                None if broker.topic(&topic.name).is_none()
+                    && !broker.may_create_topic(ctx, &topic.name) =>
+                {
+                    Err(ApiError::unknown_topic(&topic.name))
+                }
+                None => broker.topic_or_auto_create(&topic.name),
+            },
         };
         let state = state.and_then(|state| {
             crate::view::refuse_if_view(&state, "produce to")?;

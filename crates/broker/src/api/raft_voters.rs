@@ -27,13 +27,25 @@ use crate::admin::str_bytes;
 use crate::error::ApiError;
 use crate::{Broker, HandlerError, RequestContext};
 
+/// A voter change needs ALTER on the cluster.
+fn may_alter(broker: &Broker, ctx: &RequestContext) -> Result<(), ApiError> {
+    match broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Alter) {
+        true => Ok(()),
+        false => Err(crate::acls::cluster_denied(
+            ctx,
+            weir_auth::AclOperation::Alter,
+        )),
+    }
+}
+
 pub(crate) async fn add(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AddRaftVoterRequest,
 ) -> Result<AddRaftVoterResponse, HandlerError> {
     let id = req.voter_id;
-    let answer = same_cluster(broker, req.cluster_id.as_ref())
+    let answer = may_alter(broker, ctx)
+        .and_then(|()| same_cluster(broker, req.cluster_id.as_ref()))
         .and_then(|()| {
             broker
                 .metadata()
@@ -50,11 +62,12 @@ pub(crate) async fn add(
 
 pub(crate) async fn remove(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: RemoveRaftVoterRequest,
 ) -> Result<RemoveRaftVoterResponse, HandlerError> {
     let id = req.voter_id;
-    let answer = same_cluster(broker, req.cluster_id.as_ref())
+    let answer = may_alter(broker, ctx)
+        .and_then(|()| same_cluster(broker, req.cluster_id.as_ref()))
         .and_then(|()| {
             broker
                 .metadata()

@@ -33,6 +33,12 @@ pub(crate) async fn alter(
     ctx: &RequestContext,
     req: AlterPartitionReassignmentsRequest,
 ) -> Result<AlterPartitionReassignmentsResponse, HandlerError> {
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Alter) {
+        let denied = crate::acls::cluster_denied(ctx, weir_auth::AclOperation::Alter);
+        return Ok(AlterPartitionReassignmentsResponse::default()
+            .with_error_code(denied.code())
+            .with_error_message(Some(crate::admin::str_bytes(denied.message))));
+    }
     let allow_rf_change = ctx.version < RF_CHANGE_VERSION || req.allow_replication_factor_change;
     let mut seen = std::collections::BTreeSet::new();
     let mut changes = Vec::new();
@@ -133,9 +139,15 @@ pub(crate) async fn alter(
 
 pub(crate) async fn list(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ListPartitionReassignmentsRequest,
 ) -> Result<ListPartitionReassignmentsResponse, HandlerError> {
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Describe) {
+        let denied = crate::acls::cluster_denied(ctx, weir_auth::AclOperation::Describe);
+        return Ok(ListPartitionReassignmentsResponse::default()
+            .with_error_code(denied.code())
+            .with_error_message(Some(crate::admin::str_bytes(denied.message))));
+    }
     let wanted: Option<std::collections::BTreeSet<(String, i32)>> = req.topics.map(|topics| {
         topics
             .into_iter()

@@ -42,6 +42,14 @@ pub(crate) async fn handle(
             "a share acknowledgement names its group and member",
         ));
     };
+    if !broker.allowed_on_group(ctx, weir_auth::AclOperation::Read, &key.0) {
+        return Ok(fail(
+            ResponseError::GroupAuthorizationFailed,
+            "this client may not read the share group",
+        ));
+    }
+    let unreadable =
+        super::share_fetch::unreadable_topics(broker, ctx, req.topics.iter().map(|t| t.topic_id));
     let step = match shares
         .sessions()
         .acknowledge(&key, req.share_session_epoch, shares.now_ms())
@@ -61,7 +69,10 @@ pub(crate) async fn handle(
                         b.acknowledge_types.as_slice(),
                     )
                 });
-                let parsed = parse_acks(batches, renew_allowed(ctx.version));
+                let parsed = match unreadable.get(&topic.topic_id) {
+                    Some(denied) => Err(denied.clone()),
+                    None => parse_acks(batches, renew_allowed(ctx.version)),
+                };
                 ((topic.topic_id, p.partition_index), parsed)
             })
         })

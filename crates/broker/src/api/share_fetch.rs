@@ -15,7 +15,7 @@
 //! acquire at most `max_records` records here, since records are acquired
 //! one by one, never a batch beyond the limit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -26,6 +26,7 @@ use kafka_protocol::messages::{ShareFetchRequest, ShareFetchResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
+use weir_auth::AclOperation;
 use weir_storage::{Partition, PartitionId};
 
 use crate::error::ApiError;
@@ -142,6 +143,14 @@ pub(crate) async fn handle(
             lock_ms,
         ));
     };
+    if !broker.allowed_on_group(ctx, AclOperation::Read, &key.0) {
+        return Ok(fail(
+            ResponseError::GroupAuthorizationFailed,
+            "this client may not read the share group",
+            lock_ms,
+        ));
+    }
+    let unreadable = unreadable_topics(broker, ctx, req.topics.iter().map(|t| t.topic_id));
     if !(0..=1).contains(&req.share_acquire_mode) {
         return Ok(fail(
             ResponseError::InvalidRequest,
@@ -204,7 +213,10 @@ pub(crate) async fn handle(
                             b.acknowledge_types.as_slice(),
                         )
                     });
-                    let parsed = parse_acks(batches, renew);
+                    let parsed = match unreadable.get(&topic.topic_id) {
+                        Some(denied) => Err(denied.clone()),
+                        None => parse_acks(batches, renew),
+                    };
                     ((topic.topic_id, p.partition_index), parsed)
                 })
         })
@@ -222,7 +234,10 @@ pub(crate) async fn handle(
     let targets: Vec<(TopicIdPartition, Result<Partition, ApiError>)> = step
         .partitions
         .iter()
-        .map(|tp| (*tp, leader_partition(broker, *tp)))
+        .map(|tp| match unreadable.get(&tp.0) {
+            Some(denied) => (*tp, Err(denied.clone())),
+            None => (*tp, leader_partition(broker, *tp)),
+        })
         .collect();
     for (tp, partition) in &targets {
         if let Err(e) = partition {
@@ -518,6 +533,30 @@ pub(crate) fn session_message(e: ResponseError) -> &'static str {
 }
 
 /// The partition `tp` when this broker leads it: a topic, not a view.
+/// The topics among `ids` the client may not read (READ on the topic),
+/// with the error their partitions are answered; each checked once. An
+/// unknown id is left to the lookup that follows.
+pub(crate) fn unreadable_topics(
+    broker: &Broker,
+    ctx: &RequestContext,
+    ids: impl Iterator<Item = Uuid>,
+) -> HashMap<Uuid, ApiError> {
+    let mut checked = HashSet::new();
+    let mut unreadable = HashMap::new();
+    for id in ids {
+        if !checked.insert(id) {
+            continue;
+        }
+        if let Some(state) = broker.topic_by_id(id)
+            && !broker.allowed_on_topic(ctx, AclOperation::Read, &state.meta.name)
+        {
+            let denied = crate::acls::topic_denied(ctx, AclOperation::Read, &state.meta.name);
+            unreadable.insert(id, denied);
+        }
+    }
+    unreadable
+}
+
 pub(crate) fn leader_partition(
     broker: &Broker,
     (topic_id, index): TopicIdPartition,

@@ -8,7 +8,7 @@ use kafka_protocol::messages::share_group_describe_response::{
 use kafka_protocol::messages::{ShareGroupDescribeRequest, ShareGroupDescribeResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::consumer_group_describe::{AUTHORIZED_OPERATIONS_OMITTED, GROUP_OPERATIONS};
+use crate::acls::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::group::share::ShareGroup;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -17,20 +17,22 @@ const SIMPLE_ASSIGNOR: &str = "simple";
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ShareGroupDescribeRequest,
 ) -> Result<ShareGroupDescribeResponse, HandlerError> {
-    let operations = if req.include_authorized_operations {
-        GROUP_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
-    };
+    let asked = req.include_authorized_operations;
     let groups = super::first_of_each(req.group_ids, Clone::clone)
         .into_iter()
         .map(|id| {
-            let described = DescribedGroup::default()
-                .with_group_id(id.clone())
-                .with_authorized_operations(operations);
+            let described = DescribedGroup::default().with_group_id(id.clone());
+            let described = match broker.describable_group(ctx, asked, &id) {
+                Ok(operations) => described.with_authorized_operations(operations),
+                Err(denied) => {
+                    return described
+                        .with_error_code(denied.code())
+                        .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                }
+            };
             match broker.groups().share_group(&id) {
                 Ok(g) => describe(described, &g),
                 Err(error) => described

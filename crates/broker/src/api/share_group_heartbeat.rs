@@ -8,6 +8,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
+use weir_auth::AclOperation;
+
 use crate::group::assignor::{self, TopicShape};
 use crate::group::share::ShareHeartbeatParams;
 use crate::share::session::TopicIdPartition;
@@ -18,6 +21,19 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     req: ShareGroupHeartbeatRequest,
 ) -> Result<ShareGroupHeartbeatResponse, HandlerError> {
+    // READ on the group, and DESCRIBE on each topic subscribed to.
+    let denied = if !broker.allowed_on_group(ctx, AclOperation::Read, &req.group_id) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        req.subscribed_topic_names
+            .iter()
+            .flatten()
+            .any(|name| !broker.allowed_on_topic(ctx, AclOperation::Describe, name))
+            .then_some(ResponseError::TopicAuthorizationFailed)
+    };
+    if let Some(denied) = denied {
+        return Ok(ShareGroupHeartbeatResponse::default().with_error_code(denied.code()));
+    }
     let params = ShareHeartbeatParams {
         member_id: req.member_id.to_string(),
         member_epoch: req.member_epoch,

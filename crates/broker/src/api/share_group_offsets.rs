@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::time::{Duration, Instant};
 use uuid::Uuid;
+use weir_auth::{AclOperation, ResourceType};
 use weir_storage::PartitionId;
 
 use super::share_fetch::{leader_partition, share_key};
@@ -76,14 +77,16 @@ fn check_group(broker: &Broker, group: &str, empty: bool) -> Result<(), ApiError
 
 pub(crate) async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeShareGroupOffsetsRequest,
 ) -> Result<DescribeShareGroupOffsetsResponse, HandlerError> {
     let mut groups = Vec::new();
     for g in super::first_of_each(req.groups, |g| g.group_id.clone()) {
         let id = g.group_id.0.to_string();
         let out = DescribeShareGroupOffsetsResponseGroup::default().with_group_id(g.group_id);
-        if let Err(e) = check_group(broker, &id, false) {
+        let checked = admin_denied(broker, ctx, &id, (false, AclOperation::Describe))
+            .map_or_else(|| check_group(broker, &id, false), Err);
+        if let Err(e) = checked {
             groups.push(
                 out.with_error_code(e.code())
                     .with_error_message(text(e.message)),
@@ -167,6 +170,15 @@ pub(crate) async fn describe(
                     .into_iter()
                     .filter_map(|(topic_id, partitions)| {
                         let topic = broker.topic_by_id(topic_id)?;
+                        // Only the topics the client may describe.
+                        broker
+                            .allowed_quietly(
+                                ctx,
+                                AclOperation::Describe,
+                                ResourceType::Topic,
+                                &topic.meta.name,
+                            )
+                            .then_some(())?;
                         Some(
                             DescribeShareGroupOffsetsResponseTopic::default()
                                 .with_topic_name(TopicName(StrBytes::from_string(
@@ -183,6 +195,11 @@ pub(crate) async fn describe(
                 .map(|t| {
                     let topic = broker.topic(t.topic_name.0.as_str());
                     let topic_id = topic.as_ref().map_or(Uuid::nil(), |s| s.meta.id);
+                    let describable = broker.allowed_on_topic(
+                        ctx,
+                        AclOperation::Describe,
+                        t.topic_name.0.as_str(),
+                    );
                     let partitions = t
                         .partitions
                         .iter()
@@ -191,6 +208,11 @@ pub(crate) async fn describe(
                                 .with_partition_index(*p)
                                 .with_leader_epoch(-1);
                             let checked = match &topic {
+                                _ if !describable => Err(crate::acls::topic_denied(
+                                    ctx,
+                                    AclOperation::Describe,
+                                    t.topic_name.0.as_str(),
+                                )),
                                 None => Err(ApiError::unknown_topic(t.topic_name.0.as_str())),
                                 Some(_) if remote.contains(&(topic_id, *p)) => Ok(()),
                                 Some(_) => leader_partition(broker, (topic_id, *p)).map(|_| ()),
@@ -217,6 +239,30 @@ pub(crate) async fn describe(
         groups.push(out.with_topics(topics));
     }
     Ok(DescribeShareGroupOffsetsResponse::default().with_groups(groups))
+}
+
+/// Why a client may not run a share-group admin request on `group`: a
+/// request another broker forwarded needs CLUSTER_ACTION, a client's
+/// `operation` on the group.
+fn admin_denied(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group: &str,
+    (forwarded, operation): (bool, AclOperation),
+) -> Option<ApiError> {
+    if forwarded {
+        return (!broker.allowed_on_cluster(ctx, AclOperation::ClusterAction))
+            .then(|| crate::acls::cluster_denied(ctx, AclOperation::ClusterAction));
+    }
+    (!broker.allowed_on_group(ctx, operation, group)).then(|| {
+        ApiError::new(
+            ResponseError::GroupAuthorizationFailed,
+            format!(
+                "{} may not {operation} share group '{group}'",
+                ctx.principal
+            ),
+        )
+    })
 }
 
 /// Weir's own tagged field (outside Kafka's numbers) on an
@@ -298,12 +344,17 @@ type AskedTopic = (TopicName, Uuid, Vec<(i32, Option<ApiError>)>);
 
 pub(crate) async fn alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterShareGroupOffsetsRequest,
 ) -> Result<AlterShareGroupOffsetsResponse, HandlerError> {
     let group = req.group_id.0.to_string();
     let forwarded = forwarded(&req.unknown_tagged_fields).is_some();
-    if !forwarded && let Err(e) = check_group(broker, &group, true) {
+    let checked = match admin_denied(broker, ctx, &group, (forwarded, AclOperation::Read)) {
+        Some(denied) => Err(denied),
+        None if forwarded => Ok(()),
+        None => check_group(broker, &group, true),
+    };
+    if let Err(e) = checked {
         return Ok(AlterShareGroupOffsetsResponse::default()
             .with_error_code(e.code())
             .with_error_message(text(e.message)));
@@ -314,7 +365,9 @@ pub(crate) async fn alter(
     let mut asked: Vec<AskedTopic> = Vec::new();
     let mut items: Vec<ResetItem> = Vec::new();
     for t in super::first_of_each(req.topics, |t| t.topic_name.clone()) {
-        let topic = broker.topic(t.topic_name.0.as_str());
+        let readable =
+            forwarded || broker.allowed_on_topic(ctx, AclOperation::Read, t.topic_name.0.as_str());
+        let topic = broker.topic(t.topic_name.0.as_str()).filter(|_| readable);
         let topic_id = topic.as_ref().map(|s| s.meta.id);
         let count = topic.as_ref().map_or(0, |s| s.meta.partitions);
         let mut partitions = Vec::new();
@@ -327,6 +380,11 @@ pub(crate) async fn alter(
                 }
                 Some(_) => {
                     let e = ApiError::unknown_partition(t.topic_name.0.as_str(), index);
+                    partitions.push((index, Some(e)));
+                }
+                None if !readable => {
+                    let name = t.topic_name.0.as_str();
+                    let e = crate::acls::topic_denied(ctx, AclOperation::Read, name);
                     partitions.push((index, Some(e)));
                 }
                 None => {
@@ -589,11 +647,16 @@ async fn reset(
 
 pub(crate) async fn delete(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteShareGroupOffsetsRequest,
 ) -> Result<DeleteShareGroupOffsetsResponse, HandlerError> {
     let group = req.group_id.0.to_string();
     let scope = forwarded(&req.unknown_tagged_fields);
+    if let Some(e) = admin_denied(broker, ctx, &group, (scope.is_some(), AclOperation::Delete)) {
+        return Ok(DeleteShareGroupOffsetsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(text(e.message)));
+    }
     if scope == Some(WHOLE_GROUP) {
         // DeleteGroups on a cluster: the whole group, here.
         let outcome = forget_here(broker, &group, None).await?;
@@ -616,6 +679,16 @@ pub(crate) async fn delete(
     for t in super::first_of_each(req.topics, |t| t.topic_name.clone()) {
         let out =
             DeleteShareGroupOffsetsResponseTopic::default().with_topic_name(t.topic_name.clone());
+        if scope.is_none()
+            && !broker.allowed_on_topic(ctx, AclOperation::Read, t.topic_name.0.as_str())
+        {
+            let e = crate::acls::topic_denied(ctx, AclOperation::Read, t.topic_name.0.as_str());
+            responses.push(
+                out.with_error_code(e.code())
+                    .with_error_message(text(e.message)),
+            );
+            continue;
+        }
         let Some(topic) = broker.topic(t.topic_name.0.as_str()) else {
             let e = ApiError::unknown_topic(t.topic_name.0.as_str());
             responses.push(

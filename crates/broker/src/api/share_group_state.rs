@@ -35,12 +35,24 @@ fn index_of(broker: &Broker, key: &crate::share::SharePartitionKey) -> Result<i3
     Ok(state::state_partition(key, topic.partitions))
 }
 
+/// Only share-partition leaders send these: the cluster acting.
+fn cluster_action(broker: &Broker, ctx: &RequestContext) -> Result<(), ApiError> {
+    match broker.allowed_on_cluster(ctx, weir_auth::AclOperation::ClusterAction) {
+        true => Ok(()),
+        false => Err(crate::acls::cluster_denied(
+            ctx,
+            weir_auth::AclOperation::ClusterAction,
+        )),
+    }
+}
+
 pub(crate) async fn read(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ReadShareGroupStateRequest,
 ) -> Result<ReadShareGroupStateResponse, HandlerError> {
     let group = req.group_id.to_string();
+    let allowed = cluster_action(broker, ctx);
     let coordinator = broker.shares().coordinator();
     // Each share-partition answered once: a snapshot is far larger than
     // the entry asking for it, so repeats would multiply the response.
@@ -52,7 +64,9 @@ pub(crate) async fn read(
                 .into_iter()
                 .map(|p| {
                     let key = written_key(&group, t.topic_id, p.partition);
-                    let read = index_of(broker, &key)
+                    let read = allowed
+                        .clone()
+                        .and_then(|()| index_of(broker, &key))
                         .and_then(|index| coordinator.read(index, &key, p.leader_epoch));
                     let answer = read_response::PartitionResult::default()
                         .with_partition(p.partition)
@@ -83,10 +97,11 @@ pub(crate) async fn read(
 
 pub(crate) async fn write(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: WriteShareGroupStateRequest,
 ) -> Result<WriteShareGroupStateResponse, HandlerError> {
     let group = req.group_id.to_string();
+    let allowed = cluster_action(broker, ctx);
     let now_ms = broker.shares().now_ms();
     let mut items = Vec::new();
     for t in &req.topics {
@@ -99,7 +114,7 @@ pub(crate) async fn write(
     let b = broker.shares().clone();
     let indexes: Vec<Result<i32, ApiError>> = items
         .iter()
-        .map(|(_, key, _, _)| index_of(broker, key))
+        .map(|(_, key, _, _)| allowed.clone().and_then(|()| index_of(broker, key)))
         .collect();
     let appended = crate::blocking::run(move || {
         items

@@ -9,9 +9,13 @@ use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: SyncGroupRequest,
 ) -> Result<SyncGroupResponse, HandlerError> {
+    if !broker.allowed_on_group(ctx, weir_auth::AclOperation::Read, &req.group_id) {
+        return Ok(SyncGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()));
+    }
     let params = SyncParams {
         group_id: req.group_id.to_string(),
         generation: req.generation_id,

@@ -29,6 +29,7 @@ use kafka_protocol::messages::{
     list_transactions_response,
 };
 use kafka_protocol::protocol::StrBytes;
+use weir_auth::{AclOperation, ResourceType};
 use weir_storage::TxnMarker;
 
 use crate::{Broker, HandlerError, RequestContext};
@@ -66,7 +67,7 @@ pub(crate) async fn add_partitions(
     if ctx.version < BATCHED_VERSION {
         let results = add_one(
             broker,
-            ctx.version,
+            ctx,
             req.v3_and_below_transactional_id.as_str(),
             (
                 req.v3_and_below_producer_id.0,
@@ -84,11 +85,15 @@ pub(crate) async fn add_partitions(
             req.transactions.len()
         )));
     }
+    // From v4 only brokers send it, to verify a produce's transaction.
+    if !broker.allowed_on_cluster(ctx, AclOperation::ClusterAction) {
+        return Ok(response.with_error_code(ResponseError::ClusterAuthorizationFailed.code()));
+    }
     let mut results = Vec::with_capacity(req.transactions.len());
     for txn in req.transactions {
         let topics = add_one(
             broker,
-            ctx.version,
+            ctx,
             txn.transactional_id.as_str(),
             (txn.producer_id.0, txn.producer_epoch),
             txn.topics,
@@ -106,26 +111,40 @@ pub(crate) async fn add_partitions(
         .with_results_by_transaction(results))
 }
 
-/// Add (or, `verify_only`, check) one transaction's partitions. Unknown
-/// partitions fail with UNKNOWN_TOPIC_OR_PARTITION and the others with
+/// Add (or, `verify_only`, check) one transaction's partitions. Without
+/// WRITE on the transactional id every partition fails with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED; partitions of topics the client
+/// may not write fail with TOPIC_AUTHORIZATION_FAILED, unknown ones with
+/// UNKNOWN_TOPIC_OR_PARTITION, and the others then with
 /// OPERATION_NOT_ATTEMPTED, as in Kafka; otherwise all share one outcome.
 async fn add_one(
     broker: &Arc<Broker>,
-    version: i16,
+    ctx: &RequestContext,
     transactional_id: &str,
     (producer_id, epoch): (i64, i16),
     topics: Vec<AddPartitionsToTxnTopic>,
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    let version = ctx.version;
+    let id_allowed = broker.allowed(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        transactional_id,
+    );
     let mut wanted = Vec::new();
     let mut unknown = Vec::new();
+    let mut denied = Vec::new();
     // A view is read-only: nothing of a transaction can be written to it.
     let mut views = Vec::new();
     for topic in &topics {
+        let writable =
+            id_allowed && broker.allowed_on_topic(ctx, AclOperation::Write, topic.name.as_str());
         let known = broker.topic(topic.name.as_str());
         for &p in &topic.partitions {
             let name = topic.name.to_string();
             match &known {
+                _ if !writable => denied.push((name, p)),
                 Some(state) if state.view.is_some() => views.push((name, p)),
                 Some(state) if (0..state.meta.partitions).contains(&p) => wanted.push((name, p)),
                 _ => unknown.push((name, p)),
@@ -133,11 +152,15 @@ async fn add_one(
         }
     }
     let outcome = |part: &(String, i32)| -> i16 {
-        if unknown.contains(part) {
+        if !id_allowed {
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        } else if denied.contains(part) {
+            ResponseError::TopicAuthorizationFailed.code()
+        } else if unknown.contains(part) {
             ResponseError::UnknownTopicOrPartition.code()
         } else if views.contains(part) {
             ResponseError::InvalidRequest.code()
-        } else if !unknown.is_empty() || !views.is_empty() {
+        } else if !unknown.is_empty() || !views.is_empty() || !denied.is_empty() {
             ResponseError::OperationNotAttempted.code()
         } else {
             0
@@ -147,9 +170,10 @@ async fn add_one(
         .iter()
         .chain(&unknown)
         .chain(&views)
+        .chain(&denied)
         .map(|p| (p.clone(), outcome(p)))
         .collect();
-    if unknown.is_empty() && views.is_empty() {
+    if unknown.is_empty() && views.is_empty() && denied.is_empty() {
         let txns = broker.txns();
         let result = if verify_only {
             wanted
@@ -190,6 +214,16 @@ pub(crate) async fn add_offsets(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> Result<AddOffsetsToTxnResponse, HandlerError> {
+    let denied = if !transaction_allowed(broker, ctx, req.transactional_id.as_str()) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !broker.allowed_on_group(ctx, AclOperation::Read, req.group_id.as_str()) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    if let Some(denied) = denied {
+        return Ok(AddOffsetsToTxnResponse::default().with_error_code(denied.code()));
+    }
     let partitions = broker.groups().config().offsets_topic_num_partitions;
     let offsets_partitions = broker
         .topic(crate::group::OFFSETS_TOPIC)
@@ -216,6 +250,12 @@ pub(crate) async fn end(
     ctx: &RequestContext,
     req: EndTxnRequest,
 ) -> Result<EndTxnResponse, HandlerError> {
+    if !transaction_allowed(broker, ctx, req.transactional_id.as_str()) {
+        return Ok(EndTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1));
+    }
     let rules = if ctx.version >= END_TXN_BUMPING_VERSION {
         crate::txn::state::EndRules::V2
     } else {
@@ -252,9 +292,11 @@ const MARKER_PARTITIONS_MAX: usize = 100_000;
 
 pub(crate) async fn write_markers(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: WriteTxnMarkersRequest,
 ) -> Result<WriteTxnMarkersResponse, HandlerError> {
+    // Only a transaction coordinator sends it: the cluster acting.
+    let cluster_action = broker.allowed_on_cluster(ctx, AclOperation::ClusterAction);
     let total: usize = req
         .markers
         .iter()
@@ -277,6 +319,7 @@ pub(crate) async fn write_markers(
             let mut partitions = Vec::with_capacity(t.partition_indexes.len());
             for p in t.partition_indexes {
                 let code = match broker.topic(t.name.as_str()) {
+                    _ if !cluster_action => ResponseError::ClusterAuthorizationFailed.code(),
                     None => ResponseError::UnknownTopicOrPartition.code(),
                     Some(_) => broker
                         .write_marker_here(
@@ -316,7 +359,7 @@ const DESCRIBE_IDS_MAX: usize = 10_000;
 
 pub(crate) async fn describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeTransactionsRequest,
 ) -> Result<DescribeTransactionsResponse, HandlerError> {
     if req.transactional_ids.len() > DESCRIBE_IDS_MAX {
@@ -331,6 +374,15 @@ pub(crate) async fn describe(
         .map(|id| {
             let state = describe_transactions_response::TransactionState::default()
                 .with_transactional_id(id.clone());
+            if !broker.allowed(
+                ctx,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                id.as_str(),
+            ) {
+                return state
+                    .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+            }
             match broker.txns().describe(id.as_str()) {
                 Ok(summary) => {
                     let v = summary.value;
@@ -400,7 +452,7 @@ fn id_pattern(pattern: Option<&str>) -> Result<Option<regex::Regex>, regex::Erro
 
 pub(crate) async fn list(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ListTransactionsRequest,
 ) -> Result<ListTransactionsResponse, HandlerError> {
     let pattern = match id_pattern(req.transactional_id_pattern.as_deref()) {
@@ -436,6 +488,15 @@ pub(crate) async fn list(
                     .producer_id_filters
                     .iter()
                     .any(|p| p.0 == t.value.producer_id)
+        })
+        // The ids the client may describe, as Kafka lists them.
+        .filter(|t| {
+            broker.allowed_quietly(
+                ctx,
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &t.transactional_id,
+            )
         })
         // v1 (KIP-994): transactions open longer than the duration, in ms.
         .filter(|t| {
@@ -492,8 +553,31 @@ pub(crate) async fn offset_commit(
         crate::group::OFFSETS_TOPIC.to_string(),
         crate::group::records::partition_for(req.group_id.as_str(), offsets_partitions),
     );
+    if !transaction_allowed(broker, ctx, req.transactional_id.as_str()) {
+        let denied = ResponseError::TransactionalIdAuthorizationFailed.code();
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(denied)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return Ok(TxnOffsetCommitResponse::default().with_topics(topics));
+    }
     let (answers, accepted) = super::offset_commit::check_partitions(
         broker,
+        (ctx, &req.group_id),
         req.topics.iter().map(|t| {
             (
                 t.name.as_str(),
@@ -579,7 +663,7 @@ const PRODUCER_PARTITIONS_MAX: usize = 10_000;
 /// `kafka-transactions.sh find-hanging` spot a hanging transaction).
 pub(crate) async fn describe_producers(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeProducersRequest,
 ) -> Result<DescribeProducersResponse, HandlerError> {
     let total: usize = req.topics.iter().map(|t| t.partition_indexes.len()).sum();
@@ -592,12 +676,17 @@ pub(crate) async fn describe_producers(
         .topics
         .into_iter()
         .map(|t| {
+            let readable = broker.allowed_on_topic(ctx, AclOperation::Read, &t.name);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&p| {
                     let answer = describe_producers_response::PartitionResponse::default()
                         .with_partition_index(p);
+                    if !readable {
+                        return answer
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let led = broker.partition(&t.name, p).and_then(|partition| {
                         match broker.replicas.leadership(partition.id()) {
                             crate::replica::Leadership::Leader { .. } => Ok(partition),
@@ -641,4 +730,15 @@ pub(crate) async fn describe_producers(
     Ok(DescribeProducersResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics))
+}
+
+/// Whether the client may write with `transactional_id` (WRITE on it),
+/// which every transactional request needs.
+fn transaction_allowed(broker: &Broker, ctx: &RequestContext, transactional_id: &str) -> bool {
+    broker.allowed(
+        ctx,
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        transactional_id,
+    )
 }

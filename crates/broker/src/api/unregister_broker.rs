@@ -15,11 +15,17 @@ use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: UnregisterBrokerRequest,
 ) -> Result<UnregisterBrokerResponse, HandlerError> {
     let id = req.broker_id.0;
     let response = UnregisterBrokerResponse::default().with_throttle_time_ms(0);
+    if !broker.allowed_on_cluster(ctx, weir_auth::AclOperation::Alter) {
+        let denied = crate::acls::cluster_denied(ctx, weir_auth::AclOperation::Alter);
+        return Ok(response
+            .with_error_code(denied.code())
+            .with_error_message(Some(crate::admin::str_bytes(denied.message))));
+    }
     Ok(match broker.metadata().unregister_broker(id) {
         Ok(()) => {
             tracing::info!(broker = id, "unregistered a broker");

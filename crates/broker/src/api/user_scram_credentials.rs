@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
-use weir_auth::ScramMechanism;
+use weir_auth::{AclOperation, ScramMechanism};
 use weir_metadata::{ScramChange, ScramCredential};
 
 use crate::admin::str_bytes;
@@ -37,9 +37,15 @@ type Answer = Option<(ResponseError, String)>;
 
 pub(crate) async fn describe(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> Result<DescribeUserScramCredentialsResponse, HandlerError> {
+    if !broker.allowed_on_cluster(ctx, AclOperation::Describe) {
+        let denied = crate::acls::cluster_denied(ctx, AclOperation::Describe);
+        return Ok(DescribeUserScramCredentialsResponse::default()
+            .with_error_code(denied.code())
+            .with_error_message(Some(str_bytes(denied.message))));
+    }
     let mut by_user: BTreeMap<String, Vec<CredentialInfo>> = BTreeMap::new();
     for credential in broker.metadata().scram_credentials() {
         by_user.entry(credential.user).or_default().push(
@@ -120,26 +126,31 @@ fn described(
 
 pub(crate) async fn alter(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> Result<AlterUserScramCredentialsResponse, HandlerError> {
     let alterations = req.deletions.len() + req.upsertions.len();
-    if alterations > USERS_PER_REQUEST_MAX {
+    let refusal = if alterations > USERS_PER_REQUEST_MAX {
+        Some((
+            ResponseError::InvalidRequest,
+            format!("{alterations} alterations is more than {USERS_PER_REQUEST_MAX}"),
+        ))
+    } else if !broker.allowed_on_cluster(ctx, AclOperation::Alter) {
+        let denied = crate::acls::cluster_denied(ctx, AclOperation::Alter);
+        Some((denied.code, denied.message))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refusal {
         // No per-request error field: every user named is refused.
         let users = req
             .deletions
             .iter()
             .map(|d| d.name.to_string())
             .chain(req.upsertions.iter().map(|u| u.name.to_string()));
-        let message = format!("{alterations} alterations is more than {USERS_PER_REQUEST_MAX}");
         let results = crate::api::first_of_each(users.collect(), Clone::clone)
             .into_iter()
-            .map(|user| {
-                altered(
-                    &user,
-                    Some((ResponseError::InvalidRequest, message.clone())),
-                )
-            })
+            .map(|user| altered(&user, Some((code, message.clone()))))
             .collect();
         return Ok(AlterUserScramCredentialsResponse::default().with_results(results));
     }
