@@ -1,7 +1,7 @@
 //! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
 //! Kafka-compatible broker (`weir bench`, `topic`, `produce`, `consume`,
-//! `cluster`, `group`, `txn`, `user`, `acl`), and `weir cert`, which makes certificates for
-//! trying TLS.
+//! `cluster`, `group`, `txn`, `user`, `acl`), and `weir cert`, which makes
+//! certificates for trying TLS.
 //!
 //! It only parses the command line, dispatches, and turns an error into its
 //! message and exit code: the broker lives in weir-serve, the client
