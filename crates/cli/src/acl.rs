@@ -786,11 +786,14 @@ fn refused_error(verb: &str, refused: &[Refused], total: usize) -> CliError {
             for r in refused {
                 eprintln!("not {verb}: {}: {}", r.what, r.why);
             }
-            let hint = refused
+            let security_disabled = refused
                 .iter()
-                .any(|r| r.code == ResponseError::SecurityDisabled.code())
-                .then(|| format!("; {SECURITY_DISABLED_HINT}"))
-                .unwrap_or_default();
+                .any(|r| r.code == ResponseError::SecurityDisabled.code());
+            let hint = if security_disabled {
+                format!("; {SECURITY_DISABLED_HINT}")
+            } else {
+                String::new()
+            };
             CliError::Failed(format!(
                 "{} of {total} ACL requests were refused (listed above){hint}",
                 refused.len()
