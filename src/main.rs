@@ -1,7 +1,7 @@
 //! The `weir` binary: the broker (`weir serve`) and the tools that talk to any
 //! Kafka-compatible broker (`weir bench`, `topic`, `produce`, `consume`,
-//! `cluster`, `group`, `txn`), and `weir cert`, which makes certificates for
-//! trying TLS.
+//! `cluster`, `group`, `txn`, `user`, `acl`), and `weir cert`, which makes
+//! certificates for trying TLS.
 //!
 //! It only parses the command line, dispatches, and turns an error into its
 //! message and exit code: the broker lives in weir-serve, the client
@@ -64,6 +64,8 @@ enum Command {
     Cert(cli::cert::CertArgs),
     /// Create, delete and list SCRAM users.
     User(cli::user::UserArgs),
+    /// Add, list and remove ACLs, with kafka-acls.sh's flags.
+    Acl(cli::acl::AclArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => cli::dlq::run(brokers, args).map_err(cli_failed),
         Command::Cert(args) => cli::cert::run(args).map_err(cli_failed),
         Command::User(args) => cli::user::run(brokers, args).map_err(cli_failed),
+        Command::Acl(args) => cli::acl::run(brokers, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! weir-cli: the `weir` commands for people and scripts that talk to any
-//! Kafka-compatible broker: `topic`, `produce`, `consume`, `cluster` and
-//! `group`.
+//! Kafka-compatible broker: `topic`, `produce`, `consume`, `cluster`,
+//! `group`, `txn`, `user` and `acl`.
 //!
 //! This crate owns what they share: the exit codes, their error type
 //! ([`CliError`]: `Usage` means "the command line is wrong", weir-client's
@@ -12,6 +12,7 @@
 //! `rdkafka` feature. `cert dev` talks to no broker: it writes certificates
 //! for trying TLS listeners.
 
+pub mod acl;
 pub mod admin_api;
 pub mod cert;
 pub mod cluster;
