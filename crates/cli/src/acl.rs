@@ -15,9 +15,11 @@
 //!
 //! Two defaults differ from `kafka-acls.sh`, which reads every omitted
 //! `--resource-pattern-type` as LITERAL and every omitted `--operation` as
-//! ALL: `list` and `remove` default to the ANY pattern type (the name
-//! compared exactly, literal or prefixed), and `remove` without
-//! `--operation` removes the principals' bindings for every operation.
+//! ALL: `list` defaults to the ANY pattern type (the name compared
+//! exactly, literal or prefixed), so a listing shows both; and `remove`
+//! without `--operation` removes the principals' bindings for every
+//! operation. `remove` reads an omitted pattern type as LITERAL, as Kafka
+//! does, so it never removes a prefixed binding unless asked to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -138,8 +140,9 @@ Examples:
 On a terminal, the bindings that match are shown and removed only when
 confirmed; without a terminal --force is required. With no principal,
 every binding on the resources is removed. --resource-pattern-type
-(default any) selects as for `weir acl list`: match removes every binding
-that applies to the names, so use it with care.")]
+(default literal, as kafka-acls.sh) selects as for `weir acl list`: any
+removes literal and prefixed bindings of the names, and match every
+binding that applies to them, so use those with care.")]
     Remove(RemoveArgs),
 }
 
@@ -235,7 +238,7 @@ struct RemoveArgs {
     #[command(flatten)]
     entries: EntryArgs,
     /// any, match, literal or prefixed (see below).
-    #[arg(long, value_name = "TYPE", default_value = "any", value_parser = parse_pattern_type)]
+    #[arg(long, value_name = "TYPE", default_value = "literal", value_parser = parse_pattern_type)]
     resource_pattern_type: PatternType,
     /// Remove without asking.
     #[arg(long)]
@@ -1387,11 +1390,12 @@ mod tests {
     }
 
     #[test]
-    fn remove_without_principals_selects_every_binding_on_the_resources() {
+    fn remove_without_principals_selects_every_literal_binding_on_the_resources() {
         let filters = remove_filters(&["--topic", "t", "--group", "g"]).expect("filters");
         assert_eq!(filters.len(), 2);
         for filter in &filters {
-            assert_eq!(filter.pattern_type, PatternType::Any);
+            // As kafka-acls.sh: a prefixed binding is removed only when asked.
+            assert_eq!(filter.pattern_type, PatternType::Literal);
             assert_eq!(filter.principal, None);
             assert_eq!(filter.operation, Op::Any);
             assert_eq!(filter.permission, AclPermissionType::Any);
