@@ -673,6 +673,14 @@ fn quoted(text: &str) -> String {
     format!("{}...", text.get(..end).unwrap_or_default())
 }
 
+/// A key's id as an error names it.
+fn key_name(kid: &Option<String>) -> String {
+    match kid {
+        Some(kid) => format!("{kid:?}"),
+        None => "(no kid)".to_owned(),
+    }
+}
+
 fn malformed(reason: &str) -> OAuthError {
     OAuthError::Malformed(reason.to_owned())
 }
@@ -703,7 +711,10 @@ pub enum TokenError {
     #[error("the token names no kid, and no key of the JWKS fits its algorithm {0}")]
     NoKeyForAlgorithm(String),
     /// The key does not allow the token's algorithm.
-    #[error("algorithm {algorithm} does not match key {kid:?}, which allows {allowed:?}")]
+    #[error(
+        "algorithm {algorithm} does not match key {}, which allows {allowed:?}",
+        key_name(kid)
+    )]
     AlgorithmMismatch {
         /// The token's `alg`.
         algorithm: String,
@@ -713,7 +724,7 @@ pub enum TokenError {
         allowed: Vec<String>,
     },
     /// The JWKS key cannot be used.
-    #[error("key {kid:?} of the JWKS cannot be used: {reason}")]
+    #[error("key {} of the JWKS cannot be used: {reason}", key_name(kid))]
     BadKey {
         /// The key's id.
         kid: Option<String>,
@@ -721,7 +732,7 @@ pub enum TokenError {
         reason: String,
     },
     /// The signature does not verify.
-    #[error("bad signature (not made by key {kid:?})")]
+    #[error("bad signature (not made by key {})", key_name(kid))]
     BadSignature {
         /// The key's id.
         kid: Option<String>,

@@ -497,11 +497,15 @@ impl Authenticator {
                 }
             }
             Err(err) => {
-                if !challenged {
+                if challenged {
+                    // Logged with its reason when the challenge was sent.
+                    tracing::debug!(address = %self.address, %mechanism, reason = %err,
+                        "closing connection after the OAUTHBEARER error challenge");
+                } else {
                     self.failures.failed(self.address, now);
+                    tracing::warn!(address = %self.address, %mechanism, reason = %err,
+                        "closing connection: SASL authentication failed");
                 }
-                tracing::warn!(address = %self.address, %mechanism, reason = %err,
-                    "closing connection: SASL authentication failed");
                 let message = match err {
                     OAuthError::AuthorizationIdMismatch => err.to_string(),
                     _ => format!(
