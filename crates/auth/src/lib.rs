@@ -8,16 +8,19 @@
 //! client certificates names each client as a Kafka broker with the same
 //! rules would; and the server side of `PLAIN`, `SCRAM-SHA-256` and
 //! `SCRAM-SHA-512` ([`SaslServer`], in [`sasl`]), with the SCRAM
-//! credentials they check passwords against ([`ScramCredential`]). It also
+//! credentials they check passwords against ([`ScramCredential`]), and
+//! `OAUTHBEARER`'s check of a JWT against a JWKS ([`OAuthBearerServer`],
+//! in [`oauth`]). It also
 //! holds Kafka's ACL model and the authorizer that decides with it
 //! ([`AclBinding`], [`AclBindingFilter`] and [`Authorizer`], in [`acl`]).
 //!
 //! It knows nothing of sockets, TLS sessions or where users are kept: the
 //! server hands it a certificate's bytes or a client's SASL messages, with
-//! a way to look credentials up ([`CredentialLookup`]), and gets a
-//! principal back.
+//! a way to look credentials up ([`CredentialLookup`]) or the signing keys
+//! it loaded ([`Jwks`]) and the time, and gets a principal back.
 
 pub mod acl;
+pub mod oauth;
 pub mod principal;
 pub mod sasl;
 pub mod x509;
@@ -27,6 +30,10 @@ pub use acl::{
     AclBindingFilter, AclError, AclOperation, AclParseError, AclPermissionType, Authorization,
     Authorizer, AuthorizerConfig, CLUSTER_RESOURCE_NAME, Decision, DecisionReason, PatternType,
     ResourceType, WILDCARD_HOST, WILDCARD_PRINCIPAL, WILDCARD_RESOURCE_NAME, parse_principal,
+};
+pub use oauth::{
+    Jwks, JwksError, OAuthBearerServer, OAuthError, OAuthStep, TokenError, TokenRules,
+    ValidatedToken,
 };
 pub use principal::{
     ANONYMOUS_NAME, KafkaPrincipal, MappingRulesError, NoMatchingRule, SslPrincipalMapper,

@@ -101,8 +101,9 @@ const KAFKA_SALT_BITS: u32 = 130;
 
 /// A SASL mechanism, by the name a client asks for in `SaslHandshake`.
 ///
-/// `OAUTHBEARER` (KIP-255) will be a variant too, served by a module of its
-/// own.
+/// `OAUTHBEARER` is served by a state machine of its own
+/// ([`OAuthBearerServer`](crate::oauth::OAuthBearerServer)), which checks
+/// tokens against signing keys instead of looking up credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mechanism {
     /// `PLAIN` (RFC 4616): user name and password in the clear.
@@ -111,14 +112,17 @@ pub enum Mechanism {
     ScramSha256,
     /// `SCRAM-SHA-512`.
     ScramSha512,
+    /// `OAUTHBEARER` (RFC 7628, KIP-255): a JWT checked against a JWKS.
+    OAuthBearer,
 }
 
 impl Mechanism {
     /// Every mechanism this crate serves.
-    pub const ALL: [Mechanism; 3] = [
+    pub const ALL: [Mechanism; 4] = [
         Mechanism::Plain,
         Mechanism::ScramSha256,
         Mechanism::ScramSha512,
+        Mechanism::OAuthBearer,
     ];
 
     /// The mechanism Kafka calls `name`. Case matters, as it does to
@@ -129,10 +133,12 @@ impl Mechanism {
             .find(|mechanism| mechanism.name() == name)
     }
 
-    /// Kafka's name: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// Kafka's name: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or
+    /// `OAUTHBEARER`.
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
             Mechanism::ScramSha256 => ScramMechanism::Sha256.name(),
             Mechanism::ScramSha512 => ScramMechanism::Sha512.name(),
         }
@@ -141,7 +147,7 @@ impl Mechanism {
     /// The SCRAM mechanism this is, if it is one.
     pub fn scram(self) -> Option<ScramMechanism> {
         match self {
-            Mechanism::Plain => None,
+            Mechanism::Plain | Mechanism::OAuthBearer => None,
             Mechanism::ScramSha256 => Some(ScramMechanism::Sha256),
             Mechanism::ScramSha512 => Some(ScramMechanism::Sha512),
         }
@@ -607,6 +613,13 @@ impl SaslServer {
             State::ScramFinal(exchange) => Some(exchange),
         };
         check_length("message", client_message.len(), SASL_MESSAGE_BYTES_MAX)?;
+        if self.mechanism == Mechanism::OAuthBearer {
+            // Tokens are checked by `oauth::OAuthBearerServer`, never as a
+            // password.
+            return Err(malformed(
+                "OAUTHBEARER is served by OAuthBearerServer, not SaslServer",
+            ));
+        }
         let text = std::str::from_utf8(client_message)
             .map_err(|_| malformed("the message is not UTF-8"))?;
         match (exchange, self.mechanism.scram()) {
@@ -653,7 +666,7 @@ fn check_length(field: &'static str, size_bytes: usize, max_bytes: usize) -> Res
 }
 
 /// A user name or authorization id: not empty, within its limit.
-fn check_user_name(field: &'static str, name: &str) -> Result<(), SaslError> {
+pub(crate) fn check_user_name(field: &'static str, name: &str) -> Result<(), SaslError> {
     if name.is_empty() {
         return Err(SaslError::Malformed(format!("the {field} is empty")));
     }
@@ -866,7 +879,7 @@ fn parse_extension(extension: &str) -> Result<(&str, &str), SaslError> {
 
 /// RFC 5802's saslname: `=2C` is `,` and `=3D` is `=`; any other `=` is
 /// refused, and so is NUL, as Kafka's grammar refuses them.
-fn decode_sasl_name(encoded: &str) -> Result<String, SaslError> {
+pub(crate) fn decode_sasl_name(encoded: &str) -> Result<String, SaslError> {
     let mut name = String::with_capacity(encoded.len());
     let mut rest = encoded;
     while let Some(at) = rest.find(['=', '\0']) {
@@ -1039,7 +1052,11 @@ mod tests {
             Some(Mechanism::ScramSha256)
         );
         assert_eq!(Mechanism::parse("plain"), None);
-        assert_eq!(Mechanism::parse("OAUTHBEARER"), None);
+        assert_eq!(
+            Mechanism::parse("OAUTHBEARER"),
+            Some(Mechanism::OAuthBearer)
+        );
+        assert_eq!(Mechanism::parse("GSSAPI"), None);
         assert_eq!(Mechanism::ScramSha512.to_string(), "SCRAM-SHA-512");
     }
 
@@ -1682,7 +1699,7 @@ mod tests {
     fn drive(mechanism: Mechanism, valid_first: bool, messages: &[Vec<u8>]) {
         let users = plain_users();
         let mut server = SaslServer::new(mechanism);
-        if valid_first && mechanism != Mechanism::Plain {
+        if valid_first && mechanism.scram().is_some() {
             challenge(server.step(b"n,,n=alice,r=abc", users));
         }
         for message in messages {

@@ -64,6 +64,17 @@ pub enum ServeError {
         /// Why.
         source: weir_server::TlsError,
     },
+    /// A SASL listener's OAUTHBEARER keys cannot be loaded.
+    #[error(
+        "listener {listener}: cannot load the OAUTHBEARER JWKS; fix \
+         sasl.oauthbearer.jwks.endpoint.url (a JWKS file, or a URL the broker can reach)"
+    )]
+    Jwks {
+        /// The listener's name.
+        listener: String,
+        /// Why.
+        source: weir_server::JwksError,
+    },
     /// The data folder could not be created.
     #[error("cannot create data folder {}", path.display())]
     CreateDataDir {

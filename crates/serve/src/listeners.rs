@@ -3,9 +3,13 @@
 //! `inter.broker.listener.name`, and each `SSL` listener's TLS settings
 //! (`ssl.keystore.location`, `ssl.truststore.location`, `ssl.client.auth`,
 //! `ssl.principal.mapping.rules`, each also as
-//! `listener.name.NAME.ssl.*` for one listener). This module parses them,
-//! checks that they fit together, binds the sockets and builds the TLS
-//! configurations.
+//! `listener.name.NAME.ssl.*` for one listener), and each SASL listener's
+//! (`sasl.enabled.mechanisms`, `connections.max.reauth.ms`, and for
+//! `OAUTHBEARER` KIP-768's `sasl.oauthbearer.*`, each also as
+//! `listener.name.NAME.oauthbearer.sasl.oauthbearer.*` or
+//! `listener.name.NAME.sasl.oauthbearer.*`). This module parses them,
+//! checks that they fit together, binds the sockets, builds the TLS
+//! configurations and loads the OAUTHBEARER signing keys.
 //!
 //! `--listen HOST:PORT` is shorthand for `listeners=PLAINTEXT://HOST:PORT`
 //! and `--advertised` for that listener's advertised address; given
@@ -18,8 +22,13 @@ use std::sync::Arc;
 
 use weir_auth::Mechanism;
 use weir_auth::SslPrincipalMapper;
+use weir_auth::TokenRules;
 use weir_broker::DEFAULT_LISTENER;
-use weir_server::{ClientAuth, SaslSettings, TlsAcceptor, TlsSettings};
+use weir_server::jwks::JWKS_REFRESH_MS_DEFAULT;
+use weir_server::{
+    ClientAuth, JwksSource, OAuthBearer, OAuthBearerSettings, SaslSettings, TlsAcceptor,
+    TlsSettings,
+};
 
 use crate::{ServeError, SettingsError};
 
@@ -74,6 +83,9 @@ pub(crate) struct ListenerSpec {
     pub tls: Option<TlsSettings>,
     /// For a `SASL_PLAINTEXT` or `SASL_SSL` listener.
     pub sasl: Option<SaslSettings>,
+    /// For a SASL listener with `OAUTHBEARER` enabled: where its keys are
+    /// and what tokens must be (loaded into `sasl` when bound).
+    pub oauthbearer: Option<OAuthBearerSettings>,
 }
 
 /// Every listener, and which one other brokers use.
@@ -109,6 +121,19 @@ const SSL_KEYS: [&str; 9] = [
 /// `listener.name.NAME.` prefix.
 const SASL_KEYS: [&str; 2] = ["sasl.enabled.mechanisms", "connections.max.reauth.ms"];
 
+/// KIP-768's OAUTHBEARER settings, also with the `listener.name.NAME.`
+/// prefix, and with `listener.name.NAME.oauthbearer.` (Kafka's per-listener,
+/// per-mechanism form).
+const OAUTHBEARER_KEYS: [&str; 7] = [
+    "sasl.oauthbearer.jwks.endpoint.url",
+    "sasl.oauthbearer.jwks.endpoint.refresh.ms",
+    "sasl.oauthbearer.expected.audience",
+    "sasl.oauthbearer.expected.issuer",
+    "sasl.oauthbearer.sub.claim.name",
+    "sasl.oauthbearer.scope.claim.name",
+    "sasl.oauthbearer.clock.skew.seconds",
+];
+
 /// The listener settings besides the TLS and SASL ones.
 const LISTENER_KEYS: [&str; 5] = [
     "listeners",
@@ -125,9 +150,11 @@ impl ListenerConfigs {
             .strip_prefix("listener.name.")
             .and_then(|rest| rest.split_once('.'))
             .map_or(key, |(_, key)| key);
+        let oauth_key = ssl_key.strip_prefix("oauthbearer.").unwrap_or(ssl_key);
         if LISTENER_KEYS.contains(&key)
             || SSL_KEYS.contains(&ssl_key)
             || SASL_KEYS.contains(&ssl_key)
+            || OAUTHBEARER_KEYS.contains(&oauth_key)
         {
             self.given.insert(key.to_owned(), value.trim().to_owned());
             return true;
@@ -237,6 +264,12 @@ impl ListenerConfigs {
                 }
                 _ => None,
             };
+            let oauthbearer = match &sasl {
+                Some(sasl) if sasl.mechanisms.contains(&Mechanism::OAuthBearer) => {
+                    Some(self.oauthbearer_settings(&endpoint.name)?)
+                }
+                _ => None,
+            };
             resolved.push(ListenerSpec {
                 name: endpoint.name,
                 bind: endpoint.bind,
@@ -244,6 +277,7 @@ impl ListenerConfigs {
                 advertised,
                 tls,
                 sasl,
+                oauthbearer,
             });
         }
         let inter_broker = self.inter_broker(&resolved)?;
@@ -357,7 +391,9 @@ impl ListenerConfigs {
                         refused(
                             given.clone(),
                             format!(
-                                "{text} is not served: Weir serves PLAIN, SCRAM-SHA-256 and                                  SCRAM-SHA-512 (GSSAPI and OAUTHBEARER are not served yet)"
+                                "{text} is not served: Weir serves PLAIN, SCRAM-SHA-256, \
+                                 SCRAM-SHA-512 and OAUTHBEARER (GSSAPI, Kerberos, is not \
+                                 served; names are upper case)"
                             ),
                         )
                     })?;
@@ -381,6 +417,99 @@ impl ListenerConfigs {
         Ok(SaslSettings {
             mechanisms,
             reauth_ms,
+            oauthbearer: None,
+        })
+    }
+
+    /// An OAUTHBEARER setting of listener `name`: Kafka's
+    /// `listener.name.NAME.oauthbearer.KEY` first, then
+    /// `listener.name.NAME.KEY`, then the broker-wide one.
+    fn oauth(&self, name: &str, key: &str) -> Option<(String, &str)> {
+        let prefixed = format!(
+            "listener.name.{}.oauthbearer.{key}",
+            name.to_ascii_lowercase()
+        );
+        if let Some(value) = self.given.get(&prefixed) {
+            return Some((prefixed, value));
+        }
+        self.ssl(name, key)
+    }
+
+    /// KIP-768's settings for a listener that serves OAUTHBEARER: the JWKS
+    /// (required) and what a token must be.
+    fn oauthbearer_settings(&self, name: &str) -> Result<OAuthBearerSettings, SettingsError> {
+        let refused =
+            |(key, value): (String, &str), reason: String| SettingsError::BrokerConfigRefused {
+                key,
+                value: value.to_owned(),
+                reason,
+            };
+        let url_key = "sasl.oauthbearer.jwks.endpoint.url";
+        let jwks = match self.oauth(name, url_key) {
+            Some(given) => {
+                JwksSource::parse(given.1).map_err(|reason| refused(given.clone(), reason))?
+            }
+            None => {
+                return Err(SettingsError::BrokerConfigRefused {
+                    key: "sasl.enabled.mechanisms".into(),
+                    value: "OAUTHBEARER".into(),
+                    reason: format!(
+                        "listener {name} serves OAUTHBEARER and needs {url_key}: the identity \
+                         provider's JWKS, as a file (file:/path/jwks.json) or an http(s) URL"
+                    ),
+                });
+            }
+        };
+        let number = |key: &str, default: u64| -> Result<u64, SettingsError> {
+            match self.oauth(name, key) {
+                None => Ok(default),
+                Some(given) => given
+                    .1
+                    .parse::<u64>()
+                    .map_err(|e| refused(given.clone(), e.to_string())),
+            }
+        };
+        let refresh_ms = number(
+            "sasl.oauthbearer.jwks.endpoint.refresh.ms",
+            JWKS_REFRESH_MS_DEFAULT,
+        )?;
+        if refresh_ms == 0 {
+            return Err(refused(
+                self.oauth(name, "sasl.oauthbearer.jwks.endpoint.refresh.ms")
+                    .unwrap_or_default(),
+                "must be at least 1".into(),
+            ));
+        }
+        let defaults = TokenRules::default();
+        let text = |key: &str| {
+            self.oauth(name, key)
+                .map(|(_, value)| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let rules = TokenRules {
+            expected_audience: text("sasl.oauthbearer.expected.audience")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|aud| !aud.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            expected_issuer: text("sasl.oauthbearer.expected.issuer"),
+            sub_claim_name: text("sasl.oauthbearer.sub.claim.name")
+                .unwrap_or(defaults.sub_claim_name),
+            scope_claim_name: text("sasl.oauthbearer.scope.claim.name")
+                .unwrap_or(defaults.scope_claim_name),
+            clock_skew_seconds: number(
+                "sasl.oauthbearer.clock.skew.seconds",
+                defaults.clock_skew_seconds,
+            )?,
+        };
+        Ok(OAuthBearerSettings {
+            jwks,
+            refresh_ms,
+            rules,
         })
     }
 
@@ -615,11 +744,20 @@ pub(crate) async fn bind(listeners: &Listeners) -> Result<Vec<Bound>, ServeError
             )?)),
             None => None,
         };
-        bound.push(Bound {
-            spec: spec.clone(),
-            socket,
-            tls,
-        });
+        let mut spec = spec.clone();
+        // The keys are loaded before the broker says it listens: a JWKS
+        // that cannot be read or fetched stops the start, as a bad
+        // certificate does.
+        if let (Some(settings), Some(sasl)) = (&spec.oauthbearer, spec.sasl.as_mut()) {
+            let bearer = OAuthBearer::load(settings.clone())
+                .await
+                .map_err(|source| ServeError::Jwks {
+                    listener: spec.name.clone(),
+                    source,
+                })?;
+            sasl.oauthbearer = Some(Arc::new(bearer));
+        }
+        bound.push(Bound { spec, socket, tls });
     }
     Ok(bound)
 }
@@ -719,6 +857,74 @@ mod tests {
     }
 
     #[test]
+    fn an_oauthbearer_listener_takes_kip_768_settings_in_kafkas_forms() {
+        let resolved = configs(&[
+            ("listeners", "SASL_PLAINTEXT://:9094,OTHER://:9095"),
+            (
+                "listener.security.protocol.map",
+                "SASL_PLAINTEXT:SASL_PLAINTEXT,OTHER:SASL_PLAINTEXT",
+            ),
+            ("sasl.enabled.mechanisms", "OAUTHBEARER,SCRAM-SHA-512"),
+            (
+                "sasl.oauthbearer.jwks.endpoint.url",
+                "file:///etc/weir/jwks.json",
+            ),
+            (
+                "listener.name.other.oauthbearer.sasl.oauthbearer.jwks.endpoint.url",
+                "https://idp.example/jwks",
+            ),
+            (
+                "listener.name.other.sasl.oauthbearer.expected.issuer",
+                "https://idp.example",
+            ),
+            ("sasl.oauthbearer.expected.audience", "kafka, weir"),
+            ("sasl.oauthbearer.sub.claim.name", "client_id"),
+            ("sasl.oauthbearer.clock.skew.seconds", "5"),
+        ])
+        .resolve(None, None)
+        .unwrap();
+        let [first, other] = &resolved.specs[..] else {
+            panic!("two listeners: {resolved:?}");
+        };
+        let sasl = first.sasl.as_ref().unwrap();
+        assert_eq!(
+            sasl.mechanisms,
+            [Mechanism::OAuthBearer, Mechanism::ScramSha512]
+        );
+        let oauth = first.oauthbearer.as_ref().unwrap();
+        assert_eq!(
+            oauth.jwks,
+            JwksSource::File(PathBuf::from("/etc/weir/jwks.json"))
+        );
+        assert_eq!(oauth.refresh_ms, JWKS_REFRESH_MS_DEFAULT);
+        assert_eq!(oauth.rules.expected_audience, ["kafka", "weir"]);
+        assert_eq!(oauth.rules.expected_issuer, None);
+        assert_eq!(oauth.rules.sub_claim_name, "client_id");
+        assert_eq!(oauth.rules.scope_claim_name, "scope");
+        assert_eq!(oauth.rules.clock_skew_seconds, 5);
+        let oauth = other.oauthbearer.as_ref().unwrap();
+        assert_eq!(
+            oauth.jwks,
+            JwksSource::Url("https://idp.example/jwks".into())
+        );
+        assert_eq!(
+            oauth.rules.expected_issuer.as_deref(),
+            Some("https://idp.example")
+        );
+        let without_jwks = configs(&[
+            ("listeners", "SASL_PLAINTEXT://:9094"),
+            ("sasl.enabled.mechanisms", "OAUTHBEARER"),
+        ])
+        .resolve(None, None)
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            without_jwks.contains("sasl.oauthbearer.jwks.endpoint.url"),
+            "{without_jwks}"
+        );
+    }
+
+    #[test]
     fn listener_settings_that_cannot_work_are_refused() {
         let refused = |pairs: &[(&str, &str)], listen: Option<&str>| {
             configs(pairs)
@@ -742,7 +948,10 @@ mod tests {
             ],
             None,
         );
-        assert!(gssapi.contains("not served"), "{gssapi}");
+        assert!(
+            gssapi.contains("GSSAPI") && gssapi.contains("not served"),
+            "{gssapi}"
+        );
         let twice = refused(&[("listeners", "PLAINTEXT://:9092,SSL://:9092")], None);
         assert!(twice.contains("two listeners"), "{twice}");
         let stranger = refused(

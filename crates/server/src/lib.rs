@@ -5,7 +5,9 @@
 //!
 //! [`serve`] owns the accept loops of the listeners and graceful shutdown;
 //! `connection` owns one client's reader and writer; `tls` the TLS of an
-//! `SSL` listener and the principal a client certificate names; `budget`
+//! `SSL` listener and the principal a client certificate names; `sasl` the
+//! SASL exchange of each connection on a SASL listener, and `jwks` the
+//! signing keys its OAUTHBEARER checks tokens with; `budget`
 //! bounds the response bytes held across all connections; `idle` closes
 //! connections that stay idle.
 
@@ -23,9 +25,11 @@ use weir_broker::{Broker, Caller};
 mod budget;
 mod connection;
 mod idle;
+pub mod jwks;
 pub mod sasl;
 pub mod tls;
 
+pub use jwks::{JwksError, JwksSource, OAuthBearer, OAuthBearerSettings};
 pub use sasl::SaslSettings;
 pub use tls::{ClientAuth, TlsAcceptor, TlsError, TlsSettings};
 
@@ -146,6 +150,9 @@ pub async fn serve(
     for (index, listener) in listeners.into_iter().enumerate() {
         if let Some(acceptor) = &listener.tls {
             background.spawn(watch_certificates(acceptor.clone(), listener.name.clone()));
+        }
+        if let Some(bearer) = listener.sasl.as_ref().and_then(|s| s.oauthbearer.clone()) {
+            background.spawn(bearer.keep_current());
         }
         background.spawn(accept_loop(listener.socket, index, accepted_tx.clone()));
         sides.push((listener.name, listener.tls, listener.sasl));

@@ -18,11 +18,20 @@
 //! `session_lifetime_ms`, re-authenticates on the same connection (as the
 //! same principal), and a connection that sends anything else after its
 //! session ended is closed.
+//!
+//! `OAUTHBEARER` checks the client's JWT against the listener's JWKS
+//! (`jwks.rs`, with `weir_auth::oauth`'s rules). A refused token is
+//! answered, as Kafka does (RFC 7628 section 3.2.2), with the error
+//! challenge `{"status":"invalid_token"}`; the client answers `%x01` and
+//! is then refused as with any other mechanism, after the same delay, the
+//! failure counted toward the same limit when the token was refused. Its
+//! session lasts the token's remaining lifetime, capped by
+//! `connections.max.reauth.ms` when that is set (KIP-368, as Kafka).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -32,11 +41,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
+use weir_auth::oauth::requested_key_id;
 use weir_auth::{
-    CredentialLookup, KafkaPrincipal, Mechanism, SaslError, SaslServer, ScramCredential,
-    ScramMechanism, Step,
+    CredentialLookup, KafkaPrincipal, Mechanism, OAuthBearerServer, OAuthError, OAuthStep,
+    SaslError, SaslServer, ScramCredential, ScramMechanism, Step,
 };
 use weir_metadata::MetadataStore;
+
+use crate::jwks::OAuthBearer;
 
 /// How long a failed authentication waits before it is answered (Kafka's
 /// `connection.failed.authentication.delay.ms` default is 100).
@@ -54,8 +66,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 pub struct SaslSettings {
     /// `sasl.enabled.mechanisms`.
     pub mechanisms: Vec<Mechanism>,
-    /// `connections.max.reauth.ms`; 0 means a session never ends.
+    /// `connections.max.reauth.ms`; 0 means a session never ends (an
+    /// OAUTHBEARER session still ends with its token).
     pub reauth_ms: u64,
+    /// The keys and rules of `OAUTHBEARER`, loaded; set when it is enabled.
+    pub oauthbearer: Option<Arc<OAuthBearer>>,
 }
 
 /// The failed authentications of each client address in its current minute,
@@ -121,6 +136,8 @@ enum Exchange {
     Chosen(Mechanism),
     /// SaslAuthenticate is under way.
     Running(Box<SaslServer>),
+    /// OAUTHBEARER's error challenge is sent; the client's `%x01` is next.
+    OAuthChallenged(OAuthBearerServer),
 }
 
 /// One connection's SASL state.
@@ -223,7 +240,10 @@ impl Authenticator {
             close,
             delay: None,
         };
-        if matches!(self.exchange, Exchange::Running(_)) {
+        if matches!(
+            self.exchange,
+            Exchange::Running(_) | Exchange::OAuthChallenged(_)
+        ) {
             return answer(Some(ResponseError::IllegalSaslState), true);
         }
         match Mechanism::parse(req.mechanism.as_str()) {
@@ -252,6 +272,14 @@ impl Authenticator {
                     "SaslAuthenticate before SaslHandshake".to_owned(),
                     None,
                 );
+            }
+            Exchange::Chosen(Mechanism::OAuthBearer) => {
+                return self
+                    .oauthbearer(OAuthBearerServer::new(), false, req, version, now)
+                    .await;
+            }
+            Exchange::OAuthChallenged(server) => {
+                return self.oauthbearer(server, true, req, version, now).await;
             }
             Exchange::Chosen(mechanism) => Box::new(SaslServer::new(mechanism)),
             Exchange::Running(server) => server,
@@ -299,32 +327,15 @@ impl Authenticator {
                 principal,
                 final_message,
             }) => {
-                if let Some((before, _)) = &self.session
-                    && *before != principal
-                {
-                    tracing::warn!(address = %self.address, before = %before, after = %principal,
-                        "closing connection: re-authentication as another principal");
-                    return refused(
-                        ResponseError::SaslAuthenticationFailed,
-                        "Cannot change principals during re-authentication".to_owned(),
-                        None,
-                    );
-                }
-                let reauth_ms = self.settings.reauth_ms;
-                let ends = (reauth_ms > 0).then(|| now + Duration::from_millis(reauth_ms));
-                tracing::debug!(address = %self.address, %principal, %mechanism,
-                    reauthentication = self.session.is_some(), "SASL authenticated");
-                self.session = Some((principal, ends));
-                let mut response =
-                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(final_message));
-                if version >= 1 {
-                    response.session_lifetime_ms = i64::try_from(reauth_ms).unwrap_or(i64::MAX);
-                }
-                Verdict::Answer {
-                    response: Box::new(ResponseKind::SaslAuthenticate(response)),
-                    close: false,
-                    delay: None,
-                }
+                let lifetime_ms = self.settings.reauth_ms;
+                self.authenticated(
+                    principal,
+                    mechanism,
+                    lifetime_ms,
+                    final_message,
+                    version,
+                    now,
+                )
             }
             Err(err) => {
                 self.failures.failed(self.address, now);
@@ -335,6 +346,168 @@ impl Authenticator {
                     SaslError::AuthenticationFailed { .. } | SaslError::AuthorizationIdMismatch => {
                         err.to_string()
                     }
+                    _ => format!(
+                        "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+                    ),
+                };
+                refused(
+                    ResponseError::SaslAuthenticationFailed,
+                    message,
+                    Some(FAILED_AUTHENTICATION_DELAY),
+                )
+            }
+        }
+    }
+}
+
+impl Authenticator {
+    /// The session starts (or, on re-authentication, goes on) as
+    /// `principal` for `lifetime_ms` (0: for ever); the client is told the
+    /// lifetime in SaslAuthenticate v1 and later.
+    fn authenticated(
+        &mut self,
+        principal: KafkaPrincipal,
+        mechanism: Mechanism,
+        lifetime_ms: u64,
+        final_message: Vec<u8>,
+        version: i16,
+        now: Instant,
+    ) -> Verdict {
+        if let Some((before, _)) = &self.session
+            && *before != principal
+        {
+            tracing::warn!(address = %self.address, before = %before, after = %principal,
+                "closing connection: re-authentication as another principal");
+            return refused(
+                ResponseError::SaslAuthenticationFailed,
+                "Cannot change principals during re-authentication".to_owned(),
+                None,
+            );
+        }
+        let ends = (lifetime_ms > 0).then(|| now + Duration::from_millis(lifetime_ms));
+        tracing::debug!(address = %self.address, %principal, %mechanism,
+            session_lifetime_ms = lifetime_ms,
+            reauthentication = self.session.is_some(), "SASL authenticated");
+        self.session = Some((principal, ends));
+        let mut response =
+            SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(final_message));
+        if version >= 1 {
+            response.session_lifetime_ms = i64::try_from(lifetime_ms).unwrap_or(i64::MAX);
+        }
+        Verdict::Answer {
+            response: Box::new(ResponseKind::SaslAuthenticate(response)),
+            close: false,
+            delay: None,
+        }
+    }
+
+    /// An OAUTHBEARER message: the client's first (its token), or its
+    /// `%x01` after the error challenge (`challenged`).
+    async fn oauthbearer(
+        &mut self,
+        server: OAuthBearerServer,
+        challenged: bool,
+        req: SaslAuthenticateRequest,
+        version: i16,
+        now: Instant,
+    ) -> Verdict {
+        let mechanism = Mechanism::OAuthBearer;
+        if !challenged && self.failures.refused(self.address, now) {
+            tracing::warn!(address = %self.address, %mechanism,
+                limit = FAILED_AUTHENTICATIONS_PER_MINUTE_MAX,
+                "SASL authentication refused unchecked: too many failed attempts from this \
+                 address in the last minute");
+            return refused(
+                ResponseError::SaslAuthenticationFailed,
+                "Authentication failed: too many failed attempts from this address; try again \
+                 in a minute"
+                    .to_owned(),
+                Some(FAILED_AUTHENTICATION_DELAY),
+            );
+        }
+        let Some(bearer) = self.settings.oauthbearer.clone() else {
+            tracing::error!(address = %self.address,
+                "closing connection: OAUTHBEARER is enabled without its JWKS");
+            return Verdict::Close("OAUTHBEARER has no JWKS".to_owned());
+        };
+        // A key the set lacks may be new at the identity provider.
+        if !challenged
+            && let Some(kid) = requested_key_id(&req.auth_bytes)
+            && !bearer.keys().is_some_and(|keys| keys.contains_key_id(&kid))
+        {
+            bearer.refresh_for_unknown_kid(&kid).await;
+        }
+        let Some(keys) = bearer.keys() else {
+            return Verdict::Close("the OAUTHBEARER keys are unavailable".to_owned());
+        };
+        let rules = bearer.rules().clone();
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        // A signature check: public-key work, on the blocking pool as the
+        // other mechanisms' steps are.
+        let stepped = tokio::task::spawn_blocking(move || {
+            let mut server = server;
+            let step = server.step(&req.auth_bytes, &keys, &rules, now_ms);
+            (server, step)
+        })
+        .await;
+        let (server, step) = match stepped {
+            Ok(stepped) => stepped,
+            Err(err) => {
+                tracing::error!(error = %err, "SASL step failed");
+                return Verdict::Close("the SASL step failed".to_owned());
+            }
+        };
+        match step {
+            Ok(OAuthStep::Done(token)) => {
+                // KIP-368 as Kafka: the token's remaining lifetime, capped
+                // by connections.max.reauth.ms. A token accepted within the
+                // clock skew after its exp still gets a session, of 1 ms.
+                let remaining_ms = token.expires_at_ms.saturating_sub(now_ms).max(1);
+                let lifetime_ms = match self.settings.reauth_ms {
+                    0 => remaining_ms,
+                    reauth_ms => remaining_ms.min(reauth_ms),
+                };
+                tracing::debug!(address = %self.address, scope = ?token.scope,
+                    kid = ?token.key_id, "OAUTHBEARER token accepted");
+                self.authenticated(
+                    token.principal,
+                    mechanism,
+                    lifetime_ms,
+                    Vec::new(),
+                    version,
+                    now,
+                )
+            }
+            Ok(OAuthStep::Challenge { challenge, error }) => {
+                self.failures.failed(self.address, now);
+                // The reason names claims and keys, never the token.
+                tracing::warn!(address = %self.address, %mechanism, reason = %error,
+                    "SASL authentication failed: OAUTHBEARER token refused");
+                self.exchange = Exchange::OAuthChallenged(server);
+                Verdict::Answer {
+                    response: Box::new(ResponseKind::SaslAuthenticate(
+                        SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(challenge)),
+                    )),
+                    close: false,
+                    delay: None,
+                }
+            }
+            Err(err) => {
+                if challenged {
+                    // Logged with its reason when the challenge was sent.
+                    tracing::debug!(address = %self.address, %mechanism, reason = %err,
+                        "closing connection after the OAUTHBEARER error challenge");
+                } else {
+                    self.failures.failed(self.address, now);
+                    tracing::warn!(address = %self.address, %mechanism, reason = %err,
+                        "closing connection: SASL authentication failed");
+                }
+                let message = match err {
+                    OAuthError::AuthorizationIdMismatch => err.to_string(),
                     _ => format!(
                         "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
                     ),

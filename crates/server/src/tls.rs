@@ -138,7 +138,7 @@ pub enum TlsError {
 
 /// The size, modification time and inode of each file a configuration
 /// was built from: a renewal that rewrites or replaces a file changes one.
-type Stamp = Vec<Option<(u64, Option<SystemTime>, u64)>>;
+pub(crate) type Stamp = Vec<Option<(u64, Option<SystemTime>, u64)>>;
 
 /// The TLS configuration of one listener, rebuilt when its files change.
 #[derive(Debug)]
@@ -217,11 +217,15 @@ impl TlsAcceptor {
 fn stamp(settings: &TlsSettings) -> Stamp {
     std::iter::once(&settings.keystore)
         .chain(settings.truststore.as_ref())
-        .map(|path| {
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.len(), meta.modified().ok(), inode(&meta)))
-        })
+        .map(|path| file_stamp(path))
         .collect()
+}
+
+/// One file's size, modification time and inode; `None` when it cannot
+/// be read. Also how the OAUTHBEARER JWKS file is watched (`jwks.rs`).
+pub(crate) fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok(), inode(&meta)))
 }
 
 #[cfg(unix)]
