@@ -13,8 +13,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -75,27 +73,9 @@ fn listener(broker: &Broker, name: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// `weir user create NAME --password-stdin` through `bootstrap`.
+/// `weir user create NAME` with SCRAM-SHA-512 and the tests' password.
 fn create_user(bootstrap: &str, name: &str) -> anyhow::Result<()> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["--brokers", bootstrap, "user", "create", name])
-        .args(["--password-stdin", "--mechanism", "SCRAM-SHA-512"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(format!("{PASSWORD}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "weir user create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    common::security::create_user(bootstrap, (name, PASSWORD), "SCRAM-SHA-512")
 }
 
 /// `config` as user `name` over SASL_PLAINTEXT with SCRAM-SHA-512.
@@ -465,51 +445,20 @@ async fn acl_requests_need_an_authorizer_and_alter_on_the_cluster() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_made_through_one_broker_is_enforced_by_every_broker_of_a_cluster()
 -> anyhow::Result<()> {
-    const NODES: u16 = 3;
-    let mut plaintext = Vec::new();
-    let mut voters = Vec::new();
-    for id in 1..=NODES {
-        plaintext.push(common::reserve_port()?);
-        voters.push(format!("{id}@127.0.0.1:{}", common::reserve_port()?));
-    }
-    let voters = voters.join(",");
     // Brokers reach each other on PLAINTEXT as User:ANONYMOUS, the super
-    // user; alice comes in on SASL. The nodes print their addresses once
-    // the quorum has formed: start them together.
-    let starts: Vec<_> = (1..=NODES)
-        .zip(plaintext)
-        .map(|(id, port)| {
-            let listeners = format!("PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:0");
-            let args: Vec<String> = [
-                "--node-id",
-                &id.to_string(),
-                "--voters",
-                &voters,
-                "--set",
-                "inter.broker.listener.name=PLAINTEXT",
-                "--set",
-                AUTHORIZER,
-                "--set",
-                "super.users=User:ANONYMOUS",
-                "--set",
-                "sasl.enabled.mechanisms=SCRAM-SHA-512",
-            ]
-            .map(str::to_owned)
-            .into();
-            std::thread::spawn(move || {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                Broker::start_with_listeners(&listeners, &args)
-            })
-        })
-        .collect();
-    let mut nodes = Vec::new();
-    for start in starts {
-        nodes.push(
-            start
-                .join()
-                .map_err(|_| anyhow::anyhow!("a node's start thread panicked"))??,
-        );
-    }
+    // user; alice comes in on SASL.
+    let nodes = common::security::start_cluster(
+        3,
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        &[
+            "--set",
+            AUTHORIZER,
+            "--set",
+            "super.users=User:ANONYMOUS",
+            "--set",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        ],
+    )?;
     let plain: Vec<String> = nodes
         .iter()
         .map(|n| listener(n, "PLAINTEXT"))

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -46,27 +44,9 @@ fn sasl_broker(extra: &[&str]) -> anyhow::Result<Broker> {
     )
 }
 
-/// `weir user create NAME --password-stdin --mechanism M` through `bootstrap`.
+/// `weir user create` with the tests' password.
 fn create_user(bootstrap: &str, name: &str, mechanism: &str) -> anyhow::Result<()> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["--brokers", bootstrap, "user", "create", name])
-        .args(["--password-stdin", "--mechanism", mechanism])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(format!("{PASSWORD}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "weir user create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    common::security::create_user(bootstrap, (name, PASSWORD), mechanism)
 }
 
 fn sasl(mut config: ClientConfig, mechanism: &str, password: &str) -> ClientConfig {

@@ -239,51 +239,14 @@ async fn a_changed_certificate_is_served_without_dropping_open_connections() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clusters_ssl_clients_are_sent_to_every_brokers_ssl_listener() -> anyhow::Result<()> {
-    const NODES: u16 = 3;
     let certs = tempfile::tempdir()?;
     dev_certificates(certs.path())?;
-    let mut plaintext = Vec::new();
-    let mut voters = Vec::new();
-    for id in 1..=NODES {
-        plaintext.push(common::reserve_port()?);
-        voters.push(format!("{id}@127.0.0.1:{}", common::reserve_port()?));
-    }
-    let voters = voters.join(",");
-    // Brokers reach each other on PLAINTEXT; clients come in on SSL. The
-    // nodes print their addresses once the quorum has formed: start them
-    // together.
-    let starts: Vec<_> = (1..=NODES)
-        .zip(plaintext)
-        .map(|(id, port)| {
-            let listeners = format!("PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:0");
-            let args: Vec<String> = [
-                "--node-id".to_owned(),
-                id.to_string(),
-                "--voters".to_owned(),
-                voters.clone(),
-                "--set".to_owned(),
-                "inter.broker.listener.name=PLAINTEXT".to_owned(),
-                "--set".to_owned(),
-                format!(
-                    "ssl.keystore.location={}",
-                    certs.path().join("broker.pem").display()
-                ),
-            ]
-            .into();
-            std::thread::spawn(move || {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                Broker::start_with_listeners(&listeners, &args)
-            })
-        })
-        .collect();
-    let mut nodes = Vec::new();
-    for start in starts {
-        nodes.push(
-            start
-                .join()
-                .map_err(|_| anyhow::anyhow!("a node's start thread panicked"))??,
-        );
-    }
+    // Brokers reach each other on PLAINTEXT; clients come in on SSL.
+    let keystore = format!(
+        "ssl.keystore.location={}",
+        certs.path().join("broker.pem").display()
+    );
+    let nodes = common::security::start_cluster(3, "SSL://127.0.0.1:0", &["--set", &keystore])?;
     let ssl: Vec<String> = nodes.iter().map(ssl_address).collect::<Result<_, _>>()?;
     let secure = |config| over_ssl(config, certs.path(), None);
     let bootstrap = ssl.join(",");

@@ -1,10 +1,13 @@
-//! What the TLS and SASL tests share: certificates from `weir cert dev`,
-//! a partition's values read back through a client configuration (TLS or
-//! SASL settings included), and waiting for the broker to log a refusal.
+//! What the TLS, SASL and ACL tests share: certificates from `weir cert
+//! dev`, users from `weir user create`, a cluster whose nodes have several
+//! listeners, a partition's values read back through a client
+//! configuration (TLS or SASL settings included), and waiting for the
+//! broker to log a refusal.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -26,6 +29,83 @@ pub fn dev_certificates(dir: &Path) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// `weir user create NAME --password-stdin --mechanism MECHANISM` through
+/// `bootstrap`.
+pub fn create_user(
+    bootstrap: &str,
+    (name, password): (&str, &str),
+    mechanism: &str,
+) -> anyhow::Result<()> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--brokers", bootstrap, "user", "create", name])
+        .args(["--password-stdin", "--mechanism", mechanism])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "weir user create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A cluster of `nodes` nodes, each a voter reached by the others on a
+/// PLAINTEXT listener (`inter.broker.listener.name`) at a port reserved
+/// here, with `more_listeners` (`SSL://127.0.0.1:0,...`) beside it and
+/// `args`. The nodes print their addresses once the quorum has formed, so
+/// they are started together.
+pub fn start_cluster(
+    nodes: u16,
+    more_listeners: &str,
+    args: &[&str],
+) -> anyhow::Result<Vec<Broker>> {
+    let mut plaintext = Vec::new();
+    let mut voters = Vec::new();
+    for id in 1..=nodes {
+        plaintext.push(super::reserve_port()?);
+        voters.push(format!("{id}@127.0.0.1:{}", super::reserve_port()?));
+    }
+    let voters = voters.join(",");
+    let starts: Vec<_> = (1..=nodes)
+        .zip(plaintext)
+        .map(|(id, port)| {
+            let listeners = format!("PLAINTEXT://127.0.0.1:{port},{more_listeners}");
+            let mut node_args: Vec<String> = [
+                "--node-id",
+                &id.to_string(),
+                "--voters",
+                &voters,
+                "--set",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+            .map(str::to_owned)
+            .into();
+            node_args.extend(args.iter().map(|arg| (*arg).to_owned()));
+            std::thread::spawn(move || {
+                let args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+                Broker::start_with_listeners(&listeners, &args)
+            })
+        })
+        .collect();
+    let mut started = Vec::new();
+    for start in starts {
+        started.push(
+            start
+                .join()
+                .map_err(|_| anyhow::anyhow!("a node's start thread panicked"))??,
+        );
+    }
+    Ok(started)
 }
 
 /// Send `count` records `TAG-0`, `TAG-1`, ... to `topic`, each acknowledged
