@@ -5,15 +5,21 @@
 #
 # Targets (fuzz/fuzz_targets/): decode_request (request frames of every API
 # and version), produce_payload (a produce's RecordBatch payload, checked and
-# appended to a real partition), log_recovery (a log whose newest segment
-# is torn or overwritten, opened again). Default: all three, 30 seconds each
-# (what .ci/run runs); the campaigns in docs/security.md ran 600.
+# appended to a real partition), log_recovery (a log whose newest segment,
+# index, checkpoint or leader epochs are torn, overwritten or extended,
+# opened again and read back), sasl_exchange (PLAIN and SCRAM exchanges of
+# arbitrary client messages with weir-auth's SASL server). Default: all
+# four, 30 seconds each (what .ci/run runs); the campaigns in
+# docs/security.md ran 600.
 #
 # Installs cargo-fuzz when missing (it needs the nightly toolchain, which
 # rustup provides). Each target first runs every input of its committed
 # regression corpus (fuzz/corpus/TARGET), then fuzzes from it; new inputs go
 # to a scratch folder, not the repository. A crash stops the run: the input
 # is in fuzz/artifacts/TARGET/, and the script exits 1.
+#
+# WEIR_FUZZ_KEEP=DIR keeps the new inputs (DIR/TARGET/) and libFuzzer's log
+# (DIR/TARGET.log) of a campaign, to merge into the regression corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +27,7 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decode_request produce_payload log_recovery)
+    targets=(decode_request produce_payload log_recovery sasl_exchange)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
@@ -34,11 +40,21 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 
 cd fuzz
-if [ -z "$(ls -A corpus/decode_request 2>/dev/null)" ]; then
-    cargo +nightly run --quiet --bin seeds
+# The seed writer fills every target's corpus folder; run it when one of the
+# targets to fuzz has none.
+for target in "${targets[@]}"; do
+    if [ -z "$(ls -A "corpus/$target" 2>/dev/null)" ]; then
+        cargo +nightly run --quiet --bin seeds
+        break
+    fi
+done
+if [ -n "${WEIR_FUZZ_KEEP:-}" ]; then
+    mkdir -p "$WEIR_FUZZ_KEEP"
+    scratch=$(cd "$WEIR_FUZZ_KEEP" && pwd)
+else
+    scratch=$(mktemp -d -t weir-fuzz-XXXXXX)
+    trap 'rm -rf "$scratch"' EXIT
 fi
-scratch=$(mktemp -d -t weir-fuzz-XXXXXX)
-trap 'rm -rf "$scratch"' EXIT
 status=0
 for target in "${targets[@]}"; do
     echo "== fuzzing $target for ${seconds}s"

@@ -8,8 +8,10 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-/// A batch of `count` records (keys, values and a `tag` header), with
-/// `compression`.
+/// `count` records (keys, values and a `tag` header), with `compression`,
+/// each in a batch of its own: kafka-protocol's encoder starts a new batch
+/// wherever offset minus sequence changes, and the sequence here is -1
+/// throughout (no idempotent producer).
 pub fn batch(count: i64, compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
