@@ -66,6 +66,8 @@ enum Command {
     User(cli::user::UserArgs),
     /// Add, list and remove ACLs, with kafka-acls.sh's flags.
     Acl(cli::acl::AclArgs),
+    /// Describe and alter client quotas, with rpk cluster quotas' flags.
+    Quota(cli::quota::QuotaArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Cert(args) => cli::cert::run(args).map_err(cli_failed),
         Command::User(args) => cli::user::run(brokers, args).map_err(cli_failed),
         Command::Acl(args) => cli::acl::run(brokers, args).map_err(cli_failed),
+        Command::Quota(args) => cli::quota::run(brokers, args).map_err(cli_failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,7 +79,11 @@ pub fn start_cluster(
     let starts: Vec<_> = (1..=nodes)
         .zip(plaintext)
         .map(|(id, port)| {
-            let listeners = format!("PLAINTEXT://127.0.0.1:{port},{more_listeners}");
+            let listeners = if more_listeners.is_empty() {
+                format!("PLAINTEXT://127.0.0.1:{port}")
+            } else {
+                format!("PLAINTEXT://127.0.0.1:{port},{more_listeners}")
+            };
             let mut node_args: Vec<String> = [
                 "--node-id",
                 &id.to_string(),

@@ -19,7 +19,15 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
+    // The time the work takes counts as the request's (request_percentage).
+    let counter = crate::quotas::work_counter();
+    let timed = move || {
+        let start = std::time::Instant::now();
+        let value = work();
+        crate::quotas::add_work(counter.as_ref(), start.elapsed());
+        value
+    };
+    match tokio::task::spawn_blocking(timed).await {
         Ok(value) => Ok(value),
         Err(err) => match err.try_into_panic() {
             Ok(payload) => std::panic::resume_unwind(payload),

@@ -70,6 +70,9 @@ pub struct BrokerConfig {
     /// `allow.everyone.if.no.acl.found`. `None`: every client may do
     /// everything, as on a Kafka broker without an authorizer.
     pub authorizer: Option<weir_auth::AuthorizerConfig>,
+    /// `quota.window.num` and `quota.window.size.seconds`: how client
+    /// quotas measure rates.
+    pub quota_windows: crate::QuotaWindows,
 }
 
 impl BrokerConfig {
@@ -107,6 +110,7 @@ impl Default for BrokerConfig {
             replica_fetch_max_bytes: 1024 * 1024,
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             authorizer: None,
+            quota_windows: crate::QuotaWindows::default(),
         }
     }
 }

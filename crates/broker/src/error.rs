@@ -113,7 +113,8 @@ impl From<MetadataError> for ApiError {
             MetadataError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
             MetadataError::BrokerInUse(_)
             | MetadataError::TooManyGroupConfigs(_)
-            | MetadataError::TooManyAcls(_) => ResponseError::InvalidRequest,
+            | MetadataError::TooManyAcls(_)
+            | MetadataError::TooManyClientQuotas(_) => ResponseError::InvalidRequest,
             MetadataError::DuplicateVoter(_) => ResponseError::DuplicateVoter,
             MetadataError::VoterNotFound(_) => ResponseError::VoterNotFound,
             MetadataError::InvalidVoterChange(_) => ResponseError::InvalidRequest,

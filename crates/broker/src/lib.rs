@@ -25,6 +25,7 @@ mod group;
 mod group_config;
 mod peer;
 mod producer_ids;
+mod quotas;
 mod record_keys;
 mod replica;
 pub mod share;
@@ -40,6 +41,7 @@ pub use config::{
 };
 pub use error::ApiError;
 pub use group_config::validate_dlq_topic_prefix;
+pub use quotas::{QuotaSession, QuotaWindows, Sensor, Usage, WorkClock};
 pub use replica::ReplicaError;
 
 /// Why a request got no response; the server closes the connection.
@@ -140,6 +142,8 @@ pub struct Broker {
     shares: Arc<share::ShareManager>,
     /// What each client may do (`acls.rs`).
     acls: acls::Acls,
+    /// Client quotas and the rates measured against them (`quotas.rs`).
+    quotas: quotas::Quotas,
 }
 
 impl std::fmt::Debug for Broker {
@@ -189,8 +193,10 @@ impl Broker {
                 format!("{e}"),
             )
         })?;
+        let quotas = quotas::Quotas::new(config.quota_windows, metadata.as_ref());
         let broker = Self {
             acls,
+            quotas,
             config,
             log,
             metadata,
@@ -221,17 +227,18 @@ impl Broker {
     /// dead-letter writer and lock-expiry driver. Call once, on the runtime.
     pub fn start_background(self: &Arc<Self>) {
         self.txns.ensure_driver(self);
-        if self.acls.enabled() && self.metadata.replicated() {
-            self.follow_acls();
+        if self.metadata.replicated() {
+            self.follow_security_metadata();
         }
         if self.shares_enabled() {
             self.shares.start_background(self);
         }
     }
 
-    /// Keeps the authorizer current with the ACLs other brokers change: on
-    /// each change the metadata applies, builds it again if they changed.
-    fn follow_acls(self: &Arc<Self>) {
+    /// Keeps the authorizer and the quota table current with the ACLs and
+    /// quotas other brokers change: on each change the metadata applies,
+    /// builds them again if they changed.
+    fn follow_security_metadata(self: &Arc<Self>) {
         let broker = Arc::downgrade(self);
         let mut changes = self.metadata.changes();
         tokio::spawn(async move {
@@ -240,7 +247,10 @@ impl Broker {
                     return;
                 };
                 let refreshed = tokio::task::spawn_blocking(move || {
-                    broker.acls.refresh(broker.metadata.as_ref());
+                    if broker.acls.enabled() {
+                        broker.acls.refresh(broker.metadata.as_ref());
+                    }
+                    broker.quotas.refresh(broker.metadata.as_ref());
                 })
                 .await;
                 if refreshed.is_err() {
@@ -248,6 +258,89 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// Record what a request cost against the client quotas that apply to
+    /// `caller` and `client_id`, and answer how long the connection must
+    /// now stay muted: the largest throttle time earned, by this usage or
+    /// `earlier` (what the same request earned before), zero when none is.
+    ///
+    /// When one was earned, `response` carries it as `throttle_time_ms`,
+    /// and a Fetch response over `consumer_byte_rate` (or the request
+    /// quota) has its records taken out and not counted, as Kafka sends a
+    /// throttled fetch back empty; the caller encodes it again.
+    pub fn throttle(
+        &self,
+        session: &mut QuotaSession,
+        (caller, client_id): (&Caller, &str),
+        (usage, earlier): (Usage, std::time::Duration),
+        response: Option<&mut kafka_protocol::messages::ResponseKind>,
+    ) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let earned = session.record(
+            &self.quotas,
+            (&caller.principal.name, client_id),
+            usage,
+            now,
+        );
+        let wait = earned.into_iter().fold(earlier, std::cmp::max);
+        if wait.is_zero() {
+            return wait;
+        }
+        let Some(response) = response else {
+            return wait;
+        };
+        if let kafka_protocol::messages::ResponseKind::Fetch(fetch) = response {
+            session.unrecord_fetch(usage.fetch_bytes);
+            for topic in &mut fetch.responses {
+                for partition in &mut topic.partitions {
+                    partition.records = None;
+                }
+            }
+        }
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        quotas::set_throttle_time(response, ms);
+        wait
+    }
+
+    /// Whether any user or client-id quota is set: while none is, requests
+    /// need not be measured at all.
+    pub fn client_quotas_in_force(&self) -> bool {
+        self.quotas.in_force()
+    }
+
+    /// Whether a request is measured against client quotas at all: not the
+    /// connection's own set-up (ApiVersions, SASL) and not a follower
+    /// broker's replica fetch, as Kafka exempts them.
+    pub fn quota_exempt(request: &Request) -> bool {
+        use kafka_protocol::messages::RequestKind;
+        match &request.body {
+            RequestKind::ApiVersions(_)
+            | RequestKind::SaslHandshake(_)
+            | RequestKind::SaslAuthenticate(_) => true,
+            RequestKind::Fetch(fetch) => {
+                fetch.replica_id.0 >= 0 || fetch.replica_state.replica_id.0 >= 0
+            }
+            _ => false,
+        }
+    }
+
+    /// How connection creation rates are measured (the client quotas'
+    /// windows).
+    pub fn quota_windows(&self) -> QuotaWindows {
+        self.config.quota_windows
+    }
+
+    /// `connection_creation_rate` for connections from `ip`, when an ip
+    /// quota sets one.
+    pub fn connection_creation_rate(&self, ip: std::net::IpAddr) -> Option<f64> {
+        // Checked on every accept: skip building the address's text when
+        // no ip quota is set.
+        let table = self.quotas.table().1;
+        if !table.has_ip_quotas() {
+            return None;
+        }
+        table.connection_rate(&ip.to_string())
     }
 
     /// The APIs and version ranges served, as advertised in ApiVersions.

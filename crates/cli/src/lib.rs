@@ -1,6 +1,6 @@
 //! weir-cli: the `weir` commands for people and scripts that talk to any
 //! Kafka-compatible broker: `topic`, `produce`, `consume`, `cluster`,
-//! `group`, `txn`, `user` and `acl`.
+//! `group`, `txn`, `user`, `acl` and `quota`.
 //!
 //! This crate owns what they share: the exit codes, their error type
 //! ([`CliError`]: `Usage` means "the command line is wrong", weir-client's
@@ -25,6 +25,7 @@ pub mod dlq;
 pub mod group;
 #[cfg(feature = "rdkafka")]
 pub mod produce;
+pub mod quota;
 mod replicas;
 pub mod topic;
 pub mod txn;

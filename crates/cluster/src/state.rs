@@ -94,6 +94,11 @@ pub enum Command {
         /// The changes, in order.
         changes: Vec<weir_metadata::AclChange>,
     },
+    /// Set and remove client quota values (AlterClientQuotas).
+    AlterClientQuotas {
+        /// The changes, in order.
+        changes: Vec<weir_metadata::ClientQuotaChange>,
+    },
     /// Hand out `count` producer ids.
     AllocateProducerIds {
         /// How many.
@@ -257,6 +262,8 @@ pub enum Refusal {
     TooManyCredentials(String),
     /// ACL bindings past `weir_metadata::ACLS_MAX`.
     TooManyAcls(String),
+    /// Client quota values past `weir_metadata::CLIENT_QUOTAS_MAX`.
+    TooManyClientQuotas(String),
 }
 
 /// A topic as the state keeps it.
@@ -306,6 +313,15 @@ pub struct ClusterState {
     /// bindings' version, as `MetadataStore::acls` answers it.
     #[serde(default)]
     pub acls_changed_at: u64,
+    /// Client quota values, ordered by entity then key
+    /// ([`Command::AlterClientQuotas`]). Absent from snapshots of formats 1
+    /// to 4, which had none.
+    #[serde(default)]
+    pub client_quotas: Vec<weir_metadata::ClientQuota>,
+    /// The log index of the last [`Command::AlterClientQuotas`] applied:
+    /// the values' version, as `MetadataStore::client_quotas` answers it.
+    #[serde(default)]
+    pub client_quotas_changed_at: u64,
 }
 
 impl ClusterState {
@@ -517,6 +533,12 @@ impl ClusterState {
                 weir_metadata::apply_acl_changes(&mut self.acls, changes)
                     .map_err(|e| Refusal::TooManyAcls(e.to_string()))?;
                 self.acls_changed_at = index;
+                Ok(Outcome::Done)
+            }
+            Command::AlterClientQuotas { changes } => {
+                weir_metadata::apply_client_quota_changes(&mut self.client_quotas, changes)
+                    .map_err(|e| Refusal::TooManyClientQuotas(e.to_string()))?;
+                self.client_quotas_changed_at = index;
                 Ok(Outcome::Done)
             }
             Command::AllocateProducerIds { count } => {
@@ -1394,6 +1416,46 @@ mod tests {
         let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0,"scram_credentials":[]}"#;
         let read: Result<ClusterState, _> = serde_json::from_str(old);
         assert!(read.is_ok_and(|s| s.acls.is_empty() && s.acls_changed_at == 0));
+    }
+
+    #[test]
+    fn client_quotas_are_set_removed_and_versioned_by_their_log_index() {
+        let mut state = ClusterState::default();
+        let entity = |user: Option<&str>| {
+            vec![weir_metadata::QuotaEntityPart {
+                entity_type: "user".into(),
+                name: user.map(str::to_owned),
+            }]
+        };
+        let set = |user, value| weir_metadata::ClientQuotaChange {
+            entity: entity(user),
+            key: "producer_byte_rate".into(),
+            value,
+        };
+        let alter = Command::AlterClientQuotas {
+            changes: vec![set(Some("alice"), Some(1024.0)), set(None, Some(512.0))],
+        };
+        assert_eq!(state.apply(5, &alter), Outcome::Done);
+        assert_eq!(state.client_quotas_changed_at, 5);
+        let alter = Command::AlterClientQuotas {
+            changes: vec![set(Some("alice"), None), set(None, Some(2048.0))],
+        };
+        assert_eq!(state.apply(8, &alter), Outcome::Done);
+        let json = serde_json::to_string(&state).unwrap();
+        let read: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.client_quotas_changed_at, 8);
+        assert_eq!(
+            read.client_quotas,
+            vec![weir_metadata::ClientQuota {
+                entity: entity(None),
+                key: "producer_byte_rate".into(),
+                value: 2048.0
+            }]
+        );
+        // A snapshot of format 4 has none.
+        let old = r#"{"cluster_id":"c","topics":{},"brokers":{},"broker_configs":{},"next_producer_id":0,"acls":[],"acls_changed_at":3}"#;
+        let read: Result<ClusterState, _> = serde_json::from_str(old);
+        assert!(read.is_ok_and(|s| s.client_quotas.is_empty() && s.client_quotas_changed_at == 0));
     }
 
     #[test]

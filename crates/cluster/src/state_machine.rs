@@ -28,10 +28,11 @@ const SNAPSHOT_FILE: &str = "snapshot";
 /// Where a snapshot is written before it replaces the last one.
 const SNAPSHOT_TEMP_FILE: &str = "snapshot.tmp";
 /// The snapshot format this code writes. Format 2 added the state's
-/// `group_configs`, format 3 its `scram_credentials` and format 4 its
-/// `acls`; formats 1 to 3, which have none, are read too. A build that reads only the formats
-/// before would drop them, so it refuses a newer snapshot.
-const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+/// `group_configs`, format 3 its `scram_credentials`, format 4 its `acls`
+/// and format 5 its `client_quotas`; formats 1 to 4, which have none, are
+/// read too. A build that reads only the formats before would drop them,
+/// so it refuses a newer snapshot.
+const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 /// Largest snapshot read from disk or received from a leader.
 pub(crate) const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
 

@@ -126,6 +126,7 @@ fn refusal(why: Refusal) -> MetadataError {
         Refusal::TooManyGroupConfigs(m) => MetadataError::TooManyGroupConfigs(m),
         Refusal::TooManyCredentials(m) => MetadataError::Storage(m),
         Refusal::TooManyAcls(m) => MetadataError::TooManyAcls(m),
+        Refusal::TooManyClientQuotas(m) => MetadataError::TooManyClientQuotas(m),
     }
 }
 
@@ -277,6 +278,24 @@ impl MetadataStore for RaftMetadataStore {
 
     fn alter_acls(&self, changes: &[weir_metadata::AclChange]) -> Result<(), MetadataError> {
         self.commit(Command::AlterAcls {
+            changes: changes.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    fn client_quotas(&self) -> (u64, Vec<weir_metadata::ClientQuota>) {
+        self.read(|s| (s.client_quotas_changed_at, s.client_quotas.clone()))
+    }
+
+    fn client_quotas_version(&self) -> u64 {
+        self.read(|s| s.client_quotas_changed_at)
+    }
+
+    fn alter_client_quotas(
+        &self,
+        changes: &[weir_metadata::ClientQuotaChange],
+    ) -> Result<(), MetadataError> {
+        self.commit(Command::AlterClientQuotas {
             changes: changes.to_vec(),
         })
         .map(|_| ())

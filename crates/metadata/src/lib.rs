@@ -560,6 +560,95 @@ pub fn apply_acl_changes(
     Ok(())
 }
 
+/// Most client quota values the metadata keeps, all entities together.
+pub const CLIENT_QUOTAS_MAX: usize = 100_000;
+
+/// One component of a client quota entity: Kafka's entity type (`user`,
+/// `client-id` or `ip`) and the entity's name, or `None` for the type's
+/// default entity (Kafka's `<default>`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaEntityPart {
+    /// `user`, `client-id` or `ip`.
+    pub entity_type: String,
+    /// The entity's name; `None` is the default entity.
+    pub name: Option<String>,
+}
+
+/// One quota value as the metadata keeps it (Kafka's ClientQuotaRecord):
+/// the entity it applies to, with its parts ordered by entity type, the
+/// quota's key (`producer_byte_rate`, `consumer_byte_rate`,
+/// `request_percentage`, `controller_mutation_rate`,
+/// `connection_creation_rate`) and its value. The broker checks them
+/// before it asks the store to keep them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientQuota {
+    /// The entity, its parts ordered by entity type.
+    pub entity: Vec<QuotaEntityPart>,
+    /// The quota's key.
+    pub key: String,
+    /// The quota's value.
+    pub value: f64,
+}
+
+// Quota values are finite (the broker refuses any other), so their
+// equality is an equivalence.
+impl Eq for ClientQuota {}
+
+/// One change of AlterClientQuotas: set a quota's value, or remove it
+/// (`value` `None`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientQuotaChange {
+    /// The entity, its parts ordered by entity type.
+    pub entity: Vec<QuotaEntityPart>,
+    /// The quota's key.
+    pub key: String,
+    /// The new value, or `None` to remove the quota.
+    pub value: Option<f64>,
+}
+
+impl Eq for ClientQuotaChange {}
+
+/// Apply `changes` in order to `quotas` (kept ordered by entity then key,
+/// each once). Refused whole when it would leave more than
+/// [`CLIENT_QUOTAS_MAX`].
+pub fn apply_client_quota_changes(
+    quotas: &mut Vec<ClientQuota>,
+    changes: &[ClientQuotaChange],
+) -> Result<(), MetadataError> {
+    let mut after = quotas.clone();
+    for change in changes {
+        let at =
+            after.binary_search_by(|q| (&q.entity, &q.key).cmp(&(&change.entity, &change.key)));
+        match (at, change.value) {
+            (Ok(at), Some(value)) => after[at].value = value,
+            (Err(at), Some(value)) => after.insert(
+                at,
+                ClientQuota {
+                    entity: change.entity.clone(),
+                    key: change.key.clone(),
+                    value,
+                },
+            ),
+            (Ok(at), None) => {
+                after.remove(at);
+            }
+            (Err(_), None) => {}
+        }
+    }
+    if after.len() > CLIENT_QUOTAS_MAX && after.len() > quotas.len() {
+        return Err(MetadataError::TooManyClientQuotas(format!(
+            "{CLIENT_QUOTAS_MAX} client quota values are kept at most"
+        )));
+    }
+    *quotas = after;
+    Ok(())
+}
+
 /// Bytes as base64 text in the metadata's JSON.
 mod base64_bytes {
     use base64::Engine;
@@ -623,6 +712,9 @@ pub enum MetadataError {
     /// More ACL bindings than [`ACLS_MAX`] (INVALID_REQUEST).
     #[error("{0}")]
     TooManyAcls(String),
+    /// More client quota values than [`CLIENT_QUOTAS_MAX`] (INVALID_REQUEST).
+    #[error("{0}")]
+    TooManyClientQuotas(String),
     /// The store could not persist the change (KAFKA_STORAGE_ERROR).
     #[error("metadata store: {0}")]
     Storage(String),
@@ -850,6 +942,24 @@ pub trait MetadataStore: Send + Sync + 'static {
         let _ = changes;
         Err(MetadataError::Storage(
             "this metadata store keeps no ACLs".into(),
+        ))
+    }
+    /// Every client quota value, ordered by entity then key, and the
+    /// version of this set: the position in the store's log of the last
+    /// change to them, as [`MetadataStore::acls`] versions the ACLs.
+    fn client_quotas(&self) -> (u64, Vec<ClientQuota>) {
+        (0, Vec::new())
+    }
+    /// The version [`MetadataStore::client_quotas`] would answer now,
+    /// without copying the values.
+    fn client_quotas_version(&self) -> u64 {
+        0
+    }
+    /// Apply AlterClientQuotas' changes at once; committed on return.
+    fn alter_client_quotas(&self, changes: &[ClientQuotaChange]) -> Result<(), MetadataError> {
+        let _ = changes;
+        Err(MetadataError::Storage(
+            "this metadata store keeps no client quotas".into(),
         ))
     }
     /// A leader's ISR change; committed on return, and the new assignment

@@ -35,13 +35,14 @@ use uuid::Uuid;
 use crate::record_file::RecordFileFormat;
 use crate::{ConfigChange, MetadataError, MetadataStore, NewTopic, TopicMeta};
 
-/// The snapshot format this code writes; it reads this one, format 4 (no
-/// ACLs), format 3 (no SCRAM credentials), format 2 (no group configs) and
-/// format 1 (the whole-document `metadata.json` of earlier versions).
-/// Format 3 added `group_configs`, format 4 `scram_credentials` and format
-/// 5 `acls`: a build that reads only the formats before would drop them,
-/// so it refuses the file instead.
-const FORMAT_VERSION: u32 = 5;
+/// The snapshot format this code writes; it reads this one, format 5 (no
+/// client quotas), format 4 (no ACLs), format 3 (no SCRAM credentials),
+/// format 2 (no group configs) and format 1 (the whole-document
+/// `metadata.json` of earlier versions). Format 3 added `group_configs`,
+/// format 4 `scram_credentials`, format 5 `acls` and format 6
+/// `client_quotas`: a build that reads only the formats before would drop
+/// them, so it refuses the file instead.
+const FORMAT_VERSION: u32 = 6;
 /// Folder under the data dir that holds the metadata.
 const META_DIR: &str = "meta";
 /// The format-1 document of earlier versions, read once and then removed.
@@ -107,6 +108,13 @@ struct Document {
     /// 5; 0 before): their version, as `MetadataStore::acls` answers it.
     #[serde(default)]
     acls_changed_at: u64,
+    /// Client quota values, ordered by entity then key (format 6; none before).
+    #[serde(default)]
+    client_quotas: Vec<crate::ClientQuota>,
+    /// The sequence number of the last record that changed `client_quotas`
+    /// (format 6; 0 before): their version.
+    #[serde(default)]
+    client_quotas_changed_at: u64,
     /// The sequence number of the last record the snapshot includes (format 2; 0 in format 1).
     #[serde(default)]
     last_seq: u64,
@@ -198,6 +206,9 @@ enum Record {
     },
     AclsAltered {
         changes: Vec<crate::AclChange>,
+    },
+    ClientQuotasAltered {
+        changes: Vec<crate::ClientQuotaChange>,
     },
 }
 
@@ -305,6 +316,11 @@ impl Document {
                 crate::apply_acl_changes(&mut self.acls, changes).map_err(|e| e.to_string())?;
                 self.acls_changed_at = seq;
             }
+            Record::ClientQuotasAltered { changes } => {
+                crate::apply_client_quota_changes(&mut self.client_quotas, changes)
+                    .map_err(|e| e.to_string())?;
+                self.client_quotas_changed_at = seq;
+            }
         }
         Ok(())
     }
@@ -405,6 +421,8 @@ impl LocalMetadataStore {
                             scram_credentials: Vec::new(),
                             acls: Vec::new(),
                             acls_changed_at: 0,
+                            client_quotas: Vec::new(),
+                            client_quotas_changed_at: 0,
                             last_seq: 0,
                         };
                         tracing::info!(cluster_id = %doc.cluster_id, "created cluster metadata");
@@ -710,6 +728,32 @@ impl MetadataStore for LocalMetadataStore {
             // Checked first, so a refused change writes no record.
             crate::apply_acl_changes(&mut doc.acls.clone(), changes)?;
             let record = Record::AclsAltered {
+                changes: changes.to_vec(),
+            };
+            Ok((record, ()))
+        })
+    }
+
+    fn client_quotas(&self) -> (u64, Vec<crate::ClientQuota>) {
+        let state = self.lock_for_read();
+        (
+            state.doc.client_quotas_changed_at,
+            state.doc.client_quotas.clone(),
+        )
+    }
+
+    fn client_quotas_version(&self) -> u64 {
+        self.lock_for_read().doc.client_quotas_changed_at
+    }
+
+    fn alter_client_quotas(
+        &self,
+        changes: &[crate::ClientQuotaChange],
+    ) -> Result<(), MetadataError> {
+        self.commit(|doc| {
+            // Checked first, so a refused change writes no record.
+            crate::apply_client_quota_changes(&mut doc.client_quotas.clone(), changes)?;
+            let record = Record::ClientQuotasAltered {
                 changes: changes.to_vec(),
             };
             Ok((record, ()))
@@ -1377,13 +1421,7 @@ mod tests {
 
     #[test]
     fn committed_v2_fixture_of_snapshot_and_log_still_loads() {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v2");
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join(META_DIR)).unwrap();
-        for name in [SNAPSHOT_FILE, LOG_FILE] {
-            fs::copy(fixture.join(name), dir.path().join(META_DIR).join(name)).unwrap();
-        }
-        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let (_dir, store) = open_fixture("meta-v2");
         assert_eq!(store.cluster_id(), "q1Sh-9_ISia_zwGINzRvyQ");
         let names: Vec<String> = store.topics().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["orders"]);
@@ -1407,15 +1445,23 @@ mod tests {
         assert_eq!(store.allocate_producer_ids(1).unwrap(), 42);
     }
 
-    #[test]
-    fn committed_v4_fixture_with_a_scram_credential_loads_and_takes_acls() {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/meta-v4");
+    /// A copy of the committed fixture `name` (a snapshot and a log), opened.
+    fn open_fixture(name: &str) -> (tempfile::TempDir, LocalMetadataStore) {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join(META_DIR)).unwrap();
         for name in [SNAPSHOT_FILE, LOG_FILE] {
             fs::copy(fixture.join(name), dir.path().join(META_DIR).join(name)).unwrap();
         }
         let store = LocalMetadataStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn committed_v4_fixture_with_a_scram_credential_loads_and_takes_acls() {
+        let (dir, store) = open_fixture("meta-v4");
         assert_eq!(store.cluster_id(), "bRWa-zzMSuCXxN0qJi744g");
         assert_eq!(store.topic("orders").unwrap().partitions, 2);
         let credentials = store.scram_credentials();
@@ -1432,6 +1478,82 @@ mod tests {
         drop(store);
         let store = LocalMetadataStore::open(dir.path()).unwrap();
         assert_eq!(store.acls(), (4, vec![acl("orders")]));
+    }
+
+    #[test]
+    fn committed_v5_fixture_with_an_acl_loads_and_takes_client_quotas() {
+        let (dir, store) = open_fixture("meta-v5");
+        assert_eq!(store.cluster_id(), "zjRjnHGIQiqagJ8PNnnsvA");
+        assert_eq!(store.topic("orders").unwrap().partitions, 2);
+        let (version, acls) = store.acls();
+        assert_eq!((version, acls.len()), (3, 1));
+        assert_eq!(acls[0].resource_name, "orders");
+        assert_eq!(store.client_quotas(), (0, Vec::new()));
+        store
+            .alter_client_quotas(&[quota("alice", Some(1024.0))])
+            .unwrap();
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        let (version, quotas) = store.client_quotas();
+        assert_eq!((version, quotas.len()), (4, 1));
+        assert_eq!(quotas[0].value, 1024.0);
+    }
+
+    fn quota(user: &str, value: Option<f64>) -> crate::ClientQuotaChange {
+        crate::ClientQuotaChange {
+            entity: vec![crate::QuotaEntityPart {
+                entity_type: "user".into(),
+                name: Some(user.into()),
+            }],
+            key: "producer_byte_rate".into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn client_quotas_survive_reopen_from_the_log_and_from_a_snapshot_with_their_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.client_quotas_version(), 0);
+        store
+            .alter_client_quotas(&[quota("b", Some(2.0)), quota("a", Some(1.0))])
+            .unwrap();
+        let first = store.client_quotas_version();
+        assert!(first > 0);
+        store.allocate_producer_ids(1).unwrap();
+        assert_eq!(
+            store.client_quotas_version(),
+            first,
+            "other changes leave it"
+        );
+        store
+            .alter_client_quotas(&[
+                quota("b", None),
+                quota("a", Some(3.0)),
+                quota("never", None),
+            ])
+            .unwrap();
+        let (version, quotas) = store.client_quotas();
+        assert!(version > first);
+        let values: Vec<(Option<String>, f64)> = quotas
+            .iter()
+            .map(|q| (q.entity[0].name.clone(), q.value))
+            .collect();
+        assert_eq!(values, vec![(Some("a".to_owned()), 3.0)]);
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.client_quotas(),
+            (version, quotas.clone()),
+            "from the log"
+        );
+        let state = store.lock().unwrap();
+        write_snapshot(&store.dir, &state.doc).unwrap();
+        drop(state);
+        write_empty_log(&store.dir).unwrap();
+        drop(store);
+        let store = LocalMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.client_quotas(), (version, quotas), "from a snapshot");
     }
 
     fn acl(topic: &str) -> crate::AclEntry {

@@ -12,7 +12,7 @@ mod cluster;
 mod data_dir_lock;
 mod listeners;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -514,6 +514,8 @@ struct Settings {
     authorizer_enabled: bool,
     /// `super.users` and `allow.everyone.if.no.acl.found`.
     authorizer: weir_auth::AuthorizerConfig,
+    /// `quota.window.num` and `quota.window.size.seconds`.
+    quota_windows: weir_broker::QuotaWindows,
 }
 
 /// What a node runs (`process.roles`).
@@ -665,6 +667,7 @@ impl Settings {
             },
             authorizer_enabled: false,
             authorizer: weir_auth::AuthorizerConfig::default(),
+            quota_windows: weir_broker::QuotaWindows::default(),
         };
         let mut listener_configs = listeners::ListenerConfigs::default();
         for (key, value) in kafka {
@@ -901,6 +904,24 @@ impl Settings {
             }
             "log.index.memory.bytes" => self.index_memory_bytes = config.at_least(0)?,
             "max.connections" => self.server.max_connections = config.at_least(1)?,
+            "max.connections.per.ip" => {
+                self.server.max_connections_per_ip = config.at_least(0)?;
+            }
+            "max.connections.per.ip.overrides" => {
+                self.server.max_connections_per_ip_overrides =
+                    parse_connection_overrides(value).map_err(refused)?;
+            }
+            "max.connection.creation.rate" => {
+                let rate: u64 = config.at_least(1)?;
+                // Kafka's default, Int.MaxValue, means no limit.
+                self.server.max_connection_creation_rate =
+                    (rate < i32::MAX as u64).then_some(rate as f64);
+            }
+            "quota.window.num" => self.quota_windows.samples = config.at_least(1)?,
+            "quota.window.size.seconds" => {
+                let seconds: u64 = config.at_least(1)?;
+                self.quota_windows.size = Duration::from_secs(seconds);
+            }
             "connections.max.idle.ms" => {
                 self.server.connections_max_idle_ms = config.at_least(1)?;
             }
@@ -1037,6 +1058,27 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `max.connections.per.ip.overrides`: `address:count` pairs, comma
+/// separated. Kafka also takes host names; Weir takes addresses only, so
+/// that what is limited does not depend on DNS at start-up.
+fn parse_connection_overrides(value: &str) -> Result<HashMap<std::net::IpAddr, usize>, String> {
+    let mut overrides = HashMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (host, count) = pair
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{pair}' is not address:count"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = host
+            .parse()
+            .map_err(|_| format!("'{host}' is not an IP address (host names are not taken)"))?;
+        let count = count
+            .parse()
+            .map_err(|_| format!("'{count}' in '{pair}' is not a count"))?;
+        overrides.insert(ip, count);
+    }
+    Ok(overrides)
 }
 
 /// Kafka's name for allowing an out-of-sync replica to lead.
@@ -1452,6 +1494,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         authorizer: settings
             .authorizer_enabled
             .then(|| settings.authorizer.clone()),
+        quota_windows: settings.quota_windows,
         ..BrokerConfig::default()
     };
     // Loading replays `__consumer_offsets` from disk: off the workers.
@@ -1809,15 +1852,40 @@ mod tests {
                 ("max.connections".into(), "7".into()),
                 ("connections.max.idle.ms".into(), "1500".into()),
                 ("queued.max.response.bytes".into(), "33554432".into()),
+                ("max.connections.per.ip".into(), "3".into()),
+                (
+                    "max.connections.per.ip.overrides".into(),
+                    "127.0.0.1:10, [::1]:0".into(),
+                ),
+                ("max.connection.creation.rate".into(), "50".into()),
+                ("quota.window.num".into(), "3".into()),
+                ("quota.window.size.seconds".into(), "2".into()),
             ],
             ..ServeArgs::default()
         });
         assert_eq!(s.server.max_connections, 7);
+        assert_eq!(s.server.max_connections_per_ip, 3);
+        let localhost = |ip: &str| ip.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            s.server.max_connections_per_ip_overrides,
+            HashMap::from([(localhost("127.0.0.1"), 10), (localhost("::1"), 0)])
+        );
+        assert_eq!(s.server.max_connection_creation_rate, Some(50.0));
+        assert_eq!(
+            s.quota_windows,
+            weir_broker::QuotaWindows {
+                samples: 3,
+                size: Duration::from_secs(2)
+            }
+        );
         assert_eq!(s.server.connections_max_idle_ms, 1500);
         assert_eq!(s.server.queued_max_response_bytes, 32 << 20);
         let d = resolve(ServeArgs::default());
         assert_eq!(d.server.connections_max_idle_ms, 600_000);
         assert_eq!(d.server.max_connections, 10_000);
+        assert_eq!(d.server.max_connections_per_ip, usize::MAX);
+        assert_eq!(d.server.max_connection_creation_rate, None);
+        assert_eq!(d.quota_windows, weir_broker::QuotaWindows::default());
     }
 
     #[test]
@@ -1828,6 +1896,10 @@ mod tests {
             ("num.partitions", "0"),
             ("max.connections", "0"),
             ("connections.max.idle.ms", "0"),
+            ("max.connections.per.ip.overrides", "broker-1.example:5"),
+            ("max.connections.per.ip.overrides", "127.0.0.1"),
+            ("max.connection.creation.rate", "0"),
+            ("quota.window.num", "0"),
         ] {
             let err = Settings::resolve(ServeArgs {
                 set: vec![(key.into(), value.into())],

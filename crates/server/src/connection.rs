@@ -17,7 +17,7 @@
 //! `connections.max.idle.ms` is closed ([`Activity`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
-use weir_broker::{Broker, Caller, HandlerError, Reply};
+use weir_broker::{Broker, Caller, HandlerError, QuotaSession, Reply, Usage, WorkClock};
 use weir_protocol::{
     Decoded, api_versions_unsupported_response, decode_request, encode_response_within, read_frame,
 };
@@ -138,6 +138,29 @@ pub(crate) async fn serve_connection<R, W>(
     tracing::trace!(%peer, "connection closed");
 }
 
+/// A connection's client quota state: the sensors its requests are
+/// measured on, and until when it is muted for having gone over a quota.
+#[derive(Default)]
+struct Throttled {
+    session: Mutex<QuotaSession>,
+    muted_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttled {
+    /// Mute the connection for `wait` from now (or longer, if it already is).
+    fn mute(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut muted = self.muted_until.lock().unwrap_or_else(|p| p.into_inner());
+        *muted = Some(muted.map_or(until, |at| at.max(until)));
+    }
+
+    /// When the connection may be read again, if it is muted.
+    fn muted_until(&self) -> Option<tokio::time::Instant> {
+        let muted = *self.muted_until.lock().unwrap_or_else(|p| p.into_inner());
+        muted.filter(|until| *until > tokio::time::Instant::now())
+    }
+}
+
 /// What the reader needs besides the socket.
 struct Peer {
     broker: Arc<Broker>,
@@ -163,7 +186,18 @@ async fn read_requests<R: AsyncRead + Unpin>(
     let peer = caller.peer;
     let fetch_max_bytes = broker.config().fetch_max_bytes;
     let mut socket = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read_half);
+    let throttled = Arc::new(Throttled::default());
     loop {
+        // A connection over its quota is not read until its throttle time
+        // has passed (KIP-219), so it waits whether or not its client
+        // honours the `throttle_time_ms` it was sent.
+        while let Some(until) = throttled.muted_until() {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopping| *stopping) => return,
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
         let frame = tokio::select! {
             biased;
             _ = stop.wait_for(|stopping| *stopping) => return,
@@ -177,6 +211,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return;
             }
         };
+        let frame_len = frame.len();
         let task = match decode_request(frame, Broker::served_versions) {
             Ok(Decoded::Request(mut request)) => {
                 if let Some(auth) = sasl.as_mut() {
@@ -236,10 +271,45 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 let api = request.api_key;
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
+                // Nothing is measured while no user or client-id quota is
+                // set, so that clients of a broker without quotas pay nothing.
+                let measured = broker.client_quotas_in_force() && !Broker::quota_exempt(&request);
+                let quota = measured.then(|| {
+                    let mut quota = Quota {
+                        broker: broker.clone(),
+                        caller: caller.clone(),
+                        client_id: request
+                            .header
+                            .client_id
+                            .as_ref()
+                            .map(|id| id.to_string())
+                            .unwrap_or_default(),
+                        throttled: throttled.clone(),
+                        earned: Duration::ZERO,
+                    };
+                    // A produce's bytes count as it is read, and a
+                    // connection they take over its quota is muted before
+                    // its next request is read, however many it pipelines.
+                    quota.earned = quota.record(
+                        Usage {
+                            produce_bytes: request_bytes(api, frame_len),
+                            ..Usage::default()
+                        },
+                        None,
+                    );
+                    quota
+                });
                 // Awaited here, one request at a time: what must happen in
                 // request order (a produce's appends) is done before the next
                 // frame is read. Only the rest runs beside later requests.
-                let begun = broker.begin(request, &caller).await;
+                let begin = broker.begin(request, &caller);
+                let (begun, quota) = match quota {
+                    Some(quota) => {
+                        let work = WorkClock::default();
+                        (work.time(begin).await, Some((quota, work)))
+                    }
+                    None => (begin.await, None),
+                };
                 drop(busy);
                 let respond = Respond {
                     api,
@@ -247,6 +317,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     correlation_id,
                     budget: budget.clone(),
                     reserved,
+                    quota,
                 };
                 tokio::spawn(finish(begun, respond))
             }
@@ -277,6 +348,69 @@ struct Respond {
     correlation_id: i32,
     budget: Arc<Budget>,
     reserved: Reserved,
+    /// What the request is measured against its client quotas with, and the
+    /// time the broker has spent on it; `None` for an exempt request.
+    quota: Option<(Quota, WorkClock)>,
+}
+
+/// Who a request is measured for, and the throttle time it earned when it
+/// was read.
+struct Quota {
+    broker: Arc<Broker>,
+    caller: Caller,
+    client_id: String,
+    throttled: Arc<Throttled>,
+    earned: Duration,
+}
+
+impl Quota {
+    /// Record `usage`, and mute the connection if that took it over a
+    /// quota (or the request already had); the throttle time. `response`,
+    /// when given, then carries it (and must be encoded again).
+    fn record(
+        &self,
+        usage: Usage,
+        response: Option<&mut kafka_protocol::messages::ResponseKind>,
+    ) -> Duration {
+        let wait = {
+            let mut session = self
+                .throttled
+                .session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.broker.throttle(
+                &mut session,
+                (&self.caller, &self.client_id),
+                (usage, self.earned),
+                response,
+            )
+        };
+        if !wait.is_zero() {
+            self.throttled.mute(wait);
+        }
+        wait
+    }
+
+    /// Record what the request cost by the time its response is ready.
+    fn record_answered(
+        &self,
+        work: &WorkClock,
+        fetch_bytes: usize,
+        response: Option<&mut kafka_protocol::messages::ResponseKind>,
+    ) -> Duration {
+        let usage = Usage {
+            fetch_bytes,
+            work: work.spent(),
+            ..Usage::default()
+        };
+        self.record(usage, response)
+    }
+}
+
+/// What a request's own bytes count for: a Produce's toward
+/// `producer_byte_rate`; no other request's.
+fn request_bytes(api: ApiKey, frame_len: usize) -> usize {
+    if api == ApiKey::Produce { frame_len } else { 0 }
 }
 
 /// Complete a begun request and encode its response, off the writer's path
@@ -288,27 +422,50 @@ async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome
         correlation_id,
         budget,
         mut reserved,
+        quota,
     } = respond;
     let body = match begun {
         Ok(Reply::Ready(body)) => Ok(body.map(|body| *body)),
-        Ok(Reply::Later(pending)) => pending.await,
+        Ok(Reply::Later(pending)) => match &quota {
+            Some((_, work)) => work.time(pending).await,
+            None => pending.await,
+        },
         Err(err) => Err(err),
     };
     match body {
-        Ok(Some(body)) => {
-            let frame = encode_response_within(
-                api,
-                version,
-                correlation_id,
-                &body,
-                weir_protocol::RESPONSE_BYTES_MAX,
-            )
-            .map_err(Close::Encode)?;
+        Ok(Some(mut body)) => {
+            let encode = |body: &kafka_protocol::messages::ResponseKind| {
+                encode_response_within(
+                    api,
+                    version,
+                    correlation_id,
+                    body,
+                    weir_protocol::RESPONSE_BYTES_MAX,
+                )
+                .map_err(Close::Encode)
+            };
+            let mut frame = encode(&body)?;
+            if let Some((quota, work)) = quota {
+                let fetch_bytes = if api == ApiKey::Fetch { frame.len() } else { 0 };
+                if !quota
+                    .record_answered(&work, fetch_bytes, Some(&mut body))
+                    .is_zero()
+                {
+                    frame = encode(&body)?;
+                }
+            }
             drop(body);
             budget.settle(&mut reserved, frame.len());
             Ok(Some((frame, reserved)))
         }
-        Ok(None) => Ok(None),
+        Ok(None) => {
+            // A produce with acks=0 is answered by nothing, but is measured
+            // and muted all the same.
+            if let Some((quota, work)) = quota {
+                quota.record_answered(&work, 0, None);
+            }
+            Ok(None)
+        }
         Err(err) => Err(Close::Refused(err)),
     }
 }

@@ -4,15 +4,18 @@
 //! being read (pipelining).
 //!
 //! [`serve`] owns the accept loops of the listeners and graceful shutdown;
-//! `connection` owns one client's reader and writer; `tls` the TLS of an
+//! `admission` decides which new connections are served
+//! (`max.connections.per.ip`, connection creation rates); `connection`
+//! owns one client's reader and writer; `tls` the TLS of an
 //! `SSL` listener and the principal a client certificate names; `sasl` the
 //! SASL exchange of each connection on a SASL listener, and `jwks` the
 //! signing keys its OAUTHBEARER checks tokens with; `budget`
 //! bounds the response bytes held across all connections; `idle` closes
 //! connections that stay idle.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use tokio::task::JoinSet;
 use weir_auth::KafkaPrincipal;
 use weir_broker::{Broker, Caller};
 
+mod admission;
 mod budget;
 mod connection;
 mod idle;
@@ -69,6 +73,14 @@ pub struct ServerLimits {
     /// take the whole budget. At least `fetch.max.bytes`, so that one
     /// largest fetch fits.
     pub connection_response_bytes_max: usize,
+    /// `max.connections.per.ip`: connections one client address may have
+    /// open; one past it is closed at once.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: other limits for some addresses.
+    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `max.connection.creation.rate`: connections accepted per second, all
+    /// listeners together; `None` for no limit.
+    pub max_connection_creation_rate: Option<f64>,
 }
 
 impl Default for ServerLimits {
@@ -80,6 +92,9 @@ impl Default for ServerLimits {
             connections_max_idle_ms: 600_000,
             queued_max_response_bytes: 1024 * 1024 * 1024,
             connection_response_bytes_max: 64 * 1024 * 1024,
+            max_connections_per_ip: usize::MAX,
+            max_connections_per_ip_overrides: HashMap::new(),
+            max_connection_creation_rate: None,
         }
     }
 }
@@ -141,6 +156,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut refused_logged: Option<tokio::time::Instant> = None;
+    let mut admission = admission::Admission::new(&limits, broker.quota_windows());
+    // Until when accepting stops, for max.connection.creation.rate.
+    let mut paused_until: Option<tokio::time::Instant> = None;
     // Each listener accepts on its own task; what they take is served here.
     let (accepted_tx, mut accepted_rx) = mpsc::channel::<Accepted>(1);
     let mut background = JoinSet::new();
@@ -167,7 +185,11 @@ pub async fn serve(
                 log_join_error(joined);
                 continue;
             }
-            accepted = accepted_rx.recv() => accepted,
+            () = sleep_until(paused_until), if paused_until.is_some() => {
+                paused_until = None;
+                continue;
+            }
+            accepted = accepted_rx.recv(), if paused_until.is_none() => accepted,
         };
         let (stream, peer, index) = match accepted {
             Some(Ok(accepted)) => accepted,
@@ -187,6 +209,40 @@ pub async fn serve(
             }
             drop(stream);
             continue;
+        };
+        let now = tokio::time::Instant::now();
+        let pause = admission.accepted(now.into_std());
+        if !pause.is_zero() {
+            tracing::debug!(
+                pause_ms = pause.as_millis() as u64,
+                "max.connection.creation.rate reached: not accepting for a while"
+            );
+            paused_until = Some(now + pause);
+        }
+        let ip_slot = match admission.admit(peer.ip(), &broker, now.into_std()) {
+            admission::Admit::Serve(slot) => slot,
+            admission::Admit::Refuse { open } => {
+                if refused_logged
+                    .is_none_or(|at| now >= at + Duration::from_millis(REFUSED_LOG_INTERVAL_MS))
+                {
+                    refused_logged = Some(now);
+                    tracing::warn!(%peer, open,
+                        "closing new connection: its address has max.connections.per.ip open \
+                         (set max.connections.per.ip or max.connections.per.ip.overrides to change it)");
+                }
+                drop(stream);
+                continue;
+            }
+            admission::Admit::CloseAfter(wait, slot) => {
+                tracing::debug!(%peer, wait_ms = wait.as_millis() as u64,
+                    "closing new connection after a delay: its address is over its \
+                     connection_creation_rate quota");
+                connections.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    drop((stream, slot, permit));
+                });
+                continue;
+            }
         };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
@@ -227,7 +283,7 @@ pub async fn serve(
                 }
                 Some(tls) => served.serve_tls(stream, caller, &tls).await,
             }
-            drop(permit);
+            drop((permit, ip_slot));
         });
     };
 
@@ -309,6 +365,14 @@ impl Served {
         tracing::debug!(%peer, principal = %caller.principal, "TLS session established");
         let (read, write) = tokio::io::split(session);
         self.serve(Halves { read, write }, (caller, sasl)).await;
+    }
+}
+
+/// Wait until `at`, or forever when there is no such time.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

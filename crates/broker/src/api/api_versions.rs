@@ -220,6 +220,8 @@ mod tests {
             ApiKey::CreateAcls => R::CreateAcls(Default::default()),
             ApiKey::DescribeAcls => R::DescribeAcls(Default::default()),
             ApiKey::DeleteAcls => R::DeleteAcls(Default::default()),
+            ApiKey::DescribeClientQuotas => R::DescribeClientQuotas(Default::default()),
+            ApiKey::AlterClientQuotas => R::AlterClientQuotas(Default::default()),
             _ => return Err(()),
         })
     }

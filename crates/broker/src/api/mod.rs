@@ -4,6 +4,7 @@
 mod acls;
 mod alter_configs;
 mod api_versions;
+mod client_quotas;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
 mod create_partitions;
@@ -106,6 +107,8 @@ pub(crate) static SERVED: std::sync::LazyLock<Vec<(ApiKey, VersionRange)>> =
             ApiKey::CreateAcls,
             ApiKey::DescribeAcls,
             ApiKey::DeleteAcls,
+            ApiKey::DescribeClientQuotas,
+            ApiKey::AlterClientQuotas,
         ]
         .into_iter()
         .map(|key| match key {
@@ -190,7 +193,7 @@ pub(crate) fn first_of_each<T, K: std::hash::Hash + Eq>(
 /// file I/O there piece by piece, since they also wait (a produce for its
 /// fsync, a fetch for data, a group for its rebalance) and a wait must not
 /// hold a thread.
-const DISK_BOUND: [ApiKey; 19] = [
+const DISK_BOUND: [ApiKey; 21] = [
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::CreatePartitions,
@@ -210,6 +213,8 @@ const DISK_BOUND: [ApiKey; 19] = [
     ApiKey::CreateAcls,
     ApiKey::DescribeAcls,
     ApiKey::DeleteAcls,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
 ];
 
 /// Route a request to its handler. `None` means no response is sent
@@ -316,6 +321,12 @@ async fn route(
         }
         RequestKind::DeleteAcls(req) => {
             ResponseKind::DeleteAcls(acls::delete(broker, ctx, req).await?)
+        }
+        RequestKind::DescribeClientQuotas(req) => {
+            ResponseKind::DescribeClientQuotas(client_quotas::describe(broker, ctx, req).await?)
+        }
+        RequestKind::AlterClientQuotas(req) => {
+            ResponseKind::AlterClientQuotas(client_quotas::alter(broker, ctx, req).await?)
         }
         RequestKind::FindCoordinator(req) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, ctx, req).await?)
