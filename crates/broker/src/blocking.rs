@@ -21,11 +21,14 @@ where
 {
     // The time the work takes counts as the request's (request_percentage).
     let counter = crate::quotas::work_counter();
-    let timed = move || {
-        let start = std::time::Instant::now();
-        let value = work();
-        crate::quotas::add_work(counter.as_ref(), start.elapsed());
-        value
+    let timed = move || match counter {
+        Some(counter) => {
+            let start = std::time::Instant::now();
+            let value = work();
+            crate::quotas::add_work(Some(&counter), start.elapsed());
+            value
+        }
+        None => work(),
     };
     match tokio::task::spawn_blocking(timed).await {
         Ok(value) => Ok(value),

@@ -5,8 +5,8 @@
 //! Kafka's answers: describing needs DESCRIBE_CONFIGS on the cluster and
 //! altering ALTER_CONFIGS, else CLUSTER_AUTHORIZATION_FAILED. An entity
 //! names each of `user`, `client-id` and `ip` at most once, and `ip` alone;
-//! a name is `None` for the default entity and otherwise not empty (an ip
-//! an address). Users and client ids take `producer_byte_rate`,
+//! a name is `None` for the default entity and otherwise not empty, at
+//! most 1,024 bytes (an ip an address). Users and client ids take `producer_byte_rate`,
 //! `consumer_byte_rate` (whole numbers), `request_percentage` and
 //! `controller_mutation_rate`; an ip takes `connection_creation_rate` (a
 //! whole number). A value is finite and above zero. Anything else is
@@ -36,6 +36,10 @@ use crate::{ApiError, Broker, HandlerError, RequestContext};
 
 /// Most entries one AlterClientQuotas may carry.
 const ENTRIES_PER_REQUEST_MAX: usize = 1_000;
+
+/// Longest entity name kept (a user, a client id, an address), as ACLs
+/// bound their resource names.
+const ENTITY_NAME_BYTES_MAX: usize = 1024;
 
 /// Match types of a describe filter's component.
 const MATCH_EXACT: i8 = 0;
@@ -70,6 +74,12 @@ fn entity_of(parts: Vec<(String, Option<String>)>) -> Result<Vec<QuotaEntityPart
             Some("") => {
                 return Err(invalid(format!(
                     "the {entity_type} name is empty: name one, or give none for the default"
+                )));
+            }
+            Some(long) if long.len() > ENTITY_NAME_BYTES_MAX => {
+                return Err(invalid(format!(
+                    "the {entity_type} name is {} bytes, more than {ENTITY_NAME_BYTES_MAX}",
+                    long.len()
                 )));
             }
             Some(ip) if entity_type == IP && ip.parse::<std::net::IpAddr>().is_err() => {
@@ -382,6 +392,10 @@ mod tests {
                 &[(CONNECTION_CREATION_RATE, 1.0, false)],
             ),
             entry(&[(USER, Some(""))], &[("producer_byte_rate", 1.0, false)]),
+            entry(
+                &[(CLIENT_ID, Some(&"c".repeat(ENTITY_NAME_BYTES_MAX + 1)))],
+                &[("producer_byte_rate", 1.0, false)],
+            ),
             entry(
                 &[(USER, Some("a"))],
                 &[(CONNECTION_CREATION_RATE, 1.0, false)],
