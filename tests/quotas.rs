@@ -383,6 +383,93 @@ fn weir_quota_sets_shows_and_removes_quotas_that_survive_a_restart() -> anyhow::
     Ok(())
 }
 
+/// `weir ARGS`, which must fail: its stderr.
+fn weir_fails(broker: &Broker, args: &[&str]) -> anyhow::Result<String> {
+    let output = common::cli::weir(broker, args, b"")?;
+    ensure!(!output.status.success(), "weir {args:?} should have failed");
+    Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn topic_mutations_past_controller_mutation_rate_are_refused_or_throttled() -> anyhow::Result<()> {
+    // A burst of one window of two seconds: at 0.1 partitions a second, a
+    // 4-partition topic leaves a debt of 3.8 partitions, 38 seconds long.
+    let broker = Broker::start(&[
+        "--set",
+        "controller.quota.window.num=1",
+        "--set",
+        "controller.quota.window.size.seconds=2",
+    ])?;
+    let bootstrap = broker.bootstrap();
+    quota_ok(
+        &broker,
+        &[
+            "alter",
+            "--name",
+            "client-id=weir-cli",
+            "--add",
+            "controller_mutation_rate=0.1",
+        ],
+    )?;
+    // The mutation that finds tokens left is done in full.
+    common::cli::weir_ok(
+        &broker,
+        &["topic", "create", "burst", "--partitions", "4"],
+        b"",
+    )?;
+    // The CLI's CreateTopics v7 and DeleteTopics v6 are strict: refused.
+    let refused = weir_fails(&broker, &["topic", "create", "later", "--partitions", "1"])?;
+    ensure!(refused.contains("error code 89"), "{refused}");
+    let refused = weir_fails(
+        &broker,
+        &["topic", "add-partitions", "burst", "--total", "5"],
+    )?;
+    ensure!(refused.contains("error code 89"), "{refused}");
+    let refused = weir_fails(&broker, &["topic", "delete", "burst"])?;
+    ensure!(refused.contains("error code 89"), "{refused}");
+    // A request that fails anyway gets its own error first.
+    let exists = weir_fails(&broker, &["topic", "create", "burst", "--partitions", "1"])?;
+    ensure!(exists.contains("error code 36"), "{exists}");
+    // librdkafka's CreateTopics (v4 and older) is not refused, only
+    // throttled (its connection is muted afterwards, so it asks once).
+    let admin: rdkafka::admin::AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("client.id", "weir-cli")
+        .create()?;
+    let new = rdkafka::admin::NewTopic::new("older", 1, rdkafka::admin::TopicReplication::Fixed(1));
+    let runtime = tokio::runtime::Runtime::new()?;
+    let results = runtime.block_on(admin.create_topics([&new], &common::admin_options()))?;
+    for result in results {
+        result.map_err(|(name, code)| anyhow::anyhow!("{name}: {code:?}"))?;
+    }
+    let listed = common::cli::weir_ok(&broker, &["topic", "list"], b"")?;
+    for topic in ["burst", "older"] {
+        ensure!(
+            listed.lines().any(|l| l.trim() == topic),
+            "{topic} missing: {listed}"
+        );
+    }
+    ensure!(!listed.lines().any(|l| l.trim() == "later"), "{listed}");
+    // Without the quota, the same mutation goes ahead at once.
+    quota_ok(
+        &broker,
+        &[
+            "alter",
+            "--name",
+            "client-id=weir-cli",
+            "--delete",
+            "controller_mutation_rate",
+        ],
+    )?;
+    common::cli::weir_ok(
+        &broker,
+        &["topic", "create", "later", "--partitions", "1"],
+        b"",
+    )?;
+    common::cli::weir_ok(&broker, &["topic", "delete", "burst"], b"")?;
+    Ok(())
+}
+
 /// `weir quota describe ARGS --json`, parsed.
 fn listing(broker: &Broker, args: &[&str]) -> anyhow::Result<Value> {
     let argv: Vec<&str> = ["describe"]

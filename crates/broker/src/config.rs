@@ -73,6 +73,9 @@ pub struct BrokerConfig {
     /// `quota.window.num` and `quota.window.size.seconds`: how client
     /// quotas measure rates.
     pub quota_windows: crate::QuotaWindows,
+    /// `controller.quota.window.num` and `controller.quota.window.size.seconds`:
+    /// the burst `controller_mutation_rate` allows.
+    pub controller_quota_windows: crate::QuotaWindows,
 }
 
 impl BrokerConfig {
@@ -111,6 +114,7 @@ impl Default for BrokerConfig {
             replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             authorizer: None,
             quota_windows: crate::QuotaWindows::default(),
+            controller_quota_windows: crate::QuotaWindows::default(),
         }
     }
 }

@@ -193,7 +193,10 @@ impl Broker {
                 format!("{e}"),
             )
         })?;
-        let quotas = quotas::Quotas::new(config.quota_windows, metadata.as_ref());
+        let quotas = quotas::Quotas::new(
+            (config.quota_windows, config.controller_quota_windows),
+            metadata.as_ref(),
+        );
         let broker = Self {
             acls,
             quotas,
@@ -265,6 +268,9 @@ impl Broker {
     /// now stay muted: the largest throttle time earned, by this usage or
     /// `earlier` (what the same request earned before), zero when none is.
     ///
+    /// The time a CreateTopics, CreatePartitions or DeleteTopics response
+    /// says its `controller_mutation_rate` debt takes to repay counts too.
+    ///
     /// When one was earned, `response` carries it as `throttle_time_ms`,
     /// and a Fetch response over `consumer_byte_rate` (or the request
     /// quota) has its records taken out and not counted, as Kafka sends a
@@ -283,7 +289,10 @@ impl Broker {
             usage,
             now,
         );
-        let wait = earned.into_iter().fold(earlier, std::cmp::max);
+        let wait = earned
+            .into_iter()
+            .chain(response.as_deref().map(quotas::mutation_throttle))
+            .fold(earlier, std::cmp::max);
         if wait.is_zero() {
             return wait;
         }
@@ -301,6 +310,22 @@ impl Broker {
         let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         quotas::set_throttle_time(response, ms);
         wait
+    }
+
+    /// The `controller_mutation_rate` quota of the request's principal and
+    /// client id, if one is set. `strict_since`: the first version of the
+    /// request's API that has THROTTLING_QUOTA_EXCEEDED (older ones are
+    /// only throttled).
+    pub(crate) fn mutation_quota(
+        &self,
+        ctx: &RequestContext,
+        strict_since: i16,
+    ) -> Option<quotas::MutationQuota> {
+        let client_id = ctx.header.client_id.as_deref().unwrap_or_default();
+        self.quotas.mutation_quota(
+            (&ctx.principal.name, client_id),
+            ctx.version >= strict_since,
+        )
     }
 
     /// Whether any user or client-id quota is set: while none is, requests

@@ -1,7 +1,7 @@
-//! Client quotas: what Kafka's `producer_byte_rate`, `consumer_byte_rate`
-//! and `request_percentage` allow each user and client id, the rates
-//! clients are measured at, and the throttle time a request over its quota
-//! earns.
+//! Client quotas: what Kafka's `producer_byte_rate`, `consumer_byte_rate`,
+//! `request_percentage` and `controller_mutation_rate` allow each user and
+//! client id, the rates clients are measured at, and the throttle time a
+//! request over its quota earns.
 //!
 //! The quota values live in the metadata (replicated on a cluster), set by
 //! AlterClientQuotas. This module keeps a [`QuotaTable`] built from them,
@@ -35,6 +35,17 @@
 //! Each connection resolves its quotas once ([`QuotaSession`]) and again
 //! only when the table or its client id changes, so a request costs one
 //! sensor lock per quota that applies, and nothing when none does.
+//!
+//! `controller_mutation_rate` (KIP-599) is measured differently, as Kafka
+//! measures it: partitions created or deleted per second, against a
+//! [`TokenBucket`] that holds at most `controller.quota.window.num *
+//! controller.quota.window.size.seconds` seconds' worth. CreateTopics (v6
+//! and later), CreatePartitions (v3+) and DeleteTopics (v5+) are strict: a
+//! topic whose mutation finds the bucket in debt is refused with
+//! THROTTLING_QUOTA_EXCEEDED, while one that finds tokens left is done in
+//! full, even if it takes the bucket into debt. Older versions are done and
+//! only throttled. Either way the response's `throttle_time_ms` is the
+//! time the debt takes to repay, and the connection is muted that long.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -44,8 +55,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ResponseKind;
 use weir_metadata::{ClientQuota, MetadataStore};
+
+use crate::error::ApiError;
 
 /// Kafka's entity type names.
 pub(crate) const USER: &str = "user";
@@ -64,10 +78,21 @@ pub enum QuotaKind {
     /// `request_percentage`: time the broker spends on the client's
     /// requests, as a percentage of one thread's time.
     Request,
+    /// `controller_mutation_rate`: partitions created or deleted per
+    /// second, by CreateTopics, CreatePartitions and DeleteTopics.
+    ControllerMutation,
 }
 
 impl QuotaKind {
-    const ALL: [QuotaKind; 3] = [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request];
+    const ALL: [QuotaKind; 4] = [
+        QuotaKind::Produce,
+        QuotaKind::Fetch,
+        QuotaKind::Request,
+        QuotaKind::ControllerMutation,
+    ];
+
+    /// The kinds every request is measured against by its connection.
+    const MEASURED: [QuotaKind; 3] = [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request];
 
     /// Kafka's key for this quota.
     pub fn key(self) -> &'static str {
@@ -75,6 +100,7 @@ impl QuotaKind {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
             QuotaKind::Request => "request_percentage",
+            QuotaKind::ControllerMutation => "controller_mutation_rate",
         }
     }
 
@@ -83,14 +109,13 @@ impl QuotaKind {
             QuotaKind::Produce => 0,
             QuotaKind::Fetch => 1,
             QuotaKind::Request => 2,
+            QuotaKind::ControllerMutation => 3,
         }
     }
 }
 
 /// Every key AlterClientQuotas accepts for user and client-id entities,
-/// and whether its value must be a whole number. `controller_mutation_rate`
-/// is kept and described, as Kafka does, though no Weir request is
-/// throttled by it yet.
+/// and whether its value must be a whole number.
 pub(crate) const CLIENT_KEYS: [(&str, bool); 4] = [
     ("producer_byte_rate", true),
     ("consumer_byte_rate", true),
@@ -116,7 +141,7 @@ enum Part {
 #[derive(Debug, Default)]
 pub(crate) struct QuotaTable {
     /// By (user, client-id) component: the values of each kind.
-    clients: HashMap<(Part, Part), [Option<f64>; 3]>,
+    clients: HashMap<(Part, Part), [Option<f64>; 4]>,
     /// `connection_creation_rate` by ip (`None`: the default).
     ips: HashMap<Option<String>, f64>,
 }
@@ -313,8 +338,135 @@ impl Sensor {
     }
 }
 
-/// Most sensors kept at once; past it, sensors no connection holds are
-/// dropped, the oldest first.
+/// Kafka's `TokenBucket`: tokens accrue at the quota's rate up to a burst
+/// of the whole measured window's worth, and each mutation spends one.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    updated: Instant,
+    /// When the bucket will be full again, if nothing is spent.
+    full_at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    fn new(now: Instant, rate: f64, windows: QuotaWindows) -> Self {
+        Self {
+            tokens: Self::burst(rate, windows),
+            updated: now,
+            full_at: now,
+        }
+    }
+
+    fn burst(rate: f64, windows: QuotaWindows) -> f64 {
+        rate * windows.max_throttle().as_secs_f64()
+    }
+
+    /// Add what accrued since the last update.
+    fn refill(&mut self, now: Instant, rate: f64, windows: QuotaWindows) {
+        let accrued = now.saturating_duration_since(self.updated).as_secs_f64() * rate;
+        self.tokens = (self.tokens + accrued).min(Self::burst(rate, windows));
+        self.updated = now;
+    }
+
+    /// Spend `tokens`, which may take the bucket into debt.
+    fn spend(&mut self, tokens: f64, rate: f64, windows: QuotaWindows) {
+        self.tokens -= tokens;
+        let missing = Self::burst(rate, windows) - self.tokens;
+        self.full_at = self.updated + Self::seconds(missing / rate);
+    }
+
+    /// How long the debt takes to repay: zero while tokens are left.
+    fn debt(&self, rate: f64) -> Duration {
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        Self::seconds(-self.tokens / rate)
+    }
+
+    /// `seconds` as a duration, at most what a `throttle_time_ms` holds
+    /// (quota values are finite and above zero, so it is a number).
+    fn seconds(seconds: f64) -> Duration {
+        if seconds.is_nan() || seconds <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(seconds.min(i32::MAX as f64 / 1000.0))
+    }
+}
+
+/// The `controller_mutation_rate` that applies to one request: its bucket,
+/// shared by every request of the entity measured.
+#[derive(Debug)]
+pub struct MutationQuota {
+    bucket: Arc<Mutex<TokenBucket>>,
+    rate: f64,
+    windows: QuotaWindows,
+    /// Whether a mutation that finds the bucket in debt is refused (the
+    /// request's version has THROTTLING_QUOTA_EXCEEDED), not just throttled.
+    strict: bool,
+}
+
+impl MutationQuota {
+    /// Whether a mutation may go ahead: not when the quota is strict and
+    /// the bucket is in debt, when the answer is the time until it is
+    /// repaid.
+    fn admit(&self) -> Result<(), Duration> {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.refill(Instant::now(), self.rate, self.windows);
+        if self.strict && bucket.tokens < 0.0 {
+            return Err(bucket.debt(self.rate));
+        }
+        Ok(())
+    }
+
+    /// Spend a token for each partition mutated.
+    fn spend(&self, partitions: usize) {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.refill(Instant::now(), self.rate, self.windows);
+        bucket.spend(partitions as f64, self.rate, self.windows);
+    }
+
+    /// The `throttle_time_ms` the request earned: the time the bucket's
+    /// debt takes to repay.
+    pub(crate) fn throttle_time_ms(&self) -> i32 {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.refill(Instant::now(), self.rate, self.windows);
+        i32::try_from(bucket.debt(self.rate).as_millis()).unwrap_or(i32::MAX)
+    }
+}
+
+/// Mutate one topic's partitions under `quota`. `run(validate_only)`
+/// does the mutation, or only checks it, and answers what it made and how
+/// many partitions it created or deleted. When the quota refuses the
+/// mutation, the topic is still checked, so that a request that would fail
+/// anyway gets its own error rather than THROTTLING_QUOTA_EXCEEDED.
+pub(crate) fn within_mutation_quota<T>(
+    quota: Option<&MutationQuota>,
+    validate_only: bool,
+    run: impl Fn(bool) -> Result<(T, usize), ApiError>,
+) -> Result<T, ApiError> {
+    let Some(quota) = quota.filter(|_| !validate_only) else {
+        return run(validate_only).map(|(made, _)| made);
+    };
+    if let Err(wait) = quota.admit() {
+        run(true)?;
+        return Err(ApiError::new(
+            ResponseError::ThrottlingQuotaExceeded,
+            format!(
+                "the throttling quota has been exceeded (controller_mutation_rate {}): \
+                 retry in {} ms",
+                quota.rate,
+                wait.as_millis()
+            ),
+        ));
+    }
+    let (made, partitions) = run(false)?;
+    quota.spend(partitions);
+    Ok(made)
+}
+
+/// Most sensors (and, apart, token buckets) kept at once; past it, those
+/// no connection holds are dropped, the oldest first.
 const SENSORS_MAX: usize = 100_000;
 
 /// The broker's quotas: the table built from the metadata and a sensor per
@@ -322,21 +474,30 @@ const SENSORS_MAX: usize = 100_000;
 #[derive(Debug)]
 pub struct Quotas {
     windows: QuotaWindows,
+    /// `controller.quota.window.num` and `.size.seconds`.
+    controller_windows: QuotaWindows,
     /// The values' version and the table built from them.
     current: RwLock<(u64, Arc<QuotaTable>)>,
     /// Held while building, so one build at a time reads the store.
     building: Mutex<()>,
     sensors: Mutex<HashMap<SensorKey, Arc<Mutex<Sensor>>>>,
+    /// `controller_mutation_rate` buckets, by the entity measured.
+    buckets: Mutex<HashMap<SensorKey, Arc<Mutex<TokenBucket>>>>,
     /// Whether the table has any user or client-id quota.
     in_force: AtomicBool,
 }
 
 impl Quotas {
-    pub(crate) fn new(windows: QuotaWindows, metadata: &dyn MetadataStore) -> Self {
+    pub(crate) fn new(
+        (windows, controller_windows): (QuotaWindows, QuotaWindows),
+        metadata: &dyn MetadataStore,
+    ) -> Self {
         let (version, values) = metadata.client_quotas();
         let table = QuotaTable::build(&values);
         Self {
             windows,
+            controller_windows,
+            buckets: Mutex::new(HashMap::new()),
             in_force: AtomicBool::new(!table.clients.is_empty()),
             current: RwLock::new((version, Arc::new(table))),
             building: Mutex::new(()),
@@ -389,6 +550,45 @@ impl Quotas {
         sensors.entry(key).or_default().clone()
     }
 
+    /// The `controller_mutation_rate` that applies to `user` and
+    /// `client_id`, if one is set; `strict` as the request's version is.
+    pub(crate) fn mutation_quota(
+        &self,
+        (user, client_id): (&str, &str),
+        strict: bool,
+    ) -> Option<MutationQuota> {
+        if !self.in_force() {
+            return None;
+        }
+        let (key, rate) = self
+            .table()
+            .1
+            .resolve(QuotaKind::ControllerMutation, user, client_id)?;
+        let now = Instant::now();
+        let windows = self.controller_windows;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.contains_key(&key) && buckets.len() >= SENSORS_MAX {
+            // A full bucket is what a new one would be: drop those first.
+            buckets.retain(|_, b| {
+                Arc::strong_count(b) > 1
+                    || b.lock().unwrap_or_else(|p| p.into_inner()).full_at > now
+            });
+            if buckets.len() >= SENSORS_MAX {
+                buckets.retain(|_, b| Arc::strong_count(b) > 1);
+            }
+        }
+        let bucket = buckets
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(now, rate, windows))))
+            .clone();
+        Some(MutationQuota {
+            bucket,
+            rate,
+            windows,
+            strict,
+        })
+    }
+
     /// Sensors kept now (for tests of the bound).
     #[cfg(test)]
     fn sensors_kept(&self) -> usize {
@@ -426,7 +626,7 @@ impl QuotaSession {
         if current {
             return;
         }
-        for kind in QuotaKind::ALL {
+        for kind in QuotaKind::MEASURED {
             self.sensors[kind.index()] = table
                 .resolve(kind, user, client_id)
                 .map(|(key, quota)| (quotas.sensor(key, now), quota));
@@ -445,13 +645,14 @@ impl QuotaSession {
     ) -> [Duration; 3] {
         self.resolve(quotas, user, client_id, now);
         let mut throttles = [Duration::ZERO; 3];
-        for kind in QuotaKind::ALL {
+        for kind in QuotaKind::MEASURED {
             let value = match kind {
                 QuotaKind::Produce => usage.produce_bytes as f64,
                 QuotaKind::Fetch => usage.fetch_bytes as f64,
                 // Kafka measures request time in nanoseconds against a
                 // quota in percent of a second.
                 QuotaKind::Request => usage.work.as_secs_f64() * 100.0,
+                QuotaKind::ControllerMutation => continue,
             };
             if let Some((sensor, quota)) = &self.sensors[kind.index()]
                 && value > 0.0
@@ -533,6 +734,19 @@ impl<F: Future> Future for Timed<F> {
         add_work(Some(&self.spent), start.elapsed());
         polled
     }
+}
+
+/// The throttle time a response's handler set for its
+/// `controller_mutation_rate`: CreateTopics, CreatePartitions and
+/// DeleteTopics only.
+pub(crate) fn mutation_throttle(response: &ResponseKind) -> Duration {
+    let ms = match response {
+        ResponseKind::CreateTopics(r) => r.throttle_time_ms,
+        ResponseKind::CreatePartitions(r) => r.throttle_time_ms,
+        ResponseKind::DeleteTopics(r) => r.throttle_time_ms,
+        _ => 0,
+    };
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Set a response's `throttle_time_ms`, for the responses that have one.
@@ -715,10 +929,32 @@ mod tests {
     }
 
     #[test]
+    fn a_mutation_bucket_allows_its_burst_then_owes_until_repaid() {
+        let windows = QuotaWindows {
+            samples: 2,
+            size: Duration::from_secs(1),
+        };
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(start, 2.0, windows);
+        assert_eq!(bucket.tokens, 4.0, "a burst of two windows at 2/s");
+        // One mutation past the burst is done, and owes 3 s.
+        bucket.spend(10.0, 2.0, windows);
+        assert_eq!(bucket.debt(2.0), Duration::from_secs(3));
+        assert_eq!(bucket.full_at, start + Duration::from_secs(5));
+        bucket.refill(start + Duration::from_secs(2), 2.0, windows);
+        assert_eq!(bucket.debt(2.0), Duration::from_secs(1));
+        bucket.refill(start + Duration::from_secs(3), 2.0, windows);
+        assert_eq!(bucket.debt(2.0), Duration::ZERO);
+        // Tokens accrue no further than the burst.
+        bucket.refill(start + Duration::from_secs(60), 2.0, windows);
+        assert_eq!(bucket.tokens, 4.0);
+    }
+
+    #[test]
     fn sensors_no_connection_holds_are_dropped_past_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let store = weir_metadata::LocalMetadataStore::open(dir.path()).unwrap();
-        let quotas = Quotas::new(QuotaWindows::default(), &store);
+        let quotas = Quotas::new((QuotaWindows::default(), QuotaWindows::default()), &store);
         let now = Instant::now();
         let held = quotas.sensor(
             SensorKey {

@@ -52,8 +52,8 @@ Examples:
 
 Keys for users and client ids: producer_byte_rate and consumer_byte_rate
 (bytes per second), request_percentage (percent of one broker thread's
-time), and controller_mutation_rate (kept and shown, but nothing is
-throttled by it yet). For an ip: connection_creation_rate (connections per
+time), and controller_mutation_rate (partitions created or deleted per
+second by topic creation, growth and deletion). For an ip: connection_creation_rate (connections per
 second). Quotas are enforced as Kafka enforces them: a
 client over its quota is told to wait (throttle_time_ms) and is not read
 until it has.")]

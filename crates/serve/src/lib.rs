@@ -516,6 +516,8 @@ struct Settings {
     authorizer: weir_auth::AuthorizerConfig,
     /// `quota.window.num` and `quota.window.size.seconds`.
     quota_windows: weir_broker::QuotaWindows,
+    /// `controller.quota.window.num` and `controller.quota.window.size.seconds`.
+    controller_quota_windows: weir_broker::QuotaWindows,
 }
 
 /// What a node runs (`process.roles`).
@@ -668,6 +670,7 @@ impl Settings {
             authorizer_enabled: false,
             authorizer: weir_auth::AuthorizerConfig::default(),
             quota_windows: weir_broker::QuotaWindows::default(),
+            controller_quota_windows: weir_broker::QuotaWindows::default(),
         };
         let mut listener_configs = listeners::ListenerConfigs::default();
         for (key, value) in kafka {
@@ -921,6 +924,13 @@ impl Settings {
             "quota.window.size.seconds" => {
                 let seconds: u64 = config.at_least(1)?;
                 self.quota_windows.size = Duration::from_secs(seconds);
+            }
+            "controller.quota.window.num" => {
+                self.controller_quota_windows.samples = config.at_least(1)?;
+            }
+            "controller.quota.window.size.seconds" => {
+                let seconds: u64 = config.at_least(1)?;
+                self.controller_quota_windows.size = Duration::from_secs(seconds);
             }
             "connections.max.idle.ms" => {
                 self.server.connections_max_idle_ms = config.at_least(1)?;
@@ -1495,6 +1505,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             .authorizer_enabled
             .then(|| settings.authorizer.clone()),
         quota_windows: settings.quota_windows,
+        controller_quota_windows: settings.controller_quota_windows,
         ..BrokerConfig::default()
     };
     // Loading replays `__consumer_offsets` from disk: off the workers.
@@ -1510,9 +1521,12 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let delays = weir_broker::delay::DelayMover::start(broker.clone(), &settings.data_dir)
         .map_err(ServeError::Delays)?;
     let mut cluster_tasks = Vec::new();
+    // A cluster node's standing with the quorum, for `/ready`.
+    let mut unfenced = None;
     if let (Some(controller), Some(changes)) = (&controller, changes) {
         cluster_tasks.push(cluster::spawn_follower(changes, broker.clone()));
         let (active_tx, mut active) = tokio::sync::watch::channel(false);
+        unfenced = Some(active.clone());
         cluster_tasks.push(cluster::spawn_heartbeats(
             controller.clone(),
             broker.clone(),
@@ -1549,7 +1563,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Served from here on, as the Kafka listener is.
     let admin = admin_listener.map(|listener| {
         let addr = listener.addr();
-        (addr, listener.serve(broker.clone()))
+        (addr, listener.serve(broker.clone(), unfenced))
     });
 
     // Scripts and tests read these lines to learn the ports: the first
@@ -1860,6 +1874,8 @@ mod tests {
                 ("max.connection.creation.rate".into(), "50".into()),
                 ("quota.window.num".into(), "3".into()),
                 ("quota.window.size.seconds".into(), "2".into()),
+                ("controller.quota.window.num".into(), "4".into()),
+                ("controller.quota.window.size.seconds".into(), "5".into()),
             ],
             ..ServeArgs::default()
         });
@@ -1878,6 +1894,13 @@ mod tests {
                 size: Duration::from_secs(2)
             }
         );
+        assert_eq!(
+            s.controller_quota_windows,
+            weir_broker::QuotaWindows {
+                samples: 4,
+                size: Duration::from_secs(5)
+            }
+        );
         assert_eq!(s.server.connections_max_idle_ms, 1500);
         assert_eq!(s.server.queued_max_response_bytes, 32 << 20);
         let d = resolve(ServeArgs::default());
@@ -1886,6 +1909,10 @@ mod tests {
         assert_eq!(d.server.max_connections_per_ip, usize::MAX);
         assert_eq!(d.server.max_connection_creation_rate, None);
         assert_eq!(d.quota_windows, weir_broker::QuotaWindows::default());
+        assert_eq!(
+            d.controller_quota_windows,
+            weir_broker::QuotaWindows::default()
+        );
     }
 
     #[test]
@@ -1900,6 +1927,7 @@ mod tests {
             ("max.connections.per.ip.overrides", "127.0.0.1"),
             ("max.connection.creation.rate", "0"),
             ("quota.window.num", "0"),
+            ("controller.quota.window.size.seconds", "0"),
         ] {
             let err = Settings::resolve(ServeArgs {
                 set: vec![(key.into(), value.into())],

@@ -446,7 +446,14 @@ async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome
             };
             let mut frame = encode(&body)?;
             if let Some((quota, work)) = quota {
-                let fetch_bytes = if api == ApiKey::Fetch { frame.len() } else { 0 };
+                // A share fetch's records count as a fetch's do; it is not
+                // sent back empty when throttled, as its records are
+                // acquired for this consumer.
+                let fetch_bytes = if matches!(api, ApiKey::Fetch | ApiKey::ShareFetch) {
+                    frame.len()
+                } else {
+                    0
+                };
                 if !quota
                     .record_answered(&work, fetch_bytes, Some(&mut body))
                     .is_zero()

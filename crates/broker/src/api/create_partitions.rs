@@ -12,6 +12,7 @@ use weir_auth::AclOperation;
 use crate::acls::topic_denied;
 use crate::admin;
 use crate::error::ApiError;
+use crate::quotas;
 use crate::{Broker, HandlerError, RequestContext};
 
 pub(crate) async fn handle(
@@ -19,6 +20,7 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> Result<CreatePartitionsResponse, HandlerError> {
+    let quota = broker.mutation_quota(ctx, MUTATION_QUOTA_STRICT_SINCE);
     let repeated = admin::duplicates(req.topics.iter().map(|t| t.name.0.to_string()));
     let mut answered = std::collections::BTreeSet::new();
     let mut results = Vec::with_capacity(req.topics.len());
@@ -34,7 +36,9 @@ pub(crate) async fn handle(
         } else if !broker.allowed_on_topic(ctx, AclOperation::Alter, &name) {
             Err(topic_denied(ctx, AclOperation::Alter, &name))
         } else {
-            add(broker, topic, req.validate_only)
+            quotas::within_mutation_quota(quota.as_ref(), req.validate_only, |validate_only| {
+                add(broker, topic, validate_only).map(|added| ((), added))
+            })
         };
         let (error_code, error_message) = admin::outcome(&outcome);
         results.push(
@@ -44,15 +48,23 @@ pub(crate) async fn handle(
                 .with_error_message(error_message),
         );
     }
-    Ok(CreatePartitionsResponse::default().with_results(results))
+    Ok(CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(quota.map_or(0, |q| q.throttle_time_ms())))
 }
 
+/// The first version a `controller_mutation_rate` in debt refuses with
+/// THROTTLING_QUOTA_EXCEEDED (KIP-599); older ones are only throttled.
+const MUTATION_QUOTA_STRICT_SINCE: i16 = 3;
+
+/// Add the partitions; answers how many were (or would be) added.
 fn add(
     broker: &Broker,
     topic: &CreatePartitionsTopic,
     validate_only: bool,
-) -> Result<(), ApiError> {
+) -> Result<usize, ApiError> {
     let name = topic.name.0.as_str();
+    let before = broker.topic(name).map_or(0, |t| t.meta.partitions);
     let mut chosen = None;
     if let Some(assignments) = &topic.assignments {
         let current = broker
@@ -89,7 +101,7 @@ fn add(
         }
     }
     broker.create_partitions(name, topic.count, validate_only, chosen)?;
-    Ok(())
+    Ok(usize::try_from(topic.count.saturating_sub(before)).unwrap_or(0))
 }
 
 #[cfg(test)]

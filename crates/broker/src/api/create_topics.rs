@@ -18,6 +18,7 @@ use weir_auth::{AclOperation, ResourceType};
 use crate::acls::topic_denied;
 use crate::admin::{self, str_bytes};
 use crate::error::ApiError;
+use crate::quotas;
 use crate::topics::TOPIC_PARTITIONS_MAX;
 use crate::{Broker, HandlerError, RequestContext};
 
@@ -34,6 +35,7 @@ pub(crate) async fn handle(
         weir_auth::CLUSTER_RESOURCE_NAME,
     );
     // Creation is synchronous, so there is nothing for `timeout_ms` to bound.
+    let quota = broker.mutation_quota(ctx, MUTATION_QUOTA_STRICT_SINCE);
     let repeated = admin::duplicates(req.topics.iter().map(|t| t.name.0.to_string()));
     let mut answered = std::collections::BTreeSet::new();
     let mut results = Vec::with_capacity(req.topics.len());
@@ -50,15 +52,26 @@ pub(crate) async fn handle(
         } else if !cluster_create && !broker.allowed_on_topic(ctx, AclOperation::Create, &name) {
             Err(topic_denied(ctx, AclOperation::Create, &name))
         } else {
-            create(broker, topic, req.validate_only)
+            quotas::within_mutation_quota(quota.as_ref(), req.validate_only, |validate_only| {
+                let meta = create(broker, topic, validate_only)?;
+                let partitions = usize::try_from(meta.partitions).unwrap_or(0);
+                Ok((meta, partitions))
+            })
         };
         // The configs are told only to a client that may describe them.
         let configs_visible =
             outcome.is_ok() && broker.allowed_on_topic(ctx, AclOperation::DescribeConfigs, &name);
         results.push(result(broker, &topic.name, outcome, configs_visible));
     }
-    Ok(CreateTopicsResponse::default().with_topics(results))
+    Ok(CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(quota.map_or(0, |q| q.throttle_time_ms())))
 }
+
+/// The first version whose topics a `controller_mutation_rate` in debt
+/// refuses with THROTTLING_QUOTA_EXCEEDED (KIP-599); older ones are only
+/// throttled.
+const MUTATION_QUOTA_STRICT_SINCE: i16 = 6;
 
 fn create(
     broker: &Broker,

@@ -11,6 +11,7 @@ use weir_auth::AclOperation;
 use crate::acls::topic_denied;
 use crate::admin::{self, str_bytes};
 use crate::error::ApiError;
+use crate::quotas::{self, MutationQuota};
 use crate::{Broker, HandlerError, RequestContext};
 
 /// One topic to delete, as the request named it.
@@ -41,6 +42,7 @@ pub(crate) async fn handle(
             (name, _) => Target::Ambiguous(name.as_ref().map(|n| n.0.to_string()), topic.topic_id),
         });
     }
+    let quota = broker.mutation_quota(ctx, MUTATION_QUOTA_STRICT_SINCE);
     let repeated = admin::duplicates(targets.iter().cloned());
     let mut answered = std::collections::BTreeSet::new();
     let mut responses = Vec::with_capacity(targets.len());
@@ -52,17 +54,24 @@ pub(crate) async fn handle(
             }
             continue;
         }
-        let (name, outcome) = delete(broker, ctx, &target);
+        let (name, outcome) = delete(broker, ctx, &target, quota.as_ref());
         responses.push(result(&target, name, outcome));
     }
-    Ok(DeleteTopicsResponse::default().with_responses(responses))
+    Ok(DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(quota.map_or(0, |q| q.throttle_time_ms())))
 }
+
+/// The first version a `controller_mutation_rate` in debt refuses with
+/// THROTTLING_QUOTA_EXCEEDED (KIP-599); older ones are only throttled.
+const MUTATION_QUOTA_STRICT_SINCE: i16 = 5;
 
 /// Delete one topic; returns its name when known, for the response.
 fn delete(
     broker: &Broker,
     ctx: &RequestContext,
     target: &Target,
+    quota: Option<&MutationQuota>,
 ) -> (Option<String>, Result<Uuid, ApiError>) {
     let name = match target {
         Target::Name(name) => name.clone(),
@@ -90,7 +99,16 @@ fn delete(
             Err(topic_denied(ctx, AclOperation::Delete, &name)),
         );
     }
-    let outcome = broker.delete_topic(&name).map(|meta| meta.id);
+    let outcome = quotas::within_mutation_quota(quota, false, |check_only| {
+        if check_only {
+            let topic = broker
+                .topic(&name)
+                .ok_or_else(|| ApiError::unknown_topic(&name))?;
+            return Ok((topic.meta.id, 0));
+        }
+        let meta = broker.delete_topic(&name)?;
+        Ok((meta.id, usize::try_from(meta.partitions).unwrap_or(0)))
+    });
     (Some(name), outcome)
 }
 
