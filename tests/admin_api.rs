@@ -1,6 +1,8 @@
 //! The broker's HTTP admin API (`--admin-listen`), asked over HTTP as an
-//! operator's script would: `GET /health` on the address `weir serve`
-//! prints, on a one-node broker and on a cluster node, across a restart;
+//! operator's script would: `GET /health` and `GET /ready` on the address
+//! `weir serve` prints, on a one-node broker and on a cluster node, across a
+//! restart, and `/ready` answering 503 while a cluster node has lost its
+//! quorum and 200 again once it is back;
 //! JSON errors for what it does not serve; `--admin-listen none` turns it
 //! off and leaves Kafka clients served; a taken admin port fails the start
 //! before the data folder is touched; an open admin connection does not
@@ -74,6 +76,7 @@ fn health_answers_ok_on_the_printed_admin_address_across_a_restart() -> anyhow::
         .to_owned();
     ensure!(!addr.ends_with(":0"), "the printed address is {addr}");
     assert_eq!(get(&addr, "/health")?, (200, json!({"status": "ok"})));
+    assert_eq!(get(&addr, "/ready")?.0, 200);
 
     // The harness restarts it on the same admin port, as on the same Kafka port.
     broker.restart()?;
@@ -88,6 +91,34 @@ fn a_cluster_node_serves_health_once_it_serves_kafka_clients() -> anyhow::Result
     let node = Broker::start(&["--node-id", "1", "--voters", &voters])?;
     let addr = node.admin_addr().context("no `admin listening on` line")?;
     assert_eq!(get(addr, "/health")?, (200, json!({"status": "ok"})));
+    Ok(())
+}
+
+#[test]
+fn ready_answers_503_while_a_cluster_node_has_lost_its_quorum() -> anyhow::Result<()> {
+    let mut nodes =
+        common::security::start_cluster(3, "", &["--set", "broker.session.timeout.ms=2000"])?;
+    let addr = nodes[0]
+        .admin_addr()
+        .context("no `admin listening on` line")?
+        .to_owned();
+    let ready = json!({"status": "ready", "checks": {
+        "metadata_loaded": true, "log_recovered": true, "caught_up": true}});
+    assert_eq!(get(&addr, "/ready")?, (200, ready.clone()));
+    // Without a majority no heartbeat is answered: after a session timeout
+    // the node counts itself fenced.
+    nodes[1].sigkill()?;
+    nodes[2].sigkill()?;
+    common::wait_until(Duration::from_secs(30), "/ready to answer 503", || {
+        let (status, body) = get(&addr, "/ready")?;
+        Ok(status == 503 && body["checks"]["caught_up"] == json!(false))
+    })?;
+    assert_eq!(get(&addr, "/health")?, (200, json!({"status": "ok"})));
+    nodes[1].restart()?;
+    nodes[2].restart()?;
+    common::wait_until(Duration::from_secs(30), "/ready to answer 200", || {
+        Ok(get(&addr, "/ready")? == (200, ready.clone()))
+    })?;
     Ok(())
 }
 

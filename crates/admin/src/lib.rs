@@ -17,6 +17,7 @@
 //! | route         | answer                                                 |
 //! |---------------|--------------------------------------------------------|
 //! | `GET /health` | 200 `{"status":"ok"}`: the process is up and serving    |
+//! | `GET /ready`  | 200 when the broker can serve clients, 503 with the failed check otherwise (`health`) |
 //! | `/v1/topics/{topic}/delayed...` | pending delayed records: counts, list, cancel (`delayed`) |
 //! | `GET /v1/share-groups/{group}` | a share group's records in flight per partition (`share`) |
 //!
@@ -73,6 +74,10 @@ pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AdminState {
     /// The broker the routes serve views of.
     pub broker: Arc<weir_broker::Broker>,
+    /// On a cluster node, whether the quorum counts it active (registered,
+    /// caught up with the metadata and heartbeating: unfenced); `None` on a
+    /// single node.
+    pub unfenced: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Every route of the admin API, with the error fallbacks and the bounds.
@@ -181,6 +186,7 @@ mod tests {
         (
             AdminState {
                 broker: Arc::new(broker),
+                unfenced: None,
             },
             dir,
         )
@@ -207,6 +213,30 @@ mod tests {
         let (status, body) = call(router(state), Method::GET, "/health").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, serde_json::json!({"status": "ok"}));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ready_follows_a_cluster_nodes_standing_with_the_quorum() {
+        let (mut state, _dir) = state();
+        let (status, body) = call(router(state.clone()), Method::GET, "/ready").await;
+        assert_eq!(status, StatusCode::OK, "a single node serving is ready");
+        assert_eq!(body["status"], "ready");
+        let (active, unfenced) = tokio::sync::watch::channel(true);
+        state.unfenced = Some(unfenced);
+        let app = router(state);
+        let (status, _) = call(app.clone(), Method::GET, "/ready").await;
+        assert_eq!(status, StatusCode::OK);
+        active.send_replace(false);
+        let (status, body) = call(app.clone(), Method::GET, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a fenced node");
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "not ready", "checks": {
+                "metadata_loaded": true, "log_recovered": true, "caught_up": false}})
+        );
+        active.send_replace(true);
+        let (status, _) = call(app, Method::GET, "/ready").await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test(flavor = "multi_thread")]

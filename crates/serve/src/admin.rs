@@ -37,10 +37,15 @@ impl Bound {
         self.addr
     }
 
-    /// Serve the admin API over `broker` until [`Serving::stop`].
-    pub(crate) fn serve(self, broker: Arc<Broker>) -> Serving {
+    /// Serve the admin API over `broker` until [`Serving::stop`];
+    /// `unfenced` is a cluster node's standing with the quorum.
+    pub(crate) fn serve(
+        self,
+        broker: Arc<Broker>,
+        unfenced: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Serving {
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = weir_admin::AdminState { broker };
+        let state = weir_admin::AdminState { broker, unfenced };
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 // Sent by `stop`, or dropped with it: either way, stop.

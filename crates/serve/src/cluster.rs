@@ -149,6 +149,10 @@ pub(crate) fn spawn_heartbeats(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was = None;
+        // When the quorum last answered; a node it has not answered for a
+        // session timeout counts itself fenced, as the quorum then counts
+        // it, until it answers again.
+        let mut answered = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let beat = Heartbeat {
@@ -170,6 +174,7 @@ pub(crate) fn spawn_heartbeats(
                     follow_once(&broker).await;
                 }
                 Ok(answer) => {
+                    answered = tokio::time::Instant::now();
                     active.send_replace(answer == HeartbeatAnswer::Active);
                     if was != Some(answer) {
                         tracing::info!(broker = who.id, state = ?answer, "heartbeat answered");
@@ -179,6 +184,13 @@ pub(crate) fn spawn_heartbeats(
                 Err(err) => {
                     tracing::warn!(broker = who.id, error = %err, "heartbeat not answered; the quorum fences this broker if this goes on for broker.session.timeout.ms");
                     was = None;
+                    if answered.elapsed() >= session_timeout && *active.borrow() {
+                        tracing::warn!(
+                            broker = who.id,
+                            "no heartbeat answered for broker.session.timeout.ms: this broker counts itself fenced (GET /ready answers 503) until the quorum answers"
+                        );
+                        active.send_replace(false);
+                    }
                 }
             }
         }
