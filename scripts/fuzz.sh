@@ -8,9 +8,10 @@
 # appended to a real partition), log_recovery (a log whose newest segment,
 # index, checkpoint or leader epochs are torn, overwritten or extended,
 # opened again and read back), sasl_exchange (PLAIN and SCRAM exchanges of
-# arbitrary client messages with weir-auth's SASL server). Default: all
-# four, 30 seconds each (what .ci/run runs); the campaigns in
-# docs/security.md ran 600.
+# arbitrary client messages with weir-auth's SASL server), oauth_exchange
+# (OAUTHBEARER exchanges, with tokens of arbitrary claims signed by a test
+# key). Default: all five, 30 seconds each (what .ci/run runs); the
+# campaigns in docs/security.md ran 600.
 #
 # Installs cargo-fuzz when missing (it needs the nightly toolchain, which
 # rustup provides). Each target first runs every input of its committed
@@ -27,7 +28,7 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decode_request produce_payload log_recovery sasl_exchange)
+    targets=(decode_request produce_payload log_recovery sasl_exchange oauth_exchange)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then

@@ -107,6 +107,7 @@ fn main() {
     );
     write_log_recovery(&root.join("log_recovery"));
     write_sasl_exchange(&root.join("sasl_exchange"));
+    write_oauth_exchange(&root.join("oauth_exchange"));
 }
 
 /// log_recovery: the first byte picks the change (`% 3`: append,
@@ -221,6 +222,53 @@ fn write_log_recovery(dir: &Path) {
                 &5i64.to_be_bytes(),
             ]
             .concat(),
+        ),
+    ];
+    for (name, input) in seeds {
+        write(dir, name, &input);
+    }
+}
+
+/// oauth_exchange: the claims of the token the harness signs, then client
+/// messages, separated by 0xFF. In the first message the harness puts the
+/// signed token in place of `%t`.
+fn write_oauth_exchange(dir: &Path) {
+    let exchange = |claims: &str, messages: &[&str]| {
+        let mut input = claims.as_bytes().to_vec();
+        for message in messages {
+            input.push(0xff);
+            input.extend_from_slice(message.as_bytes());
+        }
+        input
+    };
+    let valid = r#"{"sub":"alice","iss":"https://issuer.example","aud":"weir","exp":1700000600}"#;
+    let expired = r#"{"sub":"alice","iss":"https://issuer.example","aud":"weir","exp":1600000000}"#;
+    let other_audience =
+        r#"{"sub":"alice","iss":"https://issuer.example","aud":["kafka"],"exp":1700000600}"#;
+    let plain = "n,,\x01auth=Bearer %t\x01\x01";
+    let seeds = [
+        ("valid", exchange(valid, &[plain])),
+        (
+            "valid-with-authzid-and-extension",
+            exchange(valid, &["n,a=alice,\x01host=broker\x01auth=Bearer %t\x01\x01"]),
+        ),
+        (
+            "other-authzid",
+            exchange(valid, &["n,a=bob,\x01auth=Bearer %t\x01\x01"]),
+        ),
+        ("expired-then-ack", exchange(expired, &[plain, "\x01"])),
+        (
+            "other-audience-then-garbage",
+            exchange(other_audience, &[plain, "again"]),
+        ),
+        ("claims-not-json", exchange("{sub", &[plain, "\x01"])),
+        ("after-done", exchange(valid, &[plain, plain])),
+        (
+            "unsigned-token",
+            exchange(
+                valid,
+                &["n,,\x01auth=Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.\x01\x01"],
+            ),
         ),
     ];
     for (name, input) in seeds {

@@ -605,12 +605,15 @@ impl SaslServer {
         client_message: &[u8],
         credentials: &dyn CredentialLookup,
     ) -> Result<Step, SaslError> {
+        // An attempt that ended stays as it ended.
+        if matches!(self.state, State::Done | State::Failed) {
+            return Err(SaslError::Finished);
+        }
         // Failed until shown otherwise: an error anywhere below ends the
         // attempt.
         let exchange = match std::mem::replace(&mut self.state, State::Failed) {
-            State::Done | State::Failed => return Err(SaslError::Finished),
-            State::Start => None,
             State::ScramFinal(exchange) => Some(exchange),
+            State::Start | State::Done | State::Failed => None,
         };
         check_length("message", client_message.len(), SASL_MESSAGE_BYTES_MAX)?;
         if self.mechanism == Mechanism::OAuthBearer {
@@ -1207,6 +1210,13 @@ mod tests {
         assert_eq!(
             server_final,
             b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+        assert!(server.is_done());
+        // A message past the end is refused, and the client stays
+        // authenticated.
+        assert_eq!(
+            server.step(client_final.as_bytes(), &users),
+            Err(SaslError::Finished)
         );
         assert!(server.is_done());
     }
