@@ -2,14 +2,15 @@
 # The test command: `bash scripts/test.sh`.
 #
 # On a fresh Debian machine with Rust, Python and Node, it installs what the
-# tests need (kcat from Debian, a Python venv at .venv with kafka-python and
-# confluent-kafka, npm packages for kafkajs), runs every Rust test of the
+# tests need (kcat and curl from Debian, cargo-deb, a Python venv at .venv
+# with kafka-python and confluent-kafka, npm packages for kafkajs), runs every Rust test of the
 # workspace (unit, property,
 # crash and end-to-end tests with librdkafka built by cargo, and those that
 # need the storage failpoints), then the client
 # suites that share no code with librdkafka's Rust binding: Debian's kcat,
 # kafka-python's own integration tests, confluent-kafka's ShareConsumer and
-# kafkajs. It prints one
+# kafkajs; and the Debian package (scripts/test-package.sh: `cargo deb`
+# from the test build's binary, installed, run and purged). It prints one
 # `N passed, M failed` line per suite and a total, and exits non-zero if
 # anything failed.
 set -uo pipefail
@@ -32,6 +33,17 @@ apt_install() {
 if ! command -v kcat >/dev/null; then
     echo "== installing kcat"
     apt_install kcat >/dev/null || echo "warning: could not install kcat; its suite will fail"
+fi
+# The package suite: curl asks the installed broker's /ready; cargo-deb
+# makes the package.
+if ! command -v curl >/dev/null; then
+    echo "== installing curl"
+    apt_install curl >/dev/null || echo "warning: could not install curl; the package suite will fail"
+fi
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "== installing cargo-deb"
+    cargo install cargo-deb --locked --quiet --version 3.8.0 ||
+        echo "warning: could not install cargo-deb; the package suite will fail"
 fi
 # librdkafka's TLS in the Rust tests (rdkafka's `ssl` feature) links OpenSSL.
 if ! pkg-config --exists openssl 2>/dev/null; then
@@ -97,6 +109,7 @@ run_suite kcat tests/compat/kcat_smoke.sh
 run_suite kafka-python tests/compat/kafka_python.sh
 run_suite confluent-kafka tests/compat/confluent_kafka.sh
 run_suite kafkajs tests/compat/kafkajs.sh
+run_suite package scripts/test-package.sh
 
 rm -rf "$log_dir"
 echo

@@ -2,8 +2,9 @@
 //! second one on the same folder is refused, naming the holder's PID, and
 //! never touches the data), a start on a busy port fails before the data
 //! folder is opened, settings that cannot be used are usage errors (exit 2)
-//! found before anything is bound or opened, and the TOML file takes Kafka's
-//! dotted names in both spellings, the shipped example included.
+//! found before anything is bound or opened, the TOML file takes Kafka's
+//! dotted names in both spellings, the shipped example included, and
+//! `--log-format json` writes every log line as a JSON object.
 
 mod common;
 
@@ -154,6 +155,12 @@ fn settings_that_cannot_be_used_are_usage_errors_before_anything_opens() -> anyh
             "log.retention.ms",
         ),
         (&["--admin-listen", "nowhere"], &[], "HOST:PORT"),
+        (&["--log-format", "xml"], &[], "possible values: text, json"),
+        (
+            &[],
+            &[("WEIR_LOG_FORMAT", "xml")],
+            "possible values: text, json",
+        ),
     ];
     for (args, envs, says) in cases {
         let mut argv = listen.to_vec();
@@ -170,6 +177,20 @@ fn settings_that_cannot_be_used_are_usage_errors_before_anything_opens() -> anyh
     for level in ["error", "warn", "info", "debug", "trace"] {
         assert!(stderr.contains(level), "{stderr}");
     }
+    // The file's log_format gets the flag's check.
+    let config = scratch.path().join("weir.toml");
+    std::fs::write(&config, "log_format = \"xml\"\n")?;
+    let output = serve_expecting_exit(
+        &[&listen[..], &["--config", path_str(&config)?]].concat(),
+        &[],
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("log_format"), "{stderr}");
+    assert!(
+        !data_dir.exists(),
+        "log_format = \"xml\" created the data folder"
+    );
     let output = serve_expecting_exit(&["--listen", "notanaddr", "--data-dir", data], &[])?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -177,6 +198,50 @@ fn settings_that_cannot_be_used_are_usage_errors_before_anything_opens() -> anyh
     assert!(
         !data_dir.exists(),
         "--listen notanaddr created the data folder"
+    );
+    Ok(())
+}
+
+#[test]
+fn log_format_json_writes_every_line_as_a_json_object_with_its_fields() -> anyhow::Result<()> {
+    let mut broker = Broker::start(&["--log-format", "json"])?;
+    weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+    weir_ok(&broker, &["produce", "t"], b"x\n")?;
+    let status = broker.stop()?;
+    assert!(status.success(), "{status}\n{}", broker.stderr_tail());
+
+    let stderr = broker.stderr()?;
+    let mut messages = Vec::new();
+    let mut opened = None;
+    for line in stderr.lines() {
+        let event: Value =
+            serde_json::from_str(line).with_context(|| format!("not a JSON object: {line}"))?;
+        assert!(event["timestamp"].is_string(), "no timestamp: {line}");
+        assert!(event["level"].is_string(), "no level: {line}");
+        assert!(event["target"].is_string(), "no target: {line}");
+        let message = event["fields"]["message"]
+            .as_str()
+            .with_context(|| format!("no fields.message: {line}"))?;
+        messages.push(message.to_owned());
+        if message == OPENED_LOG {
+            opened = Some(event);
+        }
+    }
+    let opened = opened.with_context(|| format!("no {OPENED_LOG:?} line in:\n{stderr}"))?;
+    assert_eq!(opened["level"], "INFO", "{opened}");
+    assert_eq!(opened["target"], "weir_serve", "{opened}");
+    // The event's fields, typed as logged.
+    for field in [
+        "partitions",
+        "scanned_bytes",
+        "truncated_bytes",
+        "elapsed_ms",
+    ] {
+        assert!(opened["fields"][field].is_u64(), "{field}: {opened}");
+    }
+    assert!(
+        messages.iter().any(|m| m == "shut down cleanly"),
+        "{messages:?}"
     );
     Ok(())
 }
@@ -229,6 +294,18 @@ fn the_shipped_example_config_starts_a_broker_as_it_is() -> anyhow::Result<()> {
     // --listen and --data-dir (given by the helper) win over the file's.
     let broker = Broker::start(&["--config", path_str(&example)?])?;
     weir_ok(&broker, &["topic", "create", "t", "--partitions", "1"], b"")?;
+    weir_ok(&broker, &["produce", "t"], b"x\n")?;
+    assert_eq!(all_values(&broker, "t")?, ["x"]);
+    Ok(())
+}
+
+#[test]
+fn the_debian_package_config_starts_a_broker_as_it_is() -> anyhow::Result<()> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/debian/weir.toml");
+    // --listen, --admin-listen and --data-dir (given by the helper) win over
+    // the file's defaults and /var/lib/weir; scripts/test-package.sh runs it
+    // installed.
+    let broker = Broker::start(&["--config", path_str(&shipped)?])?;
     weir_ok(&broker, &["produce", "t"], b"x\n")?;
     assert_eq!(all_values(&broker, "t")?, ["x"]);
     Ok(())

@@ -286,6 +286,11 @@ impl Broker {
         )
     }
 
+    /// Everything the broker wrote on stderr, all lives.
+    pub fn stderr(&self) -> anyhow::Result<String> {
+        std::fs::read_to_string(&self.stderr_path).context("cannot read the broker's stderr")
+    }
+
     fn stderr_says_address_in_use(&self) -> bool {
         std::fs::read_to_string(&self.stderr_path)
             .map(|s| s.lines().last().is_some_and(|l| l.contains("in use")))

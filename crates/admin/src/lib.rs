@@ -17,6 +17,7 @@
 //! | route         | answer                                                 |
 //! |---------------|--------------------------------------------------------|
 //! | `GET /health` | 200 `{"status":"ok"}`: the process is up and serving    |
+//! | `GET /metrics` | Prometheus' text format: what weir-metrics recorded, and gauges of partitions and group lag read for the answer (`metrics`) |
 //! | `GET /ready`  | 200 when the broker can serve clients, 503 with the failed check otherwise (`health`) |
 //! | `/v1/topics/{topic}/delayed...` | pending delayed records: counts, list, cancel (`delayed`) |
 //! | `GET /v1/share-groups/{group}` | a share group's records in flight per partition (`share`) |
@@ -33,6 +34,7 @@ mod connection;
 mod delayed;
 mod error;
 mod health;
+mod metrics;
 mod share;
 
 use std::future::{Future, IntoFuture};
@@ -84,6 +86,7 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let routes = Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(delayed::routes())
         .merge(share::routes());
     bounded(routes).with_state(state)

@@ -29,6 +29,7 @@ mod quotas;
 mod record_keys;
 mod replica;
 pub mod share;
+pub mod stats;
 mod topic_config;
 mod topics;
 mod txn;

@@ -551,6 +551,7 @@ impl Broker {
         }
         write(&self.topics.by_name)?.remove(name);
         write(&self.topics.by_id)?.remove(&state.meta.id);
+        weir_metrics::metrics().forget_topic(name);
         for (_, partition) in state.local_partitions() {
             self.replicas.forget(partition.id())?;
             self.log.remove_partition(partition.id())?;
@@ -816,6 +817,7 @@ impl Broker {
                 .is_some_and(|t| t.meta.id == state.meta.id)
             {
                 by_name.remove(&state.meta.name);
+                weir_metrics::metrics().forget_topic(&state.meta.name);
             }
         }
         write(&self.topics.by_id)?.remove(&state.meta.id);

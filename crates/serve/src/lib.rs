@@ -280,6 +280,7 @@ const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
   weir serve --set log.retention.ms=3600000 --set num.partitions=8
   WEIR_DATA_DIR=/var/lib/weir weir serve --config weir.example.toml
   weir serve --log-level info,weir_server=debug
+  weir serve --log-format json
   weir serve --admin-listen none
   weir serve --listen 127.0.0.1:9192 --admin-listen 127.0.0.1:9194 --data-dir /tmp/weir2
   weir cert dev && weir serve --set listeners=PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093 \
@@ -299,7 +300,7 @@ reloaded within a second, without dropping connections.
 The TOML file takes the same names as the flags, with underscores
 (listen, advertised, data_dir, default_partitions, auto_create_topics,
 max_request_bytes, flush_messages, flush_ms, segment_bytes, log_level,
-admin_listen, node_id, voters, controller_listen, process_roles, rack),
+log_format, admin_listen, node_id, voters, controller_listen, process_roles, rack),
 plus a [broker] table of Kafka broker configs, written either way:
   [broker]
   log.retention.ms = 3600000
@@ -377,6 +378,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_LOG_LEVEL", value_name = "LEVEL", value_parser = parse_log_filter)]
     log_level: Option<String>,
 
+    /// How log lines are written on stderr: text, one line per event for a
+    /// person or journald; or json, one JSON object per line with
+    /// timestamp, level, target, fields (the message among them) and the
+    /// spans, for a log collector. A usage error, which is found before
+    /// logging starts, and the closing `error:` line of a failed run stay
+    /// plain text. [default: text]
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_name = "FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+
     /// A broker config by its Kafka name, e.g. log.retention.ms=3600000.
     /// Repeatable; wins over the config file's [broker] table.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -446,6 +456,7 @@ struct FileConfig {
     flush_ms: Option<u64>,
     segment_bytes: Option<u64>,
     log_level: Option<String>,
+    log_format: Option<String>,
     node_id: Option<u32>,
     voters: Option<String>,
     controller_listen: Option<String>,
@@ -465,6 +476,7 @@ struct Settings {
     admin_listen: Option<String>,
     data_dir: PathBuf,
     log_level: String,
+    log_format: LogFormat,
     node_id: i32,
     default_partitions: i32,
     auto_create_topics: bool,
@@ -518,6 +530,9 @@ struct Settings {
     quota_windows: weir_broker::QuotaWindows,
     /// `controller.quota.window.num` and `controller.quota.window.size.seconds`.
     controller_quota_windows: weir_broker::QuotaWindows,
+    /// `metrics.enabled`: whether metrics are recorded and `GET /metrics`
+    /// answers.
+    metrics_enabled: bool,
 }
 
 /// What a node runs (`process.roles`).
@@ -578,6 +593,18 @@ impl Settings {
         let file_advertised = checked("advertised", file.advertised, parse_host_port)?;
         let file_admin_listen = checked("admin_listen", file.admin_listen, parse_admin_listen)?;
         let file_log_level = checked("log_level", file.log_level, parse_log_filter)?;
+        let file_log_format = file
+            .log_format
+            .map(|value| {
+                <LogFormat as clap::ValueEnum>::from_str(&value, false).map_err(|reason| {
+                    SettingsError::ConfigFileValue {
+                        name: "log_format".to_owned(),
+                        value,
+                        reason,
+                    }
+                })
+            })
+            .transpose()?;
         let mut named = |key: &str, value: Option<String>| {
             if let Some(value) = value {
                 kafka.insert(key.to_string(), value);
@@ -633,6 +660,7 @@ impl Settings {
                 .log_level
                 .or(file_log_level)
                 .unwrap_or_else(|| "info".into()),
+            log_format: args.log_format.or(file_log_format).unwrap_or_default(),
             node_id: 0,
             default_partitions: 4,
             auto_create_topics: true,
@@ -671,6 +699,7 @@ impl Settings {
             authorizer: weir_auth::AuthorizerConfig::default(),
             quota_windows: weir_broker::QuotaWindows::default(),
             controller_quota_windows: weir_broker::QuotaWindows::default(),
+            metrics_enabled: true,
         };
         let mut listener_configs = listeners::ListenerConfigs::default();
         for (key, value) in kafka {
@@ -751,6 +780,7 @@ impl Settings {
                 }
                 self.authorizer.super_users = users;
             }
+            "metrics.enabled" => self.metrics_enabled = config.parse()?,
             "allow.everyone.if.no.acl.found" => {
                 self.authorizer.allow_everyone_if_no_acl_found = config.parse()?;
             }
@@ -1253,7 +1283,17 @@ fn read_file_config(path: &Path) -> Result<FileConfig, SettingsError> {
     })
 }
 
-fn init_logging(filter: &str) -> Result<(), ServeError> {
+/// How `weir serve` writes its log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, coloured when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter).
+    Json,
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> Result<(), ServeError> {
     // openraft narrates every vote and append, and logs each failed RPC to
     // a stopped peer as an error twice a second; weir-cluster logs what an
     // operator needs (leader changes, fencing, storage errors). A filter
@@ -1267,12 +1307,18 @@ fn init_logging(filter: &str) -> Result<(), ServeError> {
         filter: filter.to_owned(),
         source,
     })?;
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logger
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The target stays in: a collector filters by it. No colour codes
+        // inside JSON strings, whatever stderr is.
+        LogFormat::Json => logger.json().with_ansi(false).init(),
+    }
     Ok(())
 }
 
@@ -1300,7 +1346,7 @@ fn raise_open_files_limit() {
 /// Run the broker until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let settings = Settings::resolve(args)?;
-    init_logging(&settings.log_level)?;
+    init_logging(&settings.log_level, settings.log_format)?;
     // Test builds only: the storage failpoints named in FAILPOINTS
     // (docs/testing.md), kept until the broker exits.
     #[cfg(feature = "failpoints")]
@@ -1347,6 +1393,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         source,
     })?;
     let lock = DataDirLock::acquire(&settings.data_dir)?;
+    weir_metrics::set_enabled(settings.metrics_enabled);
     tracing::debug!(lock = %lock.path().display(), "locked the data folder");
     settings.check_kind_of_node()?;
 
@@ -1876,6 +1923,7 @@ mod tests {
                 ("quota.window.size.seconds".into(), "2".into()),
                 ("controller.quota.window.num".into(), "4".into()),
                 ("controller.quota.window.size.seconds".into(), "5".into()),
+                ("metrics.enabled".into(), "false".into()),
             ],
             ..ServeArgs::default()
         });
@@ -1901,6 +1949,7 @@ mod tests {
                 size: Duration::from_secs(5)
             }
         );
+        assert!(!s.metrics_enabled);
         assert_eq!(s.server.connections_max_idle_ms, 1500);
         assert_eq!(s.server.queued_max_response_bytes, 32 << 20);
         let d = resolve(ServeArgs::default());
@@ -1908,6 +1957,7 @@ mod tests {
         assert_eq!(d.server.max_connections, 10_000);
         assert_eq!(d.server.max_connections_per_ip, usize::MAX);
         assert_eq!(d.server.max_connection_creation_rate, None);
+        assert!(d.metrics_enabled);
         assert_eq!(d.quota_windows, weir_broker::QuotaWindows::default());
         assert_eq!(
             d.controller_quota_windows,
@@ -1928,6 +1978,7 @@ mod tests {
             ("max.connection.creation.rate", "0"),
             ("quota.window.num", "0"),
             ("controller.quota.window.size.seconds", "0"),
+            ("metrics.enabled", "sometimes"),
         ] {
             let err = Settings::resolve(ServeArgs {
                 set: vec![(key.into(), value.into())],

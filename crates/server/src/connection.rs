@@ -86,6 +86,7 @@ pub(crate) async fn serve_connection<R, W>(
 {
     let peer = caller.peer;
     tracing::trace!(%peer, listener = %caller.listener, "connection opened");
+    let _open = crate::metrics::Open::start(caller.listener.clone());
     let Halves {
         read: read_half,
         write: write_half,
@@ -233,6 +234,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                             let reserved = budget.reserve(RESERVATION_BYTES_MIN).await;
                             let (version, correlation_id) =
                                 (request.version, request.header.correlation_id);
+                            crate::metrics::answered(api, version);
                             let answer = tokio::spawn(async move {
                                 if let Some(delay) = delay {
                                     tokio::time::sleep(delay).await;
@@ -271,6 +273,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 let api = request.api_key;
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
+                let metered = crate::metrics::Measured::start(api, version);
                 // Nothing is measured while no user or client-id quota is
                 // set, so that clients of a broker without quotas pay nothing.
                 let measured = broker.client_quotas_in_force() && !Broker::quota_exempt(&request);
@@ -318,6 +321,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     budget: budget.clone(),
                     reserved,
                     quota,
+                    metered,
                 };
                 tokio::spawn(finish(begun, respond))
             }
@@ -351,6 +355,8 @@ struct Respond {
     /// What the request is measured against its client quotas with, and the
     /// time the broker has spent on it; `None` for an exempt request.
     quota: Option<(Quota, WorkClock)>,
+    /// The request's metrics, while they are on.
+    metered: Option<crate::metrics::Measured>,
 }
 
 /// Who a request is measured for, and the throttle time it earned when it
@@ -423,6 +429,7 @@ async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome
         budget,
         mut reserved,
         quota,
+        metered,
     } = respond;
     let body = match begun {
         Ok(Reply::Ready(body)) => Ok(body.map(|body| *body)),
@@ -461,6 +468,9 @@ async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome
                     frame = encode(&body)?;
                 }
             }
+            if let Some(metered) = metered {
+                metered.done(Some(&body));
+            }
             drop(body);
             budget.settle(&mut reserved, frame.len());
             Ok(Some((frame, reserved)))
@@ -471,9 +481,17 @@ async fn finish(begun: Result<Reply, HandlerError>, respond: Respond) -> Outcome
             if let Some((quota, work)) = quota {
                 quota.record_answered(&work, 0, None);
             }
+            if let Some(metered) = metered {
+                metered.done(None);
+            }
             Ok(None)
         }
-        Err(err) => Err(Close::Refused(err)),
+        Err(err) => {
+            if let Some(metered) = metered {
+                metered.done(None);
+            }
+            Err(Close::Refused(err))
+        }
     }
 }
 

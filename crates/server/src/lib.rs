@@ -30,6 +30,7 @@ mod budget;
 mod connection;
 mod idle;
 pub mod jwks;
+mod metrics;
 pub mod sasl;
 pub mod tls;
 

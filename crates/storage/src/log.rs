@@ -493,7 +493,7 @@ impl LogInner {
     /// advance the durable position. Returns the durable position.
     pub fn flush_round(&self) -> Result<u64, StorageError> {
         let _round = lock(&self.flush_lock)?;
-        let (target, markers, files, dir_dirty) = {
+        let (target, synced, markers, files, dir_dirty) = {
             let mut w = lock(&self.writer)?;
             if let Some(r) = &w.poisoned {
                 return Err(Self::poisoned_error(r));
@@ -501,13 +501,15 @@ impl LogInner {
             if w.write_pos == w.synced_pos && w.rolled.is_empty() && !w.dir_dirty {
                 return Ok(w.synced_pos);
             }
+            let synced = w.synced_pos;
             let markers = std::mem::take(&mut w.pending);
             w.strict_pending = false;
             let mut files = std::mem::take(&mut w.rolled);
             files.push(w.active.clone());
             let dir_dirty = std::mem::take(&mut w.dir_dirty);
-            (w.write_pos, markers, files, dir_dirty)
+            (w.write_pos, synced, markers, files, dir_dirty)
         };
+        let started = std::time::Instant::now();
         for seg in &files {
             if let Err(e) = durable::sync_data(self.io.as_ref(), "storage::segment_sync", &seg.file)
             {
@@ -520,6 +522,7 @@ impl LogInner {
         {
             return Err(self.poison(format!("fsync of {} failed: {e}", self.log_dir.display())));
         }
+        weir_metrics::metrics().group_commit(target.saturating_sub(synced), started.elapsed());
         lock(&self.writer)?.synced_pos = target;
         if !markers.is_empty()
             && let Some(listener) = self.listener.get().and_then(Weak::upgrade)

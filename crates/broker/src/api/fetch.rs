@@ -75,6 +75,9 @@ struct TopicTarget {
     name: TopicName,
     id: Uuid,
     partitions: Vec<Target>,
+    /// The name of the topic asked for (by name or ID), when it is one:
+    /// what its bytes out are counted under.
+    asked: Option<String>,
 }
 
 /// What one pass over the requested partitions found.
@@ -140,6 +143,9 @@ pub(crate) async fn handle(
             break round;
         }
     };
+    if replica_id < 0 {
+        count_out(&targets, &round.topics);
+    }
     let config = broker.config();
     let node_endpoints = if names_a_leader && version >= NODE_ENDPOINTS_VERSION {
         let mut endpoints: Vec<NodeEndpoint> = config
@@ -167,6 +173,33 @@ pub(crate) async fn handle(
         .with_session_id(NO_SESSION_ID)
         .with_responses(round.topics)
         .with_node_endpoints(node_endpoints))
+}
+
+/// Record the bytes and records a consumer's fetch sends, per topic.
+fn count_out(targets: &[TopicTarget], answers: &[FetchableTopicResponse]) {
+    if !weir_metrics::enabled() {
+        return;
+    }
+    let metrics = weir_metrics::metrics();
+    for (target, answer) in targets.iter().zip(answers) {
+        let Some(name) = target.asked.as_deref() else {
+            continue;
+        };
+        let (mut bytes, mut records) = (0, 0u64);
+        for records_sent in answer
+            .partitions
+            .iter()
+            .filter_map(|p| p.records.as_deref())
+        {
+            bytes += records_sent.len();
+            records += weir_storage::batches(records_sent)
+                .map_while(Result::ok)
+                .filter(|(header, _)| !header.is_control())
+                .map(|(header, _)| u64::try_from(header.record_count).unwrap_or(0))
+                .sum::<u64>();
+        }
+        metrics.topic_out(name, bytes, records);
+    }
 }
 
 /// Wait until a requested partition's offsets move. False when the deadline
@@ -244,6 +277,7 @@ fn resolve(
                 .ok_or_else(|| ApiError::unknown_topic(&topic.topic))
         })
     };
+    let asked = state.as_ref().ok().map(|state| state.meta.name.clone());
     // A view reads its source's partitions through its filter; followers
     // replicate sources, never views.
     let state = state.and_then(|state| match (&state.view, replica_id >= 0) {
@@ -364,6 +398,7 @@ fn resolve(
         name: topic.topic,
         id: topic.topic_id,
         partitions,
+        asked,
     }
 }
 

@@ -339,7 +339,8 @@ fn append_now(
             match checked {
                 Ok((partition, records, summaries, min_isr)) => {
                     appends.push((partition, records, summaries));
-                    slots.push(((topics.len(), partitions.len()), min_isr));
+                    let topic = state.as_ref().ok().map(Arc::clone);
+                    slots.push(((topics.len(), partitions.len()), min_isr, topic));
                     // Filled in once the appends below are done.
                     partitions.push(PartitionProduceResponse::default().with_index(data.index));
                 }
@@ -371,9 +372,13 @@ fn append_now(
 
     let mut waits = Vec::with_capacity(appends.len());
     let mut isr_checks = Vec::new();
-    let ids: Vec<PartitionId> = appends.iter().map(|(p, _, _)| p.id()).collect();
+    let ids: Vec<(PartitionId, usize)> =
+        appends.iter().map(|(p, r, _)| (p.id(), r.len())).collect();
     let outcomes = broker.log().append_many_checked(&appends);
-    for ((((topic, partition), min_isr), outcome), id) in slots.into_iter().zip(outcomes).zip(ids) {
+    let metrics = weir_metrics::metrics();
+    for ((((topic, partition), min_isr, state), outcome), (id, bytes)) in
+        slots.into_iter().zip(outcomes).zip(ids)
+    {
         let Some(slot) = topics
             .get_mut(topic)
             .and_then(|t| t.partition_responses.get_mut(partition))
@@ -382,6 +387,10 @@ fn append_now(
         };
         match outcome {
             Ok(outcome) => {
+                if let Some(state) = state.filter(|_| !outcome.duplicate) {
+                    let records = outcome.last_offset - outcome.base_offset + 1;
+                    metrics.topic_in(&state.meta.name, bytes, u64::try_from(records).unwrap_or(0));
+                }
                 slot.error_code = 0;
                 slot.base_offset = outcome.base_offset;
                 slot.log_append_time_ms = outcome.log_append_time;
