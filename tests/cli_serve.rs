@@ -312,6 +312,48 @@ fn the_debian_package_config_starts_a_broker_as_it_is() -> anyhow::Result<()> {
 }
 
 #[test]
+fn the_kubernetes_statefulset_uses_only_flags_and_configs_weir_serve_takes() -> anyhow::Result<()> {
+    // deploy/k8s/weir.yaml cannot run here; it is kept in step with the
+    // flags: each one its command line gives is one `weir serve` takes, and
+    // a broker starts with its configs and log format.
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/weir.yaml"),
+    )?;
+    let command: Vec<&str> = manifest
+        .lines()
+        .skip_while(|line| !line.contains("exec weir serve"))
+        .take_while(|line| line.trim_end().ends_with('\\') || line.contains("--"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--help"])
+        .output()?;
+    let help = String::from_utf8(help.stdout)?;
+    let flags: Vec<&str> = command
+        .iter()
+        .copied()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 8, "the manifest's command line: {command:?}");
+    for flag in &flags {
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "weir serve takes no {flag} (deploy/k8s/weir.yaml)"
+        );
+    }
+    let mut args = vec!["--log-format", "json"];
+    for pair in command.windows(2).filter(|w| w[0] == "--set") {
+        args.extend(["--set", pair[1]]);
+    }
+    assert!(args.len() >= 6, "the manifest sets no config: {command:?}");
+    // One node here: its replication factor of 3 fits only a cluster, so
+    // the broker is only asked what it holds.
+    let broker = Broker::start(&args)?;
+    weir_ok(&broker, &["topic", "list"], b"")?;
+    Ok(())
+}
+
+#[test]
 fn a_data_dir_whose_metadata_is_gone_is_refused_and_its_partitions_kept() -> anyhow::Result<()> {
     let mut broker = Broker::start(&[])?;
     weir_ok(&broker, &["topic", "create", "t", "--partitions", "2"], b"")?;
