@@ -98,7 +98,17 @@ fn a_cluster_node_serves_health_once_it_serves_kafka_clients() -> anyhow::Result
 fn ready_answers_503_while_a_cluster_node_has_lost_its_quorum() -> anyhow::Result<()> {
     let mut nodes =
         common::security::start_cluster(3, "", &["--set", "broker.session.timeout.ms=2000"])?;
-    let addr = nodes[0]
+    // The quorum's leader is the harder case: it answers its own broker's
+    // heartbeats, and must stop once no majority follows it.
+    let leader = nodes
+        .iter()
+        .position(|n| {
+            n.stderr_tail()
+                .contains("this node now leads the metadata quorum")
+        })
+        .context("no node says it leads the quorum")?;
+    let others: Vec<usize> = (0..nodes.len()).filter(|&i| i != leader).collect();
+    let addr = nodes[leader]
         .admin_addr()
         .context("no `admin listening on` line")?
         .to_owned();
@@ -107,15 +117,17 @@ fn ready_answers_503_while_a_cluster_node_has_lost_its_quorum() -> anyhow::Resul
     assert_eq!(get(&addr, "/ready")?, (200, ready.clone()));
     // Without a majority no heartbeat is answered: after a session timeout
     // the node counts itself fenced.
-    nodes[1].sigkill()?;
-    nodes[2].sigkill()?;
+    for &i in &others {
+        nodes[i].sigkill()?;
+    }
     common::wait_until(Duration::from_secs(30), "/ready to answer 503", || {
         let (status, body) = get(&addr, "/ready")?;
         Ok(status == 503 && body["checks"]["caught_up"] == json!(false))
     })?;
     assert_eq!(get(&addr, "/health")?, (200, json!({"status": "ok"})));
-    nodes[1].restart()?;
-    nodes[2].restart()?;
+    for &i in &others {
+        nodes[i].restart()?;
+    }
     common::wait_until(Duration::from_secs(30), "/ready to answer 200", || {
         Ok(get(&addr, "/ready")? == (200, ready.clone()))
     })?;

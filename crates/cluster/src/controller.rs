@@ -313,7 +313,21 @@ impl Node {
             Err(e) => return LeaderReply::Failed(e.to_string()),
         }
         if !fenced {
-            return LeaderReply::Done(HeartbeatAnswer::Active);
+            // Only a leader a quorum still follows may say so: one cut off
+            // from its voters would otherwise keep its own broker active
+            // (and `/ready`) while the others elect a new leader.
+            return match self.raft.ensure_linearizable().await {
+                Ok(_) => LeaderReply::Done(HeartbeatAnswer::Active),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    LeaderReply::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                    LeaderReply::NotLeader { leader: None }
+                }
+                Err(e) => LeaderReply::Failed(e.to_string()),
+            };
         }
         if !beat.caught_up {
             return LeaderReply::Done(HeartbeatAnswer::Fenced);
