@@ -2,7 +2,7 @@
 # The test command: `bash scripts/test.sh`.
 #
 # On a fresh Debian machine with Rust, Python and Node, it installs what the
-# tests need (kcat and curl from Debian, cargo-deb, a Python venv at .venv
+# tests need (kcat, curl, chromium and chromium-driver from Debian, cargo-deb, a Python venv at .venv
 # with kafka-python and confluent-kafka, npm packages for kafkajs), runs every Rust test of the
 # workspace (unit, property,
 # crash and end-to-end tests with librdkafka built by cargo, and those that
@@ -33,6 +33,13 @@ apt_install() {
 if ! command -v kcat >/dev/null; then
     echo "== installing kcat"
     apt_install kcat >/dev/null || echo "warning: could not install kcat; its suite will fail"
+fi
+# tests/console.rs drives the web console in Debian's headless Chromium
+# through chromedriver (WebDriver).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "== installing chromium and chromium-driver"
+    apt_install chromium chromium-driver >/dev/null ||
+        echo "warning: could not install chromium; tests/console.rs will fail"
 fi
 # The package suite: curl asks the installed broker's /ready; cargo-deb
 # makes the package.

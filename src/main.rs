@@ -29,6 +29,29 @@ struct Cli {
     /// [default: port 9644 on the host of the first of --brokers]
     #[arg(long, global = true, env = "WEIR_ADMIN_URL", value_name = "URL")]
     admin_url: Option<String>,
+    /// A token of the broker's admin.auth.token.file, sent to the admin API
+    /// as `Authorization: Bearer`. Prefer WEIR_ADMIN_TOKEN: a flag's value
+    /// shows in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// For an https --admin-url: a PEM file of CA certificates to trust
+    /// besides the system's (e.g. ca.crt of `weir cert dev`).
+    #[arg(long, global = true, env = "WEIR_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<std::path::PathBuf>,
+    /// For an https --admin-url whose broker asks for client certificates
+    /// (admin.ssl.client.auth): the PEM client certificate, which may hold
+    /// the key too (client.pem of `weir cert dev`).
+    #[arg(long, global = true, env = "WEIR_ADMIN_CERT", value_name = "FILE")]
+    admin_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --admin-cert, when that file does not hold it.
+    #[arg(long, global = true, env = "WEIR_ADMIN_KEY", value_name = "FILE")]
+    admin_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,7 +96,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let brokers = cli.brokers.as_str();
-    let admin_url = cli::admin_api::admin_url(brokers, cli.admin_url.as_deref());
+    let admin = cli::admin_api::AdminTarget {
+        url: cli::admin_api::admin_url(brokers, cli.admin_url.as_deref()),
+        token: cli.admin_token,
+        ca: cli.admin_ca,
+        cert: cli.admin_cert,
+        key: cli.admin_key,
+    };
     let result = match cli.command {
         Command::Serve(args) => weir_serve::run(args).map_err(|err| {
             let code = if err.is_usage() {
@@ -86,15 +115,15 @@ fn main() -> ExitCode {
         #[cfg(feature = "rdkafka")]
         Command::Bench(cmd) => weir_bench::run(cmd)
             .map_err(|err| failed(err.as_ref(), cli::exit_code_of_chain(err.as_ref()))),
-        Command::Topic(args) => cli::topic::run(brokers, &admin_url, args).map_err(cli_failed),
+        Command::Topic(args) => cli::topic::run(brokers, &admin, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
         Command::Produce(args) => cli::produce::run(brokers, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
         Command::Consume(args) => cli::consume::run(brokers, args).map_err(cli_failed),
         Command::Cluster(args) => cli::cluster::run(brokers, args).map_err(cli_failed),
-        Command::Group(args) => cli::group::run(brokers, &admin_url, args).map_err(cli_failed),
+        Command::Group(args) => cli::group::run(brokers, &admin, args).map_err(cli_failed),
         Command::Txn(args) => cli::txn::run(brokers, args).map_err(cli_failed),
-        Command::Delayed(args) => cli::delayed::run(&admin_url, args).map_err(cli_failed),
+        Command::Delayed(args) => cli::delayed::run(&admin, args).map_err(cli_failed),
         #[cfg(feature = "rdkafka")]
         Command::Dlq(args) => cli::dlq::run(brokers, args).map_err(cli_failed),
         Command::Cert(args) => cli::cert::run(args).map_err(cli_failed),

@@ -367,3 +367,538 @@ fn with_every_admin_connection_taken_a_new_one_waits_and_kafka_clients_are_serve
     drop(idle);
     Ok(())
 }
+
+/// A record to produce: partition, key, value, timestamp and headers.
+type ToProduce = (i32, String, String, i64, Vec<(String, String)>);
+
+/// Produce `records` to `topic` and wait until every one is acknowledged
+/// (acks=all).
+fn produce(bootstrap: &str, topic: &str, records: &[ToProduce]) -> anyhow::Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let producer: BaseProducer = common::producer_config(bootstrap).create()?;
+    for (partition, key, value, timestamp, headers) in records {
+        let headers = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v),
+            })
+        });
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(*partition)
+                    .key(key)
+                    .payload(value)
+                    .timestamp(*timestamp)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| anyhow::anyhow!("cannot queue a record: {e}"))?;
+    }
+    producer.flush(common::CLIENT_TIMEOUT)?;
+    ensure!(producer.in_flight_count() == 0, "records left undelivered");
+    Ok(())
+}
+
+/// The admin address of `broker`.
+fn admin_of(broker: &Broker) -> anyhow::Result<String> {
+    Ok(broker
+        .admin_addr()
+        .context("no `admin listening on` line")?
+        .to_owned())
+}
+
+#[test]
+fn topics_are_listed_and_described_with_their_offsets_and_configs() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let addr = admin_of(&broker)?;
+    common::create_topic_blocking(
+        &broker.bootstrap(),
+        "orders",
+        2,
+        &[("retention.ms", "3600000")],
+    )?;
+    let record = |p: i32, i: i64| (p, format!("k{i}"), format!("v{i}"), 1_000 + i, Vec::new());
+    let mut records: Vec<_> = (0..10).map(|i| record(0, i)).collect();
+    records.extend((0..5).map(|i| record(1, i)));
+    produce(&broker.bootstrap(), "orders", &records)?;
+
+    let (status, body) = get(&addr, "/v1/topics")?;
+    assert_eq!(status, 200, "{body}");
+    let topics = body["topics"].as_array().context("no topics")?;
+    let orders = topics
+        .iter()
+        .find(|t| t["name"] == "orders")
+        .context("orders is not listed")?;
+    assert_eq!(orders["partitions"], 2);
+    assert_eq!(orders["replication_factor"], 1);
+    assert_eq!(orders["internal"], false);
+    assert_eq!(orders["records"], 15, "{orders}");
+    assert!(
+        orders["size_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{orders}"
+    );
+    assert_eq!(orders["view_of"], Value::Null);
+    assert!(orders["topic_id"].as_str().is_some_and(|id| id.len() == 22));
+
+    let (status, body) = get(&addr, "/v1/topics/orders")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "orders");
+    let partitions = body["partition_details"].as_array().context("partitions")?;
+    assert_eq!(partitions.len(), 2);
+    for (p, end) in [(0, 10), (1, 5)] {
+        let detail = &partitions[p];
+        assert_eq!(detail["partition"], p);
+        assert_eq!(detail["log_start_offset"], 0, "{detail}");
+        assert_eq!(detail["high_watermark"], end, "{detail}");
+        assert_eq!(detail["last_stable_offset"], end, "{detail}");
+        assert_eq!(detail["led_here"], true);
+        assert_eq!(detail["replicas"], json!([detail["leader"]]));
+        assert_eq!(detail["isr"], detail["replicas"]);
+    }
+    let configs = body["configs"].as_array().context("configs")?;
+    let retention = configs
+        .iter()
+        .find(|c| c["name"] == "retention.ms")
+        .context("no retention.ms")?;
+    assert_eq!(retention["value"], "3600000");
+    assert_eq!(retention["source"], "DYNAMIC_TOPIC_CONFIG");
+
+    assert_eq!(
+        get(&addr, "/v1/topics/nope")?,
+        (404, json!({"error": "no topic named nope"}))
+    );
+    // The node lists itself, and no quorum.
+    let (status, body) = get(&addr, "/v1/brokers")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cluster"], false);
+    assert_eq!(body["brokers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["brokers"][0]["this_node"], true);
+    assert_eq!(body["quorum"], Value::Null);
+    let (status, body) = get(&addr, "/v1/transactions")?;
+    assert_eq!((status, &body["transactions"]), (200, &json!([])), "{body}");
+    Ok(())
+}
+
+#[test]
+fn messages_are_read_by_offset_timestamp_and_key_in_each_format() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let addr = admin_of(&broker)?;
+    common::create_topic_blocking(&broker.bootstrap(), "events", 1, &[])?;
+    let base = 1_700_000_000_000_i64;
+    let records: Vec<_> = (0..10)
+        .map(|i| {
+            (
+                0,
+                format!("k{i}"),
+                format!("{{\"n\":{i}}}"),
+                base + i * 1_000,
+                vec![
+                    ("trace".to_owned(), format!("t{i}")),
+                    ("trace".to_owned(), "again".to_owned()),
+                ],
+            )
+        })
+        .collect();
+    produce(&broker.bootstrap(), "events", &records)?;
+    let path = |query: &str| format!("/v1/topics/events/messages?{query}");
+
+    // By offset, as text (the default).
+    let (status, body) = get(&addr, &path("partition=0&offset=3&limit=2"))?;
+    assert_eq!(status, 200, "{body}");
+    let shown = body["records"].as_array().context("records")?;
+    assert_eq!(shown.len(), 2, "{body}");
+    assert_eq!(shown[0]["offset"], 3);
+    assert_eq!(shown[0]["timestamp_ms"], base + 3_000);
+    assert_eq!(shown[0]["timestamp_type"], "create_time");
+    assert_eq!(
+        shown[0]["key"],
+        json!({"data": "k3", "size": 2, "cut": false})
+    );
+    assert_eq!(shown[0]["value"]["data"], "{\"n\":3}");
+    assert_eq!(
+        shown[0]["headers"],
+        json!([
+            {"key": {"data": "trace", "size": 5, "cut": false},
+             "value": {"data": "t3", "size": 2, "cut": false}},
+            {"key": {"data": "trace", "size": 5, "cut": false},
+             "value": {"data": "again", "size": 5, "cut": false}},
+        ])
+    );
+    assert_eq!(shown[1]["offset"], 4);
+    assert_eq!(body["partitions"][0]["next_offset"], 5);
+    assert_eq!(body["partitions"][0]["end_offset"], 10);
+    assert_eq!(body["cut"], false);
+
+    // JSON and hex.
+    let (_, body) = get(&addr, &path("partition=0&offset=3&limit=1&format=json"))?;
+    assert_eq!(body["records"][0]["value"]["data"], json!({"n": 3}));
+    let (_, body) = get(&addr, &path("partition=0&offset=3&limit=1&format=hex"))?;
+    assert_eq!(body["records"][0]["key"]["data"], "6b33");
+    assert_eq!(body["records"][0]["headers"][0]["value"]["data"], "7433");
+
+    // The byte cap, with the whole size and the flag.
+    let (_, body) = get(&addr, &path("partition=0&offset=3&limit=1&bytes=2"))?;
+    assert_eq!(
+        body["records"][0]["value"],
+        json!({"data": "{\"", "size": 7, "cut": true})
+    );
+
+    // By timestamp: the first record at or after it.
+    let (_, body) = get(
+        &addr,
+        &path(&format!("partition=0&timestamp={}&limit=1", base + 5_500)),
+    )?;
+    assert_eq!(body["records"][0]["offset"], 6, "{body}");
+    let (_, body) = get(
+        &addr,
+        &path(&format!("partition=0&timestamp={}", base + 60_000)),
+    )?;
+    assert_eq!(body["records"], json!([]), "{body}");
+
+    // By key, in every partition (none given), scanning from the log start.
+    let (_, body) = get(&addr, &path("key=k7"))?;
+    let found = body["records"].as_array().context("records")?;
+    assert_eq!(found.len(), 1, "{body}");
+    assert_eq!(found[0]["offset"], 7);
+    assert_eq!(body["scanned_records"], 10);
+    assert_eq!(body["cut"], false);
+
+    // Bad query values, an unknown topic or partition.
+    for bad in [
+        "limit=1001",
+        "bytes=65537",
+        "format=xml",
+        "offset=-1",
+        "offset=1&timestamp=2",
+        "partition=x",
+        "isolation=dirty",
+    ] {
+        let (status, body) = get(&addr, &path(bad))?;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(get(&addr, &path("partition=5"))?.0, 404);
+    assert_eq!(
+        get(&addr, "/v1/topics/nope/messages")?,
+        (404, json!({"error": "no topic named nope"}))
+    );
+    Ok(())
+}
+
+#[test]
+fn a_group_shows_its_lag_once_a_consumer_commits() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    let broker = Broker::start(&[])?;
+    let addr = admin_of(&broker)?;
+    common::create_topic_blocking(&broker.bootstrap(), "work", 1, &[])?;
+    let records: Vec<_> = (0..10)
+        .map(|i| (0, format!("k{i}"), format!("v{i}"), 1_000 + i, Vec::new()))
+        .collect();
+    produce(&broker.bootstrap(), "work", &records)?;
+    let consumer: BaseConsumer = common::consumer_config(&broker.bootstrap())
+        .set("group.id", "billing")
+        .create()?;
+    let mut at = rdkafka::TopicPartitionList::new();
+    at.add_partition_offset("work", 0, rdkafka::Offset::Offset(4))?;
+    consumer.commit(&at, CommitMode::Sync)?;
+
+    let (status, body) = get(&addr, "/v1/groups")?;
+    assert_eq!(status, 200, "{body}");
+    let billing = body["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["group_id"] == "billing"))
+        .context("billing is not listed")?;
+    assert_eq!(billing["group_type"], "classic", "{billing}");
+    assert_eq!(billing["lag"], 6, "{billing}");
+
+    let (status, body) = get(&addr, "/v1/groups/billing")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["partitions"],
+        json!([{"topic": "work", "partition": 0, "committed_offset": 4,
+                "log_end_offset": 10, "lag": 6, "member_ids": []}])
+    );
+    assert_eq!(body["lag"], 6);
+    let (status, body) = get(&addr, "/v1/groups/nope")?;
+    assert_eq!(status, 404, "{body}");
+    Ok(())
+}
+
+#[test]
+fn aborted_records_are_shown_only_when_asked_and_the_transaction_is_listed() -> anyhow::Result<()> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+    let broker = Broker::start(&[])?;
+    let addr = admin_of(&broker)?;
+    common::create_topic_blocking(&broker.bootstrap(), "ledger", 1, &[])?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        common::producer_config(&broker.bootstrap())
+            .set("transactional.id", "ledger-writer")
+            .create()?;
+    producer.init_transactions(common::CLIENT_TIMEOUT)?;
+    for (value, commit) in [("dropped", false), ("kept", true)] {
+        producer.begin_transaction()?;
+        producer
+            .send(
+                BaseRecord::to("ledger")
+                    .partition(0)
+                    .key(value)
+                    .payload(value),
+            )
+            .map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
+        // Delivered first: an abort purges what is still queued.
+        producer.flush(common::CLIENT_TIMEOUT)?;
+        if commit {
+            producer.commit_transaction(common::CLIENT_TIMEOUT)?;
+        } else {
+            producer.abort_transaction(common::CLIENT_TIMEOUT)?;
+        }
+    }
+    let values = |body: &Value| -> Vec<Value> {
+        body["records"]
+            .as_array()
+            .map(|r| r.iter().map(|r| r["value"]["data"].clone()).collect())
+            .unwrap_or_default()
+    };
+    // read_committed by default: the aborted record and the markers are
+    // left out.
+    let (status, body) = get(&addr, "/v1/topics/ledger/messages?partition=0")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(values(&body), [json!("kept")], "{body}");
+    assert_eq!(body["isolation"], "read_committed");
+    let (_, body) = get(
+        &addr,
+        "/v1/topics/ledger/messages?partition=0&isolation=read_uncommitted",
+    )?;
+    assert_eq!(values(&body), [json!("dropped"), json!("kept")], "{body}");
+
+    let (status, body) = get(&addr, "/v1/transactions")?;
+    assert_eq!(status, 200, "{body}");
+    let txns = body["transactions"].as_array().context("transactions")?;
+    assert_eq!(txns.len(), 1, "{body}");
+    assert_eq!(txns[0]["transactional_id"], "ledger-writer");
+    assert_eq!(txns[0]["state"], "CompleteCommit");
+    assert!(txns[0]["producer_id"].as_i64().is_some_and(|id| id >= 0));
+    assert_eq!(txns[0]["timeout_ms"], 60_000);
+    Ok(())
+}
+
+#[test]
+fn a_share_group_and_its_dead_letter_topic_are_shown() -> anyhow::Result<()> {
+    use common::share::{ACCEPT, Member, REJECT};
+    let broker = Broker::start(&["--set", "group.share.enable=true"])?;
+    let addr = admin_of(&broker)?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, "orders", 1, &[])?;
+    let mut member = Member::join(&bootstrap, "orders-workers", "orders")?;
+    let records: Vec<_> = (0..3)
+        .map(|i| (0, format!("k{i}"), format!("v{i}"), 1_000 + i, Vec::new()))
+        .collect();
+    produce(&bootstrap, "orders", &records)?;
+    assert_eq!(member.fetch_until(3)?.len(), 3);
+    member.acknowledge(&[(0, 0, REJECT), (1, 2, ACCEPT)])?;
+
+    // The rejected record's dead letter lands in dlq.<group>.
+    common::wait_until(Duration::from_secs(30), "a dead letter", || {
+        let (_, body) = get(&addr, "/v1/dead-letter-topics")?;
+        Ok(body["topics"][0]["records"] == json!(1))
+    })?;
+    let (_, body) = get(&addr, "/v1/dead-letter-topics")?;
+    assert_eq!(
+        body["topics"][0],
+        json!({"topic": "dlq.orders-workers", "exists": true, "accepts_dead_letters": true,
+               "partitions": body["topics"][0]["partitions"],
+               "records": 1, "size_bytes": body["topics"][0]["size_bytes"],
+               "groups": ["orders-workers"]})
+    );
+    let (_, body) = get(&addr, "/v1/topics")?;
+    let dlq = body["topics"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "dlq.orders-workers"))
+        .context("the dead-letter topic is not listed")?;
+    assert_eq!(dlq["dead_letter"], true);
+
+    let (_, body) = get(&addr, "/v1/groups")?;
+    let group = body["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["group_id"] == "orders-workers"))
+        .context("the share group is not listed")?;
+    assert_eq!(
+        (&group["group_type"], &group["members"]),
+        (&json!("share"), &json!(1))
+    );
+    // The start offset passes the dead-lettered record once its dead
+    // letter is confirmed.
+    common::wait_until(
+        Duration::from_secs(30),
+        "the start offset to pass 2",
+        || {
+            let (_, body) = get(&addr, "/v1/groups/orders-workers")?;
+            Ok(body["partitions"][0]["committed_offset"] == json!(3))
+        },
+    )?;
+    let (status, body) = get(&addr, "/v1/groups/orders-workers")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dead_letter_topic"], "dlq.orders-workers");
+    assert_eq!(body["members"][0]["member_id"], member.id.as_str());
+    assert_eq!(
+        body["members"][0]["assignment"],
+        json!([{"topic": "orders", "partition": 0}])
+    );
+    assert_eq!(body["partitions"][0]["committed_offset"], 3, "{body}");
+    assert_eq!(body["partitions"][0]["lag"], 0, "{body}");
+    Ok(())
+}
+
+#[test]
+fn a_cluster_node_answers_what_it_knows_and_says_who_leads() -> anyhow::Result<()> {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let nodes = common::security::start_cluster(3, "", &[])?;
+    let bootstrap = nodes[0].bootstrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let created = runtime.block_on(async {
+        common::admin(&bootstrap)?
+            .create_topics(
+                [&NewTopic::new("replicated", 1, TopicReplication::Fixed(3))],
+                &common::admin_options(),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    for result in created {
+        result.map_err(|(name, code)| anyhow::anyhow!("cannot create {name}: {code:?}"))?;
+    }
+    produce(
+        &bootstrap,
+        "replicated",
+        &[(0, "k".to_owned(), "v".to_owned(), 1_000, Vec::new())],
+    )?;
+    let addrs: Vec<String> = nodes.iter().map(admin_of).collect::<anyhow::Result<_>>()?;
+
+    // Every node knows the three brokers, all active.
+    for addr in &addrs {
+        common::wait_until(Duration::from_secs(30), "three active brokers", || {
+            let (_, body) = get(addr, "/v1/brokers")?;
+            Ok(body["cluster"] == json!(true)
+                && body["brokers"]
+                    .as_array()
+                    .is_some_and(|b| b.len() == 3 && b.iter().all(|b| b["state"] == "active")))
+        })?;
+    }
+    let quorum_known = addrs.iter().any(|addr| {
+        get(addr, "/v1/brokers").is_ok_and(|(_, body)| {
+            body["quorum"]["leader_id"]
+                .as_i64()
+                .is_some_and(|id| id >= 1)
+                && body["quorum"]["voters"].as_array().map(Vec::len) == Some(3)
+        })
+    });
+    ensure!(
+        quorum_known,
+        "no node reports the quorum's leader and voters"
+    );
+
+    // A follower reads its own copy, and says who leads.
+    let (_, body) = get(&addrs[0], "/v1/topics/replicated")?;
+    let leader = body["partition_details"][0]["leader"]
+        .as_i64()
+        .context("no leader")?;
+    let follower = addrs
+        .iter()
+        .enumerate()
+        .find(|(i, _)| i64::try_from(*i + 1).ok() != Some(leader))
+        .map(|(_, addr)| addr.clone())
+        .context("no follower")?;
+    common::wait_until(Duration::from_secs(30), "the follower's copy", || {
+        let (_, body) = get(&follower, "/v1/topics/replicated")?;
+        Ok(body["partition_details"][0]["high_watermark"] == json!(1))
+    })?;
+    let (_, body) = get(&follower, "/v1/topics/replicated")?;
+    let detail = &body["partition_details"][0];
+    assert_eq!(detail["led_here"], false, "{detail}");
+    assert_eq!(detail["held_here"], true, "{detail}");
+    assert!(
+        detail["note"]
+            .as_str()
+            .is_some_and(|n| n.contains(&format!("led by broker {leader}"))),
+        "{detail}"
+    );
+    let (status, body) = get(&follower, "/v1/topics/replicated/messages?partition=0")?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"][0]["value"]["data"], "v", "{body}");
+    assert_eq!(body["partitions"][0]["led_here"], false);
+    assert_eq!(body["partitions"][0]["leader"], leader);
+    Ok(())
+}
+
+#[test]
+fn a_kip_848_groups_members_show_their_assignment_and_lag() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    let broker = Broker::start(&[
+        "--set",
+        "group.initial.rebalance.delay.ms=0",
+        "--set",
+        "group.consumer.heartbeat.interval.ms=200",
+    ])?;
+    let addr = admin_of(&broker)?;
+    common::create_topic_blocking(&broker.bootstrap(), "t", 2, &[])?;
+    let records: Vec<_> = (0..4)
+        .map(|i| (0, format!("k{i}"), format!("v{i}"), 1_000 + i, Vec::new()))
+        .collect();
+    produce(&broker.bootstrap(), "t", &records)?;
+    let consumer: BaseConsumer = common::consumer_config(&broker.bootstrap())
+        .set("group.id", "g848")
+        .set("group.protocol", "consumer")
+        .set("client.id", "member-one")
+        .create()?;
+    consumer.subscribe(&["t"])?;
+    let mut body = Value::Null;
+    common::wait_until(
+        Duration::from_secs(30),
+        "the member to own both partitions",
+        || {
+            // Polling serves the consumer's rebalance.
+            let _ = consumer.poll(Duration::from_millis(100));
+            let (status, answer) = get(&addr, "/v1/groups/g848")?;
+            body = answer;
+            Ok(status == 200
+                && body["members"][0]["assignment"].as_array().map(Vec::len) == Some(2))
+        },
+    )?;
+    assert_eq!(body["group_type"], "consumer", "{body}");
+    let member = &body["members"][0];
+    assert_eq!(member["client_id"], "member-one", "{body}");
+    assert!(
+        member["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        member["assignment"],
+        json!([{"topic": "t", "partition": 0}, {"topic": "t", "partition": 1}])
+    );
+
+    let mut at = rdkafka::TopicPartitionList::new();
+    at.add_partition_offset("t", 0, rdkafka::Offset::Offset(1))?;
+    consumer.commit(&at, CommitMode::Sync)?;
+    let (_, body) = get(&addr, "/v1/groups/g848")?;
+    let p0 = &body["partitions"][0];
+    assert_eq!(
+        (&p0["committed_offset"], &p0["log_end_offset"], &p0["lag"]),
+        (&json!(1), &json!(4), &json!(3)),
+        "{body}"
+    );
+    assert_eq!(p0["member_ids"], json!([member["member_id"]]), "{body}");
+    let (_, body) = get(&addr, "/v1/groups")?;
+    let listed = body["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["group_id"] == "g848"))
+        .context("g848 is not listed")?;
+    assert_eq!(
+        (&listed["members"], &listed["lag"]),
+        (&json!(1), &json!(3)),
+        "{listed}"
+    );
+    Ok(())
+}

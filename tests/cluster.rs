@@ -14,6 +14,10 @@
 //! group's progress kept across the deaths of its partition's leader and
 //! of its share coordinator, and across SIGKILLs of nodes drawn from a seed.
 //!
+//! The metrics follow the cluster's health: the under-replicated
+//! partitions of a dead broker's, the quorum's leader, term and members'
+//! lag.
+//!
 //! The fault suite (tests/cluster_faults.rs) kills, stops and cuts nodes
 //! under load; these tests check what a user does with a healthy cluster.
 
@@ -324,6 +328,32 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
             Ok(fenced && under && led)
         },
     )?;
+    // The survivors' metrics say it too: orders-0's new leader counts it
+    // under-replicated, and both follow one quorum leader in one term.
+    wait_until(
+        SETTLE_TIMEOUT,
+        "the metrics to show orders-0 under-replicated",
+        || {
+            let mut under = 0.0;
+            let mut quorum = Vec::new();
+            for (i, node) in nodes.iter().enumerate() {
+                if i == victim {
+                    continue;
+                }
+                under += metric(node, "weir_under_replicated_partitions")?.unwrap_or(0.0);
+                quorum.push((
+                    metric(node, "weir_raft_leader_id")?,
+                    metric(node, "weir_raft_term")?,
+                ));
+            }
+            let agreed = quorum[0] == quorum[1]
+                && quorum[0]
+                    .0
+                    .is_some_and(|leader| leader >= 1.0 && leader != f64::from(victim_id))
+                && quorum[0].1.is_some_and(|term| term >= 1.0);
+            Ok(under >= 1.0 && agreed)
+        },
+    )?;
     let read = read_all(&alive, "orders", 3)?;
     let mut values: Vec<u64> = read.values().flatten().copied().collect();
     values.sort_unstable();
@@ -347,6 +377,26 @@ fn a_replicated_topic_is_served_alike_by_every_node_and_survives_its_leaders_dea
                 .is_some_and(|b| b.len() == 3 && b.iter().all(|b| b["state"] == "active")))
     });
     ensure!(caught_up.is_ok(), "status after the restart: {last}");
+    // Then no node counts a partition under-replicated or offline, and the
+    // quorum's leader reports each other voter's lag.
+    wait_until(SETTLE_TIMEOUT, "the metrics to show every ISR full", || {
+        let mut clean = true;
+        let mut lags = 0;
+        for node in &nodes {
+            clean &= metric(node, "weir_under_replicated_partitions")? == Some(0.0)
+                && metric(node, "weir_offline_partitions")? == Some(0.0);
+            for other in 1..=3 {
+                lags += usize::from(
+                    metric(
+                        node,
+                        &format!("weir_raft_member_lag_entries{{node=\"{other}\"}}"),
+                    )?
+                    .is_some(),
+                );
+            }
+        }
+        Ok(clean && lags == 2)
+    })?;
     let from_victim = read_all(&nodes[victim].bootstrap(), "orders", 3)?;
     ensure!(
         from_victim == read,
@@ -466,6 +516,23 @@ fn a_view_on_a_cluster_is_described_and_served_where_its_source_is_led() -> anyh
 }
 
 /// Send `signal` (STOP, CONT) to a node's process.
+/// The value of the series `series` (its name and labels, as Prometheus'
+/// text format writes them) in `node`'s `GET /metrics`; `None` when absent.
+fn metric(node: &Broker, series: &str) -> anyhow::Result<Option<f64>> {
+    let addr = node.admin_addr().context("no admin address")?;
+    let body = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(format!("http://{addr}/metrics"))
+        .send()?
+        .error_for_status()?
+        .text()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().context("not a sample value"))
+        .transpose()
+}
+
 fn signal(node: &Broker, signal: &str) -> anyhow::Result<()> {
     let pid = node.pid().context("the node is not running")?;
     let sent = Command::new("kill")

@@ -3,8 +3,12 @@
 //! Kafka's name, bytes and records in and out per topic, the partitions'
 //! offsets and sizes, a consumer group's lag falling to zero as it commits,
 //! the group commits' fdatasyncs, connections, and the process; a deleted
-//! topic's series go; `metrics.enabled=false` answers 404 and leaves
-//! clients served.
+//! topic's series go; a single node's partitions are never short of
+//! replicas; a share group's records in flight, its dead letters and the
+//! bytes its ShareFetches hand out; delayed records pending, then delivered
+//! with their lateness; `metrics.enabled=false` answers 404 and leaves
+//! clients served. (A cluster's quorum and under-replicated partitions are
+//! scraped in tests/cluster.rs.)
 
 mod common;
 
@@ -12,8 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
+use common::share::{ACCEPT, Member, REJECT};
 use common::{Broker, CLIENT_TIMEOUT};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -128,6 +134,37 @@ fn lags(scraped: &Scraped) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// Check that every metric the Grafana dashboard asks for that `chosen`
+/// picks is a family of `m`; how many were asked.
+fn dashboard_asks(m: &Scraped, chosen: impl Fn(&str) -> bool) -> anyhow::Result<usize> {
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/weir.json"),
+    )?;
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard)?;
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().context("no panels")? {
+        for target in panel["targets"].as_array().context("no targets")? {
+            let expr = target["expr"].as_str().context("no expr")?;
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("weir_") || word.starts_with("process_")) || !chosen(word) {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| word.strip_suffix(suffix))
+                    .filter(|base| m.1.contains(*base))
+                    .unwrap_or(word);
+                ensure!(
+                    m.1.contains(family),
+                    "the dashboard asks for {word}, not exported"
+                );
+                asked += 1;
+            }
+        }
+    }
+    Ok(asked)
+}
+
 #[test]
 fn a_scrape_shows_traffic_partitions_lag_and_the_process() -> anyhow::Result<()> {
     let broker = Broker::start(&["--set", "auto.create.topics.enable=false"])?;
@@ -204,6 +241,14 @@ fn a_scrape_shows_traffic_partitions_lag_and_the_process() -> anyhow::Result<()>
     ensure!(m.value("process_resident_memory_bytes")? > 0.0);
     ensure!(m.value("process_open_fds")? > 0.0);
     ensure!(m.value("process_threads")? > 1.0);
+    // One node holds every replica and leads every partition.
+    ensure!(m.value("weir_under_replicated_partitions")? == 0.0);
+    ensure!(m.value("weir_under_min_isr_partitions")? == 0.0);
+    ensure!(m.value("weir_offline_partitions")? == 0.0);
+    ensure!(
+        !m.any("weir_raft_term", ""),
+        "a single node has no quorum to report"
+    );
 
     // A topic that does not exist is an error, counted by Kafka's name.
     let metadata = consumer.fetch_metadata(Some("no-such-topic"), CLIENT_TIMEOUT)?;
@@ -216,33 +261,12 @@ fn a_scrape_shows_traffic_partitions_lag_and_the_process() -> anyhow::Result<()>
     );
 
     // The Grafana dashboard asks only for families the broker exports
-    // (an error family shows once an error has been counted).
-    let dashboard = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/weir.json"),
-    )?;
-    let dashboard: serde_json::Value = serde_json::from_str(&dashboard)?;
-    let mut asked = 0;
-    for panel in dashboard["panels"].as_array().context("no panels")? {
-        for target in panel["targets"].as_array().context("no targets")? {
-            let expr = target["expr"].as_str().context("no expr")?;
-            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                if !(word.starts_with("weir_") || word.starts_with("process_")) {
-                    continue;
-                }
-                let family = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|suffix| word.strip_suffix(suffix))
-                    .filter(|base| m.1.contains(*base))
-                    .unwrap_or(word);
-                ensure!(
-                    m.1.contains(family),
-                    "the dashboard asks for {word}, not exported"
-                );
-                asked += 1;
-            }
-        }
-    }
-    ensure!(asked >= 13, "the dashboard asks for {asked} metrics");
+    // (an error family shows once an error has been counted); the share
+    // groups' are checked below, the quorum's in tests/cluster.rs.
+    let asked = dashboard_asks(&m, |word| {
+        !(word.starts_with("weir_raft_") || word.starts_with("weir_share_group_"))
+    })?;
+    ensure!(asked >= 18, "the dashboard asks for {asked} metrics");
 
     // A deleted topic's series go.
     drop(consumer);
@@ -259,5 +283,85 @@ fn with_metrics_off_the_scrape_is_refused_and_clients_are_served() -> anyhow::Re
     let (status, _, _) = scrape(&broker)?;
     ensure!(status == 404, "/metrics answered {status}");
     common::assert_serves_clients(&broker.bootstrap())?;
+    Ok(())
+}
+
+#[test]
+fn share_groups_and_delayed_records_show_what_they_hold() -> anyhow::Result<()> {
+    const SHARED: &str = "metered-shares";
+    const SHARE_GROUP: &str = "metered-workers";
+    let broker = Broker::start(&["--set", "group.share.enable=true"])?;
+    let bootstrap = broker.bootstrap();
+    common::create_topic_blocking(&bootstrap, SHARED, 1, &[])?;
+    let mut member = Member::join(&bootstrap, SHARE_GROUP, SHARED)?;
+    let producer: rdkafka::producer::BaseProducer = common::producer_config(&bootstrap).create()?;
+    for i in 0..3 {
+        let value = format!("record-{i}");
+        producer
+            .send(
+                BaseRecord::<(), str>::to(SHARED)
+                    .partition(0)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)?;
+    }
+    producer.flush(CLIENT_TIMEOUT)?;
+
+    // Three records acquired and held under their locks.
+    ensure!(member.fetch_until(3)?.len() == 3);
+    let series = format!("{{group=\"{SHARE_GROUP}\",partition=\"0\",topic=\"{SHARED}\"}}");
+    let m = scraped(&broker)?;
+    ensure!(m.value(&format!("weir_share_group_records_acquired{series}"))? == 3.0);
+    let topic = format!("{{topic=\"{SHARED}\"}}");
+    ensure!(m.value(&format!("weir_topic_records_out_total{topic}"))? == 3.0);
+    ensure!(m.value(&format!("weir_topic_bytes_out_total{topic}"))? > 0.0);
+
+    // One rejected, two accepted: one dead letter, nothing held.
+    ensure!(member.acknowledge(&[(0, 0, REJECT), (1, 2, ACCEPT)])? == (0, 0));
+    let dead = format!("weir_share_group_dead_letters_total{{group=\"{SHARE_GROUP}\"}}");
+    common::wait_until(
+        Duration::from_secs(10),
+        "the dead letter to be counted",
+        || Ok(scraped(&broker)?.get(&dead) == Some(1.0)),
+    )?;
+    let m = scraped(&broker)?;
+    ensure!(m.value(&format!("weir_share_group_records_acquired{series}"))? == 0.0);
+    ensure!(m.value(&format!("weir_share_group_records_dead_lettering{series}"))? == 0.0);
+    let asked = dashboard_asks(&m, |word| word.starts_with("weir_share_group_"))?;
+    ensure!(
+        asked == 2,
+        "the dashboard asks for {asked} share group metrics"
+    );
+
+    // A record delayed two seconds is pending, then delivered late by
+    // some milliseconds.
+    const DELAYED: &str = "metered-delays";
+    common::create_topic_blocking(&bootstrap, DELAYED, 1, &[])?;
+    producer
+        .send(BaseRecord::<(), str>::to(DELAYED).payload("later").headers(
+            OwnedHeaders::new().insert(Header {
+                key: "weir.delay-ms",
+                value: Some("2000"),
+            }),
+        ))
+        .map_err(|(e, _)| e)?;
+    producer.flush(CLIENT_TIMEOUT)?;
+    common::wait_until(Duration::from_secs(10), "the record to be pending", || {
+        Ok(scraped(&broker)?.get("weir_delayed_records_pending") == Some(1.0))
+    })?;
+    common::wait_until(
+        Duration::from_secs(15),
+        "the record to be delivered",
+        || {
+            let m = scraped(&broker)?;
+            Ok(
+                m.get("weir_delayed_delivery_lateness_seconds_count") == Some(1.0)
+                    && m.get("weir_delayed_records_pending") == Some(0.0)
+                    && m.get("weir_delayed_records_due") == Some(0.0),
+            )
+        },
+    )?;
+    let m = scraped(&broker)?;
+    ensure!(m.value("weir_delayed_delivery_lateness_seconds_sum")? >= 0.0);
     Ok(())
 }

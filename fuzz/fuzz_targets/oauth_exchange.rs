@@ -31,6 +31,7 @@ use weir_auth::oauth::{
     ERROR_CHALLENGE, Jwks, OAuthBearerServer, OAuthError, OAuthStep, TokenRules,
     parse_initial_response,
 };
+use weir_fuzz::replace_all;
 
 /// A P-256 key made for this target only, and its public half as a JWK.
 const PRIVATE_KEY: &str = "-----BEGIN PRIVATE KEY-----
@@ -56,7 +57,8 @@ const TOKEN_PLACEHOLDER: &[u8] = b"%t";
 /// The first message of a client with nothing to add.
 const PLAIN_MESSAGE: &[u8] = b"n,,\x01auth=Bearer %t\x01\x01";
 /// Claims every rule accepts.
-const VALID_CLAIMS: &[u8] = br#"{"sub":"alice","iss":"https://issuer.example","aud":"weir","exp":1700000600}"#;
+const VALID_CLAIMS: &[u8] =
+    br#"{"sub":"alice","iss":"https://issuer.example","aud":"weir","exp":1700000600}"#;
 
 struct Fixture {
     key: EncodingKey,
@@ -79,17 +81,10 @@ fn fixture() -> &'static Fixture {
 
 /// A compact JWS of `claims`, as they are, signed by the set's key.
 fn sign(claims: &[u8]) -> Vec<u8> {
-    let signing_input = format!(
-        "{}.{}",
-        BASE64URL.encode(HEADER),
-        BASE64URL.encode(claims)
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        signing_input.as_bytes(),
-        &fixture().key,
-        Algorithm::ES256,
-    )
-    .expect("ES256 signs any input");
+    let signing_input = format!("{}.{}", BASE64URL.encode(HEADER), BASE64URL.encode(claims));
+    let signature =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &fixture().key, Algorithm::ES256)
+            .expect("ES256 signs any input");
     format!("{signing_input}.{signature}").into_bytes()
 }
 
@@ -111,8 +106,7 @@ fuzz_target!(|data: &[u8]| {
     let (done, mut challenged) = match step {
         Ok(OAuthStep::Done(token)) => {
             assert!(signed, "a token the key did not sign was accepted");
-            let claims: Value =
-                serde_json::from_slice(claims).expect("accepted claims are JSON");
+            let claims: Value = serde_json::from_slice(claims).expect("accepted claims are JSON");
             assert_eq!(
                 claims["sub"].as_str(),
                 Some(token.principal.name.as_str()),
@@ -127,7 +121,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(audience, "a token without the audience was accepted");
             let skew_ms = fixture.rules.clock_skew_seconds as f64 * 1000.0;
             let exp = claims["exp"].as_f64().expect("an accepted token has exp");
-            assert!(exp * 1000.0 + skew_ms > NOW_MS as f64, "an expired token was accepted");
+            assert!(
+                exp * 1000.0 + skew_ms > NOW_MS as f64,
+                "an expired token was accepted"
+            );
             let read = parse_initial_response(&first).expect("an accepted message parses");
             if let Some(authzid) = read.authorization_id {
                 assert_eq!(authzid, token.principal.name, "another authorization id");
@@ -140,8 +137,15 @@ fuzz_target!(|data: &[u8]| {
             (false, Some(error))
         }
         Err(error) => {
-            assert!(!matches!(error, OAuthError::Token(_)), "a token error was not challenged");
-            assert_ne!(error, OAuthError::Finished, "a first message was refused as late");
+            assert!(
+                !matches!(error, OAuthError::Token(_)),
+                "a token error was not challenged"
+            );
+            assert_ne!(
+                error,
+                OAuthError::Finished,
+                "a first message was refused as late"
+            );
             (false, None)
         }
     };
@@ -165,18 +169,4 @@ fuzz_target!(|data: &[u8]| {
 
 fn contains(text: &[u8], part: &[u8]) -> bool {
     text.windows(part.len()).any(|window| window == part)
-}
-
-/// `text` with every `from` replaced by `to`.
-fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.windows(from.len()).position(|window| window == from) {
-        let (before, after) = rest.split_at(at);
-        out.extend_from_slice(before);
-        out.extend_from_slice(to);
-        rest = after.get(from.len()..).unwrap_or_default();
-    }
-    out.extend_from_slice(rest);
-    out
 }

@@ -31,6 +31,7 @@ use weir_auth::{
     CredentialLookup, KafkaPrincipal, Mechanism, SCRAM_ITERATIONS_MIN, SaslError, SaslServer,
     ScramCredential, ScramMechanism, Step,
 };
+use weir_fuzz::replace_all;
 
 /// The one user the lookup knows (the messages below spell the name and
 /// password out).
@@ -384,18 +385,4 @@ fn is_plain_scram_first(client_first: &[u8]) -> bool {
         .is_some_and(|nonce| {
             (1..=64).contains(&nonce.len()) && nonce.iter().all(u8::is_ascii_alphanumeric)
         })
-}
-
-/// `text` with every `from` replaced by `to`.
-fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.windows(from.len()).position(|window| window == from) {
-        let (before, after) = rest.split_at(at);
-        out.extend_from_slice(before);
-        out.extend_from_slice(to);
-        rest = after.get(from.len()..).unwrap_or_default();
-    }
-    out.extend_from_slice(rest);
-    out
 }

@@ -250,7 +250,10 @@ fn write_oauth_exchange(dir: &Path) {
         ("valid", exchange(valid, &[plain])),
         (
             "valid-with-authzid-and-extension",
-            exchange(valid, &["n,a=alice,\x01host=broker\x01auth=Bearer %t\x01\x01"]),
+            exchange(
+                valid,
+                &["n,a=alice,\x01host=broker\x01auth=Bearer %t\x01\x01"],
+            ),
         ),
         (
             "other-authzid",

@@ -1,5 +1,6 @@
 //! What the fuzz targets and the seed writer share: real RecordBatch v2
-//! bytes, encoded by kafka-protocol as a client encodes them.
+//! bytes, encoded by kafka-protocol as a client encodes them, and the
+//! byte-string replacement the SASL targets fill their templates with.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -40,4 +41,18 @@ pub fn batch(count: i64, compression: Compression) -> Bytes {
     };
     RecordBatchEncoder::encode(&mut buf, &records, &options).expect("a batch encodes");
     buf.freeze()
+}
+
+/// `text` with every `from` replaced by `to`.
+pub fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.windows(from.len()).position(|window| window == from) {
+        let (before, after) = rest.split_at(at);
+        out.extend_from_slice(before);
+        out.extend_from_slice(to);
+        rest = after.get(from.len()..).unwrap_or_default();
+    }
+    out.extend_from_slice(rest);
+    out
 }

@@ -1,5 +1,6 @@
 //! The error answer of every admin route: an HTTP status and a JSON body
-//! `{"error": "<message>"}`. Handlers return `Result<_, AdminError>`; an
+//! `{"error": "<message>"}`, with `"kafka_error": "<NAME>"` when the
+//! broker refused a write with a Kafka error. Handlers return `Result<_, AdminError>`; an
 //! extractor's refusal (a bad path parameter, a body that is not the JSON
 //! asked for or is past the body limit) converts with `?` and keeps its
 //! status.
@@ -16,6 +17,10 @@ use axum::response::{IntoResponse, Response};
 pub struct AdminError {
     status: StatusCode,
     message: String,
+    /// The Kafka error the broker answered, by Kafka's name
+    /// (`TOPIC_ALREADY_EXISTS`), for a write the broker refused; the body
+    /// then carries it as `kafka_error`.
+    kafka_error: Option<String>,
 }
 
 impl AdminError {
@@ -24,7 +29,15 @@ impl AdminError {
         Self {
             status,
             message: message.into(),
+            kafka_error: None,
         }
+    }
+
+    /// The same answer, naming the Kafka error (`TOPIC_ALREADY_EXISTS`) the
+    /// broker refused with in the body's `kafka_error`.
+    pub fn with_kafka_error(mut self, name: impl Into<String>) -> Self {
+        self.kafka_error = Some(name.into());
+        self
     }
 
     /// 400: the request cannot be served as asked.
@@ -41,12 +54,19 @@ impl AdminError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// Kafka's name of the error the broker refused with, if it did.
+    pub fn kafka_error(&self) -> Option<&str> {
+        self.kafka_error.as_deref()
+    }
 }
 
 /// The body of an error answer.
 #[derive(serde::Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_error: Option<&'a str>,
 }
 
 impl IntoResponse for AdminError {
@@ -58,6 +78,7 @@ impl IntoResponse for AdminError {
             self.status,
             Json(ErrorBody {
                 error: &self.message,
+                kafka_error: self.kafka_error.as_deref(),
             }),
         )
             .into_response()

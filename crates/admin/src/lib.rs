@@ -21,21 +21,58 @@
 //! | `GET /ready`  | 200 when the broker can serve clients, 503 with the failed check otherwise (`health`) |
 //! | `/v1/topics/{topic}/delayed...` | pending delayed records: counts, list, cancel (`delayed`) |
 //! | `GET /v1/share-groups/{group}` | a share group's records in flight per partition (`share`) |
+//! | `GET /v1/brokers` | the brokers (id, host, port, rack, this node or not, fenced or active) and a cluster's metadata quorum (`brokers`) |
+//! | `GET /v1/topics`, `GET /v1/topics/{topic}` | the topics with their size and record estimate; one topic's partitions (leader, replicas, ISR, offsets, size) and configs (`topics`) |
+//! | `GET /v1/topics/{topic}/messages` | records by offset, timestamp or key, rendered as text, JSON or hex, bounded (`messages`) |
+//! | `GET /v1/groups`, `GET /v1/groups/{group}` | classic, consumer and share groups with member counts and lag; one group's members and per-partition offsets and lag (`groups`) |
+//! | `GET /v1/transactions` | the transactional ids coordinated here, with state, producer, timeout and partitions (`transactions`) |
+//! | `GET /v1/dead-letter-topics` | the share groups' dead-letter topics, their record estimates and the groups feeding them (`dead_letters`) |
+//! | `POST /v1/topics`, `DELETE /v1/topics/{topic}` | create a topic (or only validate it), delete one (`topic_admin`) |
+//! | `PATCH /v1/topics/{topic}/configs` | set and delete topic configs, incrementally (`topic_admin`) |
+//! | `POST /v1/topics/{topic}/partitions` | grow a topic to a partition count (`topic_admin`) |
+//! | `POST /v1/groups/{group}/offsets/reset` | move an empty consumer group's offsets on a topic, or plan it (`group_offsets`) |
+//! | `POST /v1/dead-letter-topics/{topic}/redrive` | move a bounded part of a dead-letter topic's dead letters back to a topic, as `weir dlq redrive` (`redrive`) |
+//! | `GET /login`, `POST /login`, `POST /logout` | with `admin.auth.token.file`: a browser's login form, trading a token for the cookie [`TOKEN_COOKIE`], and its logout (`login`) |
+//! | `GET /`, `/console/...`, `/assets/...` | the web console: server-rendered pages over the views above, with embedded htmx and uPlot (`console`) |
 //!
 //! Any other path answers 404, and another method on a known path 405, both
 //! with an error body.
+//!
+//! [`serve`] puts every route behind the guard of [`AdminSecurity`]
+//! (`auth`): unless configured the listener is plain HTTP open to all;
+//! with `admin.ssl.*` it is HTTPS (`connection`), and with
+//! `admin.auth.token.file` (bearer tokens, `tokens`; a browser logs in at
+//! `/login` for a cookie, `login`) or client certificates every route but
+//! `GET /health` and `GET /ready` needs authentication. Writes from another
+//! site's page (`Origin` unlike `Host`) answer 403, and every write is
+//! logged with its principal. A handler reads who made its request from
+//! the request extension [`AdminPrincipal`].
 //!
 //! Each group of routes is a module with a `routes()` function giving a
 //! `Router<AdminState>`, merged by [`router`] in one line. Handlers read the
 //! broker through [`AdminState`]; the crate sits above `weir-broker` and
 //! below `weir-serve`, which binds the listener and stops it with the broker.
 
+mod auth;
+mod brokers;
 mod connection;
+mod console;
+mod dead_letters;
 mod delayed;
 mod error;
+mod group_offsets;
+mod groups;
 mod health;
+mod kafka;
+mod login;
+mod messages;
 mod metrics;
+mod redrive;
 mod share;
+mod tokens;
+mod topic_admin;
+mod topics;
+mod transactions;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -47,7 +84,13 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+pub use auth::{AdminPrincipal, AdminSecurity, AdminTls, TOKEN_COOKIE};
+pub use connection::AdminPeer;
 pub use error::AdminError;
+pub use login::LOGIN_BODY_BYTES_MAX;
+pub use tokens::{
+    TOKEN_BYTES_MAX, TOKEN_BYTES_MIN, TOKEN_FILE_BYTES_MAX, TOKENS_MAX, TokenFile, TokenFileError,
+};
 
 /// Largest request body a route reads, in bytes; a larger one answers 413.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -88,7 +131,17 @@ pub fn router(state: AdminState) -> Router {
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(delayed::routes())
-        .merge(share::routes());
+        .merge(share::routes())
+        .merge(brokers::routes())
+        .merge(topics::routes())
+        .merge(messages::routes())
+        .merge(groups::routes())
+        .merge(transactions::routes())
+        .merge(dead_letters::routes())
+        .merge(topic_admin::routes())
+        .merge(group_offsets::routes())
+        .merge(redrive::routes())
+        .merge(console::routes());
     bounded(routes).with_state(state)
 }
 
@@ -132,13 +185,23 @@ async fn time_limit(request: Request, next: Next) -> Response {
     }
 }
 
-/// Serve [`router`] on `listener`, with at most [`CONNECTIONS_MAX`]
-/// connections open and each closed after [`IDLE_TIMEOUT`] of silence,
-/// until `shutdown` resolves; then stop accepting and let open connections
-/// finish their requests for at most [`SHUTDOWN_DRAIN_TIMEOUT`].
+/// Every route of [`router`], the login pages when tokens are configured,
+/// all behind the guard of `security` (authentication, the cross-origin
+/// check of writes, the write log). What [`serve`] serves.
+pub fn secured(state: AdminState, security: &AdminSecurity) -> Router {
+    auth::secure(router(state), security)
+}
+
+/// Serve [`secured`] on `listener` (over TLS when `security` says so),
+/// with at most [`CONNECTIONS_MAX`] connections open and each closed
+/// after [`IDLE_TIMEOUT`] of silence, until `shutdown` resolves; then stop
+/// accepting and let open connections finish their requests for at most
+/// [`SHUTDOWN_DRAIN_TIMEOUT`]. Until then the TLS files and the token file
+/// are read again whenever they change.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    security: AdminSecurity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
@@ -146,10 +209,26 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
-    let listener = connection::AdminListener::new(listener, CONNECTIONS_MAX);
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(signal)
-        .into_future();
+    // Aborted when dropped, as this function returns.
+    let mut watchers = tokio::task::JoinSet::new();
+    if let Some(tls) = &security.tls {
+        watchers.spawn(weir_server::watch_certificates(
+            tls.acceptor.clone(),
+            Arc::from("admin"),
+        ));
+    }
+    if let Some(tokens) = &security.tokens {
+        watchers.spawn(tokens.clone().keep_current());
+    }
+    let app = secured(state, &security);
+    let tls = security.tls.map(|tls| tls.acceptor);
+    let listener = connection::AdminListener::new(listener, CONNECTIONS_MAX, tls);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<AdminPeer>(),
+    )
+    .with_graceful_shutdown(signal)
+    .into_future();
     tokio::pin!(server);
     tokio::select! {
         served = &mut server => return served,
@@ -177,7 +256,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     /// A broker over a fresh data folder, and the folder.
-    fn state() -> (AdminState, tempfile::TempDir) {
+    pub(crate) fn state() -> (AdminState, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(weir_storage::SystemClock);
         let (log, _) = weir_storage::CommitLog::open(dir.path(), Default::default(), clock.clone())

@@ -8,7 +8,17 @@
 //! - `weir_consumer_group_committed_offset` and `weir_consumer_group_lag`
 //!   (records between the committed offset and the high watermark), by
 //!   group, topic and partition, for each group this broker coordinates
-//!   and each partition it holds.
+//!   and each partition it holds;
+//! - `weir_under_replicated_partitions`, `weir_under_min_isr_partitions`
+//!   (of the partitions this broker leads) and `weir_offline_partitions`
+//!   (of the whole cluster, as this node's metadata says);
+//! - `weir_share_group_records_acquired` and
+//!   `weir_share_group_records_dead_lettering`, by group, topic and
+//!   partition, for each share-partition this broker leads;
+//! - on a cluster node, its view of the metadata quorum's Raft log:
+//!   `weir_raft_leader_id`, `weir_raft_term`, `weir_raft_last_log_index`,
+//!   `weir_raft_applied_index` and, on the leader,
+//!   `weir_raft_member_lag_entries` by member.
 //!
 //! 404 when metrics are off (`metrics.enabled=false`). docs/operations.md
 //! lists every metric.
@@ -105,5 +115,110 @@ fn scrape(broker: &weir_broker::Broker) -> Scrape {
             lag.with_label_values(&labels).set(g.lag);
         }
     }
+    replication(&mut scrape, broker);
+    share_groups(&mut scrape, broker);
+    if let Some(raft) = broker.metadata().raft_status() {
+        quorum(&mut scrape, &raft);
+    }
     scrape
+}
+
+/// A gauge with no labels, set to `value`.
+fn single(scrape: &mut Scrape, name: &str, help: &str, value: u64) {
+    if let Some(gauge) = scrape.gauge(name, help, &[]) {
+        gauge
+            .with_label_values(&[] as &[&str])
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+}
+
+/// The partitions short of in-sync replicas or of a leader.
+fn replication(scrape: &mut Scrape, broker: &weir_broker::Broker) {
+    let stats = broker.replication_stats();
+    single(
+        scrape,
+        "weir_under_replicated_partitions",
+        "Partitions this broker leads whose ISR is smaller than their replica set.",
+        stats.under_replicated,
+    );
+    single(
+        scrape,
+        "weir_under_min_isr_partitions",
+        "Partitions this broker leads whose ISR is smaller than min.insync.replicas: acks=all produces to them fail.",
+        stats.under_min_isr,
+    );
+    single(
+        scrape,
+        "weir_offline_partitions",
+        "Partitions without a leader in the whole cluster, as this node's metadata says.",
+        stats.offline,
+    );
+}
+
+/// Each share-partition's records in flight.
+fn share_groups(scrape: &mut Scrape, broker: &weir_broker::Broker) {
+    let labels = ["group", "topic", "partition"];
+    let acquired = scrape.gauge(
+        "weir_share_group_records_acquired",
+        "Records a share group's members hold under an acquisition lock, by share-partition this broker leads.",
+        &labels,
+    );
+    let dead_lettering = scrape.gauge(
+        "weir_share_group_records_dead_lettering",
+        "Records a share group gave up on whose dead letters are not written yet, by share-partition this broker leads.",
+        &labels,
+    );
+    let (Some(acquired), Some(dead_lettering)) = (acquired, dead_lettering) else {
+        return;
+    };
+    for s in broker.share_in_flight_stats() {
+        let partition = s.partition.to_string();
+        let labels = [s.group.as_str(), s.topic.as_str(), partition.as_str()];
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        acquired.with_label_values(&labels).set(count(s.acquired));
+        dead_lettering
+            .with_label_values(&labels)
+            .set(count(s.dead_lettering));
+    }
+}
+
+/// A cluster node's view of the metadata quorum's log.
+fn quorum(scrape: &mut Scrape, raft: &weir_metadata::RaftStatus) {
+    if let Some(leader) = scrape.gauge(
+        "weir_raft_leader_id",
+        "The metadata quorum's leader this node knows of (-1 while there is none).",
+        &[],
+    ) {
+        leader
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(raft.leader_id));
+    }
+    single(
+        scrape,
+        "weir_raft_term",
+        "The Raft term this node is in: it grows with every election.",
+        raft.term,
+    );
+    single(
+        scrape,
+        "weir_raft_last_log_index",
+        "The index of the last entry in this node's copy of the metadata log.",
+        raft.last_log_index,
+    );
+    single(
+        scrape,
+        "weir_raft_applied_index",
+        "The index of the last committed metadata entry this node applied.",
+        raft.applied_index,
+    );
+    if let Some(lag) = scrape.gauge(
+        "weir_raft_member_lag_entries",
+        "On the quorum's leader: entries each other member is behind the leader's log end.",
+        &["node"],
+    ) {
+        for (node, behind) in &raft.member_lag {
+            lag.with_label_values(&[node.to_string().as_str()])
+                .set(i64::try_from(*behind).unwrap_or(i64::MAX));
+        }
+    }
 }

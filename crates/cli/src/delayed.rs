@@ -34,7 +34,8 @@ is due, with the header weir.delayed-from-offset giving that offset.
 These commands ask the broker's HTTP admin API (`weir serve --admin-listen`):
 --admin-url (or WEIR_ADMIN_URL), by default port 9644 on the host of the
 first of --brokers. A cancel must go to the admin API of the partition's
-leader.";
+leader. A secured admin API takes --admin-token (or WEIR_ADMIN_TOKEN), and
+over https --admin-ca, --admin-cert and --admin-key.";
 
 /// `weir delayed`.
 #[derive(Debug, Args)]
@@ -100,9 +101,9 @@ pub struct CancelArgs {
     offset: i64,
 }
 
-/// Runs a `weir delayed` command against the admin API at `admin_url`.
-pub fn run(admin_url: &str, args: DelayedArgs) -> Result<()> {
-    let api = AdminApi::new(admin_url)?;
+/// Runs a `weir delayed` command against the admin API `admin` names.
+pub fn run(admin: &crate::admin_api::AdminTarget, args: DelayedArgs) -> Result<()> {
+    let api = AdminApi::new(admin)?;
     match args.command {
         DelayedCommand::List(list_args) => list(&api, &list_args, args.json),
         DelayedCommand::Cancel(cancel_args) => cancel(&api, &cancel_args, args.json),

@@ -13,6 +13,11 @@
 //! removed is reported as gone). Only once every record is delivered are
 //! the progress group's offsets moved to where the read ended, so a failed
 //! run can be run again and a finished one is not repeated.
+//!
+//! What a redrive means (the progress group, the headers, the filters, the
+//! copy) is `weir_client::dead_letter`'s, shared with the admin API's
+//! `POST /v1/dead-letter-topics/{topic}/redrive`, so the two can be used in
+//! turn on one dead-letter topic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -24,13 +29,10 @@ use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMe
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use weir_client::dead_letter::{self, Content, REDRIVEN_FROM, Source};
+
 use crate::{CliError, Result};
 
-/// The dead-letter headers (KIP-1191) start with this.
-const DLQ_HEADER_PREFIX: &str = "__dlq.errors.";
-/// The header a redriven record carries: the dead letter it came from, as
-/// `topic/partition/offset`.
-const REDRIVEN_FROM: &str = "weir.redriven-from";
 /// How long one poll waits.
 const POLL: Duration = Duration::from_millis(200);
 /// How long a read may go without a record before it is given up.
@@ -123,12 +125,10 @@ struct Outcome {
 
 fn redrive(brokers: &str, args: &RedriveArgs) -> Result<()> {
     for (key, _) in &args.filters {
-        if !matches!(
-            key.as_str(),
-            "topic" | "partition" | "offset" | "group" | "delivery.count" | "message"
-        ) {
+        if !dead_letter::FILTER_KEYS.contains(&key.as_str()) {
             return Err(CliError::Usage(format!(
-                "--where {key}=...: KEY is one of topic, partition, offset, group, delivery.count, message"
+                "--where {key}=...: KEY is one of {}",
+                dead_letter::FILTER_KEYS.join(", ")
             )));
         }
     }
@@ -153,10 +153,7 @@ fn redrive(brokers: &str, args: &RedriveArgs) -> Result<()> {
         .iter()
         .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == args.to))
         .map_or(0, |t| t.partitions.len());
-    let group = args
-        .group
-        .clone()
-        .unwrap_or_else(|| format!("weir-dlq-redrive.{}", args.topic));
+    let group = dead_letter::progress_group(&args.topic, args.group.as_deref());
     let consumer: BaseConsumer = super::rdkafka_config(brokers)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -264,25 +261,18 @@ fn redrive(brokers: &str, args: &RedriveArgs) -> Result<()> {
         }
         let dlq: BTreeMap<String, String> = message
             .headers()
-            .map(|h| {
-                h.iter()
-                    .filter_map(|h| {
-                        let key = h.key.strip_prefix(DLQ_HEADER_PREFIX)?;
-                        let value = String::from_utf8_lossy(h.value?).into_owned();
-                        Some((key.to_owned(), value))
-                    })
-                    .collect()
-            })
+            .map(|h| dead_letter::dead_letter_headers(h.iter().map(|h| (h.key, h.value))))
             .unwrap_or_default();
         let Some(source) = Source::of(&dlq) else {
             outcome.not_dead_letters += 1;
             continue;
         };
-        if !args.filters.iter().all(|(k, v)| dlq.get(k) == Some(v)) {
+        let filters = args.filters.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        if !dead_letter::matches(&dlq, filters) {
             outcome.passed_over += 1;
             continue;
         }
-        let from = format!("{}/{p}/{offset}", args.topic);
+        let from = dead_letter::redriven_from(&args.topic, p, offset);
         let record = match copied(&message) {
             Some(copy) => copy,
             None => match originals.read(&source)? {
@@ -328,10 +318,8 @@ fn redrive(brokers: &str, args: &RedriveArgs) -> Result<()> {
         if let Some(v) = &record.value {
             out = out.payload(v.as_slice());
         }
-        let same_topic = source.topic == args.to
-            && usize::try_from(source.partition).is_ok_and(|sp| sp < to_partitions);
-        if same_topic {
-            out = out.partition(source.partition);
+        if let Some(partition) = source.keeps_partition(&args.to, to_partitions) {
+            out = out.partition(partition);
         }
         producer
             .send(out)
@@ -400,62 +388,17 @@ fn redrive(brokers: &str, args: &RedriveArgs) -> Result<()> {
     Ok(())
 }
 
-/// Where a dead letter's record came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Source {
-    topic: String,
-    partition: i32,
-    offset: i64,
-}
-
-impl Source {
-    fn of(dlq: &BTreeMap<String, String>) -> Option<Self> {
-        Some(Self {
-            topic: dlq.get("topic")?.clone(),
-            partition: dlq.get("partition")?.parse().ok()?,
-            offset: dlq.get("offset")?.parse().ok()?,
-        })
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.topic, self.partition, self.offset)
-    }
-}
-
-/// A record to send: key, value and headers.
-#[derive(Debug)]
-struct Content {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
 /// The headers of `message` that are not dead-letter headers.
 fn own_headers(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
     message
         .headers()
-        .map(|h| {
-            h.iter()
-                .filter(|h| !h.key.starts_with(DLQ_HEADER_PREFIX) && h.key != REDRIVEN_FROM)
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
+        .map(|h| dead_letter::own_headers(h.iter().map(|h| (h.key, h.value))))
         .unwrap_or_default()
 }
 
 /// The copy a dead letter carries, if it carries one.
 fn copied(message: &OwnedMessage) -> Option<Content> {
-    let headers = own_headers(message);
-    if message.key().is_none() && message.payload().is_none() && headers.is_empty() {
-        return None;
-    }
-    Some(Content {
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers,
-    })
+    dead_letter::copied(message.key(), message.payload(), own_headers(message))
 }
 
 /// Reads originals back from their topics, one record at a time.

@@ -194,13 +194,13 @@ pub struct ResetArgs {
 }
 
 /// Runs a `weir group` command against `brokers`.
-pub fn run(brokers: &str, admin_url: &str, args: GroupArgs) -> Result<()> {
+pub fn run(brokers: &str, admin: &crate::admin_api::AdminTarget, args: GroupArgs) -> Result<()> {
     let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
         GroupCommand::List => list(&mut client, json),
         GroupCommand::Describe { group } => {
-            if share::describe(&mut client, admin_url, &group, json)? {
+            if share::describe(&mut client, admin, &group, json)? {
                 return Ok(());
             }
             describe(&mut client, &group, json)

@@ -55,7 +55,8 @@ Every command that talks to a broker takes --brokers HOST:PORT[,HOST:PORT...]
 (or WEIR_BROKERS), default 127.0.0.1:9092. `weir delayed` and the delayed
 records of `weir topic describe` come from the broker's admin API instead:
 --admin-url (or WEIR_ADMIN_URL), by default port 9644 on the host of the
-first of --brokers.";
+first of --brokers; a secured one takes --admin-token (or WEIR_ADMIN_TOKEN),
+and over https --admin-ca, --admin-cert and --admin-key.";
 
 /// Exit code of a failed operation.
 pub const EXIT_FAILED: u8 = 1;
@@ -114,6 +115,13 @@ pub enum CliError {
         what: Cow<'static, str>,
         /// The HTTP client's error.
         source: reqwest::Error,
+    },
+    /// The admin API refused the request as unauthenticated (401): no
+    /// token or client certificate, or one it does not take.
+    #[error("{what}")]
+    AdminUnauthorized {
+        /// What was refused, why, and what to give.
+        what: String,
     },
     /// No admin API answered at the address given (exit code 3).
     #[error("{what}")]

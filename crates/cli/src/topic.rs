@@ -207,14 +207,14 @@ pub struct AlterConfigArgs {
 }
 
 /// Runs a `weir topic` command against `brokers`.
-pub fn run(brokers: &str, admin_url: &str, args: TopicArgs) -> Result<()> {
+pub fn run(brokers: &str, admin: &crate::admin_api::AdminTarget, args: TopicArgs) -> Result<()> {
     // Connecting first fails fast, with exit code 3, when no broker answers.
     let mut client = super::connect(brokers)?;
     let json = args.json;
     match args.command {
         TopicCommand::Create(args) => create(&mut client, args, json),
         TopicCommand::List => list(&mut client, json),
-        TopicCommand::Describe { topic } => describe(&mut client, admin_url, &topic, json),
+        TopicCommand::Describe { topic } => describe(&mut client, admin, &topic, json),
         TopicCommand::Delete { topic } => delete(&mut client, &topic, json),
         TopicCommand::AlterConfig(args) => alter_config(&mut client, args, json),
         TopicCommand::AddPartitions { topic, total } => {
@@ -336,7 +336,12 @@ struct PartitionRow {
     log_end: Option<i64>,
 }
 
-fn describe(client: &mut Client, admin_url: &str, topic: &str, json: bool) -> Result<()> {
+fn describe(
+    client: &mut Client,
+    admin: &crate::admin_api::AdminTarget,
+    topic: &str,
+    json: bool,
+) -> Result<()> {
     let metadata = client.metadata(Some(&[topic.to_owned()]))?;
     let Some(found) = metadata.topics.first() else {
         return Err(CliError::NoMetadata {
@@ -362,7 +367,7 @@ fn describe(client: &mut Client, admin_url: &str, topic: &str, json: bool) -> Re
     let delayed = match view_of(&configs) {
         Some(_) => None,
         None => Some(
-            crate::admin_api::AdminApi::new(admin_url)
+            crate::admin_api::AdminApi::new(admin)
                 .and_then(|api| crate::delayed::pending(&api, topic, None, 0)),
         ),
     };

@@ -264,15 +264,25 @@ impl Node {
     /// waiting for its last entry covers every acknowledged change.
     pub(crate) async fn local_read_index(&self) -> LeaderReply<u64> {
         let last = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let index = match self.confirm_leadership().await {
+            LeaderReply::Done(index) => index.map_or(0, |l| l.index).max(last),
+            LeaderReply::NotLeader { leader } => return LeaderReply::NotLeader { leader },
+            LeaderReply::Failed(why) => return LeaderReply::Failed(why),
+        };
+        let mut applied = self.machine.changes();
+        match applied.wait_for(|a| *a >= index).await {
+            Ok(_) => LeaderReply::Done(index),
+            Err(e) => LeaderReply::Failed(e.to_string()),
+        }
+    }
+
+    /// Have a quorum confirm that this node still leads (openraft's
+    /// `ensure_linearizable`): the log id a read must wait for, or where
+    /// the leader is when this node no longer is (none known when the
+    /// quorum did not answer).
+    async fn confirm_leadership(&self) -> LeaderReply<Option<openraft::LogId<u64>>> {
         match self.raft.ensure_linearizable().await {
-            Ok(index) => {
-                let index = index.map_or(0, |l| l.index).max(last);
-                let mut applied = self.machine.changes();
-                match applied.wait_for(|a| *a >= index).await {
-                    Ok(_) => LeaderReply::Done(index),
-                    Err(e) => LeaderReply::Failed(e.to_string()),
-                }
-            }
+            Ok(index) => LeaderReply::Done(index),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 LeaderReply::NotLeader {
                     leader: f.leader_id,
@@ -316,17 +326,10 @@ impl Node {
             // Only a leader a quorum still follows may say so: one cut off
             // from its voters would otherwise keep its own broker active
             // (and `/ready`) while the others elect a new leader.
-            return match self.raft.ensure_linearizable().await {
-                Ok(_) => LeaderReply::Done(HeartbeatAnswer::Active),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    LeaderReply::NotLeader {
-                        leader: f.leader_id,
-                    }
-                }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                    LeaderReply::NotLeader { leader: None }
-                }
-                Err(e) => LeaderReply::Failed(e.to_string()),
+            return match self.confirm_leadership().await {
+                LeaderReply::Done(_) => LeaderReply::Done(HeartbeatAnswer::Active),
+                LeaderReply::NotLeader { leader } => LeaderReply::NotLeader { leader },
+                LeaderReply::Failed(why) => LeaderReply::Failed(why),
             };
         }
         if !beat.caught_up {

@@ -312,6 +312,32 @@ impl MetadataStore for RaftMetadataStore {
         true
     }
 
+    fn raft_status(&self) -> Option<weir_metadata::RaftStatus> {
+        let m = self.controller.metrics();
+        let id = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        let last = m.last_log_index.unwrap_or(0);
+        let member_lag = m
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(member, _)| **member != m.id)
+            .map(|(member, matched)| {
+                (
+                    id(*member),
+                    last.saturating_sub(matched.map_or(0, |l| l.index)),
+                )
+            })
+            .collect();
+        Some(weir_metadata::RaftStatus {
+            node_id: id(m.id),
+            leader_id: m.current_leader.map_or(weir_metadata::NO_LEADER, id),
+            term: m.current_term,
+            last_log_index: last,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            member_lag,
+        })
+    }
+
     fn quorum(&self) -> Option<weir_metadata::QuorumInfo> {
         // Asked of the leader; without one (an election, or this node cut
         // off) the answer says so and DescribeQuorum answers

@@ -258,6 +258,28 @@ impl Endpoint {
     }
 }
 
+/// This node's own view of the metadata quorum's Raft log, read locally
+/// without asking the leader, for the metrics: its term, the leader it
+/// knows, how far its log and its applied state reach and, on the leader,
+/// how far each other member is behind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RaftStatus {
+    /// This node's id.
+    pub node_id: i32,
+    /// The leader this node knows of, or [`NO_LEADER`].
+    pub leader_id: i32,
+    /// The Raft term this node is in.
+    pub term: u64,
+    /// The index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// The index of the last entry this node applied (committed entries
+    /// only are applied).
+    pub applied_index: u64,
+    /// On the leader, each other member's entries behind the leader's log
+    /// end (by node id); empty elsewhere.
+    pub member_lag: Vec<(i32, u64)>,
+}
+
 /// The metadata quorum as its leader sees it, for DescribeQuorum: Kafka's
 /// `__cluster_metadata` partition, whose offsets are Raft log indexes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -906,6 +928,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The metadata quorum, for DescribeQuorum. `None` when there is none:
     /// a single node, whose metadata no other node votes on.
     fn quorum(&self) -> Option<QuorumInfo> {
+        None
+    }
+    /// This node's own view of the quorum's log, for the metrics. `None`
+    /// on a single node.
+    fn raft_status(&self) -> Option<RaftStatus> {
         None
     }
     /// How many changes the store has committed since it was created, when

@@ -73,6 +73,18 @@ pub struct Metrics {
     pub fsync_duration: Histogram,
     /// `weir_log_group_commit_bytes`: bytes each group commit made durable.
     pub group_commit_bytes: Histogram,
+    /// `weir_delayed_records_pending`: delayed records this broker's
+    /// schedule holds that are not yet due.
+    pub delayed_pending: IntGauge,
+    /// `weir_delayed_records_due`: delayed records due and handed to
+    /// delivery whose copies are not committed yet.
+    pub delayed_due: IntGauge,
+    /// `weir_delayed_delivery_lateness_seconds`: how long after its due
+    /// time each delayed record's copy was appended.
+    pub delayed_lateness: Histogram,
+    /// `weir_share_group_dead_letters_total{group}`: records a share group
+    /// gave up on whose dead letters were written.
+    pub share_dead_letters: IntCounterVec,
 }
 
 /// The process's metrics.
@@ -84,6 +96,12 @@ pub fn metrics() -> &'static Metrics {
 /// Request latencies: 100 µs to about 13 s, doubling.
 fn duration_buckets() -> Vec<f64> {
     (0..18).map(|i| 0.0001 * f64::from(1u32 << i)).collect()
+}
+
+/// Delayed-delivery lateness: 1 ms to about 35 minutes, doubling (a broker
+/// that was down delivers what fell due meanwhile as late as it was down).
+fn lateness_buckets() -> Vec<f64> {
+    (0..22).map(|i| 0.001 * f64::from(1u32 << i)).collect()
 }
 
 /// Group commit sizes: 512 B to 512 MiB, quadrupling.
@@ -128,6 +146,13 @@ impl Metrics {
             "Requests read and not yet answered, over all connections.",
         )
         .expect("a valid gauge");
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("a valid gauge");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("a name registered once");
+            gauge
+        };
         let connections = IntGaugeVec::new(
             Opts::new("weir_connections", "Client connections open, by listener."),
             &["listener"],
@@ -185,6 +210,24 @@ impl Metrics {
                 "Bytes each group commit made durable.",
                 size_buckets(),
             ),
+            delayed_pending: gauge(
+                "weir_delayed_records_pending",
+                "Delayed records in this broker's schedule that are not yet due.",
+            ),
+            delayed_due: gauge(
+                "weir_delayed_records_due",
+                "Delayed records due and handed to delivery whose copies are not committed yet.",
+            ),
+            delayed_lateness: histogram(
+                "weir_delayed_delivery_lateness_seconds",
+                "Time from a delayed record's due time to its copy's append, per record delivered.",
+                lateness_buckets(),
+            ),
+            share_dead_letters: counter(
+                "weir_share_group_dead_letters_total",
+                "Records a share group gave up on whose dead letters were written, by group.",
+                &["group"],
+            ),
             registry,
         }
     }
@@ -222,6 +265,38 @@ impl Metrics {
         self.topic_records_out
             .with_label_values(&[topic])
             .inc_by(records);
+    }
+
+    /// Record delayed records' copies appended `lateness_ms` each after
+    /// they were due.
+    pub fn delayed_delivered(&self, lateness_ms: impl Iterator<Item = i64>) {
+        if !enabled() {
+            return;
+        }
+        for late in lateness_ms {
+            self.delayed_lateness.observe(late.max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Record the delayed-delivery schedule's counts: `pending` not yet
+    /// due, `due` handed to delivery and not committed.
+    pub fn delayed_counts(&self, pending: u64, due: usize) {
+        if !enabled() {
+            return;
+        }
+        self.delayed_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.delayed_due.set(i64::try_from(due).unwrap_or(i64::MAX));
+    }
+
+    /// Record `count` dead letters written for share group `group`.
+    pub fn share_dead_lettered(&self, group: &str, count: usize) {
+        if !enabled() || count == 0 {
+            return;
+        }
+        self.share_dead_letters
+            .with_label_values(&[group])
+            .inc_by(count as u64);
     }
 
     /// Forget a deleted topic's series, so that deleted topics do not
@@ -306,6 +381,9 @@ mod tests {
         m.requests.with_label_values(&["Produce", "9"]).inc();
         m.topic_in("orders", 100, 3);
         m.group_commit(4096, Duration::from_micros(300));
+        m.delayed_counts(5, 2);
+        m.delayed_delivered([20, -3].into_iter());
+        m.share_dead_lettered("workers", 2);
         let mut scrape = Scrape::default();
         let gauge = scrape
             .gauge("weir_test_gauge", "A gauge for this test.", &["topic"])
@@ -320,6 +398,10 @@ mod tests {
             "weir_log_group_commit_bytes_count 1",
             "# TYPE weir_log_fsync_duration_seconds histogram",
             "weir_test_gauge{topic=\"orders\"} 7",
+            "weir_delayed_records_pending 5",
+            "weir_delayed_records_due 2",
+            "weir_delayed_delivery_lateness_seconds_count 2",
+            "weir_share_group_dead_letters_total{group=\"workers\"} 2",
             "process_resident_memory_bytes",
             "process_open_fds",
             "process_threads",

@@ -143,6 +143,12 @@ pub enum ServeError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The admin listener's TLS certificates or keys cannot be used.
+    #[error("the admin listener (admin.ssl.*): cannot set up TLS")]
+    AdminTls(#[source] weir_server::TlsError),
+    /// The admin listener's token file cannot be used.
+    #[error("the admin listener: cannot use admin.auth.token.file")]
+    AdminTokens(#[source] weir_admin::TokenFileError),
     /// The admin listener could not bind. The bind error is in the message,
     /// before the way out, rather than a source printed after it.
     #[error(
@@ -296,6 +302,19 @@ ssl.truststore.location (PEM CAs), ssl.client.auth (required, requested or
 none) and ssl.principal.mapping.rules, each also as
 listener.name.NAME.ssl.* for one listener; changed certificate files are
 reloaded within a second, without dropping connections.
+
+The admin API (--admin-listen) is plain HTTP open to all unless configured
+(docs/security.md, \"The admin API\"): admin.auth.token.file names a file of
+bearer tokens, one per line (# comments), reread when it changes; every
+route but GET /health and GET /ready then needs Authorization: Bearer TOKEN
+(a browser logs in at /login for a cookie). admin.ssl.keystore.location,
+admin.ssl.truststore.location, admin.ssl.client.auth and
+admin.ssl.principal.mapping.rules serve it over HTTPS as the ssl.* do a
+Kafka listener; a client certificate then authenticates too. Writes from
+another site's page (Origin unlike Host) answer 403; every write is logged.
+Bound to a non-loopback address without either, the broker warns at start:
+  weir serve --admin-listen 0.0.0.0:9644 --set admin.auth.token.file=/etc/weir/admin-tokens \
+    --set admin.ssl.keystore.location=weir-certs/broker.pem
 
 The TOML file takes the same names as the flags, with underscores
 (listen, advertised, data_dir, default_partitions, auto_create_topics,
@@ -474,6 +493,10 @@ struct Settings {
     /// `--admin-listen`; `None` when it is `none`, and on a controller-only
     /// node, which has no broker to serve views of.
     admin_listen: Option<String>,
+    /// `admin.ssl.*`: the admin listener's TLS, when set.
+    admin_tls: Option<weir_server::TlsSettings>,
+    /// `admin.auth.token.file`: the admin API's bearer tokens, when set.
+    admin_token_file: Option<PathBuf>,
     data_dir: PathBuf,
     log_level: String,
     log_format: LogFormat,
@@ -652,6 +675,8 @@ impl Settings {
             },
             // Resolved once the roles are known, below.
             admin_listen: None,
+            admin_tls: None,
+            admin_token_file: None,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -711,6 +736,7 @@ impl Settings {
             args.listen.or(file_listen),
             args.advertised.or(file_advertised),
         )?;
+        settings.admin_tls = listener_configs.admin_tls()?;
         settings.check_cluster()?;
         settings.resolve_admin_listen(args.admin_listen.or(file_admin_listen));
         Ok(settings)
@@ -781,6 +807,15 @@ impl Settings {
                 self.authorizer.super_users = users;
             }
             "metrics.enabled" => self.metrics_enabled = config.parse()?,
+            "admin.auth.token.file" => {
+                let path = value.trim();
+                if path.is_empty() {
+                    return Err(refused(
+                        "names no file: give a file of tokens, one per line".to_owned(),
+                    ));
+                }
+                self.admin_token_file = Some(PathBuf::from(path));
+            }
             "allow.everyone.if.no.acl.found" => {
                 self.authorizer.allow_everyone_if_no_acl_found = config.parse()?;
             }
@@ -1385,7 +1420,14 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     };
     // None on a controller-only node (see `Settings::resolve_admin_listen`).
     let admin_listener = match &settings.admin_listen {
-        Some(listen) => Some(admin::Bound::bind(listen).await?),
+        Some(listen) => Some(
+            admin::Bound::bind(
+                listen,
+                settings.admin_tls.as_ref(),
+                settings.admin_token_file.as_deref(),
+            )
+            .await?,
+        ),
         None => None,
     };
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::CreateDataDir {

@@ -11,6 +11,9 @@
 //! checks that they fit together, binds the sockets, builds the TLS
 //! configurations and loads the OAUTHBEARER signing keys.
 //!
+//! The admin listener's TLS (`admin.ssl.*`, the same names with the
+//! prefix `admin.`) is parsed here too, by the same code.
+//!
 //! `--listen HOST:PORT` is shorthand for `listeners=PLAINTEXT://HOST:PORT`
 //! and `--advertised` for that listener's advertised address; given
 //! `listeners`, the broker binds exactly the listeners named.
@@ -134,6 +137,9 @@ const OAUTHBEARER_KEYS: [&str; 7] = [
     "sasl.oauthbearer.clock.skew.seconds",
 ];
 
+/// The prefix of the admin listener's TLS settings (`admin.ssl.*`).
+const ADMIN_PREFIX: &str = "admin.";
+
 /// The listener settings besides the TLS and SASL ones.
 const LISTENER_KEYS: [&str; 5] = [
     "listeners",
@@ -151,8 +157,10 @@ impl ListenerConfigs {
             .and_then(|rest| rest.split_once('.'))
             .map_or(key, |(_, key)| key);
         let oauth_key = ssl_key.strip_prefix("oauthbearer.").unwrap_or(ssl_key);
+        let admin_key = key.strip_prefix(ADMIN_PREFIX).unwrap_or_default();
         if LISTENER_KEYS.contains(&key)
             || SSL_KEYS.contains(&ssl_key)
+            || SSL_KEYS.contains(&admin_key)
             || SASL_KEYS.contains(&ssl_key)
             || OAUTHBEARER_KEYS.contains(&oauth_key)
         {
@@ -514,70 +522,100 @@ impl ListenerConfigs {
     }
 
     fn tls_settings(&self, name: &str) -> Result<TlsSettings, SettingsError> {
-        let refused =
-            |(key, value): (String, &str), reason: String| SettingsError::BrokerConfigRefused {
-                key,
-                value: value.to_owned(),
-                reason,
-            };
-        for password in [
-            "ssl.keystore.password",
-            "ssl.key.password",
-            "ssl.truststore.password",
-        ] {
-            if let Some(given) = self.ssl(name, password) {
-                return Err(refused(
-                    (given.0, "(hidden)"),
-                    "Weir reads PEM files with unencrypted keys only; drop the password \
-                     (decrypt a key with `openssl pkcs8 -in KEY -out KEY.pem -nocrypt`)"
-                        .into(),
-                ));
-            }
-        }
-        for kind in ["ssl.keystore.type", "ssl.truststore.type"] {
-            if let Some(given) = self.ssl(name, kind)
-                && !given.1.eq_ignore_ascii_case("PEM")
-            {
-                return Err(refused(
-                    given,
-                    "Weir reads PEM files only; convert a JKS or PKCS12 store to PEM \
-                     (`weir cert dev` makes PEM files for trying TLS)"
-                        .into(),
-                ));
-            }
-        }
-        let keystore = self
-            .ssl(name, "ssl.keystore.location")
-            .map(|(_, path)| PathBuf::from(path))
-            .ok_or_else(|| SettingsError::BrokerConfigRefused {
-                key: "listeners".into(),
-                value: name.to_owned(),
-                reason: format!(
-                    "listener {name} is SSL and needs ssl.keystore.location: a PEM file with \
-                     the private key and the certificate chain"
-                ),
-            })?;
-        let truststore = self
-            .ssl(name, "ssl.truststore.location")
-            .map(|(_, path)| PathBuf::from(path));
-        let client_auth = match self.ssl(name, "ssl.client.auth") {
-            None => ClientAuth::None,
-            Some(given) => ClientAuth::parse(given.1)
-                .ok_or_else(|| refused(given, "must be required, requested or none".into()))?,
+        let keystore_missing = || SettingsError::BrokerConfigRefused {
+            key: "listeners".into(),
+            value: name.to_owned(),
+            reason: format!(
+                "listener {name} is SSL and needs ssl.keystore.location: a PEM file with \
+                 the private key and the certificate chain"
+            ),
         };
-        let principal_mapping = match self.ssl(name, "ssl.principal.mapping.rules") {
-            None => SslPrincipalMapper::default(),
-            Some(given) => {
-                SslPrincipalMapper::parse(given.1).map_err(|e| refused(given, e.to_string()))?
-            }
-        };
-        Ok(TlsSettings {
-            keystore,
-            truststore,
-            client_auth,
-            principal_mapping,
-        })
+        tls_settings_from(|key| self.ssl(name, key), keystore_missing)
     }
+
+    /// The admin listener's TLS settings (`admin.ssl.*`, the Kafka
+    /// listeners' names with the prefix `admin.`; the broker-wide `ssl.*`
+    /// are not read): `None` when none is given, the listener then plain
+    /// HTTP.
+    pub(crate) fn admin_tls(&self) -> Result<Option<TlsSettings>, SettingsError> {
+        let admin = |key: &str| {
+            let key = format!("{ADMIN_PREFIX}{key}");
+            self.given.get(&key).map(|value| (key, value.as_str()))
+        };
+        let Some((first, value)) = SSL_KEYS.iter().find_map(|key| admin(key)) else {
+            return Ok(None);
+        };
+        let keystore_missing = || SettingsError::BrokerConfigRefused {
+            key: first.clone(),
+            value: value.to_owned(),
+            reason: "the admin listener's TLS needs admin.ssl.keystore.location: a PEM file \
+                     with the private key and the certificate chain"
+                .into(),
+        };
+        tls_settings_from(admin, keystore_missing).map(Some)
+    }
+}
+
+/// A listener's TLS settings, read with `ssl`, which gives a setting's
+/// value by its Kafka name (`ssl.keystore.location`, ...) and the name it
+/// was given under.
+fn tls_settings_from<'a>(
+    ssl: impl Fn(&str) -> Option<(String, &'a str)>,
+    keystore_missing: impl FnOnce() -> SettingsError,
+) -> Result<TlsSettings, SettingsError> {
+    let refused =
+        |(key, value): (String, &str), reason: String| SettingsError::BrokerConfigRefused {
+            key,
+            value: value.to_owned(),
+            reason,
+        };
+    for password in [
+        "ssl.keystore.password",
+        "ssl.key.password",
+        "ssl.truststore.password",
+    ] {
+        if let Some(given) = ssl(password) {
+            return Err(refused(
+                (given.0, "(hidden)"),
+                "Weir reads PEM files with unencrypted keys only; drop the password \
+                     (decrypt a key with `openssl pkcs8 -in KEY -out KEY.pem -nocrypt`)"
+                    .into(),
+            ));
+        }
+    }
+    for kind in ["ssl.keystore.type", "ssl.truststore.type"] {
+        if let Some(given) = ssl(kind)
+            && !given.1.eq_ignore_ascii_case("PEM")
+        {
+            return Err(refused(
+                given,
+                "Weir reads PEM files only; convert a JKS or PKCS12 store to PEM \
+                     (`weir cert dev` makes PEM files for trying TLS)"
+                    .into(),
+            ));
+        }
+    }
+    let keystore = ssl("ssl.keystore.location")
+        .map(|(_, path)| PathBuf::from(path))
+        .ok_or_else(keystore_missing)?;
+    let truststore = ssl("ssl.truststore.location").map(|(_, path)| PathBuf::from(path));
+    let client_auth = match ssl("ssl.client.auth") {
+        None => ClientAuth::None,
+        Some(given) => ClientAuth::parse(given.1)
+            .ok_or_else(|| refused(given, "must be required, requested or none".into()))?,
+    };
+    let principal_mapping = match ssl("ssl.principal.mapping.rules") {
+        None => SslPrincipalMapper::default(),
+        Some(given) => {
+            SslPrincipalMapper::parse(given.1).map_err(|e| refused(given, e.to_string()))?
+        }
+    };
+    Ok(TlsSettings {
+        keystore,
+        truststore,
+        client_auth,
+        principal_mapping,
+    })
 }
 
 /// One `NAME://HOST:PORT` entry.
@@ -997,5 +1035,41 @@ mod tests {
         assert!(!configs.take("log.retention.ms", "1"));
         assert!(!configs.take("listener.name.client.log.retention.ms", "1"));
         assert!(configs.take("listener.name.client.ssl.client.auth", "required"));
+        assert!(configs.take("admin.ssl.client.auth", "required"));
+        assert!(!configs.take("admin.log.retention.ms", "1"));
+    }
+
+    #[test]
+    fn the_admin_listeners_tls_is_read_from_admin_ssl_alone() {
+        let none = configs(&[("ssl.keystore.location", "/etc/broker.pem")]);
+        assert!(
+            none.admin_tls().expect("resolves").is_none(),
+            "ssl.* are the Kafka listeners'"
+        );
+        let admin = configs(&[
+            ("admin.ssl.keystore.location", "/etc/admin.pem"),
+            ("admin.ssl.truststore.location", "/etc/ca.crt"),
+            ("admin.ssl.client.auth", "requested"),
+            ("ssl.client.auth", "required"),
+        ])
+        .admin_tls()
+        .expect("resolves")
+        .expect("TLS");
+        assert_eq!(admin.keystore, PathBuf::from("/etc/admin.pem"));
+        assert_eq!(admin.truststore, Some(PathBuf::from("/etc/ca.crt")));
+        assert_eq!(admin.client_auth, ClientAuth::Requested);
+        let keyless = configs(&[("admin.ssl.client.auth", "required")])
+            .admin_tls()
+            .expect_err("refused")
+            .to_string();
+        assert!(keyless.contains("admin.ssl.keystore.location"), "{keyless}");
+        let typo = configs(&[
+            ("admin.ssl.keystore.location", "/etc/admin.pem"),
+            ("admin.ssl.client.auth", "sometimes"),
+        ])
+        .admin_tls()
+        .expect_err("refused")
+        .to_string();
+        assert!(typo.contains("admin.ssl.client.auth"), "{typo}");
     }
 }

@@ -401,8 +401,9 @@ async fn accept_loop(socket: TcpListener, index: usize, accepted: mpsc::Sender<A
 }
 
 /// Rebuild a TLS listener's configuration whenever its certificate files
-/// change, so a renewed certificate is served without a restart.
-async fn watch_certificates(acceptor: Arc<TlsAcceptor>, listener: Arc<str>) {
+/// change, so a renewed certificate is served without a restart. Runs
+/// until dropped; the admin listener (`weir-admin`) runs it too.
+pub async fn watch_certificates(acceptor: Arc<TlsAcceptor>, listener: Arc<str>) {
     let mut ticks = tokio::time::interval(tls::RELOAD_CHECK_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

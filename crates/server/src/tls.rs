@@ -162,8 +162,9 @@ impl TlsAcceptor {
         })
     }
 
-    /// The configuration a new handshake uses.
-    pub(crate) fn config(&self) -> Option<Arc<ServerConfig>> {
+    /// The configuration a new handshake uses (also the admin listener's,
+    /// `weir-admin`).
+    pub fn config(&self) -> Option<Arc<ServerConfig>> {
         self.current.read().ok().map(|current| current.1.clone())
     }
 
@@ -171,7 +172,7 @@ impl TlsAcceptor {
     /// (and since the last rebuild that failed): `None` when nothing
     /// changed, else whether the rebuild worked. A failed rebuild keeps the
     /// configuration in use. Blocks on file I/O.
-    pub(crate) fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
         let now = stamp(&self.settings);
         if self.current.read().ok()?.0 == now {
             return None;
@@ -199,7 +200,7 @@ impl TlsAcceptor {
     /// first): its subject name mapped by `ssl.principal.mapping.rules`,
     /// or `User:ANONYMOUS` when it presented none. An error when the name
     /// cannot be read or no rule maps it: the connection is closed.
-    pub(crate) fn principal(
+    pub fn principal(
         &self,
         certificates: Option<&[CertificateDer<'_>]>,
     ) -> Result<KafkaPrincipal, String> {
@@ -222,8 +223,9 @@ fn stamp(settings: &TlsSettings) -> Stamp {
 }
 
 /// One file's size, modification time and inode; `None` when it cannot
-/// be read. Also how the OAUTHBEARER JWKS file is watched (`jwks.rs`).
-pub(crate) fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
+/// be read. Also how the OAUTHBEARER JWKS file is watched (`jwks.rs`), and
+/// the admin listener's token file (`weir-admin`).
+pub fn file_stamp(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok(), inode(&meta)))
 }

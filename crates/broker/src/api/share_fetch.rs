@@ -322,7 +322,32 @@ pub(crate) async fn handle(
             () = tokio::time::sleep_until(wake) => {}
         }
     }
+    count_out(broker, &answers);
     Ok(response(answers, lock_ms))
+}
+
+/// Record the bytes and records a share fetch hands its member, per topic,
+/// as a fetch's are: the records counted are those acquired.
+fn count_out(broker: &Broker, answers: &BTreeMap<TopicIdPartition, Answer>) {
+    if !weir_metrics::enabled() {
+        return;
+    }
+    let mut per_topic: BTreeMap<Uuid, (usize, u64)> = BTreeMap::new();
+    for ((topic_id, _), a) in answers {
+        let sent = per_topic.entry(*topic_id).or_default();
+        sent.0 += a.records.as_ref().map_or(0, bytes::Bytes::len);
+        sent.1 += a
+            .acquired
+            .iter()
+            .map(|r| u64::try_from(r.last_offset - r.first_offset + 1).unwrap_or(0))
+            .sum::<u64>();
+    }
+    let metrics = weir_metrics::metrics();
+    for (topic_id, (bytes, records)) in per_topic {
+        if let Some(topic) = broker.topic_by_id(topic_id) {
+            metrics.topic_out(&topic.meta.name, bytes, records);
+        }
+    }
 }
 
 type Limits = (u32, usize, BTreeMap<TopicIdPartition, usize>);

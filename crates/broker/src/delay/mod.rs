@@ -329,6 +329,10 @@ impl Mover {
         for partition in ready {
             self.deliver(&partition, now);
         }
+        if weir_metrics::enabled() {
+            let due = self.handed.values().map(BTreeMap::len).sum();
+            weir_metrics::metrics().delayed_counts(self.store.pending(), due);
+        }
         if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             self.checkpoint()?;
         }
@@ -584,11 +588,14 @@ impl Mover {
             };
             match partition.append(Bytes::from(built)) {
                 Ok(outcome) => {
+                    let mut lateness = Vec::with_capacity(batch.len());
                     for (i, copy) in batch.iter().enumerate() {
                         if let Some(h) = handed.get_mut(&copy.original()) {
                             h.in_flight = Some(outcome.base_offset + i as i64);
+                            lateness.push(now.saturating_sub(h.entry.due_ms));
                         }
                     }
+                    weir_metrics::metrics().delayed_delivered(lateness.into_iter());
                 }
                 Err(e) => {
                     tracing::warn!(partition = ?id, error = %e,

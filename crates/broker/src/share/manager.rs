@@ -437,6 +437,12 @@ impl ShareManager {
         self.of_group(group, |sp| sp.summary(now_ms))
     }
 
+    /// What every share-partition here has in flight.
+    pub(crate) fn all_in_flight(&self) -> Vec<(SharePartitionKey, InFlight)> {
+        let now_ms = self.now_ms();
+        self.each(|_| true, |sp| sp.summary(now_ms))
+    }
+
     /// The start offset of each share-partition of `group` here.
     pub(crate) fn group_start_offsets(&self, group: &str) -> Vec<(SharePartitionKey, i64)> {
         self.of_group(group, SharePartition::start_offset)
@@ -449,13 +455,23 @@ impl ShareManager {
         group: &str,
         look: impl Fn(&SharePartition) -> T,
     ) -> Vec<(SharePartitionKey, T)> {
-        let of_group: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
+        self.each(|k| &*k.group == group, look)
+    }
+
+    /// `look` at each share-partition here whose key is `chosen`, under its
+    /// lock (taken after the map's is let go).
+    fn each<T>(
+        &self,
+        chosen: impl Fn(&SharePartitionKey) -> bool,
+        look: impl Fn(&SharePartition) -> T,
+    ) -> Vec<(SharePartitionKey, T)> {
+        let picked: Vec<(SharePartitionKey, Arc<Mutex<SharePartition>>)> = self
             .map()
             .iter()
-            .filter(|(k, _)| &*k.group == group)
+            .filter(|(k, _)| chosen(k))
             .map(|(k, sp)| (k.clone(), sp.clone()))
             .collect();
-        of_group
+        picked
             .into_iter()
             .map(|(k, sp)| {
                 let seen = look(&lock(&sp));
@@ -751,6 +767,7 @@ impl ShareManager {
             return;
         }
         if let Some(sp) = self.get(key) {
+            weir_metrics::metrics().share_dead_lettered(&key.group, offsets.len());
             let mut sp = lock(&sp);
             let changes = sp.dead_lettered(offsets);
             let _ = self.carry_out(key, &mut sp, changes);

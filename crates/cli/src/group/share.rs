@@ -34,7 +34,7 @@ struct Member {
 /// (or the broker serves no share groups), for the other describe.
 pub(super) fn describe(
     client: &mut Client,
-    admin_url: &str,
+    admin: &crate::admin_api::AdminTarget,
     group: &str,
     json_out: bool,
 ) -> Result<bool> {
@@ -122,7 +122,7 @@ pub(super) fn describe(
         .collect();
     let ends = client.list_offsets(&led, LATEST_TIMESTAMP)?;
     // What is in flight, from the admin API of the broker asked.
-    let in_flight = crate::admin_api::AdminApi::new(admin_url)
+    let in_flight = crate::admin_api::AdminApi::new(admin)
         .and_then(|api| api.get(&["v1", "share-groups", group], &[]));
     let in_flight: Result<BTreeMap<(String, i32), Value>> = in_flight.map(|answer| {
         answer["partitions"]
@@ -181,7 +181,7 @@ pub(super) fn describe(
             })).collect::<Vec<_>>(),
             "partitions": rows,
             "in_flight_from": match &in_flight {
-                Ok(_) => json!(admin_url),
+                Ok(_) => json!(admin.url),
                 Err(_) => Value::Null,
             },
         }))?;
@@ -274,7 +274,8 @@ pub(super) fn describe(
     crate::print_out(&out)?;
     if let Err(e) = in_flight {
         eprintln!(
-            "note: records in flight are not shown: the admin API at {admin_url} did not answer ({e}); set --admin-url"
+            "note: records in flight are not shown: the admin API at {} did not answer ({e}); set --admin-url",
+            admin.url
         );
     }
     Ok(true)
