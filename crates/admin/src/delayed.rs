@@ -101,8 +101,8 @@ async fn cancel(
     })))
 }
 
-/// The HTTP answer to a refused question.
-fn refused(err: DelayQueryError) -> AdminError {
+/// The HTTP answer to a refused question (the console's pages give the same).
+pub(crate) fn refused(err: DelayQueryError) -> AdminError {
     let status = match &err {
         DelayQueryError::UnknownTopic(_)
         | DelayQueryError::UnknownPartition { .. }

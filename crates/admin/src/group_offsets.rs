@@ -313,7 +313,8 @@ fn target_of(input: &ResetOffsets) -> Result<Target, AdminError> {
                     "to_datetime is {ms}, before 1970"
                 )));
             }
-            DateTime::Text(text) => parse_datetime_ms(text).map_err(AdminError::bad_request)?,
+            DateTime::Text(text) => weir_client::datetime::parse_datetime_ms(text)
+                .map_err(|why| AdminError::bad_request(format!("to_datetime {why}")))?,
         };
         targets.push(Target::Time(ms));
     }
@@ -323,65 +324,6 @@ fn target_of(input: &ResetOffsets) -> Result<Target, AdminError> {
             "give exactly one of to_earliest, to_latest, to_offset, to_datetime, shift_by",
         )),
     }
-}
-
-/// The largest hour of a UTC offset RFC 3339 can write (+23:59).
-const UTC_OFFSET_HOURS_MAX: i64 = 23;
-
-/// An RFC 3339 instant in milliseconds since the epoch, as `weir group
-/// reset-offsets --to-datetime` reads it: `Z`, `+HH:MM`/`-HH:MM`, or no
-/// zone, which is UTC.
-fn parse_datetime_ms(text: &str) -> Result<i64, String> {
-    let bad = |why: String| {
-        format!(
-            "to_datetime {text:?} is not an RFC 3339 time such as 2026-11-24T08:00:00Z or \
-             2026-11-24T10:00:00+02:00 ({why})"
-        )
-    };
-    let (local, offset_ms) = split_utc_offset(text).map_err(bad)?;
-    let instant = humantime::parse_rfc3339_weak(local).map_err(|err| bad(err.to_string()))?;
-    let since_epoch = instant
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("to_datetime {text:?} is before 1970"))?;
-    let local_ms = i64::try_from(since_epoch.as_millis())
-        .map_err(|_| format!("to_datetime {text:?} is too far ahead"))?;
-    local_ms
-        .checked_sub(offset_ms)
-        .filter(|ms| *ms >= 0)
-        .ok_or_else(|| format!("to_datetime {text:?} is before 1970"))
-}
-
-/// Splits a trailing `+HH:MM` / `-HH:MM` off an RFC 3339 time: the time
-/// without it, and the offset in milliseconds (0 when there is none).
-fn split_utc_offset(text: &str) -> Result<(&str, i64), String> {
-    let Some(split) = text.len().checked_sub(6) else {
-        return Ok((text, 0));
-    };
-    let (Some(local), Some(offset)) = (text.get(..split), text.get(split..)) else {
-        return Ok((text, 0));
-    };
-    let sign = match offset.as_bytes().first() {
-        Some(b'+') => 1,
-        Some(b'-') => -1,
-        _ => return Ok((text, 0)),
-    };
-    if !local.contains(['T', 't', ' ']) {
-        return Ok((text, 0));
-    }
-    let bad = || format!("bad UTC offset {offset:?} (write +HH:MM or -HH:MM)");
-    let field = |range: std::ops::Range<usize>, max: i64| -> Result<i64, String> {
-        offset
-            .get(range)
-            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<i64>().ok())
-            .filter(|n| *n <= max)
-            .ok_or_else(bad)
-    };
-    if offset.as_bytes().get(3) != Some(&b':') {
-        return Err(bad());
-    }
-    let minutes = field(1..3, UTC_OFFSET_HOURS_MAX)? * 60 + field(4..6, 59)?;
-    Ok((local, sign * minutes * 60_000))
 }
 
 fn text(s: &str) -> StrBytes {
@@ -626,11 +568,24 @@ mod tests {
     }
 
     #[test]
-    fn datetimes_read_as_the_cli_reads_them() {
-        assert_eq!(parse_datetime_ms("1970-01-01T00:00:01Z"), Ok(1_000));
-        assert_eq!(parse_datetime_ms("1970-01-01T02:00:01+02:00"), Ok(1_000));
-        assert_eq!(parse_datetime_ms("1970-01-01T00:00:01"), Ok(1_000));
-        assert!(parse_datetime_ms("yesterday").is_err());
-        assert!(parse_datetime_ms("1970-01-01T00:00:01+2:00").is_err());
+    fn a_datetime_is_text_as_the_cli_reads_it_or_milliseconds() {
+        let at = |time: DateTime| {
+            let input = ResetOffsets {
+                topic: "t".to_owned(),
+                to_datetime: Some(time),
+                ..Default::default()
+            };
+            match target_of(&input) {
+                Ok(Target::Time(ms)) => Ok(ms),
+                Ok(other) => panic!("{other:?} is not a time"),
+                Err(e) => Err(e.status()),
+            }
+        };
+        let text = |t: &str| DateTime::Text(t.to_owned());
+        assert_eq!(at(text("1970-01-01T02:00:01+02:00")), Ok(1_000));
+        assert_eq!(at(text("1970-01-01T00:00:01")), Ok(1_000));
+        assert_eq!(at(DateTime::Millis(1_000)), Ok(1_000));
+        assert_eq!(at(text("yesterday")), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(at(DateTime::Millis(-1)), Err(StatusCode::BAD_REQUEST));
     }
 }

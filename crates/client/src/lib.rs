@@ -18,6 +18,7 @@
 //! message). Every message is encoded and decoded by the `kafka-protocol`
 //! crate; only the 4-byte length prefix is written here.
 
+pub mod datetime;
 pub mod dead_letter;
 mod error;
 pub mod share;

@@ -8,13 +8,13 @@
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::get;
 use maud::{Markup, html};
-use weir_broker::delay::{self, DelayQueryError};
+use weir_broker::delay;
 
 use super::layout::{PageResult, Section, encode, page, time};
 use super::messages::shown_bytes;
+use crate::delayed::refused;
 use crate::topics::topic_list;
 use crate::{AdminError, AdminState};
 
@@ -36,19 +36,6 @@ pub(crate) fn routes() -> Router<AdminState> {
 /// The delayed-records page of `topic`.
 pub(crate) fn topic_href(topic: &str) -> String {
     format!("/console/topics/{}/delayed", encode(topic))
-}
-
-fn refused(err: DelayQueryError) -> AdminError {
-    let status = match &err {
-        DelayQueryError::UnknownTopic(_)
-        | DelayQueryError::UnknownPartition { .. }
-        | DelayQueryError::NotPending(_) => StatusCode::NOT_FOUND,
-        DelayQueryError::View { .. } => StatusCode::BAD_REQUEST,
-        DelayQueryError::NoLongerPending(_) => StatusCode::CONFLICT,
-        DelayQueryError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
-        DelayQueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    AdminError::new(status, err.to_string())
 }
 
 async fn summary(State(state): State<AdminState>) -> PageResult {
