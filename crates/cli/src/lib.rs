@@ -33,7 +33,6 @@ pub mod user;
 
 use std::borrow::Cow;
 use std::process::ExitCode;
-use std::time::UNIX_EPOCH;
 
 #[cfg(feature = "rdkafka")]
 use rdkafka::ClientConfig;
